@@ -1,0 +1,147 @@
+//! `dtop-broker`: the process shell. Parses flags, initialises logs, loads and validates the
+//! config before binding anything, runs the broker and waits for SIGINT/SIGTERM. All broker
+//! logic lives in the library.
+
+use std::error::Error as _;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use dtop_broker::{BrokerConfig, BrokerError, ConfigError, EXAMPLE_CONFIG_TOML};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+/// sysexits.h `EX_USAGE`: the invocation or its configuration is wrong; retrying won't help.
+const EXIT_BAD_CONFIG: u8 = 64;
+
+/// DTOP's MQTT broker (embedded rumqttd, sized for sample blocks).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file. Without it the broker runs on built-in defaults
+    /// (MQTT 3.1.1 on 127.0.0.1:1883, no console).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Validate the configuration, print the verdict and exit without binding anything.
+    #[arg(long)]
+    check: bool,
+    /// Print the documented default configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    /// Log filter: a level (`info`) or tracing directives (`info,rumqttd=warn`).
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+
+    if cli.print_default_config {
+        print!("{EXAMPLE_CONFIG_TOML}");
+        return ExitCode::SUCCESS;
+    }
+
+    let filter = match EnvFilter::try_new(&cli.log) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("error: --log {:?} is not a valid filter: {e}", cli.log);
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // journald and test harnesses capture stderr; escape codes would only garble them.
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let config = match &cli.config {
+        Some(path) => match dtop_broker::load_config(path) {
+            Ok(config) => config,
+            Err(e) => {
+                report_config_error(&path.display().to_string(), &e);
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+        },
+        None => {
+            let config = BrokerConfig::default();
+            if let Err(errors) = config.validate() {
+                report_config_error("built-in defaults", &ConfigError::Invalid(errors));
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+            config
+        }
+    };
+
+    if cli.check {
+        let source = cli
+            .config
+            .as_ref()
+            .map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string());
+        println!("{source}: configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    if cli.config.is_none() {
+        info!(mqtt = %config.mqtt.listen, "No --config given; running on built-in defaults.");
+    }
+
+    match run(config) {
+        Ok(code) => code,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "Broker failed.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints every problem, one per line, on stderr. Logs may be filtered; this must not be.
+fn report_config_error(source: &str, error: &ConfigError) {
+    eprintln!("error: {source}: {error}");
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        eprintln!("  caused by: {inner}");
+        cause = inner.source();
+    }
+}
+
+fn run(config: BrokerConfig) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the signal-handling runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: BrokerConfig) -> anyhow::Result<ExitCode> {
+    // Installed before the broker starts so a signal during startup is not lost.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    let spawned = tokio::task::spawn_blocking(move || dtop_broker::spawn(&config))
+        .await
+        .context("joining the broker startup task")?;
+    let handle = match spawned {
+        Ok(handle) => handle,
+        Err(BrokerError::Invalid(errors)) => {
+            // validate() already passed in main; kept so this path can never bind silently.
+            report_config_error("config", &ConfigError::Invalid(errors));
+            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("starting the broker")),
+    };
+
+    let signal_name = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+        stopped = handle.stopped() => {
+            return Err(anyhow::Error::new(stopped).context("the broker stopped on its own"));
+        }
+    };
+    // rumqttd cannot drain: connections close when the process exits, and clients reconnect
+    // to the next broker. There is nothing to flush, so shutdown is immediate.
+    info!(signal = signal_name, "Shutting down; open MQTT connections close with the process.");
+    Ok(ExitCode::SUCCESS)
+}

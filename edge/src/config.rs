@@ -1,0 +1,495 @@
+//! The edge's TOML configuration: its shape (serde), its defaults, and `validate()`, which reports
+//! every range and cross-field problem at once. Reads nothing but the password file, and only when
+//! asked ([`MqttConfig::read_password`]).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dtop_proto::RigId;
+use serde::{Deserialize, Serialize};
+
+use crate::batcher::max_encoded_block_bytes;
+
+/// Where the edge keeps its persistent counters unless told otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/dtop-edge";
+
+/// Whole edge configuration (`dtop-edge --config PATH`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Rig this edge speaks for; appears in every topic and in the `rig` tag downstream.
+    pub rig_id: RigId,
+    /// Directory holding the persistent `session` and `next_seq` counters. Must survive reboots:
+    /// losing it lets a restarted edge reuse block sequence numbers.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The firmware's serial link.
+    pub serial: SerialConfig,
+    /// How samples are grouped into blocks.
+    #[serde(default)]
+    pub acquisition: AcquisitionConfig,
+    /// The MQTT broker connection.
+    pub mqtt: MqttConfig,
+    /// What the edge lets the actuator do, whoever asks.
+    pub actuator: ActuatorConfig,
+}
+
+/// The firmware's serial port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConfig {
+    /// Device path, e.g. `/dev/ttyACM0` or a pty made by `dtop-rig-sim`.
+    pub path: PathBuf,
+    /// Line rate, bit/s. Ignored by USB CDC and ptys, honoured by real UARTs.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// How long to wait for a `Manifest` after the first `Hello`, ms. Later resends wait longer
+    /// (jittered exponential backoff, capped at 5 s).
+    #[serde(default = "default_hello_timeout_ms")]
+    pub hello_timeout_ms: u64,
+    /// Silence after which the firmware is presumed dead and the edge re-sends `Hello`, ms.
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+}
+
+/// How firmware samples become `SampleBlock`s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquisitionConfig {
+    /// Samples per channel in one published block (a block closes early only at a
+    /// discontinuity or at shutdown). Must fit `MAX_SAMPLE_BLOCK_BYTES` even with the most
+    /// channels the firmware protocol allows.
+    #[serde(default = "default_block_samples")]
+    pub block_samples: u32,
+}
+
+/// The MQTT connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker TCP port.
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// MQTT client id; defaults to `dtop-edge-{rig_id}`. Two clients with one id evict each other.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Keep-alive interval, s. The broker publishes the last will after 1.5 × this of silence.
+    #[serde(default = "default_keepalive_s")]
+    pub keepalive_s: u64,
+    /// How long one TCP connect plus CONNACK may take, s.
+    #[serde(default = "default_connect_timeout_s")]
+    pub connect_timeout_s: u64,
+    /// User name, if the broker wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password (systemd `LoadCredential=` friendly); trailing newline ignored.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// First reconnect delay, ms; doubles per failed attempt (with jitter) up to the maximum.
+    #[serde(default = "default_reconnect_backoff_min_ms")]
+    pub reconnect_backoff_min_ms: u64,
+    /// Largest reconnect delay, ms.
+    #[serde(default = "default_reconnect_backoff_max_ms")]
+    pub reconnect_backoff_max_ms: u64,
+    /// Blocks held in memory while the broker is unreachable; beyond this the oldest are
+    /// dropped and counted.
+    #[serde(default = "default_queue_max_blocks")]
+    pub queue_max_blocks: usize,
+    /// How long shutdown waits for queued blocks to be acknowledged before giving up, ms.
+    #[serde(default = "default_shutdown_flush_timeout_ms")]
+    pub shutdown_flush_timeout_ms: u64,
+}
+
+/// Limits on actuator drive, enforced by the edge before anything reaches the firmware.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActuatorConfig {
+    /// Largest drive force magnitude, N. The effective limit is the smaller of this and the
+    /// firmware's own `actuator_max_force_n`.
+    pub max_force_n: f64,
+    /// Largest drive slew rate, N/s.
+    pub max_slew_n_per_s: f64,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+const fn default_baud() -> u32 {
+    921_600
+}
+/// PROTOCOL.md §7.1 "Hello retry".
+const fn default_hello_timeout_ms() -> u64 {
+    1_000
+}
+/// PROTOCOL.md §7.1 "Link-lost timeout".
+const fn default_read_timeout_ms() -> u64 {
+    3_000
+}
+const fn default_block_samples() -> u32 {
+    100
+}
+const fn default_mqtt_port() -> u16 {
+    1883
+}
+const fn default_keepalive_s() -> u64 {
+    10
+}
+const fn default_connect_timeout_s() -> u64 {
+    5
+}
+const fn default_reconnect_backoff_min_ms() -> u64 {
+    250
+}
+const fn default_reconnect_backoff_max_ms() -> u64 {
+    30_000
+}
+const fn default_queue_max_blocks() -> usize {
+    600
+}
+const fn default_shutdown_flush_timeout_ms() -> u64 {
+    5_000
+}
+
+impl Default for AcquisitionConfig {
+    fn default() -> Self {
+        Self { block_samples: default_block_samples() }
+    }
+}
+
+/// A credential. Its `Debug` never shows the value, so configs and errors can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself; call only where it is handed to the peer that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// One thing wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted path of the offending field, e.g. `mqtt.keepalive_s`.
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem)
+    }
+}
+
+/// Everything `validate()` found wrong, in field order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} configuration problem(s):", self.0.len())?;
+        for p in &self.0 {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigLoadError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error(transparent)]
+    Invalid(#[from] ConfigErrors),
+}
+
+/// Why the MQTT password could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("reading password file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("password file {path} is empty")]
+    Empty { path: PathBuf },
+}
+
+impl EdgeConfig {
+    /// Parses TOML text (shape only; call [`EdgeConfig::validate`] next).
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigLoadError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigLoadError::Read { path: path.to_owned(), source })?;
+        let config = Self::from_toml(&text)
+            .map_err(|source| ConfigLoadError::Parse { path: path.to_owned(), source: Box::new(source) })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every range and cross-field rule, returning all violations at once.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut problems = Vec::new();
+        let mut bad = |field: &'static str, problem: String| problems.push(ConfigProblem { field, problem });
+
+        if self.state_dir.as_os_str().is_empty() {
+            bad("state_dir", "must not be empty".into());
+        }
+
+        let s = &self.serial;
+        if s.path.as_os_str().is_empty() {
+            bad("serial.path", "must not be empty".into());
+        }
+        if s.baud == 0 {
+            bad("serial.baud", "must be positive".into());
+        }
+        if !(10..=60_000).contains(&s.hello_timeout_ms) {
+            bad("serial.hello_timeout_ms", format!("{} is outside 10..=60000", s.hello_timeout_ms));
+        }
+        if !(100..=3_600_000).contains(&s.read_timeout_ms) {
+            bad("serial.read_timeout_ms", format!("{} is outside 100..=3600000", s.read_timeout_ms));
+        }
+
+        let block_samples = self.acquisition.block_samples as usize;
+        if block_samples == 0 {
+            bad("acquisition.block_samples", "must be at least 1".into());
+        } else {
+            let worst = max_encoded_block_bytes(dtop_firmware::MAX_CHANNELS, block_samples);
+            if worst > dtop_proto::limits::MAX_SAMPLE_BLOCK_BYTES {
+                bad(
+                    "acquisition.block_samples",
+                    format!(
+                        "{block_samples} samples × {} channels may encode to {worst} bytes, above the {} byte block limit",
+                        dtop_firmware::MAX_CHANNELS,
+                        dtop_proto::limits::MAX_SAMPLE_BLOCK_BYTES
+                    ),
+                );
+            }
+        }
+
+        let m = &self.mqtt;
+        if m.host.trim().is_empty() {
+            bad("mqtt.host", "must not be empty".into());
+        }
+        if m.port == 0 {
+            bad("mqtt.port", "must not be 0".into());
+        }
+        if let Some(id) = &m.client_id {
+            if id.is_empty() {
+                bad("mqtt.client_id", "must not be empty (omit it for the default)".into());
+            } else if id.len() > 65_535 {
+                bad("mqtt.client_id", "is longer than MQTT allows".into());
+            }
+        }
+        if !(1..=65_535).contains(&m.keepalive_s) {
+            bad("mqtt.keepalive_s", format!("{} is outside 1..=65535", m.keepalive_s));
+        }
+        if !(1..=300).contains(&m.connect_timeout_s) {
+            bad("mqtt.connect_timeout_s", format!("{} is outside 1..=300", m.connect_timeout_s));
+        }
+        if m.password_file.is_some() && m.username.is_none() {
+            bad("mqtt.password_file", "needs mqtt.username as well".into());
+        }
+        if m.reconnect_backoff_min_ms == 0 {
+            bad("mqtt.reconnect_backoff_min_ms", "must be positive".into());
+        }
+        if m.reconnect_backoff_max_ms < m.reconnect_backoff_min_ms {
+            bad(
+                "mqtt.reconnect_backoff_max_ms",
+                format!("{} is below reconnect_backoff_min_ms ({})", m.reconnect_backoff_max_ms, m.reconnect_backoff_min_ms),
+            );
+        }
+        if m.queue_max_blocks == 0 {
+            bad("mqtt.queue_max_blocks", "must be at least 1".into());
+        }
+        if m.shutdown_flush_timeout_ms > 600_000 {
+            bad("mqtt.shutdown_flush_timeout_ms", format!("{} is above 600000", m.shutdown_flush_timeout_ms));
+        }
+
+        let a = &self.actuator;
+        if !(a.max_force_n.is_finite() && a.max_force_n > 0.0) {
+            bad("actuator.max_force_n", format!("{} is not a positive finite force", a.max_force_n));
+        }
+        if !(a.max_slew_n_per_s.is_finite() && a.max_slew_n_per_s > 0.0) {
+            bad("actuator.max_slew_n_per_s", format!("{} is not a positive finite slew rate", a.max_slew_n_per_s));
+        }
+
+        if problems.is_empty() { Ok(()) } else { Err(ConfigErrors(problems)) }
+    }
+
+    /// The MQTT client id: the configured one, else `dtop-edge-{rig_id}`.
+    pub fn mqtt_client_id(&self) -> String {
+        self.mqtt.client_id.clone().unwrap_or_else(|| format!("dtop-edge-{}", self.rig_id))
+    }
+
+    /// Path of the persisted MQTT session counter.
+    pub fn session_path(&self) -> PathBuf {
+        self.state_dir.join("session")
+    }
+
+    /// Path of the persisted next block sequence number.
+    pub fn next_seq_path(&self) -> PathBuf {
+        self.state_dir.join("next_seq")
+    }
+}
+
+impl SerialConfig {
+    pub fn hello_timeout(&self) -> Duration {
+        Duration::from_millis(self.hello_timeout_ms)
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
+    }
+}
+
+impl MqttConfig {
+    /// Reads the password file, if one is configured.
+    pub fn read_password(&self) -> Result<Option<Secret>, SecretError> {
+        let Some(path) = &self.password_file else { return Ok(None) };
+        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read { path: path.clone(), source })?;
+        let value = text.trim_end_matches(['\r', '\n']);
+        if value.is_empty() {
+            return Err(SecretError::Empty { path: path.clone() });
+        }
+        Ok(Some(Secret::new(value)))
+    }
+
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.keepalive_s)
+    }
+
+    pub fn reconnect_backoff_min(&self) -> Duration {
+        Duration::from_millis(self.reconnect_backoff_min_ms)
+    }
+
+    pub fn reconnect_backoff_max(&self) -> Duration {
+        Duration::from_millis(self.reconnect_backoff_max_ms)
+    }
+
+    pub fn shutdown_flush_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_flush_timeout_ms)
+    }
+}
+
+/// The shipped example configuration, printed by `--print-default-config`.
+pub const EXAMPLE_CONFIG: &str = include_str!("../dtop-edge.example.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> EdgeConfig {
+        EdgeConfig::from_toml(EXAMPLE_CONFIG).unwrap_or_else(|e| panic!("example config does not parse: {e}"))
+    }
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let config = example();
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.rig_id.as_str(), "southampton-3s");
+    }
+
+    #[test]
+    fn minimal_config_takes_the_documented_defaults() {
+        let config = EdgeConfig::from_toml(
+            r#"
+            rig_id = "r1"
+            [serial]
+            path = "/dev/ttyACM0"
+            [mqtt]
+            host = "broker"
+            [actuator]
+            max_force_n = 10.0
+            max_slew_n_per_s = 1000.0
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.state_dir, PathBuf::from("/var/lib/dtop-edge"));
+        assert_eq!(config.serial.baud, 921_600);
+        assert_eq!(config.acquisition.block_samples, 100);
+        assert_eq!(config.mqtt.port, 1883);
+        assert_eq!(config.mqtt_client_id(), "dtop-edge-r1");
+        assert_eq!(config.session_path(), PathBuf::from("/var/lib/dtop-edge/session"));
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let mut config = example();
+        config.serial.baud = 0;
+        config.mqtt.reconnect_backoff_max_ms = 1;
+        config.actuator.max_force_n = f64::NAN;
+        let errors = config.validate().err().unwrap_or_else(|| panic!("three problems went unnoticed"));
+        let fields: Vec<_> = errors.0.iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["serial.baud", "mqtt.reconnect_backoff_max_ms", "actuator.max_force_n"]);
+        let text = errors.to_string();
+        assert!(text.starts_with("3 configuration problem(s):"), "{text}");
+    }
+
+    #[test]
+    fn refuses_a_block_that_cannot_fit_the_size_limit() {
+        let mut config = example();
+        config.acquisition.block_samples = 100_000;
+        let errors = config.validate().err().unwrap_or_else(|| panic!("oversized block accepted"));
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].field, "acquisition.block_samples");
+    }
+
+    #[test]
+    fn refuses_unknown_fields_and_bad_rig_ids() {
+        let unknown = EXAMPLE_CONFIG.replace("[serial]", "[serial]\nbaud_rate = 9600");
+        assert!(EdgeConfig::from_toml(&unknown).is_err());
+        let bad_id = EXAMPLE_CONFIG.replace("rig_id = \"southampton-3s\"", "rig_id = \"a/b\"");
+        assert_ne!(bad_id, EXAMPLE_CONFIG);
+        assert!(EdgeConfig::from_toml(&bad_id).is_err());
+    }
+
+    #[test]
+    fn secrets_never_print_their_value() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+        assert_eq!(secret.expose(), "hunter2");
+    }
+
+    #[test]
+    fn reads_the_password_file_without_its_newline() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret\n").unwrap_or_else(|e| panic!("{e}"));
+        let mut config = example();
+        config.mqtt.username = Some("edge".into());
+        config.mqtt.password_file = Some(path);
+        let pw = config.mqtt.read_password().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pw.as_ref().map(Secret::expose), Some("s3cret"));
+    }
+}

@@ -1,0 +1,134 @@
+//! The `dtop-edge` binary: logs, config (exit 64 when bad, before any device or socket is
+//! opened), then [`dtop_edge::run`] until SIGINT/SIGTERM. All behaviour lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use dtop_edge::config::{ConfigLoadError, EXAMPLE_CONFIG};
+use dtop_edge::{EdgeConfig, EdgeError};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// sysexits.h EX_USAGE: the configuration is wrong.
+const EXIT_CONFIG: u8 = 64;
+/// Beyond the configured flush timeout, how long shutdown may take before we give up on it.
+const SHUTDOWN_GRACE_EXTRA: Duration = Duration::from_secs(5);
+
+/// DTOP edge daemon: firmware serial stream → MQTT.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Path of the TOML configuration.
+    #[arg(long, short, required_unless_present = "print_default_config")]
+    config: Option<PathBuf>,
+    /// Validate the configuration and exit (0 when valid, 64 when not).
+    #[arg(long)]
+    check: bool,
+    /// Print an example configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.print_default_config {
+        print!("{EXAMPLE_CONFIG}");
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+
+    let Some(path) = args.config else {
+        eprintln!("dtop-edge: --config is required");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let config = match EdgeConfig::load(&path) {
+        Ok(config) => config,
+        Err(ConfigLoadError::Invalid(errors)) => {
+            eprintln!("dtop-edge: {} is invalid:", path.display());
+            for problem in &errors.0 {
+                eprintln!("  - {problem}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(e) => {
+            eprintln!("dtop-edge: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if args.check {
+        println!("{}: OK", path.display());
+        return ExitCode::SUCCESS;
+    }
+
+    match serve(config) {
+        Ok(code) => code,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "dtop-edge failed.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: EdgeConfig) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let grace = config.mqtt.shutdown_flush_timeout() + SHUTDOWN_GRACE_EXTRA;
+        let shutdown = CancellationToken::new();
+        let edge = tokio::spawn(dtop_edge::run(config, shutdown.clone()));
+        tokio::pin!(edge);
+        let mut signals = Signals::new().context("installing signal handlers")?;
+        let outcome = tokio::select! {
+            outcome = &mut edge => outcome,
+            name = signals.next() => {
+                info!(signal = name, grace_ms = grace.as_millis() as u64, "Shutting down.");
+                shutdown.cancel();
+                tokio::select! {
+                    outcome = &mut edge => outcome,
+                    () = tokio::time::sleep(grace) => {
+                        error!(grace_ms = grace.as_millis() as u64, "Shutdown did not finish in time; exiting anyway.");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    name = signals.next() => {
+                        warn!(signal = name, "Second signal; exiting without finishing shutdown.");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+        };
+        match outcome.context("edge task panicked")? {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e @ (EdgeError::Config(_) | EdgeError::Secret(_))) => {
+                eprintln!("dtop-edge: {e}");
+                Ok(ExitCode::from(EXIT_CONFIG))
+            }
+            Err(e) => Err(e).context("running the edge"),
+        }
+    })
+}
+
+/// SIGINT and SIGTERM as one stream of names.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! Owns the MQTT connection: session numbering and its file, the last will, the birth at every
+//! CONNACK, QoS 1 block publishing matched to PUBACKs, reconnects with jittered backoff, and the
+//! clean goodbye (death + DISCONNECT). Knows nothing of the serial port; blocks arrive ready-made.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dtop_firmware::Manifest;
+use dtop_proto::limits::{MAX_CONTROL_BYTES, MAX_MQTT_PACKET_BYTES, MAX_SAMPLE_BLOCK_BYTES};
+use dtop_proto::topic::{self, RigTopic};
+use dtop_proto::v1::{RigDeath, SampleBlock};
+use dtop_proto::{Message, RigId};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout_at};
+use tracing::{debug, error, info, warn};
+
+use crate::acquisition::wall_clock_ns;
+use crate::backoff::Backoff;
+use crate::batcher::block_sample_count;
+use crate::birth::{BirthContext, build_birth};
+use crate::config::{ActuatorConfig, MqttConfig, Secret};
+use crate::outbox::{Acked, Control, Outbox};
+use crate::state_file;
+use crate::stats::StatsHandle;
+
+/// Blocks published but not yet acknowledged, at most. Enough to keep a LAN link busy; small
+/// enough that rumqttc's own in-flight limit (set above it) never collides packet ids.
+pub const WINDOW_BLOCKS: usize = 16;
+/// How long the goodbye waits for the death's PUBACK and for the DISCONNECT to be written.
+pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the publisher is fed, in order.
+#[derive(Debug, Clone)]
+pub enum PublisherEvent {
+    /// The firmware's (possibly new) manifest: the birth describes it.
+    Manifest(Box<Manifest>),
+    Block(SampleBlock),
+}
+
+/// What the publisher needs from the configuration and the state directory.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    pub rig_id: RigId,
+    pub mqtt: MqttConfig,
+    pub client_id: String,
+    pub password: Option<Secret>,
+    pub actuator: ActuatorConfig,
+    /// Where the session counter lives.
+    pub session_path: PathBuf,
+    /// Session of the last successful connect (0 if none ever).
+    pub last_session: u64,
+}
+
+/// The MQTT connection's owner. Created with [`Publisher::new`], driven by [`Publisher::run`].
+#[derive(Debug)]
+pub struct Publisher {
+    config: PublisherConfig,
+    client: AsyncClient,
+    topic_samples: String,
+    topic_birth: String,
+    topic_death: String,
+    outbox: Outbox,
+    manifest: Option<Box<Manifest>>,
+    /// Session of the current (or last) connection.
+    session: u64,
+    connected: bool,
+    connected_once: bool,
+    backoff: Backoff,
+    rng: StdRng,
+    stats: StatsHandle,
+}
+
+/// rumqttc options for this edge; the last will announces `will_session`.
+pub fn mqtt_options(config: &PublisherConfig, will_session: u64) -> MqttOptions {
+    let mut options = MqttOptions::new(config.client_id.clone(), config.mqtt.host.clone(), config.mqtt.port);
+    options
+        .set_keep_alive(config.mqtt.keepalive())
+        .set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES)
+        // Unacknowledged blocks are re-sent by the outbox itself, so a fresh session each time
+        // keeps rumqttc from replaying anything behind our back.
+        .set_clean_session(true)
+        .set_inflight((WINDOW_BLOCKS + 4) as u16)
+        .set_last_will(will(&config.rig_id, will_session));
+    if let Some(user) = &config.mqtt.username {
+        let password = config.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
+        options.set_credentials(user.clone(), password);
+    }
+    options
+}
+
+/// The last will: a `RigDeath` with an empty reason, QoS 1, not retained.
+fn will(rig_id: &RigId, session: u64) -> LastWill {
+    let death = RigDeath { rig_id: rig_id.to_string(), session, reason: String::new() };
+    LastWill::new(topic::rig(rig_id, RigTopic::Death), death.encode_to_vec(), QoS::AtLeastOnce, false)
+}
+
+impl Publisher {
+    pub fn new(config: PublisherConfig, stats: StatsHandle) -> (Self, EventLoop) {
+        let options = mqtt_options(&config, config.last_session + 1);
+        let (client, mut eventloop) = AsyncClient::new(options, WINDOW_BLOCKS + 8);
+        eventloop.network_options.set_connection_timeout(config.mqtt.connect_timeout_s);
+        let backoff = Backoff::new(config.mqtt.reconnect_backoff_min(), config.mqtt.reconnect_backoff_max());
+        let outbox = Outbox::new(config.mqtt.queue_max_blocks, WINDOW_BLOCKS);
+        let publisher = Self {
+            topic_samples: topic::rig(&config.rig_id, RigTopic::Samples),
+            topic_birth: topic::rig(&config.rig_id, RigTopic::Birth),
+            topic_death: topic::rig(&config.rig_id, RigTopic::Death),
+            session: config.last_session,
+            config,
+            client,
+            outbox,
+            manifest: None,
+            connected: false,
+            connected_once: false,
+            backoff,
+            rng: StdRng::from_os_rng(),
+            stats,
+        };
+        (publisher, eventloop)
+    }
+
+    /// Connects once the first manifest arrives, publishes until `events_rx` closes, flushes
+    /// for at most `shutdown_flush_timeout_ms`, then says goodbye.
+    pub async fn run(mut self, mut eventloop: EventLoop, mut events_rx: mpsc::Receiver<PublisherEvent>) {
+        // A birth needs the manifest; nothing is worth connecting for before it.
+        loop {
+            match events_rx.recv().await {
+                Some(PublisherEvent::Manifest(m)) => {
+                    self.manifest = Some(m);
+                    break;
+                }
+                Some(PublisherEvent::Block(b)) => self.enqueue(b),
+                None => return,
+            }
+        }
+
+        let mut upstream_open = true;
+        let mut flush_deadline: Option<Instant> = None;
+        let mut retry_at: Option<Instant> = None;
+        // Stands in for "no deadline" in select! branches, which evaluate disabled futures too.
+        let far_future = || Instant::now() + Duration::from_secs(365 * 86_400);
+        loop {
+            if !upstream_open && self.outbox.blocks_done() {
+                break;
+            }
+            if let Some(at) = retry_at {
+                let deadline = flush_deadline.unwrap_or_else(far_future);
+                tokio::select! {
+                    () = sleep_until(at) => retry_at = None,
+                    event = events_rx.recv(), if upstream_open => {
+                        self.on_upstream(event, &mut upstream_open, &mut flush_deadline);
+                    }
+                    () = sleep_until(deadline), if flush_deadline.is_some() => break,
+                }
+                continue;
+            }
+            // The poll future is kept across upstream events and only dropped at shutdown:
+            // rumqttc's poll is not safe to cancel mid-write in general.
+            let polled = {
+                let poll = eventloop.poll();
+                tokio::pin!(poll);
+                loop {
+                    let deadline = flush_deadline.unwrap_or_else(far_future);
+                    tokio::select! {
+                        biased;
+                        polled = &mut poll => break Some(polled),
+                        event = events_rx.recv(), if upstream_open => {
+                            self.on_upstream(event, &mut upstream_open, &mut flush_deadline);
+                            if !upstream_open && self.outbox.blocks_done() {
+                                break None;
+                            }
+                        }
+                        () = sleep_until(deadline), if flush_deadline.is_some() => break None,
+                    }
+                }
+            };
+            match polled {
+                None => break,
+                Some(Ok(event)) => self.on_mqtt_event(event, &mut eventloop).await,
+                Some(Err(e)) => retry_at = Some(Instant::now() + self.on_connection_error(&e)),
+            }
+        }
+        self.goodbye(&mut eventloop).await;
+    }
+
+    fn on_upstream(&mut self, event: Option<PublisherEvent>, upstream_open: &mut bool, flush_deadline: &mut Option<Instant>) {
+        match event {
+            Some(PublisherEvent::Block(block)) => self.enqueue(block),
+            Some(PublisherEvent::Manifest(m)) => {
+                if self.manifest.as_deref() != Some(&*m) {
+                    info!("Firmware manifest changed; publishing a new birth.");
+                    self.manifest = Some(m);
+                    if self.connected {
+                        self.publish_birth();
+                    }
+                }
+            }
+            None => {
+                *upstream_open = false;
+                *flush_deadline = Some(Instant::now() + self.config.mqtt.shutdown_flush_timeout());
+                info!(
+                    queued_blocks = self.outbox.queued(),
+                    unacked_blocks = self.outbox.blocks_unacked(),
+                    "Sampling stopped; flushing queued blocks to the broker."
+                );
+            }
+        }
+    }
+
+    fn enqueue(&mut self, mut block: SampleBlock) {
+        if self.connected_once && !self.connected {
+            block.backfill = true;
+        }
+        let dropped = self.outbox.push(block);
+        self.account_drops(dropped, "queue_full");
+        self.pump();
+    }
+
+    /// Hands queued blocks to the client while connected and the window has room.
+    fn pump(&mut self) {
+        if self.connected {
+            while let Some(block) = self.outbox.next_block() {
+                block.session = self.session;
+                let payload = block.encode_to_vec();
+                if payload.len() > MAX_SAMPLE_BLOCK_BYTES {
+                    // Config validation makes this unreachable; never send what subscribers refuse.
+                    let oversized = self.outbox.discard_next();
+                    self.account_drops(oversized.into_iter().collect(), "oversized");
+                    continue;
+                }
+                match self.client.try_publish(self.topic_samples.clone(), QoS::AtLeastOnce, false, payload) {
+                    Ok(()) => self.outbox.mark_block_handed(),
+                    Err(e) => {
+                        debug!(error = %e, "MQTT request channel full; will retry on the next event.");
+                        break;
+                    }
+                }
+            }
+        }
+        let queued = self.outbox.queued();
+        self.stats.update(|s| s.queued_blocks = queued);
+    }
+
+    async fn on_mqtt_event(&mut self, event: Event, eventloop: &mut EventLoop) {
+        match event {
+            Event::Incoming(Packet::ConnAck(_)) => self.on_connected(eventloop).await,
+            Event::Incoming(Packet::PubAck(ack)) => self.on_puback(ack.pkid),
+            Event::Outgoing(Outgoing::Publish(pkid)) => self.outbox.on_outgoing_publish(pkid),
+            _ => {}
+        }
+    }
+
+    fn on_puback(&mut self, pkid: u16) {
+        match self.outbox.on_puback(pkid) {
+            Some(Acked::Block { .. }) => {
+                self.stats.update(|s| s.blocks_published_total += 1);
+                self.pump();
+            }
+            Some(Acked::Control(c)) => debug!(control = ?c, "Broker acknowledged a control message."),
+            None => debug!(pkid, "PUBACK for a packet id the outbox does not track."),
+        }
+    }
+
+    /// A CONNACK: the connection carries the will's session. Persist it before the birth so no
+    /// later connect can announce it again, and arm the next connect's will with the next one.
+    async fn on_connected(&mut self, eventloop: &mut EventLoop) {
+        let session = self.session + 1;
+        let path = self.config.session_path.clone();
+        match tokio::task::spawn_blocking(move || state_file::write_counter(&path, session)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(error = %e, session, "Could not persist the MQTT session; a restart may repeat it."),
+            Err(e) => error!(error = %e, session, "The session writer failed; a restart may repeat the session."),
+        }
+        self.session = session;
+        eventloop.mqtt_options.set_last_will(will(&self.config.rig_id, session + 1));
+        self.connected = true;
+        self.connected_once = true;
+        self.backoff.reset();
+        self.stats.update(|s| {
+            s.mqtt_connected = true;
+            s.session = session;
+        });
+        self.publish_birth();
+        info!(
+            session,
+            host = %self.config.mqtt.host,
+            port = self.config.mqtt.port,
+            queued_blocks = self.outbox.queued(),
+            "Connected to the MQTT broker and published the birth."
+        );
+        self.pump();
+    }
+
+    fn publish_birth(&mut self) {
+        let Some(manifest) = &self.manifest else { return };
+        let ctx = BirthContext {
+            rig_id: &self.config.rig_id,
+            actuator: &self.config.actuator,
+            session: self.session,
+            now_ns: wall_clock_ns(),
+        };
+        let payload = build_birth(manifest, ctx).encode_to_vec();
+        if payload.len() > MAX_CONTROL_BYTES {
+            error!(bytes = payload.len(), limit = MAX_CONTROL_BYTES, "Birth is too large to publish; subscribers would refuse it.");
+            return;
+        }
+        match self.client.try_publish(self.topic_birth.clone(), QoS::AtLeastOnce, true, payload) {
+            Ok(()) => self.outbox.mark_control_handed(Control::Birth),
+            Err(e) => error!(error = %e, "Could not hand the birth to the MQTT client; subscribers will not see this session."),
+        }
+    }
+
+    /// Returns how long to wait before the next connect attempt.
+    fn on_connection_error(&mut self, e: &ConnectionError) -> Duration {
+        let was_connected = self.connected;
+        self.connected = false;
+        let dropped = self.outbox.on_connection_lost();
+        if self.connected_once {
+            self.outbox.mark_waiting_as_backfill();
+        }
+        self.account_drops(dropped, "queue_full");
+        let delay = self.backoff.next_delay(&mut self.rng);
+        self.stats.update(|s| {
+            s.mqtt_connected = false;
+            s.queued_blocks = self.outbox.queued();
+        });
+        if was_connected {
+            warn!(
+                error = %e,
+                session = self.session,
+                queued_blocks = self.outbox.queued(),
+                retry_in_ms = delay.as_millis() as u64,
+                "Lost the MQTT connection; unacknowledged blocks will be sent again."
+            );
+        } else {
+            warn!(
+                error = %e,
+                host = %self.config.mqtt.host,
+                port = self.config.mqtt.port,
+                retry_in_ms = delay.as_millis() as u64,
+                "Could not connect to the MQTT broker."
+            );
+        }
+        delay
+    }
+
+    /// Publishes the death, waits for its PUBACK, disconnects; all within [`GOODBYE_TIMEOUT`].
+    /// Blocks still unacknowledged afterwards are counted as lost.
+    async fn goodbye(&mut self, eventloop: &mut EventLoop) {
+        if self.connected {
+            let deadline = Instant::now() + GOODBYE_TIMEOUT;
+            let death = RigDeath { rig_id: self.config.rig_id.to_string(), session: self.session, reason: "shutdown".into() };
+            match self.client.try_publish(self.topic_death.clone(), QoS::AtLeastOnce, false, death.encode_to_vec()) {
+                Ok(()) => self.outbox.mark_control_handed(Control::Death),
+                Err(e) => warn!(error = %e, "Could not hand the death message to the MQTT client."),
+            }
+            let mut acked = false;
+            while self.outbox.control_pending(Control::Death) {
+                match timeout_at(deadline, eventloop.poll()).await {
+                    Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => self.on_puback(ack.pkid),
+                    Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => self.outbox.on_outgoing_publish(pkid),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "MQTT connection failed while saying goodbye.");
+                        self.connected = false;
+                        break;
+                    }
+                    Err(_elapsed) => break,
+                }
+                acked = !self.outbox.control_pending(Control::Death);
+            }
+            if self.connected {
+                if self.client.try_disconnect().is_ok() {
+                    loop {
+                        match timeout_at(deadline, eventloop.poll()).await {
+                            Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => break,
+                            Ok(Ok(_)) => {}
+                        }
+                    }
+                }
+                if acked {
+                    info!(session = self.session, "Published the death and disconnected from the MQTT broker.");
+                } else {
+                    warn!(session = self.session, "Disconnected without a PUBACK for the death message.");
+                }
+            }
+        }
+        self.connected = false;
+        let lost = self.outbox.take_unacked_blocks();
+        self.account_drops(lost, "shutdown");
+        self.stats.update(|s| {
+            s.mqtt_connected = false;
+            s.queued_blocks = 0;
+        });
+    }
+
+    fn account_drops(&self, blocks: Vec<SampleBlock>, reason: &'static str) {
+        let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else { return };
+        let samples: u64 = blocks.iter().map(|b| block_sample_count(b) as u64).sum();
+        error!(
+            reason,
+            blocks = blocks.len(),
+            samples,
+            first_seq = first.seq,
+            last_seq = last.seq,
+            "Dropped sample blocks that never reached the broker."
+        );
+        self.stats.add_samples_dropped(samples);
+    }
+}

@@ -1,0 +1,82 @@
+//! The on-disk counters in `state_dir` (`session`, `next_seq`): one decimal number per file,
+//! replaced atomically. Blocking std I/O; async callers go through `spawn_blocking`. Knows
+//! nothing of what the numbers mean.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Why a counter file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} holds {content:?}, not a decimal counter; fix or remove it (removing it may reuse numbers)")]
+    Corrupt { path: PathBuf, content: String },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The counter in `path`; `None` when the file does not exist yet.
+pub fn read_counter(path: &Path) -> Result<Option<u64>, StateFileError> {
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StateFileError::Read { path: path.to_owned(), source }),
+    };
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| StateFileError::Corrupt { path: path.to_owned(), content: text.chars().take(40).collect() })
+}
+
+/// Replaces `path` with `value`: writes a sibling temp file, syncs it, renames it over `path`
+/// and syncs the directory, so a crash leaves either the old or the new number, never a torn
+/// or empty file.
+pub fn write_counter(path: &Path, value: u64) -> Result<(), StateFileError> {
+    let err = |source| StateFileError::Write { path: path.to_owned(), source };
+    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut file = File::create(&tmp).map_err(err)?;
+    writeln!(file, "{value}").map_err(err)?;
+    file.sync_all().map_err(err)?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(err)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_counter_reads_as_none_and_written_ones_read_back() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("next_seq");
+        assert_eq!(read_counter(&path).ok(), Some(None));
+        write_counter(&path, 41).unwrap_or_else(|e| panic!("{e}"));
+        write_counter(&path, 42).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read_counter(&path).ok(), Some(Some(42)));
+        assert!(!dir.path().join("next_seq.tmp").exists());
+    }
+
+    #[test]
+    fn refuses_a_corrupt_counter() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("session");
+        fs::write(&path, "twelve").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(read_counter(&path), Err(StateFileError::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,23 @@
+//! The DTOP wire contract, spoken by every other crate.
+//!
+//! The `.proto` files under `proto/dtop/v1/` are the source of truth; the Rust types in [`v1`]
+//! are generated from them at build time with protox + prost-build, so no `protoc` is needed.
+//!
+//! # Layout
+//! - [`v1`]: generated message types (`RigBirth`, `SampleBlock`, `Command`, ...).
+//! - [`topic`]: the only place MQTT topic strings are built or parsed.
+//! - [`limits`]: payload size limits both ends of every MQTT link must agree on.
+//! - [`ids`]: validated identifiers (`RigId`).
+
+pub mod ids;
+pub mod limits;
+pub mod topic;
+
+/// Generated from `proto/dtop/v1/*.proto`.
+#[allow(missing_docs, clippy::all, missing_debug_implementations)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/dtop.v1.rs"));
+}
+
+pub use ids::{RigId, RigIdError};
+pub use prost::Message;

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The README's test command. Installs (apt-get) the real services the tests need, starts them on
+# loopback ports under a temp dir, runs the workspace tests against them, and stops them by PID.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh -p dtop-twin   # extra args go to `cargo test`
+#
+# Services started here are exported to the tests as:
+#   DTOP_TEST_INFLUX_V1_URL   InfluxDB 1.x (Debian `influxdb`), v1 HTTP API
+#   DTOP_TEST_VM_URL          VictoriaMetrics (Debian `victoria-metrics`), InfluxDB v2 write API
+#   DTOP_TEST_MOSQUITTO_PORT  Mosquitto (Debian `mosquitto`), anonymous, on 127.0.0.1
+# Tests that need one of these FAIL (never skip) when DTOP_REQUIRE_SERVICES=1, which this script
+# sets; run under plain `cargo test`, they start private instances of their own when they can.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v influxd >/dev/null || need_pkgs+=(influxdb)
+command -v victoria-metrics >/dev/null || need_pkgs+=(victoria-metrics)
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || need_pkgs+=(mosquitto)
+command -v mosquitto_sub >/dev/null || need_pkgs+=(mosquitto-clients)
+command -v socat >/dev/null || need_pkgs+=(socat)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need_pkgs[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  # policy-rc.d keeps Debian from starting the packaged services system-wide: we start our own.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+MOSQUITTO_BIN=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+
+work=$(mktemp -d -t dtop-test.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # url name pid
+  for _ in $(seq 1 200); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || { echo "test.sh: $2 died at start; log:"; cat "$work/$2.log"; exit 1; }
+    sleep 0.1
+  done
+  echo "test.sh: $2 did not answer at $1 within 20 s; log:"; cat "$work/$2.log"; exit 1
+}
+
+# InfluxDB 1.x
+influx_port=$(free_port); influx_rpc=$(free_port)
+mkdir -p "$work/influx"
+cat > "$work/influx/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$influx_rpc"
+[meta]
+  dir = "$work/influx/meta"
+[data]
+  dir = "$work/influx/data"
+  wal-dir = "$work/influx/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$influx_port"
+  log-enabled = false
+  max-body-size = 0
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+CONF
+influxd -config "$work/influx/influxdb.conf" >"$work/influxd.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$influx_port/ping" influxd "${pids[-1]}"
+
+# VictoriaMetrics
+vm_port=$(free_port)
+victoria-metrics -storageDataPath "$work/vm" -httpListenAddr "127.0.0.1:$vm_port" \
+  -search.latencyOffset=0s -loggerLevel=ERROR >"$work/victoria-metrics.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$vm_port/health" victoria-metrics "${pids[-1]}"
+
+# Mosquitto
+mqtt_port=$(free_port)
+cat > "$work/mosquitto.conf" <<CONF
+listener $mqtt_port 127.0.0.1
+allow_anonymous true
+persistence false
+message_size_limit 0
+CONF
+"$MOSQUITTO_BIN" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$mqtt_port") 2>/dev/null && break
+  sleep 0.1
+done
+
+export DTOP_TEST_INFLUX_V1_URL="http://127.0.0.1:$influx_port"
+export DTOP_TEST_VM_URL="http://127.0.0.1:$vm_port"
+export DTOP_TEST_MOSQUITTO_PORT="$mqtt_port"
+export DTOP_REQUIRE_SERVICES=1
+echo "test.sh: influxd $DTOP_TEST_INFLUX_V1_URL, victoria-metrics $DTOP_TEST_VM_URL, mosquitto 127.0.0.1:$mqtt_port"
+
+# Release binaries: the end-to-end tests run the real daemons at speed.
+cargo build --release --workspace --bins
+export DTOP_BIN_DIR="$PWD/target/release"
+cargo test --release --workspace "$@"

@@ -1,0 +1,707 @@
+//! The twin's TOML configuration: shape (serde), defaults, and whole-config validation.
+//!
+//! Owns parsing and checking only; it opens no socket and creates no directory. Secret files are
+//! read (never printed) so that an unreadable one is reported with every other problem.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+
+use crate::lineproto::Precision;
+
+/// Everything `dtop-twin` needs to know about the system it runs in.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwinConfig {
+    /// MQTT broker the edges publish to.
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    /// Where sample blocks are made durable. Without a `[storage.*]` table the twin writes
+    /// line-protocol files under `./dtop-data/lines`.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// When buffered lines are sent to storage.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// HTTP client settings for the InfluxDB sinks.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Backoff between retries of a failed storage write.
+    #[serde(default)]
+    pub retry: BackoffConfig,
+    /// Per-rig ingest limits.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// MQTT client settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or IP address.
+    #[serde(default = "default_mqtt_host")]
+    pub host: String,
+    /// Broker TCP port.
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// MQTT client id; must be unique on the broker, or the broker disconnects the older client.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// User name for the broker, if it requires a login.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the broker password (a trailing newline is ignored), e.g. a systemd
+    /// credential. Requires `username`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// MQTT keep-alive interval, s.
+    #[serde(default = "default_keepalive_s")]
+    pub keepalive_s: u64,
+    /// How long a TCP connect plus CONNACK may take, s.
+    #[serde(default = "default_connect_timeout_s")]
+    pub connect_timeout_s: u64,
+    /// Backoff between reconnect attempts after the connection drops.
+    #[serde(default)]
+    pub reconnect: BackoffConfig,
+}
+
+/// Where sample blocks are stored. Exactly one kind is configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StorageConfig {
+    /// Rotating line-protocol files on local disk, replayable into InfluxDB with curl.
+    File(FileStorageConfig),
+    /// InfluxDB 1.x (`/write`), or anything speaking its API.
+    InfluxV1(InfluxV1Config),
+    /// InfluxDB 2.x (`/api/v2/write`), or anything speaking its API (e.g. VictoriaMetrics).
+    InfluxV2(InfluxV2Config),
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig::File(FileStorageConfig::default())
+    }
+}
+
+impl StorageConfig {
+    /// Where the data goes, in words for an operator; no secrets.
+    pub fn describe(&self) -> String {
+        match self {
+            StorageConfig::File(c) => format!(
+                "line-protocol files in {} (no InfluxDB configured; replay each file with: \
+                 curl -XPOST 'http://127.0.0.1:8086/write?db=dtop&precision={}' --data-binary @FILE)",
+                c.dir.display(),
+                c.precision.v1_param()
+            ),
+            StorageConfig::InfluxV1(c) => format!(
+                "InfluxDB 1.x at {}, database {} (precision {})",
+                c.url,
+                c.database,
+                c.precision.as_str()
+            ),
+            StorageConfig::InfluxV2(c) => format!(
+                "InfluxDB 2.x API at {}, org {}, bucket {} (precision {})",
+                c.url,
+                c.org,
+                c.bucket,
+                c.precision.as_str()
+            ),
+        }
+    }
+
+    /// Timestamp precision of the lines written to this storage.
+    pub fn precision(&self) -> Precision {
+        match self {
+            StorageConfig::File(c) => c.precision,
+            StorageConfig::InfluxV1(c) => c.precision,
+            StorageConfig::InfluxV2(c) => c.precision,
+        }
+    }
+}
+
+/// Line-protocol files on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStorageConfig {
+    /// Directory the `.lp` files are written to; created if missing.
+    #[serde(default = "default_file_dir")]
+    pub dir: PathBuf,
+    /// Timestamp precision of the written lines (`"us"` or `"ns"`); also part of each file name,
+    /// because a replay must pass the same precision to InfluxDB.
+    #[serde(default = "default_precision")]
+    pub precision: Precision,
+}
+
+impl Default for FileStorageConfig {
+    fn default() -> Self {
+        Self { dir: default_file_dir(), precision: default_precision() }
+    }
+}
+
+/// An InfluxDB 1.x database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxV1Config {
+    /// Base URL, e.g. `http://127.0.0.1:8086`; a path prefix is kept (reverse proxies).
+    pub url: String,
+    /// Database to write to; it must exist (`CREATE DATABASE ...`).
+    pub database: String,
+    /// User for HTTP basic auth, if the server requires it.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password for `username`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Timestamp precision of the written lines (`"us"` or `"ns"`).
+    #[serde(default = "default_precision")]
+    pub precision: Precision,
+}
+
+/// An InfluxDB 2.x bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxV2Config {
+    /// Base URL, e.g. `http://127.0.0.1:8086`; a path prefix is kept (reverse proxies).
+    pub url: String,
+    /// Organisation name.
+    pub org: String,
+    /// Bucket to write to.
+    pub bucket: String,
+    /// File holding the API token (sent as `Authorization: Token ...`).
+    pub token_file: PathBuf,
+    /// Timestamp precision of the written lines (`"us"` or `"ns"`).
+    #[serde(default = "default_precision")]
+    pub precision: Precision,
+}
+
+/// When the storage writer sends what it has buffered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Send once at least this many lines are buffered (a batch never splits a block, so it may
+    /// exceed this by one block's lines).
+    #[serde(default = "default_max_lines")]
+    pub max_lines: usize,
+    /// Send at most this long after the first line of a batch was buffered, ms.
+    #[serde(default = "default_max_delay_ms")]
+    pub max_delay_ms: u64,
+    /// After shutdown begins, how long the writer keeps retrying the last batches before it
+    /// drops them, ms.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_lines: default_max_lines(),
+            max_delay_ms: default_max_delay_ms(),
+            drain_timeout_ms: default_drain_timeout_ms(),
+        }
+    }
+}
+
+impl BatchConfig {
+    pub fn max_delay(&self) -> Duration {
+        Duration::from_millis(self.max_delay_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+/// HTTP client settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Whole-request timeout of one write (connect, send, response), ms.
+    #[serde(default = "default_http_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { timeout_ms: default_http_timeout_ms() }
+    }
+}
+
+impl HttpConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// Jittered exponential backoff: the n-th wait is drawn from `[d/2, d]` with
+/// `d = min(initial_ms * 2^n, max_ms)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// Upper bound of the first wait, ms.
+    #[serde(default = "default_backoff_initial_ms")]
+    pub initial_ms: u64,
+    /// Upper bound of any wait, ms.
+    #[serde(default = "default_backoff_max_ms")]
+    pub max_ms: u64,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self { initial_ms: default_backoff_initial_ms(), max_ms: default_backoff_max_ms() }
+    }
+}
+
+/// Per-rig ingest limits; they bound memory whatever the edges publish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Blocks held per rig while its birth (manifest) has not arrived; older ones are dropped
+    /// and counted beyond this.
+    #[serde(default = "default_pre_birth_queue_blocks")]
+    pub pre_birth_queue_blocks: usize,
+    /// Most rigs tracked at once; frames of further rigs are rejected and counted.
+    #[serde(default = "default_max_rigs")]
+    pub max_rigs: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            pre_birth_queue_blocks: default_pre_birth_queue_blocks(),
+            max_rigs: default_max_rigs(),
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            host: default_mqtt_host(),
+            port: default_mqtt_port(),
+            client_id: default_client_id(),
+            username: None,
+            password_file: None,
+            keepalive_s: default_keepalive_s(),
+            connect_timeout_s: default_connect_timeout_s(),
+            reconnect: BackoffConfig::default(),
+        }
+    }
+}
+
+fn default_mqtt_host() -> String {
+    "127.0.0.1".to_owned()
+}
+const fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_client_id() -> String {
+    "dtop-twin".to_owned()
+}
+const fn default_keepalive_s() -> u64 {
+    30
+}
+const fn default_connect_timeout_s() -> u64 {
+    5
+}
+fn default_file_dir() -> PathBuf {
+    PathBuf::from("./dtop-data/lines")
+}
+/// Microseconds: exact for any sample period that is a whole number of µs, and 3 bytes per line
+/// shorter than nanoseconds.
+const fn default_precision() -> Precision {
+    Precision::Us
+}
+const fn default_max_lines() -> usize {
+    5000
+}
+const fn default_max_delay_ms() -> u64 {
+    100
+}
+const fn default_drain_timeout_ms() -> u64 {
+    5000
+}
+const fn default_http_timeout_ms() -> u64 {
+    10_000
+}
+const fn default_backoff_initial_ms() -> u64 {
+    100
+}
+const fn default_backoff_max_ms() -> u64 {
+    30_000
+}
+const fn default_pre_birth_queue_blocks() -> usize {
+    64
+}
+const fn default_max_rigs() -> usize {
+    256
+}
+
+/// A credential read from a file. Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// Reads a secret file, dropping one trailing newline (`echo` and most editors add one).
+    pub fn read_file(path: &Path) -> Result<Self, SecretError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SecretError::Read { path: path.to_owned(), source })?;
+        let value = text.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&text);
+        if value.is_empty() {
+            return Err(SecretError::Empty { path: path.to_owned() });
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Why a secret file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read secret file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("secret file {} is empty", path.display())]
+    Empty { path: PathBuf },
+}
+
+/// Why a configuration file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {} is malformed: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("config file {} is invalid:\n{problems}", path.display())]
+    Invalid { path: PathBuf, problems: ConfigProblems },
+}
+
+/// Every range and cross-field problem of a configuration, found at once.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConfigProblems(pub Vec<String>);
+
+impl ConfigProblems {
+    fn push(&mut self, field: &str, problem: impl fmt::Display) {
+        self.0.push(format!("{field}: {problem}"));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+impl fmt::Display for ConfigProblems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigProblems {}
+
+/// Highest accepted `batch.max_lines`: a batch must stay well below InfluxDB's default 25 MB
+/// request body limit (a DTOP sample line is ~100 bytes).
+pub const MAX_BATCH_LINES: usize = 100_000;
+
+impl TwinConfig {
+    /// Parses TOML (shape only; call [`TwinConfig::validate`] next).
+    pub fn from_toml_str(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let config = Self::from_toml_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
+        config.validate().map_err(|problems| ConfigError::Invalid { path: path.to_owned(), problems })?;
+        Ok(config)
+    }
+
+    /// Checks every range and cross-field rule and reads the secret files; returns all problems.
+    pub fn validate(&self) -> Result<(), ConfigProblems> {
+        let mut p = ConfigProblems::default();
+        let m = &self.mqtt;
+        if m.host.trim().is_empty() {
+            p.push("mqtt.host", "is empty");
+        }
+        if m.port == 0 {
+            p.push("mqtt.port", "must not be 0");
+        }
+        if m.client_id.is_empty() {
+            p.push("mqtt.client_id", "is empty");
+        }
+        if m.keepalive_s == 0 {
+            // 0 would disable keep-alive, and with it the only way to notice a silently dead broker.
+            p.push("mqtt.keepalive_s", "must be at least 1");
+        }
+        if m.keepalive_s > u64::from(u16::MAX) {
+            p.push("mqtt.keepalive_s", format!("is {}; MQTT allows at most {}", m.keepalive_s, u16::MAX));
+        }
+        if m.connect_timeout_s == 0 {
+            p.push("mqtt.connect_timeout_s", "must be at least 1");
+        }
+        if m.password_file.is_some() && m.username.is_none() {
+            p.push("mqtt.password_file", "is set but mqtt.username is not");
+        }
+        if let Some(path) = &m.password_file {
+            check_secret(&mut p, "mqtt.password_file", path);
+        }
+        validate_backoff(&mut p, "mqtt.reconnect", &m.reconnect);
+
+        match &self.storage {
+            StorageConfig::File(f) => {
+                if f.dir.as_os_str().is_empty() {
+                    p.push("storage.file.dir", "is empty");
+                }
+            }
+            StorageConfig::InfluxV1(c) => {
+                check_url(&mut p, "storage.influx_v1.url", &c.url);
+                if c.database.trim().is_empty() {
+                    p.push("storage.influx_v1.database", "is empty");
+                }
+                if c.password_file.is_some() && c.username.is_none() {
+                    p.push("storage.influx_v1.password_file", "is set but storage.influx_v1.username is not");
+                }
+                if let Some(path) = &c.password_file {
+                    check_secret(&mut p, "storage.influx_v1.password_file", path);
+                }
+            }
+            StorageConfig::InfluxV2(c) => {
+                check_url(&mut p, "storage.influx_v2.url", &c.url);
+                if c.org.trim().is_empty() {
+                    p.push("storage.influx_v2.org", "is empty");
+                }
+                if c.bucket.trim().is_empty() {
+                    p.push("storage.influx_v2.bucket", "is empty");
+                }
+                check_secret(&mut p, "storage.influx_v2.token_file", &c.token_file);
+            }
+        }
+
+        let b = &self.batch;
+        if b.max_lines == 0 {
+            p.push("batch.max_lines", "must be at least 1");
+        }
+        if b.max_lines > MAX_BATCH_LINES {
+            p.push("batch.max_lines", format!("is {}; must be at most {MAX_BATCH_LINES}", b.max_lines));
+        }
+        if b.max_delay_ms == 0 {
+            p.push("batch.max_delay_ms", "must be at least 1");
+        }
+        if self.http.timeout_ms == 0 {
+            p.push("http.timeout_ms", "must be at least 1");
+        }
+        validate_backoff(&mut p, "retry", &self.retry);
+        if self.ingest.max_rigs == 0 {
+            p.push("ingest.max_rigs", "must be at least 1");
+        }
+        if p.is_empty() { Ok(()) } else { Err(p) }
+    }
+}
+
+fn validate_backoff(p: &mut ConfigProblems, field: &str, b: &BackoffConfig) {
+    if b.initial_ms == 0 {
+        p.push(&format!("{field}.initial_ms"), "must be at least 1");
+    }
+    if b.max_ms < b.initial_ms {
+        p.push(&format!("{field}.max_ms"), format!("is {}; must be at least initial_ms ({})", b.max_ms, b.initial_ms));
+    }
+}
+
+fn check_secret(p: &mut ConfigProblems, field: &str, path: &Path) {
+    if let Err(e) = Secret::read_file(path) {
+        p.push(field, e);
+    }
+}
+
+fn check_url(p: &mut ConfigProblems, field: &str, url: &str) {
+    match parse_base_url(url) {
+        Ok(_) => {}
+        Err(e) => p.push(field, e),
+    }
+}
+
+/// Parses a storage base URL: http(s), with a host, without query, fragment or credentials
+/// (credentials belong in the `*_file` settings, where they are never logged).
+pub fn parse_base_url(url: &str) -> Result<Url, String> {
+    let parsed = Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{url:?} must start with http:// or https://"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("{url:?} must not have a query or fragment"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("must not embed credentials; use the username and *_file settings".to_owned());
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = crate::EXAMPLE_CONFIG;
+
+    #[test]
+    fn example_config_parses_validates_and_equals_the_defaults() {
+        let config = TwinConfig::from_toml_str(EXAMPLE).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config, TwinConfig::default());
+    }
+
+    #[test]
+    fn empty_file_gives_file_storage_under_dtop_data() {
+        let config = TwinConfig::from_toml_str("").unwrap();
+        assert_eq!(
+            config.storage,
+            StorageConfig::File(FileStorageConfig { dir: "./dtop-data/lines".into(), precision: Precision::Us })
+        );
+        assert_eq!(config.mqtt.port, 1883);
+        let described = config.storage.describe();
+        assert!(described.starts_with("line-protocol files in ./dtop-data/lines (no InfluxDB"), "{described}");
+        assert!(described.contains("write?db=dtop&precision=u' --data-binary @FILE"), "{described}");
+        assert_eq!(config.batch.max_lines, 5000);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_unknown_fields_anywhere() {
+        assert!(TwinConfig::from_toml_str("[mqtt]\nhots = \"x\"\n").is_err());
+        assert!(TwinConfig::from_toml_str("[storage.file]\ndir = \"x\"\nprecison = \"us\"\n").is_err());
+        assert!(TwinConfig::from_toml_str("[storage.influx_v3]\nurl = \"x\"\n").is_err());
+        assert!(TwinConfig::from_toml_str("[storage.file]\nprecision = \"ms\"\n").is_err());
+    }
+
+    #[test]
+    fn parses_each_storage_kind() {
+        let v1 = TwinConfig::from_toml_str(
+            "[storage.influx_v1]\nurl = \"http://127.0.0.1:8086\"\ndatabase = \"dtop\"\nprecision = \"ns\"\n",
+        )
+        .unwrap();
+        assert!(matches!(&v1.storage, StorageConfig::InfluxV1(c) if c.database == "dtop"));
+        assert_eq!(v1.storage.precision(), Precision::Ns);
+        let v2 = TwinConfig::from_toml_str(
+            "[storage.influx_v2]\nurl = \"http://h:8086\"\norg = \"o\"\nbucket = \"b\"\ntoken_file = \"/t\"\n",
+        )
+        .unwrap();
+        assert!(matches!(&v2.storage, StorageConfig::InfluxV2(c) if c.bucket == "b"));
+        assert_eq!(v2.storage.precision(), Precision::Us);
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let text = r#"
+[mqtt]
+host = ""
+keepalive_s = 0
+password_file = "/nonexistent/pw"
+
+[storage.influx_v1]
+url = "ftp://x"
+database = " "
+
+[batch]
+max_lines = 0
+max_delay_ms = 0
+
+[http]
+timeout_ms = 0
+
+[retry]
+initial_ms = 10
+max_ms = 5
+"#;
+        let problems = TwinConfig::from_toml_str(text).unwrap().validate().unwrap_err();
+        let all = problems.to_string();
+        for field in [
+            "mqtt.host",
+            "mqtt.keepalive_s",
+            "mqtt.password_file: is set but",
+            "mqtt.password_file: cannot read",
+            "storage.influx_v1.url",
+            "storage.influx_v1.database",
+            "batch.max_lines",
+            "batch.max_delay_ms",
+            "http.timeout_ms",
+            "retry.max_ms",
+        ] {
+            assert!(all.contains(field), "missing {field:?} in:\n{all}");
+        }
+        assert_eq!(problems.0.len(), 10, "{all}");
+    }
+
+    #[test]
+    fn refuses_urls_with_credentials_query_or_no_host() {
+        assert!(parse_base_url("http://user:pw@h:8086").is_err());
+        assert!(parse_base_url("http://h:8086/?db=x").is_err());
+        assert!(parse_base_url("http://").is_err());
+        assert!(parse_base_url("not a url").is_err());
+        assert_eq!(parse_base_url("https://h/influx/").map(|u| u.path().to_owned()), Ok("/influx/".to_owned()));
+    }
+
+    #[test]
+    fn secret_drops_one_trailing_newline_and_hides_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let secret = Secret::read_file(&path).unwrap();
+        assert_eq!(secret.expose(), "s3cret");
+        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(matches!(Secret::read_file(&path), Err(SecretError::Empty { .. })));
+    }
+
+    #[test]
+    fn reports_missing_token_file_for_influx_v2() {
+        let config = TwinConfig::from_toml_str(
+            "[storage.influx_v2]\nurl = \"http://h:8086\"\norg = \"\"\nbucket = \"b\"\ntoken_file = \"/nonexistent/t\"\n",
+        )
+        .unwrap();
+        let problems = config.validate().unwrap_err().to_string();
+        assert!(problems.contains("storage.influx_v2.org"), "{problems}");
+        assert!(problems.contains("storage.influx_v2.token_file"), "{problems}");
+    }
+}

@@ -1,0 +1,35 @@
+//! DTOP twin service: one live digital twin per rig. It ingests the sample blocks the edges
+//! publish over MQTT, checks them against each rig's birth manifest, tracks block sequence gaps
+//! and duplicates, and stores every sample durably as InfluxDB line protocol (in InfluxDB 1.x,
+//! an InfluxDB 2.x-compatible API such as VictoriaMetrics, or rotating files on disk).
+//!
+//! State estimation is not here yet; its seam is the per-rig actor in [`rig`].
+//!
+//! # Layout
+//! Following the data path:
+//! - [`config`]: the TOML configuration, its defaults and whole-config validation.
+//! - [`service`]: wiring: MQTT connection, router, rig actors, storage writer, shutdown, stats.
+//! - [`ingest`]: pure decoding and validation of birth, sample and death frames.
+//! - [`rig`]: one rig's state machine and the actor task that owns it.
+//! - [`seq`]: pure per-rig block sequence tracking (new, duplicate, gap, late fill).
+//! - [`lineproto`]: the pure line-protocol encoder, and the storage schema.
+//! - [`store`]: sinks (files, InfluxDB 1.x, InfluxDB 2.x) and the batching, retrying writer.
+//! - [`stats`]: what the twin reports ([`TwinStats`]) and the live one-second window.
+//! - [`backoff`]: jittered exponential backoff for reconnects and retries.
+
+pub mod backoff;
+pub mod config;
+pub mod ingest;
+pub mod lineproto;
+pub mod rig;
+pub mod seq;
+pub mod service;
+pub mod stats;
+pub mod store;
+
+pub use config::TwinConfig;
+pub use service::{TwinError, TwinHandle, run, spawn, stats_channel};
+pub use stats::{RigStats, StoreStats, TwinStats};
+
+/// The example configuration shipped next to the crate; it equals the defaults.
+pub const EXAMPLE_CONFIG: &str = include_str!("../dtop-twin.example.toml");

@@ -1,0 +1,412 @@
+//! Pure InfluxDB line-protocol encoder for sample blocks: escaping, number formatting, timestamps.
+//!
+//! No I/O, no clocks, no validation of manifests (see `ingest`): same input, same bytes.
+//!
+//! # Storage schema
+//!
+//! ```text
+//! dtop_samples,rig=<rig>,stream=<stream_id> <channel>=<float>[,<channel>=<float>...] <t_k>
+//!     one point per sample instant k of a block;
+//!     one float field per channel, named by the channel's manifest name,
+//!     value = raw * scale + offset (SI unit of the channel kind);
+//!     t_k = first_timestamp_ns + k * sample_period_ns.
+//!
+//! dtop_blocks,rig=<rig>,stream=<stream_id> seq=<i>i,first_sample_index=<i>i,samples=<i>i,sample_period_ns=<i>i,session=<i>i,backfill=<bool> <t_0>
+//!     one point per stored block, at the block's first sample time; lets an audit find holes
+//!     (missing seq) and overlaps without reading the samples.
+//! ```
+//!
+//! Floats are written without the `i` suffix, so `1` is the float 1.0 to InfluxDB; integers carry
+//! `i`. Timestamps are written in the configured [`Precision`]; microseconds truncate towards
+//! the past, which is exact when the block start and period are whole microseconds.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+/// Measurement holding one point per sample instant.
+pub const SAMPLES_MEASUREMENT: &str = "dtop_samples";
+/// Measurement holding one audit point per stored block.
+pub const BLOCKS_MEASUREMENT: &str = "dtop_blocks";
+
+/// Timestamp precision of written lines, as named in the config (`"us"`, `"ns"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Us,
+    Ns,
+}
+
+impl Precision {
+    /// Length of one timestamp unit, ns.
+    pub const fn unit_ns(self) -> u64 {
+        match self {
+            Precision::Us => 1_000,
+            Precision::Ns => 1,
+        }
+    }
+
+    /// Converts a Unix timestamp in ns to this precision, truncating towards the past.
+    /// `None` when it does not fit the signed 64-bit nanosecond range InfluxDB stores.
+    pub fn from_ns(self, ts_ns: u64) -> Option<i64> {
+        let ts = i64::try_from(ts_ns).ok()?;
+        Some(ts / self.unit_ns() as i64)
+    }
+
+    /// Whether `ts_ns` is representable without truncation.
+    pub const fn is_exact(self, ts_ns: u64) -> bool {
+        ts_ns % self.unit_ns() == 0
+    }
+
+    /// The `precision=` value of InfluxDB 1.x `/write` (1.x does not know `us`).
+    pub const fn v1_param(self) -> &'static str {
+        match self {
+            Precision::Us => "u",
+            Precision::Ns => "n",
+        }
+    }
+
+    /// The `precision=` value of InfluxDB 2.x `/api/v2/write`.
+    pub const fn v2_param(self) -> &'static str {
+        match self {
+            Precision::Us => "us",
+            Precision::Ns => "ns",
+        }
+    }
+
+    /// The config spelling.
+    pub const fn as_str(self) -> &'static str {
+        self.v2_param()
+    }
+}
+
+/// One channel's samples of a block, with the manifest data needed to scale them.
+#[derive(Debug, Clone, Copy)]
+pub struct Column<'a> {
+    /// Field key: the channel's manifest name.
+    pub name: &'a str,
+    pub scale: f64,
+    pub offset: f64,
+    /// Raw counts, one per sample instant.
+    pub raw: &'a [i32],
+}
+
+impl Column<'_> {
+    /// Scaled value of sample `k`, SI units.
+    pub fn value(&self, k: usize) -> Option<f64> {
+        self.raw.get(k).map(|&r| f64::from(r) * self.scale + self.offset)
+    }
+}
+
+/// What identifies and places a block in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockHeader<'a> {
+    pub rig: &'a str,
+    pub stream_id: u32,
+    pub session: u64,
+    pub seq: u64,
+    pub first_sample_index: u64,
+    /// Unix time of sample 0, ns.
+    pub first_timestamp_ns: u64,
+    pub sample_period_ns: u64,
+    pub backfill: bool,
+}
+
+/// Why a block cannot be encoded. The output buffer is left unchanged.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("block has no channels or no samples")]
+    Empty,
+    #[error("channel {name:?} has {len} samples, the first channel has {expected}")]
+    Ragged { name: String, len: usize, expected: usize },
+    #[error("sample {sample} at {ts_ns} ns is beyond the year-2262 limit of InfluxDB timestamps")]
+    TimestampOutOfRange { sample: usize, ts_ns: u128 },
+    #[error("channel {name:?} sample {sample} scales to a non-finite value")]
+    NonFinite { name: String, sample: usize },
+}
+
+/// Appends the `dtop_samples` lines of a block, then its `dtop_blocks` line, to `out`.
+/// Returns the number of lines appended. On error `out` is left as it was.
+pub fn encode_block(
+    out: &mut String,
+    header: &BlockHeader<'_>,
+    columns: &[Column<'_>],
+    precision: Precision,
+) -> Result<usize, EncodeError> {
+    let start = out.len();
+    let result = encode_block_inner(out, header, columns, precision);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn encode_block_inner(
+    out: &mut String,
+    header: &BlockHeader<'_>,
+    columns: &[Column<'_>],
+    precision: Precision,
+) -> Result<usize, EncodeError> {
+    let samples = columns.first().map_or(0, |c| c.raw.len());
+    if samples == 0 {
+        return Err(EncodeError::Empty);
+    }
+    if let Some(c) = columns.iter().find(|c| c.raw.len() != samples) {
+        return Err(EncodeError::Ragged { name: c.name.to_owned(), len: c.raw.len(), expected: samples });
+    }
+    let mut series_key = String::new();
+    write_series_key(&mut series_key, SAMPLES_MEASUREMENT, header.rig, header.stream_id);
+    for k in 0..samples {
+        let ts_ns = u128::from(header.first_timestamp_ns) + k as u128 * u128::from(header.sample_period_ns);
+        let ts = u64::try_from(ts_ns)
+            .ok()
+            .and_then(|t| precision.from_ns(t))
+            .ok_or(EncodeError::TimestampOutOfRange { sample: k, ts_ns })?;
+        out.push_str(&series_key);
+        for (i, column) in columns.iter().enumerate() {
+            let value = column.value(k).filter(|v| v.is_finite());
+            let Some(value) = value else {
+                return Err(EncodeError::NonFinite { name: column.name.to_owned(), sample: k });
+            };
+            out.push(if i == 0 { ' ' } else { ',' });
+            escape_key(out, column.name);
+            out.push('=');
+            write_float(out, value);
+        }
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, " {ts}");
+    }
+    encode_block_audit(out, header, samples, precision)?;
+    Ok(samples + 1)
+}
+
+/// Appends the `dtop_blocks` audit line of a block of `samples` sample instants.
+pub fn encode_block_audit(
+    out: &mut String,
+    header: &BlockHeader<'_>,
+    samples: usize,
+    precision: Precision,
+) -> Result<(), EncodeError> {
+    let ts = precision.from_ns(header.first_timestamp_ns).ok_or(EncodeError::TimestampOutOfRange {
+        sample: 0,
+        ts_ns: u128::from(header.first_timestamp_ns),
+    })?;
+    write_series_key(out, BLOCKS_MEASUREMENT, header.rig, header.stream_id);
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        " seq={}i,first_sample_index={}i,samples={}i,sample_period_ns={}i,session={}i,backfill={} {ts}",
+        // InfluxDB integers are signed 64-bit; these counters cannot realistically reach 2^63,
+        // and clamping keeps a hostile value from producing an unparsable line.
+        clamp_i64(header.seq),
+        clamp_i64(header.first_sample_index),
+        samples,
+        clamp_i64(header.sample_period_ns),
+        clamp_i64(header.session),
+        header.backfill,
+    );
+    Ok(())
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn write_series_key(out: &mut String, measurement: &str, rig: &str, stream_id: u32) {
+    escape_measurement(out, measurement);
+    out.push_str(",rig=");
+    escape_key(out, rig);
+    // Writing to a String cannot fail.
+    let _ = write!(out, ",stream={stream_id}");
+}
+
+/// Appends a measurement name, escaping commas and spaces.
+pub fn escape_measurement(out: &mut String, name: &str) {
+    for c in name.chars() {
+        if matches!(c, ',' | ' ') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// Appends a tag key, tag value or field key, escaping commas, equals signs and spaces.
+///
+/// Backslashes and newlines cannot be escaped reliably across InfluxDB versions; `ingest`
+/// refuses channel names containing them, and rig ids cannot contain them.
+pub fn escape_key(out: &mut String, key: &str) {
+    for c in key.chars() {
+        if matches!(c, ',' | '=' | ' ') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// Appends a float field value that parses back to exactly `v`.
+///
+/// Rust's `{}` is the shortest round-trip form but never uses an exponent, so 1e300 would take
+/// 301 digits; very large and very small magnitudes use `{:e}` (`1e300`, `1.5e-8`), which
+/// InfluxDB and VictoriaMetrics both accept. Integral values print as `1`, a float to InfluxDB.
+pub fn write_float(out: &mut String, v: f64) {
+    let a = v.abs();
+    // Writing to a String cannot fail.
+    let _ = if a != 0.0 && !(1e-5..1e16).contains(&a) { write!(out, "{v:e}") } else { write!(out, "{v}") };
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn header() -> BlockHeader<'static> {
+        BlockHeader {
+            rig: "so-3s",
+            stream_id: 0,
+            session: 7,
+            seq: 42,
+            first_sample_index: 1000,
+            first_timestamp_ns: 1_700_000_000_000_000_000,
+            sample_period_ns: 1_000_000,
+            backfill: false,
+        }
+    }
+
+    #[test]
+    fn encodes_one_line_per_sample_and_one_audit_line() {
+        let a = [100, -200, 0];
+        let f = [1, 2, 3];
+        let columns = [
+            Column { name: "floor1_accel", scale: 0.01, offset: 0.0, raw: &a },
+            Column { name: "shaker_force", scale: 0.5, offset: 1.0, raw: &f },
+        ];
+        let mut out = String::new();
+        let lines = encode_block(&mut out, &header(), &columns, Precision::Us).unwrap();
+        assert_eq!(lines, 4);
+        assert_eq!(
+            out,
+            "dtop_samples,rig=so-3s,stream=0 floor1_accel=1,shaker_force=1.5 1700000000000000\n\
+             dtop_samples,rig=so-3s,stream=0 floor1_accel=-2,shaker_force=2 1700000000001000\n\
+             dtop_samples,rig=so-3s,stream=0 floor1_accel=0,shaker_force=2.5 1700000000002000\n\
+             dtop_blocks,rig=so-3s,stream=0 seq=42i,first_sample_index=1000i,samples=3i,sample_period_ns=1000000i,session=7i,backfill=false 1700000000000000\n"
+        );
+    }
+
+    #[test]
+    fn writes_nanosecond_timestamps_exactly() {
+        let raw = [1, 2];
+        let mut h = header();
+        h.first_timestamp_ns = 1_700_000_000_000_000_123;
+        h.sample_period_ns = 333;
+        h.backfill = true;
+        let mut out = String::new();
+        encode_block(&mut out, &h, &[Column { name: "x", scale: 1.0, offset: 0.0, raw: &raw }], Precision::Ns)
+            .unwrap();
+        assert_eq!(
+            out,
+            "dtop_samples,rig=so-3s,stream=0 x=1 1700000000000000123\n\
+             dtop_samples,rig=so-3s,stream=0 x=2 1700000000000000456\n\
+             dtop_blocks,rig=so-3s,stream=0 seq=42i,first_sample_index=1000i,samples=2i,sample_period_ns=333i,session=7i,backfill=true 1700000000000000123\n"
+        );
+    }
+
+    #[test]
+    fn microsecond_precision_truncates_towards_the_past() {
+        assert_eq!(Precision::Us.from_ns(1_999), Some(1));
+        assert_eq!(Precision::Ns.from_ns(1_999), Some(1_999));
+        assert!(Precision::Us.is_exact(5_000));
+        assert!(!Precision::Us.is_exact(5_001));
+        assert!(Precision::Ns.is_exact(5_001));
+        assert_eq!(Precision::Ns.from_ns(u64::MAX), None);
+    }
+
+    #[test]
+    fn escapes_commas_spaces_and_equals_in_keys() {
+        let mut out = String::new();
+        escape_key(&mut out, "a,b c=d");
+        assert_eq!(out, r"a\,b\ c\=d");
+        let mut out = String::new();
+        escape_measurement(&mut out, "m e,a=s");
+        assert_eq!(out, r"m\ e\,a=s");
+        let raw = [1];
+        let mut out = String::new();
+        let mut h = header();
+        h.rig = "r 1";
+        encode_block(&mut out, &h, &[Column { name: "acc x,=", scale: 1.0, offset: 0.0, raw: &raw }], Precision::Ns)
+            .unwrap();
+        assert!(out.starts_with("dtop_samples,rig=r\\ 1,stream=0 acc\\ x\\,\\==1 1700000000000000000\n"), "{out}");
+    }
+
+    #[test]
+    fn floats_round_trip_and_never_carry_the_integer_suffix() {
+        let cases: [(f64, &str); 9] = [
+            (1.0, "1"),
+            (-0.5, "-0.5"),
+            (0.1, "0.1"),
+            (0.0, "0"),
+            (1e300, "1e300"),
+            (1.5e-8, "1.5e-8"),
+            (123456.789, "123456.789"),
+            (1e16, "1e16"),
+            (f64::MIN_POSITIVE, "2.2250738585072014e-308"),
+        ];
+        for (v, expected) in cases {
+            let mut out = String::new();
+            write_float(&mut out, v);
+            assert_eq!(out, expected);
+            assert!(!out.ends_with('i'));
+            assert_eq!(out.parse::<f64>().unwrap(), v, "{out} does not round-trip");
+        }
+    }
+
+    #[test]
+    fn every_float_round_trips_through_its_text() {
+        // Deterministic sweep over bit patterns, including subnormals and extremes.
+        let mut bits: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..100_000 {
+            bits = bits.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let v = f64::from_bits(bits);
+            if !v.is_finite() {
+                continue;
+            }
+            let mut out = String::new();
+            write_float(&mut out, v);
+            assert_eq!(out.parse::<f64>().unwrap().to_bits(), v.to_bits(), "{out}");
+        }
+    }
+
+    #[test]
+    fn refuses_ragged_empty_and_non_finite_blocks_without_touching_output() {
+        let a = [1, 2];
+        let b = [1];
+        let mut out = String::from("keep\n");
+        let ragged = [
+            Column { name: "a", scale: 1.0, offset: 0.0, raw: &a },
+            Column { name: "b", scale: 1.0, offset: 0.0, raw: &b },
+        ];
+        assert!(matches!(
+            encode_block(&mut out, &header(), &ragged, Precision::Us),
+            Err(EncodeError::Ragged { len: 1, expected: 2, .. })
+        ));
+        assert_eq!(encode_block(&mut out, &header(), &[], Precision::Us), Err(EncodeError::Empty));
+        let huge = [Column { name: "a", scale: f64::MAX, offset: 0.0, raw: &a }];
+        assert!(matches!(
+            encode_block(&mut out, &header(), &huge, Precision::Us),
+            Err(EncodeError::NonFinite { sample: 1, .. })
+        ));
+        assert_eq!(out, "keep\n");
+    }
+
+    #[test]
+    fn refuses_timestamps_beyond_influxdb_range() {
+        let a = [1, 2];
+        let mut h = header();
+        h.first_timestamp_ns = i64::MAX as u64;
+        let mut out = String::new();
+        assert!(matches!(
+            encode_block(&mut out, &h, &[Column { name: "a", scale: 1.0, offset: 0.0, raw: &a }], Precision::Ns),
+            Err(EncodeError::TimestampOutOfRange { sample: 1, .. })
+        ));
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,414 @@
+//! Wiring: the MQTT connection task, the router that spawns and feeds one actor per rig, the
+//! storage writer, the stats publication, and the shutdown order.
+//!
+//! Shutdown flows downstream: stop ingest (the router stops reading MQTT and drops the rig
+//! queues) → rig actors finish their queued events → the writer flushes and closes storage →
+//! MQTT disconnects. Holds no twin state itself beyond the rig directory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
+use dtop_proto::topic::{self, RigTopic, Topic};
+use dtop_proto::RigId;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rumqttc::{AsyncClient, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter, SubscribeReasonCode};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::config::{ConfigProblems, MqttConfig, Secret, SecretError, TwinConfig};
+use crate::ingest::{RejectReason, Rejection};
+use crate::rig::{Chunk, Event, RigActor, RigState, STATS_INTERVAL};
+use crate::stats::{RigStats, StoreStats, TwinStats};
+use crate::store::{Sink, StoreError, Writer, WriterConfig};
+
+/// Events queued per rig actor before the router waits (backpressure).
+pub const RIG_QUEUE_EVENTS: usize = 64;
+/// Chunks (blocks) queued for the storage writer before rig actors wait.
+pub const STORE_QUEUE_CHUNKS: usize = 256;
+/// MQTT notifications queued between the connection task and the router.
+const MQTT_QUEUE_EVENTS: usize = 64;
+/// Requests rumqttc buffers between `AsyncClient` and its event loop.
+const MQTT_REQUEST_CAPACITY: usize = 16;
+/// How long a clean MQTT disconnect may take at shutdown.
+const MQTT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the twin could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TwinError {
+    #[error("invalid configuration:\n{0}")]
+    InvalidConfig(ConfigProblems),
+    #[error("MQTT credentials: {0}")]
+    MqttSecret(#[source] SecretError),
+    #[error("cannot set up storage: {0}")]
+    Storage(#[from] StoreError),
+    #[error("a twin task failed: {0}")]
+    TaskFailed(String),
+}
+
+/// Read side of the twin's stats, for the CLI and tests.
+#[derive(Debug, Clone)]
+pub struct TwinHandle {
+    stats_rx: watch::Receiver<TwinStats>,
+}
+
+impl TwinHandle {
+    /// The latest snapshot.
+    pub fn stats(&self) -> TwinStats {
+        self.stats_rx.borrow().clone()
+    }
+
+    /// Waits until a snapshot satisfies `ready` (the caller bounds the wait with a timeout).
+    /// `None` when the twin stopped first.
+    pub async fn wait_for(&mut self, mut ready: impl FnMut(&TwinStats) -> bool) -> Option<TwinStats> {
+        self.stats_rx.wait_for(|s| ready(s)).await.ok().map(|s| s.clone())
+    }
+
+    /// A receiver of every new snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<TwinStats> {
+        self.stats_rx.clone()
+    }
+}
+
+/// The stats sender to pass to [`run`], and the handle that reads it.
+pub fn stats_channel() -> (watch::Sender<TwinStats>, TwinHandle) {
+    let (stats_tx, stats_rx) = watch::channel(TwinStats::default());
+    (stats_tx, TwinHandle { stats_rx })
+}
+
+/// Starts [`run`] on the current runtime.
+pub fn spawn(config: TwinConfig, shutdown: CancellationToken) -> (TwinHandle, JoinHandle<Result<(), TwinError>>) {
+    let (stats_tx, handle) = stats_channel();
+    (handle, tokio::spawn(run(config, shutdown, stats_tx)))
+}
+
+/// Runs the twin until `shutdown` is cancelled, then drains: stop ingest, flush storage,
+/// disconnect. Returns once everything has stopped (storage waits at most
+/// `batch.drain_timeout_ms` after shutdown, plus one HTTP timeout).
+pub async fn run(config: TwinConfig, shutdown: CancellationToken, stats_tx: watch::Sender<TwinStats>) -> Result<(), TwinError> {
+    config.validate().map_err(TwinError::InvalidConfig)?;
+    let password = config.mqtt.password_file.as_deref().map(Secret::read_file).transpose().map_err(TwinError::MqttSecret)?;
+    let sink = Sink::from_config(&config).await?;
+    let storage = config.storage.describe();
+    info!(storage = %storage, "Storage ready.");
+
+    let (chunk_tx, chunk_rx) = mpsc::channel(STORE_QUEUE_CHUNKS);
+    let (store_stats_tx, store_stats_rx) = watch::channel(StoreStats::default());
+    let writer = tokio::spawn(Writer::new(sink, chunk_rx, WriterConfig::from(&config), shutdown.clone(), store_stats_tx).run());
+
+    let (client, eventloop) = AsyncClient::new(mqtt_options(&config, password), MQTT_REQUEST_CAPACITY);
+    let (mqtt_tx, mqtt_rx) = mpsc::channel(MQTT_QUEUE_EVENTS);
+    let mqtt_stop = CancellationToken::new();
+    // If this future is dropped instead of finishing, the connection task still ends.
+    let mqtt_stop_guard = mqtt_stop.clone().drop_guard();
+    let mqtt = tokio::spawn(run_mqtt(client, eventloop, config.mqtt.clone(), mqtt_tx, mqtt_stop.clone()));
+
+    let mut router = Router {
+        config: &config,
+        rigs: HashMap::new(),
+        actors: TaskTracker::new(),
+        chunk_tx: Some(chunk_tx),
+        rejected: BTreeMap::new(),
+        store_stats_rx,
+        stats_tx,
+        storage,
+        mqtt_connected: false,
+        mqtt_connection_errors_total: 0,
+    };
+    router.run(mqtt_rx, &shutdown).await;
+
+    info!("Stopping ingest; draining rig queues and storage.");
+    // Dropping each rig's event sender lets its actor finish what is queued and stop; the
+    // stats receivers stay for the final snapshot.
+    let stopped_rigs: Vec<_> = std::mem::take(&mut router.rigs).into_iter().map(|(id, h)| (id, h.stats_rx)).collect();
+    router.actors.close();
+    router.actors.wait().await;
+    // The writer stops once the last chunk sender (ours, after the actors') is gone.
+    router.chunk_tx = None;
+    let writer_result = writer.await;
+    router.publish_final(&stopped_rigs);
+
+    mqtt_stop.cancel();
+    drop(mqtt_stop_guard);
+    let mqtt_result = mqtt.await;
+
+    let final_store = writer_result.map_err(|e| TwinError::TaskFailed(format!("storage writer: {e}")))?;
+    mqtt_result.map_err(|e| TwinError::TaskFailed(format!("MQTT connection: {e}")))?;
+    info!(
+        lines_written = final_store.lines_written_total,
+        lines_dropped = final_store.lines_dropped_total,
+        lines_rejected = final_store.lines_rejected_total,
+        "Twin stopped."
+    );
+    Ok(())
+}
+
+fn mqtt_options(config: &TwinConfig, password: Option<Secret>) -> MqttOptions {
+    let m = &config.mqtt;
+    let mut options = MqttOptions::new(m.client_id.clone(), m.host.clone(), m.port);
+    options
+        .set_keep_alive(Duration::from_secs(m.keepalive_s))
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
+    if let Some(username) = &m.username {
+        options.set_credentials(username.clone(), password.as_ref().map_or("", Secret::expose));
+    }
+    options
+}
+
+/// What the connection task tells the router.
+#[derive(Debug)]
+enum MqttEvent {
+    Connected,
+    Disconnected,
+    Publish(Publish),
+}
+
+/// Owns the rumqttc event loop: polls it, subscribes on every CONNACK, backs off between
+/// reconnects (rumqttc itself retries immediately), and disconnects cleanly when stopped.
+///
+/// `poll` is only ever cancelled by `stop`, never by a timer, because a cancelled connect
+/// attempt starts over from scratch.
+async fn run_mqtt(
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    config: MqttConfig,
+    mqtt_tx: mpsc::Sender<MqttEvent>,
+    stop: CancellationToken,
+) {
+    let mut network = eventloop.network_options();
+    network.set_connection_timeout(config.connect_timeout_s);
+    eventloop.set_network_options(network);
+    let mut backoff = Backoff::new(config.reconnect);
+    let mut rng = StdRng::from_os_rng();
+    // Once the router stops reading, publishes are discarded while the connection stays up
+    // until storage has drained.
+    let mut router_open = true;
+    loop {
+        let polled = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            polled = eventloop.poll() => polled,
+        };
+        let event = match polled {
+            Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                let filters = [RigTopic::Birth, RigTopic::Samples, RigTopic::Death]
+                    .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(filters) {
+                    error!(error = %e, "Could not queue the MQTT subscriptions.");
+                }
+                info!(host = %config.host, port = config.port, "Connected to the MQTT broker.");
+                Some(MqttEvent::Connected)
+            }
+            Ok(rumqttc::Event::Incoming(Packet::SubAck(ack))) => {
+                if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                    error!(codes = ?ack.return_codes, "The broker refused a subscription; no data will arrive for it.");
+                }
+                None
+            }
+            Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => Some(MqttEvent::Publish(p)),
+            Ok(_) => None,
+            Err(e) => {
+                let delay = backoff.next_delay(&mut rng);
+                warn!(
+                    error = %e,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "MQTT connection failed; reconnecting after a backoff."
+                );
+                if router_open && mqtt_tx.send(MqttEvent::Disconnected).await.is_err() {
+                    router_open = false;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                None
+            }
+        };
+        if let Some(event) = event {
+            if router_open && mqtt_tx.send(event).await.is_err() {
+                router_open = false;
+            }
+        }
+    }
+    disconnect(&client, &mut eventloop).await;
+}
+
+async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
+    if client.try_disconnect().is_err() {
+        return;
+    }
+    let sent = tokio::time::timeout(MQTT_DISCONNECT_TIMEOUT, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Outgoing(Outgoing::Disconnect)) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await;
+    match sent {
+        Ok(true) => info!("Disconnected from the MQTT broker."),
+        _ => debug!("MQTT was not connected at shutdown."),
+    }
+}
+
+/// A rig actor as the router sees it.
+#[derive(Debug)]
+struct RigHandle {
+    events_tx: mpsc::Sender<Event>,
+    stats_rx: watch::Receiver<RigStats>,
+}
+
+/// Routes publishes to rig actors and assembles [`TwinStats`]. Owns the rig directory.
+struct Router<'a> {
+    config: &'a TwinConfig,
+    rigs: HashMap<RigId, RigHandle>,
+    actors: TaskTracker,
+    /// `None` once ingest has stopped, so the writer can finish.
+    chunk_tx: Option<mpsc::Sender<Chunk>>,
+    /// Frames refused before reaching a rig actor.
+    rejected: BTreeMap<RejectReason, u64>,
+    store_stats_rx: watch::Receiver<StoreStats>,
+    stats_tx: watch::Sender<TwinStats>,
+    storage: String,
+    mqtt_connected: bool,
+    mqtt_connection_errors_total: u64,
+}
+
+impl Router<'_> {
+    async fn run(&mut self, mut mqtt_rx: mpsc::Receiver<MqttEvent>, shutdown: &CancellationToken) {
+        let mut tick = tokio::time::interval(STATS_INTERVAL);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        self.publish();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                event = mqtt_rx.recv() => match event {
+                    Some(MqttEvent::Publish(p)) => {
+                        if !self.route(p, shutdown).await {
+                            break;
+                        }
+                    }
+                    Some(MqttEvent::Connected) => {
+                        self.mqtt_connected = true;
+                        self.publish();
+                    }
+                    Some(MqttEvent::Disconnected) => {
+                        self.mqtt_connected = false;
+                        self.mqtt_connection_errors_total += 1;
+                        self.publish();
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => self.publish(),
+            }
+        }
+    }
+
+    /// Hands a publish to its rig's actor; `false` when shutdown interrupted the hand-over.
+    async fn route(&mut self, publish: Publish, shutdown: &CancellationToken) -> bool {
+        let (rig, event) = match Topic::parse(&publish.topic) {
+            Ok(Topic::Rig(rig, kind)) => match Event::from_topic(kind, publish.payload) {
+                Some(event) => (rig, event),
+                None => {
+                    self.reject(None, Rejection::new(RejectReason::BadTopic, format!("unexpected topic {}", publish.topic)));
+                    return true;
+                }
+            },
+            Ok(_) => {
+                self.reject(None, Rejection::new(RejectReason::BadTopic, format!("unexpected topic {}", publish.topic)));
+                return true;
+            }
+            Err(e) => {
+                self.reject(None, Rejection::new(RejectReason::BadTopic, e.to_string()));
+                return true;
+            }
+        };
+        if !self.rigs.contains_key(&rig) {
+            if self.rigs.len() >= self.config.ingest.max_rigs {
+                let detail = format!("already tracking {} rigs (ingest.max_rigs)", self.rigs.len());
+                self.reject(Some(&rig), Rejection::new(RejectReason::TooManyRigs, detail));
+                return true;
+            }
+            self.spawn_rig(rig.clone());
+        }
+        let Some(handle) = self.rigs.get(&rig) else { return true };
+        let events_tx = handle.events_tx.clone();
+        tokio::select! {
+            sent = events_tx.send(event) => {
+                if sent.is_err() {
+                    error!(rig = %rig, "A rig actor stopped unexpectedly; its state is lost and restarts with the next frame.");
+                    self.rigs.remove(&rig);
+                }
+                true
+            }
+            _ = shutdown.cancelled() => false,
+        }
+    }
+
+    fn spawn_rig(&mut self, rig: RigId) {
+        let Some(chunk_tx) = self.chunk_tx.clone() else { return };
+        info!(rig = %rig, "Tracking a new rig.");
+        let (events_tx, events_rx) = mpsc::channel(RIG_QUEUE_EVENTS);
+        let state = RigState::new(rig.clone(), self.config.storage.precision(), self.config.ingest.pre_birth_queue_blocks);
+        let (stats_tx, stats_rx) = watch::channel(state.stats(Instant::now()));
+        self.actors.spawn(RigActor::new(state, events_rx, chunk_tx, stats_tx).run());
+        self.rigs.insert(rig, RigHandle { events_tx, stats_rx });
+    }
+
+    fn reject(&mut self, rig: Option<&RigId>, rejection: Rejection) {
+        *self.rejected.entry(rejection.reason).or_default() += 1;
+        match rig {
+            Some(rig) => warn!(rig = %rig, reason = %rejection.reason, detail = %rejection.detail, "Rejected a frame."),
+            None => warn!(reason = %rejection.reason, detail = %rejection.detail, "Rejected a frame."),
+        }
+    }
+
+    fn snapshot<'r>(&self, rigs: impl Iterator<Item = (&'r RigId, &'r watch::Receiver<RigStats>)>) -> TwinStats {
+        let store = self.store_stats_rx.borrow().clone();
+        let mut frames_rejected_total = self.rejected.clone();
+        let rigs: BTreeMap<RigId, RigStats> = rigs
+            .map(|(id, stats_rx)| {
+                let mut s = stats_rx.borrow().clone();
+                if let Some(stored) = store.rigs.get(id) {
+                    s.blocks_stored = stored.blocks_stored;
+                    s.lines_written = stored.lines_written;
+                }
+                for (reason, n) in &s.frames_rejected {
+                    *frames_rejected_total.entry(*reason).or_default() += n;
+                }
+                (id.clone(), s)
+            })
+            .collect();
+        TwinStats {
+            storage: self.storage.clone(),
+            mqtt_connected: self.mqtt_connected,
+            mqtt_connection_errors_total: self.mqtt_connection_errors_total,
+            rigs,
+            frames_rejected_total,
+            store,
+        }
+    }
+
+    fn publish(&self) {
+        let snapshot = self.snapshot(self.rigs.iter().map(|(id, h)| (id, &h.stats_rx)));
+        self.stats_tx.send_replace(snapshot);
+    }
+
+    /// The last snapshot, from receivers kept after the rig queues were closed.
+    fn publish_final(&mut self, rigs: &[(RigId, watch::Receiver<RigStats>)]) {
+        self.mqtt_connected = false;
+        let snapshot = self.snapshot(rigs.iter().map(|(id, rx)| (id, rx)));
+        self.stats_tx.send_replace(snapshot);
+    }
+}

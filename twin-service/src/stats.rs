@@ -1,0 +1,308 @@
+//! What the twin reports about itself ([`TwinStats`], published on a `watch` channel) and the
+//! pure one-second live window behind the per-rig rates and RMS values.
+//!
+//! Owns no task; each number is produced by the task that owns the underlying state (rig
+//! actors, the storage writer, the MQTT router) and merged by the router.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use dtop_proto::RigId;
+use dtop_proto::v1::ChannelKind;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::ingest::{ChannelInfo, Manifest, RejectReason};
+use crate::lineproto::Column;
+
+/// Length of the live window behind rates and RMS values.
+pub const LIVE_WINDOW: Duration = Duration::from_secs(1);
+/// RMS values are withdrawn when no live block arrived for this long.
+pub const LIVE_STALE_AFTER: Duration = Duration::from_secs(2);
+/// Bound on samples kept per channel for the RMS (one second at 100 kHz).
+pub const MAX_RMS_SAMPLES: usize = 100_000;
+/// Bound on remembered block arrivals (tiny blocks at a high rate).
+const MAX_ARRIVALS: usize = 10_000;
+
+/// Snapshot of the whole twin.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TwinStats {
+    /// Where blocks are stored, in words for an operator (see `store::Sink::describe`).
+    pub storage: String,
+    /// Whether the MQTT session is up.
+    pub mqtt_connected: bool,
+    /// Failed MQTT connection attempts and dropped connections.
+    pub mqtt_connection_errors_total: u64,
+    pub rigs: BTreeMap<RigId, RigStats>,
+    /// Refused frames by reason, all rigs together (`frames_rejected_total{reason}`).
+    pub frames_rejected_total: BTreeMap<RejectReason, u64>,
+    pub store: StoreStats,
+}
+
+impl TwinStats {
+    /// Sum of [`TwinStats::frames_rejected_total`] over reasons.
+    pub fn frames_rejected_sum(&self) -> u64 {
+        self.frames_rejected_total.values().sum()
+    }
+}
+
+/// One rig, as seen by its actor and the storage writer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RigStats {
+    /// Session of the latest accepted birth.
+    pub session: Option<u64>,
+    /// Born and not dead since.
+    pub online: bool,
+    /// Sample instants received over the last second of wall time, all streams together;
+    /// backfilled blocks are not live and not counted.
+    pub samples_per_s: f64,
+    /// Per channel of the latest manifest, with the RMS of its last second of live samples.
+    pub channels: Vec<ChannelLive>,
+    /// RMS of the acceleration channels over the last second of live samples, by floor, m/s².
+    pub floor_accel_rms_m_s2: BTreeMap<u32, f64>,
+    /// Blocks that passed validation, duplicates included.
+    pub blocks_received: u64,
+    /// Blocks whose lines storage acknowledged.
+    pub blocks_stored: u64,
+    /// Blocks currently missing (seq gaps not filled yet).
+    pub blocks_missing: u64,
+    /// Blocks received more than once and not stored again.
+    pub blocks_duplicate: u64,
+    /// Lines of this rig storage acknowledged.
+    pub lines_written: u64,
+    /// Highest seq such that it and every seq below it since tracking began were received.
+    pub highest_contiguous_seq: Option<u64>,
+    /// Blocks held until the rig's birth arrives.
+    pub blocks_waiting_for_birth: usize,
+    /// Refused frames of this rig, by reason.
+    pub frames_rejected: BTreeMap<RejectReason, u64>,
+}
+
+/// One channel's live view.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChannelLive {
+    pub id: u32,
+    pub name: String,
+    pub kind: ChannelKind,
+    pub unit: String,
+    pub floor: u32,
+    /// RMS over the last second of live samples, in `unit`; `None` when no recent live data.
+    pub rms: Option<f64>,
+}
+
+/// What the storage writer reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StoreStats {
+    /// Lines storage acknowledged.
+    pub lines_written_total: u64,
+    /// Batches storage acknowledged.
+    pub batches_written_total: u64,
+    /// Failed write attempts (each retry counts).
+    pub write_errors_total: u64,
+    /// Lines storage refused as malformed (4xx other than 429); they are not retried.
+    pub lines_rejected_total: u64,
+    /// Lines dropped because shutdown's drain timeout expired before storage accepted them.
+    pub lines_dropped_total: u64,
+    /// Lines buffered or being retried.
+    pub lines_pending: u64,
+    /// Per rig: blocks and lines acknowledged.
+    pub rigs: BTreeMap<RigId, RigStoreStats>,
+    /// The latest write failure, for operators.
+    pub last_error: Option<String>,
+}
+
+/// Per-rig storage counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RigStoreStats {
+    pub blocks_stored: u64,
+    pub lines_written: u64,
+}
+
+/// A block's arrival, for the rate.
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    at: Instant,
+    /// Sample time the block covers.
+    span: Duration,
+    samples: u64,
+}
+
+/// Last second of live samples of one channel.
+#[derive(Debug, Clone)]
+struct ChannelRing {
+    info: ChannelInfo,
+    values: VecDeque<f64>,
+    capacity: usize,
+}
+
+/// Rolling one-second view of a rig's live (non-backfill) blocks. Pure: time is passed in.
+#[derive(Debug, Clone, Default)]
+pub struct LiveWindow {
+    arrivals: VecDeque<Arrival>,
+    channels: BTreeMap<u32, ChannelRing>,
+    last_live: Option<Instant>,
+}
+
+impl LiveWindow {
+    /// Starts over with the channels of a new manifest.
+    pub fn reset(&mut self, manifest: &Manifest) {
+        self.channels = manifest
+            .channels
+            .values()
+            .map(|info| {
+                let ring = ChannelRing { info: info.clone(), values: VecDeque::new(), capacity: 1 };
+                (info.id, ring)
+            })
+            .collect();
+    }
+
+    /// Records a live block that arrived at `now`.
+    pub fn record(&mut self, now: Instant, columns: &[(Column<'_>, &ChannelInfo)], sample_period_ns: u64) {
+        let samples = columns.first().map_or(0, |(c, _)| c.raw.len());
+        let span = Duration::from_nanos(sample_period_ns.saturating_mul(samples as u64));
+        self.arrivals.push_back(Arrival { at: now, span, samples: samples as u64 });
+        self.last_live = Some(now);
+        self.evict(now);
+        let capacity = (LIVE_WINDOW.as_nanos() / u128::from(sample_period_ns.max(1))).clamp(1, MAX_RMS_SAMPLES as u128);
+        let capacity = capacity as usize;
+        for (column, info) in columns {
+            let ring = self.channels.entry(info.id).or_insert_with(|| ChannelRing {
+                info: (*info).clone(),
+                values: VecDeque::new(),
+                capacity,
+            });
+            ring.capacity = capacity;
+            ring.values.extend((0..column.raw.len()).filter_map(|k| column.value(k)));
+            let excess = ring.values.len().saturating_sub(capacity);
+            ring.values.drain(..excess);
+        }
+    }
+
+    fn evict(&mut self, now: Instant) {
+        while self.arrivals.front().is_some_and(|a| a.at + a.span + LIVE_WINDOW < now)
+            || self.arrivals.len() > MAX_ARRIVALS
+        {
+            self.arrivals.pop_front();
+        }
+    }
+
+    /// Sample instants per second over `[now - 1 s, now]`. A block's samples are counted as if
+    /// they arrived evenly over the sample time the block covers, starting at its arrival, so
+    /// one-second blocks every second give a steady rate instead of alternating between 0 and
+    /// twice the true rate. The price is up to one block span of lag.
+    pub fn samples_per_s(&self, now: Instant) -> f64 {
+        let window_start = now.checked_sub(LIVE_WINDOW);
+        let in_window = |t: Instant| window_start.is_none_or(|ws| t >= ws) && t <= now;
+        let mut samples = 0.0;
+        for a in &self.arrivals {
+            if a.span.is_zero() {
+                if in_window(a.at) {
+                    samples += a.samples as f64;
+                }
+                continue;
+            }
+            let from = window_start.map_or(a.at, |ws| a.at.max(ws));
+            let to = (a.at + a.span).min(now);
+            if to > from {
+                samples += a.samples as f64 * (to - from).as_secs_f64() / a.span.as_secs_f64();
+            }
+        }
+        samples / LIVE_WINDOW.as_secs_f64()
+    }
+
+    /// Per-channel RMS, and the per-floor RMS of acceleration channels.
+    pub fn rms(&self, now: Instant) -> (Vec<ChannelLive>, BTreeMap<u32, f64>) {
+        let fresh = self.last_live.is_some_and(|t| now.saturating_duration_since(t) <= LIVE_STALE_AFTER);
+        let mut floors: BTreeMap<u32, (f64, usize)> = BTreeMap::new();
+        let channels = self
+            .channels
+            .values()
+            .map(|ring| {
+                let n = ring.values.len();
+                let sum_sq: f64 = ring.values.iter().map(|v| v * v).sum();
+                let rms = (fresh && n > 0).then(|| (sum_sq / n as f64).sqrt());
+                if rms.is_some() && ring.info.kind == ChannelKind::Acceleration {
+                    let f = floors.entry(ring.info.floor).or_default();
+                    f.0 += sum_sq;
+                    f.1 += n;
+                }
+                ChannelLive {
+                    id: ring.info.id,
+                    name: ring.info.name.clone(),
+                    kind: ring.info.kind,
+                    unit: ring.info.unit.clone(),
+                    floor: ring.info.floor,
+                    rms,
+                }
+            })
+            .collect();
+        let floors = floors.into_iter().map(|(floor, (sum_sq, n))| (floor, (sum_sq / n as f64).sqrt())).collect();
+        (channels, floors)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn col(raw: &[i32]) -> Column<'_> {
+        Column { name: "", scale: 1.0, offset: 0.0, raw }
+    }
+
+    fn info(id: u32, kind: ChannelKind, floor: u32) -> ChannelInfo {
+        ChannelInfo {
+            id,
+            name: format!("c{id}"),
+            kind,
+            unit: "m/s^2".into(),
+            scale: 1.0,
+            offset: 0.0,
+            floor,
+            stream_id: 0,
+        }
+    }
+
+    #[test]
+    fn one_second_blocks_every_second_give_a_steady_rate() {
+        let mut w = LiveWindow::default();
+        let i = info(1, ChannelKind::Acceleration, 1);
+        let raw = vec![0; 1000];
+        let t0 = Instant::now();
+        for s in 1..=5u64 {
+            let now = t0 + Duration::from_secs(s);
+            w.record(now, &[(col(&raw), &i)], 1_000_000);
+            // The first block only ramps the rate up; from the second on it is steady.
+            for probe_ms in [0u64, 250, 500, 999].into_iter().filter(|_| s >= 2) {
+                let rate = w.samples_per_s(now + Duration::from_millis(probe_ms));
+                assert!((rate - 1000.0).abs() < 1e-6, "rate {rate} at {s} s + {probe_ms} ms");
+            }
+        }
+        assert!((w.samples_per_s(t0 + Duration::from_millis(6500)) - 500.0).abs() < 1e-6);
+        assert_eq!(w.samples_per_s(t0 + Duration::from_secs(8)), 0.0);
+    }
+
+    #[test]
+    fn rms_covers_the_last_second_of_samples_and_groups_accel_by_floor() {
+        let mut w = LiveWindow::default();
+        let a1 = info(1, ChannelKind::Acceleration, 1);
+        let a2 = info(2, ChannelKind::Acceleration, 1);
+        let f = info(3, ChannelKind::Force, 0);
+        let t0 = Instant::now();
+        // 4 samples at 250 ms: the window holds 4 samples; the first block is pushed out.
+        let old = [100, 100, 100, 100];
+        let x = [3, -3, 3, -3];
+        let y = [4, 4, -4, -4];
+        w.record(t0, &[(col(&old), &a1), (col(&old), &a2), (col(&old), &f)], 250_000_000);
+        w.record(t0 + Duration::from_secs(1), &[(col(&x), &a1), (col(&y), &a2), (col(&y), &f)], 250_000_000);
+        let (channels, floors) = w.rms(t0 + Duration::from_secs(1));
+        let rms: Vec<_> = channels.iter().map(|c| c.rms).collect();
+        assert_eq!(rms, [Some(3.0), Some(4.0), Some(4.0)]);
+        // Floor 1: sqrt((4*9 + 4*16) / 8) = 5/sqrt(2).
+        assert_eq!(floors.len(), 1);
+        assert!((floors[&1] - 5.0 / 2f64.sqrt()).abs() < 1e-12);
+        let (stale, floors) = w.rms(t0 + Duration::from_secs(4));
+        assert!(stale.iter().all(|c| c.rms.is_none()));
+        assert!(floors.is_empty());
+    }
+}

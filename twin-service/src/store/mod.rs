@@ -1,0 +1,90 @@
+//! Durable storage of line-protocol batches: the [`Sink`] kinds and the writer task that owns
+//! the batch.
+//!
+//! Knows nothing about MQTT or rigs beyond the [`crate::rig::Chunk`]s it is handed.
+//!
+//! - [`file`]: rotating `.lp` files on local disk.
+//! - [`http`]: InfluxDB 1.x `/write` and 2.x `/api/v2/write` over reqwest.
+//! - [`batch`]: the pure batch accumulator.
+//! - [`writer`]: the task that flushes batches and retries failed writes.
+
+pub mod batch;
+pub mod file;
+pub mod http;
+pub mod writer;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::{SecretError, StorageConfig, TwinConfig};
+pub use file::FileSink;
+pub use http::HttpSink;
+pub use writer::{Writer, WriterConfig};
+
+/// Where batches go.
+#[derive(Debug)]
+pub enum Sink {
+    File(FileSink),
+    Http(HttpSink),
+}
+
+/// How a failed write should be handled; the variants are the reactions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// Transient (5xx, 429, timeout, connection or disk error): keep the batch and retry.
+    #[error("{detail}")]
+    Retryable {
+        detail: String,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The server refused the batch as malformed (4xx other than 429): retrying cannot help.
+    #[error("HTTP {status}: {message}")]
+    Rejected { status: u16, message: String },
+}
+
+/// Why storage could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("storage URL {0}")]
+    BadUrl(String),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("cannot create the storage directory {}: {source}", path.display())]
+    CreateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Sink {
+    /// Builds the configured sink: reads its secrets, builds the HTTP client or creates the
+    /// directory. Sends nothing yet.
+    pub async fn from_config(config: &TwinConfig) -> Result<Self, StoreError> {
+        match &config.storage {
+            StorageConfig::File(c) => Ok(Sink::File(FileSink::create(c).await?)),
+            StorageConfig::InfluxV1(c) => Ok(Sink::Http(HttpSink::influx_v1(c, &config.http)?)),
+            StorageConfig::InfluxV2(c) => Ok(Sink::Http(HttpSink::influx_v2(c, &config.http)?)),
+        }
+    }
+
+    /// Writes one batch of newline-terminated lines.
+    pub async fn write(&mut self, body: &Bytes) -> Result<(), WriteError> {
+        match self {
+            Sink::File(s) => s.write(body).await,
+            Sink::Http(s) => s.write(body).await,
+        }
+    }
+
+    /// Makes everything written durable and releases the sink.
+    pub async fn close(&mut self) -> Result<(), WriteError> {
+        match self {
+            Sink::File(s) => s.close().await,
+            Sink::Http(_) => Ok(()),
+        }
+    }
+}
