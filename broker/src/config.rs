@@ -15,7 +15,7 @@ pub const MQTT_MAX_REMAINING_LENGTH_BYTES: usize = 268_435_455;
 pub const MAX_CONNECTIONS_LIMIT: usize = 100_000;
 
 /// Whole broker configuration: `dtop-broker --config PATH`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
     /// MQTT 3.1.1 listener. DTOP's own clients (edge, twin, cli) speak 3.1.1 here.
@@ -32,17 +32,6 @@ pub struct BrokerConfig {
     /// is present, and it may only listen on a loopback address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<ConsoleConfig>,
-}
-
-impl Default for BrokerConfig {
-    fn default() -> Self {
-        Self {
-            mqtt: ListenerConfig::default(),
-            mqtt_v5: None,
-            limits: LimitsConfig::default(),
-            console: None,
-        }
-    }
 }
 
 /// One MQTT listener.
@@ -69,7 +58,7 @@ pub struct LimitsConfig {
     /// Largest MQTT packet a client may send, bytes (counted as the packet's remaining length:
     /// everything after the fixed header). Must be at least
     /// `dtop_proto::limits::MAX_MQTT_PACKET_BYTES` so that a full sample block fits. The
-    /// router's per-topic backlog is sized from this value.
+    /// router's per-subscription-filter backlog is sized from this value.
     #[serde(default = "default_max_payload_bytes")]
     pub max_payload_bytes: usize,
     /// Most concurrent MQTT connections across all listeners; further CONNECTs are refused.
@@ -155,7 +144,10 @@ impl BrokerConfig {
             if addrs_collide(v5.listen, self.mqtt.listen) {
                 problems.push(ConfigProblem::new(
                     "mqtt_v5.listen",
-                    format!("{} collides with mqtt.listen {}", v5.listen, self.mqtt.listen),
+                    format!(
+                        "{} collides with mqtt.listen {}",
+                        v5.listen, self.mqtt.listen
+                    ),
                 ));
             }
         }
@@ -245,9 +237,7 @@ fn check_listen_port(key: &str, addr: SocketAddr, problems: &mut Vec<ConfigProbl
     if addr.port() == 0 {
         problems.push(ConfigProblem::new(
             key,
-            format!(
-                "{addr} uses port 0; rumqttd cannot report the port it binds, so name a port"
-            ),
+            format!("{addr} uses port 0; rumqttd cannot report the port it binds, so name a port"),
         ));
     }
 }

@@ -17,7 +17,7 @@ use crate::config::{
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {}", path.display())]
+    #[error("cannot read the config file")]
     Io {
         /// The file we tried to read.
         path: PathBuf,
@@ -55,6 +55,7 @@ pub fn parse_config(text: &str) -> Result<BrokerConfig, ConfigError> {
             Ok(config) => config,
             Err(shape) => {
                 problems.push(ConfigProblem::new("", shape.message().trim().to_owned()));
+                // Non-empty: it holds the unknown keys and the shape problem just pushed.
                 return Err(ConfigError::Invalid(ConfigErrors(problems)));
             }
         }

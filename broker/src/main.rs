@@ -77,10 +77,10 @@ fn main() -> ExitCode {
     };
 
     if cli.check {
-        let source = cli
-            .config
-            .as_ref()
-            .map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string());
+        let source = cli.config.as_ref().map_or_else(
+            || "built-in defaults".to_owned(),
+            |p| p.display().to_string(),
+        );
         println!("{source}: configuration is valid");
         return ExitCode::SUCCESS;
     }
@@ -142,6 +142,9 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<ExitCode> {
     };
     // rumqttd cannot drain: connections close when the process exits, and clients reconnect
     // to the next broker. There is nothing to flush, so shutdown is immediate.
-    info!(signal = signal_name, "Shutting down; open MQTT connections close with the process.");
+    info!(
+        signal = signal_name,
+        "Shutting down; open MQTT connections close with the process."
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -20,6 +20,9 @@ pub enum MqttVersion {
 /// Keep-alive the probe announces, seconds. rumqttd refuses 0 (it disconnects the client).
 const PROBE_KEEP_ALIVE_S: u8 = 60;
 
+/// A CONNACK answering the probe's CONNECT carries at most a few short properties.
+const MAX_CONNACK_REMAINING_BYTES: usize = 1024;
+
 /// CONNECT with clean session and an empty client id, so the broker assigns a fresh id and the
 /// probe can never take over a real client's session.
 pub fn connect_packet(version: MqttVersion) -> Vec<u8> {
@@ -50,7 +53,10 @@ pub fn read_connack(reader: &mut impl Read) -> io::Result<bool> {
     if byte[0] != 0x20 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("expected CONNACK (0x20), got packet type byte {:#04x}", byte[0]),
+            format!(
+                "expected CONNACK (0x20), got packet type byte {:#04x}",
+                byte[0]
+            ),
         ));
     }
     let mut remaining_len = 0usize;
@@ -61,15 +67,20 @@ pub fn read_connack(reader: &mut impl Read) -> io::Result<bool> {
             break;
         }
     }
-    if remaining_len < 2 {
+    if !(2..=MAX_CONNACK_REMAINING_BYTES).contains(&remaining_len) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("CONNACK remaining length {remaining_len} is below 2"),
+            format!(
+                "CONNACK remaining length {remaining_len} is outside 2..={MAX_CONNACK_REMAINING_BYTES}"
+            ),
         ));
     }
-    let mut header = [0u8; 2]; // acknowledge flags, then return code / reason code
-    reader.read_exact(&mut header)?;
-    Ok(header[1] == 0)
+    let mut body = vec![0u8; remaining_len];
+    // Read the whole packet (MQTT 5 adds properties): closing a socket with unread bytes sends
+    // RST, which rumqttd logs at ERROR.
+    reader.read_exact(&mut body)?;
+    // body[0] holds the acknowledge flags, body[1] the return code (3.1.1) / reason code (5).
+    Ok(body[1] == 0)
 }
 
 /// Connects to `addr`, performs one MQTT handshake and closes the socket without DISCONNECT
@@ -159,6 +170,22 @@ mod tests {
         let mut bytes = vec![0x20, 0xC8, 0x01, 0x00, 0x00];
         bytes.resize(3 + 200, 0);
         assert!(read_connack(&mut &bytes[..]).unwrap());
+    }
+
+    #[test]
+    fn reads_exactly_one_connack_and_leaves_what_follows() {
+        // MQTT 5 CONNACK with properties, followed by the first byte of a PUBLISH.
+        let bytes = [0x20, 0x05, 0x00, 0x00, 0x02, 0x21, 0x00, 0x30];
+        let mut reader = &bytes[..];
+        assert!(read_connack(&mut reader).unwrap());
+        assert_eq!(reader, [0x30]);
+    }
+
+    #[test]
+    fn refuses_an_implausibly_long_connack() {
+        // Remaining length 0x7F + 0x7F * 128 = 16383 bytes.
+        let error = read_connack(&mut &[0x20, 0xFF, 0x7F, 0x00, 0x00][..]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

@@ -13,11 +13,11 @@ use crate::config::BrokerConfig;
 /// sample blocks in one segment.
 pub const PACKETS_PER_SEGMENT: usize = 4;
 
-/// Segments kept in memory per topic (besides the active one). With the default payload limit
-/// that is about 4 MiB of backlog per topic: minutes of typical 1 s sample blocks for a
-/// subscriber that stalls, and bounded memory when nobody reads a topic at all (with dynamic
-/// filters every published topic gets a log, read or not).
-pub const SEGMENTS_PER_TOPIC: usize = 4;
+/// Segments kept in memory per subscription filter (rumqttd keeps one log per filter, e.g. one
+/// for `dtop/+/samples` shared by every rig). With the default payload limit that is about
+/// 8.5 MiB: 32 worst-case sample blocks, or a few hundred typical 1 s blocks, that a stalled
+/// subscriber can fall behind before rumqttd skips it ahead (dropping the oldest data).
+pub const SEGMENTS_PER_FILTER: usize = 8;
 
 /// rumqttd panics on segments smaller than this, bytes.
 const RUMQTTD_MIN_SEGMENT_BYTES: usize = 1024;
@@ -39,8 +39,10 @@ pub fn rumqttd_config(config: &BrokerConfig) -> rumqttd::Config {
         max_inflight_count: limits.max_inflight_count.max(1),
         auth: None,
         external_auth: None,
-        // Without dynamic filters rumqttd has no log for a topic nobody has subscribed to yet,
-        // and disconnects the publisher (NoMatchingFilters). Edges publish before twins start.
+        // Meant to let clients publish to topics nobody subscribed to yet (edges start before
+        // twins) instead of being disconnected. rumqttd 0.20's `DataLog::matches` never returns
+        // `None`, so the flag is inert there and such publishes are acked and dropped either way;
+        // set it so a future rumqttd that honours it keeps that behaviour.
         dynamic_filters: true,
     };
 
@@ -67,7 +69,7 @@ pub fn rumqttd_config(config: &BrokerConfig) -> rumqttd::Config {
             .saturating_add(usize::from(console.is_some())),
         max_outgoing_packet_count: MAX_OUTGOING_PACKET_COUNT,
         max_segment_size: segment_bytes,
-        max_segment_count: SEGMENTS_PER_TOPIC,
+        max_segment_count: SEGMENTS_PER_FILTER,
         custom_segment: None,
         initialized_filters: None,
         shared_subscriptions_strategy: rumqttd::Strategy::default(),

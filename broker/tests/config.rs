@@ -1,6 +1,9 @@
 //! Configuration as an operator meets it: the shipped example, a file with several mistakes,
 //! and the real `dtop-broker` binary's exit codes and messages.
 
+// Helpers outside #[test] fns fail the test by panicking, like the assertions they serve.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Write as _;
@@ -76,7 +79,10 @@ fn reports_an_unknown_key_and_two_bad_values_together() {
         panic!("expected Invalid, got {error:?}");
     };
     let keys: Vec<&str> = errors.problems().iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(keys, ["mqtt.tls", "console.listen", "limits.max_connections"]);
+    assert_eq!(
+        keys,
+        ["mqtt.tls", "console.listen", "limits.max_connections"]
+    );
 }
 
 #[test]
@@ -94,7 +100,10 @@ fn binary_exits_64_and_prints_every_problem_for_a_bad_config() {
         assert_eq!(output.status.code(), Some(64), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         for key in ["mqtt.tls", "console.listen", "limits.max_connections"] {
-            assert!(stderr.contains(key), "{args:?}: {key} missing from:\n{stderr}");
+            assert!(
+                stderr.contains(key),
+                "{args:?}: {key} missing from:\n{stderr}"
+            );
         }
         assert!(stderr.contains("3 problems"), "{stderr}");
     }
@@ -111,7 +120,10 @@ fn binary_exits_64_when_the_config_file_is_missing() {
 #[test]
 fn binary_check_accepts_the_example_and_the_built_in_defaults() {
     let example = example_path();
-    for args in [vec!["--check", "--config", example.to_str().unwrap()], vec!["--check"]] {
+    for args in [
+        vec!["--check", "--config", example.to_str().unwrap()],
+        vec!["--check"],
+    ] {
         let output = run_binary(&args);
         assert!(output.status.success(), "{args:?}: {output:?}");
         assert!(String::from_utf8_lossy(&output.stdout).contains("configuration is valid"));
@@ -130,7 +142,6 @@ fn binary_prints_a_default_config_that_parses_to_the_defaults() {
 fn binary_serves_mqtt_and_exits_0_on_sigterm() {
     use std::io::{BufRead as _, BufReader};
     use std::sync::mpsc;
-    use std::time::Duration;
 
     let addr = dtop_broker::reserve_loopback_addr().unwrap();
     let file = temp_config(&format!("[mqtt]\nlisten = \"{addr}\"\n"));
@@ -152,7 +163,7 @@ fn binary_serves_mqtt_and_exits_0_on_sigterm() {
         }
     });
     let mut seen = Vec::new();
-    let mut wait_for = |needle: &str, seen: &mut Vec<String>| loop {
+    let wait_for = |needle: &str, seen: &mut Vec<String>| loop {
         match line_rx.recv_timeout(common::WAIT) {
             Ok(line) => {
                 let found = line.contains(needle);
@@ -184,20 +195,21 @@ fn binary_serves_mqtt_and_exits_0_on_sigterm() {
         .await;
     });
 
+    // Wait for the exit on a thread so the wait has a timeout and no polling loop.
+    let (status_tx, status_rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = status_tx.send(child.wait());
+    });
     kill(pid, Signal::SIGTERM).expect("signal dtop-broker by its pid");
     let shutdown_logged = wait_for("Shutting down", &mut seen);
-    let deadline = std::time::Instant::now() + common::WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() >= deadline {
+    let status = match status_rx.recv_timeout(common::WAIT) {
+        Ok(status) => status.expect("wait for dtop-broker"),
+        Err(_) => {
             let _ = kill(pid, Signal::SIGKILL);
-            let _ = child.wait();
             panic!("dtop-broker (pid {pid}) ignored SIGTERM; stderr: {seen:#?}");
         }
-        std::thread::sleep(Duration::from_millis(20));
     };
+    waiter.join().unwrap();
     reader.join().unwrap();
     assert!(shutdown_logged, "no shutdown log line; stderr: {seen:#?}");
     assert_eq!(status.code(), Some(0), "stderr: {seen:#?}");

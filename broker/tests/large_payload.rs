@@ -1,6 +1,9 @@
 //! Proves the broker's limits are sized for DTOP sample blocks: a 200 KiB QoS 1 publish crosses
 //! the real broker intact, and a packet above the configured limit is refused.
 
+// Helpers outside #[test] fns fail the test by panicking, like the assertions they serve.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{client, poll_until, start_broker};
@@ -45,7 +48,11 @@ async fn delivers_a_200_kib_qos1_payload_intact() {
     assert_eq!(received.topic, topic);
     assert_eq!(received.qos, QoS::AtLeastOnce);
     assert_eq!(received.payload.len(), payload.len());
-    let first_difference = received.payload.iter().zip(&payload).position(|(a, b)| a != b);
+    let first_difference = received
+        .payload
+        .iter()
+        .zip(&payload)
+        .position(|(a, b)| a != b);
     assert_eq!(first_difference, None, "payload corrupted in transit");
 }
 

@@ -4,6 +4,9 @@
 //! When `mosquitto_sub`/`mosquitto_pub` are missing these tests skip with a notice, except
 //! with `CI` set, where they fail: CI must never pass without having run them.
 
+// Helpers outside #[test] fns fail the test by panicking, like the assertions they serve.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -26,9 +29,9 @@ fn require_tool(name: &str) -> Option<PathBuf> {
         assert!(
             std::env::var_os("CI").is_none(),
             "{name} is required when CI is set but was not found on PATH or in /usr/bin; \
-             install the mosquitto-clients package"
+             install mosquitto-clients (and coreutils for stdbuf)"
         );
-        eprintln!("SKIPPED: {name} not found (install mosquitto-clients); with CI set this fails");
+        eprintln!("SKIPPED: {name} not found on PATH or in /usr/bin; with CI set this fails");
     }
     found
 }
@@ -41,8 +44,18 @@ struct MosquittoSub {
 }
 
 impl MosquittoSub {
-    fn spawn(program: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(program)
+    /// Starts `program args`; with `stdbuf`, stdout is line-buffered so `-d` handshake lines
+    /// arrive as they happen (libc fully buffers a piped stdout; only payloads are flushed).
+    fn spawn(stdbuf: Option<&Path>, program: &Path, args: &[&str]) -> Self {
+        let mut command = match stdbuf {
+            Some(stdbuf) => {
+                let mut command = Command::new(stdbuf);
+                command.arg("-oL").arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        let mut child = command
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -88,7 +101,11 @@ impl MosquittoSub {
         match tokio::time::timeout(WAIT, self.child.wait()).await {
             Ok(status) => {
                 let status = status.expect("wait for mosquitto_sub");
-                assert!(status.success(), "mosquitto_sub failed: {status}; {:#?}", self.seen);
+                assert!(
+                    status.success(),
+                    "mosquitto_sub failed: {status}; {:#?}",
+                    self.seen
+                );
             }
             Err(_) => self.kill_and_fail("exit").await,
         }
@@ -128,7 +145,9 @@ async fn publish_with_rumqttc(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_sub_receives_a_message_published_by_rumqttc() {
-    let Some(mosquitto_sub) = require_tool("mosquitto_sub") else {
+    let (Some(mosquitto_sub), Some(stdbuf)) =
+        (require_tool("mosquitto_sub"), require_tool("stdbuf"))
+    else {
         return;
     };
     let broker = tokio::task::spawn_blocking(start_broker).await.unwrap();
@@ -137,9 +156,21 @@ async fn mosquitto_sub_receives_a_message_published_by_rumqttc() {
     let port = addr.port().to_string();
 
     let mut sub = MosquittoSub::spawn(
+        Some(&stdbuf),
         &mosquitto_sub,
         &[
-            "-h", "127.0.0.1", "-p", &port, "-t", topic, "-q", "1", "-C", "1", "-d", "-i",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            topic,
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-d",
+            "-i",
             "mosq-live",
         ],
     );
@@ -166,16 +197,35 @@ async fn late_mosquitto_sub_receives_the_retained_message() {
 
     let port = addr.port().to_string();
     let mut sub = MosquittoSub::spawn(
+        None,
         &mosquitto_sub,
         &[
-            "-h", "127.0.0.1", "-p", &port, "-t", topic, "-q", "1", "-C", "1", "-i",
-            "mosq-retained", "-F", "%r|%t|%p",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            topic,
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-i",
+            "mosq-retained",
+            "-F",
+            "%r|%t|%p",
         ],
     );
     let line = sub
-        .line_matching("the retained message", |line| line.ends_with("|birth certificate"))
+        .line_matching("the retained message", |line| {
+            line.ends_with("|birth certificate")
+        })
         .await;
-    assert_eq!(line, format!("1|{topic}|birth certificate"), "retain flag and topic");
+    assert_eq!(
+        line,
+        format!("1|{topic}|birth certificate"),
+        "retain flag and topic"
+    );
     sub.exits_successfully().await;
 }
 
@@ -198,7 +248,16 @@ async fn rumqttc_receives_a_message_published_by_mosquitto_pub() {
     let port = addr.port().to_string();
     let mut child = Command::new(&mosquitto_pub)
         .args([
-            "-h", "127.0.0.1", "-p", &port, "-t", topic, "-q", "1", "-m", "hello from mosquitto",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            topic,
+            "-q",
+            "1",
+            "-m",
+            "hello from mosquitto",
         ])
         .kill_on_drop(true)
         .spawn()
@@ -241,14 +300,34 @@ async fn mqtt5_listener_serves_mosquitto_sub_messages_from_a_311_client() {
         .expect("broker with two listeners starts");
     let v5_addr = broker.mqtt_v5_addr().expect("v5 listener configured");
     let topic = "dtop/test/interop/v5";
-    publish_with_rumqttc(broker.mqtt_addr(), "rumqttc-v311", topic, "across versions", true).await;
+    publish_with_rumqttc(
+        broker.mqtt_addr(),
+        "rumqttc-v311",
+        topic,
+        "across versions",
+        true,
+    )
+    .await;
 
     let port = v5_addr.port().to_string();
     let mut sub = MosquittoSub::spawn(
+        None,
         &mosquitto_sub,
         &[
-            "-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-t", topic, "-q", "1", "-C", "1",
-            "-i", "mosq-v5",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-t",
+            topic,
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-i",
+            "mosq-v5",
         ],
     );
     sub.line_matching("the retained message", |line| line == "across versions")

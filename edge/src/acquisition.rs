@@ -23,7 +23,9 @@ pub struct PublisherGone;
 
 /// Wall clock now, ns since the Unix epoch (0 if the clock is before 1970).
 pub fn wall_clock_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 #[derive(Debug)]
@@ -43,11 +45,19 @@ impl Acquisition {
         out_tx: mpsc::Sender<PublisherEvent>,
         stats: StatsHandle,
     ) -> Self {
-        Self { batcher: Batcher::new(rig_id, block_samples, next_seq), next_seq_path, out_tx, stats }
+        Self {
+            batcher: Batcher::new(rig_id, block_samples, next_seq),
+            next_seq_path,
+            out_tx,
+            stats,
+        }
     }
 
     /// Runs until the serial task closes its channel, then emits the partial block.
-    pub async fn run(mut self, mut events_rx: mpsc::Receiver<SerialEvent>) -> Result<(), PublisherGone> {
+    pub async fn run(
+        mut self,
+        mut events_rx: mpsc::Receiver<SerialEvent>,
+    ) -> Result<(), PublisherGone> {
         while let Some(event) = events_rx.recv().await {
             match event {
                 SerialEvent::Manifest(manifest) => {
@@ -58,14 +68,26 @@ impl Acquisition {
                     if let Some(block) = self.batcher.set_layout(layout) {
                         self.emit(block).await?;
                     }
-                    self.out_tx.send(PublisherEvent::Manifest(manifest)).await.map_err(|_| PublisherGone)?;
+                    self.out_tx
+                        .send(PublisherEvent::Manifest(manifest))
+                        .await
+                        .map_err(|_| PublisherGone)?;
                 }
                 SerialEvent::Samples(samples) => {
                     let channel_count = usize::from(samples.channel_count);
-                    match self.batcher.push(samples.first_sample_index, channel_count, &samples.raw, wall_clock_ns()) {
+                    match self.batcher.push(
+                        samples.first_sample_index,
+                        channel_count,
+                        &samples.raw,
+                        wall_clock_ns(),
+                    ) {
                         Ok(pushed) => {
                             match pushed.discontinuity {
-                                Some(Discontinuity::Gap { expected, got, missing }) => warn!(
+                                Some(Discontinuity::Gap {
+                                    expected,
+                                    got,
+                                    missing,
+                                }) => warn!(
                                     expected_index = expected,
                                     got_index = got,
                                     missing_samples = missing,
@@ -107,16 +129,24 @@ impl Acquisition {
     /// number, which downstream reads as a gap, instead of reusing one.
     async fn emit(&mut self, block: SampleBlock) -> Result<(), PublisherGone> {
         let (path, next_seq) = (self.next_seq_path.clone(), self.batcher.next_seq());
-        let persisted = tokio::task::spawn_blocking(move || state_file::write_counter(&path, next_seq)).await;
+        let persisted =
+            tokio::task::spawn_blocking(move || state_file::write_counter(&path, next_seq)).await;
         match persisted {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(error = %e, next_seq, "Could not persist next_seq; a restart may reuse block numbers."),
-            Err(e) => error!(error = %e, next_seq, "The next_seq writer failed; a restart may reuse block numbers."),
+            Ok(Err(e)) => {
+                error!(error = %e, next_seq, "Could not persist next_seq; a restart may reuse block numbers.")
+            }
+            Err(e) => {
+                error!(error = %e, next_seq, "The next_seq writer failed; a restart may reuse block numbers.")
+            }
         }
         let samples = block_sample_count(&block);
         self.stats.update(|s| s.blocks_made_total += 1);
         tracing::trace!(seq = block.seq, samples, "Block closed.");
-        self.out_tx.send(PublisherEvent::Block(block)).await.map_err(|_| PublisherGone)
+        self.out_tx
+            .send(PublisherEvent::Block(block))
+            .await
+            .map_err(|_| PublisherGone)
     }
 }
 

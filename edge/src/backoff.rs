@@ -18,7 +18,11 @@ pub struct Backoff {
 impl Backoff {
     /// `max` below `min` is treated as `min`.
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max: max.max(min), step: min }
+        Self {
+            min,
+            max: max.max(min),
+            step: min,
+        }
     }
 
     /// The delay before the next attempt; grows the step for the one after.
@@ -50,7 +54,11 @@ mod tests {
         for step_ms in expected_steps_ms {
             let d = b.next_delay(&mut rng);
             let step = Duration::from_millis(step_ms);
-            assert!(d >= step / 2 && d <= step, "{d:?} outside [{:?}, {step:?}]", step / 2);
+            assert!(
+                d >= step / 2 && d <= step,
+                "{d:?} outside [{:?}, {step:?}]",
+                step / 2
+            );
         }
     }
 

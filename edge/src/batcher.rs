@@ -32,13 +32,21 @@ impl StreamLayout {
         if sample_rate_mhz == 0 {
             return None;
         }
-        let sample_period_ns = (1_000_000_000_000u64 + u64::from(sample_rate_mhz) / 2) / u64::from(sample_rate_mhz);
-        Some(Self { channel_ids, sample_period_ns: sample_period_ns.max(1) })
+        let sample_period_ns =
+            (1_000_000_000_000u64 + u64::from(sample_rate_mhz) / 2) / u64::from(sample_rate_mhz);
+        Some(Self {
+            channel_ids,
+            sample_period_ns: sample_period_ns.max(1),
+        })
     }
 
     /// Layout of the firmware's stream as its manifest describes it.
     pub fn from_manifest(manifest: &dtop_firmware::Manifest) -> Option<Self> {
-        let ids = manifest.channels().iter().map(|c| u32::from(c.id)).collect();
+        let ids = manifest
+            .channels()
+            .iter()
+            .map(|c| u32::from(c.id))
+            .collect();
         Self::from_rate_mhz(ids, manifest.sample_rate_mhz)
     }
 }
@@ -47,7 +55,11 @@ impl StreamLayout {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Discontinuity {
     /// Samples `expected..got` never arrived.
-    Gap { expected: u64, got: u64, missing: u64 },
+    Gap {
+        expected: u64,
+        got: u64,
+        missing: u64,
+    },
     /// The index went backwards (firmware restart): timestamps are re-anchored.
     Restart { expected: u64, got: u64 },
 }
@@ -148,14 +160,26 @@ impl Batcher {
     /// Adds one frame: `raw` is sample-major (`raw[s * channels + c]`), starting at
     /// `first_sample_index`. `now_ns` is the wall clock (ns since the Unix epoch) at arrival,
     /// used only to anchor the first sample of a session.
-    pub fn push(&mut self, first_sample_index: u64, channel_count: usize, raw: &[i32], now_ns: u64) -> Result<Pushed, BatchError> {
+    pub fn push(
+        &mut self,
+        first_sample_index: u64,
+        channel_count: usize,
+        raw: &[i32],
+        now_ns: u64,
+    ) -> Result<Pushed, BatchError> {
         let layout = self.layout.as_ref().ok_or(BatchError::NoLayout)?;
         let channels = layout.channel_ids.len();
         if channel_count != channels {
-            return Err(BatchError::ChannelCount { expected: channels, got: channel_count });
+            return Err(BatchError::ChannelCount {
+                expected: channels,
+                got: channel_count,
+            });
         }
-        if channels == 0 || raw.len() % channels != 0 {
-            return Err(BatchError::Ragged { len: raw.len(), channels });
+        if channels == 0 || !raw.chunks_exact(channels).remainder().is_empty() {
+            return Err(BatchError::Ragged {
+                len: raw.len(),
+                channels,
+            });
         }
         let period_ns = layout.sample_period_ns;
         let sample_count = raw.len() / channels;
@@ -163,11 +187,17 @@ impl Batcher {
         let mut out = Pushed::default();
         if let Some(expected) = self.expected_index {
             if first_sample_index > expected {
-                out.discontinuity =
-                    Some(Discontinuity::Gap { expected, got: first_sample_index, missing: first_sample_index - expected });
+                out.discontinuity = Some(Discontinuity::Gap {
+                    expected,
+                    got: first_sample_index,
+                    missing: first_sample_index - expected,
+                });
                 out.blocks.extend(self.flush());
             } else if first_sample_index < expected {
-                out.discontinuity = Some(Discontinuity::Restart { expected, got: first_sample_index });
+                out.discontinuity = Some(Discontinuity::Restart {
+                    expected,
+                    got: first_sample_index,
+                });
                 out.blocks.extend(self.flush());
                 self.anchor = None;
             }
@@ -176,7 +206,10 @@ impl Batcher {
             return Ok(out);
         }
         if self.anchor.is_none() {
-            self.anchor = Some(Anchor { index0: first_sample_index, t0_ns: now_ns - now_ns % period_ns });
+            self.anchor = Some(Anchor {
+                index0: first_sample_index,
+                t0_ns: now_ns - now_ns % period_ns,
+            });
         }
 
         let block_samples = self.block_samples;
@@ -202,7 +235,8 @@ impl Batcher {
         // A partial block only exists after push() checked the layout and set the anchor.
         let (layout, anchor) = (self.layout.as_ref()?, self.anchor?);
         let period_ns = layout.sample_period_ns;
-        let first_timestamp_ns = anchor.t0_ns + (partial.first_sample_index - anchor.index0) * period_ns;
+        let first_timestamp_ns =
+            anchor.t0_ns + (partial.first_sample_index - anchor.index0) * period_ns;
         let seq = self.next_seq;
         self.next_seq += 1;
         Some(SampleBlock {
@@ -248,7 +282,9 @@ mod tests {
 
     /// Frame of `n` samples from `first`: channel 10 carries the index, channel 11 its negation.
     fn frame(first: u64, n: u64) -> Vec<i32> {
-        (first..first + n).flat_map(|i| [i as i32, -(i as i32)]).collect()
+        (first..first + n)
+            .flat_map(|i| [i as i32, -(i as i32)])
+            .collect()
     }
 
     fn expected_block(seq: u64, first: u64, n: u64, t0_ns: u64) -> SampleBlock {
@@ -263,21 +299,31 @@ mod tests {
             clock_sync: ClockSync::FreeRunning as i32,
             clock_uncertainty_us: 0,
             channels: vec![
-                ChannelSamples { channel_id: 10, raw: (first..first + n).map(|i| i as i32).collect() },
-                ChannelSamples { channel_id: 11, raw: (first..first + n).map(|i| -(i as i32)).collect() },
+                ChannelSamples {
+                    channel_id: 10,
+                    raw: (first..first + n).map(|i| i as i32).collect(),
+                },
+                ChannelSamples {
+                    channel_id: 11,
+                    raw: (first..first + n).map(|i| -(i as i32)).collect(),
+                },
             ],
             backfill: false,
         }
     }
 
     fn pushed(b: &mut Batcher, first: u64, n: u64, now_ns: u64) -> Pushed {
-        b.push(first, 2, &frame(first, n), now_ns).unwrap_or_else(|e| panic!("{e}"))
+        b.push(first, 2, &frame(first, n), now_ns)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
     fn period_is_rounded_from_millihertz() {
         assert_eq!(layout().sample_period_ns, MS_NS);
-        assert_eq!(StreamLayout::from_rate_mhz(vec![0], 3_000_000).map(|l| l.sample_period_ns), Some(333_333));
+        assert_eq!(
+            StreamLayout::from_rate_mhz(vec![0], 3_000_000).map(|l| l.sample_period_ns),
+            Some(333_333)
+        );
         assert_eq!(StreamLayout::from_rate_mhz(vec![0], 0), None);
     }
 
@@ -291,7 +337,10 @@ mod tests {
         let first = pushed(&mut b, 0, 3, now_ns);
         assert_eq!(first, Pushed::default());
         let second = pushed(&mut b, 3, 6, now_ns + 99 * MS_NS);
-        assert_eq!(second.blocks, vec![expected_block(7, 0, 4, t0), expected_block(8, 4, 4, t0)]);
+        assert_eq!(
+            second.blocks,
+            vec![expected_block(7, 0, 4, t0), expected_block(8, 4, 4, t0)]
+        );
         assert_eq!(second.discontinuity, None);
         assert_eq!(b.next_seq(), 9);
         assert_eq!(b.flush(), Some(expected_block(9, 8, 1, t0)));
@@ -318,8 +367,18 @@ mod tests {
         assert!(pushed(&mut b, 0, 6, 0).blocks.len() == 1);
         // Samples 6..10 are lost.
         let out = pushed(&mut b, 10, 4, 0);
-        assert_eq!(out.discontinuity, Some(Discontinuity::Gap { expected: 6, got: 10, missing: 4 }));
-        assert_eq!(out.blocks, vec![expected_block(1, 4, 2, t0), expected_block(2, 10, 4, t0)]);
+        assert_eq!(
+            out.discontinuity,
+            Some(Discontinuity::Gap {
+                expected: 6,
+                got: 10,
+                missing: 4
+            })
+        );
+        assert_eq!(
+            out.blocks,
+            vec![expected_block(1, 4, 2, t0), expected_block(2, 10, 4, t0)]
+        );
     }
 
     #[test]
@@ -329,10 +388,19 @@ mod tests {
         pushed(&mut b, 100, 2, 0);
         let restart_ns = 60_000 * MS_NS + 123;
         let out = pushed(&mut b, 0, 4, restart_ns);
-        assert_eq!(out.discontinuity, Some(Discontinuity::Restart { expected: 102, got: 0 }));
+        assert_eq!(
+            out.discontinuity,
+            Some(Discontinuity::Restart {
+                expected: 102,
+                got: 0
+            })
+        );
         let mut old = expected_block(0, 100, 2, 0);
         old.first_timestamp_ns = 0;
-        assert_eq!(out.blocks, vec![old, expected_block(1, 0, 4, 60_000 * MS_NS)]);
+        assert_eq!(
+            out.blocks,
+            vec![old, expected_block(1, 0, 4, 60_000 * MS_NS)]
+        );
     }
 
     #[test]
@@ -342,9 +410,16 @@ mod tests {
         pushed(&mut b, 0, 2, 0);
         assert_eq!(b.set_layout(layout()), None);
         pushed(&mut b, 2, 1, 0);
-        let three = StreamLayout::from_rate_mhz(vec![1, 2, 3], 1_000_000).unwrap_or_else(|| panic!("zero rate"));
+        let three = StreamLayout::from_rate_mhz(vec![1, 2, 3], 1_000_000)
+            .unwrap_or_else(|| panic!("zero rate"));
         assert_eq!(b.set_layout(three), Some(expected_block(0, 0, 3, 0)));
-        assert_eq!(b.push(3, 2, &frame(3, 1), 0), Err(BatchError::ChannelCount { expected: 3, got: 2 }));
+        assert_eq!(
+            b.push(3, 2, &frame(3, 1), 0),
+            Err(BatchError::ChannelCount {
+                expected: 3,
+                got: 2
+            })
+        );
     }
 
     #[test]
@@ -352,7 +427,13 @@ mod tests {
         let mut b = Batcher::new(rig(), 4, 0);
         assert_eq!(b.push(0, 2, &frame(0, 1), 0), Err(BatchError::NoLayout));
         b.set_layout(layout());
-        assert_eq!(b.push(0, 2, &[1, 2, 3], 0), Err(BatchError::Ragged { len: 3, channels: 2 }));
+        assert_eq!(
+            b.push(0, 2, &[1, 2, 3], 0),
+            Err(BatchError::Ragged {
+                len: 3,
+                channels: 2
+            })
+        );
         assert_eq!(b.next_seq(), 0);
     }
 
@@ -370,9 +451,18 @@ mod tests {
             first_timestamp_ns: u64::MAX,
             clock_sync: ClockSync::Ptp as i32,
             clock_uncertainty_us: u32::MAX,
-            channels: (0..16).map(|c| ChannelSamples { channel_id: u32::MAX - c, raw: vec![i32::MIN; n] }).collect(),
+            channels: (0..16)
+                .map(|c| ChannelSamples {
+                    channel_id: u32::MAX - c,
+                    raw: vec![i32::MIN; n],
+                })
+                .collect(),
             backfill: true,
         };
-        assert!(block.encoded_len() <= max_encoded_block_bytes(16, n), "{} bytes", block.encoded_len());
+        assert!(
+            block.encoded_len() <= max_encoded_block_bytes(16, n),
+            "{} bytes",
+            block.encoded_len()
+        );
     }
 }

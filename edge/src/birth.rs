@@ -59,11 +59,17 @@ pub fn build_birth(manifest: &Manifest, ctx: BirthContext<'_>) -> RigBirth {
 pub fn actuator_limits(manifest: &Manifest, config: &ActuatorConfig) -> ActuatorLimits {
     let firmware_max = f64::from(manifest.actuator_max_force_n);
     let max_force_n = if firmware_max.is_finite() && firmware_max > 0.0 {
-        config.max_force_n.min(f32_as_written(manifest.actuator_max_force_n))
+        config
+            .max_force_n
+            .min(f32_as_written(manifest.actuator_max_force_n))
     } else {
         config.max_force_n
     };
-    ActuatorLimits { max_force_n, max_slew_n_per_s: config.max_slew_n_per_s, floor: u32::from(manifest.actuator_floor) }
+    ActuatorLimits {
+        max_force_n,
+        max_slew_n_per_s: config.max_slew_n_per_s,
+        floor: u32::from(manifest.actuator_floor),
+    }
 }
 
 /// Database names for the channels, in manifest order: `floor{n}_accel`, `floor{n}_disp`,
@@ -88,14 +94,22 @@ pub fn channel_names(descs: &[ChannelDesc]) -> Vec<String> {
     base.iter()
         .zip(descs)
         .map(|(name, d)| {
-            if base.iter().filter(|n| *n == name).count() > 1 { format!("{name}_ch{}", d.id) } else { name.clone() }
+            if base.iter().filter(|n| *n == name).count() > 1 {
+                format!("{name}_ch{}", d.id)
+            } else {
+                name.clone()
+            }
         })
         .collect()
 }
 
 fn numbered(stem: &str, of: usize, ordinal: &mut usize) -> String {
     *ordinal += 1;
-    if of == 1 { stem.to_owned() } else { format!("{stem}{ordinal}") }
+    if of == 1 {
+        stem.to_owned()
+    } else {
+        format!("{stem}{ordinal}")
+    }
 }
 
 /// SI unit of a channel kind's scaled value.
@@ -132,7 +146,12 @@ mod tests {
     use super::*;
 
     fn desc(id: u8, kind: ChannelKind, floor: u8) -> ChannelDesc {
-        ChannelDesc { id, kind, floor, scale: 0.001 }
+        ChannelDesc {
+            id,
+            kind,
+            floor,
+            scale: 0.001,
+        }
     }
 
     fn southampton() -> Manifest {
@@ -141,28 +160,47 @@ mod tests {
             desc(1, ChannelKind::Acceleration, 1),
             desc(2, ChannelKind::Acceleration, 2),
             desc(3, ChannelKind::Acceleration, 3),
-            ChannelDesc { id: 4, kind: ChannelKind::Force, floor: 3, scale: 0.01 },
+            ChannelDesc {
+                id: 4,
+                kind: ChannelKind::Force,
+                floor: 3,
+                scale: 0.01,
+            },
         ];
-        Manifest::new("sim-1.2.3", 1_000_000, 3, 3, 15.0, &channels).unwrap_or_else(|e| panic!("{e:?}"))
+        Manifest::new("sim-1.2.3", 1_000_000, 3, 3, 15.0, &channels)
+            .unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     #[test]
     fn names_units_and_scales_follow_the_manifest() {
         let rig = RigId::new("so-3s").unwrap_or_else(|e| panic!("{e}"));
-        let actuator = ActuatorConfig { max_force_n: 20.0, max_slew_n_per_s: 2000.0 };
-        let birth =
-            build_birth(&southampton(), BirthContext { rig_id: &rig, actuator: &actuator, session: 4, now_ns: 99 });
-        let channel = |id: u32, name: &str, kind: v1::ChannelKind, unit: &str, scale: f64, floor: u32| Channel {
-            id,
-            name: name.into(),
-            kind: kind as i32,
-            unit: unit.into(),
-            scale,
-            offset: 0.0,
-            sample_rate_hz: 1000.0,
-            floor,
-            stream_id: 0,
+        let actuator = ActuatorConfig {
+            max_force_n: 20.0,
+            max_slew_n_per_s: 2000.0,
         };
+        let birth = build_birth(
+            &southampton(),
+            BirthContext {
+                rig_id: &rig,
+                actuator: &actuator,
+                session: 4,
+                now_ns: 99,
+            },
+        );
+        let channel =
+            |id: u32, name: &str, kind: v1::ChannelKind, unit: &str, scale: f64, floor: u32| {
+                Channel {
+                    id,
+                    name: name.into(),
+                    kind: kind as i32,
+                    unit: unit.into(),
+                    scale,
+                    offset: 0.0,
+                    sample_rate_hz: 1000.0,
+                    floor,
+                    stream_id: 0,
+                }
+            };
         let acc = v1::ChannelKind::Acceleration;
         assert_eq!(
             birth,
@@ -180,7 +218,11 @@ mod tests {
                     channel(4, "force", v1::ChannelKind::Force, "N", 0.01, 3),
                 ],
                 // The firmware's 15 N is tighter than the config's 20 N.
-                actuator: Some(ActuatorLimits { max_force_n: 15.0, max_slew_n_per_s: 2000.0, floor: 3 }),
+                actuator: Some(ActuatorLimits {
+                    max_force_n: 15.0,
+                    max_slew_n_per_s: 2000.0,
+                    floor: 3
+                }),
                 floors: 3,
                 timestamp_ns: 99,
             }
@@ -218,7 +260,10 @@ mod tests {
     fn keeps_the_config_force_limit_when_the_firmware_reports_none() {
         let mut manifest = southampton();
         manifest.actuator_max_force_n = 0.0;
-        let config = ActuatorConfig { max_force_n: 20.0, max_slew_n_per_s: 5.0 };
+        let config = ActuatorConfig {
+            max_force_n: 20.0,
+            max_slew_n_per_s: 5.0,
+        };
         assert_eq!(actuator_limits(&manifest, &config).max_force_n, 20.0);
     }
 }

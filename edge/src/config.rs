@@ -155,7 +155,9 @@ const fn default_shutdown_flush_timeout_ms() -> u64 {
 
 impl Default for AcquisitionConfig {
     fn default() -> Self {
-        Self { block_samples: default_block_samples() }
+        Self {
+            block_samples: default_block_samples(),
+        }
     }
 }
 
@@ -248,10 +250,14 @@ impl EdgeConfig {
 
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigLoadError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigLoadError::Read { path: path.to_owned(), source })?;
-        let config = Self::from_toml(&text)
-            .map_err(|source| ConfigLoadError::Parse { path: path.to_owned(), source: Box::new(source) })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigLoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::from_toml(&text).map_err(|source| ConfigLoadError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -259,7 +265,8 @@ impl EdgeConfig {
     /// Checks every range and cross-field rule, returning all violations at once.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut problems = Vec::new();
-        let mut bad = |field: &'static str, problem: String| problems.push(ConfigProblem { field, problem });
+        let mut bad =
+            |field: &'static str, problem: String| problems.push(ConfigProblem { field, problem });
 
         if self.state_dir.as_os_str().is_empty() {
             bad("state_dir", "must not be empty".into());
@@ -273,10 +280,16 @@ impl EdgeConfig {
             bad("serial.baud", "must be positive".into());
         }
         if !(10..=60_000).contains(&s.hello_timeout_ms) {
-            bad("serial.hello_timeout_ms", format!("{} is outside 10..=60000", s.hello_timeout_ms));
+            bad(
+                "serial.hello_timeout_ms",
+                format!("{} is outside 10..=60000", s.hello_timeout_ms),
+            );
         }
         if !(100..=3_600_000).contains(&s.read_timeout_ms) {
-            bad("serial.read_timeout_ms", format!("{} is outside 100..=3600000", s.read_timeout_ms));
+            bad(
+                "serial.read_timeout_ms",
+                format!("{} is outside 100..=3600000", s.read_timeout_ms),
+            );
         }
 
         let block_samples = self.acquisition.block_samples as usize;
@@ -305,16 +318,25 @@ impl EdgeConfig {
         }
         if let Some(id) = &m.client_id {
             if id.is_empty() {
-                bad("mqtt.client_id", "must not be empty (omit it for the default)".into());
+                bad(
+                    "mqtt.client_id",
+                    "must not be empty (omit it for the default)".into(),
+                );
             } else if id.len() > 65_535 {
                 bad("mqtt.client_id", "is longer than MQTT allows".into());
             }
         }
         if !(1..=65_535).contains(&m.keepalive_s) {
-            bad("mqtt.keepalive_s", format!("{} is outside 1..=65535", m.keepalive_s));
+            bad(
+                "mqtt.keepalive_s",
+                format!("{} is outside 1..=65535", m.keepalive_s),
+            );
         }
         if !(1..=300).contains(&m.connect_timeout_s) {
-            bad("mqtt.connect_timeout_s", format!("{} is outside 1..=300", m.connect_timeout_s));
+            bad(
+                "mqtt.connect_timeout_s",
+                format!("{} is outside 1..=300", m.connect_timeout_s),
+            );
         }
         if m.password_file.is_some() && m.username.is_none() {
             bad("mqtt.password_file", "needs mqtt.username as well".into());
@@ -325,30 +347,49 @@ impl EdgeConfig {
         if m.reconnect_backoff_max_ms < m.reconnect_backoff_min_ms {
             bad(
                 "mqtt.reconnect_backoff_max_ms",
-                format!("{} is below reconnect_backoff_min_ms ({})", m.reconnect_backoff_max_ms, m.reconnect_backoff_min_ms),
+                format!(
+                    "{} is below reconnect_backoff_min_ms ({})",
+                    m.reconnect_backoff_max_ms, m.reconnect_backoff_min_ms
+                ),
             );
         }
         if m.queue_max_blocks == 0 {
             bad("mqtt.queue_max_blocks", "must be at least 1".into());
         }
         if m.shutdown_flush_timeout_ms > 600_000 {
-            bad("mqtt.shutdown_flush_timeout_ms", format!("{} is above 600000", m.shutdown_flush_timeout_ms));
+            bad(
+                "mqtt.shutdown_flush_timeout_ms",
+                format!("{} is above 600000", m.shutdown_flush_timeout_ms),
+            );
         }
 
         let a = &self.actuator;
         if !(a.max_force_n.is_finite() && a.max_force_n > 0.0) {
-            bad("actuator.max_force_n", format!("{} is not a positive finite force", a.max_force_n));
+            bad(
+                "actuator.max_force_n",
+                format!("{} is not a positive finite force", a.max_force_n),
+            );
         }
         if !(a.max_slew_n_per_s.is_finite() && a.max_slew_n_per_s > 0.0) {
-            bad("actuator.max_slew_n_per_s", format!("{} is not a positive finite slew rate", a.max_slew_n_per_s));
+            bad(
+                "actuator.max_slew_n_per_s",
+                format!("{} is not a positive finite slew rate", a.max_slew_n_per_s),
+            );
         }
 
-        if problems.is_empty() { Ok(()) } else { Err(ConfigErrors(problems)) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(problems))
+        }
     }
 
     /// The MQTT client id: the configured one, else `dtop-edge-{rig_id}`.
     pub fn mqtt_client_id(&self) -> String {
-        self.mqtt.client_id.clone().unwrap_or_else(|| format!("dtop-edge-{}", self.rig_id))
+        self.mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("dtop-edge-{}", self.rig_id))
     }
 
     /// Path of the persisted MQTT session counter.
@@ -375,8 +416,13 @@ impl SerialConfig {
 impl MqttConfig {
     /// Reads the password file, if one is configured.
     pub fn read_password(&self) -> Result<Option<Secret>, SecretError> {
-        let Some(path) = &self.password_file else { return Ok(None) };
-        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read { path: path.clone(), source })?;
+        let Some(path) = &self.password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let value = text.trim_end_matches(['\r', '\n']);
         if value.is_empty() {
             return Err(SecretError::Empty { path: path.clone() });
@@ -409,7 +455,8 @@ mod tests {
     use super::*;
 
     fn example() -> EdgeConfig {
-        EdgeConfig::from_toml(EXAMPLE_CONFIG).unwrap_or_else(|e| panic!("example config does not parse: {e}"))
+        EdgeConfig::from_toml(EXAMPLE_CONFIG)
+            .unwrap_or_else(|e| panic!("example config does not parse: {e}"))
     }
 
     #[test]
@@ -440,7 +487,10 @@ mod tests {
         assert_eq!(config.acquisition.block_samples, 100);
         assert_eq!(config.mqtt.port, 1883);
         assert_eq!(config.mqtt_client_id(), "dtop-edge-r1");
-        assert_eq!(config.session_path(), PathBuf::from("/var/lib/dtop-edge/session"));
+        assert_eq!(
+            config.session_path(),
+            PathBuf::from("/var/lib/dtop-edge/session")
+        );
     }
 
     #[test]
@@ -449,9 +499,19 @@ mod tests {
         config.serial.baud = 0;
         config.mqtt.reconnect_backoff_max_ms = 1;
         config.actuator.max_force_n = f64::NAN;
-        let errors = config.validate().err().unwrap_or_else(|| panic!("three problems went unnoticed"));
+        let errors = config
+            .validate()
+            .err()
+            .unwrap_or_else(|| panic!("three problems went unnoticed"));
         let fields: Vec<_> = errors.0.iter().map(|p| p.field).collect();
-        assert_eq!(fields, ["serial.baud", "mqtt.reconnect_backoff_max_ms", "actuator.max_force_n"]);
+        assert_eq!(
+            fields,
+            [
+                "serial.baud",
+                "mqtt.reconnect_backoff_max_ms",
+                "actuator.max_force_n"
+            ]
+        );
         let text = errors.to_string();
         assert!(text.starts_with("3 configuration problem(s):"), "{text}");
     }
@@ -460,7 +520,10 @@ mod tests {
     fn refuses_a_block_that_cannot_fit_the_size_limit() {
         let mut config = example();
         config.acquisition.block_samples = 100_000;
-        let errors = config.validate().err().unwrap_or_else(|| panic!("oversized block accepted"));
+        let errors = config
+            .validate()
+            .err()
+            .unwrap_or_else(|| panic!("oversized block accepted"));
         assert_eq!(errors.0.len(), 1);
         assert_eq!(errors.0[0].field, "acquisition.block_samples");
     }
@@ -489,7 +552,10 @@ mod tests {
         let mut config = example();
         config.mqtt.username = Some("edge".into());
         config.mqtt.password_file = Some(path);
-        let pw = config.mqtt.read_password().unwrap_or_else(|e| panic!("{e}"));
+        let pw = config
+            .mqtt
+            .read_password()
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(pw.as_ref().map(Secret::expose), Some("s3cret"));
     }
 }

@@ -90,7 +90,10 @@ pub async fn run_with_stats(
     let password = config.mqtt.read_password()?;
     tokio::fs::create_dir_all(&config.state_dir)
         .await
-        .map_err(|source| EdgeError::StateDir { path: config.state_dir.clone(), source })?;
+        .map_err(|source| EdgeError::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        })?;
     let (next_seq_path, session_path) = (config.next_seq_path(), config.session_path());
     let read = |path: PathBuf| async move {
         tokio::task::spawn_blocking(move || state_file::read_counter(&path))
@@ -117,7 +120,13 @@ pub async fn run_with_stats(
     let (serial_tx, serial_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (publisher_tx, publisher_rx) = mpsc::channel(CHANNEL_CAPACITY);
 
-    let serial_task = tokio::spawn(serial::run(config.serial.clone(), port, serial_tx, stats.clone(), stop.clone()));
+    let serial_task = tokio::spawn(serial::run(
+        config.serial.clone(),
+        port,
+        serial_tx,
+        stats.clone(),
+        stop.clone(),
+    ));
     let acquisition = Acquisition::new(
         config.rig_id.clone(),
         config.acquisition.block_samples as usize,
@@ -150,11 +159,14 @@ pub async fn run_with_stats(
     );
     let publisher_task = tokio::spawn(publisher.run(eventloop, publisher_rx));
 
-    let (serial_end, acquisition_end, publisher_end) = tokio::join!(serial_task, acquisition_task, publisher_task);
+    let (serial_end, acquisition_end, publisher_end) =
+        tokio::join!(serial_task, acquisition_task, publisher_task);
     let mut result = Ok(());
     match serial_end {
         Ok(LinkEnd::Shutdown) => {}
-        Ok(LinkEnd::DownstreamGone | LinkEnd::Lost(_)) | Err(_) => result = Err(EdgeError::TaskFailed("serial")),
+        Ok(LinkEnd::DownstreamGone | LinkEnd::Lost(_)) | Err(_) => {
+            result = Err(EdgeError::TaskFailed("serial"))
+        }
     }
     if !matches!(acquisition_end, Ok(Ok(()))) {
         result = Err(EdgeError::TaskFailed("acquisition"));

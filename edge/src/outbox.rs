@@ -94,7 +94,10 @@ impl Outbox {
     /// The broker acknowledged `pkid`.
     pub fn on_puback(&mut self, pkid: u16) -> Option<Acked> {
         Some(match self.inflight.remove(&pkid)? {
-            Tag::Block(b) => Acked::Block { seq: b.seq, samples: crate::batcher::block_sample_count(&b) },
+            Tag::Block(b) => Acked::Block {
+                seq: b.seq,
+                samples: crate::batcher::block_sample_count(&b),
+            },
             Tag::Control(c) => Acked::Control(c),
         })
     }
@@ -148,7 +151,8 @@ impl Outbox {
     /// Blocks handed to the client and not yet acknowledged.
     pub fn blocks_unacked(&self) -> usize {
         let is_block = |t: &Tag| matches!(t, Tag::Block(_));
-        self.handed.iter().filter(|t| is_block(t)).count() + self.inflight.values().filter(|t| is_block(t)).count()
+        self.handed.iter().filter(|t| is_block(t)).count()
+            + self.inflight.values().filter(|t| is_block(t)).count()
     }
 
     /// No block waits or awaits a PUBACK.
@@ -167,7 +171,10 @@ mod tests {
     use super::*;
 
     fn block(seq: u64) -> SampleBlock {
-        SampleBlock { seq, ..SampleBlock::default() }
+        SampleBlock {
+            seq,
+            ..SampleBlock::default()
+        }
     }
 
     fn hand_all(o: &mut Outbox) -> Vec<u64> {
@@ -234,7 +241,10 @@ mod tests {
             o.on_outgoing_publish(9);
             o.on_puback(9);
         }
-        assert_eq!(order, [(0, true), (1, true), (2, true), (3, false), (4, false)]);
+        assert_eq!(
+            order,
+            [(0, true), (1, true), (2, true), (3, false), (4, false)]
+        );
     }
 
     #[test]
@@ -245,8 +255,20 @@ mod tests {
         hand_all(&mut o);
         o.push(block(2));
         o.push(block(3));
-        assert_eq!(o.on_connection_lost().iter().map(|b| b.seq).collect::<Vec<_>>(), [0, 1]);
-        assert_eq!(o.take_unacked_blocks().iter().map(|b| b.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(
+            o.on_connection_lost()
+                .iter()
+                .map(|b| b.seq)
+                .collect::<Vec<_>>(),
+            [0, 1]
+        );
+        assert_eq!(
+            o.take_unacked_blocks()
+                .iter()
+                .map(|b| b.seq)
+                .collect::<Vec<_>>(),
+            [2, 3]
+        );
         assert!(o.blocks_done());
     }
 }

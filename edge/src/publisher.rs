@@ -12,7 +12,9 @@ use dtop_proto::v1::{RigDeath, SampleBlock};
 use dtop_proto::{Message, RigId};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout_at};
 use tracing::{debug, error, info, warn};
@@ -75,7 +77,11 @@ pub struct Publisher {
 
 /// rumqttc options for this edge; the last will announces `will_session`.
 pub fn mqtt_options(config: &PublisherConfig, will_session: u64) -> MqttOptions {
-    let mut options = MqttOptions::new(config.client_id.clone(), config.mqtt.host.clone(), config.mqtt.port);
+    let mut options = MqttOptions::new(
+        config.client_id.clone(),
+        config.mqtt.host.clone(),
+        config.mqtt.port,
+    );
     options
         .set_keep_alive(config.mqtt.keepalive())
         .set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES)
@@ -85,7 +91,11 @@ pub fn mqtt_options(config: &PublisherConfig, will_session: u64) -> MqttOptions 
         .set_inflight((WINDOW_BLOCKS + 4) as u16)
         .set_last_will(will(&config.rig_id, will_session));
     if let Some(user) = &config.mqtt.username {
-        let password = config.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
+        let password = config
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_owned())
+            .unwrap_or_default();
         options.set_credentials(user.clone(), password);
     }
     options
@@ -93,16 +103,30 @@ pub fn mqtt_options(config: &PublisherConfig, will_session: u64) -> MqttOptions 
 
 /// The last will: a `RigDeath` with an empty reason, QoS 1, not retained.
 fn will(rig_id: &RigId, session: u64) -> LastWill {
-    let death = RigDeath { rig_id: rig_id.to_string(), session, reason: String::new() };
-    LastWill::new(topic::rig(rig_id, RigTopic::Death), death.encode_to_vec(), QoS::AtLeastOnce, false)
+    let death = RigDeath {
+        rig_id: rig_id.to_string(),
+        session,
+        reason: String::new(),
+    };
+    LastWill::new(
+        topic::rig(rig_id, RigTopic::Death),
+        death.encode_to_vec(),
+        QoS::AtLeastOnce,
+        false,
+    )
 }
 
 impl Publisher {
     pub fn new(config: PublisherConfig, stats: StatsHandle) -> (Self, EventLoop) {
         let options = mqtt_options(&config, config.last_session + 1);
         let (client, mut eventloop) = AsyncClient::new(options, WINDOW_BLOCKS + 8);
-        eventloop.network_options.set_connection_timeout(config.mqtt.connect_timeout_s);
-        let backoff = Backoff::new(config.mqtt.reconnect_backoff_min(), config.mqtt.reconnect_backoff_max());
+        eventloop
+            .network_options
+            .set_connection_timeout(config.mqtt.connect_timeout_s);
+        let backoff = Backoff::new(
+            config.mqtt.reconnect_backoff_min(),
+            config.mqtt.reconnect_backoff_max(),
+        );
         let outbox = Outbox::new(config.mqtt.queue_max_blocks, WINDOW_BLOCKS);
         let publisher = Self {
             topic_samples: topic::rig(&config.rig_id, RigTopic::Samples),
@@ -124,7 +148,11 @@ impl Publisher {
 
     /// Connects once the first manifest arrives, publishes until `events_rx` closes, flushes
     /// for at most `shutdown_flush_timeout_ms`, then says goodbye.
-    pub async fn run(mut self, mut eventloop: EventLoop, mut events_rx: mpsc::Receiver<PublisherEvent>) {
+    pub async fn run(
+        mut self,
+        mut eventloop: EventLoop,
+        mut events_rx: mpsc::Receiver<PublisherEvent>,
+    ) {
         // A birth needs the manifest; nothing is worth connecting for before it.
         loop {
             match events_rx.recv().await {
@@ -186,7 +214,12 @@ impl Publisher {
         self.goodbye(&mut eventloop).await;
     }
 
-    fn on_upstream(&mut self, event: Option<PublisherEvent>, upstream_open: &mut bool, flush_deadline: &mut Option<Instant>) {
+    fn on_upstream(
+        &mut self,
+        event: Option<PublisherEvent>,
+        upstream_open: &mut bool,
+        flush_deadline: &mut Option<Instant>,
+    ) {
         match event {
             Some(PublisherEvent::Block(block)) => self.enqueue(block),
             Some(PublisherEvent::Manifest(m)) => {
@@ -231,7 +264,12 @@ impl Publisher {
                     self.account_drops(oversized.into_iter().collect(), "oversized");
                     continue;
                 }
-                match self.client.try_publish(self.topic_samples.clone(), QoS::AtLeastOnce, false, payload) {
+                match self.client.try_publish(
+                    self.topic_samples.clone(),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload,
+                ) {
                     Ok(()) => self.outbox.mark_block_handed(),
                     Err(e) => {
                         debug!(error = %e, "MQTT request channel full; will retry on the next event.");
@@ -259,7 +297,9 @@ impl Publisher {
                 self.stats.update(|s| s.blocks_published_total += 1);
                 self.pump();
             }
-            Some(Acked::Control(c)) => debug!(control = ?c, "Broker acknowledged a control message."),
+            Some(Acked::Control(c)) => {
+                debug!(control = ?c, "Broker acknowledged a control message.")
+            }
             None => debug!(pkid, "PUBACK for a packet id the outbox does not track."),
         }
     }
@@ -271,11 +311,17 @@ impl Publisher {
         let path = self.config.session_path.clone();
         match tokio::task::spawn_blocking(move || state_file::write_counter(&path, session)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(error = %e, session, "Could not persist the MQTT session; a restart may repeat it."),
-            Err(e) => error!(error = %e, session, "The session writer failed; a restart may repeat the session."),
+            Ok(Err(e)) => {
+                error!(error = %e, session, "Could not persist the MQTT session; a restart may repeat it.")
+            }
+            Err(e) => {
+                error!(error = %e, session, "The session writer failed; a restart may repeat the session.")
+            }
         }
         self.session = session;
-        eventloop.mqtt_options.set_last_will(will(&self.config.rig_id, session + 1));
+        eventloop
+            .mqtt_options
+            .set_last_will(will(&self.config.rig_id, session + 1));
         self.connected = true;
         self.connected_once = true;
         self.backoff.reset();
@@ -295,7 +341,9 @@ impl Publisher {
     }
 
     fn publish_birth(&mut self) {
-        let Some(manifest) = &self.manifest else { return };
+        let Some(manifest) = &self.manifest else {
+            return;
+        };
         let ctx = BirthContext {
             rig_id: &self.config.rig_id,
             actuator: &self.config.actuator,
@@ -304,12 +352,21 @@ impl Publisher {
         };
         let payload = build_birth(manifest, ctx).encode_to_vec();
         if payload.len() > MAX_CONTROL_BYTES {
-            error!(bytes = payload.len(), limit = MAX_CONTROL_BYTES, "Birth is too large to publish; subscribers would refuse it.");
+            error!(
+                bytes = payload.len(),
+                limit = MAX_CONTROL_BYTES,
+                "Birth is too large to publish; subscribers would refuse it."
+            );
             return;
         }
-        match self.client.try_publish(self.topic_birth.clone(), QoS::AtLeastOnce, true, payload) {
+        match self
+            .client
+            .try_publish(self.topic_birth.clone(), QoS::AtLeastOnce, true, payload)
+        {
             Ok(()) => self.outbox.mark_control_handed(Control::Birth),
-            Err(e) => error!(error = %e, "Could not hand the birth to the MQTT client; subscribers will not see this session."),
+            Err(e) => {
+                error!(error = %e, "Could not hand the birth to the MQTT client; subscribers will not see this session.")
+            }
         }
     }
 
@@ -352,8 +409,17 @@ impl Publisher {
     async fn goodbye(&mut self, eventloop: &mut EventLoop) {
         if self.connected {
             let deadline = Instant::now() + GOODBYE_TIMEOUT;
-            let death = RigDeath { rig_id: self.config.rig_id.to_string(), session: self.session, reason: "shutdown".into() };
-            match self.client.try_publish(self.topic_death.clone(), QoS::AtLeastOnce, false, death.encode_to_vec()) {
+            let death = RigDeath {
+                rig_id: self.config.rig_id.to_string(),
+                session: self.session,
+                reason: "shutdown".into(),
+            };
+            match self.client.try_publish(
+                self.topic_death.clone(),
+                QoS::AtLeastOnce,
+                false,
+                death.encode_to_vec(),
+            ) {
                 Ok(()) => self.outbox.mark_control_handed(Control::Death),
                 Err(e) => warn!(error = %e, "Could not hand the death message to the MQTT client."),
             }
@@ -361,7 +427,9 @@ impl Publisher {
             while self.outbox.control_pending(Control::Death) {
                 match timeout_at(deadline, eventloop.poll()).await {
                     Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => self.on_puback(ack.pkid),
-                    Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => self.outbox.on_outgoing_publish(pkid),
+                    Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                        self.outbox.on_outgoing_publish(pkid)
+                    }
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => {
                         warn!(error = %e, "MQTT connection failed while saying goodbye.");
@@ -376,15 +444,23 @@ impl Publisher {
                 if self.client.try_disconnect().is_ok() {
                     loop {
                         match timeout_at(deadline, eventloop.poll()).await {
-                            Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => break,
+                            Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => {
+                                break;
+                            }
                             Ok(Ok(_)) => {}
                         }
                     }
                 }
                 if acked {
-                    info!(session = self.session, "Published the death and disconnected from the MQTT broker.");
+                    info!(
+                        session = self.session,
+                        "Published the death and disconnected from the MQTT broker."
+                    );
                 } else {
-                    warn!(session = self.session, "Disconnected without a PUBACK for the death message.");
+                    warn!(
+                        session = self.session,
+                        "Disconnected without a PUBACK for the death message."
+                    );
                 }
             }
         }
@@ -398,7 +474,9 @@ impl Publisher {
     }
 
     fn account_drops(&self, blocks: Vec<SampleBlock>, reason: &'static str) {
-        let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else { return };
+        let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else {
+            return;
+        };
         let samples: u64 = blocks.iter().map(|b| block_sample_count(b) as u64).sum();
         error!(
             reason,

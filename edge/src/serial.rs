@@ -56,11 +56,17 @@ pub enum SerialOpenError {
 
 /// Opens the configured port (a real UART, USB CDC device or pty) for async use.
 pub fn open_port(config: &SerialConfig) -> Result<SerialStream, SerialOpenError> {
-    let path = config.path.to_str().ok_or_else(|| SerialOpenError::BadPath(config.path.clone()))?;
+    let path = config
+        .path
+        .to_str()
+        .ok_or_else(|| SerialOpenError::BadPath(config.path.clone()))?;
     tokio_serial::new(path, config.baud)
         .timeout(WRITE_TIMEOUT)
         .open_native_async()
-        .map_err(|source| SerialOpenError::Open { path: path.to_owned(), source })
+        .map_err(|source| SerialOpenError::Open {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// How one link (one open port) ended.
@@ -100,7 +106,9 @@ pub async fn run(
                     backoff.reset();
                     port = Some(p);
                 }
-                Err(e) => warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Cannot reopen the firmware serial port."),
+                Err(e) => {
+                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Cannot reopen the firmware serial port.")
+                }
             }
             continue;
         };
@@ -142,12 +150,19 @@ enum StreamEnd {
     /// No valid frame within the read timeout (PROTOCOL.md §7.3).
     Silent,
     /// The sample index went backwards: the firmware restarted (PROTOCOL.md §7.5).
-    Restarted { expected: u64, got: u64 },
+    Restarted {
+        expected: u64,
+        got: u64,
+    },
     End(LinkEnd),
 }
 
 impl Link {
-    pub fn new(config: SerialConfig, events_tx: mpsc::Sender<SerialEvent>, stats: StatsHandle) -> Self {
+    pub fn new(
+        config: SerialConfig,
+        events_tx: mpsc::Sender<SerialEvent>,
+        stats: StatsHandle,
+    ) -> Self {
         Self {
             config,
             events_tx,
@@ -164,12 +179,21 @@ impl Link {
 
     /// Runs the protocol over one open transport until it fails or `shutdown`. Generic so tests
     /// can use in-memory pipes.
-    pub async fn drive<T: AsyncRead + AsyncWrite + Unpin>(&mut self, mut io: T, shutdown: &CancellationToken) -> LinkEnd {
+    pub async fn drive<T: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        mut io: T,
+        shutdown: &CancellationToken,
+    ) -> LinkEnd {
         // PROTOCOL.md §7.2.1: a lone delimiter first flushes whatever the firmware had buffered.
         match timeout(WRITE_TIMEOUT, io.write_all(&[0])).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return LinkEnd::Lost(e),
-            Err(_elapsed) => return LinkEnd::Lost(io::Error::new(io::ErrorKind::TimedOut, "serial write timed out")),
+            Err(_elapsed) => {
+                return LinkEnd::Lost(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "serial write timed out",
+                ));
+            }
         }
         let mut framed = Framed::new(io, FirmwareCodec::new());
         self.dropped_bytes_base += self.dropped_bytes_seen;
@@ -191,7 +215,12 @@ impl Link {
                 "Firmware manifest received; streaming."
             );
             self.stats.update(|s| s.firmware_online = true);
-            if self.events_tx.send(SerialEvent::Manifest(Box::new(manifest))).await.is_err() {
+            if self
+                .events_tx
+                .send(SerialEvent::Manifest(Box::new(manifest)))
+                .await
+                .is_err()
+            {
                 break LinkEnd::DownstreamGone;
             }
             match self.stream(&mut framed, &mut heartbeat, shutdown).await {
@@ -246,20 +275,31 @@ impl Link {
                     Err(_elapsed) => break,
                     Ok(Some(Ok(frame))) => frame,
                     Ok(Some(Err(e))) => return Handshake::End(LinkEnd::Lost(io::Error::other(e))),
-                    Ok(None) => return Handshake::End(LinkEnd::Lost(io::ErrorKind::UnexpectedEof.into())),
+                    Ok(None) => {
+                        return Handshake::End(LinkEnd::Lost(io::ErrorKind::UnexpectedEof.into()));
+                    }
                 };
                 self.note_frame(framed.codec(), &frame);
                 match frame {
                     Frame::Manifest(m) => {
                         if ignored_samples > 0 {
-                            debug!(samples = ignored_samples, "Discarded samples that arrived before the manifest.");
+                            debug!(
+                                samples = ignored_samples,
+                                "Discarded samples that arrived before the manifest."
+                            );
                         }
                         return Handshake::Manifest(m);
                     }
                     // PROTOCOL.md §7.2.4: samples are meaningless without the manifest.
                     Frame::Samples(s) => ignored_samples += s.sample_count() as u64,
-                    Frame::Fault(f) => warn!(code = f.code, sample_index = f.sample_index, "Firmware reported a fault."),
-                    other => debug!(frame = ?other, "Ignored a frame while waiting for the manifest."),
+                    Frame::Fault(f) => warn!(
+                        code = f.code,
+                        sample_index = f.sample_index,
+                        "Firmware reported a fault."
+                    ),
+                    other => {
+                        debug!(frame = ?other, "Ignored a frame while waiting for the manifest.")
+                    }
                 }
             }
             self.note_codec(framed.codec());
@@ -298,14 +338,20 @@ impl Link {
                 }
                 Ok(Some(Ok(frame))) => frame,
                 Ok(Some(Err(e))) => return StreamEnd::End(LinkEnd::Lost(io::Error::other(e))),
-                Ok(None) => return StreamEnd::End(LinkEnd::Lost(io::ErrorKind::UnexpectedEof.into())),
+                Ok(None) => {
+                    return StreamEnd::End(LinkEnd::Lost(io::ErrorKind::UnexpectedEof.into()));
+                }
             };
             silent_after = Instant::now() + read_timeout;
             self.note_frame(framed.codec(), &frame);
             let event = match frame {
                 Frame::Samples(s) => {
-                    if let Some(expected) = next_sample_index.filter(|&e| s.first_sample_index < e) {
-                        return StreamEnd::Restarted { expected, got: s.first_sample_index };
+                    if let Some(expected) = next_sample_index.filter(|&e| s.first_sample_index < e)
+                    {
+                        return StreamEnd::Restarted {
+                            expected,
+                            got: s.first_sample_index,
+                        };
                     }
                     next_sample_index = Some(s.next_sample_index());
                     SerialEvent::Samples(s)
@@ -313,17 +359,29 @@ impl Link {
                 Frame::Manifest(m) => SerialEvent::Manifest(Box::new(m)),
                 Frame::Heartbeat(h) => {
                     if let Some(last) = last_heartbeat_index.filter(|&l| h.sample_index < l) {
-                        return StreamEnd::Restarted { expected: last, got: h.sample_index };
+                        return StreamEnd::Restarted {
+                            expected: last,
+                            got: h.sample_index,
+                        };
                     }
                     last_heartbeat_index = Some(h.sample_index);
                     continue;
                 }
                 Frame::Fault(f) => {
-                    warn!(code = f.code, sample_index = f.sample_index, "Firmware reported a fault.");
+                    warn!(
+                        code = f.code,
+                        sample_index = f.sample_index,
+                        "Firmware reported a fault."
+                    );
                     continue;
                 }
                 Frame::ActuatorStatus(st) => {
-                    debug!(seq = st.seq, enabled = st.enabled, force_n = st.force_n, "Actuator status.");
+                    debug!(
+                        seq = st.seq,
+                        enabled = st.enabled,
+                        force_n = st.force_n,
+                        "Actuator status."
+                    );
                     continue;
                 }
                 other => {
@@ -337,18 +395,31 @@ impl Link {
         }
     }
 
-    async fn send_heartbeat<T: AsyncRead + AsyncWrite + Unpin>(&mut self, framed: &mut Framed<T, FirmwareCodec>) -> io::Result<()> {
+    async fn send_heartbeat<T: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        framed: &mut Framed<T, FirmwareCodec>,
+    ) -> io::Result<()> {
         // The edge has no sample index of its own; PROTOCOL.md §4.6 has it send 0.
-        let beat = Heartbeat { uptime_ms: self.uptime_ms(), sample_index: 0 };
+        let beat = Heartbeat {
+            uptime_ms: self.uptime_ms(),
+            sample_index: 0,
+        };
         send(framed, Frame::Heartbeat(beat)).await
     }
 
     /// Commands the actuator off and zero force, and waits briefly for the firmware to confirm.
     /// Best effort: the firmware's watchdog also disables it once commands stop (PROTOCOL.md §7.4).
-    async fn go_safe<T: AsyncRead + AsyncWrite + Unpin>(&mut self, framed: &mut Framed<T, FirmwareCodec>) {
+    async fn go_safe<T: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        framed: &mut Framed<T, FirmwareCodec>,
+    ) {
         self.actuator_seq = self.actuator_seq.wrapping_add(1);
         let seq = self.actuator_seq;
-        let command = ActuatorCommand { seq, enable: false, force_n: 0.0 };
+        let command = ActuatorCommand {
+            seq,
+            enable: false,
+            force_n: 0.0,
+        };
         if let Err(e) = send(framed, Frame::ActuatorCommand(command)).await {
             warn!(error = %e, "Could not send the actuator safe-state command.");
             return;
@@ -396,10 +467,16 @@ impl Link {
         }
         self.dropped_bytes_seen = dropped;
         self.bad_frames_seen = bad;
-        let (dropped_total, bad_total) = (self.dropped_bytes_base + dropped, self.bad_frames_base + bad);
+        let (dropped_total, bad_total) = (
+            self.dropped_bytes_base + dropped,
+            self.bad_frames_base + bad,
+        );
         // A link that only carries wrong-version frames is a deployment error (PROTOCOL.md §2.2):
         // the last error names the version seen.
-        let last_error = codec.last_error().map(|e| e.to_string()).unwrap_or_default();
+        let last_error = codec
+            .last_error()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         warn!(
             dropped_bytes = new_dropped,
             bad_frames = new_bad,
@@ -421,10 +498,16 @@ impl Link {
 }
 
 /// Writes one frame, giving up after [`WRITE_TIMEOUT`].
-async fn send<T: AsyncRead + AsyncWrite + Unpin>(framed: &mut Framed<T, FirmwareCodec>, frame: Frame) -> io::Result<()> {
+async fn send<T: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<T, FirmwareCodec>,
+    frame: Frame,
+) -> io::Result<()> {
     match timeout(WRITE_TIMEOUT, framed.send(frame)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(io::Error::other(e)),
-        Err(_elapsed) => Err(io::Error::new(io::ErrorKind::TimedOut, "serial write timed out")),
+        Err(_elapsed) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "serial write timed out",
+        )),
     }
 }

@@ -15,7 +15,9 @@ pub enum StateFileError {
         #[source]
         source: io::Error,
     },
-    #[error("{path} holds {content:?}, not a decimal counter; fix or remove it (removing it may reuse numbers)")]
+    #[error(
+        "{path} holds {content:?}, not a decimal counter; fix or remove it (removing it may reuse numbers)"
+    )]
     Corrupt { path: PathBuf, content: String },
     #[error("writing {path}: {source}")]
     Write {
@@ -30,20 +32,34 @@ pub fn read_counter(path: &Path) -> Result<Option<u64>, StateFileError> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StateFileError::Read { path: path.to_owned(), source }),
+        Err(source) => {
+            return Err(StateFileError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
     };
     text.trim()
         .parse()
         .map(Some)
-        .map_err(|_| StateFileError::Corrupt { path: path.to_owned(), content: text.chars().take(40).collect() })
+        .map_err(|_| StateFileError::Corrupt {
+            path: path.to_owned(),
+            content: text.chars().take(40).collect(),
+        })
 }
 
 /// Replaces `path` with `value`: writes a sibling temp file, syncs it, renames it over `path`
 /// and syncs the directory, so a crash leaves either the old or the new number, never a torn
 /// or empty file.
 pub fn write_counter(path: &Path, value: u64) -> Result<(), StateFileError> {
-    let err = |source| StateFileError::Write { path: path.to_owned(), source };
-    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let err = |source| StateFileError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut tmp_name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
     let mut file = File::create(&tmp).map_err(err)?;
@@ -77,6 +93,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("session");
         fs::write(&path, "twelve").unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(read_counter(&path), Err(StateFileError::Corrupt { .. })));
+        assert!(matches!(
+            read_counter(&path),
+            Err(StateFileError::Corrupt { .. })
+        ));
     }
 }

@@ -62,13 +62,20 @@ mod tests {
 
     #[test]
     fn waits_double_up_to_the_max_and_stay_within_half_to_full_ceiling() {
-        let mut b = Backoff::new(BackoffConfig { initial_ms: 100, max_ms: 1000 });
+        let mut b = Backoff::new(BackoffConfig {
+            initial_ms: 100,
+            max_ms: 1000,
+        });
         let mut rng = StdRng::seed_from_u64(7);
         let ceilings_ms = [100, 200, 400, 800, 1000, 1000, 1000];
         for ceiling_ms in ceilings_ms {
             assert_eq!(b.ceiling(), Duration::from_millis(ceiling_ms));
             let d = b.next_delay(&mut rng);
-            assert!(d >= Duration::from_millis(ceiling_ms / 2) && d <= Duration::from_millis(ceiling_ms), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(ceiling_ms / 2)
+                    && d <= Duration::from_millis(ceiling_ms),
+                "{d:?}"
+            );
         }
         b.reset();
         assert_eq!(b.ceiling(), Duration::from_millis(100));
@@ -79,14 +86,23 @@ mod tests {
     fn jitter_actually_varies_the_waits() {
         let mut rng = StdRng::seed_from_u64(1);
         let waits: std::collections::BTreeSet<_> = (0..20)
-            .map(|_| Backoff::new(BackoffConfig { initial_ms: 1000, max_ms: 1000 }).next_delay(&mut rng))
+            .map(|_| {
+                Backoff::new(BackoffConfig {
+                    initial_ms: 1000,
+                    max_ms: 1000,
+                })
+                .next_delay(&mut rng)
+            })
             .collect();
         assert!(waits.len() > 10);
     }
 
     #[test]
     fn many_failures_do_not_overflow() {
-        let mut b = Backoff::new(BackoffConfig { initial_ms: u64::MAX / 2, max_ms: u64::MAX });
+        let mut b = Backoff::new(BackoffConfig {
+            initial_ms: u64::MAX / 2,
+            max_ms: u64::MAX,
+        });
         let mut rng = StdRng::seed_from_u64(3);
         for _ in 0..100 {
             b.next_delay(&mut rng);

@@ -137,7 +137,10 @@ pub struct FileStorageConfig {
 
 impl Default for FileStorageConfig {
     fn default() -> Self {
-        Self { dir: default_file_dir(), precision: default_precision() }
+        Self {
+            dir: default_file_dir(),
+            precision: default_precision(),
+        }
     }
 }
 
@@ -225,7 +228,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { timeout_ms: default_http_timeout_ms() }
+        Self {
+            timeout_ms: default_http_timeout_ms(),
+        }
     }
 }
 
@@ -250,7 +255,10 @@ pub struct BackoffConfig {
 
 impl Default for BackoffConfig {
     fn default() -> Self {
-        Self { initial_ms: default_backoff_initial_ms(), max_ms: default_backoff_max_ms() }
+        Self {
+            initial_ms: default_backoff_initial_ms(),
+            max_ms: default_backoff_max_ms(),
+        }
     }
 }
 
@@ -350,11 +358,18 @@ impl Secret {
 
     /// Reads a secret file, dropping one trailing newline (`echo` and most editors add one).
     pub fn read_file(path: &Path) -> Result<Self, SecretError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SecretError::Read { path: path.to_owned(), source })?;
-        let value = text.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&text);
+        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let value = text
+            .strip_suffix('\n')
+            .map(|s| s.strip_suffix('\r').unwrap_or(s))
+            .unwrap_or(&text);
         if value.is_empty() {
-            return Err(SecretError::Empty { path: path.to_owned() });
+            return Err(SecretError::Empty {
+                path: path.to_owned(),
+            });
         }
         Ok(Self(value.to_owned()))
     }
@@ -400,7 +415,10 @@ pub enum ConfigError {
         source: Box<toml::de::Error>,
     },
     #[error("config file {} is invalid:\n{problems}", path.display())]
-    Invalid { path: PathBuf, problems: ConfigProblems },
+    Invalid {
+        path: PathBuf,
+        problems: ConfigProblems,
+    },
 }
 
 /// Every range and cross-field problem of a configuration, found at once.
@@ -447,11 +465,18 @@ impl TwinConfig {
 
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let config = Self::from_toml_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
-        config.validate().map_err(|problems| ConfigError::Invalid { path: path.to_owned(), problems })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::from_toml_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.validate().map_err(|problems| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        })?;
         Ok(config)
     }
 
@@ -473,7 +498,10 @@ impl TwinConfig {
             p.push("mqtt.keepalive_s", "must be at least 1");
         }
         if m.keepalive_s > u64::from(u16::MAX) {
-            p.push("mqtt.keepalive_s", format!("is {}; MQTT allows at most {}", m.keepalive_s, u16::MAX));
+            p.push(
+                "mqtt.keepalive_s",
+                format!("is {}; MQTT allows at most {}", m.keepalive_s, u16::MAX),
+            );
         }
         if m.connect_timeout_s == 0 {
             p.push("mqtt.connect_timeout_s", "must be at least 1");
@@ -498,7 +526,10 @@ impl TwinConfig {
                     p.push("storage.influx_v1.database", "is empty");
                 }
                 if c.password_file.is_some() && c.username.is_none() {
-                    p.push("storage.influx_v1.password_file", "is set but storage.influx_v1.username is not");
+                    p.push(
+                        "storage.influx_v1.password_file",
+                        "is set but storage.influx_v1.username is not",
+                    );
                 }
                 if let Some(path) = &c.password_file {
                     check_secret(&mut p, "storage.influx_v1.password_file", path);
@@ -521,7 +552,10 @@ impl TwinConfig {
             p.push("batch.max_lines", "must be at least 1");
         }
         if b.max_lines > MAX_BATCH_LINES {
-            p.push("batch.max_lines", format!("is {}; must be at most {MAX_BATCH_LINES}", b.max_lines));
+            p.push(
+                "batch.max_lines",
+                format!("is {}; must be at most {MAX_BATCH_LINES}", b.max_lines),
+            );
         }
         if b.max_delay_ms == 0 {
             p.push("batch.max_delay_ms", "must be at least 1");
@@ -542,7 +576,13 @@ fn validate_backoff(p: &mut ConfigProblems, field: &str, b: &BackoffConfig) {
         p.push(&format!("{field}.initial_ms"), "must be at least 1");
     }
     if b.max_ms < b.initial_ms {
-        p.push(&format!("{field}.max_ms"), format!("is {}; must be at least initial_ms ({})", b.max_ms, b.initial_ms));
+        p.push(
+            &format!("{field}.max_ms"),
+            format!(
+                "is {}; must be at least initial_ms ({})",
+                b.max_ms, b.initial_ms
+            ),
+        );
     }
 }
 
@@ -597,12 +637,21 @@ mod tests {
         let config = TwinConfig::from_toml_str("").unwrap();
         assert_eq!(
             config.storage,
-            StorageConfig::File(FileStorageConfig { dir: "./dtop-data/lines".into(), precision: Precision::Us })
+            StorageConfig::File(FileStorageConfig {
+                dir: "./dtop-data/lines".into(),
+                precision: Precision::Us
+            })
         );
         assert_eq!(config.mqtt.port, 1883);
         let described = config.storage.describe();
-        assert!(described.starts_with("line-protocol files in ./dtop-data/lines (no InfluxDB"), "{described}");
-        assert!(described.contains("write?db=dtop&precision=u' --data-binary @FILE"), "{described}");
+        assert!(
+            described.starts_with("line-protocol files in ./dtop-data/lines (no InfluxDB"),
+            "{described}"
+        );
+        assert!(
+            described.contains("write?db=dtop&precision=u' --data-binary @FILE"),
+            "{described}"
+        );
         assert_eq!(config.batch.max_lines, 5000);
         config.validate().unwrap();
     }
@@ -610,7 +659,9 @@ mod tests {
     #[test]
     fn refuses_unknown_fields_anywhere() {
         assert!(TwinConfig::from_toml_str("[mqtt]\nhots = \"x\"\n").is_err());
-        assert!(TwinConfig::from_toml_str("[storage.file]\ndir = \"x\"\nprecison = \"us\"\n").is_err());
+        assert!(
+            TwinConfig::from_toml_str("[storage.file]\ndir = \"x\"\nprecison = \"us\"\n").is_err()
+        );
         assert!(TwinConfig::from_toml_str("[storage.influx_v3]\nurl = \"x\"\n").is_err());
         assert!(TwinConfig::from_toml_str("[storage.file]\nprecision = \"ms\"\n").is_err());
     }
@@ -654,7 +705,10 @@ timeout_ms = 0
 initial_ms = 10
 max_ms = 5
 "#;
-        let problems = TwinConfig::from_toml_str(text).unwrap().validate().unwrap_err();
+        let problems = TwinConfig::from_toml_str(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
         let all = problems.to_string();
         for field in [
             "mqtt.host",
@@ -679,7 +733,10 @@ max_ms = 5
         assert!(parse_base_url("http://h:8086/?db=x").is_err());
         assert!(parse_base_url("http://").is_err());
         assert!(parse_base_url("not a url").is_err());
-        assert_eq!(parse_base_url("https://h/influx/").map(|u| u.path().to_owned()), Ok("/influx/".to_owned()));
+        assert_eq!(
+            parse_base_url("https://h/influx/").map(|u| u.path().to_owned()),
+            Ok("/influx/".to_owned())
+        );
     }
 
     #[test]
@@ -691,7 +748,10 @@ max_ms = 5
         assert_eq!(secret.expose(), "s3cret");
         assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
         std::fs::write(&path, "\n").unwrap();
-        assert!(matches!(Secret::read_file(&path), Err(SecretError::Empty { .. })));
+        assert!(matches!(
+            Secret::read_file(&path),
+            Err(SecretError::Empty { .. })
+        ));
     }
 
     #[test]
@@ -702,6 +762,9 @@ max_ms = 5
         .unwrap();
         let problems = config.validate().unwrap_err().to_string();
         assert!(problems.contains("storage.influx_v2.org"), "{problems}");
-        assert!(problems.contains("storage.influx_v2.token_file"), "{problems}");
+        assert!(
+            problems.contains("storage.influx_v2.token_file"),
+            "{problems}"
+        );
     }
 }

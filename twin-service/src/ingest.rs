@@ -12,7 +12,7 @@ use dtop_proto::v1::{ChannelKind, RigBirth, RigDeath, SampleBlock};
 use dtop_proto::{Message, RigId};
 use serde::Serialize;
 
-use crate::lineproto::{Precision, Column};
+use crate::lineproto::{Column, Precision};
 
 /// Longest accepted channel name, bytes.
 pub const MAX_CHANNEL_NAME_LEN: usize = 128;
@@ -111,7 +111,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
-        Self { reason, detail: detail.into() }
+        Self {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -140,15 +143,25 @@ pub const fn max_payload_bytes(kind: RigTopic) -> usize {
 /// Decodes the payload of a birth, samples or death topic of `rig`.
 ///
 /// `Ok(None)` for an empty birth payload: that is how a retained birth is cleared, not an error.
-pub fn decode_frame(rig: &RigId, kind: RigTopic, payload: &[u8]) -> Result<Option<Frame>, Rejection> {
+pub fn decode_frame(
+    rig: &RigId,
+    kind: RigTopic,
+    payload: &[u8],
+) -> Result<Option<Frame>, Rejection> {
     let max = max_payload_bytes(kind);
     if payload.len() > max {
         return Err(Rejection::new(
             RejectReason::Oversize,
-            format!("{} payload is {} bytes; the limit is {max}", kind.suffix(), payload.len()),
+            format!(
+                "{} payload is {} bytes; the limit is {max}",
+                kind.suffix(),
+                payload.len()
+            ),
         ));
     }
-    let decode_error = |e: prost::DecodeError| Rejection::new(RejectReason::Decode, format!("{}: {e}", kind.suffix()));
+    let decode_error = |e: prost::DecodeError| {
+        Rejection::new(RejectReason::Decode, format!("{}: {e}", kind.suffix()))
+    };
     let (frame, payload_rig) = match kind {
         RigTopic::Birth if payload.is_empty() => return Ok(None),
         RigTopic::Birth => {
@@ -167,7 +180,10 @@ pub fn decode_frame(rig: &RigId, kind: RigTopic, payload: &[u8]) -> Result<Optio
             (Frame::Death(m), id)
         }
         other => {
-            return Err(Rejection::new(RejectReason::BadTopic, format!("twin does not ingest {}", other.suffix())));
+            return Err(Rejection::new(
+                RejectReason::BadTopic,
+                format!("twin does not ingest {}", other.suffix()),
+            ));
         }
     };
     if payload_rig != rig.as_str() {
@@ -210,12 +226,16 @@ impl Manifest {
         let mut channels = BTreeMap::new();
         let mut names = BTreeSet::new();
         for c in &birth.channels {
-            check_channel_name(&c.name).map_err(|why| bad(format!("channel {} name {:?} {why}", c.id, c.name)))?;
+            check_channel_name(&c.name)
+                .map_err(|why| bad(format!("channel {} name {:?} {why}", c.id, c.name)))?;
             if !names.insert(c.name.as_str()) {
                 return Err(bad(format!("channel name {:?} appears twice", c.name)));
             }
             if !(c.scale.is_finite() && c.offset.is_finite()) {
-                return Err(bad(format!("channel {:?} has a non-finite scale or offset", c.name)));
+                return Err(bad(format!(
+                    "channel {:?} has a non-finite scale or offset",
+                    c.name
+                )));
             }
             let kind = ChannelKind::try_from(c.kind).unwrap_or(ChannelKind::Unspecified);
             let info = ChannelInfo {
@@ -232,12 +252,19 @@ impl Manifest {
                 return Err(bad(format!("channel id {} appears twice", c.id)));
             }
         }
-        Ok(Self { session: birth.session, floors: birth.floors, channels })
+        Ok(Self {
+            session: birth.session,
+            floors: birth.floors,
+            channels,
+        })
     }
 
     /// Checks that every channel of `block` is in this manifest, on the block's stream, and
     /// returns the columns to encode, in block order.
-    pub fn columns<'a>(&'a self, block: &'a SampleBlock) -> Result<Vec<(Column<'a>, &'a ChannelInfo)>, Rejection> {
+    pub fn columns<'a>(
+        &'a self,
+        block: &'a SampleBlock,
+    ) -> Result<Vec<(Column<'a>, &'a ChannelInfo)>, Rejection> {
         block
             .channels
             .iter()
@@ -245,7 +272,10 @@ impl Manifest {
                 let info = self.channels.get(&cs.channel_id).ok_or_else(|| {
                     Rejection::new(
                         RejectReason::UnknownChannel,
-                        format!("channel id {} is not in the manifest of session {}", cs.channel_id, self.session),
+                        format!(
+                            "channel id {} is not in the manifest of session {}",
+                            cs.channel_id, self.session
+                        ),
                     )
                 })?;
                 if info.stream_id != block.stream_id {
@@ -257,7 +287,12 @@ impl Manifest {
                         ),
                     ));
                 }
-                let column = Column { name: &info.name, scale: info.scale, offset: info.offset, raw: &cs.raw };
+                let column = Column {
+                    name: &info.name,
+                    scale: info.scale,
+                    offset: info.offset,
+                    raw: &cs.raw,
+                };
                 Ok((column, info))
             })
             .collect()
@@ -289,22 +324,36 @@ fn check_channel_name(name: &str) -> Result<(), &'static str> {
 /// Checks what can be checked on a block without its manifest; returns its sample count.
 pub fn check_block_shape(block: &SampleBlock, precision: Precision) -> Result<usize, Rejection> {
     if block.sample_period_ns == 0 {
-        return Err(Rejection::new(RejectReason::ZeroPeriod, "sample_period_ns is 0"));
+        return Err(Rejection::new(
+            RejectReason::ZeroPeriod,
+            "sample_period_ns is 0",
+        ));
     }
     let samples = block.channels.first().map_or(0, |c| c.raw.len());
     if samples == 0 {
-        return Err(Rejection::new(RejectReason::EmptyBlock, "block has no channels or no samples"));
+        return Err(Rejection::new(
+            RejectReason::EmptyBlock,
+            "block has no channels or no samples",
+        ));
     }
     let mut ids = BTreeSet::new();
     for c in &block.channels {
         if c.raw.len() != samples {
             return Err(Rejection::new(
                 RejectReason::RaggedChannels,
-                format!("channel {} has {} samples, channel {} has {samples}", c.channel_id, c.raw.len(), block.channels[0].channel_id),
+                format!(
+                    "channel {} has {} samples, channel {} has {samples}",
+                    c.channel_id,
+                    c.raw.len(),
+                    block.channels[0].channel_id
+                ),
             ));
         }
         if !ids.insert(c.channel_id) {
-            return Err(Rejection::new(RejectReason::DuplicateChannel, format!("channel {} appears twice", c.channel_id)));
+            return Err(Rejection::new(
+                RejectReason::DuplicateChannel,
+                format!("channel {} appears twice", c.channel_id),
+            ));
         }
     }
     if block.sample_period_ns < precision.unit_ns() {
@@ -317,8 +366,8 @@ pub fn check_block_shape(block: &SampleBlock, precision: Precision) -> Result<us
             ),
         ));
     }
-    let last_ns =
-        u128::from(block.first_timestamp_ns) + (samples as u128 - 1) * u128::from(block.sample_period_ns);
+    let last_ns = u128::from(block.first_timestamp_ns)
+        + (samples as u128 - 1) * u128::from(block.sample_period_ns);
     if last_ns > i64::MAX as u128 {
         return Err(Rejection::new(
             RejectReason::TimestampOutOfRange,
@@ -339,7 +388,13 @@ mod tests {
     }
 
     fn channel(id: u32, name: &str) -> Channel {
-        Channel { id, name: name.into(), scale: 0.5, stream_id: 0, ..Default::default() }
+        Channel {
+            id,
+            name: name.into(),
+            scale: 0.5,
+            stream_id: 0,
+            ..Default::default()
+        }
     }
 
     fn block(channels: Vec<ChannelSamples>) -> SampleBlock {
@@ -353,7 +408,10 @@ mod tests {
     }
 
     fn cs(id: u32, raw: &[i32]) -> ChannelSamples {
-        ChannelSamples { channel_id: id, raw: raw.to_vec() }
+        ChannelSamples {
+            channel_id: id,
+            raw: raw.to_vec(),
+        }
     }
 
     #[test]
@@ -376,9 +434,19 @@ mod tests {
         let err = decode_frame(&rig(), RigTopic::Samples, &[0xff, 0xff, 0xff]).unwrap_err();
         assert_eq!(err.reason, RejectReason::Decode);
         let big = vec![0u8; MAX_SAMPLE_BLOCK_BYTES + 1];
-        assert_eq!(decode_frame(&rig(), RigTopic::Samples, &big).unwrap_err().reason, RejectReason::Oversize);
+        assert_eq!(
+            decode_frame(&rig(), RigTopic::Samples, &big)
+                .unwrap_err()
+                .reason,
+            RejectReason::Oversize
+        );
         let big = vec![0u8; MAX_CONTROL_BYTES + 1];
-        assert_eq!(decode_frame(&rig(), RigTopic::Birth, &big).unwrap_err().reason, RejectReason::Oversize);
+        assert_eq!(
+            decode_frame(&rig(), RigTopic::Birth, &big)
+                .unwrap_err()
+                .reason,
+            RejectReason::Oversize
+        );
     }
 
     #[test]
@@ -388,7 +456,11 @@ mod tests {
 
     #[test]
     fn manifest_refuses_duplicate_ids_names_and_unstorable_names() {
-        let birth = |channels| RigBirth { rig_id: "r1".into(), channels, ..Default::default() };
+        let birth = |channels| RigBirth {
+            rig_id: "r1".into(),
+            channels,
+            ..Default::default()
+        };
         assert!(Manifest::from_birth(&birth(vec![channel(1, "a"), channel(2, "b")])).is_ok());
         for bad in [
             vec![channel(1, "a"), channel(1, "b")],
@@ -399,28 +471,67 @@ mod tests {
             vec![channel(1, "_field")],
             vec![channel(1, "time")],
             vec![channel(1, "rig")],
-            vec![Channel { scale: f64::NAN, ..channel(1, "a") }],
+            vec![Channel {
+                scale: f64::NAN,
+                ..channel(1, "a")
+            }],
         ] {
-            assert_eq!(Manifest::from_birth(&birth(bad.clone())).unwrap_err().reason, RejectReason::BadManifest, "{bad:?}");
+            assert_eq!(
+                Manifest::from_birth(&birth(bad.clone()))
+                    .unwrap_err()
+                    .reason,
+                RejectReason::BadManifest,
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn block_shape_checks_period_emptiness_raggedness_and_duplicates() {
-        assert_eq!(check_block_shape(&block(vec![cs(1, &[1, 2]), cs(2, &[3, 4])]), Precision::Us), Ok(2));
+        assert_eq!(
+            check_block_shape(&block(vec![cs(1, &[1, 2]), cs(2, &[3, 4])]), Precision::Us),
+            Ok(2)
+        );
         let reason = |b: SampleBlock| check_block_shape(&b, Precision::Us).unwrap_err().reason;
-        assert_eq!(reason(SampleBlock { sample_period_ns: 0, ..block(vec![cs(1, &[1])]) }), RejectReason::ZeroPeriod);
+        assert_eq!(
+            reason(SampleBlock {
+                sample_period_ns: 0,
+                ..block(vec![cs(1, &[1])])
+            }),
+            RejectReason::ZeroPeriod
+        );
         assert_eq!(reason(block(vec![])), RejectReason::EmptyBlock);
         assert_eq!(reason(block(vec![cs(1, &[])])), RejectReason::EmptyBlock);
-        assert_eq!(reason(block(vec![cs(1, &[1, 2]), cs(2, &[3])])), RejectReason::RaggedChannels);
-        assert_eq!(reason(block(vec![cs(1, &[1]), cs(1, &[3])])), RejectReason::DuplicateChannel);
         assert_eq!(
-            reason(SampleBlock { sample_period_ns: 999, ..block(vec![cs(1, &[1])]) }),
+            reason(block(vec![cs(1, &[1, 2]), cs(2, &[3])])),
+            RejectReason::RaggedChannels
+        );
+        assert_eq!(
+            reason(block(vec![cs(1, &[1]), cs(1, &[3])])),
+            RejectReason::DuplicateChannel
+        );
+        assert_eq!(
+            reason(SampleBlock {
+                sample_period_ns: 999,
+                ..block(vec![cs(1, &[1])])
+            }),
             RejectReason::PeriodBelowPrecision
         );
-        assert!(check_block_shape(&SampleBlock { sample_period_ns: 999, ..block(vec![cs(1, &[1])]) }, Precision::Ns).is_ok());
+        assert!(
+            check_block_shape(
+                &SampleBlock {
+                    sample_period_ns: 999,
+                    ..block(vec![cs(1, &[1])])
+                },
+                Precision::Ns
+            )
+            .is_ok()
+        );
         assert_eq!(
-            reason(SampleBlock { first_timestamp_ns: i64::MAX as u64, ..block(vec![cs(1, &[1, 2])]) }),
+            reason(SampleBlock {
+                first_timestamp_ns: i64::MAX as u64,
+                ..block(vec![cs(1, &[1, 2])])
+            }),
             RejectReason::TimestampOutOfRange
         );
     }
@@ -429,15 +540,27 @@ mod tests {
     fn columns_refuse_channels_missing_from_the_manifest_or_on_another_stream() {
         let birth = RigBirth {
             rig_id: "r1".into(),
-            channels: vec![channel(1, "a"), Channel { stream_id: 1, ..channel(2, "b") }],
+            channels: vec![
+                channel(1, "a"),
+                Channel {
+                    stream_id: 1,
+                    ..channel(2, "b")
+                },
+            ],
             ..Default::default()
         };
         let m = Manifest::from_birth(&birth).unwrap();
         let ok = block(vec![cs(1, &[4])]);
         let cols = m.columns(&ok).unwrap();
         assert_eq!(cols[0].0.value(0), Some(2.0));
-        assert_eq!(m.columns(&block(vec![cs(9, &[1])])).unwrap_err().reason, RejectReason::UnknownChannel);
-        assert_eq!(m.columns(&block(vec![cs(2, &[1])])).unwrap_err().reason, RejectReason::UnknownChannel);
+        assert_eq!(
+            m.columns(&block(vec![cs(9, &[1])])).unwrap_err().reason,
+            RejectReason::UnknownChannel
+        );
+        assert_eq!(
+            m.columns(&block(vec![cs(2, &[1])])).unwrap_err().reason,
+            RejectReason::UnknownChannel
+        );
     }
 
     #[test]

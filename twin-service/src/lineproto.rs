@@ -53,11 +53,6 @@ impl Precision {
         Some(ts / self.unit_ns() as i64)
     }
 
-    /// Whether `ts_ns` is representable without truncation.
-    pub const fn is_exact(self, ts_ns: u64) -> bool {
-        ts_ns % self.unit_ns() == 0
-    }
-
     /// The `precision=` value of InfluxDB 1.x `/write` (1.x does not know `us`).
     pub const fn v1_param(self) -> &'static str {
         match self {
@@ -94,7 +89,9 @@ pub struct Column<'a> {
 impl Column<'_> {
     /// Scaled value of sample `k`, SI units.
     pub fn value(&self, k: usize) -> Option<f64> {
-        self.raw.get(k).map(|&r| f64::from(r) * self.scale + self.offset)
+        self.raw
+            .get(k)
+            .map(|&r| f64::from(r) * self.scale + self.offset)
     }
 }
 
@@ -118,7 +115,11 @@ pub enum EncodeError {
     #[error("block has no channels or no samples")]
     Empty,
     #[error("channel {name:?} has {len} samples, the first channel has {expected}")]
-    Ragged { name: String, len: usize, expected: usize },
+    Ragged {
+        name: String,
+        len: usize,
+        expected: usize,
+    },
     #[error("sample {sample} at {ts_ns} ns is beyond the year-2262 limit of InfluxDB timestamps")]
     TimestampOutOfRange { sample: usize, ts_ns: u128 },
     #[error("channel {name:?} sample {sample} scales to a non-finite value")]
@@ -152,12 +153,22 @@ fn encode_block_inner(
         return Err(EncodeError::Empty);
     }
     if let Some(c) = columns.iter().find(|c| c.raw.len() != samples) {
-        return Err(EncodeError::Ragged { name: c.name.to_owned(), len: c.raw.len(), expected: samples });
+        return Err(EncodeError::Ragged {
+            name: c.name.to_owned(),
+            len: c.raw.len(),
+            expected: samples,
+        });
     }
     let mut series_key = String::new();
-    write_series_key(&mut series_key, SAMPLES_MEASUREMENT, header.rig, header.stream_id);
+    write_series_key(
+        &mut series_key,
+        SAMPLES_MEASUREMENT,
+        header.rig,
+        header.stream_id,
+    );
     for k in 0..samples {
-        let ts_ns = u128::from(header.first_timestamp_ns) + k as u128 * u128::from(header.sample_period_ns);
+        let ts_ns =
+            u128::from(header.first_timestamp_ns) + k as u128 * u128::from(header.sample_period_ns);
         let ts = u64::try_from(ts_ns)
             .ok()
             .and_then(|t| precision.from_ns(t))
@@ -166,7 +177,10 @@ fn encode_block_inner(
         for (i, column) in columns.iter().enumerate() {
             let value = column.value(k).filter(|v| v.is_finite());
             let Some(value) = value else {
-                return Err(EncodeError::NonFinite { name: column.name.to_owned(), sample: k });
+                return Err(EncodeError::NonFinite {
+                    name: column.name.to_owned(),
+                    sample: k,
+                });
             };
             out.push(if i == 0 { ' ' } else { ',' });
             escape_key(out, column.name);
@@ -187,10 +201,13 @@ pub fn encode_block_audit(
     samples: usize,
     precision: Precision,
 ) -> Result<(), EncodeError> {
-    let ts = precision.from_ns(header.first_timestamp_ns).ok_or(EncodeError::TimestampOutOfRange {
-        sample: 0,
-        ts_ns: u128::from(header.first_timestamp_ns),
-    })?;
+    let ts =
+        precision
+            .from_ns(header.first_timestamp_ns)
+            .ok_or(EncodeError::TimestampOutOfRange {
+                sample: 0,
+                ts_ns: u128::from(header.first_timestamp_ns),
+            })?;
     write_series_key(out, BLOCKS_MEASUREMENT, header.rig, header.stream_id);
     // Writing to a String cannot fail.
     let _ = writeln!(
@@ -251,7 +268,11 @@ pub fn escape_key(out: &mut String, key: &str) {
 pub fn write_float(out: &mut String, v: f64) {
     let a = v.abs();
     // Writing to a String cannot fail.
-    let _ = if a != 0.0 && !(1e-5..1e16).contains(&a) { write!(out, "{v:e}") } else { write!(out, "{v}") };
+    let _ = if a != 0.0 && !(1e-5..1e16).contains(&a) {
+        write!(out, "{v:e}")
+    } else {
+        write!(out, "{v}")
+    };
 }
 
 #[cfg(test)]
@@ -277,8 +298,18 @@ mod tests {
         let a = [100, -200, 0];
         let f = [1, 2, 3];
         let columns = [
-            Column { name: "floor1_accel", scale: 0.01, offset: 0.0, raw: &a },
-            Column { name: "shaker_force", scale: 0.5, offset: 1.0, raw: &f },
+            Column {
+                name: "floor1_accel",
+                scale: 0.01,
+                offset: 0.0,
+                raw: &a,
+            },
+            Column {
+                name: "shaker_force",
+                scale: 0.5,
+                offset: 1.0,
+                raw: &f,
+            },
         ];
         let mut out = String::new();
         let lines = encode_block(&mut out, &header(), &columns, Precision::Us).unwrap();
@@ -300,8 +331,18 @@ mod tests {
         h.sample_period_ns = 333;
         h.backfill = true;
         let mut out = String::new();
-        encode_block(&mut out, &h, &[Column { name: "x", scale: 1.0, offset: 0.0, raw: &raw }], Precision::Ns)
-            .unwrap();
+        encode_block(
+            &mut out,
+            &h,
+            &[Column {
+                name: "x",
+                scale: 1.0,
+                offset: 0.0,
+                raw: &raw,
+            }],
+            Precision::Ns,
+        )
+        .unwrap();
         assert_eq!(
             out,
             "dtop_samples,rig=so-3s,stream=0 x=1 1700000000000000123\n\
@@ -314,9 +355,6 @@ mod tests {
     fn microsecond_precision_truncates_towards_the_past() {
         assert_eq!(Precision::Us.from_ns(1_999), Some(1));
         assert_eq!(Precision::Ns.from_ns(1_999), Some(1_999));
-        assert!(Precision::Us.is_exact(5_000));
-        assert!(!Precision::Us.is_exact(5_001));
-        assert!(Precision::Ns.is_exact(5_001));
         assert_eq!(Precision::Ns.from_ns(u64::MAX), None);
     }
 
@@ -332,9 +370,24 @@ mod tests {
         let mut out = String::new();
         let mut h = header();
         h.rig = "r 1";
-        encode_block(&mut out, &h, &[Column { name: "acc x,=", scale: 1.0, offset: 0.0, raw: &raw }], Precision::Ns)
-            .unwrap();
-        assert!(out.starts_with("dtop_samples,rig=r\\ 1,stream=0 acc\\ x\\,\\==1 1700000000000000000\n"), "{out}");
+        encode_block(
+            &mut out,
+            &h,
+            &[Column {
+                name: "acc x,=",
+                scale: 1.0,
+                offset: 0.0,
+                raw: &raw,
+            }],
+            Precision::Ns,
+        )
+        .unwrap();
+        assert!(
+            out.starts_with(
+                "dtop_samples,rig=r\\ 1,stream=0 acc\\ x\\,\\==1 1700000000000000000\n"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
@@ -364,7 +417,9 @@ mod tests {
         // Deterministic sweep over bit patterns, including subnormals and extremes.
         let mut bits: u64 = 0x9E37_79B9_7F4A_7C15;
         for _ in 0..100_000 {
-            bits = bits.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            bits = bits
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             let v = f64::from_bits(bits);
             if !v.is_finite() {
                 continue;
@@ -381,15 +436,37 @@ mod tests {
         let b = [1];
         let mut out = String::from("keep\n");
         let ragged = [
-            Column { name: "a", scale: 1.0, offset: 0.0, raw: &a },
-            Column { name: "b", scale: 1.0, offset: 0.0, raw: &b },
+            Column {
+                name: "a",
+                scale: 1.0,
+                offset: 0.0,
+                raw: &a,
+            },
+            Column {
+                name: "b",
+                scale: 1.0,
+                offset: 0.0,
+                raw: &b,
+            },
         ];
         assert!(matches!(
             encode_block(&mut out, &header(), &ragged, Precision::Us),
-            Err(EncodeError::Ragged { len: 1, expected: 2, .. })
+            Err(EncodeError::Ragged {
+                len: 1,
+                expected: 2,
+                ..
+            })
         ));
-        assert_eq!(encode_block(&mut out, &header(), &[], Precision::Us), Err(EncodeError::Empty));
-        let huge = [Column { name: "a", scale: f64::MAX, offset: 0.0, raw: &a }];
+        assert_eq!(
+            encode_block(&mut out, &header(), &[], Precision::Us),
+            Err(EncodeError::Empty)
+        );
+        let huge = [Column {
+            name: "a",
+            scale: f64::MAX,
+            offset: 0.0,
+            raw: &a,
+        }];
         assert!(matches!(
             encode_block(&mut out, &header(), &huge, Precision::Us),
             Err(EncodeError::NonFinite { sample: 1, .. })
@@ -404,7 +481,17 @@ mod tests {
         h.first_timestamp_ns = i64::MAX as u64;
         let mut out = String::new();
         assert!(matches!(
-            encode_block(&mut out, &h, &[Column { name: "a", scale: 1.0, offset: 0.0, raw: &a }], Precision::Ns),
+            encode_block(
+                &mut out,
+                &h,
+                &[Column {
+                    name: "a",
+                    scale: 1.0,
+                    offset: 0.0,
+                    raw: &a
+                }],
+                Precision::Ns
+            ),
             Err(EncodeError::TimestampOutOfRange { sample: 1, .. })
         ));
         assert!(out.is_empty());

@@ -62,10 +62,14 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let grace = Duration::from_millis(
-        args.grace_ms.unwrap_or(config.batch.drain_timeout_ms + config.http.timeout_ms + 5_000),
+        args.grace_ms
+            .unwrap_or(config.batch.drain_timeout_ms + config.http.timeout_ms + 5_000),
     );
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "Could not start the async runtime.");
@@ -85,7 +89,10 @@ fn init_logs(default_filter: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<TwinConfig, ConfigError> {
@@ -93,9 +100,10 @@ fn load_config(path: Option<&std::path::Path>) -> Result<TwinConfig, ConfigError
         Some(path) => TwinConfig::load(path),
         None => {
             let config = TwinConfig::default();
-            config
-                .validate()
-                .map_err(|problems| ConfigError::Invalid { path: "(built-in defaults)".into(), problems })?;
+            config.validate().map_err(|problems| ConfigError::Invalid {
+                path: "(built-in defaults)".into(),
+                problems,
+            })?;
             Ok(config)
         }
     }
@@ -127,7 +135,10 @@ async fn serve(config: TwinConfig, grace: Duration) -> anyhow::Result<ExitCode> 
     match tokio::time::timeout(grace, &mut twin).await {
         Ok(result) => {
             result.context("twin task")?.context("draining the twin")?;
-            info!(grace_ms = grace.as_millis() as u64, "Shutdown was graceful.");
+            info!(
+                grace_ms = grace.as_millis() as u64,
+                "Shutdown was graceful."
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(_) => {

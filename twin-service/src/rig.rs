@@ -154,7 +154,9 @@ impl RigState {
                 debug!(rig = %self.rig, session = birth.session, latest, "Ignored a birth older than the current session.");
                 return Vec::new();
             }
-            if birth.session == latest && self.manifests.get(&latest).is_some_and(|m| **m == manifest) {
+            if birth.session == latest
+                && self.manifests.get(&latest).is_some_and(|m| **m == manifest)
+            {
                 // The retained birth, delivered again after our reconnect.
                 self.online = true;
                 return Vec::new();
@@ -174,22 +176,34 @@ impl RigState {
             self.manifests.pop_first();
         }
         self.online = true;
-        let (ready, still_waiting): (VecDeque<_>, VecDeque<_>) =
-            self.waiting.drain(..).partition(|b| b.session <= birth.session);
+        let (ready, still_waiting): (VecDeque<_>, VecDeque<_>) = self
+            .waiting
+            .drain(..)
+            .partition(|b| b.session <= birth.session);
         self.waiting = still_waiting;
         if !ready.is_empty() {
             debug!(rig = %self.rig, blocks = ready.len(), "Releasing blocks that arrived before the birth.");
         }
-        ready.into_iter().filter_map(|b| self.process(b, now)).collect()
+        ready
+            .into_iter()
+            .filter_map(|b| self.process(b, now))
+            .collect()
     }
 
     fn on_death(&mut self, death: &RigDeath) {
-        if self.latest_session().is_some_and(|latest| death.session < latest) {
+        if self
+            .latest_session()
+            .is_some_and(|latest| death.session < latest)
+        {
             debug!(rig = %self.rig, session = death.session, "Ignored the death of an older session.");
             return;
         }
         self.online = false;
-        let reason = if death.reason.is_empty() { "connection lost" } else { death.reason.as_str() };
+        let reason = if death.reason.is_empty() {
+            "connection lost"
+        } else {
+            death.reason.as_str()
+        };
         info!(rig = %self.rig, session = death.session, reason, "Rig died.");
     }
 
@@ -198,15 +212,22 @@ impl RigState {
             self.reject(rejection);
             return None;
         }
-        if self.latest_session().is_none_or(|latest| block.session > latest) {
+        if self
+            .latest_session()
+            .is_none_or(|latest| block.session > latest)
+        {
             self.waiting.push_back(block);
-            if self.waiting.len() > self.max_waiting {
-                if let Some(old) = self.waiting.pop_front() {
-                    self.reject(Rejection::new(
-                        RejectReason::PreBirthOverflow,
-                        format!("block seq {} of session {} waited too long for its birth", old.seq, old.session),
-                    ));
-                }
+            while self.waiting.len() > self.max_waiting {
+                let Some(old) = self.waiting.pop_front() else {
+                    break;
+                };
+                self.reject(Rejection::new(
+                    RejectReason::PreBirthOverflow,
+                    format!(
+                        "block seq {} of session {} waited too long for its birth",
+                        old.seq, old.session
+                    ),
+                ));
             }
             return None;
         }
@@ -244,19 +265,22 @@ impl RigState {
         };
         let just_columns: Vec<_> = columns.iter().map(|(c, _)| *c).collect();
         let mut lines = String::new();
-        let line_count = match lineproto::encode_block(&mut lines, &header, &just_columns, self.precision) {
-            Ok(n) => n,
-            Err(e) => {
-                let reason = match e {
-                    EncodeError::Empty => RejectReason::EmptyBlock,
-                    EncodeError::Ragged { .. } => RejectReason::RaggedChannels,
-                    EncodeError::TimestampOutOfRange { .. } => RejectReason::TimestampOutOfRange,
-                    EncodeError::NonFinite { .. } => RejectReason::NonFiniteValue,
-                };
-                self.reject(Rejection::new(reason, e.to_string()));
-                return None;
-            }
-        };
+        let line_count =
+            match lineproto::encode_block(&mut lines, &header, &just_columns, self.precision) {
+                Ok(n) => n,
+                Err(e) => {
+                    let reason = match e {
+                        EncodeError::Empty => RejectReason::EmptyBlock,
+                        EncodeError::Ragged { .. } => RejectReason::RaggedChannels,
+                        EncodeError::TimestampOutOfRange { .. } => {
+                            RejectReason::TimestampOutOfRange
+                        }
+                        EncodeError::NonFinite { .. } => RejectReason::NonFiniteValue,
+                    };
+                    self.reject(Rejection::new(reason, e.to_string()));
+                    return None;
+                }
+            };
         let mut observation = self.seq.observe(block.seq);
         let newer_session = self.newest_block_session.is_some_and(|s| block.session > s);
         if newer_session && matches!(observation, Observation::Duplicate | Observation::Untracked) {
@@ -270,7 +294,10 @@ impl RigState {
             self.seq.restart_at(block.seq);
             observation = Observation::New;
         }
-        self.newest_block_session = Some(self.newest_block_session.map_or(block.session, |s| s.max(block.session)));
+        self.newest_block_session = Some(
+            self.newest_block_session
+                .map_or(block.session, |s| s.max(block.session)),
+        );
         match observation {
             Observation::Duplicate => {
                 debug!(rig = %self.rig, seq = block.seq, "Dropped a duplicate block.");
@@ -282,14 +309,24 @@ impl RigState {
             Observation::FilledHole | Observation::Untracked | Observation::New => {}
         }
         self.accept(&block, &columns, now);
-        Some(Chunk { rig: self.rig.clone(), seq: block.seq, lines, line_count })
+        Some(Chunk {
+            rig: self.rig.clone(),
+            seq: block.seq,
+            lines,
+            line_count,
+        })
     }
 
     /// A block that passed every check and is on its way to storage.
     ///
     /// This is the estimator's seam: live blocks will also be fed to the rig's Kalman filter
     /// here, in sample order, next to the live window.
-    fn accept(&mut self, block: &SampleBlock, columns: &[(lineproto::Column<'_>, &ingest::ChannelInfo)], now: Instant) {
+    fn accept(
+        &mut self,
+        block: &SampleBlock,
+        columns: &[(lineproto::Column<'_>, &ingest::ChannelInfo)],
+        now: Instant,
+    ) {
         if !block.backfill {
             self.live.record(now, columns, block.sample_period_ns);
         }
@@ -338,7 +375,12 @@ impl RigActor {
         chunk_tx: mpsc::Sender<Chunk>,
         stats_tx: watch::Sender<RigStats>,
     ) -> Self {
-        Self { state, events_rx, chunk_tx, stats_tx }
+        Self {
+            state,
+            events_rx,
+            chunk_tx,
+            stats_tx,
+        }
     }
 
     /// Runs until the event channel closes (the router's shutdown), then publishes final stats.
@@ -409,7 +451,10 @@ mod tests {
             first_sample_index: seq * 2,
             sample_period_ns: 1_000_000,
             first_timestamp_ns: 1_700_000_000_000_000_000 + seq * 2_000_000,
-            channels: vec![ChannelSamples { channel_id: 1, raw: vec![2, 4] }],
+            channels: vec![ChannelSamples {
+                channel_id: 1,
+                raw: vec![2, 4],
+            }],
             ..Default::default()
         };
         Event::Samples(b.encode_to_vec().into())
@@ -434,7 +479,10 @@ mod tests {
         let stats = s.stats(now);
         assert!(stats.online);
         assert_eq!(stats.blocks_received, 1);
-        assert_eq!(stats.floor_accel_rms_m_s2.get(&1).copied(), Some((2.5f64).sqrt()));
+        assert_eq!(
+            stats.floor_accel_rms_m_s2.get(&1).copied(),
+            Some((2.5f64).sqrt())
+        );
     }
 
     #[test]
@@ -455,7 +503,12 @@ mod tests {
         for seq in 1..=3 {
             s.handle(&block(1, seq), now);
         }
-        assert_eq!(s.stats(now).frames_rejected.get(&RejectReason::PreBirthOverflow), Some(&1));
+        assert_eq!(
+            s.stats(now)
+                .frames_rejected
+                .get(&RejectReason::PreBirthOverflow),
+            Some(&1)
+        );
         assert_eq!(seqs(&s.handle(&birth(1), now)), [2, 3]);
     }
 
@@ -495,7 +548,17 @@ mod tests {
         let mut s = RigState::new(rig(), Precision::Us, 4);
         let now = Instant::now();
         s.handle(&birth(2), now);
-        let death = |session| Event::Death(RigDeath { rig_id: "r1".into(), session, reason: String::new() }.encode_to_vec().into());
+        let death = |session| {
+            Event::Death(
+                RigDeath {
+                    rig_id: "r1".into(),
+                    session,
+                    reason: String::new(),
+                }
+                .encode_to_vec()
+                .into(),
+            )
+        };
         s.handle(&death(1), now);
         assert!(s.stats(now).online);
         s.handle(&death(2), now);
@@ -507,17 +570,32 @@ mod tests {
         let mut s = RigState::new(rig(), Precision::Us, 4);
         let now = Instant::now();
         s.handle(&birth(1), now);
-        assert!(s.handle(&Event::Samples(Bytes::from_static(&[0xff, 0xff])), now).is_empty());
-        let other_rig = SampleBlock { rig_id: "r2".into(), ..Default::default() };
-        assert!(s.handle(&Event::Samples(other_rig.encode_to_vec().into()), now).is_empty());
+        assert!(
+            s.handle(&Event::Samples(Bytes::from_static(&[0xff, 0xff])), now)
+                .is_empty()
+        );
+        let other_rig = SampleBlock {
+            rig_id: "r2".into(),
+            ..Default::default()
+        };
+        assert!(
+            s.handle(&Event::Samples(other_rig.encode_to_vec().into()), now)
+                .is_empty()
+        );
         let unknown = SampleBlock {
             rig_id: "r1".into(),
             session: 1,
             sample_period_ns: 1_000_000,
-            channels: vec![ChannelSamples { channel_id: 9, raw: vec![1] }],
+            channels: vec![ChannelSamples {
+                channel_id: 9,
+                raw: vec![1],
+            }],
             ..Default::default()
         };
-        assert!(s.handle(&Event::Samples(unknown.encode_to_vec().into()), now).is_empty());
+        assert!(
+            s.handle(&Event::Samples(unknown.encode_to_vec().into()), now)
+                .is_empty()
+        );
         let rejected = s.stats(now).frames_rejected;
         assert_eq!(rejected.get(&RejectReason::Decode), Some(&1));
         assert_eq!(rejected.get(&RejectReason::RigMismatch), Some(&1));

@@ -66,7 +66,12 @@ impl Default for SeqTracker {
 impl SeqTracker {
     /// A tracker remembering at most `max_holes` holes (at least 1).
     pub fn new(max_holes: usize) -> Self {
-        Self { range: None, holes: BTreeMap::new(), max_holes: max_holes.max(1), counters: SeqCounters::default() }
+        Self {
+            range: None,
+            holes: BTreeMap::new(),
+            max_holes: max_holes.max(1),
+            counters: SeqCounters::default(),
+        }
     }
 
     pub fn counters(&self) -> SeqCounters {
@@ -109,7 +114,12 @@ impl SeqTracker {
             self.give_up_excess_holes();
             return Observation::GapOpened { missing };
         }
-        let containing = self.holes.range(..=seq).next_back().map(|(&s, &e)| (s, e)).filter(|&(_, e)| seq <= e);
+        let containing = self
+            .holes
+            .range(..=seq)
+            .next_back()
+            .map(|(&s, &e)| (s, e))
+            .filter(|&(_, e)| seq <= e);
         match containing {
             Some((start, end)) => {
                 self.holes.remove(&start);
@@ -138,7 +148,9 @@ impl SeqTracker {
 
     fn give_up_excess_holes(&mut self) {
         while self.holes.len() > self.max_holes {
-            let Some((_, end)) = self.holes.pop_first() else { break };
+            let Some((_, end)) = self.holes.pop_first() else {
+                break;
+            };
             if let Some((lowest, _)) = &mut self.range {
                 *lowest = end + 1;
             }
@@ -160,13 +172,23 @@ mod tests {
         let mut t = SeqTracker::default();
         assert_eq!(observe_all(&mut t, &[10, 11, 12]), [New, New, New]);
         assert_eq!(t.highest_contiguous(), Some(12));
-        assert_eq!(t.counters(), SeqCounters { blocks_received: 3, blocks_missing: 0, blocks_duplicate: 0 });
+        assert_eq!(
+            t.counters(),
+            SeqCounters {
+                blocks_received: 3,
+                blocks_missing: 0,
+                blocks_duplicate: 0
+            }
+        );
     }
 
     #[test]
     fn repeated_block_is_a_duplicate() {
         let mut t = SeqTracker::default();
-        assert_eq!(observe_all(&mut t, &[1, 2, 2, 1]), [New, New, Duplicate, Duplicate]);
+        assert_eq!(
+            observe_all(&mut t, &[1, 2, 2, 1]),
+            [New, New, Duplicate, Duplicate]
+        );
         assert_eq!(t.counters().blocks_duplicate, 2);
         assert_eq!(t.counters().blocks_received, 4);
     }
@@ -174,7 +196,10 @@ mod tests {
     #[test]
     fn a_jump_opens_a_gap_that_late_blocks_fill_in_any_order() {
         let mut t = SeqTracker::default();
-        assert_eq!(observe_all(&mut t, &[1, 5]), [New, GapOpened { missing: 3 }]);
+        assert_eq!(
+            observe_all(&mut t, &[1, 5]),
+            [New, GapOpened { missing: 3 }]
+        );
         assert_eq!(t.counters().blocks_missing, 3);
         assert_eq!(t.highest_contiguous(), Some(1));
         assert_eq!(t.observe(3), FilledHole);
@@ -185,20 +210,33 @@ mod tests {
         assert_eq!(t.observe(4), FilledHole);
         assert_eq!(t.highest_contiguous(), Some(5));
         assert_eq!(t.holes(), 0);
-        assert_eq!(t.counters(), SeqCounters { blocks_received: 6, blocks_missing: 0, blocks_duplicate: 1 });
+        assert_eq!(
+            t.counters(),
+            SeqCounters {
+                blocks_received: 6,
+                blocks_missing: 0,
+                blocks_duplicate: 1
+            }
+        );
     }
 
     #[test]
     fn blocks_received_above_a_hole_are_duplicates_when_repeated() {
         let mut t = SeqTracker::default();
-        assert_eq!(observe_all(&mut t, &[1, 3, 4, 4, 3]), [New, GapOpened { missing: 1 }, New, Duplicate, Duplicate]);
+        assert_eq!(
+            observe_all(&mut t, &[1, 3, 4, 4, 3]),
+            [New, GapOpened { missing: 1 }, New, Duplicate, Duplicate]
+        );
         assert_eq!(t.highest_contiguous(), Some(1));
     }
 
     #[test]
     fn blocks_older_than_the_first_seen_are_untracked_and_storable() {
         let mut t = SeqTracker::default();
-        assert_eq!(observe_all(&mut t, &[100, 99, 99]), [New, Untracked, Untracked]);
+        assert_eq!(
+            observe_all(&mut t, &[100, 99, 99]),
+            [New, Untracked, Untracked]
+        );
         assert!(Untracked.is_storable());
         assert!(!Duplicate.is_storable());
         assert_eq!(t.counters().blocks_missing, 0);
@@ -209,7 +247,12 @@ mod tests {
         let mut t = SeqTracker::new(2);
         assert_eq!(
             observe_all(&mut t, &[0, 2, 4, 6]),
-            [New, GapOpened { missing: 1 }, GapOpened { missing: 1 }, GapOpened { missing: 1 }]
+            [
+                New,
+                GapOpened { missing: 1 },
+                GapOpened { missing: 1 },
+                GapOpened { missing: 1 }
+            ]
         );
         assert_eq!(t.holes(), 2);
         assert_eq!(t.highest_contiguous(), Some(2));
@@ -221,7 +264,10 @@ mod tests {
     #[test]
     fn restart_forgets_seqs_but_keeps_counters() {
         let mut t = SeqTracker::default();
-        assert_eq!(observe_all(&mut t, &[50, 52, 0]), [New, GapOpened { missing: 1 }, Untracked]);
+        assert_eq!(
+            observe_all(&mut t, &[50, 52, 0]),
+            [New, GapOpened { missing: 1 }, Untracked]
+        );
         t.restart_at(0);
         assert_eq!(t.highest_contiguous(), Some(0));
         assert_eq!(t.observe(1), New);
@@ -234,7 +280,12 @@ mod tests {
     fn seq_zero_and_max_do_not_overflow() {
         let mut t = SeqTracker::default();
         assert_eq!(t.observe(0), New);
-        assert_eq!(t.observe(u64::MAX), GapOpened { missing: u64::MAX - 1 });
+        assert_eq!(
+            t.observe(u64::MAX),
+            GapOpened {
+                missing: u64::MAX - 1
+            }
+        );
         assert_eq!(t.observe(u64::MAX - 1), FilledHole);
         assert_eq!(t.observe(u64::MAX), Duplicate);
     }

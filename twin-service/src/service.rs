@@ -8,12 +8,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use dtop_proto::RigId;
 use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic, Topic};
-use dtop_proto::RigId;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rumqttc::{AsyncClient, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter, SubscribeReasonCode};
+use rumqttc::{
+    AsyncClient, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
+    SubscribeReasonCode,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -66,8 +69,15 @@ impl TwinHandle {
 
     /// Waits until a snapshot satisfies `ready` (the caller bounds the wait with a timeout).
     /// `None` when the twin stopped first.
-    pub async fn wait_for(&mut self, mut ready: impl FnMut(&TwinStats) -> bool) -> Option<TwinStats> {
-        self.stats_rx.wait_for(|s| ready(s)).await.ok().map(|s| s.clone())
+    pub async fn wait_for(
+        &mut self,
+        mut ready: impl FnMut(&TwinStats) -> bool,
+    ) -> Option<TwinStats> {
+        self.stats_rx
+            .wait_for(|s| ready(s))
+            .await
+            .ok()
+            .map(|s| s.clone())
     }
 
     /// A receiver of every new snapshot.
@@ -83,7 +93,10 @@ pub fn stats_channel() -> (watch::Sender<TwinStats>, TwinHandle) {
 }
 
 /// Starts [`run`] on the current runtime.
-pub fn spawn(config: TwinConfig, shutdown: CancellationToken) -> (TwinHandle, JoinHandle<Result<(), TwinError>>) {
+pub fn spawn(
+    config: TwinConfig,
+    shutdown: CancellationToken,
+) -> (TwinHandle, JoinHandle<Result<(), TwinError>>) {
     let (stats_tx, handle) = stats_channel();
     (handle, tokio::spawn(run(config, shutdown, stats_tx)))
 }
@@ -91,23 +104,49 @@ pub fn spawn(config: TwinConfig, shutdown: CancellationToken) -> (TwinHandle, Jo
 /// Runs the twin until `shutdown` is cancelled, then drains: stop ingest, flush storage,
 /// disconnect. Returns once everything has stopped (storage waits at most
 /// `batch.drain_timeout_ms` after shutdown, plus one HTTP timeout).
-pub async fn run(config: TwinConfig, shutdown: CancellationToken, stats_tx: watch::Sender<TwinStats>) -> Result<(), TwinError> {
+pub async fn run(
+    config: TwinConfig,
+    shutdown: CancellationToken,
+    stats_tx: watch::Sender<TwinStats>,
+) -> Result<(), TwinError> {
     config.validate().map_err(TwinError::InvalidConfig)?;
-    let password = config.mqtt.password_file.as_deref().map(Secret::read_file).transpose().map_err(TwinError::MqttSecret)?;
+    let password = config
+        .mqtt
+        .password_file
+        .as_deref()
+        .map(Secret::read_file)
+        .transpose()
+        .map_err(TwinError::MqttSecret)?;
     let sink = Sink::from_config(&config).await?;
     let storage = config.storage.describe();
     info!(storage = %storage, "Storage ready.");
 
     let (chunk_tx, chunk_rx) = mpsc::channel(STORE_QUEUE_CHUNKS);
     let (store_stats_tx, store_stats_rx) = watch::channel(StoreStats::default());
-    let writer = tokio::spawn(Writer::new(sink, chunk_rx, WriterConfig::from(&config), shutdown.clone(), store_stats_tx).run());
+    let writer = tokio::spawn(
+        Writer::new(
+            sink,
+            chunk_rx,
+            WriterConfig::from(&config),
+            shutdown.clone(),
+            store_stats_tx,
+        )
+        .run(),
+    );
 
-    let (client, eventloop) = AsyncClient::new(mqtt_options(&config, password), MQTT_REQUEST_CAPACITY);
+    let (client, eventloop) =
+        AsyncClient::new(mqtt_options(&config, password), MQTT_REQUEST_CAPACITY);
     let (mqtt_tx, mqtt_rx) = mpsc::channel(MQTT_QUEUE_EVENTS);
     let mqtt_stop = CancellationToken::new();
     // If this future is dropped instead of finishing, the connection task still ends.
     let mqtt_stop_guard = mqtt_stop.clone().drop_guard();
-    let mqtt = tokio::spawn(run_mqtt(client, eventloop, config.mqtt.clone(), mqtt_tx, mqtt_stop.clone()));
+    let mqtt = tokio::spawn(run_mqtt(
+        client,
+        eventloop,
+        config.mqtt.clone(),
+        mqtt_tx,
+        mqtt_stop.clone(),
+    ));
 
     let mut router = Router {
         config: &config,
@@ -126,7 +165,10 @@ pub async fn run(config: TwinConfig, shutdown: CancellationToken, stats_tx: watc
     info!("Stopping ingest; draining rig queues and storage.");
     // Dropping each rig's event sender lets its actor finish what is queued and stop; the
     // stats receivers stay for the final snapshot.
-    let stopped_rigs: Vec<_> = std::mem::take(&mut router.rigs).into_iter().map(|(id, h)| (id, h.stats_rx)).collect();
+    let stopped_rigs: Vec<_> = std::mem::take(&mut router.rigs)
+        .into_iter()
+        .map(|(id, h)| (id, h.stats_rx))
+        .collect();
     router.actors.close();
     router.actors.wait().await;
     // The writer stops once the last chunk sender (ours, after the actors') is gone.
@@ -138,7 +180,8 @@ pub async fn run(config: TwinConfig, shutdown: CancellationToken, stats_tx: watc
     drop(mqtt_stop_guard);
     let mqtt_result = mqtt.await;
 
-    let final_store = writer_result.map_err(|e| TwinError::TaskFailed(format!("storage writer: {e}")))?;
+    let final_store =
+        writer_result.map_err(|e| TwinError::TaskFailed(format!("storage writer: {e}")))?;
     mqtt_result.map_err(|e| TwinError::TaskFailed(format!("MQTT connection: {e}")))?;
     info!(
         lines_written = final_store.lines_written_total,
@@ -157,7 +200,10 @@ fn mqtt_options(config: &TwinConfig, password: Option<Secret>) -> MqttOptions {
         .set_clean_session(true)
         .set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
     if let Some(username) = &m.username {
-        options.set_credentials(username.clone(), password.as_ref().map_or("", Secret::expose));
+        options.set_credentials(
+            username.clone(),
+            password.as_ref().map_or("", Secret::expose),
+        );
     }
     options
 }
@@ -208,7 +254,11 @@ async fn run_mqtt(
                 Some(MqttEvent::Connected)
             }
             Ok(rumqttc::Event::Incoming(Packet::SubAck(ack))) => {
-                if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                {
                     error!(codes = ?ack.return_codes, "The broker refused a subscription; no data will arrive for it.");
                 }
                 None
@@ -232,10 +282,9 @@ async fn run_mqtt(
                 None
             }
         };
-        if let Some(event) = event {
-            if router_open && mqtt_tx.send(event).await.is_err() {
-                router_open = false;
-            }
+        let Some(event) = event else { continue };
+        if router_open && mqtt_tx.send(event).await.is_err() {
+            router_open = false;
         }
     }
     disconnect(&client, &mut eventloop).await;
@@ -321,12 +370,24 @@ impl Router<'_> {
             Ok(Topic::Rig(rig, kind)) => match Event::from_topic(kind, publish.payload) {
                 Some(event) => (rig, event),
                 None => {
-                    self.reject(None, Rejection::new(RejectReason::BadTopic, format!("unexpected topic {}", publish.topic)));
+                    self.reject(
+                        None,
+                        Rejection::new(
+                            RejectReason::BadTopic,
+                            format!("unexpected topic {}", publish.topic),
+                        ),
+                    );
                     return true;
                 }
             },
             Ok(_) => {
-                self.reject(None, Rejection::new(RejectReason::BadTopic, format!("unexpected topic {}", publish.topic)));
+                self.reject(
+                    None,
+                    Rejection::new(
+                        RejectReason::BadTopic,
+                        format!("unexpected topic {}", publish.topic),
+                    ),
+                );
                 return true;
             }
             Err(e) => {
@@ -336,13 +397,21 @@ impl Router<'_> {
         };
         if !self.rigs.contains_key(&rig) {
             if self.rigs.len() >= self.config.ingest.max_rigs {
-                let detail = format!("already tracking {} rigs (ingest.max_rigs)", self.rigs.len());
-                self.reject(Some(&rig), Rejection::new(RejectReason::TooManyRigs, detail));
+                let detail = format!(
+                    "already tracking {} rigs (ingest.max_rigs)",
+                    self.rigs.len()
+                );
+                self.reject(
+                    Some(&rig),
+                    Rejection::new(RejectReason::TooManyRigs, detail),
+                );
                 return true;
             }
             self.spawn_rig(rig.clone());
         }
-        let Some(handle) = self.rigs.get(&rig) else { return true };
+        let Some(handle) = self.rigs.get(&rig) else {
+            return true;
+        };
         let events_tx = handle.events_tx.clone();
         tokio::select! {
             sent = events_tx.send(event) => {
@@ -357,24 +426,44 @@ impl Router<'_> {
     }
 
     fn spawn_rig(&mut self, rig: RigId) {
-        let Some(chunk_tx) = self.chunk_tx.clone() else { return };
+        let Some(chunk_tx) = self.chunk_tx.clone() else {
+            return;
+        };
         info!(rig = %rig, "Tracking a new rig.");
         let (events_tx, events_rx) = mpsc::channel(RIG_QUEUE_EVENTS);
-        let state = RigState::new(rig.clone(), self.config.storage.precision(), self.config.ingest.pre_birth_queue_blocks);
+        let state = RigState::new(
+            rig.clone(),
+            self.config.storage.precision(),
+            self.config.ingest.pre_birth_queue_blocks,
+        );
         let (stats_tx, stats_rx) = watch::channel(state.stats(Instant::now()));
-        self.actors.spawn(RigActor::new(state, events_rx, chunk_tx, stats_tx).run());
-        self.rigs.insert(rig, RigHandle { events_tx, stats_rx });
+        self.actors
+            .spawn(RigActor::new(state, events_rx, chunk_tx, stats_tx).run());
+        self.rigs.insert(
+            rig,
+            RigHandle {
+                events_tx,
+                stats_rx,
+            },
+        );
     }
 
     fn reject(&mut self, rig: Option<&RigId>, rejection: Rejection) {
         *self.rejected.entry(rejection.reason).or_default() += 1;
         match rig {
-            Some(rig) => warn!(rig = %rig, reason = %rejection.reason, detail = %rejection.detail, "Rejected a frame."),
-            None => warn!(reason = %rejection.reason, detail = %rejection.detail, "Rejected a frame."),
+            Some(rig) => {
+                warn!(rig = %rig, reason = %rejection.reason, detail = %rejection.detail, "Rejected a frame.")
+            }
+            None => {
+                warn!(reason = %rejection.reason, detail = %rejection.detail, "Rejected a frame.")
+            }
         }
     }
 
-    fn snapshot<'r>(&self, rigs: impl Iterator<Item = (&'r RigId, &'r watch::Receiver<RigStats>)>) -> TwinStats {
+    fn snapshot<'r>(
+        &self,
+        rigs: impl Iterator<Item = (&'r RigId, &'r watch::Receiver<RigStats>)>,
+    ) -> TwinStats {
         let store = self.store_stats_rx.borrow().clone();
         let mut frames_rejected_total = self.rejected.clone();
         let rigs: BTreeMap<RigId, RigStats> = rigs

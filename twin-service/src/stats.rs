@@ -150,20 +150,34 @@ impl LiveWindow {
             .channels
             .values()
             .map(|info| {
-                let ring = ChannelRing { info: info.clone(), values: VecDeque::new(), capacity: 1 };
+                let ring = ChannelRing {
+                    info: info.clone(),
+                    values: VecDeque::new(),
+                    capacity: 1,
+                };
                 (info.id, ring)
             })
             .collect();
     }
 
     /// Records a live block that arrived at `now`.
-    pub fn record(&mut self, now: Instant, columns: &[(Column<'_>, &ChannelInfo)], sample_period_ns: u64) {
+    pub fn record(
+        &mut self,
+        now: Instant,
+        columns: &[(Column<'_>, &ChannelInfo)],
+        sample_period_ns: u64,
+    ) {
         let samples = columns.first().map_or(0, |(c, _)| c.raw.len());
         let span = Duration::from_nanos(sample_period_ns.saturating_mul(samples as u64));
-        self.arrivals.push_back(Arrival { at: now, span, samples: samples as u64 });
+        self.arrivals.push_back(Arrival {
+            at: now,
+            span,
+            samples: samples as u64,
+        });
         self.last_live = Some(now);
         self.evict(now);
-        let capacity = (LIVE_WINDOW.as_nanos() / u128::from(sample_period_ns.max(1))).clamp(1, MAX_RMS_SAMPLES as u128);
+        let capacity = (LIVE_WINDOW.as_nanos() / u128::from(sample_period_ns.max(1)))
+            .clamp(1, MAX_RMS_SAMPLES as u128);
         let capacity = capacity as usize;
         for (column, info) in columns {
             let ring = self.channels.entry(info.id).or_insert_with(|| ChannelRing {
@@ -172,14 +186,18 @@ impl LiveWindow {
                 capacity,
             });
             ring.capacity = capacity;
-            ring.values.extend((0..column.raw.len()).filter_map(|k| column.value(k)));
+            ring.values
+                .extend((0..column.raw.len()).filter_map(|k| column.value(k)));
             let excess = ring.values.len().saturating_sub(capacity);
             ring.values.drain(..excess);
         }
     }
 
     fn evict(&mut self, now: Instant) {
-        while self.arrivals.front().is_some_and(|a| a.at + a.span + LIVE_WINDOW < now)
+        while self
+            .arrivals
+            .front()
+            .is_some_and(|a| a.at + a.span + LIVE_WINDOW < now)
             || self.arrivals.len() > MAX_ARRIVALS
         {
             self.arrivals.pop_front();
@@ -212,7 +230,9 @@ impl LiveWindow {
 
     /// Per-channel RMS, and the per-floor RMS of acceleration channels.
     pub fn rms(&self, now: Instant) -> (Vec<ChannelLive>, BTreeMap<u32, f64>) {
-        let fresh = self.last_live.is_some_and(|t| now.saturating_duration_since(t) <= LIVE_STALE_AFTER);
+        let fresh = self
+            .last_live
+            .is_some_and(|t| now.saturating_duration_since(t) <= LIVE_STALE_AFTER);
         let mut floors: BTreeMap<u32, (f64, usize)> = BTreeMap::new();
         let channels = self
             .channels
@@ -236,7 +256,10 @@ impl LiveWindow {
                 }
             })
             .collect();
-        let floors = floors.into_iter().map(|(floor, (sum_sq, n))| (floor, (sum_sq / n as f64).sqrt())).collect();
+        let floors = floors
+            .into_iter()
+            .map(|(floor, (sum_sq, n))| (floor, (sum_sq / n as f64).sqrt()))
+            .collect();
         (channels, floors)
     }
 }
@@ -247,7 +270,12 @@ mod tests {
     use super::*;
 
     fn col(raw: &[i32]) -> Column<'_> {
-        Column { name: "", scale: 1.0, offset: 0.0, raw }
+        Column {
+            name: "",
+            scale: 1.0,
+            offset: 0.0,
+            raw,
+        }
     }
 
     fn info(id: u32, kind: ChannelKind, floor: u32) -> ChannelInfo {
@@ -275,7 +303,10 @@ mod tests {
             // The first block only ramps the rate up; from the second on it is steady.
             for probe_ms in [0u64, 250, 500, 999].into_iter().filter(|_| s >= 2) {
                 let rate = w.samples_per_s(now + Duration::from_millis(probe_ms));
-                assert!((rate - 1000.0).abs() < 1e-6, "rate {rate} at {s} s + {probe_ms} ms");
+                assert!(
+                    (rate - 1000.0).abs() < 1e-6,
+                    "rate {rate} at {s} s + {probe_ms} ms"
+                );
             }
         }
         assert!((w.samples_per_s(t0 + Duration::from_millis(6500)) - 500.0).abs() < 1e-6);
@@ -293,8 +324,16 @@ mod tests {
         let old = [100, 100, 100, 100];
         let x = [3, -3, 3, -3];
         let y = [4, 4, -4, -4];
-        w.record(t0, &[(col(&old), &a1), (col(&old), &a2), (col(&old), &f)], 250_000_000);
-        w.record(t0 + Duration::from_secs(1), &[(col(&x), &a1), (col(&y), &a2), (col(&y), &f)], 250_000_000);
+        w.record(
+            t0,
+            &[(col(&old), &a1), (col(&old), &a2), (col(&old), &f)],
+            250_000_000,
+        );
+        w.record(
+            t0 + Duration::from_secs(1),
+            &[(col(&x), &a1), (col(&y), &a2), (col(&y), &f)],
+            250_000_000,
+        );
         let (channels, floors) = w.rms(t0 + Duration::from_secs(1));
         let rms: Vec<_> = channels.iter().map(|c| c.rms).collect();
         assert_eq!(rms, [Some(3.0), Some(4.0), Some(4.0)]);

@@ -14,17 +14,33 @@ const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dtop-twin.example.to
 
 #[test]
 fn check_accepts_the_example_config_and_names_the_storage() {
-    let out = Command::new(BIN).args(["--config", EXAMPLE, "--check"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["--config", EXAMPLE, "--check"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.contains("line-protocol files in ./dtop-data/lines (no InfluxDB configured"), "{stdout}");
+    assert!(
+        stdout.contains("line-protocol files in ./dtop-data/lines (no InfluxDB configured"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn print_default_config_prints_the_example_file() {
-    let out = Command::new(BIN).arg("--print-default-config").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--print-default-config")
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), std::fs::read_to_string(EXAMPLE).unwrap());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        std::fs::read_to_string(EXAMPLE).unwrap()
+    );
 }
 
 #[test]
@@ -36,7 +52,11 @@ fn a_bad_config_exits_64_and_lists_every_problem() {
         "[mqtt]\nport = 0\n[storage.influx_v2]\nurl = \"nope\"\norg = \"o\"\nbucket = \"\"\ntoken_file = \"/nonexistent\"\n[batch]\nmax_lines = 0\n",
     )
     .unwrap();
-    let out = Command::new(BIN).arg("--config").arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for field in [
@@ -55,10 +75,18 @@ fn unknown_fields_and_missing_files_exit_64() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("typo.toml");
     std::fs::write(&path, "[mqtt]\nhots = \"x\"\n").unwrap();
-    let out = Command::new(BIN).arg("--config").arg(&path).arg("--check").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("hots"));
-    let out = Command::new(BIN).args(["--config", "/nonexistent/dtop-twin.toml"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/dtop-twin.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
 
@@ -104,7 +132,11 @@ fn sigterm_drains_and_exits_gracefully() {
             }
         }
     }
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let exit = loop {

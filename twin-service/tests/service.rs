@@ -11,7 +11,9 @@ use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::{Channel, ChannelKind, ChannelSamples, RigBirth, SampleBlock};
 use dtop_proto::{Message, RigId};
-use dtop_twin::config::{BatchConfig, FileStorageConfig, InfluxV1Config, MqttConfig, StorageConfig, TwinConfig};
+use dtop_twin::config::{
+    BatchConfig, FileStorageConfig, InfluxV1Config, MqttConfig, StorageConfig, TwinConfig,
+};
 use dtop_twin::ingest::RejectReason;
 use dtop_twin::lineproto::Precision;
 use dtop_twin::{TwinHandle, TwinStats};
@@ -65,8 +67,14 @@ fn block(session: u64, seq: u64) -> Vec<u8> {
         sample_period_ns: PERIOD_NS,
         first_timestamp_ns: T0_NS + seq * n * PERIOD_NS,
         channels: vec![
-            ChannelSamples { channel_id: 1, raw: (0..n as i32).map(|k| k + seq as i32).collect() },
-            ChannelSamples { channel_id: 2, raw: vec![-1000; n as usize] },
+            ChannelSamples {
+                channel_id: 1,
+                raw: (0..n as i32).map(|k| k + seq as i32).collect(),
+            },
+            ChannelSamples {
+                channel_id: 2,
+                raw: vec![-1000; n as usize],
+            },
         ],
         ..Default::default()
     }
@@ -85,15 +93,16 @@ impl Edge {
         let mut options = MqttOptions::new("test-edge", "127.0.0.1", port);
         options.set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
         let (client, mut eventloop): (AsyncClient, EventLoop) = AsyncClient::new(options, 64);
-        let task = tokio::spawn(async move {
-            while eventloop.poll().await.is_ok() {}
-        });
+        let task = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
         Self { client, task }
     }
 
     async fn publish(&self, kind: RigTopic, payload: Vec<u8>) {
         let retain = kind == RigTopic::Birth;
-        self.client.publish(topic::rig(&rig(), kind), QoS::AtLeastOnce, retain, payload).await.unwrap();
+        self.client
+            .publish(topic::rig(&rig(), kind), QoS::AtLeastOnce, retain, payload)
+            .await
+            .unwrap();
     }
 }
 
@@ -105,18 +114,32 @@ impl Drop for Edge {
 
 fn config(mqtt_port: u16, storage: StorageConfig) -> TwinConfig {
     TwinConfig {
-        mqtt: MqttConfig { port: mqtt_port, client_id: "dtop-twin-test".into(), ..MqttConfig::default() },
+        mqtt: MqttConfig {
+            port: mqtt_port,
+            client_id: "dtop-twin-test".into(),
+            ..MqttConfig::default()
+        },
         storage,
-        batch: BatchConfig { max_delay_ms: 20, ..BatchConfig::default() },
+        batch: BatchConfig {
+            max_delay_ms: 20,
+            ..BatchConfig::default()
+        },
         ..TwinConfig::default()
     }
 }
 
-async fn wait(handle: &mut TwinHandle, what: &str, ready: impl FnMut(&TwinStats) -> bool) -> TwinStats {
+async fn wait(
+    handle: &mut TwinHandle,
+    what: &str,
+    ready: impl FnMut(&TwinStats) -> bool,
+) -> TwinStats {
     match tokio::time::timeout(WAIT, handle.wait_for(ready)).await {
         Ok(Some(stats)) => stats,
         Ok(None) => panic!("twin stopped while waiting for {what}"),
-        Err(_) => panic!("timed out waiting for {what}; last stats: {:#?}", handle.stats()),
+        Err(_) => panic!(
+            "timed out waiting for {what}; last stats: {:#?}",
+            handle.stats()
+        ),
     }
 }
 
@@ -126,8 +149,12 @@ fn rig_stats(stats: &TwinStats) -> dtop_twin::RigStats {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_every_block_once_in_influxdb_and_shuts_down_gracefully() {
-    let Some(broker) = Mosquitto::start_if_installed().await else { return };
-    let Some(influx) = InfluxD::start_if_installed().await else { return };
+    let Some(broker) = Mosquitto::start_if_installed().await else {
+        return;
+    };
+    let Some(influx) = InfluxD::start_if_installed().await else {
+        return;
+    };
     influx.create_database("dtop").await;
     let storage = StorageConfig::InfluxV1(InfluxV1Config {
         url: influx.url.clone(),
@@ -139,25 +166,36 @@ async fn stores_every_block_once_in_influxdb_and_shuts_down_gracefully() {
     let shutdown = CancellationToken::new();
     let (mut handle, twin) = dtop_twin::spawn(config(broker.port, storage), shutdown.clone());
     let stats = wait(&mut handle, "the MQTT connection", |s| s.mqtt_connected).await;
-    assert!(stats.storage.starts_with("InfluxDB 1.x at http://127.0.0.1:"), "{}", stats.storage);
+    assert!(
+        stats
+            .storage
+            .starts_with("InfluxDB 1.x at http://127.0.0.1:"),
+        "{}",
+        stats.storage
+    );
 
     let edge = Edge::connect(broker.port).await;
     // Blocks before the birth wait for it.
     edge.publish(RigTopic::Samples, block(1, 1)).await;
-    wait(&mut handle, "a block waiting for the birth", |s| rig_stats(s).blocks_waiting_for_birth == 1).await;
+    wait(&mut handle, "a block waiting for the birth", |s| {
+        rig_stats(s).blocks_waiting_for_birth == 1
+    })
+    .await;
     edge.publish(RigTopic::Birth, birth(1)).await;
     // In order, a duplicate, a gap, then the late block filling it.
     for seq in [2, 3, 3, 5, 4] {
         edge.publish(RigTopic::Samples, block(1, seq)).await;
     }
     // Bad frames: garbage, wrong rig in the payload, an unknown channel.
-    edge.publish(RigTopic::Samples, vec![0xff, 0xff, 0xff]).await;
+    edge.publish(RigTopic::Samples, vec![0xff, 0xff, 0xff])
+        .await;
     let mut other = SampleBlock::decode(&block(1, 6)[..]).unwrap();
     other.rig_id = "someone-else".into();
     edge.publish(RigTopic::Samples, other.encode_to_vec()).await;
     let mut unknown = SampleBlock::decode(&block(1, 6)[..]).unwrap();
     unknown.channels[1].channel_id = 99;
-    edge.publish(RigTopic::Samples, unknown.encode_to_vec()).await;
+    edge.publish(RigTopic::Samples, unknown.encode_to_vec())
+        .await;
 
     let stats = wait(&mut handle, "5 blocks stored and 3 frames rejected", |s| {
         rig_stats(s).blocks_stored == 5 && s.frames_rejected_sum() == 3
@@ -171,27 +209,51 @@ async fn stores_every_block_once_in_influxdb_and_shuts_down_gracefully() {
     assert_eq!(r.blocks_missing, 0);
     assert_eq!(r.highest_contiguous_seq, Some(5));
     assert_eq!(r.lines_written, 5 * (SAMPLES_PER_BLOCK + 1));
-    assert_eq!(stats.frames_rejected_total.get(&RejectReason::Decode), Some(&1));
-    assert_eq!(stats.frames_rejected_total.get(&RejectReason::RigMismatch), Some(&1));
-    assert_eq!(stats.frames_rejected_total.get(&RejectReason::UnknownChannel), Some(&1));
+    assert_eq!(
+        stats.frames_rejected_total.get(&RejectReason::Decode),
+        Some(&1)
+    );
+    assert_eq!(
+        stats.frames_rejected_total.get(&RejectReason::RigMismatch),
+        Some(&1)
+    );
+    assert_eq!(
+        stats
+            .frames_rejected_total
+            .get(&RejectReason::UnknownChannel),
+        Some(&1)
+    );
     assert_eq!(r.channels.len(), 2);
     // Floor 2 reads a constant -1000 counts * 0.001 = -1 m/s^2: RMS 1.
     assert_eq!(r.floor_accel_rms_m_s2.get(&2).copied(), Some(1.0));
 
-    let count = influx.rows("dtop", "SELECT count(floor1_accel) FROM dtop_samples").await;
+    let count = influx
+        .rows("dtop", "SELECT count(floor1_accel) FROM dtop_samples")
+        .await;
     assert_eq!(count[0]["count"], json!(5 * SAMPLES_PER_BLOCK));
-    let blocks = influx.rows("dtop", "SELECT seq FROM dtop_blocks ORDER BY time").await;
+    let blocks = influx
+        .rows("dtop", "SELECT seq FROM dtop_blocks ORDER BY time")
+        .await;
     let seqs: Vec<_> = blocks.iter().map(|b| b["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
     // Block 4, sample 7: raw 4 + 7 = 11 counts, at t0 + (4 * 100 + 7) ms.
     let t_ns = T0_NS + (4 * SAMPLES_PER_BLOCK + 7) * PERIOD_NS;
-    let point = influx.rows("dtop", &format!("SELECT floor1_accel, floor2_accel FROM dtop_samples WHERE time = {t_ns}")).await;
+    let point = influx
+        .rows(
+            "dtop",
+            &format!("SELECT floor1_accel, floor2_accel FROM dtop_samples WHERE time = {t_ns}"),
+        )
+        .await;
     assert_eq!(point.len(), 1);
     assert_eq!(point[0]["floor1_accel"].as_f64(), Some(11.0 * 0.001));
     assert_eq!(point[0]["floor2_accel"].as_f64(), Some(-1000.0 * 0.001));
 
     shutdown.cancel();
-    tokio::time::timeout(WAIT, twin).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(WAIT, twin)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let last = handle.stats();
     assert!(!last.mqtt_connected);
     assert_eq!(last.store.lines_dropped_total, 0);
@@ -199,32 +261,57 @@ async fn stores_every_block_once_in_influxdb_and_shuts_down_gracefully() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_to_line_protocol_files_when_no_influxdb_is_configured() {
-    let Some(broker) = Mosquitto::start_if_installed().await else { return };
+    let Some(broker) = Mosquitto::start_if_installed().await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let lines_dir = dir.path().join("lines");
-    let storage = StorageConfig::File(FileStorageConfig { dir: lines_dir.clone(), precision: Precision::Us });
+    let storage = StorageConfig::File(FileStorageConfig {
+        dir: lines_dir.clone(),
+        precision: Precision::Us,
+    });
     let shutdown = CancellationToken::new();
     let (mut handle, twin) = dtop_twin::spawn(config(broker.port, storage), shutdown.clone());
     let stats = wait(&mut handle, "the MQTT connection", |s| s.mqtt_connected).await;
-    assert!(stats.storage.contains("no InfluxDB configured"), "{}", stats.storage);
-    assert!(stats.storage.contains("--data-binary @FILE"), "{}", stats.storage);
+    assert!(
+        stats.storage.contains("no InfluxDB configured"),
+        "{}",
+        stats.storage
+    );
+    assert!(
+        stats.storage.contains("--data-binary @FILE"),
+        "{}",
+        stats.storage
+    );
 
     let edge = Edge::connect(broker.port).await;
     edge.publish(RigTopic::Birth, birth(4)).await;
     for seq in 10..13 {
         edge.publish(RigTopic::Samples, block(4, seq)).await;
     }
-    wait(&mut handle, "3 blocks stored", |s| rig_stats(s).blocks_stored == 3).await;
+    wait(&mut handle, "3 blocks stored", |s| {
+        rig_stats(s).blocks_stored == 3
+    })
+    .await;
     shutdown.cancel();
-    tokio::time::timeout(WAIT, twin).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(WAIT, twin)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 
-    let files: Vec<_> = std::fs::read_dir(&lines_dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<_> = std::fs::read_dir(&lines_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     let text = std::fs::read_to_string(&files[0]).unwrap();
     assert_eq!(text.lines().count() as u64, 3 * (SAMPLES_PER_BLOCK + 1));
     let first_us = (T0_NS + 10 * SAMPLES_PER_BLOCK * PERIOD_NS) / 1_000;
     assert!(
-        text.starts_with(&format!("dtop_samples,rig={RIG},stream=0 floor1_accel=0.01,floor2_accel=-1 {first_us}\n")),
+        text.starts_with(&format!(
+            "dtop_samples,rig={RIG},stream=0 floor1_accel=0.01,floor2_accel=-1 {first_us}\n"
+        )),
         "{}",
         &text[..200]
     );
@@ -237,7 +324,10 @@ async fn keeps_retrying_the_broker_and_connects_once_it_is_up() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let storage = StorageConfig::File(FileStorageConfig { dir: dir.path().to_owned(), precision: Precision::Us });
+    let storage = StorageConfig::File(FileStorageConfig {
+        dir: dir.path().to_owned(),
+        precision: Precision::Us,
+    });
     let port = support::free_port();
     let mut cfg = config(port, storage);
     cfg.mqtt.reconnect.initial_ms = 20;
@@ -245,23 +335,44 @@ async fn keeps_retrying_the_broker_and_connects_once_it_is_up() {
     let shutdown = CancellationToken::new();
     let (mut handle, twin) = dtop_twin::spawn(cfg, shutdown.clone());
     // Nothing listens yet: the twin must back off and keep trying.
-    wait(&mut handle, "failed connection attempts", |s| s.mqtt_connection_errors_total >= 3).await;
-    assert!(!twin.is_finished(), "the twin must not give up on an absent broker");
+    wait(&mut handle, "failed connection attempts", |s| {
+        s.mqtt_connection_errors_total >= 3
+    })
+    .await;
+    assert!(
+        !twin.is_finished(),
+        "the twin must not give up on an absent broker"
+    );
     let _broker = Mosquitto::start_on(Some(port)).await;
     wait(&mut handle, "the MQTT connection", |s| s.mqtt_connected).await;
     shutdown.cancel();
-    tokio::time::timeout(WAIT, twin).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(WAIT, twin)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shuts_down_promptly_while_the_broker_is_unreachable() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = StorageConfig::File(FileStorageConfig { dir: dir.path().to_owned(), precision: Precision::Us });
+    let storage = StorageConfig::File(FileStorageConfig {
+        dir: dir.path().to_owned(),
+        precision: Precision::Us,
+    });
     let shutdown = CancellationToken::new();
-    let (mut handle, twin) = dtop_twin::spawn(config(support::free_port(), storage), shutdown.clone());
-    wait(&mut handle, "a failed connection attempt", |s| s.mqtt_connection_errors_total >= 1).await;
+    let (mut handle, twin) =
+        dtop_twin::spawn(config(support::free_port(), storage), shutdown.clone());
+    wait(&mut handle, "a failed connection attempt", |s| {
+        s.mqtt_connection_errors_total >= 1
+    })
+    .await;
     shutdown.cancel();
-    tokio::time::timeout(WAIT, twin).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(WAIT, twin)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -271,7 +382,9 @@ async fn run_refuses_an_invalid_config_before_connecting() {
     cfg.mqtt.host = String::new();
     let (stats_tx, _handle) = dtop_twin::stats_channel();
     match dtop_twin::run(cfg, CancellationToken::new(), stats_tx).await {
-        Err(dtop_twin::TwinError::InvalidConfig(problems)) => assert_eq!(problems.0.len(), 2, "{problems}"),
+        Err(dtop_twin::TwinError::InvalidConfig(problems)) => {
+            assert_eq!(problems.0.len(), 2, "{problems}")
+        }
         other => panic!("expected InvalidConfig, got {other:?}"),
     }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dtop_proto::RigId;
-use dtop_twin::config::{BackoffConfig, HttpConfig, InfluxV1Config, InfluxV2Config, StorageConfig, TwinConfig};
+use dtop_twin::config::{
+    BackoffConfig, HttpConfig, InfluxV1Config, InfluxV2Config, StorageConfig, TwinConfig,
+};
 use dtop_twin::lineproto::{self, BlockHeader, Column, Precision};
 use dtop_twin::rig::Chunk;
 use dtop_twin::stats::StoreStats;
@@ -43,15 +45,30 @@ fn header(first_timestamp_ns: u64, sample_period_ns: u64) -> BlockHeader<'static
 fn columns() -> [Column<'static>; 2] {
     [
         // Spaces, commas and equals signs must survive escaping.
-        Column { name: "floor 1,accel=x", scale: 0.5, offset: 0.0, raw: &RAW_A },
-        Column { name: "force_n", scale: 1e-9, offset: 0.25, raw: &RAW_B },
+        Column {
+            name: "floor 1,accel=x",
+            scale: 0.5,
+            offset: 0.0,
+            raw: &RAW_A,
+        },
+        Column {
+            name: "force_n",
+            scale: 1e-9,
+            offset: 0.25,
+            raw: &RAW_B,
+        },
     ]
 }
 
 fn encode(first_timestamp_ns: u64, sample_period_ns: u64, precision: Precision) -> (Bytes, usize) {
     let mut out = String::new();
-    let lines = lineproto::encode_block(&mut out, &header(first_timestamp_ns, sample_period_ns), &columns(), precision)
-        .unwrap();
+    let lines = lineproto::encode_block(
+        &mut out,
+        &header(first_timestamp_ns, sample_period_ns),
+        &columns(),
+        precision,
+    )
+    .unwrap();
     (Bytes::from(out), lines)
 }
 
@@ -72,8 +89,15 @@ fn expected_value(column: &Column<'_>, k: usize) -> f64 {
     column.value(k).unwrap()
 }
 
-async fn check_v1_round_trip(precision: Precision, first_ns: u64, period_ns: u64, expected_first_ns: i64) {
-    let Some(influx) = InfluxD::start_if_installed().await else { return };
+async fn check_v1_round_trip(
+    precision: Precision,
+    first_ns: u64,
+    period_ns: u64,
+    expected_first_ns: i64,
+) {
+    let Some(influx) = InfluxD::start_if_installed().await else {
+        return;
+    };
     influx.create_database("dtop").await;
     let config = v1_config(&influx, "dtop", precision);
     config.validate().unwrap();
@@ -82,7 +106,12 @@ async fn check_v1_round_trip(precision: Precision, first_ns: u64, period_ns: u64
     assert_eq!(lines, 5);
     sink.write(&body).await.unwrap();
 
-    let rows = influx.rows("dtop", "SELECT * FROM dtop_samples WHERE rig = 'lab-3s' ORDER BY time").await;
+    let rows = influx
+        .rows(
+            "dtop",
+            "SELECT * FROM dtop_samples WHERE rig = 'lab-3s' ORDER BY time",
+        )
+        .await;
     assert_eq!(rows.len(), 4, "{rows:?}");
     let cols = columns();
     for (k, row) in rows.iter().enumerate() {
@@ -91,8 +120,15 @@ async fn check_v1_round_trip(precision: Precision, first_ns: u64, period_ns: u64
         assert_eq!(row["rig"], json!("lab-3s"));
         assert_eq!(row["stream"], json!("0"));
         for c in &cols {
-            let stored = row[c.name].as_f64().unwrap_or_else(|| panic!("no float {} in {row:?}", c.name));
-            assert_eq!(stored.to_bits(), expected_value(c, k).to_bits(), "{} sample {k}", c.name);
+            let stored = row[c.name]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no float {} in {row:?}", c.name));
+            assert_eq!(
+                stored.to_bits(),
+                expected_value(c, k).to_bits(),
+                "{} sample {k}",
+                c.name
+            );
         }
     }
 
@@ -101,20 +137,41 @@ async fn check_v1_round_trip(precision: Precision, first_ns: u64, period_ns: u64
     let b = &blocks[0];
     assert_eq!(b["time"], json!(expected_first_ns));
     assert_eq!(
-        (b["seq"].clone(), b["first_sample_index"].clone(), b["samples"].clone()),
+        (
+            b["seq"].clone(),
+            b["first_sample_index"].clone(),
+            b["samples"].clone()
+        ),
         (json!(17), json!(4000), json!(4))
     );
-    assert_eq!((b["sample_period_ns"].clone(), b["session"].clone()), (json!(period_ns), json!(3)));
+    assert_eq!(
+        (b["sample_period_ns"].clone(), b["session"].clone()),
+        (json!(period_ns), json!(3))
+    );
     assert_eq!(b["backfill"], json!(true));
 
     // Integers must have been stored as integers and samples as floats.
-    let types = influx.rows("dtop", "SHOW FIELD KEYS FROM dtop_blocks").await;
-    let types: BTreeMap<String, Value> =
-        types.into_iter().map(|r| (r["fieldKey"].as_str().unwrap().to_owned(), r["fieldType"].clone())).collect();
+    let types = influx
+        .rows("dtop", "SHOW FIELD KEYS FROM dtop_blocks")
+        .await;
+    let types: BTreeMap<String, Value> = types
+        .into_iter()
+        .map(|r| {
+            (
+                r["fieldKey"].as_str().unwrap().to_owned(),
+                r["fieldType"].clone(),
+            )
+        })
+        .collect();
     assert_eq!(types["seq"], json!("integer"));
     assert_eq!(types["backfill"], json!("boolean"));
-    let types = influx.rows("dtop", "SHOW FIELD KEYS FROM dtop_samples").await;
-    assert!(types.iter().all(|r| r["fieldType"] == json!("float")), "{types:?}");
+    let types = influx
+        .rows("dtop", "SHOW FIELD KEYS FROM dtop_samples")
+        .await;
+    assert!(
+        types.iter().all(|r| r["fieldType"] == json!("float")),
+        "{types:?}"
+    );
 }
 
 #[tokio::test]
@@ -136,29 +193,48 @@ async fn influx_v1_truncates_sub_microsecond_starts_at_us_precision() {
 
 #[tokio::test]
 async fn influx_v1_refuses_a_missing_database_as_a_rejected_batch() {
-    let Some(influx) = InfluxD::start_if_installed().await else { return };
-    let mut sink = Sink::from_config(&v1_config(&influx, "nope", Precision::Us)).await.unwrap();
+    let Some(influx) = InfluxD::start_if_installed().await else {
+        return;
+    };
+    let mut sink = Sink::from_config(&v1_config(&influx, "nope", Precision::Us))
+        .await
+        .unwrap();
     let (body, _) = encode(T0_NS, 1_000_000, Precision::Us);
     match sink.write(&body).await {
-        Err(WriteError::Rejected { status: 404, message }) => assert!(message.contains("database not found"), "{message}"),
+        Err(WriteError::Rejected {
+            status: 404,
+            message,
+        }) => assert!(message.contains("database not found"), "{message}"),
         other => panic!("expected a 404 rejection, got {other:?}"),
     }
 }
 
 #[tokio::test]
 async fn influx_v1_rejects_malformed_lines_with_the_server_message() {
-    let Some(influx) = InfluxD::start_if_installed().await else { return };
+    let Some(influx) = InfluxD::start_if_installed().await else {
+        return;
+    };
     influx.create_database("dtop").await;
-    let mut sink = Sink::from_config(&v1_config(&influx, "dtop", Precision::Us)).await.unwrap();
-    match sink.write(&Bytes::from_static(b"this is not line protocol\n")).await {
-        Err(WriteError::Rejected { status: 400, message }) => assert!(message.contains("unable to parse"), "{message}"),
+    let mut sink = Sink::from_config(&v1_config(&influx, "dtop", Precision::Us))
+        .await
+        .unwrap();
+    match sink
+        .write(&Bytes::from_static(b"this is not line protocol\n"))
+        .await
+    {
+        Err(WriteError::Rejected {
+            status: 400,
+            message,
+        }) => assert!(message.contains("unable to parse"), "{message}"),
         other => panic!("expected a 400 rejection, got {other:?}"),
     }
 }
 
 #[tokio::test]
 async fn writer_batches_blocks_into_influx_v1_and_counts_them_per_rig() {
-    let Some(influx) = InfluxD::start_if_installed().await else { return };
+    let Some(influx) = InfluxD::start_if_installed().await else {
+        return;
+    };
     influx.create_database("dtop").await;
     let config = v1_config(&influx, "dtop", Precision::Us);
     let sink = Sink::from_config(&config).await.unwrap();
@@ -168,7 +244,11 @@ async fn writer_batches_blocks_into_influx_v1_and_counts_them_per_rig() {
         sink,
         chunk_rx,
         // Only max_lines and the channel closing may flush: no delay-based flush in this test.
-        WriterConfig { max_lines: 12, max_delay: Duration::from_secs(3600), ..WriterConfig::from(&config) },
+        WriterConfig {
+            max_lines: 12,
+            max_delay: Duration::from_secs(3600),
+            ..WriterConfig::from(&config)
+        },
         CancellationToken::new(),
         stats_tx,
     );
@@ -177,16 +257,29 @@ async fn writer_batches_blocks_into_influx_v1_and_counts_them_per_rig() {
         let (body, lines) = encode(T0_NS + block * 4_000_000, 1_000_000, Precision::Us);
         let lines_text = String::from_utf8(body.to_vec()).unwrap();
         let rig = RigId::new("lab-3s").unwrap();
-        chunk_tx.send(Chunk { rig, seq: block, lines: lines_text, line_count: lines }).await.unwrap();
+        chunk_tx
+            .send(Chunk {
+                rig,
+                seq: block,
+                lines: lines_text,
+                line_count: lines,
+            })
+            .await
+            .unwrap();
     }
     drop(chunk_tx);
-    let stats = tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap();
+    let stats = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stats.lines_written_total, 25);
     // 12 lines per batch at most, whole blocks of 5 lines: 15, then 10.
     assert_eq!(stats.batches_written_total, 2);
     assert_eq!(stats.rigs[&RigId::new("lab-3s").unwrap()].blocks_stored, 5);
     assert_eq!(stats_rx.borrow_and_update().lines_written_total, 25);
-    let count = influx.rows("dtop", "SELECT count(force_n) FROM dtop_samples").await;
+    let count = influx
+        .rows("dtop", "SELECT count(force_n) FROM dtop_samples")
+        .await;
     assert_eq!(count[0]["count"], json!(20));
 }
 
@@ -200,18 +293,25 @@ fn v2_config(url: &str, token_file: &std::path::Path) -> TwinConfig {
             precision: Precision::Us,
         }),
         http: HttpConfig { timeout_ms: 2_000 },
-        retry: BackoffConfig { initial_ms: 50, max_ms: 200 },
+        retry: BackoffConfig {
+            initial_ms: 50,
+            max_ms: 200,
+        },
         ..TwinConfig::default()
     }
 }
 
 #[tokio::test]
 async fn influx_v2_sink_stores_exact_values_in_victoria_metrics() {
-    let Some(vm) = VictoriaMetrics::start_if_installed().await else { return };
+    let Some(vm) = VictoriaMetrics::start_if_installed().await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "secret-token\n").unwrap();
-    let mut sink = Sink::from_config(&v2_config(&vm.url, &token)).await.unwrap();
+    let mut sink = Sink::from_config(&v2_config(&vm.url, &token))
+        .await
+        .unwrap();
     // VictoriaMetrics keeps milliseconds, so use a ms-aligned start and period.
     let first_ns = 1_700_000_000_123_000_000;
     let (body, _) = encode(first_ns, 1_000_000, Precision::Us);
@@ -223,15 +323,25 @@ async fn influx_v2_sink_stores_exact_values_in_victoria_metrics() {
             s.len() == 8 && s.iter().all(|x| !x.values.is_empty())
         })
         .await;
-    let by_name: BTreeMap<String, &support::ExportedSeries> =
-        series.iter().map(|s| (s.metric["__name__"].clone(), s)).collect();
+    let by_name: BTreeMap<String, &support::ExportedSeries> = series
+        .iter()
+        .map(|s| (s.metric["__name__"].clone(), s))
+        .collect();
     let first_ms = (first_ns / 1_000_000) as i64;
     let cols = columns();
-    for (c, metric) in cols.iter().zip(["dtop_samples_floor 1,accel=x", "dtop_samples_force_n"]) {
-        let s = by_name.get(metric).unwrap_or_else(|| panic!("no {metric} in {:?}", by_name.keys()));
+    for (c, metric) in cols
+        .iter()
+        .zip(["dtop_samples_floor 1,accel=x", "dtop_samples_force_n"])
+    {
+        let s = by_name
+            .get(metric)
+            .unwrap_or_else(|| panic!("no {metric} in {:?}", by_name.keys()));
         assert_eq!(s.metric["rig"], "lab-3s");
         assert_eq!(s.metric["stream"], "0");
-        assert_eq!(s.timestamps, (0..4).map(|k| first_ms + k).collect::<Vec<_>>());
+        assert_eq!(
+            s.timestamps,
+            (0..4).map(|k| first_ms + k).collect::<Vec<_>>()
+        );
         let expected: Vec<f64> = (0..4).map(|k| expected_value(c, k)).collect();
         assert_eq!(s.values, expected, "{metric}");
     }
@@ -253,28 +363,60 @@ async fn writer_keeps_a_batch_while_storage_is_down_and_writes_it_once_it_is_up(
     let sink = Sink::from_config(&config).await.unwrap();
     let (chunk_tx, chunk_rx) = mpsc::channel(16);
     let (stats_tx, mut stats_rx) = watch::channel(StoreStats::default());
-    let task = tokio::spawn(Writer::new(sink, chunk_rx, WriterConfig::from(&config), CancellationToken::new(), stats_tx).run());
+    let task = tokio::spawn(
+        Writer::new(
+            sink,
+            chunk_rx,
+            WriterConfig::from(&config),
+            CancellationToken::new(),
+            stats_tx,
+        )
+        .run(),
+    );
     let first_ns = 1_700_000_000_000_000_000;
     let (body, lines) = encode(first_ns, 1_000_000, Precision::Us);
     let rig = RigId::new("lab-3s").unwrap();
-    chunk_tx.send(Chunk { rig, seq: 1, lines: String::from_utf8(body.to_vec()).unwrap(), line_count: lines }).await.unwrap();
+    chunk_tx
+        .send(Chunk {
+            rig,
+            seq: 1,
+            lines: String::from_utf8(body.to_vec()).unwrap(),
+            line_count: lines,
+        })
+        .await
+        .unwrap();
 
     // Nothing listens yet: the writer must fail, keep the batch, and retry.
-    tokio::time::timeout(Duration::from_secs(30), stats_rx.wait_for(|s| s.write_errors_total >= 2)).await.unwrap().unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        stats_rx.wait_for(|s| s.write_errors_total >= 2),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(stats_rx.borrow().lines_written_total, 0);
     assert_eq!(stats_rx.borrow().lines_pending, 5);
 
     let vm = VictoriaMetrics::start_on(Some(port)).await;
-    let stats = tokio::time::timeout(Duration::from_secs(30), stats_rx.wait_for(|s| s.lines_written_total == 5))
-        .await
-        .unwrap()
-        .unwrap()
-        .clone();
+    let stats = tokio::time::timeout(
+        Duration::from_secs(30),
+        stats_rx.wait_for(|s| s.lines_written_total == 5),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .clone();
     assert_eq!(stats.lines_rejected_total, 0);
     assert_eq!(stats.lines_dropped_total, 0);
-    vm.wait_for_export("dtop_samples_force_n", Duration::from_secs(30), |s| s.len() == 1 && s[0].values.len() == 4).await;
+    vm.wait_for_export("dtop_samples_force_n", Duration::from_secs(30), |s| {
+        s.len() == 1 && s[0].values.len() == 4
+    })
+    .await;
     drop(chunk_tx);
-    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -283,20 +425,44 @@ async fn writer_drops_a_stuck_batch_after_the_drain_timeout_at_shutdown() {
     let token = dir.path().join("token");
     std::fs::write(&token, "t").unwrap();
     // Nothing will ever listen here.
-    let config = v2_config(&format!("http://127.0.0.1:{}", support::free_port()), &token);
+    let config = v2_config(
+        &format!("http://127.0.0.1:{}", support::free_port()),
+        &token,
+    );
     let sink = Sink::from_config(&config).await.unwrap();
     let (chunk_tx, chunk_rx) = mpsc::channel(16);
     let (stats_tx, mut stats_rx) = watch::channel(StoreStats::default());
     let shutdown = CancellationToken::new();
-    let writer_config = WriterConfig { drain_timeout: Duration::from_millis(300), ..WriterConfig::from(&config) };
-    let task = tokio::spawn(Writer::new(sink, chunk_rx, writer_config, shutdown.clone(), stats_tx).run());
+    let writer_config = WriterConfig {
+        drain_timeout: Duration::from_millis(300),
+        ..WriterConfig::from(&config)
+    };
+    let task =
+        tokio::spawn(Writer::new(sink, chunk_rx, writer_config, shutdown.clone(), stats_tx).run());
     let (body, lines) = encode(T0_NS, 1_000_000, Precision::Us);
     let rig = RigId::new("lab-3s").unwrap();
-    chunk_tx.send(Chunk { rig, seq: 1, lines: String::from_utf8(body.to_vec()).unwrap(), line_count: lines }).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(30), stats_rx.wait_for(|s| s.write_errors_total >= 1)).await.unwrap().unwrap();
+    chunk_tx
+        .send(Chunk {
+            rig,
+            seq: 1,
+            lines: String::from_utf8(body.to_vec()).unwrap(),
+            line_count: lines,
+        })
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        stats_rx.wait_for(|s| s.write_errors_total >= 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     shutdown.cancel();
     drop(chunk_tx);
-    let stats = tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap();
+    let stats = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stats.lines_dropped_total, 5);
     assert_eq!(stats.lines_written_total, 0);
 }

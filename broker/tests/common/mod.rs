@@ -1,7 +1,10 @@
 //! Shared test helpers: start a real broker on a reserved loopback port and connect real
 //! rumqttc clients to it. Owns no assertions about broker behaviour.
 
-#![allow(dead_code)] // Each test binary uses a different subset.
+#![allow(dead_code)]
+// Each test binary uses a different subset.
+// Helpers outside #[test] fns fail the test by panicking, like the assertions they serve.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,9 +22,11 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// it. Another process could take the port in between; `spawn` then fails loudly (Bind or
 /// StartupTimeout) instead of the test talking to a stranger.
 pub fn start_broker() -> BrokerHandle {
-    let mut config = BrokerConfig::default();
-    config.mqtt = ListenerConfig {
-        listen: dtop_broker::reserve_loopback_addr().expect("reserve a loopback port"),
+    let config = BrokerConfig {
+        mqtt: ListenerConfig {
+            listen: dtop_broker::reserve_loopback_addr().expect("reserve a loopback port"),
+        },
+        ..BrokerConfig::default()
     };
     dtop_broker::spawn(&config).expect("broker starts")
 }

@@ -313,7 +313,10 @@ mod tests {
         assert_eq!(decode_all(&mut codec, &bytes).len(), 1);
         assert_eq!(codec.bad_frames_total(), 1);
         assert_eq!(codec.dropped_bytes_total(), bad.len() as u64);
-        assert!(matches!(codec.last_error(), Some(FrameError::BadCrc { .. })));
+        assert!(matches!(
+            codec.last_error(),
+            Some(FrameError::BadCrc { .. })
+        ));
     }
 
     #[test]
@@ -335,7 +338,10 @@ mod tests {
             force_n: f32::NAN,
         });
         let result = FirmwareCodec::new().encode(&nan, &mut dst);
-        assert!(matches!(result, Err(CodecError::Encode(EncodeError::Invalid(_)))));
+        assert!(matches!(
+            result,
+            Err(CodecError::Encode(EncodeError::Invalid(_)))
+        ));
         assert_eq!(&dst[..], b"keep");
     }
 

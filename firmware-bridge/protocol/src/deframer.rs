@@ -2,7 +2,9 @@
 //! place and keeps the drop/bad-frame counters. Owns only its fixed buffer; no I/O, no
 //! allocation, so the same code runs in firmware and under the tokio codec.
 
-use crate::frame::{DELIMITER, FrameError, MAX_ENCODED_FRAME_LEN, cobs_decode_in_place, decode_raw_frame};
+use crate::frame::{
+    DELIMITER, FrameError, MAX_ENCODED_FRAME_LEN, cobs_decode_in_place, decode_raw_frame,
+};
 use crate::message::Message;
 
 /// Receive state for one byte stream, with an `N`-byte buffer for one encoded frame.

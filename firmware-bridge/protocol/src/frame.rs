@@ -7,8 +7,8 @@ use core::fmt;
 use crc::{CRC_32_ISCSI, Crc, Table};
 
 use crate::message::{
-    BufferFull, EncodeError, MAX_PAYLOAD_LEN, Message, MessageType, PROTOCOL_VERSION,
-    PayloadError, Sink,
+    BufferFull, EncodeError, MAX_PAYLOAD_LEN, Message, MessageType, PROTOCOL_VERSION, PayloadError,
+    Sink,
 };
 
 /// Frame delimiter; never occurs inside an encoded frame (PROTOCOL.md §3.1).
@@ -95,10 +95,9 @@ impl fmt::Display for FrameError {
                 f,
                 "CRC mismatch: frame says {received:#010x}, bytes give {computed:#010x}"
             ),
-            Self::WrongVersion { version } => write!(
-                f,
-                "protocol version {version}, expected {PROTOCOL_VERSION}"
-            ),
+            Self::WrongVersion { version } => {
+                write!(f, "protocol version {version}, expected {PROTOCOL_VERSION}")
+            }
             Self::UnknownType { code } => write!(f, "unknown message type {code:#04x}"),
             Self::Payload {
                 message_type,
@@ -123,7 +122,9 @@ pub fn encode_frame(message: &Message<'_>, out: &mut [u8]) -> Result<usize, Enco
     message.validate().map_err(EncodeError::Invalid)?;
     let payload_len = message.payload_len();
     if payload_len > MAX_PAYLOAD_LEN {
-        return Err(EncodeError::Invalid(PayloadError::TooLarge { len: payload_len }));
+        return Err(EncodeError::Invalid(PayloadError::TooLarge {
+            len: payload_len,
+        }));
     }
     let mut sink = FrameSink {
         cobs: CobsWriter::new(out)?,
@@ -259,10 +260,7 @@ impl<'o> CobsWriter<'o> {
             }
             let room = usize::from(0xFF - self.code);
             let window = &bytes[..room.min(bytes.len())];
-            let run = window
-                .iter()
-                .position(|&b| b == 0)
-                .unwrap_or(window.len());
+            let run = window.iter().position(|&b| b == 0).unwrap_or(window.len());
             self.out
                 .get_mut(self.pos..self.pos + run)
                 .ok_or(BufferFull)?
@@ -397,7 +395,10 @@ mod tests {
         assert_eq!(cobs_decode(&[0x05, 1, 2], &mut out), Err(FrameError::Cobs));
         assert_eq!(cobs_decode(&[0x03, 1, 0], &mut out), Err(FrameError::Cobs));
         assert_eq!(cobs_decode(&[0x00], &mut out), Err(FrameError::Cobs));
-        assert_eq!(cobs_decode_in_place(&mut [0x05, 1, 2]), Err(FrameError::Cobs));
+        assert_eq!(
+            cobs_decode_in_place(&mut [0x05, 1, 2]),
+            Err(FrameError::Cobs)
+        );
         assert_eq!(
             cobs_decode(&[0x03, 1, 2], &mut [0u8; 1]),
             Err(FrameError::Oversized)

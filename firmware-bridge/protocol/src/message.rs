@@ -199,9 +199,7 @@ impl fmt::Display for ManifestError {
                 f,
                 "actuator floor {actuator_floor} is above the top floor {floors}"
             ),
-            Self::InvalidMaxForce => {
-                f.write_str("actuator max force is negative or not finite")
-            }
+            Self::InvalidMaxForce => f.write_str("actuator max force is negative or not finite"),
             Self::ChannelCount { count } => {
                 write!(f, "{count} channels; expected 1 to {MAX_CHANNELS}")
             }
@@ -496,7 +494,10 @@ impl<'a> SamplesView<'a> {
                 len: SAMPLES_HEADER_LEN + 4 * values.len(),
             });
         }
-        if values.is_empty() || values.len() % channels != 0 {
+        // `usize::is_multiple_of` needs Rust 1.87; the workspace MSRV is 1.85.
+        #[allow(clippy::manual_is_multiple_of)]
+        let ragged = values.len() % channels != 0;
+        if values.is_empty() || ragged {
             return Err(PayloadError::InvalidField {
                 field: "sample_count",
             });
@@ -622,7 +623,12 @@ impl PartialEq for SamplesView<'_> {
 }
 
 fn le_i32(bytes: &[u8], i: usize) -> i32 {
-    i32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]])
+    i32::from_le_bytes([
+        bytes[4 * i],
+        bytes[4 * i + 1],
+        bytes[4 * i + 2],
+        bytes[4 * i + 3],
+    ])
 }
 
 /// One decoded (or to-be-encoded) message, borrowing sample data (PROTOCOL.md §4).

@@ -4,8 +4,8 @@
 
 use crate::frame::{encode_frame, max_wire_len};
 use crate::message::{
-    ActuatorCommand, ActuatorStatus, EncodeError, Fault, Heartbeat, Manifest, Message,
-    MessageType, PayloadError, SamplesView,
+    ActuatorCommand, ActuatorStatus, EncodeError, Fault, Heartbeat, Manifest, Message, MessageType,
+    PayloadError, SamplesView,
 };
 
 /// Consecutive samples of every channel (PROTOCOL.md §4.3), owned.

@@ -26,7 +26,8 @@ pub struct SimConfig {
     #[serde(default = "default_samples_per_frame")]
     pub samples_per_frame: u16,
     /// Time scale: 1.0 is real time, 10.0 ten times faster, 0.0 lock-step (a frame as soon as
-    /// the previous one has been taken by the pty).
+    /// the previous one has been taken by the pty). Heartbeats and the actuator watchdog run on
+    /// wall-clock time at any speed, because the edge's timers do.
     #[serde(default = "default_speed")]
     pub speed: f64,
     /// Stop streaming after this many samples (heartbeats and replies continue). None = never.
@@ -129,7 +130,11 @@ pub enum ExcitationTarget {
 /// Default excitation: band-limited noise, 5 N RMS, 0–50 Hz.
 impl Default for ExcitationConfig {
     fn default() -> Self {
-        Self::Noise { rms: DEFAULT_NOISE_RMS, low_hz: 0.0, high_hz: DEFAULT_NOISE_HIGH_HZ }
+        Self::Noise {
+            rms: DEFAULT_NOISE_RMS,
+            low_hz: 0.0,
+            high_hz: DEFAULT_NOISE_HIGH_HZ,
+        }
     }
 }
 
@@ -275,7 +280,11 @@ impl SimConfig {
                 self.actuator_max_force_n
             ));
         }
-        check_non_negative(&mut problems, "accel_noise_rms_m_s2", self.accel_noise_rms_m_s2);
+        check_non_negative(
+            &mut problems,
+            "accel_noise_rms_m_s2",
+            self.accel_noise_rms_m_s2,
+        );
         check_non_negative(&mut problems, "force_noise_rms_n", self.force_noise_rms_n);
         if self.watchdog_timeout_ms == 0 {
             problems.push("watchdog_timeout_ms must be >= 1".to_owned());
@@ -286,22 +295,38 @@ impl SimConfig {
         if self.write_stall_timeout_ms == 0 {
             problems.push("write_stall_timeout_ms must be >= 1".to_owned());
         }
-        if self.truth_log.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        if self
+            .truth_log
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
             problems.push("truth_log must not be an empty path".to_owned());
         }
-        if self.pty_link.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        if self
+            .pty_link
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
             problems.push("pty_link must not be an empty path".to_owned());
         }
         self.validate_excitation(&mut problems, nyquist_hz);
 
-        if problems.is_empty() { Ok(()) } else { Err(ConfigError(problems)) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems))
+        }
     }
 
     fn validate_excitation(&self, problems: &mut Vec<String>, nyquist_hz: f64) {
         let max_corner_hz = 2.0 * MAX_CORNER_FRACTION * nyquist_hz;
         match &self.excitation {
             ExcitationConfig::None => {}
-            ExcitationConfig::Noise { rms, low_hz, high_hz } => {
+            ExcitationConfig::Noise {
+                rms,
+                low_hz,
+                high_hz,
+            } => {
                 check_non_negative(problems, "excitation.rms", *rms);
                 check_non_negative(problems, "excitation.low_hz", *low_hz);
                 if !(high_hz.is_finite() && *high_hz > 0.0 && *high_hz <= max_corner_hz) {
@@ -320,11 +345,24 @@ impl SimConfig {
                     ));
                 }
             }
-            ExcitationConfig::Sine { amplitude, frequency_hz } => {
+            ExcitationConfig::Sine {
+                amplitude,
+                frequency_hz,
+            } => {
                 check_non_negative(problems, "excitation.amplitude", *amplitude);
-                check_below_nyquist(problems, "excitation.frequency_hz", *frequency_hz, nyquist_hz);
+                check_below_nyquist(
+                    problems,
+                    "excitation.frequency_hz",
+                    *frequency_hz,
+                    nyquist_hz,
+                );
             }
-            ExcitationConfig::Chirp { amplitude, f0_hz, f1_hz, period_s } => {
+            ExcitationConfig::Chirp {
+                amplitude,
+                f0_hz,
+                f1_hz,
+                period_s,
+            } => {
                 check_non_negative(problems, "excitation.amplitude", *amplitude);
                 check_below_nyquist(problems, "excitation.f0_hz", *f0_hz, nyquist_hz);
                 check_below_nyquist(problems, "excitation.f1_hz", *f1_hz, nyquist_hz);
@@ -374,6 +412,18 @@ mod tests {
     }
 
     #[test]
+    fn example_config_is_the_default_and_valid() {
+        let example = SimConfig::from_toml(include_str!("../dtop-rig-sim.example.toml")).unwrap();
+        // The default version string follows the crate version; everything else must match.
+        let default = SimConfig {
+            firmware_version: example.firmware_version.clone(),
+            ..SimConfig::default()
+        };
+        assert_eq!(example, default);
+        assert_eq!(example.validate(), Ok(()));
+    }
+
+    #[test]
     fn empty_toml_gives_the_defaults() {
         let parsed = SimConfig::from_toml("").unwrap();
         assert_eq!(parsed, SimConfig::default());
@@ -388,7 +438,8 @@ mod tests {
     #[test]
     fn rejects_unknown_fields_at_top_level_and_in_the_excitation() {
         assert!(SimConfig::from_toml("sped = 2.0").is_err());
-        let text = "[excitation]\nkind = \"sine\"\namplitude = 1.0\nfrequency_hz = 5.0\nphase = 1.0\n";
+        let text =
+            "[excitation]\nkind = \"sine\"\namplitude = 1.0\nfrequency_hz = 5.0\nphase = 1.0\n";
         assert!(SimConfig::from_toml(text).is_err());
     }
 
@@ -397,10 +448,12 @@ mod tests {
         let sine = "[excitation]\nkind = \"sine\"\namplitude = 1.0\nfrequency_hz = 5.0\n";
         assert_eq!(
             SimConfig::from_toml(sine).unwrap().excitation,
-            ExcitationConfig::Sine { amplitude: 1.0, frequency_hz: 5.0 }
+            ExcitationConfig::Sine {
+                amplitude: 1.0,
+                frequency_hz: 5.0
+            }
         );
-        let chirp =
-            "[excitation]\nkind = \"chirp\"\namplitude = 1.0\nf0_hz = 1.0\nf1_hz = 40.0\nperiod_s = 10.0\n";
+        let chirp = "[excitation]\nkind = \"chirp\"\namplitude = 1.0\nf0_hz = 1.0\nf1_hz = 40.0\nperiod_s = 10.0\n";
         assert!(matches!(
             SimConfig::from_toml(chirp).unwrap().excitation,
             ExcitationConfig::Chirp { .. }
@@ -420,7 +473,11 @@ mod tests {
             actuator_floor: 4,
             actuator_max_force_n: f32::NAN,
             firmware_version: "x".repeat(40),
-            excitation: ExcitationConfig::Noise { rms: -1.0, low_hz: 60.0, high_hz: 50.0 },
+            excitation: ExcitationConfig::Noise {
+                rms: -1.0,
+                low_hz: 60.0,
+                high_hz: 50.0,
+            },
             ..SimConfig::default()
         };
         let problems = config.validate().unwrap_err().0;
@@ -430,7 +487,11 @@ mod tests {
     #[test]
     fn refuses_corner_frequencies_near_nyquist() {
         let config = SimConfig {
-            excitation: ExcitationConfig::Noise { rms: 1.0, low_hz: 0.0, high_hz: 460.0 },
+            excitation: ExcitationConfig::Noise {
+                rms: 1.0,
+                low_hz: 0.0,
+                high_hz: 460.0,
+            },
             ..SimConfig::default()
         };
         assert!(config.validate().is_err());
@@ -438,9 +499,15 @@ mod tests {
 
     #[test]
     fn refuses_sample_rates_finer_than_a_millihertz() {
-        let config = SimConfig { sample_rate_hz: 1000.0004, ..SimConfig::default() };
+        let config = SimConfig {
+            sample_rate_hz: 1000.0004,
+            ..SimConfig::default()
+        };
         assert!(config.validate().is_err());
-        let config = SimConfig { sample_rate_hz: 1000.5, ..SimConfig::default() };
+        let config = SimConfig {
+            sample_rate_hz: 1000.5,
+            ..SimConfig::default()
+        };
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.sample_rate_mhz(), 1_000_500);
     }

@@ -15,8 +15,8 @@ pub enum SimError {
     #[error("building the structural model")]
     Model(#[from] dtop_dynamics::ModelError),
     /// The manifest could not be built from the config (a bug: validate() should have caught it).
-    #[error("building the manifest: {0}")]
-    Manifest(String),
+    #[error("building the manifest")]
+    Manifest(#[from] dtop_firmware::ManifestError),
     /// Creating the pseudo-terminal failed.
     #[error("creating the pseudo-terminal")]
     Pty(#[source] std::io::Error),

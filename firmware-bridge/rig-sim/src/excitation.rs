@@ -37,9 +37,18 @@ pub struct Excitation {
 #[derive(Debug, Clone)]
 enum Kind {
     None,
-    Noise { rng: ChaCha8Rng, filter: BiquadCascade, gain: f64 },
-    Sine { amplitude: f64, frequency_hz: f64 },
-    Chirp { amplitude: f64, f0_hz: f64, f1_hz: f64, period_samples: u64 },
+    /// Boxed: the ChaCha state is large next to the other variants.
+    Noise(Box<NoiseSource>),
+    Sine {
+        amplitude: f64,
+        frequency_hz: f64,
+    },
+    Chirp {
+        amplitude: f64,
+        f0_hz: f64,
+        f1_hz: f64,
+        period_samples: u64,
+    },
 }
 
 impl Excitation {
@@ -47,18 +56,35 @@ impl Excitation {
     pub fn new(config: &ExcitationConfig, sample_rate_hz: f64, seed: u64) -> Self {
         let kind = match *config {
             ExcitationConfig::None => Kind::None,
-            ExcitationConfig::Noise { rms, low_hz, high_hz } => {
+            ExcitationConfig::Noise {
+                rms,
+                low_hz,
+                high_hz,
+            } => {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 rng.set_stream(EXCITATION_RNG_STREAM);
                 let filter = BiquadCascade::butterworth4_band(low_hz, high_hz, sample_rate_hz);
                 let energy = filter.impulse_energy();
-                let gain = if energy > 0.0 { rms / energy.sqrt() } else { 0.0 };
-                Kind::Noise { rng, filter, gain }
+                let gain = if energy > 0.0 {
+                    rms / energy.sqrt()
+                } else {
+                    0.0
+                };
+                Kind::Noise(Box::new(NoiseSource { rng, filter, gain }))
             }
-            ExcitationConfig::Sine { amplitude, frequency_hz } => {
-                Kind::Sine { amplitude, frequency_hz }
-            }
-            ExcitationConfig::Chirp { amplitude, f0_hz, f1_hz, period_s } => Kind::Chirp {
+            ExcitationConfig::Sine {
+                amplitude,
+                frequency_hz,
+            } => Kind::Sine {
+                amplitude,
+                frequency_hz,
+            },
+            ExcitationConfig::Chirp {
+                amplitude,
+                f0_hz,
+                f1_hz,
+                period_s,
+            } => Kind::Chirp {
                 amplitude,
                 f0_hz,
                 f1_hz,
@@ -66,7 +92,11 @@ impl Excitation {
                 period_samples: ((period_s * sample_rate_hz).round() as u64).max(1),
             },
         };
-        Self { kind, sample_rate_hz, next_index: 0 }
+        Self {
+            kind,
+            sample_rate_hz,
+            next_index: 0,
+        }
     }
 
     /// The value for the next sample.
@@ -76,19 +106,37 @@ impl Excitation {
         let fs = self.sample_rate_hz;
         match &mut self.kind {
             Kind::None => 0.0,
-            Kind::Noise { rng, filter, gain } => {
-                let white: f64 = rng.sample(StandardNormal);
-                *gain * filter.process(white)
+            Kind::Noise(noise) => {
+                let white: f64 = noise.rng.sample(StandardNormal);
+                noise.gain * noise.filter.process(white)
             }
-            Kind::Sine { amplitude, frequency_hz } => sine_value(*amplitude, *frequency_hz, fs, n),
-            Kind::Chirp { amplitude, f0_hz, f1_hz, period_samples } => {
+            Kind::Sine {
+                amplitude,
+                frequency_hz,
+            } => sine_value(*amplitude, *frequency_hz, fs, n),
+            Kind::Chirp {
+                amplitude,
+                f0_hz,
+                f1_hz,
+                period_samples,
+            } => {
                 let t_s = (n % *period_samples) as f64 / fs;
                 let period_s = *period_samples as f64 / fs;
-                let phase = 2.0 * PI * (*f0_hz * t_s + (*f1_hz - *f0_hz) * t_s * t_s / (2.0 * period_s));
+                let phase =
+                    2.0 * PI * (*f0_hz * t_s + (*f1_hz - *f0_hz) * t_s * t_s / (2.0 * period_s));
                 *amplitude * phase.sin()
             }
         }
     }
+}
+
+/// White Gaussian noise shaped by a filter and scaled to the requested RMS.
+#[derive(Debug, Clone)]
+struct NoiseSource {
+    rng: ChaCha8Rng,
+    filter: BiquadCascade,
+    /// requested RMS / sqrt(Σ h²), so the filtered output has the requested RMS.
+    gain: f64,
 }
 
 /// `amplitude · sin(2π f n / fs)`. Public so tests (and users) can compute expected values.
@@ -151,7 +199,9 @@ impl BiquadCascade {
             .collect();
         if low_hz > 0.0 {
             sections.extend(
-                BUTTERWORTH4_Q.iter().map(|&q| Biquad::rbj(low_hz, q, sample_rate_hz, true)),
+                BUTTERWORTH4_Q
+                    .iter()
+                    .map(|&q| Biquad::rbj(low_hz, q, sample_rate_hz, true)),
             );
         }
         Self { sections }
@@ -211,7 +261,11 @@ mod tests {
     fn band_limited_noise_has_the_requested_rms() {
         // 400 s at 1 kHz: the RMS estimate of noise with ~100 Hz of bandwidth has a relative
         // standard error of about 1/sqrt(2·B·T) ≈ 0.25 %, so 3 % is a generous bound.
-        let config = ExcitationConfig::Noise { rms: 5.0, low_hz: 0.0, high_hz: 50.0 };
+        let config = ExcitationConfig::Noise {
+            rms: 5.0,
+            low_hz: 0.0,
+            high_hz: 50.0,
+        };
         let values = take(&mut Excitation::new(&config, 1000.0, 1), 400_000);
         let measured = rms(&values);
         assert!((measured - 5.0).abs() < 0.15, "rms = {measured}");
@@ -219,7 +273,11 @@ mod tests {
 
     #[test]
     fn band_pass_noise_has_the_requested_rms_and_no_dc() {
-        let config = ExcitationConfig::Noise { rms: 2.0, low_hz: 5.0, high_hz: 40.0 };
+        let config = ExcitationConfig::Noise {
+            rms: 2.0,
+            low_hz: 5.0,
+            high_hz: 40.0,
+        };
         let values = take(&mut Excitation::new(&config, 1000.0, 3), 400_000);
         let measured = rms(&values);
         assert!((measured - 2.0).abs() < 0.06, "rms = {measured}");
@@ -231,16 +289,23 @@ mod tests {
     fn low_pass_noise_loses_power_above_the_corner() {
         // Lag-1 correlation of noise band-limited to 50 Hz at 1 kHz is close to 1; of white
         // noise it is close to 0. This catches a filter that does nothing.
-        let config = ExcitationConfig::Noise { rms: 1.0, low_hz: 0.0, high_hz: 50.0 };
+        let config = ExcitationConfig::Noise {
+            rms: 1.0,
+            low_hz: 0.0,
+            high_hz: 50.0,
+        };
         let v = take(&mut Excitation::new(&config, 1000.0, 1), 100_000);
-        let lag1: f64 = v.windows(2).map(|w| w[0] * w[1]).sum::<f64>()
-            / v.iter().map(|x| x * x).sum::<f64>();
+        let lag1: f64 =
+            v.windows(2).map(|w| w[0] * w[1]).sum::<f64>() / v.iter().map(|x| x * x).sum::<f64>();
         assert!(lag1 > 0.9, "lag-1 correlation {lag1}");
     }
 
     #[test]
     fn sine_values_are_exact() {
-        let config = ExcitationConfig::Sine { amplitude: 3.0, frequency_hz: 12.5 };
+        let config = ExcitationConfig::Sine {
+            amplitude: 3.0,
+            frequency_hz: 12.5,
+        };
         let values = take(&mut Excitation::new(&config, 1000.0, 1), 100);
         for (n, v) in values.iter().enumerate() {
             let expected = 3.0 * (2.0 * PI * 12.5 * n as f64 / 1000.0).sin();
@@ -254,8 +319,12 @@ mod tests {
 
     #[test]
     fn chirp_repeats_each_period_and_starts_at_f0() {
-        let config =
-            ExcitationConfig::Chirp { amplitude: 1.0, f0_hz: 10.0, f1_hz: 100.0, period_s: 0.5 };
+        let config = ExcitationConfig::Chirp {
+            amplitude: 1.0,
+            f0_hz: 10.0,
+            f1_hz: 100.0,
+            period_s: 0.5,
+        };
         let values = take(&mut Excitation::new(&config, 1000.0, 1), 1500);
         assert_eq!(values[0..500], values[500..1000]);
         assert_eq!(values[0..500], values[1000..1500]);

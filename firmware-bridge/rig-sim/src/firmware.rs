@@ -9,9 +9,7 @@ use tokio_modbus::ExceptionCode;
 
 use crate::config::SimConfig;
 use crate::error::SimError;
-use crate::registers::{
-    self, HOLDING_COUNT, HOLDING_ENABLE, RegisterReply, RegisterRequest,
-};
+use crate::registers::{self, HOLDING_COUNT, HOLDING_ENABLE, RegisterReply, RegisterRequest};
 use crate::rig::{FLOORS, Measurement, Rig};
 use crate::sensor::CHANNEL_COUNT;
 
@@ -72,8 +70,7 @@ impl Firmware {
             config.actuator_floor,
             config.actuator_max_force_n,
             &descriptors,
-        )
-        .map_err(|e| SimError::Manifest(format!("{e:?}")))?;
+        )?;
         Ok(Self {
             rig,
             manifest,
@@ -84,9 +81,17 @@ impl Firmware {
             has_actuator: config.actuator_floor != 0,
             next_sample_index: 0,
             streaming: false,
-            actuator: Actuator { seq: 0, enabled: false, demand_n: 0.0, applied_at: 0 },
+            actuator: Actuator {
+                seq: 0,
+                enabled: false,
+                demand_n: 0.0,
+                applied_at: 0,
+            },
             last_contact: Duration::ZERO,
-            latest: Measurement { raw: [0; CHANNEL_COUNT], value_si: [0.0; CHANNEL_COUNT] },
+            latest: Measurement {
+                raw: [0; CHANNEL_COUNT],
+                value_si: [0.0; CHANNEL_COUNT],
+            },
         })
     }
 
@@ -107,7 +112,8 @@ impl Firmware {
 
     /// True once `max_samples` samples have been taken.
     pub fn max_samples_reached(&self) -> bool {
-        self.max_samples.is_some_and(|max| self.next_sample_index >= max)
+        self.max_samples
+            .is_some_and(|max| self.next_sample_index >= max)
     }
 
     /// Index of the next sample the ADC will take.
@@ -118,14 +124,17 @@ impl Firmware {
     /// Force the actuator applies to the next sample, N.
     pub fn applied_force_n(&self) -> f32 {
         if self.actuator.enabled {
-            self.actuator.demand_n.clamp(-self.max_force_n, self.max_force_n)
+            self.actuator
+                .demand_n
+                .clamp(-self.max_force_n, self.max_force_n)
         } else {
             0.0
         }
     }
 
     fn remaining_samples(&self) -> u64 {
-        self.max_samples.map_or(u64::MAX, |max| max.saturating_sub(self.next_sample_index))
+        self.max_samples
+            .map_or(u64::MAX, |max| max.saturating_sub(self.next_sample_index))
     }
 
     /// Reacts to a valid frame from the edge, appending replies to `out`.
@@ -154,10 +163,8 @@ impl Firmware {
             }
             // Firmware → edge messages arriving here are a confused peer; PROTOCOL.md gives
             // them no meaning in this direction, so they are ignored.
-            Frame::Manifest(_)
-            | Frame::Samples(_)
-            | Frame::ActuatorStatus(_)
-            | Frame::Fault(_) => {}
+            Frame::Manifest(_) | Frame::Samples(_) | Frame::ActuatorStatus(_) | Frame::Fault(_) => {
+            }
         }
     }
 
@@ -178,7 +185,11 @@ impl Firmware {
                 registers::read_range(&self.holding_bank(), address, quantity)
                     .map(RegisterReply::HoldingWords)
             }
-            RegisterRequest::WriteHolding { address, words, single } => {
+            RegisterRequest::WriteHolding {
+                address,
+                words,
+                single,
+            } => {
                 let next = registers::write_range(&self.holding_bank(), address, &words)?;
                 let enable = next[usize::from(HOLDING_ENABLE)] == 1;
                 if enable && !self.has_actuator {
@@ -193,10 +204,16 @@ impl Firmware {
                     out.push(self.status());
                 }
                 Ok(if single {
-                    RegisterReply::WroteSingle { address, value: words.first().copied().unwrap_or(0) }
+                    RegisterReply::WroteSingle {
+                        address,
+                        value: words.first().copied().unwrap_or(0),
+                    }
                 } else {
                     // write_range refused more than 123 words, so this fits in u16.
-                    RegisterReply::WroteMultiple { address, quantity: words.len() as u16 }
+                    RegisterReply::WroteMultiple {
+                        address,
+                        quantity: words.len() as u16,
+                    }
                 })
             }
         }
@@ -209,7 +226,9 @@ impl Firmware {
 
     /// When the watchdog expires, if it is armed (actuator enabled).
     pub fn watchdog_deadline(&self) -> Option<Duration> {
-        self.actuator.enabled.then(|| self.last_contact + self.watchdog_timeout)
+        self.actuator
+            .enabled
+            .then(|| self.last_contact + self.watchdog_timeout)
     }
 
     /// Puts the actuator in its safe state if the edge has been silent too long
@@ -239,7 +258,10 @@ impl Firmware {
 
     /// A SAMPLES_DROPPED fault for a run of lost frames starting at `first_lost`.
     pub fn samples_dropped_fault(first_lost: u64) -> Frame {
-        Frame::Fault(Fault { code: fault_code::SAMPLES_DROPPED, sample_index: first_lost })
+        Frame::Fault(Fault {
+            code: fault_code::SAMPLES_DROPPED,
+            sample_index: first_lost,
+        })
     }
 
     /// Takes the next frame's worth of samples, or None when not streaming or `max_samples`
@@ -258,7 +280,11 @@ impl Firmware {
             self.latest = measurement;
             self.next_sample_index += 1;
         }
-        Some(Samples { first_sample_index, channel_count: CHANNEL_COUNT as u8, raw })
+        Some(Samples {
+            first_sample_index,
+            channel_count: CHANNEL_COUNT as u8,
+            raw,
+        })
     }
 
     fn status(&self) -> Frame {
@@ -271,7 +297,10 @@ impl Firmware {
     }
 
     fn fault(&self, code: u16) -> Frame {
-        Frame::Fault(Fault { code, sample_index: self.next_sample_index })
+        Frame::Fault(Fault {
+            code,
+            sample_index: self.next_sample_index,
+        })
     }
 }
 
@@ -294,7 +323,11 @@ mod tests {
     }
 
     fn command(seq: u16, enable: bool, force_n: f32) -> Frame {
-        Frame::ActuatorCommand(ActuatorCommand { seq, enable, force_n })
+        Frame::ActuatorCommand(ActuatorCommand {
+            seq,
+            enable,
+            force_n,
+        })
     }
 
     #[test]
@@ -308,7 +341,9 @@ mod tests {
     fn answers_hello_with_the_manifest_and_then_streams_contiguous_frames() {
         let mut fw = firmware(SimConfig::default());
         let out = hello(&mut fw);
-        let [Frame::Manifest(m)] = out.as_slice() else { panic!("{out:?}") };
+        let [Frame::Manifest(m)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
         assert_eq!(m.channels().len(), 4);
         assert_eq!(m.actuator_floor, 3);
         assert_eq!(m.sample_rate_mhz, 1_000_000);
@@ -330,10 +365,14 @@ mod tests {
 
     #[test]
     fn stops_at_max_samples_with_a_short_last_frame() {
-        let mut fw = firmware(SimConfig { max_samples: Some(25), ..SimConfig::default() });
+        let mut fw = firmware(SimConfig {
+            max_samples: Some(25),
+            ..SimConfig::default()
+        });
         hello(&mut fw);
-        let counts: Vec<usize> =
-            std::iter::from_fn(|| fw.next_samples()).map(|s| s.raw.len() / 4).collect();
+        let counts: Vec<usize> = std::iter::from_fn(|| fw.next_samples())
+            .map(|s| s.raw.len() / 4)
+            .collect();
         assert_eq!(counts, [10, 10, 5]);
         assert!(fw.max_samples_reached());
         assert!(!fw.can_stream());
@@ -346,20 +385,30 @@ mod tests {
         fw.next_samples();
         let mut out = Vec::new();
         fw.handle_frame(command(7, true, 1000.0), 5 * MS, &mut out);
-        let [Frame::ActuatorStatus(s)] = out.as_slice() else { panic!("{out:?}") };
-        assert_eq!((s.seq, s.enabled, s.force_n, s.applied_at_sample_index), (7, true, 20.0, 10));
+        let [Frame::ActuatorStatus(s)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (s.seq, s.enabled, s.force_n, s.applied_at_sample_index),
+            (7, true, 20.0, 10)
+        );
         out.clear();
         fw.handle_frame(command(8, true, -1000.0), 6 * MS, &mut out);
         assert_eq!(fw.applied_force_n(), -20.0);
         out.clear();
         fw.handle_frame(command(9, false, 5.0), 7 * MS, &mut out);
-        let [Frame::ActuatorStatus(s)] = out.as_slice() else { panic!("{out:?}") };
+        let [Frame::ActuatorStatus(s)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
         assert_eq!((s.seq, s.enabled, s.force_n), (9, false, 0.0));
     }
 
     #[test]
     fn rejects_enable_without_an_actuator() {
-        let mut fw = firmware(SimConfig { actuator_floor: 0, ..SimConfig::default() });
+        let mut fw = firmware(SimConfig {
+            actuator_floor: 0,
+            ..SimConfig::default()
+        });
         let mut out = Vec::new();
         fw.handle_frame(command(3, true, 1.0), MS, &mut out);
         assert!(matches!(
@@ -377,7 +426,14 @@ mod tests {
         let mut out = Vec::new();
         fw.handle_frame(command(1, true, 5.0), 100 * MS, &mut out);
         assert_eq!(fw.watchdog_deadline(), Some(600 * MS));
-        fw.handle_frame(Frame::Heartbeat(Heartbeat { uptime_ms: 0, sample_index: 0 }), 400 * MS, &mut out);
+        fw.handle_frame(
+            Frame::Heartbeat(Heartbeat {
+                uptime_ms: 0,
+                sample_index: 0,
+            }),
+            400 * MS,
+            &mut out,
+        );
         assert_eq!(fw.watchdog_deadline(), Some(900 * MS));
         out.clear();
         assert!(!fw.check_watchdog(899 * MS, &mut out));
@@ -392,7 +448,14 @@ mod tests {
         assert_eq!(fw.watchdog_deadline(), None);
         // A heartbeat alone never re-enables (§7.4).
         out.clear();
-        fw.handle_frame(Frame::Heartbeat(Heartbeat { uptime_ms: 0, sample_index: 0 }), 950 * MS, &mut out);
+        fw.handle_frame(
+            Frame::Heartbeat(Heartbeat {
+                uptime_ms: 0,
+                sample_index: 0,
+            }),
+            950 * MS,
+            &mut out,
+        );
         assert_eq!(fw.applied_force_n(), 0.0);
         assert!(out.is_empty());
     }
@@ -408,21 +471,36 @@ mod tests {
     #[test]
     fn modbus_reads_latest_values_and_sample_count() {
         let mut fw = firmware(SimConfig {
-            excitation: ExcitationConfig::Sine { amplitude: 4.0, frequency_hz: 10.0 },
+            excitation: ExcitationConfig::Sine {
+                amplitude: 4.0,
+                frequency_hz: 10.0,
+            },
             ..SimConfig::default()
         });
         hello(&mut fw);
         let samples = fw.next_samples().unwrap();
         let mut out = Vec::new();
         let reply = fw
-            .handle_register_request(RegisterRequest::ReadInput { address: 0, quantity: 12 }, MS, &mut out)
+            .handle_register_request(
+                RegisterRequest::ReadInput {
+                    address: 0,
+                    quantity: 12,
+                },
+                MS,
+                &mut out,
+            )
             .unwrap();
-        let RegisterReply::InputWords(words) = reply else { panic!("{reply:?}") };
+        let RegisterReply::InputWords(words) = reply else {
+            panic!("{reply:?}")
+        };
         let force = registers::words_to_f32([words[6], words[7]]);
         let last_raw_force = samples.raw[9 * 4 + 3];
         let scale = fw.manifest().channels()[3].scale;
         assert!((f64::from(force) - f64::from(last_raw_force) * f64::from(scale)).abs() < 1e-4);
-        assert_eq!(registers::words_to_u64([words[8], words[9], words[10], words[11]]), 10);
+        assert_eq!(
+            registers::words_to_u64([words[8], words[9], words[10], words[11]]),
+            10
+        );
     }
 
     #[test]
@@ -432,21 +510,43 @@ mod tests {
         let mut out = Vec::new();
         let force = registers::f32_to_words(7.5);
         let reply = fw.handle_register_request(
-            RegisterRequest::WriteHolding { address: 0, words: vec![1, force[0], force[1]], single: false },
+            RegisterRequest::WriteHolding {
+                address: 0,
+                words: vec![1, force[0], force[1]],
+                single: false,
+            },
             MS,
             &mut out,
         );
-        assert_eq!(reply, Ok(RegisterReply::WroteMultiple { address: 0, quantity: 3 }));
+        assert_eq!(
+            reply,
+            Ok(RegisterReply::WroteMultiple {
+                address: 0,
+                quantity: 3
+            })
+        );
         assert_eq!(fw.applied_force_n(), 7.5);
-        assert!(matches!(out.as_slice(), [Frame::ActuatorStatus(s)] if s.enabled && s.force_n == 7.5));
+        assert!(
+            matches!(out.as_slice(), [Frame::ActuatorStatus(s)] if s.enabled && s.force_n == 7.5)
+        );
         let read = fw.handle_register_request(
-            RegisterRequest::ReadHolding { address: 0, quantity: 3 },
+            RegisterRequest::ReadHolding {
+                address: 0,
+                quantity: 3,
+            },
             MS,
             &mut out,
         );
-        assert_eq!(read, Ok(RegisterReply::HoldingWords(vec![1, force[0], force[1]])));
+        assert_eq!(
+            read,
+            Ok(RegisterReply::HoldingWords(vec![1, force[0], force[1]]))
+        );
         let refused = fw.handle_register_request(
-            RegisterRequest::WriteHolding { address: 0, words: vec![5], single: true },
+            RegisterRequest::WriteHolding {
+                address: 0,
+                words: vec![5],
+                single: true,
+            },
             MS,
             &mut out,
         );

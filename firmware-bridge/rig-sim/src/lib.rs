@@ -18,7 +18,9 @@
 //! - [`link`]: pty reader and writer tasks.
 //! - [`modbus`]: the Modbus TCP server.
 //! - [`sim`]: `start()`, the firmware task that owns the state machine, and `SimHandle`.
-//! - [`error`]: `SimError`.
+//! - [`error`]: the crate's one error type, `SimError`.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
 pub mod error;

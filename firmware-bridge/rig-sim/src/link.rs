@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
-use dtop_firmware::codec::FirmwareCodec;
+use dtop_firmware::codec::{CodecError, FirmwareCodec};
 use dtop_firmware::{Frame, Samples};
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -45,8 +45,12 @@ where
             next = frames.next() => next,
         };
         let codec = frames.decoder();
-        counters.rx_bad_frames_total.store(codec.bad_frames_total(), Ordering::Relaxed);
-        counters.rx_dropped_bytes_total.store(codec.dropped_bytes_total(), Ordering::Relaxed);
+        counters
+            .rx_bad_frames_total
+            .store(codec.bad_frames_total(), Ordering::Relaxed);
+        counters
+            .rx_dropped_bytes_total
+            .store(codec.dropped_bytes_total(), Ordering::Relaxed);
         match next {
             Some(Ok(frame)) => {
                 tracing::trace!(?frame, "Frame from the edge.");
@@ -60,6 +64,7 @@ where
                     return Ok(());
                 }
             }
+            Some(Err(CodecError::Io(e))) => return Err(SimError::PtyIo(e)),
             Some(Err(e)) => return Err(SimError::PtyIo(std::io::Error::other(e))),
             // We hold the slave open, so the master never sees end-of-file while we run.
             None => return Ok(()),
@@ -93,10 +98,8 @@ where
             Some(outgoing) = samples_rx.recv() => match outgoing {
                 Outgoing::Samples(samples) => Frame::Samples(samples),
                 Outgoing::MaxSamplesReached => {
-                    if let Some(log) = truth_log.as_mut() {
-                        if let Err(e) = log.flush().await {
-                            break Err(e);
-                        }
+                    if let Err(e) = flush(&mut truth_log).await {
+                        break Err(e);
                     }
                     max_reached_tx.send_replace(true);
                     continue;
@@ -123,15 +126,22 @@ where
         }
         if let Frame::Samples(samples) = &frame {
             counters.frames_sent_total.fetch_add(1, Ordering::Relaxed);
-            if let Some(log) = truth_log.as_mut() {
-                if let Err(e) = log.append(samples).await {
-                    break Err(e);
-                }
+            let logged = match truth_log.as_mut() {
+                Some(log) => log.append(samples).await,
+                None => Ok(()),
+            };
+            if let Err(e) = logged {
+                break Err(e);
             }
         }
     };
-    if let Some(log) = truth_log.as_mut() {
-        log.flush().await?;
-    }
+    flush(&mut truth_log).await?;
     result
+}
+
+async fn flush(truth_log: &mut Option<TruthLog>) -> Result<(), SimError> {
+    match truth_log {
+        Some(log) => log.flush().await,
+        None => Ok(()),
+    }
 }

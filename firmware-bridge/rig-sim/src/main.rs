@@ -2,6 +2,8 @@
 //! prints `pty: PATH` (and `modbus: ADDR`) on stdout, and runs until a signal or until
 //! `--max-samples` with `--exit-after-max`. All the behaviour lives in the library.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +21,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Simulated DTOP rig: the structure, its sensors and the firmware, on a pty and Modbus TCP.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, allow_negative_numbers = true)]
 struct Args {
     /// TOML config file (see `--print-default-config`); flags below override it.
     #[arg(long)]
@@ -126,7 +128,12 @@ fn init_logs(level: &str) {
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // stdout carries the `pty:` and `modbus:` lines for scripts; logs go to stderr.
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
 }
 
 /// Config file (or defaults), then flags, then `validate()`; every problem is returned.
@@ -187,7 +194,11 @@ fn build_config(args: &Args) -> Result<SimConfig, Vec<String>> {
     if let Err(e) = config.validate() {
         problems.extend(e.0);
     }
-    if problems.is_empty() { Ok(config) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
 }
 
 /// Parses `--excitation`: `none`, `noise:RMS:LOW:HIGH`, `sine:AMP:FREQ`,
@@ -199,11 +210,21 @@ fn parse_excitation(spec: &str) -> Result<ExcitationConfig, String> {
     let numbers = numbers.map_err(|e| format!("--excitation {spec:?}: {e}"))?;
     match (kind, numbers.as_slice()) {
         ("none", []) => Ok(ExcitationConfig::None),
-        ("noise", &[rms, low_hz, high_hz]) => Ok(ExcitationConfig::Noise { rms, low_hz, high_hz }),
-        ("sine", &[amplitude, frequency_hz]) => Ok(ExcitationConfig::Sine { amplitude, frequency_hz }),
-        ("chirp", &[amplitude, f0_hz, f1_hz, period_s]) => {
-            Ok(ExcitationConfig::Chirp { amplitude, f0_hz, f1_hz, period_s })
-        }
+        ("noise", &[rms, low_hz, high_hz]) => Ok(ExcitationConfig::Noise {
+            rms,
+            low_hz,
+            high_hz,
+        }),
+        ("sine", &[amplitude, frequency_hz]) => Ok(ExcitationConfig::Sine {
+            amplitude,
+            frequency_hz,
+        }),
+        ("chirp", &[amplitude, f0_hz, f1_hz, period_s]) => Ok(ExcitationConfig::Chirp {
+            amplitude,
+            f0_hz,
+            f1_hz,
+            period_s,
+        }),
         _ => Err(format!(
             "--excitation {spec:?}: expected none, noise:RMS:LOW_HZ:HIGH_HZ, sine:AMPLITUDE:FREQ_HZ or chirp:AMPLITUDE:F0_HZ:F1_HZ:PERIOD_S"
         )),
@@ -214,7 +235,9 @@ async fn run(config: SimConfig, args: &Args) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let handle = dtop_rig_sim::start(config, shutdown.clone()).await.context("starting the simulator")?;
+    let handle = dtop_rig_sim::start(config, shutdown.clone())
+        .await
+        .context("starting the simulator")?;
     println!("pty: {}", handle.pty_path().display());
     if let Some(addr) = handle.modbus_addr() {
         println!("modbus: {addr}");
@@ -222,7 +245,10 @@ async fn run(config: SimConfig, args: &Args) -> anyhow::Result<()> {
 
     let exit_after_max = async {
         if args.exit_after_max && handle.wait_max_samples().await {
-            tracing::info!(grace_ms = args.exit_grace_ms, "Max samples written; exiting after the grace period.");
+            tracing::info!(
+                grace_ms = args.exit_grace_ms,
+                "Max samples written; exiting after the grace period."
+            );
             tokio::time::sleep(Duration::from_millis(args.exit_grace_ms)).await;
         } else {
             std::future::pending::<()>().await;
@@ -247,7 +273,10 @@ async fn run(config: SimConfig, args: &Args) -> anyhow::Result<()> {
         }
         Ok(Err(e)) => Err(e).context("simulator task"),
         Err(_) => {
-            tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "Tasks did not finish in time; forced shutdown.");
+            tracing::warn!(
+                grace_s = SHUTDOWN_GRACE.as_secs(),
+                "Tasks did not finish in time; forced shutdown."
+            );
             Ok(())
         }
     }
@@ -262,13 +291,23 @@ mod tests {
         assert_eq!(parse_excitation("none"), Ok(ExcitationConfig::None));
         assert_eq!(
             parse_excitation("noise:5:0:50"),
-            Ok(ExcitationConfig::Noise { rms: 5.0, low_hz: 0.0, high_hz: 50.0 })
+            Ok(ExcitationConfig::Noise {
+                rms: 5.0,
+                low_hz: 0.0,
+                high_hz: 50.0
+            })
         );
         assert_eq!(
             parse_excitation("sine:2:7.5"),
-            Ok(ExcitationConfig::Sine { amplitude: 2.0, frequency_hz: 7.5 })
+            Ok(ExcitationConfig::Sine {
+                amplitude: 2.0,
+                frequency_hz: 7.5
+            })
         );
-        assert!(matches!(parse_excitation("chirp:1:1:40:10"), Ok(ExcitationConfig::Chirp { .. })));
+        assert!(matches!(
+            parse_excitation("chirp:1:1:40:10"),
+            Ok(ExcitationConfig::Chirp { .. })
+        ));
         assert!(parse_excitation("sine:2").is_err());
         assert!(parse_excitation("square:1:2").is_err());
         assert!(parse_excitation("sine:a:2").is_err());

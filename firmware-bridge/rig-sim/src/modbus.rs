@@ -38,7 +38,9 @@ pub async fn serve(
 ) -> Result<(), SimError> {
     let server = Server::new(listener);
     let new_service = move |_peer: SocketAddr| -> io::Result<Option<RigService>> {
-        Ok(Some(RigService { events_tx: events_tx.clone() }))
+        Ok(Some(RigService {
+            events_tx: events_tx.clone(),
+        }))
     };
     let on_connected = |stream, peer: SocketAddr| {
         let accepted = accept_tcp_connection(stream, peer, &new_service);
@@ -78,7 +80,10 @@ impl tokio_modbus::server::Service for RigService {
             let request = to_register_request(request)?;
             let (reply_tx, reply_rx) = oneshot::channel();
             let ask = async {
-                events_tx.send(Event::Register { request, reply_tx }).await.ok()?;
+                events_tx
+                    .send(Event::Register { request, reply_tx })
+                    .await
+                    .ok()?;
                 reply_rx.await.ok()
             };
             match tokio::time::timeout(REPLY_TIMEOUT, ask).await {
@@ -99,12 +104,16 @@ fn to_register_request(request: Request<'_>) -> Result<RegisterRequest, Exceptio
         Request::ReadHoldingRegisters(address, quantity) => {
             Ok(RegisterRequest::ReadHolding { address, quantity })
         }
-        Request::WriteSingleRegister(address, value) => {
-            Ok(RegisterRequest::WriteHolding { address, words: vec![value], single: true })
-        }
-        Request::WriteMultipleRegisters(address, words) => {
-            Ok(RegisterRequest::WriteHolding { address, words: words.into_owned(), single: false })
-        }
+        Request::WriteSingleRegister(address, value) => Ok(RegisterRequest::WriteHolding {
+            address,
+            words: vec![value],
+            single: true,
+        }),
+        Request::WriteMultipleRegisters(address, words) => Ok(RegisterRequest::WriteHolding {
+            address,
+            words: words.into_owned(),
+            single: false,
+        }),
         _ => Err(ExceptionCode::IllegalFunction),
     }
 }
@@ -113,7 +122,9 @@ fn to_response(reply: RegisterReply) -> Response {
     match reply {
         RegisterReply::InputWords(words) => Response::ReadInputRegisters(words),
         RegisterReply::HoldingWords(words) => Response::ReadHoldingRegisters(words),
-        RegisterReply::WroteSingle { address, value } => Response::WriteSingleRegister(address, value),
+        RegisterReply::WroteSingle { address, value } => {
+            Response::WriteSingleRegister(address, value)
+        }
         RegisterReply::WroteMultiple { address, quantity } => {
             Response::WriteMultipleRegisters(address, quantity)
         }

@@ -28,7 +28,11 @@ pub fn open() -> Result<Pty, SimError> {
         .name()
         .map(PathBuf::from)
         .ok_or_else(|| SimError::Pty(io::Error::other("the pty slave has no path")))?;
-    Ok(Pty { master, slave_keepalive: slave, path })
+    Ok(Pty {
+        master,
+        slave_keepalive: slave,
+        path,
+    })
 }
 
 /// A symlink to the pty slave, removed when dropped.
@@ -42,7 +46,10 @@ impl PtyLink {
     /// Creates `link` → `target`, replacing an existing symlink (a stale one from a killed
     /// run) but never a regular file.
     pub fn create(link: &Path, target: &Path) -> Result<Self, SimError> {
-        let err = |source| SimError::PtyLink { path: link.to_owned(), source };
+        let err = |source| SimError::PtyLink {
+            path: link.to_owned(),
+            source,
+        };
         match std::fs::symlink_metadata(link) {
             Ok(meta) if meta.file_type().is_symlink() => std::fs::remove_file(link).map_err(err)?,
             Ok(_) => {
@@ -55,17 +62,22 @@ impl PtyLink {
             Err(e) => return Err(err(e)),
         }
         std::os::unix::fs::symlink(target, link).map_err(err)?;
-        Ok(Self { link: link.to_owned(), target: target.to_owned() })
+        Ok(Self {
+            link: link.to_owned(),
+            target: target.to_owned(),
+        })
     }
 }
 
 impl Drop for PtyLink {
     fn drop(&mut self) {
         // Only remove the link if it is still ours: another run may have replaced it.
-        if std::fs::read_link(&self.link).is_ok_and(|t| t == self.target) {
-            if let Err(e) = std::fs::remove_file(&self.link) {
-                tracing::warn!(link = %self.link.display(), error = %e, "Could not remove the pty link.");
-            }
+        let ours = std::fs::read_link(&self.link).is_ok_and(|t| t == self.target);
+        if !ours {
+            return;
+        }
+        if let Err(e) = std::fs::remove_file(&self.link) {
+            tracing::warn!(link = %self.link.display(), error = %e, "Could not remove the pty link.");
         }
     }
 }
@@ -90,7 +102,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("precious");
         std::fs::write(&file, "data").unwrap();
-        assert!(matches!(PtyLink::create(&file, Path::new("/dev/null")), Err(SimError::PtyLink { .. })));
+        assert!(matches!(
+            PtyLink::create(&file, Path::new("/dev/null")),
+            Err(SimError::PtyLink { .. })
+        ));
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "data");
     }
 }

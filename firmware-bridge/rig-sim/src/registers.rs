@@ -33,7 +33,11 @@ pub enum RegisterRequest {
     ReadHolding { address: u16, quantity: u16 },
     /// Write `words` to consecutive holding registers from `address`. `single` tells
     /// function 0x06 (echoes the value) from 0x10 (echoes the count).
-    WriteHolding { address: u16, words: Vec<u16>, single: bool },
+    WriteHolding {
+        address: u16,
+        words: Vec<u16>,
+        single: bool,
+    },
 }
 
 /// The successful reply to a `RegisterRequest`.
@@ -62,7 +66,12 @@ pub fn words_to_f32(words: [u16; 2]) -> f32 {
 
 /// u64 as four words, most significant first.
 pub fn u64_to_words(value: u64) -> [u16; 4] {
-    [(value >> 48) as u16, (value >> 32) as u16, (value >> 16) as u16, value as u16]
+    [
+        (value >> 48) as u16,
+        (value >> 32) as u16,
+        (value >> 16) as u16,
+        value as u16,
+    ]
 }
 
 /// Inverse of `u64_to_words`.
@@ -91,7 +100,9 @@ pub fn read_range(bank: &[u16], address: u16, quantity: u16) -> Result<Vec<u16>,
     }
     let start = usize::from(address);
     let end = start + usize::from(quantity);
-    bank.get(start..end).map(<[u16]>::to_vec).ok_or(ExceptionCode::IllegalDataAddress)
+    bank.get(start..end)
+        .map(<[u16]>::to_vec)
+        .ok_or(ExceptionCode::IllegalDataAddress)
 }
 
 /// Applies `words` at `address` to a copy of the holding bank and checks the result: the
@@ -162,20 +173,44 @@ mod tests {
         let bank = [0u16; INPUT_COUNT];
         assert_eq!(read_range(&bank, 0, 12).map(|v| v.len()), Ok(12));
         assert_eq!(read_range(&bank, 11, 1).map(|v| v.len()), Ok(1));
-        assert_eq!(read_range(&bank, 11, 2), Err(ExceptionCode::IllegalDataAddress));
-        assert_eq!(read_range(&bank, 100, 1), Err(ExceptionCode::IllegalDataAddress));
-        assert_eq!(read_range(&bank, u16::MAX, 125), Err(ExceptionCode::IllegalDataAddress));
-        assert_eq!(read_range(&bank, 0, 0), Err(ExceptionCode::IllegalDataValue));
+        assert_eq!(
+            read_range(&bank, 11, 2),
+            Err(ExceptionCode::IllegalDataAddress)
+        );
+        assert_eq!(
+            read_range(&bank, 100, 1),
+            Err(ExceptionCode::IllegalDataAddress)
+        );
+        assert_eq!(
+            read_range(&bank, u16::MAX, 125),
+            Err(ExceptionCode::IllegalDataAddress)
+        );
+        assert_eq!(
+            read_range(&bank, 0, 0),
+            Err(ExceptionCode::IllegalDataValue)
+        );
     }
 
     #[test]
     fn refuses_bad_writes_without_changing_anything() {
         let bank = [0, 0, 0];
-        assert_eq!(write_range(&bank, 3, &[1]), Err(ExceptionCode::IllegalDataAddress));
-        assert_eq!(write_range(&bank, 2, &[1, 2]), Err(ExceptionCode::IllegalDataAddress));
-        assert_eq!(write_range(&bank, 0, &[2]), Err(ExceptionCode::IllegalDataValue));
+        assert_eq!(
+            write_range(&bank, 3, &[1]),
+            Err(ExceptionCode::IllegalDataAddress)
+        );
+        assert_eq!(
+            write_range(&bank, 2, &[1, 2]),
+            Err(ExceptionCode::IllegalDataAddress)
+        );
+        assert_eq!(
+            write_range(&bank, 0, &[2]),
+            Err(ExceptionCode::IllegalDataValue)
+        );
         let nan = f32_to_words(f32::NAN);
-        assert_eq!(write_range(&bank, 1, &nan), Err(ExceptionCode::IllegalDataValue));
+        assert_eq!(
+            write_range(&bank, 1, &nan),
+            Err(ExceptionCode::IllegalDataValue)
+        );
         let ok = write_range(&bank, 0, &[1, 0x4120, 0]).unwrap();
         assert_eq!(ok, [1, 0x4120, 0]);
         assert_eq!(words_to_f32(holding_force_words(&ok)), 10.0);

@@ -113,7 +113,11 @@ mod tests {
     use crate::config::ExcitationConfig;
 
     fn quiet(config: SimConfig) -> SimConfig {
-        SimConfig { accel_noise_rms_m_s2: 0.0, force_noise_rms_n: 0.0, ..config }
+        SimConfig {
+            accel_noise_rms_m_s2: 0.0,
+            force_noise_rms_n: 0.0,
+            ..config
+        }
     }
 
     #[test]
@@ -128,7 +132,10 @@ mod tests {
 
     #[test]
     fn a_still_rig_without_noise_reads_zero() {
-        let config = quiet(SimConfig { excitation: ExcitationConfig::None, ..SimConfig::default() });
+        let config = quiet(SimConfig {
+            excitation: ExcitationConfig::None,
+            ..SimConfig::default()
+        });
         let mut rig = Rig::new(&config).unwrap();
         for _ in 0..100 {
             assert_eq!(rig.step(0.0).raw, [0; CHANNEL_COUNT]);
@@ -138,7 +145,10 @@ mod tests {
     #[test]
     fn force_gauge_measures_the_excitation_force() {
         let config = quiet(SimConfig {
-            excitation: ExcitationConfig::Sine { amplitude: 4.0, frequency_hz: 10.0 },
+            excitation: ExcitationConfig::Sine {
+                amplitude: 4.0,
+                frequency_hz: 10.0,
+            },
             ..SimConfig::default()
         });
         let mut rig = Rig::new(&config).unwrap();
@@ -153,15 +163,18 @@ mod tests {
     #[test]
     fn a_sine_excitation_makes_every_floor_move() {
         let config = quiet(SimConfig {
-            excitation: ExcitationConfig::Sine { amplitude: 4.0, frequency_hz: 10.0 },
+            excitation: ExcitationConfig::Sine {
+                amplitude: 4.0,
+                frequency_hz: 10.0,
+            },
             ..SimConfig::default()
         });
         let mut rig = Rig::new(&config).unwrap();
         let mut peak = [0.0f64; FLOORS];
         for _ in 0..2000 {
             let m = rig.step(0.0);
-            for f in 0..FLOORS {
-                peak[f] = peak[f].max(m.value_si[f].abs());
+            for (peak, value) in peak.iter_mut().zip(&m.value_si[..FLOORS]) {
+                *peak = peak.max(value.abs());
             }
         }
         assert!(peak.iter().all(|p| *p > 0.01), "{peak:?}");
@@ -169,9 +182,16 @@ mod tests {
 
     #[test]
     fn actuator_force_moves_the_structure_only_when_fitted() {
-        let base = quiet(SimConfig { excitation: ExcitationConfig::None, ..SimConfig::default() });
+        let base = quiet(SimConfig {
+            excitation: ExcitationConfig::None,
+            ..SimConfig::default()
+        });
         let mut fitted = Rig::new(&base).unwrap();
-        let mut bare = Rig::new(&SimConfig { actuator_floor: 0, ..base }).unwrap();
+        let mut bare = Rig::new(&SimConfig {
+            actuator_floor: 0,
+            ..base
+        })
+        .unwrap();
         let mut moved = false;
         for _ in 0..500 {
             moved |= fitted.step(10.0).raw != [0; CHANNEL_COUNT];

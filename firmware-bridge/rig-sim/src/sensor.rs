@@ -59,7 +59,12 @@ impl SensorChannel {
         Self {
             sensitivity_v_per_unit: sensitivity,
             noise_rms_v: noise_rms_si * sensitivity,
-            desc: ChannelDesc { id, kind, floor, scale: (ADC_LSB_V / sensitivity) as f32 },
+            desc: ChannelDesc {
+                id,
+                kind,
+                floor,
+                scale: (ADC_LSB_V / sensitivity) as f32,
+            },
         }
     }
 
@@ -111,7 +116,10 @@ impl SensorBank {
         };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(SENSOR_NOISE_RNG_STREAM);
-        Self { channels: [accel(0, 1), accel(1, 2), accel(2, 3), excitation_channel], rng }
+        Self {
+            channels: [accel(0, 1), accel(1, 2), accel(2, 3), excitation_channel],
+            rng,
+        }
     }
 
     /// The channel table, in stream order.
@@ -187,7 +195,10 @@ mod tests {
         assert_eq!(d[0].scale, (ADC_LSB_V / 0.0102) as f32);
         assert_eq!(d[3].scale, (ADC_LSB_V / 0.0112) as f32);
         let ground = SensorBank::new(ExcitationTarget::GroundAccel, 0.0, 0.0, 1).descriptors();
-        assert_eq!((ground[3].kind, ground[3].floor), (ChannelKind::Acceleration, 0));
+        assert_eq!(
+            (ground[3].kind, ground[3].floor),
+            (ChannelKind::Acceleration, 0)
+        );
     }
 
     #[test]
@@ -206,7 +217,11 @@ mod tests {
         }
         let rms = sum_sq.map(|s| (s / f64::from(n)).sqrt());
         for (c, expected) in [0.002, 0.002, 0.002, 0.005].iter().enumerate() {
-            assert!((rms[c] - expected).abs() < 0.02 * expected, "channel {c}: {}", rms[c]);
+            assert!(
+                (rms[c] - expected).abs() < 0.02 * expected,
+                "channel {c}: {}",
+                rms[c]
+            );
         }
     }
 }

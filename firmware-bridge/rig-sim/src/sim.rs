@@ -119,8 +119,9 @@ impl SimHandle {
         self.counters.snapshot()
     }
 
-    /// Resolves with true once `max_samples` samples have been written to the pty (or
-    /// dropped) and the truth log is flushed; with false if the simulator stops first.
+    /// Resolves with true once `max_samples` samples have been taken, every frame of them
+    /// has been written to the pty or dropped, and the truth log is flushed; with false if the
+    /// simulator stops first.
     /// Never resolves before shutdown when `max_samples` is unset.
     pub async fn wait_max_samples(&self) -> bool {
         let mut rx = self.max_reached_rx.clone();
@@ -219,7 +220,12 @@ pub async fn start(config: SimConfig, shutdown: CancellationToken) -> Result<Sim
         "pty reader",
         spawn_stopping(
             stop.clone(),
-            link::run_reader(reader, events_tx.clone(), Arc::clone(&counters), stop.clone()),
+            link::run_reader(
+                reader,
+                events_tx.clone(),
+                Arc::clone(&counters),
+                stop.clone(),
+            ),
         ),
     ));
     tasks.push((
@@ -241,7 +247,10 @@ pub async fn start(config: SimConfig, shutdown: CancellationToken) -> Result<Sim
     if let Some((listener, addr)) = modbus {
         tasks.push((
             "modbus",
-            spawn_stopping(stop.clone(), modbus::serve(listener, addr, events_tx, stop.clone())),
+            spawn_stopping(
+                stop.clone(),
+                modbus::serve(listener, addr, events_tx, stop.clone()),
+            ),
         ));
     }
     tracing::info!(
@@ -251,7 +260,14 @@ pub async fn start(config: SimConfig, shutdown: CancellationToken) -> Result<Sim
         speed = config.speed,
         "Rig simulator started; waiting for Hello."
     );
-    Ok(SimHandle { pty_path, modbus_addr, counters, stop, max_reached_rx, tasks })
+    Ok(SimHandle {
+        pty_path,
+        modbus_addr,
+        counters,
+        stop,
+        max_reached_rx,
+        tasks,
+    })
 }
 
 /// Spawns `task`; if it fails, cancels `stop` so its siblings wind down too.
@@ -316,7 +332,7 @@ impl FirmwareTask {
         });
         // A frame the writer has not taken yet, and when we give up on it.
         let mut pending: Option<(Samples, Instant)> = None;
-        let mut max_announced = false;
+        let mut max_state = MaxState::Streaming;
         let far_future = self.boot + Duration::from_secs(86_400 * 365);
 
         loop {
@@ -334,7 +350,10 @@ impl FirmwareTask {
                             if let Some(ticker) = ticker.as_mut() {
                                 ticker.reset();
                             }
-                            tracing::info!(pty_event = "hello", "Edge said Hello; streaming samples.");
+                            tracing::info!(
+                                sample_index = self.firmware.next_sample_index(),
+                                "Edge said Hello; streaming samples."
+                            );
                         }
                     }
                     None => break,
@@ -361,6 +380,14 @@ impl FirmwareTask {
                         self.end_drop_run();
                     }
                 },
+                // Queued behind the last samples, so the writer flushes the truth log only
+                // after writing them; awaited here, not inline, so a stuck pty cannot stop
+                // heartbeats, the watchdog or Modbus.
+                permit = samples_tx.reserve(), if max_state == MaxState::Announcing => {
+                    let Ok(permit) = permit else { break };
+                    permit.send(Outgoing::MaxSamplesReached);
+                    max_state = MaxState::Announced;
+                },
                 () = tokio::time::sleep_until(give_up_at.unwrap_or(far_future)), if give_up_at.is_some() => {
                     if let Some((samples, _)) = pending.take() {
                         self.drop_frame(&samples);
@@ -373,21 +400,17 @@ impl FirmwareTask {
                     pending = self.produce(&samples_tx);
                 },
             }
-            if !max_announced && pending.is_none() && self.firmware.max_samples_reached() {
-                max_announced = true;
+            if max_state == MaxState::Streaming
+                && pending.is_none()
+                && self.firmware.max_samples_reached()
+            {
+                max_state = MaxState::Announcing;
                 tracing::info!(
                     samples = self.firmware.next_sample_index(),
                     frames_sent = self.counters.frames_sent_total.load(Ordering::Relaxed),
                     frames_dropped = self.counters.frames_dropped_total.load(Ordering::Relaxed),
                     "Reached max_samples; streaming stopped, still answering the edge."
                 );
-                let sent = tokio::select! {
-                    () = cancel.cancelled() => break,
-                    sent = samples_tx.send(Outgoing::MaxSamplesReached) => sent,
-                };
-                if sent.is_err() {
-                    break;
-                }
             }
         }
         tracing::info!(
@@ -406,7 +429,9 @@ impl FirmwareTask {
         match event {
             Event::Frame(frame) => self.firmware.handle_frame(frame, now, &mut self.out),
             Event::Register { request, reply_tx } => {
-                let reply = self.firmware.handle_register_request(request, now, &mut self.out);
+                let reply = self
+                    .firmware
+                    .handle_register_request(request, now, &mut self.out);
                 // The client may have timed out and gone; nothing to do about that here.
                 let _ = reply_tx.send(reply);
             }
@@ -421,7 +446,9 @@ impl FirmwareTask {
             match self.control_tx.try_send(frame) {
                 Ok(()) => {}
                 Err(TrySendError::Full(frame)) => {
-                    self.counters.control_frames_dropped_total.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .control_frames_dropped_total
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(?frame, "Writer stuck; dropped a control frame.");
                 }
                 // The writer only stops on shutdown.
@@ -433,9 +460,11 @@ impl FirmwareTask {
     /// Takes the next frame and hands it to the writer if it has room. Returns the frame if
     /// it must wait for room (with the time to give up), None if it was sent or dropped.
     fn produce(&mut self, samples_tx: &mpsc::Sender<Outgoing>) -> Option<(Samples, Instant)> {
-        let Some(samples) = self.firmware.next_samples() else { return None };
-        let taken = samples.raw.len() / usize::from(samples.channel_count.max(1));
-        self.counters.samples_generated_total.fetch_add(taken as u64, Ordering::Relaxed);
+        let samples = self.firmware.next_samples()?;
+        let taken = samples.sample_count() as u64;
+        self.counters
+            .samples_generated_total
+            .fetch_add(taken, Ordering::Relaxed);
         match samples_tx.try_reserve() {
             Ok(permit) => {
                 permit.send(Outgoing::Samples(samples));
@@ -444,7 +473,9 @@ impl FirmwareTask {
             }
             // Timed mode only: in lock-step there is no clock to keep pace with, and dropping
             // at once would spin the CPU generating frames nobody reads.
-            Err(TrySendError::Full(())) if self.first_lost.is_some() && self.frame_period.is_some() => {
+            Err(TrySendError::Full(()))
+                if self.first_lost.is_some() && self.frame_period.is_some() =>
+            {
                 self.drop_frame(&samples);
                 None
             }
@@ -468,7 +499,9 @@ impl FirmwareTask {
     }
 
     fn drop_frame(&mut self, samples: &Samples) {
-        self.counters.frames_dropped_total.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .frames_dropped_total
+            .fetch_add(1, Ordering::Relaxed);
         if self.first_lost.is_none() {
             self.first_lost = Some(samples.first_sample_index);
             tracing::warn!(
@@ -477,6 +510,14 @@ impl FirmwareTask {
             );
         }
     }
+}
+
+/// Progress towards telling the writer that `max_samples` is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MaxState {
+    Streaming,
+    Announcing,
+    Announced,
 }
 
 /// Ticks `ticker`, or never resolves without one.

@@ -38,9 +38,16 @@ pub struct TruthLog {
 impl TruthLog {
     /// Creates (truncates) the file and writes the header.
     pub async fn create(path: &Path) -> Result<Self, SimError> {
-        let err = |source| SimError::TruthLog { path: path.to_owned(), source };
+        let err = |source| SimError::TruthLog {
+            path: path.to_owned(),
+            source,
+        };
         let file = tokio::fs::File::create(path).await.map_err(err)?;
-        let mut log = Self { path: path.to_owned(), file: BufWriter::new(file), line: String::new() };
+        let mut log = Self {
+            path: path.to_owned(),
+            file: BufWriter::new(file),
+            line: String::new(),
+        };
         log.file.write_all(HEADER.as_bytes()).await.map_err(err)?;
         Ok(log)
     }
@@ -49,7 +56,10 @@ impl TruthLog {
     pub async fn append(&mut self, samples: &Samples) -> Result<(), SimError> {
         self.line.clear();
         format_rows(samples, &mut self.line);
-        self.file.write_all(self.line.as_bytes()).await.map_err(|source| self.error(source))
+        self.file
+            .write_all(self.line.as_bytes())
+            .await
+            .map_err(|source| self.error(source))
     }
 
     /// Pushes everything buffered to the OS.
@@ -58,7 +68,10 @@ impl TruthLog {
     }
 
     fn error(&self, source: std::io::Error) -> SimError {
-        SimError::TruthLog { path: self.path.clone(), source }
+        SimError::TruthLog {
+            path: self.path.clone(),
+            source,
+        }
     }
 }
 
@@ -68,7 +81,11 @@ mod tests {
 
     #[test]
     fn formats_one_row_per_sample_with_its_index() {
-        let samples = Samples { first_sample_index: 40, channel_count: 4, raw: vec![1, -2, 3, -4, 5, 6, 7, 8] };
+        let samples = Samples {
+            first_sample_index: 40,
+            channel_count: 4,
+            raw: vec![1, -2, 3, -4, 5, 6, 7, 8],
+        };
         let mut out = String::new();
         format_rows(&samples, &mut out);
         assert_eq!(out, "40,1,-2,3,-4\n41,5,6,7,8\n");
@@ -79,8 +96,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("truth.csv");
         let mut log = TruthLog::create(&path).await.unwrap();
-        log.append(&Samples { first_sample_index: 0, channel_count: 4, raw: vec![1, 2, 3, 4] }).await.unwrap();
+        log.append(&Samples {
+            first_sample_index: 0,
+            channel_count: 4,
+            raw: vec![1, 2, 3, 4],
+        })
+        .await
+        .unwrap();
         log.flush().await.unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{HEADER}0,1,2,3,4\n"));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{HEADER}0,1,2,3,4\n")
+        );
     }
 }

@@ -54,7 +54,12 @@ mod tests {
     use super::*;
 
     fn chunk(rig: &str, seq: u64, lines: &str, line_count: usize) -> Chunk {
-        Chunk { rig: RigId::new(rig).unwrap(), seq, lines: lines.into(), line_count }
+        Chunk {
+            rig: RigId::new(rig).unwrap(),
+            seq,
+            lines: lines.into(),
+            line_count,
+        }
     }
 
     #[test]
@@ -63,15 +68,30 @@ mod tests {
         assert!(b.is_empty());
         let t0 = Instant::now();
         b.push(chunk("a", 1, "x\ny\n", 2), t0);
-        b.push(chunk("b", 1, "z\n", 1), t0 + std::time::Duration::from_millis(5));
+        b.push(
+            chunk("b", 1, "z\n", 1),
+            t0 + std::time::Duration::from_millis(5),
+        );
         b.push(chunk("a", 2, "w\n", 1), t0);
         assert_eq!(b.lines(), 4);
         assert_eq!(b.started(), Some(t0));
         let (body, lines, per_rig) = b.take();
         assert_eq!(&body[..], b"x\ny\nz\nw\n");
         assert_eq!(lines, 4);
-        assert_eq!(per_rig[&RigId::new("a").unwrap()], RigStoreStats { blocks_stored: 2, lines_written: 3 });
-        assert_eq!(per_rig[&RigId::new("b").unwrap()], RigStoreStats { blocks_stored: 1, lines_written: 1 });
+        assert_eq!(
+            per_rig[&RigId::new("a").unwrap()],
+            RigStoreStats {
+                blocks_stored: 2,
+                lines_written: 3
+            }
+        );
+        assert_eq!(
+            per_rig[&RigId::new("b").unwrap()],
+            RigStoreStats {
+                blocks_stored: 1,
+                lines_written: 1
+            }
+        );
         assert!(b.is_empty());
         assert_eq!(b.started(), None);
     }

@@ -47,10 +47,16 @@ impl FileSink {
     }
 
     /// As [`FileSink::create`], with another size limit (tests).
-    pub async fn with_max_file_bytes(config: &FileStorageConfig, max_file_bytes: u64) -> Result<Self, StoreError> {
+    pub async fn with_max_file_bytes(
+        config: &FileStorageConfig,
+        max_file_bytes: u64,
+    ) -> Result<Self, StoreError> {
         tokio::fs::create_dir_all(&config.dir)
             .await
-            .map_err(|source| StoreError::CreateDir { path: config.dir.clone(), source })?;
+            .map_err(|source| StoreError::CreateDir {
+                path: config.dir.clone(),
+                source,
+            })?;
         Ok(Self {
             dir: config.dir.clone(),
             precision: config.precision,
@@ -81,7 +87,10 @@ impl FileSink {
             warn!(error = %e, "Writing to a storage file failed.");
             self.rotate_before_next_write = true;
         }
-        result.map_err(|e| WriteError::Retryable { detail: e.to_string(), retry_after: None })
+        result.map_err(|e| WriteError::Retryable {
+            detail: e.to_string(),
+            retry_after: None,
+        })
     }
 
     async fn write_inner(&mut self, body: &[u8]) -> std::io::Result<()> {
@@ -123,7 +132,10 @@ impl FileSink {
 
     /// Flushes and fsyncs the open file.
     pub async fn close(&mut self) -> Result<(), WriteError> {
-        self.rotate().await.map_err(|e| WriteError::Retryable { detail: e.to_string(), retry_after: None })
+        self.rotate().await.map_err(|e| WriteError::Retryable {
+            detail: e.to_string(),
+            retry_after: None,
+        })
     }
 }
 
@@ -136,7 +148,10 @@ fn lines_fitting(rest: &[u8], room: u64, file_is_empty: bool) -> usize {
     }
     match rest[..room].iter().rposition(|&b| b == b'\n') {
         Some(i) => i + 1,
-        None if file_is_empty => rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1),
+        None if file_is_empty => rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1),
         None => 0,
     }
 }
@@ -150,15 +165,35 @@ async fn finish(mut old: OpenFile) -> std::io::Result<()> {
 
 /// Opens a new file named after the current UTC time, or after `after_ns` + 1 µs if the clock
 /// has not moved past it, so names sort in creation order and never collide within a process.
-async fn open_new(dir: &Path, precision: Precision, after_ns: Option<u128>) -> std::io::Result<OpenFile> {
-    let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+async fn open_new(
+    dir: &Path,
+    precision: Precision,
+    after_ns: Option<u128>,
+) -> std::io::Result<OpenFile> {
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let mut stamp_ns = after_ns.map_or(now_ns, |a| now_ns.max(a / 1_000 * 1_000 + 1_000));
     for _ in 0..1000 {
-        let path = dir.join(format!("dtop-{}-{}.lp", utc_stamp(stamp_ns), precision.as_str()));
-        match tokio::fs::OpenOptions::new().write(true).create_new(true).open(&path).await {
+        let path = dir.join(format!(
+            "dtop-{}-{}.lp",
+            utc_stamp(stamp_ns),
+            precision.as_str()
+        ));
+        match tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+        {
             Ok(file) => {
                 info!(path = %path.display(), "Opened a new storage file.");
-                return Ok(OpenFile { file, path, bytes: 0, stamp_ns });
+                return Ok(OpenFile {
+                    file,
+                    path,
+                    bytes: 0,
+                    stamp_ns,
+                });
             }
             // Another process (or an earlier run) took this name: try the next microsecond.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => stamp_ns += 1_000,
@@ -175,7 +210,12 @@ pub fn utc_stamp(unix_ns: u128) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{micros:06}Z", sod / 3600, sod / 60 % 60, sod % 60)
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{micros:06}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
 }
 
 /// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (year, month, day).
@@ -201,9 +241,15 @@ mod tests {
     fn formats_utc_stamps() {
         assert_eq!(utc_stamp(0), "19700101T000000.000000Z");
         // 2023-11-14T22:13:20.123456Z
-        assert_eq!(utc_stamp(1_700_000_000_123_456_789), "20231114T221320.123456Z");
+        assert_eq!(
+            utc_stamp(1_700_000_000_123_456_789),
+            "20231114T221320.123456Z"
+        );
         // 2000-02-29T12:00:00Z, a leap day in a century leap year.
-        assert_eq!(utc_stamp(951_825_600_000_000_000), "20000229T120000.000000Z");
+        assert_eq!(
+            utc_stamp(951_825_600_000_000_000),
+            "20000229T120000.000000Z"
+        );
     }
 
     #[test]
@@ -218,18 +264,37 @@ mod tests {
     #[tokio::test]
     async fn rotates_before_the_size_limit_without_splitting_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let config = FileStorageConfig { dir: dir.path().join("lines"), precision: Precision::Us };
+        let config = FileStorageConfig {
+            dir: dir.path().join("lines"),
+            precision: Precision::Us,
+        };
         let mut sink = FileSink::with_max_file_bytes(&config, 20).await.unwrap();
-        sink.write(&Bytes::from_static(b"m a=1 1\nm a=2 2\n")).await.unwrap();
-        sink.write(&Bytes::from_static(b"m a=3 3\nm a=4 4\nm a=5 5\n")).await.unwrap();
+        sink.write(&Bytes::from_static(b"m a=1 1\nm a=2 2\n"))
+            .await
+            .unwrap();
+        sink.write(&Bytes::from_static(b"m a=3 3\nm a=4 4\nm a=5 5\n"))
+            .await
+            .unwrap();
         sink.close().await.unwrap();
-        let mut files: Vec<_> = std::fs::read_dir(&config.dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(&config.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
-        let contents: Vec<String> = files.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
-        assert_eq!(contents, ["m a=1 1\nm a=2 2\n", "m a=3 3\nm a=4 4\n", "m a=5 5\n"]);
+        let contents: Vec<String> = files
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        assert_eq!(
+            contents,
+            ["m a=1 1\nm a=2 2\n", "m a=3 3\nm a=4 4\n", "m a=5 5\n"]
+        );
         for p in &files {
             let name = p.file_name().unwrap().to_str().unwrap();
-            assert!(name.starts_with("dtop-") && name.contains("-us") && name.ends_with(".lp"), "{name}");
+            assert!(
+                name.starts_with("dtop-") && name.contains("-us") && name.ends_with(".lp"),
+                "{name}"
+            );
         }
     }
 }

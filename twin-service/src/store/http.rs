@@ -18,7 +18,10 @@ const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
 #[derive(Debug)]
 enum Auth {
     None,
-    Basic { username: String, password: Option<Secret> },
+    Basic {
+        username: String,
+        password: Option<Secret>,
+    },
     Token(Secret),
 }
 
@@ -42,7 +45,11 @@ impl HttpSink {
         let auth = match &config.username {
             Some(username) => Auth::Basic {
                 username: username.clone(),
-                password: config.password_file.as_deref().map(Secret::read_file).transpose()?,
+                password: config
+                    .password_file
+                    .as_deref()
+                    .map(Secret::read_file)
+                    .transpose()?,
             },
             None => Auth::None,
         };
@@ -68,7 +75,11 @@ impl HttpSink {
             .connect_timeout(http.timeout())
             .build()
             .map_err(StoreError::HttpClient)?;
-        Ok(Self { client, write_url, auth })
+        Ok(Self {
+            client,
+            write_url,
+            auth,
+        })
     }
 
     /// The full write URL (no credentials in it).
@@ -84,16 +95,28 @@ impl HttpSink {
             .body(body.clone());
         request = match &self.auth {
             Auth::None => request,
-            Auth::Basic { username, password } => request.basic_auth(username, password.as_ref().map(Secret::expose)),
-            Auth::Token(token) => request.header(AUTHORIZATION, format!("Token {}", token.expose())),
+            Auth::Basic { username, password } => {
+                request.basic_auth(username, password.as_ref().map(Secret::expose))
+            }
+            Auth::Token(token) => {
+                request.header(AUTHORIZATION, format!("Token {}", token.expose()))
+            }
         };
         let response = match request.send().await {
             Ok(r) => r,
             // A request we could not even build will not build on a retry either.
             Err(e) if e.is_builder() => {
-                return Err(WriteError::Rejected { status: 0, message: error_chain(&e) });
+                return Err(WriteError::Rejected {
+                    status: 0,
+                    message: error_chain(&e),
+                });
             }
-            Err(e) => return Err(WriteError::Retryable { detail: error_chain(&e), retry_after: None }),
+            Err(e) => {
+                return Err(WriteError::Retryable {
+                    detail: error_chain(&e),
+                    retry_after: None,
+                });
+            }
         };
         let status = response.status();
         if status.is_success() {
@@ -111,9 +134,15 @@ impl HttpSink {
             Err(e) => format!("(no body: {})", error_chain(&e)),
         };
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            Err(WriteError::Retryable { detail: format!("HTTP {}: {message}", status.as_u16()), retry_after })
+            Err(WriteError::Retryable {
+                detail: format!("HTTP {}: {message}", status.as_u16()),
+                retry_after,
+            })
         } else {
-            Err(WriteError::Rejected { status: status.as_u16(), message })
+            Err(WriteError::Rejected {
+                status: status.as_u16(),
+                message,
+            })
         }
     }
 }
@@ -171,7 +200,10 @@ mod tests {
             &http,
         )
         .unwrap();
-        assert_eq!(v1.write_url().as_str(), "http://127.0.0.1:8086/write?db=dtop+lab&precision=u");
+        assert_eq!(
+            v1.write_url().as_str(),
+            "http://127.0.0.1:8086/write?db=dtop+lab&precision=u"
+        );
         let dir = tempfile::tempdir().unwrap();
         let token = dir.path().join("token");
         std::fs::write(&token, "t0k\n").unwrap();
@@ -186,7 +218,10 @@ mod tests {
             &http,
         )
         .unwrap();
-        assert_eq!(v2.write_url().as_str(), "https://db.example/influx/api/v2/write?org=o&bucket=b&precision=ns");
+        assert_eq!(
+            v2.write_url().as_str(),
+            "https://db.example/influx/api/v2/write?org=o&bucket=b&precision=ns"
+        );
         assert!(!format!("{v2:?}").contains("t0k"));
     }
 

@@ -101,7 +101,10 @@ impl Writer {
             self.stats.last_error = Some(e.to_string());
         }
         self.publish();
-        debug!(lines_written = self.stats.lines_written_total, "Storage writer stopped.");
+        debug!(
+            lines_written = self.stats.lines_written_total,
+            "Storage writer stopped."
+        );
         self.stats
     }
 
@@ -113,7 +116,10 @@ impl Writer {
         let mut backoff = Backoff::new(self.config.retry);
         loop {
             if self.drain_expired() {
-                error!(lines, "Shutdown drain timed out; dropping lines storage has not accepted.");
+                error!(
+                    lines,
+                    "Shutdown drain timed out; dropping lines storage has not accepted."
+                );
                 self.stats.lines_dropped_total += lines as u64;
                 break;
             }
@@ -128,11 +134,16 @@ impl Writer {
                     self.stats.last_error = Some(format!("HTTP {status}: {message}"));
                     break;
                 }
-                Err(WriteError::Retryable { detail, retry_after }) => {
+                Err(WriteError::Retryable {
+                    detail,
+                    retry_after,
+                }) => {
                     self.stats.write_errors_total += 1;
                     self.stats.last_error = Some(detail.clone());
                     let max = Duration::from_millis(self.config.retry.max_ms);
-                    let delay = backoff.next_delay(&mut self.rng).max(retry_after.unwrap_or_default().min(max));
+                    let delay = backoff
+                        .next_delay(&mut self.rng)
+                        .max(retry_after.unwrap_or_default().min(max));
                     warn!(
                         error = %detail,
                         lines,
@@ -177,7 +188,11 @@ impl Writer {
     }
 }
 
-async fn wait_for_drain_expiry(shutdown: &CancellationToken, drain_started: &mut Option<Instant>, timeout: Duration) {
+async fn wait_for_drain_expiry(
+    shutdown: &CancellationToken,
+    drain_started: &mut Option<Instant>,
+    timeout: Duration,
+) {
     shutdown.cancelled().await;
     let started = *drain_started.get_or_insert_with(Instant::now);
     sleep_until(started + timeout).await;
@@ -192,20 +207,31 @@ mod tests {
     use crate::store::FileSink;
 
     fn chunk(seq: u64) -> Chunk {
-        Chunk { rig: RigId::new("r1").unwrap(), seq, lines: format!("m a={seq} {seq}\n"), line_count: 1 }
+        Chunk {
+            rig: RigId::new("r1").unwrap(),
+            seq,
+            lines: format!("m a={seq} {seq}\n"),
+            line_count: 1,
+        }
     }
 
     fn config(max_lines: usize, max_delay_ms: u64) -> WriterConfig {
         WriterConfig {
             max_lines,
             max_delay: Duration::from_millis(max_delay_ms),
-            retry: BackoffConfig { initial_ms: 10, max_ms: 20 },
+            retry: BackoffConfig {
+                initial_ms: 10,
+                max_ms: 20,
+            },
             drain_timeout: Duration::from_millis(200),
         }
     }
 
     async fn file_sink(dir: &std::path::Path) -> Sink {
-        let c = FileStorageConfig { dir: dir.to_owned(), precision: Precision::Us };
+        let c = FileStorageConfig {
+            dir: dir.to_owned(),
+            precision: Precision::Us,
+        };
         Sink::File(FileSink::create(&c).await.unwrap())
     }
 
@@ -215,19 +241,37 @@ mod tests {
         let (tx, rx) = mpsc::channel(8);
         let (stats_tx, mut stats_rx) = watch::channel(StoreStats::default());
         // A delay far longer than the test: only max_lines can trigger this flush.
-        let writer = Writer::new(file_sink(dir.path()).await, rx, config(2, 3_600_000), CancellationToken::new(), stats_tx);
+        let writer = Writer::new(
+            file_sink(dir.path()).await,
+            rx,
+            config(2, 3_600_000),
+            CancellationToken::new(),
+            stats_tx,
+        );
         let task = tokio::spawn(writer.run());
         tx.send(chunk(1)).await.unwrap();
         tx.send(chunk(2)).await.unwrap();
-        let stats = tokio::time::timeout(Duration::from_secs(10), stats_rx.wait_for(|s| s.batches_written_total == 1))
+        let stats = tokio::time::timeout(
+            Duration::from_secs(10),
+            stats_rx.wait_for(|s| s.batches_written_total == 1),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
+        assert_eq!(stats.lines_written_total, 2);
+        assert_eq!(
+            stats.rigs[&RigId::new("r1").unwrap()],
+            RigStoreStats {
+                blocks_stored: 2,
+                lines_written: 2
+            }
+        );
+        drop(tx);
+        let final_stats = tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .unwrap()
-            .unwrap()
-            .clone();
-        assert_eq!(stats.lines_written_total, 2);
-        assert_eq!(stats.rigs[&RigId::new("r1").unwrap()], RigStoreStats { blocks_stored: 2, lines_written: 2 });
-        drop(tx);
-        let final_stats = tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+            .unwrap();
         assert_eq!(final_stats.batches_written_total, 1);
     }
 
@@ -236,15 +280,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = mpsc::channel(8);
         let (stats_tx, mut stats_rx) = watch::channel(StoreStats::default());
-        let writer = Writer::new(file_sink(dir.path()).await, rx, config(1000, 20), CancellationToken::new(), stats_tx);
+        let writer = Writer::new(
+            file_sink(dir.path()).await,
+            rx,
+            config(1000, 20),
+            CancellationToken::new(),
+            stats_tx,
+        );
         let task = tokio::spawn(writer.run());
         tx.send(chunk(1)).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(10), stats_rx.wait_for(|s| s.lines_written_total == 1))
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            stats_rx.wait_for(|s| s.lines_written_total == 1),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .unwrap()
             .unwrap();
-        drop(tx);
-        tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
         let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(files.len(), 1);
     }

@@ -25,7 +25,10 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The binary at `path`, or `None` (after saying so on stderr) when it is not installed and
 /// `CI` is unset. Panics when it is missing and `CI` is set: CI must never skip silently.
 pub fn require_binary(path: &str) -> Option<PathBuf> {
-    let candidates = [PathBuf::from(path), Path::new("/usr/bin").join(Path::new(path).file_name().unwrap())];
+    let candidates = [
+        PathBuf::from(path),
+        Path::new("/usr/bin").join(Path::new(path).file_name().unwrap()),
+    ];
     if let Some(found) = candidates.into_iter().find(|p| p.is_file()) {
         return Some(found);
     }
@@ -39,7 +42,11 @@ pub fn require_binary(path: &str) -> Option<PathBuf> {
 /// A port that was free a moment ago on 127.0.0.1. The servers started here cannot report the
 /// port they bound, so a start that loses the race is retried with a new port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process killed (SIGKILL, by PID) and reaped on drop.
@@ -92,7 +99,10 @@ impl Drop for ChildGuard {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 /// Polls `ready` until it is true, the child exits (`false`), or the startup timeout passes
@@ -111,7 +121,11 @@ where
             return true;
         }
         if Instant::now() > deadline {
-            panic!("{} did not become ready in {STARTUP_TIMEOUT:?}; log:\n{}", child.name, child.log());
+            panic!(
+                "{} did not become ready in {STARTUP_TIMEOUT:?}; log:\n{}",
+                child.name,
+                child.log()
+            );
         }
         sleep(Duration::from_millis(50)).await;
     }
@@ -130,7 +144,8 @@ pub struct InfluxD {
 impl InfluxD {
     /// Starts on a given HTTP port (retries other ports only when `port` is `None`).
     pub async fn start_on(port: Option<u16>) -> Self {
-        let binary = require_binary(INFLUXD).expect("influxd is required; check with require_binary first");
+        let binary =
+            require_binary(INFLUXD).expect("influxd is required; check with require_binary first");
         for _ in 0..5 {
             let http_port = port.unwrap_or_else(free_port);
             let dir = tempfile::tempdir().unwrap();
@@ -180,11 +195,23 @@ bind-address = "127.0.0.1:{rpc}"
             let ping = format!("{url}/ping");
             let up = wait_ready(&mut child, || {
                 let (client, ping) = (client.clone(), ping.clone());
-                async move { client.get(&ping).send().await.is_ok_and(|r| r.status().as_u16() == 204) }
+                async move {
+                    client
+                        .get(&ping)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().as_u16() == 204)
+                }
             })
             .await;
             if up {
-                return Self { child, url, port: http_port, client, _dir: dir };
+                return Self {
+                    child,
+                    url,
+                    port: http_port,
+                    client,
+                    _dir: dir,
+                };
             }
             if port.is_some() {
                 break;
@@ -210,7 +237,10 @@ bind-address = "127.0.0.1:{rpc}"
         let response = self.client.post(url).send().await.unwrap();
         let status = response.status();
         let body = response.text().await.unwrap();
-        assert!(status.is_success() && !body.contains("\"error\""), "{statement}: HTTP {status}: {body}");
+        assert!(
+            status.is_success() && !body.contains("\"error\""),
+            "{statement}: HTTP {status}: {body}"
+        );
     }
 
     pub async fn create_database(&self, name: &str) {
@@ -220,9 +250,16 @@ bind-address = "127.0.0.1:{rpc}"
     /// Runs a query with nanosecond epochs and returns the JSON reply.
     pub async fn query(&self, database: &str, q: &str) -> serde_json::Value {
         let mut url = reqwest::Url::parse(&format!("{}/query", self.url)).unwrap();
-        url.query_pairs_mut().append_pair("db", database).append_pair("epoch", "ns").append_pair("q", q);
+        url.query_pairs_mut()
+            .append_pair("db", database)
+            .append_pair("epoch", "ns")
+            .append_pair("q", q);
         let response = self.client.get(url).send().await.unwrap();
-        assert!(response.status().is_success(), "query {q}: HTTP {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "query {q}: HTTP {}",
+            response.status()
+        );
         serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
     }
 
@@ -231,14 +268,26 @@ bind-address = "127.0.0.1:{rpc}"
         let reply = self.query(database, q).await;
         let result = &reply["results"][0];
         assert!(result.get("error").is_none(), "query {q}: {reply}");
-        let Some(series) = result["series"].as_array() else { return Vec::new() };
+        let Some(series) = result["series"].as_array() else {
+            return Vec::new();
+        };
         let mut rows = Vec::new();
         for s in series {
-            let columns: Vec<String> =
-                s["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+            let columns: Vec<String> = s["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_owned())
+                .collect();
             for values in s["values"].as_array().unwrap() {
                 let values = values.as_array().unwrap();
-                rows.push(columns.iter().cloned().zip(values.iter().cloned()).collect());
+                rows.push(
+                    columns
+                        .iter()
+                        .cloned()
+                        .zip(values.iter().cloned())
+                        .collect(),
+                );
             }
         }
         rows
@@ -279,21 +328,37 @@ impl VictoriaMetrics {
             let dir = tempfile::tempdir().unwrap();
             let mut command = Command::new(&binary);
             command
-                .arg(format!("-storageDataPath={}", dir.path().join("data").display()))
+                .arg(format!(
+                    "-storageDataPath={}",
+                    dir.path().join("data").display()
+                ))
                 .arg(format!("-httpListenAddr=127.0.0.1:{http_port}"))
                 // Test data may carry fixed timestamps from years ago; keep them.
                 .arg("-retentionPeriod=100y");
-            let mut child = ChildGuard::spawn("victoria-metrics", command, dir.path().join("vm.log"));
+            let mut child =
+                ChildGuard::spawn("victoria-metrics", command, dir.path().join("vm.log"));
             let url = format!("http://127.0.0.1:{http_port}");
             let client = http();
             let health = format!("{url}/health");
             let up = wait_ready(&mut child, || {
                 let (client, health) = (client.clone(), health.clone());
-                async move { client.get(&health).send().await.is_ok_and(|r| r.status().is_success()) }
+                async move {
+                    client
+                        .get(&health)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                }
             })
             .await;
             if up {
-                return Self { child, url, port: http_port, client, _dir: dir };
+                return Self {
+                    child,
+                    url,
+                    port: http_port,
+                    client,
+                    _dir: dir,
+                };
             }
             if port.is_some() {
                 break;
@@ -311,10 +376,17 @@ impl VictoriaMetrics {
         let mut url = reqwest::Url::parse(&format!("{}/api/v1/export", self.url)).unwrap();
         url.query_pairs_mut().append_pair("match[]", selector);
         let response = self.client.get(url).send().await.unwrap();
-        assert!(response.status().is_success(), "export: HTTP {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "export: HTTP {}",
+            response.status()
+        );
         let body = response.text().await.unwrap();
-        let mut series: Vec<ExportedSeries> =
-            body.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mut series: Vec<ExportedSeries> = body
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         series.sort_by(|a, b| a.metric.cmp(&b.metric));
         series
     }
@@ -334,7 +406,9 @@ impl VictoriaMetrics {
                 return series;
             }
             if Instant::now() > deadline {
-                panic!("VictoriaMetrics export of {selector} never became complete; last: {series:#?}");
+                panic!(
+                    "VictoriaMetrics export of {selector} never became complete; last: {series:#?}"
+                );
             }
             sleep(Duration::from_millis(200)).await;
         }
@@ -371,14 +445,19 @@ impl Mosquitto {
             .unwrap();
             let mut command = Command::new(&binary);
             command.arg("-c").arg(&config_path);
-            let mut child = ChildGuard::spawn("mosquitto", command, dir.path().join("mosquitto.log"));
+            let mut child =
+                ChildGuard::spawn("mosquitto", command, dir.path().join("mosquitto.log"));
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let up = wait_ready(&mut child, || async move {
                 TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
             })
             .await;
             if up {
-                return Self { child, port, _dir: dir };
+                return Self {
+                    child,
+                    port,
+                    _dir: dir,
+                };
             }
             if requested.is_some() {
                 break;

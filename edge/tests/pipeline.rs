@@ -1,0 +1,730 @@
+//! End to end through the real I/O: a fake firmware on one end of a socat pty pair, `dtop_edge::run`
+//! on the other, a real Mosquitto on loopback, and a rumqttc subscriber checking what arrives.
+//!
+//! Needs `socat` and `mosquitto`. Without them the test says so and passes, unless `CI` or
+//! `DTOP_REQUIRE_SERVICES=1` is set, in which case it fails.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use dtop_edge::{EdgeConfig, EdgeStats};
+use dtop_firmware::codec::FirmwareCodec;
+use dtop_firmware::{
+    ActuatorCommand, ActuatorStatus, ChannelDesc, ChannelKind, Frame, Manifest, Samples,
+};
+use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
+use dtop_proto::topic::{self, RigTopic};
+use dtop_proto::v1::{ChannelSamples, ClockSync, RigBirth, RigDeath, SampleBlock};
+use dtop_proto::{Message, RigId};
+use futures::{SinkExt, StreamExt};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::{mpsc, watch};
+use tokio::time::timeout;
+use tokio_serial::SerialPortBuilderExt;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(15);
+const PERIOD_NS: u64 = 1_000_000;
+const CHANNELS: u8 = 4;
+
+// ---------------------------------------------------------------------------------------------
+// External programs, started by us and killed by PID.
+
+fn services_required() -> bool {
+    std::env::var("CI").is_ok() || std::env::var("DTOP_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// `name` on PATH or in the sbin directories Debian puts daemons in.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A child process killed (by its PID) and reaped on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A socat-made pty pair: `a` for the edge, `b` for the fake firmware.
+struct PtyPair {
+    _socat: Killed,
+    a: PathBuf,
+    b: PathBuf,
+}
+
+impl PtyPair {
+    fn new(socat: &Path, dir: &Path, tag: &str) -> Self {
+        let (a, b) = (dir.join(format!("{tag}-a")), dir.join(format!("{tag}-b")));
+        let child = Command::new(socat)
+            .arg("-d")
+            .arg("-d")
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting socat: {e}"));
+        let socat = Killed(child);
+        wait_until("socat's pty links", || a.exists() && b.exists());
+        Self {
+            _socat: socat,
+            a,
+            b,
+        }
+    }
+}
+
+/// A Mosquitto on loopback: the one `scripts/test.sh` started, or a private one on a reserved
+/// port.
+struct Broker {
+    _mosquitto: Option<Killed>,
+    port: u16,
+}
+
+impl Broker {
+    fn start(program: &Path, dir: &Path) -> Self {
+        if let Some(port) = std::env::var("DTOP_TEST_MOSQUITTO_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+        {
+            return Self {
+                _mosquitto: None,
+                port,
+            };
+        }
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .unwrap_or_else(|e| panic!("reserving a port: {e}"));
+            listener
+                .local_addr()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .port()
+        };
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 0\n"),
+        )
+        .unwrap_or_else(|e| panic!("writing {}: {e}", conf.display()));
+        let log =
+            std::fs::File::create(dir.join("mosquitto.log")).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(program)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting mosquitto: {e}"));
+        let mosquitto = Killed(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_until("mosquitto to listen", || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+        });
+        Self {
+            _mosquitto: Some(mosquitto),
+            port,
+        }
+    }
+}
+
+/// A TCP proxy in front of the broker that the test can cut (dropping every connection
+/// abruptly and refusing new ones) and restore: a network outage between edge and broker,
+/// while the subscriber stays connected to the broker directly.
+struct Proxy {
+    port: u16,
+    open_tx: watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(upstream_port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("binding the proxy: {e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .port();
+        let (open_tx, open_rx) = watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut downstream, _)) = listener.accept().await {
+                if !*open_rx.borrow() {
+                    continue;
+                }
+                let mut open_rx = open_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut upstream) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream) => {}
+                        _ = open_rx.wait_for(|open| !open) => {}
+                    }
+                });
+            }
+        });
+        Self { port, open_tx }
+    }
+
+    fn cut(&self) {
+        self.open_tx.send_replace(false);
+    }
+
+    fn restore(&self) {
+        self.open_tx.send_replace(true);
+    }
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake firmware: answers Hello with a manifest, plays a script of sample frames, and
+// acknowledges actuator commands as PROTOCOL.md §7.4 says.
+
+fn manifest() -> Manifest {
+    let channels = [
+        ChannelDesc {
+            id: 0,
+            kind: ChannelKind::Acceleration,
+            floor: 1,
+            scale: 0.001,
+        },
+        ChannelDesc {
+            id: 1,
+            kind: ChannelKind::Acceleration,
+            floor: 2,
+            scale: 0.001,
+        },
+        ChannelDesc {
+            id: 2,
+            kind: ChannelKind::Acceleration,
+            floor: 3,
+            scale: 0.001,
+        },
+        ChannelDesc {
+            id: 3,
+            kind: ChannelKind::Force,
+            floor: 3,
+            scale: 0.01,
+        },
+    ];
+    Manifest::new("fake-fw-0.1", 1_000_000, 3, 3, 10.0, &channels)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// Raw count of channel `c` at sample `i`: distinct per sample and channel, signs mixed.
+fn raw(i: u64, c: u8) -> i32 {
+    (i as i32 * 7 - 1000) * (i32::from(c) + 1)
+}
+
+/// Frames of 50 samples covering `from..to`.
+fn frames(from: u64, to: u64) -> Vec<Samples> {
+    (from..to)
+        .step_by(50)
+        .map(|first| {
+            let values = (first..(first + 50).min(to))
+                .flat_map(|i| (0..CHANNELS).map(move |c| raw(i, c)))
+                .collect();
+            Samples::new(first, CHANNELS, values).unwrap_or_else(|e| panic!("{e:?}"))
+        })
+        .collect()
+}
+
+async fn fake_firmware(
+    path: PathBuf,
+    mut samples_rx: mpsc::UnboundedReceiver<Samples>,
+    commands_tx: mpsc::UnboundedSender<ActuatorCommand>,
+) {
+    let port = tokio_serial::new(path.to_string_lossy(), 921_600)
+        .open_native_async()
+        .unwrap_or_else(|e| panic!("firmware end {}: {e}", path.display()));
+    let mut framed = Framed::new(port, FirmwareCodec::new());
+    let mut streaming = false;
+    loop {
+        tokio::select! {
+            frame = framed.next() => match frame {
+                Some(Ok(Frame::Hello)) => {
+                    framed.send(Frame::Manifest(manifest())).await.unwrap_or_else(|e| panic!("{e}"));
+                    streaming = true;
+                }
+                Some(Ok(Frame::ActuatorCommand(cmd))) => {
+                    let status = ActuatorStatus {
+                        seq: cmd.seq,
+                        enabled: cmd.enable,
+                        force_n: if cmd.enable { cmd.force_n } else { 0.0 },
+                        applied_at_sample_index: 0,
+                    };
+                    let _ = framed.send(Frame::ActuatorStatus(status)).await;
+                    let _ = commands_tx.send(cmd);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            },
+            Some(samples) = samples_rx.recv(), if streaming => {
+                framed.send(Frame::Samples(samples)).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The subscriber.
+
+enum Seen {
+    Birth(RigBirth),
+    Block(SampleBlock),
+    Death(RigDeath),
+}
+
+/// Subscribes to `rig`'s birth, samples and death, and waits for the SUBACKs.
+async fn subscribe(port: u16, rig: &str) -> (AsyncClient, mpsc::UnboundedReceiver<Seen>) {
+    let rig = RigId::new(rig).unwrap_or_else(|e| panic!("{e}"));
+    let mut options = MqttOptions::new(
+        format!("sub-{rig}-{}", std::process::id()),
+        "127.0.0.1",
+        port,
+    );
+    options.set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    for kind in [RigTopic::Birth, RigTopic::Samples, RigTopic::Death] {
+        client
+            .subscribe(topic::rig(&rig, kind), QoS::AtLeastOnce)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (birth, samples, death) = (
+        topic::rig(&rig, RigTopic::Birth),
+        topic::rig(&rig, RigTopic::Samples),
+        topic::rig(&rig, RigTopic::Death),
+    );
+    tokio::spawn(async move {
+        let mut subscribed_tx = Some(subscribed_tx);
+        let mut subacks = 0;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    subacks += 1;
+                    if subacks == 3 {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let seen = if p.topic == birth {
+                        Seen::Birth(
+                            RigBirth::decode(p.payload)
+                                .unwrap_or_else(|e| panic!("bad birth: {e}")),
+                        )
+                    } else if p.topic == samples {
+                        Seen::Block(
+                            SampleBlock::decode(p.payload)
+                                .unwrap_or_else(|e| panic!("bad block: {e}")),
+                        )
+                    } else if p.topic == death {
+                        Seen::Death(
+                            RigDeath::decode(p.payload)
+                                .unwrap_or_else(|e| panic!("bad death: {e}")),
+                        )
+                    } else {
+                        continue;
+                    };
+                    if tx.send(seen).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    timeout(WAIT, subscribed_rx)
+        .await
+        .unwrap_or_else(|_| panic!("no SUBACK"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    (client, rx)
+}
+
+async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>, what: &str) -> Seen {
+    timeout(WAIT, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .unwrap_or_else(|| panic!("subscriber ended while waiting for {what}"))
+}
+
+async fn next_birth(rx: &mut mpsc::UnboundedReceiver<Seen>) -> RigBirth {
+    match next_seen(rx, "the birth").await {
+        Seen::Birth(b) => b,
+        Seen::Block(b) => panic!("block seq {} before the birth", b.seq),
+        Seen::Death(d) => panic!("death {d:?} before the birth"),
+    }
+}
+
+async fn next_block(rx: &mut mpsc::UnboundedReceiver<Seen>) -> SampleBlock {
+    match next_seen(rx, "a block").await {
+        Seen::Block(b) => b,
+        Seen::Birth(b) => panic!("unexpected birth of session {}", b.session),
+        Seen::Death(d) => panic!("unexpected death {d:?}"),
+    }
+}
+
+async fn next_death(rx: &mut mpsc::UnboundedReceiver<Seen>) -> RigDeath {
+    match next_seen(rx, "the death").await {
+        Seen::Death(d) => d,
+        Seen::Birth(b) => panic!("unexpected birth of session {}", b.session),
+        Seen::Block(b) => panic!("unexpected block seq {}", b.seq),
+    }
+}
+
+/// A rig id unique to this test process, so retained births on a shared broker from earlier
+/// runs never reach these subscribers.
+fn rig_name(tag: &str) -> String {
+    format!("{tag}-{}", std::process::id())
+}
+
+/// What the edge must publish for samples `first..first + n`, given the block's timestamp.
+fn expected_block(
+    rig: &str,
+    seq: u64,
+    session: u64,
+    first: u64,
+    n: u64,
+    first_timestamp_ns: u64,
+) -> SampleBlock {
+    SampleBlock {
+        rig_id: rig.into(),
+        session,
+        seq,
+        stream_id: 0,
+        first_sample_index: first,
+        sample_period_ns: PERIOD_NS,
+        first_timestamp_ns,
+        clock_sync: ClockSync::FreeRunning as i32,
+        clock_uncertainty_us: 0,
+        channels: (0..CHANNELS)
+            .map(|c| ChannelSamples {
+                channel_id: u32::from(c),
+                raw: (first..first + n).map(|i| raw(i, c)).collect(),
+            })
+            .collect(),
+        backfill: false,
+    }
+}
+
+fn edge_config(rig: &str, dir: &Path, serial: &Path, mqtt_port: u16) -> EdgeConfig {
+    let config = EdgeConfig::from_toml(&format!(
+        r#"
+        rig_id = "{rig}"
+        state_dir = "{state}"
+        [serial]
+        path = "{serial}"
+        hello_timeout_ms = 1000
+        read_timeout_ms = 10000
+        [acquisition]
+        block_samples = 100
+        [mqtt]
+        host = "127.0.0.1"
+        port = {mqtt_port}
+        keepalive_s = 5
+        reconnect_backoff_min_ms = 50
+        reconnect_backoff_max_ms = 500
+        [actuator]
+        max_force_n = 20.0
+        max_slew_n_per_s = 2000.0
+        "#,
+        state = dir.join(format!("state-{rig}")).display(),
+        serial = serial.display(),
+    ))
+    .unwrap_or_else(|e| panic!("test config: {e}"));
+    config.validate().unwrap_or_else(|e| panic!("{e}"));
+    config
+}
+
+/// One edge running against a fresh pty pair and the fake firmware.
+struct EdgeRun {
+    _pty: PtyPair,
+    shutdown: CancellationToken,
+    edge: tokio::task::JoinHandle<Result<(), dtop_edge::EdgeError>>,
+    stats: watch::Receiver<EdgeStats>,
+    /// Sample frames for the firmware to send (after it has answered Hello).
+    samples_tx: mpsc::UnboundedSender<Samples>,
+    /// Actuator commands the firmware received.
+    commands: mpsc::UnboundedReceiver<ActuatorCommand>,
+}
+
+fn start_edge(socat: &Path, dir: &Path, rig: &str, tag: &str, mqtt_port: u16) -> EdgeRun {
+    let pty = PtyPair::new(socat, dir, tag);
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (samples_tx, samples_rx) = mpsc::unbounded_channel();
+    tokio::spawn(fake_firmware(pty.b.clone(), samples_rx, commands_tx));
+    let config = edge_config(rig, dir, &pty.a, mqtt_port);
+    let (stats_tx, stats) = watch::channel(EdgeStats::default());
+    let shutdown = CancellationToken::new();
+    let edge = tokio::spawn(dtop_edge::run_with_stats(
+        config,
+        shutdown.clone(),
+        stats_tx,
+    ));
+    EdgeRun {
+        _pty: pty,
+        shutdown,
+        edge,
+        stats,
+        samples_tx,
+        commands,
+    }
+}
+
+impl EdgeRun {
+    fn send(&self, frames: Vec<Samples>) {
+        for f in frames {
+            self.samples_tx
+                .send(f)
+                .unwrap_or_else(|_| panic!("the fake firmware is gone"));
+        }
+    }
+
+    async fn wait_stats(&self, what: &str, ready: impl FnMut(&EdgeStats) -> bool) -> EdgeStats {
+        let mut stats = self.stats.clone();
+        let waited = timeout(WAIT, stats.wait_for(ready))
+            .await
+            .map(|r| r.map(|s| s.clone()));
+        match waited {
+            Ok(Ok(stats)) => stats,
+            Ok(Err(e)) => panic!("waiting for {what}: {e}"),
+            Err(_) => panic!(
+                "timed out waiting for {what}; stats: {:?}",
+                *self.stats.borrow()
+            ),
+        }
+    }
+
+    /// Cancels, waits for a clean exit, and checks the firmware was told to go safe.
+    async fn stop(mut self) -> EdgeStats {
+        self.shutdown.cancel();
+        timeout(WAIT, &mut self.edge)
+            .await
+            .unwrap_or_else(|_| panic!("edge did not stop"))
+            .unwrap_or_else(|e| panic!("edge panicked: {e}"))
+            .unwrap_or_else(|e| panic!("edge failed: {e}"));
+        let command = timeout(WAIT, self.commands.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no actuator command at shutdown"))
+            .unwrap_or_else(|| panic!("firmware ended without an actuator command"));
+        assert!(
+            !command.enable && command.force_n == 0.0,
+            "{command:?} is not the safe state"
+        );
+        self.stats.borrow().clone()
+    }
+}
+
+/// The tools, or `None` when the test may be skipped.
+fn tools() -> Option<(PathBuf, PathBuf)> {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
+    match (find_program("socat"), find_program("mosquitto")) {
+        (Some(socat), Some(mosquitto)) => Some((socat, mosquitto)),
+        _ => {
+            assert!(
+                !services_required(),
+                "socat and mosquitto are required (CI / DTOP_REQUIRE_SERVICES) but missing"
+            );
+            eprintln!("SKIPPED: socat or mosquitto is not installed");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_birth_blocks_and_death_and_never_reuses_seq_or_session() {
+    let Some((socat, mosquitto)) = tools() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let broker = Broker::start(&mosquitto, dir.path());
+    let rig = rig_name("pipeline");
+    let (_subscriber, mut seen) = subscribe(broker.port, &rig).await;
+
+    // Run 1: samples 0..350, then 50 samples lost, then 400..500.
+    let run = start_edge(&socat, dir.path(), &rig, "run1", broker.port);
+    run.send(frames(0, 350));
+    run.send(frames(400, 500));
+
+    let birth = next_birth(&mut seen).await;
+    assert_eq!(birth.rig_id, rig);
+    assert_eq!(birth.session, 1, "first connect with an empty state dir");
+    assert_eq!(birth.firmware_version, "fake-fw-0.1");
+    assert_eq!(birth.floors, 3);
+    let names: Vec<&str> = birth.channels.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["floor1_accel", "floor2_accel", "floor3_accel", "force"]
+    );
+    assert_eq!(
+        birth.actuator.as_ref().map(|a| (a.max_force_n, a.floor)),
+        Some((10.0, 3))
+    );
+
+    let b0 = next_block(&mut seen).await;
+    let t0 = b0.first_timestamp_ns;
+    assert_eq!(
+        t0 % PERIOD_NS,
+        0,
+        "the clock anchor falls on a sample period"
+    );
+    let now_ns = dtop_edge::acquisition::wall_clock_ns();
+    assert!(
+        t0 <= now_ns && now_ns - t0 < 60_000_000_000,
+        "anchor {t0} is not near now {now_ns}"
+    );
+    assert_eq!(b0, expected_block(&rig, 0, 1, 0, 100, t0));
+    assert_eq!(
+        next_block(&mut seen).await,
+        expected_block(&rig, 1, 1, 100, 100, t0 + 100 * PERIOD_NS)
+    );
+    assert_eq!(
+        next_block(&mut seen).await,
+        expected_block(&rig, 2, 1, 200, 100, t0 + 200 * PERIOD_NS)
+    );
+    // The gap closes 300..350 early; the next block starts at 400 on the same clock.
+    assert_eq!(
+        next_block(&mut seen).await,
+        expected_block(&rig, 3, 1, 300, 50, t0 + 300 * PERIOD_NS)
+    );
+    assert_eq!(
+        next_block(&mut seen).await,
+        expected_block(&rig, 4, 1, 400, 100, t0 + 400 * PERIOD_NS)
+    );
+
+    let stats = run.stop().await;
+    let death = next_death(&mut seen).await;
+    assert_eq!(
+        death,
+        RigDeath {
+            rig_id: rig.clone(),
+            session: 1,
+            reason: "shutdown".into()
+        }
+    );
+    assert_eq!(stats.blocks_published_total, 5);
+    assert_eq!(stats.samples_in_total, 450);
+    assert_eq!(stats.samples_dropped_total, 0);
+    assert!(!stats.mqtt_connected);
+
+    // Run 2, same state dir, restarted firmware: the session and the seq carry on, and a
+    // partial block is flushed at shutdown rather than lost.
+    let run = start_edge(&socat, dir.path(), &rig, "run2", broker.port);
+    run.send(frames(0, 150));
+    let birth = next_birth(&mut seen).await;
+    assert_eq!(birth.session, 2);
+    let block = next_block(&mut seen).await;
+    assert_eq!(
+        block,
+        expected_block(&rig, 5, 2, 0, 100, block.first_timestamp_ns)
+    );
+    run.wait_stats("all 150 samples in", |s| s.samples_in_total == 150)
+        .await;
+    let stats = run.stop().await;
+    let t0 = block.first_timestamp_ns;
+    assert_eq!(
+        next_block(&mut seen).await,
+        expected_block(&rig, 6, 2, 100, 50, t0 + 100 * PERIOD_NS)
+    );
+    assert_eq!(next_death(&mut seen).await.session, 2);
+    assert_eq!(stats.blocks_published_total, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_blocks_through_a_network_outage_and_resends_them_as_backfill() {
+    let Some((socat, mosquitto)) = tools() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let broker = Broker::start(&mosquitto, dir.path());
+    let proxy = Proxy::start(broker.port).await;
+    let rig = rig_name("outage");
+    let (_subscriber, mut seen) = subscribe(broker.port, &rig).await;
+
+    let run = start_edge(&socat, dir.path(), &rig, "outage", proxy.port);
+    run.send(frames(0, 200));
+    assert_eq!(next_birth(&mut seen).await.session, 1);
+    let b0 = next_block(&mut seen).await;
+    let t0 = b0.first_timestamp_ns;
+    assert_eq!(b0, expected_block(&rig, 0, 1, 0, 100, t0));
+    assert_eq!(
+        next_block(&mut seen).await,
+        expected_block(&rig, 1, 1, 100, 100, t0 + 100 * PERIOD_NS)
+    );
+    run.wait_stats("both blocks acknowledged", |s| {
+        s.blocks_published_total == 2
+    })
+    .await;
+
+    proxy.cut();
+    // The broker sees the edge vanish and publishes its will.
+    assert_eq!(
+        next_death(&mut seen).await,
+        RigDeath {
+            rig_id: rig.clone(),
+            session: 1,
+            reason: String::new()
+        }
+    );
+    run.wait_stats("the edge to notice the outage", |s| !s.mqtt_connected)
+        .await;
+    run.send(frames(200, 400));
+    run.wait_stats("two blocks queued during the outage", |s| {
+        s.queued_blocks == 2
+    })
+    .await;
+    proxy.restore();
+
+    // Reconnect: a new session and its birth, then the queued blocks flagged as backfill.
+    let birth = next_birth(&mut seen).await;
+    assert_eq!(birth.session, 2);
+    for (seq, first) in [(2, 200), (3, 300)] {
+        let mut expected = expected_block(&rig, seq, 2, first, 100, t0 + first * PERIOD_NS);
+        expected.backfill = true;
+        assert_eq!(next_block(&mut seen).await, expected);
+    }
+    // Live again: new blocks are not backfill.
+    run.send(frames(400, 500));
+    assert_eq!(
+        next_block(&mut seen).await,
+        expected_block(&rig, 4, 2, 400, 100, t0 + 400 * PERIOD_NS)
+    );
+    let stats = run.stop().await;
+    assert_eq!(next_death(&mut seen).await.session, 2);
+    assert_eq!(stats.blocks_published_total, 5);
+    assert_eq!(stats.samples_dropped_total, 0);
+}
