@@ -1,1 +1,83 @@
-fn main() {}
+//! `dtop`: thin entry point. Parses the command line, validates (exit 64 on bad input, before
+//! anything starts), and runs the chosen subcommand.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use dtop_cli::up::{self, UpArgs};
+
+/// DTOP: digital-twin operational platform for vibrating structures.
+#[derive(Debug, Parser)]
+#[command(name = "dtop", version)]
+struct Cli {
+    /// Log filter (RUST_LOG syntax), e.g. `info` or `dtop_edge=debug`.
+    /// rumqttd 0.20 logs every clean client disconnect at ERROR, so its logs are off by default
+    /// here; `dtop-broker` run on its own keeps them.
+    #[arg(long, global = true, default_value = "warn,rumqttd=off")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole system locally on embedded defaults: broker, simulated rig, edge and twin.
+    Up(UpArgs),
+}
+
+/// Exit status for bad command-line input (sysexits EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&cli.log));
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: --log {:?}: {e}", cli.log);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    match cli.command {
+        Command::Up(args) => {
+            let plan = match up::plan(&args) {
+                Ok(plan) => plan,
+                Err(problems) => {
+                    eprintln!("error: {} problem(s) with the options:", problems.len());
+                    for p in problems {
+                        eprintln!("  - {p}");
+                    }
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: starting the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(up::run(plan)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

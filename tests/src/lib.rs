@@ -7,12 +7,14 @@
 //!   privately ([`Services::influx_v1`], [`Services::victoria_metrics`], [`Services::mosquitto_port`]).
 //! - [`bin`]: where the DTOP binaries under test are.
 //! - [`truth`]: the rig simulator's ground-truth log.
+//! - [`pipeline`]: the whole rig → edge → broker → twin → storage chain as processes.
 //! - [`query`]: reading back what storage holds.
 //! - [`http`]: a small blocking HTTP client for test code.
 //!
 //! Nothing here skips: a missing service is an error, and under `DTOP_REQUIRE_SERVICES=1`
 //! (set by `scripts/test.sh`) a test never falls back to anything weaker.
 
+pub mod pipeline;
 pub mod query;
 pub mod truth;
 

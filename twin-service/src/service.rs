@@ -260,6 +260,8 @@ async fn run_mqtt(
                     .any(|c| matches!(c, SubscribeReasonCode::Failure))
                 {
                     error!(codes = ?ack.return_codes, "The broker refused a subscription; no data will arrive for it.");
+                } else {
+                    info!(filters = ack.return_codes.len(), "Subscribed to rig topics.");
                 }
                 None
             }

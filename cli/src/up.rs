@@ -1,0 +1,296 @@
+//! `dtop up`: the whole system in one process — embedded broker, simulated rig, edge and twin —
+//! wired exactly as the separate daemons are (MQTT over loopback, firmware bytes over a pty).
+//! Owns the startup order, the status line and the shutdown order; knows no protocol itself.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Args;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use dtop_edge::{EdgeConfig, EdgeStats};
+use dtop_proto::RigId;
+use dtop_rig_sim::SimConfig;
+use dtop_twin::TwinConfig;
+
+use crate::status;
+
+/// Options of `dtop up`. Everything has a default: `dtop up` alone runs the Southampton rig at
+/// real time and stores line-protocol files under `./dtop-data/lines`.
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Loopback port of the embedded MQTT broker.
+    #[arg(long, default_value_t = 1883)]
+    pub mqtt_port: u16,
+    /// Id of the simulated rig.
+    #[arg(long, default_value = "southampton-3s")]
+    pub rig: String,
+    /// Where the edge keeps its counters and the twin its line-protocol files.
+    #[arg(long, default_value = "./dtop-data")]
+    pub data_dir: PathBuf,
+    /// Simulated rig speed: 1 = real time, 5 = five times faster.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Seed of the simulated excitation and sensor noise.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Store into InfluxDB 1.x at this URL (e.g. http://127.0.0.1:8086) instead of files.
+    #[arg(long, conflicts_with = "influx_v2_url")]
+    pub influx_v1_url: Option<String>,
+    /// InfluxDB 1.x database (must exist).
+    #[arg(long, default_value = "dtop")]
+    pub influx_db: String,
+    /// Store through the InfluxDB v2 write API at this URL (InfluxDB 2.x, VictoriaMetrics).
+    #[arg(long)]
+    pub influx_v2_url: Option<String>,
+    /// InfluxDB v2 organisation.
+    #[arg(long, default_value = "dtop")]
+    pub influx_org: String,
+    /// InfluxDB v2 bucket.
+    #[arg(long, default_value = "dtop")]
+    pub influx_bucket: String,
+    /// File holding the InfluxDB v2 token.
+    #[arg(long)]
+    pub influx_token_file: Option<PathBuf>,
+    /// Seconds between status lines.
+    #[arg(long, default_value_t = 2.0)]
+    pub status_every_s: f64,
+    /// Stop by itself after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration_s: Option<f64>,
+}
+
+/// Everything `dtop up` will run, validated before anything is started.
+#[derive(Debug)]
+pub struct UpPlan {
+    pub broker: dtop_broker::BrokerConfig,
+    pub twin: TwinConfig,
+    pub sim: SimConfig,
+    /// The edge's config, minus the serial path, which only exists once the simulator runs.
+    pub edge_toml_without_serial: String,
+    pub status_every: Duration,
+    pub duration: Option<Duration>,
+}
+
+/// Builds and validates every component's config from the flags; returns every problem found.
+pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
+    let mut problems = Vec::new();
+    if let Err(e) = RigId::new(args.rig.as_str()) {
+        problems.push(format!("--rig: {e}"));
+    }
+    if !(args.speed.is_finite() && args.speed > 0.0 && args.speed <= 1000.0) {
+        problems.push(format!("--speed must be in (0, 1000], got {}", args.speed));
+    }
+    if !(args.status_every_s.is_finite() && args.status_every_s >= 0.1) {
+        problems.push(format!("--status-every-s must be at least 0.1, got {}", args.status_every_s));
+    }
+    if let Some(d) = args.duration_s
+        && !(d.is_finite() && d > 0.0)
+    {
+        problems.push(format!("--duration-s must be positive, got {d}"));
+    }
+    if args.influx_v2_url.is_some() && args.influx_token_file.is_none() {
+        problems.push("--influx-v2-url needs --influx-token-file".to_owned());
+    }
+
+    let mut broker = dtop_broker::BrokerConfig::default();
+    broker.mqtt.listen = ([127, 0, 0, 1], args.mqtt_port).into();
+    if let Err(e) = broker.validate() {
+        problems.push(format!("broker: {e}"));
+    }
+
+    let data_dir = args.data_dir.display().to_string();
+    let storage = match (&args.influx_v1_url, &args.influx_v2_url) {
+        (Some(url), _) => format!("[storage.influx_v1]\nurl = {url:?}\ndatabase = {:?}\n", args.influx_db),
+        (None, Some(url)) => format!(
+            "[storage.influx_v2]\nurl = {url:?}\norg = {:?}\nbucket = {:?}\ntoken_file = {:?}\n",
+            args.influx_org,
+            args.influx_bucket,
+            args.influx_token_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+        ),
+        (None, None) => format!("[storage.file]\ndir = {:?}\n", format!("{data_dir}/lines")),
+    };
+    let twin_toml = format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n\n{storage}", args.mqtt_port);
+    let twin = match TwinConfig::from_toml_str(&twin_toml) {
+        Ok(twin) => {
+            if let Err(e) = twin.validate() {
+                problems.push(format!("twin: {e}"));
+            }
+            Some(twin)
+        }
+        Err(e) => {
+            problems.push(format!("twin: {e}"));
+            None
+        }
+    };
+
+    let sim = SimConfig { seed: args.seed, speed: args.speed, ..SimConfig::default() };
+    if let Err(e) = sim.validate() {
+        problems.push(format!("rig simulator: {e}"));
+    }
+
+    let edge_toml_without_serial = format!(
+        "rig_id = {rig:?}\nstate_dir = {state:?}\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n\n\
+         [actuator]\nmax_force_n = 20.0\nmax_slew_n_per_s = 2000.0\n",
+        rig = args.rig,
+        state = format!("{data_dir}/edge/{}", args.rig),
+        port = args.mqtt_port,
+    );
+    // Check the edge config now, with a placeholder port path, so a bad flag fails before start.
+    match EdgeConfig::from_toml(&edge_config_text(&edge_toml_without_serial, &PathBuf::from("/dev/null"))) {
+        Ok(edge) => {
+            if let Err(e) = edge.validate() {
+                problems.push(format!("edge: {e}"));
+            }
+        }
+        Err(e) => problems.push(format!("edge: {e}")),
+    }
+
+    match (problems.is_empty(), twin) {
+        (true, Some(twin)) => Ok(UpPlan {
+            broker,
+            twin,
+            sim,
+            edge_toml_without_serial,
+            status_every: Duration::from_secs_f64(args.status_every_s),
+            duration: args.duration_s.map(Duration::from_secs_f64),
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn edge_config_text(without_serial: &str, serial_path: &std::path::Path) -> String {
+    format!("{without_serial}\n[serial]\npath = {:?}\n", serial_path.display().to_string())
+}
+
+/// Runs the plan until Ctrl-C, SIGTERM or `duration`, then shuts down from the inputs
+/// downstream: edge (stop sampling, actuator safe, flush), simulator, twin (drain storage).
+pub async fn run(plan: UpPlan) -> Result<()> {
+    let broker_config = plan.broker.clone();
+    let broker = tokio::task::spawn_blocking(move || dtop_broker::spawn(&broker_config))
+        .await
+        .context("starting the broker thread")?
+        .context("starting the embedded MQTT broker")?;
+    println!("broker:  MQTT 3.1.1 on {} (embedded rumqttd)", broker.mqtt_addr());
+
+    let twin_stop = CancellationToken::new();
+    let (mut twin_handle, twin_task) = dtop_twin::spawn(plan.twin.clone(), twin_stop.clone());
+    println!("storage: {}", plan.twin.storage.describe());
+    let connected = tokio::time::timeout(Duration::from_secs(10), twin_handle.wait_for(|s| s.mqtt_connected)).await;
+    if !matches!(connected, Ok(Some(_))) {
+        warn!("The twin has not connected to the broker within 10 s; continuing.");
+    }
+
+    let sim_stop = CancellationToken::new();
+    let sim = dtop_rig_sim::start(plan.sim.clone(), sim_stop.clone()).await.context("starting the rig simulator")?;
+    println!(
+        "rig:     simulated Southampton 3-storey rig on {} ({} Hz, speed {}x)",
+        sim.pty_path().display(),
+        plan.sim.sample_rate_hz,
+        plan.sim.speed
+    );
+
+    let edge_text = edge_config_text(&plan.edge_toml_without_serial, sim.pty_path());
+    let edge_config = EdgeConfig::from_toml(&edge_text).context("edge config")?;
+    let edge_stop = CancellationToken::new();
+    let (edge_stats_tx, edge_stats_rx) = watch::channel(EdgeStats::default());
+    let edge_task = tokio::spawn(dtop_edge::run_with_stats(edge_config, edge_stop.clone(), edge_stats_tx));
+    println!("edge:    reading {} and publishing to the broker; Ctrl-C stops everything\n", sim.pty_path().display());
+
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(plan.status_every);
+    ticker.tick().await;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+    let deadline = plan.duration.map(|d| started + d);
+    let reason = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break "SIGINT",
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break "duration reached",
+            _ = ticker.tick() => {
+                print!("{}", status::render(started.elapsed().as_secs_f64(), &twin_handle.stats(), &edge_stats_rx.borrow()));
+            }
+        }
+    };
+    info!(reason, "Shutting down: edge, then simulator, then twin.");
+
+    edge_stop.cancel();
+    let edge_result = tokio::time::timeout(Duration::from_secs(20), edge_task).await;
+    sim_stop.cancel();
+    let sim_result = tokio::time::timeout(Duration::from_secs(10), sim.join()).await;
+    // Let the twin take the edge's last blocks off the broker before it drains.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    twin_stop.cancel();
+    let twin_result = tokio::time::timeout(Duration::from_secs(30), twin_task).await;
+
+    print!("{}", status::render(started.elapsed().as_secs_f64(), &twin_handle.stats(), &edge_stats_rx.borrow()));
+    let mut failures = Vec::new();
+    match edge_result {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => failures.push(format!("edge: {e}")),
+        Ok(Err(e)) => failures.push(format!("edge task: {e}")),
+        Err(_) => failures.push("edge did not stop within 20 s".to_owned()),
+    }
+    match sim_result {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => failures.push(format!("simulator: {e}")),
+        Err(_) => failures.push("simulator did not stop within 10 s".to_owned()),
+    }
+    match twin_result {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => failures.push(format!("twin: {e}")),
+        Ok(Err(e)) => failures.push(format!("twin task: {e}")),
+        Err(_) => failures.push("twin did not drain within 30 s".to_owned()),
+    }
+    if failures.is_empty() {
+        info!("Stopped gracefully.");
+        Ok(())
+    } else {
+        Err(anyhow!("shutdown was not graceful: {}", failures.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        up: UpArgs,
+    }
+
+    fn args(extra: &[&str]) -> UpArgs {
+        let mut argv = vec!["dtop"];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).up
+    }
+
+    #[test]
+    fn defaults_plan_a_file_store_and_real_time_rig() {
+        let plan = plan(&args(&[])).unwrap_or_else(|p| panic!("{p:?}"));
+        assert!(plan.twin.storage.describe().contains("dtop-data/lines"));
+        assert_eq!(plan.sim.speed, 1.0);
+        assert_eq!(plan.broker.mqtt.listen.port(), 1883);
+    }
+
+    #[test]
+    fn reports_every_bad_flag_at_once() {
+        let problems = plan(&args(&["--rig", "a/b", "--speed", "0", "--status-every-s", "0", "--influx-v2-url", "http://x"]))
+            .err()
+            .unwrap_or_default();
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    #[test]
+    fn influx_flags_select_the_v1_store() {
+        let plan = plan(&args(&["--influx-v1-url", "http://127.0.0.1:8086", "--influx-db", "lab"]))
+            .unwrap_or_else(|p| panic!("{p:?}"));
+        assert!(plan.twin.storage.describe().contains("database lab"));
+    }
+}

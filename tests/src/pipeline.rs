@@ -1,0 +1,236 @@
+//! Runs the real pipeline as processes — `dtop-rig-sim` → pty → `dtop-edge` → MQTT broker →
+//! `dtop-twin` → storage — and checks storage against the simulator's ground truth.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use dtop_proto::topic::{self, RigTopic};
+use dtop_proto::v1::RigBirth;
+use dtop_proto::{Message, RigId};
+
+use crate::truth::Truth;
+use crate::{Proc, Services, bin, free_port, wait_for, wait_tcp};
+
+/// Which MQTT broker carries the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// `dtop-broker` as a process.
+    Dtop,
+    /// A real Mosquitto, proving edge and twin speak standard MQTT.
+    Mosquitto,
+}
+
+/// Where the twin stores.
+#[derive(Debug, Clone)]
+pub enum StoreKind {
+    /// InfluxDB 1.x, v1 API, into `database`.
+    InfluxV1 { url: String, database: String },
+    /// An InfluxDB v2 write API (VictoriaMetrics here).
+    InfluxV2 { url: String },
+}
+
+/// One pipeline run's settings.
+#[derive(Debug, Clone)]
+pub struct PipelineSpec {
+    pub rig: String,
+    pub broker: BrokerKind,
+    pub store: StoreKind,
+    /// Samples the simulator sends before it stops streaming.
+    pub samples: u64,
+    /// Simulator speed factor (1 = real time).
+    pub speed: f64,
+    pub seed: u64,
+    /// Samples per published block.
+    pub block_samples: u32,
+}
+
+/// A running pipeline. Processes are killed by PID when this is dropped.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub dir: tempfile::TempDir,
+    pub spec: PipelineSpec,
+    pub mqtt_port: u16,
+    pub broker: Option<Proc>,
+    pub twin: Proc,
+    pub sim: Proc,
+    pub edge: Proc,
+    /// Wall clock when the pipeline started, ns since the epoch.
+    pub started_ns: i64,
+}
+
+pub fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+impl Pipeline {
+    /// Starts broker (unless Mosquitto), twin, simulator and edge, in that order, each only once
+    /// the previous one is ready.
+    pub fn start(spec: PipelineSpec, services: &mut Services) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let started_ns = now_ns();
+        let (mqtt_port, broker) = match spec.broker {
+            BrokerKind::Mosquitto => (services.mosquitto_port()?, None),
+            BrokerKind::Dtop => {
+                let port = free_port()?;
+                let conf = dir.path().join("broker.toml");
+                std::fs::write(&conf, format!("[mqtt]\nlisten = \"127.0.0.1:{port}\"\n"))?;
+                let proc = Proc::spawn("broker", &bin("dtop-broker")?, &["--config", &path_str(&conf)], dir.path())?;
+                wait_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(15))
+                    .with_context(|| format!("broker log:\n{}", proc.log()))?;
+                (port, Some(proc))
+            }
+        };
+
+        let storage = match &spec.store {
+            StoreKind::InfluxV1 { url, database } => {
+                crate::query::influx_create_db(url, database)?;
+                format!("[storage.influx_v1]\nurl = \"{url}\"\ndatabase = \"{database}\"\nprecision = \"us\"\n")
+            }
+            StoreKind::InfluxV2 { url } => {
+                let token = dir.path().join("token");
+                std::fs::write(&token, "unused-by-victoria-metrics\n")?;
+                format!(
+                    "[storage.influx_v2]\nurl = \"{url}\"\norg = \"dtop\"\nbucket = \"dtop\"\ntoken_file = \"{}\"\nprecision = \"us\"\n",
+                    token.display()
+                )
+            }
+        };
+        let twin_conf = dir.path().join("twin.toml");
+        std::fs::write(
+            &twin_conf,
+            format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nclient_id = \"dtop-twin-{}\"\n\n{storage}", spec.rig),
+        )?;
+        let mut twin = Proc::spawn("twin", &bin("dtop-twin")?, &["--config", &path_str(&twin_conf)], dir.path())?;
+        wait_for("the twin to subscribe", Duration::from_secs(20), || {
+            twin.ensure_running()?;
+            Ok(twin.log().contains("Subscribed to rig topics.").then_some(()))
+        })?;
+
+        let pty = dir.path().join("rig.pty");
+        let truth = dir.path().join("truth.csv");
+        let sim = Proc::spawn(
+            "rig-sim",
+            &bin("dtop-rig-sim")?,
+            &[
+                "--seed",
+                &spec.seed.to_string(),
+                "--speed",
+                &spec.speed.to_string(),
+                "--max-samples",
+                &spec.samples.to_string(),
+                "--truth-log",
+                &path_str(&truth),
+                "--pty-link",
+                &path_str(&pty),
+            ],
+            dir.path(),
+        )?;
+        wait_for("the simulator's pty", Duration::from_secs(15), || Ok(pty.exists().then_some(())))
+            .with_context(|| format!("rig-sim log:\n{}", sim.log()))?;
+
+        let state = dir.path().join("edge-state");
+        let edge_conf = dir.path().join("edge.toml");
+        std::fs::write(
+            &edge_conf,
+            format!(
+                "rig_id = \"{rig}\"\nstate_dir = \"{state}\"\n\n[serial]\npath = \"{pty}\"\n\n\
+                 [acquisition]\nblock_samples = {block}\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\n\n\
+                 [actuator]\nmax_force_n = 20.0\nmax_slew_n_per_s = 2000.0\n",
+                rig = spec.rig,
+                state = state.display(),
+                pty = pty.display(),
+                block = spec.block_samples,
+            ),
+        )?;
+        let edge = Proc::spawn("edge", &bin("dtop-edge")?, &["--config", &path_str(&edge_conf)], dir.path())?;
+        Ok(Self { dir, spec, mqtt_port, broker, twin, sim, edge, started_ns })
+    }
+
+    pub fn truth_path(&self) -> PathBuf {
+        self.dir.path().join("truth.csv")
+    }
+
+    /// Fails with every process's log if any of them died.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        let mut dead = Vec::new();
+        for p in [Some(&mut self.twin), Some(&mut self.sim), Some(&mut self.edge), self.broker.as_mut()].into_iter().flatten() {
+            if let Err(e) = p.ensure_running() {
+                dead.push(format!("{e:#}"));
+            }
+        }
+        if !dead.is_empty() {
+            bail!("{}\n{}", dead.join("\n"), self.logs());
+        }
+        Ok(())
+    }
+
+    /// Every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in [Some(&self.sim), Some(&self.edge), Some(&self.twin), self.broker.as_ref()].into_iter().flatten() {
+            let log = p.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            out.push_str(&format!("----- {p:?} (last 40 lines)\n", p = p.pid()));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// The ground truth, once the simulator has sent all its samples.
+    pub fn wait_truth(&mut self, within: Duration) -> Result<Truth> {
+        let expected = self.spec.samples as usize;
+        let path = self.truth_path();
+        wait_for("the simulator to send every sample", within, || {
+            self.ensure_running()?;
+            let truth = Truth::read(&path).unwrap_or(Truth { indices: Vec::new(), raw: Vec::new() });
+            Ok((truth.len() >= expected).then_some(truth))
+        })
+    }
+
+    /// Stops the edge with SIGTERM (it flushes its last partial block) and checks it exits 0.
+    pub fn stop_edge(&mut self) -> Result<()> {
+        let code = self.edge.terminate(Duration::from_secs(20))?;
+        ensure!(code == Some(0), "edge exited with {code:?}; log:\n{}", self.edge.log());
+        Ok(())
+    }
+
+    /// The rig's retained birth, read from the broker like any dashboard would.
+    pub fn read_birth(&self) -> Result<RigBirth> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(read_retained_birth(self.mqtt_port, &self.spec.rig))
+    }
+}
+
+async fn read_retained_birth(port: u16, rig: &str) -> Result<RigBirth> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let rig_id = RigId::new(rig)?;
+    let mut opts = MqttOptions::new(format!("e2e-birth-{rig}-{}", std::process::id()), "127.0.0.1", port);
+    opts.set_max_packet_size(dtop_proto::limits::MAX_MQTT_PACKET_BYTES, dtop_proto::limits::MAX_MQTT_PACKET_BYTES);
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    client.subscribe(topic::rig(&rig_id, RigTopic::Birth), QoS::AtLeastOnce).await?;
+    let birth = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = eventloop.poll().await? {
+                return anyhow::Ok(RigBirth::decode(p.payload)?);
+            }
+        }
+    })
+    .await
+    .context("no retained birth within 10 s")??;
+    let _ = client.disconnect().await;
+    Ok(birth)
+}
+
+/// What one stored channel should hold: the truth, scaled by the birth manifest.
+pub fn expected_values(truth: &Truth, birth: &RigBirth, channel_position: usize) -> Vec<f64> {
+    let ch = &birth.channels[channel_position];
+    truth.raw.iter().map(|row| f64::from(row[channel_position]) * ch.scale + ch.offset).collect()
+}
