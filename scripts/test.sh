@@ -106,4 +106,8 @@ echo "test.sh: influxd $DTOP_TEST_INFLUX_V1_URL, victoria-metrics $DTOP_TEST_VM_
 # Release binaries: the end-to-end tests run the real daemons at speed.
 cargo build --release --workspace --bins
 export DTOP_BIN_DIR="$PWD/target/release"
-cargo test --release --workspace "$@"
+if [ $# -gt 0 ]; then
+  cargo test --release --no-fail-fast "$@"
+else
+  cargo test --release --workspace --no-fail-fast
+fi

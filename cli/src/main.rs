@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use dtop_cli::compute::{self, ComputeError, Computation, ControlArgs, CriticalGainArgs, FrfArgs, ModalArgs};
 use dtop_cli::up::{self, UpArgs};
 
 /// DTOP: digital-twin operational platform for vibrating structures.
@@ -25,6 +26,15 @@ struct Cli {
 enum Command {
     /// Run the whole system locally on embedded defaults: broker, simulated rig, edge and twin.
     Up(UpArgs),
+    /// Print the modal analysis (frequencies, mass-normalised shapes, damping, poles) of the
+    /// Southampton building as JSON.
+    Modal(ModalArgs),
+    /// Print one frequency response function of the Southampton building as JSON.
+    Frf(FrfArgs),
+    /// Assess a vibration-control law (tmd, dvf, lqg) on the Southampton building; JSON.
+    Control(ControlArgs),
+    /// Print the critical direct-velocity-feedback gain per actuator floor as JSON.
+    DvfCriticalGain(CriticalGainArgs),
 }
 
 /// Exit status for bad command-line input (sysexits EX_USAGE).
@@ -52,32 +62,56 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 
-    match cli.command {
-        Command::Up(args) => {
-            let plan = match up::plan(&args) {
-                Ok(plan) => plan,
-                Err(problems) => {
-                    eprintln!("error: {} problem(s) with the options:", problems.len());
-                    for p in problems {
-                        eprintln!("  - {p}");
-                    }
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: starting the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(up::run(plan)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
+    let computation = match cli.command {
+        Command::Up(args) => return run_up(&args),
+        Command::Modal(args) => Computation::Modal(args),
+        Command::Frf(args) => Computation::Frf(args),
+        Command::Control(args) => Computation::Control(args),
+        Command::DvfCriticalGain(args) => Computation::DvfCriticalGain(args),
+    };
+    match compute::run(&computation) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(ComputeError::Usage(problems)) => {
+            eprintln!("error: {} problem(s) with the options:", problems.len());
+            for p in problems {
+                eprintln!("  - {p}");
             }
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(ComputeError::Failed(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `dtop up`: validate every option, then run until Ctrl-C or `--duration-s`.
+fn run_up(args: &UpArgs) -> ExitCode {
+    let plan = match up::plan(args) {
+        Ok(plan) => plan,
+        Err(problems) => {
+            eprintln!("error: {} problem(s) with the options:", problems.len());
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(up::run(plan)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -79,9 +79,13 @@ pub struct UpPlan {
 /// Builds and validates every component's config from the flags; returns every problem found.
 pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
     let mut problems = Vec::new();
-    if let Err(e) = RigId::new(args.rig.as_str()) {
-        problems.push(format!("--rig: {e}"));
-    }
+    let rig_ok = match RigId::new(args.rig.as_str()) {
+        Ok(_) => true,
+        Err(e) => {
+            problems.push(format!("--rig: {e}"));
+            false
+        }
+    };
     if !(args.speed.is_finite() && args.speed > 0.0 && args.speed <= 1000.0) {
         problems.push(format!("--speed must be in (0, 1000], got {}", args.speed));
     }
@@ -93,7 +97,8 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
     {
         problems.push(format!("--duration-s must be positive, got {d}"));
     }
-    if args.influx_v2_url.is_some() && args.influx_token_file.is_none() {
+    let token_missing = args.influx_v2_url.is_some() && args.influx_token_file.is_none();
+    if token_missing {
         problems.push("--influx-v2-url needs --influx-token-file".to_owned());
     }
 
@@ -106,13 +111,13 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
     let data_dir = args.data_dir.display().to_string();
     let storage = match (&args.influx_v1_url, &args.influx_v2_url) {
         (Some(url), _) => format!("[storage.influx_v1]\nurl = {url:?}\ndatabase = {:?}\n", args.influx_db),
-        (None, Some(url)) => format!(
+        (None, Some(url)) if !token_missing => format!(
             "[storage.influx_v2]\nurl = {url:?}\norg = {:?}\nbucket = {:?}\ntoken_file = {:?}\n",
             args.influx_org,
             args.influx_bucket,
             args.influx_token_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
         ),
-        (None, None) => format!("[storage.file]\ndir = {:?}\n", format!("{data_dir}/lines")),
+        _ => format!("[storage.file]\ndir = {:?}\n", format!("{data_dir}/lines")),
     };
     let twin_toml = format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n\n{storage}", args.mqtt_port);
     let twin = match TwinConfig::from_toml_str(&twin_toml) {
@@ -141,13 +146,16 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
         port = args.mqtt_port,
     );
     // Check the edge config now, with a placeholder port path, so a bad flag fails before start.
-    match EdgeConfig::from_toml(&edge_config_text(&edge_toml_without_serial, &PathBuf::from("/dev/null"))) {
-        Ok(edge) => {
-            if let Err(e) = edge.validate() {
-                problems.push(format!("edge: {e}"));
+    // A bad rig id was reported above already; the edge would only repeat it.
+    if rig_ok {
+        match EdgeConfig::from_toml(&edge_config_text(&edge_toml_without_serial, &PathBuf::from("/dev/null"))) {
+            Ok(edge) => {
+                if let Err(e) = edge.validate() {
+                    problems.push(format!("edge: {e}"));
+                }
             }
+            Err(e) => problems.push(format!("edge: {e}")),
         }
-        Err(e) => problems.push(format!("edge: {e}")),
     }
 
     match (problems.is_empty(), twin) {
