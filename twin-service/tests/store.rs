@@ -192,7 +192,7 @@ async fn influx_v1_truncates_sub_microsecond_starts_at_us_precision() {
 }
 
 #[tokio::test]
-async fn influx_v1_refuses_a_missing_database_as_a_rejected_batch() {
+async fn influx_v1_missing_database_needs_an_operator_and_is_not_dropped() {
     let Some(influx) = InfluxD::start_if_installed().await else {
         return;
     };
@@ -201,11 +201,11 @@ async fn influx_v1_refuses_a_missing_database_as_a_rejected_batch() {
         .unwrap();
     let (body, _) = encode(T0_NS, 1_000_000, Precision::Us);
     match sink.write(&body).await {
-        Err(WriteError::Rejected {
+        Err(WriteError::NeedsOperator {
             status: 404,
             message,
         }) => assert!(message.contains("database not found"), "{message}"),
-        other => panic!("expected a 404 rejection, got {other:?}"),
+        other => panic!("expected a 404 needing an operator, got {other:?}"),
     }
 }
 

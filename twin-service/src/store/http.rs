@@ -133,7 +133,12 @@ impl HttpSink {
             Ok(b) => truncate_utf8(&b, MAX_ERROR_MESSAGE_BYTES),
             Err(e) => format!("(no body: {})", error_chain(&e)),
         };
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) {
+            Err(WriteError::NeedsOperator {
+                status: status.as_u16(),
+                message,
+            })
+        } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             Err(WriteError::Retryable {
                 detail: format!("HTTP {}: {message}", status.as_u16()),
                 retry_after,

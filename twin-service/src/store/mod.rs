@@ -39,7 +39,12 @@ pub enum WriteError {
         /// The server's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
     },
-    /// The server refused the batch as malformed (4xx other than 429): retrying cannot help.
+    /// The server refused the batch for a reason an operator can fix without touching the data
+    /// (401, 403, 404: bad credentials, missing database or bucket): keep the batch, retry, and
+    /// say loudly that someone must act.
+    #[error("HTTP {status}: {message}")]
+    NeedsOperator { status: u16, message: String },
+    /// The server refused the batch as malformed (other 4xx): retrying cannot help.
     #[error("HTTP {status}: {message}")]
     Rejected { status: u16, message: String },
 }

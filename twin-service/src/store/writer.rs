@@ -134,10 +134,14 @@ impl Writer {
                     self.stats.last_error = Some(format!("HTTP {status}: {message}"));
                     break;
                 }
-                Err(WriteError::Retryable {
-                    detail,
-                    retry_after,
-                }) => {
+                Err(e @ (WriteError::Retryable { .. } | WriteError::NeedsOperator { .. })) => {
+                    let (detail, retry_after) = match e {
+                        WriteError::Retryable { detail, retry_after } => (detail, retry_after),
+                        other => {
+                            error!(error = %other, lines, "Storage refuses writes until an operator acts (credentials, database or bucket); keeping the batch and retrying.");
+                            (other.to_string(), None)
+                        }
+                    };
                     self.stats.write_errors_total += 1;
                     self.stats.last_error = Some(detail.clone());
                     let max = Duration::from_millis(self.config.retry.max_ms);
