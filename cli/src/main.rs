@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use dtop_cli::compute::{self, ComputeError, Computation, ControlArgs, CriticalGainArgs, FrfArgs, ModalArgs};
+use dtop_cli::compute::{
+    self, Computation, ComputeError, ControlArgs, CriticalGainArgs, FrfArgs, ModalArgs,
+};
 use dtop_cli::up::{self, UpArgs};
 
 /// DTOP: digital-twin operational platform for vibrating structures.

@@ -39,17 +39,36 @@
 //! - [`discretize`] — exact ZOH via the matrix exponential of the augmented matrix, and
 //!   `DiscreteStateSpace::step`, which allocates nothing.
 //! - [`error`] — `ModelError`.
+//! - [`frf`] — frequency response functions (receptance, mobility, accelerance) by state
+//!   space, second-order form and modal superposition; modal analysis (shapes, modal
+//!   damping ratios, poles); the sweep grid and the generic complex solvers.
+//! - [`control`] — vibration control through the inertial actuator: the current-driven
+//!   plant, passive TMD / DVF / LQG laws, kinetic-energy and effort spectra, Nyquist locus,
+//!   gain margin, stability and the DVF critical gain (definitions in `CONTROL.md`).
+//! - [`kalman`] — state estimation on the discretized model: a Kalman filter (steady-state
+//!   gains per subset of available sensors, or the time-varying recursion) that estimates
+//!   floor displacements and velocities from floor accelerations and known inputs, with
+//!   missing samples, sensor dropouts and NIS per step; `StructuralNoise` designs Q, R, S.
 
 pub mod config;
+pub mod control;
 pub mod discretize;
 pub mod error;
+pub mod frf;
+pub mod kalman;
 pub mod model;
 pub mod modes;
 pub mod state_space;
 
 pub use config::{Damping, InertialActuator, ShearBuildingConfig};
+pub use control::{ActuatorElectrics, ControlError, ControlLaw, ControlReport, ControlStudy};
 pub use discretize::{DiscreteStateSpace, zoh_matrices};
 pub use error::ModelError;
+pub use frf::{FrequencyGrid, FrfError, FrfInput, FrfKind, FrfMethod, FrfRequest, ModalAnalysis};
+pub use kalman::{
+    GainSchedule, GaussianModel, KalmanError, KalmanFilter, StepReport, StructuralEstimator,
+    StructuralNoise,
+};
 pub use model::ShearBuilding;
 pub use modes::Modes;
 pub use state_space::{IoLayout, StateSpace};

@@ -177,6 +177,7 @@ mod tests {
         let actuator = ActuatorConfig {
             max_force_n: 20.0,
             max_slew_n_per_s: 2000.0,
+            drive_timeout_periods: 250,
         };
         let birth = build_birth(
             &southampton(),
@@ -263,6 +264,7 @@ mod tests {
         let config = ActuatorConfig {
             max_force_n: 20.0,
             max_slew_n_per_s: 5.0,
+            drive_timeout_periods: 250,
         };
         assert_eq!(actuator_limits(&manifest, &config).max_force_n, 20.0);
     }

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::batcher::max_encoded_block_bytes;
 
+/// Longest drive timeout accepted, sample periods (about 17 minutes at 1 kHz): beyond it the
+/// timeout would not protect anything.
+pub const MAX_DRIVE_TIMEOUT_PERIODS: u32 = 1_000_000;
+
 /// Where the edge keeps its persistent counters unless told otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/dtop-edge";
 
@@ -112,6 +116,12 @@ pub struct ActuatorConfig {
     pub max_force_n: f64,
     /// Largest drive slew rate, N/s.
     pub max_slew_n_per_s: f64,
+    /// Sample periods a drive stays good for. Once this many pass without a new one, the edge
+    /// ramps the force to 0 N at the slew limit and disables the actuator. Must exceed the gap
+    /// between drives: a controller that answers each published block drives once per
+    /// `acquisition.block_samples` periods.
+    #[serde(default = "default_drive_timeout_periods")]
+    pub drive_timeout_periods: u32,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -130,6 +140,11 @@ const fn default_read_timeout_ms() -> u64 {
 }
 const fn default_block_samples() -> u32 {
     100
+}
+/// 2.5 blocks of the default 100 samples (250 ms at 1 kHz), so a twin answering every block
+/// keeps the actuator driven with slack for one late drive.
+const fn default_drive_timeout_periods() -> u32 {
+    250
 }
 const fn default_mqtt_port() -> u16 {
     1883
@@ -376,6 +391,15 @@ impl EdgeConfig {
                 format!("{} is not a positive finite slew rate", a.max_slew_n_per_s),
             );
         }
+        if !(1..=MAX_DRIVE_TIMEOUT_PERIODS).contains(&a.drive_timeout_periods) {
+            bad(
+                "actuator.drive_timeout_periods",
+                format!(
+                    "{} is outside 1..={MAX_DRIVE_TIMEOUT_PERIODS}",
+                    a.drive_timeout_periods
+                ),
+            );
+        }
 
         if problems.is_empty() {
             Ok(())
@@ -487,6 +511,7 @@ mod tests {
         assert_eq!(config.acquisition.block_samples, 100);
         assert_eq!(config.mqtt.port, 1883);
         assert_eq!(config.mqtt_client_id(), "dtop-edge-r1");
+        assert_eq!(config.actuator.drive_timeout_periods, 250);
         assert_eq!(
             config.session_path(),
             PathBuf::from("/var/lib/dtop-edge/session")
@@ -514,6 +539,18 @@ mod tests {
         );
         let text = errors.to_string();
         assert!(text.starts_with("3 configuration problem(s):"), "{text}");
+    }
+
+    #[test]
+    fn refuses_a_zero_drive_timeout() {
+        let mut config = example();
+        config.actuator.drive_timeout_periods = 0;
+        let errors = config
+            .validate()
+            .err()
+            .unwrap_or_else(|| panic!("a zero drive timeout was accepted"));
+        let fields: Vec<_> = errors.0.iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["actuator.drive_timeout_periods"]);
     }
 
     #[test]
