@@ -5,14 +5,20 @@
 //! Data path: serial port → [`serial`] (frames) → [`acquisition`] ([`batcher`]) → [`publisher`]
 //! ([`outbox`]) → broker. Each arrow is a bounded `mpsc` channel; each task owns its state.
 //!
+//! Drive path: broker → [`publisher`] (decodes `ActuatorDrive`) → [`serial`] ([`safety`]
+//! envelope, clocked by sample frames) → `ActuatorCommand` → firmware. The channel is small and
+//! lossy (`try_send`): a late drive is useless, and the envelope times out without fresh ones.
+//!
 //! # Layout
 //! - [`config`]: the TOML configuration, its defaults and whole-config validation.
-//! - [`serial`]: owns the serial port: handshake, heartbeats, silence detection, safe state.
+//! - [`serial`]: owns the serial port and the actuator: handshake, heartbeats, silence
+//!   detection, actuator commands, safe state.
+//! - [`safety`]: pure: the actuator safety envelope (clamp, slew limit, drive timeout, latch).
 //! - [`batcher`]: pure: frames → fixed-size blocks, index continuity, timestamps, seq.
 //! - [`acquisition`]: the task around the batcher; persists `next_seq`.
 //! - [`birth`]: pure: `RigBirth` from the firmware manifest and the config.
 //! - [`outbox`]: pure: bounded block queue, in-flight window, resend after reconnect.
-//! - [`publisher`]: owns the MQTT connection: session, will, birth, blocks, goodbye.
+//! - [`publisher`]: owns the MQTT connection: session, will, birth, blocks, drives, goodbye.
 //! - [`backoff`]: pure jittered exponential backoff.
 //! - [`state_file`]: atomic on-disk counters (`session`, `next_seq`).
 //! - [`stats`]: [`EdgeStats`], published through a `watch`.
@@ -30,6 +36,7 @@ pub mod birth;
 pub mod config;
 pub mod outbox;
 pub mod publisher;
+pub mod safety;
 pub mod serial;
 pub mod state_file;
 pub mod stats;
@@ -119,11 +126,14 @@ pub async fn run_with_stats(
     let stop = shutdown.child_token();
     let (serial_tx, serial_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (publisher_tx, publisher_rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (actuator_tx, actuator_rx) = mpsc::channel(serial::ACTUATOR_QUEUE_CAPACITY);
 
     let serial_task = tokio::spawn(serial::run(
         config.serial.clone(),
+        config.actuator.clone(),
         port,
         serial_tx,
+        actuator_rx,
         stats.clone(),
         stop.clone(),
     ));
@@ -155,6 +165,7 @@ pub async fn run_with_stats(
             session_path,
             last_session,
         },
+        actuator_tx,
         stats.clone(),
     );
     let publisher_task = tokio::spawn(publisher.run(eventloop, publisher_rx));

@@ -1,6 +1,7 @@
 //! Owns the MQTT connection: session numbering and its file, the last will, the birth at every
-//! CONNACK, QoS 1 block publishing matched to PUBACKs, reconnects with jittered backoff, and the
-//! clean goodbye (death + DISCONNECT). Knows nothing of the serial port; blocks arrive ready-made.
+//! CONNACK, QoS 1 block publishing matched to PUBACKs, the drive subscription (decoded drives go
+//! to the serial task, never waited for), reconnects with jittered backoff, and the clean goodbye
+//! (death + DISCONNECT). Knows nothing of the serial port; blocks arrive ready-made.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,14 +9,16 @@ use std::time::Duration;
 use dtop_firmware::Manifest;
 use dtop_proto::limits::{MAX_CONTROL_BYTES, MAX_MQTT_PACKET_BYTES, MAX_SAMPLE_BLOCK_BYTES};
 use dtop_proto::topic::{self, RigTopic};
-use dtop_proto::v1::{RigDeath, SampleBlock};
+use dtop_proto::v1::{ActuatorDrive, RigDeath, SampleBlock};
 use dtop_proto::{Message, RigId};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    SubAck, SubscribeReasonCode,
 };
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::{Instant, sleep_until, timeout_at};
 use tracing::{debug, error, info, warn};
 
@@ -25,6 +28,8 @@ use crate::batcher::block_sample_count;
 use crate::birth::{BirthContext, build_birth};
 use crate::config::{ActuatorConfig, MqttConfig, Secret};
 use crate::outbox::{Acked, Control, Outbox};
+use crate::safety::{DriveRequest, DriveSource};
+use crate::serial::ActuatorRequest;
 use crate::state_file;
 use crate::stats::StatsHandle;
 
@@ -64,6 +69,9 @@ pub struct Publisher {
     topic_samples: String,
     topic_birth: String,
     topic_death: String,
+    topic_drive: String,
+    /// Decoded drives go here, to the serial task; `try_send` only, a late drive is useless.
+    requests_tx: mpsc::Sender<ActuatorRequest>,
     outbox: Outbox,
     manifest: Option<Box<Manifest>>,
     /// Session of the current (or last) connection.
@@ -117,7 +125,11 @@ fn will(rig_id: &RigId, session: u64) -> LastWill {
 }
 
 impl Publisher {
-    pub fn new(config: PublisherConfig, stats: StatsHandle) -> (Self, EventLoop) {
+    pub fn new(
+        config: PublisherConfig,
+        requests_tx: mpsc::Sender<ActuatorRequest>,
+        stats: StatsHandle,
+    ) -> (Self, EventLoop) {
         let options = mqtt_options(&config, config.last_session + 1);
         let (client, mut eventloop) = AsyncClient::new(options, WINDOW_BLOCKS + 8);
         eventloop
@@ -132,6 +144,8 @@ impl Publisher {
             topic_samples: topic::rig(&config.rig_id, RigTopic::Samples),
             topic_birth: topic::rig(&config.rig_id, RigTopic::Birth),
             topic_death: topic::rig(&config.rig_id, RigTopic::Death),
+            topic_drive: topic::rig(&config.rig_id, RigTopic::Drive),
+            requests_tx,
             session: config.last_session,
             config,
             client,
@@ -287,7 +301,91 @@ impl Publisher {
             Event::Incoming(Packet::ConnAck(_)) => self.on_connected(eventloop).await,
             Event::Incoming(Packet::PubAck(ack)) => self.on_puback(ack.pkid),
             Event::Outgoing(Outgoing::Publish(pkid)) => self.outbox.on_outgoing_publish(pkid),
+            Event::Incoming(Packet::SubAck(ack)) => self.on_suback(&ack),
+            Event::Incoming(Packet::Publish(p)) if p.topic == self.topic_drive => {
+                self.on_drive(&p.payload)
+            }
+            Event::Incoming(Packet::Publish(p)) => {
+                debug!(topic = %p.topic, "Ignored a publish on a topic the edge did not ask for.")
+            }
             _ => {}
+        }
+    }
+
+    /// The drive subscription is the only one, so every SUBACK is its answer.
+    fn on_suback(&mut self, ack: &SubAck) {
+        let granted = ack
+            .return_codes
+            .iter()
+            .all(|c| matches!(c, SubscribeReasonCode::Success(_)));
+        if granted {
+            debug!(topic = %self.topic_drive, "Subscribed to actuator drives.");
+        } else {
+            error!(
+                topic = %self.topic_drive,
+                "The broker refused the drive subscription; the actuator will not be driven this session."
+            );
+        }
+        self.stats.update(|s| s.drive_subscribed = granted);
+    }
+
+    /// One message from the drive topic: decoded, checked, handed to the serial task without
+    /// waiting. Nothing a publisher sends here can stop the edge; bad input is counted and logged.
+    fn on_drive(&mut self, payload: &[u8]) {
+        self.stats.update(|s| s.drives_received_total += 1);
+        let decoded = if payload.len() > MAX_CONTROL_BYTES {
+            Err(DriveProblem::Oversized)
+        } else {
+            match ActuatorDrive::decode(payload) {
+                Err(_) => Err(DriveProblem::Undecodable),
+                Ok(d) if d.rig_id != self.config.rig_id.as_str() => Err(DriveProblem::WrongRig),
+                Ok(d) => Ok(d),
+            }
+        };
+        let drive = match decoded {
+            Ok(drive) => drive,
+            Err(problem) => {
+                let mut total = 0;
+                self.stats.update(|s| {
+                    s.drives_bad_total += 1;
+                    total = s.drives_bad_total;
+                });
+                // A misbehaving sender may flood the topic; a power-of-two cadence keeps the
+                // log readable while the count keeps growing.
+                if total.is_power_of_two() {
+                    warn!(
+                        reason = problem.as_str(),
+                        bytes = payload.len(),
+                        drives_bad_total = total,
+                        "Ignored a bad message on the drive topic."
+                    );
+                }
+                return;
+            }
+        };
+        let request = ActuatorRequest::Drive(DriveRequest {
+            force_n: drive.force_n,
+            sample_index: drive.sample_index,
+            source: DriveSource::Twin {
+                controller_version: drive.controller_version,
+            },
+        });
+        let reason = match self.requests_tx.try_send(request) {
+            Ok(()) => return,
+            Err(TrySendError::Full(_)) => "queue_full",
+            Err(TrySendError::Closed(_)) => "serial_task_gone",
+        };
+        let mut total = 0;
+        self.stats.update(|s| {
+            s.drives_dropped_total += 1;
+            total = s.drives_dropped_total;
+        });
+        if total.is_power_of_two() {
+            warn!(
+                reason,
+                drives_dropped_total = total,
+                "Dropped an actuator drive the serial task could not take."
+            );
         }
     }
 
@@ -322,6 +420,14 @@ impl Publisher {
         eventloop
             .mqtt_options
             .set_last_will(will(&self.config.rig_id, session + 1));
+        // A clean session forgets subscriptions, so every CONNACK asks again. QoS 0: a drive
+        // redelivered late would be worse than one lost.
+        if let Err(e) = self
+            .client
+            .try_subscribe(self.topic_drive.clone(), QoS::AtMostOnce)
+        {
+            error!(error = %e, "Could not ask for the drive subscription; the actuator will not be driven this session.");
+        }
         self.connected = true;
         self.connected_once = true;
         self.backoff.reset();
@@ -382,6 +488,7 @@ impl Publisher {
         let delay = self.backoff.next_delay(&mut self.rng);
         self.stats.update(|s| {
             s.mqtt_connected = false;
+            s.drive_subscribed = false;
             s.queued_blocks = self.outbox.queued();
         });
         if was_connected {
@@ -469,6 +576,7 @@ impl Publisher {
         self.account_drops(lost, "shutdown");
         self.stats.update(|s| {
             s.mqtt_connected = false;
+            s.drive_subscribed = false;
             s.queued_blocks = 0;
         });
     }
@@ -487,5 +595,23 @@ impl Publisher {
             "Dropped sample blocks that never reached the broker."
         );
         self.stats.add_samples_dropped(samples);
+    }
+}
+
+/// Why a message on the drive topic was ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DriveProblem {
+    Oversized,
+    Undecodable,
+    WrongRig,
+}
+
+impl DriveProblem {
+    const fn as_str(self) -> &'static str {
+        match self {
+            DriveProblem::Oversized => "oversized",
+            DriveProblem::Undecodable => "undecodable",
+            DriveProblem::WrongRig => "wrong_rig",
+        }
     }
 }

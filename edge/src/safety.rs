@@ -494,7 +494,7 @@ mod tests {
         assert_eq!(applied(&mut e, 7.0), on(2.0));
         assert_eq!(forces(&mut e, 4), [4.0, 6.0, 7.0, 7.0]);
         assert_eq!(applied(&mut e, -3.0), on(5.0));
-        assert_eq!(forces(&mut e, 5), [3.0, 1.0, -1.0, -3.0, -3.0]);
+        assert_eq!(forces(&mut e, 4), [3.0, 1.0, -1.0, -3.0]);
         assert!(e.output().enable);
         assert_eq!(e.state(), SafetyState::Driving);
     }
@@ -670,16 +670,19 @@ mod tests {
     fn follows_the_firmware_when_it_disables_the_actuator() {
         let mut e = running(LIMITS);
         applied(&mut e, 6.0);
-        e.advance(2);
+        assert_eq!(forces(&mut e, 2), [4.0, 6.0]);
         assert_eq!(e.firmware_disabled(), ActuatorOutput::OFF);
-        assert_eq!(applied(&mut e, 6.0), on(2.0));
+        assert_eq!(e.state(), SafetyState::SafeTimeout);
+        // This period's slew went into the last step up; the ramp resumes from 0 N next period.
+        assert_eq!(applied(&mut e, 6.0), on(0.0));
+        assert_eq!(forces(&mut e, 2), [2.0, 4.0]);
     }
 
     #[test]
     fn a_tighter_limit_applies_to_the_output_at_once() {
         let mut e = running(LIMITS);
         applied(&mut e, 10.0);
-        e.advance(5);
+        e.advance(4);
         assert_eq!(e.output(), on(10.0));
         let tighter = EnvelopeLimits {
             max_force_n: 3.0,

@@ -1,25 +1,28 @@
-//! Owns the firmware serial port: opens (and reopens) it, does the Hello → Manifest handshake,
-//! sends heartbeats, watches for silence, forwards manifests and sample frames downstream, and
-//! leaves the actuator in its safe state on shutdown. Knows nothing of blocks or MQTT.
+//! Owns the firmware serial port and the actuator's safety envelope: opens (and reopens) the
+//! port, does the Hello → Manifest handshake, sends heartbeats, watches for silence, forwards
+//! manifests and sample frames downstream, turns drive requests into `ActuatorCommand`s (sample
+//! frames are the envelope's clock), and leaves the actuator in its safe state on shutdown. Knows
+//! nothing of blocks or MQTT.
 
 use std::io;
 use std::time::Duration;
 
 use dtop_firmware::codec::FirmwareCodec;
-use dtop_firmware::{ActuatorCommand, Frame, Heartbeat, Manifest, Samples};
+use dtop_firmware::{ActuatorCommand, Fault, Frame, Heartbeat, Manifest, Samples};
 use futures::{SinkExt, StreamExt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, Interval, MissedTickBehavior, sleep, timeout, timeout_at};
+use tokio::time::{Instant, Interval, MissedTickBehavior, sleep_until, timeout, timeout_at};
 use tokio_serial::{SerialPortBuilderExt, SerialStream};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::SerialConfig;
+use crate::config::{ActuatorConfig, SerialConfig};
+use crate::safety::{DriveRequest, EnvelopeLimits, SafetyEnvelope, SafetyState};
 use crate::stats::StatsHandle;
 
 /// How often the edge tells the firmware it is alive (PROTOCOL.md §4.6).
@@ -32,6 +35,26 @@ pub const HELLO_BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long shutdown waits for the firmware to confirm the actuator is off.
 pub const SAFE_STATE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest gap between commands to an enabled actuator. PROTOCOL.md §7.4 asks for one at least
+/// every 250 ms against the 500 ms firmware watchdog; 200 ms leaves room for a slow write.
+pub const ACTUATOR_REFRESH_INTERVAL: Duration = Duration::from_millis(200);
+/// Shortest silence of the sample stream after which an enabled actuator is switched off: the
+/// envelope's clock has stopped. Equal to the firmware watchdog (PROTOCOL.md §7.1), which would
+/// cut the force then anyway were the edge silent too.
+pub const SAMPLE_STALL_MIN: Duration = Duration::from_millis(500);
+/// Actuator requests waiting for the serial task, at most. Small: a late drive is useless, so
+/// senders drop what does not fit rather than wait.
+pub const ACTUATOR_QUEUE_CAPACITY: usize = 8;
+
+/// What the serial task is asked to do with the actuator, in arrival order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ActuatorRequest {
+    Drive(DriveRequest),
+    /// Latch a safety stop: 0 N and disabled at once, every drive refused until a reset.
+    SafetyStop,
+    /// Release a latched safety stop.
+    SafetyReset,
+}
 
 /// What the serial task hands downstream, in arrival order.
 #[derive(Debug, Clone)]
@@ -84,21 +107,30 @@ pub enum LinkEnd {
 /// is lost, until `shutdown`. Returns when downstream is gone or after shutdown.
 pub async fn run(
     config: SerialConfig,
+    actuator: ActuatorConfig,
     port: SerialStream,
     events_tx: mpsc::Sender<SerialEvent>,
+    requests_rx: mpsc::Receiver<ActuatorRequest>,
     stats: StatsHandle,
     shutdown: CancellationToken,
 ) -> LinkEnd {
-    let mut link = Link::new(config, events_tx, stats);
+    let mut link = Link::new(config, actuator, events_tx, requests_rx, stats);
     let mut port = Some(port);
     let mut backoff = Backoff::new(link.config.hello_timeout(), HELLO_BACKOFF_MAX);
     let mut rng = StdRng::from_os_rng();
     loop {
         let Some(io) = port.take() else {
             let delay = backoff.next_delay(&mut rng);
-            tokio::select! {
-                () = shutdown.cancelled() => return LinkEnd::Shutdown,
-                () = sleep(delay) => {}
+            let reopen_at = Instant::now() + delay;
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return LinkEnd::Shutdown,
+                    () = sleep_until(reopen_at) => break,
+                    // Requests still count (and a safety stop still latches) with no port open.
+                    request = link.requests_rx.recv(), if link.requests_open => {
+                        link.take_requests(request);
+                    }
+                }
             }
             match open_port(&link.config) {
                 Ok(p) => {
@@ -137,6 +169,22 @@ pub struct Link {
     bad_frames_seen: u64,
     actuator_seq: u16,
     rng: StdRng,
+    actuator: ActuatorConfig,
+    requests_rx: mpsc::Receiver<ActuatorRequest>,
+    /// False once every request sender is gone.
+    requests_open: bool,
+    envelope: SafetyEnvelope,
+    /// The last command sent enabled the actuator: the firmware may be applying force, so
+    /// commands must keep coming (PROTOCOL.md §7.4) until one disables it.
+    firmware_enabled: bool,
+    /// Force of the last command sent, N.
+    last_command_force_n: f64,
+    last_command_at: Instant,
+    actuator_commands_total: u64,
+    /// When the last `Samples` frame arrived: the envelope's clock ticks only with samples.
+    last_samples_at: Instant,
+    /// Sample silence after which an enabled actuator is presumed to have lost its clock.
+    stall_after: Duration,
 }
 
 /// How the handshake ended.
@@ -160,20 +208,33 @@ enum StreamEnd {
 impl Link {
     pub fn new(
         config: SerialConfig,
+        actuator: ActuatorConfig,
         events_tx: mpsc::Sender<SerialEvent>,
+        requests_rx: mpsc::Receiver<ActuatorRequest>,
         stats: StatsHandle,
     ) -> Self {
+        let now = Instant::now();
         Self {
             config,
             events_tx,
             stats,
-            started: Instant::now(),
+            started: now,
             dropped_bytes_base: 0,
             bad_frames_base: 0,
             dropped_bytes_seen: 0,
             bad_frames_seen: 0,
             actuator_seq: 0,
             rng: StdRng::from_os_rng(),
+            actuator,
+            requests_rx,
+            requests_open: true,
+            envelope: SafetyEnvelope::new(),
+            firmware_enabled: false,
+            last_command_force_n: 0.0,
+            last_command_at: now,
+            actuator_commands_total: 0,
+            last_samples_at: now,
+            stall_after: SAMPLE_STALL_MIN,
         }
     }
 
@@ -200,6 +261,11 @@ impl Link {
         self.bad_frames_base += self.bad_frames_seen;
         self.dropped_bytes_seen = 0;
         self.bad_frames_seen = 0;
+        // No samples, no clock: whatever the envelope was doing stops until samples flow again.
+        self.envelope.clock_stopped();
+        if let Err(e) = self.command_actuator(&mut framed).await {
+            return LinkEnd::Lost(e);
+        }
         // PROTOCOL.md §7.3: heartbeats go out every second whatever else happens.
         let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -208,10 +274,12 @@ impl Link {
                 Handshake::Manifest(m) => m,
                 Handshake::End(end) => break end,
             };
+            self.install_limits(&manifest);
             info!(
                 firmware_version = manifest.version_str(),
                 channels = manifest.channels().len(),
                 sample_rate_hz = manifest.sample_rate_hz(),
+                actuator_max_force_n = self.envelope.limits().map_or(0.0, |l| l.max_force_n),
                 "Firmware manifest received; streaming."
             );
             self.stats.update(|s| s.firmware_online = true);
@@ -236,6 +304,10 @@ impl Link {
                 StreamEnd::End(end) => break end,
             }
             self.stats.update(|s| s.firmware_online = false);
+            self.envelope.clock_stopped();
+            if let Err(e) = self.command_actuator(&mut framed).await {
+                break LinkEnd::Lost(e);
+            }
         };
         if matches!(end, LinkEnd::Shutdown | LinkEnd::DownstreamGone) {
             self.go_safe(&mut framed).await;
@@ -265,6 +337,14 @@ impl Link {
                     () = shutdown.cancelled() => return Handshake::End(LinkEnd::Shutdown),
                     _ = heartbeat.tick() => {
                         if let Err(e) = self.send_heartbeat(framed).await {
+                            return Handshake::End(LinkEnd::Lost(e));
+                        }
+                        continue;
+                    }
+                    // Without samples every drive is refused, but a safety stop still latches.
+                    request = self.requests_rx.recv(), if self.requests_open => {
+                        self.take_requests(request);
+                        if let Err(e) = self.command_actuator(framed).await {
                             return Handshake::End(LinkEnd::Lost(e));
                         }
                         continue;
@@ -319,12 +399,27 @@ impl Link {
         // Both only move forward while the firmware keeps running (PROTOCOL.md §7.5).
         let mut next_sample_index: Option<u64> = None;
         let mut last_heartbeat_index: Option<u64> = None;
+        self.last_samples_at = Instant::now();
         loop {
             let next = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return StreamEnd::End(LinkEnd::Shutdown),
                 _ = heartbeat.tick() => {
                     if let Err(e) = self.send_heartbeat(framed).await {
+                        return StreamEnd::End(LinkEnd::Lost(e));
+                    }
+                    continue;
+                }
+                request = self.requests_rx.recv(), if self.requests_open => {
+                    self.take_requests(request);
+                    if let Err(e) = self.command_actuator(framed).await {
+                        return StreamEnd::End(LinkEnd::Lost(e));
+                    }
+                    continue;
+                }
+                () = sleep_until(self.last_command_at + ACTUATOR_REFRESH_INTERVAL), if self.firmware_enabled => {
+                    self.check_sample_stall();
+                    if let Err(e) = self.command_actuator(framed).await {
                         return StreamEnd::End(LinkEnd::Lost(e));
                     }
                     continue;
@@ -353,10 +448,26 @@ impl Link {
                             got: s.first_sample_index,
                         };
                     }
+                    // A gap is time that passed too: count the lost samples' periods.
+                    let periods = match next_sample_index {
+                        Some(expected) => s.next_sample_index() - expected,
+                        None => s.sample_count() as u64,
+                    };
                     next_sample_index = Some(s.next_sample_index());
+                    self.last_samples_at = Instant::now();
+                    self.advance_envelope(periods);
+                    if let Err(e) = self.command_actuator(framed).await {
+                        return StreamEnd::End(LinkEnd::Lost(e));
+                    }
                     SerialEvent::Samples(s)
                 }
-                Frame::Manifest(m) => SerialEvent::Manifest(Box::new(m)),
+                Frame::Manifest(m) => {
+                    self.install_limits(&m);
+                    if let Err(e) = self.command_actuator(framed).await {
+                        return StreamEnd::End(LinkEnd::Lost(e));
+                    }
+                    SerialEvent::Manifest(Box::new(m))
+                }
                 Frame::Heartbeat(h) => {
                     if let Some(last) = last_heartbeat_index.filter(|&l| h.sample_index < l) {
                         return StreamEnd::Restarted {
@@ -373,6 +484,13 @@ impl Link {
                         sample_index = f.sample_index,
                         "Firmware reported a fault."
                     );
+                    if matches!(f.code, Fault::ACTUATOR_WATCHDOG | Fault::ACTUATOR_FAULT) {
+                        // PROTOCOL.md §7.4: the firmware has disabled the actuator itself.
+                        self.envelope.firmware_disabled();
+                        self.firmware_enabled = false;
+                        self.last_command_force_n = 0.0;
+                        self.publish_actuator_stats();
+                    }
                     continue;
                 }
                 Frame::ActuatorStatus(st) => {
@@ -413,6 +531,7 @@ impl Link {
         &mut self,
         framed: &mut Framed<T, FirmwareCodec>,
     ) {
+        self.envelope.clock_stopped();
         self.actuator_seq = self.actuator_seq.wrapping_add(1);
         let seq = self.actuator_seq;
         let command = ActuatorCommand {
@@ -422,8 +541,14 @@ impl Link {
         };
         if let Err(e) = send(framed, Frame::ActuatorCommand(command)).await {
             warn!(error = %e, "Could not send the actuator safe-state command.");
+            self.publish_actuator_stats();
             return;
         }
+        self.firmware_enabled = false;
+        self.last_command_force_n = 0.0;
+        self.last_command_at = Instant::now();
+        self.actuator_commands_total += 1;
+        self.publish_actuator_stats();
         let confirmed = timeout(SAFE_STATE_TIMEOUT, async {
             while let Some(Ok(frame)) = framed.next().await {
                 // §7.4: a coalesced status reports the latest seq, which is ours.
@@ -442,6 +567,155 @@ impl Link {
                 "Sent the actuator safe-state command; the firmware did not confirm it."
             ),
         }
+    }
+
+    /// The envelope limits for a (new) manifest, and the sample silence that means its clock
+    /// stopped: the drive timeout's duration, but never less than [`SAMPLE_STALL_MIN`].
+    fn install_limits(&mut self, manifest: &Manifest) {
+        let limits = EnvelopeLimits::new(&self.actuator, manifest);
+        self.envelope.set_limits(limits);
+        let timeout_s = limits.map_or(0.0, |l| {
+            l.drive_timeout_periods as f64 / manifest.sample_rate_hz()
+        });
+        self.stall_after = Duration::try_from_secs_f64(timeout_s)
+            .unwrap_or(Duration::MAX)
+            .max(SAMPLE_STALL_MIN);
+        if limits.is_none() && manifest.actuator_floor != 0 {
+            warn!(
+                actuator_floor = manifest.actuator_floor,
+                firmware_max_force_n = manifest.actuator_max_force_n,
+                "Firmware reports an actuator without a usable force limit; refusing every drive."
+            );
+        }
+    }
+
+    /// Applies `first` and everything queued behind it (so a burst costs one command), in order.
+    /// `None` means every sender is gone.
+    fn take_requests(&mut self, first: Option<ActuatorRequest>) {
+        let Some(first) = first else {
+            self.requests_open = false;
+            return;
+        };
+        self.apply_request(first);
+        while let Ok(request) = self.requests_rx.try_recv() {
+            self.apply_request(request);
+        }
+        self.publish_actuator_stats();
+    }
+
+    fn apply_request(&mut self, request: ActuatorRequest) {
+        match request {
+            ActuatorRequest::Drive(drive) => {
+                if let Err(refusal) = self.envelope.drive(drive) {
+                    let total = self.envelope.counters().drives_refused_total;
+                    // While latched every drive is refused; a power-of-two cadence keeps the
+                    // log readable and still shows the count growing.
+                    if total.is_power_of_two() {
+                        warn!(
+                            reason = %refusal,
+                            force_n = drive.force_n,
+                            sample_index = drive.sample_index,
+                            source = ?drive.source,
+                            drives_refused_total = total,
+                            "Refused an actuator drive."
+                        );
+                    }
+                }
+            }
+            ActuatorRequest::SafetyStop => {
+                if self.envelope.state() != SafetyState::Latched {
+                    warn!(
+                        force_n = self.envelope.output().force_n,
+                        "Safety stop: actuator at 0 N and disabled until a reset."
+                    );
+                }
+                self.envelope.safety_stop();
+            }
+            ActuatorRequest::SafetyReset => {
+                if self.envelope.reset() {
+                    info!("Safety stop released; drives are accepted again.");
+                }
+            }
+        }
+    }
+
+    /// Lets `periods` sample periods pass in the envelope and logs a drive timeout.
+    fn advance_envelope(&mut self, periods: u64) {
+        let (before, was_enabled) = (self.envelope.state(), self.envelope.output().enable);
+        let out = self.envelope.advance(periods);
+        let after = self.envelope.state();
+        if before == SafetyState::Driving && after == SafetyState::SafeTimeout {
+            warn!(
+                drive_timeout_periods = self.actuator.drive_timeout_periods,
+                last_drive_sample_index = self.envelope.last_drive().map(|d| d.sample_index),
+                force_n = out.force_n,
+                "No actuator drive within the timeout; ramping the force to 0 N at the slew limit, then disabling."
+            );
+        }
+        if was_enabled && !out.enable && after == SafetyState::SafeTimeout {
+            info!("Actuator reached 0 N after the drive timeout; disabled.");
+        }
+    }
+
+    /// An enabled actuator whose samples stopped has no clock left for its envelope: off now.
+    fn check_sample_stall(&mut self) {
+        let silent = self.last_samples_at.elapsed();
+        if silent >= self.stall_after && self.envelope.output().enable {
+            warn!(
+                silent_ms = silent.as_millis() as u64,
+                force_n = self.envelope.output().force_n,
+                "No samples while the actuator was enabled: the drive timeout cannot run without them, so the actuator goes to 0 N and off now."
+            );
+            self.envelope.clock_stopped();
+        }
+    }
+
+    /// Sends the envelope's output while the firmware is, or is about to be, enabled: one
+    /// command per drive burst and per samples frame, and a last one that disables it. An actuator
+    /// that was never enabled is left alone.
+    async fn command_actuator<T: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        framed: &mut Framed<T, FirmwareCodec>,
+    ) -> io::Result<()> {
+        let out = self.envelope.output();
+        if !(out.enable || self.firmware_enabled) {
+            self.publish_actuator_stats();
+            return Ok(());
+        }
+        self.actuator_seq = self.actuator_seq.wrapping_add(1);
+        let command = ActuatorCommand {
+            seq: self.actuator_seq,
+            enable: out.enable,
+            // Within ±max_force_n, which is itself an f32 the firmware reported or a config
+            // value; the rounding is far below any actuator's resolution.
+            force_n: out.force_n as f32,
+        };
+        send(framed, Frame::ActuatorCommand(command)).await?;
+        self.firmware_enabled = out.enable;
+        self.last_command_force_n = f64::from(command.force_n);
+        self.last_command_at = Instant::now();
+        self.actuator_commands_total += 1;
+        self.publish_actuator_stats();
+        Ok(())
+    }
+
+    fn publish_actuator_stats(&self) {
+        let counters = self.envelope.counters();
+        let state = self.envelope.state();
+        let (enabled, force_n, commands) = (
+            self.firmware_enabled,
+            self.last_command_force_n,
+            self.actuator_commands_total,
+        );
+        self.stats.update(|s| {
+            s.safety_state = state;
+            s.actuator_enabled = enabled;
+            s.last_applied_force_n = force_n;
+            s.actuator_commands_total = commands;
+            s.drives_applied_total = counters.drives_applied_total;
+            s.drives_refused_total = counters.drives_refused_total;
+            s.drive_timeouts_total = counters.drive_timeouts_total;
+        });
     }
 
     /// Counts the frame, then reports any growth of the codec's loss counters.

@@ -4,8 +4,10 @@
 
 use tokio::sync::watch;
 
+use crate::safety::SafetyState;
+
 /// A snapshot of the edge's health and throughput.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EdgeStats {
     /// Firmware frames decoded (serial task).
     pub frames_in_total: u64,
@@ -30,6 +32,30 @@ pub struct EdgeStats {
     pub mqtt_connected: bool,
     /// Current MQTT session number; 0 before the first connect (publisher task).
     pub session: u64,
+    /// True once the broker granted the drive subscription on the current connection
+    /// (publisher task).
+    pub drive_subscribed: bool,
+    /// Messages that arrived on the drive topic, good or bad (publisher task).
+    pub drives_received_total: u64,
+    /// Drive messages that were oversized, did not decode, or named another rig (publisher task).
+    pub drives_bad_total: u64,
+    /// Good drives lost because the serial task's queue was full or gone (publisher task).
+    pub drives_dropped_total: u64,
+    /// Drives the safety envelope applied, clamped or not (serial task).
+    pub drives_applied_total: u64,
+    /// Drives the safety envelope refused: latched, non-finite, no actuator or no sample clock
+    /// (serial task).
+    pub drives_refused_total: u64,
+    /// Times the actuator went to its safe state for want of drives (serial task).
+    pub drive_timeouts_total: u64,
+    /// Safety envelope state (serial task).
+    pub safety_state: SafetyState,
+    /// The last `ActuatorCommand` sent to the firmware enabled the actuator (serial task).
+    pub actuator_enabled: bool,
+    /// Force of the last `ActuatorCommand` sent to the firmware, N; 0 before any (serial task).
+    pub last_applied_force_n: f64,
+    /// `ActuatorCommand`s sent to the firmware, the shutdown one included (serial task).
+    pub actuator_commands_total: u64,
 }
 
 /// Writer side shared by the tasks; updates are synchronous and never held across `.await`.
