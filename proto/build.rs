@@ -3,7 +3,11 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["dtop/v1/rig.proto", "dtop/v1/control.proto", "dtop/v1/twin.proto"];
+    let files = [
+        "dtop/v1/rig.proto",
+        "dtop/v1/control.proto",
+        "dtop/v1/twin.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -9,11 +9,24 @@ use dtop_twin::TwinStats;
 pub fn render(elapsed_s: f64, twin: &TwinStats, edge: &EdgeStats) -> String {
     let mut out = String::new();
     if twin.rigs.is_empty() {
-        let _ = writeln!(out, "[{elapsed_s:7.1} s] waiting for a rig (edge: firmware {}, mqtt {})", on(edge.firmware_online), on(edge.mqtt_connected));
+        let _ = writeln!(
+            out,
+            "[{elapsed_s:7.1} s] waiting for a rig (edge: firmware {}, mqtt {})",
+            on(edge.firmware_online),
+            on(edge.mqtt_connected)
+        );
     }
     for (rig, r) in &twin.rigs {
-        let rms: Vec<String> = r.floor_accel_rms_m_s2.iter().map(|(floor, v)| format!("{floor}: {v:.3}")).collect();
-        let rms = if rms.is_empty() { "-".to_owned() } else { rms.join("  ") };
+        let rms: Vec<String> = r
+            .floor_accel_rms_m_s2
+            .iter()
+            .map(|(floor, v)| format!("{floor}: {v:.3}"))
+            .collect();
+        let rms = if rms.is_empty() {
+            "-".to_owned()
+        } else {
+            rms.join("  ")
+        };
         let _ = writeln!(
             out,
             "[{elapsed_s:7.1} s] rig {rig}  {rate:7.1} samples/s  RMS accel by floor (m/s²) {rms}  | blocks stored {stored}, missing {missing}, duplicate {dup} | lines stored {lines}",

@@ -90,7 +90,10 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
         problems.push(format!("--speed must be in (0, 1000], got {}", args.speed));
     }
     if !(args.status_every_s.is_finite() && args.status_every_s >= 0.1) {
-        problems.push(format!("--status-every-s must be at least 0.1, got {}", args.status_every_s));
+        problems.push(format!(
+            "--status-every-s must be at least 0.1, got {}",
+            args.status_every_s
+        ));
     }
     if let Some(d) = args.duration_s
         && !(d.is_finite() && d > 0.0)
@@ -110,16 +113,25 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
 
     let data_dir = args.data_dir.display().to_string();
     let storage = match (&args.influx_v1_url, &args.influx_v2_url) {
-        (Some(url), _) => format!("[storage.influx_v1]\nurl = {url:?}\ndatabase = {:?}\n", args.influx_db),
+        (Some(url), _) => format!(
+            "[storage.influx_v1]\nurl = {url:?}\ndatabase = {:?}\n",
+            args.influx_db
+        ),
         (None, Some(url)) if !token_missing => format!(
             "[storage.influx_v2]\nurl = {url:?}\norg = {:?}\nbucket = {:?}\ntoken_file = {:?}\n",
             args.influx_org,
             args.influx_bucket,
-            args.influx_token_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+            args.influx_token_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
         ),
         _ => format!("[storage.file]\ndir = {:?}\n", format!("{data_dir}/lines")),
     };
-    let twin_toml = format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n\n{storage}", args.mqtt_port);
+    let twin_toml = format!(
+        "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n\n{storage}",
+        args.mqtt_port
+    );
     let twin = match TwinConfig::from_toml_str(&twin_toml) {
         Ok(twin) => {
             if let Err(e) = twin.validate() {
@@ -133,7 +145,11 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
         }
     };
 
-    let sim = SimConfig { seed: args.seed, speed: args.speed, ..SimConfig::default() };
+    let sim = SimConfig {
+        seed: args.seed,
+        speed: args.speed,
+        ..SimConfig::default()
+    };
     if let Err(e) = sim.validate() {
         problems.push(format!("rig simulator: {e}"));
     }
@@ -148,7 +164,10 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
     // Check the edge config now, with a placeholder port path, so a bad flag fails before start.
     // A bad rig id was reported above already; the edge would only repeat it.
     if rig_ok {
-        match EdgeConfig::from_toml(&edge_config_text(&edge_toml_without_serial, &PathBuf::from("/dev/null"))) {
+        match EdgeConfig::from_toml(&edge_config_text(
+            &edge_toml_without_serial,
+            &PathBuf::from("/dev/null"),
+        )) {
             Ok(edge) => {
                 if let Err(e) = edge.validate() {
                     problems.push(format!("edge: {e}"));
@@ -172,7 +191,10 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
 }
 
 fn edge_config_text(without_serial: &str, serial_path: &std::path::Path) -> String {
-    format!("{without_serial}\n[serial]\npath = {:?}\n", serial_path.display().to_string())
+    format!(
+        "{without_serial}\n[serial]\npath = {:?}\n",
+        serial_path.display().to_string()
+    )
 }
 
 /// Runs the plan until Ctrl-C, SIGTERM or `duration`, then shuts down from the inputs
@@ -183,18 +205,27 @@ pub async fn run(plan: UpPlan) -> Result<()> {
         .await
         .context("starting the broker thread")?
         .context("starting the embedded MQTT broker")?;
-    println!("broker:  MQTT 3.1.1 on {} (embedded rumqttd)", broker.mqtt_addr());
+    println!(
+        "broker:  MQTT 3.1.1 on {} (embedded rumqttd)",
+        broker.mqtt_addr()
+    );
 
     let twin_stop = CancellationToken::new();
     let (mut twin_handle, twin_task) = dtop_twin::spawn(plan.twin.clone(), twin_stop.clone());
     println!("storage: {}", plan.twin.storage.describe());
-    let connected = tokio::time::timeout(Duration::from_secs(10), twin_handle.wait_for(|s| s.mqtt_connected)).await;
+    let connected = tokio::time::timeout(
+        Duration::from_secs(10),
+        twin_handle.wait_for(|s| s.mqtt_connected),
+    )
+    .await;
     if !matches!(connected, Ok(Some(_))) {
         warn!("The twin has not connected to the broker within 10 s; continuing.");
     }
 
     let sim_stop = CancellationToken::new();
-    let sim = dtop_rig_sim::start(plan.sim.clone(), sim_stop.clone()).await.context("starting the rig simulator")?;
+    let sim = dtop_rig_sim::start(plan.sim.clone(), sim_stop.clone())
+        .await
+        .context("starting the rig simulator")?;
     println!(
         "rig:     simulated Southampton 3-storey rig on {} ({} Hz, speed {}x)",
         sim.pty_path().display(),
@@ -206,13 +237,21 @@ pub async fn run(plan: UpPlan) -> Result<()> {
     let edge_config = EdgeConfig::from_toml(&edge_text).context("edge config")?;
     let edge_stop = CancellationToken::new();
     let (edge_stats_tx, edge_stats_rx) = watch::channel(EdgeStats::default());
-    let edge_task = tokio::spawn(dtop_edge::run_with_stats(edge_config, edge_stop.clone(), edge_stats_tx));
-    println!("edge:    reading {} and publishing to the broker; Ctrl-C stops everything\n", sim.pty_path().display());
+    let edge_task = tokio::spawn(dtop_edge::run_with_stats(
+        edge_config,
+        edge_stop.clone(),
+        edge_stats_tx,
+    ));
+    println!(
+        "edge:    reading {} and publishing to the broker; Ctrl-C stops everything\n",
+        sim.pty_path().display()
+    );
 
     let started = Instant::now();
     let mut ticker = tokio::time::interval(plan.status_every);
     ticker.tick().await;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
     let deadline = plan.duration.map(|d| started + d);
     let reason = loop {
         tokio::select! {
@@ -235,7 +274,14 @@ pub async fn run(plan: UpPlan) -> Result<()> {
     twin_stop.cancel();
     let twin_result = tokio::time::timeout(Duration::from_secs(30), twin_task).await;
 
-    print!("{}", status::render(started.elapsed().as_secs_f64(), &twin_handle.stats(), &edge_stats_rx.borrow()));
+    print!(
+        "{}",
+        status::render(
+            started.elapsed().as_secs_f64(),
+            &twin_handle.stats(),
+            &edge_stats_rx.borrow()
+        )
+    );
     let mut failures = Vec::new();
     match edge_result {
         Ok(Ok(Ok(()))) => {}
@@ -258,7 +304,10 @@ pub async fn run(plan: UpPlan) -> Result<()> {
         info!("Stopped gracefully.");
         Ok(())
     } else {
-        Err(anyhow!("shutdown was not graceful: {}", failures.join("; ")))
+        Err(anyhow!(
+            "shutdown was not graceful: {}",
+            failures.join("; ")
+        ))
     }
 }
 
@@ -289,16 +338,30 @@ mod tests {
 
     #[test]
     fn reports_every_bad_flag_at_once() {
-        let problems = plan(&args(&["--rig", "a/b", "--speed", "0", "--status-every-s", "0", "--influx-v2-url", "http://x"]))
-            .err()
-            .unwrap_or_default();
+        let problems = plan(&args(&[
+            "--rig",
+            "a/b",
+            "--speed",
+            "0",
+            "--status-every-s",
+            "0",
+            "--influx-v2-url",
+            "http://x",
+        ]))
+        .err()
+        .unwrap_or_default();
         assert_eq!(problems.len(), 4, "{problems:#?}");
     }
 
     #[test]
     fn influx_flags_select_the_v1_store() {
-        let plan = plan(&args(&["--influx-v1-url", "http://127.0.0.1:8086", "--influx-db", "lab"]))
-            .unwrap_or_else(|p| panic!("{p:?}"));
+        let plan = plan(&args(&[
+            "--influx-v1-url",
+            "http://127.0.0.1:8086",
+            "--influx-db",
+            "lab",
+        ]))
+        .unwrap_or_else(|p| panic!("{p:?}"));
         assert!(plan.twin.storage.describe().contains("database lab"));
     }
 }

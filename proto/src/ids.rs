@@ -32,9 +32,15 @@ impl RigId {
             return Err(RigIdError::Empty);
         }
         if id.len() > Self::MAX_LEN {
-            return Err(RigIdError::TooLong { len: id.len(), max: Self::MAX_LEN });
+            return Err(RigIdError::TooLong {
+                len: id.len(),
+                max: Self::MAX_LEN,
+            });
         }
-        if let Some(ch) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        if let Some(ch) = id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
             return Err(RigIdError::BadChar { id, ch });
         }
         Ok(Self(id))
@@ -83,15 +89,24 @@ mod tests {
 
     #[test]
     fn accepts_plain_names() {
-        assert_eq!(RigId::new("southampton-3s_01").map(|r| r.to_string()), Ok("southampton-3s_01".into()));
+        assert_eq!(
+            RigId::new("southampton-3s_01").map(|r| r.to_string()),
+            Ok("southampton-3s_01".into())
+        );
     }
 
     #[test]
     fn refuses_wildcards_separators_and_spaces() {
         for bad in ["a/b", "+", "#", "a b", "ri,g", "é"] {
-            assert!(matches!(RigId::new(bad), Err(RigIdError::BadChar { .. })), "{bad}");
+            assert!(
+                matches!(RigId::new(bad), Err(RigIdError::BadChar { .. })),
+                "{bad}"
+            );
         }
         assert_eq!(RigId::new(""), Err(RigIdError::Empty));
-        assert!(matches!(RigId::new("x".repeat(65)), Err(RigIdError::TooLong { .. })));
+        assert!(matches!(
+            RigId::new("x".repeat(65)),
+            Err(RigIdError::TooLong { .. })
+        ));
     }
 }

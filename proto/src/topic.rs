@@ -137,13 +137,24 @@ impl Topic {
             .strip_prefix(ROOT)
             .and_then(|r| r.strip_prefix('/'))
             .ok_or_else(|| TopicError::ForeignNamespace(topic.to_owned()))?;
-        let (family, rest) = rest.split_once('/').ok_or_else(|| TopicError::UnknownShape(topic.to_owned()))?;
-        let (id, suffix) = rest.split_once('/').ok_or_else(|| TopicError::UnknownShape(topic.to_owned()))?;
-        let id = RigId::new(id).map_err(|source| TopicError::BadId { topic: topic.to_owned(), source })?;
+        let (family, rest) = rest
+            .split_once('/')
+            .ok_or_else(|| TopicError::UnknownShape(topic.to_owned()))?;
+        let (id, suffix) = rest
+            .split_once('/')
+            .ok_or_else(|| TopicError::UnknownShape(topic.to_owned()))?;
+        let id = RigId::new(id).map_err(|source| TopicError::BadId {
+            topic: topic.to_owned(),
+            source,
+        })?;
         let unknown = || TopicError::UnknownShape(topic.to_owned());
         match family {
-            "rig" => RigTopic::from_suffix(suffix).map(|t| Topic::Rig(id, t)).ok_or_else(unknown),
-            "twin" => TwinTopic::from_suffix(suffix).map(|t| Topic::Twin(id, t)).ok_or_else(unknown),
+            "rig" => RigTopic::from_suffix(suffix)
+                .map(|t| Topic::Rig(id, t))
+                .ok_or_else(unknown),
+            "twin" => TwinTopic::from_suffix(suffix)
+                .map(|t| Topic::Twin(id, t))
+                .ok_or_else(unknown),
             "sim" => match suffix {
                 "request" => Ok(Topic::Sim(id, SimTopic::Request)),
                 "result" => Ok(Topic::Sim(id, SimTopic::Result)),
@@ -195,7 +206,10 @@ mod tests {
     #[test]
     fn every_topic_round_trips_through_its_string() {
         let id = rig_id();
-        let mut all: Vec<Topic> = RigTopic::ALL.iter().map(|t| Topic::Rig(id.clone(), *t)).collect();
+        let mut all: Vec<Topic> = RigTopic::ALL
+            .iter()
+            .map(|t| Topic::Rig(id.clone(), *t))
+            .collect();
         all.extend(TwinTopic::ALL.iter().map(|t| Topic::Twin(id.clone(), *t)));
         all.push(Topic::Sim(id.clone(), SimTopic::Request));
         all.push(Topic::Sim(id.clone(), SimTopic::Result));
@@ -209,16 +223,34 @@ mod tests {
     fn builds_the_documented_strings() {
         let id = rig_id();
         assert_eq!(rig(&id, RigTopic::CmdAck), "dtop/v1/rig/so-3s/cmd/ack");
-        assert_eq!(twin(&id, TwinTopic::StateJson), "dtop/v1/twin/so-3s/state/json");
+        assert_eq!(
+            twin(&id, TwinTopic::StateJson),
+            "dtop/v1/twin/so-3s/state/json"
+        );
         assert_eq!(all_rigs(RigTopic::Samples), "dtop/v1/rig/+/samples");
     }
 
     #[test]
     fn refuses_foreign_unknown_and_wildcard_topics() {
-        assert!(matches!(Topic::parse("spBv1.0/x"), Err(TopicError::ForeignNamespace(_))));
-        assert!(matches!(Topic::parse("dtop/v1/rig/r1/nope"), Err(TopicError::UnknownShape(_))));
-        assert!(matches!(Topic::parse("dtop/v1/rig/r1"), Err(TopicError::UnknownShape(_))));
-        assert!(matches!(Topic::parse("dtop/v1/rig/+/samples"), Err(TopicError::BadId { .. })));
-        assert!(matches!(Topic::parse("dtop/v1/rig/r1/cmd/ack/x"), Err(TopicError::UnknownShape(_))));
+        assert!(matches!(
+            Topic::parse("spBv1.0/x"),
+            Err(TopicError::ForeignNamespace(_))
+        ));
+        assert!(matches!(
+            Topic::parse("dtop/v1/rig/r1/nope"),
+            Err(TopicError::UnknownShape(_))
+        ));
+        assert!(matches!(
+            Topic::parse("dtop/v1/rig/r1"),
+            Err(TopicError::UnknownShape(_))
+        ));
+        assert!(matches!(
+            Topic::parse("dtop/v1/rig/+/samples"),
+            Err(TopicError::BadId { .. })
+        ));
+        assert!(matches!(
+            Topic::parse("dtop/v1/rig/r1/cmd/ack/x"),
+            Err(TopicError::UnknownShape(_))
+        ));
     }
 }

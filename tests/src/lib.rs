@@ -40,11 +40,18 @@ pub fn bin(name: &str) -> Result<PathBuf> {
     let newest = ["release", "debug"]
         .iter()
         .map(|p| target.join(p).join(name))
-        .filter_map(|p| std::fs::metadata(&p).and_then(|m| m.modified()).ok().map(|t| (t, p)))
+        .filter_map(|p| {
+            std::fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, p))
+        })
         .max();
     match newest {
         Some((_, path)) => Ok(path),
-        None => bail!("{name} is not built; run `cargo build --workspace --bins` or scripts/test.sh"),
+        None => {
+            bail!("{name} is not built; run `cargo build --workspace --bins` or scripts/test.sh")
+        }
     }
 }
 
@@ -75,7 +82,11 @@ pub fn wait_tcp(addr: SocketAddr, within: Duration) -> Result<()> {
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `within`.
-pub fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+pub fn wait_for<T>(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let deadline = Instant::now() + within;
     let mut last_err = None;
     loop {
@@ -86,7 +97,9 @@ pub fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Resu
         }
         if Instant::now() >= deadline {
             match last_err {
-                Some(e) => bail!("timed out after {within:?} waiting for {what}; last error: {e:#}"),
+                Some(e) => {
+                    bail!("timed out after {within:?} waiting for {what}; last error: {e:#}")
+                }
                 None => bail!("timed out after {within:?} waiting for {what}"),
             }
         }
@@ -107,16 +120,24 @@ impl Proc {
     /// Spawns `program args...`, logging to `dir/name.log`.
     pub fn spawn(name: &str, program: &Path, args: &[&str], dir: &Path) -> Result<Self> {
         let log_path = dir.join(format!("{name}.log"));
-        let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let log =
+            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let child = Command::new(program)
             .args(args)
-            .env("RUST_LOG", std::env::var("DTOP_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("DTOP_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
-        Ok(Self { name: name.to_owned(), child, log_path })
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log_path,
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -131,7 +152,11 @@ impl Proc {
     /// Fails if the process has exited.
     pub fn ensure_running(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!("{} exited early with {status}; log:\n{}", self.name, self.log());
+            bail!(
+                "{} exited early with {status}; log:\n{}",
+                self.name,
+                self.log()
+            );
         }
         Ok(())
     }
@@ -146,7 +171,11 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("{} did not exit within {grace:?} of SIGTERM; log:\n{}", self.name, self.log())
+        bail!(
+            "{} did not exit within {grace:?} of SIGTERM; log:\n{}",
+            self.name,
+            self.log()
+        )
     }
 }
 
@@ -160,7 +189,10 @@ impl Drop for Proc {
 }
 
 fn signal(pid: u32, sig: &str) -> Result<()> {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?;
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()?;
     if !status.success() {
         bail!("kill -{sig} {pid} failed");
     }
@@ -186,7 +218,10 @@ pub struct Services {
 
 impl Services {
     pub fn new() -> Result<Self> {
-        Ok(Self { dir: tempfile::tempdir()?, procs: Vec::new() })
+        Ok(Self {
+            dir: tempfile::tempdir()?,
+            procs: Vec::new(),
+        })
     }
 
     fn program(&self, name: &str, package: &str) -> Result<PathBuf> {
@@ -235,7 +270,14 @@ impl Services {
         let proc = Proc::spawn(
             "victoria-metrics",
             &program,
-            &["-storageDataPath", &data, "-httpListenAddr", &listen, "-search.latencyOffset=0s", "-loggerLevel=ERROR"],
+            &[
+                "-storageDataPath",
+                &data,
+                "-httpListenAddr",
+                &listen,
+                "-search.latencyOffset=0s",
+                "-loggerLevel=ERROR",
+            ],
             self.dir.path(),
         )?;
         self.procs.push(proc);
@@ -254,19 +296,31 @@ impl Services {
         let conf = self.dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 0\n"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 0\n"
+            ),
         )?;
         let conf = conf.to_string_lossy().into_owned();
         let proc = Proc::spawn("mosquitto", &program, &["-c", &conf], self.dir.path())?;
         self.procs.push(proc);
-        wait_tcp(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10))?;
+        wait_tcp(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(10),
+        )?;
         Ok(port)
     }
 }
 
 fn wait_http_ok(url: &str, within: Duration) -> Result<()> {
     let client = http::blocking_client()?;
-    wait_for(url, within, || Ok(client.get(url).send().ok().filter(|r| r.status().is_success()).map(|_| ())))
+    wait_for(url, within, || {
+        Ok(client
+            .get(url)
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+            .map(|_| ()))
+    })
 }
 
 /// A tiny blocking HTTP client built on reqwest's async one, for test code that is not async.
@@ -293,23 +347,36 @@ pub mod http {
     }
 
     pub fn blocking_client() -> anyhow::Result<BlockingClient> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let inner = ::reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let inner = ::reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
         Ok(BlockingClient { rt, inner })
     }
 
     impl BlockingClient {
         pub fn get(&self, url: &str) -> BlockingRequest<'_> {
-            BlockingRequest { rt: &self.rt, inner: self.inner.get(url) }
+            BlockingRequest {
+                rt: &self.rt,
+                inner: self.inner.get(url),
+            }
         }
         pub fn post(&self, url: &str) -> BlockingRequest<'_> {
-            BlockingRequest { rt: &self.rt, inner: self.inner.post(url) }
+            BlockingRequest {
+                rt: &self.rt,
+                inner: self.inner.post(url),
+            }
         }
     }
 
     impl BlockingRequest<'_> {
         pub fn body(self, body: impl Into<::reqwest::Body>) -> Self {
-            Self { rt: self.rt, inner: self.inner.body(body) }
+            Self {
+                rt: self.rt,
+                inner: self.inner.body(body),
+            }
         }
         pub fn send(self) -> anyhow::Result<BlockingResponse> {
             self.rt.block_on(async move {

@@ -60,7 +60,10 @@ pub struct Pipeline {
 }
 
 pub fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 fn path_str(p: &Path) -> String {
@@ -79,7 +82,12 @@ impl Pipeline {
                 let port = free_port()?;
                 let conf = dir.path().join("broker.toml");
                 std::fs::write(&conf, format!("[mqtt]\nlisten = \"127.0.0.1:{port}\"\n"))?;
-                let proc = Proc::spawn("broker", &bin("dtop-broker")?, &["--config", &path_str(&conf)], dir.path())?;
+                let proc = Proc::spawn(
+                    "broker",
+                    &bin("dtop-broker")?,
+                    &["--config", &path_str(&conf)],
+                    dir.path(),
+                )?;
                 wait_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(15))
                     .with_context(|| format!("broker log:\n{}", proc.log()))?;
                 (port, Some(proc))
@@ -89,7 +97,9 @@ impl Pipeline {
         let storage = match &spec.store {
             StoreKind::InfluxV1 { url, database } => {
                 crate::query::influx_create_db(url, database)?;
-                format!("[storage.influx_v1]\nurl = \"{url}\"\ndatabase = \"{database}\"\nprecision = \"us\"\n")
+                format!(
+                    "[storage.influx_v1]\nurl = \"{url}\"\ndatabase = \"{database}\"\nprecision = \"us\"\n"
+                )
             }
             StoreKind::InfluxV2 { url } => {
                 let token = dir.path().join("token");
@@ -103,12 +113,23 @@ impl Pipeline {
         let twin_conf = dir.path().join("twin.toml");
         std::fs::write(
             &twin_conf,
-            format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nclient_id = \"dtop-twin-{}\"\n\n{storage}", spec.rig),
+            format!(
+                "[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nclient_id = \"dtop-twin-{}\"\n\n{storage}",
+                spec.rig
+            ),
         )?;
-        let mut twin = Proc::spawn("twin", &bin("dtop-twin")?, &["--config", &path_str(&twin_conf)], dir.path())?;
+        let mut twin = Proc::spawn(
+            "twin",
+            &bin("dtop-twin")?,
+            &["--config", &path_str(&twin_conf)],
+            dir.path(),
+        )?;
         wait_for("the twin to subscribe", Duration::from_secs(20), || {
             twin.ensure_running()?;
-            Ok(twin.log().contains("Subscribed to rig topics.").then_some(()))
+            Ok(twin
+                .log()
+                .contains("Subscribed to rig topics.")
+                .then_some(()))
         })?;
 
         let pty = dir.path().join("rig.pty");
@@ -130,8 +151,10 @@ impl Pipeline {
             ],
             dir.path(),
         )?;
-        wait_for("the simulator's pty", Duration::from_secs(15), || Ok(pty.exists().then_some(())))
-            .with_context(|| format!("rig-sim log:\n{}", sim.log()))?;
+        wait_for("the simulator's pty", Duration::from_secs(15), || {
+            Ok(pty.exists().then_some(()))
+        })
+        .with_context(|| format!("rig-sim log:\n{}", sim.log()))?;
 
         let state = dir.path().join("edge-state");
         let edge_conf = dir.path().join("edge.toml");
@@ -147,8 +170,22 @@ impl Pipeline {
                 block = spec.block_samples,
             ),
         )?;
-        let edge = Proc::spawn("edge", &bin("dtop-edge")?, &["--config", &path_str(&edge_conf)], dir.path())?;
-        Ok(Self { dir, spec, mqtt_port, broker, twin, sim, edge, started_ns })
+        let edge = Proc::spawn(
+            "edge",
+            &bin("dtop-edge")?,
+            &["--config", &path_str(&edge_conf)],
+            dir.path(),
+        )?;
+        Ok(Self {
+            dir,
+            spec,
+            mqtt_port,
+            broker,
+            twin,
+            sim,
+            edge,
+            started_ns,
+        })
     }
 
     pub fn truth_path(&self) -> PathBuf {
@@ -158,7 +195,15 @@ impl Pipeline {
     /// Fails with every process's log if any of them died.
     pub fn ensure_running(&mut self) -> Result<()> {
         let mut dead = Vec::new();
-        for p in [Some(&mut self.twin), Some(&mut self.sim), Some(&mut self.edge), self.broker.as_mut()].into_iter().flatten() {
+        for p in [
+            Some(&mut self.twin),
+            Some(&mut self.sim),
+            Some(&mut self.edge),
+            self.broker.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if let Err(e) = p.ensure_running() {
                 dead.push(format!("{e:#}"));
             }
@@ -172,7 +217,15 @@ impl Pipeline {
     /// Every process's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for p in [Some(&self.sim), Some(&self.edge), Some(&self.twin), self.broker.as_ref()].into_iter().flatten() {
+        for p in [
+            Some(&self.sim),
+            Some(&self.edge),
+            Some(&self.twin),
+            self.broker.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let log = p.log();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             out.push_str(&format!("----- {p:?} (last 40 lines)\n", p = p.pid()));
@@ -190,7 +243,10 @@ impl Pipeline {
         let path = self.truth_path();
         wait_for("the simulator to send every sample", within, || {
             self.ensure_running()?;
-            let truth = Truth::read(&path).unwrap_or(Truth { indices: Vec::new(), raw: Vec::new() });
+            let truth = Truth::read(&path).unwrap_or(Truth {
+                indices: Vec::new(),
+                raw: Vec::new(),
+            });
             Ok((truth.len() >= expected).then_some(truth))
         })
     }
@@ -198,13 +254,19 @@ impl Pipeline {
     /// Stops the edge with SIGTERM (it flushes its last partial block) and checks it exits 0.
     pub fn stop_edge(&mut self) -> Result<()> {
         let code = self.edge.terminate(Duration::from_secs(20))?;
-        ensure!(code == Some(0), "edge exited with {code:?}; log:\n{}", self.edge.log());
+        ensure!(
+            code == Some(0),
+            "edge exited with {code:?}; log:\n{}",
+            self.edge.log()
+        );
         Ok(())
     }
 
     /// The rig's retained birth, read from the broker like any dashboard would.
     pub fn read_birth(&self) -> Result<RigBirth> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(read_retained_birth(self.mqtt_port, &self.spec.rig))
     }
 }
@@ -212,10 +274,19 @@ impl Pipeline {
 async fn read_retained_birth(port: u16, rig: &str) -> Result<RigBirth> {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
     let rig_id = RigId::new(rig)?;
-    let mut opts = MqttOptions::new(format!("e2e-birth-{rig}-{}", std::process::id()), "127.0.0.1", port);
-    opts.set_max_packet_size(dtop_proto::limits::MAX_MQTT_PACKET_BYTES, dtop_proto::limits::MAX_MQTT_PACKET_BYTES);
+    let mut opts = MqttOptions::new(
+        format!("e2e-birth-{rig}-{}", std::process::id()),
+        "127.0.0.1",
+        port,
+    );
+    opts.set_max_packet_size(
+        dtop_proto::limits::MAX_MQTT_PACKET_BYTES,
+        dtop_proto::limits::MAX_MQTT_PACKET_BYTES,
+    );
     let (client, mut eventloop) = AsyncClient::new(opts, 16);
-    client.subscribe(topic::rig(&rig_id, RigTopic::Birth), QoS::AtLeastOnce).await?;
+    client
+        .subscribe(topic::rig(&rig_id, RigTopic::Birth), QoS::AtLeastOnce)
+        .await?;
     let birth = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if let Event::Incoming(Packet::Publish(p)) = eventloop.poll().await? {
@@ -232,5 +303,9 @@ async fn read_retained_birth(port: u16, rig: &str) -> Result<RigBirth> {
 /// What one stored channel should hold: the truth, scaled by the birth manifest.
 pub fn expected_values(truth: &Truth, birth: &RigBirth, channel_position: usize) -> Vec<f64> {
     let ch = &birth.channels[channel_position];
-    truth.raw.iter().map(|row| f64::from(row[channel_position]) * ch.scale + ch.offset).collect()
+    truth
+        .raw
+        .iter()
+        .map(|row| f64::from(row[channel_position]) * ch.scale + ch.offset)
+        .collect()
 }

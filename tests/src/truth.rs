@@ -16,8 +16,12 @@ pub struct Truth {
 
 impl Truth {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut truth = Truth { indices: Vec::new(), raw: Vec::new() };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut truth = Truth {
+            indices: Vec::new(),
+            raw: Vec::new(),
+        };
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with(|c: char| c.is_ascii_alphabetic()) {
@@ -50,7 +54,9 @@ impl Truth {
     pub fn ensure_contiguous_from_zero(&self) -> Result<()> {
         for (k, &index) in self.indices.iter().enumerate() {
             if index != k as u64 {
-                bail!("truth log row {k} has sample index {index}: the simulator dropped or reordered samples");
+                bail!(
+                    "truth log row {k} has sample index {index}: the simulator dropped or reordered samples"
+                );
             }
         }
         Ok(())

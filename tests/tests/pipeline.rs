@@ -22,7 +22,15 @@ const PERIOD_NS: i64 = 1_000_000;
 const SAMPLES: u64 = 30_050;
 
 fn spec(rig: &str, broker: BrokerKind, store: StoreKind, seed: u64) -> PipelineSpec {
-    PipelineSpec { rig: rig.to_owned(), broker, store, samples: SAMPLES, speed: 10.0, seed, block_samples: 100 }
+    PipelineSpec {
+        rig: rig.to_owned(),
+        broker,
+        store,
+        samples: SAMPLES,
+        speed: 10.0,
+        seed,
+        block_samples: 100,
+    }
 }
 
 /// Runs the pipeline until the simulator has sent every sample, then stops the edge cleanly.
@@ -38,16 +46,30 @@ fn run_to_completion(pipeline: &mut Pipeline) -> Result<dtop_e2e::truth::Truth> 
 
 /// Checks one stored channel against the truth: exactly one point per sample, in order, each
 /// at the timestamp its sample index implies and holding the scaled truth value.
-fn check_channel(name: &str, stored: &Series, expected: &[f64], first_ts_ns: i64, tolerance_rel: f64) -> Result<()> {
+fn check_channel(
+    name: &str,
+    stored: &Series,
+    expected: &[f64],
+    first_ts_ns: i64,
+    tolerance_rel: f64,
+) -> Result<()> {
     ensure!(
         stored.values.len() == expected.len(),
         "{name}: {} points stored, {} samples sent",
         stored.values.len(),
         expected.len()
     );
-    for (k, (&ts, (&got, &want))) in stored.timestamps_ns.iter().zip(stored.values.iter().zip(expected)).enumerate() {
+    for (k, (&ts, (&got, &want))) in stored
+        .timestamps_ns
+        .iter()
+        .zip(stored.values.iter().zip(expected))
+        .enumerate()
+    {
         let want_ts = first_ts_ns + k as i64 * PERIOD_NS;
-        ensure!(ts == want_ts, "{name}: sample {k} stored at {ts} ns, expected {want_ts} ns");
+        ensure!(
+            ts == want_ts,
+            "{name}: sample {k} stored at {ts} ns, expected {want_ts} ns"
+        );
         let close = if tolerance_rel == 0.0 {
             got.to_bits() == want.to_bits() || got == want
         } else {
@@ -60,7 +82,10 @@ fn check_channel(name: &str, stored: &Series, expected: &[f64], first_ts_ns: i64
 
 /// The first sample's time is a whole period and lies within the run.
 fn check_first_timestamp(first_ts_ns: i64, pipeline: &Pipeline) -> Result<()> {
-    ensure!(first_ts_ns % PERIOD_NS == 0, "first timestamp {first_ts_ns} is not on a 1 ms boundary");
+    ensure!(
+        first_ts_ns % PERIOD_NS == 0,
+        "first timestamp {first_ts_ns} is not on a 1 ms boundary"
+    );
     // The edge anchors at most one period before the first sample arrives.
     ensure!(
         first_ts_ns >= pipeline.started_ns - PERIOD_NS && first_ts_ns <= now_ns(),
@@ -81,11 +106,20 @@ fn check_blocks(seqs: &[f64], first_indices: &[f64], counts: &[f64]) -> Result<(
     blocks.sort();
     let mut next_index = 0;
     for (k, &(seq, first, count)) in blocks.iter().enumerate() {
-        ensure!(seq == k as u64, "block seqs are not 0..n: position {k} holds seq {seq}");
-        ensure!(first == next_index, "block {seq} starts at sample {first}, expected {next_index}");
+        ensure!(
+            seq == k as u64,
+            "block seqs are not 0..n: position {k} holds seq {seq}"
+        );
+        ensure!(
+            first == next_index,
+            "block {seq} starts at sample {first}, expected {next_index}"
+        );
         next_index += count;
     }
-    ensure!(next_index == SAMPLES, "blocks cover {next_index} samples, expected {SAMPLES}");
+    ensure!(
+        next_index == SAMPLES,
+        "blocks cover {next_index} samples, expected {SAMPLES}"
+    );
     Ok(())
 }
 
@@ -93,26 +127,52 @@ fn influx_pipeline(rig: &str, broker: BrokerKind, seed: u64) -> Result<()> {
     let mut services = Services::new()?;
     let url = services.influx_v1()?;
     let database = format!("e2e_{}", rig.replace('-', "_"));
-    let store = StoreKind::InfluxV1 { url: url.clone(), database: database.clone() };
+    let store = StoreKind::InfluxV1 {
+        url: url.clone(),
+        database: database.clone(),
+    };
     let mut pipeline = Pipeline::start(spec(rig, broker, store, seed), &mut services)?;
     let result = (|| {
         let truth = run_to_completion(&mut pipeline)?;
         let birth = pipeline.read_birth()?;
-        ensure!(birth.channels.len() == 4, "birth announces {} channels", birth.channels.len());
+        ensure!(
+            birth.channels.len() == 4,
+            "birth announces {} channels",
+            birth.channels.len()
+        );
         let first = birth.channels[0].name.clone();
         wait_for("every sample in InfluxDB", Duration::from_secs(60), || {
-            Ok((query::influx_count(&url, &database, "dtop_samples", &first, rig)? >= SAMPLES).then_some(()))
+            Ok(
+                (query::influx_count(&url, &database, "dtop_samples", &first, rig)? >= SAMPLES)
+                    .then_some(()),
+            )
         })?;
         let fields = query::influx_fields(&url, &database, "dtop_samples", rig)?;
-        let first_ts = fields.get(&first).and_then(|s| s.timestamps_ns.first().copied()).context("no samples")?;
+        let first_ts = fields
+            .get(&first)
+            .and_then(|s| s.timestamps_ns.first().copied())
+            .context("no samples")?;
         check_first_timestamp(first_ts, &pipeline)?;
         for (position, ch) in birth.channels.iter().enumerate() {
-            let stored = fields.get(&ch.name).with_context(|| format!("no field {}", ch.name))?;
+            let stored = fields
+                .get(&ch.name)
+                .with_context(|| format!("no field {}", ch.name))?;
             // InfluxDB keeps float64 and JSON round-trips it exactly: no tolerance.
-            check_channel(&ch.name, stored, &expected_values(&truth, &birth, position), first_ts, 0.0)?;
+            check_channel(
+                &ch.name,
+                stored,
+                &expected_values(&truth, &birth, position),
+                first_ts,
+                0.0,
+            )?;
         }
         let blocks = query::influx_fields(&url, &database, "dtop_blocks", rig)?;
-        let get = |f: &str| blocks.get(f).map(|s| s.values.clone()).with_context(|| format!("dtop_blocks.{f} missing"));
+        let get = |f: &str| {
+            blocks
+                .get(f)
+                .map(|s| s.values.clone())
+                .with_context(|| format!("dtop_blocks.{f} missing"))
+        };
         check_blocks(&get("seq")?, &get("first_sample_index")?, &get("samples")?)
     })();
     result.with_context(|| pipeline.logs())
@@ -133,18 +193,31 @@ fn every_sample_reaches_victoria_metrics_through_the_v2_write_api() -> Result<()
     let mut services = Services::new()?;
     let url = services.victoria_metrics()?;
     let rig = "e2e-victoria";
-    let mut pipeline = Pipeline::start(spec(rig, BrokerKind::Dtop, StoreKind::InfluxV2 { url: url.clone() }, 12), &mut services)?;
+    let mut pipeline = Pipeline::start(
+        spec(
+            rig,
+            BrokerKind::Dtop,
+            StoreKind::InfluxV2 { url: url.clone() },
+            12,
+        ),
+        &mut services,
+    )?;
     let result = (|| {
         let truth = run_to_completion(&mut pipeline)?;
         let birth = pipeline.read_birth()?;
         let selector = format!("{{__name__=~\"dtop_samples_.*\",rig=\"{rig}\"}}");
-        let series: BTreeMap<String, Series> = wait_for("every sample in VictoriaMetrics", Duration::from_secs(60), || {
-            let s = query::vm_export(&url, &selector)?;
-            let complete = birth.channels.iter().all(|ch| {
-                s.get(&format!("dtop_samples_{}", ch.name)).is_some_and(|x| x.values.len() as u64 >= SAMPLES)
-            });
-            Ok(complete.then_some(s))
-        })?;
+        let series: BTreeMap<String, Series> = wait_for(
+            "every sample in VictoriaMetrics",
+            Duration::from_secs(60),
+            || {
+                let s = query::vm_export(&url, &selector)?;
+                let complete = birth.channels.iter().all(|ch| {
+                    s.get(&format!("dtop_samples_{}", ch.name))
+                        .is_some_and(|x| x.values.len() as u64 >= SAMPLES)
+                });
+                Ok(complete.then_some(s))
+            },
+        )?;
         let first_name = format!("dtop_samples_{}", birth.channels[0].name);
         let first_ts = series[&first_name].timestamps_ns[0];
         check_first_timestamp(first_ts, &pipeline)?;
@@ -152,11 +225,23 @@ fn every_sample_reaches_victoria_metrics_through_the_v2_write_api() -> Result<()
             let name = format!("dtop_samples_{}", ch.name);
             // VictoriaMetrics stores values as a decimal mantissa and exponent, exact to about
             // 15 significant digits; 1e-12 relative is far below one ADC count (~1e-7 relative).
-            check_channel(&name, &series[&name], &expected_values(&truth, &birth, position), first_ts, 1e-12)?;
+            check_channel(
+                &name,
+                &series[&name],
+                &expected_values(&truth, &birth, position),
+                first_ts,
+                1e-12,
+            )?;
         }
-        let blocks = query::vm_export(&url, &format!("{{__name__=~\"dtop_blocks_.*\",rig=\"{rig}\"}}"))?;
+        let blocks = query::vm_export(
+            &url,
+            &format!("{{__name__=~\"dtop_blocks_.*\",rig=\"{rig}\"}}"),
+        )?;
         let get = |f: &str| {
-            blocks.get(&format!("dtop_blocks_{f}")).map(|s| s.values.clone()).with_context(|| format!("dtop_blocks_{f} missing"))
+            blocks
+                .get(&format!("dtop_blocks_{f}"))
+                .map(|s| s.values.clone())
+                .with_context(|| format!("dtop_blocks_{f} missing"))
         };
         check_blocks(&get("seq")?, &get("first_sample_index")?, &get("samples")?)
     })();

@@ -12,7 +12,8 @@ fn units_dir() -> PathBuf {
 }
 
 fn unit(name: &str) -> Result<String> {
-    std::fs::read_to_string(units_dir().join(name)).with_context(|| format!("reading systemd/{name}"))
+    std::fs::read_to_string(units_dir().join(name))
+        .with_context(|| format!("reading systemd/{name}"))
 }
 
 fn directive_values<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
@@ -24,17 +25,40 @@ fn directive_values<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
 
 #[test]
 fn every_unit_restarts_on_failure_but_not_on_bad_config() -> Result<()> {
-    for name in ["dtop-broker.service", "dtop-twin.service", "dtop-edge@.service"] {
+    for name in [
+        "dtop-broker.service",
+        "dtop-twin.service",
+        "dtop-edge@.service",
+    ] {
         let text = unit(name)?;
         assert_eq!(directive_values(&text, "Restart"), ["on-failure"], "{name}");
-        assert_eq!(directive_values(&text, "RestartPreventExitStatus"), ["64"], "{name}");
+        assert_eq!(
+            directive_values(&text, "RestartPreventExitStatus"),
+            ["64"],
+            "{name}"
+        );
         let user = directive_values(&text, "User");
-        assert!(matches!(user.as_slice(), [u] if u.starts_with("dtop-")), "{name}: dedicated user, got {user:?}");
-        for hardening in ["NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "CapabilityBoundingSet"] {
-            assert_eq!(directive_values(&text, hardening).len(), 1, "{name} lacks {hardening}");
+        assert!(
+            matches!(user.as_slice(), [u] if u.starts_with("dtop-")),
+            "{name}: dedicated user, got {user:?}"
+        );
+        for hardening in [
+            "NoNewPrivileges",
+            "ProtectSystem",
+            "ProtectHome",
+            "PrivateTmp",
+            "CapabilityBoundingSet",
+        ] {
+            assert_eq!(
+                directive_values(&text, hardening).len(),
+                1,
+                "{name} lacks {hardening}"
+            );
         }
         assert!(
-            directive_values(&text, "ExecStart").iter().all(|c| c.contains("--config")),
+            directive_values(&text, "ExecStart")
+                .iter()
+                .all(|c| c.contains("--config")),
             "{name}: ExecStart must name its config"
         );
     }
@@ -44,7 +68,10 @@ fn every_unit_restarts_on_failure_but_not_on_bad_config() -> Result<()> {
 #[test]
 fn edge_unit_is_a_template_with_one_config_per_rig() -> Result<()> {
     let text = unit("dtop-edge@.service")?;
-    assert_eq!(directive_values(&text, "ExecStart"), ["/usr/bin/dtop-edge --config /etc/dtop/edge/%i.toml"]);
+    assert_eq!(
+        directive_values(&text, "ExecStart"),
+        ["/usr/bin/dtop-edge --config /etc/dtop/edge/%i.toml"]
+    );
     assert_eq!(directive_values(&text, "StateDirectory"), ["dtop-edge/%i"]);
     Ok(())
 }
@@ -61,17 +88,42 @@ fn systemd_parses_every_unit_without_a_warning() -> Result<()> {
     // Point ExecStart at a binary that exists here, so verify checks the rest of the unit.
     let dir = tempfile::tempdir()?;
     let mut paths = Vec::new();
-    for name in ["dtop-broker.service", "dtop-twin.service", "dtop-edge@.service"] {
-        let text = unit(name)?.replace("/usr/bin/dtop-broker", "/bin/true").replace("/usr/bin/dtop-twin", "/bin/true");
+    for name in [
+        "dtop-broker.service",
+        "dtop-twin.service",
+        "dtop-edge@.service",
+    ] {
+        let text = unit(name)?
+            .replace("/usr/bin/dtop-broker", "/bin/true")
+            .replace("/usr/bin/dtop-twin", "/bin/true");
         let text = text.replace("/usr/bin/dtop-edge", "/bin/true");
-        let file = if name == "dtop-edge@.service" { "dtop-edge@rig1.service" } else { name };
+        let file = if name == "dtop-edge@.service" {
+            "dtop-edge@rig1.service"
+        } else {
+            name
+        };
         std::fs::write(dir.path().join(file), text)?;
         paths.push(dir.path().join(file));
     }
-    let out = Command::new(analyze).arg("verify").arg("--man=no").args(&paths).current_dir(dir.path()).output()?;
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg("--man=no")
+        .args(&paths)
+        .current_dir(dir.path())
+        .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains(&*dir.path().to_string_lossy())).collect();
-    assert!(out.status.success(), "systemd-analyze verify failed:\n{stderr}");
-    assert!(ours.is_empty(), "systemd-analyze warned about our units:\n{}", ours.join("\n"));
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(&*dir.path().to_string_lossy()))
+        .collect();
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stderr}"
+    );
+    assert!(
+        ours.is_empty(),
+        "systemd-analyze warned about our units:\n{}",
+        ours.join("\n")
+    );
     Ok(())
 }
