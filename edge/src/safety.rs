@@ -584,7 +584,11 @@ mod tests {
             for _ in 0..periods {
                 single.advance(1);
             }
-            assert_eq!(out, single.output(), "after {drive:?} and {periods} periods");
+            assert_eq!(
+                out,
+                single.output(),
+                "after {drive:?} and {periods} periods"
+            );
             assert_eq!(bulk.state(), single.state());
             assert_eq!(bulk.counters(), single.counters());
         }
@@ -609,7 +613,11 @@ mod tests {
         assert_eq!(e.safety_stop(), ActuatorOutput::OFF);
         assert_eq!(e.state(), SafetyState::Latched);
         assert_eq!(e.advance(100), ActuatorOutput::OFF);
-        assert_eq!(e.state(), SafetyState::Latched, "time alone never releases it");
+        assert_eq!(
+            e.state(),
+            SafetyState::Latched,
+            "time alone never releases it"
+        );
         assert!(e.reset());
         assert_eq!(e.state(), SafetyState::Idle);
         assert!(!e.reset(), "nothing left to reset");
@@ -647,7 +655,11 @@ mod tests {
         }
         assert_eq!(e.output(), on(2.0));
         assert_eq!(e.advance(1), on(2.0));
-        assert_eq!(e.advance(1), ActuatorOutput::OFF, "period 5 still times out");
+        assert_eq!(
+            e.advance(1),
+            ActuatorOutput::OFF,
+            "period 5 still times out"
+        );
         assert_eq!(e.counters().drives_refused_total, 3);
     }
 

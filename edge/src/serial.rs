@@ -785,3 +785,266 @@ async fn send<T: AsyncRead + AsyncWrite + Unpin>(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The serial task over an in-memory pipe, with tokio's clock paused: timer behaviour is
+    //! exact and instant.
+
+    use dtop_firmware::{ActuatorStatus, ChannelDesc, ChannelKind};
+    use tokio::io::DuplexStream;
+    use tokio::sync::watch;
+    use tokio::task::JoinHandle;
+
+    use super::*;
+    use crate::safety::DriveSource;
+    use crate::stats::EdgeStats;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// The firmware end of a running link.
+    struct Bench {
+        fw: Framed<DuplexStream, FirmwareCodec>,
+        requests_tx: mpsc::Sender<ActuatorRequest>,
+        stats: watch::Receiver<EdgeStats>,
+        shutdown: CancellationToken,
+        link: JoinHandle<LinkEnd>,
+    }
+
+    fn manifest() -> Manifest {
+        let channels = [ChannelDesc {
+            id: 0,
+            kind: ChannelKind::Acceleration,
+            floor: 3,
+            scale: 0.001,
+        }];
+        // 1 kHz, actuator on floor 3 limited to 10 N by the firmware.
+        Manifest::new("bench", 1_000_000, 3, 3, 10.0, &channels).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn on(force_n: f32) -> (bool, f32) {
+        (true, force_n)
+    }
+
+    const OFF: (bool, f32) = (false, 0.0);
+
+    /// A link driven by a 20 N / 2000 N/s / 50-period config (2 N per period at 1 kHz), past its
+    /// handshake.
+    async fn start() -> Bench {
+        let (edge_io, fw_io) = tokio::io::duplex(1 << 16);
+        let (events_tx, mut events_rx) = mpsc::channel(64);
+        let (requests_tx, requests_rx) = mpsc::channel(ACTUATOR_QUEUE_CAPACITY);
+        let (stats_tx, stats) = watch::channel(EdgeStats::default());
+        let config = SerialConfig {
+            path: "in-memory".into(),
+            baud: 921_600,
+            hello_timeout_ms: 1_000,
+            read_timeout_ms: 3_000,
+        };
+        let actuator = ActuatorConfig {
+            max_force_n: 20.0,
+            max_slew_n_per_s: 2000.0,
+            drive_timeout_periods: 50,
+        };
+        let mut link = Link::new(
+            config,
+            actuator,
+            events_tx,
+            requests_rx,
+            StatsHandle::new(stats_tx),
+        );
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let link = tokio::spawn(async move { link.drive(edge_io, &token).await });
+        tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
+        let mut fw = Framed::new(fw_io, FirmwareCodec::new());
+        loop {
+            match timeout(WAIT, fw.next()).await {
+                Ok(Some(Ok(Frame::Hello))) => break,
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no Hello from the edge: {other:?}"),
+            }
+        }
+        fw.send(Frame::Manifest(manifest()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Bench {
+            fw,
+            requests_tx,
+            stats,
+            shutdown,
+            link,
+        }
+    }
+
+    impl Bench {
+        async fn request(&self, request: ActuatorRequest) {
+            self.requests_tx
+                .send(request)
+                .await
+                .unwrap_or_else(|_| panic!("the serial task is gone"));
+        }
+
+        async fn drive(&self, force_n: f64) {
+            self.request(ActuatorRequest::Drive(DriveRequest {
+                force_n,
+                sample_index: 0,
+                source: DriveSource::Operator,
+            }))
+            .await;
+        }
+
+        /// Sends samples `first..first + n` and waits until the edge has counted them.
+        async fn samples(&mut self, first: u64, n: u64) {
+            let frame =
+                Samples::new(first, 1, vec![0; n as usize]).unwrap_or_else(|e| panic!("{e:?}"));
+            self.fw
+                .send(Frame::Samples(frame))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            self.wait_stats(|s| s.samples_in_total == first + n).await;
+        }
+
+        async fn wait_stats(&self, ready: impl FnMut(&EdgeStats) -> bool) -> EdgeStats {
+            let mut stats = self.stats.clone();
+            match timeout(WAIT, stats.wait_for(ready)).await {
+                Ok(Ok(s)) => s.clone(),
+                _ => panic!("stats never got there: {:?}", *self.stats.borrow()),
+            }
+        }
+
+        /// The next actuator command, answered as PROTOCOL.md §7.4 says; heartbeats skipped.
+        async fn command(&mut self) -> ActuatorCommand {
+            loop {
+                match self.fw.next().await {
+                    Some(Ok(Frame::ActuatorCommand(c))) => {
+                        let status = ActuatorStatus {
+                            seq: c.seq,
+                            enabled: c.enable,
+                            force_n: if c.enable { c.force_n } else { 0.0 },
+                            applied_at_sample_index: 0,
+                        };
+                        let _ = self.fw.send(Frame::ActuatorStatus(status)).await;
+                        return c;
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("link ended: {other:?}"),
+                }
+            }
+        }
+
+        async fn expect_command(&mut self) -> ActuatorCommand {
+            timeout(WAIT, self.command())
+                .await
+                .unwrap_or_else(|_| panic!("no actuator command"))
+        }
+    }
+
+    fn shape(c: ActuatorCommand) -> (bool, f32) {
+        (c.enable, c.force_n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refreshes_an_enabled_actuator_and_cuts_it_off_when_samples_stop() {
+        let mut bench = start().await;
+        bench.drive(5.0).await;
+        bench.wait_stats(|s| s.drives_refused_total == 1).await;
+
+        bench.samples(0, 10).await;
+        bench.drive(5.0).await;
+        let first = bench.expect_command().await;
+        assert_eq!((first.seq, shape(first)), (1, on(2.0)));
+        let t0 = Instant::now();
+        // Unchanged force, re-sent against the firmware watchdog (PROTOCOL.md §7.4).
+        for (ms, seq) in [(200, 2), (400, 3)] {
+            let c = bench.expect_command().await;
+            assert_eq!((c.seq, shape(c)), (seq, on(2.0)));
+            assert_eq!(t0.elapsed(), Duration::from_millis(ms));
+        }
+        // 500 ms without samples: no clock for the envelope, so off at once.
+        let c = bench.expect_command().await;
+        assert_eq!((c.seq, shape(c)), (4, OFF));
+        assert_eq!(t0.elapsed(), Duration::from_millis(600));
+        assert!(
+            timeout(Duration::from_secs(2), bench.command())
+                .await
+                .is_err(),
+            "a disabled actuator needs no more commands"
+        );
+        let s = bench.wait_stats(|s| !s.actuator_enabled).await;
+        assert_eq!(s.safety_state, SafetyState::SafeTimeout);
+        assert_eq!((s.drives_applied_total, s.drives_refused_total), (1, 1));
+        assert_eq!(s.last_applied_force_n, 0.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_safety_stop_cuts_the_force_at_once_and_holds_until_reset() {
+        let mut bench = start().await;
+        bench.samples(0, 10).await;
+        bench.drive(5.0).await;
+        assert_eq!(shape(bench.expect_command().await), on(2.0));
+        bench.samples(10, 10).await;
+        assert_eq!(shape(bench.expect_command().await), on(5.0));
+
+        bench.request(ActuatorRequest::SafetyStop).await;
+        let stop = bench.expect_command().await;
+        assert_eq!(shape(stop), OFF);
+        bench.drive(5.0).await;
+        bench.samples(20, 10).await;
+        let s = bench.wait_stats(|s| s.drives_refused_total == 1).await;
+        assert_eq!(s.safety_state, SafetyState::Latched);
+
+        bench.request(ActuatorRequest::SafetyReset).await;
+        bench.drive(3.0).await;
+        let next = bench.expect_command().await;
+        assert_eq!(
+            (next.seq, shape(next)),
+            (stop.seq + 1, on(2.0)),
+            "nothing was sent while latched"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_disables_a_driven_actuator() {
+        let mut bench = start().await;
+        bench.samples(0, 10).await;
+        bench.drive(-7.0).await;
+        assert_eq!(shape(bench.expect_command().await), on(-2.0));
+        bench.shutdown.cancel();
+        assert_eq!(shape(bench.expect_command().await), OFF);
+        let end = timeout(WAIT, &mut bench.link)
+            .await
+            .unwrap_or_else(|_| panic!("link did not stop"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(end, LinkEnd::Shutdown), "{end:?}");
+        let s = bench.stats.borrow().clone();
+        assert!(!s.actuator_enabled);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn follows_a_firmware_watchdog_trip_and_ramps_up_again() {
+        let mut bench = start().await;
+        bench.samples(0, 10).await;
+        bench.drive(8.0).await;
+        assert_eq!(shape(bench.expect_command().await), on(2.0));
+        bench.samples(10, 2).await;
+        assert_eq!(shape(bench.expect_command().await), on(6.0));
+        let fault = dtop_firmware::Fault {
+            code: dtop_firmware::Fault::ACTUATOR_WATCHDOG,
+            sample_index: 12,
+        };
+        bench
+            .fw
+            .send(Frame::Fault(fault))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        bench.wait_stats(|s| !s.actuator_enabled).await;
+        bench.samples(12, 1).await;
+        bench.drive(8.0).await;
+        assert_eq!(
+            shape(bench.expect_command().await),
+            on(2.0),
+            "ramps from 0 N, not back to 6 N"
+        );
+    }
+}

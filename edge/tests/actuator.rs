@@ -1,0 +1,539 @@
+//! The drive path end to end through the real I/O: `ActuatorDrive`s published on a real
+//! Mosquitto, `dtop_edge::run` on one end of a socat pty pair, and a fake firmware on the other
+//! end checking which `ActuatorCommand`s arrive. The fake firmware's sample frames are the
+//! envelope's clock, so every expected force is exact.
+//!
+//! Needs `socat` and `mosquitto`. Without them the test says so and passes, unless `CI` or
+//! `DTOP_REQUIRE_SERVICES=1` is set, in which case it fails.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use dtop_edge::safety::SafetyState;
+use dtop_edge::{EdgeConfig, EdgeStats};
+use dtop_firmware::codec::FirmwareCodec;
+use dtop_firmware::{
+    ActuatorCommand, ActuatorStatus, ChannelDesc, ChannelKind, Frame, Manifest, Samples,
+};
+use dtop_proto::topic::{self, RigTopic};
+use dtop_proto::v1::ActuatorDrive;
+use dtop_proto::{Message, RigId};
+use futures::{SinkExt, StreamExt};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::{mpsc, watch};
+use tokio::time::timeout;
+use tokio_serial::SerialPortBuilderExt;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(15);
+/// Samples per frame the fake firmware sends: two periods of the envelope's clock.
+const FRAME_SAMPLES: u64 = 2;
+/// `actuator.drive_timeout_periods` in this test.
+const TIMEOUT_PERIODS: u64 = 10;
+
+// ---------------------------------------------------------------------------------------------
+// External programs, started by us and killed by PID.
+
+fn services_required() -> bool {
+    std::env::var("CI").is_ok() || std::env::var("DTOP_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// `name` on PATH or in the sbin directories Debian puts daemons in.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The tools, or `None` when the test may be skipped.
+fn tools() -> Option<(PathBuf, PathBuf)> {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
+    match (find_program("socat"), find_program("mosquitto")) {
+        (Some(socat), Some(mosquitto)) => Some((socat, mosquitto)),
+        _ => {
+            assert!(
+                !services_required(),
+                "socat and mosquitto are required (CI / DTOP_REQUIRE_SERVICES) but missing"
+            );
+            eprintln!("SKIPPED: socat or mosquitto is not installed");
+            None
+        }
+    }
+}
+
+/// A child process killed (by its PID) and reaped on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A socat-made pty pair: `a` for the edge, `b` for the fake firmware.
+struct PtyPair {
+    _socat: Killed,
+    a: PathBuf,
+    b: PathBuf,
+}
+
+impl PtyPair {
+    fn new(socat: &Path, dir: &Path) -> Self {
+        let (a, b) = (dir.join("pty-a"), dir.join("pty-b"));
+        let child = Command::new(socat)
+            .arg("-d")
+            .arg("-d")
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting socat: {e}"));
+        let socat = Killed(child);
+        wait_until("socat's pty links", || a.exists() && b.exists());
+        Self {
+            _socat: socat,
+            a,
+            b,
+        }
+    }
+}
+
+/// A Mosquitto on loopback: the one `scripts/test.sh` started, or a private one on a reserved
+/// port.
+struct Broker {
+    _mosquitto: Option<Killed>,
+    port: u16,
+}
+
+impl Broker {
+    fn start(program: &Path, dir: &Path) -> Self {
+        if let Some(port) = std::env::var("DTOP_TEST_MOSQUITTO_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+        {
+            return Self {
+                _mosquitto: None,
+                port,
+            };
+        }
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .unwrap_or_else(|e| panic!("reserving a port: {e}"));
+            listener
+                .local_addr()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .port()
+        };
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap_or_else(|e| panic!("writing {}: {e}", conf.display()));
+        let log =
+            std::fs::File::create(dir.join("mosquitto.log")).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(program)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting mosquitto: {e}"));
+        let mosquitto = Killed(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_until("mosquitto to listen", || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+        });
+        Self {
+            _mosquitto: Some(mosquitto),
+            port,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake firmware: answers Hello with a manifest, sends the frames the test hands it, and
+// acknowledges actuator commands as PROTOCOL.md §7.4 says.
+
+/// 1 Hz, so `max_slew_n_per_s = 2` is exactly 2 N per period, and the edge's wall-clock guard
+/// against stalled samples (the drive timeout's duration, here 10 s) never fires however slowly
+/// a loaded machine runs this test.
+fn manifest() -> Manifest {
+    let channels = [ChannelDesc {
+        id: 0,
+        kind: ChannelKind::Acceleration,
+        floor: 3,
+        scale: 0.001,
+    }];
+    // Actuator on floor 3; the firmware's own limit, 10 N, is tighter than the config's 20 N.
+    Manifest::new("fake-fw-0.1", 1_000, 3, 3, 10.0, &channels).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+async fn fake_firmware(
+    path: PathBuf,
+    mut samples_rx: mpsc::UnboundedReceiver<Samples>,
+    commands_tx: mpsc::UnboundedSender<ActuatorCommand>,
+) {
+    let port = tokio_serial::new(path.to_string_lossy(), 921_600)
+        .open_native_async()
+        .unwrap_or_else(|e| panic!("firmware end {}: {e}", path.display()));
+    let mut framed = Framed::new(port, FirmwareCodec::new());
+    let mut streaming = false;
+    loop {
+        tokio::select! {
+            frame = framed.next() => match frame {
+                Some(Ok(Frame::Hello)) => {
+                    framed.send(Frame::Manifest(manifest())).await.unwrap_or_else(|e| panic!("{e}"));
+                    streaming = true;
+                }
+                Some(Ok(Frame::ActuatorCommand(cmd))) => {
+                    let status = ActuatorStatus {
+                        seq: cmd.seq,
+                        enabled: cmd.enable,
+                        force_n: if cmd.enable { cmd.force_n } else { 0.0 },
+                        applied_at_sample_index: 0,
+                    };
+                    let _ = framed.send(Frame::ActuatorStatus(status)).await;
+                    let _ = commands_tx.send(cmd);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            },
+            Some(samples) = samples_rx.recv(), if streaming => {
+                framed.send(Frame::Samples(samples)).await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The twin's side: a plain MQTT client publishing drives.
+
+/// Connected (CONNACK seen) client for publishing drives.
+async fn drive_publisher(port: u16) -> AsyncClient {
+    let options = MqttOptions::new(
+        format!("drive-pub-{}", std::process::id()),
+        "127.0.0.1",
+        port,
+    );
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut connected_tx = Some(connected_tx);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    if let Some(tx) = connected_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    timeout(WAIT, connected_rx)
+        .await
+        .unwrap_or_else(|_| panic!("no CONNACK for the drive publisher"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    client
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run.
+
+struct Bench {
+    _pty: PtyPair,
+    rig: RigId,
+    shutdown: CancellationToken,
+    edge: tokio::task::JoinHandle<Result<(), dtop_edge::EdgeError>>,
+    stats: watch::Receiver<EdgeStats>,
+    samples_tx: mpsc::UnboundedSender<Samples>,
+    commands: mpsc::UnboundedReceiver<ActuatorCommand>,
+    publisher: AsyncClient,
+    /// First sample index of the next frame.
+    next_index: u64,
+    /// The last command seen, to check that seq numbers run without gaps.
+    last: Option<ActuatorCommand>,
+}
+
+fn edge_config(rig: &RigId, dir: &Path, serial: &Path, mqtt_port: u16) -> EdgeConfig {
+    let config = EdgeConfig::from_toml(&format!(
+        r#"
+        rig_id = "{rig}"
+        state_dir = "{state}"
+        [serial]
+        path = "{serial}"
+        hello_timeout_ms = 1000
+        read_timeout_ms = 60000
+        [mqtt]
+        host = "127.0.0.1"
+        port = {mqtt_port}
+        keepalive_s = 5
+        reconnect_backoff_min_ms = 50
+        reconnect_backoff_max_ms = 500
+        [actuator]
+        max_force_n = 20.0
+        max_slew_n_per_s = 2.0
+        drive_timeout_periods = {TIMEOUT_PERIODS}
+        "#,
+        state = dir.join("state").display(),
+        serial = serial.display(),
+    ))
+    .unwrap_or_else(|e| panic!("test config: {e}"));
+    config.validate().unwrap_or_else(|e| panic!("{e}"));
+    config
+}
+
+impl Bench {
+    async fn start(socat: &Path, dir: &Path, mqtt_port: u16) -> Self {
+        let rig = RigId::new(format!("actuator-{}", std::process::id()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pty = PtyPair::new(socat, dir);
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let (samples_tx, samples_rx) = mpsc::unbounded_channel();
+        tokio::spawn(fake_firmware(pty.b.clone(), samples_rx, commands_tx));
+        let config = edge_config(&rig, dir, &pty.a, mqtt_port);
+        let (stats_tx, stats) = watch::channel(EdgeStats::default());
+        let shutdown = CancellationToken::new();
+        let edge = tokio::spawn(dtop_edge::run_with_stats(
+            config,
+            shutdown.clone(),
+            stats_tx,
+        ));
+        let publisher = drive_publisher(mqtt_port).await;
+        Self {
+            _pty: pty,
+            rig,
+            shutdown,
+            edge,
+            stats,
+            samples_tx,
+            commands,
+            publisher,
+            next_index: 0,
+            last: None,
+        }
+    }
+
+    async fn wait_stats(&self, what: &str, ready: impl FnMut(&EdgeStats) -> bool) -> EdgeStats {
+        let mut stats = self.stats.clone();
+        let waited = timeout(WAIT, stats.wait_for(ready))
+            .await
+            .map(|r| r.map(|s| s.clone()));
+        match waited {
+            Ok(Ok(stats)) => stats,
+            Ok(Err(e)) => panic!("waiting for {what}: {e}"),
+            Err(_) => panic!(
+                "timed out waiting for {what}; stats: {:?}",
+                *self.stats.borrow()
+            ),
+        }
+    }
+
+    async fn publish_raw(&self, payload: Vec<u8>) {
+        self.publisher
+            .publish(
+                topic::rig(&self.rig, RigTopic::Drive),
+                QoS::AtMostOnce,
+                false,
+                payload,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("publishing a drive: {e}"));
+    }
+
+    async fn publish_drive(&self, force_n: f64) {
+        let drive = ActuatorDrive {
+            rig_id: self.rig.to_string(),
+            sample_index: self.next_index,
+            force_n,
+            controller_version: 1,
+        };
+        self.publish_raw(drive.encode_to_vec()).await;
+    }
+
+    /// Sends the next frame of [`FRAME_SAMPLES`] samples: that many periods of the envelope's
+    /// clock.
+    fn send_frame(&mut self) {
+        let first = self.next_index;
+        let frame = Samples::new(first, 1, vec![0; FRAME_SAMPLES as usize])
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        self.next_index += FRAME_SAMPLES;
+        self.samples_tx
+            .send(frame)
+            .unwrap_or_else(|_| panic!("the fake firmware is gone"));
+    }
+
+    async fn wait_frames_in(&self) {
+        let n = self.next_index;
+        self.wait_stats("the edge to take the frames", |s| s.samples_in_total == n)
+            .await;
+    }
+
+    /// Waits for the command `(enable, force_n)`. Before it only repeats of the previous command
+    /// may arrive: the edge re-sends an unchanged force every 200 ms while enabled, which a slow
+    /// test run can see. Anything else fails, and so does a gap in seq numbers.
+    async fn expect(&mut self, what: &str, want: (bool, f32)) -> ActuatorCommand {
+        loop {
+            let c = timeout(WAIT, self.commands.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no actuator command for {what}"))
+                .unwrap_or_else(|| panic!("the fake firmware ended before {what}"));
+            if let Some(last) = self.last {
+                assert_eq!(c.seq, last.seq.wrapping_add(1), "seq gap before {c:?}");
+            }
+            let previous = self.last.map(|l| (l.enable, l.force_n));
+            self.last = Some(c);
+            let got = (c.enable, c.force_n);
+            if got == want {
+                return c;
+            }
+            assert_eq!(
+                Some(got),
+                previous,
+                "{what}: expected {want:?} (or a repeat of {previous:?})"
+            );
+        }
+    }
+
+    /// Cancels, waits for a clean exit, and checks the shutdown command comes straight after the
+    /// last one seen (nothing in between) and is the safe state.
+    async fn stop(mut self) -> EdgeStats {
+        self.shutdown.cancel();
+        timeout(WAIT, &mut self.edge)
+            .await
+            .unwrap_or_else(|_| panic!("edge did not stop"))
+            .unwrap_or_else(|e| panic!("edge panicked: {e}"))
+            .unwrap_or_else(|e| panic!("edge failed: {e}"));
+        let last = self.last;
+        let command = timeout(WAIT, self.commands.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no actuator command at shutdown"))
+            .unwrap_or_else(|| panic!("firmware ended without an actuator command"));
+        assert_eq!(
+            (command.enable, command.force_n),
+            (false, 0.0),
+            "{command:?} is not the safe state"
+        );
+        if let Some(last) = last {
+            assert_eq!(
+                command.seq,
+                last.seq.wrapping_add(1),
+                "commands were sent after the last expected one"
+            );
+        }
+        self.stats.borrow().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drives_reach_the_firmware_clamped_and_slew_limited_and_time_out_to_the_safe_state() {
+    let Some((socat, mosquitto)) = tools() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let broker = Broker::start(&mosquitto, dir.path());
+    let mut bench = Bench::start(&socat, dir.path(), broker.port).await;
+    bench
+        .wait_stats("the drive subscription", |s| {
+            s.drive_subscribed && s.firmware_online
+        })
+        .await;
+
+    // Garbage and another rig's drive are counted and ignored.
+    bench.publish_raw(vec![0xff, 0xff, 0xff, 0x01]).await;
+    let foreign = ActuatorDrive {
+        rig_id: "some-other-rig".into(),
+        sample_index: 0,
+        force_n: 1.0,
+        controller_version: 1,
+    };
+    bench.publish_raw(foreign.encode_to_vec()).await;
+    bench
+        .wait_stats("two bad drives", |s| s.drives_bad_total == 2)
+        .await;
+
+    // Samples start the envelope's clock; a NaN drive is refused and commands nothing.
+    bench.send_frame();
+    bench.wait_frames_in().await;
+    bench.publish_drive(f64::NAN).await;
+    bench
+        .wait_stats("the NaN drive refused", |s| s.drives_refused_total == 1)
+        .await;
+
+    // 50 N is cut to the firmware's 10 N, and the slew limit allows 2 N per period.
+    bench.publish_drive(50.0).await;
+    let first = bench.expect("the first drive", (true, 2.0)).await;
+    assert_eq!(first.seq, 1, "nothing was commanded before the first drive");
+    bench.send_frame();
+    bench.expect("frame 1", (true, 6.0)).await;
+    bench.send_frame();
+    bench.expect("frame 2", (true, 10.0)).await;
+
+    // The last period's slew budget is spent, so the new drive changes nothing until the next.
+    let second_drive_at = bench.next_index;
+    bench.publish_drive(-3.0).await;
+    bench.expect("the second drive", (true, 10.0)).await;
+    // Periods since the second drive: 2, 4, 6, 8; then frame 7 holds the 10th, which starts the
+    // ramp to 0 N.
+    assert_eq!(second_drive_at + TIMEOUT_PERIODS, 8 * FRAME_SAMPLES);
+    for (k, force_n) in [(3, 6.0), (4, 2.0), (5, -2.0), (6, -3.0), (7, -1.0)] {
+        bench.send_frame();
+        bench.expect(&format!("frame {k}"), (true, force_n)).await;
+    }
+    let s = bench
+        .wait_stats("the timeout", |s| s.drive_timeouts_total == 1)
+        .await;
+    assert_eq!(s.safety_state, SafetyState::SafeTimeout);
+    bench.send_frame();
+    bench.expect("frame 8", (false, 0.0)).await;
+
+    // Disabled: further samples command nothing (checked by `stop` through the seq numbers).
+    bench.send_frame();
+    bench.wait_frames_in().await;
+    let s = bench
+        .wait_stats("the safe state", |s| !s.actuator_enabled)
+        .await;
+    assert_eq!(s.safety_state, SafetyState::SafeTimeout);
+    assert_eq!(s.last_applied_force_n, 0.0);
+    assert_eq!(
+        (
+            s.drives_received_total,
+            s.drives_bad_total,
+            s.drives_dropped_total,
+            s.drives_applied_total,
+            s.drives_refused_total,
+        ),
+        (5, 2, 0, 2, 1)
+    );
+
+    let s = bench.stop().await;
+    assert!(!s.actuator_enabled);
+    assert!(!s.drive_subscribed);
+}
