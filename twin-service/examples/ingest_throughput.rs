@@ -53,7 +53,9 @@ fn block(rig: &str, channels: u32, seq: u64) -> Bytes {
             .map(|c| ChannelSamples {
                 channel_id: c,
                 // Realistic magnitudes: a few thousand counts around zero.
-                raw: (0..BLOCK_SAMPLES as i32).map(|k| ((k * 7919 + c as i32 * 104_729) % 40_000) - 20_000).collect(),
+                raw: (0..BLOCK_SAMPLES as i32)
+                    .map(|k| ((k * 7919 + c as i32 * 104_729) % 40_000) - 20_000)
+                    .collect(),
             })
             .collect(),
         backfill: false,
@@ -62,12 +64,21 @@ fn block(rig: &str, channels: u32, seq: u64) -> Bytes {
 }
 
 fn main() {
-    println!("twin ingest: decode → validate → seq → stats → line protocol, one core, {BLOCK_SAMPLES}-sample blocks");
+    println!(
+        "twin ingest: decode → validate → seq → stats → line protocol, one core, {BLOCK_SAMPLES}-sample blocks"
+    );
     for channels in [4_u32, 8] {
         let rig = "bench-rig";
-        let mut state = RigState::new(RigId::new(rig).unwrap_or_else(|e| panic!("{e}")), Precision::Us, 64);
+        let mut state = RigState::new(
+            RigId::new(rig).unwrap_or_else(|e| panic!("{e}")),
+            Precision::Us,
+            64,
+        );
         let now = tokio::time::Instant::now();
-        state.handle(&Event::Birth(Bytes::from(birth(rig, channels).encode_to_vec())), now);
+        state.handle(
+            &Event::Birth(Bytes::from(birth(rig, channels).encode_to_vec())),
+            now,
+        );
         let payloads: Vec<Bytes> = (0..BLOCKS).map(|seq| block(rig, channels, seq)).collect();
         let started = Instant::now();
         let mut lines = 0_usize;

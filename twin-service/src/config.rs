@@ -3,10 +3,14 @@
 //! Owns parsing and checking only; it opens no socket and creates no directory. Secret files are
 //! read (never printed) so that an unreadable one is reported with every other problem.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dtop_dynamics::ShearBuildingConfig;
+use dtop_dynamics::kalman::structural;
+use dtop_proto::RigId;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +39,10 @@ pub struct TwinConfig {
     /// Per-rig ingest limits.
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// The structural model each rig's state estimator runs on, its noise, and how often the
+    /// estimated state is published and stored.
+    #[serde(default)]
+    pub model: ModelConfig,
 }
 
 /// MQTT client settings.
@@ -284,6 +292,86 @@ impl Default for IngestConfig {
     }
 }
 
+/// The structural model behind each rig's Kalman filter.
+///
+/// Every rig uses `building` unless `rigs.<rig_id>` gives it its own. The actuator is not
+/// taken from here: the floor comes from each birth's `actuator.floor` (0 = none fitted),
+/// and only the actuator's masses, stiffness and damping come from the model's `actuator`
+/// table (the defaults when it has none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// How often each rig's estimated state is published (MQTT `twin/<rig>/state`) and stored
+    /// (`dtop_twin_state`), per second of sample time, Hz.
+    #[serde(default = "default_state_publish_hz")]
+    pub state_publish_hz: f64,
+    /// The building every rig is assumed to be; the Southampton three-storey rig by default.
+    #[serde(default)]
+    pub building: ShearBuildingConfig,
+    /// Per-rig buildings, by rig id, replacing `building` for that rig.
+    #[serde(default)]
+    pub rigs: BTreeMap<String, ShearBuildingConfig>,
+    /// Noise the estimator assumes.
+    #[serde(default)]
+    pub noise: NoiseConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            state_publish_hz: default_state_publish_hz(),
+            building: ShearBuildingConfig::default(),
+            rigs: BTreeMap::new(),
+            noise: NoiseConfig::default(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The building of `rig`.
+    pub fn building_for(&self, rig: &RigId) -> &ShearBuildingConfig {
+        self.rigs.get(rig.as_str()).unwrap_or(&self.building)
+    }
+}
+
+/// Noise of the rig as the estimator models it, in physical units (see
+/// `dtop_dynamics::StructuralNoise`). The accelerometers' ADC step is each channel's scale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoiseConfig {
+    /// White noise of each floor accelerometer, RMS, m/s².
+    #[serde(default = "default_accel_noise_rms_m_s2")]
+    pub accel_noise_rms_m_s2: f64,
+    /// Noise of the force gauge on floor 1 (the shaker's), RMS, N.
+    #[serde(default = "default_force_gauge_noise_rms_n")]
+    pub force_gauge_noise_rms_n: f64,
+    /// Unmeasured force on each other floor, RMS per sample, N.
+    #[serde(default = "default_unmeasured_force_rms_n")]
+    pub unmeasured_force_rms_n: f64,
+    /// Unmeasured ground (lab floor) acceleration, RMS per sample, m/s².
+    #[serde(default = "default_ground_accel_rms_m_s2")]
+    pub ground_accel_rms_m_s2: f64,
+    /// Delivered minus commanded actuator force, RMS per sample, N.
+    #[serde(default = "default_actuator_force_error_rms_n")]
+    pub actuator_force_error_rms_n: f64,
+    /// Unmodelled acceleration of every degree of freedom, RMS per sample, m/s².
+    #[serde(default = "default_model_error_accel_rms_m_s2")]
+    pub model_error_accel_rms_m_s2: f64,
+}
+
+impl Default for NoiseConfig {
+    fn default() -> Self {
+        Self {
+            accel_noise_rms_m_s2: default_accel_noise_rms_m_s2(),
+            force_gauge_noise_rms_n: default_force_gauge_noise_rms_n(),
+            unmeasured_force_rms_n: default_unmeasured_force_rms_n(),
+            ground_accel_rms_m_s2: default_ground_accel_rms_m_s2(),
+            actuator_force_error_rms_n: default_actuator_force_error_rms_n(),
+            model_error_accel_rms_m_s2: default_model_error_accel_rms_m_s2(),
+        }
+    }
+}
+
 impl Default for MqttConfig {
     fn default() -> Self {
         Self {
@@ -345,6 +433,27 @@ const fn default_pre_birth_queue_blocks() -> usize {
 }
 const fn default_max_rigs() -> usize {
     256
+}
+const fn default_state_publish_hz() -> f64 {
+    10.0
+}
+const fn default_accel_noise_rms_m_s2() -> f64 {
+    structural::DEFAULT_ACCEL_NOISE_RMS_M_S2
+}
+const fn default_force_gauge_noise_rms_n() -> f64 {
+    structural::DEFAULT_FORCE_GAUGE_NOISE_RMS_N
+}
+const fn default_unmeasured_force_rms_n() -> f64 {
+    structural::DEFAULT_UNMEASURED_FORCE_RMS_N
+}
+const fn default_ground_accel_rms_m_s2() -> f64 {
+    structural::DEFAULT_GROUND_ACCEL_RMS_M_S2
+}
+const fn default_actuator_force_error_rms_n() -> f64 {
+    structural::DEFAULT_ACTUATOR_FORCE_ERROR_RMS_N
+}
+const fn default_model_error_accel_rms_m_s2() -> f64 {
+    structural::DEFAULT_MODEL_ERROR_ACCEL_RMS_M_S2
 }
 
 /// A credential read from a file. Its `Debug` never shows the value.
@@ -567,7 +676,55 @@ impl TwinConfig {
         if self.ingest.max_rigs == 0 {
             p.push("ingest.max_rigs", "must be at least 1");
         }
+        validate_model(&mut p, &self.model);
         if p.is_empty() { Ok(()) } else { Err(p) }
+    }
+}
+
+/// Highest accepted `model.state_publish_hz`: far above what a dashboard can show, and low
+/// enough that state lines stay a small fraction of sample lines.
+pub const MAX_STATE_PUBLISH_HZ: f64 = 1000.0;
+
+fn validate_model(p: &mut ConfigProblems, m: &ModelConfig) {
+    let hz = m.state_publish_hz;
+    if !(hz.is_finite() && hz > 0.0 && hz <= MAX_STATE_PUBLISH_HZ) {
+        p.push(
+            "model.state_publish_hz",
+            format!("is {hz}; must be above 0 and at most {MAX_STATE_PUBLISH_HZ}"),
+        );
+    }
+    for problem in m.building.problems() {
+        p.push("model.building", problem);
+    }
+    for (rig, building) in &m.rigs {
+        let field = format!("model.rigs.{rig}");
+        if let Err(e) = RigId::new(rig.as_str()) {
+            p.push(&field, format!("is not a valid rig id: {e}"));
+        }
+        for problem in building.problems() {
+            p.push(&field, problem);
+        }
+    }
+    let n = &m.noise;
+    let noises = [
+        ("accel_noise_rms_m_s2", n.accel_noise_rms_m_s2),
+        ("force_gauge_noise_rms_n", n.force_gauge_noise_rms_n),
+        ("unmeasured_force_rms_n", n.unmeasured_force_rms_n),
+        ("ground_accel_rms_m_s2", n.ground_accel_rms_m_s2),
+        ("actuator_force_error_rms_n", n.actuator_force_error_rms_n),
+        ("model_error_accel_rms_m_s2", n.model_error_accel_rms_m_s2),
+    ];
+    for (name, value) in noises {
+        if !(value.is_finite() && value >= 0.0) {
+            p.push(
+                &format!("model.noise.{name}"),
+                format!("is {value}; must be finite and >= 0"),
+            );
+        }
+    }
+    if n.accel_noise_rms_m_s2 == 0.0 {
+        // With an ideal ADC as well, R would be singular and no filter can be designed.
+        p.push("model.noise.accel_noise_rms_m_s2", "must be above 0");
     }
 }
 
@@ -766,5 +923,45 @@ max_ms = 5
             problems.contains("storage.influx_v2.token_file"),
             "{problems}"
         );
+    }
+
+    #[test]
+    fn model_section_takes_per_rig_buildings_and_reports_every_problem() {
+        let text = r#"
+[model]
+state_publish_hz = 0.0
+
+[model.rigs.lab-1s]
+floor_masses_kg = [4.0]
+storey_stiffness_n_per_m = [30000.0]
+damping = { kind = "modal", zetas = [0.01] }
+
+[model.rigs."bad rig"]
+floor_masses_kg = [-1.0]
+storey_stiffness_n_per_m = [30000.0]
+damping = { kind = "modal", zetas = [0.01] }
+
+[model.noise]
+accel_noise_rms_m_s2 = 0.0
+ground_accel_rms_m_s2 = -1.0
+"#;
+        let config = TwinConfig::from_toml_str(text).unwrap();
+        let lab = RigId::new("lab-1s").unwrap();
+        assert_eq!(config.model.building_for(&lab).floors(), 1);
+        assert_eq!(
+            config.model.building_for(&RigId::new("other").unwrap()),
+            &ShearBuildingConfig::southampton()
+        );
+        let all = config.validate().unwrap_err().to_string();
+        for field in [
+            "model.state_publish_hz",
+            "model.rigs.bad rig: is not a valid rig id",
+            "model.rigs.bad rig: floor_masses_kg[0]",
+            "model.noise.accel_noise_rms_m_s2",
+            "model.noise.ground_accel_rms_m_s2",
+        ] {
+            assert!(all.contains(field), "missing {field:?} in:\n{all}");
+        }
+        assert!(TwinConfig::from_toml_str("[model]\npublish_hz = 1.0\n").is_err());
     }
 }

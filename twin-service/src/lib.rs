@@ -3,7 +3,9 @@
 //! and duplicates, and stores every sample durably as InfluxDB line protocol (in InfluxDB 1.x,
 //! an InfluxDB 2.x-compatible API such as VictoriaMetrics, or rotating files on disk).
 //!
-//! State estimation is not here yet; its seam is the per-rig actor in [`rig`].
+//! Each rig whose manifest fits the configured structural model also gets a Kalman filter,
+//! whose estimated floor displacements and velocities are published on
+//! `dtop/v1/twin/<rig>/state` (and `.../state/json`) and stored as `dtop_twin_state`.
 //!
 //! # Layout
 //! Following the data path:
@@ -11,6 +13,7 @@
 //! - [`service`]: wiring: MQTT connection, router, rig actors, storage writer, shutdown, stats.
 //! - [`ingest`]: pure decoding and validation of birth, sample and death frames.
 //! - [`rig`]: one rig's state machine and the actor task that owns it.
+//! - [`estimate`]: one rig's Kalman filter: fitting the model to a manifest, feeding samples.
 //! - [`seq`]: pure per-rig block sequence tracking (new, duplicate, gap, late fill).
 //! - [`lineproto`]: the pure line-protocol encoder, and the storage schema.
 //! - [`store`]: sinks (files, InfluxDB 1.x, InfluxDB 2.x) and the batching, retrying writer.
@@ -19,6 +22,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod estimate;
 pub mod ingest;
 pub mod lineproto;
 pub mod rig;

@@ -1,4 +1,5 @@
-//! Pure InfluxDB line-protocol encoder for sample blocks: escaping, number formatting, timestamps.
+//! Pure InfluxDB line-protocol encoder for sample blocks and estimated states: escaping, number
+//! formatting, timestamps.
 //!
 //! No I/O, no clocks, no validation of manifests (see `ingest`): same input, same bytes.
 //!
@@ -14,6 +15,14 @@
 //! dtop_blocks,rig=<rig>,stream=<stream_id> seq=<i>i,first_sample_index=<i>i,samples=<i>i,sample_period_ns=<i>i,session=<i>i,backfill=<bool> <t_0>
 //!     one point per stored block, at the block's first sample time; lets an audit find holes
 //!     (missing seq) and overlaps without reading the samples.
+//!
+//! dtop_twin_state,rig=<rig> floor<n>_displacement_m=<float>,floor<n>_velocity_m_s=<float>[,...],nis=<float> <t>
+//!     the Kalman filter's estimate, `model.state_publish_hz` points per second of live stream-0
+//!     samples (only for rigs whose manifest fits the configured model);
+//!     one displacement (m) and one velocity (m/s) field per floor n = 1..N, relative to the
+//!     ground; nis = mean normalised innovation squared per measured channel over about the
+//!     last second (≈ 1 when the filter is consistent; absent before any measurement);
+//!     t = time of the sample the estimate refers to. Non-finite values are left out.
 //! ```
 //!
 //! Floats are written without the `i` suffix, so `1` is the float 1.0 to InfluxDB; integers carry
@@ -22,12 +31,15 @@
 
 use std::fmt::Write as _;
 
+use dtop_proto::v1::TwinState;
 use serde::{Deserialize, Serialize};
 
 /// Measurement holding one point per sample instant.
 pub const SAMPLES_MEASUREMENT: &str = "dtop_samples";
 /// Measurement holding one audit point per stored block.
 pub const BLOCKS_MEASUREMENT: &str = "dtop_blocks";
+/// Measurement holding the estimated state at the state publication rate.
+pub const TWIN_STATE_MEASUREMENT: &str = "dtop_twin_state";
 
 /// Timestamp precision of written lines, as named in the config (`"us"`, `"ns"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -225,6 +237,56 @@ pub fn encode_block_audit(
     Ok(())
 }
 
+/// Appends the `dtop_twin_state` line of an estimated state to `out`; returns the number of
+/// lines appended (0 when no value is finite). On error `out` is left as it was.
+pub fn encode_twin_state(
+    out: &mut String,
+    state: &TwinState,
+    precision: Precision,
+) -> Result<usize, EncodeError> {
+    let ts = precision
+        .from_ns(state.timestamp_ns)
+        .ok_or(EncodeError::TimestampOutOfRange {
+            sample: 0,
+            ts_ns: u128::from(state.timestamp_ns),
+        })?;
+    let start = out.len();
+    escape_measurement(out, TWIN_STATE_MEASUREMENT);
+    out.push_str(",rig=");
+    escape_key(out, &state.rig_id);
+    let mut fields = 0;
+    let mut field = |out: &mut String, name: std::fmt::Arguments<'_>, value: f64| {
+        if !value.is_finite() {
+            return;
+        }
+        out.push(if fields == 0 { ' ' } else { ',' });
+        // Writing to a String cannot fail.
+        let _ = out.write_fmt(name);
+        out.push('=');
+        write_float(out, value);
+        fields += 1;
+    };
+    for f in &state.floors {
+        let n = f.floor;
+        field(
+            out,
+            format_args!("floor{n}_displacement_m"),
+            f.displacement_m,
+        );
+        field(out, format_args!("floor{n}_velocity_m_s"), f.velocity_m_s);
+    }
+    if state.innovation_nis > 0.0 {
+        field(out, format_args!("nis"), state.innovation_nis);
+    }
+    if fields == 0 {
+        out.truncate(start);
+        return Ok(0);
+    }
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, " {ts}");
+    Ok(1)
+}
+
 fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -349,6 +411,35 @@ mod tests {
              dtop_samples,rig=so-3s,stream=0 x=2 1700000000000000456\n\
              dtop_blocks,rig=so-3s,stream=0 seq=42i,first_sample_index=1000i,samples=2i,sample_period_ns=333i,session=7i,backfill=true 1700000000000000123\n"
         );
+    }
+
+    #[test]
+    fn encodes_one_twin_state_line_per_state_and_skips_non_finite_values() {
+        use dtop_proto::v1::FloorState;
+        let floor = |floor, displacement_m, velocity_m_s| FloorState {
+            floor,
+            displacement_m,
+            velocity_m_s,
+            accel_rms_m_s2: 3.0,
+        };
+        let mut state = TwinState {
+            rig_id: "so 3s".into(),
+            timestamp_ns: 1_700_000_000_000_001_999,
+            floors: vec![floor(1, 0.5, -0.25), floor(2, f64::NAN, 1.0)],
+            innovation_nis: 1.5,
+            ..Default::default()
+        };
+        let mut out = String::new();
+        assert_eq!(encode_twin_state(&mut out, &state, Precision::Us), Ok(1));
+        assert_eq!(
+            out,
+            "dtop_twin_state,rig=so\\ 3s floor1_displacement_m=0.5,floor1_velocity_m_s=-0.25,floor2_velocity_m_s=1,nis=1.5 1700000000000001\n"
+        );
+        state.floors.clear();
+        state.innovation_nis = 0.0;
+        let mut out = String::from("keep");
+        assert_eq!(encode_twin_state(&mut out, &state, Precision::Ns), Ok(0));
+        assert_eq!(out, "keep");
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! window; it turns accepted blocks into line-protocol [`Chunk`]s for the storage writer. It does
 //! not talk to MQTT or to storage itself.
 //!
-//! It is also where the state estimator will live: the Kalman filter of a rig will be owned by
-//! this actor and fed at [`RigState::accept`], next to the live window, with each accepted live
-//! block's scaled samples.
+//! It also owns the rig's state estimator ([`RigEstimator`]), built from each birth and fed
+//! every live stream-0 block in [`RigState::accept`]; the estimates it makes become
+//! `dtop_twin_state` lines in the block's chunk and [`TwinState`]s in an outbox the actor hands
+//! to the MQTT publisher without ever waiting for it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -15,11 +16,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use dtop_proto::RigId;
 use dtop_proto::topic::RigTopic;
-use dtop_proto::v1::{RigBirth, RigDeath, SampleBlock};
+use dtop_proto::v1::{FloorState, RigBirth, RigDeath, SampleBlock, TwinState};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
+use crate::config::ModelConfig;
+use crate::estimate::{Estimate, Fed, RigEstimator};
 use crate::ingest::{self, Frame, Manifest, RejectReason, Rejection};
 use crate::lineproto::{self, BlockHeader, EncodeError, Precision};
 use crate::seq::{Observation, SeqTracker};
@@ -30,6 +33,8 @@ use crate::stats::{LiveWindow, RigStats};
 pub const MAX_MANIFESTS: usize = 8;
 /// How often an actor republishes its stats while idle (rates decay without new blocks).
 pub const STATS_INTERVAL: Duration = Duration::from_millis(250);
+/// What [`TwinState::controller`] says while no controller exists.
+pub const CONTROLLER_OFF: &str = "off";
 
 /// An input of a rig actor: a raw payload from one of the rig's topics. Decoding happens in the
 /// actor, so a burst of big blocks for one rig does not stall the MQTT loop.
@@ -92,6 +97,19 @@ pub struct RigState {
     max_waiting: usize,
     rejected: BTreeMap<RejectReason, u64>,
     live: LiveWindow,
+    /// `None`: no estimation at all (the state was built without a model).
+    model: Option<Arc<ModelConfig>>,
+    /// The latest session's filter, when its manifest fits the model.
+    estimator: Option<RigEstimator>,
+    /// The last misfit warned about, so a rig that reconnects with the same manifest warns once.
+    misfit_warned: Option<String>,
+    period_mismatch_warned: bool,
+    /// Estimates of the block being accepted; reused.
+    due: Vec<Estimate>,
+    /// States made but not yet taken by the actor.
+    states: Vec<TwinState>,
+    blocks_accepted: u64,
+    states_dropped: u64,
 }
 
 impl RigState {
@@ -107,7 +125,36 @@ impl RigState {
             max_waiting,
             rejected: BTreeMap::new(),
             live: LiveWindow::default(),
+            model: None,
+            estimator: None,
+            misfit_warned: None,
+            period_mismatch_warned: false,
+            due: Vec::new(),
+            states: Vec::new(),
+            blocks_accepted: 0,
+            states_dropped: 0,
         }
+    }
+
+    /// Estimates each rig's state on `model` (from the next birth on).
+    pub fn with_model(mut self, model: Arc<ModelConfig>) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    /// The states made since the last call, oldest first, for publication.
+    pub fn take_states(&mut self) -> std::vec::Drain<'_, TwinState> {
+        self.states.drain(..)
+    }
+
+    /// Counts a state the publisher had no room for.
+    pub fn count_dropped_state(&mut self) {
+        self.states_dropped += 1;
+    }
+
+    /// The running estimator, if the latest manifest fits the model.
+    pub fn estimator(&self) -> Option<&RigEstimator> {
+        self.estimator.as_ref()
     }
 
     pub fn rig(&self) -> &RigId {
@@ -171,6 +218,7 @@ impl RigState {
             "Rig born."
         );
         self.live.reset(&manifest);
+        self.build_estimator(birth);
         self.manifests.insert(birth.session, Arc::new(manifest));
         while self.manifests.len() > MAX_MANIFESTS {
             self.manifests.pop_first();
@@ -188,6 +236,32 @@ impl RigState {
             .into_iter()
             .filter_map(|b| self.process(b, now))
             .collect()
+    }
+
+    fn build_estimator(&mut self, birth: &RigBirth) {
+        let Some(model) = &self.model else { return };
+        let building = model.building_for(&self.rig);
+        self.estimator = match RigEstimator::from_birth(
+            birth,
+            building,
+            &model.noise,
+            model.state_publish_hz,
+        ) {
+            Ok(estimator) => {
+                info!(rig = %self.rig, session = birth.session, floors = estimator.floors(), "Estimating the rig's state.");
+                self.misfit_warned = None;
+                Some(estimator)
+            }
+            Err(misfit) => {
+                let why = misfit.to_string();
+                if self.misfit_warned.as_deref() != Some(why.as_str()) {
+                    warn!(rig = %self.rig, session = birth.session, problems = %why, "The rig's manifest does not fit the structural model; storing samples without state estimation.");
+                    self.misfit_warned = Some(why);
+                }
+                None
+            }
+        };
+        self.period_mismatch_warned = false;
     }
 
     fn on_death(&mut self, death: &RigDeath) {
@@ -265,7 +339,7 @@ impl RigState {
         };
         let just_columns: Vec<_> = columns.iter().map(|(c, _)| *c).collect();
         let mut lines = String::new();
-        let line_count =
+        let mut line_count =
             match lineproto::encode_block(&mut lines, &header, &just_columns, self.precision) {
                 Ok(n) => n,
                 Err(e) => {
@@ -308,7 +382,7 @@ impl RigState {
             }
             Observation::FilledHole | Observation::Untracked | Observation::New => {}
         }
-        self.accept(&block, &columns, now);
+        line_count += self.accept(&block, &columns, now, &mut lines);
         Some(Chunk {
             rig: self.rig.clone(),
             seq: block.seq,
@@ -317,19 +391,65 @@ impl RigState {
         })
     }
 
-    /// A block that passed every check and is on its way to storage.
-    ///
-    /// This is the estimator's seam: live blocks will also be fed to the rig's Kalman filter
-    /// here, in sample order, next to the live window.
+    /// A block that passed every check and is on its way to storage: live blocks go to the
+    /// live window and the estimator; the estimates that fall due become `dtop_twin_state`
+    /// lines appended to `lines` and states in the outbox. Returns the lines appended.
     fn accept(
         &mut self,
         block: &SampleBlock,
         columns: &[(lineproto::Column<'_>, &ingest::ChannelInfo)],
         now: Instant,
-    ) {
-        if !block.backfill {
-            self.live.record(now, columns, block.sample_period_ns);
+        lines: &mut String,
+    ) -> usize {
+        self.blocks_accepted += 1;
+        if block.backfill {
+            return 0;
         }
+        self.live.record(now, columns, block.sample_period_ns);
+        let Some(estimator) = &mut self.estimator else {
+            return 0;
+        };
+        if let Fed::PeriodMismatch { block_period_ns } =
+            estimator.feed(block, columns, &mut self.due)
+            && !self.period_mismatch_warned
+        {
+            warn!(rig = %self.rig, block_period_ns, "A block's sample period differs from the birth's sample rate; such blocks are stored but not estimated.");
+            self.period_mismatch_warned = true;
+        }
+        if self.due.is_empty() {
+            return 0;
+        }
+        let (_, floor_rms) = self.live.rms(now);
+        let counters = self.seq.counters();
+        let sample_rate_hz = self.live.samples_per_s(now);
+        let mut appended = 0;
+        for estimate in self.due.drain(..) {
+            let state = TwinState {
+                rig_id: self.rig.as_str().to_owned(),
+                sample_index: estimate.sample_index,
+                timestamp_ns: estimate.timestamp_ns,
+                floors: (1..)
+                    .zip(estimate.displacement_m.iter().zip(&estimate.velocity_m_s))
+                    .map(|(floor, (&displacement_m, &velocity_m_s))| FloorState {
+                        floor,
+                        displacement_m,
+                        velocity_m_s,
+                        accel_rms_m_s2: floor_rms.get(&floor).copied().unwrap_or(0.0),
+                    })
+                    .collect(),
+                sample_rate_hz,
+                blocks_stored: self.blocks_accepted,
+                blocks_missing: counters.blocks_missing,
+                blocks_duplicate: counters.blocks_duplicate,
+                innovation_nis: estimate.nis_mean.unwrap_or(0.0),
+                controller: CONTROLLER_OFF.to_owned(),
+                controller_active: false,
+            };
+            // The block's own timestamps already passed the same range check.
+            appended += lineproto::encode_twin_state(lines, &state, self.precision).unwrap_or(0);
+            self.states.push(state);
+        }
+        appended
     }
 
     fn reject(&mut self, rejection: Rejection) {
@@ -355,6 +475,8 @@ impl RigState {
             highest_contiguous_seq: self.seq.highest_contiguous(),
             blocks_waiting_for_birth: self.waiting.len(),
             frames_rejected: self.rejected.clone(),
+            estimating: self.estimator.is_some(),
+            twin_states_dropped: self.states_dropped,
         }
     }
 }
@@ -366,6 +488,8 @@ pub struct RigActor {
     events_rx: mpsc::Receiver<Event>,
     chunk_tx: mpsc::Sender<Chunk>,
     stats_tx: watch::Sender<RigStats>,
+    /// Where estimated states go for publication; `None` drops them.
+    state_tx: Option<mpsc::Sender<TwinState>>,
 }
 
 impl RigActor {
@@ -380,6 +504,30 @@ impl RigActor {
             events_rx,
             chunk_tx,
             stats_tx,
+            state_tx: None,
+        }
+    }
+
+    /// Offers each estimated state to `state_tx`; a full channel drops and counts it, so the
+    /// publisher never slows ingest down.
+    pub fn with_states(mut self, state_tx: mpsc::Sender<TwinState>) -> Self {
+        self.state_tx = Some(state_tx);
+        self
+    }
+
+    fn offer_states(&mut self) {
+        let mut dropped = 0;
+        for state in self.state.take_states() {
+            let Some(tx) = &self.state_tx else { continue };
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(state) {
+                dropped += 1;
+            }
+        }
+        for _ in 0..dropped {
+            self.state.count_dropped_state();
+        }
+        if dropped > 0 {
+            debug!(rig = %self.state.rig(), dropped, "The state publisher is behind; dropped estimated states.");
         }
     }
 
@@ -392,6 +540,7 @@ impl RigActor {
                 event = self.events_rx.recv() => {
                     let Some(event) = event else { break };
                     let chunks = self.state.handle(&event, Instant::now());
+                    self.offer_states();
                     for chunk in chunks {
                         // Waiting here is the backpressure from storage to ingest.
                         if self.chunk_tx.send(chunk).await.is_err() {
@@ -626,5 +775,262 @@ mod tests {
         assert_eq!(s.stats(now).blocks_missing, 3);
         assert_eq!(seqs(&s.handle(&block(1, 12), now)), [12]);
         assert_eq!(s.stats(now).blocks_missing, 2);
+    }
+
+    /// A seeded Gaussian source (xorshift64* and Box–Muller), so the simulation is repeatable.
+    struct Noise(u64);
+
+    impl Noise {
+        fn uniform(&mut self) -> f64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            ((self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+
+        fn gaussian(&mut self) -> f64 {
+            let (a, b) = (self.uniform(), self.uniform());
+            (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
+        }
+    }
+
+    const ACCEL_SCALE: f64 = 1e-4;
+    const FORCE_SCALE: f64 = 1e-3;
+    const SIM_BLOCK: usize = 100;
+
+    fn southampton_birth(floors: u32, with_force: bool) -> Event {
+        let mut channels: Vec<Channel> = (1..=floors)
+            .map(|floor| Channel {
+                id: floor,
+                name: format!("floor{floor}_accel"),
+                kind: ChannelKind::Acceleration as i32,
+                unit: "m/s^2".into(),
+                scale: ACCEL_SCALE,
+                sample_rate_hz: 1000.0,
+                floor,
+                ..Default::default()
+            })
+            .collect();
+        if with_force {
+            channels.push(Channel {
+                id: 10,
+                name: "shaker_force".into(),
+                kind: ChannelKind::Force as i32,
+                unit: "N".into(),
+                scale: FORCE_SCALE,
+                sample_rate_hz: 1000.0,
+                floor: 1,
+                ..Default::default()
+            });
+        }
+        let b = RigBirth {
+            rig_id: "r1".into(),
+            session: 1,
+            channels,
+            floors: 3,
+            actuator: Some(dtop_proto::v1::ActuatorLimits {
+                floor: 0,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Event::Birth(b.encode_to_vec().into())
+    }
+
+    /// Simulated blocks of the Southampton building shaken on floor 1 by a 1 N RMS white
+    /// force, with accelerometer noise at the model's level, quantised to raw counts; and the
+    /// true floor velocities per sample.
+    fn simulate(blocks: usize) -> (Vec<Event>, Vec<[f64; 3]>) {
+        use dtop_dynamics::ShearBuilding;
+        use nalgebra::DVector;
+        let model = ShearBuilding::southampton()
+            .state_space()
+            .discretize_zoh(1e-3)
+            .unwrap();
+        let mut x = DVector::zeros(model.n_states());
+        let mut u = DVector::zeros(model.n_inputs());
+        let mut y = DVector::zeros(model.n_outputs());
+        let mut noise = Noise(0x5EED_1234_ABCD_0001);
+        let mut truth = Vec::new();
+        let mut events = Vec::new();
+        for seq in 0..blocks as u64 {
+            let mut accel: Vec<Vec<i32>> = (0..3).map(|_| Vec::with_capacity(SIM_BLOCK)).collect();
+            let mut force = Vec::with_capacity(SIM_BLOCK);
+            for _ in 0..SIM_BLOCK {
+                let f = noise.gaussian();
+                u[model.input_floor_force(1)] = f;
+                model.step(&mut x, &u, &mut y);
+                force.push((f / FORCE_SCALE).round() as i32);
+                let mut v = [0.0; 3];
+                for floor in 1..=3 {
+                    let a = y[model.output_floor_accel(floor)] + 0.002 * noise.gaussian();
+                    accel[floor - 1].push((a / ACCEL_SCALE).round() as i32);
+                    v[floor - 1] = y[model.output_floor_velocity(floor)];
+                }
+                truth.push(v);
+            }
+            let mut channels: Vec<ChannelSamples> = accel
+                .into_iter()
+                .zip(1..)
+                .map(|(raw, channel_id)| ChannelSamples { channel_id, raw })
+                .collect();
+            channels.push(ChannelSamples {
+                channel_id: 10,
+                raw: force,
+            });
+            let first = seq * SIM_BLOCK as u64;
+            let b = SampleBlock {
+                rig_id: "r1".into(),
+                session: 1,
+                seq,
+                first_sample_index: first,
+                sample_period_ns: 1_000_000,
+                first_timestamp_ns: 1_700_000_000_000_000_000 + first * 1_000_000,
+                channels,
+                ..Default::default()
+            };
+            events.push(Event::Samples(b.encode_to_vec().into()));
+        }
+        (events, truth)
+    }
+
+    fn modelled(state_publish_hz: f64) -> RigState {
+        let model = ModelConfig {
+            state_publish_hz,
+            ..ModelConfig::default()
+        };
+        RigState::new(rig(), Precision::Us, 4).with_model(Arc::new(model))
+    }
+
+    #[test]
+    fn estimated_velocities_track_a_simulated_southampton_building() {
+        let (events, truth) = simulate(40);
+        // One state per sample, so every estimate can be compared with the truth.
+        let mut s = modelled(1000.0);
+        let now = Instant::now();
+        s.handle(&southampton_birth(3, true), now);
+        assert!(s.estimator().is_some());
+        let mut states = Vec::new();
+        for e in &events {
+            assert_eq!(s.handle(e, now).len(), 1);
+            states.extend(s.take_states());
+        }
+        assert_eq!(states.len(), truth.len());
+        // One second of burn-in: the filter starts at rest and the lightest-damped mode
+        // (0.2 %) needs a few hundred ms of closed-loop settling.
+        let burn_in = 1000;
+        for floor in 0..3 {
+            let (mut err_sq, mut truth_sq) = (0.0, 0.0);
+            for (state, v) in states.iter().zip(&truth).skip(burn_in) {
+                let estimate = state.floors[floor].velocity_m_s;
+                err_sq += (estimate - v[floor]).powi(2);
+                truth_sq += v[floor].powi(2);
+            }
+            let ratio = (err_sq / truth_sq).sqrt();
+            assert!(
+                ratio < 0.05,
+                "floor {}: RMS error is {ratio} of the RMS velocity",
+                floor + 1
+            );
+        }
+        let nis = states.last().unwrap().innovation_nis;
+        // Mean NIS per channel is about 1 for a consistent filter (quantisation and the
+        // model's extra input noise make it a little smaller).
+        assert!((0.3..3.0).contains(&nis), "NIS {nis}");
+    }
+
+    #[test]
+    fn publishes_and_stores_states_at_the_configured_rate() {
+        let (events, _) = simulate(20);
+        let mut s = modelled(10.0);
+        let now = Instant::now();
+        s.handle(&southampton_birth(3, true), now);
+        let mut states = Vec::new();
+        let mut state_lines = Vec::new();
+        for e in &events {
+            let chunks = s.handle(e, now);
+            let chunk = &chunks[0];
+            let lines: Vec<&str> = chunk.lines.lines().collect();
+            assert_eq!(lines.len(), chunk.line_count);
+            assert_eq!(
+                lines
+                    .iter()
+                    .filter(|l| l.starts_with("dtop_samples,"))
+                    .count(),
+                SIM_BLOCK
+            );
+            state_lines.extend(
+                lines
+                    .iter()
+                    .filter(|l| l.starts_with("dtop_twin_state,"))
+                    .map(|l| l.to_string()),
+            );
+            states.extend(s.take_states());
+        }
+        // Two seconds of 1 kHz samples at 10 Hz: one state every 100 samples.
+        assert_eq!(states.len(), 20);
+        let indices: Vec<u64> = states.iter().map(|s| s.sample_index).collect();
+        assert_eq!(indices, (0..20).map(|i| i * 100).collect::<Vec<_>>());
+        let last = states.last().unwrap();
+        assert_eq!(
+            last.timestamp_ns,
+            1_700_000_000_000_000_000 + 1900 * 1_000_000
+        );
+        assert_eq!(last.floors.len(), 3);
+        assert!(last.floors.iter().all(|f| f.accel_rms_m_s2 > 0.0));
+        assert_eq!(last.blocks_stored, 20);
+        assert_eq!(last.controller, "off");
+        assert!(!last.controller_active);
+        assert_eq!(state_lines.len(), 20);
+        let line = state_lines.last().unwrap();
+        assert!(
+            line.starts_with("dtop_twin_state,rig=r1 floor1_displacement_m="),
+            "{line}"
+        );
+        for field in ["floor3_velocity_m_s=", ",nis="] {
+            assert!(line.contains(field), "{line}");
+        }
+        assert!(line.ends_with(" 1700000001900000"), "{line}");
+    }
+
+    #[test]
+    fn a_manifest_that_does_not_fit_the_model_still_stores_every_sample() {
+        let (events, _) = simulate(3);
+        let mut s = modelled(10.0);
+        let now = Instant::now();
+        // No force gauge: the known input is missing.
+        s.handle(&southampton_birth(3, false), now);
+        assert!(s.estimator().is_none());
+        assert!(!s.stats(now).estimating);
+        for e in &events {
+            // The force channel is not in this manifest, so blocks without it are needed.
+            let Event::Samples(p) = e else { unreachable!() };
+            let mut b = SampleBlock::decode(p.clone()).unwrap();
+            b.channels.retain(|c| c.channel_id != 10);
+            let chunks = s.handle(&Event::Samples(b.encode_to_vec().into()), now);
+            assert_eq!(chunks[0].line_count, SIM_BLOCK + 1);
+            assert!(!chunks[0].lines.contains("dtop_twin_state"));
+        }
+        assert_eq!(s.take_states().count(), 0);
+        // Two floors announced for a three-floor model: no estimation either.
+        let mut s = modelled(10.0);
+        s.handle(&southampton_birth(2, true), now);
+        assert!(s.estimator().is_none());
+    }
+
+    #[test]
+    fn backfill_blocks_are_stored_but_not_estimated() {
+        let (events, _) = simulate(2);
+        let mut s = modelled(10.0);
+        let now = Instant::now();
+        s.handle(&southampton_birth(3, true), now);
+        let Event::Samples(p) = &events[0] else {
+            unreachable!()
+        };
+        let mut b = SampleBlock::decode(p.clone()).unwrap();
+        b.backfill = true;
+        let chunks = s.handle(&Event::Samples(b.encode_to_vec().into()), now);
+        assert_eq!(chunks[0].line_count, SIM_BLOCK + 1);
+        assert_eq!(s.take_states().count(), 0);
     }
 }

@@ -1,16 +1,19 @@
 //! Wiring: the MQTT connection task, the router that spawns and feeds one actor per rig, the
-//! storage writer, the stats publication, and the shutdown order.
+//! storage writer, the estimated-state publisher, the stats publication, and the shutdown order.
 //!
 //! Shutdown flows downstream: stop ingest (the router stops reading MQTT and drops the rig
 //! queues) → rig actors finish their queued events → the writer flushes and closes storage →
 //! MQTT disconnects. Holds no twin state itself beyond the rig directory.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
+use dtop_proto::Message;
 use dtop_proto::RigId;
 use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
-use dtop_proto::topic::{self, RigTopic, Topic};
+use dtop_proto::topic::{self, RigTopic, Topic, TwinTopic};
+use dtop_proto::v1::TwinState;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rumqttc::{
@@ -25,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::config::{ConfigProblems, MqttConfig, Secret, SecretError, TwinConfig};
+use crate::config::{ConfigProblems, ModelConfig, MqttConfig, Secret, SecretError, TwinConfig};
 use crate::ingest::{RejectReason, Rejection};
 use crate::rig::{Chunk, Event, RigActor, RigState, STATS_INTERVAL};
 use crate::stats::{RigStats, StoreStats, TwinStats};
@@ -37,8 +40,12 @@ pub const RIG_QUEUE_EVENTS: usize = 64;
 pub const STORE_QUEUE_CHUNKS: usize = 256;
 /// MQTT notifications queued between the connection task and the router.
 const MQTT_QUEUE_EVENTS: usize = 64;
-/// Requests rumqttc buffers between `AsyncClient` and its event loop.
-const MQTT_REQUEST_CAPACITY: usize = 16;
+/// Estimated states queued between the rig actors and the state publisher; beyond it they are
+/// dropped and counted, never waited for.
+pub const STATE_QUEUE: usize = 256;
+/// Requests rumqttc buffers between `AsyncClient` and its event loop (subscriptions, state
+/// publishes, the disconnect).
+const MQTT_REQUEST_CAPACITY: usize = 64;
 /// How long a clean MQTT disconnect may take at shutdown.
 const MQTT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -140,11 +147,20 @@ pub async fn run(
     let mqtt_stop = CancellationToken::new();
     // If this future is dropped instead of finishing, the connection task still ends.
     let mqtt_stop_guard = mqtt_stop.clone().drop_guard();
+    let (connected_tx, connected_rx) = watch::channel(false);
+    let (state_tx, state_rx) = mpsc::channel(STATE_QUEUE);
+    let states = tokio::spawn(publish_states(
+        client.clone(),
+        state_rx,
+        connected_rx,
+        mqtt_stop.clone(),
+    ));
     let mqtt = tokio::spawn(run_mqtt(
         client,
         eventloop,
         config.mqtt.clone(),
         mqtt_tx,
+        connected_tx,
         mqtt_stop.clone(),
     ));
 
@@ -153,6 +169,8 @@ pub async fn run(
         rigs: HashMap::new(),
         actors: TaskTracker::new(),
         chunk_tx: Some(chunk_tx),
+        state_tx: Some(state_tx),
+        model: Arc::new(config.model.clone()),
         rejected: BTreeMap::new(),
         store_stats_rx,
         stats_tx,
@@ -175,6 +193,9 @@ pub async fn run(
     router.chunk_tx = None;
     let writer_result = writer.await;
     router.publish_final(&stopped_rigs);
+    // The publisher sends what the actors left queued, then stops.
+    router.state_tx = None;
+    let states_result = states.await;
 
     mqtt_stop.cancel();
     drop(mqtt_stop_guard);
@@ -183,6 +204,13 @@ pub async fn run(
     let final_store =
         writer_result.map_err(|e| TwinError::TaskFailed(format!("storage writer: {e}")))?;
     mqtt_result.map_err(|e| TwinError::TaskFailed(format!("MQTT connection: {e}")))?;
+    let published =
+        states_result.map_err(|e| TwinError::TaskFailed(format!("state publisher: {e}")))?;
+    debug!(
+        states_published = published.published_total,
+        states_dropped = published.dropped_total,
+        "State publisher stopped."
+    );
     info!(
         lines_written = final_store.lines_written_total,
         lines_dropped = final_store.lines_dropped_total,
@@ -226,6 +254,7 @@ async fn run_mqtt(
     mut eventloop: EventLoop,
     config: MqttConfig,
     mqtt_tx: mpsc::Sender<MqttEvent>,
+    connected_tx: watch::Sender<bool>,
     stop: CancellationToken,
 ) {
     let mut network = eventloop.network_options();
@@ -251,6 +280,7 @@ async fn run_mqtt(
                     error!(error = %e, "Could not queue the MQTT subscriptions.");
                 }
                 info!(host = %config.host, port = config.port, "Connected to the MQTT broker.");
+                connected_tx.send_replace(true);
                 Some(MqttEvent::Connected)
             }
             Ok(rumqttc::Event::Incoming(Packet::SubAck(ack))) => {
@@ -261,13 +291,17 @@ async fn run_mqtt(
                 {
                     error!(codes = ?ack.return_codes, "The broker refused a subscription; no data will arrive for it.");
                 } else {
-                    info!(filters = ack.return_codes.len(), "Subscribed to rig topics.");
+                    info!(
+                        filters = ack.return_codes.len(),
+                        "Subscribed to rig topics."
+                    );
                 }
                 None
             }
             Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => Some(MqttEvent::Publish(p)),
             Ok(_) => None,
             Err(e) => {
+                connected_tx.send_replace(false);
                 let delay = backoff.next_delay(&mut rng);
                 warn!(
                     error = %e,
@@ -290,6 +324,73 @@ async fn run_mqtt(
         }
     }
     disconnect(&client, &mut eventloop).await;
+}
+
+/// What the state publisher did.
+#[derive(Debug, Clone, Copy, Default)]
+struct PublishedStates {
+    published_total: u64,
+    /// Not connected, or rumqttc's request queue was full.
+    dropped_total: u64,
+}
+
+/// Publishes each estimated state on the rig's `twin/<rig>/state` (protobuf) and
+/// `.../state/json` topics, QoS 0, not retained. Never waits on the connection: while it is
+/// down, or its request queue is full, states are dropped (they are superseded within a
+/// fraction of a second anyway). It is a task of its own because the connection task's `poll`
+/// must not be cancelled by anything but shutdown.
+async fn publish_states(
+    client: AsyncClient,
+    mut state_rx: mpsc::Receiver<TwinState>,
+    connected_rx: watch::Receiver<bool>,
+    stop: CancellationToken,
+) -> PublishedStates {
+    let mut counts = PublishedStates::default();
+    loop {
+        let state = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            state = state_rx.recv() => match state {
+                Some(state) => state,
+                None => break,
+            },
+        };
+        if !*connected_rx.borrow() {
+            counts.dropped_total += 1;
+            continue;
+        }
+        let Ok(rig) = RigId::new(state.rig_id.as_str()) else {
+            counts.dropped_total += 1;
+            continue;
+        };
+        let json = match serde_json::to_vec(&state) {
+            Ok(json) => json,
+            Err(e) => {
+                warn!(rig = %rig, error = %e, "Could not encode a twin state as JSON.");
+                counts.dropped_total += 1;
+                continue;
+            }
+        };
+        let sent = [
+            (TwinTopic::State, state.encode_to_vec()),
+            (TwinTopic::StateJson, json),
+        ]
+        .into_iter()
+        .all(|(kind, payload)| {
+            client
+                .try_publish(topic::twin(&rig, kind), QoS::AtMostOnce, false, payload)
+                .is_ok()
+        });
+        if sent {
+            counts.published_total += 1;
+        } else {
+            if counts.dropped_total == 0 {
+                warn!(rig = %rig, "The MQTT request queue is full; dropping estimated states until it drains.");
+            }
+            counts.dropped_total += 1;
+        }
+    }
+    counts
 }
 
 async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
@@ -326,6 +427,9 @@ struct Router<'a> {
     actors: TaskTracker,
     /// `None` once ingest has stopped, so the writer can finish.
     chunk_tx: Option<mpsc::Sender<Chunk>>,
+    /// `None` once the actors have stopped, so the state publisher can finish.
+    state_tx: Option<mpsc::Sender<TwinState>>,
+    model: Arc<ModelConfig>,
     /// Frames refused before reaching a rig actor.
     rejected: BTreeMap<RejectReason, u64>,
     store_stats_rx: watch::Receiver<StoreStats>,
@@ -437,10 +541,14 @@ impl Router<'_> {
             rig.clone(),
             self.config.storage.precision(),
             self.config.ingest.pre_birth_queue_blocks,
-        );
+        )
+        .with_model(Arc::clone(&self.model));
         let (stats_tx, stats_rx) = watch::channel(state.stats(Instant::now()));
-        self.actors
-            .spawn(RigActor::new(state, events_rx, chunk_tx, stats_tx).run());
+        let mut actor = RigActor::new(state, events_rx, chunk_tx, stats_tx);
+        if let Some(state_tx) = &self.state_tx {
+            actor = actor.with_states(state_tx.clone());
+        }
+        self.actors.spawn(actor.run());
         self.rigs.insert(
             rig,
             RigHandle {

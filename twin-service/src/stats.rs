@@ -76,6 +76,11 @@ pub struct RigStats {
     pub blocks_waiting_for_birth: usize,
     /// Refused frames of this rig, by reason.
     pub frames_rejected: BTreeMap<RejectReason, u64>,
+    /// Whether the latest session's manifest fits the structural model, so its state is
+    /// estimated and published.
+    pub estimating: bool,
+    /// Estimated states dropped because the MQTT publisher was behind.
+    pub twin_states_dropped: u64,
 }
 
 /// One channel's live view.

@@ -8,8 +8,8 @@ mod support;
 use std::time::Duration;
 
 use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
-use dtop_proto::topic::{self, RigTopic};
-use dtop_proto::v1::{Channel, ChannelKind, ChannelSamples, RigBirth, SampleBlock};
+use dtop_proto::topic::{self, RigTopic, TwinTopic};
+use dtop_proto::v1::{Channel, ChannelKind, ChannelSamples, RigBirth, SampleBlock, TwinState};
 use dtop_proto::{Message, RigId};
 use dtop_twin::config::{
     BatchConfig, FileStorageConfig, InfluxV1Config, MqttConfig, StorageConfig, TwinConfig,
@@ -17,7 +17,7 @@ use dtop_twin::config::{
 use dtop_twin::ingest::RejectReason;
 use dtop_twin::lineproto::Precision;
 use dtop_twin::{TwinHandle, TwinStats};
-use rumqttc::{AsyncClient, EventLoop, MqttOptions, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::json;
 use support::{InfluxD, Mosquitto};
 use tokio::task::JoinHandle;
@@ -387,4 +387,118 @@ async fn run_refuses_an_invalid_config_before_connecting() {
         }
         other => panic!("expected InvalidConfig, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_the_estimated_state_of_a_rig_that_fits_the_model_as_json() {
+    let Some(broker) = Mosquitto::start_if_installed().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let storage = StorageConfig::File(FileStorageConfig {
+        dir: dir.path().join("lines"),
+        precision: Precision::Us,
+    });
+    let shutdown = CancellationToken::new();
+    let (mut handle, twin) = dtop_twin::spawn(config(broker.port, storage), shutdown.clone());
+    wait(&mut handle, "the MQTT connection", |s| s.mqtt_connected).await;
+
+    let mut options = MqttOptions::new("test-dashboard", "127.0.0.1", broker.port);
+    options.set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
+    let (dashboard, mut events) = AsyncClient::new(options, 16);
+    dashboard
+        .subscribe(topic::all_twins(TwinTopic::StateJson), QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let subscribed = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
+                return;
+            }
+        }
+    });
+    subscribed.await.expect("no SUBACK");
+
+    // The Southampton rig: three floor accelerometers and the shaker's force gauge on floor 1.
+    let channel = |id: u32, name: &str, kind: ChannelKind, floor: u32| Channel {
+        id,
+        name: name.into(),
+        kind: kind as i32,
+        unit: String::new(),
+        scale: 0.001,
+        offset: 0.0,
+        sample_rate_hz: 1000.0,
+        floor,
+        stream_id: 0,
+    };
+    let birth = RigBirth {
+        rig_id: RIG.into(),
+        session: 1,
+        channels: vec![
+            channel(1, "floor1_accel", ChannelKind::Acceleration, 1),
+            channel(2, "floor2_accel", ChannelKind::Acceleration, 2),
+            channel(3, "floor3_accel", ChannelKind::Acceleration, 3),
+            channel(4, "shaker_force", ChannelKind::Force, 1),
+        ],
+        floors: 3,
+        ..Default::default()
+    };
+    let edge = Edge::connect(broker.port).await;
+    edge.publish(RigTopic::Birth, birth.encode_to_vec()).await;
+    for seq in 0..5u64 {
+        let n = SAMPLES_PER_BLOCK;
+        let block = SampleBlock {
+            rig_id: RIG.into(),
+            session: 1,
+            seq,
+            first_sample_index: seq * n,
+            sample_period_ns: PERIOD_NS,
+            first_timestamp_ns: T0_NS + seq * n * PERIOD_NS,
+            channels: (1..=4)
+                .map(|channel_id| ChannelSamples {
+                    channel_id,
+                    raw: (0..n as i32).map(|k| (k * 37 % 200) - 100).collect(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        edge.publish(RigTopic::Samples, block.encode_to_vec()).await;
+    }
+
+    let expected_topic = topic::twin(&rig(), TwinTopic::StateJson);
+    let state: TwinState = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap() {
+                assert_eq!(p.topic, expected_topic);
+                return serde_json::from_slice(&p.payload).expect("a JSON TwinState");
+            }
+        }
+    })
+    .await
+    .expect("no twin state published");
+    assert_eq!(state.rig_id, RIG);
+    assert_eq!(state.sample_index % SAMPLES_PER_BLOCK, 0);
+    assert_eq!(state.timestamp_ns, T0_NS + state.sample_index * PERIOD_NS);
+    assert_eq!(
+        state.floors.iter().map(|f| f.floor).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(
+        state
+            .floors
+            .iter()
+            .all(|f| f.displacement_m.is_finite() && f.velocity_m_s.is_finite())
+    );
+    assert_eq!(state.controller, "off");
+    wait(&mut handle, "the rig's estimator in the stats", |s| {
+        rig_stats(s).estimating
+    })
+    .await;
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, twin)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

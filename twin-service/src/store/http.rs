@@ -133,7 +133,10 @@ impl HttpSink {
             Ok(b) => truncate_utf8(&b, MAX_ERROR_MESSAGE_BYTES),
             Err(e) => format!("(no body: {})", error_chain(&e)),
         };
-        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) {
+        if matches!(
+            status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+        ) {
             Err(WriteError::NeedsOperator {
                 status: status.as_u16(),
                 message,

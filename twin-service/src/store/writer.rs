@@ -136,7 +136,10 @@ impl Writer {
                 }
                 Err(e @ (WriteError::Retryable { .. } | WriteError::NeedsOperator { .. })) => {
                     let (detail, retry_after) = match e {
-                        WriteError::Retryable { detail, retry_after } => (detail, retry_after),
+                        WriteError::Retryable {
+                            detail,
+                            retry_after,
+                        } => (detail, retry_after),
                         other => {
                             error!(error = %other, lines, "Storage refuses writes until an operator acts (credentials, database or bucket); keeping the batch and retrying.");
                             (other.to_string(), None)

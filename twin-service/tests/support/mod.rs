@@ -32,8 +32,12 @@ pub fn require_binary(path: &str) -> Option<PathBuf> {
     if let Some(found) = candidates.into_iter().find(|p| p.is_file()) {
         return Some(found);
     }
-    if std::env::var_os("CI").is_some() || std::env::var("DTOP_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
-        panic!("{path} is not installed, and CI / DTOP_REQUIRE_SERVICES is set: this test must run, not skip");
+    if std::env::var_os("CI").is_some()
+        || std::env::var("DTOP_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+    {
+        panic!(
+            "{path} is not installed, and CI / DTOP_REQUIRE_SERVICES is set: this test must run, not skip"
+        );
     }
     eprintln!("\n*** SKIPPING: {path} is not installed (set CI=1 to make this a failure) ***\n");
     None
