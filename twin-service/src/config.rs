@@ -43,6 +43,57 @@ pub struct TwinConfig {
     /// estimated state is published and stored.
     #[serde(default)]
     pub model: ModelConfig,
+    /// The twin-hosted velocity-feedback loop (off by default): which law each rig starts
+    /// with and how close to the critical gain an operator may go.
+    #[serde(default)]
+    pub control: ControlConfig,
+}
+
+/// A control law the twin can host, as named in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlLawName {
+    /// No feedback: the twin publishes no drives.
+    #[default]
+    Off,
+    /// Direct velocity feedback of the host floor's estimated velocity.
+    Dvf,
+}
+
+/// The twin-hosted control loop (see `crate::control`).
+///
+/// With `enabled = false` (the default) the twin does not subscribe to command topics and
+/// never publishes a drive, whatever the other keys say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Master switch: accept `SetControl` commands on `dtop/v1/rig/+/cmd` and publish
+    /// `ActuatorDrive`s on `dtop/v1/rig/<rig>/drive`.
+    #[serde(default = "default_control_enabled")]
+    pub enabled: bool,
+    /// Law each rig starts with after every birth (`"off"` or `"dvf"`); operators change it
+    /// with `SetControl` commands.
+    #[serde(default)]
+    pub law: ControlLawName,
+    /// Start-up DVF gain h: coil current per unit host-floor velocity, A/(m/s). The force on
+    /// the host floor is −Bl·h·v.
+    #[serde(default = "default_control_gain_a_per_m_s")]
+    pub gain_a_per_m_s: f64,
+    /// Highest DVF gain accepted, as a fraction of the rig's critical gain (the gain at which
+    /// the loop goes unstable); 0.8 leaves a 1.9 dB gain margin.
+    #[serde(default = "default_max_fraction_of_critical")]
+    pub max_fraction_of_critical: f64,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            enabled: default_control_enabled(),
+            law: ControlLawName::default(),
+            gain_a_per_m_s: default_control_gain_a_per_m_s(),
+            max_fraction_of_critical: default_max_fraction_of_critical(),
+        }
+    }
 }
 
 /// MQTT client settings.
@@ -437,6 +488,16 @@ const fn default_max_rigs() -> usize {
 const fn default_state_publish_hz() -> f64 {
     10.0
 }
+/// Control is opt-in: a twin must never drive an actuator nobody asked it to.
+const fn default_control_enabled() -> bool {
+    false
+}
+const fn default_control_gain_a_per_m_s() -> f64 {
+    0.0
+}
+const fn default_max_fraction_of_critical() -> f64 {
+    0.8
+}
 const fn default_accel_noise_rms_m_s2() -> f64 {
     structural::DEFAULT_ACCEL_NOISE_RMS_M_S2
 }
@@ -677,6 +738,7 @@ impl TwinConfig {
             p.push("ingest.max_rigs", "must be at least 1");
         }
         validate_model(&mut p, &self.model);
+        validate_control(&mut p, &self.control);
         if p.is_empty() { Ok(()) } else { Err(p) }
     }
 }
@@ -725,6 +787,36 @@ fn validate_model(p: &mut ConfigProblems, m: &ModelConfig) {
     if n.accel_noise_rms_m_s2 == 0.0 {
         // With an ideal ADC as well, R would be singular and no filter can be designed.
         p.push("model.noise.accel_noise_rms_m_s2", "must be above 0");
+    }
+}
+
+fn validate_control(p: &mut ConfigProblems, c: &ControlConfig) {
+    let fraction = c.max_fraction_of_critical;
+    // At the critical gain itself the loop is marginally stable, so 1 is excluded.
+    if !(fraction.is_finite() && fraction > 0.0 && fraction < 1.0) {
+        p.push(
+            "control.max_fraction_of_critical",
+            format!("is {fraction}; must be above 0 and below 1"),
+        );
+    }
+    let gain = c.gain_a_per_m_s;
+    if !(gain.is_finite() && gain >= 0.0) {
+        p.push(
+            "control.gain_a_per_m_s",
+            format!("is {gain}; must be finite and >= 0"),
+        );
+    }
+    if c.law == ControlLawName::Dvf && gain == 0.0 {
+        p.push(
+            "control.gain_a_per_m_s",
+            "must be above 0 when control.law = \"dvf\" (use law = \"off\" for no feedback)",
+        );
+    }
+    if c.law != ControlLawName::Off && !c.enabled {
+        p.push(
+            "control.law",
+            "is not \"off\" but control.enabled is false; set enabled = true to start the loop",
+        );
     }
 }
 
@@ -882,6 +974,43 @@ max_ms = 5
             assert!(all.contains(field), "missing {field:?} in:\n{all}");
         }
         assert_eq!(problems.0.len(), 10, "{all}");
+    }
+
+    #[test]
+    fn control_is_off_by_default_and_every_control_problem_is_reported() {
+        let config = TwinConfig::from_toml_str("").unwrap();
+        assert!(!config.control.enabled);
+        assert_eq!(config.control.law, ControlLawName::Off);
+        assert_eq!(config.control.max_fraction_of_critical, 0.8);
+        let config = TwinConfig::from_toml_str(
+            "[control]\nlaw = \"dvf\"\ngain_a_per_m_s = 0.0\nmax_fraction_of_critical = 1.0\n",
+        )
+        .unwrap();
+        let problems = config.validate().unwrap_err();
+        let all = problems.to_string();
+        for field in [
+            "control.max_fraction_of_critical",
+            "control.gain_a_per_m_s: must be above 0",
+            "control.law: is not \"off\"",
+        ] {
+            assert!(all.contains(field), "missing {field:?} in:\n{all}");
+        }
+        assert_eq!(problems.0.len(), 3, "{all}");
+        let config = TwinConfig::from_toml_str("[control]\ngain_a_per_m_s = -1.0\n").unwrap();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("must be finite and >= 0")
+        );
+        assert!(TwinConfig::from_toml_str("[control]\nlaw = \"lqg\"\n").is_err());
+        assert!(TwinConfig::from_toml_str("[control]\ngain = 1.0\n").is_err());
+        let config = TwinConfig::from_toml_str(
+            "[control]\nenabled = true\nlaw = \"dvf\"\ngain_a_per_m_s = 1.0\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
     }
 
     #[test]

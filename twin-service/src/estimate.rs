@@ -231,6 +231,11 @@ impl RigEstimator {
         self.decimation
     }
 
+    /// The next stream-0 sample index the filter expects (`None` before the first block).
+    pub fn next_sample_index(&self) -> Option<u64> {
+        self.next_sample_index
+    }
+
     /// The filter, for inspection.
     pub fn estimator(&self) -> &StructuralEstimator {
         &self.estimator

@@ -5,7 +5,9 @@
 //!
 //! Each rig whose manifest fits the configured structural model also gets a Kalman filter,
 //! whose estimated floor displacements and velocities are published on
-//! `dtop/v1/twin/<rig>/state` (and `.../state/json`) and stored as `dtop_twin_state`.
+//! `dtop/v1/twin/<rig>/state` (and `.../state/json`) and stored as `dtop_twin_state`. With
+//! `[control] enabled = true` the twin also closes a velocity-feedback loop through the edge:
+//! it answers `SetControl` commands and publishes `ActuatorDrive`s.
 //!
 //! # Layout
 //! Following the data path:
@@ -14,6 +16,8 @@
 //! - [`ingest`]: pure decoding and validation of birth, sample and death frames.
 //! - [`rig`]: one rig's state machine and the actor task that owns it.
 //! - [`estimate`]: one rig's Kalman filter: fitting the model to a manifest, feeding samples.
+//! - [`control`]: one rig's twin-hosted DVF controller (off by default): command decisions,
+//!   gain limits from the critical gain, one drive per estimated block.
 //! - [`seq`]: pure per-rig block sequence tracking (new, duplicate, gap, late fill).
 //! - [`lineproto`]: the pure line-protocol encoder, and the storage schema.
 //! - [`store`]: sinks (files, InfluxDB 1.x, InfluxDB 2.x) and the batching, retrying writer.
@@ -22,6 +26,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod control;
 pub mod estimate;
 pub mod ingest;
 pub mod lineproto;

@@ -8,20 +8,28 @@
 //! every live stream-0 block in [`RigState::accept`]; the estimates it makes become
 //! `dtop_twin_state` lines in the block's chunk and [`TwinState`]s in an outbox the actor hands
 //! to the MQTT publisher without ever waiting for it.
+//!
+//! When twin-hosted control is enabled it also owns the rig's [`RigController`]: commands on
+//! the rig's `cmd` topic are decided here, and each estimated live block yields at most one
+//! [`ActuatorDrive`] (see [`crate::control`] for the law, its signs and its limits).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use dtop_proto::Message;
 use dtop_proto::RigId;
 use dtop_proto::topic::RigTopic;
-use dtop_proto::v1::{FloorState, RigBirth, RigDeath, SampleBlock, TwinState};
+use dtop_proto::v1::{
+    ActuatorDrive, Command, CommandAck, FloorState, RigBirth, RigDeath, SampleBlock, TwinState,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use crate::config::ModelConfig;
+use crate::config::{ControlConfig, ModelConfig};
+use crate::control::{ActuatorPlant, LoopPosition, RigController};
 use crate::estimate::{Estimate, Fed, RigEstimator};
 use crate::ingest::{self, Frame, Manifest, RejectReason, Rejection};
 use crate::lineproto::{self, BlockHeader, EncodeError, Precision};
@@ -43,6 +51,19 @@ pub enum Event {
     Birth(Bytes),
     Samples(Bytes),
     Death(Bytes),
+    /// An operator command (only routed while twin-hosted control is enabled).
+    Command(Bytes),
+}
+
+/// What a rig actor hands to the MQTT publisher.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    /// On `twin/<rig>/state` and `.../state/json`, QoS 0.
+    State(TwinState),
+    /// On `rig/<rig>/drive`, QoS 0.
+    Drive(ActuatorDrive),
+    /// On `rig/<rig>/cmd/ack`, QoS 1.
+    Ack(CommandAck),
 }
 
 impl Event {
@@ -52,6 +73,7 @@ impl Event {
             RigTopic::Birth => Some(Event::Birth(payload)),
             RigTopic::Samples => Some(Event::Samples(payload)),
             RigTopic::Death => Some(Event::Death(payload)),
+            RigTopic::Cmd => Some(Event::Command(payload)),
             _ => None,
         }
     }
@@ -61,12 +83,13 @@ impl Event {
             Event::Birth(_) => RigTopic::Birth,
             Event::Samples(_) => RigTopic::Samples,
             Event::Death(_) => RigTopic::Death,
+            Event::Command(_) => RigTopic::Cmd,
         }
     }
 
     fn payload(&self) -> &[u8] {
         match self {
-            Event::Birth(p) | Event::Samples(p) | Event::Death(p) => p,
+            Event::Birth(p) | Event::Samples(p) | Event::Death(p) | Event::Command(p) => p,
         }
     }
 }
@@ -110,6 +133,11 @@ pub struct RigState {
     states: Vec<TwinState>,
     blocks_accepted: u64,
     states_dropped: u64,
+    /// The twin-hosted control loop; off unless enabled in the configuration.
+    controller: RigController,
+    /// Drives and command acks made but not yet taken by the actor.
+    drives: Vec<ActuatorDrive>,
+    acks: Vec<CommandAck>,
 }
 
 impl RigState {
@@ -133,7 +161,75 @@ impl RigState {
             states: Vec::new(),
             blocks_accepted: 0,
             states_dropped: 0,
+            controller: RigController::new(ControlConfig::default()),
+            drives: Vec::new(),
+            acks: Vec::new(),
         }
+    }
+
+    /// Runs the twin-hosted control loop as `control` says (from the next birth on).
+    pub fn with_control(mut self, control: ControlConfig) -> Self {
+        self.controller = RigController::new(control);
+        self
+    }
+
+    /// The rig's controller, for inspection.
+    pub fn controller(&self) -> &RigController {
+        &self.controller
+    }
+
+    /// The drives made since the last call, oldest first, for publication.
+    pub fn take_drives(&mut self) -> std::vec::Drain<'_, ActuatorDrive> {
+        self.drives.drain(..)
+    }
+
+    /// The command acks made since the last call, oldest first, for publication.
+    pub fn take_acks(&mut self) -> std::vec::Drain<'_, CommandAck> {
+        self.acks.drain(..)
+    }
+
+    /// Decides an operator command received at wall time `now_unix_ns` (ns since the Unix
+    /// epoch, for the command's deadline). Only `SetControl` is the twin's; every other kind
+    /// belongs to the edge and is ignored without an answer.
+    pub fn on_command(&mut self, payload: &[u8], now_unix_ns: u64) {
+        let command = match Command::decode(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                // Without an id there is nothing to acknowledge.
+                warn!(rig = %self.rig, error = %e, "Ignored an undecodable command.");
+                return;
+            }
+        };
+        let position = LoopPosition {
+            estimating: self.estimator.is_some(),
+            next_sample_index: self
+                .estimator
+                .as_ref()
+                .and_then(RigEstimator::next_sample_index)
+                .unwrap_or(0),
+        };
+        let Some(decision) = self
+            .controller
+            .decide(&self.rig, &command, now_unix_ns, position)
+        else {
+            return;
+        };
+        if decision.duplicate {
+            debug!(rig = %self.rig, command_id = %command.id, "Acknowledged a repeated command again without applying it.");
+        } else {
+            info!(
+                rig = %self.rig,
+                command_id = %command.id,
+                issued_by = %command.issued_by,
+                status = decision.ack.status().as_str_name(),
+                reason = %decision.ack.reason,
+                controller = %self.controller.describe(),
+                controller_version = self.controller.version(),
+                "Decided a control command."
+            );
+        }
+        self.acks.push(decision.ack);
+        self.drives.extend(decision.drive);
     }
 
     /// Estimates each rig's state on `model` (from the next birth on).
@@ -163,6 +259,11 @@ impl RigState {
 
     /// Handles one event; returns the chunks to store, in order.
     pub fn handle(&mut self, event: &Event, now: Instant) -> Vec<Chunk> {
+        if let Event::Command(_) = event {
+            // Commands need wall time for their deadline: the actor calls `on_command`.
+            debug!(rig = %self.rig, "Ignored a command passed to handle().");
+            return Vec::new();
+        }
         let frame = match ingest::decode_frame(&self.rig, event.kind(), event.payload()) {
             Ok(Some(frame)) => frame,
             Ok(None) => {
@@ -250,6 +351,17 @@ impl RigState {
             Ok(estimator) => {
                 info!(rig = %self.rig, session = birth.session, floors = estimator.floors(), "Estimating the rig's state.");
                 self.misfit_warned = None;
+                let host_floor = birth.actuator.as_ref().map_or(0, |a| a.floor);
+                let plant = if self.controller.is_enabled() {
+                    ActuatorPlant::design(building, usize::try_from(host_floor).unwrap_or(0))
+                } else {
+                    Err("twin-hosted control is disabled (control.enabled = false)".to_owned())
+                };
+                if let Err(why) = self.controller.on_birth(plant) {
+                    warn!(rig = %self.rig, session = birth.session, problem = %why, "The configured control law is not allowed on this rig; control stays off.");
+                } else if self.controller.is_active() {
+                    info!(rig = %self.rig, controller = %self.controller.describe(), "Twin-hosted control is on.");
+                }
                 Some(estimator)
             }
             Err(misfit) => {
@@ -258,6 +370,8 @@ impl RigState {
                     warn!(rig = %self.rig, session = birth.session, problems = %why, "The rig's manifest does not fit the structural model; storing samples without state estimation.");
                     self.misfit_warned = Some(why);
                 }
+                self.controller
+                    .on_estimator_lost("the rig's state is not being estimated".to_owned());
                 None
             }
         };
@@ -409,12 +523,21 @@ impl RigState {
         let Some(estimator) = &mut self.estimator else {
             return 0;
         };
-        if let Fed::PeriodMismatch { block_period_ns } =
-            estimator.feed(block, columns, &mut self.due)
-            && !self.period_mismatch_warned
-        {
-            warn!(rig = %self.rig, block_period_ns, "A block's sample period differs from the birth's sample rate; such blocks are stored but not estimated.");
-            self.period_mismatch_warned = true;
+        match estimator.feed(block, columns, &mut self.due) {
+            Fed::PeriodMismatch { block_period_ns } if !self.period_mismatch_warned => {
+                warn!(rig = %self.rig, block_period_ns, "A block's sample period differs from the birth's sample rate; such blocks are stored but not estimated.");
+                self.period_mismatch_warned = true;
+            }
+            // One drive per block, from the estimate at its last sample (see crate::control).
+            Fed::Samples(n) if n > 0 => {
+                if let Ok(plant) = self.controller.plant() {
+                    let last = block.first_sample_index + n as u64 - 1;
+                    let velocity_m_s = estimator.estimator().floor_velocity_m_s(plant.host_floor);
+                    self.drives
+                        .extend(self.controller.drive(&self.rig, last, velocity_m_s));
+                }
+            }
+            _ => {}
         }
         if self.due.is_empty() {
             return 0;
@@ -442,8 +565,8 @@ impl RigState {
                 blocks_missing: counters.blocks_missing,
                 blocks_duplicate: counters.blocks_duplicate,
                 innovation_nis: estimate.nis_mean.unwrap_or(0.0),
-                controller: CONTROLLER_OFF.to_owned(),
-                controller_active: false,
+                controller: self.controller.describe(),
+                controller_active: self.controller.is_active(),
             };
             // The block's own timestamps already passed the same range check.
             appended += lineproto::encode_twin_state(lines, &state, self.precision).unwrap_or(0);
@@ -488,8 +611,8 @@ pub struct RigActor {
     events_rx: mpsc::Receiver<Event>,
     chunk_tx: mpsc::Sender<Chunk>,
     stats_tx: watch::Sender<RigStats>,
-    /// Where estimated states go for publication; `None` drops them.
-    state_tx: Option<mpsc::Sender<TwinState>>,
+    /// Where estimated states, drives and command acks go for publication; `None` drops them.
+    state_tx: Option<mpsc::Sender<Outbound>>,
 }
 
 impl RigActor {
@@ -508,18 +631,21 @@ impl RigActor {
         }
     }
 
-    /// Offers each estimated state to `state_tx`; a full channel drops and counts it, so the
-    /// publisher never slows ingest down.
-    pub fn with_states(mut self, state_tx: mpsc::Sender<TwinState>) -> Self {
+    /// Offers each estimated state, drive and command ack to `state_tx`; a full channel drops
+    /// and counts it, so the publisher never slows ingest down.
+    pub fn with_states(mut self, state_tx: mpsc::Sender<Outbound>) -> Self {
         self.state_tx = Some(state_tx);
         self
     }
 
     fn offer_states(&mut self) {
+        let mut outbound: Vec<Outbound> = self.state.take_acks().map(Outbound::Ack).collect();
+        outbound.extend(self.state.take_drives().map(Outbound::Drive));
+        outbound.extend(self.state.take_states().map(Outbound::State));
         let mut dropped = 0;
-        for state in self.state.take_states() {
+        for item in outbound {
             let Some(tx) = &self.state_tx else { continue };
-            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(state) {
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(item) {
                 dropped += 1;
             }
         }
@@ -527,7 +653,7 @@ impl RigActor {
             self.state.count_dropped_state();
         }
         if dropped > 0 {
-            debug!(rig = %self.state.rig(), dropped, "The state publisher is behind; dropped estimated states.");
+            debug!(rig = %self.state.rig(), dropped, "The state publisher is behind; dropped estimated states, drives or acks.");
         }
     }
 
@@ -539,7 +665,13 @@ impl RigActor {
             tokio::select! {
                 event = self.events_rx.recv() => {
                     let Some(event) = event else { break };
-                    let chunks = self.state.handle(&event, Instant::now());
+                    let chunks = match &event {
+                        Event::Command(payload) => {
+                            self.state.on_command(payload, unix_now_ns());
+                            Vec::new()
+                        }
+                        _ => self.state.handle(&event, Instant::now()),
+                    };
                     self.offer_states();
                     for chunk in chunks {
                         // Waiting here is the backpressure from storage to ingest.
@@ -561,6 +693,14 @@ impl RigActor {
     fn publish(&self) {
         self.stats_tx.send_replace(self.state.stats(Instant::now()));
     }
+}
+
+/// Wall time, ns since the Unix epoch: command deadlines are wall-clock instants, which
+/// tokio's monotonic clock cannot express.
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -799,6 +939,14 @@ mod tests {
     const SIM_BLOCK: usize = 100;
 
     fn southampton_birth(floors: u32, with_force: bool) -> Event {
+        southampton_birth_with_actuator(floors, with_force, 0)
+    }
+
+    fn southampton_birth_with_actuator(
+        floors: u32,
+        with_force: bool,
+        actuator_floor: u32,
+    ) -> Event {
         let mut channels: Vec<Channel> = (1..=floors)
             .map(|floor| Channel {
                 id: floor,
@@ -829,7 +977,7 @@ mod tests {
             channels,
             floors: 3,
             actuator: Some(dtop_proto::v1::ActuatorLimits {
-                floor: 0,
+                floor: actuator_floor,
                 ..Default::default()
             }),
             ..Default::default()
@@ -1032,5 +1180,210 @@ mod tests {
         let chunks = s.handle(&Event::Samples(b.encode_to_vec().into()), now);
         assert_eq!(chunks[0].line_count, SIM_BLOCK + 1);
         assert_eq!(s.take_states().count(), 0);
+    }
+
+    use crate::control::Law;
+    use dtop_proto::v1::command_ack::Status;
+    use dtop_proto::v1::{Command, SetControl, command::Kind, set_control::Law as WireLaw};
+
+    /// Far in the future of any test's wall clock.
+    const NOW_NS: u64 = 1_800_000_000_000_000_000;
+
+    /// A modelled rig with control enabled, born with the actuator on floor 3, and `blocks`
+    /// simulated blocks ingested; also the blocks not yet ingested.
+    fn controlled(blocks: usize) -> (RigState, Vec<Event>) {
+        let (events, _) = simulate(blocks + 3);
+        let mut s = modelled(10.0).with_control(ControlConfig {
+            enabled: true,
+            ..ControlConfig::default()
+        });
+        let now = Instant::now();
+        s.handle(&southampton_birth_with_actuator(3, true, 3), now);
+        assert!(s.estimator().is_some());
+        let critical = s.controller().plant().unwrap().critical_gain_a_per_m_s;
+        assert!((critical - 1.79465).abs() < 1e-4, "{critical}");
+        let mut rest = events.into_iter();
+        for e in rest.by_ref().take(blocks) {
+            s.handle(&e, now);
+        }
+        // Control is off until commanded, so no drives so far.
+        assert_eq!(s.take_drives().count(), 0);
+        (s, rest.collect())
+    }
+
+    fn set_control(id: &str, law: WireLaw, gain_n_s_per_m: f64, deadline_ns: u64) -> Vec<u8> {
+        Command {
+            id: id.into(),
+            deadline_ns,
+            target_rig: "r1".into(),
+            issued_by: "test".into(),
+            kind: Some(Kind::SetControl(SetControl {
+                law: law as i32,
+                gain_n_s_per_m,
+            })),
+        }
+        .encode_to_vec()
+    }
+
+    fn only_ack(s: &mut RigState) -> CommandAck {
+        let acks: Vec<_> = s.take_acks().collect();
+        assert_eq!(acks.len(), 1, "{acks:?}");
+        acks.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn refuses_a_dvf_gain_above_the_limit_and_says_the_critical_gain_in_both_units() {
+        let (mut s, _) = controlled(2);
+        // 0.8 × 17.946 N·s/m = 14.36 N·s/m is the limit.
+        s.on_command(&set_control("c1", WireLaw::Dvf, 15.0, 0), NOW_NS);
+        let ack = only_ack(&mut s);
+        assert_eq!(ack.status(), Status::Refused);
+        assert_eq!(ack.command_id, "c1");
+        assert_eq!(ack.rig_id, "r1");
+        for part in [
+            "h_crit = 1.7946 A/(m/s)",
+            "= 17.946 N·s/m",
+            "0.8",
+            "floor 3",
+        ] {
+            assert!(
+                ack.reason.contains(part),
+                "{part:?} not in {:?}",
+                ack.reason
+            );
+        }
+        assert_eq!(s.controller().law(), Law::Off);
+        assert_eq!(s.take_drives().count(), 0);
+    }
+
+    #[test]
+    fn applies_a_dvf_gain_below_the_limit_from_the_next_sample() {
+        let (mut s, rest) = controlled(2);
+        let before = s.controller().version();
+        s.on_command(&set_control("c1", WireLaw::Dvf, 14.0, NOW_NS + 1), NOW_NS);
+        let ack = only_ack(&mut s);
+        assert_eq!(ack.status(), Status::Applied, "{}", ack.reason);
+        assert_eq!(ack.applied_at_sample_index, 2 * SIM_BLOCK as u64);
+        assert!(ack.reason.is_empty());
+        // SetControl carries Bl·h; Bl = 10 N/A.
+        assert_eq!(
+            s.controller().law(),
+            Law::Dvf {
+                gain_a_per_m_s: 1.4
+            }
+        );
+        assert!(s.controller().version() > before);
+        s.handle(&rest[0], Instant::now());
+        let state = s.take_states().next_back().unwrap();
+        assert_eq!(state.controller, "dvf h=1.4000 A/(m/s)");
+        assert!(state.controller_active);
+    }
+
+    #[test]
+    fn refuses_an_expired_command_and_lqg() {
+        let (mut s, _) = controlled(1);
+        s.on_command(&set_control("late", WireLaw::Dvf, 1.0, NOW_NS - 1), NOW_NS);
+        assert_eq!(only_ack(&mut s).status(), Status::Expired);
+        s.on_command(&set_control("lqg", WireLaw::Lqg, 0.0, 0), NOW_NS);
+        let ack = only_ack(&mut s);
+        assert_eq!(ack.status(), Status::Refused);
+        assert!(
+            ack.reason
+                .contains("not implemented in the twin-hosted loop yet")
+        );
+        assert_eq!(s.controller().law(), Law::Off);
+    }
+
+    #[test]
+    fn a_repeated_command_id_gets_the_same_ack_and_is_applied_once() {
+        let (mut s, _) = controlled(1);
+        s.on_command(&set_control("c1", WireLaw::Dvf, 10.0, 0), NOW_NS);
+        let first = only_ack(&mut s);
+        assert_eq!(first.status(), Status::Applied);
+        let version = s.controller().version();
+        // Redelivered, even with other contents: the first answer, nothing applied.
+        s.on_command(&set_control("c1", WireLaw::Off, 0.0, 0), NOW_NS);
+        assert_eq!(only_ack(&mut s), first);
+        assert_eq!(s.controller().version(), version);
+        assert_eq!(
+            s.controller().law(),
+            Law::Dvf {
+                gain_a_per_m_s: 1.0
+            }
+        );
+        assert_eq!(s.take_drives().count(), 0);
+    }
+
+    #[test]
+    fn each_live_block_drives_minus_bl_h_times_the_host_velocity_on_the_floor() {
+        let (mut s, rest) = controlled(2);
+        s.on_command(&set_control("c1", WireLaw::Dvf, 10.0, 0), NOW_NS);
+        only_ack(&mut s);
+        let version = s.controller().version();
+        for (k, e) in rest.iter().enumerate() {
+            s.handle(e, Instant::now());
+            let drives: Vec<_> = s.take_drives().collect();
+            assert_eq!(drives.len(), 1, "one drive per block");
+            let d = &drives[0];
+            // The estimate at the block's last sample.
+            assert_eq!(d.sample_index, (3 + k as u64) * SIM_BLOCK as u64 - 1);
+            let v = s.estimator().unwrap().estimator().floor_velocity_m_s(3);
+            assert!(v != 0.0);
+            // Coil force +Bl·h·v on the proof mass: the floor feels −Bl·h·v (Bl·h = 10 N·s/m).
+            assert!(
+                (d.force_n - 10.0 * v).abs() <= 1e-12 * v.abs(),
+                "{} vs {v}",
+                d.force_n
+            );
+            assert_eq!(d.controller_version, version);
+            assert_eq!(d.rig_id, "r1");
+        }
+    }
+
+    #[test]
+    fn off_sends_one_zero_drive_and_stops_the_drives() {
+        let (mut s, rest) = controlled(1);
+        s.on_command(&set_control("on", WireLaw::Dvf, 10.0, 0), NOW_NS);
+        s.handle(&rest[0], Instant::now());
+        assert_eq!(s.take_drives().count(), 1);
+        s.on_command(&set_control("off", WireLaw::Off, 0.0, 0), NOW_NS);
+        let acks: Vec<_> = s.take_acks().collect();
+        assert_eq!(acks.last().unwrap().status(), Status::Applied);
+        let drives: Vec<_> = s.take_drives().collect();
+        assert_eq!(drives.len(), 1);
+        assert_eq!(drives[0].force_n, 0.0);
+        assert_eq!(drives[0].controller_version, s.controller().version());
+        s.handle(&rest[1], Instant::now());
+        assert_eq!(s.take_drives().count(), 0);
+        assert_eq!(s.take_states().next_back().unwrap().controller, "off");
+    }
+
+    #[test]
+    fn other_command_kinds_are_left_to_the_edge_and_control_stays_off_when_disabled() {
+        let (mut s, _) = controlled(1);
+        let other = Command {
+            id: "x".into(),
+            target_rig: "r1".into(),
+            kind: Some(Kind::SafetyStop(dtop_proto::v1::SafetyStop {})),
+            ..Default::default()
+        };
+        s.on_command(&other.encode_to_vec(), NOW_NS);
+        assert_eq!(s.take_acks().count(), 0);
+        // The default config: DVF refused, OFF applied without a drive.
+        let (events, _) = simulate(1);
+        let mut s = modelled(10.0);
+        s.handle(&southampton_birth_with_actuator(3, true, 3), Instant::now());
+        s.handle(&events[0], Instant::now());
+        s.on_command(&set_control("c1", WireLaw::Dvf, 1.0, 0), NOW_NS);
+        let ack = only_ack(&mut s);
+        assert_eq!(ack.status(), Status::Refused);
+        assert!(
+            ack.reason.contains("control.enabled = false"),
+            "{}",
+            ack.reason
+        );
+        s.on_command(&set_control("c2", WireLaw::Off, 0.0, 0), NOW_NS);
+        assert_eq!(only_ack(&mut s).status(), Status::Applied);
+        assert_eq!(s.take_drives().count(), 0);
     }
 }

@@ -1,5 +1,6 @@
 //! Wiring: the MQTT connection task, the router that spawns and feeds one actor per rig, the
-//! storage writer, the estimated-state publisher, the stats publication, and the shutdown order.
+//! storage writer, the publisher of estimated states (and, with twin-hosted control, of drives
+//! and command acks), the stats publication, and the shutdown order.
 //!
 //! Shutdown flows downstream: stop ingest (the router stops reading MQTT and drops the rig
 //! queues) → rig actors finish their queued events → the writer flushes and closes storage →
@@ -13,7 +14,7 @@ use dtop_proto::Message;
 use dtop_proto::RigId;
 use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic, Topic, TwinTopic};
-use dtop_proto::v1::TwinState;
+use dtop_proto::v1::Command;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rumqttc::{
@@ -29,8 +30,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::config::{ConfigProblems, ModelConfig, MqttConfig, Secret, SecretError, TwinConfig};
+use crate::control;
 use crate::ingest::{RejectReason, Rejection};
-use crate::rig::{Chunk, Event, RigActor, RigState, STATS_INTERVAL};
+use crate::rig::{Chunk, Event, Outbound, RigActor, RigState, STATS_INTERVAL};
 use crate::stats::{RigStats, StoreStats, TwinStats};
 use crate::store::{Sink, StoreError, Writer, WriterConfig};
 
@@ -40,8 +42,8 @@ pub const RIG_QUEUE_EVENTS: usize = 64;
 pub const STORE_QUEUE_CHUNKS: usize = 256;
 /// MQTT notifications queued between the connection task and the router.
 const MQTT_QUEUE_EVENTS: usize = 64;
-/// Estimated states queued between the rig actors and the state publisher; beyond it they are
-/// dropped and counted, never waited for.
+/// Estimated states, drives and command acks queued between the rig actors and the state
+/// publisher; beyond it they are dropped and counted, never waited for.
 pub const STATE_QUEUE: usize = 256;
 /// Requests rumqttc buffers between `AsyncClient` and its event loop (subscriptions, state
 /// publishes, the disconnect).
@@ -159,6 +161,7 @@ pub async fn run(
         client,
         eventloop,
         config.mqtt.clone(),
+        config.control.enabled,
         mqtt_tx,
         connected_tx,
         mqtt_stop.clone(),
@@ -253,6 +256,7 @@ async fn run_mqtt(
     client: AsyncClient,
     mut eventloop: EventLoop,
     config: MqttConfig,
+    subscribe_commands: bool,
     mqtt_tx: mpsc::Sender<MqttEvent>,
     connected_tx: watch::Sender<bool>,
     stop: CancellationToken,
@@ -278,6 +282,14 @@ async fn run_mqtt(
                     .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(filters) {
                     error!(error = %e, "Could not queue the MQTT subscriptions.");
+                }
+                // Only a twin hosting control answers commands; a separate SUBSCRIBE keeps the
+                // rig-topic subscription exactly as it is without control.
+                if subscribe_commands
+                    && let Err(e) =
+                        client.try_subscribe(topic::all_rigs(RigTopic::Cmd), QoS::AtLeastOnce)
+                {
+                    error!(error = %e, "Could not queue the MQTT command subscription.");
                 }
                 info!(host = %config.host, port = config.port, "Connected to the MQTT broker.");
                 connected_tx.send_replace(true);
@@ -335,23 +347,24 @@ struct PublishedStates {
 }
 
 /// Publishes each estimated state on the rig's `twin/<rig>/state` (protobuf) and
-/// `.../state/json` topics, QoS 0, not retained. Never waits on the connection: while it is
+/// `.../state/json` topics, QoS 0, not retained; each drive on `rig/<rig>/drive`, QoS 0; each
+/// command ack on `rig/<rig>/cmd/ack`, QoS 1. Never waits on the connection: while it is
 /// down, or its request queue is full, states are dropped (they are superseded within a
 /// fraction of a second anyway). It is a task of its own because the connection task's `poll`
 /// must not be cancelled by anything but shutdown.
 async fn publish_states(
     client: AsyncClient,
-    mut state_rx: mpsc::Receiver<TwinState>,
+    mut state_rx: mpsc::Receiver<Outbound>,
     connected_rx: watch::Receiver<bool>,
     stop: CancellationToken,
 ) -> PublishedStates {
     let mut counts = PublishedStates::default();
     loop {
-        let state = tokio::select! {
+        let item = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            state = state_rx.recv() => match state {
-                Some(state) => state,
+            item = state_rx.recv() => match item {
+                Some(item) => item,
                 None => break,
             },
         };
@@ -359,6 +372,31 @@ async fn publish_states(
             counts.dropped_total += 1;
             continue;
         }
+        let state = match item {
+            Outbound::State(state) => state,
+            Outbound::Drive(drive) => {
+                publish_to_rig(
+                    &client,
+                    &drive.rig_id,
+                    RigTopic::Drive,
+                    QoS::AtMostOnce,
+                    drive.encode_to_vec(),
+                    &mut counts,
+                );
+                continue;
+            }
+            Outbound::Ack(ack) => {
+                publish_to_rig(
+                    &client,
+                    &ack.rig_id,
+                    RigTopic::CmdAck,
+                    QoS::AtLeastOnce,
+                    ack.encode_to_vec(),
+                    &mut counts,
+                );
+                continue;
+            }
+        };
         let Ok(rig) = RigId::new(state.rig_id.as_str()) else {
             counts.dropped_total += 1;
             continue;
@@ -391,6 +429,28 @@ async fn publish_states(
         }
     }
     counts
+}
+
+/// One drive or ack on its rig's topic, without waiting; counted like a state.
+fn publish_to_rig(
+    client: &AsyncClient,
+    rig_id: &str,
+    kind: RigTopic,
+    qos: QoS,
+    payload: Vec<u8>,
+    counts: &mut PublishedStates,
+) {
+    let sent = RigId::new(rig_id).is_ok_and(|rig| {
+        client
+            .try_publish(topic::rig(&rig, kind), qos, false, payload)
+            .is_ok()
+    });
+    if sent {
+        counts.published_total += 1;
+    } else {
+        warn!(rig = rig_id, topic = ?kind, "Could not queue a control message for MQTT; dropped it.");
+        counts.dropped_total += 1;
+    }
 }
 
 async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
@@ -428,7 +488,7 @@ struct Router<'a> {
     /// `None` once ingest has stopped, so the writer can finish.
     chunk_tx: Option<mpsc::Sender<Chunk>>,
     /// `None` once the actors have stopped, so the state publisher can finish.
-    state_tx: Option<mpsc::Sender<TwinState>>,
+    state_tx: Option<mpsc::Sender<Outbound>>,
     model: Arc<ModelConfig>,
     /// Frames refused before reaching a rig actor.
     rejected: BTreeMap<RejectReason, u64>,
@@ -501,6 +561,12 @@ impl Router<'_> {
                 return true;
             }
         };
+        if let Event::Command(payload) = &event
+            && !self.rigs.contains_key(&rig)
+        {
+            self.refuse_command_for_unknown_rig(&rig, payload);
+            return true;
+        }
         if !self.rigs.contains_key(&rig) {
             if self.rigs.len() >= self.config.ingest.max_rigs {
                 let detail = format!(
@@ -542,7 +608,8 @@ impl Router<'_> {
             self.config.storage.precision(),
             self.config.ingest.pre_birth_queue_blocks,
         )
-        .with_model(Arc::clone(&self.model));
+        .with_model(Arc::clone(&self.model))
+        .with_control(self.config.control.clone());
         let (stats_tx, stats_rx) = watch::channel(state.stats(Instant::now()));
         let mut actor = RigActor::new(state, events_rx, chunk_tx, stats_tx);
         if let Some(state_tx) = &self.state_tx {
@@ -556,6 +623,23 @@ impl Router<'_> {
                 stats_rx,
             },
         );
+    }
+
+    /// A command for a rig the twin has no actor for: it has never seen its birth, so no
+    /// control can run there. Only `SetControl` is answered; the rest is the edge's.
+    fn refuse_command_for_unknown_rig(&mut self, rig: &RigId, payload: &[u8]) {
+        let Ok(command) = Command::decode(payload) else {
+            return;
+        };
+        let Some(ack) = control::refusal_for_unknown_rig(rig, &command) else {
+            return;
+        };
+        info!(rig = %rig, command_id = %ack.command_id, "Refused a control command for a rig the twin has not seen born.");
+        if let Some(tx) = &self.state_tx
+            && tx.try_send(Outbound::Ack(ack)).is_err()
+        {
+            debug!(rig = %rig, "The state publisher is behind; dropped a command ack.");
+        }
     }
 
     fn reject(&mut self, rig: Option<&RigId>, rejection: Rejection) {

@@ -502,3 +502,153 @@ async fn publishes_the_estimated_state_of_a_rig_that_fits_the_model_as_json() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_set_control_command_and_publishes_drives() {
+    use dtop_proto::v1::command_ack::Status;
+    use dtop_proto::v1::{
+        ActuatorDrive, ActuatorLimits, Command, CommandAck, SetControl, command::Kind,
+        set_control::Law,
+    };
+    let Some(broker) = Mosquitto::start_if_installed().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let storage = StorageConfig::File(FileStorageConfig {
+        dir: dir.path().join("lines"),
+        precision: Precision::Us,
+    });
+    let mut config = config(broker.port, storage);
+    config.control.enabled = true;
+    let shutdown = CancellationToken::new();
+    let (mut handle, twin) = dtop_twin::spawn(config, shutdown.clone());
+    wait(&mut handle, "the MQTT connection", |s| s.mqtt_connected).await;
+
+    let mut options = MqttOptions::new("test-operator", "127.0.0.1", broker.port);
+    options.set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
+    let (operator, mut events) = AsyncClient::new(options, 16);
+    for kind in [RigTopic::CmdAck, RigTopic::Drive] {
+        operator
+            .subscribe(topic::rig(&rig(), kind), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(WAIT, async {
+        let mut acks = 0;
+        while acks < 2 {
+            if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
+                acks += 1;
+            }
+        }
+    })
+    .await
+    .expect("no SUBACK");
+
+    let channel = |id: u32, kind: ChannelKind, floor: u32| Channel {
+        id,
+        name: format!("c{id}"),
+        kind: kind as i32,
+        unit: String::new(),
+        scale: 0.001,
+        offset: 0.0,
+        sample_rate_hz: 1000.0,
+        floor,
+        stream_id: 0,
+    };
+    let birth = RigBirth {
+        rig_id: RIG.into(),
+        session: 1,
+        channels: vec![
+            channel(1, ChannelKind::Acceleration, 1),
+            channel(2, ChannelKind::Acceleration, 2),
+            channel(3, ChannelKind::Acceleration, 3),
+            channel(4, ChannelKind::Force, 1),
+        ],
+        floors: 3,
+        actuator: Some(ActuatorLimits {
+            floor: 3,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let edge = Edge::connect(broker.port).await;
+    edge.publish(RigTopic::Birth, birth.encode_to_vec()).await;
+    let block = |seq: u64| {
+        let n = SAMPLES_PER_BLOCK;
+        SampleBlock {
+            rig_id: RIG.into(),
+            session: 1,
+            seq,
+            first_sample_index: seq * n,
+            sample_period_ns: PERIOD_NS,
+            first_timestamp_ns: T0_NS + seq * n * PERIOD_NS,
+            channels: (1..=4)
+                .map(|channel_id| ChannelSamples {
+                    channel_id,
+                    raw: (0..n as i32).map(|k| (k * 37 % 200) - 100).collect(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    edge.publish(RigTopic::Samples, block(0)).await;
+    wait(&mut handle, "the rig's estimator", |s| {
+        s.rigs
+            .get(&rig())
+            .is_some_and(|r| r.estimating && r.blocks_received >= 1)
+    })
+    .await;
+
+    let command = Command {
+        id: "cmd-1".into(),
+        deadline_ns: 0,
+        target_rig: RIG.into(),
+        issued_by: "test".into(),
+        kind: Some(Kind::SetControl(SetControl {
+            law: Law::Dvf as i32,
+            gain_n_s_per_m: 5.0,
+        })),
+    };
+    edge.publish(RigTopic::Cmd, command.encode_to_vec()).await;
+    let ack_topic = topic::rig(&rig(), RigTopic::CmdAck);
+    let ack: CommandAck = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap()
+                && p.topic == ack_topic
+            {
+                return CommandAck::decode(p.payload).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("no command ack");
+    assert_eq!(ack.command_id, "cmd-1");
+    assert_eq!(ack.status(), Status::Applied, "{}", ack.reason);
+    assert_eq!(ack.applied_at_sample_index, SAMPLES_PER_BLOCK);
+
+    edge.publish(RigTopic::Samples, block(1)).await;
+    let drive_topic = topic::rig(&rig(), RigTopic::Drive);
+    let drive: ActuatorDrive = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap()
+                && p.topic == drive_topic
+            {
+                return ActuatorDrive::decode(p.payload).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("no drive");
+    assert_eq!(drive.rig_id, RIG);
+    assert_eq!(drive.sample_index, 2 * SAMPLES_PER_BLOCK - 1);
+    assert!(drive.force_n.is_finite());
+    assert!(drive.controller_version > 0);
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, twin)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -1,0 +1,499 @@
+//! Owns one rig's twin-hosted controller: its law and gain, the limit derived from the rig's
+//! critical DVF gain, the controller version, the decision on each `SetControl` command, and
+//! the drive each estimated block produces. Pure and synchronous: it neither decodes MQTT
+//! payloads nor reads a clock (the caller passes wall time in).
+//!
+//! # Units and signs
+//! - The DVF gain h is a coil current per unit host-floor velocity, A/(m/s) (`dynamics/CONTROL.md`
+//!   §2). `SetControl.gain_n_s_per_m` is read as the *physical* feedback gain g = Bl·h in
+//!   N·s/m (the skyhook damper constant the host floor feels), so h = g / Bl with the coil's
+//!   force factor Bl (10 N/A by default, `ActuatorElectrics`).
+//! - `ActuatorDrive.force_n` is the coil force the firmware applies, with the model's
+//!   actuator-input sign: **+ on the proof mass, − on the host floor** (`ShearBuilding` input
+//!   layout; the rig simulator feeds `force_n` into exactly that input). DVF sets the coil current
+//!   i = h·v_host, so `force_n = +Bl·h·v̂_host` and the host floor receives `−Bl·h·v̂_host`, a
+//!   damper. The test `the_drive_sign_damps_the_simulated_building` checks this on the model.
+//! - v̂_host is the estimator's host-floor velocity *relative to the ground*. The rig is excited
+//!   by a floor force and the lab floor is taken as still (its acceleration is only modelled as
+//!   small noise), so relative and absolute velocities are the same, and the absolute velocity
+//!   is what DVF feeds back.
+//!
+//! # Limitation: one drive per block
+//! Blocks reach the twin in batches of `block_samples`, so the twin computes one drive per live
+//! block, from the estimate at the block's last sample; the edge holds it until the next one
+//! (or its timeout). The loop therefore runs at the block rate with at least one block of
+//! delay, far below the sample rate the critical-gain analysis assumes: the gain limit here is
+//! necessary, not sufficient. A per-sample drive stream belongs to an edge-hosted inner loop.
+//! The estimator is also not told the drive it produced (it treats the actuator force as
+//! unknown, within `model.noise.actuator_force_error_rms_n`).
+
+use std::collections::{HashMap, VecDeque};
+
+use dtop_dynamics::control::Compensator;
+use dtop_dynamics::{ActuatorElectrics, ControlStudy, InertialActuator, ShearBuildingConfig};
+use dtop_proto::RigId;
+use dtop_proto::v1::command::Kind;
+use dtop_proto::v1::command_ack::Status;
+use dtop_proto::v1::set_control::Law as WireLaw;
+use dtop_proto::v1::{ActuatorDrive, Command, CommandAck, SetControl};
+
+use crate::config::{ControlConfig, ControlLawName};
+use crate::rig::CONTROLLER_OFF;
+
+/// Command ids remembered per rig, so a redelivered command is acknowledged, not re-applied.
+pub const REMEMBERED_COMMAND_IDS: usize = 1024;
+
+/// The law a controller runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Law {
+    Off,
+    /// Direct velocity feedback with gain h, A/(m/s).
+    Dvf {
+        gain_a_per_m_s: f64,
+    },
+}
+
+/// The rig's actuator as the controller needs it, fixed at birth.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActuatorPlant {
+    /// Host floor, 1-based.
+    pub host_floor: usize,
+    /// Coil force factor Bl, N/A.
+    pub force_factor_n_per_a: f64,
+    /// Smallest DVF gain at which the continuous loop goes unstable, A/(m/s).
+    pub critical_gain_a_per_m_s: f64,
+}
+
+impl ActuatorPlant {
+    /// Designs the plant of an actuator on `host_floor` of `building` (the actuator's
+    /// masses, spring and damper from `building.actuator`, else the defaults; the default
+    /// coil) and finds its critical DVF gain with the dynamics control study.
+    ///
+    /// # Errors
+    /// Why no gain limit exists, in words for the operator.
+    pub fn design(building: &ShearBuildingConfig, host_floor: usize) -> Result<Self, String> {
+        if host_floor == 0 {
+            return Err("the rig has no actuator (its birth says actuator floor 0)".into());
+        }
+        let electrics = ActuatorElectrics::default();
+        let study = ControlStudy {
+            building: ShearBuildingConfig {
+                actuator: Some(InertialActuator {
+                    floor: host_floor,
+                    ..building.actuator.unwrap_or_default()
+                }),
+                ..building.clone()
+            },
+            electrics,
+            ..ControlStudy::southampton(host_floor)
+        };
+        match study.dvf_critical_gain(&Compensator::unity()) {
+            Ok(Some(critical)) => Ok(Self {
+                host_floor,
+                force_factor_n_per_a: electrics.force_factor_n_per_a,
+                critical_gain_a_per_m_s: critical.gain_a_per_m_s,
+            }),
+            // Unbounded gain means the model has no suspension dynamics to limit it; without
+            // a limit the twin refuses rather than trusting any gain.
+            Ok(None) => Err("the model gives no critical DVF gain to limit the gain by".into()),
+            Err(e) => Err(format!("the critical DVF gain cannot be computed: {e}")),
+        }
+    }
+
+    /// The physical feedback gain Bl·h, N·s/m, of a DVF gain h in A/(m/s).
+    pub fn n_s_per_m(&self, gain_a_per_m_s: f64) -> f64 {
+        gain_a_per_m_s * self.force_factor_n_per_a
+    }
+}
+
+/// What a command did, for the caller to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub ack: CommandAck,
+    /// The zero drive an applied OFF sends, so the edge stops at once instead of timing out.
+    pub drive: Option<ActuatorDrive>,
+    /// A repeated command id: `ack` is the first answer, and nothing was applied again.
+    pub duplicate: bool,
+}
+
+/// Where the rig's estimator stands when a command arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopPosition {
+    /// Whether the rig's Kalman filter is running.
+    pub estimating: bool,
+    /// The next stream-0 sample index the estimator will fold in (0 before any).
+    pub next_sample_index: u64,
+}
+
+/// One rig's controller.
+#[derive(Debug, Clone)]
+pub struct RigController {
+    config: ControlConfig,
+    /// The current birth's actuator, or why there is none usable.
+    plant: Result<ActuatorPlant, String>,
+    law: Law,
+    /// Bumped on every change of law or gain; stamped on every drive.
+    version: u64,
+    /// Ids of the last [`REMEMBERED_COMMAND_IDS`] decided commands, oldest first.
+    remembered: VecDeque<String>,
+    acks: HashMap<String, CommandAck>,
+}
+
+impl RigController {
+    pub fn new(config: ControlConfig) -> Self {
+        Self {
+            config,
+            plant: Err("the rig has not been born yet".into()),
+            law: Law::Off,
+            version: 0,
+            remembered: VecDeque::new(),
+            acks: HashMap::new(),
+        }
+    }
+
+    /// A new birth: the plant may have changed, so the loop restarts from the configured
+    /// start-up law (or off, if that law is not allowed on this plant). A restarted edge thus
+    /// never resumes an operator's feedback it has not been asked for again.
+    pub fn on_birth(&mut self, plant: Result<ActuatorPlant, String>) -> Result<(), String> {
+        self.plant = plant;
+        let wanted = match self.config.law {
+            ControlLawName::Off => Law::Off,
+            ControlLawName::Dvf => Law::Dvf {
+                gain_a_per_m_s: self.config.gain_a_per_m_s,
+            },
+        };
+        let (law, outcome) = match wanted {
+            Law::Off => (Law::Off, Ok(())),
+            Law::Dvf { gain_a_per_m_s } => match self.check_dvf(gain_a_per_m_s, true) {
+                Ok(()) => (wanted, Ok(())),
+                Err(why) => (Law::Off, Err(why)),
+            },
+        };
+        self.set_law(law);
+        outcome
+    }
+
+    /// The rig's estimator stopped (a birth that does not fit the model).
+    pub fn on_estimator_lost(&mut self, why: String) {
+        self.plant = Err(why);
+        self.set_law(Law::Off);
+    }
+
+    /// Whether the configuration lets this controller run at all.
+    pub fn is_enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    pub fn law(&self) -> Law {
+        self.law
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn plant(&self) -> Result<&ActuatorPlant, &str> {
+        self.plant.as_ref().map_err(String::as_str)
+    }
+
+    /// Whether live blocks produce drives.
+    pub fn is_active(&self) -> bool {
+        self.config.enabled && matches!(self.law, Law::Dvf { .. }) && self.plant.is_ok()
+    }
+
+    /// `TwinState.controller`: `"off"` or `"dvf h=… A/(m/s)"`.
+    pub fn describe(&self) -> String {
+        match self.law {
+            Law::Dvf { gain_a_per_m_s } if self.is_active() => {
+                format!("dvf h={gain_a_per_m_s:.4} A/(m/s)")
+            }
+            _ => CONTROLLER_OFF.to_owned(),
+        }
+    }
+
+    /// The drive for the estimate at `sample_index`, if the loop is active:
+    /// `force_n = +Bl·h·v̂_host` (see the module doc for the sign).
+    pub fn drive(
+        &self,
+        rig: &RigId,
+        sample_index: u64,
+        host_velocity_m_s: f64,
+    ) -> Option<ActuatorDrive> {
+        if !self.is_active() {
+            return None;
+        }
+        let (Law::Dvf { gain_a_per_m_s }, Ok(plant)) = (self.law, &self.plant) else {
+            return None;
+        };
+        let force_n = plant.n_s_per_m(gain_a_per_m_s) * host_velocity_m_s;
+        // A diverged filter must not reach the actuator; the edge times the last drive out.
+        force_n.is_finite().then(|| ActuatorDrive {
+            rig_id: rig.as_str().to_owned(),
+            sample_index,
+            force_n,
+            controller_version: self.version,
+        })
+    }
+
+    /// Decides a command received on `rig`'s command topic at wall time `now_unix_ns`.
+    /// `None` for any kind but `SetControl`: those are the edge's to answer.
+    pub fn decide(
+        &mut self,
+        rig: &RigId,
+        command: &Command,
+        now_unix_ns: u64,
+        position: LoopPosition,
+    ) -> Option<Decision> {
+        let Some(Kind::SetControl(set)) = &command.kind else {
+            return None;
+        };
+        if let Some(ack) = self.acks.get(&command.id) {
+            return Some(Decision {
+                ack: ack.clone(),
+                drive: None,
+                duplicate: true,
+            });
+        }
+        let mut drive = None;
+        let outcome = if command.id.is_empty() {
+            Err((Status::Refused, "the command has no id".to_owned()))
+        } else {
+            self.judge(rig, command, set, now_unix_ns, position)
+        };
+        let ack = match outcome {
+            Ok(law) => {
+                // Every applied command is a new controller parameter set, even an unchanged one.
+                self.law = law;
+                self.version += 1;
+                if law == Law::Off && self.config.enabled {
+                    drive = Some(ActuatorDrive {
+                        rig_id: rig.as_str().to_owned(),
+                        sample_index: position.next_sample_index.saturating_sub(1),
+                        force_n: 0.0,
+                        controller_version: self.version,
+                    });
+                }
+                CommandAck {
+                    command_id: command.id.clone(),
+                    rig_id: rig.as_str().to_owned(),
+                    status: Status::Applied as i32,
+                    applied_at_sample_index: position.next_sample_index,
+                    reason: String::new(),
+                }
+            }
+            Err((status, reason)) => CommandAck {
+                command_id: command.id.clone(),
+                rig_id: rig.as_str().to_owned(),
+                status: status as i32,
+                applied_at_sample_index: 0,
+                reason,
+            },
+        };
+        if !command.id.is_empty() {
+            self.remember(ack.clone());
+        }
+        Some(Decision {
+            ack,
+            drive,
+            duplicate: false,
+        })
+    }
+
+    fn judge(
+        &self,
+        rig: &RigId,
+        command: &Command,
+        set: &SetControl,
+        now_unix_ns: u64,
+        position: LoopPosition,
+    ) -> Result<Law, (Status, String)> {
+        let refuse = |why: String| Err((Status::Refused, why));
+        if command.target_rig != rig.as_str() {
+            return refuse(format!(
+                "target_rig {:?} does not match the topic's rig {:?}",
+                command.target_rig,
+                rig.as_str()
+            ));
+        }
+        if command.deadline_ns != 0 && now_unix_ns > command.deadline_ns {
+            return Err((
+                Status::Expired,
+                format!(
+                    "the deadline passed {} ms before the twin received the command",
+                    (now_unix_ns - command.deadline_ns) / 1_000_000
+                ),
+            ));
+        }
+        match WireLaw::try_from(set.law) {
+            Ok(WireLaw::Off) => Ok(Law::Off),
+            Ok(WireLaw::Lqg) => refuse("LQG is not implemented in the twin-hosted loop yet".into()),
+            Ok(WireLaw::Dvf) => {
+                if !position.estimating {
+                    return refuse(
+                        "DVF needs the rig's state estimator running, and it is not".into(),
+                    );
+                }
+                let g = set.gain_n_s_per_m;
+                if !(g.is_finite() && g >= 0.0) {
+                    return refuse(format!("gain {g} N·s/m must be finite and >= 0"));
+                }
+                let plant = self
+                    .plant
+                    .as_ref()
+                    .map_err(|why| (Status::Refused, why.clone()))?;
+                let gain_a_per_m_s = g / plant.force_factor_n_per_a;
+                self.check_dvf(gain_a_per_m_s, false)
+                    .map_err(|why| (Status::Refused, why))?;
+                Ok(Law::Dvf { gain_a_per_m_s })
+            }
+            Err(_) => refuse(format!("unknown control law {}", set.law)),
+        }
+    }
+
+    /// Whether DVF with gain h may run on the current plant.
+    fn check_dvf(&self, gain_a_per_m_s: f64, at_start_up: bool) -> Result<(), String> {
+        if !self.config.enabled {
+            return Err("twin-hosted control is disabled (control.enabled = false)".into());
+        }
+        let plant = self.plant.as_ref().map_err(Clone::clone)?;
+        let critical = plant.critical_gain_a_per_m_s;
+        let limit = self.config.max_fraction_of_critical * critical;
+        if gain_a_per_m_s > limit {
+            let source = if at_start_up {
+                "control.gain_a_per_m_s"
+            } else {
+                "the requested gain"
+            };
+            return Err(format!(
+                "{source} h = {:.4} A/(m/s) ({:.3} N·s/m) exceeds {} of the critical DVF gain of \
+                 floor {}: the limit is h = {:.4} A/(m/s) ({:.3} N·s/m); critical gain \
+                 h_crit = {:.4} A/(m/s) = {:.3} N·s/m",
+                gain_a_per_m_s,
+                plant.n_s_per_m(gain_a_per_m_s),
+                self.config.max_fraction_of_critical,
+                plant.host_floor,
+                limit,
+                plant.n_s_per_m(limit),
+                critical,
+                plant.n_s_per_m(critical),
+            ));
+        }
+        Ok(())
+    }
+
+    fn set_law(&mut self, law: Law) {
+        if law != self.law {
+            self.law = law;
+            self.version += 1;
+        }
+    }
+
+    fn remember(&mut self, ack: CommandAck) {
+        if self.remembered.len() == REMEMBERED_COMMAND_IDS
+            && let Some(oldest) = self.remembered.pop_front()
+        {
+            self.acks.remove(&oldest);
+        }
+        self.remembered.push_back(ack.command_id.clone());
+        self.acks.insert(ack.command_id.clone(), ack);
+    }
+}
+
+/// The answer to a `SetControl` for a rig the twin has never seen born; `None` for other
+/// kinds, which are the edge's.
+pub fn refusal_for_unknown_rig(rig: &RigId, command: &Command) -> Option<CommandAck> {
+    let Some(Kind::SetControl(_)) = &command.kind else {
+        return None;
+    };
+    Some(CommandAck {
+        command_id: command.id.clone(),
+        rig_id: rig.as_str().to_owned(),
+        status: Status::Refused as i32,
+        applied_at_sample_index: 0,
+        reason: "the twin has not seen this rig's birth, so it cannot control it".into(),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use dtop_dynamics::ShearBuilding;
+
+    /// Largest |eigenvalue| of the sampled Southampton building with the actuator on floor 3
+    /// when `force_n = feedback_n_s_per_m · v_3` is fed to the actuator input every sample.
+    fn spectral_radius(feedback_n_s_per_m: f64) -> f64 {
+        let model = ShearBuilding::southampton_with_actuator(3)
+            .unwrap()
+            .state_space()
+            .discretize_zoh(1e-3)
+            .unwrap();
+        let actuator = model.input_actuator().unwrap();
+        let velocity = model.output_floor_velocity(3);
+        assert_eq!(model.d[(velocity, actuator)], 0.0);
+        let closed =
+            &model.ad + model.bd.column(actuator) * model.c.row(velocity) * feedback_n_s_per_m;
+        closed
+            .complex_eigenvalues()
+            .iter()
+            .map(|l| l.norm())
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn the_drive_sign_damps_the_simulated_building() {
+        let plant = ActuatorPlant::design(&ShearBuildingConfig::southampton(), 3).unwrap();
+        // CONTROL.md §4: h_crit = 1.79465 A/(m/s) on floor 3.
+        assert!((plant.critical_gain_a_per_m_s - 1.79465).abs() < 1e-4);
+        let g = plant.n_s_per_m(0.5 * plant.critical_gain_a_per_m_s);
+        let rig = RigId::new("r1").unwrap();
+        let mut controller = RigController::new(ControlConfig {
+            enabled: true,
+            law: ControlLawName::Dvf,
+            gain_a_per_m_s: 0.5 * plant.critical_gain_a_per_m_s,
+            ..ControlConfig::default()
+        });
+        controller.on_birth(Ok(plant)).unwrap();
+        // The gain the drive actually applies per unit velocity, sign included.
+        let applied = controller.drive(&rig, 0, 1.0).unwrap().force_n;
+        assert!((applied - g).abs() < 1e-12);
+        let open = spectral_radius(0.0);
+
+        assert!(
+            spectral_radius(applied) < open,
+            "the drive must add damping"
+        );
+        assert!(
+            spectral_radius(-applied) > open,
+            "the opposite sign removes damping"
+        );
+        // With this sign the sampled loop goes unstable where the dynamics study says.
+        let critical_n_s_per_m = plant.n_s_per_m(plant.critical_gain_a_per_m_s);
+        assert!(spectral_radius(0.99 * critical_n_s_per_m) < 1.0);
+        assert!(spectral_radius(1.01 * critical_n_s_per_m) > 1.0);
+    }
+
+    #[test]
+    fn a_rig_without_an_actuator_has_no_plant_and_the_start_up_law_is_refused() {
+        assert!(ActuatorPlant::design(&ShearBuildingConfig::southampton(), 0).is_err());
+        let mut controller = RigController::new(ControlConfig {
+            enabled: true,
+            law: ControlLawName::Dvf,
+            gain_a_per_m_s: 1.0,
+            ..ControlConfig::default()
+        });
+        let plant = ActuatorPlant::design(&ShearBuildingConfig::southampton(), 3).unwrap();
+        // 1.0 > 0.8 · 1.79: allowed; 1.5 is not.
+        assert!(controller.on_birth(Ok(plant)).is_ok());
+        assert!(controller.is_active());
+        let mut controller = RigController::new(ControlConfig {
+            enabled: true,
+            law: ControlLawName::Dvf,
+            gain_a_per_m_s: 1.5,
+            ..ControlConfig::default()
+        });
+        assert!(controller.on_birth(Ok(plant)).is_err());
+        assert!(!controller.is_active());
+        assert_eq!(controller.describe(), "off");
+    }
+}
