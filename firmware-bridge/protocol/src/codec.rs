@@ -269,7 +269,8 @@ mod tests {
             let mut src = BytesMut::from(&wire[..at]);
             prop_assert_eq!(codec.decode(&mut src).unwrap(), None);
             src.extend_from_slice(&wire[at..]);
-            prop_assert_eq!(codec.decode(&mut src).unwrap(), Some(frame));
+            let decoded = codec.decode(&mut src).unwrap();
+            prop_assert_eq!(decoded, Some(frame), "cut at {} of {}, last error {:?}", at, wire.len(), codec.last_error());
         }
 
         #[test]

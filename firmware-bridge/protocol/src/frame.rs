@@ -270,6 +270,10 @@ impl<'o> CobsWriter<'o> {
             self.code += run as u8;
             bytes = &bytes[run..];
             if bytes.first() == Some(&0) {
+                // A full block (code 0xFF) implies no zero, so the zero needs a block of its own.
+                if self.code == 0xFF {
+                    self.close_block()?;
+                }
                 self.close_block()?;
                 bytes = &bytes[1..];
             }
@@ -318,6 +322,24 @@ impl From<BufferFull> for EncodeError {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_zero_right_after_a_full_254_byte_run_survives_cobs() {
+        // Found by proptest: 254 non-zero bytes then 0x00. A 0xFF block carries no implied
+        // zero, so the encoder must emit an extra block for that zero.
+        for tail in [&[][..], &[0x00][..], &[0x00, 0x07][..], &[0x00, 0x00][..]] {
+            let src: Vec<u8> = std::iter::repeat_n(0x11, 254).chain(tail.iter().copied()).collect();
+            let mut enc = vec![0; src.len() + 8];
+            let n = cobs_encode(&src, &mut enc).unwrap();
+            assert!(!enc[..n].contains(&0), "encoding contains a delimiter");
+            let mut dec = vec![0; src.len() + 8];
+            let m = cobs_decode(&enc[..n], &mut dec).unwrap();
+            assert_eq!(&dec[..m], &src[..], "tail {tail:?}");
+            let mut in_place = enc[..n].to_vec();
+            let k = cobs_decode_in_place(&mut in_place).unwrap();
+            assert_eq!(&in_place[..k], &src[..], "in place, tail {tail:?}");
+        }
+    }
     use super::*;
     use crate::message::{ActuatorCommand, Heartbeat, SamplesView};
 
