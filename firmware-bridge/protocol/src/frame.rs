@@ -328,7 +328,9 @@ mod tests {
         // Found by proptest: 254 non-zero bytes then 0x00. A 0xFF block carries no implied
         // zero, so the encoder must emit an extra block for that zero.
         for tail in [&[][..], &[0x00][..], &[0x00, 0x07][..], &[0x00, 0x00][..]] {
-            let src: Vec<u8> = std::iter::repeat_n(0x11, 254).chain(tail.iter().copied()).collect();
+            let src: Vec<u8> = std::iter::repeat_n(0x11, 254)
+                .chain(tail.iter().copied())
+                .collect();
             let mut enc = vec![0; src.len() + 8];
             let n = cobs_encode(&src, &mut enc).unwrap();
             assert!(!enc[..n].contains(&0), "encoding contains a delimiter");
