@@ -6,9 +6,7 @@
 //! Needs `socat` and `mosquitto`. Without them the test says so and passes, unless `CI` or
 //! `DTOP_REQUIRE_SERVICES=1` is set, in which case it fails.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use dtop_edge::safety::SafetyState;
@@ -34,147 +32,8 @@ const FRAME_SAMPLES: u64 = 2;
 /// `actuator.drive_timeout_periods` in this test.
 const TIMEOUT_PERIODS: u64 = 10;
 
-// ---------------------------------------------------------------------------------------------
-// External programs, started by us and killed by PID.
-
-fn services_required() -> bool {
-    std::env::var("CI").is_ok() || std::env::var("DTOP_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// `name` on PATH or in the sbin directories Debian puts daemons in.
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
-
-/// The tools, or `None` when the test may be skipped.
-fn tools() -> Option<(PathBuf, PathBuf)> {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .try_init();
-    match (find_program("socat"), find_program("mosquitto")) {
-        (Some(socat), Some(mosquitto)) => Some((socat, mosquitto)),
-        _ => {
-            assert!(
-                !services_required(),
-                "socat and mosquitto are required (CI / DTOP_REQUIRE_SERVICES) but missing"
-            );
-            eprintln!("SKIPPED: socat or mosquitto is not installed");
-            None
-        }
-    }
-}
-
-/// A child process killed (by its PID) and reaped on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !ready() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A socat-made pty pair: `a` for the edge, `b` for the fake firmware.
-struct PtyPair {
-    _socat: Killed,
-    a: PathBuf,
-    b: PathBuf,
-}
-
-impl PtyPair {
-    fn new(socat: &Path, dir: &Path) -> Self {
-        let (a, b) = (dir.join("pty-a"), dir.join("pty-b"));
-        let child = Command::new(socat)
-            .arg("-d")
-            .arg("-d")
-            .arg(format!("pty,raw,echo=0,link={}", a.display()))
-            .arg(format!("pty,raw,echo=0,link={}", b.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting socat: {e}"));
-        let socat = Killed(child);
-        wait_until("socat's pty links", || a.exists() && b.exists());
-        Self {
-            _socat: socat,
-            a,
-            b,
-        }
-    }
-}
-
-/// A Mosquitto on loopback: the one `scripts/test.sh` started, or a private one on a reserved
-/// port.
-struct Broker {
-    _mosquitto: Option<Killed>,
-    port: u16,
-}
-
-impl Broker {
-    fn start(program: &Path, dir: &Path) -> Self {
-        if let Some(port) = std::env::var("DTOP_TEST_MOSQUITTO_PORT")
-            .ok()
-            .and_then(|p| p.parse().ok())
-        {
-            return Self {
-                _mosquitto: None,
-                port,
-            };
-        }
-        let port = {
-            let listener = TcpListener::bind("127.0.0.1:0")
-                .unwrap_or_else(|e| panic!("reserving a port: {e}"));
-            listener
-                .local_addr()
-                .unwrap_or_else(|e| panic!("{e}"))
-                .port()
-        };
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .unwrap_or_else(|e| panic!("writing {}: {e}", conf.display()));
-        let log =
-            std::fs::File::create(dir.join("mosquitto.log")).unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(program)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting mosquitto: {e}"));
-        let mosquitto = Killed(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_until("mosquitto to listen", || {
-            TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
-        });
-        Self {
-            _mosquitto: Some(mosquitto),
-            port,
-        }
-    }
-}
+mod common;
+use common::{Broker, PtyPair, tools};
 
 // ---------------------------------------------------------------------------------------------
 // The fake firmware: answers Hello with a manifest, sends the frames the test hands it, and
@@ -314,7 +173,7 @@ impl Bench {
     async fn start(socat: &Path, dir: &Path, mqtt_port: u16) -> Self {
         let rig = RigId::new(format!("actuator-{}", std::process::id()))
             .unwrap_or_else(|e| panic!("{e}"));
-        let pty = PtyPair::new(socat, dir);
+        let pty = PtyPair::new(socat, dir, "pty");
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (samples_tx, samples_rx) = mpsc::unbounded_channel();
         tokio::spawn(fake_firmware(pty.b.clone(), samples_rx, commands_tx));
