@@ -6,24 +6,18 @@
 //! Needs `socat` and `mosquitto`. Without them the test says so and passes, unless `CI` or
 //! `DTOP_REQUIRE_SERVICES=1` is set, in which case it fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use dtop_edge::safety::SafetyState;
 use dtop_edge::{EdgeConfig, EdgeStats};
-use dtop_firmware::codec::FirmwareCodec;
-use dtop_firmware::{
-    ActuatorCommand, ActuatorStatus, ChannelDesc, ChannelKind, Frame, Manifest, Samples,
-};
+use dtop_firmware::{ActuatorCommand, ChannelDesc, ChannelKind, Manifest, Samples};
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::ActuatorDrive;
 use dtop_proto::{Message, RigId};
-use futures::{SinkExt, StreamExt};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
-use tokio_serial::SerialPortBuilderExt;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -33,7 +27,7 @@ const FRAME_SAMPLES: u64 = 2;
 const TIMEOUT_PERIODS: u64 = 10;
 
 mod common;
-use common::{Broker, PtyPair, tools};
+use common::{Broker, PtyPair, fake_firmware, tools};
 
 // ---------------------------------------------------------------------------------------------
 // The fake firmware: answers Hello with a manifest, sends the frames the test hands it, and
@@ -51,43 +45,6 @@ fn manifest() -> Manifest {
     }];
     // Actuator on floor 3; the firmware's own limit, 10 N, is tighter than the config's 20 N.
     Manifest::new("fake-fw-0.1", 1_000, 3, 3, 10.0, &channels).unwrap_or_else(|e| panic!("{e:?}"))
-}
-
-async fn fake_firmware(
-    path: PathBuf,
-    mut samples_rx: mpsc::UnboundedReceiver<Samples>,
-    commands_tx: mpsc::UnboundedSender<ActuatorCommand>,
-) {
-    let port = tokio_serial::new(path.to_string_lossy(), 921_600)
-        .open_native_async()
-        .unwrap_or_else(|e| panic!("firmware end {}: {e}", path.display()));
-    let mut framed = Framed::new(port, FirmwareCodec::new());
-    let mut streaming = false;
-    loop {
-        tokio::select! {
-            frame = framed.next() => match frame {
-                Some(Ok(Frame::Hello)) => {
-                    framed.send(Frame::Manifest(manifest())).await.unwrap_or_else(|e| panic!("{e}"));
-                    streaming = true;
-                }
-                Some(Ok(Frame::ActuatorCommand(cmd))) => {
-                    let status = ActuatorStatus {
-                        seq: cmd.seq,
-                        enabled: cmd.enable,
-                        force_n: if cmd.enable { cmd.force_n } else { 0.0 },
-                        applied_at_sample_index: 0,
-                    };
-                    let _ = framed.send(Frame::ActuatorStatus(status)).await;
-                    let _ = commands_tx.send(cmd);
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => return,
-            },
-            Some(samples) = samples_rx.recv(), if streaming => {
-                framed.send(Frame::Samples(samples)).await.unwrap_or_else(|e| panic!("{e}"));
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,7 +133,12 @@ impl Bench {
         let pty = PtyPair::new(socat, dir, "pty");
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (samples_tx, samples_rx) = mpsc::unbounded_channel();
-        tokio::spawn(fake_firmware(pty.b.clone(), samples_rx, commands_tx));
+        tokio::spawn(fake_firmware(
+            pty.b.clone(),
+            manifest(),
+            samples_rx,
+            commands_tx,
+        ));
         let config = edge_config(&rig, dir, &pty.a, mqtt_port);
         let (stats_tx, stats) = watch::channel(EdgeStats::default());
         let shutdown = CancellationToken::new();

@@ -4,24 +4,18 @@
 //! Needs `socat` and `mosquitto`. Without them the test says so and passes, unless `CI` or
 //! `DTOP_REQUIRE_SERVICES=1` is set, in which case it fails.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use dtop_edge::{EdgeConfig, EdgeStats};
-use dtop_firmware::codec::FirmwareCodec;
-use dtop_firmware::{
-    ActuatorCommand, ActuatorStatus, ChannelDesc, ChannelKind, Frame, Manifest, Samples,
-};
+use dtop_firmware::{ActuatorCommand, ChannelDesc, ChannelKind, Manifest, Samples};
 use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::{ChannelSamples, ClockSync, RigBirth, RigDeath, SampleBlock};
 use dtop_proto::{Message, RigId};
-use futures::{SinkExt, StreamExt};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
-use tokio_serial::SerialPortBuilderExt;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -29,7 +23,7 @@ const PERIOD_NS: u64 = 1_000_000;
 const CHANNELS: u8 = 4;
 
 mod common;
-use common::{Broker, PtyPair, tools};
+use common::{Broker, PtyPair, fake_firmware, tools};
 
 /// A TCP proxy in front of the broker that the test can cut (dropping every connection
 /// abruptly and refusing new ones) and restore: a network outage between edge and broker,
@@ -131,43 +125,6 @@ fn frames(from: u64, to: u64) -> Vec<Samples> {
             Samples::new(first, CHANNELS, values).unwrap_or_else(|e| panic!("{e:?}"))
         })
         .collect()
-}
-
-async fn fake_firmware(
-    path: PathBuf,
-    mut samples_rx: mpsc::UnboundedReceiver<Samples>,
-    commands_tx: mpsc::UnboundedSender<ActuatorCommand>,
-) {
-    let port = tokio_serial::new(path.to_string_lossy(), 921_600)
-        .open_native_async()
-        .unwrap_or_else(|e| panic!("firmware end {}: {e}", path.display()));
-    let mut framed = Framed::new(port, FirmwareCodec::new());
-    let mut streaming = false;
-    loop {
-        tokio::select! {
-            frame = framed.next() => match frame {
-                Some(Ok(Frame::Hello)) => {
-                    framed.send(Frame::Manifest(manifest())).await.unwrap_or_else(|e| panic!("{e}"));
-                    streaming = true;
-                }
-                Some(Ok(Frame::ActuatorCommand(cmd))) => {
-                    let status = ActuatorStatus {
-                        seq: cmd.seq,
-                        enabled: cmd.enable,
-                        force_n: if cmd.enable { cmd.force_n } else { 0.0 },
-                        applied_at_sample_index: 0,
-                    };
-                    let _ = framed.send(Frame::ActuatorStatus(status)).await;
-                    let _ = commands_tx.send(cmd);
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => return,
-            },
-            Some(samples) = samples_rx.recv(), if streaming => {
-                framed.send(Frame::Samples(samples)).await.unwrap_or_else(|e| panic!("{e}"));
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -361,7 +318,12 @@ fn start_edge(socat: &Path, dir: &Path, rig: &str, tag: &str, mqtt_port: u16) ->
     let pty = PtyPair::new(socat, dir, tag);
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (samples_tx, samples_rx) = mpsc::unbounded_channel();
-    tokio::spawn(fake_firmware(pty.b.clone(), samples_rx, commands_tx));
+    tokio::spawn(fake_firmware(
+        pty.b.clone(),
+        manifest(),
+        samples_rx,
+        commands_tx,
+    ));
     let config = edge_config(rig, dir, &pty.a, mqtt_port);
     let (stats_tx, stats) = watch::channel(EdgeStats::default());
     let shutdown = CancellationToken::new();

@@ -7,6 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use dtop_firmware::codec::FirmwareCodec;
+use dtop_firmware::{ActuatorCommand, ActuatorStatus, Frame, Manifest, Samples};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_serial::SerialPortBuilderExt;
+use tokio_util::codec::Framed;
+
 // ---------------------------------------------------------------------------------------------
 // External programs, started by us and killed by PID.
 
@@ -145,6 +152,44 @@ impl Broker {
         Self {
             _mosquitto: Some(mosquitto),
             port,
+        }
+    }
+}
+
+pub async fn fake_firmware(
+    path: PathBuf,
+    manifest: Manifest,
+    mut samples_rx: mpsc::UnboundedReceiver<Samples>,
+    commands_tx: mpsc::UnboundedSender<ActuatorCommand>,
+) {
+    let port = tokio_serial::new(path.to_string_lossy(), 921_600)
+        .open_native_async()
+        .unwrap_or_else(|e| panic!("firmware end {}: {e}", path.display()));
+    let mut framed = Framed::new(port, FirmwareCodec::new());
+    let mut streaming = false;
+    loop {
+        tokio::select! {
+            frame = framed.next() => match frame {
+                Some(Ok(Frame::Hello)) => {
+                    framed.send(Frame::Manifest(manifest)).await.unwrap_or_else(|e| panic!("{e}"));
+                    streaming = true;
+                }
+                Some(Ok(Frame::ActuatorCommand(cmd))) => {
+                    let status = ActuatorStatus {
+                        seq: cmd.seq,
+                        enabled: cmd.enable,
+                        force_n: if cmd.enable { cmd.force_n } else { 0.0 },
+                        applied_at_sample_index: 0,
+                    };
+                    let _ = framed.send(Frame::ActuatorStatus(status)).await;
+                    let _ = commands_tx.send(cmd);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            },
+            Some(samples) = samples_rx.recv(), if streaming => {
+                framed.send(Frame::Samples(samples)).await.unwrap_or_else(|e| panic!("{e}"));
+            }
         }
     }
 }
