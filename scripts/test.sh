@@ -9,6 +9,8 @@
 #   DTOP_TEST_INFLUX_V1_URL   InfluxDB 1.x (Debian `influxdb`), v1 HTTP API
 #   DTOP_TEST_VM_URL          VictoriaMetrics (Debian `victoria-metrics`), InfluxDB v2 write API
 #   DTOP_TEST_MOSQUITTO_PORT  Mosquitto (Debian `mosquitto`), anonymous, on 127.0.0.1
+#   DTOP_TEST_PYTHON          a Python with the third-party peers from PyPI: pymodbus (Modbus
+#                             TCP/RTU servers) and paho-mqtt (MQTT client), pinned below
 # Tests that need one of these FAIL (never skip) when DTOP_REQUIRE_SERVICES=1, which this script
 # sets; run under plain `cargo test`, they start private instances of their own when they can.
 set -euo pipefail
@@ -30,6 +32,16 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 MOSQUITTO_BIN=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+
+# Third-party protocol peers from PyPI, in a venv kept under target/ so reruns reuse it.
+PY_PEERS=("pymodbus[serial]==3.8.6" "paho-mqtt==2.1.0")
+venv="$PWD/target/py-peers"
+if ! "$venv/bin/python" -c 'import pymodbus, paho.mqtt, serial' 2>/dev/null; then
+  echo "test.sh: installing ${PY_PEERS[*]} into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${PY_PEERS[@]}"
+fi
+export DTOP_TEST_PYTHON="$venv/bin/python"
 
 work=$(mktemp -d -t dtop-test.XXXXXX)
 pids=()
@@ -87,6 +99,7 @@ mqtt_port=$(free_port)
 cat > "$work/mosquitto.conf" <<CONF
 listener $mqtt_port 127.0.0.1
 allow_anonymous true
+set_tcp_nodelay true
 persistence false
 message_size_limit 0
 CONF

@@ -1,7 +1,9 @@
-//! The acquisition task: feeds firmware frames to the [`Batcher`], persists `next_seq` before a
-//! block leaves, and hands manifests and blocks to the publisher. Owns the batcher and the
-//! `next_seq` file; knows nothing of the serial port or MQTT.
+//! The acquisition task: feeds firmware frames (and polled Modbus samples, one batcher per
+//! stream) to the [`Batcher`]s, persists `next_seq` before a block leaves, and hands manifests
+//! and blocks to the publisher. Owns the batchers and the `next_seq` file; knows nothing of
+//! the serial port, Modbus or MQTT.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,6 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{error, warn};
 
 use crate::batcher::{BatchError, Batcher, Discontinuity, StreamLayout, block_sample_count};
+use crate::modbus::{PolledSample, streams::PolledStream};
 use crate::publisher::PublisherEvent;
 use crate::serial::SerialEvent;
 use crate::state_file;
@@ -30,10 +33,21 @@ pub fn wall_clock_ns() -> u64 {
 
 #[derive(Debug)]
 pub struct Acquisition {
+    /// Stream 0's batcher; its `next_seq` is the rig-wide block sequence, which the polled
+    /// streams' batchers borrow and hand back around every push.
     batcher: Batcher,
     next_seq_path: PathBuf,
     out_tx: mpsc::Sender<PublisherEvent>,
     stats: StatsHandle,
+    /// Polled Modbus streams by stream id, and where their samples come from.
+    polled: BTreeMap<u32, Batcher>,
+    polled_rx: Option<mpsc::Receiver<PolledSample>>,
+}
+
+/// What woke the acquisition loop.
+enum Input {
+    Serial(Option<SerialEvent>),
+    Polled(Option<PolledSample>),
 }
 
 impl Acquisition {
@@ -50,7 +64,28 @@ impl Acquisition {
             next_seq_path,
             out_tx,
             stats,
+            polled: BTreeMap::new(),
+            polled_rx: None,
         }
+    }
+
+    /// Also batches the polled Modbus `streams`, whose samples arrive on `polled_rx`. Their
+    /// blocks share the rig-wide `seq` with stream 0 and cover at most about a second each.
+    pub fn with_polled(
+        mut self,
+        rig_id: &RigId,
+        block_samples: usize,
+        streams: &[PolledStream],
+        polled_rx: mpsc::Receiver<PolledSample>,
+    ) -> Self {
+        for s in streams {
+            let samples = polled_block_samples(s.sample_period_ns, block_samples);
+            let mut batcher = Batcher::for_stream(rig_id.clone(), s.stream_id, samples, 0);
+            batcher.set_layout(s.layout());
+            self.polled.insert(s.stream_id, batcher);
+        }
+        self.polled_rx = Some(polled_rx);
+        self
     }
 
     /// Runs until the serial task closes its channel, then emits the partial block.
@@ -58,7 +93,29 @@ impl Acquisition {
         mut self,
         mut events_rx: mpsc::Receiver<SerialEvent>,
     ) -> Result<(), PublisherGone> {
-        while let Some(event) = events_rx.recv().await {
+        loop {
+            let polled = async {
+                match &mut self.polled_rx {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let input = tokio::select! {
+                event = events_rx.recv() => Input::Serial(event),
+                sample = polled => Input::Polled(sample),
+            };
+            let event = match input {
+                Input::Serial(Some(event)) => event,
+                Input::Serial(None) => break,
+                Input::Polled(Some(sample)) => {
+                    self.push_polled(sample).await?;
+                    continue;
+                }
+                Input::Polled(None) => {
+                    self.polled_rx = None;
+                    continue;
+                }
+            };
             match event {
                 SerialEvent::Manifest(manifest) => {
                     let Some(layout) = StreamLayout::from_manifest(&manifest) else {
@@ -122,6 +179,58 @@ impl Acquisition {
         if let Some(block) = self.batcher.flush() {
             self.emit(block).await?;
         }
+        let ids: Vec<u32> = self.polled.keys().copied().collect();
+        for id in ids {
+            let next_seq = self.batcher.next_seq();
+            let block = self.polled.get_mut(&id).and_then(|b| {
+                b.set_next_seq(next_seq);
+                let block = b.flush();
+                next_seq_after(b, &mut self.batcher);
+                block
+            });
+            if let Some(block) = block {
+                self.emit(block).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds one polled sample to its stream's batcher and emits what closed.
+    async fn push_polled(&mut self, sample: PolledSample) -> Result<(), PublisherGone> {
+        let next_seq = self.batcher.next_seq();
+        let Some(batcher) = self.polled.get_mut(&sample.stream_id) else {
+            warn!(
+                stream = sample.stream_id,
+                "Dropped a polled sample of an unknown stream."
+            );
+            return Ok(());
+        };
+        batcher.set_next_seq(next_seq);
+        let channels = batcher.layout().map_or(0, |l| l.channel_ids.len());
+        // The bus task counts missed polls; a gap here only closes the block early.
+        let pushed = batcher.push(
+            sample.sample_index,
+            channels,
+            &sample.raw,
+            sample.timestamp_ns,
+        );
+        next_seq_after(batcher, &mut self.batcher);
+        match pushed {
+            Ok(pushed) => {
+                for block in pushed.blocks {
+                    self.emit(block).await?;
+                }
+            }
+            Err(e) => {
+                error!(
+                    stream = sample.stream_id,
+                    reason = batch_error_reason(&e),
+                    error = %e,
+                    "Dropped a polled sample the batcher could not accept."
+                );
+                self.stats.add_samples_dropped(1);
+            }
+        }
         Ok(())
     }
 
@@ -148,6 +257,18 @@ impl Acquisition {
             .await
             .map_err(|_| PublisherGone)
     }
+}
+
+/// Hands the rig-wide sequence back to stream 0's batcher after `polled` used it.
+fn next_seq_after(polled: &Batcher, stream0: &mut Batcher) {
+    stream0.set_next_seq(polled.next_seq());
+}
+
+/// Samples per block of a polled stream: `block_samples`, but no more than a second's worth,
+/// so a slow poll still reaches the twin about once a second.
+pub fn polled_block_samples(sample_period_ns: u64, block_samples: usize) -> usize {
+    let per_second = (1_000_000_000 / sample_period_ns.max(1)) as usize;
+    block_samples.min(per_second).max(1)
 }
 
 fn batch_error_reason(e: &BatchError) -> &'static str {

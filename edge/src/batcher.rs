@@ -105,10 +105,12 @@ impl Partial {
     }
 }
 
-/// Batches one stream (stream 0, the firmware's serial stream) of one rig.
+/// Batches one stream of one rig (stream 0, the firmware's, unless made with
+/// [`Batcher::for_stream`]).
 #[derive(Debug, Clone)]
 pub struct Batcher {
     rig_id: RigId,
+    stream_id: u32,
     block_samples: usize,
     next_seq: u64,
     layout: Option<StreamLayout>,
@@ -124,8 +126,14 @@ const STREAM_ID: u32 = 0;
 impl Batcher {
     /// `next_seq` is the persisted counter: the first block gets it.
     pub fn new(rig_id: RigId, block_samples: usize, next_seq: u64) -> Self {
+        Self::for_stream(rig_id, STREAM_ID, block_samples, next_seq)
+    }
+
+    /// A batcher for stream `stream_id` (a polled Modbus device's, say).
+    pub fn for_stream(rig_id: RigId, stream_id: u32, block_samples: usize, next_seq: u64) -> Self {
         Self {
             rig_id,
+            stream_id,
             block_samples: block_samples.max(1),
             next_seq,
             layout: None,
@@ -138,6 +146,12 @@ impl Batcher {
     /// Sequence number the next block will get; persist it after every block.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Continues the rig-wide block sequence from `next_seq`, when several batchers (one per
+    /// stream) share it.
+    pub fn set_next_seq(&mut self, next_seq: u64) {
+        self.next_seq = next_seq;
     }
 
     pub fn layout(&self) -> Option<&StreamLayout> {
@@ -243,7 +257,7 @@ impl Batcher {
             rig_id: self.rig_id.to_string(),
             session: 0,
             seq,
-            stream_id: STREAM_ID,
+            stream_id: self.stream_id,
             first_sample_index: partial.first_sample_index,
             sample_period_ns: period_ns,
             first_timestamp_ns,

@@ -1,5 +1,5 @@
 //! Builds the `RigBirth` announcement from the firmware's `Manifest` and the edge config: channel
-//! names, units, scales and actuator limits. Pure; publishing it is `publisher.rs`'s job.
+//! names, units, scales and actuator limits, and the polled Modbus channels after them. Pure; publishing it is `publisher.rs`'s job.
 
 use dtop_firmware::{ChannelDesc, ChannelKind, Manifest};
 use dtop_proto::RigId;
@@ -50,7 +50,29 @@ pub fn build_birth(manifest: &Manifest, ctx: BirthContext<'_>) -> RigBirth {
         actuator: Some(actuator_limits(manifest, ctx.actuator)),
         floors: u32::from(manifest.floors),
         timestamp_ns: ctx.now_ns,
+        // The publisher fills in the envelope's state at publication.
+        safety_state: String::new(),
     }
+}
+
+/// The birth for `manifest` plus the polled Modbus channels (`crate::modbus::birth_channels`),
+/// after the firmware's. A polled name that a firmware channel already uses gets a `_ch{id}`
+/// suffix, so every name in the birth stays unique.
+pub fn build_birth_with_polled(
+    manifest: &Manifest,
+    ctx: BirthContext<'_>,
+    polled: &[Channel],
+) -> RigBirth {
+    let mut birth = build_birth(manifest, ctx);
+    let firmware_names: Vec<String> = birth.channels.iter().map(|c| c.name.clone()).collect();
+    birth.channels.extend(polled.iter().map(|c| {
+        let mut c = c.clone();
+        if firmware_names.contains(&c.name) {
+            c.name = format!("{}_ch{}", c.name, c.id);
+        }
+        c
+    }));
+    birth
 }
 
 /// The limits the edge enforces: the config's, tightened to the firmware's own force limit when
@@ -226,6 +248,7 @@ mod tests {
                 }),
                 floors: 3,
                 timestamp_ns: 99,
+                safety_state: String::new(),
             }
         );
     }
@@ -255,6 +278,52 @@ mod tests {
                 "floor2_disp"
             ]
         );
+    }
+
+    #[test]
+    fn polled_channels_follow_the_firmware_ones_with_unique_names() {
+        let rig = RigId::new("so-3s").unwrap_or_else(|e| panic!("{e}"));
+        let actuator = ActuatorConfig {
+            max_force_n: 20.0,
+            max_slew_n_per_s: 2000.0,
+            drive_timeout_periods: 250,
+        };
+        let ctx = BirthContext {
+            rig_id: &rig,
+            actuator: &actuator,
+            session: 1,
+            now_ns: 0,
+        };
+        let polled = |id: u32, name: &str| Channel {
+            id,
+            name: name.into(),
+            kind: v1::ChannelKind::Other as i32,
+            unit: "degC".into(),
+            scale: 0.1,
+            offset: -40.0,
+            sample_rate_hz: 10.0,
+            floor: 0,
+            stream_id: 1,
+        };
+        let birth = build_birth_with_polled(
+            &southampton(),
+            ctx,
+            &[polled(256, "amp_temp"), polled(257, "force")],
+        );
+        let names: Vec<_> = birth.channels.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "floor0_accel",
+                "floor1_accel",
+                "floor2_accel",
+                "floor3_accel",
+                "force",
+                "amp_temp",
+                "force_ch257"
+            ]
+        );
+        assert_eq!(birth.channels[5], polled(256, "amp_temp"));
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub struct EdgeConfig {
     pub mqtt: MqttConfig,
     /// What the edge lets the actuator do, whoever asks.
     pub actuator: ActuatorConfig,
+    /// Modbus devices polled alongside the firmware stream, and an optional Modbus actuator.
+    #[serde(default)]
+    pub modbus: crate::modbus::config::ModbusConfig,
+    /// Prometheus metrics endpoint; off unless `listen` is set.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// The firmware's serial port.
@@ -122,6 +128,15 @@ pub struct ActuatorConfig {
     /// `acquisition.block_samples` periods.
     #[serde(default = "default_drive_timeout_periods")]
     pub drive_timeout_periods: u32,
+}
+
+/// The Prometheus endpoint (`GET /metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to serve metrics on, e.g. `127.0.0.1:9310`. Off when absent.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -400,6 +415,8 @@ impl EdgeConfig {
                 ),
             );
         }
+
+        self.modbus.validate_into(&mut problems);
 
         if problems.is_empty() {
             Ok(())

@@ -14,14 +14,22 @@
 //! - [`serial`]: owns the serial port and the actuator: handshake, heartbeats, silence
 //!   detection, actuator commands, safe state.
 //! - [`safety`]: pure: the actuator safety envelope (clamp, slew limit, drive timeout, latch).
+//! - [`inner_loop`]: pure: the edge-hosted control law (the twin's `ControllerParams`), checked
+//!   against the manifest, swapped in at a sample boundary, stepped on every sample.
 //! - [`batcher`]: pure: frames → fixed-size blocks, index continuity, timestamps, seq.
 //! - [`acquisition`]: the task around the batcher; persists `next_seq`.
 //! - [`birth`]: pure: `RigBirth` from the firmware manifest and the config.
+//! - [`commands`]: operator commands: what each asks for, the ledger that answers a repeated
+//!   id without applying it twice, and its fsynced journal across restarts.
+//! - [`modbus`]: Modbus TCP/RTU devices from a register map: bus tasks that poll them into
+//!   streams 1, 2, ... (joined by the acquisition task), and a Modbus actuator output.
 //! - [`outbox`]: pure: bounded block queue, in-flight window, resend after reconnect.
 //! - [`publisher`]: owns the MQTT connection: session, will, birth, blocks, drives, goodbye.
 //! - [`backoff`]: pure jittered exponential backoff.
 //! - [`state_file`]: atomic on-disk counters (`session`, `next_seq`).
 //! - [`stats`]: [`EdgeStats`], published through a `watch`.
+//! - [`metrics`]: the Prometheus endpoint (`[metrics] listen`), rendered from the stats.
+//! - [`watchdog`]: systemd `Type=notify`: READY, and WATCHDOG pings from the serial loop.
 //!
 //! # Shutdown
 //! Cancelling the token passed to [`run`] flows downstream: the serial task stops forwarding
@@ -33,13 +41,18 @@ pub mod acquisition;
 pub mod backoff;
 pub mod batcher;
 pub mod birth;
+pub mod commands;
 pub mod config;
+pub mod inner_loop;
+pub mod metrics;
+pub mod modbus;
 pub mod outbox;
 pub mod publisher;
 pub mod safety;
 pub mod serial;
 pub mod state_file;
 pub mod stats;
+pub mod watchdog;
 
 use std::path::PathBuf;
 
@@ -59,6 +72,10 @@ use crate::stats::StatsHandle;
 /// its own bounded queue (the publisher's outbox).
 const CHANNEL_CAPACITY: usize = 64;
 
+/// How long shutdown waits for each Modbus bus task (its last request, then the actuator's
+/// safe-state write, each bounded by the device's request timeout).
+const MODBUS_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the edge stopped or could not start. Start-up variants leave nothing opened behind.
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -74,6 +91,18 @@ pub enum EdgeError {
     },
     #[error(transparent)]
     StateFile(#[from] state_file::StateFileError),
+    #[error("binding the metrics endpoint {addr}: {source}")]
+    MetricsBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening the command journal {path}: {source}")]
+    Journal {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     SerialOpen(#[from] serial::SerialOpenError),
     /// A task ended early and took the pipeline down with it.
@@ -120,6 +149,14 @@ pub async fn run_with_stats(
         "Edge starting."
     );
 
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .await
+                .map_err(|source| EdgeError::MetricsBind { addr, source })?,
+        ),
+        None => None,
+    };
     let stats = StatsHandle::new(stats_tx);
     // Any task failing stops the others through this token, which the serial task (the head of
     // the pipeline) watches; the rest drain as their inputs close.
@@ -127,13 +164,24 @@ pub async fn run_with_stats(
     let (serial_tx, serial_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (publisher_tx, publisher_rx) = mpsc::channel(CHANNEL_CAPACITY);
     let (actuator_tx, actuator_rx) = mpsc::channel(serial::ACTUATOR_QUEUE_CAPACITY);
+    // Setpoints of a Modbus actuator: the serial task's safety envelope drives them instead of
+    // the firmware's actuator command when `[modbus.actuator]` is configured.
+    let (modbus_setpoint_tx, modbus_setpoint_rx) = watch::channel(modbus::ModbusSetpoint::SAFE);
+    let modbus_actuator = config.modbus.actuator.is_some();
 
+    // The serial port is open (Modbus buses connect in their own tasks, with backoff): tell
+    // systemd before the serial loop's first watchdog ping.
+    watchdog::ready();
     let serial_task = tokio::spawn(serial::run(
         config.serial.clone(),
         config.actuator.clone(),
         port,
-        serial_tx,
-        actuator_rx,
+        serial::SerialChannels {
+            events_tx: serial_tx,
+            requests_rx: actuator_rx,
+            acks_tx: publisher_tx.clone(),
+            modbus_output: modbus_actuator.then(|| modbus_setpoint_tx.clone()),
+        },
         stats.clone(),
         stop.clone(),
     ));
@@ -143,6 +191,28 @@ pub async fn run_with_stats(
         next_seq,
         next_seq_path,
         publisher_tx,
+        stats.clone(),
+    );
+    // Modbus: one task per bus; polled samples join the acquisition task as streams 1, 2, ...
+    let (polled_tx, polled_rx) = mpsc::channel(modbus::poller::POLLED_QUEUE_CAPACITY);
+    let acquisition = acquisition.with_polled(
+        &config.rig_id,
+        config.acquisition.block_samples as usize,
+        &modbus::polled_streams(&config.modbus),
+        polled_rx,
+    );
+    // The sender stays alive (here and in the serial task) until shutdown, so the bus task
+    // does not read its loss as a fault.
+    let _modbus_setpoint_tx = modbus_setpoint_tx;
+    let bus_tasks = modbus::spawn_buses(
+        &config.modbus,
+        polled_tx,
+        config
+            .modbus
+            .actuator
+            .is_some()
+            .then_some(modbus_setpoint_rx),
+        stop.clone(),
         stats.clone(),
     );
     let acquisition_task = tokio::spawn({
@@ -155,6 +225,16 @@ pub async fn run_with_stats(
             result
         }
     });
+    let journal_path = config.state_dir.join("commands.jsonl");
+    let rig_id = config.rig_id.clone();
+    let commands = tokio::task::spawn_blocking(move || {
+        commands::Journal::open(&journal_path, &rig_id).map_err(|source| EdgeError::Journal {
+            path: journal_path,
+            source,
+        })
+    })
+    .await
+    .map_err(|_| EdgeError::TaskFailed("journal reader"))??;
     let (publisher, eventloop) = Publisher::new(
         PublisherConfig {
             rig_id: config.rig_id.clone(),
@@ -164,14 +244,31 @@ pub async fn run_with_stats(
             actuator: config.actuator.clone(),
             session_path,
             last_session,
+            polled_channels: modbus::birth_channels(&config.modbus),
         },
         actuator_tx,
+        commands,
         stats.clone(),
     );
     let publisher_task = tokio::spawn(publisher.run(eventloop, publisher_rx));
+    let metrics_task = metrics_listener.map(|listener| {
+        info!(addr = ?listener.local_addr().ok(), "Serving Prometheus metrics on /metrics.");
+        tokio::spawn(metrics::serve(
+            listener,
+            config.rig_id.to_string(),
+            stats.subscribe(),
+            stop.clone(),
+        ))
+    });
 
     let (serial_end, acquisition_end, publisher_end) =
         tokio::join!(serial_task, acquisition_task, publisher_task);
+    // The bus tasks stop with `stop`, leaving a Modbus actuator in its safe state.
+    stop.cancel();
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    modbus::poller::join_buses(bus_tasks, MODBUS_SHUTDOWN_GRACE).await;
     let mut result = Ok(());
     match serial_end {
         Ok(LinkEnd::Shutdown) => {}

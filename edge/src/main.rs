@@ -102,6 +102,7 @@ fn serve(config: EdgeConfig) -> anyhow::Result<ExitCode> {
             name = signals.next() => {
                 info!(signal = name, grace_ms = grace.as_millis() as u64, "Shutting down.");
                 shutdown.cancel();
+                dtop_edge::watchdog::stopping();
                 tokio::select! {
                     outcome = &mut edge => outcome,
                     () = tokio::time::sleep(grace) => {

@@ -11,6 +11,8 @@ use dtop_proto::v1::SampleBlock;
 pub enum Control {
     Birth,
     Death,
+    /// A `CommandAck` on cmd/ack.
+    Ack,
 }
 
 /// What a QoS 1 publish carries.
@@ -86,6 +88,10 @@ impl Outbox {
 
     /// The client wrote the oldest handed publish with packet id `pkid`.
     pub fn on_outgoing_publish(&mut self, pkid: u16) {
+        // QoS 0 publishes (the status) carry packet id 0 and are never acknowledged.
+        if pkid == 0 {
+            return;
+        }
         if let Some(tag) = self.handed.pop_front() {
             self.inflight.insert(pkid, tag);
         }

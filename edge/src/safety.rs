@@ -52,6 +52,8 @@ pub enum DriveSource {
     Twin { controller_version: u64 },
     /// An operator's open-loop `SetDrive` command.
     Operator,
+    /// The edge-hosted inner loop, running the twin's controller of this version.
+    EdgeLoop { controller_version: u64 },
 }
 
 /// One request to drive the actuator.
@@ -76,6 +78,8 @@ pub enum Refusal {
     /// No sample periods are being counted (no samples yet, or they stopped), so neither the
     /// slew limit nor the timeout could be enforced.
     NoSampleClock,
+    /// An operator disabled the actuator; only an enable command re-arms it.
+    Disabled,
 }
 
 impl Refusal {
@@ -86,6 +90,7 @@ impl Refusal {
             Refusal::Latched => "latched",
             Refusal::NoActuator => "no_actuator",
             Refusal::NoSampleClock => "no_sample_clock",
+            Refusal::Disabled => "disabled",
         }
     }
 }
@@ -109,6 +114,8 @@ pub enum SafetyState {
     SafeTimeout,
     /// A safety stop: disabled at 0 N, every drive refused until [`SafetyEnvelope::reset`].
     Latched,
+    /// An operator's disable command: off at 0 N, drives refused until an enable command.
+    Disabled,
 }
 
 impl SafetyState {
@@ -119,6 +126,7 @@ impl SafetyState {
             SafetyState::Driving => "driving",
             SafetyState::SafeTimeout => "safe_timeout",
             SafetyState::Latched => "latched",
+            SafetyState::Disabled => "disabled",
         }
     }
 }
@@ -283,11 +291,21 @@ impl SafetyEnvelope {
             match self.state {
                 // Nothing changes with time in these states once the output has settled; the
                 // period now running has its whole slew budget.
-                SafetyState::Idle | SafetyState::Latched => {
+                SafetyState::Idle | SafetyState::Latched | SafetyState::Disabled => {
                     self.step_left_n = limits.max_step_n;
                     break;
                 }
                 SafetyState::SafeTimeout if settled && !self.output.enable => {
+                    self.step_left_n = limits.max_step_n;
+                    break;
+                }
+                SafetyState::Driving
+                    if settled
+                        && matches!(
+                            self.last_drive.map(|d| d.source),
+                            Some(DriveSource::Operator)
+                        ) =>
+                {
                     self.step_left_n = limits.max_step_n;
                     break;
                 }
@@ -326,6 +344,31 @@ impl SafetyEnvelope {
         self.output
     }
 
+    /// An operator's disable: off at 0 N at once, drives refused until [`enable`](Self::enable).
+    /// A latched safety stop stays latched (it is the stronger state).
+    pub fn disable(&mut self) -> ActuatorOutput {
+        if self.state != SafetyState::Latched {
+            self.state = SafetyState::Disabled;
+        }
+        self.target_n = 0.0;
+        self.output = ActuatorOutput::OFF;
+        self.output
+    }
+
+    /// An operator's enable: re-arms after [`disable`](Self::disable); `Err` while a safety
+    /// stop is latched, which only a reset releases.
+    pub fn enable(&mut self) -> Result<(), Refusal> {
+        match self.state {
+            SafetyState::Latched => Err(Refusal::Latched),
+            SafetyState::Disabled => {
+                self.state = SafetyState::Idle;
+                self.periods_since_drive = 0;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Releases a latched safety stop (back to idle); `false` if none was latched.
     pub fn reset(&mut self) -> bool {
         if self.state != SafetyState::Latched {
@@ -357,6 +400,9 @@ impl SafetyEnvelope {
         if self.state == SafetyState::Latched {
             return Err(Refusal::Latched);
         }
+        if self.state == SafetyState::Disabled {
+            return Err(Refusal::Disabled);
+        }
         let Some(limits) = self.limits else {
             return Err(Refusal::NoActuator);
         };
@@ -378,7 +424,13 @@ impl SafetyEnvelope {
     /// One sample period boundary.
     fn tick(&mut self, limits: &EnvelopeLimits) {
         self.step_left_n = limits.max_step_n;
-        if self.state == SafetyState::Driving {
+        // An operator's open-loop drive is a deliberate hold: it stays until the next command
+        // or a safety event. Only computed drives (twin, inner loop) must keep coming.
+        let holding = matches!(
+            self.last_drive.map(|d| d.source),
+            Some(DriveSource::Operator)
+        );
+        if self.state == SafetyState::Driving && !holding {
             self.periods_since_drive += 1;
             if self.periods_since_drive >= limits.drive_timeout_periods {
                 self.state = SafetyState::SafeTimeout;
@@ -731,5 +783,37 @@ mod tests {
             None,
             "firmware force limit 0"
         );
+    }
+
+    #[test]
+    fn an_operator_drive_holds_without_timing_out_until_disabled() {
+        let mut e = running(LIMITS);
+        let hold = DriveRequest {
+            force_n: 4.0,
+            sample_index: 0,
+            source: DriveSource::Operator,
+        };
+        assert_eq!(e.drive(hold), Ok(on(2.0)));
+        assert_eq!(forces(&mut e, 3), [4.0, 4.0, 4.0]);
+        // Far past the 5-period timeout, the hold stands.
+        assert_eq!(e.advance(1_000), on(4.0));
+        assert_eq!(e.state(), SafetyState::Driving);
+        assert_eq!(e.disable(), ActuatorOutput::OFF);
+        assert_eq!(e.state(), SafetyState::Disabled);
+        assert_eq!(e.drive(req(1.0)), Err(Refusal::Disabled));
+        assert_eq!(e.enable(), Ok(()));
+        assert_eq!(applied(&mut e, 1.0), on(1.0));
+    }
+
+    #[test]
+    fn enable_does_not_release_a_latched_safety_stop() {
+        let mut e = running(LIMITS);
+        applied(&mut e, 3.0);
+        e.safety_stop();
+        e.disable();
+        assert_eq!(e.state(), SafetyState::Latched);
+        assert_eq!(e.enable(), Err(Refusal::Latched));
+        assert!(e.reset());
+        assert_eq!(e.enable(), Ok(()));
     }
 }

@@ -1,14 +1,17 @@
 //! Owns the firmware serial port and the actuator's safety envelope: opens (and reopens) the
 //! port, does the Hello → Manifest handshake, sends heartbeats, watches for silence, forwards
 //! manifests and sample frames downstream, turns drive requests into `ActuatorCommand`s (sample
-//! frames are the envelope's clock), and leaves the actuator in its safe state on shutdown. Knows
-//! nothing of blocks or MQTT.
+//! frames are the envelope's clock), runs the edge-hosted inner loop ([`InnerLoop`]) on every
+//! sample, and leaves the actuator in its safe state on shutdown. Knows nothing of blocks or
+//! MQTT (controller acknowledgements go out as [`PublisherEvent`]s).
 
 use std::io;
 use std::time::Duration;
 
 use dtop_firmware::codec::FirmwareCodec;
 use dtop_firmware::{ActuatorCommand, Fault, Frame, Heartbeat, Manifest, Samples};
+use dtop_proto::v1::CommandAck;
+use dtop_proto::v1::command_ack::Status as AckStatus;
 use futures::{SinkExt, StreamExt};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -21,9 +24,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::commands::Action;
 use crate::config::{ActuatorConfig, SerialConfig};
-use crate::safety::{DriveRequest, EnvelopeLimits, SafetyEnvelope, SafetyState};
+use crate::inner_loop::InnerLoop;
+use crate::publisher::{ControllerAck, PublisherEvent};
+use crate::safety::{DriveRequest, DriveSource, EnvelopeLimits, SafetyEnvelope, SafetyState};
 use crate::stats::StatsHandle;
+use crate::watchdog::Watchdog;
 
 /// How often the edge tells the firmware it is alive (PROTOCOL.md §4.6).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -47,9 +54,17 @@ pub const SAMPLE_STALL_MIN: Duration = Duration::from_millis(500);
 pub const ACTUATOR_QUEUE_CAPACITY: usize = 8;
 
 /// What the serial task is asked to do with the actuator, in arrival order.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ActuatorRequest {
     Drive(DriveRequest),
+    /// New parameters for the edge-hosted inner loop: checked now, swapped in at the next
+    /// sample boundary, acknowledged either way.
+    Controller(Box<dtop_proto::v1::ControllerParams>),
+    /// An operator command the ledger admitted: applied at the next sample, acknowledged.
+    Command {
+        id: String,
+        action: Action,
+    },
     /// Latch a safety stop: 0 N and disabled at once, every drive refused until a reset.
     SafetyStop,
     /// Release a latched safety stop.
@@ -103,23 +118,44 @@ pub enum LinkEnd {
     DownstreamGone,
 }
 
+/// The serial task's channels.
+#[derive(Debug)]
+pub struct SerialChannels {
+    /// Manifests and samples, downstream.
+    pub events_tx: mpsc::Sender<SerialEvent>,
+    /// Drives, controller params, safety stops and resets, from the publisher.
+    pub requests_rx: mpsc::Receiver<ActuatorRequest>,
+    /// Controller acknowledgements, to the publisher.
+    pub acks_tx: mpsc::Sender<PublisherEvent>,
+    /// When the actuator is a Modbus device: its setpoints, in place of the firmware's
+    /// `ActuatorCommand`s (same envelope, same limits).
+    pub modbus_output: Option<tokio::sync::watch::Sender<crate::modbus::ModbusSetpoint>>,
+}
+
 /// The serial task: drives `port`, reopening the configured path with backoff whenever the link
 /// is lost, until `shutdown`. Returns when downstream is gone or after shutdown.
 pub async fn run(
     config: SerialConfig,
     actuator: ActuatorConfig,
     port: SerialStream,
-    events_tx: mpsc::Sender<SerialEvent>,
-    requests_rx: mpsc::Receiver<ActuatorRequest>,
+    channels: SerialChannels,
     stats: StatsHandle,
     shutdown: CancellationToken,
 ) -> LinkEnd {
-    let mut link = Link::new(config, actuator, events_tx, requests_rx, stats);
+    let SerialChannels {
+        events_tx,
+        requests_rx,
+        acks_tx,
+        modbus_output,
+    } = channels;
+    let mut link = Link::new(config, actuator, events_tx, requests_rx, stats).with_acks(acks_tx);
+    link.modbus_output = modbus_output;
     let mut port = Some(port);
     let mut backoff = Backoff::new(link.config.hello_timeout(), HELLO_BACKOFF_MAX);
     let mut rng = StdRng::from_os_rng();
     loop {
         let Some(io) = port.take() else {
+            link.watchdog.pet();
             let delay = backoff.next_delay(&mut rng);
             let reopen_at = Instant::now() + delay;
             loop {
@@ -185,6 +221,23 @@ pub struct Link {
     last_samples_at: Instant,
     /// Sample silence after which an enabled actuator is presumed to have lost its clock.
     stall_after: Duration,
+    /// The edge-hosted control law, stepped on every sample.
+    inner: InnerLoop,
+    /// Checked params waiting for the next sample boundary.
+    pending_controller: Option<crate::inner_loop::PreparedController>,
+    /// The manifest the firmware streams under, for checking controller params.
+    manifest: Option<Manifest>,
+    /// Where controller acknowledgements go; None in tests that do not look.
+    acks_tx: Option<mpsc::Sender<PublisherEvent>>,
+    /// The index the firmware's next sample will carry, once samples flow: where a command
+    /// applied now takes effect.
+    next_sample_index: Option<u64>,
+    /// Command acks decided by the last requests, sent once the actuator was commanded.
+    command_acks: Vec<CommandAck>,
+    /// systemd's watchdog, pinged as this loop turns (heartbeats, samples, reopen attempts).
+    watchdog: Watchdog,
+    /// A Modbus actuator's setpoints; when set, the firmware's actuator is never enabled.
+    modbus_output: Option<tokio::sync::watch::Sender<crate::modbus::ModbusSetpoint>>,
 }
 
 /// How the handshake ended.
@@ -235,7 +288,22 @@ impl Link {
             actuator_commands_total: 0,
             last_samples_at: now,
             stall_after: SAMPLE_STALL_MIN,
+            inner: InnerLoop::default(),
+            pending_controller: None,
+            manifest: None,
+            acks_tx: None,
+            next_sample_index: None,
+            command_acks: Vec::new(),
+            watchdog: Watchdog::from_env(),
+            modbus_output: None,
         }
+    }
+
+    /// Sends controller acknowledgements to `acks_tx`.
+    #[must_use]
+    pub fn with_acks(mut self, acks_tx: mpsc::Sender<PublisherEvent>) -> Self {
+        self.acks_tx = Some(acks_tx);
+        self
     }
 
     /// Runs the protocol over one open transport until it fails or `shutdown`. Generic so tests
@@ -275,6 +343,8 @@ impl Link {
                 Handshake::End(end) => break end,
             };
             self.install_limits(&manifest);
+            self.stop_inner_loop("the firmware (re)started");
+            self.manifest = Some(manifest);
             info!(
                 firmware_version = manifest.version_str(),
                 channels = manifest.channels().len(),
@@ -454,8 +524,10 @@ impl Link {
                         None => s.sample_count() as u64,
                     };
                     next_sample_index = Some(s.next_sample_index());
+                    self.next_sample_index = next_sample_index;
                     self.last_samples_at = Instant::now();
-                    self.advance_envelope(periods);
+                    self.watchdog.pet();
+                    self.clock_samples(&s, periods);
                     if let Err(e) = self.command_actuator(framed).await {
                         return StreamEnd::End(LinkEnd::Lost(e));
                     }
@@ -463,6 +535,8 @@ impl Link {
                 }
                 Frame::Manifest(m) => {
                     self.install_limits(&m);
+                    self.stop_inner_loop("the firmware announced a new manifest");
+                    self.manifest = Some(m);
                     if let Err(e) = self.command_actuator(framed).await {
                         return StreamEnd::End(LinkEnd::Lost(e));
                     }
@@ -517,6 +591,8 @@ impl Link {
         &mut self,
         framed: &mut Framed<T, FirmwareCodec>,
     ) -> io::Result<()> {
+        // Heartbeats go out every second whatever the firmware does: the loop is alive.
+        self.watchdog.pet();
         // The edge has no sample index of its own; PROTOCOL.md §4.6 has it send 0.
         let beat = Heartbeat {
             uptime_ms: self.uptime_ms(),
@@ -532,12 +608,20 @@ impl Link {
         framed: &mut Framed<T, FirmwareCodec>,
     ) {
         self.envelope.clock_stopped();
+        if let Some(tx) = &self.modbus_output {
+            // The bus task writes the safe state, and writes it again when it stops.
+            tx.send_replace(crate::modbus::ModbusSetpoint::SAFE);
+            self.last_command_force_n = 0.0;
+            self.publish_actuator_stats();
+            return;
+        }
         self.actuator_seq = self.actuator_seq.wrapping_add(1);
         let seq = self.actuator_seq;
         let command = ActuatorCommand {
             seq,
             enable: false,
             force_n: 0.0,
+            origin_sample_index: ActuatorCommand::NO_ORIGIN,
         };
         if let Err(e) = send(framed, Frame::ActuatorCommand(command)).await {
             warn!(error = %e, "Could not send the actuator safe-state command.");
@@ -601,10 +685,37 @@ impl Link {
             self.apply_request(request);
         }
         self.publish_actuator_stats();
+        for ack in std::mem::take(&mut self.command_acks) {
+            if let Some(tx) = &self.acks_tx
+                && tx.try_send(PublisherEvent::CommandAck(ack)).is_err()
+            {
+                warn!(
+                    "Could not hand a command acknowledgement to the publisher; the operator will time out waiting for it."
+                );
+            }
+        }
     }
 
     fn apply_request(&mut self, request: ActuatorRequest) {
         match request {
+            ActuatorRequest::Drive(drive) if self.inner.is_running() => {
+                let total = {
+                    let mut total = 0;
+                    self.stats.update(|s| {
+                        s.drives_ignored_total += 1;
+                        total = s.drives_ignored_total;
+                    });
+                    total
+                };
+                if total.is_power_of_two() {
+                    warn!(
+                        sample_index = drive.sample_index,
+                        source = ?drive.source,
+                        drives_ignored_total = total,
+                        "Ignored a drive: the edge-hosted inner loop owns the actuator."
+                    );
+                }
+            }
             ActuatorRequest::Drive(drive) => {
                 if let Err(refusal) = self.envelope.drive(drive) {
                     let total = self.envelope.counters().drives_refused_total;
@@ -622,7 +733,21 @@ impl Link {
                     }
                 }
             }
+            ActuatorRequest::Controller(params) => self.prepare_controller(&params),
+            ActuatorRequest::Command { id, action } => {
+                let ack = self.apply_command(&id, action);
+                info!(
+                    command_id = %ack.command_id,
+                    status = ack.status().as_str_name(),
+                    applied_at_sample_index = ack.applied_at_sample_index,
+                    reason = %ack.reason,
+                    safety_state = %self.envelope.state(),
+                    "Decided an operator command."
+                );
+                self.command_acks.push(ack);
+            }
             ActuatorRequest::SafetyStop => {
+                self.stop_inner_loop("safety stop");
                 if self.envelope.state() != SafetyState::Latched {
                     warn!(
                         force_n = self.envelope.output().force_n,
@@ -637,6 +762,214 @@ impl Link {
                 }
             }
         }
+    }
+
+    /// Clocks the envelope with a samples frame that ends `periods` periods after the last
+    /// one, running the inner loop on each of its samples when a law is installed.
+    fn clock_samples(&mut self, samples: &Samples, periods: u64) {
+        let count = samples.sample_count() as u64;
+        let running = self.inner.is_running() || self.pending_controller.is_some();
+        if !running {
+            self.advance_envelope(periods);
+            return;
+        }
+        // Lost samples are time that passed before this frame.
+        self.advance_envelope(periods.saturating_sub(count));
+        let channels = usize::from(samples.channel_count);
+        for s in 0..count {
+            let index = samples.first_sample_index + s;
+            if let Some(prepared) = self.pending_controller.take() {
+                self.install_controller(prepared, index);
+            }
+            let row = s as usize * channels;
+            let Some(force_n) = self.inner.demand(index, &samples.raw[row..row + channels]) else {
+                self.advance_envelope(1);
+                continue;
+            };
+            let request = DriveRequest {
+                force_n,
+                sample_index: index,
+                source: DriveSource::EdgeLoop {
+                    controller_version: self.inner.version(),
+                },
+            };
+            if let Err(refusal) = self.envelope.drive(request) {
+                debug!(reason = %refusal, sample_index = index, force_n, "The envelope refused an inner-loop drive.");
+            }
+            self.advance_envelope(1);
+            let out = self.envelope.output();
+            self.inner
+                .applied(if out.enable { out.force_n } else { 0.0 });
+        }
+    }
+
+    /// Applies an operator's actuator command to the envelope; the answer says at which sample
+    /// it takes effect, or why not.
+    fn apply_command(&mut self, id: &str, action: Action) -> CommandAck {
+        let at = self.next_sample_index.unwrap_or(0);
+        let ack = |status: AckStatus, reason: String| CommandAck {
+            command_id: id.to_owned(),
+            rig_id: String::new(),
+            status: status as i32,
+            applied_at_sample_index: if status == AckStatus::Refused { 0 } else { at },
+            reason,
+        };
+        match action {
+            Action::SafetyStop => {
+                self.stop_inner_loop("safety stop");
+                if self.envelope.state() != SafetyState::Latched {
+                    warn!(
+                        force_n = self.envelope.output().force_n,
+                        command_id = id,
+                        "Safety stop: actuator at 0 N and disabled until a reset."
+                    );
+                }
+                self.envelope.safety_stop();
+                ack(AckStatus::Latched, String::new())
+            }
+            Action::SafetyReset => {
+                if self.envelope.reset() {
+                    info!(
+                        command_id = id,
+                        "Safety stop released; drives are accepted again."
+                    );
+                    ack(AckStatus::Applied, String::new())
+                } else {
+                    ack(AckStatus::Applied, "no safety stop was latched".into())
+                }
+            }
+            Action::ActuatorEnable(false) => {
+                self.stop_inner_loop("the actuator was disabled by command");
+                self.envelope.disable();
+                ack(AckStatus::Applied, String::new())
+            }
+            Action::ActuatorEnable(true) => match self.envelope.enable() {
+                Ok(()) => ack(AckStatus::Applied, String::new()),
+                Err(_) => ack(
+                    AckStatus::Refused,
+                    "a safety stop is latched; send SafetyReset first".into(),
+                ),
+            },
+            Action::SetDrive { force_n } => {
+                let Some(limits) = self.envelope.limits() else {
+                    return ack(
+                        AckStatus::Refused,
+                        "the firmware reports no usable actuator (or has not described itself yet)"
+                            .into(),
+                    );
+                };
+                if force_n.abs() > limits.max_force_n {
+                    return ack(
+                        AckStatus::Refused,
+                        format!(
+                            "force {force_n} N exceeds the actuator limit of {} N (the smaller of                              actuator.max_force_n and the firmware's limit)",
+                            limits.max_force_n
+                        ),
+                    );
+                }
+                if self.inner.is_running() {
+                    return ack(
+                        AckStatus::Refused,
+                        "the edge-hosted inner loop owns the actuator; switch control off first"
+                            .into(),
+                    );
+                }
+                let request = DriveRequest {
+                    force_n,
+                    sample_index: at.saturating_sub(1),
+                    source: DriveSource::Operator,
+                };
+                match self.envelope.drive(request) {
+                    Ok(_) => ack(AckStatus::Applied, String::new()),
+                    Err(refusal) => ack(
+                        AckStatus::Refused,
+                        format!("the safety envelope refused it: {refusal}"),
+                    ),
+                }
+            }
+            Action::Rebirth | Action::SetAcquisition { .. } | Action::Excitation { .. } => ack(
+                AckStatus::Refused,
+                "not an actuator command (a bug: the publisher should have handled it)".into(),
+            ),
+        }
+    }
+
+    /// Checks controller params against the manifest; refusals are acknowledged at once,
+    /// accepted params wait for the next sample.
+    fn prepare_controller(&mut self, params: &dtop_proto::v1::ControllerParams) {
+        match self.inner.prepare(params, self.manifest.as_ref()) {
+            Ok(prepared) => {
+                if prepared.is_off() {
+                    let version = prepared.version();
+                    self.inner.install(prepared);
+                    self.pending_controller = None;
+                    info!(version, "Inner loop switched off by the twin.");
+                    let at = self.envelope.last_drive().map_or(0, |d| d.sample_index);
+                    self.ack(ControllerAck {
+                        version,
+                        result: Ok(at),
+                    });
+                    self.publish_inner_stats();
+                } else {
+                    self.pending_controller = Some(prepared);
+                }
+            }
+            Err(reason) => {
+                warn!(version = params.version, %reason, "Refused controller params.");
+                self.stats
+                    .update(|s| s.inner_loop_params_refused_total += 1);
+                self.ack(ControllerAck {
+                    version: params.version,
+                    result: Err(reason),
+                });
+            }
+        }
+    }
+
+    fn install_controller(&mut self, prepared: crate::inner_loop::PreparedController, at: u64) {
+        let version = prepared.version();
+        self.inner.install(prepared);
+        info!(
+            version,
+            law = self.inner.description().unwrap_or(""),
+            first_sample_index = at,
+            "Inner loop running new controller params."
+        );
+        self.ack(ControllerAck {
+            version,
+            result: Ok(at),
+        });
+        self.publish_inner_stats();
+    }
+
+    fn stop_inner_loop(&mut self, why: &str) {
+        self.pending_controller = None;
+        if self.inner.is_running() {
+            warn!(
+                version = self.inner.version(),
+                why, "Inner loop stopped; it needs new params to run again."
+            );
+            self.inner.stop();
+            self.publish_inner_stats();
+        }
+    }
+
+    fn ack(&self, ack: ControllerAck) {
+        if let Some(tx) = &self.acks_tx
+            && tx.try_send(PublisherEvent::ControllerAck(ack)).is_err()
+        {
+            warn!(
+                "Could not hand a controller acknowledgement to the publisher; the twin will time out waiting for it."
+            );
+        }
+    }
+
+    fn publish_inner_stats(&self) {
+        let (version, running) = (self.inner.version(), self.inner.is_running());
+        self.stats.update(|s| {
+            s.inner_loop_version = version;
+            s.inner_loop_running = running;
+        });
     }
 
     /// Lets `periods` sample periods pass in the envelope and logs a drive timeout.
@@ -678,17 +1011,36 @@ impl Link {
         framed: &mut Framed<T, FirmwareCodec>,
     ) -> io::Result<()> {
         let out = self.envelope.output();
+        if let Some(tx) = &self.modbus_output {
+            // The bus task writes changes at once and refreshes an enabled setpoint itself.
+            let setpoint = crate::modbus::ModbusSetpoint {
+                enable: out.enable,
+                force_n: out.force_n,
+            };
+            if *tx.borrow() != setpoint {
+                tx.send_replace(setpoint);
+                self.actuator_commands_total += 1;
+                self.last_command_force_n = out.force_n;
+            }
+            self.publish_actuator_stats();
+            return Ok(());
+        }
         if !(out.enable || self.firmware_enabled) {
             self.publish_actuator_stats();
             return Ok(());
         }
         self.actuator_seq = self.actuator_seq.wrapping_add(1);
+        let origin_sample_index = match self.envelope.last_drive() {
+            Some(drive) if self.envelope.state() == SafetyState::Driving => drive.sample_index,
+            _ => ActuatorCommand::NO_ORIGIN,
+        };
         let command = ActuatorCommand {
             seq: self.actuator_seq,
             enable: out.enable,
             // Within ±max_force_n, which is itself an f32 the firmware reported or a config
             // value; the rounding is far below any actuator's resolution.
             force_n: out.force_n as f32,
+            origin_sample_index,
         };
         send(framed, Frame::ActuatorCommand(command)).await?;
         self.firmware_enabled = out.enable;

@@ -56,6 +56,20 @@ pub struct EdgeStats {
     pub last_applied_force_n: f64,
     /// `ActuatorCommand`s sent to the firmware, the shutdown one included (serial task).
     pub actuator_commands_total: u64,
+    /// Modbus counters per device name (each device's bus task).
+    pub modbus: std::collections::BTreeMap<String, crate::modbus::ModbusDeviceStats>,
+    /// Version of the last controller params applied to the inner loop (0 = none yet).
+    pub inner_loop_version: u64,
+    /// Whether the edge-hosted inner loop is running a law.
+    pub inner_loop_running: bool,
+    /// Controller params refused (stale version, wrong channels, bad sizes…).
+    pub inner_loop_params_refused_total: u64,
+    /// Twin drives ignored because the edge-hosted loop owns the actuator.
+    pub drives_ignored_total: u64,
+    /// Operator commands applied (or latched), refused and expired (publisher).
+    pub commands_applied_total: u64,
+    pub commands_refused_total: u64,
+    pub commands_expired_total: u64,
 }
 
 /// Writer side shared by the tasks; updates are synchronous and never held across `.await`.

@@ -9,6 +9,7 @@
 //! dtop/v1/rig/{rig}/cmd/ack       CommandAck          edge → operator  QoS 1
 //! dtop/v1/rig/{rig}/drive         ActuatorDrive       twin → edge  QoS 0
 //! dtop/v1/rig/{rig}/persisted     PersistedWatermark  twin → edge  retained, QoS 1
+//! dtop/v1/rig/{rig}/controller    ControllerParams    twin → edge  QoS 1 (acked on cmd/ack)
 //! dtop/v1/twin/{rig}/state        TwinState           twin → dashboards  QoS 0
 //! dtop/v1/twin/{rig}/state/json   TwinState as JSON   twin → dashboards  QoS 0
 //! dtop/v1/sim/{run}/request       simulation request  researcher → twin
@@ -35,10 +36,11 @@ pub enum RigTopic {
     CmdAck,
     Drive,
     Persisted,
+    Controller,
 }
 
 impl RigTopic {
-    pub const ALL: [RigTopic; 8] = [
+    pub const ALL: [RigTopic; 9] = [
         RigTopic::Birth,
         RigTopic::Death,
         RigTopic::Samples,
@@ -47,6 +49,7 @@ impl RigTopic {
         RigTopic::CmdAck,
         RigTopic::Drive,
         RigTopic::Persisted,
+        RigTopic::Controller,
     ];
 
     /// The levels after `dtop/v1/rig/{rig}/`.
@@ -60,6 +63,7 @@ impl RigTopic {
             RigTopic::CmdAck => "cmd/ack",
             RigTopic::Drive => "drive",
             RigTopic::Persisted => "persisted",
+            RigTopic::Controller => "controller",
         }
     }
 

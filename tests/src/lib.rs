@@ -7,6 +7,7 @@
 //!   privately ([`Services::influx_v1`], [`Services::victoria_metrics`], [`Services::mosquitto_port`]).
 //! - [`bin`]: where the DTOP binaries under test are.
 //! - [`truth`]: the rig simulator's ground-truth log.
+//! - [`control`]: operator commands for closed-loop runs, and the simulator's loop latency log.
 //! - [`pipeline`]: the whole rig → edge → broker → twin → storage chain as processes.
 //! - [`query`]: reading back what storage holds.
 //! - [`http`]: a small blocking HTTP client for test code.
@@ -14,6 +15,7 @@
 //! Nothing here skips: a missing service is an error, and under `DTOP_REQUIRE_SERVICES=1`
 //! (set by `scripts/test.sh`) a test never falls back to anything weaker.
 
+pub mod control;
 pub mod pipeline;
 pub mod query;
 pub mod truth;
@@ -297,7 +299,7 @@ impl Services {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 0\n"
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 0\nset_tcp_nodelay true\n"
             ),
         )?;
         let conf = conf.to_string_lossy().into_owned();

@@ -28,6 +28,8 @@ pub enum StoreKind {
     InfluxV1 { url: String, database: String },
     /// An InfluxDB v2 write API (VictoriaMetrics here).
     InfluxV2 { url: String },
+    /// Line-protocol files in the run's directory (benchmarks that do not look at storage).
+    Files,
 }
 
 /// One pipeline run's settings.
@@ -43,6 +45,10 @@ pub struct PipelineSpec {
     pub seed: u64,
     /// Samples per published block.
     pub block_samples: u32,
+    /// Extra `dtop-rig-sim` arguments; `{dir}` stands for the run's directory.
+    pub sim_args: Vec<String>,
+    /// Extra TOML appended to the twin's configuration.
+    pub twin_toml: String,
 }
 
 /// A running pipeline. Processes are killed by PID when this is dropped.
@@ -101,6 +107,10 @@ impl Pipeline {
                     "[storage.influx_v1]\nurl = \"{url}\"\ndatabase = \"{database}\"\nprecision = \"us\"\n"
                 )
             }
+            StoreKind::Files => format!(
+                "[storage.file]\ndir = \"{}\"\n",
+                dir.path().join("lines").display()
+            ),
             StoreKind::InfluxV2 { url } => {
                 let token = dir.path().join("token");
                 std::fs::write(&token, "unused-by-victoria-metrics\n")?;
@@ -114,8 +124,8 @@ impl Pipeline {
         std::fs::write(
             &twin_conf,
             format!(
-                "[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nclient_id = \"dtop-twin-{}\"\n\n{storage}",
-                spec.rig
+                "[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nclient_id = \"dtop-twin-{}\"\n\n{storage}\n{}",
+                spec.rig, spec.twin_toml
             ),
         )?;
         let mut twin = Proc::spawn(
@@ -134,23 +144,32 @@ impl Pipeline {
 
         let pty = dir.path().join("rig.pty");
         let truth = dir.path().join("truth.csv");
-        let sim = Proc::spawn(
-            "rig-sim",
-            &bin("dtop-rig-sim")?,
-            &[
-                "--seed",
-                &spec.seed.to_string(),
-                "--speed",
-                &spec.speed.to_string(),
-                "--max-samples",
-                &spec.samples.to_string(),
-                "--truth-log",
-                &path_str(&truth),
-                "--pty-link",
-                &path_str(&pty),
-            ],
-            dir.path(),
-        )?;
+        let (seed, speed, max) = (
+            spec.seed.to_string(),
+            spec.speed.to_string(),
+            spec.samples.to_string(),
+        );
+        let (truth_arg, pty_arg) = (path_str(&truth), path_str(&pty));
+        let mut sim_args = vec![
+            "--seed",
+            &seed,
+            "--speed",
+            &speed,
+            "--max-samples",
+            &max,
+            "--truth-log",
+            &truth_arg,
+            "--pty-link",
+            &pty_arg,
+        ];
+        let dir_str = path_str(dir.path());
+        let extra: Vec<String> = spec
+            .sim_args
+            .iter()
+            .map(|a| a.replace("{dir}", &dir_str))
+            .collect();
+        sim_args.extend(extra.iter().map(String::as_str));
+        let sim = Proc::spawn("rig-sim", &bin("dtop-rig-sim")?, &sim_args, dir.path())?;
         wait_for("the simulator's pty", Duration::from_secs(15), || {
             Ok(pty.exists().then_some(()))
         })

@@ -30,6 +30,8 @@ fn spec(rig: &str, broker: BrokerKind, store: StoreKind, seed: u64) -> PipelineS
         speed: 10.0,
         seed,
         block_samples: 100,
+        sim_args: Vec::new(),
+        twin_toml: String::new(),
     }
 }
 

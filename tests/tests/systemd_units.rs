@@ -73,6 +73,9 @@ fn edge_unit_is_a_template_with_one_config_per_rig() -> Result<()> {
         ["/usr/bin/dtop-edge --config /etc/dtop/edge/%i.toml"]
     );
     assert_eq!(directive_values(&text, "StateDirectory"), ["dtop-edge/%i"]);
+    // READY after the devices open, and a watchdog the serial loop keeps alive.
+    assert_eq!(directive_values(&text, "Type"), ["notify"]);
+    assert_eq!(directive_values(&text, "WatchdogSec"), ["10s"]);
     Ok(())
 }
 

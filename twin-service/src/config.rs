@@ -30,6 +30,10 @@ pub struct TwinConfig {
     /// When buffered lines are sent to storage.
     #[serde(default)]
     pub batch: BatchConfig,
+    /// The on-disk spool for batches storage has not acknowledged yet (outages, restarts), and
+    /// the persisted-watermark state.
+    #[serde(default)]
+    pub spool: StorageSpoolConfig,
     /// HTTP client settings for the InfluxDB sinks.
     #[serde(default)]
     pub http: HttpConfig,
@@ -276,6 +280,55 @@ impl BatchConfig {
     }
 }
 
+/// How batches storage has not acknowledged are kept (see `store::outbox`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSpoolConfig {
+    /// Directory of the on-disk spool (created if missing; owned by one twin). Unset: batches
+    /// wait in memory only, a twin restart loses them, and watermarks restart from the first
+    /// block stored.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Most disk the spool may use, MiB; beyond it new batches are dropped and counted.
+    #[serde(default = "default_spool_capacity_mib")]
+    pub capacity_mib: u64,
+    /// When spooled batches are forced to disk: `"always"` (every batch), `"interval"` (every
+    /// `fsync_interval_ms`), or `"never"` (the kernel decides). A SIGKILL loses nothing spooled
+    /// under any of them; a power loss loses what was not fsynced yet.
+    #[serde(default)]
+    pub fsync: SpoolFsync,
+    /// Fsync period for `fsync = "interval"`, ms.
+    #[serde(default = "default_spool_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+    /// Most line protocol held in memory while storage keeps up (or is slow), MiB; beyond it,
+    /// and for everything while storage is failing, batches go to the disk spool; without one,
+    /// the oldest are dropped and counted.
+    #[serde(default = "default_spool_memory_mib")]
+    pub memory_mib: u64,
+}
+
+impl Default for StorageSpoolConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            capacity_mib: default_spool_capacity_mib(),
+            fsync: SpoolFsync::default(),
+            fsync_interval_ms: default_spool_fsync_interval_ms(),
+            memory_mib: default_spool_memory_mib(),
+        }
+    }
+}
+
+/// Fsync policy of the storage spool, as named in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolFsync {
+    Always,
+    #[default]
+    Interval,
+    Never,
+}
+
 /// HTTP client settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -460,6 +513,16 @@ fn default_file_dir() -> PathBuf {
 /// shorter than nanoseconds.
 const fn default_precision() -> Precision {
     Precision::Us
+}
+const fn default_spool_capacity_mib() -> u64 {
+    1024
+}
+const fn default_spool_fsync_interval_ms() -> u64 {
+    1000
+}
+/// About seven minutes of an 8-channel, 1 kHz rig's line protocol.
+const fn default_spool_memory_mib() -> u64 {
+    64
 }
 const fn default_max_lines() -> usize {
     5000
@@ -730,6 +793,19 @@ impl TwinConfig {
         if b.max_delay_ms == 0 {
             p.push("batch.max_delay_ms", "must be at least 1");
         }
+        let sp = &self.spool;
+        if sp.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            p.push("spool.dir", "is empty; leave it out for no disk spool");
+        }
+        if sp.capacity_mib == 0 {
+            p.push("spool.capacity_mib", "must be at least 1");
+        }
+        if sp.fsync == SpoolFsync::Interval && sp.fsync_interval_ms == 0 {
+            p.push("spool.fsync_interval_ms", "must be at least 1");
+        }
+        if sp.memory_mib == 0 {
+            p.push("spool.memory_mib", "must be at least 1");
+        }
         if self.http.timeout_ms == 0 {
             p.push("http.timeout_ms", "must be at least 1");
         }
@@ -974,6 +1050,28 @@ max_ms = 5
             assert!(all.contains(field), "missing {field:?} in:\n{all}");
         }
         assert_eq!(problems.0.len(), 10, "{all}");
+    }
+
+    #[test]
+    fn the_spool_is_off_by_default_and_every_spool_problem_is_reported() {
+        let config = TwinConfig::from_toml_str("").unwrap();
+        assert_eq!(config.spool.dir, None);
+        let text = "[spool]\ndir = \"\"\ncapacity_mib = 0\nfsync = \"interval\"\nfsync_interval_ms = 0\nmemory_mib = 0\n";
+        let problems = TwinConfig::from_toml_str(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        let fields: Vec<_> = problems
+            .iter()
+            .filter(|p| p.starts_with("spool."))
+            .collect();
+        assert_eq!(fields.len(), 4, "{problems}");
+        let ok = TwinConfig::from_toml_str(
+            "[spool]\ndir = \"/var/lib/dtop/spool\"\nfsync = \"always\"\nfsync_interval_ms = 0\n",
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        assert!(TwinConfig::from_toml_str("[spool]\nfsync = \"sometimes\"\n").is_err());
     }
 
     #[test]

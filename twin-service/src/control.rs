@@ -18,6 +18,20 @@
 //!   small noise), so relative and absolute velocities are the same, and the absolute velocity
 //!   is what DVF feeds back.
 //!
+//! # Two placements
+//! `SetControl.placement` chooses where the law runs:
+//! - **twin** (`PLACEMENT_TWIN`): the twin computes one `ActuatorDrive` per live block from
+//!   its own estimate (DVF: +Bl·h·v̂_host; LQG: F·x̂ with the discrete LQR row F).
+//! - **edge** (`PLACEMENT_EDGE`): the twin designs a sampled controller
+//!   (`dtop_dynamics::control::sampled`: Kalman predictor + DVF or LQR, realized from the
+//!   measured channels to the force), checks that its loop is stable on the model, and pushes
+//!   it as versioned `ControllerParams`; the edge runs it on every sample and acknowledges the
+//!   version on cmd/ack as `controller/{version}` with the sample index it started at. The
+//!   operator's own command is acknowledged by the twin when the params are sent.
+//!
+//! Every birth switches an edge loop off (params with `enabled = false`): a restarted edge or
+//! twin never resumes feedback nobody asked for again.
+//!
 //! # Limitation: one drive per block
 //! Blocks reach the twin in batches of `block_samples`, so the twin computes one drive per live
 //! block, from the estimate at the block's last sample; the edge holds it until the next one
@@ -29,15 +43,19 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use dtop_dynamics::control::Compensator;
-use dtop_dynamics::{ActuatorElectrics, ControlStudy, InertialActuator, ShearBuildingConfig};
+use dtop_dynamics::control::{Compensator, LqgWeights, SampledDesign, SampledLaw, design_sampled};
+use dtop_dynamics::{
+    ActuatorElectrics, ControlStudy, InertialActuator, ShearBuilding, ShearBuildingConfig,
+};
 use dtop_proto::RigId;
 use dtop_proto::v1::command::Kind;
 use dtop_proto::v1::command_ack::Status;
-use dtop_proto::v1::set_control::Law as WireLaw;
-use dtop_proto::v1::{ActuatorDrive, Command, CommandAck, SetControl};
+use dtop_proto::v1::set_control::{Law as WireLaw, Placement as WirePlacement};
+use dtop_proto::v1::{ActuatorDrive, Command, CommandAck, ControllerParams, SetControl};
+use nalgebra::{DVector, RowDVector};
 
 use crate::config::{ControlConfig, ControlLawName};
+use crate::estimate::LoopIo;
 use crate::rig::CONTROLLER_OFF;
 
 /// Command ids remembered per rig, so a redelivered command is acknowledged, not re-applied.
@@ -51,6 +69,18 @@ pub enum Law {
     Dvf {
         gain_a_per_m_s: f64,
     },
+    /// LQG with the default weights (`dtop_dynamics::control::LqgWeights`).
+    Lqg,
+}
+
+/// Where the law runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// One drive per block from the twin's estimate.
+    #[default]
+    Twin,
+    /// At the sample rate on the edge, from pushed `ControllerParams`.
+    Edge,
 }
 
 /// The rig's actuator as the controller needs it, fixed at birth.
@@ -112,6 +142,8 @@ pub struct Decision {
     pub ack: CommandAck,
     /// The zero drive an applied OFF sends, so the edge stops at once instead of timing out.
     pub drive: Option<ActuatorDrive>,
+    /// Params for the edge's inner loop (a new law there, or off).
+    pub params: Option<ControllerParams>,
     /// A repeated command id: `ack` is the first answer, and nothing was applied again.
     pub duplicate: bool,
 }
@@ -137,6 +169,14 @@ pub struct RigController {
     /// Ids of the last [`REMEMBERED_COMMAND_IDS`] decided commands, oldest first.
     remembered: VecDeque<String>,
     acks: HashMap<String, CommandAck>,
+    placement: Placement,
+    /// The current birth's loop description, if the estimator fits it.
+    io: Option<LoopIo>,
+    /// F of the running twin-hosted LQG, N per state.
+    lqr_row: Option<RowDVector<f64>>,
+    /// Last `ControllerParams.version` sent; the next is above it and above wall-clock ms,
+    /// so versions keep rising across twin restarts.
+    edge_version: u64,
 }
 
 impl RigController {
@@ -148,7 +188,84 @@ impl RigController {
             version: 0,
             remembered: VecDeque::new(),
             acks: HashMap::new(),
+            placement: Placement::Twin,
+            io: None,
+            lqr_row: None,
+            edge_version: 0,
         }
+    }
+
+    /// The rig's loop as the current birth describes it (None: the estimator does not fit).
+    pub fn set_loop_io(&mut self, io: Option<LoopIo>) {
+        self.io = io;
+    }
+
+    pub fn placement(&self) -> Placement {
+        self.placement
+    }
+
+    /// Params that switch the edge's inner loop off; sent at every birth.
+    pub fn edge_off_params(&mut self, rig: &RigId, now_unix_ns: u64) -> ControllerParams {
+        self.edge_params(rig, now_unix_ns, None, "off".to_owned())
+    }
+
+    fn edge_params(
+        &mut self,
+        rig: &RigId,
+        now_unix_ns: u64,
+        design: Option<(&SampledDesign, &LoopIo)>,
+        description: String,
+    ) -> ControllerParams {
+        self.edge_version = (self.edge_version + 1).max(now_unix_ns / 1_000_000);
+        let mut params = ControllerParams {
+            rig_id: rig.as_str().to_owned(),
+            version: self.edge_version,
+            enabled: design.is_some(),
+            description,
+            ..ControllerParams::default()
+        };
+        if let Some((design, io)) = design {
+            let k = &design.controller;
+            let row_major = |m: &nalgebra::DMatrix<f64>| m.transpose().as_slice().to_vec();
+            params.sample_period_s = k.dt_s;
+            params.input_channel_ids = io.input_channel_ids.clone();
+            params.state_count = k.n_states() as u32;
+            params.a = row_major(&k.a);
+            params.b = row_major(&k.b);
+            params.e = k.e.as_slice().to_vec();
+            params.c = k.c.iter().copied().collect();
+            params.d = k.d.iter().copied().collect();
+        }
+        params
+    }
+
+    /// Designs the sampled controller of `law` on the current birth, refusing an unstable loop.
+    fn design(&self, law: Law) -> Result<(SampledDesign, &LoopIo), String> {
+        let io = self
+            .io
+            .as_ref()
+            .ok_or("the rig's state is not being estimated, so no controller can be designed")?;
+        let sampled = match (law, &self.plant) {
+            (Law::Dvf { gain_a_per_m_s }, Ok(plant)) => SampledLaw::Dvf {
+                gain_n_s_per_m: plant.n_s_per_m(gain_a_per_m_s),
+            },
+            (Law::Lqg, Ok(_)) => SampledLaw::Lqr {
+                weights: LqgWeights::default(),
+                electrics: ActuatorElectrics::default(),
+            },
+            (Law::Off, _) => return Err("off needs no design".into()),
+            (_, Err(why)) => return Err(why.clone()),
+        };
+        let building = ShearBuilding::new(io.building.clone()).map_err(|e| e.to_string())?;
+        let design = design_sampled(&building, io.dt_s, &io.noise, sampled)
+            .map_err(|e| format!("the controller cannot be designed: {e}"))?;
+        if !design.is_stable() {
+            return Err(format!(
+                "the sampled loop would be unstable on the model (regulator spectral radius                  {:.6}, estimator {:.6})",
+                design.regulator_spectral_radius, design.estimator_spectral_radius
+            ));
+        }
+        Ok((design, io))
     }
 
     /// A new birth: the plant may have changed, so the loop restarts from the configured
@@ -156,6 +273,8 @@ impl RigController {
     /// never resumes an operator's feedback it has not been asked for again.
     pub fn on_birth(&mut self, plant: Result<ActuatorPlant, String>) -> Result<(), String> {
         self.plant = plant;
+        self.placement = Placement::Twin;
+        self.lqr_row = None;
         let wanted = match self.config.law {
             ControlLawName::Off => Law::Off,
             ControlLawName::Dvf => Law::Dvf {
@@ -163,7 +282,8 @@ impl RigController {
             },
         };
         let (law, outcome) = match wanted {
-            Law::Off => (Law::Off, Ok(())),
+            // The configured start-up law is never LQG (`ControlLawName` has no such name).
+            Law::Off | Law::Lqg => (Law::Off, Ok(())),
             Law::Dvf { gain_a_per_m_s } => match self.check_dvf(gain_a_per_m_s, true) {
                 Ok(()) => (wanted, Ok(())),
                 Err(why) => (Law::Off, Err(why)),
@@ -176,6 +296,7 @@ impl RigController {
     /// The rig's estimator stopped (a birth that does not fit the model).
     pub fn on_estimator_lost(&mut self, why: String) {
         self.plant = Err(why);
+        self.io = None;
         self.set_law(Law::Off);
     }
 
@@ -198,16 +319,26 @@ impl RigController {
 
     /// Whether live blocks produce drives.
     pub fn is_active(&self) -> bool {
-        self.config.enabled && matches!(self.law, Law::Dvf { .. }) && self.plant.is_ok()
+        self.config.enabled
+            && self.law != Law::Off
+            && self.plant.is_ok()
+            && self.placement == Placement::Twin
     }
 
     /// `TwinState.controller`: `"off"` or `"dvf h=… A/(m/s)"`.
     pub fn describe(&self) -> String {
-        match self.law {
-            Law::Dvf { gain_a_per_m_s } if self.is_active() => {
-                format!("dvf h={gain_a_per_m_s:.4} A/(m/s)")
-            }
-            _ => CONTROLLER_OFF.to_owned(),
+        let running = self.config.enabled && self.plant.is_ok();
+        let law = match self.law {
+            Law::Dvf { gain_a_per_m_s } if running => format!("dvf h={gain_a_per_m_s:.4} A/(m/s)"),
+            Law::Lqg if running => format!(
+                "lqg rho={} J/A^2",
+                LqgWeights::default().current_weight_j_per_a2
+            ),
+            _ => return CONTROLLER_OFF.to_owned(),
+        };
+        match self.placement {
+            Placement::Twin => law,
+            Placement::Edge => format!("{law} at edge v{}", self.edge_version),
         }
     }
 
@@ -218,14 +349,18 @@ impl RigController {
         rig: &RigId,
         sample_index: u64,
         host_velocity_m_s: f64,
+        state: &DVector<f64>,
     ) -> Option<ActuatorDrive> {
         if !self.is_active() {
             return None;
         }
-        let (Law::Dvf { gain_a_per_m_s }, Ok(plant)) = (self.law, &self.plant) else {
-            return None;
+        let force_n = match (self.law, &self.plant, &self.lqr_row) {
+            (Law::Dvf { gain_a_per_m_s }, Ok(plant), _) => {
+                plant.n_s_per_m(gain_a_per_m_s) * host_velocity_m_s
+            }
+            (Law::Lqg, Ok(_), Some(row)) if row.len() == state.len() => row.dot(&state.transpose()),
+            _ => return None,
         };
-        let force_n = plant.n_s_per_m(gain_a_per_m_s) * host_velocity_m_s;
         // A diverged filter must not reach the actuator; the edge times the last drive out.
         force_n.is_finite().then(|| ActuatorDrive {
             rig_id: rig.as_str().to_owned(),
@@ -251,21 +386,44 @@ impl RigController {
             return Some(Decision {
                 ack: ack.clone(),
                 drive: None,
+                params: None,
                 duplicate: true,
             });
         }
         let mut drive = None;
+        let mut params = None;
+        let mut edge_note = String::new();
         let outcome = if command.id.is_empty() {
             Err((Status::Refused, "the command has no id".to_owned()))
         } else {
             self.judge(rig, command, set, now_unix_ns, position)
         };
         let ack = match outcome {
-            Ok(law) => {
+            Ok((law, placement, design)) => {
+                let was_edge = self.placement == Placement::Edge && self.law != Law::Off;
                 // Every applied command is a new controller parameter set, even an unchanged one.
                 self.law = law;
+                self.placement = placement;
                 self.version += 1;
-                if law == Law::Off && self.config.enabled {
+                self.lqr_row = match (&design, law, placement) {
+                    (Some((d, _)), Law::Lqg, Placement::Twin) => Some(d.feedback_row.clone()),
+                    _ => None,
+                };
+                if placement == Placement::Edge || was_edge {
+                    let description = self.describe();
+                    let on_edge = design
+                        .as_ref()
+                        .filter(|_| placement == Placement::Edge)
+                        .map(|(d, io)| (d, io));
+                    params = Some(self.edge_params(rig, now_unix_ns, on_edge, description));
+                    if let Some(p) = &params {
+                        edge_note = format!(
+                            "; sent to the edge as controller/{} (the edge acknowledges it there)",
+                            p.version
+                        );
+                    }
+                }
+                if law == Law::Off && self.config.enabled && !was_edge {
                     drive = Some(ActuatorDrive {
                         rig_id: rig.as_str().to_owned(),
                         sample_index: position.next_sample_index.saturating_sub(1),
@@ -278,7 +436,7 @@ impl RigController {
                     rig_id: rig.as_str().to_owned(),
                     status: Status::Applied as i32,
                     applied_at_sample_index: position.next_sample_index,
-                    reason: String::new(),
+                    reason: edge_note.trim_start_matches("; ").to_owned(),
                 }
             }
             Err((status, reason)) => CommandAck {
@@ -295,6 +453,7 @@ impl RigController {
         Some(Decision {
             ack,
             drive,
+            params,
             duplicate: false,
         })
     }
@@ -306,7 +465,7 @@ impl RigController {
         set: &SetControl,
         now_unix_ns: u64,
         position: LoopPosition,
-    ) -> Result<Law, (Status, String)> {
+    ) -> Result<(Law, Placement, Option<(SampledDesign, LoopIo)>), (Status, String)> {
         let refuse = |why: String| Err((Status::Refused, why));
         if command.target_rig != rig.as_str() {
             return refuse(format!(
@@ -324,9 +483,26 @@ impl RigController {
                 ),
             ));
         }
-        match WireLaw::try_from(set.law) {
-            Ok(WireLaw::Off) => Ok(Law::Off),
-            Ok(WireLaw::Lqg) => refuse("LQG is not implemented in the twin-hosted loop yet".into()),
+        let placement = match WirePlacement::try_from(set.placement) {
+            Ok(WirePlacement::Twin) => Placement::Twin,
+            Ok(WirePlacement::Edge) => Placement::Edge,
+            Err(_) => return refuse(format!("unknown placement {}", set.placement)),
+        };
+        let law = match WireLaw::try_from(set.law) {
+            Ok(WireLaw::Off) => return Ok((Law::Off, placement, None)),
+            Ok(WireLaw::Lqg) => {
+                if !self.config.enabled {
+                    return refuse(
+                        "twin-hosted control is disabled (control.enabled = false)".into(),
+                    );
+                }
+                if !position.estimating {
+                    return refuse(
+                        "LQG needs the rig's state estimator running, and it is not".into(),
+                    );
+                }
+                Law::Lqg
+            }
             Ok(WireLaw::Dvf) => {
                 if !position.estimating {
                     return refuse(
@@ -344,10 +520,17 @@ impl RigController {
                 let gain_a_per_m_s = g / plant.force_factor_n_per_a;
                 self.check_dvf(gain_a_per_m_s, false)
                     .map_err(|why| (Status::Refused, why))?;
-                Ok(Law::Dvf { gain_a_per_m_s })
+                Law::Dvf { gain_a_per_m_s }
             }
-            Err(_) => refuse(format!("unknown control law {}", set.law)),
+            Err(_) => return refuse(format!("unknown control law {}", set.law)),
+        };
+        // Twin-hosted DVF needs no design; everything else is designed (and checked for a
+        // stable sampled loop) on the birth's model.
+        if placement == Placement::Twin && matches!(law, Law::Dvf { .. }) {
+            return Ok((law, placement, None));
         }
+        let (design, io) = self.design(law).map_err(|why| (Status::Refused, why))?;
+        Ok((law, placement, Some((design, io.clone()))))
     }
 
     /// Whether DVF with gain h may run on the current plant.
@@ -455,7 +638,10 @@ mod tests {
         });
         controller.on_birth(Ok(plant)).unwrap();
         // The gain the drive actually applies per unit velocity, sign included.
-        let applied = controller.drive(&rig, 0, 1.0).unwrap().force_n;
+        let applied = controller
+            .drive(&rig, 0, 1.0, &DVector::zeros(8))
+            .unwrap()
+            .force_n;
         assert!((applied - g).abs() < 1e-12);
         let open = spectral_radius(0.0);
 

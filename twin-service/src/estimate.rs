@@ -77,6 +77,20 @@ pub struct RigEstimator {
     accel_columns: Vec<Option<usize>>,
     at_rest: Vec<f64>,
     nis: NisWindow,
+    /// What a controller designed for this rig needs: the fitted model and noise.
+    loop_io: LoopIo,
+}
+
+/// The rig as a sampled control loop sees it, fixed at birth: the model fitted to the
+/// manifest, its noise, the period and the channels of w (`dynamics::control::sampled`).
+#[derive(Debug, Clone)]
+pub struct LoopIo {
+    /// The configured building with the birth's actuator fitted.
+    pub building: ShearBuildingConfig,
+    pub noise: StructuralNoise,
+    pub dt_s: f64,
+    /// Stream-0 channel ids: floor 1..=N accelerometers, then the floor-1 force gauge.
+    pub input_channel_ids: Vec<u32>,
 }
 
 impl RigEstimator {
@@ -173,6 +187,7 @@ impl RigEstimator {
         };
         let dt_s = 1.0 / sample_rate_hz;
         let misfit = |what: &str, e: &dyn std::fmt::Display| Misfit(vec![format!("{what}: {e}")]);
+        let fitted = config.clone();
         let model = ShearBuilding::new(config)
             .map_err(|e| misfit("invalid model", &e))?
             .state_space()
@@ -212,6 +227,12 @@ impl RigEstimator {
             accel_columns: vec![None; floors],
             at_rest: vec![0.0; model.n_states()],
             nis: NisWindow::new(buckets),
+            loop_io: LoopIo {
+                building: fitted,
+                noise: structural.clone(),
+                dt_s,
+                input_channel_ids: accel.iter().map(|c| c.id).chain([force.id]).collect(),
+            },
             estimator,
         })
     }
@@ -237,6 +258,10 @@ impl RigEstimator {
     }
 
     /// The filter, for inspection.
+    pub fn loop_io(&self) -> &LoopIo {
+        &self.loop_io
+    }
+
     pub fn estimator(&self) -> &StructuralEstimator {
         &self.estimator
     }

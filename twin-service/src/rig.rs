@@ -22,7 +22,8 @@ use dtop_proto::Message;
 use dtop_proto::RigId;
 use dtop_proto::topic::RigTopic;
 use dtop_proto::v1::{
-    ActuatorDrive, Command, CommandAck, FloorState, RigBirth, RigDeath, SampleBlock, TwinState,
+    ActuatorDrive, Command, CommandAck, ControllerParams, FloorState, RigBirth, RigDeath,
+    SampleBlock, TwinState,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -64,6 +65,8 @@ pub enum Outbound {
     Drive(ActuatorDrive),
     /// On `rig/<rig>/cmd/ack`, QoS 1.
     Ack(CommandAck),
+    /// On `rig/<rig>/controller`, QoS 1.
+    Params(ControllerParams),
 }
 
 impl Event {
@@ -138,6 +141,10 @@ pub struct RigState {
     /// Drives and command acks made but not yet taken by the actor.
     drives: Vec<ActuatorDrive>,
     acks: Vec<CommandAck>,
+    /// Params for the edge's inner loop, waiting for publication.
+    params: Vec<ControllerParams>,
+    /// Highest seq storage has acknowledged for this rig (the persisted watermark).
+    persisted_seq: Option<u64>,
 }
 
 impl RigState {
@@ -164,6 +171,8 @@ impl RigState {
             controller: RigController::new(ControlConfig::default()),
             drives: Vec::new(),
             acks: Vec::new(),
+            params: Vec::new(),
+            persisted_seq: None,
         }
     }
 
@@ -181,6 +190,16 @@ impl RigState {
     /// The drives made since the last call, oldest first, for publication.
     pub fn take_drives(&mut self) -> std::vec::Drain<'_, ActuatorDrive> {
         self.drives.drain(..)
+    }
+
+    /// Storage's persisted watermark for this rig: re-sent blocks above it are stored again.
+    pub fn set_persisted_seq(&mut self, seq: Option<u64>) {
+        self.persisted_seq = seq;
+    }
+
+    /// The controller params made since the last call, oldest first, for publication.
+    pub fn take_params(&mut self) -> std::vec::Drain<'_, ControllerParams> {
+        self.params.drain(..)
     }
 
     /// The command acks made since the last call, oldest first, for publication.
@@ -230,6 +249,7 @@ impl RigState {
         }
         self.acks.push(decision.ack);
         self.drives.extend(decision.drive);
+        self.params.extend(decision.params);
     }
 
     /// Estimates each rig's state on `model` (from the next birth on).
@@ -357,6 +377,12 @@ impl RigState {
                 } else {
                     Err("twin-hosted control is disabled (control.enabled = false)".to_owned())
                 };
+                self.controller
+                    .set_loop_io(Some(estimator.loop_io().clone()));
+                if host_floor != 0 && self.controller.is_enabled() {
+                    let off = self.controller.edge_off_params(&self.rig, unix_now_ns());
+                    self.params.push(off);
+                }
                 if let Err(why) = self.controller.on_birth(plant) {
                     warn!(rig = %self.rig, session = birth.session, problem = %why, "The configured control law is not allowed on this rig; control stays off.");
                 } else if self.controller.is_active() {
@@ -487,6 +513,13 @@ impl RigState {
                 .map_or(block.session, |s| s.max(block.session)),
         );
         match observation {
+            // Storage has not acknowledged it yet (or lost it): the edge re-sends until the
+            // watermark covers it, so store it again; InfluxDB overwrites the same points.
+            Observation::Duplicate
+                if self.persisted_seq.is_some_and(|p| block.seq > p) && block.backfill =>
+            {
+                debug!(rig = %self.rig, seq = block.seq, "Storing a re-sent block above the persisted watermark again.");
+            }
             Observation::Duplicate => {
                 debug!(rig = %self.rig, seq = block.seq, "Dropped a duplicate block.");
                 return None;
@@ -533,8 +566,9 @@ impl RigState {
                 if let Ok(plant) = self.controller.plant() {
                     let last = block.first_sample_index + n as u64 - 1;
                     let velocity_m_s = estimator.estimator().floor_velocity_m_s(plant.host_floor);
+                    let state = estimator.estimator().filter().state();
                     self.drives
-                        .extend(self.controller.drive(&self.rig, last, velocity_m_s));
+                        .extend(self.controller.drive(&self.rig, last, velocity_m_s, state));
                 }
             }
             _ => {}
@@ -613,6 +647,8 @@ pub struct RigActor {
     stats_tx: watch::Sender<RigStats>,
     /// Where estimated states, drives and command acks go for publication; `None` drops them.
     state_tx: Option<mpsc::Sender<Outbound>>,
+    /// The storage writer's persisted watermarks; this rig's is handed to the state.
+    watermarks: Option<watch::Receiver<crate::store::Watermarks>>,
 }
 
 impl RigActor {
@@ -628,7 +664,18 @@ impl RigActor {
             chunk_tx,
             stats_tx,
             state_tx: None,
+            watermarks: None,
         }
+    }
+
+    /// Follows the storage writer's persisted watermarks, so a block re-sent above this rig's
+    /// is stored again instead of being dropped as a duplicate.
+    pub fn with_watermarks(
+        mut self,
+        watermarks: watch::Receiver<crate::store::Watermarks>,
+    ) -> Self {
+        self.watermarks = Some(watermarks);
+        self
     }
 
     /// Offers each estimated state, drive and command ack to `state_tx`; a full channel drops
@@ -641,6 +688,7 @@ impl RigActor {
     fn offer_states(&mut self) {
         let mut outbound: Vec<Outbound> = self.state.take_acks().map(Outbound::Ack).collect();
         outbound.extend(self.state.take_drives().map(Outbound::Drive));
+        outbound.extend(self.state.take_params().map(Outbound::Params));
         outbound.extend(self.state.take_states().map(Outbound::State));
         let mut dropped = 0;
         for item in outbound {
@@ -665,6 +713,12 @@ impl RigActor {
             tokio::select! {
                 event = self.events_rx.recv() => {
                     let Some(event) = event else { break };
+                    if let Some(rx) = self.watermarks.as_mut()
+                        && rx.has_changed().unwrap_or(false)
+                    {
+                        let persisted = rx.borrow_and_update().get(self.state.rig()).copied();
+                        self.state.set_persisted_seq(persisted);
+                    }
                     let chunks = match &event {
                         Event::Command(payload) => {
                             self.state.on_command(payload, unix_now_ns());
@@ -819,6 +873,32 @@ mod tests {
         assert_eq!(seqs(&s.handle(&block(1, 1), now)), [1]);
         assert!(s.handle(&block(1, 1), now).is_empty());
         assert_eq!(s.stats(now).blocks_duplicate, 1);
+    }
+
+    #[test]
+    fn a_resent_block_above_the_persisted_watermark_is_stored_again() {
+        let backfill = |seq| {
+            let Event::Samples(p) = block(1, seq) else {
+                unreachable!()
+            };
+            let mut b = SampleBlock::decode(p).unwrap();
+            b.backfill = true;
+            Event::Samples(b.encode_to_vec().into())
+        };
+        let mut s = RigState::new(rig(), Precision::Us, 4);
+        let now = Instant::now();
+        s.handle(&birth(1), now);
+        assert_eq!(seqs(&s.handle(&block(1, 1), now)), [1]);
+        assert_eq!(seqs(&s.handle(&block(1, 2), now)), [2]);
+        // Storage has acknowledged seq 1 only: the edge re-sends 1 and 2 as backfill.
+        s.set_persisted_seq(Some(1));
+        assert!(
+            s.handle(&backfill(1), now).is_empty(),
+            "covered by the watermark"
+        );
+        assert_eq!(seqs(&s.handle(&backfill(2), now)), [2], "not yet durable");
+        // A live duplicate (a QoS 1 redelivery) is still dropped.
+        assert!(s.handle(&block(1, 2), now).is_empty());
     }
 
     #[test]
@@ -1220,6 +1300,7 @@ mod tests {
             kind: Some(Kind::SetControl(SetControl {
                 law: law as i32,
                 gain_n_s_per_m,
+                ..SetControl::default()
             })),
         }
         .encode_to_vec()
@@ -1280,18 +1361,103 @@ mod tests {
     }
 
     #[test]
-    fn refuses_an_expired_command_and_lqg() {
+    fn refuses_an_expired_command() {
         let (mut s, _) = controlled(1);
         s.on_command(&set_control("late", WireLaw::Dvf, 1.0, NOW_NS - 1), NOW_NS);
         assert_eq!(only_ack(&mut s).status(), Status::Expired);
+        assert_eq!(s.controller().law(), Law::Off);
+    }
+
+    #[test]
+    fn twin_hosted_lqg_drives_against_the_estimated_motion() {
+        let (mut s, rest) = controlled(2);
+        // The birth's "edge loop off" params.
+        assert_eq!(s.take_params().count(), 1);
         s.on_command(&set_control("lqg", WireLaw::Lqg, 0.0, 0), NOW_NS);
         let ack = only_ack(&mut s);
-        assert_eq!(ack.status(), Status::Refused);
-        assert!(
-            ack.reason
-                .contains("not implemented in the twin-hosted loop yet")
+        assert_eq!(ack.status(), Status::Applied, "{}", ack.reason);
+        assert_eq!(s.controller().law(), Law::Lqg);
+        assert_eq!(
+            s.take_params().count(),
+            0,
+            "twin-hosted: nothing for the edge"
         );
-        assert_eq!(s.controller().law(), Law::Off);
+        let mut drives = Vec::new();
+        for e in &rest {
+            s.handle(e, Instant::now());
+            drives.extend(s.take_drives());
+        }
+        assert_eq!(drives.len(), rest.len());
+        // The LQR row applied to the estimate: finite, and not all zero under noise excitation.
+        assert!(drives.iter().all(|d| d.force_n.is_finite()));
+        assert!(drives.iter().any(|d| d.force_n.abs() > 1e-6), "{drives:?}");
+        let state = s.take_states().next_back().unwrap();
+        assert!(state.controller.starts_with("lqg"), "{}", state.controller);
+    }
+
+    fn set_control_at(id: &str, law: WireLaw, gain_n_s_per_m: f64, edge: bool) -> Vec<u8> {
+        use dtop_proto::v1::set_control::Placement;
+        let mut command =
+            Command::decode(set_control(id, law, gain_n_s_per_m, 0).as_slice()).unwrap();
+        if let Some(Kind::SetControl(set)) = command.kind.as_mut() {
+            set.placement = if edge {
+                Placement::Edge
+            } else {
+                Placement::Twin
+            } as i32;
+        }
+        command.encode_to_vec()
+    }
+
+    #[test]
+    fn edge_placement_pushes_versioned_params_and_no_drives() {
+        let (mut s, rest) = controlled(2);
+        // The birth already switched any edge loop off.
+        let births: Vec<_> = s.take_params().collect();
+        assert_eq!(births.len(), 1);
+        assert!(!births[0].enabled);
+        s.on_command(&set_control_at("e1", WireLaw::Dvf, 10.0, true), NOW_NS);
+        let ack = only_ack(&mut s);
+        assert_eq!(ack.status(), Status::Applied, "{}", ack.reason);
+        let params: Vec<_> = s.take_params().collect();
+        assert_eq!(params.len(), 1);
+        let p = &params[0];
+        assert!(p.enabled && p.version > births[0].version);
+        assert!(
+            ack.reason.contains(&format!("controller/{}", p.version)),
+            "{}",
+            ack.reason
+        );
+        // 4 DOFs (3 floors + proof mass) → 8 states + the applied force; w = 3 accels + force.
+        let (n, m) = (p.state_count as usize, p.input_channel_ids.len());
+        assert_eq!((n, m), (9, 4));
+        assert_eq!(
+            (p.a.len(), p.b.len(), p.e.len(), p.c.len(), p.d.len()),
+            (n * n, n * m, n, n, m)
+        );
+        assert!((p.sample_period_s - 1e-3).abs() < 1e-12);
+        for e in &rest {
+            s.handle(e, Instant::now());
+        }
+        assert_eq!(s.take_drives().count(), 0, "the edge runs the law");
+        // LQG at the edge, then off: each a new, higher version.
+        s.on_command(&set_control_at("e2", WireLaw::Lqg, 0.0, true), NOW_NS);
+        assert_eq!(only_ack(&mut s).status(), Status::Applied);
+        s.on_command(&set_control_at("e3", WireLaw::Off, 0.0, true), NOW_NS);
+        assert_eq!(only_ack(&mut s).status(), Status::Applied);
+        let later: Vec<_> = s.take_params().collect();
+        assert_eq!(later.len(), 2);
+        assert!(later[0].enabled && !later[1].enabled);
+        assert!(p.version < later[0].version && later[0].version < later[1].version);
+    }
+
+    #[test]
+    fn refuses_an_edge_dvf_gain_above_the_limit_without_pushing_params() {
+        let (mut s, _) = controlled(1);
+        s.take_params().for_each(drop);
+        s.on_command(&set_control_at("big", WireLaw::Dvf, 100.0, true), NOW_NS);
+        assert_eq!(only_ack(&mut s).status(), Status::Refused);
+        assert_eq!(s.take_params().count(), 0);
     }
 
     #[test]

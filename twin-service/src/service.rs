@@ -14,7 +14,7 @@ use dtop_proto::Message;
 use dtop_proto::RigId;
 use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic, Topic, TwinTopic};
-use dtop_proto::v1::Command;
+use dtop_proto::v1::{Command, PersistedWatermark};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rumqttc::{
@@ -34,12 +34,15 @@ use crate::control;
 use crate::ingest::{RejectReason, Rejection};
 use crate::rig::{Chunk, Event, Outbound, RigActor, RigState, STATS_INTERVAL};
 use crate::stats::{RigStats, StoreStats, TwinStats};
-use crate::store::{Sink, StoreError, Writer, WriterConfig};
+use crate::store::{Sink, StoreError, Watermarks, Writer, WriterConfig};
 
 /// Events queued per rig actor before the router waits (backpressure).
 pub const RIG_QUEUE_EVENTS: usize = 64;
 /// Chunks (blocks) queued for the storage writer before rig actors wait.
 pub const STORE_QUEUE_CHUNKS: usize = 256;
+/// Watermarks seen on the broker queued for the storage writer; beyond it they are dropped
+/// (the retained one comes again on every reconnect).
+const PUBLISHED_WATERMARK_QUEUE: usize = 256;
 /// MQTT notifications queued between the connection task and the router.
 const MQTT_QUEUE_EVENTS: usize = 64;
 /// Estimated states, drives and command acks queued between the rig actors and the state
@@ -60,6 +63,8 @@ pub enum TwinError {
     MqttSecret(#[source] SecretError),
     #[error("cannot set up storage: {0}")]
     Storage(#[from] StoreError),
+    #[error("cannot open the storage spool: {0}")]
+    Spool(#[from] dtop_spool::SpoolError),
     #[error("a twin task failed: {0}")]
     TaskFailed(String),
 }
@@ -132,15 +137,25 @@ pub async fn run(
 
     let (chunk_tx, chunk_rx) = mpsc::channel(STORE_QUEUE_CHUNKS);
     let (store_stats_tx, store_stats_rx) = watch::channel(StoreStats::default());
+    let (watermark_tx, watermark_rx) = watch::channel(Watermarks::new());
+    let mut writer = Writer::new(
+        sink,
+        chunk_rx,
+        WriterConfig::from(&config),
+        shutdown.clone(),
+        store_stats_tx,
+    );
+    if let Some(spool_config) = crate::store::spool_config(&config.spool) {
+        let spool = dtop_spool::Spool::open(spool_config)?;
+        writer = writer.with_spool(spool)?;
+    }
+    // Watermarks this twin published before a restart come back as retained messages.
+    let (published_tx, published_rx) = mpsc::channel(PUBLISHED_WATERMARK_QUEUE);
     let writer = tokio::spawn(
-        Writer::new(
-            sink,
-            chunk_rx,
-            WriterConfig::from(&config),
-            shutdown.clone(),
-            store_stats_tx,
-        )
-        .run(),
+        writer
+            .with_watermarks(watermark_tx)
+            .with_published_watermarks(published_rx)
+            .run(),
     );
 
     let (client, eventloop) =
@@ -151,6 +166,13 @@ pub async fn run(
     let mqtt_stop_guard = mqtt_stop.clone().drop_guard();
     let (connected_tx, connected_rx) = watch::channel(false);
     let (state_tx, state_rx) = mpsc::channel(STATE_QUEUE);
+    let rig_watermarks = watermark_rx.clone();
+    let watermarks = tokio::spawn(publish_watermarks(
+        client.clone(),
+        watermark_rx,
+        connected_rx.clone(),
+        mqtt_stop.clone(),
+    ));
     let states = tokio::spawn(publish_states(
         client.clone(),
         state_rx,
@@ -172,6 +194,7 @@ pub async fn run(
         rigs: HashMap::new(),
         actors: TaskTracker::new(),
         chunk_tx: Some(chunk_tx),
+        published_tx: Some(published_tx),
         state_tx: Some(state_tx),
         model: Arc::new(config.model.clone()),
         rejected: BTreeMap::new(),
@@ -180,6 +203,7 @@ pub async fn run(
         storage,
         mqtt_connected: false,
         mqtt_connection_errors_total: 0,
+        watermarks: rig_watermarks,
     };
     router.run(mqtt_rx, &shutdown).await;
 
@@ -194,11 +218,16 @@ pub async fn run(
     router.actors.wait().await;
     // The writer stops once the last chunk sender (ours, after the actors') is gone.
     router.chunk_tx = None;
+    router.published_tx = None;
     let writer_result = writer.await;
     router.publish_final(&stopped_rigs);
     // The publisher sends what the actors left queued, then stops.
     router.state_tx = None;
     let states_result = states.await;
+    // The watermark publisher sends the writer's last watermarks, then stops.
+    if let Err(e) = watermarks.await {
+        warn!(error = %e, "The watermark publisher failed.");
+    }
 
     mqtt_stop.cancel();
     drop(mqtt_stop_guard);
@@ -263,6 +292,8 @@ async fn run_mqtt(
 ) {
     let mut network = eventloop.network_options();
     network.set_connection_timeout(config.connect_timeout_s);
+    // Drives and acks are small packets in a control loop: no Nagle delay.
+    network.set_tcp_nodelay(true);
     eventloop.set_network_options(network);
     let mut backoff = Backoff::new(config.reconnect);
     let mut rng = StdRng::from_os_rng();
@@ -278,8 +309,13 @@ async fn run_mqtt(
         let event = match polled {
             Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
-                let filters = [RigTopic::Birth, RigTopic::Samples, RigTopic::Death]
-                    .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), QoS::AtLeastOnce));
+                let filters = [
+                    RigTopic::Birth,
+                    RigTopic::Samples,
+                    RigTopic::Death,
+                    RigTopic::Persisted,
+                ]
+                .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(filters) {
                     error!(error = %e, "Could not queue the MQTT subscriptions.");
                 }
@@ -385,6 +421,17 @@ async fn publish_states(
                 );
                 continue;
             }
+            Outbound::Params(params) => {
+                publish_to_rig(
+                    &client,
+                    &params.rig_id,
+                    RigTopic::Controller,
+                    QoS::AtLeastOnce,
+                    params.encode_to_vec(),
+                    &mut counts,
+                );
+                continue;
+            }
             Outbound::Ack(ack) => {
                 publish_to_rig(
                     &client,
@@ -429,6 +476,91 @@ async fn publish_states(
         }
     }
     counts
+}
+
+/// How often changed watermarks are published, at most.
+const WATERMARK_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Publishes each rig's [`PersistedWatermark`] on `rig/<rig>/persisted`, retained, QoS 1,
+/// whenever the writer moves it (at most every [`WATERMARK_PUBLISH_INTERVAL`]) and all of them
+/// again after every reconnect, since a restarted broker may have lost retained messages.
+/// Never waits on the connection: a publish that cannot be queued is retried on the next
+/// tick. Stops once the writer has stopped and its last watermarks are queued, or at `stop`.
+async fn publish_watermarks(
+    client: AsyncClient,
+    mut watermark_rx: watch::Receiver<Watermarks>,
+    mut connected_rx: watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    let mut published = Watermarks::new();
+    let mut tick = tokio::time::interval(WATERMARK_PUBLISH_INTERVAL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut writer_done = false;
+    // Once the writer is done, its last watermarks get this long to be queued.
+    let mut give_up_at: Option<Instant> = None;
+    loop {
+        // A change alone waits for the next tick, so a fast-moving watermark is published at
+        // most once per interval.
+        let publish_now = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            changed = connected_rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                if *connected_rx.borrow_and_update() {
+                    published.clear();
+                }
+                true
+            }
+            changed = watermark_rx.changed(), if !writer_done => {
+                writer_done = changed.is_err();
+                if writer_done {
+                    give_up_at = Some(Instant::now() + MQTT_DISCONNECT_TIMEOUT);
+                }
+                writer_done
+            }
+            _ = tick.tick() => true,
+        };
+        if publish_now && *connected_rx.borrow() {
+            let current = watermark_rx.borrow_and_update().clone();
+            let now_ns = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            for (rig, seq) in current {
+                if published.get(&rig) == Some(&seq) {
+                    continue;
+                }
+                let message = PersistedWatermark {
+                    rig_id: rig.as_str().to_owned(),
+                    seq,
+                    timestamp_ns: now_ns,
+                };
+                match client.try_publish(
+                    topic::rig(&rig, RigTopic::Persisted),
+                    QoS::AtLeastOnce,
+                    true,
+                    message.encode_to_vec(),
+                ) {
+                    Ok(()) => {
+                        debug!(rig = %rig, seq, "Published a persisted watermark.");
+                        published.insert(rig, seq);
+                    }
+                    Err(e) => {
+                        debug!(rig = %rig, error = %e, "Could not queue a watermark; retrying on the next tick.");
+                    }
+                }
+            }
+        }
+        if writer_done && published == *watermark_rx.borrow() {
+            break;
+        }
+        if writer_done
+            && (!*connected_rx.borrow() || give_up_at.is_some_and(|t| Instant::now() >= t))
+        {
+            break;
+        }
+    }
 }
 
 /// One drive or ack on its rig's topic, without waiting; counted like a state.
@@ -487,6 +619,8 @@ struct Router<'a> {
     actors: TaskTracker,
     /// `None` once ingest has stopped, so the writer can finish.
     chunk_tx: Option<mpsc::Sender<Chunk>>,
+    /// Watermarks seen on `rig/+/persisted`, for the writer; `None` once ingest has stopped.
+    published_tx: Option<mpsc::Sender<(RigId, u64)>>,
     /// `None` once the actors have stopped, so the state publisher can finish.
     state_tx: Option<mpsc::Sender<Outbound>>,
     model: Arc<ModelConfig>,
@@ -494,6 +628,8 @@ struct Router<'a> {
     rejected: BTreeMap<RejectReason, u64>,
     store_stats_rx: watch::Receiver<StoreStats>,
     stats_tx: watch::Sender<TwinStats>,
+    /// What storage has acknowledged per rig: a re-sent block above it is stored again.
+    watermarks: watch::Receiver<Watermarks>,
     storage: String,
     mqtt_connected: bool,
     mqtt_connection_errors_total: u64,
@@ -532,6 +668,10 @@ impl Router<'_> {
 
     /// Hands a publish to its rig's actor; `false` when shutdown interrupted the hand-over.
     async fn route(&mut self, publish: Publish, shutdown: &CancellationToken) -> bool {
+        if let Ok(Topic::Rig(rig, RigTopic::Persisted)) = Topic::parse(&publish.topic) {
+            self.note_published_watermark(rig, &publish.payload);
+            return true;
+        }
         let (rig, event) = match Topic::parse(&publish.topic) {
             Ok(Topic::Rig(rig, kind)) => match Event::from_topic(kind, publish.payload) {
                 Some(event) => (rig, event),
@@ -597,6 +737,26 @@ impl Router<'_> {
         }
     }
 
+    /// A watermark on the broker (this twin's own, retained from before a restart, or the echo
+    /// of a fresh one) goes to the writer; never waited for.
+    fn note_published_watermark(&mut self, rig: RigId, payload: &[u8]) {
+        let Ok(w) = PersistedWatermark::decode(payload) else {
+            self.reject(
+                Some(&rig),
+                Rejection::new(RejectReason::BadTopic, "undecodable persisted watermark"),
+            );
+            return;
+        };
+        if w.rig_id != rig.as_str() {
+            return;
+        }
+        if let Some(tx) = &self.published_tx
+            && tx.try_send((rig, w.seq)).is_err()
+        {
+            debug!("The writer is behind on published watermarks; dropped one.");
+        }
+    }
+
     fn spawn_rig(&mut self, rig: RigId) {
         let Some(chunk_tx) = self.chunk_tx.clone() else {
             return;
@@ -611,7 +771,8 @@ impl Router<'_> {
         .with_model(Arc::clone(&self.model))
         .with_control(self.config.control.clone());
         let (stats_tx, stats_rx) = watch::channel(state.stats(Instant::now()));
-        let mut actor = RigActor::new(state, events_rx, chunk_tx, stats_tx);
+        let mut actor = RigActor::new(state, events_rx, chunk_tx, stats_tx)
+            .with_watermarks(self.watermarks.clone());
         if let Some(state_tx) = &self.state_tx {
             actor = actor.with_states(state_tx.clone());
         }

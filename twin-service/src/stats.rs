@@ -110,17 +110,38 @@ pub struct StoreStats {
     pub lines_dropped_total: u64,
     /// Lines buffered or being retried.
     pub lines_pending: u64,
-    /// Per rig: blocks and lines acknowledged.
+    /// Sealed batches waiting in memory and in the disk spool.
+    pub batches_in_memory: u64,
+    pub batches_spooled: u64,
+    /// Bytes the disk spool takes (0 without one).
+    pub spool_bytes: u64,
+    /// Whether the last storage write failed (batches go to the disk spool until one succeeds).
+    pub storage_failing: bool,
+    /// Per rig: what storage acknowledged, what was lost and why, what is waiting.
     pub rigs: BTreeMap<RigId, RigStoreStats>,
     /// The latest write failure, for operators.
     pub last_error: Option<String>,
 }
 
-/// Per-rig storage counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// Per-rig storage counters: the loss accounting an operator audits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RigStoreStats {
+    /// Blocks whose lines storage acknowledged (2xx), replays included.
     pub blocks_stored: u64,
     pub lines_written: u64,
+    /// Sample instants of those blocks.
+    pub samples_stored: u64,
+    /// Blocks storage acknowledged again (a replay of a seq at or below the watermark).
+    pub blocks_duplicate_stored: u64,
+    /// Blocks that will never be stored by this twin, by reason (`queue_full`, `spool_full`,
+    /// `rejected`, `shutdown_drain`, `spool_error`).
+    pub blocks_dropped: BTreeMap<String, u64>,
+    /// Sample instants of those blocks, by reason.
+    pub samples_dropped: BTreeMap<String, u64>,
+    /// Rig time of the blocks waiting for storage (batch, memory and disk spool), s.
+    pub backlog_s: f64,
+    /// The persisted watermark: every block with a seq up to it is acknowledged by storage.
+    pub persisted_seq: Option<u64>,
 }
 
 /// A block's arrival, for the rate.

@@ -608,6 +608,7 @@ async fn answers_a_set_control_command_and_publishes_drives() {
         kind: Some(Kind::SetControl(SetControl {
             law: Law::Dvf as i32,
             gain_n_s_per_m: 5.0,
+            ..SetControl::default()
         })),
     };
     edge.publish(RigTopic::Cmd, command.encode_to_vec()).await;

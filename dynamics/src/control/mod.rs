@@ -10,12 +10,16 @@
 //! - [`riccati`] — continuous algebraic Riccati and Lyapunov solvers for the LQG design.
 //! - [`laws`] — `ControlLaw` and the controller (state space) each law produces.
 //! - [`analysis`] — closing the loop, spectra, margins, `ControlStudy` and its report.
+//! - [`sampled`] — the controllers of the live loop: a Kalman predictor plus DVF or LQR at
+//!   the sample rate, realized as one LTI system from measured channels to force, and the
+//!   allocation-free `SampledLoop` that runs it (on the edge or in the twin).
 
 pub mod analysis;
 pub mod compensator;
 pub mod laws;
 pub mod plant;
 pub mod riccati;
+pub mod sampled;
 
 use crate::error::ModelError;
 use crate::frf::FrfError;
@@ -24,6 +28,7 @@ pub use analysis::{ControlReport, ControlStudy, CriticalGain, dvf_critical_gain}
 pub use compensator::Compensator;
 pub use laws::{ControlLaw, Controller, LqgWeights, Measurement, TmdTuning};
 pub use plant::{ActuatedPlant, ActuatorElectrics};
+pub use sampled::{SampledController, SampledDesign, SampledLaw, SampledLoop, design_sampled};
 
 /// Everything that can go wrong while designing or assessing a controller.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

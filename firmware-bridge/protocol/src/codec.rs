@@ -226,6 +226,7 @@ mod tests {
                     seq,
                     enable,
                     force_n,
+                    origin_sample_index: ActuatorCommand::NO_ORIGIN,
                 })
             }),
             (any::<u16>(), any::<bool>(), finite_f32(), any::<u64>()).prop_map(
@@ -337,6 +338,7 @@ mod tests {
             seq: 0,
             enable: true,
             force_n: f32::NAN,
+            origin_sample_index: ActuatorCommand::NO_ORIGIN,
         });
         let result = FirmwareCodec::new().encode(&nan, &mut dst);
         assert!(matches!(
@@ -410,6 +412,7 @@ mod tests {
             seq: 77,
             enable: true,
             force_n: 1.5,
+            origin_sample_index: ActuatorCommand::NO_ORIGIN,
         }))
         .await
         .unwrap();

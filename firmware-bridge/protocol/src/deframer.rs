@@ -308,9 +308,9 @@ mod tests {
     #[test]
     fn counts_truncated_wrong_version_unknown_type_and_bad_payload_frames_and_continues() {
         let truncated = frame_with_raw(&[]); // only a CRC: 4 bytes raw
-        let wrong_version = frame_with_raw(&[0x02, 0x01]);
-        let unknown_type = frame_with_raw(&[0x01, 0x7f]);
-        let short_heartbeat = frame_with_raw(&[0x01, 0x30, 1, 2, 3]);
+        let wrong_version = frame_with_raw(&[0x01, 0x01]);
+        let unknown_type = frame_with_raw(&[0x02, 0x7f]);
+        let short_heartbeat = frame_with_raw(&[0x02, 0x30, 1, 2, 3]);
         let good = wire(&heartbeat(9));
         let bad = [truncated, wrong_version, unknown_type, short_heartbeat];
         let bytes = [bad.concat(), good].concat();
@@ -320,7 +320,7 @@ mod tests {
             results,
             vec![
                 Err(FrameError::Truncated { len: 4 }),
-                Err(FrameError::WrongVersion { version: 2 }),
+                Err(FrameError::WrongVersion { version: 1 }),
                 Err(FrameError::UnknownType { code: 0x7f }),
                 Err(FrameError::Payload {
                     message_type: MessageType::Heartbeat,
@@ -347,6 +347,7 @@ mod tests {
             seq: 1,
             enable: false,
             force_n: 0.0,
+            origin_sample_index: ActuatorCommand::NO_ORIGIN,
         }));
         // A firmware-sized buffer: the samples frame cannot fit, the command can.
         let mut deframer = Deframer::<32>::new();

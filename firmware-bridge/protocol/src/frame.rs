@@ -434,9 +434,9 @@ mod tests {
         #[rustfmt::skip]
         let expected = [
             0x07,                   // COBS code: 6 data bytes, then the end
-            0x01,                   // version 1
+            0x02,                   // version 2
             0x01,                   // type Hello
-            0xa6, 0x6c, 0xa8, 0x10, // CRC-32C of [01 01], LE
+            0x3f, 0xc4, 0x4f, 0x24, // CRC-32C of [02 01], LE
             0x00,                   // delimiter
         ];
         assert_eq!(wire(&Message::Hello), expected);
@@ -451,7 +451,7 @@ mod tests {
         #[rustfmt::skip]
         let expected = [
             0x05,                   // COBS code: 4 data bytes, then a zero
-            0x01,                   // version 1
+            0x02,                   // version 2
             0x30,                   // type Heartbeat
             0xdc, 0x05,             // uptime_ms 1500, low bytes
             0x01,                   // COBS code: zero follows directly
@@ -459,7 +459,7 @@ mod tests {
             0xe8, 0x03,             // sample_index 1000, low bytes
             0x01, 0x01, 0x01, 0x01, 0x01, // COBS codes: five more zero bytes
             0x05,                   // COBS code: 4 data bytes, then the end
-            0x6e, 0x36, 0x61, 0xc0, // CRC-32C, LE
+            0xa4, 0xc9, 0x68, 0x3c, // CRC-32C, LE
             0x00,                   // delimiter
         ];
         assert_eq!(wire(&heartbeat), expected);
@@ -476,17 +476,21 @@ mod tests {
             seq: 7,
             enable: true,
             force_n: 2.5,
+            origin_sample_index: 993,
         });
         #[rustfmt::skip]
         let expected = [
             0x04,                   // COBS code: 3 data bytes, then a zero (seq high byte)
-            0x01, 0x20, 0x07,       // version 1, type ActuatorCommand, seq low byte
+            0x02, 0x20, 0x07,       // version 2, type ActuatorCommand, seq low byte
             0x02,                   // COBS code: 1 data byte, then a zero (force_n byte 0)
             0x01,                   // enable = 1
             0x01,                   // COBS code: no data, then a zero (force_n byte 1)
-            0x07,                   // COBS code: 6 data bytes, then the end
+            0x05,                   // COBS code: 4 data bytes, then a zero
             0x20, 0x40,             // force_n 2.5, high bytes
-            0xe9, 0xfa, 0xdf, 0x59, // CRC-32C, LE
+            0xe1, 0x03,             // origin_sample_index 993, low bytes
+            0x01, 0x01, 0x01, 0x01, 0x01, // COBS codes: five more zero bytes
+            0x05,                   // COBS code: 4 data bytes, then the end
+            0x4e, 0x24, 0x83, 0x57, // CRC-32C, LE
             0x00,                   // delimiter
         ];
         assert_eq!(wire(&command), expected);
@@ -494,7 +498,7 @@ mod tests {
 
     #[test]
     fn raw_frame_checks_run_in_section_6_3_order() {
-        let mut frame = [0x01u8, 0x01, 0, 0, 0, 0];
+        let mut frame = [0x02u8, 0x01, 0, 0, 0, 0];
         let crc = crc32c(&frame[..2]);
         frame[2..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(decode_raw_frame(&frame), Ok(Message::Hello));
@@ -512,15 +516,15 @@ mod tests {
 
         let with_crc = |body: &[u8]| [body, &crc32c(body).to_le_bytes()].concat();
         assert_eq!(
-            decode_raw_frame(&with_crc(&[0x02, 0x01])),
-            Err(FrameError::WrongVersion { version: 2 })
+            decode_raw_frame(&with_crc(&[0x01, 0x01])),
+            Err(FrameError::WrongVersion { version: 1 })
         );
         assert_eq!(
-            decode_raw_frame(&with_crc(&[0x01, 0x03])),
+            decode_raw_frame(&with_crc(&[0x02, 0x03])),
             Err(FrameError::UnknownType { code: 3 })
         );
         assert_eq!(
-            decode_raw_frame(&with_crc(&[0x01, 0x30, 0x00])),
+            decode_raw_frame(&with_crc(&[0x02, 0x30, 0x00])),
             Err(FrameError::Payload {
                 message_type: MessageType::Heartbeat,
                 error: PayloadError::BadLength { len: 1 }
@@ -566,6 +570,7 @@ mod tests {
             seq: 1,
             enable: true,
             force_n: f32::NAN,
+            origin_sample_index: ActuatorCommand::NO_ORIGIN,
         });
         assert!(matches!(
             encode_frame(&command, &mut [0; 64]),

@@ -5,7 +5,7 @@
 use core::fmt;
 
 /// Firmware protocol version this crate speaks (PROTOCOL.md §2).
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Most channels one stream may carry (PROTOCOL.md §5).
 pub const MAX_CHANNELS: usize = 16;
@@ -408,6 +408,14 @@ pub struct ActuatorCommand {
     pub enable: bool,
     /// Drive force, N. Firmware clamps to its own limit as well.
     pub force_n: f32,
+    /// Sample index the force was computed from, or [`ActuatorCommand::NO_ORIGIN`] for an
+    /// open-loop or safe-state command; lets the firmware measure the loop's latency.
+    pub origin_sample_index: u64,
+}
+
+impl ActuatorCommand {
+    /// `origin_sample_index` of a command not computed from any sample (PROTOCOL.md §4.4).
+    pub const NO_ORIGIN: u64 = u64::MAX;
 }
 
 /// Actuator status (PROTOCOL.md §4.5).
@@ -670,7 +678,7 @@ impl<'a> Message<'a> {
             Self::Hello => 0,
             Self::Manifest(m) => m.payload_len(),
             Self::Samples(s) => s.payload_len(),
-            Self::ActuatorCommand(_) => 7,
+            Self::ActuatorCommand(_) => 15,
             Self::ActuatorStatus(_) => 15,
             Self::Heartbeat(_) => 12,
             Self::Fault(_) => 10,
@@ -718,6 +726,7 @@ impl<'a> Message<'a> {
                 seq: r.u16()?,
                 enable: r.bool("enable")?,
                 force_n: r.finite_f32("force_n")?,
+                origin_sample_index: r.u64()?,
             }),
             MessageType::ActuatorStatus => Self::ActuatorStatus(ActuatorStatus {
                 seq: r.u16()?,
@@ -747,7 +756,8 @@ impl<'a> Message<'a> {
             Self::ActuatorCommand(c) => {
                 sink.put(&c.seq.to_le_bytes())?;
                 sink.put(&[u8::from(c.enable)])?;
-                sink.put(&c.force_n.to_le_bytes())
+                sink.put(&c.force_n.to_le_bytes())?;
+                sink.put(&c.origin_sample_index.to_le_bytes())
             }
             Self::ActuatorStatus(s) => {
                 sink.put(&s.seq.to_le_bytes())?;
@@ -1176,11 +1186,14 @@ mod tests {
         let cases: [(Message<'_>, &[u8]); 5] = [
             (Message::Hello, &[]),
             (
-                Message::ActuatorCommand(ActuatorCommand { seq: 0x0102, enable: true, force_n: 2.5 }),
+                Message::ActuatorCommand(ActuatorCommand {
+                    seq: 0x0102, enable: true, force_n: 2.5, origin_sample_index: 0x0304,
+                }),
                 &[
                     0x02, 0x01,             // seq
                     1,                      // enable
                     0x00, 0x00, 0x20, 0x40, // force_n 2.5
+                    0x04, 0x03, 0, 0, 0, 0, 0, 0, // origin_sample_index
                 ],
             ),
             (
@@ -1237,7 +1250,10 @@ mod tests {
     #[test]
     fn bool_other_than_zero_or_one_is_rejected() {
         assert_eq!(
-            Message::decode_payload(MessageType::ActuatorCommand, &[0, 0, 2, 0, 0, 0, 0]),
+            Message::decode_payload(
+                MessageType::ActuatorCommand,
+                &[0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+            ),
             Err(PayloadError::InvalidField { field: "enable" })
         );
     }
@@ -1245,7 +1261,9 @@ mod tests {
     #[test]
     fn non_finite_force_is_rejected_both_ways() {
         let nan = f32::NAN.to_le_bytes();
-        let payload = [0, 0, 1, nan[0], nan[1], nan[2], nan[3]];
+        let payload = [
+            0, 0, 1, nan[0], nan[1], nan[2], nan[3], 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
         assert_eq!(
             Message::decode_payload(MessageType::ActuatorCommand, &payload),
             Err(PayloadError::NonFinite { field: "force_n" })
@@ -1254,6 +1272,7 @@ mod tests {
             seq: 0,
             enable: true,
             force_n: f32::INFINITY,
+            origin_sample_index: ActuatorCommand::NO_ORIGIN,
         });
         assert_eq!(
             command.encode_payload(&mut [0; 16]),

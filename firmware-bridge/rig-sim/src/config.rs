@@ -36,6 +36,11 @@ pub struct SimConfig {
     /// CSV `sample_index,raw0,raw1,raw2,raw3` of every sample written to the pty.
     #[serde(default)]
     pub truth_log: Option<PathBuf>,
+    /// CSV `origin_sample_index,applied_at_sample_index,latency_ns` of every actuator command
+    /// that names the sample it was computed from (PROTOCOL.md §4.4), written at exit: the
+    /// control loop's latency from taking a sample to applying the drive.
+    #[serde(default)]
+    pub latency_log: Option<PathBuf>,
     /// Symlink to create pointing at the pty slave, removed on exit. An existing symlink there
     /// is replaced; any other file is an error.
     #[serde(default)]
@@ -199,6 +204,7 @@ impl Default for SimConfig {
             speed: default_speed(),
             max_samples: None,
             truth_log: None,
+            latency_log: None,
             pty_link: None,
             modbus_listen: None,
             firmware_version: default_firmware_version(),
@@ -301,6 +307,13 @@ impl SimConfig {
             .is_some_and(|p| p.as_os_str().is_empty())
         {
             problems.push("truth_log must not be an empty path".to_owned());
+        }
+        if self
+            .latency_log
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            problems.push("latency_log must not be an empty path".to_owned());
         }
         if self
             .pty_link

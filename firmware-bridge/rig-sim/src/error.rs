@@ -29,6 +29,15 @@ pub enum SimError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing the control-loop latency log failed.
+    #[error("writing the latency log {path}")]
+    LatencyLog {
+        /// The latency log path.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// Opening or writing the truth log failed.
     #[error("writing the truth log {path}")]
     TruthLog {

@@ -327,6 +327,7 @@ mod tests {
             seq,
             enable,
             force_n,
+            origin_sample_index: ActuatorCommand::NO_ORIGIN,
         })
     }
 

@@ -12,6 +12,7 @@
 //! - [`registers`]: the Modbus register map and its exceptions.
 //! - [`firmware`]: the firmware state machine: what to send in reply to what, the watchdog.
 //! - [`truth_log`]: CSV rows of every sample sent.
+//! - [`latency`]: the control-loop latency probe (sample taken → drive applied).
 //!
 //! I/O shells:
 //! - [`pty`]: the pseudo-terminal and its optional symlink.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod excitation;
 pub mod firmware;
+pub mod latency;
 pub mod link;
 pub mod modbus;
 pub mod pty;

@@ -51,6 +51,10 @@ struct Args {
     /// CSV of every sample written to the pty.
     #[arg(long)]
     truth_log: Option<PathBuf>,
+    /// CSV of the control-loop latency of every actuator command that names its origin
+    /// sample, written at exit.
+    #[arg(long)]
+    latency_log: Option<PathBuf>,
     /// Symlink to the pty slave, removed on exit.
     #[arg(long)]
     pty_link: Option<PathBuf>,
@@ -163,6 +167,9 @@ fn build_config(args: &Args) -> Result<SimConfig, Vec<String>> {
     }
     if args.max_samples.is_some() {
         config.max_samples = args.max_samples;
+    }
+    if args.latency_log.is_some() {
+        config.latency_log.clone_from(&args.latency_log);
     }
     if args.truth_log.is_some() {
         config.truth_log.clone_from(&args.truth_log);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dtop_firmware::{Frame, Samples};
+use dtop_firmware::{ActuatorCommand, Frame, Samples};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SimConfig;
 use crate::error::SimError;
 use crate::firmware::Firmware;
+use crate::latency::LatencyProbe;
 use crate::link::{self, Outgoing};
 use crate::modbus;
 use crate::pty::{self, PtyLink};
@@ -203,6 +204,10 @@ pub async fn start(config: SimConfig, shutdown: CancellationToken) -> Result<Sim
         stall_timeout: Duration::from_millis(config.write_stall_timeout_ms),
         first_lost: None,
         out: Vec::new(),
+        latency: config
+            .latency_log
+            .clone()
+            .map(|path| (path, LatencyProbe::default())),
     };
     let keepalive = pty.slave_keepalive;
     let firmware_stop = stop.clone();
@@ -310,6 +315,8 @@ struct FirmwareTask {
     first_lost: Option<u64>,
     /// Reused buffer for the state machine's replies.
     out: Vec<Frame>,
+    /// Where to write the loop latency at exit, and the probe; None = not measured.
+    latency: Option<(PathBuf, LatencyProbe)>,
 }
 
 impl FirmwareTask {
@@ -417,6 +424,20 @@ impl FirmwareTask {
             samples = self.firmware.next_sample_index(),
             "Firmware stopped."
         );
+        if let Some((path, probe)) = self.latency.take() {
+            tokio::fs::write(&path, probe.to_csv())
+                .await
+                .map_err(|source| SimError::LatencyLog {
+                    path: path.clone(),
+                    source,
+                })?;
+            tracing::info!(
+                path = %path.display(),
+                commands = probe.records().len(),
+                unmatched = probe.unmatched_total(),
+                "Wrote the control-loop latency log."
+            );
+        }
         Ok(())
     }
 
@@ -427,7 +448,20 @@ impl FirmwareTask {
     fn handle_event(&mut self, event: Event) {
         let now = self.uptime();
         match event {
-            Event::Frame(frame) => self.firmware.handle_frame(frame, now, &mut self.out),
+            Event::Frame(frame) => {
+                let origin = match &frame {
+                    Frame::ActuatorCommand(c)
+                        if c.origin_sample_index != ActuatorCommand::NO_ORIGIN =>
+                    {
+                        Some(c.origin_sample_index)
+                    }
+                    _ => None,
+                };
+                self.firmware.handle_frame(frame, now, &mut self.out);
+                if let (Some(origin), Some((_, probe))) = (origin, self.latency.as_mut()) {
+                    probe.applied(origin, self.firmware.next_sample_index(), now);
+                }
+            }
             Event::Register { request, reply_tx } => {
                 let reply = self
                     .firmware
@@ -462,6 +496,10 @@ impl FirmwareTask {
     fn produce(&mut self, samples_tx: &mpsc::Sender<Outgoing>) -> Option<(Samples, Instant)> {
         let samples = self.firmware.next_samples()?;
         let taken = samples.sample_count() as u64;
+        let now = self.uptime();
+        if let Some((_, probe)) = self.latency.as_mut() {
+            probe.sampled(samples.first_sample_index, taken, now);
+        }
         self.counters
             .samples_generated_total
             .fetch_add(taken, Ordering::Relaxed);

@@ -159,6 +159,7 @@ async fn applies_actuator_commands_and_trips_the_watchdog_when_the_edge_goes_sil
         seq: 7,
         enable: true,
         force_n: 500.0,
+        origin_sample_index: ActuatorCommand::NO_ORIGIN,
     }))
     .await;
     let status = edge
@@ -221,6 +222,7 @@ async fn applies_actuator_commands_and_trips_the_watchdog_when_the_edge_goes_sil
         seq: 8,
         enable: true,
         force_n: 1.5,
+        origin_sample_index: ActuatorCommand::NO_ORIGIN,
     }))
     .await;
     let status = edge

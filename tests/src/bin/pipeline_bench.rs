@@ -34,6 +34,8 @@ fn run(services: &mut Services, url: &str, broker: BrokerKind, samples: u64) -> 
         speed: 0.0,
         seed: 5,
         block_samples: 1000,
+        sim_args: Vec::new(),
+        twin_toml: String::new(),
     };
     let mut pipeline = Pipeline::start(spec, services)?;
     let started = Instant::now();

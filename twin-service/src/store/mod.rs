@@ -5,22 +5,29 @@
 //!
 //! - [`file`]: rotating `.lp` files on local disk.
 //! - [`http`]: InfluxDB 1.x `/write` and 2.x `/api/v2/write` over reqwest.
-//! - [`batch`]: the pure batch accumulator.
-//! - [`writer`]: the task that flushes batches and retries failed writes.
+//! - [`batch`]: the pure batch accumulator, and the blocks each batch carries.
+//! - [`outbox`]: sealed batches waiting for storage, in memory then in the disk spool.
+//! - [`persisted`]: per-rig persisted watermarks (pure) and their state file.
+//! - [`writer`]: the task that flushes batches, spools and replays them, retries failed
+//!   writes, and advances the watermarks.
+//! - [`audit`]: which block seqs InfluxDB holds, against the range expected (holes).
 
+pub mod audit;
 pub mod batch;
 pub mod file;
 pub mod http;
+pub mod outbox;
+pub mod persisted;
 pub mod writer;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::config::{SecretError, StorageConfig, TwinConfig};
+use crate::config::{SecretError, SpoolFsync, StorageConfig, StorageSpoolConfig, TwinConfig};
 pub use file::FileSink;
 pub use http::HttpSink;
-pub use writer::{Writer, WriterConfig};
+pub use writer::{Watermarks, Writer, WriterConfig};
 
 /// Where batches go.
 #[derive(Debug)]
@@ -64,6 +71,23 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The disk spool's settings from `[spool]`; `None` without a `spool.dir`. A full spool
+/// refuses (the writer then gives up the batch and counts it) rather than deleting older
+/// batches.
+pub fn spool_config(c: &StorageSpoolConfig) -> Option<dtop_spool::SpoolConfig> {
+    let dir = c.dir.clone()?;
+    let fsync = match c.fsync {
+        SpoolFsync::Always => dtop_spool::FsyncPolicy::Always,
+        SpoolFsync::Interval => dtop_spool::FsyncPolicy::IntervalMs(c.fsync_interval_ms),
+        SpoolFsync::Never => dtop_spool::FsyncPolicy::Never,
+    };
+    Some(
+        dtop_spool::SpoolConfig::new(dir, c.capacity_mib.saturating_mul(1024 * 1024))
+            .with_fsync(fsync)
+            .with_full(dtop_spool::FullPolicy::Refuse),
+    )
 }
 
 impl Sink {

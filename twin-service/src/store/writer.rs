@@ -1,27 +1,53 @@
-//! The storage writer task: sole owner of the batch and the sink.
+//! The storage writer task: sole owner of the batch being filled, the [`Outbox`] of sealed
+//! batches (memory, then the disk spool), the sink, and the per-rig persisted watermarks.
 //!
-//! Flushes when the batch reaches `max_lines` or is `max_delay` old; retries transient failures
-//! with jittered exponential backoff, keeping the batch (the full input channel then slows ingest
-//! down); counts and logs batches the server refuses. It stops when every chunk sender is gone,
-//! after a last flush bounded by the drain timeout.
+//! It never stops reading chunks: a write runs as a future beside the receive loop, so a slow,
+//! failing or absent storage never blocks the rig actors (and with them estimation and
+//! control). A batch is sealed at `max_lines` or `max_delay`; sealed batches are written one at
+//! a time, oldest first. A transient failure (5xx, 429, timeout, connection error) keeps the
+//! batch, retries it with jittered exponential backoff, and sends every batch in memory to the
+//! disk spool until a write succeeds; replay is in order. When memory and spool are full the
+//! oldest batch in memory is given up, counted per rig with its reason, and logged.
+//!
+//! After every acknowledged write the writer advances each rig's watermark (the highest seq up
+//! to which every block was acknowledged by storage), saves the watermarks in the spool
+//! directory, and only then hands them to the MQTT side to publish.
+//!
+//! It stops when every chunk sender is gone and everything pending is written, or the drain
+//! timeout after shutdown has passed: then what is left waits in the spool for the next start,
+//! or, without a spool, is dropped and counted.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use dtop_proto::RigId;
+use dtop_spool::{Spool, SpoolError};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::batch::Batch;
+use super::outbox::{Lost, Meta, Outbox, Sealed};
+use super::persisted::{self, Acked, PersistTracker};
 use super::{Sink, WriteError};
 use crate::backoff::Backoff;
-use crate::config::{BackoffConfig, TwinConfig};
+use crate::config::{BackoffConfig, SpoolFsync, TwinConfig};
 use crate::rig::Chunk;
-use crate::stats::{RigStoreStats, StoreStats};
+use crate::stats::StoreStats;
+
+/// Why blocks were given up at shutdown (no spool to keep them).
+pub const LOST_SHUTDOWN_DRAIN: &str = "shutdown_drain";
+/// Why blocks were given up when storage refused their batch as malformed.
+pub const LOST_REJECTED: &str = "rejected";
+
+/// Per-rig persisted watermarks, as the writer publishes them.
+pub type Watermarks = BTreeMap<RigId, u64>;
 
 /// The writer's knobs, from [`TwinConfig`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,6 +56,10 @@ pub struct WriterConfig {
     pub max_delay: Duration,
     pub retry: BackoffConfig,
     pub drain_timeout: Duration,
+    /// Most body bytes of sealed batches kept in memory while storage keeps up.
+    pub memory_bytes: u64,
+    /// How often the spool is fsynced from here (`spool.fsync = "interval"`).
+    pub spool_sync_interval: Option<Duration>,
 }
 
 impl From<&TwinConfig> for WriterConfig {
@@ -39,26 +69,60 @@ impl From<&TwinConfig> for WriterConfig {
             max_delay: c.batch.max_delay(),
             retry: c.retry,
             drain_timeout: c.batch.drain_timeout(),
+            memory_bytes: c.spool.memory_mib.saturating_mul(1024 * 1024),
+            spool_sync_interval: (c.spool.fsync == SpoolFsync::Interval)
+                .then(|| Duration::from_millis(c.spool.fsync_interval_ms)),
         }
+    }
+}
+
+type WriteFuture = Pin<Box<dyn Future<Output = (Sink, Result<(), WriteError>)> + Send>>;
+
+/// A write in progress; it owns the sink until it finishes.
+struct InFlight {
+    id: u64,
+    future: WriteFuture,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight").field("id", &self.id).finish()
     }
 }
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct Writer {
-    sink: Sink,
+    /// `None` while a write owns it.
+    sink: Option<Sink>,
+    in_flight: Option<InFlight>,
     chunk_rx: mpsc::Receiver<Chunk>,
     config: WriterConfig,
     shutdown: CancellationToken,
     /// Set the first time the writer notices shutdown; the drain timeout runs from here.
     drain_started: Option<Instant>,
     batch: Batch,
+    outbox: Outbox,
+    /// No write starts before this (backoff after a failure).
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+    /// The last write failed: every batch goes to the disk spool until one succeeds.
+    failing: bool,
+    trackers: BTreeMap<RigId, PersistTracker>,
+    /// Where the watermarks are saved (the spool directory).
+    state_dir: Option<PathBuf>,
+    watermark_tx: Option<watch::Sender<Watermarks>>,
+    /// Watermarks seen on the broker (retained from before a restart, or our own echoes).
+    published_rx: Option<mpsc::Receiver<(RigId, u64)>>,
+    /// Rig time waiting for storage, ns.
+    backlog_ns: BTreeMap<RigId, u64>,
     stats: StoreStats,
     stats_tx: watch::Sender<StoreStats>,
     rng: StdRng,
 }
 
 impl Writer {
+    /// A writer that keeps unsent batches in memory only.
     pub fn new(
         sink: Sink,
         chunk_rx: mpsc::Receiver<Chunk>,
@@ -66,132 +130,458 @@ impl Writer {
         shutdown: CancellationToken,
         stats_tx: watch::Sender<StoreStats>,
     ) -> Self {
+        let backoff = Backoff::new(config.retry);
         Self {
-            sink,
+            sink: Some(sink),
+            in_flight: None,
             chunk_rx,
             config,
             shutdown,
             drain_started: None,
             batch: Batch::default(),
+            outbox: Outbox::in_memory(),
+            retry_at: None,
+            backoff,
+            failing: false,
+            trackers: BTreeMap::new(),
+            state_dir: None,
+            watermark_tx: None,
+            published_rx: None,
+            backlog_ns: BTreeMap::new(),
             stats: StoreStats::default(),
             stats_tx,
             rng: StdRng::from_os_rng(),
         }
     }
 
-    /// Runs until every chunk sender is dropped; returns the final counters.
-    pub async fn run(mut self) -> StoreStats {
-        loop {
-            let due = self.batch.started().map(|t| t + self.config.max_delay);
-            tokio::select! {
-                chunk = self.chunk_rx.recv() => {
-                    let Some(chunk) = chunk else { break };
-                    self.batch.push(chunk, Instant::now());
-                    self.stats.lines_pending = self.batch.lines() as u64;
-                    if self.batch.lines() >= self.config.max_lines {
-                        self.flush().await;
-                    }
-                }
-                _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => self.flush().await,
+    /// Spools unsent batches in `spool` (its directory also keeps the watermarks), and picks
+    /// up what a previous run left there: its batches are sent first, its watermarks continue.
+    pub fn with_spool(mut self, spool: Spool) -> Result<Self, SpoolError> {
+        let dir = spool.config().dir.clone();
+        let (outbox, lost) = Outbox::with_spool(spool)?;
+        self.outbox = outbox;
+        match persisted::load(&dir) {
+            Ok(saved) => {
+                self.trackers = saved
+                    .into_iter()
+                    .map(|(rig, w)| (rig, PersistTracker::starting_at(Some(w))))
+                    .collect();
+            }
+            Err(e) => {
+                error!(dir = %dir.display(), error = %e, "Could not read the saved watermarks; they restart from the next block stored.");
             }
         }
-        self.flush().await;
-        if let Err(e) = self.sink.close().await {
+        let metas: Vec<Meta> = self.outbox.metas().cloned().collect();
+        for meta in &metas {
+            self.add_pending(meta);
+        }
+        for l in lost {
+            self.count_lost(&l.meta, l.reason);
+        }
+        if !metas.is_empty() {
+            info!(
+                batches = metas.len(),
+                lines = self.stats.lines_pending,
+                "Found batches a previous run left in the storage spool; sending them first."
+            );
+        }
+        self.state_dir = Some(dir);
+        self.stats.batches_spooled = self.outbox.spooled_len() as u64;
+        self.stats.spool_bytes = self.outbox.spool_bytes();
+        for (rig, t) in &self.trackers {
+            self.stats
+                .rigs
+                .entry(rig.clone())
+                .or_default()
+                .persisted_seq = t.watermark();
+        }
+        Ok(self)
+    }
+
+    /// Sends every new set of watermarks on `watermark_tx` (after saving it), starting with
+    /// the ones carried over.
+    pub fn with_watermarks(mut self, watermark_tx: watch::Sender<Watermarks>) -> Self {
+        watermark_tx.send_replace(self.watermarks());
+        self.watermark_tx = Some(watermark_tx);
+        self
+    }
+
+    /// Raises watermarks to those seen published on the broker: a restarted twin that lost (or
+    /// never had) its state file continues from the watermark it published before, instead of
+    /// from the first block it stores.
+    pub fn with_published_watermarks(mut self, published_rx: mpsc::Receiver<(RigId, u64)>) -> Self {
+        self.published_rx = Some(published_rx);
+        self
+    }
+
+    fn on_published(&mut self, rig: RigId, seq: u64) {
+        if !self.trackers.entry(rig.clone()).or_default().raise_to(seq) {
+            return;
+        }
+        info!(rig = %rig, seq, "Continuing from the watermark published before this start.");
+        self.save_and_send_watermarks();
+    }
+
+    fn watermarks(&self) -> Watermarks {
+        self.trackers
+            .iter()
+            .filter_map(|(rig, t)| Some((rig.clone(), t.watermark()?)))
+            .collect()
+    }
+
+    /// Runs until every chunk sender is dropped and storage has everything (or the drain
+    /// timeout passed); returns the final counters.
+    pub async fn run(mut self) -> StoreStats {
+        let mut sync_tick = tokio::time::interval(
+            self.config
+                .spool_sync_interval
+                .unwrap_or(Duration::from_secs(3600)),
+        );
+        sync_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let sync_enabled = self.config.spool_sync_interval.is_some() && self.outbox.has_spool();
+        let mut closed = false;
+        let mut drain_expired = false;
+        loop {
+            if drain_expired {
+                self.give_up_for_shutdown();
+            }
+            self.pump();
+            self.publish();
+            if closed
+                && self.batch.is_empty()
+                && self.in_flight.is_none()
+                && (self.outbox.is_empty() || drain_expired)
+            {
+                break;
+            }
+            let due = self.batch.started().map(|t| t + self.config.max_delay);
+            let retry_at = self.retry_at.filter(|_| self.in_flight.is_none());
+            let drain_pending = !drain_expired;
+            tokio::select! {
+                chunk = self.chunk_rx.recv(), if !closed => match chunk {
+                    Some(chunk) => {
+                        self.add_chunk(chunk);
+                        if self.batch.lines() >= self.config.max_lines {
+                            self.seal();
+                        }
+                    }
+                    None => {
+                        closed = true;
+                        self.seal();
+                    }
+                },
+                _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => self.seal(),
+                (sink, result) = poll_in_flight(&mut self.in_flight), if self.in_flight.is_some() => {
+                    self.sink = Some(sink);
+                    if let Some(f) = self.in_flight.take() {
+                        self.on_written(f.id, result);
+                    }
+                }
+                _ = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                    self.retry_at = None;
+                }
+                _ = sync_tick.tick(), if sync_enabled => self.outbox.sync(),
+                published = recv_published(&mut self.published_rx), if self.published_rx.is_some() => match published {
+                    Some((rig, seq)) => self.on_published(rig, seq),
+                    None => self.published_rx = None,
+                },
+                _ = wait_for_drain_expiry(&self.shutdown, &mut self.drain_started, self.config.drain_timeout), if drain_pending => {
+                    drain_expired = true;
+                }
+            }
+        }
+        self.outbox.sync();
+        if let Some(sink) = &mut self.sink
+            && let Err(e) = sink.close().await
+        {
             error!(error = %e, "Could not make the last storage writes durable.");
             self.stats.last_error = Some(e.to_string());
         }
         self.publish();
         debug!(
             lines_written = self.stats.lines_written_total,
+            batches_spooled = self.outbox.spooled_len(),
             "Storage writer stopped."
         );
         self.stats
     }
 
-    async fn flush(&mut self) {
-        let (body, lines, per_rig) = self.batch.take();
-        if lines == 0 {
+    fn add_chunk(&mut self, chunk: Chunk) {
+        self.batch.push(chunk, Instant::now());
+        if let Some(b) = self.batch.blocks().last() {
+            *self.backlog_ns.entry(b.rig.clone()).or_default() += b.span_ns;
+            self.stats.lines_pending += b.lines;
+        }
+    }
+
+    /// Closes the batch being filled and queues it.
+    fn seal(&mut self) {
+        if self.batch.is_empty() {
             return;
         }
-        let mut backoff = Backoff::new(self.config.retry);
-        loop {
-            if self.drain_expired() {
+        let (body, lines, blocks) = self.batch.take();
+        let id = self.outbox.take_id();
+        self.outbox.push(Sealed {
+            id,
+            body,
+            meta: Meta {
+                lines: lines as u64,
+                blocks,
+            },
+        });
+    }
+
+    /// Spills what memory should not hold, then starts the next write if none is running.
+    fn pump(&mut self) {
+        // Without a spool, memory is all there is, failing or not.
+        let keep = if self.failing && self.outbox.has_spool() {
+            0
+        } else {
+            self.config.memory_bytes
+        };
+        let in_flight = self.in_flight.as_ref().map(|f| f.id);
+        let lost = self.outbox.spill(keep, in_flight);
+        self.count_all_lost(lost);
+        if self.in_flight.is_some() || self.retry_at.is_some() || self.drain_expired_now() {
+            return;
+        }
+        let (next, lost) = self.outbox.oldest();
+        self.count_all_lost(lost);
+        let Some(next) = next else { return };
+        let Some(mut sink) = self.sink.take() else {
+            return;
+        };
+        let body = next.body;
+        self.in_flight = Some(InFlight {
+            id: next.id,
+            future: Box::pin(async move {
+                let result = sink.write(&body).await;
+                (sink, result)
+            }),
+        });
+    }
+
+    fn drain_expired_now(&self) -> bool {
+        self.drain_started
+            .is_some_and(|s| Instant::now() >= s + self.config.drain_timeout)
+    }
+
+    fn on_written(&mut self, id: u64, result: Result<(), WriteError>) {
+        match result {
+            Ok(()) => {
+                if self.failing {
+                    info!(
+                        batches_waiting = self.outbox.memory_len() + self.outbox.spooled_len(),
+                        "Storage accepts writes again; replaying waiting batches in order."
+                    );
+                }
+                self.failing = false;
+                self.retry_at = None;
+                self.backoff.reset();
+                if let Some(meta) = self.outbox.complete(id) {
+                    self.record_success(&meta);
+                }
+            }
+            Err(WriteError::Rejected { status, message }) => {
+                let Some(meta) = self.outbox.complete(id) else {
+                    return;
+                };
+                error!(status, lines = meta.lines, blocks = meta.blocks.len(), message = %message, "Storage refused a batch as malformed; its lines are lost.");
+                self.stats.lines_rejected_total += meta.lines;
+                self.stats.last_error = Some(format!("HTTP {status}: {message}"));
+                // Refused for good: the watermark may pass these blocks, which are counted lost.
+                self.count_lost(&meta, LOST_REJECTED);
+                self.advance(&meta, false);
+            }
+            Err(e) => {
+                let (detail, retry_after) = match e {
+                    WriteError::Retryable {
+                        detail,
+                        retry_after,
+                    } => (detail, retry_after),
+                    other => {
+                        error!(error = %other, "Storage refuses writes until an operator acts (credentials, database or bucket); keeping the batch and retrying.");
+                        (other.to_string(), None)
+                    }
+                };
+                self.failing = true;
+                self.stats.write_errors_total += 1;
+                self.stats.last_error = Some(detail.clone());
+                let max = Duration::from_millis(self.config.retry.max_ms);
+                let delay = self
+                    .backoff
+                    .next_delay(&mut self.rng)
+                    .max(retry_after.unwrap_or_default().min(max));
+                warn!(
+                    error = %detail,
+                    attempt = self.backoff.attempts(),
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    spooled = self.outbox.has_spool(),
+                    "Storage write failed; keeping the batch and retrying."
+                );
+                self.retry_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+
+    fn record_success(&mut self, meta: &Meta) {
+        self.stats.lines_written_total += meta.lines;
+        self.stats.batches_written_total += 1;
+        self.remove_pending(meta);
+        for b in &meta.blocks {
+            let s = self.stats.rigs.entry(b.rig.clone()).or_default();
+            s.blocks_stored += 1;
+            s.lines_written += b.lines;
+            s.samples_stored += b.samples;
+        }
+        self.advance(meta, true);
+        debug!(lines = meta.lines, "Stored a batch.");
+    }
+
+    /// Moves the watermarks over `meta`'s blocks; saves and hands them on if any moved.
+    fn advance(&mut self, meta: &Meta, count_duplicates: bool) {
+        let mut moved = false;
+        for b in &meta.blocks {
+            let tracker = self.trackers.entry(b.rig.clone()).or_default();
+            match tracker.record(b.seq) {
+                Acked::Advanced => moved = true,
+                Acked::Duplicate if count_duplicates => {
+                    self.stats
+                        .rigs
+                        .entry(b.rig.clone())
+                        .or_default()
+                        .blocks_duplicate_stored += 1;
+                }
+                Acked::Duplicate | Acked::Pending => {}
+            }
+        }
+        if moved {
+            self.save_and_send_watermarks();
+        }
+    }
+
+    fn save_and_send_watermarks(&mut self) {
+        let watermarks = self.watermarks();
+        for (rig, w) in &watermarks {
+            self.stats
+                .rigs
+                .entry(rig.clone())
+                .or_default()
+                .persisted_seq = Some(*w);
+        }
+        if let Some(dir) = &self.state_dir
+            && let Err(e) = persisted::save(dir, &watermarks)
+        {
+            // Storage has the blocks, so publishing stays truthful; a restart may only start
+            // from an older watermark.
+            error!(dir = %dir.display(), error = %e, "Could not save the persisted watermarks.");
+        }
+        if let Some(tx) = &self.watermark_tx {
+            tx.send_replace(watermarks);
+        }
+    }
+
+    fn add_pending(&mut self, meta: &Meta) {
+        self.stats.lines_pending += meta.lines;
+        for b in &meta.blocks {
+            *self.backlog_ns.entry(b.rig.clone()).or_default() += b.span_ns;
+        }
+    }
+
+    fn remove_pending(&mut self, meta: &Meta) {
+        self.stats.lines_pending = self.stats.lines_pending.saturating_sub(meta.lines);
+        for b in &meta.blocks {
+            if let Some(ns) = self.backlog_ns.get_mut(&b.rig) {
+                *ns = ns.saturating_sub(b.span_ns);
+            }
+        }
+    }
+
+    fn count_all_lost(&mut self, lost: Vec<Lost>) {
+        for l in lost {
+            self.count_lost(&l.meta, l.reason);
+        }
+    }
+
+    /// Counts blocks that will never be stored, per rig and reason, and logs them as data loss.
+    fn count_lost(&mut self, meta: &Meta, reason: &'static str) {
+        self.remove_pending(meta);
+        let mut per_rig: BTreeMap<&RigId, (u64, u64)> = BTreeMap::new();
+        for b in &meta.blocks {
+            let e = per_rig.entry(&b.rig).or_default();
+            e.0 += 1;
+            e.1 += b.samples;
+            let s = self.stats.rigs.entry(b.rig.clone()).or_default();
+            *s.blocks_dropped.entry(reason.to_owned()).or_default() += 1;
+            *s.samples_dropped.entry(reason.to_owned()).or_default() += b.samples;
+        }
+        for (rig, (blocks, samples)) in per_rig {
+            error!(rig = %rig, reason, blocks, samples, "Gave up blocks before storage acknowledged them.");
+        }
+        if reason != LOST_REJECTED {
+            self.stats.lines_dropped_total += meta.lines;
+        }
+    }
+
+    /// After the drain timeout: stop writing; what is left goes to the spool, or is dropped.
+    fn give_up_for_shutdown(&mut self) {
+        if let Some(f) = self.in_flight.take() {
+            // The sink is inside the cancelled write; nothing else will be written.
+            debug!(id = f.id, "Cancelled a storage write at the drain timeout.");
+        }
+        self.seal();
+        if self.outbox.has_spool() {
+            let lost = self.outbox.spill(0, None);
+            self.count_all_lost(lost);
+            if self.outbox.spooled_len() > 0 {
+                info!(
+                    batches = self.outbox.spooled_len(),
+                    "Storage did not take everything before the drain timeout; the rest waits in the spool for the next start."
+                );
+            }
+        } else {
+            for meta in self.outbox.drain_memory() {
                 error!(
-                    lines,
+                    lines = meta.lines,
                     "Shutdown drain timed out; dropping lines storage has not accepted."
                 );
-                self.stats.lines_dropped_total += lines as u64;
-                break;
-            }
-            match self.sink.write(&body).await {
-                Ok(()) => {
-                    self.record_success(lines, per_rig);
-                    break;
-                }
-                Err(WriteError::Rejected { status, message }) => {
-                    error!(status, lines, message = %message, "Storage refused a batch as malformed; its lines are lost.");
-                    self.stats.lines_rejected_total += lines as u64;
-                    self.stats.last_error = Some(format!("HTTP {status}: {message}"));
-                    break;
-                }
-                Err(e @ (WriteError::Retryable { .. } | WriteError::NeedsOperator { .. })) => {
-                    let (detail, retry_after) = match e {
-                        WriteError::Retryable {
-                            detail,
-                            retry_after,
-                        } => (detail, retry_after),
-                        other => {
-                            error!(error = %other, lines, "Storage refuses writes until an operator acts (credentials, database or bucket); keeping the batch and retrying.");
-                            (other.to_string(), None)
-                        }
-                    };
-                    self.stats.write_errors_total += 1;
-                    self.stats.last_error = Some(detail.clone());
-                    let max = Duration::from_millis(self.config.retry.max_ms);
-                    let delay = backoff
-                        .next_delay(&mut self.rng)
-                        .max(retry_after.unwrap_or_default().min(max));
-                    warn!(
-                        error = %detail,
-                        lines,
-                        attempt = backoff.attempts(),
-                        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                        "Storage write failed; keeping the batch and retrying."
-                    );
-                    self.stats.lines_pending = lines as u64;
-                    self.publish();
-                    tokio::select! {
-                        _ = sleep(delay) => {}
-                        _ = wait_for_drain_expiry(&self.shutdown, &mut self.drain_started, self.config.drain_timeout) => {}
-                    }
-                }
+                self.count_lost(&meta, LOST_SHUTDOWN_DRAIN);
             }
         }
-        self.stats.lines_pending = self.batch.lines() as u64;
-        self.publish();
     }
 
-    fn record_success(&mut self, lines: usize, per_rig: BTreeMap<RigId, RigStoreStats>) {
-        self.stats.lines_written_total += lines as u64;
-        self.stats.batches_written_total += 1;
-        for (rig, s) in per_rig {
-            let total = self.stats.rigs.entry(rig).or_default();
-            total.blocks_stored += s.blocks_stored;
-            total.lines_written += s.lines_written;
+    fn publish(&mut self) {
+        self.stats.batches_in_memory = self.outbox.memory_len() as u64;
+        self.stats.batches_spooled = self.outbox.spooled_len() as u64;
+        self.stats.spool_bytes = self.outbox.spool_bytes();
+        self.stats.storage_failing = self.failing;
+        for (rig, ns) in &self.backlog_ns {
+            self.stats.rigs.entry(rig.clone()).or_default().backlog_s = *ns as f64 * 1e-9;
         }
-        debug!(lines, "Stored a batch.");
+        self.stats_tx.send_if_modified(|s| {
+            if *s == self.stats {
+                false
+            } else {
+                *s = self.stats.clone();
+                true
+            }
+        });
     }
+}
 
-    fn drain_expired(&mut self) -> bool {
-        if !self.shutdown.is_cancelled() {
-            return false;
-        }
-        let started = *self.drain_started.get_or_insert_with(Instant::now);
-        Instant::now() >= started + self.config.drain_timeout
+async fn poll_in_flight(in_flight: &mut Option<InFlight>) -> (Sink, Result<(), WriteError>) {
+    match in_flight {
+        Some(f) => (&mut f.future).await,
+        // Guarded by the select condition.
+        None => std::future::pending().await,
     }
+}
 
-    fn publish(&self) {
-        self.stats_tx.send_replace(self.stats.clone());
+async fn recv_published(rx: &mut Option<mpsc::Receiver<(RigId, u64)>>) -> Option<(RigId, u64)> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        // Guarded by the select condition.
+        None => std::future::pending().await,
     }
 }
 
@@ -217,8 +607,10 @@ mod tests {
         Chunk {
             rig: RigId::new("r1").unwrap(),
             seq,
-            lines: format!("m a={seq} {seq}\n"),
-            line_count: 1,
+            lines: format!(
+                "m a={seq} {seq}\ndtop_blocks,rig=r1,stream=0 seq={seq}i,first_sample_index=0i,samples=10i,sample_period_ns=1000000i,session=1i,backfill=false {seq}\n"
+            ),
+            line_count: 2,
         }
     }
 
@@ -231,6 +623,8 @@ mod tests {
                 max_ms: 20,
             },
             drain_timeout: Duration::from_millis(200),
+            memory_bytes: 1 << 20,
+            spool_sync_interval: None,
         }
     }
 
@@ -247,14 +641,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = mpsc::channel(8);
         let (stats_tx, mut stats_rx) = watch::channel(StoreStats::default());
+        let (wm_tx, mut wm_rx) = watch::channel(Watermarks::new());
         // A delay far longer than the test: only max_lines can trigger this flush.
         let writer = Writer::new(
             file_sink(dir.path()).await,
             rx,
-            config(2, 3_600_000),
+            config(4, 3_600_000),
             CancellationToken::new(),
             stats_tx,
-        );
+        )
+        .with_watermarks(wm_tx);
         let task = tokio::spawn(writer.run());
         tx.send(chunk(1)).await.unwrap();
         tx.send(chunk(2)).await.unwrap();
@@ -266,14 +662,16 @@ mod tests {
         .unwrap()
         .unwrap()
         .clone();
-        assert_eq!(stats.lines_written_total, 2);
+        assert_eq!(stats.lines_written_total, 4);
+        let r = &stats.rigs[&RigId::new("r1").unwrap()];
         assert_eq!(
-            stats.rigs[&RigId::new("r1").unwrap()],
-            RigStoreStats {
-                blocks_stored: 2,
-                lines_written: 2
-            }
+            (r.blocks_stored, r.lines_written, r.samples_stored),
+            (2, 4, 20)
         );
+        assert_eq!(r.persisted_seq, Some(2));
+        assert_eq!(r.backlog_s, 0.0);
+        let wm = wm_rx.wait_for(|w| !w.is_empty()).await.unwrap().clone();
+        assert_eq!(wm[&RigId::new("r1").unwrap()], 2);
         drop(tx);
         let final_stats = tokio::time::timeout(Duration::from_secs(10), task)
             .await
@@ -298,7 +696,7 @@ mod tests {
         tx.send(chunk(1)).await.unwrap();
         tokio::time::timeout(
             Duration::from_secs(10),
-            stats_rx.wait_for(|s| s.lines_written_total == 1),
+            stats_rx.wait_for(|s| s.lines_written_total == 2),
         )
         .await
         .unwrap()

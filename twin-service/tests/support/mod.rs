@@ -234,6 +234,38 @@ bind-address = "127.0.0.1:{rpc}"
         self.child.pid()
     }
 
+    /// SIGKILLs the server (by PID) and reaps it; its data directory and port stay reserved
+    /// for [`InfluxD::restart`].
+    pub fn kill(&mut self) {
+        let _ = self.child.child.kill();
+        let _ = self.child.child.wait();
+    }
+
+    /// Starts the server again on the same data directory and port, and waits until it
+    /// answers.
+    pub async fn restart(&mut self) {
+        let binary = require_binary(INFLUXD).expect("influxd is required");
+        let d = self._dir.path();
+        let mut command = Command::new(&binary);
+        command.arg("-config").arg(d.join("influxdb.conf"));
+        let log = d.join(format!("influxd-{}.log", self.child.pid()));
+        self.child = ChildGuard::spawn("influxd", command, log);
+        let client = self.client.clone();
+        let ping = format!("{}/ping", self.url);
+        let up = wait_ready(&mut self.child, || {
+            let (client, ping) = (client.clone(), ping.clone());
+            async move {
+                client
+                    .get(&ping)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().as_u16() == 204)
+            }
+        })
+        .await;
+        assert!(up, "influxd did not restart; log:\n{}", self.child.log());
+    }
+
     /// Runs an InfluxQL statement that changes something (`CREATE DATABASE ...`).
     pub async fn execute(&self, statement: &str) {
         let mut url = reqwest::Url::parse(&format!("{}/query", self.url)).unwrap();
@@ -444,7 +476,7 @@ impl Mosquitto {
             let config_path = dir.path().join("mosquitto.conf");
             std::fs::write(
                 &config_path,
-                format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+                format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n"),
             )
             .unwrap();
             let mut command = Command::new(&binary);

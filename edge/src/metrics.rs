@@ -1,0 +1,263 @@
+//! Owns the edge's Prometheus endpoint: rendering [`EdgeStats`] in the text exposition format
+//! (pure, tested) and serving it on `GET /metrics` (axum). Knows nothing of how the counters
+//! are kept; it reads the stats watch.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::safety::SafetyState;
+use crate::stats::EdgeStats;
+
+/// Every safety state, for the one-hot `dtop_edge_safety_state` gauge.
+const SAFETY_STATES: [SafetyState; 5] = [
+    SafetyState::Idle,
+    SafetyState::Driving,
+    SafetyState::SafeTimeout,
+    SafetyState::Latched,
+    SafetyState::Disabled,
+];
+
+/// `stats` of rig `rig` in the Prometheus text exposition format (version 0.0.4).
+pub fn render(rig: &str, stats: &EdgeStats) -> String {
+    let mut out = String::with_capacity(4096);
+    let rig = escape(rig);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{{rig=\"{rig}\"{labels}}} {value}");
+        }
+    };
+    let one = |v: f64| vec![(String::new(), v)];
+    let s = stats;
+    metric(
+        "dtop_edge_samples_in_total",
+        "counter",
+        "Samples read from the firmware.",
+        &one(s.samples_in_total as f64),
+    );
+    metric(
+        "dtop_edge_blocks_published_total",
+        "counter",
+        "Sample blocks the broker acknowledged.",
+        &one(s.blocks_published_total as f64),
+    );
+    metric(
+        "dtop_edge_samples_dropped_total",
+        "counter",
+        "Samples dropped before publication (queue full, oversized).",
+        &one(s.samples_dropped_total as f64),
+    );
+    metric(
+        "dtop_edge_queued_blocks",
+        "gauge",
+        "Blocks waiting for the broker.",
+        &one(s.queued_blocks as f64),
+    );
+    metric(
+        "dtop_edge_mqtt_connected",
+        "gauge",
+        "1 while connected to the broker.",
+        &one(f64::from(u8::from(s.mqtt_connected))),
+    );
+    metric(
+        "dtop_edge_mqtt_session",
+        "gauge",
+        "MQTT session number; each increase is a (re)connect.",
+        &one(s.session as f64),
+    );
+    metric(
+        "dtop_edge_firmware_online",
+        "gauge",
+        "1 while the firmware streams samples.",
+        &one(f64::from(u8::from(s.firmware_online))),
+    );
+    metric(
+        "dtop_edge_serial_bad_frames_total",
+        "counter",
+        "Firmware frames dropped for a bad CRC, version or payload.",
+        &one(s.bad_frames_total as f64),
+    );
+    metric(
+        "dtop_edge_safety_state",
+        "gauge",
+        "The actuator safety envelope's state (one-hot).",
+        &SAFETY_STATES
+            .iter()
+            .map(|st| {
+                (
+                    format!(",state=\"{}\"", st.as_str()),
+                    f64::from(u8::from(*st == s.safety_state)),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "dtop_edge_actuator_force_newtons",
+        "gauge",
+        "Force of the last actuator command, N.",
+        &one(s.last_applied_force_n),
+    );
+    metric(
+        "dtop_edge_drives_total",
+        "counter",
+        "Actuator drives by outcome.",
+        &[
+            (",outcome=\"applied\"".into(), s.drives_applied_total as f64),
+            (",outcome=\"refused\"".into(), s.drives_refused_total as f64),
+            (",outcome=\"bad\"".into(), s.drives_bad_total as f64),
+            (",outcome=\"dropped\"".into(), s.drives_dropped_total as f64),
+            (",outcome=\"ignored\"".into(), s.drives_ignored_total as f64),
+        ],
+    );
+    metric(
+        "dtop_edge_drive_timeouts_total",
+        "counter",
+        "Times drives stopped arriving and the actuator went to its safe state.",
+        &one(s.drive_timeouts_total as f64),
+    );
+    metric(
+        "dtop_edge_commands_total",
+        "counter",
+        "Operator commands by outcome.",
+        &[
+            (
+                ",outcome=\"applied\"".into(),
+                s.commands_applied_total as f64,
+            ),
+            (
+                ",outcome=\"refused\"".into(),
+                s.commands_refused_total as f64,
+            ),
+            (
+                ",outcome=\"expired\"".into(),
+                s.commands_expired_total as f64,
+            ),
+        ],
+    );
+    metric(
+        "dtop_edge_inner_loop_running",
+        "gauge",
+        "1 while the edge-hosted control loop runs.",
+        &one(f64::from(u8::from(s.inner_loop_running))),
+    );
+    metric(
+        "dtop_edge_inner_loop_version",
+        "gauge",
+        "Version of the controller params last applied.",
+        &one(s.inner_loop_version as f64),
+    );
+    let per_device = |f: &dyn Fn(&crate::modbus::ModbusDeviceStats) -> u64| {
+        s.modbus
+            .iter()
+            .map(|(device, d)| (format!(",device=\"{}\"", escape(device)), f(d) as f64))
+            .collect::<Vec<_>>()
+    };
+    metric(
+        "dtop_edge_modbus_requests_total",
+        "counter",
+        "Modbus requests sent, by device.",
+        &per_device(&|d| d.requests_total),
+    );
+    metric(
+        "dtop_edge_modbus_errors_total",
+        "counter",
+        "Modbus requests that failed, by device and kind.",
+        &s.modbus
+            .iter()
+            .flat_map(|(device, d)| {
+                let device = escape(device);
+                [
+                    ("timeout", d.timeouts_total),
+                    ("exception", d.exceptions_total),
+                    ("transport", d.transport_errors_total),
+                ]
+                .map(|(kind, n)| (format!(",device=\"{device}\",kind=\"{kind}\""), n as f64))
+            })
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "dtop_edge_modbus_samples_total",
+        "counter",
+        "Polled samples, by device.",
+        &per_device(&|d| d.samples_total),
+    );
+    out
+}
+
+/// Escapes a label value (text format: backslash, quote, newline).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves `GET /metrics` on `listener` until `cancel`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    rig: String,
+    stats: watch::Receiver<EdgeStats>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state((rig, stats));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+}
+
+async fn metrics(
+    State((rig, stats)): State<(String, watch::Receiver<EdgeStats>)>,
+) -> impl IntoResponse {
+    let body = render(&rig, &stats.borrow());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// Binds the metrics listener (before anything else runs, so a taken port fails the start).
+///
+/// # Errors
+/// The bind error.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_the_one_hot_safety_state() {
+        let stats = EdgeStats {
+            samples_in_total: 1234,
+            safety_state: SafetyState::Latched,
+            commands_refused_total: 2,
+            ..EdgeStats::default()
+        };
+        let text = render("lab\"1", &stats);
+        assert!(
+            text.contains("dtop_edge_samples_in_total{rig=\"lab\\\"1\"} 1234\n"),
+            "{text}"
+        );
+        assert!(text.contains("dtop_edge_safety_state{rig=\"lab\\\"1\",state=\"latched\"} 1\n"));
+        assert!(text.contains("dtop_edge_safety_state{rig=\"lab\\\"1\",state=\"idle\"} 0\n"));
+        assert!(
+            text.contains("dtop_edge_commands_total{rig=\"lab\\\"1\",outcome=\"refused\"} 2\n")
+        );
+        // Every sample line belongs to a declared metric.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split('{').next().unwrap_or("");
+            assert!(text.contains(&format!("# TYPE {name} ")), "{line}");
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Modbus devices on the edge: a declarative register map (`[modbus]` in the edge config), a pure
+//! read planner and decoder, one task per bus that owns the connection and polls its devices, and
+//! a Modbus actuator output. Knows nothing of MQTT: polled samples go to the acquisition task.
+//!
+//! # Layout
+//! - [`config`]: `[modbus]`: devices, transports, register maps, actuator; validation.
+//! - [`plan`]: pure: coalesces registers into read requests (≤ 125 words, ≤ 2000 bits).
+//! - [`decode`]: pure: words ↔ numbers by type, word and byte order; scale, offset, raw integer.
+//! - [`bus`]: owns one connection (TCP, or an RTU line shared by slaves): timeouts, t3.5
+//!   silence, turnaround delay, reconnect with backoff.
+//! - [`streams`]: pure: polled devices as streams and birth-manifest channels.
+//! - [`actuator`]: the Modbus actuator output: setpoint → register writes (pure), write schedule.
+//! - [`poller`]: the bus task: owns a [`bus::Bus`], polls its devices on their schedules,
+//!   drives the actuator, counts errors per device and register.
+
+pub mod actuator;
+pub mod bus;
+pub mod config;
+pub mod decode;
+pub mod plan;
+pub mod poller;
+pub mod streams;
+
+pub use actuator::ModbusSetpoint;
+pub use poller::{ModbusActuatorError, ModbusDeviceStats, run_modbus_actuator, spawn_buses};
+pub use streams::{PolledSample, birth_channels, polled_streams};

@@ -1,0 +1,181 @@
+//! The audit: which block seqs of a rig InfluxDB actually holds, compared with the seq range
+//! that should be there. The comparison is pure; the query is one InfluxQL request over the
+//! 1.x `/query` API (`dtop_blocks` carries every block's `seq`, see [`crate::lineproto`]).
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use dtop_proto::RigId;
+use serde::Serialize;
+
+use crate::lineproto::BLOCKS_MEASUREMENT;
+
+/// What InfluxDB holds of an expected seq range.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HoleReport {
+    /// Expected seqs found at least once.
+    pub present: u64,
+    /// Expected seqs not found, as inclusive ranges.
+    pub holes: Vec<(u64, u64)>,
+    /// Sum of the hole lengths.
+    pub missing: u64,
+    /// Seqs found in more than one point (a block stored under two timestamps or streams).
+    pub duplicated: Vec<u64>,
+    /// Seqs found outside the expected range.
+    pub outside: u64,
+}
+
+impl HoleReport {
+    /// Every expected seq is there exactly once.
+    pub fn is_complete(&self) -> bool {
+        self.missing == 0 && self.duplicated.is_empty()
+    }
+}
+
+/// Compares the seqs found (any order, repeats allowed) with the expected range.
+pub fn holes(expected: RangeInclusive<u64>, found: &[u64]) -> HoleReport {
+    let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
+    for &s in found {
+        *counts.entry(s).or_default() += 1;
+    }
+    let mut report = HoleReport {
+        duplicated: counts
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(s, _)| *s)
+            .collect(),
+        outside: counts.keys().filter(|s| !expected.contains(s)).count() as u64,
+        ..HoleReport::default()
+    };
+    let (lo, hi) = (*expected.start(), *expected.end());
+    if lo > hi {
+        return report;
+    }
+    let mut next = lo;
+    for &s in counts.range(lo..=hi).map(|(s, _)| s) {
+        if s > next {
+            report.holes.push((next, s - 1));
+            report.missing += s - next;
+        }
+        report.present += 1;
+        if s == u64::MAX {
+            return report;
+        }
+        next = s + 1;
+    }
+    if next <= hi {
+        report.holes.push((next, hi));
+        report.missing += hi - next + 1;
+    }
+    report
+}
+
+/// Why the audit query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("InfluxDB query failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("InfluxDB answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("unexpected InfluxDB reply: {0}")]
+    Reply(String),
+}
+
+/// Every `seq` value of `rig`'s `dtop_blocks` points in an InfluxDB 1.x database, one per
+/// point (a seq stored twice under different timestamps appears twice).
+pub async fn stored_seqs_v1(
+    base_url: &str,
+    database: &str,
+    rig: &RigId,
+    timeout: Duration,
+) -> Result<Vec<u64>, AuditError> {
+    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    // Rig ids are [A-Za-z0-9_-], so quoting them needs no escaping.
+    let q = format!("SELECT seq FROM {BLOCKS_MEASUREMENT} WHERE rig = '{rig}'");
+    let mut url = reqwest::Url::parse(&format!("{}/query", base_url.trim_end_matches('/')))
+        .map_err(|e| AuditError::Reply(format!("bad URL {base_url}: {e}")))?;
+    url.query_pairs_mut()
+        .append_pair("db", database)
+        .append_pair("q", &q)
+        .append_pair("epoch", "ns");
+    let response = client.get(url).send().await?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    if !status.is_success() {
+        return Err(AuditError::Status {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+    let reply: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| AuditError::Reply(e.to_string()))?;
+    let result = &reply["results"][0];
+    if let Some(e) = result.get("error") {
+        return Err(AuditError::Reply(e.to_string()));
+    }
+    let mut seqs = Vec::new();
+    for series in result["series"].as_array().into_iter().flatten() {
+        let col = series["columns"]
+            .as_array()
+            .and_then(|c| c.iter().position(|n| n == "seq"))
+            .ok_or_else(|| AuditError::Reply("no seq column".into()))?;
+        for row in series["values"].as_array().into_iter().flatten() {
+            let seq = row[col]
+                .as_u64()
+                .or_else(|| row[col].as_f64().map(|f| f as u64))
+                .ok_or_else(|| AuditError::Reply(format!("bad seq in {row}")))?;
+            seqs.push(seq);
+        }
+    }
+    Ok(seqs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_complete_range_has_no_holes() {
+        let r = holes(1..=5, &[3, 1, 2, 5, 4]);
+        assert!(r.is_complete());
+        assert_eq!(r.present, 5);
+        assert!(r.holes.is_empty());
+    }
+
+    #[test]
+    fn reports_holes_at_the_start_middle_and_end() {
+        let r = holes(1..=10, &[3, 4, 7]);
+        assert_eq!(r.holes, [(1, 2), (5, 6), (8, 10)]);
+        assert_eq!(r.missing, 7);
+        assert_eq!(r.present, 3);
+        assert!(!r.is_complete());
+    }
+
+    #[test]
+    fn nothing_found_is_one_hole() {
+        let r = holes(4..=6, &[]);
+        assert_eq!(r.holes, [(4, 6)]);
+        assert_eq!(r.missing, 3);
+        let r = holes(4..=6, &[1, 9]);
+        assert_eq!(r.holes, [(4, 6)]);
+        assert_eq!(r.outside, 2);
+    }
+
+    #[test]
+    fn counts_duplicates_and_seqs_outside_the_range() {
+        let r = holes(1..=3, &[1, 2, 2, 3, 9]);
+        assert_eq!(r.duplicated, [2]);
+        assert_eq!(r.outside, 1);
+        assert_eq!(r.missing, 0);
+        assert!(!r.is_complete());
+    }
+
+    #[test]
+    fn handles_the_top_of_the_seq_space() {
+        let r = holes(u64::MAX - 1..=u64::MAX, &[u64::MAX]);
+        assert_eq!(r.holes, [(u64::MAX - 1, u64::MAX - 1)]);
+        let r = holes(u64::MAX - 1..=u64::MAX, &[u64::MAX - 1, u64::MAX]);
+        assert!(r.is_complete());
+    }
+}
