@@ -1,16 +1,20 @@
 //! Owns the broker's configuration shape, its named defaults and whole-config validation.
 //! Knows nothing about files (see `load`) or about rumqttd's own schema (see `translate`).
+//! Role rules live in `acl`; this file only embeds them under `[auth]`.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
 
 use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use serde::{Deserialize, Serialize};
 
+use crate::acl::RolesConfig;
+
 /// Largest "remaining length" an MQTT packet can declare (MQTT 3.1.1 §2.2.3, MQTT 5 §1.5.5).
 pub const MQTT_MAX_REMAINING_LENGTH_BYTES: usize = 268_435_455;
 
-/// Upper bound for `limits.max_connections`: rumqttd preallocates router slots for every
+/// Upper bound for `limits.max_connections`: rumqttd's router preallocates slots for every
 /// allowed connection, so a typo like `10000000` would cost memory at startup.
 pub const MAX_CONNECTIONS_LIMIT: usize = 100_000;
 
@@ -18,28 +22,39 @@ pub const MAX_CONNECTIONS_LIMIT: usize = 100_000;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// MQTT 3.1.1 listener. DTOP's own clients (edge, twin, cli) speak 3.1.1 here.
+    /// Plain-TCP MQTT listener. Serves MQTT 3.1.1 and MQTT 5 on the same port.
     #[serde(default)]
     pub mqtt: ListenerConfig,
-    /// Optional MQTT 5 listener. rumqttd serves one protocol version per listener, so MQTT 5
-    /// clients need their own port. Off when the section is absent.
+    /// Optional second plain-TCP listener (kept from the rumqttd era, when MQTT 5 needed its
+    /// own port). It serves both protocol versions too. Off when the section is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt_v5: Option<ListenerConfig>,
+    /// Optional MQTT over TLS listener (both protocol versions), with optional client
+    /// certificates. Off when the section is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Optional MQTT over WebSocket listener (subprotocol `mqtt`) for browser dashboards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<ListenerConfig>,
+    /// Optional Prometheus metrics endpoint (`GET /metrics`). Off when the section is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
     /// Limits applied to every connection on every listener.
     #[serde(default)]
     pub limits: LimitsConfig,
-    /// rumqttd's HTTP debug console. It has no authentication, so it is off unless this section
-    /// is present, and it may only listen on a loopback address.
+    /// Authentication and authorization. Without it every client is anonymous and may do
+    /// anything (the broker logs a warning); with it, unknown users are refused and every
+    /// publish, subscription and will is checked against the role's rules (default deny).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub console: Option<ConsoleConfig>,
+    pub auth: Option<AuthConfig>,
 }
 
-/// One MQTT listener.
+/// One listener.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
-    /// Address and port to accept MQTT clients on. Port 0 is refused: rumqttd cannot report
-    /// which port it bound, so no client could find it.
+    /// Address and port to accept clients on. Port 0 picks a free port; the running broker
+    /// reports it (`BrokerHandle::mqtt_addr`).
     pub listen: SocketAddr,
 }
 
@@ -51,27 +66,87 @@ impl Default for ListenerConfig {
     }
 }
 
+/// MQTT over TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address and port of the TLS listener (MQTT's registered TLS port is 8883).
+    #[serde(default = "default_tls_listen")]
+    pub listen: SocketAddr,
+    /// PEM file with the server certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM file of CA certificates that sign client certificates. When set, clients must
+    /// present a certificate chaining to one of them (mTLS), and its subject CN (or first DNS
+    /// SAN) names the user in the credentials file; no password is needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The metrics endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to serve `GET /metrics` on. Loopback by default: the metrics name clients.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+/// Authentication and authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Credentials file (`username:role:rigs:argon2id-hash` per line), managed with
+    /// `dtop-broker passwd --file PATH add|remove USER`.
+    pub credentials_file: PathBuf,
+    /// Topic rules per role; roles left out keep DTOP's built-in rules.
+    #[serde(default)]
+    pub roles: RolesConfig,
+}
+
 /// Per-connection limits, shared by all listeners.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest MQTT packet a client may send, bytes (counted as the packet's remaining length:
     /// everything after the fixed header). Must be at least
-    /// `dtop_proto::limits::MAX_MQTT_PACKET_BYTES` so that a full sample block fits. The
-    /// router's per-subscription-filter backlog is sized from this value.
+    /// `dtop_proto::limits::MAX_MQTT_PACKET_BYTES` so that a full sample block fits. A larger
+    /// PUBLISH is refused on its own (MQTT 5: reason 0x97; 3.1.1: acknowledged and dropped);
+    /// the connection stays up.
     #[serde(default = "default_max_payload_bytes")]
     pub max_payload_bytes: usize,
-    /// Most concurrent MQTT connections across all listeners; further CONNECTs are refused.
+    /// Most concurrent connections across all listeners; a CONNECT beyond it is answered with
+    /// a refusing CONNACK (3.1.1: 0x03 server unavailable; 5: 0x89 server busy).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Most packets read from one connection in one batch before they are handed to the router.
-    /// Note: rumqttd caps the broker-to-client QoS 1/2 window at 100 regardless of this value.
+    /// Most QoS 1/2 messages in flight to one client (MQTT 5 clients may ask for fewer).
     #[serde(default = "default_max_inflight_count")]
     pub max_inflight_count: usize,
-    /// How long a new TCP connection may take to send its CONNECT before it is dropped, ms.
-    /// 1..=65535, because rumqttd stores it as a `u16`.
+    /// How long a new connection may take to send its CONNECT before it is closed, ms.
     #[serde(default = "default_connection_timeout_ms")]
     pub connection_timeout_ms: u32,
+    /// Messages queued for one client beyond those in flight (while it is slow or, with a
+    /// persistent session, offline). When full, the oldest queued message is dropped and
+    /// counted.
+    #[serde(default = "default_max_queued_messages")]
+    pub max_queued_messages: usize,
+    /// Most PUBLISH packets per second one client may send; 0 = unlimited. Faster clients are
+    /// throttled (the broker stops reading their socket until the budget refills).
+    #[serde(default = "default_max_publish_rate_hz")]
+    pub max_publish_rate_hz: u32,
+    /// Upper bound on a session's expiry after disconnect, s. MQTT 3.1.1 persistent sessions
+    /// (clean session = 0) and MQTT 5 sessions asking for more get this.
+    #[serde(default = "default_max_session_expiry_s")]
+    pub max_session_expiry_s: u32,
 }
 
 impl Default for LimitsConfig {
@@ -81,24 +156,9 @@ impl Default for LimitsConfig {
             max_connections: default_max_connections(),
             max_inflight_count: default_max_inflight_count(),
             connection_timeout_ms: default_connection_timeout_ms(),
-        }
-    }
-}
-
-/// rumqttd's HTTP debug console (router state, subscriptions, connected clients).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConsoleConfig {
-    /// Address to serve the console on. Must be loopback (127.0.0.0/8 or ::1): the console has
-    /// no authentication and reveals every client id and subscription.
-    #[serde(default = "default_console_listen")]
-    pub listen: SocketAddr,
-}
-
-impl Default for ConsoleConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_console_listen(),
+            max_queued_messages: default_max_queued_messages(),
+            max_publish_rate_hz: default_max_publish_rate_hz(),
+            max_session_expiry_s: default_max_session_expiry_s(),
         }
     }
 }
@@ -108,9 +168,14 @@ pub const fn default_mqtt_listen() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1883))
 }
 
-/// `127.0.0.1:3030`, rumqttd's customary console port.
-pub const fn default_console_listen() -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 3030))
+/// `127.0.0.1:8883`: MQTT's registered TLS port.
+pub const fn default_tls_listen() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8883))
+}
+
+/// `127.0.0.1:9883`: loopback, next to the MQTT ports.
+pub const fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9883))
 }
 
 /// Exactly the largest packet DTOP clients may publish.
@@ -123,7 +188,7 @@ pub const fn default_max_connections() -> usize {
     1000
 }
 
-/// rumqttd's own default batch size.
+/// rumqttd's own window, and what DTOP clients use.
 pub const fn default_max_inflight_count() -> usize {
     100
 }
@@ -133,48 +198,54 @@ pub const fn default_connection_timeout_ms() -> u32 {
     5000
 }
 
+/// About 10 s of one rig's sample blocks plus its commands.
+pub const fn default_max_queued_messages() -> usize {
+    1000
+}
+
+/// Unlimited: DTOP's twin legitimately publishes drives at kHz rates.
+pub const fn default_max_publish_rate_hz() -> u32 {
+    0
+}
+
+/// One day: an edge that was away overnight resumes its session.
+pub const fn default_max_session_expiry_s() -> u32 {
+    86_400
+}
+
 impl BrokerConfig {
+    /// Every listener as `(config key, address)`, in a fixed order.
+    pub fn listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut all = vec![("mqtt.listen", self.mqtt.listen)];
+        if let Some(v5) = &self.mqtt_v5 {
+            all.push(("mqtt_v5.listen", v5.listen));
+        }
+        if let Some(tls) = &self.tls {
+            all.push(("tls.listen", tls.listen));
+        }
+        if let Some(ws) = &self.websocket {
+            all.push(("websocket.listen", ws.listen));
+        }
+        if let Some(metrics) = &self.metrics {
+            all.push(("metrics.listen", metrics.listen));
+        }
+        all
+    }
+
     /// Checks ranges and cross-field rules, returning every problem found (not just the first).
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut problems = Vec::new();
 
-        check_listen_port("mqtt.listen", self.mqtt.listen, &mut problems);
-        if let Some(v5) = &self.mqtt_v5 {
-            check_listen_port("mqtt_v5.listen", v5.listen, &mut problems);
-            if addrs_collide(v5.listen, self.mqtt.listen) {
+        let listeners = self.listeners();
+        for (i, (key, addr)) in listeners.iter().enumerate() {
+            if let Some((other_key, other)) = listeners[..i]
+                .iter()
+                .find(|(_, other)| addrs_collide(*addr, *other))
+            {
                 problems.push(ConfigProblem::new(
-                    "mqtt_v5.listen",
-                    format!(
-                        "{} collides with mqtt.listen {}",
-                        v5.listen, self.mqtt.listen
-                    ),
+                    *key,
+                    format!("{addr} collides with {other_key} {other}"),
                 ));
-            }
-        }
-        if let Some(console) = &self.console {
-            check_listen_port("console.listen", console.listen, &mut problems);
-            if !console.listen.ip().is_loopback() {
-                problems.push(ConfigProblem::new(
-                    "console.listen",
-                    format!(
-                        "{} is not a loopback address; the console has no authentication, \
-                         so it may only listen on 127.0.0.0/8 or ::1",
-                        console.listen
-                    ),
-                ));
-            }
-            let mqtt_listeners = std::iter::once(("mqtt.listen", self.mqtt.listen)).chain(
-                self.mqtt_v5
-                    .as_ref()
-                    .map(|v5| ("mqtt_v5.listen", v5.listen)),
-            );
-            for (key, addr) in mqtt_listeners {
-                if addrs_collide(console.listen, addr) {
-                    problems.push(ConfigProblem::new(
-                        "console.listen",
-                        format!("{} collides with {key} {addr}", console.listen),
-                    ));
-                }
             }
         }
 
@@ -184,7 +255,7 @@ impl BrokerConfig {
                 "limits.max_payload_bytes",
                 format!(
                     "{} is below {MAX_MQTT_PACKET_BYTES}, the largest packet DTOP clients \
-                     publish (a full sample block); the broker would disconnect them",
+                     publish (a full sample block); the broker would refuse them",
                     limits.max_payload_bytes
                 ),
             ));
@@ -218,11 +289,22 @@ impl BrokerConfig {
             problems.push(ConfigProblem::new(
                 "limits.connection_timeout_ms",
                 format!(
-                    "{} is outside 1..={} (rumqttd stores it as u16 milliseconds)",
+                    "{} is outside 1..={}",
                     limits.connection_timeout_ms,
                     u16::MAX
                 ),
             ));
+        }
+        if !(1..=1_000_000).contains(&limits.max_queued_messages) {
+            problems.push(ConfigProblem::new(
+                "limits.max_queued_messages",
+                format!("{} is outside 1..=1000000", limits.max_queued_messages),
+            ));
+        }
+        if let Some(auth) = &self.auth {
+            for (key, message) in auth.roles.problems() {
+                problems.push(ConfigProblem::new(key, message));
+            }
         }
 
         if problems.is_empty() {
@@ -233,19 +315,13 @@ impl BrokerConfig {
     }
 }
 
-fn check_listen_port(key: &str, addr: SocketAddr, problems: &mut Vec<ConfigProblem>) {
-    if addr.port() == 0 {
-        problems.push(ConfigProblem::new(
-            key,
-            format!("{addr} uses port 0; rumqttd cannot report the port it binds, so name a port"),
-        ));
-    }
-}
-
 /// Two listeners collide when they share a port and one address covers the other
-/// (an unspecified address binds every interface).
+/// (an unspecified address binds every interface). Port 0 never collides: each bind picks its
+/// own free port.
 fn addrs_collide(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// One problem with one configuration key.
@@ -327,36 +403,10 @@ mod tests {
         let config = BrokerConfig::default();
         assert_eq!(config.validate(), Ok(()));
         assert_eq!(config.mqtt.listen, "127.0.0.1:1883".parse().unwrap());
-        assert!(config.console.is_none(), "console must be off by default");
+        assert!(config.metrics.is_none(), "metrics must be off by default");
+        assert!(config.auth.is_none());
         assert!(config.mqtt_v5.is_none());
         assert_eq!(config.limits.max_payload_bytes, MAX_MQTT_PACKET_BYTES);
-    }
-
-    #[test]
-    fn refuses_non_loopback_console() {
-        for listen in ["0.0.0.0:3030", "192.168.1.10:3030", "[::]:3030"] {
-            let config = BrokerConfig {
-                console: Some(ConsoleConfig {
-                    listen: listen.parse().unwrap(),
-                }),
-                ..BrokerConfig::default()
-            };
-            let errors = config.validate().unwrap_err();
-            assert_eq!(keys(&errors), ["console.listen"], "{listen}");
-        }
-    }
-
-    #[test]
-    fn accepts_loopback_console_on_v4_and_v6() {
-        for listen in ["127.0.0.1:3030", "127.0.0.2:3030", "[::1]:3030"] {
-            let config = BrokerConfig {
-                console: Some(ConsoleConfig {
-                    listen: listen.parse().unwrap(),
-                }),
-                ..BrokerConfig::default()
-            };
-            assert_eq!(config.validate(), Ok(()), "{listen}");
-        }
     }
 
     #[test]
@@ -367,6 +417,8 @@ mod tests {
                 max_connections: 0,
                 max_inflight_count: 0,
                 connection_timeout_ms: 70_000,
+                max_queued_messages: 0,
+                ..LimitsConfig::default()
             },
             ..BrokerConfig::default()
         };
@@ -378,6 +430,7 @@ mod tests {
                 "limits.max_connections",
                 "limits.max_inflight_count",
                 "limits.connection_timeout_ms",
+                "limits.max_queued_messages",
             ]
         );
     }
@@ -393,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn refuses_port_zero_and_colliding_listeners() {
+    fn refuses_colliding_listeners_but_allows_port_zero_twice() {
         let config = BrokerConfig {
             mqtt: ListenerConfig {
                 listen: "0.0.0.0:1883".parse().unwrap(),
@@ -401,13 +454,40 @@ mod tests {
             mqtt_v5: Some(ListenerConfig {
                 listen: "127.0.0.1:1883".parse().unwrap(),
             }),
-            console: Some(ConsoleConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
+            metrics: Some(MetricsConfig {
+                listen: "127.0.0.1:1883".parse().unwrap(),
             }),
             ..BrokerConfig::default()
         };
         let errors = config.validate().unwrap_err();
-        assert_eq!(keys(&errors), ["mqtt_v5.listen", "console.listen"]);
+        assert_eq!(keys(&errors), ["mqtt_v5.listen", "metrics.listen"]);
+        let zeros = BrokerConfig {
+            mqtt: ListenerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+            },
+            websocket: Some(ListenerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+            }),
+            ..BrokerConfig::default()
+        };
+        assert_eq!(zeros.validate(), Ok(()));
+    }
+
+    #[test]
+    fn reports_malformed_role_patterns() {
+        let mut roles = RolesConfig::default();
+        roles.twin.subscribe.push("dtop/#/x".to_owned());
+        let config = BrokerConfig {
+            auth: Some(AuthConfig {
+                credentials_file: "/etc/dtop/passwd".into(),
+                roles,
+            }),
+            ..BrokerConfig::default()
+        };
+        assert_eq!(
+            keys(&config.validate().unwrap_err()),
+            ["auth.roles.twin.subscribe"]
+        );
     }
 
     #[test]

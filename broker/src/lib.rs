@@ -1,5 +1,9 @@
-//! DTOP's MQTT broker: an embedded rumqttd configured from DTOP's own TOML and sized so that a
-//! full sample block (`dtop_proto::limits::MAX_MQTT_PACKET_BYTES`) fits in one packet.
+//! DTOP's MQTT broker: an authorizing front that speaks MQTT 3.1.1 and 5 on every listener
+//! (TCP, TLS, WebSocket), authenticates users (argon2id credentials or client certificates),
+//! checks every PUBLISH, SUBSCRIBE and will against role rules, keeps MQTT session semantics,
+//! and hands messages to rumqttd's router (through its public local-link API) for fan-out and
+//! retained messages. Sized so that a full sample block
+//! (`dtop_proto::limits::MAX_MQTT_PACKET_BYTES`) fits in one packet.
 //!
 //! The binary `dtop-broker` is a thin shell over [`load_config`] and [`spawn`]; `dtop up` and the
 //! integration tests start the same broker in-process through [`spawn`].
@@ -7,28 +11,48 @@
 //! # Layout
 //! - [`config`]: the TOML shape ([`BrokerConfig`]), named defaults and whole-config validation.
 //! - [`load`]: reading a file, reporting unknown keys together with invalid values.
-//! - [`translate`]: the pure mapping from [`BrokerConfig`] to `rumqttd::Config`.
-//! - [`probe`]: the readiness probe (one MQTT CONNECT/CONNACK exchange over std TCP).
-//! - [`run`]: starting rumqttd on a named thread and waiting until it accepts MQTT clients.
+//! - [`secret`]: the redacted-`Debug` [`Secret`] newtype.
+//! - [`acl`]: roles, topic patterns with `{rig}`/`{username}`, the pure authorization engine.
+//! - [`credentials`]: the credentials file (argon2id) and `dtop-broker passwd`.
+//! - [`front`]: listeners, connections, sessions, the MQTT wire model, router links.
+//! - [`metrics`]: counters and the Prometheus endpoint.
+//! - [`translate`]: the pure mapping from [`BrokerConfig`] to rumqttd's router config.
+//! - [`probe`]: a readiness probe (one MQTT CONNECT/CONNACK exchange over std TCP).
+//! - [`run`]: loading, binding and starting everything on a named thread.
 //!
-//! # What rumqttd cannot do (and what we do about it)
-//! - It serves exactly one protocol version per listener (3.1.1 on `[mqtt]`, 5 on `[mqtt_v5]`).
-//! - It cannot report the port it bound, so listeners must name a port (no port 0); tests
-//!   reserve one with [`reserve_loopback_addr`].
-//! - It has no shutdown: its threads live until the process exits.
-//! - It refuses clients whose CONNECT carries keep-alive 0.
+//! # What we add over rumqttd 0.20 (see `tests/conformance.rs`)
+//! - One port serves MQTT 3.1.1 and 5; keep-alive 0 is accepted; delivery QoS is
+//!   min(published, granted); MQTT 5 Session Expiry and No Local are honoured; an oversize
+//!   PUBLISH is refused on its own (5: 0x97) instead of dropping the connection; over the
+//!   connection limit a client gets a refusing CONNACK.
+//! - A repeated SUBSCRIBE re-sends retained messages (read through a one-shot router link), and
+//!   an empty non-retained PUBLISH no longer clears the topic's retained message (rumqttd treats
+//!   every empty payload as a retained delete; it crosses the router as a placeholder).
+//! - QoS 0 under overload: a subscriber more than the router's per-filter backlog behind is
+//!   skipped ahead by rumqttd (QoS 0 messages lost, as the specification allows).
+//! - The broker has no shutdown: rumqttd's router cannot be stopped, so everything lives until
+//!   the process exits.
 
+pub mod acl;
 pub mod config;
+pub mod credentials;
+pub mod front;
 pub mod load;
+pub mod metrics;
 pub mod probe;
 pub mod run;
+pub mod secret;
 pub mod translate;
 
+pub use acl::{Acl, Identity, RigScope, Role, RoleRules, RolesConfig};
 pub use config::{
-    BrokerConfig, ConfigErrors, ConfigProblem, ConsoleConfig, LimitsConfig, ListenerConfig,
+    AuthConfig, BrokerConfig, ConfigErrors, ConfigProblem, LimitsConfig, ListenerConfig,
+    MetricsConfig, TlsConfig,
 };
 pub use load::{ConfigError, load_config, parse_config};
+pub use metrics::{Metrics, Refusal};
 pub use run::{BrokerError, BrokerHandle, STARTUP_TIMEOUT, reserve_loopback_addr, spawn};
+pub use secret::Secret;
 pub use translate::rumqttd_config;
 
 /// The documented example configuration shipped next to the crate. Its values are exactly

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use crate::config::{
-    BrokerConfig, ConfigErrors, ConfigProblem, ConsoleConfig, LimitsConfig, ListenerConfig,
+    AuthConfig, BrokerConfig, ConfigErrors, ConfigProblem, LimitsConfig, ListenerConfig,
+    MetricsConfig, TlsConfig,
 };
 
 /// Why a configuration could not be used. Each variant is a different fix for the operator.
@@ -105,9 +106,11 @@ fn unknown_key(key: &str, expected: &[&str]) -> ConfigProblem {
 /// field appears here, so a new section cannot silently skip the unknown-key check.
 fn section_fields(section: &str) -> Option<&'static [&'static str]> {
     match section {
-        "mqtt" | "mqtt_v5" => Some(struct_fields::<ListenerConfig>()),
+        "mqtt" | "mqtt_v5" | "websocket" => Some(struct_fields::<ListenerConfig>()),
+        "tls" => Some(struct_fields::<TlsConfig>()),
+        "metrics" => Some(struct_fields::<MetricsConfig>()),
         "limits" => Some(struct_fields::<LimitsConfig>()),
-        "console" => Some(struct_fields::<ConsoleConfig>()),
+        "auth" => Some(struct_fields::<AuthConfig>()),
         _ => None,
     }
 }
@@ -164,7 +167,18 @@ mod tests {
     #[test]
     fn every_top_level_field_has_a_known_section() {
         let top = struct_fields::<BrokerConfig>();
-        assert_eq!(top, ["mqtt", "mqtt_v5", "limits", "console"]);
+        assert_eq!(
+            top,
+            [
+                "mqtt",
+                "mqtt_v5",
+                "tls",
+                "websocket",
+                "metrics",
+                "limits",
+                "auth"
+            ]
+        );
         for field in top {
             let inner = section_fields(field).unwrap_or_else(|| panic!("{field} unmapped"));
             assert!(!inner.is_empty(), "{field}");
@@ -175,7 +189,10 @@ mod tests {
                 "max_payload_bytes",
                 "max_connections",
                 "max_inflight_count",
-                "connection_timeout_ms"
+                "connection_timeout_ms",
+                "max_queued_messages",
+                "max_publish_rate_hz",
+                "max_session_expiry_s",
             ]
         );
     }
@@ -192,8 +209,8 @@ mod tests {
             [limits]
             max_connections = 0
             max_payloads = 5
-            [console]
-            listen = "0.0.0.0:3030"
+            [metrics]
+            listen = "127.0.0.1:1883"
         "#;
         let error = parse_config(text).unwrap_err();
         assert_eq!(
@@ -201,7 +218,7 @@ mod tests {
             [
                 "colour",
                 "limits.max_payloads",
-                "console.listen",
+                "metrics.listen",
                 "limits.max_connections"
             ]
         );

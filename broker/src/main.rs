@@ -1,6 +1,7 @@
 //! `dtop-broker`: the process shell. Parses flags, initialises logs, loads and validates the
-//! config before binding anything, runs the broker and waits for SIGINT/SIGTERM. All broker
-//! logic lives in the library.
+//! config (and the credentials file it names) before binding anything, runs the broker and
+//! waits for SIGINT/SIGTERM; `dtop-broker passwd` edits a credentials file. All broker logic
+//! lives in the library.
 
 use std::error::Error as _;
 use std::io::IsTerminal as _;
@@ -8,8 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
-use dtop_broker::{BrokerConfig, BrokerError, ConfigError, EXAMPLE_CONFIG_TOML};
+use clap::{Parser, Subcommand};
+use dtop_broker::credentials::{self, Credentials, RigSpec};
+use dtop_broker::{BrokerConfig, BrokerError, ConfigError, EXAMPLE_CONFIG_TOML, Role, Secret};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
@@ -17,7 +19,8 @@ use tracing_subscriber::EnvFilter;
 /// sysexits.h `EX_USAGE`: the invocation or its configuration is wrong; retrying won't help.
 const EXIT_BAD_CONFIG: u8 = 64;
 
-/// DTOP's MQTT broker (embedded rumqttd, sized for sample blocks).
+/// DTOP's MQTT broker: MQTT 3.1.1 and 5 with authentication and per-topic authorization,
+/// routed by an embedded rumqttd.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -34,11 +37,135 @@ struct Cli {
     /// Log filter: a level (`info`) or tracing directives (`info,rumqttd=warn`).
     #[arg(long, value_name = "FILTER", default_value = "info")]
     log: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Add or remove users in a credentials file (argon2id hashes).
+    Passwd {
+        /// The credentials file (created when missing, written with mode 0600).
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+        #[command(subcommand)]
+        action: PasswdAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PasswdAction {
+    /// Add a user, or replace it. The password is read from --password-file, or else the
+    /// first line of stdin.
+    Add {
+        /// User name (a rig's user name is its rig id unless --rigs says otherwise).
+        user: String,
+        /// rig, twin, operator, dashboard or admin.
+        #[arg(long)]
+        role: String,
+        /// Rigs the user may address: `*`, a comma list, or `-` (default).
+        #[arg(long, default_value = "-")]
+        rigs: String,
+        /// File whose first line is the password (e.g. a systemd credential).
+        #[arg(long, value_name = "PATH", conflicts_with = "no_password")]
+        password_file: Option<PathBuf>,
+        /// No password: the user can only log in with a client certificate.
+        #[arg(long)]
+        no_password: bool,
+    },
+    /// Remove a user.
+    Remove {
+        /// User name.
+        user: String,
+    },
+}
+
+/// Runs `dtop-broker passwd`.
+fn passwd(file: &std::path::Path, action: PasswdAction) -> ExitCode {
+    match action {
+        PasswdAction::Add {
+            user,
+            role,
+            rigs,
+            password_file,
+            no_password,
+        } => {
+            let Some(role) = Role::parse(&role) else {
+                eprintln!(
+                    "error: unknown role {role:?}; expected rig, twin, operator, dashboard or admin"
+                );
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            };
+            let rigs = match RigSpec::parse(&rigs) {
+                Ok(rigs) => rigs,
+                Err(e) => {
+                    eprintln!("error: --rigs: {e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            let password = if no_password {
+                None
+            } else {
+                let text = match &password_file {
+                    Some(path) => std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display())),
+                    None => {
+                        let mut line = String::new();
+                        std::io::stdin()
+                            .read_line(&mut line)
+                            .map(|_| line)
+                            .map_err(|e| format!("cannot read stdin: {e}"))
+                    }
+                };
+                match text {
+                    Ok(text) => {
+                        let password = text.lines().next().unwrap_or_default().to_owned();
+                        if password.is_empty() {
+                            eprintln!("error: empty password");
+                            return ExitCode::from(EXIT_BAD_CONFIG);
+                        }
+                        Some(Secret::new(password))
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(EXIT_BAD_CONFIG);
+                    }
+                }
+            };
+            match credentials::add_user(file, &user, role, rigs, password.as_ref()) {
+                Ok(()) => {
+                    println!("{}: {user} ({role}) saved", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_BAD_CONFIG)
+                }
+            }
+        }
+        PasswdAction::Remove { user } => match credentials::remove_user(file, &user) {
+            Ok(true) => {
+                println!("{}: {user} removed", file.display());
+                ExitCode::SUCCESS
+            }
+            Ok(false) => {
+                eprintln!("error: {}: no user {user:?}", file.display());
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        },
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
 
+    if let Some(Command::Passwd { file, action }) = cli.command {
+        return passwd(&file, action);
+    }
     if cli.print_default_config {
         print!("{EXAMPLE_CONFIG_TOML}");
         return ExitCode::SUCCESS;
@@ -75,6 +202,18 @@ fn main() -> ExitCode {
             config
         }
     };
+
+    if let Some(auth) = &config.auth
+        && let Err(e) = Credentials::load(&auth.credentials_file)
+    {
+        eprintln!("error: auth.credentials_file: {e}");
+        let mut cause = std::error::Error::source(&e);
+        while let Some(inner) = cause {
+            eprintln!("  caused by: {inner}");
+            cause = inner.source();
+        }
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
 
     if cli.check {
         let source = cli.config.as_ref().map_or_else(
@@ -130,6 +269,15 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<ExitCode> {
             report_config_error("config", &ConfigError::Invalid(errors));
             return Ok(ExitCode::from(EXIT_BAD_CONFIG));
         }
+        Err(e @ (BrokerError::Credentials(_) | BrokerError::Tls(_))) => {
+            eprintln!("error: {e}");
+            let mut cause = e.source();
+            while let Some(inner) = cause {
+                eprintln!("  caused by: {inner}");
+                cause = inner.source();
+            }
+            return Ok(ExitCode::from(EXIT_BAD_CONFIG));
+        }
         Err(e) => return Err(anyhow::Error::new(e).context("starting the broker")),
     };
 
@@ -140,8 +288,8 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<ExitCode> {
             return Err(anyhow::Error::new(stopped).context("the broker stopped on its own"));
         }
     };
-    // rumqttd cannot drain: connections close when the process exits, and clients reconnect
-    // to the next broker. There is nothing to flush, so shutdown is immediate.
+    // rumqttd's router cannot drain: connections close when the process exits, and clients
+    // reconnect to the next broker. There is nothing to flush, so shutdown is immediate.
     info!(
         signal = signal_name,
         "Shutting down; open MQTT connections close with the process."

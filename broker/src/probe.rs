@@ -1,14 +1,14 @@
-//! Owns the readiness probe: one MQTT CONNECT/CONNACK exchange over a blocking std socket.
-//! Knows the MQTT wire format for those two packets only, and nothing about rumqttd.
+//! Owns the readiness probe: one MQTT CONNECT/CONNACK exchange over a blocking std socket, for
+//! tools and tests that wait for any MQTT broker (ours or another). Knows the MQTT wire format
+//! for those two packets only.
 //!
-//! A bare TCP connect would do to see a listener, but rumqttd logs every socket that closes
-//! before sending CONNECT at ERROR, and a CONNACK also proves the listener speaks MQTT.
+//! A bare TCP connect would do to see a listener, but a CONNACK also proves it speaks MQTT.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// Which MQTT version a listener serves (rumqttd serves exactly one per listener).
+/// Which MQTT version the probe speaks (dtop-broker serves both on every listener).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MqttVersion {
     /// MQTT 3.1.1, protocol level 4.
@@ -17,7 +17,8 @@ pub enum MqttVersion {
     V5,
 }
 
-/// Keep-alive the probe announces, seconds. rumqttd refuses 0 (it disconnects the client).
+/// Keep-alive the probe announces, seconds. Non-zero, because plain rumqttd drops clients that
+/// announce 0 and the probe should work against any broker.
 const PROBE_KEEP_ALIVE_S: u8 = 60;
 
 /// A CONNACK answering the probe's CONNECT carries at most a few short properties.

@@ -1,32 +1,37 @@
-//! Owns the broker's lifetime: starts rumqttd on a named thread and waits until every listener
-//! answers. Does not read files or handle signals (the binary's `main.rs` does).
+//! Owns the broker's lifetime: loads credentials and TLS material, binds every listener,
+//! starts rumqttd's router and the front's runtime on a named thread. Does not read the config
+//! file or handle signals (the binary's `main.rs` does).
 //!
-//! rumqttd has no shutdown: `Broker::start` blocks until all listener threads end, which only
-//! happens when they fail. The broker therefore lives until the process exits.
+//! rumqttd's router has no shutdown, and the front lives as long as it: the broker runs until
+//! the process exits.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use crate::acl::Acl;
 use crate::config::{BrokerConfig, ConfigErrors};
-use crate::probe::{self, MqttVersion};
+use crate::credentials::{Credentials, CredentialsError};
+use crate::front::listener::{self, TlsSetupError};
+use crate::front::{Auth, Front};
+use crate::metrics::Metrics;
 use crate::translate::rumqttd_config;
 
-/// How long [`spawn`] waits for every listener to answer before giving up.
+/// Kept for callers that bound their own waits on startup; [`spawn`] binds synchronously and
+/// returns as soon as the listeners exist.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Pause between readiness probes.
-const PROBE_INTERVAL: Duration = Duration::from_millis(20);
-
-/// Upper bound on one probe's connect and read, so a wedged listener cannot stall startup.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Name of the thread that owns rumqttd's `Broker` (its router and listeners get their own).
+/// Name of the thread that runs the front (rumqttd's router gets its own).
 const BROKER_THREAD_NAME: &str = "dtop-broker";
+
+/// Worker threads of the front's runtime: one per core on the 2-core machines DTOP targets;
+/// the router thread takes the rest.
+const FRONT_WORKER_THREADS: usize = 2;
 
 /// Why the broker could not be started, or why it stopped.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +39,12 @@ pub enum BrokerError {
     /// The configuration failed validation; nothing was started.
     #[error("broker config is invalid")]
     Invalid(#[source] ConfigErrors),
+    /// The credentials file is missing or malformed; nothing was started.
+    #[error("cannot load the credentials file")]
+    Credentials(#[source] CredentialsError),
+    /// The TLS certificate, key or client CA could not be loaded; nothing was started.
+    #[error("cannot set up TLS")]
+    Tls(#[source] TlsSetupError),
     /// A listener address is already taken (or not ours to bind); nothing was started.
     #[error("cannot bind {key} {addr}")]
     Bind {
@@ -45,62 +56,71 @@ pub enum BrokerError {
         #[source]
         source: io::Error,
     },
-    /// The OS refused to start the broker thread.
+    /// The OS refused to start the broker thread or its runtime.
     #[error("cannot start the broker thread")]
     Thread(#[source] io::Error),
-    /// rumqttd returned: all its listeners failed, or it refused its configuration.
-    #[error("rumqttd stopped: {reason}")]
+    /// Every listener task ended (they only end on a runtime failure).
+    #[error("the broker stopped: {reason}")]
     Exited {
-        /// rumqttd's own description (its error type is not public).
+        /// What ended.
         reason: String,
     },
-    /// The broker thread panicked (rumqttd unwraps internally).
+    /// The broker thread panicked.
     #[error("the broker thread panicked")]
     Panicked,
-    /// A listener did not answer an MQTT CONNECT within the startup timeout.
-    #[error("{key} {addr} did not accept connections within {timeout:?}")]
-    StartupTimeout {
-        /// Config key of the listener.
-        key: &'static str,
-        /// The address we probed.
-        addr: SocketAddr,
-        /// How long we waited.
-        timeout: Duration,
-        /// The last probe's failure.
-        #[source]
-        last_error: io::Error,
-    },
 }
 
 /// A running broker. Dropping the handle leaves the broker running until the process exits.
 #[derive(Debug)]
 pub struct BrokerHandle {
-    /// Where MQTT 3.1.1 clients connect.
+    /// Where plain MQTT clients (3.1.1 and 5) connect.
     mqtt_addr: SocketAddr,
-    /// Where MQTT 5 clients connect, when that listener is configured.
+    /// The second plain listener, when configured.
     mqtt_v5_addr: Option<SocketAddr>,
-    /// Where the debug console listens, when enabled.
-    console_addr: Option<SocketAddr>,
+    /// The TLS listener, when configured.
+    tls_addr: Option<SocketAddr>,
+    /// The WebSocket listener, when configured.
+    websocket_addr: Option<SocketAddr>,
+    /// The metrics endpoint, when configured.
+    metrics_addr: Option<SocketAddr>,
+    /// Live counters, also served on the metrics endpoint.
+    metrics: Arc<Metrics>,
     /// Joined never; kept so callers can ask whether the broker is still alive.
     thread: JoinHandle<()>,
-    /// Fires once with rumqttd's result if `Broker::start` returns; closed if it panicked.
-    exit_rx: oneshot::Receiver<Result<(), String>>,
+    /// Fires once if the front's listeners end; closed if the thread panicked.
+    exit_rx: oneshot::Receiver<String>,
 }
 
 impl BrokerHandle {
-    /// Address of the MQTT 3.1.1 listener.
+    /// Address of the plain MQTT listener (bound port, also when configured as 0).
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt_addr
     }
 
-    /// Address of the MQTT 5 listener, if configured.
+    /// Address of the second plain listener (`[mqtt_v5]`), if configured. It serves MQTT 3.1.1
+    /// and 5 like every listener.
     pub fn mqtt_v5_addr(&self) -> Option<SocketAddr> {
         self.mqtt_v5_addr
     }
 
-    /// Address of the debug console, if enabled.
-    pub fn console_addr(&self) -> Option<SocketAddr> {
-        self.console_addr
+    /// Address of the TLS listener, if configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Address of the WebSocket listener, if configured.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.websocket_addr
+    }
+
+    /// Address of the metrics endpoint, if configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The broker's live metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Whether the broker thread is still running.
@@ -108,131 +128,218 @@ impl BrokerHandle {
         !self.thread.is_finished()
     }
 
-    /// Resolves only if the broker stops on its own, which rumqttd does when every listener
-    /// failed. Use it next to a shutdown signal so a dead broker does not go unnoticed.
+    /// Resolves only if the broker stops on its own. Use it next to a shutdown signal so a
+    /// dead broker does not go unnoticed.
     pub async fn stopped(self) -> BrokerError {
-        exit_error(self.exit_rx.await)
+        match self.exit_rx.await {
+            Ok(reason) => BrokerError::Exited { reason },
+            Err(_) => BrokerError::Panicked,
+        }
     }
 }
 
-fn exit_error(exit: Result<Result<(), String>, oneshot::error::RecvError>) -> BrokerError {
-    match exit {
-        Ok(Ok(())) => BrokerError::Exited {
-            reason: "every listener thread ended".to_owned(),
-        },
-        Ok(Err(reason)) => BrokerError::Exited { reason },
-        Err(_) => BrokerError::Panicked,
-    }
+fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, BrokerError> {
+    let listener =
+        TcpListener::bind(addr).map_err(|source| BrokerError::Bind { key, addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| BrokerError::Bind { key, addr, source })?;
+    Ok(listener)
 }
 
-/// Validates `config`, starts rumqttd on a thread named `dtop-broker`, and blocks until every
-/// listener completes an MQTT handshake (at most [`STARTUP_TIMEOUT`]). Call it from
-/// `spawn_blocking` inside an async runtime.
-///
-/// Before starting, each address is bound once and released, because a probe would otherwise
-/// happily handshake with some other broker already on the port.
+fn local_addr(
+    key: &'static str,
+    addr: SocketAddr,
+    listener: &TcpListener,
+) -> Result<SocketAddr, BrokerError> {
+    listener
+        .local_addr()
+        .map_err(|source| BrokerError::Bind { key, addr, source })
+}
+
+/// Validates `config`, loads credentials and TLS material, binds every listener, starts
+/// rumqttd's router and the front on a thread named `dtop-broker`, and returns once clients
+/// can connect. Blocking (file reads, thread start); call it from `spawn_blocking` inside an
+/// async runtime.
 pub fn spawn(config: &BrokerConfig) -> Result<BrokerHandle, BrokerError> {
     config.validate().map_err(BrokerError::Invalid)?;
 
-    let mut mqtt_listeners = vec![("mqtt.listen", config.mqtt.listen, MqttVersion::V311)];
-    if let Some(v5) = &config.mqtt_v5 {
-        mqtt_listeners.push(("mqtt_v5.listen", v5.listen, MqttVersion::V5));
-    }
-    let console_addr = config.console.as_ref().map(|console| console.listen);
+    let auth = match &config.auth {
+        Some(auth) => {
+            let credentials =
+                Credentials::load(&auth.credentials_file).map_err(BrokerError::Credentials)?;
+            if credentials.is_empty() {
+                warn!(file = %auth.credentials_file.display(), "The credentials file has no users; every client will be refused.");
+            }
+            Some(Auth {
+                credentials,
+                acl: Acl::new(&auth.roles),
+            })
+        }
+        None => {
+            warn!(
+                "No [auth] section: authorization is off, every client may publish and subscribe anywhere."
+            );
+            None
+        }
+    };
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| listener::tls_acceptor(tls).map(|acceptor| (tls.listen, acceptor)))
+        .transpose()
+        .map_err(BrokerError::Tls)?;
 
-    let all_addrs = mqtt_listeners
-        .iter()
-        .map(|(key, addr, _)| (*key, *addr))
-        .chain(console_addr.map(|addr| ("console.listen", addr)));
-    for (key, addr) in all_addrs {
-        TcpListener::bind(addr)
-            .map(drop)
-            .map_err(|source| BrokerError::Bind { key, addr, source })?;
-    }
+    let mqtt = bind("mqtt.listen", config.mqtt.listen)?;
+    let mqtt_addr = local_addr("mqtt.listen", config.mqtt.listen, &mqtt)?;
+    let mqtt_v5 = config
+        .mqtt_v5
+        .as_ref()
+        .map(|v5| {
+            bind("mqtt_v5.listen", v5.listen)
+                .and_then(|l| Ok((local_addr("mqtt_v5.listen", v5.listen, &l)?, l)))
+        })
+        .transpose()?;
+    let tls = tls
+        .map(|(addr, acceptor)| {
+            bind("tls.listen", addr)
+                .and_then(|l| Ok((local_addr("tls.listen", addr, &l)?, l, acceptor)))
+        })
+        .transpose()?;
+    let websocket = config
+        .websocket
+        .as_ref()
+        .map(|ws| {
+            bind("websocket.listen", ws.listen)
+                .and_then(|l| Ok((local_addr("websocket.listen", ws.listen, &l)?, l)))
+        })
+        .transpose()?;
+    let metrics_listener = config
+        .metrics
+        .as_ref()
+        .map(|m| {
+            bind("metrics.listen", m.listen)
+                .and_then(|l| Ok((local_addr("metrics.listen", m.listen, &l)?, l)))
+        })
+        .transpose()?;
 
-    let rumqttd = rumqttd_config(config);
-    let (exit_tx, mut exit_rx) = oneshot::channel();
+    if let Some(m) = &config.metrics
+        && !m.listen.ip().is_loopback()
+    {
+        warn!(listen = %m.listen, "The metrics endpoint has no authentication and is not on loopback.");
+    }
+    let metrics = Arc::new(Metrics::default());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(FRONT_WORKER_THREADS)
+        .thread_name("dtop-broker-front")
+        .enable_all()
+        .build()
+        .map_err(BrokerError::Thread)?;
+    // `Broker::new` starts rumqttd's router thread; none of rumqttd's listeners are started.
+    let broker = rumqttd::Broker::new(rumqttd_config(config));
+    let front = Arc::new(Front::new(
+        broker,
+        config.limits.clone(),
+        auth,
+        Arc::clone(&metrics),
+    ));
+
+    let handle_addrs = (
+        mqtt_v5.as_ref().map(|(a, _)| *a),
+        tls.as_ref().map(|(a, _, _)| *a),
+        websocket.as_ref().map(|(a, _)| *a),
+        metrics_listener.as_ref().map(|(a, _)| *a),
+    );
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let serve_metrics = Arc::clone(&metrics);
     let thread = thread::Builder::new()
         .name(BROKER_THREAD_NAME.to_owned())
         .spawn(move || {
-            // `Broker::new` starts the router thread; `start` starts one thread per listener
-            // and blocks until they all end.
-            let mut broker = rumqttd::Broker::new(rumqttd);
-            let result = broker.start().map_err(|e| e.to_string());
-            if let Err(reason) = &result {
-                error!(reason = %reason, "rumqttd returned an error; the broker is down.");
-            }
+            let reason = runtime.block_on(async move {
+                let mut tasks = tokio::task::JoinSet::new();
+                let to_tokio = |l: TcpListener| tokio::net::TcpListener::from_std(l);
+                match to_tokio(mqtt) {
+                    Ok(l) => {
+                        tasks.spawn(listener::serve_tcp(l, Arc::clone(&front)));
+                    }
+                    Err(e) => return format!("mqtt listener: {e}"),
+                }
+                if let Some((_, l)) = mqtt_v5 {
+                    match to_tokio(l) {
+                        Ok(l) => {
+                            tasks.spawn(listener::serve_tcp(l, Arc::clone(&front)));
+                        }
+                        Err(e) => return format!("mqtt_v5 listener: {e}"),
+                    }
+                }
+                if let Some((_, l, acceptor)) = tls {
+                    match to_tokio(l) {
+                        Ok(l) => {
+                            tasks.spawn(listener::serve_tls(l, acceptor, Arc::clone(&front)));
+                        }
+                        Err(e) => return format!("tls listener: {e}"),
+                    }
+                }
+                if let Some((_, l)) = websocket {
+                    match to_tokio(l) {
+                        Ok(l) => {
+                            tasks.spawn(listener::serve_ws(l, Arc::clone(&front)));
+                        }
+                        Err(e) => return format!("websocket listener: {e}"),
+                    }
+                }
+                if let Some((_, l)) = metrics_listener {
+                    match to_tokio(l) {
+                        Ok(l) => {
+                            tasks.spawn(async move {
+                                if let Err(e) = crate::metrics::serve(l, serve_metrics).await {
+                                    error!(error = %e, "The metrics endpoint failed.");
+                                }
+                            });
+                        }
+                        Err(e) => return format!("metrics listener: {e}"),
+                    }
+                }
+                match tasks.join_next().await {
+                    Some(Err(e)) => format!("a listener task failed: {e}"),
+                    _ => "a listener task ended".to_owned(),
+                }
+            });
+            error!(reason = %reason, "The broker front stopped.");
             // The receiver is gone only if the handle was dropped; nobody is left to tell.
-            let _ = exit_tx.send(result);
+            let _ = exit_tx.send(reason);
         })
         .map_err(BrokerError::Thread)?;
 
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    for (key, addr, version) in &mqtt_listeners {
-        wait_until_ready(key, *addr, deadline, &mut exit_rx, |addr| {
-            probe::probe_mqtt(addr, *version, PROBE_TIMEOUT)
-        })?;
-    }
-    if let Some(addr) = console_addr {
-        wait_until_ready("console.listen", addr, deadline, &mut exit_rx, |addr| {
-            probe::probe_tcp(addr, PROBE_TIMEOUT)
-        })?;
-    }
-
     info!(
-        mqtt = %config.mqtt.listen,
-        mqtt_v5 = ?config.mqtt_v5.as_ref().map(|v5| v5.listen),
-        console = ?console_addr,
+        mqtt = %mqtt_addr,
+        mqtt_v5 = ?handle_addrs.0,
+        tls = ?handle_addrs.1,
+        websocket = ?handle_addrs.2,
+        metrics = ?handle_addrs.3,
+        auth = config.auth.is_some(),
         max_payload_bytes = config.limits.max_payload_bytes,
         max_connections = config.limits.max_connections,
         "Broker is accepting connections."
     );
 
     Ok(BrokerHandle {
-        mqtt_addr: config.mqtt.listen,
-        mqtt_v5_addr: config.mqtt_v5.as_ref().map(|v5| v5.listen),
-        console_addr,
+        mqtt_addr,
+        mqtt_v5_addr: handle_addrs.0,
+        tls_addr: handle_addrs.1,
+        websocket_addr: handle_addrs.2,
+        metrics_addr: handle_addrs.3,
+        metrics,
         thread,
         exit_rx,
     })
 }
 
-/// Probes `addr` until it answers, the broker thread ends, or `deadline` passes.
-fn wait_until_ready(
-    key: &'static str,
-    addr: SocketAddr,
-    deadline: Instant,
-    exit_rx: &mut oneshot::Receiver<Result<(), String>>,
-    probe: impl Fn(SocketAddr) -> io::Result<()>,
-) -> Result<(), BrokerError> {
-    loop {
-        let last_error = match probe(addr) {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        match exit_rx.try_recv() {
-            Err(oneshot::error::TryRecvError::Empty) => {}
-            Ok(exit) => return Err(exit_error(Ok(exit))),
-            Err(oneshot::error::TryRecvError::Closed) => return Err(BrokerError::Panicked),
-        }
-        if Instant::now() >= deadline {
-            return Err(BrokerError::StartupTimeout {
-                key,
-                addr,
-                timeout: STARTUP_TIMEOUT,
-                last_error,
-            });
-        }
-        thread::sleep(PROBE_INTERVAL);
-    }
-}
-
-/// Finds a free loopback port by binding `127.0.0.1:0` and releasing it, for tests and tools
-/// that must hand rumqttd a concrete port.
+/// Finds a free loopback port by binding `127.0.0.1:0` and releasing it, for tools that must
+/// name a concrete port before starting something (the broker itself accepts port 0).
 ///
-/// There is a small race: another process may take the port between this call and rumqttd's
-/// bind. [`spawn`] notices most such losses as [`BrokerError::Bind`] or
-/// [`BrokerError::StartupTimeout`]; the window is a few milliseconds, so tests accept it.
+/// There is a small race: another process may take the port between this call and the bind;
+/// [`spawn`] then fails with [`BrokerError::Bind`].
 pub fn reserve_loopback_addr() -> io::Result<SocketAddr> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     listener.local_addr()

@@ -1,10 +1,7 @@
-//! Owns the mapping from DTOP's [`BrokerConfig`] to rumqttd's `Config`, including the router's
-//! segment sizing. Pure: starts nothing and binds nothing.
-
-use std::collections::HashMap;
-use std::net::SocketAddr;
-
-use rumqttd::{ConnectionSettings, ConsoleSettings, RouterConfig, ServerSettings};
+//! Owns the mapping from DTOP's [`BrokerConfig`] to rumqttd's `Config`: the router's
+//! connection slots and segment sizing. rumqttd's own listeners and console are never
+//! configured; the front (`front`) accepts every client. Pure: starts nothing and binds
+//! nothing.
 
 use crate::config::BrokerConfig;
 
@@ -19,118 +16,68 @@ pub const PACKETS_PER_SEGMENT: usize = 4;
 /// subscriber can fall behind before rumqttd skips it ahead (dropping the oldest data).
 pub const SEGMENTS_PER_FILTER: usize = 8;
 
+/// Router links per allowed connection: one for each connected client plus room for as many
+/// persistent sessions whose clients are away.
+pub const ROUTER_LINKS_PER_CONNECTION: usize = 2;
+
+/// Spare router links for sessions being taken over (old and new briefly coexist).
+pub const SPARE_ROUTER_LINKS: usize = 16;
+
 /// rumqttd panics on segments smaller than this, bytes.
 const RUMQTTD_MIN_SEGMENT_BYTES: usize = 1024;
 
-/// Publishes read from one topic log per router pass for a QoS 0 subscriber (rumqttd's own
-/// default). QoS 1/2 subscribers are bounded by rumqttd's fixed window of 100 instead.
+/// Publishes read from one topic log per router pass for a subscriber (rumqttd's default).
+/// Every front link subscribes at QoS 0, so this, not rumqttd's window of 100, bounds a pass.
 const MAX_OUTGOING_PACKET_COUNT: u64 = 200;
 
-/// Delay between accepts, ms: rumqttd's default, smoothing a reconnect storm after a restart.
-const NEXT_CONNECTION_DELAY_MS: u64 = 1;
-
-/// Builds the rumqttd configuration for `config`. Call [`BrokerConfig::validate`] first:
-/// out-of-range values are clamped here rather than rejected.
+/// Builds the rumqttd configuration for `config`. Call [`BrokerConfig::validate`] first.
 pub fn rumqttd_config(config: &BrokerConfig) -> rumqttd::Config {
     let limits = &config.limits;
-    let connections = ConnectionSettings {
-        connection_timeout_ms: u16::try_from(limits.connection_timeout_ms).unwrap_or(u16::MAX),
-        max_payload_size: limits.max_payload_bytes,
-        max_inflight_count: limits.max_inflight_count.max(1),
-        auth: None,
-        external_auth: None,
-        // Meant to let clients publish to topics nobody subscribed to yet (edges start before
-        // twins) instead of being disconnected. rumqttd 0.20's `DataLog::matches` never returns
-        // `None`, so the flag is inert there and such publishes are acked and dropped either way;
-        // set it so a future rumqttd that honours it keeps that behaviour.
-        dynamic_filters: true,
-    };
-
-    let v4 = listener("dtop-mqtt-v3.1.1", config.mqtt.listen, &connections);
-    let v5 = config
-        .mqtt_v5
-        .as_ref()
-        .map(|v5| listener("dtop-mqtt-v5", v5.listen, &connections));
-    let console = config.console.as_ref().map(|console| {
-        // `ConsoleSettings` has a private field, so it can only be built from its default.
-        let mut settings = ConsoleSettings::default();
-        settings.listen = console.listen.to_string();
-        settings
-    });
-
     let segment_bytes = limits
         .max_payload_bytes
         .saturating_mul(PACKETS_PER_SEGMENT)
         .max(RUMQTTD_MIN_SEGMENT_BYTES);
-    let router = RouterConfig {
-        // The console registers with the router as a connection of its own.
+    let router = rumqttd::RouterConfig {
         max_connections: limits
             .max_connections
-            .saturating_add(usize::from(console.is_some())),
+            .saturating_mul(ROUTER_LINKS_PER_CONNECTION)
+            .saturating_add(SPARE_ROUTER_LINKS),
         max_outgoing_packet_count: MAX_OUTGOING_PACKET_COUNT,
         max_segment_size: segment_bytes,
         max_segment_count: SEGMENTS_PER_FILTER,
         custom_segment: None,
         initialized_filters: None,
-        shared_subscriptions_strategy: rumqttd::Strategy::default(),
+        shared_subscriptions_strategy: rumqttd::Strategy::RoundRobin,
     };
-
     rumqttd::Config {
         id: 0,
         router,
-        v4: Some(v4),
-        v5,
+        v4: None,
+        v5: None,
         ws: None,
         cluster: None,
-        console,
+        console: None,
         bridge: None,
         prometheus: None,
         metrics: None,
     }
 }
 
-/// rumqttd keys listeners by an arbitrary name and uses `name` for the listener's thread.
-fn listener(
-    name: &str,
-    listen: SocketAddr,
-    connections: &ConnectionSettings,
-) -> HashMap<String, ServerSettings> {
-    let settings = ServerSettings {
-        name: name.to_owned(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: NEXT_CONNECTION_DELAY_MS,
-        connections: connections.clone(),
-    };
-    HashMap::from([(name.to_owned(), settings)])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ConsoleConfig, ListenerConfig};
     use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 
-    fn only(servers: &Option<HashMap<String, ServerSettings>>) -> &ServerSettings {
-        let servers = servers.as_ref().expect("listener configured");
-        assert_eq!(servers.len(), 1);
-        servers.values().next().expect("one listener")
-    }
-
     #[test]
-    fn default_config_has_one_v311_listener_with_dynamic_filters_and_no_console() {
+    fn configures_only_the_router_with_room_for_parked_sessions() {
         let rumqttd = rumqttd_config(&BrokerConfig::default());
-        let v4 = only(&rumqttd.v4);
-        assert_eq!(v4.listen, "127.0.0.1:1883".parse().unwrap());
-        assert!(v4.connections.dynamic_filters);
-        assert_eq!(v4.connections.max_payload_size, MAX_MQTT_PACKET_BYTES);
-        assert_eq!(v4.connections.connection_timeout_ms, 5000);
-        assert!(v4.tls.is_none());
-        assert!(rumqttd.v5.is_none());
+        assert!(rumqttd.v4.is_none() && rumqttd.v5.is_none() && rumqttd.ws.is_none());
         assert!(rumqttd.console.is_none());
         assert!(rumqttd.prometheus.is_none());
-        assert!(rumqttd.ws.is_none());
-        assert_eq!(rumqttd.router.max_connections, 1000);
+        assert_eq!(
+            rumqttd.router.max_connections,
+            2 * 1000 + SPARE_ROUTER_LINKS
+        );
     }
 
     #[test]
@@ -138,24 +85,5 @@ mod tests {
         let rumqttd = rumqttd_config(&BrokerConfig::default());
         assert!(rumqttd.router.max_segment_size >= PACKETS_PER_SEGMENT * MAX_MQTT_PACKET_BYTES);
         assert!(rumqttd.router.max_segment_count >= 1);
-    }
-
-    #[test]
-    fn optional_listeners_are_mapped_when_present() {
-        let config = BrokerConfig {
-            mqtt_v5: Some(ListenerConfig {
-                listen: "127.0.0.1:1884".parse().unwrap(),
-            }),
-            console: Some(ConsoleConfig {
-                listen: "127.0.0.1:3031".parse().unwrap(),
-            }),
-            ..BrokerConfig::default()
-        };
-        let rumqttd = rumqttd_config(&config);
-        let v5 = only(&rumqttd.v5);
-        assert_eq!(v5.listen, "127.0.0.1:1884".parse().unwrap());
-        assert!(v5.connections.dynamic_filters);
-        assert_eq!(rumqttd.console.expect("console").listen, "127.0.0.1:3031");
-        assert_eq!(rumqttd.router.max_connections, 1001);
     }
 }

@@ -45,8 +45,8 @@ tls = true
 [limits]
 max_connections = 0
 
-[console]
-listen = "0.0.0.0:3030"
+[metrics]
+listen = "127.0.0.1:1883"
 "#;
 
 #[test]
@@ -58,17 +58,37 @@ fn example_config_parses_validates_and_equals_the_defaults() {
 #[test]
 fn example_config_with_optional_sections_uncommented_is_valid() {
     let text = std::fs::read_to_string(example_path()).unwrap();
+    // A setting is `# [section]` or `# key = value`; prose comments stay comments.
+    let is_setting = |rest: &str| {
+        rest.starts_with('[')
+            || rest
+                .split_once(" = ")
+                .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+    };
     let uncommented: String = text
         .lines()
-        .map(|line| {
-            let is_setting = line.starts_with("# [") || line.starts_with("# listen");
-            if is_setting { &line[2..] } else { line }
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if is_setting(rest) => rest,
+            _ => line,
         })
         .collect::<Vec<_>>()
         .join("\n");
     let config = parse_config(&uncommented).expect("uncommented example is valid");
     assert!(config.mqtt_v5.is_some());
-    assert!(config.console.is_some());
+    assert!(
+        config
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some())
+    );
+    assert!(config.websocket.is_some());
+    assert!(config.metrics.is_some());
+    let auth = config.auth.expect("auth section");
+    assert_eq!(
+        auth.roles,
+        dtop_broker::RolesConfig::default(),
+        "the documented role rules must be exactly the built-in ones"
+    );
 }
 
 #[test]
@@ -81,7 +101,7 @@ fn reports_an_unknown_key_and_two_bad_values_together() {
     let keys: Vec<&str> = errors.problems().iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
         keys,
-        ["mqtt.tls", "console.listen", "limits.max_connections"]
+        ["mqtt.tls", "metrics.listen", "limits.max_connections"]
     );
 }
 
@@ -99,7 +119,7 @@ fn binary_exits_64_and_prints_every_problem_for_a_bad_config() {
         let output = run_binary(&args);
         assert_eq!(output.status.code(), Some(64), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        for key in ["mqtt.tls", "console.listen", "limits.max_connections"] {
+        for key in ["mqtt.tls", "metrics.listen", "limits.max_connections"] {
             assert!(
                 stderr.contains(key),
                 "{args:?}: {key} missing from:\n{stderr}"

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use dtop_cli::cmd::{self, CmdArgs};
 use dtop_cli::compute::{
     self, Computation, ComputeError, ControlArgs, CriticalGainArgs, FrfArgs, ModalArgs,
 };
@@ -37,6 +38,9 @@ enum Command {
     Control(ControlArgs),
     /// Print the critical direct-velocity-feedback gain per actuator floor as JSON.
     DvfCriticalGain(CriticalGainArgs),
+    /// Send an operator command to a rig over MQTT and print its acknowledgements as JSON.
+    /// Exit 0 if applied (or latched), 1 if refused or expired, 2 without an answer.
+    Cmd(CmdArgs),
 }
 
 /// Exit status for bad command-line input (sysexits EX_USAGE).
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
 
     let computation = match cli.command {
         Command::Up(args) => return run_up(&args),
+        Command::Cmd(args) => return run_cmd(&args),
         Command::Modal(args) => Computation::Modal(args),
         Command::Frf(args) => Computation::Frf(args),
         Command::Control(args) => Computation::Control(args),
@@ -89,6 +94,50 @@ fn main() -> ExitCode {
         Err(ComputeError::Failed(e)) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `dtop cmd`: build the command (exit 64 on bad options), send it, print the answers.
+fn run_cmd(args: &CmdArgs) -> ExitCode {
+    let command = match cmd::build(args, cmd::unix_now_ns()) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprintln!("error: {} problem(s) with the options:", problems.len());
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let timeout = std::time::Duration::from_secs_f64(args.timeout_s);
+    match runtime.block_on(cmd::send(args, &command, timeout)) {
+        Ok(acks) => {
+            let ok = acks.iter().all(cmd::succeeded);
+            let json: Vec<_> = acks.iter().map(cmd::ack_json).collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_default()
+            );
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
         }
     }
 }

@@ -34,6 +34,9 @@ struct Actuator {
     demand_n: f32,
     /// First sample index with this state in effect.
     applied_at: u64,
+    /// Holding registers 3–6 as last written: the sample the drive came from (`u64::MAX` =
+    /// none). Modbus only; the pty's command carries its own.
+    origin_sample_index: u64,
 }
 
 /// The emulated firmware.
@@ -86,6 +89,7 @@ impl Firmware {
                 enabled: false,
                 demand_n: 0.0,
                 applied_at: 0,
+                origin_sample_index: u64::MAX,
             },
             last_contact: Duration::ZERO,
             latest: Measurement {
@@ -199,6 +203,7 @@ impl Firmware {
                 self.actuator.enabled = enable;
                 self.actuator.demand_n =
                     registers::words_to_f32(registers::holding_force_words(&next));
+                self.actuator.origin_sample_index = registers::holding_origin(&next);
                 self.actuator.applied_at = self.next_sample_index;
                 if self.streaming {
                     out.push(self.status());
@@ -221,7 +226,22 @@ impl Firmware {
 
     fn holding_bank(&self) -> [u16; HOLDING_COUNT] {
         let force = registers::f32_to_words(self.actuator.demand_n);
-        [u16::from(self.actuator.enabled), force[0], force[1]]
+        let origin = registers::u64_to_words(self.actuator.origin_sample_index);
+        [
+            u16::from(self.actuator.enabled),
+            force[0],
+            force[1],
+            origin[0],
+            origin[1],
+            origin[2],
+            origin[3],
+        ]
+    }
+
+    /// The sample the current drive was computed from, as the last holding write said
+    /// (`u64::MAX` = none).
+    pub fn actuator_origin(&self) -> u64 {
+        self.actuator.origin_sample_index
     }
 
     /// When the watchdog expires, if it is armed (actuator enabled).

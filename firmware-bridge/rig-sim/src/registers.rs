@@ -7,8 +7,11 @@ use tokio_modbus::ExceptionCode;
 pub const HOLDING_ENABLE: u16 = 0;
 /// Holding registers 1–2: drive force, f32, N, high word first (MODBUS.md).
 pub const HOLDING_FORCE: u16 = 1;
+/// Holding registers 3–6: the sample the drive was computed from, u64, high word first;
+/// all ones = none (MODBUS.md). Only the latency probe reads it.
+pub const HOLDING_ORIGIN: u16 = 3;
 /// Number of holding registers.
-pub const HOLDING_COUNT: usize = 3;
+pub const HOLDING_COUNT: usize = 7;
 
 /// Input registers 0–5: floor 1..3 acceleration, f32, m/s², two words each.
 pub const INPUT_FLOOR_ACCEL: u16 = 0;
@@ -133,6 +136,12 @@ pub fn write_range(
     Ok(next)
 }
 
+/// The origin sample index of a holding bank (`u64::MAX` = none).
+pub fn holding_origin(bank: &[u16; HOLDING_COUNT]) -> u64 {
+    let at = usize::from(HOLDING_ORIGIN);
+    words_to_u64([bank[at], bank[at + 1], bank[at + 2], bank[at + 3]])
+}
+
 /// The two force words of a holding bank.
 pub fn holding_force_words(bank: &[u16; HOLDING_COUNT]) -> [u16; 2] {
     let at = usize::from(HOLDING_FORCE);
@@ -193,13 +202,13 @@ mod tests {
 
     #[test]
     fn refuses_bad_writes_without_changing_anything() {
-        let bank = [0, 0, 0];
+        let bank = [0, 0, 0, 0, 0, 0, 0];
         assert_eq!(
-            write_range(&bank, 3, &[1]),
+            write_range(&bank, 7, &[1]),
             Err(ExceptionCode::IllegalDataAddress)
         );
         assert_eq!(
-            write_range(&bank, 2, &[1, 2]),
+            write_range(&bank, 6, &[1, 2]),
             Err(ExceptionCode::IllegalDataAddress)
         );
         assert_eq!(
@@ -211,8 +220,9 @@ mod tests {
             write_range(&bank, 1, &nan),
             Err(ExceptionCode::IllegalDataValue)
         );
-        let ok = write_range(&bank, 0, &[1, 0x4120, 0]).unwrap();
-        assert_eq!(ok, [1, 0x4120, 0]);
+        let ok = write_range(&bank, 0, &[1, 0x4120, 0, 0, 0, 0, 42]).unwrap();
+        assert_eq!(ok, [1, 0x4120, 0, 0, 0, 0, 42]);
         assert_eq!(words_to_f32(holding_force_words(&ok)), 10.0);
+        assert_eq!(holding_origin(&ok), 42);
     }
 }

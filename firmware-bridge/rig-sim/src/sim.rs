@@ -23,7 +23,7 @@ use crate::latency::LatencyProbe;
 use crate::link::{self, Outgoing};
 use crate::modbus;
 use crate::pty::{self, PtyLink};
-use crate::registers::{RegisterReply, RegisterRequest};
+use crate::registers::{self, RegisterReply, RegisterRequest};
 use crate::truth_log::TruthLog;
 
 /// Frames from the edge and requests from Modbus clients waiting for the firmware task.
@@ -463,9 +463,22 @@ impl FirmwareTask {
                 }
             }
             Event::Register { request, reply_tx } => {
+                let names_origin = matches!(
+                    &request,
+                    RegisterRequest::WriteHolding { address, words, .. }
+                        if usize::from(*address) + words.len() > usize::from(registers::HOLDING_ORIGIN)
+                );
                 let reply = self
                     .firmware
                     .handle_register_request(request, now, &mut self.out);
+                let origin = self.firmware.actuator_origin();
+                if names_origin
+                    && reply.is_ok()
+                    && origin != u64::MAX
+                    && let Some((_, probe)) = self.latency.as_mut()
+                {
+                    probe.applied(origin, self.firmware.next_sample_index(), now);
+                }
                 // The client may have timed out and gone; nothing to do about that here.
                 let _ = reply_tx.send(reply);
             }

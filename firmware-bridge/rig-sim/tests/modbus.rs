@@ -102,7 +102,7 @@ async fn serves_registers_drives_the_actuator_and_refuses_bad_addresses() {
         .await
         .unwrap();
     assert_eq!(straddling, Err(ExceptionCode::IllegalDataAddress));
-    let holding_past_end = within("read", ctx.read_holding_registers(3, 1))
+    let holding_past_end = within("read", ctx.read_holding_registers(7, 1))
         .await
         .unwrap();
     assert_eq!(holding_past_end, Err(ExceptionCode::IllegalDataAddress));

@@ -1,0 +1,211 @@
+//! The ACL matrix: every role × {publish, subscribe} × DTOP topic family, against our own rig
+//! and a foreign one, through the real broker with real MQTT 5 clients (rumqttc). Each outcome
+//! is asserted exactly, both ways: nothing forbidden is allowed (reason 0x87 in PUBACK/SUBACK,
+//! and an admin watching everything sees no forbidden message arrive), and nothing allowed is
+//! refused. The expectations are written out from the role descriptions in issue 4, not
+//! computed by the ACL engine under test.
+
+// Helpers outside #[test] fns fail the test by panicking, like the assertions they serve.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{start_auth_broker, v5_client, v5_collect, v5_poll_until};
+use dtop_broker::Role;
+use dtop_proto::ids::RigId;
+use dtop_proto::topic::{self, RigTopic, SimTopic, Topic, TwinTopic};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, SubscribeReasonCode};
+
+const PASSWORD: &str = "correct horse";
+
+/// One topic family on a given rig.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Rig(RigTopic),
+    Twin(TwinTopic),
+    Sim(SimTopic),
+}
+
+const FAMILIES: [Family; 12] = [
+    Family::Rig(RigTopic::Birth),
+    Family::Rig(RigTopic::Death),
+    Family::Rig(RigTopic::Samples),
+    Family::Rig(RigTopic::Status),
+    Family::Rig(RigTopic::Cmd),
+    Family::Rig(RigTopic::CmdAck),
+    Family::Rig(RigTopic::Drive),
+    Family::Rig(RigTopic::Persisted),
+    Family::Twin(TwinTopic::State),
+    Family::Twin(TwinTopic::StateJson),
+    Family::Sim(SimTopic::Request),
+    Family::Sim(SimTopic::Result),
+];
+
+fn topic_of(family: Family, rig: &RigId) -> String {
+    match family {
+        Family::Rig(kind) => topic::rig(rig, kind),
+        Family::Twin(kind) => topic::twin(rig, kind),
+        Family::Sim(kind) => Topic::Sim(rig.clone(), kind).to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Publish,
+    Subscribe,
+}
+
+/// The role semantics of issue 4, written out. `own` is whether the topic is on a rig the
+/// user is scoped to (its own rig for `rig`, an allowed rig for `operator`).
+fn expected(role: Role, op: Op, family: Family, own: bool) -> bool {
+    use Family::{Rig, Sim, Twin};
+    use RigTopic as R;
+    match (role, op) {
+        (Role::Admin, _) => true,
+        // A rig publishes only its own rig topics (its telemetry and command acks) and
+        // receives only its own cmd, drive and persisted.
+        (Role::Rig, Op::Publish) => {
+            own && matches!(
+                family,
+                Rig(R::Birth | R::Death | R::Samples | R::Status | R::CmdAck)
+            )
+        }
+        (Role::Rig, Op::Subscribe) => {
+            own && matches!(family, Rig(R::Cmd | R::Drive | R::Persisted))
+        }
+        // The twin reads all rig topics and simulation requests; writes drive, persisted,
+        // command acks, twin topics and simulation results.
+        (Role::Twin, Op::Publish) => matches!(
+            family,
+            Rig(R::Drive | R::Persisted | R::CmdAck) | Twin(_) | Sim(SimTopic::Result)
+        ),
+        (Role::Twin, Op::Subscribe) => matches!(family, Rig(_) | Sim(SimTopic::Request)),
+        // An operator writes cmd for its rigs and reads everything on them.
+        (Role::Operator, Op::Publish) => own && family == Rig(R::Cmd),
+        (Role::Operator, Op::Subscribe) => own && matches!(family, Rig(_) | Twin(_)),
+        // A dashboard reads twin and telemetry topics and writes nothing.
+        (Role::Dashboard, Op::Publish) => false,
+        (Role::Dashboard, Op::Subscribe) => matches!(
+            family,
+            Twin(_) | Rig(R::Birth | R::Death | R::Samples | R::Status)
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_gets_exactly_its_allowed_publishes_and_subscriptions() {
+    let users = [
+        ("r1", Role::Rig, "-", PASSWORD),
+        ("twin", Role::Twin, "*", PASSWORD),
+        ("op", Role::Operator, "r1", PASSWORD),
+        ("dash", Role::Dashboard, "*", PASSWORD),
+        ("root", Role::Admin, "*", PASSWORD),
+    ];
+    let (broker, _dir) = tokio::task::spawn_blocking(move || start_auth_broker(&users))
+        .await
+        .unwrap();
+    let addr = broker.mqtt_addr();
+    let own = RigId::new("r1").unwrap();
+    let foreign = RigId::new("r2").unwrap();
+
+    // The admin watches everything, to prove forbidden publishes never reach anyone.
+    let (watcher, mut watch_loop) = v5_client("watcher", addr, Some(("root", PASSWORD)));
+    watcher.subscribe("dtop/#", QoS::AtLeastOnce).await.unwrap();
+    let granted = v5_poll_until(&mut watch_loop, "watcher SUBACK", |p| match p {
+        Packet::SubAck(ack) => Some(ack.return_codes.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(granted, [SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+
+    let mut mismatches = Vec::new();
+    let mut expected_deliveries = Vec::new();
+    for (user, role, _, _) in users {
+        let (client, mut eventloop) =
+            v5_client(&format!("matrix-{user}"), addr, Some((user, PASSWORD)));
+        for (rig, is_own) in [(&own, true), (&foreign, false)] {
+            for family in FAMILIES {
+                let topic = topic_of(family, rig);
+                // Sim topics are not rig-scoped; count them as "own" for every scope.
+                let own_scope = is_own || matches!(family, Family::Sim(_));
+
+                client
+                    .subscribe(topic.clone(), QoS::AtLeastOnce)
+                    .await
+                    .unwrap();
+                let code = v5_poll_until(&mut eventloop, "SUBACK", |p| match p {
+                    Packet::SubAck(ack) => Some(ack.return_codes[0]),
+                    _ => None,
+                })
+                .await;
+                let want = expected(role, Op::Subscribe, family, own_scope);
+                let want_code = if want {
+                    SubscribeReasonCode::Success(QoS::AtLeastOnce)
+                } else {
+                    SubscribeReasonCode::NotAuthorized
+                };
+                if code != want_code {
+                    mismatches.push(format!(
+                        "{user} subscribe {topic}: got {code:?}, want {want_code:?}"
+                    ));
+                }
+
+                let payload = format!("{user}|{topic}");
+                client
+                    .publish(
+                        topic.clone(),
+                        QoS::AtLeastOnce,
+                        false,
+                        Bytes::from(payload.clone()),
+                    )
+                    .await
+                    .unwrap();
+                let reason = v5_poll_until(&mut eventloop, "PUBACK", |p| match p {
+                    Packet::PubAck(ack) => Some(ack.reason),
+                    _ => None,
+                })
+                .await;
+                let want = expected(role, Op::Publish, family, own_scope);
+                let want_reason = if want {
+                    PubAckReason::Success
+                } else {
+                    PubAckReason::NotAuthorized
+                };
+                if reason != want_reason {
+                    mismatches.push(format!(
+                        "{user} publish {topic}: got {reason:?}, want {want_reason:?}"
+                    ));
+                }
+                if want {
+                    expected_deliveries.push(payload);
+                }
+            }
+        }
+        client.disconnect().await.unwrap();
+    }
+    assert!(
+        mismatches.is_empty(),
+        "ACL mismatches:\n{}",
+        mismatches.join("\n")
+    );
+
+    let mut delivered: Vec<String> = v5_collect(&mut watch_loop, Duration::from_millis(500))
+        .await
+        .into_iter()
+        .map(|p| String::from_utf8(p.payload.to_vec()).unwrap())
+        .collect();
+    delivered.sort();
+    expected_deliveries.sort();
+    assert_eq!(
+        delivered, expected_deliveries,
+        "the watcher saw exactly the allowed publishes"
+    );
+    let refused = broker
+        .metrics()
+        .refusals(dtop_broker::Refusal::PublishNotAuthorized);
+    assert!(refused > 0, "publish refusals are counted");
+}

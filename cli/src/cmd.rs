@@ -1,0 +1,422 @@
+//! `dtop cmd`: the operator's command line. Builds a `Command` (pure, validated: every problem
+//! at once, exit 64), publishes it on the rig's cmd topic at QoS 1 and prints the answers on
+//! cmd/ack as JSON: the edge's or the twin's, and for an edge-hosted control law also the
+//! edge's `controller/{version}` acknowledgement. Knows nothing of what the rig does with it.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use dtop_proto::topic::{self, RigTopic};
+use dtop_proto::v1::command::Kind;
+use dtop_proto::v1::command_ack::Status;
+use dtop_proto::v1::excitation::Waveform;
+use dtop_proto::v1::set_control::{Law, Placement};
+use dtop_proto::v1::{
+    ActuatorEnable, Command, CommandAck, Excitation, Rebirth, SafetyReset, SafetyStop,
+    SetAcquisition, SetControl, SetDrive,
+};
+use dtop_proto::{Message, RigId};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+/// `dtop cmd [OPTIONS] <KIND>`.
+#[derive(Debug, Args)]
+pub struct CmdArgs {
+    /// Rig to command.
+    #[arg(long)]
+    pub rig: String,
+    /// MQTT broker host.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// MQTT broker port.
+    #[arg(long, default_value_t = 1883)]
+    pub port: u16,
+    /// MQTT username (the broker's `operator` role).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// File holding the MQTT password (first line).
+    #[arg(long, requires = "username")]
+    pub password_file: Option<PathBuf>,
+    /// Command id; the rig applies each id at most once. Default: unique per call.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The command expires unless applied within this many seconds (0 = never).
+    #[arg(long, default_value_t = 10.0)]
+    pub deadline_s: f64,
+    /// How long to wait for the acknowledgements, s.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout_s: f64,
+    #[command(subcommand)]
+    pub kind: KindArgs,
+}
+
+/// What to ask for.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KindArgs {
+    /// Switch active control on or off; choose the law, gain and where it runs (twin answers).
+    SetControl {
+        #[arg(long, value_enum)]
+        law: LawArg,
+        /// DVF feedback gain g = Bl·h, N·s/m (required for dvf).
+        #[arg(long)]
+        gain_n_s_per_m: Option<f64>,
+        #[arg(long, value_enum, default_value = "twin")]
+        placement: PlacementArg,
+    },
+    /// Arm the actuator after a disable.
+    ActuatorEnable,
+    /// Disable the actuator (0 N, off) until enabled again.
+    ActuatorDisable,
+    /// Hold an open-loop drive force, N.
+    SetDrive {
+        #[arg(long, allow_negative_numbers = true)]
+        force_n: f64,
+    },
+    /// Latch the actuator off until safety-reset (top priority at the edge).
+    SafetyStop,
+    /// Release a latched safety stop.
+    SafetyReset,
+    /// Ask the edge to publish its birth again.
+    Rebirth,
+    /// Samples per block from the next block on.
+    SetAcquisition {
+        #[arg(long)]
+        block_samples: u32,
+    },
+    /// Start or stop the rig's shaker.
+    Excitation {
+        #[arg(long, value_enum)]
+        waveform: WaveformArg,
+        #[arg(long, default_value_t = 0.0)]
+        amplitude_n: f64,
+        #[arg(long, default_value_t = 0.0)]
+        frequency_hz: f64,
+        #[arg(long, default_value_t = 0.0)]
+        frequency_end_hz: f64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LawArg {
+    Off,
+    Dvf,
+    Lqg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlacementArg {
+    Twin,
+    Edge,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum WaveformArg {
+    Off,
+    Noise,
+    Sine,
+    Chirp,
+}
+
+/// The command `args` describe, sent at `now_unix_ns`, or every problem with them.
+pub fn build(args: &CmdArgs, now_unix_ns: u64) -> Result<Command, Vec<String>> {
+    let mut problems = Vec::new();
+    if let Err(e) = RigId::new(args.rig.as_str()) {
+        problems.push(format!("--rig {:?}: {e}", args.rig));
+    }
+    if !(args.deadline_s.is_finite() && args.deadline_s >= 0.0) {
+        problems.push(format!("--deadline-s {} must be >= 0", args.deadline_s));
+    }
+    if !(args.timeout_s.is_finite() && args.timeout_s > 0.0) {
+        problems.push(format!("--timeout-s {} must be > 0", args.timeout_s));
+    }
+    if args
+        .id
+        .as_deref()
+        .is_some_and(|id| id.is_empty() || id.len() > 128)
+    {
+        problems.push("--id must be 1..=128 bytes".into());
+    }
+    let finite = |name: &str, v: f64, problems: &mut Vec<String>| {
+        if !v.is_finite() {
+            problems.push(format!("--{name} {v} must be finite"));
+        }
+    };
+    let kind = match &args.kind {
+        KindArgs::SetControl {
+            law,
+            gain_n_s_per_m,
+            placement,
+        } => {
+            let law = match law {
+                LawArg::Off => Law::Off,
+                LawArg::Dvf => Law::Dvf,
+                LawArg::Lqg => Law::Lqg,
+            };
+            let gain = match (law, gain_n_s_per_m) {
+                (Law::Dvf, None) => {
+                    problems.push("set-control --law dvf needs --gain-n-s-per-m".into());
+                    0.0
+                }
+                (Law::Dvf, Some(g)) if !(g.is_finite() && *g >= 0.0) => {
+                    problems.push(format!("--gain-n-s-per-m {g} must be finite and >= 0"));
+                    0.0
+                }
+                (_, g) => g.unwrap_or(0.0),
+            };
+            Kind::SetControl(SetControl {
+                law: law as i32,
+                gain_n_s_per_m: gain,
+                placement: match placement {
+                    PlacementArg::Twin => Placement::Twin,
+                    PlacementArg::Edge => Placement::Edge,
+                } as i32,
+            })
+        }
+        KindArgs::ActuatorEnable => Kind::ActuatorEnable(ActuatorEnable { enabled: true }),
+        KindArgs::ActuatorDisable => Kind::ActuatorEnable(ActuatorEnable { enabled: false }),
+        KindArgs::SetDrive { force_n } => {
+            finite("force-n", *force_n, &mut problems);
+            Kind::SetDrive(SetDrive { force_n: *force_n })
+        }
+        KindArgs::SafetyStop => Kind::SafetyStop(SafetyStop {}),
+        KindArgs::SafetyReset => Kind::SafetyReset(SafetyReset {}),
+        KindArgs::Rebirth => Kind::Rebirth(Rebirth {}),
+        KindArgs::SetAcquisition { block_samples } => {
+            if *block_samples == 0 {
+                problems.push("--block-samples must be at least 1".into());
+            }
+            Kind::SetAcquisition(SetAcquisition {
+                block_samples: *block_samples,
+            })
+        }
+        KindArgs::Excitation {
+            waveform,
+            amplitude_n,
+            frequency_hz,
+            frequency_end_hz,
+        } => {
+            for (name, v) in [
+                ("amplitude-n", amplitude_n),
+                ("frequency-hz", frequency_hz),
+                ("frequency-end-hz", frequency_end_hz),
+            ] {
+                if !(v.is_finite() && *v >= 0.0) {
+                    problems.push(format!("--{name} {v} must be finite and >= 0"));
+                }
+            }
+            Kind::Excitation(Excitation {
+                waveform: match waveform {
+                    WaveformArg::Off => Waveform::Off,
+                    WaveformArg::Noise => Waveform::Noise,
+                    WaveformArg::Sine => Waveform::Sine,
+                    WaveformArg::Chirp => Waveform::Chirp,
+                } as i32,
+                amplitude_n: *amplitude_n,
+                frequency_hz: *frequency_hz,
+                frequency_end_hz: *frequency_end_hz,
+            })
+        }
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let deadline_ns = if args.deadline_s == 0.0 {
+        0
+    } else {
+        now_unix_ns + (args.deadline_s * 1e9) as u64
+    };
+    Ok(Command {
+        id: args
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("dtop-cli-{}-{now_unix_ns}", std::process::id())),
+        deadline_ns,
+        target_rig: args.rig.clone(),
+        issued_by: args
+            .username
+            .clone()
+            .unwrap_or_else(|| format!("dtop-cli@{}", hostname())),
+        kind: Some(kind),
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Wall clock, ns since the Unix epoch (deadlines are wall-clock instants).
+pub fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// An acknowledgement as operators read it: the status by name (`applied`, `refused`,
+/// `expired`, `latched`).
+pub fn ack_json(ack: &CommandAck) -> serde_json::Value {
+    let status = ack.status().as_str_name();
+    serde_json::json!({
+        "command_id": ack.command_id,
+        "rig_id": ack.rig_id,
+        "status": status.strip_prefix("STATUS_").unwrap_or(status).to_ascii_lowercase(),
+        "applied_at_sample_index": ack.applied_at_sample_index,
+        "reason": ack.reason,
+    })
+}
+
+/// Whether an answer means the command took effect.
+pub fn succeeded(ack: &CommandAck) -> bool {
+    matches!(ack.status(), Status::Applied | Status::Latched)
+}
+
+/// Publishes `command` and returns the acknowledgements: the first answer to its id, and for
+/// an edge-hosted control law that was applied, the edge's `controller/{version}` answer too.
+///
+/// # Errors
+/// No connection, or no answer within `timeout`.
+pub async fn send(
+    args: &CmdArgs,
+    command: &Command,
+    timeout: Duration,
+) -> anyhow::Result<Vec<CommandAck>> {
+    let rig = RigId::new(args.rig.as_str())?;
+    let mut options = MqttOptions::new(
+        format!("dtop-cli-{}", std::process::id()),
+        args.host.as_str(),
+        args.port,
+    );
+    options.set_keep_alive(Duration::from_secs(5));
+    if let (Some(user), Some(path)) = (&args.username, &args.password_file) {
+        let password =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let password = password.lines().next().unwrap_or("").to_owned();
+        options.set_credentials(user.clone(), password);
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    eventloop.network_options.set_tcp_nodelay(true);
+    let edge_law = matches!(
+        &command.kind,
+        Some(Kind::SetControl(s)) if s.placement == Placement::Edge as i32 && s.law != Law::Off as i32
+    );
+    let work = async {
+        let mut acks = Vec::new();
+        let mut published = false;
+        loop {
+            match eventloop.poll().await.context("MQTT connection")? {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    client
+                        .subscribe(topic::rig(&rig, RigTopic::CmdAck), QoS::AtLeastOnce)
+                        .await?;
+                }
+                // Publish only once the subscription is in place, so no answer is missed.
+                Event::Incoming(Packet::SubAck(_)) if !published => {
+                    published = true;
+                    client
+                        .publish(
+                            topic::rig(&rig, RigTopic::Cmd),
+                            QoS::AtLeastOnce,
+                            false,
+                            command.encode_to_vec(),
+                        )
+                        .await?;
+                }
+                Event::Incoming(Packet::Publish(p)) => {
+                    let Ok(ack) = CommandAck::decode(p.payload) else {
+                        continue;
+                    };
+                    let ours = ack.command_id == command.id;
+                    let controller = acks.len() == 1 && ack.command_id.starts_with("controller/");
+                    if ours && acks.is_empty() {
+                        let done = !(edge_law && succeeded(&ack));
+                        acks.push(ack);
+                        if done {
+                            return anyhow::Ok(acks);
+                        }
+                    } else if controller {
+                        acks.push(ack);
+                        return Ok(acks);
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => {
+            let _ = client.disconnect().await;
+            result
+        }
+        Err(_) => bail!(
+            "no acknowledgement for command {} within {timeout:?}: is the rig (and, for \
+             set-control, the twin) running and subscribed?",
+            command.id
+        ),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: CmdArgs,
+    }
+
+    fn parse(argv: &[&str]) -> CmdArgs {
+        Wrapper::try_parse_from(std::iter::once("dtop-cmd").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn builds_an_edge_hosted_dvf_command_with_a_deadline() {
+        let args = parse(&[
+            "--rig",
+            "lab-1",
+            "--id",
+            "c1",
+            "--deadline-s",
+            "2",
+            "set-control",
+            "--law",
+            "dvf",
+            "--gain-n-s-per-m",
+            "8",
+            "--placement",
+            "edge",
+        ]);
+        let c = build(&args, 1_000).unwrap();
+        assert_eq!((c.id.as_str(), c.deadline_ns), ("c1", 2_000_001_000));
+        let Some(Kind::SetControl(s)) = c.kind else {
+            panic!()
+        };
+        assert_eq!(
+            (s.law(), s.gain_n_s_per_m, s.placement()),
+            (Law::Dvf, 8.0, Placement::Edge)
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let args = parse(&[
+            "--rig",
+            "bad rig!",
+            "--timeout-s",
+            "0",
+            "set-control",
+            "--law",
+            "dvf",
+        ]);
+        let problems = build(&args, 0).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        let args = parse(&["--rig", "r", "set-drive", "--force-n", "-2.5"]);
+        assert!(build(&args, 0).is_ok(), "negative forces are fine");
+    }
+}
