@@ -7,7 +7,7 @@ use std::time::Duration;
 use dtop_firmware::{ActuatorStatus, Fault, Frame, Heartbeat, Manifest, Samples};
 use tokio_modbus::ExceptionCode;
 
-use crate::config::SimConfig;
+use crate::config::{ExcitationConfig, SimConfig};
 use crate::error::SimError;
 use crate::registers::{self, HOLDING_COUNT, HOLDING_ENABLE, RegisterReply, RegisterRequest};
 use crate::rig::{FLOORS, Measurement, Rig};
@@ -59,6 +59,11 @@ pub struct Firmware {
     last_contact: Duration,
     /// Latest measurement, for the Modbus input registers.
     latest: Measurement,
+    /// The shaker registers as last written (MODBUS.md): waveform code, amplitude, frequency,
+    /// end frequency.
+    shaker: (u16, [f32; 3]),
+    /// The simulator's config, to check shaker settings the way the command line's are.
+    config: SimConfig,
 }
 
 impl Firmware {
@@ -96,6 +101,8 @@ impl Firmware {
                 raw: [0; CHANNEL_COUNT],
                 value_si: [0.0; CHANNEL_COUNT],
             },
+            shaker: excitation_shaker(&config.excitation),
+            config: config.clone(),
         })
     }
 
@@ -199,6 +206,21 @@ impl Firmware {
                 if enable && !self.has_actuator {
                     return Err(ExceptionCode::IllegalDataValue);
                 }
+                if registers::writes_shaker(address, words.len()) {
+                    let shaker = registers::shaker(&next);
+                    let excitation = shaker_excitation(shaker, self.config.sample_rate_hz);
+                    let check = SimConfig {
+                        excitation: excitation.clone(),
+                        ..self.config.clone()
+                    };
+                    if let Err(e) = check.validate() {
+                        tracing::warn!(error = %e, "Refused shaker settings over Modbus.");
+                        return Err(ExceptionCode::IllegalDataValue);
+                    }
+                    tracing::info!(?excitation, "Shaker settings changed over Modbus.");
+                    self.rig.set_excitation(&excitation);
+                    self.shaker = shaker;
+                }
                 self.last_contact = now;
                 self.actuator.enabled = enable;
                 self.actuator.demand_n =
@@ -227,6 +249,10 @@ impl Firmware {
     fn holding_bank(&self) -> [u16; HOLDING_COUNT] {
         let force = registers::f32_to_words(self.actuator.demand_n);
         let origin = registers::u64_to_words(self.actuator.origin_sample_index);
+        let (waveform, [amplitude, f0, f1]) = self.shaker;
+        let [a0, a1] = registers::f32_to_words(amplitude);
+        let [b0, b1] = registers::f32_to_words(f0);
+        let [c0, c1] = registers::f32_to_words(f1);
         [
             u16::from(self.actuator.enabled),
             force[0],
@@ -235,6 +261,13 @@ impl Firmware {
             origin[1],
             origin[2],
             origin[3],
+            waveform,
+            a0,
+            a1,
+            b0,
+            b1,
+            c0,
+            c1,
         ]
     }
 
@@ -321,6 +354,67 @@ impl Firmware {
             code,
             sample_index: self.next_sample_index,
         })
+    }
+}
+
+/// The excitation the shaker registers describe (MODBUS.md): noise uses the frequencies as
+/// its band (an end frequency of 0 means 0.45 × the sample rate), a chirp sweeps for 10 s.
+fn shaker_excitation(
+    (waveform, [amplitude, f0, f1]): (u16, [f32; 3]),
+    sample_rate_hz: f64,
+) -> ExcitationConfig {
+    let (amplitude, f0, f1) = (f64::from(amplitude), f64::from(f0), f64::from(f1));
+    match waveform {
+        registers::SHAKER_NOISE => ExcitationConfig::Noise {
+            rms: amplitude,
+            low_hz: f0,
+            high_hz: if f1 > 0.0 { f1 } else { 0.45 * sample_rate_hz },
+        },
+        registers::SHAKER_SINE => ExcitationConfig::Sine {
+            amplitude,
+            frequency_hz: f0,
+        },
+        registers::SHAKER_CHIRP => ExcitationConfig::Chirp {
+            amplitude,
+            f0_hz: f0,
+            f1_hz: f1,
+            period_s: SHAKER_CHIRP_PERIOD_S,
+        },
+        _ => ExcitationConfig::None,
+    }
+}
+
+/// Duration of one sweep of a chirp started over Modbus, s.
+const SHAKER_CHIRP_PERIOD_S: f64 = 10.0;
+
+/// The shaker registers that describe `excitation`, for reads before any write.
+fn excitation_shaker(excitation: &ExcitationConfig) -> (u16, [f32; 3]) {
+    match *excitation {
+        ExcitationConfig::None => (registers::SHAKER_OFF, [0.0; 3]),
+        ExcitationConfig::Noise {
+            rms,
+            low_hz,
+            high_hz,
+        } => (
+            registers::SHAKER_NOISE,
+            [rms as f32, low_hz as f32, high_hz as f32],
+        ),
+        ExcitationConfig::Sine {
+            amplitude,
+            frequency_hz,
+        } => (
+            registers::SHAKER_SINE,
+            [amplitude as f32, frequency_hz as f32, 0.0],
+        ),
+        ExcitationConfig::Chirp {
+            amplitude,
+            f0_hz,
+            f1_hz,
+            ..
+        } => (
+            registers::SHAKER_CHIRP,
+            [amplitude as f32, f0_hz as f32, f1_hz as f32],
+        ),
     }
 }
 

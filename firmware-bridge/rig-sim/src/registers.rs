@@ -10,8 +10,18 @@ pub const HOLDING_FORCE: u16 = 1;
 /// Holding registers 3–6: the sample the drive was computed from, u64, high word first;
 /// all ones = none (MODBUS.md). Only the latency probe reads it.
 pub const HOLDING_ORIGIN: u16 = 3;
+/// Holding register 7: the shaker's waveform, 0 off, 1 noise, 2 sine, 3 chirp (MODBUS.md).
+pub const HOLDING_SHAKER: u16 = 7;
+/// Holding registers 8–9, 10–11, 12–13: shaker amplitude (N, RMS for noise), frequency (Hz;
+/// noise low corner, chirp start) and end frequency (Hz; noise high corner, chirp end), f32.
+pub const HOLDING_SHAKER_AMPLITUDE: u16 = 8;
 /// Number of holding registers.
-pub const HOLDING_COUNT: usize = 7;
+pub const HOLDING_COUNT: usize = 14;
+/// Shaker waveform codes.
+pub const SHAKER_OFF: u16 = 0;
+pub const SHAKER_NOISE: u16 = 1;
+pub const SHAKER_SINE: u16 = 2;
+pub const SHAKER_CHIRP: u16 = 3;
 
 /// Input registers 0–5: floor 1..3 acceleration, f32, m/s², two words each.
 pub const INPUT_FLOOR_ACCEL: u16 = 0;
@@ -133,7 +143,25 @@ pub fn write_range(
     if !force.is_finite() {
         return Err(ExceptionCode::IllegalDataValue);
     }
+    let (waveform, values) = shaker(&next);
+    if waveform > SHAKER_CHIRP || values.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+        return Err(ExceptionCode::IllegalDataValue);
+    }
     Ok(next)
+}
+
+/// Whether a write of `len` words at `address` touches the shaker's waveform register, which
+/// is what makes the shaker take its new settings.
+pub fn writes_shaker(address: u16, len: usize) -> bool {
+    (usize::from(address)..usize::from(address) + len).contains(&usize::from(HOLDING_SHAKER))
+}
+
+/// The shaker block of a holding bank: the waveform code and [amplitude, frequency, end
+/// frequency].
+pub fn shaker(bank: &[u16; HOLDING_COUNT]) -> (u16, [f32; 3]) {
+    let at = usize::from(HOLDING_SHAKER_AMPLITUDE);
+    let f = |i: usize| words_to_f32([bank[at + 2 * i], bank[at + 2 * i + 1]]);
+    (bank[usize::from(HOLDING_SHAKER)], [f(0), f(1), f(2)])
 }
 
 /// The origin sample index of a holding bank (`u64::MAX` = none).
@@ -202,14 +230,25 @@ mod tests {
 
     #[test]
     fn refuses_bad_writes_without_changing_anything() {
-        let bank = [0, 0, 0, 0, 0, 0, 0];
+        let bank = [0; HOLDING_COUNT];
         assert_eq!(
-            write_range(&bank, 7, &[1]),
+            write_range(&bank, 14, &[1]),
             Err(ExceptionCode::IllegalDataAddress)
         );
         assert_eq!(
-            write_range(&bank, 6, &[1, 2]),
+            write_range(&bank, 13, &[1, 2]),
             Err(ExceptionCode::IllegalDataAddress)
+        );
+        assert_eq!(
+            write_range(&bank, 7, &[4]),
+            Err(ExceptionCode::IllegalDataValue),
+            "waveform code"
+        );
+        let negative = f32_to_words(-1.0);
+        assert_eq!(
+            write_range(&bank, 8, &negative),
+            Err(ExceptionCode::IllegalDataValue),
+            "negative amplitude"
         );
         assert_eq!(
             write_range(&bank, 0, &[2]),
@@ -221,7 +260,7 @@ mod tests {
             Err(ExceptionCode::IllegalDataValue)
         );
         let ok = write_range(&bank, 0, &[1, 0x4120, 0, 0, 0, 0, 42]).unwrap();
-        assert_eq!(ok, [1, 0x4120, 0, 0, 0, 0, 42]);
+        assert_eq!(ok[..7], [1, 0x4120, 0, 0, 0, 0, 42]);
         assert_eq!(words_to_f32(holding_force_words(&ok)), 10.0);
         assert_eq!(holding_origin(&ok), 42);
     }

@@ -4,7 +4,7 @@
 use dtop_dynamics::{DiscreteStateSpace, ShearBuilding};
 use nalgebra::DVector;
 
-use crate::config::{ExcitationTarget, SimConfig};
+use crate::config::{ExcitationConfig, ExcitationTarget, SimConfig};
 use crate::error::SimError;
 use crate::excitation::Excitation;
 use crate::sensor::{CHANNEL_COUNT, SensorBank};
@@ -38,6 +38,8 @@ pub struct Rig {
     target: ExcitationTarget,
     excitation: Excitation,
     sensors: SensorBank,
+    sample_rate_hz: f64,
+    seed: u64,
 }
 
 impl Rig {
@@ -71,7 +73,14 @@ impl Rig {
                 config.force_noise_rms_n,
                 config.seed,
             ),
+            sample_rate_hz: config.sample_rate_hz,
+            seed: config.seed,
         })
+    }
+
+    /// Switches the shaker to `excitation` from the next sample on (already validated).
+    pub fn set_excitation(&mut self, excitation: &ExcitationConfig) {
+        self.excitation = Excitation::new(excitation, self.sample_rate_hz, self.seed);
     }
 
     /// The sensor channels, in stream order.

@@ -8,10 +8,9 @@ mod common;
 use std::future::Future;
 use std::time::Duration;
 
-use common::Edge;
 use dtop_firmware::Frame;
 use dtop_rig_sim::registers::{f32_to_words, words_to_f32, words_to_u64};
-use dtop_rig_sim::{ExcitationConfig, SimConfig, start};
+use dtop_rig_sim::{SimConfig, start};
 use tokio_modbus::ExceptionCode;
 use tokio_modbus::client::{Reader, Writer};
 use tokio_util::sync::CancellationToken;
@@ -25,22 +24,9 @@ async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
 
 #[tokio::test]
 async fn serves_registers_drives_the_actuator_and_refuses_bad_addresses() {
-    let config = SimConfig {
-        speed: 1.0,
-        modbus_listen: Some("127.0.0.1:0".parse().unwrap()),
-        excitation: ExcitationConfig::None,
-        accel_noise_rms_m_s2: 0.0,
-        force_noise_rms_n: 0.0,
-        ..SimConfig::default()
-    };
-    let shutdown = CancellationToken::new();
-    let sim = start(config, shutdown.clone()).await.unwrap();
+    let (sim, mut edge, shutdown) = common::streaming(common::still_rig(true)).await;
     let addr = sim.modbus_addr().unwrap();
     assert_ne!(addr.port(), 0);
-
-    let mut edge = Edge::open(sim.pty_path());
-    edge.hello().await;
-    edge.samples(20).await;
 
     let mut ctx = within("connect", tokio_modbus::client::tcp::connect(addr))
         .await
@@ -102,11 +88,11 @@ async fn serves_registers_drives_the_actuator_and_refuses_bad_addresses() {
         .await
         .unwrap();
     assert_eq!(straddling, Err(ExceptionCode::IllegalDataAddress));
-    let holding_past_end = within("read", ctx.read_holding_registers(7, 1))
+    let holding_past_end = within("read", ctx.read_holding_registers(14, 1))
         .await
         .unwrap();
     assert_eq!(holding_past_end, Err(ExceptionCode::IllegalDataAddress));
-    let write_past_end = within("write", ctx.write_single_register(7, 1))
+    let write_past_end = within("write", ctx.write_single_register(14, 1))
         .await
         .unwrap();
     assert_eq!(write_past_end, Err(ExceptionCode::IllegalDataAddress));

@@ -101,3 +101,33 @@ pub fn rows(frames: &[Samples]) -> Vec<(u64, Vec<i32>)> {
         })
         .collect()
 }
+
+/// A rig at rest and without sensor noise, so every value it reports is exactly what the test
+/// put in; with a Modbus server on a free loopback port if `modbus`.
+pub fn still_rig(modbus: bool) -> dtop_rig_sim::SimConfig {
+    dtop_rig_sim::SimConfig {
+        speed: 1.0,
+        modbus_listen: modbus.then(|| "127.0.0.1:0".parse().unwrap()),
+        excitation: dtop_rig_sim::ExcitationConfig::None,
+        accel_noise_rms_m_s2: 0.0,
+        force_noise_rms_n: 0.0,
+        ..dtop_rig_sim::SimConfig::default()
+    }
+}
+
+/// Starts the simulator with `config` and an edge that said Hello and took 20 samples, so the
+/// simulated ADC runs.
+pub async fn streaming(
+    config: dtop_rig_sim::SimConfig,
+) -> (
+    dtop_rig_sim::SimHandle,
+    Edge,
+    tokio_util::sync::CancellationToken,
+) {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let sim = dtop_rig_sim::start(config, shutdown.clone()).await.unwrap();
+    let mut edge = Edge::open(sim.pty_path());
+    edge.hello().await;
+    edge.samples(20).await;
+    (sim, edge, shutdown)
+}
