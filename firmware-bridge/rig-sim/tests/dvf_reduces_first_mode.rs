@@ -1,7 +1,9 @@
 //! Acceptance test for direct velocity feedback (DVF) on the simulated rig: with the inertial
 //! actuator on floor 3 and band-limited noise on floor 1, switching DVF on at half its
 //! critical gain lowers the top floor's RMS acceleration in the mode-1 band, and the measured
-//! reduction agrees with the frequency-domain prediction of `dtop_dynamics::control`.
+//! reduction agrees with the frequency-domain prediction of `dtop_dynamics::control`; once
+//! with the twin's estimator velocity, once with the sampled controller the edge runs
+//! (`dtop_dynamics::control::sampled`, as pushed in `ControllerParams`).
 //!
 //! Owns only the comparison. The rig is the real `Rig` (ZOH plant at 1 kHz, excitation,
 //! sensor noise and 24-bit quantisation); the velocity the loop feeds back is the
@@ -22,6 +24,7 @@ use dtop_dynamics::control::analysis::close_loop;
 use dtop_dynamics::control::compensator::Compensator;
 use dtop_dynamics::control::laws::dvf_controller;
 use dtop_dynamics::control::plant::ActuatedPlant;
+use dtop_dynamics::control::{SampledLaw, SampledLoop, design_sampled};
 use dtop_dynamics::frf::{C64, omega, state_response};
 use dtop_dynamics::kalman::structural::DEFAULT_GROUND_ACCEL_RMS_M_S2;
 use dtop_dynamics::{
@@ -60,9 +63,20 @@ struct Run {
     peak_raw: i32,
 }
 
-/// Runs the rig for settling + record. With `gain_a_per_m_s`, DVF closes the loop: at each
-/// sample the estimator's floor-3 velocity sets the actuator force applied one sample later.
-fn run(config: &SimConfig, gain_a_per_m_s: Option<f64>, force_factor_n_per_a: f64) -> Run {
+/// What closes the loop in a run.
+enum Control {
+    /// The coil left open: the passive baseline.
+    Open,
+    /// The twin's way: the `StructuralEstimator`'s floor-3 velocity times Bl·h.
+    Estimated { gain_a_per_m_s: f64 },
+    /// The edge's way: the realized sampled controller (Kalman predictor + DVF row) that the
+    /// twin pushes as `ControllerParams`, fed the measured channels and the applied force.
+    Sampled(SampledLoop),
+}
+
+/// Runs the rig for settling + record with `control`; the force computed at one sample is
+/// applied from the next.
+fn run(config: &SimConfig, mut control: Control, force_factor_n_per_a: f64) -> Run {
     let fs = config.sample_rate_hz;
     let building =
         ShearBuilding::southampton_with_actuator(ACTUATOR_FLOOR).expect("valid building");
@@ -106,9 +120,25 @@ fn run(config: &SimConfig, gain_a_per_m_s: Option<f64>, force_factor_n_per_a: f6
         // The rig's actuator input pushes + on the proof mass and − on the host floor, so a
         // command of +Bl·h·v̂ is the coil current i = h·v̂ of CONTROL.md: the floor feels
         // −Bl·h·v̂, a skyhook damper.
-        pending_n = gain_a_per_m_s.map_or(0.0, |h| {
-            force_factor_n_per_a * h * estimator.floor_velocity_m_s(ACTUATOR_FLOOR)
-        });
+        pending_n = match &mut control {
+            Control::Open => 0.0,
+            Control::Estimated { gain_a_per_m_s } => {
+                force_factor_n_per_a
+                    * *gain_a_per_m_s
+                    * estimator.floor_velocity_m_s(ACTUATOR_FLOOR)
+            }
+            Control::Sampled(sampled) => {
+                let w = [
+                    sample.value_si[0],
+                    sample.value_si[1],
+                    sample.value_si[2],
+                    sample.value_si[3],
+                ];
+                let force_n = sampled.output(&w);
+                sampled.advance(&w, force_n);
+                force_n
+            }
+        };
         if k >= settling {
             top_accel_m_s2.push(sample.value_si[ACTUATOR_FLOOR - 1]);
             actuator_sum_sq += applied_n * applied_n;
@@ -197,6 +227,48 @@ fn predicted_band_power(
 
 #[test]
 fn dvf_at_half_critical_gain_lowers_top_floor_mode_1_acceleration_as_predicted() {
+    check_dvf_reduction("twin-hosted (estimator velocity)", |gain, _, _| {
+        Control::Estimated {
+            gain_a_per_m_s: gain,
+        }
+    });
+}
+
+#[test]
+fn edge_sampled_dvf_at_half_critical_gain_lowers_mode_1_acceleration_as_predicted() {
+    check_dvf_reduction("edge-hosted (sampled controller)", |gain, bl, config| {
+        let building =
+            ShearBuilding::southampton_with_actuator(ACTUATOR_FLOOR).expect("valid building");
+        let dt_s = 1.0 / config.sample_rate_hz;
+        let layout = building
+            .state_space()
+            .discretize_zoh(dt_s)
+            .expect("valid step")
+            .io_layout();
+        let channels = *Rig::new(config).expect("rig").sensors().channels();
+        let mut noise = StructuralNoise::defaults(layout);
+        noise.accel_noise_rms_m_s2 = config.accel_noise_rms_m_s2;
+        noise.accel_lsb_m_s2 = channels[0].scale();
+        noise.input_uncertainty_rms[layout.input_floor_force(1)] =
+            (config.force_noise_rms_n.powi(2) + channels[3].scale().powi(2) / 12.0).sqrt();
+        noise.input_uncertainty_rms[layout.input_ground_accel()] = DEFAULT_GROUND_ACCEL_RMS_M_S2;
+        let design = design_sampled(
+            &building,
+            dt_s,
+            &noise,
+            SampledLaw::Dvf {
+                gain_n_s_per_m: bl * gain,
+            },
+        )
+        .expect("design");
+        assert!(design.is_stable(), "{design:?}");
+        Control::Sampled(SampledLoop::new(design.controller).expect("valid controller"))
+    });
+}
+
+/// Runs the rig with the coil open and with `control(h, Bl, config)` at half the critical
+/// gain, and checks the measured mode-1 reduction against the frequency-domain prediction.
+fn check_dvf_reduction(label: &str, control: impl Fn(f64, f64, &SimConfig) -> Control) {
     let started = std::time::Instant::now();
     let study = ControlStudy::southampton(ACTUATOR_FLOOR);
     // The rig and the study must be the same structure, or the comparison means nothing.
@@ -242,8 +314,12 @@ fn dvf_at_half_critical_gain_lowers_top_floor_mode_1_acceleration_as_predicted()
         ..SimConfig::default()
     };
     config.validate().expect("valid simulator config");
-    let off = run(&config, None, force_factor_n_per_a);
-    let on = run(&config, Some(gain), force_factor_n_per_a);
+    let off = run(&config, Control::Open, force_factor_n_per_a);
+    let on = run(
+        &config,
+        control(gain, force_factor_n_per_a, &config),
+        force_factor_n_per_a,
+    );
 
     // Bounded: every accelerometer under a quarter of ADC full scale (the passive rig peaks
     // near 3 %), and the controlled mode-1 power in the last fifth of the record less than
@@ -269,7 +345,7 @@ fn dvf_at_half_critical_gain_lowers_top_floor_mode_1_acceleration_as_predicted()
     let rms_on = band_mean_square(&on.top_accel_m_s2, fs, lo_hz, hi_hz).sqrt();
     let measured_db = 20.0 * (rms_off / rms_on).log10();
     eprintln!(
-        "DVF on floor {ACTUATOR_FLOOR}: h = {gain:.4} A/(m/s) ({CRITICAL_FRACTION} × h_crit = \
+        "{label} DVF on floor {ACTUATOR_FLOOR}: h = {gain:.4} A/(m/s) ({CRITICAL_FRACTION} × h_crit = \
          {:.4}), Bl·h = {:.3} N·s/m; band {lo_hz:.2}–{hi_hz:.2} Hz; floor-{ACTUATOR_FLOOR} \
          acceleration RMS in band: off {rms_off:.5} m/s², on {rms_on:.5} m/s²; reduction \
          measured {measured_db:.3} dB, predicted {predicted_db:.3} dB; actuator force RMS \
