@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dtop_proto::RigId;
 use dtop_proto::v1::SampleBlock;
 use tokio::sync::mpsc;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::batcher::{BatchError, Batcher, Discontinuity, StreamLayout, block_sample_count};
 use crate::modbus::{PolledSample, streams::PolledStream};
@@ -127,6 +127,26 @@ impl Acquisition {
                     }
                     self.out_tx
                         .send(PublisherEvent::Manifest(manifest))
+                        .await
+                        .map_err(|_| PublisherGone)?;
+                }
+                SerialEvent::SetBlockSamples {
+                    command_id,
+                    block_samples,
+                } => {
+                    if let Some(block) = self.batcher.set_block_samples(block_samples as usize) {
+                        self.emit(block).await?;
+                    }
+                    info!(block_samples, command_id = %command_id, "Block length changed by command.");
+                    let ack = dtop_proto::v1::CommandAck {
+                        command_id,
+                        rig_id: String::new(),
+                        status: dtop_proto::v1::command_ack::Status::Applied as i32,
+                        applied_at_sample_index: self.batcher.expected_index().unwrap_or(0),
+                        reason: String::new(),
+                    };
+                    self.out_tx
+                        .send(PublisherEvent::CommandAck(ack))
                         .await
                         .map_err(|_| PublisherGone)?;
                 }

@@ -243,6 +243,19 @@ impl Batcher {
         Ok(out)
     }
 
+    /// Samples per block from now on; the partial block, if any, is closed first so every block
+    /// keeps one length.
+    pub fn set_block_samples(&mut self, block_samples: usize) -> Option<SampleBlock> {
+        let closed = self.flush();
+        self.block_samples = block_samples.max(1);
+        closed
+    }
+
+    /// The index the next sample of this stream should carry, once samples flowed.
+    pub fn expected_index(&self) -> Option<u64> {
+        self.expected_index
+    }
+
     /// Closes the partial block, if any (shutdown, or a discontinuity).
     pub fn flush(&mut self) -> Option<SampleBlock> {
         let partial = self.partial.take()?;

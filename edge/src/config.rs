@@ -43,6 +43,129 @@ pub struct EdgeConfig {
     /// Prometheus metrics endpoint; off unless `listen` is set.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The on-disk spool that keeps every block until the twin reports it stored.
+    #[serde(default)]
+    pub spool: SpoolSection,
+}
+
+/// What the spool does when it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FullPolicyName {
+    /// Evict the oldest blocks (counted and logged as lost) and keep acquiring.
+    #[default]
+    DropOldest,
+    /// Keep the oldest; new blocks are not taken (counted as lost, reason `paused`) until the
+    /// twin's watermark frees room.
+    Pause,
+}
+
+/// When spool appends are forced to disk. A SIGKILL loses nothing under any of these (each
+/// append is one `write(2)`); the choice only decides what a power loss may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicyName {
+    /// `fdatasync` after every block.
+    Always,
+    /// At most `fsync_interval_ms` of blocks lost on power loss (the default).
+    #[default]
+    Interval,
+    /// Leave it to the kernel (typically 30 s on Linux).
+    Never,
+}
+
+/// `[spool]`: the edge's durable block spool (ARCHITECTURE.md, "Nothing lost").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSection {
+    /// Spool directory; `{state_dir}/spool` when absent. Must survive reboots.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Rig time the spool holds, s: sized from the firmware stream's rate and channel count at
+    /// the worst-case encoded block size, so at least this much survives an outage.
+    #[serde(default = "default_spool_capacity_s")]
+    pub capacity_s: f64,
+    /// What to do when full: `"drop_oldest"` or `"pause"`.
+    #[serde(default)]
+    pub full_policy: FullPolicyName,
+    /// `"always"`, `"interval"` (default) or `"never"`.
+    #[serde(default)]
+    pub fsync: FsyncPolicyName,
+    /// Period of the `"interval"` fsync, ms.
+    #[serde(default = "default_spool_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+    /// How long the twin's watermark may stay below blocks already sent before they are sent
+    /// again (a twin restart loses what it held only in memory), s. Doubles per fruitless try.
+    #[serde(default = "default_spool_stall_s")]
+    pub stall_s: f64,
+    /// Most backfill blocks replayed per second; live blocks, drives and commands go first.
+    #[serde(default = "default_spool_replay_blocks_per_s")]
+    pub replay_blocks_per_s: u32,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            capacity_s: default_spool_capacity_s(),
+            full_policy: FullPolicyName::default(),
+            fsync: FsyncPolicyName::default(),
+            fsync_interval_ms: default_spool_fsync_interval_ms(),
+            stall_s: default_spool_stall_s(),
+            replay_blocks_per_s: default_spool_replay_blocks_per_s(),
+        }
+    }
+}
+
+/// One hour of rig data: at 8 channels × 1 kHz that is at most about 150 MB on disk.
+const fn default_spool_capacity_s() -> f64 {
+    3_600.0
+}
+const fn default_spool_fsync_interval_ms() -> u64 {
+    1_000
+}
+const fn default_spool_stall_s() -> f64 {
+    10.0
+}
+/// 200 blocks of 100 samples at 1 kHz: a backlog drains 20× faster than it grows.
+const fn default_spool_replay_blocks_per_s() -> u32 {
+    200
+}
+
+impl SpoolSection {
+    pub fn full(&self) -> dtop_spool::FullPolicy {
+        match self.full_policy {
+            FullPolicyName::DropOldest => dtop_spool::FullPolicy::DropOldest,
+            FullPolicyName::Pause => dtop_spool::FullPolicy::Refuse,
+        }
+    }
+
+    pub fn fsync(&self) -> dtop_spool::FsyncPolicy {
+        match self.fsync {
+            FsyncPolicyName::Always => dtop_spool::FsyncPolicy::Always,
+            FsyncPolicyName::Interval => {
+                dtop_spool::FsyncPolicy::IntervalMs(self.fsync_interval_ms)
+            }
+            FsyncPolicyName::Never => dtop_spool::FsyncPolicy::Never,
+        }
+    }
+
+    pub fn stall(&self) -> Duration {
+        Duration::from_secs_f64(self.stall_s)
+    }
+
+    /// Spool bytes for `capacity_s` of a stream of `channels` at `sample_rate_hz`, in blocks of
+    /// `block_samples`, at the worst-case encoded size plus the 16-byte frame header.
+    pub fn capacity_bytes(
+        &self,
+        sample_rate_hz: f64,
+        channels: usize,
+        block_samples: usize,
+    ) -> u64 {
+        let blocks = (self.capacity_s * sample_rate_hz / block_samples.max(1) as f64).ceil();
+        let per_block = (max_encoded_block_bytes(channels, block_samples.max(1)) + 16) as f64;
+        ((blocks * per_block) as u64).max(dtop_spool::spool::MIN_CAPACITY_BYTES)
+    }
 }
 
 /// The firmware's serial port.
@@ -416,6 +539,29 @@ impl EdgeConfig {
             );
         }
 
+        let sp = &self.spool;
+        if !(sp.capacity_s.is_finite() && sp.capacity_s > 0.0) {
+            bad(
+                "spool.capacity_s",
+                format!("{} is not a positive finite duration", sp.capacity_s),
+            );
+        }
+        if !(1..=3_600_000).contains(&sp.fsync_interval_ms) {
+            bad(
+                "spool.fsync_interval_ms",
+                format!("{} is outside 1..=3600000", sp.fsync_interval_ms),
+            );
+        }
+        if !(sp.stall_s.is_finite() && (0.1..=86_400.0).contains(&sp.stall_s)) {
+            bad(
+                "spool.stall_s",
+                format!("{} is outside 0.1..=86400", sp.stall_s),
+            );
+        }
+        if sp.replay_blocks_per_s == 0 {
+            bad("spool.replay_blocks_per_s", "must be at least 1".into());
+        }
+
         self.modbus.validate_into(&mut problems);
 
         if problems.is_empty() {
@@ -441,6 +587,14 @@ impl EdgeConfig {
     /// Path of the persisted next block sequence number.
     pub fn next_seq_path(&self) -> PathBuf {
         self.state_dir.join("next_seq")
+    }
+
+    /// The spool directory: `[spool] dir`, else `{state_dir}/spool`.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("spool"))
     }
 }
 
@@ -532,6 +686,58 @@ mod tests {
         assert_eq!(
             config.session_path(),
             PathBuf::from("/var/lib/dtop-edge/session")
+        );
+        assert_eq!(
+            config.spool_dir(),
+            PathBuf::from("/var/lib/dtop-edge/spool")
+        );
+        assert_eq!(config.spool.full(), dtop_spool::FullPolicy::DropOldest);
+        assert_eq!(
+            config.spool.fsync(),
+            dtop_spool::FsyncPolicy::IntervalMs(1000)
+        );
+        assert_eq!(config.spool.stall(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn sizes_the_spool_from_seconds_of_rig_data_at_the_worst_case_block_size() {
+        let spool = SpoolSection {
+            capacity_s: 600.0,
+            ..SpoolSection::default()
+        };
+        // 8 channels x 1 kHz in 100-sample blocks: 6000 blocks of at most 256 + 8 x 524 bytes,
+        // plus a 16-byte frame header each.
+        assert_eq!(
+            spool.capacity_bytes(1000.0, 8, 100),
+            6000 * (256 + 8 * 524 + 16)
+        );
+        let tiny = SpoolSection {
+            capacity_s: 0.001,
+            ..SpoolSection::default()
+        };
+        assert_eq!(
+            tiny.capacity_bytes(1000.0, 1, 100),
+            dtop_spool::spool::MIN_CAPACITY_BYTES
+        );
+    }
+
+    #[test]
+    fn reports_every_bad_spool_setting() {
+        let mut config = example();
+        config.spool.capacity_s = 0.0;
+        config.spool.fsync_interval_ms = 0;
+        config.spool.stall_s = f64::NAN;
+        config.spool.replay_blocks_per_s = 0;
+        let errors = config.validate().err().map(|e| e.0).unwrap_or_default();
+        let fields: Vec<&str> = errors.iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spool.capacity_s",
+                "spool.fsync_interval_ms",
+                "spool.stall_s",
+                "spool.replay_blocks_per_s"
+            ]
         );
     }
 

@@ -23,6 +23,8 @@
 //!   id without applying it twice, and its fsynced journal across restarts.
 //! - [`modbus`]: Modbus TCP/RTU devices from a register map: bus tasks that poll them into
 //!   streams 1, 2, ... (joined by the acquisition task), and a Modbus actuator output.
+//! - [`backlog`]: the on-disk spool of every block until the twin's persisted watermark
+//!   covers it, replays (reconnect, stalled watermark) and loss accounting.
 //! - [`outbox`]: pure: bounded block queue, in-flight window, resend after reconnect.
 //! - [`publisher`]: owns the MQTT connection: session, will, birth, blocks, drives, goodbye.
 //! - [`backoff`]: pure jittered exponential backoff.
@@ -38,6 +40,7 @@
 //! publishes `RigDeath { reason: "shutdown" }` and disconnects.
 
 pub mod acquisition;
+pub mod backlog;
 pub mod backoff;
 pub mod batcher;
 pub mod birth;
@@ -245,6 +248,14 @@ pub async fn run_with_stats(
             session_path,
             last_session,
             polled_channels: modbus::birth_channels(&config.modbus),
+            shaker: config.modbus.shaker.as_ref().and_then(|sh| {
+                let device = config.modbus.devices.iter().find(|d| d.name == sh.device)?;
+                Some((sh.clone(), device.clone()))
+            }),
+            spool: config.spool.clone(),
+            spool_dir: config.spool_dir(),
+            block_samples: config.acquisition.block_samples as usize,
+            next_seq_at_start: next_seq,
         },
         actuator_tx,
         commands,

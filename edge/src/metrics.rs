@@ -37,55 +37,132 @@ pub fn render(rig: &str, stats: &EdgeStats) -> String {
             let _ = writeln!(out, "{name}{{rig=\"{rig}\"{labels}}} {value}");
         }
     };
-    let one = |v: f64| vec![(String::new(), v)];
+    let flag = |b: bool| f64::from(u8::from(b));
     let s = stats;
+    // One sample each: name, type, help, value.
+    let single = [
+        (
+            "dtop_edge_samples_in_total",
+            "counter",
+            "Samples read from the firmware.",
+            s.samples_in_total as f64,
+        ),
+        (
+            "dtop_edge_blocks_published_total",
+            "counter",
+            "Sample blocks the broker acknowledged.",
+            s.blocks_published_total as f64,
+        ),
+        (
+            "dtop_edge_samples_dropped_total",
+            "counter",
+            "Samples dropped before publication (queue full, oversized).",
+            s.samples_dropped_total as f64,
+        ),
+        (
+            "dtop_edge_queued_blocks",
+            "gauge",
+            "Blocks waiting for the broker.",
+            s.queued_blocks as f64,
+        ),
+        (
+            "dtop_edge_mqtt_connected",
+            "gauge",
+            "1 while connected to the broker.",
+            flag(s.mqtt_connected),
+        ),
+        (
+            "dtop_edge_mqtt_session",
+            "gauge",
+            "MQTT session number; each increase is a (re)connect.",
+            s.session as f64,
+        ),
+        (
+            "dtop_edge_firmware_online",
+            "gauge",
+            "1 while the firmware streams samples.",
+            flag(s.firmware_online),
+        ),
+        (
+            "dtop_edge_serial_bad_frames_total",
+            "counter",
+            "Firmware frames dropped for a bad CRC, version or payload.",
+            s.bad_frames_total as f64,
+        ),
+    ];
+    for (name, kind, help, value) in single {
+        metric(name, kind, help, &[(String::new(), value)]);
+    }
+    // Loss accounting and the spool (issue 6): one sample each.
+    let spool = [
+        (
+            "dtop_edge_samples_produced_total",
+            "counter",
+            "Samples in blocks handed to the publisher (and its spool).",
+            s.samples_produced_total as f64,
+        ),
+        (
+            "dtop_edge_samples_stored_total",
+            "counter",
+            "Samples in blocks the twin's persisted watermark covered (stored in InfluxDB).",
+            s.samples_stored_total as f64,
+        ),
+        (
+            "dtop_edge_samples_released_unconfirmed_total",
+            "counter",
+            "Samples released from the spool on the broker's PUBACK alone: the twin's watermark waits for a seq this edge lost.",
+            s.samples_released_unconfirmed_total as f64,
+        ),
+        (
+            "dtop_edge_persisted_seq",
+            "gauge",
+            "The twin's persisted watermark for this rig (-1 before any).",
+            s.persisted_seq.map_or(-1.0, |w| w as f64),
+        ),
+        (
+            "dtop_edge_backlog_seconds",
+            "gauge",
+            "Rig time in the spool not yet covered by the twin's watermark, s.",
+            s.backlog_s,
+        ),
+        (
+            "dtop_edge_backlog_blocks",
+            "gauge",
+            "Blocks in the spool not yet covered by the twin's watermark.",
+            s.backlog_blocks as f64,
+        ),
+        (
+            "dtop_edge_backlog_bytes",
+            "gauge",
+            "Spool bytes of those blocks.",
+            s.backlog_bytes as f64,
+        ),
+        (
+            "dtop_edge_blocks_replayed_total",
+            "counter",
+            "Backfill blocks replayed from the spool.",
+            s.blocks_replayed_total as f64,
+        ),
+    ];
+    for (name, kind, help, value) in spool {
+        metric(name, kind, help, &[(String::new(), value)]);
+    }
+    let by_reason = |m: &std::collections::BTreeMap<&'static str, u64>| {
+        m.iter()
+            .map(|(reason, n)| (format!(",reason=\"{reason}\""), *n as f64))
+            .collect::<Vec<_>>()
+    };
     metric(
-        "dtop_edge_samples_in_total",
+        "dtop_edge_samples_lost_total",
         "counter",
-        "Samples read from the firmware.",
-        &one(s.samples_in_total as f64),
+        "Samples given up, by reason (evicted_unconfirmed: evicted after the broker's PUBACK, before the watermark).",
+        &by_reason(&s.samples_dropped_by_reason),
     );
     metric(
-        "dtop_edge_blocks_published_total",
+        "dtop_edge_blocks_lost_total",
         "counter",
-        "Sample blocks the broker acknowledged.",
-        &one(s.blocks_published_total as f64),
-    );
-    metric(
-        "dtop_edge_samples_dropped_total",
-        "counter",
-        "Samples dropped before publication (queue full, oversized).",
-        &one(s.samples_dropped_total as f64),
-    );
-    metric(
-        "dtop_edge_queued_blocks",
-        "gauge",
-        "Blocks waiting for the broker.",
-        &one(s.queued_blocks as f64),
-    );
-    metric(
-        "dtop_edge_mqtt_connected",
-        "gauge",
-        "1 while connected to the broker.",
-        &one(f64::from(u8::from(s.mqtt_connected))),
-    );
-    metric(
-        "dtop_edge_mqtt_session",
-        "gauge",
-        "MQTT session number; each increase is a (re)connect.",
-        &one(s.session as f64),
-    );
-    metric(
-        "dtop_edge_firmware_online",
-        "gauge",
-        "1 while the firmware streams samples.",
-        &one(f64::from(u8::from(s.firmware_online))),
-    );
-    metric(
-        "dtop_edge_serial_bad_frames_total",
-        "counter",
-        "Firmware frames dropped for a bad CRC, version or payload.",
-        &one(s.bad_frames_total as f64),
+        "Blocks given up for sure, by reason.",
+        &by_reason(&s.blocks_dropped_by_reason),
     );
     metric(
         "dtop_edge_safety_state",
@@ -105,7 +182,7 @@ pub fn render(rig: &str, stats: &EdgeStats) -> String {
         "dtop_edge_actuator_force_newtons",
         "gauge",
         "Force of the last actuator command, N.",
-        &one(s.last_applied_force_n),
+        &[(String::new(), s.last_applied_force_n)],
     );
     metric(
         "dtop_edge_drives_total",
@@ -123,7 +200,7 @@ pub fn render(rig: &str, stats: &EdgeStats) -> String {
         "dtop_edge_drive_timeouts_total",
         "counter",
         "Times drives stopped arriving and the actuator went to its safe state.",
-        &one(s.drive_timeouts_total as f64),
+        &[(String::new(), s.drive_timeouts_total as f64)],
     );
     metric(
         "dtop_edge_commands_total",
@@ -148,13 +225,13 @@ pub fn render(rig: &str, stats: &EdgeStats) -> String {
         "dtop_edge_inner_loop_running",
         "gauge",
         "1 while the edge-hosted control loop runs.",
-        &one(f64::from(u8::from(s.inner_loop_running))),
+        &[(String::new(), flag(s.inner_loop_running))],
     );
     metric(
         "dtop_edge_inner_loop_version",
         "gauge",
         "Version of the controller params last applied.",
-        &one(s.inner_loop_version as f64),
+        &[(String::new(), s.inner_loop_version as f64)],
     );
     let per_device = |f: &dyn Fn(&crate::modbus::ModbusDeviceStats) -> u64| {
         s.modbus
@@ -258,6 +335,30 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split('{').next().unwrap_or("");
             assert!(text.contains(&format!("# TYPE {name} ")), "{line}");
+        }
+    }
+
+    #[test]
+    fn renders_losses_by_reason_and_the_backlog() {
+        let mut stats = EdgeStats {
+            samples_produced_total: 1000,
+            samples_stored_total: 700,
+            backlog_s: 0.2,
+            persisted_seq: Some(6),
+            ..EdgeStats::default()
+        };
+        stats.samples_dropped_by_reason.insert("paused", 100);
+        stats.blocks_dropped_by_reason.insert("paused", 1);
+        let text = render("r", &stats);
+        for line in [
+            "dtop_edge_samples_produced_total{rig=\"r\"} 1000\n",
+            "dtop_edge_samples_stored_total{rig=\"r\"} 700\n",
+            "dtop_edge_samples_lost_total{rig=\"r\",reason=\"paused\"} 100\n",
+            "dtop_edge_blocks_lost_total{rig=\"r\",reason=\"paused\"} 1\n",
+            "dtop_edge_backlog_seconds{rig=\"r\"} 0.2\n",
+            "dtop_edge_persisted_seq{rig=\"r\"} 6\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Blocks between the batcher and the broker's PUBACK: a bounded in-memory queue, the in-flight
 //! window, and what to send again after a lost connection. Pure; the publisher does the I/O.
-//! A later issue replaces the memory queue with the on-disk spool behind the same calls.
+//! With the on-disk spool ([`crate::backlog`]) this is flow control only: what it forgets on a
+//! lost connection is replayed from the spool.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -147,6 +148,11 @@ impl Outbox {
     pub fn control_pending(&self, control: Control) -> bool {
         let is = |t: &Tag| *t == Tag::Control(control);
         self.handed.iter().any(is) || self.inflight.values().any(is)
+    }
+
+    /// Whether another block may be handed to the client now.
+    pub fn window_has_room(&self) -> bool {
+        self.blocks_unacked() < self.window
     }
 
     /// Blocks waiting in the queue (not yet handed to the client).

@@ -2,7 +2,9 @@
 //! CONNACK, QoS 1 block publishing matched to PUBACKs, the drive and controller subscriptions
 //! (decoded drives and controller params go to the serial task, never waited for), the
 //! acknowledgements of controller params, reconnects with jittered backoff, and the clean goodbye
-//! (death + DISCONNECT). Knows nothing of the serial port; blocks arrive ready-made.
+//! (death + DISCONNECT). Every block goes to the on-disk spool ([`Backlog`]) before MQTT and
+//! leaves it only when the twin's persisted watermark covers it; replays are rate-limited and
+//! come after live blocks. Knows nothing of the serial port; blocks arrive ready-made.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,7 +13,9 @@ use dtop_firmware::Manifest;
 use dtop_proto::limits::{MAX_CONTROL_BYTES, MAX_MQTT_PACKET_BYTES, MAX_SAMPLE_BLOCK_BYTES};
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::command_ack::Status as AckStatus;
-use dtop_proto::v1::{ActuatorDrive, Command, CommandAck, ControllerParams, RigDeath, SampleBlock};
+use dtop_proto::v1::{
+    ActuatorDrive, Command, CommandAck, ControllerParams, PersistedWatermark, RigDeath, SampleBlock,
+};
 use dtop_proto::{Message, RigId};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -25,16 +29,17 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use tracing::{debug, error, info, warn};
 
 use crate::acquisition::wall_clock_ns;
+use crate::backlog::{Admitted, Backlog, BacklogConfig, Loss, LossReason};
 use crate::backoff::Backoff;
-use crate::batcher::block_sample_count;
+use crate::batcher::{block_sample_count, max_encoded_block_bytes};
 use crate::birth::{BirthContext, build_birth_with_polled};
 use crate::commands::{Action, Journal, JournalEntry, Ledger, Verdict, refused};
-use crate::config::{ActuatorConfig, MqttConfig, Secret};
+use crate::config::{ActuatorConfig, MqttConfig, Secret, SpoolSection};
 use crate::outbox::{Acked, Control, Outbox};
 use crate::safety::{DriveRequest, DriveSource};
 use crate::serial::ActuatorRequest;
 use crate::state_file;
-use crate::stats::StatsHandle;
+use crate::stats::{MAX_LOST_RANGES, StatsHandle};
 
 /// Blocks published but not yet acknowledged, at most. Enough to keep a LAN link busy; small
 /// enough that rumqttc's own in-flight limit (set above it) never collides packet ids.
@@ -45,6 +50,8 @@ pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 pub const COMMAND_HANDOVER_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long the goodbye waits for the death's PUBACK and for the DISCONNECT to be written.
 pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often replay credit is topped up (`[spool] replay_blocks_per_s` spread over the second).
+pub const REPLAY_TICK: Duration = Duration::from_millis(20);
 
 /// What the publisher is fed, in order.
 #[derive(Debug, Clone)]
@@ -102,6 +109,19 @@ pub struct PublisherConfig {
     pub last_session: u64,
     /// The polled Modbus channels, announced in the birth after the firmware's.
     pub polled_channels: Vec<dtop_proto::v1::Channel>,
+    /// The Modbus shaker amplifier and its device, for `Excitation` commands.
+    pub shaker: Option<(
+        crate::modbus::config::ModbusShakerConfig,
+        crate::modbus::config::DeviceConfig,
+    )>,
+    /// `[spool]`.
+    pub spool: SpoolSection,
+    pub spool_dir: PathBuf,
+    /// `[acquisition] block_samples`, to size the spool.
+    pub block_samples: usize,
+    /// The acquisition task's `next_seq` at start: seqs between the spool's last one and it
+    /// were numbered before a crash and never spooled.
+    pub next_seq_at_start: u64,
 }
 
 /// The MQTT connection's owner. Created with [`Publisher::new`], driven by [`Publisher::run`].
@@ -117,6 +137,14 @@ pub struct Publisher {
     topic_cmd: String,
     topic_cmd_ack: String,
     topic_status: String,
+    topic_persisted: String,
+    /// Every block until the twin's watermark covers it; `None` before the first manifest or
+    /// when the spool cannot be opened (then blocks live in memory only, as without a spool).
+    backlog: Option<Backlog>,
+    /// Backfill blocks that may be replayed now (token bucket, topped up every [`REPLAY_TICK`]).
+    replay_credit: f64,
+    /// The lost seq after the watermark last reported, so it is logged once.
+    blocked_gap: Option<u64>,
     /// Every command decision, by id; answers redeliveries.
     ledger: Ledger,
     /// Where decisions become durable before they are acknowledged.
@@ -205,6 +233,10 @@ impl Publisher {
             topic_cmd: topic::rig(&config.rig_id, RigTopic::Cmd),
             topic_status: topic::rig(&config.rig_id, RigTopic::Status),
             topic_cmd_ack: topic::rig(&config.rig_id, RigTopic::CmdAck),
+            topic_persisted: topic::rig(&config.rig_id, RigTopic::Persisted),
+            backlog: None,
+            replay_credit: 0.0,
+            blocked_gap: None,
             ledger,
             journal,
             requests_tx,
@@ -233,6 +265,7 @@ impl Publisher {
         loop {
             match events_rx.recv().await {
                 Some(PublisherEvent::Manifest(m)) => {
+                    self.open_backlog(&m);
                     self.manifest = Some(m);
                     break;
                 }
@@ -253,6 +286,8 @@ impl Publisher {
         let far_future = || Instant::now() + Duration::from_secs(365 * 86_400);
         let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut replay_tick = tokio::time::interval(REPLAY_TICK);
+        replay_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if !upstream_open && self.outbox.blocks_done() {
                 break;
@@ -285,7 +320,14 @@ impl Publisher {
                             }
                         }
                         () = sleep_until(deadline), if flush_deadline.is_some() => break None,
-                        _ = status_tick.tick() => self.publish_status(),
+                        _ = status_tick.tick() => {
+                            self.check_backlog();
+                            self.publish_status();
+                        }
+                        _ = replay_tick.tick(), if self.backlog.as_ref().is_some_and(Backlog::replaying) => {
+                            self.top_up_replay_credit();
+                            self.pump();
+                        }
                     }
                 }
             };
@@ -332,12 +374,221 @@ impl Publisher {
     }
 
     fn enqueue(&mut self, mut block: SampleBlock) {
+        let samples = block_sample_count(&block) as u64;
+        self.stats.update(|s| s.samples_produced_total += samples);
+        if let Some(backlog) = &mut self.backlog {
+            match backlog.append(&block) {
+                Ok(Admitted::Stored { losses }) => {
+                    for loss in losses {
+                        self.account_loss(&loss);
+                    }
+                    // While offline after a connection the spool alone holds it, and the
+                    // reconnect replays it; before the first connect it waits live in memory.
+                    if self.connected || !self.connected_once {
+                        // Blocks the queue bound pushes out are in the spool: a stalled
+                        // watermark replays them, so they are not lost.
+                        let _spooled = self.outbox.push(block);
+                        self.pump();
+                    }
+                    self.update_backlog_stats();
+                    return;
+                }
+                Ok(Admitted::Paused(loss)) => {
+                    self.account_loss(&loss);
+                    return;
+                }
+                Err(e) => {
+                    // Memory only, as without a spool: published if the connection allows.
+                    error!(error = %e, seq = block.seq, "Could not spool a block; it is kept in memory only.");
+                }
+            }
+        }
         if self.connected_once && !self.connected {
             block.backfill = true;
         }
         let dropped = self.outbox.push(block);
         self.account_drops(dropped, "queue_full");
         self.pump();
+    }
+
+    /// Opens the spool, sized from the first manifest's rate and channels. A failure leaves
+    /// the edge publishing from memory (logged; `spool_ok` stays false).
+    fn open_backlog(&mut self, manifest: &Manifest) {
+        let sp = &self.config.spool;
+        let rate_hz = f64::from(manifest.sample_rate_mhz) / 1000.0;
+        let capacity_bytes = sp.capacity_bytes(
+            rate_hz,
+            usize::from(manifest.channel_count),
+            self.config.block_samples,
+        );
+        let config = BacklogConfig {
+            dir: self.config.spool_dir.clone(),
+            capacity_bytes,
+            full: sp.full(),
+            fsync: sp.fsync(),
+            stall_after: sp.stall(),
+        };
+        match Backlog::open(&config) {
+            Ok(backlog) => {
+                let recovery = backlog.spool().recovery();
+                info!(
+                    dir = %config.dir.display(),
+                    capacity_bytes,
+                    capacity_s = sp.capacity_s,
+                    unacked_blocks = backlog.blocks(),
+                    backlog_s = backlog.backlog_s(),
+                    torn_tails = recovery.torn_tails,
+                    corrupt_segments = recovery.corrupt_segments,
+                    "Opened the block spool."
+                );
+                let gap = backlog.crash_gap(self.config.next_seq_at_start);
+                self.backlog = Some(backlog);
+                self.stats.update(|s| s.spool_ok = true);
+                if let Some(loss) = gap {
+                    self.account_loss(&loss);
+                }
+                self.update_backlog_stats();
+            }
+            Err(e) => {
+                error!(dir = %config.dir.display(), error = %e, "Cannot open the block spool; blocks live in memory only and an outage loses them.");
+            }
+        }
+    }
+
+    /// Counts and logs blocks given up.
+    fn account_loss(&self, loss: &Loss) {
+        let reason = loss.reason.as_str();
+        let certain = loss.reason != LossReason::EvictedUnconfirmed;
+        if certain {
+            error!(
+                reason,
+                blocks = loss.blocks,
+                samples = loss.samples,
+                first_seq = loss.first_seq,
+                last_seq = loss.last_seq,
+                "Lost sample blocks."
+            );
+        } else {
+            warn!(
+                reason,
+                blocks = loss.blocks,
+                samples = loss.samples,
+                first_seq = loss.first_seq,
+                last_seq = loss.last_seq,
+                "Evicted blocks the broker had but no watermark covered yet; they cannot be sent again."
+            );
+        }
+        self.stats.update(|s| {
+            *s.samples_dropped_by_reason.entry(reason).or_default() += loss.samples;
+            if certain {
+                s.samples_dropped_total += loss.samples;
+                *s.blocks_dropped_by_reason.entry(reason).or_default() += loss.blocks;
+                match s.lost_seq_ranges.last_mut() {
+                    Some(last) if last.1 + 1 == loss.first_seq => last.1 = loss.last_seq,
+                    _ => s.lost_seq_ranges.push((loss.first_seq, loss.last_seq)),
+                }
+                let excess = s.lost_seq_ranges.len().saturating_sub(MAX_LOST_RANGES);
+                s.lost_seq_ranges.drain(..excess);
+            }
+        });
+    }
+
+    fn update_backlog_stats(&self) {
+        let Some(b) = &self.backlog else {
+            return;
+        };
+        let (blocks, backlog_s, bytes, w) =
+            (b.blocks(), b.backlog_s(), b.unacked_bytes(), b.watermark());
+        self.stats.update(|s| {
+            s.backlog_blocks = blocks;
+            s.backlog_s = backlog_s;
+            s.backlog_bytes = bytes;
+            s.persisted_seq = w;
+        });
+    }
+
+    /// Once a second: fsync the spool if due, and replay when the watermark stalled.
+    fn check_backlog(&mut self) {
+        let Some(backlog) = &mut self.backlog else {
+            return;
+        };
+        if let Err(e) = backlog.sync() {
+            error!(error = %e, "Could not fsync the block spool.");
+        }
+        if !self.connected {
+            return;
+        }
+        match backlog.check_stall(Instant::now()) {
+            Ok(false) => {}
+            Ok(true) => info!(
+                persisted_seq = ?backlog.watermark(),
+                unacked_blocks = backlog.blocks(),
+                "The twin's watermark stalled below blocks sent a while ago; sending them again as backfill."
+            ),
+            Err(gap) => {
+                match backlog.release_past_gap(Instant::now()) {
+                    Ok(r) if r.blocks > 0 => {
+                        debug!(
+                            blocks = r.blocks,
+                            samples = r.samples,
+                            "Released blocks past a lost seq on the broker's PUBACK."
+                        );
+                        self.stats
+                            .update(|s| s.samples_released_unconfirmed_total += r.samples);
+                    }
+                    Ok(_) => {}
+                    Err(e) => error!(error = %e, "Could not release spooled blocks."),
+                }
+                if self.blocked_gap != Some(gap) {
+                    self.blocked_gap = Some(gap);
+                    warn!(
+                        persisted_seq = ?backlog.watermark(),
+                        missing_seq = gap,
+                        "The twin's watermark waits for a block this edge no longer has (counted lost); blocks after it are released on the broker's PUBACK, unconfirmed."
+                    );
+                }
+            }
+        }
+        self.update_backlog_stats();
+        self.pump();
+    }
+
+    fn top_up_replay_credit(&mut self) {
+        let rate = f64::from(self.config.spool.replay_blocks_per_s);
+        let per_tick = rate * REPLAY_TICK.as_secs_f64();
+        // A burst of at most a tenth of a second (or one block).
+        self.replay_credit = (self.replay_credit + per_tick).min((rate / 10.0).max(1.0));
+    }
+
+    /// A watermark on the persisted topic: releases what it covers.
+    fn on_persisted(&mut self, payload: &[u8]) {
+        let w = match PersistedWatermark::decode(payload) {
+            Ok(w) if w.rig_id == self.config.rig_id.as_str() => w,
+            Ok(w) => {
+                warn!(rig = %w.rig_id, "Ignored a persisted watermark for another rig.");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, "Ignored an undecodable persisted watermark.");
+                return;
+            }
+        };
+        let Some(backlog) = &mut self.backlog else {
+            return;
+        };
+        match backlog.on_watermark(w.seq, Instant::now()) {
+            Ok(released) => {
+                self.stats
+                    .update(|s| s.samples_stored_total += released.samples);
+                debug!(
+                    seq = w.seq,
+                    blocks = released.blocks,
+                    "The twin's watermark released spooled blocks."
+                );
+            }
+            Err(e) => error!(error = %e, seq = w.seq, "Could not release spooled blocks."),
+        }
+        self.update_backlog_stats();
     }
 
     /// Hands queued blocks to the client while connected and the window has room.
@@ -366,8 +617,51 @@ impl Publisher {
                 }
             }
         }
+        if self.connected && self.outbox.queued() == 0 {
+            self.pump_replay();
+        }
         let queued = self.outbox.queued();
         self.stats.update(|s| s.queued_blocks = queued);
+    }
+
+    /// Hands backfill blocks from the spool to the client, behind live ones, within the window
+    /// and the replay credit.
+    fn pump_replay(&mut self) {
+        while self.replay_credit >= 1.0 && self.outbox.window_has_room() {
+            let Some(backlog) = &mut self.backlog else {
+                return;
+            };
+            let block = match backlog.next_replay() {
+                Ok(Some(b)) => b,
+                Ok(None) => return,
+                Err(e) => {
+                    error!(error = %e, "Could not read the block spool; the replay stops.");
+                    return;
+                }
+            };
+            self.replay_credit -= 1.0;
+            let _ = self.outbox.push(block);
+            let Some(block) = self.outbox.next_block() else {
+                return;
+            };
+            block.session = self.session;
+            let payload = block.encode_to_vec();
+            match self.client.try_publish(
+                self.topic_samples.clone(),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            ) {
+                Ok(()) => {
+                    self.outbox.mark_block_handed();
+                    self.stats.update(|s| s.blocks_replayed_total += 1);
+                }
+                Err(e) => {
+                    debug!(error = %e, "MQTT request channel full; the replay resumes on the next event.");
+                    return;
+                }
+            }
+        }
     }
 
     async fn on_mqtt_event(&mut self, event: Event, eventloop: &mut EventLoop) {
@@ -384,6 +678,9 @@ impl Publisher {
             }
             Event::Incoming(Packet::Publish(p)) if p.topic == self.topic_cmd => {
                 self.on_command(&p.payload).await
+            }
+            Event::Incoming(Packet::Publish(p)) if p.topic == self.topic_persisted => {
+                self.on_persisted(&p.payload)
             }
             Event::Incoming(Packet::Publish(p)) => {
                 debug!(topic = %p.topic, "Ignored a publish on a topic the edge did not ask for.")
@@ -420,6 +717,12 @@ impl Publisher {
             error!(
                 topic = %self.topic_cmd,
                 "The broker refused the command subscription; operators cannot command this rig this session."
+            );
+        }
+        if !ok(3) {
+            error!(
+                topic = %self.topic_persisted,
+                "The broker refused the persisted-watermark subscription; spooled blocks cannot be released this session."
             );
         }
         self.stats.update(|s| s.drive_subscribed = granted);
@@ -546,24 +849,58 @@ impl Publisher {
                 });
             }
             Action::SetAcquisition { block_samples } => {
-                let ack = refused(
-                    &self.config.rig_id,
-                    &id,
-                    &format!(
-                        "block_samples {block_samples}: changing acquisition parameters at run \
-                         time is not supported by this edge; set [acquisition] block_samples \
-                         and restart it"
-                    ),
+                let worst = max_encoded_block_bytes(
+                    dtop_firmware::MAX_CHANNELS,
+                    block_samples.max(1) as usize,
                 );
-                self.decided(ack);
+                if block_samples == 0 || worst > MAX_SAMPLE_BLOCK_BYTES {
+                    let ack = refused(
+                        &self.config.rig_id,
+                        &id,
+                        &format!(
+                            "block_samples {block_samples} must be at least 1 and fit the \
+                             {MAX_SAMPLE_BLOCK_BYTES} byte block limit (worst case {worst} bytes)"
+                        ),
+                    );
+                    self.decided(ack);
+                } else {
+                    // The serial task passes it to the acquisition task, behind the samples
+                    // already read, which applies it at a block boundary and acknowledges.
+                    self.hand_to_serial(id, Action::SetAcquisition { block_samples })
+                        .await;
+                }
             }
-            Action::Excitation { .. } => {
-                let ack = refused(
-                    &self.config.rig_id,
-                    &id,
-                    "this rig has no shaker the edge can drive (the firmware protocol has no \
-                     excitation message and no Modbus shaker amplifier is configured)",
-                );
+            Action::Excitation {
+                waveform,
+                amplitude_n,
+                frequency_hz,
+                frequency_end_hz,
+            } => {
+                let setting = crate::modbus::shaker::ShakerSetting {
+                    waveform,
+                    amplitude_n,
+                    frequency_hz,
+                    frequency_end_hz,
+                };
+                let outcome = match &self.config.shaker {
+                    None => Err("this rig has no shaker the edge can drive (the firmware \
+                                 protocol has no excitation message and no [modbus.shaker] is \
+                                 configured)"
+                        .to_owned()),
+                    Some((shaker, device)) => crate::modbus::shaker::apply(shaker, device, setting)
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                let ack = match outcome {
+                    Ok(()) => CommandAck {
+                        command_id: id,
+                        rig_id: self.config.rig_id.to_string(),
+                        status: AckStatus::Applied as i32,
+                        applied_at_sample_index: 0,
+                        reason: String::new(),
+                    },
+                    Err(why) => refused(&self.config.rig_id, &id, &why),
+                };
                 self.decided(ack);
             }
             action => self.hand_to_serial(id, action).await,
@@ -659,7 +996,10 @@ impl Publisher {
 
     fn on_puback(&mut self, pkid: u16) {
         match self.outbox.on_puback(pkid) {
-            Some(Acked::Block { .. }) => {
+            Some(Acked::Block { seq, .. }) => {
+                if let Some(backlog) = &mut self.backlog {
+                    backlog.on_delivered(seq);
+                }
                 self.stats.update(|s| s.blocks_published_total += 1);
                 self.pump();
             }
@@ -673,6 +1013,7 @@ impl Publisher {
     /// A CONNACK: the connection carries the will's session. Persist it before the birth so no
     /// later connect can announce it again, and arm the next connect's will with the next one.
     async fn on_connected(&mut self, eventloop: &mut EventLoop) {
+        let first_connect = !self.connected_once;
         let session = self.session + 1;
         let path = self.config.session_path.clone();
         match tokio::task::spawn_blocking(move || state_file::write_counter(&path, session)).await {
@@ -696,6 +1037,8 @@ impl Publisher {
             SubscribeFilter::new(self.topic_drive.clone(), QoS::AtMostOnce),
             SubscribeFilter::new(self.topic_controller.clone(), QoS::AtLeastOnce),
             SubscribeFilter::new(self.topic_cmd.clone(), QoS::AtLeastOnce),
+            // Retained: the current watermark arrives with the SUBACK.
+            SubscribeFilter::new(self.topic_persisted.clone(), QoS::AtLeastOnce),
         ]) {
             error!(error = %e, "Could not ask for the drive subscription; the actuator will not be driven this session.");
         }
@@ -707,6 +1050,17 @@ impl Publisher {
             s.session = session;
         });
         self.publish_birth();
+        if let Some(backlog) = &mut self.backlog {
+            // What was in flight is gone with the old session, and the twin may have lost
+            // what it held in memory: everything not yet covered goes again, oldest first. At
+            // the first connect that is what earlier runs left; this run's blocks wait live.
+            if first_connect {
+                backlog.replay_below(self.config.next_seq_at_start);
+            } else {
+                backlog.replay_all();
+            }
+            self.replay_credit = self.replay_credit.max(1.0);
+        }
         info!(
             session,
             host = %self.config.mqtt.host,
@@ -741,6 +1095,20 @@ impl Publisher {
             "blocks_published_total": s.blocks_published_total,
             "samples_dropped_total": s.samples_dropped_total,
             "queued_blocks": s.queued_blocks,
+            "loss": {
+                "samples_produced_total": s.samples_produced_total,
+                "samples_stored_total": s.samples_stored_total,
+                "samples_released_unconfirmed_total": s.samples_released_unconfirmed_total,
+                "samples_dropped_by_reason": s.samples_dropped_by_reason,
+                "blocks_dropped_by_reason": s.blocks_dropped_by_reason,
+                "lost_seq_ranges": s.lost_seq_ranges,
+                "backlog_s": s.backlog_s,
+                "backlog_blocks": s.backlog_blocks,
+                "backlog_bytes": s.backlog_bytes,
+                "persisted_seq": s.persisted_seq,
+                "blocks_replayed_total": s.blocks_replayed_total,
+                "spool_ok": s.spool_ok,
+            },
             "drives": {
                 "received_total": s.drives_received_total,
                 "applied_total": s.drives_applied_total,
@@ -799,11 +1167,16 @@ impl Publisher {
     fn on_connection_error(&mut self, e: &ConnectionError) -> Duration {
         let was_connected = self.connected;
         self.connected = false;
-        let dropped = self.outbox.on_connection_lost();
-        if self.connected_once {
-            self.outbox.mark_waiting_as_backfill();
+        if self.backlog.is_some() {
+            // The spool has every one of them; the reconnect replays them.
+            let _spooled = self.outbox.take_unacked_blocks();
+        } else {
+            let dropped = self.outbox.on_connection_lost();
+            if self.connected_once {
+                self.outbox.mark_waiting_as_backfill();
+            }
+            self.account_drops(dropped, "queue_full");
         }
-        self.account_drops(dropped, "queue_full");
         let delay = self.backoff.next_delay(&mut self.rng);
         self.stats.update(|s| {
             s.mqtt_connected = false;
@@ -892,7 +1265,15 @@ impl Publisher {
         }
         self.connected = false;
         let lost = self.outbox.take_unacked_blocks();
-        self.account_drops(lost, "shutdown");
+        match &mut self.backlog {
+            // Spooled: the next start sends them.
+            Some(backlog) => {
+                if let Err(e) = backlog.sync() {
+                    error!(error = %e, "Could not fsync the block spool at shutdown.");
+                }
+            }
+            None => self.account_drops(lost, "shutdown"),
+        }
         self.stats.update(|s| {
             s.mqtt_connected = false;
             s.drive_subscribed = false;

@@ -77,6 +77,12 @@ pub enum SerialEvent {
     /// The firmware (re)announced itself, after a `Hello`.
     Manifest(Box<Manifest>),
     Samples(Samples),
+    /// An operator's `SetAcquisition`, for the acquisition task to apply at a block boundary
+    /// and acknowledge.
+    SetBlockSamples {
+        command_id: String,
+        block_samples: u32,
+    },
 }
 
 /// Why the port could not be opened.
@@ -734,6 +740,25 @@ impl Link {
                 }
             }
             ActuatorRequest::Controller(params) => self.prepare_controller(&params),
+            ActuatorRequest::Command {
+                id,
+                action: Action::SetAcquisition { block_samples },
+            } => {
+                // Blocks are the acquisition task's: it applies and acknowledges this.
+                let event = SerialEvent::SetBlockSamples {
+                    command_id: id.clone(),
+                    block_samples,
+                };
+                if self.events_tx.try_send(event).is_err() {
+                    self.command_acks.push(CommandAck {
+                        command_id: id,
+                        rig_id: String::new(),
+                        status: AckStatus::Refused as i32,
+                        applied_at_sample_index: 0,
+                        reason: "the acquisition task is busy; send the command again".into(),
+                    });
+                }
+            }
             ActuatorRequest::Command { id, action } => {
                 let ack = self.apply_command(&id, action);
                 info!(
@@ -1011,11 +1036,16 @@ impl Link {
         framed: &mut Framed<T, FirmwareCodec>,
     ) -> io::Result<()> {
         let out = self.envelope.output();
+        let origin_sample_index = match self.envelope.last_drive() {
+            Some(drive) if self.envelope.state() == SafetyState::Driving => drive.sample_index,
+            _ => ActuatorCommand::NO_ORIGIN,
+        };
         if let Some(tx) = &self.modbus_output {
             // The bus task writes changes at once and refreshes an enabled setpoint itself.
             let setpoint = crate::modbus::ModbusSetpoint {
                 enable: out.enable,
                 force_n: out.force_n,
+                origin_sample_index,
             };
             if *tx.borrow() != setpoint {
                 tx.send_replace(setpoint);
@@ -1030,10 +1060,6 @@ impl Link {
             return Ok(());
         }
         self.actuator_seq = self.actuator_seq.wrapping_add(1);
-        let origin_sample_index = match self.envelope.last_drive() {
-            Some(drive) if self.envelope.state() == SafetyState::Driving => drive.sample_index,
-            _ => ActuatorCommand::NO_ORIGIN,
-        };
         let command = ActuatorCommand {
             seq: self.actuator_seq,
             enable: out.enable,

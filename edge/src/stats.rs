@@ -70,7 +70,40 @@ pub struct EdgeStats {
     pub commands_applied_total: u64,
     pub commands_refused_total: u64,
     pub commands_expired_total: u64,
+    /// Samples (per channel) in blocks handed to the publisher (publisher task).
+    pub samples_produced_total: u64,
+    /// Samples in blocks the twin's persisted watermark covered: stored in InfluxDB
+    /// (publisher task).
+    pub samples_stored_total: u64,
+    /// Samples released from the spool on the broker's PUBACK alone, because the watermark
+    /// waits for a seq this edge lost (publisher task).
+    pub samples_released_unconfirmed_total: u64,
+    /// Samples given up, by reason (`spool_full`, `paused`, `spool_error`, `crash`,
+    /// `evicted_unconfirmed`, ...); every reason but `evicted_unconfirmed` also counts in
+    /// `samples_dropped_total` (publisher task).
+    pub samples_dropped_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    /// Blocks given up for sure (every reason but `evicted_unconfirmed`), by reason
+    /// (publisher task).
+    pub blocks_dropped_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    /// The most recent seq ranges given up for sure, oldest first, at most
+    /// [`MAX_LOST_RANGES`] (publisher task).
+    pub lost_seq_ranges: Vec<(u64, u64)>,
+    /// Blocks in the spool not yet covered by the watermark (publisher task).
+    pub backlog_blocks: usize,
+    /// Rig time in those blocks, s (publisher task).
+    pub backlog_s: f64,
+    /// Spool bytes of those blocks (publisher task).
+    pub backlog_bytes: u64,
+    /// The twin's last persisted watermark for this rig (publisher task).
+    pub persisted_seq: Option<u64>,
+    /// Backfill blocks replayed from the spool (publisher task).
+    pub blocks_replayed_total: u64,
+    /// Whether blocks are spooled at all (false: the spool could not be opened; publisher).
+    pub spool_ok: bool,
 }
+
+/// Lost seq ranges kept in [`EdgeStats::lost_seq_ranges`].
+pub const MAX_LOST_RANGES: usize = 64;
 
 /// Writer side shared by the tasks; updates are synchronous and never held across `.await`.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use dtop_firmware::{ActuatorCommand, ChannelDesc, ChannelKind, Manifest, Samples
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::command::Kind;
 use dtop_proto::v1::command_ack::Status;
-use dtop_proto::v1::{Command, CommandAck, SafetyReset, SafetyStop, SetDrive};
+use dtop_proto::v1::{Command, CommandAck, SafetyReset, SafetyStop, SetAcquisition, SetDrive};
 use dtop_proto::{Message, RigId};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
@@ -304,6 +304,25 @@ async fn commands_are_applied_once_refused_with_reasons_and_a_safety_stop_latche
         .send("reset-1", Kind::SafetyReset(SafetyReset {}), 0)
         .await;
     assert_eq!(reset.status(), Status::Applied);
+
+    // Acquisition parameters: applied by the acquisition task at a block boundary.
+    let ack = operator
+        .send(
+            "blocks-2",
+            Kind::SetAcquisition(SetAcquisition { block_samples: 2 }),
+            0,
+        )
+        .await;
+    assert_eq!(ack.status(), Status::Applied, "{ack:?}");
+    let ack = operator
+        .send(
+            "blocks-0",
+            Kind::SetAcquisition(SetAcquisition { block_samples: 0 }),
+            0,
+        )
+        .await;
+    assert_eq!(ack.status(), Status::Refused, "{ack:?}");
+    assert!(ack.reason.contains("at least 1"), "{}", ack.reason);
 
     // A restarted edge still knows every id it decided.
     edge.stop().await;

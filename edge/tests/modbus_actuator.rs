@@ -16,7 +16,8 @@ use dtop_edge::{EdgeConfig, EdgeStats};
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::command::Kind;
 use dtop_proto::v1::command_ack::Status;
-use dtop_proto::v1::{Command, CommandAck, SafetyStop, SetDrive};
+use dtop_proto::v1::excitation::Waveform;
+use dtop_proto::v1::{Command, CommandAck, Excitation, SafetyStop, SetDrive};
 use dtop_proto::{Message, RigId};
 use dtop_rig_sim::{ExcitationConfig, SimConfig};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -37,6 +38,14 @@ async fn read_actuator(addr: SocketAddr) -> (u16, f32) {
         .unwrap_or_else(|e| panic!("exception {e:?}"));
     let force = f32::from_bits((u32::from(words[1]) << 16) | u32::from(words[2]));
     (words[0], force)
+}
+
+/// The next command acknowledgement.
+async fn next_ack(acks: &mut mpsc::UnboundedReceiver<CommandAck>) -> CommandAck {
+    timeout(WAIT, acks.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no ack"))
+        .unwrap_or_else(|| panic!("operator connection gone"))
 }
 
 async fn wait_actuator(addr: SocketAddr, want: (u16, f32)) {
@@ -106,6 +115,11 @@ async fn operator_drives_reach_the_modbus_actuator_through_the_safety_envelope()
         enable_address = 0
         force_address = 1
         force_data_type = "f32"
+        origin_address = 3
+        [modbus.shaker]
+        device = "sim"
+        waveform_address = 7
+        max_amplitude_n = 8.0
         "#,
         state = dir.path().join("state").display(),
         pty = sim.pty_path().display(),
@@ -148,7 +162,7 @@ async fn operator_drives_reach_the_modbus_actuator_through_the_safety_envelope()
     .unwrap_or_else(|_| panic!("edge not ready: {:?}", *stats.borrow()))
     .unwrap_or_else(|e| panic!("{e}"));
 
-    let mut send = |id: &str, kind: Kind| {
+    let send = |id: &str, kind: Kind| {
         let command = Command {
             id: id.into(),
             deadline_ns: 0,
@@ -166,22 +180,60 @@ async fn operator_drives_reach_the_modbus_actuator_through_the_safety_envelope()
         }
     };
     send("drive", Kind::SetDrive(SetDrive { force_n: 3.5 })).await;
-    let ack = timeout(WAIT, acks.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no ack"))
-        .unwrap_or_else(|| panic!("gone"));
+    let ack = next_ack(&mut acks).await;
     assert_eq!(ack.status(), Status::Applied, "{ack:?}");
     // 2 N per 1 kHz period: 3.5 N within two samples, held (no drive timeout for an operator).
     wait_actuator(modbus, (1, 3.5)).await;
     // Past the simulator's 500 ms watchdog: the bus task keeps refreshing the setpoint.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(read_actuator(modbus).await, (1, 3.5));
+    // The same request carried the sample the drive belongs to (registers 3–6).
+    let mut ctx = tcp::connect(modbus).await.unwrap_or_else(|e| panic!("{e}"));
+    let origin = ctx
+        .read_holding_registers(3, 4)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("exception {e:?}"));
+    let origin = origin
+        .iter()
+        .fold(0u64, |acc, w| (acc << 16) | u64::from(*w));
+    assert!(origin < 1_000_000, "origin sample index {origin}");
+
+    // The shaker: a sine within the limit starts it, one above is refused with the reason.
+    send(
+        "shake",
+        Kind::Excitation(Excitation {
+            waveform: Waveform::Sine as i32,
+            amplitude_n: 5.0,
+            frequency_hz: 7.0,
+            frequency_end_hz: 0.0,
+        }),
+    )
+    .await;
+    let ack = next_ack(&mut acks).await;
+    assert_eq!(ack.status(), Status::Applied, "{ack:?}");
+    let shaker = ctx
+        .read_holding_registers(7, 3)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("exception {e:?}"));
+    assert_eq!(shaker, [2, 0x40A0, 0], "sine at 5 N");
+    send(
+        "shake-hard",
+        Kind::Excitation(Excitation {
+            waveform: Waveform::Sine as i32,
+            amplitude_n: 50.0,
+            frequency_hz: 7.0,
+            frequency_end_hz: 0.0,
+        }),
+    )
+    .await;
+    let ack = next_ack(&mut acks).await;
+    assert_eq!(ack.status(), Status::Refused, "{ack:?}");
+    assert!(ack.reason.contains("max_amplitude_n"), "{}", ack.reason);
 
     send("stop", Kind::SafetyStop(SafetyStop {})).await;
-    let ack = timeout(WAIT, acks.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no ack"))
-        .unwrap_or_else(|| panic!("gone"));
+    let ack = next_ack(&mut acks).await;
     assert_eq!(ack.status(), Status::Latched, "{ack:?}");
     wait_actuator(modbus, (0, 0.0)).await;
 

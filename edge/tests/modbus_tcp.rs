@@ -176,6 +176,7 @@ async fn polls_the_rig_simulator_into_blocks_and_drives_its_actuator() {
     setpoint_tx.send_replace(ModbusSetpoint {
         enable: true,
         force_n: 3.5,
+        origin_sample_index: ModbusSetpoint::NO_ORIGIN,
     });
     let enabled = loop {
         let b = next_block(&mut publisher_rx).await;

@@ -166,10 +166,10 @@ async fn subscribe(port: u16, rig: &str) -> (AsyncClient, mpsc::UnboundedReceive
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     subacks += 1;
-                    if subacks == 3 {
-                        if let Some(tx) = subscribed_tx.take() {
-                            let _ = tx.send(());
-                        }
+                    if subacks == 3
+                        && let Some(tx) = subscribed_tx.take()
+                    {
+                        let _ = tx.send(());
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -464,25 +464,44 @@ async fn publishes_birth_blocks_and_death_and_never_reuses_seq_or_session() {
 
     // Run 2, same state dir, restarted firmware: the session and the seq carry on, and a
     // partial block is flushed at shutdown rather than lost.
+    // No twin here, so no watermark released run 1's blocks: its spool sends them again as
+    // backfill beside the live ones.
     let run = start_edge(&socat, dir.path(), &rig, "run2", broker.port);
     run.send(frames(0, 150));
     let birth = next_birth(&mut seen).await;
     assert_eq!(birth.session, 2);
-    let block = next_block(&mut seen).await;
+    let mut resent = Vec::new();
+    let block = loop {
+        let b = next_block(&mut seen).await;
+        if !b.backfill {
+            break b;
+        }
+        resent.push(b.seq);
+    };
     assert_eq!(
         block,
         expected_block(&rig, 5, 2, 0, 100, block.first_timestamp_ns)
     );
-    run.wait_stats("all 150 samples in", |s| s.samples_in_total == 150)
-        .await;
+    run.wait_stats("all 150 samples in and run 1's blocks resent", |s| {
+        s.samples_in_total == 150 && s.blocks_replayed_total == 5
+    })
+    .await;
     let stats = run.stop().await;
     let t0 = block.first_timestamp_ns;
+    let last = loop {
+        let b = next_block(&mut seen).await;
+        if !b.backfill {
+            break b;
+        }
+        resent.push(b.seq);
+    };
     assert_eq!(
-        next_block(&mut seen).await,
+        last,
         expected_block(&rig, 6, 2, 100, 50, t0 + 100 * PERIOD_NS)
     );
+    assert_eq!(resent, [0, 1, 2, 3, 4]);
     assert_eq!(next_death(&mut seen).await.session, 2);
-    assert_eq!(stats.blocks_published_total, 2);
+    assert_eq!(stats.blocks_published_total, 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,16 +543,18 @@ async fn queues_blocks_through_a_network_outage_and_resends_them_as_backfill() {
     run.wait_stats("the edge to notice the outage", |s| !s.mqtt_connected)
         .await;
     run.send(frames(200, 400));
-    run.wait_stats("two blocks queued during the outage", |s| {
-        s.queued_blocks == 2
+    // No twin here, so no watermark: all four blocks stay in the spool.
+    run.wait_stats("two more blocks spooled during the outage", |s| {
+        s.backlog_blocks == 4
     })
     .await;
     proxy.restore();
 
-    // Reconnect: a new session and its birth, then the queued blocks flagged as backfill.
+    // Reconnect: a new session and its birth, then every block no watermark covers, oldest
+    // first, flagged as backfill (a PUBACK alone does not release a block).
     let birth = next_birth(&mut seen).await;
     assert_eq!(birth.session, 2);
-    for (seq, first) in [(2, 200), (3, 300)] {
+    for (seq, first) in [(0, 0), (1, 100), (2, 200), (3, 300)] {
         let mut expected = expected_block(&rig, seq, 2, first, 100, t0 + first * PERIOD_NS);
         expected.backfill = true;
         assert_eq!(next_block(&mut seen).await, expected);
@@ -546,6 +567,73 @@ async fn queues_blocks_through_a_network_outage_and_resends_them_as_backfill() {
     );
     let stats = run.stop().await;
     assert_eq!(next_death(&mut seen).await.session, 2);
-    assert_eq!(stats.blocks_published_total, 5);
+    assert_eq!(stats.blocks_published_total, 7);
     assert_eq!(stats.samples_dropped_total, 0);
+    assert_eq!(stats.blocks_replayed_total, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_blocks_until_the_persisted_watermark_covers_them_and_resends_the_rest_after_a_restart()
+ {
+    let Some((socat, mosquitto)) = tools() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let broker = Broker::start(&mosquitto, dir.path());
+    let rig = rig_name("watermark");
+    let (client, mut seen) = subscribe(broker.port, &rig).await;
+
+    let run = start_edge(&socat, dir.path(), &rig, "watermark-1", broker.port);
+    run.send(frames(0, 300));
+    assert_eq!(next_birth(&mut seen).await.session, 1);
+    for seq in 0..3 {
+        assert_eq!(next_block(&mut seen).await.seq, seq);
+    }
+    let stats = run
+        .wait_stats("three blocks acknowledged by the broker", |s| {
+            s.blocks_published_total == 3
+        })
+        .await;
+    // A PUBACK does not release a block.
+    assert_eq!(stats.backlog_blocks, 3);
+    assert_eq!(stats.samples_stored_total, 0);
+
+    let rig_id = RigId::new(&rig).unwrap_or_else(|e| panic!("{e}"));
+    let watermark = dtop_proto::v1::PersistedWatermark {
+        rig_id: rig.clone(),
+        seq: 1,
+        timestamp_ns: 0,
+    };
+    client
+        .publish(
+            topic::rig(&rig_id, RigTopic::Persisted),
+            QoS::AtLeastOnce,
+            true,
+            watermark.encode_to_vec(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stats = run
+        .wait_stats("the watermark to release blocks 0 and 1", |s| {
+            s.backlog_blocks == 1
+        })
+        .await;
+    assert_eq!(stats.persisted_seq, Some(1));
+    assert_eq!(stats.samples_stored_total, 200);
+    assert!((stats.backlog_s - 0.1).abs() < 1e-9, "{}", stats.backlog_s);
+    run.stop().await;
+    assert_eq!(next_death(&mut seen).await.session, 1);
+
+    // The next start sends what no watermark covered, and only that, as backfill.
+    let run = start_edge(&socat, dir.path(), &rig, "watermark-2", broker.port);
+    assert_eq!(next_birth(&mut seen).await.session, 2);
+    let resent = next_block(&mut seen).await;
+    assert_eq!((resent.seq, resent.session, resent.backfill), (2, 2, true));
+    let stats = run
+        .wait_stats("the resent block acknowledged", |s| {
+            s.blocks_replayed_total == 1 && s.blocks_published_total == 1
+        })
+        .await;
+    assert_eq!(stats.backlog_blocks, 1);
+    run.stop().await;
 }

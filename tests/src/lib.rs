@@ -15,8 +15,10 @@
 //! Nothing here skips: a missing service is an error, and under `DTOP_REQUIRE_SERVICES=1`
 //! (set by `scripts/test.sh`) a test never falls back to anything weaker.
 
+pub mod audit;
 pub mod control;
 pub mod pipeline;
+pub mod proxy;
 pub mod query;
 pub mod truth;
 
@@ -164,6 +166,13 @@ impl Proc {
     }
 
     /// Sends SIGTERM and waits up to `grace` for a clean exit; returns the exit code.
+    /// SIGKILL, then reap: the process gets no chance to clean up.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     pub fn terminate(&mut self, grace: Duration) -> Result<Option<i32>> {
         signal(self.child.id(), "TERM")?;
         let deadline = Instant::now() + grace;
@@ -261,6 +270,35 @@ impl Services {
     }
 
     /// Base URL of a VictoriaMetrics single-node server.
+    /// A private `influxd` this test may stop and start (never the shared one from
+    /// `DTOP_TEST_INFLUX_V1_URL`).
+    pub fn private_influx_v1(&self) -> Result<PrivateInflux> {
+        let program = self.program("influxd", "influxdb")?;
+        let root = tempfile::tempdir()?;
+        let (http, rpc) = (free_port()?, free_port()?);
+        let conf = root.path().join("influxdb.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+                 [meta]\n  dir = \"{r}/meta\"\n[data]\n  dir = \"{r}/data\"\n  wal-dir = \"{r}/wal\"\n  query-log-enabled = false\n\
+                 [http]\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = false\n  max-body-size = 0\n\
+                 [monitor]\n  store-enabled = false\n[continuous_queries]\n  enabled = false\n",
+                r = root.path().display()
+            ),
+        )?;
+        let mut influx = PrivateInflux {
+            program,
+            conf,
+            url: format!("http://127.0.0.1:{http}"),
+            proc: None,
+            starts: 0,
+            root,
+        };
+        influx.start()?;
+        Ok(influx)
+    }
+
     pub fn victoria_metrics(&mut self) -> Result<String> {
         if let Ok(url) = std::env::var("DTOP_TEST_VM_URL") {
             return Ok(url);
@@ -310,6 +348,42 @@ impl Services {
             Duration::from_secs(10),
         )?;
         Ok(port)
+    }
+}
+
+/// An `influxd` owned by one test, on a fixed port and data directory, so it can be stopped
+/// (SIGKILL) and started again.
+#[derive(Debug)]
+pub struct PrivateInflux {
+    program: PathBuf,
+    conf: PathBuf,
+    pub url: String,
+    proc: Option<Proc>,
+    starts: u32,
+    root: tempfile::TempDir,
+}
+
+impl PrivateInflux {
+    /// Starts it (again) and waits until it answers `/ping`.
+    pub fn start(&mut self) -> Result<()> {
+        self.starts += 1;
+        let conf = self.conf.to_string_lossy().into_owned();
+        let proc = Proc::spawn(
+            &format!("influxd-{}", self.starts),
+            &self.program,
+            &["-config", &conf],
+            self.root.path(),
+        )?;
+        self.proc = Some(proc);
+        wait_http_ok(&format!("{}/ping", self.url), Duration::from_secs(30))
+    }
+
+    /// SIGKILLs it; writes fail with a connection error until [`PrivateInflux::start`].
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut p) = self.proc.take() {
+            p.kill()?;
+        }
+        Ok(())
     }
 }
 

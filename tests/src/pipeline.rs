@@ -49,6 +49,20 @@ pub struct PipelineSpec {
     pub sim_args: Vec<String>,
     /// Extra TOML appended to the twin's configuration.
     pub twin_toml: String,
+    /// Edge and broker knobs the fault tests turn.
+    pub edge: EdgeOptions,
+}
+
+/// What the fault tests change about the edge and its broker.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeOptions {
+    /// Extra TOML appended to the edge's configuration (after its last table, so it may add
+    /// tables such as `[spool]` or `[metrics]`).
+    pub toml: String,
+    /// The `dtop-broker` port (default: a free one), so a proxy can point at it beforehand.
+    pub broker_port: Option<u16>,
+    /// The port the edge connects to instead of the broker's (a [`crate::proxy`]).
+    pub mqtt_port: Option<u16>,
 }
 
 /// A running pipeline. Processes are killed by PID when this is dropped.
@@ -63,6 +77,8 @@ pub struct Pipeline {
     pub edge: Proc,
     /// Wall clock when the pipeline started, ns since the epoch.
     pub started_ns: i64,
+    /// Starts of each process, to name their logs.
+    restarts: u32,
 }
 
 pub fn now_ns() -> i64 {
@@ -85,18 +101,13 @@ impl Pipeline {
         let (mqtt_port, broker) = match spec.broker {
             BrokerKind::Mosquitto => (services.mosquitto_port()?, None),
             BrokerKind::Dtop => {
-                let port = free_port()?;
+                let port = match spec.edge.broker_port {
+                    Some(p) => p,
+                    None => free_port()?,
+                };
                 let conf = dir.path().join("broker.toml");
                 std::fs::write(&conf, format!("[mqtt]\nlisten = \"127.0.0.1:{port}\"\n"))?;
-                let proc = Proc::spawn(
-                    "broker",
-                    &bin("dtop-broker")?,
-                    &["--config", &path_str(&conf)],
-                    dir.path(),
-                )?;
-                wait_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(15))
-                    .with_context(|| format!("broker log:\n{}", proc.log()))?;
-                (port, Some(proc))
+                (port, Some(spawn_broker(dir.path(), "broker", port)?))
             }
         };
 
@@ -128,19 +139,7 @@ impl Pipeline {
                 spec.rig, spec.twin_toml
             ),
         )?;
-        let mut twin = Proc::spawn(
-            "twin",
-            &bin("dtop-twin")?,
-            &["--config", &path_str(&twin_conf)],
-            dir.path(),
-        )?;
-        wait_for("the twin to subscribe", Duration::from_secs(20), || {
-            twin.ensure_running()?;
-            Ok(twin
-                .log()
-                .contains("Subscribed to rig topics.")
-                .then_some(()))
-        })?;
+        let twin = spawn_twin(dir.path(), "twin")?;
 
         let pty = dir.path().join("rig.pty");
         let truth = dir.path().join("truth.csv");
@@ -181,12 +180,15 @@ impl Pipeline {
             &edge_conf,
             format!(
                 "rig_id = \"{rig}\"\nstate_dir = \"{state}\"\n\n[serial]\npath = \"{pty}\"\n\n\
-                 [acquisition]\nblock_samples = {block}\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\n\n\
-                 [actuator]\nmax_force_n = 20.0\nmax_slew_n_per_s = 2000.0\n",
+                 [acquisition]\nblock_samples = {block}\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {edge_port}\n\
+                 reconnect_backoff_max_ms = 1000\n\n\
+                 [actuator]\nmax_force_n = 20.0\nmax_slew_n_per_s = 2000.0\n\n{extra}\n",
                 rig = spec.rig,
                 state = state.display(),
                 pty = pty.display(),
                 block = spec.block_samples,
+                edge_port = spec.edge.mqtt_port.unwrap_or(mqtt_port),
+                extra = spec.edge.toml,
             ),
         )?;
         let edge = Proc::spawn(
@@ -196,6 +198,7 @@ impl Pipeline {
             dir.path(),
         )?;
         Ok(Self {
+            restarts: 0,
             dir,
             spec,
             mqtt_port,
@@ -205,6 +208,65 @@ impl Pipeline {
             edge,
             started_ns,
         })
+    }
+
+    fn next_name(&mut self, what: &str) -> String {
+        self.restarts += 1;
+        format!("{what}-{}", self.restarts)
+    }
+
+    /// SIGKILLs the broker (`BrokerKind::Dtop` only): everything it held in memory is gone.
+    pub fn kill_broker(&mut self) -> Result<()> {
+        let broker = self
+            .broker
+            .as_mut()
+            .context("only a dtop-broker can be killed")?;
+        broker.kill()
+    }
+
+    /// Starts the broker again on the same port.
+    pub fn start_broker(&mut self) -> Result<()> {
+        let name = self.next_name("broker");
+        self.broker = Some(spawn_broker(self.dir.path(), &name, self.mqtt_port)?);
+        Ok(())
+    }
+
+    /// SIGKILLs the twin: batches it held only in memory are gone.
+    pub fn kill_twin(&mut self) -> Result<()> {
+        self.twin.kill()
+    }
+
+    /// Starts the twin again with the same configuration (and spool directory, if any).
+    pub fn start_twin(&mut self) -> Result<()> {
+        let name = self.next_name("twin");
+        self.twin = spawn_twin(self.dir.path(), &name)?;
+        Ok(())
+    }
+
+    /// SIGKILLs the edge: it gets no chance to flush anything.
+    pub fn kill_edge(&mut self) -> Result<()> {
+        self.edge.kill()
+    }
+
+    /// Starts the edge again with the same configuration and state directory.
+    pub fn start_edge(&mut self) -> Result<()> {
+        let name = self.next_name("edge");
+        let conf = path_str(&self.dir.path().join("edge.toml"));
+        self.edge = Proc::spawn(
+            &name,
+            &bin("dtop-edge")?,
+            &["--config", &conf],
+            self.dir.path(),
+        )?;
+        Ok(())
+    }
+
+    /// The edge's `next_seq` counter: every seq it numbered is below it.
+    pub fn edge_next_seq(&self) -> Result<u64> {
+        let path = self.dir.path().join("edge-state").join("next_seq");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        text.trim().parse().context("parsing next_seq")
     }
 
     pub fn truth_path(&self) -> PathBuf {
@@ -288,6 +350,37 @@ impl Pipeline {
             .build()?;
         rt.block_on(read_retained_birth(self.mqtt_port, &self.spec.rig))
     }
+}
+
+fn spawn_broker(dir: &Path, name: &str, port: u16) -> Result<Proc> {
+    let conf = dir.join("broker.toml");
+    let proc = Proc::spawn(
+        name,
+        &bin("dtop-broker")?,
+        &["--config", &path_str(&conf)],
+        dir,
+    )?;
+    wait_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(15))
+        .with_context(|| format!("broker log:\n{}", proc.log()))?;
+    Ok(proc)
+}
+
+fn spawn_twin(dir: &Path, name: &str) -> Result<Proc> {
+    let conf = dir.join("twin.toml");
+    let mut twin = Proc::spawn(
+        name,
+        &bin("dtop-twin")?,
+        &["--config", &path_str(&conf)],
+        dir,
+    )?;
+    wait_for("the twin to subscribe", Duration::from_secs(20), || {
+        twin.ensure_running()?;
+        Ok(twin
+            .log()
+            .contains("Subscribed to rig topics.")
+            .then_some(()))
+    })?;
+    Ok(twin)
 }
 
 async fn read_retained_birth(port: u16, rig: &str) -> Result<RigBirth> {

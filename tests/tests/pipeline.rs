@@ -32,6 +32,7 @@ fn spec(rig: &str, broker: BrokerKind, store: StoreKind, seed: u64) -> PipelineS
         block_samples: 100,
         sim_args: Vec::new(),
         twin_toml: String::new(),
+        edge: Default::default(),
     }
 }
 

@@ -73,6 +73,9 @@ pub enum Law {
     Lqg,
 }
 
+/// An applicable `SetControl`: the law, where it runs, and its sampled design when it has one.
+type Judged = (Law, Placement, Option<(SampledDesign, LoopIo)>);
+
 /// Where the law runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Placement {
@@ -465,7 +468,7 @@ impl RigController {
         set: &SetControl,
         now_unix_ns: u64,
         position: LoopPosition,
-    ) -> Result<(Law, Placement, Option<(SampledDesign, LoopIo)>), (Status, String)> {
+    ) -> Result<Judged, (Status, String)> {
         let refuse = |why: String| Err((Status::Refused, why));
         if command.target_rig != rig.as_str() {
             return refuse(format!(

@@ -12,17 +12,29 @@ use crate::modbus::config::{DeviceConfig, ModbusActuatorConfig};
 use crate::modbus::decode::encode_value;
 
 /// What the actuator should do. The safe state is the default: disabled at 0 N.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModbusSetpoint {
     pub enable: bool,
     pub force_n: f64,
+    /// The sample the force was computed from, written to `origin_address` when configured
+    /// (the rig simulator measures the loop latency from it); [`Self::NO_ORIGIN`] otherwise.
+    pub origin_sample_index: u64,
 }
 
 impl ModbusSetpoint {
+    /// `origin_sample_index` of a setpoint not computed from any sample.
+    pub const NO_ORIGIN: u64 = u64::MAX;
     pub const SAFE: Self = Self {
         enable: false,
         force_n: 0.0,
+        origin_sample_index: Self::NO_ORIGIN,
     };
+}
+
+impl Default for ModbusSetpoint {
+    fn default() -> Self {
+        Self::SAFE
+    }
 }
 
 /// One holding-register write (0x10).
@@ -66,7 +78,7 @@ pub fn setpoint_writes(
     };
     let force_words = force.len() as u32;
     let (e, f) = (u32::from(cfg.enable_address), u32::from(cfg.force_address));
-    Ok(if e + 1 == f {
+    let mut writes = if e + 1 == f {
         let mut words = vec![enable];
         words.extend(force);
         vec![RegisterWrite {
@@ -94,7 +106,29 @@ pub fn setpoint_writes(
         } else {
             vec![enable, force]
         }
-    })
+    };
+    if let Some(origin_address) = cfg.origin_address {
+        let words = u64_words(setpoint.origin_sample_index);
+        match writes.last_mut() {
+            // Adjacent: one request, so the origin lands with the force it describes.
+            Some(last)
+                if u32::from(last.address) + last.words.len() as u32
+                    == u32::from(origin_address) =>
+            {
+                last.words.extend(words);
+            }
+            _ => writes.push(RegisterWrite {
+                address: origin_address,
+                words: words.to_vec(),
+            }),
+        }
+    }
+    Ok(writes)
+}
+
+/// A u64 as four registers, most significant first.
+fn u64_words(value: u64) -> [u16; 4] {
+    [48, 32, 16, 0].map(|shift| (value >> shift) as u16)
 }
 
 /// The actuator as a bus task drives it: its config, setpoint source and write schedule.
@@ -181,6 +215,7 @@ mod tests {
             force_scale: 1.0,
             force_offset: 0.0,
             refresh_period_ms: 200,
+            origin_address: None,
         }
     }
 
@@ -191,6 +226,7 @@ mod tests {
             ModbusSetpoint {
                 enable: true,
                 force_n: 10.0,
+                origin_sample_index: ModbusSetpoint::NO_ORIGIN,
             },
         );
         assert_eq!(
@@ -207,6 +243,7 @@ mod tests {
             ModbusSetpoint {
                 enable: false,
                 force_n: 5.0,
+                origin_sample_index: ModbusSetpoint::NO_ORIGIN,
             },
         );
         assert_eq!(
@@ -233,6 +270,7 @@ mod tests {
             ModbusSetpoint {
                 enable: true,
                 force_n: -1.5,
+                origin_sample_index: ModbusSetpoint::NO_ORIGIN,
             },
         );
         assert_eq!(
@@ -258,6 +296,7 @@ mod tests {
             ModbusSetpoint {
                 enable: true,
                 force_n: 4000.0,
+                origin_sample_index: ModbusSetpoint::NO_ORIGIN,
             },
         );
         assert_eq!(too_big, Err(UnencodableForce { force_n: 4000.0 }));
@@ -275,6 +314,7 @@ mod tests {
             ModbusSetpoint {
                 enable: true,
                 force_n: 10.0,
+                origin_sample_index: ModbusSetpoint::NO_ORIGIN,
             },
         );
         assert_eq!(
@@ -305,6 +345,7 @@ mod tests {
         let on = ModbusSetpoint {
             enable: true,
             force_n: 2.0,
+            origin_sample_index: ModbusSetpoint::NO_ORIGIN,
         };
         tx.send_replace(on);
         assert_eq!(out.due(t0), Some(on));

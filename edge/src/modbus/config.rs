@@ -34,6 +34,38 @@ pub struct ModbusConfig {
     /// A Modbus actuator (drive and enable holding registers) on one of `devices`.
     #[serde(default)]
     pub actuator: Option<ModbusActuatorConfig>,
+    /// A shaker amplifier (waveform and f32 settings in holding registers) on one of the TCP
+    /// `devices`, started and stopped by operators' `Excitation` commands.
+    #[serde(default)]
+    pub shaker: Option<ModbusShakerConfig>,
+}
+
+/// A shaker amplifier behind holding registers, as the rig simulator's (MODBUS.md): a waveform
+/// word (codes below) and three f32 values, written in one request each time an `Excitation`
+/// command arrives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusShakerConfig {
+    /// `name` of a TCP device in `modbus.devices`.
+    pub device: String,
+    /// Holding register of the waveform word; the amplitude, frequency and end frequency
+    /// follow as f32 at +1, +3 and +5.
+    pub waveform_address: u16,
+    /// Words written for off, noise, sine and chirp, in that order.
+    #[serde(default = "default_waveform_codes")]
+    pub waveform_codes: [u16; 4],
+    /// Word order of the f32 values.
+    #[serde(default)]
+    pub word_order: WordOrder,
+    /// Byte order of the f32 values.
+    #[serde(default)]
+    pub byte_order: ByteOrder,
+    /// Largest amplitude an operator may ask for, N.
+    pub max_amplitude_n: f64,
+}
+
+const fn default_waveform_codes() -> [u16; 4] {
+    [0, 1, 2, 3]
 }
 
 /// One Modbus device (a unit id behind a TCP address, or a slave on an RTU line).
@@ -285,6 +317,11 @@ pub struct ModbusActuatorConfig {
     /// watchdog (the rig simulator's trips at 500 ms) stays fed.
     #[serde(default = "default_refresh_period_ms")]
     pub refresh_period_ms: u64,
+    /// First of four holding registers that receive the sample index the force was computed
+    /// from (u64, most significant word first), e.g. 3 on the rig simulator, which measures
+    /// the control loop's latency from it. Off when absent.
+    #[serde(default)]
+    pub origin_address: Option<u16>,
 }
 
 const fn default_unit_id() -> u8 {
@@ -540,6 +577,31 @@ impl ModbusConfig {
 
         if let Some(a) = &self.actuator {
             validate_actuator(a, &self.devices, &mut bad);
+        }
+        if let Some(sh) = &self.shaker {
+            match self.devices.iter().find(|d| d.name == sh.device) {
+                None => bad(
+                    "modbus.shaker.device",
+                    format!("{:?} is not a device in modbus.devices", sh.device),
+                ),
+                Some(d) if d.tcp.is_none() => bad(
+                    "modbus.shaker.device",
+                    format!("{:?} must be a Modbus TCP device", sh.device),
+                ),
+                Some(_) => {}
+            }
+            if !(sh.max_amplitude_n.is_finite() && sh.max_amplitude_n > 0.0) {
+                bad(
+                    "modbus.shaker.max_amplitude_n",
+                    format!("{} must be positive", sh.max_amplitude_n),
+                );
+            }
+            if usize::from(sh.waveform_address) + 7 > 65_536 {
+                bad(
+                    "modbus.shaker.waveform_address",
+                    "the 7 registers must fit below 65536".into(),
+                );
+            }
         }
     }
 }

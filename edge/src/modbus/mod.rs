@@ -12,6 +12,7 @@
 //! - [`actuator`]: the Modbus actuator output: setpoint → register writes (pure), write schedule.
 //! - [`poller`]: the bus task: owns a [`bus::Bus`], polls its devices on their schedules,
 //!   drives the actuator, counts errors per device and register.
+//! - [`shaker`]: an operator's `Excitation` → one holding-register write to a shaker amplifier.
 
 pub mod actuator;
 pub mod bus;
@@ -19,6 +20,7 @@ pub mod config;
 pub mod decode;
 pub mod plan;
 pub mod poller;
+pub mod shaker;
 pub mod streams;
 
 pub use actuator::ModbusSetpoint;

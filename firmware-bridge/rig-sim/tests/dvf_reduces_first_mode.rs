@@ -71,7 +71,7 @@ enum Control {
     Estimated { gain_a_per_m_s: f64 },
     /// The edge's way: the realized sampled controller (Kalman predictor + DVF row) that the
     /// twin pushes as `ControllerParams`, fed the measured channels and the applied force.
-    Sampled(SampledLoop),
+    Sampled(Box<SampledLoop>),
 }
 
 /// Runs the rig for settling + record with `control`; the force computed at one sample is
@@ -262,7 +262,9 @@ fn edge_sampled_dvf_at_half_critical_gain_lowers_mode_1_acceleration_as_predicte
         )
         .expect("design");
         assert!(design.is_stable(), "{design:?}");
-        Control::Sampled(SampledLoop::new(design.controller).expect("valid controller"))
+        Control::Sampled(Box::new(
+            SampledLoop::new(design.controller).expect("valid controller"),
+        ))
     });
 }
 

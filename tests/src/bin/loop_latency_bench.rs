@@ -4,13 +4,14 @@
 //!
 //! - twin-hosted DVF: sample → pty → edge → MQTT → twin (decode, Kalman filter, law) → MQTT
 //!   → edge (safety envelope) → pty → simulator; through dtop-broker and through Mosquitto.
-//! - edge-hosted DVF: sample → pty → edge (inner loop, envelope) → pty → simulator.
+//! - edge-hosted DVF: sample → pty → edge (inner loop, envelope) → pty → simulator, or → a
+//!   Modbus TCP write of the simulator's holding registers (the actuator behind Modbus).
 //!
 //! Each run is real time for SECONDS (default 60) with one sample per firmware frame and one
 //! sample per block, idle and with two busy-spinning threads loading both cores.
 //!
 //! Run: `cargo build --release --workspace --bins && cargo run --release -p dtop-e2e --bin
-//! loop_latency_bench -- [SECONDS]`. Uses the Mosquitto `scripts/test.sh` exports, or starts a
+//! loop_latency_bench -- [SECONDS] [CASE-FILTER]`. Uses the Mosquitto `scripts/test.sh` exports, or starts a
 //! private one. Bounded: every run stops by itself.
 
 use std::sync::Arc;
@@ -30,10 +31,29 @@ fn run(
     services: &mut Services,
     broker: BrokerKind,
     placement: Placement,
+    modbus: bool,
     loaded: bool,
     seconds: u64,
 ) -> Result<LoopSummary> {
     let rig = format!("loop-{}", std::process::id());
+    // With `modbus`, the actuator is the simulator's Modbus TCP holding registers: the drive,
+    // with the sample it came from in registers 3–6, goes out as one write per change.
+    let modbus_port = dtop_e2e::free_port()?;
+    let mut sim_args: Vec<String> = vec![
+        "--samples-per-frame".into(),
+        "1".into(),
+        "--latency-log".into(),
+        "{dir}/latency.csv".into(),
+    ];
+    let mut edge = dtop_e2e::pipeline::EdgeOptions::default();
+    if modbus {
+        sim_args.extend(["--modbus-listen".into(), format!("127.0.0.1:{modbus_port}")]);
+        edge.toml = format!(
+            "[[modbus.devices]]\nname = \"sim\"\ntcp = {{ addr = \"127.0.0.1:{modbus_port}\" }}\n\
+             poll_period_ms = 0\n[modbus.actuator]\ndevice = \"sim\"\nenable_address = 0\n\
+             force_address = 1\nforce_data_type = \"f32\"\norigin_address = 3\n"
+        );
+    }
     let spec = PipelineSpec {
         rig: rig.clone(),
         broker,
@@ -42,14 +62,12 @@ fn run(
         samples: (seconds + 30) * 1000,
         speed: 1.0,
         seed: 11,
-        block_samples: 1,
-        sim_args: vec![
-            "--samples-per-frame".into(),
-            "1".into(),
-            "--latency-log".into(),
-            "{dir}/latency.csv".into(),
-        ],
+        // The twin-hosted loop runs once per block, so it needs one sample per block; the
+        // edge-hosted one runs per sample whatever the block length.
+        block_samples: if placement == Placement::Twin { 1 } else { 100 },
+        sim_args,
         twin_toml: "[control]\nenabled = true\n".into(),
+        edge,
     };
     let mut pipeline = Pipeline::start(spec, services)?;
     let acks = set_control(
@@ -109,20 +127,36 @@ fn main() -> Result<()> {
          latency = sample taken → drive applied, inside the rig simulator"
     );
     println!(
-        "{:<34} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6}",
+        "{:<36} {:>8} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6}",
         "path", "drives", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "late", "lost"
     );
     let cases = [
         (
-            "edge-hosted, idle",
+            "edge-hosted, serial, idle",
             BrokerKind::Dtop,
             Placement::Edge,
             false,
+            false,
         ),
         (
-            "edge-hosted, loaded",
+            "edge-hosted, serial, loaded",
             BrokerKind::Dtop,
             Placement::Edge,
+            false,
+            true,
+        ),
+        (
+            "edge-hosted, Modbus TCP, idle",
+            BrokerKind::Dtop,
+            Placement::Edge,
+            true,
+            false,
+        ),
+        (
+            "edge-hosted, Modbus TCP, loaded",
+            BrokerKind::Dtop,
+            Placement::Edge,
+            true,
             true,
         ),
         (
@@ -130,30 +164,39 @@ fn main() -> Result<()> {
             BrokerKind::Dtop,
             Placement::Twin,
             false,
+            false,
         ),
         (
             "twin-hosted via mosquitto, idle",
             BrokerKind::Mosquitto,
             Placement::Twin,
             false,
+            false,
         ),
         (
             "twin-hosted via dtop-broker, loaded",
             BrokerKind::Dtop,
             Placement::Twin,
+            false,
             true,
         ),
         (
             "twin-hosted via mosquitto, loaded",
             BrokerKind::Mosquitto,
             Placement::Twin,
+            false,
             true,
         ),
     ];
-    for (name, broker, placement, loaded) in cases {
-        let s = run(&mut services, broker, placement, loaded, seconds)?;
+    // An optional second argument keeps only the cases whose name contains it.
+    let only = std::env::args().nth(2).unwrap_or_default();
+    for (name, broker, placement, modbus, loaded) in cases {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
+        let s = run(&mut services, broker, placement, modbus, loaded, seconds)?;
         println!(
-            "{name:<34} {:>8} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>6} {:>6}",
+            "{name:<36} {:>8} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>6} {:>6}",
             s.drives, s.p50_us, s.p99_us, s.p999_us, s.max_us, s.late, s.lost
         );
     }

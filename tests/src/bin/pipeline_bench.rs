@@ -36,6 +36,7 @@ fn run(services: &mut Services, url: &str, broker: BrokerKind, samples: u64) -> 
         block_samples: 1000,
         sim_args: Vec::new(),
         twin_toml: String::new(),
+        edge: Default::default(),
     };
     let mut pipeline = Pipeline::start(spec, services)?;
     let started = Instant::now();
