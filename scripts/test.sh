@@ -23,6 +23,9 @@ command -v victoria-metrics >/dev/null || need_pkgs+=(victoria-metrics)
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || need_pkgs+=(mosquitto)
 command -v mosquitto_sub >/dev/null || need_pkgs+=(mosquitto-clients)
 command -v socat >/dev/null || need_pkgs+=(socat)
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
+command -v curl >/dev/null || need_pkgs+=(curl)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_pkgs[*]}"
   SUDO=""

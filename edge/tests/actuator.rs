@@ -9,9 +9,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use dtop_edge::EdgeStats;
 use dtop_edge::safety::SafetyState;
-use dtop_edge::{EdgeConfig, EdgeStats};
-use dtop_firmware::{ActuatorCommand, ChannelDesc, ChannelKind, Manifest, Samples};
+use dtop_firmware::{ActuatorCommand, Samples};
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::ActuatorDrive;
 use dtop_proto::{Message, RigId};
@@ -27,25 +27,11 @@ const FRAME_SAMPLES: u64 = 2;
 const TIMEOUT_PERIODS: u64 = 10;
 
 mod common;
-use common::{Broker, PtyPair, fake_firmware, tools};
+use common::{Broker, PtyPair, actuator_edge_config, fake_firmware, slow_actuator_manifest, tools};
 
 // ---------------------------------------------------------------------------------------------
 // The fake firmware: answers Hello with a manifest, sends the frames the test hands it, and
 // acknowledges actuator commands as PROTOCOL.md §7.4 says.
-
-/// 1 Hz, so `max_slew_n_per_s = 2` is exactly 2 N per period, and the edge's wall-clock guard
-/// against stalled samples (the drive timeout's duration, here 10 s) never fires however slowly
-/// a loaded machine runs this test.
-fn manifest() -> Manifest {
-    let channels = [ChannelDesc {
-        id: 0,
-        kind: ChannelKind::Acceleration,
-        floor: 3,
-        scale: 0.001,
-    }];
-    // Actuator on floor 3; the firmware's own limit, 10 N, is tighter than the config's 20 N.
-    Manifest::new("fake-fw-0.1", 1_000, 3, 3, 10.0, &channels).unwrap_or_else(|e| panic!("{e:?}"))
-}
 
 // ---------------------------------------------------------------------------------------------
 // The twin's side: a plain MQTT client publishing drives.
@@ -98,34 +84,6 @@ struct Bench {
     last: Option<ActuatorCommand>,
 }
 
-fn edge_config(rig: &RigId, dir: &Path, serial: &Path, mqtt_port: u16) -> EdgeConfig {
-    let config = EdgeConfig::from_toml(&format!(
-        r#"
-        rig_id = "{rig}"
-        state_dir = "{state}"
-        [serial]
-        path = "{serial}"
-        hello_timeout_ms = 1000
-        read_timeout_ms = 60000
-        [mqtt]
-        host = "127.0.0.1"
-        port = {mqtt_port}
-        keepalive_s = 5
-        reconnect_backoff_min_ms = 50
-        reconnect_backoff_max_ms = 500
-        [actuator]
-        max_force_n = 20.0
-        max_slew_n_per_s = 2.0
-        drive_timeout_periods = {TIMEOUT_PERIODS}
-        "#,
-        state = dir.join("state").display(),
-        serial = serial.display(),
-    ))
-    .unwrap_or_else(|e| panic!("test config: {e}"));
-    config.validate().unwrap_or_else(|e| panic!("{e}"));
-    config
-}
-
 impl Bench {
     async fn start(socat: &Path, dir: &Path, mqtt_port: u16) -> Self {
         let rig = RigId::new(format!("actuator-{}", std::process::id()))
@@ -135,11 +93,11 @@ impl Bench {
         let (samples_tx, samples_rx) = mpsc::unbounded_channel();
         tokio::spawn(fake_firmware(
             pty.b.clone(),
-            manifest(),
+            slow_actuator_manifest(),
             samples_rx,
             commands_tx,
         ));
-        let config = edge_config(&rig, dir, &pty.a, mqtt_port);
+        let config = actuator_edge_config(&rig, dir, &pty.a, mqtt_port, TIMEOUT_PERIODS);
         let (stats_tx, stats) = watch::channel(EdgeStats::default());
         let shutdown = CancellationToken::new();
         let edge = tokio::spawn(dtop_edge::run_with_stats(

@@ -7,11 +7,10 @@
 //! Needs `socat` and `mosquitto`. Without them the test says so and passes, unless `CI` or
 //! `DTOP_REQUIRE_SERVICES=1` is set, in which case it fails.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dtop_edge::{EdgeConfig, EdgeStats};
-use dtop_firmware::{ActuatorCommand, ChannelDesc, ChannelKind, Manifest, Samples};
+use dtop_firmware::{ActuatorCommand, Samples};
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::command::Kind;
 use dtop_proto::v1::command_ack::Status;
@@ -23,48 +22,9 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{Broker, PtyPair, fake_firmware, tools};
+use common::{Broker, PtyPair, actuator_edge_config, fake_firmware, slow_actuator_manifest, tools};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-/// 1 Hz and a 10 N firmware limit; 2 N/s slew is 2 N per period.
-fn manifest() -> Manifest {
-    let channels = [ChannelDesc {
-        id: 0,
-        kind: ChannelKind::Acceleration,
-        floor: 3,
-        scale: 0.001,
-    }];
-    Manifest::new("fake-fw-0.1", 1_000, 3, 3, 10.0, &channels).unwrap_or_else(|e| panic!("{e:?}"))
-}
-
-fn edge_config(rig: &RigId, dir: &Path, serial: &Path, mqtt_port: u16) -> EdgeConfig {
-    let config = EdgeConfig::from_toml(&format!(
-        r#"
-        rig_id = "{rig}"
-        state_dir = "{state}"
-        [serial]
-        path = "{serial}"
-        hello_timeout_ms = 1000
-        read_timeout_ms = 60000
-        [mqtt]
-        host = "127.0.0.1"
-        port = {mqtt_port}
-        keepalive_s = 5
-        reconnect_backoff_min_ms = 50
-        reconnect_backoff_max_ms = 500
-        [actuator]
-        max_force_n = 20.0
-        max_slew_n_per_s = 2.0
-        drive_timeout_periods = 10
-        "#,
-        state = dir.join("state").display(),
-        serial = serial.display(),
-    ))
-    .unwrap_or_else(|e| panic!("test config: {e}"));
-    config.validate().unwrap_or_else(|e| panic!("{e}"));
-    config
-}
 
 /// The operator: publishes commands, collects acks.
 struct Operator {
@@ -226,11 +186,11 @@ async fn commands_are_applied_once_refused_with_reasons_and_a_safety_stop_latche
     let (samples_tx, samples_rx) = mpsc::unbounded_channel();
     tokio::spawn(fake_firmware(
         pty.b.clone(),
-        manifest(),
+        slow_actuator_manifest(),
         samples_rx,
         commands_tx,
     ));
-    let config = edge_config(&rig, dir.path(), &pty.a, broker.port);
+    let config = actuator_edge_config(&rig, dir.path(), &pty.a, broker.port, 10);
     let edge = Edge::start(config.clone());
     let mut operator = Operator::connect(broker.port, &rig).await;
     edge.wait("the subscriptions", |s| {

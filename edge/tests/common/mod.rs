@@ -193,3 +193,56 @@ pub async fn fake_firmware(
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The fake rig the actuator and command tests drive.
+
+/// 1 Hz, so `max_slew_n_per_s = 2` is exactly 2 N per period, and the edge's wall-clock guard
+/// against stalled samples (the drive timeout's duration) never fires however slowly a loaded
+/// machine runs a test. Actuator on floor 3; the firmware's own limit, 10 N, is tighter than
+/// the config's 20 N.
+pub fn slow_actuator_manifest() -> Manifest {
+    let channels = [dtop_firmware::ChannelDesc {
+        id: 0,
+        kind: dtop_firmware::ChannelKind::Acceleration,
+        floor: 3,
+        scale: 0.001,
+    }];
+    Manifest::new("fake-fw-0.1", 1_000, 3, 3, 10.0, &channels).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// An edge on `serial` publishing to Mosquitto on `mqtt_port`, with fast reconnects, a 20 N
+/// and 2 N/s actuator limit and a `drive_timeout_periods` drive timeout.
+pub fn actuator_edge_config(
+    rig: &dtop_proto::RigId,
+    dir: &Path,
+    serial: &Path,
+    mqtt_port: u16,
+    drive_timeout_periods: u64,
+) -> dtop_edge::EdgeConfig {
+    let config = dtop_edge::EdgeConfig::from_toml(&format!(
+        r#"
+        rig_id = "{rig}"
+        state_dir = "{state}"
+        [serial]
+        path = "{serial}"
+        hello_timeout_ms = 1000
+        read_timeout_ms = 60000
+        [mqtt]
+        host = "127.0.0.1"
+        port = {mqtt_port}
+        keepalive_s = 5
+        reconnect_backoff_min_ms = 50
+        reconnect_backoff_max_ms = 500
+        [actuator]
+        max_force_n = 20.0
+        max_slew_n_per_s = 2.0
+        drive_timeout_periods = {drive_timeout_periods}
+        "#,
+        state = dir.join("state").display(),
+        serial = serial.display(),
+    ))
+    .unwrap_or_else(|e| panic!("test config: {e}"));
+    config.validate().unwrap_or_else(|e| panic!("{e}"));
+    config
+}
