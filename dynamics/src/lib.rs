@@ -66,8 +66,8 @@ pub use discretize::{DiscreteStateSpace, zoh_matrices};
 pub use error::ModelError;
 pub use frf::{FrequencyGrid, FrfError, FrfInput, FrfKind, FrfMethod, FrfRequest, ModalAnalysis};
 pub use kalman::{
-    GainSchedule, GaussianModel, KalmanError, KalmanFilter, StepReport, StructuralEstimator,
-    StructuralNoise,
+    FilterSnapshot, GainSchedule, GaussianModel, KalmanError, KalmanFilter, StepReport,
+    StructuralEstimator, StructuralNoise,
 };
 pub use model::ShearBuilding;
 pub use modes::Modes;

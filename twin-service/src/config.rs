@@ -409,6 +409,11 @@ pub struct ModelConfig {
     /// (`dtop_twin_state`), per second of sample time, Hz.
     #[serde(default = "default_state_publish_hz")]
     pub state_publish_hz: f64,
+    /// How often each rig's estimator is checkpointed into storage (`dtop_twin_checkpoint`),
+    /// per second of sample time, s; a replay starts at the last checkpoint before its range.
+    /// 0 stores none: every replay then starts where the estimator started.
+    #[serde(default = "default_checkpoint_interval_s")]
+    pub checkpoint_interval_s: f64,
     /// The building every rig is assumed to be; the Southampton three-storey rig by default.
     #[serde(default)]
     pub building: ShearBuildingConfig,
@@ -424,6 +429,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             state_publish_hz: default_state_publish_hz(),
+            checkpoint_interval_s: default_checkpoint_interval_s(),
             building: ShearBuildingConfig::default(),
             rigs: BTreeMap::new(),
             noise: NoiseConfig::default(),
@@ -549,6 +555,9 @@ const fn default_max_rigs() -> usize {
     256
 }
 const fn default_state_publish_hz() -> f64 {
+    10.0
+}
+const fn default_checkpoint_interval_s() -> f64 {
     10.0
 }
 /// Control is opt-in: a twin must never drive an actuator nobody asked it to.
@@ -823,12 +832,23 @@ impl TwinConfig {
 /// enough that state lines stay a small fraction of sample lines.
 pub const MAX_STATE_PUBLISH_HZ: f64 = 1000.0;
 
+/// Longest accepted `model.checkpoint_interval_s`: a day of samples to replay is the most a
+/// review should have to wait through.
+pub const MAX_CHECKPOINT_INTERVAL_S: f64 = 86_400.0;
+
 fn validate_model(p: &mut ConfigProblems, m: &ModelConfig) {
     let hz = m.state_publish_hz;
     if !(hz.is_finite() && hz > 0.0 && hz <= MAX_STATE_PUBLISH_HZ) {
         p.push(
             "model.state_publish_hz",
             format!("is {hz}; must be above 0 and at most {MAX_STATE_PUBLISH_HZ}"),
+        );
+    }
+    let every_s = m.checkpoint_interval_s;
+    if !(every_s.is_finite() && (0.0..=MAX_CHECKPOINT_INTERVAL_S).contains(&every_s)) {
+        p.push(
+            "model.checkpoint_interval_s",
+            format!("is {every_s}; must be 0 (none) up to {MAX_CHECKPOINT_INTERVAL_S} s"),
         );
     }
     for problem in m.building.problems() {

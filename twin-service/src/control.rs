@@ -46,13 +46,15 @@ use std::collections::{HashMap, VecDeque};
 use dtop_dynamics::control::{Compensator, LqgWeights, SampledDesign, SampledLaw, design_sampled};
 use dtop_dynamics::{
     ActuatorElectrics, ControlStudy, InertialActuator, ShearBuilding, ShearBuildingConfig,
+    StructuralEstimator,
 };
 use dtop_proto::RigId;
 use dtop_proto::v1::command::Kind;
 use dtop_proto::v1::command_ack::Status;
 use dtop_proto::v1::set_control::{Law as WireLaw, Placement as WirePlacement};
 use dtop_proto::v1::{ActuatorDrive, Command, CommandAck, ControllerParams, SetControl};
-use nalgebra::{DVector, RowDVector};
+use nalgebra::RowDVector;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{ControlConfig, ControlLawName};
 use crate::estimate::LoopIo;
@@ -158,6 +160,48 @@ pub struct LoopPosition {
     pub estimating: bool,
     /// The next stream-0 sample index the estimator will fold in (0 before any).
     pub next_sample_index: u64,
+}
+
+/// A twin-hosted law reduced to what turns an estimate into a force: the pure part of
+/// [`RigController::drive`], recorded with every controller version so that replay makes the
+/// same drives with the same arithmetic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum DriveLaw {
+    /// force = g · v̂ of the host floor (1-based), g = Bl·h in N·s/m.
+    Dvf {
+        host_floor: usize,
+        gain_n_s_per_m: f64,
+    },
+    /// force = F · x̂ with the discrete LQR row F, N per state.
+    Lqr { feedback_row_n: Vec<f64> },
+}
+
+impl DriveLaw {
+    /// The force for the estimator's current state; `None` if it is not finite (a diverged
+    /// filter must not reach the actuator; the edge times the last drive out) or the law does
+    /// not fit the estimator.
+    pub fn force_n(&self, estimator: &StructuralEstimator) -> Option<f64> {
+        let force_n = match self {
+            DriveLaw::Dvf {
+                host_floor,
+                gain_n_s_per_m,
+            } => {
+                if *host_floor == 0 || *host_floor > estimator.io_layout().floors() {
+                    return None;
+                }
+                gain_n_s_per_m * estimator.floor_velocity_m_s(*host_floor)
+            }
+            DriveLaw::Lqr { feedback_row_n } => {
+                let state = estimator.filter().state();
+                if feedback_row_n.len() != state.len() {
+                    return None;
+                }
+                RowDVector::from_row_slice(feedback_row_n).dot(&state.transpose())
+            }
+        };
+        force_n.is_finite().then_some(force_n)
+    }
 }
 
 /// One rig's controller.
@@ -345,27 +389,34 @@ impl RigController {
         }
     }
 
-    /// The drive for the estimate at `sample_index`, if the loop is active:
-    /// `force_n = +Bl·h·v̂_host` (see the module doc for the sign).
+    /// The law live blocks are driven by, if the loop is active: what replay needs to make
+    /// the same drives (see [`DriveLaw`]).
+    pub fn drive_law(&self) -> Option<DriveLaw> {
+        if !self.is_active() {
+            return None;
+        }
+        match (self.law, &self.plant, &self.lqr_row) {
+            (Law::Dvf { gain_a_per_m_s }, Ok(plant), _) => Some(DriveLaw::Dvf {
+                host_floor: plant.host_floor,
+                gain_n_s_per_m: plant.n_s_per_m(gain_a_per_m_s),
+            }),
+            (Law::Lqg, Ok(_), Some(row)) => Some(DriveLaw::Lqr {
+                feedback_row_n: row.iter().copied().collect(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The drive after the estimator folded in the sample `sample_index`, if the loop is
+    /// active: `force_n = +Bl·h·v̂_host` for DVF (see the module doc for the sign), F·x̂ for LQG.
     pub fn drive(
         &self,
         rig: &RigId,
         sample_index: u64,
-        host_velocity_m_s: f64,
-        state: &DVector<f64>,
+        estimator: &StructuralEstimator,
     ) -> Option<ActuatorDrive> {
-        if !self.is_active() {
-            return None;
-        }
-        let force_n = match (self.law, &self.plant, &self.lqr_row) {
-            (Law::Dvf { gain_a_per_m_s }, Ok(plant), _) => {
-                plant.n_s_per_m(gain_a_per_m_s) * host_velocity_m_s
-            }
-            (Law::Lqg, Ok(_), Some(row)) if row.len() == state.len() => row.dot(&state.transpose()),
-            _ => return None,
-        };
-        // A diverged filter must not reach the actuator; the edge times the last drive out.
-        force_n.is_finite().then(|| ActuatorDrive {
+        let force_n = self.drive_law()?.force_n(estimator)?;
+        Some(ActuatorDrive {
             rig_id: rig.as_str().to_owned(),
             sample_index,
             force_n,
@@ -632,7 +683,6 @@ mod tests {
         // CONTROL.md §4: h_crit = 1.79465 A/(m/s) on floor 3.
         assert!((plant.critical_gain_a_per_m_s - 1.79465).abs() < 1e-4);
         let g = plant.n_s_per_m(0.5 * plant.critical_gain_a_per_m_s);
-        let rig = RigId::new("r1").unwrap();
         let mut controller = RigController::new(ControlConfig {
             enabled: true,
             law: ControlLawName::Dvf,
@@ -641,10 +691,13 @@ mod tests {
         });
         controller.on_birth(Ok(plant)).unwrap();
         // The gain the drive actually applies per unit velocity, sign included.
-        let applied = controller
-            .drive(&rig, 0, 1.0, &DVector::zeros(8))
-            .unwrap()
-            .force_n;
+        let Some(DriveLaw::Dvf {
+            host_floor: 3,
+            gain_n_s_per_m: applied,
+        }) = controller.drive_law()
+        else {
+            panic!("DVF on floor 3 expected, got {:?}", controller.drive_law());
+        };
         assert!((applied - g).abs() < 1e-12);
         let open = spectral_radius(0.0);
 

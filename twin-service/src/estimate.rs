@@ -1,14 +1,16 @@
 //! Owns one rig's state estimator: fitting the configured structural model to a birth's
-//! manifest, feeding it each live block's samples in order, and deciding when an estimate is
-//! due. Pure and synchronous; it knows nothing of MQTT, storage or wall time.
+//! manifest, feeding it each live block's samples in order, deciding when an estimate is due,
+//! and checkpointing all of that exactly (for deterministic replay, see `crate::replay`).
+//! Pure and synchronous; it knows nothing of MQTT, storage or wall time.
 
 use std::collections::VecDeque;
 
 use dtop_dynamics::{
-    GainSchedule, InertialActuator, ShearBuilding, ShearBuildingConfig, StructuralEstimator,
-    StructuralNoise,
+    FilterSnapshot, GainSchedule, InertialActuator, ShearBuilding, ShearBuildingConfig,
+    StructuralEstimator, StructuralNoise,
 };
 use dtop_proto::v1::{ChannelKind, RigBirth, SampleBlock};
+use serde::{Deserialize, Serialize};
 
 use crate::config::NoiseConfig;
 use crate::ingest::ChannelInfo;
@@ -38,6 +40,45 @@ pub struct Estimate {
     /// Mean of NIS per measured channel over about the last second (≈ 1 when the filter is
     /// consistent); `None` before any sample was measured.
     pub nis_mean: Option<f64>,
+}
+
+/// Everything [`RigEstimator::from_birth`] takes besides the birth: with the same birth and
+/// design the same filter is built, bit for bit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstimatorDesign {
+    /// The rig's building as configured (before the birth's actuator is fitted).
+    pub building: ShearBuildingConfig,
+    pub noise: NoiseConfig,
+    pub state_publish_hz: f64,
+}
+
+/// What a [`RigEstimator`] carries from one block to the next, exactly: restored into an
+/// estimator built from the same birth and design, the following blocks give the same
+/// estimates bit for bit. Serializes to JSON with exact floats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EstimatorCheckpoint {
+    /// Session of the birth the estimator was built from.
+    pub session: u64,
+    /// The next stream-0 sample index expected (`None` before the first block).
+    pub next_sample_index: Option<u64>,
+    pub filter: FilterSnapshot,
+    /// NIS (sum, count) per closed publication interval, oldest first.
+    pub nis_buckets: Vec<(f64, u64)>,
+    /// NIS (sum, count) of the interval still open.
+    pub nis_open: (f64, u64),
+}
+
+/// Why a checkpoint cannot be restored into an estimator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("the checkpoint is of session {checkpoint}, the estimator of session {estimator}")]
+    WrongSession { checkpoint: u64, estimator: u64 },
+    #[error("the checkpoint holds {found} NIS intervals, the estimator keeps {capacity}")]
+    NisWindow { found: usize, capacity: usize },
+    #[error("the filter state does not fit: {0}")]
+    Filter(String),
 }
 
 /// What [`RigEstimator::feed`] did with a block.
@@ -350,6 +391,45 @@ impl RigEstimator {
     fn restart(&mut self) {
         self.estimator.filter_mut().reset(&self.at_rest);
         self.nis.clear();
+    }
+
+    /// The exact state between two blocks (see [`EstimatorCheckpoint`]).
+    pub fn checkpoint(&self) -> EstimatorCheckpoint {
+        EstimatorCheckpoint {
+            session: self.session,
+            next_sample_index: self.next_sample_index,
+            filter: self.estimator.filter().snapshot(),
+            nis_buckets: self.nis.buckets.iter().copied().collect(),
+            nis_open: self.nis.open,
+        }
+    }
+
+    /// Continues from `checkpoint`, taken from an estimator built from the same birth and
+    /// design. On error the estimator is left unchanged.
+    pub fn restore(&mut self, checkpoint: &EstimatorCheckpoint) -> Result<(), CheckpointError> {
+        if checkpoint.session != self.session {
+            return Err(CheckpointError::WrongSession {
+                checkpoint: checkpoint.session,
+                estimator: self.session,
+            });
+        }
+        if checkpoint.nis_buckets.len() > self.nis.capacity {
+            return Err(CheckpointError::NisWindow {
+                found: checkpoint.nis_buckets.len(),
+                capacity: self.nis.capacity,
+            });
+        }
+        self.estimator
+            .filter_mut()
+            .restore(&checkpoint.filter)
+            .map_err(|e| CheckpointError::Filter(e.to_string()))?;
+        self.next_sample_index = checkpoint.next_sample_index;
+        self.nis.buckets.clear();
+        self.nis
+            .buckets
+            .extend(checkpoint.nis_buckets.iter().copied());
+        self.nis.open = checkpoint.nis_open;
+        Ok(())
     }
 }
 

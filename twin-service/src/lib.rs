@@ -21,6 +21,8 @@
 //! - [`seq`]: pure per-rig block sequence tracking (new, duplicate, gap, late fill).
 //! - [`lineproto`]: the pure line-protocol encoder, and the storage schema.
 //! - [`store`]: sinks (files, InfluxDB 1.x, InfluxDB 2.x) and the batching, retrying writer.
+//! - [`replay`]: deterministic replay of a stored range through the estimator and controller:
+//!   the records the live twin stores for it, the pure replayer, and reading back from InfluxDB.
 //! - [`stats`]: what the twin reports ([`TwinStats`]) and the live one-second window.
 //! - [`backoff`]: jittered exponential backoff for reconnects and retries.
 
@@ -30,6 +32,7 @@ pub mod control;
 pub mod estimate;
 pub mod ingest;
 pub mod lineproto;
+pub mod replay;
 pub mod rig;
 pub mod seq;
 pub mod service;

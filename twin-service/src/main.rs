@@ -1,14 +1,19 @@
 //! `dtop-twin`: the process shell around [`dtop_twin::run`]. Logs, loads and validates the
 //! config (exit 64 before connecting anything), runs, waits for SIGINT/SIGTERM, and drains
-//! within a grace period.
+//! within a grace period. Two off-line tools share the config: `replay` (a stored range
+//! through the estimator and controller again, [`dtop_twin::replay`]) and `audit` (holes in the
+//! stored block seqs, [`dtop_twin::store::audit`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use dtop_proto::RigId;
 use dtop_twin::config::{ConfigError, TwinConfig};
+use dtop_twin::replay::{ReplayError, ReplayRange};
+use dtop_twin::store::query::InfluxQuery;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -16,6 +21,12 @@ use tracing_subscriber::EnvFilter;
 
 /// EX_USAGE from sysexits.h: the configuration is unusable.
 const EXIT_BAD_CONFIG: u8 = 64;
+/// `replay --verify` or `audit` found a difference or a hole.
+const EXIT_DIFFERENCES: u8 = 1;
+/// `replay` or `audit` could not read what it needs from storage.
+const EXIT_STORAGE: u8 = 2;
+/// How long one storage query of `replay` or `audit` may take.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a one-line summary is logged while running.
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -24,8 +35,11 @@ const SUMMARY_INTERVAL: Duration = Duration::from_secs(30);
 #[command(name = "dtop-twin", version)]
 struct Args {
     /// TOML config file; without it the built-in defaults are used (see --print-default-config).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     config: Option<PathBuf>,
+    /// Without a subcommand the twin runs.
+    #[command(subcommand)]
+    tool: Option<Tool>,
     /// Validate the configuration, print where data would be stored, and exit.
     #[arg(long)]
     check: bool,
@@ -39,6 +53,50 @@ struct Args {
     /// drain timeout plus one HTTP timeout plus 5 s.
     #[arg(long, value_name = "MS")]
     grace_ms: Option<u64>,
+}
+
+/// The off-line tools; both read the storage the config's `[storage]` writes to.
+#[derive(Debug, Subcommand)]
+enum Tool {
+    /// Replays a stored time range of one rig through the estimator and controller, off-line;
+    /// prints a JSON report, writes the estimates and drives as JSON lines, and with --verify
+    /// compares them bit for bit with what the live twin stored (exit 1 on any difference).
+    Replay(ReplayArgs),
+    /// Lists the holes in one rig's stored block seqs (exit 1 if there are any).
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct ReplayArgs {
+    /// Rig id.
+    #[arg(long)]
+    rig: String,
+    /// Start of the range: RFC 3339 (`2026-11-24T08:00:00Z`) or ns since the Unix epoch.
+    #[arg(long)]
+    from: String,
+    /// End of the range (included), as --from.
+    #[arg(long)]
+    to: String,
+    /// Compare every estimate and drive with the stored ones.
+    #[arg(long)]
+    verify: bool,
+    /// Where the replayed estimates and drives go, one JSON object per line (`-`: stdout, the
+    /// report then goes to stderr). Without it they are only counted.
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, ClapArgs)]
+struct AuditArgs {
+    /// Rig id.
+    #[arg(long)]
+    rig: String,
+    /// First seq expected; default the lowest stored.
+    #[arg(long)]
+    from_seq: Option<u64>,
+    /// Last seq expected; default the highest stored.
+    #[arg(long)]
+    to_seq: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +115,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    if let Some(tool) = &args.tool {
+        return run_tool(tool, &config);
+    }
     if args.check {
         println!("configuration OK; storage: {}", config.storage.describe());
         return ExitCode::SUCCESS;
@@ -174,4 +235,159 @@ fn log_summary(stats: &dtop_twin::TwinStats) {
         storage = %stats.storage,
         "Twin summary."
     );
+}
+
+fn run_tool(tool: &Tool, config: &TwinConfig) -> ExitCode {
+    let rig = match tool {
+        Tool::Replay(a) => &a.rig,
+        Tool::Audit(a) => &a.rig,
+    };
+    let mut problems = Vec::new();
+    let rig = RigId::new(rig.as_str())
+        .map_err(|e| problems.push(format!("--rig {rig:?}: {e}")))
+        .ok();
+    let range = match tool {
+        Tool::Replay(a) => {
+            let from = parse_time_ns(&a.from).map_err(|e| problems.push(format!("--from: {e}")));
+            let to = parse_time_ns(&a.to).map_err(|e| problems.push(format!("--to: {e}")));
+            match (from, to) {
+                (Ok(from_ns), Ok(to_ns)) if from_ns > to_ns => {
+                    problems.push(format!("--from ({from_ns} ns) is after --to ({to_ns} ns)"));
+                    None
+                }
+                (Ok(from_ns), Ok(to_ns)) => Some(ReplayRange { from_ns, to_ns }),
+                _ => None,
+            }
+        }
+        Tool::Audit(_) => None,
+    };
+    let query = InfluxQuery::from_storage(&config.storage, QUERY_TIMEOUT)
+        .map_err(|e| problems.push(e.to_string()))
+        .ok();
+    let (Some(rig), Some(query), true) = (rig, query, problems.is_empty()) else {
+        for p in &problems {
+            eprintln!("dtop-twin: {p}");
+        }
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dtop-twin: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match (tool, range) {
+        (Tool::Replay(a), Some(range)) => runtime.block_on(replay(a, config, &query, &rig, range)),
+        (Tool::Audit(a), _) => runtime.block_on(audit(a, &query, &rig)),
+        (Tool::Replay(_), None) => return ExitCode::from(EXIT_BAD_CONFIG),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dtop-twin: {e:#}");
+            ExitCode::from(EXIT_STORAGE)
+        }
+    }
+}
+
+/// RFC 3339, or an integer count of ns since the Unix epoch.
+fn parse_time_ns(text: &str) -> Result<i64, String> {
+    if let Ok(ns) = text.parse::<i64>() {
+        return Ok(ns);
+    }
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{text:?} is neither RFC 3339 nor ns since the epoch: {e}"))?;
+    i64::try_from(t.unix_timestamp_nanos())
+        .map_err(|_| format!("{text:?} is outside the years InfluxDB can store"))
+}
+
+async fn replay(
+    args: &ReplayArgs,
+    config: &TwinConfig,
+    query: &InfluxQuery,
+    rig: &RigId,
+    range: ReplayRange,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let to_stdout = args.out.as_deref() == Some(std::path::Path::new("-"));
+    let mut out: Option<Box<dyn std::io::Write>> = match &args.out {
+        None => None,
+        Some(_) if to_stdout => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
+        Some(path) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ))),
+    };
+    let mut write_error = None;
+    let result = dtop_twin::replay::replay(
+        query,
+        rig,
+        config.storage.precision(),
+        range,
+        args.verify,
+        |item| {
+            if let (Some(w), None) = (&mut out, &write_error) {
+                let line = serde_json::to_string(item).unwrap_or_default();
+                if let Err(e) = writeln!(w, "{line}") {
+                    write_error = Some(e);
+                }
+            }
+        },
+    )
+    .await;
+    if let Some(w) = &mut out {
+        w.flush().context("writing the replayed estimates")?;
+    }
+    if let Some(e) = write_error {
+        return Err(e).context("writing the replayed estimates");
+    }
+    let report = match result {
+        Ok(report) => report,
+        Err(e @ ReplayError::Missing(_)) => return Err(e.into()),
+        Err(e) => return Err(e).context("replaying"),
+    };
+    let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+    if to_stdout {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+    }
+    let identical = report
+        .verification
+        .as_ref()
+        .is_none_or(|v| v.is_identical());
+    Ok(if identical {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DIFFERENCES)
+    })
+}
+
+async fn audit(args: &AuditArgs, query: &InfluxQuery, rig: &RigId) -> anyhow::Result<ExitCode> {
+    let found = dtop_twin::store::audit::stored_seqs(query, rig)
+        .await
+        .context("reading the stored block seqs")?;
+    let (Some(&lowest), Some(&highest)) = (found.iter().min(), found.iter().max()) else {
+        anyhow::bail!("rig {rig}: no block is stored");
+    };
+    let expected = args.from_seq.unwrap_or(lowest)..=args.to_seq.unwrap_or(highest);
+    let report = dtop_twin::store::audit::holes(expected.clone(), &found);
+    let text = serde_json::json!({
+        "rig": rig.as_str(),
+        "expected": [expected.start(), expected.end()],
+        "complete": report.is_complete(),
+        "report": report,
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&text).unwrap_or_default()
+    );
+    Ok(if report.is_complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DIFFERENCES)
+    })
 }

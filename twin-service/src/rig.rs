@@ -31,9 +31,11 @@ use tracing::{debug, info, warn};
 
 use crate::config::{ControlConfig, ModelConfig};
 use crate::control::{ActuatorPlant, LoopPosition, RigController};
-use crate::estimate::{Estimate, Fed, RigEstimator};
+use crate::estimate::{Estimate, EstimatorDesign, Fed, RigEstimator};
 use crate::ingest::{self, Frame, Manifest, RejectReason, Rejection};
 use crate::lineproto::{self, BlockHeader, EncodeError, Precision};
+use crate::replay::record::FeedRecord;
+use crate::replay::{RunId, RunRecorder};
 use crate::seq::{Observation, SeqTracker};
 use crate::stats::{LiveWindow, RigStats};
 
@@ -145,6 +147,10 @@ pub struct RigState {
     params: Vec<ControllerParams>,
     /// Highest seq storage has acknowledged for this rig (the persisted watermark).
     persisted_seq: Option<u64>,
+    /// Writes the replay records of the running estimator (`crate::replay`).
+    recorder: Option<RunRecorder>,
+    /// The last run id given out, so ids keep rising even if the clock does not.
+    last_run: u64,
 }
 
 impl RigState {
@@ -173,6 +179,8 @@ impl RigState {
             acks: Vec::new(),
             params: Vec::new(),
             persisted_seq: None,
+            recorder: None,
+            last_run: 0,
         }
     }
 
@@ -369,7 +377,21 @@ impl RigState {
             model.state_publish_hz,
         ) {
             Ok(estimator) => {
-                info!(rig = %self.rig, session = birth.session, floors = estimator.floors(), "Estimating the rig's state.");
+                self.last_run = (self.last_run + 1).max(unix_now_ns());
+                let design = EstimatorDesign {
+                    building: building.clone(),
+                    noise: model.noise.clone(),
+                    state_publish_hz: model.state_publish_hz,
+                };
+                let every_samples =
+                    (model.checkpoint_interval_s / estimator.loop_io().dt_s).round() as u64;
+                self.recorder = Some(RunRecorder::new(
+                    RunId(self.last_run),
+                    birth,
+                    &design,
+                    every_samples,
+                ));
+                info!(rig = %self.rig, session = birth.session, floors = estimator.floors(), run = self.last_run, "Estimating the rig's state.");
                 self.misfit_warned = None;
                 let host_floor = birth.actuator.as_ref().map_or(0, |a| a.floor);
                 let plant = if self.controller.is_enabled() {
@@ -398,6 +420,7 @@ impl RigState {
                 }
                 self.controller
                     .on_estimator_lost("the rig's state is not being estimated".to_owned());
+                self.recorder = None;
                 None
             }
         };
@@ -556,6 +579,11 @@ impl RigState {
         let Some(estimator) = &mut self.estimator else {
             return 0;
         };
+        let checkpoint = self
+            .recorder
+            .as_ref()
+            .and_then(|r| r.checkpoint_due(estimator, block.first_sample_index));
+        let mut appended = 0;
         match estimator.feed(block, columns, &mut self.due) {
             Fed::PeriodMismatch { block_period_ns } if !self.period_mismatch_warned => {
                 warn!(rig = %self.rig, block_period_ns, "A block's sample period differs from the birth's sample rate; such blocks are stored but not estimated.");
@@ -563,23 +591,46 @@ impl RigState {
             }
             // One drive per block, from the estimate at its last sample (see crate::control).
             Fed::Samples(n) if n > 0 => {
-                if let Ok(plant) = self.controller.plant() {
-                    let last = block.first_sample_index + n as u64 - 1;
-                    let velocity_m_s = estimator.estimator().floor_velocity_m_s(plant.host_floor);
-                    let state = estimator.estimator().filter().state();
-                    self.drives
-                        .extend(self.controller.drive(&self.rig, last, velocity_m_s, state));
+                let last = block.first_sample_index + n as u64 - 1;
+                let drive = self
+                    .controller
+                    .drive(&self.rig, last, estimator.estimator());
+                let drive_n = drive.as_ref().map(|d| d.force_n);
+                self.drives.extend(drive);
+                if let Some(recorder) = &mut self.recorder {
+                    let feed = FeedRecord {
+                        run: recorder.run(),
+                        session: block.session,
+                        seq: block.seq,
+                        first_sample_index: block.first_sample_index,
+                        samples: n as u64,
+                        first_timestamp_ns: block.first_timestamp_ns,
+                        sample_period_ns: block.sample_period_ns,
+                        controller_version: self.controller.version(),
+                        drive_n,
+                    };
+                    let law = self.controller.drive_law();
+                    // The block's own timestamps already passed the same range check.
+                    appended += recorder
+                        .record_fed(
+                            lines,
+                            self.rig.as_str(),
+                            &feed,
+                            checkpoint.as_ref(),
+                            law.as_ref(),
+                            self.precision,
+                        )
+                        .unwrap_or(0);
                 }
             }
             _ => {}
         }
         if self.due.is_empty() {
-            return 0;
+            return appended;
         }
         let (_, floor_rms) = self.live.rms(now);
         let counters = self.seq.counters();
         let sample_rate_hz = self.live.samples_per_s(now);
-        let mut appended = 0;
         for estimate in self.due.drain(..) {
             let state = TwinState {
                 rig_id: self.rig.as_str().to_owned(),

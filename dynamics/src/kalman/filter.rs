@@ -3,6 +3,7 @@
 //! model; naming states by floor is `structural.rs`'s job.
 
 use nalgebra::{Cholesky, DMatrix, DVector, DVectorView};
+use serde::{Deserialize, Serialize};
 
 use super::KalmanError;
 use super::dare::{DareSolution, solve_filter_dare};
@@ -201,6 +202,18 @@ pub struct StepReport {
     pub nis: f64,
     /// Channels that reported a finite sample this step.
     pub measured: usize,
+}
+
+/// What a [`KalmanFilter`] carries between steps, and nothing it can recompute from its model:
+/// the prediction x̂(k|k−1), the last estimate x̂(k−1|k−1) and, for the time-varying schedule,
+/// P(k|k−1) (column-major). The steady-state gains and every scratch buffer are functions of
+/// the model, so a filter rebuilt from the same model and restored from this continues bit for
+/// bit. Serializes with exact floats (serde_json with `float_roundtrip`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterSnapshot {
+    pub predicted_state: Vec<f64>,
+    pub state: Vec<f64>,
+    pub covariance: Option<Vec<f64>>,
 }
 
 /// A Kalman filter on a fixed-size linear-Gaussian model.
@@ -421,6 +434,66 @@ impl KalmanFilter {
         if let Gains::TimeVarying(riccati) = &mut self.gains {
             riccati.p.copy_from(&self.nominal.covariance);
         }
+    }
+
+    /// Everything the filter carries from one step to the next, exactly (see
+    /// [`FilterSnapshot`]).
+    pub fn snapshot(&self) -> FilterSnapshot {
+        FilterSnapshot {
+            predicted_state: self.predicted_state().iter().copied().collect(),
+            state: self.posterior.iter().copied().collect(),
+            covariance: self.covariance().map(|p| p.as_slice().to_vec()),
+        }
+    }
+
+    /// Continues from `snapshot`, taken from a filter built from the same model and schedule:
+    /// the following steps are then bit for bit those the snapshotted filter would have made.
+    ///
+    /// # Errors
+    /// [`KalmanError::Invalid`] when the snapshot does not fit this filter (lengths, a
+    /// covariance for the wrong schedule, non-finite values); the filter is left unchanged.
+    pub fn restore(&mut self, snapshot: &FilterSnapshot) -> Result<(), KalmanError> {
+        let n = self.n_states;
+        let mut problems = Vec::new();
+        for (what, v) in [
+            ("predicted state", &snapshot.predicted_state),
+            ("state", &snapshot.state),
+        ] {
+            if v.len() != n {
+                problems.push(format!(
+                    "the {what} has {} entries, the filter {n}",
+                    v.len()
+                ));
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                problems.push(format!("the {what} is not finite"));
+            }
+        }
+        match (&self.gains, &snapshot.covariance) {
+            (Gains::SteadyState(_), None) => {}
+            (Gains::SteadyState(_), Some(_)) => problems
+                .push("a covariance was saved but this filter uses steady-state gains".into()),
+            (Gains::TimeVarying(_), None) => {
+                problems.push("no covariance was saved but this filter is time-varying".into())
+            }
+            (Gains::TimeVarying(_), Some(p)) => {
+                if p.len() != n * n {
+                    problems.push(format!("the covariance has {} entries, not {n}²", p.len()));
+                }
+                if p.iter().any(|x| !x.is_finite()) {
+                    problems.push("the covariance is not finite".into());
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(KalmanError::Invalid(problems));
+        }
+        self.reset(&snapshot.predicted_state);
+        self.posterior.copy_from_slice(&snapshot.state);
+        if let (Gains::TimeVarying(riccati), Some(p)) = (&mut self.gains, &snapshot.covariance) {
+            riccati.p.copy_from_slice(p);
+        }
+        Ok(())
     }
 
     /// Filtered estimate x̂(k|k) after the last step (x0 before the first).

@@ -21,7 +21,9 @@ mod linalg;
 pub mod structural;
 
 pub use dare::{DareSolution, solve_filter_dare};
-pub use filter::{GainSchedule, GaussianModel, KalmanFilter, MAX_TABULATED_CHANNELS, StepReport};
+pub use filter::{
+    FilterSnapshot, GainSchedule, GaussianModel, KalmanFilter, MAX_TABULATED_CHANNELS, StepReport,
+};
 pub use structural::{StructuralEstimator, StructuralNoise};
 
 /// Everything that can go wrong while designing a Kalman filter. Stepping cannot fail.

@@ -1,6 +1,7 @@
 //! The audit: which block seqs of a rig InfluxDB actually holds, compared with the seq range
-//! that should be there. The comparison is pure; the query is one InfluxQL request over the
-//! 1.x `/query` API (`dtop_blocks` carries every block's `seq`, see [`crate::lineproto`]).
+//! that should be there (`dtop-twin audit`). The comparison is pure; the query is one InfluxQL
+//! request over the 1.x `/query` API (`dtop_blocks` carries every block's `seq`, see
+//! [`crate::lineproto`]).
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -80,6 +81,29 @@ pub enum AuditError {
     Status { status: u16, body: String },
     #[error("unexpected InfluxDB reply: {0}")]
     Reply(String),
+    #[error(transparent)]
+    Query(#[from] crate::store::query::QueryError),
+}
+
+/// Every `seq` value of `rig`'s `dtop_blocks` points in the database `query` reads, one per
+/// point (a seq stored twice under different timestamps appears twice).
+pub async fn stored_seqs(
+    query: &crate::store::query::InfluxQuery,
+    rig: &RigId,
+) -> Result<Vec<u64>, AuditError> {
+    let rows = query
+        .rows(&format!(
+            "SELECT seq FROM {BLOCKS_MEASUREMENT} WHERE rig = {}",
+            crate::store::query::quote(rig.as_str())
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let v = row.get("seq");
+            v.and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
+                .ok_or_else(|| AuditError::Reply(format!("bad seq {v:?}")))
+        })
+        .collect()
 }
 
 /// Every `seq` value of `rig`'s `dtop_blocks` points in an InfluxDB 1.x database, one per

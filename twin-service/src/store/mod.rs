@@ -11,6 +11,7 @@
 //! - [`writer`]: the task that flushes batches, spools and replays them, retries failed
 //!   writes, and advances the watermarks.
 //! - [`audit`]: which block seqs InfluxDB holds, against the range expected (holes).
+//! - [`query`]: reading back from InfluxDB 1.x (`/query`), for the audit and replay.
 
 pub mod audit;
 pub mod batch;
@@ -18,6 +19,7 @@ pub mod file;
 pub mod http;
 pub mod outbox;
 pub mod persisted;
+pub mod query;
 pub mod writer;
 
 use std::time::Duration;
