@@ -1,0 +1,132 @@
+//! The off-line tools of the `dtop-twin` binary: `audit` against a real InfluxDB 1.x (holes in
+//! the stored block seqs, exit 1 while there are any), and `replay`/`audit` refusing bad
+//! arguments all at once with exit 64 before touching storage.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::Command;
+
+use support::InfluxD;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dtop-twin");
+
+#[test]
+fn replay_refuses_bad_arguments_all_at_once_with_exit_64() {
+    // The default config stores to files, which cannot be read back: a third problem.
+    let out = Command::new(BIN)
+        .args([
+            "replay",
+            "--rig",
+            "no spaces!",
+            "--from",
+            "yesterday",
+            "--to",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for problem in ["--rig", "--from", "InfluxDB 1.x's /query API"] {
+        assert!(
+            stderr.contains(problem),
+            "{problem:?} not reported: {stderr}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["replay", "--rig", "r1", "--from", "2026-11-24T08:00:00Z"])
+        .args(["--to", "2026-11-24T07:00:00Z"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is after --to"));
+}
+
+async fn write(influx: &InfluxD, database: &str, lines: String) {
+    let url = format!("{}/write?db={database}&precision=n", influx.url);
+    let response = reqwest::Client::new()
+        .post(url)
+        .body(lines)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
+}
+
+fn audit(config: &std::path::Path, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let out = Command::new(BIN)
+        .arg("audit")
+        .arg("--config")
+        .arg(config)
+        .args(["--rig", "rig-a"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lists_the_holes_in_the_stored_seqs_until_they_are_filled() {
+    let Some(influx) = InfluxD::start_if_installed().await else {
+        return;
+    };
+    let database = "audit";
+    influx.create_database(database).await;
+    let block = |seq: u64, rig: &str| {
+        format!(
+            "dtop_blocks,rig={rig},stream=0 seq={seq}i,first_sample_index={}i,samples=10i,\
+             sample_period_ns=1000000i,session=1i,backfill=false {}\n",
+            seq * 10,
+            1_700_000_000_000_000_000 + seq * 10_000_000
+        )
+    };
+    let stored: String = (0..10)
+        .filter(|s| ![4, 5].contains(s))
+        .map(|s| block(s, "rig-a"))
+        .chain((0..3).map(|s| block(s + 100, "rig-b")))
+        .collect();
+    write(&influx, database, stored).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("twin.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage.influx_v1]\nurl = \"{}\"\ndatabase = \"{database}\"\n",
+            influx.url
+        ),
+    )
+    .unwrap();
+
+    let (code, report) = audit(&config, &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["expected"], serde_json::json!([0, 9]));
+    assert_eq!(report["report"]["holes"], serde_json::json!([[4, 5]]));
+    assert_eq!(report["report"]["missing"], 2);
+    // Another rig's seqs are not this rig's.
+    assert_eq!(report["report"]["outside"], 0);
+    let (code, report) = audit(&config, &["--to-seq", "12"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        report["report"]["holes"],
+        serde_json::json!([[4, 5], [10, 12]])
+    );
+
+    write(&influx, database, block(4, "rig-a") + &block(5, "rig-a")).await;
+    let (code, report) = audit(&config, &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["complete"], true);
+    assert_eq!(report["report"]["present"], 10);
+}
