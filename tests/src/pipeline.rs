@@ -332,6 +332,23 @@ impl Pipeline {
         })
     }
 
+    /// Waits until the simulator has sent every sample or stopped sending: under load it drops
+    /// frames nobody read in time, as firmware would, so a test that only needs what was stored
+    /// waits for the stream to end rather than for every sample. Returns the samples sent.
+    pub fn wait_stream_end(&mut self, within: Duration) -> Result<usize> {
+        let expected = self.spec.samples as usize;
+        let path = self.truth_path();
+        let mut sent = 0;
+        wait_for("the simulator to stop streaming", within, || {
+            std::thread::sleep(Duration::from_secs(1));
+            self.ensure_running()?;
+            let now = Truth::read(&path).map_or(0, |t| t.len());
+            let done = now >= expected || (now > 0 && now == sent);
+            sent = now;
+            Ok(done.then_some(now))
+        })
+    }
+
     /// Stops the edge with SIGTERM (it flushes its last partial block) and checks it exits 0.
     pub fn stop_edge(&mut self) -> Result<()> {
         let code = self.edge.terminate(Duration::from_secs(20))?;

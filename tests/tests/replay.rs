@@ -112,28 +112,7 @@ fn stored_ranges_replay_bit_for_bit_across_a_twin_restart() -> Result<()> {
             Placement::Twin,
             Duration::from_secs(30),
         )?;
-        std::thread::sleep(Duration::from_millis(1_200));
-        pipeline.kill_twin()?;
-        pipeline.start_twin()?;
-        // Under load the simulator may drop frames nobody read in time (as firmware would);
-        // the replay only needs what was stored, so wait for the stream to end, not for all.
-        let truth = pipeline.truth_path();
-        let mut sent = 0;
-        wait_for(
-            "the simulator to stop streaming",
-            Duration::from_secs(120),
-            || {
-                std::thread::sleep(Duration::from_secs(1));
-                let now = dtop_e2e::truth::Truth::read(&truth).map_or(0, |t| t.len());
-                let done = now as u64 >= SAMPLES || (now > 0 && now == sent);
-                sent = now;
-                Ok(done.then_some(()))
-            },
-        )?;
-        pipeline.stop_edge()?;
-        let birth = pipeline.read_birth()?;
-        // Every block a twin folded in is stored with its records in one write; blocks sent
-        // while no twin ran are in the edge's spool, not fed, and not needed here.
+        // Blocks the twin folded in (10 samples each), as stored with their records.
         let count_feeds = || -> Result<u64> {
             let json = influx_query(
                 &url,
@@ -145,6 +124,20 @@ fn stored_ranges_replay_bit_for_bit_across_a_twin_restart() -> Result<()> {
                 .and_then(Value::as_u64)
                 .unwrap_or(0))
         };
+        // Kill the twin after more than 10 s of estimated rig time, whatever the load.
+        wait_for("10 s of estimated blocks", Duration::from_secs(60), || {
+            std::thread::sleep(Duration::from_millis(200));
+            Ok((count_feeds()? > 1_000).then_some(()))
+        })?;
+        pipeline.kill_twin()?;
+        pipeline.start_twin()?;
+        // Under load the simulator may drop frames nobody read in time; only what was
+        // stored matters here.
+        pipeline.wait_stream_end(Duration::from_secs(120))?;
+        pipeline.stop_edge()?;
+        let birth = pipeline.read_birth()?;
+        // Every block a twin folded in is stored with its records in one write; blocks sent
+        // while no twin ran are in the edge's spool, not fed, and not needed here.
         let mut last_count = 0;
         wait_for(
             "the twin's records to settle in InfluxDB",

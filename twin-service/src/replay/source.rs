@@ -423,15 +423,18 @@ impl Reader<'_> {
         ))
     }
 
+    /// Every point of a measurement tagged with `run`.
+    async fn of_run(&self, measurement: &str, run: RunId) -> Result<Vec<Row>, ReplayError> {
+        let statement = format!(
+            "SELECT * FROM {measurement} WHERE rig = {} AND run = {}",
+            self.rig(),
+            quote(&run.to_string())
+        );
+        Ok(self.query.rows(&statement).await?)
+    }
+
     async fn birth(&self, run: RunId) -> Result<BirthRecord, ReplayError> {
-        let rows = self
-            .query
-            .rows(&format!(
-                "SELECT * FROM {BIRTH_MEASUREMENT} WHERE rig = {} AND run = {}",
-                self.rig(),
-                quote(&run.to_string())
-            ))
-            .await?;
+        let rows = self.of_run(BIRTH_MEASUREMENT, run).await?;
         let row = rows.first().ok_or_else(|| {
             ReplayError::Missing(format!(
                 "rig {}: the birth record of estimator run {run} is not stored",
@@ -449,15 +452,7 @@ impl Reader<'_> {
     ) -> Result<Replayer, ReplayError> {
         let birth = self.birth(run).await?;
         let mut replayer = Replayer::new(&birth, checkpoint)?;
-        let laws = self
-            .query
-            .rows(&format!(
-                "SELECT * FROM {CONTROLLER_MEASUREMENT} WHERE rig = {} AND run = {}",
-                self.rig(),
-                quote(&run.to_string())
-            ))
-            .await?;
-        for row in &laws {
+        for row in &self.of_run(CONTROLLER_MEASUREMENT, run).await? {
             replayer.add_controller(ControllerRecord::from_row(row)?);
         }
         Ok(replayer)
@@ -483,18 +478,9 @@ impl Reader<'_> {
 
     /// Stream-0 sample rows from `from_ns` to `to_ns`, by stored time.
     async fn samples(&self, from_ns: i64, to_ns: i64) -> Result<HashMap<i64, Row>, ReplayError> {
-        let rows = self
-            .query
-            .rows(&format!(
-                "SELECT * FROM {SAMPLES_MEASUREMENT} WHERE rig = {} AND stream = '{ESTIMATED_STREAM}' \
-                 AND time >= {from_ns} AND time <= {to_ns}",
-                self.rig()
-            ))
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| Some((row.time_ns()?, row)))
-            .collect())
+        let stream = format!("AND stream = '{ESTIMATED_STREAM}'");
+        self.by_time(SAMPLES_MEASUREMENT, &stream, from_ns, to_ns)
+            .await
     }
 
     /// Stored estimates from `from_ns` to `to_ns`, by stored time.
@@ -502,14 +488,25 @@ impl Reader<'_> {
         if from_ns > to_ns {
             return Ok(BTreeMap::new());
         }
-        let rows = self
-            .query
-            .rows(&format!(
-                "SELECT * FROM {TWIN_STATE_MEASUREMENT} WHERE rig = {} AND time >= {from_ns} \
-                 AND time <= {to_ns}",
-                self.rig()
-            ))
-            .await?;
+        self.by_time(TWIN_STATE_MEASUREMENT, "", from_ns, to_ns)
+            .await
+    }
+
+    /// The rig's points of `measurement` from `from_ns` to `to_ns` (and `condition`), keyed by
+    /// stored time.
+    async fn by_time<C: FromIterator<(i64, Row)>>(
+        &self,
+        measurement: &str,
+        condition: &str,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<C, ReplayError> {
+        let statement = format!(
+            "SELECT * FROM {measurement} WHERE rig = {} {condition} AND time >= {from_ns} \
+             AND time <= {to_ns}",
+            self.rig()
+        );
+        let rows = self.query.rows(&statement).await?;
         Ok(rows
             .into_iter()
             .filter_map(|row| Some((row.time_ns()?, row)))
