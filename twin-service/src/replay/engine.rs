@@ -233,6 +233,7 @@ pub fn raw_count(value: f64, scale: f64, offset: f64) -> Option<i32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
