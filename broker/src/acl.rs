@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// An edge daemon: publishes only its own rig's topics, reads its own cmd/drive/persisted.
+    /// An edge daemon: publishes only its own rig's topics, reads its own
+    /// cmd/drive/persisted/controller.
     Rig,
-    /// The twin service: reads all rig telemetry, writes drive, persisted and twin topics.
+    /// The twin service: reads all rig telemetry, writes drive, persisted, controller and twin
+    /// topics.
     Twin,
     /// A person or tool commanding the rigs it is allowed.
     Operator,
@@ -158,7 +160,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 }
 
 /// Rig topics an edge publishes (`dtop_proto::topic::RigTopic`): birth, death, samples, status,
-/// cmd/ack. It reads the topics addressed to it: cmd, drive, persisted.
+/// cmd/ack, loss. It reads the topics addressed to it: cmd, drive, persisted, controller.
 pub fn default_rig_rules() -> RoleRules {
     RoleRules {
         publish: strings(&[
@@ -167,23 +169,26 @@ pub fn default_rig_rules() -> RoleRules {
             "dtop/v1/rig/{rig}/samples",
             "dtop/v1/rig/{rig}/status",
             "dtop/v1/rig/{rig}/cmd/ack",
+            "dtop/v1/rig/{rig}/loss",
         ]),
         subscribe: strings(&[
             "dtop/v1/rig/{rig}/cmd",
             "dtop/v1/rig/{rig}/drive",
             "dtop/v1/rig/{rig}/persisted",
+            "dtop/v1/rig/{rig}/controller",
         ]),
     }
 }
 
 /// The twin reads every rig topic (telemetry, and `cmd` for `SetControl`) and simulation
-/// requests; it writes drive, persisted, cmd/ack (for commands it handles), twin state and
-/// simulation results.
+/// requests; it writes drive, persisted, controller, cmd/ack (for commands it handles), twin
+/// state and simulation results.
 pub fn default_twin_rules() -> RoleRules {
     RoleRules {
         publish: strings(&[
             "dtop/v1/rig/+/drive",
             "dtop/v1/rig/+/persisted",
+            "dtop/v1/rig/+/controller",
             "dtop/v1/rig/+/cmd/ack",
             "dtop/v1/twin/#",
             "dtop/v1/sim/+/result",

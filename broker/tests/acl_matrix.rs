@@ -30,7 +30,7 @@ enum Family {
     Sim(SimTopic),
 }
 
-const FAMILIES: [Family; 12] = [
+const FAMILIES: [Family; 14] = [
     Family::Rig(RigTopic::Birth),
     Family::Rig(RigTopic::Death),
     Family::Rig(RigTopic::Samples),
@@ -39,6 +39,8 @@ const FAMILIES: [Family; 12] = [
     Family::Rig(RigTopic::CmdAck),
     Family::Rig(RigTopic::Drive),
     Family::Rig(RigTopic::Persisted),
+    Family::Rig(RigTopic::Controller),
+    Family::Rig(RigTopic::Loss),
     Family::Twin(TwinTopic::State),
     Family::Twin(TwinTopic::StateJson),
     Family::Sim(SimTopic::Request),
@@ -66,22 +68,27 @@ fn expected(role: Role, op: Op, family: Family, own: bool) -> bool {
     use RigTopic as R;
     match (role, op) {
         (Role::Admin, _) => true,
-        // A rig publishes only its own rig topics (its telemetry and command acks) and
-        // receives only its own cmd, drive and persisted.
+        // A rig publishes only its own rig topics (its telemetry, command acks and loss
+        // declarations) and receives only its own cmd, drive, persisted and controller.
         (Role::Rig, Op::Publish) => {
             own && matches!(
                 family,
-                Rig(R::Birth | R::Death | R::Samples | R::Status | R::CmdAck)
+                Rig(R::Birth | R::Death | R::Samples | R::Status | R::CmdAck | R::Loss)
             )
         }
         (Role::Rig, Op::Subscribe) => {
-            own && matches!(family, Rig(R::Cmd | R::Drive | R::Persisted))
+            own && matches!(
+                family,
+                Rig(R::Cmd | R::Drive | R::Persisted | R::Controller)
+            )
         }
         // The twin reads all rig topics and simulation requests; writes drive, persisted,
-        // command acks, twin topics and simulation results.
+        // controller params, command acks, twin topics and simulation results.
         (Role::Twin, Op::Publish) => matches!(
             family,
-            Rig(R::Drive | R::Persisted | R::CmdAck) | Twin(_) | Sim(SimTopic::Result)
+            Rig(R::Drive | R::Persisted | R::Controller | R::CmdAck)
+                | Twin(_)
+                | Sim(SimTopic::Result)
         ),
         (Role::Twin, Op::Subscribe) => matches!(family, Rig(_) | Sim(SimTopic::Request)),
         // An operator writes cmd for its rigs and reads everything on them.

@@ -26,7 +26,10 @@ pub struct BacklogConfig {
 }
 
 /// Why samples were given up; the label of `samples_dropped_by_reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum LossReason {
     /// Drop-oldest evicted blocks that never reached the broker: lost for sure.
     SpoolFull,
@@ -40,6 +43,10 @@ pub enum LossReason {
     /// Seqs the acquisition task numbered but the spool never received (the edge died in
     /// between); found at the next start. Their sample count is unknown.
     Crash,
+    /// Seqs missing from inside the spool at start that no recorded loss explains (a corrupt
+    /// segment cut back on open, or a loss the previous run could not record). Their sample
+    /// count is unknown.
+    SpoolCorrupt,
 }
 
 impl LossReason {
@@ -50,6 +57,7 @@ impl LossReason {
             LossReason::Paused => "paused",
             LossReason::SpoolError => "spool_error",
             LossReason::Crash => "crash",
+            LossReason::SpoolCorrupt => "spool_corrupt",
         }
     }
 }
@@ -102,6 +110,9 @@ pub struct Backlog {
     progress_at: Instant,
     /// Consecutive stall replays without progress; doubles the wait each time.
     stalls: u32,
+    /// Seq ranges missing between the ack point and the last record when the spool was
+    /// opened (what earlier runs evicted or never took, or a corrupt segment cut back).
+    holes_at_open: Vec<(u64, u64)>,
     /// Next seq to replay and the last one this replay covers.
     replay: Option<(u64, u64)>,
 }
@@ -116,8 +127,16 @@ impl Backlog {
         )?;
         let now = Instant::now();
         let mut meta = BTreeMap::new();
+        let mut holes_at_open = Vec::new();
+        let mut expected = spool.acked_seq().and_then(|a| a.checked_add(1));
         for record in spool.iter() {
             let record = record?;
+            if let Some(e) = expected
+                && record.seq > e
+            {
+                holes_at_open.push((e, record.seq - 1));
+            }
+            expected = record.seq.checked_add(1);
             let m = SampleBlock::decode(record.payload.as_slice())
                 .map(|b| meta_of(&b, now))
                 .unwrap_or(Meta {
@@ -135,8 +154,14 @@ impl Backlog {
             watermark: None,
             progress_at: now,
             stalls: 0,
+            holes_at_open,
             replay: None,
         })
+    }
+
+    /// Seq ranges missing from inside the spool when it was opened, oldest first.
+    pub fn holes_at_open(&self) -> &[(u64, u64)] {
+        &self.holes_at_open
     }
 
     /// Seqs numbered before a crash but never spooled: everything between the spool's last
@@ -197,7 +222,11 @@ impl Backlog {
             } else {
                 LossReason::SpoolFull
             };
-            match out.iter_mut().find(|l| l.reason == reason) {
+            // One loss per contiguous run of one reason, so each is a declarable seq range.
+            match out
+                .last_mut()
+                .filter(|l| l.reason == reason && l.last_seq + 1 == seq)
+            {
                 Some(l) => {
                     l.blocks += 1;
                     l.samples += m.samples;
@@ -574,6 +603,50 @@ mod tests {
         b.on_watermark(5, later).unwrap();
         assert_eq!(b.release_past_gap(later).unwrap(), Released::default());
         assert_eq!(b.blocks(), 1);
+    }
+
+    #[test]
+    fn reopening_finds_the_seqs_missing_inside_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path(), 1 << 20, FullPolicy::DropOldest);
+        let mut b = Backlog::open(&c).unwrap();
+        for s in [1, 2, 5, 6, 9] {
+            b.append(&block(s, 1)).unwrap();
+        }
+        b.on_watermark(1, Instant::now()).unwrap();
+        drop(b);
+        let b = Backlog::open(&c).unwrap();
+        assert_eq!(b.holes_at_open(), [(3, 4), (7, 8)]);
+        // Past the ack point, the seqs before the oldest record are missing too.
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path(), 1 << 20, FullPolicy::DropOldest);
+        let mut b = Backlog::open(&c).unwrap();
+        b.append(&block(1, 1)).unwrap();
+        b.on_watermark(1, Instant::now()).unwrap();
+        b.append(&block(4, 1)).unwrap();
+        drop(b);
+        assert_eq!(Backlog::open(&c).unwrap().holes_at_open(), [(2, 3)]);
+    }
+
+    #[test]
+    fn evictions_are_reported_as_contiguous_runs_of_one_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Backlog::open(&config(dir.path(), 4096, FullPolicy::DropOldest)).unwrap();
+        let mut losses = Vec::new();
+        for s in 0..30 {
+            losses.extend(stored(b.append(&block(s, 400)).unwrap()));
+            if s % 3 == 0 {
+                b.on_delivered(s);
+            }
+        }
+        assert!(!losses.is_empty());
+        for l in &losses {
+            assert_eq!(l.blocks, l.last_seq - l.first_seq + 1, "{l:?}");
+        }
+        // Runs never overlap and come in seq order.
+        for w in losses.windows(2) {
+            assert!(w[0].last_seq < w[1].first_seq);
+        }
     }
 
     #[test]

@@ -25,6 +25,8 @@
 //!   streams 1, 2, ... (joined by the acquisition task), and a Modbus actuator output.
 //! - [`backlog`]: the on-disk spool of every block until the twin's persisted watermark
 //!   covers it, replays (reconnect, stalled watermark) and loss accounting.
+//! - [`losses`]: the lost seq ranges the twin's watermark has not passed yet, declared on
+//!   `rig/{rig}/loss` until it does, kept in `{state_dir}/lost_seqs.json`.
 //! - [`outbox`]: pure: bounded block queue, in-flight window, resend after reconnect.
 //! - [`publisher`]: owns the MQTT connection: session, will, birth, blocks, drives, goodbye.
 //! - [`backoff`]: pure jittered exponential backoff.
@@ -47,6 +49,7 @@ pub mod birth;
 pub mod commands;
 pub mod config;
 pub mod inner_loop;
+pub mod losses;
 pub mod metrics;
 pub mod modbus;
 pub mod outbox;

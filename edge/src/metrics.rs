@@ -143,6 +143,18 @@ pub fn render(rig: &str, stats: &EdgeStats) -> String {
             "Backfill blocks replayed from the spool.",
             s.blocks_replayed_total as f64,
         ),
+        (
+            "dtop_edge_lost_ranges_uncovered",
+            "gauge",
+            "Lost seq ranges declared to the twin that its watermark has not passed yet.",
+            s.lost_ranges_uncovered as f64,
+        ),
+        (
+            "dtop_edge_loss_declarations_total",
+            "counter",
+            "SeqLoss declarations published (repeats included).",
+            s.loss_declarations_total as f64,
+        ),
     ];
     for (name, kind, help, value) in spool {
         metric(name, kind, help, &[(String::new(), value)]);
@@ -345,6 +357,7 @@ mod tests {
             samples_stored_total: 700,
             backlog_s: 0.2,
             persisted_seq: Some(6),
+            lost_ranges_uncovered: 2,
             ..EdgeStats::default()
         };
         stats.samples_dropped_by_reason.insert("paused", 100);
@@ -357,6 +370,7 @@ mod tests {
             "dtop_edge_blocks_lost_total{rig=\"r\",reason=\"paused\"} 1\n",
             "dtop_edge_backlog_seconds{rig=\"r\"} 0.2\n",
             "dtop_edge_persisted_seq{rig=\"r\"} 6\n",
+            "dtop_edge_lost_ranges_uncovered{rig=\"r\"} 2\n",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -14,6 +14,8 @@ pub enum Control {
     Death,
     /// A `CommandAck` on cmd/ack.
     Ack,
+    /// A `SeqLoss` on loss.
+    Loss,
 }
 
 /// What a QoS 1 publish carries.

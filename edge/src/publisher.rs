@@ -4,7 +4,9 @@
 //! acknowledgements of controller params, reconnects with jittered backoff, and the clean goodbye
 //! (death + DISCONNECT). Every block goes to the on-disk spool ([`Backlog`]) before MQTT and
 //! leaves it only when the twin's persisted watermark covers it; replays are rate-limited and
-//! come after live blocks. Knows nothing of the serial port; blocks arrive ready-made.
+//! come after live blocks. Blocks lost for good are declared to the twin on `rig/{rig}/loss`
+//! ([`LossLedger`]) until its watermark passes them. Knows nothing of the serial port; blocks
+//! arrive ready-made.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +37,7 @@ use crate::batcher::{block_sample_count, max_encoded_block_bytes};
 use crate::birth::{BirthContext, build_birth_with_polled};
 use crate::commands::{Action, Journal, JournalEntry, Ledger, Verdict, refused};
 use crate::config::{ActuatorConfig, MqttConfig, Secret, SpoolSection};
+use crate::losses::{LEDGER_FILE_NAME, LedgerError, LossLedger, LostRange};
 use crate::outbox::{Acked, Control, Outbox};
 use crate::safety::{DriveRequest, DriveSource};
 use crate::serial::ActuatorRequest;
@@ -52,6 +55,10 @@ pub const COMMAND_HANDOVER_TIMEOUT: Duration = Duration::from_millis(500);
 pub const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often replay credit is topped up (`[spool] replay_blocks_per_s` spread over the second).
 pub const REPLAY_TICK: Duration = Duration::from_millis(20);
+/// Uncovered loss declarations repeated per status period (and after a connect), oldest first:
+/// the twin's watermark needs them in that order, and a burst must not fill rumqttc's request
+/// queue ahead of blocks and drives.
+pub const LOSS_REDECLARE_PER_PERIOD: usize = 8;
 
 /// What the publisher is fed, in order.
 #[derive(Debug, Clone)]
@@ -124,6 +131,13 @@ pub struct PublisherConfig {
     pub next_seq_at_start: u64,
 }
 
+impl PublisherConfig {
+    /// The loss ledger, in the state directory beside the session counter.
+    pub fn loss_ledger_path(&self) -> PathBuf {
+        self.session_path.with_file_name(LEDGER_FILE_NAME)
+    }
+}
+
 /// The MQTT connection's owner. Created with [`Publisher::new`], driven by [`Publisher::run`].
 #[derive(Debug)]
 pub struct Publisher {
@@ -138,6 +152,9 @@ pub struct Publisher {
     topic_cmd_ack: String,
     topic_status: String,
     topic_persisted: String,
+    topic_loss: String,
+    /// Lost seq ranges the twin's watermark has not passed yet; declared until it does.
+    losses: LossLedger,
     /// Every block until the twin's watermark covers it; `None` before the first manifest or
     /// when the spool cannot be opened (then blocks live in memory only, as without a spool).
     backlog: Option<Backlog>,
@@ -234,6 +251,8 @@ impl Publisher {
             topic_status: topic::rig(&config.rig_id, RigTopic::Status),
             topic_cmd_ack: topic::rig(&config.rig_id, RigTopic::CmdAck),
             topic_persisted: topic::rig(&config.rig_id, RigTopic::Persisted),
+            topic_loss: topic::rig(&config.rig_id, RigTopic::Loss),
+            losses: open_ledger(&config.loss_ledger_path()),
             backlog: None,
             replay_credit: 0.0,
             blocked_gap: None,
@@ -251,6 +270,10 @@ impl Publisher {
             rng: StdRng::from_os_rng(),
             stats,
         };
+        let uncovered = publisher.losses.len();
+        publisher
+            .stats
+            .update(|s| s.lost_ranges_uncovered = uncovered);
         (publisher, eventloop)
     }
 
@@ -442,8 +465,19 @@ impl Publisher {
                     "Opened the block spool."
                 );
                 let gap = backlog.crash_gap(self.config.next_seq_at_start);
+                // Seqs missing inside the spool that no recorded loss explains.
+                let corrupt = self.losses.unexplained(backlog.holes_at_open());
                 self.backlog = Some(backlog);
                 self.stats.update(|s| s.spool_ok = true);
+                for (first_seq, last_seq) in corrupt {
+                    self.account_loss(&Loss {
+                        reason: LossReason::SpoolCorrupt,
+                        blocks: last_seq - first_seq + 1,
+                        samples: 0,
+                        first_seq,
+                        last_seq,
+                    });
+                }
                 if let Some(loss) = gap {
                     self.account_loss(&loss);
                 }
@@ -455,8 +489,10 @@ impl Publisher {
         }
     }
 
-    /// Counts and logs blocks given up.
-    fn account_loss(&self, loss: &Loss) {
+    /// Counts and logs blocks given up, and declares them to the twin (kept in the ledger
+    /// until its watermark passes them).
+    fn account_loss(&mut self, loss: &Loss) {
+        self.declare_loss(loss);
         let reason = loss.reason.as_str();
         let certain = loss.reason != LossReason::EvictedUnconfirmed;
         if certain {
@@ -493,6 +529,69 @@ impl Publisher {
         });
     }
 
+    /// Records `loss` in the ledger (saved at once) and publishes its declaration.
+    fn declare_loss(&mut self, loss: &Loss) {
+        if loss.first_seq > loss.last_seq {
+            return;
+        }
+        let (pieces, forgotten) = self.losses.add(loss, wall_clock_ns());
+        if forgotten > 0 {
+            error!(
+                forgotten,
+                max_ranges = crate::losses::MAX_LEDGER_RANGES,
+                "Too many lost seq ranges wait for the twin's watermark (is the twin older than loss declarations?); forgot the oldest."
+            );
+        }
+        self.save_ledger();
+        for piece in &pieces {
+            self.publish_loss(piece);
+        }
+    }
+
+    fn save_ledger(&mut self) {
+        if let Err(e) = self.losses.save() {
+            error!(error = %e, "Could not save the loss ledger; a restart may not declare these losses again.");
+        }
+        let ranges = self.losses.len();
+        self.stats.update(|s| s.lost_ranges_uncovered = ranges);
+    }
+
+    /// One `SeqLoss` on `rig/{rig}/loss`, QoS 1; skipped while offline (the ledger repeats it).
+    fn publish_loss(&mut self, range: &LostRange) {
+        if !self.connected {
+            return;
+        }
+        let message = range.to_seq_loss(self.config.rig_id.as_str(), self.session);
+        match self.client.try_publish(
+            self.topic_loss.clone(),
+            QoS::AtLeastOnce,
+            false,
+            message.encode_to_vec(),
+        ) {
+            Ok(()) => {
+                self.outbox.mark_control_handed(Control::Loss);
+                self.stats.update(|s| s.loss_declarations_total += 1);
+            }
+            Err(e) => {
+                debug!(error = %e, first_seq = range.first_seq, "MQTT request channel full; the loss declaration is repeated later.")
+            }
+        }
+    }
+
+    /// Repeats the oldest declarations the twin's watermark has not passed (a broker restart
+    /// may have lost them, or a twin restart forgotten them).
+    fn redeclare_losses(&mut self) {
+        let ranges: Vec<LostRange> = self
+            .losses
+            .uncovered()
+            .take(LOSS_REDECLARE_PER_PERIOD)
+            .copied()
+            .collect();
+        for range in &ranges {
+            self.publish_loss(range);
+        }
+    }
+
     fn update_backlog_stats(&self) {
         let Some(b) = &self.backlog else {
             return;
@@ -507,8 +606,20 @@ impl Publisher {
         });
     }
 
-    /// Once a second: fsync the spool if due, and replay when the watermark stalled.
+    /// Once a second: fsync the spool and the loss ledger if due, repeat uncovered loss
+    /// declarations, and replay when the watermark stalled.
     fn check_backlog(&mut self) {
+        if let Err(e) = self.losses.sync() {
+            error!(error = %e, "Could not fsync the loss ledger.");
+        }
+        if self.connected {
+            self.redeclare_losses();
+        }
+        let declared_gap = |losses: &LossLedger, gap: u64| {
+            losses
+                .uncovered()
+                .any(|r| r.first_seq <= gap && gap <= r.last_seq)
+        };
         let Some(backlog) = &mut self.backlog else {
             return;
         };
@@ -541,11 +652,20 @@ impl Publisher {
                 }
                 if self.blocked_gap != Some(gap) {
                     self.blocked_gap = Some(gap);
-                    warn!(
-                        persisted_seq = ?backlog.watermark(),
-                        missing_seq = gap,
-                        "The twin's watermark waits for a block this edge no longer has (counted lost); blocks after it are released on the broker's PUBACK, unconfirmed."
-                    );
+                    if declared_gap(&self.losses, gap) {
+                        // A current twin passes a declared loss within a status period or two.
+                        warn!(
+                            persisted_seq = ?backlog.watermark(),
+                            missing_seq = gap,
+                            "The twin's watermark has not passed a declared loss for stall_s (a twin older than loss declarations?); blocks after it are released on the broker's PUBACK, unconfirmed."
+                        );
+                    } else {
+                        warn!(
+                            persisted_seq = ?backlog.watermark(),
+                            missing_seq = gap,
+                            "The twin's watermark waits for a block this edge no longer has and never declared lost; blocks after it are released on the broker's PUBACK, unconfirmed."
+                        );
+                    }
                 }
             }
         }
@@ -573,6 +693,9 @@ impl Publisher {
                 return;
             }
         };
+        if self.losses.covered_by(w.seq) > 0 {
+            self.save_ledger();
+        }
         let Some(backlog) = &mut self.backlog else {
             return;
         };
@@ -1050,6 +1173,9 @@ impl Publisher {
             s.session = session;
         });
         self.publish_birth();
+        // Declarations published before were lost with the old connection if the broker
+        // restarted; the twin passes each only once it has it.
+        self.redeclare_losses();
         if let Some(backlog) = &mut self.backlog {
             // What was in flight is gone with the old session, and the twin may have lost
             // what it held in memory: everything not yet covered goes again, oldest first. At
@@ -1102,6 +1228,8 @@ impl Publisher {
                 "samples_dropped_by_reason": s.samples_dropped_by_reason,
                 "blocks_dropped_by_reason": s.blocks_dropped_by_reason,
                 "lost_seq_ranges": s.lost_seq_ranges,
+                "lost_ranges_uncovered": s.lost_ranges_uncovered,
+                "loss_declarations_total": s.loss_declarations_total,
                 "backlog_s": s.backlog_s,
                 "backlog_blocks": s.backlog_blocks,
                 "backlog_bytes": s.backlog_bytes,
@@ -1281,11 +1409,37 @@ impl Publisher {
         });
     }
 
-    fn account_drops(&self, blocks: Vec<SampleBlock>, reason: &'static str) {
+    /// Counts blocks dropped from memory (no spool, or one that failed) and declares them
+    /// lost, reason `spool_error`, one range per run of consecutive seqs.
+    fn account_drops(&mut self, blocks: Vec<SampleBlock>, reason: &'static str) {
         let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else {
             return;
         };
         let samples: u64 = blocks.iter().map(|b| block_sample_count(b) as u64).sum();
+        let mut runs: Vec<Loss> = Vec::new();
+        for b in &blocks {
+            let n = block_sample_count(b) as u64;
+            match runs
+                .last_mut()
+                .filter(|l| l.last_seq.checked_add(1) == Some(b.seq))
+            {
+                Some(l) => {
+                    l.last_seq = b.seq;
+                    l.blocks += 1;
+                    l.samples += n;
+                }
+                None => runs.push(Loss {
+                    reason: LossReason::SpoolError,
+                    blocks: 1,
+                    samples: n,
+                    first_seq: b.seq,
+                    last_seq: b.seq,
+                }),
+            }
+        }
+        for run in &runs {
+            self.declare_loss(run);
+        }
         error!(
             reason,
             blocks = blocks.len(),
@@ -1295,6 +1449,35 @@ impl Publisher {
             "Dropped sample blocks that never reached the broker."
         );
         self.stats.add_samples_dropped(samples);
+    }
+}
+
+/// The loss ledger at `path`; a corrupt one is set aside (`.corrupt`) and the edge starts
+/// with an empty one, since the spool's holes are declared at the next open anyway.
+fn open_ledger(path: &std::path::Path) -> LossLedger {
+    match LossLedger::load(path) {
+        Ok(ledger) => {
+            if !ledger.is_empty() {
+                info!(
+                    ranges = ledger.len(),
+                    path = %path.display(),
+                    "Lost seq ranges from an earlier run still wait for the twin's watermark; declaring them again."
+                );
+            }
+            ledger
+        }
+        Err(e @ LedgerError::Corrupt { .. }) => {
+            error!(error = %e, "Setting the loss ledger aside.");
+            let aside = path.with_extension("json.corrupt");
+            if let Err(e) = std::fs::rename(path, &aside) {
+                error!(error = %e, "Could not set the corrupt loss ledger aside.");
+            }
+            LossLedger::empty_at(path)
+        }
+        Err(e) => {
+            error!(error = %e, "Could not read the loss ledger; starting with an empty one.");
+            LossLedger::empty_at(path)
+        }
     }
 }
 

@@ -100,6 +100,11 @@ pub struct EdgeStats {
     pub blocks_replayed_total: u64,
     /// Whether blocks are spooled at all (false: the spool could not be opened; publisher).
     pub spool_ok: bool,
+    /// Lost seq ranges declared to the twin (`rig/{rig}/loss`) that its watermark has not
+    /// passed yet (publisher task).
+    pub lost_ranges_uncovered: usize,
+    /// `SeqLoss` declarations handed to MQTT, repeats included (publisher task).
+    pub loss_declarations_total: u64,
 }
 
 /// Lost seq ranges kept in [`EdgeStats::lost_seq_ranges`].

@@ -10,6 +10,7 @@
 //! dtop/v1/rig/{rig}/drive         ActuatorDrive       twin → edge  QoS 0
 //! dtop/v1/rig/{rig}/persisted     PersistedWatermark  twin → edge  retained, QoS 1
 //! dtop/v1/rig/{rig}/controller    ControllerParams    twin → edge  QoS 1 (acked on cmd/ack)
+//! dtop/v1/rig/{rig}/loss          SeqLoss             edge → twin  QoS 1 (repeated until covered)
 //! dtop/v1/twin/{rig}/state        TwinState           twin → dashboards  QoS 0
 //! dtop/v1/twin/{rig}/state/json   TwinState as JSON   twin → dashboards  QoS 0
 //! dtop/v1/sim/{run}/request       simulation request  researcher → twin
@@ -37,10 +38,12 @@ pub enum RigTopic {
     Drive,
     Persisted,
     Controller,
+    /// Seqs the edge lost for good (`SeqLoss`); the twin's watermark passes them.
+    Loss,
 }
 
 impl RigTopic {
-    pub const ALL: [RigTopic; 9] = [
+    pub const ALL: [RigTopic; 10] = [
         RigTopic::Birth,
         RigTopic::Death,
         RigTopic::Samples,
@@ -50,6 +53,7 @@ impl RigTopic {
         RigTopic::Drive,
         RigTopic::Persisted,
         RigTopic::Controller,
+        RigTopic::Loss,
     ];
 
     /// The levels after `dtop/v1/rig/{rig}/`.
@@ -64,6 +68,7 @@ impl RigTopic {
             RigTopic::Drive => "drive",
             RigTopic::Persisted => "persisted",
             RigTopic::Controller => "controller",
+            RigTopic::Loss => "loss",
         }
     }
 
@@ -232,6 +237,7 @@ mod tests {
             "dtop/v1/twin/so-3s/state/json"
         );
         assert_eq!(all_rigs(RigTopic::Samples), "dtop/v1/rig/+/samples");
+        assert_eq!(rig(&id, RigTopic::Loss), "dtop/v1/rig/so-3s/loss");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Loss audit against InfluxDB: which block seqs of a rig are stored (`dtop_blocks`), how many
 //! samples they claim, and how many sample points `dtop_samples` holds; and the edge's own loss
-//! report read from its Prometheus endpoint. Pure comparisons are in [`holes`].
+//! report read from its Prometheus endpoint, and the twin's count of blocks the edge declared
+//! lost, read from its log. Pure comparisons are in [`holes`] and [`declared_lost_blocks`].
 
 use std::collections::BTreeMap;
 
@@ -110,9 +111,72 @@ pub fn edge_metrics(port: u16) -> Result<BTreeMap<String, f64>> {
     Ok(out)
 }
 
+/// The twin logs one WARN per loss declaration that accounted new seqs, with `blocks=N` the
+/// seqs it newly counted lost (`dtop_twin::store::writer`); repeats are not logged at WARN.
+pub const TWIN_DECLARED_LOSS_LOG: &str = "The edge declared blocks lost for good";
+
+/// The twin logs one INFO per block it had passed as declared lost that storage acknowledged
+/// later (`dtop_twin::store::writer::STORED_AFTER_ALL_LOG`).
+pub const TWIN_STORED_AFTER_ALL_LOG: &str = "A block declared lost was stored after all";
+
+/// Blocks the twin counts as declared lost and never stored, from its log: the `blocks=N` of
+/// its declaration warnings, less the blocks it logged as stored after all (ANSI colours
+/// stripped).
+pub fn declared_lost_blocks(log: &str) -> u64 {
+    let after_all = log
+        .lines()
+        .filter(|l| l.contains(TWIN_STORED_AFTER_ALL_LOG))
+        .count() as u64;
+    declared_blocks(log).saturating_sub(after_all)
+}
+
+fn declared_blocks(log: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains(TWIN_DECLARED_LOSS_LOG))
+        .filter_map(|l| {
+            let plain = strip_ansi(l);
+            let value = plain.split(" blocks=").nth(1)?;
+            value
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// `line` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_the_blocks_of_the_twins_declaration_warnings_less_those_stored_after_all() {
+        let log = concat!(
+            "2026 WARN dtop_twin::store::writer: The edge declared blocks lost for good; x rig=r blocks=12 samples=1200\n",
+            "2026 \u{1b}[33m WARN\u{1b}[0m The edge declared blocks lost for good \u{1b}[3mblocks\u{1b}[0m\u{1b}[2m=\u{1b}[0m3 \u{1b}[3msamples\u{1b}[0m=300\n",
+            "2026 INFO something else blocks=99\n",
+            "2026 INFO A block declared lost was stored after all; it no longer counts as lost. seq=7\n",
+        );
+        assert_eq!(declared_lost_blocks(log), 14);
+    }
 
     #[test]
     fn holes_are_the_missing_seqs_as_ranges() {

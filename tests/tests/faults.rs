@@ -434,3 +434,88 @@ fn a_spool_too_small_for_the_outage_loses_exactly_what_the_metrics_report() -> R
     ensure!(a.stored.sample_points == a.stored.block_samples());
     Ok(())
 }
+
+/// The same outage with `drop_oldest`: the edge evicts its oldest blocks, declares them lost
+/// (`rig/{rig}/loss`), and the twin's watermark passes them, so the spool drains to nothing
+/// without the `stall_s` release (set far beyond the test). InfluxDB's holes are exactly the
+/// blocks the twin counted as declared lost.
+#[test]
+fn a_spool_too_small_under_drop_oldest_declares_its_losses_and_the_watermark_passes_them()
+-> Result<()> {
+    const SAMPLES: u64 = 200_000;
+    let mut services = Services::new()?;
+    let url = services.influx_v1()?;
+    let broker_port = free_port()?;
+    let proxy = CuttableProxy::start(broker_addr(broker_port))?;
+    let mut run = start(
+        "fault-drop",
+        &url,
+        10.0,
+        SAMPLES,
+        100,
+        "capacity_s = 20.0\nfull_policy = \"drop_oldest\"\nstall_s = 3600.0\n",
+        String::new(),
+        Some(broker_port),
+        Some(proxy.port),
+        &mut services,
+    )?;
+    run.run_for(Duration::from_secs(3))?;
+    proxy.cut();
+    run.run_for(Duration::from_secs(8))?;
+    proxy.restore();
+    let a = run.finish(Duration::from_secs(90), None)?;
+    let last_seq = a.next_seq.saturating_sub(1);
+    // The watermark passes the evicted range and reaches the last block; the spool drains.
+    let metrics = wait_for(
+        "the watermark to pass the loss and the spool to drain",
+        Duration::from_secs(60),
+        || {
+            run.pipeline.ensure_running()?;
+            let m = audit::edge_metrics(run.metrics_port)?;
+            let w = m.get("dtop_edge_persisted_seq").copied().unwrap_or(-1.0);
+            let backlog = m
+                .get("dtop_edge_backlog_blocks")
+                .copied()
+                .unwrap_or(f64::MAX);
+            let uncovered = m
+                .get("dtop_edge_lost_ranges_uncovered")
+                .copied()
+                .unwrap_or(f64::MAX);
+            Ok((w >= last_seq as f64 && backlog == 0.0 && uncovered == 0.0).then_some(m))
+        },
+    )
+    .with_context(|| run.pipeline.logs())?;
+    let spool_full = a.metric("dtop_edge_blocks_lost_total{reason=\"spool_full\"}") as u64;
+    ensure!(spool_full > 0, "the spool never filled: {:?}", a.metrics);
+    ensure!(
+        metrics
+            .get("dtop_edge_samples_released_unconfirmed_total")
+            .copied()
+            .unwrap_or(0.0)
+            == 0.0,
+        "blocks were released by the stall_s stopgap: {metrics:?}"
+    );
+    ensure!(
+        metrics
+            .get("dtop_edge_loss_declarations_total")
+            .copied()
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    // Exactly the seqs the twin accounted as declared lost are missing; the edge's own count
+    // may be a window higher (blocks in flight at the cut that reached the twin after all).
+    let twin_lost = audit::declared_lost_blocks(&run.pipeline.twin.log());
+    ensure!(
+        a.missing_blocks() == twin_lost,
+        "holes {:?} ({} blocks) but the twin counted {twin_lost} blocks declared lost",
+        a.holes,
+        a.missing_blocks()
+    );
+    let lost_blocks = a.metric_sum("dtop_edge_blocks_lost_total") as u64;
+    ensure!(
+        twin_lost <= lost_blocks && lost_blocks <= twin_lost + 32,
+        "the edge reports {lost_blocks} blocks lost, the twin {twin_lost}"
+    );
+    ensure!(a.stored.sample_points == a.stored.block_samples());
+    Ok(())
+}

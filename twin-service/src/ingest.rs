@@ -53,10 +53,12 @@ pub enum RejectReason {
     PreBirthOverflow,
     /// More rigs than `ingest.max_rigs`.
     TooManyRigs,
+    /// A loss declaration (`SeqLoss`) with first > last or a range above the bound.
+    BadLossRange,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 15] = [
+    pub const ALL: [RejectReason; 16] = [
         RejectReason::BadTopic,
         RejectReason::Oversize,
         RejectReason::Decode,
@@ -72,6 +74,7 @@ impl RejectReason {
         RejectReason::NonFiniteValue,
         RejectReason::PreBirthOverflow,
         RejectReason::TooManyRigs,
+        RejectReason::BadLossRange,
     ];
 
     /// Metric label.
@@ -92,6 +95,7 @@ impl RejectReason {
             RejectReason::NonFiniteValue => "non_finite_value",
             RejectReason::PreBirthOverflow => "pre_birth_overflow",
             RejectReason::TooManyRigs => "too_many_rigs",
+            RejectReason::BadLossRange => "bad_loss_range",
         }
     }
 }

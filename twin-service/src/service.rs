@@ -14,7 +14,7 @@ use dtop_proto::Message;
 use dtop_proto::RigId;
 use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic, Topic, TwinTopic};
-use dtop_proto::v1::{Command, PersistedWatermark};
+use dtop_proto::v1::{Command, PersistedWatermark, SeqLoss};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rumqttc::{
@@ -34,6 +34,7 @@ use crate::control;
 use crate::ingest::{RejectReason, Rejection};
 use crate::rig::{Chunk, Event, Outbound, RigActor, RigState, STATS_INTERVAL};
 use crate::stats::{RigStats, StoreStats, TwinStats};
+use crate::store::persisted::{self, DeclaredLoss, LossProblem};
 use crate::store::{Sink, StoreError, Watermarks, Writer, WriterConfig};
 
 /// Events queued per rig actor before the router waits (backpressure).
@@ -43,6 +44,9 @@ pub const STORE_QUEUE_CHUNKS: usize = 256;
 /// Watermarks seen on the broker queued for the storage writer; beyond it they are dropped
 /// (the retained one comes again on every reconnect).
 const PUBLISHED_WATERMARK_QUEUE: usize = 256;
+/// Loss declarations queued for the storage writer; beyond it they are dropped (the edge
+/// repeats every declaration until the watermark covers it).
+const LOSS_QUEUE: usize = 256;
 /// MQTT notifications queued between the connection task and the router.
 const MQTT_QUEUE_EVENTS: usize = 64;
 /// Estimated states, drives and command acks queued between the rig actors and the state
@@ -151,10 +155,12 @@ pub async fn run(
     }
     // Watermarks this twin published before a restart come back as retained messages.
     let (published_tx, published_rx) = mpsc::channel(PUBLISHED_WATERMARK_QUEUE);
+    let (loss_tx, loss_rx) = mpsc::channel(LOSS_QUEUE);
     let writer = tokio::spawn(
         writer
             .with_watermarks(watermark_tx)
             .with_published_watermarks(published_rx)
+            .with_declared_losses(loss_rx)
             .run(),
     );
 
@@ -195,6 +201,7 @@ pub async fn run(
         actors: TaskTracker::new(),
         chunk_tx: Some(chunk_tx),
         published_tx: Some(published_tx),
+        loss_tx: Some(loss_tx),
         state_tx: Some(state_tx),
         model: Arc::new(config.model.clone()),
         rejected: BTreeMap::new(),
@@ -219,6 +226,7 @@ pub async fn run(
     // The writer stops once the last chunk sender (ours, after the actors') is gone.
     router.chunk_tx = None;
     router.published_tx = None;
+    router.loss_tx = None;
     let writer_result = writer.await;
     router.publish_final(&stopped_rigs);
     // The publisher sends what the actors left queued, then stops.
@@ -314,6 +322,7 @@ async fn run_mqtt(
                     RigTopic::Samples,
                     RigTopic::Death,
                     RigTopic::Persisted,
+                    RigTopic::Loss,
                 ]
                 .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(filters) {
@@ -621,6 +630,9 @@ struct Router<'a> {
     chunk_tx: Option<mpsc::Sender<Chunk>>,
     /// Watermarks seen on `rig/+/persisted`, for the writer; `None` once ingest has stopped.
     published_tx: Option<mpsc::Sender<(RigId, u64)>>,
+    /// Validated loss declarations from `rig/+/loss`, for the writer; `None` once ingest has
+    /// stopped.
+    loss_tx: Option<mpsc::Sender<(RigId, DeclaredLoss)>>,
     /// `None` once the actors have stopped, so the state publisher can finish.
     state_tx: Option<mpsc::Sender<Outbound>>,
     model: Arc<ModelConfig>,
@@ -668,9 +680,16 @@ impl Router<'_> {
 
     /// Hands a publish to its rig's actor; `false` when shutdown interrupted the hand-over.
     async fn route(&mut self, publish: Publish, shutdown: &CancellationToken) -> bool {
-        if let Ok(Topic::Rig(rig, RigTopic::Persisted)) = Topic::parse(&publish.topic) {
-            self.note_published_watermark(rig, &publish.payload);
-            return true;
+        match Topic::parse(&publish.topic) {
+            Ok(Topic::Rig(rig, RigTopic::Persisted)) => {
+                self.note_published_watermark(rig, &publish.payload);
+                return true;
+            }
+            Ok(Topic::Rig(rig, RigTopic::Loss)) => {
+                self.note_declared_loss(rig, &publish.payload);
+                return true;
+            }
+            _ => {}
         }
         let (rig, event) = match Topic::parse(&publish.topic) {
             Ok(Topic::Rig(rig, kind)) => match Event::from_topic(kind, publish.payload) {
@@ -754,6 +773,53 @@ impl Router<'_> {
             && tx.try_send((rig, w.seq)).is_err()
         {
             debug!("The writer is behind on published watermarks; dropped one.");
+        }
+    }
+
+    /// A loss declaration from a rig's edge: validated here (refusals count as rejected
+    /// frames, never fatal), accounted by the writer, which owns the watermarks; never waited
+    /// for. It does not need a rig actor: an edge may declare before its first block arrives.
+    fn note_declared_loss(&mut self, rig: RigId, payload: &[u8]) {
+        if payload.len() > dtop_proto::limits::MAX_CONTROL_BYTES {
+            self.reject(
+                Some(&rig),
+                Rejection::new(RejectReason::Oversize, "oversized loss declaration"),
+            );
+            return;
+        }
+        let loss = match SeqLoss::decode(payload) {
+            Ok(loss) => loss,
+            Err(e) => {
+                self.reject(
+                    Some(&rig),
+                    Rejection::new(
+                        RejectReason::Decode,
+                        format!("undecodable loss declaration: {e}"),
+                    ),
+                );
+                return;
+            }
+        };
+        let declared = match persisted::check_seq_loss(&rig, &loss) {
+            Ok(declared) => declared,
+            Err(problem) => {
+                let reason = match problem {
+                    LossProblem::RigMismatch { .. } => RejectReason::RigMismatch,
+                    LossProblem::Inverted { .. } | LossProblem::TooLarge { .. } => {
+                        RejectReason::BadLossRange
+                    }
+                };
+                self.reject(
+                    Some(&rig),
+                    Rejection::new(reason, format!("loss declaration: {problem}")),
+                );
+                return;
+            }
+        };
+        if let Some(tx) = &self.loss_tx
+            && tx.try_send((rig, declared)).is_err()
+        {
+            debug!("The writer is behind on loss declarations; dropped one (the edge repeats it).");
         }
     }
 

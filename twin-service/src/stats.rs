@@ -140,8 +140,27 @@ pub struct RigStoreStats {
     pub samples_dropped: BTreeMap<String, u64>,
     /// Rig time of the blocks waiting for storage (batch, memory and disk spool), s.
     pub backlog_s: f64,
-    /// The persisted watermark: every block with a seq up to it is acknowledged by storage.
+    /// The persisted watermark: every block with a seq up to it is acknowledged by storage,
+    /// or was declared lost by the edge (`blocks_lost_at_edge`).
     pub persisted_seq: Option<u64>,
+    /// Blocks the edge declared lost for good (`SeqLoss` on `rig/{rig}/loss`) and the
+    /// watermark may pass, by the edge's reason (`spool_full`, `paused`, `crash`, ...). Each
+    /// seq counts once, however often the edge repeats the declaration, and stops counting if
+    /// storage acknowledges it after all (`loss_blocks_stored_after_all`).
+    pub blocks_lost_at_edge: BTreeMap<String, u64>,
+    /// Sample instants of those blocks, by reason, as the edge counted them (0 for `crash`
+    /// and `spool_corrupt`, whose size the edge does not know).
+    pub samples_lost_at_edge: BTreeMap<String, u64>,
+    /// Loss declarations received, repeats included.
+    pub loss_declarations_total: u64,
+    /// Seqs declared lost that storage had acknowledged (the data is there; ignored).
+    pub loss_blocks_already_stored: u64,
+    /// Blocks declared lost that storage acknowledged later (an `evicted_unconfirmed` block
+    /// that was still on its way); taken off `blocks_lost_at_edge`.
+    pub loss_blocks_stored_after_all: u64,
+    /// Declarations not applied because the rig already has the most separate lost ranges
+    /// waiting (`store::persisted::MAX_LOST_RANGES`); the edge repeats them later.
+    pub loss_declarations_refused: u64,
 }
 
 /// A block's arrival, for the rate.

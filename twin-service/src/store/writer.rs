@@ -11,7 +11,9 @@
 //!
 //! After every acknowledged write the writer advances each rig's watermark (the highest seq up
 //! to which every block was acknowledged by storage), saves the watermarks in the spool
-//! directory, and only then hands them to the MQTT side to publish.
+//! directory, and only then hands them to the MQTT side to publish. Seqs the edge declared
+//! lost for good (`SeqLoss`, validated by the router) are accounted the same way: the watermark
+//! passes them once everything below is durable.
 //!
 //! It stops when every chunk sender is gone and everything pending is written, or the drain
 //! timeout after shutdown has passed: then what is left waits in the spool for the next start,
@@ -34,7 +36,7 @@ use tracing::{debug, error, info, warn};
 
 use super::batch::Batch;
 use super::outbox::{Lost, Meta, Outbox, Sealed};
-use super::persisted::{self, Acked, PersistTracker};
+use super::persisted::{self, Acked, DeclaredLoss, PersistTracker};
 use super::{Sink, WriteError};
 use crate::backoff::Backoff;
 use crate::config::{BackoffConfig, SpoolFsync, TwinConfig};
@@ -45,6 +47,11 @@ use crate::stats::StoreStats;
 pub const LOST_SHUTDOWN_DRAIN: &str = "shutdown_drain";
 /// Why blocks were given up when storage refused their batch as malformed.
 pub const LOST_REJECTED: &str = "rejected";
+
+/// Logged (INFO) for each block the edge declared lost that storage acknowledged after the
+/// watermark had passed it; the end-to-end tests count these lines.
+pub const STORED_AFTER_ALL_LOG: &str =
+    "A block declared lost was stored after all; it no longer counts as lost.";
 
 /// Per-rig persisted watermarks, as the writer publishes them.
 pub type Watermarks = BTreeMap<RigId, u64>;
@@ -114,6 +121,8 @@ pub struct Writer {
     watermark_tx: Option<watch::Sender<Watermarks>>,
     /// Watermarks seen on the broker (retained from before a restart, or our own echoes).
     published_rx: Option<mpsc::Receiver<(RigId, u64)>>,
+    /// Seqs edges declared lost for good, validated by the router.
+    loss_rx: Option<mpsc::Receiver<(RigId, DeclaredLoss)>>,
     /// Rig time waiting for storage, ns.
     backlog_ns: BTreeMap<RigId, u64>,
     stats: StoreStats,
@@ -147,6 +156,7 @@ impl Writer {
             state_dir: None,
             watermark_tx: None,
             published_rx: None,
+            loss_rx: None,
             backlog_ns: BTreeMap::new(),
             stats: StoreStats::default(),
             stats_tx,
@@ -212,6 +222,62 @@ impl Writer {
     pub fn with_published_watermarks(mut self, published_rx: mpsc::Receiver<(RigId, u64)>) -> Self {
         self.published_rx = Some(published_rx);
         self
+    }
+
+    /// Accounts for seqs edges declare lost for good (`rig/{rig}/loss`): the watermark passes
+    /// them once every block below them is durable.
+    pub fn with_declared_losses(mut self, loss_rx: mpsc::Receiver<(RigId, DeclaredLoss)>) -> Self {
+        self.loss_rx = Some(loss_rx);
+        self
+    }
+
+    fn on_declared_loss(&mut self, rig: RigId, loss: DeclaredLoss) {
+        let tracker = self.trackers.entry(rig.clone()).or_default();
+        let result = tracker.declare_lost(loss.first_seq, loss.last_seq, loss.reason);
+        let watermark = tracker.watermark();
+        let s = self.stats.rigs.entry(rig.clone()).or_default();
+        s.loss_declarations_total += 1;
+        let applied = match result {
+            Ok(applied) => applied,
+            Err(persisted::TooManyLostRanges) => {
+                s.loss_declarations_refused += 1;
+                warn!(rig = %rig, first_seq = loss.first_seq, last_seq = loss.last_seq, max_ranges = persisted::MAX_LOST_RANGES, "Refused a loss declaration: too many separate lost ranges wait for the watermark; the edge repeats it later.");
+                return;
+            }
+        };
+        s.loss_blocks_already_stored += applied.already_stored;
+        if applied.newly_lost > 0 {
+            *s.blocks_lost_at_edge
+                .entry(loss.reason.to_owned())
+                .or_default() += applied.newly_lost;
+            // The edge counts samples per declaration; a partly new one gets its share.
+            let samples = if applied.newly_lost == loss.span() {
+                loss.samples
+            } else {
+                let share = u128::from(loss.samples) * u128::from(applied.newly_lost)
+                    / u128::from(loss.span());
+                u64::try_from(share).unwrap_or(u64::MAX)
+            };
+            *s.samples_lost_at_edge
+                .entry(loss.reason.to_owned())
+                .or_default() += samples;
+            warn!(
+                rig = %rig,
+                reason = loss.reason,
+                first_seq = loss.first_seq,
+                last_seq = loss.last_seq,
+                blocks = applied.newly_lost,
+                samples,
+                already_stored = applied.already_stored,
+                persisted_seq = ?watermark,
+                "The edge declared blocks lost for good; the watermark passes them once everything below is stored."
+            );
+        } else {
+            debug!(rig = %rig, first_seq = loss.first_seq, last_seq = loss.last_seq, repeated = applied.repeated, already_stored = applied.already_stored, below_watermark = applied.below_watermark, "A loss declaration already accounted for.");
+        }
+        if applied.advanced {
+            self.save_and_send_watermarks();
+        }
     }
 
     fn on_published(&mut self, rig: RigId, seq: u64) {
@@ -284,6 +350,10 @@ impl Writer {
                 published = recv_published(&mut self.published_rx), if self.published_rx.is_some() => match published {
                     Some((rig, seq)) => self.on_published(rig, seq),
                     None => self.published_rx = None,
+                },
+                loss = recv_published(&mut self.loss_rx), if self.loss_rx.is_some() => match loss {
+                    Some((rig, loss)) => self.on_declared_loss(rig, loss),
+                    None => self.loss_rx = None,
                 },
                 _ = wait_for_drain_expiry(&self.shutdown, &mut self.drain_started, self.config.drain_timeout), if drain_pending => {
                     drain_expired = true;
@@ -443,9 +513,13 @@ impl Writer {
         let mut moved = false;
         for b in &meta.blocks {
             let tracker = self.trackers.entry(b.rig.clone()).or_default();
+            // Only a real acknowledgement can show a block declared lost was there after all.
+            let after_all = count_duplicates
+                .then(|| tracker.take_declared_lost(b.seq))
+                .flatten();
             match tracker.record(b.seq) {
                 Acked::Advanced => moved = true,
-                Acked::Duplicate if count_duplicates => {
+                Acked::Duplicate if count_duplicates && after_all.is_none() => {
                     self.stats
                         .rigs
                         .entry(b.rig.clone())
@@ -453,6 +527,19 @@ impl Writer {
                         .blocks_duplicate_stored += 1;
                 }
                 Acked::Duplicate | Acked::Pending => {}
+            }
+            if let Some(reason) = after_all {
+                // The edge declared it lost, yet it was on its way all along (evicted after
+                // the broker had it): it no longer counts as lost.
+                let s = self.stats.rigs.entry(b.rig.clone()).or_default();
+                if let Some(n) = s.blocks_lost_at_edge.get_mut(reason) {
+                    *n = n.saturating_sub(1);
+                }
+                if let Some(n) = s.samples_lost_at_edge.get_mut(reason) {
+                    *n = n.saturating_sub(b.samples);
+                }
+                s.loss_blocks_stored_after_all += 1;
+                info!(rig = %b.rig, seq = b.seq, reason, "{STORED_AFTER_ALL_LOG}");
             }
         }
         if moved {
@@ -577,7 +664,7 @@ async fn poll_in_flight(in_flight: &mut Option<InFlight>) -> (Sink, Result<(), W
     }
 }
 
-async fn recv_published(rx: &mut Option<mpsc::Receiver<(RigId, u64)>>) -> Option<(RigId, u64)> {
+async fn recv_published<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         // Guarded by the select condition.
