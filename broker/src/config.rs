@@ -42,6 +42,9 @@ pub struct BrokerConfig {
     /// Limits applied to every connection on every listener.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Threads the broker runs on.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
     /// Authentication and authorization. Without it every client is anonymous and may do
     /// anything (the broker logs a warning); with it, unknown users are refused and every
     /// publish, subscription and will is checked against the role's rules (default deny).
@@ -161,6 +164,35 @@ impl Default for LimitsConfig {
             max_session_expiry_s: default_max_session_expiry_s(),
         }
     }
+}
+
+/// Threads the broker runs on. rumqttd's router always has one thread of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Threads serving client connections (the front: sockets, ACL checks, sessions). With 1,
+    /// every connection runs on one event-loop thread beside the router thread: each message
+    /// costs the fewest thread wake-ups, which is what keeps latency low when the CPU is
+    /// oversubscribed. More threads add throughput only with many busy clients.
+    #[serde(default = "default_front_threads")]
+    pub front_threads: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            front_threads: default_front_threads(),
+        }
+    }
+}
+
+/// Upper bound for `runtime.front_threads`.
+pub const MAX_FRONT_THREADS: usize = 64;
+
+/// One: on DTOP's 2-core targets the router thread and one front thread fill the machine,
+/// and a second front thread only adds wake-ups between threads (measured in BENCHMARKS.md).
+pub const fn default_front_threads() -> usize {
+    1
 }
 
 /// `127.0.0.1:1883`: MQTT's registered port, loopback until an operator opts into exposure.
@@ -301,6 +333,15 @@ impl BrokerConfig {
                 format!("{} is outside 1..=1000000", limits.max_queued_messages),
             ));
         }
+        if !(1..=MAX_FRONT_THREADS).contains(&self.runtime.front_threads) {
+            problems.push(ConfigProblem::new(
+                "runtime.front_threads",
+                format!(
+                    "{} is outside 1..={MAX_FRONT_THREADS}",
+                    self.runtime.front_threads
+                ),
+            ));
+        }
         if let Some(auth) = &self.auth {
             for (key, message) in auth.roles.problems() {
                 problems.push(ConfigProblem::new(key, message));
@@ -420,6 +461,7 @@ mod tests {
                 max_queued_messages: 0,
                 ..LimitsConfig::default()
             },
+            runtime: RuntimeConfig { front_threads: 0 },
             ..BrokerConfig::default()
         };
         let errors = config.validate().unwrap_err();
@@ -431,6 +473,7 @@ mod tests {
                 "limits.max_inflight_count",
                 "limits.connection_timeout_ms",
                 "limits.max_queued_messages",
+                "runtime.front_threads",
             ]
         );
     }

@@ -47,7 +47,7 @@ pub mod translate;
 pub use acl::{Acl, Identity, RigScope, Role, RoleRules, RolesConfig};
 pub use config::{
     AuthConfig, BrokerConfig, ConfigErrors, ConfigProblem, LimitsConfig, ListenerConfig,
-    MetricsConfig, TlsConfig,
+    MetricsConfig, RuntimeConfig, TlsConfig,
 };
 pub use load::{ConfigError, load_config, parse_config};
 pub use metrics::{Metrics, Refusal};

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{
     AuthConfig, BrokerConfig, ConfigErrors, ConfigProblem, LimitsConfig, ListenerConfig,
-    MetricsConfig, TlsConfig,
+    MetricsConfig, RuntimeConfig, TlsConfig,
 };
 
 /// Why a configuration could not be used. Each variant is a different fix for the operator.
@@ -110,6 +110,7 @@ fn section_fields(section: &str) -> Option<&'static [&'static str]> {
         "tls" => Some(struct_fields::<TlsConfig>()),
         "metrics" => Some(struct_fields::<MetricsConfig>()),
         "limits" => Some(struct_fields::<LimitsConfig>()),
+        "runtime" => Some(struct_fields::<RuntimeConfig>()),
         "auth" => Some(struct_fields::<AuthConfig>()),
         _ => None,
     }
@@ -165,6 +166,21 @@ mod tests {
     }
 
     #[test]
+    fn reads_front_threads_and_reports_unknown_runtime_keys_with_bad_values() {
+        let config = parse_config("[runtime]\nfront_threads = 2\n").unwrap();
+        assert_eq!(config.runtime.front_threads, 2);
+        assert_eq!(
+            parse_config("").unwrap().runtime.front_threads,
+            crate::config::default_front_threads()
+        );
+        let error = parse_config("[runtime]\nfront_threads = 0\nrouter_threads = 2\n").unwrap_err();
+        assert_eq!(
+            problem_keys(&error),
+            ["runtime.router_threads", "runtime.front_threads"]
+        );
+    }
+
+    #[test]
     fn every_top_level_field_has_a_known_section() {
         let top = struct_fields::<BrokerConfig>();
         assert_eq!(
@@ -176,6 +192,7 @@ mod tests {
                 "websocket",
                 "metrics",
                 "limits",
+                "runtime",
                 "auth"
             ]
         );

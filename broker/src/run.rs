@@ -29,10 +29,6 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Name of the thread that runs the front (rumqttd's router gets its own).
 const BROKER_THREAD_NAME: &str = "dtop-broker";
 
-/// Worker threads of the front's runtime: one per core on the 2-core machines DTOP targets;
-/// the router thread takes the rest.
-const FRONT_WORKER_THREADS: usize = 2;
-
 /// Why the broker could not be started, or why it stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -157,6 +153,23 @@ fn local_addr(
         .map_err(|source| BrokerError::Bind { key, addr, source })
 }
 
+/// The front's runtime. With one thread it is a current-thread runtime driven by the
+/// `dtop-broker` thread itself: socket readiness, router notifications and timers all wake that
+/// one thread, instead of also waking idle workers to steal work.
+fn front_runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("dtop-broker-front")
+            .enable_all()
+            .build()
+    }
+}
+
 /// Validates `config`, loads credentials and TLS material, binds every listener, starts
 /// rumqttd's router and the front on a thread named `dtop-broker`, and returns once clients
 /// can connect. Blocking (file reads, thread start); call it from `spawn_blocking` inside an
@@ -229,12 +242,7 @@ pub fn spawn(config: &BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         warn!(listen = %m.listen, "The metrics endpoint has no authentication and is not on loopback.");
     }
     let metrics = Arc::new(Metrics::default());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(FRONT_WORKER_THREADS)
-        .thread_name("dtop-broker-front")
-        .enable_all()
-        .build()
-        .map_err(BrokerError::Thread)?;
+    let runtime = front_runtime(config.runtime.front_threads).map_err(BrokerError::Thread)?;
     // `Broker::new` starts rumqttd's router thread; none of rumqttd's listeners are started.
     let broker = rumqttd::Broker::new(rumqttd_config(config));
     let front = Arc::new(Front::new(
@@ -320,6 +328,7 @@ pub fn spawn(config: &BrokerConfig) -> Result<BrokerHandle, BrokerError> {
         auth = config.auth.is_some(),
         max_payload_bytes = config.limits.max_payload_bytes,
         max_connections = config.limits.max_connections,
+        front_threads = config.runtime.front_threads,
         "Broker is accepting connections."
     );
 

@@ -1,12 +1,14 @@
 //! Routing behaviour DTOP relies on: publishers may publish before anyone subscribes (edges
-//! start before twins) without being disconnected.
+//! start before twins) without being disconnected, and messages are routed whichever front
+//! runtime (`runtime.front_threads`) serves the connections.
 
 // Helpers outside #[test] fns fail the test by panicking, like the assertions they serve.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::{client, poll_until, start_broker};
+use common::{client, loopback_any, poll_until, start_broker};
+use dtop_broker::{BrokerConfig, RuntimeConfig};
 use rumqttc::{Packet, QoS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,4 +58,45 @@ async fn keeps_a_publisher_connected_after_it_publishes_to_a_topic_nobody_subscr
     })
     .await;
     assert_eq!(&received.payload[..], b"second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_qos1_in_order_through_a_front_of_several_threads() {
+    let config = BrokerConfig {
+        mqtt: loopback_any(),
+        runtime: RuntimeConfig { front_threads: 3 },
+        ..BrokerConfig::default()
+    };
+    let broker = tokio::task::spawn_blocking(move || dtop_broker::spawn(&config))
+        .await
+        .unwrap()
+        .expect("broker starts with three front threads");
+    let addr = broker.mqtt_addr();
+    let topic = "dtop/test/routing/threads";
+
+    let (subscriber, mut sub_loop) = client("threads-sub", addr);
+    subscriber.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+    poll_until(&mut sub_loop, "SUBACK", |p| {
+        matches!(p, Packet::SubAck(_)).then_some(())
+    })
+    .await;
+
+    let (publisher, pub_loop) = client("threads-pub", addr);
+    let driver = common::drive(pub_loop);
+    for i in 0..10u8 {
+        publisher
+            .publish(topic, QoS::AtLeastOnce, false, vec![i])
+            .await
+            .unwrap();
+    }
+    let mut received = Vec::new();
+    poll_until(&mut sub_loop, "ten PUBLISHes", |p| {
+        if let Packet::Publish(publish) = p {
+            received.push(publish.payload[0]);
+        }
+        (received.len() == 10).then_some(())
+    })
+    .await;
+    driver.abort();
+    assert_eq!(received, (0..10).collect::<Vec<u8>>());
 }
