@@ -51,6 +51,19 @@ pub struct TwinConfig {
     /// with and how close to the critical gain an operator may go.
     #[serde(default)]
     pub control: ControlConfig,
+    /// The Prometheus endpoint (`GET /metrics`): storage and loss accounting per rig. Off unless
+    /// `listen` is set.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Where the twin serves its Prometheus metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to serve `GET /metrics` on, e.g. `127.0.0.1:9311`. Off when absent.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// A control law the twin can host, as named in the configuration.

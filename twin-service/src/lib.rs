@@ -23,6 +23,7 @@
 //! - [`store`]: sinks (files, InfluxDB 1.x, InfluxDB 2.x) and the batching, retrying writer.
 //! - [`replay`]: deterministic replay of a stored range through the estimator and controller:
 //!   the records the live twin stores for it, the pure replayer, and reading back from InfluxDB.
+//! - [`metrics`]: the Prometheus endpoint (`[metrics] listen`) rendering [`TwinStats`].
 //! - [`stats`]: what the twin reports ([`TwinStats`]) and the live one-second window.
 //! - [`backoff`]: jittered exponential backoff for reconnects and retries.
 
@@ -32,6 +33,7 @@ pub mod control;
 pub mod estimate;
 pub mod ingest;
 pub mod lineproto;
+pub mod metrics;
 pub mod replay;
 pub mod rig;
 pub mod seq;

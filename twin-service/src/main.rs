@@ -174,7 +174,26 @@ async fn serve(config: TwinConfig, grace: Duration) -> anyhow::Result<ExitCode> 
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let shutdown = CancellationToken::new();
+    // Bound before anything runs, so a taken port fails the start.
+    let metrics = match config.metrics.listen {
+        Some(addr) => Some((
+            addr,
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint {addr}"))?,
+        )),
+        None => None,
+    };
     let (handle, mut twin) = dtop_twin::spawn(config, shutdown.clone());
+    if let Some((addr, listener)) = metrics {
+        info!(%addr, "Serving Prometheus metrics on /metrics.");
+        let (handle, shutdown) = (handle.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = dtop_twin::metrics::serve(listener, handle, shutdown).await {
+                error!(error = %e, "The metrics endpoint stopped.");
+            }
+        });
+    }
     let mut summary = tokio::time::interval(SUMMARY_INTERVAL);
     summary.tick().await;
 

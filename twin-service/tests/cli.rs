@@ -91,14 +91,15 @@ fn unknown_fields_and_missing_files_exit_64() {
 }
 
 #[test]
-fn sigterm_drains_and_exits_gracefully() {
+fn serves_metrics_then_drains_and_exits_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("twin.toml");
+    let metrics_port = support::free_port();
     // No broker listens on this port; the twin keeps retrying until it is told to stop.
     std::fs::write(
         &path,
         format!(
-            "[mqtt]\nport = {}\n[storage.file]\ndir = \"{}\"\n",
+            "[mqtt]\nport = {}\n[storage.file]\ndir = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
             support::free_port(),
             dir.path().join("lines").display()
         ),
@@ -131,6 +132,29 @@ fn sigterm_drains_and_exits_gracefully() {
                 panic!("dtop-twin never became ready; log:\n{}", log.join("\n"));
             }
         }
+    }
+    let metrics = {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
+    for line in [
+        "dtop_twin_mqtt_connected 0",
+        "# TYPE dtop_twin_storage_lines_written_total counter",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line:?} not in\n{metrics}"
+        );
     }
     let status = Command::new("kill")
         .arg("-TERM")

@@ -1,0 +1,346 @@
+//! Owns the twin's Prometheus endpoint: rendering [`TwinStats`] in the text exposition format
+//! (pure, tested) and serving it on `GET /metrics` (axum). Knows nothing of how the counters
+//! are kept; it reads the twin's stats snapshot.
+
+use std::fmt::Write as _;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::TwinHandle;
+use crate::stats::TwinStats;
+
+/// One metric family being written: its samples share the `# HELP` and `# TYPE` lines.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (key, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                // Writing to a String cannot fail.
+                let _ = write!(self.out, "{key}=\"{}\"", escape(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+fn family<'a>(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    Family { out }
+}
+
+/// `stats` in the Prometheus text exposition format (version 0.0.4).
+pub fn render(stats: &TwinStats) -> String {
+    let mut out = String::with_capacity(8192);
+    let flag = |b: bool| f64::from(u8::from(b));
+    let store = &stats.store;
+    for (name, kind, help, value) in [
+        (
+            "dtop_twin_mqtt_connected",
+            "gauge",
+            "1 while connected to the broker.",
+            flag(stats.mqtt_connected),
+        ),
+        (
+            "dtop_twin_mqtt_connection_errors_total",
+            "counter",
+            "Failed MQTT connection attempts and dropped connections.",
+            stats.mqtt_connection_errors_total as f64,
+        ),
+        (
+            "dtop_twin_storage_lines_written_total",
+            "counter",
+            "Lines storage acknowledged.",
+            store.lines_written_total as f64,
+        ),
+        (
+            "dtop_twin_storage_batches_written_total",
+            "counter",
+            "Batches storage acknowledged.",
+            store.batches_written_total as f64,
+        ),
+        (
+            "dtop_twin_storage_write_errors_total",
+            "counter",
+            "Failed storage writes (each retried or counted as rejected).",
+            store.write_errors_total as f64,
+        ),
+        (
+            "dtop_twin_storage_lines_rejected_total",
+            "counter",
+            "Lines storage refused as malformed; never stored.",
+            store.lines_rejected_total as f64,
+        ),
+        (
+            "dtop_twin_storage_lines_dropped_total",
+            "counter",
+            "Lines dropped before storage (queues or spool full); never stored.",
+            store.lines_dropped_total as f64,
+        ),
+        (
+            "dtop_twin_storage_lines_pending",
+            "gauge",
+            "Lines waiting for storage (batch, memory and disk spool).",
+            store.lines_pending as f64,
+        ),
+        (
+            "dtop_twin_storage_batches_spooled",
+            "gauge",
+            "Batches waiting in the disk spool.",
+            store.batches_spooled as f64,
+        ),
+        (
+            "dtop_twin_storage_spool_bytes",
+            "gauge",
+            "Bytes in the disk spool.",
+            store.spool_bytes as f64,
+        ),
+        (
+            "dtop_twin_storage_failing",
+            "gauge",
+            "1 while the last storage write failed.",
+            flag(store.storage_failing),
+        ),
+    ] {
+        family(&mut out, name, kind, help).sample(name, &[], value);
+    }
+    let name = "dtop_twin_frames_rejected_total";
+    let mut f = family(&mut out, name, "counter", "Frames refused, by reason.");
+    for (reason, n) in &stats.frames_rejected_total {
+        f.sample(name, &[("reason", &reason.to_string())], *n as f64);
+    }
+
+    type RigValue = fn(&crate::stats::RigStats) -> f64;
+    let per_rig: [(&str, &str, &str, RigValue); 7] = [
+        (
+            "dtop_twin_rig_online",
+            "gauge",
+            "1 while the rig is born and not dead.",
+            |r| f64::from(u8::from(r.online)),
+        ),
+        (
+            "dtop_twin_rig_samples_per_second",
+            "gauge",
+            "Live sample instants over the last second.",
+            |r| r.samples_per_s,
+        ),
+        (
+            "dtop_twin_rig_blocks_received_total",
+            "counter",
+            "Sample blocks received.",
+            |r| r.blocks_received as f64,
+        ),
+        (
+            "dtop_twin_rig_blocks_missing",
+            "gauge",
+            "Blocks missing between the seqs received.",
+            |r| r.blocks_missing as f64,
+        ),
+        (
+            "dtop_twin_rig_blocks_duplicate_total",
+            "counter",
+            "Blocks received more than once.",
+            |r| r.blocks_duplicate as f64,
+        ),
+        (
+            "dtop_twin_rig_estimating",
+            "gauge",
+            "1 while the rig's state is estimated.",
+            |r| f64::from(u8::from(r.estimating)),
+        ),
+        (
+            "dtop_twin_rig_states_dropped_total",
+            "counter",
+            "Estimated states the publisher had no room for.",
+            |r| r.twin_states_dropped as f64,
+        ),
+    ];
+    for (name, kind, help, value) in per_rig {
+        let mut f = family(&mut out, name, kind, help);
+        for (rig, r) in &stats.rigs {
+            f.sample(name, &[("rig", rig.as_str())], value(r));
+        }
+    }
+
+    type StoreValue = fn(&crate::stats::RigStoreStats) -> Option<f64>;
+    let per_rig_store: [(&str, &str, &str, StoreValue); 5] = [
+        (
+            "dtop_twin_rig_blocks_stored_total",
+            "counter",
+            "Blocks storage acknowledged, replays included.",
+            |r| Some(r.blocks_stored as f64),
+        ),
+        (
+            "dtop_twin_rig_samples_stored_total",
+            "counter",
+            "Sample instants storage acknowledged.",
+            |r| Some(r.samples_stored as f64),
+        ),
+        (
+            "dtop_twin_rig_blocks_duplicate_stored_total",
+            "counter",
+            "Blocks storage acknowledged again (idempotent re-writes).",
+            |r| Some(r.blocks_duplicate_stored as f64),
+        ),
+        (
+            "dtop_twin_rig_backlog_seconds",
+            "gauge",
+            "Rig time waiting for storage.",
+            |r| Some(r.backlog_s),
+        ),
+        (
+            "dtop_twin_rig_persisted_seq",
+            "gauge",
+            "The persisted watermark: every seq up to it is stored or declared lost.",
+            |r| r.persisted_seq.map(|s| s as f64),
+        ),
+    ];
+    for (name, kind, help, value) in per_rig_store {
+        let mut f = family(&mut out, name, kind, help);
+        for (rig, r) in &store.rigs {
+            if let Some(v) = value(r) {
+                f.sample(name, &[("rig", rig.as_str())], v);
+            }
+        }
+    }
+    for (name, help, pick) in [
+        (
+            "dtop_twin_rig_samples_dropped_total",
+            "Sample instants this twin will never store, by reason.",
+            (|r| &r.samples_dropped)
+                as fn(&crate::stats::RigStoreStats) -> &std::collections::BTreeMap<String, u64>,
+        ),
+        (
+            "dtop_twin_rig_samples_lost_at_edge_total",
+            "Sample instants the edge declared lost for good, by reason.",
+            |r| &r.samples_lost_at_edge,
+        ),
+        (
+            "dtop_twin_rig_blocks_lost_at_edge_total",
+            "Blocks the edge declared lost for good, by reason.",
+            |r| &r.blocks_lost_at_edge,
+        ),
+    ] {
+        let mut f = family(&mut out, name, "counter", help);
+        for (rig, r) in &store.rigs {
+            for (reason, n) in pick(r) {
+                f.sample(
+                    name,
+                    &[("rig", rig.as_str()), ("reason", reason)],
+                    *n as f64,
+                );
+            }
+        }
+    }
+    out
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves `GET /metrics` on `listener` until `cancel`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    twin: TwinHandle,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(twin);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await
+}
+
+async fn metrics(State(twin): State<TwinHandle>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(&twin.stats()),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::stats::{RigStats, RigStoreStats};
+    use dtop_proto::RigId;
+
+    #[test]
+    fn renders_per_rig_storage_and_loss_accounting_by_reason() {
+        let rig = RigId::new("so-3s").unwrap();
+        let mut stats = TwinStats {
+            mqtt_connected: true,
+            ..TwinStats::default()
+        };
+        stats.rigs.insert(
+            rig.clone(),
+            RigStats {
+                online: true,
+                blocks_received: 12,
+                ..RigStats::default()
+            },
+        );
+        let mut store = RigStoreStats {
+            blocks_stored: 10,
+            samples_stored: 1000,
+            backlog_s: 0.5,
+            persisted_seq: Some(11),
+            ..RigStoreStats::default()
+        };
+        store.samples_dropped.insert("rejected".into(), 100);
+        store.samples_lost_at_edge.insert("spool_full".into(), 200);
+        store.blocks_lost_at_edge.insert("spool_full".into(), 2);
+        stats.store.rigs.insert(rig, store);
+        let text = render(&stats);
+        for line in [
+            "dtop_twin_mqtt_connected 1",
+            "dtop_twin_rig_online{rig=\"so-3s\"} 1",
+            "dtop_twin_rig_blocks_received_total{rig=\"so-3s\"} 12",
+            "dtop_twin_rig_samples_stored_total{rig=\"so-3s\"} 1000",
+            "dtop_twin_rig_backlog_seconds{rig=\"so-3s\"} 0.5",
+            "dtop_twin_rig_persisted_seq{rig=\"so-3s\"} 11",
+            "dtop_twin_rig_samples_dropped_total{rig=\"so-3s\",reason=\"rejected\"} 100",
+            "dtop_twin_rig_samples_lost_at_edge_total{rig=\"so-3s\",reason=\"spool_full\"} 200",
+            "dtop_twin_rig_blocks_lost_at_edge_total{rig=\"so-3s\",reason=\"spool_full\"} 2",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in\n{text}"
+            );
+        }
+        // Every family is declared once, before its samples.
+        let declared: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        let mut unique = declared.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), declared.len());
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(declared.contains(&name), "{name} has no # TYPE");
+        }
+    }
+}
