@@ -30,7 +30,7 @@ enum Family {
     Sim(SimTopic),
 }
 
-const FAMILIES: [Family; 14] = [
+const FAMILIES: [Family; 15] = [
     Family::Rig(RigTopic::Birth),
     Family::Rig(RigTopic::Death),
     Family::Rig(RigTopic::Samples),
@@ -43,6 +43,7 @@ const FAMILIES: [Family; 14] = [
     Family::Rig(RigTopic::Loss),
     Family::Twin(TwinTopic::State),
     Family::Twin(TwinTopic::StateJson),
+    Family::Twin(TwinTopic::Status),
     Family::Sim(SimTopic::Request),
     Family::Sim(SimTopic::Result),
 ];

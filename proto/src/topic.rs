@@ -13,6 +13,7 @@
 //! dtop/v1/rig/{rig}/loss          SeqLoss             edge → twin  QoS 1 (repeated until covered)
 //! dtop/v1/twin/{rig}/state        TwinState           twin → dashboards  QoS 0
 //! dtop/v1/twin/{rig}/state/json   TwinState as JSON   twin → dashboards  QoS 0
+//! dtop/v1/twin/{rig}/status       (JSON) twin status  twin → all   retained, QoS 0
 //! dtop/v1/sim/{run}/request       simulation request  researcher → twin
 //! dtop/v1/sim/{run}/result        simulation result   twin → researcher
 //! ```
@@ -82,15 +83,18 @@ impl RigTopic {
 pub enum TwinTopic {
     State,
     StateJson,
+    /// The twin's storage and loss accounting for the rig, JSON, retained, every second.
+    Status,
 }
 
 impl TwinTopic {
-    pub const ALL: [TwinTopic; 2] = [TwinTopic::State, TwinTopic::StateJson];
+    pub const ALL: [TwinTopic; 3] = [TwinTopic::State, TwinTopic::StateJson, TwinTopic::Status];
 
     pub const fn suffix(self) -> &'static str {
         match self {
             TwinTopic::State => "state",
             TwinTopic::StateJson => "state/json",
+            TwinTopic::Status => "status",
         }
     }
 

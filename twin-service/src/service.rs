@@ -179,6 +179,12 @@ pub async fn run(
         connected_rx.clone(),
         mqtt_stop.clone(),
     ));
+    let status = tokio::spawn(publish_status(
+        client.clone(),
+        stats_tx.subscribe(),
+        connected_rx.clone(),
+        mqtt_stop.clone(),
+    ));
     let states = tokio::spawn(publish_states(
         client.clone(),
         state_rx,
@@ -239,6 +245,9 @@ pub async fn run(
 
     mqtt_stop.cancel();
     drop(mqtt_stop_guard);
+    if let Err(e) = status.await {
+        warn!(error = %e, "The status publisher failed.");
+    }
     let mqtt_result = mqtt.await;
 
     let final_store =
@@ -485,6 +494,53 @@ async fn publish_states(
         }
     }
     counts
+}
+
+/// How often each rig's status is published on `twin/<rig>/status`.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Publishes each known rig's [`crate::stats::RigStatus`] on `twin/<rig>/status`, retained,
+/// QoS 0, every [`STATUS_INTERVAL`] while connected. Never waits on the connection: a status
+/// that cannot be queued is superseded by the next one.
+async fn publish_status(
+    client: AsyncClient,
+    stats_rx: watch::Receiver<TwinStats>,
+    connected_rx: watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(STATUS_INTERVAL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if !*connected_rx.borrow() {
+            continue;
+        }
+        let stats = stats_rx.borrow().clone();
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        for rig in stats.rigs.keys() {
+            let Some(status) = stats.rig_status(rig, now_ns) else {
+                continue;
+            };
+            match serde_json::to_vec(&status) {
+                Ok(json) => {
+                    // A full request queue drops this one; the next second brings another.
+                    let _ = client.try_publish(
+                        topic::twin(rig, TwinTopic::Status),
+                        QoS::AtMostOnce,
+                        true,
+                        json,
+                    );
+                }
+                Err(e) => warn!(rig = %rig, error = %e, "Could not encode a rig status as JSON."),
+            }
+        }
+    }
 }
 
 /// How often changed watermarks are published, at most.

@@ -46,6 +46,50 @@ impl TwinStats {
     }
 }
 
+/// What the twin publishes on `dtop/v1/twin/{rig}/status` (retained JSON, every second): one
+/// rig's ingest, storage and loss accounting, for dashboards and audits without a metrics
+/// scraper. The edge's own accounting (samples produced, its spool) is on the rig's status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RigStatus<'a> {
+    pub rig: &'a str,
+    /// Wall clock of the snapshot, ns since the Unix epoch.
+    pub timestamp_ns: u64,
+    pub online: bool,
+    pub session: Option<u64>,
+    pub estimating: bool,
+    pub samples_per_s: f64,
+    pub blocks_received: u64,
+    /// Blocks not received between the seqs that were (declared losses included).
+    pub blocks_missing: u64,
+    pub blocks_duplicate: u64,
+    /// Where blocks are stored, in words.
+    pub storage: &'a str,
+    pub storage_failing: bool,
+    /// Stored, dropped, declared lost, backlog and watermark; absent before the first block.
+    pub stored: Option<&'a RigStoreStats>,
+}
+
+impl TwinStats {
+    /// The status of `rig` at `timestamp_ns`, if the twin knows the rig.
+    pub fn rig_status<'a>(&'a self, rig: &'a RigId, timestamp_ns: u64) -> Option<RigStatus<'a>> {
+        let r = self.rigs.get(rig)?;
+        Some(RigStatus {
+            rig: rig.as_str(),
+            timestamp_ns,
+            online: r.online,
+            session: r.session,
+            estimating: r.estimating,
+            samples_per_s: r.samples_per_s,
+            blocks_received: r.blocks_received,
+            blocks_missing: r.blocks_missing,
+            blocks_duplicate: r.blocks_duplicate,
+            storage: &self.storage,
+            storage_failing: self.store.storage_failing,
+            stored: self.store.rigs.get(rig),
+        })
+    }
+}
+
 /// One rig, as seen by its actor and the storage writer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RigStats {

@@ -143,6 +143,31 @@ async fn wait(
     }
 }
 
+/// The first JSON message on `topic` (retained ones included) that satisfies `ready`.
+async fn retained_json(
+    port: u16,
+    topic: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut options = MqttOptions::new("test-status-reader", "127.0.0.1", port);
+    options.set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
+    let (client, mut events) = AsyncClient::new(options, 16);
+    client.subscribe(topic, QoS::AtMostOnce).await.unwrap();
+    let mut last = serde_json::Value::Null;
+    let found = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap() {
+                last = serde_json::from_slice(&p.payload).unwrap();
+                if ready(&last) {
+                    return last.clone();
+                }
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| panic!("no matching status on {topic}; last: {last:#}"))
+}
+
 fn rig_stats(stats: &TwinStats) -> dtop_twin::RigStats {
     stats.rigs.get(&rig()).cloned().unwrap_or_default()
 }
@@ -293,6 +318,15 @@ async fn stores_to_line_protocol_files_when_no_influxdb_is_configured() {
         rig_stats(s).blocks_stored == 3
     })
     .await;
+    // The twin's accounting for the rig is on its retained status topic, once a second.
+    let status = retained_json(broker.port, &topic::twin(&rig(), TwinTopic::Status), |v| {
+        v["stored"]["blocks_stored"] == 3
+    })
+    .await;
+    assert_eq!(status["stored"]["samples_stored"], 3 * SAMPLES_PER_BLOCK);
+    assert_eq!(status["stored"]["persisted_seq"], 12);
+    assert_eq!(status["online"], true);
+    assert_eq!(status["session"], 4);
     shutdown.cancel();
     tokio::time::timeout(WAIT, twin)
         .await
