@@ -4,7 +4,9 @@
 //! frame, PROTOCOL.md §4.3) to a real `dtop-edge` process on the other end, which publishes
 //! 100-sample blocks at QoS 1 to a real Mosquitto. After a warm-up, CPU time (utime + stime
 //! from /proc/PID/stat) and peak RSS (VmHWM) are read for the edge and, for comparison, for
-//! Mosquitto carrying the same traffic.
+//! Mosquitto carrying the same traffic. The edge runs as deployed: its block spool is always
+//! on (there is no switch; defaults, `fsync = "interval"`) and block seqs come from the
+//! reservation (`seq_reservation`), so the figures include spooling.
 //!
 //! Run: `cargo build --release -p dtop-edge && cargo run --release -p dtop-edge --example
 //! edge_footprint -- [SECONDS]` (default 30). Needs `socat` and `mosquitto`. Bounded: the

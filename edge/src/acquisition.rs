@@ -1,7 +1,7 @@
 //! The acquisition task: feeds firmware frames (and polled Modbus samples, one batcher per
-//! stream) to the [`Batcher`]s, persists `next_seq` before a block leaves, and hands manifests
-//! and blocks to the publisher. Owns the batchers and the `next_seq` file; knows nothing of
-//! the serial port, Modbus or MQTT.
+//! stream) to the [`Batcher`]s, keeps every block's seq inside the durable reservation
+//! ([`SeqReservation`]) before it leaves, and hands manifests and blocks to the publisher. Owns
+//! the batchers and the `next_seq` file; knows nothing of the serial port, Modbus or MQTT.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,14 +10,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dtop_proto::RigId;
 use dtop_proto::v1::SampleBlock;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::batcher::{BatchError, Batcher, Discontinuity, StreamLayout, block_sample_count};
 use crate::modbus::{PolledSample, streams::PolledStream};
 use crate::publisher::PublisherEvent;
+use crate::seq_reservation::{Gate, SeqReservation};
 use crate::serial::SerialEvent;
-use crate::state_file;
+use crate::state_file::{self, StateFileError};
 use crate::stats::StatsHandle;
+
+/// First wait before retrying a reservation write that failed while a block waits on it;
+/// doubles up to [`RESERVATION_RETRY_MAX`].
+const RESERVATION_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const RESERVATION_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The publisher stopped listening; nothing downstream can take blocks.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -36,7 +44,18 @@ pub struct Acquisition {
     /// Stream 0's batcher; its `next_seq` is the rig-wide block sequence, which the polled
     /// streams' batchers borrow and hand back around every push.
     batcher: Batcher,
+    /// The `next_seq` file: the durable reservation bound.
     next_seq_path: PathBuf,
+    reservation: SeqReservation,
+    /// The write making [`SeqReservation::pending`] durable; never two at once (they share a
+    /// temporary file).
+    reservation_write: Option<JoinHandle<Result<(), StateFileError>>>,
+    /// Cancelled when the edge stops: a block still waiting on a failing reservation write is
+    /// then given up (unsent, so its seq was never used) instead of waiting forever.
+    stop: CancellationToken,
+    /// The first seq given up that way; every later block is given up too, so the given-up
+    /// seqs stay a suffix the next run numbers again (none was sent) instead of a hole.
+    given_up_from: Option<u64>,
     out_tx: mpsc::Sender<PublisherEvent>,
     stats: StatsHandle,
     /// Polled Modbus streams by stream id, and where their samples come from.
@@ -58,10 +77,16 @@ impl Acquisition {
         next_seq_path: PathBuf,
         out_tx: mpsc::Sender<PublisherEvent>,
         stats: StatsHandle,
+        stop: CancellationToken,
     ) -> Self {
+        stats.update(|s| s.next_seq = next_seq);
         Self {
             batcher: Batcher::new(rig_id, block_samples, next_seq),
             next_seq_path,
+            reservation: SeqReservation::new(next_seq),
+            reservation_write: None,
+            stop,
+            given_up_from: None,
             out_tx,
             stats,
             polled: BTreeMap::new(),
@@ -88,11 +113,23 @@ impl Acquisition {
         self
     }
 
-    /// Runs until the serial task closes its channel, then emits the partial block.
+    /// Runs until the serial task closes its channel, then emits the partial block and gives
+    /// back the unused reservation (see [`Self::release_reservation`]).
     pub async fn run(
         mut self,
+        events_rx: mpsc::Receiver<SerialEvent>,
+    ) -> Result<(), PublisherGone> {
+        let result = self.acquire(events_rx).await;
+        self.release_reservation().await;
+        result
+    }
+
+    async fn acquire(
+        &mut self,
         mut events_rx: mpsc::Receiver<SerialEvent>,
     ) -> Result<(), PublisherGone> {
+        // The first reservation is written while the firmware handshake runs.
+        self.renew_reservation();
         loop {
             let polled = async {
                 match &mut self.polled_rx {
@@ -254,28 +291,144 @@ impl Acquisition {
         Ok(())
     }
 
-    /// Persists the advanced `next_seq`, then sends the block: a crash in between skips a seq
-    /// number, which downstream reads as a gap, instead of reusing one.
+    /// Sends the block once its seq is inside the durable reservation: a crash then leaves
+    /// the rest of the reservation unused (declared `skipped` at the next start) and never
+    /// lets a restart reuse a seq. Renewals are written in the background from half-way, so
+    /// the block that crosses the bound rarely waits.
     async fn emit(&mut self, block: SampleBlock) -> Result<(), PublisherGone> {
-        let (path, next_seq) = (self.next_seq_path.clone(), self.batcher.next_seq());
-        let persisted =
-            tokio::task::spawn_blocking(move || state_file::write_counter(&path, next_seq)).await;
-        match persisted {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                error!(error = %e, next_seq, "Could not persist next_seq; a restart may reuse block numbers.")
+        if self.given_up_from.is_some() {
+            self.give_up(&block);
+            return Ok(());
+        }
+        self.reap_reservation_write().await;
+        self.renew_reservation();
+        let mut retry = RESERVATION_RETRY_MIN;
+        while self.reservation.gate(block.seq) == Gate::Wait {
+            if self.reservation_write.is_none() {
+                self.renew_reservation();
             }
-            Err(e) => {
-                error!(error = %e, next_seq, "The next_seq writer failed; a restart may reuse block numbers.")
+            if self.await_reservation_write().await {
+                continue;
             }
+            // The write failed. Correctness first: the block waits (the serial task's queue
+            // absorbs a short wait) unless the edge is stopping.
+            let stopped = tokio::select! {
+                () = tokio::time::sleep(retry) => false,
+                () = self.stop.cancelled() => true,
+            };
+            if stopped {
+                self.given_up_from = Some(block.seq);
+                self.give_up(&block);
+                return Ok(());
+            }
+            retry = (retry * 2).min(RESERVATION_RETRY_MAX);
         }
         let samples = block_sample_count(&block);
-        self.stats.update(|s| s.blocks_made_total += 1);
+        let next_seq = self.batcher.next_seq();
+        self.stats.update(|s| {
+            s.blocks_made_total += 1;
+            s.next_seq = next_seq;
+        });
         tracing::trace!(seq = block.seq, samples, "Block closed.");
         self.out_tx
             .send(PublisherEvent::Block(block))
             .await
             .map_err(|_| PublisherGone)
+    }
+}
+
+impl Acquisition {
+    fn give_up(&self, block: &SampleBlock) {
+        let samples = block_sample_count(block) as u64;
+        error!(
+            seq = block.seq,
+            samples, "Gave up a block at shutdown: its seq could not be reserved durably."
+        );
+        self.stats.add_samples_dropped(samples);
+    }
+
+    /// Starts the background write of a renewed bound if one is due.
+    fn renew_reservation(&mut self) {
+        if self.reservation_write.is_some() {
+            return;
+        }
+        let next_seq = self.batcher.next_seq();
+        let Some(until) = self
+            .reservation
+            .renewal(next_seq, tokio::time::Instant::now())
+        else {
+            return;
+        };
+        let path = self.next_seq_path.clone();
+        tracing::debug!(next_seq, until, "Reserving block seqs ahead.");
+        self.reservation_write = Some(tokio::task::spawn_blocking(move || {
+            state_file::write_counter(&path, until)
+        }));
+    }
+
+    /// Takes in a finished background write, without waiting for one still running.
+    async fn reap_reservation_write(&mut self) {
+        if self
+            .reservation_write
+            .as_ref()
+            .is_some_and(JoinHandle::is_finished)
+        {
+            self.await_reservation_write().await;
+        }
+    }
+
+    /// Waits for the write in flight (a local file write and fsync; a disk that hangs it
+    /// hangs the spool too, so no timeout of its own); `true` if it made its bound durable.
+    async fn await_reservation_write(&mut self) -> bool {
+        let Some(write) = self.reservation_write.take() else {
+            return false;
+        };
+        let until = self.reservation.pending();
+        let outcome = write.await;
+        match (outcome, until) {
+            (Ok(Ok(())), Some(until)) => {
+                self.reservation.renewed(until);
+                true
+            }
+            (Ok(Ok(())), None) => false,
+            (Ok(Err(e)), _) => {
+                error!(error = %e, until, "Could not persist the block seq reservation; blocks wait until it is durable.");
+                self.reservation.renewal_failed();
+                false
+            }
+            (Err(e), _) => {
+                error!(error = %e, until, "The seq reservation writer failed; blocks wait until it is durable.");
+                self.reservation.renewal_failed();
+                false
+            }
+        }
+    }
+
+    /// Writes the exact next seq over the reservation once no block can leave any more, so a
+    /// clean stop leaves no gap for the next start to declare. Nothing at or above it was sent.
+    async fn release_reservation(&mut self) {
+        if self.reservation_write.is_some() {
+            self.await_reservation_write().await;
+        }
+        let next_seq = self.given_up_from.unwrap_or(self.batcher.next_seq());
+        let path = self.next_seq_path.clone();
+        if next_seq >= self.reservation.durable_until() {
+            return;
+        }
+        let written =
+            tokio::task::spawn_blocking(move || state_file::write_counter(&path, next_seq)).await;
+        match written {
+            Ok(Ok(())) => {
+                info!(next_seq, "Gave back the unused block seq reservation.")
+            }
+            // The reservation stays: the next start declares the unused seqs skipped.
+            Ok(Err(e)) => {
+                warn!(error = %e, next_seq, "Could not give back the unused seq reservation.")
+            }
+            Err(e) => {
+                warn!(error = %e, next_seq, "Could not give back the unused seq reservation.")
+            }
+        }
     }
 }
 
@@ -296,5 +449,85 @@ fn batch_error_reason(e: &BatchError) -> &'static str {
         BatchError::NoLayout => "no_manifest",
         BatchError::ChannelCount { .. } => "channel_count",
         BatchError::Ragged { .. } => "ragged_frame",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use dtop_firmware::{ChannelDesc, ChannelKind, Manifest, Samples};
+
+    fn manifest() -> Box<Manifest> {
+        let channels = [ChannelDesc {
+            id: 0,
+            kind: ChannelKind::Acceleration,
+            floor: 1,
+            scale: 0.001,
+        }];
+        Box::new(Manifest::new("t", 1_000_000, 3, 0, 0.0, &channels).unwrap())
+    }
+
+    /// Runs an acquisition over `frames` of 10 samples (blocks of 10); returns the block seqs
+    /// it sent, the `next_seq` file and the samples it gave up.
+    async fn run(
+        path: PathBuf,
+        start: u64,
+        frames: u64,
+        stop: CancellationToken,
+    ) -> (Vec<u64>, Option<u64>, u64) {
+        let (stats_tx, stats_rx) = tokio::sync::watch::channel(crate::EdgeStats::default());
+        let (out_tx, mut out_rx) = mpsc::channel(1024);
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let rig = RigId::new("t").unwrap();
+        let a = Acquisition::new(
+            rig,
+            10,
+            start,
+            path.clone(),
+            out_tx,
+            StatsHandle::new(stats_tx),
+            stop,
+        );
+        events_tx
+            .send(SerialEvent::Manifest(manifest()))
+            .await
+            .unwrap();
+        for f in 0..frames {
+            let samples = Samples::new(f * 10, 1, (0..10).collect()).unwrap();
+            events_tx.send(SerialEvent::Samples(samples)).await.unwrap();
+        }
+        drop(events_tx);
+        a.run(events_rx).await.unwrap();
+        let mut seqs = Vec::new();
+        while let Ok(event) = out_rx.try_recv() {
+            if let PublisherEvent::Block(b) = event {
+                seqs.push(b.seq);
+            }
+        }
+        let file = state_file::read_counter(&path).ok().flatten();
+        let dropped = stats_rx.borrow().samples_dropped_total;
+        (seqs, file, dropped)
+    }
+
+    #[tokio::test]
+    async fn a_clean_stop_gives_the_unused_reservation_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("next_seq");
+        let (seqs, file, dropped) = run(path.clone(), 7, 30, CancellationToken::new()).await;
+        assert_eq!(seqs, (7..37).collect::<Vec<_>>());
+        assert_eq!((file, dropped), (Some(37), 0));
+    }
+
+    #[tokio::test]
+    async fn a_block_whose_seq_cannot_be_reserved_is_given_up_at_shutdown_never_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        // No such directory: every reservation write fails.
+        let path = dir.path().join("missing").join("next_seq");
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let (seqs, file, dropped) = run(path, 7, 3, stop).await;
+        assert_eq!(seqs, Vec::<u64>::new());
+        assert_eq!((file, dropped), (None, 30));
     }
 }

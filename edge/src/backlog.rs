@@ -4,7 +4,7 @@
 //! directory; knows nothing of MQTT (the publisher feeds it PUBACKs and watermarks).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dtop_proto::Message;
@@ -41,12 +41,16 @@ pub enum LossReason {
     /// The spool failed to write; the block went on in memory only and was then lost.
     SpoolError,
     /// Seqs the acquisition task numbered but the spool never received (the edge died in
-    /// between); found at the next start. Their sample count is unknown.
+    /// between). No longer declared (see `Skipped`); kept so older ledgers still load.
     Crash,
     /// Seqs missing from inside the spool at start that no recorded loss explains (a corrupt
     /// segment cut back on open, or a loss the previous run could not record). Their sample
     /// count is unknown.
     SpoolCorrupt,
+    /// Seqs between the spool's last one and where this run starts: reserved by the previous
+    /// run (`seq_reservation`), never used or lost in a crash. Found at start; most carried no
+    /// data, so they are counted apart from lost blocks. Their sample count is unknown (0).
+    Skipped,
 }
 
 impl LossReason {
@@ -58,8 +62,59 @@ impl LossReason {
             LossReason::SpoolError => "spool_error",
             LossReason::Crash => "crash",
             LossReason::SpoolCorrupt => "spool_corrupt",
+            LossReason::Skipped => "skipped",
         }
     }
+}
+
+/// The seqs after `last_used` (the highest seq known to have been used) below `start_seq`,
+/// as a `skipped` loss; `None` when there are none.
+pub fn skipped_gap(last_used: u64, start_seq: u64) -> Option<Loss> {
+    let first = last_used.checked_add(1)?;
+    (start_seq > first).then(|| Loss {
+        reason: LossReason::Skipped,
+        blocks: start_seq - first,
+        samples: 0,
+        first_seq: first,
+        last_seq: start_seq - 1,
+    })
+}
+
+/// The highest seq the spool in `dir` holds or acknowledged, read without opening (or
+/// locking, or repairing) it: the ack point, and the last intact record of the newest
+/// non-empty segment. `None` for a missing or empty spool. Cheap: one segment is read.
+pub fn spool_last_seq(dir: &Path) -> std::io::Result<Option<u64>> {
+    use dtop_spool::{ack, segment};
+    let acked = match std::fs::read(dir.join(ack::FILE_NAME)) {
+        Ok(bytes) => ack::decode(&bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let mut firsts = Vec::new();
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry?;
+                if let Some(first) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(segment::parse_file_name)
+                {
+                    firsts.push(first);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(acked),
+        Err(e) => return Err(e),
+    }
+    firsts.sort_unstable();
+    for first in firsts.into_iter().rev() {
+        let bytes = std::fs::read(dir.join(segment::file_name(first)))?;
+        if let Some(last) = segment::scan(&bytes, None).records.last() {
+            return Ok(acked.max(Some(last.seq)));
+        }
+    }
+    Ok(acked)
 }
 
 /// Blocks given up at once, for one reason.
@@ -164,18 +219,11 @@ impl Backlog {
         &self.holes_at_open
     }
 
-    /// Seqs numbered before a crash but never spooled: everything between the spool's last
-    /// seq and `next_seq` (the acquisition task's persisted counter).
-    pub fn crash_gap(&self, next_seq: u64) -> Option<Loss> {
-        let last = self.spool.last_seq()?;
-        let first = last + 1;
-        (next_seq > first).then(|| Loss {
-            reason: LossReason::Crash,
-            blocks: next_seq - first,
-            samples: 0,
-            first_seq: first,
-            last_seq: next_seq - 1,
-        })
+    /// Seqs the previous run reserved but never spooled (never used, or lost in a crash):
+    /// everything between the spool's last seq and `start_seq`, where this run starts. `None`
+    /// when the spool holds no seq at all (the twin's watermark bounds the gap then).
+    pub fn crash_gap(&self, start_seq: u64) -> Option<Loss> {
+        skipped_gap(self.spool.last_seq()?, start_seq)
     }
 
     /// Appends `block` (before it is published).
@@ -650,12 +698,36 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_seqs_a_crash_numbered_but_never_spooled() {
+    fn finds_the_seqs_a_previous_run_reserved_but_never_spooled() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = Backlog::open(&config(dir.path(), 1 << 20, FullPolicy::DropOldest)).unwrap();
+        assert_eq!(b.crash_gap(9), None, "an empty spool proves nothing");
         b.append(&block(4, 1)).unwrap();
         assert_eq!(b.crash_gap(5), None);
         let l = b.crash_gap(7).unwrap();
         assert_eq!((l.blocks, l.first_seq, l.last_seq), (2, 5, 6));
+        assert_eq!((l.reason, l.samples), (LossReason::Skipped, 0));
+        assert_eq!(skipped_gap(u64::MAX, u64::MAX), None);
+    }
+
+    #[test]
+    fn reads_the_spools_last_seq_without_opening_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        assert_eq!(spool_last_seq(&spool_dir).unwrap(), None);
+        {
+            let mut b =
+                Backlog::open(&config(&spool_dir, 1 << 20, FullPolicy::DropOldest)).unwrap();
+            assert_eq!(spool_last_seq(&spool_dir).unwrap(), None);
+            for seq in [3, 4, 9] {
+                b.append(&block(seq, 1)).unwrap();
+            }
+            assert_eq!(spool_last_seq(&spool_dir).unwrap(), Some(9));
+            // Everything acknowledged: the segments go, the ack point remembers.
+            b.on_watermark(9, Instant::now()).unwrap();
+        }
+        assert_eq!(spool_last_seq(&spool_dir).unwrap(), Some(9));
+        let b = Backlog::open(&config(&spool_dir, 1 << 20, FullPolicy::DropOldest)).unwrap();
+        assert_eq!(b.spool().last_seq(), Some(9));
     }
 }

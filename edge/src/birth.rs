@@ -52,6 +52,8 @@ pub fn build_birth(manifest: &Manifest, ctx: BirthContext<'_>) -> RigBirth {
         timestamp_ns: ctx.now_ns,
         // The publisher fills in the envelope's state at publication.
         safety_state: String::new(),
+        // The publisher fills in its spool's oldest block at publication.
+        oldest_unconfirmed_seq: None,
     }
 }
 
@@ -249,6 +251,7 @@ mod tests {
                 floors: 3,
                 timestamp_ns: 99,
                 safety_state: String::new(),
+                oldest_unconfirmed_seq: None,
             }
         );
     }

@@ -17,7 +17,10 @@
 //! - [`inner_loop`]: pure: the edge-hosted control law (the twin's `ControllerParams`), checked
 //!   against the manifest, swapped in at a sample boundary, stepped on every sample.
 //! - [`batcher`]: pure: frames → fixed-size blocks, index continuity, timestamps, seq.
-//! - [`acquisition`]: the task around the batcher; persists `next_seq`.
+//! - [`acquisition`]: the task around the batcher; keeps block seqs inside the durable
+//!   reservation (the `next_seq` file).
+//! - [`seq_reservation`]: pure: the block-seq reservation (hi/lo allocator): when to renew
+//!   the bound, where a restart starts.
 //! - [`birth`]: pure: `RigBirth` from the firmware manifest and the config.
 //! - [`commands`]: operator commands: what each asks for, the ledger that answers a repeated
 //!   id without applying it twice, and its fsynced journal across restarts.
@@ -55,6 +58,7 @@ pub mod modbus;
 pub mod outbox;
 pub mod publisher;
 pub mod safety;
+pub mod seq_reservation;
 pub mod serial;
 pub mod state_file;
 pub mod stats;
@@ -64,7 +68,7 @@ use std::path::PathBuf;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub use config::EdgeConfig;
 pub use stats::EdgeStats;
@@ -143,7 +147,17 @@ pub async fn run_with_stats(
             .map_err(|_| EdgeError::TaskFailed("state reader"))?
             .map_err(EdgeError::from)
     };
-    let next_seq = read(next_seq_path.clone()).await?.unwrap_or(0);
+    let reserved_until = read(next_seq_path.clone()).await?;
+    let spool_dir = config.spool_dir();
+    let spool_last_seq = tokio::task::spawn_blocking(move || backlog::spool_last_seq(&spool_dir))
+        .await
+        .map_err(|_| EdgeError::TaskFailed("spool reader"))?
+        .unwrap_or_else(|e| {
+            // The publisher reports the spool itself when it opens it.
+            warn!(error = %e, "Could not read the spool's last seq; starting from the next_seq file alone.");
+            None
+        });
+    let next_seq = seq_reservation::start_seq(reserved_until, spool_last_seq);
     let last_session = read(session_path.clone()).await?.unwrap_or(0);
     let port = serial::open_port(&config.serial)?;
     info!(
@@ -151,6 +165,8 @@ pub async fn run_with_stats(
         serial = %config.serial.path.display(),
         broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
         next_seq,
+        reserved_until,
+        spool_last_seq,
         last_session,
         "Edge starting."
     );
@@ -198,6 +214,7 @@ pub async fn run_with_stats(
         next_seq_path,
         publisher_tx,
         stats.clone(),
+        stop.clone(),
     );
     // Modbus: one task per bus; polled samples join the acquisition task as streams 1, 2, ...
     let (polled_tx, polled_rx) = mpsc::channel(modbus::poller::POLLED_QUEUE_CAPACITY);

@@ -34,7 +34,7 @@ pub struct LostRange {
     pub last_seq: u64,
     /// Blocks in the range (every seq in it was lost).
     pub blocks: u64,
-    /// Sample instants in them; 0 when unknown (`crash`, `spool_corrupt`).
+    /// Sample instants in them; 0 when unknown (`crash`, `spool_corrupt`, `skipped`).
     pub samples: u64,
     pub reason: LossReason,
     /// Edge wall clock when the loss was detected (the first part, for a merged range), ns.
@@ -66,6 +66,7 @@ pub const fn wire_reason(reason: LossReason) -> v1::LossReason {
         LossReason::SpoolError => v1::LossReason::SpoolError,
         LossReason::Crash => v1::LossReason::Crash,
         LossReason::SpoolCorrupt => v1::LossReason::SpoolCorrupt,
+        LossReason::Skipped => v1::LossReason::Skipped,
     }
 }
 

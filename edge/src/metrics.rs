@@ -155,6 +155,18 @@ pub fn render(rig: &str, stats: &EdgeStats) -> String {
             "SeqLoss declarations published (repeats included).",
             s.loss_declarations_total as f64,
         ),
+        (
+            "dtop_edge_seqs_skipped_total",
+            "counter",
+            "Seqs declared skipped at start: the previous run's unused reservation (or blocks numbered but never spooled before a crash).",
+            s.seqs_skipped_total as f64,
+        ),
+        (
+            "dtop_edge_next_seq",
+            "gauge",
+            "The next block seq the edge will number: every seq it used is below it.",
+            s.next_seq as f64,
+        ),
     ];
     for (name, kind, help, value) in spool {
         metric(name, kind, help, &[(String::new(), value)]);

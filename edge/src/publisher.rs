@@ -31,7 +31,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use tracing::{debug, error, info, warn};
 
 use crate::acquisition::wall_clock_ns;
-use crate::backlog::{Admitted, Backlog, BacklogConfig, Loss, LossReason};
+use crate::backlog::{Admitted, Backlog, BacklogConfig, Loss, LossReason, skipped_gap};
 use crate::backoff::Backoff;
 use crate::batcher::{block_sample_count, max_encoded_block_bytes};
 use crate::birth::{BirthContext, build_birth_with_polled};
@@ -162,6 +162,11 @@ pub struct Publisher {
     replay_credit: f64,
     /// The lost seq after the watermark last reported, so it is logged once.
     blocked_gap: Option<u64>,
+    /// Seqs below `next_seq_at_start` the previous run may have left unused that the spool
+    /// cannot bound (it holds no seq): the first watermark bounds them instead.
+    skipped_unbounded: bool,
+    /// The last watermark seen, also before the spool is open (it may arrive first).
+    last_watermark: Option<u64>,
     /// Every command decision, by id; answers redeliveries.
     ledger: Ledger,
     /// Where decisions become durable before they are acknowledged.
@@ -256,6 +261,8 @@ impl Publisher {
             backlog: None,
             replay_credit: 0.0,
             blocked_gap: None,
+            skipped_unbounded: false,
+            last_watermark: None,
             ledger,
             journal,
             requests_tx,
@@ -465,6 +472,8 @@ impl Publisher {
                     "Opened the block spool."
                 );
                 let gap = backlog.crash_gap(self.config.next_seq_at_start);
+                self.skipped_unbounded =
+                    backlog.spool().last_seq().is_none() && self.config.next_seq_at_start > 0;
                 // Seqs missing inside the spool that no recorded loss explains.
                 let corrupt = self.losses.unexplained(backlog.holes_at_open());
                 self.backlog = Some(backlog);
@@ -481,11 +490,28 @@ impl Publisher {
                 if let Some(loss) = gap {
                     self.account_loss(&loss);
                 }
+                self.declare_unbounded_skip();
                 self.update_backlog_stats();
             }
             Err(e) => {
+                self.skipped_unbounded = self.config.next_seq_at_start > 0;
                 error!(dir = %config.dir.display(), error = %e, "Cannot open the block spool; blocks live in memory only and an outage loses them.");
+                self.declare_unbounded_skip();
             }
+        }
+    }
+
+    /// Declares the previous run's unused reservation skipped from the twin's watermark on,
+    /// once one is known, when the spool could not bound it (it held no seq).
+    fn declare_unbounded_skip(&mut self) {
+        let Some(w) = self.last_watermark.filter(|_| self.skipped_unbounded) else {
+            return;
+        };
+        self.skipped_unbounded = false;
+        // Everything up to the watermark is accounted; the rest below this run's start was
+        // the previous run's reservation, used or not.
+        if let Some(gap) = skipped_gap(w, self.config.next_seq_at_start) {
+            self.account_loss(&gap);
         }
     }
 
@@ -494,6 +520,19 @@ impl Publisher {
     fn account_loss(&mut self, loss: &Loss) {
         self.declare_loss(loss);
         let reason = loss.reason.as_str();
+        if loss.reason == LossReason::Skipped {
+            // Mostly seqs never used: counted apart from lost blocks (their samples, if
+            // any, are unknown).
+            warn!(
+                reason,
+                seqs = loss.blocks,
+                first_seq = loss.first_seq,
+                last_seq = loss.last_seq,
+                "Declared the previous run's unused seq reservation skipped (it did not stop cleanly); blocks it numbered but never spooled are among them."
+            );
+            self.stats.update(|s| s.seqs_skipped_total += loss.blocks);
+            return;
+        }
         let certain = loss.reason != LossReason::EvictedUnconfirmed;
         if certain {
             error!(
@@ -696,6 +735,8 @@ impl Publisher {
         if self.losses.covered_by(w.seq) > 0 {
             self.save_ledger();
         }
+        self.last_watermark = Some(self.last_watermark.map_or(w.seq, |l| l.max(w.seq)));
+        self.declare_unbounded_skip();
         let Some(backlog) = &mut self.backlog else {
             return;
         };
@@ -1271,6 +1312,11 @@ impl Publisher {
         };
         let mut birth = build_birth_with_polled(manifest, ctx, &self.config.polled_channels);
         birth.safety_state = self.stats.snapshot().safety_state.as_str().to_owned();
+        birth.oldest_unconfirmed_seq = self
+            .backlog
+            .as_ref()
+            .and_then(|b| b.spool().unacked_range())
+            .map(|(first, _)| first);
         let payload = birth.encode_to_vec();
         if payload.len() > MAX_CONTROL_BYTES {
             error!(

@@ -85,6 +85,11 @@ pub struct EdgeStats {
     /// Blocks given up for sure (every reason but `evicted_unconfirmed`), by reason
     /// (publisher task).
     pub blocks_dropped_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    /// Seqs declared `skipped` at start: the previous run's reservation it did not use (or
+    /// numbered but never spooled before a crash); not counted as lost blocks (publisher task).
+    pub seqs_skipped_total: u64,
+    /// The next block seq the acquisition task will number (acquisition task).
+    pub next_seq: u64,
     /// The most recent seq ranges given up for sure, oldest first, at most
     /// [`MAX_LOST_RANGES`] (publisher task).
     pub lost_seq_ranges: Vec<(u64, u64)>,

@@ -142,6 +142,7 @@ async fn polls_the_rig_simulator_into_blocks_and_drives_its_actuator() {
         dir.path().join("next_seq"),
         publisher_tx,
         stats.clone(),
+        CancellationToken::new(),
     )
     .with_polled(&rig, 5, &streams, polled_rx);
     let acquisition_task = tokio::spawn(acquisition.run(serial_rx));
