@@ -29,10 +29,11 @@ pub fn render(elapsed_s: f64, twin: &TwinStats, edge: &EdgeStats) -> String {
         };
         let _ = writeln!(
             out,
-            "[{elapsed_s:7.1} s] rig {rig}  {rate:7.1} samples/s  RMS accel by floor (m/s²) {rms}  | blocks stored {stored}, missing {missing}, duplicate {dup} | lines stored {lines}",
+            "[{elapsed_s:7.1} s] rig {rig}  {rate:7.1} samples/s  RMS accel by floor (m/s²) {rms}  | blocks stored {stored}, missing {missing}, declared lost {declared}, duplicate {dup} | lines stored {lines}",
             rate = r.samples_per_s,
             stored = r.blocks_stored,
             missing = r.blocks_missing,
+            declared = r.blocks_declared_lost,
             dup = r.blocks_duplicate,
             lines = r.lines_written,
         );
@@ -47,7 +48,7 @@ pub fn render(elapsed_s: f64, twin: &TwinStats, edge: &EdgeStats) -> String {
             };
             let _ = writeln!(
                 out,
-                "          storage {rig}: {stored} samples stored, persisted to seq {persisted}, backlog {backlog:.1} s | samples dropped by the twin {dropped} | declared lost by the edge {lost}",
+                "          storage {rig}: {stored} samples stored, persisted to seq {persisted}, backlog {backlog:.1} s | samples dropped by the twin {dropped} | declared lost by the edge {lost}, seqs skipped {skipped}",
                 stored = st.samples_stored,
                 persisted = st
                     .persisted_seq
@@ -55,6 +56,7 @@ pub fn render(elapsed_s: f64, twin: &TwinStats, edge: &EdgeStats) -> String {
                 backlog = st.backlog_s,
                 dropped = by_reason(&st.samples_dropped),
                 lost = by_reason(&st.samples_lost_at_edge),
+                skipped = st.seqs_skipped_at_edge,
             );
         }
     }

@@ -74,6 +74,11 @@ fn start(
     } else {
         EDGE_STALL
     };
+    let replay = if spool_toml.contains("replay_blocks_per_s") {
+        ""
+    } else {
+        EDGE_SPOOL
+    };
     let db = format!("faults_{}", rig.replace('-', "_"));
     let spec = PipelineSpec {
         rig: rig.to_owned(),
@@ -90,7 +95,7 @@ fn start(
         twin_toml,
         edge: EdgeOptions {
             toml: format!(
-                "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n[spool]\n{EDGE_SPOOL}{stall}{spool_toml}"
+                "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n[spool]\n{replay}{stall}{spool_toml}"
             ),
             broker_port,
             mqtt_port: edge_mqtt_port,
@@ -136,7 +141,11 @@ impl Run {
         }
         // The edge batches what it has read before its counter is final.
         std::thread::sleep(Duration::from_secs(1));
-        let next_seq = self.pipeline.edge_next_seq()?;
+        // Not the `next_seq` file: that is the reservation bound, ahead of the seqs used.
+        let next_seq = audit::edge_metrics(self.metrics_port)?
+            .get("dtop_edge_next_seq")
+            .copied()
+            .context("the edge exports no dtop_edge_next_seq")? as u64;
         let mut last = None;
         let result = wait_for("InfluxDB to hold every block", within, || {
             self.pipeline.ensure_running()?;
@@ -149,7 +158,9 @@ impl Run {
                 holes,
                 metrics,
             };
-            let lost = a.metric_sum("dtop_edge_blocks_lost_total") as u64;
+            // Seqs a killed run reserved but did not use are declared skipped, not lost.
+            let lost = a.metric_sum("dtop_edge_blocks_lost_total") as u64
+                + a.metric("dtop_edge_seqs_skipped_total") as u64;
             let confirmed = stored_samples
                 .is_none_or(|n| a.metric("dtop_edge_samples_stored_total") as u64 >= n);
             let done = a.missing_blocks() <= lost && confirmed;
@@ -285,12 +296,32 @@ fn an_edge_killed_and_restarted_loses_only_what_it_reports() -> Result<()> {
     // Samples the firmware sent while no edge was reading are not the pipeline's to keep; every
     // block the edge numbered is.
     let a = run.finish(Duration::from_secs(90), None)?;
-    let crash = a.metric("dtop_edge_blocks_lost_total{reason=\"crash\"}") as u64;
+    // The killed run's reservation beyond its spool is declared skipped: exactly the holes.
+    let skipped = a.metric("dtop_edge_seqs_skipped_total") as u64;
     ensure!(
-        a.missing_blocks() == crash,
-        "holes {:?} but the restarted edge reports {crash} blocks lost in the crash",
+        skipped > 0 && a.missing_blocks() == skipped,
+        "holes {:?} but the restarted edge reports {skipped} seqs skipped",
         a.holes
     );
+    ensure!(
+        a.metric_sum("dtop_edge_samples_lost_total") == 0.0
+            && a.metric_sum("dtop_edge_blocks_lost_total") == 0.0,
+        "the edge reports losses: {:?}",
+        a.metrics
+    );
+    // The twin's watermark passes the skipped seqs and reaches the last block.
+    let last_seq = a.next_seq.saturating_sub(1);
+    wait_for(
+        "the watermark to reach the last block",
+        Duration::from_secs(60),
+        || {
+            run.pipeline.ensure_running()?;
+            let m = audit::edge_metrics(run.metrics_port)?;
+            let w = m.get("dtop_edge_persisted_seq").copied().unwrap_or(-1.0);
+            Ok((w >= last_seq as f64).then_some(()))
+        },
+    )
+    .with_context(|| run.pipeline.logs())?;
     // No sample-point count here: at speed 10 the first edge's timestamps run ahead of the
     // wall clock, and the restarted edge anchors its own on the wall clock again, so some of
     // its samples share timestamps (and InfluxDB points) with the first edge's.
@@ -517,5 +548,49 @@ fn a_spool_too_small_under_drop_oldest_declares_its_losses_and_the_watermark_pas
         "the edge reports {lost_blocks} blocks lost, the twin {twin_lost}"
     );
     ensure!(a.stored.sample_points == a.stored.block_samples());
+    Ok(())
+}
+
+#[test]
+fn a_fresh_twin_waits_for_the_edge_backlog_instead_of_confirming_it_unseen() -> Result<()> {
+    // The twin loses every record of the rig (its spool and watermark file, and the broker its
+    // retained watermark) while the edge holds a backlog: the new twin must start below the
+    // oldest block the edge still holds (the birth's oldest_unconfirmed_seq), not at the first
+    // block InfluxDB happens to acknowledge, or the edge would release blocks never stored.
+    let mut services = Services::new()?;
+    let url = services.influx_v1()?;
+    let twin_spool = tempfile::tempdir()?;
+    let mut run = start(
+        "fault-fresh-twin",
+        &url,
+        10.0,
+        SHORT_SAMPLES,
+        100,
+        // A slow replay, so most of the backlog is still unsent when the fresh twin starts.
+        "replay_blocks_per_s = 30\n",
+        format!("[spool]\ndir = \"{}\"\n", twin_spool.path().display()),
+        None,
+        None,
+        &mut services,
+    )?;
+    run.run_for(Duration::from_secs(4))?;
+    run.pipeline.kill_twin()?;
+    std::thread::sleep(Duration::from_secs(3));
+    for entry in std::fs::read_dir(twin_spool.path())? {
+        let path = entry?.path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    run.pipeline.kill_broker()?;
+    run.pipeline.start_broker()?;
+    // The edge reconnects and starts its replay before any twin subscribes: those blocks go
+    // nowhere, and only the edge's spool still has them.
+    std::thread::sleep(Duration::from_secs(3));
+    run.pipeline.start_twin()?;
+    let a = run.finish(Duration::from_secs(90), Some(SHORT_SAMPLES))?;
+    ensure_nothing_lost(&a, SHORT_SAMPLES)?;
     Ok(())
 }

@@ -70,6 +70,7 @@ fn chunk(seq: u64, backfill: bool) -> Chunk {
     let mut lines = String::new();
     let line_count = lineproto::encode_block(&mut lines, &header, &columns, Precision::Us).unwrap();
     Chunk {
+        rig_start_seq: None,
         rig: RigId::new(RIG).unwrap(),
         seq,
         lines,

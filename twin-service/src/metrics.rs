@@ -178,7 +178,7 @@ pub fn render(stats: &TwinStats) -> String {
     }
 
     type StoreValue = fn(&crate::stats::RigStoreStats) -> Option<f64>;
-    let per_rig_store: [(&str, &str, &str, StoreValue); 5] = [
+    let per_rig_store: [(&str, &str, &str, StoreValue); 6] = [
         (
             "dtop_twin_rig_blocks_stored_total",
             "counter",
@@ -196,6 +196,12 @@ pub fn render(stats: &TwinStats) -> String {
             "counter",
             "Blocks storage acknowledged again (idempotent re-writes).",
             |r| Some(r.blocks_duplicate_stored as f64),
+        ),
+        (
+            "dtop_twin_rig_seqs_skipped_at_edge_total",
+            "counter",
+            "Seqs a restarted edge declared skipped (reserved, never carried data).",
+            |r| Some(r.seqs_skipped_at_edge as f64),
         ),
         (
             "dtop_twin_rig_backlog_seconds",

@@ -56,6 +56,11 @@ pub enum Event {
     Death(Bytes),
     /// An operator command (only routed while twin-hosted control is enabled).
     Command(Bytes),
+    /// Seqs the edge declared lost for good (already checked by the router).
+    DeclaredLoss {
+        first_seq: u64,
+        last_seq: u64,
+    },
 }
 
 /// What a rig actor hands to the MQTT publisher.
@@ -89,12 +94,14 @@ impl Event {
             Event::Samples(_) => RigTopic::Samples,
             Event::Death(_) => RigTopic::Death,
             Event::Command(_) => RigTopic::Cmd,
+            Event::DeclaredLoss { .. } => RigTopic::Loss,
         }
     }
 
     fn payload(&self) -> &[u8] {
         match self {
             Event::Birth(p) | Event::Samples(p) | Event::Death(p) | Event::Command(p) => p,
+            Event::DeclaredLoss { .. } => &[],
         }
     }
 }
@@ -104,6 +111,9 @@ impl Event {
 pub struct Chunk {
     pub rig: RigId,
     pub seq: u64,
+    /// The oldest seq the rig's edge still held at its latest birth
+    /// (`RigBirth.oldest_unconfirmed_seq`): where a new watermark for the rig starts.
+    pub rig_start_seq: Option<u64>,
     /// Newline-terminated lines.
     pub lines: String,
     pub line_count: usize,
@@ -151,6 +161,8 @@ pub struct RigState {
     recorder: Option<RunRecorder>,
     /// The last run id given out, so ids keep rising even if the clock does not.
     last_run: u64,
+    /// The latest birth's `oldest_unconfirmed_seq`, passed to storage with every chunk.
+    start_hint: Option<u64>,
 }
 
 impl RigState {
@@ -181,6 +193,7 @@ impl RigState {
             persisted_seq: None,
             recorder: None,
             last_run: 0,
+            start_hint: None,
         }
     }
 
@@ -287,10 +300,20 @@ impl RigState {
 
     /// Handles one event; returns the chunks to store, in order.
     pub fn handle(&mut self, event: &Event, now: Instant) -> Vec<Chunk> {
-        if let Event::Command(_) = event {
-            // Commands need wall time for their deadline: the actor calls `on_command`.
-            debug!(rig = %self.rig, "Ignored a command passed to handle().");
-            return Vec::new();
+        match event {
+            Event::Command(_) => {
+                // Commands need wall time for their deadline: the actor calls `on_command`.
+                debug!(rig = %self.rig, "Ignored a command passed to handle().");
+                return Vec::new();
+            }
+            Event::DeclaredLoss {
+                first_seq,
+                last_seq,
+            } => {
+                self.seq.declare_lost(*first_seq, *last_seq);
+                return Vec::new();
+            }
+            _ => {}
         }
         let frame = match ingest::decode_frame(&self.rig, event.kind(), event.payload()) {
             Ok(Some(frame)) => frame,
@@ -347,6 +370,7 @@ impl RigState {
             "Rig born."
         );
         self.live.reset(&manifest);
+        self.start_hint = birth.oldest_unconfirmed_seq;
         self.build_estimator(birth);
         self.manifests.insert(birth.session, Arc::new(manifest));
         while self.manifests.len() > MAX_MANIFESTS {
@@ -556,6 +580,7 @@ impl RigState {
         Some(Chunk {
             rig: self.rig.clone(),
             seq: block.seq,
+            rig_start_seq: self.start_hint,
             lines,
             line_count,
         })
@@ -679,6 +704,7 @@ impl RigState {
             blocks_stored: 0,
             blocks_missing: counters.blocks_missing,
             blocks_duplicate: counters.blocks_duplicate,
+            blocks_declared_lost: counters.blocks_declared_lost,
             lines_written: 0,
             highest_contiguous_seq: self.seq.highest_contiguous(),
             blocks_waiting_for_birth: self.waiting.len(),

@@ -44,6 +44,9 @@ pub struct SeqCounters {
     pub blocks_missing: u64,
     /// Blocks observed more than once.
     pub blocks_duplicate: u64,
+    /// Blocks the edge declared lost for good and that have not arrived since: no longer
+    /// counted as missing.
+    pub blocks_declared_lost: u64,
 }
 
 /// Tracks one rig's block sequence.
@@ -53,6 +56,9 @@ pub struct SeqTracker {
     range: Option<(u64, u64)>,
     /// Missing seqs as inclusive ranges, start → end, all within the tracked range.
     holes: BTreeMap<u64, u64>,
+    /// Seqs the edge declared lost and that have not arrived, as inclusive ranges, within the
+    /// tracked range and disjoint from `holes`.
+    declared: BTreeMap<u64, u64>,
     max_holes: usize,
     counters: SeqCounters,
 }
@@ -69,6 +75,7 @@ impl SeqTracker {
         Self {
             range: None,
             holes: BTreeMap::new(),
+            declared: BTreeMap::new(),
             max_holes: max_holes.max(1),
             counters: SeqCounters::default(),
         }
@@ -114,6 +121,11 @@ impl SeqTracker {
             self.give_up_excess_holes();
             return Observation::GapOpened { missing };
         }
+        if take(&mut self.declared, seq) {
+            // Declared lost, and here after all.
+            self.counters.blocks_declared_lost -= 1;
+            return Observation::FilledHole;
+        }
         let containing = self
             .holes
             .range(..=seq)
@@ -139,14 +151,68 @@ impl SeqTracker {
         }
     }
 
+    /// Seqs `first..=last` the edge declared lost for good: those still missing stop counting
+    /// as missing and count as declared lost; those above the highest seen are expected no
+    /// more (a later block above them opens no gap). Seqs already seen, or below the tracked
+    /// range, are ignored; a declared seq that arrives after all is stored as a late fill.
+    pub fn declare_lost(&mut self, first: u64, last: u64) {
+        let Some((lowest, highest)) = self.range else {
+            return;
+        };
+        if first > last || last < lowest {
+            return;
+        }
+        let first = first.max(lowest);
+        let inside_end = last.min(highest);
+        if first <= inside_end {
+            let mut at = first;
+            while at <= inside_end {
+                let Some((&start, &end)) = self.holes.range(..=inside_end).find(|&(_, &e)| e >= at)
+                else {
+                    break;
+                };
+                let (from, to) = (start.max(at), end.min(inside_end));
+                if from > to {
+                    break;
+                }
+                self.holes.remove(&start);
+                if start < from {
+                    self.holes.insert(start, from - 1);
+                }
+                if to < end {
+                    self.holes.insert(to + 1, end);
+                }
+                self.declared.insert(from, to);
+                let n = to - from + 1;
+                self.counters.blocks_missing -= n;
+                self.counters.blocks_declared_lost += n;
+                at = match to.checked_add(1) {
+                    Some(next) => next,
+                    None => break,
+                };
+            }
+        }
+        if last > highest {
+            let from = first.max(highest + 1);
+            self.declared.insert(from, last);
+            self.counters.blocks_declared_lost += last - from + 1;
+            self.range = Some((lowest, last));
+        }
+    }
+
     /// Forgets every seq and tracks again from `seq` (already observed, so counters are kept as
     /// they are), for when the edge lost its sequence state and started again from a lower seq.
     pub fn restart_at(&mut self, seq: u64) {
         self.range = Some((seq, seq));
         self.holes.clear();
+        self.declared.clear();
     }
 
     fn give_up_excess_holes(&mut self) {
+        while self.declared.len() > self.max_holes {
+            // Forgotten declarations stay counted, like given-up holes.
+            self.declared.pop_first();
+        }
         while self.holes.len() > self.max_holes {
             let Some((_, end)) = self.holes.pop_first() else {
                 break;
@@ -156,6 +222,24 @@ impl SeqTracker {
             }
         }
     }
+}
+
+/// Removes `seq` from the inclusive `ranges`, splitting its range; `false` if absent.
+fn take(ranges: &mut BTreeMap<u64, u64>, seq: u64) -> bool {
+    let Some((&start, &end)) = ranges.range(..=seq).next_back() else {
+        return false;
+    };
+    if seq > end {
+        return false;
+    }
+    ranges.remove(&start);
+    if start < seq {
+        ranges.insert(start, seq - 1);
+    }
+    if seq < end {
+        ranges.insert(seq + 1, end);
+    }
+    true
 }
 
 #[cfg(test)]
@@ -177,9 +261,44 @@ mod tests {
             SeqCounters {
                 blocks_received: 3,
                 blocks_missing: 0,
-                blocks_duplicate: 0
+                blocks_duplicate: 0,
+                blocks_declared_lost: 0,
             }
         );
+    }
+
+    #[test]
+    fn declared_losses_are_no_longer_missing_and_may_still_arrive() {
+        let mut t = SeqTracker::default();
+        observe_all(&mut t, &[0, 1, 10]);
+        assert_eq!(t.counters().blocks_missing, 8);
+        t.declare_lost(3, 5);
+        t.declare_lost(3, 5); // repeated by the edge: no change
+        assert_eq!(t.counters().blocks_missing, 5);
+        assert_eq!(t.counters().blocks_declared_lost, 3);
+        assert_eq!(t.holes(), 2, "2 and 6..=9 are still missing");
+        assert_eq!(t.observe(4), FilledHole, "here after all: stored");
+        assert_eq!(t.observe(4), Duplicate);
+        assert_eq!(t.counters().blocks_declared_lost, 2);
+        assert_eq!(t.counters().blocks_missing, 5);
+    }
+
+    #[test]
+    fn a_loss_declared_ahead_of_the_next_block_opens_no_gap() {
+        let mut t = SeqTracker::default();
+        observe_all(&mut t, &[0, 1]);
+        t.declare_lost(2, 4);
+        assert_eq!(t.observe(5), New);
+        assert_eq!(t.counters().blocks_missing, 0);
+        assert_eq!(t.counters().blocks_declared_lost, 3);
+        assert_eq!(t.highest_contiguous(), Some(5));
+        assert_eq!(t.observe(3), FilledHole);
+        // Declarations for seqs already seen, or before the first block, change nothing.
+        t.declare_lost(0, 1);
+        assert_eq!(t.counters().blocks_declared_lost, 2);
+        let mut fresh = SeqTracker::default();
+        fresh.declare_lost(0, 9);
+        assert_eq!(fresh.counters(), SeqCounters::default());
     }
 
     #[test]
@@ -215,7 +334,8 @@ mod tests {
             SeqCounters {
                 blocks_received: 6,
                 blocks_missing: 0,
-                blocks_duplicate: 1
+                blocks_duplicate: 1,
+                blocks_declared_lost: 0,
             }
         );
     }

@@ -872,6 +872,14 @@ impl Router<'_> {
                 return;
             }
         };
+        // The rig's actor stops counting the seqs as missing; never waited for either, since
+        // the edge repeats every declaration until the watermark passes it.
+        if let Some(handle) = self.rigs.get(&rig) {
+            let _ = handle.events_tx.try_send(Event::DeclaredLoss {
+                first_seq: declared.first_seq,
+                last_seq: declared.last_seq,
+            });
+        }
         if let Some(tx) = &self.loss_tx
             && tx.try_send((rig, declared)).is_err()
         {

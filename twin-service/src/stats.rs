@@ -59,8 +59,10 @@ pub struct RigStatus<'a> {
     pub estimating: bool,
     pub samples_per_s: f64,
     pub blocks_received: u64,
-    /// Blocks not received between the seqs that were (declared losses included).
+    /// Blocks not received between the seqs that were, and not declared lost by the edge.
     pub blocks_missing: u64,
+    /// Blocks the edge declared lost for good (see `stored` for them by reason).
+    pub blocks_declared_lost: u64,
     pub blocks_duplicate: u64,
     /// Where blocks are stored, in words.
     pub storage: &'a str,
@@ -82,6 +84,7 @@ impl TwinStats {
             samples_per_s: r.samples_per_s,
             blocks_received: r.blocks_received,
             blocks_missing: r.blocks_missing,
+            blocks_declared_lost: r.blocks_declared_lost,
             blocks_duplicate: r.blocks_duplicate,
             storage: &self.storage,
             storage_failing: self.store.storage_failing,
@@ -108,10 +111,12 @@ pub struct RigStats {
     pub blocks_received: u64,
     /// Blocks whose lines storage acknowledged.
     pub blocks_stored: u64,
-    /// Blocks currently missing (seq gaps not filled yet).
+    /// Blocks currently missing (seq gaps not filled yet, nor declared lost by the edge).
     pub blocks_missing: u64,
     /// Blocks received more than once and not stored again.
     pub blocks_duplicate: u64,
+    /// Blocks the edge declared lost for good that have not arrived (not counted missing).
+    pub blocks_declared_lost: u64,
     /// Lines of this rig storage acknowledged.
     pub lines_written: u64,
     /// Highest seq such that it and every seq below it since tracking began were received.
@@ -195,6 +200,11 @@ pub struct RigStoreStats {
     /// Sample instants of those blocks, by reason, as the edge counted them (0 for `crash`
     /// and `spool_corrupt`, whose size the edge does not know).
     pub samples_lost_at_edge: BTreeMap<String, u64>,
+    /// Seqs the edge declared `skipped` (`SeqLoss` reason `LOSS_REASON_SKIPPED`): reserved by
+    /// a run that crashed and never used, or numbered but never spooled; no sample count. Not
+    /// in `blocks_lost_at_edge`: most carried no data. Each seq counts once, and stops
+    /// counting if storage acknowledges it after all.
+    pub seqs_skipped_at_edge: u64,
     /// Loss declarations received, repeats included.
     pub loss_declarations_total: u64,
     /// Seqs declared lost that storage had acknowledged (the data is there; ignored).

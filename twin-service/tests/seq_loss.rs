@@ -6,16 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod frames;
 mod support;
 
 use std::time::Duration;
 
 use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic};
-use dtop_proto::v1::{
-    Channel, ChannelKind, ChannelSamples, LossReason, PersistedWatermark, RigBirth, SampleBlock,
-    SeqLoss,
-};
+use dtop_proto::v1::{LossReason, PersistedWatermark, SeqLoss};
 use dtop_proto::{Message, RigId};
 use dtop_twin::config::{
     BatchConfig, HttpConfig, InfluxV1Config, MqttConfig, StorageConfig, TwinConfig,
@@ -23,7 +21,7 @@ use dtop_twin::config::{
 use dtop_twin::ingest::RejectReason;
 use dtop_twin::lineproto::Precision;
 use dtop_twin::store::audit;
-use dtop_twin::{TwinHandle, TwinStats};
+use frames::{SAMPLES_PER_BLOCK, T0_NS, wait_stats};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use support::{InfluxD, Mosquitto};
 use tokio::sync::watch;
@@ -32,54 +30,19 @@ use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
-const SAMPLES_PER_BLOCK: u64 = 100;
-const PERIOD_NS: u64 = 1_000_000;
-const T0_NS: u64 = 1_700_000_000_000_000_000;
 const DB: &str = "dtop";
 const RIG: &str = "loss-rig";
 
-fn rig() -> RigId {
-    RigId::new(RIG).unwrap()
-}
-
 fn birth() -> Vec<u8> {
-    RigBirth {
-        rig_id: RIG.into(),
-        session: 1,
-        edge_version: "test".into(),
-        channels: vec![Channel {
-            id: 1,
-            name: "floor1_accel".into(),
-            kind: ChannelKind::Acceleration as i32,
-            unit: "m/s^2".into(),
-            scale: 0.001,
-            offset: 0.0,
-            sample_rate_hz: 1000.0,
-            floor: 1,
-            stream_id: 0,
-        }],
-        floors: 3,
-        ..Default::default()
-    }
-    .encode_to_vec()
+    frames::birth(RIG, 1)
 }
 
 fn block(seq: u64) -> Vec<u8> {
-    let n = SAMPLES_PER_BLOCK;
-    SampleBlock {
-        rig_id: RIG.into(),
-        session: 1,
-        seq,
-        first_sample_index: seq * n,
-        sample_period_ns: PERIOD_NS,
-        first_timestamp_ns: T0_NS + seq * n * PERIOD_NS,
-        channels: vec![ChannelSamples {
-            channel_id: 1,
-            raw: vec![7; n as usize],
-        }],
-        ..Default::default()
-    }
-    .encode_to_vec()
+    frames::block(RIG, 1, seq, false)
+}
+
+fn rig() -> RigId {
+    RigId::new(RIG).unwrap()
 }
 
 fn loss(rig_id: &str, first_seq: u64, last_seq: u64) -> SeqLoss {
@@ -115,21 +78,6 @@ fn twin_config(mqtt_port: u16, influx: &InfluxD) -> TwinConfig {
         },
         http: HttpConfig { timeout_ms: 2000 },
         ..TwinConfig::default()
-    }
-}
-
-async fn wait_stats(
-    handle: &mut TwinHandle,
-    what: &str,
-    ready: impl FnMut(&TwinStats) -> bool,
-) -> TwinStats {
-    match tokio::time::timeout(WAIT, handle.wait_for(ready)).await {
-        Ok(Some(stats)) => stats,
-        Ok(None) => panic!("twin stopped while waiting for {what}"),
-        Err(_) => panic!(
-            "timed out waiting for {what}; last stats: {:#?}",
-            handle.stats().store
-        ),
     }
 }
 
@@ -257,6 +205,14 @@ async fn a_declared_loss_lets_the_watermark_pass_the_hole_and_is_counted_once() 
     assert_eq!(r.blocks_lost_at_edge.values().sum::<u64>(), 5);
     assert_eq!(r.blocks_stored, 16);
     assert_eq!(r.loss_declarations_refused, 0);
+    // The rig's own sequence tracking no longer counts the declared seqs as missing.
+    let stats = wait_stats(
+        &mut handle,
+        "the declared seqs off the missing count",
+        |s| s.rigs.get(&rig()).is_some_and(|r| r.blocks_missing == 0),
+    )
+    .await;
+    assert_eq!(stats.rigs[&rig()].blocks_declared_lost, 5);
 
     // The watermark is retained: a client that subscribes now (a restarted edge) sees 20.
     let (late, late_loop) = client(broker.port, "late-edge");

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod frames;
 mod support;
 
 use std::time::Duration;
@@ -11,12 +12,13 @@ use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic, TwinTopic};
 use dtop_proto::v1::{Channel, ChannelKind, ChannelSamples, RigBirth, SampleBlock, TwinState};
 use dtop_proto::{Message, RigId};
+use dtop_twin::TwinStats;
 use dtop_twin::config::{
     BatchConfig, FileStorageConfig, InfluxV1Config, MqttConfig, StorageConfig, TwinConfig,
 };
 use dtop_twin::ingest::RejectReason;
 use dtop_twin::lineproto::Precision;
-use dtop_twin::{TwinHandle, TwinStats};
+use frames::{PERIOD_NS, SAMPLES_PER_BLOCK, T0_NS, wait_stats as wait};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::json;
 use support::{InfluxD, Mosquitto};
@@ -25,60 +27,17 @@ use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
 const RIG: &str = "lab-3s";
-const SAMPLES_PER_BLOCK: u64 = 100;
-const PERIOD_NS: u64 = 1_000_000;
-const T0_NS: u64 = 1_700_000_000_000_000_000;
-
-fn rig() -> RigId {
-    RigId::new(RIG).unwrap()
-}
 
 fn birth(session: u64) -> Vec<u8> {
-    let channel = |id: u32, floor: u32| Channel {
-        id,
-        name: format!("floor{floor}_accel"),
-        kind: ChannelKind::Acceleration as i32,
-        unit: "m/s^2".into(),
-        scale: 0.001,
-        offset: 0.0,
-        sample_rate_hz: 1000.0,
-        floor,
-        stream_id: 0,
-    };
-    RigBirth {
-        rig_id: RIG.into(),
-        session,
-        edge_version: "test".into(),
-        channels: vec![channel(1, 1), channel(2, 2)],
-        floors: 3,
-        ..Default::default()
-    }
-    .encode_to_vec()
+    frames::birth(RIG, session)
 }
 
 fn block(session: u64, seq: u64) -> Vec<u8> {
-    let n = SAMPLES_PER_BLOCK;
-    SampleBlock {
-        rig_id: RIG.into(),
-        session,
-        seq,
-        stream_id: 0,
-        first_sample_index: seq * n,
-        sample_period_ns: PERIOD_NS,
-        first_timestamp_ns: T0_NS + seq * n * PERIOD_NS,
-        channels: vec![
-            ChannelSamples {
-                channel_id: 1,
-                raw: (0..n as i32).map(|k| k + seq as i32).collect(),
-            },
-            ChannelSamples {
-                channel_id: 2,
-                raw: vec![-1000; n as usize],
-            },
-        ],
-        ..Default::default()
-    }
-    .encode_to_vec()
+    frames::block(RIG, session, seq, false)
+}
+
+fn rig() -> RigId {
+    RigId::new(RIG).unwrap()
 }
 
 /// A publisher standing in for an edge: a real rumqttc client whose event loop is polled in
@@ -125,21 +84,6 @@ fn config(mqtt_port: u16, storage: StorageConfig) -> TwinConfig {
             ..BatchConfig::default()
         },
         ..TwinConfig::default()
-    }
-}
-
-async fn wait(
-    handle: &mut TwinHandle,
-    what: &str,
-    ready: impl FnMut(&TwinStats) -> bool,
-) -> TwinStats {
-    match tokio::time::timeout(WAIT, handle.wait_for(ready)).await {
-        Ok(Some(stats)) => stats,
-        Ok(None) => panic!("twin stopped while waiting for {what}"),
-        Err(_) => panic!(
-            "timed out waiting for {what}; last stats: {:#?}",
-            handle.stats()
-        ),
     }
 }
 

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod frames;
 mod support;
 
 use std::path::Path;
@@ -13,9 +14,7 @@ use std::time::Duration;
 
 use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic};
-use dtop_proto::v1::{
-    Channel, ChannelKind, ChannelSamples, PersistedWatermark, RigBirth, SampleBlock,
-};
+use dtop_proto::v1::PersistedWatermark;
 use dtop_proto::{Message, RigId};
 use dtop_twin::config::{
     BackoffConfig, BatchConfig, HttpConfig, InfluxV1Config, MqttConfig, StorageConfig,
@@ -23,7 +22,7 @@ use dtop_twin::config::{
 };
 use dtop_twin::lineproto::Precision;
 use dtop_twin::store::audit::{self, HoleReport};
-use dtop_twin::{TwinHandle, TwinStats};
+use frames::{SAMPLES_PER_BLOCK, birth, block, wait_stats};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use support::{InfluxD, Mosquitto};
 use tokio::sync::watch;
@@ -32,59 +31,7 @@ use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
-const SAMPLES_PER_BLOCK: u64 = 100;
-const PERIOD_NS: u64 = 1_000_000;
-const T0_NS: u64 = 1_700_000_000_000_000_000;
 const DB: &str = "dtop";
-
-fn birth(rig: &str, session: u64) -> Vec<u8> {
-    let channel = |id: u32, floor: u32| Channel {
-        id,
-        name: format!("floor{floor}_accel"),
-        kind: ChannelKind::Acceleration as i32,
-        unit: "m/s^2".into(),
-        scale: 0.001,
-        offset: 0.0,
-        sample_rate_hz: 1000.0,
-        floor,
-        stream_id: 0,
-    };
-    RigBirth {
-        rig_id: rig.into(),
-        session,
-        edge_version: "test".into(),
-        channels: vec![channel(1, 1), channel(2, 2)],
-        floors: 3,
-        ..Default::default()
-    }
-    .encode_to_vec()
-}
-
-fn block(rig: &str, session: u64, seq: u64, backfill: bool) -> Vec<u8> {
-    let n = SAMPLES_PER_BLOCK;
-    SampleBlock {
-        rig_id: rig.into(),
-        session,
-        seq,
-        stream_id: 0,
-        first_sample_index: seq * n,
-        sample_period_ns: PERIOD_NS,
-        first_timestamp_ns: T0_NS + seq * n * PERIOD_NS,
-        channels: vec![
-            ChannelSamples {
-                channel_id: 1,
-                raw: (0..n as i32).map(|k| k + seq as i32).collect(),
-            },
-            ChannelSamples {
-                channel_id: 2,
-                raw: vec![-1000; n as usize],
-            },
-        ],
-        backfill,
-        ..Default::default()
-    }
-    .encode_to_vec()
-}
 
 /// Stands in for an edge: publishes births and blocks, and follows the rig's retained
 /// `persisted` topic the way an edge does.
@@ -232,21 +179,6 @@ fn twin_config(mqtt_port: u16, influx: &InfluxD, spool_dir: &Path, client_id: &s
             ..StorageSpoolConfig::default()
         },
         ..TwinConfig::default()
-    }
-}
-
-async fn wait_stats(
-    handle: &mut TwinHandle,
-    what: &str,
-    ready: impl FnMut(&TwinStats) -> bool,
-) -> TwinStats {
-    match tokio::time::timeout(WAIT, handle.wait_for(ready)).await {
-        Ok(Some(stats)) => stats,
-        Ok(None) => panic!("twin stopped while waiting for {what}"),
-        Err(_) => panic!(
-            "timed out waiting for {what}; last stats: {:#?}",
-            handle.stats().store
-        ),
     }
 }
 

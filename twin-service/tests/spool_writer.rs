@@ -44,6 +44,7 @@ fn chunk(seq: u64, filler_lines: usize, line_bytes: usize) -> Chunk {
         seq * 1000
     ));
     Chunk {
+        rig_start_seq: None,
         rig: rig(),
         seq,
         lines,

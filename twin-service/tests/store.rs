@@ -259,6 +259,7 @@ async fn writer_batches_blocks_into_influx_v1_and_counts_them_per_rig() {
         let rig = RigId::new("lab-3s").unwrap();
         chunk_tx
             .send(Chunk {
+                rig_start_seq: None,
                 rig,
                 seq: block,
                 lines: lines_text,
@@ -378,6 +379,7 @@ async fn writer_keeps_a_batch_while_storage_is_down_and_writes_it_once_it_is_up(
     let rig = RigId::new("lab-3s").unwrap();
     chunk_tx
         .send(Chunk {
+            rig_start_seq: None,
             rig,
             seq: 1,
             lines: String::from_utf8(body.to_vec()).unwrap(),
@@ -443,6 +445,7 @@ async fn writer_drops_a_stuck_batch_after_the_drain_timeout_at_shutdown() {
     let rig = RigId::new("lab-3s").unwrap();
     chunk_tx
         .send(Chunk {
+            rig_start_seq: None,
             rig,
             seq: 1,
             lines: String::from_utf8(body.to_vec()).unwrap(),

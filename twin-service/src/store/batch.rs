@@ -109,6 +109,7 @@ mod tests {
 
     fn chunk(rig: &str, seq: u64, lines: &str, line_count: usize) -> Chunk {
         Chunk {
+            rig_start_seq: None,
             rig: RigId::new(rig).unwrap(),
             seq,
             lines: lines.into(),

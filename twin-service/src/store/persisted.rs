@@ -3,8 +3,9 @@
 //! carries the watermarks across restarts. Knows nothing of MQTT.
 //!
 //! "The rig's start" is the watermark carried over from the state file; for a rig the twin has
-//! no record of, it is the first block storage acknowledges (see ARCHITECTURE.md, "Nothing
-//! lost").
+//! no record of, it is just below the oldest block the edge still holds (its birth's
+//! `oldest_unconfirmed_seq`), or, from an edge that does not say, the first block storage
+//! acknowledges (see ARCHITECTURE.md, "Nothing lost").
 //!
 //! Seqs the edge declared lost for good (`SeqLoss`) count as accounted: the watermark passes
 //! them once every block below them is durable, exactly as it passes acknowledged ones. They
@@ -107,8 +108,13 @@ pub const fn loss_reason_label(reason: LossReason) -> &'static str {
         LossReason::SpoolError => "spool_error",
         LossReason::Crash => "crash",
         LossReason::SpoolCorrupt => "spool_corrupt",
+        LossReason::Skipped => SKIPPED_LABEL,
     }
 }
+
+/// Label of `LOSS_REASON_SKIPPED`: seqs a previous edge run reserved but did not use (or
+/// numbered but never spooled before a crash). Counted apart from lost blocks.
+pub const SKIPPED_LABEL: &str = "skipped";
 
 /// What one loss declaration did to a rig's tracker; the four counts add up to its span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -176,6 +182,9 @@ pub struct PersistTracker {
     /// Declared-lost runs the watermark has passed (never acknowledged by storage), at most
     /// [`MAX_PASSED_RUNS`]: a late acknowledgement in one is a block stored after all.
     passed: BTreeMap<u64, LostRun>,
+    /// While there is no watermark: the first seq the rig's edge still holds, so the watermark
+    /// starts there rather than at whichever block storage acknowledges first.
+    expected_first: Option<u64>,
 }
 
 impl PersistTracker {
@@ -186,6 +195,26 @@ impl PersistTracker {
             above: BTreeMap::new(),
             lost: BTreeMap::new(),
             passed: BTreeMap::new(),
+            expected_first: None,
+        }
+    }
+
+    /// The rig's edge still holds every block from `first` on that no watermark covered (its
+    /// birth's `oldest_unconfirmed_seq`): a tracker with no watermark yet starts just below
+    /// it, so blocks the edge will still send are waited for. Ignored once there is a
+    /// watermark (it comes from this twin's own records, which know better).
+    pub fn expect_start(&mut self, first: u64) {
+        if self.watermark.is_some() {
+            return;
+        }
+        self.expected_first = Some(self.expected_first.map_or(first, |f| f.min(first)));
+        match first.checked_sub(1) {
+            // Everything below `first` the edge already saw covered by some watermark.
+            Some(below) => {
+                self.expected_first = None;
+                self.raise_to(below);
+            }
+            None => self.start(),
         }
     }
 
@@ -223,6 +252,15 @@ impl PersistTracker {
         // Declared lost but here after all (the edge evicted it after the broker had it).
         remove_seq(&mut self.lost, seq);
         let Some(w) = self.watermark else {
+            match self.expected_first {
+                Some(first) if seq < first => return Acked::Duplicate,
+                Some(first) if seq > first => {
+                    self.insert_above(seq);
+                    return Acked::Pending;
+                }
+                _ => {}
+            }
+            self.expected_first = None;
             self.watermark = Some(seq);
             drop_through(&mut self.lost, seq);
             self.absorb();
@@ -236,11 +274,19 @@ impl PersistTracker {
             self.absorb();
             return Acked::Advanced;
         }
-        // Inside an existing range?
+        if self.insert_above(seq) {
+            Acked::Pending
+        } else {
+            Acked::Duplicate
+        }
+    }
+
+    /// Adds `seq` to the acknowledged ranges above the watermark; `false` if it was there.
+    fn insert_above(&mut self, seq: u64) -> bool {
         if let Some((_, &end)) = self.above.range(..=seq).next_back()
             && seq <= end
         {
-            return Acked::Duplicate;
+            return false;
         }
         let mut start = seq;
         let mut end = seq;
@@ -255,7 +301,25 @@ impl PersistTracker {
             self.above.remove(&(seq + 1));
         }
         self.above.insert(start, end);
-        Acked::Pending
+        true
+    }
+
+    /// With no watermark but an expected first seq of 0: starts once seq 0 is acknowledged or
+    /// declared lost.
+    fn start(&mut self) {
+        if self.watermark.is_some() || self.expected_first != Some(0) {
+            return;
+        }
+        if let Some(end) = self.above.remove(&0) {
+            self.watermark = Some(end);
+        } else if let Some(run) = self.lost.remove(&0) {
+            self.watermark = Some(run.end);
+            self.passed.insert(0, run);
+        } else {
+            return;
+        }
+        self.expected_first = None;
+        self.absorb();
     }
 
     /// Raises the watermark to `seq`, known durable from elsewhere (the twin's own retained
@@ -354,6 +418,7 @@ impl PersistTracker {
             insert_merged(&mut self.lost, s, LostRun { end: e, reason });
         }
         let before = self.watermark;
+        self.start();
         self.absorb();
         applied.advanced = self.watermark != before;
         Ok(applied)
@@ -471,6 +536,52 @@ pub fn save(dir: &Path, watermarks: &BTreeMap<RigId, u64>) -> std::io::Result<Pa
 mod tests {
     use super::*;
     use Acked::*;
+
+    #[test]
+    fn a_new_rig_starts_below_the_oldest_block_its_edge_still_holds() {
+        // Without the hint the first acknowledgement would start the watermark at 7 and tell
+        // the edge to release 5 and 6, which it has not sent yet.
+        let mut t = PersistTracker::default();
+        t.expect_start(5);
+        assert_eq!(t.watermark(), Some(4));
+        assert_eq!(t.record(7), Pending);
+        assert_eq!(t.record(5), Advanced);
+        assert_eq!(t.watermark(), Some(5));
+        assert_eq!(t.record(6), Advanced);
+        assert_eq!(t.watermark(), Some(7));
+        let mut old_edge = PersistTracker::default();
+        assert_eq!(
+            old_edge.record(7),
+            Advanced,
+            "no hint: the first ack starts it"
+        );
+    }
+
+    #[test]
+    fn a_new_rig_whose_edge_holds_seq_0_waits_for_it_or_its_loss() {
+        let mut t = PersistTracker::default();
+        t.expect_start(0);
+        assert_eq!(t.record(2), Pending);
+        assert_eq!(t.watermark(), None);
+        assert_eq!(t.record(1), Pending);
+        assert_eq!(t.record(0), Advanced);
+        assert_eq!(t.watermark(), Some(2));
+
+        let mut t = PersistTracker::default();
+        t.expect_start(0);
+        assert_eq!(t.record(1), Pending);
+        t.declare_lost(0, 0, "spool_full").unwrap();
+        assert_eq!(t.watermark(), Some(1));
+    }
+
+    #[test]
+    fn the_start_hint_is_ignored_once_the_twin_has_a_watermark() {
+        let mut t = PersistTracker::starting_at(Some(20));
+        t.expect_start(5);
+        assert_eq!(t.watermark(), Some(20));
+        t.expect_start(30);
+        assert_eq!(t.watermark(), Some(20));
+    }
 
     #[test]
     fn in_order_acks_advance_the_watermark() {

@@ -246,7 +246,18 @@ impl Writer {
             }
         };
         s.loss_blocks_already_stored += applied.already_stored;
-        if applied.newly_lost > 0 {
+        if applied.newly_lost > 0 && loss.reason == persisted::SKIPPED_LABEL {
+            // Mostly seqs a crashed edge run reserved and never used: not lost blocks.
+            s.seqs_skipped_at_edge += applied.newly_lost;
+            info!(
+                rig = %rig,
+                first_seq = loss.first_seq,
+                last_seq = loss.last_seq,
+                seqs = applied.newly_lost,
+                persisted_seq = ?watermark,
+                "The edge declared seqs its previous run reserved but did not use skipped; the watermark passes them once everything below is stored."
+            );
+        } else if applied.newly_lost > 0 {
             *s.blocks_lost_at_edge
                 .entry(loss.reason.to_owned())
                 .or_default() += applied.newly_lost;
@@ -377,6 +388,12 @@ impl Writer {
     }
 
     fn add_chunk(&mut self, chunk: Chunk) {
+        if let Some(first) = chunk.rig_start_seq {
+            self.trackers
+                .entry(chunk.rig.clone())
+                .or_default()
+                .expect_start(first);
+        }
         self.batch.push(chunk, Instant::now());
         if let Some(b) = self.batch.blocks().last() {
             *self.backlog_ns.entry(b.rig.clone()).or_default() += b.span_ns;
@@ -532,6 +549,9 @@ impl Writer {
                 // The edge declared it lost, yet it was on its way all along (evicted after
                 // the broker had it): it no longer counts as lost.
                 let s = self.stats.rigs.entry(b.rig.clone()).or_default();
+                if reason == persisted::SKIPPED_LABEL {
+                    s.seqs_skipped_at_edge = s.seqs_skipped_at_edge.saturating_sub(1);
+                }
                 if let Some(n) = s.blocks_lost_at_edge.get_mut(reason) {
                     *n = n.saturating_sub(1);
                 }
@@ -692,6 +712,7 @@ mod tests {
 
     fn chunk(seq: u64) -> Chunk {
         Chunk {
+            rig_start_seq: None,
             rig: RigId::new("r1").unwrap(),
             seq,
             lines: format!(
@@ -795,5 +816,79 @@ mod tests {
             .unwrap();
         let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(files.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn skipped_seqs_let_the_watermark_pass_but_do_not_count_as_lost_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let (loss_tx, loss_rx) = mpsc::channel(8);
+        let (stats_tx, mut stats_rx) = watch::channel(StoreStats::default());
+        let (wm_tx, mut wm_rx) = watch::channel(Watermarks::new());
+        let writer = Writer::new(
+            file_sink(dir.path()).await,
+            rx,
+            config(1000, 20),
+            CancellationToken::new(),
+            stats_tx,
+        )
+        .with_watermarks(wm_tx)
+        .with_declared_losses(loss_rx);
+        let task = tokio::spawn(writer.run());
+        let rig = RigId::new("r1").unwrap();
+        tx.send(chunk(1)).await.unwrap();
+        let at = |wm_rx: &mut watch::Receiver<Watermarks>, seq: u64| {
+            let rig = rig.clone();
+            let mut wm_rx = wm_rx.clone();
+            async move {
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    wm_rx.wait_for(|w| w.get(&rig) == Some(&seq)),
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            }
+        };
+        at(&mut wm_rx, 1).await;
+        let skipped = DeclaredLoss {
+            first_seq: 2,
+            last_seq: 5,
+            blocks: 4,
+            samples: 0,
+            reason: persisted::SKIPPED_LABEL,
+        };
+        loss_tx.send((rig.clone(), skipped.clone())).await.unwrap();
+        at(&mut wm_rx, 5).await;
+        // A repeat counts once.
+        loss_tx.send((rig.clone(), skipped)).await.unwrap();
+        tx.send(chunk(6)).await.unwrap();
+        at(&mut wm_rx, 6).await;
+        let stats = tokio::time::timeout(
+            Duration::from_secs(10),
+            stats_rx.wait_for(|s| {
+                s.rigs
+                    .get(&rig)
+                    .is_some_and(|r| r.loss_declarations_total == 2)
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
+        let r = &stats.rigs[&rig];
+        assert_eq!(r.seqs_skipped_at_edge, 4);
+        assert!(
+            r.blocks_lost_at_edge.is_empty(),
+            "{:?}",
+            r.blocks_lost_at_edge
+        );
+        assert!(r.samples_lost_at_edge.is_empty());
+        drop(tx);
+        drop(loss_tx);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
