@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use dtop_edge::{EdgeConfig, EdgeStats};
 use dtop_firmware::{ActuatorCommand, ChannelDesc, ChannelKind, Manifest, Samples};
-use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::{ChannelSamples, ClockSync, RigBirth, RigDeath, SampleBlock};
 use dtop_proto::{Message, RigId};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -139,79 +138,35 @@ enum Seen {
 /// Subscribes to `rig`'s birth, samples and death, and waits for the SUBACKs.
 async fn subscribe(port: u16, rig: &str) -> (AsyncClient, mpsc::UnboundedReceiver<Seen>) {
     let rig = RigId::new(rig).unwrap_or_else(|e| panic!("{e}"));
-    let mut options = MqttOptions::new(
-        format!("sub-{rig}-{}", std::process::id()),
-        "127.0.0.1",
-        port,
-    );
-    options.set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    for kind in [RigTopic::Birth, RigTopic::Samples, RigTopic::Death] {
-        client
-            .subscribe(topic::rig(&rig, kind), QoS::AtLeastOnce)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
     let (birth, samples, death) = (
         topic::rig(&rig, RigTopic::Birth),
         topic::rig(&rig, RigTopic::Samples),
         topic::rig(&rig, RigTopic::Death),
     );
-    tokio::spawn(async move {
-        let mut subscribed_tx = Some(subscribed_tx);
-        let mut subacks = 0;
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    subacks += 1;
-                    if subacks == 3
-                        && let Some(tx) = subscribed_tx.take()
-                    {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let seen = if p.topic == birth {
-                        Seen::Birth(
-                            RigBirth::decode(p.payload)
-                                .unwrap_or_else(|e| panic!("bad birth: {e}")),
-                        )
-                    } else if p.topic == samples {
-                        Seen::Block(
-                            SampleBlock::decode(p.payload)
-                                .unwrap_or_else(|e| panic!("bad block: {e}")),
-                        )
-                    } else if p.topic == death {
-                        Seen::Death(
-                            RigDeath::decode(p.payload)
-                                .unwrap_or_else(|e| panic!("bad death: {e}")),
-                        )
-                    } else {
-                        continue;
-                    };
-                    if tx.send(seen).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
+    let topics = vec![birth.clone(), samples.clone(), death.clone()];
+    let client_id = format!("sub-{rig}-{}", std::process::id());
+    common::subscribe_decoded(port, client_id, topics, move |t, payload| {
+        if t == birth {
+            Some(Seen::Birth(
+                RigBirth::decode(payload).unwrap_or_else(|e| panic!("bad birth: {e}")),
+            ))
+        } else if t == samples {
+            Some(Seen::Block(
+                SampleBlock::decode(payload).unwrap_or_else(|e| panic!("bad block: {e}")),
+            ))
+        } else if t == death {
+            Some(Seen::Death(
+                RigDeath::decode(payload).unwrap_or_else(|e| panic!("bad death: {e}")),
+            ))
+        } else {
+            None
         }
-    });
-    timeout(WAIT, subscribed_rx)
-        .await
-        .unwrap_or_else(|_| panic!("no SUBACK"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    (client, rx)
+    })
+    .await
 }
 
 async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>, what: &str) -> Seen {
-    timeout(WAIT, rx.recv())
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-        .unwrap_or_else(|| panic!("subscriber ended while waiting for {what}"))
+    common::next_decoded(rx, what).await
 }
 
 async fn next_birth(rx: &mut mpsc::UnboundedReceiver<Seen>) -> RigBirth {

@@ -9,21 +9,17 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use dtop_firmware::{ChannelDesc, ChannelKind, Manifest, Samples};
-use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::{LossReason, SampleBlock, SeqLoss};
 use dtop_proto::{Message, RigId};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc;
-use tokio::time::timeout;
 
 mod common;
 use common::{Broker, Killed, PtyPair, fake_firmware, tools};
 
-const WAIT: Duration = Duration::from_secs(20);
 const BLOCK_SAMPLES: u64 = 10;
 
 enum Seen {
@@ -54,65 +50,29 @@ fn frames(from: u64, to: u64) -> Vec<Samples> {
 }
 
 async fn subscribe(port: u16, rig: &RigId) -> (AsyncClient, mpsc::UnboundedReceiver<Seen>) {
-    let mut options = MqttOptions::new(format!("sub-{rig}"), "127.0.0.1", port);
-    options.set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
     let (samples, loss) = (
         topic::rig(rig, RigTopic::Samples),
         topic::rig(rig, RigTopic::Loss),
     );
-    for t in [&samples, &loss] {
-        client
-            .subscribe(t.clone(), QoS::AtLeastOnce)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut subscribed_tx = Some(subscribed_tx);
-        let mut subacks = 0;
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    subacks += 1;
-                    if subacks == 2
-                        && let Some(tx) = subscribed_tx.take()
-                    {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let seen = if p.topic == samples {
-                        Seen::Block(
-                            SampleBlock::decode(p.payload).unwrap_or_else(|e| panic!("{e}")),
-                        )
-                    } else if p.topic == loss {
-                        Seen::Loss(SeqLoss::decode(p.payload).unwrap_or_else(|e| panic!("{e}")))
-                    } else {
-                        continue;
-                    };
-                    if tx.send(seen).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
+    let topics = vec![samples.clone(), loss.clone()];
+    common::subscribe_decoded(port, format!("sub-{rig}"), topics, move |t, payload| {
+        if t == samples {
+            Some(Seen::Block(
+                SampleBlock::decode(payload).unwrap_or_else(|e| panic!("{e}")),
+            ))
+        } else if t == loss {
+            Some(Seen::Loss(
+                SeqLoss::decode(payload).unwrap_or_else(|e| panic!("{e}")),
+            ))
+        } else {
+            None
         }
-    });
-    timeout(WAIT, subscribed_rx)
-        .await
-        .unwrap_or_else(|_| panic!("no SUBACK"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    (client, rx)
+    })
+    .await
 }
 
 async fn next_seen(rx: &mut mpsc::UnboundedReceiver<Seen>, what: &str) -> Seen {
-    timeout(WAIT, rx.recv())
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-        .unwrap_or_else(|| panic!("subscriber ended while waiting for {what}"))
+    common::next_decoded(rx, what).await
 }
 
 /// One `dtop-edge` process against a fresh pty pair and the fake firmware.

@@ -246,3 +246,73 @@ pub fn actuator_edge_config(
     config.validate().unwrap_or_else(|e| panic!("{e}"));
     config
 }
+
+// ---------------------------------------------------------------------------------------------
+// An MQTT subscriber standing in for the twin or a dashboard.
+
+/// How long [`subscribe_decoded`] and [`next_decoded`] wait.
+pub const SUBSCRIBER_WAIT: Duration = Duration::from_secs(30);
+
+/// Subscribes (QoS 1) to `topics` on the broker at `port` as `client_id`, waits for every SUBACK,
+/// and hands on each publish that `decode(topic, payload)` turns into a value.
+pub async fn subscribe_decoded<T: Send + 'static>(
+    port: u16,
+    client_id: String,
+    topics: Vec<String>,
+    decode: impl Fn(&str, bytes::Bytes) -> Option<T> + Send + 'static,
+) -> (rumqttc::AsyncClient, mpsc::UnboundedReceiver<T>) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_max_packet_size(
+        dtop_proto::limits::MAX_MQTT_PACKET_BYTES,
+        dtop_proto::limits::MAX_MQTT_PACKET_BYTES,
+    );
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    for t in &topics {
+        client
+            .subscribe(t.clone(), QoS::AtLeastOnce)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    let expected = topics.len();
+    tokio::spawn(async move {
+        let mut subscribed_tx = Some(subscribed_tx);
+        let mut subacks = 0;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    subacks += 1;
+                    if subacks == expected
+                        && let Some(tx) = subscribed_tx.take()
+                    {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Some(value) = decode(&p.topic, p.payload)
+                        && tx.send(value).is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::timeout(SUBSCRIBER_WAIT, subscribed_rx)
+        .await
+        .unwrap_or_else(|_| panic!("no SUBACK"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    (client, rx)
+}
+
+/// The next value from a [`subscribe_decoded`] receiver; panics after [`SUBSCRIBER_WAIT`].
+pub async fn next_decoded<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
+    tokio::time::timeout(SUBSCRIBER_WAIT, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .unwrap_or_else(|| panic!("subscriber ended while waiting for {what}"))
+}
