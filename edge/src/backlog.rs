@@ -313,14 +313,7 @@ impl Backlog {
             return Ok(Released::default());
         };
         let up_to = seq.min(last);
-        self.spool.ack(up_to)?;
-        let keep = self.meta.split_off(&(up_to + 1));
-        let released = std::mem::replace(&mut self.meta, keep);
-        self.delivered = self.delivered.split_off(&(up_to + 1));
-        Ok(Released {
-            blocks: released.len() as u64,
-            samples: released.values().map(|m| m.samples).sum(),
-        })
+        self.release_through(up_to)
     }
 
     pub fn watermark(&self) -> Option<u64> {
@@ -400,6 +393,11 @@ impl Backlog {
         let Some(up_to) = up_to else {
             return Ok(Released::default());
         };
+        self.release_through(up_to)
+    }
+
+    /// Drops every block up to `up_to` from the spool and the index.
+    fn release_through(&mut self, up_to: u64) -> Result<Released, SpoolError> {
         self.spool.ack(up_to)?;
         let keep = self.meta.split_off(&(up_to + 1));
         let released = std::mem::replace(&mut self.meta, keep);

@@ -56,18 +56,64 @@ struct Run {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn start(
-    rig: &str,
-    influx_url: &str,
+/// One fault run's pipeline: everything but the rig name has the usual value.
+struct Setup {
+    rig: &'static str,
     speed: f64,
     samples: u64,
     block_samples: u32,
-    spool_toml: &str,
+    /// Extra edge `[spool]` keys; `stall_s` and `replay_blocks_per_s` here replace the defaults.
+    spool_toml: &'static str,
     twin_toml: String,
+    /// The dtop-broker port and the port the edge connects to instead (a cuttable proxy).
     broker_port: Option<u16>,
     edge_mqtt_port: Option<u16>,
-    services: &mut Services,
-) -> Result<Run> {
+}
+
+impl Setup {
+    /// Speed 10, [`SHORT_SAMPLES`], 100-sample blocks, default spools, no proxy.
+    fn new(rig: &'static str) -> Self {
+        Self {
+            rig,
+            speed: 10.0,
+            samples: SHORT_SAMPLES,
+            block_samples: 100,
+            spool_toml: "",
+            twin_toml: String::new(),
+            broker_port: None,
+            edge_mqtt_port: None,
+        }
+    }
+
+    /// The twin spools to `dir` (and keeps its watermark file there).
+    fn twin_spool(self, dir: &std::path::Path) -> Self {
+        Self {
+            twin_toml: format!("[spool]\ndir = \"{}\"\n", dir.display()),
+            ..self
+        }
+    }
+
+    /// The edge reaches the broker on `broker_port` through `proxy_port`.
+    fn through_proxy(self, broker_port: u16, proxy_port: u16) -> Self {
+        Self {
+            broker_port: Some(broker_port),
+            edge_mqtt_port: Some(proxy_port),
+            ..self
+        }
+    }
+}
+
+fn start(setup: Setup, influx_url: &str, services: &mut Services) -> Result<Run> {
+    let Setup {
+        rig,
+        speed,
+        samples,
+        block_samples,
+        spool_toml,
+        twin_toml,
+        broker_port,
+        edge_mqtt_port,
+    } = setup;
     let metrics_port = free_port()?;
     let stall = if spool_toml.contains("stall_s") {
         ""
@@ -225,18 +271,7 @@ const SHORT_SAMPLES: u64 = 200_000;
 fn a_broker_killed_and_restarted_mid_run_loses_no_sample() -> Result<()> {
     let mut services = Services::new()?;
     let url = services.influx_v1()?;
-    let mut run = start(
-        "fault-broker",
-        &url,
-        10.0,
-        SHORT_SAMPLES,
-        100,
-        "",
-        String::new(),
-        None,
-        None,
-        &mut services,
-    )?;
+    let mut run = start(Setup::new("fault-broker"), &url, &mut services)?;
     run.run_for(Duration::from_secs(6))?;
     run.pipeline.kill_broker()?;
     std::thread::sleep(Duration::from_secs(3));
@@ -253,15 +288,8 @@ fn a_twin_killed_and_restarted_loses_no_sample() -> Result<()> {
     let url = services.influx_v1()?;
     let twin_spool = tempfile::tempdir()?;
     let mut run = start(
-        "fault-twin",
+        Setup::new("fault-twin").twin_spool(twin_spool.path()),
         &url,
-        10.0,
-        SHORT_SAMPLES,
-        100,
-        "",
-        format!("[spool]\ndir = \"{}\"\n", twin_spool.path().display()),
-        None,
-        None,
         &mut services,
     )?;
     run.run_for(Duration::from_secs(6))?;
@@ -277,18 +305,7 @@ fn a_twin_killed_and_restarted_loses_no_sample() -> Result<()> {
 fn an_edge_killed_and_restarted_loses_only_what_it_reports() -> Result<()> {
     let mut services = Services::new()?;
     let url = services.influx_v1()?;
-    let mut run = start(
-        "fault-edge",
-        &url,
-        10.0,
-        SHORT_SAMPLES,
-        100,
-        "",
-        String::new(),
-        None,
-        None,
-        &mut services,
-    )?;
+    let mut run = start(Setup::new("fault-edge"), &url, &mut services)?;
     run.run_for(Duration::from_secs(6))?;
     run.pipeline.kill_edge()?;
     std::thread::sleep(Duration::from_secs(1));
@@ -338,17 +355,16 @@ fn a_60_s_influxdb_outage_then_restart_loses_no_sample() -> Result<()> {
     let mut influx = services.private_influx_v1()?;
     let twin_spool = tempfile::tempdir()?;
     let url = influx.url.clone();
+    // A stalled watermark here is the twin waiting on storage, not a loss: re-send rarely.
     let mut run = start(
-        "fault-influx",
+        Setup {
+            samples: SAMPLES,
+            block_samples: 200,
+            spool_toml: "stall_s = 30.0\n",
+            ..Setup::new("fault-influx")
+        }
+        .twin_spool(twin_spool.path()),
         &url,
-        10.0,
-        SAMPLES,
-        200,
-        // A stalled watermark here is the twin waiting on storage, not a loss: re-send rarely.
-        "stall_s = 30.0\n",
-        format!("[spool]\ndir = \"{}\"\n", twin_spool.path().display()),
-        None,
-        None,
         &mut services,
     )?;
     run.run_for(Duration::from_secs(5))?;
@@ -369,15 +385,14 @@ fn an_edge_cut_off_from_the_broker_for_10_minutes_of_rig_time_loses_no_sample() 
     let broker_port = free_port()?;
     let proxy = CuttableProxy::start(broker_addr(broker_port))?;
     let mut run = start(
-        "fault-cut",
+        Setup {
+            speed: 20.0,
+            samples: SAMPLES,
+            block_samples: 200,
+            ..Setup::new("fault-cut")
+        }
+        .through_proxy(broker_port, proxy.port),
         &url,
-        20.0,
-        SAMPLES,
-        200,
-        "",
-        String::new(),
-        Some(broker_port),
-        Some(proxy.port),
         &mut services,
     )?;
     run.run_for(Duration::from_secs(5))?;
@@ -427,15 +442,13 @@ fn a_spool_too_small_for_the_outage_loses_exactly_what_the_metrics_report() -> R
     let broker_port = free_port()?;
     let proxy = CuttableProxy::start(broker_addr(broker_port))?;
     let mut run = start(
-        "fault-tiny",
+        Setup {
+            samples: SAMPLES,
+            spool_toml: "capacity_s = 20.0\nfull_policy = \"pause\"\n",
+            ..Setup::new("fault-tiny")
+        }
+        .through_proxy(broker_port, proxy.port),
         &url,
-        10.0,
-        SAMPLES,
-        100,
-        "capacity_s = 20.0\nfull_policy = \"pause\"\n",
-        String::new(),
-        Some(broker_port),
-        Some(proxy.port),
         &mut services,
     )?;
     run.run_for(Duration::from_secs(4))?;
@@ -479,15 +492,13 @@ fn a_spool_too_small_under_drop_oldest_declares_its_losses_and_the_watermark_pas
     let broker_port = free_port()?;
     let proxy = CuttableProxy::start(broker_addr(broker_port))?;
     let mut run = start(
-        "fault-drop",
+        Setup {
+            samples: SAMPLES,
+            spool_toml: "capacity_s = 20.0\nfull_policy = \"drop_oldest\"\nstall_s = 3600.0\n",
+            ..Setup::new("fault-drop")
+        }
+        .through_proxy(broker_port, proxy.port),
         &url,
-        10.0,
-        SAMPLES,
-        100,
-        "capacity_s = 20.0\nfull_policy = \"drop_oldest\"\nstall_s = 3600.0\n",
-        String::new(),
-        Some(broker_port),
-        Some(proxy.port),
         &mut services,
     )?;
     run.run_for(Duration::from_secs(3))?;
@@ -560,17 +571,14 @@ fn a_fresh_twin_waits_for_the_edge_backlog_instead_of_confirming_it_unseen() -> 
     let mut services = Services::new()?;
     let url = services.influx_v1()?;
     let twin_spool = tempfile::tempdir()?;
+    // A slow replay, so most of the backlog is still unsent when the fresh twin starts.
     let mut run = start(
-        "fault-fresh-twin",
+        Setup {
+            spool_toml: "replay_blocks_per_s = 30\n",
+            ..Setup::new("fault-fresh-twin")
+        }
+        .twin_spool(twin_spool.path()),
         &url,
-        10.0,
-        SHORT_SAMPLES,
-        100,
-        // A slow replay, so most of the backlog is still unsent when the fresh twin starts.
-        "replay_blocks_per_s = 30\n",
-        format!("[spool]\ndir = \"{}\"\n", twin_spool.path().display()),
-        None,
-        None,
         &mut services,
     )?;
     run.run_for(Duration::from_secs(4))?;

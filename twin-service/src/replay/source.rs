@@ -14,7 +14,7 @@ use super::record::{
     BIRTH_MEASUREMENT, BirthRecord, CHECKPOINT_MEASUREMENT, CONTROLLER_MEASUREMENT,
     CheckpointRecord, ControllerRecord, FEED_MEASUREMENT, FeedRecord, RecordError, RunId,
 };
-use crate::estimate::{ESTIMATED_STREAM, Estimate};
+use crate::estimate::{ESTIMATED_STREAM, Estimate, EstimatorCheckpoint};
 use crate::lineproto::{Precision, SAMPLES_MEASUREMENT, TWIN_STATE_MEASUREMENT};
 use crate::store::query::{InfluxQuery, QueryError, Row, quote};
 
@@ -77,6 +77,23 @@ pub enum ReplayStart {
     RunStart { run: u64, time_ns: i64 },
 }
 
+impl ReplayStart {
+    pub fn run(self) -> RunId {
+        match self {
+            ReplayStart::Checkpoint { run, .. } | ReplayStart::RunStart { run, .. } => RunId(run),
+        }
+    }
+
+    /// Where reading starts, ns since the Unix epoch (as stored).
+    pub fn time_ns(self) -> i64 {
+        match self {
+            ReplayStart::Checkpoint { time_ns, .. } | ReplayStart::RunStart { time_ns, .. } => {
+                time_ns
+            }
+        }
+    }
+}
+
 /// The comparison of a replay with what the live twin stored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Verification {
@@ -101,6 +118,33 @@ impl Verification {
     /// Every estimate and drive in range is the stored one, and nothing is missing.
     pub fn is_identical(&self) -> bool {
         self.mismatches == 0
+    }
+
+    /// Compares a replayed estimate with the stored point at its time, if there is one.
+    fn check_estimate(&mut self, estimate: &Estimate, stored: Option<Row>, stored_ns: i64) {
+        match stored {
+            Some(row) => compare_estimate(self, estimate, &row),
+            None => {
+                self.estimates_not_stored += 1;
+                self.mismatch(format!(
+                    "the estimate at sample {} ({stored_ns} ns) is not in storage",
+                    estimate.sample_index
+                ));
+            }
+        }
+    }
+
+    /// Compares a replayed drive with the one the feed record says the live twin made.
+    fn check_drive(&mut self, feed: &FeedRecord, replayed_n: Option<f64>) {
+        self.drives_compared += 1;
+        if replayed_n.map(f64::to_bits) == feed.drive_n.map(f64::to_bits) {
+            self.drives_identical += 1;
+        } else {
+            self.mismatch(format!(
+                "block seq {}: live drive {:?} N, replayed {replayed_n:?} N",
+                feed.seq, feed.drive_n
+            ));
+        }
     }
 
     fn mismatch(&mut self, what: String) {
@@ -147,7 +191,7 @@ pub async fn replay(
         )));
     }
     let reader = Reader { query, rig };
-    let (start, first_run) = reader.start(range).await?;
+    let (start, checkpoint) = reader.start(range).await?;
     let mut report = ReplayReport {
         rig: rig.to_string(),
         range,
@@ -159,19 +203,17 @@ pub async fn replay(
         drives: 0,
         verification: verify.then(Verification::default),
     };
-    let (start_ns, checkpoint) = match start {
-        ReplayStart::Checkpoint { time_ns, .. } => (time_ns, first_run.1),
-        ReplayStart::RunStart { time_ns, .. } => (time_ns, None),
-    };
-    let mut replayer = reader.replayer(first_run.0, checkpoint.as_ref()).await?;
+    let mut replayer = reader.replayer(start.run(), checkpoint.as_ref()).await?;
     report.runs.push(replayer.run().0);
 
-    let mut cursor_ns = start_ns;
+    let mut cursor_ns = start.time_ns();
     // Stored states are compared window by window, each window starting after the last.
     let mut states_from_ns = range.from_ns;
     loop {
         let feeds = reader.feeds(cursor_ns, range.to_ns).await?;
-        let Some(last_read) = feeds.last() else { break };
+        if feeds.is_empty() {
+            break;
+        }
         let read_all = feeds.len() < FEED_RECORDS_PER_QUERY;
         // Bound the samples of one window; always take at least one block.
         let mut window = Vec::with_capacity(feeds.len());
@@ -184,31 +226,22 @@ pub async fn replay(
             window.push((*time_ns, *feed));
         }
         let complete = read_all && window.len() == feeds.len();
-        let next_cursor_ns = if window.len() == feeds.len() {
-            last_read.0 + 1
-        } else {
-            window[window.len() - 1].0 + 1
-        };
         let (first_ns, _) = window[0];
-        let (_, last) = window[window.len() - 1];
+        let (last_ns, last) = window[window.len() - 1];
         let span_end_ns = last.sample_time_ns(last.samples.saturating_sub(1));
         let samples_by_ns = reader
             .samples(first_ns, stored_ns(precision, span_end_ns))
             .await?;
-        let stored_states = match &report.verification {
-            Some(_) => {
-                let to_ns = if complete {
-                    range.to_ns
-                } else {
-                    stored_ns(precision, span_end_ns).min(range.to_ns)
-                };
-                let states = reader.states(states_from_ns, to_ns).await?;
-                states_from_ns = to_ns.saturating_add(1);
-                Some(states)
-            }
-            None => None,
-        };
-        let mut stored_states = stored_states.unwrap_or_default();
+        let mut stored_states = BTreeMap::new();
+        if report.verification.is_some() {
+            let to_ns = if complete {
+                range.to_ns
+            } else {
+                stored_ns(precision, span_end_ns).min(range.to_ns)
+            };
+            stored_states = reader.states(states_from_ns, to_ns).await?;
+            states_from_ns = to_ns.saturating_add(1);
+        }
 
         for (_, feed) in &window {
             if feed.run != replayer.run() {
@@ -231,31 +264,14 @@ pub async fn replay(
                 }
                 report.estimates += 1;
                 if let Some(v) = &mut report.verification {
-                    match stored_states.remove(&ts) {
-                        Some(row) => compare_estimate(v, estimate, &row),
-                        None => {
-                            v.estimates_not_stored += 1;
-                            v.mismatch(format!(
-                                "the estimate at sample {} ({ts} ns) is not in storage",
-                                estimate.sample_index
-                            ));
-                        }
-                    }
+                    v.check_estimate(estimate, stored_states.remove(&ts), ts);
                 }
                 output(&estimate_output(replayer.run(), estimate));
             }
             let block_time_ns = stored_ns(precision, feed.first_timestamp_ns);
             if (range.from_ns..=range.to_ns).contains(&block_time_ns) {
                 if let Some(v) = &mut report.verification {
-                    v.drives_compared += 1;
-                    if replayed.drive_n.map(f64::to_bits) == feed.drive_n.map(f64::to_bits) {
-                        v.drives_identical += 1;
-                    } else {
-                        v.mismatch(format!(
-                            "block seq {}: live drive {:?} N, replayed {:?} N",
-                            feed.seq, feed.drive_n, replayed.drive_n
-                        ));
-                    }
+                    v.check_drive(feed, replayed.drive_n);
                 }
                 if let Some(force_n) = replayed.drive_n {
                     report.drives += 1;
@@ -276,7 +292,7 @@ pub async fn replay(
         if complete {
             break;
         }
-        cursor_ns = next_cursor_ns;
+        cursor_ns = last_ns + 1;
     }
     if report.blocks == 0 {
         return Err(ReplayError::Missing(format!(
@@ -359,13 +375,7 @@ impl Reader<'_> {
     async fn start(
         &self,
         range: ReplayRange,
-    ) -> Result<
-        (
-            ReplayStart,
-            (RunId, Option<crate::estimate::EstimatorCheckpoint>),
-        ),
-        ReplayError,
-    > {
+    ) -> Result<(ReplayStart, Option<EstimatorCheckpoint>), ReplayError> {
         let rig = self.rig();
         let before = self
             .query
@@ -410,7 +420,7 @@ impl Reader<'_> {
                     run: run.0,
                     time_ns: record.time_ns,
                 },
-                (run, Some(record.checkpoint)),
+                Some(record.checkpoint),
             ));
         }
         let birth = self.birth(run).await?;
@@ -419,7 +429,7 @@ impl Reader<'_> {
                 run: run.0,
                 time_ns: birth.time_ns,
             },
-            (run, None),
+            None,
         ))
     }
 
@@ -448,7 +458,7 @@ impl Reader<'_> {
     async fn replayer(
         &self,
         run: RunId,
-        checkpoint: Option<&crate::estimate::EstimatorCheckpoint>,
+        checkpoint: Option<&EstimatorCheckpoint>,
     ) -> Result<Replayer, ReplayError> {
         let birth = self.birth(run).await?;
         let mut replayer = Replayer::new(&birth, checkpoint)?;

@@ -182,9 +182,9 @@ pub struct PersistTracker {
     /// Declared-lost runs the watermark has passed (never acknowledged by storage), at most
     /// [`MAX_PASSED_RUNS`]: a late acknowledgement in one is a block stored after all.
     passed: BTreeMap<u64, LostRun>,
-    /// While there is no watermark: the first seq the rig's edge still holds, so the watermark
-    /// starts there rather than at whichever block storage acknowledges first.
-    expected_first: Option<u64>,
+    /// No watermark yet, and the rig's edge still holds seq 0 (a watermark cannot sit below 0):
+    /// it starts at seq 0 rather than at whichever block storage acknowledges first.
+    waits_for_seq_0: bool,
 }
 
 impl PersistTracker {
@@ -195,7 +195,7 @@ impl PersistTracker {
             above: BTreeMap::new(),
             lost: BTreeMap::new(),
             passed: BTreeMap::new(),
-            expected_first: None,
+            waits_for_seq_0: false,
         }
     }
 
@@ -207,14 +207,15 @@ impl PersistTracker {
         if self.watermark.is_some() {
             return;
         }
-        self.expected_first = Some(self.expected_first.map_or(first, |f| f.min(first)));
         match first.checked_sub(1) {
             // Everything below `first` the edge already saw covered by some watermark.
             Some(below) => {
-                self.expected_first = None;
                 self.raise_to(below);
             }
-            None => self.start(),
+            None => {
+                self.waits_for_seq_0 = true;
+                self.start();
+            }
         }
     }
 
@@ -252,15 +253,11 @@ impl PersistTracker {
         // Declared lost but here after all (the edge evicted it after the broker had it).
         remove_seq(&mut self.lost, seq);
         let Some(w) = self.watermark else {
-            match self.expected_first {
-                Some(first) if seq < first => return Acked::Duplicate,
-                Some(first) if seq > first => {
-                    self.insert_above(seq);
-                    return Acked::Pending;
-                }
-                _ => {}
+            if self.waits_for_seq_0 && seq > 0 {
+                self.insert_above(seq);
+                return Acked::Pending;
             }
-            self.expected_first = None;
+            self.waits_for_seq_0 = false;
             self.watermark = Some(seq);
             drop_through(&mut self.lost, seq);
             self.absorb();
@@ -304,10 +301,9 @@ impl PersistTracker {
         true
     }
 
-    /// With no watermark but an expected first seq of 0: starts once seq 0 is acknowledged or
-    /// declared lost.
+    /// Waiting for seq 0: starts once it is acknowledged or declared lost.
     fn start(&mut self) {
-        if self.watermark.is_some() || self.expected_first != Some(0) {
+        if self.watermark.is_some() || !self.waits_for_seq_0 {
             return;
         }
         if let Some(end) = self.above.remove(&0) {
@@ -318,7 +314,7 @@ impl PersistTracker {
         } else {
             return;
         }
-        self.expected_first = None;
+        self.waits_for_seq_0 = false;
         self.absorb();
     }
 

@@ -1,7 +1,8 @@
 //! Test helpers that start real servers on loopback: InfluxDB 1.x (`influxd`), VictoriaMetrics
 //! and Mosquitto. Each runs from a temporary directory and is killed by PID when its guard drops.
 //!
-//! A missing binary skips the test with a loud message, except when `CI` is set: then it fails.
+//! A missing binary skips the test with a loud message, except under `CI` or
+//! `DTOP_REQUIRE_SERVICES=1` (set by `scripts/test.sh`): then it fails.
 //! Reusable by other crates' tests via `#[path = "../../twin-service/tests/support/mod.rs"]`.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
@@ -23,7 +24,8 @@ pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The binary at `path`, or `None` (after saying so on stderr) when it is not installed and
-/// `CI` is unset. Panics when it is missing and `CI` is set: CI must never skip silently.
+/// neither `CI` nor `DTOP_REQUIRE_SERVICES=1` is set. Panics when it is missing and either is
+/// set (`scripts/test.sh` sets the latter): CI must never skip silently.
 pub fn require_binary(path: &str) -> Option<PathBuf> {
     let candidates = [
         PathBuf::from(path),
