@@ -407,15 +407,17 @@ impl RigController {
         }
     }
 
-    /// The drive after the estimator folded in the sample `sample_index`, if the loop is
-    /// active: `force_n = +Bl·h·v̂_host` for DVF (see the module doc for the sign), F·x̂ for LQG.
+    /// The drive after the estimator folded in the sample `sample_index`, under `law` (this
+    /// controller's [`drive_law`](Self::drive_law), taken once per block):
+    /// `force_n = +Bl·h·v̂_host` for DVF (see the module doc for the sign), F·x̂ for LQG.
     pub fn drive(
         &self,
         rig: &RigId,
         sample_index: u64,
+        law: Option<&DriveLaw>,
         estimator: &StructuralEstimator,
     ) -> Option<ActuatorDrive> {
-        let force_n = self.drive_law()?.force_n(estimator)?;
+        let force_n = law?.force_n(estimator)?;
         Some(ActuatorDrive {
             rig_id: rig.as_str().to_owned(),
             sample_index,

@@ -617,9 +617,10 @@ impl RigState {
             // One drive per block, from the estimate at its last sample (see crate::control).
             Fed::Samples(n) if n > 0 => {
                 let last = block.first_sample_index + n as u64 - 1;
-                let drive = self
-                    .controller
-                    .drive(&self.rig, last, estimator.estimator());
+                let law = self.controller.drive_law();
+                let drive =
+                    self.controller
+                        .drive(&self.rig, last, law.as_ref(), estimator.estimator());
                 let drive_n = drive.as_ref().map(|d| d.force_n);
                 self.drives.extend(drive);
                 if let Some(recorder) = &mut self.recorder {
@@ -634,7 +635,6 @@ impl RigState {
                         controller_version: self.controller.version(),
                         drive_n,
                     };
-                    let law = self.controller.drive_law();
                     // The block's own timestamps already passed the same range check.
                     appended += recorder
                         .record_fed(
