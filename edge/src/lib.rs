@@ -189,6 +189,8 @@ pub async fn run_with_stats(
     // Setpoints of a Modbus actuator: the serial task's safety envelope drives them instead of
     // the firmware's actuator command when `[modbus.actuator]` is configured.
     let (modbus_setpoint_tx, modbus_setpoint_rx) = watch::channel(modbus::ModbusSetpoint::SAFE);
+    // Its bus task declares link losses back, for the envelope to latch on.
+    let (modbus_link_tx, modbus_link_rx) = watch::channel(modbus::ModbusLinkReport::default());
     let modbus_actuator = config.modbus.actuator.is_some();
 
     // The serial port is open (Modbus buses connect in their own tasks, with backoff): tell
@@ -203,6 +205,7 @@ pub async fn run_with_stats(
             requests_rx: actuator_rx,
             acks_tx: publisher_tx.clone(),
             modbus_output: modbus_actuator.then(|| modbus_setpoint_tx.clone()),
+            modbus_link_rx: modbus_actuator.then_some(modbus_link_rx),
         },
         stats.clone(),
         stop.clone(),
@@ -230,11 +233,10 @@ pub async fn run_with_stats(
     let bus_tasks = modbus::spawn_buses(
         &config.modbus,
         polled_tx,
-        config
-            .modbus
-            .actuator
-            .is_some()
-            .then_some(modbus_setpoint_rx),
+        modbus_actuator.then_some(modbus::ActuatorChannels {
+            setpoint_rx: modbus_setpoint_rx,
+            link_tx: modbus_link_tx,
+        }),
         stop.clone(),
         stats.clone(),
     );

@@ -76,6 +76,9 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
+        for warning in dtop_edge::modbus::overflow_warnings(&config.modbus) {
+            eprintln!("dtop-edge: warning: {warning}");
+        }
         println!("{}: OK", path.display());
         return ExitCode::SUCCESS;
     }

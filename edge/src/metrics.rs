@@ -203,10 +203,44 @@ pub fn render(rig: &str, stats: &EdgeStats) -> String {
             .collect::<Vec<_>>(),
     );
     metric(
+        "dtop_edge_safety_latched",
+        "gauge",
+        "1 while the safety envelope is latched, by cause (safety_stop, clock_lost, actuator_link_lost); only a SafetyReset releases it.",
+        &s.latch_cause
+            .map(|c| vec![(format!(",cause=\"{}\"", c.as_str()), 1.0)])
+            .unwrap_or_default(),
+    );
+    metric(
+        "dtop_edge_fault_latches_total",
+        "counter",
+        "Latches by a fault (sample clock or actuator link lost while driving).",
+        &[(String::new(), s.fault_latches_total as f64)],
+    );
+    metric(
         "dtop_edge_actuator_force_newtons",
         "gauge",
-        "Force of the last actuator command, N.",
-        &[(String::new(), s.last_applied_force_n)],
+        "Force of the last actuator command (a Modbus actuator: of the last write it acknowledged), N; NaN while a Modbus actuator's writes fail.",
+        &[(
+            String::new(),
+            if s.actuator_write_failing {
+                f64::NAN
+            } else {
+                s.last_applied_force_n
+            },
+        )],
+    );
+    metric(
+        "dtop_edge_actuator_enabled",
+        "gauge",
+        "1 while the actuator is enabled (a Modbus actuator: as its last acknowledged write says); NaN while a Modbus actuator's writes fail.",
+        &[(
+            String::new(),
+            if s.actuator_write_failing {
+                f64::NAN
+            } else {
+                flag(s.actuator_enabled)
+            },
+        )],
     );
     metric(
         "dtop_edge_drives_total",
@@ -292,6 +326,73 @@ pub fn render(rig: &str, stats: &EdgeStats) -> String {
         "Polled samples, by device.",
         &per_device(&|d| d.samples_total),
     );
+    metric(
+        "dtop_edge_modbus_samples_missed_total",
+        "counter",
+        "Poll periods without a sample (timeout, transport error, overrun, full queue), by device.",
+        &per_device(&|d| d.samples_missed_total),
+    );
+    metric(
+        "dtop_edge_modbus_connects_total",
+        "counter",
+        "Successful (re)connects of the device's bus, by device.",
+        &per_device(&|d| d.connects_total),
+    );
+    let per_channel = |f: &dyn Fn(
+        &crate::modbus::ModbusDeviceStats,
+    ) -> &std::collections::BTreeMap<String, u64>| {
+        s.modbus
+            .iter()
+            .flat_map(|(device, d)| {
+                let device = escape(device);
+                f(d).iter().map(move |(channel, n)| {
+                    (
+                        format!(",device=\"{device}\",channel=\"{}\"", escape(channel)),
+                        *n as f64,
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    metric(
+        "dtop_edge_modbus_register_exceptions_total",
+        "counter",
+        "Reads the device refused, by channel; each one published that channel's value as missing.",
+        &per_channel(&|d| &d.exceptions_by_channel),
+    );
+    metric(
+        "dtop_edge_modbus_out_of_range_total",
+        "counter",
+        "Values outside a SampleBlock's i32 at the channel's scale, by channel; each one published as missing.",
+        &per_channel(&|d| &d.out_of_range_by_channel),
+    );
+    metric(
+        "dtop_edge_modbus_actuator_writes_total",
+        "counter",
+        "Modbus actuator setpoints by outcome (acknowledged, failed), by device.",
+        &s.modbus
+            .iter()
+            .flat_map(|(device, d)| {
+                let device = escape(device);
+                [
+                    ("acknowledged", d.actuator_writes_total),
+                    ("failed", d.actuator_write_failures_total),
+                ]
+                .map(|(outcome, n)| {
+                    (
+                        format!(",device=\"{device}\",outcome=\"{outcome}\""),
+                        n as f64,
+                    )
+                })
+            })
+            .collect::<Vec<_>>(),
+    );
+    metric(
+        "dtop_edge_modbus_actuator_link_losses_total",
+        "counter",
+        "Times the Modbus actuator acknowledged nothing for longer than the drive timeout while driving (each latched the envelope), by device.",
+        &per_device(&|d| d.actuator_link_losses_total),
+    );
     out
 }
 
@@ -359,6 +460,43 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split('{').next().unwrap_or("");
             assert!(text.contains(&format!("# TYPE {name} ")), "{line}");
+        }
+    }
+
+    #[test]
+    fn renders_modbus_counters_per_channel_and_an_unknown_actuator_state_as_nan() {
+        let mut device = crate::modbus::ModbusDeviceStats {
+            samples_missed_total: 3,
+            connects_total: 2,
+            actuator_writes_total: 5,
+            actuator_write_failures_total: 4,
+            actuator_link_losses_total: 1,
+            ..Default::default()
+        };
+        device.exceptions_by_channel.insert("refused".into(), 7);
+        device.out_of_range_by_channel.insert("big".into(), 9);
+        let mut stats = EdgeStats {
+            safety_state: SafetyState::Latched,
+            latch_cause: Some(crate::safety::LatchCause::ActuatorLinkLost),
+            actuator_write_failing: true,
+            last_applied_force_n: 3.5,
+            ..EdgeStats::default()
+        };
+        stats.modbus.insert("py".into(), device);
+        let text = render("r", &stats);
+        for want in [
+            "dtop_edge_modbus_register_exceptions_total{rig=\"r\",device=\"py\",channel=\"refused\"} 7\n",
+            "dtop_edge_modbus_out_of_range_total{rig=\"r\",device=\"py\",channel=\"big\"} 9\n",
+            "dtop_edge_modbus_samples_missed_total{rig=\"r\",device=\"py\"} 3\n",
+            "dtop_edge_modbus_connects_total{rig=\"r\",device=\"py\"} 2\n",
+            "dtop_edge_modbus_actuator_writes_total{rig=\"r\",device=\"py\",outcome=\"acknowledged\"} 5\n",
+            "dtop_edge_modbus_actuator_writes_total{rig=\"r\",device=\"py\",outcome=\"failed\"} 4\n",
+            "dtop_edge_modbus_actuator_link_losses_total{rig=\"r\",device=\"py\"} 1\n",
+            "dtop_edge_safety_latched{rig=\"r\",cause=\"actuator_link_lost\"} 1\n",
+            "dtop_edge_actuator_force_newtons{rig=\"r\"} NaN\n",
+            "dtop_edge_actuator_enabled{rig=\"r\"} NaN\n",
+        ] {
+            assert!(text.contains(want), "{want}\n{text}");
         }
     }
 

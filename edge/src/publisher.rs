@@ -1251,8 +1251,13 @@ impl Publisher {
             "timestamp_ns": wall_clock_ns(),
             "firmware_online": s.firmware_online,
             "safety_state": s.safety_state.as_str(),
-            "actuator_enabled": s.actuator_enabled,
-            "last_applied_force_n": s.last_applied_force_n,
+            "latch_cause": s.latch_cause.map(|c| c.as_str()),
+            "fault_latches_total": s.fault_latches_total,
+            // A Modbus actuator whose writes fail is in an unknown state: null, not the last
+            // value it acknowledged.
+            "actuator_enabled": (!s.actuator_write_failing).then_some(s.actuator_enabled),
+            "last_applied_force_n": (!s.actuator_write_failing).then_some(s.last_applied_force_n),
+            "modbus": s.modbus,
             "inner_loop": {
                 "running": s.inner_loop_running,
                 "version": s.inner_loop_version,

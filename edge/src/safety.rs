@@ -112,7 +112,8 @@ pub enum SafetyState {
     /// Drives stopped coming, the sample clock stopped, or the firmware disabled the actuator:
     /// ramping to 0 N (timeout only), then disabled. The next accepted drive resumes driving.
     SafeTimeout,
-    /// A safety stop: disabled at 0 N, every drive refused until [`SafetyEnvelope::reset`].
+    /// A safety stop, or a fault that must not end in a restart by itself ([`LatchCause`]):
+    /// disabled at 0 N, every drive refused until [`SafetyEnvelope::reset`].
     Latched,
     /// An operator's disable command: off at 0 N, drives refused until an enable command.
     Disabled,
@@ -132,6 +133,37 @@ impl SafetyState {
 }
 
 impl fmt::Display for SafetyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the envelope latched. A fault latches like a safety stop so that the actuator never
+/// starts again by itself when its link comes back (IEC 60204-1 §7.5, prevention of unexpected
+/// start-up): only an operator's `SafetyReset` releases it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatchCause {
+    /// An operator's (or the twin's) safety stop.
+    SafetyStop,
+    /// The sample clock stopped while driving: the firmware restarted, fell silent, its port
+    /// was lost, or its samples stalled.
+    ClockLost,
+    /// The Modbus actuator acknowledged no write for longer than the drive timeout.
+    ActuatorLinkLost,
+}
+
+impl LatchCause {
+    /// Short label for logs, status and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LatchCause::SafetyStop => "safety_stop",
+            LatchCause::ClockLost => "clock_lost",
+            LatchCause::ActuatorLinkLost => "actuator_link_lost",
+        }
+    }
+}
+
+impl fmt::Display for LatchCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -161,8 +193,11 @@ pub struct EnvelopeCounters {
     pub drives_clamped_total: u64,
     /// Entries into [`SafetyState::SafeTimeout`] for want of drives.
     pub drive_timeouts_total: u64,
-    /// Entries into [`SafetyState::Latched`].
+    /// Entries into [`SafetyState::Latched`] by a safety stop.
     pub safety_stops_total: u64,
+    /// Entries into [`SafetyState::Latched`] by a fault ([`LatchCause::ClockLost`],
+    /// [`LatchCause::ActuatorLinkLost`]).
+    pub fault_latches_total: u64,
 }
 
 /// The envelope. Feed it [`drive`](Self::drive)s, [`advance`](Self::advance) it by the sample
@@ -173,6 +208,8 @@ pub struct SafetyEnvelope {
     /// False until periods are counted, and again once they stop.
     clock_running: bool,
     state: SafetyState,
+    /// Why it is latched; `None` unless `state` is [`SafetyState::Latched`].
+    latch_cause: Option<LatchCause>,
     /// Force the output slews towards, already clamped.
     target_n: f64,
     output: ActuatorOutput,
@@ -197,6 +234,7 @@ impl SafetyEnvelope {
             limits: None,
             clock_running: false,
             state: SafetyState::Idle,
+            latch_cause: None,
             target_n: 0.0,
             output: ActuatorOutput::OFF,
             step_left_n: 0.0,
@@ -208,6 +246,7 @@ impl SafetyEnvelope {
                 drives_clamped_total: 0,
                 drive_timeouts_total: 0,
                 safety_stops_total: 0,
+                fault_latches_total: 0,
             },
         }
     }
@@ -218,6 +257,11 @@ impl SafetyEnvelope {
 
     pub fn output(&self) -> ActuatorOutput {
         self.output
+    }
+
+    /// Why it is latched, while it is.
+    pub fn latch_cause(&self) -> Option<LatchCause> {
+        self.latch_cause
     }
 
     pub fn counters(&self) -> EnvelopeCounters {
@@ -335,12 +379,35 @@ impl SafetyEnvelope {
     /// A safety stop: 0 N and disabled at once (no slew limit applies to a stop), latched until
     /// [`reset`](Self::reset).
     pub fn safety_stop(&mut self) -> ActuatorOutput {
+        self.latch(LatchCause::SafetyStop)
+    }
+
+    /// Latches for `cause` (a latch already in place keeps its first cause): 0 N and disabled
+    /// at once.
+    fn latch(&mut self, cause: LatchCause) -> ActuatorOutput {
         if self.state != SafetyState::Latched {
-            self.counters.safety_stops_total += 1;
+            match cause {
+                LatchCause::SafetyStop => self.counters.safety_stops_total += 1,
+                LatchCause::ClockLost | LatchCause::ActuatorLinkLost => {
+                    self.counters.fault_latches_total += 1
+                }
+            }
+            self.latch_cause = Some(cause);
         }
         self.state = SafetyState::Latched;
         self.target_n = 0.0;
         self.output = ActuatorOutput::OFF;
+        self.output
+    }
+
+    /// The actuator's own link (a Modbus actuator's writes) went unacknowledged for longer than
+    /// the drive timeout while it was driving or ramping down. It is presumed off (its own
+    /// watchdog), and it must not pick up the drive by itself when it answers again: latched
+    /// until an operator's reset. Idle or disabled, there is nothing to restart: no change.
+    pub fn actuator_link_lost(&mut self) -> ActuatorOutput {
+        if matches!(self.state, SafetyState::Driving | SafetyState::SafeTimeout) {
+            return self.latch(LatchCause::ActuatorLinkLost);
+        }
         self.output
     }
 
@@ -375,6 +442,7 @@ impl SafetyEnvelope {
             return false;
         }
         self.state = SafetyState::Idle;
+        self.latch_cause = None;
         self.periods_since_drive = 0;
         true
     }
@@ -382,8 +450,13 @@ impl SafetyEnvelope {
     /// Sample periods stopped arriving (link lost, firmware restart, samples stalled). Without a
     /// clock neither slew nor timeout can be enforced, so the output drops to 0 N disabled now,
     /// as the firmware's own watchdog would do, and drives are refused until periods pass again.
+    /// While driving, that is a fault: latched ([`LatchCause::ClockLost`]), so the drive does
+    /// not resume by itself once samples flow again.
     pub fn clock_stopped(&mut self) -> ActuatorOutput {
         self.clock_running = false;
+        if self.state == SafetyState::Driving {
+            return self.latch(LatchCause::ClockLost);
+        }
         self.drop_to_safe()
     }
 
@@ -723,11 +796,66 @@ mod tests {
         assert_eq!(e.drive(req(1.0)), Err(Refusal::NoSampleClock));
         e.advance(1);
         assert_eq!(applied(&mut e, 1.0), on(1.0));
+        // Timed out (not driving), a stopped clock only holds drives off until it runs again.
+        e.advance(10);
         assert_eq!(e.clock_stopped(), ActuatorOutput::OFF);
         assert_eq!(e.state(), SafetyState::SafeTimeout);
         assert_eq!(e.drive(req(1.0)), Err(Refusal::NoSampleClock));
         e.advance(1);
         assert_eq!(applied(&mut e, 3.0), on(2.0), "ramps up from 0 N again");
+    }
+
+    #[test]
+    fn a_clock_lost_while_driving_latches_until_an_operator_resets_it() {
+        for source in [
+            DriveSource::Operator,
+            DriveSource::Twin {
+                controller_version: 1,
+            },
+        ] {
+            let mut e = running(LIMITS);
+            assert_eq!(
+                e.drive(DriveRequest {
+                    force_n: 2.0,
+                    sample_index: 0,
+                    source
+                }),
+                Ok(on(2.0))
+            );
+            assert_eq!(e.clock_stopped(), ActuatorOutput::OFF);
+            assert_eq!(e.state(), SafetyState::Latched);
+            assert_eq!(e.latch_cause(), Some(LatchCause::ClockLost));
+            // Samples flow again and drives keep coming: nothing starts by itself.
+            e.advance(100);
+            assert_eq!(e.drive(req(2.0)), Err(Refusal::Latched));
+            assert_eq!(e.enable(), Err(Refusal::Latched));
+            assert_eq!(e.output(), ActuatorOutput::OFF);
+            assert!(e.reset());
+            assert_eq!(e.latch_cause(), None);
+            assert_eq!(applied(&mut e, 2.0), on(2.0));
+            let c = e.counters();
+            assert_eq!((c.fault_latches_total, c.safety_stops_total), (1, 0));
+        }
+    }
+
+    #[test]
+    fn a_lost_actuator_link_latches_only_an_actuator_that_was_driving() {
+        let mut idle = running(LIMITS);
+        assert_eq!(idle.actuator_link_lost(), ActuatorOutput::OFF);
+        assert_eq!(idle.state(), SafetyState::Idle);
+        let mut e = running(LIMITS);
+        applied(&mut e, 6.0);
+        assert_eq!(e.actuator_link_lost(), ActuatorOutput::OFF);
+        assert_eq!(
+            (e.state(), e.latch_cause()),
+            (SafetyState::Latched, Some(LatchCause::ActuatorLinkLost))
+        );
+        // A later stop keeps the first cause.
+        e.safety_stop();
+        assert_eq!(e.latch_cause(), Some(LatchCause::ActuatorLinkLost));
+        assert_eq!(e.drive(req(1.0)), Err(Refusal::Latched));
+        assert!(e.reset());
+        assert_eq!(applied(&mut e, 1.0), on(1.0));
     }
 
     #[test]

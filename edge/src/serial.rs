@@ -136,6 +136,8 @@ pub struct SerialChannels {
     /// When the actuator is a Modbus device: its setpoints, in place of the firmware's
     /// `ActuatorCommand`s (same envelope, same limits).
     pub modbus_output: Option<tokio::sync::watch::Sender<crate::modbus::ModbusSetpoint>>,
+    /// Link losses its bus task declares; each latches the envelope.
+    pub modbus_link_rx: Option<tokio::sync::watch::Receiver<crate::modbus::ModbusLinkReport>>,
 }
 
 /// The serial task: drives `port`, reopening the configured path with backoff whenever the link
@@ -153,9 +155,11 @@ pub async fn run(
         requests_rx,
         acks_tx,
         modbus_output,
+        modbus_link_rx,
     } = channels;
     let mut link = Link::new(config, actuator, events_tx, requests_rx, stats).with_acks(acks_tx);
     link.modbus_output = modbus_output;
+    link.modbus_link_rx = modbus_link_rx;
     let mut port = Some(port);
     let mut backoff = Backoff::new(link.config.hello_timeout(), HELLO_BACKOFF_MAX);
     let mut rng = StdRng::from_os_rng();
@@ -190,6 +194,10 @@ pub async fn run(
             LinkEnd::Lost(e) => {
                 warn!(path = %link.config.path.display(), error = %e, "Lost the firmware serial port; reopening.");
                 link.stats.update(|s| s.firmware_online = false);
+                // No port, no clock: a Modbus actuator must not keep the last force meanwhile.
+                link.stop_clock("the firmware serial port was lost");
+                link.send_modbus_setpoint();
+                link.publish_actuator_stats();
             }
             end => return end,
         }
@@ -244,6 +252,11 @@ pub struct Link {
     watchdog: Watchdog,
     /// A Modbus actuator's setpoints; when set, the firmware's actuator is never enabled.
     modbus_output: Option<tokio::sync::watch::Sender<crate::modbus::ModbusSetpoint>>,
+    /// The Modbus actuator's declared link losses, and how many the envelope has latched for.
+    modbus_link_rx: Option<tokio::sync::watch::Receiver<crate::modbus::ModbusLinkReport>>,
+    modbus_link_losses_seen_n: u64,
+    /// The drive timeout as a duration at the current sample rate (zero before a manifest).
+    drive_timeout: Duration,
 }
 
 /// How the handshake ended.
@@ -302,6 +315,9 @@ impl Link {
             command_acks: Vec::new(),
             watchdog: Watchdog::from_env(),
             modbus_output: None,
+            modbus_link_rx: None,
+            modbus_link_losses_seen_n: 0,
+            drive_timeout: Duration::ZERO,
         }
     }
 
@@ -336,7 +352,7 @@ impl Link {
         self.dropped_bytes_seen = 0;
         self.bad_frames_seen = 0;
         // No samples, no clock: whatever the envelope was doing stops until samples flow again.
-        self.envelope.clock_stopped();
+        self.stop_clock("the firmware link (re)opened");
         if let Err(e) = self.command_actuator(&mut framed).await {
             return LinkEnd::Lost(e);
         }
@@ -380,7 +396,7 @@ impl Link {
                 StreamEnd::End(end) => break end,
             }
             self.stats.update(|s| s.firmware_online = false);
-            self.envelope.clock_stopped();
+            self.stop_clock("the firmware restarted or fell silent");
             if let Err(e) = self.command_actuator(&mut framed).await {
                 break LinkEnd::Lost(e);
             }
@@ -420,6 +436,13 @@ impl Link {
                     // Without samples every drive is refused, but a safety stop still latches.
                     request = self.requests_rx.recv(), if self.requests_open => {
                         self.take_requests(request);
+                        if let Err(e) = self.command_actuator(framed).await {
+                            return Handshake::End(LinkEnd::Lost(e));
+                        }
+                        continue;
+                    }
+                    () = modbus_link_changed(&mut self.modbus_link_rx) => {
+                        self.take_link_report();
                         if let Err(e) = self.command_actuator(framed).await {
                             return Handshake::End(LinkEnd::Lost(e));
                         }
@@ -488,6 +511,13 @@ impl Link {
                 }
                 request = self.requests_rx.recv(), if self.requests_open => {
                     self.take_requests(request);
+                    if let Err(e) = self.command_actuator(framed).await {
+                        return StreamEnd::End(LinkEnd::Lost(e));
+                    }
+                    continue;
+                }
+                () = modbus_link_changed(&mut self.modbus_link_rx) => {
+                    self.take_link_report();
                     if let Err(e) = self.command_actuator(framed).await {
                         return StreamEnd::End(LinkEnd::Lost(e));
                     }
@@ -613,7 +643,9 @@ impl Link {
         &mut self,
         framed: &mut Framed<T, FirmwareCodec>,
     ) {
-        self.envelope.clock_stopped();
+        // A shutdown is deliberate, not a fault: disabled, not latched.
+        self.envelope.disable();
+        self.stop_clock("shutdown");
         if let Some(tx) = &self.modbus_output {
             // The bus task writes the safe state, and writes it again when it stops.
             tx.send_replace(crate::modbus::ModbusSetpoint::SAFE);
@@ -667,9 +699,8 @@ impl Link {
         let timeout_s = limits.map_or(0.0, |l| {
             l.drive_timeout_periods as f64 / manifest.sample_rate_hz()
         });
-        self.stall_after = Duration::try_from_secs_f64(timeout_s)
-            .unwrap_or(Duration::MAX)
-            .max(SAMPLE_STALL_MIN);
+        self.drive_timeout = Duration::try_from_secs_f64(timeout_s).unwrap_or(Duration::MAX);
+        self.stall_after = self.drive_timeout.max(SAMPLE_STALL_MIN);
         if limits.is_none() && manifest.actuator_floor != 0 {
             warn!(
                 actuator_floor = manifest.actuator_floor,
@@ -1024,8 +1055,74 @@ impl Link {
                 force_n = self.envelope.output().force_n,
                 "No samples while the actuator was enabled: the drive timeout cannot run without them, so the actuator goes to 0 N and off now."
             );
-            self.envelope.clock_stopped();
+            self.stop_clock("samples stalled while the actuator was enabled");
         }
+    }
+
+    /// The envelope's clock stopped (`why`); logs the latch when it was driving.
+    fn stop_clock(&mut self, why: &str) {
+        let before = self.envelope.state();
+        self.envelope.clock_stopped();
+        if before != SafetyState::Latched && self.envelope.state() == SafetyState::Latched {
+            warn!(
+                why,
+                "The sample clock stopped while driving: the actuator stays off (latched) until an operator's SafetyReset, so it cannot start again by itself (IEC 60204-1)."
+            );
+        }
+    }
+
+    /// Takes in the Modbus actuator's declared link losses: each latches the envelope.
+    fn take_link_report(&mut self) {
+        let Some(rx) = &mut self.modbus_link_rx else {
+            return;
+        };
+        let report = *rx.borrow_and_update();
+        if report.link_losses_n <= self.modbus_link_losses_seen_n {
+            return;
+        }
+        self.modbus_link_losses_seen_n = report.link_losses_n;
+        self.stop_inner_loop("the Modbus actuator's link was lost");
+        let before = self.envelope.state();
+        self.envelope.actuator_link_lost();
+        if before != SafetyState::Latched && self.envelope.state() == SafetyState::Latched {
+            warn!(
+                link_losses_n = report.link_losses_n,
+                "The Modbus actuator was unreachable for longer than the drive timeout: the envelope stays latched until an operator's SafetyReset (IEC 60204-1, no unexpected start-up)."
+            );
+        }
+        self.publish_actuator_stats();
+    }
+
+    /// The sample the commanded force was computed from, while driving.
+    fn origin_sample_index(&self) -> u64 {
+        match self.envelope.last_drive() {
+            Some(drive) if self.envelope.state() == SafetyState::Driving => drive.sample_index,
+            _ => ActuatorCommand::NO_ORIGIN,
+        }
+    }
+
+    /// Hands the envelope's output to a Modbus actuator's bus task, if it changed; `false`
+    /// when there is no Modbus actuator.
+    fn send_modbus_setpoint(&mut self) -> bool {
+        let Some(tx) = &self.modbus_output else {
+            return false;
+        };
+        let out = self.envelope.output();
+        let origin_sample_index = self.origin_sample_index();
+        // The bus task writes changes at once and refreshes an enabled setpoint itself.
+        let setpoint = crate::modbus::ModbusSetpoint {
+            enable: out.enable,
+            force_n: out.force_n,
+            origin_sample_index,
+            link_timeout: self.drive_timeout,
+            link_losses_seen_n: self.modbus_link_losses_seen_n,
+        };
+        if *tx.borrow() != setpoint {
+            tx.send_replace(setpoint);
+            self.actuator_commands_total += 1;
+            self.last_command_force_n = out.force_n;
+        }
+        true
     }
 
     /// Sends the envelope's output while the firmware is, or is about to be, enabled: one
@@ -1036,22 +1133,8 @@ impl Link {
         framed: &mut Framed<T, FirmwareCodec>,
     ) -> io::Result<()> {
         let out = self.envelope.output();
-        let origin_sample_index = match self.envelope.last_drive() {
-            Some(drive) if self.envelope.state() == SafetyState::Driving => drive.sample_index,
-            _ => ActuatorCommand::NO_ORIGIN,
-        };
-        if let Some(tx) = &self.modbus_output {
-            // The bus task writes changes at once and refreshes an enabled setpoint itself.
-            let setpoint = crate::modbus::ModbusSetpoint {
-                enable: out.enable,
-                force_n: out.force_n,
-                origin_sample_index,
-            };
-            if *tx.borrow() != setpoint {
-                tx.send_replace(setpoint);
-                self.actuator_commands_total += 1;
-                self.last_command_force_n = out.force_n;
-            }
+        let origin_sample_index = self.origin_sample_index();
+        if self.send_modbus_setpoint() {
             self.publish_actuator_stats();
             return Ok(());
         }
@@ -1079,16 +1162,22 @@ impl Link {
 
     fn publish_actuator_stats(&self) {
         let counters = self.envelope.counters();
-        let state = self.envelope.state();
+        let (state, latch_cause) = (self.envelope.state(), self.envelope.latch_cause());
         let (enabled, force_n, commands) = (
             self.firmware_enabled,
             self.last_command_force_n,
             self.actuator_commands_total,
         );
+        // A Modbus actuator's bus task reports what the device acknowledged instead.
+        let firmware_actuator = self.modbus_output.is_none();
         self.stats.update(|s| {
             s.safety_state = state;
-            s.actuator_enabled = enabled;
-            s.last_applied_force_n = force_n;
+            s.latch_cause = latch_cause;
+            s.fault_latches_total = counters.fault_latches_total;
+            if firmware_actuator {
+                s.actuator_enabled = enabled;
+                s.last_applied_force_n = force_n;
+            }
             s.actuator_commands_total = commands;
             s.drives_applied_total = counters.drives_applied_total;
             s.drives_refused_total = counters.drives_refused_total;
@@ -1162,6 +1251,19 @@ async fn send<T: AsyncRead + AsyncWrite + Unpin>(
             "serial write timed out",
         )),
     }
+}
+
+/// Resolves when a Modbus actuator's link report changes; never without one (or once its
+/// bus task is gone).
+async fn modbus_link_changed(
+    rx: &mut Option<tokio::sync::watch::Receiver<crate::modbus::ModbusLinkReport>>,
+) {
+    if let Some(r) = rx
+        && r.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use tokio::sync::watch;
 
-use crate::safety::SafetyState;
+use crate::safety::{LatchCause, SafetyState};
 
 /// A snapshot of the edge's health and throughput.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -50,10 +50,19 @@ pub struct EdgeStats {
     pub drive_timeouts_total: u64,
     /// Safety envelope state (serial task).
     pub safety_state: SafetyState,
-    /// The last `ActuatorCommand` sent to the firmware enabled the actuator (serial task).
+    /// Why the envelope is latched, while it is (serial task).
+    pub latch_cause: Option<LatchCause>,
+    /// Latches by a fault (clock or actuator link lost), not by a safety stop (serial task).
+    pub fault_latches_total: u64,
+    /// The actuator is enabled: the last `ActuatorCommand` sent to the firmware enabled it
+    /// (serial task), or, for a `[modbus.actuator]`, the last write the device acknowledged
+    /// did (its bus task).
     pub actuator_enabled: bool,
-    /// Force of the last `ActuatorCommand` sent to the firmware, N; 0 before any (serial task).
+    /// Force of that command or acknowledged write, N; 0 before any (same writer).
     pub last_applied_force_n: f64,
+    /// A `[modbus.actuator]`'s last write failed: what the device does now is unknown (its bus
+    /// task). The status then reports `actuator_enabled` and `last_applied_force_n` as null.
+    pub actuator_write_failing: bool,
     /// `ActuatorCommand`s sent to the firmware, the shutdown one included (serial task).
     pub actuator_commands_total: u64,
     /// Modbus counters per device name (each device's bus task).

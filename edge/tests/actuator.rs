@@ -10,10 +10,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use dtop_edge::EdgeStats;
-use dtop_edge::safety::SafetyState;
+use dtop_edge::safety::{LatchCause, SafetyState};
 use dtop_firmware::{ActuatorCommand, Samples};
 use dtop_proto::topic::{self, RigTopic};
-use dtop_proto::v1::ActuatorDrive;
+use dtop_proto::v1::command::Kind;
+use dtop_proto::v1::{ActuatorDrive, Command, SafetyReset};
 use dtop_proto::{Message, RigId};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
@@ -155,6 +156,26 @@ impl Bench {
             controller_version: 1,
         };
         self.publish_raw(drive.encode_to_vec()).await;
+    }
+
+    /// Publishes an operator command.
+    async fn command(&self, id: &str, kind: Kind) {
+        let command = Command {
+            id: id.into(),
+            deadline_ns: 0,
+            target_rig: self.rig.to_string(),
+            issued_by: "test".into(),
+            kind: Some(kind),
+        };
+        self.publisher
+            .publish(
+                topic::rig(&self.rig, RigTopic::Cmd),
+                QoS::AtLeastOnce,
+                false,
+                command.encode_to_vec(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("publishing a command: {e}"));
     }
 
     /// Sends the next frame of [`FRAME_SAMPLES`] samples: that many periods of the envelope's
@@ -315,4 +336,88 @@ async fn drives_reach_the_firmware_clamped_and_slew_limited_and_time_out_to_the_
     let s = bench.stop().await;
     assert!(!s.actuator_enabled);
     assert!(!s.drive_subscribed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firmware_restart_while_driving_leaves_the_actuator_off_until_a_safety_reset() {
+    let Some((socat, mosquitto)) = tools() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let broker = Broker::start(&mosquitto, dir.path());
+    let mut bench = Bench::start(&socat, dir.path(), broker.port).await;
+    bench
+        .wait_stats("the drive subscription", |s| {
+            s.drive_subscribed && s.firmware_online
+        })
+        .await;
+    bench.send_frame();
+    bench.wait_frames_in().await;
+    bench.publish_drive(4.0).await;
+    bench.expect("the drive", (true, 2.0)).await;
+    bench.send_frame();
+    bench.expect("the ramp", (true, 4.0)).await;
+
+    // The firmware restarts: its sample index starts again from 0. The actuator goes off at
+    // once, latched, and the status says why.
+    bench.next_index = 0;
+    bench.send_frame();
+    bench
+        .expect("the safe state at the restart", (false, 0.0))
+        .await;
+    let s = bench
+        .wait_stats("the latch", |s| {
+            s.latch_cause == Some(LatchCause::ClockLost)
+        })
+        .await;
+    assert_eq!(s.safety_state, SafetyState::Latched);
+    let in_before = bench
+        .wait_stats("the manifest after the restart", |s| s.firmware_online)
+        .await
+        .samples_in_total;
+
+    // Samples flow again and the twin keeps driving: nothing starts by itself.
+    bench.send_frame();
+    let refused_before = s.drives_refused_total;
+    bench.publish_drive(4.0).await;
+    bench
+        .wait_stats("the drive refused", |s| {
+            s.drives_refused_total > refused_before
+        })
+        .await;
+    bench.send_frame();
+    bench
+        .wait_stats("the frames after the restart", |s| {
+            s.samples_in_total >= in_before + 2 * FRAME_SAMPLES
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        bench.commands.try_recv().is_err(),
+        "the actuator was commanded after the restart"
+    );
+
+    // An operator's SafetyReset releases it; the next drive ramps up from 0 N.
+    bench
+        .command("reset", Kind::SafetyReset(SafetyReset {}))
+        .await;
+    bench
+        .wait_stats("the reset", |s| s.safety_state == SafetyState::Idle)
+        .await;
+    bench.send_frame();
+    bench.publish_drive(4.0).await;
+    bench.expect("the drive after the reset", (true, 2.0)).await;
+    // Not `stop`: an enabled actuator is refreshed every 200 ms, so more commands may come.
+    bench.shutdown.cancel();
+    timeout(WAIT, &mut bench.edge)
+        .await
+        .unwrap_or_else(|_| panic!("edge did not stop"))
+        .unwrap_or_else(|e| panic!("edge panicked: {e}"))
+        .unwrap_or_else(|e| panic!("edge failed: {e}"));
+    let s = bench.stats.borrow().clone();
+    assert_eq!(
+        (s.fault_latches_total, s.safety_state),
+        (1, SafetyState::Disabled),
+        "a shutdown disables the actuator; it is not a fault"
+    );
 }

@@ -1,6 +1,7 @@
 //! Modbus TCP against real peers: the rig simulator's register map (polled into SampleBlocks by
 //! the real acquisition task, and its actuator driven through holding registers), and pymodbus
-//! (every data type and order, exceptions per register, a server that freezes or dies).
+//! (every data type and order, a refused register and values out of range beside good ones, a
+//! server that freezes or dies).
 
 mod modbus_support;
 
@@ -9,7 +10,9 @@ use std::time::Duration;
 use dtop_edge::EdgeStats;
 use dtop_edge::acquisition::Acquisition;
 use dtop_edge::modbus::config::ModbusConfig;
-use dtop_edge::modbus::{ModbusSetpoint, PolledSample, polled_streams, spawn_buses};
+use dtop_edge::modbus::{
+    ActuatorChannels, ModbusSetpoint, PolledSample, overflow_warnings, polled_streams, spawn_buses,
+};
 use dtop_edge::publisher::PublisherEvent;
 use dtop_edge::stats::StatsHandle;
 use dtop_firmware::Frame;
@@ -151,7 +154,10 @@ async fn polls_the_rig_simulator_into_blocks_and_drives_its_actuator() {
     let buses = spawn_buses(
         &config,
         polled_tx,
-        Some(setpoint_rx),
+        Some(ActuatorChannels {
+            setpoint_rx,
+            link_tx: watch::channel(Default::default()).0,
+        }),
         cancel.clone(),
         stats.clone(),
     );
@@ -178,6 +184,8 @@ async fn polls_the_rig_simulator_into_blocks_and_drives_its_actuator() {
         enable: true,
         force_n: 3.5,
         origin_sample_index: ModbusSetpoint::NO_ORIGIN,
+        link_timeout: Duration::from_secs(1),
+        link_losses_seen_n: 0,
     });
     let enabled = loop {
         let b = next_block(&mut publisher_rx).await;
@@ -310,27 +318,13 @@ async fn decodes_every_type_and_order_from_pymodbus_and_counts_exceptions_per_re
         channel = "di_4"
         table = "discrete"
         address = 4
-
-        [[devices]]
-        name = "bad"
-        tcp = {{ addr = "{addr}" }}
-        unit_id = 1
-        poll_period_ms = 20
-        [[devices.registers]]
-        channel = "past_the_end"
-        table = "input"
-        address = 400
-        [[devices.registers]]
-        channel = "fine"
-        table = "holding"
-        address = 11
         "#
     ));
-    let (stats, mut stats_rx) = stats();
+    let (stats, _stats_rx) = stats();
     let (polled_tx, mut polled_rx) = mpsc::channel(256);
     let cancel = CancellationToken::new();
     let buses = spawn_buses(&config, polled_tx, None, cancel.clone(), stats.clone());
-    assert_eq!(buses.len(), 2);
+    assert_eq!(buses.len(), 1);
     let sample = tokio::time::timeout(Duration::from_secs(10), polled_rx.recv())
         .await
         .unwrap_or_else(|_| panic!("no sample"))
@@ -354,19 +348,102 @@ async fn decodes_every_type_and_order_from_pymodbus_and_counts_exceptions_per_re
             0,    // discrete 4 (not a multiple of 3)
         ]
     );
-    let s = wait_stats(&mut stats_rx, "exceptions on the bad device", |s| {
-        device(s, "bad").exceptions_total >= 3
+    let s = stats.snapshot();
+    assert_eq!(device(&s, "py").exceptions_total, 0);
+    cancel.cancel();
+    peer.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_register_and_values_beyond_i32_cost_only_their_channels_and_are_counted() {
+    let Some(python) = python() else { return };
+    let peer = PyPeer::tcp(&python, &[1]).await;
+    let addr = &peer.address;
+    // Beside two good channels: a register past the end of the input table (IllegalDataAddress),
+    // 0x80000000 as u32 (2³¹: one past i32) and 1e30 as f32 in mN steps (modbus_support's map).
+    let config = parse(&format!(
+        r#"
+        [[devices]]
+        name = "mixed"
+        tcp = {{ addr = "{addr}" }}
+        unit_id = 1
+        poll_period_ms = 20
+        max_gap_registers = 0
+        [[devices.registers]]
+        channel = "slave_id"
+        table = "holding"
+        address = 11
+        [[devices.registers]]
+        channel = "past_the_end"
+        table = "input"
+        address = 400
+        [[devices.registers]]
+        channel = "u32_top"
+        table = "holding"
+        address = 16
+        data_type = "u32"
+        [[devices.registers]]
+        channel = "huge_f32"
+        table = "holding"
+        address = 18
+        data_type = "f32"
+        resolution = 0.001
+        [[devices.registers]]
+        channel = "ir_5"
+        table = "input"
+        address = 5
+        "#
+    ));
+    // At load: the two channels that can leave the i32 range are named, nothing else.
+    let warnings = overflow_warnings(&config);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("\"u32_top\""), "{warnings:?}");
+    assert!(warnings[1].contains("\"huge_f32\""), "{warnings:?}");
+
+    let (stats, mut stats_rx) = stats();
+    let (polled_tx, polled_rx) = mpsc::channel(256);
+    let (samples, _counter) = count_samples(polled_rx);
+    let cancel = CancellationToken::new();
+    let _buses = spawn_buses(&config, polled_tx, None, cancel.clone(), stats.clone());
+    let s = wait_stats(&mut stats_rx, "ten samples of the mixed device", |s| {
+        device(s, "mixed").samples_total >= 10
     })
     .await;
-    let bad = device(&s, "bad");
-    assert_eq!(
-        bad.exceptions_by_channel.get("past_the_end"),
-        Some(&bad.exceptions_total)
+    // The good channels keep their values; the three others carry "no value" in every sample.
+    let no = dtop_proto::RAW_NO_VALUE;
+    let got = samples.borrow().clone();
+    assert!(got.len() >= 10, "{got:?}");
+    assert!(
+        got.iter().all(|(_, raw)| raw == &[1, no, no, no, 1005]),
+        "{got:?}"
     );
-    assert_eq!(bad.exceptions_by_channel.get("fine"), None);
-    assert_eq!(bad.samples_total, 0);
-    assert!(bad.samples_missed_total >= 3);
-    assert_eq!(device(&s, "py").exceptions_total, 0);
+    // Each missing value is counted against its channel, and only there.
+    let d = device(&s, "mixed");
+    let exceptions = d.exceptions_by_channel.get("past_the_end").copied();
+    assert!(exceptions >= Some(10), "{d:#?}");
+    assert_eq!(d.exceptions_by_channel.len(), 1, "{d:#?}");
+    assert!(
+        d.out_of_range_by_channel.get("u32_top") >= Some(&10),
+        "{d:#?}"
+    );
+    assert!(
+        d.out_of_range_by_channel.get("huge_f32") >= Some(&10),
+        "{d:#?}"
+    );
+    assert_eq!(d.out_of_range_by_channel.len(), 2, "{d:#?}");
+    assert_eq!((d.timeouts_total, d.transport_errors_total), (0, 0));
+    // The same counters on /metrics.
+    let text = dtop_edge::metrics::render("r", &s);
+    for want in [
+        format!(
+            "dtop_edge_modbus_register_exceptions_total{{rig=\"r\",device=\"mixed\",channel=\"past_the_end\"}} {}\n",
+            exceptions.unwrap_or_default()
+        ),
+        "dtop_edge_modbus_out_of_range_total{rig=\"r\",device=\"mixed\",channel=\"u32_top\"}"
+            .into(),
+    ] {
+        assert!(text.contains(&want), "{want}\n{text}");
+    }
     cancel.cancel();
     peer.kill().await;
 }

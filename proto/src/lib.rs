@@ -20,4 +20,9 @@ pub mod v1 {
 }
 
 pub use ids::{RigId, RigIdError};
+
+/// A raw sample that carries no value (`ChannelSamples.raw`, rig.proto): the edge could not
+/// read it (a Modbus device refused the register) or it did not fit an `i32` at the channel's
+/// scale. Never a measurement: receivers store it as missing, not as `raw × scale + offset`.
+pub const RAW_NO_VALUE: i32 = i32::MIN;
 pub use prost::Message;

@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use crate::modbus::config::{DeviceConfig, ModbusActuatorConfig};
 use crate::modbus::decode::encode_value;
 
-/// What the actuator should do. The safe state is the default: disabled at 0 N.
+/// What the actuator should do, as the safety envelope (serial task) says. The safe state is
+/// the default: disabled at 0 N.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModbusSetpoint {
     pub enable: bool,
@@ -19,6 +20,12 @@ pub struct ModbusSetpoint {
     /// The sample the force was computed from, written to `origin_address` when configured
     /// (the rig simulator measures the loop latency from it); [`Self::NO_ORIGIN`] otherwise.
     pub origin_sample_index: u64,
+    /// The envelope's drive timeout: writes unacknowledged for this long mean the link was
+    /// lost ([`ActuatorGuard`]).
+    pub link_timeout: Duration,
+    /// Link losses the envelope has taken in (and latched for): the bus task writes no enabled
+    /// setpoint while it has declared more ([`ModbusLinkReport::link_losses_n`]).
+    pub link_losses_seen_n: u64,
 }
 
 impl ModbusSetpoint {
@@ -28,7 +35,73 @@ impl ModbusSetpoint {
         enable: false,
         force_n: 0.0,
         origin_sample_index: Self::NO_ORIGIN,
+        link_timeout: Duration::ZERO,
+        link_losses_seen_n: 0,
     };
+
+    /// This setpoint switched off, whatever it asked for.
+    pub const fn disabled(self) -> Self {
+        Self {
+            enable: false,
+            force_n: 0.0,
+            origin_sample_index: Self::NO_ORIGIN,
+            ..self
+        }
+    }
+}
+
+/// What a bus task tells the safety envelope about its actuator's link (a `watch`, bus task →
+/// serial task).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModbusLinkReport {
+    /// Times the actuator acknowledged no write for longer than [`ModbusSetpoint::link_timeout`]
+    /// while an enabled setpoint was wanted. The envelope latches on each new one.
+    pub link_losses_n: u64,
+}
+
+/// Prevention of unexpected start-up (IEC 60204-1 §7.5) on the bus task's side. Pure: keeps the
+/// time of the first unacknowledged write, declares a link loss once writes have failed for
+/// the setpoint's `link_timeout` while it asks to drive, and from then on turns every enabled
+/// setpoint into the safe state until the envelope has taken the loss in. The device coming
+/// back can therefore never receive the held setpoint, however the two tasks interleave.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActuatorGuard {
+    /// When the current run of failed writes began; `None` after an acknowledged one.
+    failing_since: Option<Instant>,
+    /// Losses declared so far.
+    pub link_losses_n: u64,
+}
+
+impl ActuatorGuard {
+    /// The setpoint to write instead of `wanted` at `now`, and whether a loss was declared
+    /// just now.
+    pub fn filter(&mut self, wanted: ModbusSetpoint, now: Instant) -> (ModbusSetpoint, bool) {
+        if !wanted.enable {
+            return (wanted, false);
+        }
+        let mut declared = false;
+        if let Some(since) = self.failing_since
+            && now.saturating_duration_since(since) >= wanted.link_timeout
+            && self.link_losses_n <= wanted.link_losses_seen_n
+        {
+            self.link_losses_n += 1;
+            declared = true;
+        }
+        if self.link_losses_n > wanted.link_losses_seen_n {
+            (wanted.disabled(), declared)
+        } else {
+            (wanted, declared)
+        }
+    }
+
+    /// Records a write attempted at `at`: acknowledged or not.
+    pub fn record(&mut self, acknowledged: bool, at: Instant) {
+        if acknowledged {
+            self.failing_since = None;
+        } else {
+            self.failing_since.get_or_insert(at);
+        }
+    }
 }
 
 impl Default for ModbusSetpoint {
@@ -143,6 +216,10 @@ pub struct ActuatorOutput {
     pub attempted: Option<(ModbusSetpoint, bool)>,
     /// When an enabled setpoint is refreshed, or a failed one retried.
     pub next_write: Instant,
+    /// Keeps a device that comes back after a long outage from picking up the drive.
+    pub guard: ActuatorGuard,
+    /// Where declared link losses go (the safety envelope); `None` when nobody listens.
+    pub link_tx: Option<watch::Sender<ModbusLinkReport>>,
 }
 
 impl ActuatorOutput {
@@ -158,6 +235,8 @@ impl ActuatorOutput {
             setpoint_rx,
             attempted: None,
             next_write: Instant::now(),
+            guard: ActuatorGuard::default(),
+            link_tx: None,
         }
     }
 
@@ -184,15 +263,17 @@ impl ActuatorOutput {
         }
     }
 
-    /// Records the outcome of writing `setpoint` at `now`.
-    pub fn record(&mut self, setpoint: ModbusSetpoint, ok: bool, now: Instant) {
+    /// Records the outcome of writing `setpoint` (what was wanted; the guard may have written
+    /// the safe state instead), attempted at `at`, finished at `now`.
+    pub fn record(&mut self, setpoint: ModbusSetpoint, ok: bool, at: Instant, now: Instant) {
         self.attempted = Some((setpoint, ok));
+        self.guard.record(ok, at);
         self.next_write = now + self.refresh_period();
     }
 
-    /// True once the safe state has been written and acknowledged.
+    /// True once a disabled setpoint has been written and acknowledged.
     pub fn is_safe(&self) -> bool {
-        self.attempted == Some((ModbusSetpoint::SAFE, true))
+        matches!(self.attempted, Some((s, true)) if !s.enable)
     }
 }
 
@@ -227,6 +308,7 @@ mod tests {
                 enable: true,
                 force_n: 10.0,
                 origin_sample_index: ModbusSetpoint::NO_ORIGIN,
+                ..ModbusSetpoint::SAFE
             },
         );
         assert_eq!(
@@ -244,6 +326,7 @@ mod tests {
                 enable: false,
                 force_n: 5.0,
                 origin_sample_index: ModbusSetpoint::NO_ORIGIN,
+                ..ModbusSetpoint::SAFE
             },
         );
         assert_eq!(
@@ -271,6 +354,7 @@ mod tests {
                 enable: true,
                 force_n: -1.5,
                 origin_sample_index: ModbusSetpoint::NO_ORIGIN,
+                ..ModbusSetpoint::SAFE
             },
         );
         assert_eq!(
@@ -297,6 +381,7 @@ mod tests {
                 enable: true,
                 force_n: 4000.0,
                 origin_sample_index: ModbusSetpoint::NO_ORIGIN,
+                ..ModbusSetpoint::SAFE
             },
         );
         assert_eq!(too_big, Err(UnencodableForce { force_n: 4000.0 }));
@@ -315,6 +400,7 @@ mod tests {
                 enable: true,
                 force_n: 10.0,
                 origin_sample_index: ModbusSetpoint::NO_ORIGIN,
+                ..ModbusSetpoint::SAFE
             },
         );
         assert_eq!(
@@ -340,22 +426,61 @@ mod tests {
         let t0 = Instant::now();
         // The safe state is written first.
         assert_eq!(out.due(t0), Some(ModbusSetpoint::SAFE));
-        out.record(ModbusSetpoint::SAFE, true, t0);
+        out.record(ModbusSetpoint::SAFE, true, t0, t0);
         assert_eq!(out.due(t0 + Duration::from_secs(5)), None);
         let on = ModbusSetpoint {
             enable: true,
             force_n: 2.0,
             origin_sample_index: ModbusSetpoint::NO_ORIGIN,
+            ..ModbusSetpoint::SAFE
         };
         tx.send_replace(on);
         assert_eq!(out.due(t0), Some(on));
-        out.record(on, true, t0);
+        out.record(on, true, t0, t0);
         assert_eq!(out.due(t0 + Duration::from_millis(199)), None);
         assert_eq!(out.due(t0 + Duration::from_millis(200)), Some(on));
         // A failed write is retried after one refresh period, not in a tight loop.
-        out.record(on, false, t0);
+        out.record(on, false, t0, t0);
         assert_eq!(out.due(t0 + Duration::from_millis(10)), None);
         assert_eq!(out.next_due(t0), Some(t0 + Duration::from_millis(200)));
         assert_eq!(out.due(t0 + Duration::from_millis(200)), Some(on));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_device_back_after_the_drive_timeout_gets_the_safe_state_until_the_envelope_knows() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let on = ModbusSetpoint {
+            enable: true,
+            force_n: 3.0,
+            origin_sample_index: 7,
+            link_timeout: ms(250),
+            link_losses_seen_n: 0,
+        };
+        let mut g = ActuatorGuard::default();
+        assert_eq!(g.filter(on, t0), (on, false));
+        g.record(true, t0);
+        // A short outage (200 ms < 250 ms): the drive resumes.
+        g.record(false, t0 + ms(200));
+        assert_eq!(g.filter(on, t0 + ms(400)), (on, false));
+        g.record(true, t0 + ms(400));
+        // A long one: declared once, and the held setpoint is never written again.
+        g.record(false, t0 + ms(600));
+        g.record(false, t0 + ms(800));
+        assert_eq!(g.filter(on, t0 + ms(850)), (on.disabled(), true));
+        g.record(true, t0 + ms(850));
+        assert_eq!(g.filter(on, t0 + ms(1_000)), (on.disabled(), false));
+        assert_eq!(g.link_losses_n, 1);
+        // Disabled setpoints pass untouched; once the envelope has taken the loss in (and an
+        // operator reset it), its drives pass again.
+        assert_eq!(
+            g.filter(ModbusSetpoint::SAFE, t0),
+            (ModbusSetpoint::SAFE, false)
+        );
+        let reset = ModbusSetpoint {
+            link_losses_seen_n: 1,
+            ..on
+        };
+        assert_eq!(g.filter(reset, t0 + ms(1_200)), (reset, false));
     }
 }

@@ -126,8 +126,12 @@ pub fn raw_encoding(register: &RegisterConfig) -> RawEncoding {
     }
 }
 
+/// The raw sample that stands for "no value" in a `SampleBlock` (rig.proto, `ChannelSamples`).
+pub use dtop_proto::RAW_NO_VALUE;
+
 /// The integer a `SampleBlock` carries for `value` (the register's value, before scale and
-/// offset); `None` when it does not fit an `i32` (or is not finite).
+/// offset); `None` when it does not fit an `i32` (or is not finite). [`RAW_NO_VALUE`] is out of
+/// range too: it means "missing".
 pub fn to_raw(register: &RegisterConfig, value: f64) -> Option<i32> {
     let raw = if register.data_type().is_float() {
         let q = raw_encoding(register).scale;
@@ -135,8 +139,26 @@ pub fn to_raw(register: &RegisterConfig, value: f64) -> Option<i32> {
     } else {
         value
     };
-    (raw.is_finite() && (f64::from(i32::MIN)..=f64::from(i32::MAX)).contains(&raw))
+    (raw.is_finite() && (f64::from(RAW_NO_VALUE + 1)..=f64::from(i32::MAX)).contains(&raw))
         .then_some(raw as i32)
+}
+
+/// The engineering values a polled channel can carry, `(lowest, highest)`, when its register
+/// type can hold values beyond them (a u32, or a float at its resolution); `None` when every
+/// value of the type fits.
+pub fn carried_range(register: &RegisterConfig) -> Option<(f64, f64)> {
+    let enc = raw_encoding(register);
+    let ends = |lo: f64, hi: f64| {
+        let (a, b) = (lo * enc.scale + enc.offset, hi * enc.scale + enc.offset);
+        (a.min(b), a.max(b))
+    };
+    let (lo, hi) = (f64::from(RAW_NO_VALUE + 1), f64::from(i32::MAX));
+    match register.data_type() {
+        DataType::Bool | DataType::U16 | DataType::I16 => None,
+        // i32::MIN itself is the "no value" marker: one value of 2³², not worth a warning.
+        DataType::I32 => None,
+        DataType::U32 | DataType::F32 | DataType::F64 => Some(ends(lo, hi)),
+    }
 }
 
 #[cfg(test)]
@@ -294,6 +316,32 @@ mod tests {
         assert_eq!(to_raw(&a, 1e4), None);
         let u = register(DataType::U32, 1.0, 0.0, None);
         assert_eq!(to_raw(&u, 4_294_967_294.0), None);
+        assert_eq!(to_raw(&u, 2_147_483_648.0), None, "0x80000000");
+        assert_eq!(to_raw(&u, 2_147_483_647.0), Some(i32::MAX));
         assert_eq!(to_raw(&a, f64::NAN), None);
+        // The "no value" marker is never a value.
+        let i = register(DataType::I32, 1.0, 0.0, None);
+        assert_eq!(to_raw(&i, f64::from(i32::MIN)), None);
+        assert_eq!(to_raw(&i, f64::from(i32::MIN + 1)), Some(i32::MIN + 1));
+    }
+
+    #[test]
+    fn says_which_channels_can_leave_the_i32_range_and_what_they_carry() {
+        assert_eq!(
+            carried_range(&register(DataType::U16, 0.1, -40.0, None)),
+            None
+        );
+        assert_eq!(
+            carried_range(&register(DataType::I32, 1.0, 0.0, None)),
+            None
+        );
+        assert_eq!(
+            carried_range(&register(DataType::U32, 1.0, 0.0, None)),
+            Some((-2_147_483_647.0, 2_147_483_647.0))
+        );
+        // An f32 in mN steps carries about ±2.1 MN.
+        let (lo, hi) = carried_range(&register(DataType::F32, 1.0, 0.0, Some(0.001)))
+            .unwrap_or_else(|| panic!("an f32 can overflow"));
+        assert!((hi - 2_147_483.647).abs() < 1e-6 && lo == -hi, "{lo} {hi}");
     }
 }

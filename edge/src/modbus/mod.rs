@@ -9,7 +9,8 @@
 //! - [`bus`]: owns one connection (TCP, or an RTU line shared by slaves): timeouts, t3.5
 //!   silence, turnaround delay, reconnect with backoff.
 //! - [`streams`]: pure: polled devices as streams and birth-manifest channels.
-//! - [`actuator`]: the Modbus actuator output: setpoint → register writes (pure), write schedule.
+//! - [`actuator`]: the Modbus actuator output: setpoint → register writes (pure), write
+//!   schedule, and the guard that keeps a device back from an outage off until a reset.
 //! - [`poller`]: the bus task: owns a [`bus::Bus`], polls its devices on their schedules,
 //!   drives the actuator, counts errors per device and register.
 //! - [`shaker`]: an operator's `Excitation` → one holding-register write to a shaker amplifier.
@@ -23,6 +24,8 @@ pub mod poller;
 pub mod shaker;
 pub mod streams;
 
-pub use actuator::ModbusSetpoint;
-pub use poller::{ModbusActuatorError, ModbusDeviceStats, run_modbus_actuator, spawn_buses};
-pub use streams::{PolledSample, birth_channels, polled_streams};
+pub use actuator::{ModbusLinkReport, ModbusSetpoint};
+pub use poller::{
+    ActuatorChannels, ModbusActuatorError, ModbusDeviceStats, run_modbus_actuator, spawn_buses,
+};
+pub use streams::{PolledSample, birth_channels, overflow_warnings, polled_streams};

@@ -13,16 +13,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::acquisition::wall_clock_ns;
-use crate::modbus::actuator::{ActuatorOutput, ModbusSetpoint, setpoint_writes};
+use crate::modbus::actuator::{ActuatorOutput, ModbusLinkReport, ModbusSetpoint, setpoint_writes};
 use crate::modbus::bus::{Bus, CallError, Transport};
 use crate::modbus::config::{DeviceConfig, ModbusConfig};
-use crate::modbus::decode::{decode_value, to_raw};
+use crate::modbus::decode::{RAW_NO_VALUE, decode_value, to_raw};
 use crate::modbus::plan::{ReadRequest, plan_reads};
 use crate::modbus::streams::{PolledSample, polled_streams};
 use crate::stats::StatsHandle;
 
-/// Counters of one Modbus device, in [`crate::EdgeStats::modbus`] (written by its bus task).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Counters of one Modbus device, in [`crate::EdgeStats::modbus`] (written by its bus task),
+/// exported on `/metrics` and in the status topic.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ModbusDeviceStats {
     /// Requests sent (reads and writes), whatever their outcome.
     pub requests_total: u64,
@@ -34,23 +35,32 @@ pub struct ModbusDeviceStats {
     pub transport_errors_total: u64,
     /// Successful (re)connects of the device's bus.
     pub connects_total: u64,
-    /// Complete samples handed to the acquisition task.
+    /// Samples handed to the acquisition task (some of their values may be missing: see the
+    /// two maps below).
     pub samples_total: u64,
-    /// Poll periods that produced no sample (a failed request, a value out of range, an overrun
-    /// schedule, or a full queue).
+    /// Poll periods that produced no sample (a request timed out or the connection failed, an
+    /// overrun schedule, or a full queue). A refused register or an out-of-range value costs
+    /// only that channel's value, not the sample.
     pub samples_missed_total: u64,
-    /// Exceptions per channel: every register a refused read carried.
+    /// Exceptions per channel: every register a refused read carried. Each one is a sample
+    /// published with [`RAW_NO_VALUE`] for that channel.
     pub exceptions_by_channel: BTreeMap<String, u64>,
-    /// Values that did not fit the block's integer encoding, per channel.
+    /// Values that did not fit the block's integer encoding, per channel; each one is published
+    /// as [`RAW_NO_VALUE`].
     pub out_of_range_by_channel: BTreeMap<String, u64>,
     /// Actuator setpoints written (all of their requests acknowledged).
     pub actuator_writes_total: u64,
     /// Actuator setpoints not written (a request failed, or the force did not encode).
     pub actuator_write_failures_total: u64,
-    /// The last setpoint written enabled the actuator.
+    /// The last write the device acknowledged enabled the actuator.
     pub actuator_enabled: bool,
-    /// Force of the last setpoint written, N.
+    /// Force of the last write the device acknowledged, N.
     pub actuator_force_n: f64,
+    /// The last actuator write was acknowledged (false before any, and while writes fail).
+    pub actuator_acknowledged: bool,
+    /// Times the actuator acknowledged nothing for longer than the drive timeout while it was
+    /// to drive: each one latched the safety envelope until an operator's reset.
+    pub actuator_link_losses_total: u64,
 }
 
 /// Samples waiting for the acquisition task, per bus; beyond this they are dropped and counted
@@ -70,6 +80,8 @@ struct PolledDevice {
     next_index: u64,
     /// False after a failed poll, so a dead device logs once, not every period.
     healthy: bool,
+    /// Registers published without a value at the last poll, so changes log once.
+    flagged: Vec<usize>,
 }
 
 impl PolledDevice {
@@ -90,6 +102,7 @@ impl PolledDevice {
             t0_ns,
             next_index: 0,
             healthy: true,
+            flagged: Vec::new(),
         }
     }
 
@@ -111,13 +124,22 @@ pub struct BusTask {
     stats: StatsHandle,
 }
 
+/// The Modbus actuator's two links with the safety envelope (the serial task).
+#[derive(Debug)]
+pub struct ActuatorChannels {
+    /// What the envelope wants written.
+    pub setpoint_rx: watch::Receiver<ModbusSetpoint>,
+    /// Declared link losses, for the envelope to latch on.
+    pub link_tx: watch::Sender<ModbusLinkReport>,
+}
+
 /// Starts one task per bus: each TCP device gets its own connection, RTU devices that share a
-/// serial path share one task. The actuator (if configured and `setpoint_rx` is given) joins
+/// serial path share one task. The actuator (if configured and `actuator` is given) joins
 /// the task of its device. Every task stops when `cancel` fires, leaving the actuator safe.
 pub fn spawn_buses(
     config: &ModbusConfig,
     samples_tx: mpsc::Sender<PolledSample>,
-    setpoint_rx: Option<watch::Receiver<ModbusSetpoint>>,
+    actuator: Option<ActuatorChannels>,
     cancel: CancellationToken,
     stats: StatsHandle,
 ) -> Vec<JoinHandle<()>> {
@@ -126,11 +148,11 @@ pub fn spawn_buses(
         .map(|s| (s.device, s.stream_id))
         .collect();
     let actuator_device = config.actuator.as_ref().map(|a| a.device.as_str());
-    let mut setpoint_rx = setpoint_rx;
+    let mut channels = actuator;
     // (transport, device indices) per bus, in config order.
     let mut buses: Vec<(Transport, Vec<usize>)> = Vec::new();
     for (i, d) in config.devices.iter().enumerate() {
-        let hosts_actuator = actuator_device == Some(d.name.as_str()) && setpoint_rx.is_some();
+        let hosts_actuator = actuator_device == Some(d.name.as_str()) && channels.is_some();
         if !streams.contains_key(&i) && !hosts_actuator {
             continue;
         }
@@ -147,6 +169,9 @@ pub fn spawn_buses(
             }
             (None, None) => {}
         }
+    }
+    for warning in crate::modbus::overflow_warnings(config) {
+        warn!("{warning}");
     }
     stats.update(|s| {
         for d in &config.devices {
@@ -169,12 +194,11 @@ pub fn spawn_buses(
                     .iter()
                     .find(|&&i| Some(config.devices[i].name.as_str()) == actuator_device),
             ) {
-                (Some(a), Some(&i)) => setpoint_rx.take().map(|rx| {
+                (Some(a), Some(&i)) => channels.take().map(|c| {
                     let device = &config.devices[i];
-                    (
-                        device.name.clone(),
-                        ActuatorOutput::new(a.clone(), device, rx),
-                    )
+                    let mut output = ActuatorOutput::new(a.clone(), device, c.setpoint_rx);
+                    output.link_tx = Some(c.link_tx);
+                    (device.name.clone(), output)
                 }),
                 _ => None,
             };
@@ -206,7 +230,7 @@ pub enum ModbusActuatorError {
 /// receiver to [`spawn_buses`] instead, so that one task owns the line.
 pub async fn run_modbus_actuator(
     config: &ModbusConfig,
-    setpoint_rx: watch::Receiver<ModbusSetpoint>,
+    channels: ActuatorChannels,
     cancel: CancellationToken,
     stats: StatsHandle,
 ) -> Result<(), ModbusActuatorError> {
@@ -231,10 +255,11 @@ pub async fn run_modbus_actuator(
     let task = BusTask {
         bus: Bus::new(transport),
         devices: Vec::new(),
-        actuator: Some((
-            device.name.clone(),
-            ActuatorOutput::new(a.clone(), device, setpoint_rx),
-        )),
+        actuator: Some((device.name.clone(), {
+            let mut output = ActuatorOutput::new(a.clone(), device, channels.setpoint_rx);
+            output.link_tx = Some(channels.link_tx);
+            output
+        })),
         setpoint_gone: false,
         samples_tx,
         stats,
@@ -299,23 +324,33 @@ impl BusTask {
         info!(bus = %self.bus.transport().describe(), "Modbus bus task stopped.");
     }
 
-    /// Writes the actuator's setpoint if one is due (always the safe state when `safe`).
+    /// Writes the actuator's setpoint if one is due (always the safe state when `safe`), and
+    /// reports what the device acknowledged.
     async fn write_actuator(&mut self, safe: bool) {
         let Some((name, a)) = &mut self.actuator else {
             return;
         };
-        let now = Instant::now();
-        let setpoint = if safe || self.setpoint_gone {
+        let at = Instant::now();
+        let wanted = if safe || self.setpoint_gone {
             if !safe && a.is_safe() {
                 return;
             }
             ModbusSetpoint::SAFE
         } else {
-            match a.due(now) {
+            match a.due(at) {
                 Some(s) => s,
                 None => return,
             }
         };
+        let (setpoint, declared) = a.guard.filter(wanted, at);
+        if declared {
+            warn!(device = %name, link_timeout_ms = wanted.link_timeout.as_millis() as u64, force_n = wanted.force_n, "The Modbus actuator acknowledged no write for longer than the drive timeout; writing only the safe state until an operator resets the safety envelope (IEC 60204-1, no unexpected start-up).");
+            if let Some(tx) = &a.link_tx {
+                tx.send_replace(ModbusLinkReport {
+                    link_losses_n: a.guard.link_losses_n,
+                });
+            }
+        }
         let mut delta = Delta::default();
         let ok = match setpoint_writes(&a.cfg, setpoint) {
             Ok(writes) => {
@@ -327,7 +362,9 @@ impl BusTask {
                         .await;
                     delta.count(&outcome);
                     if let Err(e) = outcome {
-                        warn!(device = %name, address = w.address, error = %e, enable = setpoint.enable, force_n = setpoint.force_n, "Modbus actuator write failed.");
+                        if a.attempted.is_none_or(|(_, was_ok)| was_ok) {
+                            warn!(device = %name, address = w.address, error = %e, enable = setpoint.enable, force_n = setpoint.force_n, "Modbus actuator write failed; the device's state is unknown until a write is acknowledged.");
+                        }
                         ok = false;
                         break;
                     }
@@ -339,33 +376,48 @@ impl BusTask {
                 false
             }
         };
-        a.record(setpoint, ok, Instant::now());
+        a.record(wanted, ok, at, Instant::now());
         let connects = self.bus.connects_total;
+        let acknowledged = ok.then_some((
+            setpoint.enable,
+            if setpoint.enable {
+                setpoint.force_n
+            } else {
+                0.0
+            },
+        ));
+        let link_losses_n = a.guard.link_losses_n;
         self.stats.update(|s| {
             let d = s.modbus.entry(name.clone()).or_default();
             delta.apply(d, connects);
-            if ok {
-                d.actuator_writes_total += 1;
-                d.actuator_enabled = setpoint.enable;
-                d.actuator_force_n = if setpoint.enable {
-                    setpoint.force_n
-                } else {
-                    0.0
-                };
-            } else {
-                d.actuator_write_failures_total += 1;
+            d.actuator_acknowledged = ok;
+            d.actuator_link_losses_total = link_losses_n;
+            match acknowledged {
+                Some((enable, force_n)) => {
+                    d.actuator_writes_total += 1;
+                    d.actuator_enabled = enable;
+                    d.actuator_force_n = force_n;
+                    s.actuator_enabled = enable;
+                    s.last_applied_force_n = force_n;
+                }
+                None => d.actuator_write_failures_total += 1,
             }
+            s.actuator_write_failing = !ok;
         });
     }
 
-    /// One poll of device `i`: every planned read, then one sample if all succeeded.
+    /// One poll of device `i`: every planned read, then one sample unless the device stopped
+    /// answering. A register it refuses, or a value outside the i32 range, costs that channel's
+    /// value only: the sample carries [`RAW_NO_VALUE`] there, and the channel is counted.
     async fn poll(&mut self, i: usize) {
         let device = &mut self.devices[i];
         let index = device.next_index;
         let registers = &device.cfg.registers;
         let mut values: Vec<Option<f64>> = vec![None; registers.len()];
         let mut delta = Delta::default();
+        // A timeout or a transport error: the device is not answering, so there is no sample.
         let mut failure: Option<CallError> = None;
+        let mut refused: Option<CallError> = None;
         for req in &device.plan {
             let outcome = self
                 .bus
@@ -391,7 +443,7 @@ impl BusTask {
                     for &(r, _) in &req.registers {
                         delta.exception_channels.push(registers[r].channel.clone());
                     }
-                    failure.get_or_insert(CallError::Exception(code));
+                    refused.get_or_insert(CallError::Exception(code));
                 }
                 // The device (or the line) is not answering: the rest of this poll would only
                 // hold the bus for more timeouts.
@@ -401,18 +453,23 @@ impl BusTask {
                 }
             }
         }
-        let mut raw = Vec::with_capacity(registers.len());
-        if failure.is_none() {
-            for (reg, value) in registers.iter().zip(&values) {
-                match value.and_then(|v| to_raw(reg, v)) {
-                    Some(x) => raw.push(x),
-                    None => delta.out_of_range_channels.push(reg.channel.clone()),
-                }
-            }
-        }
-        let complete = failure.is_none() && raw.len() == registers.len();
         let mut sent = false;
-        if complete {
+        let mut flagged = Vec::new();
+        if failure.is_none() {
+            let mut raw = Vec::with_capacity(registers.len());
+            for (r, (reg, value)) in registers.iter().zip(&values).enumerate() {
+                let x = match value {
+                    Some(v) => to_raw(reg, *v).unwrap_or_else(|| {
+                        delta.out_of_range_channels.push(reg.channel.clone());
+                        RAW_NO_VALUE
+                    }),
+                    None => RAW_NO_VALUE,
+                };
+                if x == RAW_NO_VALUE {
+                    flagged.push(r);
+                }
+                raw.push(x);
+            }
             let sample = PolledSample {
                 stream_id: device.stream_id,
                 sample_index: index,
@@ -430,11 +487,24 @@ impl BusTask {
                 warn!(device = %device.cfg.name, sample_index = index, error = %e, "Modbus poll failed; the sample is missing. Logging again on recovery.");
                 device.healthy = false;
             }
-            (None, false) if complete => {
+            (None, false) => {
                 info!(device = %device.cfg.name, sample_index = index, "Modbus device answering again.");
                 device.healthy = true;
             }
             _ => {}
+        }
+        if failure.is_none() && flagged != device.flagged {
+            let channels: Vec<&str> = flagged
+                .iter()
+                .map(|&r| registers[r].channel.as_str())
+                .collect();
+            if flagged.is_empty() {
+                info!(device = %device.cfg.name, sample_index = index, "Every channel of the Modbus device has a value again.");
+            } else {
+                let refused = refused.as_ref().map(ToString::to_string);
+                warn!(device = %device.cfg.name, sample_index = index, ?channels, refused, "Publishing these channels as missing (a refused register or a value outside the i32 range); the others keep their values. Logging again when this changes.");
+            }
+            device.flagged = flagged;
         }
         // Next index on the grid; periods that already passed are skipped, not bunched.
         let elapsed = Instant::now().saturating_duration_since(device.start);

@@ -8,7 +8,7 @@ use crate::batcher::StreamLayout;
 use crate::modbus::config::{
     ChannelKindConfig, DeviceConfig, FIRST_POLLED_CHANNEL_ID, FIRST_POLLED_STREAM_ID, ModbusConfig,
 };
-use crate::modbus::decode::raw_encoding;
+use crate::modbus::decode::{carried_range, raw_encoding};
 
 /// One polled sample of every register of a device, in register-config order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +96,31 @@ pub fn birth_channels(config: &ModbusConfig) -> Vec<Channel> {
     polled_streams(config)
         .into_iter()
         .flat_map(|s| s.channels)
+        .collect()
+}
+
+/// One sentence per polled channel whose register can hold values a `SampleBlock`'s i32 cannot
+/// carry at the channel's scale (a u32 from 2³¹ up, a float beyond ±2³¹ × resolution). Such a
+/// value is published as missing (`RAW_NO_VALUE`) and counted, never wrapped. Warnings, not
+/// errors: every such channel also has values that fit, and a counter that never reaches 2³¹
+/// is fine. Logged at start and printed by `dtop-edge --check`.
+pub fn overflow_warnings(config: &ModbusConfig) -> Vec<String> {
+    config
+        .devices
+        .iter()
+        .filter(|d| polls(d))
+        .flat_map(|d| {
+            d.registers.iter().filter_map(move |r| {
+                let (lo, hi) = carried_range(r)?;
+                Some(format!(
+                    "modbus device {:?} channel {:?} ({:?}): values outside [{lo:.6e}, {hi:.6e}] {} do not fit a SampleBlock's i32 and are published as missing and counted; a wider range needs a coarser scale or resolution",
+                    d.name,
+                    r.channel,
+                    r.data_type(),
+                    r.unit
+                ))
+            })
+        })
         .collect()
 }
 
@@ -194,5 +219,9 @@ mod tests {
         let temp = &streams[0].channels[1];
         assert_eq!((temp.scale, temp.offset), (0.1, -40.0));
         assert_eq!(birth_channels(&config).len(), 3);
+        // Only the f32 can leave the i32 range (the i16 and the coil cannot).
+        let warnings = overflow_warnings(&config);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("\"a_acc\""), "{warnings:?}");
     }
 }

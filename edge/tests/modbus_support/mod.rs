@@ -16,7 +16,8 @@ use tokio::sync::watch;
 /// counting input registers (`ir[k] = 1000 * s + k`) and to holding register 11:
 /// - hr 0–1: π as f32, ABCD; hr 2–3: π as f32, CDAB; hr 4: -200 as i16;
 ///   hr 5–6: 0x12345678 as u32, ABCD; hr 7–10: π as f64, ABCD (0x400921FB54442D18);
-///   hr 11: slave id; hr 12–13: π as f32, BADC; hr 14–15: π as f32, DCBA.
+///   hr 11: slave id; hr 12–13: π as f32, BADC; hr 14–15: π as f32, DCBA;
+///   hr 16–17: 0x80000000 as u32, ABCD (2³¹, one past i32); hr 18–19: 1e30 as f32, ABCD.
 /// - ir 0–249: `1000 * s + k`; coils 0–63: odd addresses on; discrete 0–63: multiples of 3 on.
 ///
 /// Anything outside those blocks is answered with IllegalDataAddress; an unknown slave id is
@@ -37,7 +38,8 @@ def slave(s):
           + [s]
           + [((w & 0xFF) << 8) | (w >> 8) for w in pi32]
           + [((w & 0xFF) << 8) | (w >> 8) for w in pi32[::-1]]
-          + [0] * 16)
+          + words('I', 0x80000000) + words('f', 1e30)
+          + [0] * 12)
     # pymodbus adds 1 to every PDU address: blocks start at 1 so that PDU address 0 is value 0.
     return ModbusSlaveContext(
         hr=ModbusSequentialDataBlock(1, hr),
@@ -63,6 +65,40 @@ async def main():
                                     parity='N', stopbits=1, bytesize=8, ignore_missing_slaves=True)
         await server.serve_forever(background=True)
         print(f'listening {where}', flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"#;
+
+/// A pymodbus actuator drive on `127.0.0.1:PORT` (`argv[1]`, 0 for a free port): holding
+/// registers 0–15 (0 enable, 1–2 force as f32 ABCD, 3–6 origin), all zero at start. Every write
+/// it accepts is appended to the log file `argv[2]` as `address word word ...` before it is
+/// answered: the log is what the device acknowledged.
+const ACTUATOR_PY: &str = r#"
+import asyncio, socket, sys
+from pymodbus.server import ModbusTcpServer
+from pymodbus.datastore import ModbusSequentialDataBlock, ModbusSlaveContext, ModbusServerContext
+from pymodbus.framer import FramerType
+
+class Logged(ModbusSequentialDataBlock):
+    def setValues(self, address, values):
+        super().setValues(address, values)
+        words = values if isinstance(values, list) else [values]
+        with open(sys.argv[2], 'a') as log:
+            # pymodbus adds 1 to every PDU address (the block starts at 1).
+            log.write(' '.join(str(int(w)) for w in [address - 1] + words) + '\n')
+
+async def main():
+    port = int(sys.argv[1])
+    if port == 0:
+        probe = socket.socket()
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+        probe.close()
+    context = ModbusServerContext(slaves=ModbusSlaveContext(hr=Logged(1, [0] * 16)), single=True)
+    server = ModbusTcpServer(context, framer=FramerType.SOCKET, address=('127.0.0.1', port))
+    await server.serve_forever(background=True)
+    print(f'listening 127.0.0.1:{port}', flush=True)
     await asyncio.Event().wait()
 
 asyncio.run(main())
@@ -122,6 +158,19 @@ impl PyPeer {
         }
     }
 
+    /// Starts a pymodbus actuator drive ([`ACTUATOR_PY`]) on `port` (0: a free one), logging
+    /// the writes it acknowledges to `log`.
+    pub async fn actuator(python: &Path, port: u16, log: &Path) -> Self {
+        let log_text = log.to_string_lossy().into_owned();
+        let (child, address, dir) =
+            Self::start_script(python, ACTUATOR_PY, &[&port.to_string(), &log_text]).await;
+        Self {
+            child,
+            address: address.trim_start_matches("listening ").to_owned(),
+            _script_dir: dir,
+        }
+    }
+
     /// Starts pymodbus as an RTU server on the serial device `path`, serving `slave_ids`.
     pub async fn rtu(python: &Path, path: &Path, baud: u32, slave_ids: &[u8]) -> Self {
         let path_text = path.to_string_lossy().into_owned();
@@ -138,9 +187,17 @@ impl PyPeer {
     }
 
     async fn start(python: &Path, args: &[&str]) -> (Child, String, tempfile::TempDir) {
+        Self::start_script(python, PEER_PY, args).await
+    }
+
+    async fn start_script(
+        python: &Path,
+        text: &str,
+        args: &[&str],
+    ) -> (Child, String, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let script = dir.path().join("peer.py");
-        std::fs::write(&script, PEER_PY).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&script, text).unwrap_or_else(|e| panic!("{e}"));
         // pymodbus logs every refused or unanswered request on stderr; keep that out of the
         // test output, but show it if the server does not come up.
         let log_path = dir.path().join("peer.log");
