@@ -855,6 +855,7 @@ mod tests {
         assert_eq!(e.latch_cause(), Some(LatchCause::ActuatorLinkLost));
         assert_eq!(e.drive(req(1.0)), Err(Refusal::Latched));
         assert!(e.reset());
+        e.advance(1);
         assert_eq!(applied(&mut e, 1.0), on(1.0));
     }
 

@@ -1452,7 +1452,9 @@ mod tests {
             "a disabled actuator needs no more commands"
         );
         let s = bench.wait_stats(|s| !s.actuator_enabled).await;
-        assert_eq!(s.safety_state, SafetyState::SafeTimeout);
+        // Stalled while driving: latched, so the drive cannot resume by itself.
+        assert_eq!(s.safety_state, SafetyState::Latched);
+        assert_eq!(s.latch_cause, Some(crate::safety::LatchCause::ClockLost));
         assert_eq!((s.drives_applied_total, s.drives_refused_total), (1, 1));
         assert_eq!(s.last_applied_force_n, 0.0);
     }

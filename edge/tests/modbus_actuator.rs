@@ -276,10 +276,11 @@ async fn wait_status(
     what: &str,
     ready: impl FnMut(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    match timeout(WAIT, status.wait_for(ready)).await {
-        Ok(Ok(s)) => s.clone(),
-        _ => panic!("no status with {what}: {}", *status.borrow()),
-    }
+    let got = match timeout(WAIT, status.wait_for(ready)).await {
+        Ok(Ok(s)) => Some(s.clone()),
+        _ => None,
+    };
+    got.unwrap_or_else(|| panic!("no status with {what}: {}", *status.borrow()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,10 +413,11 @@ async fn a_modbus_drive_back_after_an_outage_longer_than_the_drive_timeout_stays
     let wait_stats = |what: &'static str, ready: fn(&EdgeStats) -> bool| {
         let mut rx = stats.clone();
         async move {
-            match timeout(WAIT, rx.wait_for(ready)).await {
-                Ok(Ok(s)) => s.clone(),
-                _ => panic!("timed out waiting for {what}: {:?}", *rx.borrow()),
-            }
+            let got = match timeout(WAIT, rx.wait_for(ready)).await {
+                Ok(Ok(s)) => Some(s.clone()),
+                _ => None,
+            };
+            got.unwrap_or_else(|| panic!("timed out waiting for {what}: {:?}", *rx.borrow()))
         }
     };
 

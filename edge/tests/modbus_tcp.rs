@@ -411,8 +411,12 @@ async fn a_refused_register_and_values_beyond_i32_cost_only_their_channels_and_a
     .await;
     // The good channels keep their values; the three others carry "no value" in every sample.
     let no = dtop_proto::RAW_NO_VALUE;
-    let got = samples.borrow().clone();
-    assert!(got.len() >= 10, "{got:?}");
+    let mut seen = samples.clone();
+    let got = tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|v| v.len() >= 10))
+        .await
+        .unwrap_or_else(|_| panic!("fewer than ten samples handed over"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .clone();
     assert!(
         got.iter().all(|(_, raw)| raw == &[1, no, no, no, 1005]),
         "{got:?}"
