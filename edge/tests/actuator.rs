@@ -38,12 +38,8 @@ use common::{Broker, PtyPair, actuator_edge_config, fake_firmware, slow_actuator
 // The twin's side: a plain MQTT client publishing drives.
 
 /// Connected (CONNACK seen) client for publishing drives.
-async fn drive_publisher(port: u16) -> AsyncClient {
-    let options = MqttOptions::new(
-        format!("drive-pub-{}", std::process::id()),
-        "127.0.0.1",
-        port,
-    );
+async fn drive_publisher(port: u16, rig: &RigId) -> AsyncClient {
+    let options = MqttOptions::new(format!("drive-pub-{rig}"), "127.0.0.1", port);
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -86,9 +82,11 @@ struct Bench {
 }
 
 impl Bench {
-    async fn start(socat: &Path, dir: &Path, mqtt_port: u16) -> Self {
-        let rig = RigId::new(format!("actuator-{}", std::process::id()))
-            .unwrap_or_else(|e| panic!("{e}"));
+    /// `name` keeps the rig id (and so the MQTT client ids) apart from the other tests in this
+    /// process: tests run in parallel against one broker.
+    async fn start(socat: &Path, dir: &Path, mqtt_port: u16, name: &str) -> Self {
+        let rig =
+            RigId::new(format!("{name}-{}", std::process::id())).unwrap_or_else(|e| panic!("{e}"));
         let pty = PtyPair::new(socat, dir, "pty");
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (samples_tx, samples_rx) = mpsc::unbounded_channel();
@@ -106,7 +104,7 @@ impl Bench {
             shutdown.clone(),
             stats_tx,
         ));
-        let publisher = drive_publisher(mqtt_port).await;
+        let publisher = drive_publisher(mqtt_port, &rig).await;
         Self {
             _pty: pty,
             rig,
@@ -259,7 +257,7 @@ async fn drives_reach_the_firmware_clamped_and_slew_limited_and_time_out_to_the_
     };
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let broker = Broker::start(&mosquitto, dir.path());
-    let mut bench = Bench::start(&socat, dir.path(), broker.port).await;
+    let mut bench = Bench::start(&socat, dir.path(), broker.port, "actuator").await;
     bench
         .wait_stats("the drive subscription", |s| {
             s.drive_subscribed && s.firmware_online
@@ -345,7 +343,7 @@ async fn a_firmware_restart_while_driving_leaves_the_actuator_off_until_a_safety
     };
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let broker = Broker::start(&mosquitto, dir.path());
-    let mut bench = Bench::start(&socat, dir.path(), broker.port).await;
+    let mut bench = Bench::start(&socat, dir.path(), broker.port, "fw-restart").await;
     bench
         .wait_stats("the drive subscription", |s| {
             s.drive_subscribed && s.firmware_online
