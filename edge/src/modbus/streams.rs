@@ -113,11 +113,15 @@ pub fn overflow_warnings(config: &ModbusConfig) -> Vec<String> {
             d.registers.iter().filter_map(move |r| {
                 let (lo, hi) = carried_range(r)?;
                 Some(format!(
-                    "modbus device {:?} channel {:?} ({:?}): values outside [{lo:.6e}, {hi:.6e}] {} do not fit a SampleBlock's i32 and are published as missing and counted; a wider range needs a coarser scale or resolution",
+                    "modbus device {:?} channel {:?} ({:?}): values outside [{lo:.6e}, {hi:.6e}]{} do not fit a SampleBlock's i32 and are published as missing and counted; a wider range needs a coarser scale or resolution",
                     d.name,
                     r.channel,
                     r.data_type(),
-                    r.unit
+                    if r.unit.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", r.unit)
+                    }
                 ))
             })
         })
