@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use dtop_broker::credentials::{self, Credentials, RigSpec};
+use dtop_broker::credentials::{self, RigSpec};
 use dtop_broker::{BrokerConfig, BrokerError, ConfigError, EXAMPLE_CONFIG_TOML, Role, Secret};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
@@ -214,7 +214,7 @@ fn main() -> ExitCode {
     };
 
     if let Some(auth) = &config.auth
-        && let Err(e) = Credentials::load(&auth.credentials_file)
+        && let Err(e) = dtop_broker::run::load_credentials(auth)
     {
         eprintln!("error: auth.credentials_file: {e}");
         let mut cause = std::error::Error::source(&e);
