@@ -1025,8 +1025,10 @@ def test_will_delay():
         a = Peer(A_ID, True, conn_props=p5(PacketTypes.CONNECT, SessionExpiryInterval=expiry_s),
                  will=(TOPICS[0], b"test_will_delay will message",
                        p5(PacketTypes.WILLMESSAGE, WillDelayInterval=delay_s)))
-        a.terminate()
+        # Timed from just before the connection drops, so the server cannot have seen the
+        # drop before the clock started.
         start = time.monotonic()
+        a.terminate()
         b.wait_messages(1, want_s + 3)
         took_s = time.monotonic() - start
         b.disconnect()
