@@ -62,7 +62,8 @@ enum PasswdAction {
     /// Add a user, or replace it. The password is read from --password-file, or else the
     /// first line of stdin.
     Add {
-        /// User name (a rig's user name is its rig id unless --rigs says otherwise).
+        /// User name (a rig's user name is its rig id unless --rigs says otherwise, so it must
+        /// then be a valid rig id: ASCII letters, digits, `-`, `_`).
         user: String,
         /// rig, twin, operator, dashboard or admin.
         #[arg(long)]
