@@ -93,6 +93,16 @@ pub struct RoleRules {
     pub subscribe: Vec<String>,
 }
 
+impl RoleRules {
+    /// Whether any pattern substitutes the user name (`{username}` as a level).
+    pub fn uses_username(&self) -> bool {
+        self.publish
+            .iter()
+            .chain(&self.subscribe)
+            .any(|p| p.split('/').any(|level| level == "{username}"))
+    }
+}
+
 /// The rules of every role. Absent roles in the TOML keep DTOP's built-in rules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -22,8 +22,22 @@ use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
+use dtop_proto::RigId;
+
 use crate::acl::{Identity, RigScope, Role};
 use crate::secret::Secret;
+
+/// Why `username` cannot hold `role` with `rigs`: a rig with the default scope addresses its
+/// own topics by its user name (`{rig}` becomes the name), so the name must be a valid rig id;
+/// `+`, `#` or `/` in it would widen or break every pattern it is substituted into.
+pub fn username_problem(username: &str, role: Role, rigs: &RigSpec) -> Option<String> {
+    if role != Role::Rig || *rigs != RigSpec::Default {
+        return None;
+    }
+    RigId::new(username).err().map(|e| {
+        format!("user name {username:?} is not a valid rig id for role rig (its topics use the name): {e}")
+    })
+}
 
 /// Why the credentials file could not be used or changed.
 #[derive(Debug, thiserror::Error)]
@@ -67,11 +81,9 @@ impl RigSpec {
             "*" => Ok(Self::All),
             list => {
                 let rigs: Vec<String> = list.split(',').map(|r| r.trim().to_owned()).collect();
-                match rigs
-                    .iter()
-                    .find(|r| r.is_empty() || r.contains([':', '/', '+', '#', '*']))
-                {
-                    Some(bad) => Err(format!("bad rig id {bad:?} in {list:?}")),
+                // The same rule as every rig id in DTOP, so a scope can name only real rigs.
+                match rigs.iter().find_map(|r| RigId::new(r.as_str()).err()) {
+                    Some(bad) => Err(format!("bad rig in {list:?}: {bad}")),
                     None => Ok(Self::List(rigs)),
                 }
             }
@@ -147,6 +159,10 @@ impl Credentials {
                 problems.push(format!("line {n}: empty username"));
                 continue;
             }
+            if let Some(problem) = username_problem(user, role, &rigs) {
+                problems.push(format!("line {n}: {problem}"));
+                continue;
+            }
             if users
                 .insert(user.to_owned(), UserEntry { role, rigs, hash })
                 .is_some()
@@ -200,6 +216,24 @@ impl Credentials {
         self.users.get(username)
     }
 
+    /// Users whose name cannot stand for `{username}` in their role's rules (`uses_username`
+    /// says which roles' rules contain it): the name must be a valid rig id, since a `/`, `+`
+    /// or `#` in it would change what the pattern matches. Every such user is listed.
+    pub fn placeholder_problems(&self, uses_username: impl Fn(Role) -> bool) -> Vec<String> {
+        self.users
+            .iter()
+            .filter(|(_, entry)| uses_username(entry.role))
+            .filter_map(|(user, entry)| {
+                RigId::new(user.as_str()).err().map(|e| {
+                    format!(
+                        "user {user:?}: role {} substitutes the user name into topics, but it is not a valid rig id: {e}",
+                        entry.role
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Adds or replaces a user.
     pub fn upsert(&mut self, username: &str, entry: UserEntry) -> Result<(), CredentialsError> {
         if username.is_empty() || username.contains([':', '\n', '\r']) || username.starts_with('#')
@@ -207,6 +241,9 @@ impl Credentials {
             return Err(CredentialsError::InvalidEntry(format!(
                 "user name {username:?} must be non-empty and contain no ':' or newline"
             )));
+        }
+        if let Some(problem) = username_problem(username, entry.role, &entry.rigs) {
+            return Err(CredentialsError::InvalidEntry(problem));
         }
         self.users.insert(username.to_owned(), entry);
         Ok(())
@@ -358,6 +395,32 @@ mod tests {
             panic!("expected Malformed");
         };
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn refuses_rig_names_that_are_not_rig_ids_in_the_file_and_in_edits() {
+        let Err(CredentialsError::Malformed(problems)) =
+            Credentials::parse("+:rig:-:-\na/b:rig:-:-\nok:rig:-:-\nx/y:operator:-:-\n")
+        else {
+            panic!("expected Malformed");
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].starts_with("line 1:") && problems[1].starts_with("line 2:"));
+        let entry = UserEntry {
+            role: Role::Rig,
+            rigs: RigSpec::Default,
+            hash: None,
+        };
+        let mut creds = Credentials::default();
+        assert!(creds.upsert("+", entry.clone()).is_err());
+        assert!(creds.upsert("so-3s", entry).is_ok());
+        // With an explicit rig list the name is never substituted into a topic.
+        let listed = Credentials::parse("a/b:rig:so-3s:-\n").unwrap();
+        assert!(listed.placeholder_problems(|_| false).is_empty());
+        assert_eq!(
+            listed.placeholder_problems(|role| role == Role::Rig).len(),
+            1
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@
 //!   min(published, granted); MQTT 5 Session Expiry and No Local are honoured; an oversize
 //!   PUBLISH is refused on its own (5: 0x97) instead of dropping the connection; over the
 //!   connection limit a client gets a refusing CONNACK.
+//! - MQTT 5 Maximum Packet Size both ways (CONNACK announces ours; a PUBLISH too large for a
+//!   client is discarded for it alone) and Message Expiry (expired messages are not delivered,
+//!   forwarded intervals count down); see `tests/paho_suites.rs` for the Paho suites.
 //! - A repeated SUBSCRIBE re-sends retained messages (read through a one-shot router link), and
 //!   an empty non-retained PUBLISH no longer clears the topic's retained message (rumqttd treats
 //!   every empty payload as a retained delete; it crosses the router as a placeholder).

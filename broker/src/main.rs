@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use dtop_broker::credentials::{self, Credentials, RigSpec};
+use dtop_broker::credentials::{self, RigSpec};
 use dtop_broker::{BrokerConfig, BrokerError, ConfigError, EXAMPLE_CONFIG_TOML, Role, Secret};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info};
@@ -62,7 +62,8 @@ enum PasswdAction {
     /// Add a user, or replace it. The password is read from --password-file, or else the
     /// first line of stdin.
     Add {
-        /// User name (a rig's user name is its rig id unless --rigs says otherwise).
+        /// User name (a rig's user name is its rig id unless --rigs says otherwise, so it must
+        /// then be a valid rig id: ASCII letters, digits, `-`, `_`).
         user: String,
         /// rig, twin, operator, dashboard or admin.
         #[arg(long)]
@@ -214,7 +215,7 @@ fn main() -> ExitCode {
     };
 
     if let Some(auth) = &config.auth
-        && let Err(e) = Credentials::load(&auth.credentials_file)
+        && let Err(e) = dtop_broker::run::load_credentials(auth)
     {
         eprintln!("error: auth.credentials_file: {e}");
         let mut cause = std::error::Error::source(&e);

@@ -68,6 +68,8 @@ pub struct Metrics {
     messages_in_total: AtomicU64,
     messages_out_total: AtomicU64,
     queue_dropped_total: AtomicU64,
+    expired_total: AtomicU64,
+    too_large_for_client_total: AtomicU64,
     refusals: [AtomicU64; Refusal::ALL.len()],
     /// Session id → (client id, messages queued or in flight to it).
     queues: Mutex<BTreeMap<u64, (String, Arc<AtomicUsize>)>>,
@@ -103,6 +105,29 @@ impl Metrics {
     /// A queued message was dropped because the client's queue was full.
     pub fn queue_dropped(&self) {
         self.queue_dropped_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message's Message Expiry Interval ran out before it was sent to a client (MQTT 5
+    /// §3.3.2.3.3).
+    pub fn expired(&self) {
+        self.expired_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages that expired before delivery, so far.
+    pub fn expired_count(&self) -> u64 {
+        self.expired_total.load(Ordering::Relaxed)
+    }
+
+    /// A PUBLISH was discarded for one client because it exceeded the client's Maximum Packet
+    /// Size (MQTT 5 §3.1.2.11.4).
+    pub fn too_large_for_client(&self) {
+        self.too_large_for_client_total
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages discarded for exceeding a client's Maximum Packet Size, so far.
+    pub fn too_large_for_client_count(&self) -> u64 {
+        self.too_large_for_client_total.load(Ordering::Relaxed)
     }
 
     /// Counts one refusal.
@@ -171,6 +196,18 @@ impl Metrics {
             "Messages dropped because a client's queue was full.",
             "counter",
             self.queue_dropped_total.load(Ordering::Relaxed).to_string(),
+        );
+        counter(
+            "dtop_broker_expired_total",
+            "Messages not delivered to a client because their Message Expiry Interval ran out.",
+            "counter",
+            self.expired_count().to_string(),
+        );
+        counter(
+            "dtop_broker_too_large_for_client_total",
+            "Messages discarded for one client because they exceed its Maximum Packet Size.",
+            "counter",
+            self.too_large_for_client_count().to_string(),
         );
         let _ = writeln!(
             out,

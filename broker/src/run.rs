@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::acl::Acl;
-use crate::config::{BrokerConfig, ConfigErrors};
+use crate::config::{AuthConfig, BrokerConfig, ConfigErrors};
 use crate::credentials::{Credentials, CredentialsError};
 use crate::front::listener::{self, TlsSetupError};
 use crate::front::{Auth, Front};
@@ -170,6 +170,18 @@ fn front_runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
     }
 }
 
+/// Loads `auth`'s credentials file and checks it against the role rules: every user of a role
+/// whose rules contain `{username}` must have a name that is a valid rig id.
+pub fn load_credentials(auth: &AuthConfig) -> Result<Credentials, CredentialsError> {
+    let credentials = Credentials::load(&auth.credentials_file)?;
+    let problems = credentials.placeholder_problems(|role| auth.roles.rules(role).uses_username());
+    if problems.is_empty() {
+        Ok(credentials)
+    } else {
+        Err(CredentialsError::Malformed(problems))
+    }
+}
+
 /// Validates `config`, loads credentials and TLS material, binds every listener, starts
 /// rumqttd's router and the front on a thread named `dtop-broker`, and returns once clients
 /// can connect. Blocking (file reads, thread start); call it from `spawn_blocking` inside an
@@ -179,8 +191,7 @@ pub fn spawn(config: &BrokerConfig) -> Result<BrokerHandle, BrokerError> {
 
     let auth = match &config.auth {
         Some(auth) => {
-            let credentials =
-                Credentials::load(&auth.credentials_file).map_err(BrokerError::Credentials)?;
+            let credentials = load_credentials(auth).map_err(BrokerError::Credentials)?;
             if credentials.is_empty() {
                 warn!(file = %auth.credentials_file.display(), "The credentials file has no users; every client will be refused.");
             }

@@ -469,3 +469,111 @@ async fn an_empty_non_retained_publish_is_delivered_and_keeps_the_retained_messa
     .await;
     assert_eq!(retained, Bytes::from_static(b"kept"));
 }
+
+/// Publishes `payload` at QoS 1 with an optional Message Expiry Interval and waits for PUBACK.
+async fn v5_publish_acked(
+    addr: SocketAddr,
+    id: &str,
+    topic: &str,
+    payload: &'static [u8],
+    retain: bool,
+    expiry_s: Option<u32>,
+) {
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    let (publisher, mut pub_loop) = v5_client(id, addr, None);
+    let props = PublishProperties {
+        message_expiry_interval: expiry_s,
+        ..PublishProperties::default()
+    };
+    publisher
+        .publish_with_properties(
+            topic,
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            retain,
+            Bytes::from_static(payload),
+            props,
+        )
+        .await
+        .unwrap();
+    v5_poll_until(&mut pub_loop, "PUBACK", |p| {
+        matches!(p, V5Packet::PubAck(_)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_skips_a_publish_above_one_clients_maximum_packet_size_and_delivers_it_to_others() {
+    let broker = tokio::task::spawn_blocking(start_broker).await.unwrap();
+    let addr = broker.mqtt_addr();
+    let mut small_options = rumqttc::v5::MqttOptions::new("small-max", "127.0.0.1", addr.port());
+    // rumqttc refuses (connection error) any incoming packet above this: before the fix the
+    // broker sent it anyway.
+    small_options.set_max_packet_size(Some(128));
+    let (small, mut small_loop) = rumqttc::v5::AsyncClient::new(small_options, 16);
+    let (big, mut big_loop) = v5_client("big-max", addr, None);
+    for (client, eventloop) in [(&small, &mut small_loop), (&big, &mut big_loop)] {
+        client
+            .subscribe("conf/maxpacket", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        v5_poll_until(eventloop, "SUBACK", |p| {
+            matches!(p, V5Packet::SubAck(_)).then_some(())
+        })
+        .await;
+    }
+    v5_publish_acked(addr, "mp-pub1", "conf/maxpacket", &[b'x'; 200], false, None).await;
+    v5_publish_acked(addr, "mp-pub2", "conf/maxpacket", b"small", false, None).await;
+    let sizes = |got: Vec<rumqttc::v5::mqttbytes::v5::Publish>| {
+        got.into_iter().map(|p| p.payload.len()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        sizes(v5_collect(&mut small_loop, Duration::from_millis(500)).await),
+        [5],
+        "the limited client gets only what fits, and stays connected"
+    );
+    assert_eq!(
+        sizes(v5_collect(&mut big_loop, Duration::from_millis(500)).await),
+        [200, 5]
+    );
+    assert_eq!(broker.metrics().too_large_for_client_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_an_expired_retained_message_is_not_sent_and_a_live_one_carries_its_remaining_interval()
+ {
+    let broker = tokio::task::spawn_blocking(start_broker).await.unwrap();
+    let addr = broker.mqtt_addr();
+    v5_publish_acked(
+        addr,
+        "ex-pub1",
+        "conf/expiry/short",
+        b"short",
+        true,
+        Some(1),
+    )
+    .await;
+    v5_publish_acked(addr, "ex-pub2", "conf/expiry/long", b"long", true, Some(60)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (sub, mut sub_loop) = v5_client("ex-sub", addr, None);
+    sub.subscribe("conf/expiry/+", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let got: Vec<(Bytes, Option<u32>)> = v5_collect(&mut sub_loop, Duration::from_millis(700))
+        .await
+        .into_iter()
+        .map(|p| {
+            (
+                p.payload,
+                p.properties.and_then(|props| props.message_expiry_interval),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 1, "only the unexpired retained message: {got:?}");
+    assert_eq!(got[0].0, Bytes::from_static(b"long"));
+    let left_s = got[0].1.expect("the interval is forwarded");
+    assert!(
+        (55..=58).contains(&left_s),
+        "60 s less the ~2 s it waited: {left_s}"
+    );
+    assert_eq!(broker.metrics().expired_count(), 1);
+}

@@ -115,29 +115,77 @@ async fn refuses_an_oversize_311_publish_and_keeps_the_connection() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refuses_an_oversize_mqtt5_publish_with_reason_0x97() {
-    use rumqttc::v5::mqttbytes::v5::{Packet as V5, PubAckReason};
-    let broker = tokio::task::spawn_blocking(start_broker).await.unwrap();
-    let (publisher, mut pub_loop) = common::v5_client("oversize-v5", broker.mqtt_addr(), None);
-    for (size, want) in [
-        (MAX_MQTT_PACKET_BYTES + 1, PubAckReason::QuotaExceeded),
-        (16, PubAckReason::Success),
+/// Reads one MQTT 5 packet from `stream`, with bounded waits.
+fn read_v5(
+    stream: &mut std::net::TcpStream,
+    buf: &mut bytes::BytesMut,
+) -> rumqttc::v5::mqttbytes::v5::Packet {
+    use std::io::Read as _;
+    loop {
+        match rumqttc::v5::mqttbytes::v5::Packet::read(buf, None) {
+            Ok(packet) => return packet,
+            Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
+            Err(e) => panic!("undecodable packet: {e}"),
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).expect("a packet within WAIT");
+        assert!(n > 0, "the broker closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Raw packets: a conforming MQTT 5 client (rumqttc included) will not send more than the
+/// CONNACK's Maximum Packet Size, so the oversize PUBLISH is written by hand.
+#[test]
+fn announces_its_maximum_packet_size_and_refuses_a_larger_mqtt5_publish_with_0x97() {
+    use dtop_broker::front::wire::packet_len;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::{Connect, Packet as V5, PubAckReason, Publish};
+    use std::io::Write as _;
+
+    let broker = start_broker();
+    let mut stream = std::net::TcpStream::connect(broker.mqtt_addr()).unwrap();
+    stream.set_read_timeout(Some(common::WAIT)).unwrap();
+    let mut out = bytes::BytesMut::new();
+    let connect = Connect {
+        keep_alive: 30,
+        client_id: "oversize-v5".into(),
+        clean_start: true,
+        properties: None,
+    };
+    V5::Connect(connect, None, None)
+        .write(&mut out, None)
+        .unwrap();
+    stream.write_all(&out).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let V5::ConnAck(connack) = read_v5(&mut stream, &mut buf) else {
+        panic!("expected CONNACK");
+    };
+    let max_payload_bytes = dtop_broker::LimitsConfig::default().max_payload_bytes;
+    let announced = connack.properties.and_then(|p| p.max_packet_size);
+    assert_eq!(
+        announced,
+        Some(u32::try_from(packet_len(max_payload_bytes)).unwrap()),
+        "CONNACK announces the limit the broker enforces"
+    );
+
+    for (pkid, size, want) in [
+        (1, MAX_MQTT_PACKET_BYTES + 1, PubAckReason::QuotaExceeded),
+        (2, 16, PubAckReason::Success),
     ] {
-        publisher
-            .publish(
-                "dtop/test/oversize-v5",
-                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                false,
-                vec![0u8; size],
-            )
-            .await
-            .unwrap();
-        let reason = common::v5_poll_until(&mut pub_loop, "PUBACK", |p| match p {
-            V5::PubAck(ack) => Some(ack.reason),
-            _ => None,
-        })
-        .await;
-        assert_eq!(reason, want, "{size} bytes");
+        let mut publish = Publish::new(
+            "dtop/test/oversize-v5",
+            QoS::AtLeastOnce,
+            vec![0u8; size],
+            None,
+        );
+        publish.pkid = pkid;
+        out.clear();
+        V5::Publish(publish).write(&mut out, None).unwrap();
+        stream.write_all(&out).unwrap();
+        let V5::PubAck(ack) = read_v5(&mut stream, &mut buf) else {
+            panic!("expected PUBACK");
+        };
+        assert_eq!((ack.pkid, ack.reason), (pkid, want), "{size} bytes");
     }
 }

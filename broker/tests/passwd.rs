@@ -143,3 +143,68 @@ fn check_refuses_a_config_whose_credentials_file_is_broken() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown role \"wizard\""), "{stderr}");
 }
+
+#[test]
+fn refuses_rig_user_names_that_are_not_rig_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("passwd");
+    let f = f.to_str().unwrap();
+    for bad in ["+", "a/b", "a#b", "so 3s"] {
+        let out = run(
+            &["passwd", "--file", f, "add", bad, "--role", "rig"],
+            "pw\n",
+        );
+        assert_eq!(out.status.code(), Some(64), "{bad:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("not a valid rig id"), "{bad:?}: {stderr}");
+    }
+    assert!(
+        !dir.path().join("passwd").exists(),
+        "nothing was written for a refused user"
+    );
+    // Other roles address rigs through `--rigs`, so their names are free.
+    let out = run(
+        &["passwd", "--file", f, "add", "a/b", "--role", "operator"],
+        "pw\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn check_lists_every_user_name_that_cannot_stand_in_a_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("passwd");
+    // Two rig names break `{rig}`; with `{username}` in the operator rules, `a+b` breaks too.
+    std::fs::write(&creds, "+:rig:-:-\na/b:rig:-:-\nso-3s:rig:-:-\n").unwrap();
+    let config = dir.path().join("broker.toml");
+    std::fs::write(
+        &config,
+        format!("[auth]\ncredentials_file = {:?}\n", creds.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = run(&["--check", "--config", config.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 1") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("line 3"), "{stderr}");
+
+    std::fs::write(&creds, "a+b:operator:-:-\nbob:operator:-:-\n").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\ncredentials_file = {:?}\n[auth.roles.operator]\npublish = [\"home/{{username}}/#\"]\nsubscribe = []\n",
+            creds.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = run(&["--check", "--config", config.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"a+b\"") && !stderr.contains("\"bob\""),
+        "{stderr}"
+    );
+}

@@ -156,6 +156,7 @@ async fn refuse_connect<S: AsyncWrite + Unpin>(stream: &mut S, version: Version,
         assigned_id: None,
         session_expiry_s: None,
         receive_max: 0,
+        max_packet_bytes: None,
     };
     if wire::encode(version, connack, &mut out).is_ok() && write_now(stream, &out).await {
         let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await;
@@ -323,6 +324,7 @@ where
         }
     };
     session.expiry_s = expiry_s;
+    session.max_packet_bytes = info.max_packet_bytes;
 
     let window = u16::try_from(front.limits.max_inflight_count)
         .unwrap_or(u16::MAX)
@@ -335,6 +337,8 @@ where
         assigned_id,
         session_expiry_s: (expiry_s != info.session_expiry_s).then_some(expiry_s),
         receive_max: window,
+        // What `process_input` accepts: a remaining length up to `max_payload_bytes`.
+        max_packet_bytes: u32::try_from(wire::packet_len(front.limits.max_payload_bytes)).ok(),
     };
     if wire::encode(version, connack, &mut wbuf).is_err() {
         return;

@@ -5,15 +5,18 @@
 //! writes.
 //!
 //! Every message crosses the router as a QoS 0 publish whose MQTT 5 properties carry one extra
-//! user property, [`META_KEY`], with the publisher's QoS, retain flag, session number and
-//! whether the payload was empty (rumqttd deletes the retained message on any empty payload,
+//! user property, [`META_KEY`], with the publisher's QoS, retain flag, session number, arrival
+//! time and Message Expiry Interval (MQTT 5 §3.3.2.3.3; kept out of rumqttd, whose retained
+//! store shortens a stored interval again on every read) and whether the payload was empty (rumqttd deletes the retained message on any empty payload,
 //! so an empty non-retained message crosses as a one-byte placeholder).
 //! rumqttd rewrites a forward's QoS to the subscription's and drops the retain flag of live
 //! messages; the envelope lets us restore what the specification requires.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
@@ -54,6 +57,33 @@ struct Delivery {
     topic: String,
     payload: Bytes,
     props: Option<PublishProperties>,
+    /// When the broker received the message ([`clock_ms`]), for its Message Expiry Interval.
+    received_ms: u64,
+}
+
+/// Milliseconds on the process's monotonic clock: the envelope's arrival stamp. Messages,
+/// retained ones included, live only as long as the process (rumqttd keeps them in memory),
+/// so a process-local clock suffices, and it never jumps with the wall clock.
+fn clock_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What the Message Expiry Interval (MQTT 5 §3.3.2.3.3) leaves of a message `waited_ms` after
+/// it arrived: `None` once it has expired, else the interval to forward, reduced by the whole
+/// seconds it waited (`Some(None)` when it never expires). An interval of 0 is passed on
+/// unchanged and never expires: taken literally it would expire even a live delivery.
+fn remaining_expiry_s(expiry_s: Option<u32>, waited_ms: u64) -> Option<Option<u32>> {
+    let Some(expiry_s) = expiry_s.filter(|s| *s > 0) else {
+        return Some(expiry_s);
+    };
+    if waited_ms >= u64::from(expiry_s) * 1000 {
+        return None;
+    }
+    // waited_ms / 1000 < expiry_s here, so the difference is at least 1 and fits.
+    let waited_s = u32::try_from(waited_ms / 1000).unwrap_or(expiry_s);
+    Some(Some(expiry_s - waited_s.min(expiry_s - 1)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +127,9 @@ pub struct Session {
     queue: VecDeque<Delivery>,
     incoming_qos2: HashSet<u16>,
     next_pkid: u16,
+    /// The connected client's Maximum Packet Size (MQTT 5 §3.1.2.11.4), bytes; set by each
+    /// connection that holds the session. Larger PUBLISHes are discarded for this client.
+    pub max_packet_bytes: Option<usize>,
     queue_gauge: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 }
@@ -122,24 +155,40 @@ struct Meta {
     /// every empty payload as "delete the retained message", retained flag or not.
     empty: bool,
     origin: u64,
+    /// [`clock_ms`] when the broker received the message.
+    received_ms: u64,
+    /// The Message Expiry Interval it was published with, s.
+    expiry_s: Option<u32>,
 }
 
 /// Placeholder payload of an empty non-retained message inside the router.
 const EMPTY_PLACEHOLDER: &[u8] = &[0];
 
-/// The envelope's value: `{qos}{retain}{empty}:{origin session}`.
+/// The envelope's value: `{qos}{retain}{empty}:{origin session}:{received_ms}:{expiry_s}`,
+/// the expiry empty when the message has none.
 fn meta_value(meta: Meta) -> String {
     format!(
-        "{}{}{}:{}",
+        "{}{}{}:{}:{}:{}",
         meta.qos,
         u8::from(meta.retain),
         u8::from(meta.empty),
-        meta.origin
+        meta.origin,
+        meta.received_ms,
+        meta.expiry_s.map(|s| s.to_string()).unwrap_or_default()
     )
 }
 
 fn parse_meta(value: &str) -> Option<Meta> {
-    let (flags, origin) = value.split_once(':')?;
+    let mut fields = value.split(':');
+    let (flags, origin, received_ms, expiry_s) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    if fields.next().is_some() {
+        return None;
+    }
     let mut chars = flags.chars();
     let qos = u8::try_from(chars.next()?.to_digit(10)?).ok()?;
     let retain = chars.next()? == '1';
@@ -149,6 +198,11 @@ fn parse_meta(value: &str) -> Option<Meta> {
         retain,
         empty,
         origin: origin.parse().ok()?,
+        received_ms: received_ms.parse().ok()?,
+        expiry_s: match expiry_s {
+            "" => None,
+            s => Some(s.parse().ok()?),
+        },
     })
 }
 
@@ -162,7 +216,8 @@ fn to_router_props(props: Option<PublishProperties>, meta: String) -> rd::Publis
     user_properties.push((META_KEY.to_owned(), meta));
     rd::PublishProperties {
         payload_format_indicator: props.payload_format_indicator,
-        message_expiry_interval: props.message_expiry_interval,
+        // Carried in the envelope instead: the front alone applies expiry.
+        message_expiry_interval: None,
         topic_alias: None,
         response_topic: props.response_topic,
         correlation_data: props.correlation_data,
@@ -244,6 +299,7 @@ impl Session {
             queue: VecDeque::new(),
             incoming_qos2: HashSet::new(),
             next_pkid: 0,
+            max_packet_bytes: None,
             queue_gauge,
             metrics,
         }
@@ -273,6 +329,11 @@ impl Session {
             retain: message.retain,
             empty,
             origin: self.id,
+            received_ms: clock_ms(),
+            expiry_s: message
+                .props
+                .as_ref()
+                .and_then(|p| p.message_expiry_interval),
         });
         let props = to_router_props(message.props, meta);
         let payload = if empty {
@@ -407,6 +468,8 @@ impl Session {
             retain: publish.retain,
             empty: false,
             origin: 0,
+            received_ms: clock_ms(),
+            expiry_s: None,
         });
         let (pub_qos, pub_retain, origin) = (meta.qos, meta.retain, meta.origin);
         if sub.no_local && origin == self.id {
@@ -420,6 +483,7 @@ impl Session {
         let retain = from_store || (sub.retain_as_published && pub_retain);
         let qos = pub_qos.min(sub.qos);
         let mut props = props;
+        props.message_expiry_interval = meta.expiry_s;
         if let Some(id) = sub.client_sub_id {
             props.subscription_identifiers.push(id);
         }
@@ -436,11 +500,14 @@ impl Session {
                 publish.payload
             },
             props: (!props_are_empty(&props)).then_some(props),
+            received_ms: meta.received_ms,
         };
         match online {
             Some((version, window, out)) => {
                 if qos == 0 {
-                    self.write_delivery(version, 0, false, delivery, out);
+                    if let Some(delivery) = self.unexpired(delivery) {
+                        self.write_delivery(version, 0, false, &delivery, out);
+                    }
                 } else if self.queue.is_empty() && self.inflight.len() < usize::from(window) {
                     self.send_inflight(version, delivery, out);
                 } else {
@@ -455,6 +522,19 @@ impl Session {
     }
 
     fn enqueue(&mut self, delivery: Delivery, max_queued: usize) {
+        if self.queue.len() >= max_queued {
+            // Expired messages go first, so they never push out one that could still be sent.
+            let before = self.queue.len();
+            let now_ms = clock_ms();
+            self.queue.retain(|d| {
+                let waited_ms = now_ms.saturating_sub(d.received_ms);
+                let expiry_s = d.props.as_ref().and_then(|p| p.message_expiry_interval);
+                remaining_expiry_s(expiry_s, waited_ms).is_some()
+            });
+            for _ in self.queue.len()..before {
+                self.metrics.expired();
+            }
+        }
         if self.queue.len() >= max_queued {
             self.queue.pop_front();
             self.metrics.queue_dropped();
@@ -474,41 +554,79 @@ impl Session {
         self.next_pkid
     }
 
+    /// `delivery` as it may start onward delivery now: `None` (counted) when its Message
+    /// Expiry Interval has run out, else with the interval reduced by the time it waited.
+    fn unexpired(&self, mut delivery: Delivery) -> Option<Delivery> {
+        let expiry_s = delivery
+            .props
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval);
+        let waited_ms = clock_ms().saturating_sub(delivery.received_ms);
+        let Some(left_s) = remaining_expiry_s(expiry_s, waited_ms) else {
+            self.metrics.expired();
+            return None;
+        };
+        if let Some(props) = delivery.props.as_mut() {
+            props.message_expiry_interval = left_s;
+        }
+        Some(delivery)
+    }
+
     fn send_inflight(&mut self, version: Version, delivery: Delivery, out: &mut BytesMut) {
+        let Some(delivery) = self.unexpired(delivery) else {
+            return;
+        };
         let pkid = self.next_pkid();
         let state = if delivery.qos == 1 {
             OutState::Qos1Sent
         } else {
             OutState::Qos2Sent
         };
-        self.write_delivery(version, pkid, false, delivery.clone(), out);
-        self.inflight.push_back(InFlight {
-            pkid,
-            state,
-            delivery,
-        });
+        // A message too large for this client is over for it, as if delivered (§3.1.2.11.4).
+        if self.write_delivery(version, pkid, false, &delivery, out) {
+            self.inflight.push_back(InFlight {
+                pkid,
+                state,
+                delivery,
+            });
+        }
     }
 
+    /// Appends the PUBLISH of `delivery` to `out`; whether it was written. A packet larger
+    /// than the client's Maximum Packet Size is taken back out and counted instead (MQTT 5
+    /// §3.1.2.11.4: the server must not send it and acts as if it had been delivered).
     fn write_delivery(
         &self,
         version: Version,
         pkid: u16,
         dup: bool,
-        delivery: Delivery,
+        delivery: &Delivery,
         out: &mut BytesMut,
-    ) {
+    ) -> bool {
         let packet = Outbound::Publish {
             pkid,
             dup,
             qos: delivery.qos,
             retain: delivery.retain,
-            topic: delivery.topic,
-            payload: delivery.payload,
-            props: delivery.props,
+            topic: delivery.topic.clone(),
+            payload: delivery.payload.clone(),
+            props: delivery.props.clone(),
         };
-        if wire::encode(version, packet, out).is_ok() {
-            self.metrics.message_out();
+        let start = out.len();
+        if wire::encode(version, packet, out).is_err() {
+            out.truncate(start);
+            return false;
         }
+        if self
+            .max_packet_bytes
+            .is_some_and(|max| out.len() - start > max)
+        {
+            out.truncate(start);
+            self.metrics.too_large_for_client();
+            return false;
+        }
+        self.metrics.message_out();
+        true
     }
 
     /// Moves queued messages into the window after acks freed slots.
@@ -518,7 +636,9 @@ impl Session {
                 break;
             };
             if delivery.qos == 0 {
-                self.write_delivery(version, 0, false, delivery, out);
+                if let Some(delivery) = self.unexpired(delivery) {
+                    self.write_delivery(version, 0, false, &delivery, out);
+                }
             } else {
                 self.send_inflight(version, delivery, out);
             }
@@ -527,16 +647,23 @@ impl Session {
     }
 
     /// On (re)connect with this session: re-sends unacknowledged PUBLISHes with DUP set and
-    /// outstanding PUBRELs (§4.4), then fills the window from the queue.
+    /// outstanding PUBRELs (§4.4), then fills the window from the queue. Their delivery has
+    /// started, so they no longer expire; one too large for the new connection's Maximum
+    /// Packet Size is over, as if delivered.
     pub fn resume(&mut self, version: Version, window: u16, out: &mut BytesMut) {
-        for flight in &self.inflight {
-            match flight.state {
+        let flights = std::mem::take(&mut self.inflight);
+        for flight in flights {
+            let keep = match flight.state {
                 OutState::Qos1Sent | OutState::Qos2Sent => {
-                    self.write_delivery(version, flight.pkid, true, flight.delivery.clone(), out);
+                    self.write_delivery(version, flight.pkid, true, &flight.delivery, out)
                 }
                 OutState::Released => {
                     let _ = wire::encode(version, Outbound::PubRel(flight.pkid), out);
+                    true
                 }
+            };
+            if keep {
+                self.inflight.push_back(flight);
             }
         }
         self.pump(version, window, out);
@@ -583,6 +710,8 @@ mod tests {
             retain: true,
             empty: false,
             origin: 42,
+            received_ms: 1234,
+            expiry_s: Some(9),
         };
         let mut router = to_router_props(Some(client), meta_value(meta));
         router.subscription_identifiers.push(3);
@@ -597,15 +726,32 @@ mod tests {
     #[test]
     fn refuses_garbled_envelopes() {
         assert_eq!(
-            parse_meta("101:5"),
+            parse_meta("101:5:77:"),
             Some(Meta {
                 qos: 1,
                 retain: false,
                 empty: true,
-                origin: 5
+                origin: 5,
+                received_ms: 77,
+                expiry_s: None,
             })
         );
+        assert_eq!(parse_meta("101:5:77:x"), None);
         assert_eq!(parse_meta("x"), None);
         assert_eq!(parse_meta("1:"), None);
+        assert_eq!(parse_meta("101:5"), None);
+        assert_eq!(parse_meta("101:5:77:1:2"), None);
+    }
+
+    #[test]
+    fn expiry_counts_down_by_whole_seconds_waited_and_ends_at_the_interval() {
+        assert_eq!(remaining_expiry_s(None, 10_000_000), Some(None));
+        assert_eq!(remaining_expiry_s(Some(6), 0), Some(Some(6)));
+        assert_eq!(remaining_expiry_s(Some(6), 999), Some(Some(6)));
+        assert_eq!(remaining_expiry_s(Some(6), 3_200), Some(Some(3)));
+        assert_eq!(remaining_expiry_s(Some(6), 5_999), Some(Some(1)));
+        assert_eq!(remaining_expiry_s(Some(6), 6_000), None);
+        assert_eq!(remaining_expiry_s(Some(1), 3_000), None);
+        assert_eq!(remaining_expiry_s(Some(0), 60_000), Some(Some(0)));
     }
 }

@@ -104,6 +104,18 @@ pub fn connect_version(frame: &[u8], header: &FrameHeader) -> Result<Version, Wi
     }
 }
 
+/// The whole size of a packet whose remaining length is `remaining_len`: the type byte, the
+/// variable-length remaining length (§2.2.3, 1 to 4 bytes) and the rest.
+pub fn packet_len(remaining_len: usize) -> usize {
+    let length_bytes = match remaining_len {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + length_bytes + remaining_len
+}
+
 /// Packet id and QoS of a PUBLISH from its first bytes, for refusing an oversize one without
 /// buffering it. `Ok(None)` when more bytes are needed.
 pub fn publish_pkid(buf: &[u8], header: &FrameHeader) -> Result<Option<(u8, u16)>, WireError> {
@@ -169,6 +181,9 @@ pub struct ConnectInfo {
     pub session_expiry_s: u32,
     /// Client's Receive Maximum (5), 65535 when absent.
     pub receive_maximum: u16,
+    /// Client's Maximum Packet Size (5, §3.1.2.11.4), bytes; `None`: no limit beyond the
+    /// protocol's.
+    pub max_packet_bytes: Option<usize>,
 }
 
 /// One subscription request.
@@ -289,6 +304,8 @@ pub enum Outbound {
         session_expiry_s: Option<u32>,
         /// Our Receive Maximum (5).
         receive_max: u16,
+        /// Our Maximum Packet Size (5, §3.2.2.3.6), bytes: the largest packet we accept.
+        max_packet_bytes: Option<u32>,
     },
     /// PUBLISH.
     Publish {
@@ -375,6 +392,7 @@ pub fn decode_connect(
                 }),
                 session_expiry_s: if c.clean_session { 0 } else { u32::MAX },
                 receive_maximum: u16::MAX,
+                max_packet_bytes: None,
             })
         }
         Version::V5 => {
@@ -424,6 +442,9 @@ pub fn decode_connect(
                 will,
                 session_expiry_s: props.session_expiry_interval.unwrap_or(0),
                 receive_maximum: props.receive_maximum.unwrap_or(u16::MAX).max(1),
+                max_packet_bytes: props
+                    .max_packet_size
+                    .and_then(|max| usize::try_from(max).ok()),
             })
         }
     }
@@ -629,6 +650,7 @@ pub fn encode(version: Version, packet: Outbound, out: &mut BytesMut) -> Result<
                     assigned_id,
                     session_expiry_s,
                     receive_max,
+                    max_packet_bytes,
                 } => {
                     let properties = (code == ConnCode::Accepted).then(|| v5::ConnAckProperties {
                         session_expiry_interval: session_expiry_s,
@@ -639,7 +661,7 @@ pub fn encode(version: Version, packet: Outbound, out: &mut BytesMut) -> Result<
                         wildcard_subscription_available: Some(1),
                         retain_available: Some(1),
                         max_qos: None,
-                        max_packet_size: None,
+                        max_packet_size: max_packet_bytes,
                         topic_alias_max: None,
                         reason_string: None,
                         user_properties: Vec::new(),
@@ -760,6 +782,34 @@ mod tests {
         assert_eq!(header.remaining_len, 1_000_000);
         assert_eq!(publish_pkid(&head, &header).unwrap(), Some((1, 7)));
         assert_eq!(publish_pkid(&head[..6], &header).unwrap(), None);
+    }
+
+    #[test]
+    fn packet_len_counts_the_fixed_header() {
+        assert_eq!(packet_len(0), 2);
+        assert_eq!(packet_len(127), 129);
+        assert_eq!(packet_len(128), 131);
+        assert_eq!(packet_len(2_097_152), 2_097_157);
+    }
+
+    #[test]
+    fn v5_connack_announces_the_maximum_packet_size() {
+        let connack = Outbound::ConnAck {
+            session_present: false,
+            code: ConnCode::Accepted,
+            assigned_id: None,
+            session_expiry_s: None,
+            receive_max: 10,
+            max_packet_bytes: Some(300_000),
+        };
+        let mut out = BytesMut::new();
+        encode(Version::V5, connack, &mut out).unwrap();
+        let header = parse_fixed_header(&out).unwrap().unwrap();
+        let v5::Packet::ConnAck(ack) = v5::Packet::read(&mut out, None).unwrap() else {
+            panic!("not a CONNACK");
+        };
+        assert_eq!(header.packet_type(), 2);
+        assert_eq!(ack.properties.unwrap().max_packet_size, Some(300_000));
     }
 
     #[test]
