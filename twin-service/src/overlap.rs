@@ -7,7 +7,8 @@
 //! reuse stored ones would silently overwrite other values. The rule (ARCHITECTURE.md, "Storage
 //! schema"): a block whose time range intersects a stored run of another timeline goes whole to
 //! `dtop_samples_overlap` / `dtop_blocks_overlap`, tagged with its timeline; a block of the
-//! same timeline (a re-send: the same sample indices at the same times) is harmless.
+//! same timeline (a re-send: the same sample indices at the same times) is harmless. The session
+//! is not part of a timeline: the edge stamps replayed blocks with its current MQTT session.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -24,7 +25,6 @@ pub const MAX_RUNS_PER_STREAM: usize = 4096;
 /// that share a time share the sample index there, so they carry the same sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timeline {
-    pub session: u64,
     /// Time sample index 0 would have, ns since the Unix epoch (may be negative).
     pub origin_ns: i64,
     pub period_ns: u64,
@@ -32,16 +32,10 @@ pub struct Timeline {
 
 impl Timeline {
     /// The timeline of a block whose sample `first_sample_index` is at `first_timestamp_ns`.
-    pub fn of(
-        session: u64,
-        first_sample_index: u64,
-        first_timestamp_ns: u64,
-        period_ns: u64,
-    ) -> Self {
+    pub fn of(first_sample_index: u64, first_timestamp_ns: u64, period_ns: u64) -> Self {
         let origin =
             i128::from(first_timestamp_ns) - i128::from(first_sample_index) * i128::from(period_ns);
         Self {
-            session,
             // Saturating: only a hostile index gets here, and it still differs from real clocks.
             origin_ns: i64::try_from(origin).unwrap_or(if origin < 0 {
                 i64::MIN
@@ -52,9 +46,9 @@ impl Timeline {
         }
     }
 
-    /// The value of the `timeline` tag of blocks stored apart: `<session>/<origin_ns>/<period_ns>`.
+    /// The value of the `timeline` tag of blocks stored apart: `<origin_ns>/<period_ns>`.
     pub fn tag(&self) -> String {
-        format!("{}/{}/{}", self.session, self.origin_ns, self.period_ns)
+        format!("{}/{}", self.origin_ns, self.period_ns)
     }
 }
 
@@ -62,6 +56,8 @@ impl Timeline {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockTimes {
     pub stream_id: u32,
+    /// The edge's MQTT session that sent it: only for the reason.
+    pub session: u64,
     pub first_timestamp_ns: u64,
     pub samples: u64,
     pub timeline: Timeline,
@@ -78,17 +74,18 @@ impl BlockTimes {
 /// Why a block was stored apart; the metric label is [`OverlapReason::as_str`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OverlapReason {
-    /// Its times are stored from another edge session (a restarted edge's clock).
+    /// Its times are stored under another clock first seen in another edge session (a
+    /// restarted edge).
     OtherSession,
-    /// Its times are stored from the same session under another clock (a re-anchored clock).
-    SameSessionOtherClock,
+    /// Its times are stored under another clock of its own session (a re-anchored clock).
+    SameSession,
 }
 
 impl OverlapReason {
     pub const fn as_str(self) -> &'static str {
         match self {
             OverlapReason::OtherSession => "other_session",
-            OverlapReason::SameSessionOtherClock => "same_session_other_clock",
+            OverlapReason::SameSession => "same_session",
         }
     }
 }
@@ -103,8 +100,9 @@ pub enum Placement {
         reason: OverlapReason,
         /// Sample times of the block inside stored runs of another timeline.
         colliding_samples: u64,
-        /// The first such run's timeline, for the log.
+        /// The first such run's timeline and session, for the log.
         stored: Timeline,
+        stored_session: u64,
     },
 }
 
@@ -114,6 +112,8 @@ struct Run {
     start_ns: u64,
     end_ns: u64,
     timeline: Timeline,
+    /// Session of the first block recorded in it.
+    session: u64,
 }
 
 /// See the module docs. Runs of one stream never intersect: a block that would make two
@@ -132,7 +132,7 @@ impl StoredTimes {
             return Placement::Main;
         };
         let (a, b) = (block.first_timestamp_ns, block.end_ns());
-        let mut apart: Option<(OverlapReason, Timeline)> = None;
+        let mut apart: Option<(OverlapReason, &Run)> = None;
         let mut colliding = 0;
         // Runs are disjoint and sorted, so those intersecting [a, b) are the last ones
         // starting before b, back to the first that ends after a.
@@ -144,19 +144,20 @@ impl StoredTimes {
                 continue;
             }
             colliding += samples_within(block, run.start_ns.max(a), run.end_ns.min(b));
-            let reason = if run.timeline.session == block.timeline.session {
-                OverlapReason::SameSessionOtherClock
+            let reason = if run.session == block.session {
+                OverlapReason::SameSession
             } else {
                 OverlapReason::OtherSession
             };
             // Reported for the earliest colliding run.
-            apart = Some((reason, run.timeline));
+            apart = Some((reason, run));
         }
         match apart {
-            Some((reason, stored)) => Placement::Apart {
+            Some((reason, run)) => Placement::Apart {
                 reason,
                 colliding_samples: colliding,
-                stored,
+                stored: run.timeline,
+                stored_session: run.session,
             },
             None => Placement::Main,
         }
@@ -177,8 +178,12 @@ impl StoredTimes {
             .map(|(&s, _)| s)
             .collect();
         let mut removed = Vec::with_capacity(touching.len());
+        let mut session = block.session;
         for s in touching {
             if let Some(r) = runs.remove(&s) {
+                if r.start_ns <= start {
+                    session = r.session;
+                }
                 start = start.min(r.start_ns);
                 end = end.max(r.end_ns);
                 removed.push(r);
@@ -188,6 +193,7 @@ impl StoredTimes {
             start_ns: start,
             end_ns: end,
             timeline: block.timeline,
+            session,
         };
         // A re-send inside a stored run changes nothing worth saving.
         if removed != [run] {
@@ -292,9 +298,10 @@ mod tests {
         let first = (T0 as i64 + (index as i64 + shift_ms) * MS as i64) as u64;
         BlockTimes {
             stream_id: 0,
+            session,
             first_timestamp_ns: first,
             samples: 100,
-            timeline: Timeline::of(session, index, first, MS),
+            timeline: Timeline::of(index, first, MS),
         }
     }
 
@@ -312,6 +319,8 @@ mod tests {
         let t = stored(&[block(1, 0, 0), block(1, 100, 0), block(1, 200, 0)]);
         assert_eq!(t.runs(), 1);
         assert_eq!(t.place(&block(1, 100, 0)), Placement::Main);
+        // The edge stamps a replay with its current session: still the same samples.
+        assert_eq!(t.place(&block(7, 100, 0)), Placement::Main);
         // A late hole-fill of the same clock, and the next block, are not overlaps either.
         let mut t = stored(&[block(1, 0, 0), block(1, 200, 0)]);
         assert_eq!(t.runs(), 2);
@@ -330,10 +339,11 @@ mod tests {
                 reason,
                 colliding_samples,
                 stored,
+                stored_session,
             } => {
                 assert_eq!(reason, OverlapReason::OtherSession);
                 assert_eq!(colliding_samples, 50);
-                assert_eq!(stored.session, 1);
+                assert_eq!((stored.origin_ns as u64, stored_session), (T0, 1));
             }
             other => panic!("{other:?}"),
         }
@@ -355,7 +365,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(reason, OverlapReason::SameSessionOtherClock);
+        assert_eq!(reason, OverlapReason::SameSession);
         assert_eq!(colliding_samples, 50);
     }
 
@@ -364,7 +374,7 @@ mod tests {
         let t = stored(&[block(1, 0, 0)]);
         let mut b = block(2, 0, 0);
         b.first_timestamp_ns += MS / 2;
-        b.timeline = Timeline::of(2, 0, b.first_timestamp_ns, MS);
+        b.timeline = Timeline::of(0, b.first_timestamp_ns, MS);
         assert!(matches!(t.place(&b), Placement::Apart { .. }));
     }
 

@@ -559,10 +559,10 @@ impl RigState {
         let samples = just_columns.first().map_or(0, |c| c.raw.len() as u64);
         let times = BlockTimes {
             stream_id: block.stream_id,
+            session: block.session,
             first_timestamp_ns: block.first_timestamp_ns,
             samples,
             timeline: Timeline::of(
-                block.session,
                 block.first_sample_index,
                 block.first_timestamp_ns,
                 block.sample_period_ns,
@@ -638,6 +638,7 @@ impl RigState {
                 reason,
                 colliding_samples,
                 stored,
+                stored_session,
             } => {
                 if observation != Observation::Duplicate {
                     *self
@@ -657,7 +658,7 @@ impl RigState {
                         stream = block.stream_id,
                         reason = reason.as_str(),
                         colliding_samples,
-                        stored_session = stored.session,
+                        stored_session,
                         timeline = %times.timeline.tag(),
                         "A block's sample times are already stored from another edge clock; storing it apart (dtop_samples_overlap) so no stored sample changes. Later blocks of this clock that overlap are logged at debug."
                     );
@@ -1071,7 +1072,7 @@ mod tests {
         assert_eq!(chunks.len(), 1);
         assert!(
             chunks[0].lines.starts_with(
-                "dtop_samples_overlap,rig=r1,stream=0,timeline=2/1700000000011000000/1000000 floor1_accel=1 1700000000011000\n"
+                "dtop_samples_overlap,rig=r1,stream=0,timeline=1700000000011000000/1000000 floor1_accel=1 1700000000011000\n"
             ),
             "{}",
             chunks[0].lines
@@ -1079,7 +1080,7 @@ mod tests {
         assert!(
             chunks[0]
                 .lines
-                .contains("\ndtop_blocks_overlap,rig=r1,stream=0,timeline=2/")
+                .contains("\ndtop_blocks_overlap,rig=r1,stream=0,timeline=1700000000011000000/")
         );
         let stats = s.stats(now);
         assert_eq!(stats.blocks_stored_apart.get("other_session"), Some(&1));

@@ -138,7 +138,7 @@ pub struct RigStats {
     pub twin_states_dropped: u64,
     /// Blocks stored apart (`dtop_samples_overlap`) because `dtop_samples` already held
     /// samples of another edge clock at their times, by reason (`other_session`,
-    /// `same_session_other_clock`; see `crate::overlap`). Stored, not lost: also in
+    /// `same_session`; see `crate::overlap`). Stored, not lost: also in
     /// `blocks_stored`.
     pub blocks_stored_apart: BTreeMap<String, u64>,
     /// Sample instants of those blocks, by reason.

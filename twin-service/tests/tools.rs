@@ -167,7 +167,7 @@ async fn audit_lists_declared_losses_apart_and_exits_0_only_when_every_missing_s
             loss(7, 7, "spool_full").replace("rig-a", "rig-b"),
             block(8)
                 .replace("dtop_blocks,", "dtop_blocks_overlap,")
-                .replace("stream=0", "stream=0,timeline=2/5/1000000"),
+                .replace("stream=0", "stream=0,timeline=5/1000000"),
         ])
         .collect();
     write(&influx, database, stored).await;

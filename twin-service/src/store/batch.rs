@@ -162,7 +162,7 @@ mod tests {
         // A block stored apart is a block too.
         assert_eq!(
             block_audit(
-                "dtop_blocks_overlap,rig=r,stream=0,timeline=2/5/1 seq=1i,samples=4i,sample_period_ns=10i 1\n"
+                "dtop_blocks_overlap,rig=r,stream=0,timeline=5/1 seq=1i,samples=4i,sample_period_ns=10i 1\n"
             ),
             Some((4, 10))
         );
