@@ -874,7 +874,8 @@ impl RigActor {
     fn save_times(&mut self, sync: bool) {
         let Some(dir) = &self.times_dir else { return };
         let changed = self.state.stored_times_changed().is_some();
-        if !changed && !(sync && self.times_unsynced) {
+        let unsynced = sync && self.times_unsynced;
+        if !(changed || unsynced) {
             return;
         }
         match overlap::save(dir, self.state.rig(), self.state.stored_times(), sync) {

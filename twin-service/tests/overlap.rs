@@ -295,6 +295,8 @@ async fn a_restarted_edge_reusing_stored_times_is_stored_apart_and_no_stored_sam
     };
     edge.publish(RigTopic::Loss, skipped.encode_to_vec()).await;
     wait_persisted(&mut handle, 17).await;
+    // InfluxDB: the first run's samples are untouched.
+    assert_first_run_unchanged(&influx, 10).await;
     let stats = wait_stats(&mut handle, "the overlaps and the re-send counted", |s| {
         s.rigs.get(&rig()).is_some_and(|r| {
             r.blocks_stored_apart.values().sum::<u64>() == 5 && r.blocks_duplicate == 1
@@ -309,9 +311,8 @@ async fn a_restarted_edge_reusing_stored_times_is_stored_apart_and_no_stored_sam
         )
     );
 
-    // InfluxDB: the first run's samples are untouched; the overlapping blocks are all kept
-    // apart under their clock; dtop_samples holds exactly what dtop_blocks accounts for.
-    assert_first_run_unchanged(&influx, 10).await;
+    // The overlapping blocks are all kept apart under their clock; dtop_samples holds exactly
+    // what dtop_blocks accounts for.
     let main = count(
         &influx,
         &format!("SELECT COUNT(floor1_accel) FROM dtop_samples WHERE rig = '{RIG}'"),
@@ -397,6 +398,7 @@ async fn after_a_twin_restart_blocks_reusing_stored_times_are_still_stored_apart
             .await;
     }
     wait_persisted(&mut handle, 14).await;
+    assert_first_run_unchanged(&influx, 10).await;
     let stats = wait_stats(&mut handle, "the overlaps counted", |s| {
         s.rigs
             .get(&rig())
@@ -410,7 +412,6 @@ async fn after_a_twin_restart_blocks_reusing_stored_times_are_still_stored_apart
             by_reason("other_session", 500)
         )
     );
-    assert_first_run_unchanged(&influx, 10).await;
     let main = count(
         &influx,
         &format!("SELECT COUNT(floor1_accel) FROM dtop_samples WHERE rig = '{RIG}'"),
