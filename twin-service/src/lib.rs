@@ -19,6 +19,8 @@
 //! - [`control`]: one rig's twin-hosted DVF controller (off by default): command decisions,
 //!   gain limits from the critical gain, one drive per estimated block.
 //! - [`seq`]: pure per-rig block sequence tracking (new, duplicate, gap, late fill).
+//! - [`overlap`]: the sample times each rig has stored, per edge clock; a block that would
+//!   replace stored samples is stored apart.
 //! - [`lineproto`]: the pure line-protocol encoder, and the storage schema.
 //! - [`store`]: sinks (files, InfluxDB 1.x, InfluxDB 2.x) and the batching, retrying writer.
 //! - [`replay`]: deterministic replay of a stored range through the estimator and controller:
@@ -34,6 +36,7 @@ pub mod estimate;
 pub mod ingest;
 pub mod lineproto;
 pub mod metrics;
+pub mod overlap;
 pub mod replay;
 pub mod rig;
 pub mod seq;

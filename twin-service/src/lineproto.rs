@@ -16,6 +16,11 @@
 //!     one point per stored block, at the block's first sample time; lets an audit find holes
 //!     (missing seq) and overlaps without reading the samples.
 //!
+//! dtop_samples_overlap,rig=<rig>,stream=<stream_id>,timeline=<session>/<origin_ns>/<period_ns> ...
+//! dtop_blocks_overlap,rig=<rig>,stream=<stream_id>,timeline=<...> ...
+//!     the same lines for a block whose times `dtop_samples` already holds from another edge
+//!     clock (see `crate::overlap`): stored apart, never over the stored samples.
+//!
 //! dtop_twin_state,rig=<rig> floor<n>_displacement_m=<float>,floor<n>_velocity_m_s=<float>[,...],nis=<float> <t>
 //!     the Kalman filter's estimate, `model.state_publish_hz` points per second of live stream-0
 //!     samples (only for rigs whose manifest fits the configured model);
@@ -38,6 +43,13 @@ use serde::{Deserialize, Serialize};
 pub const SAMPLES_MEASUREMENT: &str = "dtop_samples";
 /// Measurement holding one audit point per stored block.
 pub const BLOCKS_MEASUREMENT: &str = "dtop_blocks";
+/// Measurements of blocks stored apart: their times would have replaced stored samples of
+/// another edge clock (see [`crate::overlap`]). Same fields, plus a `timeline` tag.
+pub const SAMPLES_OVERLAP_MEASUREMENT: &str = "dtop_samples_overlap";
+pub const BLOCKS_OVERLAP_MEASUREMENT: &str = "dtop_blocks_overlap";
+/// Measurement holding one point per loss declaration the twin accounted (`dtop-twin audit`
+/// lists them beside the holes).
+pub const SEQ_LOSSES_MEASUREMENT: &str = "dtop_seq_losses";
 /// Measurement holding the estimated state at the state publication rate.
 pub const TWIN_STATE_MEASUREMENT: &str = "dtop_twin_state";
 
@@ -147,7 +159,25 @@ pub fn encode_block(
     precision: Precision,
 ) -> Result<usize, EncodeError> {
     let start = out.len();
-    let result = encode_block_inner(out, header, columns, precision);
+    let result = encode_block_inner(out, header, columns, precision, None);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+/// Like [`encode_block`], but into `dtop_samples_overlap` and `dtop_blocks_overlap` with the
+/// extra tag `timeline=<timeline>`, for a block whose times are already stored from another
+/// clock: it can neither replace those samples nor collide with another clock's block.
+pub fn encode_block_apart(
+    out: &mut String,
+    header: &BlockHeader<'_>,
+    columns: &[Column<'_>],
+    precision: Precision,
+    timeline: &str,
+) -> Result<usize, EncodeError> {
+    let start = out.len();
+    let result = encode_block_inner(out, header, columns, precision, Some(timeline));
     if result.is_err() {
         out.truncate(start);
     }
@@ -159,6 +189,7 @@ fn encode_block_inner(
     header: &BlockHeader<'_>,
     columns: &[Column<'_>],
     precision: Precision,
+    apart: Option<&str>,
 ) -> Result<usize, EncodeError> {
     let samples = columns.first().map_or(0, |c| c.raw.len());
     if samples == 0 {
@@ -172,12 +203,12 @@ fn encode_block_inner(
         });
     }
     let mut series_key = String::new();
-    write_series_key(
-        &mut series_key,
-        SAMPLES_MEASUREMENT,
-        header.rig,
-        header.stream_id,
-    );
+    let measurement = match apart {
+        None => SAMPLES_MEASUREMENT,
+        Some(_) => SAMPLES_OVERLAP_MEASUREMENT,
+    };
+    write_series_key(&mut series_key, measurement, header.rig, header.stream_id);
+    push_timeline_tag(&mut series_key, apart);
     for k in 0..samples {
         let ts_ns =
             u128::from(header.first_timestamp_ns) + k as u128 * u128::from(header.sample_period_ns);
@@ -202,8 +233,15 @@ fn encode_block_inner(
         // Writing to a String cannot fail.
         let _ = writeln!(out, " {ts}");
     }
-    encode_block_audit(out, header, samples, precision)?;
+    encode_audit_line(out, header, samples, precision, apart)?;
     Ok(samples + 1)
+}
+
+fn push_timeline_tag(out: &mut String, apart: Option<&str>) {
+    if let Some(timeline) = apart {
+        out.push_str(",timeline=");
+        escape_key(out, timeline);
+    }
 }
 
 /// Appends the `dtop_blocks` audit line of a block of `samples` sample instants.
@@ -213,6 +251,16 @@ pub fn encode_block_audit(
     samples: usize,
     precision: Precision,
 ) -> Result<(), EncodeError> {
+    encode_audit_line(out, header, samples, precision, None)
+}
+
+fn encode_audit_line(
+    out: &mut String,
+    header: &BlockHeader<'_>,
+    samples: usize,
+    precision: Precision,
+    apart: Option<&str>,
+) -> Result<(), EncodeError> {
     let ts =
         precision
             .from_ns(header.first_timestamp_ns)
@@ -220,7 +268,12 @@ pub fn encode_block_audit(
                 sample: 0,
                 ts_ns: u128::from(header.first_timestamp_ns),
             })?;
-    write_series_key(out, BLOCKS_MEASUREMENT, header.rig, header.stream_id);
+    let measurement = match apart {
+        None => BLOCKS_MEASUREMENT,
+        Some(_) => BLOCKS_OVERLAP_MEASUREMENT,
+    };
+    write_series_key(out, measurement, header.rig, header.stream_id);
+    push_timeline_tag(out, apart);
     // Writing to a String cannot fail.
     let _ = writeln!(
         out,
@@ -284,6 +337,51 @@ pub fn encode_twin_state(
     }
     // Writing to a String cannot fail.
     let _ = writeln!(out, " {ts}");
+    Ok(1)
+}
+
+/// A loss declaration the twin accounted: seqs `first_seq..=last_seq` the edge lost for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqLossRecord<'a> {
+    pub rig: &'a str,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub blocks: u64,
+    pub samples: u64,
+    /// Metric label of the reason (`skipped`, `spool_full`, ...): no escaping needed.
+    pub reason: &'a str,
+    /// When the edge detected it, ns since the Unix epoch: the point's time.
+    pub detected_at_ns: u64,
+}
+
+/// Appends the `dtop_seq_losses` line of a loss declaration. The `seqs` tag makes each range
+/// its own series, so two ranges detected in the same instant never overwrite each other, and
+/// a repeated declaration rewrites the same point.
+pub fn encode_seq_loss(
+    out: &mut String,
+    record: &SeqLossRecord<'_>,
+    precision: Precision,
+) -> Result<usize, EncodeError> {
+    let ts = precision
+        .from_ns(record.detected_at_ns)
+        .ok_or(EncodeError::TimestampOutOfRange {
+            sample: 0,
+            ts_ns: u128::from(record.detected_at_ns),
+        })?;
+    escape_measurement(out, SEQ_LOSSES_MEASUREMENT);
+    out.push_str(",rig=");
+    escape_key(out, record.rig);
+    out.push_str(",reason=");
+    escape_key(out, record.reason);
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        out,
+        ",seqs={first}-{last} first_seq={first}i,last_seq={last}i,blocks={}i,samples={}i {ts}",
+        clamp_i64(record.blocks),
+        clamp_i64(record.samples),
+        first = clamp_i64(record.first_seq),
+        last = clamp_i64(record.last_seq),
+    );
     Ok(1)
 }
 

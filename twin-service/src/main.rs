@@ -62,7 +62,8 @@ enum Tool {
     /// prints a JSON report, writes the estimates and drives as JSON lines, and with --verify
     /// compares them bit for bit with what the live twin stored (exit 1 on any difference).
     Replay(ReplayArgs),
-    /// Lists the holes in one rig's stored block seqs (exit 1 if there are any).
+    /// Lists the holes in one rig's stored block seqs, and apart from them the missing seqs the
+    /// edge declared lost, with their reasons (exit 1 if any missing seq is not declared).
     Audit(AuditArgs),
 }
 
@@ -392,8 +393,11 @@ async fn audit(args: &AuditArgs, query: &InfluxQuery, rig: &RigId) -> anyhow::Re
     let (Some(&lowest), Some(&highest)) = (found.iter().min(), found.iter().max()) else {
         anyhow::bail!("rig {rig}: no block is stored");
     };
+    let declared = dtop_twin::store::audit::declared_losses(query, rig)
+        .await
+        .context("reading the declared seq losses")?;
     let expected = args.from_seq.unwrap_or(lowest)..=args.to_seq.unwrap_or(highest);
-    let report = dtop_twin::store::audit::holes(expected.clone(), &found);
+    let report = dtop_twin::store::audit::holes(expected.clone(), &found).with_declared(&declared);
     let text = serde_json::json!({
         "rig": rig.as_str(),
         "expected": [expected.start(), expected.end()],

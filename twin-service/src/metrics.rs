@@ -176,6 +176,31 @@ pub fn render(stats: &TwinStats) -> String {
             f.sample(name, &[("rig", rig.as_str())], value(r));
         }
     }
+    type RigByReason = fn(&crate::stats::RigStats) -> &std::collections::BTreeMap<String, u64>;
+    let per_rig_reason: [(&str, &str, RigByReason); 2] = [
+        (
+            "dtop_twin_rig_blocks_stored_apart_total",
+            "Blocks stored apart (dtop_samples_overlap) because their times were already stored from another edge clock, by reason.",
+            |r| &r.blocks_stored_apart,
+        ),
+        (
+            "dtop_twin_rig_samples_stored_apart_total",
+            "Sample instants of blocks stored apart, by reason.",
+            |r| &r.samples_stored_apart,
+        ),
+    ];
+    for (name, help, pick) in per_rig_reason {
+        let mut f = family(&mut out, name, "counter", help);
+        for (rig, r) in &stats.rigs {
+            for (reason, n) in pick(r) {
+                f.sample(
+                    name,
+                    &[("rig", rig.as_str()), ("reason", reason)],
+                    *n as f64,
+                );
+            }
+        }
+    }
 
     type StoreValue = fn(&crate::stats::RigStoreStats) -> Option<f64>;
     let per_rig_store: [(&str, &str, &str, StoreValue); 6] = [
@@ -298,14 +323,15 @@ mod tests {
             mqtt_connected: true,
             ..TwinStats::default()
         };
-        stats.rigs.insert(
-            rig.clone(),
-            RigStats {
-                online: true,
-                blocks_received: 12,
-                ..RigStats::default()
-            },
-        );
+        let mut rig_stats = RigStats {
+            online: true,
+            blocks_received: 12,
+            ..RigStats::default()
+        };
+        rig_stats
+            .samples_stored_apart
+            .insert("other_session".into(), 300);
+        stats.rigs.insert(rig.clone(), rig_stats);
         let mut store = RigStoreStats {
             blocks_stored: 10,
             samples_stored: 1000,
@@ -328,6 +354,7 @@ mod tests {
             "dtop_twin_rig_samples_dropped_total{rig=\"so-3s\",reason=\"rejected\"} 100",
             "dtop_twin_rig_samples_lost_at_edge_total{rig=\"so-3s\",reason=\"spool_full\"} 200",
             "dtop_twin_rig_blocks_lost_at_edge_total{rig=\"so-3s\",reason=\"spool_full\"} 2",
+            "dtop_twin_rig_samples_stored_apart_total{rig=\"so-3s\",reason=\"other_session\"} 300",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

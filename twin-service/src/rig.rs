@@ -14,6 +14,7 @@
 //! [`ActuatorDrive`] (see [`crate::control`] for the law, its signs and its limits).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,13 +28,14 @@ use dtop_proto::v1::{
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{ControlConfig, ModelConfig};
 use crate::control::{ActuatorPlant, LoopPosition, RigController};
 use crate::estimate::{Estimate, EstimatorDesign, Fed, RigEstimator};
 use crate::ingest::{self, Frame, Manifest, RejectReason, Rejection};
 use crate::lineproto::{self, BlockHeader, EncodeError, Precision};
+use crate::overlap::{self, BlockTimes, Placement, StoredTimes, Timeline};
 use crate::replay::record::FeedRecord;
 use crate::replay::{RunId, RunRecorder};
 use crate::seq::{Observation, SeqTracker};
@@ -163,6 +165,13 @@ pub struct RigState {
     last_run: u64,
     /// The latest birth's `oldest_unconfirmed_seq`, passed to storage with every chunk.
     start_hint: Option<u64>,
+    /// The sample times `dtop_samples` holds for this rig, so no block replaces them.
+    stored_times: StoredTimes,
+    /// Blocks and samples stored apart because their times were stored already, by reason.
+    blocks_stored_apart: BTreeMap<String, u64>,
+    samples_stored_apart: BTreeMap<String, u64>,
+    /// The (block, stored) clocks of the last overlap warned about: one WARN per pair.
+    apart_warned: Option<(Timeline, Timeline)>,
 }
 
 impl RigState {
@@ -194,7 +203,29 @@ impl RigState {
             recorder: None,
             last_run: 0,
             start_hint: None,
+            stored_times: StoredTimes::default(),
+            blocks_stored_apart: BTreeMap::new(),
+            samples_stored_apart: BTreeMap::new(),
+            apart_warned: None,
         }
+    }
+
+    /// Continues from the sample times a previous run recorded as stored (its state file).
+    pub fn set_stored_times(&mut self, times: StoredTimes) {
+        self.stored_times = times;
+    }
+
+    /// The sample times this rig has in `dtop_samples`, and whether they changed since the
+    /// last call (the state file is then due).
+    pub fn stored_times_changed(&mut self) -> Option<&StoredTimes> {
+        self.stored_times
+            .take_changed()
+            .then_some(&self.stored_times)
+    }
+
+    /// The sample times this rig has in `dtop_samples`.
+    pub fn stored_times(&self) -> &StoredTimes {
+        &self.stored_times
     }
 
     /// Runs the twin-hosted control loop as `control` says (from the next birth on).
@@ -525,23 +556,45 @@ impl RigState {
             backfill: block.backfill,
         };
         let just_columns: Vec<_> = columns.iter().map(|(c, _)| *c).collect();
+        let samples = just_columns.first().map_or(0, |c| c.raw.len() as u64);
+        let times = BlockTimes {
+            stream_id: block.stream_id,
+            session: block.session,
+            first_timestamp_ns: block.first_timestamp_ns,
+            samples,
+            timeline: Timeline::of(
+                block.first_sample_index,
+                block.first_timestamp_ns,
+                block.sample_period_ns,
+            ),
+        };
+        let placement = self.stored_times.place(&times);
         let mut lines = String::new();
-        let mut line_count =
-            match lineproto::encode_block(&mut lines, &header, &just_columns, self.precision) {
-                Ok(n) => n,
-                Err(e) => {
-                    let reason = match e {
-                        EncodeError::Empty => RejectReason::EmptyBlock,
-                        EncodeError::Ragged { .. } => RejectReason::RaggedChannels,
-                        EncodeError::TimestampOutOfRange { .. } => {
-                            RejectReason::TimestampOutOfRange
-                        }
-                        EncodeError::NonFinite { .. } => RejectReason::NonFiniteValue,
-                    };
-                    self.reject(Rejection::new(reason, e.to_string()));
-                    return None;
-                }
-            };
+        let encoded = match placement {
+            Placement::Main => {
+                lineproto::encode_block(&mut lines, &header, &just_columns, self.precision)
+            }
+            Placement::Apart { .. } => lineproto::encode_block_apart(
+                &mut lines,
+                &header,
+                &just_columns,
+                self.precision,
+                &times.timeline.tag(),
+            ),
+        };
+        let mut line_count = match encoded {
+            Ok(n) => n,
+            Err(e) => {
+                let reason = match e {
+                    EncodeError::Empty => RejectReason::EmptyBlock,
+                    EncodeError::Ragged { .. } => RejectReason::RaggedChannels,
+                    EncodeError::TimestampOutOfRange { .. } => RejectReason::TimestampOutOfRange,
+                    EncodeError::NonFinite { .. } => RejectReason::NonFiniteValue,
+                };
+                self.reject(Rejection::new(reason, e.to_string()));
+                return None;
+            }
+        };
         let mut observation = self.seq.observe(block.seq);
         let newer_session = self.newest_block_session.is_some_and(|s| block.session > s);
         if newer_session && matches!(observation, Observation::Duplicate | Observation::Untracked) {
@@ -576,7 +629,47 @@ impl RigState {
             }
             Observation::FilledHole | Observation::Untracked | Observation::New => {}
         }
-        line_count += self.accept(&block, &columns, now, &mut lines);
+        match placement {
+            Placement::Main => {
+                self.stored_times.record(&times);
+                line_count += self.accept(&block, &columns, now, &mut lines);
+            }
+            Placement::Apart {
+                reason,
+                colliding_samples,
+                stored,
+                stored_session,
+            } => {
+                if observation != Observation::Duplicate {
+                    *self
+                        .blocks_stored_apart
+                        .entry(reason.as_str().to_owned())
+                        .or_default() += 1;
+                    *self
+                        .samples_stored_apart
+                        .entry(reason.as_str().to_owned())
+                        .or_default() += samples;
+                }
+                if self.apart_warned != Some((times.timeline, stored)) {
+                    warn!(
+                        rig = %self.rig,
+                        seq = block.seq,
+                        session = block.session,
+                        stream = block.stream_id,
+                        reason = reason.as_str(),
+                        colliding_samples,
+                        stored_session,
+                        timeline = %times.timeline.tag(),
+                        "A block's sample times are already stored from another edge clock; storing it apart (dtop_samples_overlap) so no stored sample changes. Later blocks of this clock that overlap are logged at debug."
+                    );
+                    self.apart_warned = Some((times.timeline, stored));
+                } else {
+                    debug!(rig = %self.rig, seq = block.seq, reason = reason.as_str(), colliding_samples, "Stored a block apart: its times are already stored.");
+                }
+                // Counted, but neither live nor estimated: its times are not the rig's.
+                self.blocks_accepted += 1;
+            }
+        }
         Some(Chunk {
             rig: self.rig.clone(),
             seq: block.seq,
@@ -711,6 +804,8 @@ impl RigState {
             frames_rejected: self.rejected.clone(),
             estimating: self.estimator.is_some(),
             twin_states_dropped: self.states_dropped,
+            blocks_stored_apart: self.blocks_stored_apart.clone(),
+            samples_stored_apart: self.samples_stored_apart.clone(),
         }
     }
 }
@@ -726,6 +821,12 @@ pub struct RigActor {
     state_tx: Option<mpsc::Sender<Outbound>>,
     /// The storage writer's persisted watermarks; this rig's is handed to the state.
     watermarks: Option<watch::Receiver<crate::store::Watermarks>>,
+    /// Where the rig's stored sample times are kept across restarts (the spool directory).
+    times_dir: Option<PathBuf>,
+    /// Saved since the last fsync.
+    times_unsynced: bool,
+    /// A save failed and was logged; logged again only after one succeeds.
+    times_save_failed: bool,
 }
 
 impl RigActor {
@@ -742,6 +843,52 @@ impl RigActor {
             stats_tx,
             state_tx: None,
             watermarks: None,
+            times_dir: None,
+            times_unsynced: false,
+            times_save_failed: false,
+        }
+    }
+
+    /// Keeps the rig's stored sample times in `dir` (see [`crate::overlap`]), continuing from
+    /// what a previous run saved there: a block that reuses times stored before a twin
+    /// restart is still stored apart. Saved before each chunk that changed them goes to
+    /// storage (without fsync; fsynced every [`STATS_INTERVAL`]), so a killed twin never
+    /// stored a sample whose time its file does not know.
+    pub fn with_stored_times(mut self, dir: PathBuf) -> Self {
+        match overlap::load(&dir, self.state.rig()) {
+            Ok(times) => {
+                if times.runs() > 0 {
+                    info!(rig = %self.state.rig(), runs = times.runs(), "Continuing from the stored sample times a previous run saved.");
+                }
+                self.state.set_stored_times(times);
+            }
+            Err(e) => {
+                error!(rig = %self.state.rig(), path = %overlap::state_path(&dir, self.state.rig()).display(), error = %e, "Could not read the rig's stored sample times; overlaps with samples stored before this start go undetected.");
+            }
+        }
+        self.times_dir = Some(dir);
+        self
+    }
+
+    /// Saves the stored sample times if they changed (`sync`: also fsync what was saved).
+    fn save_times(&mut self, sync: bool) {
+        let Some(dir) = &self.times_dir else { return };
+        let changed = self.state.stored_times_changed().is_some();
+        let unsynced = sync && self.times_unsynced;
+        if !(changed || unsynced) {
+            return;
+        }
+        match overlap::save(dir, self.state.rig(), self.state.stored_times(), sync) {
+            Ok(()) => {
+                self.times_unsynced = !sync;
+                self.times_save_failed = false;
+            }
+            Err(e) => {
+                if !self.times_save_failed {
+                    error!(rig = %self.state.rig(), dir = %dir.display(), error = %e, "Could not save the rig's stored sample times; after a restart, overlaps with them may go undetected.");
+                }
+                self.times_save_failed = true;
+            }
         }
     }
 
@@ -804,6 +951,8 @@ impl RigActor {
                         _ => self.state.handle(&event, Instant::now()),
                     };
                     self.offer_states();
+                    // Before storage can have them: see `with_stored_times`.
+                    self.save_times(false);
                     for chunk in chunks {
                         // Waiting here is the backpressure from storage to ingest.
                         if self.chunk_tx.send(chunk).await.is_err() {
@@ -814,9 +963,13 @@ impl RigActor {
                     }
                     self.publish();
                 }
-                _ = tick.tick() => self.publish(),
+                _ = tick.tick() => {
+                    self.save_times(true);
+                    self.publish();
+                }
             }
         }
+        self.save_times(true);
         self.publish();
         debug!(rig = %self.state.rig(), "Rig actor stopped.");
     }
@@ -902,6 +1055,48 @@ mod tests {
         assert_eq!(
             stats.floor_accel_rms_m_s2.get(&1).copied(),
             Some((2.5f64).sqrt())
+        );
+    }
+
+    #[test]
+    fn a_new_session_block_at_stored_times_is_stored_apart_and_counted() {
+        let mut s = RigState::new(rig(), Precision::Us, 4);
+        let now = Instant::now();
+        s.handle(&birth(1), now);
+        s.handle(&block(1, 5), now);
+        // A restarted edge: the same times, other sample indices and values.
+        s.handle(&birth(2), now);
+        let mut b = SampleBlock::decode(block(2, 9).payload()).unwrap();
+        b.first_timestamp_ns = 1_700_000_000_000_000_000 + 11_000_000;
+        b.first_sample_index = 0;
+        let chunks = s.handle(&Event::Samples(b.encode_to_vec().into()), now);
+        assert_eq!(chunks.len(), 1);
+        assert!(
+            chunks[0].lines.starts_with(
+                "dtop_samples_overlap,rig=r1,stream=0,timeline=1700000000011000000/1000000 floor1_accel=1 1700000000011000\n"
+            ),
+            "{}",
+            chunks[0].lines
+        );
+        assert!(
+            chunks[0]
+                .lines
+                .contains("\ndtop_blocks_overlap,rig=r1,stream=0,timeline=1700000000011000000/")
+        );
+        let stats = s.stats(now);
+        assert_eq!(stats.blocks_stored_apart.get("other_session"), Some(&1));
+        assert_eq!(stats.samples_stored_apart.get("other_session"), Some(&2));
+        // The same block of the first session again is harmless; the next block of the new
+        // clock, past the stored times, goes where it belongs.
+        assert!(s.handle(&block(1, 5), now).is_empty());
+        b.seq = 10;
+        b.first_sample_index = 2;
+        b.first_timestamp_ns += 2_000_000;
+        let chunks = s.handle(&Event::Samples(b.encode_to_vec().into()), now);
+        assert!(chunks[0].lines.starts_with("dtop_samples,rig=r1,stream=0 "));
+        assert_eq!(
+            s.stats(now).blocks_stored_apart.get("other_session"),
+            Some(&1)
         );
     }
 

@@ -148,7 +148,8 @@ pub async fn run(
         WriterConfig::from(&config),
         shutdown.clone(),
         store_stats_tx,
-    );
+    )
+    .with_loss_records(config.storage.precision());
     if let Some(spool_config) = crate::store::spool_config(&config.spool) {
         let spool = dtop_spool::Spool::open(spool_config)?;
         writer = writer.with_spool(spool)?;
@@ -903,6 +904,9 @@ impl Router<'_> {
         let (stats_tx, stats_rx) = watch::channel(state.stats(Instant::now()));
         let mut actor = RigActor::new(state, events_rx, chunk_tx, stats_tx)
             .with_watermarks(self.watermarks.clone());
+        if let Some(dir) = &self.config.spool.dir {
+            actor = actor.with_stored_times(dir.clone());
+        }
         if let Some(state_tx) = &self.state_tx {
             actor = actor.with_states(state_tx.clone());
         }

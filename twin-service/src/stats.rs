@@ -64,6 +64,10 @@ pub struct RigStatus<'a> {
     /// Blocks the edge declared lost for good (see `stored` for them by reason).
     pub blocks_declared_lost: u64,
     pub blocks_duplicate: u64,
+    /// Blocks and samples stored apart because their times were stored already from another
+    /// edge clock, by reason (see [`RigStats::blocks_stored_apart`]).
+    pub blocks_stored_apart: &'a BTreeMap<String, u64>,
+    pub samples_stored_apart: &'a BTreeMap<String, u64>,
     /// Where blocks are stored, in words.
     pub storage: &'a str,
     pub storage_failing: bool,
@@ -86,6 +90,8 @@ impl TwinStats {
             blocks_missing: r.blocks_missing,
             blocks_declared_lost: r.blocks_declared_lost,
             blocks_duplicate: r.blocks_duplicate,
+            blocks_stored_apart: &r.blocks_stored_apart,
+            samples_stored_apart: &r.samples_stored_apart,
             storage: &self.storage,
             storage_failing: self.store.storage_failing,
             stored: self.store.rigs.get(rig),
@@ -130,6 +136,13 @@ pub struct RigStats {
     pub estimating: bool,
     /// Estimated states dropped because the MQTT publisher was behind.
     pub twin_states_dropped: u64,
+    /// Blocks stored apart (`dtop_samples_overlap`) because `dtop_samples` already held
+    /// samples of another edge clock at their times, by reason (`other_session`,
+    /// `same_session`; see `crate::overlap`). Stored, not lost: also in
+    /// `blocks_stored`.
+    pub blocks_stored_apart: BTreeMap<String, u64>,
+    /// Sample instants of those blocks, by reason.
+    pub samples_stored_apart: BTreeMap<String, u64>,
 }
 
 /// One channel's live view.

@@ -1,5 +1,6 @@
 //! The off-line tools of the `dtop-twin` binary: `audit` against a real InfluxDB 1.x (holes in
-//! the stored block seqs, exit 1 while there are any), and `replay`/`audit` refusing bad
+//! the stored block seqs, exit 1 while any missing seq is not declared lost; declared losses
+//! listed apart with their reasons), and `replay`/`audit` refusing bad
 //! arguments all at once with exit 64 before touching storage.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -129,4 +130,79 @@ async fn audit_lists_the_holes_in_the_stored_seqs_until_they_are_filled() {
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["complete"], true);
     assert_eq!(report["report"]["present"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lists_declared_losses_apart_and_exits_0_only_when_every_missing_seq_is_declared() {
+    let Some(influx) = InfluxD::start_if_installed().await else {
+        return;
+    };
+    let database = "audit_declared";
+    influx.create_database(database).await;
+    let block = |seq: u64| {
+        format!(
+            "dtop_blocks,rig=rig-a,stream=0 seq={seq}i,first_sample_index={}i,samples=10i,\
+             sample_period_ns=1000000i,session=1i,backfill=false {}\n",
+            seq * 10,
+            1_700_000_000_000_000_000 + seq * 10_000_000
+        )
+    };
+    // As the twin records them (`lineproto::encode_seq_loss`), at the edge's detection time.
+    let loss = |first: u64, last: u64, reason: &str| {
+        format!(
+            "dtop_seq_losses,rig=rig-a,reason={reason},seqs={first}-{last} first_seq={first}i,\
+             last_seq={last}i,blocks={}i,samples=0i {}\n",
+            last - first + 1,
+            1_700_000_001_000_000_000 + first
+        )
+    };
+    // Seqs 4 and 5 were skipped by a restarted edge; 7 is missing without a word; 8 was stored
+    // apart (its times were taken).
+    let stored: String = (0..10)
+        .filter(|s| ![4, 5, 7, 8].contains(s))
+        .map(block)
+        .chain([
+            loss(4, 5, "skipped"),
+            // Another rig's declaration is not this rig's.
+            loss(7, 7, "spool_full").replace("rig-a", "rig-b"),
+            block(8)
+                .replace("dtop_blocks,", "dtop_blocks_overlap,")
+                .replace("stream=0", "stream=0,timeline=5/1000000"),
+        ])
+        .collect();
+    write(&influx, database, stored).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("twin.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage.influx_v1]\nurl = \"{}\"\ndatabase = \"{database}\"\n",
+            influx.url
+        ),
+    )
+    .unwrap();
+
+    let (code, report) = audit(&config, &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["report"]["holes"], serde_json::json!([[7, 7]]));
+    assert_eq!(report["report"]["missing"], 1);
+    assert_eq!(
+        report["report"]["declared"],
+        serde_json::json!([{"first_seq": 4, "last_seq": 5, "reason": "skipped"}])
+    );
+    assert_eq!(report["report"]["declared_missing"], 2);
+    assert_eq!(report["report"]["present"], 7);
+
+    write(&influx, database, loss(7, 7, "spool_full")).await;
+    let (code, report) = audit(&config, &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["complete"], true);
+    assert_eq!(report["report"]["holes"], serde_json::json!([]));
+    assert_eq!(
+        report["report"]["declared"],
+        serde_json::json!([
+            {"first_seq": 4, "last_seq": 5, "reason": "skipped"},
+            {"first_seq": 7, "last_seq": 7, "reason": "spool_full"},
+        ])
+    );
 }

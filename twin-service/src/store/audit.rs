@@ -1,7 +1,8 @@
 //! The audit: which block seqs of a rig InfluxDB actually holds, compared with the seq range
-//! that should be there (`dtop-twin audit`). The comparison is pure; the query is one InfluxQL
-//! request over the 1.x `/query` API (`dtop_blocks` carries every block's `seq`, see
-//! [`crate::lineproto`]).
+//! that should be there (`dtop-twin audit`), and which of the missing ones the edge declared
+//! lost. The comparison is pure; the queries are InfluxQL requests over the 1.x `/query` API
+//! (`dtop_blocks` and `dtop_blocks_overlap` carry every block's `seq`, `dtop_seq_losses` every
+//! accounted loss declaration, see [`crate::lineproto`]).
 
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
@@ -10,17 +11,31 @@ use std::time::Duration;
 use dtop_proto::RigId;
 use serde::Serialize;
 
-use crate::lineproto::BLOCKS_MEASUREMENT;
+use crate::lineproto::{BLOCKS_MEASUREMENT, BLOCKS_OVERLAP_MEASUREMENT, SEQ_LOSSES_MEASUREMENT};
+
+/// Seqs the edge declared lost for good, as stored in `dtop_seq_losses`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeclaredRange {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The edge's reason (`skipped`, `spool_full`, ...).
+    pub reason: String,
+}
 
 /// What InfluxDB holds of an expected seq range.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HoleReport {
     /// Expected seqs found at least once.
     pub present: u64,
-    /// Expected seqs not found, as inclusive ranges.
+    /// Expected seqs neither found nor declared lost, as inclusive ranges.
     pub holes: Vec<(u64, u64)>,
     /// Sum of the hole lengths.
     pub missing: u64,
+    /// Expected seqs not found that the edge declared lost, as inclusive ranges with the
+    /// declaration's reason.
+    pub declared: Vec<DeclaredRange>,
+    /// Sum of the declared lengths.
+    pub declared_missing: u64,
     /// Seqs found in more than one point (a block stored under two timestamps or streams).
     pub duplicated: Vec<u64>,
     /// Seqs found outside the expected range.
@@ -28,9 +43,53 @@ pub struct HoleReport {
 }
 
 impl HoleReport {
-    /// Every expected seq is there exactly once.
+    /// Every expected seq is there exactly once, or declared lost.
     pub fn is_complete(&self) -> bool {
         self.missing == 0 && self.duplicated.is_empty()
+    }
+
+    /// Moves the parts of the holes that `declared` covers to [`HoleReport::declared`]. Where
+    /// declarations overlap, the one listed first names the reason.
+    pub fn with_declared(mut self, declared: &[DeclaredRange]) -> Self {
+        let mut holes = Vec::new();
+        for (first, last) in std::mem::take(&mut self.holes) {
+            let mut at = first;
+            while at <= last {
+                let covering = declared
+                    .iter()
+                    .find(|d| d.first_seq <= at && at <= d.last_seq);
+                let (end, reason) = match covering {
+                    Some(d) => (d.last_seq.min(last), Some(&d.reason)),
+                    // Up to the next declaration starting inside the hole.
+                    None => {
+                        let next = declared
+                            .iter()
+                            .map(|d| d.first_seq)
+                            .filter(|&s| s > at && s <= last)
+                            .min();
+                        (next.map_or(last, |s| s - 1), None)
+                    }
+                };
+                match reason {
+                    Some(reason) => {
+                        self.declared.push(DeclaredRange {
+                            first_seq: at,
+                            last_seq: end,
+                            reason: reason.clone(),
+                        });
+                        self.declared_missing += end - at + 1;
+                    }
+                    None => holes.push((at, end)),
+                }
+                at = match end.checked_add(1) {
+                    Some(n) => n,
+                    None => break,
+                };
+            }
+        }
+        self.missing = holes.iter().map(|(a, b)| b - a + 1).sum();
+        self.holes = holes;
+        self
     }
 }
 
@@ -91,9 +150,10 @@ pub async fn stored_seqs(
     query: &crate::store::query::InfluxQuery,
     rig: &RigId,
 ) -> Result<Vec<u64>, AuditError> {
+    // Blocks stored apart (their times were stored already) are stored too.
     let rows = query
         .rows(&format!(
-            "SELECT seq FROM {BLOCKS_MEASUREMENT} WHERE rig = {}",
+            "SELECT seq FROM {BLOCKS_MEASUREMENT}, {BLOCKS_OVERLAP_MEASUREMENT} WHERE rig = {}",
             crate::store::query::quote(rig.as_str())
         ))
         .await?;
@@ -106,6 +166,43 @@ pub async fn stored_seqs(
         .collect()
 }
 
+/// Every loss declaration of `rig` the twin stored (`dtop_seq_losses`), repeats merged.
+pub async fn declared_losses(
+    query: &crate::store::query::InfluxQuery,
+    rig: &RigId,
+) -> Result<Vec<DeclaredRange>, AuditError> {
+    let rows = query
+        .rows(&format!(
+            "SELECT first_seq, last_seq, reason FROM {SEQ_LOSSES_MEASUREMENT} WHERE rig = {}",
+            crate::store::query::quote(rig.as_str())
+        ))
+        .await?;
+    let int = |row: &crate::store::query::Row, name: &str| {
+        let v = row.get(name);
+        v.and_then(|v| v.as_u64().or_else(|| v.as_f64().map(|f| f as u64)))
+            .ok_or_else(|| {
+                AuditError::Reply(format!("bad {name} {v:?} in {SEQ_LOSSES_MEASUREMENT}"))
+            })
+    };
+    let mut ranges = rows
+        .iter()
+        .map(|row| {
+            Ok(DeclaredRange {
+                first_seq: int(row, "first_seq")?,
+                last_seq: int(row, "last_seq")?,
+                reason: row
+                    .get("reason")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("unspecified")
+                    .to_owned(),
+            })
+        })
+        .collect::<Result<Vec<_>, AuditError>>()?;
+    ranges.sort_by_key(|d| (d.first_seq, d.last_seq));
+    ranges.dedup();
+    Ok(ranges)
+}
+
 /// Every `seq` value of `rig`'s `dtop_blocks` points in an InfluxDB 1.x database, one per
 /// point (a seq stored twice under different timestamps appears twice).
 pub async fn stored_seqs_v1(
@@ -116,7 +213,9 @@ pub async fn stored_seqs_v1(
 ) -> Result<Vec<u64>, AuditError> {
     let client = reqwest::Client::builder().timeout(timeout).build()?;
     // Rig ids are [A-Za-z0-9_-], so quoting them needs no escaping.
-    let q = format!("SELECT seq FROM {BLOCKS_MEASUREMENT} WHERE rig = '{rig}'");
+    let q = format!(
+        "SELECT seq FROM {BLOCKS_MEASUREMENT}, {BLOCKS_OVERLAP_MEASUREMENT} WHERE rig = '{rig}'"
+    );
     let mut url = reqwest::Url::parse(&format!("{}/query", base_url.trim_end_matches('/')))
         .map_err(|e| AuditError::Reply(format!("bad URL {base_url}: {e}")))?;
     url.query_pairs_mut()
@@ -193,6 +292,34 @@ mod tests {
         assert_eq!(r.outside, 1);
         assert_eq!(r.missing, 0);
         assert!(!r.is_complete());
+    }
+
+    fn declared(first_seq: u64, last_seq: u64, reason: &str) -> DeclaredRange {
+        DeclaredRange {
+            first_seq,
+            last_seq,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn declared_losses_are_listed_apart_from_the_holes_they_cover() {
+        let r = holes(0..=20, &[0, 1, 2, 3, 8, 9, 15, 20]).with_declared(&[
+            declared(4, 7, "skipped"),
+            declared(10, 12, "spool_full"),
+            declared(30, 40, "crash"),
+        ]);
+        assert_eq!(
+            r.declared,
+            [declared(4, 7, "skipped"), declared(10, 12, "spool_full")]
+        );
+        assert_eq!(r.declared_missing, 7);
+        assert_eq!(r.holes, [(13, 14), (16, 19)]);
+        assert_eq!(r.missing, 6);
+        assert!(!r.is_complete());
+        let r = holes(0..=9, &[0, 9]).with_declared(&[declared(1, 8, "skipped")]);
+        assert!(r.is_complete(), "{r:?}");
+        assert_eq!(r.declared_missing, 8);
     }
 
     #[test]

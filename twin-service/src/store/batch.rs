@@ -9,7 +9,7 @@ use dtop_proto::RigId;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::lineproto::BLOCKS_MEASUREMENT;
+use crate::lineproto::{BLOCKS_MEASUREMENT, BLOCKS_OVERLAP_MEASUREMENT};
 use crate::rig::Chunk;
 
 /// One block in a batch: what storage acknowledging the batch is worth for the block's rig.
@@ -39,12 +39,13 @@ impl BlockRef {
     }
 }
 
-/// `(samples, sample_period_ns)` from the `dtop_blocks` audit line among `lines` (see
+/// `(samples, sample_period_ns)` from the `dtop_blocks` (or `dtop_blocks_overlap`) audit line among `lines` (see
 /// [`crate::lineproto`] for its layout); `None` when there is none.
 pub fn block_audit(lines: &str) -> Option<(u64, u64)> {
     let line = lines.lines().find(|l| {
-        l.strip_prefix(BLOCKS_MEASUREMENT)
-            .is_some_and(|rest| rest.starts_with(','))
+        [BLOCKS_MEASUREMENT, BLOCKS_OVERLAP_MEASUREMENT]
+            .iter()
+            .any(|m| l.strip_prefix(m).is_some_and(|rest| rest.starts_with(',')))
     })?;
     // Rig ids and stream ids need no escaping, so the first space ends the tags and the last
     // one starts the timestamp.
@@ -77,6 +78,14 @@ impl Batch {
         self.blocks.push(BlockRef::of(&chunk));
         self.body.push_str(&chunk.lines);
         self.lines += chunk.line_count;
+    }
+
+    /// Adds lines that belong to no block (a loss record): storage acknowledging the batch
+    /// makes them durable, but moves no watermark.
+    pub fn push_lines(&mut self, lines: &str, line_count: usize, now: Instant) {
+        self.started.get_or_insert(now);
+        self.body.push_str(lines);
+        self.lines += line_count;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -150,6 +159,13 @@ mod tests {
         assert_eq!(r.span_ns, 3_000_000);
         assert_eq!(r.lines, 3);
         assert_eq!(block_audit("dtop_blocks_x,rig=r samples=3i 1\n"), None);
+        // A block stored apart is a block too.
+        assert_eq!(
+            block_audit(
+                "dtop_blocks_overlap,rig=r,stream=0,timeline=5/1 seq=1i,samples=4i,sample_period_ns=10i 1\n"
+            ),
+            Some((4, 10))
+        );
         assert_eq!(block_audit("m a=1 1\n"), None);
     }
 }

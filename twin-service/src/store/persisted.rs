@@ -52,6 +52,8 @@ pub struct DeclaredLoss {
     pub samples: u64,
     /// Metric label of `SeqLoss.reason` (`spool_full`, `paused`, ...).
     pub reason: &'static str,
+    /// The edge's wall clock when it detected the loss, ns since the Unix epoch (0: unknown).
+    pub detected_at_ns: u64,
 }
 
 impl DeclaredLoss {
@@ -95,6 +97,7 @@ pub fn check_seq_loss(topic_rig: &RigId, loss: &SeqLoss) -> Result<DeclaredLoss,
         blocks: loss.blocks,
         samples: loss.samples,
         reason: loss_reason_label(loss.reason()),
+        detected_at_ns: loss.detected_at_ns,
     })
 }
 

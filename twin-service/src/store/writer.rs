@@ -40,6 +40,7 @@ use super::persisted::{self, Acked, DeclaredLoss, PersistTracker};
 use super::{Sink, WriteError};
 use crate::backoff::Backoff;
 use crate::config::{BackoffConfig, SpoolFsync, TwinConfig};
+use crate::lineproto::{self, Precision, SeqLossRecord};
 use crate::rig::Chunk;
 use crate::stats::StoreStats;
 
@@ -125,6 +126,9 @@ pub struct Writer {
     loss_rx: Option<mpsc::Receiver<(RigId, DeclaredLoss)>>,
     /// Rig time waiting for storage, ns.
     backlog_ns: BTreeMap<RigId, u64>,
+    /// Set: every loss declaration that accounts new seqs is stored as a `dtop_seq_losses`
+    /// point, with timestamps in this precision (the sink's).
+    loss_records: Option<Precision>,
     stats: StoreStats,
     stats_tx: watch::Sender<StoreStats>,
     rng: StdRng,
@@ -158,6 +162,7 @@ impl Writer {
             published_rx: None,
             loss_rx: None,
             backlog_ns: BTreeMap::new(),
+            loss_records: None,
             stats: StoreStats::default(),
             stats_tx,
             rng: StdRng::from_os_rng(),
@@ -231,6 +236,45 @@ impl Writer {
         self
     }
 
+    /// Stores each loss declaration that accounts new seqs as a `dtop_seq_losses` point in
+    /// the same batches as the blocks, so `dtop-twin audit` can tell declared losses from
+    /// holes. `precision` must be the sink's.
+    pub fn with_loss_records(mut self, precision: Precision) -> Self {
+        self.loss_records = Some(precision);
+        self
+    }
+
+    /// Queues the `dtop_seq_losses` point of a declaration that accounted new seqs.
+    fn record_loss(&mut self, rig: &RigId, loss: &DeclaredLoss) {
+        let Some(precision) = self.loss_records else {
+            return;
+        };
+        let record = SeqLossRecord {
+            rig: rig.as_str(),
+            first_seq: loss.first_seq,
+            last_seq: loss.last_seq,
+            blocks: loss.blocks,
+            samples: loss.samples,
+            reason: loss.reason,
+            // An edge that does not say when: the twin's clock, so the point still exists.
+            detected_at_ns: if loss.detected_at_ns == 0 {
+                unix_now_ns()
+            } else {
+                loss.detected_at_ns
+            },
+        };
+        let mut line = String::new();
+        match lineproto::encode_seq_loss(&mut line, &record, precision) {
+            Ok(n) => {
+                self.batch.push_lines(&line, n, Instant::now());
+                self.stats.lines_pending += n as u64;
+            }
+            Err(e) => {
+                warn!(rig = %rig, first_seq = loss.first_seq, last_seq = loss.last_seq, error = %e, "Could not record a loss declaration in storage; the audit will report its seqs as a hole.");
+            }
+        }
+    }
+
     fn on_declared_loss(&mut self, rig: RigId, loss: DeclaredLoss) {
         let tracker = self.trackers.entry(rig.clone()).or_default();
         let result = tracker.declare_lost(loss.first_seq, loss.last_seq, loss.reason);
@@ -246,6 +290,10 @@ impl Writer {
             }
         };
         s.loss_blocks_already_stored += applied.already_stored;
+        if applied.newly_lost > 0 {
+            self.record_loss(&rig, &loss);
+        }
+        let s = self.stats.rigs.entry(rig.clone()).or_default();
         if applied.newly_lost > 0 && loss.reason == persisted::SKIPPED_LABEL {
             // Mostly seqs a crashed edge run reserved and never used: not lost blocks.
             s.seqs_skipped_at_edge += applied.newly_lost;
@@ -676,6 +724,13 @@ impl Writer {
     }
 }
 
+/// Wall time, ns since the Unix epoch.
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 async fn poll_in_flight(in_flight: &mut Option<InFlight>) -> (Sink, Result<(), WriteError>) {
     match in_flight {
         Some(f) => (&mut f.future).await,
@@ -857,6 +912,7 @@ mod tests {
             blocks: 4,
             samples: 0,
             reason: persisted::SKIPPED_LABEL,
+            detected_at_ns: 1_700_000_000_000_000_000,
         };
         loss_tx.send((rig.clone(), skipped.clone())).await.unwrap();
         at(&mut wm_rx, 5).await;
