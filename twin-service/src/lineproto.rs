@@ -111,11 +111,19 @@ pub struct Column<'a> {
 }
 
 impl Column<'_> {
-    /// Scaled value of sample `k`, SI units.
+    /// Scaled value of sample `k`, SI units; `None` past the end and for
+    /// [`RAW_NO_VALUE`](dtop_proto::RAW_NO_VALUE), the edge's mark of a sample its device gave
+    /// no value for (a refused register, a value beyond the i32 range).
     pub fn value(&self, k: usize) -> Option<f64> {
         self.raw
             .get(k)
+            .filter(|&&r| r != dtop_proto::RAW_NO_VALUE)
             .map(|&r| f64::from(r) * self.scale + self.offset)
+    }
+
+    /// Whether sample `k` carries the edge's no-value mark.
+    fn is_no_value(&self, k: usize) -> bool {
+        self.raw.get(k) == Some(&dtop_proto::RAW_NO_VALUE)
     }
 }
 
@@ -209,6 +217,7 @@ fn encode_block_inner(
     };
     write_series_key(&mut series_key, measurement, header.rig, header.stream_id);
     push_timeline_tag(&mut series_key, apart);
+    let mut lines = 0;
     for k in 0..samples {
         let ts_ns =
             u128::from(header.first_timestamp_ns) + k as u128 * u128::from(header.sample_period_ns);
@@ -216,8 +225,17 @@ fn encode_block_inner(
             .ok()
             .and_then(|t| precision.from_ns(t))
             .ok_or(EncodeError::TimestampOutOfRange { sample: k, ts_ns })?;
+        // A sample the edge marked as having no value is left out as a field, never stored as
+        // a number; an instant where no channel has a value is no line at all.
+        if columns.iter().all(|c| c.is_no_value(k)) {
+            continue;
+        }
         out.push_str(&series_key);
-        for (i, column) in columns.iter().enumerate() {
+        let mut fields = 0;
+        for column in columns {
+            if column.is_no_value(k) {
+                continue;
+            }
             let value = column.value(k).filter(|v| v.is_finite());
             let Some(value) = value else {
                 return Err(EncodeError::NonFinite {
@@ -225,16 +243,18 @@ fn encode_block_inner(
                     sample: k,
                 });
             };
-            out.push(if i == 0 { ' ' } else { ',' });
+            out.push(if fields == 0 { ' ' } else { ',' });
             escape_key(out, column.name);
             out.push('=');
             write_float(out, value);
+            fields += 1;
         }
         // Writing to a String cannot fail.
         let _ = writeln!(out, " {ts}");
+        lines += 1;
     }
     encode_audit_line(out, header, samples, precision, apart)?;
-    Ok(samples + 1)
+    Ok(lines + 1)
 }
 
 fn push_timeline_tag(out: &mut String, apart: Option<&str>) {
@@ -479,6 +499,37 @@ mod tests {
             "dtop_samples,rig=so-3s,stream=0 floor1_accel=1,shaker_force=1.5 1700000000000000\n\
              dtop_samples,rig=so-3s,stream=0 floor1_accel=-2,shaker_force=2 1700000000001000\n\
              dtop_samples,rig=so-3s,stream=0 floor1_accel=0,shaker_force=2.5 1700000000002000\n\
+             dtop_blocks,rig=so-3s,stream=0 seq=42i,first_sample_index=1000i,samples=3i,sample_period_ns=1000000i,session=7i,backfill=false 1700000000000000\n"
+        );
+    }
+
+    #[test]
+    fn leaves_out_samples_the_edge_marked_as_having_no_value() {
+        let no = dtop_proto::RAW_NO_VALUE;
+        let a = [100, no, no];
+        let f = [1, 2, no];
+        let columns = [
+            Column {
+                name: "floor1_accel",
+                scale: 0.01,
+                offset: 0.0,
+                raw: &a,
+            },
+            Column {
+                name: "shaker_force",
+                scale: 0.5,
+                offset: 1.0,
+                raw: &f,
+            },
+        ];
+        assert_eq!(columns[0].value(1), None);
+        let mut out = String::new();
+        let lines = encode_block(&mut out, &header(), &columns, Precision::Us).unwrap();
+        assert_eq!(lines, 3);
+        assert_eq!(
+            out,
+            "dtop_samples,rig=so-3s,stream=0 floor1_accel=1,shaker_force=1.5 1700000000000000\n\
+             dtop_samples,rig=so-3s,stream=0 shaker_force=2 1700000000001000\n\
              dtop_blocks,rig=so-3s,stream=0 seq=42i,first_sample_index=1000i,samples=3i,sample_period_ns=1000000i,session=7i,backfill=false 1700000000000000\n"
         );
     }
