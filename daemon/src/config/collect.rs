@@ -5,10 +5,10 @@
 //! spanned document, deserialize `T` from a copy, record the error with its path
 //! (serde_path_to_error) and line (the error's or the value's span), remove the offending value
 //! from the document, and try again. A removed value that had a default lets the parse go on;
-//! one that had none makes serde report "missing field" for it (and a table emptied by removals may
-//! be refused as empty), which is our doing, so it is not reported and the enclosing table is
-//! removed in turn. Removing an array element shifts the
-//! later ones, so paths are mapped back to the indices the operator wrote.
+//! one that had none makes serde report "missing field" for it (and a table emptied by removals
+//! may be refused as empty), which is our doing, so it is not reported and the enclosing table is
+//! removed in turn. Removing an array element shifts the later ones, so paths are mapped back to
+//! the indices the operator wrote.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -73,11 +73,11 @@ pub fn collect<T: DeserializeOwned>(text: &str) -> Collected<T> {
                 source.message(),
             ));
         }
-        if location.steps.is_empty() {
-            // The error is about the document as a whole: nothing left to remove.
+        // An error about the document as a whole leaves nothing to remove; one whose value
+        // cannot be removed would repeat forever.
+        if location.steps.is_empty() || !remove(root.get_mut(), &location.steps) {
             return finish(None, problems);
         }
-        remove(root.get_mut(), &location.steps);
         removed.record(&location);
     }
     problems.push(ConfigProblem::new(
@@ -273,10 +273,10 @@ fn locate(root: &DeTable<'_>, path: &serde_path_to_error::Path, removed: &Remove
     location
 }
 
-/// Removes the value at `steps` (non-empty) from the document.
-fn remove(root: &mut DeTable<'_>, steps: &[Step]) {
+/// Removes the value at `steps` from the document; `false` when there was none to remove.
+fn remove(root: &mut DeTable<'_>, steps: &[Step]) -> bool {
     let Some((last, parents)) = steps.split_last() else {
-        return;
+        return false;
     };
     let mut table = Some(root);
     let mut array: Option<&mut DeArray<'_>> = None;
@@ -286,21 +286,19 @@ fn remove(root: &mut DeTable<'_>, steps: &[Step]) {
             Step::Index(index) => array.and_then(|a| a.get_mut(*index)),
         };
         let Some(next) = next else {
-            return;
+            return false;
         };
         table = None;
         array = None;
         match next.get_mut() {
             DeValue::Table(t) => table = Some(t),
             DeValue::Array(a) => array = Some(a),
-            _ => return,
+            _ => return false,
         }
     }
     match (last, table, array) {
-        (Step::Key(key), Some(table), _) => {
-            table.remove(key.as_str());
-        }
-        (Step::Index(index), _, Some(array)) => {
+        (Step::Key(key), Some(table), _) => table.remove(key.as_str()).is_some(),
+        (Step::Index(index), _, Some(array)) if *index < array.len() => {
             // DeArray has no `remove`; rebuild it without the element.
             let kept: DeArray<'_> = std::mem::replace(array, DeArray::new())
                 .into_iter()
@@ -309,8 +307,9 @@ fn remove(root: &mut DeTable<'_>, steps: &[Step]) {
                 .map(|(_, v)| v)
                 .collect();
             *array = kept;
+            true
         }
-        _ => {}
+        _ => false,
     }
 }
 
