@@ -21,7 +21,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// sysexits.h `EX_USAGE`: the invocation or its configuration is wrong; retrying won't help.
-const EXIT_BAD_CONFIG: u8 = 64;
+const EXIT_BAD_CONFIG: u8 = dtop_daemon::EXIT_CONFIG;
 
 /// DTOP's MQTT broker: MQTT 3.1.1 and 5 with authentication and per-topic authorization,
 /// routed by an embedded rumqttd.
@@ -200,14 +200,14 @@ fn main() -> ExitCode {
         Some(path) => match dtop_broker::load_config(path) {
             Ok(config) => config,
             Err(e) => {
-                report_config_error(&path.display().to_string(), &e);
+                report_config_error(&e);
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
         },
         None => {
             let config = BrokerConfig::default();
             if let Err(errors) = config.validate() {
-                report_config_error("built-in defaults", &ConfigError::Invalid(errors));
+                report_invalid("built-in defaults", errors);
                 return ExitCode::from(EXIT_BAD_CONFIG);
             }
             config
@@ -248,12 +248,23 @@ fn main() -> ExitCode {
 }
 
 /// Prints every problem, one per line, on stderr. Logs may be filtered; this must not be.
-fn report_config_error(source: &str, error: &ConfigError) {
-    eprintln!("error: {source}: {error}");
+fn report_config_error(error: &ConfigError) {
+    eprintln!("error: {error}");
     let mut cause = error.source();
     while let Some(inner) = cause {
         eprintln!("  caused by: {inner}");
         cause = inner.source();
+    }
+}
+
+/// Reports `validate()` problems found outside `load_config`, listed the same way.
+fn report_invalid(source: &str, errors: dtop_broker::ConfigErrors) {
+    match dtop_daemon::ConfigProblems::from_problems(dtop_broker::load::daemon_problems(errors)) {
+        Some(problems) => report_config_error(&ConfigError::Invalid {
+            path: source.into(),
+            problems,
+        }),
+        None => eprintln!("error: {source}: invalid configuration"),
     }
 }
 
@@ -277,7 +288,7 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<ExitCode> {
         Ok(handle) => handle,
         Err(BrokerError::Invalid(errors)) => {
             // validate() already passed in main; kept so this path can never bind silently.
-            report_config_error("config", &ConfigError::Invalid(errors));
+            report_invalid("config", errors);
             return Ok(ExitCode::from(EXIT_BAD_CONFIG));
         }
         Err(e @ (BrokerError::Credentials(_) | BrokerError::Tls(_))) => {

@@ -95,12 +95,11 @@ fn example_config_with_optional_sections_uncommented_is_valid() {
 fn reports_an_unknown_key_and_two_bad_values_together() {
     let file = temp_config(THREE_MISTAKES);
     let error = load_config(file.path()).unwrap_err();
-    let ConfigError::Invalid(errors) = error else {
+    let ConfigError::Invalid { problems, .. } = error else {
         panic!("expected Invalid, got {error:?}");
     };
-    let keys: Vec<&str> = errors.problems().iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
-        keys,
+        problems.paths(),
         ["mqtt.tls", "metrics.listen", "limits.max_connections"]
     );
 }
@@ -108,7 +107,7 @@ fn reports_an_unknown_key_and_two_bad_values_together() {
 #[test]
 fn missing_file_is_an_io_error() {
     let error = load_config(Path::new("/nonexistent/dtop-broker.toml")).unwrap_err();
-    assert!(matches!(error, ConfigError::Io { .. }), "{error:?}");
+    assert!(matches!(error, ConfigError::Read { .. }), "{error:?}");
 }
 
 #[test]
@@ -233,4 +232,51 @@ fn binary_serves_mqtt_and_exits_0_on_sigterm() {
     reader.join().unwrap();
     assert!(shutdown_logged, "no shutdown log line; stderr: {seen:#?}");
     assert_eq!(status.code(), Some(0), "stderr: {seen:#?}");
+}
+
+/// Five mistakes of kinds serde stops at: an unknown key, a value its type refuses, a wrong type,
+/// an out-of-range integer, and a string where a list belongs.
+const FIVE_PARSE_MISTAKES: &str = r#"
+colour = "blue"
+
+[mqtt]
+listen = "not-an-address"
+
+[limits]
+max_connections = "many"
+connection_timeout_ms = -5
+
+[auth]
+credentials_file = "/nonexistent/dtop-broker.passwd"
+
+[auth.roles.rig]
+publish = "dtop/#"
+subscribe = []
+"#;
+
+#[test]
+fn binary_lists_all_five_parse_errors_with_paths_and_exits_64_before_binding() {
+    let file = temp_config(FIVE_PARSE_MISTAKES);
+    let path = file.path().to_str().unwrap();
+    for args in [vec!["--check", "--config", path], vec!["--config", path]] {
+        let output = run_binary(&args);
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for key in [
+            "colour",
+            "mqtt.listen",
+            "limits.max_connections",
+            "limits.connection_timeout_ms",
+            "auth.roles.rig.publish",
+        ] {
+            assert!(
+                stderr.contains(&format!("  - {key} (line ")),
+                "{args:?}: {key} missing from:\n{stderr}"
+            );
+        }
+        assert!(stderr.contains("5 problems"), "{args:?}: {stderr}");
+        // Neither a listener nor the credentials file was reached.
+        assert!(!stderr.contains("accepting connections"), "{stderr}");
+        assert!(!stderr.contains("credentials_file"), "{stderr}");
+    }
 }

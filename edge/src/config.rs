@@ -363,24 +363,9 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-/// Why a configuration could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigLoadError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("parsing {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: Box<toml::de::Error>,
-    },
-    #[error(transparent)]
-    Invalid(#[from] ConfigErrors),
-}
+/// Why a configuration could not be loaded: unreadable, or every problem in it (parse-level and
+/// validation alike, with TOML paths and lines).
+pub type ConfigLoadError = dtop_daemon::LoadError;
 
 /// Why the MQTT password could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -396,23 +381,22 @@ pub enum SecretError {
 }
 
 impl EdgeConfig {
-    /// Parses TOML text (shape only; call [`EdgeConfig::validate`] next).
-    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
-        toml::from_str(text)
+    /// Parses TOML text (shape only; call [`EdgeConfig::validate`] next). Reports every
+    /// parse-level problem at once, not just the first.
+    pub fn from_toml(text: &str) -> Result<Self, dtop_daemon::ConfigProblems> {
+        dtop_daemon::parse(text, |_: &Self| Vec::new())
     }
 
-    /// Reads, parses and validates the file at `path`.
+    /// Reads, parses and validates the file at `path`, reporting every problem at once.
     pub fn load(path: &Path) -> Result<Self, ConfigLoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigLoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let config = Self::from_toml(&text).map_err(|source| ConfigLoadError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })?;
-        config.validate()?;
-        Ok(config)
+        dtop_daemon::load(path, |config: &Self| match config.validate() {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors
+                .0
+                .into_iter()
+                .map(|p| dtop_daemon::ConfigProblem::new(p.field, p.problem))
+                .collect(),
+        })
     }
 
     /// Checks every range and cross-field rule, returning all violations at once.

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use dtop_edge::config::{ConfigLoadError, EXAMPLE_CONFIG};
+use dtop_edge::config::EXAMPLE_CONFIG;
 use dtop_edge::{EdgeConfig, EdgeError};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// sysexits.h EX_USAGE: the command line or the configuration is wrong.
-const EXIT_CONFIG: u8 = 64;
+const EXIT_CONFIG: u8 = dtop_daemon::EXIT_CONFIG;
 /// Beyond the configured flush timeout, how long shutdown may take before we give up on it.
 const SHUTDOWN_GRACE_EXTRA: Duration = Duration::from_secs(5);
 
@@ -63,13 +63,6 @@ fn main() -> ExitCode {
     };
     let config = match EdgeConfig::load(&path) {
         Ok(config) => config,
-        Err(ConfigLoadError::Invalid(errors)) => {
-            eprintln!("dtop-edge: {} is invalid:", path.display());
-            for problem in &errors.0 {
-                eprintln!("  - {problem}");
-            }
-            return ExitCode::from(EXIT_CONFIG);
-        }
         Err(e) => {
             eprintln!("dtop-edge: {e}");
             return ExitCode::from(EXIT_CONFIG);

@@ -654,27 +654,9 @@ pub enum SecretError {
     Empty { path: PathBuf },
 }
 
-/// Why a configuration file could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("config file {} is malformed: {source}", path.display())]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: Box<toml::de::Error>,
-    },
-    #[error("config file {} is invalid:\n{problems}", path.display())]
-    Invalid {
-        path: PathBuf,
-        problems: ConfigProblems,
-    },
-}
+/// Why a configuration file could not be loaded: unreadable, or every problem in it (parse-level
+/// and validation alike, with TOML paths and lines).
+pub type ConfigError = dtop_daemon::LoadError;
 
 /// Every range and cross-field problem of a configuration, found at once.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -691,6 +673,18 @@ impl ConfigProblems {
 
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(String::as_str)
+    }
+
+    /// The same problems as the shared loader lists them, each split back into the
+    /// `field: problem` that [`ConfigProblems::push`] joined.
+    pub fn into_daemon_problems(self) -> Vec<dtop_daemon::ConfigProblem> {
+        self.0
+            .into_iter()
+            .map(|line| match line.split_once(": ") {
+                Some((field, problem)) => dtop_daemon::ConfigProblem::new(field, problem),
+                None => dtop_daemon::ConfigProblem::new("", line),
+            })
+            .collect()
     }
 }
 
@@ -713,26 +707,18 @@ impl std::error::Error for ConfigProblems {}
 pub const MAX_BATCH_LINES: usize = 100_000;
 
 impl TwinConfig {
-    /// Parses TOML (shape only; call [`TwinConfig::validate`] next).
-    pub fn from_toml_str(text: &str) -> Result<Self, toml::de::Error> {
-        toml::from_str(text)
+    /// Parses TOML (shape only; call [`TwinConfig::validate`] next). Reports every parse-level
+    /// problem at once, not just the first.
+    pub fn from_toml_str(text: &str) -> Result<Self, dtop_daemon::ConfigProblems> {
+        dtop_daemon::parse(text, |_: &Self| Vec::new())
     }
 
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file, reporting every problem at once.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let config = Self::from_toml_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })?;
-        config.validate().map_err(|problems| ConfigError::Invalid {
-            path: path.to_owned(),
-            problems,
-        })?;
-        Ok(config)
+        dtop_daemon::load(path, |config: &Self| match config.validate() {
+            Ok(()) => Vec::new(),
+            Err(problems) => problems.into_daemon_problems(),
+        })
     }
 
     /// Checks every range and cross-field rule and reads the secret files; returns all problems.

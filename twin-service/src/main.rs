@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// EX_USAGE from sysexits.h: the configuration is unusable.
-const EXIT_BAD_CONFIG: u8 = 64;
+const EXIT_BAD_CONFIG: u8 = dtop_daemon::EXIT_CONFIG;
 /// `replay --verify` or `audit` found a difference or a hole.
 const EXIT_DIFFERENCES: u8 = 1;
 /// `replay` or `audit` could not read what it needs from storage.
@@ -162,10 +162,15 @@ fn load_config(path: Option<&std::path::Path>) -> Result<TwinConfig, ConfigError
         Some(path) => TwinConfig::load(path),
         None => {
             let config = TwinConfig::default();
-            config.validate().map_err(|problems| ConfigError::Invalid {
-                path: "(built-in defaults)".into(),
-                problems,
-            })?;
+            if let Err(problems) = config.validate()
+                && let Some(problems) =
+                    dtop_daemon::ConfigProblems::from_problems(problems.into_daemon_problems())
+            {
+                return Err(ConfigError::Invalid {
+                    path: "(built-in defaults)".into(),
+                    problems,
+                });
+            }
             Ok(config)
         }
     }

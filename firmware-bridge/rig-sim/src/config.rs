@@ -227,9 +227,10 @@ impl Default for SimConfig {
 pub struct ConfigError(pub Vec<String>);
 
 impl SimConfig {
-    /// Parses TOML text (phase one: shape). Call `validate()` afterwards.
-    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
-        toml::from_str(text)
+    /// Parses TOML text (phase one: shape). Call `validate()` afterwards. Reports every
+    /// parse-level problem at once, not just the first.
+    pub fn from_toml(text: &str) -> Result<Self, dtop_daemon::ConfigProblems> {
+        dtop_daemon::parse(text, |_: &Self| Vec::new())
     }
 
     /// Phase two: every range and cross-field rule. Returns all problems at once.

@@ -15,7 +15,7 @@ use dtop_rig_sim::{ExcitationConfig, ExcitationTarget, SimConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Exit status for a bad config or bad flags (sysexits EX_USAGE).
-const EXIT_USAGE: u8 = 64;
+const EXIT_USAGE: u8 = dtop_daemon::EXIT_CONFIG;
 /// How long tasks get to finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -145,10 +145,20 @@ fn build_config(args: &Args) -> Result<SimConfig, Vec<String>> {
     let mut problems = Vec::new();
     let mut config = match &args.config {
         Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => match SimConfig::from_toml(&text) {
-                Ok(config) => config,
-                Err(e) => return Err(vec![format!("{}: {e}", path.display())]),
-            },
+            Ok(text) => {
+                // Every parse-level problem; the flags and `validate()` below add theirs.
+                let collected = dtop_daemon::config::collect::<SimConfig>(&text);
+                problems.extend(
+                    collected
+                        .problems
+                        .iter()
+                        .map(|p| format!("{}: {p}", path.display())),
+                );
+                match collected.value {
+                    Some(config) => config,
+                    None => return Err(problems),
+                }
+            }
             Err(e) => return Err(vec![format!("reading {}: {e}", path.display())]),
         },
         None => SimConfig::default(),
