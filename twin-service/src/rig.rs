@@ -23,7 +23,7 @@ use dtop_proto::RigId;
 use dtop_proto::topic::RigTopic;
 use dtop_proto::v1::{
     ActuatorDrive, Command, CommandAck, ControllerParams, FloorState, RigBirth, RigDeath,
-    SampleBlock, TwinState,
+    SampleBlock, SampleLossReason, TwinState,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -147,6 +147,9 @@ pub struct RigState {
     /// States made but not yet taken by the actor.
     states: Vec<TwinState>,
     blocks_accepted: u64,
+    /// Samples the edge declared no block carries (`SampleBlock.samples_lost_before`), by
+    /// reason; each block's declaration counts once (duplicates do not).
+    samples_unread_at_edge: BTreeMap<String, u64>,
     states_dropped: u64,
     /// The twin-hosted control loop; off unless enabled in the configuration.
     controller: RigController,
@@ -185,6 +188,7 @@ impl RigState {
             due: Vec::new(),
             states: Vec::new(),
             blocks_accepted: 0,
+            samples_unread_at_edge: BTreeMap::new(),
             states_dropped: 0,
             controller: RigController::new(ControlConfig::default()),
             drives: Vec::new(),
@@ -543,6 +547,7 @@ impl RigState {
                 }
             };
         let mut observation = self.seq.observe(block.seq);
+        let first_sight = !matches!(observation, Observation::Duplicate);
         let newer_session = self.newest_block_session.is_some_and(|s| block.session > s);
         if newer_session && matches!(observation, Observation::Duplicate | Observation::Untracked) {
             // A new session restarting below the old seqs means the edge lost its state directory.
@@ -575,6 +580,9 @@ impl RigState {
                 warn!(rig = %self.rig, seq = block.seq, missing, "Blocks are missing before this one.");
             }
             Observation::FilledHole | Observation::Untracked | Observation::New => {}
+        }
+        if first_sight && block.samples_lost_before > 0 {
+            self.count_unread_at_edge(&block);
         }
         line_count += self.accept(&block, &columns, now, &mut lines);
         Some(Chunk {
@@ -685,6 +693,26 @@ impl RigState {
         appended
     }
 
+    fn count_unread_at_edge(&mut self, block: &SampleBlock) {
+        let reason = match block.samples_lost_reason() {
+            SampleLossReason::EdgeDown => "edge_down",
+            SampleLossReason::NotDelivered => "not_delivered",
+            SampleLossReason::FirmwareRestart => "firmware_restart",
+            SampleLossReason::Unspecified => "unspecified",
+        };
+        *self
+            .samples_unread_at_edge
+            .entry(reason.to_owned())
+            .or_default() += block.samples_lost_before;
+        info!(
+            rig = %self.rig,
+            seq = block.seq,
+            samples = block.samples_lost_before,
+            reason,
+            "The edge declared firmware samples no block carries."
+        );
+    }
+
     fn reject(&mut self, rejection: Rejection) {
         *self.rejected.entry(rejection.reason).or_default() += 1;
         warn!(rig = %self.rig, reason = %rejection.reason, detail = %rejection.detail, "Rejected a frame.");
@@ -709,6 +737,7 @@ impl RigState {
             highest_contiguous_seq: self.seq.highest_contiguous(),
             blocks_waiting_for_birth: self.waiting.len(),
             frames_rejected: self.rejected.clone(),
+            samples_unread_at_edge: self.samples_unread_at_edge.clone(),
             estimating: self.estimator.is_some(),
             twin_states_dropped: self.states_dropped,
         }
