@@ -982,6 +982,36 @@ mod tests {
     }
 
     #[test]
+    fn samples_the_edge_declared_unread_are_counted_by_reason_once_per_block() {
+        let with_loss = |seq: u64, samples: u64, reason: SampleLossReason| {
+            let Event::Samples(bytes) = block(1, seq) else {
+                unreachable!("block() makes samples")
+            };
+            let mut b = SampleBlock::decode(bytes).unwrap_or_else(|e| panic!("{e}"));
+            b.samples_lost_before = samples;
+            b.samples_lost_reason = reason as i32;
+            Event::Samples(b.encode_to_vec().into())
+        };
+        let mut s = RigState::new(rig(), Precision::Us, 4);
+        let now = Instant::now();
+        s.handle(&birth(1), now);
+        s.handle(&with_loss(1, 30, SampleLossReason::EdgeDown), now);
+        // A redelivery of the same block declares nothing new.
+        s.handle(&with_loss(1, 30, SampleLossReason::EdgeDown), now);
+        s.handle(&with_loss(2, 5, SampleLossReason::NotDelivered), now);
+        s.handle(&block(1, 3), now);
+        let unread = s.stats(now).samples_unread_at_edge;
+        assert_eq!(
+            unread,
+            [
+                ("edge_down".to_owned(), 30),
+                ("not_delivered".to_owned(), 5)
+            ]
+            .into()
+        );
+    }
+
+    #[test]
     fn a_resent_block_above_the_persisted_watermark_is_stored_again() {
         let backfill = |seq| {
             let Event::Samples(p) = block(1, seq) else {
