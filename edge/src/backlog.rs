@@ -774,4 +774,24 @@ mod tests {
         let b = Backlog::open(&config(&spool_dir, 1 << 20, FullPolicy::DropOldest)).unwrap();
         assert_eq!(b.spool().last_seq(), Some(9));
     }
+
+    #[test]
+    fn finds_where_the_newest_spooled_block_of_a_stream_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        assert_eq!(spool_stream_end_index(&spool_dir, 0).unwrap(), None);
+        let mut b = Backlog::open(&config(&spool_dir, 1 << 20, FullPolicy::DropOldest)).unwrap();
+        let mut firmware = block(3, 10);
+        firmware.first_sample_index = 500;
+        b.append(&firmware).unwrap();
+        // A polled stream's block after it does not hide it.
+        let mut polled = block(4, 2);
+        polled.stream_id = 1;
+        b.append(&polled).unwrap();
+        assert_eq!(spool_stream_end_index(&spool_dir, 0).unwrap(), Some(510));
+        assert_eq!(
+            spool_stream_end_index(&spool_dir, 1).unwrap(),
+            Some(polled.first_sample_index + 2)
+        );
+    }
 }
