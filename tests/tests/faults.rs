@@ -339,10 +339,16 @@ fn an_edge_killed_and_restarted_loses_only_what_it_reports() -> Result<()> {
         },
     )
     .with_context(|| run.pipeline.logs())?;
-    // No sample-point count here: at speed 10 the first edge's timestamps run ahead of the
-    // wall clock, and the restarted edge anchors its own on the wall clock again, so some of
-    // its samples share timestamps (and InfluxDB points) with the first edge's.
     ensure!(a.next_seq > 0 && !a.stored.blocks.is_empty());
+    // The restarted edge continues the first one's sample clock: no sample shares a timestamp
+    // (an InfluxDB point) with another, even at speed 10, where timestamps run ahead of the
+    // wall clock.
+    ensure!(
+        a.stored.sample_points == a.stored.block_samples(),
+        "dtop_samples holds {} points, the stored blocks {} samples",
+        a.stored.sample_points,
+        a.stored.block_samples()
+    );
     Ok(())
 }
 
