@@ -1,7 +1,8 @@
 //! The acquisition task: feeds firmware frames (and polled Modbus samples, one batcher per
 //! stream) to the [`Batcher`]s, keeps every block's seq inside the durable reservation
 //! ([`SeqReservation`]) before it leaves, and hands manifests and blocks to the publisher. Owns
-//! the batchers and the `next_seq` file; knows nothing of the serial port, Modbus or MQTT.
+//! the batchers, the `next_seq` file and the sample clock file (`sample_clock.json`, see
+//! [`crate::sample_clock`]); knows nothing of the serial port, Modbus or MQTT.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,9 +15,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::batcher::{BatchError, Batcher, Discontinuity, StreamLayout, block_sample_count};
+use crate::batcher::{
+    BatchError, Batcher, Discontinuity, StreamLayout, block_sample_count, loss_reason_label,
+};
 use crate::modbus::{PolledSample, streams::PolledStream};
 use crate::publisher::PublisherEvent;
+use crate::sample_clock::{ClockRecord, Reanchor};
 use crate::seq_reservation::{Gate, SeqReservation};
 use crate::serial::SerialEvent;
 use crate::state_file::{self, StateFileError};
@@ -61,6 +65,11 @@ pub struct Acquisition {
     /// Polled Modbus streams by stream id, and where their samples come from.
     polled: BTreeMap<u32, Batcher>,
     polled_rx: Option<mpsc::Receiver<PolledSample>>,
+    /// Where stream 0's [`ClockRecord`] is rewritten before each of its blocks leaves; `None`
+    /// keeps the clock in memory only.
+    clock_path: Option<PathBuf>,
+    /// A failed clock write was logged; the next failures are not (until one succeeds).
+    clock_write_failing: bool,
 }
 
 /// What woke the acquisition loop.
@@ -91,7 +100,33 @@ impl Acquisition {
             stats,
             polled: BTreeMap::new(),
             polled_rx: None,
+            clock_path: None,
+            clock_write_failing: false,
         }
+    }
+
+    /// Continues the previous run's stream-0 timestamps and loss accounting: `record` is its
+    /// clock file (at `path`, rewritten from now on), `spool_end_index` the end of its newest
+    /// spooled stream-0 block. Samples from there to the first one read are declared lost
+    /// (`edge_down`): the spool is what survived, so blocks a killed run made but never
+    /// spooled count there too.
+    pub fn with_sample_clock(
+        mut self,
+        path: PathBuf,
+        record: Option<ClockRecord>,
+        spool_end_index: Option<u64>,
+    ) -> Self {
+        let accounted_to = spool_end_index
+            .or(record.map(|r| r.blocks_end_index))
+            .unwrap_or(0);
+        info!(
+            clock = ?record.map(|r| r.clock),
+            accounted_to,
+            "Resuming the sample clock and loss accounting."
+        );
+        self.batcher.resume(record.map(|r| r.clock), accounted_to);
+        self.clock_path = Some(path);
+        self
     }
 
     /// Also batches the polled Modbus `streams`, whose samples arrive on `polled_rx`. Their
@@ -196,6 +231,32 @@ impl Acquisition {
                         wall_clock_ns(),
                     ) {
                         Ok(pushed) => {
+                            if let Some(lost) = pushed.declared_lost {
+                                let reason = loss_reason_label(lost.reason);
+                                warn!(
+                                    samples = lost.samples,
+                                    reason,
+                                    first_sample_index = samples.first_sample_index,
+                                    "Firmware samples no block carries; declared lost on the next block."
+                                );
+                                self.stats.update(|s| {
+                                    *s.samples_unread_by_reason.entry(reason).or_default() +=
+                                        lost.samples;
+                                });
+                            }
+                            match pushed.reanchored {
+                                Some(Reanchor::JumpDisagrees { disagreement_ns }) => warn!(
+                                    disagreement_ms = (disagreement_ns / 1_000_000) as i64,
+                                    first_sample_index = samples.first_sample_index,
+                                    "The sample index jump disagrees with the wall clock; re-anchored timestamps."
+                                ),
+                                Some(why) => info!(
+                                    cause = ?why,
+                                    first_sample_index = samples.first_sample_index,
+                                    "Anchored sample timestamps."
+                                ),
+                                None => {}
+                            }
                             match pushed.discontinuity {
                                 Some(Discontinuity::Gap {
                                     expected,
@@ -210,7 +271,7 @@ impl Acquisition {
                                 Some(Discontinuity::Restart { expected, got }) => warn!(
                                     expected_index = expected,
                                     got_index = got,
-                                    "Firmware sample index went backwards (restart?); closed the block and re-anchored timestamps."
+                                    "Firmware sample index went backwards (restart?); closed the block."
                                 ),
                                 None => {}
                             }
@@ -323,6 +384,9 @@ impl Acquisition {
             }
             retry = (retry * 2).min(RESERVATION_RETRY_MAX);
         }
+        if block.stream_id == 0 {
+            self.save_clock(&block);
+        }
         let samples = block_sample_count(&block);
         let next_seq = self.batcher.next_seq();
         self.stats.update(|s| {
@@ -338,6 +402,27 @@ impl Acquisition {
 }
 
 impl Acquisition {
+    /// Rewrites the clock file before `block` leaves, so a restart never stamps a sample at a
+    /// time this block used, and knows where its blocks ended. A tiny unsynced write (see
+    /// [`state_file::write_json_unsynced`]); a failure costs only that weaker restart.
+    fn save_clock(&mut self, block: &SampleBlock) {
+        let (Some(path), Some(clock)) = (&self.clock_path, self.batcher.clock()) else {
+            return;
+        };
+        let record = ClockRecord {
+            clock,
+            blocks_end_index: block.first_sample_index + block_sample_count(block) as u64,
+        };
+        match state_file::write_json_unsynced(path, &record) {
+            Ok(()) => self.clock_write_failing = false,
+            Err(e) if !self.clock_write_failing => {
+                self.clock_write_failing = true;
+                warn!(error = %e, "Could not save the sample clock; a restart may re-anchor timestamps later than needed.");
+            }
+            Err(_) => {}
+        }
+    }
+
     fn give_up(&self, block: &SampleBlock) {
         let samples = block_sample_count(block) as u64;
         error!(

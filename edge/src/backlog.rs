@@ -117,6 +117,52 @@ pub fn spool_last_seq(dir: &Path) -> std::io::Result<Option<u64>> {
     Ok(acked)
 }
 
+/// The index after the last sample of the newest block of `stream_id` the spool in `dir`
+/// holds, read without opening (or locking, or repairing) it: where a restarted edge's loss
+/// accounting resumes (`None` for a missing spool or one without such a block). Newest
+/// segments first; stops at the first segment holding one.
+pub fn spool_stream_end_index(dir: &Path, stream_id: u32) -> std::io::Result<Option<u64>> {
+    use dtop_spool::{frame, segment};
+    let mut firsts = Vec::new();
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries {
+                if let Some(first) = entry?
+                    .file_name()
+                    .to_str()
+                    .and_then(segment::parse_file_name)
+                {
+                    firsts.push(first);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    firsts.sort_unstable();
+    for first in firsts.into_iter().rev() {
+        let bytes = std::fs::read(dir.join(segment::file_name(first)))?;
+        for record in segment::scan(&bytes, None).records.iter().rev() {
+            let at = usize::try_from(record.offset).unwrap_or(usize::MAX);
+            let Some(from) = bytes.get(at..) else {
+                continue;
+            };
+            let frame::Decoded::Record { payload, .. } = frame::decode(from) else {
+                continue;
+            };
+            // A record that is not a block is not ours to judge here; the spool reports it.
+            if let Ok(block) = SampleBlock::decode(payload)
+                && block.stream_id == stream_id
+            {
+                return Ok(Some(
+                    block.first_sample_index + block_sample_count(&block) as u64,
+                ));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Blocks given up at once, for one reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Loss {
@@ -727,5 +773,25 @@ mod tests {
         assert_eq!(spool_last_seq(&spool_dir).unwrap(), Some(9));
         let b = Backlog::open(&config(&spool_dir, 1 << 20, FullPolicy::DropOldest)).unwrap();
         assert_eq!(b.spool().last_seq(), Some(9));
+    }
+
+    #[test]
+    fn finds_where_the_newest_spooled_block_of_a_stream_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        assert_eq!(spool_stream_end_index(&spool_dir, 0).unwrap(), None);
+        let mut b = Backlog::open(&config(&spool_dir, 1 << 20, FullPolicy::DropOldest)).unwrap();
+        let mut firmware = block(3, 10);
+        firmware.first_sample_index = 500;
+        b.append(&firmware).unwrap();
+        // A polled stream's block after it does not hide it.
+        let mut polled = block(4, 2);
+        polled.stream_id = 1;
+        b.append(&polled).unwrap();
+        assert_eq!(spool_stream_end_index(&spool_dir, 0).unwrap(), Some(510));
+        assert_eq!(
+            spool_stream_end_index(&spool_dir, 1).unwrap(),
+            Some(polled.first_sample_index + 2)
+        );
     }
 }

@@ -1,10 +1,13 @@
 //! Turns the firmware's sample frames into `SampleBlock`s: block boundaries, sample-index
-//! continuity, timestamps and block sequence numbers. Pure and synchronous: the wall clock comes
-//! in as an argument and the caller persists [`Batcher::next_seq`]; knows nothing of serial
-//! ports or MQTT.
+//! continuity, timestamps ([`crate::sample_clock`]), the samples no block carries (declared on
+//! the next block) and block sequence numbers. Pure and synchronous: the wall clock comes in as
+//! an argument and the caller persists [`Batcher::next_seq`] and [`Batcher::clock`]; knows
+//! nothing of serial ports or MQTT.
 
 use dtop_proto::RigId;
-use dtop_proto::v1::{ChannelSamples, ClockSync, SampleBlock};
+use dtop_proto::v1::{ChannelSamples, ClockSync, SampleBlock, SampleLossReason};
+
+use crate::sample_clock::{self, FrameAt, Prev, Reanchor, SampleClock};
 
 /// Upper bound on the protobuf size of a `SampleBlock` with `channels` channels of
 /// `samples` samples each, bytes.
@@ -64,6 +67,23 @@ pub enum Discontinuity {
     Restart { expected: u64, got: u64 },
 }
 
+/// Samples the firmware produced that no block will carry, declared on the next block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeclaredLoss {
+    pub samples: u64,
+    pub reason: SampleLossReason,
+}
+
+/// The wire reason's label, for logs and metrics.
+pub const fn loss_reason_label(reason: SampleLossReason) -> &'static str {
+    match reason {
+        SampleLossReason::EdgeDown => "edge_down",
+        SampleLossReason::NotDelivered => "not_delivered",
+        SampleLossReason::FirmwareRestart => "firmware_restart",
+        SampleLossReason::Unspecified => "unspecified",
+    }
+}
+
 /// Why a frame was not accepted. Nothing in the batcher changes when one is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
@@ -82,13 +102,10 @@ pub struct Pushed {
     pub blocks: Vec<SampleBlock>,
     /// A discontinuity found at the start of this frame.
     pub discontinuity: Option<Discontinuity>,
-}
-
-/// Where timestamps come from: wall time `t0_ns` was sample `index0`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Anchor {
-    index0: u64,
-    t0_ns: u64,
+    /// Samples before this frame declared lost (on the block this frame starts).
+    pub declared_lost: Option<DeclaredLoss>,
+    /// Why this frame started a new timestamp anchor, if it did.
+    pub reanchored: Option<Reanchor>,
 }
 
 /// The block being filled.
@@ -97,6 +114,8 @@ struct Partial {
     first_sample_index: u64,
     /// One vector per channel, in layout order.
     raw: Vec<Vec<i32>>,
+    /// Declared on this block: samples right before it that no block carries.
+    lost_before: Option<DeclaredLoss>,
 }
 
 impl Partial {
@@ -114,9 +133,13 @@ pub struct Batcher {
     block_samples: usize,
     next_seq: u64,
     layout: Option<StreamLayout>,
-    anchor: Option<Anchor>,
-    /// Index the next frame should start at, once any sample has been seen.
-    expected_index: Option<u64>,
+    /// Index → time; its `next_index` is where the next frame should start.
+    clock: Option<SampleClock>,
+    /// The clock came from disk and no frame was read since (see [`sample_clock::place`]).
+    clock_restored: bool,
+    /// Every sample of this stream below this index is in a block or declared lost; `None`
+    /// when unknown (no loss is declared before the first frame then).
+    accounted_to: Option<u64>,
     partial: Option<Partial>,
 }
 
@@ -137,10 +160,25 @@ impl Batcher {
             block_samples: block_samples.max(1),
             next_seq,
             layout: None,
-            anchor: None,
-            expected_index: None,
+            clock: None,
+            clock_restored: false,
+            accounted_to: None,
             partial: None,
         }
+    }
+
+    /// Continues a previous run: `clock` as it persisted it, and every sample below
+    /// `accounted_to` in a block it made durable (or declared). The first frame's gap from
+    /// `accounted_to` is declared `edge_down`.
+    pub fn resume(&mut self, clock: Option<SampleClock>, accounted_to: u64) {
+        self.clock_restored = clock.is_some();
+        self.clock = clock;
+        self.accounted_to = Some(accounted_to);
+    }
+
+    /// The index → time mapping so far (persist it with every block).
+    pub fn clock(&self) -> Option<SampleClock> {
+        self.clock
     }
 
     /// Sequence number the next block will get; persist it after every block.
@@ -159,21 +197,20 @@ impl Batcher {
     }
 
     /// Adopts the stream layout from a (new) manifest. The same layout again changes nothing;
-    /// a different one closes the partial block and re-anchors timestamps at the next sample.
+    /// a different one closes the partial block (a new sample period re-anchors timestamps at
+    /// the next sample, after the old ones).
     pub fn set_layout(&mut self, layout: StreamLayout) -> Option<SampleBlock> {
         if self.layout.as_ref() == Some(&layout) {
             return None;
         }
         let closed = self.flush();
         self.layout = Some(layout);
-        self.anchor = None;
-        self.expected_index = None;
         closed
     }
 
     /// Adds one frame: `raw` is sample-major (`raw[s * channels + c]`), starting at
     /// `first_sample_index`. `now_ns` is the wall clock (ns since the Unix epoch) at arrival,
-    /// used only to anchor the first sample of a session.
+    /// used only where [`sample_clock::place`] (re-)anchors timestamps.
     pub fn push(
         &mut self,
         first_sample_index: u64,
@@ -199,7 +236,7 @@ impl Batcher {
         let sample_count = raw.len() / channels;
 
         let mut out = Pushed::default();
-        if let Some(expected) = self.expected_index {
+        if let Some(expected) = self.clock.map(|c| c.next_index) {
             if first_sample_index > expected {
                 out.discontinuity = Some(Discontinuity::Gap {
                     expected,
@@ -213,24 +250,50 @@ impl Batcher {
                     got: first_sample_index,
                 });
                 out.blocks.extend(self.flush());
-                self.anchor = None;
             }
         }
         if sample_count == 0 {
             return Ok(out);
         }
-        if self.anchor.is_none() {
-            self.anchor = Some(Anchor {
-                index0: first_sample_index,
-                t0_ns: now_ns - now_ns % period_ns,
-            });
-        }
+        let first_of_run = self.clock_restored || self.clock.is_none();
+        let mut lost_before = match self.accounted_to {
+            Some(to) if first_sample_index > to => Some(DeclaredLoss {
+                samples: first_sample_index - to,
+                reason: if first_of_run {
+                    SampleLossReason::EdgeDown
+                } else {
+                    SampleLossReason::NotDelivered
+                },
+            }),
+            // A new boot counts from 0; the old boot's tail after `to` is unknown.
+            Some(to) if first_sample_index < to && first_sample_index > 0 => Some(DeclaredLoss {
+                samples: first_sample_index,
+                reason: SampleLossReason::FirmwareRestart,
+            }),
+            _ => None,
+        };
+        out.declared_lost = lost_before;
+        let prev = match (&self.clock, self.clock_restored) {
+            (None, _) => Prev::None,
+            (Some(c), true) => Prev::Restored(c),
+            (Some(c), false) => Prev::Live(c),
+        };
+        let frame = FrameAt {
+            first_index: first_sample_index,
+            samples_n: sample_count as u64,
+            arrival_ns: now_ns,
+        };
+        let placement = sample_clock::place(prev, period_ns, frame);
+        out.reanchored = placement.reanchored;
+        self.clock = Some(placement.clock);
+        self.clock_restored = false;
 
         let block_samples = self.block_samples;
         for (s, sample) in raw.chunks_exact(channels).enumerate() {
             let partial = self.partial.get_or_insert_with(|| Partial {
                 first_sample_index: first_sample_index + s as u64,
                 raw: vec![Vec::with_capacity(block_samples); channels],
+                lost_before: lost_before.take(),
             });
             for (column, value) in partial.raw.iter_mut().zip(sample) {
                 column.push(*value);
@@ -239,7 +302,7 @@ impl Batcher {
                 out.blocks.extend(self.flush());
             }
         }
-        self.expected_index = Some(first_sample_index + sample_count as u64);
+        self.accounted_to = Some(first_sample_index + sample_count as u64);
         Ok(out)
     }
 
@@ -253,17 +316,21 @@ impl Batcher {
 
     /// The index the next sample of this stream should carry, once samples flowed.
     pub fn expected_index(&self) -> Option<u64> {
-        self.expected_index
+        self.clock.map(|c| c.next_index)
     }
 
     /// Closes the partial block, if any (shutdown, or a discontinuity).
     pub fn flush(&mut self) -> Option<SampleBlock> {
         let partial = self.partial.take()?;
-        // A partial block only exists after push() checked the layout and set the anchor.
-        let (layout, anchor) = (self.layout.as_ref()?, self.anchor?);
-        let period_ns = layout.sample_period_ns;
-        let first_timestamp_ns =
-            anchor.t0_ns + (partial.first_sample_index - anchor.index0) * period_ns;
+        // A partial block only exists after push() checked the layout and placed its first
+        // frame; every later frame in it continued that clock (a discontinuity flushes first).
+        let (layout, clock) = (self.layout.as_ref()?, self.clock?);
+        let period_ns = clock.sample_period_ns;
+        let first_timestamp_ns = clock.time_of(partial.first_sample_index);
+        let lost = partial.lost_before.unwrap_or(DeclaredLoss {
+            samples: 0,
+            reason: SampleLossReason::Unspecified,
+        });
         let seq = self.next_seq;
         self.next_seq += 1;
         Some(SampleBlock {
@@ -283,6 +350,8 @@ impl Batcher {
                 .map(|(&channel_id, raw)| ChannelSamples { channel_id, raw })
                 .collect(),
             backfill: false,
+            samples_lost_before: lost.samples,
+            samples_lost_reason: lost.reason as i32,
         })
     }
 }
@@ -336,6 +405,8 @@ mod tests {
                 },
             ],
             backfill: false,
+            samples_lost_before: 0,
+            samples_lost_reason: 0,
         }
     }
 
@@ -358,11 +429,18 @@ mod tests {
     fn cuts_frames_into_blocks_of_exactly_block_samples() {
         let mut b = Batcher::new(rig(), 4, 7);
         assert_eq!(b.set_layout(layout()), None);
-        // Wall clock 5.0004567 s: anchor rounds down to 5.000 s... plus whole ms.
-        let now_ns = 5_000_456_789;
+        // The first frame's last sample (index 2) arrived at 5.0024567 s: sample 0 was at
+        // 5.000 s, rounded down to the period.
+        let now_ns = 5_002_456_789;
         let t0 = 5_000_000_000;
         let first = pushed(&mut b, 0, 3, now_ns);
-        assert_eq!(first, Pushed::default());
+        assert_eq!(
+            first,
+            Pushed {
+                reanchored: Some(Reanchor::First),
+                ..Pushed::default()
+            }
+        );
         let second = pushed(&mut b, 3, 6, now_ns + 99 * MS_NS);
         assert_eq!(
             second.blocks,
@@ -379,15 +457,15 @@ mod tests {
         let mut b = Batcher::new(rig(), 2, 0);
         b.set_layout(layout());
         let t0 = 1_000 * MS_NS;
-        // The anchor is the first frame's index (1000) at the rounded-down wall clock.
-        let blocks = pushed(&mut b, 1000, 2, t0 + 1).blocks;
+        // The first frame's last sample (1001) is at its arrival, rounded down to the period.
+        let blocks = pushed(&mut b, 1000, 2, t0 + MS_NS + 1).blocks;
         let later = pushed(&mut b, 1002, 2, t0 + 9_999 * MS_NS).blocks;
         assert_eq!(blocks[0].first_timestamp_ns, t0);
         assert_eq!(later[0].first_timestamp_ns, t0 + 2 * MS_NS);
     }
 
     #[test]
-    fn closes_the_partial_block_early_at_a_gap_and_keeps_the_clock() {
+    fn closes_the_partial_block_early_at_a_gap_keeps_the_clock_and_declares_the_gap() {
         let mut b = Batcher::new(rig(), 4, 0);
         b.set_layout(layout());
         let t0 = 0;
@@ -402,10 +480,10 @@ mod tests {
                 missing: 4
             })
         );
-        assert_eq!(
-            out.blocks,
-            vec![expected_block(1, 4, 2, t0), expected_block(2, 10, 4, t0)]
-        );
+        let mut after_gap = expected_block(2, 10, 4, t0);
+        after_gap.samples_lost_before = 4;
+        after_gap.samples_lost_reason = SampleLossReason::NotDelivered as i32;
+        assert_eq!(out.blocks, vec![expected_block(1, 4, 2, t0), after_gap]);
     }
 
     #[test]
@@ -413,7 +491,7 @@ mod tests {
         let mut b = Batcher::new(rig(), 4, 0);
         b.set_layout(layout());
         pushed(&mut b, 100, 2, 0);
-        let restart_ns = 60_000 * MS_NS + 123;
+        let restart_ns = 60_003 * MS_NS + 123;
         let out = pushed(&mut b, 0, 4, restart_ns);
         assert_eq!(
             out.discontinuity,
@@ -428,6 +506,68 @@ mod tests {
             out.blocks,
             vec![old, expected_block(1, 0, 4, 60_000 * MS_NS)]
         );
+    }
+
+    /// A batcher resumed after a run that made blocks up to sample `accounted_to`, whose clock
+    /// put sample 0 at `t0` and had read up to `clock_next`.
+    fn resumed(accounted_to: u64, clock_next: u64, t0: u64) -> Batcher {
+        let mut b = Batcher::new(rig(), 4, 50);
+        b.set_layout(layout());
+        let clock = SampleClock {
+            sample_period_ns: MS_NS,
+            index0: 0,
+            t0_ns: t0,
+            next_index: clock_next,
+        };
+        b.resume(Some(clock), accounted_to);
+        b
+    }
+
+    #[test]
+    fn a_restarted_edge_stamps_queued_frames_on_the_old_clock_and_declares_what_it_never_read() {
+        const S: u64 = 1_000 * MS_NS;
+        let t0 = 1_000_000 * S;
+        // The killed run made blocks to sample 1 000 and read to 1 008; its queued frames
+        // arrive 25 s later, then the live index, 25 s on.
+        let mut b = resumed(1_000, 1_008, t0);
+        let stale = pushed(&mut b, 1_008, 4, t0 + 26 * S);
+        assert_eq!(
+            stale.declared_lost,
+            Some(DeclaredLoss {
+                samples: 8,
+                reason: SampleLossReason::EdgeDown
+            })
+        );
+        assert_eq!(stale.blocks[0].first_timestamp_ns, t0 + 1_008 * MS_NS);
+        assert_eq!(stale.blocks[0].samples_lost_before, 8);
+        let live = pushed(&mut b, 26_000, 4, t0 + 26 * S + 3 * MS_NS + 10);
+        assert_eq!(live.reanchored, None);
+        assert_eq!(live.blocks[0].first_timestamp_ns, t0 + 26 * S);
+        assert_eq!(
+            (
+                live.blocks[0].samples_lost_before,
+                live.blocks[0].samples_lost_reason
+            ),
+            (26_000 - 1_012, SampleLossReason::NotDelivered as i32)
+        );
+        let next = pushed(&mut b, 26_004, 4, t0 + 26 * S + 7 * MS_NS);
+        assert_eq!(next.blocks[0].samples_lost_before, 0);
+    }
+
+    #[test]
+    fn a_firmware_restart_during_the_outage_declares_the_new_boots_unread_samples() {
+        let mut b = resumed(5_000, 5_000, 0);
+        let out = pushed(&mut b, 300, 4, 10_000 * MS_NS);
+        assert_eq!(out.reanchored, Some(Reanchor::IndexBackwards));
+        assert_eq!(
+            (
+                out.blocks[0].samples_lost_before,
+                out.blocks[0].samples_lost_reason
+            ),
+            (300, SampleLossReason::FirmwareRestart as i32)
+        );
+        // After every time the old boot used.
+        assert!(out.blocks[0].first_timestamp_ns >= 5_000 * MS_NS);
     }
 
     #[test]
@@ -485,6 +625,8 @@ mod tests {
                 })
                 .collect(),
             backfill: true,
+            samples_lost_before: u64::MAX,
+            samples_lost_reason: SampleLossReason::FirmwareRestart as i32,
         };
         assert!(
             block.encoded_len() <= max_encoded_block_bytes(16, n),

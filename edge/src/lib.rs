@@ -16,7 +16,10 @@
 //! - [`safety`]: pure: the actuator safety envelope (clamp, slew limit, drive timeout, latch).
 //! - [`inner_loop`]: pure: the edge-hosted control law (the twin's `ControllerParams`), checked
 //!   against the manifest, swapped in at a sample boundary, stepped on every sample.
-//! - [`batcher`]: pure: frames → fixed-size blocks, index continuity, timestamps, seq.
+//! - [`batcher`]: pure: frames → fixed-size blocks, index continuity, timestamps, seq, and the
+//!   samples no block carries (declared on the next block).
+//! - [`sample_clock`]: pure: the rule that gives a sample its time from its index, across
+//!   restarts and index jumps (kept in `{state_dir}/sample_clock.json`).
 //! - [`acquisition`]: the task around the batcher; keeps block seqs inside the durable
 //!   reservation (the `next_seq` file).
 //! - [`seq_reservation`]: pure: the block-seq reservation (hi/lo allocator): when to renew
@@ -58,6 +61,7 @@ pub mod modbus;
 pub mod outbox;
 pub mod publisher;
 pub mod safety;
+pub mod sample_clock;
 pub mod seq_reservation;
 pub mod serial;
 pub mod state_file;
@@ -158,6 +162,25 @@ pub async fn run_with_stats(
             None
         });
     let next_seq = seq_reservation::start_seq(reserved_until, spool_last_seq);
+    let clock_path = config.state_dir.join(sample_clock::CLOCK_FILE_NAME);
+    let (clock_record, spool_end_index) = {
+        let (clock_path, spool_dir) = (clock_path.clone(), config.spool_dir());
+        tokio::task::spawn_blocking(move || {
+            let record = state_file::read_json::<sample_clock::ClockRecord>(&clock_path)
+                .unwrap_or_else(|e| {
+                    // Only timestamps after a restart get weaker: they re-anchor on the wall clock.
+                    warn!(error = %e, "Could not read the sample clock; anchoring anew.");
+                    None
+                });
+            let end = backlog::spool_stream_end_index(&spool_dir, 0).unwrap_or_else(|e| {
+                warn!(error = %e, "Could not read the spool's last block; the loss accounting resumes from the clock file.");
+                None
+            });
+            (record, end)
+        })
+        .await
+        .map_err(|_| EdgeError::TaskFailed("state reader"))?
+    };
     let last_session = read(session_path.clone()).await?.unwrap_or(0);
     let port = serial::open_port(&config.serial)?;
     info!(
@@ -180,6 +203,7 @@ pub async fn run_with_stats(
         None => None,
     };
     let stats = StatsHandle::new(stats_tx);
+    stats.update(|s| s.started_at_ns = acquisition::wall_clock_ns());
     // Any task failing stops the others through this token, which the serial task (the head of
     // the pipeline) watches; the rest drain as their inputs close.
     let stop = shutdown.child_token();
@@ -218,7 +242,8 @@ pub async fn run_with_stats(
         publisher_tx,
         stats.clone(),
         stop.clone(),
-    );
+    )
+    .with_sample_clock(clock_path, clock_record, spool_end_index);
     // Modbus: one task per bus; polled samples join the acquisition task as streams 1, 2, ...
     let (polled_tx, polled_rx) = mpsc::channel(modbus::poller::POLLED_QUEUE_CAPACITY);
     let acquisition = acquisition.with_polled(

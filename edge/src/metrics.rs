@@ -98,13 +98,13 @@ pub fn render(rig: &str, stats: &EdgeStats) -> String {
         (
             "dtop_edge_samples_produced_total",
             "counter",
-            "Samples in blocks handed to the publisher (and its spool).",
+            "Samples in blocks handed to the publisher (and its spool) by this process (since dtop_edge_process_start_time_seconds).",
             s.samples_produced_total as f64,
         ),
         (
             "dtop_edge_samples_stored_total",
             "counter",
-            "Samples in blocks the twin's persisted watermark covered (stored in InfluxDB).",
+            "Samples in blocks the twin's persisted watermark covered (stored in InfluxDB), seen by this process.",
             s.samples_stored_total as f64,
         ),
         (
@@ -167,6 +167,12 @@ pub fn render(rig: &str, stats: &EdgeStats) -> String {
             "The next block seq the edge will number: every seq it used is below it.",
             s.next_seq as f64,
         ),
+        (
+            "dtop_edge_process_start_time_seconds",
+            "gauge",
+            "When this edge process started, s since the Unix epoch: every counter here counts from it.",
+            s.started_at_ns as f64 / 1e9,
+        ),
     ];
     for (name, kind, help, value) in spool {
         metric(name, kind, help, &[(String::new(), value)]);
@@ -181,6 +187,12 @@ pub fn render(rig: &str, stats: &EdgeStats) -> String {
         "counter",
         "Samples given up, by reason (evicted_unconfirmed: evicted after the broker's PUBACK, before the watermark).",
         &by_reason(&s.samples_dropped_by_reason),
+    );
+    metric(
+        "dtop_edge_samples_unread_total",
+        "counter",
+        "Samples the firmware produced that no block carries, declared on the next block, by reason (edge_down, not_delivered, firmware_restart).",
+        &by_reason(&s.samples_unread_by_reason),
     );
     metric(
         "dtop_edge_blocks_lost_total",

@@ -1249,6 +1249,9 @@ impl Publisher {
             "rig_id": self.config.rig_id.as_str(),
             "session": self.session,
             "timestamp_ns": wall_clock_ns(),
+            // Every *_total below counts from here: they restart at zero with each process.
+            "process_started_ns": s.started_at_ns,
+            "next_seq": s.next_seq,
             "firmware_online": s.firmware_online,
             "safety_state": s.safety_state.as_str(),
             "latch_cause": s.latch_cause.map(|c| c.as_str()),
@@ -1272,6 +1275,7 @@ impl Publisher {
                 "samples_stored_total": s.samples_stored_total,
                 "samples_released_unconfirmed_total": s.samples_released_unconfirmed_total,
                 "samples_dropped_by_reason": s.samples_dropped_by_reason,
+                "samples_unread_by_reason": s.samples_unread_by_reason,
                 "blocks_dropped_by_reason": s.blocks_dropped_by_reason,
                 "lost_seq_ranges": s.lost_seq_ranges,
                 "lost_ranges_uncovered": s.lost_ranges_uncovered,

@@ -1,6 +1,7 @@
 //! The on-disk counters in `state_dir` (`session`, `next_seq`): one decimal number per file,
-//! replaced atomically. Blocking std I/O; async callers go through `spawn_blocking`. Knows
-//! nothing of what the numbers mean.
+//! replaced atomically; and small JSON records (`sample_clock.json`) replaced the same way.
+//! Blocking std I/O; async callers go through `spawn_blocking` (or accept a tiny write).
+//! Knows nothing of what the numbers mean.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -19,6 +20,12 @@ pub enum StateFileError {
         "{path} holds {content:?}, not a decimal counter; fix or remove it (removing it may reuse numbers)"
     )]
     Corrupt { path: PathBuf, content: String },
+    #[error("{path} is not the JSON record expected ({source}); fix or remove it")]
+    CorruptJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("writing {path}: {source}")]
     Write {
         path: PathBuf,
@@ -73,6 +80,48 @@ pub fn write_counter(path: &Path, value: u64) -> Result<(), StateFileError> {
     Ok(())
 }
 
+/// The JSON record in `path`; `None` when the file does not exist yet.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateFileError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateFileError::Read {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| StateFileError::CorruptJson {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Replaces `path` with `value` as JSON (temporary file, rename) without fsync: it survives a
+/// SIGKILL at once, not necessarily a power loss. For records rewritten with every block,
+/// whose readers treat a stale or missing one as a weaker start, never as lost data.
+pub fn write_json_unsynced<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+) -> Result<(), StateFileError> {
+    let err = |source| StateFileError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let bytes = serde_json::to_vec(value).map_err(|e| err(io::Error::other(e)))?;
+    let mut tmp_name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    fs::write(&tmp, bytes).map_err(err)?;
+    fs::rename(&tmp, path).map_err(err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +135,20 @@ mod tests {
         write_counter(&path, 42).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(read_counter(&path).ok(), Some(Some(42)));
         assert!(!dir.path().join("next_seq.tmp").exists());
+    }
+
+    #[test]
+    fn json_records_read_back_and_a_corrupt_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("r.json");
+        assert_eq!(read_json::<Vec<u64>>(&path).ok(), Some(None));
+        write_json_unsynced(&path, &vec![1u64, 2]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read_json::<Vec<u64>>(&path).ok(), Some(Some(vec![1, 2])));
+        fs::write(&path, "{").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            read_json::<Vec<u64>>(&path),
+            Err(StateFileError::CorruptJson { .. })
+        ));
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub struct EdgeStats {
     pub commands_applied_total: u64,
     pub commands_refused_total: u64,
     pub commands_expired_total: u64,
+    /// When this process started, ns since the Unix epoch: every counter here counts from it
+    /// (they start at zero in each process; the spool and the twin keep the rig's totals).
+    pub started_at_ns: u64,
     /// Samples (per channel) in blocks handed to the publisher (publisher task).
     pub samples_produced_total: u64,
     /// Samples in blocks the twin's persisted watermark covered: stored in InfluxDB
@@ -97,6 +100,10 @@ pub struct EdgeStats {
     /// Seqs declared `skipped` at start: the previous run's reservation it did not use (or
     /// numbered but never spooled before a crash); not counted as lost blocks (publisher task).
     pub seqs_skipped_total: u64,
+    /// Samples (per channel) the firmware produced that no block carries, declared on the next
+    /// block (`SampleBlock.samples_lost_before`), by reason: `edge_down`, `not_delivered`,
+    /// `firmware_restart` (acquisition task).
+    pub samples_unread_by_reason: std::collections::BTreeMap<&'static str, u64>,
     /// The next block seq the acquisition task will number (acquisition task).
     pub next_seq: u64,
     /// The most recent seq ranges given up for sure, oldest first, at most

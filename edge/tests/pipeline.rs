@@ -225,6 +225,7 @@ fn expected_block(
             })
             .collect(),
         backfill: false,
+        ..SampleBlock::default()
     }
 }
 
@@ -392,15 +393,16 @@ async fn publishes_birth_blocks_and_death_and_never_reuses_seq_or_session() {
         next_block(&mut seen).await,
         expected_block(&rig, 2, 1, 200, 100, t0 + 200 * PERIOD_NS)
     );
-    // The gap closes 300..350 early; the next block starts at 400 on the same clock.
+    // The gap closes 300..350 early; the next block starts at 400 on the same clock and
+    // declares the 50 samples no block carries.
     assert_eq!(
         next_block(&mut seen).await,
         expected_block(&rig, 3, 1, 300, 50, t0 + 300 * PERIOD_NS)
     );
-    assert_eq!(
-        next_block(&mut seen).await,
-        expected_block(&rig, 4, 1, 400, 100, t0 + 400 * PERIOD_NS)
-    );
+    let mut after_gap = expected_block(&rig, 4, 1, 400, 100, t0 + 400 * PERIOD_NS);
+    after_gap.samples_lost_before = 50;
+    after_gap.samples_lost_reason = dtop_proto::v1::SampleLossReason::NotDelivered as i32;
+    assert_eq!(next_block(&mut seen).await, after_gap);
 
     let stats = run.stop().await;
     let death = next_death(&mut seen).await;

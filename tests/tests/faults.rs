@@ -339,10 +339,16 @@ fn an_edge_killed_and_restarted_loses_only_what_it_reports() -> Result<()> {
         },
     )
     .with_context(|| run.pipeline.logs())?;
-    // No sample-point count here: at speed 10 the first edge's timestamps run ahead of the
-    // wall clock, and the restarted edge anchors its own on the wall clock again, so some of
-    // its samples share timestamps (and InfluxDB points) with the first edge's.
     ensure!(a.next_seq > 0 && !a.stored.blocks.is_empty());
+    // The restarted edge continues the first one's sample clock: no sample shares a timestamp
+    // (an InfluxDB point) with another, even at speed 10, where timestamps run ahead of the
+    // wall clock.
+    ensure!(
+        a.stored.sample_points == a.stored.block_samples(),
+        "dtop_samples holds {} points, the stored blocks {} samples",
+        a.stored.sample_points,
+        a.stored.block_samples()
+    );
     Ok(())
 }
 
@@ -600,5 +606,110 @@ fn a_fresh_twin_waits_for_the_edge_backlog_instead_of_confirming_it_unseen() -> 
     run.pipeline.start_twin()?;
     let a = run.finish(Duration::from_secs(90), Some(SHORT_SAMPLES))?;
     ensure_nothing_lost(&a, SHORT_SAMPLES)?;
+    Ok(())
+}
+
+/// Issue 11: the edge SIGKILLed twice, the first time long enough for the firmware to queue
+/// frames and then drop the rest (so the restarted edge reads stale frames, then an index
+/// jump), the second time briefly. Every sample index the simulator produced is either stored
+/// once, at a time no other stored sample has, or declared lost by the edge; InfluxDB holds
+/// exactly the points its blocks account for, per channel.
+#[test]
+fn an_edge_killed_twice_with_stale_frames_queued_stores_each_sample_once_or_declares_it()
+-> Result<()> {
+    const SAMPLES: u64 = 200_000;
+    let mut services = Services::new()?;
+    let url = services.influx_v1()?;
+    let mut run = start(Setup::new("fault-stale"), &url, &mut services)?;
+    run.run_for(Duration::from_secs(4))?;
+    run.pipeline.kill_edge()?;
+    // The pty and the simulator's queue fill within a frame or two; the rest is dropped.
+    std::thread::sleep(Duration::from_secs(3));
+    run.pipeline.start_edge()?;
+    run.run_for(Duration::from_secs(4))?;
+    // The firmware dropped frames while no edge read: the restarted edge read the queued ones,
+    // then an index jump.
+    let sim_log = run.pipeline.sim.log();
+    ensure!(
+        sim_log.contains("The pty is being read again; samples were lost."),
+        "the simulator dropped no frame while the edge was down:\n{sim_log}"
+    );
+    run.pipeline.kill_edge()?;
+    std::thread::sleep(Duration::from_millis(500));
+    run.pipeline.start_edge()?;
+    wait_for("the simulator to finish", Duration::from_secs(90), || {
+        run.pipeline.ensure_running()?;
+        Ok(run
+            .pipeline
+            .sim
+            .log()
+            .contains("Reached max_samples")
+            .then_some(()))
+    })
+    .with_context(|| run.pipeline.logs())?;
+    // Let the edge read the last frames, then stop it cleanly so its partial block is sent.
+    std::thread::sleep(Duration::from_secs(1));
+    run.pipeline.stop_edge()?;
+
+    // Every produced index is stored or declared: wait for the twin to store the last blocks.
+    let mut last = String::new();
+    let (blocks, declared) = wait_for(
+        "stored + declared samples to reach the samples produced",
+        Duration::from_secs(60),
+        || {
+            let blocks = audit::stored_blocks(&run.influx_url, &run.db, "fault-stale")?;
+            let stored: u64 = blocks.iter().map(|b| b.samples).sum();
+            let declared = audit::declared_unread_samples(&run.pipeline.twin.log());
+            last = format!("stored {stored} + declared {declared}, produced {SAMPLES}");
+            Ok((stored + declared >= SAMPLES).then_some((blocks, declared)))
+        },
+    )
+    .with_context(|| format!("{last}\n{}", run.pipeline.logs()))?;
+    let stored: u64 = blocks.iter().map(|b| b.samples).sum();
+    eprintln!(
+        "fault-stale: {} blocks, {stored} samples stored, {declared} declared unread, {SAMPLES} produced",
+        blocks.len()
+    );
+    ensure!(
+        stored + declared == SAMPLES,
+        "produced {SAMPLES} != stored {stored} + declared {declared}"
+    );
+    let time_overlaps = audit::time_overlaps(&blocks);
+    ensure!(
+        time_overlaps.is_empty(),
+        "blocks share timestamps (seq pairs): {:?}",
+        &time_overlaps[..time_overlaps.len().min(10)]
+    );
+    let index_overlaps = audit::index_overlaps(&blocks);
+    ensure!(
+        index_overlaps.is_empty(),
+        "samples stored twice (seq pairs): {:?}",
+        &index_overlaps[..index_overlaps.len().min(10)]
+    );
+    // InfluxDB holds one point per stored sample, on every channel: nothing overwritten.
+    let points = audit::sample_points_per_channel(&run.influx_url, &run.db, "fault-stale")?;
+    ensure!(!points.is_empty(), "no sample points stored");
+    for (channel, n) in &points {
+        ensure!(
+            *n == stored,
+            "channel {channel}: {n} points in dtop_samples, the blocks hold {stored}"
+        );
+    }
+    // Against the rig's truth: every stored index was sent by the simulator.
+    let truth = dtop_e2e::truth::Truth::read(&run.pipeline.truth_path())?;
+    let sent: std::collections::BTreeSet<u64> = truth.indices.iter().copied().collect();
+    for b in &blocks {
+        let range = b.first_sample_index..b.first_sample_index + b.samples;
+        ensure!(
+            range.clone().all(|i| sent.contains(&i)),
+            "block {} holds indices {range:?} the simulator never sent",
+            b.seq
+        );
+    }
+    ensure!(
+        stored <= truth.len() as u64,
+        "stored {stored} samples, the simulator sent {}",
+        truth.len()
+    );
     Ok(())
 }

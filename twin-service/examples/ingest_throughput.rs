@@ -59,6 +59,7 @@ fn block(rig: &str, channels: u32, seq: u64) -> Bytes {
             })
             .collect(),
         backfill: false,
+        ..SampleBlock::default()
     };
     Bytes::from(block.encode_to_vec())
 }

@@ -202,6 +202,25 @@ pub fn render(stats: &TwinStats) -> String {
         }
     }
 
+    {
+        let name = "dtop_twin_rig_samples_unread_at_edge_total";
+        let mut f = family(
+            &mut out,
+            name,
+            "counter",
+            "Samples the firmware produced that the edge declared no block carries, by reason.",
+        );
+        for (rig, r) in &stats.rigs {
+            for (reason, n) in &r.samples_unread_at_edge {
+                f.sample(
+                    name,
+                    &[("rig", rig.as_str()), ("reason", reason)],
+                    *n as f64,
+                );
+            }
+        }
+    }
+
     type StoreValue = fn(&crate::stats::RigStoreStats) -> Option<f64>;
     let per_rig_store: [(&str, &str, &str, StoreValue); 6] = [
         (
@@ -326,6 +345,7 @@ mod tests {
         let mut rig_stats = RigStats {
             online: true,
             blocks_received: 12,
+            samples_unread_at_edge: [("edge_down".to_owned(), 300)].into(),
             ..RigStats::default()
         };
         rig_stats
@@ -348,6 +368,7 @@ mod tests {
             "dtop_twin_mqtt_connected 1",
             "dtop_twin_rig_online{rig=\"so-3s\"} 1",
             "dtop_twin_rig_blocks_received_total{rig=\"so-3s\"} 12",
+            "dtop_twin_rig_samples_unread_at_edge_total{rig=\"so-3s\",reason=\"edge_down\"} 300",
             "dtop_twin_rig_samples_stored_total{rig=\"so-3s\"} 1000",
             "dtop_twin_rig_backlog_seconds{rig=\"so-3s\"} 0.5",
             "dtop_twin_rig_persisted_seq{rig=\"so-3s\"} 11",

@@ -24,7 +24,7 @@ use dtop_proto::RigId;
 use dtop_proto::topic::RigTopic;
 use dtop_proto::v1::{
     ActuatorDrive, Command, CommandAck, ControllerParams, FloorState, RigBirth, RigDeath,
-    SampleBlock, TwinState,
+    SampleBlock, SampleLossReason, TwinState,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -149,6 +149,9 @@ pub struct RigState {
     /// States made but not yet taken by the actor.
     states: Vec<TwinState>,
     blocks_accepted: u64,
+    /// Samples the edge declared no block carries (`SampleBlock.samples_lost_before`), by
+    /// reason; each block's declaration counts once (duplicates do not).
+    samples_unread_at_edge: BTreeMap<String, u64>,
     states_dropped: u64,
     /// The twin-hosted control loop; off unless enabled in the configuration.
     controller: RigController,
@@ -194,6 +197,7 @@ impl RigState {
             due: Vec::new(),
             states: Vec::new(),
             blocks_accepted: 0,
+            samples_unread_at_edge: BTreeMap::new(),
             states_dropped: 0,
             controller: RigController::new(ControlConfig::default()),
             drives: Vec::new(),
@@ -596,6 +600,7 @@ impl RigState {
             }
         };
         let mut observation = self.seq.observe(block.seq);
+        let first_sight = !matches!(observation, Observation::Duplicate);
         let newer_session = self.newest_block_session.is_some_and(|s| block.session > s);
         if newer_session && matches!(observation, Observation::Duplicate | Observation::Untracked) {
             // A new session restarting below the old seqs means the edge lost its state directory.
@@ -628,6 +633,9 @@ impl RigState {
                 warn!(rig = %self.rig, seq = block.seq, missing, "Blocks are missing before this one.");
             }
             Observation::FilledHole | Observation::Untracked | Observation::New => {}
+        }
+        if first_sight && block.samples_lost_before > 0 {
+            self.count_unread_at_edge(&block);
         }
         match placement {
             Placement::Main => {
@@ -778,6 +786,26 @@ impl RigState {
         appended
     }
 
+    fn count_unread_at_edge(&mut self, block: &SampleBlock) {
+        let reason = match block.samples_lost_reason() {
+            SampleLossReason::EdgeDown => "edge_down",
+            SampleLossReason::NotDelivered => "not_delivered",
+            SampleLossReason::FirmwareRestart => "firmware_restart",
+            SampleLossReason::Unspecified => "unspecified",
+        };
+        *self
+            .samples_unread_at_edge
+            .entry(reason.to_owned())
+            .or_default() += block.samples_lost_before;
+        info!(
+            rig = %self.rig,
+            seq = block.seq,
+            samples = block.samples_lost_before,
+            reason,
+            "The edge declared firmware samples no block carries."
+        );
+    }
+
     fn reject(&mut self, rejection: Rejection) {
         *self.rejected.entry(rejection.reason).or_default() += 1;
         warn!(rig = %self.rig, reason = %rejection.reason, detail = %rejection.detail, "Rejected a frame.");
@@ -802,6 +830,7 @@ impl RigState {
             highest_contiguous_seq: self.seq.highest_contiguous(),
             blocks_waiting_for_birth: self.waiting.len(),
             frames_rejected: self.rejected.clone(),
+            samples_unread_at_edge: self.samples_unread_at_edge.clone(),
             estimating: self.estimator.is_some(),
             twin_states_dropped: self.states_dropped,
             blocks_stored_apart: self.blocks_stored_apart.clone(),
@@ -1145,6 +1174,36 @@ mod tests {
         assert_eq!(seqs(&s.handle(&block(1, 1), now)), [1]);
         assert!(s.handle(&block(1, 1), now).is_empty());
         assert_eq!(s.stats(now).blocks_duplicate, 1);
+    }
+
+    #[test]
+    fn samples_the_edge_declared_unread_are_counted_by_reason_once_per_block() {
+        let with_loss = |seq: u64, samples: u64, reason: SampleLossReason| {
+            let Event::Samples(bytes) = block(1, seq) else {
+                unreachable!("block() makes samples")
+            };
+            let mut b = SampleBlock::decode(bytes).unwrap_or_else(|e| panic!("{e}"));
+            b.samples_lost_before = samples;
+            b.samples_lost_reason = reason as i32;
+            Event::Samples(b.encode_to_vec().into())
+        };
+        let mut s = RigState::new(rig(), Precision::Us, 4);
+        let now = Instant::now();
+        s.handle(&birth(1), now);
+        s.handle(&with_loss(1, 30, SampleLossReason::EdgeDown), now);
+        // A redelivery of the same block declares nothing new.
+        s.handle(&with_loss(1, 30, SampleLossReason::EdgeDown), now);
+        s.handle(&with_loss(2, 5, SampleLossReason::NotDelivered), now);
+        s.handle(&block(1, 3), now);
+        let unread = s.stats(now).samples_unread_at_edge;
+        assert_eq!(
+            unread,
+            [
+                ("edge_down".to_owned(), 30),
+                ("not_delivered".to_owned(), 5)
+            ]
+            .into()
+        );
     }
 
     #[test]

@@ -131,6 +131,10 @@ pub struct RigStats {
     pub blocks_waiting_for_birth: usize,
     /// Refused frames of this rig, by reason.
     pub frames_rejected: BTreeMap<RejectReason, u64>,
+    /// Samples the rig's firmware produced that the edge declared no block carries
+    /// (`SampleBlock.samples_lost_before`), by reason (`edge_down`, `not_delivered`,
+    /// `firmware_restart`); counted once per block this twin received.
+    pub samples_unread_at_edge: BTreeMap<String, u64>,
     /// Whether the latest session's manifest fits the structural model, so its state is
     /// estimated and published.
     pub estimating: bool,
