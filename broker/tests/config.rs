@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use dtop_broker::{BrokerConfig, ConfigError, load_config, parse_config};
+use dtop_daemon::testing::{LISTED, assert_refuses_config};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -257,26 +258,24 @@ subscribe = []
 #[test]
 fn binary_lists_all_five_parse_errors_with_paths_and_exits_64_before_binding() {
     let file = temp_config(FIVE_PARSE_MISTAKES);
-    let path = file.path().to_str().unwrap();
-    for args in [vec!["--check", "--config", path], vec!["--config", path]] {
-        let output = run_binary(&args);
-        assert_eq!(output.status.code(), Some(64), "{args:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        for key in [
-            "colour",
-            "mqtt.listen",
-            "limits.max_connections",
-            "limits.connection_timeout_ms",
-            "auth.roles.rig.publish",
-        ] {
-            assert!(
-                stderr.contains(&format!("  - {key} (line ")),
-                "{args:?}: {key} missing from:\n{stderr}"
-            );
-        }
-        assert!(stderr.contains("5 problems"), "{args:?}: {stderr}");
-        // Neither a listener nor the credentials file was reached.
-        assert!(!stderr.contains("accepting connections"), "{stderr}");
-        assert!(!stderr.contains("credentials_file"), "{stderr}");
-    }
+    let paths = [
+        "colour",
+        "mqtt.listen",
+        "limits.max_connections",
+        "limits.connection_timeout_ms",
+        "auth.roles.rig.publish",
+    ];
+    assert_refuses_config(
+        || Command::new(BINARY),
+        file.path(),
+        LISTED,
+        &paths,
+        |run| {
+            let stderr = &run.stderr;
+            assert!(stderr.contains("5 problems"), "{run}");
+            // Neither a listener nor the credentials file was reached.
+            assert!(!stderr.contains("accepting connections"), "{stderr}");
+            assert!(!stderr.contains("credentials_file"), "{stderr}");
+        },
+    );
 }

@@ -6,10 +6,13 @@
 //! # Layout
 //! - [`config`]: reading the file, collecting every shape error ([`config::collect`]), merging
 //!   the daemon's own `validate()` problems, and the exit code for a refused config.
+//! - [`testing`]: for the daemons' integration tests, the check that a binary refuses a bad
+//!   config with that exit code and lists every problem.
 //!
 //! Issue 12 grows this crate into the rest of the skeleton the daemons still carry each on
 //! their own: signals and drain, sd_notify, the `/metrics` endpoint.
 
 pub mod config;
+pub mod testing;
 
 pub use config::{ConfigProblem, ConfigProblems, EXIT_CONFIG, LoadError, load, parse};

@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use dtop_daemon::testing::{LISTED, assert_refuses_config};
+
 const BINARY: &str = env!("CARGO_BIN_EXE_dtop-edge");
 
 /// The five mistakes, each of a kind serde stops at: a rig id its type refuses, an unknown key,
@@ -63,27 +65,20 @@ fn lists_all_five_parse_errors_with_paths_and_exits_64_before_opening_anything()
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("edge.toml");
     std::fs::write(&config, five_mistakes(dir.path())).unwrap();
-    let config = config.to_str().unwrap();
-
-    for args in [
-        vec!["--check", "--config", config],
-        vec!["--config", config],
-    ] {
-        let output = Command::new(BINARY).args(&args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(64), "{args:?}: {stderr}");
-        for path in FIVE_PATHS {
+    assert_refuses_config(
+        || Command::new(BINARY),
+        &config,
+        LISTED,
+        &FIVE_PATHS,
+        |run| {
+            assert!(run.stderr.contains("5 problems"), "{run}");
             assert!(
-                stderr.contains(&format!("  - {path} (line ")),
-                "{args:?}: {path} missing from:\n{stderr}"
+                !dir.path().join("state").exists(),
+                "{:?}: the state directory was created",
+                run.args
             );
-        }
-        assert!(stderr.contains("5 problems"), "{args:?}: {stderr}");
-        assert!(
-            !dir.path().join("state").exists(),
-            "{args:?}: the state directory was created"
-        );
-    }
+        },
+    );
 }
 
 #[test]

@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use dtop_daemon::testing::{LISTED, assert_refuses_config};
+
 const BINARY: &str = env!("CARGO_BIN_EXE_dtop-twin");
 
 /// An out-of-range integer, a wrong type, an unknown key and two unknown enum variants.
@@ -42,31 +44,18 @@ fn lists_all_five_parse_errors_with_paths_and_exits_64_before_opening_anything()
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("twin.toml");
     std::fs::write(&config, five_mistakes(dir.path())).unwrap();
-    let config = config.to_str().unwrap();
-
-    for args in [
-        vec!["--check", "--config", config],
-        vec!["--config", config],
-    ] {
-        let output = Command::new(BINARY)
-            .args(&args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(64), "{args:?}: {stderr}");
-        for path in FIVE_PATHS {
-            assert!(
-                stderr.contains(&format!("  - {path} (line ")),
-                "{args:?}: {path} missing from:\n{stderr}"
-            );
-        }
-        assert!(stderr.contains("5 problems"), "{args:?}: {stderr}");
+    let in_dir = || {
+        let mut command = Command::new(BINARY);
+        command.current_dir(dir.path());
+        command
+    };
+    assert_refuses_config(in_dir, &config, LISTED, &FIVE_PATHS, |run| {
+        assert!(run.stderr.contains("5 problems"), "{run}");
         let created: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .filter(|name| name != "twin.toml")
             .collect();
-        assert!(created.is_empty(), "{args:?}: created {created:?}");
-    }
+        assert!(created.is_empty(), "{:?}: created {created:?}", run.args);
+    });
 }

@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use dtop_daemon::testing::assert_refuses_config;
+
 const BINARY: &str = env!("CARGO_BIN_EXE_dtop-rig-sim");
 
 /// A wrong type, an out-of-range integer, an unknown enum variant, an unknown key and a value
@@ -39,25 +41,23 @@ fn lists_all_five_parse_errors_with_paths_and_exits_64_before_opening_anything()
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sim.toml");
     std::fs::write(&config, five_mistakes(dir.path())).unwrap();
-    let config = config.to_str().unwrap();
-
-    for args in [
-        vec!["--check", "--config", config],
-        vec!["--config", config],
-    ] {
-        let output = Command::new(BINARY).args(&args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(64), "{args:?}: {stderr}");
-        for path in FIVE_PATHS {
+    // The sim puts the file name before each path: `  - FILE: PATH (line N): ...`.
+    assert_refuses_config(
+        || Command::new(BINARY),
+        &config,
+        ": ",
+        &FIVE_PATHS,
+        |run| {
             assert!(
-                stderr.contains(&format!(": {path} (line ")),
-                "{args:?}: {path} missing from:\n{stderr}"
+                !dir.path().join("pty").exists(),
+                "{:?}: pty link made",
+                run.args
             );
-        }
-        assert!(!dir.path().join("pty").exists(), "{args:?}: pty link made");
-        assert!(
-            !dir.path().join("truth.csv").exists(),
-            "{args:?}: truth log made"
-        );
-    }
+            assert!(
+                !dir.path().join("truth.csv").exists(),
+                "{:?}: truth log made",
+                run.args
+            );
+        },
+    );
 }
