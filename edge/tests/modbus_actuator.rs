@@ -15,6 +15,7 @@ mod common;
 mod modbus_support;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dtop_edge::safety::{LatchCause, SafetyState};
@@ -33,6 +34,20 @@ use tokio_modbus::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(15);
+
+/// The mosquitto binary; `None`, after saying the test is skipped, when it is missing and the
+/// services are optional (a missing one fails the test when they are required).
+fn find_mosquitto() -> Option<PathBuf> {
+    let found = common::find_program("mosquitto");
+    if found.is_none() {
+        assert!(
+            !common::services_required(),
+            "mosquitto is required but missing"
+        );
+        eprintln!("SKIPPED: mosquitto is not installed");
+    }
+    found
+}
 
 /// Reads the simulator's holding registers 0..3: (enable, force as f32, high word first).
 async fn read_actuator(addr: SocketAddr) -> (u16, f32) {
@@ -69,14 +84,47 @@ async fn wait_actuator(addr: SocketAddr, want: (u16, f32)) {
     }
 }
 
+/// Waits until the edge has its firmware online, its drive topic subscribed and samples coming
+/// in: before then an operator's command could race the edge's own start-up.
+async fn wait_edge_ready(stats: &watch::Receiver<EdgeStats>) {
+    let mut watch_stats = stats.clone();
+    timeout(
+        WAIT,
+        watch_stats.wait_for(|s| s.firmware_online && s.drive_subscribed && s.samples_in_total > 0),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("edge not ready: {:?}", *stats.borrow()))
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Publishes an operator's command `kind` to `rig` (QoS 1). The command is built before the
+/// returned future, which borrows nothing, so a test's `send` closure can hand it straight back.
+fn send_command(
+    client: &AsyncClient,
+    rig: &RigId,
+    id: &str,
+    kind: Kind,
+) -> impl Future<Output = ()> + use<> {
+    let command = Command {
+        id: id.into(),
+        deadline_ns: 0,
+        target_rig: rig.to_string(),
+        issued_by: "test".into(),
+        kind: Some(kind),
+    };
+    let client = client.clone();
+    let topic = topic::rig(rig, RigTopic::Cmd);
+    async move {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, command.encode_to_vec())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_drives_reach_the_modbus_actuator_through_the_safety_envelope() {
-    let Some(mosquitto) = common::find_program("mosquitto") else {
-        assert!(
-            !common::services_required(),
-            "mosquitto is required but missing"
-        );
-        eprintln!("SKIPPED: mosquitto is not installed");
+    let Some(mosquitto) = find_mosquitto() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -159,32 +207,9 @@ async fn operator_drives_reach_the_modbus_actuator_through_the_safety_envelope()
             }
         }
     });
-    let mut watch_stats = stats.clone();
-    timeout(
-        WAIT,
-        watch_stats.wait_for(|s| s.firmware_online && s.drive_subscribed && s.samples_in_total > 0),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("edge not ready: {:?}", *stats.borrow()))
-    .unwrap_or_else(|e| panic!("{e}"));
+    wait_edge_ready(&stats).await;
 
-    let send = |id: &str, kind: Kind| {
-        let command = Command {
-            id: id.into(),
-            deadline_ns: 0,
-            target_rig: rig.to_string(),
-            issued_by: "test".into(),
-            kind: Some(kind),
-        };
-        let client = client.clone();
-        let topic = topic::rig(&rig, RigTopic::Cmd);
-        async move {
-            client
-                .publish(topic, QoS::AtLeastOnce, false, command.encode_to_vec())
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-    };
+    let send = |id: &str, kind: Kind| send_command(&client, &rig, id, kind);
     send("drive", Kind::SetDrive(SetDrive { force_n: 3.5 })).await;
     let ack = next_ack(&mut acks).await;
     assert_eq!(ack.status(), Status::Applied, "{ack:?}");
@@ -286,12 +311,7 @@ async fn wait_status(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modbus_drive_back_after_an_outage_longer_than_the_drive_timeout_stays_off_until_a_safety_reset()
  {
-    let Some(mosquitto) = common::find_program("mosquitto") else {
-        assert!(
-            !common::services_required(),
-            "mosquitto is required but missing"
-        );
-        eprintln!("SKIPPED: mosquitto is not installed");
+    let Some(mosquitto) = find_mosquitto() else {
         return;
     };
     let Some(python) = modbus_support::python() else {
@@ -385,31 +405,8 @@ async fn a_modbus_drive_back_after_an_outage_longer_than_the_drive_timeout_stays
             }
         }
     });
-    let mut watch_stats = stats.clone();
-    timeout(
-        WAIT,
-        watch_stats.wait_for(|s| s.firmware_online && s.drive_subscribed && s.samples_in_total > 0),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("edge not ready: {:?}", *stats.borrow()))
-    .unwrap_or_else(|e| panic!("{e}"));
-    let send = |id: &str, kind: Kind| {
-        let command = Command {
-            id: id.into(),
-            deadline_ns: 0,
-            target_rig: rig.to_string(),
-            issued_by: "test".into(),
-            kind: Some(kind),
-        };
-        let client = client.clone();
-        let topic = topic::rig(&rig, RigTopic::Cmd);
-        async move {
-            client
-                .publish(topic, QoS::AtLeastOnce, false, command.encode_to_vec())
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-    };
+    wait_edge_ready(&stats).await;
+    let send = |id: &str, kind: Kind| send_command(&client, &rig, id, kind);
     let wait_stats = |what: &'static str, ready: fn(&EdgeStats) -> bool| {
         let mut rx = stats.clone();
         async move {

@@ -400,11 +400,7 @@ async fn a_refused_register_and_values_beyond_i32_cost_only_their_channels_and_a
     assert!(warnings[0].contains("\"u32_top\""), "{warnings:?}");
     assert!(warnings[1].contains("\"huge_f32\""), "{warnings:?}");
 
-    let (stats, mut stats_rx) = stats();
-    let (polled_tx, polled_rx) = mpsc::channel(256);
-    let (samples, _counter) = count_samples(polled_rx);
-    let cancel = CancellationToken::new();
-    let _buses = spawn_buses(&config, polled_tx, None, cancel.clone(), stats.clone());
+    let (_stats, mut stats_rx, samples, cancel) = spawn_recorded_buses(&config);
     let s = wait_stats(&mut stats_rx, "ten samples of the mixed device", |s| {
         device(s, "mixed").samples_total >= 10
     })
@@ -466,6 +462,25 @@ fn count_samples(mut rx: mpsc::Receiver<PolledSample>) -> (Seen, tokio::task::Jo
     (out, task)
 }
 
+/// Spawns the buses of `config` with every sample they hand over recorded in [`Seen`]. Returns
+/// the stats handle (hold it: it keeps the stats channel open as long as the test runs), the
+/// stats the buses report, the samples, and the token that stops the buses.
+fn spawn_recorded_buses(
+    config: &ModbusConfig,
+) -> (
+    StatsHandle,
+    watch::Receiver<EdgeStats>,
+    Seen,
+    CancellationToken,
+) {
+    let (stats, stats_rx) = stats();
+    let (polled_tx, polled_rx) = mpsc::channel(256);
+    let (samples, _counter) = count_samples(polled_rx);
+    let cancel = CancellationToken::new();
+    let _buses = spawn_buses(config, polled_tx, None, cancel.clone(), stats.clone());
+    (stats, stats_rx, samples, cancel)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_then_dead_server_costs_its_samples_while_the_other_device_keeps_polling() {
     let Some(python) = python() else { return };
@@ -489,11 +504,7 @@ async fn a_frozen_then_dead_server_costs_its_samples_while_the_other_device_keep
         )
     };
     let config = parse(&(device_toml("a", &a.address) + &device_toml("b", &b.address)));
-    let (stats, mut stats_rx) = stats();
-    let (polled_tx, polled_rx) = mpsc::channel(256);
-    let (samples, _counter) = count_samples(polled_rx);
-    let cancel = CancellationToken::new();
-    let _buses = spawn_buses(&config, polled_tx, None, cancel.clone(), stats.clone());
+    let (_stats, mut stats_rx, samples, cancel) = spawn_recorded_buses(&config);
     wait_stats(&mut stats_rx, "both devices polling", |s| {
         device(s, "a").samples_total >= 5 && device(s, "b").samples_total >= 5
     })
