@@ -142,6 +142,26 @@ impl Edge {
     }
 }
 
+/// Mosquitto and InfluxDB (with the test database made), or `None` when a test may skip
+/// because one is not installed.
+async fn start_services() -> Option<(Mosquitto, InfluxD)> {
+    let broker = Mosquitto::start_if_installed().await?;
+    let influx = InfluxD::start_if_installed().await?;
+    influx.create_database(DB).await;
+    Some((broker, influx))
+}
+
+/// The first edge run, session 1: its birth and blocks 0..=9 (T0 .. T0 + 1 s), all persisted
+/// before the edge "restarts".
+async fn publish_first_run(edge: &Edge, handle: &mut TwinHandle) {
+    edge.publish(RigTopic::Birth, frames::birth(RIG, 1)).await;
+    for seq in 0..=9 {
+        edge.publish(RigTopic::Samples, frames::block(RIG, 1, seq, false))
+            .await;
+    }
+    wait_persisted(handle, 9).await;
+}
+
 async fn wait_persisted(handle: &mut TwinHandle, seq: u64) -> TwinStats {
     wait_stats(handle, &format!("the watermark at {seq}"), |s| {
         s.store
@@ -174,6 +194,15 @@ async fn count(influx: &InfluxD, q: &str) -> u64 {
                 .map(|(_, v)| v.as_u64())
         })
         .map_or(0, |n| n.unwrap())
+}
+
+/// The rig's samples in the main series `dtop_samples`, where no overlapping block may land.
+async fn count_main_samples(influx: &InfluxD) -> u64 {
+    count(
+        influx,
+        &format!("SELECT COUNT(floor1_accel) FROM dtop_samples WHERE rig = '{RIG}'"),
+    )
+    .await
 }
 
 /// Every `floor1_accel` value of the first run's `blocks` blocks is the one it stored: sample
@@ -221,6 +250,18 @@ fn by_reason(reason: &str, n: u64) -> BTreeMap<String, u64> {
     BTreeMap::from([(reason.to_owned(), n)])
 }
 
+/// What [`apart`] reads when `blocks` blocks of `samples` samples in all were stored apart
+/// because another session of the rig had stored their times.
+fn apart_as_other_session(
+    blocks: u64,
+    samples: u64,
+) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
+    (
+        by_reason("other_session", blocks),
+        by_reason("other_session", samples),
+    )
+}
+
 fn audit(influx: &InfluxD, dir: &Path) -> (Option<i32>, serde_json::Value) {
     let config = dir.join("audit.toml");
     std::fs::write(
@@ -250,13 +291,9 @@ fn audit(influx: &InfluxD, dir: &Path) -> (Option<i32>, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_edge_reusing_stored_times_is_stored_apart_and_no_stored_sample_changes() {
-    let Some(broker) = Mosquitto::start_if_installed().await else {
+    let Some((broker, influx)) = start_services().await else {
         return;
     };
-    let Some(influx) = InfluxD::start_if_installed().await else {
-        return;
-    };
-    influx.create_database(DB).await;
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let config = twin_config(broker.port, &influx, dir.path(), "twin-overlap-1");
@@ -265,12 +302,7 @@ async fn a_restarted_edge_reusing_stored_times_is_stored_apart_and_no_stored_sam
     let edge = Edge::connect(broker.port, "edge-overlap-1").await;
 
     // The first edge run: blocks 0..=9, T0 .. T0 + 1 s.
-    edge.publish(RigTopic::Birth, frames::birth(RIG, 1)).await;
-    for seq in 0..=9 {
-        edge.publish(RigTopic::Samples, frames::block(RIG, 1, seq, false))
-            .await;
-    }
-    wait_persisted(&mut handle, 9).await;
+    publish_first_run(&edge, &mut handle).await;
 
     // The restarted edge skipped seqs 10 and 11 and anchored its clock 550 ms after T0: its
     // first five blocks reuse stored times (the last one half), the sixth does not.
@@ -303,21 +335,11 @@ async fn a_restarted_edge_reusing_stored_times_is_stored_apart_and_no_stored_sam
         })
     })
     .await;
-    assert_eq!(
-        apart(&stats),
-        (
-            by_reason("other_session", 5),
-            by_reason("other_session", 500)
-        )
-    );
+    assert_eq!(apart(&stats), apart_as_other_session(5, 500));
 
     // The overlapping blocks are all kept apart under their clock; dtop_samples holds exactly
     // what dtop_blocks accounts for.
-    let main = count(
-        &influx,
-        &format!("SELECT COUNT(floor1_accel) FROM dtop_samples WHERE rig = '{RIG}'"),
-    )
-    .await;
+    let main = count_main_samples(&influx).await;
     assert_eq!(main, 1100);
     let accounted = count(
         &influx,
@@ -363,13 +385,9 @@ async fn a_restarted_edge_reusing_stored_times_is_stored_apart_and_no_stored_sam
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_twin_restart_blocks_reusing_stored_times_are_still_stored_apart() {
-    let Some(broker) = Mosquitto::start_if_installed().await else {
+    let Some((broker, influx)) = start_services().await else {
         return;
     };
-    let Some(influx) = InfluxD::start_if_installed().await else {
-        return;
-    };
-    influx.create_database(DB).await;
     let dir = tempfile::tempdir().unwrap();
     let edge = Edge::connect(broker.port, "edge-overlap-2").await;
 
@@ -377,12 +395,7 @@ async fn after_a_twin_restart_blocks_reusing_stored_times_are_still_stored_apart
     let config = twin_config(broker.port, &influx, dir.path(), "twin-overlap-2");
     let (mut handle, twin) = dtop_twin::spawn(config.clone(), shutdown.clone());
     wait_stats(&mut handle, "the MQTT connection", |s| s.mqtt_connected).await;
-    edge.publish(RigTopic::Birth, frames::birth(RIG, 1)).await;
-    for seq in 0..=9 {
-        edge.publish(RigTopic::Samples, frames::block(RIG, 1, seq, false))
-            .await;
-    }
-    wait_persisted(&mut handle, 9).await;
+    publish_first_run(&edge, &mut handle).await;
     stop(shutdown, twin).await;
 
     // A new twin process on the same spool directory.
@@ -405,18 +418,8 @@ async fn after_a_twin_restart_blocks_reusing_stored_times_are_still_stored_apart
             .is_some_and(|r| r.blocks_stored_apart.values().sum::<u64>() == 5)
     })
     .await;
-    assert_eq!(
-        apart(&stats),
-        (
-            by_reason("other_session", 5),
-            by_reason("other_session", 500)
-        )
-    );
-    let main = count(
-        &influx,
-        &format!("SELECT COUNT(floor1_accel) FROM dtop_samples WHERE rig = '{RIG}'"),
-    )
-    .await;
+    assert_eq!(apart(&stats), apart_as_other_session(5, 500));
+    let main = count_main_samples(&influx).await;
     assert_eq!(main, 1000);
     let kept_apart = count(
         &influx,

@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use support::InfluxD;
@@ -60,7 +61,31 @@ async fn write(influx: &InfluxD, database: &str, lines: String) {
     );
 }
 
-fn audit(config: &std::path::Path, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
+/// Block `seq` of `rig` as the twin stores it in `dtop_blocks`: ten samples at 1 kHz, session 1.
+fn block_line(seq: u64, rig: &str) -> String {
+    format!(
+        "dtop_blocks,rig={rig},stream=0 seq={seq}i,first_sample_index={}i,samples=10i,\
+         sample_period_ns=1000000i,session=1i,backfill=false {}\n",
+        seq * 10,
+        1_700_000_000_000_000_000 + seq * 10_000_000
+    )
+}
+
+/// Writes `twin.toml` in `dir`, pointing `audit` at `database` of `influx`, and returns its path.
+fn write_audit_config(dir: &Path, influx: &InfluxD, database: &str) -> PathBuf {
+    let config = dir.join("twin.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage.influx_v1]\nurl = \"{}\"\ndatabase = \"{database}\"\n",
+            influx.url
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn audit(config: &Path, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
     let out = Command::new(BIN)
         .arg("audit")
         .arg("--config")
@@ -86,30 +111,14 @@ async fn audit_lists_the_holes_in_the_stored_seqs_until_they_are_filled() {
     };
     let database = "audit";
     influx.create_database(database).await;
-    let block = |seq: u64, rig: &str| {
-        format!(
-            "dtop_blocks,rig={rig},stream=0 seq={seq}i,first_sample_index={}i,samples=10i,\
-             sample_period_ns=1000000i,session=1i,backfill=false {}\n",
-            seq * 10,
-            1_700_000_000_000_000_000 + seq * 10_000_000
-        )
-    };
     let stored: String = (0..10)
         .filter(|s| ![4, 5].contains(s))
-        .map(|s| block(s, "rig-a"))
-        .chain((0..3).map(|s| block(s + 100, "rig-b")))
+        .map(|s| block_line(s, "rig-a"))
+        .chain((0..3).map(|s| block_line(s + 100, "rig-b")))
         .collect();
     write(&influx, database, stored).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("twin.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage.influx_v1]\nurl = \"{}\"\ndatabase = \"{database}\"\n",
-            influx.url
-        ),
-    )
-    .unwrap();
+    let config = write_audit_config(dir.path(), &influx, database);
 
     let (code, report) = audit(&config, &[]);
     assert_eq!(code, Some(1), "{report:#}");
@@ -125,7 +134,12 @@ async fn audit_lists_the_holes_in_the_stored_seqs_until_they_are_filled() {
         serde_json::json!([[4, 5], [10, 12]])
     );
 
-    write(&influx, database, block(4, "rig-a") + &block(5, "rig-a")).await;
+    write(
+        &influx,
+        database,
+        block_line(4, "rig-a") + &block_line(5, "rig-a"),
+    )
+    .await;
     let (code, report) = audit(&config, &[]);
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["complete"], true);
@@ -139,14 +153,7 @@ async fn audit_lists_declared_losses_apart_and_exits_0_only_when_every_missing_s
     };
     let database = "audit_declared";
     influx.create_database(database).await;
-    let block = |seq: u64| {
-        format!(
-            "dtop_blocks,rig=rig-a,stream=0 seq={seq}i,first_sample_index={}i,samples=10i,\
-             sample_period_ns=1000000i,session=1i,backfill=false {}\n",
-            seq * 10,
-            1_700_000_000_000_000_000 + seq * 10_000_000
-        )
-    };
+    let block = |seq: u64| block_line(seq, "rig-a");
     // As the twin records them (`lineproto::encode_seq_loss`), at the edge's detection time.
     let loss = |first: u64, last: u64, reason: &str| {
         format!(
@@ -172,15 +179,7 @@ async fn audit_lists_declared_losses_apart_and_exits_0_only_when_every_missing_s
         .collect();
     write(&influx, database, stored).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("twin.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage.influx_v1]\nurl = \"{}\"\ndatabase = \"{database}\"\n",
-            influx.url
-        ),
-    )
-    .unwrap();
+    let config = write_audit_config(dir.path(), &influx, database);
 
     let (code, report) = audit(&config, &[]);
     assert_eq!(code, Some(1), "{report:#}");
