@@ -36,15 +36,8 @@ pub enum StateFileError {
 
 /// The counter in `path`; `None` when the file does not exist yet.
 pub fn read_counter(path: &Path) -> Result<Option<u64>, StateFileError> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(StateFileError::Read {
-                path: path.to_owned(),
-                source,
-            });
-        }
+    let Some(text) = read_if_exists(path, fs::read_to_string)? else {
+        return Ok(None);
     };
     text.trim()
         .parse()
@@ -63,12 +56,7 @@ pub fn write_counter(path: &Path, value: u64) -> Result<(), StateFileError> {
         path: path.to_owned(),
         source,
     };
-    let mut tmp_name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
+    let tmp = tmp_path(path);
     let mut file = File::create(&tmp).map_err(err)?;
     writeln!(file, "{value}").map_err(err)?;
     file.sync_all().map_err(err)?;
@@ -82,15 +70,8 @@ pub fn write_counter(path: &Path, value: u64) -> Result<(), StateFileError> {
 
 /// The JSON record in `path`; `None` when the file does not exist yet.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateFileError> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(StateFileError::Read {
-                path: path.to_owned(),
-                source,
-            });
-        }
+    let Some(bytes) = read_if_exists(path, fs::read)? else {
+        return Ok(None);
     };
     serde_json::from_slice(&bytes)
         .map(Some)
@@ -112,14 +93,36 @@ pub fn write_json_unsynced<T: serde::Serialize>(
         source,
     };
     let bytes = serde_json::to_vec(value).map_err(|e| err(io::Error::other(e)))?;
+    let tmp = tmp_path(path);
+    fs::write(&tmp, bytes).map_err(err)?;
+    fs::rename(&tmp, path).map_err(err)
+}
+
+/// `read(path)`, or `None` when the file does not exist yet: a missing state file is a first
+/// start, not an error, while any other read failure must stop the caller.
+fn read_if_exists<'p, T>(
+    path: &'p Path,
+    read: impl FnOnce(&'p Path) -> io::Result<T>,
+) -> Result<Option<T>, StateFileError> {
+    match read(path) {
+        Ok(content) => Ok(Some(content)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateFileError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The sibling `path.tmp` a replacement is written to first, so the rename over `path` is the
+/// only step a reader can observe.
+fn tmp_path(path: &Path) -> PathBuf {
     let mut tmp_name = path
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
     tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    fs::write(&tmp, bytes).map_err(err)?;
-    fs::rename(&tmp, path).map_err(err)
+    path.with_file_name(tmp_name)
 }
 
 #[cfg(test)]

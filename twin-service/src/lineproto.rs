@@ -473,24 +473,30 @@ mod tests {
         }
     }
 
-    #[test]
-    fn encodes_one_line_per_sample_and_one_audit_line() {
-        let a = [100, -200, 0];
-        let f = [1, 2, 3];
-        let columns = [
+    /// `floor1_accel` (0.01 per count) and `shaker_force` (0.5 per count, offset 1): one plain
+    /// and one offset scaling, so the expected lines show both applied.
+    fn make_columns<'a>(accel: &'a [i32], force: &'a [i32]) -> [Column<'a>; 2] {
+        [
             Column {
                 name: "floor1_accel",
                 scale: 0.01,
                 offset: 0.0,
-                raw: &a,
+                raw: accel,
             },
             Column {
                 name: "shaker_force",
                 scale: 0.5,
                 offset: 1.0,
-                raw: &f,
+                raw: force,
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn encodes_one_line_per_sample_and_one_audit_line() {
+        let a = [100, -200, 0];
+        let f = [1, 2, 3];
+        let columns = make_columns(&a, &f);
         let mut out = String::new();
         let lines = encode_block(&mut out, &header(), &columns, Precision::Us).unwrap();
         assert_eq!(lines, 4);
@@ -508,20 +514,7 @@ mod tests {
         let no = dtop_proto::RAW_NO_VALUE;
         let a = [100, no, no];
         let f = [1, 2, no];
-        let columns = [
-            Column {
-                name: "floor1_accel",
-                scale: 0.01,
-                offset: 0.0,
-                raw: &a,
-            },
-            Column {
-                name: "shaker_force",
-                scale: 0.5,
-                offset: 1.0,
-                raw: &f,
-            },
-        ];
+        let columns = make_columns(&a, &f);
         assert_eq!(columns[0].value(1), None);
         let mut out = String::new();
         let lines = encode_block(&mut out, &header(), &columns, Precision::Us).unwrap();
