@@ -362,7 +362,7 @@ impl RigEstimator {
                 self.nis.add(report.nis / report.measured as f64);
             }
             let index = first + k as u64;
-            if index % self.decimation == 0 {
+            if index.is_multiple_of(self.decimation) {
                 self.nis.close_bucket();
                 let timestamp_ns = block
                     .first_timestamp_ns
