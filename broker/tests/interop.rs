@@ -14,53 +14,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{WAIT, start_broker};
+use common::{WAIT, require_python, require_tool, start_broker};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
-
-fn required() -> bool {
-    std::env::var_os("CI").is_some()
-        || std::env::var("DTOP_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// Finds `name` on PATH (or in /usr/bin). Panics when missing and required.
-fn require_tool(name: &str) -> Option<PathBuf> {
-    let path_dirs = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path_dirs)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file());
-    if found.is_none() {
-        assert!(
-            !required(),
-            "{name} is required (CI or DTOP_REQUIRE_SERVICES=1) but missing"
-        );
-        eprintln!("SKIPPED: {name} not found; with CI set this fails");
-    }
-    found
-}
-
-/// The Python with paho-mqtt: `DTOP_TEST_PYTHON`, else the workspace venv.
-fn require_python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("DTOP_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-peers/bin/python")
-        });
-    if candidate.is_file() {
-        return Some(candidate);
-    }
-    assert!(
-        !required(),
-        "paho-mqtt's Python ({}) is required but missing",
-        candidate.display()
-    );
-    eprintln!(
-        "SKIPPED: no Python with paho-mqtt at {}; set DTOP_TEST_PYTHON",
-        candidate.display()
-    );
-    None
-}
 
 /// A running mosquitto client whose stdout we read line by line, killed on drop.
 struct Tool {

@@ -9,34 +9,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
-use common::{WAIT, client, poll_until, start_broker};
+use common::{WAIT, client, poll_until, require_tool, start_broker};
 use dtop_broker::{BrokerConfig, ListenerConfig};
 use rumqttc::{Packet, QoS};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
-
-/// Finds `name` on PATH (or in /usr/bin). Panics when missing and `CI` is set.
-fn require_tool(name: &str) -> Option<PathBuf> {
-    let path_dirs = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path_dirs)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file());
-    if found.is_none() {
-        let required = std::env::var_os("CI").is_some()
-            || std::env::var("DTOP_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "{name} is required when CI is set but was not found on PATH or in /usr/bin; \
-             install mosquitto-clients (and coreutils for stdbuf)"
-        );
-        eprintln!("SKIPPED: {name} not found on PATH or in /usr/bin; with CI set this fails");
-    }
-    found
-}
 
 /// A running `mosquitto_sub` whose stdout we read line by line.
 struct MosquittoSub {

@@ -15,11 +15,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::start_broker;
+use common::{require_python, start_broker};
 use tokio::process::{Child, Command};
 
 /// Every test of `client_test.py`, in its order.
@@ -71,33 +71,6 @@ const V5_CASES: [&str; 27] = [
 /// killed past it.
 const SUITE_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn required() -> bool {
-    std::env::var_os("CI").is_some()
-        || std::env::var("DTOP_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-/// The Python with paho-mqtt: `DTOP_TEST_PYTHON`, else the workspace venv.
-fn require_python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("DTOP_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-peers/bin/python")
-        });
-    if candidate.is_file() {
-        return Some(candidate);
-    }
-    assert!(
-        !required(),
-        "paho-mqtt's Python ({}) is required but missing",
-        candidate.display()
-    );
-    eprintln!(
-        "SKIPPED: no Python with paho-mqtt at {}; set DTOP_TEST_PYTHON",
-        candidate.display()
-    );
-    None
-}
-
 /// Mosquitto for the comparison: the shared one, or a private one stopped on drop.
 struct Mosquitto {
     addr: SocketAddr,
@@ -119,7 +92,7 @@ impl Mosquitto {
         let binary = Path::new("/usr/sbin/mosquitto");
         if !binary.is_file() {
             assert!(
-                !required(),
+                !common::services_required(),
                 "Mosquitto is required: set DTOP_TEST_MOSQUITTO_PORT (scripts/test.sh) or install mosquitto"
             );
             eprintln!("SKIPPED: no DTOP_TEST_MOSQUITTO_PORT and no /usr/sbin/mosquitto");

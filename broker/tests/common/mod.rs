@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dtop_broker::{BrokerConfig, BrokerHandle, ListenerConfig};
@@ -170,4 +171,53 @@ pub async fn v5_collect(
         }
     }
     got
+}
+
+/// Whether a missing third-party peer fails the test (`CI` or `DTOP_REQUIRE_SERVICES=1`, as
+/// under `scripts/test.sh`) rather than skipping it.
+pub fn services_required() -> bool {
+    std::env::var_os("CI").is_some()
+        || std::env::var("DTOP_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Finds `name` on PATH (or in /usr/bin); `None`, after saying the test is skipped, when it is
+/// missing and peers are optional. Panics when it is missing and required.
+pub fn require_tool(name: &str) -> Option<PathBuf> {
+    let path_dirs = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path_dirs)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file());
+    if found.is_none() {
+        assert!(
+            !services_required(),
+            "{name} is required (CI or DTOP_REQUIRE_SERVICES=1) but was not found on PATH or in \
+             /usr/bin; install mosquitto-clients (and coreutils for stdbuf)"
+        );
+        eprintln!("SKIPPED: {name} not found on PATH or in /usr/bin; with CI set this fails");
+    }
+    found
+}
+
+/// The Python with paho-mqtt: `DTOP_TEST_PYTHON`, else the workspace venv that
+/// `scripts/test.sh` makes. Panics when it is missing and required.
+pub fn require_python() -> Option<PathBuf> {
+    let candidate = std::env::var_os("DTOP_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-peers/bin/python")
+        });
+    if candidate.is_file() {
+        return Some(candidate);
+    }
+    assert!(
+        !services_required(),
+        "paho-mqtt's Python ({}) is required but missing",
+        candidate.display()
+    );
+    eprintln!(
+        "SKIPPED: no Python with paho-mqtt at {}; set DTOP_TEST_PYTHON",
+        candidate.display()
+    );
+    None
 }
