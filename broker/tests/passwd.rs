@@ -129,18 +129,7 @@ fn refuses_unknown_roles_and_empty_passwords_with_exit_64() {
 
 #[test]
 fn check_refuses_a_config_whose_credentials_file_is_broken() {
-    let dir = tempfile::tempdir().unwrap();
-    let creds = dir.path().join("passwd");
-    std::fs::write(&creds, "bob:wizard:-:-\n").unwrap();
-    let config = dir.path().join("broker.toml");
-    std::fs::write(
-        &config,
-        format!("[auth]\ncredentials_file = {:?}\n", creds.to_str().unwrap()),
-    )
-    .unwrap();
-    let out = run(&["--check", "--config", config.to_str().unwrap()], "");
-    assert_eq!(out.status.code(), Some(64), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = check_refused("bob:wizard:-:-\n", "");
     assert!(stderr.contains("unknown role \"wizard\""), "{stderr}");
 }
 
@@ -172,39 +161,41 @@ fn refuses_rig_user_names_that_are_not_rig_ids() {
 
 #[test]
 fn check_lists_every_user_name_that_cannot_stand_in_a_topic() {
-    let dir = tempfile::tempdir().unwrap();
-    let creds = dir.path().join("passwd");
     // Two rig names break `{rig}`; with `{username}` in the operator rules, `a+b` breaks too.
-    std::fs::write(&creds, "+:rig:-:-\na/b:rig:-:-\nso-3s:rig:-:-\n").unwrap();
-    let config = dir.path().join("broker.toml");
-    std::fs::write(
-        &config,
-        format!("[auth]\ncredentials_file = {:?}\n", creds.to_str().unwrap()),
-    )
-    .unwrap();
-    let out = run(&["--check", "--config", config.to_str().unwrap()], "");
-    assert_eq!(out.status.code(), Some(64), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = check_refused("+:rig:-:-\na/b:rig:-:-\nso-3s:rig:-:-\n", "");
     assert!(
         stderr.contains("line 1") && stderr.contains("line 2"),
         "{stderr}"
     );
     assert!(!stderr.contains("line 3"), "{stderr}");
 
-    std::fs::write(&creds, "a+b:operator:-:-\nbob:operator:-:-\n").unwrap();
+    let stderr = check_refused(
+        "a+b:operator:-:-\nbob:operator:-:-\n",
+        "[auth.roles.operator]\npublish = [\"home/{username}/#\"]\nsubscribe = []\n",
+    );
+    assert!(
+        stderr.contains("\"a+b\"") && !stderr.contains("\"bob\""),
+        "{stderr}"
+    );
+}
+
+/// Runs `dtop-broker --check` on a config whose credentials file holds `credentials` (and
+/// whose `[auth]` is followed by `auth_toml`), asserts it is refused with exit 64, and returns
+/// what it printed on stderr.
+fn check_refused(credentials: &str, auth_toml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("passwd");
+    std::fs::write(&creds, credentials).unwrap();
+    let config = dir.path().join("broker.toml");
     std::fs::write(
         &config,
         format!(
-            "[auth]\ncredentials_file = {:?}\n[auth.roles.operator]\npublish = [\"home/{{username}}/#\"]\nsubscribe = []\n",
+            "[auth]\ncredentials_file = {:?}\n{auth_toml}",
             creds.to_str().unwrap()
         ),
     )
     .unwrap();
     let out = run(&["--check", "--config", config.to_str().unwrap()], "");
     assert_eq!(out.status.code(), Some(64), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("\"a+b\"") && !stderr.contains("\"bob\""),
-        "{stderr}"
-    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
