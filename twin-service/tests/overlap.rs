@@ -19,11 +19,7 @@ use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic, TwinTopic};
 use dtop_proto::v1::{ChannelSamples, LossReason, SampleBlock, SeqLoss};
 use dtop_proto::{Message, RigId};
-use dtop_twin::config::{
-    BatchConfig, HttpConfig, InfluxV1Config, MqttConfig, StorageConfig, StorageSpoolConfig,
-    TwinConfig,
-};
-use dtop_twin::lineproto::Precision;
+use dtop_twin::config::{StorageSpoolConfig, TwinConfig};
 use dtop_twin::{TwinHandle, TwinStats};
 use frames::{PERIOD_NS, SAMPLES_PER_BLOCK, T0_NS, wait_stats};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -42,28 +38,11 @@ fn rig() -> RigId {
 
 fn twin_config(mqtt_port: u16, influx: &InfluxD, spool_dir: &Path, client: &str) -> TwinConfig {
     TwinConfig {
-        mqtt: MqttConfig {
-            port: mqtt_port,
-            client_id: client.into(),
-            ..MqttConfig::default()
-        },
-        storage: StorageConfig::InfluxV1(InfluxV1Config {
-            url: influx.url.clone(),
-            database: DB.into(),
-            username: None,
-            password_file: None,
-            precision: Precision::Us,
-        }),
         spool: StorageSpoolConfig {
             dir: Some(spool_dir.to_owned()),
             ..StorageSpoolConfig::default()
         },
-        batch: BatchConfig {
-            max_delay_ms: 20,
-            ..BatchConfig::default()
-        },
-        http: HttpConfig { timeout_ms: 2000 },
-        ..TwinConfig::default()
+        ..support::influx_twin_config(mqtt_port, influx, DB, client)
     }
 }
 

@@ -15,11 +15,8 @@ use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::{LossReason, PersistedWatermark, SeqLoss};
 use dtop_proto::{Message, RigId};
-use dtop_twin::config::{
-    BatchConfig, HttpConfig, InfluxV1Config, MqttConfig, StorageConfig, TwinConfig,
-};
+use dtop_twin::config::TwinConfig;
 use dtop_twin::ingest::RejectReason;
-use dtop_twin::lineproto::Precision;
 use dtop_twin::store::audit;
 use frames::{SAMPLES_PER_BLOCK, T0_NS, wait_stats};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
@@ -59,26 +56,7 @@ fn loss(rig_id: &str, first_seq: u64, last_seq: u64) -> SeqLoss {
 }
 
 fn twin_config(mqtt_port: u16, influx: &InfluxD) -> TwinConfig {
-    TwinConfig {
-        mqtt: MqttConfig {
-            port: mqtt_port,
-            client_id: "twin-seq-loss".into(),
-            ..MqttConfig::default()
-        },
-        storage: StorageConfig::InfluxV1(InfluxV1Config {
-            url: influx.url.clone(),
-            database: DB.into(),
-            username: None,
-            password_file: None,
-            precision: Precision::Us,
-        }),
-        batch: BatchConfig {
-            max_delay_ms: 20,
-            ..BatchConfig::default()
-        },
-        http: HttpConfig { timeout_ms: 2000 },
-        ..TwinConfig::default()
-    }
+    support::influx_twin_config(mqtt_port, influx, DB, "twin-seq-loss")
 }
 
 fn client(port: u16, id: &str) -> (AsyncClient, EventLoop) {

@@ -16,11 +16,7 @@ use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::PersistedWatermark;
 use dtop_proto::{Message, RigId};
-use dtop_twin::config::{
-    BackoffConfig, BatchConfig, HttpConfig, InfluxV1Config, MqttConfig, StorageConfig,
-    StorageSpoolConfig, TwinConfig,
-};
-use dtop_twin::lineproto::Precision;
+use dtop_twin::config::{BackoffConfig, StorageSpoolConfig, TwinConfig};
 use dtop_twin::store::audit::{self, HoleReport};
 use frames::{SAMPLES_PER_BLOCK, birth, block, wait_stats};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -152,23 +148,6 @@ async fn sample_points(influx: &InfluxD, rig: &str) -> u64 {
 
 fn twin_config(mqtt_port: u16, influx: &InfluxD, spool_dir: &Path, client_id: &str) -> TwinConfig {
     TwinConfig {
-        mqtt: MqttConfig {
-            port: mqtt_port,
-            client_id: client_id.into(),
-            ..MqttConfig::default()
-        },
-        storage: StorageConfig::InfluxV1(InfluxV1Config {
-            url: influx.url.clone(),
-            database: DB.into(),
-            username: None,
-            password_file: None,
-            precision: Precision::Us,
-        }),
-        batch: BatchConfig {
-            max_delay_ms: 20,
-            ..BatchConfig::default()
-        },
-        http: HttpConfig { timeout_ms: 2000 },
         retry: BackoffConfig {
             initial_ms: 50,
             max_ms: 400,
@@ -178,7 +157,7 @@ fn twin_config(mqtt_port: u16, influx: &InfluxD, spool_dir: &Path, client_id: &s
             memory_mib: 1,
             ..StorageSpoolConfig::default()
         },
-        ..TwinConfig::default()
+        ..support::influx_twin_config(mqtt_port, influx, DB, client_id)
     }
 }
 

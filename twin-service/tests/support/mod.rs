@@ -512,3 +512,38 @@ impl Mosquitto {
         self.child.log()
     }
 }
+
+/// A twin that stores into `influx`'s database `db` as MQTT client `client_id` on the broker at
+/// `mqtt_port`, batching within 20 ms and giving up an HTTP request after 2 s; tests add their
+/// own spool and retry settings with `..`.
+pub fn influx_twin_config(
+    mqtt_port: u16,
+    influx: &InfluxD,
+    db: &str,
+    client_id: &str,
+) -> dtop_twin::config::TwinConfig {
+    use dtop_twin::config::{
+        BatchConfig, HttpConfig, InfluxV1Config, MqttConfig, StorageConfig, TwinConfig,
+    };
+    use dtop_twin::lineproto::Precision;
+    TwinConfig {
+        mqtt: MqttConfig {
+            port: mqtt_port,
+            client_id: client_id.into(),
+            ..MqttConfig::default()
+        },
+        storage: StorageConfig::InfluxV1(InfluxV1Config {
+            url: influx.url.clone(),
+            database: db.into(),
+            username: None,
+            password_file: None,
+            precision: Precision::Us,
+        }),
+        batch: BatchConfig {
+            max_delay_ms: 20,
+            ..BatchConfig::default()
+        },
+        http: HttpConfig { timeout_ms: 2000 },
+        ..TwinConfig::default()
+    }
+}
