@@ -11,9 +11,8 @@
 //! # Layout
 //! - [`config`]: the TOML shape ([`BrokerConfig`]), named defaults and whole-config validation.
 //! - [`load`]: reading a file, reporting unknown keys together with invalid values.
-//! - [`secret`]: the redacted-`Debug` [`Secret`] newtype.
-//! - [`acl`]: roles, topic patterns with `{rig}`/`{username}`, the pure authorization engine.
-//! - [`credentials`]: the credentials file (argon2id) and `dtop-broker passwd`.
+//! - [`acl`], [`credentials`], [`secret`]: re-exported from `dtop-auth`, which owns identities,
+//!   roles and the credentials file for the broker and the API server alike.
 //! - [`front`]: listeners, connections, sessions, the MQTT wire model, router links.
 //! - [`metrics`]: counters and the Prometheus endpoint.
 //! - [`translate`]: the pure mapping from [`BrokerConfig`] to rumqttd's router config.
@@ -36,15 +35,18 @@
 //! - The broker has no shutdown: rumqttd's router cannot be stopped, so everything lives until
 //!   the process exits.
 
-pub mod acl;
 pub mod config;
-pub mod credentials;
+/// Roles and topic rules, re-exported from `dtop-auth` (shared with the API server).
+pub use dtop_auth::acl;
+/// The credentials file, re-exported from `dtop-auth`.
+pub use dtop_auth::credentials;
+/// The redacted secret newtype, re-exported from `dtop-auth`.
+pub use dtop_auth::secret;
 pub mod front;
 pub mod load;
 pub mod metrics;
 pub mod probe;
 pub mod run;
-pub mod secret;
 pub mod translate;
 
 pub use acl::{Acl, Identity, RigScope, Role, RoleRules, RolesConfig};

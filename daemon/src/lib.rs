@@ -1,18 +1,26 @@
-//! The process skeleton every DTOP daemon shares, written once. Today it holds only config
-//! loading: a TOML file becomes a typed, validated config, or a list of *every* problem in it
-//! (parse-level and validation alike, each with its TOML path and line), so an operator fixes
-//! them all in one pass and the daemon exits 64 before it opens a device or a socket.
+//! The process skeleton every DTOP daemon shares, written once: loading a TOML config with
+//! every problem reported at once (exit 64 before a device or socket is touched), signals and
+//! the drain, sd_notify (READY, STOPPING, WATCHDOG), the `/metrics` endpoint, and jittered
+//! backoff for reconnects. Edge, twin, broker, worker and API server all use it.
 //!
 //! # Layout
 //! - [`config`]: reading the file, collecting every shape error ([`config::collect`]), merging
 //!   the daemon's own `validate()` problems, and the exit code for a refused config.
+//! - [`signals`]: SIGINT/SIGTERM, and [`signals::run_until_signal`], the drain with a grace
+//!   period and a second-signal escape.
+//! - [`notify`]: systemd `Type=notify` READY/STOPPING and the watchdog.
+//! - [`metrics`]: the Prometheus `GET /metrics` endpoint over a daemon-supplied renderer.
+//! - [`backoff`]: jittered exponential backoff as a pure calculator.
 //! - [`testing`]: for the daemons' integration tests, the check that a binary refuses a bad
 //!   config with that exit code and lists every problem.
-//!
-//! Issue 12 grows this crate into the rest of the skeleton the daemons still carry each on
-//! their own: signals and drain, sd_notify, the `/metrics` endpoint.
 
+pub mod backoff;
 pub mod config;
+pub mod metrics;
+pub mod notify;
+pub mod signals;
 pub mod testing;
 
+pub use backoff::Backoff;
 pub use config::{ConfigProblem, ConfigProblems, EXIT_CONFIG, LoadError, load, parse};
+pub use signals::{Ending, Signals, run_until_signal};

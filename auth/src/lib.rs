@@ -1,0 +1,19 @@
+//! Who may do what in DTOP, decided in one place: the credentials file (one line per user with a
+//! role, a rig scope and an argon2id hash) and the role rules over topic patterns. The MQTT
+//! broker (`dtop-broker`) and the HTTP API server (`dtop-server`) both authenticate against the
+//! same file and authorize with the same rules, so an operator of rig A is refused rig B on
+//! every door. Pure apart from reading and rewriting the credentials file; knows nothing about
+//! MQTT sessions or HTTP.
+//!
+//! # Layout
+//! - [`acl`]: roles, topic patterns with `{rig}`/`{username}`, the pure authorization engine.
+//! - [`credentials`]: the credentials file (argon2id) and its edits (`dtop-broker passwd`).
+//! - [`secret`]: the redacted-`Debug` [`Secret`] newtype for passwords and tokens.
+
+pub mod acl;
+pub mod credentials;
+pub mod secret;
+
+pub use acl::{Acl, Identity, RigScope, Role, RoleRules, RolesConfig};
+pub use credentials::{Credentials, CredentialsError, RigSpec};
+pub use secret::Secret;
