@@ -32,9 +32,15 @@ impl Watchdog {
     /// Reads `WATCHDOG_USEC` (set by systemd for this very process).
     pub fn from_env() -> Self {
         let mut usec = 0;
-        let every = sd_notify::watchdog_enabled(false, &mut usec)
-            .then(|| Duration::from_micros(usec / 2))
-            .filter(|d| !d.is_zero());
+        if !sd_notify::watchdog_enabled(false, &mut usec) {
+            usec = 0;
+        }
+        Self::from_watchdog_usec(usec)
+    }
+
+    /// The watchdog for a `WATCHDOG_USEC` of `usec`; 0 means systemd asked for no pings.
+    pub fn from_watchdog_usec(usec: u64) -> Self {
+        let every = Some(Duration::from_micros(usec / 2)).filter(|d| !d.is_zero());
         if let Some(every) = every {
             debug!(
                 every_ms = every.as_millis() as u64,
@@ -45,6 +51,11 @@ impl Watchdog {
             every,
             next_at: Instant::now(),
         }
+    }
+
+    /// How often it pings; `None` when disarmed.
+    pub fn interval(&self) -> Option<Duration> {
+        self.every
     }
 
     /// Whether systemd asked for pings.
@@ -74,5 +85,46 @@ impl Watchdog {
                 () = tokio::time::sleep(every) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    #[test]
+    fn pings_at_half_the_interval_systemd_asked_for() {
+        let dog = Watchdog::from_watchdog_usec(10_000_000);
+        assert!(dog.is_armed());
+        assert_eq!(dog.interval(), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn an_interval_too_short_to_halve_disarms_it() {
+        assert!(!Watchdog::from_watchdog_usec(0).is_armed());
+        assert!(!Watchdog::from_watchdog_usec(1).is_armed());
+    }
+
+    #[tokio::test]
+    async fn is_disarmed_without_systemd_and_its_loop_returns_at_once() {
+        // cargo does not run tests under a systemd watchdog; if it ever does, this test is
+        // about something else and must say so rather than pass.
+        assert!(
+            std::env::var_os("WATCHDOG_USEC").is_none() && std::env::var_os("NOTIFY_SOCKET").is_none(),
+            "run this test outside a systemd service"
+        );
+        let mut dog = Watchdog::from_env();
+        assert!(!dog.is_armed());
+        assert_eq!(dog.interval(), None);
+        dog.pet();
+        // Never cancelled: only a disarmed watchdog's loop can end.
+        tokio::time::timeout(Duration::from_secs(5), dog.run(CancellationToken::new()))
+            .await
+            .expect("a disarmed watchdog's loop returns at once");
+        // Without NOTIFY_SOCKET these are no-ops, not errors.
+        ready("test");
+        stopping();
     }
 }
