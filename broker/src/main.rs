@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use dtop_broker::credentials::{self, RigSpec};
 use dtop_broker::{BrokerConfig, BrokerError, ConfigError, EXAMPLE_CONFIG_TOML, Role, Secret};
-use tokio::signal::unix::{SignalKind, signal};
+use dtop_daemon::Signals;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
@@ -278,8 +278,7 @@ fn run(config: BrokerConfig) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: BrokerConfig) -> anyhow::Result<ExitCode> {
     // Installed before the broker starts so a signal during startup is not lost.
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut signals = Signals::new().context("installing the signal handlers")?;
 
     let spawned = tokio::task::spawn_blocking(move || dtop_broker::spawn(&config))
         .await
@@ -303,9 +302,9 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(anyhow::Error::new(e).context("starting the broker")),
     };
 
+    // Not `run_until_signal`: there is nothing to drain (below), so no grace period either.
     let signal_name = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+        name = signals.next() => name,
         stopped = handle.stopped() => {
             return Err(anyhow::Error::new(stopped).context("the broker stopped on its own"));
         }

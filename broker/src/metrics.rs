@@ -1,5 +1,5 @@
-//! Owns the broker's counters and gauges and their Prometheus text rendering, plus the thin
-//! HTTP shell serving them on `GET /metrics`. Knows nothing about MQTT packets.
+//! Owns the broker's counters and gauges and their Prometheus text rendering. Serving them on
+//! `GET /metrics` is `dtop_daemon::metrics`. Knows nothing about MQTT packets.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -249,25 +249,10 @@ fn escape_label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Serves `GET /metrics` on `listener` until the process exits.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<()> {
-    use axum::http::header::CONTENT_TYPE;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = Arc::clone(&metrics);
-            async move {
-                (
-                    [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                    metrics.render(),
-                )
-            }
-        }),
-    );
-    axum::serve(listener, app).await
+/// What `dtop_daemon::metrics::serve` renders for the broker: the counters as they are at
+/// each scrape.
+pub fn renderer(metrics: Arc<Metrics>) -> dtop_daemon::metrics::Render {
+    Arc::new(move || metrics.render())
 }
 
 #[cfg(test)]

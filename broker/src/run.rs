@@ -310,8 +310,14 @@ pub fn spawn(config: &BrokerConfig) -> Result<BrokerHandle, BrokerError> {
                 if let Some((_, l)) = metrics_listener {
                     match to_tokio(l) {
                         Ok(l) => {
+                            let render = crate::metrics::renderer(serve_metrics);
+                            // Never cancelled: the endpoint lives as long as the broker's
+                            // runtime, which ends with the process.
+                            let forever = tokio_util::sync::CancellationToken::new();
                             tasks.spawn(async move {
-                                if let Err(e) = crate::metrics::serve(l, serve_metrics).await {
+                                if let Err(e) =
+                                    dtop_daemon::metrics::serve(l, render, forever).await
+                                {
                                     error!(error = %e, "The metrics endpoint failed.");
                                 }
                             });

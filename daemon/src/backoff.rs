@@ -9,6 +9,13 @@ use rand::Rng;
 /// Successive waits `d_n` drawn uniformly from `[c_n / 2, c_n]`, `c_n = min(initial · 2^n, max)`
 /// ("equal jitter"): the random half keeps many processes restarting together from hammering
 /// a recovering server in lockstep, the fixed half keeps a wait from collapsing to nothing.
+///
+/// It replaced two copies, the twin's (the same code) and the edge's (`Backoff::new(min, max)`,
+/// the same semantics: steps doubling from `min` to `max`, each wait uniform in the upper half
+/// of its step). Two details differed and this one is kept: for a ceiling an odd number of ns
+/// long the edge's lowest wait was 1 ns longer (`c − ⌊c/2⌋` against `⌊c/2⌋`), which no
+/// reconnect can tell; and the edge doubled its step with a multiplication that panics on
+/// overflow, where this one saturates.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     initial: Duration,

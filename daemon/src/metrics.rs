@@ -69,7 +69,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_the_renderer_on_get_metrics_with_the_prometheus_content_type_and_404_elsewhere()
-     {
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let scrapes = Arc::new(AtomicU64::new(0));
@@ -94,9 +94,16 @@ mod tests {
             })
             .unwrap_or_else(|| panic!("no content-type in {first}"));
         assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
-        assert!(first.ends_with("\r\n\r\n# TYPE test_scrapes_total counter\ntest_scrapes_total 1\n"), "{first}");
+        assert!(
+            first.ends_with("\r\n\r\n# TYPE test_scrapes_total counter\ntest_scrapes_total 1\n"),
+            "{first}"
+        );
         // Rendered per request, not once.
-        assert!(get(addr, "/metrics").await.ends_with("test_scrapes_total 2\n"));
+        assert!(
+            get(addr, "/metrics")
+                .await
+                .ends_with("test_scrapes_total 2\n")
+        );
 
         for path in ["/", "/metric", "/metrics/x"] {
             let reply = get(addr, path).await;

@@ -112,7 +112,8 @@ mod tests {
         // cargo does not run tests under a systemd watchdog; if it ever does, this test is
         // about something else and must say so rather than pass.
         assert!(
-            std::env::var_os("WATCHDOG_USEC").is_none() && std::env::var_os("NOTIFY_SOCKET").is_none(),
+            std::env::var_os("WATCHDOG_USEC").is_none()
+                && std::env::var_os("NOTIFY_SOCKET").is_none(),
             "run this test outside a systemd service"
         );
         let mut dog = Watchdog::from_env();

@@ -67,8 +67,13 @@ fn work_still_draining_when_the_grace_period_ends_is_given_up() {
         raise(Signal::SIGINT).unwrap();
         let started = tokio::time::Instant::now();
         let grace = Duration::from_millis(200);
-        let ending =
-            run_until_signal(signals, std::future::pending::<()>(), shutdown.clone(), grace).await;
+        let ending = run_until_signal(
+            signals,
+            std::future::pending::<()>(),
+            shutdown.clone(),
+            grace,
+        )
+        .await;
         assert_eq!(ending, Ending::GraceExceeded);
         assert!(shutdown.is_cancelled());
         assert!(

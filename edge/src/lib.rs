@@ -35,11 +35,9 @@
 //!   `rig/{rig}/loss` until it does, kept in `{state_dir}/lost_seqs.json`.
 //! - [`outbox`]: pure: bounded block queue, in-flight window, resend after reconnect.
 //! - [`publisher`]: owns the MQTT connection: session, will, birth, blocks, drives, goodbye.
-//! - [`backoff`]: pure jittered exponential backoff.
 //! - [`state_file`]: atomic on-disk counters (`session`, `next_seq`).
 //! - [`stats`]: [`EdgeStats`], published through a `watch`.
 //! - [`metrics`]: the Prometheus endpoint (`[metrics] listen`), rendered from the stats.
-//! - [`watchdog`]: systemd `Type=notify`: READY, and WATCHDOG pings from the serial loop.
 //!
 //! # Shutdown
 //! Cancelling the token passed to [`run`] flows downstream: the serial task stops forwarding
@@ -49,7 +47,6 @@
 
 pub mod acquisition;
 pub mod backlog;
-pub mod backoff;
 pub mod batcher;
 pub mod birth;
 pub mod commands;
@@ -66,7 +63,6 @@ pub mod seq_reservation;
 pub mod serial;
 pub mod state_file;
 pub mod stats;
-pub mod watchdog;
 
 use std::path::PathBuf;
 
@@ -196,7 +192,7 @@ pub async fn run_with_stats(
 
     let metrics_listener = match config.metrics.listen {
         Some(addr) => Some(
-            metrics::bind(addr)
+            tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| EdgeError::MetricsBind { addr, source })?,
         ),
@@ -219,7 +215,7 @@ pub async fn run_with_stats(
 
     // The serial port is open (Modbus buses connect in their own tasks, with backoff): tell
     // systemd before the serial loop's first watchdog ping.
-    watchdog::ready();
+    dtop_daemon::notify::ready("dtop-edge");
     let serial_task = tokio::spawn(serial::run(
         config.serial.clone(),
         config.actuator.clone(),
@@ -311,12 +307,10 @@ pub async fn run_with_stats(
     let publisher_task = tokio::spawn(publisher.run(eventloop, publisher_rx));
     let metrics_task = metrics_listener.map(|listener| {
         info!(addr = ?listener.local_addr().ok(), "Serving Prometheus metrics on /metrics.");
-        tokio::spawn(metrics::serve(
-            listener,
-            config.rig_id.to_string(),
-            stats.subscribe(),
-            stop.clone(),
-        ))
+        let (rig, stats) = (config.rig_id.to_string(), stats.subscribe());
+        let render: dtop_daemon::metrics::Render =
+            std::sync::Arc::new(move || metrics::render(&rig, &stats.borrow()));
+        tokio::spawn(dtop_daemon::metrics::serve(listener, render, stop.clone()))
     });
 
     let (serial_end, acquisition_end, publisher_end) =

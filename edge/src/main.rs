@@ -1,5 +1,6 @@
 //! The `dtop-edge` binary: logs, config (exit 64 when bad, before any device or socket is
-//! opened), then [`dtop_edge::run`] until SIGINT/SIGTERM. All behaviour lives in the library.
+//! opened), then [`dtop_edge::run`] until SIGINT/SIGTERM, drained by
+//! [`dtop_daemon::run_until_signal`]. All behaviour lives in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use dtop_daemon::{Ending, Signals, run_until_signal};
 use dtop_edge::config::EXAMPLE_CONFIG;
 use dtop_edge::{EdgeConfig, EdgeError};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::error;
 use tracing_subscriber::EnvFilter;
 
 /// sysexits.h EX_USAGE: the command line or the configuration is wrong.
@@ -90,27 +92,12 @@ fn serve(config: EdgeConfig) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let grace = config.mqtt.shutdown_flush_timeout() + SHUTDOWN_GRACE_EXTRA;
         let shutdown = CancellationToken::new();
+        // Installed before the edge starts, so a signal during startup is kept.
+        let signals = Signals::new().context("installing signal handlers")?;
         let edge = tokio::spawn(dtop_edge::run(config, shutdown.clone()));
-        tokio::pin!(edge);
-        let mut signals = Signals::new().context("installing signal handlers")?;
-        let outcome = tokio::select! {
-            outcome = &mut edge => outcome,
-            name = signals.next() => {
-                info!(signal = name, grace_ms = grace.as_millis() as u64, "Shutting down.");
-                shutdown.cancel();
-                dtop_edge::watchdog::stopping();
-                tokio::select! {
-                    outcome = &mut edge => outcome,
-                    () = tokio::time::sleep(grace) => {
-                        error!(grace_ms = grace.as_millis() as u64, "Shutdown did not finish in time; exiting anyway.");
-                        return Ok(ExitCode::FAILURE);
-                    }
-                    name = signals.next() => {
-                        warn!(signal = name, "Second signal; exiting without finishing shutdown.");
-                        return Ok(ExitCode::FAILURE);
-                    }
-                }
-            }
+        let outcome = match run_until_signal(signals, edge, shutdown, grace).await {
+            Ending::Finished(outcome) | Ending::Drained(outcome) => outcome,
+            Ending::GraceExceeded | Ending::SecondSignal => return Ok(ExitCode::FAILURE),
         };
         match outcome.context("edge task panicked")? {
             Ok(()) => Ok(ExitCode::SUCCESS),
@@ -121,27 +108,4 @@ fn serve(config: EdgeConfig) -> anyhow::Result<ExitCode> {
             Err(e) => Err(e).context("running the edge"),
         }
     })
-}
-
-/// SIGINT and SIGTERM as one stream of names.
-struct Signals {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-        })
-    }
-
-    async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.int.recv() => "SIGINT",
-            _ = self.term.recv() => "SIGTERM",
-        }
-    }
 }

@@ -1,17 +1,8 @@
-//! Owns the edge's Prometheus endpoint: rendering [`EdgeStats`] in the text exposition format
-//! (pure, tested) and serving it on `GET /metrics` (axum). Knows nothing of how the counters
-//! are kept; it reads the stats watch.
+//! Owns the edge's Prometheus metrics: rendering [`EdgeStats`] in the text exposition format
+//! (pure, tested). Serving them on `GET /metrics` is `dtop_daemon::metrics`; how the counters
+//! are kept is the stats watch's.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use crate::safety::SafetyState;
 use crate::stats::EdgeStats;
@@ -414,36 +405,6 @@ fn escape(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
-}
-
-/// Serves `GET /metrics` on `listener` until `cancel`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    rig: String,
-    stats: watch::Receiver<EdgeStats>,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .with_state((rig, stats));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
-}
-
-async fn metrics(
-    State((rig, stats)): State<(String, watch::Receiver<EdgeStats>)>,
-) -> impl IntoResponse {
-    let body = render(&rig, &stats.borrow());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
-}
-
-/// Binds the metrics listener (before anything else runs, so a taken port fails the start).
-///
-/// # Errors
-/// The bind error.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use dtop_daemon::Backoff;
 use dtop_firmware::Manifest;
 use dtop_proto::limits::{MAX_CONTROL_BYTES, MAX_MQTT_PACKET_BYTES, MAX_SAMPLE_BLOCK_BYTES};
 use dtop_proto::topic::{self, RigTopic};
@@ -32,7 +33,6 @@ use tracing::{debug, error, info, warn};
 
 use crate::acquisition::wall_clock_ns;
 use crate::backlog::{Admitted, Backlog, BacklogConfig, Loss, LossReason, skipped_gap};
-use crate::backoff::Backoff;
 use crate::batcher::{block_sample_count, max_encoded_block_bytes};
 use crate::birth::{BirthContext, build_birth_with_polled};
 use crate::commands::{Action, Journal, JournalEntry, Ledger, Verdict, refused};

@@ -8,6 +8,8 @@
 use std::io;
 use std::time::Duration;
 
+use dtop_daemon::Backoff;
+use dtop_daemon::notify::Watchdog;
 use dtop_firmware::codec::FirmwareCodec;
 use dtop_firmware::{ActuatorCommand, Fault, Frame, Heartbeat, Manifest, Samples};
 use dtop_proto::v1::CommandAck;
@@ -23,14 +25,12 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::backoff::Backoff;
 use crate::commands::Action;
 use crate::config::{ActuatorConfig, SerialConfig};
 use crate::inner_loop::InnerLoop;
 use crate::publisher::{ControllerAck, PublisherEvent};
 use crate::safety::{DriveRequest, DriveSource, EnvelopeLimits, SafetyEnvelope, SafetyState};
 use crate::stats::StatsHandle;
-use crate::watchdog::Watchdog;
 
 /// How often the edge tells the firmware it is alive (PROTOCOL.md §4.6).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);

@@ -378,6 +378,17 @@ pub struct BackoffConfig {
     pub max_ms: u64,
 }
 
+impl BackoffConfig {
+    /// The calculator these bounds configure (`dtop_daemon::Backoff`, shared by every daemon);
+    /// a `max_ms` below `initial_ms` counts as `initial_ms`.
+    pub fn backoff(self) -> dtop_daemon::Backoff {
+        dtop_daemon::Backoff::new(
+            Duration::from_millis(self.initial_ms),
+            Duration::from_millis(self.max_ms),
+        )
+    }
+}
+
 impl Default for BackoffConfig {
     fn default() -> Self {
         Self {
@@ -968,6 +979,26 @@ mod tests {
     use super::*;
 
     const EXAMPLE: &str = crate::EXAMPLE_CONFIG;
+
+    #[test]
+    fn backoff_bounds_in_ms_become_the_shared_backoffs_ceilings() {
+        use rand::SeedableRng as _;
+        let ceilings_ms = |config: BackoffConfig| {
+            let mut backoff = config.backoff();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+            (0..5)
+                .map(|_| {
+                    let ceiling = backoff.ceiling();
+                    backoff.next_delay(&mut rng);
+                    ceiling.as_millis()
+                })
+                .collect::<Vec<_>>()
+        };
+        let config = |initial_ms, max_ms| BackoffConfig { initial_ms, max_ms };
+        assert_eq!(ceilings_ms(config(100, 1000)), [100, 200, 400, 800, 1000]);
+        // A max below the first wait is the first wait.
+        assert_eq!(ceilings_ms(config(300, 10)), [300, 300, 300, 300, 300]);
+    }
 
     #[test]
     fn example_config_parses_validates_and_equals_the_defaults() {

@@ -27,9 +27,7 @@
 //!   the records the live twin stores for it, the pure replayer, and reading back from InfluxDB.
 //! - [`metrics`]: the Prometheus endpoint (`[metrics] listen`) rendering [`TwinStats`].
 //! - [`stats`]: what the twin reports ([`TwinStats`]) and the live one-second window.
-//! - [`backoff`]: jittered exponential backoff for reconnects and retries.
 
-pub mod backoff;
 pub mod config;
 pub mod control;
 pub mod estimate;

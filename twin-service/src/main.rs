@@ -1,6 +1,6 @@
 //! `dtop-twin`: the process shell around [`dtop_twin::run`]. Logs, loads and validates the
 //! config (exit 64 before connecting anything), runs, waits for SIGINT/SIGTERM, and drains
-//! within a grace period. Two off-line tools share the config: `replay` (a stored range
+//! within a grace period ([`dtop_daemon::run_until_signal`]; a second signal gives up at once). Two off-line tools share the config: `replay` (a stored range
 //! through the estimator and controller again, [`dtop_twin::replay`]) and `audit` (holes in the
 //! stored block seqs, [`dtop_twin::store::audit`]).
 
@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use dtop_daemon::{Ending, Signals, run_until_signal};
 use dtop_proto::RigId;
 use dtop_twin::config::{ConfigError, TwinConfig};
 use dtop_twin::replay::{ReplayError, ReplayRange};
 use dtop_twin::store::query::InfluxQuery;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -177,8 +177,7 @@ fn load_config(path: Option<&std::path::Path>) -> Result<TwinConfig, ConfigError
 }
 
 async fn serve(config: TwinConfig, grace: Duration) -> anyhow::Result<ExitCode> {
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let signals = Signals::new().context("installing the signal handlers")?;
     let shutdown = CancellationToken::new();
     // Bound before anything runs, so a taken port fails the start.
     let metrics = match config.metrics.listen {
@@ -193,33 +192,39 @@ async fn serve(config: TwinConfig, grace: Duration) -> anyhow::Result<ExitCode> 
     let (handle, mut twin) = dtop_twin::spawn(config, shutdown.clone());
     if let Some((addr, listener)) = metrics {
         info!(%addr, "Serving Prometheus metrics on /metrics.");
-        let (handle, shutdown) = (handle.clone(), shutdown.clone());
+        let (render, shutdown) = (
+            dtop_twin::metrics::renderer(handle.clone()),
+            shutdown.clone(),
+        );
         tokio::spawn(async move {
-            if let Err(e) = dtop_twin::metrics::serve(listener, handle, shutdown).await {
+            if let Err(e) = dtop_daemon::metrics::serve(listener, render, shutdown).await {
                 error!(error = %e, "The metrics endpoint stopped.");
             }
         });
     }
     let mut summary = tokio::time::interval(SUMMARY_INTERVAL);
     summary.tick().await;
-
-    let finished_early = loop {
-        tokio::select! {
-            _ = sigterm.recv() => { info!(signal = "SIGTERM", "Shutting down."); break None; }
-            _ = sigint.recv() => { info!(signal = "SIGINT", "Shutting down."); break None; }
-            result = &mut twin => break Some(result),
-            _ = summary.tick() => log_summary(&handle.stats()),
+    // The twin, with a summary line every interval until shutdown begins.
+    let work = async {
+        loop {
+            tokio::select! {
+                result = &mut twin => break result,
+                _ = summary.tick(), if !shutdown.is_cancelled() => {
+                    if !shutdown.is_cancelled() {
+                        log_summary(&handle.stats());
+                    }
+                }
+            }
         }
     };
-    if let Some(result) = finished_early {
-        result.context("twin task")?.context("running the twin")?;
-        warn!("The twin stopped without being asked to.");
-        return Ok(ExitCode::FAILURE);
-    }
 
-    shutdown.cancel();
-    match tokio::time::timeout(grace, &mut twin).await {
-        Ok(result) => {
+    match run_until_signal(signals, work, shutdown.clone(), grace).await {
+        Ending::Finished(result) => {
+            result.context("twin task")?.context("running the twin")?;
+            warn!("The twin stopped without being asked to.");
+            Ok(ExitCode::FAILURE)
+        }
+        Ending::Drained(result) => {
             result.context("twin task")?.context("draining the twin")?;
             info!(
                 grace_ms = grace.as_millis() as u64,
@@ -227,7 +232,7 @@ async fn serve(config: TwinConfig, grace: Duration) -> anyhow::Result<ExitCode> 
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(_) => {
+        Ending::GraceExceeded => {
             twin.abort();
             let stats = handle.stats();
             error!(
@@ -235,6 +240,10 @@ async fn serve(config: TwinConfig, grace: Duration) -> anyhow::Result<ExitCode> 
                 lines_pending = stats.store.lines_pending,
                 "Shutdown was forced: the grace period ended before storage drained."
             );
+            Ok(ExitCode::FAILURE)
+        }
+        Ending::SecondSignal => {
+            twin.abort();
             Ok(ExitCode::FAILURE)
         }
     }

@@ -1,15 +1,9 @@
-//! Owns the twin's Prometheus endpoint: rendering [`TwinStats`] in the text exposition format
-//! (pure, tested) and serving it on `GET /metrics` (axum). Knows nothing of how the counters
-//! are kept; it reads the twin's stats snapshot.
+//! Owns the twin's Prometheus metrics: rendering [`TwinStats`] in the text exposition format
+//! (pure, tested). Serving them on `GET /metrics` is `dtop_daemon::metrics`; how the counters
+//! are kept is the service's, read through its stats snapshot.
 
 use std::fmt::Write as _;
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use tokio_util::sync::CancellationToken;
+use std::sync::Arc;
 
 use crate::service::TwinHandle;
 use crate::stats::TwinStats;
@@ -307,25 +301,9 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Serves `GET /metrics` on `listener` until `cancel`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    twin: TwinHandle,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(twin);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
-}
-
-async fn metrics(State(twin): State<TwinHandle>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render(&twin.stats()),
-    )
+/// What `dtop_daemon::metrics::serve` renders for the twin: a fresh snapshot per scrape.
+pub fn renderer(twin: TwinHandle) -> dtop_daemon::metrics::Render {
+    Arc::new(move || render(&twin.stats()))
 }
 
 #[cfg(test)]

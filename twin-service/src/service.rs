@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::backoff::Backoff;
 use crate::config::{ConfigProblems, ModelConfig, MqttConfig, Secret, SecretError, TwinConfig};
 use crate::control;
 use crate::ingest::{RejectReason, Rejection};
@@ -313,7 +312,7 @@ async fn run_mqtt(
     // Drives and acks are small packets in a control loop: no Nagle delay.
     network.set_tcp_nodelay(true);
     eventloop.set_network_options(network);
-    let mut backoff = Backoff::new(config.reconnect);
+    let mut backoff = config.reconnect.backoff();
     let mut rng = StdRng::from_os_rng();
     // Once the router stops reading, publishes are discarded while the connection stays up
     // until storage has drained.

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use dtop_daemon::Backoff;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -13,7 +14,6 @@ use tokio_modbus::slave::SlaveContext;
 use tokio_modbus::{ExceptionCode, Slave};
 use tracing::{info, warn};
 
-use crate::backoff::Backoff;
 use crate::modbus::config::{Parity, RtuConfig, Table, TcpConfig};
 
 /// The t3.5 floor above 19200 bit/s (Modbus over Serial Line v1.02 §2.5.1.1, "it is recommended

@@ -38,11 +38,11 @@ use super::batch::Batch;
 use super::outbox::{Lost, Meta, Outbox, Sealed};
 use super::persisted::{self, Acked, DeclaredLoss, PersistTracker};
 use super::{Sink, WriteError};
-use crate::backoff::Backoff;
 use crate::config::{BackoffConfig, SpoolFsync, TwinConfig};
 use crate::lineproto::{self, Precision, SeqLossRecord};
 use crate::rig::Chunk;
 use crate::stats::StoreStats;
+use dtop_daemon::Backoff;
 
 /// Why blocks were given up at shutdown (no spool to keep them).
 pub const LOST_SHUTDOWN_DRAIN: &str = "shutdown_drain";
@@ -143,7 +143,7 @@ impl Writer {
         shutdown: CancellationToken,
         stats_tx: watch::Sender<StoreStats>,
     ) -> Self {
-        let backoff = Backoff::new(config.retry);
+        let backoff = config.retry.backoff();
         Self {
             sink: Some(sink),
             in_flight: None,
