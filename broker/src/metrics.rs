@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use dtop_daemon::metrics::escape_label;
+
 /// Why the broker refused something; one label value of `dtop_broker_refusals_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -239,14 +241,6 @@ impl Metrics {
         }
         out
     }
-}
-
-/// Escapes a Prometheus label value (backslash, double quote, newline).
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// What `dtop_daemon::metrics::serve` renders for the broker: the counters as they are at

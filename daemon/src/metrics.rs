@@ -40,6 +40,15 @@ pub fn router(render: Render) -> Router {
         .with_state(render)
 }
 
+/// A label value as the text exposition format writes it between quotes: backslash, double
+/// quote and line feed escaped (Prometheus "Exposition formats", text format, label values).
+pub fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 async fn metrics(State(render): State<Render>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], render())
 }
@@ -65,6 +74,13 @@ mod tests {
             .expect("the endpoint answers within 10 s")
             .unwrap();
         reply
+    }
+
+    #[test]
+    fn label_values_escape_backslash_quote_and_line_feed_and_nothing_else() {
+        assert_eq!(escape_label("rig-1"), "rig-1");
+        assert_eq!(escape_label(r#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(escape_label("two\nlines\ttab é"), "two\\nlines\ttab é");
     }
 
     #[tokio::test]

@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use dtop_daemon::metrics::escape_label as escape;
+
 use crate::safety::SafetyState;
 use crate::stats::EdgeStats;
 
@@ -397,14 +399,6 @@ pub fn render(rig: &str, stats: &EdgeStats) -> String {
         &per_device(&|d| d.actuator_link_losses_total),
     );
     out
-}
-
-/// Escapes a label value (text format: backslash, quote, newline).
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use dtop_daemon::metrics::escape_label as escape;
+
 use crate::service::TwinHandle;
 use crate::stats::TwinStats;
 
@@ -292,13 +294,6 @@ pub fn render(stats: &TwinStats) -> String {
         }
     }
     out
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// What `dtop_daemon::metrics::serve` renders for the twin: a fresh snapshot per scrape.
