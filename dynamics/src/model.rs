@@ -555,7 +555,7 @@ mod tests {
         );
         let dampers = ShearBuildingConfig {
             damping: Damping::StoreyDampers {
-                storey_damping_n_s_per_m: vec![-1.0, 2.0],
+                storey_damping_n_s_per_m: vec![-1.0, 2.0, 3.0],
             },
             ..with(vec![])
         }
