@@ -214,7 +214,8 @@ impl ShearBuildingConfig {
         for (i, &k) in self.storey_stiffness_n_per_m.iter().enumerate() {
             if !is_positive(k) {
                 problems.push(format!(
-                    "storey_stiffness_n_per_m[{i}] = {k} must be positive and finite"
+                    "storey_stiffness_n_per_m[{i}] = {k} must be positive and finite \
+                     (otherwise the stiffness matrix is not positive definite)"
                 ));
             }
         }
