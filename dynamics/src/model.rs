@@ -484,11 +484,8 @@ mod tests {
         .expect("valid");
         let (c1, c2, c3) = (1.699e4, 1.016e4, 1.34e4);
         // TOOLS.md §3.1, written out by hand.
-        let want = DMatrix::from_row_slice(
-            3,
-            3,
-            &[c1 + c2, -c2, 0.0, -c2, c2 + c3, -c3, 0.0, -c3, c3],
-        );
+        let want =
+            DMatrix::from_row_slice(3, 3, &[c1 + c2, -c2, 0.0, -c2, c2 + c3, -c3, 0.0, -c3, c3]);
         assert_eq!(building.damping_matrix(), &want);
     }
 
@@ -515,10 +512,22 @@ mod tests {
             4,
             4,
             &[
-                3.0, -1.0, 0.0, 0.0, //
-                -1.0, 2.0, -0.5, 0.0, //
-                0.0, -0.5, 0.5 + cp, -cp, //
-                0.0, 0.0, -cp, cp,
+                3.0,
+                -1.0,
+                0.0,
+                0.0, //
+                -1.0,
+                2.0,
+                -0.5,
+                0.0, //
+                0.0,
+                -0.5,
+                0.5 + cp,
+                -cp, //
+                0.0,
+                0.0,
+                -cp,
+                cp,
             ],
         );
         assert_eq!(building.damping_matrix(), &want);

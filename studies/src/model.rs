@@ -335,8 +335,7 @@ mod tests {
             [0.0, -k3 / m3, k3 / m3],
         ];
         let trace = a[0][0] + a[1][1] + a[2][2];
-        let minors = a[0][0] * a[1][1] - a[0][1] * a[1][0] + a[0][0] * a[2][2]
-            - a[0][2] * a[2][0]
+        let minors = a[0][0] * a[1][1] - a[0][1] * a[1][0] + a[0][0] * a[2][2] - a[0][2] * a[2][0]
             + a[1][1] * a[2][2]
             - a[1][2] * a[2][1];
         let det = a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
@@ -361,7 +360,10 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             // The trigonometric cubic loses a few digits to cancellation; 1e-9 is far above it
             // and far below any modelling difference.
-            assert!(((g - w) / w).abs() < 1e-9, "{name}: got {got:?}, want {want:?}");
+            assert!(
+                ((g - w) / w).abs() < 1e-9,
+                "{name}: got {got:?}, want {want:?}"
+            );
         }
     }
 
@@ -422,7 +424,10 @@ mod tests {
             .building()
             .unwrap();
         assert_eq!(building.dofs(), 4);
-        assert_eq!(building.actuator().unwrap().floor, SOUTHAMPTON_ACTUATOR_FLOOR);
+        assert_eq!(
+            building.actuator().unwrap().floor,
+            SOUTHAMPTON_ACTUATOR_FLOOR
+        );
         let (m, k) = (building.mass_matrix(), building.stiffness_matrix());
         let det_k = k.determinant();
         for f in building.natural_frequencies_hz() {
@@ -440,7 +445,11 @@ mod tests {
         let mut spec = builtin_model("cristallo-design").unwrap();
         spec.structure.storey_stiffness_n_per_m[2] = 0.0;
         spec.structure.damping = Damping::Matrix {
-            matrix_n_s_per_m: vec![vec![1.0, 2.0, 0.0], vec![2.0, 1.0, 0.0], vec![0.0, 0.0, 1.0]],
+            matrix_n_s_per_m: vec![
+                vec![1.0, 2.0, 0.0],
+                vec![2.0, 1.0, 0.0],
+                vec![0.0, 0.0, 1.0],
+            ],
         };
         let problems = spec.problems();
         assert!(

@@ -284,11 +284,15 @@ pub fn run_chunk(
         let mut peaks = Vec::new();
         for (floor, v) in outputs.iter().zip(&values) {
             let magnitude: Vec<f64> = v.iter().map(|z| z.norm()).collect();
-            let (peak_index, peak) = magnitude
-                .iter()
-                .copied()
-                .enumerate()
-                .fold((0, f64::NEG_INFINITY), |m, (i, x)| if x > m.1 { (i, x) } else { m });
+            let (peak_index, peak) =
+                magnitude
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .fold(
+                        (0, f64::NEG_INFINITY),
+                        |m, (i, x)| if x > m.1 { (i, x) } else { m },
+                    );
             peaks.push(serde_json::json!({
                 "floor": floor,
                 "peak_magnitude": peak,
@@ -381,9 +385,9 @@ mod tests {
     use dtop_dynamics::{Damping, ShearBuildingConfig};
 
     use super::*;
+    use crate::StudyKind;
     use crate::kinds;
     use crate::model::SensorLayout;
-    use crate::StudyKind;
 
     fn chain(m: Vec<f64>, k: Vec<f64>, c: Vec<f64>) -> ModelSpec {
         ModelSpec {
