@@ -75,7 +75,7 @@ impl SegmentSpectra {
                 fft.process(&mut buf);
                 buf.truncate(bins);
                 for (k, v) in buf.iter_mut().enumerate() {
-                    let edge = k == 0 || (n % 2 == 0 && k == n / 2);
+                    let edge = k == 0 || (n.is_multiple_of(2) && k == n / 2);
                     let c = if edge { 1.0 } else { 2.0 };
                     *v *= (c / (sample_rate_hz * power)).sqrt();
                 }

@@ -253,7 +253,7 @@ fn problems(floors: usize, params: &Params) -> Vec<FieldProblem> {
         );
     }
     let steps = params.steps();
-    if steps < 16 || steps > MAX_STEPS {
+    if !(16..=MAX_STEPS).contains(&steps) {
         bad(
             "params.duration_s",
             format!("duration × sample rate gives {steps} samples; allowed 16 to {MAX_STEPS}"),
