@@ -55,6 +55,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     params["dispersion"] = serde_json::json!({
         "n_samples": 20, "mass_rel_std": 0.02, "stiffness_rel_std": 0.05, "damping_rel_std": 0.2
     });
-    time_study(StudyKind::Simulate, &format!("{name} MC x20"), &model, &params)?;
+    time_study(
+        StudyKind::Simulate,
+        &format!("{name} MC x20"),
+        &model,
+        &params,
+    )?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! `dtop_dynamics::ControlStudy::run` (definitions in dynamics/CONTROL.md), as the CLI's
 //! `control` command drives it. One chunk; no randomness.
 
+use dtop_dynamics::control::laws::MAX_DVF_GAIN_A_PER_M_S;
 use dtop_dynamics::control::{
     ActuatorElectrics, Compensator, ControlError, ControlLaw, ControlStudy, LqgWeights, TmdTuning,
 };
@@ -65,19 +66,20 @@ pub struct Params {
 }
 
 impl Params {
-    /// The defaults for `model`: DVF at half its critical gain; the default actuator on the
-    /// top floor if the model has none; the excitation on the force gauge's floor (floor 1
+    /// The defaults for `model`: the passive law (TMD, as built), which every model accepts
+    /// (half the DVF critical gain is above the 50 A/(m/s) limit on heavy models such as
+    /// `cristallo-msd3`); the default actuator on the top floor if the model has none; the excitation on the force gauge's floor (floor 1
     /// without one); 1–100 Hz by 0.01 Hz.
     pub fn defaults_for(model: &ModelSpec) -> Self {
         Self {
-            law: LawName::Dvf,
+            law: LawName::Tmd,
             actuator_floor: model
                 .structure
                 .actuator
                 .is_none()
                 .then(|| model.floors().max(1)),
             gain_a_per_m_s: None,
-            critical_fraction: Some(0.5),
+            critical_fraction: None,
             compensator: Compensator::default(),
             den_hartog_mode: None,
             lqg_weights: LqgWeights::default(),
@@ -269,6 +271,18 @@ pub fn run_chunk(
                 .dvf_critical_gain(&params.compensator)
                 .map_err(from_control)?
             {
+                Some(critical) if fraction * critical.gain_a_per_m_s > MAX_DVF_GAIN_A_PER_M_S => {
+                    return Err(StudyError::Invalid(vec![FieldProblem::new(
+                        "params.critical_fraction",
+                        format!(
+                            "{fraction} of the critical gain {:.4} A/(m/s) is above the \
+                             {MAX_DVF_GAIN_A_PER_M_S} A/(m/s) allowed: lower the fraction to at \
+                             most {:.4}",
+                            critical.gain_a_per_m_s,
+                            MAX_DVF_GAIN_A_PER_M_S / critical.gain_a_per_m_s
+                        ),
+                    )]));
+                }
                 Some(critical) => fraction * critical.gain_a_per_m_s,
                 None => {
                     return Err(StudyError::Invalid(vec![FieldProblem::new(
@@ -402,7 +416,9 @@ mod tests {
     #[test]
     fn half_the_critical_gain_is_stable_and_reduces_the_energy_on_the_actuated_builtin() {
         let model = builtin_model("southampton-actuator").unwrap();
-        let params = kinds::defaults(StudyKind::Control, &model);
+        let mut params = kinds::defaults(StudyKind::Control, &model);
+        params["law"] = "dvf".into();
+        params["critical_fraction"] = 0.5.into();
         let out = run(&model, &params);
         assert_eq!(out.summary["stability"]["stable"], true);
         let reduction = out.summary["kinetic_energy"]["reduction_db_vs_locked"]["full_band_db"]
@@ -426,6 +442,49 @@ mod tests {
         assert!(out.summary["tmd"]["den_hartog"].is_object());
         let names: Vec<&str> = out.arrays.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["spectra"]);
+    }
+
+    #[test]
+    fn a_fraction_above_the_gain_limit_is_refused_with_the_largest_allowed() {
+        let heavy = builtin_model("cristallo-msd3").unwrap();
+        let params = serde_json::json!({
+            "law": "dvf", "actuator_floor": 3, "critical_fraction": 0.5, "excitation_floor": 3,
+            "grid": { "f_min_hz": 1.0, "f_max_hz": 30.0, "df_hz": 0.5 }
+        });
+        let flag = AtomicBool::new(false);
+        let got = kinds::run_chunk(
+            StudyKind::Control,
+            &heavy,
+            &params,
+            1,
+            0,
+            &ChunkCtx::new(&flag),
+        );
+        let Err(StudyError::Invalid(problems)) = got else {
+            panic!("{got:?}");
+        };
+        assert_eq!(problems[0].field, "params.critical_fraction");
+        assert!(
+            problems[0].message.contains("lower the fraction"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn defaults_run_on_every_builtin() {
+        for (name, model) in crate::model::builtin_models() {
+            let params = kinds::defaults(StudyKind::Control, &model);
+            let flag = AtomicBool::new(false);
+            let got = kinds::run_chunk(
+                StudyKind::Control,
+                &model,
+                &params,
+                1,
+                0,
+                &ChunkCtx::new(&flag),
+            );
+            assert!(got.is_ok(), "{name}: {got:?}");
+        }
     }
 
     #[test]
