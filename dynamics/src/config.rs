@@ -89,7 +89,26 @@ pub enum Damping {
         /// One damping ratio per mode, lowest frequency first; one entry per floor.
         zetas: Vec<f64>,
     },
+    /// One viscous damper per storey, alongside its spring: C has the pattern of K (storey
+    /// `i`'s damper joins floor `i` to the floor below, the ground for storey 1). This is the
+    /// damping of Cristallo's 3-DOF chain (TOOLS.md §3.1); it is not classical in general.
+    StoreyDampers {
+        /// Damping coefficient of each storey, lowest first, in N·s/m; zero or positive, one
+        /// entry per floor.
+        storey_damping_n_s_per_m: Vec<f64>,
+    },
+    /// An explicit damping matrix of the bare structure (floors only, N×N, row by row), in
+    /// N·s/m. It must be symmetric and positive semi-definite, or the model would create
+    /// energy.
+    Matrix {
+        /// C, row by row: N rows of N entries.
+        matrix_n_s_per_m: Vec<Vec<f64>>,
+    },
 }
+
+/// Relative tolerance of the symmetry and semi-definiteness checks of an explicit damping
+/// matrix: entries typed to ~12 digits must pass, a genuinely indefinite matrix must not.
+const DAMPING_MATRIX_TOLERANCE: f64 = 1e-9;
 
 /// An inertial (proof-mass) actuator fitted to one floor.
 ///
@@ -195,7 +214,8 @@ impl ShearBuildingConfig {
         for (i, &k) in self.storey_stiffness_n_per_m.iter().enumerate() {
             if !is_positive(k) {
                 problems.push(format!(
-                    "storey_stiffness_n_per_m[{i}] = {k} must be positive and finite"
+                    "storey_stiffness_n_per_m[{i}] = {k} must be positive and finite \
+                     (otherwise the stiffness matrix is not positive definite)"
                 ));
             }
         }
@@ -278,6 +298,28 @@ fn damping_problems(damping: &Damping, floors: usize, problems: &mut Vec<String>
                 ));
             }
         }
+        Damping::StoreyDampers {
+            storey_damping_n_s_per_m,
+        } => {
+            if storey_damping_n_s_per_m.len() != floors {
+                problems.push(format!(
+                    "damping.storey_damping_n_s_per_m has {} entries but the building has \
+                     {floors} storeys: give one damper per storey",
+                    storey_damping_n_s_per_m.len()
+                ));
+            }
+            for (i, c) in storey_damping_n_s_per_m.iter().enumerate() {
+                if !is_non_negative(*c) {
+                    problems.push(format!(
+                        "damping.storey_damping_n_s_per_m[{i}] = {c} must be zero or positive \
+                         and finite"
+                    ));
+                }
+            }
+        }
+        Damping::Matrix { matrix_n_s_per_m } => {
+            damping_matrix_problems(matrix_n_s_per_m, floors, problems);
+        }
         Damping::Modal { zetas } => {
             if zetas.len() != floors {
                 problems.push(format!(
@@ -291,6 +333,63 @@ fn damping_problems(damping: &Damping, floors: usize, problems: &mut Vec<String>
                 }
             }
         }
+    }
+}
+
+/// An explicit damping matrix must be N×N, finite, symmetric and positive semi-definite.
+fn damping_matrix_problems(rows: &[Vec<f64>], floors: usize, problems: &mut Vec<String>) {
+    let before = problems.len();
+    if rows.len() != floors {
+        problems.push(format!(
+            "damping.matrix_n_s_per_m has {} rows but the building has {floors} floors: \
+             give an N×N matrix of the bare structure",
+            rows.len()
+        ));
+    }
+    for (r, row) in rows.iter().enumerate() {
+        if row.len() != floors {
+            problems.push(format!(
+                "damping.matrix_n_s_per_m[{r}] has {} entries; every row needs {floors}",
+                row.len()
+            ));
+        }
+        for (c, value) in row.iter().enumerate() {
+            if !value.is_finite() {
+                problems.push(format!(
+                    "damping.matrix_n_s_per_m[{r}][{c}] = {value} must be finite"
+                ));
+            }
+        }
+    }
+    if problems.len() > before || floors == 0 {
+        return;
+    }
+    let c = nalgebra::DMatrix::from_fn(floors, floors, |r, col| rows[r][col]);
+    let scale = c.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+    for r in 0..floors {
+        for col in r + 1..floors {
+            if (c[(r, col)] - c[(col, r)]).abs() > DAMPING_MATRIX_TOLERANCE * scale {
+                problems.push(format!(
+                    "damping.matrix_n_s_per_m is not symmetric: [{r}][{col}] = {} but \
+                     [{col}][{r}] = {}",
+                    c[(r, col)],
+                    c[(col, r)]
+                ));
+            }
+        }
+    }
+    if problems.len() > before {
+        return;
+    }
+    let lowest = nalgebra::SymmetricEigen::new(c)
+        .eigenvalues
+        .iter()
+        .fold(f64::INFINITY, |m, v| m.min(*v));
+    if lowest < -DAMPING_MATRIX_TOLERANCE * scale {
+        problems.push(format!(
+            "damping.matrix_n_s_per_m is not positive semi-definite (lowest eigenvalue \
+             {lowest:.6e} N·s/m): such a damper would feed energy into the structure"
+        ));
     }
 }
 

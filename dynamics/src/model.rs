@@ -164,8 +164,8 @@ impl ShearBuilding {
     }
 }
 
-/// Stiffness of a chain of storeys on a fixed base: storey `i` joins floor `i` to floor
-/// `i − 1` (the ground for the first storey).
+/// Stiffness (or, given dampers, damping) of a chain of storeys on a fixed base: storey `i`
+/// joins floor `i` to floor `i − 1` (the ground for the first storey).
 fn chain_stiffness(storey_stiffness_n_per_m: &[f64]) -> DMatrix<f64> {
     let n = storey_stiffness_n_per_m.len();
     let mut k = DMatrix::zeros(n, n);
@@ -215,6 +215,15 @@ fn structural_damping(
                 modes.omegas_rad_s[*mode_b - 1],
             );
             Ok(mass * alpha_per_s + stiffness * beta_s)
+        }
+        Damping::StoreyDampers {
+            storey_damping_n_s_per_m,
+        } => Ok(chain_stiffness(storey_damping_n_s_per_m)),
+        Damping::Matrix { matrix_n_s_per_m } => {
+            let n = mass.nrows();
+            let c = DMatrix::from_fn(n, n, |r, col| matrix_n_s_per_m[r][col]);
+            // Validation allowed rounding-level asymmetry; even it out for Cholesky users.
+            Ok((&c + c.transpose()) * 0.5)
         }
         Damping::Modal { zetas } => {
             let modes = Modes::solve(mass, stiffness)?;
@@ -460,5 +469,106 @@ mod tests {
             panic!("wrong error kind");
         };
         assert_eq!(problems.len(), 3, "{problems:#?}");
+    }
+
+    #[test]
+    fn storey_dampers_give_c_the_pattern_of_k() {
+        let building = ShearBuilding::new(ShearBuildingConfig {
+            floor_masses_kg: vec![5.362, 5.144, 5.142],
+            storey_stiffness_n_per_m: vec![3.846e8, 4.464e8, 4.589e8],
+            damping: Damping::StoreyDampers {
+                storey_damping_n_s_per_m: vec![1.699e4, 1.016e4, 1.34e4],
+            },
+            actuator: None,
+        })
+        .expect("valid");
+        let (c1, c2, c3) = (1.699e4, 1.016e4, 1.34e4);
+        // TOOLS.md §3.1, written out by hand.
+        let want =
+            DMatrix::from_row_slice(3, 3, &[c1 + c2, -c2, 0.0, -c2, c2 + c3, -c3, 0.0, -c3, c3]);
+        assert_eq!(building.damping_matrix(), &want);
+    }
+
+    #[test]
+    fn an_explicit_damping_matrix_is_used_as_given_and_the_actuator_damper_added() {
+        let rows = vec![
+            vec![3.0, -1.0, 0.0],
+            vec![-1.0, 2.0, -0.5],
+            vec![0.0, -0.5, 0.5],
+        ];
+        let building = ShearBuilding::new(ShearBuildingConfig {
+            damping: Damping::Matrix {
+                matrix_n_s_per_m: rows.clone(),
+            },
+            actuator: Some(InertialActuator {
+                floor: 3,
+                ..InertialActuator::default()
+            }),
+            ..ShearBuildingConfig::southampton()
+        })
+        .expect("valid");
+        let cp = InertialActuator::default().damping_n_s_per_m;
+        let want = DMatrix::from_row_slice(
+            4,
+            4,
+            &[
+                3.0,
+                -1.0,
+                0.0,
+                0.0, //
+                -1.0,
+                2.0,
+                -0.5,
+                0.0, //
+                0.0,
+                -0.5,
+                0.5 + cp,
+                -cp, //
+                0.0,
+                0.0,
+                -cp,
+                cp,
+            ],
+        );
+        assert_eq!(building.damping_matrix(), &want);
+    }
+
+    #[test]
+    fn damping_matrices_that_are_not_symmetric_psd_or_square_are_refused_with_the_reason() {
+        let with = |rows: Vec<Vec<f64>>| ShearBuildingConfig {
+            floor_masses_kg: vec![1.0, 1.0],
+            storey_stiffness_n_per_m: vec![100.0, 100.0],
+            damping: Damping::Matrix {
+                matrix_n_s_per_m: rows,
+            },
+            actuator: None,
+        };
+        // Eigenvalues 3 and −1: indefinite.
+        let indefinite = with(vec![vec![1.0, 2.0], vec![2.0, 1.0]]).problems();
+        assert!(
+            indefinite.len() == 1 && indefinite[0].contains("not positive semi-definite"),
+            "{indefinite:?}"
+        );
+        let asymmetric = with(vec![vec![1.0, 0.5], vec![0.0, 1.0]]).problems();
+        assert!(
+            asymmetric.len() == 1 && asymmetric[0].contains("not symmetric"),
+            "{asymmetric:?}"
+        );
+        let ragged = with(vec![vec![1.0], vec![0.0, f64::NAN], vec![]]).problems();
+        assert_eq!(ragged.len(), 4, "{ragged:#?}");
+        // Semi-definite (a single damper between the floors) is fine.
+        assert!(
+            with(vec![vec![1.0, -1.0], vec![-1.0, 1.0]])
+                .problems()
+                .is_empty()
+        );
+        let dampers = ShearBuildingConfig {
+            damping: Damping::StoreyDampers {
+                storey_damping_n_s_per_m: vec![-1.0, 2.0, 3.0],
+            },
+            ..with(vec![])
+        }
+        .problems();
+        assert_eq!(dampers.len(), 2, "{dampers:#?}");
     }
 }

@@ -14,6 +14,8 @@
 //!   [`ModelRef`] (`name@version`), [`Provenance`], the built-in models.
 //! - [`problems`]: [`FieldProblem`], one per bad field, all reported at once.
 //! - [`output`]: [`StudyOutput`] (a JSON summary and named column arrays) and CSV.
+//! - [`signal`]: spectral estimation shared by kinds: Hann window, Welch and periodogram
+//!   densities, H1 and coherence, percentiles.
 //! - [`kinds`]: one module per [`StudyKind`], each with its `Params`, validation, chunk and
 //!   reduce functions; [`plan`], [`run_chunk`], [`reduce`] and [`defaults`] dispatch to them.
 
@@ -21,6 +23,7 @@ pub mod kinds;
 pub mod model;
 pub mod output;
 pub mod problems;
+pub mod signal;
 
 use std::fmt;
 use std::str::FromStr;
