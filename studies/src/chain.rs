@@ -92,6 +92,29 @@ impl Chain<'_> {
     }
 }
 
+impl Chain<'_> {
+    /// Displacement phasors (m) of every floor for in-phase real force amplitudes `force_n`
+    /// (N, one per floor), written into `u`.
+    ///
+    /// # Errors
+    /// [`ChainError::Singular`] on a zero pivot.
+    pub fn solve_force(
+        &self,
+        omega_rad_s: f64,
+        force_n: &[f64],
+        u: &mut Vec<C64>,
+        scratch: &mut Scratch,
+    ) -> Result<(), ChainError> {
+        self.dynamic_stiffness(omega_rad_s, &mut scratch.diag, &mut scratch.off);
+        u.clear();
+        u.extend(force_n.iter().map(|&f| C64::new(f, 0.0)));
+        thomas(&mut scratch.diag, &scratch.off, u).map_err(|pivot| ChainError::Singular {
+            omega_rad_s,
+            pivot,
+        })
+    }
+}
+
 /// Reusable buffers for [`Chain::solve_unit_force`].
 #[derive(Debug, Clone, Default)]
 pub struct Scratch {
