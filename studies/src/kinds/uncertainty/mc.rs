@@ -8,12 +8,15 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{BLOCK_SAMPLES, Setup};
-use crate::chain::Scratch;
+use crate::chain::{C64, Scratch};
 use crate::{ChunkCtx, StudyError, chunk_seed};
 
 /// Histogram bins per (frequency, floor), over log10(|u|/|u_nominal|) ∈ [−LOG_SPAN, LOG_SPAN];
 /// values outside fall in an under- or overflow count.
 pub const BINS: usize = 64;
+/// 1 / (2 ln 10).
+const HALF_INV_LN10: f64 = 0.5 / std::f64::consts::LN_10;
+
 /// Half-span of the histogram in decades.
 pub const LOG_SPAN: f64 = 1.0;
 
@@ -157,45 +160,105 @@ pub fn run(
     let inv_ref: Vec<f64> = out.nominal_m.iter().map(|v| v.log10()).collect();
     let scale = BINS as f64 / (2.0 * LOG_SPAN);
     let np = setup.params();
-    let mut p = vec![0.0; np];
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    for s in first..first + count {
+    // Draw every sample of the chunk first (sample-major, in stream order), then sweep the
+    // frequencies in the outer loop so each point's histogram stays in cache.
+    let count_us = usize::try_from(count)
+        .map_err(|_| StudyError::Numerics("chunk too large for this machine".into()))?;
+    let mut drawn = vec![0.0; count_us * np];
+    for (si, s) in (first..first + count).enumerate() {
         if s == first || s % BLOCK_SAMPLES == 0 {
             let block = u32::try_from(s / BLOCK_SAMPLES)
                 .map_err(|_| StudyError::Numerics("too many Monte Carlo blocks".into()))?;
             rng = ChaCha8Rng::seed_from_u64(chunk_seed(seed, block));
         }
-        ctx.check()?;
-        for l in 0..np {
+        let row = &mut drawn[si * np..(si + 1) * np];
+        for ((v, lo), hi) in row.iter_mut().zip(&setup.lo).zip(&setup.hi) {
             let t: f64 = rng.random();
-            p[l] = setup.lo[l] + (setup.hi[l] - setup.lo[l]) * t;
+            *v = lo + (hi - lo) * t;
         }
-        let chain = setup.chain(&p);
-        for (fi, &w) in omegas.iter().enumerate() {
-            chain
-                .solve_unit_force(w, setup.force_floor, &mut u, &mut scratch)
-                .map_err(|e| StudyError::Numerics(e.to_string()))?;
+    }
+    // Per sample: masses, diagonal stiffness and damping sums, storey stiffness and damping.
+    let mut pre = vec![0.0; count_us * 5 * n];
+    for si in 0..count_us {
+        let p = &drawn[si * np..(si + 1) * np];
+        let q = &mut pre[si * 5 * n..(si + 1) * 5 * n];
+        for i in 0..n {
+            let (k_up, c_up) = if i + 1 < n { (p[n + i + 1], p[2 * n + i + 1]) } else { (0.0, 0.0) };
+            q[i] = p[i];
+            q[n + i] = p[n + i] + k_up;
+            q[2 * n + i] = p[2 * n + i] + c_up;
+            q[3 * n + i] = p[n + i];
+            q[4 * n + i] = p[2 * n + i];
+        }
+    }
+    let zero = C64::new(0.0, 0.0);
+    let (mut diag, mut rhs, mut inv) = (vec![zero; n], vec![zero; n], vec![zero; n]);
+    let mut hist = vec![0_u32; n * BINS];
+    for (fi, &w) in omegas.iter().enumerate() {
+        ctx.check()?;
+        let w2 = w * w;
+        let base = fi * n;
+        hist.iter_mut().for_each(|h| *h = 0);
+        for q in pre.chunks_exact(5 * n) {
+            let (m, kd, cd, k, c) = (&q[..n], &q[n..2 * n], &q[2 * n..3 * n], &q[3 * n..4 * n], &q[4 * n..]);
+            // Thomas algorithm with reciprocal pivots; off[i−1] = −(k_i + iω c_i) (see `chain`).
             for i in 0..n {
-                let c = fi * n + i;
-                let a = u[i].norm();
+                diag[i] = C64::new(kd[i] - w2 * m[i], w * cd[i]);
+                rhs[i] = zero;
+            }
+            rhs[setup.force_floor] = C64::new(1.0, 0.0);
+            for i in 0..n {
+                if i > 0 {
+                    let off = C64::new(-k[i], -w * c[i]);
+                    let factor = off * inv[i - 1];
+                    diag[i] -= factor * off;
+                    let prev = rhs[i - 1];
+                    rhs[i] -= factor * prev;
+                }
+                let d = diag[i];
+                let nsq = d.norm_sqr();
+                if !(nsq > 0.0 && nsq.is_finite()) {
+                    return Err(StudyError::Numerics(format!(
+                        "singular dynamic stiffness at {} Hz",
+                        setup.frequencies_hz[fi]
+                    )));
+                }
+                let r = 1.0 / nsq;
+                inv[i] = C64::new(d.re * r, -d.im * r);
+            }
+            rhs[n - 1] *= inv[n - 1];
+            for i in (0..n - 1).rev() {
+                let off = C64::new(-k[i + 1], -w * c[i + 1]);
+                let next = rhs[i + 1];
+                rhs[i] = (rhs[i] - off * next) * inv[i];
+            }
+            for (i, z) in rhs.iter().enumerate() {
+                let cidx = base + i;
+                let a2 = z.norm_sqr();
+                let a = a2.sqrt();
                 if !a.is_finite() {
                     return Err(StudyError::Numerics(format!(
                         "non-finite response at {} Hz",
                         setup.frequencies_hz[fi]
                     )));
                 }
-                out.min_m[c] = out.min_m[c].min(a);
-                out.max_m[c] = out.max_m[c].max(a);
-                out.sum_m[c] += a;
-                let pos = (a.log10() - inv_ref[c] + LOG_SPAN) * scale;
+                out.min_m[cidx] = out.min_m[cidx].min(a);
+                out.max_m[cidx] = out.max_m[cidx].max(a);
+                out.sum_m[cidx] += a;
+                // log10|u| = ln(|u|²) / (2 ln 10): one logarithm, no square root inside it.
+                let pos = (a2.ln() * HALF_INV_LN10 - inv_ref[cidx] + LOG_SPAN) * scale;
                 if pos < 0.0 {
-                    out.under[c] += 1;
+                    out.under[cidx] += 1;
                 } else if pos >= BINS as f64 {
-                    out.over[c] += 1;
+                    out.over[cidx] += 1;
                 } else {
-                    out.histogram[c * BINS + pos as usize] += 1;
+                    hist[i * BINS + pos as usize] += 1;
                 }
             }
+        }
+        for (dst, &h) in out.histogram[base * BINS..(base + n) * BINS].iter_mut().zip(&hist) {
+            *dst = u64::from(h);
         }
     }
     out.samples = count;
