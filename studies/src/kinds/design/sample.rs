@@ -60,7 +60,7 @@ pub struct BlockSums {
     pub s: Vec<f64>,
     /// Σ y sᵀ, O×P.
     pub ys: Vec<f64>,
-    /// Σ y_a y_b s_j, O×O×P.
+    /// Σ y_a y_b s_j, O×O×P, for a ≤ b only (the rest stays 0; it is symmetric).
     pub yys: Vec<f64>,
     /// Σ f s, O×P.
     pub fs: Vec<f64>,
@@ -228,7 +228,7 @@ pub fn run(
                 (d, _) => d.mean(),
             };
         }
-        if let Some(j) = (0..2 * n).find(|&j| !(x[j] > 0.0)) {
+        if let Some(j) = (0..2 * n).find(|&j| x[j].is_nan() || x[j] <= 0.0) {
             return Err(StudyError::Numerics(format!(
                 "sample {idx} drew a non-positive {} ({}); narrow its distribution",
                 if j < n { "mass" } else { "stiffness" },
@@ -265,6 +265,10 @@ pub fn run(
             for b in 0..o {
                 let yab = y[a] * y[b];
                 block.yy[a * o + b] += yab;
+                if b < a {
+                    // Symmetric in (a, b): only the upper triangle is summed.
+                    continue;
+                }
                 let row = &mut block.yys[(a * o + b) * p..(a * o + b + 1) * p];
                 for (r, sk) in row.iter_mut().zip(&s) {
                     *r += yab * sk;
@@ -275,14 +279,16 @@ pub fn run(
                 *r += y[a] * sk;
             }
             if fail[a] {
-                for k in 0..p {
-                    block.fs[a * p + k] += s[k];
-                    block.fss[a * p + k] += s[k] * s[k];
+                let fs = &mut block.fs[a * p..(a + 1) * p];
+                let fss = &mut block.fss[a * p..(a + 1) * p];
+                for ((f1, f2), sk) in fs.iter_mut().zip(fss.iter_mut()).zip(&s) {
+                    *f1 += sk;
+                    *f2 += sk * sk;
                 }
             }
         }
-        for k in 0..p {
-            block.s[k] += s[k];
+        for (acc, sk) in block.s.iter_mut().zip(&s) {
+            *acc += sk;
         }
     }
     if block.n > 0 {

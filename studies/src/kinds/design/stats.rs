@@ -82,7 +82,7 @@ pub fn pilot(floors: usize, params: &Params) -> Result<Pilot, StudyError> {
     for a in 0..o {
         let lo = (nominal[a] - 6.0 * std_lin[a]).max(0.0);
         let mut hi = nominal[a] + 6.0 * std_lin[a];
-        if !(hi > lo) {
+        if hi.is_nan() || hi <= lo {
             hi = lo + (1e-9 * nominal[a].abs()).max(f64::MIN_POSITIVE * 1e3);
         }
         lower.push(lo);
@@ -165,7 +165,7 @@ pub fn reduce(params: &Params, pilot: &Pilot, chunks: &[ChunkSums]) -> Result<St
     // ∂μ_a/∂θ_k = E[y_a s_k] − μ_a E[s_k] and ∂Σ_ab/∂θ_k = E[(y_a−μ_a)(y_b−μ_b) s_k].
     let dmu = |a: usize, k: usize| sys[a * p + k] / nf - mean[a] * es[k];
     let dsig = |a: usize, b: usize, k: usize| {
-        syys[(a * o + b) * p + k] / nf - mean[a] * sys[b * p + k] / nf - mean[b] * sys[a * p + k] / nf
+        syys[(a.min(b) * o + a.max(b)) * p + k] / nf - mean[a] * sys[b * p + k] / nf - mean[b] * sys[a * p + k] / nf
             + mean[a] * mean[b] * es[k]
     };
     // Pseudo-inverse of Σ (outputs may be exactly dependent, e.g. |x₁| and k₁|x₁| with k₁ fixed).

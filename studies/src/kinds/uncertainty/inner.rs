@@ -96,8 +96,8 @@ pub fn inner_bounds(
         let mut best_lo = vec![(f64::INFINITY, 0_u128); n];
         let mut best_hi = vec![(f64::NEG_INFINITY, 0_u128); n];
         for &mask in &corner_masks {
-            for l in 0..np {
-                p[l] = if l < 128 && mask >> l & 1 == 1 { setup.hi[l] } else { setup.lo[l] };
+            for (l, v) in p.iter_mut().enumerate() {
+                *v = if l < 128 && mask >> l & 1 == 1 { setup.hi[l] } else { setup.lo[l] };
             }
             magnitudes(setup, &p, w, &mut u, &mut scratch)?;
             for i in 0..n {

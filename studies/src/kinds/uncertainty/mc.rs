@@ -218,7 +218,7 @@ pub fn run(
                 }
                 let d = diag[i];
                 let nsq = d.norm_sqr();
-                if !(nsq > 0.0 && nsq.is_finite()) {
+                if nsq.is_nan() || nsq <= 0.0 || nsq.is_infinite() {
                     return Err(StudyError::Numerics(format!(
                         "singular dynamic stiffness at {} Hz",
                         setup.frequencies_hz[fi]

@@ -158,7 +158,7 @@ fn verify(setup: &Setup, mid: &[f64], rad: &[f64], w: f64) -> (Option<Verified>,
         return (None, score);
     }
     let check = (&z + &g_bar * &y) * widen;
-    if check.iter().zip(y.iter()).any(|(c, v)| !(c < v)) {
+    if check.iter().zip(y.iter()).any(|(c, v)| c.is_nan() || c >= v) {
         return (None, score);
     }
     (
