@@ -22,7 +22,9 @@ fn msd3() -> ModelSpec {
         structure: ShearBuildingConfig {
             floor_masses_kg: vec![5.362e4, 5.144e4, 5.142e4],
             storey_stiffness_n_per_m: vec![3.846e8, 4.464e8, 4.589e8],
-            damping: Damping::Modal { zetas: vec![0.01; 3] },
+            damping: Damping::Modal {
+                zetas: vec![0.01; 3],
+            },
             actuator: None,
         },
         sensors: SensorLayout::default(),
@@ -69,10 +71,16 @@ fn main() -> anyhow::Result<()> {
         }
         _ => {
             let cols = &out.arrays[0].columns;
-            let mean = cols.iter().find(|c| c.name == "mc_mean_m").map(|c| c.values.iter().sum::<f64>());
+            let mean = cols
+                .iter()
+                .find(|c| c.name == "mc_mean_m")
+                .map(|c| c.values.iter().sum::<f64>());
             format!("sum of mean |u| {mean:?}")
         }
     };
-    println!("{kind}: {} chunks, {} work units, {digest}", plan.chunks, plan.work_units);
+    println!(
+        "{kind}: {} chunks, {} work units, {digest}",
+        plan.chunks, plan.work_units
+    );
     Ok(())
 }

@@ -85,10 +85,8 @@ impl Chain<'_> {
                 C64::new(0.0, 0.0)
             }
         }));
-        thomas(&mut scratch.diag, &scratch.off, u).map_err(|pivot| ChainError::Singular {
-            omega_rad_s,
-            pivot,
-        })
+        thomas(&mut scratch.diag, &scratch.off, u)
+            .map_err(|pivot| ChainError::Singular { omega_rad_s, pivot })
     }
 }
 
@@ -108,10 +106,8 @@ impl Chain<'_> {
         self.dynamic_stiffness(omega_rad_s, &mut scratch.diag, &mut scratch.off);
         u.clear();
         u.extend(force_n.iter().map(|&f| C64::new(f, 0.0)));
-        thomas(&mut scratch.diag, &scratch.off, u).map_err(|pivot| ChainError::Singular {
-            omega_rad_s,
-            pivot,
-        })
+        thomas(&mut scratch.diag, &scratch.off, u)
+            .map_err(|pivot| ChainError::Singular { omega_rad_s, pivot })
     }
 }
 

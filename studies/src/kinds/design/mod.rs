@@ -136,7 +136,11 @@ impl Params {
             .collect();
         if n == 3 {
             return Self {
-                mass_kg: vec![g(4.8724882, 0.0312982), g(5.4758033, 0.1002168), g(5.6923249, 0.1144056)],
+                mass_kg: vec![
+                    g(4.8724882, 0.0312982),
+                    g(5.4758033, 0.1002168),
+                    g(5.6923249, 0.1144056),
+                ],
                 stiffness_n_per_m: vec![
                     g(4203.0027, 83.760278),
                     g(4147.6895, 69.627281),
@@ -161,12 +165,17 @@ impl Params {
         let c: Vec<f64> = (0..n)
             .map(|i| 2.0 * 0.02 * (k.get(i).copied().unwrap_or(0.0) * m[i]).abs().sqrt())
             .collect();
-        let w1 = k.first().zip(m.first()).map_or(1.0, |(k, m)| (k / m).abs().sqrt());
+        let w1 = k
+            .first()
+            .zip(m.first())
+            .map_or(1.0, |(k, m)| (k / m).abs().sqrt());
         Self {
             mass_kg: m.iter().map(|&v| g(v, 0.02 * v)).collect(),
             stiffness_n_per_m: k.iter().map(|&v| g(v, 0.02 * v)).collect(),
             damping_n_s_per_m: c.iter().map(|&v| g(v, 0.1 * v)).collect(),
-            force_n: (0..n).map(|i| if i + 1 == n { g(1.0, 0.1) } else { g(0.0, 0.0) }).collect(),
+            force_n: (0..n)
+                .map(|i| if i + 1 == n { g(1.0, 0.1) } else { g(0.0, 0.0) })
+                .collect(),
             frequency_hz: 0.9 * w1 / std::f64::consts::TAU,
             outputs,
             thresholds: None,
@@ -257,7 +266,10 @@ pub fn problems(model: &ModelSpec, params: &Params) -> Vec<FieldProblem> {
         ));
     }
     if params.outputs.is_empty() {
-        problems.push(FieldProblem::new("params.outputs", "is empty; select at least one output"));
+        problems.push(FieldProblem::new(
+            "params.outputs",
+            "is empty; select at least one output",
+        ));
     }
     for (i, o) in params.outputs.iter().enumerate() {
         let (OutputSel::Displacement(f) | OutputSel::Shear(f)) = *o;
@@ -272,12 +284,19 @@ pub fn problems(model: &ModelSpec, params: &Params) -> Vec<FieldProblem> {
         if t.len() != params.outputs.len() {
             problems.push(FieldProblem::new(
                 "params.thresholds",
-                format!("has {} entries; give one per output ({})", t.len(), params.outputs.len()),
+                format!(
+                    "has {} entries; give one per output ({})",
+                    t.len(),
+                    params.outputs.len()
+                ),
             ));
         }
         for (i, v) in t.iter().enumerate() {
             if !v.is_finite() {
-                problems.push(FieldProblem::new(format!("params.thresholds[{i}]"), "must be finite"));
+                problems.push(FieldProblem::new(
+                    format!("params.thresholds[{i}]"),
+                    "must be finite",
+                ));
             }
         }
     }
@@ -288,7 +307,10 @@ pub fn problems(model: &ModelSpec, params: &Params) -> Vec<FieldProblem> {
         ));
     }
     if params.samples_per_chunk == Some(0) {
-        problems.push(FieldProblem::new("params.samples_per_chunk", "= 0; must be ≥ 1"));
+        problems.push(FieldProblem::new(
+            "params.samples_per_chunk",
+            "= 0; must be ≥ 1",
+        ));
     }
     if !(2..=1000).contains(&params.bins) {
         problems.push(FieldProblem::new(
@@ -316,7 +338,9 @@ pub fn check(model: &ModelSpec, params: &Params, budget: &Budget) -> Result<Plan
             max_work_units: budget.max_work_units,
         });
     }
-    let chunks = params.samples.div_ceil(samples_per_chunk(params, model.floors()));
+    let chunks = params
+        .samples
+        .div_ceil(samples_per_chunk(params, model.floors()));
     let chunks = u32::try_from(chunks).map_err(|_| {
         StudyError::Invalid(vec![FieldProblem::new(
             "params.samples_per_chunk",
@@ -345,7 +369,9 @@ pub fn run_chunk(
     let per_chunk = samples_per_chunk(params, model.floors());
     let first = u64::from(chunk) * per_chunk;
     if first >= params.samples {
-        return Err(StudyError::BadChunk(format!("chunk {chunk} is past the last sample")));
+        return Err(StudyError::BadChunk(format!(
+            "chunk {chunk} is past the last sample"
+        )));
     }
     let count = per_chunk.min(params.samples - first);
     let pilot = stats::pilot(model.floors(), params)?;
@@ -370,8 +396,8 @@ pub fn reduce(
     let pilot = stats::pilot(model.floors(), params)?;
     let mut parts = Vec::with_capacity(chunks.len());
     for c in chunks {
-        let part: sample::ChunkSums = serde_json::from_value(c.clone())
-            .map_err(|e| StudyError::BadChunk(e.to_string()))?;
+        let part: sample::ChunkSums =
+            serde_json::from_value(c.clone()).map_err(|e| StudyError::BadChunk(e.to_string()))?;
         parts.push(part);
     }
     stats::reduce(params, &pilot, &parts)

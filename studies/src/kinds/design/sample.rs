@@ -29,7 +29,12 @@ pub struct Theta {
 /// The distribution parameters of every random input, in input order.
 pub fn thetas(params: &Params) -> Vec<Theta> {
     let n = params.mass_kg.len();
-    let names = ["mass_kg", "stiffness_n_per_m", "damping_n_s_per_m", "force_n"];
+    let names = [
+        "mass_kg",
+        "stiffness_n_per_m",
+        "damping_n_s_per_m",
+        "force_n",
+    ];
     let mut out = Vec::new();
     for (j, d) in params.inputs().iter().enumerate() {
         if !d.is_random() {
@@ -40,8 +45,18 @@ pub fn thetas(params: &Params) -> Vec<Theta> {
             Dist::Gaussian { mean, std } => (mean, std, "mean", "std"),
             Dist::Gamma { shape, scale } => (shape, scale, "shape", "scale"),
         };
-        out.push(Theta { input: j, which: 0, value: a, name: format!("{base}.{na}") });
-        out.push(Theta { input: j, which: 1, value: b, name: format!("{base}.{nb}") });
+        out.push(Theta {
+            input: j,
+            which: 0,
+            value: a,
+            name: format!("{base}.{na}"),
+        });
+        out.push(Theta {
+            input: j,
+            which: 1,
+            value: b,
+            name: format!("{base}.{nb}"),
+        });
     }
     out
 }
@@ -211,7 +226,8 @@ pub fn run(
     for idx in first..first + count {
         if idx % BLOCK_SAMPLES == 0 || idx == first {
             if block.n > 0 {
-                out.blocks.push(std::mem::replace(&mut block, BlockSums::new(o, p)));
+                out.blocks
+                    .push(std::mem::replace(&mut block, BlockSums::new(o, p)));
             }
             let b = u32::try_from(idx / BLOCK_SAMPLES)
                 .map_err(|_| StudyError::Numerics("too many Monte Carlo blocks".into()))?;
@@ -242,7 +258,9 @@ pub fn run(
         for a in 0..o {
             let v = y[a];
             if !v.is_finite() {
-                return Err(StudyError::Numerics(format!("sample {idx} gave a non-finite output")));
+                return Err(StudyError::Numerics(format!(
+                    "sample {idx} gave a non-finite output"
+                )));
             }
             out.min[a] = out.min[a].min(v);
             out.max[a] = out.max[a].max(v);

@@ -7,9 +7,9 @@ use nalgebra::{DMatrix, SymmetricEigen};
 
 use super::sample::{ChunkSums, outputs, thetas};
 use super::{Dist, Params};
+use crate::StudyError;
 use crate::chain::Scratch;
 use crate::output::{Column, NamedArray, StudyOutput};
-use crate::StudyError;
 
 /// What is fixed before sampling, per output.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,8 +38,11 @@ pub fn digamma(mut x: f64) -> f64 {
     }
     let inv = 1.0 / x;
     let inv2 = inv * inv;
-    acc + x.ln() - 0.5 * inv
-        - inv2 * (1.0 / 12.0 - inv2 * (1.0 / 120.0 - inv2 * (1.0 / 252.0 - inv2 * (1.0 / 240.0 - inv2 / 132.0))))
+    acc + x.ln()
+        - 0.5 * inv
+        - inv2
+            * (1.0 / 12.0
+                - inv2 * (1.0 / 120.0 - inv2 * (1.0 / 252.0 - inv2 * (1.0 / 240.0 - inv2 / 132.0))))
 }
 
 /// The pilot: outputs at the means, their delta-method std by central differences (step
@@ -56,7 +59,15 @@ pub fn pilot(floors: usize, params: &Params) -> Result<Pilot, StudyError> {
     let mut scratch = Scratch::default();
     let x0: Vec<f64> = inputs.iter().map(Dist::mean).collect();
     let mut nominal = vec![0.0; o];
-    outputs(floors, &params.outputs, omega, &x0, &mut nominal, &mut u, &mut scratch)?;
+    outputs(
+        floors,
+        &params.outputs,
+        omega,
+        &x0,
+        &mut nominal,
+        &mut u,
+        &mut scratch,
+    )?;
     let mut var = vec![0.0; o];
     let (mut yp, mut ym) = (vec![0.0; o], vec![0.0; o]);
     for (j, d) in inputs.iter().enumerate() {
@@ -67,9 +78,25 @@ pub fn pilot(floors: usize, params: &Params) -> Result<Pilot, StudyError> {
         let h = 1e-4 * sd;
         let mut x = x0.clone();
         x[j] = x0[j] + h;
-        outputs(floors, &params.outputs, omega, &x, &mut yp, &mut u, &mut scratch)?;
+        outputs(
+            floors,
+            &params.outputs,
+            omega,
+            &x,
+            &mut yp,
+            &mut u,
+            &mut scratch,
+        )?;
         x[j] = x0[j] - h;
-        outputs(floors, &params.outputs, omega, &x, &mut ym, &mut u, &mut scratch)?;
+        outputs(
+            floors,
+            &params.outputs,
+            omega,
+            &x,
+            &mut ym,
+            &mut u,
+            &mut scratch,
+        )?;
         for a in 0..o {
             let d = (yp[a] - ym[a]) / (2.0 * h) * sd;
             var[a] += d * d;
@@ -92,7 +119,14 @@ pub fn pilot(floors: usize, params: &Params) -> Result<Pilot, StudyError> {
         Some(t) => t.clone(),
         None => (0..o).map(|a| nominal[a] + 3.0 * std_lin[a]).collect(),
     };
-    Ok(Pilot { nominal, std_lin, lower, width, bins, threshold })
+    Ok(Pilot {
+        nominal,
+        std_lin,
+        lower,
+        width,
+        bins,
+        threshold,
+    })
 }
 
 /// Reduces the chunks (in chunk order) to the study's output.
@@ -100,7 +134,11 @@ pub fn pilot(floors: usize, params: &Params) -> Result<Pilot, StudyError> {
 /// # Errors
 /// [`StudyError::BadChunk`] when shapes or block order do not fit; [`StudyError::Numerics`]
 /// when there are fewer than 2 samples.
-pub fn reduce(params: &Params, pilot: &Pilot, chunks: &[ChunkSums]) -> Result<StudyOutput, StudyError> {
+pub fn reduce(
+    params: &Params,
+    pilot: &Pilot,
+    chunks: &[ChunkSums],
+) -> Result<StudyOutput, StudyError> {
     let th = thetas(params);
     let (o, p, bins) = (params.outputs.len(), th.len(), pilot.bins);
     let bad = |m: &str| StudyError::BadChunk(m.to_owned());
@@ -126,13 +164,26 @@ pub fn reduce(params: &Params, pilot: &Pilot, chunks: &[ChunkSums]) -> Result<St
         }
         next_block += c.blocks.len() as u64;
         for b in &c.blocks {
-            if b.y.len() != o || b.yy.len() != o * o || b.s.len() != p || b.ys.len() != o * p
-                || b.yys.len() != o * o * p || b.fs.len() != o * p || b.fss.len() != o * p
+            if b.y.len() != o
+                || b.yy.len() != o * o
+                || b.s.len() != p
+                || b.ys.len() != o * p
+                || b.yys.len() != o * o * p
+                || b.fs.len() != o * p
+                || b.fss.len() != o * p
             {
                 return Err(bad("block of the wrong shape"));
             }
             n += b.n;
-            for (acc, v) in [(&mut sy, &b.y), (&mut syy, &b.yy), (&mut ss, &b.s), (&mut sys, &b.ys), (&mut syys, &b.yys), (&mut sfs, &b.fs), (&mut sfss, &b.fss)] {
+            for (acc, v) in [
+                (&mut sy, &b.y),
+                (&mut syy, &b.yy),
+                (&mut ss, &b.s),
+                (&mut sys, &b.ys),
+                (&mut syys, &b.yys),
+                (&mut sfs, &b.fs),
+                (&mut sfss, &b.fss),
+            ] {
                 for (a, x) in acc.iter_mut().zip(v) {
                     *a += x;
                 }
@@ -150,7 +201,9 @@ pub fn reduce(params: &Params, pilot: &Pilot, chunks: &[ChunkSums]) -> Result<St
         }
     }
     if n < 2 {
-        return Err(StudyError::Numerics("design needs at least 2 samples".into()));
+        return Err(StudyError::Numerics(
+            "design needs at least 2 samples".into(),
+        ));
     }
     let nf = n as f64;
     let mean: Vec<f64> = sy.iter().map(|v| v / nf).collect();
@@ -165,7 +218,9 @@ pub fn reduce(params: &Params, pilot: &Pilot, chunks: &[ChunkSums]) -> Result<St
     // ∂μ_a/∂θ_k = E[y_a s_k] − μ_a E[s_k] and ∂Σ_ab/∂θ_k = E[(y_a−μ_a)(y_b−μ_b) s_k].
     let dmu = |a: usize, k: usize| sys[a * p + k] / nf - mean[a] * es[k];
     let dsig = |a: usize, b: usize, k: usize| {
-        syys[(a.min(b) * o + a.max(b)) * p + k] / nf - mean[a] * sys[b * p + k] / nf - mean[b] * sys[a * p + k] / nf
+        syys[(a.min(b) * o + a.max(b)) * p + k] / nf
+            - mean[a] * sys[b * p + k] / nf
+            - mean[b] * sys[a * p + k] / nf
             + mean[a] * mean[b] * es[k]
     };
     // Pseudo-inverse of Σ (outputs may be exactly dependent, e.g. |x₁| and k₁|x₁| with k₁ fixed).
@@ -181,8 +236,9 @@ pub fn reduce(params: &Params, pilot: &Pilot, chunks: &[ChunkSums]) -> Result<St
     let dsig_m: Vec<DMatrix<f64>> = (0..p)
         .map(|k| DMatrix::from_fn(o, o, |a, b| dsig(a, b, k)))
         .collect();
-    let dmu_v: Vec<nalgebra::DVector<f64>> =
-        (0..p).map(|k| nalgebra::DVector::from_fn(o, |a, _| dmu(a, k))).collect();
+    let dmu_v: Vec<nalgebra::DVector<f64>> = (0..p)
+        .map(|k| nalgebra::DVector::from_fn(o, |a, _| dmu(a, k)))
+        .collect();
     let sd: Vec<DMatrix<f64>> = dsig_m.iter().map(|d| &pinv * d).collect();
     let mut fisher = DMatrix::<f64>::zeros(p, p);
     for j in 0..p {
@@ -194,7 +250,9 @@ pub fn reduce(params: &Params, pilot: &Pilot, chunks: &[ChunkSums]) -> Result<St
         }
     }
     if fisher.iter().any(|v| !v.is_finite()) {
-        return Err(StudyError::Numerics("Fisher information is not finite".into()));
+        return Err(StudyError::Numerics(
+            "Fisher information is not finite".into(),
+        ));
     }
     let fe = SymmetricEigen::new(fisher.clone());
     let mut order: Vec<usize> = (0..p).collect();
@@ -227,7 +285,10 @@ pub fn reduce(params: &Params, pilot: &Pilot, chunks: &[ChunkSums]) -> Result<St
         ("max", max.clone()),
         ("threshold", pilot.threshold.clone()),
         ("p_failure", pf.clone()),
-        ("p_failure_std_error", pf.iter().map(|&q| (q * (1.0 - q) / nf).sqrt()).collect()),
+        (
+            "p_failure_std_error",
+            pf.iter().map(|&q| (q * (1.0 - q) / nf).sqrt()).collect(),
+        ),
         ("pilot_nominal", pilot.nominal.clone()),
         ("pilot_std_lin", pilot.std_lin.clone()),
     ];
@@ -237,18 +298,41 @@ pub fn reduce(params: &Params, pilot: &Pilot, chunks: &[ChunkSums]) -> Result<St
             name: "output_index".into(),
             values: (0..o).map(|a| a as f64).collect(),
         })
-        .chain(stats_cols.drain(..).map(|(name, values)| Column { name: format!("{name}_in_output_unit"), values }))
+        .chain(stats_cols.drain(..).map(|(name, values)| Column {
+            name: format!("{name}_in_output_unit"),
+            values,
+        }))
         .collect(),
     }];
     for a in 0..o {
-        let edges: Vec<f64> = (0..bins).map(|b| pilot.lower[a] + pilot.width[a] * b as f64).collect();
+        let edges: Vec<f64> = (0..bins)
+            .map(|b| pilot.lower[a] + pilot.width[a] * b as f64)
+            .collect();
         arrays.push(NamedArray {
             name: format!("histogram-{a}-{}", names[a].replace('_', "-")),
             columns: vec![
-                Column { name: "bin_lower_in_output_unit".into(), values: edges.clone() },
-                Column { name: "bin_upper_in_output_unit".into(), values: edges.iter().map(|e| e + pilot.width[a]).collect() },
-                Column { name: "count".into(), values: hist[a * bins..(a + 1) * bins].iter().map(|&c| c as f64).collect() },
-                Column { name: "density_per_output_unit".into(), values: hist[a * bins..(a + 1) * bins].iter().map(|&c| c as f64 / (nf * pilot.width[a])).collect() },
+                Column {
+                    name: "bin_lower_in_output_unit".into(),
+                    values: edges.clone(),
+                },
+                Column {
+                    name: "bin_upper_in_output_unit".into(),
+                    values: edges.iter().map(|e| e + pilot.width[a]).collect(),
+                },
+                Column {
+                    name: "count".into(),
+                    values: hist[a * bins..(a + 1) * bins]
+                        .iter()
+                        .map(|&c| c as f64)
+                        .collect(),
+                },
+                Column {
+                    name: "density_per_output_unit".into(),
+                    values: hist[a * bins..(a + 1) * bins]
+                        .iter()
+                        .map(|&c| c as f64 / (nf * pilot.width[a]))
+                        .collect(),
+                },
             ],
         });
     }
@@ -266,11 +350,26 @@ pub fn reduce(params: &Params, pilot: &Pilot, chunks: &[ChunkSums]) -> Result<St
     arrays.push(NamedArray {
         name: "sensitivities".into(),
         columns: vec![
-            Column { name: "output_index".into(), values: (0..o * p).map(|i| (i / p.max(1)) as f64).collect() },
-            Column { name: "parameter_index".into(), values: (0..o * p).map(|i| (i % p.max(1)) as f64).collect() },
-            Column { name: "dpf_dtheta_per_parameter_unit".into(), values: dpf },
-            Column { name: "dpf_dtheta_std_error".into(), values: dpf_se },
-            Column { name: "dmean_dtheta_output_per_parameter_unit".into(), values: dmean },
+            Column {
+                name: "output_index".into(),
+                values: (0..o * p).map(|i| (i / p.max(1)) as f64).collect(),
+            },
+            Column {
+                name: "parameter_index".into(),
+                values: (0..o * p).map(|i| (i % p.max(1)) as f64).collect(),
+            },
+            Column {
+                name: "dpf_dtheta_per_parameter_unit".into(),
+                values: dpf,
+            },
+            Column {
+                name: "dpf_dtheta_std_error".into(),
+                values: dpf_se,
+            },
+            Column {
+                name: "dmean_dtheta_output_per_parameter_unit".into(),
+                values: dmean,
+            },
         ],
     });
     let summary = serde_json::json!({

@@ -64,15 +64,28 @@ fn dense_receptance(m: &[f64], k: &[f64], c: &[f64], f_hz: f64) -> Vec<C64> {
 fn linear_params(samples: u64) -> (ModelSpec, Params, Vec<f64>) {
     let model = three_floor_model();
     let (m, k, c) = ([2.0, 1.8, 1.6], [3000.0, 2800.0, 2500.0], [1.5, 1.2, 1.0]);
-    let fixed = |v: &[f64]| v.iter().map(|&x| Dist::Gaussian { mean: x, std: 0.0 }).collect();
+    let fixed = |v: &[f64]| {
+        v.iter()
+            .map(|&x| Dist::Gaussian { mean: x, std: 0.0 })
+            .collect()
+    };
     let params = Params {
         mass_kg: fixed(&m),
         stiffness_n_per_m: fixed(&k),
         damping_n_s_per_m: fixed(&c),
         force_n: vec![
-            Dist::Gaussian { mean: 1.0, std: 0.1 },
-            Dist::Gaussian { mean: 0.0, std: 0.0 },
-            Dist::Gaussian { mean: 0.0, std: 0.0 },
+            Dist::Gaussian {
+                mean: 1.0,
+                std: 0.1,
+            },
+            Dist::Gaussian {
+                mean: 0.0,
+                std: 0.0,
+            },
+            Dist::Gaussian {
+                mean: 0.0,
+                std: 0.0,
+            },
         ],
         frequency_hz: 3.0,
         outputs: vec![
@@ -100,8 +113,16 @@ fn mean_and_std_of_outputs_linear_in_a_gaussian_input_match_the_closed_form() {
         let (mu, sigma) = (g * 1.0, g * 0.1);
         let se_mean = sigma / (n as f64).sqrt();
         let se_std = sigma / (2.0 * n as f64).sqrt();
-        assert!((mean[a] - mu).abs() < 4.0 * se_mean, "output {a}: mean {} vs {mu}", mean[a]);
-        assert!((std[a] - sigma).abs() < 4.0 * se_std, "output {a}: std {} vs {sigma}", std[a]);
+        assert!(
+            (mean[a] - mu).abs() < 4.0 * se_mean,
+            "output {a}: mean {} vs {mu}",
+            mean[a]
+        );
+        assert!(
+            (std[a] - sigma).abs() < 4.0 * se_std,
+            "output {a}: std {} vs {sigma}",
+            std[a]
+        );
     }
 }
 
@@ -116,25 +137,47 @@ fn failure_probability_of_a_gaussian_output_matches_phi_within_its_standard_erro
     let se = stat(&out, "p_failure_std_error");
     let exact = 0.066_807_201_268_858_07; // 1 − Φ(1.5)
     for a in 0..gains.len() {
-        assert!((pf[a] - exact).abs() < 4.0 * se[a], "output {a}: {} vs {exact} ± {}", pf[a], se[a]);
+        assert!(
+            (pf[a] - exact).abs() < 4.0 * se[a],
+            "output {a}: {} vs {exact} ± {}",
+            pf[a],
+            se[a]
+        );
     }
     // Score-function estimate of ∂P_f/∂μ_f = φ(1.5)/σ_f, with its own standard error.
-    let sens = &out.arrays.iter().find(|a| a.name == "sensitivities").unwrap().columns;
+    let sens = &out
+        .arrays
+        .iter()
+        .find(|a| a.name == "sensitivities")
+        .unwrap()
+        .columns;
     let names = out.summary["parameters"].as_array().unwrap();
     let k_mean = names.iter().position(|v| v == "force_n[0].mean").unwrap();
     let p = names.len();
     let exact_d = 0.129_517_595_665_891_74 / 0.1;
     for a in 0..gains.len() {
-        let (d, d_se) = (sens[2].values[a * p + k_mean], sens[3].values[a * p + k_mean]);
-        assert!((d - exact_d).abs() < 4.0 * d_se, "output {a}: dPf/dmu {d} vs {exact_d} ± {d_se}");
+        let (d, d_se) = (
+            sens[2].values[a * p + k_mean],
+            sens[3].values[a * p + k_mean],
+        );
+        assert!(
+            (d - exact_d).abs() < 4.0 * d_se,
+            "output {a}: dPf/dmu {d} vs {exact_d} ± {d_se}"
+        );
     }
 }
 
 #[test]
 fn results_are_identical_for_one_chunk_and_for_many() {
     let (model, mut params, _) = linear_params(4 * BLOCK_SAMPLES + 100);
-    params.force_n[1] = Dist::Gamma { shape: 4.0, scale: 0.05 };
-    params.stiffness_n_per_m[0] = Dist::Gaussian { mean: 3000.0, std: 60.0 };
+    params.force_n[1] = Dist::Gamma {
+        shape: 4.0,
+        scale: 0.05,
+    };
+    params.stiffness_n_per_m[0] = Dist::Gaussian {
+        mean: 3000.0,
+        std: 60.0,
+    };
     params.samples_per_chunk = Some(BLOCK_SAMPLES);
     let many = run(&model, &params, 5);
     params.samples_per_chunk = Some(100 * BLOCK_SAMPLES);
@@ -180,15 +223,29 @@ fn the_shear_uses_the_complex_relative_displacement_not_a_difference_of_magnitud
         .unwrap();
     let (model, mut params, _) = linear_params(1000);
     params.frequency_hz = f;
-    params.force_n[0] = Dist::Gaussian { mean: 1.0, std: 0.0 };
-    params.force_n[2] = Dist::Gaussian { mean: 0.0, std: 1e-9 };
+    params.force_n[0] = Dist::Gaussian {
+        mean: 1.0,
+        std: 0.0,
+    };
+    params.force_n[2] = Dist::Gaussian {
+        mean: 0.0,
+        std: 1e-9,
+    };
     let out = run(&model, &params, 3);
     let mean = stat(&out, "mean");
     let h = dense_receptance(&m, &k, &c, f);
     let exact = 2800.0 * (h[1] - h[0]).norm();
     let cristallo = 2800.0 * (h[1].norm() - h[0].norm());
-    assert!((mean[2] - exact).abs() < 1e-6 * exact, "{} vs {exact}", mean[2]);
-    assert!((mean[2] - cristallo.abs()).abs() > 0.1 * exact, "{} {cristallo}", mean[2]);
+    assert!(
+        (mean[2] - exact).abs() < 1e-6 * exact,
+        "{} vs {exact}",
+        mean[2]
+    );
+    assert!(
+        (mean[2] - cristallo.abs()).abs() > 0.1 * exact,
+        "{} {cristallo}",
+        mean[2]
+    );
 }
 
 #[test]
@@ -197,16 +254,24 @@ fn digamma_matches_known_values() {
     let euler = 0.577_215_664_901_532_9;
     assert!((digamma(1.0) + euler).abs() < 1e-13);
     assert!((digamma(0.5) + euler + 2.0 * 2f64.ln()).abs() < 1e-13);
-    assert!((digamma(10.0) - (-euler + (1..10).map(|k| 1.0 / k as f64).sum::<f64>())).abs() < 1e-13);
+    assert!(
+        (digamma(10.0) - (-euler + (1..10).map(|k| 1.0 / k as f64).sum::<f64>())).abs() < 1e-13
+    );
 }
 
 #[test]
 fn every_bad_field_is_reported_at_once() {
     let model = three_floor_model();
     let mut p = Params::defaults_for(&model);
-    p.mass_kg[0] = Dist::Gaussian { mean: 1.0, std: 0.5 };
+    p.mass_kg[0] = Dist::Gaussian {
+        mean: 1.0,
+        std: 0.5,
+    };
     p.stiffness_n_per_m.pop();
-    p.damping_n_s_per_m[1] = Dist::Gamma { shape: -1.0, scale: 1.0 };
+    p.damping_n_s_per_m[1] = Dist::Gamma {
+        shape: -1.0,
+        scale: 1.0,
+    };
     p.frequency_hz = 0.0;
     p.outputs.push(OutputSel::Shear(4));
     p.thresholds = Some(vec![1.0]);
@@ -237,8 +302,14 @@ fn the_plan_counts_samples_times_floors_and_refuses_above_the_budget() {
     p.samples = 1_000_000;
     let plan = check(&model, &p, &Budget::default()).unwrap();
     assert_eq!(plan.work_units, 3_000_000);
-    let small = Budget { max_work_units: 1000, chunk_work_units: 100 };
-    assert!(matches!(check(&model, &p, &small), Err(StudyError::TooLarge { .. })));
+    let small = Budget {
+        max_work_units: 1000,
+        chunk_work_units: 100,
+    };
+    assert!(matches!(
+        check(&model, &p, &small),
+        Err(StudyError::TooLarge { .. })
+    ));
 }
 
 #[test]

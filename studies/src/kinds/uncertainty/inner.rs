@@ -41,7 +41,11 @@ pub fn corners(p: usize) -> Vec<u128> {
     if p <= super::MAX_ALL_CORNERS_PARAMS {
         return (0..(1_u128 << p)).collect();
     }
-    let all: u128 = if p >= 128 { u128::MAX } else { (1_u128 << p) - 1 };
+    let all: u128 = if p >= 128 {
+        u128::MAX
+    } else {
+        (1_u128 << p) - 1
+    };
     let mut out = vec![0, all];
     for a in 0..p {
         out.push(1 << a);
@@ -89,7 +93,12 @@ pub fn inner_bounds(
     let mut u = Vec::new();
     let mut scratch = Scratch::default();
     let mut p = vec![0.0; np];
-    let centre: Vec<f64> = setup.lo.iter().zip(&setup.hi).map(|(a, b)| 0.5 * (a + b)).collect();
+    let centre: Vec<f64> = setup
+        .lo
+        .iter()
+        .zip(&setup.hi)
+        .map(|(a, b)| 0.5 * (a + b))
+        .collect();
     for &f_hz in &setup.frequencies_hz {
         ctx.check()?;
         let w = std::f64::consts::TAU * f_hz;
@@ -97,7 +106,11 @@ pub fn inner_bounds(
         let mut best_hi = vec![(f64::NEG_INFINITY, 0_u128); n];
         for &mask in &corner_masks {
             for (l, v) in p.iter_mut().enumerate() {
-                *v = if l < 128 && mask >> l & 1 == 1 { setup.hi[l] } else { setup.lo[l] };
+                *v = if l < 128 && mask >> l & 1 == 1 {
+                    setup.hi[l]
+                } else {
+                    setup.lo[l]
+                };
             }
             magnitudes(setup, &p, w, &mut u, &mut scratch)?;
             for i in 0..n {
@@ -122,8 +135,26 @@ pub fn inner_bounds(
         let at_centre: Vec<f64> = u.iter().map(|z| z.norm()).collect();
         let base = lower_m.len() - n;
         for i in 0..n {
-            let lo = search_from(setup, w, i, (at_centre[i], centre.clone()), sweeps, false, &mut u, &mut scratch)?;
-            let hi = search_from(setup, w, i, (at_centre[i], centre.clone()), sweeps, true, &mut u, &mut scratch)?;
+            let lo = search_from(
+                setup,
+                w,
+                i,
+                (at_centre[i], centre.clone()),
+                sweeps,
+                false,
+                &mut u,
+                &mut scratch,
+            )?;
+            let hi = search_from(
+                setup,
+                w,
+                i,
+                (at_centre[i], centre.clone()),
+                sweeps,
+                true,
+                &mut u,
+                &mut scratch,
+            )?;
             lower_m[base + i] = lower_m[base + i].min(lo);
             upper_m[base + i] = upper_m[base + i].max(hi);
         }
@@ -147,7 +178,13 @@ fn search(
     let np = setup.params();
     let (best, mask) = start;
     let p: Vec<f64> = (0..np)
-        .map(|l| if l < 128 && mask >> l & 1 == 1 { setup.hi[l] } else { setup.lo[l] })
+        .map(|l| {
+            if l < 128 && mask >> l & 1 == 1 {
+                setup.hi[l]
+            } else {
+                setup.lo[l]
+            }
+        })
         .collect();
     search_from(setup, w, floor, (best, p), sweeps, maximise, u, scratch)
 }

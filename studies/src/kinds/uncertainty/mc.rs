@@ -148,7 +148,12 @@ pub fn run(
     let mut out = McChunk::empty(cells);
     let mut u = Vec::with_capacity(n);
     let mut scratch = Scratch::default();
-    let mid: Vec<f64> = setup.lo.iter().zip(&setup.hi).map(|(a, b)| 0.5 * (a + b)).collect();
+    let mid: Vec<f64> = setup
+        .lo
+        .iter()
+        .zip(&setup.hi)
+        .map(|(a, b)| 0.5 * (a + b))
+        .collect();
     out.nominal_m.reserve(cells);
     for &w in &omegas {
         setup
@@ -184,7 +189,11 @@ pub fn run(
         let p = &drawn[si * np..(si + 1) * np];
         let q = &mut pre[si * 5 * n..(si + 1) * 5 * n];
         for i in 0..n {
-            let (k_up, c_up) = if i + 1 < n { (p[n + i + 1], p[2 * n + i + 1]) } else { (0.0, 0.0) };
+            let (k_up, c_up) = if i + 1 < n {
+                (p[n + i + 1], p[2 * n + i + 1])
+            } else {
+                (0.0, 0.0)
+            };
             q[i] = p[i];
             q[n + i] = p[n + i] + k_up;
             q[2 * n + i] = p[2 * n + i] + c_up;
@@ -201,7 +210,13 @@ pub fn run(
         let base = fi * n;
         hist.iter_mut().for_each(|h| *h = 0);
         for q in pre.chunks_exact(5 * n) {
-            let (m, kd, cd, k, c) = (&q[..n], &q[n..2 * n], &q[2 * n..3 * n], &q[3 * n..4 * n], &q[4 * n..]);
+            let (m, kd, cd, k, c) = (
+                &q[..n],
+                &q[n..2 * n],
+                &q[2 * n..3 * n],
+                &q[3 * n..4 * n],
+                &q[4 * n..],
+            );
             // Thomas algorithm with reciprocal pivots; off[i−1] = −(k_i + iω c_i) (see `chain`).
             for i in 0..n {
                 diag[i] = C64::new(kd[i] - w2 * m[i], w * cd[i]);
@@ -257,7 +272,10 @@ pub fn run(
                 }
             }
         }
-        for (dst, &h) in out.histogram[base * BINS..(base + n) * BINS].iter_mut().zip(&hist) {
+        for (dst, &h) in out.histogram[base * BINS..(base + n) * BINS]
+            .iter_mut()
+            .zip(&hist)
+        {
             *dst = u64::from(h);
         }
     }

@@ -166,13 +166,7 @@ impl Setup {
     }
 }
 
-fn check_widths(
-    field: &str,
-    widths: &[f64],
-    n: usize,
-    max: f64,
-    problems: &mut Vec<FieldProblem>,
-) {
+fn check_widths(field: &str, widths: &[f64], n: usize, max: f64, problems: &mut Vec<FieldProblem>) {
     if widths.len() != n {
         problems.push(FieldProblem::new(
             format!("params.{field}"),
@@ -184,7 +178,10 @@ fn check_widths(
         if !ok {
             problems.push(FieldProblem::new(
                 format!("params.{field}[{i}]"),
-                format!("= {e}; allowed range is 0 ≤ e {} {max}", if max >= 1.0 { "≤" } else { "<" }),
+                format!(
+                    "= {e}; allowed range is 0 ≤ e {} {max}",
+                    if max >= 1.0 { "≤" } else { "<" }
+                ),
             ));
         }
     }
@@ -214,16 +211,31 @@ fn interval_box(
                         format!("params.{field}[{i}]"),
                         format!(
                             "= [{lo}, {hi}]; allowed: finite, {} lower end, lower ≤ upper",
-                            if allow_zero { "non-negative" } else { "positive" }
+                            if allow_zero {
+                                "non-negative"
+                            } else {
+                                "positive"
+                            }
                         ),
                     ));
                 }
             }
-            (iv.iter().map(|v| v[0]).collect(), iv.iter().map(|v| v[1]).collect())
+            (
+                iv.iter().map(|v| v[0]).collect(),
+                iv.iter().map(|v| v[1]).collect(),
+            )
         }
         None => (
-            nominal.iter().zip(widths).map(|(v, e)| v * (1.0 - e)).collect(),
-            nominal.iter().zip(widths).map(|(v, e)| v * (1.0 + e)).collect(),
+            nominal
+                .iter()
+                .zip(widths)
+                .map(|(v, e)| v * (1.0 - e))
+                .collect(),
+            nominal
+                .iter()
+                .zip(widths)
+                .map(|(v, e)| v * (1.0 + e))
+                .collect(),
         ),
     }
 }
@@ -290,7 +302,10 @@ pub fn setup(model: &ModelSpec, params: &Params) -> Result<Setup, Vec<FieldProbl
     if !(params.f_max_hz.is_finite() && params.f_max_hz > params.f_min_hz) {
         problems.push(FieldProblem::new(
             "params.f_max_hz",
-            format!("= {}; must be finite and > f_min_hz ({})", params.f_max_hz, params.f_min_hz),
+            format!(
+                "= {}; must be finite and > f_min_hz ({})",
+                params.f_max_hz, params.f_min_hz
+            ),
         ));
     }
     if !(2..=100_000).contains(&params.frequencies) {
@@ -300,13 +315,31 @@ pub fn setup(model: &ModelSpec, params: &Params) -> Result<Setup, Vec<FieldProbl
         ));
     }
     if params.mass_intervals_kg.is_none() {
-        check_widths("mass_rel_half_width", &params.mass_rel_half_width, n, 1.0 - f64::EPSILON, &mut problems);
+        check_widths(
+            "mass_rel_half_width",
+            &params.mass_rel_half_width,
+            n,
+            1.0 - f64::EPSILON,
+            &mut problems,
+        );
     }
     if params.stiffness_intervals_n_per_m.is_none() {
-        check_widths("stiffness_rel_half_width", &params.stiffness_rel_half_width, n, 1.0 - f64::EPSILON, &mut problems);
+        check_widths(
+            "stiffness_rel_half_width",
+            &params.stiffness_rel_half_width,
+            n,
+            1.0 - f64::EPSILON,
+            &mut problems,
+        );
     }
     if params.damping_intervals_n_s_per_m.is_none() {
-        check_widths("damping_rel_half_width", &params.damping_rel_half_width, n, 1.0, &mut problems);
+        check_widths(
+            "damping_rel_half_width",
+            &params.damping_rel_half_width,
+            n,
+            1.0,
+            &mut problems,
+        );
     }
     if params.samples > 1_000_000_000 {
         problems.push(FieldProblem::new(
@@ -315,7 +348,10 @@ pub fn setup(model: &ModelSpec, params: &Params) -> Result<Setup, Vec<FieldProbl
         ));
     }
     if params.samples_per_chunk == Some(0) {
-        problems.push(FieldProblem::new("params.samples_per_chunk", "= 0; must be ≥ 1"));
+        problems.push(FieldProblem::new(
+            "params.samples_per_chunk",
+            "= 0; must be ≥ 1",
+        ));
     }
     if !(1..=4096).contains(&params.outer_max_boxes) {
         problems.push(FieldProblem::new(
@@ -326,7 +362,10 @@ pub fn setup(model: &ModelSpec, params: &Params) -> Result<Setup, Vec<FieldProbl
     if !(params.outer_rel_tolerance > 0.0 && params.outer_rel_tolerance <= 1.0) {
         problems.push(FieldProblem::new(
             "params.outer_rel_tolerance",
-            format!("= {}; allowed range is 0 < t ≤ 1", params.outer_rel_tolerance),
+            format!(
+                "= {}; allowed range is 0 < t ≤ 1",
+                params.outer_rel_tolerance
+            ),
         ));
     }
     if params.inner_search_sweeps > 10 {
@@ -439,8 +478,12 @@ pub fn run_chunk(
     let setup = setup(model, params).map_err(StudyError::Invalid)?;
     let value = if chunk == 0 {
         let inner = inner::inner_bounds(&setup, params.inner_search_sweeps, ctx)?;
-        let outer =
-            outer::outer_bounds(&setup, params.outer_max_boxes, params.outer_rel_tolerance, ctx)?;
+        let outer = outer::outer_bounds(
+            &setup,
+            params.outer_max_boxes,
+            params.outer_rel_tolerance,
+            ctx,
+        )?;
         serde_json::to_value(BoundsChunk { inner, outer })
     } else if chunk <= setup.mc_chunks {
         let first = u64::from(chunk - 1) * setup.samples_per_chunk;
@@ -487,7 +530,9 @@ pub fn reduce(
     let bounds: BoundsChunk = serde_json::from_value(chunks[0].clone()).map_err(bad)?;
     let cells = setup.frequencies_hz.len() * setup.floors;
     if bounds.inner.lower_m.len() != cells || bounds.outer.lower_m.len() != cells {
-        return Err(StudyError::BadChunk("bounds chunk has the wrong size".into()));
+        return Err(StudyError::BadChunk(
+            "bounds chunk has the wrong size".into(),
+        ));
     }
     let mut acc = mc::McChunk::empty(cells);
     for c in &chunks[1..] {
@@ -524,7 +569,10 @@ fn assemble(setup: &Setup, b: &BoundsChunk, acc: &mc::McChunk) -> StudyOutput {
     let pct = acc.percentiles(&[0.05, 0.5, 0.95]);
     let mut bounds_cols = vec![Column {
         name: "frequency_hz".into(),
-        values: freqs.iter().flat_map(|&f| std::iter::repeat_n(f, n)).collect(),
+        values: freqs
+            .iter()
+            .flat_map(|&f| std::iter::repeat_n(f, n))
+            .collect(),
     }];
     bounds_cols.push(Column {
         name: "floor".into(),
@@ -533,7 +581,13 @@ fn assemble(setup: &Setup, b: &BoundsChunk, acc: &mc::McChunk) -> StudyOutput {
     let mean: Vec<f64> = acc
         .sum_m
         .iter()
-        .map(|s| if acc.samples > 0 { s / acc.samples as f64 } else { f64::NAN })
+        .map(|s| {
+            if acc.samples > 0 {
+                s / acc.samples as f64
+            } else {
+                f64::NAN
+            }
+        })
         .collect();
     for (name, v) in [
         ("inner_lower_m", &b.inner.lower_m),

@@ -44,13 +44,25 @@ struct Rank1 {
 fn rank_ones(n: usize, w: f64) -> Vec<Rank1> {
     let mut out = Vec::with_capacity(3 * n);
     for i in 0..n {
-        out.push(Rank1 { s_abs: w * w, g: [(i, 1.0), (0, 0.0)], len: 1 });
+        out.push(Rank1 {
+            s_abs: w * w,
+            g: [(i, 1.0), (0, 0.0)],
+            len: 1,
+        });
     }
     for kind in 0..2 {
         for i in 0..n {
             let s_abs = if kind == 0 { 1.0 } else { w };
-            let g = if i == 0 { [(0, 1.0), (0, 0.0)] } else { [(i, 1.0), (i - 1, -1.0)] };
-            out.push(Rank1 { s_abs, g, len: if i == 0 { 1 } else { 2 } });
+            let g = if i == 0 {
+                [(0, 1.0), (0, 0.0)]
+            } else {
+                [(i, 1.0), (i - 1, -1.0)]
+            };
+            out.push(Rank1 {
+                s_abs,
+                g,
+                len: if i == 0 { 1 } else { 2 },
+            });
         }
     }
     out
@@ -117,7 +129,11 @@ fn verify(setup: &Setup, mid: &[f64], rad: &[f64], w: f64) -> (Option<Verified>,
     // |I − R A0| and its rounding bound, plus R times A0's own rounding.
     let ra = &r * &a0;
     let mut g_bar = DMatrix::<f64>::from_fn(n, n, |a, b| {
-        let id = if a == b { C64::new(1.0, 0.0) } else { C64::new(0.0, 0.0) };
+        let id = if a == b {
+            C64::new(1.0, 0.0)
+        } else {
+            C64::new(0.0, 0.0)
+        };
         (id - ra[(a, b)]).norm()
     });
     g_bar += (DMatrix::<f64>::identity(n, n) + &r_abs * &a0_abs) * g_n;
@@ -143,7 +159,13 @@ fn verify(setup: &Setup, mid: &[f64], rad: &[f64], w: f64) -> (Option<Verified>,
                 }
             }
         }
-        score[l] = coef * rg_abs.amax() * (gu.norm() + one.g[..one.len].iter().map(|&(i, _)| u0_abs[i]).sum::<f64>());
+        score[l] = coef
+            * rg_abs.amax()
+            * (gu.norm()
+                + one.g[..one.len]
+                    .iter()
+                    .map(|&(i, _)| u0_abs[i])
+                    .sum::<f64>());
     }
     let widen = 1.0 + gamma(4 * n + 8);
     z *= widen;
@@ -158,7 +180,11 @@ fn verify(setup: &Setup, mid: &[f64], rad: &[f64], w: f64) -> (Option<Verified>,
         return (None, score);
     }
     let check = (&z + &g_bar * &y) * widen;
-    if check.iter().zip(y.iter()).any(|(c, v)| c.is_nan() || c >= v) {
+    if check
+        .iter()
+        .zip(y.iter())
+        .any(|(c, v)| c.is_nan() || c >= v)
+    {
         return (None, score);
     }
     (
@@ -197,7 +223,14 @@ impl Ord for Pending {
     }
 }
 
-fn evaluate(setup: &Setup, lo: Vec<f64>, hi: Vec<f64>, w: f64, rel_tolerance: f64, boxes: &mut u64) -> Pending {
+fn evaluate(
+    setup: &Setup,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+    w: f64,
+    rel_tolerance: f64,
+    boxes: &mut u64,
+) -> Pending {
     *boxes += 1;
     let mid: Vec<f64> = lo.iter().zip(&hi).map(|(a, b)| 0.5 * (a + b)).collect();
     // Radii rounded outward so the float box [mid − rad, mid + rad] contains [lo, hi].
@@ -214,7 +247,13 @@ fn evaluate(setup: &Setup, lo: Vec<f64>, hi: Vec<f64>, w: f64, rel_tolerance: f6
             .map(|i| v.radius[i] / (rel_tolerance * v.center_abs[i]))
             .fold(0.0, f64::max),
     };
-    Pending { lo, hi, verified, score, badness }
+    Pending {
+        lo,
+        hi,
+        verified,
+        score,
+        badness,
+    }
 }
 
 /// The outer bound on the whole grid: per frequency, boxes are verified in a queue; a box that
@@ -245,7 +284,14 @@ pub fn outer_bounds(
         // Boxes awaiting a decision, worst first: unverified ones, then the loosest.
         let mut heap: std::collections::BinaryHeap<Pending> = std::collections::BinaryHeap::new();
         let mut count = 1_usize;
-        heap.push(evaluate(setup, setup.lo.clone(), setup.hi.clone(), w, rel_tolerance, &mut boxes));
+        heap.push(evaluate(
+            setup,
+            setup.lo.clone(),
+            setup.hi.clone(),
+            w,
+            rel_tolerance,
+            &mut boxes,
+        ));
         while let Some(top) = heap.peek() {
             if top.badness <= 1.0 || count >= max_boxes {
                 break;
@@ -259,15 +305,31 @@ pub fn outer_bounds(
             left_hi[l] = split;
             let mut right_lo = b.lo.clone();
             right_lo[l] = split;
-            heap.push(evaluate(setup, b.lo.clone(), left_hi, w, rel_tolerance, &mut boxes));
-            heap.push(evaluate(setup, right_lo, b.hi, w, rel_tolerance, &mut boxes));
+            heap.push(evaluate(
+                setup,
+                b.lo.clone(),
+                left_hi,
+                w,
+                rel_tolerance,
+                &mut boxes,
+            ));
+            heap.push(evaluate(
+                setup,
+                right_lo,
+                b.hi,
+                w,
+                rel_tolerance,
+                &mut boxes,
+            ));
             count += 1;
         }
         for b in heap {
             match b.verified {
                 Some(v) => {
                     for i in 0..n {
-                        lo[i] = lo[i].min((v.center_abs[i] / (1.0 + gamma(8 * n + 16)) - v.radius[i]).max(0.0));
+                        lo[i] = lo[i].min(
+                            (v.center_abs[i] / (1.0 + gamma(8 * n + 16)) - v.radius[i]).max(0.0),
+                        );
                         hi[i] = hi[i].max(v.center_abs[i] + v.radius[i]);
                     }
                 }

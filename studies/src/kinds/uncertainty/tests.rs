@@ -73,10 +73,17 @@ fn column<'a>(out: &'a StudyOutput, name: &str) -> &'a [f64] {
 }
 
 fn assert_enclosed(out: &StudyOutput) {
-    assert_eq!(out.summary["mc_points_escaping_outer"], 0, "{}", out.summary);
+    assert_eq!(
+        out.summary["mc_points_escaping_outer"], 0,
+        "{}",
+        out.summary
+    );
     // Where a lightly damped resonance crosses the box the budget may not suffice; the bound
     // there is [0, f64::MAX] and the frequency is listed, never a false enclosure.
-    let unverified = out.summary["outer_unverified_frequencies"].as_array().unwrap().len();
+    let unverified = out.summary["outer_unverified_frequencies"]
+        .as_array()
+        .unwrap()
+        .len();
     let freqs = out.summary["frequencies"].as_u64().unwrap() as usize;
     assert!(unverified * 2 <= freqs, "{}", out.summary);
     let (il, iu) = (column(out, "inner_lower_m"), column(out, "inner_upper_m"));
@@ -84,7 +91,10 @@ fn assert_enclosed(out: &StudyOutput) {
     let (ml, mu) = (column(out, "mc_min_m"), column(out, "mc_max_m"));
     for c in 0..il.len() {
         assert!(ol[c] <= il[c] && iu[c] <= ou[c], "inner ⊄ outer at {c}");
-        assert!(ol[c] <= ml[c] && mu[c] <= ou[c], "sample escapes outer at {c}");
+        assert!(
+            ol[c] <= ml[c] && mu[c] <= ou[c],
+            "sample escapes outer at {c}"
+        );
     }
 }
 
@@ -95,7 +105,12 @@ fn no_monte_carlo_sample_escapes_the_outer_bound_of_msd3_with_5_and_10_percent_b
         let out = run(&model, &msd3_params(e, 3000), 7);
         assert_enclosed(&out);
         assert_eq!(out.summary["mc_samples"], 3000);
-        assert!(out.summary["mc_fraction_points_outside_inner"].as_f64().unwrap() < 0.1);
+        assert!(
+            out.summary["mc_fraction_points_outside_inner"]
+                .as_f64()
+                .unwrap()
+                < 0.1
+        );
     }
 }
 
@@ -111,14 +126,27 @@ fn every_frequency_verifies_when_the_box_is_narrow_against_the_damping() {
     p.samples = 1000;
     let out = run(&model, &p, 2);
     assert_enclosed(&out);
-    assert_eq!(out.summary["outer_unverified_frequencies"], serde_json::json!([]), "{}", out.summary);
-    assert!(out.summary["tightness_mean_outer_over_inner_width"].as_f64().unwrap() < 1.5);
+    assert_eq!(
+        out.summary["outer_unverified_frequencies"],
+        serde_json::json!([]),
+        "{}",
+        out.summary
+    );
+    assert!(
+        out.summary["tightness_mean_outer_over_inner_width"]
+            .as_f64()
+            .unwrap()
+            < 1.5
+    );
 }
 
 #[test]
 fn no_monte_carlo_sample_escapes_the_outer_bound_of_other_models() {
     let southampton = builtin_models().remove(0).1;
-    let five = chain_model(&[2.0, 1.5, 1.8, 1.2, 1.0], &[4000.0, 3500.0, 3000.0, 2500.0, 2000.0]);
+    let five = chain_model(
+        &[2.0, 1.5, 1.8, 1.2, 1.0],
+        &[4000.0, 3500.0, 3000.0, 2500.0, 2000.0],
+    );
     for (model, floor) in [(southampton, 1), (five, 2)] {
         let mut p = Params::defaults_for(&model);
         p.force_floor = floor;
@@ -169,14 +197,25 @@ fn one_floor_bounds_match_the_closed_form_at_the_corners() {
     let out = run(&model, &params, 3);
     let (il, iu) = (column(&out, "inner_lower_m"), column(&out, "inner_upper_m"));
     let (ol, ou) = (column(&out, "outer_lower_m"), column(&out, "outer_upper_m"));
-    let below = (receptance(m[0], k[1], c[1], 1.0), receptance(m[1], k[0], c[0], 1.0));
-    let above = (receptance(m[1], k[0], c[1], 6.0), receptance(m[0], k[1], c[0], 6.0));
+    let below = (
+        receptance(m[0], k[1], c[1], 1.0),
+        receptance(m[1], k[0], c[0], 1.0),
+    );
+    let above = (
+        receptance(m[1], k[0], c[1], 6.0),
+        receptance(m[0], k[1], c[0], 6.0),
+    );
     for (i, (lo, hi)) in [below, above].into_iter().enumerate() {
         assert!((il[i] - lo).abs() <= 1e-12 * lo, "{} vs {lo}", il[i]);
         assert!((iu[i] - hi).abs() <= 1e-12 * hi, "{} vs {hi}", iu[i]);
         assert!(ol[i] <= lo && hi <= ou[i]);
         // Subdivision to 1 % makes the enclosure close to the exact range.
-        assert!(ou[i] - ol[i] <= 1.05 * (hi - lo), "outer {} {} exact {lo} {hi}", ol[i], ou[i]);
+        assert!(
+            ou[i] - ol[i] <= 1.05 * (hi - lo),
+            "outer {} {} exact {lo} {hi}",
+            ol[i],
+            ou[i]
+        );
     }
     assert_enclosed(&out);
 }
@@ -190,8 +229,14 @@ fn an_exhaustive_grid_of_a_two_parameter_box_stays_in_the_outer_bound_and_reache
         let (model, mut params) = one_dof(m, k, c, vec![f, f + 1e-6]);
         params.samples = 64;
         let out = run(&model, &params, 5);
-        let (il, iu) = (column(&out, "inner_lower_m")[0], column(&out, "inner_upper_m")[0]);
-        let (ol, ou) = (column(&out, "outer_lower_m")[0], column(&out, "outer_upper_m")[0]);
+        let (il, iu) = (
+            column(&out, "inner_lower_m")[0],
+            column(&out, "inner_upper_m")[0],
+        );
+        let (ol, ou) = (
+            column(&out, "outer_lower_m")[0],
+            column(&out, "outer_upper_m")[0],
+        );
         let (mut gmin, mut gmax) = (f64::INFINITY, 0.0_f64);
         let steps = 400;
         for a in 0..=steps {
@@ -199,13 +244,22 @@ fn an_exhaustive_grid_of_a_two_parameter_box_stays_in_the_outer_bound_and_reache
                 let mm = m[0] + (m[1] - m[0]) * a as f64 / steps as f64;
                 let kk = k[0] + (k[1] - k[0]) * b as f64 / steps as f64;
                 let v = receptance(mm, kk, c[0], f);
-                assert!(ol <= v && v <= ou, "grid value {v} outside [{ol}, {ou}] at {f} Hz");
+                assert!(
+                    ol <= v && v <= ou,
+                    "grid value {v} outside [{ol}, {ou}] at {f} Hz"
+                );
                 gmin = gmin.min(v);
                 gmax = gmax.max(v);
             }
         }
-        assert!((il - gmin).abs() <= 1e-3 * gmin, "{f} Hz: inner lower {il}, grid {gmin}");
-        assert!((iu - gmax).abs() <= 1e-3 * gmax, "{f} Hz: inner upper {iu}, grid {gmax}");
+        assert!(
+            (il - gmin).abs() <= 1e-3 * gmin,
+            "{f} Hz: inner lower {il}, grid {gmin}"
+        );
+        assert!(
+            (iu - gmax).abs() <= 1e-3 * gmax,
+            "{f} Hz: inner upper {iu}, grid {gmax}"
+        );
         assert!(il <= gmin * (1.0 + 1e-12) && iu >= gmax * (1.0 - 1e-3));
     }
 }
@@ -225,14 +279,25 @@ fn diagonal_bounds(setup: &Setup) -> (Vec<f64>, Vec<f64>) {
                 let tb = b as f64 / 29.0;
                 let p: Vec<f64> = (0..3 * n)
                     .map(|l| {
-                        let t = if l < n { ta } else if l < 2 * n { tb } else { side };
+                        let t = if l < n {
+                            ta
+                        } else if l < 2 * n {
+                            tb
+                        } else {
+                            side
+                        };
                         setup.lo[l] + (setup.hi[l] - setup.lo[l]) * t
                     })
                     .collect();
                 for (fi, f) in setup.frequencies_hz.iter().enumerate() {
                     setup
                         .chain(&p)
-                        .solve_unit_force(std::f64::consts::TAU * f, setup.force_floor, &mut u, &mut scratch)
+                        .solve_unit_force(
+                            std::f64::consts::TAU * f,
+                            setup.force_floor,
+                            &mut u,
+                            &mut scratch,
+                        )
                         .unwrap();
                     for i in 0..n {
                         lo[fi * n + i] = lo[fi * n + i].min(u[i].norm());
@@ -255,14 +320,25 @@ fn cristallos_diagonal_search_is_narrower_than_ours_and_monte_carlo_escapes_it()
     let (il, iu) = (column(&out, "inner_lower_m"), column(&out, "inner_upper_m"));
     let (ml, mu) = (column(&out, "mc_min_m"), column(&out, "mc_max_m"));
     let cells = dlo.len();
-    let escapes = (0..cells).filter(|&c| ml[c] < dlo[c] || mu[c] > dhi[c]).count();
+    let escapes = (0..cells)
+        .filter(|&c| ml[c] < dlo[c] || mu[c] > dhi[c])
+        .count();
     let wider = (0..cells)
         .filter(|&c| iu[c] - il[c] > (dhi[c] - dlo[c]) * (1.0 + 1e-9))
         .count();
     let (ol, ou) = (column(&out, "outer_lower_m"), column(&out, "outer_upper_m"));
-    assert!(escapes * 10 > cells, "MC escapes the diagonal at only {escapes}/{cells} points");
-    assert!(wider * 2 > cells, "our inner bound is wider at only {wider}/{cells} points");
-    assert!((0..cells).all(|c| ol[c] <= dlo[c] && dhi[c] <= ou[c]), "diagonal values escape outer");
+    assert!(
+        escapes * 10 > cells,
+        "MC escapes the diagonal at only {escapes}/{cells} points"
+    );
+    assert!(
+        wider * 2 > cells,
+        "our inner bound is wider at only {wider}/{cells} points"
+    );
+    assert!(
+        (0..cells).all(|c| ol[c] <= dlo[c] && dhi[c] <= ou[c]),
+        "diagonal values escape outer"
+    );
     assert_enclosed(&out);
 }
 
@@ -275,10 +351,21 @@ fn monte_carlo_statistics_do_not_depend_on_the_chunk_size_and_chunks_run_in_any_
     let mut b = a.clone();
     b.samples_per_chunk = Some(64);
     let (oa, ob) = (run(&model, &a, 42), run(&model, &b, 42));
-    for name in ["mc_min_m", "mc_max_m", "mc_p05_m", "mc_p50_m", "mc_p95_m", "inner_upper_m", "outer_upper_m"] {
+    for name in [
+        "mc_min_m",
+        "mc_max_m",
+        "mc_p05_m",
+        "mc_p50_m",
+        "mc_p95_m",
+        "inner_upper_m",
+        "outer_upper_m",
+    ] {
         assert_eq!(column(&oa, name), column(&ob, name), "{name}");
     }
-    for (x, y) in column(&oa, "mc_mean_m").iter().zip(column(&ob, "mc_mean_m")) {
+    for (x, y) in column(&oa, "mc_mean_m")
+        .iter()
+        .zip(column(&ob, "mc_mean_m"))
+    {
         assert!((x - y).abs() <= 1e-12 * x.abs());
     }
     // Chunks computed in reverse order, reduced in chunk order: the same result.
@@ -288,7 +375,12 @@ fn monte_carlo_statistics_do_not_depend_on_the_chunk_size_and_chunks_run_in_any_
     let plan = crate::plan(StudyKind::Uncertainty, &model, &json, &Budget::default()).unwrap();
     let mut chunks: Vec<_> = (0..plan.chunks)
         .rev()
-        .map(|c| (c, crate::run_chunk(StudyKind::Uncertainty, &model, &json, 42, c, &ctx).unwrap()))
+        .map(|c| {
+            (
+                c,
+                crate::run_chunk(StudyKind::Uncertainty, &model, &json, 42, c, &ctx).unwrap(),
+            )
+        })
         .collect();
     chunks.sort_by_key(|(c, _)| *c);
     let values: Vec<_> = chunks.into_iter().map(|(_, v)| v).collect();
@@ -368,7 +460,10 @@ fn a_study_above_the_budget_is_too_large_and_work_counts_samples_frequencies_and
         max_work_units: 1000,
         chunk_work_units: 100,
     };
-    assert!(matches!(check(&model, &p, &small), Err(StudyError::TooLarge { .. })));
+    assert!(matches!(
+        check(&model, &p, &small),
+        Err(StudyError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -383,4 +478,3 @@ fn a_cancelled_study_stops_its_chunks() {
         assert_eq!(r, Err(StudyError::Cancelled));
     }
 }
-
