@@ -19,6 +19,7 @@
 //! - [`kinds`]: one module per [`StudyKind`], each with its `Params`, validation, chunk and
 //!   reduce functions; [`plan`], [`run_chunk`], [`reduce`] and [`defaults`] dispatch to them.
 
+pub mod chain;
 pub mod kinds;
 pub mod model;
 pub mod output;

@@ -1,0 +1,323 @@
+//! Tests of the `design` study: moments and failure probability of outputs linear in a
+//! Gaussian input against closed forms, chunking invariance, many outputs, validation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::AtomicBool;
+
+use nalgebra::{DMatrix, DVector};
+
+use super::*;
+use crate::StudyKind;
+use crate::chain::C64;
+use crate::model::builtin_models;
+
+fn three_floor_model() -> ModelSpec {
+    let mut m = builtin_models().remove(0).1;
+    assert_eq!(m.floors(), 3);
+    m.description = "test".into();
+    m
+}
+
+fn run(model: &ModelSpec, params: &Params, seed: u64) -> StudyOutput {
+    let json = serde_json::to_value(params).unwrap();
+    let plan = crate::plan(StudyKind::Design, model, &json, &Budget::default()).unwrap();
+    let flag = AtomicBool::new(false);
+    let ctx = ChunkCtx::new(&flag);
+    let chunks: Vec<_> = (0..plan.chunks)
+        .map(|c| crate::run_chunk(StudyKind::Design, model, &json, seed, c, &ctx).unwrap())
+        .collect();
+    crate::reduce(StudyKind::Design, model, &json, seed, &chunks).unwrap()
+}
+
+fn stat(out: &StudyOutput, name: &str) -> Vec<f64> {
+    out.arrays[0]
+        .columns
+        .iter()
+        .find(|c| c.name == format!("{name}_in_output_unit"))
+        .unwrap()
+        .values
+        .clone()
+}
+
+/// |x| of every floor for a unit force at floor 1 by a dense LU solve (independent of the
+/// study's tridiagonal solver).
+fn dense_receptance(m: &[f64], k: &[f64], c: &[f64], f_hz: f64) -> Vec<C64> {
+    let w = std::f64::consts::TAU * f_hz;
+    let n = m.len();
+    let mut a = DMatrix::<C64>::zeros(n, n);
+    for i in 0..n {
+        let kc = C64::new(k[i], w * c[i]);
+        a[(i, i)] += kc - C64::new(w * w * m[i], 0.0);
+        if i > 0 {
+            a[(i - 1, i - 1)] += kc;
+            a[(i - 1, i)] -= kc;
+            a[(i, i - 1)] -= kc;
+        }
+    }
+    let mut f = DVector::<C64>::zeros(n);
+    f[0] = C64::new(1.0, 0.0);
+    a.lu().solve(&f).unwrap().iter().copied().collect()
+}
+
+/// Everything fixed but the force at floor 1 (Gaussian 1 ± 0.1 N): every output is |H|·f,
+/// linear in the Gaussian input (f < 0 has probability 1e-23).
+fn linear_params(samples: u64) -> (ModelSpec, Params, Vec<f64>) {
+    let model = three_floor_model();
+    let (m, k, c) = ([2.0, 1.8, 1.6], [3000.0, 2800.0, 2500.0], [1.5, 1.2, 1.0]);
+    let fixed = |v: &[f64]| {
+        v.iter()
+            .map(|&x| Dist::Gaussian { mean: x, std: 0.0 })
+            .collect()
+    };
+    let params = Params {
+        mass_kg: fixed(&m),
+        stiffness_n_per_m: fixed(&k),
+        damping_n_s_per_m: fixed(&c),
+        force_n: vec![
+            Dist::Gaussian {
+                mean: 1.0,
+                std: 0.1,
+            },
+            Dist::Gaussian {
+                mean: 0.0,
+                std: 0.0,
+            },
+            Dist::Gaussian {
+                mean: 0.0,
+                std: 0.0,
+            },
+        ],
+        frequency_hz: 3.0,
+        outputs: vec![
+            OutputSel::Displacement(1),
+            OutputSel::Displacement(3),
+            OutputSel::Shear(2),
+        ],
+        thresholds: None,
+        samples,
+        samples_per_chunk: Some(BLOCK_SAMPLES),
+        bins: 40,
+    };
+    let h = dense_receptance(&m, &k, &c, 3.0);
+    let gains = vec![h[0].norm(), h[2].norm(), k[1] * (h[1] - h[0]).norm()];
+    (model, params, gains)
+}
+
+#[test]
+fn mean_and_std_of_outputs_linear_in_a_gaussian_input_match_the_closed_form() {
+    let n = 40_000;
+    let (model, params, gains) = linear_params(n);
+    let out = run(&model, &params, 17);
+    let (mean, std) = (stat(&out, "mean"), stat(&out, "std"));
+    for (a, g) in gains.iter().enumerate() {
+        let (mu, sigma) = (g * 1.0, g * 0.1);
+        let se_mean = sigma / (n as f64).sqrt();
+        let se_std = sigma / (2.0 * n as f64).sqrt();
+        assert!(
+            (mean[a] - mu).abs() < 4.0 * se_mean,
+            "output {a}: mean {} vs {mu}",
+            mean[a]
+        );
+        assert!(
+            (std[a] - sigma).abs() < 4.0 * se_std,
+            "output {a}: std {} vs {sigma}",
+            std[a]
+        );
+    }
+}
+
+#[test]
+fn failure_probability_of_a_gaussian_output_matches_phi_within_its_standard_error() {
+    let n = 40_000;
+    let (model, mut params, gains) = linear_params(n);
+    // Threshold at μ + 1.5σ: P_f = 1 − Φ(1.5).
+    params.thresholds = Some(gains.iter().map(|g| g * 1.15).collect());
+    let out = run(&model, &params, 23);
+    let pf = stat(&out, "p_failure");
+    let se = stat(&out, "p_failure_std_error");
+    let exact = 0.066_807_201_268_858_07; // 1 − Φ(1.5)
+    for a in 0..gains.len() {
+        assert!(
+            (pf[a] - exact).abs() < 4.0 * se[a],
+            "output {a}: {} vs {exact} ± {}",
+            pf[a],
+            se[a]
+        );
+    }
+    // Score-function estimate of ∂P_f/∂μ_f = φ(1.5)/σ_f, with its own standard error.
+    let sens = &out
+        .arrays
+        .iter()
+        .find(|a| a.name == "sensitivities")
+        .unwrap()
+        .columns;
+    let names = out.summary["parameters"].as_array().unwrap();
+    let k_mean = names.iter().position(|v| v == "force_n[0].mean").unwrap();
+    let p = names.len();
+    let exact_d = 0.129_517_595_665_891_74 / 0.1;
+    for a in 0..gains.len() {
+        let (d, d_se) = (
+            sens[2].values[a * p + k_mean],
+            sens[3].values[a * p + k_mean],
+        );
+        assert!(
+            (d - exact_d).abs() < 4.0 * d_se,
+            "output {a}: dPf/dmu {d} vs {exact_d} ± {d_se}"
+        );
+    }
+}
+
+#[test]
+fn results_are_identical_for_one_chunk_and_for_many() {
+    let (model, mut params, _) = linear_params(4 * BLOCK_SAMPLES + 100);
+    params.force_n[1] = Dist::Gamma {
+        shape: 4.0,
+        scale: 0.05,
+    };
+    params.stiffness_n_per_m[0] = Dist::Gaussian {
+        mean: 3000.0,
+        std: 60.0,
+    };
+    params.samples_per_chunk = Some(BLOCK_SAMPLES);
+    let many = run(&model, &params, 5);
+    params.samples_per_chunk = Some(100 * BLOCK_SAMPLES);
+    let one = run(&model, &params, 5);
+    assert_eq!(many, one);
+}
+
+#[test]
+fn six_and_more_outputs_work_with_the_default_inputs() {
+    let model = three_floor_model();
+    let mut params = Params::defaults_for(&model);
+    assert_eq!(params.outputs.len(), 6);
+    params.outputs.push(OutputSel::Shear(1));
+    params.outputs.push(OutputSel::Displacement(3));
+    params.samples = 5000;
+    let out = run(&model, &params, 1);
+    let p = out.summary["parameters"].as_array().unwrap().len();
+    assert_eq!(p, 20, "{}", out.summary["parameters"]);
+    let eig = out.summary["fisher_eigenvalues"].as_array().unwrap();
+    assert_eq!(eig.len(), 20);
+    let vals: Vec<f64> = eig.iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(vals.windows(2).all(|w| w[0] >= w[1]));
+    assert!(vals[0] > 0.0);
+    assert_eq!(stat(&out, "mean").len(), 8);
+    // 8 outputs: statistics, 8 histograms, sensitivities.
+    assert_eq!(out.arrays.len(), 10);
+    for h in &out.arrays[1..9] {
+        let total: f64 = h.columns[2].values.iter().sum();
+        assert!(total > 0.9 * 5000.0, "{}: {total}", h.name);
+    }
+}
+
+#[test]
+fn the_shear_uses_the_complex_relative_displacement_not_a_difference_of_magnitudes() {
+    // A frequency where floors 1 and 2 move out of phase (above the second mode).
+    let (m, k, c) = ([2.0, 1.8, 1.6], [3000.0, 2800.0, 2500.0], [1.5, 1.2, 1.0]);
+    let f = (1..300)
+        .map(|i| f64::from(i) * 0.1)
+        .find(|&f| {
+            let h = dense_receptance(&m, &k, &c, f);
+            (h[1] - h[0]).norm() > 1.5 * (h[1].norm() - h[0].norm()).abs()
+        })
+        .unwrap();
+    let (model, mut params, _) = linear_params(1000);
+    params.frequency_hz = f;
+    params.force_n[0] = Dist::Gaussian {
+        mean: 1.0,
+        std: 0.0,
+    };
+    params.force_n[2] = Dist::Gaussian {
+        mean: 0.0,
+        std: 1e-9,
+    };
+    let out = run(&model, &params, 3);
+    let mean = stat(&out, "mean");
+    let h = dense_receptance(&m, &k, &c, f);
+    let exact = 2800.0 * (h[1] - h[0]).norm();
+    let cristallo = 2800.0 * (h[1].norm() - h[0].norm());
+    assert!(
+        (mean[2] - exact).abs() < 1e-6 * exact,
+        "{} vs {exact}",
+        mean[2]
+    );
+    assert!(
+        (mean[2] - cristallo.abs()).abs() > 0.1 * exact,
+        "{} {cristallo}",
+        mean[2]
+    );
+}
+
+#[test]
+fn digamma_matches_known_values() {
+    use super::stats::digamma;
+    let euler = 0.577_215_664_901_532_9;
+    assert!((digamma(1.0) + euler).abs() < 1e-13);
+    assert!((digamma(0.5) + euler + 2.0 * 2f64.ln()).abs() < 1e-13);
+    assert!(
+        (digamma(10.0) - (-euler + (1..10).map(|k| 1.0 / k as f64).sum::<f64>())).abs() < 1e-13
+    );
+}
+
+#[test]
+fn every_bad_field_is_reported_at_once() {
+    let model = three_floor_model();
+    let mut p = Params::defaults_for(&model);
+    p.mass_kg[0] = Dist::Gaussian {
+        mean: 1.0,
+        std: 0.5,
+    };
+    p.stiffness_n_per_m.pop();
+    p.damping_n_s_per_m[1] = Dist::Gamma {
+        shape: -1.0,
+        scale: 1.0,
+    };
+    p.frequency_hz = 0.0;
+    p.outputs.push(OutputSel::Shear(4));
+    p.thresholds = Some(vec![1.0]);
+    p.samples = 0;
+    p.bins = 1;
+    let Err(StudyError::Invalid(problems)) = check(&model, &p, &Budget::default()) else {
+        panic!("expected Invalid");
+    };
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    for f in [
+        "params.mass_kg[0]",
+        "params.stiffness_n_per_m",
+        "params.damping_n_s_per_m[1]",
+        "params.frequency_hz",
+        "params.outputs[6]",
+        "params.thresholds",
+        "params.samples",
+        "params.bins",
+    ] {
+        assert!(fields.contains(&f), "{f} missing from {fields:?}");
+    }
+}
+
+#[test]
+fn the_plan_counts_samples_times_floors_and_refuses_above_the_budget() {
+    let model = three_floor_model();
+    let mut p = Params::defaults_for(&model);
+    p.samples = 1_000_000;
+    let plan = check(&model, &p, &Budget::default()).unwrap();
+    assert_eq!(plan.work_units, 3_000_000);
+    let small = Budget {
+        max_work_units: 1000,
+        chunk_work_units: 100,
+    };
+    assert!(matches!(
+        check(&model, &p, &small),
+        Err(StudyError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn a_cancelled_chunk_stops() {
+    let model = three_floor_model();
+    let json = serde_json::to_value(Params::defaults_for(&model)).unwrap();
+    let flag = AtomicBool::new(true);
+    let ctx = ChunkCtx::new(&flag);
+    let r = crate::run_chunk(StudyKind::Design, &model, &json, 1, 0, &ctx);
+    assert_eq!(r, Err(StudyError::Cancelled));
+}
