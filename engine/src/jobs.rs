@@ -494,12 +494,11 @@ impl Engine {
         })
         .map_err(|e| EngineError::Internal(format!("building the worker: {e}")))?;
         let mut backoff = dtop_daemon::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        let mut rng = rand::rng();
         let mut run = loop {
             match client.start() {
                 Ok(run) => break run,
                 Err(e) => {
-                    let delay = backoff.next_delay(&mut rng);
+                    let delay = backoff.next_delay(&mut rand::rng());
                     tracing::warn!(worker = %options.name, error = %e, delay_ms = delay.as_millis() as u64, "Worker could not start; retrying.");
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),

@@ -53,13 +53,16 @@ pub struct EngineConfig {
     pub rescue_after_s: f64,
 }
 
-fn default_chunks_in_flight() -> u32 {
+/// Default of [`EngineConfig::chunks_in_flight_per_study`].
+pub const fn default_chunks_in_flight() -> u32 {
     8
 }
-fn default_max_attempts() -> u16 {
+/// Default of [`EngineConfig::max_attempts`].
+pub const fn default_max_attempts() -> u16 {
     3
 }
-fn default_rescue_after_s() -> f64 {
+/// Default of [`EngineConfig::rescue_after_s`].
+pub const fn default_rescue_after_s() -> f64 {
     30.0
 }
 
