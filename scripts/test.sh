@@ -9,6 +9,9 @@
 #   DTOP_TEST_INFLUX_V1_URL   InfluxDB 1.x (Debian `influxdb`), v1 HTTP API
 #   DTOP_TEST_VM_URL          VictoriaMetrics (Debian `victoria-metrics`), InfluxDB v2 write API
 #   DTOP_TEST_MOSQUITTO_PORT  Mosquitto (Debian `mosquitto`), anonymous, on 127.0.0.1
+#   DTOP_TEST_POSTGRES_URL    PostgreSQL (Debian `postgresql`), a private cluster started as the
+#                             `postgres` user (it refuses root), trust auth on 127.0.0.1 only;
+#                             each test creates its own database on it
 #   DTOP_TEST_PYTHON          a Python with the third-party peers from PyPI: pymodbus (Modbus
 #                             TCP/RTU servers) and paho-mqtt (MQTT client), pinned below
 # Tests that need one of these FAIL (never skip) when DTOP_REQUIRE_SERVICES=1, which this script
@@ -25,6 +28,8 @@ command -v mosquitto_sub >/dev/null || need_pkgs+=(mosquitto-clients)
 command -v socat >/dev/null || need_pkgs+=(socat)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 command -v curl >/dev/null || need_pkgs+=(curl)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_pkgs[*]}"
@@ -113,11 +118,33 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
+# PostgreSQL: initdb and the server run as `postgres` (setpriv execs, so the PID we keep is the
+# server's own and the cleanup stops it by that PID).
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+pg_port=$(free_port)
+chmod 711 "$work"
+mkdir -p "$work/pg"
+chown postgres:postgres "$work/pg"
+as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+as_postgres "$pg_bin/initdb" -D "$work/pg/data" -U postgres --auth=trust --no-sync -E UTF8 >"$work/initdb.log" 2>&1 \
+  || { echo "test.sh: initdb failed; log:"; cat "$work/initdb.log"; exit 1; }
+as_postgres "$pg_bin/postgres" -D "$work/pg/data" -k "$work/pg" -h 127.0.0.1 -p "$pg_port" \
+  -c fsync=off -c max_connections=300 >"$work/postgres.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 200); do
+  "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" -U postgres && break
+  kill -0 "${pids[-1]}" 2>/dev/null || { echo "test.sh: postgres died at start; log:"; cat "$work/postgres.log"; exit 1; }
+  sleep 0.1
+done
+"$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" -U postgres \
+  || { echo "test.sh: postgres did not start within 20 s; log:"; cat "$work/postgres.log"; exit 1; }
+export DTOP_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+
 export DTOP_TEST_INFLUX_V1_URL="http://127.0.0.1:$influx_port"
 export DTOP_TEST_VM_URL="http://127.0.0.1:$vm_port"
 export DTOP_TEST_MOSQUITTO_PORT="$mqtt_port"
 export DTOP_REQUIRE_SERVICES=1
-echo "test.sh: influxd $DTOP_TEST_INFLUX_V1_URL, victoria-metrics $DTOP_TEST_VM_URL, mosquitto 127.0.0.1:$mqtt_port"
+echo "test.sh: influxd $DTOP_TEST_INFLUX_V1_URL, victoria-metrics $DTOP_TEST_VM_URL, mosquitto 127.0.0.1:$mqtt_port, postgres 127.0.0.1:$pg_port"
 
 # Release binaries: the end-to-end tests run the real daemons at speed.
 cargo build --release --workspace --bins
