@@ -103,8 +103,20 @@ pub async fn serve(
             concurrency: config.workers.count,
         };
         let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            if let Err(e) = engine.run_worker(options, shutdown).await {
+        // The engine's worker future is not `Send` (it keeps a thread-local RNG across an
+        // await), so it runs on its own thread with a current-thread runtime.
+        tracker.spawn_blocking(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    error!(error = %e, "Cannot start the in-process worker's runtime.");
+                    return;
+                }
+            };
+            if let Err(e) = runtime.block_on(engine.run_worker(options, shutdown)) {
                 error!(error = %e, "In-process worker stopped.");
             }
         });
