@@ -649,6 +649,36 @@ mod tests {
     }
 
     #[test]
+    fn modal_on_another_model_matches_the_closed_form_two_storey_chain() {
+        // m = diag(2, 1) kg, K = [[k1 + k2, -k2], [-k2, k2]] with k1 = 800, k2 = 400 N/m:
+        // det(K - λM) = 2λ² - 2000λ + 320000 = 0 gives λ = 200 and 800 (rad/s)².
+        let model = ShearBuildingConfig {
+            floor_masses_kg: vec![2.0, 1.0],
+            storey_stiffness_n_per_m: vec![800.0, 400.0],
+            damping: dtop_dynamics::Damping::Modal {
+                zetas: vec![0.01, 0.01],
+            },
+            actuator: None,
+        };
+        let json = run_on(&Computation::Modal(ModalArgs { actuator_floor: None }), &model)
+            .expect("runs");
+        let value: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        let modes = value["modes"].as_array().expect("modes");
+        assert_eq!(modes.len(), 2);
+        for (mode, lambda) in modes.iter().zip([200.0_f64, 800.0]) {
+            let expected_hz = lambda.sqrt() / (2.0 * std::f64::consts::PI);
+            let f_hz = mode["frequency_hz"].as_f64().expect("number");
+            // An eigen-solve of a 2x2 matrix: agreement to rounding, far inside 1e-9.
+            assert!((f_hz - expected_hz).abs() < 1e-9 * expected_hz, "{f_hz} vs {expected_hz}");
+        }
+        // The actuator is fitted to this model too: one more degree of freedom.
+        let json = run_on(&Computation::Modal(ModalArgs { actuator_floor: Some(2) }), &model)
+            .expect("runs");
+        let value: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(value["dofs"].as_u64(), Some(3));
+    }
+
+    #[test]
     fn floor_names_parse_with_or_without_prefix() {
         assert_eq!(parse_floor("floor3"), Some(3));
         assert_eq!(parse_floor("2"), Some(2));
