@@ -26,17 +26,23 @@ pub enum Role {
     Operator,
     /// Read-only views of twin and telemetry topics.
     Dashboard,
+    /// A person running studies: reads twin state, telemetry and studies; commands nothing.
+    Researcher,
+    /// The API server's own MQTT user: the only non-admin that publishes study topics.
+    Server,
     /// Everything.
     Admin,
 }
 
 impl Role {
     /// Every role, in documentation order.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 7] = [
         Role::Rig,
         Role::Twin,
         Role::Operator,
         Role::Dashboard,
+        Role::Researcher,
+        Role::Server,
         Role::Admin,
     ];
 
@@ -47,6 +53,8 @@ impl Role {
             Role::Twin => "twin",
             Role::Operator => "operator",
             Role::Dashboard => "dashboard",
+            Role::Researcher => "researcher",
+            Role::Server => "server",
             Role::Admin => "admin",
         }
     }
@@ -119,6 +127,12 @@ pub struct RolesConfig {
     /// Dashboards.
     #[serde(default = "default_dashboard_rules")]
     pub dashboard: RoleRules,
+    /// Researchers.
+    #[serde(default = "default_researcher_rules")]
+    pub researcher: RoleRules,
+    /// The API server.
+    #[serde(default = "default_server_rules")]
+    pub server: RoleRules,
     /// Administrators.
     #[serde(default = "default_admin_rules")]
     pub admin: RoleRules,
@@ -131,6 +145,8 @@ impl Default for RolesConfig {
             twin: default_twin_rules(),
             operator: default_operator_rules(),
             dashboard: default_dashboard_rules(),
+            researcher: default_researcher_rules(),
+            server: default_server_rules(),
             admin: default_admin_rules(),
         }
     }
@@ -144,6 +160,8 @@ impl RolesConfig {
             Role::Twin => &self.twin,
             Role::Operator => &self.operator,
             Role::Dashboard => &self.dashboard,
+            Role::Researcher => &self.researcher,
+            Role::Server => &self.server,
             Role::Admin => &self.admin,
         }
     }
@@ -207,15 +225,23 @@ pub fn default_twin_rules() -> RoleRules {
     }
 }
 
-/// Operators command their rigs and read everything about them.
+/// Where the API server publishes each study's state and progress (`{id}/state`,
+/// `{id}/progress`).
+pub const STUDIES_TOPICS: &str = "dtop/v1/studies/#";
+
+/// Operators command their rigs and read everything about them, and every study.
 pub fn default_operator_rules() -> RoleRules {
     RoleRules {
         publish: strings(&["dtop/v1/rig/{rig}/cmd"]),
-        subscribe: strings(&["dtop/v1/rig/{rig}/#", "dtop/v1/twin/{rig}/#"]),
+        subscribe: strings(&[
+            "dtop/v1/rig/{rig}/#",
+            "dtop/v1/twin/{rig}/#",
+            STUDIES_TOPICS,
+        ]),
     }
 }
 
-/// Dashboards read twin state and rig telemetry, and write nothing.
+/// Dashboards read twin state, rig telemetry and studies, and write nothing.
 pub fn default_dashboard_rules() -> RoleRules {
     RoleRules {
         publish: Vec::new(),
@@ -225,7 +251,22 @@ pub fn default_dashboard_rules() -> RoleRules {
             "dtop/v1/rig/+/death",
             "dtop/v1/rig/+/samples",
             "dtop/v1/rig/+/status",
+            STUDIES_TOPICS,
         ]),
+    }
+}
+
+/// Researchers read what a dashboard reads (twin state, rig telemetry, studies) and write
+/// nothing on MQTT: no rig command, no drive. Their studies go through the HTTP API.
+pub fn default_researcher_rules() -> RoleRules {
+    default_dashboard_rules()
+}
+
+/// The API server publishes study state and progress and reads nothing.
+pub fn default_server_rules() -> RoleRules {
+    RoleRules {
+        publish: strings(&[STUDIES_TOPICS]),
+        subscribe: Vec::new(),
     }
 }
 
@@ -441,6 +482,53 @@ impl Acl {
     }
 }
 
+/// Something a user asks the HTTP API to do. The topic rules above decide MQTT; this decides
+/// the API, from the same roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// List and read studies, their events, results and arrays; list study kinds.
+    ReadStudies,
+    /// Submit a study.
+    SubmitStudy,
+    /// Cancel a study one submitted oneself.
+    CancelOwnStudy,
+    /// Cancel anyone's study.
+    CancelAnyStudy,
+    /// List and read catalogue models.
+    ReadModels,
+    /// Add a model version to the catalogue.
+    AddModel,
+}
+
+impl Action {
+    /// Every action, in documentation order.
+    pub const ALL: [Action; 6] = [
+        Action::ReadStudies,
+        Action::SubmitStudy,
+        Action::CancelOwnStudy,
+        Action::CancelAnyStudy,
+        Action::ReadModels,
+        Action::AddModel,
+    ];
+}
+
+/// Whether `who` may do `action` on the HTTP API. Default deny: rigs and the server's MQTT
+/// user may do nothing; the twin may read models (to simulate the catalogue's); dashboards
+/// read; researchers submit, read, cancel their own and add models; operators may also cancel
+/// anyone's study (they run the lab); admins may do everything. Rig scope does not apply:
+/// studies run on models, not on rigs.
+pub fn allowed(who: &Identity, action: Action) -> bool {
+    use Action::*;
+    match who.role {
+        Role::Admin => true,
+        Role::Operator => true,
+        Role::Researcher => !matches!(action, CancelAnyStudy),
+        Role::Dashboard => matches!(action, ReadStudies | ReadModels),
+        Role::Twin => matches!(action, ReadModels),
+        Role::Rig | Role::Server => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,6 +641,68 @@ mod tests {
         assert!(acl.may_publish(&admin, "a/b"));
         assert!(acl.may_subscribe(&admin, "#"));
         assert!(!acl.may_publish(&admin, "$SYS/x"));
+    }
+
+    #[test]
+    fn http_permissions_follow_the_role_table() {
+        use Action::*;
+        // One row per role: the actions it may take; every other action is refused.
+        let table: [(Role, &[Action]); 7] = [
+            (Role::Rig, &[]),
+            (Role::Twin, &[ReadModels]),
+            (Role::Operator, &Action::ALL),
+            (
+                Role::Dashboard,
+                &[ReadStudies, ReadModels],
+            ),
+            (
+                Role::Researcher,
+                &[ReadStudies, SubmitStudy, CancelOwnStudy, ReadModels, AddModel],
+            ),
+            (Role::Server, &[]),
+            (Role::Admin, &Action::ALL),
+        ];
+        for (role, may) in table {
+            let id = who(role, "u", RigScope::All);
+            for action in Action::ALL {
+                assert_eq!(
+                    allowed(&id, action),
+                    may.contains(&action),
+                    "{role} {action:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn researcher_reads_twin_telemetry_and_studies_but_commands_nothing() {
+        let acl = Acl::new(&RolesConfig::default());
+        let r = who(Role::Researcher, "ada", RigScope::All);
+        assert!(acl.may_subscribe(&r, "dtop/v1/twin/+/state/json"));
+        assert!(acl.may_subscribe(&r, "dtop/v1/rig/+/samples"));
+        assert!(acl.may_subscribe(&r, "dtop/v1/studies/#"));
+        assert!(!acl.may_subscribe(&r, "dtop/v1/rig/+/cmd"));
+        assert!(!acl.may_subscribe(&r, "dtop/v1/rig/+/drive"));
+        assert!(!acl.may_publish(&r, "dtop/v1/rig/r1/cmd"));
+        assert!(!acl.may_publish(&r, "dtop/v1/rig/r1/drive"));
+        assert!(!acl.may_publish(&r, "dtop/v1/studies/st_1/state"));
+    }
+
+    #[test]
+    fn only_the_server_and_admins_publish_study_topics() {
+        let acl = Acl::new(&RolesConfig::default());
+        for role in Role::ALL {
+            let id = who(role, "u", RigScope::All);
+            let may = acl.may_publish(&id, "dtop/v1/studies/st_1/state");
+            assert_eq!(may, matches!(role, Role::Server | Role::Admin), "{role}");
+        }
+        let server = who(Role::Server, "api", RigScope::All);
+        assert!(!acl.may_publish(&server, "dtop/v1/rig/r1/cmd"));
+        assert!(!acl.may_subscribe(&server, "dtop/v1/studies/#"));
+        for role in [Role::Operator, Role::Dashboard, Role::Admin] {
+            let id = who(role, "u", RigScope::All);
+            assert!(acl.may_subscribe(&id, "dtop/v1/studies/+/state"), "{role}");
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! MQTT sessions or HTTP.
 //!
 //! # Layout
-//! - [`acl`]: roles, topic patterns with `{rig}`/`{username}`, the pure authorization engine.
+//! - [`acl`]: roles, topic patterns with `{rig}`/`{username}`, the pure authorization engine,
+//!   and [`allowed`], the same roles' HTTP API permissions.
 //! - [`credentials`]: the credentials file (argon2id) and its edits (`dtop-broker passwd`).
 //! - [`secret`]: the redacted-`Debug` [`Secret`] newtype for passwords and tokens.
 
@@ -14,6 +15,6 @@ pub mod acl;
 pub mod credentials;
 pub mod secret;
 
-pub use acl::{Acl, Identity, RigScope, Role, RoleRules, RolesConfig};
+pub use acl::{Acl, Action, allowed, Identity, RigScope, Role, RoleRules, RolesConfig};
 pub use credentials::{Credentials, CredentialsError, RigSpec};
 pub use secret::Secret;

@@ -65,7 +65,7 @@ enum PasswdAction {
         /// User name (a rig's user name is its rig id unless --rigs says otherwise, so it must
         /// then be a valid rig id: ASCII letters, digits, `-`, `_`).
         user: String,
-        /// rig, twin, operator, dashboard or admin.
+        /// rig, twin, operator, dashboard, researcher, server or admin.
         #[arg(long)]
         role: String,
         /// Rigs the user may address: `*`, a comma list, or `-` (default).
@@ -97,7 +97,7 @@ fn passwd(file: &std::path::Path, action: PasswdAction) -> ExitCode {
         } => {
             let Some(role) = Role::parse(&role) else {
                 eprintln!(
-                    "error: unknown role {role:?}; expected rig, twin, operator, dashboard or admin"
+                    "error: unknown role {role:?}; expected rig, twin, operator, dashboard, researcher, server or admin"
                 );
                 return ExitCode::from(EXIT_BAD_CONFIG);
             };

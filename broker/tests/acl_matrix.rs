@@ -28,9 +28,11 @@ enum Family {
     Rig(RigTopic),
     Twin(TwinTopic),
     Sim(SimTopic),
+    /// `dtop/v1/studies/{id}/state`, published by the API server (issue 12); not rig-scoped.
+    Studies,
 }
 
-const FAMILIES: [Family; 15] = [
+const FAMILIES: [Family; 16] = [
     Family::Rig(RigTopic::Birth),
     Family::Rig(RigTopic::Death),
     Family::Rig(RigTopic::Samples),
@@ -46,6 +48,7 @@ const FAMILIES: [Family; 15] = [
     Family::Twin(TwinTopic::Status),
     Family::Sim(SimTopic::Request),
     Family::Sim(SimTopic::Result),
+    Family::Studies,
 ];
 
 fn topic_of(family: Family, rig: &RigId) -> String {
@@ -53,6 +56,7 @@ fn topic_of(family: Family, rig: &RigId) -> String {
         Family::Rig(kind) => topic::rig(rig, kind),
         Family::Twin(kind) => topic::twin(rig, kind),
         Family::Sim(kind) => Topic::Sim(rig.clone(), kind).to_string(),
+        Family::Studies => format!("dtop/v1/studies/st-{rig}/state"),
     }
 }
 
@@ -65,7 +69,7 @@ enum Op {
 /// The role semantics of issue 4, written out. `own` is whether the topic is on a rig the
 /// user is scoped to (its own rig for `rig`, an allowed rig for `operator`).
 fn expected(role: Role, op: Op, family: Family, own: bool) -> bool {
-    use Family::{Rig, Sim, Twin};
+    use Family::{Rig, Sim, Studies, Twin};
     use RigTopic as R;
     match (role, op) {
         (Role::Admin, _) => true,
@@ -94,13 +98,20 @@ fn expected(role: Role, op: Op, family: Family, own: bool) -> bool {
         (Role::Twin, Op::Subscribe) => matches!(family, Rig(_) | Sim(SimTopic::Request)),
         // An operator writes cmd for its rigs and reads everything on them.
         (Role::Operator, Op::Publish) => own && family == Rig(R::Cmd),
-        (Role::Operator, Op::Subscribe) => own && matches!(family, Rig(_) | Twin(_)),
-        // A dashboard reads twin and telemetry topics and writes nothing.
-        (Role::Dashboard, Op::Publish) => false,
-        (Role::Dashboard, Op::Subscribe) => matches!(
+        // Operators also read every study (issue 12).
+        (Role::Operator, Op::Subscribe) => {
+            (own && matches!(family, Rig(_) | Twin(_))) || family == Studies
+        }
+        // A dashboard, and a researcher (issue 12), read twin, telemetry and study topics and
+        // write nothing: no rig command, no drive.
+        (Role::Dashboard | Role::Researcher, Op::Publish) => false,
+        (Role::Dashboard | Role::Researcher, Op::Subscribe) => matches!(
             family,
-            Twin(_) | Rig(R::Birth | R::Death | R::Samples | R::Status)
+            Twin(_) | Rig(R::Birth | R::Death | R::Samples | R::Status) | Studies
         ),
+        // The API server's MQTT user publishes study topics and nothing else, and reads nothing.
+        (Role::Server, Op::Publish) => family == Studies,
+        (Role::Server, Op::Subscribe) => false,
     }
 }
 
@@ -111,6 +122,8 @@ async fn every_role_gets_exactly_its_allowed_publishes_and_subscriptions() {
         ("twin", Role::Twin, "*", PASSWORD),
         ("op", Role::Operator, "r1", PASSWORD),
         ("dash", Role::Dashboard, "*", PASSWORD),
+        ("ada", Role::Researcher, "*", PASSWORD),
+        ("api", Role::Server, "-", PASSWORD),
         ("root", Role::Admin, "*", PASSWORD),
     ];
     let (broker, _dir) = tokio::task::spawn_blocking(move || start_auth_broker(&users))

@@ -1,14 +1,33 @@
-//! SCAFFOLD (issue 12): the public API of the studies engine, which the API server, the worker
-//! daemon and `dtop up` program against. Bodies are filled in by the engine's implementation.
+//! The studies engine: the queue, the studies, their results and the model catalogue on
+//! PostgreSQL (or an embedded SQLite file), and the worker runtime that runs study chunks. The
+//! API server, the worker daemon and `dtop up` program against [`Engine`]. The computations are
+//! `dtop_studies`' pure functions; this crate schedules them and keeps what they return.
+//!
+//! # Layout
+//! - [`db`]: the pool on either backend, the URL (redacted in logs), migrations, and the
+//!   classification of database errors (away → [`EngineError::Unavailable`]).
+//! - `catalogue`: the model catalogue (versions, provenance, built-ins seeded once).
+//! - `studies`: submit, list, get, cancel, results and the revision feed.
+//! - `jobs`: River's `chunk` and `reduce` jobs, the fan-out (at most
+//!   `chunks_in_flight_per_study` chunks of a study queued at once) and the worker runtime.
+//! - [`store`]: the result store, one file per SHA-256 of an array's canonical JSON.
+//!
+//! See ARCHITECTURE.md, section "Studies engine", for the schema and a study's life cycle.
 
-#![allow(clippy::todo, unused_variables)]
+mod catalogue;
+pub mod db;
+mod jobs;
+pub mod store;
+mod studies;
+
+pub use db::DatabaseUrl;
+pub use jobs::WorkerStats;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dtop_studies::{Budget, FieldProblem, ModelRef, ModelSpec, NamedArray, Provenance, StudyKind};
+use dtop_studies::{Budget, FieldProblem, ModelRef, ModelSpec, Provenance, StudyKind};
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
 /// Where the engine keeps its state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,9 +238,42 @@ pub enum EngineError {
     Internal(String),
 }
 
+
+impl From<dtop_studies::StudyError> for EngineError {
+    fn from(e: dtop_studies::StudyError) -> Self {
+        use dtop_studies::StudyError;
+        match e {
+            StudyError::Invalid(p) => EngineError::Invalid(p),
+            StudyError::TooLarge {
+                work_units,
+                max_work_units,
+            } => EngineError::TooLarge {
+                work_units,
+                max_work_units,
+            },
+            other => EngineError::Internal(other.to_string()),
+        }
+    }
+}
+
 /// The engine: a handle on the database and the result store. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Engine {}
+pub struct Engine {
+    inner: std::sync::Arc<Inner>,
+}
+
+/// What every clone of an [`Engine`] shares.
+#[derive(Debug)]
+struct Inner {
+    /// Our tables and River's.
+    db: db::Db,
+    /// An insert-only River client: submissions, fan-out and cancels go through it.
+    river: riverqueue::Client,
+    /// As given to [`Engine::connect`].
+    config: EngineConfig,
+    /// Counters of the chunks this process ran, for `/metrics`.
+    stats: std::sync::Arc<WorkerStats>,
+}
 
 /// How a worker process runs chunks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,13 +285,69 @@ pub struct WorkerOptions {
     pub concurrency: u32,
 }
 
+impl EngineConfig {
+    /// Every problem of this configuration (ranges and the URL's scheme), each under `prefix`.
+    pub fn problems(&self, prefix: &str) -> Vec<FieldProblem> {
+        let mut out = Vec::new();
+        if let Err(m) = db::backend_of(&self.database_url) {
+            out.push(FieldProblem::new(format!("{prefix}database_url"), m));
+        }
+        if self.chunks_in_flight_per_study == 0 {
+            out.push(FieldProblem::new(
+                format!("{prefix}chunks_in_flight_per_study"),
+                "must be at least 1",
+            ));
+        }
+        if self.max_attempts == 0 {
+            out.push(FieldProblem::new(format!("{prefix}max_attempts"), "must be at least 1"));
+        }
+        if !(self.rescue_after_s.is_finite() && self.rescue_after_s >= 1.0) {
+            out.push(FieldProblem::new(
+                format!("{prefix}rescue_after_s"),
+                format!("must be at least 1 s, got {}", self.rescue_after_s),
+            ));
+        }
+        if self.budget.chunk_work_units == 0 {
+            out.push(FieldProblem::new(
+                format!("{prefix}budget.chunk_work_units"),
+                "must be at least 1",
+            ));
+        }
+        out
+    }
+}
+
+/// Now, RFC 3339 UTC.
+pub(crate) fn now_rfc3339() -> String {
+    riverqueue::jiff::Timestamp::now().to_string()
+}
+
 impl Engine {
     /// Connects, applies migrations (River's and ours), and seeds the built-in models.
     ///
     /// # Errors
-    /// [`EngineError::Unavailable`] when the database cannot be reached.
+    /// [`EngineError::Unavailable`] when the database cannot be reached; `Invalid` for a bad
+    /// configuration.
     pub async fn connect(config: &EngineConfig) -> Result<Engine, EngineError> {
-        todo!()
+        let problems = config.problems("");
+        if !problems.is_empty() {
+            return Err(EngineError::Invalid(problems));
+        }
+        let url = DatabaseUrl::new(config.database_url.clone());
+        let db = db::connect(&url).await?;
+        let river = db::on_db!(&db, pool => riverqueue::Client::builder(pool.clone()).build())
+            .map_err(db::river_error)?;
+        let engine = Engine {
+            inner: std::sync::Arc::new(Inner {
+                db,
+                river,
+                config: config.clone(),
+                stats: std::sync::Arc::new(WorkerStats::default()),
+            }),
+        };
+        engine.seed_builtins().await?;
+        tracing::info!(database = %url, "Studies engine connected.");
+        Ok(engine)
     }
 
     /// Whether the database answers now.
@@ -247,119 +355,24 @@ impl Engine {
     /// # Errors
     /// [`EngineError::Unavailable`].
     pub async fn health(&self) -> Result<(), EngineError> {
-        todo!()
-    }
-
-    /// Validates, plans and queues a study; nothing is queued unless it is valid.
-    ///
-    /// # Errors
-    /// `Invalid`, `TooLarge`, `NotFound` (catalogue model), `Unavailable`.
-    pub async fn submit(&self, request: SubmitRequest) -> Result<StudyRecord, EngineError> {
-        todo!()
-    }
-
-    /// The studies matching `filter`, newest first.
-    ///
-    /// # Errors
-    /// `Unavailable`.
-    pub async fn list_studies(
-        &self,
-        filter: &StudyFilter,
-    ) -> Result<Vec<StudyRecord>, EngineError> {
-        todo!()
-    }
-
-    /// One study.
-    ///
-    /// # Errors
-    /// `NotFound`, `Unavailable`.
-    pub async fn study(&self, id: &StudyId) -> Result<StudyRecord, EngineError> {
-        todo!()
-    }
-
-    /// Cancels a study: every queued chunk is dropped and running ones, on any machine, stop
-    /// within seconds.
-    ///
-    /// # Errors
-    /// `NotFound`, `Conflict` (already final), `Unavailable`.
-    pub async fn cancel(&self, id: &StudyId, by: &str) -> Result<StudyRecord, EngineError> {
-        todo!()
-    }
-
-    /// The result of a succeeded study.
-    ///
-    /// # Errors
-    /// `NotFound` (no such study, or no result yet), `Unavailable`.
-    pub async fn result(&self, id: &StudyId) -> Result<StudyResult, EngineError> {
-        todo!()
-    }
-
-    /// One array of a study's result, from the result store.
-    ///
-    /// # Errors
-    /// `NotFound`, `Unavailable`, `Internal` (store file missing or corrupt).
-    pub async fn array(&self, id: &StudyId, name: &str) -> Result<NamedArray, EngineError> {
-        todo!()
-    }
-
-    /// Studies whose revision changed after `after_revision` (any study), oldest change first,
-    /// with the highest revision seen: for SSE streams and the MQTT publisher.
-    ///
-    /// # Errors
-    /// `Unavailable`.
-    pub async fn changes_since(
-        &self,
-        after_revision: u64,
-    ) -> Result<(Vec<StudyRecord>, u64), EngineError> {
-        todo!()
-    }
-
-    /// Every model's every version, by name then version.
-    ///
-    /// # Errors
-    /// `Unavailable`.
-    pub async fn models(&self) -> Result<Vec<ModelVersion>, EngineError> {
-        todo!()
-    }
-
-    /// One model version (`name` alone: the latest).
-    ///
-    /// # Errors
-    /// `NotFound`, `Unavailable`.
-    pub async fn model(&self, model: &ModelRef) -> Result<ModelVersion, EngineError> {
-        todo!()
-    }
-
-    /// Adds a new version of `name` (version 1 if new); refuses a non-physical model.
-    ///
-    /// # Errors
-    /// `Invalid`, `Unavailable`.
-    pub async fn add_model(
-        &self,
-        name: &str,
-        spec: ModelSpec,
-        provenance: Provenance,
-        created_by: &str,
-    ) -> Result<ModelVersion, EngineError> {
-        todo!()
-    }
-
-    /// Runs chunks (and reduce steps) until `shutdown`, then stops fetching and lets running
-    /// chunks finish. In-process for `dtop up`, and the body of `dtop-worker`. While the
-    /// database is away it pauses and retries with backoff.
-    ///
-    /// # Errors
-    /// `Internal` when the worker cannot start.
-    pub async fn run_worker(
-        &self,
-        options: WorkerOptions,
-        shutdown: CancellationToken,
-    ) -> Result<(), EngineError> {
-        todo!()
+        use riverqueue::sqlx;
+        db::on_db!(&self.inner.db, pool => sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))
+            .map(|_| ())
+            .map_err(db::sqlx_error)
     }
 
     /// Time after which a silent worker's chunk runs again elsewhere.
     pub fn rescue_after(&self) -> Duration {
-        todo!()
+        Duration::from_secs_f64(self.inner.config.rescue_after_s)
+    }
+
+    /// This process's chunk counters (for `/metrics`).
+    pub fn worker_stats(&self) -> std::sync::Arc<WorkerStats> {
+        self.inner.stats.clone()
+    }
+
+    /// The configuration it was connected with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
     }
 }

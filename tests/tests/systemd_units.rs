@@ -29,6 +29,7 @@ fn every_unit_restarts_on_failure_but_not_on_bad_config() -> Result<()> {
         "dtop-broker.service",
         "dtop-twin.service",
         "dtop-edge@.service",
+        "dtop-server.service",
     ] {
         let text = unit(name)?;
         assert_eq!(directive_values(&text, "Restart"), ["on-failure"], "{name}");
@@ -66,6 +67,14 @@ fn every_unit_restarts_on_failure_but_not_on_bad_config() -> Result<()> {
 }
 
 #[test]
+fn server_unit_notifies_readiness_and_has_a_watchdog() -> Result<()> {
+    let text = unit("dtop-server.service")?;
+    assert_eq!(directive_values(&text, "Type"), ["notify"]);
+    assert_eq!(directive_values(&text, "WatchdogSec"), ["30s"]);
+    Ok(())
+}
+
+#[test]
 fn edge_unit_is_a_template_with_one_config_per_rig() -> Result<()> {
     let text = unit("dtop-edge@.service")?;
     assert_eq!(
@@ -95,10 +104,12 @@ fn systemd_parses_every_unit_without_a_warning() -> Result<()> {
         "dtop-broker.service",
         "dtop-twin.service",
         "dtop-edge@.service",
+        "dtop-server.service",
     ] {
         let text = unit(name)?
             .replace("/usr/bin/dtop-broker", "/bin/true")
-            .replace("/usr/bin/dtop-twin", "/bin/true");
+            .replace("/usr/bin/dtop-twin", "/bin/true")
+            .replace("/usr/bin/dtop-server", "/bin/true");
         let text = text.replace("/usr/bin/dtop-edge", "/bin/true");
         let file = if name == "dtop-edge@.service" {
             "dtop-edge@rig1.service"

@@ -1,0 +1,523 @@
+//! Owns the work: River's `dtop_chunk` and `dtop_reduce` jobs, the fan-out (a finishing chunk
+//! records its output and queues the next chunk in one transaction), and the worker runtime.
+//! The computations themselves are `dtop_studies`' pure functions, run on blocking threads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dtop_studies::{ChunkCtx, ModelSpec, StudyError, StudyKind};
+use riverqueue::sqlx;
+use riverqueue::{
+    BoxError, Job, JobArgs, MaintenanceConfig, QueueConfig, WorkCancelled, WorkContext,
+    WorkOutcome, Workers,
+};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{in_tx, on_db, sqlx_error};
+use crate::studies::state_str;
+use crate::{Engine, EngineError, StudyState, WorkerOptions};
+
+/// How often a running chunk looks at its study's state, so a cancel reaches it even where
+/// River's cancel notification does not (SQLite across processes).
+const CANCEL_POLL: Duration = Duration::from_secs(1);
+
+/// One chunk of one study.
+#[derive(Debug, Clone, Serialize, Deserialize, JobArgs)]
+#[river(kind = "dtop_chunk")]
+pub(crate) struct ChunkJob {
+    /// The study's id.
+    pub study: String,
+    /// The chunk's index, `0..chunks_total`.
+    pub index: u32,
+}
+
+/// The reduce step of one study, queued by the chunk that completes the set.
+#[derive(Debug, Clone, Serialize, Deserialize, JobArgs)]
+#[river(kind = "dtop_reduce")]
+pub(crate) struct ReduceJob {
+    /// The study's id.
+    pub study: String,
+}
+
+/// Inserts chunk `$index` of `$study` in transaction `$tx` and remembers its job id (for
+/// cancel).
+macro_rules! insert_chunk {
+    ($river:expr, $tx:ident, $study:expr, $index:expr, $max_attempts:expr) => {{
+        let inserted = $river
+            .insert($crate::jobs::ChunkJob {
+                study: ($study).to_owned(),
+                index: $index,
+            })
+            .opts(riverqueue::InsertOpts::default().with_max_attempts($max_attempts))
+            .tx(&mut $tx)
+            .await
+            .map_err($crate::db::river_error)?;
+        riverqueue::sqlx::query("INSERT INTO dtop_study_jobs (job_id, study_id) VALUES ($1, $2)")
+            .bind(inserted.id())
+            .bind($study)
+            .execute(&mut *$tx)
+            .await
+            .map_err($crate::db::sqlx_error)?;
+    }};
+}
+pub(crate) use insert_chunk;
+
+/// Counters of the chunks this process ran, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Chunks computed and recorded.
+    pub chunks_run_total: AtomicU64,
+    /// Chunk attempts that failed (numerics, panics, database errors).
+    pub chunks_failed_total: AtomicU64,
+    /// Chunks stopped by a cancel.
+    pub chunks_cancelled_total: AtomicU64,
+    /// Chunks whose output was already recorded by an earlier (rescued) run.
+    pub chunks_duplicate_total: AtomicU64,
+    /// Sum of chunk computation times, microseconds.
+    pub chunk_micros_total: AtomicU64,
+    /// Reduce steps completed.
+    pub reduces_total: AtomicU64,
+}
+
+impl WorkerStats {
+    /// The counters in the Prometheus text format, each prefixed `dtop_worker_`.
+    pub fn render(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "# TYPE dtop_worker_chunks_run_total counter\ndtop_worker_chunks_run_total {}\n\
+             # TYPE dtop_worker_chunks_failed_total counter\ndtop_worker_chunks_failed_total {}\n\
+             # TYPE dtop_worker_chunks_cancelled_total counter\ndtop_worker_chunks_cancelled_total {}\n\
+             # TYPE dtop_worker_chunks_duplicate_total counter\ndtop_worker_chunks_duplicate_total {}\n\
+             # TYPE dtop_worker_chunk_seconds_total counter\ndtop_worker_chunk_seconds_total {}\n\
+             # TYPE dtop_worker_reduces_total counter\ndtop_worker_reduces_total {}\n",
+            g(&self.chunks_run_total),
+            g(&self.chunks_failed_total),
+            g(&self.chunks_cancelled_total),
+            g(&self.chunks_duplicate_total),
+            g(&self.chunk_micros_total) as f64 / 1e6,
+            g(&self.reduces_total),
+        )
+    }
+}
+
+/// What a job needs of its study.
+struct StudyInputs {
+    kind: StudyKind,
+    model: ModelSpec,
+    params: serde_json::Value,
+    seed: u64,
+    state: StudyState,
+}
+
+/// How a chunk or reduce attempt ended, before it is told to River.
+enum Ending {
+    /// The computation failed deterministically: fail the study now, no retry.
+    Deterministic(String),
+    /// May succeed on another attempt (panic, database away).
+    Retry(String),
+}
+
+impl Engine {
+    async fn inputs(&self, study: &str) -> Result<Option<StudyInputs>, EngineError> {
+        let row: Option<(String, String, String, i64, String)> = on_db!(&self.inner.db, pool => {
+            sqlx::query_as("SELECT kind, model, params, seed, state FROM dtop_studies WHERE id = $1")
+                .bind(study)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(sqlx_error)?;
+        let Some((kind, model, params, seed, state)) = row else {
+            return Ok(None);
+        };
+        let bad = |e: String| EngineError::Internal(format!("study {study}: {e}"));
+        Ok(Some(StudyInputs {
+            kind: kind.parse().map_err(bad)?,
+            model: serde_json::from_str(&model).map_err(|e| bad(e.to_string()))?,
+            params: serde_json::from_str(&params).map_err(|e| bad(e.to_string()))?,
+            seed: seed as u64,
+            state: serde_json::from_value(serde_json::Value::String(state)).map_err(|e| bad(e.to_string()))?,
+        }))
+    }
+
+    async fn study_state(&self, study: &str) -> Result<Option<StudyState>, EngineError> {
+        Ok(self.inputs(study).await?.map(|i| i.state))
+    }
+
+    /// Sets `cancelled` when River cancels the job (remote cancel, client stop) or the study
+    /// reaches a final state, whichever comes first; ends when `done` is cancelled.
+    fn watch_cancel(
+        &self,
+        study: String,
+        token: CancellationToken,
+        cancelled: Arc<AtomicBool>,
+        done: CancellationToken,
+    ) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CANCEL_POLL);
+            loop {
+                tokio::select! {
+                    () = done.cancelled() => return,
+                    () = token.cancelled() => {
+                        cancelled.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    _ = tick.tick() => {
+                        if let Ok(Some(s)) = engine.study_state(&study).await {
+                            if s.is_final() {
+                                cancelled.store(true, Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Fails `study` with `reason` and cancels its other jobs.
+    async fn fail_study(&self, study: &str, reason: &str, own_job: i64) {
+        match self.finish_unsuccessfully(study, StudyState::Failed, reason).await {
+            Ok(true) => {
+                tracing::warn!(study, reason, "Study failed.");
+                self.cancel_jobs(study, Some(own_job)).await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(study, error = %e, "Could not mark the study failed; a retry will."),
+        }
+    }
+
+    async fn work_chunk(&self, ctx: WorkContext, job: Job<ChunkJob>) -> Result<WorkOutcome, BoxError> {
+        let study = job.args.study.clone();
+        let index = job.args.index;
+        let Some(inputs) = self.inputs(&study).await? else {
+            return Ok(WorkOutcome::Discard);
+        };
+        if inputs.state.is_final() {
+            return Ok(WorkOutcome::Cancel);
+        }
+        self.mark_running(&study).await?;
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let done = CancellationToken::new();
+        self.watch_cancel(study.clone(), ctx.cancellation_token().clone(), cancelled.clone(), done.clone());
+        let started = Instant::now();
+        let flag = cancelled.clone();
+        let computed = tokio::task::spawn_blocking(move || {
+            let ctx = ChunkCtx::new(&flag);
+            dtop_studies::run_chunk(inputs.kind, &inputs.model, &inputs.params, inputs.seed, index, &ctx)
+        })
+        .await;
+        done.cancel();
+        let stats = &self.inner.stats;
+        let ending = match computed {
+            Ok(Ok(output)) => {
+                stats.chunk_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                return self.record_chunk(&ctx, &job, output).await;
+            }
+            Ok(Err(StudyError::Cancelled)) => {
+                stats.chunks_cancelled_total.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(study, chunk = index, "Chunk stopped by a cancel.");
+                if ctx.cancellation_token().is_cancelled() {
+                    // River's own cancel (remote cancel, or this client stopping): on a stop
+                    // the job becomes available again without using an attempt.
+                    return Err(Box::new(WorkCancelled));
+                }
+                return Ok(WorkOutcome::Cancel);
+            }
+            Ok(Err(e)) => Ending::Deterministic(format!("chunk {index}: {e}")),
+            Err(join) => Ending::Retry(format!("chunk {index} panicked: {join}")),
+        };
+        stats.chunks_failed_total.fetch_add(1, Ordering::Relaxed);
+        self.end_attempt(&study, job.row.id, job.row.attempt, job.row.max_attempts, ending).await
+    }
+
+    /// Tells River how a failed attempt ended, failing the study when it will not be retried.
+    async fn end_attempt(
+        &self,
+        study: &str,
+        job_id: i64,
+        attempt: i32,
+        max_attempts: i32,
+        ending: Ending,
+    ) -> Result<WorkOutcome, BoxError> {
+        match ending {
+            Ending::Deterministic(reason) => {
+                self.fail_study(study, &reason, job_id).await;
+                Ok(WorkOutcome::Discard)
+            }
+            Ending::Retry(reason) => {
+                if attempt >= max_attempts {
+                    self.fail_study(study, &format!("{reason} (attempt {attempt} of {max_attempts})"), job_id)
+                        .await;
+                }
+                Err(reason.into())
+            }
+        }
+    }
+
+    async fn mark_running(&self, study: &str) -> Result<(), EngineError> {
+        in_tx!(&self.inner.db, tx => {
+            let state: Option<String> = sqlx::query_scalar("SELECT state FROM dtop_studies WHERE id = $1")
+                .bind(study)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sqlx_error)?;
+            if state.as_deref() == Some("queued") {
+                let revision = crate::db::next_revision!(tx);
+                sqlx::query("UPDATE dtop_studies SET state = 'running', revision = $2 WHERE id = $1 AND state = 'queued'")
+                    .bind(study)
+                    .bind(revision)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sqlx_error)?;
+            }
+        });
+        Ok(())
+    }
+
+    /// Records a chunk's output, queues the next chunk (or the reduce step) and completes the
+    /// job, all in one transaction: a crash before the commit leaves the job to be rescued, a
+    /// crash after it leaves nothing to redo. A chunk already recorded (a rescued duplicate)
+    /// keeps its first output.
+    async fn record_chunk(
+        &self,
+        ctx: &WorkContext,
+        job: &Job<ChunkJob>,
+        output: serde_json::Value,
+    ) -> Result<WorkOutcome, BoxError> {
+        let study = job.args.study.as_str();
+        let index = job.args.index;
+        let output = serde_json::to_string(&output)?;
+        let river = &self.inner.river;
+        let max_attempts = i32::from(self.inner.config.max_attempts);
+        let mut duplicate = false;
+        in_tx!(&self.inner.db, tx => {
+            // Lock the study row first (PostgreSQL), so concurrent chunks and a cancel serialize.
+            let row: Option<(String, i64, i64, i64)> = sqlx::query_as(
+                "UPDATE dtop_studies SET chunks_done = chunks_done WHERE id = $1 \
+                 RETURNING state, chunks_done, chunks_queued, chunks_total",
+            )
+            .bind(study)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sqlx_error)?;
+            let Some((state, _, queued, total)) = row else {
+                return Ok(WorkOutcome::Discard);
+            };
+            if !matches!(state.as_str(), "queued" | "running") {
+                // Cancelled or failed meanwhile: the output is not wanted.
+                ctx.job_complete_tx(&mut tx).await.map_err(crate::db::river_error)?;
+                duplicate = true;
+            } else {
+                let inserted = sqlx::query(
+                    "INSERT INTO dtop_chunks (study_id, chunk_index, output, attempt, finished_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (study_id, chunk_index) DO NOTHING",
+                )
+                .bind(study)
+                .bind(i64::from(index))
+                .bind(&output)
+                .bind(i64::from(job.row.attempt))
+                .bind(crate::now_rfc3339())
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_error)?
+                .rows_affected();
+                if inserted == 0 {
+                    duplicate = true;
+                } else {
+                    let done: i64 = sqlx::query_scalar(
+                        "UPDATE dtop_studies SET chunks_done = chunks_done + 1 WHERE id = $1 RETURNING chunks_done",
+                    )
+                    .bind(study)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(sqlx_error)?;
+                    if queued < total {
+                        insert_chunk!(river, tx, study, queued as u32, max_attempts);
+                        sqlx::query("UPDATE dtop_studies SET chunks_queued = chunks_queued + 1 WHERE id = $1")
+                            .bind(study)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(sqlx_error)?;
+                    }
+                    let next_state = if done >= total {
+                        river
+                            .insert(ReduceJob { study: study.to_owned() })
+                            .opts(riverqueue::InsertOpts::default().with_max_attempts(max_attempts))
+                            .tx(&mut tx)
+                            .await
+                            .map_err(crate::db::river_error)?;
+                        StudyState::Reducing
+                    } else {
+                        StudyState::Running
+                    };
+                    let revision = crate::db::next_revision!(tx);
+                    sqlx::query("UPDATE dtop_studies SET state = $2, revision = $3 WHERE id = $1")
+                        .bind(study)
+                        .bind(state_str(next_state))
+                        .bind(revision)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sqlx_error)?;
+                }
+                ctx.job_complete_tx(&mut tx).await.map_err(crate::db::river_error)?;
+            }
+        });
+        if duplicate {
+            self.inner.stats.chunks_duplicate_total.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(study, chunk = index, "Chunk already recorded or no longer wanted; kept the first output.");
+        } else {
+            self.inner.stats.chunks_run_total.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(WorkOutcome::Complete)
+    }
+
+    async fn work_reduce(&self, ctx: WorkContext, job: Job<ReduceJob>) -> Result<WorkOutcome, BoxError> {
+        let study = job.args.study.clone();
+        let Some(inputs) = self.inputs(&study).await? else {
+            return Ok(WorkOutcome::Discard);
+        };
+        if inputs.state != StudyState::Reducing {
+            return Ok(WorkOutcome::Cancel);
+        }
+        let outputs: Vec<String> = on_db!(&self.inner.db, pool => {
+            sqlx::query_scalar("SELECT output FROM dtop_chunks WHERE study_id = $1 ORDER BY chunk_index")
+                .bind(&study)
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(sqlx_error)?;
+        let chunks = outputs
+            .iter()
+            .map(|o| serde_json::from_str::<serde_json::Value>(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dir = self.inner.config.result_dir.clone();
+        let reduced = tokio::task::spawn_blocking(move || {
+            let out = dtop_studies::reduce(inputs.kind, &inputs.model, &inputs.params, inputs.seed, &chunks)?;
+            let refs = out
+                .arrays
+                .iter()
+                .map(|a| crate::store::put(&dir, a))
+                .collect::<Result<Vec<_>, EngineError>>()
+                .map_err(|e| StudyError::Numerics(format!("storing arrays: {e}")))?;
+            Ok::<_, StudyError>((out.summary, refs))
+        })
+        .await;
+        let (summary, refs) = match reduced {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                let ending = Ending::Deterministic(format!("reduce: {e}"));
+                return self.end_attempt(&study, job.row.id, job.row.attempt, job.row.max_attempts, ending).await;
+            }
+            Err(join) => {
+                let ending = Ending::Retry(format!("reduce panicked: {join}"));
+                return self.end_attempt(&study, job.row.id, job.row.attempt, job.row.max_attempts, ending).await;
+            }
+        };
+        let summary = serde_json::to_string(&summary)?;
+        let arrays = serde_json::to_string(&refs)?;
+        in_tx!(&self.inner.db, tx => {
+            let revision = crate::db::next_revision!(tx);
+            let changed = sqlx::query(
+                "UPDATE dtop_studies SET state = 'succeeded', finished_at = $2, revision = $3 \
+                 WHERE id = $1 AND state = 'reducing'",
+            )
+            .bind(&study)
+            .bind(crate::now_rfc3339())
+            .bind(revision)
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_error)?
+            .rows_affected();
+            if changed == 1 {
+                sqlx::query(
+                    "INSERT INTO dtop_results (study_id, summary, arrays, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (study_id) DO NOTHING",
+                )
+                .bind(&study)
+                .bind(&summary)
+                .bind(&arrays)
+                .bind(crate::now_rfc3339())
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_error)?;
+            }
+            ctx.job_complete_tx(&mut tx).await.map_err(crate::db::river_error)?;
+        });
+        self.inner.stats.reduces_total.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(study, "Study succeeded.");
+        Ok(WorkOutcome::Complete)
+    }
+
+    /// Runs chunks (and reduce steps) until `shutdown`, then stops fetching and lets running
+    /// chunks finish. In-process for `dtop up`, and the body of `dtop-worker`. While the
+    /// database is away River's fetch loop keeps retrying; starting is retried here with
+    /// backoff.
+    ///
+    /// # Errors
+    /// `Internal` when the worker cannot be built (bad options).
+    pub async fn run_worker(&self, options: WorkerOptions, shutdown: CancellationToken) -> Result<(), EngineError> {
+        if options.concurrency == 0 {
+            return Err(EngineError::Invalid(vec![dtop_studies::FieldProblem::new(
+                "worker.concurrency",
+                "must be at least 1",
+            )]));
+        }
+        let mut workers = Workers::new();
+        let e = self.clone();
+        workers
+            .add_fn(move |ctx: WorkContext, job: Job<ChunkJob>| {
+                let e = e.clone();
+                async move { e.work_chunk(ctx, job).await }
+            })
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let e = self.clone();
+        workers
+            .add_fn(move |ctx: WorkContext, job: Job<ReduceJob>| {
+                let e = e.clone();
+                async move { e.work_reduce(ctx, job).await }
+            })
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let rescue_after = self.rescue_after();
+        let maintenance = MaintenanceConfig::default()
+            .with_rescue_after(rescue_after)
+            .with_rescuer_interval((rescue_after / 4).max(Duration::from_millis(500)));
+        let client = on_db!(&self.inner.db, pool => {
+            riverqueue::Client::builder(pool.clone())
+                .workers(workers)
+                .queue("default", QueueConfig::new(options.concurrency as usize))
+                .without_job_timeout()
+                .maintenance(maintenance)
+                .build()
+        })
+        .map_err(|e| EngineError::Internal(format!("building the worker: {e}")))?;
+        let mut backoff = dtop_daemon::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut rng = rand::rng();
+        let mut run = loop {
+            match client.start() {
+                Ok(run) => break run,
+                Err(e) => {
+                    let delay = backoff.next_delay(&mut rng);
+                    tracing::warn!(worker = %options.name, error = %e, delay_ms = delay.as_millis() as u64, "Worker could not start; retrying.");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        };
+        tracing::info!(worker = %options.name, concurrency = options.concurrency, rescue_after_s = rescue_after.as_secs_f64(), "Worker running.");
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            res = run.wait() => {
+                return res.map_err(|e| EngineError::Internal(format!("worker stopped: {e}")));
+            }
+        }
+        tracing::info!(worker = %options.name, "Worker stopping; letting running chunks finish.");
+        run.stop()
+            .await
+            .map_err(|e| EngineError::Internal(format!("worker stop: {e}")))
+    }
+}

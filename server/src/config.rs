@@ -1,0 +1,278 @@
+//! Owns the server's TOML config: the HTTP listener and its limits, the credentials file, the
+//! engine's database, the optional MQTT publisher and in-process workers, and `validate()`,
+//! which reports every range problem at once. Reads no file but the MQTT password file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dtop_daemon::ConfigProblem;
+use dtop_engine::EngineConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole server config (`dtop-server --config PATH`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The HTTP listener.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The broker's credentials file (`user:role:rigs:argon2id-hash`); re-read when it changes.
+    pub credentials_file: PathBuf,
+    /// The studies engine's database and result store.
+    pub engine: EngineConfig,
+    /// Where to publish study state on MQTT; absent = no publisher.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+    /// In-process workers.
+    #[serde(default)]
+    pub workers: WorkersConfig,
+}
+
+/// The HTTP listener and its limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[serde(default = "default_body_limit_bytes")]
+    pub body_limit_bytes: usize,
+    /// How long a login token lives, in seconds.
+    #[serde(default = "default_token_lifetime_s")]
+    pub token_lifetime_s: u64,
+    /// How often the study change poller asks the database, in milliseconds (one poller for
+    /// every SSE client and the MQTT publisher).
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// At most this many argon2 verifications run at once (each takes ~19 MiB and tens of ms).
+    #[serde(default = "default_max_concurrent_logins")]
+    pub max_concurrent_logins: usize,
+    /// Failed logins allowed per user name or client address before they are slowed down.
+    #[serde(default = "default_free_login_failures")]
+    pub free_login_failures: u32,
+    /// Longest wait imposed after repeated failed logins, in seconds.
+    #[serde(default = "default_max_login_delay_s")]
+    pub max_login_delay_s: u64,
+}
+
+const fn default_body_limit_bytes() -> usize {
+    1024 * 1024
+}
+const fn default_token_lifetime_s() -> u64 {
+    12 * 3600
+}
+const fn default_poll_interval_ms() -> u64 {
+    500
+}
+const fn default_max_concurrent_logins() -> usize {
+    4
+}
+const fn default_free_login_failures() -> u32 {
+    3
+}
+const fn default_max_login_delay_s() -> u64 {
+    300
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            body_limit_bytes: default_body_limit_bytes(),
+            token_lifetime_s: default_token_lifetime_s(),
+            poll_interval_ms: default_poll_interval_ms(),
+            max_concurrent_logins: default_max_concurrent_logins(),
+            free_login_failures: default_free_login_failures(),
+            max_login_delay_s: default_max_login_delay_s(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The token lifetime.
+    pub fn token_lifetime(&self) -> Duration {
+        Duration::from_secs(self.token_lifetime_s)
+    }
+}
+
+/// The MQTT publisher of study state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    /// Client id.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// User name (role `server` in the broker's credentials file); absent = anonymous.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password (first line), e.g. a systemd credential.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+const fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_client_id() -> String {
+    "dtop-server".to_owned()
+}
+
+/// Workers running inside the server process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// Chunks run at once by an in-process worker; 0 = none (production runs separate
+    /// `dtop-worker` daemons).
+    #[serde(default)]
+    pub count: u32,
+}
+
+impl ServerConfig {
+    /// A config for `--print-default-config`: loopback, SQLite under /var/lib/dtop.
+    pub fn example() -> Self {
+        Self {
+            http: HttpConfig::default(),
+            credentials_file: PathBuf::from("/etc/dtop/broker.passwd"),
+            engine: EngineConfig {
+                database_url: "sqlite:///var/lib/dtop/studies.db".to_owned(),
+                result_dir: PathBuf::from("/var/lib/dtop/results"),
+                budget: Default::default(),
+                chunks_in_flight_per_study: 8,
+                max_attempts: 3,
+                rescue_after_s: 30.0,
+            },
+            mqtt: None,
+            workers: WorkersConfig::default(),
+        }
+    }
+
+    /// Every range and cross-field problem at once.
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let h = &self.http;
+        if h.body_limit_bytes < 1024 {
+            problems.push(ConfigProblem::new(
+                "http.body_limit_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if !(60..=30 * 24 * 3600).contains(&h.token_lifetime_s) {
+            problems.push(ConfigProblem::new(
+                "http.token_lifetime_s",
+                "must be between 60 and 2592000 (30 days)",
+            ));
+        }
+        if !(10..=60_000).contains(&h.poll_interval_ms) {
+            problems.push(ConfigProblem::new(
+                "http.poll_interval_ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        if h.max_concurrent_logins == 0 {
+            problems.push(ConfigProblem::new(
+                "http.max_concurrent_logins",
+                "must be at least 1",
+            ));
+        }
+        if h.max_login_delay_s == 0 {
+            problems.push(ConfigProblem::new(
+                "http.max_login_delay_s",
+                "must be at least 1",
+            ));
+        }
+        if self.credentials_file.as_os_str().is_empty() {
+            problems.push(ConfigProblem::new("credentials_file", "must not be empty"));
+        }
+        let url = &self.engine.database_url;
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
+            problems.push(ConfigProblem::new(
+                "engine.database_url",
+                "must start with postgres://, postgresql:// or sqlite:",
+            ));
+        }
+        if let Some(mqtt) = &self.mqtt {
+            if mqtt.host.is_empty() {
+                problems.push(ConfigProblem::new("mqtt.host", "must not be empty"));
+            }
+            if mqtt.client_id.is_empty() {
+                problems.push(ConfigProblem::new("mqtt.client_id", "must not be empty"));
+            }
+            if mqtt.password_file.is_some() && mqtt.username.is_none() {
+                problems.push(ConfigProblem::new(
+                    "mqtt.password_file",
+                    "needs mqtt.username",
+                ));
+            }
+        }
+        if self.workers.count > 1024 {
+            problems.push(ConfigProblem::new("workers.count", "must be at most 1024"));
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_validates() {
+        let text = include_str!("../dtop-server.example.toml");
+        let config: ServerConfig = dtop_daemon::parse(text, ServerConfig::validate).unwrap();
+        assert_eq!(config.http.token_lifetime_s, 12 * 3600);
+        assert!(config.mqtt.is_some());
+    }
+
+    #[test]
+    fn default_config_round_trips_through_toml() {
+        let text = toml::to_string(&ServerConfig::example()).unwrap();
+        let back: ServerConfig = dtop_daemon::parse(&text, ServerConfig::validate).unwrap();
+        assert_eq!(back, ServerConfig::example());
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let text = r#"
+credentials_file = ""
+[http]
+body_limit_bytes = 10
+token_lifetime_s = 1
+[engine]
+database_url = "mysql://x"
+result_dir = "/tmp/r"
+[mqtt]
+host = ""
+password_file = "/p"
+"#;
+        let problems = dtop_daemon::parse::<ServerConfig, _>(text, ServerConfig::validate)
+            .unwrap_err();
+        let mut paths = problems.paths();
+        paths.sort_unstable();
+        assert_eq!(
+            paths,
+            [
+                "credentials_file",
+                "engine.database_url",
+                "http.body_limit_bytes",
+                "http.token_lifetime_s",
+                "mqtt.host",
+                "mqtt.password_file",
+            ]
+        );
+    }
+}

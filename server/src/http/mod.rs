@@ -1,0 +1,127 @@
+//! Owns the router: every route (listed once in [`ROUTES`], which a test holds equal to the
+//! OpenAPI document and to what the router answers), the body limit, request tracing without
+//! headers or bodies, per-route counters, and the unauthenticated health, metrics and
+//! document endpoints.
+
+pub mod auth;
+pub mod models;
+pub mod studies;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::extract::Shared;
+
+/// Every route as `(method, path template)`, in the order of the contract.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/v1/login"),
+    ("POST", "/api/v1/logout"),
+    ("GET", "/api/v1/whoami"),
+    ("GET", "/api/v1/kinds"),
+    ("GET", "/api/v1/kinds/{kind}/defaults"),
+    ("POST", "/api/v1/studies"),
+    ("GET", "/api/v1/studies"),
+    ("GET", "/api/v1/studies/{id}"),
+    ("POST", "/api/v1/studies/{id}/cancel"),
+    ("GET", "/api/v1/studies/{id}/events"),
+    ("GET", "/api/v1/studies/{id}/result"),
+    ("GET", "/api/v1/studies/{id}/arrays/{name}"),
+    ("GET", "/api/v1/models"),
+    ("POST", "/api/v1/models"),
+    ("GET", "/api/v1/models/{name}"),
+    ("GET", "/api/v1/models/{name}/{version}"),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+];
+
+/// The API's router over `state`, with a body limit of `body_limit_bytes`.
+pub fn router(state: Shared, body_limit_bytes: usize) -> Router {
+    let metrics = Arc::clone(&state.metrics);
+    let metrics_render = Arc::clone(&state.metrics);
+    Router::new()
+        .route("/api/v1/login", post(auth::login))
+        .route("/api/v1/logout", post(auth::logout))
+        .route("/api/v1/whoami", get(auth::whoami))
+        .route("/api/v1/kinds", get(studies::kinds))
+        .route("/api/v1/kinds/{kind}/defaults", get(studies::defaults))
+        .route("/api/v1/studies", post(studies::submit).get(studies::list))
+        .route("/api/v1/studies/{id}", get(studies::get))
+        .route("/api/v1/studies/{id}/cancel", post(studies::cancel))
+        .route("/api/v1/studies/{id}/events", get(studies::events))
+        .route("/api/v1/studies/{id}/result", get(studies::result))
+        .route("/api/v1/studies/{id}/arrays/{name}", get(studies::array))
+        .route("/api/v1/models", get(models::list).post(models::add))
+        .route("/api/v1/models/{name}", get(models::versions))
+        .route("/api/v1/models/{name}/{version}", get(models::version))
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit_bytes))
+        .layer(middleware::from_fn_with_state(metrics, count))
+        // The default span has method, URI and version only: no headers (the token), no body
+        // (the password). Tokens never travel in URIs.
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+        .merge(dtop_daemon::metrics::router(Arc::new(move || metrics_render.render())))
+}
+
+async fn count(
+    State(metrics): State<Arc<crate::metrics::Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    metrics.request(&route, &method, response.status().as_u16());
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".to_owned())
+}
+
+/// The OpenAPI 3.1 document of this API (no authentication).
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, content_type = "application/json", description = "This document")))]
+pub async fn openapi_json() -> Response {
+    Json(crate::openapi::document()).into_response()
+}
+
+/// Whether the server and its database answer (no authentication).
+#[utoipa::path(get, path = "/healthz", tag = "meta",
+    responses((status = 200, content_type = "text/plain", description = "ok"),
+        (status = 503, content_type = "text/plain", description = "database away")))]
+pub async fn healthz(State(state): State<Shared>) -> Response {
+    match state.engine.health().await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "Health check: database away.");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "5")],
+                "database unavailable\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Prometheus metrics (no authentication), served by `dtop_daemon::metrics`; this item only
+/// documents the route.
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, content_type = "text/plain; version=0.0.4", description = "Prometheus text exposition")))]
+#[allow(dead_code)]
+fn metrics_doc() {}

@@ -1,0 +1,141 @@
+//! DTOP's HTTP API server: users log in with the broker's credentials file, then submit,
+//! watch, cancel and fetch studies and manage catalogue models over the studies engine
+//! (`dtop-engine`). Study changes are polled once and fanned out to SSE streams and, when
+//! configured, to MQTT. The contract is `/work/agents/api.md`; the served OpenAPI 3.1 document
+//! is its machine-readable form. `dtop up` runs [`serve`] in-process; `dtop-server` is the
+//! daemon around it.
+//!
+//! # Layout
+//! - [`config`]: the TOML config and its validation.
+//! - [`users`]: the credentials file, reloaded when it changes; argon2 off the async threads.
+//! - [`sessions`]: login tokens, stored hashed, with expiry and revocation.
+//! - [`throttle`]: slowing down failed logins per user name and client address.
+//! - [`extract`]: shared state, [`extract::AuthUser`], JSON bodies refused in the API's words.
+//! - [`error`]: the one error type and its wire form.
+//! - [`http`]: the router and one file per resource (auth, studies, models).
+//! - [`events`]: the one study-change poller and its broadcast.
+//! - [`mqtt`]: the study-state publisher.
+//! - [`metrics`]: counters and their Prometheus text.
+//! - [`openapi`]: the OpenAPI document.
+
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod http;
+pub mod metrics;
+pub mod mqtt;
+pub mod openapi;
+pub mod sessions;
+pub mod throttle;
+pub mod users;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dtop_engine::{Engine, WorkerOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info};
+
+pub use config::ServerConfig;
+
+use crate::events::Changes;
+use crate::extract::AppState;
+use crate::metrics::Metrics;
+use crate::sessions::Sessions;
+use crate::throttle::Throttle;
+use crate::users::Users;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The credentials file cannot be used.
+    #[error(transparent)]
+    Credentials(#[from] dtop_auth::CredentialsError),
+    /// The MQTT publisher cannot start.
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttError),
+    /// Serving HTTP failed.
+    #[error("HTTP server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the API on `listener` until `shutdown`: the HTTP server, the change poller, the MQTT
+/// publisher (if configured) and in-process workers (if `workers.count > 0`). Returns once
+/// everything has stopped; running chunks of in-process workers are let finish.
+///
+/// # Errors
+/// When the credentials file or the MQTT password file cannot be read, or serving fails.
+pub async fn serve(
+    config: ServerConfig,
+    engine: Engine,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let users = Users::load(&config.credentials_file, config.http.max_concurrent_logins)?;
+    let password = config.mqtt.as_ref().map(mqtt::read_password).transpose()?.flatten();
+    let metrics = Arc::new(Metrics::default());
+    let changes = Changes::new();
+    let tracker = TaskTracker::new();
+
+    tracker.spawn(events::run_poller(
+        engine.clone(),
+        Duration::from_millis(config.http.poll_interval_ms),
+        changes.clone(),
+        shutdown.clone(),
+    ));
+    if let Some(mqtt_config) = config.mqtt.clone() {
+        tracker.spawn(mqtt::run_publisher(
+            mqtt_config,
+            password,
+            changes.clone(),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        ));
+    }
+    if config.workers.count > 0 {
+        let engine = engine.clone();
+        let options = WorkerOptions {
+            name: format!("dtop-server-{}", std::process::id()),
+            concurrency: config.workers.count,
+        };
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = engine.run_worker(options, shutdown).await {
+                error!(error = %e, "In-process worker stopped.");
+            }
+        });
+    }
+    tracker.close();
+
+    let state = Arc::new(AppState {
+        engine,
+        users,
+        sessions: Sessions::new(config.http.token_lifetime()),
+        throttle: Throttle::new(
+            config.http.free_login_failures,
+            Duration::from_secs(config.http.max_login_delay_s),
+        ),
+        metrics,
+        changes,
+        shutdown: shutdown.clone(),
+    });
+    let app = http::router(state, config.http.body_limit_bytes);
+    let addr = listener.local_addr()?;
+    info!(%addr, "API server listening.");
+    let stop = shutdown.clone();
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await;
+    // Whatever ended serving, the background tasks stop with it.
+    shutdown.cancel();
+    tracker.wait().await;
+    served?;
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! Owns the OpenAPI 3.1 document served at `/api/v1/openapi.json`: the paths come from the
+//! handlers' `#[utoipa::path]`, the schemas of the engine's records from the documentation
+//! mirrors below (the engine and studies crates stay free of utoipa; a test keeps each mirror's
+//! field names equal to the real type's JSON).
+
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::error::{ErrorBody, ProblemBody};
+use crate::http::auth::{LoginBody, LoginResponse, WhoAmI};
+use crate::http::models::AddModelBody;
+use crate::http::studies::SubmitBody;
+
+/// A study kind and what it computes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KindInfo {
+    /// Its name (`modal`, `frf`, ...).
+    pub kind: String,
+    /// One line.
+    pub description: String,
+}
+
+/// `dtop_engine::StudyRecord`: a study as stored.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = StudyRecord)]
+pub struct StudyRecordDoc {
+    /// `st_` and a UUIDv7.
+    pub id: String,
+    /// Study kind.
+    pub kind: String,
+    /// `name@version` of the catalogue model, or null for an inline model.
+    pub model_ref: Option<String>,
+    /// The model as resolved at submission.
+    #[schema(value_type = Object)]
+    pub model: serde_json::Value,
+    /// The parameters as submitted.
+    #[schema(value_type = Object)]
+    pub params: serde_json::Value,
+    /// The seed.
+    pub seed: u64,
+    /// Submitter's user name.
+    pub submitted_by: String,
+    /// RFC 3339 UTC.
+    pub submitted_at: String,
+    /// RFC 3339 UTC, once final.
+    pub finished_at: Option<String>,
+    /// `queued`, `running`, `reducing`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    /// Chunks in all.
+    pub chunks_total: u32,
+    /// Chunks finished.
+    pub chunks_done: u32,
+    /// Why it failed or who cancelled it.
+    pub error: Option<String>,
+    /// Increases on every change.
+    pub revision: u64,
+}
+
+/// `dtop_engine::ArrayRef`: a stored array.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ArrayRef)]
+pub struct ArrayRefDoc {
+    /// Name, unique within the study.
+    pub name: String,
+    /// SHA-256 of its canonical JSON, hex.
+    pub sha256_hex: String,
+    /// Rows.
+    pub rows: u64,
+    /// Column names.
+    pub columns: Vec<String>,
+}
+
+/// `dtop_engine::StudyResult`: a finished study's result.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = StudyResult)]
+pub struct StudyResultDoc {
+    /// The study id.
+    pub study: String,
+    /// The kind's JSON summary.
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Value,
+    /// The arrays.
+    pub arrays: Vec<ArrayRefDoc>,
+}
+
+/// `dtop_studies::Column`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Column)]
+pub struct ColumnDoc {
+    /// Name with its unit (`frequency_hz`).
+    pub name: String,
+    /// One value per row.
+    pub values: Vec<f64>,
+}
+
+/// `dtop_studies::NamedArray`: a table of equal-length columns.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = NamedArray)]
+pub struct NamedArrayDoc {
+    /// Name.
+    pub name: String,
+    /// Columns.
+    pub columns: Vec<ColumnDoc>,
+}
+
+/// `dtop_engine::ModelVersion`: one version of a catalogue model.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ModelVersion)]
+pub struct ModelVersionDoc {
+    /// Catalogue name.
+    pub name: String,
+    /// From 1.
+    pub version: u32,
+    /// The model (`dtop_studies::ModelSpec`).
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+    /// Where it came from (`dtop_studies::Provenance`).
+    #[schema(value_type = Object)]
+    pub provenance: serde_json::Value,
+    /// Who made it.
+    pub created_by: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// Adds the bearer scheme the secured paths name.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "DTOP API", description = "Studies and models of the DTOP digital-twin platform."),
+    paths(
+        crate::http::auth::login,
+        crate::http::auth::logout,
+        crate::http::auth::whoami,
+        crate::http::studies::kinds,
+        crate::http::studies::defaults,
+        crate::http::studies::submit,
+        crate::http::studies::list,
+        crate::http::studies::get,
+        crate::http::studies::cancel,
+        crate::http::studies::events,
+        crate::http::studies::result,
+        crate::http::studies::array,
+        crate::http::models::list,
+        crate::http::models::versions,
+        crate::http::models::version,
+        crate::http::models::add,
+        crate::http::openapi_json,
+        crate::http::healthz,
+        crate::http::metrics_doc,
+    ),
+    components(schemas(
+        ErrorBody, ProblemBody, LoginBody, LoginResponse, WhoAmI, KindInfo, SubmitBody,
+        AddModelBody, StudyRecordDoc, StudyResultDoc, ArrayRefDoc, NamedArrayDoc, ColumnDoc,
+        ModelVersionDoc,
+    )),
+    modifiers(&BearerScheme),
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+/// The document as JSON.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn properties(schema: &str) -> Vec<String> {
+        let doc = serde_json::to_value(document()).unwrap();
+        let mut keys: Vec<String> = doc["components"]["schemas"][schema]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no schema {schema}"))
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn json_keys(value: serde_json::Value) -> Vec<String> {
+        let mut keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn documents_exactly_the_routes_the_router_has() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let mut documented = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+        documented.sort();
+        let mut routes: Vec<(String, String)> = crate::http::ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        routes.sort();
+        assert_eq!(documented, routes);
+    }
+
+    #[test]
+    fn is_openapi_3_1() {
+        let doc = serde_json::to_value(document()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    }
+
+    #[test]
+    fn mirrors_have_the_field_names_of_the_engine_types() {
+        let record = dtop_engine::StudyRecord {
+            id: dtop_engine::StudyId("st_x".into()),
+            kind: dtop_studies::StudyKind::Modal,
+            model_ref: None,
+            model: dtop_studies::builtin_models()[0].1.clone(),
+            params: serde_json::json!({}),
+            seed: 1,
+            submitted_by: "a".into(),
+            submitted_at: "t".into(),
+            finished_at: None,
+            state: dtop_engine::StudyState::Queued,
+            chunks_total: 1,
+            chunks_done: 0,
+            error: None,
+            revision: 1,
+        };
+        assert_eq!(
+            properties("StudyRecord"),
+            json_keys(serde_json::to_value(&record).unwrap())
+        );
+        let array = dtop_engine::ArrayRef {
+            name: "a".into(),
+            sha256_hex: "0".into(),
+            rows: 1,
+            columns: vec![],
+        };
+        assert_eq!(
+            properties("ArrayRef"),
+            json_keys(serde_json::to_value(&array).unwrap())
+        );
+        let result = dtop_engine::StudyResult {
+            study: record.id.clone(),
+            summary: serde_json::json!({}),
+            arrays: vec![],
+        };
+        assert_eq!(
+            properties("StudyResult"),
+            json_keys(serde_json::to_value(&result).unwrap())
+        );
+        let model = dtop_engine::ModelVersion {
+            name: "m".into(),
+            version: 1,
+            spec: record.model.clone(),
+            provenance: dtop_studies::Provenance::Manual,
+            created_by: "a".into(),
+            created_at: "t".into(),
+        };
+        assert_eq!(
+            properties("ModelVersion"),
+            json_keys(serde_json::to_value(&model).unwrap())
+        );
+        let named = dtop_studies::NamedArray {
+            name: "n".into(),
+            columns: vec![],
+        };
+        assert_eq!(
+            properties("NamedArray"),
+            json_keys(serde_json::to_value(&named).unwrap())
+        );
+    }
+}
