@@ -1,7 +1,8 @@
-//! `dtop modal | frf | control | dvf-critical-gain`: offline computations on the Southampton
-//! model. Owns only the command-line shape of these subcommands, their cross-checks of the
-//! options (every problem reported at once) and the JSON they print; all the numerics live in
-//! `dtop_dynamics::{frf, control}`.
+//! `dtop modal | frf | control | dvf-critical-gain`: offline computations on a model (the
+//! Southampton building unless `--model` names another). Owns only the command-line shape of
+//! these subcommands, their cross-checks of the options (every problem reported at once) and the
+//! JSON they print; all the numerics live in `dtop_dynamics::{frf, control}`. Finding the model
+//! (built-in, file or catalogue) is [`crate::model_source`]'s job.
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -12,7 +13,7 @@ use dtop_dynamics::frf::{
     self, FrequencyGrid, FrfInput, FrfKind, FrfMethod, FrfRequest, default_df_hz, default_f_max_hz,
     default_f_min_hz,
 };
-use dtop_dynamics::{ControlError, FrfError, ShearBuilding};
+use dtop_dynamics::{ControlError, FrfError, InertialActuator, ShearBuilding, ShearBuildingConfig};
 
 /// Why a computation printed nothing.
 #[derive(Debug)]
@@ -242,11 +243,21 @@ pub enum Computation {
 /// [`ComputeError::Usage`] with every problem of the options; [`ComputeError::Failed`] if the
 /// numerics fail.
 pub fn run(computation: &Computation) -> Result<String, ComputeError> {
+    run_on(computation, &ShearBuildingConfig::southampton())
+}
+
+/// Runs `computation` on `model` (the structure; `--actuator-floor` and the control floors fit
+/// an actuator to it: the model's own actuator constants if it has one, else the default
+/// actuator) and returns its pretty-printed JSON.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_on(computation: &Computation, model: &ShearBuildingConfig) -> Result<String, ComputeError> {
     let value = match computation {
-        Computation::Modal(args) => modal(args)?,
-        Computation::Frf(args) => frequency_response(args)?,
-        Computation::Control(args) => control(args)?,
-        Computation::DvfCriticalGain(args) => critical_gain(args)?,
+        Computation::Modal(args) => modal(args, model)?,
+        Computation::Frf(args) => frequency_response(args, model)?,
+        Computation::Control(args) => control(args, model)?,
+        Computation::DvfCriticalGain(args) => critical_gain(args, model)?,
     };
     serde_json::to_string_pretty(&value).map_err(|e| ComputeError::Failed(e.to_string()))
 }
@@ -259,15 +270,38 @@ fn usage_unless_empty(problems: Vec<String>) -> Result<(), ComputeError> {
     }
 }
 
-fn southampton(actuator_floor: Option<usize>) -> Result<ShearBuilding, ComputeError> {
+/// `model` with an actuator on `floor`: the model's own actuator constants if it has one, the
+/// default actuator otherwise.
+fn with_actuator(model: &ShearBuildingConfig, floor: usize) -> ShearBuildingConfig {
+    let actuator = model.actuator.unwrap_or_default();
+    ShearBuildingConfig {
+        actuator: Some(InertialActuator { floor, ..actuator }),
+        ..model.clone()
+    }
+}
+
+/// The building: `model` as it is without `actuator_floor`, else with the actuator there.
+fn building(
+    model: &ShearBuildingConfig,
+    actuator_floor: Option<usize>,
+) -> Result<ShearBuilding, ComputeError> {
     Ok(match actuator_floor {
-        Some(floor) => ShearBuilding::southampton_with_actuator(floor)?,
-        None => ShearBuilding::southampton(),
+        Some(floor) => ShearBuilding::new(with_actuator(model, floor))?,
+        None => ShearBuilding::new(model.clone())?,
     })
 }
 
-fn modal(args: &ModalArgs) -> Result<serde_json::Value, ComputeError> {
-    let building = southampton(args.actuator_floor).map_err(|e| prefix(e, "--actuator-floor"))?;
+/// The control study on `model` with the actuator on `floor`; otherwise as
+/// [`ControlStudy::southampton`] sets it up.
+fn control_study(model: &ShearBuildingConfig, floor: usize) -> ControlStudy {
+    ControlStudy {
+        building: with_actuator(model, floor),
+        ..ControlStudy::southampton(floor)
+    }
+}
+
+fn modal(args: &ModalArgs, model: &ShearBuildingConfig) -> Result<serde_json::Value, ComputeError> {
+    let building = building(model, args.actuator_floor).map_err(|e| prefix(e, "--actuator-floor"))?;
     to_value(&frf::modal_analysis(&building)?)
 }
 
@@ -276,7 +310,10 @@ fn parse_floor(text: &str) -> Option<usize> {
     text.strip_prefix("floor").unwrap_or(text).parse().ok()
 }
 
-fn frequency_response(args: &FrfArgs) -> Result<serde_json::Value, ComputeError> {
+fn frequency_response(
+    args: &FrfArgs,
+    model: &ShearBuildingConfig,
+) -> Result<serde_json::Value, ComputeError> {
     let mut problems = Vec::new();
     let input = if args.input == "actuator" {
         if args.actuator_floor.is_none() {
@@ -298,7 +335,7 @@ fn frequency_response(args: &FrfArgs) -> Result<serde_json::Value, ComputeError>
     }
     let grid = args.sweep.grid();
     problems.extend(grid.problems().into_iter().map(|p| format!("sweep: {p}")));
-    let building = match southampton(args.actuator_floor) {
+    let building = match building(model, args.actuator_floor) {
         Ok(b) => Some(b),
         Err(ComputeError::Usage(p)) => {
             problems.extend(p.into_iter().map(|p| format!("--actuator-floor: {p}")));
@@ -348,9 +385,9 @@ fn frequency_response(args: &FrfArgs) -> Result<serde_json::Value, ComputeError>
     }))
 }
 
-fn control(args: &ControlArgs) -> Result<serde_json::Value, ComputeError> {
+fn control(args: &ControlArgs, model: &ShearBuildingConfig) -> Result<serde_json::Value, ComputeError> {
     let mut problems = Vec::new();
-    let mut study = ControlStudy::southampton(args.floor);
+    let mut study = control_study(model, args.floor);
     study.excitation_floor = args.excitation_floor;
     study.grid = args.sweep.grid();
     let dvf_only = [
@@ -447,21 +484,24 @@ fn control(args: &ControlArgs) -> Result<serde_json::Value, ComputeError> {
     to_value(&report)
 }
 
-fn critical_gain(args: &CriticalGainArgs) -> Result<serde_json::Value, ComputeError> {
+fn critical_gain(
+    args: &CriticalGainArgs,
+    model: &ShearBuildingConfig,
+) -> Result<serde_json::Value, ComputeError> {
     let mut problems = Vec::new();
     let compensator = args.compensator.compensator(&mut problems);
     problems.extend(compensator.problems());
     let floors: Vec<usize> = match args.floor {
         Some(floor) => vec![floor],
-        None => (1..=ShearBuilding::southampton().floors()).collect(),
+        None => (1..=model.floors()).collect(),
     };
     for &floor in &floors {
-        problems.extend(ControlStudy::southampton(floor).problems());
+        problems.extend(control_study(model, floor).problems());
     }
     usage_unless_empty(problems)?;
     let mut results = Vec::new();
     for floor in floors {
-        let critical = ControlStudy::southampton(floor).dvf_critical_gain(&compensator)?;
+        let critical = control_study(model, floor).dvf_critical_gain(&compensator)?;
         results.push(json!({ "floor": floor, "critical": critical }));
     }
     Ok(json!({ "compensator": compensator, "floors": results }))
@@ -606,6 +646,36 @@ mod tests {
             actuator_floor: Some(0),
         }));
         assert_eq!(problems.len(), 1);
+    }
+
+    #[test]
+    fn modal_on_another_model_matches_the_closed_form_two_storey_chain() {
+        // m = diag(2, 1) kg, K = [[k1 + k2, -k2], [-k2, k2]] with k1 = 800, k2 = 400 N/m:
+        // det(K - λM) = 2λ² - 2000λ + 320000 = 0 gives λ = 200 and 800 (rad/s)².
+        let model = ShearBuildingConfig {
+            floor_masses_kg: vec![2.0, 1.0],
+            storey_stiffness_n_per_m: vec![800.0, 400.0],
+            damping: dtop_dynamics::Damping::Modal {
+                zetas: vec![0.01, 0.01],
+            },
+            actuator: None,
+        };
+        let json = run_on(&Computation::Modal(ModalArgs { actuator_floor: None }), &model)
+            .expect("runs");
+        let value: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        let modes = value["modes"].as_array().expect("modes");
+        assert_eq!(modes.len(), 2);
+        for (mode, lambda) in modes.iter().zip([200.0_f64, 800.0]) {
+            let expected_hz = lambda.sqrt() / (2.0 * std::f64::consts::PI);
+            let f_hz = mode["frequency_hz"].as_f64().expect("number");
+            // An eigen-solve of a 2x2 matrix: agreement to rounding, far inside 1e-9.
+            assert!((f_hz - expected_hz).abs() < 1e-9 * expected_hz, "{f_hz} vs {expected_hz}");
+        }
+        // The actuator is fitted to this model too: one more degree of freedom.
+        let json = run_on(&Computation::Modal(ModalArgs { actuator_floor: Some(2) }), &model)
+            .expect("runs");
+        let value: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(value["dofs"].as_u64(), Some(3));
     }
 
     #[test]

@@ -10,6 +10,9 @@ use dtop_cli::cmd::{self, CmdArgs};
 use dtop_cli::compute::{
     self, Computation, ComputeError, ControlArgs, CriticalGainArgs, FrfArgs, ModalArgs,
 };
+use dtop_cli::model::{self, ModelArgs};
+use dtop_cli::model_source::{self, ModelOption};
+use dtop_cli::study::{self, StudyArgs};
 use dtop_cli::up::{self, UpArgs};
 
 /// DTOP: digital-twin operational platform for vibrating structures.
@@ -30,17 +33,44 @@ enum Command {
     /// Run the whole system locally on embedded defaults: broker, simulated rig, edge and twin.
     Up(UpArgs),
     /// Print the modal analysis (frequencies, mass-normalised shapes, damping, poles) of the
-    /// Southampton building as JSON.
-    Modal(ModalArgs),
-    /// Print one frequency response function of the Southampton building as JSON.
-    Frf(FrfArgs),
-    /// Assess a vibration-control law (tmd, dvf, lqg) on the Southampton building; JSON.
-    Control(ControlArgs),
+    /// Southampton building (or --model) as JSON.
+    Modal {
+        #[command(flatten)]
+        args: ModalArgs,
+        #[command(flatten)]
+        model: ModelOption,
+    },
+    /// Print one frequency response function of the Southampton building (or --model) as JSON.
+    Frf {
+        #[command(flatten)]
+        args: FrfArgs,
+        #[command(flatten)]
+        model: ModelOption,
+    },
+    /// Assess a vibration-control law (tmd, dvf, lqg) on the Southampton building (or
+    /// --model); JSON.
+    Control {
+        #[command(flatten)]
+        args: ControlArgs,
+        #[command(flatten)]
+        model: ModelOption,
+    },
     /// Print the critical direct-velocity-feedback gain per actuator floor as JSON.
-    DvfCriticalGain(CriticalGainArgs),
+    DvfCriticalGain {
+        #[command(flatten)]
+        args: CriticalGainArgs,
+        #[command(flatten)]
+        model: ModelOption,
+    },
     /// Send an operator command to a rig over MQTT and print its acknowledgements as JSON.
     /// Exit 0 if applied (or latched), 1 if refused or expired, 2 without an answer.
     Cmd(CmdArgs),
+    /// Submit, follow, list, cancel and download studies on the API server (`dtop up` serves
+    /// one). Exit 0 ok, 1 study failed or request refused, 2 server unreachable, 64 bad
+    /// input, 77 not logged in or not allowed.
+    Study(StudyArgs),
+    /// The model catalogue on the API server: list, show, add, import. Exit codes as `study`.
+    Model(ModelArgs),
 }
 
 /// Exit status for bad command-line input (sysexits EX_USAGE).
@@ -74,12 +104,22 @@ fn main() -> ExitCode {
     let computation = match cli.command {
         Command::Up(args) => return run_up(&args),
         Command::Cmd(args) => return run_cmd(&args),
-        Command::Modal(args) => Computation::Modal(args),
-        Command::Frf(args) => Computation::Frf(args),
-        Command::Control(args) => Computation::Control(args),
-        Command::DvfCriticalGain(args) => Computation::DvfCriticalGain(args),
+        Command::Study(args) => return client_exit(study::run(&args)),
+        Command::Model(args) => return client_exit(model::run(&args)),
+        Command::Modal { args, model } => (Computation::Modal(args), model),
+        Command::Frf { args, model } => (Computation::Frf(args), model),
+        Command::Control { args, model } => (Computation::Control(args), model),
+        Command::DvfCriticalGain { args, model } => (Computation::DvfCriticalGain(args), model),
     };
-    match compute::run(&computation) {
+    let (computation, model) = computation;
+    let structure = match model_source::resolve(&model) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --model: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    match compute::run_on(&computation, &structure) {
         Ok(json) => {
             println!("{json}");
             ExitCode::SUCCESS
@@ -94,6 +134,17 @@ fn main() -> ExitCode {
         Err(ComputeError::Failed(e)) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit status of a `dtop study`/`dtop model` command, with the error on stderr.
+fn client_exit(outcome: Result<u8, dtop_cli::client::ClientError>) -> ExitCode {
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }
