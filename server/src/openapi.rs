@@ -231,7 +231,7 @@ mod tests {
             id: dtop_engine::StudyId("st_x".into()),
             kind: dtop_studies::StudyKind::Modal,
             model_ref: None,
-            model: dtop_studies::builtin_models()[0].1.clone(),
+            model: dtop_studies::model::builtin_models()[0].1.clone(),
             params: serde_json::json!({}),
             seed: 1,
             submitted_by: "a".into(),

@@ -45,7 +45,7 @@ fn endpoints(study: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
     use Needs::*;
     let model = json!({
         "name": "table-test",
-        "spec": serde_json::to_value(&dtop_studies::builtin_models()[0].1).unwrap(),
+        "spec": serde_json::to_value(&dtop_studies::model::builtin_models()[0].1).unwrap(),
     });
     vec![
         (Method::GET, "/api/v1/whoami".into(), None, Login),
@@ -207,7 +207,7 @@ async fn bad_input_is_refused_with_every_problem_and_where() {
     let body: Value = r.json().await.unwrap();
     assert!(body["problems"][0]["message"].as_str().unwrap().contains("colour"));
     // Validation problems from the engine: all of them.
-    let mut model = serde_json::to_value(&dtop_studies::builtin_models()[0].1).unwrap();
+    let mut model = serde_json::to_value(&dtop_studies::model::builtin_models()[0].1).unwrap();
     let masses = model["structure"]["masses_kg"].as_array_mut();
     if let Some(masses) = masses {
         for m in masses.iter_mut() {
