@@ -651,13 +651,16 @@ mod tests {
             (Role::Rig, &[]),
             (Role::Twin, &[ReadModels]),
             (Role::Operator, &Action::ALL),
-            (
-                Role::Dashboard,
-                &[ReadStudies, ReadModels],
-            ),
+            (Role::Dashboard, &[ReadStudies, ReadModels]),
             (
                 Role::Researcher,
-                &[ReadStudies, SubmitStudy, CancelOwnStudy, ReadModels, AddModel],
+                &[
+                    ReadStudies,
+                    SubmitStudy,
+                    CancelOwnStudy,
+                    ReadModels,
+                    AddModel,
+                ],
             ),
             (Role::Server, &[]),
             (Role::Admin, &Action::ALL),

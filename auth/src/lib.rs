@@ -15,6 +15,6 @@ pub mod acl;
 pub mod credentials;
 pub mod secret;
 
-pub use acl::{Acl, Action, allowed, Identity, RigScope, Role, RoleRules, RolesConfig};
+pub use acl::{Acl, Action, Identity, RigScope, Role, RoleRules, RolesConfig, allowed};
 pub use credentials::{Credentials, CredentialsError, RigSpec};
 pub use secret::Secret;

@@ -35,7 +35,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Args)]
 pub struct ConnectionArgs {
     /// API server base URL.
-    #[arg(long, env = "DTOP_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "DTOP_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub server: String,
     /// User name to log in as.
     #[arg(long, env = "DTOP_USER", global = true)]
@@ -143,10 +148,7 @@ pub struct ApiClient {
 fn password(args: &ConnectionArgs, user: &str) -> Result<Secret<String>, ClientError> {
     if let Some(path) = &args.password_file {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ClientError::Usage(vec![format!(
-                "--password-file {}: {e}",
-                path.display()
-            )])
+            ClientError::Usage(vec![format!("--password-file {}: {e}", path.display())])
         })?;
         return Ok(Secret::new(
             text.lines().next().unwrap_or_default().to_owned(),

@@ -252,7 +252,10 @@ pub fn run(computation: &Computation) -> Result<String, ComputeError> {
 ///
 /// # Errors
 /// As [`run`].
-pub fn run_on(computation: &Computation, model: &ShearBuildingConfig) -> Result<String, ComputeError> {
+pub fn run_on(
+    computation: &Computation,
+    model: &ShearBuildingConfig,
+) -> Result<String, ComputeError> {
     let value = match computation {
         Computation::Modal(args) => modal(args, model)?,
         Computation::Frf(args) => frequency_response(args, model)?,
@@ -301,7 +304,8 @@ fn control_study(model: &ShearBuildingConfig, floor: usize) -> ControlStudy {
 }
 
 fn modal(args: &ModalArgs, model: &ShearBuildingConfig) -> Result<serde_json::Value, ComputeError> {
-    let building = building(model, args.actuator_floor).map_err(|e| prefix(e, "--actuator-floor"))?;
+    let building =
+        building(model, args.actuator_floor).map_err(|e| prefix(e, "--actuator-floor"))?;
     to_value(&frf::modal_analysis(&building)?)
 }
 
@@ -385,7 +389,10 @@ fn frequency_response(
     }))
 }
 
-fn control(args: &ControlArgs, model: &ShearBuildingConfig) -> Result<serde_json::Value, ComputeError> {
+fn control(
+    args: &ControlArgs,
+    model: &ShearBuildingConfig,
+) -> Result<serde_json::Value, ComputeError> {
     let mut problems = Vec::new();
     let mut study = control_study(model, args.floor);
     study.excitation_floor = args.excitation_floor;
@@ -660,8 +667,13 @@ mod tests {
             },
             actuator: None,
         };
-        let json = run_on(&Computation::Modal(ModalArgs { actuator_floor: None }), &model)
-            .expect("runs");
+        let json = run_on(
+            &Computation::Modal(ModalArgs {
+                actuator_floor: None,
+            }),
+            &model,
+        )
+        .expect("runs");
         let value: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
         let modes = value["modes"].as_array().expect("modes");
         assert_eq!(modes.len(), 2);
@@ -669,11 +681,19 @@ mod tests {
             let expected_hz = lambda.sqrt() / (2.0 * std::f64::consts::PI);
             let f_hz = mode["frequency_hz"].as_f64().expect("number");
             // An eigen-solve of a 2x2 matrix: agreement to rounding, far inside 1e-9.
-            assert!((f_hz - expected_hz).abs() < 1e-9 * expected_hz, "{f_hz} vs {expected_hz}");
+            assert!(
+                (f_hz - expected_hz).abs() < 1e-9 * expected_hz,
+                "{f_hz} vs {expected_hz}"
+            );
         }
         // The actuator is fitted to this model too: one more degree of freedom.
-        let json = run_on(&Computation::Modal(ModalArgs { actuator_floor: Some(2) }), &model)
-            .expect("runs");
+        let json = run_on(
+            &Computation::Modal(ModalArgs {
+                actuator_floor: Some(2),
+            }),
+            &model,
+        )
+        .expect("runs");
         let value: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
         assert_eq!(value["dofs"].as_u64(), Some(3));
     }

@@ -138,7 +138,10 @@ mod tests {
         let password = first.new_password.unwrap();
         let kept = std::fs::read_to_string(&first.password_file).unwrap();
         assert_eq!(kept.trim_end(), password.expose());
-        let mode = std::fs::metadata(&first.password_file).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&first.password_file)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let credentials = dtop_auth::Credentials::load(&first.credentials_file).unwrap();
         let who = credentials
@@ -150,6 +153,10 @@ mod tests {
         let again = ensure_admin(dir.path()).unwrap();
         assert!(again.new_password.is_none());
         let unchanged = dtop_auth::Credentials::load(&again.credentials_file).unwrap();
-        assert!(unchanged.verify(ADMIN_USER, password.expose().as_bytes()).is_some());
+        assert!(
+            unchanged
+                .verify(ADMIN_USER, password.expose().as_bytes())
+                .is_some()
+        );
     }
 }

@@ -113,15 +113,19 @@ pub fn import_file(path: &Path) -> Result<(ModelSpec, Provenance), Vec<String>> 
         std::fs::read(path).map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
     let text = String::from_utf8(bytes.clone())
         .map_err(|_| vec![format!("{} is not UTF-8 text", path.display())])?;
-    let spec = import_text(&text, params::is_toml(path))
-        .map_err(|p| p.into_iter().map(|p| format!("{}: {p}", path.display())).collect::<Vec<_>>())?;
+    let spec = import_text(&text, params::is_toml(path)).map_err(|p| {
+        p.into_iter()
+            .map(|p| format!("{}: {p}", path.display()))
+            .collect::<Vec<_>>()
+    })?;
     let sha256_hex = Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let file_name = path
-        .file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let file_name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     Ok((
         spec,
         Provenance::Imported {
@@ -138,7 +142,8 @@ pub fn import_file(path: &Path) -> Result<(ModelSpec, Provenance), Vec<String>> 
 pub fn import_text(text: &str, toml: bool) -> Result<ModelSpec, Vec<String>> {
     let value = params::parse_document(text, toml).map_err(|e| vec![e])?;
     let spec = if value.get("structure").is_some() {
-        serde_json::from_value::<ModelSpec>(value).map_err(|e| vec![format!("not a ModelSpec: {e}")])?
+        serde_json::from_value::<ModelSpec>(value)
+            .map_err(|e| vec![format!("not a ModelSpec: {e}")])?
     } else {
         from_plain_parameters(value)?
     };
@@ -263,8 +268,11 @@ mod tests {
 
     #[test]
     fn plain_lists_set_the_floor_count() {
-        let spec =
-            import_text(r#"{"m": [5.3, 5.1, 4.9, 5], "k": 40000, "zeta": 0.01}"#, false).unwrap();
+        let spec = import_text(
+            r#"{"m": [5.3, 5.1, 4.9, 5], "k": 40000, "zeta": 0.01}"#,
+            false,
+        )
+        .unwrap();
         assert_eq!(spec.floors(), 4);
         assert_eq!(spec.structure.storey_stiffness_n_per_m.len(), 4);
     }
@@ -274,9 +282,12 @@ mod tests {
         let problems = import_text(r#"{"m": 5, "k": 4e4, "c": 6}"#, false).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:#?}");
         assert!(problems[0].contains("dashpot"));
-        let problems = import_text(r#"{"m": [5, -1, 5], "k": 4e4, "zeta": 0.02}"#, false)
-            .unwrap_err();
-        assert!(problems.iter().any(|p| p.contains("floor_masses_kg[1]")), "{problems:#?}");
+        let problems =
+            import_text(r#"{"m": [5, -1, 5], "k": 4e4, "zeta": 0.02}"#, false).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("floor_masses_kg[1]")),
+            "{problems:#?}"
+        );
     }
 
     #[test]
@@ -293,7 +304,13 @@ mod tests {
         let expected = std::process::Command::new("sha256sum")
             .arg(&path)
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).split(' ').next().unwrap_or("").to_owned())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split(' ')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            })
             .unwrap();
         assert_eq!(
             provenance,

@@ -43,11 +43,10 @@ pub fn resolve(option: &ModelOption) -> Result<ShearBuildingConfig, ClientError>
         ModelArg::File(path) => params::read_model_spec(&path).map_err(ClientError::Usage)?,
         ModelArg::Catalogue(r) => {
             let api = ApiClient::login(&option.connection)?;
-            let version = r.version.map_or_else(|| "latest".to_owned(), |v| v.to_string());
-            let answer = api.get(
-                &format!("models/{}/{version}", path_segment(&r.name)),
-                &[],
-            )?;
+            let version = r
+                .version
+                .map_or_else(|| "latest".to_owned(), |v| v.to_string());
+            let answer = api.get(&format!("models/{}/{version}", path_segment(&r.name)), &[])?;
             serde_json::from_value::<ModelSpec>(answer["spec"].clone()).map_err(|e| {
                 ClientError::Failed(format!("the server's model {r} is not a ModelSpec: {e}"))
             })?
@@ -74,7 +73,10 @@ mod tests {
 
     #[test]
     fn without_model_and_by_builtin_name_it_is_the_southampton_building() {
-        assert_eq!(resolve(&option(None)).unwrap(), ShearBuildingConfig::southampton());
+        assert_eq!(
+            resolve(&option(None)).unwrap(),
+            ShearBuildingConfig::southampton()
+        );
         assert_eq!(
             resolve(&option(Some("southampton"))).unwrap(),
             ShearBuildingConfig::southampton()

@@ -50,7 +50,8 @@ pub fn read_document(path: &Path) -> Result<Value, String> {
 
 /// Whether `path` names a TOML file.
 pub fn is_toml(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
 }
 
 /// Parses `text` as TOML or JSON into JSON.
@@ -207,7 +208,10 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:#?}");
-        assert!(problems[2].contains("samples is not an object"), "{problems:#?}");
+        assert!(
+            problems[2].contains("samples is not an object"),
+            "{problems:#?}"
+        );
     }
 
     #[test]

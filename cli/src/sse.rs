@@ -69,7 +69,9 @@ mod tests {
 
     fn parse(text: &str) -> Vec<SseEvent> {
         let mut parser = SseParser::new();
-        text.split('\n').filter_map(|l| parser.push_line(l)).collect()
+        text.split('\n')
+            .filter_map(|l| parser.push_line(l))
+            .collect()
     }
 
     #[test]

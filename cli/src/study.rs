@@ -175,7 +175,10 @@ pub fn run(args: &StudyArgs) -> Result<u8, ClientError> {
             }
             let records = api.get("studies", &query)?;
             if std::io::stdout().is_terminal() {
-                print!("{}", study_table(records.as_array().map_or(&[], Vec::as_slice)));
+                print!(
+                    "{}",
+                    study_table(records.as_array().map_or(&[], Vec::as_slice))
+                );
             } else {
                 print_json(&records);
             }
@@ -233,7 +236,10 @@ pub fn submit_body(args: &SubmitArgs) -> Result<Value, ClientError> {
         .iter()
         .any(|k| k.as_str() == args.kind)
     {
-        let kinds: Vec<&str> = dtop_studies::StudyKind::ALL.iter().map(|k| k.as_str()).collect();
+        let kinds: Vec<&str> = dtop_studies::StudyKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
         problems.push(format!(
             "kind {:?} is not one of {}",
             args.kind,
@@ -319,9 +325,8 @@ fn watch(api: &ApiClient, id: &str, limit: Duration) -> Result<u8, ClientError> 
             if event.event != "study" {
                 return Ok(true);
             }
-            let record: Value = serde_json::from_str(&event.data).map_err(|e| {
-                ClientError::Failed(format!("cannot read a study event: {e}"))
-            })?;
+            let record: Value = serde_json::from_str(&event.data)
+                .map_err(|e| ClientError::Failed(format!("cannot read a study event: {e}")))?;
             show_progress(bar.as_ref(), &record);
             let done = final_state(&record).is_some();
             last = Some(record);
@@ -394,7 +399,8 @@ fn result_text(api: &ApiClient, args: &ResultArgs) -> Result<String, ClientError
                     &[("format", "json".to_owned())],
                 )?);
             }
-            let out = json!({"study": result["study"], "summary": result["summary"], "arrays": arrays});
+            let out =
+                json!({"study": result["study"], "summary": result["summary"], "arrays": arrays});
             Ok(format!(
                 "{}\n",
                 serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string())
@@ -546,7 +552,10 @@ mod tests {
         let table = study_table(&records);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert!(lines[1].contains("(inline)") && lines[1].contains("1/4"), "{table}");
+        assert!(
+            lines[1].contains("(inline)") && lines[1].contains("1/4"),
+            "{table}"
+        );
         assert_eq!(lines[0].find("KIND"), lines[1].find("modal"));
     }
 }

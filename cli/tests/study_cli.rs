@@ -6,7 +6,11 @@ use std::process::{Command, Output};
 
 fn dtop(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dtop"));
-    command.args(args).env_remove("DTOP_SERVER").env_remove("DTOP_USER").env_remove("DTOP_PASSWORD");
+    command
+        .args(args)
+        .env_remove("DTOP_SERVER")
+        .env_remove("DTOP_USER")
+        .env_remove("DTOP_PASSWORD");
     for (k, v) in envs {
         command.env(k, v);
     }
@@ -27,7 +31,9 @@ fn closed_port() -> u16 {
 #[test]
 fn bad_submit_input_exits_64_and_names_every_problem_before_any_request() {
     let out = dtop(
-        &["study", "submit", "nope", "--model", "Bad Name", "--param", "x", "--user", "a"],
+        &[
+            "study", "submit", "nope", "--model", "Bad Name", "--param", "x", "--user", "a",
+        ],
         &[],
     );
     assert_eq!(out.status.code(), Some(64));
@@ -44,7 +50,12 @@ fn an_unreachable_server_exits_2_and_a_missing_user_exits_64() {
         &["study", "list", "--server", &server, "--user", "a"],
         &[("DTOP_PASSWORD", "not-a-real-one")],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = dtop(&["model", "list", "--server", &server], &[]);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--user"));
@@ -64,12 +75,19 @@ fn modal_takes_a_model_file_and_refuses_an_unknown_one() {
         panic!("{e}");
     }
     let out = dtop(&["modal", "--model", &path.display().to_string()], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let value: serde_json::Value = match serde_json::from_slice(&out.stdout) {
         Ok(v) => v,
         Err(e) => panic!("{e}"),
     };
-    let f_hz = value["modes"][0]["frequency_hz"].as_f64().unwrap_or(f64::NAN);
+    let f_hz = value["modes"][0]["frequency_hz"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
     let expected_hz = 20.0 / (2.0 * std::f64::consts::PI);
     assert!((f_hz - expected_hz).abs() < 1e-9 * expected_hz, "{f_hz}");
     let out = dtop(&["modal", "--model", "./missing.toml"], &[]);

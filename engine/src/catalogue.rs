@@ -29,7 +29,8 @@ impl Engine {
     /// Inserts each built-in model as version 1 unless that name already has a version 1.
     pub(crate) async fn seed_builtins(&self) -> Result<(), EngineError> {
         for (name, spec) in dtop_studies::model::builtin_models() {
-            let spec = serde_json::to_string(&spec).map_err(|e| EngineError::Internal(e.to_string()))?;
+            let spec =
+                serde_json::to_string(&spec).map_err(|e| EngineError::Internal(e.to_string()))?;
             let provenance = serde_json::to_string(&Provenance::Builtin)
                 .map_err(|e| EngineError::Internal(e.to_string()))?;
             on_db!(&self.inner.db, pool => {
@@ -112,7 +113,8 @@ impl Engine {
         if !problems.is_empty() {
             return Err(EngineError::Invalid(problems));
         }
-        let spec_json = serde_json::to_string(&spec).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let spec_json =
+            serde_json::to_string(&spec).map_err(|e| EngineError::Internal(e.to_string()))?;
         let prov_json =
             serde_json::to_string(&provenance).map_err(|e| EngineError::Internal(e.to_string()))?;
         let created_at = crate::now_rfc3339();

@@ -172,8 +172,9 @@ pub(crate) fn backend_of(url: &str) -> Result<Backend, String> {
 /// `Invalid` for a bad URL, `Unavailable` when the database cannot be reached, `Internal`
 /// when a migration fails.
 pub(crate) async fn connect(url: &DatabaseUrl) -> Result<Db, EngineError> {
-    let backend = backend_of(url.expose())
-        .map_err(|m| EngineError::Invalid(vec![dtop_studies::FieldProblem::new("database_url", m)]))?;
+    let backend = backend_of(url.expose()).map_err(|m| {
+        EngineError::Invalid(vec![dtop_studies::FieldProblem::new("database_url", m)])
+    })?;
     match backend {
         Backend::Postgres => {
             let options = PgConnectOptions::from_str(url.expose()).map_err(|e| {
@@ -320,7 +321,10 @@ mod tests {
             "postgres://dtop:***@db.example:5432/dtop?sslmode=require"
         );
         assert_eq!(redact("postgres://dtop@db/dtop"), "postgres://dtop@db/dtop");
-        assert_eq!(redact("sqlite:///var/lib/dtop/studies.db"), "sqlite:///var/lib/dtop/studies.db");
+        assert_eq!(
+            redact("sqlite:///var/lib/dtop/studies.db"),
+            "sqlite:///var/lib/dtop/studies.db"
+        );
         let url = DatabaseUrl::new("postgres://u:pw@h/d");
         assert!(!format!("{url} {url:?}").contains("pw"));
     }
@@ -329,8 +333,14 @@ mod tests {
     fn reads_the_backend_from_the_scheme() {
         assert_eq!(backend_of("postgres://h/d"), Ok(Backend::Postgres));
         assert_eq!(backend_of("postgresql://h/d"), Ok(Backend::Postgres));
-        assert_eq!(backend_of("sqlite:///tmp/a.db"), Ok(Backend::Sqlite("/tmp/a.db".into())));
-        assert_eq!(backend_of("sqlite:a.db"), Ok(Backend::Sqlite("a.db".into())));
+        assert_eq!(
+            backend_of("sqlite:///tmp/a.db"),
+            Ok(Backend::Sqlite("/tmp/a.db".into()))
+        );
+        assert_eq!(
+            backend_of("sqlite:a.db"),
+            Ok(Backend::Sqlite("a.db".into()))
+        );
         assert!(backend_of("sqlite:").is_err());
         let e = backend_of("mysql://u:pw@h/d").unwrap_err();
         assert!(!e.contains("pw"), "{e}");

@@ -137,7 +137,8 @@ impl Engine {
             model: serde_json::from_str(&model).map_err(|e| bad(e.to_string()))?,
             params: serde_json::from_str(&params).map_err(|e| bad(e.to_string()))?,
             seed: seed as u64,
-            state: serde_json::from_value(serde_json::Value::String(state)).map_err(|e| bad(e.to_string()))?,
+            state: serde_json::from_value(serde_json::Value::String(state))
+                .map_err(|e| bad(e.to_string()))?,
         }))
     }
 
@@ -179,17 +180,26 @@ impl Engine {
 
     /// Fails `study` with `reason` and cancels its other jobs.
     async fn fail_study(&self, study: &str, reason: &str, own_job: i64) {
-        match self.finish_unsuccessfully(study, StudyState::Failed, reason).await {
+        match self
+            .finish_unsuccessfully(study, StudyState::Failed, reason)
+            .await
+        {
             Ok(true) => {
                 tracing::warn!(study, reason, "Study failed.");
                 self.cancel_jobs(study, Some(own_job)).await;
             }
             Ok(false) => {}
-            Err(e) => tracing::warn!(study, error = %e, "Could not mark the study failed; a retry will."),
+            Err(e) => {
+                tracing::warn!(study, error = %e, "Could not mark the study failed; a retry will.")
+            }
         }
     }
 
-    async fn work_chunk(&self, ctx: WorkContext, job: Job<ChunkJob>) -> Result<WorkOutcome, BoxError> {
+    async fn work_chunk(
+        &self,
+        ctx: WorkContext,
+        job: Job<ChunkJob>,
+    ) -> Result<WorkOutcome, BoxError> {
         let study = job.args.study.clone();
         let index = job.args.index;
         let Some(inputs) = self.inputs(&study).await? else {
@@ -201,19 +211,33 @@ impl Engine {
         self.mark_running(&study).await?;
         let cancelled = Arc::new(AtomicBool::new(false));
         let done = CancellationToken::new();
-        self.watch_cancel(study.clone(), ctx.cancellation_token().clone(), cancelled.clone(), done.clone());
+        self.watch_cancel(
+            study.clone(),
+            ctx.cancellation_token().clone(),
+            cancelled.clone(),
+            done.clone(),
+        );
         let started = Instant::now();
         let flag = cancelled.clone();
         let computed = tokio::task::spawn_blocking(move || {
             let ctx = ChunkCtx::new(&flag);
-            dtop_studies::run_chunk(inputs.kind, &inputs.model, &inputs.params, inputs.seed, index, &ctx)
+            dtop_studies::run_chunk(
+                inputs.kind,
+                &inputs.model,
+                &inputs.params,
+                inputs.seed,
+                index,
+                &ctx,
+            )
         })
         .await;
         done.cancel();
         let stats = &self.inner.stats;
         let ending = match computed {
             Ok(Ok(output)) => {
-                stats.chunk_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                stats
+                    .chunk_micros_total
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 return self.record_chunk(&ctx, &job, output).await;
             }
             Ok(Err(StudyError::Cancelled)) => {
@@ -230,7 +254,14 @@ impl Engine {
             Err(join) => Ending::Retry(format!("chunk {index} panicked: {join}")),
         };
         stats.chunks_failed_total.fetch_add(1, Ordering::Relaxed);
-        self.end_attempt(&study, job.row.id, job.row.attempt, job.row.max_attempts, ending).await
+        self.end_attempt(
+            &study,
+            job.row.id,
+            job.row.attempt,
+            job.row.max_attempts,
+            ending,
+        )
+        .await
     }
 
     /// Tells River how a failed attempt ended, failing the study when it will not be retried.
@@ -249,8 +280,12 @@ impl Engine {
             }
             Ending::Retry(reason) => {
                 if attempt >= max_attempts {
-                    self.fail_study(study, &format!("{reason} (attempt {attempt} of {max_attempts})"), job_id)
-                        .await;
+                    self.fail_study(
+                        study,
+                        &format!("{reason} (attempt {attempt} of {max_attempts})"),
+                        job_id,
+                    )
+                    .await;
                 }
                 Err(reason.into())
             }
@@ -366,15 +401,29 @@ impl Engine {
             }
         });
         if duplicate {
-            self.inner.stats.chunks_duplicate_total.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(study, chunk = index, "Chunk already recorded or no longer wanted; kept the first output.");
+            self.inner
+                .stats
+                .chunks_duplicate_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                study,
+                chunk = index,
+                "Chunk already recorded or no longer wanted; kept the first output."
+            );
         } else {
-            self.inner.stats.chunks_run_total.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .stats
+                .chunks_run_total
+                .fetch_add(1, Ordering::Relaxed);
         }
         Ok(WorkOutcome::Complete)
     }
 
-    async fn work_reduce(&self, ctx: WorkContext, job: Job<ReduceJob>) -> Result<WorkOutcome, BoxError> {
+    async fn work_reduce(
+        &self,
+        ctx: WorkContext,
+        job: Job<ReduceJob>,
+    ) -> Result<WorkOutcome, BoxError> {
         let study = job.args.study.clone();
         let Some(inputs) = self.inputs(&study).await? else {
             return Ok(WorkOutcome::Discard);
@@ -395,7 +444,13 @@ impl Engine {
             .collect::<Result<Vec<_>, _>>()?;
         let dir = self.inner.config.result_dir.clone();
         let reduced = tokio::task::spawn_blocking(move || {
-            let out = dtop_studies::reduce(inputs.kind, &inputs.model, &inputs.params, inputs.seed, &chunks)?;
+            let out = dtop_studies::reduce(
+                inputs.kind,
+                &inputs.model,
+                &inputs.params,
+                inputs.seed,
+                &chunks,
+            )?;
             let refs = out
                 .arrays
                 .iter()
@@ -409,11 +464,27 @@ impl Engine {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 let ending = Ending::Deterministic(format!("reduce: {e}"));
-                return self.end_attempt(&study, job.row.id, job.row.attempt, job.row.max_attempts, ending).await;
+                return self
+                    .end_attempt(
+                        &study,
+                        job.row.id,
+                        job.row.attempt,
+                        job.row.max_attempts,
+                        ending,
+                    )
+                    .await;
             }
             Err(join) => {
                 let ending = Ending::Retry(format!("reduce panicked: {join}"));
-                return self.end_attempt(&study, job.row.id, job.row.attempt, job.row.max_attempts, ending).await;
+                return self
+                    .end_attempt(
+                        &study,
+                        job.row.id,
+                        job.row.attempt,
+                        job.row.max_attempts,
+                        ending,
+                    )
+                    .await;
             }
         };
         let summary = serde_json::to_string(&summary)?;
@@ -446,7 +517,10 @@ impl Engine {
             }
             ctx.job_complete_tx(&mut tx).await.map_err(crate::db::river_error)?;
         });
-        self.inner.stats.reduces_total.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .stats
+            .reduces_total
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(study, "Study succeeded.");
         Ok(WorkOutcome::Complete)
     }
@@ -458,7 +532,11 @@ impl Engine {
     ///
     /// # Errors
     /// `Internal` when the worker cannot be built (bad options).
-    pub async fn run_worker(&self, options: WorkerOptions, shutdown: CancellationToken) -> Result<(), EngineError> {
+    pub async fn run_worker(
+        &self,
+        options: WorkerOptions,
+        shutdown: CancellationToken,
+    ) -> Result<(), EngineError> {
         if options.concurrency == 0 {
             return Err(EngineError::Invalid(vec![dtop_studies::FieldProblem::new(
                 "worker.concurrency",
@@ -493,7 +571,8 @@ impl Engine {
                 .build()
         })
         .map_err(|e| EngineError::Internal(format!("building the worker: {e}")))?;
-        let mut backoff = dtop_daemon::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut backoff =
+            dtop_daemon::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let mut run = loop {
             match client.start() {
                 Ok(run) => break run,

@@ -241,7 +241,6 @@ pub enum EngineError {
     Internal(String),
 }
 
-
 impl From<dtop_studies::StudyError> for EngineError {
     fn from(e: dtop_studies::StudyError) -> Self {
         use dtop_studies::StudyError;
@@ -302,7 +301,10 @@ impl EngineConfig {
             ));
         }
         if self.max_attempts == 0 {
-            out.push(FieldProblem::new(format!("{prefix}max_attempts"), "must be at least 1"));
+            out.push(FieldProblem::new(
+                format!("{prefix}max_attempts"),
+                "must be at least 1",
+            ));
         }
         if !(self.rescue_after_s.is_finite() && self.rescue_after_s >= 1.0) {
             out.push(FieldProblem::new(

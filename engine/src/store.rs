@@ -33,7 +33,9 @@ pub fn put(dir: &Path, array: &NamedArray) -> Result<ArrayRef, EngineError> {
     let (bytes, sha256_hex) = canonical(array)?;
     let target = path_of(dir, &sha256_hex);
     if !target.exists() {
-        let io = |e: std::io::Error| EngineError::Internal(format!("result store {}: {e}", dir.display()));
+        let io = |e: std::io::Error| {
+            EngineError::Internal(format!("result store {}: {e}", dir.display()))
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
         let tmp = dir.join(format!(".{sha256_hex}.{}.tmp", std::process::id()));
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
@@ -79,8 +81,14 @@ mod tests {
         NamedArray {
             name: "frf".into(),
             columns: vec![
-                Column { name: "f_hz".into(), values: vec![1.0, 2.0, 0.1 + 0.2] },
-                Column { name: "h".into(), values: vec![3.0, -4.5, 1e-300] },
+                Column {
+                    name: "f_hz".into(),
+                    values: vec![1.0, 2.0, 0.1 + 0.2],
+                },
+                Column {
+                    name: "h".into(),
+                    values: vec![3.0, -4.5, 1e-300],
+                },
             ],
         }
     }
@@ -93,7 +101,10 @@ mod tests {
         assert_eq!(r.columns, vec!["f_hz", "h"]);
         // Independent check of the address: the SHA-256 of the bytes on disk.
         let bytes = std::fs::read(dir.path().join(format!("{}.json", r.sha256_hex))).unwrap();
-        let hex: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(hex, r.sha256_hex);
         assert_eq!(get(dir.path(), &r.sha256_hex).unwrap(), array());
         // Same content, same address, no second file.
@@ -106,6 +117,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = put(dir.path(), &array()).unwrap();
         std::fs::write(dir.path().join(format!("{}.json", r.sha256_hex)), b"{}").unwrap();
-        assert!(matches!(get(dir.path(), &r.sha256_hex), Err(EngineError::Internal(_))));
+        assert!(matches!(
+            get(dir.path(), &r.sha256_hex),
+            Err(EngineError::Internal(_))
+        ));
     }
 }

@@ -58,7 +58,8 @@ pub(crate) fn record_of(row: StudyRow) -> Result<StudyRecord, EngineError> {
     let bad = |what: &str, e: String| EngineError::Internal(format!("study {id}: {what}: {e}"));
     Ok(StudyRecord {
         kind: kind.parse::<StudyKind>().map_err(|e| bad("kind", e))?,
-        model: serde_json::from_str::<ModelSpec>(&model).map_err(|e| bad("model", e.to_string()))?,
+        model: serde_json::from_str::<ModelSpec>(&model)
+            .map_err(|e| bad("model", e.to_string()))?,
         params: serde_json::from_str(&params).map_err(|e| bad("params", e.to_string()))?,
         // Stored as the same 64 bits in a signed column.
         seed: seed as u64,
@@ -94,16 +95,28 @@ impl Engine {
     pub async fn submit(&self, request: SubmitRequest) -> Result<StudyRecord, EngineError> {
         let mut problems = Vec::new();
         if request.submitted_by.trim().is_empty() {
-            problems.push(dtop_studies::FieldProblem::new("submitted_by", "must not be empty"));
+            problems.push(dtop_studies::FieldProblem::new(
+                "submitted_by",
+                "must not be empty",
+            ));
         }
         let (model_ref, model_name, model) = match request.model {
             ModelChoice::Catalogue(r) => {
                 let v = self.model(&r).await?;
-                (Some(format!("{}@{}", v.name, v.version)), Some(v.name), v.spec)
+                (
+                    Some(format!("{}@{}", v.name, v.version)),
+                    Some(v.name),
+                    v.spec,
+                )
             }
             ModelChoice::Inline(spec) => (None, None, spec),
         };
-        let plan = match dtop_studies::plan(request.kind, &model, &request.params, &self.inner.config.budget) {
+        let plan = match dtop_studies::plan(
+            request.kind,
+            &model,
+            &request.params,
+            &self.inner.config.budget,
+        ) {
             Ok(plan) => Some(plan),
             Err(dtop_studies::StudyError::Invalid(mut p)) => {
                 problems.append(&mut p);
@@ -125,10 +138,13 @@ impl Engine {
         }
         let id = new_id();
         let seed = request.seed.unwrap_or_else(draw_seed);
-        let model_json = serde_json::to_string(&model).map_err(|e| EngineError::Internal(e.to_string()))?;
-        let params_json =
-            serde_json::to_string(&request.params).map_err(|e| EngineError::Internal(e.to_string()))?;
-        let first = plan.chunks.min(self.inner.config.chunks_in_flight_per_study);
+        let model_json =
+            serde_json::to_string(&model).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let params_json = serde_json::to_string(&request.params)
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        let first = plan
+            .chunks
+            .min(self.inner.config.chunks_in_flight_per_study);
         let max_attempts = i32::from(self.inner.config.max_attempts);
         let river = &self.inner.river;
         in_tx!(&self.inner.db, tx => {
@@ -165,7 +181,10 @@ impl Engine {
     ///
     /// # Errors
     /// `Unavailable`.
-    pub async fn list_studies(&self, filter: &StudyFilter) -> Result<Vec<StudyRecord>, EngineError> {
+    pub async fn list_studies(
+        &self,
+        filter: &StudyFilter,
+    ) -> Result<Vec<StudyRecord>, EngineError> {
         let limit = i64::from(filter.limit.unwrap_or(100).clamp(1, 1000));
         let sql = format!(
             "SELECT {STUDY_COLUMNS} FROM dtop_studies \
@@ -220,7 +239,9 @@ impl Engine {
             )));
         }
         let reason = format!("cancelled by {by}");
-        let changed = self.finish_unsuccessfully(&id.0, StudyState::Cancelled, &reason).await?;
+        let changed = self
+            .finish_unsuccessfully(&id.0, StudyState::Cancelled, &reason)
+            .await?;
         if !changed {
             let now = self.study(id).await?;
             return Err(EngineError::Conflict(format!(
@@ -322,7 +343,10 @@ impl Engine {
     pub async fn array(&self, id: &StudyId, name: &str) -> Result<NamedArray, EngineError> {
         let result = self.result(id).await?;
         let Some(r) = result.arrays.iter().find(|a| a.name == name) else {
-            return Err(EngineError::NotFound(format!("array {name:?} of study {}", id.0)));
+            return Err(EngineError::NotFound(format!(
+                "array {name:?} of study {}",
+                id.0
+            )));
         };
         let dir = self.inner.config.result_dir.clone();
         let hash = r.sha256_hex.clone();
@@ -337,7 +361,10 @@ impl Engine {
     ///
     /// # Errors
     /// `Unavailable`.
-    pub async fn changes_since(&self, after_revision: u64) -> Result<(Vec<StudyRecord>, u64), EngineError> {
+    pub async fn changes_since(
+        &self,
+        after_revision: u64,
+    ) -> Result<(Vec<StudyRecord>, u64), EngineError> {
         let sql = format!(
             "SELECT {STUDY_COLUMNS} FROM dtop_studies WHERE revision > $1 ORDER BY revision LIMIT 1000"
         );
@@ -345,8 +372,15 @@ impl Engine {
             sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(after_revision as i64).fetch_all(pool).await
         })
         .map_err(sqlx_error)?;
-        let records = rows.into_iter().map(record_of).collect::<Result<Vec<_>, _>>()?;
-        let highest = records.iter().map(|r| r.revision).max().unwrap_or(after_revision);
+        let records = rows
+            .into_iter()
+            .map(record_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let highest = records
+            .iter()
+            .map(|r| r.revision)
+            .max()
+            .unwrap_or(after_revision);
         Ok((records, highest))
     }
 }

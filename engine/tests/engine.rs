@@ -29,12 +29,24 @@ fn modal_request(model: ModelChoice) -> SubmitRequest {
 }
 
 /// Starts an in-process worker; cancel the token to stop it.
-fn spawn_worker(engine: &Engine) -> (CancellationToken, tokio::task::JoinHandle<Result<(), EngineError>>) {
+fn spawn_worker(
+    engine: &Engine,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), EngineError>>,
+) {
     let stop = CancellationToken::new();
     let e = engine.clone();
     let s = stop.clone();
     let h = tokio::spawn(async move {
-        e.run_worker(WorkerOptions { name: "test".into(), concurrency: 2 }, s).await
+        e.run_worker(
+            WorkerOptions {
+                name: "test".into(),
+                concurrency: 2,
+            },
+            s,
+        )
+        .await
     });
     (stop, h)
 }
@@ -47,7 +59,11 @@ async fn wait_final(engine: &Engine, id: &StudyId, within: Duration) -> StudyRec
         if s.state.is_final() {
             return s;
         }
-        assert!(Instant::now() < until, "study still {:?} after {within:?}", s.state);
+        assert!(
+            Instant::now() < until,
+            "study still {:?} after {within:?}",
+            s.state
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -56,7 +72,9 @@ async fn modal_study_runs_to_its_result(config: EngineConfig) {
     let engine = Engine::connect(&config).await.unwrap();
     let (stop, worker) = spawn_worker(&engine);
     let record = engine
-        .submit(modal_request(ModelChoice::Catalogue("southampton".parse().unwrap())))
+        .submit(modal_request(ModelChoice::Catalogue(
+            "southampton".parse().unwrap(),
+        )))
         .await
         .unwrap();
     assert_eq!(record.state, StudyState::Queued);
@@ -78,12 +96,23 @@ async fn modal_study_runs_to_its_result(config: EngineConfig) {
         &dtop_studies::ChunkCtx::new(&flag),
     )
     .unwrap();
-    let direct = dtop_studies::reduce(StudyKind::Modal, &southampton(), &serde_json::json!({}), 7, &[chunk]).unwrap();
+    let direct = dtop_studies::reduce(
+        StudyKind::Modal,
+        &southampton(),
+        &serde_json::json!({}),
+        7,
+        &[chunk],
+    )
+    .unwrap();
     let result = engine.result(&record.id).await.unwrap();
     assert_eq!(result.summary, direct.summary);
     // The feed saw the study's changes in order, ending with success.
     let (changes, highest) = engine.changes_since(0).await.unwrap();
-    assert!(changes.iter().any(|c| c.id == record.id && c.state == StudyState::Succeeded));
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.id == record.id && c.state == StudyState::Succeeded)
+    );
     assert_eq!(highest, done.revision);
     assert!(engine.changes_since(highest).await.unwrap().0.is_empty());
     stop.cancel();
@@ -122,15 +151,27 @@ async fn refuses_invalid_requests_with_every_problem(config: EngineConfig) {
     assert!(fields.iter().any(|f| f.starts_with("params")), "{fields:?}");
     assert!(fields.iter().any(|f| f.starts_with("model")), "{fields:?}");
     // Nothing was queued.
-    assert!(engine.list_studies(&StudyFilter::default()).await.unwrap().is_empty());
+    assert!(
+        engine
+            .list_studies(&StudyFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A non-physical model is refused by the catalogue too.
     assert!(matches!(
-        engine.add_model("broken", bad_model, Provenance::Manual, "ada").await,
+        engine
+            .add_model("broken", bad_model, Provenance::Manual, "ada")
+            .await,
         Err(EngineError::Invalid(_))
     ));
     // An unknown catalogue model is NotFound.
     assert!(matches!(
-        engine.submit(modal_request(ModelChoice::Catalogue("nope".parse().unwrap()))).await,
+        engine
+            .submit(modal_request(ModelChoice::Catalogue(
+                "nope".parse().unwrap()
+            )))
+            .await,
         Err(EngineError::NotFound(_))
     ));
 }
@@ -145,7 +186,11 @@ async fn refuses_invalid_requests_with_every_problem_on_sqlite() {
 async fn refuses_invalid_requests_with_every_problem_on_postgres() {
     let pg = support::Postgres::get();
     let dir = tempfile::tempdir().unwrap();
-    refuses_invalid_requests_with_every_problem(support::config(pg.fresh_database().await, dir.path())).await;
+    refuses_invalid_requests_with_every_problem(support::config(
+        pg.fresh_database().await,
+        dir.path(),
+    ))
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,22 +200,42 @@ async fn refuses_a_study_above_the_budget_and_queues_nothing() {
     // modal on 3 storeys costs 3³ = 27 work units.
     config.budget.max_work_units = 26;
     let engine = Engine::connect(&config).await.unwrap();
-    let r = engine.submit(modal_request(ModelChoice::Inline(southampton()))).await;
+    let r = engine
+        .submit(modal_request(ModelChoice::Inline(southampton())))
+        .await;
     assert!(
-        matches!(r, Err(EngineError::TooLarge { work_units: 27, max_work_units: 26 })),
+        matches!(
+            r,
+            Err(EngineError::TooLarge {
+                work_units: 27,
+                max_work_units: 26
+            })
+        ),
         "{r:?}"
     );
-    assert!(engine.list_studies(&StudyFilter::default()).await.unwrap().is_empty());
+    assert!(
+        engine
+            .list_studies(&StudyFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn cancel_ends_a_queued_study_once(config: EngineConfig) {
     let engine = Engine::connect(&config).await.unwrap();
-    let record = engine.submit(modal_request(ModelChoice::Inline(southampton()))).await.unwrap();
+    let record = engine
+        .submit(modal_request(ModelChoice::Inline(southampton())))
+        .await
+        .unwrap();
     let cancelled = engine.cancel(&record.id, "grace").await.unwrap();
     assert_eq!(cancelled.state, StudyState::Cancelled);
     assert_eq!(cancelled.error.as_deref(), Some("cancelled by grace"));
     assert!(cancelled.revision > record.revision);
-    assert!(matches!(engine.cancel(&record.id, "grace").await, Err(EngineError::Conflict(_))));
+    assert!(matches!(
+        engine.cancel(&record.id, "grace").await,
+        Err(EngineError::Conflict(_))
+    ));
     assert!(matches!(
         engine.cancel(&StudyId("st_missing".into()), "grace").await,
         Err(EngineError::NotFound(_))
@@ -180,7 +245,10 @@ async fn cancel_ends_a_queued_study_once(config: EngineConfig) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after = engine.study(&record.id).await.unwrap();
     assert_eq!((after.state, after.chunks_done), (StudyState::Cancelled, 0));
-    assert!(matches!(engine.result(&record.id).await, Err(EngineError::NotFound(_))));
+    assert!(matches!(
+        engine.result(&record.id).await,
+        Err(EngineError::NotFound(_))
+    ));
     stop.cancel();
     worker.await.unwrap().unwrap();
 }
@@ -204,38 +272,85 @@ async fn catalogue_keeps_versions_and_provenance(config: EngineConfig) {
     let again = Engine::connect(&config).await.unwrap();
     let builtins: Vec<_> = again.models().await.unwrap();
     assert_eq!(builtins.len(), 1);
-    assert_eq!((builtins[0].name.as_str(), builtins[0].version), ("southampton", 1));
+    assert_eq!(
+        (builtins[0].name.as_str(), builtins[0].version),
+        ("southampton", 1)
+    );
     assert_eq!(builtins[0].provenance, Provenance::Builtin);
 
     let mut stiffer = southampton();
     stiffer.structure.storey_stiffness_n_per_m[0] *= 2.0;
-    let v1 = engine.add_model("rig-b", southampton(), Provenance::Manual, "ada").await.unwrap();
+    let v1 = engine
+        .add_model("rig-b", southampton(), Provenance::Manual, "ada")
+        .await
+        .unwrap();
     let v2 = engine
-        .add_model("rig-b", stiffer.clone(), Provenance::Study { study_id: "st_x".into() }, "bob")
+        .add_model(
+            "rig-b",
+            stiffer.clone(),
+            Provenance::Study {
+                study_id: "st_x".into(),
+            },
+            "bob",
+        )
         .await
         .unwrap();
     assert_eq!((v1.version, v2.version), (1, 2));
-    let latest = engine.model(&"rig-b".parse::<ModelRef>().unwrap()).await.unwrap();
+    let latest = engine
+        .model(&"rig-b".parse::<ModelRef>().unwrap())
+        .await
+        .unwrap();
     assert_eq!(latest.version, 2);
     assert_eq!(latest.spec, stiffer);
     assert_eq!(latest.created_by, "bob");
-    assert_eq!(latest.provenance, Provenance::Study { study_id: "st_x".into() });
-    let first = engine.model(&"rig-b@1".parse::<ModelRef>().unwrap()).await.unwrap();
+    assert_eq!(
+        latest.provenance,
+        Provenance::Study {
+            study_id: "st_x".into()
+        }
+    );
+    let first = engine
+        .model(&"rig-b@1".parse::<ModelRef>().unwrap())
+        .await
+        .unwrap();
     assert_eq!(first.spec, southampton());
     assert!(matches!(
         engine.model(&"rig-b@3".parse::<ModelRef>().unwrap()).await,
         Err(EngineError::NotFound(_))
     ));
-    let names: Vec<(String, u32)> =
-        engine.models().await.unwrap().into_iter().map(|m| (m.name, m.version)).collect();
-    assert_eq!(names, vec![("rig-b".into(), 1), ("rig-b".into(), 2), ("southampton".into(), 1)]);
+    let names: Vec<(String, u32)> = engine
+        .models()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.version))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("rig-b".into(), 1),
+            ("rig-b".into(), 2),
+            ("southampton".into(), 1)
+        ]
+    );
     // A study on `rig-b` resolves to the latest version at submission.
-    let s = engine.submit(modal_request(ModelChoice::Catalogue("rig-b".parse().unwrap()))).await.unwrap();
+    let s = engine
+        .submit(modal_request(ModelChoice::Catalogue(
+            "rig-b".parse().unwrap(),
+        )))
+        .await
+        .unwrap();
     assert_eq!(s.model_ref.as_deref(), Some("rig-b@2"));
     assert_eq!(s.model, stiffer);
-    let filter = StudyFilter { model_name: Some("rig-b".into()), ..Default::default() };
+    let filter = StudyFilter {
+        model_name: Some("rig-b".into()),
+        ..Default::default()
+    };
     assert_eq!(engine.list_studies(&filter).await.unwrap().len(), 1);
-    let filter = StudyFilter { model_name: Some("southampton".into()), ..Default::default() };
+    let filter = StudyFilter {
+        model_name: Some("southampton".into()),
+        ..Default::default()
+    };
     assert!(engine.list_studies(&filter).await.unwrap().is_empty());
 }
 
@@ -249,13 +364,18 @@ async fn catalogue_keeps_versions_and_provenance_on_sqlite() {
 async fn catalogue_keeps_versions_and_provenance_on_postgres() {
     let pg = support::Postgres::get();
     let dir = tempfile::tempdir().unwrap();
-    catalogue_keeps_versions_and_provenance(support::config(pg.fresh_database().await, dir.path())).await;
+    catalogue_keeps_versions_and_provenance(support::config(pg.fresh_database().await, dir.path()))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_is_unavailable() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = support::config(format!("postgres://u:pw@127.0.0.1:{port}/none"), dir.path());
     let r = Engine::connect(&config).await;
     match r {

@@ -259,8 +259,8 @@ result_dir = "/tmp/r"
 host = ""
 password_file = "/p"
 "#;
-        let problems = dtop_daemon::parse::<ServerConfig, _>(text, ServerConfig::validate)
-            .unwrap_err();
+        let problems =
+            dtop_daemon::parse::<ServerConfig, _>(text, ServerConfig::validate).unwrap_err();
         let mut paths = problems.paths();
         paths.sort_unstable();
         assert_eq!(

@@ -162,10 +162,7 @@ impl ApiError {
                 )
             },
             Self::Unauthenticated(why) => plain("unauthenticated", (*why).to_owned()),
-            Self::Forbidden => plain(
-                "forbidden",
-                "Your role may not do this.".to_owned(),
-            ),
+            Self::Forbidden => plain("forbidden", "Your role may not do this.".to_owned()),
             Self::NotFound(what) => plain("not_found", format!("Not found: {what}.")),
             Self::Conflict(why) => plain("conflict", format!("Conflict: {why}.")),
             Self::PayloadTooLarge => plain(
@@ -232,8 +229,8 @@ mod tests {
         let r = e.into_response();
         let status = r.status();
         let headers = r.headers().clone();
-        let bytes = futures::executor::block_on(axum::body::to_bytes(r.into_body(), 1 << 20))
-            .unwrap();
+        let bytes =
+            futures::executor::block_on(axum::body::to_bytes(r.into_body(), 1 << 20)).unwrap();
         (status, headers, serde_json::from_slice(&bytes).unwrap())
     }
 

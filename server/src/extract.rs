@@ -76,10 +76,9 @@ impl FromRequestParts<Shared> for AuthUser {
         let token = bearer(parts).ok_or(ApiError::Unauthenticated(
             "Log in and send the token as `Authorization: Bearer <token>`.",
         ))?;
-        let username = state
-            .sessions
-            .user(token)
-            .ok_or(ApiError::Unauthenticated("The token is unknown or expired."))?;
+        let username = state.sessions.user(token).ok_or(ApiError::Unauthenticated(
+            "The token is unknown or expired.",
+        ))?;
         let identity = state
             .users
             .identity(&username)

@@ -76,7 +76,12 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let users = Users::load(&config.credentials_file, config.http.max_concurrent_logins)?;
-    let password = config.mqtt.as_ref().map(mqtt::read_password).transpose()?.flatten();
+    let password = config
+        .mqtt
+        .as_ref()
+        .map(mqtt::read_password)
+        .transpose()?
+        .flatten();
     let metrics = Arc::new(Metrics::default());
     let changes = Changes::new();
     let tracker = TaskTracker::new();

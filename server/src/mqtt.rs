@@ -81,7 +81,10 @@ pub async fn run_publisher(
     let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
     options.set_keep_alive(Duration::from_secs(30));
     if let Some(user) = &config.username {
-        let pw = password.as_ref().map(|p| p.expose().clone()).unwrap_or_default();
+        let pw = password
+            .as_ref()
+            .map(|p| p.expose().clone())
+            .unwrap_or_default();
         options.set_credentials(user.clone(), pw);
     }
     let (client, mut eventloop) = AsyncClient::new(options, 256);
@@ -121,7 +124,10 @@ pub async fn run_publisher(
         let record = match record {
             Ok(record) => record,
             Err(RecvError::Lagged(n)) => {
-                warn!(skipped = n, "MQTT publisher fell behind; some intermediate study states were not published.");
+                warn!(
+                    skipped = n,
+                    "MQTT publisher fell behind; some intermediate study states were not published."
+                );
                 continue;
             }
             Err(RecvError::Closed) => break,

@@ -97,7 +97,10 @@ mod tests {
         let path = dir.path().join("passwd");
         add_user(&path, "ada", Role::Researcher, RigSpec::All, Some(&pw("a"))).unwrap();
         let users = Users::load(&path, 2).unwrap();
-        assert_eq!(users.verify("ada", pw("a")).await.unwrap().role, Role::Researcher);
+        assert_eq!(
+            users.verify("ada", pw("a")).await.unwrap().role,
+            Role::Researcher
+        );
         assert!(users.verify("ada", pw("b")).await.is_none());
         assert!(users.identity("bob").is_none());
         add_user(&path, "bob", Role::Dashboard, RigSpec::All, Some(&pw("b"))).unwrap();

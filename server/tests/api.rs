@@ -56,21 +56,56 @@ fn endpoints(study: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
             None,
             ReadStudies,
         ),
-        (Method::POST, "/api/v1/studies".into(), Some(modal_study()), Submit),
+        (
+            Method::POST,
+            "/api/v1/studies".into(),
+            Some(modal_study()),
+            Submit,
+        ),
         (Method::GET, "/api/v1/studies".into(), None, ReadStudies),
-        (Method::GET, format!("/api/v1/studies/{study}"), None, ReadStudies),
-        (Method::GET, format!("/api/v1/studies/{study}/events"), None, ReadStudies),
-        (Method::GET, format!("/api/v1/studies/{study}/result"), None, ReadStudies),
+        (
+            Method::GET,
+            format!("/api/v1/studies/{study}"),
+            None,
+            ReadStudies,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/studies/{study}/events"),
+            None,
+            ReadStudies,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/studies/{study}/result"),
+            None,
+            ReadStudies,
+        ),
         (
             Method::GET,
             format!("/api/v1/studies/{study}/arrays/none"),
             None,
             ReadStudies,
         ),
-        (Method::POST, format!("/api/v1/studies/{study}/cancel"), None, CancelOthers),
+        (
+            Method::POST,
+            format!("/api/v1/studies/{study}/cancel"),
+            None,
+            CancelOthers,
+        ),
         (Method::GET, "/api/v1/models".into(), None, ReadModels),
-        (Method::GET, "/api/v1/models/southampton".into(), None, ReadModels),
-        (Method::GET, "/api/v1/models/southampton/latest".into(), None, ReadModels),
+        (
+            Method::GET,
+            "/api/v1/models/southampton".into(),
+            None,
+            ReadModels,
+        ),
+        (
+            Method::GET,
+            "/api/v1/models/southampton/latest".into(),
+            None,
+            ReadModels,
+        ),
         (Method::POST, "/api/v1/models".into(), Some(model), AddModel),
     ]
 }
@@ -93,7 +128,14 @@ async fn call(
 }
 
 async fn submit(server: &Server, token: &str, body: &Value) -> Value {
-    let r = call(server, Method::POST, "/api/v1/studies", Some(body), Some(token)).await;
+    let r = call(
+        server,
+        Method::POST,
+        "/api/v1/studies",
+        Some(body),
+        Some(token),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     r.json().await.unwrap()
 }
@@ -188,24 +230,39 @@ async fn bad_input_is_refused_with_every_problem_and_where() {
             .send()
     };
     // Over the body limit.
-    let big = format!("{{\"kind\":\"modal\",\"model\":\"southampton\",\"params\":{{\"x\":\"{}\"}}}}", "a".repeat(100 * 1024));
+    let big = format!(
+        "{{\"kind\":\"modal\",\"model\":\"southampton\",\"params\":{{\"x\":\"{}\"}}}}",
+        "a".repeat(100 * 1024)
+    );
     let r = post(big).await.unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "payload_too_large");
     // Malformed JSON says where.
-    let r = post("{\"kind\": \"modal\",\n \"model\": }".into()).await.unwrap();
+    let r = post("{\"kind\": \"modal\",\n \"model\": }".into())
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid");
-    assert!(body["problems"][0]["message"].as_str().unwrap().contains("line 2"));
+    assert!(
+        body["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 2")
+    );
     // Unknown fields.
     let r = post(json!({"kind": "modal", "model": "southampton", "colour": 1}).to_string())
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let body: Value = r.json().await.unwrap();
-    assert!(body["problems"][0]["message"].as_str().unwrap().contains("colour"));
+    assert!(
+        body["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour")
+    );
     // Validation problems from the engine: all of them.
     let mut model = serde_json::to_value(&dtop_studies::model::builtin_models()[0].1).unwrap();
     let masses = model["structure"]["masses_kg"].as_array_mut();
@@ -235,7 +292,14 @@ async fn bad_input_is_refused_with_every_problem_and_where() {
     })
     .await;
     let token = small.login("op").await;
-    let r = call(&small, Method::POST, "/api/v1/studies", Some(&modal_study()), Some(&token)).await;
+    let r = call(
+        &small,
+        Method::POST,
+        "/api/v1/studies",
+        Some(&modal_study()),
+        Some(&token),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "too_large");
@@ -264,7 +328,11 @@ async fn repeated_bad_logins_get_429_with_retry_after_and_never_reach_the_logs()
     assert_eq!(statuses[4], 429);
     let r = login("ada", &password("ada")).await.unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=300).contains(&wait));
     tokio::time::sleep(Duration::from_secs(wait)).await;
     // The right password after the wait works.
@@ -272,7 +340,12 @@ async fn repeated_bad_logins_get_429_with_retry_after_and_never_reach_the_logs()
     let r = call(&server, Method::GET, "/api/v1/whoami", None, Some(&token)).await;
     let me: Value = r.json().await.unwrap();
     assert_eq!(me["role"], "researcher");
-    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap();
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
     let text = metrics.text().await.unwrap();
     assert!(text.contains("dtop_server_logins_failed_total 4"), "{text}");
     server.stop().await;
@@ -293,7 +366,14 @@ async fn events_show_a_study_from_queued_to_succeeded() {
     let token = server.login("ada").await;
     let study = submit(&server, &token, &modal_study()).await;
     let id = study["id"].as_str().unwrap();
-    let r = call(&server, Method::GET, &format!("/api/v1/studies/{id}/events"), None, Some(&token)).await;
+    let r = call(
+        &server,
+        Method::GET,
+        &format!("/api/v1/studies/{id}/events"),
+        None,
+        Some(&token),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     let mut bytes = r.bytes_stream();
     let mut text = String::new();
@@ -302,25 +382,62 @@ async fn events_show_a_study_from_queued_to_succeeded() {
             text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
         }
     };
-    tokio::time::timeout(WAIT, read).await.expect("stream ends after the final state");
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("stream ends after the final state");
     let states: Vec<String> = text
         .split("\n\n")
         .filter(|e| e.contains("event: study"))
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_owned))
-        .map(|data| serde_json::from_str::<Value>(&data).unwrap()["state"].as_str().unwrap().to_owned())
+        .filter_map(|e| {
+            e.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_owned)
+        })
+        .map(|data| {
+            serde_json::from_str::<Value>(&data).unwrap()["state"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert!(!states.is_empty());
-    assert!(states[0] == "queued" || states[0] == "running" || states[0] == "succeeded", "{states:?}");
-    assert_eq!(states.last().map(String::as_str), Some("succeeded"), "{states:?}");
+    assert!(
+        states[0] == "queued" || states[0] == "running" || states[0] == "succeeded",
+        "{states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("succeeded"),
+        "{states:?}"
+    );
     // The result and its arrays are then readable, as JSON and CSV.
-    let r = call(&server, Method::GET, &format!("/api/v1/studies/{id}/result"), None, Some(&token)).await;
+    let r = call(
+        &server,
+        Method::GET,
+        &format!("/api/v1/studies/{id}/result"),
+        None,
+        Some(&token),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     let result: Value = r.json().await.unwrap();
     if let Some(first) = result["arrays"].as_array().and_then(|a| a.first()) {
         let name = first["name"].as_str().unwrap();
-        let r = call(&server, Method::GET, &format!("/api/v1/studies/{id}/arrays/{name}?format=csv"), None, Some(&token)).await;
+        let r = call(
+            &server,
+            Method::GET,
+            &format!("/api/v1/studies/{id}/arrays/{name}?format=csv"),
+            None,
+            Some(&token),
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::OK);
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/csv")
+        );
     }
     server.stop().await;
 }
@@ -359,14 +476,33 @@ async fn every_route_is_served_and_in_the_openapi_document() {
             .replace("{name}", "southampton")
             .replace("{version}", "latest");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let r = server.client.request(method.clone(), server.url(&concrete)).send().await.unwrap();
-        assert_ne!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        let r = server
+            .client
+            .request(method.clone(), server.url(&concrete))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(
+            r.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
         let text = r.text().await.unwrap();
         assert!(!text.contains("no such endpoint"), "{method} {path}");
     }
-    let r = server.client.get(server.url("/api/v1/nothing")).send().await.unwrap();
+    let r = server
+        .client
+        .get(server.url("/api/v1/nothing"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = server.client.get(server.url("/healthz")).send().await.unwrap();
+    let r = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     server.stop().await;
 }

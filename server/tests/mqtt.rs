@@ -67,7 +67,9 @@ async fn study_state_is_published_retained_for_late_subscribers() {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     };
-    let final_record = tokio::time::timeout(WAIT, finished).await.expect("study succeeds");
+    let final_record = tokio::time::timeout(WAIT, finished)
+        .await
+        .expect("study succeeds");
 
     // A dashboard subscribing now gets the retained final state.
     let addr = broker.mqtt_addr();
@@ -92,7 +94,9 @@ async fn study_state_is_published_retained_for_late_subscribers() {
             }
         }
     };
-    let (retain, record) = tokio::time::timeout(WAIT, got).await.expect("retained state arrives");
+    let (retain, record) = tokio::time::timeout(WAIT, got)
+        .await
+        .expect("retained state arrives");
     assert!(retain, "the state is retained");
     assert_eq!(record["id"], final_record["id"]);
     assert_eq!(record["chunks_done"], final_record["chunks_total"]);

@@ -68,7 +68,11 @@ pub struct WorkerSection {
 
 impl Default for WorkerSection {
     fn default() -> Self {
-        Self { name: None, concurrency: None, grace_s: default_grace_s() }
+        Self {
+            name: None,
+            concurrency: None,
+            grace_s: default_grace_s(),
+        }
     }
 }
 
@@ -100,7 +104,8 @@ impl WorkerConfig {
             )),
             _ => {}
         }
-        let probe = self.engine_config_with(e.database_url.clone().unwrap_or_else(|| "sqlite:x".into()));
+        let probe =
+            self.engine_config_with(e.database_url.clone().unwrap_or_else(|| "sqlite:x".into()));
         out.extend(
             probe
                 .problems("engine.")
@@ -108,10 +113,16 @@ impl WorkerConfig {
                 .map(|p| ConfigProblem::new(p.field, p.message)),
         );
         if self.worker.concurrency == Some(0) {
-            out.push(ConfigProblem::new("worker.concurrency", "must be at least 1"));
+            out.push(ConfigProblem::new(
+                "worker.concurrency",
+                "must be at least 1",
+            ));
         }
         if !(self.worker.grace_s.is_finite() && self.worker.grace_s >= 0.0) {
-            out.push(ConfigProblem::new("worker.grace_s", "must be a number of seconds, at least 0"));
+            out.push(ConfigProblem::new(
+                "worker.grace_s",
+                "must be a number of seconds, at least 0",
+            ));
         }
         if let Some(m) = &self.metrics {
             if m.listen.parse::<SocketAddr>().is_err() {
@@ -161,9 +172,9 @@ impl WorkerConfig {
 
     /// Chunks at once: configured, or the number of cores.
     pub fn concurrency(&self) -> u32 {
-        self.worker.concurrency.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-        })
+        self.worker
+            .concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
     }
 }
 
@@ -172,7 +183,10 @@ fn read_url_file(path: &Path) -> Result<String, String> {
         .map_err(|e| format!("engine.database_url_file {}: {e}", path.display()))?;
     let url = text.lines().next().unwrap_or("").trim().to_owned();
     if url.is_empty() {
-        return Err(format!("engine.database_url_file {} is empty", path.display()));
+        return Err(format!(
+            "engine.database_url_file {} is empty",
+            path.display()
+        ));
     }
     Ok(url)
 }
@@ -204,7 +218,13 @@ mod tests {
                     [worker]\nconcurrency = 0\n[metrics]\nlisten = \"nowhere\"\n";
         let e = dtop_daemon::config::parse(text, WorkerConfig::problems).unwrap_err();
         let paths = e.paths();
-        for p in ["engine.database_url", "engine.max_attempts", "engine.rescue_after_s", "worker.concurrency", "metrics.listen"] {
+        for p in [
+            "engine.database_url",
+            "engine.max_attempts",
+            "engine.rescue_after_s",
+            "worker.concurrency",
+            "metrics.listen",
+        ] {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
     }
@@ -214,9 +234,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("url");
         std::fs::write(&f, "postgres://dtop:secret@db/dtop\n").unwrap();
-        let text = format!("[engine]\ndatabase_url_file = {:?}\nresult_dir = \"/tmp/r\"\n", f.display().to_string());
+        let text = format!(
+            "[engine]\ndatabase_url_file = {:?}\nresult_dir = \"/tmp/r\"\n",
+            f.display().to_string()
+        );
         let c = dtop_daemon::config::parse(&text, WorkerConfig::problems).unwrap();
-        assert_eq!(c.engine_config().unwrap().database_url, "postgres://dtop:secret@db/dtop");
+        assert_eq!(
+            c.engine_config().unwrap().database_url,
+            "postgres://dtop:secret@db/dtop"
+        );
         std::fs::write(&f, "").unwrap();
         let e = c.engine_config().unwrap_err();
         assert!(e.contains("empty"), "{e}");

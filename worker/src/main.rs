@@ -65,11 +65,17 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let options = RunOptions {
-        worker: WorkerOptions { name: config.name(), concurrency: config.concurrency() },
+        worker: WorkerOptions {
+            name: config.name(),
+            concurrency: config.concurrency(),
+        },
         metrics_listen: config.metrics.as_ref().map(|m| m.listen.clone()),
     };
     let grace = Duration::from_secs_f64(config.worker.grace_s);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "Could not start the async runtime.");
@@ -104,5 +110,8 @@ fn init_logs(default_filter: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -38,14 +38,22 @@ pub struct RunOptions {
 ///
 /// # Errors
 /// A configuration the engine refuses, or a metrics address that cannot be bound.
-pub async fn run(config: EngineConfig, options: RunOptions, shutdown: CancellationToken) -> Result<(), RunError> {
+pub async fn run(
+    config: EngineConfig,
+    options: RunOptions,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let engine = loop {
         match Engine::connect(&config).await {
             Ok(engine) => break engine,
             Err(EngineError::Unavailable(reason)) => {
                 let delay = backoff.next_delay(&mut rand_source());
-                tracing::warn!(reason, delay_ms = delay.as_millis() as u64, "Database away; retrying.");
+                tracing::warn!(
+                    reason,
+                    delay_ms = delay.as_millis() as u64,
+                    "Database away; retrying."
+                );
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     () = tokio::time::sleep(delay) => {}
@@ -57,7 +65,10 @@ pub async fn run(config: EngineConfig, options: RunOptions, shutdown: Cancellati
     if let Some(addr) = &options.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| RunError::Metrics { addr: addr.clone(), source })?;
+            .map_err(|source| RunError::Metrics {
+                addr: addr.clone(),
+                source,
+            })?;
         let stats = engine.worker_stats();
         let render: dtop_daemon::metrics::Render = std::sync::Arc::new(move || stats.render());
         let cancel = shutdown.clone();

@@ -28,7 +28,10 @@ fn refuses_a_bad_config_with_every_problem_before_connecting() {
 
 #[test]
 fn prints_an_example_config_that_checks() {
-    let out = Command::new(env!("CARGO_BIN_EXE_dtop-worker")).arg("--print-default-config").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dtop-worker"))
+        .arg("--print-default-config")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("worker.toml");
@@ -37,5 +40,9 @@ fn prints_an_example_config_that_checks() {
         .args(["--check", "--config", config.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }

@@ -49,11 +49,23 @@ impl PgCluster {
     /// `initdb` (trust auth, loopback only) and start.
     pub fn start() -> PgCluster {
         let (uid, gid) = postgres_ids();
-        let dir = tempfile::Builder::new().prefix("dtop-pg-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("dtop-pg-")
+            .tempdir()
+            .unwrap();
         std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
         let data = dir.path().join("data");
         let status = Command::new(pg_bin().join("initdb"))
-            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ])
             .uid(uid)
             .gid(gid)
             .stdout(Stdio::null())
@@ -61,8 +73,16 @@ impl PgCluster {
             .status()
             .unwrap();
         assert!(status.success(), "initdb failed");
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut cluster = PgCluster { dir, port, server: None };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cluster = PgCluster {
+            dir,
+            port,
+            server: None,
+        };
         cluster.start_server();
         cluster
     }
@@ -77,7 +97,12 @@ impl PgCluster {
         let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
         std::os::unix::fs::chown(self.dir.path().join("server.log"), Some(uid), Some(gid)).unwrap();
         let child = Command::new(pg_bin().join("postgres"))
-            .args(["-D", self.data().to_str().unwrap(), "-k", self.dir.path().to_str().unwrap()])
+            .args([
+                "-D",
+                self.data().to_str().unwrap(),
+                "-k",
+                self.dir.path().to_str().unwrap(),
+            ])
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-c", "fsync=off", "-c", "max_connections=200"])
             .uid(uid)
@@ -90,14 +115,25 @@ impl PgCluster {
         let until = Instant::now() + Duration::from_secs(30);
         loop {
             let ok = Command::new(pg_bin().join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
                 .stdout(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
             if ok {
                 return;
             }
-            assert!(Instant::now() < until, "PostgreSQL did not start: {}", self.log());
+            assert!(
+                Instant::now() < until,
+                "PostgreSQL did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -139,14 +175,20 @@ impl Postgres {
     /// are required (then the test fails).
     pub fn get() -> Postgres {
         match std::env::var("DTOP_TEST_POSTGRES_URL") {
-            Ok(url) => Postgres { server_url: url, _private: None },
+            Ok(url) => Postgres {
+                server_url: url,
+                _private: None,
+            },
             Err(_) => {
                 assert!(
                     !services_required(),
                     "DTOP_REQUIRE_SERVICES=1 but DTOP_TEST_POSTGRES_URL is not set"
                 );
                 let cluster = PgCluster::start();
-                Postgres { server_url: cluster.url(), _private: Some(cluster) }
+                Postgres {
+                    server_url: cluster.url(),
+                    _private: Some(cluster),
+                }
             }
         }
     }
@@ -154,11 +196,15 @@ impl Postgres {
     /// A new, empty database on this server, and its URL.
     pub async fn fresh_database(&self) -> String {
         let name = format!("dtop_t_{}", uuid::Uuid::now_v7().simple());
-        let pool = riverqueue::sqlx::PgPool::connect(&self.server_url).await.unwrap();
-        riverqueue::sqlx::query(riverqueue::sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&pool)
+        let pool = riverqueue::sqlx::PgPool::connect(&self.server_url)
             .await
             .unwrap();
+        riverqueue::sqlx::query(riverqueue::sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name}"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
         pool.close().await;
         database_url_with(&self.server_url, &name)
     }
@@ -195,5 +241,8 @@ pub fn config(database_url: String, dir: &Path) -> EngineConfig {
 
 /// An SQLite engine configuration in `dir`.
 pub fn sqlite_config(dir: &Path) -> EngineConfig {
-    config(format!("sqlite://{}", dir.join("studies.db").display()), dir)
+    config(
+        format!("sqlite://{}", dir.join("studies.db").display()),
+        dir,
+    )
 }

@@ -86,7 +86,10 @@ pub async fn login(
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     if let Some(wait) = state.throttle.wait(&body.username, addr) {
-        state.metrics.logins_throttled.fetch_add(1, Ordering::Relaxed);
+        state
+            .metrics
+            .logins_throttled
+            .fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::TooManyRequests(wait));
     }
     let password = Secret::new(body.password.0);

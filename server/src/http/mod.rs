@@ -71,7 +71,9 @@ pub fn router(state: Shared, body_limit_bytes: usize) -> Router {
         // (the password). Tokens never travel in URIs.
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-        .merge(dtop_daemon::metrics::router(Arc::new(move || metrics_render.render())))
+        .merge(dtop_daemon::metrics::router(Arc::new(move || {
+            metrics_render.render()
+        })))
 }
 
 async fn count(

@@ -477,7 +477,10 @@ mod tests {
     fn a_model_is_a_catalogue_reference_or_an_inline_spec() {
         assert!(matches!(
             model_choice(serde_json::json!("so-3s@2")),
-            Ok(ModelChoice::Catalogue(ModelRef { version: Some(2), .. }))
+            Ok(ModelChoice::Catalogue(ModelRef {
+                version: Some(2),
+                ..
+            }))
         ));
         let problems = model_choice(serde_json::json!("Bad Name")).unwrap_err();
         assert_eq!(problems[0].field, "model");

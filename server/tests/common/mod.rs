@@ -192,10 +192,7 @@ impl Server {
             dir,
             db_path,
             credentials_file,
-            client: reqwest::Client::builder()
-                .timeout(WAIT)
-                .build()
-                .unwrap(),
+            client: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
             shutdown,
             task: Some(task),
         }
