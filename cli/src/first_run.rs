@@ -15,6 +15,8 @@ use dtop_auth::{Role, Secret};
 
 /// Name of the first-run administrator.
 pub const ADMIN_USER: &str = "admin";
+/// The credentials file under the data dir: the API server's users (and the broker's format).
+pub const CREDENTIALS_FILE: &str = "credentials";
 /// Length of the generated password: 32 characters of a 64-letter alphabet, 192 bits.
 pub const PASSWORD_CHARS: usize = 32;
 
@@ -74,7 +76,7 @@ pub fn random_password() -> Result<Secret<String>, FirstRunError> {
 /// # Errors
 /// When a file cannot be written or the RNG fails.
 pub fn ensure_admin(data_dir: &Path) -> Result<AdminLogin, FirstRunError> {
-    let credentials_file = data_dir.join("credentials");
+    let credentials_file = data_dir.join(CREDENTIALS_FILE);
     let password_file = data_dir.join("admin-password");
     let io = |path: &Path| {
         let path = path.to_owned();

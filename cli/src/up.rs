@@ -62,6 +62,13 @@ pub struct UpArgs {
     /// Stop by itself after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     pub duration_s: Option<f64>,
+    /// Where the studies API (`dtop-server`) listens. A busy address stops `dtop up` at start;
+    /// pick another with this flag.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: std::net::SocketAddr,
+    /// Study chunks run at once by the in-process worker (default: one per core).
+    #[arg(long)]
+    pub workers: Option<u32>,
 }
 
 /// Everything `dtop up` will run, validated before anything is started.
@@ -74,6 +81,10 @@ pub struct UpPlan {
     pub edge_toml_without_serial: String,
     pub status_every: Duration,
     pub duration: Option<Duration>,
+    /// The studies API server: SQLite engine under the data dir, in-process workers.
+    pub server: dtop_server::ServerConfig,
+    /// Where the first-run admin login lives.
+    pub data_dir: PathBuf,
 }
 
 /// Builds and validates every component's config from the flags; returns every problem found.
@@ -110,6 +121,14 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
     if let Err(e) = broker.validate() {
         problems.push(format!("broker: {e}"));
     }
+
+    let server = studies_server_config(args);
+    problems.extend(
+        server
+            .validate()
+            .into_iter()
+            .map(|p| format!("studies server: {p}")),
+    );
 
     let data_dir = args.data_dir.display().to_string();
     let storage = match (&args.influx_v1_url, &args.influx_v2_url) {
@@ -185,9 +204,24 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
             edge_toml_without_serial,
             status_every: Duration::from_secs_f64(args.status_every_s),
             duration: args.duration_s.map(Duration::from_secs_f64),
+            server,
+            data_dir: args.data_dir.clone(),
         }),
         _ => Err(problems),
     }
+}
+
+/// The API server of `dtop up`: the engine on `{data_dir}/studies.db` (SQLite), results in
+/// `{data_dir}/results/`, in-process workers, the first-run credentials file, no MQTT publisher.
+fn studies_server_config(args: &UpArgs) -> dtop_server::ServerConfig {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let mut config = dtop_server::ServerConfig::example();
+    config.http.listen = args.http;
+    config.credentials_file = args.data_dir.join(crate::first_run::CREDENTIALS_FILE);
+    config.engine.database_url = format!("sqlite://{}", args.data_dir.join("studies.db").display());
+    config.engine.result_dir = args.data_dir.join("results");
+    config.workers.count = args.workers.unwrap_or(cores);
+    config
 }
 
 fn edge_config_text(without_serial: &str, serial_path: &std::path::Path) -> String {
@@ -200,6 +234,43 @@ fn edge_config_text(without_serial: &str, serial_path: &std::path::Path) -> Stri
 /// Runs the plan until Ctrl-C, SIGTERM or `duration`, then shuts down from the inputs
 /// downstream: edge (stop sampling, actuator safe, flush), simulator, twin (drain storage).
 pub async fn run(plan: UpPlan) -> Result<()> {
+    // The studies API first: a busy port or an unusable data dir stops `dtop up` before the rig
+    // starts.
+    let admin = crate::first_run::ensure_admin(&plan.data_dir).context("first-run admin login")?;
+    let listener = tokio::net::TcpListener::bind(plan.server.http.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the studies API on {} (choose another with --http)",
+                plan.server.http.listen
+            )
+        })?;
+    let engine = dtop_engine::Engine::connect(&plan.server.engine)
+        .await
+        .context("opening the studies database")?;
+    let server_stop = CancellationToken::new();
+    let server_task = tokio::spawn(dtop_server::serve(
+        plan.server.clone(),
+        engine,
+        listener,
+        server_stop.clone(),
+    ));
+    println!(
+        "studies: API on http://{}/api/v1 ({} in-process workers, SQLite {})",
+        plan.server.http.listen, plan.server.workers.count, plan.server.engine.database_url
+    );
+    match &admin.new_password {
+        Some(password) => println!(
+            "login:   user admin, password {} (first run; also kept in {})",
+            password.expose(),
+            admin.password_file.display()
+        ),
+        None => println!(
+            "login:   user admin, password in {}",
+            admin.password_file.display()
+        ),
+    }
+
     let broker_config = plan.broker.clone();
     let broker = tokio::task::spawn_blocking(move || dtop_broker::spawn(&broker_config))
         .await
@@ -273,6 +344,8 @@ pub async fn run(plan: UpPlan) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     twin_stop.cancel();
     let twin_result = tokio::time::timeout(Duration::from_secs(30), twin_task).await;
+    server_stop.cancel();
+    let server_result = tokio::time::timeout(Duration::from_secs(30), server_task).await;
 
     print!(
         "{}",
@@ -299,6 +372,12 @@ pub async fn run(plan: UpPlan) -> Result<()> {
         Ok(Ok(Err(e))) => failures.push(format!("twin: {e}")),
         Ok(Err(e)) => failures.push(format!("twin task: {e}")),
         Err(_) => failures.push("twin did not drain within 30 s".to_owned()),
+    }
+    match server_result {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => failures.push(format!("studies server: {e}")),
+        Ok(Err(e)) => failures.push(format!("studies server task: {e}")),
+        Err(_) => failures.push("studies server did not stop within 30 s".to_owned()),
     }
     if failures.is_empty() {
         info!("Stopped gracefully.");

@@ -1,0 +1,200 @@
+//! Issue 12's "done when", with the real binaries: `dtop up` serves the studies API on an
+//! embedded SQLite engine with in-process workers and a first-run admin whose password it prints;
+//! `dtop study submit uncertainty` runs to a result downloadable as CSV; `dtop model add/list/
+//! show` work against it; an unknown parameter is refused with exit 64 and the field named.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+/// `dtop up`, stopped with SIGTERM by its PID when dropped.
+struct Up {
+    child: Child,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+fn dtop(args: &[&str], server: &str, password: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dtop"))
+        .args(args)
+        .env("DTOP_SERVER", server)
+        .env("DTOP_USER", "admin")
+        .env("DTOP_PASSWORD", password)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn dtop_up_serves_the_api_and_runs_an_uncertainty_study_to_a_csv_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dtop"))
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .args(["--mqtt-port", &free_port().to_string(), "--http", &http])
+        .args([
+            "--workers",
+            "2",
+            "--status-every-s",
+            "60",
+            "--duration-s",
+            "300",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let up = Up { child };
+    let (line_tx, line_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    let password = loop {
+        let line = line_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no login line from dtop up; printed: {printed:?}"));
+        if let Some(rest) = line.strip_prefix("login:   user admin, password ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+        printed.push(line);
+    };
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains(&format!("http://{http}/api/v1"))),
+        "{printed:?}"
+    );
+    let kept = std::fs::read_to_string(dir.path().join("admin-password")).unwrap();
+    assert_eq!(kept.trim(), password);
+    let server = format!("http://{http}");
+
+    let submit = dtop(
+        &[
+            "study",
+            "submit",
+            "uncertainty",
+            "--model",
+            "cristallo-msd3",
+            "--param",
+            "samples=2000",
+            "--param",
+            "frequencies=40",
+            "--seed",
+            "7",
+            "--quiet",
+        ],
+        &server,
+        &password,
+    );
+    assert_eq!(submit.status.code(), Some(0), "{}", text(&submit));
+    let id = String::from_utf8_lossy(&submit.stdout).trim().to_owned();
+    assert!(id.starts_with("st_"), "{id}");
+
+    let watch = dtop(
+        &["study", "watch", &id, "--timeout-s", "240"],
+        &server,
+        &password,
+    );
+    assert_eq!(watch.status.code(), Some(0), "{}", text(&watch));
+    let last = String::from_utf8_lossy(&watch.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(last.contains("\"succeeded\""), "{last}");
+
+    let result = dtop(
+        &["study", "result", &id, "--format", "csv"],
+        &server,
+        &password,
+    );
+    assert_eq!(result.status.code(), Some(0), "{}", text(&result));
+    let csv = String::from_utf8_lossy(&result.stdout);
+    assert!(csv.contains("frequency_hz"), "{csv}");
+    assert!(csv.lines().count() > 40, "{csv}");
+
+    let unknown = dtop(
+        &[
+            "study",
+            "submit",
+            "uncertainty",
+            "--model",
+            "cristallo-msd3",
+            "--param",
+            "no_such_field=1",
+        ],
+        &server,
+        &password,
+    );
+    assert_eq!(unknown.status.code(), Some(64), "{}", text(&unknown));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no_such_field"),
+        "{}",
+        text(&unknown)
+    );
+
+    let spec = dir.path().join("two.json");
+    std::fs::write(
+        &spec,
+        r#"{"description":"two storeys","structure":{"floor_masses_kg":[1.0,1.0],
+            "storey_stiffness_n_per_m":[400.0,400.0],"damping":{"kind":"modal","zetas":[0.01,0.01]}}}"#,
+    )
+    .unwrap();
+    let add = dtop(
+        &[
+            "model",
+            "add",
+            "two-storey",
+            "--file",
+            spec.to_str().unwrap(),
+        ],
+        &server,
+        &password,
+    );
+    assert_eq!(add.status.code(), Some(0), "{}", text(&add));
+    let show = dtop(&["model", "show", "two-storey@1"], &server, &password);
+    assert_eq!(show.status.code(), Some(0), "{}", text(&show));
+    assert!(
+        String::from_utf8_lossy(&show.stdout).contains("two storeys"),
+        "{}",
+        text(&show)
+    );
+    let list = dtop(&["model", "list"], &server, &password);
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains("cristallo-msd3"),
+        "{}",
+        text(&list)
+    );
+    drop(up);
+}
