@@ -265,7 +265,7 @@ async fn bad_input_is_refused_with_every_problem_and_where() {
     );
     // Validation problems from the engine: all of them.
     let mut model = serde_json::to_value(&dtop_studies::model::builtin_models()[0].1).unwrap();
-    let masses = model["structure"]["masses_kg"].as_array_mut();
+    let masses = model["structure"]["floor_masses_kg"].as_array_mut();
     if let Some(masses) = masses {
         for m in masses.iter_mut() {
             *m = json!(-1.0);
