@@ -166,7 +166,10 @@ fn passwd(file: &std::path::Path, action: PasswdAction) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match dtop_daemon::entry::parse_args::<Cli>() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
 
     if let Some(Command::Passwd { file, action }) = cli.command {
         return passwd(&file, action);

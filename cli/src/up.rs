@@ -212,7 +212,8 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
 }
 
 /// The API server of `dtop up`: the engine on `{data_dir}/studies.db` (SQLite), results in
-/// `{data_dir}/results/`, in-process workers, the first-run credentials file, no MQTT publisher.
+/// `{data_dir}/results/`, in-process workers, the first-run credentials file, and study state
+/// published (retained) on the embedded broker, which `dtop up` runs without logins on loopback.
 fn studies_server_config(args: &UpArgs) -> dtop_server::ServerConfig {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let mut config = dtop_server::ServerConfig::example();
@@ -221,6 +222,13 @@ fn studies_server_config(args: &UpArgs) -> dtop_server::ServerConfig {
     config.engine.database_url = format!("sqlite://{}", args.data_dir.join("studies.db").display());
     config.engine.result_dir = args.data_dir.join("results");
     config.workers.count = args.workers.unwrap_or(cores);
+    config.mqtt = Some(dtop_server::config::MqttConfig {
+        host: "127.0.0.1".into(),
+        port: args.mqtt_port,
+        client_id: "dtop-up-studies".into(),
+        username: None,
+        password_file: None,
+    });
     config
 }
 

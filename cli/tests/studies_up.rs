@@ -1,7 +1,7 @@
 //! Issue 12's "done when", with the real binaries: `dtop up` serves the studies API on an
 //! embedded SQLite engine with in-process workers and a first-run admin whose password it prints;
 //! `dtop study submit uncertainty` runs to a result downloadable as CSV; `dtop model add/list/
-//! show` work against it; an unknown parameter is refused with exit 64 and the field named.
+//! show` work against it; the study's state is retained on the embedded broker; an unknown parameter is refused with exit 64 and the field named.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -49,14 +49,34 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The retained study state `dtop up` published on its embedded broker, as a fresh subscriber
+/// gets it.
+fn retained_state(mqtt_port: u16, id: &str) -> serde_json::Value {
+    let mut options = rumqttc::MqttOptions::new("studies-up-test", "127.0.0.1", mqtt_port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = rumqttc::Client::new(options, 10);
+    let topic = format!("dtop/v1/studies/{id}/state");
+    client.subscribe(&topic, rumqttc::QoS::AtLeastOnce).unwrap();
+    for event in connection.iter().take(50) {
+        if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) = event
+            && p.topic == topic
+        {
+            assert!(p.retain, "the study state on {topic} is not retained");
+            return serde_json::from_slice(&p.payload).unwrap();
+        }
+    }
+    panic!("no retained state on {topic}");
+}
+
 #[test]
 fn dtop_up_serves_the_api_and_runs_an_uncertainty_study_to_a_csv_result() {
     let dir = tempfile::tempdir().unwrap();
     let http = format!("127.0.0.1:{}", free_port());
+    let mqtt_port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_dtop"))
         .args(["up", "--data-dir"])
         .arg(dir.path())
-        .args(["--mqtt-port", &free_port().to_string(), "--http", &http])
+        .args(["--mqtt-port", &mqtt_port.to_string(), "--http", &http])
         .args([
             "--workers",
             "2",
@@ -143,6 +163,13 @@ fn dtop_up_serves_the_api_and_runs_an_uncertainty_study_to_a_csv_result() {
         .unwrap_or_default()
         .to_owned();
     assert!(last.contains("\"succeeded\""), "{last}");
+    let retained = retained_state(mqtt_port, &id);
+    assert_eq!(retained["id"], serde_json::json!(id), "{retained}");
+    assert_eq!(
+        retained["state"],
+        serde_json::json!("succeeded"),
+        "{retained}"
+    );
 
     let result = dtop(
         &["study", "result", &id, "--format", "csv"],

@@ -11,11 +11,14 @@
 //! - [`notify`]: systemd `Type=notify` READY/STOPPING and the watchdog.
 //! - [`metrics`]: the Prometheus `GET /metrics` endpoint over a daemon-supplied renderer.
 //! - [`backoff`]: jittered exponential backoff as a pure calculator.
+//! - [`entry`]: the common flags, logging, config loading with `--check`, and the runtime with
+//!   the drain, so each daemon's `main` is a few lines.
 //! - [`testing`]: for the daemons' integration tests, the check that a binary refuses a bad
 //!   config with that exit code and lists every problem.
 
 pub mod backoff;
 pub mod config;
+pub mod entry;
 pub mod metrics;
 pub mod notify;
 pub mod signals;

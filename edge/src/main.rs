@@ -1,19 +1,17 @@
-//! The `dtop-edge` binary: logs, config (exit 64 when bad, before any device or socket is
-//! opened), then [`dtop_edge::run`] until SIGINT/SIGTERM, drained by
+//! The `dtop-edge` binary: the common daemon entry (`dtop_daemon::entry`: logs, config, exit 64
+//! when bad, before any device or socket is opened), then [`dtop_edge::run`] until SIGINT/SIGTERM, drained by
 //! [`dtop_daemon::run_until_signal`]. All behaviour lives in the library.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use dtop_daemon::entry::{self, CommonArgs, Daemon, Start};
 use dtop_daemon::{Ending, Signals, run_until_signal};
 use dtop_edge::config::EXAMPLE_CONFIG;
 use dtop_edge::{EdgeConfig, EdgeError};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
-use tracing_subscriber::EnvFilter;
 
 /// sysexits.h EX_USAGE: the command line or the configuration is wrong.
 const EXIT_CONFIG: u8 = dtop_daemon::EXIT_CONFIG;
@@ -21,62 +19,38 @@ const EXIT_CONFIG: u8 = dtop_daemon::EXIT_CONFIG;
 const SHUTDOWN_GRACE_EXTRA: Duration = Duration::from_secs(5);
 
 /// DTOP edge daemon: firmware serial stream → MQTT.
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(version, about)]
 struct Args {
-    /// Path of the TOML configuration.
-    #[arg(long, short, required_unless_present = "print_default_config")]
-    config: Option<PathBuf>,
-    /// Validate the configuration and exit (0 when valid, 64 when not).
-    #[arg(long)]
-    check: bool,
-    /// Print an example configuration and exit.
-    #[arg(long)]
-    print_default_config: bool,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
-fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    if args.print_default_config {
-        print!("{EXAMPLE_CONFIG}");
-        return ExitCode::SUCCESS;
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-
-    let Some(path) = args.config else {
-        eprintln!("dtop-edge: --config is required");
-        return ExitCode::from(EXIT_CONFIG);
-    };
-    let config = match EdgeConfig::load(&path) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("dtop-edge: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    if args.check {
+const DAEMON: Daemon<EdgeConfig> = Daemon {
+    name: "dtop-edge",
+    example_config: || EXAMPLE_CONFIG.to_owned(),
+    config_required: true,
+    load: |path| {
+        let path = path.ok_or("--config PATH is required")?;
+        EdgeConfig::load(path).map_err(|e| e.to_string())
+    },
+    describe: |config| {
         for warning in dtop_edge::modbus::overflow_warnings(&config.modbus) {
             eprintln!("dtop-edge: warning: {warning}");
         }
-        println!("{}: OK", path.display());
-        return ExitCode::SUCCESS;
-    }
+        format!("configuration OK; rig {}", config.rig_id)
+    },
+};
+
+fn main() -> ExitCode {
+    let args = match entry::parse_args::<Args>() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    let config = match entry::start(&DAEMON, &args.common) {
+        Start::Run(config) => config,
+        Start::Exit(code) => return code,
+    };
 
     match serve(config) {
         Ok(code) => code,

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args as ClapArgs, Parser, Subcommand};
+use clap::{Args as ClapArgs, Subcommand};
+use dtop_daemon::entry::{self, CommonArgs, Daemon, Start};
 use dtop_daemon::{Ending, Signals, run_until_signal};
 use dtop_proto::RigId;
 use dtop_twin::config::{ConfigError, TwinConfig};
@@ -17,7 +18,6 @@ use dtop_twin::replay::{ReplayError, ReplayRange};
 use dtop_twin::store::query::InfluxQuery;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 
 /// EX_USAGE from sysexits.h: the configuration is unusable.
 const EXIT_BAD_CONFIG: u8 = dtop_daemon::EXIT_CONFIG;
@@ -31,29 +31,27 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(30);
 
 /// DTOP twin service: ingests rig sample blocks from MQTT and stores them durably.
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(name = "dtop-twin", version)]
 struct Args {
-    /// TOML config file; without it the built-in defaults are used (see --print-default-config).
-    #[arg(long, value_name = "PATH", global = true)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Without a subcommand the twin runs.
     #[command(subcommand)]
     tool: Option<Tool>,
-    /// Validate the configuration, print where data would be stored, and exit.
-    #[arg(long)]
-    check: bool,
-    /// Print the default configuration (commented) and exit.
-    #[arg(long)]
-    print_default_config: bool,
-    /// Log filter, in `RUST_LOG` syntax; `RUST_LOG` wins when set.
-    #[arg(long, default_value = "info")]
-    log: String,
     /// How long shutdown may take before the process exits anyway, ms. Default: the config's
     /// drain timeout plus one HTTP timeout plus 5 s.
     #[arg(long, value_name = "MS")]
     grace_ms: Option<u64>,
 }
+
+const DAEMON: Daemon<TwinConfig> = Daemon {
+    name: "dtop-twin",
+    example_config: || dtop_twin::EXAMPLE_CONFIG.to_owned(),
+    config_required: false,
+    load: |path| load_config(path).map_err(|e| e.to_string()),
+    describe: |config| format!("configuration OK; storage: {}", config.storage.describe()),
+};
 
 /// The off-line tools; both read the storage the config's `[storage]` writes to.
 #[derive(Debug, Subcommand)]
@@ -101,60 +99,25 @@ struct AuditArgs {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    if args.print_default_config {
-        print!("{}", dtop_twin::EXAMPLE_CONFIG);
-        return ExitCode::SUCCESS;
-    }
-    init_logs(&args.log);
-
-    let config = match load_config(args.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("dtop-twin: {e}");
-            error!(error = %e, "Configuration refused.");
-            return ExitCode::from(EXIT_BAD_CONFIG);
-        }
+    let args = match entry::parse_args::<Args>() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    let config = match entry::start(&DAEMON, &args.common) {
+        Start::Run(config) => config,
+        Start::Exit(code) => return code,
     };
     if let Some(tool) = &args.tool {
         return run_tool(tool, &config);
-    }
-    if args.check {
-        println!("configuration OK; storage: {}", config.storage.describe());
-        return ExitCode::SUCCESS;
     }
     let grace = Duration::from_millis(
         args.grace_ms
             .unwrap_or(config.batch.drain_timeout_ms + config.http.timeout_ms + 5_000),
     );
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %e, "Could not start the async runtime.");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(config, grace)) {
-        Ok(code) => code,
-        Err(e) => {
-            error!(error = format!("{e:#}"), "dtop-twin failed.");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn init_logs(default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(default_filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    entry::block_on(DAEMON.name, async move {
+        serve(config, grace).await.map_err(|e| format!("{e:#}"))
+    })
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<TwinConfig, ConfigError> {
