@@ -4,7 +4,7 @@
 //! database is created on it per call) and starts real `dtop-worker` processes.
 //!
 //! ```text
-//! studies_bench queue  (--pg URL | --sqlite) [--jobs N] [--studies M]
+//! studies_bench queue  (--pg URL | --sqlite) [--jobs N] [--studies M] [--slots S]
 //! studies_bench kill   --pg URL [--runs R] [--rescue-after-s S]
 //! studies_bench cancel --pg URL [--runs R]
 //! studies_bench study  --pg URL --kind design|uncertainty --workers W
@@ -41,6 +41,7 @@ struct Args {
     rescue_after_s: f64,
     kind: String,
     workers: u32,
+    slots: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -57,6 +58,7 @@ fn parse_args() -> Result<Args> {
         rescue_after_s: 3.0,
         kind: "design".into(),
         workers: 1,
+        slots: 8,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -69,6 +71,7 @@ fn parse_args() -> Result<Args> {
             "--rescue-after-s" => a.rescue_after_s = value()?.parse()?,
             "--kind" => a.kind = value()?,
             "--workers" => a.workers = value()?.parse()?,
+            "--slots" => a.slots = value()?.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -266,7 +269,9 @@ async fn queue(a: &Args) -> Result<()> {
     let config = engine_config(url.clone(), dir.path(), 30.0);
     let engine = Engine::connect(&config).await?;
 
-    // 1. River no-op jobs: N inserted first, then one client with 8 job slots drains them.
+    // 1. River no-op jobs: N inserted first, then one client with `--slots` job slots (default
+    //    8, as the engine's in-process worker here) drains them. River fetches at most the free
+    //    slots once per fetch cooldown (100 ms), so slots / 0.1 s is its ceiling.
     let mut workers = Workers::new();
     workers.add_fn(|_ctx: WorkContext, _job: Job<NoopJob>| async {
         Ok::<_, riverqueue::BoxError>(WorkOutcome::Complete)
@@ -276,7 +281,7 @@ async fn queue(a: &Args) -> Result<()> {
         let pool = riverqueue::sqlx::SqlitePool::connect(&url).await?;
         let client = riverqueue::Client::builder(pool.clone())
             .workers(workers)
-            .queue("default", QueueConfig::new(8))
+            .queue("default", QueueConfig::new(a.slots))
             .build()?;
         for start in (0..a.jobs).step_by(1000) {
             client
@@ -308,7 +313,7 @@ async fn queue(a: &Args) -> Result<()> {
         let pool = PgPool::connect(&url).await?;
         let client = riverqueue::Client::builder(pool.clone())
             .workers(workers)
-            .queue("default", QueueConfig::new(8))
+            .queue("default", QueueConfig::new(a.slots))
             .build()?;
         for start in (0..a.jobs).step_by(1000) {
             client
@@ -360,12 +365,13 @@ async fn queue(a: &Args) -> Result<()> {
     let stop = CancellationToken::new();
     let e = engine.clone();
     let s = stop.clone();
+    let slots = a.slots as u32;
     let t0 = Instant::now();
     let worker = tokio::spawn(async move {
         e.run_worker(
             dtop_engine::WorkerOptions {
                 name: "bench".into(),
-                concurrency: 8,
+                concurrency: slots,
             },
             s,
         )
@@ -395,7 +401,7 @@ async fn queue(a: &Args) -> Result<()> {
             "CREATE TABLE q (id bigserial PRIMARY KEY, state text NOT NULL, attempt int NOT NULL DEFAULT 0, \
              args jsonb NOT NULL); CREATE INDEX q_available ON q (id) WHERE state = 'available'; \
              INSERT INTO q (state, args) SELECT 'available', jsonb_build_object('n', g) \
-             FROM generate_series(1, {}) g; VACUUM ANALYZE q;",
+             FROM generate_series(1, {}) g; ANALYZE q;",
             a.jobs + 1000
         )))
         .execute(&pool)
@@ -472,11 +478,18 @@ async fn kill(a: &Args) -> Result<()> {
             .submit(design(40 * 64 * 16_384, 64 * 16_384, u64::from(run)))
             .await?;
         let running = wait_running(&pool, &r.id, 2).await?;
-        let (job, holder) = running[0].clone();
         let leader: Option<String> =
             sqlx::query_scalar("SELECT leader_id FROM river_leader LIMIT 1")
                 .fetch_optional(&pool)
                 .await?;
+        // Even runs kill the leader's chunk, odd runs the other worker's: a dead leader adds
+        // River's lease to the rescue.
+        let want_leader = run % 2 == 0;
+        let (job, holder) = running
+            .iter()
+            .find(|(_, h)| (leader.as_deref() == Some(h.as_str())) == want_leader)
+            .unwrap_or(&running[0])
+            .clone();
         let victim = procs
             .iter()
             .position(|p| holder.starts_with(&format!("{}-", p.name)))
@@ -489,7 +502,7 @@ async fn kill(a: &Args) -> Result<()> {
         let until = t0 + Duration::from_secs(120);
         loop {
             let (state, attempt): (String, i32) =
-                sqlx::query_as("SELECT state::text, attempt FROM river_job WHERE id = $1")
+                sqlx::query_as("SELECT state::text, attempt::int4 FROM river_job WHERE id = $1")
                     .bind(job)
                     .fetch_one(&pool)
                     .await?;
@@ -516,13 +529,24 @@ async fn kill(a: &Args) -> Result<()> {
         next_name += 1;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    println!(
-        "kill_to_rerun_s median={:.2} min={:.2} max={:.2} (rescue_after_s={})",
-        median(&mut times),
-        times[0],
-        times[times.len() - 1],
-        a.rescue_after_s
-    );
+    for (what, parity) in [("leader", 0), ("not_leader", 1)] {
+        let mut v: Vec<f64> = times
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == parity)
+            .map(|(_, t)| *t)
+            .collect();
+        if !v.is_empty() {
+            let m = median(&mut v);
+            println!(
+                "victim={what} kill_to_rerun_s median={m:.2} min={:.2} max={:.2} runs={} (rescue_after_s={})",
+                v[0],
+                v[v.len() - 1],
+                v.len(),
+                a.rescue_after_s
+            );
+        }
+    }
     Ok(())
 }
 
