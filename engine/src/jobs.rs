@@ -23,6 +23,10 @@ use crate::{Engine, EngineError, StudyState, WorkerOptions};
 /// River's cancel notification does not (SQLite across processes).
 const CANCEL_POLL: Duration = Duration::from_secs(1);
 
+/// River starts a job's timeout a little before the job's code starts its clock, so a chunk
+/// stopped this close to `rescue_after_s` counts as timed out.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(250);
+
 /// One chunk of one study.
 #[derive(Debug, Clone, Serialize, Deserialize, JobArgs)]
 #[river(kind = "dtop_chunk")]
@@ -100,6 +104,30 @@ impl WorkerStats {
             g(&self.reduces_total),
         )
     }
+}
+
+/// What recording a chunk's output did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkRecorded {
+    /// The first output of this chunk: stored, and the next chunk or the reduce queued.
+    First,
+    /// The chunk already had an output; it was kept and this one dropped.
+    Duplicate,
+    /// The study is no longer running (cancelled or failed): nothing stored.
+    NotWanted,
+    /// No such study.
+    NoStudy,
+}
+
+/// Why recording a chunk failed: the engine's errors, or River's / serde's boxed.
+#[derive(Debug, thiserror::Error)]
+enum RecordError {
+    /// From the database.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Anything else.
+    #[error(transparent)]
+    Other(BoxError),
 }
 
 /// What a job needs of its study.
@@ -244,11 +272,25 @@ impl Engine {
                 stats.chunks_cancelled_total.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(study, chunk = index, "Chunk stopped by a cancel.");
                 if ctx.cancellation_token().is_cancelled() {
-                    // River's own cancel (remote cancel, or this client stopping): on a stop
-                    // the job becomes available again without using an attempt.
-                    return Err(Box::new(WorkCancelled));
+                    let still_wanted = matches!(
+                        self.study_state(&study).await,
+                        Ok(Some(s)) if !s.is_final()
+                    );
+                    if still_wanted && started.elapsed() + TIMEOUT_SLACK >= self.rescue_after() {
+                        // River's job timeout (= rescue_after_s): a failed attempt, retried
+                        // until max_attempts, then the study fails with this reason.
+                        Ending::Retry(format!(
+                            "chunk {index} ran longer than rescue_after_s = {} s",
+                            self.rescue_after().as_secs_f64()
+                        ))
+                    } else {
+                        // River's own cancel (remote cancel, or this client stopping): on a
+                        // stop the job becomes available again without using an attempt.
+                        return Err(Box::new(WorkCancelled));
+                    }
+                } else {
+                    return Ok(WorkOutcome::Cancel);
                 }
-                return Ok(WorkOutcome::Cancel);
             }
             Ok(Err(e)) => Ending::Deterministic(format!("chunk {index}: {e}")),
             Err(join) => Ending::Retry(format!("chunk {index} panicked: {join}")),
@@ -324,10 +366,68 @@ impl Engine {
     ) -> Result<WorkOutcome, BoxError> {
         let study = job.args.study.as_str();
         let index = job.args.index;
-        let output = serde_json::to_string(&output)?;
+        let recorded = self
+            .record_chunk_with(Some(ctx), study, index, job.row.attempt, &output)
+            .await?;
+        match recorded {
+            ChunkRecorded::NoStudy => return Ok(WorkOutcome::Discard),
+            ChunkRecorded::First => {
+                self.inner
+                    .stats
+                    .chunks_run_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            ChunkRecorded::Duplicate | ChunkRecorded::NotWanted => {
+                self.inner
+                    .stats
+                    .chunks_duplicate_total
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    study,
+                    chunk = index,
+                    "Chunk already recorded or no longer wanted; kept the first output."
+                );
+            }
+        }
+        Ok(WorkOutcome::Complete)
+    }
+
+    /// Records chunk `index` of `study` as attempt `attempt` produced it, exactly as a worker
+    /// does when a chunk finishes (the same transaction, less the completion of a River job):
+    /// the first output of a chunk is kept, a later one is not written over it. For tests of
+    /// that rule, which in production needs a rescued chunk whose first run finishes late.
+    ///
+    /// # Errors
+    /// [`EngineError::Unavailable`] or `Internal` from the database.
+    #[doc(hidden)]
+    pub async fn record_chunk_output(
+        &self,
+        study: &crate::StudyId,
+        index: u32,
+        attempt: i32,
+        output: &serde_json::Value,
+    ) -> Result<ChunkRecorded, EngineError> {
+        self.record_chunk_with(None, &study.0, index, attempt, output)
+            .await
+            .map_err(|e| match e {
+                RecordError::Engine(e) => e,
+                RecordError::Other(e) => EngineError::Internal(e.to_string()),
+            })
+    }
+
+    /// The transaction of [`Self::record_chunk`]; completes the River job of `ctx` if given.
+    async fn record_chunk_with(
+        &self,
+        ctx: Option<&WorkContext>,
+        study: &str,
+        index: u32,
+        attempt: i32,
+        output: &serde_json::Value,
+    ) -> Result<ChunkRecorded, RecordError> {
+        let output = serde_json::to_string(output).map_err(|e| RecordError::Other(e.into()))?;
         let river = &self.inner.river;
         let max_attempts = i32::from(self.inner.config.max_attempts);
-        let mut duplicate = false;
+        let recorded;
         in_tx!(&self.inner.db, tx => {
             // Lock the study row first (PostgreSQL), so concurrent chunks and a cancel serialize.
             let row: Option<(String, i64, i64, i64)> = sqlx::query_as(
@@ -339,12 +439,11 @@ impl Engine {
             .await
             .map_err(sqlx_error)?;
             let Some((state, _, queued, total)) = row else {
-                return Ok(WorkOutcome::Discard);
+                return Ok(ChunkRecorded::NoStudy);
             };
             if !matches!(state.as_str(), "queued" | "running") {
                 // Cancelled or failed meanwhile: the output is not wanted.
-                ctx.job_complete_tx(&mut tx).await.map_err(crate::db::river_error)?;
-                duplicate = true;
+                recorded = ChunkRecorded::NotWanted;
             } else {
                 let inserted = sqlx::query(
                     "INSERT INTO dtop_chunks (study_id, chunk_index, output, attempt, finished_at) \
@@ -353,15 +452,16 @@ impl Engine {
                 .bind(study)
                 .bind(i64::from(index))
                 .bind(&output)
-                .bind(i64::from(job.row.attempt))
+                .bind(i64::from(attempt))
                 .bind(crate::now_rfc3339())
                 .execute(&mut *tx)
                 .await
                 .map_err(sqlx_error)?
                 .rows_affected();
                 if inserted == 0 {
-                    duplicate = true;
+                    recorded = ChunkRecorded::Duplicate;
                 } else {
+                    recorded = ChunkRecorded::First;
                     let done: i64 = sqlx::query_scalar(
                         "UPDATE dtop_studies SET chunks_done = chunks_done + 1 WHERE id = $1 RETURNING chunks_done",
                     )
@@ -397,26 +497,12 @@ impl Engine {
                         .await
                         .map_err(sqlx_error)?;
                 }
+            }
+            if let Some(ctx) = ctx {
                 ctx.job_complete_tx(&mut tx).await.map_err(crate::db::river_error)?;
             }
         });
-        if duplicate {
-            self.inner
-                .stats
-                .chunks_duplicate_total
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                study,
-                chunk = index,
-                "Chunk already recorded or no longer wanted; kept the first output."
-            );
-        } else {
-            self.inner
-                .stats
-                .chunks_run_total
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(WorkOutcome::Complete)
+        Ok(recorded)
     }
 
     async fn work_reduce(
@@ -548,25 +634,37 @@ impl Engine {
         workers
             .add_fn(move |ctx: WorkContext, job: Job<ChunkJob>| {
                 let e = e.clone();
-                async move { e.work_chunk(ctx, job).await }
+                async move { snooze_if_unavailable(e.work_chunk(ctx, job).await) }
             })
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         let e = self.clone();
         workers
             .add_fn(move |ctx: WorkContext, job: Job<ReduceJob>| {
                 let e = e.clone();
-                async move { e.work_reduce(ctx, job).await }
+                async move { snooze_if_unavailable(e.work_reduce(ctx, job).await) }
             })
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         let rescue_after = self.rescue_after();
+        // The leader's chores run often enough that a rescued chunk is made available again
+        // soon after it becomes rescuable. A killed leader is replaced only when its lease
+        // ends (River: elect interval + 10 s), so the elect interval is kept short too.
+        let chores = (rescue_after / 4).clamp(Duration::from_millis(500), Duration::from_secs(5));
         let maintenance = MaintenanceConfig::default()
             .with_rescue_after(rescue_after)
-            .with_rescuer_interval((rescue_after / 4).max(Duration::from_millis(500)));
+            .with_rescuer_interval(chores)
+            .with_scheduler_interval(chores)
+            .with_elect_interval(chores.max(Duration::from_secs(1)));
+        let client_id = river_client_id(&options.name);
         let client = on_db!(&self.inner.db, pool => {
             riverqueue::Client::builder(pool.clone())
+                .id(client_id.clone())
                 .workers(workers)
                 .queue("default", QueueConfig::new(options.concurrency as usize))
-                .without_job_timeout()
+                // River's rescuer skips running jobs without a timeout (they "may run
+                // forever"), so without one a killed worker's chunk would never run again.
+                // A chunk must therefore finish within `rescue_after_s`; one that does not
+                // is stopped and retried like a failure (`work_chunk`).
+                .job_timeout(rescue_after)
                 .maintenance(maintenance)
                 .build()
         })
@@ -586,7 +684,7 @@ impl Engine {
                 }
             }
         };
-        tracing::info!(worker = %options.name, concurrency = options.concurrency, rescue_after_s = rescue_after.as_secs_f64(), "Worker running.");
+        tracing::info!(worker = %options.name, river_client = %client_id, concurrency = options.concurrency, rescue_after_s = rescue_after.as_secs_f64(), "Worker running.");
         tokio::select! {
             () = shutdown.cancelled() => {}
             res = run.wait() => {
@@ -598,4 +696,47 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Internal(format!("worker stop: {e}")))
     }
+}
+
+/// How long a job waits when the database was away during its attempt.
+const UNAVAILABLE_SNOOZE: Duration = Duration::from_secs(1);
+
+/// A job whose attempt failed because the database was away is snoozed, which does not use
+/// one of its attempts: an outage longer than a few retries must not fail studies. (While the
+/// database is away River cannot record the snooze either; it keeps retrying, and the rescuer
+/// covers an attempt it gave up on.)
+fn snooze_if_unavailable(result: Result<WorkOutcome, BoxError>) -> Result<WorkOutcome, BoxError> {
+    match result {
+        Err(e) if is_unavailable(e.as_ref()) => {
+            tracing::warn!(error = %e, "Database away during a job; snoozed.");
+            Ok(WorkOutcome::Snooze(UNAVAILABLE_SNOOZE))
+        }
+        other => other,
+    }
+}
+
+fn is_unavailable(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        e.downcast_ref::<EngineError>(),
+        Some(EngineError::Unavailable(_))
+    ) || matches!(
+        e.downcast_ref::<RecordError>(),
+        Some(RecordError::Engine(EngineError::Unavailable(_)))
+    )
+}
+
+/// The River client id of a worker named `name`: the name (what River records in a job's
+/// `attempted_by` and the leader table) and a random suffix, because River requires the id
+/// to be unique per running process and two workers may be given one name. At most 100
+/// bytes, River's limit.
+pub(crate) fn river_client_id(name: &str) -> String {
+    let suffix = format!("-{:08x}", rand::random::<u32>());
+    let mut head: String = name.to_owned();
+    while head.len() + suffix.len() > 100 {
+        head.pop();
+    }
+    if head.is_empty() {
+        head.push_str("worker");
+    }
+    head + &suffix
 }

@@ -21,7 +21,7 @@ pub mod store;
 mod studies;
 
 pub use db::DatabaseUrl;
-pub use jobs::WorkerStats;
+pub use jobs::{ChunkRecorded, WorkerStats};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +49,8 @@ pub struct EngineConfig {
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u16,
     /// A chunk whose worker stopped answering (killed, cut off) runs again elsewhere after this.
+    /// Also each chunk's time limit (River rescues only jobs with a timeout): a chunk still
+    /// running after it is stopped and retried.
     #[serde(default = "default_rescue_after_s")]
     pub rescue_after_s: f64,
 }

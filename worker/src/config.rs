@@ -46,7 +46,8 @@ pub struct EngineSection {
     /// Attempts of a failing chunk before its study fails.
     #[serde(default = "dtop_engine::default_max_attempts")]
     pub max_attempts: u16,
-    /// Seconds after which a silent worker's chunk runs again elsewhere.
+    /// Seconds after which a silent worker's chunk runs again elsewhere; also each chunk's
+    /// time limit (a chunk still running after it is stopped and retried).
     #[serde(default = "dtop_engine::default_rescue_after_s")]
     pub rescue_after_s: f64,
 }
