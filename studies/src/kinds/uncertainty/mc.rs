@@ -623,3 +623,248 @@ fn sweep(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    const SCALE: f64 = BINS as f64 / (2.0 * LOG_SPAN);
+
+    /// The slot the sweep's fast path gives a normal |u| (the same steps, one value).
+    fn fast_slot(a: f64, nominal: f64) -> usize {
+        let edges = slot_floors(nominal, &edge_factors());
+        let s0 = first_slot(a, bins_per_log2(), bin_offset(nominal)) as usize;
+        s0 + usize::from(a >= edges[s0 + 1])
+    }
+
+    /// floor((log10(u / nominal) + LOG_SPAN) · scale) as a slot (0 under, bin + 1, BINS + 1
+    /// over), in plain f64 with a logarithm; `None` where rounding could decide it (within
+    /// `margin` of an edge; the position's own rounding error is about 1e−14).
+    fn log_slot_within(u: f64, nominal: f64, margin: f64) -> Option<usize> {
+        let pos = ((u / nominal).log10() + LOG_SPAN) * SCALE;
+        if (pos - pos.round()).abs() < margin {
+            return None;
+        }
+        let bin = pos.floor();
+        Some(if bin < 0.0 {
+            0
+        } else if bin >= BINS as f64 {
+            BINS + 1
+        } else {
+            bin as usize + 1
+        })
+    }
+
+    fn log_slot(u: f64, nominal: f64) -> Option<usize> {
+        log_slot_within(u, nominal, 1e-9)
+    }
+
+    #[test]
+    fn the_bin_is_the_floor_of_the_log_position_across_the_whole_span() {
+        for nominal in [1.0, 3.7e-7, 2.5e-9, 6.1e3] {
+            // 200 001 values log-spaced over ±1.5 decades around the nominal.
+            let mut checked = 0;
+            for j in 0..=200_000 {
+                let u = nominal * 10f64.powf(-1.5 + 3.0 * j as f64 / 200_000.0);
+                if let Some(expected) = log_slot(u, nominal) {
+                    assert_eq!(
+                        fast_slot(u, nominal),
+                        expected,
+                        "u {u:e} nominal {nominal:e}"
+                    );
+                    let edges = slot_floors(nominal, &edge_factors());
+                    assert_eq!(slot(u, 0.0, &edges), expected, "search, u {u:e}");
+                    checked += 1;
+                }
+            }
+            assert!(checked > 199_000);
+        }
+    }
+
+    #[test]
+    fn a_value_exactly_at_an_edge_opens_its_bin_and_the_next_smaller_value_closes_the_last() {
+        for nominal in [1.0, 3.7e-7, 2.5e-9, 6.1e3] {
+            let edges = slot_floors(nominal, &edge_factors());
+            for k in 0..=BINS {
+                // The edge, computed independently (exp of a multiple of ln 10), agrees with
+                // the table to a few rounding steps.
+                let exact =
+                    nominal * ((k as f64 / SCALE - LOG_SPAN) * std::f64::consts::LN_10).exp();
+                let e = edges[k + 1];
+                assert!((e / exact - 1.0).abs() < 8.0 * f64::EPSILON, "edge {k}");
+                // At the edge: bin k (slot k + 1, the overflow for k = BINS); just below: k − 1.
+                assert_eq!(fast_slot(e, nominal), k + 1, "at edge {k}");
+                assert_eq!(fast_slot(e.next_down(), nominal), k, "below edge {k}");
+                assert_eq!(slot(e, 37.0, &edges), k + 1);
+                assert_eq!(slot(e.next_down(), -5.0, &edges), k);
+                // 256 ulps either side (8e−13 in bin position, against a rounding error of
+                // about 1e−14) the log position is unambiguous and agrees.
+                let up = e * (1.0 + 256.0 * f64::EPSILON);
+                let down = e * (1.0 - 256.0 * f64::EPSILON);
+                let want = |v| log_slot_within(v, nominal, 1e-13);
+                assert_eq!(Some(fast_slot(up, nominal)), want(up), "above {k}");
+                assert_eq!(Some(fast_slot(down, nominal)), want(down), "below {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn zero_subnormal_and_huge_values_are_binned_by_the_search() {
+        let edges = slot_floors(1.0, &edge_factors());
+        assert_eq!(slot(0.0, f64::NAN, &edges), 0);
+        assert_eq!(slot(f64::MIN_POSITIVE / 8.0, 1e9, &edges), 0);
+        assert_eq!(slot(1e300, -1e9, &edges), BINS + 1);
+        assert_eq!(slot(1.0, 0.0, &edges), BINS / 2 + 1);
+    }
+
+    /// A one-floor box: mass, stiffness, damper intervals.
+    fn one_floor(freqs: usize) -> Setup {
+        Setup {
+            floors: 1,
+            lo: vec![90.0, 3.6e5, 40.0],
+            hi: vec![110.0, 4.4e5, 60.0],
+            force_floor: 0,
+            frequencies_hz: (0..freqs)
+                .map(|i| 5.0 + 20.0 * i as f64 / freqs as f64)
+                .collect(),
+            samples_per_chunk: 256,
+            mc_chunks: 1,
+        }
+    }
+
+    #[test]
+    fn one_floor_statistics_match_the_closed_form_receptance_of_every_sample() {
+        let setup = one_floor(60);
+        let (seed, first, count) = (42, 192, 200);
+        let flag = AtomicBool::new(false);
+        let got = run(&setup, seed, first, count, &ChunkCtx::new(&flag)).unwrap();
+        // The same samples, drawn independently: one stream per block of 64.
+        let mut samples = Vec::new();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        for s in first..first + count {
+            if s == first || s % BLOCK_SAMPLES == 0 {
+                rng = ChaCha8Rng::seed_from_u64(chunk_seed(seed, (s / BLOCK_SAMPLES) as u32));
+            }
+            let p: Vec<f64> = (0..3)
+                .map(|l| {
+                    let t: f64 = rng.random();
+                    setup.lo[l] + (setup.hi[l] - setup.lo[l]) * t
+                })
+                .collect();
+            samples.push(p);
+        }
+        let receptance =
+            |p: &[f64], w: f64| 1.0 / ((p[1] - w * w * p[0]).powi(2) + (w * p[2]).powi(2)).sqrt();
+        let mid: Vec<f64> = setup
+            .lo
+            .iter()
+            .zip(&setup.hi)
+            .map(|(a, b)| 0.5 * (a + b))
+            .collect();
+        assert_eq!(got.samples, count);
+        for (c, f) in setup.frequencies_hz.iter().enumerate() {
+            let w = std::f64::consts::TAU * f;
+            let nominal = receptance(&mid, w);
+            assert!((got.nominal_m[c] / nominal - 1.0).abs() < 1e-13);
+            let u: Vec<f64> = samples.iter().map(|p| receptance(p, w)).collect();
+            let min = u.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = u.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = u.iter().sum();
+            // Rounding of a 3-term solve against the closed form: a few ulps per sample.
+            assert!((got.min_m[c] / min - 1.0).abs() < 1e-13, "min at {f} Hz");
+            assert!((got.max_m[c] / max - 1.0).abs() < 1e-13, "max at {f} Hz");
+            assert!((got.sum_m[c] / sum - 1.0).abs() < 1e-13, "sum at {f} Hz");
+            let mut hist = vec![0_u64; BINS + 2];
+            for &v in &u {
+                hist[log_slot(v, nominal).unwrap()] += 1;
+            }
+            assert_eq!(got.under[c], hist[0], "under at {f} Hz");
+            assert_eq!(got.over[c], hist[BINS + 1], "over at {f} Hz");
+            assert_eq!(
+                &got.histogram[c * BINS..(c + 1) * BINS],
+                &hist[1..=BINS],
+                "at {f} Hz"
+            );
+        }
+    }
+
+    /// Cristallo's msd3 box at ±5 %, force at the top floor.
+    fn msd3(freqs: usize) -> Setup {
+        let nominal = [
+            5.362e4, 5.144e4, 5.142e4, 3.846e8, 4.464e8, 4.589e8, 1.699e4, 1.016e4, 1.34e4,
+        ];
+        Setup {
+            floors: 3,
+            lo: nominal.iter().map(|v| v * 0.95).collect(),
+            hi: nominal.iter().map(|v| v * 1.05).collect(),
+            force_floor: 2,
+            frequencies_hz: (0..freqs)
+                .map(|i| 0.8 + 31.0 * i as f64 / freqs as f64)
+                .collect(),
+            samples_per_chunk: 320,
+            mc_chunks: 4,
+        }
+    }
+
+    #[test]
+    fn the_avx2_sweep_gives_the_same_bits_as_the_baseline_sweep() {
+        if Isa::detect() == Isa::Baseline {
+            eprintln!("this CPU has no AVX2: only the baseline sweep exists here");
+            return;
+        }
+        let setup = msd3(97);
+        let flag = AtomicBool::new(false);
+        let ctx = ChunkCtx::new(&flag);
+        for (first, count) in [(0, 320), (640, 203)] {
+            let wide = run_with(&setup, 7, first, count, &ctx, Isa::detect()).unwrap();
+            let base = run_with(&setup, 7, first, count, &ctx, Isa::Baseline).unwrap();
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&wide.sum_m), bits(&base.sum_m));
+            assert_eq!(bits(&wide.min_m), bits(&base.min_m));
+            assert_eq!(bits(&wide.max_m), bits(&base.max_m));
+            assert_eq!(wide, base);
+        }
+    }
+
+    #[test]
+    fn three_floor_samples_match_the_general_chain_solver() {
+        let setup = msd3(23);
+        let flag = AtomicBool::new(false);
+        let got = run(&setup, 3, 0, 64, &ChunkCtx::new(&flag)).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(chunk_seed(3, 0));
+        let samples: Vec<Vec<f64>> = (0..64)
+            .map(|_| {
+                (0..9)
+                    .map(|l| {
+                        let t: f64 = rng.random();
+                        setup.lo[l] + (setup.hi[l] - setup.lo[l]) * t
+                    })
+                    .collect()
+            })
+            .collect();
+        let (mut u, mut scratch) = (Vec::new(), Scratch::default());
+        for (fi, f) in setup.frequencies_hz.iter().enumerate() {
+            let w = std::f64::consts::TAU * f;
+            for i in 0..3 {
+                let mags: Vec<f64> = samples
+                    .iter()
+                    .map(|p| {
+                        setup
+                            .chain(p)
+                            .solve_unit_force(w, 2, &mut u, &mut scratch)
+                            .unwrap();
+                        u[i].norm()
+                    })
+                    .collect();
+                let max = mags.iter().copied().fold(0.0, f64::max);
+                let sum: f64 = mags.iter().sum();
+                let c = fi * 3 + i;
+                assert!((got.max_m[c] / max - 1.0).abs() < 1e-12, "{f} Hz floor {i}");
+                assert!((got.sum_m[c] / sum - 1.0).abs() < 1e-12, "{f} Hz floor {i}");
+            }
+        }
+    }
+}
