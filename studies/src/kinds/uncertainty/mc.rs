@@ -141,7 +141,7 @@ type Lanes = [f64; LANES];
 
 /// 10^(k / scale − LOG_SPAN) for k = 0..=BINS, scale = BINS / (2 LOG_SPAN): a point's bin
 /// edges are its nominal |u| times these, each product rounded once.
-pub fn edge_factors() -> [f64; BINS + 1] {
+fn edge_factors() -> [f64; BINS + 1] {
     let scale = BINS as f64 / (2.0 * LOG_SPAN);
     std::array::from_fn(|k| 10f64.powf(k as f64 / scale - LOG_SPAN))
 }
@@ -149,7 +149,7 @@ pub fn edge_factors() -> [f64; BINS + 1] {
 /// Lower ends of a point's histogram slots: slot 0 is the underflow, slot `k + 1` is bin `k`
 /// (edge_k ≤ |u| < edge_{k+1}, edge_k = nominal × factor_k), slot `BINS + 1` the overflow; two
 /// infinite sentinels close the table.
-pub fn slot_floors(nominal_m: f64, factors: &[f64; BINS + 1]) -> [f64; BINS + 3] {
+fn slot_floors(nominal_m: f64, factors: &[f64; BINS + 1]) -> [f64; BINS + 3] {
     let mut out = [0.0; BINS + 3];
     out[0] = f64::NEG_INFINITY;
     for (o, f) in out[1..=BINS + 1].iter_mut().zip(factors) {
@@ -159,8 +159,8 @@ pub fn slot_floors(nominal_m: f64, factors: &[f64; BINS + 1]) -> [f64; BINS + 3]
     out
 }
 
-/// Bin position estimate of |u| from [`log2_estimate`]: log2|u| · bins_per_log2 + offset.
-/// Bins per unit of log2|u| (log10 x = log2 x · log10 2).
+/// Bins per unit of log2|u| (log10 x = log2 x · log10 2): the bin position estimate of |u| is
+/// [`log2_estimate`] times this plus [`bin_offset`].
 fn bins_per_log2() -> f64 {
     BINS as f64 / (2.0 * LOG_SPAN) * std::f64::consts::LOG10_2
 }
@@ -175,7 +175,7 @@ fn bin_offset(nominal_m: f64) -> f64 {
 /// (an estimate of the bin position; any value) only sets where the search starts: from an
 /// estimate within one bin, one comparison each way settles it.
 #[inline(always)]
-pub fn slot(a: f64, guess: f64, t: &[f64; BINS + 3]) -> usize {
+fn slot(a: f64, guess: f64, t: &[f64; BINS + 3]) -> usize {
     // Clamped to [0, BINS + 1] first (a NaN guess becomes 0), so the cast truncates a
     // non-negative value.
     let mut s = (guess.clamp(-1.0, BINS as f64) + 1.0).max(0.0) as usize;
@@ -196,7 +196,7 @@ pub fn slot(a: f64, guess: f64, t: &[f64; BINS + 3]) -> usize {
 /// mantissa's log2(1 + x) ≈ x + 0.043); only a starting point for [`slot`]. Plain integer and
 /// floating-point operations, so it vectorises.
 #[inline(always)]
-pub fn log2_estimate(a: f64) -> f64 {
+fn log2_estimate(a: f64) -> f64 {
     const TWO_52: f64 = 4_503_599_627_370_496.0;
     let bits = a.to_bits();
     // The biased exponent as a double, by the 2^52 trick (exact for the 11-bit field).
@@ -445,6 +445,7 @@ pub(crate) fn run_with(
     let blocks = count_us.div_ceil(LANES);
     let mut pre = vec![[0.0; LANES]; blocks * 5 * n];
     for (b, q) in pre.chunks_exact_mut(5 * n).enumerate() {
+        #[allow(clippy::needless_range_loop)] // one index into several arrays in step
         for l in 0..LANES {
             let si = (b * LANES + l).min(count_us - 1);
             let p = &drawn[si * np..(si + 1) * np];
@@ -586,7 +587,9 @@ fn sweep(
                         setup.frequencies_hz[fi]
                     ))
                 };
-                if least.iter().any(|&v| !(v > 0.0)) || poison.iter().any(|v| v.is_nan()) {
+                if least.iter().any(|&v| v.is_nan() || v <= 0.0)
+                    || poison.iter().any(|v| v.is_nan())
+                {
                     return Err(numerics());
                 }
                 for i in 0..n {
@@ -638,6 +641,7 @@ fn sweep(
                 }
             }
         }
+        #[allow(clippy::needless_range_loop)] // one index into several arrays in step
         for t in 0..tile_len * n {
             let cidx = base + t;
             let mut total = [0_u64; BINS + 2];
