@@ -120,28 +120,32 @@ pub struct Scratch {
 
 /// Solves the symmetric tridiagonal system (diag, off) x = rhs in place (Thomas algorithm, no
 /// pivoting: the dynamic stiffness of a damped chain has nonzero leading minors away from the
-/// undamped resonances). `Err(row)` on a zero or non-finite pivot.
+/// undamped resonances). `Err(row)` on a zero or non-finite pivot. `diag` is left holding the
+/// pivots' reciprocals.
 pub fn thomas(diag: &mut [C64], off: &[C64], rhs: &mut [C64]) -> Result<(), usize> {
     let n = diag.len();
-    for i in 1..n {
-        let p = diag[i - 1];
-        if p.norm_sqr() == 0.0 || !p.re.is_finite() || !p.im.is_finite() {
-            return Err(i - 1);
+    // Each pivot's reciprocal, conj(p) / |p|², is formed once (one real division per row) and
+    // overwrites the pivot; the elimination and the back substitution multiply by it.
+    for i in 0..n {
+        if i > 0 {
+            let factor = off[i - 1] * diag[i - 1];
+            diag[i] -= factor * off[i - 1];
+            let prev = rhs[i - 1];
+            rhs[i] -= factor * prev;
         }
-        let factor = off[i - 1] / p;
-        diag[i] -= factor * off[i - 1];
-        let prev = rhs[i - 1];
-        rhs[i] -= factor * prev;
+        let p = diag[i];
+        let nsq = p.norm_sqr();
+        if nsq == 0.0 || !p.re.is_finite() || !p.im.is_finite() {
+            return Err(i);
+        }
+        let r = 1.0 / nsq;
+        diag[i] = C64::new(p.re * r, -p.im * r);
     }
     let last = n - 1;
-    let p = diag[last];
-    if p.norm_sqr() == 0.0 || !p.re.is_finite() || !p.im.is_finite() {
-        return Err(last);
-    }
-    rhs[last] /= p;
+    rhs[last] *= diag[last];
     for i in (0..last).rev() {
         let next = rhs[i + 1];
-        rhs[i] = (rhs[i] - off[i] * next) / diag[i];
+        rhs[i] = (rhs[i] - off[i] * next) * diag[i];
     }
     Ok(())
 }
