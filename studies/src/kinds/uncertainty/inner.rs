@@ -145,10 +145,8 @@ pub fn inner_bounds(
         // any corner.
         magnitudes(setup, &centre, w, &mut u, &mut scratch)?;
         let at_centre: Vec<f64> = u.iter().map(|z| z.norm()).collect();
-        let mut interior_lo: Vec<(f64, Vec<f64>)> = at_centre
-            .iter()
-            .map(|&a| (a, centre.clone()))
-            .collect();
+        let mut interior_lo: Vec<(f64, Vec<f64>)> =
+            at_centre.iter().map(|&a| (a, centre.clone())).collect();
         let mut interior_hi = interior_lo.clone();
         for point in &interior {
             magnitudes(setup, point, w, &mut u, &mut scratch)?;
@@ -172,7 +170,16 @@ pub fn inner_bounds(
             for (k, start) in starts.into_iter().enumerate() {
                 // The centre serves both directions; the interior bests serve their own.
                 if k != 2 {
-                    let lo = search_from(setup, w, i, start.clone(), sweeps, false, &mut u, &mut scratch)?;
+                    let lo = search_from(
+                        setup,
+                        w,
+                        i,
+                        start.clone(),
+                        sweeps,
+                        false,
+                        &mut u,
+                        &mut scratch,
+                    )?;
                     lower_m[base + i] = lower_m[base + i].min(lo);
                 }
                 if k != 1 {
@@ -219,7 +226,11 @@ fn first_primes(count: usize) -> Vec<usize> {
     let mut primes: Vec<usize> = Vec::with_capacity(count);
     let mut candidate = 2;
     while primes.len() < count {
-        if primes.iter().take_while(|&&p| p * p <= candidate).all(|&p| candidate % p != 0) {
+        if primes
+            .iter()
+            .take_while(|&&p| p * p <= candidate)
+            .all(|&p| candidate % p != 0)
+        {
             primes.push(candidate);
         }
         candidate += 1;

@@ -592,8 +592,20 @@ pub fn reduce(
 /// The inner bound: the optimiser's range widened by the Monte Carlo samples' min and max
 /// (every sample is a realisation inside the box, so its |u| is attained too).
 fn merged_inner(b: &BoundsChunk, acc: &mc::McChunk) -> (Vec<f64>, Vec<f64>) {
-    let lower = b.inner.lower_m.iter().zip(&acc.min_m).map(|(o, m)| o.min(*m)).collect();
-    let upper = b.inner.upper_m.iter().zip(&acc.max_m).map(|(o, m)| o.max(*m)).collect();
+    let lower = b
+        .inner
+        .lower_m
+        .iter()
+        .zip(&acc.min_m)
+        .map(|(o, m)| o.min(*m))
+        .collect();
+    let upper = b
+        .inner
+        .upper_m
+        .iter()
+        .zip(&acc.max_m)
+        .map(|(o, m)| o.max(*m))
+        .collect();
     (lower, upper)
 }
 
