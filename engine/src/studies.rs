@@ -111,21 +111,23 @@ impl Engine {
             }
             ModelChoice::Inline(spec) => (None, None, spec),
         };
-        let plan = match dtop_studies::plan(
+        // The resolved params (defaults for the model merged in, chunk size fixed from this
+        // engine's budget) are what is stored and what every chunk runs from.
+        let resolved = match dtop_studies::plan(
             request.kind,
             &model,
             &request.params,
             &self.inner.config.budget,
         ) {
-            Ok(plan) => Some(plan),
+            Ok(resolved) => Some(resolved),
             Err(dtop_studies::StudyError::Invalid(mut p)) => {
                 problems.append(&mut p);
                 None
             }
             Err(other) => return Err(other.into()),
         };
-        let plan = match (plan, problems.is_empty()) {
-            (Some(plan), true) => plan,
+        let plan = match (resolved, problems.is_empty()) {
+            (Some(r), true) => r,
             _ => return Err(EngineError::Invalid(problems)),
         };
         // Kinds check their own budget; this catches a kind that forgot.
@@ -140,7 +142,7 @@ impl Engine {
         let seed = request.seed.unwrap_or_else(draw_seed);
         let model_json =
             serde_json::to_string(&model).map_err(|e| EngineError::Internal(e.to_string()))?;
-        let params_json = serde_json::to_string(&request.params)
+        let params_json = serde_json::to_string(&plan.params)
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         let first = plan
             .chunks

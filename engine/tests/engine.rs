@@ -389,3 +389,77 @@ async fn an_unreachable_database_is_unavailable() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }
+
+/// A design study given only `samples`, on an engine whose budget makes small chunks: the
+/// stored params are the resolved ones (defaults merged, chunk size from this engine's
+/// budget), and the result equals an in-process run at the default budget's chunking.
+async fn stores_the_resolved_params_and_their_result_ignores_the_chunking(
+    mut config: EngineConfig,
+) {
+    config.budget.chunk_work_units = 3 * 16_384;
+    let budget = config.budget;
+    let engine = Engine::connect(&config).await.unwrap();
+    let msd3 = dtop_studies::model::builtin_model("cristallo-msd3").unwrap();
+    let submitted = serde_json::json!({ "samples": 40_000 });
+    let record = engine
+        .submit(SubmitRequest {
+            kind: StudyKind::Design,
+            model: ModelChoice::Inline(msd3.clone()),
+            params: submitted.clone(),
+            seed: Some(5),
+            submitted_by: "ada".into(),
+        })
+        .await
+        .unwrap();
+    let resolved = dtop_studies::plan(StudyKind::Design, &msd3, &submitted, &budget).unwrap();
+    assert_eq!(record.params, resolved.params);
+    assert_eq!(record.params["samples_per_chunk"], 16_384);
+    assert_eq!(record.chunks_total, 3);
+    let (stop, worker) = spawn_worker(&engine);
+    let done = wait_final(&engine, &record.id, Duration::from_secs(120)).await;
+    assert_eq!(done.state, StudyState::Succeeded, "{:?}", done.error);
+    // In process, one chunk (the default budget), from the same submission.
+    let one = dtop_studies::plan(
+        StudyKind::Design,
+        &msd3,
+        &submitted,
+        &dtop_studies::Budget::default(),
+    )
+    .unwrap();
+    assert_eq!(one.chunks, 1);
+    let flag = std::sync::atomic::AtomicBool::new(false);
+    let chunk = dtop_studies::run_chunk(
+        StudyKind::Design,
+        &msd3,
+        &one.params,
+        5,
+        0,
+        &dtop_studies::ChunkCtx::new(&flag),
+    )
+    .unwrap();
+    let direct = dtop_studies::reduce(StudyKind::Design, &msd3, &one.params, 5, &[chunk]).unwrap();
+    let result = engine.result(&record.id).await.unwrap();
+    assert_eq!(result.summary, direct.summary);
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_the_resolved_params_and_their_result_ignores_the_chunking_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    stores_the_resolved_params_and_their_result_ignores_the_chunking(support::sqlite_config(
+        dir.path(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_the_resolved_params_and_their_result_ignores_the_chunking_on_postgres() {
+    let pg = support::Postgres::get();
+    let dir = tempfile::tempdir().unwrap();
+    stores_the_resolved_params_and_their_result_ignores_the_chunking(support::config(
+        pg.fresh_database().await,
+        dir.path(),
+    ))
+    .await;
+}

@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         "uncertainty" => {
             let model = msd3();
             let mut p = kinds::uncertainty::Params::defaults_for(&model);
-            p.storey_damping_n_s_per_m = vec![1.699e4, 1.016e4, 1.34e4];
+            p.storey_damping_n_s_per_m = Some(vec![1.699e4, 1.016e4, 1.34e4]);
             p.force_floor = 3;
             p.f_min_hz = 5.0 / std::f64::consts::TAU;
             p.f_max_hz = 200.0 / std::f64::consts::TAU;
@@ -55,8 +55,10 @@ fn main() -> anyhow::Result<()> {
         }
         other => bail!("usage: bench_kinds design|uncertainty (got {other:?})"),
     };
-    let plan = dtop_studies::plan(kind, &model, &params, &Budget::default())
+    let resolved = dtop_studies::plan(kind, &model, &params, &Budget::default())
         .context("planning the study")?;
+    let params = resolved.params.clone();
+    let plan = resolved;
     let flag = AtomicBool::new(false);
     let ctx = ChunkCtx::new(&flag);
     let mut chunks = Vec::with_capacity(plan.chunks as usize);

@@ -17,7 +17,8 @@
 //! - [`signal`]: spectral estimation shared by kinds: Hann window, Welch and periodogram
 //!   densities, H1 and coherence, percentiles.
 //! - [`kinds`]: one module per [`StudyKind`], each with its `Params`, validation, chunk and
-//!   reduce functions; [`plan`], [`run_chunk`], [`reduce`] and [`defaults`] dispatch to them.
+//!   reduce functions; [`plan`] (which resolves the parameters: defaults for the model, chunk
+//!   size from the budget), [`run_chunk`], [`reduce`] and [`defaults`] dispatch to them.
 
 pub mod chain;
 pub mod kinds;
@@ -132,6 +133,20 @@ pub struct Plan {
     pub chunks: u32,
     /// Total work units (see [`Budget`]).
     pub work_units: u64,
+}
+
+/// What [`plan`] returns: the plan, and the parameters every chunk and the reduce must be
+/// given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// Number of chunks, at least 1, as in [`Plan`].
+    pub chunks: u32,
+    /// Total work units, as in [`Plan`].
+    pub work_units: u64,
+    /// The submitted parameters with every omitted field taken from the kind's defaults for
+    /// the model, and each Monte Carlo kind's chunk size fixed from the budget. The engine
+    /// stores these with the study, not the submitted ones.
+    pub params: serde_json::Value,
 }
 
 /// What a running chunk may look at: whether its study was cancelled. Kinds check it between

@@ -511,7 +511,9 @@ mod tests {
             "{problems:#?}"
         );
         let bare = builtin_model("southampton").unwrap();
-        let params = serde_json::json!({ "law": "dvf", "excitation_floor": 1 });
+        // `null` overrides the default actuator floor, so the bare model has none.
+        let params =
+            serde_json::json!({ "law": "dvf", "excitation_floor": 1, "actuator_floor": null });
         let Err(StudyError::Invalid(problems)) =
             kinds::plan(StudyKind::Control, &bare, &params, &Budget::default())
         else {

@@ -1,8 +1,9 @@
-//! Owns the dispatch from a [`StudyKind`] and JSON parameters to that kind's module: parsing the
-//! parameters (unknown fields and every bad value reported at once, each under `params.`),
-//! planning, chunk computation and reduction. Each kind module has the same four items:
-//! `Params` (serde, `deny_unknown_fields`, defaults), `check` (plan or every problem),
-//! `run_chunk` and `reduce`.
+//! Owns the dispatch from a [`StudyKind`] and JSON parameters to that kind's module: resolving
+//! the submitted parameters (omitted fields from the kind's defaults for the model, the chunk
+//! size from the engine's budget; unknown fields and every bad value reported at once, each
+//! under `params.`), planning, chunk computation and reduction. Each kind module has the same
+//! four items: `Params` (serde, `deny_unknown_fields`, `defaults_for`), `check` (plan or every
+//! problem), `run_chunk` and `reduce`; its chunking rule is its [`Chunking`] impl here.
 
 pub mod control;
 pub mod design;
@@ -17,7 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::model::ModelSpec;
 use crate::output::StudyOutput;
 use crate::problems::FieldProblem;
-use crate::{Budget, ChunkCtx, Plan, StudyError, StudyKind};
+use crate::{Budget, ChunkCtx, Resolved, StudyError, StudyKind};
 
 macro_rules! dispatch {
     ($kind:expr, $m:ident => $body:expr) => {
@@ -50,8 +51,14 @@ macro_rules! dispatch {
     };
 }
 
-/// Checks the model and the parameters and plans the study: every problem at once, or the
-/// number of chunks and the work. Nothing should be queued unless this is `Ok`.
+/// Resolves the submitted parameters against the model and the budget, checks them with the
+/// model, and plans the study: every problem at once, or the plan with the RESOLVED parameters.
+/// Resolving takes every top-level field the submitter left out from [`defaults`] (a nested
+/// object given replaces the default one whole) and fixes each Monte Carlo kind's chunk size
+/// from `budget.chunk_work_units` unless the submitter gave one. The engine stores the
+/// resolved parameters with the study and hands them to [`run_chunk`] and [`reduce`], so a
+/// result never depends on the defaults of a later version or on any worker's config.
+/// Nothing should be queued unless this is `Ok`.
 ///
 /// # Errors
 /// [`StudyError::Invalid`] with every problem, or [`StudyError::TooLarge`].
@@ -60,12 +67,24 @@ pub fn plan(
     model: &ModelSpec,
     params: &serde_json::Value,
     budget: &Budget,
-) -> Result<Plan, StudyError> {
+) -> Result<Resolved, StudyError> {
     let model_problems = model.problems();
+    let merged = with_defaults(params, &defaults(kind, model));
     dispatch!(kind, k => {
-        let params = parse_params::<k::Params>(params);
+        let params = parse_params::<k::Params>(&merged);
         match (params, model_problems.is_empty()) {
-            (Ok(p), true) => k::check(model, &p, budget),
+            (Ok(mut p), true) => {
+                p.fix_chunking(model, budget);
+                let plan = k::check(model, &p, budget)?;
+                let params = serde_json::to_value(&p).map_err(|e| {
+                    StudyError::Invalid(vec![FieldProblem::new("params", e.to_string())])
+                })?;
+                Ok(Resolved {
+                    chunks: plan.chunks,
+                    work_units: plan.work_units,
+                    params,
+                })
+            }
             (Ok(_), false) => Err(StudyError::Invalid(model_problems)),
             (Err(mut problems), _) => {
                 problems.extend(model_problems);
@@ -73,6 +92,74 @@ pub fn plan(
             }
         }
     })
+}
+
+/// `given` over `defaults`: every top-level field of `defaults` that `given` does not name,
+/// then every field of `given` as given (so unknown fields still reach the parser and are
+/// refused). `null` or an absent object stands for `{}`; anything else that is not an object
+/// is returned unchanged for the parser to refuse.
+pub fn with_defaults(given: &serde_json::Value, defaults: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let given = match given {
+        Value::Null => &Value::Object(serde_json::Map::new()),
+        other => other,
+    };
+    match (given, defaults) {
+        (Value::Object(g), Value::Object(d)) => {
+            let mut out = d.clone();
+            for (key, value) in g {
+                out.insert(key.clone(), value.clone());
+            }
+            Value::Object(out)
+        }
+        _ => given.clone(),
+    }
+}
+
+/// How a kind's parameters take their chunk size from the engine's budget. Kinds that never
+/// split into Monte Carlo chunks keep the default (nothing to fix). A Monte Carlo kind whose
+/// submitter gave no chunk size gets the one that makes a chunk about
+/// `budget.chunk_work_units` work units, written into the parameters, so every chunk and the
+/// reduce read it from there and never from a worker's own budget.
+pub trait Chunking {
+    /// Fills in the chunk size from `budget` where the parameters leave it open.
+    fn fix_chunking(&mut self, _model: &ModelSpec, _budget: &Budget) {}
+}
+
+impl Chunking for modal::Params {}
+impl Chunking for frf::Params {}
+impl Chunking for control::Params {}
+
+impl Chunking for simulate::Params {
+    fn fix_chunking(&mut self, model: &ModelSpec, budget: &Budget) {
+        let Ok(building) = model.building() else {
+            return; // `check` reports the model's problems.
+        };
+        let dofs = building.dofs() as u64;
+        let per_chunk = simulate::samples_per_chunk_within(self, dofs, budget.chunk_work_units);
+        if let Some(d) = &mut self.dispersion {
+            d.samples_per_chunk.get_or_insert(per_chunk);
+        }
+    }
+}
+
+impl Chunking for uncertainty::Params {
+    fn fix_chunking(&mut self, model: &ModelSpec, budget: &Budget) {
+        let per_chunk = uncertainty::samples_per_chunk_within(
+            self.frequencies,
+            model.floors(),
+            budget.chunk_work_units,
+        );
+        self.samples_per_chunk.get_or_insert(per_chunk);
+    }
+}
+
+impl Chunking for design::Params {
+    fn fix_chunking(&mut self, model: &ModelSpec, budget: &Budget) {
+        // One work unit per output floor per sample, as `design::samples_per_chunk` counts.
+        let per_chunk = (budget.chunk_work_units / model.floors().max(1) as u64).max(1);
+        self.samples_per_chunk.get_or_insert(per_chunk);
+    }
 }
 
 /// Computes chunk `chunk` of a planned study. Depends only on its arguments.
@@ -165,6 +252,10 @@ fn remove_path(
     use serde_path_to_error::Segment;
     let segments: Vec<&Segment> = path.iter().collect();
     let mut target = value;
+    // "unknown field `name`, ..." names the field; serde's path ends at the parent object,
+    // except for a struct without fields, where it ends at the field itself.
+    let name = message.split('`').nth(1).unwrap_or_default().to_owned();
+    let unknown = unknown && !matches!(segments.last(), Some(Segment::Map { key }) if *key == name);
     let (parents, last) = if unknown {
         (&segments[..], None)
     } else {
@@ -187,12 +278,131 @@ fn remove_path(
         };
     }
     match (last, target) {
-        (None, serde_json::Value::Object(m)) => {
-            // "unknown field `name`, expected ..."
-            let name = message.split('`').nth(1).unwrap_or_default().to_owned();
-            m.remove(&name).is_some()
-        }
+        (None, serde_json::Value::Object(m)) => m.remove(&name).is_some(),
         (Some(Segment::Map { key }), serde_json::Value::Object(m)) => m.remove(key).is_some(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::model::builtin_model;
+
+    fn run_all(
+        kind: StudyKind,
+        model: &ModelSpec,
+        submitted: &serde_json::Value,
+        budget: &Budget,
+    ) -> (StudyOutput, Resolved) {
+        let resolved = plan(kind, model, submitted, budget).unwrap();
+        let flag = AtomicBool::new(false);
+        let ctx = ChunkCtx::new(&flag);
+        let chunks: Vec<_> = (0..resolved.chunks)
+            .map(|c| run_chunk(kind, model, &resolved.params, 3, c, &ctx).unwrap())
+            .collect();
+        let out = reduce(kind, model, &resolved.params, 3, &chunks).unwrap();
+        (out, resolved)
+    }
+
+    #[test]
+    fn every_kind_plans_from_an_empty_submission_and_resolves_to_its_defaults() {
+        let model = builtin_model("cristallo-msd3").unwrap();
+        for kind in StudyKind::ALL {
+            let from_empty = plan(kind, &model, &serde_json::json!({}), &Budget::default())
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let from_null = plan(kind, &model, &serde_json::Value::Null, &Budget::default())
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let from_defaults =
+                plan(kind, &model, &defaults(kind, &model), &Budget::default()).unwrap();
+            assert_eq!(from_empty, from_defaults, "{kind}");
+            assert_eq!(from_null, from_defaults, "{kind}");
+            // Resolving is idempotent: the stored params plan to themselves.
+            let again = plan(kind, &model, &from_empty.params, &Budget::default()).unwrap();
+            assert_eq!(again, from_empty, "{kind}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_still_refused_beside_the_defaults_and_every_problem_is_listed() {
+        let model = builtin_model("cristallo-msd3").unwrap();
+        for kind in StudyKind::ALL {
+            let submitted = serde_json::json!({ "frobnicate": 1, "wibble": 2 });
+            let Err(StudyError::Invalid(problems)) =
+                plan(kind, &model, &submitted, &Budget::default())
+            else {
+                panic!("{kind}: unknown fields were planned");
+            };
+            let text = format!("{problems:?}");
+            assert!(
+                text.contains("frobnicate") && text.contains("wibble"),
+                "{kind}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn monte_carlo_kinds_take_their_chunk_size_from_the_given_budget_into_the_resolved_params() {
+        let model = builtin_model("cristallo-msd3").unwrap();
+        let small = Budget {
+            chunk_work_units: 30_000,
+            ..Budget::default()
+        };
+        let submissions = [
+            (StudyKind::Design, serde_json::json!({ "samples": 40_000 })),
+            (
+                StudyKind::Uncertainty,
+                serde_json::json!({ "samples": 2000, "frequencies": 20 }),
+            ),
+            (
+                StudyKind::Simulate,
+                serde_json::json!({ "duration_s": 1.0, "dispersion": { "n_samples": 40 } }),
+            ),
+        ];
+        for (kind, submitted) in submissions {
+            let big = plan(kind, &model, &submitted, &Budget::default()).unwrap();
+            let fine = plan(kind, &model, &submitted, &small).unwrap();
+            assert!(
+                fine.chunks > big.chunks,
+                "{kind}: {} vs {}",
+                fine.chunks,
+                big.chunks
+            );
+            // The chunk count follows from the resolved params alone: planning them again
+            // under any budget gives the same plan.
+            let replanned = plan(kind, &model, &fine.params, &Budget::default()).unwrap();
+            assert_eq!(replanned.chunks, fine.chunks, "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_design_study_is_bit_identical_whatever_the_budgets_chunk_size() {
+        let model = builtin_model("cristallo-msd3").unwrap();
+        // Design chunks hold whole blocks of 16 384 samples.
+        let submitted = serde_json::json!({ "samples": 40_000 });
+        let small = Budget {
+            chunk_work_units: 3 * 16_384,
+            ..Budget::default()
+        };
+        let (a, ra) = run_all(StudyKind::Design, &model, &submitted, &Budget::default());
+        let (b, rb) = run_all(StudyKind::Design, &model, &submitted, &small);
+        assert_eq!(ra.chunks, 1);
+        assert_eq!(rb.chunks, 3);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn null_overrides_a_default_and_nested_objects_replace_the_default_whole() {
+        let defaults = serde_json::json!({ "a": 1, "b": { "x": 1, "y": 2 }, "c": [1, 2] });
+        let given = serde_json::json!({ "a": null, "b": { "x": 5 } });
+        assert_eq!(
+            with_defaults(&given, &defaults),
+            serde_json::json!({ "a": null, "b": { "x": 5 }, "c": [1, 2] })
+        );
+        let not_object = serde_json::json!([1]);
+        assert_eq!(with_defaults(&not_object, &defaults), not_object);
     }
 }

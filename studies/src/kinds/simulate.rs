@@ -440,16 +440,23 @@ fn problems(floors: usize, params: &Params) -> Vec<FieldProblem> {
     p
 }
 
-/// Samples per chunk: given, or about `Budget::default().chunk_work_units` worth.
+/// Samples per chunk: given, or about `Budget::default().chunk_work_units` worth (only for
+/// params stored before `plan` fixed the chunk size from the engine's budget).
 fn samples_per_chunk(params: &Params, dofs: u64) -> u32 {
     let Some(d) = &params.dispersion else {
         return 1;
     };
     d.samples_per_chunk.unwrap_or_else(|| {
-        let per_sample = params.steps().saturating_mul(dofs).max(1);
-        let n = Budget::default().chunk_work_units / per_sample;
-        u32::try_from(n.clamp(1, u64::from(MAX_SAMPLES))).unwrap_or(1)
+        samples_per_chunk_within(params, dofs, Budget::default().chunk_work_units)
     })
+}
+
+/// Samples making about `chunk_work_units` work units (at least 1): what `plan` fixes in the
+/// resolved params when the submitter gave no `dispersion.samples_per_chunk`.
+pub(crate) fn samples_per_chunk_within(params: &Params, dofs: u64, chunk_work_units: u64) -> u32 {
+    let per_sample = params.steps().saturating_mul(dofs).max(1);
+    let n = chunk_work_units / per_sample;
+    u32::try_from(n.clamp(1, u64::from(MAX_SAMPLES))).unwrap_or(1)
 }
 
 fn n_samples(params: &Params) -> u32 {

@@ -1,6 +1,8 @@
-//! Owns the inner bound of `uncertainty`: per frequency and floor, the widest range of |u_i|
-//! found among parameter vectors actually evaluated (box corners, then coordinate search), so
-//! every value in it is attained. It is not an enclosure; `outer` is.
+//! Owns the optimiser part of the inner bound of `uncertainty`: per frequency and floor, the
+//! widest range of |u_i| found among parameter vectors actually evaluated (box corners, a
+//! Halton set inside the box, then coordinate search from the best of each and from the
+//! centre), so every value in it is attained. The reduce widens it with the Monte Carlo
+//! samples' min and max. It is not an enclosure; `outer` is.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +16,14 @@ pub const SEARCH_POINTS: usize = 17;
 
 /// Golden-section steps refining each coordinate step (two evaluations each).
 pub const GOLDEN_STEPS: usize = 30;
+
+/// Interior points of the box tried per frequency (a Halton set, deterministic): resonance
+/// ridges crossing the box's interior are found by no corner, and a local search started from
+/// the best interior point climbs them.
+pub const INTERIOR_STARTS: usize = 128;
+
+/// Coordinate-search starts per floor and direction: best corner, best interior point, centre.
+pub const STARTS: usize = 3;
 
 /// Attained range per (frequency, floor), frequency-major.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +109,7 @@ pub fn inner_bounds(
         .zip(&setup.hi)
         .map(|(a, b)| 0.5 * (a + b))
         .collect();
+    let interior = halton_points(setup, INTERIOR_STARTS);
     for &f_hz in &setup.frequencies_hz {
         ctx.check()?;
         let w = std::f64::consts::TAU * f_hz;
@@ -129,37 +140,102 @@ pub fn inner_bounds(
             lower_m.push(lo);
             upper_m.push(hi);
         }
-        // A second start at the box centre: interior extremes (resonances and anti-resonances
-        // inside the box) are often nearer to it than to any corner.
+        // More starts inside the box: interior extremes (resonances and anti-resonances
+        // crossing the box) are often nearer to the centre or to some interior point than to
+        // any corner.
         magnitudes(setup, &centre, w, &mut u, &mut scratch)?;
         let at_centre: Vec<f64> = u.iter().map(|z| z.norm()).collect();
+        let mut interior_lo: Vec<(f64, Vec<f64>)> =
+            at_centre.iter().map(|&a| (a, centre.clone())).collect();
+        let mut interior_hi = interior_lo.clone();
+        for point in &interior {
+            magnitudes(setup, point, w, &mut u, &mut scratch)?;
+            for i in 0..n {
+                let a = u[i].norm();
+                if a < interior_lo[i].0 {
+                    interior_lo[i] = (a, point.clone());
+                }
+                if a > interior_hi[i].0 {
+                    interior_hi[i] = (a, point.clone());
+                }
+            }
+        }
         let base = lower_m.len() - n;
         for i in 0..n {
-            let lo = search_from(
-                setup,
-                w,
-                i,
+            let starts = [
                 (at_centre[i], centre.clone()),
-                sweeps,
-                false,
-                &mut u,
-                &mut scratch,
-            )?;
-            let hi = search_from(
-                setup,
-                w,
-                i,
-                (at_centre[i], centre.clone()),
-                sweeps,
-                true,
-                &mut u,
-                &mut scratch,
-            )?;
-            lower_m[base + i] = lower_m[base + i].min(lo);
-            upper_m[base + i] = upper_m[base + i].max(hi);
+                interior_lo[i].clone(),
+                interior_hi[i].clone(),
+            ];
+            for (k, start) in starts.into_iter().enumerate() {
+                // The centre serves both directions; the interior bests serve their own.
+                if k != 2 {
+                    let lo = search_from(
+                        setup,
+                        w,
+                        i,
+                        start.clone(),
+                        sweeps,
+                        false,
+                        &mut u,
+                        &mut scratch,
+                    )?;
+                    lower_m[base + i] = lower_m[base + i].min(lo);
+                }
+                if k != 1 {
+                    let hi = search_from(setup, w, i, start, sweeps, true, &mut u, &mut scratch)?;
+                    upper_m[base + i] = upper_m[base + i].max(hi);
+                }
+            }
         }
     }
     Ok(InnerBounds { lower_m, upper_m })
+}
+
+/// The first `count` points (after the origin) of the Halton sequence scaled into the box, one
+/// prime base per parameter. Deterministic, so chunk 0 needs no seed.
+fn halton_points(setup: &Setup, count: usize) -> Vec<Vec<f64>> {
+    let primes = first_primes(setup.params());
+    (1..=count)
+        .map(|index| {
+            primes
+                .iter()
+                .enumerate()
+                .map(|(l, &base)| {
+                    setup.lo[l] + (setup.hi[l] - setup.lo[l]) * radical_inverse(index, base)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The van der Corput radical inverse of `index` in `base`, in [0, 1).
+fn radical_inverse(mut index: usize, base: usize) -> f64 {
+    let inv = 1.0 / base as f64;
+    let (mut scale, mut out) = (inv, 0.0);
+    while index > 0 {
+        out += (index % base) as f64 * scale;
+        index /= base;
+        scale *= inv;
+    }
+    out
+}
+
+/// The first `count` primes, by trial division (count ≤ 120 here).
+fn first_primes(count: usize) -> Vec<usize> {
+    let mut primes: Vec<usize> = Vec::with_capacity(count);
+    let mut candidate = 2;
+    while primes.len() < count {
+        if primes
+            .iter()
+            .take_while(|&&p| p * p <= candidate)
+            .all(|&p| candidate % p != 0)
+        {
+            primes.push(candidate);
+        }
+        candidate += 1;
+    }
+    primes
 }
 
 /// Coordinate search for the extreme of |u_floor| from a corner: each sweep tries

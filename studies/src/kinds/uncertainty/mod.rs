@@ -10,6 +10,8 @@ pub mod outer;
 
 use serde::{Deserialize, Serialize};
 
+use dtop_dynamics::Damping;
+
 use crate::chain::Chain;
 use crate::model::ModelSpec;
 use crate::output::{Column, NamedArray, StudyOutput};
@@ -29,8 +31,11 @@ pub const MAX_ALL_CORNERS_PARAMS: usize = 12;
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Nominal storey dampers in N·s/m, lowest storey first, one per floor. (Storey `i` joins
-    /// floor `i` to the one below.) Masses and stiffnesses are the model's.
-    pub storey_damping_n_s_per_m: Vec<f64>,
+    /// floor `i` to the one below.) Masses and stiffnesses are the model's. Defaults to the
+    /// model's dampers when its damping is `storey_dampers`; required otherwise, because a
+    /// Rayleigh, modal or matrix-damped model has no storey dampers to perturb.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storey_damping_n_s_per_m: Option<Vec<f64>>,
     /// Floor (1-based) where the unit force (1 N) acts.
     pub force_floor: usize,
     /// Lowest frequency of the grid, Hz (not rad/s), > 0.
@@ -57,9 +62,9 @@ pub struct Params {
     pub damping_intervals_n_s_per_m: Option<Vec<[f64; 2]>>,
     /// Monte Carlo samples, uniform in the box, 0 to 10^9.
     pub samples: u64,
-    /// Monte Carlo samples per chunk (rounded up to whole blocks of 64); absent: from the
-    /// default budget's `chunk_work_units`. Fixed by the params so chunking never depends on
-    /// the workers.
+    /// Monte Carlo samples per chunk (rounded up to whole blocks of 64); absent: `plan` fixes
+    /// it from the engine's `chunk_work_units` in the resolved params, so chunking never
+    /// depends on the workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples_per_chunk: Option<u64>,
     /// Most boxes the outer bound may split the parameter box into, per frequency, 1 to 4096.
@@ -72,18 +77,18 @@ pub struct Params {
 }
 
 impl Params {
-    /// The defaults for `model`: 5 % on every parameter, 1 % storey damping ratio, force at the
-    /// top floor, 400 frequencies from 0 to 1.5× the highest natural frequency, 10 000 samples.
+    /// The defaults for `model`: 5 % on every parameter, the model's storey dampers (none when
+    /// its damping is not `storey_dampers`), force at the top floor, 400 frequencies from 1 %
+    /// to 1.5× the highest natural frequency (a Gershgorin estimate), 10 000 samples.
     pub fn defaults_for(model: &ModelSpec) -> Self {
         let s = &model.structure;
         let n = s.floors();
-        let damping: Vec<f64> = (0..n)
-            .map(|i| {
-                let k = s.storey_stiffness_n_per_m.get(i).copied().unwrap_or(0.0);
-                let m = s.floor_masses_kg.get(i).copied().unwrap_or(0.0);
-                2.0 * 0.01 * (k * m).abs().sqrt()
-            })
-            .collect();
+        let damping = match &s.damping {
+            Damping::StoreyDampers {
+                storey_damping_n_s_per_m,
+            } => Some(storey_damping_n_s_per_m.clone()),
+            _ => None,
+        };
         let f_top_hz = undamped_top_frequency_hz(&s.floor_masses_kg, &s.storey_stiffness_n_per_m);
         Self {
             storey_damping_n_s_per_m: damping,
@@ -240,14 +245,56 @@ fn interval_box(
     }
 }
 
-/// Samples per chunk when the params do not say: the default budget's chunk size.
+/// Samples making about `chunk_work_units` work units at `frequencies` × `floors` per sample,
+/// in whole blocks: what `plan` fixes when the submitter gave no `samples_per_chunk`.
+pub fn samples_per_chunk_within(frequencies: usize, floors: usize, chunk_work_units: u64) -> u64 {
+    let per_sample = (frequencies as u64).saturating_mul(floors as u64).max(1);
+    (chunk_work_units / per_sample)
+        .max(1)
+        .div_ceil(BLOCK_SAMPLES)
+        .saturating_mul(BLOCK_SAMPLES)
+}
+
+/// Samples per chunk: the resolved params', in whole blocks (the default budget's only for
+/// params stored before `plan` resolved them).
 fn samples_per_chunk(params: &Params, freqs: usize, floors: usize) -> u64 {
-    let per_sample = (freqs as u64).saturating_mul(floors as u64).max(1);
-    let raw = params
-        .samples_per_chunk
-        .unwrap_or(Budget::default().chunk_work_units / per_sample)
-        .max(1);
-    raw.div_ceil(BLOCK_SAMPLES) * BLOCK_SAMPLES
+    match params.samples_per_chunk {
+        Some(given) => given.max(1).div_ceil(BLOCK_SAMPLES) * BLOCK_SAMPLES,
+        None => samples_per_chunk_within(freqs, floors, Budget::default().chunk_work_units),
+    }
+}
+
+/// The nominal storey dampers: the params', else the model's `storey_dampers`; a problem
+/// saying why when neither gives them.
+fn nominal_dampers(
+    model: &ModelSpec,
+    params: &Params,
+    problems: &mut Vec<FieldProblem>,
+) -> Vec<f64> {
+    if let Some(c) = &params.storey_damping_n_s_per_m {
+        return c.clone();
+    }
+    let n = model.floors();
+    match &model.structure.damping {
+        Damping::StoreyDampers {
+            storey_damping_n_s_per_m,
+        } => storey_damping_n_s_per_m.clone(),
+        other => {
+            let what = match other {
+                Damping::Rayleigh { .. } | Damping::RayleighModes { .. } => "Rayleigh",
+                Damping::Modal { .. } => "modal",
+                _ => "matrix",
+            };
+            problems.push(FieldProblem::new(
+                "params.storey_damping_n_s_per_m",
+                format!(
+                    "is required: the model's damping is {what}, which has no storey dampers to \
+                     perturb; give one damper per storey ({n}) in N·s/m"
+                ),
+            ));
+            vec![0.0; n]
+        }
+    }
 }
 
 /// Validates everything and builds the box and grid.
@@ -270,16 +317,14 @@ pub fn setup(model: &ModelSpec, params: &Params) -> Result<Setup, Vec<FieldProbl
             "uncertainty works on a bare storey chain; remove the actuator",
         ));
     }
-    if params.storey_damping_n_s_per_m.len() != n {
+    let dampers = nominal_dampers(model, params, &mut problems);
+    if dampers.len() != n {
         problems.push(FieldProblem::new(
             "params.storey_damping_n_s_per_m",
-            format!(
-                "has {} entries; give one per storey ({n})",
-                params.storey_damping_n_s_per_m.len()
-            ),
+            format!("has {} entries; give one per storey ({n})", dampers.len()),
         ));
     }
-    for (i, &c) in params.storey_damping_n_s_per_m.iter().enumerate() {
+    for (i, &c) in dampers.iter().enumerate() {
         if !(c.is_finite() && c >= 0.0) {
             problems.push(FieldProblem::new(
                 format!("params.storey_damping_n_s_per_m[{i}]"),
@@ -394,7 +439,7 @@ pub fn setup(model: &ModelSpec, params: &Params) -> Result<Setup, Vec<FieldProbl
     );
     let (c_lo, c_hi) = interval_box(
         "damping_intervals_n_s_per_m",
-        &params.storey_damping_n_s_per_m,
+        &dampers,
         &params.damping_rel_half_width,
         params.damping_intervals_n_s_per_m.as_ref(),
         n,
@@ -429,11 +474,13 @@ pub fn setup(model: &ModelSpec, params: &Params) -> Result<Setup, Vec<FieldProbl
 /// Solves per frequency spent by the bounds chunk (corners + search + boxes), for the plan.
 fn bounds_solves_per_frequency(setup: &Setup, params: &Params) -> u64 {
     let p = setup.params();
-    let corners = inner::corner_count(p) as u64;
+    let corners = inner::corner_count(p) as u64 + inner::INTERIOR_STARTS as u64;
+    // Per floor: a minimum and a maximum search from each start.
     let search = (params.inner_search_sweeps
         * p
         * (inner::SEARCH_POINTS + 2 * inner::GOLDEN_STEPS)
-        * 4
+        * 2
+        * inner::STARTS
         * setup.floors) as u64;
     let boxes = (params.outer_max_boxes * setup.floors) as u64;
     corners + search + boxes
@@ -542,30 +589,97 @@ pub fn reduce(
     Ok(assemble(&setup, &bounds, &acc))
 }
 
+/// The inner bound: the optimiser's range widened by the Monte Carlo samples' min and max
+/// (every sample is a realisation inside the box, so its |u| is attained too).
+fn merged_inner(b: &BoundsChunk, acc: &mc::McChunk) -> (Vec<f64>, Vec<f64>) {
+    let lower = b
+        .inner
+        .lower_m
+        .iter()
+        .zip(&acc.min_m)
+        .map(|(o, m)| o.min(*m))
+        .collect();
+    let upper = b
+        .inner
+        .upper_m
+        .iter()
+        .zip(&acc.max_m)
+        .map(|(o, m)| o.max(*m))
+        .collect();
+    (lower, upper)
+}
+
+/// Median and worst over frequencies of the ratio of outer to inner width (each frequency's
+/// worst floor); frequencies where the inner width is 0 or the outer bound is unbounded are
+/// left out. NaN when none is left.
+fn tightness(n: usize, inner: (&[f64], &[f64]), outer: (&[f64], &[f64])) -> (f64, f64) {
+    let cells = inner.0.len();
+    let mut ratios: Vec<f64> = (0..cells / n.max(1))
+        .filter_map(|fi| {
+            (fi * n..(fi + 1) * n)
+                .map(|c| {
+                    let inner_w = inner.1[c] - inner.0[c];
+                    let outer_w = outer.1[c] - outer.0[c];
+                    (inner_w > 0.0 && outer.1[c] < f64::MAX).then(|| outer_w / inner_w)
+                })
+                .try_fold(0.0_f64, |worst, r| r.map(|r| worst.max(r)))
+        })
+        .collect();
+    if ratios.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let k = ratios.len();
+    let median = if k % 2 == 1 {
+        ratios[k / 2]
+    } else {
+        0.5 * (ratios[k / 2 - 1] + ratios[k / 2])
+    };
+    (median, ratios[k - 1])
+}
+
 fn assemble(setup: &Setup, b: &BoundsChunk, acc: &mc::McChunk) -> StudyOutput {
     let n = setup.floors;
     let freqs = &setup.frequencies_hz;
     let cells = freqs.len() * n;
-    let mut outside_inner = 0_usize;
+    let (inner_lower, inner_upper) = merged_inner(b, acc);
+    let mut lower_from_samples = 0_usize;
+    let mut upper_from_samples = 0_usize;
+    let mut beyond_optimiser = 0_usize;
+    let mut largest_extension = 0.0_f64;
     let mut escaping_outer = 0_usize;
     let mut width_ratio_sum = 0.0;
     let mut width_ratio_count = 0_usize;
     for cell in 0..cells {
         if acc.samples > 0 {
-            if acc.min_m[cell] < b.inner.lower_m[cell] || acc.max_m[cell] > b.inner.upper_m[cell] {
-                outside_inner += 1;
+            let (opt_lo, opt_hi) = (b.inner.lower_m[cell], b.inner.upper_m[cell]);
+            let below = acc.min_m[cell] < opt_lo;
+            let above = acc.max_m[cell] > opt_hi;
+            lower_from_samples += usize::from(below);
+            upper_from_samples += usize::from(above);
+            beyond_optimiser += usize::from(below || above);
+            if below && opt_lo > 0.0 {
+                largest_extension = largest_extension.max((opt_lo - acc.min_m[cell]) / opt_lo);
+            }
+            if above && opt_hi > 0.0 {
+                largest_extension = largest_extension.max((acc.max_m[cell] - opt_hi) / opt_hi);
             }
             if acc.min_m[cell] < b.outer.lower_m[cell] || acc.max_m[cell] > b.outer.upper_m[cell] {
                 escaping_outer += 1;
             }
         }
-        let inner_w = b.inner.upper_m[cell] - b.inner.lower_m[cell];
+        let inner_w = inner_upper[cell] - inner_lower[cell];
         let outer_w = b.outer.upper_m[cell] - b.outer.lower_m[cell];
-        if inner_w > 0.0 && outer_w.is_finite() && outer_w < f64::MAX {
+        if inner_w > 0.0 && outer_w.is_finite() && b.outer.upper_m[cell] < f64::MAX {
             width_ratio_sum += outer_w / inner_w;
             width_ratio_count += 1;
         }
     }
+    let (tight_median, tight_worst) = tightness(
+        n,
+        (&inner_lower, &inner_upper),
+        (&b.outer.lower_m, &b.outer.upper_m),
+    );
     let pct = acc.percentiles(&[0.05, 0.5, 0.95]);
     let mut bounds_cols = vec![Column {
         name: "frequency_hz".into(),
@@ -590,8 +704,10 @@ fn assemble(setup: &Setup, b: &BoundsChunk, acc: &mc::McChunk) -> StudyOutput {
         })
         .collect();
     for (name, v) in [
-        ("inner_lower_m", &b.inner.lower_m),
-        ("inner_upper_m", &b.inner.upper_m),
+        ("inner_lower_m", &inner_lower),
+        ("inner_upper_m", &inner_upper),
+        ("inner_optimiser_lower_m", &b.inner.lower_m),
+        ("inner_optimiser_upper_m", &b.inner.upper_m),
         ("outer_lower_m", &b.outer.lower_m),
         ("outer_upper_m", &b.outer.upper_m),
         ("mc_min_m", &acc.min_m),
@@ -613,12 +729,17 @@ fn assemble(setup: &Setup, b: &BoundsChunk, acc: &mc::McChunk) -> StudyOutput {
         "parameters": setup.params(),
         "corners_enumerated": inner::corner_count(setup.params()),
         "mc_samples": acc.samples,
-        "mc_points_outside_inner": outside_inner,
-        "mc_fraction_points_outside_inner": if cells > 0 { outside_inner as f64 / cells as f64 } else { 0.0 },
+        "mc_points_beyond_optimiser": beyond_optimiser,
+        "mc_fraction_points_beyond_optimiser": if cells > 0 { beyond_optimiser as f64 / cells as f64 } else { 0.0 },
+        "inner_lower_points_from_samples": lower_from_samples,
+        "inner_upper_points_from_samples": upper_from_samples,
+        "inner_largest_rel_extension_by_samples": largest_extension,
         "mc_points_escaping_outer": escaping_outer,
         "outer_unverified_frequencies": b.outer.unverified_frequencies,
         "outer_boxes": b.outer.boxes,
         "tightness_mean_outer_over_inner_width": if width_ratio_count > 0 { width_ratio_sum / width_ratio_count as f64 } else { f64::NAN },
+        "tightness_median_outer_over_inner_width": tight_median,
+        "tightness_worst_outer_over_inner_width": tight_worst,
         "histogram_bins_per_point": mc::BINS,
     });
     StudyOutput {
