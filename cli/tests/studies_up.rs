@@ -119,18 +119,6 @@ fn dtop_up_serves_the_api_and_runs_an_uncertainty_study_to_a_csv_result() {
     assert_eq!(kept.trim(), password);
     let server = format!("http://{http}");
 
-    // The storey dampers go in a params file: `uncertainty` takes them as a parameter.
-    let params = dir.path().join("uq.json");
-    let msd3 = dtop_studies::model::builtin_models()
-        .into_iter()
-        .find(|(name, _)| *name == "cristallo-msd3")
-        .unwrap()
-        .1;
-    let mut defaults = dtop_studies::defaults(dtop_studies::StudyKind::Uncertainty, &msd3);
-    defaults["samples"] = serde_json::json!(2000);
-    defaults["frequencies"] = serde_json::json!(40);
-    std::fs::write(&params, defaults.to_string()).unwrap();
-    let params = params.to_str().unwrap();
     let submit = dtop(
         &[
             "study",
@@ -138,8 +126,10 @@ fn dtop_up_serves_the_api_and_runs_an_uncertainty_study_to_a_csv_result() {
             "uncertainty",
             "--model",
             "cristallo-msd3",
-            "--params",
-            params,
+            "--param",
+            "samples=2000",
+            "--param",
+            "frequencies=40",
             "--seed",
             "7",
             "--quiet",
@@ -188,8 +178,6 @@ fn dtop_up_serves_the_api_and_runs_an_uncertainty_study_to_a_csv_result() {
             "uncertainty",
             "--model",
             "cristallo-msd3",
-            "--params",
-            params,
             "--param",
             "no_such_field=1",
         ],
