@@ -4,7 +4,8 @@
 //! work on a runtime until it ends or a signal drains it, mapped to one exit code.
 //!
 //! A daemon describes itself once in a [`Daemon`] and its `main` reads:
-//! `match entry::start(&DAEMON, &args.common) { Start::Run(c) => entry::block_on(..), Start::Exit(code) => code }`.
+//! `let (args, config) = match entry::begin(&DAEMON, |a: &Args| &a.common) { Start::Run(r) => r,
+//! Start::Exit(code) => return code };` and ends in [`block_on`].
 
 use std::fmt::Display;
 use std::future::Future;
@@ -78,6 +79,23 @@ pub fn parse_args<A: clap::Parser>() -> Result<A, ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+/// The whole start of a daemon's `main`: [`parse_args`], then [`start`] with the daemon's
+/// common flags (`common` picks them out of its `Args`). Gives the arguments and the config to
+/// run with, or the exit code to return now.
+pub fn begin<A: clap::Parser, C>(
+    daemon: &Daemon<C>,
+    common: impl FnOnce(&A) -> &CommonArgs,
+) -> Start<(A, C)> {
+    let args = match parse_args::<A>() {
+        Ok(args) => args,
+        Err(code) => return Start::Exit(code),
+    };
+    match start(daemon, common(&args)) {
+        Start::Run(config) => Start::Run((args, config)),
+        Start::Exit(code) => Start::Exit(code),
     }
 }
 

@@ -42,12 +42,8 @@ fn load(path: Option<&Path>) -> Result<ServerConfig, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match entry::parse_args::<Args>() {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
-    let config = match entry::start(&DAEMON, &args.common) {
-        Start::Run(config) => config,
+    let (_, config) = match entry::begin(&DAEMON, |a: &Args| &a.common) {
+        Start::Run(run) => run,
         Start::Exit(code) => return code,
     };
     entry::block_on(

@@ -99,12 +99,8 @@ struct AuditArgs {
 }
 
 fn main() -> ExitCode {
-    let args = match entry::parse_args::<Args>() {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
-    let config = match entry::start(&DAEMON, &args.common) {
-        Start::Run(config) => config,
+    let (args, config) = match entry::begin(&DAEMON, |a: &Args| &a.common) {
+        Start::Run(run) => run,
         Start::Exit(code) => return code,
     };
     if let Some(tool) = &args.tool {

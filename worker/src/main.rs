@@ -41,12 +41,8 @@ fn load(path: Option<&Path>) -> Result<(WorkerConfig, EngineConfig), String> {
 }
 
 fn main() -> ExitCode {
-    let args = match entry::parse_args::<Args>() {
-        Ok(args) => args,
-        Err(code) => return code,
-    };
-    let (config, engine) = match entry::start(&DAEMON, &args.common) {
-        Start::Run(loaded) => loaded,
+    let (_, (config, engine)) = match entry::begin(&DAEMON, |a: &Args| &a.common) {
+        Start::Run(run) => run,
         Start::Exit(code) => return code,
     };
     let options = RunOptions {
