@@ -4,7 +4,7 @@
 // Helpers outside #[test] fns fail the test by panicking, like the assertions they serve.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

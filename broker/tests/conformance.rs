@@ -7,7 +7,7 @@
 // Helpers outside #[test] fns fail the test by panicking, like the assertions they serve.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};

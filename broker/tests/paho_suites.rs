@@ -11,7 +11,7 @@
 // Helpers outside #[test] fns fail the test by panicking, like the assertions they serve.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@
 // Helpers outside #[test] fns fail the test by panicking, like the assertions they serve.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

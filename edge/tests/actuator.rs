@@ -27,7 +27,7 @@ const FRAME_SAMPLES: u64 = 2;
 /// `actuator.drive_timeout_periods` in this test.
 const TIMEOUT_PERIODS: u64 = 10;
 
-mod common;
+use crate::common;
 use common::{Broker, PtyPair, actuator_edge_config, fake_firmware, slow_actuator_manifest, tools};
 
 // ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-mod common;
+use crate::common;
 use common::{Broker, PtyPair, actuator_edge_config, fake_firmware, slow_actuator_manifest, tools};
 
 const WAIT: Duration = Duration::from_secs(15);

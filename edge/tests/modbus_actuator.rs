@@ -11,8 +11,8 @@
 //! Needs `mosquitto` (and pymodbus for the second test). Without them the tests say so and
 //! pass, unless `CI` or `DTOP_REQUIRE_SERVICES=1` is set, in which case they fail.
 
-mod common;
-mod modbus_support;
+use crate::common;
+use crate::modbus_support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 //! Needs `mosquitto`. Without it the test says so and passes, unless `CI` or
 //! `DTOP_REQUIRE_SERVICES=1` is set, in which case it fails.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

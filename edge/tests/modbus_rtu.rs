@@ -2,8 +2,8 @@
 //! (one bus task owns it), and a third slave id that nobody answers times out without stopping
 //! the other two.
 
-mod common;
-mod modbus_support;
+use crate::common;
+use crate::modbus_support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! (every data type and order, a refused register and values out of range beside good ones, a
 //! server that freezes or dies).
 
-mod modbus_support;
+use crate::modbus_support;
 
 use std::time::Duration;
 

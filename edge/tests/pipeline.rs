@@ -21,7 +21,7 @@ const WAIT: Duration = Duration::from_secs(15);
 const PERIOD_NS: u64 = 1_000_000;
 const CHANNELS: u8 = 4;
 
-mod common;
+use crate::common;
 use common::{Broker, PtyPair, fake_firmware, tools};
 
 /// A TCP proxy in front of the broker that the test can cut (dropping every connection

@@ -17,7 +17,7 @@ use dtop_proto::{Message, RigId};
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc;
 
-mod common;
+use crate::common;
 use common::{Broker, Killed, PtyPair, fake_firmware, tools};
 
 const BLOCK_SAMPLES: u64 = 10;

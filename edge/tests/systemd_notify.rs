@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use dtop_firmware::{ChannelDesc, ChannelKind, Manifest};
 use tokio::sync::mpsc;
 
-mod common;
+use crate::common;
 use common::{Broker, Killed, PtyPair, fake_firmware, tools};
 
 fn manifest() -> Manifest {

@@ -6,8 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod frames;
-mod support;
+use crate::frames;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;
