@@ -125,8 +125,10 @@ pg_port=$(free_port)
 chmod 711 "$work"
 mkdir -p "$work/pg"
 chown postgres:postgres "$work/pg"
-as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
-as_postgres "$pg_bin/initdb" -D "$work/pg/data" -U postgres --auth=trust --no-sync -E UTF8 >"$work/initdb.log" 2>&1 \
+# `exec`: a function run in the background is a subshell; without it the kept PID would be that
+# subshell's, and the cleanup would leave the server running.
+as_postgres() { exec setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+(as_postgres "$pg_bin/initdb" -D "$work/pg/data" -U postgres --auth=trust --no-sync -E UTF8 >"$work/initdb.log" 2>&1) \
   || { echo "test.sh: initdb failed; log:"; cat "$work/initdb.log"; exit 1; }
 as_postgres "$pg_bin/postgres" -D "$work/pg/data" -k "$work/pg" -h 127.0.0.1 -p "$pg_port" \
   -c fsync=off -c max_connections=300 >"$work/postgres.log" 2>&1 &
