@@ -5,6 +5,7 @@
 //! with their standard errors, and score-function / Fisher-information sensitivities.
 //! Sampling and sums are in [`sample`]; statistics and the Fisher matrix in [`stats`].
 
+pub mod lanes;
 pub mod sample;
 pub mod stats;
 
