@@ -200,12 +200,11 @@ pub fn outputs(
         for l in 0..LANES {
             bad |= bad_at(l);
         }
-        if bad {
-            if let Some(lane) = (0..LANES).find(|&l| bad_at(l)) {
-                if singular.is_none_or(|o| lane < o.lane) {
-                    singular = Some(Singular { lane, pivot: i });
-                }
-            }
+        if bad
+            && let Some(lane) = (0..LANES).find(|&l| bad_at(l))
+            && singular.is_none_or(|o| lane < o.lane)
+        {
+            singular = Some(Singular { lane, pivot: i });
         }
         for l in 0..LANES {
             let (pr, pi) = (sc.d_re[cur + l], sc.d_im[cur + l]);

@@ -1,7 +1,9 @@
 //! Owns the Monte Carlo loop of `design`: drawing the inputs (one stream per block, seeded
 //! with `chunk_seed(seed, block)`), solving the chain at the analysis frequency, the outputs,
 //! the score of each distribution parameter, and the per-block partial sums that `stats`
-//! combines. No statistics are finished here.
+//! combines, a group of [`LANES`] samples at a time (the group kernels are in
+//! [`super::lanes`]); also the one-sample outputs the pilot uses. No statistics are finished
+//! here.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -239,7 +241,7 @@ pub fn run(
     let end = first + count;
     let mut idx = first;
     while idx < end {
-        if idx % BLOCK_SAMPLES == 0 || idx == first {
+        if idx.is_multiple_of(BLOCK_SAMPLES) || idx == first {
             if block.n > 0 {
                 out.blocks
                     .push(std::mem::replace(&mut block, BlockSums::new(o, p)));

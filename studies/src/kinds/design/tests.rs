@@ -325,6 +325,7 @@ fn a_cancelled_chunk_stops() {
 /// The direct per-sample formula (the loop `sample::run` replaced): one sample at a time, the
 /// scalar chain solve, and each sum a plain running sum in sample order. The reference for the
 /// lane-wise loop.
+#[allow(clippy::needless_range_loop)] // indices, as in the formulas
 fn run_per_sample(
     params: &Params,
     pilot: &stats::Pilot,
