@@ -26,13 +26,13 @@ fn combine(acc: &Acc) -> f64 {
     (acc[0] + acc[2]) + (acc[1] + acc[3])
 }
 
-/// The lanes of `v` as [`ACCS`]-wide chunks (one group: [`LANES`] values).
+/// The lanes of `v` as `ACCS`-wide chunks (one group: [`LANES`] values).
 #[inline(always)]
 fn chunks(v: &[f64]) -> &[Acc] {
     v[..LANES].as_chunks::<ACCS>().0
 }
 
-/// Σ_l a_l b_l over one group ([`LANES`] values each), in the fixed order of the [`ACCS`]
+/// Σ_l a_l b_l over one group ([`LANES`] values each), in the fixed order of the `ACCS`
 /// running sums.
 #[inline(always)]
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
