@@ -1,16 +1,19 @@
 //! Owns the Monte Carlo loop of `design`: drawing the inputs (one stream per block, seeded
 //! with `chunk_seed(seed, block)`), solving the chain at the analysis frequency, the outputs,
 //! the score of each distribution parameter, and the per-block partial sums that `stats`
-//! combines. No statistics are finished here.
+//! combines, a group of [`LANES`] samples at a time (the group kernels are in
+//! [`super::lanes`]); also the one-sample outputs the pilot uses. No statistics are finished
+//! here.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma, StandardNormal};
 use serde::{Deserialize, Serialize};
 
+use super::lanes::{self, LANES, SolveScratch};
 use super::stats::{Pilot, digamma};
 use super::{BLOCK_SAMPLES, Dist, OutputSel, Params};
-use crate::chain::{C64, Chain, Scratch};
+use crate::chain::{C64, Chain, ChainError, Scratch};
 use crate::{ChunkCtx, StudyError, chunk_seed};
 
 /// One distribution parameter the outputs may be sensitive to.
@@ -120,7 +123,7 @@ pub struct ChunkSums {
 }
 
 /// Score of parameter `which` of `d` at the drawn value `x`: ∂ log p(x) / ∂θ.
-fn score(d: &Dist, which: usize, x: f64, digamma_shape: f64) -> f64 {
+pub(super) fn score(d: &Dist, which: usize, x: f64, digamma_shape: f64) -> f64 {
     match *d {
         Dist::Gaussian { mean, std } => {
             let z = x - mean;
@@ -173,12 +176,14 @@ pub fn outputs(
     Ok(())
 }
 
-/// Runs samples `first .. first + count` (`first` a multiple of [`BLOCK_SAMPLES`]). Checks `ctx`
-/// between samples.
+/// Runs samples `first .. first + count` (`first` a multiple of [`BLOCK_SAMPLES`]), in groups
+/// of [`LANES`] (see [`super::lanes`]): draw the group's inputs sample by sample (the block's
+/// stream in the same order as one sample at a time), solve and score it lane-wise, then add
+/// its dot products to the block sums. Checks `ctx` between groups.
 ///
 /// # Errors
-/// [`StudyError::Cancelled`]; [`StudyError::Numerics`] for a sampled mass or stiffness ≤ 0 or a
-/// singular system.
+/// [`StudyError::Cancelled`]; [`StudyError::Numerics`] for a sampled mass or stiffness ≤ 0, a
+/// singular system or a non-finite output: the first such sample in sample order.
 pub fn run(
     floors: usize,
     params: &Params,
@@ -199,10 +204,14 @@ pub fn run(
             Dist::Gaussian { .. } => 0.0,
         })
         .collect();
-    let gammas: Vec<Option<Gamma<f64>>> = inputs
+    // Per input: how it is drawn (None: fixed at its mean).
+    let draws: Vec<Option<Draw>> = inputs
         .iter()
         .map(|d| match *d {
-            Dist::Gamma { shape, scale } if scale > 0.0 => Gamma::new(shape, scale).ok(),
+            Dist::Gaussian { mean, std } if std > 0.0 => Some(Draw::Normal { mean, std }),
+            Dist::Gamma { shape, scale } if scale > 0.0 => {
+                Gamma::new(shape, scale).ok().map(Draw::Gamma)
+            }
             _ => None,
         })
         .collect();
@@ -217,16 +226,22 @@ pub fn run(
         over: vec![0; o],
         failures: vec![0; o],
     };
-    let mut x: Vec<f64> = inputs.iter().map(Dist::mean).collect();
-    let mut y = vec![0.0; o];
-    let mut s = vec![0.0; p];
-    let mut fail = vec![false; o];
-    let mut u = Vec::with_capacity(n);
-    let mut scratch = Scratch::default();
+    // Input-major lanes; fixed inputs hold their mean in every lane, and lanes past the end of
+    // a short group keep the previous group's (valid) inputs.
+    let mut x: Vec<f64> = inputs
+        .iter()
+        .flat_map(|d| std::iter::repeat_n(d.mean(), LANES))
+        .collect();
+    let mut y = vec![0.0; o * LANES];
+    let mut s = vec![0.0; p * LANES];
+    let mut w = vec![0.0; LANES];
+    let mut solve = SolveScratch::default();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut block = BlockSums::new(o, p);
-    for idx in first..first + count {
-        if idx % BLOCK_SAMPLES == 0 || idx == first {
+    let end = first + count;
+    let mut idx = first;
+    while idx < end {
+        if idx.is_multiple_of(BLOCK_SAMPLES) || idx == first {
             if block.n > 0 {
                 out.blocks
                     .push(std::mem::replace(&mut block, BlockSums::new(o, p)));
@@ -236,83 +251,154 @@ pub fn run(
             rng = ChaCha8Rng::seed_from_u64(chunk_seed(seed, b));
         }
         ctx.check()?;
-        for (j, d) in inputs.iter().enumerate() {
-            x[j] = match (*d, &gammas[j]) {
-                (Dist::Gaussian { mean, std }, _) if std > 0.0 => {
-                    let z: f64 = StandardNormal.sample(&mut rng);
-                    mean + std * z
+        // A group never straddles blocks: BLOCK_SAMPLES is a multiple of LANES.
+        let block_end = (idx / BLOCK_SAMPLES + 1) * BLOCK_SAMPLES;
+        let m = (end.min(block_end) - idx).min(LANES as u64) as usize;
+        for l in 0..m {
+            for (j, d) in draws.iter().enumerate() {
+                match d {
+                    Some(Draw::Normal { mean, std }) => {
+                        let z: f64 = StandardNormal.sample(&mut rng);
+                        x[j * LANES + l] = mean + std * z;
+                    }
+                    Some(Draw::Gamma(gd)) => x[j * LANES + l] = gd.sample(&mut rng),
+                    None => {}
                 }
-                (Dist::Gamma { .. }, Some(gd)) => gd.sample(&mut rng),
-                (d, _) => d.mean(),
-            };
+            }
         }
-        if let Some(j) = (0..2 * n).find(|&j| x[j].is_nan() || x[j] <= 0.0) {
-            return Err(StudyError::Numerics(format!(
-                "sample {idx} drew a non-positive {} ({}); narrow its distribution",
-                if j < n { "mass" } else { "stiffness" },
-                x[j]
-            )));
+        let bad_input = (0..m).find_map(|l| {
+            (0..2 * n)
+                .find(|&j| {
+                    let v = x[j * LANES + l];
+                    v.is_nan() || v <= 0.0
+                })
+                .map(|j| (l, j))
+        });
+        let singular = lanes::outputs(n, &params.outputs, omega, &x, &mut y, &mut solve);
+        let non_finite = (0..m).find(|&l| (0..o).any(|a| !y[a * LANES + l].is_finite()));
+        // The first failing sample, in sample order; at one sample, the order of the checks of
+        // the per-sample loop (inputs, solve, outputs).
+        let first_bad = [
+            bad_input.map(|(l, _)| l),
+            singular.map(|sg| sg.lane).filter(|&l| l < m),
+            non_finite,
+        ];
+        if let Some(lane) = first_bad.iter().flatten().min().copied() {
+            let sample = idx + lane as u64;
+            return Err(match (bad_input, singular) {
+                (Some((l, j)), _) if l == lane => StudyError::Numerics(format!(
+                    "sample {sample} drew a non-positive {} ({}); narrow its distribution",
+                    if j < n { "mass" } else { "stiffness" },
+                    x[j * LANES + l]
+                )),
+                (_, Some(sg)) if sg.lane == lane => StudyError::Numerics(
+                    ChainError::Singular {
+                        omega_rad_s: omega,
+                        pivot: sg.pivot,
+                    }
+                    .to_string(),
+                ),
+                _ => StudyError::Numerics(format!("sample {sample} gave a non-finite output")),
+            });
         }
-        outputs(n, &params.outputs, omega, &x, &mut y, &mut u, &mut scratch)?;
         for (k, t) in th.iter().enumerate() {
-            s[k] = score(&inputs[t.input], t.which, x[t.input], digammas[t.input]);
+            let xs = &x[t.input * LANES..(t.input + 1) * LANES];
+            scores(
+                &inputs[t.input],
+                t.which,
+                xs,
+                digammas[t.input],
+                &mut s[k * LANES..(k + 1) * LANES],
+            );
+        }
+        // Lanes past a short group's end add nothing to the sums.
+        for row in y.chunks_exact_mut(LANES).chain(s.chunks_exact_mut(LANES)) {
+            row[m..].fill(0.0);
         }
         for a in 0..o {
-            let v = y[a];
-            if !v.is_finite() {
-                return Err(StudyError::Numerics(format!(
-                    "sample {idx} gave a non-finite output"
-                )));
-            }
-            out.min[a] = out.min[a].min(v);
-            out.max[a] = out.max[a].max(v);
-            let pos = (v - pilot.lower[a]) / pilot.width[a];
-            if pos < 0.0 {
-                out.under[a] += 1;
-            } else if pos >= bins as f64 {
-                out.over[a] += 1;
-            } else {
-                out.histogram[a * bins + pos as usize] += 1;
-            }
-            fail[a] = v > pilot.threshold[a];
-            if fail[a] {
-                out.failures[a] += 1;
+            let ya = &y[a * LANES..(a + 1) * LANES];
+            for (l, &v) in ya[..m].iter().enumerate() {
+                out.min[a] = out.min[a].min(v);
+                out.max[a] = out.max[a].max(v);
+                let pos = (v - pilot.lower[a]) / pilot.width[a];
+                if pos < 0.0 {
+                    out.under[a] += 1;
+                } else if pos >= bins as f64 {
+                    out.over[a] += 1;
+                } else {
+                    out.histogram[a * bins + pos as usize] += 1;
+                }
+                if v > pilot.threshold[a] {
+                    out.failures[a] += 1;
+                    let fs = &mut block.fs[a * p..(a + 1) * p];
+                    let fss = &mut block.fss[a * p..(a + 1) * p];
+                    for (k, (f1, f2)) in fs.iter_mut().zip(fss.iter_mut()).enumerate() {
+                        let sk = s[k * LANES + l];
+                        *f1 += sk;
+                        *f2 += sk * sk;
+                    }
+                }
             }
         }
-        block.n += 1;
+        block.n += m as u64;
         for a in 0..o {
-            block.y[a] += y[a];
-            for b in 0..o {
-                let yab = y[a] * y[b];
-                block.yy[a * o + b] += yab;
-                if b < a {
-                    // Symmetric in (a, b): only the upper triangle is summed.
-                    continue;
+            let ya = &y[a * LANES..(a + 1) * LANES];
+            block.y[a] += lanes::sum(ya);
+            lanes::add_dots(ya, &s, &mut block.ys[a * p..(a + 1) * p]);
+            for b in a..o {
+                let yb = &y[b * LANES..(b + 1) * LANES];
+                for ((wl, va), vb) in w.iter_mut().zip(ya).zip(yb) {
+                    *wl = va * vb;
                 }
-                let row = &mut block.yys[(a * o + b) * p..(a * o + b + 1) * p];
-                for (r, sk) in row.iter_mut().zip(&s) {
-                    *r += yab * sk;
+                let yy = lanes::sum(&w);
+                block.yy[a * o + b] += yy;
+                if b != a {
+                    block.yy[b * o + a] += yy;
                 }
-            }
-            let ys = &mut block.ys[a * p..(a + 1) * p];
-            for (r, sk) in ys.iter_mut().zip(&s) {
-                *r += y[a] * sk;
-            }
-            if fail[a] {
-                let fs = &mut block.fs[a * p..(a + 1) * p];
-                let fss = &mut block.fss[a * p..(a + 1) * p];
-                for ((f1, f2), sk) in fs.iter_mut().zip(fss.iter_mut()).zip(&s) {
-                    *f1 += sk;
-                    *f2 += sk * sk;
-                }
+                // Symmetric in (a, b): only the upper triangle is summed.
+                lanes::add_dots(&w, &s, &mut block.yys[(a * o + b) * p..(a * o + b + 1) * p]);
             }
         }
-        for (acc, sk) in block.s.iter_mut().zip(&s) {
-            *acc += sk;
+        for (k, acc) in block.s.iter_mut().enumerate() {
+            *acc += lanes::sum(&s[k * LANES..(k + 1) * LANES]);
         }
+        idx += m as u64;
     }
     if block.n > 0 {
         out.blocks.push(block);
     }
     Ok(out)
+}
+
+/// How one random input is drawn.
+enum Draw {
+    /// mean + std·z, z standard normal (ziggurat).
+    Normal { mean: f64, std: f64 },
+    /// Gamma(shape, scale).
+    Gamma(Gamma<f64>),
+}
+
+/// Scores of parameter `which` of `d` at the lanes' drawn values `x`, into `s`: the same
+/// expressions as [`score`], one lane at a time.
+fn scores(d: &Dist, which: usize, x: &[f64], digamma_shape: f64, s: &mut [f64]) {
+    match (*d, which) {
+        (Dist::Gaussian { mean, std }, 0) => {
+            let var = std * std;
+            for (sl, &xl) in s.iter_mut().zip(x) {
+                *sl = (xl - mean) / var;
+            }
+        }
+        (Dist::Gaussian { mean, std }, _) => {
+            let (var, cube) = (std * std, std * std * std);
+            for (sl, &xl) in s.iter_mut().zip(x) {
+                let z = xl - mean;
+                *sl = (z * z - var) / cube;
+            }
+        }
+        _ => {
+            for (sl, &xl) in s.iter_mut().zip(x) {
+                *sl = score(d, which, xl, digamma_shape);
+            }
+        }
+    }
 }

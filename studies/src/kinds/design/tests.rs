@@ -321,3 +321,279 @@ fn a_cancelled_chunk_stops() {
     let r = crate::run_chunk(StudyKind::Design, &model, &json, 1, 0, &ctx);
     assert_eq!(r, Err(StudyError::Cancelled));
 }
+
+/// The direct per-sample formula (the loop `sample::run` replaced): one sample at a time, the
+/// scalar chain solve, and each sum a plain running sum in sample order. The reference for the
+/// lane-wise loop.
+#[allow(clippy::needless_range_loop)] // indices, as in the formulas
+fn run_per_sample(
+    params: &Params,
+    pilot: &stats::Pilot,
+    seed: u64,
+    first: u64,
+    count: u64,
+) -> Result<sample::ChunkSums, StudyError> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Gamma, StandardNormal};
+    let n = params.mass_kg.len();
+    let inputs = params.inputs();
+    let th = sample::thetas(params);
+    let (o, p, bins) = (params.outputs.len(), th.len(), pilot.bins);
+    let omega = std::f64::consts::TAU * params.frequency_hz;
+    let mut out = sample::ChunkSums {
+        first_block: first / BLOCK_SAMPLES,
+        blocks: Vec::new(),
+        min: vec![f64::INFINITY; o],
+        max: vec![f64::NEG_INFINITY; o],
+        histogram: vec![0; o * bins],
+        under: vec![0; o],
+        over: vec![0; o],
+        failures: vec![0; o],
+    };
+    let empty = |o: usize, p: usize| sample::BlockSums {
+        n: 0,
+        y: vec![0.0; o],
+        yy: vec![0.0; o * o],
+        s: vec![0.0; p],
+        ys: vec![0.0; o * p],
+        yys: vec![0.0; o * o * p],
+        fs: vec![0.0; o * p],
+        fss: vec![0.0; o * p],
+    };
+    let mut x = vec![0.0; inputs.len()];
+    let (mut y, mut s) = (vec![0.0; o], vec![0.0; p]);
+    let (mut u, mut scratch) = (Vec::new(), crate::chain::Scratch::default());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut block = empty(o, p);
+    for idx in first..first + count {
+        if idx % BLOCK_SAMPLES == 0 || idx == first {
+            if block.n > 0 {
+                out.blocks.push(std::mem::replace(&mut block, empty(o, p)));
+            }
+            rng = rand_chacha::ChaCha8Rng::seed_from_u64(crate::chunk_seed(
+                seed,
+                (idx / BLOCK_SAMPLES) as u32,
+            ));
+        }
+        for (j, d) in inputs.iter().enumerate() {
+            x[j] = match *d {
+                Dist::Gaussian { mean, std } if std > 0.0 => {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    mean + std * z
+                }
+                Dist::Gamma { shape, scale } if scale > 0.0 => {
+                    Gamma::new(shape, scale).unwrap().sample(&mut rng)
+                }
+                d => d.mean(),
+            };
+        }
+        if let Some(j) = (0..2 * n).find(|&j| x[j].is_nan() || x[j] <= 0.0) {
+            return Err(StudyError::Numerics(format!(
+                "sample {idx} drew a non-positive {} ({}); narrow its distribution",
+                if j < n { "mass" } else { "stiffness" },
+                x[j]
+            )));
+        }
+        sample::outputs(n, &params.outputs, omega, &x, &mut y, &mut u, &mut scratch)?;
+        for (k, t) in th.iter().enumerate() {
+            let d = inputs[t.input];
+            let dg = match d {
+                Dist::Gamma { shape, .. } => stats::digamma(shape),
+                Dist::Gaussian { .. } => 0.0,
+            };
+            s[k] = sample::score(&d, t.which, x[t.input], dg);
+        }
+        for a in 0..o {
+            let v = y[a];
+            if !v.is_finite() {
+                return Err(StudyError::Numerics(format!(
+                    "sample {idx} gave a non-finite output"
+                )));
+            }
+            out.min[a] = out.min[a].min(v);
+            out.max[a] = out.max[a].max(v);
+            let pos = (v - pilot.lower[a]) / pilot.width[a];
+            if pos < 0.0 {
+                out.under[a] += 1;
+            } else if pos >= bins as f64 {
+                out.over[a] += 1;
+            } else {
+                out.histogram[a * bins + pos as usize] += 1;
+            }
+            if v > pilot.threshold[a] {
+                out.failures[a] += 1;
+                for k in 0..p {
+                    block.fs[a * p + k] += s[k];
+                    block.fss[a * p + k] += s[k] * s[k];
+                }
+            }
+        }
+        block.n += 1;
+        for a in 0..o {
+            block.y[a] += y[a];
+            for k in 0..p {
+                block.ys[a * p + k] += y[a] * s[k];
+            }
+            for b in 0..o {
+                block.yy[a * o + b] += y[a] * y[b];
+                if b >= a {
+                    for k in 0..p {
+                        block.yys[(a * o + b) * p + k] += y[a] * y[b] * s[k];
+                    }
+                }
+            }
+        }
+        for k in 0..p {
+            block.s[k] += s[k];
+        }
+    }
+    if block.n > 0 {
+        out.blocks.push(block);
+    }
+    Ok(out)
+}
+
+/// Every input random (Gaussian masses and stiffnesses, Gamma dampers and forces), 7 outputs
+/// with repeats, thresholds near the means so that many samples fail.
+fn mixed_params() -> (ModelSpec, Params) {
+    let model = three_floor_model();
+    let mut params = Params::defaults_for(&model);
+    params.damping_n_s_per_m = vec![
+        Dist::Gamma {
+            shape: 30.0,
+            scale: 0.07,
+        },
+        Dist::Gamma {
+            shape: 9.0,
+            scale: 0.1,
+        },
+        Dist::Gamma {
+            shape: 12.0,
+            scale: 0.2,
+        },
+    ];
+    params.force_n = vec![
+        Dist::Gamma {
+            shape: 50.0,
+            scale: 0.02,
+        },
+        Dist::Gaussian {
+            mean: 0.5,
+            std: 0.05,
+        },
+        Dist::Gamma {
+            shape: 4.0,
+            scale: 0.1,
+        },
+    ];
+    params.outputs.push(OutputSel::Shear(2));
+    let pilot = stats::pilot(3, &params).unwrap();
+    params.thresholds = Some(pilot.nominal.clone());
+    (model, params)
+}
+
+fn close(a: &[f64], b: &[f64], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    let scale = b.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-12 * scale,
+            "{what}[{i}]: {x} vs {y} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn the_lane_wise_sums_match_the_direct_per_sample_formula() {
+    let (_, params) = mixed_params();
+    let pilot = stats::pilot(3, &params).unwrap();
+    let flag = AtomicBool::new(false);
+    let ctx = ChunkCtx::new(&flag);
+    // Two blocks, the second ending in a short group of 37 samples.
+    let count = BLOCK_SAMPLES + 3 * lanes::LANES as u64 + 37;
+    let lanes = sample::run(3, &params, &pilot, 9, BLOCK_SAMPLES, count, &ctx).unwrap();
+    let direct = run_per_sample(&params, &pilot, 9, BLOCK_SAMPLES, count).unwrap();
+    // Counts and extremes exactly; failures are common here (thresholds at the nominal:
+    // about one sample in ten).
+    assert_eq!(lanes.first_block, direct.first_block);
+    assert_eq!(lanes.min, direct.min);
+    assert_eq!(lanes.max, direct.max);
+    assert_eq!(lanes.histogram, direct.histogram);
+    assert_eq!((&lanes.under, &lanes.over), (&direct.under, &direct.over));
+    assert_eq!(lanes.failures, direct.failures);
+    assert!(
+        lanes.failures.iter().all(|&f| f > count / 20),
+        "{:?}",
+        lanes.failures
+    );
+    assert_eq!(lanes.blocks.len(), 2);
+    for (l, d) in lanes.blocks.iter().zip(&direct.blocks) {
+        assert_eq!(l.n, d.n);
+        close(&l.y, &d.y, "Σy");
+        close(&l.yy, &d.yy, "Σyy");
+        close(&l.s, &d.s, "Σs");
+        close(&l.ys, &d.ys, "Σys");
+        close(&l.yys, &d.yys, "Σyys");
+        close(&l.fs, &d.fs, "Σfs");
+        close(&l.fss, &d.fss, "Σfss");
+    }
+}
+
+#[test]
+fn the_lane_wise_solve_gives_the_same_bits_as_the_per_sample_solve() {
+    let (_, params) = mixed_params();
+    let inputs = params.inputs();
+    let omega = std::f64::consts::TAU * params.frequency_hz;
+    let o = params.outputs.len();
+    let mut x = vec![0.0; inputs.len() * lanes::LANES];
+    // Inputs spread ±30 % around the means, a different mix in every lane.
+    for (j, d) in inputs.iter().enumerate() {
+        for l in 0..lanes::LANES {
+            let t = ((j * 7 + l * 13) % 29) as f64 / 28.0;
+            x[j * lanes::LANES + l] = d.mean() * (0.7 + 0.6 * t);
+        }
+    }
+    let mut y = vec![0.0; o * lanes::LANES];
+    let mut sc = lanes::SolveScratch::default();
+    let singular = lanes::outputs(3, &params.outputs, omega, &x, &mut y, &mut sc);
+    assert_eq!(singular, None);
+    let (mut u, mut scratch, mut y1) = (Vec::new(), crate::chain::Scratch::default(), vec![0.0; o]);
+    for l in 0..lanes::LANES {
+        let xl: Vec<f64> = (0..inputs.len()).map(|j| x[j * lanes::LANES + l]).collect();
+        sample::outputs(
+            3,
+            &params.outputs,
+            omega,
+            &xl,
+            &mut y1,
+            &mut u,
+            &mut scratch,
+        )
+        .unwrap();
+        for a in 0..o {
+            assert_eq!(
+                y[a * lanes::LANES + l].to_bits(),
+                y1[a].to_bits(),
+                "lane {l} output {a}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_first_bad_sample_is_reported_as_by_the_per_sample_loop() {
+    let (_, mut params) = mixed_params();
+    // Masses that are often drawn ≤ 0 (the plan would refuse this; the loop must still say
+    // which sample first went wrong).
+    params.mass_kg[1] = Dist::Gaussian {
+        mean: 5.0,
+        std: 2.5,
+    };
+    let pilot = stats::pilot(3, &params).unwrap();
+    let flag = AtomicBool::new(false);
+    let ctx = ChunkCtx::new(&flag);
+    let lanes = sample::run(3, &params, &pilot, 3, 0, 4096, &ctx).unwrap_err();
+    let direct = run_per_sample(&params, &pilot, 3, 0, 4096).unwrap_err();
+    assert_eq!(lanes, direct);
+    assert!(lanes.to_string().contains("non-positive mass"), "{lanes}");
+}
