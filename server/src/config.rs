@@ -149,6 +149,7 @@ impl ServerConfig {
                 budget: Default::default(),
                 chunks_in_flight_per_study: 8,
                 max_attempts: 3,
+                fetch: Default::default(),
                 rescue_after_s: 30.0,
             },
             mqtt: None,
