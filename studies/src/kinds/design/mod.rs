@@ -109,8 +109,9 @@ pub struct Params {
     pub thresholds: Option<Vec<f64>>,
     /// Monte Carlo samples, 1 to 10^9.
     pub samples: u64,
-    /// Samples per chunk, rounded up to whole blocks of 16 384; absent: from the default
-    /// budget's `chunk_work_units`.
+    /// Samples per chunk, rounded up to whole blocks of 16 384; absent: `plan` fixes it from
+    /// the engine's `chunk_work_units` and [`work_units_per_sample`] in the resolved params
+    /// (params stored without it: the default budget's `chunk_work_units` / floors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples_per_chunk: Option<u64>,
     /// Histogram bins per output, 2 to 1000, over the pilot's mean ± 6 pilot std.
