@@ -655,11 +655,19 @@ impl Engine {
             .with_scheduler_interval(chores)
             .with_elect_interval(chores.max(Duration::from_secs(1)));
         let client_id = river_client_id(&options.name);
+        let fetch = self.inner.config.fetch;
         let client = on_db!(&self.inner.db, pool => {
             riverqueue::Client::builder(pool.clone())
                 .id(client_id.clone())
                 .workers(workers)
-                .queue("default", QueueConfig::new(options.concurrency as usize))
+                // Fetch pacing (`EngineConfig::fetch`): River's default cooldown of 100 ms
+                // would idle a worker after every chunk shorter than that.
+                .fetch_cooldown(fetch.cooldown())
+                .queue(
+                    "default",
+                    QueueConfig::new(options.concurrency as usize)
+                        .with_fetch_poll_interval(fetch.poll_interval()),
+                )
                 // River's rescuer skips running jobs without a timeout (they "may run
                 // forever"), so without one a killed worker's chunk would never run again.
                 // A chunk must therefore finish within `rescue_after_s`; one that does not
@@ -684,7 +692,7 @@ impl Engine {
                 }
             }
         };
-        tracing::info!(worker = %options.name, river_client = %client_id, concurrency = options.concurrency, rescue_after_s = rescue_after.as_secs_f64(), "Worker running.");
+        tracing::info!(worker = %options.name, river_client = %client_id, concurrency = options.concurrency, rescue_after_s = rescue_after.as_secs_f64(), fetch_cooldown_ms = fetch.cooldown_ms, "Worker running.");
         tokio::select! {
             () = shutdown.cancelled() => {}
             res = run.wait() => {

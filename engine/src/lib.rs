@@ -53,6 +53,91 @@ pub struct EngineConfig {
     /// running after it is stopped and retried.
     #[serde(default = "default_rescue_after_s")]
     pub rescue_after_s: f64,
+    /// How often workers look for chunks to run (River's fetch pacing).
+    #[serde(default)]
+    pub fetch: FetchConfig,
+}
+
+/// How a worker's River client looks for jobs. The defaults suit chunks of about 0.1 s and
+/// longer; River's own (a 100 ms cooldown) would idle a worker for up to 100 ms after every
+/// chunk shorter than that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchConfig {
+    /// Least time between two fetches of one worker, and between two "jobs inserted"
+    /// notifications of one process. A worker whose chunk ends sooner than this after its
+    /// last fetch waits out the rest before fetching again, so a worker runs at most
+    /// `concurrency / cooldown` jobs per second. 1 ms to `poll_interval_ms`.
+    #[serde(default = "default_fetch_cooldown_ms")]
+    pub cooldown_ms: u64,
+    /// A worker that has heard of no new job fetches anyway after this long (River adds up to
+    /// 10 % jitter): the fallback when a notification is lost or suppressed by the cooldown.
+    /// `cooldown_ms` to 60 000 ms.
+    #[serde(default = "default_fetch_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            cooldown_ms: default_fetch_cooldown_ms(),
+            poll_interval_ms: default_fetch_poll_interval_ms(),
+        }
+    }
+}
+
+/// Default of [`FetchConfig::cooldown_ms`].
+pub const fn default_fetch_cooldown_ms() -> u64 {
+    5
+}
+/// Default of [`FetchConfig::poll_interval_ms`].
+pub const fn default_fetch_poll_interval_ms() -> u64 {
+    1000
+}
+/// Largest [`FetchConfig::poll_interval_ms`]: a lost notification must not stall a study for
+/// longer than this.
+pub const MAX_FETCH_POLL_INTERVAL_MS: u64 = 60_000;
+
+impl FetchConfig {
+    /// [`Self::cooldown_ms`].
+    pub fn cooldown(&self) -> Duration {
+        Duration::from_millis(self.cooldown_ms)
+    }
+
+    /// [`Self::poll_interval_ms`].
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// Every problem of these settings, each under `prefix`.
+    pub fn problems(&self, prefix: &str) -> Vec<FieldProblem> {
+        let mut out = Vec::new();
+        if self.cooldown_ms == 0 {
+            out.push(FieldProblem::new(
+                format!("{prefix}cooldown_ms"),
+                "must be at least 1 ms (River's least)",
+            ));
+        }
+        if self.poll_interval_ms < self.cooldown_ms {
+            out.push(FieldProblem::new(
+                format!("{prefix}poll_interval_ms"),
+                format!(
+                    "must be at least cooldown_ms ({} ms), got {} ms",
+                    self.cooldown_ms, self.poll_interval_ms
+                ),
+            ));
+        }
+        if self.poll_interval_ms > MAX_FETCH_POLL_INTERVAL_MS {
+            out.push(FieldProblem::new(
+                format!("{prefix}poll_interval_ms"),
+                format!(
+                    "must be at most {MAX_FETCH_POLL_INTERVAL_MS} ms, got {} ms",
+                    self.poll_interval_ms
+                ),
+            ));
+        }
+        out
+    }
 }
 
 /// Default of [`EngineConfig::chunks_in_flight_per_study`].
@@ -320,6 +405,7 @@ impl EngineConfig {
                 "must be at least 1",
             ));
         }
+        out.extend(self.fetch.problems(&format!("{prefix}fetch.")));
         out
     }
 }
@@ -342,8 +428,12 @@ impl Engine {
         }
         let url = DatabaseUrl::new(config.database_url.clone());
         let db = db::connect(&url).await?;
-        let river = db::on_db!(&db, pool => riverqueue::Client::builder(pool.clone()).build())
-            .map_err(db::river_error)?;
+        // The insert-only client: its cooldown paces the "jobs inserted" notifications that
+        // wake idle workers.
+        let river = db::on_db!(&db, pool => riverqueue::Client::builder(pool.clone())
+            .fetch_cooldown(config.fetch.cooldown())
+            .build())
+        .map_err(db::river_error)?;
         let engine = Engine {
             inner: std::sync::Arc::new(Inner {
                 db,
@@ -381,5 +471,55 @@ impl Engine {
     /// The configuration it was connected with.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_with(fetch: FetchConfig) -> EngineConfig {
+        EngineConfig {
+            database_url: "sqlite:///tmp/x.db".into(),
+            result_dir: PathBuf::from("/tmp/r"),
+            budget: Budget::default(),
+            chunks_in_flight_per_study: 8,
+            max_attempts: 3,
+            rescue_after_s: 30.0,
+            fetch,
+        }
+    }
+
+    fn fields(c: &EngineConfig) -> Vec<String> {
+        c.problems("engine.").into_iter().map(|p| p.field).collect()
+    }
+
+    #[test]
+    fn the_default_fetch_settings_are_valid_and_faster_than_rivers() {
+        let f = FetchConfig::default();
+        assert!(fields(&config_with(f)).is_empty());
+        assert!(f.cooldown() < riverqueue::FETCH_COOLDOWN_DEFAULT);
+        assert!(f.poll_interval() >= f.cooldown());
+    }
+
+    #[test]
+    fn a_zero_cooldown_and_a_too_long_poll_interval_are_both_reported() {
+        let c = config_with(FetchConfig {
+            cooldown_ms: 0,
+            poll_interval_ms: MAX_FETCH_POLL_INTERVAL_MS + 1,
+        });
+        assert_eq!(
+            fields(&c),
+            ["engine.fetch.cooldown_ms", "engine.fetch.poll_interval_ms"]
+        );
+    }
+
+    #[test]
+    fn a_poll_interval_shorter_than_the_cooldown_is_refused_as_river_would() {
+        let c = config_with(FetchConfig {
+            cooldown_ms: 50,
+            poll_interval_ms: 20,
+        });
+        assert_eq!(fields(&c), ["engine.fetch.poll_interval_ms"]);
     }
 }

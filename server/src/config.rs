@@ -149,6 +149,7 @@ impl ServerConfig {
                 budget: Default::default(),
                 chunks_in_flight_per_study: 8,
                 max_attempts: 3,
+                fetch: Default::default(),
                 rescue_after_s: 30.0,
             },
             mqtt: None,
@@ -203,6 +204,13 @@ impl ServerConfig {
                 "must start with postgres://, postgresql:// or sqlite:",
             ));
         }
+        problems.extend(
+            self.engine
+                .fetch
+                .problems("engine.fetch.")
+                .into_iter()
+                .map(|p| ConfigProblem::new(p.field, p.message)),
+        );
         if let Some(mqtt) = &self.mqtt {
             if mqtt.host.is_empty() {
                 problems.push(ConfigProblem::new("mqtt.host", "must not be empty"));
@@ -255,6 +263,8 @@ token_lifetime_s = 1
 [engine]
 database_url = "mysql://x"
 result_dir = "/tmp/r"
+[engine.fetch]
+cooldown_ms = 0
 [mqtt]
 host = ""
 password_file = "/p"
@@ -268,6 +278,7 @@ password_file = "/p"
             [
                 "credentials_file",
                 "engine.database_url",
+                "engine.fetch.cooldown_ms",
                 "http.body_limit_bytes",
                 "http.token_lifetime_s",
                 "mqtt.host",

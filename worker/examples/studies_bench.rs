@@ -7,8 +7,13 @@
 //! studies_bench queue  (--pg URL | --sqlite) [--jobs N] [--studies M] [--slots S]
 //! studies_bench kill   --pg URL [--runs R] [--rescue-after-s S]
 //! studies_bench cancel --pg URL [--runs R]
-//! studies_bench study  --pg URL --kind design|uncertainty --workers W
+//! studies_bench study  --pg URL --kind design|uncertainty --workers W [--samples-per-chunk N]
+//!                      [--frequencies-per-bounds-chunk F]
 //! ```
+//!
+//! Every command takes `--cooldown-ms C` (River's fetch cooldown for the engine and its workers;
+//! default the engine's, `dtop_engine::default_fetch_cooldown_ms`; River's own is 100).
+//! `study` prints each chunk's start and end, per worker, from River's job table.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -42,6 +47,9 @@ struct Args {
     kind: String,
     workers: u32,
     slots: usize,
+    cooldown_ms: u64,
+    samples_per_chunk: Option<u64>,
+    frequencies_per_bounds_chunk: Option<u64>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -59,6 +67,9 @@ fn parse_args() -> Result<Args> {
         kind: "design".into(),
         workers: 1,
         slots: 8,
+        cooldown_ms: dtop_engine::default_fetch_cooldown_ms(),
+        samples_per_chunk: None,
+        frequencies_per_bounds_chunk: None,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -72,6 +83,11 @@ fn parse_args() -> Result<Args> {
             "--kind" => a.kind = value()?,
             "--workers" => a.workers = value()?.parse()?,
             "--slots" => a.slots = value()?.parse()?,
+            "--cooldown-ms" => a.cooldown_ms = value()?.parse()?,
+            "--samples-per-chunk" => a.samples_per_chunk = Some(value()?.parse()?),
+            "--frequencies-per-bounds-chunk" => {
+                a.frequencies_per_bounds_chunk = Some(value()?.parse()?)
+            }
             other => bail!("unknown flag {other}"),
         }
     }
@@ -99,7 +115,11 @@ async fn fresh_database(url: &str) -> Result<String> {
     Ok(with_database(url, &name))
 }
 
-fn engine_config(database_url: String, dir: &Path, rescue_after_s: f64) -> EngineConfig {
+fn engine_config(database_url: String, dir: &Path, rescue_after_s: f64, a: &Args) -> EngineConfig {
+    let fetch = dtop_engine::FetchConfig {
+        cooldown_ms: a.cooldown_ms,
+        poll_interval_ms: dtop_engine::default_fetch_poll_interval_ms().max(a.cooldown_ms),
+    };
     EngineConfig {
         database_url,
         result_dir: dir.join("results"),
@@ -107,6 +127,7 @@ fn engine_config(database_url: String, dir: &Path, rescue_after_s: f64) -> Engin
         chunks_in_flight_per_study: 8,
         max_attempts: 3,
         rescue_after_s,
+        fetch,
     }
 }
 
@@ -123,11 +144,14 @@ fn builtin(name: &str) -> ModelSpec {
         .1
 }
 
-/// A `design` study on `cristallo-design` of `samples`, in chunks of `per_chunk`.
-fn design(samples: u64, per_chunk: u64, seed: u64) -> SubmitRequest {
+/// A `design` study on `cristallo-design` of `samples`, in chunks of `per_chunk` (`None`: as
+/// the engine's budget makes them).
+fn design(samples: u64, per_chunk: Option<u64>, seed: u64) -> SubmitRequest {
     let mut p = dtop_studies::defaults(StudyKind::Design, &builtin("cristallo-design"));
     p["samples"] = serde_json::json!(samples);
-    p["samples_per_chunk"] = serde_json::json!(per_chunk);
+    if let Some(n) = per_chunk {
+        p["samples_per_chunk"] = serde_json::json!(n);
+    }
     SubmitRequest {
         kind: StudyKind::Design,
         model: ModelChoice::Catalogue("cristallo-design".parse().unwrap()),
@@ -137,11 +161,19 @@ fn design(samples: u64, per_chunk: u64, seed: u64) -> SubmitRequest {
     }
 }
 
-/// An `uncertainty` study on `cristallo-msd3`: 10^5 samples × 1000 frequencies.
-fn uncertainty(seed: u64) -> SubmitRequest {
+/// An `uncertainty` study on `cristallo-msd3`: 10^5 samples × 1000 frequencies, in chunks of
+/// `per_chunk` samples and bounds chunks of `per_bounds_chunk` frequencies (`None`: as the
+/// engine's budget makes them).
+fn uncertainty(per_chunk: Option<u64>, per_bounds_chunk: Option<u64>, seed: u64) -> SubmitRequest {
     let mut p = dtop_studies::defaults(StudyKind::Uncertainty, &builtin("cristallo-msd3"));
     p["samples"] = serde_json::json!(100_000);
     p["frequencies"] = serde_json::json!(1000);
+    if let Some(n) = per_chunk {
+        p["samples_per_chunk"] = serde_json::json!(n);
+    }
+    if let Some(f) = per_bounds_chunk {
+        p["frequencies_per_bounds_chunk"] = serde_json::json!(f);
+    }
     SubmitRequest {
         kind: StudyKind::Uncertainty,
         model: ModelChoice::Catalogue("cristallo-msd3".parse().unwrap()),
@@ -164,11 +196,14 @@ impl WorkerProcess {
             &path,
             format!(
                 "[engine]\ndatabase_url = {:?}\nresult_dir = {:?}\nchunks_in_flight_per_study = {}\n\
-                 rescue_after_s = {}\n\n[worker]\nname = {name:?}\nconcurrency = 1\ngrace_s = 5.0\n",
+                 rescue_after_s = {}\n\n[engine.fetch]\ncooldown_ms = {}\npoll_interval_ms = {}\n\n\
+                 [worker]\nname = {name:?}\nconcurrency = 1\ngrace_s = 5.0\n",
                 config.database_url,
                 config.result_dir.display().to_string(),
                 config.chunks_in_flight_per_study,
-                config.rescue_after_s
+                config.rescue_after_s,
+                config.fetch.cooldown_ms,
+                config.fetch.poll_interval_ms,
             ),
         )?;
         let child = Command::new(worker_binary()?)
@@ -266,12 +301,12 @@ async fn queue(a: &Args) -> Result<()> {
         (None, true) => format!("sqlite://{}", dir.path().join("bench.db").display()),
         _ => bail!("give --pg URL or --sqlite"),
     };
-    let config = engine_config(url.clone(), dir.path(), 30.0);
+    let config = engine_config(url.clone(), dir.path(), 30.0, a);
     let engine = Engine::connect(&config).await?;
 
     // 1. River no-op jobs: N inserted first, then one client with `--slots` job slots (default
     //    8, as the engine's in-process worker here) drains them. River fetches at most the free
-    //    slots once per fetch cooldown (100 ms), so slots / 0.1 s is its ceiling.
+    //    slots once per fetch cooldown (`--cooldown-ms`), so slots / cooldown is its ceiling.
     let mut workers = Workers::new();
     workers.add_fn(|_ctx: WorkContext, _job: Job<NoopJob>| async {
         Ok::<_, riverqueue::BoxError>(WorkOutcome::Complete)
@@ -281,7 +316,11 @@ async fn queue(a: &Args) -> Result<()> {
         let pool = riverqueue::sqlx::SqlitePool::connect(&url).await?;
         let client = riverqueue::Client::builder(pool.clone())
             .workers(workers)
-            .queue("default", QueueConfig::new(a.slots))
+            .fetch_cooldown(config.fetch.cooldown())
+            .queue(
+                "default",
+                QueueConfig::new(a.slots).with_fetch_poll_interval(config.fetch.poll_interval()),
+            )
             .build()?;
         for start in (0..a.jobs).step_by(1000) {
             client
@@ -313,7 +352,11 @@ async fn queue(a: &Args) -> Result<()> {
         let pool = PgPool::connect(&url).await?;
         let client = riverqueue::Client::builder(pool.clone())
             .workers(workers)
-            .queue("default", QueueConfig::new(a.slots))
+            .fetch_cooldown(config.fetch.cooldown())
+            .queue(
+                "default",
+                QueueConfig::new(a.slots).with_fetch_poll_interval(config.fetch.poll_interval()),
+            )
             .build()?;
         for start in (0..a.jobs).step_by(1000) {
             client
@@ -463,7 +506,7 @@ async fn kill(a: &Args) -> Result<()> {
     let pg = a.pg.as_deref().context("--pg URL")?;
     let dir = tempfile::tempdir()?;
     let url = fresh_database(pg).await?;
-    let config = engine_config(url.clone(), dir.path(), a.rescue_after_s);
+    let config = engine_config(url.clone(), dir.path(), a.rescue_after_s, a);
     let engine = Engine::connect(&config).await?;
     let pool = PgPool::connect(&url).await?;
     let mut procs = vec![
@@ -475,7 +518,7 @@ async fn kill(a: &Args) -> Result<()> {
     for run in 0..a.runs {
         // Chunks of about half a second: long enough to be mid-run when killed.
         let r = engine
-            .submit(design(40 * 64 * 16_384, 64 * 16_384, u64::from(run)))
+            .submit(design(40 * 64 * 16_384, Some(64 * 16_384), u64::from(run)))
             .await?;
         let running = wait_running(&pool, &r.id, 2).await?;
         let leader: Option<String> =
@@ -556,7 +599,7 @@ async fn cancel(a: &Args) -> Result<()> {
     let pg = a.pg.as_deref().context("--pg URL")?;
     let dir = tempfile::tempdir()?;
     let url = fresh_database(pg).await?;
-    let config = engine_config(url.clone(), dir.path(), 30.0);
+    let config = engine_config(url.clone(), dir.path(), 30.0, a);
     let engine = Engine::connect(&config).await?;
     let pool = PgPool::connect(&url).await?;
     let _procs = [
@@ -566,7 +609,7 @@ async fn cancel(a: &Args) -> Result<()> {
     let mut stop_times = Vec::new();
     for run in 0..a.runs {
         let r = engine
-            .submit(design(40 * 64 * 16_384, 64 * 16_384, u64::from(run)))
+            .submit(design(40 * 64 * 16_384, Some(64 * 16_384), u64::from(run)))
             .await?;
         // Let a few chunks complete (the peer: their run time), then cancel mid-chunk.
         let until = Instant::now() + Duration::from_secs(60);
@@ -618,19 +661,19 @@ async fn study(a: &Args) -> Result<()> {
     let pg = a.pg.as_deref().context("--pg URL")?;
     let dir = tempfile::tempdir()?;
     let url = fresh_database(pg).await?;
-    let config = engine_config(url.clone(), dir.path(), 60.0);
+    let config = engine_config(url.clone(), dir.path(), 60.0, a);
     let engine = Engine::connect(&config).await?;
+    let pool = PgPool::connect(&url).await?;
     let procs: Vec<WorkerProcess> = (0..a.workers)
         .map(|i| WorkerProcess::spawn(&format!("w{i}"), &config, dir.path()))
         .collect::<Result<_>>()?;
     // Workers up and fetching before the clock starts: a one-block study runs first.
-    let warm = engine.submit(design(16_384, 16_384, 1)).await?;
+    let warm = engine.submit(design(16_384, Some(16_384), 1)).await?;
     wait_final(&engine, &warm.id, Duration::from_secs(60)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let request = match a.kind.as_str() {
-        // 10^6 samples in 16 chunks of 4 blocks (65 536 samples).
-        "design" => design(1_000_000, 4 * 16_384, 7),
-        "uncertainty" => uncertainty(7),
+        "design" => design(1_000_000, a.samples_per_chunk, 7),
+        "uncertainty" => uncertainty(a.samples_per_chunk, a.frequencies_per_bounds_chunk, 7),
         other => bail!("unknown kind {other}"),
     };
     let t0 = Instant::now();
@@ -645,9 +688,10 @@ async fn study(a: &Args) -> Result<()> {
     }
     let s = engine.study(&r.id).await?;
     println!(
-        "kind={} workers={} chunks={} submit_to_succeeded_s={t:.3}",
-        a.kind, a.workers, s.chunks_total
+        "kind={} workers={} chunks={} cooldown_ms={} submit_to_succeeded_s={t:.3}",
+        a.kind, a.workers, s.chunks_total, a.cooldown_ms
     );
+    timeline(&pool, &r.id).await?;
     for mut p in procs {
         p.signal(nix::sys::signal::Signal::SIGTERM);
         let until = Instant::now() + Duration::from_secs(10);
@@ -655,6 +699,59 @@ async fn study(a: &Args) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    Ok(())
+}
+
+/// Where the time of a study went, from River's job table: each job's queueing, start and end
+/// (ms after the study's first job was queued, i.e. the submit's commit) and worker; then per
+/// worker its jobs, busy time and the idle gaps between its jobs.
+async fn timeline(pool: &PgPool, id: &StudyId) -> Result<()> {
+    let rows: Vec<(String, Option<i64>, String, f64, f64, f64)> = sqlx::query_as(
+        "WITH j AS (SELECT * FROM river_job WHERE args->>'study' = $1), \
+              t0 AS (SELECT min(created_at) AS t FROM j) \
+         SELECT j.kind, (j.args->>'index')::int8, \
+                regexp_replace(j.attempted_by[array_length(j.attempted_by, 1)], '-[0-9a-f]{8}$', ''), \
+                EXTRACT(EPOCH FROM (j.created_at - t0.t))::float8 * 1e3, \
+                EXTRACT(EPOCH FROM (j.attempted_at - t0.t))::float8 * 1e3, \
+                EXTRACT(EPOCH FROM (j.finalized_at - t0.t))::float8 * 1e3 \
+         FROM j, t0 ORDER BY j.attempted_at",
+    )
+    .bind(&id.0)
+    .fetch_all(pool)
+    .await?;
+    let finished_ms: f64 = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM (s.finished_at::timestamptz - \
+                (SELECT min(created_at) FROM river_job WHERE args->>'study' = $1)))::float8 * 1e3 \
+         FROM dtop_studies s WHERE s.id = $1",
+    )
+    .bind(&id.0)
+    .fetch_one(pool)
+    .await?;
+    for (kind, index, worker, queued, start, end) in &rows {
+        let what = match index {
+            Some(i) => format!("{kind}[{i}]"),
+            None => kind.clone(),
+        };
+        println!(
+            "job={what} worker={worker} queued_ms={queued:.1} start_ms={start:.1} end_ms={end:.1} run_ms={:.1}",
+            end - start
+        );
+    }
+    let mut workers: Vec<&String> = rows.iter().map(|r| &r.2).collect();
+    workers.sort();
+    workers.dedup();
+    for w in workers {
+        let mine: Vec<_> = rows.iter().filter(|r| &r.2 == w).collect();
+        let busy: f64 = mine.iter().map(|r| r.5 - r.4).sum();
+        let gaps: f64 = mine.windows(2).map(|p| p[1].4 - p[0].5).sum();
+        println!(
+            "worker={w} jobs={} first_start_ms={:.1} last_end_ms={:.1} busy_ms={busy:.1} gaps_between_jobs_ms={gaps:.1}",
+            mine.len(),
+            mine.first().map_or(0.0, |r| r.4),
+            mine.last().map_or(0.0, |r| r.5),
+        );
+    }
+    println!("study_succeeded_ms={finished_ms:.1}");
     Ok(())
 }
 

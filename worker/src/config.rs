@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use dtop_daemon::config::ConfigProblem;
-use dtop_engine::EngineConfig;
+use dtop_engine::{EngineConfig, FetchConfig};
 use dtop_studies::Budget;
 use serde::Deserialize;
 
@@ -50,6 +50,9 @@ pub struct EngineSection {
     /// time limit (a chunk still running after it is stopped and retried).
     #[serde(default = "dtop_engine::default_rescue_after_s")]
     pub rescue_after_s: f64,
+    /// How often this worker looks for chunks (`[engine.fetch]`).
+    #[serde(default)]
+    pub fetch: FetchConfig,
 }
 
 /// `[worker]`.
@@ -145,6 +148,7 @@ impl WorkerConfig {
             chunks_in_flight_per_study: e.chunks_in_flight_per_study,
             max_attempts: e.max_attempts,
             rescue_after_s: e.rescue_after_s,
+            fetch: e.fetch,
         }
     }
 
@@ -216,6 +220,7 @@ mod tests {
     #[test]
     fn reports_every_validation_problem_at_once() {
         let text = "[engine]\nresult_dir = \"/tmp/r\"\nmax_attempts = 0\nrescue_after_s = 0.1\n\
+                    [engine.fetch]\ncooldown_ms = 0\n\
                     [worker]\nconcurrency = 0\n[metrics]\nlisten = \"nowhere\"\n";
         let e = dtop_daemon::config::parse(text, WorkerConfig::problems).unwrap_err();
         let paths = e.paths();
@@ -223,6 +228,7 @@ mod tests {
             "engine.database_url",
             "engine.max_attempts",
             "engine.rescue_after_s",
+            "engine.fetch.cooldown_ms",
             "worker.concurrency",
             "metrics.listen",
         ] {

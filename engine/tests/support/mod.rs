@@ -235,6 +235,7 @@ pub fn config(database_url: String, dir: &Path) -> EngineConfig {
         budget: Default::default(),
         chunks_in_flight_per_study: 2,
         max_attempts: 3,
+        fetch: Default::default(),
         rescue_after_s: 3.0,
     }
 }

@@ -151,13 +151,27 @@ impl Chunking for uncertainty::Params {
             budget.chunk_work_units,
         );
         self.samples_per_chunk.get_or_insert(per_chunk);
+        if self.frequencies_per_bounds_chunk.is_none() {
+            // Invalid params keep it open; `check` reports their problems.
+            if let Ok(per) = uncertainty::frequencies_per_bounds_chunk_within(
+                model,
+                self,
+                budget.chunk_work_units,
+            ) {
+                self.frequencies_per_bounds_chunk = Some(per);
+            }
+        }
     }
 }
 
 impl Chunking for design::Params {
     fn fix_chunking(&mut self, model: &ModelSpec, budget: &Budget) {
-        // One work unit per output floor per sample, as `design::samples_per_chunk` counts.
-        let per_chunk = (budget.chunk_work_units / model.floors().max(1) as u64).max(1);
+        // As `design::check` counts a sample's work units.
+        let per_sample = design::work_units_per_sample(self, model.floors()).max(1);
+        let per_chunk = (budget.chunk_work_units / per_sample)
+            .max(1)
+            .div_ceil(design::BLOCK_SAMPLES)
+            .saturating_mul(design::BLOCK_SAMPLES);
         self.samples_per_chunk.get_or_insert(per_chunk);
     }
 }

@@ -111,8 +111,9 @@ pub struct Params {
     pub thresholds: Option<Vec<f64>>,
     /// Monte Carlo samples, 1 to 10^9.
     pub samples: u64,
-    /// Samples per chunk, rounded up to whole blocks of 16 384; absent: from the default
-    /// budget's `chunk_work_units`.
+    /// Samples per chunk, rounded up to whole blocks of 16 384; absent: `plan` fixes it from
+    /// the engine's `chunk_work_units` and [`work_units_per_sample`] in the resolved params
+    /// (params stored without it: the default budget's `chunk_work_units` / floors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples_per_chunk: Option<u64>,
     /// Histogram bins per output, 2 to 1000, over the pilot's mean ± 6 pilot std.
@@ -232,7 +233,19 @@ fn check_dist(field: &str, d: &Dist, positive: bool, problems: &mut Vec<FieldPro
     }
 }
 
-/// Samples per chunk: the params' or the default budget's, in whole blocks.
+/// Work units of one sample: one per floor for the chain solve, and one per term of the
+/// score-moment sums Σ y_a·y_b·s_j (outputs·(outputs+1)/2 × distribution parameters), which
+/// dominate a sample's cost once there are a few outputs. With Cristallo's defaults (6 outputs,
+/// 20 distribution parameters) a sample is 423 units and costs about as much as 50 to 60
+/// `uncertainty` units, the same order.
+pub fn work_units_per_sample(params: &Params, floors: usize) -> u64 {
+    let o = params.outputs.len() as u64;
+    let p = sample::thetas(params).len() as u64;
+    (floors as u64).saturating_add((o * (o + 1) / 2).saturating_mul(p))
+}
+
+/// Samples per chunk: the params' or, for params stored before `plan` fixed it, the default
+/// budget's at one work unit per floor, in whole blocks.
 pub fn samples_per_chunk(params: &Params, floors: usize) -> u64 {
     let raw = params
         .samples_per_chunk
@@ -332,8 +345,9 @@ pub fn check(model: &ModelSpec, params: &Params, budget: &Budget) -> Result<Plan
     if !p.is_empty() {
         return Err(StudyError::Invalid(p));
     }
-    let n = model.floors() as u64;
-    let work_units = params.samples.saturating_mul(n);
+    let work_units = params
+        .samples
+        .saturating_mul(work_units_per_sample(params, model.floors()));
     if work_units > budget.max_work_units {
         return Err(StudyError::TooLarge {
             work_units,

@@ -296,12 +296,14 @@ fn every_bad_field_is_reported_at_once() {
 }
 
 #[test]
-fn the_plan_counts_samples_times_floors_and_refuses_above_the_budget() {
+fn the_plan_counts_the_solve_and_the_score_sums_per_sample_and_refuses_above_the_budget() {
     let model = three_floor_model();
     let mut p = Params::defaults_for(&model);
     p.samples = 1_000_000;
     let plan = check(&model, &p, &Budget::default()).unwrap();
-    assert_eq!(plan.work_units, 3_000_000);
+    // Per sample: 3 floors, and 6 outputs' 21 pairs × the random inputs' 2 parameters each.
+    let random = p.inputs().iter().filter(|d| d.is_random()).count() as u64;
+    assert_eq!(plan.work_units, 1_000_000 * (3 + 21 * 2 * random));
     let small = Budget {
         max_work_units: 1000,
         chunk_work_units: 100,
@@ -310,6 +312,24 @@ fn the_plan_counts_samples_times_floors_and_refuses_above_the_budget() {
         check(&model, &p, &small),
         Err(StudyError::TooLarge { .. })
     ));
+}
+
+#[test]
+fn the_default_budget_gives_a_million_samples_several_chunks_per_worker() {
+    let model = three_floor_model();
+    let submitted = serde_json::json!({ "samples": 1_000_000 });
+    let plan = crate::plan(
+        crate::StudyKind::Design,
+        &model,
+        &submitted,
+        &Budget::default(),
+    )
+    .unwrap();
+    let p: Params = serde_json::from_value(plan.params).unwrap();
+    let per_chunk = p.samples_per_chunk.unwrap();
+    assert_eq!(per_chunk % BLOCK_SAMPLES, 0);
+    assert_eq!(u64::from(plan.chunks), 1_000_000_u64.div_ceil(per_chunk));
+    assert!((8..=64).contains(&plan.chunks), "{} chunks", plan.chunks);
 }
 
 #[test]

@@ -766,6 +766,8 @@ mod tests {
                 .collect(),
             samples_per_chunk: 256,
             mc_chunks: 1,
+            frequencies_per_bounds_chunk: freqs,
+            bounds_chunks: 1,
         }
     }
 
@@ -840,6 +842,8 @@ mod tests {
                 .collect(),
             samples_per_chunk: 320,
             mc_chunks: 4,
+            frequencies_per_bounds_chunk: freqs,
+            bounds_chunks: 1,
         }
     }
 

@@ -67,6 +67,12 @@ pub struct Params {
     /// depends on the workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples_per_chunk: Option<u64>,
+    /// Grid frequencies per bounds chunk: the inner and outer bounds of each frequency are
+    /// independent, so they are split over chunks of this many frequencies, which several
+    /// workers run at once. Absent: `plan` fixes it from the engine's `chunk_work_units` in the
+    /// resolved params; params stored without it (before this field) keep one bounds chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequencies_per_bounds_chunk: Option<usize>,
     /// Most boxes the outer bound may split the parameter box into, per frequency, 1 to 4096.
     pub outer_max_boxes: usize,
     /// The outer bound splits a box while its enclosure radius exceeds this fraction of the
@@ -104,6 +110,7 @@ impl Params {
             damping_intervals_n_s_per_m: None,
             samples: 10_000,
             samples_per_chunk: None,
+            frequencies_per_bounds_chunk: None,
             outer_max_boxes: 256,
             outer_rel_tolerance: 0.05,
             inner_search_sweeps: 3,
@@ -152,6 +159,10 @@ pub struct Setup {
     pub samples_per_chunk: u64,
     /// Number of Monte Carlo chunks.
     pub mc_chunks: u32,
+    /// Grid frequencies per bounds chunk (the last may have fewer).
+    pub frequencies_per_bounds_chunk: usize,
+    /// Number of bounds chunks, at least 1; they come first, the Monte Carlo chunks after.
+    pub bounds_chunks: u32,
 }
 
 impl Setup {
@@ -398,6 +409,12 @@ pub fn setup(model: &ModelSpec, params: &Params) -> Result<Setup, Vec<FieldProbl
             "= 0; must be ≥ 1",
         ));
     }
+    if params.frequencies_per_bounds_chunk == Some(0) {
+        problems.push(FieldProblem::new(
+            "params.frequencies_per_bounds_chunk",
+            "= 0; must be ≥ 1",
+        ));
+    }
     if !(1..=4096).contains(&params.outer_max_boxes) {
         problems.push(FieldProblem::new(
             "params.outer_max_boxes",
@@ -460,6 +477,10 @@ pub fn setup(model: &ModelSpec, params: &Params) -> Result<Setup, Vec<FieldProbl
             "too small for this many samples: more than 2^32 chunks",
         )]
     })?;
+    // One bounds chunk for the whole grid when not given (params stored before the split).
+    let per_bounds_chunk = params.frequencies_per_bounds_chunk.unwrap_or(f).clamp(1, f);
+    // At most `f` ≤ 10^5 chunks (`frequencies` is range-checked above), so this fits.
+    let bounds_chunks = u32::try_from(f.div_ceil(per_bounds_chunk)).unwrap_or(u32::MAX);
     Ok(Setup {
         floors: n,
         lo: [m_lo, k_lo, c_lo].concat(),
@@ -468,7 +489,30 @@ pub fn setup(model: &ModelSpec, params: &Params) -> Result<Setup, Vec<FieldProbl
         frequencies_hz,
         samples_per_chunk: per_chunk,
         mc_chunks,
+        frequencies_per_bounds_chunk: per_bounds_chunk,
+        bounds_chunks,
     })
+}
+
+/// Grid frequencies per bounds chunk making about `chunk_work_units` work units, counted as
+/// [`check`] counts the bounds (solves per frequency × floors): what `plan` fixes when the
+/// submitter gave no `frequencies_per_bounds_chunk`.
+///
+/// # Errors
+/// The parameters' problems (then `check` reports them).
+pub fn frequencies_per_bounds_chunk_within(
+    model: &ModelSpec,
+    params: &Params,
+    chunk_work_units: u64,
+) -> Result<usize, Vec<FieldProblem>> {
+    let setup = setup(model, params)?;
+    let per_frequency = bounds_solves_per_frequency(&setup, params)
+        .saturating_mul(setup.floors as u64)
+        .max(1);
+    let f = setup.frequencies_hz.len();
+    Ok(usize::try_from(chunk_work_units / per_frequency)
+        .unwrap_or(f)
+        .clamp(1, f.max(1)))
 }
 
 /// Solves per frequency spent by the bounds chunk (corners + search + boxes), for the plan.
@@ -486,7 +530,8 @@ fn bounds_solves_per_frequency(setup: &Setup, params: &Params) -> u64 {
     corners + search + boxes
 }
 
-/// Plans the study: chunk 0 for the bounds, then one chunk per `samples_per_chunk` samples.
+/// Plans the study: `bounds_chunks` chunks for the bounds (each `frequencies_per_bounds_chunk`
+/// grid frequencies), then one chunk per `samples_per_chunk` samples.
 /// Work units = (samples + bound evaluations) × frequencies × floors.
 ///
 /// # Errors
@@ -505,13 +550,14 @@ pub fn check(model: &ModelSpec, params: &Params, budget: &Budget) -> Result<Plan
         });
     }
     Ok(Plan {
-        chunks: setup.mc_chunks + 1,
+        chunks: setup.mc_chunks.saturating_add(setup.bounds_chunks),
         work_units,
     })
 }
 
-/// Chunk 0: the inner and outer bounds. Chunk c ≥ 1: Monte Carlo samples
-/// `(c−1)·samples_per_chunk ..`.
+/// Chunk b < `bounds_chunks`: the inner and outer bounds at grid frequencies
+/// `b·frequencies_per_bounds_chunk ..`. Chunk c ≥ `bounds_chunks`: Monte Carlo samples
+/// `(c − bounds_chunks)·samples_per_chunk ..`.
 ///
 /// # Errors
 /// [`StudyError::Cancelled`], [`StudyError::Numerics`], [`StudyError::Invalid`].
@@ -523,23 +569,34 @@ pub fn run_chunk(
     ctx: &ChunkCtx<'_>,
 ) -> Result<serde_json::Value, StudyError> {
     let setup = setup(model, params).map_err(StudyError::Invalid)?;
-    let value = if chunk == 0 {
-        let inner = inner::inner_bounds(&setup, params.inner_search_sweeps, ctx)?;
-        let outer = outer::outer_bounds(
-            &setup,
+    let value = if chunk < setup.bounds_chunks {
+        // Each frequency's bounds depend on that frequency alone, so a slice of the grid
+        // gives exactly the rows the whole grid would.
+        let first = chunk as usize * setup.frequencies_per_bounds_chunk;
+        let last = (first + setup.frequencies_per_bounds_chunk).min(setup.frequencies_hz.len());
+        let part = Setup {
+            frequencies_hz: setup.frequencies_hz[first..last].to_vec(),
+            ..setup.clone()
+        };
+        let inner = inner::inner_bounds(&part, params.inner_search_sweeps, ctx)?;
+        let mut outer = outer::outer_bounds(
+            &part,
             params.outer_max_boxes,
             params.outer_rel_tolerance,
             ctx,
         )?;
+        for fi in &mut outer.unverified_frequencies {
+            *fi += first;
+        }
         serde_json::to_value(BoundsChunk { inner, outer })
-    } else if chunk <= setup.mc_chunks {
-        let first = u64::from(chunk - 1) * setup.samples_per_chunk;
+    } else if chunk - setup.bounds_chunks < setup.mc_chunks {
+        let first = u64::from(chunk - setup.bounds_chunks) * setup.samples_per_chunk;
         let count = setup.samples_per_chunk.min(params.samples - first);
         serde_json::to_value(mc::run(&setup, seed, first, count, ctx)?)
     } else {
         return Err(StudyError::BadChunk(format!(
             "uncertainty has {} chunks, asked for chunk {chunk}",
-            setup.mc_chunks + 1
+            setup.mc_chunks.saturating_add(setup.bounds_chunks)
         )));
     };
     value.map_err(|e| StudyError::Numerics(e.to_string()))
@@ -554,7 +611,8 @@ pub struct BoundsChunk {
     pub outer: outer::OuterBounds,
 }
 
-/// Combines chunk 0's bounds with the Monte Carlo chunks (merged in chunk order) into the
+/// Combines the bounds chunks (joined in grid order) with the Monte Carlo chunks (merged in
+/// chunk order) into the
 /// summary and the arrays `bounds` (per frequency and floor) and `monte_carlo`.
 ///
 /// # Errors
@@ -566,7 +624,8 @@ pub fn reduce(
     chunks: &[serde_json::Value],
 ) -> Result<StudyOutput, StudyError> {
     let setup = setup(model, params).map_err(StudyError::Invalid)?;
-    let expected = setup.mc_chunks as usize + 1;
+    let b = setup.bounds_chunks as usize;
+    let expected = setup.mc_chunks as usize + b;
     if chunks.len() != expected {
         return Err(StudyError::BadChunk(format!(
             "expected {expected} chunks, got {}",
@@ -574,7 +633,15 @@ pub fn reduce(
         )));
     }
     let bad = |e: serde_json::Error| StudyError::BadChunk(e.to_string());
-    let bounds: BoundsChunk = serde_json::from_value(chunks[0].clone()).map_err(bad)?;
+    let mut parts = chunks[..b]
+        .iter()
+        .map(|c| serde_json::from_value::<BoundsChunk>(c.clone()).map_err(bad));
+    let mut bounds = parts
+        .next()
+        .ok_or_else(|| StudyError::BadChunk("no bounds chunk".into()))??;
+    for part in parts {
+        bounds.append(part?);
+    }
     let cells = setup.frequencies_hz.len() * setup.floors;
     if bounds.inner.lower_m.len() != cells || bounds.outer.lower_m.len() != cells {
         return Err(StudyError::BadChunk(
@@ -582,11 +649,25 @@ pub fn reduce(
         ));
     }
     let mut acc = mc::McChunk::empty(cells);
-    for c in &chunks[1..] {
+    for c in &chunks[b..] {
         let part: mc::McChunk = serde_json::from_value(c.clone()).map_err(bad)?;
         acc.merge(&part).map_err(StudyError::BadChunk)?;
     }
     Ok(assemble(&setup, &bounds, &acc))
+}
+
+impl BoundsChunk {
+    /// Appends the bounds of the next grid frequencies (`other`'s indices are the grid's).
+    fn append(&mut self, other: BoundsChunk) {
+        self.inner.lower_m.extend(other.inner.lower_m);
+        self.inner.upper_m.extend(other.inner.upper_m);
+        self.outer.lower_m.extend(other.outer.lower_m);
+        self.outer.upper_m.extend(other.outer.upper_m);
+        self.outer
+            .unverified_frequencies
+            .extend(other.outer.unverified_frequencies);
+        self.outer.boxes += other.outer.boxes;
+    }
 }
 
 /// The inner bound: the optimiser's range widened by the Monte Carlo samples' min and max

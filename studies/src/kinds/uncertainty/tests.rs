@@ -223,6 +223,7 @@ fn one_dof(m: [f64; 2], k: [f64; 2], c: [f64; 2], f_hz: Vec<f64>) -> (ModelSpec,
         damping_intervals_n_s_per_m: Some(vec![c]),
         samples: 500,
         samples_per_chunk: None,
+        frequencies_per_bounds_chunk: None,
         outer_max_boxes: 256,
         outer_rel_tolerance: 0.01,
         inner_search_sweeps: 2,
@@ -463,6 +464,7 @@ fn every_bad_field_is_reported_at_once() {
     p.outer_max_boxes = 0;
     p.outer_rel_tolerance = 0.0;
     p.inner_search_sweeps = 11;
+    p.frequencies_per_bounds_chunk = Some(0);
     let Err(StudyError::Invalid(problems)) = check(&model, &p, &Budget::default()) else {
         panic!("expected Invalid");
     };
@@ -477,6 +479,7 @@ fn every_bad_field_is_reported_at_once() {
         "params.outer_max_boxes",
         "params.outer_rel_tolerance",
         "params.inner_search_sweeps",
+        "params.frequencies_per_bounds_chunk",
     ] {
         assert!(fields.contains(&f), "{f} missing from {fields:?}");
     }
@@ -539,6 +542,8 @@ fn a_submission_giving_only_samples_runs_and_resolves_to_the_defaults_with_that_
             3,
             Budget::default().chunk_work_units,
         )),
+        // 30 frequencies' bounds are well under one chunk's work units: one bounds chunk.
+        frequencies_per_bounds_chunk: Some(30),
         ..Params::defaults_for(&model)
     };
     assert_eq!(resolved, serde_json::to_value(&expected).unwrap());
@@ -590,7 +595,7 @@ fn a_model_without_storey_dampers_needs_them_as_a_parameter_and_is_told_why() {
 }
 
 #[test]
-fn a_smaller_chunk_budget_changes_the_chunk_count_but_not_the_result() {
+fn a_smaller_chunk_budget_splits_the_bounds_and_the_samples_but_not_the_result() {
     let (model, _) = msd3();
     let submitted = serde_json::json!({
         "samples": 1000, "frequencies": 16, "outer_max_boxes": 16, "inner_search_sweeps": 1,
@@ -602,7 +607,8 @@ fn a_smaller_chunk_budget_changes_the_chunk_count_but_not_the_result() {
     let (a, _, chunks_a) = run_json(&model, &submitted, &Budget::default(), 8);
     let (b, _, chunks_b) = run_json(&model, &submitted, &small, 8);
     assert_eq!(chunks_a, 2);
-    assert_eq!(chunks_b, 1 + 1000_u32.div_ceil(64));
+    // One frequency's bounds alone exceed the small budget: one bounds chunk per frequency.
+    assert_eq!(chunks_b, 16 + 1000_u32.div_ceil(64));
     // Min, max and histograms merge exactly, so everything but the mean is bit-identical;
     // the mean is a floating-point sum taken in chunk order.
     for col in &a.arrays[0].columns {
@@ -616,6 +622,44 @@ fn a_smaller_chunk_budget_changes_the_chunk_count_but_not_the_result() {
         }
     }
     assert_eq!(a.summary, b.summary);
+}
+
+#[test]
+fn the_default_budget_splits_the_bounds_of_a_thousand_frequencies_over_several_chunks() {
+    let model = crate::model::builtin_model("cristallo-msd3").unwrap();
+    let submitted = serde_json::json!({ "samples": 100_000, "frequencies": 1000 });
+    let plan = crate::plan(
+        StudyKind::Uncertainty,
+        &model,
+        &submitted,
+        &Budget::default(),
+    )
+    .unwrap();
+    let p: Params = serde_json::from_value(plan.params).unwrap();
+    let per = p.frequencies_per_bounds_chunk.unwrap();
+    let bounds_chunks = 1000_u32.div_ceil(per as u32);
+    let mc_chunks = 100_000_u32.div_ceil(p.samples_per_chunk.unwrap() as u32);
+    assert!(bounds_chunks >= 4, "{bounds_chunks} bounds chunks");
+    assert_eq!(plan.chunks, bounds_chunks + mc_chunks);
+    // Chunk `bounds_chunks − 1` is the last bounds chunk; the next one runs samples.
+    let json = serde_json::to_value(&p).unwrap();
+    let flag = AtomicBool::new(true);
+    let ctx = ChunkCtx::new(&flag);
+    for c in [0, bounds_chunks - 1, bounds_chunks, plan.chunks - 1] {
+        let r = crate::run_chunk(StudyKind::Uncertainty, &model, &json, 1, c, &ctx);
+        assert_eq!(r, Err(StudyError::Cancelled), "chunk {c}");
+    }
+    let past = crate::run_chunk(StudyKind::Uncertainty, &model, &json, 1, plan.chunks, &ctx);
+    assert!(matches!(past, Err(StudyError::BadChunk(_))), "{past:?}");
+}
+
+#[test]
+fn params_stored_without_a_bounds_chunk_size_keep_one_bounds_chunk() {
+    let (model, _) = msd3();
+    let p = msd3_params(0.05, 1024);
+    assert_eq!(p.frequencies_per_bounds_chunk, None);
+    let plan = check(&model, &p, &Budget::default()).unwrap();
+    assert_eq!(plan.chunks, 1 + 1024 / 512);
 }
 
 /// |u_i| of a 2-floor chain by Cramer's rule on the 2×2 dynamic stiffness: a computation
