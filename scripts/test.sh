@@ -31,6 +31,12 @@ command -v curl >/dev/null || need_pkgs+=(curl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
+# Browser tests (issue 13): Debian's Chromium driven over WebDriver by chromedriver.
+[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_pkgs+=(chromium-driver)
+# The web UI's bundle is built by server/build.rs with Node.js and npm (packages from the npm
+# registry, pinned by server/web/package-lock.json).
+command -v npm >/dev/null || need_pkgs+=(nodejs npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_pkgs[*]}"
   SUDO=""
