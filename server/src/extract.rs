@@ -38,6 +38,8 @@ pub struct AppState {
     pub changes: Changes,
     /// Server shutdown: ends SSE streams.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Live rigs (absent without `[mqtt]`).
+    pub live: Option<Arc<crate::live::Live>>,
 }
 
 /// The state as handlers get it.

@@ -15,6 +15,7 @@
 //! - [`http`]: the router and one file per resource (auth, studies, models).
 //! - [`events`]: the one study-change poller and its broadcast.
 //! - [`mqtt`]: the study-state publisher.
+//! - [`live`]: live rigs for browsers: the hub, WebSocket feeds, commands and history.
 //! - [`metrics`]: counters and their Prometheus text.
 //! - [`openapi`]: the OpenAPI document.
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod mqtt;
 pub mod openapi;
@@ -64,7 +66,8 @@ pub enum ServerError {
 }
 
 /// Runs the API on `listener` until `shutdown`: the HTTP server, the change poller, the MQTT
-/// publisher (if configured) and in-process workers (if `workers.count > 0`). Returns once
+/// publisher and the live rig hub (if `[mqtt]` is configured) and in-process workers (if
+/// `workers.count > 0`). Returns once
 /// everything has stopped; running chunks of in-process workers are let finish.
 ///
 /// # Errors
@@ -92,6 +95,16 @@ pub async fn serve(
         changes.clone(),
         shutdown.clone(),
     ));
+    let live = config.mqtt.as_ref().map(|mqtt_config| {
+        let hub = live::LiveHub::spawn(
+            mqtt_config,
+            password.as_ref(),
+            &config.live,
+            &tracker,
+            shutdown.clone(),
+        );
+        Arc::new(live::Live::new(hub, config.live.clone()))
+    });
     if let Some(mqtt_config) = config.mqtt.clone() {
         tracker.spawn(mqtt::run_publisher(
             mqtt_config,
@@ -139,6 +152,7 @@ pub async fn serve(
         metrics,
         changes,
         shutdown: shutdown.clone(),
+        live,
     });
     let app = http::router(state, config.http.body_limit_bytes);
     let addr = listener.local_addr()?;

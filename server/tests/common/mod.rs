@@ -177,6 +177,7 @@ impl Server {
             workers: WorkersConfig {
                 count: options.workers,
             },
+            live: dtop_server::config::LiveConfig::default(),
         };
         let engine = Engine::connect(&engine).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
