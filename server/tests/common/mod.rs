@@ -18,6 +18,8 @@ use dtop_server::ServerConfig;
 use dtop_server::config::{HttpConfig, MqttConfig, WorkersConfig};
 use tokio_util::sync::CancellationToken;
 
+pub mod pipeline;
+
 /// Upper bound on every wait in these tests; generous for a loaded machine.
 pub const WAIT: Duration = Duration::from_secs(60);
 
