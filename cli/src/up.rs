@@ -267,6 +267,10 @@ pub async fn run(plan: UpPlan) -> Result<()> {
         "studies: API on http://{}/api/v1 ({} in-process workers, SQLite {})",
         plan.server.http.listen, plan.server.workers.count, plan.server.engine.database_url
     );
+    println!(
+        "web:     open http://{}/ in a browser and log in with the user below",
+        plan.server.http.listen
+    );
     match &admin.new_password {
         Some(password) => println!(
             "login:   user admin, password {} (first run; also kept in {})",

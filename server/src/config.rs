@@ -1,6 +1,7 @@
 //! Owns the server's TOML config: the HTTP listener and its limits, the credentials file, the
-//! engine's database, the optional MQTT publisher and in-process workers, and `validate()`,
-//! which reports every range problem at once. Reads no file but the MQTT password file.
+//! engine's database, the optional MQTT publisher and in-process workers, the optional TLS
+//! certificate, and `validate()`, which reports every range problem at once (checking only that
+//! the TLS files exist). Reads no file but the MQTT password file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +56,20 @@ pub struct HttpConfig {
     /// Longest wait imposed after repeated failed logins, in seconds.
     #[serde(default = "default_max_login_delay_s")]
     pub max_login_delay_s: u64,
+    /// Serve HTTPS with this certificate and key; absent = plain HTTP (behind a TLS proxy or
+    /// on loopback). Session cookies are marked `Secure` under TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The server's own TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 const fn default_body_limit_bytes() -> usize {
@@ -89,6 +104,7 @@ impl Default for HttpConfig {
             max_concurrent_logins: default_max_concurrent_logins(),
             free_login_failures: default_free_login_failures(),
             max_login_delay_s: default_max_login_delay_s(),
+            tls: None,
         }
     }
 }
@@ -191,6 +207,21 @@ impl ServerConfig {
                 "must be at least 1",
             ));
         }
+        if let Some(tls) = &h.tls {
+            for (field, path) in [
+                ("http.tls.cert_file", &tls.cert_file),
+                ("http.tls.key_file", &tls.key_file),
+            ] {
+                if path.as_os_str().is_empty() {
+                    problems.push(ConfigProblem::new(field, "must not be empty"));
+                } else if !path.is_file() {
+                    problems.push(ConfigProblem::new(
+                        field,
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+            }
+        }
         if self.credentials_file.as_os_str().is_empty() {
             problems.push(ConfigProblem::new("credentials_file", "must not be empty"));
         }
@@ -260,6 +291,9 @@ credentials_file = ""
 [http]
 body_limit_bytes = 10
 token_lifetime_s = 1
+[http.tls]
+cert_file = "/nonexistent/cert.pem"
+key_file = ""
 [engine]
 database_url = "mysql://x"
 result_dir = "/tmp/r"
@@ -280,6 +314,8 @@ password_file = "/p"
                 "engine.database_url",
                 "engine.fetch.cooldown_ms",
                 "http.body_limit_bytes",
+                "http.tls.cert_file",
+                "http.tls.key_file",
                 "http.token_lifetime_s",
                 "mqtt.host",
                 "mqtt.password_file",

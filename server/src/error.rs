@@ -35,6 +35,10 @@ pub enum ApiError {
     /// The identity may not do this.
     #[error("forbidden")]
     Forbidden,
+    /// A state-changing request authenticated by the session cookie lacks the session's CSRF
+    /// token.
+    #[error("CSRF token missing or wrong")]
+    CsrfRefused,
     /// No such thing.
     #[error("not found: {0}")]
     NotFound(String),
@@ -113,7 +117,7 @@ impl ApiError {
         match self {
             Self::Invalid(_) | Self::TooLarge { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::CsrfRefused => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -163,6 +167,11 @@ impl ApiError {
             },
             Self::Unauthenticated(why) => plain("unauthenticated", (*why).to_owned()),
             Self::Forbidden => plain("forbidden", "Your role may not do this.".to_owned()),
+            Self::CsrfRefused => plain(
+                "forbidden",
+                "The request lacks this session's CSRF token (header X-CSRF-Token); reload the page."
+                    .to_owned(),
+            ),
             Self::NotFound(what) => plain("not_found", format!("Not found: {what}.")),
             Self::Conflict(why) => plain("conflict", format!("Conflict: {why}.")),
             Self::PayloadTooLarge => plain(
