@@ -231,14 +231,14 @@ fn studies_server_config(args: &UpArgs) -> dtop_server::ServerConfig {
         password_file: None,
     });
     // The rig pages read history from the InfluxDB 1.x the twin writes to, when it does.
-    config.live.history = args
-        .influx_v1_url
-        .as_ref()
-        .map(|url| dtop_server::config::HistoryConfig {
-            influx_v1_url: url.clone(),
-            database: args.influx_db.clone(),
-            timeout_s: 10.0,
-        });
+    config.live.history =
+        args.influx_v1_url
+            .as_ref()
+            .map(|url| dtop_server::config::HistoryConfig {
+                influx_v1_url: url.clone(),
+                database: args.influx_db.clone(),
+                timeout_s: 10.0,
+            });
     config
 }
 
@@ -276,6 +276,10 @@ pub async fn run(plan: UpPlan) -> Result<()> {
     println!(
         "studies: API on http://{}/api/v1 ({} in-process workers, SQLite {})",
         plan.server.http.listen, plan.server.workers.count, plan.server.engine.database_url
+    );
+    println!(
+        "web:     open http://{}/ in a browser and log in with the user below",
+        plan.server.http.listen
     );
     match &admin.new_password {
         Some(password) => println!(

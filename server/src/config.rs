@@ -1,7 +1,8 @@
 //! Owns the server's TOML config: the HTTP listener and its limits, the credentials file, the
-//! engine's database, the optional MQTT publisher and in-process workers, the live rig views
-//! (`[live]`) and their history store, and `validate()`,
-//! which reports every range problem at once. Reads no file but the MQTT password file.
+//! engine's database, the optional MQTT publisher and in-process workers, the optional TLS
+//! certificate, the live rig views (`[live]`) and their history store, and `validate()`, which
+//! reports every range problem at once (checking only that the TLS files exist). Reads no file
+//! but the MQTT password file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -196,6 +197,20 @@ pub struct HttpConfig {
     /// Longest wait imposed after repeated failed logins, in seconds.
     #[serde(default = "default_max_login_delay_s")]
     pub max_login_delay_s: u64,
+    /// Serve HTTPS with this certificate and key; absent = plain HTTP (behind a TLS proxy or
+    /// on loopback). Session cookies are marked `Secure` under TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The server's own TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 const fn default_body_limit_bytes() -> usize {
@@ -230,6 +245,7 @@ impl Default for HttpConfig {
             max_concurrent_logins: default_max_concurrent_logins(),
             free_login_failures: default_free_login_failures(),
             max_login_delay_s: default_max_login_delay_s(),
+            tls: None,
         }
     }
 }
@@ -333,6 +349,21 @@ impl ServerConfig {
                 "must be at least 1",
             ));
         }
+        if let Some(tls) = &h.tls {
+            for (field, path) in [
+                ("http.tls.cert_file", &tls.cert_file),
+                ("http.tls.key_file", &tls.key_file),
+            ] {
+                if path.as_os_str().is_empty() {
+                    problems.push(ConfigProblem::new(field, "must not be empty"));
+                } else if !path.is_file() {
+                    problems.push(ConfigProblem::new(
+                        field,
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+            }
+        }
         if self.credentials_file.as_os_str().is_empty() {
             problems.push(ConfigProblem::new("credentials_file", "must not be empty"));
         }
@@ -403,6 +434,9 @@ credentials_file = ""
 [http]
 body_limit_bytes = 10
 token_lifetime_s = 1
+[http.tls]
+cert_file = "/nonexistent/cert.pem"
+key_file = ""
 [engine]
 database_url = "mysql://x"
 result_dir = "/tmp/r"
@@ -429,6 +463,8 @@ database = ""
                 "engine.database_url",
                 "engine.fetch.cooldown_ms",
                 "http.body_limit_bytes",
+                "http.tls.cert_file",
+                "http.tls.key_file",
                 "http.token_lifetime_s",
                 "live.history.database",
                 "live.history.influx_v1_url",

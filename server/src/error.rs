@@ -41,6 +41,10 @@ pub enum ApiError {
     /// A part of the server this request needs is not configured (the reason is shown).
     #[error("not configured: {0}")]
     NotConfigured(String),
+    /// A state-changing request authenticated by the session cookie lacks the session's CSRF
+    /// token.
+    #[error("CSRF token missing or wrong")]
+    CsrfRefused,
     /// No such thing.
     #[error("not found: {0}")]
     NotFound(String),
@@ -119,7 +123,9 @@ impl ApiError {
         match self {
             Self::Invalid(_) | Self::TooLarge { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden | Self::ForbiddenBecause(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::ForbiddenBecause(_) | Self::CsrfRefused => {
+                StatusCode::FORBIDDEN
+            }
             Self::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -172,6 +178,11 @@ impl ApiError {
             Self::Forbidden => plain("forbidden", "Your role may not do this.".to_owned()),
             Self::ForbiddenBecause(why) => plain("forbidden", why.clone()),
             Self::NotConfigured(why) => plain("not_configured", why.clone()),
+            Self::CsrfRefused => plain(
+                "forbidden",
+                "The request lacks this session's CSRF token (header X-CSRF-Token); reload the page."
+                    .to_owned(),
+            ),
             Self::NotFound(what) => plain("not_found", format!("Not found: {what}.")),
             Self::Conflict(why) => plain("conflict", format!("Conflict: {why}.")),
             Self::PayloadTooLarge => plain(

@@ -87,6 +87,7 @@ pub fn router(state: Shared, body_limit_bytes: usize) -> Router {
         .route("/ws/rigs/{rig}", get(crate::live::ws::rig_feed))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/healthz", get(healthz))
+        .merge(crate::web::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .layer(middleware::from_fn_with_state(metrics, count))
@@ -97,6 +98,7 @@ pub fn router(state: Shared, body_limit_bytes: usize) -> Router {
         .merge(dtop_daemon::metrics::router(Arc::new(move || {
             metrics_render.render()
         })))
+        .layer(middleware::from_fn(crate::web::security_headers))
 }
 
 async fn count(
@@ -114,8 +116,13 @@ async fn count(
     response
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NotFound("no such endpoint".to_owned())
+/// JSON under `/api/`, an HTML page elsewhere.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        ApiError::NotFound("no such endpoint".to_owned()).into_response()
+    } else {
+        crate::web::not_found().await
+    }
 }
 
 /// The OpenAPI 3.1 document of this API (no authentication).

@@ -127,4 +127,3 @@ pub async fn mqtt_tap(mqtt_port: u16) -> tokio::sync::mpsc::UnboundedReceiver<(S
     });
     rx
 }
-
