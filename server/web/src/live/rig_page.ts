@@ -302,7 +302,8 @@ async function send(rig: string, body: Record<string, unknown>, acksEl: HTMLElem
   const answer = await r.json().catch(() => ({}));
   if (r.status === 202) {
     if (out) out.textContent = "";
-    if (acksEl) {
+    // The rig may answer before this response arrives: then its line is there already.
+    if (acksEl && !acksEl.querySelector(`li[data-command-id="${String(answer.command_id)}"]`)) {
       const li = document.createElement("li");
       li.dataset.pending = answer.command_id;
       li.className = "ack ack-pending";
