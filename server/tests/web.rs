@@ -47,13 +47,27 @@ fn set_cookie(headers: &HeaderMap, name: &str) -> Option<(String, String)> {
         })
 }
 
-/// The `value` of the first `name="..." value="..."` hidden input or meta tag in `html`.
+/// The attribute value that follows `marker` in `html`, as a browser reads it (entities
+/// decoded).
 fn hidden(html: &str, marker: &str) -> String {
     let start = html
         .find(marker)
         .unwrap_or_else(|| panic!("{marker} in {html}"))
         + marker.len();
-    html[start..].split('"').next().unwrap().to_owned()
+    unescape(html[start..].split('"').next().unwrap())
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&#34;", "\"")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+        .replace("&#38;", "&")
 }
 
 /// A logged-in browser: its session cookie and CSRF token.
@@ -219,6 +233,8 @@ async fn every_response_carries_the_security_headers() {
                 assert!(text.contains("404"), "{path}: {text}");
             }
             "/api/v1/nothing" => assert_eq!(status, StatusCode::NOT_FOUND),
+            // Logged in already: the login page sends the browser on.
+            "/login" => assert_eq!(status, StatusCode::SEE_OTHER),
             _ => assert!(status.is_success(), "{path}: {status} {text}"),
         }
     }
@@ -479,7 +495,7 @@ async fn a_study_form_with_bad_values_shows_every_problem_next_to_its_field() {
         let name = after.split('"').next().unwrap().to_owned();
         let value = after
             .split_once("value=\"")
-            .map(|(_, v)| v.split('"').next().unwrap().to_owned())
+            .map(|(_, v)| unescape(v.split('"').next().unwrap()))
             .unwrap_or_default();
         form.push((name, value));
         rest = after;
