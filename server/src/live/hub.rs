@@ -48,13 +48,16 @@ pub struct Watch {
     pub rx: broadcast::Receiver<Out>,
 }
 
+/// Every rig's latest summary and a receiver of the next ones.
+pub type Overview = (Vec<Arc<str>>, broadcast::Receiver<Arc<str>>);
+
 enum Request {
     Watch {
         rig: RigId,
         reply: oneshot::Sender<Option<Watch>>,
     },
     Overview {
-        reply: oneshot::Sender<(Vec<Arc<str>>, broadcast::Receiver<Arc<str>>)>,
+        reply: oneshot::Sender<Overview>,
     },
     Birth {
         rig: RigId,
@@ -132,7 +135,7 @@ impl LiveHub {
     }
 
     /// Every rig's latest summary and a receiver of the next ones.
-    pub async fn overview(&self) -> Option<(Vec<Arc<str>>, broadcast::Receiver<Arc<str>>)> {
+    pub async fn overview(&self) -> Option<Overview> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Request::Overview { reply }).await.ok()?;
         rx.await.ok()
