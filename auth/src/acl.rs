@@ -262,11 +262,23 @@ pub fn default_researcher_rules() -> RoleRules {
     default_dashboard_rules()
 }
 
-/// The API server publishes study state and progress and reads nothing.
+/// The API server publishes study state and progress. It is also the web users' gateway to
+/// the rigs: it reads every rig's birth, death, samples, status and command answers and every
+/// twin's state and status, and publishes rig commands. It applies each web user's *own*
+/// rules (this file) before it forwards a sample to them or a command from them, so these
+/// rights never reach a user who lacks them.
 pub fn default_server_rules() -> RoleRules {
     RoleRules {
-        publish: strings(&[STUDIES_TOPICS]),
-        subscribe: Vec::new(),
+        publish: strings(&[STUDIES_TOPICS, "dtop/v1/rig/+/cmd"]),
+        subscribe: strings(&[
+            "dtop/v1/rig/+/birth",
+            "dtop/v1/rig/+/death",
+            "dtop/v1/rig/+/samples",
+            "dtop/v1/rig/+/status",
+            "dtop/v1/rig/+/cmd/ack",
+            "dtop/v1/twin/+/state",
+            "dtop/v1/twin/+/status",
+        ]),
     }
 }
 
@@ -700,12 +712,34 @@ mod tests {
             assert_eq!(may, matches!(role, Role::Server | Role::Admin), "{role}");
         }
         let server = who(Role::Server, "api", RigScope::All);
-        assert!(!acl.may_publish(&server, "dtop/v1/rig/r1/cmd"));
         assert!(!acl.may_subscribe(&server, "dtop/v1/studies/#"));
         for role in [Role::Operator, Role::Dashboard, Role::Admin] {
             let id = who(role, "u", RigScope::All);
             assert!(acl.may_subscribe(&id, "dtop/v1/studies/+/state"), "{role}");
         }
+    }
+
+    #[test]
+    fn the_server_reads_live_rig_topics_and_sends_commands_but_nothing_else() {
+        let acl = Acl::new(&RolesConfig::default());
+        let server = who(Role::Server, "api", RigScope::All);
+        for filter in [
+            "dtop/v1/rig/+/birth",
+            "dtop/v1/rig/+/death",
+            "dtop/v1/rig/+/samples",
+            "dtop/v1/rig/+/status",
+            "dtop/v1/rig/+/cmd/ack",
+            "dtop/v1/twin/+/state",
+            "dtop/v1/twin/+/status",
+        ] {
+            assert!(acl.may_subscribe(&server, filter), "{filter}");
+        }
+        assert!(acl.may_publish(&server, "dtop/v1/rig/r1/cmd"));
+        assert!(!acl.may_subscribe(&server, "dtop/v1/rig/+/cmd"));
+        assert!(!acl.may_subscribe(&server, "dtop/v1/rig/#"));
+        assert!(!acl.may_publish(&server, "dtop/v1/rig/r1/drive"));
+        assert!(!acl.may_publish(&server, "dtop/v1/rig/r1/controller"));
+        assert!(!acl.may_publish(&server, "dtop/v1/twin/r1/state"));
     }
 
     #[test]

@@ -8,15 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use dtop_proto::command::{
+    self, CommandEnvelope, CommandRequest, LawName, PlacementName, WaveformName,
+};
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::command::Kind;
-use dtop_proto::v1::command_ack::Status;
-use dtop_proto::v1::excitation::Waveform;
 use dtop_proto::v1::set_control::{Law, Placement};
-use dtop_proto::v1::{
-    ActuatorEnable, Command, CommandAck, Excitation, Rebirth, SafetyReset, SafetyStop,
-    SetAcquisition, SetControl, SetDrive,
-};
+use dtop_proto::v1::{Command, CommandAck};
 use dtop_proto::{Message, RigId};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -118,127 +116,86 @@ pub enum WaveformArg {
     Chirp,
 }
 
-/// The command `args` describe, sent at `now_unix_ns`, or every problem with them.
-pub fn build(args: &CmdArgs, now_unix_ns: u64) -> Result<Command, Vec<String>> {
-    let mut problems = Vec::new();
-    if let Err(e) = RigId::new(args.rig.as_str()) {
-        problems.push(format!("--rig {:?}: {e}", args.rig));
-    }
-    if !(args.deadline_s.is_finite() && args.deadline_s >= 0.0) {
-        problems.push(format!("--deadline-s {} must be >= 0", args.deadline_s));
-    }
-    if !(args.timeout_s.is_finite() && args.timeout_s > 0.0) {
-        problems.push(format!("--timeout-s {} must be > 0", args.timeout_s));
-    }
-    if args
-        .id
-        .as_deref()
-        .is_some_and(|id| id.is_empty() || id.len() > 128)
-    {
-        problems.push("--id must be 1..=128 bytes".into());
-    }
-    let finite = |name: &str, v: f64, problems: &mut Vec<String>| {
-        if !v.is_finite() {
-            problems.push(format!("--{name} {v} must be finite"));
-        }
-    };
-    let kind = match &args.kind {
+/// The shared request `args` describe (`dtop_proto::command`, also used by the web server).
+pub fn request(args: &CmdArgs) -> CommandRequest {
+    match &args.kind {
         KindArgs::SetControl {
             law,
             gain_n_s_per_m,
             placement,
-        } => {
-            let law = match law {
-                LawArg::Off => Law::Off,
-                LawArg::Dvf => Law::Dvf,
-                LawArg::Lqg => Law::Lqg,
-            };
-            let gain = match (law, gain_n_s_per_m) {
-                (Law::Dvf, None) => {
-                    problems.push("set-control --law dvf needs --gain-n-s-per-m".into());
-                    0.0
-                }
-                (Law::Dvf, Some(g)) if !(g.is_finite() && *g >= 0.0) => {
-                    problems.push(format!("--gain-n-s-per-m {g} must be finite and >= 0"));
-                    0.0
-                }
-                (_, g) => g.unwrap_or(0.0),
-            };
-            Kind::SetControl(SetControl {
-                law: law as i32,
-                gain_n_s_per_m: gain,
-                placement: match placement {
-                    PlacementArg::Twin => Placement::Twin,
-                    PlacementArg::Edge => Placement::Edge,
-                } as i32,
-            })
-        }
-        KindArgs::ActuatorEnable => Kind::ActuatorEnable(ActuatorEnable { enabled: true }),
-        KindArgs::ActuatorDisable => Kind::ActuatorEnable(ActuatorEnable { enabled: false }),
-        KindArgs::SetDrive { force_n } => {
-            finite("force-n", *force_n, &mut problems);
-            Kind::SetDrive(SetDrive { force_n: *force_n })
-        }
-        KindArgs::SafetyStop => Kind::SafetyStop(SafetyStop {}),
-        KindArgs::SafetyReset => Kind::SafetyReset(SafetyReset {}),
-        KindArgs::Rebirth => Kind::Rebirth(Rebirth {}),
-        KindArgs::SetAcquisition { block_samples } => {
-            if *block_samples == 0 {
-                problems.push("--block-samples must be at least 1".into());
-            }
-            Kind::SetAcquisition(SetAcquisition {
-                block_samples: *block_samples,
-            })
-        }
+        } => CommandRequest::SetControl {
+            law: match law {
+                LawArg::Off => LawName::Off,
+                LawArg::Dvf => LawName::Dvf,
+                LawArg::Lqg => LawName::Lqg,
+            },
+            gain_n_s_per_m: *gain_n_s_per_m,
+            placement: match placement {
+                PlacementArg::Twin => PlacementName::Twin,
+                PlacementArg::Edge => PlacementName::Edge,
+            },
+        },
+        KindArgs::ActuatorEnable => CommandRequest::ActuatorEnable,
+        KindArgs::ActuatorDisable => CommandRequest::ActuatorDisable,
+        KindArgs::SetDrive { force_n } => CommandRequest::SetDrive { force_n: *force_n },
+        KindArgs::SafetyStop => CommandRequest::SafetyStop,
+        KindArgs::SafetyReset => CommandRequest::SafetyReset,
+        KindArgs::Rebirth => CommandRequest::Rebirth,
+        KindArgs::SetAcquisition { block_samples } => CommandRequest::SetAcquisition {
+            block_samples: *block_samples,
+        },
         KindArgs::Excitation {
             waveform,
             amplitude_n,
             frequency_hz,
             frequency_end_hz,
-        } => {
-            for (name, v) in [
-                ("amplitude-n", amplitude_n),
-                ("frequency-hz", frequency_hz),
-                ("frequency-end-hz", frequency_end_hz),
-            ] {
-                if !(v.is_finite() && *v >= 0.0) {
-                    problems.push(format!("--{name} {v} must be finite and >= 0"));
-                }
-            }
-            Kind::Excitation(Excitation {
-                waveform: match waveform {
-                    WaveformArg::Off => Waveform::Off,
-                    WaveformArg::Noise => Waveform::Noise,
-                    WaveformArg::Sine => Waveform::Sine,
-                    WaveformArg::Chirp => Waveform::Chirp,
-                } as i32,
-                amplitude_n: *amplitude_n,
-                frequency_hz: *frequency_hz,
-                frequency_end_hz: *frequency_end_hz,
-            })
-        }
-    };
-    if !problems.is_empty() {
-        return Err(problems);
+        } => CommandRequest::Excitation {
+            waveform: match waveform {
+                WaveformArg::Off => WaveformName::Off,
+                WaveformArg::Noise => WaveformName::Noise,
+                WaveformArg::Sine => WaveformName::Sine,
+                WaveformArg::Chirp => WaveformName::Chirp,
+            },
+            amplitude_n: *amplitude_n,
+            frequency_hz: *frequency_hz,
+            frequency_end_hz: *frequency_end_hz,
+        },
     }
-    let deadline_ns = if args.deadline_s == 0.0 {
-        0
-    } else {
-        now_unix_ns + (args.deadline_s * 1e9) as u64
+}
+
+/// The command `args` describe, sent at `now_unix_ns`, or every problem with them (built by
+/// `dtop_proto::command::build`, the same builder the web server uses).
+pub fn build(args: &CmdArgs, now_unix_ns: u64) -> Result<Command, Vec<String>> {
+    let mut problems = Vec::new();
+    if !(args.timeout_s.is_finite() && args.timeout_s > 0.0) {
+        problems.push(format!("--timeout-s {} must be > 0", args.timeout_s));
+    }
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("dtop-cli-{}-{now_unix_ns}", std::process::id()));
+    let issued_by = args
+        .username
+        .clone()
+        .unwrap_or_else(|| format!("dtop-cli@{}", hostname()));
+    let envelope = CommandEnvelope {
+        rig: &args.rig,
+        id: &id,
+        deadline_s: args.deadline_s,
+        issued_by: &issued_by,
+        now_unix_ns,
     };
-    Ok(Command {
-        id: args
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("dtop-cli-{}-{now_unix_ns}", std::process::id())),
-        deadline_ns,
-        target_rig: args.rig.clone(),
-        issued_by: args
-            .username
-            .clone()
-            .unwrap_or_else(|| format!("dtop-cli@{}", hostname())),
-        kind: Some(kind),
-    })
+    match command::build(&request(args), &envelope) {
+        Ok(c) if problems.is_empty() => Ok(c),
+        Ok(_) => Err(problems),
+        Err(more) => {
+            problems.extend(
+                more.into_iter()
+                    .map(|p| format!("--{} {}", p.field.replace('_', "-"), p.message)),
+            );
+            Err(problems)
+        }
+    }
 }
 
 fn hostname() -> String {
@@ -257,11 +214,10 @@ pub fn unix_now_ns() -> u64 {
 /// An acknowledgement as operators read it: the status by name (`applied`, `refused`,
 /// `expired`, `latched`).
 pub fn ack_json(ack: &CommandAck) -> serde_json::Value {
-    let status = ack.status().as_str_name();
     serde_json::json!({
         "command_id": ack.command_id,
         "rig_id": ack.rig_id,
-        "status": status.strip_prefix("STATUS_").unwrap_or(status).to_ascii_lowercase(),
+        "status": command::ack_status_name(ack),
         "applied_at_sample_index": ack.applied_at_sample_index,
         "reason": ack.reason,
     })
@@ -269,7 +225,7 @@ pub fn ack_json(ack: &CommandAck) -> serde_json::Value {
 
 /// Whether an answer means the command took effect.
 pub fn succeeded(ack: &CommandAck) -> bool {
-    matches!(ack.status(), Status::Applied | Status::Latched)
+    command::ack_succeeded(ack)
 }
 
 /// Publishes `command` and returns the acknowledgements: the first answer to its id, and for

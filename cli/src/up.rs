@@ -213,7 +213,8 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
 
 /// The API server of `dtop up`: the engine on `{data_dir}/studies.db` (SQLite), results in
 /// `{data_dir}/results/`, in-process workers, the first-run credentials file, and study state
-/// published (retained) on the embedded broker, which `dtop up` runs without logins on loopback.
+/// published (retained) on the embedded broker, which `dtop up` runs without logins on loopback,
+/// and the live rig pages over the same broker (history when the twin stores into InfluxDB 1.x).
 fn studies_server_config(args: &UpArgs) -> dtop_server::ServerConfig {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let mut config = dtop_server::ServerConfig::example();
@@ -229,6 +230,15 @@ fn studies_server_config(args: &UpArgs) -> dtop_server::ServerConfig {
         username: None,
         password_file: None,
     });
+    // The rig pages read history from the InfluxDB 1.x the twin writes to, when it does.
+    config.live.history =
+        args.influx_v1_url
+            .as_ref()
+            .map(|url| dtop_server::config::HistoryConfig {
+                influx_v1_url: url.clone(),
+                database: args.influx_db.clone(),
+                timeout_s: 10.0,
+            });
     config
 }
 
@@ -266,6 +276,10 @@ pub async fn run(plan: UpPlan) -> Result<()> {
     println!(
         "studies: API on http://{}/api/v1 ({} in-process workers, SQLite {})",
         plan.server.http.listen, plan.server.workers.count, plan.server.engine.database_url
+    );
+    println!(
+        "web:     open http://{}/ in a browser and log in with the user below",
+        plan.server.http.listen
     );
     match &admin.new_password {
         Some(password) => println!(

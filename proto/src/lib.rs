@@ -8,7 +8,9 @@
 //! - [`topic`]: the only place MQTT topic strings are built or parsed.
 //! - [`limits`]: payload size limits both ends of every MQTT link must agree on.
 //! - [`ids`]: validated identifiers (`RigId`).
+//! - [`command`]: an operator's request as data and the one builder of `Command`s (CLI and web).
 
+pub mod command;
 pub mod ids;
 pub mod limits;
 pub mod topic;

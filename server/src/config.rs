@@ -1,6 +1,8 @@
 //! Owns the server's TOML config: the HTTP listener and its limits, the credentials file, the
-//! engine's database, the optional MQTT publisher and in-process workers, and `validate()`,
-//! which reports every range problem at once. Reads no file but the MQTT password file.
+//! engine's database, the optional MQTT publisher and in-process workers, the optional TLS
+//! certificate, the live rig views (`[live]`) and their history store, and `validate()`, which
+//! reports every range problem at once (checking only that the TLS files exist). Reads no file
+//! but the MQTT password file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +29,146 @@ pub struct ServerConfig {
     /// In-process workers.
     #[serde(default)]
     pub workers: WorkersConfig,
+    /// Live rig views, commands and history (they need `[mqtt]`).
+    #[serde(default)]
+    pub live: LiveConfig,
+}
+
+/// Live rig views: what the server keeps per rig for browsers, the rules it applies to each
+/// user (the broker's), the model behind the DVF gain limit, and where history is read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    /// Seconds of samples kept per rig, sent to a browser when it connects.
+    #[serde(default = "default_window_s")]
+    pub window_s: f64,
+    /// A rig whose newest block arrived longer ago than this is shown as stale, s.
+    #[serde(default = "default_stale_after_s")]
+    pub stale_after_s: f64,
+    /// Frames queued per rig for browsers; a browser further behind loses frames (counted and
+    /// reported to it).
+    #[serde(default = "default_queue_frames")]
+    pub queue_frames: usize,
+    /// Highest DVF gain sent, as a fraction of the rig's critical gain (the twin's own
+    /// `control.max_fraction_of_critical` default is 0.8).
+    #[serde(default = "default_max_fraction_of_critical")]
+    pub max_fraction_of_critical: f64,
+    /// The structural model the critical DVF gain is computed on (the twin's `[model]`);
+    /// the Southampton rig by default.
+    #[serde(default)]
+    pub model: dtop_dynamics::ShearBuildingConfig,
+    /// The role rules, which must equal the broker's `[auth.roles]` (DTOP's built-in rules by
+    /// default): each web user gets only what these allow their identity on MQTT.
+    #[serde(default)]
+    pub roles: dtop_auth::RolesConfig,
+    /// Where past samples are read for the history view; absent = no history.
+    #[serde(default)]
+    pub history: Option<HistoryConfig>,
+}
+
+/// The InfluxDB the twin writes to, read with InfluxQL (`/query`, InfluxDB 1.x API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8086`.
+    pub influx_v1_url: String,
+    /// The database the twin writes (`[storage.influx_v1] database`).
+    pub database: String,
+    /// Seconds to wait for an answer.
+    #[serde(default = "default_history_timeout_s")]
+    pub timeout_s: f64,
+}
+
+const fn default_window_s() -> f64 {
+    10.0
+}
+const fn default_stale_after_s() -> f64 {
+    2.0
+}
+const fn default_queue_frames() -> usize {
+    256
+}
+const fn default_max_fraction_of_critical() -> f64 {
+    0.8
+}
+const fn default_history_timeout_s() -> f64 {
+    10.0
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            window_s: default_window_s(),
+            stale_after_s: default_stale_after_s(),
+            queue_frames: default_queue_frames(),
+            max_fraction_of_critical: default_max_fraction_of_critical(),
+            model: dtop_dynamics::ShearBuildingConfig::default(),
+            roles: dtop_auth::RolesConfig::default(),
+            history: None,
+        }
+    }
+}
+
+impl LiveConfig {
+    fn problems(&self, problems: &mut Vec<ConfigProblem>) {
+        if !(self.window_s.is_finite() && (1.0..=600.0).contains(&self.window_s)) {
+            problems.push(ConfigProblem::new(
+                "live.window_s",
+                "must be between 1 and 600",
+            ));
+        }
+        if !(self.stale_after_s.is_finite() && (0.1..=600.0).contains(&self.stale_after_s)) {
+            problems.push(ConfigProblem::new(
+                "live.stale_after_s",
+                "must be between 0.1 and 600",
+            ));
+        }
+        if !(1..=65_536).contains(&self.queue_frames) {
+            problems.push(ConfigProblem::new(
+                "live.queue_frames",
+                "must be between 1 and 65536",
+            ));
+        }
+        if !(self.max_fraction_of_critical.is_finite()
+            && self.max_fraction_of_critical > 0.0
+            && self.max_fraction_of_critical <= 1.0)
+        {
+            problems.push(ConfigProblem::new(
+                "live.max_fraction_of_critical",
+                "must be in (0, 1]",
+            ));
+        }
+        for p in self.model.problems() {
+            problems.push(ConfigProblem::new("live.model", p));
+        }
+        for (key, message) in self.roles.problems() {
+            problems.push(ConfigProblem::new(
+                key.replacen("auth.roles", "live.roles", 1),
+                message,
+            ));
+        }
+        if let Some(h) = &self.history {
+            if !(h.influx_v1_url.starts_with("http://") || h.influx_v1_url.starts_with("https://"))
+            {
+                problems.push(ConfigProblem::new(
+                    "live.history.influx_v1_url",
+                    "must start with http:// or https://",
+                ));
+            }
+            if h.database.is_empty() {
+                problems.push(ConfigProblem::new(
+                    "live.history.database",
+                    "must not be empty",
+                ));
+            }
+            if !(h.timeout_s.is_finite() && h.timeout_s > 0.0 && h.timeout_s <= 300.0) {
+                problems.push(ConfigProblem::new(
+                    "live.history.timeout_s",
+                    "must be in (0, 300]",
+                ));
+            }
+        }
+    }
 }
 
 /// The HTTP listener and its limits.
@@ -55,6 +197,20 @@ pub struct HttpConfig {
     /// Longest wait imposed after repeated failed logins, in seconds.
     #[serde(default = "default_max_login_delay_s")]
     pub max_login_delay_s: u64,
+    /// Serve HTTPS with this certificate and key; absent = plain HTTP (behind a TLS proxy or
+    /// on loopback). Session cookies are marked `Secure` under TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// The server's own TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 const fn default_body_limit_bytes() -> usize {
@@ -89,6 +245,7 @@ impl Default for HttpConfig {
             max_concurrent_logins: default_max_concurrent_logins(),
             free_login_failures: default_free_login_failures(),
             max_login_delay_s: default_max_login_delay_s(),
+            tls: None,
         }
     }
 }
@@ -154,6 +311,7 @@ impl ServerConfig {
             },
             mqtt: None,
             workers: WorkersConfig::default(),
+            live: LiveConfig::default(),
         }
     }
 
@@ -190,6 +348,21 @@ impl ServerConfig {
                 "http.max_login_delay_s",
                 "must be at least 1",
             ));
+        }
+        if let Some(tls) = &h.tls {
+            for (field, path) in [
+                ("http.tls.cert_file", &tls.cert_file),
+                ("http.tls.key_file", &tls.key_file),
+            ] {
+                if path.as_os_str().is_empty() {
+                    problems.push(ConfigProblem::new(field, "must not be empty"));
+                } else if !path.is_file() {
+                    problems.push(ConfigProblem::new(
+                        field,
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+            }
         }
         if self.credentials_file.as_os_str().is_empty() {
             problems.push(ConfigProblem::new("credentials_file", "must not be empty"));
@@ -228,6 +401,7 @@ impl ServerConfig {
         if self.workers.count > 1024 {
             problems.push(ConfigProblem::new("workers.count", "must be at most 1024"));
         }
+        self.live.problems(&mut problems);
         problems
     }
 }
@@ -260,6 +434,9 @@ credentials_file = ""
 [http]
 body_limit_bytes = 10
 token_lifetime_s = 1
+[http.tls]
+cert_file = "/nonexistent/cert.pem"
+key_file = ""
 [engine]
 database_url = "mysql://x"
 result_dir = "/tmp/r"
@@ -268,6 +445,12 @@ cooldown_ms = 0
 [mqtt]
 host = ""
 password_file = "/p"
+[live]
+window_s = 0
+max_fraction_of_critical = 1.5
+[live.history]
+influx_v1_url = "ftp://x"
+database = ""
 "#;
         let problems =
             dtop_daemon::parse::<ServerConfig, _>(text, ServerConfig::validate).unwrap_err();
@@ -280,7 +463,13 @@ password_file = "/p"
                 "engine.database_url",
                 "engine.fetch.cooldown_ms",
                 "http.body_limit_bytes",
+                "http.tls.cert_file",
+                "http.tls.key_file",
                 "http.token_lifetime_s",
+                "live.history.database",
+                "live.history.influx_v1_url",
+                "live.max_fraction_of_critical",
+                "live.window_s",
                 "mqtt.host",
                 "mqtt.password_file",
             ]

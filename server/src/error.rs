@@ -35,6 +35,16 @@ pub enum ApiError {
     /// The identity may not do this.
     #[error("forbidden")]
     Forbidden,
+    /// The identity may not do this, and the reason may be shown (the rule that refused it).
+    #[error("forbidden: {0}")]
+    ForbiddenBecause(String),
+    /// A part of the server this request needs is not configured (the reason is shown).
+    #[error("not configured: {0}")]
+    NotConfigured(String),
+    /// A state-changing request authenticated by the session cookie lacks the session's CSRF
+    /// token.
+    #[error("CSRF token missing or wrong")]
+    CsrfRefused,
     /// No such thing.
     #[error("not found: {0}")]
     NotFound(String),
@@ -59,7 +69,7 @@ pub enum ApiError {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// `invalid`, `too_large`, `unauthenticated`, `forbidden`, `not_found`, `conflict`,
-    /// `payload_too_large`, `too_many_requests`, `unavailable` or `internal`.
+    /// `payload_too_large`, `too_many_requests`, `unavailable`, `not_configured` or `internal`.
     pub error: &'static str,
     /// A sentence for a person.
     pub message: String,
@@ -113,7 +123,10 @@ impl ApiError {
         match self {
             Self::Invalid(_) | Self::TooLarge { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::ForbiddenBecause(_) | Self::CsrfRefused => {
+                StatusCode::FORBIDDEN
+            }
+            Self::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -163,6 +176,13 @@ impl ApiError {
             },
             Self::Unauthenticated(why) => plain("unauthenticated", (*why).to_owned()),
             Self::Forbidden => plain("forbidden", "Your role may not do this.".to_owned()),
+            Self::ForbiddenBecause(why) => plain("forbidden", why.clone()),
+            Self::NotConfigured(why) => plain("not_configured", why.clone()),
+            Self::CsrfRefused => plain(
+                "forbidden",
+                "The request lacks this session's CSRF token (header X-CSRF-Token); reload the page."
+                    .to_owned(),
+            ),
             Self::NotFound(what) => plain("not_found", format!("Not found: {what}.")),
             Self::Conflict(why) => plain("conflict", format!("Conflict: {why}.")),
             Self::PayloadTooLarge => plain(

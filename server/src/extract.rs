@@ -1,6 +1,8 @@
 //! Owns what handlers take from a request besides the path: the shared state, the
-//! authenticated user ([`AuthUser`]), the client address, and JSON bodies whose every refusal
-//! (too large, malformed, unknown field) speaks the API's error format with where it failed.
+//! authenticated user ([`AuthUser`], by bearer token or by the browser's session cookie with
+//! its CSRF token on state-changing requests), the client address, and JSON bodies whose every
+//! refusal (too large, malformed, unknown field) speaks the API's error format with where it
+//! failed.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::throttle::Throttle;
 use crate::users::Users;
+use crate::web::cookie;
 
 /// Everything handlers share.
 #[derive(Debug)]
@@ -38,6 +41,10 @@ pub struct AppState {
     pub changes: Changes,
     /// Server shutdown: ends SSE streams.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Live rigs (absent without `[mqtt]`).
+    pub live: Option<Arc<crate::live::Live>>,
+    /// Whether the server speaks TLS itself: cookies are then marked `Secure`.
+    pub tls: bool,
 }
 
 /// The state as handlers get it.
@@ -73,12 +80,33 @@ impl FromRequestParts<Shared> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or(ApiError::Unauthenticated(
-            "Log in and send the token as `Authorization: Bearer <token>`.",
-        ))?;
-        let username = state.sessions.user(token).ok_or(ApiError::Unauthenticated(
-            "The token is unknown or expired.",
-        ))?;
+        let username = if let Some(token) = bearer(parts) {
+            state.sessions.user(token).ok_or(ApiError::Unauthenticated(
+                "The token is unknown or expired.",
+            ))?
+        } else if let Some(token) = cookie::read(&parts.headers, cookie::SESSION_COOKIE) {
+            let session = state.sessions.info(token).ok_or(ApiError::Unauthenticated(
+                "The session is unknown or expired; log in again.",
+            ))?;
+            // A cookie rides along with any request the browser makes, so a state-changing one
+            // must also prove it comes from one of our pages. Bearer tokens are never sent
+            // implicitly and need no such proof.
+            if !parts.method.is_safe() {
+                let given = parts
+                    .headers
+                    .get(cookie::CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !cookie::csrf_matches(&session.csrf, given) {
+                    return Err(ApiError::CsrfRefused);
+                }
+            }
+            session.username
+        } else {
+            return Err(ApiError::Unauthenticated(
+                "Log in and send the token as `Authorization: Bearer <token>`.",
+            ));
+        };
         let identity = state
             .users
             .identity(&username)
@@ -95,12 +123,17 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
+        let plain = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let tls = || {
             parts
                 .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+                .get::<ConnectInfo<crate::tls::TlsPeer>>()
+                .map(|c| c.0.0.ip())
+        };
+        Ok(Self(plain.or_else(tls)))
     }
 }
 

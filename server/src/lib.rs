@@ -15,20 +15,26 @@
 //! - [`http`]: the router and one file per resource (auth, studies, models).
 //! - [`events`]: the one study-change poller and its broadcast.
 //! - [`mqtt`]: the study-state publisher.
+//! - [`live`]: live rigs for browsers: the hub, WebSocket feeds, commands and history.
 //! - [`metrics`]: counters and their Prometheus text.
 //! - [`openapi`]: the OpenAPI document.
+//! - [`web`]: the browser pages, their assets, cookie sessions and CSRF.
+//! - [`tls`]: serving HTTPS from the configured certificate and key.
 
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod extract;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod mqtt;
 pub mod openapi;
 pub mod sessions;
 pub mod throttle;
+pub mod tls;
 pub mod users;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,13 +64,17 @@ pub enum ServerError {
     /// The MQTT publisher cannot start.
     #[error(transparent)]
     Mqtt(#[from] mqtt::MqttError),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// Serving HTTP failed.
     #[error("HTTP server failed: {0}")]
     Io(#[from] std::io::Error),
 }
 
 /// Runs the API on `listener` until `shutdown`: the HTTP server, the change poller, the MQTT
-/// publisher (if configured) and in-process workers (if `workers.count > 0`). Returns once
+/// publisher and the live rig hub (if `[mqtt]` is configured) and in-process workers (if
+/// `workers.count > 0`). Returns once
 /// everything has stopped; running chunks of in-process workers are let finish.
 ///
 /// # Errors
@@ -76,6 +86,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let users = Users::load(&config.credentials_file, config.http.max_concurrent_logins)?;
+    let acceptor = config.http.tls.as_ref().map(tls::acceptor).transpose()?;
     let password = config
         .mqtt
         .as_ref()
@@ -92,6 +103,16 @@ pub async fn serve(
         changes.clone(),
         shutdown.clone(),
     ));
+    let live = config.mqtt.as_ref().map(|mqtt_config| {
+        let hub = live::LiveHub::spawn(
+            mqtt_config,
+            password.as_ref(),
+            &config.live,
+            &tracker,
+            shutdown.clone(),
+        );
+        Arc::new(live::Live::new(hub, config.live.clone()))
+    });
     if let Some(mqtt_config) = config.mqtt.clone() {
         tracker.spawn(mqtt::run_publisher(
             mqtt_config,
@@ -139,17 +160,33 @@ pub async fn serve(
         metrics,
         changes,
         shutdown: shutdown.clone(),
+        live,
+        tls: acceptor.is_some(),
     });
     let app = http::router(state, config.http.body_limit_bytes);
     let addr = listener.local_addr()?;
-    info!(%addr, "API server listening.");
     let stop = shutdown.clone();
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop.cancelled().await })
-    .await;
+    let served = match acceptor {
+        None => {
+            info!(%addr, "API and web server listening (HTTP).");
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+        }
+        Some(acceptor) => {
+            info!(%addr, "API and web server listening (HTTPS).");
+            let listener = tls::TlsListener::new(listener, acceptor, shutdown.clone())?;
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<tls::TlsPeer>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+        }
+    };
     // Whatever ended serving, the background tasks stop with it.
     shutdown.cancel();
     tracker.wait().await;

@@ -158,6 +158,10 @@ impl Modify for BearerScheme {
         crate::http::models::versions,
         crate::http::models::version,
         crate::http::models::add,
+        crate::live::command::send,
+        crate::live::command::limits,
+        crate::live::history::json,
+        crate::live::history::csv,
         crate::http::openapi_json,
         crate::http::healthz,
         crate::http::metrics_doc,
@@ -165,7 +169,8 @@ impl Modify for BearerScheme {
     components(schemas(
         ErrorBody, ProblemBody, LoginBody, LoginResponse, WhoAmI, KindInfo, SubmitBody,
         AddModelBody, StudyRecordDoc, StudyResultDoc, ArrayRefDoc, NamedArrayDoc, ColumnDoc,
-        ModelVersionDoc,
+        ModelVersionDoc, crate::live::command::CommandRequestDoc, crate::live::command::Accepted,
+        crate::live::GainLimit, crate::live::history::HistoryAnswer, crate::live::history::Envelope,
     )),
     modifiers(&BearerScheme),
 )]

@@ -1,6 +1,7 @@
 //! Owns login tokens: random 256-bit values handed to the client once, kept here only as their
-//! SHA-256 with the user name and an expiry; logout revokes. Knows nothing about HTTP or
-//! passwords.
+//! SHA-256 with the user name, an expiry and the session's own random CSRF token (which browser
+//! pages echo back on every state-changing request); logout revokes. Knows nothing about HTTP
+//! or passwords.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,6 +26,17 @@ type TokenHash = [u8; 32];
 struct Session {
     username: String,
     expires_at: Instant,
+    /// Random, per session: a page proves it was served to this session's holder by sending it.
+    csrf: String,
+}
+
+/// What a live token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Whose session.
+    pub username: String,
+    /// The session's CSRF token (base64url of 32 random bytes).
+    pub csrf: String,
 }
 
 /// Every live token, by hash.
@@ -32,6 +44,13 @@ struct Session {
 pub struct Sessions {
     lifetime: Duration,
     by_hash: Mutex<HashMap<TokenHash, Session>>,
+}
+
+/// 32 random bytes from the OS, base64url without padding.
+pub fn random_base64url() -> Result<String, RandomError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| RandomError(e.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
 fn hash(token: &str) -> TokenHash {
@@ -57,9 +76,8 @@ impl Sessions {
     /// # Errors
     /// When the OS random source fails.
     pub fn issue(&self, username: &str) -> Result<Secret<String>, RandomError> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| RandomError(e.to_string()))?;
-        let token = URL_SAFE_NO_PAD.encode(bytes);
+        let token = random_base64url()?;
+        let csrf = random_base64url()?;
         let now = Instant::now();
         let mut map = self.lock();
         // Expired sessions are dropped at each login, so the map stays as big as the live ones.
@@ -69,6 +87,7 @@ impl Sessions {
             Session {
                 username: username.to_owned(),
                 expires_at: now + self.lifetime,
+                csrf,
             },
         );
         Ok(Secret::new(token))
@@ -76,6 +95,11 @@ impl Sessions {
 
     /// The user name of a live token.
     pub fn user(&self, token: &str) -> Option<String> {
+        self.info(token).map(|s| s.username)
+    }
+
+    /// The user name and CSRF token of a live token.
+    pub fn info(&self, token: &str) -> Option<SessionInfo> {
         let key = hash(token);
         let mut map = self.lock();
         let session = map.get(&key)?;
@@ -83,7 +107,10 @@ impl Sessions {
             map.remove(&key);
             return None;
         }
-        Some(session.username.clone())
+        Some(SessionInfo {
+            username: session.username.clone(),
+            csrf: session.csrf.clone(),
+        })
     }
 
     /// Revokes a token; whether it was live.
@@ -143,6 +170,15 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(s.user(t.expose()).is_none());
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn each_session_has_its_own_random_csrf_token() {
+        let s = Sessions::new(Duration::from_secs(60));
+        let a = s.info(s.issue("ada").unwrap().expose()).unwrap();
+        let b = s.info(s.issue("ada").unwrap().expose()).unwrap();
+        assert_eq!(a.csrf.len(), 43);
+        assert_ne!(a.csrf, b.csrf);
     }
 
     #[test]

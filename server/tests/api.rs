@@ -474,7 +474,8 @@ async fn every_route_is_served_and_in_the_openapi_document() {
             .replace("{id}", "st_x")
             .replace("{kind}", "modal")
             .replace("{name}", "southampton")
-            .replace("{version}", "latest");
+            .replace("{version}", "latest")
+            .replace("{rig}", "r1");
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let r = server
             .client

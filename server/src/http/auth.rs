@@ -85,29 +85,11 @@ pub async fn login(
     ClientAddr(addr): ClientAddr,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    if let Some(wait) = state.throttle.wait(&body.username, addr) {
-        state
-            .metrics
-            .logins_throttled
-            .fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError::TooManyRequests(wait));
-    }
-    let password = Secret::new(body.password.0);
-    let Some(identity) = state.users.verify(&body.username, password).await else {
-        state.throttle.failed(&body.username, addr);
-        state.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
-        info!(user = %body.username, client = ?addr, "Login failed.");
-        return Err(ApiError::Unauthenticated("Wrong user name or password."));
-    };
-    state.throttle.succeeded(&body.username, addr);
-    let token = state.sessions.issue(&identity.username).map_err(|e| {
-        error!(error = %e, "Cannot make a login token.");
-        ApiError::Internal(e.to_string())
-    })?;
+    let (identity, token) =
+        authenticate(&state, &body.username, Secret::new(body.password.0), addr).await?;
     let expires_at = (OffsetDateTime::now_utc() + state.sessions.lifetime())
         .format(&Rfc3339)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    info!(user = %identity.username, role = %identity.role, "Logged in.");
     Ok(Json(LoginResponse {
         token: token.expose().clone(),
         username: identity.username.clone(),
@@ -115,6 +97,40 @@ pub async fn login(
         rigs: rigs(&identity),
         expires_at,
     }))
+}
+
+/// The one password check behind the API's and the browser's login: throttled per user name
+/// and client address, argon2 off the async threads; a new session token on success.
+///
+/// # Errors
+/// [`ApiError::TooManyRequests`] while throttled, [`ApiError::Unauthenticated`] for a wrong
+/// name or password, [`ApiError::Internal`] when no token can be made.
+pub async fn authenticate(
+    state: &Shared,
+    username: &str,
+    password: Secret<String>,
+    addr: Option<std::net::IpAddr>,
+) -> Result<(Identity, Secret<String>), ApiError> {
+    if let Some(wait) = state.throttle.wait(username, addr) {
+        state
+            .metrics
+            .logins_throttled
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::TooManyRequests(wait));
+    }
+    let Some(identity) = state.users.verify(username, password).await else {
+        state.throttle.failed(username, addr);
+        state.metrics.logins_failed.fetch_add(1, Ordering::Relaxed);
+        info!(user = %username, client = ?addr, "Login failed.");
+        return Err(ApiError::Unauthenticated("Wrong user name or password."));
+    };
+    state.throttle.succeeded(username, addr);
+    let token = state.sessions.issue(&identity.username).map_err(|e| {
+        error!(error = %e, "Cannot make a login token.");
+        ApiError::Internal(e.to_string())
+    })?;
+    info!(user = %identity.username, role = %identity.role, "Logged in.");
+    Ok((identity, token))
 }
 
 /// Revokes the token of this request.
@@ -126,7 +142,9 @@ pub async fn logout(
     user: AuthUser,
     parts: Parts,
 ) -> Result<StatusCode, ApiError> {
-    if let Some(token) = bearer(&parts) {
+    if let Some(token) = bearer(&parts)
+        .or_else(|| crate::web::cookie::read(&parts.headers, crate::web::cookie::SESSION_COOKIE))
+    {
         state.sessions.revoke(token);
     }
     info!(user = %user.0.username, "Logged out.");

@@ -20,7 +20,8 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::extract::Shared;
 
-/// Every route as `(method, path template)`, in the order of the contract.
+/// Every API route as `(method, path template)`, in the order of the contract (the browser's
+/// WebSocket feeds `/ws/rigs` and `/ws/rigs/{rig}` are not API routes and not listed).
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/login"),
     ("POST", "/api/v1/logout"),
@@ -38,6 +39,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/models"),
     ("GET", "/api/v1/models/{name}"),
     ("GET", "/api/v1/models/{name}/{version}"),
+    ("POST", "/api/v1/rigs/{rig}/commands"),
+    ("GET", "/api/v1/rigs/{rig}/limits"),
+    ("GET", "/api/v1/rigs/{rig}/history"),
+    ("GET", "/api/v1/rigs/{rig}/history.csv"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),
@@ -62,8 +67,27 @@ pub fn router(state: Shared, body_limit_bytes: usize) -> Router {
         .route("/api/v1/models", get(models::list).post(models::add))
         .route("/api/v1/models/{name}", get(models::versions))
         .route("/api/v1/models/{name}/{version}", get(models::version))
+        .route(
+            "/api/v1/rigs/{rig}/commands",
+            post(crate::live::command::send),
+        )
+        .route(
+            "/api/v1/rigs/{rig}/limits",
+            get(crate::live::command::limits),
+        )
+        .route(
+            "/api/v1/rigs/{rig}/history",
+            get(crate::live::history::json),
+        )
+        .route(
+            "/api/v1/rigs/{rig}/history.csv",
+            get(crate::live::history::csv),
+        )
+        .route("/ws/rigs", get(crate::live::ws::overview_feed))
+        .route("/ws/rigs/{rig}", get(crate::live::ws::rig_feed))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/healthz", get(healthz))
+        .merge(crate::web::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit_bytes))
         .layer(middleware::from_fn_with_state(metrics, count))
@@ -74,6 +98,7 @@ pub fn router(state: Shared, body_limit_bytes: usize) -> Router {
         .merge(dtop_daemon::metrics::router(Arc::new(move || {
             metrics_render.render()
         })))
+        .layer(middleware::from_fn(crate::web::security_headers))
 }
 
 async fn count(
@@ -91,8 +116,13 @@ async fn count(
     response
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NotFound("no such endpoint".to_owned())
+/// JSON under `/api/`, an HTML page elsewhere.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        ApiError::NotFound("no such endpoint".to_owned()).into_response()
+    } else {
+        crate::web::not_found().await
+    }
 }
 
 /// The OpenAPI 3.1 document of this API (no authentication).

@@ -18,6 +18,8 @@ use dtop_server::ServerConfig;
 use dtop_server::config::{HttpConfig, MqttConfig, WorkersConfig};
 use tokio_util::sync::CancellationToken;
 
+pub mod pipeline;
+
 /// Upper bound on every wait in these tests; generous for a loaded machine.
 pub const WAIT: Duration = Duration::from_secs(60);
 
@@ -90,6 +92,10 @@ pub struct Options {
     pub max_work_units: Option<u64>,
     pub mqtt: Option<SocketAddr>,
     pub postgres_url: Option<String>,
+    /// Serve HTTPS with this certificate and key; the client then trusts `tls_root_pem`.
+    pub tls: Option<dtop_server::config::TlsConfig>,
+    /// The CA the client trusts under `tls`.
+    pub tls_root_pem: Option<String>,
 }
 
 impl Default for Options {
@@ -101,6 +107,8 @@ impl Default for Options {
             max_work_units: None,
             mqtt: None,
             postgres_url: None,
+            tls: None,
+            tls_root_pem: None,
         }
     }
 }
@@ -159,6 +167,7 @@ impl Server {
                 body_limit_bytes: options.body_limit_bytes,
                 token_lifetime_s: options.token_lifetime_s,
                 poll_interval_ms: 50,
+                tls: options.tls.clone(),
                 ..HttpConfig::default()
             },
             credentials_file: credentials_file.clone(),
@@ -177,6 +186,7 @@ impl Server {
             workers: WorkersConfig {
                 count: options.workers,
             },
+            live: dtop_server::config::LiveConfig::default(),
         };
         let engine = Engine::connect(&engine).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -188,12 +198,22 @@ impl Server {
             listener,
             shutdown.clone(),
         ));
+        let mut client = reqwest::Client::builder().timeout(WAIT);
+        if let Some(pem) = &options.tls_root_pem {
+            client =
+                client.tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()]);
+        }
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         Self {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             dir,
             db_path,
             credentials_file,
-            client: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
+            client: client.build().unwrap(),
             shutdown,
             task: Some(task),
         }

@@ -1,0 +1,380 @@
+//! Owns how an operator's request becomes a `Command`: the request as data ([`CommandRequest`],
+//! what `dtop cmd` parses from flags and the web server from JSON), its validation (every
+//! problem at once) and the one builder both use, so the CLI and the browser send the same
+//! bytes. Knows nothing about MQTT or who may send what.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::RigId;
+use crate::v1::command::Kind;
+use crate::v1::command_ack::Status;
+use crate::v1::excitation::Waveform;
+use crate::v1::set_control::{Law, Placement};
+use crate::v1::{
+    ActuatorEnable, Command, CommandAck, Excitation, Rebirth, SafetyReset, SafetyStop,
+    SetAcquisition, SetControl, SetDrive,
+};
+
+/// What an operator asks a rig to do, before it has an id, a deadline and a sender.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CommandRequest {
+    /// Switch active control on or off, with its law, gain and where it runs (the twin answers).
+    SetControl {
+        /// The law.
+        law: LawName,
+        /// DVF feedback gain g = Bl·h, N·s/m (required for `dvf`).
+        #[serde(default)]
+        gain_n_s_per_m: Option<f64>,
+        /// Where the law runs (default: the twin).
+        #[serde(default)]
+        placement: PlacementName,
+    },
+    /// Arm the actuator after a disable.
+    ActuatorEnable,
+    /// Disable the actuator (0 N, off) until enabled again.
+    ActuatorDisable,
+    /// Hold an open-loop drive force.
+    SetDrive {
+        /// The force, N.
+        force_n: f64,
+    },
+    /// Latch the actuator off until a safety reset (top priority at the edge).
+    SafetyStop,
+    /// Release a latched safety stop.
+    SafetyReset,
+    /// Ask the edge to publish its birth again.
+    Rebirth,
+    /// Samples per block from the next block on.
+    SetAcquisition {
+        /// Samples per block, at least 1.
+        block_samples: u32,
+    },
+    /// Start or stop the rig's shaker.
+    Excitation {
+        /// The waveform (`off` stops it).
+        waveform: WaveformName,
+        /// RMS force for noise, amplitude for sine and chirp, N.
+        #[serde(default)]
+        amplitude_n: f64,
+        /// Sine frequency or chirp start, Hz.
+        #[serde(default)]
+        frequency_hz: f64,
+        /// Chirp end or noise band edge, Hz.
+        #[serde(default)]
+        frequency_end_hz: f64,
+    },
+}
+
+/// A control law by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LawName {
+    /// No control.
+    Off,
+    /// Direct velocity feedback.
+    Dvf,
+    /// LQG.
+    Lqg,
+}
+
+/// Where a control law runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementName {
+    /// The twin computes drives from its estimate.
+    #[default]
+    Twin,
+    /// The edge runs a controller the twin designs, at the sample rate.
+    Edge,
+}
+
+/// An excitation waveform by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaveformName {
+    /// Shaker off.
+    Off,
+    /// Band-limited noise.
+    Noise,
+    /// Sine.
+    Sine,
+    /// Chirp.
+    Chirp,
+}
+
+/// One thing wrong with a command request: which field (as the request names it) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandProblem {
+    /// The field, e.g. `gain_n_s_per_m` or `rig`.
+    pub field: &'static str,
+    /// A sentence for the operator.
+    pub message: String,
+}
+
+impl CommandProblem {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything that makes a request a `Command` besides its kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandEnvelope<'a> {
+    /// The rig it is for.
+    pub rig: &'a str,
+    /// Unique id; the rig applies each id at most once.
+    pub id: &'a str,
+    /// Expires unless applied within this many seconds (0 = never).
+    pub deadline_s: f64,
+    /// Who sends it (the user name), for the audit log.
+    pub issued_by: &'a str,
+    /// Wall clock now, ns since the Unix epoch.
+    pub now_unix_ns: u64,
+}
+
+impl CommandRequest {
+    /// Whether this request can make the structure move (the web page asks to confirm these).
+    pub fn moves_the_structure(&self) -> bool {
+        match self {
+            Self::SetControl { law, .. } => *law != LawName::Off,
+            Self::ActuatorEnable | Self::SafetyReset => true,
+            Self::SetDrive { force_n } => *force_n != 0.0,
+            Self::Excitation { waveform, .. } => *waveform != WaveformName::Off,
+            Self::ActuatorDisable
+            | Self::SafetyStop
+            | Self::Rebirth
+            | Self::SetAcquisition { .. } => false,
+        }
+    }
+
+    /// The DVF gain asked for, N·s/m, if this switches DVF on.
+    pub fn dvf_gain_n_s_per_m(&self) -> Option<f64> {
+        match self {
+            Self::SetControl {
+                law: LawName::Dvf,
+                gain_n_s_per_m,
+                ..
+            } => *gain_n_s_per_m,
+            _ => None,
+        }
+    }
+}
+
+/// The `Command` `request` and `envelope` describe, or every problem with them.
+///
+/// # Errors
+/// Every problem at once, each naming its field.
+pub fn build(
+    request: &CommandRequest,
+    envelope: &CommandEnvelope<'_>,
+) -> Result<Command, Vec<CommandProblem>> {
+    let mut problems = Vec::new();
+    if let Err(e) = RigId::new(envelope.rig) {
+        problems.push(CommandProblem::new(
+            "rig",
+            format!("{:?}: {e}", envelope.rig),
+        ));
+    }
+    if !(envelope.deadline_s.is_finite() && envelope.deadline_s >= 0.0) {
+        problems.push(CommandProblem::new(
+            "deadline_s",
+            format!("{} must be >= 0", envelope.deadline_s),
+        ));
+    }
+    if envelope.id.is_empty() || envelope.id.len() > 128 {
+        problems.push(CommandProblem::new("id", "must be 1..=128 bytes"));
+    }
+    let kind = match request {
+        CommandRequest::SetControl {
+            law,
+            gain_n_s_per_m,
+            placement,
+        } => {
+            let law = match law {
+                LawName::Off => Law::Off,
+                LawName::Dvf => Law::Dvf,
+                LawName::Lqg => Law::Lqg,
+            };
+            let gain = match (law, gain_n_s_per_m) {
+                (Law::Dvf, None) => {
+                    problems.push(CommandProblem::new(
+                        "gain_n_s_per_m",
+                        "set_control with law dvf needs a gain",
+                    ));
+                    0.0
+                }
+                (Law::Dvf, Some(g)) if !(g.is_finite() && *g >= 0.0) => {
+                    problems.push(CommandProblem::new(
+                        "gain_n_s_per_m",
+                        format!("{g} must be finite and >= 0"),
+                    ));
+                    0.0
+                }
+                (_, g) => g.unwrap_or(0.0),
+            };
+            Kind::SetControl(SetControl {
+                law: law as i32,
+                gain_n_s_per_m: gain,
+                placement: match placement {
+                    PlacementName::Twin => Placement::Twin,
+                    PlacementName::Edge => Placement::Edge,
+                } as i32,
+            })
+        }
+        CommandRequest::ActuatorEnable => Kind::ActuatorEnable(ActuatorEnable { enabled: true }),
+        CommandRequest::ActuatorDisable => Kind::ActuatorEnable(ActuatorEnable { enabled: false }),
+        CommandRequest::SetDrive { force_n } => {
+            if !force_n.is_finite() {
+                problems.push(CommandProblem::new(
+                    "force_n",
+                    format!("{force_n} must be finite"),
+                ));
+            }
+            Kind::SetDrive(SetDrive { force_n: *force_n })
+        }
+        CommandRequest::SafetyStop => Kind::SafetyStop(SafetyStop {}),
+        CommandRequest::SafetyReset => Kind::SafetyReset(SafetyReset {}),
+        CommandRequest::Rebirth => Kind::Rebirth(Rebirth {}),
+        CommandRequest::SetAcquisition { block_samples } => {
+            if *block_samples == 0 {
+                problems.push(CommandProblem::new("block_samples", "must be at least 1"));
+            }
+            Kind::SetAcquisition(SetAcquisition {
+                block_samples: *block_samples,
+            })
+        }
+        CommandRequest::Excitation {
+            waveform,
+            amplitude_n,
+            frequency_hz,
+            frequency_end_hz,
+        } => {
+            for (name, v) in [
+                ("amplitude_n", amplitude_n),
+                ("frequency_hz", frequency_hz),
+                ("frequency_end_hz", frequency_end_hz),
+            ] {
+                if !(v.is_finite() && *v >= 0.0) {
+                    problems.push(CommandProblem::new(
+                        name,
+                        format!("{v} must be finite and >= 0"),
+                    ));
+                }
+            }
+            Kind::Excitation(Excitation {
+                waveform: match waveform {
+                    WaveformName::Off => Waveform::Off,
+                    WaveformName::Noise => Waveform::Noise,
+                    WaveformName::Sine => Waveform::Sine,
+                    WaveformName::Chirp => Waveform::Chirp,
+                } as i32,
+                amplitude_n: *amplitude_n,
+                frequency_hz: *frequency_hz,
+                frequency_end_hz: *frequency_end_hz,
+            })
+        }
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let deadline_ns = if envelope.deadline_s == 0.0 {
+        0
+    } else {
+        envelope.now_unix_ns + (envelope.deadline_s * 1e9) as u64
+    };
+    Ok(Command {
+        id: envelope.id.to_owned(),
+        deadline_ns,
+        target_rig: envelope.rig.to_owned(),
+        issued_by: envelope.issued_by.to_owned(),
+        kind: Some(kind),
+    })
+}
+
+/// An acknowledgement's status as operators read it: `applied`, `refused`, `expired`,
+/// `latched` (or `unspecified`).
+pub fn ack_status_name(ack: &CommandAck) -> String {
+    let status = ack.status().as_str_name();
+    status
+        .strip_prefix("STATUS_")
+        .unwrap_or(status)
+        .to_ascii_lowercase()
+}
+
+/// Whether an answer means the command took effect.
+pub fn ack_succeeded(ack: &CommandAck) -> bool {
+    matches!(ack.status(), Status::Applied | Status::Latched)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> CommandEnvelope<'static> {
+        CommandEnvelope {
+            rig: "lab-1",
+            id: "c1",
+            deadline_s: 2.0,
+            issued_by: "alice",
+            now_unix_ns: 1_000,
+        }
+    }
+
+    #[test]
+    fn builds_an_edge_hosted_dvf_command_from_json() {
+        let request: CommandRequest = serde_json::from_str(
+            r#"{"kind":"set_control","law":"dvf","gain_n_s_per_m":8,"placement":"edge"}"#,
+        )
+        .unwrap();
+        let c = build(&request, &envelope()).unwrap();
+        assert_eq!((c.id.as_str(), c.deadline_ns), ("c1", 2_000_001_000));
+        assert_eq!(c.issued_by, "alice");
+        let Some(Kind::SetControl(s)) = c.kind else {
+            panic!()
+        };
+        assert_eq!(
+            (s.law(), s.gain_n_s_per_m, s.placement()),
+            (Law::Dvf, 8.0, Placement::Edge)
+        );
+        assert!(request.moves_the_structure());
+        assert_eq!(request.dvf_gain_n_s_per_m(), Some(8.0));
+    }
+
+    #[test]
+    fn reports_every_problem_at_once_with_its_field() {
+        let request = CommandRequest::SetControl {
+            law: LawName::Dvf,
+            gain_n_s_per_m: None,
+            placement: PlacementName::Twin,
+        };
+        let bad = CommandEnvelope {
+            rig: "bad rig!",
+            deadline_s: -1.0,
+            ..envelope()
+        };
+        let fields: Vec<_> = build(&request, &bad)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(fields, ["rig", "deadline_s", "gain_n_s_per_m"]);
+    }
+
+    #[test]
+    fn refuses_unknown_kinds_and_unknown_fields_of_kinds_with_fields() {
+        assert!(serde_json::from_str::<CommandRequest>(r#"{"kind":"launch"}"#).is_err());
+        assert!(
+            serde_json::from_str::<CommandRequest>(r#"{"kind":"set_drive","force_n":1,"x":1}"#)
+                .is_err()
+        );
+        // serde does not apply deny_unknown_fields to the unit variants of an internally
+        // tagged enum: `{"kind":"safety_stop","x":1}` is accepted (a known gap).
+        let stop: CommandRequest = serde_json::from_str(r#"{"kind":"safety_stop"}"#).unwrap();
+        assert!(!stop.moves_the_structure());
+    }
+}

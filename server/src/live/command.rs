@@ -1,0 +1,253 @@
+//! Owns `POST /api/v1/rigs/{rig}/commands`: a user's request becomes the same `Command` the
+//! CLI sends (`dtop_proto::command::build`), issued by the user, published on the rig's cmd
+//! topic only if the user's own rules allow that topic, and a DVF gain above the limit is
+//! refused before anything is sent. The answer is 202 with the command id; the rig's
+//! acknowledgement reaches the browser on the rig's WebSocket.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use dtop_dynamics::control::Compensator;
+use dtop_dynamics::{ActuatorElectrics, ControlStudy, InertialActuator, ShearBuildingConfig};
+use dtop_proto::RigId;
+use dtop_proto::command::{self, CommandEnvelope, CommandRequest};
+use dtop_studies::FieldProblem;
+use serde::Serialize;
+use tracing::info;
+use utoipa::ToSchema;
+
+use super::{GainLimit, Live, rights};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, AuthUser, Shared};
+
+/// A command waits this long to be applied before the rig refuses it as expired.
+pub const DEADLINE_S: f64 = 10.0;
+
+/// The answer to an accepted command.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// The command's id; its acknowledgement on the WebSocket carries it.
+    pub command_id: String,
+    /// The rig.
+    pub rig: String,
+    /// Who issued it.
+    pub issued_by: String,
+}
+
+/// The DVF gain limit of an actuator on `floor` of `model` (pure; slow: an eigenvalue search).
+///
+/// # Errors
+/// Why no limit exists.
+pub fn gain_limit(
+    model: &ShearBuildingConfig,
+    floor: u32,
+    max_fraction_of_critical: f64,
+) -> Result<GainLimit, String> {
+    if floor == 0 {
+        return Err("the rig has no actuator (its birth says actuator floor 0)".into());
+    }
+    let host = floor as usize;
+    let study = ControlStudy {
+        building: ShearBuildingConfig {
+            actuator: Some(InertialActuator {
+                floor: host,
+                ..model.actuator.unwrap_or_default()
+            }),
+            ..model.clone()
+        },
+        electrics: ActuatorElectrics::default(),
+        ..ControlStudy::southampton(host)
+    };
+    match study.dvf_critical_gain(&Compensator::unity()) {
+        Ok(Some(c)) => Ok(GainLimit {
+            floor,
+            critical_gain_n_s_per_m: c.feedback_gain_n_s_per_m,
+            max_gain_n_s_per_m: max_fraction_of_critical * c.feedback_gain_n_s_per_m,
+        }),
+        Ok(None) => Err("the model gives no critical DVF gain to limit the gain by".into()),
+        Err(e) => Err(format!("the critical DVF gain cannot be computed: {e}")),
+    }
+}
+
+/// The live routes' state, or 503 saying what is missing.
+pub fn live(state: &Shared) -> Result<&Arc<Live>, ApiError> {
+    state.live.as_ref().ok_or_else(|| {
+        ApiError::NotConfigured(
+            "Live rigs are not configured on this server: give it an [mqtt] section.".into(),
+        )
+    })
+}
+
+/// A rig id from the path, or 404.
+pub fn rig_id(rig: &str) -> Result<RigId, ApiError> {
+    RigId::new(rig).map_err(|e| ApiError::NotFound(format!("rig {rig:?} ({e})")))
+}
+
+fn new_command_id() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("web-{hex}"))
+}
+
+/// `dtop_proto::command::CommandRequest`: what to ask a rig, tagged by `kind`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CommandRequest)]
+pub struct CommandRequestDoc {
+    /// `set_control`, `actuator_enable`, `actuator_disable`, `set_drive`, `safety_stop`,
+    /// `safety_reset`, `rebirth`, `set_acquisition` or `excitation`.
+    pub kind: String,
+    /// set_control: `off`, `dvf` or `lqg`.
+    pub law: Option<String>,
+    /// set_control with dvf: feedback gain, N·s/m (at most the rig's limit).
+    pub gain_n_s_per_m: Option<f64>,
+    /// set_control: `twin` (default) or `edge`.
+    pub placement: Option<String>,
+    /// set_drive: force, N.
+    pub force_n: Option<f64>,
+    /// set_acquisition: samples per block.
+    pub block_samples: Option<u32>,
+    /// excitation: `off`, `noise`, `sine` or `chirp`.
+    pub waveform: Option<String>,
+    /// excitation: N.
+    pub amplitude_n: Option<f64>,
+    /// excitation: Hz.
+    pub frequency_hz: Option<f64>,
+    /// excitation: Hz.
+    pub frequency_end_hz: Option<f64>,
+}
+
+/// Sends a command to a rig as the logged-in user; the acknowledgement arrives on
+/// `/ws/rigs/{rig}`.
+#[utoipa::path(post, path = "/api/v1/rigs/{rig}/commands", tag = "rigs",
+    params(("rig" = String, Path, description = "Rig id")),
+    request_body = CommandRequestDoc,
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn send(
+    State(state): State<Shared>,
+    user: AuthUser,
+    Path(rig): Path<String>,
+    ApiJson(request): ApiJson<CommandRequest>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let live = live(&state)?;
+    let rig = rig_id(&rig)?;
+    let who = &user.0;
+    if !rights(&live.acl, who, &rig).command {
+        return Err(ApiError::ForbiddenBecause(format!(
+            "{} (role {}) may not command rig {rig}: the role's rules do not allow publishing \
+             on its cmd topic.",
+            who.username, who.role
+        )));
+    }
+    if let Some(gain) = request.dvf_gain_n_s_per_m() {
+        let birth = live.hub.birth(rig.clone()).await.ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "rig {rig} has not announced itself (no birth), so its DVF gain limit is unknown"
+            ))
+        })?;
+        let floor = birth.actuator.as_ref().map_or(0, |a| a.floor);
+        let limit = live
+            .gain_limit(floor)
+            .await
+            .map_err(|why| ApiError::invalid("gain_n_s_per_m", why))?;
+        if gain > limit.max_gain_n_s_per_m {
+            return Err(ApiError::Invalid(vec![FieldProblem::new(
+                "gain_n_s_per_m",
+                format!(
+                    "{gain:.3} N·s/m exceeds the limit of {:.3} N·s/m ({} of the critical gain \
+                     {:.3} N·s/m of floor {})",
+                    limit.max_gain_n_s_per_m,
+                    live.config.max_fraction_of_critical,
+                    limit.critical_gain_n_s_per_m,
+                    limit.floor
+                ),
+            )]));
+        }
+    }
+    let id = new_command_id()?;
+    let envelope = CommandEnvelope {
+        rig: rig.as_str(),
+        id: &id,
+        deadline_s: DEADLINE_S,
+        issued_by: &who.username,
+        now_unix_ns: super::hub::now_unix_ns(),
+    };
+    let built = command::build(&request, &envelope).map_err(|problems| {
+        ApiError::Invalid(
+            problems
+                .into_iter()
+                .map(|p| FieldProblem::new(p.field, p.message))
+                .collect(),
+        )
+    })?;
+    live.hub
+        .publish(&rig, &built)
+        .map_err(|e| ApiError::NotConfigured(format!("The command was not sent: {e}.")))?;
+    info!(user = %who.username, rig = %rig, command_id = %id, kind = ?request, "Command sent.");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            command_id: id,
+            rig: rig.to_string(),
+            issued_by: who.username.clone(),
+        }),
+    ))
+}
+
+/// The DVF gain limit of a rig's actuator, for the command panel.
+#[utoipa::path(get, path = "/api/v1/rigs/{rig}/limits", tag = "rigs",
+    params(("rig" = String, Path, description = "Rig id")),
+    responses((status = 200, body = GainLimit), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn limits(
+    State(state): State<Shared>,
+    user: AuthUser,
+    Path(rig): Path<String>,
+) -> Result<Json<GainLimit>, ApiError> {
+    let live = live(&state)?;
+    let rig = rig_id(&rig)?;
+    if !rights(&live.acl, &user.0, &rig).samples {
+        return Err(ApiError::ForbiddenBecause(format!(
+            "{} may not see rig {rig}.",
+            user.0.username
+        )));
+    }
+    let birth = live.hub.birth(rig.clone()).await.ok_or_else(|| {
+        ApiError::Conflict(format!("rig {rig} has not announced itself (no birth)"))
+    })?;
+    let floor = birth.actuator.as_ref().map_or(0, |a| a.floor);
+    live.gain_limit(floor)
+        .await
+        .map(Json)
+        .map_err(ApiError::Conflict)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_gain_limit_is_the_fraction_of_the_dynamics_critical_gain() {
+        let model = ShearBuildingConfig::southampton();
+        let limit = gain_limit(&model, 3, 0.8).unwrap();
+        // Independently: the dynamics crate's own study for the same actuator floor.
+        let direct = ControlStudy::southampton(3)
+            .dvf_critical_gain(&Compensator::unity())
+            .unwrap()
+            .unwrap()
+            .feedback_gain_n_s_per_m;
+        assert!((limit.critical_gain_n_s_per_m - direct).abs() <= 1e-9 * direct);
+        assert!((limit.max_gain_n_s_per_m - 0.8 * direct).abs() <= 1e-9 * direct);
+        assert!(gain_limit(&model, 0, 0.8).is_err());
+    }
+}

@@ -1,0 +1,487 @@
+//! Owns the model pages: the catalogue, one model's versions (who made each, when, from what),
+//! one version's modal summary and receptance FRFs, and the comparison of two versions
+//! (frequencies side by side, the MAC matrix of mode shapes, an FRF overlay drawn by
+//! `web/src/model.ts`). Modal results come from `dtop_dynamics::frf::modal_analysis` and FRFs
+//! from the `frf` study kind's own functions; the only arithmetic here is the MAC.
+
+use std::sync::atomic::AtomicBool;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use dtop_auth::Action;
+use dtop_dynamics::frf::ModalAnalysis;
+use dtop_engine::ModelVersion;
+use dtop_studies::{Budget, ChunkCtx, ModelRef, ModelSpec, StudyKind};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::extract::Shared;
+use crate::web::page::{Chrome, PageError, PageUser, render};
+
+const SECTION: &str = "models";
+/// Points of the FRF drawn on model pages.
+const FRF_POINTS: f64 = 600.0;
+
+/// One row of the catalogue.
+#[derive(Debug)]
+struct Entry {
+    name: String,
+    latest: u32,
+    description: String,
+    created_by: String,
+    created_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "models.html")]
+struct ListPage {
+    chrome: Chrome,
+    entries: Vec<Entry>,
+}
+
+/// `GET /models`: every model with its latest version.
+pub async fn list(State(state): State<Shared>, user: PageUser) -> Result<Response, PageError> {
+    user.require(Action::ReadModels, "read models")?;
+    let models = all(&state, &user).await?;
+    let mut entries: Vec<Entry> = Vec::new();
+    for m in models {
+        let entry = Entry {
+            name: m.name.clone(),
+            latest: m.version,
+            description: m.spec.description.clone(),
+            created_by: m.created_by.clone(),
+            created_at: m.created_at.clone(),
+        };
+        match entries.last_mut() {
+            Some(last) if last.name == m.name => *last = entry,
+            _ => entries.push(entry),
+        }
+    }
+    render(&ListPage {
+        chrome: user.chrome(SECTION),
+        entries,
+    })
+}
+
+async fn all(state: &Shared, user: &PageUser) -> Result<Vec<ModelVersion>, PageError> {
+    state
+        .engine
+        .models()
+        .await
+        .map_err(|e| PageError::api(user, SECTION, e))
+}
+
+/// One version as a table row.
+#[derive(Debug)]
+struct VersionRow {
+    version: u32,
+    created_by: String,
+    created_at: String,
+    provenance: String,
+    floors: usize,
+}
+
+fn provenance(p: &dtop_studies::Provenance) -> String {
+    serde_json::to_string(p).unwrap_or_default()
+}
+
+fn version_row(m: &ModelVersion) -> VersionRow {
+    VersionRow {
+        version: m.version,
+        created_by: m.created_by.clone(),
+        created_at: m.created_at.clone(),
+        provenance: provenance(&m.provenance),
+        floors: m.spec.floors(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "model_versions.html")]
+struct VersionsPage {
+    chrome: Chrome,
+    name: String,
+    description: String,
+    rows: Vec<VersionRow>,
+}
+
+/// `GET /models/{name}`: every version.
+pub async fn versions(
+    State(state): State<Shared>,
+    user: PageUser,
+    Path(name): Path<String>,
+) -> Result<Response, PageError> {
+    user.require(Action::ReadModels, "read models")?;
+    let versions: Vec<ModelVersion> = all(&state, &user)
+        .await?
+        .into_iter()
+        .filter(|m| m.name == name)
+        .collect();
+    let Some(latest) = versions.last() else {
+        return Err(PageError::NotFound(
+            Some(Box::new(user.chrome(SECTION))),
+            format!("There is no model {name:?}."),
+        ));
+    };
+    render(&VersionsPage {
+        chrome: user.chrome(SECTION),
+        description: latest.spec.description.clone(),
+        rows: versions.iter().rev().map(version_row).collect(),
+        name,
+    })
+}
+
+/// One mode as the page shows it.
+#[derive(Debug)]
+struct ModeRow {
+    mode: usize,
+    frequency_hz: String,
+    damping_percent: String,
+    shape: Vec<String>,
+}
+
+fn mode_rows(modal: &ModalAnalysis) -> Vec<ModeRow> {
+    modal
+        .modes
+        .iter()
+        .map(|m| ModeRow {
+            mode: m.mode,
+            frequency_hz: format!("{:.4}", m.frequency_hz),
+            damping_percent: format!("{:.3}", m.modal_damping_ratio * 100.0),
+            shape: m.shape.iter().map(|x| format!("{x:+.4}")).collect(),
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "model_version.html")]
+struct VersionPage {
+    chrome: Chrome,
+    name: String,
+    version: u32,
+    row: VersionRow,
+    spec: String,
+    modes: Vec<ModeRow>,
+    dofs: Vec<String>,
+    frf: String,
+    versions: Vec<u32>,
+}
+
+async fn find(
+    state: &Shared,
+    user: &PageUser,
+    name: &str,
+    version: Option<u32>,
+) -> Result<ModelVersion, PageError> {
+    if let Some(problem) = ModelRef::name_problem(name) {
+        return Err(PageError::NotFound(
+            Some(Box::new(user.chrome(SECTION))),
+            format!("There is no model {name:?} ({problem})."),
+        ));
+    }
+    state
+        .engine
+        .model(&ModelRef {
+            name: name.to_owned(),
+            version,
+        })
+        .await
+        .map_err(|e| PageError::api(user, SECTION, e))
+}
+
+fn modal(spec: &ModelSpec) -> Result<ModalAnalysis, ApiError> {
+    let building = spec.building().map_err(ApiError::Invalid)?;
+    dtop_dynamics::frf::modal_analysis(&building).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// The receptance FRF magnitudes of `spec` for a force at its force-gauge floor, from the
+/// `frf` kind, on `f_min_hz..f_max_hz`: `{"frequency_hz": [...], "series": [{"name", "values"}]}`.
+fn frf(spec: &ModelSpec, f_min_hz: f64, f_max_hz: f64) -> Result<serde_json::Value, ApiError> {
+    let params = serde_json::json!({"grid": {
+        "f_min_hz": f_min_hz,
+        "f_max_hz": f_max_hz,
+        "df_hz": (f_max_hz - f_min_hz) / FRF_POINTS,
+    }});
+    let study = |e: dtop_studies::StudyError| ApiError::Internal(e.to_string());
+    let resolved =
+        dtop_studies::plan(StudyKind::Frf, spec, &params, &Budget::default()).map_err(study)?;
+    let never = AtomicBool::new(false);
+    let ctx = ChunkCtx::new(&never);
+    let chunks = (0..resolved.chunks)
+        .map(|i| dtop_studies::run_chunk(StudyKind::Frf, spec, &resolved.params, 0, i, &ctx))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(study)?;
+    let output =
+        dtop_studies::reduce(StudyKind::Frf, spec, &resolved.params, 0, &chunks).map_err(study)?;
+    let mut frequency_hz = serde_json::Value::Null;
+    let mut series = Vec::new();
+    for array in &output.arrays {
+        for column in &array.columns {
+            if column.name == "frequency_hz" {
+                frequency_hz = serde_json::json!(column.values);
+            } else if column.name.contains("magnitude") {
+                series.push(serde_json::json!({"name": column.name, "values": column.values}));
+            }
+        }
+    }
+    Ok(serde_json::json!({"frequency_hz": frequency_hz, "series": series}))
+}
+
+/// The FRF band that shows every mode of both analyses: 1/20 of the lowest to 1.5× the highest.
+fn band(analyses: &[&ModalAnalysis]) -> (f64, f64) {
+    let freqs = analyses
+        .iter()
+        .flat_map(|a| a.modes.iter().map(|m| m.frequency_hz));
+    let (lo, hi) = freqs.fold((f64::INFINITY, 0.0_f64), |(lo, hi), f| {
+        (lo.min(f), hi.max(f))
+    });
+    if lo.is_finite() && hi > 0.0 {
+        (lo / 20.0, hi * 1.5)
+    } else {
+        (0.1, 100.0)
+    }
+}
+
+/// `GET /models/{name}/{version}` (`latest` for the newest).
+pub async fn version(
+    State(state): State<Shared>,
+    user: PageUser,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    user.require(Action::ReadModels, "read models")?;
+    let number = parse_version(&user, &version)?;
+    let model = find(&state, &user, &name, number).await?;
+    let versions = all(&state, &user)
+        .await?
+        .iter()
+        .filter(|m| m.name == name)
+        .map(|m| m.version)
+        .collect();
+    let spec = model.spec.clone();
+    let computed = tokio::task::spawn_blocking(move || {
+        let analysis = modal(&spec)?;
+        let (lo, hi) = band(&[&analysis]);
+        let frf = frf(&spec, lo, hi)?;
+        Ok::<_, ApiError>((analysis, frf))
+    })
+    .await
+    .map_err(|e| PageError::Internal(e.to_string()))?
+    .map_err(|e| PageError::api(&user, SECTION, e))?;
+    let (analysis, frf) = computed;
+    render(&VersionPage {
+        chrome: user.chrome(SECTION),
+        row: version_row(&model),
+        spec: serde_json::to_string_pretty(&model.spec).unwrap_or_default(),
+        dofs: dof_names(&analysis),
+        modes: mode_rows(&analysis),
+        frf: frf.to_string(),
+        version: model.version,
+        name: model.name,
+        versions,
+    })
+}
+
+fn dof_names(analysis: &ModalAnalysis) -> Vec<String> {
+    (0..analysis.dofs)
+        .map(|i| {
+            if i < analysis.floors {
+                format!("floor {}", i + 1)
+            } else {
+                "proof mass".to_owned()
+            }
+        })
+        .collect()
+}
+
+fn parse_version(user: &PageUser, text: &str) -> Result<Option<u32>, PageError> {
+    match text {
+        "latest" => Ok(None),
+        v => v
+            .parse::<u32>()
+            .ok()
+            .filter(|v| *v >= 1)
+            .map(Some)
+            .ok_or_else(|| {
+                PageError::NotFound(
+                    Some(Box::new(user.chrome(SECTION))),
+                    format!("There is no version {v:?}."),
+                )
+            }),
+    }
+}
+
+/// The modal assurance criterion of two mode shapes over their common DOFs:
+/// |aᵀb|² / ((aᵀa)(bᵀb)), 1 for parallel shapes, 0 for orthogonal ones (0 if either is zero).
+pub fn mac(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>();
+    let den = dot(a, a) * dot(b, b);
+    if den > 0.0 {
+        dot(a, b).powi(2) / den
+    } else {
+        0.0
+    }
+}
+
+/// One frequency row of the comparison.
+#[derive(Debug)]
+struct CompareRow {
+    mode: usize,
+    a_hz: String,
+    b_hz: String,
+    diff_hz: String,
+    diff_percent: String,
+    positive: bool,
+    a_zeta_percent: String,
+    b_zeta_percent: String,
+}
+
+#[derive(Template)]
+#[template(path = "model_compare.html")]
+struct ComparePage {
+    chrome: Chrome,
+    a: String,
+    b: String,
+    models: Vec<String>,
+    rows: Vec<CompareRow>,
+    mac_rows: Vec<(usize, Vec<String>)>,
+    mac_cols: Vec<usize>,
+    frf_a: String,
+    frf_b: String,
+}
+
+/// `?a=name@v&b=name@v` of the comparison.
+#[derive(Debug, Deserialize)]
+pub struct CompareQuery {
+    /// First model.
+    #[serde(default)]
+    pub a: String,
+    /// Second model.
+    #[serde(default)]
+    pub b: String,
+}
+
+fn parse_ref(user: &PageUser, text: &str) -> Result<ModelRef, PageError> {
+    text.parse::<ModelRef>().map_err(|e| {
+        PageError::api(
+            user,
+            SECTION,
+            ApiError::invalid("a/b", format!("{text:?}: {e}")),
+        )
+    })
+}
+
+/// `GET /models/compare?a=name@v&b=name@v`.
+pub async fn compare(
+    State(state): State<Shared>,
+    user: PageUser,
+    Query(query): Query<CompareQuery>,
+) -> Result<Response, PageError> {
+    user.require(Action::ReadModels, "read models")?;
+    let ra = parse_ref(&user, &query.a)?;
+    let rb = parse_ref(&user, &query.b)?;
+    let a = find(&state, &user, &ra.name, ra.version).await?;
+    let b = find(&state, &user, &rb.name, rb.version).await?;
+    let models = all(&state, &user)
+        .await?
+        .iter()
+        .map(|m| format!("{}@{}", m.name, m.version))
+        .collect();
+    let (spec_a, spec_b) = (a.spec.clone(), b.spec.clone());
+    let (ma, mb, frf_a, frf_b) = tokio::task::spawn_blocking(move || {
+        let ma = modal(&spec_a)?;
+        let mb = modal(&spec_b)?;
+        let (lo, hi) = band(&[&ma, &mb]);
+        Ok::<_, ApiError>((ma, mb, frf(&spec_a, lo, hi)?, frf(&spec_b, lo, hi)?))
+    })
+    .await
+    .map_err(|e| PageError::Internal(e.to_string()))?
+    .map_err(|e| PageError::api(&user, SECTION, e))?;
+    let rows = ma
+        .modes
+        .iter()
+        .zip(&mb.modes)
+        .map(|(x, y)| {
+            let diff = y.frequency_hz - x.frequency_hz;
+            CompareRow {
+                mode: x.mode,
+                a_hz: format!("{:.4}", x.frequency_hz),
+                b_hz: format!("{:.4}", y.frequency_hz),
+                diff_hz: format!("{diff:+.4}"),
+                diff_percent: format!("{:+.2}", 100.0 * diff / x.frequency_hz),
+                positive: diff > 0.0,
+                a_zeta_percent: format!("{:.3}", x.modal_damping_ratio * 100.0),
+                b_zeta_percent: format!("{:.3}", y.modal_damping_ratio * 100.0),
+            }
+        })
+        .collect();
+    let mac_rows = ma
+        .modes
+        .iter()
+        .map(|x| {
+            (
+                x.mode,
+                mb.modes
+                    .iter()
+                    .map(|y| format!("{:.3}", mac(&x.shape, &y.shape)))
+                    .collect(),
+            )
+        })
+        .collect();
+    render(&ComparePage {
+        chrome: user.chrome(SECTION),
+        a: format!("{}@{}", a.name, a.version),
+        b: format!("{}@{}", b.name, b.version),
+        models,
+        rows,
+        mac_cols: mb.modes.iter().map(|m| m.mode).collect(),
+        mac_rows,
+        frf_a: frf_a.to_string(),
+        frf_b: frf_b.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn mac_is_one_for_parallel_shapes_and_zero_for_orthogonal_ones() {
+        assert!((mac(&[1.0, 2.0, 3.0], &[-2.0, -4.0, -6.0]) - 1.0).abs() < 1e-15);
+        assert!(mac(&[1.0, 0.0], &[0.0, 5.0]).abs() < 1e-15);
+        // cos² of 45°: (1·1)² / (1·2) = 0.5.
+        assert!((mac(&[1.0, 0.0], &[1.0, 1.0]) - 0.5).abs() < 1e-15);
+        assert_eq!(mac(&[0.0, 0.0], &[1.0, 1.0]), 0.0);
+    }
+
+    #[test]
+    fn modes_of_one_model_are_mass_orthogonal_so_their_mac_is_small_off_the_diagonal() {
+        let spec = dtop_studies::model::builtin_model("southampton").unwrap();
+        let m = modal(&spec).unwrap();
+        for x in &m.modes {
+            assert!((mac(&x.shape, &x.shape) - 1.0).abs() < 1e-12);
+        }
+        // Equal floor masses make mass-orthogonal shapes plain-orthogonal too.
+        assert!(mac(&m.modes[0].shape, &m.modes[1].shape) < 1e-12);
+    }
+
+    #[test]
+    fn the_frf_of_a_model_peaks_near_its_first_natural_frequency() {
+        let spec = dtop_studies::model::builtin_model("southampton").unwrap();
+        let m = modal(&spec).unwrap();
+        let (lo, hi) = band(&[&m]);
+        let frf = frf(&spec, lo, hi).unwrap();
+        let f: Vec<f64> = serde_json::from_value(frf["frequency_hz"].clone()).unwrap();
+        let mag: Vec<f64> = serde_json::from_value(frf["series"][0]["values"].clone()).unwrap();
+        let peak = (0..mag.len())
+            .max_by(|&i, &j| mag[i].total_cmp(&mag[j]))
+            .unwrap();
+        let f1 = m.modes[0].frequency_hz;
+        // The grid step is (hi - lo) / 600; a lightly damped peak sits within a step or two.
+        let step = (hi - lo) / FRF_POINTS;
+        assert!((f[peak] - f1).abs() < 2.0 * step, "{} vs {f1}", f[peak]);
+    }
+}

@@ -1,0 +1,330 @@
+//! The rig pages in a real headless Chromium driven over WebDriver (fantoccini), against the
+//! real server and the real live pipeline in one process (dtop-broker with logins, the rig
+//! simulator, dtop-edge, dtop-twin): an operator sees the overview and a live trace update,
+//! sends a safety stop and sees its acknowledgement; a dashboard user gets no command panel
+//! and the API refuses their command; an operator of another rig gets the 403 page. One
+//! server, one pipeline and one browser for the whole file; a PNG of every page goes to
+//! `target/browser-screenshots/`. It also prints the measured redraw time of the full window
+//! and the bytes per second the rig's feed brought (BENCHMARKS.md). Without chromium and
+//! chromedriver the test skips, or fails under `DTOP_REQUIRE_SERVICES=1`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::pipeline::{Pipeline, RIG, start_broker};
+use common::{Options, Server, WAIT, password, services_required};
+use dtop_auth::credentials::add_user;
+use dtop_auth::{RigSpec, Role, Secret};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver, killed (by its PID) when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_driver() -> Option<Driver> {
+    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            !services_required(),
+            "DTOP_REQUIRE_SERVICES=1 but {missing:?} missing: apt-get install -y chromium chromium-driver"
+        );
+        eprintln!(
+            "skipped: {missing:?} not installed (apt-get install -y chromium chromium-driver)"
+        );
+        return None;
+    }
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let driver = Driver { child, port };
+    let status = format!("http://127.0.0.1:{port}/status");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(r) = reqwest::get(&status).await
+            && r.status().is_success()
+        {
+            return Some(driver);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "chromedriver did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn browser(driver: &Driver, profile: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1200,1400",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .unwrap()
+}
+
+fn screenshots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn snap(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(screenshots().join(format!("rigs-{name}.png")), png).unwrap();
+}
+
+async fn fill(c: &Client, css: &str, text: &str) {
+    let field = c.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The value of the JS expression `script` in the page.
+async fn eval(c: &Client, script: &str) -> Value {
+    c.execute(&format!("return ({script});"), vec![])
+        .await
+        .unwrap()
+}
+
+/// Waits until `script` (a JS expression) is true in the page.
+async fn until(c: &Client, script: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if eval(c, &format!("!!({script})")).await == Value::Bool(true) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn log_in(c: &Client, server: &Server, user: &str, next: &str) {
+    c.delete_all_cookies().await.unwrap();
+    c.goto(&server.url(next)).await.unwrap();
+    fill(c, "#username", user).await;
+    fill(c, "#password", &password(user)).await;
+    click(c, "#login-submit").await;
+    until(
+        c,
+        "document.getElementById('who-user')",
+        "the header after login",
+    )
+    .await;
+    let who = c
+        .find(Locator::Id("who-user"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(who, user);
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operators_watch_a_rig_live_and_stop_it_while_other_roles_are_refused_in_a_real_browser() {
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path()).await;
+    let server = Server::start(Options {
+        mqtt: Some(broker.mqtt_addr()),
+        ..Options::default()
+    })
+    .await;
+    let users = server.credentials_file.clone();
+    tokio::task::spawn_blocking(move || {
+        add_user(
+            &users,
+            "op-b",
+            Role::Operator,
+            RigSpec::List(vec!["rig-b".into()]),
+            Some(&Secret::new(password("op-b"))),
+        )
+        .unwrap();
+    })
+    .await
+    .unwrap();
+    let pipeline = Pipeline::start(dir.path(), broker.mqtt_addr().port()).await;
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, profile.path()).await;
+
+    // The overview lists the rig, live.
+    log_in(&c, &server, "op", "/rigs").await;
+    until(&c, &format!("document.querySelector('tr[data-rig=\"{RIG}\"] td[data-field=\"online\"]')?.textContent === 'true'"), "the rig's row online").await;
+    snap(&c, "01-overview").await;
+
+    // One rig: the trace moves (more samples and a later newest time between two looks).
+    c.goto(&server.url(&format!("/rigs/{RIG}"))).await.unwrap();
+    until(
+        &c,
+        "window.dtopLive && window.dtopLive.points() > 1000",
+        "live samples",
+    )
+    .await;
+    let first = eval(&c, "window.dtopLive.frames").await.as_u64().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second = eval(&c, "window.dtopLive.frames").await.as_u64().unwrap();
+    assert!(
+        second > first + 5,
+        "frames {first} then {second}: the trace does not move"
+    );
+    until(
+        &c,
+        "document.querySelector('#summary [data-field=\"sample_rate_hz\"]').textContent === '1000'",
+        "the summary",
+    )
+    .await;
+    snap(&c, "02-rig-live").await;
+
+    // The full window: redraw time of 4 × 10 000 points and bytes per second, measured here.
+    until(
+        &c,
+        "window.dtopLive.points() >= 10000",
+        "a full 10 s window",
+    )
+    .await;
+    let (f0, b0) = (
+        eval(&c, "window.dtopLive.bytes").await.as_f64().unwrap(),
+        std::time::Instant::now(),
+    );
+    eval(&c, "(window.dtopLive.redrawMs.length = 0, 0)").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let bytes = eval(&c, "window.dtopLive.bytes").await.as_f64().unwrap() - f0;
+    let per_s = bytes / b0.elapsed().as_secs_f64();
+    let mut redraws: Vec<f64> =
+        serde_json::from_value(eval(&c, "window.dtopLive.redrawMs").await).unwrap();
+    redraws.sort_by(f64::total_cmp);
+    assert!(!redraws.is_empty());
+    println!(
+        "BENCH live feed: {:.0} B/s to the browser; redraw of the full window ({} points per channel): n={} p50={:.2} ms p95={:.2} ms max={:.2} ms",
+        per_s,
+        eval(&c, "window.dtopLive.points()").await,
+        redraws.len(),
+        percentile(&redraws, 0.5),
+        percentile(&redraws, 0.95),
+        redraws[redraws.len() - 1]
+    );
+
+    // A safety stop, one click; its acknowledgement shows as it arrives.
+    click(&c, "#cmd-safety-stop").await;
+    until(
+        &c,
+        "document.querySelector('#acks li.ack-latched, #acks li.ack-applied')",
+        "the safety stop's ack",
+    )
+    .await;
+    let ack = c
+        .find(Locator::Css("#acks li.ack-latched, #acks li.ack-applied"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(ack.contains("at sample"), "{ack}");
+    until(&c, "document.querySelector('#summary [data-field=\"safety_state\"]').textContent === 'latched'", "the latched envelope").await;
+    snap(&c, "03-safety-stop-ack").await;
+
+    // A dashboard watches without a command panel, and the API refuses its command.
+    log_in(&c, &server, "wall", &format!("/rigs/{RIG}")).await;
+    until(
+        &c,
+        "window.dtopLive && window.dtopLive.frames > 3",
+        "the dashboard's live feed",
+    )
+    .await;
+    assert!(
+        c.find(Locator::Id("commands")).await.is_err(),
+        "a dashboard gets the command panel"
+    );
+    let status = c
+        .execute_async(
+            &format!("const done = arguments[0]; fetch('/api/v1/rigs/{RIG}/commands', {{method: 'POST', headers: {{'content-type': 'application/json', 'x-csrf-token': document.querySelector('meta[name=\"csrf-token\"]').content}}, body: '{{\"kind\":\"safety_stop\"}}'}}).then(r => done(r.status));"),
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, json!(403));
+    snap(&c, "04-dashboard").await;
+
+    // An operator of another rig gets the 403 page saying why.
+    log_in(&c, &server, "op-b", "/rigs").await;
+    c.goto(&server.url(&format!("/rigs/{RIG}"))).await.unwrap();
+    let message = c
+        .find(Locator::Id("error-message"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(message.contains("do not let you watch rig r1"), "{message}");
+    snap(&c, "05-other-operator-refused").await;
+
+    c.close().await.unwrap();
+    drop(driver);
+    pipeline.stop().await;
+    server.stop().await;
+    drop(broker);
+}
