@@ -55,9 +55,23 @@ function csvCell(text: string): string {
   return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
+/** Tick labels that stay readable from 1e-9 to 1e9 (uPlot's default rounds small values to 0). */
+function tick(v: number | null): string {
+  if (v === null || !Number.isFinite(v)) return "";
+  const a = Math.abs(v);
+  return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(1) : String(Number(v.toPrecision(4)));
+}
+
 function axis(label: string): uPlot.Axis {
   const grid = themeColor("--grid");
-  return { label, stroke: themeColor("--fg"), grid: { stroke: grid }, ticks: { stroke: grid } };
+  return {
+    label,
+    stroke: themeColor("--fg"),
+    grid: { stroke: grid },
+    ticks: { stroke: grid },
+    size: 60,
+    values: (_u: uPlot, splits: number[]) => splits.map(tick),
+  };
 }
 
 /** Draws `spec` into a new card appended to `parent`; returns the card. */
