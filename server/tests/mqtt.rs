@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{Options, Server, WAIT, modal_study, password};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
