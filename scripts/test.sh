@@ -154,8 +154,15 @@ export DTOP_TEST_MOSQUITTO_PORT="$mqtt_port"
 export DTOP_REQUIRE_SERVICES=1
 echo "test.sh: influxd $DTOP_TEST_INFLUX_V1_URL, victoria-metrics $DTOP_TEST_VM_URL, mosquitto 127.0.0.1:$mqtt_port, postgres 127.0.0.1:$pg_port"
 
-# Release binaries: the end-to-end tests run the real daemons at speed.
-cargo build --release --workspace --bins
+# Release binaries: the end-to-end tests run the real daemons at speed. For the whole suite the
+# binaries and the tests are built in ONE cargo invocation, so they share one feature resolution:
+# built apart, the features that only dev-dependencies turn on (fantoccini's, proptest's) made
+# cargo compile syn, serde, tokio and everything above them twice.
+if [ $# -gt 0 ]; then
+  cargo build --release --workspace --bins
+else
+  cargo build --release --workspace --bins --tests
+fi
 export DTOP_BIN_DIR="$PWD/target/release"
 if [ $# -gt 0 ]; then
   cargo test --release --no-fail-fast "$@"

@@ -12,170 +12,15 @@
 
 use crate::common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::browser::{browser, click, eval, log_in, snap, start_driver, until};
 use common::pipeline::{Pipeline, RIG, start_broker};
-use common::{Options, Server, WAIT, password, services_required};
+use common::{Options, Server, password};
 use dtop_auth::credentials::add_user;
 use dtop_auth::{RigSpec, Role, Secret};
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// chromedriver, killed (by its PID) when dropped.
-struct Driver {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_driver() -> Option<Driver> {
-    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
-        .into_iter()
-        .filter(|p| !Path::new(p).exists())
-        .collect();
-    if !missing.is_empty() {
-        assert!(
-            !services_required(),
-            "DTOP_REQUIRE_SERVICES=1 but {missing:?} missing: apt-get install -y chromium chromium-driver"
-        );
-        eprintln!(
-            "skipped: {missing:?} not installed (apt-get install -y chromium chromium-driver)"
-        );
-        return None;
-    }
-    let port = free_port();
-    let child = Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let driver = Driver { child, port };
-    let status = format!("http://127.0.0.1:{port}/status");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(r) = reqwest::get(&status).await
-            && r.status().is_success()
-        {
-            return Some(driver);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "chromedriver did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn browser(driver: &Driver, profile: &Path) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".to_owned(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1200,1400",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", driver.port))
-        .await
-        .unwrap()
-}
-
-fn screenshots() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn snap(c: &Client, name: &str) {
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(screenshots().join(format!("rigs-{name}.png")), png).unwrap();
-}
-
-async fn fill(c: &Client, css: &str, text: &str) {
-    let field = c.find(Locator::Css(css)).await.unwrap();
-    field.clear().await.unwrap();
-    field.send_keys(text).await.unwrap();
-}
-
-async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
-
-/// The value of the JS expression `script` in the page.
-async fn eval(c: &Client, script: &str) -> Value {
-    c.execute(&format!("return ({script});"), vec![])
-        .await
-        .unwrap()
-}
-
-/// Waits until `script` (a JS expression) is true in the page.
-async fn until(c: &Client, script: &str, what: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if eval(c, &format!("!!({script})")).await == Value::Bool(true) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn log_in(c: &Client, server: &Server, user: &str, next: &str) {
-    c.delete_all_cookies().await.unwrap();
-    c.goto(&server.url(next)).await.unwrap();
-    fill(c, "#username", user).await;
-    fill(c, "#password", &password(user)).await;
-    click(c, "#login-submit").await;
-    until(
-        c,
-        "document.getElementById('who-user')",
-        "the header after login",
-    )
-    .await;
-    let who = c
-        .find(Locator::Id("who-user"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(who, user);
-}
+use fantoccini::Locator;
+use serde_json::json;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -214,7 +59,7 @@ async fn operators_watch_a_rig_live_and_stop_it_while_other_roles_are_refused_in
     // The overview lists the rig, live.
     log_in(&c, &server, "op", "/rigs").await;
     until(&c, &format!("document.querySelector('tr[data-rig=\"{RIG}\"] td[data-field=\"online\"]')?.textContent === 'true'"), "the rig's row online").await;
-    snap(&c, "01-overview").await;
+    snap(&c, "rigs-01-overview").await;
 
     // One rig: the trace moves (more samples and a later newest time between two looks).
     c.goto(&server.url(&format!("/rigs/{RIG}"))).await.unwrap();
@@ -237,7 +82,7 @@ async fn operators_watch_a_rig_live_and_stop_it_while_other_roles_are_refused_in
         "the summary",
     )
     .await;
-    snap(&c, "02-rig-live").await;
+    snap(&c, "rigs-02-rig-live").await;
 
     // The full window: redraw time of 4 × 10 000 points and bytes per second, measured here.
     until(
@@ -285,7 +130,7 @@ async fn operators_watch_a_rig_live_and_stop_it_while_other_roles_are_refused_in
         .unwrap();
     assert!(ack.contains("at sample"), "{ack}");
     until(&c, "document.querySelector('#summary [data-field=\"safety_state\"]').textContent === 'latched'", "the latched envelope").await;
-    snap(&c, "03-safety-stop-ack").await;
+    snap(&c, "rigs-03-safety-stop-ack").await;
 
     // A dashboard watches without a command panel, and the API refuses its command.
     log_in(&c, &server, "wall", &format!("/rigs/{RIG}")).await;
@@ -307,7 +152,7 @@ async fn operators_watch_a_rig_live_and_stop_it_while_other_roles_are_refused_in
         .await
         .unwrap();
     assert_eq!(status, json!(403));
-    snap(&c, "04-dashboard").await;
+    snap(&c, "rigs-04-dashboard").await;
 
     // An operator of another rig gets the 403 page saying why.
     log_in(&c, &server, "op-b", "/rigs").await;
@@ -320,7 +165,7 @@ async fn operators_watch_a_rig_live_and_stop_it_while_other_roles_are_refused_in
         .await
         .unwrap();
     assert!(message.contains("do not let you watch rig r1"), "{message}");
-    snap(&c, "05-other-operator-refused").await;
+    snap(&c, "rigs-05-other-operator-refused").await;
 
     c.close().await.unwrap();
     drop(driver);

@@ -18,6 +18,7 @@ use dtop_server::ServerConfig;
 use dtop_server::config::{HttpConfig, MqttConfig, WorkersConfig};
 use tokio_util::sync::CancellationToken;
 
+pub mod browser;
 pub mod pipeline;
 
 /// Upper bound on every wait in these tests; generous for a loaded machine.
