@@ -109,9 +109,15 @@ fn expected(role: Role, op: Op, family: Family, own: bool) -> bool {
             family,
             Twin(_) | Rig(R::Birth | R::Death | R::Samples | R::Status) | Studies
         ),
-        // The API server's MQTT user publishes study topics and nothing else, and reads nothing.
-        (Role::Server, Op::Publish) => family == Studies,
-        (Role::Server, Op::Subscribe) => false,
+        // The API and web server's MQTT user publishes study topics, and rig commands on behalf
+        // of web users it has checked against their own rules (issue 13); it reads what the
+        // live pages show: rig telemetry, command acks, the twin's state and status.
+        (Role::Server, Op::Publish) => family == Studies || family == Rig(R::Cmd),
+        (Role::Server, Op::Subscribe) => matches!(
+            family,
+            Rig(R::Birth | R::Death | R::Samples | R::Status | R::CmdAck)
+                | Twin(TwinTopic::State | TwinTopic::Status)
+        ),
     }
 }
 

@@ -1,9 +1,9 @@
 //! DTOP's HTTP API server: users log in with the broker's credentials file, then submit,
 //! watch, cancel and fetch studies and manage catalogue models over the studies engine
 //! (`dtop-engine`). Study changes are polled once and fanned out to SSE streams and, when
-//! configured, to MQTT. The contract is `/work/agents/api.md`; the served OpenAPI 3.1 document
-//! is its machine-readable form. `dtop up` runs [`serve`] in-process; `dtop-server` is the
-//! daemon around it.
+//! configured, to MQTT. The contract is the served OpenAPI 3.1 document. The same router
+//! serves the browser pages ([`web`]) and the live rigs ([`live`]). `dtop up` runs [`serve`]
+//! in-process; `dtop-server` is the daemon around it.
 //!
 //! # Layout
 //! - [`config`]: the TOML config and its validation.
