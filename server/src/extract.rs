@@ -156,6 +156,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A query string deserialized into `T`; a malformed or unknown parameter is the API's 400 with
+/// the problem under `query`, not axum's plain-text rejection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Self(q.0))
+            .map_err(|rejection| ApiError::invalid("query", rejection.body_text()))
+    }
+}
+
 /// Parses a JSON body, saying where it failed (`$.params.n_samples` or line and column).
 ///
 /// # Errors
@@ -233,5 +248,30 @@ mod tests {
             .unwrap();
         let (parts, ()) = req.into_parts();
         assert_eq!(bearer(&parts), None);
+    }
+
+    #[tokio::test]
+    async fn a_bad_query_string_is_the_apis_400_naming_the_query() {
+        let (mut parts, ()) = axum::http::Request::builder()
+            .uri("/x?n=abc")
+            .body(())
+            .unwrap()
+            .into_parts();
+        match ApiQuery::<Inner>::from_request_parts(&mut parts, &()).await {
+            Err(ApiError::Invalid(p)) => {
+                assert_eq!(p[0].field, "query");
+                assert!(p[0].message.contains("n"), "{}", p[0].message);
+            }
+            other => panic!("{other:?}"),
+        }
+        let (mut parts, ()) = axum::http::Request::builder()
+            .uri("/x?n=7")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let ApiQuery(inner) = ApiQuery::<Inner>::from_request_parts(&mut parts, &())
+            .await
+            .unwrap();
+        assert_eq!(inner.n, 7);
     }
 }

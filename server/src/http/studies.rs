@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, AuthUser, Shared};
+use crate::extract::{ApiJson, ApiQuery, AuthUser, Shared};
 use crate::metrics::Metrics;
 use crate::openapi::{KindInfo, NamedArrayDoc, StudyRecordDoc, StudyResultDoc};
 
@@ -84,7 +84,7 @@ pub async fn defaults(
     State(state): State<Shared>,
     user: AuthUser,
     Path(kind): Path<String>,
-    Query(query): Query<DefaultsQuery>,
+    ApiQuery(query): ApiQuery<DefaultsQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     user.require(Action::ReadStudies)?;
     let kind = parse_kind(&kind)?;
@@ -237,7 +237,7 @@ pub fn list_filter(query: ListQuery) -> Result<StudyFilter, ApiError> {
 pub async fn list(
     State(state): State<Shared>,
     user: AuthUser,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<StudyRecord>>, ApiError> {
     user.require(Action::ReadStudies)?;
     let filter = list_filter(query)?;
@@ -442,7 +442,7 @@ pub async fn array(
     State(state): State<Shared>,
     user: AuthUser,
     Path((id, name)): Path<(String, String)>,
-    Query(query): Query<ArrayQuery>,
+    ApiQuery(query): ApiQuery<ArrayQuery>,
 ) -> Result<Response, ApiError> {
     user.require(Action::ReadStudies)?;
     let csv = match query.format.as_deref() {

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use super::command::{live, rig_id};
 use super::rights;
 use crate::config::HistoryConfig;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{AuthUser, Shared};
+use crate::extract::{ApiQuery, AuthUser, Shared};
 
 /// Most pixel buckets one request may ask for.
 pub const MAX_PX: u32 = 10_000;
@@ -340,7 +340,7 @@ pub async fn json(
     State(state): State<Shared>,
     user: AuthUser,
     Path(rig): Path<String>,
-    Query(range): Query<Range>,
+    ApiQuery(range): ApiQuery<Range>,
 ) -> Result<Json<HistoryAnswer>, ApiError> {
     answer(&state, &user, &rig, range).await.map(Json)
 }
@@ -357,7 +357,7 @@ pub async fn csv(
     State(state): State<Shared>,
     user: AuthUser,
     Path(rig): Path<String>,
-    Query(range): Query<Range>,
+    ApiQuery(range): ApiQuery<Range>,
 ) -> Result<Response, ApiError> {
     let a = answer(&state, &user, &rig, range).await?;
     let name = format!(
