@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use crate::acl::Acl;
 use crate::config::{AuthConfig, BrokerConfig, ConfigErrors};
 use crate::credentials::{Credentials, CredentialsError};
-use crate::front::listener::{self, TlsSetupError};
+use crate::front::listener;
 use crate::front::{Auth, Front};
 use crate::metrics::Metrics;
 use crate::translate::rumqttd_config;
@@ -40,7 +40,7 @@ pub enum BrokerError {
     Credentials(#[source] CredentialsError),
     /// The TLS certificate, key or client CA could not be loaded; nothing was started.
     #[error("cannot set up TLS")]
-    Tls(#[source] TlsSetupError),
+    Tls(#[source] dtop_daemon::tls::TlsError),
     /// A listener address is already taken (or not ours to bind); nothing was started.
     #[error("cannot bind {key} {addr}")]
     Bind {

@@ -13,6 +13,7 @@
 //! - [`backoff`]: jittered exponential backoff as a pure calculator.
 //! - [`entry`]: the common flags, logging, config loading with `--check`, and the runtime with
 //!   the drain, so each daemon's `main` is a few lines.
+//! - [`tls`]: PEM files to a rustls acceptor (broker MQTT/TLS, server HTTPS).
 //! - [`testing`]: for the daemons' integration tests, the check that a binary refuses a bad
 //!   config with that exit code and lists every problem.
 
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod notify;
 pub mod signals;
 pub mod testing;
+pub mod tls;
 
 pub use backoff::Backoff;
 pub use config::{ConfigProblem, ConfigProblems, EXIT_CONFIG, LoadError, load, parse};

@@ -56,6 +56,7 @@ pub mod discretize;
 pub mod error;
 pub mod frf;
 pub mod kalman;
+pub mod mac;
 pub mod model;
 pub mod modes;
 pub mod state_space;
@@ -69,6 +70,7 @@ pub use kalman::{
     FilterSnapshot, GainSchedule, GaussianModel, KalmanError, KalmanFilter, StepReport,
     StructuralEstimator, StructuralNoise,
 };
+pub use mac::mac;
 pub use model::ShearBuilding;
 pub use modes::Modes;
 pub use state_space::{IoLayout, StateSpace};

@@ -185,7 +185,9 @@ impl Engine {
     ) {
         let engine = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CANCEL_POLL);
+            // The first look is one period in: the chunk's job read the state just before.
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + CANCEL_POLL, CANCEL_POLL);
             loop {
                 tokio::select! {
                     () = done.cancelled() => return,
@@ -236,7 +238,9 @@ impl Engine {
         if inputs.state.is_final() {
             return Ok(WorkOutcome::Cancel);
         }
-        self.mark_running(&study).await?;
+        if inputs.state == StudyState::Queued {
+            self.mark_running(&study).await?;
+        }
         let cancelled = Arc::new(AtomicBool::new(false));
         let done = CancellationToken::new();
         self.watch_cancel(
@@ -438,7 +442,7 @@ impl Engine {
             .fetch_optional(&mut *tx)
             .await
             .map_err(sqlx_error)?;
-            let Some((state, _, queued, total)) = row else {
+            let Some((state, done_before, queued, total)) = row else {
                 return Ok(ChunkRecorded::NoStudy);
             };
             if !matches!(state.as_str(), "queued" | "running") {
@@ -462,20 +466,12 @@ impl Engine {
                     recorded = ChunkRecorded::Duplicate;
                 } else {
                     recorded = ChunkRecorded::First;
-                    let done: i64 = sqlx::query_scalar(
-                        "UPDATE dtop_studies SET chunks_done = chunks_done + 1 WHERE id = $1 RETURNING chunks_done",
-                    )
-                    .bind(study)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(sqlx_error)?;
-                    if queued < total {
+                    // The row is locked: its counters are the ones read above, so the next
+                    // state is known here and one UPDATE writes it with both counters.
+                    let done = done_before + 1;
+                    let queue_next = queued < total;
+                    if queue_next {
                         insert_chunk!(river, tx, study, queued as u32, max_attempts);
-                        sqlx::query("UPDATE dtop_studies SET chunks_queued = chunks_queued + 1 WHERE id = $1")
-                            .bind(study)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(sqlx_error)?;
                     }
                     let next_state = if done >= total {
                         river
@@ -489,13 +485,18 @@ impl Engine {
                         StudyState::Running
                     };
                     let revision = crate::db::next_revision!(tx);
-                    sqlx::query("UPDATE dtop_studies SET state = $2, revision = $3 WHERE id = $1")
-                        .bind(study)
-                        .bind(state_str(next_state))
-                        .bind(revision)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(sqlx_error)?;
+                    sqlx::query(
+                        "UPDATE dtop_studies SET chunks_done = $2, chunks_queued = $3, state = $4, \
+                         revision = $5 WHERE id = $1",
+                    )
+                    .bind(study)
+                    .bind(done)
+                    .bind(queued + i64::from(queue_next))
+                    .bind(state_str(next_state))
+                    .bind(revision)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sqlx_error)?;
                 }
             }
             if let Some(ctx) = ctx {

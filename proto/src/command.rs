@@ -31,20 +31,20 @@ pub enum CommandRequest {
         placement: PlacementName,
     },
     /// Arm the actuator after a disable.
-    ActuatorEnable,
+    ActuatorEnable {},
     /// Disable the actuator (0 N, off) until enabled again.
-    ActuatorDisable,
+    ActuatorDisable {},
     /// Hold an open-loop drive force.
     SetDrive {
         /// The force, N.
         force_n: f64,
     },
     /// Latch the actuator off until a safety reset (top priority at the edge).
-    SafetyStop,
+    SafetyStop {},
     /// Release a latched safety stop.
-    SafetyReset,
+    SafetyReset {},
     /// Ask the edge to publish its birth again.
-    Rebirth,
+    Rebirth {},
     /// Samples per block from the next block on.
     SetAcquisition {
         /// Samples per block, at least 1.
@@ -141,12 +141,12 @@ impl CommandRequest {
     pub fn moves_the_structure(&self) -> bool {
         match self {
             Self::SetControl { law, .. } => *law != LawName::Off,
-            Self::ActuatorEnable | Self::SafetyReset => true,
+            Self::ActuatorEnable {} | Self::SafetyReset {} => true,
             Self::SetDrive { force_n } => *force_n != 0.0,
             Self::Excitation { waveform, .. } => *waveform != WaveformName::Off,
-            Self::ActuatorDisable
-            | Self::SafetyStop
-            | Self::Rebirth
+            Self::ActuatorDisable {}
+            | Self::SafetyStop {}
+            | Self::Rebirth {}
             | Self::SetAcquisition { .. } => false,
         }
     }
@@ -225,8 +225,10 @@ pub fn build(
                 } as i32,
             })
         }
-        CommandRequest::ActuatorEnable => Kind::ActuatorEnable(ActuatorEnable { enabled: true }),
-        CommandRequest::ActuatorDisable => Kind::ActuatorEnable(ActuatorEnable { enabled: false }),
+        CommandRequest::ActuatorEnable {} => Kind::ActuatorEnable(ActuatorEnable { enabled: true }),
+        CommandRequest::ActuatorDisable {} => {
+            Kind::ActuatorEnable(ActuatorEnable { enabled: false })
+        }
         CommandRequest::SetDrive { force_n } => {
             if !force_n.is_finite() {
                 problems.push(CommandProblem::new(
@@ -236,9 +238,9 @@ pub fn build(
             }
             Kind::SetDrive(SetDrive { force_n: *force_n })
         }
-        CommandRequest::SafetyStop => Kind::SafetyStop(SafetyStop {}),
-        CommandRequest::SafetyReset => Kind::SafetyReset(SafetyReset {}),
-        CommandRequest::Rebirth => Kind::Rebirth(Rebirth {}),
+        CommandRequest::SafetyStop {} => Kind::SafetyStop(SafetyStop {}),
+        CommandRequest::SafetyReset {} => Kind::SafetyReset(SafetyReset {}),
+        CommandRequest::Rebirth {} => Kind::Rebirth(Rebirth {}),
         CommandRequest::SetAcquisition { block_samples } => {
             if *block_samples == 0 {
                 problems.push(CommandProblem::new("block_samples", "must be at least 1"));
@@ -366,15 +368,32 @@ mod tests {
     }
 
     #[test]
-    fn refuses_unknown_kinds_and_unknown_fields_of_kinds_with_fields() {
+    fn refuses_unknown_kinds_and_unknown_fields_of_every_kind() {
         assert!(serde_json::from_str::<CommandRequest>(r#"{"kind":"launch"}"#).is_err());
         assert!(
             serde_json::from_str::<CommandRequest>(r#"{"kind":"set_drive","force_n":1,"x":1}"#)
                 .is_err()
         );
-        // serde does not apply deny_unknown_fields to the unit variants of an internally
-        // tagged enum: `{"kind":"safety_stop","x":1}` is accepted (a known gap).
+        // Kinds without fields are empty struct variants, not unit variants: serde applies
+        // deny_unknown_fields only to the former in an internally tagged enum.
+        for kind in [
+            "actuator_enable",
+            "actuator_disable",
+            "safety_stop",
+            "safety_reset",
+            "rebirth",
+        ] {
+            let json = format!(r#"{{"kind":"{kind}","gain":1}}"#);
+            assert!(
+                serde_json::from_str::<CommandRequest>(&json).is_err(),
+                "{json}"
+            );
+        }
         let stop: CommandRequest = serde_json::from_str(r#"{"kind":"safety_stop"}"#).unwrap();
         assert!(!stop.moves_the_structure());
+        assert_eq!(
+            serde_json::to_string(&stop).unwrap(),
+            r#"{"kind":"safety_stop"}"#
+        );
     }
 }

@@ -66,7 +66,7 @@ pub enum ServerError {
     Mqtt(#[from] mqtt::MqttError),
     /// The TLS certificate or key cannot be used.
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] dtop_daemon::tls::TlsError),
     /// Serving HTTP failed.
     #[error("HTTP server failed: {0}")]
     Io(#[from] std::io::Error),

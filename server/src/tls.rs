@@ -1,19 +1,16 @@
-//! Owns serving HTTPS: the rustls configuration from `[http.tls]`'s PEM files, and a listener
-//! for `axum::serve` whose handshakes run in their own tasks (with a timeout), so one slow
-//! client never holds up the others. Knows nothing about routes.
+//! Owns serving HTTPS: the acceptor for `[http.tls]`'s PEM files (built by `dtop_daemon::tls`),
+//! and a listener for `axum::serve` whose handshakes run in their own tasks (with a timeout),
+//! so one slow client never holds up the others. Knows nothing about routes.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::{TlsAcceptor, rustls};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -26,52 +23,19 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Finished handshakes waiting for the server to take them.
 const READY_QUEUE: usize = 64;
 
-/// Why TLS could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A PEM file could not be read or parsed.
-    #[error("cannot read {path}: {reason}")]
-    Pem {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// rustls refused the material.
-    #[error("TLS configuration refused: {0}")]
-    Rustls(String),
-}
-
-fn pem_error(path: &std::path::Path, reason: impl std::fmt::Display) -> TlsError {
-    TlsError::Pem {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    }
-}
-
 /// The acceptor for `config`'s certificate chain and key (HTTP/1.1 by ALPN).
 ///
 /// # Errors
 /// When a file cannot be read or rustls refuses its contents.
-pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert_file)
-        .map_err(|e| pem_error(&config.cert_file, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem_error(&config.cert_file, e))?;
-    if certs.is_empty() {
-        return Err(pem_error(&config.cert_file, "no certificate found"));
-    }
-    let key = PrivateKeyDer::from_pem_file(&config.key_file)
-        .map_err(|e| pem_error(&config.key_file, e))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(server)))
+pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, dtop_daemon::tls::TlsError> {
+    dtop_daemon::tls::acceptor(
+        dtop_daemon::tls::ServerPem {
+            cert_file: &config.cert_file,
+            key_file: &config.key_file,
+            client_ca_file: None,
+        },
+        &[b"http/1.1"],
+    )
 }
 
 /// The peer of a TLS connection, as `ConnectInfo` (see [`crate::extract::ClientAddr`]).

@@ -3,17 +3,14 @@
 //! to `connection::serve`; nothing here reads MQTT.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt as _, StreamExt as _};
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tracing::{debug, warn};
@@ -31,66 +28,20 @@ const WS_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes buffered between a WebSocket and the MQTT connection reading it.
 const WS_PIPE_BYTES: usize = 256 * 1024;
 
-/// Why TLS could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsSetupError {
-    /// A PEM file could not be read or parsed.
-    #[error("cannot read {path}: {reason}")]
-    Pem {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// rustls refused the material.
-    #[error("TLS configuration refused: {0}")]
-    Rustls(String),
-}
-
-fn pem_error(path: &Path, reason: impl std::fmt::Display) -> TlsSetupError {
-    TlsSetupError::Pem {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-/// Builds the TLS acceptor from `config`'s PEM files.
-pub fn tls_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsSetupError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert_file)
-        .map_err(|e| pem_error(&config.cert_file, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem_error(&config.cert_file, e))?;
-    if certs.is_empty() {
-        return Err(pem_error(&config.cert_file, "no certificate found"));
-    }
-    let key = PrivateKeyDer::from_pem_file(&config.key_file)
-        .map_err(|e| pem_error(&config.key_file, e))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
-    let builder = match &config.client_ca_file {
-        None => builder.with_no_client_auth(),
-        Some(ca_file) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| pem_error(ca_file, e))? {
-                roots
-                    .add(cert.map_err(|e| pem_error(ca_file, e))?)
-                    .map_err(|e| pem_error(ca_file, e))?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let server = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
-    Ok(TlsAcceptor::from(Arc::new(server)))
+/// Builds the TLS acceptor from `config`'s PEM files (no ALPN: MQTT over TLS has no
+/// protocol negotiation).
+///
+/// # Errors
+/// When a file cannot be read or rustls refuses its contents.
+pub fn tls_acceptor(config: &TlsConfig) -> Result<TlsAcceptor, dtop_daemon::tls::TlsError> {
+    dtop_daemon::tls::acceptor(
+        dtop_daemon::tls::ServerPem {
+            cert_file: &config.cert_file,
+            key_file: &config.key_file,
+            client_ca_file: config.client_ca_file.as_deref(),
+        },
+        &[],
+    )
 }
 
 /// The user a client certificate names: its subject CN, else its first DNS SAN.
