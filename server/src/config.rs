@@ -74,9 +74,25 @@ pub struct HistoryConfig {
     pub influx_v1_url: String,
     /// The database the twin writes (`[storage.influx_v1] database`).
     pub database: String,
-    /// Seconds to wait for an answer.
+    /// Seconds to wait for an answer; past it the request is answered 503.
     #[serde(default = "default_history_timeout_s")]
     pub timeout_s: f64,
+    /// Widest range one request may ask for, s (the query reads every sample in it: one day
+    /// at 1 kHz is 86.4 million points per channel).
+    #[serde(default = "default_history_max_range_s")]
+    pub max_range_s: u64,
+}
+
+impl HistoryConfig {
+    /// Reads `database` at `influx_v1_url`, with the default timeout and widest range.
+    pub fn influx_v1(influx_v1_url: impl Into<String>, database: impl Into<String>) -> Self {
+        Self {
+            influx_v1_url: influx_v1_url.into(),
+            database: database.into(),
+            timeout_s: default_history_timeout_s(),
+            max_range_s: default_history_max_range_s(),
+        }
+    }
 }
 
 const fn default_window_s() -> f64 {
@@ -94,6 +110,12 @@ const fn default_max_fraction_of_critical() -> f64 {
 const fn default_history_timeout_s() -> f64 {
     10.0
 }
+const fn default_history_max_range_s() -> u64 {
+    86_400
+}
+
+/// Upper bound of `live.history.max_range_s`: one year.
+const MAX_HISTORY_RANGE_S: u64 = 365 * 86_400;
 
 impl Default for LiveConfig {
     fn default() -> Self {
@@ -165,6 +187,12 @@ impl LiveConfig {
                 problems.push(ConfigProblem::new(
                     "live.history.timeout_s",
                     "must be in (0, 300]",
+                ));
+            }
+            if !(1..=MAX_HISTORY_RANGE_S).contains(&h.max_range_s) {
+                problems.push(ConfigProblem::new(
+                    "live.history.max_range_s",
+                    format!("must be between 1 and {MAX_HISTORY_RANGE_S}"),
                 ));
             }
         }
@@ -451,6 +479,7 @@ max_fraction_of_critical = 1.5
 [live.history]
 influx_v1_url = "ftp://x"
 database = ""
+max_range_s = 0
 "#;
         let problems =
             dtop_daemon::parse::<ServerConfig, _>(text, ServerConfig::validate).unwrap_err();
@@ -468,6 +497,7 @@ database = ""
                 "http.token_lifetime_s",
                 "live.history.database",
                 "live.history.influx_v1_url",
+                "live.history.max_range_s",
                 "live.max_fraction_of_critical",
                 "live.window_s",
                 "mqtt.host",
