@@ -1,9 +1,9 @@
 //! Owns the history view's data: `GET /api/v1/rigs/{rig}/history?from_ms=&to_ms=&px=` answers
-//! every stream-0 channel's min and max per pixel bucket, read from the InfluxDB the twin
-//! writes (`dtop_samples`, ARCHITECTURE § Storage schema) with one InfluxQL query (InfluxDB 1.x
-//! `/query`); `.../history.csv` is the same range as CSV. The query builder, the bucket rule,
-//! the answer's parser and the CSV writer are pure; only [`History::query`] does I/O.
-//! InfluxDB 2.x (Flux) and VictoriaMetrics are not read here (they need another query language).
+//! every stream-0 channel's min and max per pixel bucket, read from the store the twin writes
+//! (`dtop_samples`, ARCHITECTURE § Storage schema): InfluxDB 1.x with one InfluxQL query
+//! (`/query`), or VictoriaMetrics through [`super::victoria`]; `.../history.csv` is the same
+//! range as CSV. The query builder, the bucket rule, the answer's parser and the CSV writer are
+//! pure; only [`History::query`] does I/O. InfluxDB 2.x (Flux) is not read.
 //!
 //! # The bucket rule
 //! `bucket_ms = ceil((to_ms − from_ms) / px)`; bucket `k` covers
@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{live, rig_id};
 use super::rights;
-use crate::config::HistoryConfig;
+use super::victoria::{self, Stat};
+use crate::config::{HistoryBackend, HistoryConfig};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, AuthUser, Shared};
 
@@ -193,37 +194,48 @@ struct Series {
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     /// The configured URL does not parse.
-    #[error("the InfluxDB URL {0:?} does not parse")]
+    #[error("the history store's URL {0:?} does not parse")]
     BadUrl(String),
     /// No connection, or the connection broke.
-    #[error("InfluxDB at {url} did not answer: {source}")]
+    #[error("{store} at {url} did not answer: {source}")]
     Unreachable {
+        /// `InfluxDB` or `VictoriaMetrics`.
+        store: &'static str,
         /// The base URL (it carries no credentials).
         url: String,
         /// reqwest's error, without the query URL.
         source: reqwest::Error,
     },
     /// No answer within the configured timeout.
-    #[error("InfluxDB at {url} did not answer in time ({timeout_s} s)")]
+    #[error("{store} at {url} did not answer in time ({timeout_s} s)")]
     TimedOut {
+        /// `InfluxDB` or `VictoriaMetrics`.
+        store: &'static str,
         /// The base URL.
         url: String,
         /// `[live.history] timeout_s`.
         timeout_s: f64,
     },
-    /// InfluxDB answered with an HTTP error.
-    #[error("InfluxDB answered {status}: {body}")]
+    /// The store answered with an HTTP error.
+    #[error("{store} answered {status}: {body}")]
     Refused {
+        /// `InfluxDB` or `VictoriaMetrics`.
+        store: &'static str,
         /// The HTTP status.
         status: u16,
         /// The start of its body.
         body: String,
     },
-    /// InfluxDB answered 200 with an error of its own (a missing database, a bad query).
-    #[error("InfluxDB: {0}")]
-    Influx(String),
+    /// The store answered with an error of its own (a missing database, a bad query).
+    #[error("{store}: {error}")]
+    Store {
+        /// `InfluxDB` or `VictoriaMetrics`.
+        store: &'static str,
+        /// Its words.
+        error: String,
+    },
     /// An answer this parser does not read.
-    #[error("unreadable InfluxDB answer: {0}")]
+    #[error("unreadable answer from the history store: {0}")]
     Unreadable(String),
 }
 
@@ -258,8 +270,11 @@ pub fn parse_answer(
             .collect(),
     };
     for result in answer.results {
-        if let Some(e) = result.error {
-            return Err(HistoryError::Influx(e));
+        if let Some(error) = result.error {
+            return Err(HistoryError::Store {
+                store: "InfluxDB",
+                error,
+            });
         }
         for series in result.series {
             let col = |name: &str| series.columns.iter().position(|c| c == name);
@@ -316,7 +331,7 @@ pub fn to_csv(answer: &HistoryAnswer) -> String {
     out
 }
 
-/// The InfluxDB client.
+/// The history store's client.
 #[derive(Debug, Clone)]
 pub struct History {
     config: HistoryConfig,
@@ -340,32 +355,31 @@ impl History {
             .saturating_mul(1000)
     }
 
-    /// Runs the query of `channels` of `rig` over `range`.
-    ///
-    /// # Errors
-    /// InfluxDB unreachable, slower than the timeout, or answering an error.
-    pub async fn query(
-        &self,
-        rig: &str,
-        channels: &[String],
-        range: &Range,
-    ) -> Result<HistoryAnswer, HistoryError> {
-        let base = &self.config.influx_v1_url;
+    fn store(&self) -> &'static str {
+        match self.config.backend {
+            HistoryBackend::InfluxV1 => "InfluxDB",
+            HistoryBackend::VictoriaMetrics => "VictoriaMetrics",
+        }
+    }
+
+    /// GET `path` with `params` under the store's base URL: the body of a 2xx answer.
+    async fn get(&self, path: &str, params: &[(&str, String)]) -> Result<Vec<u8>, HistoryError> {
+        let base = &self.config.url;
+        let store = self.store();
         let mut url = reqwest::Url::parse(base)
-            .and_then(|u| u.join("query"))
+            .and_then(|u| u.join(path))
             .map_err(|_| HistoryError::BadUrl(base.clone()))?;
-        url.query_pairs_mut()
-            .append_pair("db", &self.config.database)
-            .append_pair("epoch", "ms")
-            .append_pair("q", &influxql(rig, channels, range));
+        url.query_pairs_mut().extend_pairs(params);
         let unreachable = |e: reqwest::Error| {
             if e.is_timeout() {
                 HistoryError::TimedOut {
+                    store,
                     url: base.clone(),
                     timeout_s: self.config.timeout_s,
                 }
             } else {
                 HistoryError::Unreachable {
+                    store,
                     url: base.clone(),
                     source: e.without_url(),
                 }
@@ -376,11 +390,50 @@ impl History {
         let body = response.bytes().await.map_err(unreachable)?;
         if !status.is_success() {
             return Err(HistoryError::Refused {
+                store,
                 status: status.as_u16(),
                 body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
             });
         }
-        parse_answer(rig, channels, range, &body)
+        Ok(body.to_vec())
+    }
+
+    /// Runs the query of `channels` of `rig` over `range` on the configured store.
+    ///
+    /// # Errors
+    /// The store unreachable, slower than the timeout, or answering an error.
+    pub async fn query(
+        &self,
+        rig: &str,
+        channels: &[String],
+        range: &Range,
+    ) -> Result<HistoryAnswer, HistoryError> {
+        match self.config.backend {
+            HistoryBackend::InfluxV1 => {
+                let params = [
+                    ("db", self.config.database.clone().unwrap_or_default()),
+                    ("epoch", "ms".to_owned()),
+                    ("q", influxql(rig, channels, range)),
+                ];
+                let body = self.get("query", &params).await?;
+                parse_answer(rig, channels, range, &body)
+            }
+            HistoryBackend::VictoriaMetrics => {
+                let mut out = parse_answer(rig, channels, range, br#"{"results":[]}"#)?;
+                for envelope in &mut out.channels {
+                    for (stat, into) in [
+                        (Stat::Min, &mut envelope.min),
+                        (Stat::Max, &mut envelope.max),
+                    ] {
+                        for request in victoria::requests(rig, &envelope.name, stat, range) {
+                            let body = self.get(request.path, &request.params).await?;
+                            victoria::fold_answer(&body, stat, range, into)?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
     }
 }
 
@@ -400,8 +453,8 @@ async fn answer(
     }
     let history = live.history.as_ref().ok_or_else(|| {
         ApiError::NotConfigured(
-            "History needs InfluxDB: this server has no [live.history] (the twin may be \
-             storing to files, as `dtop up` does by default)."
+            "History needs the InfluxDB or VictoriaMetrics the twin stores to: this server has \
+             no [live.history] (the twin may be storing to files, as `dtop up` does by default)."
                 .into(),
         )
     })?;
@@ -566,8 +619,8 @@ mod tests {
             px: 333,
         };
         let q = influxql("r1", &["a".into()], &r);
-        // 1_700_000_000_123 mod 11 = 8.
-        assert!(q.ends_with("GROUP BY time(11ms, 8ms) fill(none)"), "{q}");
+        // 1_700_000_000_123 mod 11 = 7.
+        assert!(q.ends_with("GROUP BY time(11ms, 7ms) fill(none)"), "{q}");
         let before_epoch = Range {
             from_ms: -5,
             to_ms: 5,

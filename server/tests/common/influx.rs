@@ -1,7 +1,8 @@
-//! InfluxDB 1.x for the history tests: the test server `scripts/test.sh` starts
+//! The history stores for the history tests: the InfluxDB 1.x `scripts/test.sh` starts
 //! (`DTOP_TEST_INFLUX_V1_URL`), a database of each test's own, the rig's raw samples read back
-//! with a plain `SELECT`, and their min/max per bucket computed here by the documented bucket
-//! rule (`server/src/live/history.rs`) — apart from the server's InfluxQL grouping, which is
+//! with a plain `SELECT`; VictoriaMetrics (`DTOP_TEST_VM_URL`), raw samples read back with
+//! `/api/v1/export`; and their min/max per bucket computed here by the documented bucket rule
+//! (`server/src/live/history.rs`) — apart from the server's grouping in either store, which is
 //! what is checked against it.
 
 use std::collections::BTreeMap;
@@ -11,19 +12,116 @@ use serde_json::Value;
 
 use super::services_required;
 
-/// The InfluxDB of `DTOP_TEST_INFLUX_V1_URL`; `None` (the test skips) when unset, unless
-/// services are required.
-pub fn url() -> Option<String> {
-    match std::env::var("DTOP_TEST_INFLUX_V1_URL") {
+/// The URL in `var` (`DTOP_TEST_INFLUX_V1_URL`, `DTOP_TEST_VM_URL`); `None` (the test skips)
+/// when unset, unless services are required.
+pub fn url(var: &str) -> Option<String> {
+    match std::env::var(var) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             assert!(
                 !services_required(),
-                "DTOP_REQUIRE_SERVICES=1 but DTOP_TEST_INFLUX_V1_URL is unset (scripts/test.sh starts influxd)"
+                "DTOP_REQUIRE_SERVICES=1 but {var} is unset (scripts/test.sh starts the stores)"
             );
-            eprintln!("skipped: DTOP_TEST_INFLUX_V1_URL unset (scripts/test.sh starts influxd)");
+            eprintln!("skipped: {var} unset (scripts/test.sh starts the stores)");
             None
         }
+    }
+}
+
+/// The shared VictoriaMetrics.
+pub struct Victoria {
+    pub url: String,
+    client: reqwest::Client,
+}
+
+impl Victoria {
+    /// The VictoriaMetrics of `DTOP_TEST_VM_URL`; `None` when there is none.
+    pub fn shared() -> Option<Self> {
+        Some(Self {
+            url: url("DTOP_TEST_VM_URL")?,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        })
+    }
+
+    /// The twin's `[storage.influx_v2]` table for it (VictoriaMetrics takes the v2 write API;
+    /// it ignores org, bucket and token). `dir` holds the token file.
+    pub fn storage_toml(&self, dir: &std::path::Path) -> String {
+        let token = dir.join("vm.token");
+        std::fs::write(&token, "unused\n").unwrap();
+        format!(
+            "[storage.influx_v2]\nurl = {:?}\norg = \"dtop\"\nbucket = \"dtop\"\ntoken_file = {:?}\n",
+            self.url,
+            token.display().to_string()
+        )
+    }
+
+    /// The server's `[live.history]` for it.
+    pub fn history_config(&self) -> dtop_server::config::HistoryConfig {
+        dtop_server::config::HistoryConfig::victoria_metrics(&self.url)
+    }
+
+    /// Every raw stream-0 sample of `rig` in `[from_ms, to_ms)`, from `/api/v1/export` (several
+    /// series of one channel are merged).
+    pub async fn raw(&self, rig: &str, from_ms: i64, to_ms: i64) -> Raw {
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/export", self.url),
+            &[
+                (
+                    "match[]",
+                    format!("{{__name__=~\"dtop_samples_.*\",rig=\"{rig}\",stream=\"0\"}}"),
+                ),
+                ("start", (from_ms.div_euclid(1000) - 1).to_string()),
+                ("end", (to_ms.div_euclid(1000) + 1).to_string()),
+            ],
+        )
+        .unwrap();
+        let text = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut raw = Raw::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let name = v["metric"]["__name__"].as_str().unwrap();
+            let channel = name.strip_prefix("dtop_samples_").unwrap().to_owned();
+            let points = raw.entry(channel).or_default();
+            for (value, t) in v["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(v["timestamps"].as_array().unwrap())
+            {
+                let t_ms = t.as_i64().unwrap();
+                if (from_ms..to_ms).contains(&t_ms) {
+                    points.push((t_ms * 1_000_000, value.as_f64().unwrap()));
+                }
+            }
+        }
+        raw.retain(|_, points| !points.is_empty());
+        for points in raw.values_mut() {
+            points.sort_by_key(|p| p.0);
+        }
+        raw
+    }
+
+    /// Times (ms) of the rig's first and newest stored samples of its first channel over the
+    /// last two minutes, once there are any.
+    pub async fn stored_span_ms(&self, rig: &str) -> Option<(i64, i64)> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let raw = self.raw(rig, now_ms - 120_000, now_ms + 1).await;
+        let points = raw.values().next()?;
+        Some((points.first()?.0 / 1_000_000, points.last()?.0 / 1_000_000))
     }
 }
 
@@ -37,19 +135,21 @@ pub struct Influx {
 /// Raw samples of one range: per field, `(time ns, value)` in time order.
 pub type Raw = BTreeMap<String, Vec<(i64, f64)>>;
 
+/// Per channel: min and max per bucket (`None`: no sample there).
+pub type Envelopes = BTreeMap<String, (Vec<Option<f64>>, Vec<Option<f64>>)>;
+
 /// Min and max per bucket, as the history endpoint should answer them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expected {
     pub bucket_ms: i64,
     pub t_ms: Vec<i64>,
-    /// Per channel: min and max per bucket (`None`: no sample there).
-    pub channels: BTreeMap<String, (Vec<Option<f64>>, Vec<Option<f64>>)>,
+    pub channels: Envelopes,
 }
 
 impl Influx {
     /// A fresh database named after `test` on the shared InfluxDB; `None` when there is none.
     pub async fn create(test: &str) -> Option<Self> {
-        let url = url()?;
+        let url = url("DTOP_TEST_INFLUX_V1_URL")?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -195,7 +295,7 @@ pub fn assert_json_equals(answer: &Value, expected: &Expected) {
     assert_eq!(answer["bucket_ms"].as_i64(), Some(expected.bucket_ms));
     let t_ms: Vec<i64> = serde_json::from_value(answer["t_ms"].clone()).unwrap();
     assert_eq!(t_ms, expected.t_ms, "bucket starts");
-    let got: BTreeMap<String, (Vec<Option<f64>>, Vec<Option<f64>>)> = answer["channels"]
+    let got: Envelopes = answer["channels"]
         .as_array()
         .unwrap()
         .iter()
@@ -226,7 +326,7 @@ pub fn assert_csv_equals(csv: &str, expected: &Expected) {
             name.to_owned()
         })
         .collect();
-    let mut got: BTreeMap<String, (Vec<Option<f64>>, Vec<Option<f64>>)> = names
+    let mut got: Envelopes = names
         .iter()
         .map(|n| (n.clone(), (Vec::new(), Vec::new())))
         .collect();
@@ -245,8 +345,6 @@ pub fn assert_csv_equals(csv: &str, expected: &Expected) {
     assert_eq!(t_ms, expected.t_ms, "CSV bucket starts");
     assert_same(&got, expected);
 }
-
-type Envelopes = BTreeMap<String, (Vec<Option<f64>>, Vec<Option<f64>>)>;
 
 fn assert_same(got: &Envelopes, expected: &Expected) {
     // Every channel InfluxDB holds is answered; one it holds nothing of in the range is all gaps.
