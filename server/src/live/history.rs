@@ -73,6 +73,29 @@ pub struct HistoryAnswer {
     pub channels: Vec<Envelope>,
 }
 
+impl HistoryAnswer {
+    /// Every bucket of `range`, each a gap: what the stores' answers are folded into.
+    pub fn gaps(rig: &str, channels: &[String], range: &Range) -> Self {
+        let n = range.buckets_n();
+        let w = range.bucket_ms();
+        Self {
+            rig: rig.to_owned(),
+            t_ms: (0..n)
+                .map(|k| range.from_ms + w * i64::try_from(k).unwrap_or(i64::MAX / w))
+                .collect(),
+            bucket_ms: w,
+            channels: channels
+                .iter()
+                .map(|c| Envelope {
+                    name: c.clone(),
+                    min: vec![None; n],
+                    max: vec![None; n],
+                })
+                .collect(),
+        }
+    }
+}
+
 impl Range {
     /// Every problem with the range; `max_range_ms` is the widest allowed.
     pub fn problems(&self, max_range_ms: i64) -> Vec<dtop_studies::FieldProblem> {
@@ -252,23 +275,8 @@ pub fn parse_answer(
 ) -> Result<HistoryAnswer, HistoryError> {
     let answer: QueryAnswer =
         serde_json::from_slice(body).map_err(|e| HistoryError::Unreadable(e.to_string()))?;
-    let n = range.buckets_n();
     let w = range.bucket_ms();
-    let mut out = HistoryAnswer {
-        rig: rig.to_owned(),
-        t_ms: (0..n)
-            .map(|k| range.from_ms + w * i64::try_from(k).unwrap_or(i64::MAX / w))
-            .collect(),
-        bucket_ms: w,
-        channels: channels
-            .iter()
-            .map(|c| Envelope {
-                name: c.clone(),
-                min: vec![None; n],
-                max: vec![None; n],
-            })
-            .collect(),
-    };
+    let mut out = HistoryAnswer::gaps(rig, channels, range);
     for result in answer.results {
         if let Some(error) = result.error {
             return Err(HistoryError::Store {
@@ -419,7 +427,7 @@ impl History {
                 parse_answer(rig, channels, range, &body)
             }
             HistoryBackend::VictoriaMetrics => {
-                let mut out = parse_answer(rig, channels, range, br#"{"results":[]}"#)?;
+                let mut out = HistoryAnswer::gaps(rig, channels, range);
                 for envelope in &mut out.channels {
                     for (stat, into) in [
                         (Stat::Min, &mut envelope.min),
