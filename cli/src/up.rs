@@ -231,14 +231,10 @@ fn studies_server_config(args: &UpArgs) -> dtop_server::ServerConfig {
         password_file: None,
     });
     // The rig pages read history from the InfluxDB 1.x the twin writes to, when it does.
-    config.live.history =
-        args.influx_v1_url
-            .as_ref()
-            .map(|url| dtop_server::config::HistoryConfig {
-                influx_v1_url: url.clone(),
-                database: args.influx_db.clone(),
-                timeout_s: 10.0,
-            });
+    config.live.history = args
+        .influx_v1_url
+        .as_ref()
+        .map(|url| dtop_server::config::HistoryConfig::influx_v1(url, &args.influx_db));
     config
 }
 

@@ -66,17 +66,95 @@ pub struct LiveConfig {
     pub history: Option<HistoryConfig>,
 }
 
-/// The InfluxDB the twin writes to, read with InfluxQL (`/query`, InfluxDB 1.x API).
+/// The store the twin writes samples to, read back for the history view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryConfig {
-    /// Base URL, e.g. `http://127.0.0.1:8086`.
-    pub influx_v1_url: String,
-    /// The database the twin writes (`[storage.influx_v1] database`).
-    pub database: String,
-    /// Seconds to wait for an answer.
+    /// Which store: `"influx_v1"` (InfluxQL on `/query`; the twin's `[storage.influx_v1]`) or
+    /// `"victoria_metrics"` (MetricsQL on `/api/v1/query_range`; the twin's
+    /// `[storage.influx_v2]` pointed at VictoriaMetrics).
+    #[serde(default)]
+    pub backend: HistoryBackend,
+    /// Base URL of the store, e.g. `http://127.0.0.1:8086` (InfluxDB) or
+    /// `http://127.0.0.1:8428` (VictoriaMetrics).
+    pub url: String,
+    /// The database the twin writes (`[storage.influx_v1] database`); `influx_v1` only.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Seconds to wait for an answer; past it the request is answered 503.
     #[serde(default = "default_history_timeout_s")]
     pub timeout_s: f64,
+    /// Widest range one request may ask for, s (the query reads every sample in it: one day
+    /// at 1 kHz is 86.4 million points per channel).
+    #[serde(default = "default_history_max_range_s")]
+    pub max_range_s: u64,
+}
+
+/// The history store's query language.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryBackend {
+    /// InfluxDB 1.x, InfluxQL.
+    #[default]
+    InfluxV1,
+    /// VictoriaMetrics, MetricsQL.
+    VictoriaMetrics,
+}
+
+impl HistoryConfig {
+    /// Reads `database` of the InfluxDB 1.x at `url`, with the default timeout and widest range.
+    pub fn influx_v1(url: impl Into<String>, database: impl Into<String>) -> Self {
+        Self {
+            backend: HistoryBackend::InfluxV1,
+            url: url.into(),
+            database: Some(database.into()),
+            timeout_s: default_history_timeout_s(),
+            max_range_s: default_history_max_range_s(),
+        }
+    }
+
+    /// Reads the VictoriaMetrics at `url`, with the default timeout and widest range.
+    pub fn victoria_metrics(url: impl Into<String>) -> Self {
+        Self {
+            backend: HistoryBackend::VictoriaMetrics,
+            url: url.into(),
+            database: None,
+            timeout_s: default_history_timeout_s(),
+            max_range_s: default_history_max_range_s(),
+        }
+    }
+
+    fn problems(&self, problems: &mut Vec<ConfigProblem>) {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            problems.push(ConfigProblem::new(
+                "live.history.url",
+                "must start with http:// or https://",
+            ));
+        }
+        match (self.backend, self.database.as_deref()) {
+            (HistoryBackend::InfluxV1, None | Some("")) => problems.push(ConfigProblem::new(
+                "live.history.database",
+                "must name the twin's InfluxDB database (backend influx_v1)",
+            )),
+            (HistoryBackend::VictoriaMetrics, Some(_)) => problems.push(ConfigProblem::new(
+                "live.history.database",
+                "is for backend influx_v1 only (VictoriaMetrics has no databases)",
+            )),
+            _ => {}
+        }
+        if !(self.timeout_s.is_finite() && self.timeout_s > 0.0 && self.timeout_s <= 300.0) {
+            problems.push(ConfigProblem::new(
+                "live.history.timeout_s",
+                "must be in (0, 300]",
+            ));
+        }
+        if !(1..=MAX_HISTORY_RANGE_S).contains(&self.max_range_s) {
+            problems.push(ConfigProblem::new(
+                "live.history.max_range_s",
+                format!("must be between 1 and {MAX_HISTORY_RANGE_S}"),
+            ));
+        }
+    }
 }
 
 const fn default_window_s() -> f64 {
@@ -94,6 +172,12 @@ const fn default_max_fraction_of_critical() -> f64 {
 const fn default_history_timeout_s() -> f64 {
     10.0
 }
+const fn default_history_max_range_s() -> u64 {
+    86_400
+}
+
+/// Upper bound of `live.history.max_range_s`: one year.
+const MAX_HISTORY_RANGE_S: u64 = 365 * 86_400;
 
 impl Default for LiveConfig {
     fn default() -> Self {
@@ -148,25 +232,7 @@ impl LiveConfig {
             ));
         }
         if let Some(h) = &self.history {
-            if !(h.influx_v1_url.starts_with("http://") || h.influx_v1_url.starts_with("https://"))
-            {
-                problems.push(ConfigProblem::new(
-                    "live.history.influx_v1_url",
-                    "must start with http:// or https://",
-                ));
-            }
-            if h.database.is_empty() {
-                problems.push(ConfigProblem::new(
-                    "live.history.database",
-                    "must not be empty",
-                ));
-            }
-            if !(h.timeout_s.is_finite() && h.timeout_s > 0.0 && h.timeout_s <= 300.0) {
-                problems.push(ConfigProblem::new(
-                    "live.history.timeout_s",
-                    "must be in (0, 300]",
-                ));
-            }
+            h.problems(problems);
         }
     }
 }
@@ -428,6 +494,51 @@ mod tests {
     }
 
     #[test]
+    fn a_history_backend_is_chosen_by_name_and_database_belongs_to_influx_only() {
+        let base = "credentials_file = \"/p\"\n[engine]\ndatabase_url = \"sqlite://x\"\nresult_dir = \"/tmp/r\"\n";
+        let parse = |history: &str| {
+            dtop_daemon::parse::<ServerConfig, _>(
+                &format!("{base}[live.history]\n{history}"),
+                ServerConfig::validate,
+            )
+        };
+        let vm =
+            parse("backend = \"victoria_metrics\"\nurl = \"http://127.0.0.1:8428\"\n").unwrap();
+        assert_eq!(
+            vm.live.history,
+            Some(HistoryConfig::victoria_metrics("http://127.0.0.1:8428"))
+        );
+        let influx = parse("url = \"http://127.0.0.1:8086\"\ndatabase = \"dtop\"\n").unwrap();
+        assert_eq!(
+            influx.live.history,
+            Some(HistoryConfig::influx_v1("http://127.0.0.1:8086", "dtop"))
+        );
+        let paths: Vec<String> = [
+            "backend = \"victoria_metrics\"\nurl = \"http://x\"\ndatabase = \"dtop\"\n",
+            "url = \"http://x\"\n",
+            "backend = \"flux\"\nurl = \"http://x\"\ndatabase = \"d\"\n",
+        ]
+        .into_iter()
+        .flat_map(|h| {
+            let problems = parse(h).unwrap_err();
+            problems
+                .paths()
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+        assert_eq!(
+            paths,
+            [
+                "live.history.database",
+                "live.history.database",
+                "live.history.backend"
+            ]
+        );
+    }
+
+    #[test]
     fn reports_every_problem_at_once() {
         let text = r#"
 credentials_file = ""
@@ -449,8 +560,9 @@ password_file = "/p"
 window_s = 0
 max_fraction_of_critical = 1.5
 [live.history]
-influx_v1_url = "ftp://x"
+url = "ftp://x"
 database = ""
+max_range_s = 0
 "#;
         let problems =
             dtop_daemon::parse::<ServerConfig, _>(text, ServerConfig::validate).unwrap_err();
@@ -467,7 +579,8 @@ database = ""
                 "http.tls.key_file",
                 "http.token_lifetime_s",
                 "live.history.database",
-                "live.history.influx_v1_url",
+                "live.history.max_range_s",
+                "live.history.url",
                 "live.max_fraction_of_critical",
                 "live.window_s",
                 "mqtt.host",

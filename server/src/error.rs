@@ -60,6 +60,10 @@ pub enum ApiError {
     /// The database is away.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A store this request reads (the history's InfluxDB) did not answer; the reason holds no
+    /// secret and is shown.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
     /// Anything else; the reason is logged, not shown.
     #[error("internal: {0}")]
     Internal(String),
@@ -69,7 +73,8 @@ pub enum ApiError {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// `invalid`, `too_large`, `unauthenticated`, `forbidden`, `not_found`, `conflict`,
-    /// `payload_too_large`, `too_many_requests`, `unavailable`, `not_configured` or `internal`.
+    /// `payload_too_large`, `too_many_requests`, `unavailable`, `store_unavailable`, `not_configured`
+    /// or `internal`.
     pub error: &'static str,
     /// A sentence for a person.
     pub message: String,
@@ -131,7 +136,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -197,6 +202,7 @@ impl ApiError {
                 "unavailable",
                 "The database is unavailable; try again later.".to_owned(),
             ),
+            Self::StoreUnavailable(why) => plain("store_unavailable", why.clone()),
             Self::Internal(_) => plain(
                 "internal",
                 "Internal error; the server log has the details.".to_owned(),
@@ -215,6 +221,7 @@ impl IntoResponse for ApiError {
         match &self {
             Self::Internal(why) => error!(reason = %why, "Request failed with an internal error."),
             Self::Unavailable(why) => warn!(reason = %why, "Database unavailable."),
+            Self::StoreUnavailable(why) => warn!(reason = %why, "A store did not answer."),
             _ => {}
         }
         let status = self.status();
@@ -227,7 +234,7 @@ impl IntoResponse for ApiError {
             Self::TooManyRequests(wait) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s(*wait)));
             }
-            Self::Unavailable(_) => {
+            Self::Unavailable(_) | Self::StoreUnavailable(_) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after_s(UNAVAILABLE_RETRY)),

@@ -2,7 +2,10 @@
 //! real server and the real live pipeline in one process (dtop-broker with logins, the rig
 //! simulator, dtop-edge, dtop-twin): an operator sees the overview and a live trace update,
 //! sends a safety stop and sees its acknowledgement; a dashboard user gets no command panel
-//! and the API refuses their command; an operator of another rig gets the 403 page. One
+//! and the API refuses their command; an operator of another rig gets the 403 page. With the
+//! twin storing to InfluxDB (`DTOP_TEST_INFLUX_V1_URL`), the operator also switches to history
+//! for a past range through the page's form, sees it plotted, and the CSV the page offers for
+//! it equals the min/max per bucket of the raw samples read from InfluxDB. One
 //! server, one pipeline and one browser for the whole file; a PNG of every page goes to
 //! `target/browser-screenshots/`. It also prints the measured redraw time of the full window
 //! and the bytes per second the rig's feed brought (BENCHMARKS.md). Without chromium and
@@ -15,6 +18,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::browser::{browser, click, eval, log_in, snap, start_driver, until};
+use common::influx::{Influx, assert_csv_equals, bucket};
 use common::pipeline::{Pipeline, RIG, start_broker};
 use common::{Options, Server, password};
 use dtop_auth::credentials::add_user;
@@ -34,8 +38,11 @@ async fn operators_watch_a_rig_live_and_stop_it_while_other_roles_are_refused_in
     };
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path()).await;
+    // History needs the twin storing to InfluxDB; without one the history steps skip.
+    let influx = Influx::create("browser_rigs").await;
     let server = Server::start(Options {
         mqtt: Some(broker.mqtt_addr()),
+        history: influx.as_ref().map(Influx::history_config),
         ..Options::default()
     })
     .await;
@@ -52,7 +59,17 @@ async fn operators_watch_a_rig_live_and_stop_it_while_other_roles_are_refused_in
     })
     .await
     .unwrap();
-    let pipeline = Pipeline::start(dir.path(), broker.mqtt_addr().port()).await;
+    let pipeline = match &influx {
+        Some(influx) => {
+            Pipeline::start_storing(
+                dir.path(),
+                broker.mqtt_addr().port(),
+                &influx.storage_toml(),
+            )
+            .await
+        }
+        None => Pipeline::start(dir.path(), broker.mqtt_addr().port()).await,
+    };
     let profile = tempfile::tempdir().unwrap();
     let c = browser(&driver, profile.path()).await;
 
@@ -113,6 +130,10 @@ async fn operators_watch_a_rig_live_and_stop_it_while_other_roles_are_refused_in
         redraws[redraws.len() - 1]
     );
 
+    if let Some(influx) = &influx {
+        show_history_and_check_its_csv(&c, influx).await;
+    }
+
     // A safety stop, one click; its acknowledgement shows as it arrives.
     click(&c, "#cmd-safety-stop").await;
     until(
@@ -172,4 +193,109 @@ async fn operators_watch_a_rig_live_and_stop_it_while_other_roles_are_refused_in
     pipeline.stop().await;
     server.stop().await;
     drop(broker);
+    if let Some(influx) = influx {
+        influx.drop_database().await;
+    }
+}
+
+/// On the rig page: a past range through the history form (whole seconds, as the form takes
+/// them), from a second before the first stored sample; the plots show every bucket of it with
+/// the gap before the rig started; the CSV the page links for it equals the buckets computed
+/// from InfluxDB's raw samples; then back to live.
+async fn show_history_and_check_its_csv(c: &fantoccini::Client, influx: &Influx) {
+    let (first_ns, last_ns) = influx.stored_span_ns(RIG).await.unwrap();
+    let from_ms = (first_ns.div_euclid(1_000_000_000) - 1) * 1000;
+    let to_ms = from_ms + 5_000;
+    assert!(
+        last_ns > (to_ms + 2_000) * 1_000_000,
+        "the range is not past yet"
+    );
+    eval(
+        c,
+        &format!(
+            "(() => {{ const f = (ms) => {{ const d = new Date(ms); const p = (n) => String(n).padStart(2, '0'); \
+             return `${{d.getFullYear()}}-${{p(d.getMonth() + 1)}}-${{p(d.getDate())}}T${{p(d.getHours())}}:${{p(d.getMinutes())}}:${{p(d.getSeconds())}}`; }}; \
+             document.getElementById('hist-from').value = f({from_ms}); document.getElementById('hist-to').value = f({to_ms}); return 0; }})()"
+        ),
+    )
+    .await;
+    click(c, "#hist-load").await;
+    until(
+        c,
+        "window.dtopLive.shown().mode === 'history' && window.dtopLive.shown().range !== null",
+        "the history view",
+    )
+    .await;
+    let shown = eval(c, "window.dtopLive.shown()").await;
+    assert_eq!(shown["range"]["from_ms"], json!(from_ms), "{shown}");
+    assert_eq!(shown["range"]["to_ms"], json!(to_ms), "{shown}");
+    assert_eq!(
+        eval(c, "[document.getElementById('plots').hidden, document.getElementById('history-plots').hidden]").await,
+        json!([true, false])
+    );
+    let href = c
+        .find(Locator::Id("history-csv"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let px: u32 = href
+        .split("px=")
+        .nth(1)
+        .and_then(|v| v.split('&').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        href.contains(&format!("from_ms={from_ms}&to_ms={to_ms}")),
+        "{href}"
+    );
+    snap(c, "rigs-02b-history").await;
+
+    // The CSV the page offers, fetched in the page with its session, against InfluxDB.
+    let csv = c
+        .execute_async(
+            &format!("const done = arguments[0]; fetch({href:?}, {{credentials: 'same-origin'}}).then(r => r.text()).then(done, e => done(String(e)));"),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let csv = csv.as_str().unwrap();
+    let expected = bucket(&influx.raw(RIG, from_ms, to_ms).await, from_ms, to_ms, px);
+    assert_csv_equals(csv, &expected);
+
+    // The plots show those buckets: every one on the x axis from the range's start, and as
+    // many values as InfluxDB holds for their channels (a gap before the rig started).
+    let plots = shown["plots"].as_array().unwrap();
+    let titles: Vec<&str> = plots.iter().map(|p| p["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["Floor acceleration", "Force"], "{shown}");
+    for p in plots {
+        assert_eq!(p["points"], json!(expected.t_ms.len()), "{p}");
+        assert_eq!(p["x0"].as_f64(), Some(from_ms as f64 / 1000.0), "{p}");
+        let mut want = 0;
+        for label in p["labels"].as_array().unwrap() {
+            let label = label.as_str().unwrap();
+            let (name, max) = label
+                .strip_suffix("_max")
+                .map(|n| (n, true))
+                .unwrap_or_else(|| (label.strip_suffix("_min").unwrap(), false));
+            let (lo, hi) = &expected.channels[name];
+            want += if max { hi } else { lo }
+                .iter()
+                .filter(|v| v.is_some())
+                .count();
+        }
+        assert_eq!(p["values"], json!(want), "{p}");
+        assert!(want > 0, "{p}");
+    }
+    let (min, _) = expected.channels.values().next().unwrap();
+    assert!(
+        min[0].is_none(),
+        "the second before the rig started is not a gap"
+    );
+
+    click(c, "#live").await;
+    until(c, "window.dtopLive.shown().mode === 'live'", "back to live").await;
 }

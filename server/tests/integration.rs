@@ -8,6 +8,7 @@ mod common;
 mod api;
 mod browser_rigs;
 mod browser_studies;
+mod history;
 mod live;
 mod mqtt;
 mod web;

@@ -1,9 +1,17 @@
 //! Owns the history view's data: `GET /api/v1/rigs/{rig}/history?from_ms=&to_ms=&px=` answers
-//! every stream-0 channel's min and max per pixel bucket, read from the InfluxDB the twin
-//! writes (`dtop_samples`, ARCHITECTURE § Storage schema) with one InfluxQL query (InfluxDB 1.x
-//! `/query`); `.../history.csv` is the same range as CSV. The query builder, the bucket width,
-//! the answer's parser and the CSV writer are pure; only [`History::query`] does I/O.
-//! InfluxDB 2.x (Flux) and VictoriaMetrics are not read here (they need another query language).
+//! every stream-0 channel's min and max per pixel bucket, read from the store the twin writes
+//! (`dtop_samples`, ARCHITECTURE § Storage schema): InfluxDB 1.x with one InfluxQL query
+//! (`/query`), or VictoriaMetrics through [`super::victoria`]; `.../history.csv` is the same
+//! range as CSV. The query builder, the bucket rule, the answer's parser and the CSV writer are
+//! pure; only [`History::query`] does I/O. InfluxDB 2.x (Flux) is not read.
+//!
+//! # The bucket rule
+//! `bucket_ms = ceil((to_ms − from_ms) / px)`; bucket `k` covers
+//! `[from_ms + k·bucket_ms, from_ms + (k+1)·bucket_ms) ∩ [from_ms, to_ms)` for
+//! `k = 0 .. ceil((to_ms − from_ms) / bucket_ms)`. Every bucket is in the answer; one with no
+//! sample of a channel (before the rig started, a gap the edge declared lost) is `null` there,
+//! never a zero. InfluxDB aligns `GROUP BY time()` to the epoch, so the query passes
+//! `from_ms mod bucket_ms` as its offset, and the parser refuses a bucket off that grid.
 
 use std::time::Duration;
 
@@ -12,11 +20,11 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tracing::warn;
 
 use super::command::{live, rig_id};
 use super::rights;
-use crate::config::HistoryConfig;
+use super::victoria::{self, Stat};
+use crate::config::{HistoryBackend, HistoryConfig};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, AuthUser, Shared};
 
@@ -46,7 +54,7 @@ const fn default_px() -> u32 {
 pub struct Envelope {
     /// Channel name (the InfluxDB field).
     pub name: String,
-    /// Smallest value per bucket (null where the bucket holds none of this channel).
+    /// Smallest value per bucket (null where the bucket holds no sample of this channel).
     pub min: Vec<Option<f64>>,
     /// Largest value per bucket.
     pub max: Vec<Option<f64>>,
@@ -57,22 +65,53 @@ pub struct Envelope {
 pub struct HistoryAnswer {
     /// The rig.
     pub rig: String,
-    /// Start of each bucket that holds data, ms since the Unix epoch.
+    /// Start of every bucket of the range, ms since the Unix epoch: `from_ms + k·bucket_ms`.
     pub t_ms: Vec<i64>,
-    /// Bucket width, ms.
+    /// Bucket width, ms: `ceil((to_ms − from_ms) / px)`.
     pub bucket_ms: i64,
     /// Per channel.
     pub channels: Vec<Envelope>,
 }
 
+impl HistoryAnswer {
+    /// Every bucket of `range`, each a gap: what the stores' answers are folded into.
+    pub fn gaps(rig: &str, channels: &[String], range: &Range) -> Self {
+        let n = range.buckets_n();
+        let w = range.bucket_ms();
+        Self {
+            rig: rig.to_owned(),
+            t_ms: (0..n)
+                .map(|k| range.from_ms + w * i64::try_from(k).unwrap_or(i64::MAX / w))
+                .collect(),
+            bucket_ms: w,
+            channels: channels
+                .iter()
+                .map(|c| Envelope {
+                    name: c.clone(),
+                    min: vec![None; n],
+                    max: vec![None; n],
+                })
+                .collect(),
+        }
+    }
+}
+
 impl Range {
-    /// Every problem with the range.
-    pub fn problems(&self) -> Vec<dtop_studies::FieldProblem> {
+    /// Every problem with the range; `max_range_ms` is the widest allowed.
+    pub fn problems(&self, max_range_ms: i64) -> Vec<dtop_studies::FieldProblem> {
         let mut p = Vec::new();
         if self.to_ms <= self.from_ms {
             p.push(dtop_studies::FieldProblem::new(
                 "to_ms",
                 "must be after from_ms",
+            ));
+        } else if self.to_ms.saturating_sub(self.from_ms) > max_range_ms {
+            p.push(dtop_studies::FieldProblem::new(
+                "to_ms",
+                format!(
+                    "the range may be at most {} s wide (live.history.max_range_s)",
+                    max_range_ms / 1000
+                ),
             ));
         }
         if !(1..=MAX_PX).contains(&self.px) {
@@ -84,11 +123,32 @@ impl Range {
         p
     }
 
+    fn span_ms(&self) -> i64 {
+        self.to_ms.saturating_sub(self.from_ms).max(1)
+    }
+
     /// Bucket width: the range over the pixels, rounded up to a whole millisecond.
     pub fn bucket_ms(&self) -> i64 {
-        let span = (self.to_ms - self.from_ms).max(1);
         let px = i64::from(self.px.max(1));
-        ((span + px - 1) / px).max(1)
+        ((self.span_ms() + px - 1) / px).max(1)
+    }
+
+    /// How many buckets cover the range (at most `px`).
+    pub fn buckets_n(&self) -> usize {
+        let w = self.bucket_ms();
+        usize::try_from((self.span_ms() + w - 1) / w).unwrap_or(0)
+    }
+
+    /// The bucket starting at `t_ms`; `None` when `t_ms` is not on the range's grid.
+    pub fn bucket_at(&self, t_ms: i64) -> Option<usize> {
+        let w = self.bucket_ms();
+        let since = t_ms.checked_sub(self.from_ms)?;
+        if since < 0 || since % w != 0 {
+            return None;
+        }
+        usize::try_from(since / w)
+            .ok()
+            .filter(|k| *k < self.buckets_n())
     }
 }
 
@@ -100,7 +160,8 @@ fn quote_string(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// The InfluxQL query for `channels` of `rig`'s stream 0 over `range`.
+/// The InfluxQL query for `channels` of `rig`'s stream 0 over `range`, grouped on the range's
+/// own bucket grid (the offset moves InfluxDB's epoch-aligned buckets to start at `from_ms`).
 pub fn influxql(rig: &str, channels: &[String], range: &Range) -> String {
     let fields: Vec<String> = channels
         .iter()
@@ -119,14 +180,15 @@ pub fn influxql(rig: &str, channels: &[String], range: &Range) -> String {
             ]
         })
         .collect();
+    let w = range.bucket_ms();
+    let offset_ms = range.from_ms.rem_euclid(w);
     format!(
         "SELECT {} FROM \"dtop_samples\" WHERE \"rig\" = {} AND \"stream\" = '0' AND time >= {}ms \
-         AND time < {}ms GROUP BY time({}ms) fill(none)",
+         AND time < {}ms GROUP BY time({w}ms, {offset_ms}ms) fill(none)",
         fields.join(", "),
         quote_string(rig),
         range.from_ms,
         range.to_ms,
-        range.bucket_ms()
     )
 }
 
@@ -151,54 +213,103 @@ struct Series {
     values: Vec<Vec<serde_json::Value>>,
 }
 
-/// Parses InfluxDB's JSON answer (`epoch=ms`) to the query of [`influxql`].
+/// Why a history query got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The configured URL does not parse.
+    #[error("the history store's URL {0:?} does not parse")]
+    BadUrl(String),
+    /// No connection, or the connection broke.
+    #[error("{store} at {url} did not answer: {source}")]
+    Unreachable {
+        /// `InfluxDB` or `VictoriaMetrics`.
+        store: &'static str,
+        /// The base URL (it carries no credentials).
+        url: String,
+        /// reqwest's error, without the query URL.
+        source: reqwest::Error,
+    },
+    /// No answer within the configured timeout.
+    #[error("{store} at {url} did not answer in time ({timeout_s} s)")]
+    TimedOut {
+        /// `InfluxDB` or `VictoriaMetrics`.
+        store: &'static str,
+        /// The base URL.
+        url: String,
+        /// `[live.history] timeout_s`.
+        timeout_s: f64,
+    },
+    /// The store answered with an HTTP error.
+    #[error("{store} answered {status}: {body}")]
+    Refused {
+        /// `InfluxDB` or `VictoriaMetrics`.
+        store: &'static str,
+        /// The HTTP status.
+        status: u16,
+        /// The start of its body.
+        body: String,
+    },
+    /// The store answered with an error of its own (a missing database, a bad query).
+    #[error("{store}: {error}")]
+    Store {
+        /// `InfluxDB` or `VictoriaMetrics`.
+        store: &'static str,
+        /// Its words.
+        error: String,
+    },
+    /// An answer this parser does not read.
+    #[error("unreadable answer from the history store: {0}")]
+    Unreadable(String),
+}
+
+/// Parses InfluxDB's JSON answer (`epoch=ms`) to the query of [`influxql`] onto the range's
+/// bucket grid.
 ///
 /// # Errors
-/// InfluxDB's own error, or a shape this parser does not know.
+/// InfluxDB's own error, a shape this parser does not know, or a bucket off the grid.
 pub fn parse_answer(
     rig: &str,
     channels: &[String],
     range: &Range,
     body: &[u8],
-) -> Result<HistoryAnswer, String> {
+) -> Result<HistoryAnswer, HistoryError> {
     let answer: QueryAnswer =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable InfluxDB answer: {e}"))?;
-    let mut out = HistoryAnswer {
-        rig: rig.to_owned(),
-        t_ms: Vec::new(),
-        bucket_ms: range.bucket_ms(),
-        channels: channels
-            .iter()
-            .map(|c| Envelope {
-                name: c.clone(),
-                min: Vec::new(),
-                max: Vec::new(),
-            })
-            .collect(),
-    };
+        serde_json::from_slice(body).map_err(|e| HistoryError::Unreadable(e.to_string()))?;
+    let w = range.bucket_ms();
+    let mut out = HistoryAnswer::gaps(rig, channels, range);
     for result in answer.results {
-        if let Some(e) = result.error {
-            return Err(format!("InfluxDB: {e}"));
+        if let Some(error) = result.error {
+            return Err(HistoryError::Store {
+                store: "InfluxDB",
+                error,
+            });
         }
         for series in result.series {
             let col = |name: &str| series.columns.iter().position(|c| c == name);
-            let time = col("time").ok_or("no time column")?;
+            let time =
+                col("time").ok_or_else(|| HistoryError::Unreadable("no time column".into()))?;
             let index: Vec<(Option<usize>, Option<usize>)> = channels
                 .iter()
                 .map(|c| (col(&format!("{c}__min")), col(&format!("{c}__max"))))
                 .collect();
             for row in &series.values {
-                let Some(t) = row.get(time).and_then(serde_json::Value::as_i64) else {
-                    continue;
-                };
-                out.t_ms.push(t);
+                let t = row
+                    .get(time)
+                    .and_then(serde_json::Value::as_i64)
+                    .ok_or_else(|| HistoryError::Unreadable("a row without its time".into()))?;
+                let k = range.bucket_at(t).ok_or_else(|| {
+                    HistoryError::Unreadable(format!(
+                        "a bucket at {t} ms is off the grid from {} ms by {w} ms",
+                        range.from_ms
+                    ))
+                })?;
                 for (envelope, (lo, hi)) in out.channels.iter_mut().zip(&index) {
                     let at = |i: &Option<usize>| {
                         i.and_then(|i| row.get(i))
                             .and_then(serde_json::Value::as_f64)
                     };
-                    envelope.min.push(at(lo));
-                    envelope.max.push(at(hi));
+                    envelope.min[k] = at(lo);
+                    envelope.max[k] = at(hi);
                 }
             }
         }
@@ -228,7 +339,7 @@ pub fn to_csv(answer: &HistoryAnswer) -> String {
     out
 }
 
-/// The InfluxDB client.
+/// The history store's client.
 #[derive(Debug, Clone)]
 pub struct History {
     config: HistoryConfig,
@@ -245,41 +356,92 @@ impl History {
         Self { config, client }
     }
 
-    /// Runs the query of `channels` of `rig` over `range`.
+    /// Widest range one request may ask for, ms.
+    pub fn max_range_ms(&self) -> i64 {
+        i64::try_from(self.config.max_range_s)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000)
+    }
+
+    fn store(&self) -> &'static str {
+        match self.config.backend {
+            HistoryBackend::InfluxV1 => "InfluxDB",
+            HistoryBackend::VictoriaMetrics => "VictoriaMetrics",
+        }
+    }
+
+    /// GET `path` with `params` under the store's base URL: the body of a 2xx answer.
+    async fn get(&self, path: &str, params: &[(&str, String)]) -> Result<Vec<u8>, HistoryError> {
+        let base = &self.config.url;
+        let store = self.store();
+        let mut url = reqwest::Url::parse(base)
+            .and_then(|u| u.join(path))
+            .map_err(|_| HistoryError::BadUrl(base.clone()))?;
+        url.query_pairs_mut().extend_pairs(params);
+        let unreachable = |e: reqwest::Error| {
+            if e.is_timeout() {
+                HistoryError::TimedOut {
+                    store,
+                    url: base.clone(),
+                    timeout_s: self.config.timeout_s,
+                }
+            } else {
+                HistoryError::Unreachable {
+                    store,
+                    url: base.clone(),
+                    source: e.without_url(),
+                }
+            }
+        };
+        let response = self.client.get(url).send().await.map_err(unreachable)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(unreachable)?;
+        if !status.is_success() {
+            return Err(HistoryError::Refused {
+                store,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+            });
+        }
+        Ok(body.to_vec())
+    }
+
+    /// Runs the query of `channels` of `rig` over `range` on the configured store.
     ///
     /// # Errors
-    /// InfluxDB unreachable or answering an error, in words for the log.
+    /// The store unreachable, slower than the timeout, or answering an error.
     pub async fn query(
         &self,
         rig: &str,
         channels: &[String],
         range: &Range,
-    ) -> Result<HistoryAnswer, String> {
-        let mut url = reqwest::Url::parse(&self.config.influx_v1_url)
-            .and_then(|u| u.join("query"))
-            .map_err(|e| format!("bad InfluxDB URL: {e}"))?;
-        url.query_pairs_mut()
-            .append_pair("db", &self.config.database)
-            .append_pair("epoch", "ms")
-            .append_pair("q", &influxql(rig, channels, range));
-        let response = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("InfluxDB unreachable: {e}"))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("InfluxDB answer cut: {e}"))?;
-        if !status.is_success() {
-            return Err(format!(
-                "InfluxDB answered {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            ));
+    ) -> Result<HistoryAnswer, HistoryError> {
+        match self.config.backend {
+            HistoryBackend::InfluxV1 => {
+                let params = [
+                    ("db", self.config.database.clone().unwrap_or_default()),
+                    ("epoch", "ms".to_owned()),
+                    ("q", influxql(rig, channels, range)),
+                ];
+                let body = self.get("query", &params).await?;
+                parse_answer(rig, channels, range, &body)
+            }
+            HistoryBackend::VictoriaMetrics => {
+                let mut out = HistoryAnswer::gaps(rig, channels, range);
+                for envelope in &mut out.channels {
+                    for (stat, into) in [
+                        (Stat::Min, &mut envelope.min),
+                        (Stat::Max, &mut envelope.max),
+                    ] {
+                        for request in victoria::requests(rig, &envelope.name, stat, range) {
+                            let body = self.get(request.path, &request.params).await?;
+                            victoria::fold_answer(&body, stat, range, into)?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
         }
-        parse_answer(rig, channels, range, &body)
     }
 }
 
@@ -297,17 +459,17 @@ async fn answer(
             user.0.username
         )));
     }
-    let problems = range.problems();
-    if !problems.is_empty() {
-        return Err(ApiError::Invalid(problems));
-    }
     let history = live.history.as_ref().ok_or_else(|| {
         ApiError::NotConfigured(
-            "History needs InfluxDB: this server has no [live.history] (the twin may be \
-             storing to files, as `dtop up` does by default)."
+            "History needs the InfluxDB or VictoriaMetrics the twin stores to: this server has \
+             no [live.history] (the twin may be storing to files, as `dtop up` does by default)."
                 .into(),
         )
     })?;
+    let problems = range.problems(history.max_range_ms());
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
     let birth = live.hub.birth(rig.clone()).await.ok_or_else(|| {
         ApiError::Conflict(format!(
             "rig {rig} has not announced its channels (no birth)"
@@ -323,8 +485,7 @@ async fn answer(
         .query(rig.as_str(), &channels, &range)
         .await
         .map_err(|why| {
-            warn!(rig = %rig, reason = %why, "History query failed.");
-            ApiError::NotConfigured(format!("The history store did not answer: {why}"))
+            ApiError::StoreUnavailable(format!("The history store did not answer: {why}"))
         })
 }
 
@@ -334,7 +495,7 @@ async fn answer(
     responses((status = 200, body = HistoryAnswer), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody),
-        (status = 503, body = ErrorBody, description = "No InfluxDB configured, or it did not answer")),
+        (status = 503, body = ErrorBody, description = "No InfluxDB configured, or it did not answer in time")),
     security(("bearer" = [])))]
 pub async fn json(
     State(state): State<Shared>,
@@ -391,14 +552,52 @@ mod tests {
     #[test]
     fn one_bucket_per_pixel_rounded_up_to_whole_milliseconds() {
         assert_eq!(range().bucket_ms(), 10);
+        assert_eq!(range().buckets_n(), 1000);
         let r = Range { px: 3, ..range() };
         assert_eq!(r.bucket_ms(), 3334);
+        assert_eq!(r.buckets_n(), 3);
+        // 3500 ms over 333 px: 11 ms buckets, the last one cut by to_ms.
+        let r = Range {
+            from_ms: 1_003,
+            to_ms: 4_503,
+            px: 333,
+        };
+        assert_eq!((r.bucket_ms(), r.buckets_n()), (11, 319));
+        assert_eq!(r.bucket_at(1_003), Some(0));
+        assert_eq!(r.bucket_at(1_003 + 318 * 11), Some(318));
+        assert_eq!(r.bucket_at(1_003 + 319 * 11), None);
+        assert_eq!(r.bucket_at(1_000), None);
+        assert_eq!(r.bucket_at(1_004), None);
+    }
+
+    #[test]
+    fn a_range_backwards_too_wide_or_with_bad_pixels_is_refused_naming_every_field() {
         let bad = Range {
             to_ms: 0,
             px: 0,
             ..range()
         };
-        assert_eq!(bad.problems().len(), 2);
+        assert_eq!(bad.problems(86_400_000).len(), 2);
+        let wide = Range {
+            from_ms: 0,
+            to_ms: 86_400_001,
+            px: MAX_PX + 1,
+        };
+        let fields: Vec<String> = wide
+            .problems(86_400_000)
+            .iter()
+            .map(|p| p.field.clone())
+            .collect();
+        assert_eq!(fields, ["to_ms", "px"]);
+        assert!(
+            Range {
+                to_ms: 86_400_000,
+                px: 1,
+                ..wide
+            }
+            .problems(86_400_000)
+            .is_empty()
+        );
     }
 
     #[test]
@@ -415,30 +614,77 @@ mod tests {
         );
         assert!(q.contains("max(\"we\\\"ird\")"), "{q}");
         assert!(
-            q.ends_with("time >= 1000ms AND time < 11000ms GROUP BY time(10ms) fill(none)"),
+            q.ends_with("time >= 1000ms AND time < 11000ms GROUP BY time(10ms, 0ms) fill(none)"),
             "{q}"
         );
     }
 
     #[test]
-    fn parses_an_influx_answer_and_writes_it_as_csv() {
+    fn the_query_groups_on_the_ranges_own_grid_not_the_epochs() {
+        let r = Range {
+            from_ms: 1_700_000_000_123,
+            to_ms: 1_700_000_003_623,
+            px: 333,
+        };
+        let q = influxql("r1", &["a".into()], &r);
+        // 1_700_000_000_123 mod 11 = 7.
+        assert!(q.ends_with("GROUP BY time(11ms, 7ms) fill(none)"), "{q}");
+        let before_epoch = Range {
+            from_ms: -5,
+            to_ms: 5,
+            px: 10,
+        };
+        assert!(influxql("r1", &["a".into()], &before_epoch).contains("time(1ms, 0ms)"));
+    }
+
+    #[test]
+    fn parses_an_influx_answer_onto_every_bucket_with_gaps_as_nulls_and_writes_it_as_csv() {
         let body = br#"{"results":[{"statement_id":0,"series":[{"name":"dtop_samples",
             "columns":["time","a__min","a__max","b__min","b__max"],
-            "values":[[1000,-1.5,2.0,null,null],[1010,0.25,0.5,3,4]]}]}]}"#;
+            "values":[[1000,-1.5,2.0,null,null],[1020,0.25,0.5,3,4]]}]}]}"#;
         let channels = vec!["a".to_owned(), "b".to_owned()];
-        let a = parse_answer("r1", &channels, &range(), body).unwrap();
-        assert_eq!(a.t_ms, [1000, 1010]);
-        assert_eq!(a.channels[0].min, [Some(-1.5), Some(0.25)]);
-        assert_eq!(a.channels[1].max, [None, Some(4.0)]);
+        let r = Range {
+            from_ms: 1_000,
+            to_ms: 1_030,
+            px: 3,
+        };
+        let a = parse_answer("r1", &channels, &r, body).unwrap();
+        assert_eq!(a.t_ms, [1000, 1010, 1020]);
+        assert_eq!(a.channels[0].min, [Some(-1.5), None, Some(0.25)]);
+        assert_eq!(a.channels[1].max, [None, None, Some(4.0)]);
         assert_eq!(
             to_csv(&a),
-            "time_ms,a_min,a_max,b_min,b_max\n1000,-1.5,2,,\n1010,0.25,0.5,3,4\n"
+            "time_ms,a_min,a_max,b_min,b_max\n1000,-1.5,2,,\n1010,,,,\n1020,0.25,0.5,3,4\n"
+        );
+        let empty =
+            parse_answer("r1", &channels, &r, br#"{"results":[{"statement_id":0}]}"#).unwrap();
+        assert_eq!(empty.t_ms.len(), 3);
+        assert!(
+            empty
+                .channels
+                .iter()
+                .all(|c| c.min.iter().all(Option::is_none))
         );
         let err = br#"{"results":[{"statement_id":0,"error":"database not found: x"}]}"#;
         assert!(
-            parse_answer("r1", &channels, &range(), err)
+            parse_answer("r1", &channels, &r, err)
                 .unwrap_err()
+                .to_string()
                 .contains("database not found")
         );
+    }
+
+    #[test]
+    fn an_answer_off_the_bucket_grid_is_refused_not_shifted() {
+        // InfluxDB's epoch-aligned buckets, had the offset been left out.
+        let body = br#"{"results":[{"statement_id":0,"series":[{"name":"dtop_samples",
+            "columns":["time","a__min","a__max"],"values":[[1000,1,2]]}]}]}"#;
+        let r = Range {
+            from_ms: 1_003,
+            to_ms: 1_033,
+            px: 3,
+        };
+        let e = parse_answer("r1", &["a".to_owned()], &r, body).unwrap_err();
+        assert!(e.to_string().contains("off the grid"), "{e}");
     }
 }

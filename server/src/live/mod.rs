@@ -1,7 +1,7 @@
 //! Live rigs for browsers: the server, logged in to the broker as its own `server` user, keeps
 //! every rig's recent samples, the twin's estimates and both sides' accounting, streams them to
 //! each browser over one WebSocket per rig, forwards operators' commands and reads history
-//! from InfluxDB. Every forward is decided by the web user's *own* MQTT rules (`dtop_auth`).
+//! from InfluxDB or VictoriaMetrics. Every forward is decided by the web user's *own* MQTT rules (`dtop_auth`).
 //!
 //! # Layout
 //! - [`frame`]: the binary frame layout a browser decodes (pure).
@@ -10,13 +10,15 @@
 //! - [`hub`]: the task that owns every rig's state and the MQTT connection.
 //! - [`ws`]: `GET /ws/rigs/{rig}` and `GET /ws/rigs`, the browser's live feeds.
 //! - [`command`]: `POST /api/v1/rigs/{rig}/commands` and the DVF gain limit.
-//! - [`history`]: `GET /api/v1/rigs/{rig}/history[.csv]`, min/max per pixel from InfluxDB.
+//! - [`history`]: `GET /api/v1/rigs/{rig}/history[.csv]`, min/max per pixel bucket; InfluxQL.
+//! - [`victoria`]: the same buckets read from VictoriaMetrics with MetricsQL (pure).
 
 pub mod command;
 pub mod frame;
 pub mod history;
 pub mod hub;
 pub mod rig;
+pub mod victoria;
 pub mod window;
 pub mod ws;
 

@@ -19,6 +19,7 @@ use dtop_server::config::{HttpConfig, MqttConfig, WorkersConfig};
 use tokio_util::sync::CancellationToken;
 
 pub mod browser;
+pub mod influx;
 pub mod pipeline;
 
 /// Upper bound on every wait in these tests; generous for a loaded machine.
@@ -97,6 +98,8 @@ pub struct Options {
     pub tls: Option<dtop_server::config::TlsConfig>,
     /// The CA the client trusts under `tls`.
     pub tls_root_pem: Option<String>,
+    /// Where the rig pages read history (`[live.history]`).
+    pub history: Option<dtop_server::config::HistoryConfig>,
 }
 
 impl Default for Options {
@@ -110,6 +113,7 @@ impl Default for Options {
             postgres_url: None,
             tls: None,
             tls_root_pem: None,
+            history: None,
         }
     }
 }
@@ -162,6 +166,10 @@ impl Server {
         if let Some(max) = options.max_work_units {
             engine.budget.max_work_units = max;
         }
+        // Bound first, so each server's MQTT client id is its own (two servers on one broker
+        // would otherwise take each other's session).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let config = ServerConfig {
             http: HttpConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
@@ -179,7 +187,7 @@ impl Server {
                 MqttConfig {
                     host: addr.ip().to_string(),
                     port: addr.port(),
-                    client_id: "dtop-server-test".to_owned(),
+                    client_id: format!("dtop-server-test-{}", addr.port()),
                     username: Some("api".to_owned()),
                     password_file: Some(pw_file),
                 }
@@ -187,11 +195,12 @@ impl Server {
             workers: WorkersConfig {
                 count: options.workers,
             },
-            live: dtop_server::config::LiveConfig::default(),
+            live: dtop_server::config::LiveConfig {
+                history: options.history.clone(),
+                ..dtop_server::config::LiveConfig::default()
+            },
         };
         let engine = Engine::connect(&engine).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(dtop_server::serve(
             config,

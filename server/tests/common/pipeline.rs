@@ -1,6 +1,7 @@
 //! The live pipeline for the server's tests, in one process as `dtop up` runs it: dtop-broker
 //! with logins from the test users, dtop-twin, the rig simulator on a pty and dtop-edge, each
-//! logged in as its own MQTT user (`twin`, rig `r1`), and an admin's MQTT tap on the rig.
+//! logged in as its own MQTT user (`twin`, rig `r1`), and an admin's MQTT tap on the rig. The
+//! twin stores to files, or to an InfluxDB 1.x database ([`Pipeline::start_storing`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -51,12 +52,18 @@ fn secret_file(dir: &Path, user: &str) -> std::path::PathBuf {
 }
 
 impl Pipeline {
-    /// Twin, simulator and edge on `mqtt_port`, logged in as `twin` and `r1`.
+    /// Twin, simulator and edge on `mqtt_port`, logged in as `twin` and `r1`; the twin stores
+    /// to files under `dir`.
     pub async fn start(dir: &Path, mqtt_port: u16) -> Self {
+        let storage = format!("[storage.file]\ndir = {:?}\n", dir.join("lines"));
+        Self::start_storing(dir, mqtt_port, &storage).await
+    }
+
+    /// The same, with the twin's `[storage.*]` table given as TOML (e.g. `[storage.influx_v1]`).
+    pub async fn start_storing(dir: &Path, mqtt_port: u16, storage_toml: &str) -> Self {
         let twin_toml = format!(
-            "[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nusername = \"twin\"\npassword_file = {:?}\n\n[storage.file]\ndir = {:?}\n",
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nusername = \"twin\"\npassword_file = {:?}\n\n{storage_toml}",
             secret_file(dir, "twin"),
-            dir.join("lines")
         );
         let twin_config = dtop_twin::TwinConfig::from_toml_str(&twin_toml).unwrap();
         let stop_twin = CancellationToken::new();

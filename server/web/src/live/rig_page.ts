@@ -1,7 +1,8 @@
 //! The live rig page (`/rigs/{rig}`): one WebSocket to `/ws/rigs/{rig}` feeds rings of samples
 //! and estimates; uPlot draws acceleration, force, estimated displacement and velocity with a
 //! shared cursor, redrawn at most once per animation frame. Pause, drag-zoom (double click
-//! resets), history for a chosen range, CSV/PNG export of what is shown, "stale since" when
+//! resets), history for a chosen range (min–max bands per pixel, gaps where nothing was stored,
+//! and the server's CSV of it), CSV/PNG export of what is shown, "stale since" when
 //! data stops, reconnect with backoff, and the command panel for those allowed to command.
 
 import uPlot from "uplot";
@@ -17,6 +18,20 @@ interface Channel {
   floor: number;
   stream_id: number;
   sample_rate_hz: number;
+}
+
+interface Envelope {
+  name: string;
+  min: (number | null)[];
+  max: (number | null)[];
+}
+
+/** `GET /api/v1/rigs/{rig}/history`: every bucket of the range, null where it holds no sample. */
+interface HistoryAnswer {
+  rig: string;
+  t_ms: number[];
+  bucket_ms: number;
+  channels: Envelope[];
 }
 
 interface PlotSpec {
@@ -236,45 +251,127 @@ export function startRigPage(root: HTMLElement): void {
 
   root.querySelector("#pause")?.addEventListener("click", () => setPaused(!paused));
 
-  // History: min/max per pixel of a range, drawn in the same plots' place.
+  // History: min and max per pixel of a past range (the server's bucket rule), drawn as a band
+  // per channel in plots of their own that stand in for the live ones until "Live".
+  const historyEl = root.querySelector<HTMLElement>("#history-plots") as HTMLElement;
+  const msgEl = root.querySelector<HTMLElement>("#history-message");
+  const csvLink = root.querySelector<HTMLAnchorElement>("#history-csv");
+  let historyPlots: { title: string; labels: string[]; plot: uPlot }[] = [];
+  let shownRange: { from_ms: number; to_ms: number; px: number; buckets: number } | null = null;
+
+  function showMode(m: "live" | "history"): void {
+    mode = m;
+    plotsEl.hidden = m !== "live";
+    historyEl.hidden = m !== "history";
+    if (csvLink) csvLink.hidden = m !== "history";
+  }
+
+  function drawHistory(body: HistoryAnswer): void {
+    for (const h of historyPlots) h.plot.destroy();
+    historyEl.replaceChildren();
+    historyPlots = [];
+    const xs = body.t_ms.map((t) => t / 1000);
+    const groups = [
+      { title: "Floor acceleration", unit: "m/s²", kind: "acceleration" },
+      { title: "Force", unit: "N", kind: "force" },
+    ];
+    const width = Math.max(300, historyEl.clientWidth - 8);
+    for (const g of groups) {
+      const names = channels.filter((c) => c.stream_id === 0 && c.kind === g.kind).map((c) => c.name);
+      const envelopes = names
+        .map((n) => body.channels.find((c) => c.name === n))
+        .filter((c): c is Envelope => c !== undefined);
+      if (envelopes.length === 0) continue;
+      const figure = document.createElement("figure");
+      figure.className = "plot";
+      figure.dataset.history = g.kind;
+      const caption = document.createElement("figcaption");
+      caption.textContent = `${g.title} (${g.unit}), min–max per pixel of ${body.bucket_ms} ms`;
+      figure.append(caption);
+      historyEl.append(figure);
+      const series: uPlot.Series[] = [{}];
+      const bands: uPlot.Band[] = [];
+      const data: (number | null)[][] = [];
+      const labels: string[] = [];
+      envelopes.forEach((e, i) => {
+        const color = COLORS[i % COLORS.length];
+        series.push({ label: `${e.name} max`, stroke: color, width: 1 });
+        series.push({ label: `${e.name} min`, stroke: color, width: 1 });
+        bands.push({ series: [2 * i + 1, 2 * i + 2], fill: `${color}33` });
+        data.push(e.max, e.min);
+        labels.push(`${e.name}_max`, `${e.name}_min`);
+      });
+      const plot = new uPlot(
+        {
+          width,
+          height: 200,
+          cursor: { sync: { key: `${SYNC_KEY}-history` }, drag: { x: true, y: false } },
+          scales: { x: { time: true } },
+          series,
+          bands,
+          axes: [{}, { label: g.unit }],
+        },
+        [xs, ...data] as unknown as uPlot.AlignedData,
+        figure,
+      );
+      historyPlots.push({ title: g.title, labels, plot });
+    }
+  }
+
   root.querySelector("#history-form")?.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const from = Date.parse((root.querySelector<HTMLInputElement>("#hist-from") as HTMLInputElement).value);
     const to = Date.parse((root.querySelector<HTMLInputElement>("#hist-to") as HTMLInputElement).value);
-    const msg = root.querySelector<HTMLElement>("#history-message");
-    const px = Math.max(100, Math.floor(plotsEl.clientWidth));
-    const r = await fetch(`/api/v1/rigs/${encodeURIComponent(rig)}/history?from_ms=${from}&to_ms=${to}&px=${px}`, { credentials: "same-origin" });
-    const body = await r.json();
-    if (!r.ok) {
-      if (msg) msg.textContent = body.message ?? `history: ${r.status}`;
+    if (Number.isNaN(from) || Number.isNaN(to)) {
+      if (msgEl) msgEl.textContent = "Choose both ends of the range.";
       return;
     }
-    if (msg) msg.textContent = "";
-    mode = "history";
-    const xs = (body.t_ms as number[]).map((t) => t / 1000);
-    for (const p of plots) {
-      if (p.ring() !== samples) continue;
-      const series: (number | null)[][] = [];
-      const names = p.labels;
-      for (const name of names) {
-        const ch = (body.channels as { name: string; min: (number | null)[]; max: (number | null)[] }[]).find((c) => c.name === name);
-        series.push(ch ? ch.max : xs.map(() => null));
-      }
-      p.plot?.setData([xs, ...series] as unknown as uPlot.AlignedData);
+    const px = Math.min(10000, Math.max(100, Math.floor((plotsEl.parentElement ?? plotsEl).clientWidth)));
+    const query = `from_ms=${from}&to_ms=${to}&px=${px}`;
+    const base = `/api/v1/rigs/${encodeURIComponent(rig)}`;
+    if (msgEl) msgEl.textContent = "Loading…";
+    const r = await fetch(`${base}/history?${query}`, { credentials: "same-origin" });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) {
+      const problems = (body.problems ?? []).map((p: { field: string; message: string }) => `${p.field}: ${p.message}`).join("; ");
+      if (msgEl) msgEl.textContent = `${body.message ?? `history: ${r.status}`}${problems ? " " + problems : ""}`;
+      return;
     }
-    const link = root.querySelector<HTMLAnchorElement>("#history-csv");
-    if (link) {
-      link.href = `/api/v1/rigs/${encodeURIComponent(rig)}/history.csv?from_ms=${from}&to_ms=${to}&px=${px}`;
-      link.hidden = false;
+    if (msgEl) msgEl.textContent = "";
+    setPaused(true);
+    showMode("history");
+    drawHistory(body as HistoryAnswer);
+    shownRange = { from_ms: from, to_ms: to, px, buckets: (body as HistoryAnswer).t_ms.length };
+    if (csvLink) {
+      csvLink.href = `${base}/history.csv?${query}`;
+      csvLink.download = `${rig}-${from}-${to}.csv`;
     }
   });
-  root.querySelector("#live")?.addEventListener("click", () => { mode = "live"; setPaused(false); });
+  root.querySelector("#live")?.addEventListener("click", () => { showMode("live"); setPaused(false); });
 
-  // Export what is shown.
+  // What is shown, for the page's own exports and for the browser tests.
+  (stats as unknown as { shown: () => unknown }).shown = () => ({
+    mode,
+    range: mode === "history" ? shownRange : null,
+    plots: (mode === "history" ? historyPlots.map((h) => ({ title: h.title, labels: h.labels, data: h.plot.data }))
+      : plots.map((p) => ({ title: p.title, labels: p.labels, data: p.plot?.data ?? [] })))
+      .map((p) => ({
+        title: p.title,
+        labels: p.labels,
+        points: (p.data[0] as ArrayLike<number> | undefined)?.length ?? 0,
+        values: p.data.slice(1).reduce((n, s) => n + Array.from(s as ArrayLike<number | null>).filter((v) => v !== null && v !== undefined).length, 0),
+        x0: (p.data[0] as ArrayLike<number> | undefined)?.[0] ?? null,
+      })),
+  });
+
+  // Export what is shown (the live window, or the history's min/max).
+  function shownForExport(): { title: string; labels: string[]; plot: uPlot }[] {
+    if (mode === "history") return historyPlots;
+    return plots.filter((p) => p.plot).map((p) => ({ title: p.title, labels: p.labels, plot: p.plot as uPlot }));
+  }
   root.querySelector("#export-csv")?.addEventListener("click", () => {
-    for (const p of plots) {
-      const data = p.plot?.data;
-      if (!data) continue;
+    for (const p of shownForExport()) {
+      const data = p.plot.data;
       const lines = [["time_s", ...p.labels].join(",")];
       const xs = data[0] as ArrayLike<number>;
       for (let i = 0; i < xs.length; i++) {
@@ -284,8 +381,8 @@ export function startRigPage(root: HTMLElement): void {
     }
   });
   root.querySelector("#export-png")?.addEventListener("click", () => {
-    for (const p of plots) {
-      p.plot?.ctx.canvas.toBlob((b) => { if (b) downloadBlob(b, `${rig}-${p.title.replace(/\W+/g, "_")}.png`); });
+    for (const p of shownForExport()) {
+      p.plot.ctx.canvas.toBlob((b) => { if (b) downloadBlob(b, `${rig}-${p.title.replace(/\W+/g, "_")}.png`); });
     }
   });
 

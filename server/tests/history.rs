@@ -1,0 +1,286 @@
+//! History against the real InfluxDB 1.x, on the real pipeline in one process (dtop-broker with
+//! logins, the rig simulator, dtop-edge, and dtop-twin storing to a database of this test's own
+//! on `DTOP_TEST_INFLUX_V1_URL`): the server's min/max per bucket, as JSON and as CSV, equals
+//! the same buckets computed here from the raw samples of a plain `SELECT`; a range before the
+//! rig started is all gaps, not zeros; bad ranges are refused naming the field; an InfluxDB
+//! that does not answer in time, or is gone, is a 503 that says so. The same buckets from
+//! VictoriaMetrics (`DTOP_TEST_VM_URL`, the twin's v2 writer) equal its raw export.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::influx::{Influx, Raw, Victoria, assert_csv_equals, assert_json_equals, bucket};
+use common::pipeline::{Pipeline, RIG, start_broker};
+use common::{Options, Server, WAIT};
+use serde_json::Value;
+
+async fn get(server: &Server, token: &str, path: &str) -> (u16, String) {
+    let r = server
+        .client
+        .get(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn history_path(ext: &str, from_ms: i64, to_ms: i64, px: u32) -> String {
+    format!("/api/v1/rigs/{RIG}/history{ext}?from_ms={from_ms}&to_ms={to_ms}&px={px}")
+}
+
+/// The problem fields of a 400 answer.
+fn problem_fields(body: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(body).unwrap();
+    v["problems"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|p| p["field"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The JSON and CSV of `[from_ms, to_ms)` at widths whose last bucket is whole (1000 px: 5 ms)
+/// or cut by `to_ms` (333 px: 14 ms; 7 px: 643 ms) equal the buckets of `raw`, gaps first.
+async fn assert_history_equals(server: &Server, token: &str, raw: &Raw, from_ms: i64, to_ms: i64) {
+    for px in [1_000, 333, 7] {
+        let expected = bucket(raw, from_ms, to_ms, px);
+        assert!(
+            expected.channels.len() >= 4,
+            "channels stored: {:?}",
+            expected.channels.keys()
+        );
+        let (status, body) = get(server, token, &history_path("", from_ms, to_ms, px)).await;
+        assert_eq!(status, 200, "{body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_json_equals(&answer, &expected);
+        let (status, csv) = get(server, token, &history_path(".csv", from_ms, to_ms, px)).await;
+        assert_eq!(status, 200, "{csv}");
+        assert_csv_equals(&csv, &expected);
+        // Both ends of the range show: gaps before the rig's first sample, values after it.
+        let (min, _) = expected.channels.values().next().unwrap();
+        assert!(
+            min[0].is_none() && min[min.len() - 1].is_some(),
+            "{px} px: {min:?}"
+        );
+    }
+}
+
+/// A range an hour before the rig started: every bucket answered, each a gap.
+async fn assert_no_data_is_all_gaps(server: &Server, token: &str, first_ms: i64) {
+    let (status, body) = get(
+        server,
+        token,
+        &history_path("", first_ms - 3_600_000, first_ms - 3_000_000, 600),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let empty: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(empty["t_ms"].as_array().unwrap().len(), 600);
+    assert_eq!(empty["bucket_ms"], 1000);
+    assert!(empty["channels"].as_array().unwrap().len() >= 4, "{body}");
+    for c in empty["channels"].as_array().unwrap() {
+        assert!(
+            c["min"].as_array().unwrap().iter().all(Value::is_null),
+            "{c}"
+        );
+        assert!(
+            c["max"].as_array().unwrap().iter().all(Value::is_null),
+            "{c}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_buckets_equal_the_raw_influx_samples_and_bad_ranges_or_a_silent_store_are_refused()
+{
+    let Some(influx) = Influx::create("history").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path()).await;
+    let server = Server::start(Options {
+        mqtt: Some(broker.mqtt_addr()),
+        history: Some(influx.history_config()),
+        ..Options::default()
+    })
+    .await;
+    let pipeline = Pipeline::start_storing(
+        dir.path(),
+        broker.mqtt_addr().port(),
+        &influx.storage_toml(),
+    )
+    .await;
+    let token = server.login("ada").await;
+
+    // Some seconds stored, and the server has the rig's channels (its birth).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (first_ns, _) = loop {
+        if let Some((first, last)) = influx.stored_span_ns(RIG).await
+            && last - first > 6_000_000_000
+        {
+            break (first, last);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "6 s of samples stored"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let first_ms = first_ns.div_euclid(1_000_000);
+
+    // A past range from 1.2 s before the first sample (gaps there, not zeros), on a grid that
+    // is neither the epoch's nor the second's (3.5 s over 333 px: 11 ms buckets, from an odd ms).
+    let from_ms = first_ms - 1_203;
+    let to_ms = from_ms + 4_500;
+    assert_history_equals(
+        &server,
+        &token,
+        &influx.raw(RIG, from_ms, to_ms).await,
+        from_ms,
+        to_ms,
+    )
+    .await;
+    assert_no_data_is_all_gaps(&server, &token, first_ms).await;
+
+    // Bad ranges, each refused naming its field.
+    for (path, fields) in [
+        (history_path("", to_ms, to_ms, 100), vec!["to_ms"]),
+        (history_path("", to_ms, from_ms, 100), vec!["to_ms"]),
+        (history_path("", from_ms, to_ms, 0), vec!["px"]),
+        (history_path("", from_ms, to_ms, 10_001), vec!["px"]),
+        (
+            history_path(".csv", from_ms, from_ms + 86_400_001, 100),
+            vec!["to_ms"],
+        ),
+        (history_path("", to_ms, from_ms, 0), vec!["to_ms", "px"]),
+    ] {
+        let (status, body) = get(&server, &token, &path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(problem_fields(&body), fields, "{path}: {body}");
+    }
+    let (status, body) = get(
+        &server,
+        &token,
+        &history_path("", from_ms, from_ms + 86_400_001, 100),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("live.history.max_range_s"), "{body}");
+
+    // InfluxDB that accepts connections and never answers: a 503 saying so, after the timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let mut history = influx.history_config();
+    history.url.clone_from(&silent_url);
+    history.timeout_s = 1.0;
+    let stuck = Server::start(Options {
+        mqtt: Some(broker.mqtt_addr()),
+        history: Some(history),
+        ..Options::default()
+    })
+    .await;
+    let stuck_token = stuck.login("ada").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (status, body) = loop {
+        // 409 until this server has the rig's (retained) birth.
+        let (status, body) =
+            get(&stuck, &stuck_token, &history_path("", from_ms, to_ms, 100)).await;
+        if status != 409 || tokio::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], "store_unavailable", "{body}");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "InfluxDB at {silent_url} did not answer in time (1 s)"
+        )),
+        "{message}"
+    );
+    // InfluxDB gone (the port closed): a 503 at once.
+    held.abort();
+    let _ = held.await;
+    let (status, body) = get(&stuck, &stuck_token, &history_path("", from_ms, to_ms, 100)).await;
+    assert_eq!(status, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], "store_unavailable", "{body}");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("InfluxDB at {silent_url} did not answer: ")),
+        "{message}"
+    );
+    assert!(
+        !message.contains("q=SELECT"),
+        "the query URL leaks: {message}"
+    );
+    stuck.stop().await;
+
+    pipeline.stop().await;
+    server.stop().await;
+    drop(broker);
+    influx.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_from_victoria_metrics_equals_its_raw_samples_bucket_by_bucket() {
+    let Some(vm) = Victoria::shared() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path()).await;
+    let server = Server::start(Options {
+        mqtt: Some(broker.mqtt_addr()),
+        history: Some(vm.history_config()),
+        ..Options::default()
+    })
+    .await;
+    let pipeline = Pipeline::start_storing(
+        dir.path(),
+        broker.mqtt_addr().port(),
+        &vm.storage_toml(dir.path()),
+    )
+    .await;
+    let token = server.login("ada").await;
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let first_ms = loop {
+        if let Some((first, last)) = vm.stored_span_ms(RIG).await
+            && last - first > 6_000
+        {
+            break first;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "6 s of samples stored"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let from_ms = first_ms - 1_203;
+    let to_ms = from_ms + 4_500;
+    assert_history_equals(
+        &server,
+        &token,
+        &vm.raw(RIG, from_ms, to_ms).await,
+        from_ms,
+        to_ms,
+    )
+    .await;
+    assert_no_data_is_all_gaps(&server, &token, first_ms).await;
+
+    pipeline.stop().await;
+    server.stop().await;
+    drop(broker);
+}
