@@ -196,11 +196,11 @@ impl Engine {
                         return;
                     }
                     _ = tick.tick() => {
-                        if let Ok(Some(s)) = engine.study_state(&study).await {
-                            if s.is_final() {
-                                cancelled.store(true, Ordering::Relaxed);
-                                return;
-                            }
+                        if let Ok(Some(s)) = engine.study_state(&study).await
+                            && s.is_final()
+                        {
+                            cancelled.store(true, Ordering::Relaxed);
+                            return;
                         }
                     }
                 }
