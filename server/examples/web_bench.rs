@@ -98,11 +98,16 @@ async fn main() -> Result<()> {
         driver,
         c,
         server,
+        pipeline,
         mqtt_port,
     };
     let outcome = bench.run(&args).await;
     let Bench {
-        driver, c, server, ..
+        driver,
+        c,
+        server,
+        pipeline,
+        ..
     } = bench;
     c.close().await.context("closing the browser")?;
     drop(driver);
@@ -144,6 +149,7 @@ struct Bench {
     driver: Driver,
     c: Client,
     server: Server,
+    pipeline: Pipeline,
     mqtt_port: u16,
 }
 
@@ -325,15 +331,20 @@ impl Bench {
         let mut redraws: Vec<f64> = Vec::new();
         // The page keeps its last 1 000 draws (about 50 s); take them well before they go.
         let take_draws = "(() => { const d = window.dtopLive.draws; return d.splice(0, Math.max(0, d.length - 1)); })()";
-        while t0.elapsed() < span {
-            tokio::time::sleep(Duration::from_secs(5).min(span)).await;
-            draws.extend(serde_json::from_value::<Vec<Draw>>(
-                eval(c, take_draws).await,
-            )?);
-            redraws.extend(serde_json::from_value::<Vec<f64>>(
-                eval(c, "window.dtopLive.redrawMs.splice(0)").await,
-            )?);
-        }
+        let read_page = async {
+            while t0.elapsed() < span {
+                tokio::time::sleep(Duration::from_secs(5).min(span)).await;
+                draws.extend(serde_json::from_value::<Vec<Draw>>(
+                    eval(c, take_draws).await,
+                )?);
+                redraws.extend(serde_json::from_value::<Vec<f64>>(
+                    eval(c, "window.dtopLive.redrawMs.splice(0)").await,
+                )?);
+            }
+            anyhow::Ok(())
+        };
+        let (read, zero) = tokio::join!(read_page, sampling_clock(&self.pipeline, period_ms, span));
+        read?;
         let bytes = eval(c, "window.dtopLive.bytes")
             .await
             .as_f64()
@@ -405,6 +416,77 @@ impl Bench {
             Summary::of(&mqtt.newest[..mqtt.newest.len() / 4]).p50,
             Summary::of(&mqtt.newest[3 * mqtt.newest.len() / 4..]).p50
         ));
+        // The edge's stamp against when the simulator took each sample.
+        let offsets: Vec<f64> = mqtt
+            .stamps
+            .iter()
+            .map(|&(index, stamp_ms)| stamp_ms - (zero.hi + index as f64 * period_ms))
+            .collect();
+        let off = Summary::of(&offsets);
+        let low = offsets.iter().copied().fold(f64::MAX, f64::min);
+        say(&format!(
+            "edge stamp − simulator's sampling instant (sample i due at t0 + i × period; t0 from the earliest of {} \
+             reads of the simulator's samples-taken counter, one per {:.1} ms; the figures below may be that much \
+             too low): n={} min={low:.2} p50={:.2} max={:.2} ms",
+            zero.reads,
+            span.as_secs_f64() * 1e3 / zero.reads.max(1) as f64,
+            off.n,
+            off.p50,
+            off.max
+        ));
+        say(
+            "the same latencies from the simulator's sampling instant (each figure above + the p50 offset):",
+        );
+        say("| reached | samples | n | p50 ms | p95 ms | p99 ms | max ms |");
+        say("| --- | --- | --- | --- | --- | --- | --- |");
+        for (name, which, values) in [
+            (
+                "MQTT subscriber (peer)",
+                "newest of each block",
+                &mqtt.newest,
+            ),
+            ("MQTT subscriber (peer)", "every sample", &mqtt.all),
+            (
+                "server's WebSocket, Rust client (peer)",
+                "newest of each block",
+                &ws.newest,
+            ),
+            (
+                "server's WebSocket, Rust client (peer)",
+                "every sample",
+                &ws.all,
+            ),
+            (
+                "browser: drawn (canvas calls done)",
+                "newest of each draw",
+                &drawn_newest,
+            ),
+            (
+                "browser: drawn (canvas calls done)",
+                "every sample",
+                &drawn_all,
+            ),
+            (
+                "browser: on screen (next frame began)",
+                "newest of each draw",
+                &shown_newest,
+            ),
+            (
+                "browser: on screen (next frame began)",
+                "every sample",
+                &shown_all,
+            ),
+        ] {
+            let s = Summary::of(values);
+            say(&format!(
+                "| {name} | {which} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                s.n,
+                s.p50 + off.p50,
+                s.p95 + off.p50,
+                s.p99 + off.p50,
+                s.max + off.p50
+            ));
+        }
         let r = Summary::of(&redraws);
         say(&format!(
             "\nlive feed: {bytes_per_s:.0} B/s to the browser over {:.0} s; WebSocket window snapshot at open: {} B",
@@ -796,6 +878,8 @@ struct PeerLatency {
     newest: Vec<f64>,
     all: Vec<f64>,
     snapshot_bytes: usize,
+    /// `(first sample index, its stamp in ms since the epoch)` of each block.
+    stamps: Vec<(u64, f64)>,
 }
 
 impl PeerLatency {
@@ -827,8 +911,43 @@ async fn mqtt_peer(port: u16, span: Duration) -> Result<PeerLatency> {
         }
         let n = block.channels.first().map_or(0, |ch| ch.raw.len());
         seen.block(now, block.first_timestamp_ns, block.sample_period_ns, n);
+        seen.stamps.push((
+            block.first_sample_index,
+            block.first_timestamp_ns as f64 / 1e6,
+        ));
     }
     Ok(seen)
+}
+
+/// When the simulator's schedule puts sample 0, ms since the epoch: sample `i` is due at
+/// `t0 + i × period`, and a frame leaves when its last sample is due or later, never earlier.
+#[derive(Debug, Clone, Copy)]
+struct SampleZero {
+    /// At most this: the earliest a read showed the samples (see [`sampling_clock`]).
+    hi: f64,
+    reads: usize,
+}
+
+/// Reads the simulator's samples-taken counter `n`, then the wall clock `t`, about every
+/// millisecond for `span`: sample `n - 1` was taken by `t`, so `t0 <= t - (n-1)p`; the
+/// smallest over all reads. Frames are never early (tokio's interval), so this is late by at
+/// most the read lag after the most punctual frame: about the read interval.
+async fn sampling_clock(pipeline: &Pipeline, period_ms: f64, span: Duration) -> SampleZero {
+    let mut zero = SampleZero {
+        hi: f64::MAX,
+        reads: 0,
+    };
+    let deadline = Instant::now() + span;
+    while Instant::now() < deadline {
+        let n = pipeline.sim_stats().samples_generated_total as f64;
+        let t = epoch_ms();
+        if n > 0.0 {
+            zero.hi = zero.hi.min(t - (n - 1.0) * period_ms);
+            zero.reads += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    zero
 }
 
 /// A Rust WebSocket client of the server's feed (as the browser's, with an operator's token)
