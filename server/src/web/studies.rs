@@ -355,11 +355,11 @@ pub async fn show(
 ) -> Result<Response, PageError> {
     user.require(Action::ReadStudies, "read studies")?;
     let study = record(&state, &user, &id).await?;
-    let percent = if study.chunks_total > 0 {
-        study.chunks_done.saturating_mul(100) / study.chunks_total
-    } else {
-        0
-    };
+    let percent = study
+        .chunks_done
+        .saturating_mul(100)
+        .checked_div(study.chunks_total)
+        .unwrap_or(0);
     render(&StudyPage {
         chrome: user.chrome(SECTION),
         study: row(&study),

@@ -1,8 +1,9 @@
 //! The browser tests' harness: Debian's chromedriver and headless Chromium started per test
 //! file (killed by PID when dropped), a fantoccini client, and the few page actions the tests
 //! share (fill, click, wait for a JS condition, log in through the form, save a screenshot to
-//! `target/browser-screenshots/`). Without chromium and chromedriver a test skips, or fails
-//! under `DTOP_REQUIRE_SERVICES=1`.
+//! `target/browser-screenshots/`), and Chrome DevTools Protocol commands through chromedriver
+//! for what WebDriver does not offer (cache, heap metrics). Without chromium and chromedriver a
+//! test skips, or fails under `DTOP_REQUIRE_SERVICES=1`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,6 +24,13 @@ const PAGE_WAIT: Duration = Duration::from_secs(180);
 pub struct Driver {
     child: Child,
     port: u16,
+}
+
+impl Driver {
+    /// chromedriver's base URL, for its vendor commands (see [`cdp`]).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
 }
 
 impl Drop for Driver {
@@ -189,4 +197,24 @@ pub async fn log_in(c: &Client, server: &Server, user: &str, next: &str) {
         .await
         .unwrap();
     assert_eq!(who, user);
+}
+
+/// Runs the Chrome DevTools Protocol command `cmd` (e.g. `Performance.getMetrics`) in the page
+/// of `c`, through chromedriver's `goog/cdp/execute`; its result.
+pub async fn cdp(driver: &Driver, c: &Client, cmd: &str, params: Value) -> Value {
+    let session = c.session_id().await.unwrap().expect("a WebDriver session");
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/session/{session}/goog/cdp/execute",
+            driver.url()
+        ))
+        .json(&json!({"cmd": cmd, "params": params}))
+        .timeout(WAIT)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let mut body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "CDP {cmd}: {status} {body}");
+    body["value"].take()
 }

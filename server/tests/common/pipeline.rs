@@ -91,6 +91,11 @@ impl Pipeline {
         }
     }
 
+    /// The simulator's counters (samples taken so far: the benchmarks' sampling clock).
+    pub fn sim_stats(&self) -> dtop_rig_sim::SimStats {
+        self.sim.stats()
+    }
+
     /// Stops from the inputs downstream, as `dtop up` does.
     pub async fn stop(self) {
         self.stop_edge.cancel();
