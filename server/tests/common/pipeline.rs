@@ -1,6 +1,7 @@
 //! The live pipeline for the server's tests, in one process as `dtop up` runs it: dtop-broker
-//! with logins from the test users, dtop-twin, the rig simulator on a pty and dtop-edge, each
-//! logged in as its own MQTT user (`twin`, rig `r1`), and an admin's MQTT tap on the rig.
+//! with logins from the test users, dtop-twin (control on, so it publishes each rig's DVF gain
+//! limit), the rig simulator on a pty and dtop-edge, each logged in as its own MQTT user
+//! (`twin`, rig `r1`), and an admin's MQTT tap on the rig.
 
 use std::path::Path;
 use std::time::Duration;
@@ -54,7 +55,7 @@ impl Pipeline {
     /// Twin, simulator and edge on `mqtt_port`, logged in as `twin` and `r1`.
     pub async fn start(dir: &Path, mqtt_port: u16) -> Self {
         let twin_toml = format!(
-            "[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nusername = \"twin\"\npassword_file = {:?}\n\n[storage.file]\ndir = {:?}\n",
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nusername = \"twin\"\npassword_file = {:?}\n\n[control]\nenabled = true\n\n[storage.file]\ndir = {:?}\n",
             secret_file(dir, "twin"),
             dir.join("lines")
         );
