@@ -128,9 +128,10 @@ fn second_mode_hz() -> f64 {
 }
 
 /// Waits for the RMS table to cover a full window of samples taken under the present
-/// conditions (the window is 10 s: 12 s leaves a margin for the page's once-a-second summary).
+/// conditions (the window is 10 s; 15 s leaves the mode's transient, a few time constants of
+/// about 2.5 s, out of it).
 async fn settled_rms(c: &Client) -> BTreeMap<u32, f64> {
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
     rms_table(c).await
 }
 
@@ -233,8 +234,8 @@ async fn a_newcomer_runs_dtop_up_watches_the_rig_damps_it_with_edge_dvf_and_down
     )
     .await;
     next_applied_ack(&c, acks.as_u64().unwrap(), "the excitation's ack").await;
-    // Mode 2's time constant 1/(ζω) is about 2.5 s: 12 s is near steady state, and a
-    // response still growing only makes the fall below smaller, never larger.
+    // Mode 2's time constant 1/(ζω) is about 2.5 s: 15 s is steady state, and a response
+    // still growing would only make the fall below smaller, never larger.
     let before = settled_rms(&c).await;
     assert_eq!(before.len(), 3, "{before:?}");
     snap(&c, "walkthrough-04-excited").await;
@@ -279,14 +280,14 @@ async fn a_newcomer_runs_dtop_up_watches_the_rig_damps_it_with_edge_dvf_and_down
     // DVF at gain g on floor 3 is a skyhook damper there, adding ζ ≈ g·φ₃²/(2·ω₂·m) with
     // φ₃² ≈ 0.35 (unit-norm shape), ω₂ ≈ 120 rad/s, m = 5.2 kg: at 0.75 of the 14.4 N·s/m limit
     // (g ≈ 10.8) about 0.003, so ζ₂ roughly doubles and every floor's RMS should about
-    // halve. Checked with margin for the sampled loop's delay and the estimator: at least a
-    // 25 % fall on every floor.
+    // halve. Measured: falls of 28 to 35 % (the sampled loop's delay and the estimator give
+    // less than the ideal damper); checked with margin: at least 20 % on every floor.
     let after = settled_rms(&c).await;
     snap(&c, "walkthrough-06-dvf-damped").await;
     for (floor, b) in &before {
         let a = after[floor];
         assert!(
-            a < 0.75 * b,
+            a < 0.8 * b,
             "floor {floor}: RMS {b:.4e} before DVF and {a:.4e} after (gain {gain:.2} N·s/m); before {before:?}, after {after:?}"
         );
     }
