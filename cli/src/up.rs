@@ -122,7 +122,14 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
         problems.push(format!("broker: {e}"));
     }
 
-    let server = studies_server_config(args);
+    let mut server = studies_server_config(args);
+    // The web users' rules are the embedded broker's own (its built-in ones when it has no
+    // `[auth]`, as here): one owner, handed over rather than configured twice.
+    server.live.roles = broker
+        .auth
+        .as_ref()
+        .map(|auth| auth.roles.clone())
+        .unwrap_or_default();
     problems.extend(
         server
             .validate()
@@ -147,8 +154,10 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
         ),
         _ => format!("[storage.file]\ndir = {:?}\n", format!("{data_dir}/lines")),
     };
+    // Control on: the twin takes `SetControl` commands (and designs the edge-hosted loop), so
+    // an operator can switch DVF on from the rig page. Every rig still starts with law "off".
     let twin_toml = format!(
-        "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n\n{storage}",
+        "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n\n[control]\nenabled = true\n\n{storage}",
         args.mqtt_port
     );
     let twin = match TwinConfig::from_toml_str(&twin_toml) {
@@ -164,9 +173,13 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
         }
     };
 
+    // The simulator's Modbus TCP server (on a free loopback port) carries its shaker
+    // registers, so the edge can start and stop excitation on command (the firmware link has
+    // no excitation message).
     let sim = SimConfig {
         seed: args.seed,
         speed: args.speed,
+        modbus_listen: Some(([127, 0, 0, 1], 0).into()),
         ..SimConfig::default()
     };
     if let Err(e) = sim.validate() {
@@ -186,6 +199,7 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
         match EdgeConfig::from_toml(&edge_config_text(
             &edge_toml_without_serial,
             &PathBuf::from("/dev/null"),
+            Some(([127, 0, 0, 1], 1).into()),
         )) {
             Ok(edge) => {
                 if let Err(e) = edge.validate() {
@@ -238,9 +252,25 @@ fn studies_server_config(args: &UpArgs) -> dtop_server::ServerConfig {
     config
 }
 
-fn edge_config_text(without_serial: &str, serial_path: &std::path::Path) -> String {
+/// Most shaker force an operator may ask of the simulated rig, N (the default excitation is
+/// 5 N RMS).
+const SHAKER_MAX_AMPLITUDE_N: f64 = 10.0;
+
+/// The edge's config: the serial port, and the simulator's shaker on its Modbus TCP server
+/// (register map in `firmware-bridge/rig-sim/MODBUS.md`) when it runs one.
+fn edge_config_text(
+    without_serial: &str,
+    serial_path: &std::path::Path,
+    sim_modbus: Option<std::net::SocketAddr>,
+) -> String {
+    let shaker = sim_modbus.map_or_else(String::new, |addr| {
+        format!(
+            "\n[[modbus.devices]]\nname = \"sim\"\ntcp = {{ addr = \"{addr}\" }}\npoll_period_ms = 0\n\n\
+             [modbus.shaker]\ndevice = \"sim\"\nwaveform_address = 7\nmax_amplitude_n = {SHAKER_MAX_AMPLITUDE_N:?}\n"
+        )
+    });
     format!(
-        "{without_serial}\n[serial]\npath = {:?}\n",
+        "{without_serial}\n[serial]\npath = {:?}\n{shaker}",
         serial_path.display().to_string()
     )
 }
@@ -316,13 +346,19 @@ pub async fn run(plan: UpPlan) -> Result<()> {
         .await
         .context("starting the rig simulator")?;
     println!(
-        "rig:     simulated Southampton 3-storey rig on {} ({} Hz, speed {}x)",
+        "rig:     simulated Southampton 3-storey rig on {} ({} Hz, speed {}x; shaker on Modbus TCP {})",
         sim.pty_path().display(),
         plan.sim.sample_rate_hz,
-        plan.sim.speed
+        plan.sim.speed,
+        sim.modbus_addr()
+            .map_or_else(|| "none".to_owned(), |a| a.to_string())
     );
 
-    let edge_text = edge_config_text(&plan.edge_toml_without_serial, sim.pty_path());
+    let edge_text = edge_config_text(
+        &plan.edge_toml_without_serial,
+        sim.pty_path(),
+        sim.modbus_addr(),
+    );
     let edge_config = EdgeConfig::from_toml(&edge_text).context("edge config")?;
     let edge_stop = CancellationToken::new();
     let (edge_stats_tx, edge_stats_rx) = watch::channel(EdgeStats::default());

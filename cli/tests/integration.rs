@@ -3,5 +3,7 @@
 //! much of a cold CI build. Run one file's tests with
 //! `cargo test --release -p dtop-cli --test integration FILE::`.
 
+mod common;
 mod studies_up;
 mod study_cli;
+mod walkthrough;

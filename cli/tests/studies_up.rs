@@ -5,30 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
-}
-
-/// `dtop up`, stopped with SIGTERM by its PID when dropped.
-struct Up {
-    child: Child,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
+use crate::common::Up;
 
 fn dtop(args: &[&str], server: &str, password: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dtop"))
@@ -71,49 +51,24 @@ fn retained_state(mqtt_port: u16, id: &str) -> serde_json::Value {
 #[test]
 fn dtop_up_serves_the_api_and_runs_an_uncertainty_study_to_a_csv_result() {
     let dir = tempfile::tempdir().unwrap();
-    let http = format!("127.0.0.1:{}", free_port());
-    let mqtt_port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dtop"))
-        .args(["up", "--data-dir"])
-        .arg(dir.path())
-        .args(["--mqtt-port", &mqtt_port.to_string(), "--http", &http])
-        .args([
+    let up = Up::start(
+        dir.path(),
+        &[
             "--workers",
             "2",
             "--status-every-s",
             "60",
             "--duration-s",
             "300",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let up = Up { child };
-    let (line_tx, line_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line_tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut printed = Vec::new();
-    let password = loop {
-        let line = line_rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("no login line from dtop up; printed: {printed:?}"));
-        if let Some(rest) = line.strip_prefix("login:   user admin, password ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-        printed.push(line);
-    };
+        ],
+    );
+    let (http, mqtt_port, password) = (up.http.clone(), up.mqtt_port, up.admin_password.clone());
     assert!(
-        printed
+        up.printed
             .iter()
             .any(|l| l.contains(&format!("http://{http}/api/v1"))),
-        "{printed:?}"
+        "{:?}",
+        up.printed
     );
     let kept = std::fs::read_to_string(dir.path().join("admin-password")).unwrap();
     assert_eq!(kept.trim(), password);

@@ -1,8 +1,9 @@
 //! Owns the server's TOML config: the HTTP listener and its limits, the credentials file, the
 //! engine's database, the optional MQTT publisher and in-process workers, the optional TLS
 //! certificate, the live rig views (`[live]`) and their history store, and `validate()`, which
-//! reports every range problem at once (checking only that the TLS files exist). Reads no file
-//! but the MQTT password file.
+//! reports every range problem at once (checking that the TLS files exist, and reading the
+//! broker's config for its `[auth.roles]`, the web users' rules). Reads no other file but the
+//! MQTT password file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,8 +35,10 @@ pub struct ServerConfig {
     pub live: LiveConfig,
 }
 
-/// Live rig views: what the server keeps per rig for browsers, the rules it applies to each
-/// user (the broker's), the model behind the DVF gain limit, and where history is read.
+/// Live rig views: what the server keeps per rig for browsers, whose rules it applies to each
+/// user (the broker's own, read from the broker's config), and where history is read. The DVF
+/// gain limit is not configured here: the twin owns the model and publishes the limit it
+/// enforces in each rig's status, and the server applies that.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LiveConfig {
@@ -49,21 +52,55 @@ pub struct LiveConfig {
     /// reported to it).
     #[serde(default = "default_queue_frames")]
     pub queue_frames: usize,
-    /// Highest DVF gain sent, as a fraction of the rig's critical gain (the twin's own
-    /// `control.max_fraction_of_critical` default is 0.8).
-    #[serde(default = "default_max_fraction_of_critical")]
-    pub max_fraction_of_critical: f64,
-    /// The structural model the critical DVF gain is computed on (the twin's `[model]`);
-    /// the Southampton rig by default.
+    /// The broker's config file (`dtop-broker.toml`): each web user gets exactly what its
+    /// `[auth.roles]` allow their identity on MQTT. Read at start; a missing or bad file stops
+    /// the server (exit 64). Absent: DTOP's built-in rules, which are also what a broker
+    /// without `[auth.roles]` applies.
     #[serde(default)]
-    pub model: dtop_dynamics::ShearBuildingConfig,
-    /// The role rules, which must equal the broker's `[auth.roles]` (DTOP's built-in rules by
-    /// default): each web user gets only what these allow their identity on MQTT.
-    #[serde(default)]
+    pub broker_config: Option<PathBuf>,
+    /// The rules in force, read from `broker_config` when the config is loaded (or handed
+    /// over by `dtop up`, which runs the broker itself); not a key of the file.
+    #[serde(skip)]
     pub roles: dtop_auth::RolesConfig,
     /// Where past samples are read for the history view; absent = no history.
     #[serde(default)]
     pub history: Option<HistoryConfig>,
+}
+
+/// The role rules of a broker config file's text: its `[auth.roles]`, DTOP's built-in rules
+/// where it has none, every problem of that section as `live.broker_config` problems (pure).
+///
+/// # Errors
+/// Every problem found, each naming the broker file's key.
+pub fn roles_of_broker_config(text: &str) -> Result<dtop_auth::RolesConfig, Vec<String>> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| vec![e.message().to_owned()])?;
+    let roles = match table.get("auth").and_then(|auth| auth.get("roles")) {
+        None => dtop_auth::RolesConfig::default(),
+        Some(value) => value
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| vec![format!("[auth.roles]: {}", e.message())])?,
+    };
+    let problems: Vec<String> = roles
+        .problems()
+        .into_iter()
+        .map(|(key, message)| format!("{key}: {message}"))
+        .collect();
+    if problems.is_empty() {
+        Ok(roles)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Reads [`roles_of_broker_config`] from `path`.
+///
+/// # Errors
+/// Every problem, the unreadable file included.
+pub fn read_broker_roles(path: &std::path::Path) -> Result<dtop_auth::RolesConfig, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
+    roles_of_broker_config(&text)
 }
 
 /// The store the twin writes samples to, read back for the history view.
@@ -166,9 +203,6 @@ const fn default_stale_after_s() -> f64 {
 const fn default_queue_frames() -> usize {
     256
 }
-const fn default_max_fraction_of_critical() -> f64 {
-    0.8
-}
 const fn default_history_timeout_s() -> f64 {
     10.0
 }
@@ -185,8 +219,7 @@ impl Default for LiveConfig {
             window_s: default_window_s(),
             stale_after_s: default_stale_after_s(),
             queue_frames: default_queue_frames(),
-            max_fraction_of_critical: default_max_fraction_of_critical(),
-            model: dtop_dynamics::ShearBuildingConfig::default(),
+            broker_config: None,
             roles: dtop_auth::RolesConfig::default(),
             history: None,
         }
@@ -194,6 +227,23 @@ impl Default for LiveConfig {
 }
 
 impl LiveConfig {
+    /// Reads the rules of `broker_config` into `roles` (DTOP's built-in rules without one).
+    ///
+    /// # Errors
+    /// Every problem of the broker's file, in one message.
+    pub fn load_roles(&mut self) -> Result<(), String> {
+        if let Some(path) = &self.broker_config {
+            self.roles = read_broker_roles(path).map_err(|found| {
+                format!(
+                    "live.broker_config {}: {}",
+                    path.display(),
+                    found.join("; ")
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     fn problems(&self, problems: &mut Vec<ConfigProblem>) {
         if !(self.window_s.is_finite() && (1.0..=600.0).contains(&self.window_s)) {
             problems.push(ConfigProblem::new(
@@ -213,23 +263,12 @@ impl LiveConfig {
                 "must be between 1 and 65536",
             ));
         }
-        if !(self.max_fraction_of_critical.is_finite()
-            && self.max_fraction_of_critical > 0.0
-            && self.max_fraction_of_critical <= 1.0)
+        if let Some(path) = &self.broker_config
+            && let Err(found) = read_broker_roles(path)
         {
-            problems.push(ConfigProblem::new(
-                "live.max_fraction_of_critical",
-                "must be in (0, 1]",
-            ));
-        }
-        for p in self.model.problems() {
-            problems.push(ConfigProblem::new("live.model", p));
-        }
-        for (key, message) in self.roles.problems() {
-            problems.push(ConfigProblem::new(
-                key.replacen("auth.roles", "live.roles", 1),
-                message,
-            ));
+            for message in found {
+                problems.push(ConfigProblem::new("live.broker_config", message));
+            }
         }
         if let Some(h) = &self.history {
             h.problems(problems);
@@ -480,10 +519,41 @@ mod tests {
 
     #[test]
     fn example_file_parses_and_validates() {
-        let text = include_str!("../dtop-server.example.toml");
-        let config: ServerConfig = dtop_daemon::parse(text, ServerConfig::validate).unwrap();
+        // The example points at the installed broker config; here, at the broker's example.
+        let broker_example = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../broker/dtop-broker.example.toml"
+        );
+        let text = include_str!("../dtop-server.example.toml")
+            .replace("/etc/dtop/dtop-broker.toml", broker_example);
+        let config: ServerConfig = dtop_daemon::parse(&text, ServerConfig::validate).unwrap();
         assert_eq!(config.http.token_lifetime_s, 12 * 3600);
         assert!(config.mqtt.is_some());
+        assert_eq!(
+            config.live.broker_config.as_deref(),
+            Some(std::path::Path::new(broker_example))
+        );
+    }
+
+    #[test]
+    fn the_roles_are_the_broker_configs_own_with_built_in_rules_where_it_sets_none() {
+        let custom = roles_of_broker_config(
+            "[mqtt]\nlisten = \"127.0.0.1:1883\"\n[auth]\ncredentials_file = \"/p\"\n\
+             [auth.roles.dashboard]\nsubscribe = [\"dtop/v1/rig/+/status\"]\npublish = []\n",
+        )
+        .unwrap();
+        assert_eq!(
+            custom.dashboard.subscribe,
+            vec!["dtop/v1/rig/+/status".to_owned()]
+        );
+        assert_eq!(custom.operator, dtop_auth::RolesConfig::default().operator);
+        assert_eq!(
+            roles_of_broker_config("[mqtt]\nlisten = \"127.0.0.1:1883\"\n").unwrap(),
+            dtop_auth::RolesConfig::default()
+        );
+        let bad = roles_of_broker_config("[auth.roles.dashboard]\nsubscribe = 3\n").unwrap_err();
+        assert!(bad[0].contains("auth.roles"), "{bad:?}");
+        assert!(roles_of_broker_config("not toml [").is_err());
     }
 
     #[test]
@@ -558,7 +628,7 @@ host = ""
 password_file = "/p"
 [live]
 window_s = 0
-max_fraction_of_critical = 1.5
+broker_config = "/nonexistent/dtop-broker.toml"
 [live.history]
 url = "ftp://x"
 database = ""
@@ -578,10 +648,10 @@ max_range_s = 0
                 "http.tls.cert_file",
                 "http.tls.key_file",
                 "http.token_lifetime_s",
+                "live.broker_config",
                 "live.history.database",
                 "live.history.max_range_s",
                 "live.history.url",
-                "live.max_fraction_of_critical",
                 "live.window_s",
                 "mqtt.host",
                 "mqtt.password_file",

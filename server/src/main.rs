@@ -38,7 +38,11 @@ const DAEMON: Daemon<ServerConfig> = Daemon {
 
 fn load(path: Option<&Path>) -> Result<ServerConfig, String> {
     let path = path.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
-    dtop_daemon::load(path, ServerConfig::validate).map_err(|e| e.to_string())
+    let mut config = dtop_daemon::load(path, ServerConfig::validate).map_err(|e| e.to_string())?;
+    // The web users' rules are the broker's own: read from its config file (whose problems
+    // `validate` reported already, with every other one).
+    config.live.load_roles()?;
+    Ok(config)
 }
 
 fn main() -> ExitCode {

@@ -7,6 +7,7 @@ mod common;
 
 mod api;
 mod browser_rigs;
+mod browser_roles;
 mod browser_studies;
 mod history;
 mod live;

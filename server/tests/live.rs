@@ -207,6 +207,36 @@ async fn a_browser_feed_carries_the_mqtt_samples_and_an_operators_safety_stop_co
         "{body}"
     );
 
+    // The limit is the twin's: the status it publishes says so, and a rig no twin has
+    // reported on gets no DVF gain at all.
+    let limits: Value = server
+        .client
+        .get(server.url(&format!("/api/v1/rigs/{RIG}/limits")))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(limits["floor"], 3, "{limits}");
+    assert_eq!(limits["max_fraction_of_critical"], 0.8, "{limits}");
+    let (status, body) = command(
+        &server,
+        &op,
+        "r9",
+        serde_json::json!({"kind": "set_control", "law": "dvf", "gain_n_s_per_m": 1.0}),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("twin has not published"),
+        "{body}"
+    );
+
     // A safety stop over HTTP; its ack arrives on the feed.
     let (status, body) = command(
         &server,

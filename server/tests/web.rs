@@ -779,3 +779,115 @@ async fn serves_https_with_secure_cookies_when_tls_is_configured() {
     assert_eq!(whoami.status(), StatusCode::OK);
     server.stop().await;
 }
+
+/// Posts the model "add" form as `session` (with its CSRF token unless `csrf` is false).
+async fn post_model(
+    server: &Server,
+    session: &Session,
+    name: &str,
+    spec: &str,
+    csrf: bool,
+) -> Response {
+    let token = if csrf { session.csrf.as_str() } else { "" };
+    client(server)
+        .post(server.url("/models/new"))
+        .header("cookie", session.cookie_header())
+        .form(&[("_csrf", token), ("name", name), ("spec", spec)])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_model_add_form_checks_like_the_api_and_adds_a_model_then_its_next_version() {
+    let server = Server::start(Options::default()).await;
+    let ada = login(&server, "ada").await;
+    let wall = login(&server, "wall").await;
+
+    // The form starts from a valid spec; a dashboard sees it read-only.
+    let html = get(&server, &ada, "/models/new")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let spec = unescape(
+        html.split("id=\"field-spec\" rows=\"18\">")
+            .nth(1)
+            .unwrap()
+            .split("</textarea>")
+            .next()
+            .unwrap(),
+    );
+    let _: Value = serde_json::from_str(&spec).unwrap();
+    let html = get(&server, &wall, "/models/new")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("id=\"read-only\""), "{html}");
+    assert!(!html.contains("id=\"submit\""), "{html}");
+
+    // Every problem at once, each next to its field, the typed text kept.
+    let bad_spec = spec.replacen("\"floor_masses_kg\": [", "\"floor_masses_kg\": [-1.0, ", 1);
+    assert_ne!(bad_spec, spec);
+    let response = post_model(&server, &ada, "Bad Name!", &bad_spec, true).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let html = response.text().await.unwrap();
+    let name_problem = html
+        .split("<p class=\"problem\" data-field=\"name\">")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no name problem in {html}"));
+    assert!(name_problem.contains("lowercase"), "{name_problem}");
+    let spec_problem = html
+        .split("<p class=\"problem\" data-field=\"spec\">")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no model problem in {html}"));
+    assert!(spec_problem.contains("floor_masses_kg"), "{spec_problem}");
+    assert!(html.contains("value=\"Bad Name!\""), "{html}");
+    // A spec that is not even JSON is answered next to the model field too.
+    let html = post_model(&server, &ada, "two-storey", "{not json", true)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("data-field=\"spec\""), "{html}");
+
+    // No CSRF token, or a role that may not add: refused, nothing added.
+    let response = post_model(&server, &ada, "two-storey", &spec, false).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = post_model(&server, &wall, "two-storey", &spec, true).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("add models"), "{html}");
+
+    // A new name is version 1; the same name again is version 2, made by the poster.
+    let response = post_model(&server, &ada, "two-storey", &spec, true).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], "/models/two-storey/1");
+    let html = get(&server, &ada, "/models/new?name=two-storey")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("New version of two-storey"), "{html}");
+    let response = post_model(&server, &ada, "two-storey", &spec, true).await;
+    assert_eq!(response.headers()[LOCATION], "/models/two-storey/2");
+    let token = server.login("ada").await;
+    let versions: Value = server
+        .client
+        .get(server.url("/api/v1/models/two-storey"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(versions.as_array().unwrap().len(), 2, "{versions}");
+    assert_eq!(versions[1]["created_by"], "ada");
+    assert_eq!(
+        versions[1]["spec"],
+        serde_json::from_str::<Value>(&spec).unwrap()
+    );
+    server.stop().await;
+}

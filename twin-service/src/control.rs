@@ -226,7 +226,41 @@ pub struct RigController {
     edge_version: u64,
 }
 
+/// The DVF gain limit the twin enforces on one rig, as it publishes it in the rig's status
+/// (`dvf_limit`, ARCHITECTURE.md § Topic map) so that every other gatekeeper (the web server)
+/// shows and applies the twin's own figure instead of recomputing it from a copy of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DvfLimit {
+    /// Host floor of the actuator, 1-based.
+    pub floor: u32,
+    /// Physical feedback gain Bl·h at which the loop goes unstable, N·s/m.
+    pub critical_gain_n_s_per_m: f64,
+    /// `control.max_fraction_of_critical`.
+    pub max_fraction_of_critical: f64,
+    /// The highest gain the twin accepts, N·s/m.
+    pub max_gain_n_s_per_m: f64,
+}
+
 impl RigController {
+    /// The gain limit of the current birth's actuator, or why there is none (no birth yet,
+    /// control disabled, no actuator, no critical gain).
+    ///
+    /// # Errors
+    /// Why no DVF gain is accepted, in words for the operator.
+    pub fn dvf_limit(&self) -> Result<DvfLimit, String> {
+        if !self.config.enabled {
+            return Err("twin-hosted control is disabled (control.enabled = false)".into());
+        }
+        let plant = self.plant.as_ref().map_err(Clone::clone)?;
+        let critical = plant.n_s_per_m(plant.critical_gain_a_per_m_s);
+        Ok(DvfLimit {
+            floor: u32::try_from(plant.host_floor).unwrap_or(u32::MAX),
+            critical_gain_n_s_per_m: critical,
+            max_fraction_of_critical: self.config.max_fraction_of_critical,
+            max_gain_n_s_per_m: self.config.max_fraction_of_critical * critical,
+        })
+    }
+
     pub fn new(config: ControlConfig) -> Self {
         Self {
             config,

@@ -832,6 +832,8 @@ impl RigState {
             frames_rejected: self.rejected.clone(),
             samples_unread_at_edge: self.samples_unread_at_edge.clone(),
             estimating: self.estimator.is_some(),
+            dvf_limit: self.controller.dvf_limit().ok(),
+            dvf_limit_unavailable: self.controller.dvf_limit().err(),
             twin_states_dropped: self.states_dropped,
             blocks_stored_apart: self.blocks_stored_apart.clone(),
             samples_stored_apart: self.samples_stored_apart.clone(),
@@ -1620,6 +1622,36 @@ mod tests {
         // Control is off until commanded, so no drives so far.
         assert_eq!(s.take_drives().count(), 0);
         (s, rest.collect())
+    }
+
+    #[test]
+    fn the_status_carries_the_dvf_limit_the_controller_enforces_or_why_there_is_none() {
+        let (s, _) = controlled(0);
+        let stats = s.stats(Instant::now());
+        let limit = stats.dvf_limit.expect("a limit once born with an actuator");
+        assert_eq!(stats.dvf_limit_unavailable, None);
+        assert_eq!(limit.floor, 3);
+        // h_crit = 1.79465 A/(m/s) (above) times the default coil's Bl = 10 N/A.
+        assert!(
+            (limit.critical_gain_n_s_per_m - 17.9465).abs() < 1e-3,
+            "{limit:?}"
+        );
+        assert_eq!(limit.max_fraction_of_critical, 0.8);
+        assert!((limit.max_gain_n_s_per_m - 0.8 * limit.critical_gain_n_s_per_m).abs() < 1e-12);
+
+        let unborn = modelled(10.0).with_control(ControlConfig {
+            enabled: true,
+            ..ControlConfig::default()
+        });
+        let stats = unborn.stats(Instant::now());
+        assert_eq!(stats.dvf_limit, None);
+        assert!(
+            stats
+                .dvf_limit_unavailable
+                .as_deref()
+                .is_some_and(|why| why.contains("not been born")),
+            "{stats:?}"
+        );
     }
 
     fn set_control(id: &str, law: WireLaw, gain_n_s_per_m: f64, deadline_ns: u64) -> Vec<u8> {

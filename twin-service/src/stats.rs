@@ -73,6 +73,10 @@ pub struct RigStatus<'a> {
     pub storage_failing: bool,
     /// Stored, dropped, declared lost, backlog and watermark; absent before the first block.
     pub stored: Option<&'a RigStoreStats>,
+    /// The DVF gain limit the twin enforces (critical gain, fraction, highest gain, N·s/m);
+    /// null with `dvf_limit_unavailable` saying why.
+    pub dvf_limit: Option<crate::control::DvfLimit>,
+    pub dvf_limit_unavailable: Option<&'a str>,
 }
 
 impl TwinStats {
@@ -95,6 +99,8 @@ impl TwinStats {
             storage: &self.storage,
             storage_failing: self.store.storage_failing,
             stored: self.store.rigs.get(rig),
+            dvf_limit: r.dvf_limit,
+            dvf_limit_unavailable: r.dvf_limit_unavailable.as_deref(),
         })
     }
 }
@@ -138,6 +144,11 @@ pub struct RigStats {
     /// Whether the latest session's manifest fits the structural model, so its state is
     /// estimated and published.
     pub estimating: bool,
+    /// The DVF gain limit this twin enforces on the rig's actuator; `None` with
+    /// [`RigStats::dvf_limit_unavailable`] saying why.
+    pub dvf_limit: Option<crate::control::DvfLimit>,
+    /// Why no DVF gain is accepted (no birth yet, control disabled, no actuator...).
+    pub dvf_limit_unavailable: Option<String>,
     /// Estimated states dropped because the MQTT publisher was behind.
     pub twin_states_dropped: u64,
     /// Blocks stored apart (`dtop_samples_overlap`) because `dtop_samples` already held

@@ -1,16 +1,15 @@
 //! Owns `POST /api/v1/rigs/{rig}/commands`: a user's request becomes the same `Command` the
 //! CLI sends (`dtop_proto::command::build`), issued by the user, published on the rig's cmd
-//! topic only if the user's own rules allow that topic, and a DVF gain above the limit is
-//! refused before anything is sent. The answer is 202 with the command id; the rig's
-//! acknowledgement reaches the browser on the rig's WebSocket.
+//! topic only if the user's own rules allow that topic, and a DVF gain above the limit the
+//! rig's twin published is refused before anything is sent (none published: refused too).
+//! The answer is 202 with the command id; the rig's acknowledgement reaches the browser on
+//! the rig's WebSocket.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use dtop_dynamics::control::Compensator;
-use dtop_dynamics::{ActuatorElectrics, ControlStudy, InertialActuator, ShearBuildingConfig};
 use dtop_proto::RigId;
 use dtop_proto::command::{self, CommandEnvelope, CommandRequest};
 use dtop_studies::FieldProblem;
@@ -18,6 +17,7 @@ use serde::Serialize;
 use tracing::info;
 use utoipa::ToSchema;
 
+use super::rig::LimitUnknown;
 use super::{GainLimit, Live, rights};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, AuthUser, Shared};
@@ -34,41 +34,6 @@ pub struct Accepted {
     pub rig: String,
     /// Who issued it.
     pub issued_by: String,
-}
-
-/// The DVF gain limit of an actuator on `floor` of `model` (pure; slow: an eigenvalue search).
-///
-/// # Errors
-/// Why no limit exists.
-pub fn gain_limit(
-    model: &ShearBuildingConfig,
-    floor: u32,
-    max_fraction_of_critical: f64,
-) -> Result<GainLimit, String> {
-    if floor == 0 {
-        return Err("the rig has no actuator (its birth says actuator floor 0)".into());
-    }
-    let host = floor as usize;
-    let study = ControlStudy {
-        building: ShearBuildingConfig {
-            actuator: Some(InertialActuator {
-                floor: host,
-                ..model.actuator.unwrap_or_default()
-            }),
-            ..model.clone()
-        },
-        electrics: ActuatorElectrics::default(),
-        ..ControlStudy::southampton(host)
-    };
-    match study.dvf_critical_gain(&Compensator::unity()) {
-        Ok(Some(c)) => Ok(GainLimit {
-            floor,
-            critical_gain_n_s_per_m: c.feedback_gain_n_s_per_m,
-            max_gain_n_s_per_m: max_fraction_of_critical * c.feedback_gain_n_s_per_m,
-        }),
-        Ok(None) => Err("the model gives no critical DVF gain to limit the gain by".into()),
-        Err(e) => Err(format!("the critical DVF gain cannot be computed: {e}")),
-    }
 }
 
 /// The live routes' state, or 503 saying what is missing.
@@ -119,6 +84,21 @@ pub struct CommandRequestDoc {
     pub frequency_end_hz: Option<f64>,
 }
 
+/// The DVF gain limit the rig's twin published, or 409 saying why there is none to apply
+/// (no twin status yet, or the twin accepts no DVF gain on this rig).
+async fn twin_limit(live: &Live, rig: &RigId) -> Result<GainLimit, ApiError> {
+    match live.hub.gain_limit(rig.clone()).await {
+        Some(Ok(limit)) => Ok(limit),
+        Some(Err(LimitUnknown::NoTwinStatus)) | None => Err(ApiError::Conflict(format!(
+            "the twin has not published rig {rig}'s status yet, so its DVF gain limit is \
+             unknown; no gain is sent without it"
+        ))),
+        Some(Err(LimitUnknown::Refused(why))) => Err(ApiError::Conflict(format!(
+            "the twin accepts no DVF gain on rig {rig}: {why}"
+        ))),
+    }
+}
+
 /// Sends a command to a rig as the logged-in user; the acknowledgement arrives on
 /// `/ws/rigs/{rig}`.
 #[utoipa::path(post, path = "/api/v1/rigs/{rig}/commands", tag = "rigs",
@@ -146,24 +126,15 @@ pub async fn send(
         )));
     }
     if let Some(gain) = request.dvf_gain_n_s_per_m() {
-        let birth = live.hub.birth(rig.clone()).await.ok_or_else(|| {
-            ApiError::Conflict(format!(
-                "rig {rig} has not announced itself (no birth), so its DVF gain limit is unknown"
-            ))
-        })?;
-        let floor = birth.actuator.as_ref().map_or(0, |a| a.floor);
-        let limit = live
-            .gain_limit(floor)
-            .await
-            .map_err(|why| ApiError::invalid("gain_n_s_per_m", why))?;
+        let limit = twin_limit(live, &rig).await?;
         if gain > limit.max_gain_n_s_per_m {
             return Err(ApiError::Invalid(vec![FieldProblem::new(
                 "gain_n_s_per_m",
                 format!(
                     "{gain:.3} N·s/m exceeds the limit of {:.3} N·s/m ({} of the critical gain \
-                     {:.3} N·s/m of floor {})",
+                     {:.3} N·s/m of floor {}, as the twin computes it)",
                     limit.max_gain_n_s_per_m,
-                    live.config.max_fraction_of_critical,
+                    limit.max_fraction_of_critical,
                     limit.critical_gain_n_s_per_m,
                     limit.floor
                 ),
@@ -200,7 +171,7 @@ pub async fn send(
     ))
 }
 
-/// The DVF gain limit of a rig's actuator, for the command panel.
+/// The DVF gain limit of a rig's actuator as its twin published it, for the command panel.
 #[utoipa::path(get, path = "/api/v1/rigs/{rig}/limits", tag = "rigs",
     params(("rig" = String, Path, description = "Rig id")),
     responses((status = 200, body = GainLimit), (status = 401, body = ErrorBody),
@@ -220,34 +191,5 @@ pub async fn limits(
             user.0.username
         )));
     }
-    let birth = live.hub.birth(rig.clone()).await.ok_or_else(|| {
-        ApiError::Conflict(format!("rig {rig} has not announced itself (no birth)"))
-    })?;
-    let floor = birth.actuator.as_ref().map_or(0, |a| a.floor);
-    live.gain_limit(floor)
-        .await
-        .map(Json)
-        .map_err(ApiError::Conflict)
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::*;
-
-    #[test]
-    fn the_gain_limit_is_the_fraction_of_the_dynamics_critical_gain() {
-        let model = ShearBuildingConfig::southampton();
-        let limit = gain_limit(&model, 3, 0.8).unwrap();
-        // Independently: the dynamics crate's own study for the same actuator floor.
-        let direct = ControlStudy::southampton(3)
-            .dvf_critical_gain(&Compensator::unity())
-            .unwrap()
-            .unwrap()
-            .feedback_gain_n_s_per_m;
-        assert!((limit.critical_gain_n_s_per_m - direct).abs() <= 1e-9 * direct);
-        assert!((limit.max_gain_n_s_per_m - 0.8 * direct).abs() <= 1e-9 * direct);
-        assert!(gain_limit(&model, 0, 0.8).is_err());
-    }
+    twin_limit(live, &rig).await.map(Json)
 }

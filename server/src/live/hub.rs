@@ -20,7 +20,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::rig::{Out, RigLive};
+use super::GainLimit;
+use super::rig::{LimitUnknown, Out, RigLive};
 use crate::config::{LiveConfig, MqttConfig};
 
 /// At most this many rigs are tracked (rig ids come from the broker and from browsers).
@@ -62,6 +63,10 @@ enum Request {
     Birth {
         rig: RigId,
         reply: oneshot::Sender<Option<RigBirth>>,
+    },
+    GainLimit {
+        rig: RigId,
+        reply: oneshot::Sender<Result<GainLimit, LimitUnknown>>,
     },
 }
 
@@ -146,6 +151,13 @@ impl LiveHub {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Request::Birth { rig, reply }).await.ok()?;
         rx.await.ok().flatten()
+    }
+
+    /// The DVF gain limit the rig's twin published; `None` when the hub stopped.
+    pub async fn gain_limit(&self, rig: RigId) -> Option<Result<GainLimit, LimitUnknown>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::GainLimit { rig, reply }).await.ok()?;
+        rx.await.ok()
     }
 
     /// Publishes `command` on its rig's cmd topic at QoS 1.
@@ -305,6 +317,13 @@ impl Task {
             Request::Birth { rig, reply } => {
                 let birth = self.rigs.get(&rig).and_then(|e| e.live.birth().cloned());
                 let _ = reply.send(birth);
+            }
+            Request::GainLimit { rig, reply } => {
+                let limit = self
+                    .rigs
+                    .get(&rig)
+                    .map_or(Err(LimitUnknown::NoTwinStatus), |e| e.live.gain_limit());
+                let _ = reply.send(limit);
             }
         }
     }

@@ -9,7 +9,7 @@
 //! - [`rig`]: one rig's live state and summary (pure).
 //! - [`hub`]: the task that owns every rig's state and the MQTT connection.
 //! - [`ws`]: `GET /ws/rigs/{rig}` and `GET /ws/rigs`, the browser's live feeds.
-//! - [`command`]: `POST /api/v1/rigs/{rig}/commands` and the DVF gain limit.
+//! - [`command`]: `POST /api/v1/rigs/{rig}/commands`, checked against the twin's DVF limit.
 //! - [`history`]: `GET /api/v1/rigs/{rig}/history[.csv]`, min/max per pixel bucket; InfluxQL.
 //! - [`victoria`]: the same buckets read from VictoriaMetrics with MetricsQL (pure).
 
@@ -21,9 +21,6 @@ pub mod rig;
 pub mod victoria;
 pub mod window;
 pub mod ws;
-
-use std::collections::HashMap;
-use std::sync::Mutex;
 
 use dtop_auth::{Acl, Identity};
 use dtop_proto::RigId;
@@ -57,14 +54,18 @@ pub fn rights(acl: &Acl, who: &Identity, rig: &RigId) -> Rights {
     }
 }
 
-/// The critical DVF gain of an actuator floor and the highest gain the server sends.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, utoipa::ToSchema)]
+/// The DVF gain limit of a rig's actuator as its twin published it (`dvf_limit` in the
+/// twin's retained status, ARCHITECTURE.md § Topic map): the server shows and enforces the
+/// twin's own figure, computed on the twin's model with its `control.max_fraction_of_critical`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct GainLimit {
     /// Host floor of the actuator.
     pub floor: u32,
     /// Feedback gain at which the loop goes unstable, N·s/m.
     pub critical_gain_n_s_per_m: f64,
-    /// `max_fraction_of_critical` of it: the highest gain sent, N·s/m.
+    /// The twin's `control.max_fraction_of_critical`.
+    pub max_fraction_of_critical: f64,
+    /// The highest gain the twin accepts, and so the highest the server sends, N·s/m.
     pub max_gain_n_s_per_m: f64,
 }
 
@@ -77,8 +78,6 @@ pub struct Live {
     pub acl: Acl,
     /// The config.
     pub config: LiveConfig,
-    /// Critical gains by actuator floor, computed once each.
-    limits: Mutex<HashMap<u32, Result<GainLimit, String>>>,
     /// The InfluxDB client for history, when configured.
     pub history: Option<history::History>,
 }
@@ -91,37 +90,8 @@ impl Live {
             hub,
             acl: Acl::new(&config.roles),
             config,
-            limits: Mutex::new(HashMap::new()),
             history,
         }
-    }
-
-    /// The DVF gain limit for an actuator on `floor` of the configured model, computed with the
-    /// dynamics crate's critical-gain search (the one `dtop dvf-critical-gain` and the twin use)
-    /// on a blocking thread the first time.
-    ///
-    /// # Errors
-    /// Why no limit exists, in words for the operator.
-    pub async fn gain_limit(&self, floor: u32) -> Result<GainLimit, String> {
-        if let Some(known) = self
-            .limits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&floor)
-        {
-            return known.clone();
-        }
-        let model = self.config.model.clone();
-        let fraction = self.config.max_fraction_of_critical;
-        let computed =
-            tokio::task::spawn_blocking(move || command::gain_limit(&model, floor, fraction))
-                .await
-                .unwrap_or_else(|e| Err(format!("the critical gain computation failed: {e}")));
-        self.limits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(floor, computed.clone());
-        computed
     }
 }
 

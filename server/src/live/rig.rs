@@ -29,6 +29,15 @@ pub enum Out {
     Ack(Arc<str>),
 }
 
+/// Why a rig has no DVF gain limit to apply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LimitUnknown {
+    /// The twin has not published this rig's status (yet).
+    NoTwinStatus,
+    /// The twin's status says it accepts no gain, and why.
+    Refused(String),
+}
+
 /// One rig.
 #[derive(Debug, Clone)]
 pub struct RigLive {
@@ -159,6 +168,29 @@ impl RigLive {
     /// The twin's status JSON for this rig (kept for the next summary).
     pub fn on_twin_status(&mut self, status: Value) {
         self.twin_status = Some(status);
+    }
+
+    /// The DVF gain limit the twin published in its latest status of this rig.
+    ///
+    /// # Errors
+    /// [`LimitUnknown`]: no status yet, or the twin's reason for accepting no gain.
+    pub fn gain_limit(&self) -> Result<super::GainLimit, LimitUnknown> {
+        let status = self
+            .twin_status
+            .as_ref()
+            .ok_or(LimitUnknown::NoTwinStatus)?;
+        match status.get("dvf_limit") {
+            Some(limit) if !limit.is_null() => serde_json::from_value(limit.clone()).map_err(|e| {
+                LimitUnknown::Refused(format!("its published limit is unreadable ({e})"))
+            }),
+            _ => Err(LimitUnknown::Refused(
+                status
+                    .get("dvf_limit_unavailable")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the twin's status names no DVF gain limit for it")
+                    .to_owned(),
+            )),
+        }
     }
 
     /// A command acknowledgement, forwarded as it comes.
@@ -295,6 +327,12 @@ impl RigLive {
                 s.floors.iter().map(|f| (f.floor, f.accel_rms_m_s2)).collect::<BTreeMap<_, _>>()
             }),
             "blocks_before_birth": self.blocks_before_birth,
+            "dvf_limit": at(twin, &["dvf_limit"]),
+            "dvf_limit_unavailable": match self.gain_limit() {
+                Ok(_) => Value::Null,
+                Err(LimitUnknown::NoTwinStatus) => Value::from("no status from the twin yet"),
+                Err(LimitUnknown::Refused(why)) => Value::from(why),
+            },
         })
     }
 }
@@ -357,6 +395,39 @@ mod tests {
     }
 
     #[test]
+    fn the_gain_limit_is_the_one_the_twin_published_or_its_reason_for_none() {
+        let mut r = RigLive::new("r1", 10_000_000_000, 2_000_000_000);
+        assert_eq!(r.gain_limit(), Err(LimitUnknown::NoTwinStatus));
+        assert_eq!(
+            r.summary(0)["dvf_limit_unavailable"],
+            "no status from the twin yet"
+        );
+        r.on_twin_status(json!({"dvf_limit": null,
+            "dvf_limit_unavailable": "twin-hosted control is disabled (control.enabled = false)"}));
+        assert_eq!(
+            r.gain_limit(),
+            Err(LimitUnknown::Refused(
+                "twin-hosted control is disabled (control.enabled = false)".into()
+            ))
+        );
+        let published = json!({"floor": 3, "critical_gain_n_s_per_m": 17.9,
+            "max_fraction_of_critical": 0.5, "max_gain_n_s_per_m": 8.95});
+        r.on_twin_status(json!({"dvf_limit": published, "dvf_limit_unavailable": null}));
+        assert_eq!(
+            r.gain_limit(),
+            Ok(super::super::GainLimit {
+                floor: 3,
+                critical_gain_n_s_per_m: 17.9,
+                max_fraction_of_critical: 0.5,
+                max_gain_n_s_per_m: 8.95,
+            })
+        );
+        let s = r.summary(0);
+        assert_eq!(s["dvf_limit"], published);
+        assert_eq!(s["dvf_limit_unavailable"], Value::Null);
+    }
+
+    #[test]
     fn goes_stale_when_blocks_stop_and_recovers_with_the_next_block() {
         let mut r = RigLive::new("r1", 10_000_000_000, 2_000_000_000);
         r.on_birth(birth(1));
@@ -389,6 +460,12 @@ mod tests {
                 &s["backlog_s"]
             ),
             (&json!(7), &json!(2), &json!(40), &json!(0.5))
+        );
+        assert_eq!(
+            r.gain_limit(),
+            Err(LimitUnknown::Refused(
+                "the twin's status names no DVF gain limit for it".into()
+            ))
         );
         let snap = r.snapshot(0);
         assert!(matches!(snap[0], Out::Meta(_)));

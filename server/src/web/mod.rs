@@ -58,6 +58,7 @@ pub fn router() -> Router<Shared> {
         .route("/studies/{id}/download.csv", get(studies::download_csv))
         .route("/models", get(models::list))
         .route("/models/compare", get(models::compare))
+        .route("/models/new", get(models::new_form).post(models::add))
         .route("/models/{name}", get(models::versions))
         .route("/models/{name}/{version}", get(models::version))
 }

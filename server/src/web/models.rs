@@ -1,23 +1,26 @@
 //! Owns the model pages: the catalogue, one model's versions (who made each, when, from what),
 //! one version's modal summary and receptance FRFs, and the comparison of two versions
 //! (frequencies side by side, the MAC matrix of mode shapes, an FRF overlay drawn by
-//! `web/src/model.ts`). Modal results come from `dtop_dynamics::frf::modal_analysis` and FRFs
-//! from the `frf` study kind's own functions, the MAC from `dtop_dynamics::mac`; no arithmetic here.
+//! `web/src/model.ts`), and the "add" form (a new model or a new version of one, checked as
+//! `dtop model add` and the API check it). Modal results come from
+//! `dtop_dynamics::frf::modal_analysis`, FRFs from the `frf` study kind's own functions, and
+//! the MAC from `dtop_dynamics::mac`; no arithmetic here.
 
 use std::sync::atomic::AtomicBool;
 
 use askama::Template;
+use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use dtop_auth::Action;
 use dtop_dynamics::frf::ModalAnalysis;
 use dtop_engine::ModelVersion;
-use dtop_studies::{Budget, ChunkCtx, ModelRef, ModelSpec, StudyKind};
+use dtop_studies::{Budget, ChunkCtx, FieldProblem, ModelRef, ModelSpec, Provenance, StudyKind};
 use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::extract::Shared;
-use crate::web::page::{Chrome, PageError, PageUser, render};
+use crate::web::page::{Chrome, PageError, PageUser, render, see_other};
 
 const SECTION: &str = "models";
 /// Points of the FRF drawn on model pages.
@@ -62,6 +65,166 @@ pub async fn list(State(state): State<Shared>, user: PageUser) -> Result<Respons
         chrome: user.chrome(SECTION),
         entries,
     })
+}
+
+#[derive(Template)]
+#[template(path = "model_new.html")]
+struct NewPage {
+    chrome: Chrome,
+    name: String,
+    spec: String,
+    /// The name is in the catalogue already: this adds its next version.
+    new_version: bool,
+    name_problems: Vec<String>,
+    spec_problems: Vec<String>,
+    may_add: bool,
+    roles: String,
+}
+
+/// `GET /models/new?name=`.
+#[derive(Debug, Deserialize)]
+pub struct NewQuery {
+    /// A catalogue model: the form adds its next version, pre-filled from its latest.
+    pub name: Option<String>,
+}
+
+/// The spec a new model's form starts from: the Southampton rig's.
+fn starting_spec() -> ModelSpec {
+    dtop_studies::model::builtin_model("southampton").unwrap_or_else(|| ModelSpec {
+        description: String::new(),
+        structure: dtop_dynamics::ShearBuildingConfig::southampton(),
+        sensors: Default::default(),
+    })
+}
+
+fn pretty(spec: &ModelSpec) -> String {
+    serde_json::to_string_pretty(spec).unwrap_or_default()
+}
+
+/// The form's problems, each put next to its field: the name's, and the model's (its JSON
+/// path in front of the message), pure.
+fn split_problems(problems: Vec<FieldProblem>) -> (Vec<String>, Vec<String>) {
+    let (name, spec): (Vec<_>, Vec<_>) = problems.into_iter().partition(|p| p.field == "name");
+    (
+        name.into_iter().map(|p| p.message).collect(),
+        spec.into_iter()
+            .map(|p| match p.field.as_str() {
+                "" | "spec" => p.message,
+                field => format!("{field}: {}", p.message),
+            })
+            .collect(),
+    )
+}
+
+/// Reads the posted spec text as a ModelSpec, or the problem at its JSON path (pure).
+fn parse_spec(text: &str) -> Result<ModelSpec, FieldProblem> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let spec = serde_path_to_error::deserialize::<_, ModelSpec>(&mut de).map_err(|e| {
+        let at = e.path().to_string();
+        let field = if at == "." || at.is_empty() {
+            "spec".to_owned()
+        } else {
+            format!("model.{at}")
+        };
+        FieldProblem::new(field, e.inner().to_string())
+    })?;
+    de.end()
+        .map_err(|e| FieldProblem::new("spec", e.to_string()))?;
+    Ok(spec)
+}
+
+/// `GET /models/new[?name=]`: the form, for a new model or the next version of `name`;
+/// read-only for a role that may not add models.
+pub async fn new_form(
+    State(state): State<Shared>,
+    user: PageUser,
+    Query(query): Query<NewQuery>,
+) -> Result<Response, PageError> {
+    user.require(Action::ReadModels, "read models")?;
+    let (name, spec, new_version) = match query.name.filter(|n| !n.trim().is_empty()) {
+        Some(name) => {
+            let latest = all(&state, &user)
+                .await?
+                .into_iter()
+                .filter(|m| m.name == name)
+                .max_by_key(|m| m.version);
+            match latest {
+                Some(m) => (name, pretty(&m.spec), true),
+                None => (name, pretty(&starting_spec()), false),
+            }
+        }
+        None => (String::new(), pretty(&starting_spec()), false),
+    };
+    render(&NewPage {
+        chrome: user.chrome(SECTION),
+        name,
+        spec,
+        new_version,
+        name_problems: Vec::new(),
+        spec_problems: Vec::new(),
+        may_add: user.may(Action::AddModel),
+        roles: crate::web::page::roles_allowed(Action::AddModel).join(", "),
+    })
+}
+
+/// `POST /models/new`: adds the version (CSRF and `AddModel` checked first), then shows it;
+/// with problems, the form again with every problem next to its field and the text kept.
+pub async fn add(
+    State(state): State<Shared>,
+    user: PageUser,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    user.check_csrf(&field(crate::web::cookie::CSRF_FIELD))?;
+    user.require(Action::AddModel, "add models")?;
+    let name = field("name").trim().to_owned();
+    let spec_text = field("spec");
+    let mut problems: Vec<FieldProblem> = ModelRef::name_problem(&name)
+        .map(|p| FieldProblem::new("name", p))
+        .into_iter()
+        .collect();
+    match parse_spec(&spec_text) {
+        Err(problem) => problems.push(problem),
+        Ok(spec) if problems.is_empty() => {
+            let added = state
+                .engine
+                .add_model(&name, spec, Provenance::Manual, &user.identity.username)
+                .await;
+            match added.map_err(ApiError::from) {
+                Ok(added) => {
+                    tracing::info!(model = %added.name, version = added.version, user = %user.identity.username, "Model added from the web form.");
+                    return Ok(see_other(&format!(
+                        "/models/{}/{}",
+                        added.name, added.version
+                    )));
+                }
+                Err(ApiError::Invalid(found)) => problems = found,
+                Err(e) => return Err(PageError::api(&user, SECTION, e)),
+            }
+        }
+        // A bad name is reported with the spec checked too: every problem at once.
+        Ok(spec) => problems.extend(spec.problems()),
+    }
+    let new_version = all(&state, &user).await?.iter().any(|m| m.name == name);
+    let (name_problems, spec_problems) = split_problems(problems);
+    let mut response = render(&NewPage {
+        chrome: user.chrome(SECTION),
+        name,
+        spec: spec_text,
+        new_version,
+        name_problems,
+        spec_problems,
+        may_add: true,
+        roles: String::new(),
+    })?;
+    *response.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+    Ok(response)
 }
 
 async fn all(state: &Shared, user: &PageUser) -> Result<Vec<ModelVersion>, PageError> {
@@ -433,6 +596,27 @@ pub async fn compare(
         frf_a: frf_a.to_string(),
         frf_b: frf_b.to_string(),
     })
+}
+
+#[cfg(test)]
+mod form_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_spec_problem_names_its_json_path_and_a_name_problem_stays_with_the_name() {
+        let problem = parse_spec(r#"{"structure": {"floor_masses_kg": "heavy"}}"#).unwrap_err();
+        assert_eq!(problem.field, "model.structure.floor_masses_kg");
+        assert!(parse_spec("{} trailing").is_err());
+        assert!(parse_spec(&pretty(&starting_spec())).is_ok());
+        let (name, spec) = split_problems(vec![
+            FieldProblem::new("name", "must not be empty"),
+            FieldProblem::new("model.structure", "floor_masses_kg is empty"),
+        ]);
+        assert_eq!(name, ["must not be empty"]);
+        assert_eq!(spec, ["model.structure: floor_masses_kg is empty"]);
+    }
 }
 
 #[cfg(test)]

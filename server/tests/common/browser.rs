@@ -175,12 +175,23 @@ pub async fn until(c: &Client, script: &str, what: &str) {
 /// Logs `user` in through the form: a fresh visit to `next` is sent to the login page with
 /// the page remembered, and lands back on `next` as `user`.
 pub async fn log_in(c: &Client, server: &Server, user: &str, next: &str) {
+    log_in_with_password(c, server, user, &password(user), next).await;
+}
+
+/// [`log_in`] with a password that is not the test users' (e.g. `dtop up`'s first-run admin).
+pub async fn log_in_with_password(
+    c: &Client,
+    server: &Server,
+    user: &str,
+    secret: &str,
+    next: &str,
+) {
     c.delete_all_cookies().await.unwrap();
     c.goto(&server.url(next)).await.unwrap();
     let at = path(c).await;
     assert!(at.starts_with("/login?next="), "{at}");
     fill(c, "#username", user).await;
-    fill(c, "#password", &password(user)).await;
+    fill(c, "#password", secret).await;
     click(c, "#login-submit").await;
     until(
         c,

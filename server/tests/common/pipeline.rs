@@ -1,7 +1,8 @@
 //! The live pipeline for the server's tests, in one process as `dtop up` runs it: dtop-broker
-//! with logins from the test users, dtop-twin, the rig simulator on a pty and dtop-edge, each
-//! logged in as its own MQTT user (`twin`, rig `r1`), and an admin's MQTT tap on the rig. The
-//! twin stores to files, or to an InfluxDB 1.x database ([`Pipeline::start_storing`]).
+//! with logins from the test users, dtop-twin (control on, so it publishes each rig's DVF gain
+//! limit), the rig simulator on a pty and dtop-edge, each logged in as its own MQTT user
+//! (`twin`, rig `r1`), and an admin's MQTT tap on the rig. The twin stores to files, or to an
+//! InfluxDB 1.x database ([`Pipeline::start_storing`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -62,7 +63,7 @@ impl Pipeline {
     /// The same, with the twin's `[storage.*]` table given as TOML (e.g. `[storage.influx_v1]`).
     pub async fn start_storing(dir: &Path, mqtt_port: u16, storage_toml: &str) -> Self {
         let twin_toml = format!(
-            "[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nusername = \"twin\"\npassword_file = {:?}\n\n{storage_toml}",
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nusername = \"twin\"\npassword_file = {:?}\n\n[control]\nenabled = true\n\n{storage_toml}",
             secret_file(dir, "twin"),
         );
         let twin_config = dtop_twin::TwinConfig::from_toml_str(&twin_toml).unwrap();

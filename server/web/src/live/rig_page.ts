@@ -80,6 +80,14 @@ export function startRigPage(root: HTMLElement): void {
     frames: 0,
     bytes: 0,
     points: () => samples.length,
+    // What the first plot draws now: its point count and its newest point (a test reads it
+    // twice to see the trace move on screen, not only frames arrive).
+    drawn: () => {
+      const data = plots[0]?.plot?.data;
+      const n = data ? (data[0] as ArrayLike<number>).length : 0;
+      if (!data || n === 0) return null;
+      return { n, t_last: (data[0] as ArrayLike<number>)[n - 1], y_last: (data[1] as ArrayLike<number | null>)[n - 1] };
+    },
   };
   const stats = (window as unknown as { dtopLive: { frames: number; bytes: number } }).dtopLive;
 
@@ -182,6 +190,7 @@ export function startRigPage(root: HTMLElement): void {
     }
     const stale = typeof s.stale_since_ns === "number" ? (s.stale_since_ns as number) / 1e6 : null;
     setStale(stale);
+    showLimit(root, s.dvf_limit as GainLimit | null, s.dvf_limit_unavailable as string | null);
   }
 
   function setStale(sinceMs: number | null): void {
@@ -444,15 +453,28 @@ function wireCommands(root: HTMLElement, rig: string, acksEl: HTMLElement | null
       void send(rig, body, acksEl, out);
     });
   }
-  // The DVF gain limit, shown and enforced before sending (the server enforces it too).
-  fetch(`/api/v1/rigs/${encodeURIComponent(rig)}/limits`, { credentials: "same-origin" })
-    .then((r) => (r.ok ? r.json() : null))
-    .then((limit) => {
-      const el = root.querySelector<HTMLElement>("#critical-gain");
-      const input = root.querySelector<HTMLInputElement>("#dvf-gain");
-      if (!limit || !el) return;
-      el.textContent = `critical gain ${limit.critical_gain_n_s_per_m.toFixed(2)} N·s/m (floor ${limit.floor}); at most ${limit.max_gain_n_s_per_m.toFixed(2)} N·s/m`;
-      if (input) input.max = String(limit.max_gain_n_s_per_m);
-    })
-    .catch(() => undefined);
+}
+
+interface GainLimit {
+  floor: number;
+  critical_gain_n_s_per_m: number;
+  max_fraction_of_critical: number;
+  max_gain_n_s_per_m: number;
+}
+
+/** The DVF gain limit the rig's twin publishes (in every summary), shown beside the gain and
+ * enforced by the input's max before sending (the server enforces it too). */
+function showLimit(root: HTMLElement, limit: GainLimit | null, why: string | null): void {
+  const el = root.querySelector<HTMLElement>("#critical-gain");
+  const input = root.querySelector<HTMLInputElement>("#dvf-gain");
+  if (!el) return;
+  if (!limit) {
+    el.textContent = `no DVF gain limit from the twin: ${why ?? "unknown"}`;
+    delete el.dataset.maxGain;
+    if (input) input.max = "0";
+    return;
+  }
+  el.textContent = `critical gain ${limit.critical_gain_n_s_per_m.toFixed(2)} N·s/m (floor ${limit.floor}); at most ${limit.max_gain_n_s_per_m.toFixed(2)} N·s/m (${limit.max_fraction_of_critical} of it, the twin's limit)`;
+  el.dataset.maxGain = String(limit.max_gain_n_s_per_m);
+  if (input) input.max = String(limit.max_gain_n_s_per_m);
 }

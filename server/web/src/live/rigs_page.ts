@@ -14,6 +14,10 @@ export function startRigsPage(root: HTMLElement): void {
   const staleEl = root.querySelector<HTMLElement>("#stale");
   let last = Date.now();
   let backoffMs = 500;
+  // How often the feed opened and how many summaries came (read by the browser tests, which
+  // need to know the feed is live before they can say a rig is absent from it).
+  const feed = { opened: 0, messages: 0 };
+  (window as unknown as { dtopRigs: unknown }).dtopRigs = feed;
 
   function row(rig: string): HTMLTableRowElement {
     let tr = body.querySelector<HTMLTableRowElement>(`tr[data-rig="${CSS.escape(rig)}"]`);
@@ -39,9 +43,10 @@ export function startRigsPage(root: HTMLElement): void {
   function connect(): void {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const ws = new WebSocket(`${scheme}//${location.host}/ws/rigs`);
-    ws.onopen = () => { backoffMs = 500; };
+    ws.onopen = () => { backoffMs = 500; feed.opened++; };
     ws.onmessage = (ev: MessageEvent) => {
       last = Date.now();
+      feed.messages++;
       if (staleEl) staleEl.hidden = true;
       const s = JSON.parse(String(ev.data)) as Record<string, unknown>;
       if (s.type !== "status") return;
