@@ -364,9 +364,7 @@ impl Bench {
             span.as_secs(),
             1e3 / period_ms,
         ));
-        say("| reached | samples | n | p50 ms | p95 ms | p99 ms | max ms |");
-        say("| --- | --- | --- | --- | --- | --- | --- |");
-        for (name, which, values) in [
+        let rows = [
             (
                 "MQTT subscriber (peer)",
                 "newest of each block",
@@ -403,13 +401,8 @@ impl Bench {
                 "every sample",
                 &shown_all,
             ),
-        ] {
-            let s = Summary::of(values);
-            say(&format!(
-                "| {name} | {which} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
-                s.n, s.p50, s.p95, s.p99, s.max
-            ));
-        }
+        ];
+        latency_table(&rows, 0.0);
         say(&format!(
             "MQTT newest-sample latency, first and last quarter of the run, p50: {:.1} ms and {:.1} ms \
              (the sample clock does not drift from the wall clock over the run if these agree)",
@@ -437,56 +430,7 @@ impl Bench {
         say(
             "the same latencies from the simulator's sampling instant (each figure above + the p50 offset):",
         );
-        say("| reached | samples | n | p50 ms | p95 ms | p99 ms | max ms |");
-        say("| --- | --- | --- | --- | --- | --- | --- |");
-        for (name, which, values) in [
-            (
-                "MQTT subscriber (peer)",
-                "newest of each block",
-                &mqtt.newest,
-            ),
-            ("MQTT subscriber (peer)", "every sample", &mqtt.all),
-            (
-                "server's WebSocket, Rust client (peer)",
-                "newest of each block",
-                &ws.newest,
-            ),
-            (
-                "server's WebSocket, Rust client (peer)",
-                "every sample",
-                &ws.all,
-            ),
-            (
-                "browser: drawn (canvas calls done)",
-                "newest of each draw",
-                &drawn_newest,
-            ),
-            (
-                "browser: drawn (canvas calls done)",
-                "every sample",
-                &drawn_all,
-            ),
-            (
-                "browser: on screen (next frame began)",
-                "newest of each draw",
-                &shown_newest,
-            ),
-            (
-                "browser: on screen (next frame began)",
-                "every sample",
-                &shown_all,
-            ),
-        ] {
-            let s = Summary::of(values);
-            say(&format!(
-                "| {name} | {which} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
-                s.n,
-                s.p50 + off.p50,
-                s.p95 + off.p50,
-                s.p99 + off.p50,
-                s.max + off.p50
-            ));
-        }
+        latency_table(&rows, off.p50);
         let r = Summary::of(&redraws);
         say(&format!(
             "\nlive feed: {bytes_per_s:.0} B/s to the browser over {:.0} s; WebSocket window snapshot at open: {} B",
@@ -1022,6 +966,22 @@ fn slope(xs: &[f64], ys: &[f64]) -> f64 {
     if sxx == 0.0 { 0.0 } else { sxy / sxx }
 }
 
+/// Prints one latency table: each row's summary, every figure shifted by `shift_ms`.
+fn latency_table(rows: &[(&str, &str, &Vec<f64>)], shift_ms: f64) {
+    say("| reached | samples | n | p50 ms | p95 ms | p99 ms | max ms |");
+    say("| --- | --- | --- | --- | --- | --- | --- |");
+    for (name, which, values) in rows {
+        let s = Summary::of(values);
+        say(&format!(
+            "| {name} | {which} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            s.n,
+            s.p50 + shift_ms,
+            s.p95 + shift_ms,
+            s.p99 + shift_ms,
+            s.max + shift_ms
+        ));
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
