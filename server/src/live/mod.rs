@@ -11,12 +11,14 @@
 //! - [`ws`]: `GET /ws/rigs/{rig}` and `GET /ws/rigs`, the browser's live feeds.
 //! - [`command`]: `POST /api/v1/rigs/{rig}/commands`, checked against the twin's DVF limit.
 //! - [`history`]: `GET /api/v1/rigs/{rig}/history[.csv]`, min/max per pixel bucket; InfluxQL.
+//! - [`range`]: a history request's range, its bucket grid, and a store's errors (pure).
 //! - [`victoria`]: the same buckets read from VictoriaMetrics with MetricsQL (pure).
 
 pub mod command;
 pub mod frame;
 pub mod history;
 pub mod hub;
+pub mod range;
 pub mod rig;
 pub mod victoria;
 pub mod window;

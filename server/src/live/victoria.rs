@@ -10,7 +10,7 @@
 
 use serde::Deserialize;
 
-use super::history::{HistoryError, Range};
+use super::range::{HistoryError, Range};
 
 /// The two statistics a history answer carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
