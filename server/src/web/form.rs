@@ -128,8 +128,8 @@ fn flatten(prefix: &str, value: &Value, out: &mut Vec<FormField>) {
     }
 }
 
-/// The posted value of field `path`, if any.
-fn posted<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+/// The posted value of field `name`, if any (the first, when a form repeats it).
+pub fn posted<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(k, _)| k == name)

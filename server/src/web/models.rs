@@ -175,11 +175,9 @@ pub async fn add(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     let field = |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+        crate::web::form::posted(&pairs, name)
             .unwrap_or_default()
+            .to_owned()
     };
     user.check_csrf(&field(crate::web::cookie::CSRF_FIELD))?;
     user.require(Action::AddModel, "add models")?;

@@ -260,12 +260,7 @@ pub async fn submit(
     Path(kind): Path<String>,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    let field = |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let field = |name: &str| crate::web::form::posted(&pairs, name).map(str::to_owned);
     user.check_csrf(&field(crate::web::cookie::CSRF_FIELD).unwrap_or_default())?;
     user.require(Action::SubmitStudy, "submit studies")?;
     let kind = parse_kind(&user, &kind)?;
