@@ -184,7 +184,7 @@ async fn a_newcomer_runs_dtop_up_watches_the_rig_damps_it_with_edge_dvf_and_down
         .unwrap();
     until(
         &c,
-        "window.dtopLive && window.dtopLive.drawn() && window.dtopLive.drawn().n > 1000",
+        "window.dtopLive && window.dtopLive.drawn() && window.dtopLive.drawn().samples > 1000",
         "a drawn trace",
     )
     .await;

@@ -14,10 +14,12 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use dtop_auth::{Action, Identity};
 use dtop_engine::Engine;
+use dtop_proto::RigId;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::events::Changes;
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::sessions::Sessions;
 use crate::throttle::Throttle;
@@ -274,4 +276,18 @@ mod tests {
             .unwrap();
         assert_eq!(inner.n, 7);
     }
+}
+
+/// The live routes' state, or 503 saying what is missing.
+pub fn live(state: &Shared) -> Result<&Arc<Live>, ApiError> {
+    state.live.as_ref().ok_or_else(|| {
+        ApiError::NotConfigured(
+            "Live rigs are not configured on this server: give it an [mqtt] section.".into(),
+        )
+    })
+}
+
+/// A rig id from the path, or 404.
+pub fn rig_id(rig: &str) -> Result<RigId, ApiError> {
+    RigId::new(rig).map_err(|e| ApiError::NotFound(format!("rig {rig:?} ({e})")))
 }

@@ -130,6 +130,18 @@ async fn operators_watch_a_rig_live_and_stop_it_while_other_roles_are_refused_in
         redraws[redraws.len() - 1]
     );
 
+    // Drawn per pixel column, the full window keeps every extreme: per channel the drawn
+    // minimum and maximum are those of the window's samples, with far fewer points than samples.
+    let ex = eval(&c, "window.dtopLive.extremes()").await;
+    assert_eq!(
+        ex["drawn"], ex["samples"],
+        "extremes drawn vs in the window: {ex}"
+    );
+    assert!(
+        ex["drawn_points"].as_u64().unwrap() < ex["samples_n"].as_u64().unwrap() / 2,
+        "the window is drawn per pixel column: {ex}"
+    );
+
     if let Some(influx) = &influx {
         show_history_and_check_its_csv(&c, influx).await;
     }

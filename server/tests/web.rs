@@ -579,9 +579,40 @@ async fn a_study_form_with_bad_values_shows_every_problem_next_to_its_field() {
 }
 
 #[tokio::test]
-async fn assets_are_immutable_and_gzipped_when_accepted() {
+async fn assets_and_api_json_are_gzipped_when_accepted_and_html_pages_never() {
     let server = Server::start(Options::default()).await;
     let ada = login(&server, "ada").await;
+    let fetch = |path: &'static str, gzip: bool| {
+        let mut request = client(&server)
+            .get(server.url(path))
+            .header("cookie", ada.cookie_header());
+        if gzip {
+            request = request.header("accept-encoding", "gzip");
+        }
+        request.send()
+    };
+    // API JSON: gzipped when accepted, and the same document once inflated.
+    let plain = fetch("/api/v1/openapi.json", false).await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.unwrap();
+    let gz = fetch("/api/v1/openapi.json", true).await.unwrap();
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    let gz = gz.bytes().await.unwrap();
+    assert!(
+        gz.len() < plain.len() / 2,
+        "{} of {} bytes",
+        gz.len(),
+        plain.len()
+    );
+    let mut inflated = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut inflated).unwrap();
+    assert_eq!(inflated, plain);
+    // HTML pages hold the CSRF token next to text the request chose: never compressed (BREACH).
+    let page = fetch("/studies?kind=frf", true).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers().get("content-encoding").is_none());
+    assert!(page.text().await.unwrap().contains("csrf-token"));
+
     let html = get(&server, &ada, "/studies").await.text().await.unwrap();
     let css = hidden(&html, "<link rel=\"stylesheet\" href=\"");
     let js = hidden(&html, "<script src=\"");

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod models;
+pub mod rigs;
 pub mod studies;
 
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
@@ -67,22 +70,10 @@ pub fn router(state: Shared, body_limit_bytes: usize) -> Router {
         .route("/api/v1/models", get(models::list).post(models::add))
         .route("/api/v1/models/{name}", get(models::versions))
         .route("/api/v1/models/{name}/{version}", get(models::version))
-        .route(
-            "/api/v1/rigs/{rig}/commands",
-            post(crate::live::command::send),
-        )
-        .route(
-            "/api/v1/rigs/{rig}/limits",
-            get(crate::live::command::limits),
-        )
-        .route(
-            "/api/v1/rigs/{rig}/history",
-            get(crate::live::history::json),
-        )
-        .route(
-            "/api/v1/rigs/{rig}/history.csv",
-            get(crate::live::history::csv),
-        )
+        .route("/api/v1/rigs/{rig}/commands", post(rigs::send))
+        .route("/api/v1/rigs/{rig}/limits", get(rigs::limits))
+        .route("/api/v1/rigs/{rig}/history", get(rigs::history_json))
+        .route("/api/v1/rigs/{rig}/history.csv", get(rigs::history_csv))
         .route("/ws/rigs", get(crate::live::ws::overview_feed))
         .route("/ws/rigs/{rig}", get(crate::live::ws::rig_feed))
         .route("/api/v1/openapi.json", get(openapi_json))
@@ -98,7 +89,21 @@ pub fn router(state: Shared, body_limit_bytes: usize) -> Router {
         .merge(dtop_daemon::metrics::router(Arc::new(move || {
             metrics_render.render()
         })))
+        .layer(compression())
         .layer(middleware::from_fn(crate::web::security_headers))
+}
+
+/// Gzip for what a client that accepts it downloads in bulk: API JSON (results, arrays,
+/// history, catalogues), CSV, metrics. Not for HTML pages: they hold the session's CSRF token
+/// next to text the request chose (query filters, form values), the mix a BREACH attacker reads
+/// through compressed sizes; they are a few kB each. Bundles come gzipped at build time and
+/// are left alone (they carry `Content-Encoding`); so are event streams and bodies under 32 B.
+fn compression() -> CompressionLayer<impl Predicate> {
+    CompressionLayer::new()
+        .no_br()
+        .no_deflate()
+        .no_zstd()
+        .compress_when(DefaultPredicate::new().and(NotForContentType::const_new("text/html")))
 }
 
 async fn count(

@@ -1,9 +1,9 @@
-//! Owns the history view's data: `GET /api/v1/rigs/{rig}/history?from_ms=&to_ms=&px=` answers
-//! every stream-0 channel's min and max per pixel bucket, read from the store the twin writes
-//! (`dtop_samples`, ARCHITECTURE § Storage schema): InfluxDB 1.x with one InfluxQL query
-//! (`/query`), or VictoriaMetrics through [`super::victoria`]; `.../history.csv` is the same
-//! range as CSV. The query builder, the bucket rule, the answer's parser and the CSV writer are
-//! pure; only [`History::query`] does I/O. InfluxDB 2.x (Flux) is not read.
+//! Owns the history view's data: every stream-0 channel's min and max per pixel bucket, read
+//! from the store the twin writes (`dtop_samples`, ARCHITECTURE § Storage schema): InfluxDB 1.x
+//! with one InfluxQL query (`/query`), or VictoriaMetrics through [`super::victoria`], and the
+//! same as CSV. The routes (`GET /api/v1/rigs/{rig}/history[.csv]`) are in `crate::http::rigs`.
+//! The query builder, the bucket rule, the answer's parser and the CSV writer are pure; only
+//! [`History::query`] does I/O. InfluxDB 2.x (Flux) is not read.
 //!
 //! # The bucket rule
 //! `bucket_ms = ceil((to_ms − from_ms) / px)`; bucket `k` covers
@@ -15,19 +15,11 @@
 
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::command::{live, rig_id};
 pub use super::range::{HistoryError, MAX_PX, Range};
-use super::rights;
 use super::victoria::{self, Stat};
 use crate::config::{HistoryBackend, HistoryConfig};
-use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiQuery, AuthUser, Shared};
 
 /// One channel's envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -318,96 +310,6 @@ impl History {
             }
         }
     }
-}
-
-async fn answer(
-    state: &Shared,
-    user: &AuthUser,
-    rig: &str,
-    range: Range,
-) -> Result<HistoryAnswer, ApiError> {
-    let live = live(state)?;
-    let rig = rig_id(rig)?;
-    if !rights(&live.acl, &user.0, &rig).samples {
-        return Err(ApiError::ForbiddenBecause(format!(
-            "{} may not see rig {rig}.",
-            user.0.username
-        )));
-    }
-    let history = live.history.as_ref().ok_or_else(|| {
-        ApiError::NotConfigured(
-            "History needs the InfluxDB or VictoriaMetrics the twin stores to: this server has \
-             no [live.history] (the twin may be storing to files, as `dtop up` does by default)."
-                .into(),
-        )
-    })?;
-    let problems = range.problems(history.max_range_ms());
-    if !problems.is_empty() {
-        return Err(ApiError::Invalid(problems));
-    }
-    let birth = live.hub.birth(rig.clone()).await.ok_or_else(|| {
-        ApiError::Conflict(format!(
-            "rig {rig} has not announced its channels (no birth)"
-        ))
-    })?;
-    let channels: Vec<String> = birth
-        .channels
-        .iter()
-        .filter(|c| c.stream_id == 0)
-        .map(|c| c.name.clone())
-        .collect();
-    history
-        .query(rig.as_str(), &channels, &range)
-        .await
-        .map_err(|why| {
-            ApiError::StoreUnavailable(format!("The history store did not answer: {why}"))
-        })
-}
-
-/// Min and max per pixel bucket of every stream-0 channel over a range, from InfluxDB.
-#[utoipa::path(get, path = "/api/v1/rigs/{rig}/history", tag = "rigs",
-    params(("rig" = String, Path, description = "Rig id"), Range),
-    responses((status = 200, body = HistoryAnswer), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, body = ErrorBody),
-        (status = 503, body = ErrorBody, description = "No InfluxDB configured, or it did not answer in time")),
-    security(("bearer" = [])))]
-pub async fn json(
-    State(state): State<Shared>,
-    user: AuthUser,
-    Path(rig): Path<String>,
-    ApiQuery(range): ApiQuery<Range>,
-) -> Result<Json<HistoryAnswer>, ApiError> {
-    answer(&state, &user, &rig, range).await.map(Json)
-}
-
-/// The same as `history`, as CSV (`time_ms`, then `{channel}_min,{channel}_max`).
-#[utoipa::path(get, path = "/api/v1/rigs/{rig}/history.csv", tag = "rigs",
-    params(("rig" = String, Path, description = "Rig id"), Range),
-    responses((status = 200, content_type = "text/csv", description = "The envelope as CSV"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 503, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn csv(
-    State(state): State<Shared>,
-    user: AuthUser,
-    Path(rig): Path<String>,
-    ApiQuery(range): ApiQuery<Range>,
-) -> Result<Response, ApiError> {
-    let a = answer(&state, &user, &rig, range).await?;
-    let name = format!(
-        "attachment; filename=\"{}-{}-{}.csv\"",
-        a.rig, range.from_ms, range.to_ms
-    );
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (header::CONTENT_DISPOSITION, name),
-        ],
-        to_csv(&a),
-    )
-        .into_response())
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 //! - [`range`]: a history request's range, its bucket grid, and a store's errors (pure).
 //! - [`victoria`]: the same buckets read from VictoriaMetrics with MetricsQL (pure).
 
-pub mod command;
 pub mod frame;
 pub mod history;
 pub mod hub;

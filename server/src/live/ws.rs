@@ -19,11 +19,10 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, info};
 
-use super::command::{live, rig_id};
 use super::rig::Out;
 use super::{Live, Rights, rights};
 use crate::error::ApiError;
-use crate::extract::{AuthUser, Shared};
+use crate::extract::{AuthUser, Shared, live, rig_id};
 
 /// Close code when the user lost the right to watch (4000–4999 are the application's).
 pub const CLOSE_FORBIDDEN: u16 = 4403;

@@ -80,13 +80,40 @@ export function startRigPage(root: HTMLElement): void {
     frames: 0,
     bytes: 0,
     points: () => samples.length,
-    // What the first plot draws now: its point count and its newest point (a test reads it
-    // twice to see the trace move on screen, not only frames arrive).
+    // What the first plot draws now: its point count, the samples they stand for, and its
+    // newest point (a test reads it twice to see the trace move on screen, not only frames
+    // arrive).
     drawn: () => {
       const data = plots[0]?.plot?.data;
       const n = data ? (data[0] as ArrayLike<number>).length : 0;
       if (!data || n === 0) return null;
-      return { n, t_last: (data[0] as ArrayLike<number>)[n - 1], y_last: (data[1] as ArrayLike<number | null>)[n - 1] };
+      return { n, samples: plots[0].ring().length, t_last: (data[0] as ArrayLike<number>)[n - 1], y_last: (data[1] as ArrayLike<number | null>)[n - 1] };
+    },
+    // Per series of the first plot, [min, max] of what is drawn and of every sample in the
+    // window: a test compares them to see that drawing per pixel loses no extreme. It draws
+    // the live window first, in the same task, so no frame arrives in between.
+    extremes: () => {
+      const p = plots[0];
+      if (!p?.plot) return null;
+      drawLive(p, p.plot);
+      const range = (ys: ArrayLike<number | null>): [number, number] => {
+        let lo = Infinity;
+        let hi = -Infinity;
+        for (let i = 0; i < ys.length; i++) {
+          const v = ys[i];
+          if (v === null || v !== v) continue;
+          if (v < lo) lo = v;
+          if (v > hi) hi = v;
+        }
+        return [lo, hi];
+      };
+      const all = p.ring().ordered(p.ids);
+      return {
+        drawn: p.plot.data.slice(1).map((ys) => range(ys as ArrayLike<number | null>)),
+        samples: all.slice(1).map((ys) => range(ys)),
+        drawn_points: (p.plot.data[0] as ArrayLike<number>).length,
+        samples_n: all[0].length,
+      };
     },
   };
   const stats = (window as unknown as { dtopLive: { frames: number; bytes: number } }).dtopLive;
@@ -135,6 +162,12 @@ export function startRigPage(root: HTMLElement): void {
     }
   }
 
+  // No more points than the canvas has pixel columns (min and max of each), so the cost of
+  // drawing follows the plot's width, not the window's length.
+  function drawLive(p: PlotSpec, plot: uPlot): void {
+    plot.setData(p.ring().orderedMinMax(p.ids, plot.bbox.width) as unknown as uPlot.AlignedData);
+  }
+
   function redraw(): void {
     if (!dirty || paused || mode !== "live") return;
     dirty = false;
@@ -144,7 +177,7 @@ export function startRigPage(root: HTMLElement): void {
       if (!plot) continue;
       // `batch` draws here, not in the microtask uPlot would queue after this callback, so the
       // time taken below covers the drawing.
-      plot.batch(() => plot.setData(p.ring().ordered(p.ids) as unknown as uPlot.AlignedData));
+      plot.batch(() => drawLive(p, plot));
     }
     const t1 = performance.now();
     redrawMs.push(t1 - t0);
@@ -166,6 +199,11 @@ export function startRigPage(root: HTMLElement): void {
     const b = root.querySelector<HTMLButtonElement>("#pause");
     if (b) b.textContent = paused ? "Resume" : "Pause";
     if (!paused) dirty = true;
+    // Paused, the plots hold every sample of the window, so a drag-zoom shows them all; the
+    // scales stay as they are (a zoom that paused the page keeps its range).
+    if (paused && mode === "live") {
+      for (const p of plots) p.plot?.setData(p.ring().ordered(p.ids) as unknown as uPlot.AlignedData, false);
+    }
   }
 
   function showSummary(s: Record<string, unknown>): void {
@@ -393,9 +431,23 @@ export function startRigPage(root: HTMLElement): void {
     if (mode === "history") return historyPlots;
     return plots.filter((p) => p.plot).map((p) => ({ title: p.title, labels: p.labels, plot: p.plot as uPlot }));
   }
+  // Live, every sample inside the plot's visible time range (the drawing holds only each pixel
+  // column's extremes); in history, the buckets as drawn.
+  function exportRows(p: { title: string; plot: uPlot }): uPlot.AlignedData {
+    const live = mode === "live" ? plots.find((q) => q.plot === p.plot) : undefined;
+    if (!live) return p.plot.data;
+    const all = live.ring().ordered(live.ids);
+    const { min, max } = p.plot.scales.x;
+    const xs = all[0];
+    let lo = 0;
+    let hi = xs.length;
+    if (min !== undefined && min !== null) while (lo < hi && xs[lo] < min) lo++;
+    if (max !== undefined && max !== null) while (hi > lo && xs[hi - 1] > max) hi--;
+    return all.map((col) => col.subarray(lo, hi)) as unknown as uPlot.AlignedData;
+  }
   root.querySelector("#export-csv")?.addEventListener("click", () => {
     for (const p of shownForExport()) {
-      const data = p.plot.data;
+      const data = exportRows(p);
       const lines = [["time_s", ...p.labels].join(",")];
       const xs = data[0] as ArrayLike<number>;
       for (let i = 0; i < xs.length; i++) {

@@ -1,5 +1,7 @@
 //! Fixed-capacity rings of samples (times and per-channel values) for the live plots: pushing
-//! never allocates, and `ordered` copies the newest samples oldest-first into arrays uPlot draws.
+//! never allocates, `ordered` copies the newest samples oldest-first into arrays uPlot draws, and
+//! `orderedMinMax` gives the same window as each pixel column's minimum and maximum, so a plot
+//! draws no more points than it has pixels and the trace looks the same.
 
 export class SampleRing {
   readonly capacity: number;
@@ -60,6 +62,48 @@ export class SampleRing {
       for (let c = 0; c < ids.length; c++) {
         const col = this.cols.get(ids[c]);
         ys[c][k] = col ? col[at] : NaN;
+      }
+    }
+    return [xs, ...ys];
+  }
+
+  /**
+   * The window as `columns` runs of samples, each drawn as its first and last time carrying the
+   * run's minimum and maximum of every channel in the order they occurred, so the line through
+   * them covers exactly what the full samples would inside each pixel column. The newest point
+   * keeps the newest sample's time. With fewer than two samples per column the window is given
+   * as it is (`ordered`). NaN values are skipped; a run with none left stays NaN.
+   */
+  orderedMinMax(ids: number[], columns: number): [Float64Array, ...Float32Array[]] {
+    const n = this.count;
+    const cols = Math.floor(columns);
+    if (cols < 1 || n < 2 * cols) return this.ordered(ids);
+    const start = (this.head - n + this.capacity) % this.capacity;
+    const xs = new Float64Array(2 * cols);
+    const ys = ids.map(() => new Float32Array(2 * cols));
+    const src = ids.map((id) => this.cols.get(id));
+    for (let c = 0; c < cols; c++) {
+      const lo = Math.floor((c * n) / cols);
+      const hi = Math.floor(((c + 1) * n) / cols); // exclusive, > lo since n >= 2 * cols
+      xs[2 * c] = this.times[(start + lo) % this.capacity] / 1000;
+      xs[2 * c + 1] = this.times[(start + hi - 1) % this.capacity] / 1000;
+      for (let s = 0; s < ids.length; s++) {
+        const col = src[s];
+        let min = NaN;
+        let max = NaN;
+        let minAt = 0;
+        let maxAt = 0;
+        if (col) {
+          for (let k = lo; k < hi; k++) {
+            const v = col[(start + k) % this.capacity];
+            if (v !== v) continue; // NaN
+            if (!(v >= min)) { min = v; minAt = k; }
+            if (!(v <= max)) { max = v; maxAt = k; }
+          }
+        }
+        const out = ys[s];
+        if (minAt <= maxAt) { out[2 * c] = min; out[2 * c + 1] = max; }
+        else { out[2 * c] = max; out[2 * c + 1] = min; }
       }
     }
     return [xs, ...ys];

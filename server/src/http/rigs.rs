@@ -1,15 +1,18 @@
-//! Owns `POST /api/v1/rigs/{rig}/commands`: a user's request becomes the same `Command` the
-//! CLI sends (`dtop_proto::command::build`), issued by the user, published on the rig's cmd
-//! topic only if the user's own rules allow that topic, and a DVF gain above the limit the
-//! rig's twin published is refused before anything is sent (none published: refused too).
-//! The answer is 202 with the command id; the rig's acknowledgement reaches the browser on
-//! the rig's WebSocket.
-
-use std::sync::Arc;
+//! Owns the rig routes of the API.
+//! - `POST /api/v1/rigs/{rig}/commands`: a user's request becomes the same `Command` the CLI
+//!   sends (`dtop_proto::command::build`), issued by the user, published on the rig's cmd topic
+//!   only if the user's own rules allow that topic, and a DVF gain above the limit the rig's
+//!   twin published is refused before anything is sent (none published: refused too). The
+//!   answer is 202 with the command id; the rig's acknowledgement reaches the browser on the
+//!   rig's WebSocket.
+//! - `GET /api/v1/rigs/{rig}/limits`: that limit.
+//! - `GET /api/v1/rigs/{rig}/history[.csv]`: min and max per pixel bucket over a past range
+//!   (`crate::live::history` reads the store), for users who may see the rig's samples.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use dtop_proto::RigId;
 use dtop_proto::command::{self, CommandEnvelope, CommandRequest};
 use dtop_studies::FieldProblem;
@@ -17,10 +20,11 @@ use serde::Serialize;
 use tracing::info;
 use utoipa::ToSchema;
 
-use super::rig::LimitUnknown;
-use super::{GainLimit, Live, rights};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, AuthUser, Shared};
+use crate::extract::{ApiJson, ApiQuery, AuthUser, Shared, live, rig_id};
+use crate::live::history::{HistoryAnswer, Range, to_csv};
+use crate::live::rig::LimitUnknown;
+use crate::live::{GainLimit, Live, rights};
 
 /// A command waits this long to be applied before the rig refuses it as expired.
 pub const DEADLINE_S: f64 = 10.0;
@@ -34,20 +38,6 @@ pub struct Accepted {
     pub rig: String,
     /// Who issued it.
     pub issued_by: String,
-}
-
-/// The live routes' state, or 503 saying what is missing.
-pub fn live(state: &Shared) -> Result<&Arc<Live>, ApiError> {
-    state.live.as_ref().ok_or_else(|| {
-        ApiError::NotConfigured(
-            "Live rigs are not configured on this server: give it an [mqtt] section.".into(),
-        )
-    })
-}
-
-/// A rig id from the path, or 404.
-pub fn rig_id(rig: &str) -> Result<RigId, ApiError> {
-    RigId::new(rig).map_err(|e| ApiError::NotFound(format!("rig {rig:?} ({e})")))
 }
 
 fn new_command_id() -> Result<String, ApiError> {
@@ -147,7 +137,7 @@ pub async fn send(
         id: &id,
         deadline_s: DEADLINE_S,
         issued_by: &who.username,
-        now_unix_ns: super::hub::now_unix_ns(),
+        now_unix_ns: crate::live::hub::now_unix_ns(),
     };
     let built = command::build(&request, &envelope).map_err(|problems| {
         ApiError::Invalid(
@@ -192,4 +182,94 @@ pub async fn limits(
         )));
     }
     twin_limit(live, &rig).await.map(Json)
+}
+
+async fn answer(
+    state: &Shared,
+    user: &AuthUser,
+    rig: &str,
+    range: Range,
+) -> Result<HistoryAnswer, ApiError> {
+    let live = live(state)?;
+    let rig = rig_id(rig)?;
+    if !rights(&live.acl, &user.0, &rig).samples {
+        return Err(ApiError::ForbiddenBecause(format!(
+            "{} may not see rig {rig}.",
+            user.0.username
+        )));
+    }
+    let history = live.history.as_ref().ok_or_else(|| {
+        ApiError::NotConfigured(
+            "History needs the InfluxDB or VictoriaMetrics the twin stores to: this server has \
+             no [live.history] (the twin may be storing to files, as `dtop up` does by default)."
+                .into(),
+        )
+    })?;
+    let problems = range.problems(history.max_range_ms());
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
+    let birth = live.hub.birth(rig.clone()).await.ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "rig {rig} has not announced its channels (no birth)"
+        ))
+    })?;
+    let channels: Vec<String> = birth
+        .channels
+        .iter()
+        .filter(|c| c.stream_id == 0)
+        .map(|c| c.name.clone())
+        .collect();
+    history
+        .query(rig.as_str(), &channels, &range)
+        .await
+        .map_err(|why| {
+            ApiError::StoreUnavailable(format!("The history store did not answer: {why}"))
+        })
+}
+
+/// Min and max per pixel bucket of every stream-0 channel over a range, from InfluxDB.
+#[utoipa::path(get, path = "/api/v1/rigs/{rig}/history", tag = "rigs",
+    params(("rig" = String, Path, description = "Rig id"), Range),
+    responses((status = 200, body = HistoryAnswer), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "No InfluxDB configured, or it did not answer in time")),
+    security(("bearer" = [])))]
+pub async fn history_json(
+    State(state): State<Shared>,
+    user: AuthUser,
+    Path(rig): Path<String>,
+    ApiQuery(range): ApiQuery<Range>,
+) -> Result<Json<HistoryAnswer>, ApiError> {
+    answer(&state, &user, &rig, range).await.map(Json)
+}
+
+/// The same as `history`, as CSV (`time_ms`, then `{channel}_min,{channel}_max`).
+#[utoipa::path(get, path = "/api/v1/rigs/{rig}/history.csv", tag = "rigs",
+    params(("rig" = String, Path, description = "Rig id"), Range),
+    responses((status = 200, content_type = "text/csv", description = "The envelope as CSV"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn history_csv(
+    State(state): State<Shared>,
+    user: AuthUser,
+    Path(rig): Path<String>,
+    ApiQuery(range): ApiQuery<Range>,
+) -> Result<Response, ApiError> {
+    let a = answer(&state, &user, &rig, range).await?;
+    let name = format!(
+        "attachment; filename=\"{}-{}-{}.csv\"",
+        a.rig, range.from_ms, range.to_ms
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, name),
+        ],
+        to_csv(&a),
+    )
+        .into_response())
 }
