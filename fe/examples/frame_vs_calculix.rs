@@ -1,7 +1,8 @@
 //! Benchmark and comparison: the built-in frame solver against CalculiX on the same
 //! Southampton frame and mesh. Prints each solver's wall time and the first modes side by side.
 //!
-//! Run: `cargo run --release -p dtop-fe --example frame_vs_calculix -- [ELEMENTS_PER_LEG] [REPEATS]`
+//! Run: `cargo run --release -p dtop-fe --example frame_vs_calculix -- [BUILTIN_ELEMENTS_PER_LEG]
+//! [CCX_ELEMENTS_PER_LEG] [REPEATS]` (defaults 8, 24, 5)
 //! (needs `ccx` on PATH; writes its job into a fresh directory under the system temp dir).
 
 use std::time::{Duration, Instant};
@@ -11,11 +12,16 @@ use dtop_fe::{FrameConfig, FrameModel};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let elements_per_leg: usize = args.next().map_or(Ok(16), |a| a.parse())?;
+    let elements_per_leg: usize = args.next().map_or(Ok(8), |a| a.parse())?;
+    let ccx_elements_per_leg: usize = args.next().map_or(Ok(24), |a| a.parse())?;
     let repeats: usize = args.next().map_or(Ok(5), |a| a.parse())?;
     let modes = 12;
     let config = FrameConfig {
         elements_per_leg,
+        ..FrameConfig::southampton()
+    };
+    let ccx_config = FrameConfig {
+        elements_per_leg: ccx_elements_per_leg,
         ..FrameConfig::southampton()
     };
 
@@ -33,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("dtop-fe-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let deck = write_deck(
-        &config,
+        &ccx_config,
         &DeckOptions {
             modes,
             ..DeckOptions::default()
@@ -55,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         times[times.len() / 2]
     };
     println!(
-        "Southampton frame, {elements_per_leg} elements per leg, {dofs} DOFs built-in, {modes} modes, {repeats} runs each"
+        "Southampton frame, {modes} modes, {repeats} runs each: built-in {elements_per_leg} elements per leg ({dofs} DOFs), ccx {ccx_elements_per_leg} B31 per leg"
     );
     println!(
         "built-in (mesh + assemble + dense eigen): median {:.1} ms",
