@@ -233,7 +233,8 @@ pub fn write_deck(config: &FrameConfig, options: &DeckOptions) -> Result<String,
     let _ = writeln!(out, "*STEP");
     let _ = writeln!(out, "*FREQUENCY");
     let _ = writeln!(out, "{}", options.modes);
-    let _ = writeln!(out, "*NODE FILE");
+    // Displacements on the beams' own nodes, not on ccx's expanded solids.
+    let _ = writeln!(out, "*NODE FILE, OUTPUT=2D");
     let _ = writeln!(out, "U");
     let _ = writeln!(out, "*END STEP");
     Ok(out)

@@ -4,15 +4,18 @@
 //! # Layout
 //! - [`deck`] — `.inp` writer (pure).
 //! - [`dat`] — `.dat` eigenvalue parser (pure).
+//! - [`frd`] — `.frd` node and mode-shape parser (pure).
 //! - [`runner`] — starts `ccx` in a caller's directory, cancellable, the only I/O here.
 //! - [`error`] — `CalculixError`.
 
 pub mod dat;
 pub mod deck;
 pub mod error;
+pub mod frd;
 pub mod runner;
 
 pub use dat::{CalculixMode, parse_eigenvalues};
 pub use deck::{BeamElementType, DeckOptions, write_deck};
 pub use error::CalculixError;
-pub use runner::{RunOptions, run_ccx};
+pub use frd::{FrdModeShape, FrdResults, parse_frd};
+pub use runner::{CalculixRun, RunOptions, run_ccx};

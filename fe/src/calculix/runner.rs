@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::calculix::dat::{CalculixMode, parse_eigenvalues, tail_lines};
 use crate::calculix::error::CalculixError;
+use crate::calculix::frd::{FrdResults, parse_frd};
 
 /// Lines of ccx's output kept in an error.
 const TAIL_LINES: usize = 30;
@@ -52,6 +53,9 @@ pub struct CalculixRun {
     pub modes: Vec<CalculixMode>,
     /// The whole `.dat` text, for the record.
     pub dat: String,
+    /// Node coordinates and mode shapes from the `.frd` file, when ccx wrote one that
+    /// parses (decks from [`crate::calculix::write_deck`] ask for it).
+    pub shapes: Option<FrdResults>,
     /// Wall time of the ccx process.
     pub elapsed: Duration,
 }
@@ -170,9 +174,13 @@ pub fn run_ccx(
     let modes = parse_eigenvalues(&dat).map_err(|_| CalculixError::NoEigenvalues {
         tail: output_tail(),
     })?;
+    let shapes = fs::read_to_string(path("frd"))
+        .ok()
+        .and_then(|frd| parse_frd(&frd).ok());
     Ok(CalculixRun {
         modes,
         dat,
+        shapes,
         elapsed,
     })
 }
