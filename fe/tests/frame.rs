@@ -471,3 +471,27 @@ fn config_round_trips_through_json_and_refuses_unknown_fields() {
     let modes = model(config).modes(3).unwrap_or_else(|e| panic!("{e}"));
     assert!(serde_json::to_string(&modes).is_ok_and(|s| s.contains("sway_x")));
 }
+
+/// The built-in solver refuses a mesh whose dense eigen-solve would take minutes, and says
+/// so together with any other problem.
+#[test]
+fn a_mesh_too_fine_for_the_dense_solver_is_refused_with_the_other_problems() {
+    let mut config = FrameConfig::southampton();
+    config.elements_per_leg = 100;
+    config.leg.poisson_ratio = 0.7;
+    match FrameModel::new(config.clone()) {
+        Err(FeError::Invalid(problems)) => {
+            assert_eq!(problems.len(), 2, "{problems:?}");
+            assert!(
+                problems.iter().any(|p| p.contains("7146 DOFs")),
+                "{problems:?}"
+            );
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    // The same mesh is fine for a deck: only the built-in solver has the limit.
+    config.leg.poisson_ratio = 0.33;
+    assert!(config.validate().is_ok());
+    let frame = model(FrameConfig::southampton());
+    assert_eq!(frame.dofs(), 6 * (4 * 3 * 7 + 3));
+}
