@@ -91,8 +91,9 @@ pub struct FrameMode {
     pub class: ModeClass,
     /// Effective masses as fractions of the totals.
     pub effective_mass: EffectiveMassFractions,
-    /// Motion of each floor's centroid (u_x, u_y, u_z in m, θ_x, θ_y, θ_z in rad), lowest
-    /// floor first, for a mass-normalised shape (φᵀ·M·φ = 1 kg·m²… per unit modal coordinate).
+    /// Motion of each floor's centroid (u_x, u_y, u_z, θ_x, θ_y, θ_z), lowest floor first, of
+    /// the mass-normalised shape (φᵀ·M·φ = 1: translations in m and rotations in rad per
+    /// √kg of modal coordinate).
     pub floor_motions: Vec<[f64; 6]>,
     /// Translation (u_x, u_y, u_z) of every mesh node, same normalisation, in the order of
     /// `FrameMesh::nodes`: enough to draw the deformed legs.

@@ -1,7 +1,10 @@
-//! Owns running `ccx` on a deck: writes `<job>.inp` into a directory the caller gives (and
-//! cleans up), starts ccx there as a child process with its output sent to files, waits while
+//! Owns running `ccx` on a deck: writes `<job>.inp` into a directory the caller gives (the
+//! caller owns it and its files: `<job>.inp`, `.dat`, `.frd`, `.stdout`, `.stderr` and ccx's
+//! others), starts ccx there as a child process with its output sent to files, waits while
 //! polling a cancel flag and a time limit, kills the child (by its PID, through
-//! `Child::kill`) on either, and parses `<job>.dat`. The only module of the crate with I/O.
+//! `Child::kill`) on either, and parses `<job>.dat` and `<job>.frd`. The only module of the
+//! crate with I/O. It blocks the calling thread while ccx runs: async callers run it on a
+//! blocking thread (`tokio::task::spawn_blocking`) and cancel through the flag.
 
 use std::fs;
 use std::path::{Path, PathBuf};
