@@ -157,7 +157,7 @@ impl FrameModel {
         if !problems.is_empty() {
             return Err(FeError::Invalid(problems));
         }
-        let mesh = FrameMesh::new(&config);
+        let mesh = FrameMesh::new(&config)?;
         let leg = &config.leg;
         // Local axis 2 lies along the thickness, so I₃ (bending along 2) is the weak b·t³/12.
         let euler_bernoulli = BeamProperties::rectangle(

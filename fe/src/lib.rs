@@ -7,6 +7,20 @@
 //! Pure numerics except [`calculix::runner`], which starts `ccx`. Everything is SI, with
 //! units in the names.
 //!
+//! ```
+//! use dtop_fe::{FloorMotion, FrameConfig, FrameModel, ModeClass, PlanAxis};
+//!
+//! let frame = FrameModel::new(FrameConfig::southampton())?;
+//! let modes = frame.modes(6)?;
+//! assert_eq!(modes.modes[0].class, ModeClass::SwayX);
+//! let chain = frame.condense_to_shear_chain(PlanAxis::X, FloorMotion::TranslationOnly)?;
+//! let building = chain.shear_building_config(dtop_dynamics::Damping::Modal {
+//!     zetas: vec![0.002; 3],
+//! });
+//! assert!(building.validate().is_ok());
+//! # Ok::<(), dtop_fe::FeError>(())
+//! ```
+//!
 //! # Layout
 //! - [`config`] — `FrameConfig` (storeys, legs, floors, feet, mesh density), the Southampton
 //!   rig and Cristallo's FEA defaults, `validate()` with every problem at once.

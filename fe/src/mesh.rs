@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{FrameConfig, PlanAxis};
+use crate::error::FeError;
 
 /// What a mesh node is attached to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,9 +65,12 @@ pub(crate) fn leg_positions_m(config: &FrameConfig) -> [[f64; 2]; 4] {
 }
 
 impl FrameMesh {
-    /// Meshes a frame: `elements_per_leg` equal elements on every leg. Assumes a validated
-    /// config (positive sizes, at least one storey and one element).
-    pub fn new(config: &FrameConfig) -> Self {
+    /// Meshes a frame: `elements_per_leg` equal elements on every leg.
+    ///
+    /// # Errors
+    /// [`FeError::Invalid`] listing every config problem.
+    pub fn new(config: &FrameConfig) -> Result<Self, FeError> {
+        config.validate()?;
         let n = config.elements_per_leg;
         let legs = leg_positions_m(config);
         let mut nodes = Vec::new();
@@ -111,11 +115,11 @@ impl FrameMesh {
             PlanAxis::X => [1.0, 0.0, 0.0],
             PlanAxis::Y => [0.0, 1.0, 0.0],
         };
-        Self {
+        Ok(Self {
             nodes,
             elements,
             floor_centroids_m,
             leg_thickness_direction,
-        }
+        })
     }
 }

@@ -86,7 +86,7 @@ pub fn write_deck(config: &FrameConfig, options: &DeckOptions) -> Result<String,
                 .to_owned(),
         ));
     }
-    let mesh = FrameMesh::new(config);
+    let mesh = FrameMesh::new(config)?;
     let mut out = String::new();
     // Writing to a String cannot fail; the results are ignored on that ground.
     let _ = writeln!(
