@@ -291,6 +291,47 @@ fn a_cancelled_or_overdue_run_is_killed() {
     ));
 }
 
+/// A long run (a 100-element-per-leg deck: 7 s of ccx, measured alone under load 6) cancelled
+/// from another thread 200 ms in: the runner notices within its poll interval, kills ccx and
+/// returns `Cancelled` long before ccx would have finished.
+#[test]
+fn a_run_cancelled_from_another_thread_stops_within_moments() {
+    if !ccx_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let deck = write_deck(
+        &FrameConfig {
+            elements_per_leg: 100,
+            ..FrameConfig::southampton()
+        },
+        &DeckOptions {
+            element: BeamElementType::B31,
+            modes: 30,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cancel = AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let options = RunOptions {
+            cancel: Some(&cancel),
+            ..RunOptions::default()
+        };
+        run_ccx(&deck, dir.path(), "long", &options)
+    });
+    assert_eq!(result, Err(CalculixError::Cancelled));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn bad_job_names_and_zero_threads_are_refused_together() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
