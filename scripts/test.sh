@@ -37,6 +37,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 # The web UI's bundle is built by server/build.rs with Node.js and npm (packages from the npm
 # registry, pinned by server/web/package-lock.json).
 command -v npm >/dev/null || need_pkgs+=(nodejs npm)
+# Finite elements (issue 15): CalculiX's solver, the peer of dtop-fe's built-in frame model.
+command -v ccx >/dev/null || need_pkgs+=(calculix-ccx)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_pkgs[*]}"
   SUDO=""
