@@ -7,12 +7,13 @@
 
 use nalgebra::{DMatrix, DVector};
 
-/// The system to integrate: linear matrices, a spring force f(x) and the forced DOF.
+/// The system to integrate: linear matrices, a spring force f(x) (written into its second
+/// argument, one entry per DOF) and the forced DOF.
 pub struct Reference<'a> {
     pub mass: DMatrix<f64>,
     pub damping: DMatrix<f64>,
     pub stiffness: DMatrix<f64>,
-    pub spring_force: &'a dyn Fn(&DVector<f64>) -> DVector<f64>,
+    pub spring_force: &'a dyn Fn(&[f64], &mut [f64]),
     pub forced_dof: usize,
 }
 
@@ -29,30 +30,52 @@ pub struct SteadyState {
     pub settled: bool,
 }
 
-impl Reference<'_> {
-    fn acceleration(
-        &self,
-        m_inv: &DMatrix<f64>,
-        x: &DVector<f64>,
-        v: &DVector<f64>,
-        t: f64,
-        omega: f64,
-        forcing: f64,
-    ) -> DVector<f64> {
-        let mut load = -(&self.stiffness * x) - &self.damping * v - (self.spring_force)(x);
-        load[self.forced_dof] += forcing * (omega * t).cos();
-        m_inv * load
-    }
+/// M⁻¹K, M⁻¹C and M⁻¹ row by row, and scratch space, so a step allocates nothing.
+struct Rates {
+    n: usize,
+    m_inv_k: Vec<f64>,
+    m_inv_c: Vec<f64>,
+    m_inv: Vec<f64>,
+    spring: Vec<f64>,
+}
 
+impl Rates {
+    /// ẍ for state (x, v) at time t, written into `a`.
+    fn acceleration(
+        &mut self,
+        reference: &Reference<'_>,
+        x: &[f64],
+        v: &[f64],
+        forcing_now: f64,
+        a: &mut [f64],
+    ) {
+        let n = self.n;
+        self.spring.iter_mut().for_each(|f| *f = 0.0);
+        (reference.spring_force)(x, &mut self.spring);
+        self.spring[reference.forced_dof] -= forcing_now;
+        for i in 0..n {
+            let mut sum = 0.0;
+            for j in 0..n {
+                sum -= self.m_inv_k[i * n + j] * x[j]
+                    + self.m_inv_c[i * n + j] * v[j]
+                    + self.m_inv[i * n + j] * self.spring[j];
+            }
+            a[i] = sum;
+        }
+    }
+}
+
+impl Reference<'_> {
     /// Integrates from (x, v) at t = 0 with `steps_per_period` RK4 steps per forcing
     /// period. Every `block` periods it compares the first-harmonic amplitudes of the last
-    /// period with those of the block before, and stops when the largest relative change
-    /// is below `settle_tol` (the settling criterion), or after `max_periods`.
+    /// period with those of the block before, and stops when the largest change is below
+    /// `settle_tol` times the largest amplitude (the settling criterion), or after
+    /// `max_periods`.
     #[allow(clippy::too_many_arguments, reason = "a test helper with plain inputs")]
     pub fn steady_state(
         &self,
-        mut x: DVector<f64>,
-        mut v: DVector<f64>,
+        x0: DVector<f64>,
+        v0: DVector<f64>,
         omega: f64,
         forcing: f64,
         steps_per_period: usize,
@@ -62,6 +85,18 @@ impl Reference<'_> {
     ) -> SteadyState {
         let n = self.mass.nrows();
         let m_inv = self.mass.clone().try_inverse().expect("invertible mass");
+        let flat = |a: DMatrix<f64>| (0..n * n).map(|i| a[(i / n, i % n)]).collect();
+        let mut rates = Rates {
+            n,
+            m_inv_k: flat(&m_inv * &self.stiffness),
+            m_inv_c: flat(&m_inv * &self.damping),
+            m_inv: flat(m_inv.clone()),
+            spring: vec![0.0; n],
+        };
+        let (mut x, mut v) = (x0.as_slice().to_vec(), v0.as_slice().to_vec());
+        let (mut xs, mut vs) = (vec![0.0; n], vec![0.0; n]);
+        let mut k = [vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]];
+        let mut kv = [vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]];
         let period = std::f64::consts::TAU / omega;
         let dt = period / steps_per_period as f64;
         let mut previous: Option<Vec<f64>> = None;
@@ -72,26 +107,36 @@ impl Reference<'_> {
             for b in 0..block {
                 let last = b + 1 == block;
                 for s in 0..steps_per_period {
-                    // Time is taken modulo the period: the forcing is periodic and this
-                    // keeps cos(ωt) accurate over long runs.
+                    // Time restarts every period: the forcing is periodic, and this keeps
+                    // cos(ωt) accurate over long runs.
                     let t = s as f64 * dt;
                     if last {
                         // Rectangle rule on a periodic integrand is spectrally accurate.
-                        let theta = omega * t;
+                        let (sin, cos) = (omega * t).sin_cos();
                         for d in 0..n {
-                            cos_sum[d] += x[d] * theta.cos();
-                            sin_sum[d] += x[d] * theta.sin();
+                            cos_sum[d] += x[d] * cos;
+                            sin_sum[d] += x[d] * sin;
                         }
                     }
-                    let a1 = self.acceleration(&m_inv, &x, &v, t, omega, forcing);
-                    let (x2, v2) = (&x + &v * (dt / 2.0), &v + &a1 * (dt / 2.0));
-                    let a2 = self.acceleration(&m_inv, &x2, &v2, t + dt / 2.0, omega, forcing);
-                    let (x3, v3) = (&x + &v2 * (dt / 2.0), &v + &a2 * (dt / 2.0));
-                    let a3 = self.acceleration(&m_inv, &x3, &v3, t + dt / 2.0, omega, forcing);
-                    let (x4, v4) = (&x + &v3 * dt, &v + &a3 * dt);
-                    let a4 = self.acceleration(&m_inv, &x4, &v4, t + dt, omega, forcing);
-                    x += (&v + &v2 * 2.0 + &v3 * 2.0 + &v4) * (dt / 6.0);
-                    v += (&a1 + &a2 * 2.0 + &a3 * 2.0 + &a4) * (dt / 6.0);
+                    // Stage c: state = (x, v) + c·dt·(previous stage's rates).
+                    for (stage, c) in [0.0, 0.5, 0.5, 1.0].into_iter().enumerate() {
+                        for d in 0..n {
+                            let (dx, dv) = if stage == 0 {
+                                (0.0, 0.0)
+                            } else {
+                                (kv[stage - 1][d], k[stage - 1][d])
+                            };
+                            xs[d] = x[d] + c * dt * dx;
+                            vs[d] = v[d] + c * dt * dv;
+                        }
+                        let f_now = forcing * (omega * (t + c * dt)).cos();
+                        rates.acceleration(self, &xs, &vs, f_now, &mut k[stage]);
+                        kv[stage].copy_from_slice(&vs);
+                    }
+                    for d in 0..n {
+                        x[d] += dt / 6.0 * (kv[0][d] + 2.0 * kv[1][d] + 2.0 * kv[2][d] + kv[3][d]);
+                        v[d] += dt / 6.0 * (k[0][d] + 2.0 * k[1][d] + 2.0 * k[2][d] + k[3][d]);
+                    }
                 }
                 periods += 1;
             }
@@ -107,8 +152,8 @@ impl Reference<'_> {
             });
             if settled || periods >= max_periods {
                 return SteadyState {
-                    x,
-                    v,
+                    x: DVector::from_vec(x),
+                    v: DVector::from_vec(v),
                     amplitude,
                     periods,
                     settled,
