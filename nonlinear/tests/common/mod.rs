@@ -53,14 +53,14 @@ impl Rates {
         self.spring.iter_mut().for_each(|f| *f = 0.0);
         (reference.spring_force)(x, &mut self.spring);
         self.spring[reference.forced_dof] -= forcing_now;
-        for i in 0..n {
+        for (i, ai) in a.iter_mut().enumerate() {
             let mut sum = 0.0;
             for j in 0..n {
                 sum -= self.m_inv_k[i * n + j] * x[j]
                     + self.m_inv_c[i * n + j] * v[j]
                     + self.m_inv[i * n + j] * self.spring[j];
             }
-            a[i] = sum;
+            *ai = sum;
         }
     }
 }
