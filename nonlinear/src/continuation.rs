@@ -63,6 +63,11 @@ pub const fn default_tolerance() -> f64 {
     1e-10
 }
 
+/// By default every point gets its stability.
+pub const fn default_stability() -> bool {
+    true
+}
+
 /// Which forcing parameter varies, and over what range (it must increase).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "parameter", rename_all = "snake_case", deny_unknown_fields)]
@@ -190,6 +195,10 @@ pub struct ContinuationConfig {
     /// amplitude of the run; within (0, 1e-3].
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
+    /// Compute every point's Floquet multipliers (stability). They are the costliest part
+    /// of a continuation (a monodromy matrix per point); folds are found without them.
+    #[serde(default = "default_stability")]
+    pub stability: bool,
 }
 
 impl ContinuationConfig {
@@ -203,6 +212,7 @@ impl ContinuationConfig {
             max_step: default_max_step(),
             max_points: default_max_points(),
             tolerance: default_tolerance(),
+            stability: default_stability(),
         }
     }
 
@@ -261,10 +271,11 @@ pub struct PeriodicResponse {
     pub peak_to_peak_m: Vec<f64>,
     /// Fourier coefficients of each DOF's displacement.
     pub harmonics: Vec<DofHarmonics>,
-    /// True when every Floquet multiplier lies strictly inside the unit circle.
-    pub stable: bool,
-    /// Largest modulus of the Floquet multipliers.
-    pub max_floquet_modulus: f64,
+    /// True when every Floquet multiplier lies strictly inside the unit circle; `None` when
+    /// the continuation was asked not to compute stability.
+    pub stable: Option<bool>,
+    /// Largest modulus of the Floquet multipliers; `None` as for `stable`.
+    pub max_floquet_modulus: Option<f64>,
 }
 
 /// A limit point of the branch: the varying parameter turns back.
@@ -424,27 +435,35 @@ fn solve_point(
             reason: failure.to_string(),
         },
     )?;
-    response(chain, basis, &z, omega_rad_s, forcing_n)
+    response(chain, basis, &z, omega_rad_s, forcing_n, true)
 }
 
-/// Read-outs and stability of the solution `z`.
+/// Read-outs and, when asked, stability of the solution `z`.
 fn response(
     chain: &NonlinearChain,
     basis: &HarmonicBasis,
     z: &DVector<f64>,
     omega_rad_s: f64,
     forcing_n: f64,
+    stability: bool,
 ) -> Result<PeriodicResponse, NonlinearError> {
     let harmonics = dof_harmonics(basis, z);
-    let multipliers = floquet_multipliers(chain, &harmonics, omega_rad_s)?;
-    let max_floquet_modulus = max_modulus(&multipliers);
+    let max_floquet_modulus = if stability {
+        Some(max_modulus(&floquet_multipliers(
+            chain,
+            &harmonics,
+            omega_rad_s,
+        )?))
+    } else {
+        None
+    };
     Ok(PeriodicResponse {
         omega_rad_s,
         forcing_n,
         amplitude_m: harmonics.iter().map(|h| h.amplitude_m(1)).collect(),
         peak_to_peak_m: harmonics.iter().map(DofHarmonics::peak_to_peak_m).collect(),
         harmonics,
-        stable: max_floquet_modulus < 1.0,
+        stable: max_floquet_modulus.map(|m| m < 1.0),
         max_floquet_modulus,
     })
 }
@@ -460,6 +479,8 @@ struct Tracer<'a> {
     weight_lambda: f64,
     /// Residual tolerance, in N.
     tolerance_n: f64,
+    /// Whether every point gets its Floquet multipliers.
+    stability: bool,
 }
 
 /// A point of the augmented unknown [coefficients; λ] with its unit tangent.
@@ -654,6 +675,7 @@ impl Tracer<'_> {
             &z.rows(0, self.basis.len()).into_owned(),
             omega,
             forcing,
+            self.stability,
         )
     }
 }
@@ -693,6 +715,7 @@ pub fn continue_branch(
         weight_x: 1.0 / (x_ref * x_ref),
         weight_lambda: 1.0 / ((end - start) * (end - start)),
         tolerance_n: config.tolerance * sweep.force_scale_n(),
+        stability: config.stability,
     };
     let n = tracer.basis.len();
     let guess = linear_guess(chain, &tracer.basis, omega0, forcing0)

@@ -39,14 +39,19 @@
 //! - [`continuation`] — `ContinuationConfig` and `Sweep`, `continue_branch` (tangent
 //!   predictor, arclength corrector, step control, stop reasons, folds), `Branch`,
 //!   `PeriodicResponse`, `Fold`; `periodic_response` at one forcing.
+//! - [`cbc`] — control-based continuation on the model: the simulated experiment (RK4,
+//!   noisy sensors, sampled PD control following a Fourier target), the quasi-Newton
+//!   iteration to a non-invasive control force, the stepping of the target amplitude.
 //! - [`error`] — `NonlinearError`.
 
+pub mod cbc;
 pub mod continuation;
 pub mod error;
 pub mod floquet;
 pub mod harmonic;
 pub mod model;
 
+pub use cbc::{CbcConfig, CbcPoint, CbcRun, CbcStop, run_cbc};
 pub use continuation::{
     Branch, ContinuationConfig, Fold, PeriodicResponse, StopReason, Sweep, continue_branch,
     periodic_response, periodic_response_near,

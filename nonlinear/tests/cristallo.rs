@@ -125,7 +125,7 @@ fn cristallo_folds_are_bracketed_by_the_jumps_of_steady_state_sweeps() {
         let near = branch
             .points
             .iter()
-            .filter(|p| p.stable)
+            .filter(|p| p.stable == Some(true))
             .min_by(|a, b| {
                 let key = |p: &&dtop_nonlinear::PeriodicResponse| {
                     (p.omega_rad_s - up[i]).abs() + (p.amplitude_m[2] - a_up[i]).abs()

@@ -72,7 +72,7 @@ fn without_nonlinear_springs_every_point_is_the_frf_times_the_force() {
             // A pure cosine response: peak-to-peak is twice the amplitude.
             assert!((h.peak_to_peak_m() - 2.0 * h.amplitude_m(1)).abs() < 1e-12);
         }
-        assert!(p.stable);
+        assert_eq!(p.stable, Some(true));
     }
 }
 
@@ -110,6 +110,7 @@ fn every_problem_of_a_continuation_request_is_reported_at_once() {
         max_step: 0.05,
         max_points: 1,
         tolerance: 0.0,
+        stability: true,
     };
     let Err(NonlinearError::Invalid(problems)) = continue_branch(&chain, &config) else {
         panic!("an invalid request was accepted");
