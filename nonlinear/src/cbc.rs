@@ -21,7 +21,7 @@
 //! only by C_k/(D_k + C_k) per iteration: close to 1 at its stiff gains. Its runs are also too
 //! short to settle (TOOLS.md §5.3); here every iteration discards `settle_periods` first.
 
-use nalgebra::{Complex, DMatrix, DVector};
+use nalgebra::{Complex, DVector};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::continuation::MAX_HARMONICS;
 use crate::error::NonlinearError;
+use crate::integrate::{Stepper, fastest_rate_rad_s};
 use crate::model::NonlinearChain;
 
 /// Largest number of integration steps a CBC run may plan (targets × iterations × periods ×
@@ -322,27 +323,12 @@ pub struct CbcRun {
 /// = Re(X_k·e^{ikωt}).
 type Phasors = Vec<Complex<f64>>;
 
-/// The simulated rig: chain, controller, sensors and the state carried between runs.
-/// Matrices are flat row-major arrays and the RK4 stages live in scratch space, so a step
-/// allocates nothing.
+/// The simulated rig: chain (with its state, carried between runs), controller, sensors.
 struct Experiment<'a> {
-    chain: &'a NonlinearChain,
     config: &'a CbcConfig,
     n: usize,
     forced: usize,
-    /// M⁻¹K, M⁻¹C and M⁻¹, row-major n × n.
-    m_inv_k: Vec<f64>,
-    m_inv_c: Vec<f64>,
-    m_inv: Vec<f64>,
-    /// Displacements and velocities, relative to the ground.
-    x: Vec<f64>,
-    v: Vec<f64>,
-    /// RK4 scratch: stage states, stage rates (velocity, acceleration) and spring forces.
-    xs: Vec<f64>,
-    vs: Vec<f64>,
-    kx: [Vec<f64>; 4],
-    kv: [Vec<f64>; 4],
-    spring: Vec<f64>,
+    stepper: Stepper<'a>,
     /// e^{−ikθ_s} for samples s = 0..=N (θ_s = 2πs/N) and harmonics k up to
     /// `force_harmonics`, row by row: the sample clock's trigonometry, computed once.
     phases: Vec<Complex<f64>>,
@@ -364,44 +350,6 @@ enum Abort {
 }
 
 impl Experiment<'_> {
-    /// ẍ of the stage state (xs, vs) under the held control force u, into `kv[stage]`.
-    fn acceleration(&mut self, u: f64, stage: usize) {
-        let n = self.n;
-        self.spring.iter_mut().for_each(|f| *f = 0.0);
-        self.chain.add_spring_forces(&self.xs, &mut self.spring);
-        self.spring[self.forced] -= u;
-        for i in 0..n {
-            let mut sum = 0.0;
-            for j in 0..n {
-                sum -= self.m_inv_k[i * n + j] * self.xs[j]
-                    + self.m_inv_c[i * n + j] * self.vs[j]
-                    + self.m_inv[i * n + j] * self.spring[j];
-            }
-            self.kv[stage][i] = sum;
-        }
-        self.kx[stage].copy_from_slice(&self.vs);
-    }
-
-    /// One classic RK4 step of length `dt` with the control force held at `u`.
-    fn rk4_step(&mut self, u: f64, dt: f64) {
-        for (stage, c) in [0.0, 0.5, 0.5, 1.0].into_iter().enumerate() {
-            for d in 0..self.n {
-                let (dx, dv) = match stage.checked_sub(1) {
-                    Some(p) => (self.kx[p][d], self.kv[p][d]),
-                    None => (0.0, 0.0),
-                };
-                self.xs[d] = self.x[d] + c * dt * dx;
-                self.vs[d] = self.v[d] + c * dt * dv;
-            }
-            self.acceleration(u, stage);
-        }
-        for d in 0..self.n {
-            let (kx, kv) = (&self.kx, &self.kv);
-            self.x[d] += dt / 6.0 * (kx[0][d] + 2.0 * kx[1][d] + 2.0 * kx[2][d] + kx[3][d]);
-            self.v[d] += dt / 6.0 * (kv[0][d] + 2.0 * kv[1][d] + 2.0 * kv[2][d] + kv[3][d]);
-        }
-    }
-
     /// Runs `periods` forcing periods with the target `target`; Fourier-analyses them when
     /// `measure` is set.
     fn run(
@@ -431,10 +379,10 @@ impl Experiment<'_> {
                         0.0
                     }
                 };
-                for (measured, x) in x_meas.iter_mut().zip(&self.x) {
+                for (measured, x) in x_meas.iter_mut().zip(&self.stepper.x) {
                     *measured = x + noisy(cfg.displacement_noise_m);
                 }
-                let v_meas = self.v[self.forced] + noisy(cfg.velocity_noise_m_s);
+                let v_meas = self.stepper.v[self.forced] + noisy(cfg.velocity_noise_m_s);
                 let u = cfg.proportional_gain_n_per_m * (x_star - x_meas[self.forced])
                     + cfg.derivative_gain_n_s_per_m * (v_star - v_meas);
                 if !u.is_finite() {
@@ -455,8 +403,8 @@ impl Experiment<'_> {
                         force[k] += (next[k] - row[k]) * Complex::new(0.0, u / (k as f64 * omega));
                     }
                 }
-                self.rk4_step(u, dt);
-                if self.x.iter().chain(self.v.iter()).any(|v| !v.is_finite()) {
+                self.stepper.step(0.0, dt, |_| u);
+                if !self.stepper.is_finite() {
                     return Err(Abort::Diverged);
                 }
             }
@@ -485,22 +433,6 @@ impl Experiment<'_> {
 /// ~1e-6 and the sampled PD loop far from its stability limit. The cubic stiffening at
 /// large amplitudes raises the rate; the bound leaves room for it.
 const MAX_STEP_TIMES_RATE: f64 = 0.5;
-
-/// Gershgorin bound of the linear closed loop's fastest rate, in rad/s:
-/// √‖M⁻¹(K + k_p·e·eᵀ)‖_∞ + ‖M⁻¹(C + k_d·e·eᵀ)‖_∞.
-fn closed_loop_rate_rad_s(chain: &NonlinearChain, config: &CbcConfig, m_inv: &DMatrix<f64>) -> f64 {
-    let j = chain.forced_dof();
-    let mut k = chain.stiffness().clone();
-    k[(j, j)] += config.proportional_gain_n_per_m;
-    let mut c = chain.damping().clone();
-    c[(j, j)] += config.derivative_gain_n_s_per_m;
-    let row_sum = |a: DMatrix<f64>| {
-        a.row_iter()
-            .map(|r| r.iter().map(|v| v.abs()).sum::<f64>())
-            .fold(0.0_f64, f64::max)
-    };
-    row_sum(m_inv * k).sqrt() + row_sum(m_inv * c)
-}
 
 /// Harmonics of the control force checked for invasiveness: all those the sampling
 /// resolves well (a quarter of the samples per period), not only the target's, because the
@@ -544,13 +476,13 @@ pub fn run_cbc(chain: &NonlinearChain, config: &CbcConfig) -> Result<CbcRun, Non
     let mut problems = config.problems();
     let n = chain.dofs();
     let forced = chain.forced_dof();
-    let m_inv = chain
-        .mass()
-        .clone()
-        .try_inverse()
-        .ok_or(NonlinearError::Numerical("the mass matrix is singular"))?;
     if problems.is_empty() {
-        let rate = closed_loop_rate_rad_s(chain, config, &m_inv);
+        let rate = fastest_rate_rad_s(
+            chain,
+            config.proportional_gain_n_per_m,
+            config.derivative_gain_n_s_per_m,
+        )
+        .ok_or(NonlinearError::Numerical("the mass matrix is singular"))?;
         let dt = std::f64::consts::TAU / config.omega_rad_s / config.steps_per_period as f64;
         if dt * rate > MAX_STEP_TIMES_RATE {
             problems.push(format!(
@@ -588,23 +520,11 @@ pub fn run_cbc(chain: &NonlinearChain, config: &CbcConfig) -> Result<CbcRun, Non
         );
         newton.push(controller * receptance);
     }
-    let flat = |a: &DMatrix<f64>| (0..n * n).map(|i| a[(i / n, i % n)]).collect();
-    let zeros = || vec![0.0; n];
     let mut experiment = Experiment {
-        chain,
         config,
         n,
         forced,
-        m_inv_k: flat(&(&m_inv * chain.stiffness())),
-        m_inv_c: flat(&(&m_inv * chain.damping())),
-        m_inv: flat(&m_inv),
-        x: zeros(),
-        v: zeros(),
-        xs: zeros(),
-        vs: zeros(),
-        kx: [zeros(), zeros(), zeros(), zeros()],
-        kv: [zeros(), zeros(), zeros(), zeros()],
-        spring: zeros(),
+        stepper: Stepper::new(chain)?,
         phases: phase_table(config),
         rng: ChaCha8Rng::seed_from_u64(config.seed),
     };

@@ -49,6 +49,7 @@ pub mod continuation;
 pub mod error;
 pub mod floquet;
 pub mod harmonic;
+mod integrate;
 pub mod model;
 
 pub use cbc::{CbcConfig, CbcPoint, CbcRun, CbcStop, run_cbc};
