@@ -94,7 +94,7 @@ pub enum Sweep {
 
 impl Sweep {
     /// (start, end) of the varying parameter.
-    fn range(&self) -> (f64, f64) {
+    pub(crate) fn range(&self) -> (f64, f64) {
         match *self {
             Self::Frequency {
                 start_rad_s,
@@ -106,7 +106,7 @@ impl Sweep {
     }
 
     /// (ω, F) at parameter value `lambda`.
-    fn forcing(&self, lambda: f64) -> (f64, f64) {
+    pub(crate) fn forcing(&self, lambda: f64) -> (f64, f64) {
         match *self {
             Self::Frequency { forcing_n, .. } => (lambda, forcing_n),
             Self::Amplitude { omega_rad_s, .. } => (omega_rad_s, lambda),
@@ -121,7 +121,7 @@ impl Sweep {
         }
     }
 
-    fn problems(&self, problems: &mut Vec<String>) {
+    pub(crate) fn problems(&self, problems: &mut Vec<String>) {
         let (start, end, start_name, end_name) = match self {
             Self::Frequency {
                 start_rad_s,

@@ -42,6 +42,9 @@
 //! - [`cbc`] — control-based continuation on the model: the simulated experiment (RK4,
 //!   noisy sensors, sampled PD control following a Fourier target), the quasi-Newton
 //!   iteration to a non-invasive control force, the stepping of the target amplitude.
+//! - [`sweep`] — open-loop stepped-sine sweeps up and down, each point run to steady state
+//!   by a documented settling criterion: they jump at the folds.
+//! - `integrate` (private) — the allocation-free RK4 step of the chain shared by both.
 //! - [`error`] — `NonlinearError`.
 
 pub mod cbc;
@@ -51,6 +54,7 @@ pub mod floquet;
 pub mod harmonic;
 mod integrate;
 pub mod model;
+pub mod sweep;
 
 pub use cbc::{CbcConfig, CbcPoint, CbcRun, CbcStop, run_cbc};
 pub use continuation::{
@@ -61,3 +65,4 @@ pub use error::NonlinearError;
 pub use floquet::{floquet_multipliers, monodromy};
 pub use harmonic::DofHarmonics;
 pub use model::{NonlinearChain, NonlinearChainConfig, PolynomialSpring, SpringLink};
+pub use sweep::{OpenLoopSweep, OpenLoopSweepConfig, SweepPoint, open_loop_sweep};

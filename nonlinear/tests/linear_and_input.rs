@@ -226,3 +226,57 @@ fn a_request_round_trips_through_json_with_defaults_and_refuses_unknown_fields()
     let typo = text.replace("forcing_n", "force_n");
     assert!(serde_json::from_str::<ContinuationConfig>(&typo).is_err());
 }
+
+#[test]
+fn every_problem_of_an_open_loop_sweep_is_reported_at_once() {
+    let chain = NonlinearChain::cristallo().expect("valid");
+    let mut config = dtop_nonlinear::OpenLoopSweepConfig::new(
+        Sweep::Frequency {
+            start_rad_s: 2.0,
+            end_rad_s: 2.0,
+            forcing_n: 0.0,
+        },
+        1,
+    );
+    config.steps_per_period = 8;
+    config.block_periods = 0;
+    config.settle_tolerance = 2.0;
+    let Err(NonlinearError::Invalid(problems)) = dtop_nonlinear::open_loop_sweep(&chain, &config)
+    else {
+        panic!("an invalid sweep was accepted");
+    };
+    for needle in [
+        "sweep.forcing_n = 0",
+        "sweep.end_rad_s = 2 must be above",
+        "points = 1",
+        "steps_per_period = 8",
+        "block_periods",
+        "settle_tolerance = 2",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "missing {needle:?} in {problems:#?}"
+        );
+    }
+    // Valid on its own, but 16 steps per period at 0.5 rad/s are far too coarse for the
+    // chain's 57 rad/s mode.
+    let coarse = dtop_nonlinear::OpenLoopSweepConfig {
+        steps_per_period: 16,
+        ..dtop_nonlinear::OpenLoopSweepConfig::new(
+            Sweep::Frequency {
+                start_rad_s: 0.5,
+                end_rad_s: 2.0,
+                forcing_n: 1.0,
+            },
+            2,
+        )
+    };
+    let Err(NonlinearError::Invalid(problems)) = dtop_nonlinear::open_loop_sweep(&chain, &coarse)
+    else {
+        panic!("a too coarse sweep was accepted");
+    };
+    assert!(
+        problems.len() == 1 && problems[0].contains("too few"),
+        "{problems:?}"
+    );
+}
