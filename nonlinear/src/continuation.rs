@@ -680,6 +680,24 @@ impl Tracer<'_> {
     }
 }
 
+/// Builds the chain from `chain_config` and traces its branch: the entry point for callers
+/// that hold both descriptions (a study), since every problem of both is reported at once.
+///
+/// # Errors
+/// [`NonlinearError::Invalid`] listing every problem of the chain and of the request; then
+/// as [`continue_branch`].
+pub fn trace_branch(
+    chain_config: &crate::model::NonlinearChainConfig,
+    config: &ContinuationConfig,
+) -> Result<Branch, NonlinearError> {
+    let mut problems = chain_config.problems();
+    problems.extend(config.problems());
+    if !problems.is_empty() {
+        return Err(NonlinearError::Invalid(problems));
+    }
+    continue_branch(&NonlinearChain::new(chain_config.clone())?, config)
+}
+
 /// Traces the branch of periodic responses of `chain` from the start of `config.sweep`.
 ///
 /// The branch is followed through folds (the parameter may decrease along it) until the

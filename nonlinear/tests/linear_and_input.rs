@@ -280,3 +280,64 @@ fn every_problem_of_an_open_loop_sweep_is_reported_at_once() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn problems_of_the_chain_and_of_the_request_are_reported_together() {
+    let mut chain = NonlinearChainConfig::cristallo();
+    chain.forced_floor = 5;
+    chain.building.floor_masses_kg[2] = -0.2;
+    let config = ContinuationConfig::new(
+        Sweep::Frequency {
+            start_rad_s: 10.0,
+            end_rad_s: 5.0,
+            forcing_n: 1.0,
+        },
+        0,
+    );
+    let Err(NonlinearError::Invalid(problems)) = dtop_nonlinear::trace_branch(&chain, &config)
+    else {
+        panic!("an invalid pair was accepted");
+    };
+    for needle in [
+        "forced_floor = 5",
+        "floor_masses_kg[2]",
+        "end_rad_s = 5 must be above",
+        "harmonics = 0",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "missing {needle:?} in {problems:#?}"
+        );
+    }
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+}
+
+#[test]
+fn a_branch_that_cannot_be_followed_at_the_smallest_step_stops_as_lost_with_its_points() {
+    // Steps fixed at 0.2 of the range cannot turn round the Cristallo chain's resonance:
+    // the tangent turns too far, the step may not shrink, and the branch is lost there.
+    let chain = NonlinearChain::cristallo().expect("valid");
+    let mut config = ContinuationConfig::new(
+        Sweep::Frequency {
+            start_rad_s: 1.0,
+            end_rad_s: 50.0,
+            forcing_n: 10.0,
+        },
+        3,
+    );
+    config.initial_step = 0.2;
+    config.min_step = 0.2;
+    config.max_step = 0.2;
+    let branch = continue_branch(&chain, &config).expect("starts");
+    let StopReason::LostBranch {
+        omega_rad_s,
+        reason,
+        ..
+    } = &branch.stop
+    else {
+        panic!("expected a lost branch, got {:?}", branch.stop);
+    };
+    assert!(!branch.points.is_empty() && !reason.is_empty());
+    let last = branch.points.last().expect("points");
+    assert_eq!(*omega_rad_s, last.omega_rad_s);
+}
