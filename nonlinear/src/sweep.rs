@@ -17,8 +17,9 @@ use crate::error::NonlinearError;
 use crate::integrate::{Stepper, fastest_rate_rad_s};
 use crate::model::NonlinearChain;
 
-/// Largest number of integration steps a sweep may plan.
-pub const MAX_SWEEP_STEPS: f64 = 5e8;
+/// Largest number of integration steps a sweep may plan if no point settled early: a few
+/// minutes of one core for a small chain. Settled points end far sooner.
+pub const MAX_SWEEP_STEPS: f64 = 2e9;
 /// Largest step times the chain's fastest linear rate: RK4 errs ~1e-6 per step there.
 const MAX_STEP_TIMES_RATE: f64 = 0.5;
 
@@ -36,7 +37,7 @@ pub const fn default_settle_tolerance() -> f64 {
 }
 /// Default period budget per grid point.
 pub const fn default_max_periods() -> usize {
-    5_000
+    2_000
 }
 
 /// An open-loop sweep: the range (frequency or amplitude), the grid and the settling rule.
@@ -47,7 +48,8 @@ pub struct OpenLoopSweepConfig {
     pub sweep: Sweep,
     /// Grid points from start to end inclusive, evenly spaced, 2..=10 000.
     pub points: usize,
-    /// RK4 steps per forcing period, 16..=100 000.
+    /// Fewest RK4 steps per forcing period, 16..=100 000; low frequencies get more, so that
+    /// every step stays below half the inverse of the chain's fastest linear rate.
     #[serde(default = "default_sweep_steps_per_period")]
     pub steps_per_period: usize,
     /// Periods between two settling checks, at least 1.
@@ -143,25 +145,27 @@ pub struct OpenLoopSweep {
 /// Runs the sweep up and then down, each point to steady state.
 ///
 /// # Errors
-/// [`NonlinearError::Invalid`] listing every problem (including steps too coarse for the
-/// chain's fastest rate at the lowest frequency); [`NonlinearError::Numerical`] if the
-/// integration diverges.
+/// [`NonlinearError::Invalid`] listing every problem (including a plan above the step
+/// budget); [`NonlinearError::Numerical`] if the integration diverges.
 pub fn open_loop_sweep(
     chain: &NonlinearChain,
     config: &OpenLoopSweepConfig,
 ) -> Result<OpenLoopSweep, NonlinearError> {
     let mut problems = config.problems();
     let (start, end) = config.sweep.range();
+    let rate = fastest_rate_rad_s(chain, 0.0, 0.0)
+        .ok_or(NonlinearError::Numerical("the mass matrix is singular"))?;
     if problems.is_empty() {
-        let rate = fastest_rate_rad_s(chain, 0.0, 0.0)
-            .ok_or(NonlinearError::Numerical("the mass matrix is singular"))?;
         let (slowest, _) = config.sweep.forcing(start);
-        let dt = std::f64::consts::TAU / slowest / config.steps_per_period as f64;
-        if dt * rate > MAX_STEP_TIMES_RATE {
+        let work = 2.0
+            * config.points as f64
+            * config.max_periods as f64
+            * steps_per_period(config, rate, slowest) as f64;
+        if work > MAX_SWEEP_STEPS {
             problems.push(format!(
-                "steps_per_period = {} is too few at {slowest} rad/s: the step {dt:.3e} s \
-                 times the chain's fastest rate {rate:.1} rad/s exceeds {MAX_STEP_TIMES_RATE}",
-                config.steps_per_period
+                "the sweep may take {work:.3e} integration steps at {slowest} rad/s, above \
+                 the budget of {MAX_SWEEP_STEPS:.0e}: fewer points or periods, or a higher \
+                 start"
             ));
         }
     }
@@ -172,7 +176,7 @@ pub fn open_loop_sweep(
         .map(|i| start + (end - start) * i as f64 / (config.points - 1) as f64)
         .collect();
     let mut stepper = Stepper::new(chain)?;
-    let mut run = |lambda: f64| settle(&mut stepper, config, lambda);
+    let mut run = |lambda: f64| settle(&mut stepper, config, rate, lambda);
     let up = grid
         .iter()
         .map(|&l| run(l))
@@ -185,14 +189,23 @@ pub fn open_loop_sweep(
     Ok(OpenLoopSweep { up, down })
 }
 
+/// Steps per period at `omega_rad_s`: the configured number, or more where the chain's
+/// fastest rate needs them.
+fn steps_per_period(config: &OpenLoopSweepConfig, rate_rad_s: f64, omega_rad_s: f64) -> usize {
+    let needed = (std::f64::consts::TAU / omega_rad_s * rate_rad_s / MAX_STEP_TIMES_RATE).ceil();
+    // Saturating conversion; the budget check refuses absurd counts before any run.
+    config.steps_per_period.max(needed as usize)
+}
+
 /// Integrates at parameter value `lambda` from the stepper's state until settled.
 fn settle(
     stepper: &mut Stepper<'_>,
     config: &OpenLoopSweepConfig,
+    rate_rad_s: f64,
     lambda: f64,
 ) -> Result<SweepPoint, NonlinearError> {
     let (omega, forcing) = config.sweep.forcing(lambda);
-    let steps = config.steps_per_period;
+    let steps = steps_per_period(config, rate_rad_s, omega);
     let dt = std::f64::consts::TAU / omega / steps as f64;
     let n = stepper.x.len();
     let mut previous: Option<Vec<f64>> = None;
