@@ -28,6 +28,10 @@
 //! - Cristallo sweeps its model with short open-loop runs that measure transients; these
 //!   are steady states, unstable ones included. Its forcing −Φ·sin ωt is our F·cos ωt a
 //!   quarter period later (see [`NonlinearChainConfig::cristallo`]).
+//! - CBC: Cristallo copies measured harmonics into the target, keeps 5 of them and does not
+//!   let its runs settle; here a quasi-Newton update, enough harmonics that the controller
+//!   fights none, invasiveness checked over all resolved harmonics, and a settling check
+//!   (see [`cbc`]).
 //!
 //! # Layout
 //! - [`model`] — `NonlinearChainConfig` (building, `PolynomialSpring`s on storeys or
@@ -38,7 +42,8 @@
 //! - [`floquet`] — the monodromy matrix and Floquet multipliers.
 //! - [`continuation`] — `ContinuationConfig` and `Sweep`, `continue_branch` (tangent
 //!   predictor, arclength corrector, step control, stop reasons, folds), `Branch`,
-//!   `PeriodicResponse`, `Fold`; `periodic_response` at one forcing.
+//!   `PeriodicResponse`, `Fold`; `trace_branch` from the two configs; `periodic_response`
+//!   at one forcing.
 //! - [`cbc`] — control-based continuation on the model: the simulated experiment (RK4,
 //!   noisy sensors, sampled PD control following a Fourier target), the quasi-Newton
 //!   iteration to a non-invasive control force, the stepping of the target amplitude.
