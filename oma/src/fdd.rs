@@ -24,13 +24,13 @@ pub const fn default_overlap() -> f64 {
 pub const fn default_min_peak_separation_hz() -> f64 {
     1.0
 }
-/// Default smallest prominence of a picked peak, dB: a Welch average of K segments scatters
-/// by about 1/√K (under 1 dB for K ≥ 10), so 6 dB (a factor 4) keeps ripple out and lightly
-/// damped modes, which stand 20–40 dB proud, in.
+/// Default smallest prominence of a picked peak, dB. A Welch average of K segments scatters
+/// by about 1/√K per line, so estimation ripple makes small local peaks: up to 8 dB proud with
+/// K = 6 (measured on Cristallo's 60 s noise record). 10 dB (a factor 10) keeps those out;
+/// lightly damped modes stand 30–60 dB proud. With fewer averages, raise it.
 pub const fn default_min_prominence_db() -> f64 {
-    6.0
+    10.0
 }
-
 /// Default depth below the highest line of the band under which no peak is picked, dB:
 /// 60 dB is a factor 1000 in amplitude, below any mode worth reporting and above rounding
 /// and quantisation noise.

@@ -133,9 +133,9 @@ impl SsiParams {
         let needed = MIN_SAMPLES_PER_BLOCK_ROW * i;
         if channels > 0 && samples < needed {
             problems.push(format!(
-                "the record has {samples} samples but {i} block rows need at least {needed} \
-                 ({MIN_SAMPLES_PER_BLOCK_ROW} per block row): give a longer record or fewer \
-                 block rows"
+                "block_rows = {i} needs at least {needed} samples \
+                 ({MIN_SAMPLES_PER_BLOCK_ROW} per block row) but the record has {samples}: \
+                 give a longer record or fewer block rows"
             ));
         }
         problems.extend(self.stability.problems("stability."));
@@ -448,6 +448,10 @@ mod tests {
             "{}",
             problems[3]
         );
-        assert!(problems[4].contains("at least 200"), "{}", problems[4]);
+        assert!(
+            problems[4].contains("needs at least 200 samples"),
+            "{}",
+            problems[4]
+        );
     }
 }
