@@ -8,7 +8,7 @@ mod support;
 
 use dtop_dynamics::frf::modal_analysis;
 use dtop_dynamics::{ShearBuilding, mac};
-use dtop_oma::{IdentifiedMode, ModePicking, SsiParams, pick_modes, ssi_cov};
+use dtop_oma::{FddParams, IdentifiedMode, OmaParams, OmaResult, SsiParams};
 
 /// The rig's modes as truth: natural frequency (Hz) and damping ratio of each pole of the
 /// damped model, and the mass-normalised undamped shape (classical damping: the same).
@@ -28,16 +28,20 @@ fn truth(building: &ShearBuilding) -> Vec<(f64, f64, Vec<f64>)> {
         .collect()
 }
 
-fn identify(building: &ShearBuilding, seed: u64) -> Vec<IdentifiedMode> {
+fn identify(building: &ShearBuilding, seed: u64) -> OmaResult {
     let fs = 1000.0;
     let data = support::floor_accelerations(building, fs, 600.0, 0.02, seed);
-    let params = SsiParams {
-        block_rows: 80,
-        max_order: 30,
-        ..SsiParams::default()
+    let params = OmaParams {
+        ssi: SsiParams {
+            // 2i/fs = 0.16 s, about 1.1 periods of mode 1.
+            block_rows: 80,
+            max_order: 30,
+            ..SsiParams::default()
+        },
+        fdd: Some(FddParams::default()),
+        ..OmaParams::default()
     };
-    let result = ssi_cov(&data, fs, &params).expect("identifies");
-    pick_modes(&result.poles, &result.orders, &ModePicking::default())
+    dtop_oma::identify(&data, fs, &params).expect("identifies")
 }
 
 /// Relative errors (frequency, damping) and the MAC of each model mode against the identified
@@ -73,7 +77,8 @@ fn errors(building: &ShearBuilding, modes: &[IdentifiedMode]) -> Vec<(f64, f64, 
 fn ten_minutes_of_the_southampton_rig_at_1_khz_give_its_three_modes() {
     let building = ShearBuilding::southampton();
     let seed = std::env::var("OMA_SEED").map_or(7, |s| s.parse().expect("integer seed"));
-    let modes = identify(&building, seed);
+    let result = identify(&building, seed);
+    let modes = result.modes;
     let errors = errors(&building, &modes);
     println!("{modes:#?}\n{errors:?}");
     assert_eq!(modes.len(), 3, "{modes:#?}");
@@ -81,5 +86,15 @@ fn ten_minutes_of_the_southampton_rig_at_1_khz_give_its_three_modes() {
         assert!(f_err.abs() < 0.005, "frequency error {f_err}");
         assert!(zeta_err.abs() < 0.25, "damping error {zeta_err}");
         assert!(mac >= 0.99, "MAC {mac}");
+    }
+    // FDD's cross-check: 4096-sample segments, 0.244 Hz lines, 292 averages.
+    let fdd = result.fdd.expect("asked for");
+    assert_eq!(fdd.peaks.len(), 3, "{:#?}", fdd.peaks);
+    for (peak, f) in fdd.peaks.iter().zip(building.natural_frequencies_hz()) {
+        assert!(
+            (peak.frequency_hz - f).abs() <= fdd.frequency_resolution_hz,
+            "FDD {} Hz, model {f} Hz",
+            peak.frequency_hz
+        );
     }
 }
