@@ -18,7 +18,7 @@
 //! thing: the spread *across model orders* shows how well the poles stabilise on one record
 //! (it is small, because every order sees the same data); the spread *across data segments*
 //! ([`segments`]) is the statistical scatter of the estimate and is the one to quote (on the
-//! simulated Southampton rig it was 10–40 times larger for damping).
+//! simulated 2 %-damped Southampton rig it was 13–50 times larger for damping).
 //!
 //! Cristallo (TOOLS.md) has no output-only identification: its profile generator circle-fits
 //! measured FRFs in hard-coded windows (5.9–7, 17–19, 25–27.5 Hz) and takes each frequency
