@@ -8,6 +8,7 @@ use rustfft::FftPlanner;
 use serde::{Deserialize, Serialize};
 use std::f64::consts::TAU;
 
+use crate::efdd::{EfddEstimate, EfddParams, efdd_estimate};
 use crate::error::{OmaError, into_result};
 use crate::pole::{C64, real_normalised, shape_quality};
 use crate::record::record_problems;
@@ -68,6 +69,9 @@ pub struct FddParams {
     /// Most peaks to pick, highest first. Absent: every peak that qualifies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_peaks: Option<usize>,
+    /// EFDD damping (and frequency) of every peak; absent: not computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efdd: Option<EfddParams>,
 }
 
 impl Default for FddParams {
@@ -81,6 +85,7 @@ impl Default for FddParams {
             min_prominence_db: default_min_prominence_db(),
             dynamic_range_db: default_dynamic_range_db(),
             max_peaks: None,
+            efdd: None,
         }
     }
 }
@@ -145,6 +150,9 @@ impl FddParams {
         if self.max_peaks == Some(0) {
             problems.push("max_peaks = 0 picks nothing: leave it out or give at least 1".into());
         }
+        if let Some(efdd) = &self.efdd {
+            problems.extend(efdd.problems("efdd."));
+        }
         problems
     }
 
@@ -172,6 +180,9 @@ pub struct FddPeak {
     pub shape: Vec<f64>,
     /// Modal phase collinearity of the complex singular vector, 0 to 1.
     pub mpc: f64,
+    /// The EFDD estimate, when asked for and the bell allowed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efdd: Option<EfddEstimate>,
 }
 
 /// A frequency-domain decomposition: singular-value spectra for plotting and picked peaks.
@@ -241,6 +252,16 @@ pub fn fdd(
                 prominence_db,
                 shape: real_normalised(vector)?,
                 mpc: shape_quality(vector)?.mpc,
+                efdd: params.efdd.as_ref().and_then(|efdd| {
+                    efdd_estimate(
+                        &singular_values[0],
+                        &first_vectors,
+                        line,
+                        params.segment_samples,
+                        sample_rate_hz,
+                        efdd,
+                    )
+                }),
             })
         })
         .collect();
@@ -484,9 +505,13 @@ mod tests {
             min_prominence_db: 0.0,
             dynamic_range_db: -3.0,
             max_peaks: Some(0),
+            efdd: Some(EfddParams {
+                bell_min_mac: 2.0,
+                ..EfddParams::default()
+            }),
         };
         let problems = params.problems(1000, 1000.0);
-        assert_eq!(problems.len(), 8, "{problems:#?}");
+        assert_eq!(problems.len(), 9, "{problems:#?}");
         let long = FddParams::default().problems(1000, 1000.0);
         assert_eq!(long.len(), 1);
         assert!(long[0].contains("longer than the record (1000 samples)"));

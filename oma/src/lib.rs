@@ -11,7 +11,8 @@
 //!   become modes, with the mean and spread of frequency and damping across orders.
 //! - **FDD** (frequency-domain decomposition; Brincker et al. 2001): Welch cross-spectral
 //!   matrices (Hann, 50 % overlap, 4096-sample segments by default), their singular values
-//!   per line, peaks of the first one, the first singular vector as the shape.
+//!   per line, peaks of the first one, the first singular vector as the shape; optionally
+//!   EFDD (Brincker, Ventura & Andersen 2001) for each peak's damping.
 //!
 //! Frequencies are natural (undamped) frequencies |λ|/2π, damping ratios −Re λ/|λ|, shapes
 //! one entry per channel. Two kinds of uncertainty are reported and they are not the same
@@ -68,9 +69,11 @@
 //!   spectra, peak picking, shapes.
 //! - [`segments`] — the spread of the modes across consecutive data segments.
 //! - [`identify`] — the one-call analysis: SSI, mode picking, segments, FDD.
+//! - [`efdd`] — enhanced FDD: damping and frequency from the free decay in a peak's bell.
 //! - [`error`] — `OmaError`.
 
 pub mod cluster;
+pub mod efdd;
 pub mod error;
 pub mod fdd;
 pub mod identify;
@@ -81,6 +84,7 @@ pub mod ssi;
 pub mod stabilisation;
 
 pub use cluster::{IdentifiedMode, ModePicking, pick_modes};
+pub use efdd::{EfddEstimate, EfddParams};
 pub use error::OmaError;
 pub use fdd::{FddParams, FddPeak, FddResult, fdd};
 pub use identify::{OmaParams, OmaResult, identify};
