@@ -400,12 +400,10 @@ fn prominence_db(values: &[f64], k: usize, first: usize, last: usize) -> f64 {
         }
         right_base = right_base.min(v);
     }
-    let base = left_base.max(right_base);
-    if base > 0.0 {
-        10.0 * (peak / base).log10()
-    } else {
-        f64::INFINITY
-    }
+    // A base of exactly zero (noise-free synthetic data) would give an infinite prominence,
+    // which JSON cannot carry; the smallest positive double caps it near 3000 dB.
+    let base = left_base.max(right_base).max(f64::MIN_POSITIVE);
+    10.0 * (peak / base).log10()
 }
 
 #[cfg(test)]

@@ -81,6 +81,10 @@ fn identify_cross_checks_with_fdd_and_reports_the_spread_across_segments() {
     let building = building(1.0);
     let analysis = modal_analysis(&building).expect("modal analysis");
     let result = run(&building, 5);
+    // The whole result carries as JSON for the study engine, exactly (float_roundtrip).
+    let json = serde_json::to_string(&result).expect("serialises");
+    let back: OmaResult = serde_json::from_str(&json).expect("parses back");
+    assert_eq!(back, result);
     let fdd = result.fdd.as_ref().expect("asked for");
     let segments = result.segments.as_ref().expect("asked for");
     assert_eq!(result.modes.len(), 3);
@@ -113,5 +117,29 @@ fn identify_cross_checks_with_fdd_and_reports_the_spread_across_segments() {
         assert!(spread.frequency_std_hz > 0.0);
         assert!(spread.frequency_std_hz < 0.005 * truth.frequency_hz);
         assert!(spread.damping_ratio_std > 0.0);
+    }
+}
+
+#[test]
+fn one_reference_channel_is_enough_when_it_sees_every_mode() {
+    // The top floor moves in every mode of a chain; with r = 1 the Toeplitz matrix has rank
+    // at most i = 20, so orders stop at 20.
+    let building = building(1.0);
+    let data = support::floor_accelerations(&building, FS_HZ, 300.0, 0.02, 8);
+    let params = SsiParams {
+        reference_channels: Some(vec![2]),
+        block_rows: 20,
+        max_order: 20,
+        ..SsiParams::default()
+    };
+    let result = dtop_oma::ssi_cov(&data, FS_HZ, &params).expect("identifies");
+    assert_eq!(result.reference_channels, [2]);
+    let modes = dtop_oma::pick_modes(&result.poles, &result.orders, &Default::default());
+    assert_eq!(modes.len(), 3, "{modes:#?}");
+    for (mode, f) in modes.iter().zip(building.natural_frequencies_hz()) {
+        assert!(
+            (mode.frequency_hz / f - 1.0).abs() < 0.005,
+            "{mode:?} vs {f}"
+        );
     }
 }
