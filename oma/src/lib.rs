@@ -65,10 +65,10 @@
 //! - [`ssi`] — covariance-driven stochastic subspace identification over a range of orders.
 //! - [`cluster`] — automatic mode picking: clusters of stable poles across orders.
 //! - [`stabilisation`] — the physical and stability flags of the stabilisation diagram.
-//! - [`fdd`] — frequency-domain decomposition: Welch spectral matrices, singular-value
+//! - [`fdd`](mod@fdd) — frequency-domain decomposition: Welch spectral matrices, singular-value
 //!   spectra, peak picking, shapes.
 //! - [`segments`] — the spread of the modes across consecutive data segments.
-//! - [`identify`] — the one-call analysis: SSI, mode picking, segments, FDD.
+//! - [`identify`](mod@identify) — the one-call analysis: SSI, mode picking, segments, FDD.
 //! - [`efdd`] — enhanced FDD: damping and frequency from the free decay in a peak's bell.
 //! - [`error`] — `OmaError`.
 

@@ -106,6 +106,15 @@ fn identify_cross_checks_with_fdd_and_reports_the_spread_across_segments() {
         assert!(fdd_mac >= 0.99, "mode {r}: FDD MAC {fdd_mac}");
         let ssi_mac = mac(&result.modes[r].shape, &truth.shape).expect("same DOFs");
         assert!(ssi_mac >= 0.99, "mode {r}: SSI MAC {ssi_mac}");
+        // SSI damping over 5 minutes at 2 %: measured −14, −1.2 and +1.7 %; the segments'
+        // spread of mode 1 (0.0024, 14 % of ζ, over 75 s each) says −14 % on 300 s is about
+        // two of its standard errors (0.0024/√4 = 7 %). Hence 25 %.
+        let zeta = analysis.poles[r].damping_ratio;
+        let zeta_error = result.modes[r].damping_ratio / zeta - 1.0;
+        assert!(
+            zeta_error.abs() < 0.25,
+            "mode {r}: damping error {zeta_error}"
+        );
 
         let spread = &segments.modes[r];
         println!("{spread:?} vs {:?}", result.modes[r]);
