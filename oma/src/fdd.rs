@@ -221,7 +221,7 @@ pub fn fdd(
     problems.extend(params.problems(samples, sample_rate_hz));
     into_result(problems)?;
 
-    let spectral = cross_spectral_density(channels, sample_rate_hz, params);
+    let spectral = cross_spectral_density(channels, sample_rate_hz, params)?;
     let l = channels.len();
     let lines = spectral.matrices.len();
     let mut singular_values = vec![Vec::with_capacity(lines); l];
@@ -291,16 +291,22 @@ impl std::fmt::Debug for SpectralMatrices {
     }
 }
 
-/// Welch's estimate of the one-sided cross-spectral density matrix of `channels` (assumed
-/// valid: equal lengths, finite, at least one segment long).
+/// Welch's estimate of the one-sided cross-spectral density matrix of `channels`, as in
+/// [`fdd`].
+///
+/// # Errors
+/// [`OmaError::Invalid`] listing every problem with the record and the parameters.
 pub fn cross_spectral_density(
     channels: &[Vec<f64>],
     sample_rate_hz: f64,
     params: &FddParams,
-) -> SpectralMatrices {
+) -> Result<SpectralMatrices, OmaError> {
+    let samples = channels.first().map_or(0, Vec::len);
+    let mut problems = record_problems(channels, sample_rate_hz);
+    problems.extend(params.problems(samples, sample_rate_hz));
+    into_result(problems)?;
     let n = params.segment_samples;
     let l = channels.len();
-    let samples = channels.first().map_or(0, Vec::len);
     let window: Vec<f64> = (0..n)
         .map(|k| 0.5 - 0.5 * (TAU * k as f64 / n as f64).cos())
         .collect();
@@ -340,7 +346,7 @@ pub fn cross_spectral_density(
         };
         *matrix *= C64::from(one_sided * scale);
     }
-    SpectralMatrices { matrices, segments }
+    Ok(SpectralMatrices { matrices, segments })
 }
 
 /// Lines of the peaks of `values` within the band, with their prominence in dB: local maxima,
@@ -412,37 +418,42 @@ mod tests {
 
     #[test]
     fn the_spectral_density_of_white_noise_integrates_to_its_variance() {
-        // A deterministic sequence with a flat spectrum: a maximal-length ±1 sequence from a
-        // 16-bit Fibonacci LFSR (taps 16, 14, 13, 11), variance 1. By Parseval and the
-        // one-sided scaling, Σ_k G(f_k)·Δf equals the mean power of the windowed segments
-        // divided by the mean square of the window: 1 to within the sequence's small mean.
-        let mut state: u16 = 0xACE1;
+        // A deterministic white sequence: xorshift64 uniforms scaled to unit variance. By
+        // Parseval and the one-sided scaling, Σ_k G(f_k)·Δf is the mean power of the windowed
+        // segments over the window's mean square: the sequence's variance, to the scatter of
+        // the segment powers.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let x: Vec<f64> = (0..65_536)
             .map(|_| {
-                let bit = (state ^ (state >> 2) ^ (state >> 3) ^ (state >> 5)) & 1;
-                state = (state >> 1) | (bit << 15);
-                if state & 1 == 1 { 1.0 } else { -1.0 }
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                ((seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 12f64.sqrt()
             })
             .collect();
+        let mean = x.iter().sum::<f64>() / x.len() as f64;
+        let variance = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / x.len() as f64;
         let params = FddParams {
             segment_samples: 1024,
             ..FddParams::default()
         };
         let fs = 100.0;
-        let spectral = cross_spectral_density(std::slice::from_ref(&x), fs, &params);
+        let spectral =
+            cross_spectral_density(std::slice::from_ref(&x), fs, &params).expect("valid");
         let df = fs / 1024.0;
         let total: f64 = spectral.matrices.iter().map(|m| m[(0, 0)].re * df).sum();
-        // 127 segments of a near-white sequence: the windowed-power estimate scatters by
-        // ~1/√127 per line but its sum over 513 lines is within a percent.
-        assert!((total - 1.0).abs() < 0.01, "{total}");
+        // 127 segments: each line scatters by ~1/√127 but the sum over 513 lines is within a
+        // percent.
+        assert!(
+            (total / variance - 1.0).abs() < 0.01,
+            "{total} vs {variance}"
+        );
         assert_eq!(spectral.segments, 127);
-        // Flat: every line within ±35 % of the mean level 2/fs (127 averages).
+        // Flat: every line within ±35 % of the mean level 2·variance/fs (127 averages, so
+        // about 4 standard deviations of one line).
         for m in &spectral.matrices[1..512] {
-            assert!(
-                (m[(0, 0)].re * fs / 2.0 - 1.0).abs() < 0.35,
-                "{}",
-                m[(0, 0)].re
-            );
+            let level = m[(0, 0)].re * fs / (2.0 * variance);
+            assert!((level - 1.0).abs() < 0.35, "{level}");
         }
     }
 

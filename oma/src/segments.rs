@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::{IdentifiedMode, ModePicking, mean_and_std, pick_modes};
 use crate::error::{OmaError, into_result};
+use crate::record::record_problems;
 use crate::ssi::{SsiParams, ssi_cov};
 
 /// Default number of segments.
@@ -121,7 +122,8 @@ pub fn segment_uncertainty(
     picking: &ModePicking,
     params: &SegmentParams,
 ) -> Result<SegmentUncertainty, OmaError> {
-    let mut problems = params.problems("segments.");
+    let mut problems = record_problems(channels, sample_rate_hz);
+    problems.extend(params.problems("segments."));
     problems.extend(picking.problems("picking."));
     let samples = channels.first().map_or(0, Vec::len);
     let per_segment_samples = samples / params.segments.max(1);

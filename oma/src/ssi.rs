@@ -242,7 +242,7 @@ pub fn ssi_cov(
 /// summed; one inverse FFT per pair at the end gives every lag. The FFT length M ≥ B + max_lag
 /// means no product wraps around, so the sums are the exact lagged products up to rounding;
 /// it costs O(N·log M) per channel instead of O(N·max_lag) per pair.
-pub fn output_correlations(
+pub(crate) fn output_correlations(
     data: &[Vec<f64>],
     references: &[usize],
     max_lag: usize,
