@@ -1,0 +1,645 @@
+//! Owns the circle fit of experimental modal analysis (Ewins, *Modal Testing*, 2nd ed.,
+//! § 4.3): per mode and channel, the mobility near resonance traces a circle; its size, the
+//! rate at which it is swept and the angles of points on it give the natural frequency, the
+//! damping ratio and the modal constant. Knows nothing of files or of other modes' models.
+//!
+//! Cristallo's profile generator (TOOLS.md § 8.2) took f_n as the frequency line of the
+//! largest |Y|, damping from the two lines next to it, and hard-coded windows. Here f_n is the
+//! frequency of fastest sweep, refined by a least-squares fit of every point's angle, the
+//! damping comes from every usable pair of points either side (with its spread), and the
+//! windows come from [`crate::peaks`].
+
+use std::f64::consts::{PI, TAU};
+
+use nalgebra::{DMatrix, DVector, Matrix3, Vector3};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CalibrateError, check};
+use crate::identified::IdentifiedMode;
+use crate::measured::{C64, MeasuredFrf};
+use crate::peaks::{DetectedPeak, ModeWindow, PeakSearch, find_mode_windows};
+
+/// Fewest points in a window: three fix a circle, three more fix f_n, ζ and the resonance
+/// angle with some redundancy to average noise.
+pub const MIN_CIRCLE_POINTS: usize = 6;
+
+/// Iteration cap of the two small Gauss–Newton refinements; both converge in a handful of
+/// steps from the algebraic start, the cap only bounds a pathological case.
+const MAX_REFINEMENT_STEPS: usize = 60;
+
+/// Default least half-angle spread used for damping pairs, in degrees of sweep angle from the
+/// resonance: points closer to resonance carry angle errors that tan(θ/2) ≈ 0 amplifies.
+pub const fn default_pair_angle_min_deg() -> f64 {
+    10.0
+}
+/// Default largest sweep angle from resonance for damping pairs, in degrees: points further
+/// round the circle crowd near its far side, where tan(θ/2) explodes.
+pub const fn default_pair_angle_max_deg() -> f64 {
+    150.0
+}
+
+/// Where the modes are: given windows, or a peak search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WindowChoice {
+    /// One window per mode, as given.
+    Given {
+        /// The windows, one per mode.
+        windows: Vec<ModeWindow>,
+    },
+    /// Windows around the most prominent peaks found by [`find_mode_windows`].
+    Search(PeakSearch),
+}
+
+/// Parameters of the circle fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircleFitParams {
+    /// Where to fit.
+    pub windows: WindowChoice,
+    /// Least sweep angle from resonance of a point used in a damping pair, in degrees.
+    #[serde(default = "default_pair_angle_min_deg")]
+    pub pair_angle_min_deg: f64,
+    /// Largest sweep angle from resonance of a point used in a damping pair, in degrees.
+    #[serde(default = "default_pair_angle_max_deg")]
+    pub pair_angle_max_deg: f64,
+}
+
+impl CircleFitParams {
+    /// Every rule these parameters break.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match &self.windows {
+            WindowChoice::Given { windows } => {
+                if windows.is_empty() {
+                    problems.push("windows is empty: give at least one mode window".into());
+                }
+                for (k, w) in windows.iter().enumerate() {
+                    if !(w.f_lo_hz.is_finite()
+                        && w.f_lo_hz > 0.0
+                        && w.f_hi_hz > w.f_lo_hz
+                        && w.f_hi_hz.is_finite())
+                    {
+                        problems.push(format!(
+                            "windows[{k}] = {}..{} Hz must be finite with 0 < f_lo_hz < f_hi_hz",
+                            w.f_lo_hz, w.f_hi_hz
+                        ));
+                    }
+                }
+            }
+            WindowChoice::Search(search) => problems.extend(search.problems()),
+        }
+        if !(self.pair_angle_min_deg.is_finite()
+            && self.pair_angle_min_deg > 0.0
+            && self.pair_angle_max_deg < 180.0
+            && self.pair_angle_max_deg > self.pair_angle_min_deg)
+        {
+            problems.push(format!(
+                "pair angles {}..{}° must satisfy 0 < min < max < 180",
+                self.pair_angle_min_deg, self.pair_angle_max_deg
+            ));
+        }
+        problems
+    }
+}
+
+/// A circle in the complex plane.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Circle {
+    /// Centre.
+    pub center: C64,
+    /// Radius.
+    pub radius: f64,
+}
+
+/// The circle fit of one channel around one mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelCircle {
+    /// Floor of the channel's accelerometer, 1-based.
+    pub output_floor: usize,
+    /// Points in the window.
+    pub points: usize,
+    /// Centre of the mobility circle, `[re, im]`, in (m/s)/N.
+    pub center_m_s_per_n: [f64; 2],
+    /// Radius of the mobility circle, in (m/s)/N.
+    pub radius_m_s_per_n: f64,
+    /// RMS distance of the points from the circle, relative to its radius: 0 for a perfect
+    /// circle; tenths mean the window holds more than one mode or mostly noise.
+    pub rms_radial_error_relative: f64,
+    /// Natural frequency from this channel's sweep angles, in Hz.
+    pub natural_frequency_hz: f64,
+    /// Damping ratio from the fit of every point's sweep angle.
+    pub damping_ratio_angle_fit: f64,
+    /// Mean damping ratio over the point pairs.
+    pub damping_ratio_pairs_mean: f64,
+    /// Sample standard deviation of the pair estimates; `None` with fewer than two pairs.
+    pub damping_ratio_pairs_std: Option<f64>,
+    /// Number of point pairs used.
+    pub damping_pairs: usize,
+    /// Modal diameter vector 2·R·e^{iα₀} (from the point opposite resonance to the resonance
+    /// point), `[re, im]`, in (m/s)/N.
+    pub diameter_m_s_per_n: [f64; 2],
+}
+
+/// One mode from the circle fit: the combined estimate and the per-channel fits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CircleMode {
+    /// The window fitted.
+    pub window: ModeWindow,
+    /// The combined estimate.
+    pub mode: IdentifiedMode,
+    /// One fit per channel, in channel order.
+    pub channels: Vec<ChannelCircle>,
+}
+
+/// Result of the circle fit of every mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CircleFitResult {
+    /// Peaks found when the windows were searched for; empty when they were given.
+    pub peaks: Vec<DetectedPeak>,
+    /// One entry per window, ascending in frequency.
+    pub modes: Vec<CircleMode>,
+}
+
+/// Circle fit of every mode of `frf` (which must have phase).
+///
+/// Per channel: the mobility Y = H/(jω) in the window is fitted with a circle, first
+/// algebraically (Kåsa: linear least squares in the centre and c − R²), then by Gauss–Newton
+/// on the geometric distances. The sweep angles α about the centre obey, for a viscously
+/// damped mode, α = α₀ − 2·atan((ω² − ω_r²)/(2ζω_rω)) exactly; ω_r starts at the fastest
+/// sweep (interpolated) and is refined with ζ and α₀ by Gauss–Newton over all points. The
+/// pair estimate ζ = (ω_b² − ω_a²)/(2ω_r(ω_a·tan(θ_a/2) + ω_b·tan(θ_b/2))) is taken for every
+/// pair of points below and above resonance with sweep angles θ within the configured range.
+///
+/// Per mode: f_n and ζ are the means over channels weighted by the squared circle radius
+/// (signal-to-noise); each channel's modal constant is A = 2ζω_r·D, with D its diameter
+/// vector, using the mode's common ζ and ω_r so that the shape is consistent across channels.
+///
+/// # Errors
+/// [`CalibrateError::Invalid`] for bad parameters, data without phase, or a window with too
+/// few points; [`CalibrateError::NoPeak`] when the search finds nothing;
+/// [`CalibrateError::NotIdentifiable`] when a channel's points do not determine a circle.
+pub fn circle_fit(
+    frf: &MeasuredFrf,
+    params: &CircleFitParams,
+) -> Result<CircleFitResult, CalibrateError> {
+    let mut problems = frf.problems();
+    problems.extend(params.problems());
+    if !frf.has_phase() {
+        problems.push(
+            "the circle fit needs complex FRFs; a magnitude-only (dB) file has no phase".into(),
+        );
+    }
+    check(problems)?;
+    let (peaks, mut windows) = match &params.windows {
+        WindowChoice::Given { windows } => (Vec::new(), windows.clone()),
+        WindowChoice::Search(search) => {
+            let peaks = find_mode_windows(frf, search)?;
+            let windows = peaks.iter().map(|p| p.window).collect();
+            (peaks, windows)
+        }
+    };
+    windows.sort_by(|a, b| a.f_lo_hz.total_cmp(&b.f_lo_hz));
+    let Some(data) = frf.complex() else {
+        return Err(CalibrateError::Invalid(vec!["the FRF has no phase".into()]));
+    };
+    let mut window_problems = Vec::new();
+    let mut selections = Vec::with_capacity(windows.len());
+    for (k, w) in windows.iter().enumerate() {
+        let lines: Vec<usize> = (0..frf.frequencies_hz.len())
+            .filter(|&i| {
+                let f = frf.frequencies_hz[i];
+                f > 0.0 && f >= w.f_lo_hz && f <= w.f_hi_hz
+            })
+            .collect();
+        if lines.len() < MIN_CIRCLE_POINTS {
+            window_problems.push(format!(
+                "window {k} ({}..{} Hz) holds {} frequency lines; the circle fit needs at \
+                 least {MIN_CIRCLE_POINTS}: widen it",
+                w.f_lo_hz,
+                w.f_hi_hz,
+                lines.len()
+            ));
+        }
+        selections.push(lines);
+    }
+    check(window_problems)?;
+
+    let mut modes = Vec::with_capacity(windows.len());
+    for (w, lines) in windows.iter().zip(&selections) {
+        let omegas: Vec<f64> = lines.iter().map(|&i| TAU * frf.frequencies_hz[i]).collect();
+        let mut fits = Vec::with_capacity(data.len());
+        for (c, channel) in data.iter().enumerate() {
+            let mobility: Vec<C64> = lines
+                .iter()
+                .zip(&omegas)
+                .map(|(&i, &w)| channel[i] / C64::new(0.0, w))
+                .collect();
+            fits.push(
+                fit_channel(&omegas, &mobility, params).map_err(|e| match e {
+                    CalibrateError::NotIdentifiable(m) => CalibrateError::NotIdentifiable(format!(
+                        "window {}..{} Hz, channel {c}: {m}",
+                        w.f_lo_hz, w.f_hi_hz
+                    )),
+                    other => other,
+                })?,
+            );
+        }
+        modes.push(combine(*w, &fits, &frf.output_floors));
+    }
+    Ok(CircleFitResult { peaks, modes })
+}
+
+/// What one channel's fit gives before the channels are combined.
+#[derive(Debug, Clone)]
+struct ChannelFit {
+    points: usize,
+    circle: Circle,
+    rms_relative: f64,
+    omega_r: f64,
+    zeta_fit: f64,
+    pair_zetas: Vec<f64>,
+    diameter: C64,
+}
+
+fn combine(window: ModeWindow, fits: &[ChannelFit], floors: &[usize]) -> CircleMode {
+    let weights: Vec<f64> = fits.iter().map(|f| f.circle.radius.powi(2)).collect();
+    let total: f64 = weights.iter().sum();
+    let mean = |x: &dyn Fn(&ChannelFit) -> f64| -> f64 {
+        fits.iter()
+            .zip(&weights)
+            .map(|(f, w)| w * x(f))
+            .sum::<f64>()
+            / total
+    };
+    let zeta_of = |f: &ChannelFit| {
+        if f.pair_zetas.is_empty() {
+            f.zeta_fit
+        } else {
+            f.pair_zetas.iter().sum::<f64>() / f.pair_zetas.len() as f64
+        }
+    };
+    let omega = mean(&|f| f.omega_r);
+    let zeta = mean(&zeta_of);
+    let omega_std = (fits.len() >= 2).then(|| {
+        let var = fits
+            .iter()
+            .zip(&weights)
+            .map(|(f, w)| w * (f.omega_r - omega).powi(2))
+            .sum::<f64>()
+            / total;
+        var.sqrt() / TAU
+    });
+    let all_pairs: Vec<f64> = fits
+        .iter()
+        .flat_map(|f| f.pair_zetas.iter().copied())
+        .collect();
+    let zeta_std = sample_std(&all_pairs);
+    let modal_constants: Vec<[f64; 2]> = fits
+        .iter()
+        .map(|f| {
+            let a = f.diameter * (2.0 * zeta * omega);
+            [a.re, a.im]
+        })
+        .collect();
+    let channels = fits
+        .iter()
+        .zip(floors)
+        .map(|(f, &floor)| ChannelCircle {
+            output_floor: floor,
+            points: f.points,
+            center_m_s_per_n: [f.circle.center.re, f.circle.center.im],
+            radius_m_s_per_n: f.circle.radius,
+            rms_radial_error_relative: f.rms_relative,
+            natural_frequency_hz: f.omega_r / TAU,
+            damping_ratio_angle_fit: f.zeta_fit,
+            damping_ratio_pairs_mean: zeta_of(f),
+            damping_ratio_pairs_std: sample_std(&f.pair_zetas),
+            damping_pairs: f.pair_zetas.len(),
+            diameter_m_s_per_n: [f.diameter.re, f.diameter.im],
+        })
+        .collect();
+    CircleMode {
+        window,
+        mode: IdentifiedMode {
+            natural_frequency_hz: omega / TAU,
+            natural_frequency_std_hz: omega_std,
+            damping_ratio: zeta,
+            damping_ratio_std: zeta_std,
+            modal_constants_per_kg: modal_constants,
+        },
+        channels,
+    }
+}
+
+pub(crate) fn sample_std(x: &[f64]) -> Option<f64> {
+    if x.len() < 2 {
+        return None;
+    }
+    let mean = x.iter().sum::<f64>() / x.len() as f64;
+    let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (x.len() - 1) as f64;
+    Some(var.sqrt())
+}
+
+/// Wraps an angle into (−π, π].
+fn wrap(angle: f64) -> f64 {
+    let a = angle.rem_euclid(TAU);
+    if a > PI { a - TAU } else { a }
+}
+
+fn fit_channel(
+    omegas: &[f64],
+    mobility: &[C64],
+    params: &CircleFitParams,
+) -> Result<ChannelFit, CalibrateError> {
+    let not_a_circle = |why: &str| CalibrateError::NotIdentifiable(why.to_string());
+    let circle = fit_circle(mobility).ok_or_else(|| {
+        not_a_circle("the points do not determine a circle (all zero, or on a line)")
+    })?;
+    // Sweep direction: a viscously damped mode sweeps clockwise as ω rises. Work on the
+    // mirror image if this one does not, and mirror the diameter back at the end.
+    let raw_angles = unwrap_angles(mobility, circle.center);
+    let clockwise = raw_angles.last() < raw_angles.first();
+    let (points, circle): (Vec<C64>, Circle) = if clockwise {
+        (mobility.to_vec(), circle)
+    } else {
+        (
+            mobility.iter().map(|z| z.conj()).collect(),
+            Circle {
+                center: circle.center.conj(),
+                radius: circle.radius,
+            },
+        )
+    };
+    let alpha = unwrap_angles(&points, circle.center);
+    let start = sweep_rate_start(omegas, &alpha)
+        .ok_or_else(|| not_a_circle("the sweep angle does not advance through the window"))?;
+    let (alpha0, omega_r, zeta_fit) = refine_angles(omegas, &alpha, start);
+    if !(omega_r.is_finite() && zeta_fit.is_finite() && zeta_fit > 0.0) {
+        return Err(not_a_circle(
+            "the sweep angles do not fit a single damped mode",
+        ));
+    }
+    let rms_relative = (points
+        .iter()
+        .map(|p| ((p - circle.center).norm() - circle.radius).powi(2))
+        .sum::<f64>()
+        / points.len() as f64)
+        .sqrt()
+        / circle.radius;
+    let theta: Vec<f64> = alpha.iter().map(|a| wrap(alpha0 - a)).collect();
+    let mut pair_zetas = damping_pairs(
+        omegas,
+        &theta,
+        omega_r,
+        params.pair_angle_min_deg.to_radians(),
+        params.pair_angle_max_deg.to_radians(),
+    );
+    if pair_zetas.is_empty() {
+        // Very light damping with coarse lines can leave no point in the preferred range;
+        // any pair straddling resonance is then better than none.
+        pair_zetas = damping_pairs(
+            omegas,
+            &theta,
+            omega_r,
+            1f64.to_radians(),
+            179f64.to_radians(),
+        );
+    }
+    let mut diameter = C64::from_polar(2.0 * circle.radius, alpha0);
+    if !clockwise {
+        diameter = diameter.conj();
+    }
+    let circle = if clockwise {
+        circle
+    } else {
+        Circle {
+            center: circle.center.conj(),
+            radius: circle.radius,
+        }
+    };
+    Ok(ChannelFit {
+        points: points.len(),
+        circle,
+        rms_relative,
+        omega_r,
+        zeta_fit,
+        pair_zetas,
+        diameter,
+    })
+}
+
+/// Sweep angles of `points` about `center`, unwrapped along the sequence.
+fn unwrap_angles(points: &[C64], center: C64) -> Vec<f64> {
+    let mut out: Vec<f64> = Vec::with_capacity(points.len());
+    for p in points {
+        let a = (p - center).arg();
+        let next = match out.last() {
+            Some(&prev) => prev + wrap(a - prev),
+            None => a,
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// Kåsa's algebraic fit refined by Gauss–Newton on the geometric distances. The points are
+/// centred and scaled first so that the normal equations are well conditioned whatever the
+/// units.
+pub fn fit_circle(points: &[C64]) -> Option<Circle> {
+    let n = points.len();
+    if n < 3 {
+        return None;
+    }
+    let mean = points.iter().sum::<C64>() / n as f64;
+    let scale = points.iter().map(|p| (p - mean).norm()).fold(0.0, f64::max);
+    if !(scale.is_finite() && scale > 0.0) {
+        return None;
+    }
+    let q: Vec<C64> = points.iter().map(|p| (p - mean) / scale).collect();
+    let a = DMatrix::from_fn(n, 3, |i, j| match j {
+        0 => q[i].re,
+        1 => q[i].im,
+        _ => 1.0,
+    });
+    let b = DVector::from_iterator(n, q.iter().map(|z| -z.norm_sqr()));
+    let solution = a.svd(true, true).solve(&b, 1e-13).ok()?;
+    let center = C64::new(-solution[0] / 2.0, -solution[1] / 2.0);
+    let r2 = center.norm_sqr() - solution[2];
+    if !(r2.is_finite() && r2 > 0.0) {
+        return None;
+    }
+    let mut c = Vector3::new(center.re, center.im, r2.sqrt());
+    let cost = |c: &Vector3<f64>| -> f64 {
+        q.iter()
+            .map(|z| ((z - C64::new(c[0], c[1])).norm() - c[2]).powi(2))
+            .sum()
+    };
+    let mut current = cost(&c);
+    for _ in 0..MAX_REFINEMENT_STEPS {
+        let mut jtj = Matrix3::zeros();
+        let mut jtr = Vector3::zeros();
+        for z in &q {
+            let d = z - C64::new(c[0], c[1]);
+            let dist = d.norm();
+            if dist == 0.0 {
+                continue;
+            }
+            let row = Vector3::new(-d.re / dist, -d.im / dist, -1.0);
+            let r = dist - c[2];
+            jtj += row * row.transpose();
+            jtr += row * r;
+        }
+        let Some(step) = jtj.lu().solve(&(-jtr)) else {
+            break;
+        };
+        let trial = c + step;
+        let trial_cost = cost(&trial);
+        if !(trial_cost < current) {
+            break;
+        }
+        let small = step.norm() < 1e-13 * (1.0 + c.norm());
+        c = trial;
+        current = trial_cost;
+        if small {
+            break;
+        }
+    }
+    (c[2] > 0.0 && c.iter().all(|x| x.is_finite())).then(|| Circle {
+        center: mean + C64::new(c[0], c[1]) * scale,
+        radius: c[2] * scale,
+    })
+}
+
+/// (α₀, ω_r, ζ) to start from: ω_r where the angle sweeps fastest (parabola through the
+/// largest rate and its neighbours), ζ = 2/(ω_r·|dα/dω|) (the sweep rate at resonance of a
+/// viscous mode), α₀ interpolated at ω_r.
+fn sweep_rate_start(omegas: &[f64], alpha: &[f64]) -> Option<(f64, f64, f64)> {
+    let rates: Vec<(f64, f64)> = omegas
+        .windows(2)
+        .zip(alpha.windows(2))
+        .map(|(w, a)| (0.5 * (w[0] + w[1]), -(a[1] - a[0]) / (w[1] - w[0])))
+        .collect();
+    let (k, &(w_k, r_k)) = rates
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.1.total_cmp(&b.1.1))?;
+    if !(r_k > 0.0) {
+        return None;
+    }
+    let mut omega_r = w_k;
+    if k > 0 && k + 1 < rates.len() {
+        let (w0, r0) = rates[k - 1];
+        let (w2, r2) = rates[k + 1];
+        // Vertex of the parabola through three (ω, rate) points.
+        let num = (w_k - w0).powi(2) * (r_k - r2) - (w_k - w2).powi(2) * (r_k - r0);
+        let den = (w_k - w0) * (r_k - r2) - (w_k - w2) * (r_k - r0);
+        if den != 0.0 {
+            let vertex = w_k - 0.5 * num / den;
+            if vertex > w0 && vertex < w2 {
+                omega_r = vertex;
+            }
+        }
+    }
+    let zeta = 2.0 / (omega_r * r_k);
+    let j = omegas
+        .partition_point(|&w| w < omega_r)
+        .clamp(1, omegas.len() - 1);
+    let t = (omega_r - omegas[j - 1]) / (omegas[j] - omegas[j - 1]);
+    let alpha0 = alpha[j - 1] + t * (alpha[j] - alpha[j - 1]);
+    Some((alpha0, omega_r, zeta))
+}
+
+/// Levenberg–Marquardt on α_i = α₀ − 2·atan((ω_i² − ω_r²)/(2ζω_rω_i)) over every point.
+fn refine_angles(omegas: &[f64], alpha: &[f64], start: (f64, f64, f64)) -> (f64, f64, f64) {
+    let residuals = |p: &Vector3<f64>| -> Vec<(f64, Vector3<f64>)> {
+        let (a0, wr, z) = (p[0], p[1], p[2]);
+        omegas
+            .iter()
+            .zip(alpha)
+            .map(|(&w, &a)| {
+                let t = (w * w - wr * wr) / (2.0 * z * wr * w);
+                let model = a0 - 2.0 * t.atan();
+                let g = -2.0 / (1.0 + t * t);
+                let dt_dwr = -1.0 / (z * w) - t / wr;
+                let dt_dz = -t / z;
+                // Residual a − model; its gradient is minus the model's.
+                (a - model, -Vector3::new(1.0, g * dt_dwr, g * dt_dz))
+            })
+            .collect()
+    };
+    let cost = |p: &Vector3<f64>| residuals(p).iter().map(|(r, _)| r * r).sum::<f64>();
+    let mut p = Vector3::new(start.0, start.1, start.2);
+    let mut current = cost(&p);
+    let mut lambda = 1e-3;
+    for _ in 0..MAX_REFINEMENT_STEPS {
+        let mut jtj = Matrix3::zeros();
+        let mut jtr = Vector3::zeros();
+        for (r, row) in residuals(&p) {
+            jtj += row * row.transpose();
+            jtr += row * r;
+        }
+        let mut accepted = false;
+        for _ in 0..20 {
+            let mut damped = jtj;
+            for i in 0..3 {
+                damped[(i, i)] *= 1.0 + lambda;
+            }
+            let Some(step) = damped.lu().solve(&(-jtr)) else {
+                lambda *= 10.0;
+                continue;
+            };
+            let mut trial = p + step;
+            // ζ stays positive: a step across zero is cut back to a tenth of the old value.
+            if trial[2] <= 0.0 {
+                trial[2] = p[2] / 10.0;
+            }
+            let trial_cost = cost(&trial);
+            if trial_cost.is_finite() && trial_cost <= current {
+                let converged = (current - trial_cost) <= 1e-15 * (1.0 + current)
+                    && (step[1] / p[1]).abs() < 1e-12;
+                p = trial;
+                current = trial_cost;
+                lambda = (lambda / 3.0).max(1e-12);
+                accepted = true;
+                if converged {
+                    return (p[0], p[1], p[2]);
+                }
+                break;
+            }
+            lambda *= 4.0;
+        }
+        if !accepted {
+            break;
+        }
+    }
+    (p[0], p[1], p[2])
+}
+
+/// ζ from every pair (a below, b above resonance) of points whose sweep angles from the
+/// resonance point lie within `min..=max` radians.
+fn damping_pairs(omegas: &[f64], theta: &[f64], omega_r: f64, min: f64, max: f64) -> Vec<f64> {
+    let usable = |t: f64| (min..=max).contains(&t.abs());
+    let below: Vec<(f64, f64)> = omegas
+        .iter()
+        .zip(theta)
+        .filter(|(w, t)| **w < omega_r && **t < 0.0 && usable(**t))
+        .map(|(w, t)| (*w, (t.abs() / 2.0).tan()))
+        .collect();
+    let above: Vec<(f64, f64)> = omegas
+        .iter()
+        .zip(theta)
+        .filter(|(w, t)| **w > omega_r && **t > 0.0 && usable(**t))
+        .map(|(w, t)| (*w, (t.abs() / 2.0).tan()))
+        .collect();
+    let mut zetas = Vec::with_capacity(below.len() * above.len());
+    for &(wa, ta) in &below {
+        for &(wb, tb) in &above {
+            let zeta = (wb * wb - wa * wa) / (2.0 * omega_r * (wa * ta + wb * tb));
+            if zeta.is_finite() && zeta > 0.0 {
+                zetas.push(zeta);
+            }
+        }
+    }
+    zetas
+}
