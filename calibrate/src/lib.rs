@@ -39,6 +39,7 @@ pub mod error;
 pub mod identified;
 pub mod measured;
 pub mod peaks;
+pub mod rfp;
 pub mod update;
 
 pub use circle::{CircleFitParams, CircleFitResult, WindowChoice, circle_fit};
@@ -50,6 +51,7 @@ pub use measured::{
     parse_db_accelerance_g,
 };
 pub use peaks::{DetectedPeak, ModeWindow, PeakSearch, find_mode_windows};
+pub use rfp::{RationalFitParams, RationalFitResult, rational_fraction_fit};
 pub use update::{
     DampingUpdate, ModeResidual, TargetMode, UpdateParams, UpdateResult, update_storey_stiffness,
 };

@@ -193,3 +193,64 @@ fn circle_fitted_modes_give_back_the_chain_within_half_a_percent() {
         assert!(rel(*got, want) < 0.005, "{spatial:?}");
     }
 }
+
+use dtop_calibrate::rfp::{RationalFitParams, rational_fraction_fit};
+
+#[test]
+fn rational_fraction_fit_recovers_closed_form_modes_exactly() {
+    // Three viscous modes are a rational function of degree 6 in jω: with all three in the
+    // band the fit is exact, so the tolerances are far below the brief's.
+    let truth = three_modes();
+    let frf = closed_form_frf(&truth, &grid(1.0, 30.0, 0.01));
+    let result = rational_fraction_fit(&frf, &RationalFitParams::band(2.0, 28.0, 3)).unwrap();
+    assert_eq!(result.modes.len(), 3);
+    for (got, t) in result.modes.iter().zip(&truth) {
+        assert!(rel(got.natural_frequency_hz, t.f_hz) < 1e-7, "{got:?}");
+        assert!(rel(got.damping_ratio, t.zeta) < 1e-5, "{got:?}");
+        for (a, want) in got.modal_constants_per_kg.iter().zip(&t.constants) {
+            assert!(
+                rel(a[0], *want) < 1e-5 && a[1].abs() < 1e-5 * want.abs(),
+                "{got:?}"
+            );
+        }
+    }
+    assert!(result.misfit_relative < 1e-6, "{}", result.misfit_relative);
+}
+
+#[test]
+fn rational_fraction_fit_recovers_the_modes_of_a_dynamics_chain_and_its_model() {
+    let building = test_chain();
+    let frf = model_frf(&building, 1, &grid(1.0, 40.0, 0.02));
+    let result = rational_fraction_fit(&frf, &RationalFitParams::band(2.0, 35.0, 3)).unwrap();
+    let modes = building.modes();
+    let zetas = modal_damping_ratios(modes, building.damping_matrix());
+    for (r, got) in result.modes.iter().enumerate() {
+        let f = modes.omegas_rad_s[r] / std::f64::consts::TAU;
+        // Rayleigh damping is classical, so the FRF is exactly the modal sum: tight bounds.
+        assert!(rel(got.natural_frequency_hz, f) < 1e-6, "{got:?} vs {f}");
+        assert!(
+            rel(got.damping_ratio, zetas[r]) < 1e-4,
+            "{got:?} vs {}",
+            zetas[r]
+        );
+        for c in 0..3 {
+            let want = modes.shapes[(c, r)] * modes.shapes[(0, r)];
+            assert!(
+                rel(got.modal_constants_per_kg[c][0], want) < 1e-4,
+                "{got:?} vs {want}"
+            );
+        }
+    }
+    let spatial = model_from_modes(&result.modes, 1, &[1, 2, 3]).unwrap();
+    for (got, want) in spatial
+        .config
+        .storey_stiffness_n_per_m
+        .iter()
+        .zip([40_000.0, 30_000.0, 20_000.0])
+    {
+        assert!(rel(*got, want) < 1e-3, "{spatial:?}");
+    }
+    for (got, want) in spatial.config.floor_masses_kg.iter().zip([5.0, 4.0, 3.0]) {
+        assert!(rel(*got, want) < 1e-3, "{spatial:?}");
+    }
+}
