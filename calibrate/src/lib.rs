@@ -34,6 +34,7 @@
 //! - [`error`] — `CalibrateError`.
 
 pub mod circle;
+pub mod crossval;
 
 pub mod error;
 pub mod identified;
@@ -44,6 +45,7 @@ pub mod update;
 
 pub use circle::{CircleFitParams, CircleFitResult, WindowChoice, circle_fit};
 
+pub use crossval::{CrossValParams, CrossValidation, FracKind, crossvalidate};
 pub use error::{CalibrateError, ParseProblem};
 pub use identified::{IdentifiedMode, SpatialModel, model_from_modes};
 pub use measured::{

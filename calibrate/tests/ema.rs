@@ -254,3 +254,63 @@ fn rational_fraction_fit_recovers_the_modes_of_a_dynamics_chain_and_its_model() 
         assert!(rel(*got, want) < 1e-3, "{spatial:?}");
     }
 }
+
+/// The closed-form FRF with each line multiplied by (1 + ε), ε complex Gaussian with
+/// `relative` standard deviation per part: noise proportional to the signal, as a
+/// well-ranged analyser's is.
+fn noisy(
+    frf: &dtop_calibrate::MeasuredFrf,
+    relative: f64,
+    seed: u64,
+) -> dtop_calibrate::MeasuredFrf {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Normal};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let normal = Normal::new(0.0, relative).unwrap();
+    let mut out = frf.clone();
+    if let dtop_calibrate::FrfValues::Complex { channels } = &mut out.accelerance_m_s2_per_n {
+        for h in channels.iter_mut().flatten() {
+            *h *= dtop_calibrate::measured::C64::new(
+                1.0 + normal.sample(&mut rng),
+                normal.sample(&mut rng),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn both_fits_stay_close_under_one_percent_noise() {
+    // 1 % noise per line. Mode 1's half-power band (2ζf = 0.1 Hz) holds 10 lines, the others
+    // more; each line's angle is off by ~0.01 rad, so f moves by ~ζ·f·0.01/√10 (far below
+    // 0.1 %), and ζ and the circle size by ~1 %/√(lines). 0.1 % on f, 5 % on ζ and 3 % on
+    // the modal constants (2 % from the other modes' bending plus the noise) are the bounds.
+    let truth = three_modes();
+    let clean = closed_form_frf(&truth, &grid(1.0, 30.0, 0.01));
+    for seed in [1, 2, 3] {
+        let frf = noisy(&clean, 0.01, seed);
+        let circle = circle_fit(&frf, &search(1.0, 30.0)).unwrap();
+        let rfp = rational_fraction_fit(&frf, &RationalFitParams::band(2.0, 28.0, 3)).unwrap();
+        let circle_modes: Vec<IdentifiedMode> =
+            circle.modes.iter().map(|m| m.mode.clone()).collect();
+        for (name, modes) in [("circle", &circle_modes), ("rfp", &rfp.modes)] {
+            assert_eq!(modes.len(), 3, "{name}");
+            for (got, t) in modes.iter().zip(&truth) {
+                assert!(
+                    rel(got.natural_frequency_hz, t.f_hz) < 1e-3,
+                    "{name} seed {seed}: {got:?}"
+                );
+                assert!(
+                    rel(got.damping_ratio, t.zeta) < 0.05,
+                    "{name} seed {seed}: {got:?}"
+                );
+                for (a, want) in got.modal_constants_per_kg.iter().zip(&t.constants) {
+                    assert!(
+                        rel(a[0], *want) < 0.03,
+                        "{name} seed {seed}: {got:?} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
