@@ -356,9 +356,9 @@ fn fit_channel(
     let circle = fit_circle(mobility).ok_or_else(|| {
         not_a_circle("the points do not determine a circle (all zero, or on a line)")
     })?;
-    // Sweep direction: a viscously damped mode sweeps clockwise as ω rises. Work on the
-    // mirror image if this one does not, and mirror the diameter back at the end.
-    let raw_angles = unwrap_angles(mobility, circle.center);
+    // Sweep direction: a viscously damped mode sweeps clockwise as ω rises (for the e^{jωt}
+    // convention). Work on the mirror image if this one does not, and mirror back at the end.
+    let raw_angles = unwrap_angles(mobility, circle);
     let clockwise = raw_angles.last() < raw_angles.first();
     let (points, circle): (Vec<C64>, Circle) = if clockwise {
         (mobility.to_vec(), circle)
@@ -371,7 +371,7 @@ fn fit_channel(
             },
         )
     };
-    let alpha = unwrap_angles(&points, circle.center);
+    let alpha = unwrap_angles(&points, circle);
     let start = sweep_rate_start(omegas, &alpha)
         .ok_or_else(|| not_a_circle("the sweep angle does not advance through the window"))?;
     let (alpha0, omega_r, zeta_fit) = refine_angles(omegas, &alpha, start);
@@ -429,15 +429,49 @@ fn fit_channel(
     })
 }
 
-/// Sweep angles of `points` about `center`, unwrapped along the sequence.
-fn unwrap_angles(points: &[C64], center: C64) -> Vec<f64> {
+/// Sweep angles of `points` about the circle's centre, unwrapped along the sequence.
+///
+/// A lightly damped mode can sweep more than 180° about the centre between two lines, which
+/// a plain unwrap takes the short (wrong) way round. The angle subtended at the far point O′
+/// of the circle (where the sweep starts and ends) is half the central angle (inscribed
+/// angle theorem), so it never jumps by 180° within one circle; each large central step is
+/// given the branch nearest twice the inscribed step. O′ is taken opposite the midpoint of
+/// the window's two end points, which lie close to it in a window of several bandwidths.
+fn unwrap_angles(points: &[C64], circle: Circle) -> Vec<f64> {
+    let center = circle.center;
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return Vec::new();
+    };
+    let ends = (first + last) * 0.5 - center;
+    let far = if ends.norm() > 0.0 {
+        center + ends * (circle.radius / ends.norm())
+    } else {
+        *first
+    };
     let mut out: Vec<f64> = Vec::with_capacity(points.len());
+    let mut previous: Option<(f64, C64)> = None;
     for p in points {
         let a = (p - center).arg();
-        let next = match out.last() {
-            Some(&prev) => prev + wrap(a - prev),
+        let next = match previous {
+            Some((prev, prev_point)) => {
+                let step = wrap(a - prev);
+                if step.abs() > PI / 2.0 {
+                    let inscribed = wrap((p - far).arg() - (prev_point - far).arg());
+                    let expected = 2.0 * inscribed;
+                    let other = if step > 0.0 { step - TAU } else { step + TAU };
+                    let chosen = if (other - expected).abs() < (step - expected).abs() {
+                        other
+                    } else {
+                        step
+                    };
+                    prev + chosen
+                } else {
+                    prev + step
+                }
+            }
             None => a,
         };
+        previous = Some((next, *p));
         out.push(next);
     }
     out
