@@ -8,7 +8,8 @@
 //! with `deny_unknown_fields`) so the study engine can carry them as JSON.
 //!
 //! Conventions: SI units in names; floors 1-based; measured FRFs are accelerances in
-//! (m/s²)/N (files in g/N are converted once, with standard gravity 9.80665 m/s²); modal
+//! (m/s²)/N (files in g/N are converted once, with standard gravity 9.80665 m/s²; see
+//! `AccelerationUnit` for why the Southampton files look like (m/s²)/N after all); modal
 //! constants are receptance modal constants A = φ_out·φ_in of mass-normalised shapes, in 1/kg.
 //!
 //! Where this differs from DTOP-Cristallo on purpose (`TOOLS.md` §§ 6 and 8): windows are
@@ -49,8 +50,8 @@ pub use crossval::{CrossValParams, CrossValidation, FracKind, crossvalidate};
 pub use error::{CalibrateError, ParseProblem};
 pub use identified::{IdentifiedMode, SpatialModel, model_from_modes};
 pub use measured::{
-    FrfValues, MeasuredFrf, STANDARD_GRAVITY_M_S2, parse_complex_accelerance_g,
-    parse_db_accelerance_g,
+    AccelerationUnit, FrfValues, MeasuredFrf, STANDARD_GRAVITY_M_S2, parse_complex_accelerance,
+    parse_db_accelerance,
 };
 pub use peaks::{DetectedPeak, ModeWindow, PeakSearch, find_mode_windows};
 pub use rfp::{RationalFitParams, RationalFitResult, rational_fraction_fit};

@@ -13,6 +13,30 @@ pub type C64 = Complex<f64>;
 /// Cristallo's g/N files.
 pub const STANDARD_GRAVITY_M_S2: f64 = 9.80665;
 
+/// The unit of the acceleration in an FRF file's numbers (per newton of force).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccelerationUnit {
+    /// Standard gravity g = 9.80665 m/s² ([`STANDARD_GRAVITY_M_S2`]): the unit the Cristallo
+    /// README gives for its FRF files (g/N).
+    StandardGravity,
+    /// m/s². The Southampton files read this way give floor masses of 5.06–5.22 kg from the
+    /// driving-point modal constants, against the published 5.201 kg; read as g/N they give
+    /// 0.52–0.53 kg (a test shows both), so these files are most likely in (m/s²)/N whatever
+    /// the README says.
+    MetrePerSecondSquared,
+}
+
+impl AccelerationUnit {
+    /// One unit in m/s².
+    pub const fn in_m_s2(self) -> f64 {
+        match self {
+            Self::StandardGravity => STANDARD_GRAVITY_M_S2,
+            Self::MetrePerSecondSquared => 1.0,
+        }
+    }
+}
+
 /// At most this many parse problems are listed in [`CalibrateError::Parse`]; the total is
 /// always counted. A wholly wrong file (say, the wrong format) would otherwise produce one
 /// message per cell.
@@ -175,9 +199,10 @@ impl MeasuredFrf {
 
 /// Parses Cristallo's complex accelerance files (`Experimental.csv`, `test_2.csv`,
 /// `test_3.csv`, `dtApp/dtData/frfs/*.csv`): no header, one line per frequency,
-/// `;`-separated Python complex numbers `f+0j;H1;H2;...`, f in Hz and H in g/N.
+/// `;`-separated Python complex numbers `f+0j;H1;H2;...`, f in Hz and H in `unit` per newton
+/// (g/N according to the Cristallo README; see [`AccelerationUnit::MetrePerSecondSquared`]).
 ///
-/// The values are converted to (m/s²)/N with [`STANDARD_GRAVITY_M_S2`]. Channel `c` is the
+/// The values are converted to (m/s²)/N, once, here. Channel `c` is the
 /// accelerometer on floor `c + 1` and the force enters at floor 1 (the Southampton set-up);
 /// change `input_floor` and `output_floors` afterwards for another set-up.
 ///
@@ -185,7 +210,10 @@ impl MeasuredFrf {
 /// [`CalibrateError::Parse`] naming the line and column of every bad cell (the first
 /// [`MAX_REPORTED_PROBLEMS`] of them), or [`CalibrateError::Invalid`] if the parsed data is
 /// unusable (too few lines).
-pub fn parse_complex_accelerance_g(text: &str) -> Result<MeasuredFrf, CalibrateError> {
+pub fn parse_complex_accelerance(
+    text: &str,
+    unit: AccelerationUnit,
+) -> Result<MeasuredFrf, CalibrateError> {
     let rows = parse_rows(text, ';', |field| {
         parse_complex(field).and_then(|z| {
             if z.re.is_finite() && z.im.is_finite() {
@@ -199,23 +227,25 @@ pub fn parse_complex_accelerance_g(text: &str) -> Result<MeasuredFrf, CalibrateE
     let mut out = vec![Vec::with_capacity(rows.values.len()); channels];
     for row in &rows.values {
         for (c, h) in row.iter().enumerate() {
-            out[c].push(h * STANDARD_GRAVITY_M_S2);
+            out[c].push(h * unit.in_m_s2());
         }
     }
     finish(rows.frequencies_hz, FrfValues::Complex { channels: out })
 }
 
 /// Parses Cristallo's dB magnitude files (`ExpDataSo.csv`, `ExpDataSw.csv`): no header,
-/// `f_Hz,dB1,dB2,...`, each dB value 20·log10 of the accelerance magnitude in g/N (the dB
-/// columns of `ExpDataSo.csv` equal 20·log10|H| of `Experimental.csv`, which is how the
-/// reference was established; a test checks it).
+/// `f_Hz,dB1,dB2,...`, each dB value 20·log10 of the accelerance magnitude in `unit` per
+/// newton (the dB columns of `ExpDataSo.csv` equal 20·log10|H| of `Experimental.csv` in that
+/// file's unit, which is how the reference was established; a test checks it).
 ///
-/// Magnitudes are converted to (m/s²)/N with [`STANDARD_GRAVITY_M_S2`]; channel `c` is floor
-/// `c + 1`, the force at floor 1.
+/// Magnitudes are converted to (m/s²)/N; channel `c` is floor `c + 1`, the force at floor 1.
 ///
 /// # Errors
-/// As [`parse_complex_accelerance_g`].
-pub fn parse_db_accelerance_g(text: &str) -> Result<MeasuredFrf, CalibrateError> {
+/// As [`parse_complex_accelerance`].
+pub fn parse_db_accelerance(
+    text: &str,
+    unit: AccelerationUnit,
+) -> Result<MeasuredFrf, CalibrateError> {
     let rows = parse_rows(text, ',', |field| {
         let db: f64 = field
             .trim()
@@ -231,7 +261,7 @@ pub fn parse_db_accelerance_g(text: &str) -> Result<MeasuredFrf, CalibrateError>
     let mut out = vec![Vec::with_capacity(rows.values.len()); channels];
     for row in &rows.values {
         for (c, db) in row.iter().enumerate() {
-            out[c].push(10f64.powf(db.re / 20.0) * STANDARD_GRAVITY_M_S2);
+            out[c].push(10f64.powf(db.re / 20.0) * unit.in_m_s2());
         }
     }
     finish(rows.frequencies_hz, FrfValues::Magnitude { channels: out })
@@ -452,6 +482,8 @@ mod complex_pairs {
 mod tests {
     use super::*;
 
+    const G: AccelerationUnit = AccelerationUnit::StandardGravity;
+
     #[test]
     fn parses_python_complex_numbers_in_every_spelling() {
         let cases = [
@@ -475,7 +507,7 @@ mod tests {
     fn converts_g_per_newton_to_si_once() {
         let text = "1+0j;1+0j;0.5-0.5j\n2+0j;2j;-1+0j\n3+0j;0;1\n4+0j;1;1\n5+0j;1;1\n\
                     6+0j;1;1\n7+0j;1;1\n8+0j;1;1\n";
-        let frf = parse_complex_accelerance_g(text).unwrap();
+        let frf = parse_complex_accelerance(text, G).unwrap();
         assert_eq!(frf.channels(), 2);
         assert_eq!(frf.output_floors, vec![1, 2]);
         assert_eq!(frf.input_floor, 1);
@@ -484,8 +516,9 @@ mod tests {
         assert_eq!(c[1][0], C64::new(0.5, -0.5) * STANDARD_GRAVITY_M_S2);
         assert_eq!(c[0][1], C64::new(0.0, 2.0) * STANDARD_GRAVITY_M_S2);
         // 20·log10(1 g/N) = 0 dB and 20 dB = 10 g/N.
-        let db = parse_db_accelerance_g(
+        let db = parse_db_accelerance(
             "1,0,20\n2,0,20\n3,0,20\n4,0,20\n5,0,20\n6,0,20\n7,0,20\n8,0,20\n",
+            G,
         )
         .unwrap();
         assert!(!db.has_phase());
@@ -502,7 +535,7 @@ mod tests {
                     4+0j;1\n\
                     5+0j;nan+0j;inf\n\
                     6+0j;1;1\n";
-        let Err(CalibrateError::Parse { problems, total }) = parse_complex_accelerance_g(text)
+        let Err(CalibrateError::Parse { problems, total }) = parse_complex_accelerance(text, G)
         else {
             panic!("bad text must not parse");
         };
@@ -516,7 +549,7 @@ mod tests {
     #[test]
     fn caps_the_listed_problems_but_counts_them_all() {
         let text: String = (0..100).map(|i| format!("{i};oops\n")).collect();
-        let Err(CalibrateError::Parse { problems, total }) = parse_db_accelerance_g(&text) else {
+        let Err(CalibrateError::Parse { problems, total }) = parse_db_accelerance(&text, G) else {
             panic!("bad text must not parse");
         };
         assert_eq!(problems.len(), MAX_REPORTED_PROBLEMS);
@@ -526,11 +559,11 @@ mod tests {
     #[test]
     fn refuses_empty_and_too_short_files() {
         assert!(matches!(
-            parse_db_accelerance_g("\n \n"),
+            parse_db_accelerance("\n \n", G),
             Err(CalibrateError::Parse { .. })
         ));
         assert!(matches!(
-            parse_db_accelerance_g("1,0\n2,0\n"),
+            parse_db_accelerance("1,0\n2,0\n", G),
             Err(CalibrateError::Invalid(_))
         ));
     }
