@@ -529,7 +529,7 @@ pub fn fit_circle(points: &[C64]) -> Option<Circle> {
         };
         let trial = c + step;
         let trial_cost = cost(&trial);
-        if !(trial_cost < current) {
+        if trial_cost.is_nan() || trial_cost >= current {
             break;
         }
         let small = step.norm() < 1e-13 * (1.0 + c.norm());
@@ -558,7 +558,7 @@ fn sweep_rate_start(omegas: &[f64], alpha: &[f64]) -> Option<(f64, f64, f64)> {
         .iter()
         .enumerate()
         .max_by(|a, b| a.1.1.total_cmp(&b.1.1))?;
-    if !(r_k > 0.0) {
+    if r_k.is_nan() || r_k <= 0.0 {
         return None;
     }
     let mut omega_r = w_k;

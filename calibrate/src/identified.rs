@@ -146,7 +146,7 @@ pub fn model_from_modes(
     for (col, &r) in order.iter().enumerate() {
         let a = &modes[r].modal_constants_per_kg;
         let a_kk = a[driving][0];
-        if !(a_kk > 0.0) {
+        if a_kk.is_nan() || a_kk <= 0.0 {
             return Err(CalibrateError::NotIdentifiable(format!(
                 "mode at {:.4} Hz: the driving-point modal constant {a_kk} 1/kg is not \
                  positive, so φ_in = √A_kk does not exist (wrong input floor, or a mode the \

@@ -187,7 +187,7 @@ pub fn rational_fraction_fit(
             .map(|(&i, w)| -channel[i] / (w * w))
             .collect();
         let rms = (alpha.iter().map(|a| a.norm_sqr()).sum::<f64>() / alpha.len() as f64).sqrt();
-        if !(rms > 0.0) {
+        if rms.is_nan() || rms <= 0.0 {
             return Err(CalibrateError::NotIdentifiable(
                 "a channel is zero over the whole band".into(),
             ));

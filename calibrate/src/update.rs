@@ -649,7 +649,7 @@ fn covariance(jacobian: &DMatrix<f64>) -> Result<DMatrix<f64>, CalibrateError> {
     let svd = jacobian.clone().svd(false, true);
     let largest = svd.singular_values.max();
     let smallest = svd.singular_values.min();
-    if !(smallest > 1e-9 * largest) {
+    if smallest.is_nan() || smallest <= 1e-9 * largest {
         return Err(CalibrateError::NotIdentifiable(format!(
             "the targets do not separate the storeys (Jacobian condition {:.2e}); give mode \
              shapes or set prior_relative_std",

@@ -111,11 +111,11 @@ fn reported_std_covers_the_truth_under_noisy_targets() {
             })
             .collect();
         let result = update_storey_stiffness(&undamaged(), &UpdateParams::new(noisy)).unwrap();
-        for s in 0..3 {
+        for (s, count) in covered.iter_mut().enumerate() {
             let err =
                 (result.fitted_stiffness_n_per_m[s] - truth.storey_stiffness_n_per_m[s]).abs();
             if err <= 2.0 * result.stiffness_std_n_per_m[s] {
-                covered[s] += 1;
+                *count += 1;
             }
         }
     }
