@@ -26,6 +26,7 @@ fn given(windows: Vec<ModeWindow>) -> CircleFitParams {
         windows: WindowChoice::Given { windows },
         pair_angle_min_deg: 10.0,
         pair_angle_max_deg: 150.0,
+        geometric_refinement: true,
     }
 }
 

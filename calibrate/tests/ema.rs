@@ -35,6 +35,7 @@ fn search(f_lo: f64, f_hi: f64) -> CircleFitParams {
         windows: WindowChoice::Search(PeakSearch::band(f_lo, f_hi)),
         pair_angle_min_deg: 10.0,
         pair_angle_max_deg: 150.0,
+        geometric_refinement: true,
     }
 }
 
@@ -79,6 +80,7 @@ fn circle_fit_of_a_single_mode_is_exact() {
         },
         pair_angle_min_deg: 10.0,
         pair_angle_max_deg: 150.0,
+        geometric_refinement: true,
     };
     let got = &circle_fit(&frf, &params).unwrap().modes[0].mode;
     assert!(rel(got.natural_frequency_hz, 8.0) < 1e-9, "{got:?}");

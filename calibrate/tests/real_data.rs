@@ -29,6 +29,7 @@ fn circle_modes(frf: &MeasuredFrf) -> Vec<IdentifiedMode> {
         windows: WindowChoice::Search(PeakSearch::band(2.0, 40.0)),
         pair_angle_min_deg: 10.0,
         pair_angle_max_deg: 150.0,
+        geometric_refinement: true,
     };
     circle_fit(frf, &params)
         .unwrap()
