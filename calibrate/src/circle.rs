@@ -260,6 +260,8 @@ pub fn circle_fit(
         }
         modes.push(combine(*w, &fits, &frf.output_floors));
     }
+    let estimates: Vec<IdentifiedMode> = modes.iter().map(|m| m.mode.clone()).collect();
+    crate::identified::ensure_finite(&estimates, "the circle fit")?;
     Ok(CircleFitResult { peaks, modes })
 }
 

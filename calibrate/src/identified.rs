@@ -30,6 +30,21 @@ pub struct IdentifiedMode {
 }
 
 impl IdentifiedMode {
+    /// Whether every number of the mode is finite (frequency positive, damping in [0, 1)).
+    pub fn is_finite(&self) -> bool {
+        self.natural_frequency_hz.is_finite()
+            && self.natural_frequency_hz > 0.0
+            && self.damping_ratio.is_finite()
+            && (0.0..1.0).contains(&self.damping_ratio)
+            && self.natural_frequency_std_hz.is_none_or(f64::is_finite)
+            && self.damping_ratio_std.is_none_or(f64::is_finite)
+            && self
+                .modal_constants_per_kg
+                .iter()
+                .flatten()
+                .all(|x| x.is_finite())
+    }
+
     /// The real parts of the modal constants: the mode shape at the channels, scaled by the
     /// shape at the input.
     pub fn real_shape(&self) -> Vec<f64> {
@@ -261,4 +276,15 @@ fn chain_stiffness_fit(stiffness: &DMatrix<f64>) -> Result<Vec<f64>, CalibrateEr
         .solve(&b, 1e-14)
         .map_err(|e| CalibrateError::Numerical(format!("chain stiffness fit: {e}")))?;
     Ok(solution.iter().copied().collect())
+}
+
+/// Refuses a result with a non-finite number instead of handing it on as an answer.
+pub(crate) fn ensure_finite(modes: &[IdentifiedMode], method: &str) -> Result<(), CalibrateError> {
+    match modes.iter().position(|m| !m.is_finite()) {
+        Some(r) => Err(CalibrateError::Numerical(format!(
+            "{method} produced a non-finite estimate for mode {r}; the data around it may be \
+             degenerate"
+        ))),
+        None => Ok(()),
+    }
 }

@@ -268,7 +268,8 @@ pub fn rational_fraction_fit(
                     .collect(),
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    crate::identified::ensure_finite(&modes, "the rational-fraction fit")?;
     Ok(RationalFitResult {
         modes,
         candidate_poles,

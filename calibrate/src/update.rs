@@ -16,6 +16,7 @@ use nalgebra::{DMatrix, DVector};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CalibrateError, check};
+use crate::identified::IdentifiedMode;
 
 /// One mode the updated model should have.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +34,40 @@ pub struct TargetMode {
     /// are paired with model modes by MAC and the shapes join the fit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shape: Option<Vec<f64>>,
+}
+
+impl TargetMode {
+    /// A target from an identified mode: its frequency, a std of the mode's spread floored at
+    /// `min_relative_std` of the frequency (an estimate's spread can be far below its real
+    /// uncertainty), its damping ratio, and its shape when the channels cover floors
+    /// 1..=`floors` exactly (the real parts of the modal constants, in floor order).
+    pub fn from_identified(
+        mode: &IdentifiedMode,
+        output_floors: &[usize],
+        floors: usize,
+        min_relative_std: f64,
+    ) -> Self {
+        let mut sorted = output_floors.to_vec();
+        sorted.sort_unstable();
+        let complete = sorted == (1..=floors).collect::<Vec<_>>()
+            && mode.modal_constants_per_kg.len() == floors;
+        let shape = complete.then(|| {
+            let mut shape = vec![0.0; floors];
+            for (a, &floor) in mode.modal_constants_per_kg.iter().zip(output_floors) {
+                shape[floor - 1] = a[0];
+            }
+            shape
+        });
+        Self {
+            frequency_hz: mode.natural_frequency_hz,
+            frequency_std_hz: mode
+                .natural_frequency_std_hz
+                .unwrap_or(0.0)
+                .max(min_relative_std * mode.natural_frequency_hz),
+            damping_ratio: Some(mode.damping_ratio),
+            shape,
+        }
+    }
 }
 
 /// What happens to the damping after the stiffnesses are fitted.
