@@ -18,6 +18,26 @@
 //! modal mass from the driving-point modal constant, not an assumed 5; cross-validation
 //! gives numbers (frequency errors paired by MAC, MAC, FRAC), not only overlaid plots.
 //!
+//! ```
+//! use dtop_calibrate::{TargetMode, UpdateParams, update_storey_stiffness};
+//! use dtop_dynamics::ShearBuildingConfig;
+//!
+//! // The Southampton model updated to the three modes measured on the rig.
+//! let targets = [6.514, 17.463, 26.506].map(|f| TargetMode {
+//!     frequency_hz: f,
+//!     frequency_std_hz: 0.01,
+//!     damping_ratio: None,
+//!     shape: None,
+//! });
+//! let result = update_storey_stiffness(
+//!     &ShearBuildingConfig::southampton(),
+//!     &UpdateParams::new(targets.to_vec()),
+//! )?;
+//! assert!(result.after.iter().all(|r| r.error_percent.abs() < 1e-6));
+//! let _new_version = result.config; // ready to store as a proposed model version
+//! # Ok::<(), dtop_calibrate::CalibrateError>(())
+//! ```
+//!
 //! # Layout
 //! - [`measured`] — `MeasuredFrf` and the parsers of Cristallo's complex (`;`) and dB (`,`)
 //!   files, with every bad cell reported by line and column.

@@ -225,3 +225,29 @@ fn stops_with_a_reason_when_the_iteration_cap_is_hit() {
         "{err}"
     );
 }
+
+#[test]
+fn the_whole_chain_ema_then_update_recovers_the_damage_from_frfs() {
+    // The damaged chain's FRFs (dtop-dynamics' second-order solve), identified by the
+    // rational-fraction fit, turned into targets with shapes, and the undamaged model updated
+    // to them: the 10 % loss of storey 2 comes back within 0.5 % of itself.
+    use dtop_calibrate::rfp::{RationalFitParams, rational_fraction_fit};
+    let building = ShearBuilding::new(damaged()).unwrap();
+    let frf = common::model_frf(&building, 1, &common::grid(1.0, 40.0, 0.02));
+    let modes = rational_fraction_fit(&frf, &RationalFitParams::band(2.0, 35.0, 3))
+        .unwrap()
+        .modes;
+    let targets: Vec<TargetMode> = modes
+        .iter()
+        .map(|m| TargetMode::from_identified(m, &frf.output_floors, 3, 1e-3))
+        .collect();
+    assert!(targets.iter().all(|t| t.shape.is_some()));
+    let result = update_storey_stiffness(&undamaged(), &UpdateParams::new(targets)).unwrap();
+    let loss = 1.0 - result.fitted_stiffness_n_per_m[1] / 30_000.0;
+    assert!((loss - 0.10).abs() < 0.005 * 0.10, "{result:#?}");
+    assert!(
+        result.after.iter().all(|r| r.mac.unwrap() > 0.9999),
+        "{:#?}",
+        result.after
+    );
+}
