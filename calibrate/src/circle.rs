@@ -373,22 +373,17 @@ fn fit_channel(
     let circle = fit_circle(mobility, params.geometric_refinement).ok_or_else(|| {
         not_a_circle("the points do not determine a circle (all zero, or on a line)")
     })?;
-    // Sweep direction: a viscously damped mode sweeps clockwise as ω rises (for the e^{jωt}
-    // convention). Work on the mirror image if this one does not, and mirror back at the end.
-    let raw_angles = unwrap_angles(mobility, circle);
-    let clockwise = raw_angles.last() < raw_angles.first();
-    let (points, circle): (Vec<C64>, Circle) = if clockwise {
-        (mobility.to_vec(), circle)
-    } else {
-        (
-            mobility.iter().map(|z| z.conj()).collect(),
-            Circle {
-                center: circle.center.conj(),
-                radius: circle.radius,
-            },
-        )
-    };
-    let alpha = unwrap_angles(&points, circle);
+    // A viscously damped mode's mobility sweeps clockwise as ω rises in the e^{jωt}
+    // convention. An anticlockwise sweep is data in the other convention (conjugated) or a
+    // growing (unstable) mode; guessing which would risk a wrong answer, so refuse.
+    let points = mobility;
+    let alpha = unwrap_angles(points, circle);
+    if alpha.last() >= alpha.first() {
+        return Err(not_a_circle(
+            "the mobility circle is swept anticlockwise: the data is in the e^{−jωt} phase \
+             convention (use MeasuredFrf::conjugated) or the mode is unstable",
+        ));
+    }
     let start = sweep_rate_start(omegas, &alpha)
         .ok_or_else(|| not_a_circle("the sweep angle does not advance through the window"))?;
     let (alpha0, omega_r, zeta_fit) = refine_angles(omegas, &alpha, start);
@@ -423,18 +418,7 @@ fn fit_channel(
             179f64.to_radians(),
         );
     }
-    let mut diameter = C64::from_polar(2.0 * circle.radius, alpha0);
-    if !clockwise {
-        diameter = diameter.conj();
-    }
-    let circle = if clockwise {
-        circle
-    } else {
-        Circle {
-            center: circle.center.conj(),
-            radius: circle.radius,
-        }
-    };
+    let diameter = C64::from_polar(2.0 * circle.radius, alpha0);
     Ok(ChannelFit {
         points: points.len(),
         circle,

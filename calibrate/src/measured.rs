@@ -64,7 +64,9 @@ pub enum FrfValues {
     },
 }
 
-/// Measured accelerance FRFs from one input force to several floor accelerometers.
+/// Measured accelerance FRFs from one input force to several floor accelerometers, in the
+/// e^{jωt} phase convention (a response x(t) = Re(X·e^{jωt}) to f(t) = Re(F·e^{jωt}) has
+/// H = X/F; a viscous mode's mobility then sweeps its circle clockwise).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeasuredFrf {
@@ -109,6 +111,19 @@ impl MeasuredFrf {
                 .unwrap_or_default(),
             FrfValues::Magnitude { channels } => channels.get(channel).cloned().unwrap_or_default(),
         }
+    }
+
+    /// The same data in the opposite phase convention (every complex value conjugated):
+    /// converts FRFs computed with e^{−jωt} to the e^{jωt} convention this crate uses.
+    #[must_use]
+    pub fn conjugated(&self) -> Self {
+        let mut out = self.clone();
+        if let FrfValues::Complex { channels } = &mut out.accelerance_m_s2_per_n {
+            for h in channels.iter_mut().flatten() {
+                *h = h.conj();
+            }
+        }
+        out
     }
 
     /// Index of the channel measured at the input floor (the driving point), if any.

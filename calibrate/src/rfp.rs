@@ -217,7 +217,8 @@ pub fn rational_fraction_fit(
     if candidates.len() < params.modes {
         return Err(CalibrateError::NotIdentifiable(format!(
             "found {} stable poles with ζ < {} in {}..={} Hz, fewer than the {} modes asked \
-             for: raise denominator_order, widen the band or ask for fewer modes",
+             for: raise denominator_order, widen the band or ask for fewer modes (data in \
+             the e^{{−jωt}} convention has its poles mirrored: use MeasuredFrf::conjugated)",
             candidates.len(),
             params.max_damping_ratio,
             params.f_min_hz,

@@ -316,3 +316,46 @@ fn both_fits_stay_close_under_one_percent_noise() {
         }
     }
 }
+
+#[test]
+fn data_in_the_opposite_phase_convention_is_refused_until_conjugated() {
+    // e^{−jωt} data is the complex conjugate: its circles sweep anticlockwise, which a stable
+    // mode never does in this crate's convention. Refused with a pointer to the fix, and
+    // conjugating it back gives the original answer exactly.
+    let frf = closed_form_frf(&three_modes(), &grid(1.0, 30.0, 0.01));
+    let other = frf.conjugated();
+    match circle_fit(&other, &search(1.0, 30.0)) {
+        Err(dtop_calibrate::CalibrateError::NotIdentifiable(m)) => {
+            assert!(m.contains("conjugated"), "{m}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        circle_fit(&other.conjugated(), &search(1.0, 30.0)).unwrap(),
+        circle_fit(&frf, &search(1.0, 30.0)).unwrap()
+    );
+}
+
+#[test]
+fn results_round_trip_through_json() {
+    let building = test_chain();
+    let frf = model_frf(&building, 1, &grid(1.0, 40.0, 0.02));
+    let circle = circle_fit(&frf, &search(1.0, 40.0)).unwrap();
+    let json = serde_json::to_string(&circle).unwrap();
+    assert_eq!(
+        serde_json::from_str::<dtop_calibrate::CircleFitResult>(&json).unwrap(),
+        circle
+    );
+    let rfp = rational_fraction_fit(&frf, &RationalFitParams::band(2.0, 35.0, 3)).unwrap();
+    let json = serde_json::to_string(&rfp).unwrap();
+    assert_eq!(
+        serde_json::from_str::<dtop_calibrate::RationalFitResult>(&json).unwrap(),
+        rfp
+    );
+    let spatial = model_from_modes(&rfp.modes, 1, &[1, 2, 3]).unwrap();
+    let json = serde_json::to_string(&spatial).unwrap();
+    assert_eq!(
+        serde_json::from_str::<dtop_calibrate::SpatialModel>(&json).unwrap(),
+        spatial
+    );
+}
