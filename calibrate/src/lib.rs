@@ -10,7 +10,8 @@
 //! Conventions: SI units in names; floors 1-based; measured FRFs are accelerances in
 //! (m/s²)/N (files in g/N are converted once, with standard gravity 9.80665 m/s²; see
 //! `AccelerationUnit` for why the Southampton files look like (m/s²)/N after all); modal
-//! constants are receptance modal constants A = φ_out·φ_in of mass-normalised shapes, in 1/kg.
+//! constants are receptance modal constants A = φ_out·φ_in of mass-normalised shapes, in 1/kg;
+//! complex FRFs use the e^{jωt} phase convention (`MeasuredFrf::conjugated` converts).
 //!
 //! Where this differs from DTOP-Cristallo on purpose (`TOOLS.md` §§ 6 and 8): windows are
 //! found, not hard-coded; f_n comes from the sweep rate and a fit of every point's angle, not
@@ -56,7 +57,6 @@
 
 pub mod circle;
 pub mod crossval;
-
 pub mod error;
 pub mod identified;
 pub mod measured;
@@ -65,7 +65,6 @@ pub mod rfp;
 pub mod update;
 
 pub use circle::{CircleFitParams, CircleFitResult, WindowChoice, circle_fit};
-
 pub use crossval::{CrossValParams, CrossValidation, FracKind, crossvalidate};
 pub use error::{CalibrateError, ParseProblem};
 pub use identified::{IdentifiedMode, SpatialModel, model_from_modes};
