@@ -26,8 +26,9 @@ pub const fn default_max_modes() -> usize {
 pub const fn default_min_prominence_db() -> f64 {
     6.0
 }
-/// Default window half-width, in half-power bandwidths either side of the peak: the circle
-/// then spans about ±79° of sweep angle about the resonance (tan(θ/2) = 5 at 5 bandwidths).
+/// Default window half-width, in half-power bandwidths (2ζf) either side of the peak: a
+/// point k bandwidths from resonance sits at tan(θ/2) ≈ 2k, so the window covers about
+/// ±169° of the circle, leaving out only the crowded stretch near its far point.
 pub const fn default_window_half_bandwidths() -> f64 {
     5.0
 }

@@ -7,12 +7,14 @@
 //! coefficients once multiplied out, N − H·D = 0, and an orthogonal basis keeps the linear
 //! algebra well conditioned. They used Forsythe polynomials per channel; a common
 //! denominator over several channels needs one basis for all, so this fit uses Chebyshev
-//! polynomials in x (orthogonal on the band, condition number O(order) rather than the
-//! power basis' exponential growth) with complex coefficients, eliminates each channel's
-//! numerator by projection, and takes D as the least singular vector of the stacked
-//! residual operator (total least squares, no coefficient forced to 1). A real system's
-//! receptance is rational in s = jω = j(ω_c + ω_h·x) of degree 2m over 2m − 2 for m modes,
-//! so with denominator degree ≥ 2·(modes that matter) and noise-free data the fit is exact.
+//! polynomials in x (well conditioned on [−1, 1], where the power basis' conditioning
+//! degrades exponentially with the order) with complex coefficients, eliminates each
+//! channel's numerator by projection, and takes D as the least singular vector of the
+//! stacked residual operator (total least squares, no coefficient forced to 1). A real
+//! system's receptance is rational in s = jω = j(ω_c + ω_h·x) of degree 2m over at most
+//! 2m − 2 for m modes, so with a denominator degree of at least 2m (all the structure's
+//! modes, in the band or not) the fit of noise-free data is exact; with fewer, the spare
+//! poles and the residual terms absorb the out-of-band modes approximately.
 
 use std::f64::consts::TAU;
 
