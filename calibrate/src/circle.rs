@@ -154,6 +154,24 @@ pub struct ChannelCircle {
     pub diameter_m_s_per_n: [f64; 2],
 }
 
+/// What the circle fit made of one channel around one mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ChannelOutcome {
+    /// The channel shows the mode's circle; it took part in f_n and ζ.
+    Circle(ChannelCircle),
+    /// The channel shows no clean circle (it sweeps less than a quarter turn, or its points
+    /// lie more than 10 % of the radius off the circle: a sensor near a node of the mode, or
+    /// noise); its modal constant was projected with the other channels' f_n and ζ, and it
+    /// took no part in them.
+    Projected {
+        /// Floor of the channel's accelerometer, 1-based.
+        output_floor: usize,
+        /// Why no circle was fitted.
+        reason: String,
+    },
+}
+
 /// One mode from the circle fit: the combined estimate and the per-channel fits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CircleMode {
@@ -161,8 +179,8 @@ pub struct CircleMode {
     pub window: ModeWindow,
     /// The combined estimate.
     pub mode: IdentifiedMode,
-    /// One fit per channel, in channel order.
-    pub channels: Vec<ChannelCircle>,
+    /// One outcome per channel, in channel order.
+    pub channels: Vec<ChannelOutcome>,
 }
 
 /// Result of the circle fit of every mode.
@@ -180,18 +198,21 @@ pub struct CircleFitResult {
 /// algebraically (Kåsa: linear least squares in the centre and c − R²), then by Gauss–Newton
 /// on the geometric distances. The sweep angles α about the centre obey, for a viscously
 /// damped mode, α = α₀ − 2·atan((ω² − ω_r²)/(2ζω_rω)) exactly; ω_r starts at the fastest
-/// sweep (interpolated) and is refined with ζ and α₀ by Gauss–Newton over all points. The
+/// sweep (interpolated) and is refined with ζ and α₀ by Levenberg–Marquardt over all points. The
 /// pair estimate ζ = (ω_b² − ω_a²)/(2ω_r(ω_a·tan(θ_a/2) + ω_b·tan(θ_b/2))) is taken for every
 /// pair of points below and above resonance with sweep angles θ within the configured range.
 ///
 /// Per mode: f_n and ζ are the means over channels weighted by the squared circle radius
 /// (signal-to-noise); each channel's modal constant is A = 2ζω_r·D, with D its diameter
 /// vector, using the mode's common ζ and ω_r so that the shape is consistent across channels.
+/// A channel sweeping less than a quarter turn shows no resonance (a node): it is left out of
+/// f_n and ζ and its constant is projected (see [`ChannelOutcome::Projected`]).
 ///
 /// # Errors
 /// [`CalibrateError::Invalid`] for bad parameters, data without phase, or a window with too
 /// few points; [`CalibrateError::NoPeak`] when the search finds nothing;
-/// [`CalibrateError::NotIdentifiable`] when a channel's points do not determine a circle.
+/// [`CalibrateError::NotIdentifiable`] when no channel of a window shows a resonance
+/// circle (a channel that does not, while others do, gets a projected modal constant).
 pub fn circle_fit(
     frf: &MeasuredFrf,
     params: &CircleFitParams,
@@ -242,23 +263,36 @@ pub fn circle_fit(
     for (w, lines) in windows.iter().zip(&selections) {
         let omegas: Vec<f64> = lines.iter().map(|&i| TAU * frf.frequencies_hz[i]).collect();
         let mut fits = Vec::with_capacity(data.len());
-        for (c, channel) in data.iter().enumerate() {
+        let mut mobilities = Vec::with_capacity(data.len());
+        for channel in data {
             let mobility: Vec<C64> = lines
                 .iter()
                 .zip(&omegas)
                 .map(|(&i, &w)| channel[i] / C64::new(0.0, w))
                 .collect();
-            fits.push(
-                fit_channel(&omegas, &mobility, params).map_err(|e| match e {
-                    CalibrateError::NotIdentifiable(m) => CalibrateError::NotIdentifiable(format!(
-                        "window {}..{} Hz, channel {c}: {m}",
-                        w.f_lo_hz, w.f_hi_hz
-                    )),
-                    other => other,
-                })?,
-            );
+            fits.push(fit_channel(&omegas, &mobility, params));
+            mobilities.push(mobility);
         }
-        modes.push(combine(*w, &fits, &frf.output_floors));
+        if fits.iter().all(Result::is_err) {
+            let reasons: Vec<String> = fits
+                .iter()
+                .enumerate()
+                .filter_map(|(c, f)| f.as_ref().err().map(|e| format!("channel {c}: {e}")))
+                .collect();
+            return Err(CalibrateError::NotIdentifiable(format!(
+                "window {}..{} Hz: no channel shows a resonance circle ({})",
+                w.f_lo_hz,
+                w.f_hi_hz,
+                reasons.join("; ")
+            )));
+        }
+        modes.push(combine(
+            *w,
+            &fits,
+            &omegas,
+            &mobilities,
+            &frf.output_floors,
+        )?);
     }
     let estimates: Vec<IdentifiedMode> = modes.iter().map(|m| m.mode.clone()).collect();
     crate::identified::ensure_finite(&estimates, "the circle fit")?;
@@ -278,7 +312,14 @@ struct ChannelFit {
     diameter: C64,
 }
 
-fn combine(window: ModeWindow, fits: &[ChannelFit], floors: &[usize]) -> CircleMode {
+fn combine(
+    window: ModeWindow,
+    outcomes: &[Result<ChannelFit, String>],
+    omegas: &[f64],
+    mobilities: &[Vec<C64>],
+    floors: &[usize],
+) -> Result<CircleMode, CalibrateError> {
+    let fits: Vec<&ChannelFit> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
     let weights: Vec<f64> = fits.iter().map(|f| f.circle.radius.powi(2)).collect();
     let total: f64 = weights.iter().sum();
     let mean = |x: &dyn Fn(&ChannelFit) -> f64| -> f64 {
@@ -311,32 +352,39 @@ fn combine(window: ModeWindow, fits: &[ChannelFit], floors: &[usize]) -> CircleM
         .flat_map(|f| f.pair_zetas.iter().copied())
         .collect();
     let zeta_std = sample_std(&all_pairs);
-    let modal_constants: Vec<[f64; 2]> = fits
-        .iter()
-        .map(|f| {
-            let a = f.diameter * (2.0 * zeta * omega);
-            [a.re, a.im]
-        })
-        .collect();
-    let channels = fits
-        .iter()
-        .zip(floors)
-        .map(|(f, &floor)| ChannelCircle {
-            output_floor: floor,
-            points: f.points,
-            center_m_s_per_n: [f.circle.center.re, f.circle.center.im],
-            radius_m_s_per_n: f.circle.radius,
-            rms_radial_error_relative: f.rms_relative,
-            natural_frequency_sweep_rate_hz: f.omega_sweep / TAU,
-            natural_frequency_hz: f.omega_r / TAU,
-            damping_ratio_angle_fit: f.zeta_fit,
-            damping_ratio_pairs_mean: zeta_of(f),
-            damping_ratio_pairs_std: sample_std(&f.pair_zetas),
-            damping_pairs: f.pair_zetas.len(),
-            diameter_m_s_per_n: [f.diameter.re, f.diameter.im],
-        })
-        .collect();
-    CircleMode {
+    let mut modal_constants = Vec::with_capacity(outcomes.len());
+    let mut channels = Vec::with_capacity(outcomes.len());
+    for ((outcome, mobility), &floor) in outcomes.iter().zip(mobilities).zip(floors) {
+        match outcome {
+            Ok(f) => {
+                let a = f.diameter * (2.0 * zeta * omega);
+                modal_constants.push([a.re, a.im]);
+                channels.push(ChannelOutcome::Circle(ChannelCircle {
+                    output_floor: floor,
+                    points: f.points,
+                    center_m_s_per_n: [f.circle.center.re, f.circle.center.im],
+                    radius_m_s_per_n: f.circle.radius,
+                    rms_radial_error_relative: f.rms_relative,
+                    natural_frequency_sweep_rate_hz: f.omega_sweep / TAU,
+                    natural_frequency_hz: f.omega_r / TAU,
+                    damping_ratio_angle_fit: f.zeta_fit,
+                    damping_ratio_pairs_mean: zeta_of(f),
+                    damping_ratio_pairs_std: sample_std(&f.pair_zetas),
+                    damping_pairs: f.pair_zetas.len(),
+                    diameter_m_s_per_n: [f.diameter.re, f.diameter.im],
+                }));
+            }
+            Err(reason) => {
+                let a = projected_constant(omegas, mobility, omega, zeta)?;
+                modal_constants.push([a.re, a.im]);
+                channels.push(ChannelOutcome::Projected {
+                    output_floor: floor,
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+    Ok(CircleMode {
         window,
         mode: IdentifiedMode {
             natural_frequency_hz: omega / TAU,
@@ -346,7 +394,33 @@ fn combine(window: ModeWindow, fits: &[ChannelFit], floors: &[usize]) -> CircleM
             modal_constants_per_kg: modal_constants,
         },
         channels,
-    }
+    })
+}
+
+/// The modal constant of a channel that shows no circle of its own (a sensor near a node of
+/// the mode): with the mode's ω_r and ζ from the other channels, Y(ω) ≈ A·jω/(ω_r² − ω² +
+/// 2jζω_rω) + B is linear in the complex A and B (B holds the other modes' nearly constant
+/// contribution across the window); solved by least squares.
+fn projected_constant(
+    omegas: &[f64],
+    mobility: &[C64],
+    omega_r: f64,
+    zeta: f64,
+) -> Result<C64, CalibrateError> {
+    let basis = DMatrix::from_fn(omegas.len(), 2, |i, j| {
+        let w = omegas[i];
+        if j == 0 {
+            C64::new(0.0, w) / C64::new(omega_r * omega_r - w * w, 2.0 * zeta * omega_r * w)
+        } else {
+            C64::from(1.0)
+        }
+    });
+    let rhs = DVector::from_column_slice(mobility);
+    let solution = basis
+        .svd(true, true)
+        .solve(&rhs, 1e-14)
+        .map_err(|e| CalibrateError::Numerical(format!("modal constant projection: {e}")))?;
+    Ok(solution[0])
 }
 
 pub(crate) fn sample_std(x: &[f64]) -> Option<f64> {
@@ -364,12 +438,23 @@ fn wrap(angle: f64) -> f64 {
     if a > PI { a - TAU } else { a }
 }
 
+/// Least sweep angle, in radians, of a channel that shows a resonance: a mode's circle
+/// sweeps ~340° across a window of ±5 bandwidths, while a sensor at a node sees a short arc
+/// of a huge "circle" through the other modes' smooth tails, which must not be weighted by
+/// its radius.
+const MIN_SWEEP_RAD: f64 = PI / 2.0;
+
+/// Largest RMS distance of the points from a channel's circle, relative to its radius, for
+/// the channel to count as showing the mode: a clean mode fits to ~1e-2 (the Southampton
+/// files: 0.009–0.02), while the tails of other modes at a node trace loops far off any circle.
+const MAX_CIRCLE_RMS_RELATIVE: f64 = 0.1;
+
 fn fit_channel(
     omegas: &[f64],
     mobility: &[C64],
     params: &CircleFitParams,
-) -> Result<ChannelFit, CalibrateError> {
-    let not_a_circle = |why: &str| CalibrateError::NotIdentifiable(why.to_string());
+) -> Result<ChannelFit, String> {
+    let not_a_circle = |why: &str| why.to_string();
     let circle = fit_circle(mobility, params.geometric_refinement).ok_or_else(|| {
         not_a_circle("the points do not determine a circle (all zero, or on a line)")
     })?;
@@ -378,7 +463,17 @@ fn fit_channel(
     // growing (unstable) mode; guessing which would risk a wrong answer, so refuse.
     let points = mobility;
     let alpha = unwrap_angles(points, circle);
-    if alpha.last() >= alpha.first() {
+    let swept = match (alpha.first(), alpha.last()) {
+        (Some(first), Some(last)) => first - last,
+        _ => 0.0,
+    };
+    if swept.abs() < MIN_SWEEP_RAD {
+        return Err(format!(
+            "the mobility sweeps only {:.0}° about its circle: no resonance in this channel",
+            swept.abs().to_degrees()
+        ));
+    }
+    if swept < 0.0 {
         return Err(not_a_circle(
             "the mobility circle is swept anticlockwise: the data is in the e^{−jωt} phase \
              convention (use MeasuredFrf::conjugated) or the mode is unstable",
@@ -399,6 +494,13 @@ fn fit_channel(
         / points.len() as f64)
         .sqrt()
         / circle.radius;
+    if rms_relative > MAX_CIRCLE_RMS_RELATIVE {
+        return Err(format!(
+            "the points lie {:.0} % of the radius off the fitted circle: no clean resonance \
+             in this channel",
+            100.0 * rms_relative
+        ));
+    }
     let theta: Vec<f64> = alpha.iter().map(|a| wrap(alpha0 - a)).collect();
     let mut pair_zetas = damping_pairs(
         omegas,

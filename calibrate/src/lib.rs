@@ -64,7 +64,7 @@ pub mod peaks;
 pub mod rfp;
 pub mod update;
 
-pub use circle::{CircleFitParams, CircleFitResult, WindowChoice, circle_fit};
+pub use circle::{ChannelOutcome, CircleFitParams, CircleFitResult, WindowChoice, circle_fit};
 pub use crossval::{CrossValParams, CrossValidation, FracKind, crossvalidate};
 pub use error::{CalibrateError, ParseProblem};
 pub use identified::{IdentifiedMode, SpatialModel, model_from_modes};

@@ -359,3 +359,42 @@ fn results_round_trip_through_json() {
         spatial
     );
 }
+
+#[test]
+fn a_sensor_at_a_node_gets_a_projected_constant_and_does_not_spoil_the_mode() {
+    // Channel 2 sits at a node of mode 2 (modal constant 0): its mobility near 12 Hz is the
+    // smooth tail of modes 1 and 3, a short arc of a huge circle. It must not steer f_n or ζ,
+    // and its projected constant must be ~0 (the other modes' tails are not exactly constant
+    // across the window, so "~0" is 1 % of the mode's largest constant).
+    let mut truth = three_modes();
+    truth[1].constants[1] = 0.0;
+    let frf = closed_form_frf(&truth, &grid(1.0, 30.0, 0.01));
+    let result = circle_fit(&frf, &search(1.0, 30.0)).unwrap();
+    let mode = &result.modes[1];
+    assert!(
+        matches!(
+            mode.channels[1],
+            dtop_calibrate::ChannelOutcome::Projected {
+                output_floor: 2,
+                ..
+            }
+        ),
+        "{:?}",
+        mode.channels[1]
+    );
+    assert!(
+        rel(mode.mode.natural_frequency_hz, 12.0) < 1e-3,
+        "{:?}",
+        mode.mode
+    );
+    assert!(rel(mode.mode.damping_ratio, 0.02) < 0.05, "{:?}", mode.mode);
+    let node = mode.mode.modal_constants_per_kg[1];
+    assert!(node[0].hypot(node[1]) < 0.01 * 0.12, "{node:?}");
+    for (c, want) in [(0, 0.12), (2, -0.09)] {
+        assert!(
+            rel(mode.mode.modal_constants_per_kg[c][0], want) < 0.02,
+            "{:?}",
+            mode.mode
+        );
+    }
+}
