@@ -29,6 +29,7 @@
 //!     frequency_std_hz: 0.01,
 //!     damping_ratio: None,
 //!     shape: None,
+//!     model_mode: None,
 //! });
 //! let result = update_storey_stiffness(
 //!     &ShearBuildingConfig::southampton(),

@@ -34,6 +34,11 @@ pub struct TargetMode {
     /// are paired with model modes by MAC and the shapes join the fit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shape: Option<Vec<f64>>,
+    /// The model mode (1-based, ascending in frequency) this target is, when known. Pins the
+    /// pairing when every target has one; otherwise targets pair by MAC (all shapes given)
+    /// or by rank (the k-th lowest target is the k-th model mode, so give the lowest modes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_mode: Option<usize>,
 }
 
 impl TargetMode {
@@ -66,6 +71,7 @@ impl TargetMode {
                 .max(min_relative_std * mode.natural_frequency_hz),
             damping_ratio: Some(mode.damping_ratio),
             shape,
+            model_mode: None,
         }
     }
 }
@@ -231,12 +237,26 @@ pub fn update_storey_stiffness(
     check(problems)?;
     let prior_building = ShearBuilding::new(prior.clone())?;
     let dofs = prior_building.dofs();
+    let mut pairing_problems = Vec::new();
     if params.targets.len() > dofs {
-        return Err(CalibrateError::Invalid(vec![format!(
+        pairing_problems.push(format!(
             "{} targets but the model has only {dofs} modes",
             params.targets.len()
-        )]));
+        ));
     }
+    let mut pinned = vec![false; dofs + 1];
+    for (i, t) in params.targets.iter().enumerate() {
+        match t.model_mode {
+            Some(m) if m == 0 || m > dofs => pairing_problems.push(format!(
+                "targets[{i}].model_mode = {m} is not within 1..={dofs}"
+            )),
+            Some(m) if std::mem::replace(&mut pinned[m], true) => pairing_problems.push(format!(
+                "targets[{i}].model_mode = {m} is already another target's mode"
+            )),
+            _ => {}
+        }
+    }
+    check(pairing_problems)?;
     let shapes_given = params.targets.iter().all(|t| t.shape.is_some());
     let data_rows = params.targets.len()
         + if shapes_given {
@@ -532,7 +552,13 @@ impl Problem<'_> {
         let floors = self.prior.floors();
         let floor_shape = |r: usize| -> Vec<f64> { (0..floors).map(|i| phi[(i, r)]).collect() };
         let targets = &self.params.targets;
-        let pairs = if self.shapes_given {
+        let pinned: Option<Vec<usize>> = targets
+            .iter()
+            .map(|t| t.model_mode.map(|m| m - 1))
+            .collect();
+        let pairs = if let Some(pinned) = pinned {
+            pinned
+        } else if self.shapes_given {
             pair_by_mac(
                 targets
                     .iter()
@@ -808,6 +834,7 @@ mod tests {
                         .map(|x| x + 0.01)
                         .collect(),
                 ),
+                model_mode: None,
             })
             .collect();
         let params = UpdateParams {

@@ -138,6 +138,7 @@ fn the_southampton_model_updated_to_the_measured_modes_fits_them_and_the_frfs_be
         .iter()
         .map(|m| TargetMode {
             shape: None,
+            model_mode: None,
             ..TargetMode::from_identified(m, &frf.output_floors, 3, 1e-3)
         })
         .collect();

@@ -41,6 +41,7 @@ fn targets(truth: &ShearBuildingConfig, relative_std: f64, with_shapes: bool) ->
             frequency_std_hz: relative_std * f,
             damping_ratio: None,
             shape: with_shapes.then(|| modes.shapes.column(r).iter().copied().collect()),
+            model_mode: None,
         })
         .collect()
 }
@@ -198,6 +199,7 @@ fn refuses_bad_parameters_all_at_once() {
         frequency_std_hz: 0.0,
         damping_ratio: Some(1.5),
         shape: Some(vec![0.0, 0.0]),
+        model_mode: None,
     }]);
     params.storeys = Some(vec![0, 2, 2]);
     params.prior_relative_std = Some(f64::NAN);
@@ -250,4 +252,69 @@ fn the_whole_chain_ema_then_update_recovers_the_damage_from_frfs() {
         "{:#?}",
         result.after
     );
+}
+
+#[test]
+fn targets_pinned_to_model_modes_pair_correctly_when_the_lowest_mode_is_missing() {
+    // Only modes 2 and 3 were identified. Paired by rank they would be taken for modes 1
+    // and 2; pinned, they update storey 2 exactly.
+    let all = targets(&damaged(), 0.005, false);
+    let pinned: Vec<TargetMode> = all[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| TargetMode {
+            model_mode: Some(i + 2),
+            ..t.clone()
+        })
+        .collect();
+    let params = UpdateParams {
+        storeys: Some(vec![2]),
+        ..UpdateParams::new(pinned.clone())
+    };
+    let result = update_storey_stiffness(&undamaged(), &params).unwrap();
+    assert!(
+        rel(result.fitted_stiffness_n_per_m[1], 27_000.0) < 1e-6,
+        "{result:#?}"
+    );
+    assert_eq!(
+        result
+            .after
+            .iter()
+            .map(|r| r.model_mode)
+            .collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    let by_rank: Vec<TargetMode> = pinned
+        .iter()
+        .map(|t| TargetMode {
+            model_mode: None,
+            ..t.clone()
+        })
+        .collect();
+    let wrong = update_storey_stiffness(
+        &undamaged(),
+        &UpdateParams {
+            storeys: Some(vec![2]),
+            ..UpdateParams::new(by_rank)
+        },
+    );
+    if let Ok(w) = wrong {
+        assert!(
+            rel(w.fitted_stiffness_n_per_m[1], 27_000.0) > 0.01,
+            "{w:#?}"
+        );
+    }
+    let twice: Vec<TargetMode> = pinned
+        .iter()
+        .map(|t| TargetMode {
+            model_mode: Some(2),
+            ..t.clone()
+        })
+        .collect();
+    let Err(CalibrateError::Invalid(problems)) =
+        update_storey_stiffness(&undamaged(), &UpdateParams::new(twice))
+    else {
+        panic!("a mode pinned twice must be refused");
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
 }
