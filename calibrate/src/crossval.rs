@@ -5,7 +5,7 @@
 
 use std::f64::consts::TAU;
 
-use dtop_dynamics::frf::{input_load, second_order_response};
+use dtop_dynamics::frf::{input_load, modal_damping_ratios, second_order_response};
 use dtop_dynamics::{FrfInput, ShearBuilding, mac};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +50,10 @@ pub struct ModePair {
     pub error_percent: f64,
     /// MAC of the pair.
     pub mac: f64,
+    /// Identified damping ratio.
+    pub identified_damping_ratio: f64,
+    /// Model damping ratio (Φᵀ·C·Φ)_rr/(2ω_r), exact for classical damping.
+    pub model_damping_ratio: f64,
 }
 
 /// The FRAC of one channel.
@@ -255,6 +259,7 @@ pub fn crossvalidate(
         });
     }
     let modes = model.modes();
+    let model_zetas = modal_damping_ratios(modes, model.damping_matrix());
     let model_shapes: Vec<Vec<f64>> = (0..modes.len())
         .map(|r| {
             measured
@@ -281,6 +286,8 @@ pub fn crossvalidate(
                 model_hz,
                 error_percent: 100.0 * (model_hz - m.natural_frequency_hz) / m.natural_frequency_hz,
                 mac: matrix[i][r],
+                identified_damping_ratio: m.damping_ratio,
+                model_damping_ratio: model_zetas[r],
             }
         })
         .collect();

@@ -56,6 +56,7 @@ fn a_model_against_its_own_frf_has_frac_one_and_mac_identity() {
     for p in &result.pairs {
         assert_eq!(p.model_mode, 3 - p.identified);
         assert!(p.error_percent.abs() < 1e-12, "{p:?}");
+        assert_eq!(p.identified_damping_ratio, p.model_damping_ratio);
     }
     assert!(result.summary.mean_abs_frequency_error_percent.unwrap() < 1e-12);
 }
