@@ -73,6 +73,10 @@ pub struct CircleFitParams {
     /// carry noise; the refinement removes that bias.
     #[serde(default = "default_geometric_refinement")]
     pub geometric_refinement: bool,
+    /// Lines of a channel whose coherence γ² is below this are left out of its fit (when the
+    /// data carries coherence); 0 keeps every line.
+    #[serde(default)]
+    pub min_coherence: f64,
 }
 
 impl CircleFitParams {
@@ -98,6 +102,12 @@ impl CircleFitParams {
                 }
             }
             WindowChoice::Search(search) => problems.extend(search.problems()),
+        }
+        if !(0.0..1.0).contains(&self.min_coherence) {
+            problems.push(format!(
+                "min_coherence = {} must lie in [0, 1)",
+                self.min_coherence
+            ));
         }
         if !(self.pair_angle_min_deg.is_finite()
             && self.pair_angle_min_deg > 0.0
@@ -264,14 +274,30 @@ pub fn circle_fit(
         let omegas: Vec<f64> = lines.iter().map(|&i| TAU * frf.frequencies_hz[i]).collect();
         let mut fits = Vec::with_capacity(data.len());
         let mut mobilities = Vec::with_capacity(data.len());
-        for channel in data {
-            let mobility: Vec<C64> = lines
+        let mut channel_omegas = Vec::with_capacity(data.len());
+        for (c, channel) in data.iter().enumerate() {
+            let coherent = |i: usize| {
+                frf.coherence
+                    .as_ref()
+                    .is_none_or(|g| g[c][i] >= params.min_coherence)
+            };
+            let (kept_omegas, mobility): (Vec<f64>, Vec<C64>) = lines
                 .iter()
                 .zip(&omegas)
-                .map(|(&i, &w)| channel[i] / C64::new(0.0, w))
-                .collect();
-            fits.push(fit_channel(&omegas, &mobility, params));
+                .filter(|&(&i, _)| coherent(i))
+                .map(|(&i, &w)| (w, channel[i] / C64::new(0.0, w)))
+                .unzip();
+            fits.push(if mobility.len() < MIN_CIRCLE_POINTS {
+                Err(format!(
+                    "only {} lines of the window have coherence ≥ {}",
+                    mobility.len(),
+                    params.min_coherence
+                ))
+            } else {
+                fit_channel(&kept_omegas, &mobility, params)
+            });
             mobilities.push(mobility);
+            channel_omegas.push(kept_omegas);
         }
         if fits.iter().all(Result::is_err) {
             let reasons: Vec<String> = fits
@@ -289,7 +315,7 @@ pub fn circle_fit(
         modes.push(combine(
             *w,
             &fits,
-            &omegas,
+            &channel_omegas,
             &mobilities,
             &frf.output_floors,
         )?);
@@ -315,7 +341,7 @@ struct ChannelFit {
 fn combine(
     window: ModeWindow,
     outcomes: &[Result<ChannelFit, String>],
-    omegas: &[f64],
+    omegas: &[Vec<f64>],
     mobilities: &[Vec<C64>],
     floors: &[usize],
 ) -> Result<CircleMode, CalibrateError> {
@@ -354,7 +380,9 @@ fn combine(
     let zeta_std = sample_std(&all_pairs);
     let mut modal_constants = Vec::with_capacity(outcomes.len());
     let mut channels = Vec::with_capacity(outcomes.len());
-    for ((outcome, mobility), &floor) in outcomes.iter().zip(mobilities).zip(floors) {
+    for (((outcome, mobility), channel_omegas), &floor) in
+        outcomes.iter().zip(mobilities).zip(omegas).zip(floors)
+    {
         match outcome {
             Ok(f) => {
                 let a = f.diameter * (2.0 * zeta * omega);
@@ -375,7 +403,7 @@ fn combine(
                 }));
             }
             Err(reason) => {
-                let a = projected_constant(omegas, mobility, omega, zeta)?;
+                let a = projected_constant(channel_omegas, mobility, omega, zeta)?;
                 modal_constants.push([a.re, a.im]);
                 channels.push(ChannelOutcome::Projected {
                     output_floor: floor,
@@ -407,6 +435,12 @@ fn projected_constant(
     omega_r: f64,
     zeta: f64,
 ) -> Result<C64, CalibrateError> {
+    if omegas.len() < 2 {
+        return Err(CalibrateError::NotIdentifiable(format!(
+            "a channel keeps {} coherent lines in the window; its modal constant needs at least 2",
+            omegas.len()
+        )));
+    }
     let basis = DMatrix::from_fn(omegas.len(), 2, |i, j| {
         let w = omegas[i];
         if j == 0 {

@@ -78,6 +78,11 @@ pub struct MeasuredFrf {
     pub output_floors: Vec<usize>,
     /// The responses, in (m/s²)/N.
     pub accelerance_m_s2_per_n: FrfValues,
+    /// Ordinary coherence γ² (0..=1) of each channel at each line, `coherence[c][i]`, when
+    /// the FRF is an H1 estimate from a shaker test; the fits use it to drop or down-weight
+    /// lines where the response is not explained by the force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coherence: Option<Vec<Vec<f64>>>,
 }
 
 impl MeasuredFrf {
@@ -188,6 +193,28 @@ impl MeasuredFrf {
                 .map(|c| (c.len(), c.iter().all(|h| h.is_finite() && *h >= 0.0)))
                 .collect(),
         };
+        if let Some(coherence) = &self.coherence {
+            if coherence.len() != self.channels() {
+                problems.push(format!(
+                    "coherence has {} channels for {} channels of data",
+                    coherence.len(),
+                    self.channels()
+                ));
+            }
+            for (c, gamma) in coherence.iter().enumerate() {
+                if gamma.len() != n {
+                    problems.push(format!(
+                        "coherence of channel {c} has {} values for {n} frequency lines",
+                        gamma.len()
+                    ));
+                }
+                if !gamma.iter().all(|g| (0.0..=1.0).contains(g)) {
+                    problems.push(format!(
+                        "coherence of channel {c} has a value outside 0..=1 (or not finite)"
+                    ));
+                }
+            }
+        }
         for (c, (len, finite)) in lengths_and_finite.into_iter().enumerate() {
             if len != n {
                 problems.push(format!(
@@ -292,6 +319,7 @@ fn finish(frequencies_hz: Vec<f64>, values: FrfValues) -> Result<MeasuredFrf, Ca
         input_floor: 1,
         output_floors: (1..=channels).collect(),
         accelerance_m_s2_per_n: values,
+        coherence: None,
     };
     frf.validate()?;
     Ok(frf)
@@ -592,11 +620,12 @@ mod tests {
             accelerance_m_s2_per_n: FrfValues::Magnitude {
                 channels: vec![vec![1.0, -1.0], vec![1.0, 1.0, 1.0]],
             },
+            coherence: Some(vec![vec![0.5, 1.5, 1.0]]),
         };
         let problems = frf.problems();
-        // Too short, NaN frequency, not increasing, input 0, floors/channels, channel 0 length,
-        // channel 0 negative magnitude.
-        assert_eq!(problems.len(), 7, "{problems:#?}");
+        // Too short, NaN frequency, not increasing, input 0, floors/channels, coherence
+        // channels, coherence above 1, channel 0 length, channel 0 negative magnitude.
+        assert_eq!(problems.len(), 9, "{problems:#?}");
     }
 
     #[test]
@@ -608,6 +637,7 @@ mod tests {
             accelerance_m_s2_per_n: FrfValues::Complex {
                 channels: vec![vec![C64::new(1.0, -2.0), C64::new(0.5, 0.25)]],
             },
+            coherence: None,
         };
         let json = serde_json::to_string(&frf).unwrap();
         assert!(json.contains("[1.0,-2.0]"), "{json}");

@@ -127,18 +127,23 @@ pub struct DetectedPeak {
     pub window: ModeWindow,
 }
 
-/// Summed mobility power Σ_c |H_c|²/ω² per line (0 at 0 Hz, where mobility is undefined).
+/// Summed mobility power Σ_c γ_c²·|H_c|²/ω² per line (γ² = 1 without coherence; 0 at 0 Hz,
+/// where mobility is undefined). Weighting by the coherence makes the power the part of the
+/// response explained by the force, so lines of noise or leakage do not pose as peaks.
 pub(crate) fn mobility_power(frf: &MeasuredFrf) -> Vec<f64> {
     let mut power = vec![0.0; frf.frequencies_hz.len()];
     for c in 0..frf.channels() {
-        for ((p, m), f) in power
+        let coherence = frf.coherence.as_ref().and_then(|g| g.get(c));
+        for (i, ((p, m), f)) in power
             .iter_mut()
             .zip(frf.magnitude(c))
             .zip(&frf.frequencies_hz)
+            .enumerate()
         {
             if *f > 0.0 {
                 let w = std::f64::consts::TAU * f;
-                *p += (m / w).powi(2);
+                let gamma2 = coherence.and_then(|g| g.get(i)).copied().unwrap_or(1.0);
+                *p += gamma2 * (m / w).powi(2);
             }
         }
     }

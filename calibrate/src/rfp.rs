@@ -134,8 +134,9 @@ pub struct RationalFitResult {
     pub denominator_order: usize,
     /// Frequency lines fitted.
     pub lines: usize,
-    /// ‖α − α̂‖/‖α‖ over all channels of the receptance rebuilt from the reported modes and
-    /// the residual terms: the share of the data the modal model does not explain.
+    /// ‖α − α̂‖/‖α‖ over all channels (lines weighted by coherence when the data has it) of
+    /// the receptance rebuilt from the reported modes and the residual terms: the share of
+    /// the data the modal model does not explain.
     pub misfit_relative: f64,
 }
 
@@ -200,7 +201,8 @@ pub fn rational_fraction_fit(
     let (w_lo, w_hi) = (omegas[0], omegas[omegas.len() - 1]);
     let (w_c, w_h) = (0.5 * (w_lo + w_hi), 0.5 * (w_hi - w_lo));
     let x: Vec<f64> = omegas.iter().map(|w| (w - w_c) / w_h).collect();
-    let denominator = common_denominator(&x, &receptance, order)?;
+    let weights = line_weights(frf, &lines);
+    let denominator = common_denominator(&x, &receptance, &weights, order)?;
     let roots = chebyshev_roots(&denominator)?;
 
     let mut candidates: Vec<C64> = roots
@@ -230,7 +232,7 @@ pub fn rational_fraction_fit(
     }
     // Rank the candidates by their peak contribution |A|/(2ζω²) summed over the (unit-RMS)
     // channels; computational poles get small residues.
-    let all = residues(&omegas, &receptance, &candidates)?;
+    let all = residues(&omegas, &receptance, &weights, &candidates)?;
     let mut score: Vec<(f64, usize)> = candidates
         .iter()
         .enumerate()
@@ -252,7 +254,7 @@ pub fn rational_fraction_fit(
         .map(|&(_, r)| candidates[r])
         .collect();
     chosen.sort_by(|a, b| a.im.total_cmp(&b.im));
-    let fit = residues(&omegas, &receptance, &chosen)?;
+    let fit = residues(&omegas, &receptance, &weights, &chosen)?;
     let modes = chosen
         .iter()
         .enumerate()
@@ -305,21 +307,49 @@ fn chebyshev_basis(x: &[f64], n: usize) -> DMatrix<f64> {
     p
 }
 
+/// Largest coherence used in a weight: γ² = 1 would give an infinite weight.
+const MAX_WEIGHTED_COHERENCE: f64 = 0.9999;
+
+/// Weight of each channel's line: √(γ²/(1 − γ²)), the inverse of the relative standard
+/// deviation of an H1 estimate (Bendat & Piersol, *Random Data*, § 9.2: var|H1|/|H1|² ∝
+/// (1 − γ²)/γ²) up to the number of averages, which is common to all lines; 1 without
+/// coherence.
+fn line_weights(frf: &MeasuredFrf, lines: &[usize]) -> Vec<Vec<f64>> {
+    (0..frf.channels())
+        .map(|c| {
+            lines
+                .iter()
+                .map(|&i| match &frf.coherence {
+                    Some(g) => {
+                        let g = g[c][i].clamp(0.0, MAX_WEIGHTED_COHERENCE);
+                        (g / (1.0 - g)).sqrt()
+                    }
+                    None => 1.0,
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// The denominator coefficients d (Chebyshev, complex, unit norm after column scaling) that
-/// minimise Σ_c ‖(I − QQᵀ)·diag(α_c)·P·d‖², Q an orthonormal basis of the numerator space.
+/// minimise Σ_c ‖(I − Q_cQ_cᵀ)·W_c·diag(α_c)·P·d‖², W_c the channel's line weights and Q_c an
+/// orthonormal basis of its weighted numerator space W_c·P.
 fn common_denominator(
     x: &[f64],
     receptance: &[Vec<C64>],
+    weights: &[Vec<f64>],
     order: usize,
 ) -> Result<Vec<C64>, CalibrateError> {
     let f = x.len();
     let p = chebyshev_basis(x, order);
-    let q = p.clone().qr().q();
-    let pc = p.map(C64::from);
-    let qc = q.map(C64::from);
     let mut stacked = DMatrix::<C64>::zeros(f * receptance.len(), order + 1);
-    for (c, alpha) in receptance.iter().enumerate() {
-        let mut w = pc.clone();
+    for (c, (alpha, weight)) in receptance.iter().zip(weights).enumerate() {
+        let mut pw = p.clone();
+        for (i, wi) in weight.iter().enumerate() {
+            pw.row_mut(i).scale_mut(*wi);
+        }
+        let qc = pw.clone().qr().q().map(C64::from);
+        let mut w = pw.map(C64::from);
         for (i, a) in alpha.iter().enumerate() {
             for k in 0..=order {
                 w[(i, k)] *= a;
@@ -403,6 +433,7 @@ struct Residues {
 fn residues(
     omegas: &[f64],
     receptance: &[Vec<C64>],
+    weights: &[Vec<f64>],
     poles: &[C64],
 ) -> Result<Residues, CalibrateError> {
     let f = omegas.len();
@@ -425,24 +456,36 @@ fn residues(
         basis[(2 * i, 2 * m)] = 1.0;
         basis[(2 * i, 2 * m + 1)] = 1.0 / (w * w);
     }
-    let column_scale: Vec<f64> = (0..unknowns)
-        .map(|k| {
-            let n = basis.column(k).norm();
-            if n > 0.0 { 1.0 / n } else { 1.0 }
-        })
-        .collect();
-    for (k, s) in column_scale.iter().enumerate() {
-        basis.column_mut(k).scale_mut(*s);
-    }
-    let svd = basis.clone().svd(true, true);
     let mut constants = Vec::with_capacity(receptance.len());
     let (mut misfit, mut total) = (0.0, 0.0);
-    for alpha in receptance {
-        let rhs = DVector::from_iterator(2 * f, alpha.iter().flat_map(|a| [a.re, a.im]));
-        let solution = svd
+    for (alpha, weight) in receptance.iter().zip(weights) {
+        let mut weighted = basis.clone();
+        for (i, wi) in weight.iter().enumerate() {
+            weighted.row_mut(2 * i).scale_mut(*wi);
+            weighted.row_mut(2 * i + 1).scale_mut(*wi);
+        }
+        let column_scale: Vec<f64> = (0..unknowns)
+            .map(|k| {
+                let n = weighted.column(k).norm();
+                if n > 0.0 { 1.0 / n } else { 1.0 }
+            })
+            .collect();
+        for (k, s) in column_scale.iter().enumerate() {
+            weighted.column_mut(k).scale_mut(*s);
+        }
+        let rhs = DVector::from_iterator(
+            2 * f,
+            alpha
+                .iter()
+                .zip(weight)
+                .flat_map(|(a, wi)| [a.re * wi, a.im * wi]),
+        );
+        let solution = weighted
+            .clone()
+            .svd(true, true)
             .solve(&rhs, 1e-14)
             .map_err(|e| CalibrateError::Numerical(format!("residue fit: {e}")))?;
-        misfit += (&basis * &solution - &rhs).norm_squared();
+        misfit += (&weighted * &solution - &rhs).norm_squared();
         total += rhs.norm_squared();
         let coefficient = |k: usize| solution[k] * column_scale[k];
         constants.push(

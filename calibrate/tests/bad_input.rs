@@ -27,6 +27,7 @@ fn given(windows: Vec<ModeWindow>) -> CircleFitParams {
         pair_angle_min_deg: 10.0,
         pair_angle_max_deg: 150.0,
         geometric_refinement: true,
+        min_coherence: 0.0,
     }
 }
 
@@ -95,6 +96,7 @@ fn reports_no_peak_in_a_flat_band_or_an_empty_one() {
         frequencies_hz: grid(1.0, 40.0, 1.0),
         input_floor: 1,
         output_floors: vec![1],
+        coherence: None,
     };
     assert!(matches!(
         find_mode_windows(&flat, &PeakSearch::band(1.0, 40.0)),

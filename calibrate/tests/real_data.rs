@@ -30,6 +30,7 @@ fn circle_modes(frf: &MeasuredFrf) -> Vec<IdentifiedMode> {
         pair_angle_min_deg: 10.0,
         pair_angle_max_deg: 150.0,
         geometric_refinement: true,
+        min_coherence: 0.0,
     };
     circle_fit(frf, &params)
         .unwrap()

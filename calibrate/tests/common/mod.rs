@@ -50,6 +50,7 @@ pub fn closed_form_frf(modes: &[SdofMode], frequencies_hz: &[f64]) -> MeasuredFr
         input_floor: 1,
         output_floors: (1..=channels).collect(),
         accelerance_m_s2_per_n: FrfValues::Complex { channels: values },
+        coherence: None,
     }
 }
 
@@ -96,6 +97,7 @@ pub fn model_frf(
         input_floor,
         output_floors: (1..=floors).collect(),
         accelerance_m_s2_per_n: FrfValues::Complex { channels: values },
+        coherence: None,
     }
 }
 
