@@ -14,9 +14,9 @@ use dtop_oma::{FddParams, OmaParams, SsiParams, identify};
 const H11_PEAKS_HZ: [f64; 3] = [6.517, 18.266, 26.40];
 
 /// `shared/data/cristallo`, found by walking up from this crate (it sits beside the
-/// repository's checkouts), or `DTOP_CRISTALLO_DIR`.
+/// repository's checkouts), or `DTOP_CRISTALLO_DATA`.
 fn data_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("DTOP_CRISTALLO_DIR") {
+    if let Ok(dir) = std::env::var("DTOP_CRISTALLO_DATA") {
         return PathBuf::from(dir);
     }
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -25,7 +25,7 @@ fn data_dir() -> PathBuf {
         .find(|p| p.join("data_th_noise.csv").is_file())
         .expect(
             "shared/data/cristallo/data_th_noise.csv not found above this crate; set \
-             DTOP_CRISTALLO_DIR to the folder that holds it",
+             DTOP_CRISTALLO_DATA to the folder that holds it",
         )
 }
 
