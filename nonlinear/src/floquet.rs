@@ -61,11 +61,7 @@ pub fn monodromy(
         ));
     }
     let n = chain.dofs();
-    let m_inv = chain
-        .mass()
-        .clone()
-        .try_inverse()
-        .ok_or(NonlinearError::Numerical("the mass matrix is singular"))?;
+    let m_inv = chain.mass_inverse()?;
     let m_inv_c = &m_inv * chain.damping();
     let h = harmonics.first().map_or(0, |d| d.cos_m.len());
     let period_s = std::f64::consts::TAU / omega_rad_s;

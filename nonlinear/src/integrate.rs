@@ -35,11 +35,7 @@ impl<'a> Stepper<'a> {
     /// [`NonlinearError::Numerical`] if the mass matrix is singular.
     pub fn new(chain: &'a NonlinearChain) -> Result<Self, NonlinearError> {
         let n = chain.dofs();
-        let m_inv = chain
-            .mass()
-            .clone()
-            .try_inverse()
-            .ok_or(NonlinearError::Numerical("the mass matrix is singular"))?;
+        let m_inv = chain.mass_inverse()?;
         let flat = |a: &DMatrix<f64>| (0..n * n).map(|i| a[(i / n, i % n)]).collect();
         let zeros = || vec![0.0; n];
         Ok(Self {
@@ -112,7 +108,7 @@ pub(crate) fn fastest_rate_rad_s(
     extra_k_n_per_m: f64,
     extra_c_n_s_per_m: f64,
 ) -> Option<f64> {
-    let m_inv = chain.mass().clone().try_inverse()?;
+    let m_inv = chain.mass_inverse().ok()?;
     let j = chain.forced_dof();
     let mut k = chain.stiffness().clone();
     k[(j, j)] += extra_k_n_per_m;

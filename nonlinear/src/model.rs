@@ -294,6 +294,17 @@ impl NonlinearChain {
         self.building.mass_matrix()
     }
 
+    /// M⁻¹, in 1/kg.
+    ///
+    /// # Errors
+    /// [`NonlinearError::Numerical`] if the mass matrix is singular.
+    pub fn mass_inverse(&self) -> Result<DMatrix<f64>, NonlinearError> {
+        self.mass()
+            .clone()
+            .try_inverse()
+            .ok_or(NonlinearError::Numerical("the mass matrix is singular"))
+    }
+
     /// Damping matrix C, in N·s/m.
     pub fn damping(&self) -> &DMatrix<f64> {
         self.building.damping_matrix()

@@ -4,6 +4,8 @@
 // Test helpers outside #[test] functions fail loudly by design.
 #![allow(clippy::expect_used)]
 
+mod common;
+
 use dtop_dynamics::{Damping, ShearBuildingConfig};
 use dtop_nonlinear::{
     ContinuationConfig, NonlinearChain, NonlinearChainConfig, NonlinearError, StopReason, Sweep,
@@ -115,20 +117,18 @@ fn every_problem_of_a_continuation_request_is_reported_at_once() {
     let Err(NonlinearError::Invalid(problems)) = continue_branch(&chain, &config) else {
         panic!("an invalid request was accepted");
     };
-    for needle in [
-        "sweep.forcing_n = -1",
-        "sweep.end_rad_s = 1 must be above sweep.start_rad_s = 50",
-        "harmonics = 0",
-        "min_step = NaN",
-        "min_step ≤ initial_step ≤ max_step",
-        "max_points = 1",
-        "tolerance = 0",
-    ] {
-        assert!(
-            problems.iter().any(|p| p.contains(needle)),
-            "missing {needle:?} in {problems:#?}"
-        );
-    }
+    common::assert_mentions(
+        &problems,
+        &[
+            "sweep.forcing_n = -1",
+            "sweep.end_rad_s = 1 must be above sweep.start_rad_s = 50",
+            "harmonics = 0",
+            "min_step = NaN",
+            "min_step ≤ initial_step ≤ max_step",
+            "max_points = 1",
+            "tolerance = 0",
+        ],
+    );
     assert_eq!(problems.len(), 7, "{problems:#?}");
 
     let amplitude = ContinuationConfig::new(
@@ -245,19 +245,17 @@ fn every_problem_of_an_open_loop_sweep_is_reported_at_once() {
     else {
         panic!("an invalid sweep was accepted");
     };
-    for needle in [
-        "sweep.forcing_n = 0",
-        "sweep.end_rad_s = 2 must be above",
-        "points = 1",
-        "steps_per_period = 8",
-        "block_periods",
-        "settle_tolerance = 2",
-    ] {
-        assert!(
-            problems.iter().any(|p| p.contains(needle)),
-            "missing {needle:?} in {problems:#?}"
-        );
-    }
+    common::assert_mentions(
+        &problems,
+        &[
+            "sweep.forcing_n = 0",
+            "sweep.end_rad_s = 2 must be above",
+            "points = 1",
+            "steps_per_period = 8",
+            "block_periods",
+            "settle_tolerance = 2",
+        ],
+    );
     // 16 steps per period at 0.5 rad/s would be far too coarse for the chain's 57 rad/s
     // mode: the sweep takes more there by itself, and the quasi-static response is F/k₁
     // on every floor (floor 1 carries the force, the floors above ride along).
@@ -299,17 +297,15 @@ fn problems_of_the_chain_and_of_the_request_are_reported_together() {
     else {
         panic!("an invalid pair was accepted");
     };
-    for needle in [
-        "forced_floor = 5",
-        "floor_masses_kg[2]",
-        "end_rad_s = 5 must be above",
-        "harmonics = 0",
-    ] {
-        assert!(
-            problems.iter().any(|p| p.contains(needle)),
-            "missing {needle:?} in {problems:#?}"
-        );
-    }
+    common::assert_mentions(
+        &problems,
+        &[
+            "forced_floor = 5",
+            "floor_masses_kg[2]",
+            "end_rad_s = 5 must be above",
+            "harmonics = 0",
+        ],
+    );
     assert_eq!(problems.len(), 4, "{problems:#?}");
 }
 

@@ -1,6 +1,7 @@
-//! A reference time integrator for the tests: classic fourth-order Runge–Kutta on
-//! M·ẍ + C·ẋ + K·x + f(x) = e_j·F·cos ωt, written here independently of the crate's
-//! harmonic balance and Magnus code, with the spring force given by the test as a closure.
+//! Shared by the test binaries: a reference time integrator (classic fourth-order Runge–Kutta
+//! on M·ẍ + C·ẋ + K·x + f(x) = e_j·F·cos ωt, written here independently of the crate's
+//! harmonic balance and Magnus code, with the spring force given by the test as a closure),
+//! and the check that a refusal names every expected problem.
 
 #![allow(dead_code, reason = "each test binary uses part of this module")]
 #![allow(clippy::expect_used, reason = "a test helper fails loudly")]
@@ -161,5 +162,15 @@ impl Reference<'_> {
             }
             previous = Some(amplitude);
         }
+    }
+}
+
+/// Asserts that every needle is part of some problem in `problems`.
+pub fn assert_mentions(problems: &[String], needles: &[&str]) {
+    for needle in needles {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "missing {needle:?} in {problems:#?}"
+        );
     }
 }
