@@ -15,8 +15,7 @@ use riverqueue::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{in_tx, on_db, sqlx_error};
-use crate::studies::state_str;
+use crate::db::{in_tx, on_db, sqlx_error, state_str};
 use crate::{Engine, EngineError, StudyState, WorkerOptions};
 
 /// How often a running chunk looks at its study's state, so a cancel reaches it even where

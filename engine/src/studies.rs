@@ -5,7 +5,7 @@
 use dtop_studies::{ModelSpec, NamedArray, StudyKind};
 use riverqueue::sqlx;
 
-use crate::db::{self, in_tx, on_db, sqlx_error};
+use crate::db::{self, in_tx, on_db, sqlx_error, state_str};
 use crate::jobs;
 use crate::{
     ArrayRef, Engine, EngineError, ModelChoice, StudyFilter, StudyId, StudyRecord, StudyResult,
@@ -33,18 +33,6 @@ pub(crate) type StudyRow = (
     Option<String>,
     i64,
 );
-
-/// The database form of a state.
-pub(crate) fn state_str(state: StudyState) -> &'static str {
-    match state {
-        StudyState::Queued => "queued",
-        StudyState::Running => "running",
-        StudyState::Reducing => "reducing",
-        StudyState::Succeeded => "succeeded",
-        StudyState::Failed => "failed",
-        StudyState::Cancelled => "cancelled",
-    }
-}
 
 fn parse_state(s: &str) -> Result<StudyState, EngineError> {
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
