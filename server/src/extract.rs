@@ -191,6 +191,20 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// The live routes' state, or 503 saying what is missing.
+pub fn live(state: &Shared) -> Result<&Arc<Live>, ApiError> {
+    state.live.as_ref().ok_or_else(|| {
+        ApiError::NotConfigured(
+            "Live rigs are not configured on this server: give it an [mqtt] section.".into(),
+        )
+    })
+}
+
+/// A rig id from the path, or 404.
+pub fn rig_id(rig: &str) -> Result<RigId, ApiError> {
+    RigId::new(rig).map_err(|e| ApiError::NotFound(format!("rig {rig:?} ({e})")))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -276,18 +290,4 @@ mod tests {
             .unwrap();
         assert_eq!(inner.n, 7);
     }
-}
-
-/// The live routes' state, or 503 saying what is missing.
-pub fn live(state: &Shared) -> Result<&Arc<Live>, ApiError> {
-    state.live.as_ref().ok_or_else(|| {
-        ApiError::NotConfigured(
-            "Live rigs are not configured on this server: give it an [mqtt] section.".into(),
-        )
-    })
-}
-
-/// A rig id from the path, or 404.
-pub fn rig_id(rig: &str) -> Result<RigId, ApiError> {
-    RigId::new(rig).map_err(|e| ApiError::NotFound(format!("rig {rig:?} ({e})")))
 }

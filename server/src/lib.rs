@@ -163,7 +163,7 @@ pub async fn serve(
         live,
         tls: acceptor.is_some(),
     });
-    let app = http::router(state, config.http.body_limit_bytes);
+    let app = http::router(state, config.http.body_limit_bytes, openapi::router());
     let addr = listener.local_addr()?;
     let stop = shutdown.clone();
     let served = match acceptor {

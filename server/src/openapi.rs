@@ -1,128 +1,23 @@
-//! Owns the OpenAPI 3.1 document served at `/api/v1/openapi.json`: the paths come from the
-//! handlers' `#[utoipa::path]`, the schemas of the engine's records from the documentation
-//! mirrors below (the engine and studies crates stay free of utoipa; a test keeps each mirror's
-//! field names equal to the real type's JSON).
+//! Owns the OpenAPI 3.1 document and its route, `/api/v1/openapi.json` ([`router`], merged
+//! into the API's router by `serve`): the paths come from the handlers' `#[utoipa::path]`, the
+//! schemas of the engine's records from the documentation mirrors in `crate::http::schemas`
+//! (the engine and studies crates stay free of utoipa; a test here keeps each mirror's field
+//! names equal to the real type's JSON). It sits above `crate::http`, which does not know it.
 
-use serde::Serialize;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ProblemBody};
 use crate::http::auth::{LoginBody, LoginResponse, WhoAmI};
 use crate::http::models::AddModelBody;
+use crate::http::schemas::{
+    ArrayRefDoc, ColumnDoc, KindInfo, ModelVersionDoc, NamedArrayDoc, StudyRecordDoc,
+    StudyResultDoc,
+};
 use crate::http::studies::SubmitBody;
-
-/// A study kind and what it computes.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct KindInfo {
-    /// Its name (`modal`, `frf`, ...).
-    pub kind: String,
-    /// One line.
-    pub description: String,
-}
-
-/// `dtop_engine::StudyRecord`: a study as stored.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = StudyRecord)]
-pub struct StudyRecordDoc {
-    /// `st_` and a UUIDv7.
-    pub id: String,
-    /// Study kind.
-    pub kind: String,
-    /// `name@version` of the catalogue model, or null for an inline model.
-    pub model_ref: Option<String>,
-    /// The model as resolved at submission.
-    #[schema(value_type = Object)]
-    pub model: serde_json::Value,
-    /// The parameters as submitted.
-    #[schema(value_type = Object)]
-    pub params: serde_json::Value,
-    /// The seed.
-    pub seed: u64,
-    /// Submitter's user name.
-    pub submitted_by: String,
-    /// RFC 3339 UTC.
-    pub submitted_at: String,
-    /// RFC 3339 UTC, once final.
-    pub finished_at: Option<String>,
-    /// `queued`, `running`, `reducing`, `succeeded`, `failed` or `cancelled`.
-    pub state: String,
-    /// Chunks in all.
-    pub chunks_total: u32,
-    /// Chunks finished.
-    pub chunks_done: u32,
-    /// Why it failed or who cancelled it.
-    pub error: Option<String>,
-    /// Increases on every change.
-    pub revision: u64,
-}
-
-/// `dtop_engine::ArrayRef`: a stored array.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = ArrayRef)]
-pub struct ArrayRefDoc {
-    /// Name, unique within the study.
-    pub name: String,
-    /// SHA-256 of its canonical JSON, hex.
-    pub sha256_hex: String,
-    /// Rows.
-    pub rows: u64,
-    /// Column names.
-    pub columns: Vec<String>,
-}
-
-/// `dtop_engine::StudyResult`: a finished study's result.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = StudyResult)]
-pub struct StudyResultDoc {
-    /// The study id.
-    pub study: String,
-    /// The kind's JSON summary.
-    #[schema(value_type = Object)]
-    pub summary: serde_json::Value,
-    /// The arrays.
-    pub arrays: Vec<ArrayRefDoc>,
-}
-
-/// `dtop_studies::Column`.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = Column)]
-pub struct ColumnDoc {
-    /// Name with its unit (`frequency_hz`).
-    pub name: String,
-    /// One value per row.
-    pub values: Vec<f64>,
-}
-
-/// `dtop_studies::NamedArray`: a table of equal-length columns.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = NamedArray)]
-pub struct NamedArrayDoc {
-    /// Name.
-    pub name: String,
-    /// Columns.
-    pub columns: Vec<ColumnDoc>,
-}
-
-/// `dtop_engine::ModelVersion`: one version of a catalogue model.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = ModelVersion)]
-pub struct ModelVersionDoc {
-    /// Catalogue name.
-    pub name: String,
-    /// From 1.
-    pub version: u32,
-    /// The model (`dtop_studies::ModelSpec`).
-    #[schema(value_type = Object)]
-    pub spec: serde_json::Value,
-    /// Where it came from (`dtop_studies::Provenance`).
-    #[schema(value_type = Object)]
-    pub provenance: serde_json::Value,
-    /// Who made it.
-    pub created_by: String,
-    /// RFC 3339 UTC.
-    pub created_at: String,
-}
 
 /// Adds the bearer scheme the secured paths name.
 struct BearerScheme;
@@ -162,7 +57,7 @@ impl Modify for BearerScheme {
         crate::http::rigs::limits,
         crate::http::rigs::history_json,
         crate::http::rigs::history_csv,
-        crate::http::openapi_json,
+        openapi_json,
         crate::http::healthz,
         crate::http::metrics_doc,
     ),
@@ -176,6 +71,18 @@ impl Modify for BearerScheme {
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
+
+/// The OpenAPI 3.1 document of this API (no authentication).
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, content_type = "application/json", description = "This document")))]
+pub async fn openapi_json() -> Response {
+    Json(document()).into_response()
+}
+
+/// The document's route, for `crate::http::router` to serve with the API's layers.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/api/v1/openapi.json", get(openapi_json))
+}
 
 /// The document as JSON.
 pub fn document() -> utoipa::openapi::OpenApi {

@@ -6,16 +6,17 @@
 pub mod auth;
 pub mod models;
 pub mod rigs;
+pub mod schemas;
 pub mod studies;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 use tower_http::trace::TraceLayer;
@@ -51,8 +52,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
 ];
 
-/// The API's router over `state`, with a body limit of `body_limit_bytes`.
-pub fn router(state: Shared, body_limit_bytes: usize) -> Router {
+/// The API's router over `state`, with a body limit of `body_limit_bytes`, serving
+/// `documents` (the OpenAPI document's route, `crate::openapi::router`) with the same layers.
+pub fn router(state: Shared, body_limit_bytes: usize, documents: Router<Shared>) -> Router {
     let metrics = Arc::clone(&state.metrics);
     let metrics_render = Arc::clone(&state.metrics);
     Router::new()
@@ -76,7 +78,7 @@ pub fn router(state: Shared, body_limit_bytes: usize) -> Router {
         .route("/api/v1/rigs/{rig}/history.csv", get(rigs::history_csv))
         .route("/ws/rigs", get(crate::live::ws::overview_feed))
         .route("/ws/rigs/{rig}", get(crate::live::ws::rig_feed))
-        .route("/api/v1/openapi.json", get(openapi_json))
+        .merge(documents)
         .route("/healthz", get(healthz))
         .merge(crate::web::router())
         .fallback(not_found)
@@ -128,13 +130,6 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     } else {
         crate::web::not_found().await
     }
-}
-
-/// The OpenAPI 3.1 document of this API (no authentication).
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
-    responses((status = 200, content_type = "application/json", description = "This document")))]
-pub async fn openapi_json() -> Response {
-    Json(crate::openapi::document()).into_response()
 }
 
 /// Whether the server and its database answer (no authentication).

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, AuthUser, Shared};
-use crate::openapi::ModelVersionDoc;
+use crate::http::schemas::ModelVersionDoc;
 
 /// Every version of every model.
 #[utoipa::path(get, path = "/api/v1/models", tag = "models",

@@ -22,8 +22,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, AuthUser, Shared};
+use crate::http::schemas::{KindInfo, NamedArrayDoc, StudyRecordDoc, StudyResultDoc};
 use crate::metrics::Metrics;
-use crate::openapi::{KindInfo, NamedArrayDoc, StudyRecordDoc, StudyResultDoc};
 
 /// One line about each kind, for the submit form.
 pub fn describe(kind: StudyKind) -> &'static str {
