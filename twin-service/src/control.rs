@@ -58,7 +58,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ControlConfig, ControlLawName};
 use crate::estimate::LoopIo;
-use crate::rig::CONTROLLER_OFF;
+
+/// What `TwinState::controller` says while no controller exists.
+pub const CONTROLLER_OFF: &str = "off";
 
 /// Command ids remembered per rig, so a redelivered command is acknowledged, not re-applied.
 pub const REMEMBERED_COMMAND_IDS: usize = 1024;

@@ -46,8 +46,6 @@ use crate::stats::{LiveWindow, RigStats};
 pub const MAX_MANIFESTS: usize = 8;
 /// How often an actor republishes its stats while idle (rates decay without new blocks).
 pub const STATS_INTERVAL: Duration = Duration::from_millis(250);
-/// What [`TwinState::controller`] says while no controller exists.
-pub const CONTROLLER_OFF: &str = "off";
 
 /// An input of a rig actor: a raw payload from one of the rig's topics. Decoding happens in the
 /// actor, so a burst of big blocks for one rig does not stall the MQTT loop.
