@@ -1,7 +1,7 @@
 //! Every bad input of the identification steps gets a clear error, never a panic or NaN.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{SdofMode, closed_form_frf, grid};
 use dtop_calibrate::rfp::{RationalFitParams, rational_fraction_fit};

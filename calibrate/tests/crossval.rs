@@ -1,7 +1,7 @@
 //! Cross-validation metrics against closed forms and a model's own FRF.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{grid, model_frf};
 use dtop_calibrate::crossval::{frac_complex, frac_magnitude, mac_matrix};

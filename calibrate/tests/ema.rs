@@ -1,7 +1,7 @@
 //! Circle fit and model-from-modes against closed forms and dtop-dynamics' FRFs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::{SdofMode, closed_form_frf, grid, model_frf, rel, test_chain};
 use dtop_calibrate::{

@@ -2,7 +2,7 @@
 //! updating the Southampton model to the identified modes, and FRAC before and after.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::cristallo_file;
 use dtop_calibrate::crossval::CrossValParams;

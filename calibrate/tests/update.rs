@@ -1,7 +1,7 @@
 //! Model updating against known damaged chains.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::rel;
 use dtop_calibrate::update::DampingUpdate;

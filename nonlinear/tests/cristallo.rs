@@ -10,7 +10,7 @@
 // Test helpers outside #[test] functions fail loudly by design.
 #![allow(clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use dtop_nonlinear::{
     Branch, ContinuationConfig, NonlinearChain, OpenLoopSweepConfig, StopReason, Sweep,

@@ -6,7 +6,7 @@
 // Test helpers outside #[test] functions fail loudly by design.
 #![allow(clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use dtop_dynamics::{Damping, ShearBuildingConfig};
 use dtop_nonlinear::{

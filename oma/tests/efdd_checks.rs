@@ -3,7 +3,7 @@
 
 #![allow(clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use dtop_dynamics::frf::modal_analysis;
 use dtop_dynamics::{Damping, ShearBuilding, ShearBuildingConfig};

@@ -4,7 +4,7 @@
 
 #![allow(clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use dtop_dynamics::frf::modal_analysis;
 use dtop_dynamics::{ShearBuilding, mac};
