@@ -10,6 +10,10 @@ use crate::sensor::CHANNEL_COUNT;
 
 /// Everything the simulator needs to run. Deserialised from TOML; see `validate()` for the
 /// rules serde cannot express.
+/// Storeys of the simulated (Southampton) rig; the channel table and the Modbus map assume
+/// three.
+pub const FLOORS: usize = 3;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimConfig {
@@ -81,6 +85,42 @@ pub struct SimConfig {
     /// counted, as a firmware ring buffer would overflow when nobody reads.
     #[serde(default = "default_write_stall_timeout_ms")]
     pub write_stall_timeout_ms: u64,
+    /// Storey stiffness changes during the run, a rig with a known truth for identification
+    /// and model updating (issue 14). Empty: the structure never changes.
+    #[serde(default)]
+    pub damage: Vec<DamageConfig>,
+}
+
+/// A storey's stiffness changed during the run: from `at_s` of simulated time (sample index /
+/// sample rate) it goes linearly over `ramp_s` (0: a step, at that sample) to
+/// `stiffness_factor` × its value before, and stays there. Entries on the same storey
+/// multiply. The damping keeps its definition (the Southampton model's Rayleigh damping is
+/// refitted, so modes 1 and 2 keep their damping ratio).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DamageConfig {
+    /// Storey, 1..=3 (storey 1 joins floor 1 to the ground).
+    pub storey: usize,
+    /// Stiffness at the end over the stiffness before, > 0 (0.9: a 10 % loss).
+    pub stiffness_factor: f64,
+    /// When the change begins, s of simulated time from the first sample, >= 0.
+    pub at_s: f64,
+    /// How long the change takes, s, >= 0; 0 is a step.
+    #[serde(default)]
+    pub ramp_s: f64,
+}
+
+impl DamageConfig {
+    /// This entry's factor on its storey's stiffness at simulated time `t_s`.
+    pub fn factor_at(&self, t_s: f64) -> f64 {
+        if t_s < self.at_s {
+            1.0
+        } else if self.ramp_s <= 0.0 || t_s >= self.at_s + self.ramp_s {
+            self.stiffness_factor
+        } else {
+            1.0 + (self.stiffness_factor - 1.0) * (t_s - self.at_s) / self.ramp_s
+        }
+    }
 }
 
 /// The excitation signal. Amplitudes are in the target's unit: N for a floor force,
@@ -217,6 +257,7 @@ impl Default for SimConfig {
             watchdog_timeout_ms: default_watchdog_timeout_ms(),
             heartbeat_period_ms: default_heartbeat_period_ms(),
             write_stall_timeout_ms: default_write_stall_timeout_ms(),
+            damage: Vec::new(),
         }
     }
 }
@@ -293,6 +334,22 @@ impl SimConfig {
             self.accel_noise_rms_m_s2,
         );
         check_non_negative(&mut problems, "force_noise_rms_n", self.force_noise_rms_n);
+        for (i, d) in self.damage.iter().enumerate() {
+            if !(1..=FLOORS).contains(&d.storey) {
+                problems.push(format!(
+                    "damage[{i}].storey = {} must be a storey 1..={}",
+                    d.storey, FLOORS
+                ));
+            }
+            if !(d.stiffness_factor.is_finite() && d.stiffness_factor > 0.0) {
+                problems.push(format!(
+                    "damage[{i}].stiffness_factor = {} must be finite and > 0",
+                    d.stiffness_factor
+                ));
+            }
+            check_non_negative(&mut problems, &format!("damage[{i}].at_s"), d.at_s);
+            check_non_negative(&mut problems, &format!("damage[{i}].ramp_s"), d.ramp_s);
+        }
         if self.watchdog_timeout_ms == 0 {
             problems.push("watchdog_timeout_ms must be >= 1".to_owned());
         }
@@ -447,6 +504,34 @@ mod tests {
     fn default_config_survives_a_toml_round_trip() {
         let text = toml::to_string(&SimConfig::default()).unwrap();
         assert_eq!(SimConfig::from_toml(&text).unwrap(), SimConfig::default());
+    }
+
+    #[test]
+    fn every_damage_problem_is_reported_at_once() {
+        let config = SimConfig::from_toml(
+            "[[damage]]\nstorey = 4\nstiffness_factor = 0.0\nat_s = -1.0\nramp_s = nan\n\n\
+             [[damage]]\nstorey = 2\nstiffness_factor = 0.9\nat_s = 10.0\n",
+        )
+        .unwrap();
+        let Err(ConfigError(problems)) = config.validate() else {
+            panic!("bad damage accepted");
+        };
+        for needle in [
+            "damage[0].storey = 4",
+            "damage[0].stiffness_factor = 0",
+            "damage[0].at_s = -1",
+            "damage[0].ramp_s = NaN",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{needle}: {problems:?}"
+            );
+        }
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            SimConfig::from_toml("[[damage]]\nstorey = 1\nstifness_factor = 0.9\nat_s = 0.0\n")
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,16 +1,21 @@
-//! Owns the simulated physical rig: the discretised structure, the excitation and the sensors,
-//! advanced one sample at a time. Pure and deterministic; knows nothing about frames or time.
+//! Owns the simulated physical rig: the discretised structure (with the storey damage the
+//! config schedules), the excitation and the sensors, advanced one sample at a time. Pure and
+//! deterministic; knows nothing about frames or wall-clock time.
 
-use dtop_dynamics::{DiscreteStateSpace, ShearBuilding};
+use dtop_dynamics::{DiscreteStateSpace, ShearBuilding, ShearBuildingConfig};
 use nalgebra::DVector;
 
-use crate::config::{ExcitationConfig, ExcitationTarget, SimConfig};
+use crate::config::{DamageConfig, ExcitationConfig, ExcitationTarget, SimConfig};
 use crate::error::SimError;
 use crate::excitation::Excitation;
 use crate::sensor::{CHANNEL_COUNT, SensorBank};
 
-/// Storeys of the Southampton rig; the channel table and the Modbus map assume three.
-pub const FLOORS: usize = 3;
+pub use crate::config::FLOORS;
+
+/// During a damage ramp the plant is discretised again whenever a storey's factor has moved
+/// by this much (relative) since the last time, and at the ramp's end: a ramp is followed in
+/// steps of 0.1 % of the stiffness, not re-discretised every sample.
+pub const DAMAGE_STEP_REL: f64 = 1e-3;
 
 /// One sample as the ADC saw it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,6 +45,13 @@ pub struct Rig {
     sensors: SensorBank,
     sample_rate_hz: f64,
     seed: u64,
+    /// The structure as built, before any damage.
+    intact: ShearBuildingConfig,
+    damage: Vec<DamageConfig>,
+    /// Each storey's stiffness factor the plant was last discretised with.
+    factors: [f64; FLOORS],
+    /// Samples taken so far: simulated time is this / `sample_rate_hz`.
+    samples: u64,
 }
 
 impl Rig {
@@ -75,7 +87,58 @@ impl Rig {
             ),
             sample_rate_hz: config.sample_rate_hz,
             seed: config.seed,
+            intact: building.config().clone(),
+            damage: config.damage.clone(),
+            factors: [1.0; FLOORS],
+            samples: 0,
         })
+    }
+
+    /// Each storey's stiffness now, N/m (the damage applied so far included).
+    pub fn storey_stiffness_n_per_m(&self) -> [f64; FLOORS] {
+        std::array::from_fn(|i| {
+            self.intact
+                .storey_stiffness_n_per_m
+                .get(i)
+                .copied()
+                .unwrap_or(f64::NAN)
+                * self.factors[i]
+        })
+    }
+
+    /// The scheduled factors at the current sample; the plant follows them (a step at once, a
+    /// ramp in steps of [`DAMAGE_STEP_REL`]).
+    fn follow_damage(&mut self) {
+        let t_s = self.samples as f64 / self.sample_rate_hz;
+        let mut wanted = [1.0; FLOORS];
+        for d in &self.damage {
+            if let Some(w) = d.storey.checked_sub(1).and_then(|i| wanted.get_mut(i)) {
+                *w *= d.factor_at(t_s);
+            }
+        }
+        let moved = wanted.iter().zip(&self.factors).any(|(w, f)| {
+            let settled = self
+                .damage
+                .iter()
+                .all(|d| t_s >= d.at_s + d.ramp_s || t_s < d.at_s);
+            (w - f).abs() > DAMAGE_STEP_REL * f.abs() || (settled && w != f)
+        });
+        if !moved {
+            return;
+        }
+        let mut damaged = self.intact.clone();
+        for (k, w) in damaged.storey_stiffness_n_per_m.iter_mut().zip(wanted) {
+            *k *= w;
+        }
+        // The factors are validated > 0, so the model builds; if it ever did not, the rig
+        // keeps its last plant rather than stop sampling.
+        let plant = ShearBuilding::new(damaged)
+            .map_err(SimError::from)
+            .and_then(|b| Ok(b.state_space().discretize_zoh(1.0 / self.sample_rate_hz)?));
+        if let Ok(plant) = plant {
+            self.plant = plant;
+            self.factors = wanted;
+        }
     }
 
     /// Switches the shaker to `excitation` from the next sample on (already validated).
@@ -91,6 +154,10 @@ impl Rig {
     /// Takes one sample with `actuator_force_n` applied (ignored without an actuator) and
     /// advances the structure by one period.
     pub fn step(&mut self, actuator_force_n: f64) -> Measurement {
+        if !self.damage.is_empty() {
+            self.follow_damage();
+        }
+        self.samples += 1;
         let excitation = self.excitation.next_value();
         self.u.fill(0.0);
         match self.target {
@@ -207,5 +274,167 @@ mod tests {
             assert_eq!(bare.step(10.0).raw, [0; CHANNEL_COUNT]);
         }
         assert!(moved);
+    }
+
+    fn damaged(damage: Vec<DamageConfig>) -> SimConfig {
+        SimConfig {
+            actuator_floor: 0,
+            damage,
+            ..SimConfig::default()
+        }
+    }
+
+    #[test]
+    fn storey_damage_steps_at_its_sample_and_ramps_to_its_factor() {
+        let config = damaged(vec![
+            DamageConfig {
+                storey: 1,
+                stiffness_factor: 0.9,
+                at_s: 0.5,
+                ramp_s: 0.0,
+            },
+            DamageConfig {
+                storey: 2,
+                stiffness_factor: 0.8,
+                at_s: 0.2,
+                ramp_s: 0.6,
+            },
+        ]);
+        config.validate().unwrap();
+        let mut rig = Rig::new(&config).unwrap();
+        let k = rig.storey_stiffness_n_per_m();
+        for n in 0..1000u32 {
+            let t_s = f64::from(n) / 1000.0;
+            rig.step(0.0);
+            let now = rig.storey_stiffness_n_per_m();
+            // Storey 1: a step at sample 500 (t = 0.5 s), exact on either side.
+            let f1 = if n < 500 { 1.0 } else { 0.9 };
+            assert_eq!(now[0], k[0] * f1, "storey 1 at sample {n}");
+            // Storey 2: the ramp from 0.2 s to 0.8 s, followed within DAMAGE_STEP_REL,
+            // exact before and after.
+            let f2 = 1.0 + (0.8 - 1.0) * ((t_s - 0.2) / 0.6).clamp(0.0, 1.0);
+            if !(0.2..0.8).contains(&t_s) {
+                assert_eq!(now[1], k[1] * f2, "storey 2 at sample {n}");
+            } else {
+                assert!(
+                    (now[1] / (k[1] * f2) - 1.0).abs() <= 1.01 * DAMAGE_STEP_REL,
+                    "storey 2 at sample {n}: {} against {}",
+                    now[1],
+                    k[1] * f2
+                );
+            }
+            assert_eq!(now[2], k[2], "storey 3 is not damaged");
+        }
+    }
+
+    /// The damaged rig moves as a structure built with the damaged stiffness from the start
+    /// does, stepped here directly with dtop-dynamics (the same inputs, no sensor noise; the
+    /// rig's readings are quantised, so they agree to half a count).
+    #[test]
+    fn a_damaged_rig_moves_as_the_damaged_structure() {
+        let config = quiet(SimConfig {
+            excitation: ExcitationConfig::Sine {
+                amplitude: 4.0,
+                frequency_hz: 6.0,
+            },
+            ..damaged(vec![DamageConfig {
+                storey: 1,
+                stiffness_factor: 0.85,
+                at_s: 0.0,
+                ramp_s: 0.0,
+            }])
+        });
+        let mut rig = Rig::new(&config).unwrap();
+        let mut cfg = ShearBuildingConfig::southampton();
+        cfg.storey_stiffness_n_per_m[0] *= 0.85;
+        let continuous = ShearBuilding::new(cfg).unwrap().state_space();
+        let plant = continuous.discretize_zoh(1e-3).unwrap();
+        let (mut x, mut u, mut y) = (
+            DVector::zeros(plant.n_states()),
+            DVector::zeros(plant.n_inputs()),
+            DVector::zeros(plant.n_outputs()),
+        );
+        let scales: Vec<f64> = rig.sensors().channels().iter().map(|c| c.scale()).collect();
+        let mut moved = 0.0f64;
+        for n in 0..3000 {
+            let m = rig.step(0.0);
+            u[continuous.input_floor_force(1)] = crate::excitation::sine_value(4.0, 6.0, 1000.0, n);
+            plant.step(&mut x, &u, &mut y);
+            for floor in 1..=FLOORS {
+                let expected = y[continuous.output_floor_accel(floor)];
+                moved = moved.max(expected.abs());
+                assert!(
+                    (m.value_si[floor - 1] - expected).abs()
+                        <= 0.5 * scales[floor - 1] * (1.0 + 1e-9),
+                    "floor {floor} at sample {n}: {} against {expected}",
+                    m.value_si[floor - 1]
+                );
+            }
+        }
+        assert!(
+            moved > 100.0 * scales[0],
+            "the structure hardly moved: {moved}"
+        );
+    }
+
+    /// The point of the option (issue 14): operational modal analysis of the rig's own
+    /// accelerations finds the damaged structure's frequencies. Truth: dtop-dynamics'
+    /// eigen-solution of M and K with the storey's stiffness scaled; the identification
+    /// (dtop-oma's SSI) sees only the simulated, noisy, quantised readings.
+    #[test]
+    fn oma_of_the_rig_finds_a_10_percent_storey_loss_where_the_model_puts_it() {
+        let fs = 1000.0;
+        let record = |damage: Vec<DamageConfig>| -> Vec<Vec<f64>> {
+            let mut rig = Rig::new(&damaged(damage)).unwrap();
+            let mut channels: Vec<Vec<f64>> =
+                (0..FLOORS).map(|_| Vec::with_capacity(300_000)).collect();
+            for _ in 0..300_000 {
+                let m = rig.step(0.0);
+                for (c, v) in channels.iter_mut().zip(m.value_si) {
+                    c.push(v);
+                }
+            }
+            channels
+        };
+        let params = dtop_oma::OmaParams {
+            ssi: dtop_oma::SsiParams {
+                block_rows: 80,
+                max_order: 30,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let loss = DamageConfig {
+            storey: 1,
+            stiffness_factor: 0.9,
+            at_s: 0.0,
+            ramp_s: 0.0,
+        };
+        let mut cfg = ShearBuildingConfig::southampton();
+        let intact_hz = ShearBuilding::new(cfg.clone())
+            .unwrap()
+            .modes()
+            .frequencies_hz();
+        cfg.storey_stiffness_n_per_m[0] *= 0.9;
+        let damaged_hz = ShearBuilding::new(cfg).unwrap().modes().frequencies_hz();
+        for (damage, truth) in [(vec![], &intact_hz), (vec![loss], &damaged_hz)] {
+            let found = dtop_oma::identify(&record(damage), fs, &params)
+                .unwrap()
+                .modes;
+            for f in truth {
+                let nearest = found
+                    .iter()
+                    .map(|m| m.frequency_hz)
+                    .min_by(|a, b| (a - f).abs().total_cmp(&(b - f).abs()))
+                    .unwrap();
+                assert!(
+                    ((nearest - f) / f).abs() < 0.005,
+                    "model {f:.4} Hz, identified {nearest:.4} Hz (all: {:?})",
+                    found.iter().map(|m| m.frequency_hz).collect::<Vec<_>>()
+                );
+            }
+        }
+        // The loss moves mode 1 by more than the tolerance above, so the check can tell.
+        assert!((damaged_hz[0] / intact_hz[0] - 1.0).abs() > 0.02);
     }
 }
