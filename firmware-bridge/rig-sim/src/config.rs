@@ -6,13 +6,15 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sensor::CHANNEL_COUNT;
-
 /// Everything the simulator needs to run. Deserialised from TOML; see `validate()` for the
 /// rules serde cannot express.
 /// Storeys of the simulated (Southampton) rig; the channel table and the Modbus map assume
 /// three.
 pub const FLOORS: usize = 3;
+
+/// Channels in the stream: floor 1..3 accelerometers, then the force gauge (or base
+/// accelerometer in ground-acceleration mode).
+pub const CHANNEL_COUNT: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

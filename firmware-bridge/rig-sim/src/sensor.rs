@@ -24,9 +24,7 @@ pub const RAW_MIN: i32 = -(1 << (ADC_BITS - 1));
 /// Largest raw count (2²³ − 1).
 pub const RAW_MAX: i32 = (1 << (ADC_BITS - 1)) - 1;
 
-/// Channels in the stream: floor 1..3 accelerometers, then the force gauge (or base
-/// accelerometer in ground-acceleration mode).
-pub const CHANNEL_COUNT: usize = 4;
+pub use crate::config::CHANNEL_COUNT;
 
 /// ChaCha stream reserved for sensor noise (see `excitation::EXCITATION_RNG_STREAM`).
 pub const SENSOR_NOISE_RNG_STREAM: u64 = 2;
