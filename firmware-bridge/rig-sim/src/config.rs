@@ -6,8 +6,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// Everything the simulator needs to run. Deserialised from TOML; see `validate()` for the
-/// rules serde cannot express.
 /// Storeys of the simulated (Southampton) rig; the channel table and the Modbus map assume
 /// three.
 pub const FLOORS: usize = 3;
@@ -16,6 +14,8 @@ pub const FLOORS: usize = 3;
 /// accelerometer in ground-acceleration mode).
 pub const CHANNEL_COUNT: usize = 4;
 
+/// Everything the simulator needs to run. Deserialised from TOML; see `validate()` for the
+/// rules serde cannot express.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimConfig {
