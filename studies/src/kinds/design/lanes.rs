@@ -2,7 +2,7 @@
 //! samples at a time, every quantity one array over the group's samples (input-, output- or
 //! parameter-major), so each step is a loop over lanes the compiler vectorises. Here: the chain
 //! solve and the outputs (the same operations in the same order as `chain::thomas` and
-//! [`super::sample::outputs`] on one sample, so bit-identical to them), and the group's
+//! [`super::eval::outputs`] on one sample, so bit-identical to them), and the group's
 //! contribution to the block sums as dot products over lanes with a fixed summation order.
 //! Draws nothing and knows no statistics.
 
@@ -129,7 +129,7 @@ pub struct SolveScratch {
 /// Outputs `y` (output-major, [`LANES`] per output) of the group with inputs `x` (input-major:
 /// masses, stiffnesses, dampers, forces, [`LANES`] per input) for `floors` floors at
 /// `omega_rad_s`: per lane, the same floating-point operations in the same order as the
-/// per-sample path (`Chain::solve_force`, then [`super::sample::outputs`]). Returns the first
+/// per-sample path (`Chain::solve_force`, then [`super::eval::outputs`]). Returns the first
 /// lane whose solve met a zero or non-finite pivot (its outputs are then meaningless).
 pub fn outputs(
     floors: usize,

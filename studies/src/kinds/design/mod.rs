@@ -6,7 +6,9 @@
 //! Sampling and sums are in [`sample`], its lane-wise kernels (64 samples at a time) in
 //! [`lanes`]; statistics and the Fisher matrix in [`stats`].
 
+pub mod eval;
 pub mod lanes;
+pub mod pilot;
 pub mod sample;
 pub mod stats;
 
@@ -240,7 +242,7 @@ fn check_dist(field: &str, d: &Dist, positive: bool, problems: &mut Vec<FieldPro
 /// `uncertainty` units, the same order.
 pub fn work_units_per_sample(params: &Params, floors: usize) -> u64 {
     let o = params.outputs.len() as u64;
-    let p = sample::thetas(params).len() as u64;
+    let p = eval::thetas(params).len() as u64;
     (floors as u64).saturating_add((o * (o + 1) / 2).saturating_mul(p))
 }
 
@@ -390,7 +392,7 @@ pub fn run_chunk(
         )));
     }
     let count = per_chunk.min(params.samples - first);
-    let pilot = stats::pilot(model.floors(), params)?;
+    let pilot = pilot::pilot(model.floors(), params)?;
     let out = sample::run(model.floors(), params, &pilot, seed, first, count, ctx)?;
     serde_json::to_value(out).map_err(|e| StudyError::Numerics(e.to_string()))
 }
@@ -409,7 +411,7 @@ pub fn reduce(
     if !p.is_empty() {
         return Err(StudyError::Invalid(p));
     }
-    let pilot = stats::pilot(model.floors(), params)?;
+    let pilot = pilot::pilot(model.floors(), params)?;
     let mut parts = Vec::with_capacity(chunks.len());
     for c in chunks {
         let part: sample::ChunkSums =

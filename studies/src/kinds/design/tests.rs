@@ -250,7 +250,7 @@ fn the_shear_uses_the_complex_relative_displacement_not_a_difference_of_magnitud
 
 #[test]
 fn digamma_matches_known_values() {
-    use super::stats::digamma;
+    use super::eval::digamma;
     let euler = 0.577_215_664_901_532_9;
     assert!((digamma(1.0) + euler).abs() < 1e-13);
     assert!((digamma(0.5) + euler + 2.0 * 2f64.ln()).abs() < 1e-13);
@@ -348,7 +348,7 @@ fn a_cancelled_chunk_stops() {
 #[allow(clippy::needless_range_loop)] // indices, as in the formulas
 fn run_per_sample(
     params: &Params,
-    pilot: &stats::Pilot,
+    pilot: &pilot::Pilot,
     seed: u64,
     first: u64,
     count: u64,
@@ -357,7 +357,7 @@ fn run_per_sample(
     use rand_distr::{Distribution, Gamma, StandardNormal};
     let n = params.mass_kg.len();
     let inputs = params.inputs();
-    let th = sample::thetas(params);
+    let th = eval::thetas(params);
     let (o, p, bins) = (params.outputs.len(), th.len(), pilot.bins);
     let omega = std::f64::consts::TAU * params.frequency_hz;
     let mut out = sample::ChunkSums {
@@ -414,14 +414,14 @@ fn run_per_sample(
                 x[j]
             )));
         }
-        sample::outputs(n, &params.outputs, omega, &x, &mut y, &mut u, &mut scratch)?;
+        eval::outputs(n, &params.outputs, omega, &x, &mut y, &mut u, &mut scratch)?;
         for (k, t) in th.iter().enumerate() {
             let d = inputs[t.input];
             let dg = match d {
-                Dist::Gamma { shape, .. } => stats::digamma(shape),
+                Dist::Gamma { shape, .. } => eval::digamma(shape),
                 Dist::Gaussian { .. } => 0.0,
             };
-            s[k] = sample::score(&d, t.which, x[t.input], dg);
+            s[k] = eval::score(&d, t.which, x[t.input], dg);
         }
         for a in 0..o {
             let v = y[a];
@@ -507,7 +507,7 @@ fn mixed_params() -> (ModelSpec, Params) {
         },
     ];
     params.outputs.push(OutputSel::Shear(2));
-    let pilot = stats::pilot(3, &params).unwrap();
+    let pilot = pilot::pilot(3, &params).unwrap();
     params.thresholds = Some(pilot.nominal.clone());
     (model, params)
 }
@@ -526,7 +526,7 @@ fn close(a: &[f64], b: &[f64], what: &str) {
 #[test]
 fn the_lane_wise_sums_match_the_direct_per_sample_formula() {
     let (_, params) = mixed_params();
-    let pilot = stats::pilot(3, &params).unwrap();
+    let pilot = pilot::pilot(3, &params).unwrap();
     let flag = AtomicBool::new(false);
     let ctx = ChunkCtx::new(&flag);
     // Two blocks, the second ending in a short group of 37 samples.
@@ -580,7 +580,7 @@ fn the_lane_wise_solve_gives_the_same_bits_as_the_per_sample_solve() {
     let (mut u, mut scratch, mut y1) = (Vec::new(), crate::chain::Scratch::default(), vec![0.0; o]);
     for l in 0..lanes::LANES {
         let xl: Vec<f64> = (0..inputs.len()).map(|j| x[j * lanes::LANES + l]).collect();
-        sample::outputs(
+        eval::outputs(
             3,
             &params.outputs,
             omega,
@@ -609,7 +609,7 @@ fn the_first_bad_sample_is_reported_as_by_the_per_sample_loop() {
         mean: 5.0,
         std: 2.5,
     };
-    let pilot = stats::pilot(3, &params).unwrap();
+    let pilot = pilot::pilot(3, &params).unwrap();
     let flag = AtomicBool::new(false);
     let ctx = ChunkCtx::new(&flag);
     let lanes = sample::run(3, &params, &pilot, 3, 0, 4096, &ctx).unwrap_err();
