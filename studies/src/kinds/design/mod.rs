@@ -3,8 +3,9 @@
 //! at one frequency to any selection of outputs (floor displacement amplitudes, storey shears);
 //! the result is per-output statistics, histograms on pilot-fixed bins, failure probabilities
 //! with their standard errors, and score-function / Fisher-information sensitivities.
-//! Sampling and sums are in [`sample`], its lane-wise kernels (64 samples at a time) in
-//! [`lanes`]; statistics and the Fisher matrix in [`stats`].
+//! One sample's parameters, outputs and scores are in [`eval`], the pilot (bins and thresholds
+//! fixed before sampling) in [`pilot`], sampling and sums in [`sample`], its lane-wise kernels
+//! (64 samples at a time) in [`lanes`]; statistics and the Fisher matrix in [`stats`].
 
 pub mod eval;
 pub mod lanes;
