@@ -84,16 +84,9 @@ macro_rules! next_revision {
 
 pub(crate) use {in_tx, next_revision, on_db};
 
-/// The database form of a state.
+/// The database form of a state (its name, [`StudyState::as_str`]).
 pub(crate) fn state_str(state: StudyState) -> &'static str {
-    match state {
-        StudyState::Queued => "queued",
-        StudyState::Running => "running",
-        StudyState::Reducing => "reducing",
-        StudyState::Succeeded => "succeeded",
-        StudyState::Failed => "failed",
-        StudyState::Cancelled => "cancelled",
-    }
+    state.as_str()
 }
 
 /// A database URL that prints without its password.

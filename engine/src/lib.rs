@@ -177,6 +177,18 @@ pub enum StudyState {
 }
 
 impl StudyState {
+    /// Its name: the JSON form, the text stored in the database and what pages show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StudyState::Queued => "queued",
+            StudyState::Running => "running",
+            StudyState::Reducing => "reducing",
+            StudyState::Succeeded => "succeeded",
+            StudyState::Failed => "failed",
+            StudyState::Cancelled => "cancelled",
+        }
+    }
+
     /// Whether the study will not change any more.
     pub fn is_final(self) -> bool {
         matches!(
@@ -492,6 +504,17 @@ mod tests {
 
     fn fields(c: &EngineConfig) -> Vec<String> {
         c.problems("engine.").into_iter().map(|p| p.field).collect()
+    }
+
+    #[test]
+    fn a_state_s_name_is_its_json_form() {
+        use StudyState::*;
+        for state in [Queued, Running, Reducing, Succeeded, Failed, Cancelled] {
+            assert_eq!(
+                serde_json::to_value(state).ok(),
+                Some(serde_json::Value::String(state.as_str().to_owned()))
+            );
+        }
     }
 
     #[test]

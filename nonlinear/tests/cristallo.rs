@@ -13,8 +13,8 @@
 use crate::common;
 
 use dtop_nonlinear::{
-    Branch, ContinuationConfig, NonlinearChain, OpenLoopSweepConfig, StopReason, Sweep,
-    continue_branch, open_loop_sweep, periodic_response_near,
+    Branch, NonlinearChain, OpenLoopSweepConfig, StopReason, Sweep, continue_branch,
+    open_loop_sweep, periodic_response_near,
 };
 use nalgebra::DVector;
 
@@ -23,12 +23,7 @@ use nalgebra::DVector;
 const HARMONICS: usize = 9;
 
 fn branch(chain: &NonlinearChain) -> Branch {
-    let sweep = Sweep::Frequency {
-        start_rad_s: 1.0,
-        end_rad_s: 50.0,
-        forcing_n: 10.0,
-    };
-    continue_branch(chain, &ContinuationConfig::new(sweep, HARMONICS)).expect("continues")
+    continue_branch(chain, &common::cristallo_sweep(HARMONICS)).expect("continues")
 }
 
 /// One open-loop sweep over `grid`, each frequency run from the previous end state until
@@ -151,14 +146,7 @@ fn cristallo_folds_are_bracketed_by_the_jumps_of_steady_state_sweeps() {
 #[test]
 fn the_library_sweeps_settle_on_the_balance_and_jump_across_the_folds() {
     let chain = NonlinearChain::cristallo().expect("valid");
-    let mut config = ContinuationConfig::new(
-        Sweep::Frequency {
-            start_rad_s: 1.0,
-            end_rad_s: 50.0,
-            forcing_n: 10.0,
-        },
-        HARMONICS,
-    );
+    let mut config = common::cristallo_sweep(HARMONICS);
     config.stability = false;
     let branch = continue_branch(&chain, &config).expect("continues");
     let (jump_down, jump_up) = (branch.folds[0].omega_rad_s, branch.folds[1].omega_rad_s);

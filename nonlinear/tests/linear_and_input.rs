@@ -40,12 +40,7 @@ fn frf_amplitudes(chain: &NonlinearChain, omega: f64, forcing: f64) -> Vec<f64> 
 fn without_nonlinear_springs_every_point_is_the_frf_times_the_force() {
     let chain = linear_cristallo();
     assert!(chain.is_linear());
-    let sweep = Sweep::Frequency {
-        start_rad_s: 1.0,
-        end_rad_s: 50.0,
-        forcing_n: 10.0,
-    };
-    let branch = continue_branch(&chain, &ContinuationConfig::new(sweep, 3)).expect("continues");
+    let branch = continue_branch(&chain, &common::cristallo_sweep(3)).expect("continues");
     assert_eq!(branch.stop, StopReason::ReachedEnd);
     assert!(branch.folds.is_empty());
     // It passes all three resonances (14.07, 39.43, 56.98 rad/s lie in or near the range).
@@ -192,14 +187,7 @@ fn a_continuation_that_cannot_start_says_where_and_why() {
 #[test]
 fn a_point_budget_stops_the_branch_and_keeps_what_was_computed() {
     let chain = NonlinearChain::cristallo().expect("valid");
-    let mut config = ContinuationConfig::new(
-        Sweep::Frequency {
-            start_rad_s: 1.0,
-            end_rad_s: 50.0,
-            forcing_n: 10.0,
-        },
-        3,
-    );
+    let mut config = common::cristallo_sweep(3);
     config.max_points = 7;
     let branch = continue_branch(&chain, &config).expect("starts");
     assert_eq!(branch.stop, StopReason::MaxPoints);
@@ -314,14 +302,7 @@ fn a_branch_that_cannot_be_followed_at_the_smallest_step_stops_as_lost_with_its_
     // Steps fixed at 0.2 of the range cannot turn round the Cristallo chain's resonance:
     // the tangent turns too far, the step may not shrink, and the branch is lost there.
     let chain = NonlinearChain::cristallo().expect("valid");
-    let mut config = ContinuationConfig::new(
-        Sweep::Frequency {
-            start_rad_s: 1.0,
-            end_rad_s: 50.0,
-            forcing_n: 10.0,
-        },
-        3,
-    );
+    let mut config = common::cristallo_sweep(3);
     config.initial_step = 0.2;
     config.min_step = 0.2;
     config.max_step = 0.2;

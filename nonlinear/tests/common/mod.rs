@@ -1,7 +1,7 @@
 //! Shared by the test binaries: a reference time integrator (classic fourth-order Runge–Kutta
 //! on M·ẍ + C·ẋ + K·x + f(x) = e_j·F·cos ωt, written here independently of the crate's
 //! harmonic balance and Magnus code, with the spring force given by the test as a closure),
-//! and the check that a refusal names every expected problem.
+//! the check that a refusal names every expected problem, and Cristallo's frequency sweep.
 
 #![allow(dead_code, reason = "each test binary uses part of this module")]
 #![allow(clippy::expect_used, reason = "a test helper fails loudly")]
@@ -173,4 +173,17 @@ pub fn assert_mentions(problems: &[String], needles: &[&str]) {
             "missing {needle:?} in {problems:#?}"
         );
     }
+}
+
+/// Cristallo's frequency sweep (TOOLS.md § 5.2): 1 → 50 rad/s at a 10 N force, with
+/// `harmonics` harmonics and the default steps.
+pub fn cristallo_sweep(harmonics: usize) -> dtop_nonlinear::ContinuationConfig {
+    dtop_nonlinear::ContinuationConfig::new(
+        dtop_nonlinear::Sweep::Frequency {
+            start_rad_s: 1.0,
+            end_rad_s: 50.0,
+            forcing_n: 10.0,
+        },
+        harmonics,
+    )
 }

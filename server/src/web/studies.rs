@@ -38,17 +38,6 @@ struct Row {
     progress: String,
 }
 
-fn state_name(state: StudyState) -> &'static str {
-    match state {
-        StudyState::Queued => "queued",
-        StudyState::Running => "running",
-        StudyState::Reducing => "reducing",
-        StudyState::Succeeded => "succeeded",
-        StudyState::Failed => "failed",
-        StudyState::Cancelled => "cancelled",
-    }
-}
-
 fn row(r: &StudyRecord) -> Row {
     Row {
         id: r.id.0.clone(),
@@ -56,7 +45,7 @@ fn row(r: &StudyRecord) -> Row {
         model: r.model_ref.clone().unwrap_or_else(|| "(inline)".to_owned()),
         submitted_by: r.submitted_by.clone(),
         submitted_at: r.submitted_at.clone(),
-        state: state_name(r.state),
+        state: r.state.as_str(),
         progress: format!("{}/{}", r.chunks_done, r.chunks_total),
     }
 }
@@ -419,10 +408,7 @@ async fn whole_result(
     if study.state != StudyState::Succeeded {
         return Err(PageError::NotFound(
             Some(Box::new(user.chrome(SECTION))),
-            format!(
-                "Study {id} has no result (it is {}).",
-                state_name(study.state)
-            ),
+            format!("Study {id} has no result (it is {}).", study.state.as_str()),
         ));
     }
     let result = state
