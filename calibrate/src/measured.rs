@@ -265,14 +265,8 @@ pub fn parse_complex_accelerance(
             }
         })
     })?;
-    let channels = rows.values.first().map_or(0, Vec::len);
-    let mut out = vec![Vec::with_capacity(rows.values.len()); channels];
-    for row in &rows.values {
-        for (c, h) in row.iter().enumerate() {
-            out[c].push(h * unit.in_m_s2());
-        }
-    }
-    finish(rows.frequencies_hz, FrfValues::Complex { channels: out })
+    let channels = rows.channels(|h| h * unit.in_m_s2());
+    finish(rows.frequencies_hz, FrfValues::Complex { channels })
 }
 
 /// Parses Cristallo's dB magnitude files (`ExpDataSo.csv`, `ExpDataSw.csv`): no header,
@@ -299,14 +293,8 @@ pub fn parse_db_accelerance(
             Err(format!("`{field}` is not finite"))
         }
     })?;
-    let channels = rows.values.first().map_or(0, Vec::len);
-    let mut out = vec![Vec::with_capacity(rows.values.len()); channels];
-    for row in &rows.values {
-        for (c, db) in row.iter().enumerate() {
-            out[c].push(10f64.powf(db.re / 20.0) * unit.in_m_s2());
-        }
-    }
-    finish(rows.frequencies_hz, FrfValues::Magnitude { channels: out })
+    let channels = rows.channels(|db| 10f64.powf(db.re / 20.0) * unit.in_m_s2());
+    finish(rows.frequencies_hz, FrfValues::Magnitude { channels })
 }
 
 fn finish(frequencies_hz: Vec<f64>, values: FrfValues) -> Result<MeasuredFrf, CalibrateError> {
@@ -328,6 +316,22 @@ fn finish(frequencies_hz: Vec<f64>, values: FrfValues) -> Result<MeasuredFrf, Ca
 struct Rows {
     frequencies_hz: Vec<f64>,
     values: Vec<Vec<C64>>,
+}
+
+impl Rows {
+    /// The values column by column (channel `c` is column `c + 1` of the file), each mapped
+    /// by `f`.
+    fn channels<T>(&self, f: impl Fn(C64) -> T) -> Vec<Vec<T>> {
+        let n = self.values.first().map_or(0, Vec::len);
+        (0..n)
+            .map(|c| {
+                self.values
+                    .iter()
+                    .filter_map(|row| row.get(c).copied().map(&f))
+                    .collect()
+            })
+            .collect()
+    }
 }
 
 /// Splits `text` into rows of `separator`-separated cells: the first is a frequency (a real

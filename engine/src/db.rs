@@ -1,6 +1,6 @@
 //! Owns the connection to PostgreSQL or SQLite: parsing and redacting `database_url`, the pool,
-//! River's and our migrations, classifying database errors into [`EngineError`]s, and the
-//! text a study's state is stored as. Knows nothing else about studies.
+//! River's and our migrations, and classifying database errors into [`EngineError`]s. Knows
+//! nothing about studies.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,7 +11,7 @@ use riverqueue::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use riverqueue::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use riverqueue::sqlx::{self, PgPool, SqlitePool};
 
-use crate::{EngineError, StudyState};
+use crate::EngineError;
 
 /// How long a query waits for a pooled connection before the database counts as away.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,11 +83,6 @@ macro_rules! next_revision {
 }
 
 pub(crate) use {in_tx, next_revision, on_db};
-
-/// The database form of a state (its name, [`StudyState::as_str`]).
-pub(crate) fn state_str(state: StudyState) -> &'static str {
-    state.as_str()
-}
 
 /// A database URL that prints without its password.
 #[derive(Clone, PartialEq, Eq)]

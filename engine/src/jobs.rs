@@ -15,7 +15,7 @@ use riverqueue::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{in_tx, on_db, sqlx_error, state_str};
+use crate::db::{in_tx, on_db, sqlx_error};
 use crate::{Engine, EngineError, StudyState, WorkerOptions};
 
 /// How often a running chunk looks at its study's state, so a cancel reaches it even where
@@ -491,7 +491,7 @@ impl Engine {
                     .bind(study)
                     .bind(done)
                     .bind(queued + i64::from(queue_next))
-                    .bind(state_str(next_state))
+                    .bind(next_state.as_str())
                     .bind(revision)
                     .execute(&mut *tx)
                     .await

@@ -5,7 +5,7 @@
 use dtop_studies::{ModelSpec, NamedArray, StudyKind};
 use riverqueue::sqlx;
 
-use crate::db::{self, in_tx, on_db, sqlx_error, state_str};
+use crate::db::{self, in_tx, on_db, sqlx_error};
 use crate::jobs;
 use crate::{
     ArrayRef, Engine, EngineError, ModelChoice, StudyFilter, StudyId, StudyRecord, StudyResult,
@@ -183,7 +183,7 @@ impl Engine {
              ORDER BY id DESC LIMIT $5"
         );
         let kind = filter.kind.map(|k| k.as_str().to_owned());
-        let state = filter.state.map(|s| state_str(s).to_owned());
+        let state = filter.state.map(|s| s.as_str().to_owned());
         let rows: Vec<StudyRow> = on_db!(&self.inner.db, pool => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(&kind)
@@ -225,7 +225,7 @@ impl Engine {
             return Err(EngineError::Conflict(format!(
                 "study {} is already {}",
                 id.0,
-                state_str(current.state)
+                current.state.as_str()
             )));
         }
         let reason = format!("cancelled by {by}");
@@ -237,7 +237,7 @@ impl Engine {
             return Err(EngineError::Conflict(format!(
                 "study {} is already {}",
                 id.0,
-                state_str(now.state)
+                now.state.as_str()
             )));
         }
         self.cancel_jobs(&id.0, None).await;
@@ -260,7 +260,7 @@ impl Engine {
                  WHERE id = $1 AND state IN ('queued', 'running', 'reducing')",
             )
             .bind(id)
-            .bind(state_str(state))
+            .bind(state.as_str())
             .bind(reason)
             .bind(crate::now_rfc3339())
             .bind(revision)
@@ -315,7 +315,7 @@ impl Engine {
             return Err(EngineError::NotFound(format!(
                 "result of study {} (it is {})",
                 id.0,
-                state_str(study.state)
+                study.state.as_str()
             )));
         };
         let bad = |e: serde_json::Error| EngineError::Internal(format!("result of {}: {e}", id.0));
