@@ -116,13 +116,15 @@ impl Rig {
                 *w *= d.factor_at(t_s);
             }
         }
-        let moved = wanted.iter().zip(&self.factors).any(|(w, f)| {
-            let settled = self
-                .damage
-                .iter()
-                .all(|d| t_s >= d.at_s + d.ramp_s || t_s < d.at_s);
-            (w - f).abs() > DAMAGE_STEP_REL * f.abs() || (settled && w != f)
-        });
+        // Outside every ramp the plant must match exactly; inside one, to DAMAGE_STEP_REL.
+        let settled = self
+            .damage
+            .iter()
+            .all(|d| t_s < d.at_s || t_s >= d.at_s + d.ramp_s);
+        let moved = wanted
+            .iter()
+            .zip(&self.factors)
+            .any(|(w, f)| (w - f).abs() > DAMAGE_STEP_REL * f.abs() || (settled && w != f));
         if !moved {
             return;
         }
