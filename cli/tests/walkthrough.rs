@@ -16,7 +16,7 @@ use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 
 use crate::common::browser::{
-    browser, click, eval, fill, log_in_with_password, path, snap, start_driver, until,
+    browser, click, eval, fill, href, log_in_with_password, path, snap, start_driver, until,
 };
 use crate::common::{Server, Up};
 
@@ -353,22 +353,8 @@ async fn a_newcomer_runs_dtop_up_watches_the_rig_damps_it_with_edge_dvf_and_down
     };
     let result: Value =
         serde_json::from_str(&get(format!("/api/v1/studies/{id}/result")).await).unwrap();
-    let json_href = c
-        .find(Locator::Id("download-json"))
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
-    let csv_href = c
-        .find(Locator::Id("download-csv"))
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
+    let json_href = href(&c, "download-json").await;
+    let csv_href = href(&c, "download-csv").await;
     let (status, json_text) = fetch_in_page(&c, &json_href).await;
     assert_eq!(status, 200, "{json_text}");
     let (status, csv_text) = fetch_in_page(&c, &csv_href).await;

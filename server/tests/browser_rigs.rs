@@ -17,7 +17,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::browser::{browser, click, eval, log_in, snap, start_driver, until};
+use common::browser::{browser, click, eval, href, log_in, snap, start_driver, until};
 use common::influx::{Influx, assert_csv_equals, bucket};
 use common::pipeline::{Pipeline, RIG, start_broker};
 use common::{Options, Server, password};
@@ -245,15 +245,8 @@ async fn show_history_and_check_its_csv(c: &fantoccini::Client, influx: &Influx)
         eval(c, "[document.getElementById('plots').hidden, document.getElementById('history-plots').hidden]").await,
         json!([true, false])
     );
-    let href = c
-        .find(Locator::Id("history-csv"))
-        .await
-        .unwrap()
-        .attr("href")
-        .await
-        .unwrap()
-        .unwrap();
-    let px: u32 = href
+    let link = href(c, "history-csv").await;
+    let px: u32 = link
         .split("px=")
         .nth(1)
         .and_then(|v| v.split('&').next())
@@ -261,15 +254,15 @@ async fn show_history_and_check_its_csv(c: &fantoccini::Client, influx: &Influx)
         .parse()
         .unwrap();
     assert!(
-        href.contains(&format!("from_ms={from_ms}&to_ms={to_ms}")),
-        "{href}"
+        link.contains(&format!("from_ms={from_ms}&to_ms={to_ms}")),
+        "{link}"
     );
     snap(c, "rigs-02b-history").await;
 
     // The CSV the page offers, fetched in the page with its session, against InfluxDB.
     let csv = c
         .execute_async(
-            &format!("const done = arguments[0]; fetch({href:?}, {{credentials: 'same-origin'}}).then(r => r.text()).then(done, e => done(String(e)));"),
+            &format!("const done = arguments[0]; fetch({link:?}, {{credentials: 'same-origin'}}).then(r => r.text()).then(done, e => done(String(e)));"),
             vec![],
         )
         .await

@@ -141,6 +141,17 @@ pub async fn click(c: &Client, css: &str) {
         .unwrap();
 }
 
+/// The `href` of the element with id `id`.
+pub async fn href(c: &Client, id: &str) -> String {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// The value of the JS expression `script` in the page.
 pub async fn eval(c: &Client, script: &str) -> Value {
     c.execute(&format!("return ({script});"), vec![])
