@@ -259,6 +259,7 @@ impl Engine {
                 inputs.seed,
                 index,
                 &ctx,
+                &dtop_studies::Inputs::none(),
             )
         })
         .await;
@@ -536,6 +537,7 @@ impl Engine {
                 &inputs.params,
                 inputs.seed,
                 &chunks,
+                &dtop_studies::Inputs::none(),
             )?;
             let refs = out
                 .arrays

@@ -105,6 +105,7 @@ impl Engine {
             request.kind,
             &model,
             &request.params,
+            &dtop_studies::Inputs::none(),
             &self.inner.config.budget,
         ) {
             Ok(resolved) => Some(resolved),

@@ -94,6 +94,7 @@ async fn modal_study_runs_to_its_result(config: EngineConfig) {
         7,
         0,
         &dtop_studies::ChunkCtx::new(&flag),
+        &dtop_studies::Inputs::none(),
     )
     .unwrap();
     let direct = dtop_studies::reduce(
@@ -102,6 +103,7 @@ async fn modal_study_runs_to_its_result(config: EngineConfig) {
         &serde_json::json!({}),
         7,
         &[chunk],
+        &dtop_studies::Inputs::none(),
     )
     .unwrap();
     let result = engine.result(&record.id).await.unwrap();
@@ -411,7 +413,14 @@ async fn stores_the_resolved_params_and_their_result_ignores_the_chunking(
         })
         .await
         .unwrap();
-    let resolved = dtop_studies::plan(StudyKind::Design, &msd3, &submitted, &budget).unwrap();
+    let resolved = dtop_studies::plan(
+        StudyKind::Design,
+        &msd3,
+        &submitted,
+        &dtop_studies::Inputs::none(),
+        &budget,
+    )
+    .unwrap();
     assert_eq!(record.params, resolved.params);
     assert_eq!(record.params["samples_per_chunk"], 16_384);
     assert_eq!(record.chunks_total, 3);
@@ -423,6 +432,7 @@ async fn stores_the_resolved_params_and_their_result_ignores_the_chunking(
         StudyKind::Design,
         &msd3,
         &submitted,
+        &dtop_studies::Inputs::none(),
         &dtop_studies::Budget::default(),
     )
     .unwrap();
@@ -435,9 +445,18 @@ async fn stores_the_resolved_params_and_their_result_ignores_the_chunking(
         5,
         0,
         &dtop_studies::ChunkCtx::new(&flag),
+        &dtop_studies::Inputs::none(),
     )
     .unwrap();
-    let direct = dtop_studies::reduce(StudyKind::Design, &msd3, &one.params, 5, &[chunk]).unwrap();
+    let direct = dtop_studies::reduce(
+        StudyKind::Design,
+        &msd3,
+        &one.params,
+        5,
+        &[chunk],
+        &dtop_studies::Inputs::none(),
+    )
+    .unwrap();
     let result = engine.result(&record.id).await.unwrap();
     assert_eq!(result.summary, direct.summary);
     stop.cancel();

@@ -21,6 +21,7 @@
 //!   size from the budget), [`run_chunk`], [`reduce`] and [`defaults`] dispatch to them.
 
 pub mod chain;
+pub mod inputs;
 pub mod kinds;
 pub mod model;
 pub mod output;
@@ -33,9 +34,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-pub use kinds::{defaults, plan, reduce, run_chunk};
+pub use inputs::{InputSpec, Inputs};
+pub use kinds::{defaults, inputs, plan, reduce, run_chunk};
 pub use model::{ModelRef, ModelSpec, Provenance};
-pub use output::{Column, NamedArray, StudyOutput};
+pub use output::{Column, NamedArray, ProposedModel, StudyOutput};
 pub use problems::FieldProblem;
 
 /// What a study computes.
@@ -149,17 +151,64 @@ pub struct Resolved {
     pub params: serde_json::Value,
 }
 
-/// What a running chunk may look at: whether its study was cancelled. Kinds check it between
-/// samples or blocks and return [`StudyError::Cancelled`].
-#[derive(Debug, Clone, Copy)]
+/// What a running chunk may look at: whether its study was cancelled (kinds check it between
+/// samples or blocks and return [`StudyError::Cancelled`]), and the third-party solvers the
+/// worker offers.
+#[derive(Clone, Copy)]
 pub struct ChunkCtx<'a> {
     cancelled: &'a AtomicBool,
+    solvers: Option<&'a dyn ExternalSolvers>,
+}
+
+impl fmt::Debug for ChunkCtx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkCtx")
+            .field("cancelled", &self.is_cancelled())
+            .field("solvers", &self.solvers.is_some())
+            .finish()
+    }
+}
+
+/// Third-party programs a worker runs for chunks that ask for them. The kinds stay pure: a kind
+/// that needs one (`fea` with `solver = "calculix"`) asks its [`ChunkCtx`], and the worker's
+/// implementation starts the program (as a child it kills when `cancelled` is set).
+pub trait ExternalSolvers: Sync {
+    /// Runs CalculiX on the input deck `deck` and returns what it computed.
+    ///
+    /// # Errors
+    /// CalculiX missing, failing (with its own message), cancelled or timed out.
+    fn calculix(
+        &self,
+        deck: &str,
+        cancelled: &AtomicBool,
+    ) -> Result<dtop_fe::calculix::CalculixRun, dtop_fe::calculix::CalculixError>;
 }
 
 impl<'a> ChunkCtx<'a> {
-    /// A context watching `cancelled`.
+    /// A context watching `cancelled`, with no third-party solvers.
     pub fn new(cancelled: &'a AtomicBool) -> Self {
-        Self { cancelled }
+        Self {
+            cancelled,
+            solvers: None,
+        }
+    }
+
+    /// The same context, offering `solvers`.
+    pub fn with_solvers(self, solvers: &'a dyn ExternalSolvers) -> Self {
+        Self {
+            solvers: Some(solvers),
+            ..self
+        }
+    }
+
+    /// The third-party solvers the worker offers, if any.
+    pub fn solvers(&self) -> Option<&'a dyn ExternalSolvers> {
+        self.solvers
+    }
+
+    /// The flag a third-party run watches to be killed on cancel.
+    pub fn cancel_flag(&self) -> &'a AtomicBool {
+        self.cancelled
     }
 
     /// Whether the study was cancelled.

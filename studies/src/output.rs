@@ -1,7 +1,9 @@
 //! Owns the shape of a study's result: a JSON summary (small: frequencies, statistics, bounds'
 //! figures) and named arrays of equal-length columns (FRFs, envelopes, time histories,
 //! histograms). The engine keeps the summary in the database and each array, by content hash,
-//! in the result store; arrays are downloadable as CSV or JSON.
+//! in the result store; arrays are downloadable as CSV or JSON. A study that identifies or
+//! updates a model also returns it as a [`ProposedModel`], which the engine files in the
+//! catalogue as a new version with status `proposed`, awaiting an operator's approval.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +14,34 @@ pub struct StudyOutput {
     pub summary: serde_json::Value,
     /// Large results, as named column tables.
     pub arrays: Vec<NamedArray>,
+    /// A model the study proposes (an updated or condensed one), to be filed in the catalogue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposed_model: Option<ProposedModel>,
+}
+
+impl StudyOutput {
+    /// A result without a proposed model.
+    pub fn new(summary: serde_json::Value, arrays: Vec<NamedArray>) -> Self {
+        Self {
+            summary,
+            arrays,
+            proposed_model: None,
+        }
+    }
+}
+
+/// A model version a study proposes. The engine files it under the study's model name (or,
+/// for an inline model, the name in `name`), with provenance "produced by study <id>" and
+/// status `proposed`; nothing runs on it until an operator approves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposedModel {
+    /// Name to file it under when the study's model was given inline (no catalogue name).
+    pub name: String,
+    /// The proposed model.
+    pub spec: crate::model::ModelSpec,
+    /// How it was obtained, one line (method, data, residual), shown with the version.
+    pub method: String,
 }
 
 /// A table of equal-length columns, e.g. `frequency_hz`, `lower_m`, `upper_m`.

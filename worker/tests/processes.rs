@@ -78,11 +78,20 @@ fn reference(chunks: u64, seed: u64) -> Fingerprint {
                 seed,
                 i,
                 &ChunkCtx::new(&flag),
+                &dtop_studies::Inputs::none(),
             )
             .unwrap()
         })
         .collect();
-    let out = dtop_studies::reduce(StudyKind::Design, &model, &params, seed, &outputs).unwrap();
+    let out = dtop_studies::reduce(
+        StudyKind::Design,
+        &model,
+        &params,
+        seed,
+        &outputs,
+        &dtop_studies::Inputs::none(),
+    )
+    .unwrap();
     Fingerprint {
         summary: out.summary,
         arrays: out
@@ -484,6 +493,7 @@ async fn a_chunk_recorded_twice_keeps_its_first_output(config: EngineConfig) {
         31,
         0,
         &ChunkCtx::new(&flag),
+        &dtop_studies::Inputs::none(),
     )
     .unwrap();
     assert_eq!(

@@ -364,16 +364,39 @@ fn frf(spec: &ModelSpec, f_min_hz: f64, f_max_hz: f64) -> Result<serde_json::Val
         "df_hz": (f_max_hz - f_min_hz) / FRF_POINTS,
     }});
     let study = |e: dtop_studies::StudyError| ApiError::Internal(e.to_string());
-    let resolved =
-        dtop_studies::plan(StudyKind::Frf, spec, &params, &Budget::default()).map_err(study)?;
+    let resolved = dtop_studies::plan(
+        StudyKind::Frf,
+        spec,
+        &params,
+        &dtop_studies::Inputs::none(),
+        &Budget::default(),
+    )
+    .map_err(study)?;
     let never = AtomicBool::new(false);
     let ctx = ChunkCtx::new(&never);
     let chunks = (0..resolved.chunks)
-        .map(|i| dtop_studies::run_chunk(StudyKind::Frf, spec, &resolved.params, 0, i, &ctx))
+        .map(|i| {
+            dtop_studies::run_chunk(
+                StudyKind::Frf,
+                spec,
+                &resolved.params,
+                0,
+                i,
+                &ctx,
+                &dtop_studies::Inputs::none(),
+            )
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(study)?;
-    let output =
-        dtop_studies::reduce(StudyKind::Frf, spec, &resolved.params, 0, &chunks).map_err(study)?;
+    let output = dtop_studies::reduce(
+        StudyKind::Frf,
+        spec,
+        &resolved.params,
+        0,
+        &chunks,
+        &dtop_studies::Inputs::none(),
+    )
+    .map_err(study)?;
     let mut frequency_hz = serde_json::Value::Null;
     let mut series = Vec::new();
     for array in &output.arrays {

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::ModelSpec;
 use crate::output::{Column, NamedArray, StudyOutput};
 use crate::problems::FieldProblem;
-use crate::{Budget, ChunkCtx, Plan, StudyError};
+use crate::{Budget, ChunkCtx, InputSpec, Inputs, Plan, StudyError};
+
+/// Computed from the model alone: no measured inputs.
+pub const INPUTS: &[InputSpec] = &[];
 
 /// The law's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,7 +236,12 @@ fn from_control(e: ControlError) -> StudyError {
 ///
 /// # Errors
 /// Every problem of the model and the parameters; [`StudyError::TooLarge`].
-pub fn check(model: &ModelSpec, params: &Params, budget: &Budget) -> Result<Plan, StudyError> {
+pub fn check(
+    model: &ModelSpec,
+    params: &Params,
+    budget: &Budget,
+    _inputs: &Inputs,
+) -> Result<Plan, StudyError> {
     model.building().map_err(StudyError::Invalid)?;
     let study = study(model, params).map_err(StudyError::Invalid)?;
     let dofs = study.building.floors() as u64 + 1;
@@ -262,6 +270,7 @@ pub fn run_chunk(
     _seed: u64,
     _chunk: u32,
     ctx: &ChunkCtx<'_>,
+    _inputs: &Inputs,
 ) -> Result<serde_json::Value, StudyError> {
     let study = study(model, params).map_err(StudyError::Invalid)?;
     ctx.check()?;
@@ -354,6 +363,7 @@ pub fn run_chunk(
     let output = StudyOutput {
         summary: serde_json::to_value(&report).map_err(|e| StudyError::Numerics(e.to_string()))?,
         arrays,
+        proposed_model: None,
     };
     serde_json::to_value(&output).map_err(|e| StudyError::Numerics(e.to_string()))
 }
@@ -367,6 +377,7 @@ pub fn reduce(
     _params: &Params,
     _seed: u64,
     chunks: &[serde_json::Value],
+    _inputs: &Inputs,
 ) -> Result<StudyOutput, StudyError> {
     match chunks {
         [one] => serde_json::from_value(one.clone())
@@ -391,10 +402,34 @@ mod tests {
     fn run(model: &ModelSpec, params: &serde_json::Value) -> StudyOutput {
         let flag = AtomicBool::new(false);
         let ctx = ChunkCtx::new(&flag);
-        let plan = kinds::plan(StudyKind::Control, model, params, &Budget::default()).unwrap();
+        let plan = kinds::plan(
+            StudyKind::Control,
+            model,
+            params,
+            &crate::Inputs::none(),
+            &Budget::default(),
+        )
+        .unwrap();
         assert_eq!(plan.chunks, 1);
-        let chunk = kinds::run_chunk(StudyKind::Control, model, params, 1, 0, &ctx).unwrap();
-        kinds::reduce(StudyKind::Control, model, params, 1, &[chunk]).unwrap()
+        let chunk = kinds::run_chunk(
+            StudyKind::Control,
+            model,
+            params,
+            1,
+            0,
+            &ctx,
+            &crate::Inputs::none(),
+        )
+        .unwrap();
+        kinds::reduce(
+            StudyKind::Control,
+            model,
+            params,
+            1,
+            &[chunk],
+            &crate::Inputs::none(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -459,6 +494,7 @@ mod tests {
             1,
             0,
             &ChunkCtx::new(&flag),
+            &crate::Inputs::none(),
         );
         let Err(StudyError::Invalid(problems)) = got else {
             panic!("{got:?}");
@@ -482,6 +518,7 @@ mod tests {
                 1,
                 0,
                 &ChunkCtx::new(&flag),
+                &crate::Inputs::none(),
             );
             assert!(got.is_ok(), "{name}: {got:?}");
         }
@@ -494,9 +531,13 @@ mod tests {
             "law": "tmd", "actuator_floor": 2, "gain_a_per_m_s": 3.0, "excitation_floor": 7,
             "grid": { "f_min_hz": 1.0, "f_max_hz": 10.0, "df_hz": -1.0 }
         });
-        let Err(StudyError::Invalid(problems)) =
-            kinds::plan(StudyKind::Control, &actuated, &params, &Budget::default())
-        else {
+        let Err(StudyError::Invalid(problems)) = kinds::plan(
+            StudyKind::Control,
+            &actuated,
+            &params,
+            &crate::Inputs::none(),
+            &Budget::default(),
+        ) else {
             panic!("invalid params were planned");
         };
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
@@ -514,9 +555,13 @@ mod tests {
         // `null` overrides the default actuator floor, so the bare model has none.
         let params =
             serde_json::json!({ "law": "dvf", "excitation_floor": 1, "actuator_floor": null });
-        let Err(StudyError::Invalid(problems)) =
-            kinds::plan(StudyKind::Control, &bare, &params, &Budget::default())
-        else {
+        let Err(StudyError::Invalid(problems)) = kinds::plan(
+            StudyKind::Control,
+            &bare,
+            &params,
+            &crate::Inputs::none(),
+            &Budget::default(),
+        ) else {
             panic!("a bare model without actuator_floor was planned");
         };
         assert_eq!(problems.len(), 2, "{problems:#?}");

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::ModelSpec;
 use crate::output::{Column, NamedArray, StudyOutput};
 use crate::problems::FieldProblem;
-use crate::{Budget, ChunkCtx, Plan, StudyError};
+use crate::{Budget, ChunkCtx, InputSpec, Inputs, Plan, StudyError};
+
+/// Computed from the model alone: no measured inputs.
+pub const INPUTS: &[InputSpec] = &[];
 
 /// Most responses one study may ask for.
 pub const MAX_RESPONSES: usize = 32;
@@ -171,7 +174,12 @@ fn output_floors(response: &Response, floors: usize) -> Vec<usize> {
 ///
 /// # Errors
 /// Every problem of the model and the parameters; [`StudyError::TooLarge`].
-pub fn check(model: &ModelSpec, params: &Params, budget: &Budget) -> Result<Plan, StudyError> {
+pub fn check(
+    model: &ModelSpec,
+    params: &Params,
+    budget: &Budget,
+    _inputs: &Inputs,
+) -> Result<Plan, StudyError> {
     let building = model.building().map_err(StudyError::Invalid)?;
     let problems = problems(&building, params);
     if !problems.is_empty() {
@@ -264,6 +272,7 @@ pub fn run_chunk(
     _seed: u64,
     _chunk: u32,
     ctx: &ChunkCtx<'_>,
+    _inputs: &Inputs,
 ) -> Result<serde_json::Value, StudyError> {
     let building = model.building().map_err(StudyError::Invalid)?;
     let problems = problems(&building, params);
@@ -340,6 +349,7 @@ pub fn run_chunk(
             "responses": summaries,
         }),
         arrays: dedup_names(arrays),
+        proposed_model: None,
     };
     serde_json::to_value(&output).map_err(|e| StudyError::Numerics(e.to_string()))
 }
@@ -366,6 +376,7 @@ pub fn reduce(
     _params: &Params,
     _seed: u64,
     chunks: &[serde_json::Value],
+    _inputs: &Inputs,
 ) -> Result<StudyOutput, StudyError> {
     match chunks {
         [one] => serde_json::from_value(one.clone())
@@ -407,11 +418,37 @@ mod tests {
     fn run(model: &ModelSpec, params: serde_json::Value) -> StudyOutput {
         let flag = AtomicBool::new(false);
         let ctx = ChunkCtx::new(&flag);
-        let plan = kinds::plan(StudyKind::Frf, model, &params, &Budget::default()).unwrap();
+        let plan = kinds::plan(
+            StudyKind::Frf,
+            model,
+            &params,
+            &crate::Inputs::none(),
+            &Budget::default(),
+        )
+        .unwrap();
         let chunks: Vec<_> = (0..plan.chunks)
-            .map(|i| kinds::run_chunk(StudyKind::Frf, model, &params, 7, i, &ctx).unwrap())
+            .map(|i| {
+                kinds::run_chunk(
+                    StudyKind::Frf,
+                    model,
+                    &params,
+                    7,
+                    i,
+                    &ctx,
+                    &crate::Inputs::none(),
+                )
+                .unwrap()
+            })
             .collect();
-        kinds::reduce(StudyKind::Frf, model, &params, 7, &chunks).unwrap()
+        kinds::reduce(
+            StudyKind::Frf,
+            model,
+            &params,
+            7,
+            &chunks,
+            &crate::Inputs::none(),
+        )
+        .unwrap()
     }
 
     fn column<'a>(out: &'a StudyOutput, array: &str, name: &str) -> &'a [f64] {
@@ -529,9 +566,13 @@ mod tests {
                 { "input": { "at": "actuator" }, "kind": "mobility" }
             ]
         });
-        let Err(StudyError::Invalid(problems)) =
-            kinds::plan(StudyKind::Frf, &model, &params, &Budget::default())
-        else {
+        let Err(StudyError::Invalid(problems)) = kinds::plan(
+            StudyKind::Frf,
+            &model,
+            &params,
+            &crate::Inputs::none(),
+            &Budget::default(),
+        ) else {
             panic!("invalid params were planned");
         };
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
@@ -556,7 +597,13 @@ mod tests {
             chunk_work_units: 10,
         };
         assert!(matches!(
-            kinds::plan(StudyKind::Frf, &model, &params, &budget),
+            kinds::plan(
+                StudyKind::Frf,
+                &model,
+                &params,
+                &crate::Inputs::none(),
+                &budget
+            ),
             Err(StudyError::TooLarge { .. })
         ));
     }
@@ -565,7 +612,13 @@ mod tests {
     fn defaults_plan_for_every_builtin() {
         for (name, model) in crate::model::builtin_models() {
             let params = kinds::defaults(StudyKind::Frf, &model);
-            let plan = kinds::plan(StudyKind::Frf, &model, &params, &Budget::default());
+            let plan = kinds::plan(
+                StudyKind::Frf,
+                &model,
+                &params,
+                &crate::Inputs::none(),
+                &Budget::default(),
+            );
             assert!(plan.is_ok(), "{name}: {plan:?}");
         }
     }

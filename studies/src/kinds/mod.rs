@@ -15,6 +15,7 @@ pub mod uncertainty;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::inputs::{InputSpec, Inputs};
 use crate::model::ModelSpec;
 use crate::output::StudyOutput;
 use crate::problems::FieldProblem;
@@ -66,16 +67,18 @@ pub fn plan(
     kind: StudyKind,
     model: &ModelSpec,
     params: &serde_json::Value,
+    inputs: &Inputs,
     budget: &Budget,
 ) -> Result<Resolved, StudyError> {
-    let model_problems = model.problems();
+    let mut other_problems = model.problems();
+    other_problems.extend(inputs.problems_for(kind));
     let merged = with_defaults(params, &defaults(kind, model));
     dispatch!(kind, k => {
         let params = parse_params::<k::Params>(&merged);
-        match (params, model_problems.is_empty()) {
+        match (params, other_problems.is_empty()) {
             (Ok(mut p), true) => {
                 p.fix_chunking(model, budget);
-                let plan = k::check(model, &p, budget)?;
+                let plan = k::check(model, &p, budget, inputs)?;
                 let params = serde_json::to_value(&p).map_err(|e| {
                     StudyError::Invalid(vec![FieldProblem::new("params", e.to_string())])
                 })?;
@@ -85,9 +88,9 @@ pub fn plan(
                     params,
                 })
             }
-            (Ok(_), false) => Err(StudyError::Invalid(model_problems)),
+            (Ok(_), false) => Err(StudyError::Invalid(other_problems)),
             (Err(mut problems), _) => {
-                problems.extend(model_problems);
+                problems.extend(other_problems);
                 Err(StudyError::Invalid(problems))
             }
         }
@@ -187,10 +190,11 @@ pub fn run_chunk(
     seed: u64,
     chunk: u32,
     ctx: &ChunkCtx<'_>,
+    inputs: &Inputs,
 ) -> Result<serde_json::Value, StudyError> {
     dispatch!(kind, k => {
         let p = parse_params::<k::Params>(params).map_err(StudyError::Invalid)?;
-        k::run_chunk(model, &p, seed, chunk, ctx)
+        k::run_chunk(model, &p, seed, chunk, ctx, inputs)
     })
 }
 
@@ -204,16 +208,23 @@ pub fn reduce(
     params: &serde_json::Value,
     seed: u64,
     chunks: &[serde_json::Value],
+    inputs: &Inputs,
 ) -> Result<StudyOutput, StudyError> {
     dispatch!(kind, k => {
         let p = parse_params::<k::Params>(params).map_err(StudyError::Invalid)?;
-        k::reduce(model, &p, seed, chunks)
+        k::reduce(model, &p, seed, chunks, inputs)
     })
 }
 
 /// The parameters a form should start from for this kind on this model, as JSON.
 pub fn defaults(kind: StudyKind, model: &ModelSpec) -> serde_json::Value {
     dispatch!(kind, k => to_json(&k::Params::defaults_for(model)))
+}
+
+/// The measured inputs `kind` takes (see [`crate::inputs`]); empty for kinds that compute
+/// from the model alone.
+pub fn inputs(kind: StudyKind) -> &'static [InputSpec] {
+    dispatch!(kind, k => k::INPUTS)
 }
 
 fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
@@ -312,13 +323,13 @@ mod tests {
         submitted: &serde_json::Value,
         budget: &Budget,
     ) -> (StudyOutput, Resolved) {
-        let resolved = plan(kind, model, submitted, budget).unwrap();
+        let resolved = plan(kind, model, submitted, &Inputs::none(), budget).unwrap();
         let flag = AtomicBool::new(false);
         let ctx = ChunkCtx::new(&flag);
         let chunks: Vec<_> = (0..resolved.chunks)
-            .map(|c| run_chunk(kind, model, &resolved.params, 3, c, &ctx).unwrap())
+            .map(|c| run_chunk(kind, model, &resolved.params, 3, c, &ctx, &Inputs::none()).unwrap())
             .collect();
-        let out = reduce(kind, model, &resolved.params, 3, &chunks).unwrap();
+        let out = reduce(kind, model, &resolved.params, 3, &chunks, &Inputs::none()).unwrap();
         (out, resolved)
     }
 
@@ -326,16 +337,41 @@ mod tests {
     fn every_kind_plans_from_an_empty_submission_and_resolves_to_its_defaults() {
         let model = builtin_model("cristallo-msd3").unwrap();
         for kind in StudyKind::ALL {
-            let from_empty = plan(kind, &model, &serde_json::json!({}), &Budget::default())
-                .unwrap_or_else(|e| panic!("{kind}: {e}"));
-            let from_null = plan(kind, &model, &serde_json::Value::Null, &Budget::default())
-                .unwrap_or_else(|e| panic!("{kind}: {e}"));
-            let from_defaults =
-                plan(kind, &model, &defaults(kind, &model), &Budget::default()).unwrap();
+            let from_empty = plan(
+                kind,
+                &model,
+                &serde_json::json!({}),
+                &Inputs::none(),
+                &Budget::default(),
+            )
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let from_null = plan(
+                kind,
+                &model,
+                &serde_json::Value::Null,
+                &Inputs::none(),
+                &Budget::default(),
+            )
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let from_defaults = plan(
+                kind,
+                &model,
+                &defaults(kind, &model),
+                &Inputs::none(),
+                &Budget::default(),
+            )
+            .unwrap();
             assert_eq!(from_empty, from_defaults, "{kind}");
             assert_eq!(from_null, from_defaults, "{kind}");
             // Resolving is idempotent: the stored params plan to themselves.
-            let again = plan(kind, &model, &from_empty.params, &Budget::default()).unwrap();
+            let again = plan(
+                kind,
+                &model,
+                &from_empty.params,
+                &Inputs::none(),
+                &Budget::default(),
+            )
+            .unwrap();
             assert_eq!(again, from_empty, "{kind}");
         }
     }
@@ -345,9 +381,13 @@ mod tests {
         let model = builtin_model("cristallo-msd3").unwrap();
         for kind in StudyKind::ALL {
             let submitted = serde_json::json!({ "frobnicate": 1, "wibble": 2 });
-            let Err(StudyError::Invalid(problems)) =
-                plan(kind, &model, &submitted, &Budget::default())
-            else {
+            let Err(StudyError::Invalid(problems)) = plan(
+                kind,
+                &model,
+                &submitted,
+                &Inputs::none(),
+                &Budget::default(),
+            ) else {
                 panic!("{kind}: unknown fields were planned");
             };
             let text = format!("{problems:?}");
@@ -377,8 +417,15 @@ mod tests {
             ),
         ];
         for (kind, submitted) in submissions {
-            let big = plan(kind, &model, &submitted, &Budget::default()).unwrap();
-            let fine = plan(kind, &model, &submitted, &small).unwrap();
+            let big = plan(
+                kind,
+                &model,
+                &submitted,
+                &Inputs::none(),
+                &Budget::default(),
+            )
+            .unwrap();
+            let fine = plan(kind, &model, &submitted, &Inputs::none(), &small).unwrap();
             assert!(
                 fine.chunks > big.chunks,
                 "{kind}: {} vs {}",
@@ -387,7 +434,14 @@ mod tests {
             );
             // The chunk count follows from the resolved params alone: planning them again
             // under any budget gives the same plan.
-            let replanned = plan(kind, &model, &fine.params, &Budget::default()).unwrap();
+            let replanned = plan(
+                kind,
+                &model,
+                &fine.params,
+                &Inputs::none(),
+                &Budget::default(),
+            )
+            .unwrap();
             assert_eq!(replanned.chunks, fine.chunks, "{kind}");
         }
     }

@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::ModelSpec;
 use crate::output::StudyOutput;
-use crate::{Budget, ChunkCtx, Plan, StudyError};
+use crate::{Budget, ChunkCtx, InputSpec, Inputs, Plan, StudyError};
+
+/// Computed from the model alone: no measured inputs.
+pub const INPUTS: &[InputSpec] = &[];
 
 /// `modal` has no parameters.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -23,7 +26,12 @@ impl Params {
 ///
 /// # Errors
 /// The model's problems.
-pub fn check(model: &ModelSpec, _params: &Params, _budget: &Budget) -> Result<Plan, StudyError> {
+pub fn check(
+    model: &ModelSpec,
+    _params: &Params,
+    _budget: &Budget,
+    _inputs: &Inputs,
+) -> Result<Plan, StudyError> {
     let building = model.building().map_err(StudyError::Invalid)?;
     let dofs = building.dofs() as u64;
     Ok(Plan {
@@ -42,6 +50,7 @@ pub fn run_chunk(
     _seed: u64,
     _chunk: u32,
     _ctx: &ChunkCtx<'_>,
+    _inputs: &Inputs,
 ) -> Result<serde_json::Value, StudyError> {
     let building = model.building().map_err(StudyError::Invalid)?;
     let modal = dtop_dynamics::frf::modal_analysis(&building)
@@ -58,11 +67,13 @@ pub fn reduce(
     _params: &Params,
     _seed: u64,
     chunks: &[serde_json::Value],
+    _inputs: &Inputs,
 ) -> Result<StudyOutput, StudyError> {
     match chunks {
         [one] => Ok(StudyOutput {
             summary: one.clone(),
             arrays: Vec::new(),
+            proposed_model: None,
         }),
         _ => Err(StudyError::BadChunk(format!(
             "modal has 1 chunk, got {}",

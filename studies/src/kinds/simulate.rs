@@ -21,7 +21,10 @@ use crate::model::ModelSpec;
 use crate::output::{Column, NamedArray, StudyOutput};
 use crate::problems::FieldProblem;
 use crate::signal::{self, C64, SegmentSpectra};
-use crate::{Budget, ChunkCtx, Plan, StudyError, chunk_seed};
+use crate::{Budget, ChunkCtx, InputSpec, Inputs, Plan, StudyError, chunk_seed};
+
+/// Computed from the model alone: no measured inputs.
+pub const INPUTS: &[InputSpec] = &[];
 
 /// Most time steps one run may take.
 pub const MAX_STEPS: u64 = 20_000_000;
@@ -468,7 +471,12 @@ fn n_samples(params: &Params) -> u32 {
 ///
 /// # Errors
 /// Every problem of the model and the parameters; [`StudyError::TooLarge`].
-pub fn check(model: &ModelSpec, params: &Params, budget: &Budget) -> Result<Plan, StudyError> {
+pub fn check(
+    model: &ModelSpec,
+    params: &Params,
+    budget: &Budget,
+    _inputs: &Inputs,
+) -> Result<Plan, StudyError> {
     let building = model.building().map_err(StudyError::Invalid)?;
     let problems = problems(building.floors(), params);
     if !problems.is_empty() {
@@ -887,6 +895,7 @@ fn nominal(
             "floors": per_floor,
         }),
         arrays,
+        proposed_model: None,
     })
 }
 
@@ -900,6 +909,7 @@ pub fn run_chunk(
     seed: u64,
     chunk: u32,
     ctx: &ChunkCtx<'_>,
+    _inputs: &Inputs,
 ) -> Result<serde_json::Value, StudyError> {
     let building = model.building().map_err(StudyError::Invalid)?;
     let problems = problems(building.floors(), params);
@@ -957,6 +967,7 @@ pub fn reduce(
     params: &Params,
     _seed: u64,
     chunks: &[serde_json::Value],
+    _inputs: &Inputs,
 ) -> Result<StudyOutput, StudyError> {
     let mut nominal = None;
     let mut samples: Vec<SampleOutput> = Vec::new();
@@ -1071,11 +1082,37 @@ mod tests {
     fn run(model: &ModelSpec, params: &serde_json::Value, seed: u64) -> StudyOutput {
         let flag = AtomicBool::new(false);
         let ctx = ChunkCtx::new(&flag);
-        let plan = kinds::plan(StudyKind::Simulate, model, params, &Budget::default()).unwrap();
+        let plan = kinds::plan(
+            StudyKind::Simulate,
+            model,
+            params,
+            &crate::Inputs::none(),
+            &Budget::default(),
+        )
+        .unwrap();
         let chunks: Vec<_> = (0..plan.chunks)
-            .map(|i| kinds::run_chunk(StudyKind::Simulate, model, params, seed, i, &ctx).unwrap())
+            .map(|i| {
+                kinds::run_chunk(
+                    StudyKind::Simulate,
+                    model,
+                    params,
+                    seed,
+                    i,
+                    &ctx,
+                    &crate::Inputs::none(),
+                )
+                .unwrap()
+            })
             .collect();
-        kinds::reduce(StudyKind::Simulate, model, params, seed, &chunks).unwrap()
+        kinds::reduce(
+            StudyKind::Simulate,
+            model,
+            params,
+            seed,
+            &chunks,
+            &crate::Inputs::none(),
+        )
+        .unwrap()
     }
 
     fn col<'a>(out: &'a StudyOutput, array: &str, name: &str) -> &'a [f64] {
@@ -1270,20 +1307,44 @@ mod tests {
         let flag = AtomicBool::new(false);
         let ctx = ChunkCtx::new(&flag);
         let p = params(2);
-        let plan = kinds::plan(StudyKind::Simulate, &model, &p, &Budget::default()).unwrap();
+        let plan = kinds::plan(
+            StudyKind::Simulate,
+            &model,
+            &p,
+            &crate::Inputs::none(),
+            &Budget::default(),
+        )
+        .unwrap();
         assert_eq!(plan.chunks, 3);
         let mut chunks: Vec<_> = (0..plan.chunks)
             .rev()
             .map(|i| {
                 (
                     i,
-                    kinds::run_chunk(StudyKind::Simulate, &model, &p, 9, i, &ctx).unwrap(),
+                    kinds::run_chunk(
+                        StudyKind::Simulate,
+                        &model,
+                        &p,
+                        9,
+                        i,
+                        &ctx,
+                        &crate::Inputs::none(),
+                    )
+                    .unwrap(),
                 )
             })
             .collect();
         chunks.sort_by_key(|(i, _)| *i);
         let chunks: Vec<_> = chunks.into_iter().map(|(_, c)| c).collect();
-        let many = kinds::reduce(StudyKind::Simulate, &model, &p, 9, &chunks).unwrap();
+        let many = kinds::reduce(
+            StudyKind::Simulate,
+            &model,
+            &p,
+            9,
+            &chunks,
+            &crate::Inputs::none(),
+        )
+        .unwrap();
         assert_eq!(one, many);
         let names: Vec<&str> = one.arrays.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(
@@ -1313,7 +1374,15 @@ mod tests {
         let flag = AtomicBool::new(true);
         let ctx = ChunkCtx::new(&flag);
         assert_eq!(
-            kinds::run_chunk(StudyKind::Simulate, &model, &params, 1, 0, &ctx),
+            kinds::run_chunk(
+                StudyKind::Simulate,
+                &model,
+                &params,
+                1,
+                0,
+                &ctx,
+                &crate::Inputs::none()
+            ),
             Err(StudyError::Cancelled)
         );
     }
@@ -1327,9 +1396,13 @@ mod tests {
             "welch": { "nperseg": 4, "overlap": 1.0 },
             "dispersion": { "n_samples": 0, "mass_rel_std": -0.1 }
         });
-        let Err(StudyError::Invalid(problems)) =
-            kinds::plan(StudyKind::Simulate, &model, &params, &Budget::default())
-        else {
+        let Err(StudyError::Invalid(problems)) = kinds::plan(
+            StudyKind::Simulate,
+            &model,
+            &params,
+            &crate::Inputs::none(),
+            &Budget::default(),
+        ) else {
             panic!("invalid params were planned");
         };
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
@@ -1351,7 +1424,13 @@ mod tests {
     fn defaults_plan_for_every_builtin_and_a_study_above_the_budget_is_refused() {
         for (name, model) in crate::model::builtin_models() {
             let params = kinds::defaults(StudyKind::Simulate, &model);
-            let plan = kinds::plan(StudyKind::Simulate, &model, &params, &Budget::default());
+            let plan = kinds::plan(
+                StudyKind::Simulate,
+                &model,
+                &params,
+                &crate::Inputs::none(),
+                &Budget::default(),
+            );
             assert!(plan.is_ok(), "{name}: {plan:?}");
         }
         let model = builtin_model("southampton").unwrap();
@@ -1361,7 +1440,13 @@ mod tests {
             chunk_work_units: 100,
         };
         assert!(matches!(
-            kinds::plan(StudyKind::Simulate, &model, &params, &budget),
+            kinds::plan(
+                StudyKind::Simulate,
+                &model,
+                &params,
+                &crate::Inputs::none(),
+                &budget
+            ),
             Err(StudyError::TooLarge {
                 work_units: 30_720,
                 ..

@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::ModelSpec;
 use crate::output::StudyOutput;
 use crate::problems::FieldProblem;
-use crate::{Budget, ChunkCtx, Plan, StudyError};
+use crate::{Budget, ChunkCtx, InputSpec, Inputs, Plan, StudyError};
+
+/// Computed from the model alone: no measured inputs.
+pub const INPUTS: &[InputSpec] = &[];
 
 /// Samples share one random stream and one set of partial sums per block of this many;
 /// chunks hold whole blocks, so results are bit-identical whatever the chunk size.
@@ -343,7 +346,12 @@ pub fn problems(model: &ModelSpec, params: &Params) -> Vec<FieldProblem> {
 ///
 /// # Errors
 /// [`StudyError::Invalid`] with every problem, or [`StudyError::TooLarge`].
-pub fn check(model: &ModelSpec, params: &Params, budget: &Budget) -> Result<Plan, StudyError> {
+pub fn check(
+    model: &ModelSpec,
+    params: &Params,
+    budget: &Budget,
+    _inputs: &Inputs,
+) -> Result<Plan, StudyError> {
     let p = problems(model, params);
     if !p.is_empty() {
         return Err(StudyError::Invalid(p));
@@ -380,6 +388,7 @@ pub fn run_chunk(
     seed: u64,
     chunk: u32,
     ctx: &ChunkCtx<'_>,
+    _inputs: &Inputs,
 ) -> Result<serde_json::Value, StudyError> {
     let p = problems(model, params);
     if !p.is_empty() {
@@ -407,6 +416,7 @@ pub fn reduce(
     params: &Params,
     _seed: u64,
     chunks: &[serde_json::Value],
+    _inputs: &Inputs,
 ) -> Result<StudyOutput, StudyError> {
     let p = problems(model, params);
     if !p.is_empty() {

@@ -267,5 +267,5 @@ pub fn reduce(
         "fisher_eigenvalues": order.iter().map(|&i| fe.eigenvalues[i]).collect::<Vec<_>>(),
         "fisher_eigenvectors": order.iter().map(|&i| fe.eigenvectors.column(i).iter().copied().collect::<Vec<_>>()).collect::<Vec<_>>(),
     });
-    Ok(StudyOutput { summary, arrays })
+    Ok(StudyOutput::new(summary, arrays))
 }

@@ -20,13 +20,39 @@ fn three_floor_model() -> ModelSpec {
 
 fn run(model: &ModelSpec, params: &Params, seed: u64) -> StudyOutput {
     let json = serde_json::to_value(params).unwrap();
-    let plan = crate::plan(StudyKind::Design, model, &json, &Budget::default()).unwrap();
+    let plan = crate::plan(
+        StudyKind::Design,
+        model,
+        &json,
+        &crate::Inputs::none(),
+        &Budget::default(),
+    )
+    .unwrap();
     let flag = AtomicBool::new(false);
     let ctx = ChunkCtx::new(&flag);
     let chunks: Vec<_> = (0..plan.chunks)
-        .map(|c| crate::run_chunk(StudyKind::Design, model, &json, seed, c, &ctx).unwrap())
+        .map(|c| {
+            crate::run_chunk(
+                StudyKind::Design,
+                model,
+                &json,
+                seed,
+                c,
+                &ctx,
+                &crate::Inputs::none(),
+            )
+            .unwrap()
+        })
         .collect();
-    crate::reduce(StudyKind::Design, model, &json, seed, &chunks).unwrap()
+    crate::reduce(
+        StudyKind::Design,
+        model,
+        &json,
+        seed,
+        &chunks,
+        &crate::Inputs::none(),
+    )
+    .unwrap()
 }
 
 fn stat(out: &StudyOutput, name: &str) -> Vec<f64> {
@@ -277,7 +303,9 @@ fn every_bad_field_is_reported_at_once() {
     p.thresholds = Some(vec![1.0]);
     p.samples = 0;
     p.bins = 1;
-    let Err(StudyError::Invalid(problems)) = check(&model, &p, &Budget::default()) else {
+    let Err(StudyError::Invalid(problems)) =
+        check(&model, &p, &Budget::default(), &crate::Inputs::none())
+    else {
         panic!("expected Invalid");
     };
     let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
@@ -300,7 +328,7 @@ fn the_plan_counts_the_solve_and_the_score_sums_per_sample_and_refuses_above_the
     let model = three_floor_model();
     let mut p = Params::defaults_for(&model);
     p.samples = 1_000_000;
-    let plan = check(&model, &p, &Budget::default()).unwrap();
+    let plan = check(&model, &p, &Budget::default(), &crate::Inputs::none()).unwrap();
     // Per sample: 3 floors, and 6 outputs' 21 pairs × the random inputs' 2 parameters each.
     let random = p.inputs().iter().filter(|d| d.is_random()).count() as u64;
     assert_eq!(plan.work_units, 1_000_000 * (3 + 21 * 2 * random));
@@ -309,7 +337,7 @@ fn the_plan_counts_the_solve_and_the_score_sums_per_sample_and_refuses_above_the
         chunk_work_units: 100,
     };
     assert!(matches!(
-        check(&model, &p, &small),
+        check(&model, &p, &small, &crate::Inputs::none()),
         Err(StudyError::TooLarge { .. })
     ));
 }
@@ -322,6 +350,7 @@ fn the_default_budget_gives_a_million_samples_several_chunks_per_worker() {
         crate::StudyKind::Design,
         &model,
         &submitted,
+        &crate::Inputs::none(),
         &Budget::default(),
     )
     .unwrap();
@@ -338,7 +367,15 @@ fn a_cancelled_chunk_stops() {
     let json = serde_json::to_value(Params::defaults_for(&model)).unwrap();
     let flag = AtomicBool::new(true);
     let ctx = ChunkCtx::new(&flag);
-    let r = crate::run_chunk(StudyKind::Design, &model, &json, 1, 0, &ctx);
+    let r = crate::run_chunk(
+        StudyKind::Design,
+        &model,
+        &json,
+        1,
+        0,
+        &ctx,
+        &crate::Inputs::none(),
+    );
     assert_eq!(r, Err(StudyError::Cancelled));
 }
 

@@ -16,7 +16,10 @@ use crate::chain::Chain;
 use crate::model::ModelSpec;
 use crate::output::{Column, NamedArray, StudyOutput};
 use crate::problems::FieldProblem;
-use crate::{Budget, ChunkCtx, Plan, StudyError};
+use crate::{Budget, ChunkCtx, InputSpec, Inputs, Plan, StudyError};
+
+/// Computed from the model alone: no measured inputs.
+pub const INPUTS: &[InputSpec] = &[];
 
 /// Monte Carlo samples share one random stream per block of this many samples, seeded with
 /// `chunk_seed(seed, block)`; chunks hold whole blocks.
@@ -536,7 +539,12 @@ fn bounds_solves_per_frequency(setup: &Setup, params: &Params) -> u64 {
 ///
 /// # Errors
 /// [`StudyError::Invalid`] with every problem, or [`StudyError::TooLarge`].
-pub fn check(model: &ModelSpec, params: &Params, budget: &Budget) -> Result<Plan, StudyError> {
+pub fn check(
+    model: &ModelSpec,
+    params: &Params,
+    budget: &Budget,
+    _inputs: &Inputs,
+) -> Result<Plan, StudyError> {
     let setup = setup(model, params).map_err(StudyError::Invalid)?;
     let per_sample = (setup.frequencies_hz.len() as u64) * setup.floors as u64;
     let work_units = params
@@ -567,6 +575,7 @@ pub fn run_chunk(
     seed: u64,
     chunk: u32,
     ctx: &ChunkCtx<'_>,
+    _inputs: &Inputs,
 ) -> Result<serde_json::Value, StudyError> {
     let setup = setup(model, params).map_err(StudyError::Invalid)?;
     let value = if chunk < setup.bounds_chunks {
@@ -622,6 +631,7 @@ pub fn reduce(
     params: &Params,
     _seed: u64,
     chunks: &[serde_json::Value],
+    _inputs: &Inputs,
 ) -> Result<StudyOutput, StudyError> {
     let setup = setup(model, params).map_err(StudyError::Invalid)?;
     let b = setup.bounds_chunks as usize;
@@ -829,6 +839,7 @@ fn assemble(setup: &Setup, b: &BoundsChunk, acc: &mc::McChunk) -> StudyOutput {
             name: "bounds".into(),
             columns: bounds_cols,
         }],
+        proposed_model: None,
     }
 }
 

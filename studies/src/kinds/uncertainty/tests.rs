@@ -82,14 +82,40 @@ fn run_json(
     budget: &Budget,
     seed: u64,
 ) -> (StudyOutput, serde_json::Value, u32) {
-    let plan = crate::plan(StudyKind::Uncertainty, model, submitted, budget).unwrap();
+    let plan = crate::plan(
+        StudyKind::Uncertainty,
+        model,
+        submitted,
+        &crate::Inputs::none(),
+        budget,
+    )
+    .unwrap();
     let json = plan.params.clone();
     let flag = AtomicBool::new(false);
     let ctx = ChunkCtx::new(&flag);
     let chunks: Vec<_> = (0..plan.chunks)
-        .map(|c| crate::run_chunk(StudyKind::Uncertainty, model, &json, seed, c, &ctx).unwrap())
+        .map(|c| {
+            crate::run_chunk(
+                StudyKind::Uncertainty,
+                model,
+                &json,
+                seed,
+                c,
+                &ctx,
+                &crate::Inputs::none(),
+            )
+            .unwrap()
+        })
         .collect();
-    let out = crate::reduce(StudyKind::Uncertainty, model, &json, seed, &chunks).unwrap();
+    let out = crate::reduce(
+        StudyKind::Uncertainty,
+        model,
+        &json,
+        seed,
+        &chunks,
+        &crate::Inputs::none(),
+    )
+    .unwrap();
     (out, json, plan.chunks)
 }
 
@@ -420,19 +446,43 @@ fn monte_carlo_statistics_do_not_depend_on_the_chunk_size_and_chunks_run_in_any_
     let json = serde_json::to_value(&b).unwrap();
     let flag = AtomicBool::new(false);
     let ctx = ChunkCtx::new(&flag);
-    let plan = crate::plan(StudyKind::Uncertainty, &model, &json, &Budget::default()).unwrap();
+    let plan = crate::plan(
+        StudyKind::Uncertainty,
+        &model,
+        &json,
+        &crate::Inputs::none(),
+        &Budget::default(),
+    )
+    .unwrap();
     let mut chunks: Vec<_> = (0..plan.chunks)
         .rev()
         .map(|c| {
             (
                 c,
-                crate::run_chunk(StudyKind::Uncertainty, &model, &json, 42, c, &ctx).unwrap(),
+                crate::run_chunk(
+                    StudyKind::Uncertainty,
+                    &model,
+                    &json,
+                    42,
+                    c,
+                    &ctx,
+                    &crate::Inputs::none(),
+                )
+                .unwrap(),
             )
         })
         .collect();
     chunks.sort_by_key(|(c, _)| *c);
     let values: Vec<_> = chunks.into_iter().map(|(_, v)| v).collect();
-    let again = crate::reduce(StudyKind::Uncertainty, &model, &json, 42, &values).unwrap();
+    let again = crate::reduce(
+        StudyKind::Uncertainty,
+        &model,
+        &json,
+        42,
+        &values,
+        &crate::Inputs::none(),
+    )
+    .unwrap();
     assert_eq!(again, ob);
 }
 
@@ -465,7 +515,9 @@ fn every_bad_field_is_reported_at_once() {
     p.outer_rel_tolerance = 0.0;
     p.inner_search_sweeps = 11;
     p.frequencies_per_bounds_chunk = Some(0);
-    let Err(StudyError::Invalid(problems)) = check(&model, &p, &Budget::default()) else {
+    let Err(StudyError::Invalid(problems)) =
+        check(&model, &p, &Budget::default(), &crate::Inputs::none())
+    else {
         panic!("expected Invalid");
     };
     let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
@@ -490,11 +542,24 @@ fn every_bad_field_is_reported_at_once() {
 fn unknown_fields_are_refused_and_defaults_round_trip() {
     let (model, _) = msd3();
     let mut json = crate::defaults(StudyKind::Uncertainty, &model);
-    assert!(crate::plan(StudyKind::Uncertainty, &model, &json, &Budget::default()).is_ok());
+    assert!(
+        crate::plan(
+            StudyKind::Uncertainty,
+            &model,
+            &json,
+            &crate::Inputs::none(),
+            &Budget::default()
+        )
+        .is_ok()
+    );
     json["frobnicate"] = serde_json::json!(1);
-    let Err(StudyError::Invalid(problems)) =
-        crate::plan(StudyKind::Uncertainty, &model, &json, &Budget::default())
-    else {
+    let Err(StudyError::Invalid(problems)) = crate::plan(
+        StudyKind::Uncertainty,
+        &model,
+        &json,
+        &crate::Inputs::none(),
+        &Budget::default(),
+    ) else {
         panic!("expected Invalid");
     };
     assert!(problems[0].message.contains("frobnicate"), "{problems:?}");
@@ -504,14 +569,14 @@ fn unknown_fields_are_refused_and_defaults_round_trip() {
 fn a_study_above_the_budget_is_too_large_and_work_counts_samples_frequencies_and_floors() {
     let (model, _) = msd3();
     let p = msd3_params(0.05, 1_000_000);
-    let plan = check(&model, &p, &Budget::default()).unwrap();
+    let plan = check(&model, &p, &Budget::default(), &crate::Inputs::none()).unwrap();
     assert!(plan.work_units >= 1_000_000 * 60 * 3);
     let small = Budget {
         max_work_units: 1000,
         chunk_work_units: 100,
     };
     assert!(matches!(
-        check(&model, &p, &small),
+        check(&model, &p, &small, &crate::Inputs::none()),
         Err(StudyError::TooLarge { .. })
     ));
 }
@@ -524,7 +589,15 @@ fn a_cancelled_study_stops_its_chunks() {
     let flag = AtomicBool::new(true);
     let ctx = ChunkCtx::new(&flag);
     for c in [0, 1] {
-        let r = crate::run_chunk(StudyKind::Uncertainty, &model, &json, 1, c, &ctx);
+        let r = crate::run_chunk(
+            StudyKind::Uncertainty,
+            &model,
+            &json,
+            1,
+            c,
+            &ctx,
+            &crate::Inputs::none(),
+        );
         assert_eq!(r, Err(StudyError::Cancelled));
     }
 }
@@ -572,6 +645,7 @@ fn a_model_without_storey_dampers_needs_them_as_a_parameter_and_is_told_why() {
             StudyKind::Uncertainty,
             &model,
             &serde_json::json!({ "samples": 10, "frequencies": 5, "force_floor": 7 }),
+            &crate::Inputs::none(),
             &Budget::default(),
         ) else {
             panic!("planned without storey dampers");
@@ -590,7 +664,16 @@ fn a_model_without_storey_dampers_needs_them_as_a_parameter_and_is_told_why() {
         let c = one_percent_dampers(&model);
         let given =
             serde_json::json!({ "samples": 10, "frequencies": 5, "storey_damping_n_s_per_m": c });
-        assert!(crate::plan(StudyKind::Uncertainty, &model, &given, &Budget::default()).is_ok());
+        assert!(
+            crate::plan(
+                StudyKind::Uncertainty,
+                &model,
+                &given,
+                &crate::Inputs::none(),
+                &Budget::default()
+            )
+            .is_ok()
+        );
     }
 }
 
@@ -632,6 +715,7 @@ fn the_default_budget_splits_the_bounds_of_a_thousand_frequencies_over_several_c
         StudyKind::Uncertainty,
         &model,
         &submitted,
+        &crate::Inputs::none(),
         &Budget::default(),
     )
     .unwrap();
@@ -646,10 +730,26 @@ fn the_default_budget_splits_the_bounds_of_a_thousand_frequencies_over_several_c
     let flag = AtomicBool::new(true);
     let ctx = ChunkCtx::new(&flag);
     for c in [0, bounds_chunks - 1, bounds_chunks, plan.chunks - 1] {
-        let r = crate::run_chunk(StudyKind::Uncertainty, &model, &json, 1, c, &ctx);
+        let r = crate::run_chunk(
+            StudyKind::Uncertainty,
+            &model,
+            &json,
+            1,
+            c,
+            &ctx,
+            &crate::Inputs::none(),
+        );
         assert_eq!(r, Err(StudyError::Cancelled), "chunk {c}");
     }
-    let past = crate::run_chunk(StudyKind::Uncertainty, &model, &json, 1, plan.chunks, &ctx);
+    let past = crate::run_chunk(
+        StudyKind::Uncertainty,
+        &model,
+        &json,
+        1,
+        plan.chunks,
+        &ctx,
+        &crate::Inputs::none(),
+    );
     assert!(matches!(past, Err(StudyError::BadChunk(_))), "{past:?}");
 }
 
@@ -658,7 +758,7 @@ fn params_stored_without_a_bounds_chunk_size_keep_one_bounds_chunk() {
     let (model, _) = msd3();
     let p = msd3_params(0.05, 1024);
     assert_eq!(p.frequencies_per_bounds_chunk, None);
-    let plan = check(&model, &p, &Budget::default()).unwrap();
+    let plan = check(&model, &p, &Budget::default(), &crate::Inputs::none()).unwrap();
     assert_eq!(plan.chunks, 1 + 1024 / 512);
 }
 
@@ -811,7 +911,14 @@ fn dense_sampling_of_msd3_stays_in_the_outer_bound_where_resonances_straddle_the
 /// The resolved params `plan` would store.
 fn plan_params(model: &ModelSpec, params: &Params) -> Params {
     let json = serde_json::to_value(params).unwrap();
-    let plan = crate::plan(StudyKind::Uncertainty, model, &json, &Budget::default()).unwrap();
+    let plan = crate::plan(
+        StudyKind::Uncertainty,
+        model,
+        &json,
+        &crate::Inputs::none(),
+        &Budget::default(),
+    )
+    .unwrap();
     serde_json::from_value(plan.params).unwrap()
 }
 
