@@ -510,31 +510,35 @@ pub enum Action {
     ReadModels,
     /// Add a model version to the catalogue.
     AddModel,
+    /// Approve or reject a model version a study proposed (the twin may then adopt it).
+    ReviewModel,
 }
 
 impl Action {
     /// Every action, in documentation order.
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 7] = [
         Action::ReadStudies,
         Action::SubmitStudy,
         Action::CancelOwnStudy,
         Action::CancelAnyStudy,
         Action::ReadModels,
         Action::AddModel,
+        Action::ReviewModel,
     ];
 }
 
 /// Whether `who` may do `action` on the HTTP API. Default deny: rigs and the server's MQTT
 /// user may do nothing; the twin may read models (to simulate the catalogue's); dashboards
 /// read; researchers submit, read, cancel their own and add models; operators may also cancel
-/// anyone's study (they run the lab); admins may do everything. Rig scope does not apply:
-/// studies run on models, not on rigs.
+/// anyone's study and approve or reject the model versions studies propose (they run the lab,
+/// and an approved version is what the twin runs on); admins may do everything. Rig scope does
+/// not apply: studies run on models, not on rigs.
 pub fn allowed(who: &Identity, action: Action) -> bool {
     use Action::*;
     match who.role {
         Role::Admin => true,
         Role::Operator => true,
-        Role::Researcher => !matches!(action, CancelAnyStudy),
+        Role::Researcher => !matches!(action, CancelAnyStudy | ReviewModel),
         Role::Dashboard => matches!(action, ReadStudies | ReadModels),
         Role::Twin => matches!(action, ReadModels),
         Role::Rig | Role::Server => false,

@@ -18,6 +18,7 @@ pub mod client;
 pub mod cmd;
 pub mod compute;
 pub mod first_run;
+pub mod inputs;
 pub mod model;
 pub mod model_source;
 pub mod params;

@@ -52,6 +52,37 @@ pub enum ModelCommand {
         #[arg(long)]
         file: PathBuf,
     },
+    /// Approve a version a study proposed (`NAME@VERSION`): the twin may then adopt it.
+    /// Who, when and the note are kept with the version.
+    Approve {
+        /// `name@version`.
+        model: String,
+        /// Why (kept with the version).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Reject a version a study proposed (`NAME@VERSION`).
+    Reject {
+        /// `name@version`.
+        model: String,
+        /// Why (kept with the version).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+/// `name@version` (a version is required: one reviews a version, not "the latest").
+fn exact_version(model: &str) -> Result<(String, u32), ClientError> {
+    let r: ModelRef = model
+        .parse()
+        .map_err(|e: String| ClientError::Usage(vec![e]))?;
+    match r.version {
+        Some(v) => Ok((r.name, v)),
+        None => Err(ClientError::Usage(vec![format!(
+            "{model:?}: name the version to review, e.g. {}@2 (`dtop model show {}` lists them)",
+            r.name, r.name
+        )])),
+    }
 }
 
 /// Runs a `dtop model` command; the exit status on success.
@@ -94,6 +125,19 @@ pub fn run(args: &ModelArgs) -> Result<u8, ClientError> {
             }
             let body = json!({"name": name, "spec": spec, "provenance": provenance});
             ApiClient::login(&args.connection)?.post("models", &body)?
+        }
+        ModelCommand::Approve { model, note } | ModelCommand::Reject { model, note } => {
+            let decision = if matches!(args.command, ModelCommand::Approve { .. }) {
+                "approve"
+            } else {
+                "reject"
+            };
+            let (name, version) = exact_version(model)?;
+            let body = json!({"decision": decision, "note": note});
+            ApiClient::login(&args.connection)?.post(
+                &format!("models/{}/{version}/review", path_segment(&name)),
+                &body,
+            )?
         }
     };
     println!(

@@ -61,6 +61,15 @@ pub struct SubmitArgs {
     /// The parameters as a JSON or TOML file (an object).
     #[arg(long)]
     pub params: Option<PathBuf>,
+    /// A measured table the kind takes, `NAME=FILE`: a CSV (header of column names, then
+    /// numbers), a JSON table, or a measured FRF in Cristallo's text formats
+    /// (`frf=southampton.txt`). Repeatable.
+    #[arg(long = "input", value_name = "NAME=FILE")]
+    pub input: Vec<String>,
+    /// A rig's stored range the server reads as the `acceleration` input,
+    /// `RIG:FROM_MS:TO_MS` (ms since the Unix epoch), e.g. for `oma` on live data.
+    #[arg(long, value_name = "RIG:FROM_MS:TO_MS")]
+    pub record: Option<String>,
     /// Seed of the study's random streams (default: drawn by the server).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -274,12 +283,33 @@ pub fn submit_body(args: &SubmitArgs) -> Result<Value, ClientError> {
         problems.append(&mut p);
         Value::Null
     });
+    let mut inputs = Vec::new();
+    for arg in &args.input {
+        match crate::inputs::read_input(arg) {
+            Ok(table) => inputs.push(table),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    let record = match args.record.as_deref().map(crate::inputs::record) {
+        Some(Ok(r)) => Some(r),
+        Some(Err(p)) => {
+            problems.push(p);
+            None
+        }
+        None => None,
+    };
     if !problems.is_empty() {
         return Err(ClientError::Usage(problems));
     }
     let mut body = json!({"kind": args.kind, "model": model, "params": params});
     if let Some(seed) = args.seed {
         body["seed"] = json!(seed);
+    }
+    if !inputs.is_empty() {
+        body["inputs"] = json!(inputs);
+    }
+    if let Some(record) = record {
+        body["record"] = record;
     }
     Ok(body)
 }
@@ -497,6 +527,8 @@ mod tests {
             model: model.into(),
             param: param.iter().map(|s| (*s).to_owned()).collect(),
             params: None,
+            input: Vec::new(),
+            record: None,
             seed: Some(7),
             watch: false,
             quiet: false,

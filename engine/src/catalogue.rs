@@ -5,16 +5,39 @@ use dtop_studies::{FieldProblem, ModelRef, ModelSpec, Provenance};
 use riverqueue::sqlx;
 
 use crate::db::{in_tx, on_db, sqlx_error};
-use crate::{Engine, EngineError, ModelVersion};
+use crate::{Engine, EngineError, ModelStatus, ModelVersion, Review, ReviewDecision};
 
 /// One `dtop_models` row.
-type ModelRow = (String, i64, String, String, String, String);
+type ModelRow = (
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
-const MODEL_COLUMNS: &str = "name, version, spec, provenance, created_by, created_at";
+const MODEL_COLUMNS: &str = "name, version, spec, provenance, created_by, created_at, status, \
+     reviewed_by, reviewed_at, review_note";
 
 fn version_of(row: ModelRow) -> Result<ModelVersion, EngineError> {
-    let (name, version, spec, provenance, created_by, created_at) = row;
+    let (name, version, spec, provenance, created_by, created_at, status, by, at, note) = row;
     let bad = |e: serde_json::Error| EngineError::Internal(format!("model {name}@{version}: {e}"));
+    let status = status
+        .parse::<ModelStatus>()
+        .map_err(|e| EngineError::Internal(format!("model {name}@{version}: {e}")))?;
+    let review = match (by, at) {
+        (Some(by), Some(at)) => Some(Review {
+            by,
+            at,
+            note: note.unwrap_or_default(),
+        }),
+        _ => None,
+    };
     Ok(ModelVersion {
         spec: serde_json::from_str(&spec).map_err(bad)?,
         provenance: serde_json::from_str(&provenance).map_err(bad)?,
@@ -22,6 +45,8 @@ fn version_of(row: ModelRow) -> Result<ModelVersion, EngineError> {
         name,
         created_by,
         created_at,
+        status,
+        review,
     })
 }
 
@@ -77,7 +102,8 @@ impl Engine {
             }
             None => {
                 let sql = format!(
-                    "SELECT {MODEL_COLUMNS} FROM dtop_models WHERE name = $1 ORDER BY version DESC LIMIT 1"
+                    "SELECT {MODEL_COLUMNS} FROM dtop_models WHERE name = $1 \
+                     AND status IN ('current', 'approved') ORDER BY version DESC LIMIT 1"
                 );
                 on_db!(&self.inner.db, pool => {
                     sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(&model.name).fetch_optional(pool).await
@@ -101,6 +127,19 @@ impl Engine {
         spec: ModelSpec,
         provenance: Provenance,
         created_by: &str,
+    ) -> Result<ModelVersion, EngineError> {
+        self.add_model_as(name, spec, provenance, created_by, ModelStatus::Current)
+            .await
+    }
+
+    /// [`Engine::add_model`] with the version's status: `Proposed` for a version a study files.
+    pub(crate) async fn add_model_as(
+        &self,
+        name: &str,
+        spec: ModelSpec,
+        provenance: Provenance,
+        created_by: &str,
+        status: ModelStatus,
     ) -> Result<ModelVersion, EngineError> {
         let mut problems = Vec::new();
         if let Some(p) = ModelRef::name_problem(name) {
@@ -129,8 +168,8 @@ impl Engine {
                     .map_err(sqlx_error)?;
             let version = latest.unwrap_or(0) + 1;
             sqlx::query(
-                "INSERT INTO dtop_models (name, version, spec, provenance, created_by, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO dtop_models (name, version, spec, provenance, created_by, created_at, status) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(name)
             .bind(version)
@@ -138,6 +177,7 @@ impl Engine {
             .bind(&prov_json)
             .bind(created_by)
             .bind(&created_at)
+            .bind(status.as_str())
             .execute(&mut *tx)
             .await
             .map_err(sqlx_error)?;
@@ -150,6 +190,69 @@ impl Engine {
             provenance,
             created_by: created_by.to_owned(),
             created_at,
+            status,
+            review: None,
         })
+    }
+
+    /// Approves or rejects a proposed model version, once: the decision, who made it, when and
+    /// why are stored with the version (the audit record) and logged.
+    ///
+    /// # Errors
+    /// `NotFound` (no such version), `Conflict` (not proposed, or reviewed already, e.g. by a
+    /// concurrent reviewer), `Invalid` (no reviewer name), `Unavailable`.
+    pub async fn review_model(
+        &self,
+        name: &str,
+        version: u32,
+        decision: ReviewDecision,
+        by: &str,
+        note: &str,
+    ) -> Result<ModelVersion, EngineError> {
+        if by.trim().is_empty() {
+            return Err(EngineError::Invalid(vec![FieldProblem::new(
+                "by",
+                "must not be empty",
+            )]));
+        }
+        let reference = ModelRef {
+            name: name.to_owned(),
+            version: Some(version),
+        };
+        let current = self.model(&reference).await?;
+        if current.status != ModelStatus::Proposed {
+            return Err(EngineError::Conflict(format!(
+                "{name}@{version} is {}; only a proposed version can be approved or rejected",
+                current.status.as_str()
+            )));
+        }
+        let status = match decision {
+            ReviewDecision::Approve => ModelStatus::Approved,
+            ReviewDecision::Reject => ModelStatus::Rejected,
+        };
+        let at = crate::now_rfc3339();
+        let changed = on_db!(&self.inner.db, pool => {
+            sqlx::query(
+                "UPDATE dtop_models SET status = $3, reviewed_by = $4, reviewed_at = $5, review_note = $6 \
+                 WHERE name = $1 AND version = $2 AND status = 'proposed'",
+            )
+            .bind(name)
+            .bind(i64::from(version))
+            .bind(status.as_str())
+            .bind(by)
+            .bind(&at)
+            .bind(note)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })
+        .map_err(sqlx_error)?;
+        if changed != 1 {
+            return Err(EngineError::Conflict(format!(
+                "{name}@{version} was reviewed by someone else meanwhile"
+            )));
+        }
+        tracing::info!(model = %name, version, decision = status.as_str(), by, note, "Model version reviewed.");
+        self.model(&reference).await
     }
 }

@@ -19,8 +19,14 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Our migrations, numbered from 1, applied in order after River's.
-const POSTGRES_MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/0001_studies.sql")];
-const SQLITE_MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_studies.sql")];
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/0001_studies.sql"),
+    include_str!("../migrations/postgres/0002_inputs_and_review.sql"),
+];
+const SQLITE_MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_studies.sql"),
+    include_str!("../migrations/sqlite/0002_inputs_and_review.sql"),
+];
 
 /// A pool on one of the two backends. Our queries are written once in the SQL both accept
 /// (`$n` placeholders, `ON CONFLICT`, `RETURNING`) and run through [`on_db!`]/[`in_tx!`].

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{in_tx, on_db, sqlx_error};
-use crate::{Engine, EngineError, StudyState, WorkerOptions};
+use crate::{ArrayRef, Engine, EngineError, StudyState, WorkerOptions};
 
 /// How often a running chunk looks at its study's state, so a cancel reaches it even where
 /// River's cancel notification does not (SQLite across processes).
@@ -130,12 +130,48 @@ enum RecordError {
 }
 
 /// What a job needs of its study.
-struct StudyInputs {
+struct JobStudy {
     kind: StudyKind,
     model: ModelSpec,
     params: serde_json::Value,
     seed: u64,
     state: StudyState,
+    /// The measured tables it was given, in the result store.
+    input_refs: Vec<ArrayRef>,
+    /// Its catalogue model's name, where a proposed model is filed.
+    model_name: Option<String>,
+    submitted_by: String,
+}
+
+/// A model a reduce proposes, ready to file: where, and the spec as stored.
+struct Proposal {
+    name: String,
+    spec_json: String,
+}
+
+/// Checks a proposed model and picks its catalogue name: the study's catalogue model's, or the
+/// kind's suggestion for an inline model. A non-physical proposal fails the study (a kind must
+/// refuse it itself; this is the last guard before the catalogue).
+fn proposal(
+    p: dtop_studies::ProposedModel,
+    model_name: Option<&str>,
+) -> Result<Proposal, StudyError> {
+    let problems = p.spec.problems();
+    if !problems.is_empty() {
+        return Err(StudyError::Numerics(format!(
+            "the proposed model is not physical, so it is not filed: {}",
+            dtop_studies::problems::join(&problems)
+        )));
+    }
+    let name = model_name.map_or_else(|| p.name.clone(), str::to_owned);
+    if let Some(why) = dtop_studies::ModelRef::name_problem(&name) {
+        return Err(StudyError::Numerics(format!(
+            "the proposed model's name: {why}"
+        )));
+    }
+    let spec_json =
+        serde_json::to_string(&p.spec).map_err(|e| StudyError::Numerics(e.to_string()))?;
+    Ok(Proposal { name, spec_json })
 }
 
 /// How a chunk or reduce attempt ended, before it is told to River.
@@ -147,19 +183,33 @@ enum Ending {
 }
 
 impl Engine {
-    async fn inputs(&self, study: &str) -> Result<Option<StudyInputs>, EngineError> {
-        let row: Option<(String, String, String, i64, String)> = on_db!(&self.inner.db, pool => {
-            sqlx::query_as("SELECT kind, model, params, seed, state FROM dtop_studies WHERE id = $1")
+    async fn job_study(&self, study: &str) -> Result<Option<JobStudy>, EngineError> {
+        type Row = (
+            String,
+            String,
+            String,
+            i64,
+            String,
+            String,
+            Option<String>,
+            String,
+        );
+        let row: Option<Row> = on_db!(&self.inner.db, pool => {
+            sqlx::query_as("SELECT kind, model, params, seed, state, inputs, model_name, submitted_by \
+                            FROM dtop_studies WHERE id = $1")
                 .bind(study)
                 .fetch_optional(pool)
                 .await
         })
         .map_err(sqlx_error)?;
-        let Some((kind, model, params, seed, state)) = row else {
+        let Some((kind, model, params, seed, state, inputs, model_name, submitted_by)) = row else {
             return Ok(None);
         };
         let bad = |e: String| EngineError::Internal(format!("study {study}: {e}"));
-        Ok(Some(StudyInputs {
+        Ok(Some(JobStudy {
+            input_refs: serde_json::from_str(&inputs).map_err(|e| bad(e.to_string()))?,
+            model_name,
+            submitted_by,
             kind: kind.parse().map_err(bad)?,
             model: serde_json::from_str(&model).map_err(|e| bad(e.to_string()))?,
             params: serde_json::from_str(&params).map_err(|e| bad(e.to_string()))?,
@@ -169,8 +219,35 @@ impl Engine {
         }))
     }
 
+    /// The measured tables `refs` from the result store, checked again as tables.
+    async fn load_inputs(
+        &self,
+        study: &str,
+        refs: &[ArrayRef],
+    ) -> Result<dtop_studies::Inputs, EngineError> {
+        if refs.is_empty() {
+            return Ok(dtop_studies::Inputs::none());
+        }
+        let dir = self.inner.config.result_dir.clone();
+        let hashes: Vec<String> = refs.iter().map(|r| r.sha256_hex.clone()).collect();
+        let arrays = tokio::task::spawn_blocking(move || {
+            hashes
+                .iter()
+                .map(|h| crate::store::get(&dir, h))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("study {study}: loading inputs: {e}")))??;
+        dtop_studies::Inputs::new(arrays).map_err(|p| {
+            EngineError::Internal(format!(
+                "study {study}: stored inputs no longer check: {}",
+                dtop_studies::problems::join(&p)
+            ))
+        })
+    }
+
     async fn study_state(&self, study: &str) -> Result<Option<StudyState>, EngineError> {
-        Ok(self.inputs(study).await?.map(|i| i.state))
+        Ok(self.job_study(study).await?.map(|i| i.state))
     }
 
     /// Sets `cancelled` when River cancels the job (remote cancel, client stop) or the study
@@ -231,13 +308,13 @@ impl Engine {
     ) -> Result<WorkOutcome, BoxError> {
         let study = job.args.study.clone();
         let index = job.args.index;
-        let Some(inputs) = self.inputs(&study).await? else {
+        let Some(study_row) = self.job_study(&study).await? else {
             return Ok(WorkOutcome::Discard);
         };
-        if inputs.state.is_final() {
+        if study_row.state.is_final() {
             return Ok(WorkOutcome::Cancel);
         }
-        if inputs.state == StudyState::Queued {
+        if study_row.state == StudyState::Queued {
             self.mark_running(&study).await?;
         }
         let cancelled = Arc::new(AtomicBool::new(false));
@@ -250,16 +327,18 @@ impl Engine {
         );
         let started = Instant::now();
         let flag = cancelled.clone();
+        let tables = self.load_inputs(&study, &study_row.input_refs).await?;
+        let engine = self.clone();
         let computed = tokio::task::spawn_blocking(move || {
-            let ctx = ChunkCtx::new(&flag);
+            let ctx = ChunkCtx::new(&flag).with_solvers(&engine.inner.solvers);
             dtop_studies::run_chunk(
-                inputs.kind,
-                &inputs.model,
-                &inputs.params,
-                inputs.seed,
+                study_row.kind,
+                &study_row.model,
+                &study_row.params,
+                study_row.seed,
                 index,
                 &ctx,
-                &dtop_studies::Inputs::none(),
+                &tables,
             )
         })
         .await;
@@ -512,10 +591,10 @@ impl Engine {
         job: Job<ReduceJob>,
     ) -> Result<WorkOutcome, BoxError> {
         let study = job.args.study.clone();
-        let Some(inputs) = self.inputs(&study).await? else {
+        let Some(study_row) = self.job_study(&study).await? else {
             return Ok(WorkOutcome::Discard);
         };
-        if inputs.state != StudyState::Reducing {
+        if study_row.state != StudyState::Reducing {
             return Ok(WorkOutcome::Cancel);
         }
         let outputs: Vec<String> = on_db!(&self.inner.db, pool => {
@@ -530,25 +609,32 @@ impl Engine {
             .map(|o| serde_json::from_str::<serde_json::Value>(o))
             .collect::<Result<Vec<_>, _>>()?;
         let dir = self.inner.config.result_dir.clone();
+        let tables = self.load_inputs(&study, &study_row.input_refs).await?;
+        let JobStudy {
+            kind,
+            model,
+            params,
+            seed,
+            model_name,
+            submitted_by,
+            ..
+        } = study_row;
         let reduced = tokio::task::spawn_blocking(move || {
-            let out = dtop_studies::reduce(
-                inputs.kind,
-                &inputs.model,
-                &inputs.params,
-                inputs.seed,
-                &chunks,
-                &dtop_studies::Inputs::none(),
-            )?;
+            let out = dtop_studies::reduce(kind, &model, &params, seed, &chunks, &tables)?;
             let refs = out
                 .arrays
                 .iter()
                 .map(|a| crate::store::put(&dir, a))
                 .collect::<Result<Vec<_>, EngineError>>()
                 .map_err(|e| StudyError::Numerics(format!("storing arrays: {e}")))?;
-            Ok::<_, StudyError>((out.summary, refs))
+            let proposed = out
+                .proposed_model
+                .map(|p| proposal(p, model_name.as_deref()))
+                .transpose()?;
+            Ok::<_, StudyError>((out.summary, refs, proposed))
         })
         .await;
-        let (summary, refs) = match reduced {
+        let (summary, refs, proposed) = match reduced {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 let ending = Ending::Deterministic(format!("reduce: {e}"));
@@ -577,7 +663,10 @@ impl Engine {
         };
         let summary = serde_json::to_string(&summary)?;
         let arrays = serde_json::to_string(&refs)?;
-        in_tx!(&self.inner.db, tx => {
+        let provenance = serde_json::to_string(&dtop_studies::Provenance::Study {
+            study_id: study.clone(),
+        })?;
+        let filed = in_tx!(&self.inner.db, tx => {
             let revision = crate::db::next_revision!(tx);
             let changed = sqlx::query(
                 "UPDATE dtop_studies SET state = 'succeeded', finished_at = $2, revision = $3 \
@@ -590,21 +679,53 @@ impl Engine {
             .await
             .map_err(sqlx_error)?
             .rows_affected();
+            // The proposed model is filed in the same transaction as the result, so a retried
+            // reduce never files a second version, and a study that was cancelled meanwhile
+            // files none.
+            let mut filed = None;
             if changed == 1 {
+                if let Some(p) = &proposed {
+                    let latest: Option<i64> =
+                        sqlx::query_scalar("SELECT MAX(version) FROM dtop_models WHERE name = $1")
+                            .bind(&p.name)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(sqlx_error)?;
+                    let version = latest.unwrap_or(0) + 1;
+                    sqlx::query(
+                        "INSERT INTO dtop_models (name, version, spec, provenance, created_by, created_at, status) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'proposed')",
+                    )
+                    .bind(&p.name)
+                    .bind(version)
+                    .bind(&p.spec_json)
+                    .bind(&provenance)
+                    .bind(&submitted_by)
+                    .bind(crate::now_rfc3339())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sqlx_error)?;
+                    filed = Some(format!("{}@{version}", p.name));
+                }
                 sqlx::query(
-                    "INSERT INTO dtop_results (study_id, summary, arrays, created_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (study_id) DO NOTHING",
+                    "INSERT INTO dtop_results (study_id, summary, arrays, created_at, proposed_model) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (study_id) DO NOTHING",
                 )
                 .bind(&study)
                 .bind(&summary)
                 .bind(&arrays)
                 .bind(crate::now_rfc3339())
+                .bind(&filed)
                 .execute(&mut *tx)
                 .await
                 .map_err(sqlx_error)?;
             }
             ctx.job_complete_tx(&mut tx).await.map_err(crate::db::river_error)?;
+            filed
         });
+        if let Some(filed) = &filed {
+            tracing::info!(study, model = %filed, "Study proposed a model version; it awaits review.");
+        }
         self.inner
             .stats
             .reduces_total

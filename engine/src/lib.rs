@@ -6,27 +6,32 @@
 //! # Layout
 //! - [`db`]: the pool on either backend, the URL (redacted in logs), migrations, and the
 //!   classification of database errors (away → [`EngineError::Unavailable`]).
-//! - `catalogue`: the model catalogue (versions, provenance, built-ins seeded once).
+//! - `catalogue`: the model catalogue (versions, provenance, status, built-ins seeded once),
+//!   and the review (approve/reject, audited) of versions studies propose.
 //! - `studies`: submit, list, get, cancel, results and the revision feed.
 //! - `jobs`: River's `chunk` and `reduce` jobs, the fan-out (at most
 //!   `chunks_in_flight_per_study` chunks of a study queued at once) and the worker runtime.
-//! - [`store`]: the result store, one file per SHA-256 of an array's canonical JSON.
+//! - [`store`]: the result store, one file per SHA-256 of an array's canonical JSON (results,
+//!   and the measured inputs studies are given).
+//! - [`solvers`]: the third-party solvers (CalculiX) workers run for chunks that ask.
 //!
 //! See ARCHITECTURE.md, section "Studies engine", for the schema and a study's life cycle.
 
 mod catalogue;
 pub mod db;
 mod jobs;
+pub mod solvers;
 pub mod store;
 mod studies;
 
 pub use db::DatabaseUrl;
 pub use jobs::{ChunkRecorded, WorkerStats};
+pub use solvers::SolversConfig;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dtop_studies::{Budget, FieldProblem, ModelRef, ModelSpec, Provenance, StudyKind};
+use dtop_studies::{Budget, FieldProblem, ModelRef, ModelSpec, NamedArray, Provenance, StudyKind};
 use serde::{Deserialize, Serialize};
 
 /// Where the engine keeps its state.
@@ -56,6 +61,9 @@ pub struct EngineConfig {
     /// How often workers look for chunks to run (River's fetch pacing).
     #[serde(default)]
     pub fetch: FetchConfig,
+    /// Third-party solvers this process's workers run for chunks that ask for them.
+    #[serde(default)]
+    pub solvers: SolversConfig,
 }
 
 /// How a worker's River client looks for jobs. The defaults suit chunks of about 0.1 s and
@@ -221,6 +229,10 @@ pub struct SubmitRequest {
     pub seed: Option<u64>,
     /// User name of the submitter.
     pub submitted_by: String,
+    /// Measured tables the kind takes (`dtop_studies::inputs`), kept in the result store by
+    /// content hash; empty for kinds that compute from the model alone.
+    #[serde(default)]
+    pub inputs: Vec<NamedArray>,
 }
 
 /// A study as stored.
@@ -254,6 +266,10 @@ pub struct StudyRecord {
     pub error: Option<String>,
     /// Increases on every change; for watchers.
     pub revision: u64,
+    /// The measured tables it was given, in the result store (fetch with
+    /// [`Engine::input`]).
+    #[serde(default)]
+    pub inputs: Vec<ArrayRef>,
 }
 
 /// Filters for [`Engine::list_studies`]; `None` matches all.
@@ -280,6 +296,9 @@ pub struct StudyResult {
     pub summary: serde_json::Value,
     /// The arrays, kept in the result store.
     pub arrays: Vec<ArrayRef>,
+    /// `name@version` of the model version the study proposed (status `proposed`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposed_model: Option<String>,
 }
 
 /// A stored array: fetch it with [`Engine::array`].
@@ -310,6 +329,83 @@ pub struct ModelVersion {
     pub created_by: String,
     /// When, RFC 3339 UTC.
     pub created_at: String,
+    /// Whether it is in use, proposed by a study or reviewed.
+    #[serde(default)]
+    pub status: ModelStatus,
+    /// Who reviewed a proposed version, when and why; `None` until reviewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<Review>,
+}
+
+/// Where a model version stands. Built-in, hand-made and imported versions are `current`; a
+/// version a study files (an `update` or `fea` result) is `proposed` until an operator approves
+/// or rejects it, once. The twin adopts only `current` or `approved` versions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelStatus {
+    /// Usable: built in, typed by hand or imported.
+    #[default]
+    Current,
+    /// Filed by a study; not to be run on until approved.
+    Proposed,
+    /// A proposed version an operator approved.
+    Approved,
+    /// A proposed version an operator rejected.
+    Rejected,
+}
+
+impl ModelStatus {
+    /// Its name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelStatus::Current => "current",
+            ModelStatus::Proposed => "proposed",
+            ModelStatus::Approved => "approved",
+            ModelStatus::Rejected => "rejected",
+        }
+    }
+
+    /// Whether the twin and operators may run on a version with this status.
+    pub fn is_usable(self) -> bool {
+        matches!(self, ModelStatus::Current | ModelStatus::Approved)
+    }
+}
+
+impl std::str::FromStr for ModelStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "current" => Ok(ModelStatus::Current),
+            "proposed" => Ok(ModelStatus::Proposed),
+            "approved" => Ok(ModelStatus::Approved),
+            "rejected" => Ok(ModelStatus::Rejected),
+            other => Err(format!(
+                "unknown model status {other:?}; expected current, proposed, approved or rejected"
+            )),
+        }
+    }
+}
+
+/// An operator's decision on a proposed model version: the audit record kept with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    /// Who decided.
+    pub by: String,
+    /// When, RFC 3339 UTC.
+    pub at: String,
+    /// Why, as they wrote it (may be empty).
+    pub note: String,
+}
+
+/// What an operator decides about a proposed version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewDecision {
+    /// Use it.
+    Approve,
+    /// Do not use it.
+    Reject,
 }
 
 /// Why an engine call failed.
@@ -374,6 +470,8 @@ struct Inner {
     config: EngineConfig,
     /// Counters of the chunks this process ran, for `/metrics`.
     stats: std::sync::Arc<WorkerStats>,
+    /// The third-party solvers chunks may ask for.
+    solvers: solvers::Solvers,
 }
 
 /// How a worker process runs chunks.
@@ -418,6 +516,7 @@ impl EngineConfig {
             ));
         }
         out.extend(self.fetch.problems(&format!("{prefix}fetch.")));
+        out.extend(self.solvers.problems(&format!("{prefix}solvers.")));
         out
     }
 }
@@ -452,6 +551,7 @@ impl Engine {
                 river,
                 config: config.clone(),
                 stats: std::sync::Arc::new(WorkerStats::default()),
+                solvers: solvers::Solvers::new(config.solvers.clone()),
             }),
         };
         engine.seed_builtins().await?;
@@ -499,6 +599,7 @@ mod tests {
             max_attempts: 3,
             rescue_after_s: 30.0,
             fetch,
+            solvers: Default::default(),
         }
     }
 

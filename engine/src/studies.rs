@@ -14,7 +14,7 @@ use crate::{
 
 /// The columns of a [`StudyRecord`], in [`StudyRow`] order.
 pub(crate) const STUDY_COLUMNS: &str = "id, kind, model_ref, model, params, seed, submitted_by, \
-     submitted_at, finished_at, state, chunks_total, chunks_done, error, revision";
+     submitted_at, finished_at, state, chunks_total, chunks_done, error, revision, inputs";
 
 /// One `dtop_studies` row as the driver decodes it on either backend.
 pub(crate) type StudyRow = (
@@ -32,6 +32,7 @@ pub(crate) type StudyRow = (
     i64,
     Option<String>,
     i64,
+    String,
 );
 
 fn parse_state(s: &str) -> Result<StudyState, EngineError> {
@@ -41,8 +42,23 @@ fn parse_state(s: &str) -> Result<StudyState, EngineError> {
 
 /// Decodes a row; a row that does not decode is a bug or a foreign write, so `Internal`.
 pub(crate) fn record_of(row: StudyRow) -> Result<StudyRecord, EngineError> {
-    let (id, kind, model_ref, model, params, seed, by, at, fin, state, total, done, error, rev) =
-        row;
+    let (
+        id,
+        kind,
+        model_ref,
+        model,
+        params,
+        seed,
+        by,
+        at,
+        fin,
+        state,
+        total,
+        done,
+        error,
+        rev,
+        inputs,
+    ) = row;
     let bad = |what: &str, e: String| EngineError::Internal(format!("study {id}: {what}: {e}"));
     Ok(StudyRecord {
         kind: kind.parse::<StudyKind>().map_err(|e| bad("kind", e))?,
@@ -59,6 +75,7 @@ pub(crate) fn record_of(row: StudyRow) -> Result<StudyRecord, EngineError> {
         chunks_done: done as u32,
         error,
         revision: rev as u64,
+        inputs: serde_json::from_str(&inputs).map_err(|e| bad("inputs", e.to_string()))?,
         model_ref,
         id: StudyId(id),
     })
@@ -99,15 +116,26 @@ impl Engine {
             }
             ModelChoice::Inline(spec) => (None, None, spec),
         };
+        let inputs = match dtop_studies::Inputs::new(request.inputs) {
+            Ok(inputs) => inputs,
+            Err(mut p) => {
+                problems.append(&mut p);
+                dtop_studies::Inputs::none()
+            }
+        };
         // The resolved params (defaults for the model merged in, chunk size fixed from this
         // engine's budget) are what is stored and what every chunk runs from.
-        let resolved = match dtop_studies::plan(
-            request.kind,
-            &model,
-            &request.params,
-            &dtop_studies::Inputs::none(),
-            &self.inner.config.budget,
-        ) {
+        let planned = {
+            let (kind, params, budget) = (request.kind, request.params, self.inner.config.budget);
+            tokio::task::spawn_blocking(move || {
+                let plan = dtop_studies::plan(kind, &model, &params, &inputs, &budget);
+                (plan, model, inputs)
+            })
+            .await
+            .map_err(|e| EngineError::Internal(format!("planning the study: {e}")))?
+        };
+        let (planned, model, inputs) = planned;
+        let resolved = match planned {
             Ok(resolved) => Some(resolved),
             Err(dtop_studies::StudyError::Invalid(mut p)) => {
                 problems.append(&mut p);
@@ -129,6 +157,23 @@ impl Engine {
         }
         let id = new_id();
         let seed = request.seed.unwrap_or_else(draw_seed);
+        // The inputs go to the result store before the study exists, so no worker can start a
+        // chunk whose inputs are not there yet (an unreferenced file is harmless: content
+        // addressed, written again by the next study with the same data).
+        let input_refs = {
+            let dir = self.inner.config.result_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                inputs
+                    .arrays()
+                    .iter()
+                    .map(|a| crate::store::put(&dir, a))
+                    .collect::<Result<Vec<ArrayRef>, EngineError>>()
+            })
+            .await
+            .map_err(|e| EngineError::Internal(format!("storing the inputs: {e}")))??
+        };
+        let inputs_json =
+            serde_json::to_string(&input_refs).map_err(|e| EngineError::Internal(e.to_string()))?;
         let model_json =
             serde_json::to_string(&model).map_err(|e| EngineError::Internal(e.to_string()))?;
         let params_json = serde_json::to_string(&plan.params)
@@ -142,8 +187,8 @@ impl Engine {
             let revision = db::next_revision!(tx);
             sqlx::query(
                 "INSERT INTO dtop_studies (id, kind, model_ref, model_name, model, params, seed, \
-                 submitted_by, submitted_at, state, chunks_total, chunks_queued, chunks_done, revision) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11, 0, $12)",
+                 submitted_by, submitted_at, state, chunks_total, chunks_queued, chunks_done, revision, inputs) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11, 0, $12, $13)",
             )
             .bind(&id.0)
             .bind(request.kind.as_str())
@@ -157,6 +202,7 @@ impl Engine {
             .bind(i64::from(plan.chunks))
             .bind(i64::from(first))
             .bind(revision)
+            .bind(&inputs_json)
             .execute(&mut *tx)
             .await
             .map_err(sqlx_error)?;
@@ -303,14 +349,14 @@ impl Engine {
     /// # Errors
     /// `NotFound` (no such study, or no result yet), `Unavailable`.
     pub async fn result(&self, id: &StudyId) -> Result<StudyResult, EngineError> {
-        let row: Option<(String, String)> = on_db!(&self.inner.db, pool => {
-            sqlx::query_as("SELECT summary, arrays FROM dtop_results WHERE study_id = $1")
+        let row: Option<(String, String, Option<String>)> = on_db!(&self.inner.db, pool => {
+            sqlx::query_as("SELECT summary, arrays, proposed_model FROM dtop_results WHERE study_id = $1")
                 .bind(&id.0)
                 .fetch_optional(pool)
                 .await
         })
         .map_err(sqlx_error)?;
-        let Some((summary, arrays)) = row else {
+        let Some((summary, arrays, proposed_model)) = row else {
             // Distinguish "no such study" from "no result yet" in the message only.
             let study = self.study(id).await?;
             return Err(EngineError::NotFound(format!(
@@ -324,7 +370,27 @@ impl Engine {
             study: id.clone(),
             summary: serde_json::from_str(&summary).map_err(bad)?,
             arrays: serde_json::from_str::<Vec<ArrayRef>>(&arrays).map_err(bad)?,
+            proposed_model,
         })
+    }
+
+    /// One of the measured tables a study was given, from the result store.
+    ///
+    /// # Errors
+    /// `NotFound`, `Unavailable`, `Internal` (store file missing or corrupt).
+    pub async fn input(&self, id: &StudyId, name: &str) -> Result<NamedArray, EngineError> {
+        let study = self.study(id).await?;
+        let Some(r) = study.inputs.iter().find(|a| a.name == name) else {
+            return Err(EngineError::NotFound(format!(
+                "input {name:?} of study {}",
+                id.0
+            )));
+        };
+        let dir = self.inner.config.result_dir.clone();
+        let hash = r.sha256_hex.clone();
+        tokio::task::spawn_blocking(move || crate::store::get(&dir, &hash))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?
     }
 
     /// One array of a study's result, from the result store.

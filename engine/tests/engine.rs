@@ -25,6 +25,7 @@ fn modal_request(model: ModelChoice) -> SubmitRequest {
         params: serde_json::json!({}),
         seed: Some(7),
         submitted_by: "ada".into(),
+        inputs: Vec::new(),
     }
 }
 
@@ -144,6 +145,7 @@ async fn refuses_invalid_requests_with_every_problem(config: EngineConfig) {
         params: serde_json::json!({"bogus": 1}),
         seed: None,
         submitted_by: " ".into(),
+        inputs: Vec::new(),
     };
     let Err(EngineError::Invalid(problems)) = engine.submit(request).await else {
         panic!("expected Invalid");
@@ -410,6 +412,7 @@ async fn stores_the_resolved_params_and_their_result_ignores_the_chunking(
             params: submitted.clone(),
             seed: Some(5),
             submitted_by: "ada".into(),
+            inputs: Vec::new(),
         })
         .await
         .unwrap();

@@ -286,6 +286,10 @@ pub struct HttpConfig {
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[serde(default = "default_body_limit_bytes")]
     pub body_limit_bytes: usize,
+    /// Largest study submission accepted, in bytes: a study may carry measured tables (a
+    /// 10-minute record of 4 channels at 1 kHz is about 50 MB of JSON).
+    #[serde(default = "default_study_body_limit_bytes")]
+    pub study_body_limit_bytes: usize,
     /// How long a login token lives, in seconds.
     #[serde(default = "default_token_lifetime_s")]
     pub token_lifetime_s: u64,
@@ -321,6 +325,9 @@ pub struct TlsConfig {
 const fn default_body_limit_bytes() -> usize {
     1024 * 1024
 }
+const fn default_study_body_limit_bytes() -> usize {
+    128 * 1024 * 1024
+}
 const fn default_token_lifetime_s() -> u64 {
     12 * 3600
 }
@@ -345,6 +352,7 @@ impl Default for HttpConfig {
         Self {
             listen: default_listen(),
             body_limit_bytes: default_body_limit_bytes(),
+            study_body_limit_bytes: default_study_body_limit_bytes(),
             token_lifetime_s: default_token_lifetime_s(),
             poll_interval_ms: default_poll_interval_ms(),
             max_concurrent_logins: default_max_concurrent_logins(),
@@ -412,6 +420,7 @@ impl ServerConfig {
                 chunks_in_flight_per_study: 8,
                 max_attempts: 3,
                 fetch: Default::default(),
+                solvers: Default::default(),
                 rescue_after_s: 30.0,
             },
             mqtt: None,
@@ -428,6 +437,15 @@ impl ServerConfig {
             problems.push(ConfigProblem::new(
                 "http.body_limit_bytes",
                 "must be at least 1024",
+            ));
+        }
+        if h.study_body_limit_bytes < h.body_limit_bytes {
+            problems.push(ConfigProblem::new(
+                "http.study_body_limit_bytes",
+                format!(
+                    "must be at least http.body_limit_bytes ({})",
+                    h.body_limit_bytes
+                ),
             ));
         }
         if !(60..=30 * 24 * 3600).contains(&h.token_lifetime_s) {

@@ -163,7 +163,12 @@ pub async fn serve(
         live,
         tls: acceptor.is_some(),
     });
-    let app = http::router(state, config.http.body_limit_bytes, openapi::router());
+    let app = http::router(
+        state,
+        config.http.body_limit_bytes,
+        config.http.study_body_limit_bytes,
+        openapi::router(),
+    );
     let addr = listener.local_addr()?;
     let stop = shutdown.clone();
     let served = match acceptor {

@@ -14,8 +14,8 @@ use crate::error::{ErrorBody, ProblemBody};
 use crate::http::auth::{LoginBody, LoginResponse, WhoAmI};
 use crate::http::models::AddModelBody;
 use crate::http::schemas::{
-    ArrayRefDoc, ColumnDoc, KindInfo, ModelVersionDoc, NamedArrayDoc, StudyRecordDoc,
-    StudyResultDoc,
+    ArrayRefDoc, ColumnDoc, InputInfo, KindInfo, ModelVersionDoc, NamedArrayDoc, ReviewDoc,
+    StudyRecordDoc, StudyResultDoc,
 };
 use crate::http::studies::SubmitBody;
 
@@ -49,10 +49,12 @@ impl Modify for BearerScheme {
         crate::http::studies::events,
         crate::http::studies::result,
         crate::http::studies::array,
+        crate::http::studies::input,
         crate::http::models::list,
         crate::http::models::versions,
         crate::http::models::version,
         crate::http::models::add,
+        crate::http::models::review,
         crate::http::rigs::send,
         crate::http::rigs::limits,
         crate::http::rigs::history_json,
@@ -64,7 +66,8 @@ impl Modify for BearerScheme {
     components(schemas(
         ErrorBody, ProblemBody, LoginBody, LoginResponse, WhoAmI, KindInfo, SubmitBody,
         AddModelBody, StudyRecordDoc, StudyResultDoc, ArrayRefDoc, NamedArrayDoc, ColumnDoc,
-        ModelVersionDoc, crate::http::rigs::CommandRequestDoc, crate::http::rigs::Accepted,
+        ModelVersionDoc, ReviewDoc, InputInfo, crate::http::models::ReviewBody,
+        crate::live::record::RecordSource, crate::http::rigs::CommandRequestDoc, crate::http::rigs::Accepted,
         crate::live::GainLimit, crate::live::history::HistoryAnswer, crate::live::history::Envelope,
     )),
     modifiers(&BearerScheme),
@@ -154,6 +157,7 @@ mod tests {
             chunks_done: 0,
             error: None,
             revision: 1,
+            inputs: vec![],
         };
         assert_eq!(
             properties("StudyRecord"),
@@ -173,6 +177,7 @@ mod tests {
             study: record.id.clone(),
             summary: serde_json::json!({}),
             arrays: vec![],
+            proposed_model: Some("m@2".into()),
         };
         assert_eq!(
             properties("StudyResult"),
@@ -185,6 +190,12 @@ mod tests {
             provenance: dtop_studies::Provenance::Manual,
             created_by: "a".into(),
             created_at: "t".into(),
+            status: dtop_engine::ModelStatus::Approved,
+            review: Some(dtop_engine::Review {
+                by: "o".into(),
+                at: "t".into(),
+                note: String::new(),
+            }),
         };
         assert_eq!(
             properties("ModelVersion"),

@@ -128,6 +128,7 @@ fn engine_config(database_url: String, dir: &Path, rescue_after_s: f64, a: &Args
         max_attempts: 3,
         rescue_after_s,
         fetch,
+        solvers: Default::default(),
     }
 }
 
@@ -158,6 +159,7 @@ fn design(samples: u64, per_chunk: Option<u64>, seed: u64) -> SubmitRequest {
         params: p,
         seed: Some(seed),
         submitted_by: "bench".into(),
+        inputs: Vec::new(),
     }
 }
 
@@ -180,6 +182,7 @@ fn uncertainty(per_chunk: Option<u64>, per_bounds_chunk: Option<u64>, seed: u64)
         params: p,
         seed: Some(seed),
         submitted_by: "bench".into(),
+        inputs: Vec::new(),
     }
 }
 
@@ -401,6 +404,7 @@ async fn queue(a: &Args) -> Result<()> {
                 params: serde_json::json!({}),
                 seed: Some(i),
                 submitted_by: "bench".into(),
+                inputs: Vec::new(),
             })
             .await?;
         ids.push(r.id);

@@ -149,6 +149,7 @@ impl WorkerConfig {
             max_attempts: e.max_attempts,
             rescue_after_s: e.rescue_after_s,
             fetch: e.fetch,
+            solvers: Default::default(),
         }
     }
 

@@ -52,6 +52,7 @@ fn design_request(chunks: u64, seed: u64) -> SubmitRequest {
         params: design_params(chunks),
         seed: Some(seed),
         submitted_by: "ada".into(),
+        inputs: Vec::new(),
     }
 }
 

@@ -236,6 +236,7 @@ pub fn config(database_url: String, dir: &Path) -> EngineConfig {
         chunks_in_flight_per_study: 2,
         max_attempts: 3,
         fetch: Default::default(),
+        solvers: Default::default(),
         rescue_after_s: 3.0,
     }
 }

@@ -54,7 +54,12 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// The API's router over `state`, with a body limit of `body_limit_bytes`, serving
 /// `documents` (the OpenAPI document's route, `crate::openapi::router`) with the same layers.
-pub fn router(state: Shared, body_limit_bytes: usize, documents: Router<Shared>) -> Router {
+pub fn router(
+    state: Shared,
+    body_limit_bytes: usize,
+    study_body_limit_bytes: usize,
+    documents: Router<Shared>,
+) -> Router {
     let metrics = Arc::clone(&state.metrics);
     let metrics_render = Arc::clone(&state.metrics);
     Router::new()
@@ -63,15 +68,27 @@ pub fn router(state: Shared, body_limit_bytes: usize, documents: Router<Shared>)
         .route("/api/v1/whoami", get(auth::whoami))
         .route("/api/v1/kinds", get(studies::kinds))
         .route("/api/v1/kinds/{kind}/defaults", get(studies::defaults))
-        .route("/api/v1/studies", post(studies::submit).get(studies::list))
+        // A study may carry measured tables (a 10-minute 4-channel record at 1 kHz is ~50 MB of
+        // JSON): its route takes up to `study_body_limit_bytes`, every other the general limit.
+        .route(
+            "/api/v1/studies",
+            post(studies::submit)
+                .layer(DefaultBodyLimit::max(study_body_limit_bytes))
+                .get(studies::list),
+        )
         .route("/api/v1/studies/{id}", get(studies::get))
         .route("/api/v1/studies/{id}/cancel", post(studies::cancel))
         .route("/api/v1/studies/{id}/events", get(studies::events))
         .route("/api/v1/studies/{id}/result", get(studies::result))
         .route("/api/v1/studies/{id}/arrays/{name}", get(studies::array))
+        .route("/api/v1/studies/{id}/inputs/{name}", get(studies::input))
         .route("/api/v1/models", get(models::list).post(models::add))
         .route("/api/v1/models/{name}", get(models::versions))
         .route("/api/v1/models/{name}/{version}", get(models::version))
+        .route(
+            "/api/v1/models/{name}/{version}/review",
+            post(models::review),
+        )
         .route("/api/v1/rigs/{rig}/commands", post(rigs::send))
         .route("/api/v1/rigs/{rig}/limits", get(rigs::limits))
         .route("/api/v1/rigs/{rig}/history", get(rigs::history_json))

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use dtop_auth::Action;
-use dtop_engine::ModelVersion;
+use dtop_engine::{ModelVersion, ReviewDecision};
 use dtop_studies::{ModelRef, ModelSpec, Provenance};
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -125,4 +125,48 @@ pub async fn add(
         .await?;
     tracing::info!(model = %added.name, version = added.version, user = %user.0.username, "Model added.");
     Ok((StatusCode::CREATED, Json(added)))
+}
+
+/// An operator's decision on a proposed model version.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewBody {
+    /// `approve` or `reject`.
+    #[schema(value_type = String)]
+    pub decision: ReviewDecision,
+    /// Why, kept with the version (optional).
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Approves or rejects a version a study proposed, once; who, when and why are kept with it.
+#[utoipa::path(post, path = "/api/v1/models/{name}/{version}/review", tag = "models",
+    params(("name" = String, Path, description = "Model name"), ("version" = u32, Path, description = "Version number")),
+    request_body = ReviewBody,
+    responses((status = 200, body = ModelVersionDoc), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "Not proposed, or reviewed already"),
+        (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn review(
+    State(state): State<Shared>,
+    user: AuthUser,
+    Path((name, version)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ReviewBody>,
+) -> Result<Json<ModelVersion>, ApiError> {
+    user.require(Action::ReviewModel)?;
+    check_name(&name)?;
+    let version = version
+        .parse::<u32>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| ApiError::NotFound(format!("version {version:?} of model {name:?}")))?;
+    if body.note.len() > 2000 {
+        return Err(ApiError::invalid("note", "at most 2000 bytes"));
+    }
+    let reviewed = state
+        .engine
+        .review_model(&name, version, body.decision, &user.0.username, &body.note)
+        .await?;
+    Ok(Json(reviewed))
 }

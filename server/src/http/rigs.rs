@@ -22,7 +22,8 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, AuthUser, Shared, live, rig_id};
-use crate::live::history::{HistoryAnswer, Range, to_csv};
+use crate::live::history::{HistoryAnswer, HistoryError, Range, to_csv};
+use crate::live::record::RecordSource;
 use crate::live::rig::LimitUnknown;
 use crate::live::{GainLimit, Live, rights};
 
@@ -225,6 +226,99 @@ async fn answer(
         .await
         .map_err(|why| {
             ApiError::StoreUnavailable(format!("The history store did not answer: {why}"))
+        })
+}
+
+/// The raw samples of a rig's stored range, as a study input: the user must be allowed to see
+/// the rig's samples, as for its history.
+///
+/// # Errors
+/// `Invalid` (a bad range, nothing stored, a channel the rig does not have), `Forbidden`,
+/// `NotConfigured` (no history store), `StoreUnavailable`.
+pub async fn record_input(
+    state: &Shared,
+    user: &AuthUser,
+    source: &RecordSource,
+) -> Result<dtop_studies::NamedArray, ApiError> {
+    let mut problems = source.problems();
+    let rig = match rig_id(&source.rig) {
+        Ok(rig) => Some(rig),
+        Err(_) => {
+            problems.push(FieldProblem::new(
+                "record.rig",
+                format!("{:?} is not a rig id", source.rig),
+            ));
+            None
+        }
+    };
+    let (Some(rig), true) = (rig, problems.is_empty()) else {
+        return Err(ApiError::Invalid(problems));
+    };
+    let live = live(state)?;
+    if !rights(&live.acl, &user.0, &rig).samples {
+        return Err(ApiError::ForbiddenBecause(format!(
+            "{} may not see rig {rig}.",
+            user.0.username
+        )));
+    }
+    let history = live.history.as_ref().ok_or_else(|| {
+        ApiError::NotConfigured(
+            "Reading a rig's record needs the InfluxDB or VictoriaMetrics the twin stores to: \
+             this server has no [live.history]."
+                .into(),
+        )
+    })?;
+    let announced: Vec<String> = match live.hub.birth(rig.clone()).await {
+        Some(birth) => birth
+            .channels
+            .iter()
+            .filter(|c| c.stream_id == 0)
+            .map(|c| c.name.clone())
+            .collect(),
+        None => Vec::new(),
+    };
+    let channels = if source.channels.is_empty() {
+        if announced.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "rig {rig} has not announced its channels (no birth): name them in record.channels"
+            )));
+        }
+        announced
+    } else {
+        let unknown: Vec<FieldProblem> = source
+            .channels
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !announced.is_empty() && !announced.contains(c))
+            .map(|(i, c)| {
+                FieldProblem::new(
+                    format!("record.channels[{i}]"),
+                    format!(
+                        "rig {rig} has no channel {c:?}; it has {}",
+                        announced.join(", ")
+                    ),
+                )
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ApiError::Invalid(unknown));
+        }
+        source.channels.clone()
+    };
+    history
+        .record(
+            &source.input,
+            rig.as_str(),
+            &channels,
+            source.from_ms,
+            source.to_ms,
+        )
+        .await
+        .map_err(|why| match why {
+            HistoryError::Record(reason) => ApiError::invalid("record", reason),
+            other => {
+                ApiError::StoreUnavailable(format!("The history store did not answer: {other}"))
+            }
         })
 }
 

@@ -12,6 +12,19 @@ pub struct KindInfo {
     pub kind: String,
     /// One line.
     pub description: String,
+    /// The measured tables it takes (none for kinds that compute from the model alone).
+    pub inputs: Vec<InputInfo>,
+}
+
+/// One measured table a study kind takes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InputInfo {
+    /// The input's name in `inputs` (`acceleration`, `frf`).
+    pub name: String,
+    /// Whether the kind refuses a study without it.
+    pub required: bool,
+    /// Its columns and units, and where it usually comes from.
+    pub description: String,
 }
 
 /// `dtop_engine::StudyRecord`: a study as stored.
@@ -48,6 +61,8 @@ pub struct StudyRecordDoc {
     pub error: Option<String>,
     /// Increases on every change.
     pub revision: u64,
+    /// The measured tables it was given (`GET /studies/{id}/inputs/{name}`).
+    pub inputs: Vec<ArrayRefDoc>,
 }
 
 /// `dtop_engine::ArrayRef`: a stored array.
@@ -75,6 +90,8 @@ pub struct StudyResultDoc {
     pub summary: serde_json::Value,
     /// The arrays.
     pub arrays: Vec<ArrayRefDoc>,
+    /// `name@version` of the model version the study proposed (status `proposed`), if any.
+    pub proposed_model: Option<String>,
 }
 
 /// `dtop_studies::Column`.
@@ -115,4 +132,21 @@ pub struct ModelVersionDoc {
     pub created_by: String,
     /// RFC 3339 UTC.
     pub created_at: String,
+    /// `current` (built in, by hand, imported), `proposed` (by a study, awaiting review),
+    /// `approved` or `rejected`.
+    pub status: String,
+    /// The review of a proposed version: who, when, why.
+    pub review: Option<ReviewDoc>,
+}
+
+/// `dtop_engine::Review`: an operator's decision on a proposed model version.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Review)]
+pub struct ReviewDoc {
+    /// Who decided.
+    pub by: String,
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// Why, as written.
+    pub note: String,
 }

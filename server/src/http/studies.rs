@@ -22,7 +22,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, AuthUser, Shared};
-use crate::http::schemas::{KindInfo, NamedArrayDoc, StudyRecordDoc, StudyResultDoc};
+use crate::http::schemas::{InputInfo, KindInfo, NamedArrayDoc, StudyRecordDoc, StudyResultDoc};
+use crate::live::record::RecordSource;
 use crate::metrics::Metrics;
 
 /// One line about each kind, for the submit form.
@@ -60,6 +61,14 @@ pub async fn kinds(user: AuthUser) -> Result<Json<Vec<KindInfo>>, ApiError> {
             .map(|k| KindInfo {
                 kind: k.as_str().to_owned(),
                 description: describe(k).to_owned(),
+                inputs: dtop_studies::inputs(k)
+                    .iter()
+                    .map(|i| InputInfo {
+                        name: i.name.to_owned(),
+                        required: i.required,
+                        description: i.description.to_owned(),
+                    })
+                    .collect(),
             })
             .collect(),
     ))
@@ -113,6 +122,14 @@ pub struct SubmitBody {
     /// Seed of the study's random streams; drawn by the server if absent.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Measured tables the kind takes (`GET /kinds` lists each kind's): a measured FRF for
+    /// `ema`, a time record for `oma`. Kept with the study by content hash.
+    #[serde(default)]
+    #[schema(value_type = Vec<NamedArrayDoc>)]
+    pub inputs: Vec<dtop_studies::NamedArray>,
+    /// A rig's stored range the server reads as one more input (e.g. `oma` on live data).
+    #[serde(default)]
+    pub record: Option<RecordSource>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -159,6 +176,10 @@ pub async fn submit(
 ) -> Result<(StatusCode, Json<StudyRecord>), ApiError> {
     user.require(Action::SubmitStudy)?;
     let model = model_choice(body.model).map_err(ApiError::Invalid)?;
+    let mut inputs = body.inputs;
+    if let Some(source) = &body.record {
+        inputs.push(crate::http::rigs::record_input(&state, &user, source).await?);
+    }
     let record = state
         .engine
         .submit(SubmitRequest {
@@ -167,6 +188,7 @@ pub async fn submit(
             params: body.params,
             seed: body.seed,
             submitted_by: user.0.username.clone(),
+            inputs,
         })
         .await?;
     tracing::info!(study = %record.id.0, kind = %record.kind, user = %user.0.username, "Study submitted.");
@@ -445,26 +467,51 @@ pub async fn array(
     ApiQuery(query): ApiQuery<ArrayQuery>,
 ) -> Result<Response, ApiError> {
     user.require(Action::ReadStudies)?;
-    let csv = match query.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "format",
-                format!("unknown format {other:?}: json or csv"),
-            ));
-        }
-    };
+    let csv = csv_wanted(&query)?;
     let array = state.engine.array(&StudyId(id), &name).await?;
-    Ok(if csv {
+    Ok(table_response(array, csv))
+}
+
+/// One of the measured tables a study was given, as JSON or CSV.
+#[utoipa::path(get, path = "/api/v1/studies/{id}/inputs/{name}", tag = "studies",
+    params(("id" = String, Path, description = "Study id"), ("name" = String, Path, description = "Input name"), ArrayQuery),
+    responses((status = 200, body = NamedArrayDoc, description = "JSON, or text/csv with format=csv"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn input(
+    State(state): State<Shared>,
+    user: AuthUser,
+    Path((id, name)): Path<(String, String)>,
+    ApiQuery(query): ApiQuery<ArrayQuery>,
+) -> Result<Response, ApiError> {
+    user.require(Action::ReadStudies)?;
+    let csv = csv_wanted(&query)?;
+    let table = state.engine.input(&StudyId(id), &name).await?;
+    Ok(table_response(table, csv))
+}
+
+fn csv_wanted(query: &ArrayQuery) -> Result<bool, ApiError> {
+    match query.format.as_deref() {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(other) => Err(ApiError::invalid(
+            "format",
+            format!("unknown format {other:?}: json or csv"),
+        )),
+    }
+}
+
+fn table_response(table: dtop_studies::NamedArray, csv: bool) -> Response {
+    if csv {
         (
             [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            array.to_csv(),
+            table.to_csv(),
         )
             .into_response()
     } else {
-        Json(array).into_response()
-    })
+        Json(table).into_response()
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use super::range::{HistoryError, MAX_PX, Range};
+use super::record;
 use super::victoria::{self, Stat};
 use crate::config::{HistoryBackend, HistoryConfig};
 
@@ -271,6 +272,45 @@ impl History {
             });
         }
         Ok(body.to_vec())
+    }
+
+    /// The raw samples of `channels` of `rig` in `[from_ms, to_ms)`, as the study input `name`
+    /// (see [`super::record`]).
+    ///
+    /// # Errors
+    /// The store unreachable, slower than the timeout, answering an error, or holding no
+    /// sample of every channel in the range.
+    pub async fn record(
+        &self,
+        name: &str,
+        rig: &str,
+        channels: &[String],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<dtop_studies::NamedArray, HistoryError> {
+        let samples = match self.config.backend {
+            HistoryBackend::InfluxV1 => {
+                let database = self.config.database.clone().unwrap_or_default();
+                let params = record::influx_params(&database, rig, channels, from_ms, to_ms);
+                let body = self.get("query", &params).await?;
+                record::parse_influx(channels, &body)?
+            }
+            HistoryBackend::VictoriaMetrics => {
+                let mut out = Vec::with_capacity(channels.len());
+                for channel in channels {
+                    let params = record::victoria_params(rig, channel, from_ms, to_ms);
+                    let body = self.get("api/v1/export", &params).await?;
+                    out.push(record::parse_victoria(&body)?);
+                }
+                out
+            }
+        };
+        tokio::task::spawn_blocking({
+            let (name, channels) = (name.to_owned(), channels.to_vec());
+            move || record::align(&name, &channels, from_ms, &samples)
+        })
+        .await
+        .map_err(|e| HistoryError::Unreadable(format!("aligning the record: {e}")))?
     }
 
     /// Runs the query of `channels` of `rig` over `range` on the configured store.

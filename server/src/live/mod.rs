@@ -9,15 +9,16 @@
 //! - [`rig`]: one rig's live state and summary (pure).
 //! - [`hub`]: the task that owns every rig's state and the MQTT connection.
 //! - [`ws`]: `GET /ws/rigs/{rig}` and `GET /ws/rigs`, the browser's live feeds.
-//! - [`command`]: `POST /api/v1/rigs/{rig}/commands`, checked against the twin's DVF limit.
 //! - [`history`]: `GET /api/v1/rigs/{rig}/history[.csv]`, min/max per pixel bucket; InfluxQL.
 //! - [`range`]: a history request's range, its bucket grid, and a store's errors (pure).
 //! - [`victoria`]: the same buckets read from VictoriaMetrics with MetricsQL (pure).
+//! - [`record`]: a stored range's raw samples as a study input (`oma` on a rig's data).
 
 pub mod frame;
 pub mod history;
 pub mod hub;
 pub mod range;
+pub mod record;
 pub mod rig;
 pub mod victoria;
 pub mod window;

@@ -128,4 +128,7 @@ pub enum HistoryError {
     /// An answer this parser does not read.
     #[error("unreadable answer from the history store: {0}")]
     Unreadable(String),
+    /// The range does not make a record a study can take (too long, nothing stored).
+    #[error("{0}")]
+    Record(String),
 }

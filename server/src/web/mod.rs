@@ -61,6 +61,7 @@ pub fn router() -> Router<Shared> {
         .route("/models/new", get(models::new_form).post(models::add))
         .route("/models/{name}", get(models::versions))
         .route("/models/{name}/{version}", get(models::version))
+        .route("/models/{name}/{version}/review", post(models::review))
 }
 
 /// `GET /`: the rigs overview, so `dtop up`'s printed URL shows the rig moving.

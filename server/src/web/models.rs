@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use dtop_auth::Action;
 use dtop_dynamics::frf::ModalAnalysis;
-use dtop_engine::ModelVersion;
+use dtop_engine::{ModelStatus, ModelVersion, ReviewDecision};
 use dtop_studies::{Budget, ChunkCtx, FieldProblem, ModelRef, ModelSpec, Provenance, StudyKind};
 use serde::Deserialize;
 
@@ -241,6 +241,10 @@ struct VersionRow {
     created_at: String,
     provenance: String,
     floors: usize,
+    /// `current`, `proposed`, `approved` or `rejected`.
+    status: &'static str,
+    /// "by <who> at <when>: <note>" once reviewed; empty before.
+    review: String,
 }
 
 fn provenance(p: &dtop_studies::Provenance) -> String {
@@ -254,6 +258,14 @@ fn version_row(m: &ModelVersion) -> VersionRow {
         created_at: m.created_at.clone(),
         provenance: provenance(&m.provenance),
         floors: m.spec.floors(),
+        status: m.status.as_str(),
+        review: m.review.as_ref().map_or_else(String::new, |r| {
+            if r.note.is_empty() {
+                format!("by {} at {} UTC", r.by, r.at)
+            } else {
+                format!("by {} at {} UTC: {}", r.by, r.at, r.note)
+            }
+        }),
     }
 }
 
@@ -326,6 +338,8 @@ struct VersionPage {
     dofs: Vec<String>,
     frf: String,
     versions: Vec<u32>,
+    /// Whether to show the approve/reject form: a proposed version, a user who may review.
+    may_review: bool,
 }
 
 async fn find(
@@ -459,10 +473,44 @@ pub async fn version(
         dofs: dof_names(&analysis),
         modes: mode_rows(&analysis),
         frf: frf.to_string(),
+        may_review: model.status == ModelStatus::Proposed && user.may(Action::ReviewModel),
         version: model.version,
         name: model.name,
         versions,
     })
+}
+
+/// The approve/reject form's fields.
+#[derive(Debug, Deserialize)]
+pub struct ReviewForm {
+    #[serde(rename = "_csrf")]
+    csrf: String,
+    decision: ReviewDecision,
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /models/{name}/{version}/review`: approves or rejects a proposed version.
+pub async fn review(
+    State(state): State<Shared>,
+    user: PageUser,
+    Path((name, version)): Path<(String, String)>,
+    Form(form): Form<ReviewForm>,
+) -> Result<Response, PageError> {
+    user.check_csrf(&form.csrf)?;
+    user.require(Action::ReviewModel, "approve or reject model versions")?;
+    let Some(number) = parse_version(&user, &version)? else {
+        return Err(PageError::NotFound(
+            Some(Box::new(user.chrome(SECTION))),
+            "Name the version to review.".into(),
+        ));
+    };
+    state
+        .engine
+        .review_model(&name, number, form.decision, &user.identity.username, form.note.trim())
+        .await
+        .map_err(|e| PageError::api(&user, SECTION, e))?;
+    Ok(see_other(&format!("/models/{name}/{number}")))
 }
 
 fn dof_names(analysis: &ModalAnalysis) -> Vec<String> {

@@ -282,6 +282,7 @@ pub async fn submit(
                 params,
                 seed,
                 submitted_by: user.identity.username.clone(),
+                inputs: Vec::new(),
             })
             .await;
         match submitted.map_err(ApiError::from) {

@@ -161,6 +161,7 @@ impl Server {
             chunks_in_flight_per_study: 8,
             max_attempts: 3,
             fetch: Default::default(),
+            solvers: Default::default(),
             rescue_after_s: 30.0,
         };
         if let Some(max) = options.max_work_units {

@@ -23,6 +23,8 @@ interface ArrayRef {
 interface StudyResult {
   summary: unknown;
   arrays: ArrayRef[];
+  /** `name@version` of the model version the study filed as proposed, if any. */
+  proposed_model?: string;
 }
 
 interface NamedArray {
@@ -232,6 +234,15 @@ async function showResult(id: string): Promise<void> {
     result.arrays.map((a) => api<NamedArray>(`/api/v1/studies/${encodeURIComponent(id)}/arrays/${encodeURIComponent(a.name)}`)),
   );
   el("result")?.removeAttribute("hidden");
+  if (result.proposed_model) {
+    const [name, version] = result.proposed_model.split("@");
+    const link = el<HTMLAnchorElement>("proposed-link");
+    if (link && name && version) {
+      link.href = `/models/${encodeURIComponent(name)}/${encodeURIComponent(version)}`;
+      link.textContent = result.proposed_model;
+      el("proposed-model")?.removeAttribute("hidden");
+    }
+  }
   el("summary")?.replaceChildren(summaryTable(result.summary));
   const plots = el("plots");
   if (!plots) return;
