@@ -237,7 +237,7 @@ async fn answer(
 /// `NotConfigured` (no history store), `StoreUnavailable`.
 pub async fn record_input(
     state: &Shared,
-    user: &AuthUser,
+    who: &dtop_auth::Identity,
     source: &RecordSource,
 ) -> Result<dtop_studies::NamedArray, ApiError> {
     let mut problems = source.problems();
@@ -255,10 +255,10 @@ pub async fn record_input(
         return Err(ApiError::Invalid(problems));
     };
     let live = live(state)?;
-    if !rights(&live.acl, &user.0, &rig).samples {
+    if !rights(&live.acl, who, &rig).samples {
         return Err(ApiError::ForbiddenBecause(format!(
             "{} may not see rig {rig}.",
-            user.0.username
+            who.username
         )));
     }
     let history = live.history.as_ref().ok_or_else(|| {

@@ -178,7 +178,7 @@ pub async fn submit(
     let model = model_choice(body.model).map_err(ApiError::Invalid)?;
     let mut inputs = body.inputs;
     if let Some(source) = &body.record {
-        inputs.push(crate::http::rigs::record_input(&state, &user, source).await?);
+        inputs.push(crate::http::rigs::record_input(&state, &user.0, source).await?);
     }
     let record = state
         .engine

@@ -507,7 +507,13 @@ pub async fn review(
     };
     state
         .engine
-        .review_model(&name, number, form.decision, &user.identity.username, form.note.trim())
+        .review_model(
+            &name,
+            number,
+            form.decision,
+            &user.identity.username,
+            form.note.trim(),
+        )
         .await
         .map_err(|e| PageError::api(&user, SECTION, e))?;
     Ok(see_other(&format!("/models/{name}/{number}")))

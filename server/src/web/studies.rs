@@ -19,6 +19,7 @@ use serde::Deserialize;
 use crate::error::ApiError;
 use crate::extract::Shared;
 use crate::http::studies::describe;
+use crate::live::record::RecordSource;
 use crate::web::form::{self, FormField};
 use crate::web::page::{Chrome, PageError, PageUser, render, see_other};
 
@@ -143,6 +144,67 @@ struct NewPage {
     general: Vec<FieldProblem>,
     may_submit: bool,
     roles: String,
+    /// The measured tables the kind takes; empty for kinds that compute from the model alone.
+    inputs: Vec<dtop_studies::InputSpec>,
+    /// The "from a rig's stored range" fields, as posted.
+    record: RecordFields,
+}
+
+/// The form's record fields: a rig and a range in RFC 3339 UTC.
+#[derive(Debug, Clone, Default)]
+struct RecordFields {
+    rig: String,
+    from: String,
+    to: String,
+    problems: Vec<String>,
+}
+
+impl RecordFields {
+    fn read(pairs: &[(String, String)]) -> Self {
+        let field = |name: &str| {
+            crate::web::form::posted(pairs, name)
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        Self {
+            rig: field("record_rig"),
+            from: field("record_from"),
+            to: field("record_to"),
+            problems: Vec::new(),
+        }
+    }
+
+    /// The record source when a rig is named, or every problem with the fields.
+    fn source(&mut self) -> Option<RecordSource> {
+        if self.rig.is_empty() {
+            return None;
+        }
+        let ms =
+            |text: &str, what: &str, problems: &mut Vec<String>| match time::OffsetDateTime::parse(
+                text,
+                &time::format_description::well_known::Rfc3339,
+            ) {
+                Ok(t) => Some((t.unix_timestamp_nanos() / 1_000_000) as i64),
+                Err(_) => {
+                    problems.push(format!(
+                        "{what} {text:?} is not an RFC 3339 time such as 2026-12-06T21:00:00Z"
+                    ));
+                    None
+                }
+            };
+        let mut problems = Vec::new();
+        let from = ms(&self.from, "from", &mut problems);
+        let to = ms(&self.to, "to", &mut problems);
+        self.problems = problems;
+        Some(RecordSource {
+            rig: self.rig.clone(),
+            from_ms: from?,
+            to_ms: to?,
+            input: "acceleration".into(),
+            channels: Vec::new(),
+        })
+    }
 }
 
 /// `?model=` of the form.
@@ -203,8 +265,11 @@ fn new_page(
     seed: String,
     fields: Vec<FormField>,
     general: Vec<FieldProblem>,
+    record: RecordFields,
 ) -> NewPage {
     NewPage {
+        inputs: dtop_studies::inputs(kind).to_vec(),
+        record,
         chrome: user.chrome(SECTION),
         kind: kind.as_str(),
         description: describe(kind),
@@ -238,6 +303,7 @@ pub async fn new_form(
         String::new(),
         fields,
         Vec::new(),
+        RecordFields::default(),
     ))
 }
 
@@ -269,6 +335,23 @@ pub async fn submit(
         ));
         None
     };
+    let mut record = RecordFields::read(&pairs);
+    let mut inputs = Vec::new();
+    let source = record.source();
+    if !record.problems.is_empty() {
+        problems.extend(
+            record
+                .problems
+                .iter()
+                .map(|p| FieldProblem::new("record", p.clone())),
+        );
+    } else if let (Some(source), true) = (source, problems.is_empty()) {
+        match crate::http::rigs::record_input(&state, &user.identity, &source).await {
+            Ok(table) => inputs.push(table),
+            Err(ApiError::Invalid(p)) => problems.extend(p),
+            Err(e) => return Err(PageError::api(&user, SECTION, e)),
+        }
+    }
     if problems.is_empty() {
         let reference = ModelRef {
             name: version.name.clone(),
@@ -282,7 +365,7 @@ pub async fn submit(
                 params,
                 seed,
                 submitted_by: user.identity.username.clone(),
-                inputs: Vec::new(),
+                inputs,
             })
             .await;
         match submitted.map_err(ApiError::from) {
@@ -299,7 +382,7 @@ pub async fn submit(
     }
     let general = form::attach(&mut fields, problems);
     let mut response = render(&new_page(
-        &user, kind, model, models, seed_text, fields, general,
+        &user, kind, model, models, seed_text, fields, general, record,
     ))?;
     *response.status_mut() = StatusCode::BAD_REQUEST;
     Ok(response)
