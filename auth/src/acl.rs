@@ -208,8 +208,8 @@ pub fn default_rig_rules() -> RoleRules {
     }
 }
 
-/// The twin reads every rig topic (telemetry, and `cmd` for `SetControl`) and simulation
-/// requests; it writes drive, persisted, controller, cmd/ack (for commands it handles), twin
+/// The twin reads every rig topic (telemetry, and `cmd` for `SetControl`), simulation
+/// requests and the catalogue's latest usable models (to adopt an approved one); it writes drive, persisted, controller, cmd/ack (for commands it handles), twin
 /// state and simulation results.
 pub fn default_twin_rules() -> RoleRules {
     RoleRules {
@@ -221,13 +221,17 @@ pub fn default_twin_rules() -> RoleRules {
             "dtop/v1/twin/#",
             "dtop/v1/sim/+/result",
         ]),
-        subscribe: strings(&["dtop/v1/rig/#", "dtop/v1/sim/+/request"]),
+        subscribe: strings(&["dtop/v1/rig/#", "dtop/v1/sim/+/request", MODELS_TOPICS]),
     }
 }
 
 /// Where the API server publishes each study's state and progress (`{id}/state`,
 /// `{id}/progress`).
 pub const STUDIES_TOPICS: &str = "dtop/v1/studies/#";
+
+/// Where the API server publishes each catalogue model's latest usable version
+/// (`{name}/latest`, retained): what a twin following that model adopts.
+pub const MODELS_TOPICS: &str = "dtop/v1/models/#";
 
 /// Operators command their rigs and read everything about them, and every study.
 pub fn default_operator_rules() -> RoleRules {
@@ -237,6 +241,7 @@ pub fn default_operator_rules() -> RoleRules {
             "dtop/v1/rig/{rig}/#",
             "dtop/v1/twin/{rig}/#",
             STUDIES_TOPICS,
+            MODELS_TOPICS,
         ]),
     }
 }
@@ -252,6 +257,7 @@ pub fn default_dashboard_rules() -> RoleRules {
             "dtop/v1/rig/+/samples",
             "dtop/v1/rig/+/status",
             STUDIES_TOPICS,
+            MODELS_TOPICS,
         ]),
     }
 }
@@ -269,7 +275,7 @@ pub fn default_researcher_rules() -> RoleRules {
 /// rights never reach a user who lacks them.
 pub fn default_server_rules() -> RoleRules {
     RoleRules {
-        publish: strings(&[STUDIES_TOPICS, "dtop/v1/rig/+/cmd"]),
+        publish: strings(&[STUDIES_TOPICS, MODELS_TOPICS, "dtop/v1/rig/+/cmd"]),
         subscribe: strings(&[
             "dtop/v1/rig/+/birth",
             "dtop/v1/rig/+/death",
@@ -705,6 +711,27 @@ mod tests {
         assert!(!acl.may_publish(&r, "dtop/v1/rig/r1/cmd"));
         assert!(!acl.may_publish(&r, "dtop/v1/rig/r1/drive"));
         assert!(!acl.may_publish(&r, "dtop/v1/studies/st_1/state"));
+    }
+
+    #[test]
+    fn only_the_server_and_admins_publish_models_and_twins_follow_them() {
+        let acl = Acl::new(&RolesConfig::default());
+        for role in Role::ALL {
+            let id = who(role, "u", RigScope::All);
+            let may = acl.may_publish(&id, "dtop/v1/models/southampton/latest");
+            assert_eq!(may, matches!(role, Role::Server | Role::Admin), "{role}");
+        }
+        for role in [
+            Role::Twin,
+            Role::Operator,
+            Role::Dashboard,
+            Role::Researcher,
+        ] {
+            let id = who(role, "u", RigScope::All);
+            assert!(acl.may_subscribe(&id, "dtop/v1/models/+/latest"), "{role}");
+        }
+        let rig = rig("r1");
+        assert!(!acl.may_subscribe(&rig, "dtop/v1/models/+/latest"));
     }
 
     #[test]

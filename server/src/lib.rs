@@ -118,6 +118,7 @@ pub async fn serve(
             mqtt_config,
             password,
             changes.clone(),
+            engine.clone(),
             Arc::clone(&metrics),
             shutdown.clone(),
         ));

@@ -1,7 +1,11 @@
 //! Owns the MQTT publisher of study changes: each changed record goes retained at QoS 1 to
 //! `dtop/v1/studies/{id}/state`, and its chunk counts at QoS 0, not retained, to
-//! `dtop/v1/studies/{id}/progress`. The connection is kept by polling rumqttc's event loop,
-//! with jittered exponential backoff between reconnects (rumqttc has none of its own).
+//! `dtop/v1/studies/{id}/progress`; and each catalogue model's latest usable version (current or
+//! approved, the one a twin following the model adopts) goes retained at QoS 1 to
+//! `dtop/v1/models/{name}/latest` whenever it changes, found by reading the catalogue every
+//! [`MODELS_POLL`] (so a version approved through any server, or the CLI, is published). The
+//! connection is kept by polling rumqttc's event loop, with jittered exponential backoff
+//! between reconnects (rumqttc has none of its own).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,7 +13,9 @@ use std::time::Duration;
 
 use dtop_auth::Secret;
 use dtop_daemon::Backoff;
-use dtop_engine::StudyRecord;
+use std::collections::BTreeMap;
+
+use dtop_engine::{Engine, ModelVersion, StudyRecord};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -28,6 +34,29 @@ pub fn state_topic(record: &StudyRecord) -> String {
 /// Topic of a study's progress.
 pub fn progress_topic(record: &StudyRecord) -> String {
     format!("dtop/v1/studies/{}/progress", record.id.0)
+}
+
+/// Topic of a model's latest usable version.
+pub fn model_topic(name: &str) -> String {
+    format!("dtop/v1/models/{name}/latest")
+}
+
+/// How often the catalogue is read for changed latest usable versions.
+pub const MODELS_POLL: Duration = Duration::from_secs(2);
+
+/// Each model's latest usable version (current or approved), by name: what
+/// `dtop/v1/models/{name}/latest` carries. Proposed and rejected versions are never in it.
+pub fn latest_usable(models: &[ModelVersion]) -> BTreeMap<&str, &ModelVersion> {
+    let mut out: BTreeMap<&str, &ModelVersion> = BTreeMap::new();
+    for m in models.iter().filter(|m| m.status.is_usable()) {
+        let newer = out
+            .get(m.name.as_str())
+            .is_none_or(|v| v.version < m.version);
+        if newer {
+            out.insert(m.name.as_str(), m);
+        }
+    }
+    out
 }
 
 /// The progress message.
@@ -75,6 +104,7 @@ pub async fn run_publisher(
     config: MqttConfig,
     password: Option<Secret<String>>,
     changes: Changes,
+    engine: Engine,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -116,9 +146,18 @@ pub async fn run_publisher(
             }
         })
     };
+    // The version last published per model. A version's status only changes from proposed,
+    // which is never published, so the version number tells a change.
+    let mut published: BTreeMap<String, u32> = BTreeMap::new();
+    let mut models_tick = tokio::time::interval(MODELS_POLL);
+    models_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let record = tokio::select! {
             () = shutdown.cancelled() => break,
+            _ = models_tick.tick() => {
+                publish_models(&client, &engine, &mut published, &metrics).await;
+                continue;
+            }
             record = rx.recv() => record,
         };
         let record = match record {
@@ -158,4 +197,43 @@ pub async fn run_publisher(
     }
     let _ = client.try_disconnect();
     let _ = connection.await;
+}
+
+/// Publishes every model whose latest usable version changed since `published`.
+async fn publish_models(
+    client: &AsyncClient,
+    engine: &Engine,
+    published: &mut BTreeMap<String, u32>,
+    metrics: &Metrics,
+) {
+    let models = match engine.models().await {
+        Ok(models) => models,
+        Err(e) => {
+            warn!(error = %e, "Could not read the model catalogue to publish its latest versions.");
+            return;
+        }
+    };
+    for (name, version) in latest_usable(&models) {
+        if published.get(name) == Some(&version.version) {
+            continue;
+        }
+        let Ok(body) = serde_json::to_vec(version) else {
+            continue;
+        };
+        match client
+            .publish(model_topic(name), QoS::AtLeastOnce, true, body)
+            .await
+        {
+            Ok(()) => {
+                published.insert(name.to_owned(), version.version);
+                metrics.mqtt_published.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    model = name,
+                    version = version.version,
+                    "Published the model's latest usable version."
+                );
+            }
+            Err(e) => warn!(error = %e, "Could not queue a model version for MQTT."),
+        }
+    }
 }
