@@ -121,6 +121,44 @@ export function plotsFor(array: NamedArray): PlotSpec[] {
   }
   const floors = column(array, "floor");
   if (floors && first.name === "frequency_hz") return envelopes(array, floors);
+  const order = column(array, "order");
+  const poleFreq = column(array, "frequency_hz");
+  const stable = column(array, "stable");
+  if (order && poleFreq && stable) {
+    // Stabilisation diagram: every pole of every model order, stable ones apart.
+    const pick = (keep: (s: number) => boolean) => {
+      const rows = order.map((_, i) => i).filter((i) => keep(stable[i]));
+      return { x: rows.map((i) => poleFreq[i]), y: rows.map((i) => order[i]) };
+    };
+    return [{
+      title: `${array.name}: stabilisation diagram`, id: array.name, xLabel: "frequency_hz", yLabel: "model order",
+      x: poleFreq, series: [], scatter: true,
+      xy: [{ ...pick((s) => s > 0.5), label: "stable" }, { ...pick((s) => s <= 0.5), label: "not stable" }],
+    }];
+  }
+  if (stable && first.name === "frequency_hz") {
+    // A response curve: the stable and unstable branches as two series (gaps where the other is).
+    const amplitude = array.columns.find((c) => c.name !== "frequency_hz" && c.name !== "stable");
+    if (amplitude) {
+      const branch = (keep: boolean) => amplitude.values.map((v, i) => ((stable[i] > 0.5) === keep ? v : null));
+      return [{
+        title: `${array.name}: response curve`, id: array.name, xLabel: "frequency_hz", yLabel: amplitude.name,
+        x: first.values,
+        series: [
+          { label: "stable", values: branch(true) },
+          { label: "unstable", values: branch(false), dash: [5, 4] },
+        ],
+      }];
+    }
+  }
+  if (first.name === "floor" || first.name === "elements_per_leg") {
+    // Mode shapes against the floor, or frequencies against mesh refinement.
+    return [{
+      title: `${array.name}: ${first.name === "floor" ? "mode shapes" : "convergence with the mesh"}`, id: array.name,
+      xLabel: first.name, yLabel: first.name === "floor" ? "shape" : "Hz", x: first.values,
+      series: array.columns.slice(1).map((c): Series => ({ label: c.name, values: c.values })),
+    }];
+  }
   const isTime = first.name.startsWith("time");
   const isFreq = first.name === "frequency_hz";
   if (!isTime && !isFreq) return [];

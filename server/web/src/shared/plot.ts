@@ -29,6 +29,8 @@ export interface PlotSpec {
   bars?: boolean;
   /** Series are y against their own x (Nyquist); `x` is then the first series' x. */
   xy?: { x: number[]; y: number[]; label: string }[];
+  /** With `xy`: draw each point as a dot, no line (stabilisation diagrams, CBC points). */
+  scatter?: boolean;
 }
 
 function themeColor(name: string): string {
@@ -102,8 +104,10 @@ export function drawPlot(parent: HTMLElement, spec: PlotSpec): HTMLElement {
         ...spec.xy.map((c, i) => ({
           label: c.label,
           stroke: PALETTE[i % PALETTE.length],
-          paths: uPlot.paths.linear!(),
-          points: { show: false },
+          paths: spec.scatter ? () => null : uPlot.paths.linear!(),
+          points: spec.scatter
+            ? { show: true, size: 5, width: 1, fill: PALETTE[i % PALETTE.length] }
+            : { show: false },
         })),
       ],
     };
