@@ -5,7 +5,7 @@
 //! chunk's identification plus the model's modal analysis; identifies nothing itself.
 
 use dtop_dynamics::frf::{ModeSummary, modal_analysis};
-use dtop_oma::{FddPeak, FddResult, IdentifiedMode, SegmentedMode};
+use dtop_oma::{EfddEstimate, FddPeak, FddResult, IdentifiedMode, SegmentedMode};
 use serde_json::{Value, json};
 
 use crate::StudyError;
@@ -43,50 +43,75 @@ pub fn output(
             "a mode shape does not have one entry per channel".into(),
         ));
     }
-    let modes: Vec<Value> = result
-        .modes
-        .iter()
-        .enumerate()
-        .map(|(k, mode)| {
-            let segment = result
-                .segments
-                .as_ref()
-                .and_then(|s| s.modes.iter().find(|m| m.mode == k));
-            let peak = result.fdd.as_ref().and_then(|f| fdd_peak_of(mode, f));
-            mode_json(
-                k,
-                mode,
-                segment,
-                peak,
-                &facts.floors,
-                model.floors(),
-                &analysis.modes,
-            )
-        })
-        .collect();
+    let segment_seconds = params.fdd_segment_samples as f64 / facts.sample_rate_hz;
+    let segments = result.segments.as_ref().map_or(0, |s| s.segments);
     let mut notes = Vec::new();
-    if result.modes.is_empty() {
+    let (mut confirmed, mut unconfirmed) = (Vec::new(), Vec::new());
+    for (k, mode) in result.modes.iter().enumerate() {
+        let segment = result
+            .segments
+            .as_ref()
+            .and_then(|s| s.modes.iter().find(|m| m.mode == k));
+        let peak = result.fdd.as_ref().and_then(|f| fdd_peak_of(mode, f));
+        let efdd = peak.and_then(|p| p.efdd);
+        let resolved = efdd.filter(|e| efdd_resolves(e, segment_seconds));
+        if let (Some(e), None) = (efdd, resolved) {
+            notes.push(format!(
+                "EFDD's damping ratio {:.3e} at {:.3} Hz is left out: a decay from correlation \
+                 {EFDD_FROM} to {EFDD_TO} at that damping takes longer than the \
+                 {segment_seconds} s FDD segments, so the estimate is noise; raise \
+                 params.fdd_segment_samples, or rely on SSI's damping",
+                e.damping_ratio, e.frequency_hz
+            ));
+        }
+        let found = segment.map_or(0, |s| s.found_in);
+        let confirm =
+            segments == 0 || found as f64 >= params.min_segment_fraction * segments as f64;
+        if !confirm {
+            notes.push(format!(
+                "the mode at {:.3} Hz (damping ratio {:.3e}) was found in {found} of {segments} \
+                 segments and is listed in unconfirmed_modes, not modes: a noise or \
+                 computational mode, or one too weak for a segment; give a longer record, or \
+                 lower params.min_segment_fraction to keep it",
+                mode.frequency_hz, mode.damping_ratio
+            ));
+        } else if segments > 0 && found < 2 {
+            notes.push(format!(
+                "mode {} was found in {found} of {segments} segments, so its spread is \
+                 unknown: give a longer record or fewer params.segments",
+                confirmed.len() + 1
+            ));
+        }
+        let list = if confirm {
+            &mut confirmed
+        } else {
+            &mut unconfirmed
+        };
+        let json = mode_json(
+            list.len() + 1,
+            mode,
+            segment,
+            peak.map(|p| (p, resolved)),
+            &facts.floors,
+            model.floors(),
+            &analysis.modes,
+        );
+        list.push((mode.clone(), json));
+    }
+    if confirmed.is_empty() {
         notes.push(
             "no mode was picked: give a longer record, raise params.max_order, or lower \
              params.pick_min_order_fraction (the stabilisation array shows every pole)"
                 .to_owned(),
         );
     }
-    if let Some(segments) = &result.segments {
-        for m in segments.modes.iter().filter(|m| m.found_in < 2) {
-            notes.push(format!(
-                "mode {} was found in {} of {} segments, so its spread is unknown: give a \
-                 longer record or fewer params.segments",
-                m.mode + 1,
-                m.found_in,
-                segments.segments
-            ));
-        }
-    }
+    let (confirmed_modes, modes): (Vec<IdentifiedMode>, Vec<Value>) = confirmed.into_iter().unzip();
+    let unconfirmed_modes: Vec<Value> = unconfirmed.into_iter().map(|(_, j)| j).collect();
     let summary = json!({
         "record": facts,
         "modes": modes,
-        "fdd_peaks": result.fdd.as_ref().map(|f| f.peaks.iter().map(peak_json).collect::<Vec<_>>()),
+        "unconfirmed_modes": unconfirmed_modes,
+        "fdd_peaks": result.fdd.as_ref().map(|f| f.peaks.iter().map(|p| peak_json(p, segment_seconds)).collect::<Vec<_>>()),
         "fdd_frequency_resolution_hz": result.fdd.as_ref().map(|f| f.frequency_resolution_hz),
         "fdd_segments_averaged": result.fdd.as_ref().map(|f| f.segments_averaged),
         "block_rows": result.ssi.block_rows,
@@ -102,7 +127,7 @@ pub fn output(
     if let Some(fdd) = &result.fdd {
         arrays.push(fdd_array(fdd));
     }
-    arrays.push(mode_shapes_array(&result.modes, &facts.floors));
+    arrays.push(mode_shapes_array(&confirmed_modes, &facts.floors));
     Ok(StudyOutput::new(summary, arrays))
 }
 
@@ -119,12 +144,30 @@ fn fdd_peak_of<'a>(mode: &IdentifiedMode, fdd: &'a FddResult) -> Option<&'a FddP
         })
 }
 
-/// One mode of the summary (see the module's doc).
+/// The correlation span EFDD fits its decay over (dtop-oma's defaults).
+const EFDD_FROM: f64 = dtop_oma::efdd::default_max_correlation();
+/// See [`EFDD_FROM`].
+const EFDD_TO: f64 = dtop_oma::efdd::default_min_correlation();
+
+/// Whether an EFDD estimate is consistent with its own premise: EFDD fits the decay of the
+/// correlation from 0.9 to 0.3 within one Welch segment, so a damping ratio whose decay over
+/// a whole segment, ζ·2πf·T, is less than ln(0.9/0.3) cannot have produced that drop, and the
+/// extrema it fitted were shaped by the estimate's noise. A floor against nonsense, not a
+/// guarantee of accuracy.
+fn efdd_resolves(estimate: &EfddEstimate, segment_seconds: f64) -> bool {
+    let decay =
+        estimate.damping_ratio * std::f64::consts::TAU * estimate.frequency_hz * segment_seconds;
+    decay >= (EFDD_FROM / EFDD_TO).ln()
+}
+
+/// One mode of the summary (see the module's doc), numbered `number` in its list; `peak` is
+/// the FDD peak of the same mode with its EFDD estimate when that one is resolved.
 fn mode_json(
-    index: usize,
+    number: usize,
     mode: &IdentifiedMode,
     segment: Option<&SegmentedMode>,
-    peak: Option<&FddPeak>,
+    peak: Option<(&FddPeak, Option<EfddEstimate>)>,
+
     channel_floors: &[usize],
     model_floors: usize,
     model_modes: &[ModeSummary],
@@ -156,9 +199,10 @@ fn mode_json(
             "mac": dtop_dynamics::mac(&mode.shape, &at_sensors),
         })
     });
-    let efdd = peak.and_then(|p| p.efdd);
+    let efdd = peak.and_then(|(_, e)| e);
+    let peak = peak.map(|(p, _)| p);
     let mut out = json!({
-        "mode": index + 1,
+        "mode": number,
         "frequency_hz": mode.frequency_hz,
         "damping_ratio": mode.damping_ratio,
         "shape": shape,
@@ -180,14 +224,16 @@ fn mode_json(
     out
 }
 
-/// One FDD peak of the summary.
-fn peak_json(peak: &FddPeak) -> Value {
+/// One FDD peak of the summary, its EFDD estimate only when resolved (see
+/// [`efdd_resolves`]).
+fn peak_json(peak: &FddPeak, segment_seconds: f64) -> Value {
+    let efdd = peak.efdd.filter(|e| efdd_resolves(e, segment_seconds));
     json!({
         "frequency_hz": peak.frequency_hz,
         "prominence_db": peak.prominence_db,
         "mpc": peak.mpc,
-        "efdd_frequency_hz": peak.efdd.map(|e| e.frequency_hz),
-        "efdd_damping_ratio": peak.efdd.map(|e| e.damping_ratio),
+        "efdd_frequency_hz": efdd.map(|e| e.frequency_hz),
+        "efdd_damping_ratio": efdd.map(|e| e.damping_ratio),
     })
 }
 

@@ -109,17 +109,22 @@ fn column_names(a: &NamedArray) -> Vec<&str> {
 
 /// The issue's acceptance test, on the built-in `southampton` model with `{}`: 10 minutes at
 /// 1 kHz give its three modes with frequencies within 0.5 %, damping within 25 % and MAC ≥ 0.99
-/// against the model's. Tolerances are issue 14's. Frequencies and shapes have a wide margin
-/// (dtop-oma measured < 0.06 % and 1 − MAC < 1e-5 on such records); damping at 0.2 % of
-/// critical does not: 10 minutes hold about 54 rad of mode 1's decay, and dtop-oma's own
-/// acceptance test measured mode-1 damping errors from −4 % to +22 % over seeds 1–7 — so 25 %
-/// is about two standard deviations of the estimator, and the seed is pinned.
+/// against the model's. Tolerances are issue 14's. Measured over seeds 1–9 (`OMA_SEED=k`):
+/// frequency errors at most 0.08 %, 1 − MAC below 2e-6, so those bounds have a wide margin.
+/// Damping does not: at 0.2 % of critical, 10 minutes hold ζ·ω·T ≈ 54 rad of mode 1's decay,
+/// and mode 1's damping error ranged from −19 % to +41 % (about 19 % standard deviation; seeds
+/// 6 and 9 exceed 25 %, modes 2 and 3 stayed within ±13 %). That is the record's statistical
+/// limit, not slack in the method (dtop-oma's own acceptance test saw the same), and the
+/// segments' `damping_ratio_std` reports it; so the seed is pinned.
 #[test]
 fn ten_minutes_of_the_southampton_rig_at_1_khz_give_its_three_modes_within_the_issues_bounds() {
     let model = builtin_model("southampton").unwrap();
-    let data = inputs(simulated_record(&model, 600.0, 7));
+    // `OMA_SEED=k cargo test ... -- --nocapture` measures another seed.
+    let seed = std::env::var("OMA_SEED").map_or(7, |s| s.parse().unwrap());
+    let data = inputs(simulated_record(&model, 600.0, seed));
     let out = run(&model, &json!({}), &data).unwrap();
     let summary = &out.summary;
+    println!("{summary:#}");
     let modes = summary["modes"].as_array().unwrap();
     assert_eq!(modes.len(), 3, "{summary:#}");
 
@@ -166,16 +171,18 @@ fn ten_minutes_of_the_southampton_rig_at_1_khz_give_its_three_modes_within_the_i
         assert!(std_hz > 0.0 && std_hz < 0.005 * f, "{mode:#}");
         assert!(mode["damping_ratio_std"].as_f64().unwrap() > 0.0);
         // FDD's cross-check: the peak lies within one 0.244 Hz line of the model's
-        // frequency, and EFDD's damping is of the right order (it is biased by the Hann
-        // window's leakage at 0.2 % damping, so only a factor of 2 is asked).
+        // frequency.
         let fdd_f = mode["fdd_frequency_hz"].as_f64().unwrap();
         assert!((fdd_f - model_f).abs() <= FS_HZ / 4096.0, "{mode:#}");
-        if let Some(efdd_zeta) = mode["fdd_damping_ratio"].as_f64() {
-            assert!(
-                efdd_zeta > 0.5 * pole.damping_ratio && efdd_zeta < 2.0 * pole.damping_ratio,
-                "{mode:#}"
-            );
-        }
+    }
+    // EFDD cannot see mode 1's damping in 4.096 s segments: at 0.2 % its correlation decays
+    // by ζ·2πf·T = 0.37 over a whole segment, short of the ln(0.9/0.3) = 1.1 its fit needs,
+    // so whatever it returns (2.5e-5, 80× too low, with seed 8) is withheld.
+    assert!(modes[0]["fdd_damping_ratio"].is_null(), "{:#}", modes[0]);
+    // The noise modes a record may give (one in three of seeds 1–9: at 31, 53 or 436 Hz,
+    // found in no segment) are set apart, never reported as modes.
+    for m in summary["unconfirmed_modes"].as_array().unwrap() {
+        assert!(m["found_in_segments"].as_u64().unwrap() < 2, "{m:#}");
     }
     let record = &summary["record"];
     assert_eq!(record["samples"], 600_000);
