@@ -418,3 +418,49 @@ fn an_empty_submission_resolves_to_the_defaults_for_the_model_and_plans_one_chun
         "{problems:?}"
     );
 }
+
+/// Seed 2's record gives a fourth, noise mode at 436 Hz (measured: picked from 6 orders, found
+/// in none of the 4 segments, no FDD peak): it is set apart with a note, and `modes` holds
+/// the rig's three.
+#[test]
+fn a_mode_not_found_again_in_the_segments_is_set_apart_as_unconfirmed() {
+    let model = builtin_model("southampton").unwrap();
+    let data = inputs(simulated_record(&model, 600.0, 2));
+    let out = run(&model, &json!({}), &data).unwrap();
+    let summary = &out.summary;
+    assert_eq!(summary["modes"].as_array().unwrap().len(), 3, "{summary:#}");
+    let unconfirmed = summary["unconfirmed_modes"].as_array().unwrap();
+    assert_eq!(unconfirmed.len(), 1, "{summary:#}");
+    assert_eq!(unconfirmed[0]["found_in_segments"], 0);
+    assert!(unconfirmed[0]["frequency_hz"].as_f64().unwrap() > 100.0);
+    assert!(
+        summary["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("unconfirmed_modes")),
+        "{summary:#}"
+    );
+    assert_eq!(array(&out, "mode_shapes").columns.len(), 1 + 3);
+    // Asking for every mode keeps it.
+    let all = run(&model, &json!({ "min_segment_fraction": 0.0 }), &data).unwrap();
+    assert_eq!(all.summary["modes"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn a_cancelled_study_stops_with_cancelled() {
+    let model = builtin_model("southampton").unwrap();
+    let data = inputs(simulated_record(&model, 10.0, 1));
+    let resolved = crate::plan(
+        StudyKind::Oma,
+        &model,
+        &json!({ "segments": 0 }),
+        &data,
+        &Budget::default(),
+    )
+    .unwrap();
+    let flag = AtomicBool::new(true);
+    let ctx = ChunkCtx::new(&flag);
+    let result = crate::run_chunk(StudyKind::Oma, &model, &resolved.params, 1, 0, &ctx, &data);
+    assert_eq!(result, Err(StudyError::Cancelled));
+}
