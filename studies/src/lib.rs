@@ -57,17 +57,21 @@ pub enum StudyKind {
     /// Design under uncertainty: Monte Carlo statistics, Fisher sensitivities, failure
     /// probability.
     Design,
+    /// Operational modal analysis of a measured acceleration record: SSI-cov with its
+    /// stabilisation diagram, the modes' spread across segments, FDD as the cross-check.
+    Oma,
 }
 
 impl StudyKind {
     /// Every kind, in documentation order.
-    pub const ALL: [StudyKind; 6] = [
+    pub const ALL: [StudyKind; 7] = [
         StudyKind::Modal,
         StudyKind::Frf,
         StudyKind::Control,
         StudyKind::Simulate,
         StudyKind::Uncertainty,
         StudyKind::Design,
+        StudyKind::Oma,
     ];
 
     /// The kind's name in URLs, JSON and the CLI.
@@ -79,6 +83,7 @@ impl StudyKind {
             StudyKind::Simulate => "simulate",
             StudyKind::Uncertainty => "uncertainty",
             StudyKind::Design => "design",
+            StudyKind::Oma => "oma",
         }
     }
 }

@@ -41,6 +41,9 @@ pub fn describe(kind: StudyKind) -> &'static str {
         StudyKind::Design => {
             "Design under uncertainty: Monte Carlo statistics, Fisher sensitivities, failure probability."
         }
+        StudyKind::Oma => {
+            "Operational modal analysis of a measured acceleration record: SSI-cov, stabilisation diagram, FDD cross-check."
+        }
     }
 }
 
