@@ -26,6 +26,8 @@ enum Needs {
     CancelOthers,
     ReadModels,
     AddModel,
+    /// Approve or reject a proposed model version.
+    Review,
 }
 
 /// The contract's role table, written out.
@@ -34,7 +36,7 @@ fn expected(role: Role, needs: Needs) -> bool {
     match role {
         Role::Admin => true,
         Role::Operator => true,
-        Role::Researcher => needs != CancelOthers,
+        Role::Researcher => !matches!(needs, CancelOthers | Review),
         Role::Dashboard => matches!(needs, Login | ReadStudies | ReadModels),
         Role::Twin => matches!(needs, Login | ReadModels),
         Role::Rig | Role::Server => needs == Login,
@@ -88,6 +90,12 @@ fn endpoints(study: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
             ReadStudies,
         ),
         (
+            Method::GET,
+            format!("/api/v1/studies/{study}/inputs/none"),
+            None,
+            ReadStudies,
+        ),
+        (
             Method::POST,
             format!("/api/v1/studies/{study}/cancel"),
             None,
@@ -107,6 +115,13 @@ fn endpoints(study: &str) -> Vec<(Method, String, Option<Value>, Needs)> {
             ReadModels,
         ),
         (Method::POST, "/api/v1/models".into(), Some(model), AddModel),
+        // Allowed roles get 409: the built-in version is current, not proposed.
+        (
+            Method::POST,
+            "/api/v1/models/southampton/1/review".into(),
+            Some(json!({"decision": "approve"})),
+            Review,
+        ),
     ]
 }
 
