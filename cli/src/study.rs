@@ -70,6 +70,10 @@ pub struct SubmitArgs {
     /// `RIG:FROM_MS:TO_MS` (ms since the Unix epoch), e.g. for `oma` on live data.
     #[arg(long, value_name = "RIG:FROM_MS:TO_MS")]
     pub record: Option<String>,
+    /// Take `params.targets` from the `modes` of a succeeded study's summary (an `oma` or `ema`
+    /// study), e.g. `dtop study submit update --model southampton --targets-from st_…`.
+    #[arg(long, value_name = "STUDY_ID")]
+    pub targets_from: Option<String>,
     /// Seed of the study's random streams (default: drawn by the server).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -147,8 +151,12 @@ pub struct ResultArgs {
 pub fn run(args: &StudyArgs) -> Result<u8, ClientError> {
     match &args.command {
         StudyCommand::Submit(submit_args) => {
-            let body = submit_body(submit_args)?;
+            let mut body = submit_body(submit_args)?;
             let api = ApiClient::login(&args.connection)?;
+            if let Some(study) = &submit_args.targets_from {
+                let result = api.get(&format!("studies/{}/result", path_segment(study)), &[])?;
+                body["params"]["targets"] = targets_of(study, &result)?;
+            }
             let record = api.post("studies", &body)?;
             if submit_args.quiet {
                 println!("{}", record["id"].as_str().unwrap_or_default());
@@ -215,6 +223,18 @@ pub fn run(args: &StudyArgs) -> Result<u8, ClientError> {
             }
             Ok(0)
         }
+    }
+}
+
+/// The `modes` of a study result's summary, as an `update` study's targets; the modes an `oma`
+/// study could not confirm (`unconfirmed_modes`) are never among them.
+fn targets_of(study: &str, result: &Value) -> Result<Value, ClientError> {
+    match result["summary"]["modes"].as_array() {
+        Some(modes) if !modes.is_empty() => Ok(Value::Array(modes.clone())),
+        _ => Err(ClientError::Failed(format!(
+            "study {study}'s result has no identified modes (summary.modes): give targets with \
+             --param targets=… instead"
+        ))),
     }
 }
 
@@ -529,6 +549,7 @@ mod tests {
             params: None,
             input: Vec::new(),
             record: None,
+            targets_from: None,
             seed: Some(7),
             watch: false,
             quiet: false,
