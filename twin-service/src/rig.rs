@@ -323,6 +323,8 @@ impl RigState {
         // Keep the alarms and the window across a re-birth of the same rig and model.
         if let Some(t) = &self.tracking
             && t.channels() == channels.as_slice()
+            && t.sample_rate_hz() == sample_rate_hz
+            && t.reference() == &reference
         {
             return;
         }

@@ -667,6 +667,16 @@ impl RigTracking {
         &self.channels
     }
 
+    /// The modes identified ones are matched to.
+    pub fn reference(&self) -> &ReferenceModes {
+        &self.drift.model
+    }
+
+    /// Sample rate of the tracked channels, Hz.
+    pub fn sample_rate_hz(&self) -> f64 {
+        self.window.sample_rate_hz
+    }
+
     /// The configuration it runs with.
     pub fn config(&self) -> &TrackingConfig {
         &self.config
