@@ -198,6 +198,18 @@ pub fn twin(rig: &RigId, kind: TwinTopic) -> String {
     Topic::Twin(rig.clone(), kind).to_string()
 }
 
+/// `dtop/v1/twin/{rig}/modes`: the twin's tracking history records (JSON). Not (yet) a
+/// [`TwinTopic`], so that adding it breaks no exhaustive match; [`Topic`] does not parse it.
+pub fn twin_modes(rig: &RigId) -> String {
+    format!("{ROOT}/twin/{rig}/modes")
+}
+
+/// `dtop/v1/twin/{rig}/alarm/drift`: the twin's drift alarms (JSON, retained). As
+/// [`twin_modes`], not (yet) a [`TwinTopic`].
+pub fn twin_drift_alarm(rig: &RigId) -> String {
+    format!("{ROOT}/twin/{rig}/alarm/drift")
+}
+
 /// Subscription filter for one kind of rig topic across all rigs: `dtop/v1/rig/+/{kind}`.
 pub fn all_rigs(kind: RigTopic) -> String {
     format!("{ROOT}/rig/+/{}", kind.suffix())

@@ -55,7 +55,108 @@ pub struct TwinConfig {
     /// `listen` is set.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Tracking of each rig's modes over sliding windows of live data, and drift alarms
+    /// (`crate::tracking`). Off by default.
+    #[serde(default)]
+    pub tracking: TrackingConfig,
 }
+
+/// What a tracked mode's frequency is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackingReference {
+    /// The rig's structural model (`[model]`): drift from the model the twin runs on.
+    #[default]
+    Model,
+    /// The first identification in which the mode was found: drift since tracking began.
+    FirstWindow,
+}
+
+/// Operational modal analysis of each rig over sliding windows of its live floor
+/// accelerations, and the drift alarm on each mode's frequency (issue 14, item 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// Master switch; off: no window is kept and nothing is identified.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Length of each identified window, s of sample time.
+    #[serde(default = "default_tracking_window_s")]
+    pub window_s: f64,
+    /// Time between the ends of consecutive windows, s of sample time (windows overlap when it
+    /// is below `window_s`).
+    #[serde(default = "default_tracking_interval_s")]
+    pub interval_s: f64,
+    /// Half-width of each mode's band around its reference frequency, % of the reference.
+    #[serde(default = "default_tracking_band_percent")]
+    pub band_percent: f64,
+    /// What each mode's band is centred on.
+    #[serde(default)]
+    pub reference: TrackingReference,
+    /// An alarm clears after this many consecutive identifications with its mode back in band.
+    #[serde(default = "default_tracking_clear_windows")]
+    pub clear_windows: u32,
+    /// Smallest MAC between an identified shape and a model mode's shape for them to match.
+    #[serde(default = "default_tracking_min_mac")]
+    pub min_mac: f64,
+    /// SSI-cov block rows i (dtop-oma).
+    #[serde(default = "default_tracking_block_rows")]
+    pub block_rows: usize,
+    /// SSI-cov lowest model order (dtop-oma).
+    #[serde(default = "default_tracking_min_order")]
+    pub min_order: usize,
+    /// SSI-cov highest model order (dtop-oma).
+    #[serde(default = "default_tracking_max_order")]
+    pub max_order: usize,
+}
+
+impl Default for TrackingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            window_s: default_tracking_window_s(),
+            interval_s: default_tracking_interval_s(),
+            band_percent: default_tracking_band_percent(),
+            reference: TrackingReference::default(),
+            clear_windows: default_tracking_clear_windows(),
+            min_mac: default_tracking_min_mac(),
+            block_rows: default_tracking_block_rows(),
+            min_order: default_tracking_min_order(),
+            max_order: default_tracking_max_order(),
+        }
+    }
+}
+
+const fn default_tracking_window_s() -> f64 {
+    600.0
+}
+const fn default_tracking_interval_s() -> f64 {
+    600.0
+}
+/// A 10 % loss of one Southampton storey moves some mode by 1.9 % (storey 2) or more, and
+/// a 600 s window scatters the frequencies by well under 0.1 %: 1 % tells them apart.
+const fn default_tracking_band_percent() -> f64 {
+    1.0
+}
+const fn default_tracking_clear_windows() -> u32 {
+    3
+}
+const fn default_tracking_min_mac() -> f64 {
+    0.8
+}
+const fn default_tracking_block_rows() -> usize {
+    80
+}
+const fn default_tracking_min_order() -> usize {
+    2
+}
+const fn default_tracking_max_order() -> usize {
+    30
+}
+
+/// Longest accepted `tracking.window_s`: a day of samples per rig held in memory is the most
+/// a twin should carry (at 1 kHz and 3 floors, about 2 GB).
+pub const MAX_TRACKING_WINDOW_S: f64 = 86_400.0;
 
 /// Where the twin serves its Prometheus metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -834,6 +935,7 @@ impl TwinConfig {
         }
         validate_model(&mut p, &self.model);
         validate_control(&mut p, &self.control);
+        validate_tracking(&mut p, &self.tracking);
         if p.is_empty() { Ok(()) } else { Err(p) }
     }
 }
@@ -922,6 +1024,61 @@ fn validate_control(p: &mut ConfigProblems, c: &ControlConfig) {
         p.push(
             "control.law",
             "is not \"off\" but control.enabled is false; set enabled = true to start the loop",
+        );
+    }
+}
+
+fn validate_tracking(p: &mut ConfigProblems, t: &TrackingConfig) {
+    let window_s = t.window_s;
+    if !(window_s.is_finite() && window_s > 0.0 && window_s <= MAX_TRACKING_WINDOW_S) {
+        p.push(
+            "tracking.window_s",
+            format!("is {window_s}; must be above 0 and at most {MAX_TRACKING_WINDOW_S} s"),
+        );
+    }
+    let interval_s = t.interval_s;
+    if !(interval_s.is_finite() && interval_s > 0.0) {
+        p.push(
+            "tracking.interval_s",
+            format!("is {interval_s}; must be above 0 (e.g. equal to window_s)"),
+        );
+    }
+    let band = t.band_percent;
+    if !(band.is_finite() && band > 0.0 && band < 100.0) {
+        p.push(
+            "tracking.band_percent",
+            format!("is {band}; must be above 0 and below 100 (e.g. 2)"),
+        );
+    }
+    if t.clear_windows == 0 {
+        p.push(
+            "tracking.clear_windows",
+            "must be at least 1 (1 clears an alarm at the first window back in band)",
+        );
+    }
+    let mac = t.min_mac;
+    if !(mac.is_finite() && mac > 0.0 && mac <= 1.0) {
+        p.push(
+            "tracking.min_mac",
+            format!("is {mac}; must be above 0 and at most 1 (e.g. 0.8)"),
+        );
+    }
+    if t.block_rows < 2 {
+        p.push(
+            "tracking.block_rows",
+            format!("is {}; must be at least 2 (e.g. 80)", t.block_rows),
+        );
+    }
+    if t.min_order == 0 {
+        p.push("tracking.min_order", "must be at least 1 (e.g. 2)");
+    }
+    if t.max_order < t.min_order {
+        p.push(
+            "tracking.max_order",
+            format!(
+                "is {}, below tracking.min_order = {}; raise max_order",
+                t.max_order, t.min_order
+            ),
         );
     }
 }
@@ -1240,5 +1397,43 @@ ground_accel_rms_m_s2 = -1.0
             assert!(all.contains(field), "missing {field:?} in:\n{all}");
         }
         assert!(TwinConfig::from_toml_str("[model]\npublish_hz = 1.0\n").is_err());
+    }
+
+    #[test]
+    fn tracking_is_off_by_default_and_every_tracking_problem_is_reported_at_once() {
+        let config = TwinConfig::from_toml_str("").unwrap();
+        assert!(!config.tracking.enabled);
+        assert_eq!(config.tracking.reference, TrackingReference::Model);
+        let text = "[tracking]\nenabled = true\nwindow_s = 0.0\ninterval_s = -1.0\n\
+                    band_percent = 100.0\nreference = \"first_window\"\nclear_windows = 0\n\
+                    min_mac = 1.5\nblock_rows = 1\nmin_order = 0\n";
+        let config = TwinConfig::from_toml_str(text).unwrap();
+        assert_eq!(config.tracking.reference, TrackingReference::FirstWindow);
+        let problems = config.validate().unwrap_err();
+        let all = problems.to_string();
+        for field in [
+            "tracking.window_s",
+            "tracking.interval_s",
+            "tracking.band_percent",
+            "tracking.clear_windows",
+            "tracking.min_mac",
+            "tracking.block_rows",
+            "tracking.min_order",
+        ] {
+            assert!(all.contains(field), "missing {field:?} in:\n{all}");
+        }
+        assert_eq!(problems.0.len(), 7, "{all}");
+        let text = "[tracking]\nmin_order = 10\nmax_order = 4\n";
+        let problems = TwinConfig::from_toml_str(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            problems.to_string().contains("tracking.max_order"),
+            "{problems}"
+        );
+        // Shape errors are caught by serde: an unknown key and an unknown reference.
+        assert!(TwinConfig::from_toml_str("[tracking]\nwindow = 60.0\n").is_err());
+        assert!(TwinConfig::from_toml_str("[tracking]\nreference = \"nominal\"\n").is_err());
     }
 }

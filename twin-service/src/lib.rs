@@ -27,6 +27,8 @@
 //!   the records the live twin stores for it, the pure replayer, and reading back from InfluxDB.
 //! - [`metrics`]: the Prometheus endpoint (`[metrics] listen`) rendering [`TwinStats`].
 //! - [`stats`]: what the twin reports ([`TwinStats`]) and the live one-second window.
+//! - [`tracking`]: pure tracking of each rig's modes: sliding windows in sample time, OMA of
+//!   each window, matching to the model's modes, drift alarms with hysteresis.
 
 pub mod config;
 pub mod control;
@@ -41,6 +43,7 @@ pub mod seq;
 pub mod service;
 pub mod stats;
 pub mod store;
+pub mod tracking;
 
 pub use config::TwinConfig;
 pub use service::{TwinError, TwinHandle, run, spawn, stats_channel};

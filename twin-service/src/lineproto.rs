@@ -28,6 +28,18 @@
 //!     ground; nis = mean normalised innovation squared per measured channel over about the
 //!     last second (≈ 1 when the filter is consistent; absent before any measurement);
 //!     t = time of the sample the estimate refers to. Non-finite values are left out.
+//!
+//! dtop_twin_modes,rig=<rig>,mode=<n> start_s=<float>,end_s=<float>,identified=true,frequency_hz=<float>[,damping_ratio=<float>][,mac=<float>][,reference_hz=<float>],in_band=<bool>,alarm=<bool> <t>
+//! dtop_twin_modes,rig=<rig>,mode=none start_s=<float>,end_s=<float>,identified=false,reason="<string>" <t>
+//!     the parameter history (`[tracking]`, encoded by `crate::tracking::encode_history`): per
+//!     identified window, one point per model mode found (mode = its 1-based number; start_s,
+//!     end_s = the window in sample time, s; reference_hz = its band's centre; alarm = its drift
+//!     alarm after this window), or one point with the reason when nothing was identified;
+//!     t = the window's end.
+//!
+//! dtop_twin_drift,rig=<rig>,mode=<n> raised=<bool>,frequency_hz=<float>,reference_hz=<float>,band_low_hz=<float>,band_high_hz=<float>,since_s=<float> <t>
+//!     one point per drift alarm raised (raised=true) or cleared (`crate::tracking::encode_drift`);
+//!     since_s = sample time it was raised at; t = the deciding window's end.
 //! ```
 //!
 //! Floats are written without the `i` suffix, so `1` is the float 1.0 to InfluxDB; integers carry

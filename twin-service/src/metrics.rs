@@ -172,6 +172,54 @@ pub fn render(stats: &TwinStats) -> String {
             f.sample(name, &[("rig", rig.as_str())], value(r));
         }
     }
+    {
+        let name = "dtop_twin_rig_tracking_windows_total";
+        let mut f = family(
+            &mut out,
+            name,
+            "counter",
+            "Tracking windows by result: identified, failed (a history record with the reason), skipped (identification still busy).",
+        );
+        for (rig, r) in &stats.rigs {
+            let Some(t) = &r.tracking else { continue };
+            for (result, n) in [
+                ("identified", t.windows_identified_total),
+                ("failed", t.windows_failed_total),
+                ("skipped", t.windows_skipped_total),
+            ] {
+                f.sample(name, &[("rig", rig.as_str()), ("result", result)], n as f64);
+            }
+        }
+    }
+    type TrackingValue = fn(&crate::tracking::TrackingCounters) -> f64;
+    let per_rig_tracking: [(&str, &str, &str, TrackingValue); 3] = [
+        (
+            "dtop_twin_rig_tracking_window_restarts_total",
+            "counter",
+            "Gaps in the samples that restarted the tracking window.",
+            |t| t.window_restarts_total as f64,
+        ),
+        (
+            "dtop_twin_rig_drift_alarms_raised_total",
+            "counter",
+            "Drift alarms raised (a mode's frequency left its band).",
+            |t| t.drift_alarms_raised_total as f64,
+        ),
+        (
+            "dtop_twin_rig_drift_alarms_active",
+            "gauge",
+            "Modes whose drift alarm is raised now.",
+            |t| t.drift_alarms_active as f64,
+        ),
+    ];
+    for (name, kind, help, value) in per_rig_tracking {
+        let mut f = family(&mut out, name, kind, help);
+        for (rig, r) in &stats.rigs {
+            if let Some(t) = &r.tracking {
+                f.sample(name, &[("rig", rig.as_str())], value(t));
+            }
+        }
+    }
     type RigByReason = fn(&crate::stats::RigStats) -> &std::collections::BTreeMap<String, u64>;
     let per_rig_reason: [(&str, &str, RigByReason); 2] = [
         (
@@ -319,6 +367,13 @@ mod tests {
             online: true,
             blocks_received: 12,
             samples_unread_at_edge: [("edge_down".to_owned(), 300)].into(),
+            tracking: Some(crate::tracking::TrackingCounters {
+                windows_identified_total: 5,
+                windows_failed_total: 1,
+                drift_alarms_raised_total: 2,
+                drift_alarms_active: 1,
+                ..Default::default()
+            }),
             ..RigStats::default()
         };
         rig_stats
@@ -349,6 +404,10 @@ mod tests {
             "dtop_twin_rig_samples_lost_at_edge_total{rig=\"so-3s\",reason=\"spool_full\"} 200",
             "dtop_twin_rig_blocks_lost_at_edge_total{rig=\"so-3s\",reason=\"spool_full\"} 2",
             "dtop_twin_rig_samples_stored_apart_total{rig=\"so-3s\",reason=\"other_session\"} 300",
+            "dtop_twin_rig_tracking_windows_total{rig=\"so-3s\",result=\"identified\"} 5",
+            "dtop_twin_rig_tracking_windows_total{rig=\"so-3s\",result=\"failed\"} 1",
+            "dtop_twin_rig_drift_alarms_raised_total{rig=\"so-3s\"} 2",
+            "dtop_twin_rig_drift_alarms_active{rig=\"so-3s\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{ControlConfig, ModelConfig};
+use crate::config::{ControlConfig, ModelConfig, TrackingConfig};
 use crate::control::{ActuatorPlant, LoopPosition, RigController};
 use crate::estimate::{Estimate, EstimatorDesign, Fed, RigEstimator};
 use crate::ingest::{self, Frame, Manifest, RejectReason, Rejection};
@@ -40,6 +40,9 @@ use crate::replay::record::FeedRecord;
 use crate::replay::{RunId, RunRecorder};
 use crate::seq::{Observation, SeqTracker};
 use crate::stats::{LiveWindow, RigStats};
+use crate::tracking::{
+    Identification, ReferenceModes, RigTracking, TrackingJob, TrackingOutput, identify_window,
+};
 
 /// Manifests kept per rig, by session, so late backfill of recent sessions is scaled with the
 /// manifest it was recorded under.
@@ -74,6 +77,10 @@ pub enum Outbound {
     Ack(CommandAck),
     /// On `rig/<rig>/controller`, QoS 1.
     Params(ControllerParams),
+    /// A tracking history record (JSON) on `twin/<rig>/modes`, QoS 0.
+    Modes { rig: RigId, json: Vec<u8> },
+    /// A drift alarm raised or cleared (JSON) on `twin/<rig>/alarm/drift`, QoS 1, retained.
+    Drift { rig: RigId, json: Vec<u8> },
 }
 
 impl Event {
@@ -173,6 +180,18 @@ pub struct RigState {
     samples_stored_apart: BTreeMap<String, u64>,
     /// The (block, stored) clocks of the last overlap warned about: one WARN per pair.
     apart_warned: Option<(Timeline, Timeline)>,
+    /// `[tracking]`, when enabled.
+    tracking_config: Option<Arc<TrackingConfig>>,
+    /// Mode tracking of the latest birth that fits the model (see [`crate::tracking`]).
+    tracking: Option<RigTracking>,
+    /// Windows due, waiting for the actor to identify them.
+    tracking_jobs: Vec<TrackingJob>,
+    /// History and drift lines waiting for the next chunk (stored with the next block, so as
+    /// durably as it).
+    tracking_lines: String,
+    tracking_line_count: usize,
+    /// History records and drift alarms waiting for the publisher.
+    tracking_outbound: Vec<Outbound>,
 }
 
 impl RigState {
@@ -209,7 +228,146 @@ impl RigState {
             blocks_stored_apart: BTreeMap::new(),
             samples_stored_apart: BTreeMap::new(),
             apart_warned: None,
+            tracking_config: None,
+            tracking: None,
+            tracking_jobs: Vec::new(),
+            tracking_lines: String::new(),
+            tracking_line_count: 0,
+            tracking_outbound: Vec::new(),
         }
+    }
+
+    /// Tracks each rig's modes as `tracking` says (from the next birth that fits the model).
+    pub fn with_tracking(mut self, tracking: Arc<TrackingConfig>) -> Self {
+        self.tracking_config = tracking.enabled.then_some(tracking);
+        self
+    }
+
+    /// The rig's mode tracking, if running.
+    pub fn tracking(&self) -> Option<&RigTracking> {
+        self.tracking.as_ref()
+    }
+
+    /// The windows that fell due since the last call, for identification.
+    pub fn take_tracking_jobs(&mut self) -> std::vec::Drain<'_, TrackingJob> {
+        self.tracking_jobs.drain(..)
+    }
+
+    /// Counts a due window the actor had no room to identify.
+    pub fn count_tracking_skipped(&mut self) {
+        if let Some(t) = &mut self.tracking {
+            t.count_skipped();
+        }
+    }
+
+    /// Takes the identification of `job`: decides on it, queues its lines for the next chunk
+    /// and its messages for the publisher. A result for a tracking that a new birth replaced
+    /// is still recorded by the new one only if it tracks the same channels.
+    pub fn on_identified(&mut self, job: &TrackingJob, identification: &Identification) {
+        let Some(tracking) = &mut self.tracking else {
+            return;
+        };
+        let TrackingOutput {
+            lines,
+            line_count,
+            modes_json,
+            drift_json,
+        } = tracking.on_identified(self.rig.as_str(), job, identification, self.precision);
+        match identification {
+            Identification::Modes(modes) => {
+                info!(rig = %self.rig, start_s = job.job.start_s(), end_s = job.job.end_s(), modes = modes.len(), "Identified the rig's modes.");
+            }
+            Identification::Failed(reason) => {
+                info!(rig = %self.rig, start_s = job.job.start_s(), end_s = job.job.end_s(), reason = %reason, "Identification of a tracking window found no modes.");
+            }
+        }
+        if !drift_json.is_empty() {
+            warn!(rig = %self.rig, changes = drift_json.len(), raised = ?tracking.counters().drift_alarms_active, "A drift alarm changed.");
+        }
+        self.tracking_lines.push_str(&lines);
+        self.tracking_line_count += line_count;
+        self.tracking_outbound.push(Outbound::Modes {
+            rig: self.rig.clone(),
+            json: modes_json,
+        });
+        self.tracking_outbound
+            .extend(drift_json.into_iter().map(|json| Outbound::Drift {
+                rig: self.rig.clone(),
+                json,
+            }));
+    }
+
+    /// History records and drift alarms made since the last call, for publication.
+    pub fn take_tracking_outbound(&mut self) -> std::vec::Drain<'_, Outbound> {
+        self.tracking_outbound.drain(..)
+    }
+
+    /// Builds the rig's tracking for a birth the estimator fits: the floor accelerometers
+    /// (`floor{k}_accel`) of stream 0 against the modes of the fitted building.
+    fn build_tracking(&mut self, estimator: &RigEstimator) {
+        let Some(config) = &self.tracking_config else {
+            return;
+        };
+        let io = estimator.loop_io();
+        let floors: Vec<usize> = (1..=estimator.floors()).collect();
+        let reference = match dtop_dynamics::ShearBuilding::new(io.building.clone()) {
+            Ok(building) => ReferenceModes::from_building(&building, &floors),
+            Err(e) => {
+                warn!(rig = %self.rig, error = %e, "Could not build the model's modes; the rig's modes are not tracked.");
+                self.tracking = None;
+                return;
+            }
+        };
+        let channels: Vec<String> = floors.iter().map(|k| format!("floor{k}_accel")).collect();
+        let sample_rate_hz = 1.0 / io.dt_s;
+        // Keep the alarms and the window across a re-birth of the same rig and model.
+        if let Some(t) = &self.tracking
+            && t.channels() == channels.as_slice()
+            && t.sample_rate_hz() == sample_rate_hz
+            && t.reference() == &reference
+        {
+            return;
+        }
+        info!(rig = %self.rig, floors = floors.len(), window_s = config.window_s, interval_s = config.interval_s, "Tracking the rig's modes.");
+        self.tracking = Some(RigTracking::new(
+            config,
+            channels,
+            sample_rate_hz,
+            reference,
+        ));
+    }
+
+    /// Feeds a live stream-0 block's floor accelerations to the tracking window. A block
+    /// missing a tracked channel or a value is a gap: the window restarts after it.
+    fn track(
+        &mut self,
+        block: &SampleBlock,
+        columns: &[(lineproto::Column<'_>, &ingest::ChannelInfo)],
+    ) {
+        let Some(tracking) = &mut self.tracking else {
+            return;
+        };
+        if block.stream_id != 0 {
+            return;
+        }
+        let values: Option<Vec<Vec<f64>>> = tracking
+            .channels()
+            .iter()
+            .map(|name| {
+                let (column, _) = columns.iter().find(|(c, _)| c.name == name.as_str())?;
+                (0..column.raw.len()).map(|k| column.value(k)).collect()
+            })
+            .collect();
+        let Some(values) = values else {
+            return;
+        };
+        let jobs = tracking.push_block(
+            block.first_sample_index,
+            block.first_timestamp_ns,
+            block.sample_period_ns,
+            &values,
+        );
+        self.tracking_jobs.extend(jobs);
     }
 
     /// Continues from the sample times a previous run recorded as stored (its state file).
@@ -467,6 +625,7 @@ impl RigState {
                 } else if self.controller.is_active() {
                     info!(rig = %self.rig, controller = %self.controller.describe(), "Twin-hosted control is on.");
                 }
+                self.build_tracking(&estimator);
                 Some(estimator)
             }
             Err(misfit) => {
@@ -478,6 +637,7 @@ impl RigState {
                 self.controller
                     .on_estimator_lost("the rig's state is not being estimated".to_owned());
                 self.recorder = None;
+                self.tracking = None;
                 None
             }
         };
@@ -676,6 +836,12 @@ impl RigState {
                 self.blocks_accepted += 1;
             }
         }
+        if !self.tracking_lines.is_empty() {
+            lines.push_str(&self.tracking_lines);
+            line_count += self.tracking_line_count;
+            self.tracking_lines.clear();
+            self.tracking_line_count = 0;
+        }
         Some(Chunk {
             rig: self.rig.clone(),
             seq: block.seq,
@@ -700,6 +866,7 @@ impl RigState {
             return 0;
         }
         self.live.record(now, columns, block.sample_period_ns);
+        self.track(block, columns);
         let Some(estimator) = &mut self.estimator else {
             return 0;
         };
@@ -835,6 +1002,7 @@ impl RigState {
             twin_states_dropped: self.states_dropped,
             blocks_stored_apart: self.blocks_stored_apart.clone(),
             samples_stored_apart: self.samples_stored_apart.clone(),
+            tracking: self.tracking.as_ref().map(RigTracking::counters),
         }
     }
 }
@@ -856,7 +1024,19 @@ pub struct RigActor {
     times_unsynced: bool,
     /// A save failed and was logged; logged again only after one succeeds.
     times_save_failed: bool,
+    /// Identifications of tracking windows come back here from their blocking tasks.
+    identified_tx: mpsc::Sender<(TrackingJob, Identification)>,
+    identified_rx: mpsc::Receiver<(TrackingJob, Identification)>,
+    /// An identification is running (at most one per rig, so tracking takes one core at most).
+    identifying: bool,
+    /// Windows due while one was running, oldest first (at most [`TRACKING_QUEUE`]).
+    tracking_queue: VecDeque<TrackingJob>,
 }
+
+/// Due tracking windows a rig actor holds while an identification runs; more are skipped
+/// and counted (the identification takes well under a second per window, so this only
+/// happens when `interval_s` is far below that or the machine is overloaded).
+pub const TRACKING_QUEUE: usize = 2;
 
 impl RigActor {
     pub fn new(
@@ -865,6 +1045,7 @@ impl RigActor {
         chunk_tx: mpsc::Sender<Chunk>,
         stats_tx: watch::Sender<RigStats>,
     ) -> Self {
+        let (identified_tx, identified_rx) = mpsc::channel(1);
         Self {
             state,
             events_rx,
@@ -875,7 +1056,42 @@ impl RigActor {
             times_dir: None,
             times_unsynced: false,
             times_save_failed: false,
+            identified_tx,
+            identified_rx,
+            identifying: false,
+            tracking_queue: VecDeque::new(),
         }
+    }
+
+    /// Starts identifying due tracking windows off the actor: one at a time, on the blocking
+    /// pool, so ingest never waits for an identification.
+    fn dispatch_tracking(&mut self) {
+        let due: Vec<TrackingJob> = self.state.take_tracking_jobs().collect();
+        for job in due {
+            if self.tracking_queue.len() < TRACKING_QUEUE {
+                self.tracking_queue.push_back(job);
+            } else {
+                self.state.count_tracking_skipped();
+                warn!(rig = %self.state.rig(), "Identification is behind; skipped a tracking window.");
+            }
+        }
+        if self.identifying {
+            return;
+        }
+        let Some(config) = self.state.tracking().map(|t| t.config().clone()) else {
+            self.tracking_queue.clear();
+            return;
+        };
+        let Some(job) = self.tracking_queue.pop_front() else {
+            return;
+        };
+        self.identifying = true;
+        let tx = self.identified_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let identification = identify_window(&job.job, &config);
+            // The actor is gone only at shutdown; the result is not needed then.
+            let _ = tx.blocking_send((job, identification));
+        });
     }
 
     /// Keeps the rig's stored sample times in `dir` (see [`crate::overlap`]), continuing from
@@ -943,6 +1159,7 @@ impl RigActor {
         outbound.extend(self.state.take_drives().map(Outbound::Drive));
         outbound.extend(self.state.take_params().map(Outbound::Params));
         outbound.extend(self.state.take_states().map(Outbound::State));
+        outbound.extend(self.state.take_tracking_outbound());
         let mut dropped = 0;
         for item in outbound {
             let Some(tx) = &self.state_tx else { continue };
@@ -979,6 +1196,7 @@ impl RigActor {
                         }
                         _ => self.state.handle(&event, Instant::now()),
                     };
+                    self.dispatch_tracking();
                     self.offer_states();
                     // Before storage can have them: see `with_stored_times`.
                     self.save_times(false);
@@ -990,6 +1208,13 @@ impl RigActor {
                             return;
                         }
                     }
+                    self.publish();
+                }
+                Some((job, identification)) = self.identified_rx.recv() => {
+                    self.identifying = false;
+                    self.state.on_identified(&job, &identification);
+                    self.dispatch_tracking();
+                    self.offer_states();
                     self.publish();
                 }
                 _ = tick.tick() => {
@@ -1459,6 +1684,61 @@ mod tests {
             ..ModelConfig::default()
         };
         RigState::new(rig(), Precision::Us, 4).with_model(Arc::new(model))
+    }
+
+    /// The shell around the tracking core: windows fall due in sample time as blocks are
+    /// accepted, and an identification's record goes into the next block's chunk, to the
+    /// publisher and into the stats.
+    #[test]
+    fn tracked_windows_fall_due_and_their_records_ride_on_the_next_chunk() {
+        let (events, _) = simulate(41);
+        let tracking = TrackingConfig {
+            enabled: true,
+            window_s: 2.0,
+            interval_s: 1.0,
+            block_rows: 20,
+            max_order: 12,
+            ..TrackingConfig::default()
+        };
+        let mut s = modelled(10.0).with_tracking(Arc::new(tracking.clone()));
+        let now = Instant::now();
+        s.handle(&southampton_birth(3, true), now);
+        assert!(s.tracking().is_some());
+        for e in &events[..40] {
+            s.handle(e, now);
+        }
+        // 4 s of samples: windows end at 2, 3 and 4 s.
+        let jobs: Vec<TrackingJob> = s.take_tracking_jobs().collect();
+        let ends: Vec<f64> = jobs.iter().map(|j| j.job.end_s()).collect();
+        assert_eq!(ends, vec![2.0, 3.0, 4.0]);
+        assert_eq!(
+            jobs[0].end_timestamp_ns,
+            1_700_000_000_000_000_000 + 2_000 * 1_000_000
+        );
+        let identification = identify_window(&jobs[0].job, &tracking);
+        s.on_identified(&jobs[0], &identification);
+        let outbound: Vec<Outbound> = s.take_tracking_outbound().collect();
+        assert!(matches!(&outbound[0], Outbound::Modes { rig, .. } if rig.as_str() == "r1"));
+        let chunks = s.handle(&events[40], now);
+        assert_eq!(chunks.len(), 1);
+        assert!(
+            chunks[0]
+                .lines
+                .lines()
+                .any(|l| l.starts_with("dtop_twin_modes,rig=r1,mode=")
+                    && l.ends_with(" 1700000002000000")),
+            "{}",
+            chunks[0].lines
+        );
+        let counters = s.stats(now).tracking.unwrap();
+        assert_eq!(
+            counters.windows_identified_total + counters.windows_failed_total,
+            1
+        );
+        // Off by default: no tracking, no jobs.
+        let mut off = modelled(10.0).with_tracking(Arc::new(TrackingConfig::default()));
+        off.handle(&southampton_birth(3, true), now);
+        assert!(off.tracking().is_none());
     }
 
     #[test]

@@ -461,6 +461,26 @@ async fn publish_states(
                 );
                 continue;
             }
+            Outbound::Modes { rig, json } => {
+                if client
+                    .try_publish(topic::twin_modes(&rig), QoS::AtMostOnce, false, json)
+                    .is_err()
+                {
+                    warn!(rig = %rig, "The MQTT request queue is full; dropped a tracking record (it is stored).");
+                    counts.dropped_total += 1;
+                }
+                continue;
+            }
+            Outbound::Drift { rig, json } => {
+                if client
+                    .try_publish(topic::twin_drift_alarm(&rig), QoS::AtLeastOnce, true, json)
+                    .is_err()
+                {
+                    warn!(rig = %rig, "The MQTT request queue is full; dropped a drift alarm message (it is stored).");
+                    counts.dropped_total += 1;
+                }
+                continue;
+            }
         };
         let Ok(rig) = RigId::new(state.rig_id.as_str()) else {
             counts.dropped_total += 1;
@@ -899,7 +919,8 @@ impl Router<'_> {
             self.config.ingest.pre_birth_queue_blocks,
         )
         .with_model(Arc::clone(&self.model))
-        .with_control(self.config.control.clone());
+        .with_control(self.config.control.clone())
+        .with_tracking(Arc::new(self.config.tracking.clone()));
         let (stats_tx, stats_rx) = watch::channel(state.stats(Instant::now()));
         let mut actor = RigActor::new(state, events_rx, chunk_tx, stats_tx)
             .with_watermarks(self.watermarks.clone());

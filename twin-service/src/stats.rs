@@ -158,6 +158,8 @@ pub struct RigStats {
     pub blocks_stored_apart: BTreeMap<String, u64>,
     /// Sample instants of those blocks, by reason.
     pub samples_stored_apart: BTreeMap<String, u64>,
+    /// Mode tracking's counts (`[tracking]`); `None` while the rig's modes are not tracked.
+    pub tracking: Option<crate::tracking::TrackingCounters>,
 }
 
 /// One channel's live view.

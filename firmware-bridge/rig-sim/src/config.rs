@@ -55,6 +55,10 @@ pub struct SimConfig {
     /// `SimHandle::modbus_addr()` reports it.
     #[serde(default)]
     pub modbus_listen: Option<SocketAddr>,
+    /// Unix socket taking run-time commands (`crate::control`), e.g. a storey's stiffness or
+    /// damping change. None = no command socket.
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
     /// Firmware version string reported in the manifest, at most 32 bytes.
     #[serde(default = "default_firmware_version")]
     pub firmware_version: String,
@@ -93,18 +97,27 @@ pub struct SimConfig {
     pub damage: Vec<DamageConfig>,
 }
 
-/// A storey's stiffness changed during the run: from `at_s` of simulated time (sample index /
-/// sample rate) it goes linearly over `ramp_s` (0: a step, at that sample) to
-/// `stiffness_factor` × its value before, and stays there. Entries on the same storey
-/// multiply. The damping keeps its definition (the Southampton model's Rayleigh damping is
-/// refitted, so modes 1 and 2 keep their damping ratio).
+/// A storey's stiffness and/or damper changed during the run: from `at_s` of simulated time
+/// (sample index / sample rate) each goes linearly over `ramp_s` (0: a step, at that sample)
+/// to its factor × its value before, and stays there. Entries on the same storey multiply.
+///
+/// A stiffness change keeps the damping's definition (the Southampton model's Rayleigh
+/// damping is refitted, so modes 1 and 2 keep their damping ratio). A damping change scales
+/// the storey's damper in the damping matrix C of the bare structure: storey s ≥ 2's damper
+/// is the coupling −C[s−1][s−2] between its two floors, storey 1's is everything joining
+/// floor 1 to the ground (the sum of C's first row); see `crate::rig::scale_storey_dampers`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DamageConfig {
     /// Storey, 1..=3 (storey 1 joins floor 1 to the ground).
     pub storey: usize,
-    /// Stiffness at the end over the stiffness before, > 0 (0.9: a 10 % loss).
+    /// Stiffness at the end over the stiffness before, > 0 (0.9: a 10 % loss; 1: unchanged).
+    #[serde(default = "unchanged")]
     pub stiffness_factor: f64,
+    /// Storey damper at the end over the damper before, > 0 (2: twice the damping; 1:
+    /// unchanged).
+    #[serde(default = "unchanged")]
+    pub damping_factor: f64,
     /// When the change begins, s of simulated time from the first sample, >= 0.
     pub at_s: f64,
     /// How long the change takes, s, >= 0; 0 is a step.
@@ -112,16 +125,53 @@ pub struct DamageConfig {
     pub ramp_s: f64,
 }
 
+const fn unchanged() -> f64 {
+    1.0
+}
+
 impl DamageConfig {
     /// This entry's factor on its storey's stiffness at simulated time `t_s`.
     pub fn factor_at(&self, t_s: f64) -> f64 {
+        self.ramp_at(t_s, self.stiffness_factor)
+    }
+
+    /// This entry's factor on its storey's damper at simulated time `t_s`.
+    pub fn damping_factor_at(&self, t_s: f64) -> f64 {
+        self.ramp_at(t_s, self.damping_factor)
+    }
+
+    fn ramp_at(&self, t_s: f64, end: f64) -> f64 {
         if t_s < self.at_s {
             1.0
         } else if self.ramp_s <= 0.0 || t_s >= self.at_s + self.ramp_s {
-            self.stiffness_factor
+            end
         } else {
-            1.0 + (self.stiffness_factor - 1.0) * (t_s - self.at_s) / self.ramp_s
+            1.0 + (end - 1.0) * (t_s - self.at_s) / self.ramp_s
         }
+    }
+
+    /// Every problem with this change, each naming `field` (e.g. `damage[0]`).
+    pub fn problems(&self, field: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=FLOORS).contains(&self.storey) {
+            problems.push(format!(
+                "{field}.storey = {} must be a storey 1..={FLOORS}",
+                self.storey
+            ));
+        }
+        for (name, value) in [
+            ("stiffness_factor", self.stiffness_factor),
+            ("damping_factor", self.damping_factor),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                problems.push(format!(
+                    "{field}.{name} = {value} must be finite and > 0 (1 leaves it unchanged)"
+                ));
+            }
+        }
+        check_non_negative(&mut problems, &format!("{field}.at_s"), self.at_s);
+        check_non_negative(&mut problems, &format!("{field}.ramp_s"), self.ramp_s);
+        problems
     }
 }
 
@@ -249,6 +299,7 @@ impl Default for SimConfig {
             latency_log: None,
             pty_link: None,
             modbus_listen: None,
+            control_socket: None,
             firmware_version: default_firmware_version(),
             actuator_floor: default_actuator_floor(),
             actuator_max_force_n: default_actuator_max_force_n(),
@@ -337,20 +388,7 @@ impl SimConfig {
         );
         check_non_negative(&mut problems, "force_noise_rms_n", self.force_noise_rms_n);
         for (i, d) in self.damage.iter().enumerate() {
-            if !(1..=FLOORS).contains(&d.storey) {
-                problems.push(format!(
-                    "damage[{i}].storey = {} must be a storey 1..={}",
-                    d.storey, FLOORS
-                ));
-            }
-            if !(d.stiffness_factor.is_finite() && d.stiffness_factor > 0.0) {
-                problems.push(format!(
-                    "damage[{i}].stiffness_factor = {} must be finite and > 0",
-                    d.stiffness_factor
-                ));
-            }
-            check_non_negative(&mut problems, &format!("damage[{i}].at_s"), d.at_s);
-            check_non_negative(&mut problems, &format!("damage[{i}].ramp_s"), d.ramp_s);
+            problems.extend(d.problems(&format!("damage[{i}]")));
         }
         if self.watchdog_timeout_ms == 0 {
             problems.push("watchdog_timeout_ms must be >= 1".to_owned());
@@ -511,8 +549,9 @@ mod tests {
     #[test]
     fn every_damage_problem_is_reported_at_once() {
         let config = SimConfig::from_toml(
-            "[[damage]]\nstorey = 4\nstiffness_factor = 0.0\nat_s = -1.0\nramp_s = nan\n\n\
-             [[damage]]\nstorey = 2\nstiffness_factor = 0.9\nat_s = 10.0\n",
+            "[[damage]]\nstorey = 4\nstiffness_factor = 0.0\ndamping_factor = -0.5\nat_s = -1.0\n\
+             ramp_s = nan\n\n[[damage]]\nstorey = 2\nstiffness_factor = 0.9\nat_s = 10.0\n\n\
+             [[damage]]\nstorey = 3\ndamping_factor = 3.0\nat_s = 10.0\n",
         )
         .unwrap();
         let Err(ConfigError(problems)) = config.validate() else {
@@ -521,6 +560,7 @@ mod tests {
         for needle in [
             "damage[0].storey = 4",
             "damage[0].stiffness_factor = 0",
+            "damage[0].damping_factor = -0.5",
             "damage[0].at_s = -1",
             "damage[0].ramp_s = NaN",
         ] {
@@ -529,7 +569,9 @@ mod tests {
                 "{needle}: {problems:?}"
             );
         }
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        // A damping change alone leaves the stiffness unchanged.
+        assert_eq!(config.damage[2].stiffness_factor, 1.0);
         assert!(
             SimConfig::from_toml("[[damage]]\nstorey = 1\nstifness_factor = 0.9\nat_s = 0.0\n")
                 .is_err()

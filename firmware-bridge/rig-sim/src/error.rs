@@ -56,6 +56,15 @@ pub enum SimError {
         #[source]
         source: std::io::Error,
     },
+    /// Binding the run-time command socket failed.
+    #[error("control socket {path}")]
+    Control {
+        /// The socket path.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// Reading from or writing to the pty failed while running.
     #[error("pty I/O")]
     PtyIo(#[source] std::io::Error),

@@ -127,6 +127,23 @@ impl Firmware {
             .is_some_and(|max| self.next_sample_index >= max)
     }
 
+    /// Schedules a storey change while running (the run-time command; see
+    /// [`Rig::schedule`]): it begins at its `at_s`, or at the next sample if that is later.
+    ///
+    /// # Errors
+    /// Every problem with `change`.
+    pub fn schedule_damage(
+        &mut self,
+        change: crate::config::DamageConfig,
+    ) -> Result<crate::config::DamageConfig, Vec<String>> {
+        self.rig.schedule(change)
+    }
+
+    /// The simulated rig.
+    pub fn rig(&self) -> &Rig {
+        &self.rig
+    }
+
     /// Index of the next sample the ADC will take.
     pub fn next_sample_index(&self) -> u64 {
         self.next_sample_index

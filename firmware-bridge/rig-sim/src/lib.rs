@@ -11,19 +11,21 @@
 //! - [`rig`]: the discretised structure + excitation + sensors, one sample per step.
 //! - [`registers`]: the Modbus register map and its exceptions.
 //! - [`firmware`]: the firmware state machine: what to send in reply to what, the watchdog.
-//! - [`truth_log`]: CSV rows of every sample sent.
+//! - [`truth_log`]: CSV rows of every sample sent, and of every structural change.
 //! - [`latency`]: the control-loop latency probe (sample taken → drive applied).
 //!
 //! I/O shells:
 //! - [`pty`]: the pseudo-terminal and its optional symlink.
 //! - [`link`]: pty reader and writer tasks.
 //! - [`modbus`]: the Modbus TCP server.
+//! - [`control`]: the run-time command socket (`--control`): storey changes while running.
 //! - [`sim`]: `start()`, the firmware task that owns the state machine, and `SimHandle`.
 //! - [`error`]: the crate's one error type, `SimError`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod excitation;
 pub mod firmware;

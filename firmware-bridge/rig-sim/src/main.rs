@@ -61,6 +61,10 @@ struct Args {
     /// Serve the Modbus TCP register map on this address (e.g. 127.0.0.1:5020).
     #[arg(long)]
     modbus_listen: Option<SocketAddr>,
+    /// Take run-time commands on a Unix socket at this path, one per line, e.g.
+    /// `damage storey=2 stiffness_factor=0.9 ramp_s=30` (see the library's `control`).
+    #[arg(long)]
+    control: Option<PathBuf>,
     /// Excitation: `none`, `noise:RMS:LOW_HZ:HIGH_HZ`, `sine:AMPLITUDE:FREQ_HZ` or
     /// `chirp:AMPLITUDE:F0_HZ:F1_HZ:PERIOD_S`.
     #[arg(long)]
@@ -189,6 +193,9 @@ fn build_config(args: &Args) -> Result<SimConfig, Vec<String>> {
     }
     if args.modbus_listen.is_some() {
         config.modbus_listen = args.modbus_listen;
+    }
+    if args.control.is_some() {
+        config.control_socket.clone_from(&args.control);
     }
     if let Some(floor) = args.actuator_floor {
         config.actuator_floor = floor;

@@ -2,8 +2,8 @@
 //! config schedules), the excitation and the sensors, advanced one sample at a time. Pure and
 //! deterministic; knows nothing about frames or wall-clock time.
 
-use dtop_dynamics::{DiscreteStateSpace, ShearBuilding, ShearBuildingConfig};
-use nalgebra::DVector;
+use dtop_dynamics::{Damping, DiscreteStateSpace, ShearBuilding, ShearBuildingConfig};
+use nalgebra::{DMatrix, DVector};
 
 use crate::config::{DamageConfig, ExcitationConfig, ExcitationTarget, SimConfig};
 use crate::error::SimError;
@@ -50,6 +50,10 @@ pub struct Rig {
     damage: Vec<DamageConfig>,
     /// Each storey's stiffness factor the plant was last discretised with.
     factors: [f64; FLOORS],
+    /// Each storey's damper factor the plant was last discretised with.
+    damping_factors: [f64; FLOORS],
+    /// The structure the plant was last discretised from.
+    structure: ShearBuildingConfig,
     /// Samples taken so far: simulated time is this / `sample_rate_hz`.
     samples: u64,
 }
@@ -88,8 +92,10 @@ impl Rig {
             sample_rate_hz: config.sample_rate_hz,
             seed: config.seed,
             intact: building.config().clone(),
+            structure: building.config().clone(),
             damage: config.damage.clone(),
             factors: [1.0; FLOORS],
+            damping_factors: [1.0; FLOORS],
             samples: 0,
         })
     }
@@ -106,14 +112,51 @@ impl Rig {
         })
     }
 
+    /// Each storey's damper factor now (the damage applied so far included).
+    pub fn storey_damping_factors(&self) -> [f64; FLOORS] {
+        self.damping_factors
+    }
+
+    /// The structure the plant runs on now (the damage applied so far included): with a
+    /// damper changed, its damping is the explicit matrix of [`scale_storey_dampers`].
+    pub fn structure(&self) -> &ShearBuildingConfig {
+        &self.structure
+    }
+
+    /// Simulated time of the next sample, s.
+    pub fn time_s(&self) -> f64 {
+        self.samples as f64 / self.sample_rate_hz
+    }
+
+    /// Schedules a change while the rig runs (the run-time command): `change` as a
+    /// `[[damage]]` entry, but one that would begin before the next sample begins at it.
+    /// Returns the change as scheduled.
+    ///
+    /// # Errors
+    /// Every problem with `change`, as sentences naming its field.
+    pub fn schedule(&mut self, change: DamageConfig) -> Result<DamageConfig, Vec<String>> {
+        let problems = change.problems("change");
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let scheduled = DamageConfig {
+            at_s: change.at_s.max(self.time_s()),
+            ..change
+        };
+        self.damage.push(scheduled.clone());
+        Ok(scheduled)
+    }
+
     /// The scheduled factors at the current sample; the plant follows them (a step at once, a
     /// ramp in steps of [`DAMAGE_STEP_REL`]).
     fn follow_damage(&mut self) {
-        let t_s = self.samples as f64 / self.sample_rate_hz;
+        let t_s = self.time_s();
         let mut wanted = [1.0; FLOORS];
+        let mut wanted_damping = [1.0; FLOORS];
         for d in &self.damage {
-            if let Some(w) = d.storey.checked_sub(1).and_then(|i| wanted.get_mut(i)) {
-                *w *= d.factor_at(t_s);
+            if let Some(i) = d.storey.checked_sub(1).filter(|i| *i < FLOORS) {
+                wanted[i] *= d.factor_at(t_s);
+                wanted_damping[i] *= d.damping_factor_at(t_s);
             }
         }
         // Outside every ramp the plant must match exactly; inside one, to DAMAGE_STEP_REL.
@@ -121,25 +164,28 @@ impl Rig {
             .damage
             .iter()
             .all(|d| t_s < d.at_s || t_s >= d.at_s + d.ramp_s);
-        let moved = wanted
-            .iter()
-            .zip(&self.factors)
-            .any(|(w, f)| (w - f).abs() > DAMAGE_STEP_REL * f.abs() || (settled && w != f));
-        if !moved {
+        let differs = |wanted: &[f64; FLOORS], now: &[f64; FLOORS]| {
+            wanted
+                .iter()
+                .zip(now)
+                .any(|(w, f)| (w - f).abs() > DAMAGE_STEP_REL * f.abs() || (settled && w != f))
+        };
+        if !differs(&wanted, &self.factors) && !differs(&wanted_damping, &self.damping_factors) {
             return;
-        }
-        let mut damaged = self.intact.clone();
-        for (k, w) in damaged.storey_stiffness_n_per_m.iter_mut().zip(wanted) {
-            *k *= w;
         }
         // The factors are validated > 0, so the model builds; if it ever did not, the rig
         // keeps its last plant rather than stop sampling.
-        let plant = ShearBuilding::new(damaged)
-            .map_err(SimError::from)
-            .and_then(|b| Ok(b.state_space().discretize_zoh(1.0 / self.sample_rate_hz)?));
-        if let Ok(plant) = plant {
+        let built = damaged_structure(&self.intact, &wanted, &wanted_damping).and_then(|s| {
+            let plant = ShearBuilding::new(s.clone())?
+                .state_space()
+                .discretize_zoh(1.0 / self.sample_rate_hz)?;
+            Ok((s, plant))
+        });
+        if let Ok((structure, plant)) = built {
             self.plant = plant;
+            self.structure = structure;
             self.factors = wanted;
+            self.damping_factors = wanted_damping;
         }
     }
 
@@ -183,6 +229,63 @@ impl Rig {
         let value_si = std::array::from_fn(|c| f64::from(raw[c]) * channels[c].scale());
         Measurement { raw, value_si }
     }
+}
+
+/// `intact` with each storey's stiffness scaled by `stiffness_factors` and each storey's
+/// damper by `damping_factors`. With every damper factor 1 the damping keeps its definition
+/// (refitted to the new stiffness); otherwise it becomes the explicit matrix of the
+/// stiffness-damaged bare structure's damping with the dampers scaled.
+pub fn damaged_structure(
+    intact: &ShearBuildingConfig,
+    stiffness_factors: &[f64; FLOORS],
+    damping_factors: &[f64; FLOORS],
+) -> Result<ShearBuildingConfig, SimError> {
+    let mut damaged = intact.clone();
+    for (k, f) in damaged
+        .storey_stiffness_n_per_m
+        .iter_mut()
+        .zip(stiffness_factors)
+    {
+        *k *= f;
+    }
+    if damping_factors.iter().all(|f| *f == 1.0) {
+        return Ok(damaged);
+    }
+    let bare = ShearBuilding::new(ShearBuildingConfig {
+        actuator: None,
+        ..damaged.clone()
+    })?;
+    let c = scale_storey_dampers(bare.damping_matrix(), damping_factors);
+    damaged.damping = Damping::Matrix {
+        matrix_n_s_per_m: c.row_iter().map(|r| r.iter().copied().collect()).collect(),
+    };
+    Ok(damaged)
+}
+
+/// The bare structure's damping matrix `c` (floors only) with storey s's damper scaled by
+/// `factors[s − 1]`. Storey s ≥ 2's damper is the coupling c_s = −C[s−1][s−2] between floors
+/// s−1 and s (entries [s−2..=s−1]² change by (f−1)·c_s·[[1, −1], [−1, 1]]); storey 1's is
+/// everything joining floor 1 to the ground, c_1 = Σ_j C[0][j] (entry [0][0] changes by
+/// (f−1)·c_1). For storey dampers this is exactly the damper; for Rayleigh damping
+/// α·M + β·K it is β·k_s for s ≥ 2 and β·k_1 + α·m_1 for storey 1. Any damping the pattern
+/// of K does not hold (α·m at floors 2..N) is left as it is.
+pub fn scale_storey_dampers(c: &DMatrix<f64>, factors: &[f64; FLOORS]) -> DMatrix<f64> {
+    let mut scaled = c.clone();
+    let n = c.nrows().min(c.ncols());
+    for (s, f) in (1..=n.min(FLOORS)).zip(factors) {
+        if s == 1 {
+            let c1: f64 = c.row(0).iter().sum();
+            scaled[(0, 0)] += (f - 1.0) * c1;
+        } else {
+            let (lo, hi) = (s - 2, s - 1);
+            let delta = (f - 1.0) * -c[(hi, lo)];
+            scaled[(lo, lo)] += delta;
+            scaled[(hi, hi)] += delta;
+            scaled[(lo, hi)] -= delta;
+            scaled[(hi, lo)] -= delta;
+        }
+    }
+    scaled
 }
 
 #[cfg(test)]
@@ -292,12 +395,14 @@ mod tests {
             DamageConfig {
                 storey: 1,
                 stiffness_factor: 0.9,
+                damping_factor: 1.0,
                 at_s: 0.5,
                 ramp_s: 0.0,
             },
             DamageConfig {
                 storey: 2,
                 stiffness_factor: 0.8,
+                damping_factor: 1.0,
                 at_s: 0.2,
                 ramp_s: 0.6,
             },
@@ -342,6 +447,7 @@ mod tests {
             ..damaged(vec![DamageConfig {
                 storey: 1,
                 stiffness_factor: 0.85,
+                damping_factor: 1.0,
                 at_s: 0.0,
                 ramp_s: 0.0,
             }])
@@ -409,6 +515,7 @@ mod tests {
         let loss = DamageConfig {
             storey: 1,
             stiffness_factor: 0.9,
+            damping_factor: 1.0,
             at_s: 0.0,
             ramp_s: 0.0,
         };
@@ -438,5 +545,179 @@ mod tests {
         }
         // The loss moves mode 1 by more than the tolerance above, so the check can tell.
         assert!((damaged_hz[0] / intact_hz[0] - 1.0).abs() > 0.02);
+    }
+
+    /// Storey s's damper in the pattern of K, as dtop-dynamics builds a chain of storey
+    /// dampers: scaling one with `scale_storey_dampers` gives the chain with that damper
+    /// scaled, exactly (up to rounding).
+    #[test]
+    fn scaling_a_storey_damper_of_a_damper_chain_scales_that_damper() {
+        let chain = |c: [f64; 3]| {
+            let mut cfg = ShearBuildingConfig::southampton();
+            cfg.damping = Damping::StoreyDampers {
+                storey_damping_n_s_per_m: c.to_vec(),
+            };
+            ShearBuilding::new(cfg).unwrap().damping_matrix().clone()
+        };
+        let c = [3.0, 5.0, 7.0];
+        for (storey, f) in [(1, 2.0), (2, 0.5), (3, 4.0)] {
+            let mut factors = [1.0; FLOORS];
+            factors[storey - 1] = f;
+            let mut expected = c;
+            expected[storey - 1] *= f;
+            let scaled = scale_storey_dampers(&chain(c), &factors);
+            assert!(
+                (&scaled - chain(expected)).abs().max() < 1e-12,
+                "storey {storey}: {scaled} against {}",
+                chain(expected)
+            );
+        }
+    }
+
+    /// The Southampton model's Rayleigh damping C = α·M + β·K: storey 2's damper is β·k₂, so
+    /// a damping factor f on storey 2 adds (f − 1)·β·k₂ in storey 2's pattern. α and β are
+    /// read back from the intact C (C[1][2] = −β·k₃, C[2][2] = α·m₃ + β·k₃); the rig's
+    /// damped plant then moves as a structure built with that matrix directly does.
+    #[test]
+    fn a_storey_damping_change_gives_the_plant_the_scaled_damper() {
+        let intact = ShearBuilding::southampton();
+        let (m, k, c) = (
+            intact.mass_matrix(),
+            intact.stiffness_matrix(),
+            intact.damping_matrix(),
+        );
+        let k3 = ShearBuildingConfig::southampton().storey_stiffness_n_per_m[2];
+        let beta = -c[(1, 2)] / k3;
+        let alpha = (c[(2, 2)] - beta * k3) / m[(2, 2)];
+        assert!((c - (m * alpha + k * beta)).abs().max() < 1e-9 * c.abs().max());
+        let f = 4.0;
+        let k2 = ShearBuildingConfig::southampton().storey_stiffness_n_per_m[1];
+        let mut expected = m * alpha + k * beta;
+        let d = (f - 1.0) * beta * k2;
+        expected[(0, 0)] += d;
+        expected[(1, 1)] += d;
+        expected[(0, 1)] -= d;
+        expected[(1, 0)] -= d;
+
+        let config = quiet(SimConfig {
+            excitation: ExcitationConfig::Sine {
+                amplitude: 4.0,
+                frequency_hz: 7.0,
+            },
+            ..damaged(vec![DamageConfig {
+                storey: 2,
+                stiffness_factor: 1.0,
+                damping_factor: f,
+                at_s: 0.0,
+                ramp_s: 0.0,
+            }])
+        });
+        let mut rig = Rig::new(&config).unwrap();
+        rig.step(0.0);
+        assert_eq!(rig.storey_damping_factors(), [1.0, f, 1.0]);
+        let built = ShearBuilding::new(rig.structure().clone()).unwrap();
+        assert!(
+            (built.damping_matrix() - &expected).abs().max() < 1e-9 * expected.abs().max(),
+            "{} against {expected}",
+            built.damping_matrix()
+        );
+        // More damping between floors 1 and 2 damps every mode more; the frequencies stay
+        // (the damping is light, so the damped frequencies hardly move).
+        let zeta = |c: &DMatrix<f64>| {
+            let mut cfg = ShearBuildingConfig::southampton();
+            cfg.damping = Damping::Matrix {
+                matrix_n_s_per_m: c.row_iter().map(|r| r.iter().copied().collect()).collect(),
+            };
+            let b = ShearBuilding::new(cfg).unwrap();
+            let phi = &b.modes().shapes;
+            let w = &b.modes().omegas_rad_s;
+            // Modal damping ratio from the diagonal of Φᵀ·C·Φ (mass-normalised Φ).
+            let modal = phi.transpose() * b.damping_matrix() * phi;
+            (0..3)
+                .map(|r| modal[(r, r)] / (2.0 * w[r]))
+                .collect::<Vec<_>>()
+        };
+        let (before, after) = (zeta(c), zeta(&expected));
+        for r in 0..3 {
+            assert!(
+                after[r] > before[r],
+                "mode {}: {before:?} -> {after:?}",
+                r + 1
+            );
+        }
+        // And the plant is that structure: same sine input, outputs agree to half a count.
+        let continuous = built.state_space();
+        let plant = continuous.discretize_zoh(1e-3).unwrap();
+        let mut rig = Rig::new(&config).unwrap();
+        let (mut x, mut u, mut y) = (
+            DVector::zeros(plant.n_states()),
+            DVector::zeros(plant.n_inputs()),
+            DVector::zeros(plant.n_outputs()),
+        );
+        let scales: Vec<f64> = rig.sensors().channels().iter().map(|c| c.scale()).collect();
+        for n in 0..2000 {
+            let reading = rig.step(0.0);
+            u[continuous.input_floor_force(1)] = crate::excitation::sine_value(4.0, 7.0, 1000.0, n);
+            plant.step(&mut x, &u, &mut y);
+            for floor in 1..=FLOORS {
+                let expected = y[continuous.output_floor_accel(floor)];
+                assert!(
+                    (reading.value_si[floor - 1] - expected).abs()
+                        <= 0.5 * scales[floor - 1] * (1.0 + 1e-9),
+                    "floor {floor} at sample {n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_change_commanded_while_running_acts_from_the_next_sample_and_bad_ones_are_refused() {
+        let mut rig = Rig::new(&damaged(vec![])).unwrap();
+        let k = rig.storey_stiffness_n_per_m();
+        for _ in 0..500 {
+            rig.step(0.0);
+        }
+        // Asked for a time already past: it begins at the next sample (t = 0.5 s).
+        let scheduled = rig
+            .schedule(DamageConfig {
+                storey: 2,
+                stiffness_factor: 0.9,
+                damping_factor: 2.0,
+                at_s: 0.1,
+                ramp_s: 0.0,
+            })
+            .unwrap();
+        assert_eq!(scheduled.at_s, 0.5);
+        rig.step(0.0);
+        let now = rig.storey_stiffness_n_per_m();
+        assert_eq!(now, [k[0], k[1] * 0.9, k[2]]);
+        assert_eq!(rig.storey_damping_factors(), [1.0, 2.0, 1.0]);
+        // The plant's modes are the damaged structure's.
+        let mut truth = ShearBuildingConfig::southampton();
+        truth.storey_stiffness_n_per_m[1] *= 0.9;
+        let truth_hz = ShearBuilding::new(truth).unwrap().modes().frequencies_hz();
+        let plant_hz = ShearBuilding::new(rig.structure().clone())
+            .unwrap()
+            .modes()
+            .frequencies_hz();
+        for (p, t) in plant_hz.iter().zip(&truth_hz) {
+            assert!(
+                (p / t - 1.0).abs() < 1e-12,
+                "{plant_hz:?} against {truth_hz:?}"
+            );
+        }
+        let problems = rig
+            .schedule(DamageConfig {
+                storey: 0,
+                stiffness_factor: -1.0,
+                damping_factor: f64::NAN,
+                at_s: 0.0,
+                ramp_s: -2.0,
+            })
+            .unwrap_err();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        // A refused change changes nothing.
+        rig.step(0.0);
+        assert_eq!(rig.storey_stiffness_n_per_m(), now);
     }
 }

@@ -16,7 +16,8 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_modbus::ExceptionCode;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SimConfig;
+use crate::config::{DamageConfig, SimConfig};
+use crate::control;
 use crate::error::SimError;
 use crate::firmware::Firmware;
 use crate::latency::LatencyProbe;
@@ -24,7 +25,7 @@ use crate::link::{self, Outgoing};
 use crate::modbus;
 use crate::pty::{self, PtyLink};
 use crate::registers::{self, RegisterReply, RegisterRequest};
-use crate::truth_log::TruthLog;
+use crate::truth_log::{self as truth, TruthLog};
 
 /// Frames from the edge and requests from Modbus clients waiting for the firmware task.
 const EVENT_QUEUE: usize = 64;
@@ -47,6 +48,23 @@ pub enum Event {
         /// Where the reply (or the Modbus exception) goes.
         reply_tx: oneshot::Sender<Result<RegisterReply, ExceptionCode>>,
     },
+    /// A storey change commanded while running (`crate::control`); the change as scheduled,
+    /// or every problem with it, goes back on `reply_tx`.
+    Damage {
+        /// The change asked for.
+        change: DamageConfig,
+        /// Where the answer goes.
+        reply_tx: oneshot::Sender<Result<AppliedChange, Vec<String>>>,
+    },
+}
+
+/// A run-time change as the rig scheduled it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedChange {
+    /// The change, its `at_s` moved to the next sample if it was earlier.
+    pub change: DamageConfig,
+    /// Index of the first sample it acts on.
+    pub from_sample_index: u64,
 }
 
 /// Live counters, shared by the tasks that bump them.
@@ -173,6 +191,18 @@ pub async fn start(config: SimConfig, shutdown: CancellationToken) -> Result<Sim
         Some(path) => Some(TruthLog::create(path).await?),
         None => None,
     };
+    let changes_log = match &config.truth_log {
+        Some(path) => {
+            let changes = truth::changes_path(path);
+            truth::create_changes(&changes, &config.damage, config.sample_rate_hz).await?;
+            Some(changes)
+        }
+        None => None,
+    };
+    let control_socket = match &config.control_socket {
+        Some(path) => Some((control::bind(path)?, path.clone())),
+        None => None,
+    };
     let modbus = match config.modbus_listen {
         Some(addr) => Some(modbus::bind(addr).await?),
         None => None,
@@ -204,6 +234,9 @@ pub async fn start(config: SimConfig, shutdown: CancellationToken) -> Result<Sim
         stall_timeout: Duration::from_millis(config.write_stall_timeout_ms),
         first_lost: None,
         out: Vec::new(),
+        changes_log,
+        changes: Vec::new(),
+        sample_rate_hz: config.sample_rate_hz,
         latency: config
             .latency_log
             .clone()
@@ -248,6 +281,15 @@ pub async fn start(config: SimConfig, shutdown: CancellationToken) -> Result<Sim
             ),
         ),
     ));
+    if let Some((listener, path)) = control_socket {
+        tasks.push((
+            "control",
+            spawn_stopping(
+                stop.clone(),
+                control::serve(listener, path, events_tx.clone(), stop.clone()),
+            ),
+        ));
+    }
     let modbus_addr = modbus.as_ref().map(|(_, addr)| *addr);
     if let Some((listener, addr)) = modbus {
         tasks.push((
@@ -315,6 +357,11 @@ struct FirmwareTask {
     first_lost: Option<u64>,
     /// Reused buffer for the state machine's replies.
     out: Vec<Frame>,
+    /// Where run-time structural changes are logged (beside the truth log); None = not logged.
+    changes_log: Option<PathBuf>,
+    /// Run-time changes scheduled but not yet logged.
+    changes: Vec<DamageConfig>,
+    sample_rate_hz: f64,
     /// Where to write the loop latency at exit, and the probe; None = not measured.
     latency: Option<(PathBuf, LatencyProbe)>,
 }
@@ -353,6 +400,7 @@ impl FirmwareTask {
                     Some(event) => {
                         let was_streaming = self.firmware.is_streaming();
                         self.handle_event(event);
+                        self.log_changes().await?;
                         if !was_streaming && self.firmware.is_streaming() {
                             if let Some(ticker) = ticker.as_mut() {
                                 ticker.reset();
@@ -441,6 +489,24 @@ impl FirmwareTask {
         Ok(())
     }
 
+    /// Appends the run-time changes scheduled since the last call to the changes log.
+    async fn log_changes(&mut self) -> Result<(), SimError> {
+        for change in std::mem::take(&mut self.changes) {
+            tracing::info!(
+                storey = change.storey,
+                stiffness_factor = change.stiffness_factor,
+                damping_factor = change.damping_factor,
+                at_s = change.at_s,
+                ramp_s = change.ramp_s,
+                "Structural change commanded."
+            );
+            if let Some(path) = &self.changes_log {
+                truth::append_change(path, &change, self.sample_rate_hz).await?;
+            }
+        }
+        Ok(())
+    }
+
     fn uptime(&self) -> Duration {
         Instant::now().saturating_duration_since(self.boot)
     }
@@ -480,6 +546,20 @@ impl FirmwareTask {
                     probe.applied(origin, self.firmware.next_sample_index(), now);
                 }
                 // The client may have timed out and gone; nothing to do about that here.
+                let _ = reply_tx.send(reply);
+            }
+            Event::Damage { change, reply_tx } => {
+                let reply = self.firmware.schedule_damage(change).map(|change| {
+                    self.changes.push(change.clone());
+                    AppliedChange {
+                        from_sample_index: truth::first_sample_index(
+                            change.at_s,
+                            self.sample_rate_hz,
+                        ),
+                        change,
+                    }
+                });
+                // As above: the client may be gone.
                 let _ = reply_tx.send(reply);
             }
         }
