@@ -69,6 +69,22 @@ pub struct UpArgs {
     /// Study chunks run at once by the in-process worker (default: one per core).
     #[arg(long)]
     pub workers: Option<u32>,
+    /// Damage the simulated rig: `STOREY:FACTOR@AT_S` (storey 1..=3, its stiffness times
+    /// FACTOR from AT_S seconds of simulated time, a step), or `STOREY:FACTOR@AT_S+RAMP_S` (a
+    /// ramp). `2:0.9@300` is a 10 % loss of storey 2 five minutes in. Repeatable.
+    #[arg(long, value_name = "STOREY:FACTOR@AT_S")]
+    pub damage: Vec<String>,
+    /// The twin tracks the rig's modes (operational modal analysis of the last
+    /// `--track-window-s` every `--track-interval-s`) and raises a drift alarm when one leaves
+    /// its band around the model's.
+    #[arg(long)]
+    pub track: bool,
+    /// With --track: the window identified, s of sample time.
+    #[arg(long, default_value_t = 120.0)]
+    pub track_window_s: f64,
+    /// With --track: how often a window is identified, s of sample time.
+    #[arg(long, default_value_t = 60.0)]
+    pub track_interval_s: f64,
 }
 
 /// Everything `dtop up` will run, validated before anything is started.
@@ -88,6 +104,27 @@ pub struct UpPlan {
 }
 
 /// Builds and validates every component's config from the flags; returns every problem found.
+/// `STOREY:FACTOR@AT_S[+RAMP_S]` as the simulator's damage entry (its own checks of the
+/// values run with the rest of its config).
+fn parse_damage(text: &str) -> Result<dtop_rig_sim::config::DamageConfig, String> {
+    let bad = || {
+        format!(
+            "--damage {text:?}: expected STOREY:FACTOR@AT_S or STOREY:FACTOR@AT_S+RAMP_S, e.g. 2:0.9@300"
+        )
+    };
+    let (storey, rest) = text.split_once(':').ok_or_else(bad)?;
+    let (factor, when) = rest.split_once('@').ok_or_else(bad)?;
+    let (at, ramp) = when.split_once('+').unwrap_or((when, "0"));
+    let number = |s: &str| s.trim().parse::<f64>().map_err(|_| bad());
+    Ok(dtop_rig_sim::config::DamageConfig {
+        storey: storey.trim().parse().map_err(|_| bad())?,
+        stiffness_factor: number(factor)?,
+        damping_factor: 1.0,
+        at_s: number(at)?,
+        ramp_s: number(ramp)?,
+    })
+}
+
 pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
     let mut problems = Vec::new();
     let rig_ok = match RigId::new(args.rig.as_str()) {
@@ -156,8 +193,16 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
     };
     // Control on: the twin takes `SetControl` commands (and designs the edge-hosted loop), so
     // an operator can switch DVF on from the rig page. Every rig still starts with law "off".
+    let tracking = if args.track {
+        format!(
+            "[tracking]\nenabled = true\nwindow_s = {:?}\ninterval_s = {:?}\n\n",
+            args.track_window_s, args.track_interval_s
+        )
+    } else {
+        String::new()
+    };
     let twin_toml = format!(
-        "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n\n[control]\nenabled = true\n\n{storage}",
+        "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n\n[control]\nenabled = true\n\n{tracking}{storage}",
         args.mqtt_port
     );
     let twin = match TwinConfig::from_toml_str(&twin_toml) {
@@ -176,10 +221,18 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
     // The simulator's Modbus TCP server (on a free loopback port) carries its shaker
     // registers, so the edge can start and stop excitation on command (the firmware link has
     // no excitation message).
+    let mut damage = Vec::new();
+    for text in &args.damage {
+        match parse_damage(text) {
+            Ok(d) => damage.push(d),
+            Err(p) => problems.push(p),
+        }
+    }
     let sim = SimConfig {
         seed: args.seed,
         speed: args.speed,
         modbus_listen: Some(([127, 0, 0, 1], 0).into()),
+        damage,
         ..SimConfig::default()
     };
     if let Err(e) = sim.validate() {
@@ -467,6 +520,34 @@ mod tests {
         assert!(plan.twin.storage.describe().contains("dtop-data/lines"));
         assert_eq!(plan.sim.speed, 1.0);
         assert_eq!(plan.broker.mqtt.listen.port(), 1883);
+    }
+
+    #[test]
+    fn a_damage_scenario_and_tracking_reach_the_simulator_and_the_twin() {
+        let planned = plan(&args(&[
+            "--damage",
+            "2:0.9@300",
+            "--damage",
+            "1:0.95@10+20",
+            "--track",
+        ]))
+        .unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(planned.sim.damage.len(), 2);
+        assert_eq!(planned.sim.damage[0].storey, 2);
+        assert_eq!(planned.sim.damage[0].stiffness_factor, 0.9);
+        assert_eq!(planned.sim.damage[0].at_s, 300.0);
+        assert_eq!(planned.sim.damage[1].ramp_s, 20.0);
+        assert!(planned.twin.tracking.enabled);
+        assert_eq!(planned.twin.tracking.window_s, 120.0);
+        let problems = plan(&args(&["--damage", "2-0.9", "--damage", "9:0.9@1"])).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("--damage \"2-0.9\"")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("rig simulator")),
+            "{problems:?}"
+        );
     }
 
     #[test]
