@@ -57,17 +57,21 @@ pub enum StudyKind {
     /// Design under uncertainty: Monte Carlo statistics, Fisher sensitivities, failure
     /// probability.
     Design,
+    /// Control-based continuation on a model with cubic springs: the response curve by
+    /// numerical continuation, the simulated CBC experiment and open-loop sweeps.
+    Cbc,
 }
 
 impl StudyKind {
     /// Every kind, in documentation order.
-    pub const ALL: [StudyKind; 6] = [
+    pub const ALL: [StudyKind; 7] = [
         StudyKind::Modal,
         StudyKind::Frf,
         StudyKind::Control,
         StudyKind::Simulate,
         StudyKind::Uncertainty,
         StudyKind::Design,
+        StudyKind::Cbc,
     ];
 
     /// The kind's name in URLs, JSON and the CLI.
@@ -79,6 +83,7 @@ impl StudyKind {
             StudyKind::Simulate => "simulate",
             StudyKind::Uncertainty => "uncertainty",
             StudyKind::Design => "design",
+            StudyKind::Cbc => "cbc",
         }
     }
 }
@@ -272,7 +277,7 @@ mod tests {
         for kind in StudyKind::ALL {
             assert_eq!(kind.as_str().parse::<StudyKind>(), Ok(kind));
         }
-        assert!("fea".parse::<StudyKind>().is_err());
+        assert!("shooting".parse::<StudyKind>().is_err());
     }
 
     #[test]

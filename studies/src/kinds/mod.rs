@@ -5,6 +5,7 @@
 //! four items: `Params` (serde, `deny_unknown_fields`, `defaults_for`), `check` (plan or every
 //! problem), `run_chunk` and `reduce`; its chunking rule is its [`Chunking`] impl here.
 
+pub mod cbc;
 pub mod control;
 pub mod design;
 pub mod frf;
@@ -46,6 +47,10 @@ macro_rules! dispatch {
             }
             StudyKind::Design => {
                 use design as $m;
+                $body
+            }
+            StudyKind::Cbc => {
+                use cbc as $m;
                 $body
             }
         }
@@ -132,6 +137,7 @@ pub trait Chunking {
 impl Chunking for modal::Params {}
 impl Chunking for frf::Params {}
 impl Chunking for control::Params {}
+impl Chunking for cbc::Params {}
 
 impl Chunking for simulate::Params {
     fn fix_chunking(&mut self, model: &ModelSpec, budget: &Budget) {
