@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, bail};
 use dtop_dynamics::{Damping, ShearBuildingConfig};
 use dtop_studies::model::SensorLayout;
-use dtop_studies::{Budget, ChunkCtx, ModelSpec, StudyKind, kinds};
+use dtop_studies::{Budget, ChunkCtx, Inputs, ModelSpec, StudyKind, kinds};
 
 fn msd3() -> ModelSpec {
     ModelSpec {
@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
         }
         other => bail!("usage: bench_kinds design|uncertainty (got {other:?})"),
     };
-    let resolved = dtop_studies::plan(kind, &model, &params, &Budget::default())
+    let resolved = dtop_studies::plan(kind, &model, &params, &Inputs::none(), &Budget::default())
         .context("planning the study")?;
     let params = resolved.params.clone();
     let plan = resolved;
@@ -63,9 +63,17 @@ fn main() -> anyhow::Result<()> {
     let ctx = ChunkCtx::new(&flag);
     let mut chunks = Vec::with_capacity(plan.chunks as usize);
     for c in 0..plan.chunks {
-        chunks.push(dtop_studies::run_chunk(kind, &model, &params, 1, c, &ctx)?);
+        chunks.push(dtop_studies::run_chunk(
+            kind,
+            &model,
+            &params,
+            1,
+            c,
+            &ctx,
+            &Inputs::none(),
+        )?);
     }
-    let out = dtop_studies::reduce(kind, &model, &params, 1, &chunks)?;
+    let out = dtop_studies::reduce(kind, &model, &params, 1, &chunks, &Inputs::none())?;
     let digest = match kind {
         StudyKind::Design => {
             let mean = &out.arrays[0].columns[1].values;

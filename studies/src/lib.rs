@@ -60,11 +60,14 @@ pub enum StudyKind {
     /// Control-based continuation on a model with cubic springs: the response curve by
     /// numerical continuation, the simulated CBC experiment and open-loop sweeps.
     Cbc,
+    /// Natural modes of the rig as a 3D frame (built-in beams or CalculiX), their
+    /// stabilisation against mesh refinement, and the frame condensed to a shear chain.
+    Fea,
 }
 
 impl StudyKind {
     /// Every kind, in documentation order.
-    pub const ALL: [StudyKind; 7] = [
+    pub const ALL: [StudyKind; 8] = [
         StudyKind::Modal,
         StudyKind::Frf,
         StudyKind::Control,
@@ -72,6 +75,7 @@ impl StudyKind {
         StudyKind::Uncertainty,
         StudyKind::Design,
         StudyKind::Cbc,
+        StudyKind::Fea,
     ];
 
     /// The kind's name in URLs, JSON and the CLI.
@@ -84,6 +88,7 @@ impl StudyKind {
             StudyKind::Uncertainty => "uncertainty",
             StudyKind::Design => "design",
             StudyKind::Cbc => "cbc",
+            StudyKind::Fea => "fea",
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod cbc;
 pub mod control;
 pub mod design;
+pub mod fea;
 pub mod frf;
 pub mod modal;
 pub mod simulate;
@@ -51,6 +52,10 @@ macro_rules! dispatch {
             }
             StudyKind::Cbc => {
                 use cbc as $m;
+                $body
+            }
+            StudyKind::Fea => {
+                use fea as $m;
                 $body
             }
         }
@@ -138,6 +143,7 @@ impl Chunking for modal::Params {}
 impl Chunking for frf::Params {}
 impl Chunking for control::Params {}
 impl Chunking for cbc::Params {}
+impl Chunking for fea::Params {}
 
 impl Chunking for simulate::Params {
     fn fix_chunking(&mut self, model: &ModelSpec, budget: &Budget) {
