@@ -131,7 +131,9 @@ impl Params {
     /// curve and the sweeps over 0.95–1.1·f₁; CBC at 1.025·f₁ over targets up to 0.9 times
     /// the forced floor's linear resonant amplitude, with gains scaled from Cristallo's
     /// (k_p = 0.6·k₁, k_d = 1.2·k_p/ω₁, as 120 N/m and 10 N·s/m on its chain), sensor noise
-    /// of 1e-6 of that amplitude, and the force limit at 20 times F.
+    /// of 1e-6 of that amplitude, the force limit at 20 times F or twice k_p times the first
+    /// target (the controller's first kick from rest), and enough controller samples per
+    /// period for the closed loop's fastest rate.
     pub fn defaults_for(model: &ModelSpec) -> Self {
         let floors = model.floors().max(1);
         let forced = model
@@ -144,9 +146,29 @@ impl Params {
             .building()
             .ok()
             .and_then(|b| default_scales(&b, forced, forcing_n));
-        let (f1_hz, k1, cubic, a_forced) = scale.unwrap_or((10.0, 1e4, 1e9, 1e-3));
+        let (f1_hz, k1, cubic, a_forced, fastest_rad_s) =
+            scale.unwrap_or((10.0, 1e4, 1e9, 1e-3, 100.0));
         let omega1 = std::f64::consts::TAU * f1_hz;
         let kp = round3(0.6 * k1);
+        let kd = round3(1.2 * kp / omega1);
+        let cbc_omega = std::f64::consts::TAU * round3(DEFAULT_CBC_FREQUENCY_RATIO * f1_hz);
+        let forced_mass = model
+            .structure
+            .floor_masses_kg
+            .get(forced - 1)
+            .copied()
+            .unwrap_or(1.0);
+        // dtop-nonlinear refuses a step above 0.5 over the closed loop's fastest rate; bound
+        // that rate by 2.5 times the larger of the fastest mode and k_d/m of the forced floor
+        // (measured 2.2 times on the `southampton-actuator` model), in steps of 16.
+        let rate = 2.5 * fastest_rad_s.max(kd / forced_mass);
+        let needed = (std::f64::consts::TAU / cbc_omega * rate / 0.5 / 16.0).ceil() * 16.0;
+        let steps_per_period = if needed.is_finite() && needed > 128.0 {
+            needed as usize
+        } else {
+            128
+        };
+        let target_min = round3(0.1 * a_forced);
         let mut cubic_n_per_m3 = vec![0.0; floors];
         cubic_n_per_m3[0] = round3(cubic);
         Self {
@@ -159,19 +181,19 @@ impl Params {
             harmonics: 5,
             max_points: 2000,
             max_step: 0.05,
-            cbc_frequency_hz: round3(DEFAULT_CBC_FREQUENCY_RATIO * f1_hz),
-            cbc_target_min_m: round3(0.1 * a_forced),
+            cbc_frequency_hz: cbc_omega / std::f64::consts::TAU,
+            cbc_target_min_m: target_min,
             cbc_target_max_m: round3(0.9 * a_forced),
             cbc_targets: 13,
             proportional_gain_n_per_m: kp,
-            derivative_gain_n_s_per_m: round3(1.2 * kp / omega1),
+            derivative_gain_n_s_per_m: kd,
             cbc_harmonics: 11,
             cbc_max_iterations: 20,
             invasiveness_tolerance: 1e-3,
             displacement_noise_m: round3(1e-6 * a_forced),
             velocity_noise_m_s: round3(1e-6 * a_forced * omega1),
-            max_force_n: 20.0 * forcing_n,
-            steps_per_period: 128,
+            max_force_n: round3((20.0 * forcing_n).max(2.0 * kp * target_min)),
+            steps_per_period,
             settle_periods: 40,
             measure_periods: 10,
             sweep_points: 31,
@@ -269,7 +291,7 @@ impl Params {
 }
 
 /// (f₁ in Hz, storey 1's stiffness, the default cubic in N/m³, the forced floor's linear
-/// resonant amplitude in m) for `building` forced by `forcing_n` on `forced` (1-based).
+/// resonant amplitude in m, the fastest natural frequency in rad/s) for `building` forced by `forcing_n` on `forced` (1-based).
 ///
 /// Mode 1 alone (mass-normalised φ, modal coordinate q) with the cubic on storey 1, whose
 /// drift is φ₁·q: the first-order backbone is ω² = ω₁²(1 + ¾·k₃·φ₁⁴·q²/ω₁²). At the storey
@@ -279,7 +301,7 @@ fn default_scales(
     building: &dtop_dynamics::ShearBuilding,
     forced: usize,
     forcing_n: f64,
-) -> Option<(f64, f64, f64, f64)> {
+) -> Option<(f64, f64, f64, f64, f64)> {
     let modes = building.modes();
     let omega1 = *modes.omegas_rad_s.iter().next()?;
     let phi1 = modes.shapes[(0, 0)];
@@ -298,10 +320,11 @@ fn default_scales(
     let k1 = *building.config().storey_stiffness_n_per_m.first()?;
     let cubic = ((1.0 + DEFAULT_BACKBONE_SHIFT).powi(2) - 1.0) * omega1 * omega1
         / (0.75 * phi1 * phi1 * drift * drift);
-    let all = [omega1, k1, cubic, a_forced];
+    let fastest = modes.omegas_rad_s.iter().copied().fold(0.0_f64, f64::max);
+    let all = [omega1, k1, cubic, a_forced, fastest];
     all.iter()
         .all(|v| v.is_finite() && *v > 0.0)
-        .then(|| (omega1 / std::f64::consts::TAU, k1, cubic, a_forced))
+        .then(|| (omega1 / std::f64::consts::TAU, k1, cubic, a_forced, fastest))
 }
 
 /// Every problem of `params` on `model`, each under `params.<field>`. The library's own
