@@ -60,11 +60,17 @@ pub enum StudyKind {
     /// Operational modal analysis of a measured acceleration record: SSI-cov with its
     /// stabilisation diagram, the modes' spread across segments, FDD as the cross-check.
     Oma,
+    /// Control-based continuation on a model with cubic springs: the response curve by
+    /// numerical continuation, the simulated CBC experiment and open-loop sweeps.
+    Cbc,
+    /// Natural modes of the rig as a 3D frame (built-in beams or CalculiX), their
+    /// stabilisation against mesh refinement, and the frame condensed to a shear chain.
+    Fea,
 }
 
 impl StudyKind {
     /// Every kind, in documentation order.
-    pub const ALL: [StudyKind; 7] = [
+    pub const ALL: [StudyKind; 9] = [
         StudyKind::Modal,
         StudyKind::Frf,
         StudyKind::Control,
@@ -72,6 +78,8 @@ impl StudyKind {
         StudyKind::Uncertainty,
         StudyKind::Design,
         StudyKind::Oma,
+        StudyKind::Cbc,
+        StudyKind::Fea,
     ];
 
     /// The kind's name in URLs, JSON and the CLI.
@@ -84,6 +92,8 @@ impl StudyKind {
             StudyKind::Uncertainty => "uncertainty",
             StudyKind::Design => "design",
             StudyKind::Oma => "oma",
+            StudyKind::Cbc => "cbc",
+            StudyKind::Fea => "fea",
         }
     }
 }
@@ -277,7 +287,7 @@ mod tests {
         for kind in StudyKind::ALL {
             assert_eq!(kind.as_str().parse::<StudyKind>(), Ok(kind));
         }
-        assert!("fea".parse::<StudyKind>().is_err());
+        assert!("shooting".parse::<StudyKind>().is_err());
     }
 
     #[test]

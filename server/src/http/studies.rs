@@ -44,6 +44,12 @@ pub fn describe(kind: StudyKind) -> &'static str {
         StudyKind::Oma => {
             "Operational modal analysis of a measured acceleration record: SSI-cov, stabilisation diagram, FDD cross-check."
         }
+        StudyKind::Cbc => {
+            "Control-based continuation on a model with cubic springs: response curve with folds, simulated CBC, steady-state sweeps."
+        }
+        StudyKind::Fea => {
+            "The rig as a 3D frame (built-in beams or CalculiX): modes with torsion, mesh convergence, the condensed shear chain."
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 //! four items: `Params` (serde, `deny_unknown_fields`, `defaults_for`), `check` (plan or every
 //! problem), `run_chunk` and `reduce`; its chunking rule is its [`Chunking`] impl here.
 
+pub mod cbc;
 pub mod control;
 pub mod design;
+pub mod fea;
 pub mod frf;
 pub mod modal;
 pub mod oma;
@@ -51,6 +53,14 @@ macro_rules! dispatch {
             }
             StudyKind::Oma => {
                 use oma as $m;
+                $body
+            }
+            StudyKind::Cbc => {
+                use cbc as $m;
+                $body
+            }
+            StudyKind::Fea => {
+                use fea as $m;
                 $body
             }
         }
@@ -138,6 +148,8 @@ impl Chunking for modal::Params {}
 impl Chunking for frf::Params {}
 impl Chunking for control::Params {}
 impl Chunking for oma::Params {}
+impl Chunking for cbc::Params {}
+impl Chunking for fea::Params {}
 
 impl Chunking for simulate::Params {
     fn fix_chunking(&mut self, model: &ModelSpec, budget: &Budget) {
