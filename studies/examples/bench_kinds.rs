@@ -55,17 +55,38 @@ fn main() -> anyhow::Result<()> {
         }
         other => bail!("usage: bench_kinds design|uncertainty (got {other:?})"),
     };
-    let resolved = dtop_studies::plan(kind, &model, &params, &Budget::default())
-        .context("planning the study")?;
+    let resolved = dtop_studies::plan(
+        kind,
+        &model,
+        &params,
+        &dtop_studies::Inputs::none(),
+        &Budget::default(),
+    )
+    .context("planning the study")?;
     let params = resolved.params.clone();
     let plan = resolved;
     let flag = AtomicBool::new(false);
     let ctx = ChunkCtx::new(&flag);
     let mut chunks = Vec::with_capacity(plan.chunks as usize);
     for c in 0..plan.chunks {
-        chunks.push(dtop_studies::run_chunk(kind, &model, &params, 1, c, &ctx)?);
+        chunks.push(dtop_studies::run_chunk(
+            kind,
+            &model,
+            &params,
+            1,
+            c,
+            &ctx,
+            &dtop_studies::Inputs::none(),
+        )?);
     }
-    let out = dtop_studies::reduce(kind, &model, &params, 1, &chunks)?;
+    let out = dtop_studies::reduce(
+        kind,
+        &model,
+        &params,
+        1,
+        &chunks,
+        &dtop_studies::Inputs::none(),
+    )?;
     let digest = match kind {
         StudyKind::Design => {
             let mean = &out.arrays[0].columns[1].values;

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use dtop_studies::model::builtin_models;
-use dtop_studies::{Budget, ChunkCtx, StudyKind, defaults, plan, reduce, run_chunk};
+use dtop_studies::{Budget, ChunkCtx, Inputs, StudyKind, defaults, plan, reduce, run_chunk};
 
 fn time_study(
     kind: StudyKind,
@@ -19,11 +19,11 @@ fn time_study(
     let flag = AtomicBool::new(false);
     let ctx = ChunkCtx::new(&flag);
     let start = Instant::now();
-    let p = plan(kind, model, params, &Budget::default())?;
+    let p = plan(kind, model, params, &Inputs::none(), &Budget::default())?;
     let chunks = (0..p.chunks)
-        .map(|i| run_chunk(kind, model, params, 1, i, &ctx))
+        .map(|i| run_chunk(kind, model, params, 1, i, &ctx, &Inputs::none()))
         .collect::<Result<Vec<_>, _>>()?;
-    let out = reduce(kind, model, params, 1, &chunks)?;
+    let out = reduce(kind, model, params, 1, &chunks, &Inputs::none())?;
     let elapsed = start.elapsed();
     let rows: usize = out.arrays.iter().map(|a| a.rows()).sum();
     println!(

@@ -6,11 +6,14 @@
 //! problem), `run_chunk` and `reduce`; its chunking rule is its [`Chunking`] impl here.
 
 pub mod control;
+pub mod crossval;
 pub mod design;
+pub mod ema;
 pub mod frf;
 pub mod modal;
 pub mod simulate;
 pub mod uncertainty;
+pub mod update;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -46,6 +49,18 @@ macro_rules! dispatch {
             }
             StudyKind::Design => {
                 use design as $m;
+                $body
+            }
+            StudyKind::Ema => {
+                use ema as $m;
+                $body
+            }
+            StudyKind::Crossval => {
+                use crossval as $m;
+                $body
+            }
+            StudyKind::Update => {
+                use update as $m;
                 $body
             }
         }
@@ -132,6 +147,9 @@ pub trait Chunking {
 impl Chunking for modal::Params {}
 impl Chunking for frf::Params {}
 impl Chunking for control::Params {}
+impl Chunking for ema::Params {}
+impl Chunking for crossval::Params {}
+impl Chunking for update::Params {}
 
 impl Chunking for simulate::Params {
     fn fix_chunking(&mut self, model: &ModelSpec, budget: &Budget) {
@@ -309,6 +327,23 @@ fn remove_path(
     }
 }
 
+/// Runs a study the way the engine does (plan, every chunk, reduce), for the kinds' tests.
+#[cfg(test)]
+pub(crate) fn run_study(
+    kind: StudyKind,
+    model: &ModelSpec,
+    submitted: &serde_json::Value,
+    inputs: &Inputs,
+) -> Result<StudyOutput, StudyError> {
+    let resolved = plan(kind, model, submitted, inputs, &Budget::default())?;
+    let flag = std::sync::atomic::AtomicBool::new(false);
+    let ctx = ChunkCtx::new(&flag);
+    let chunks = (0..resolved.chunks)
+        .map(|c| run_chunk(kind, model, &resolved.params, 5, c, &ctx, inputs))
+        .collect::<Result<Vec<_>, _>>()?;
+    reduce(kind, model, &resolved.params, 5, &chunks, inputs)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -336,7 +371,9 @@ mod tests {
     #[test]
     fn every_kind_plans_from_an_empty_submission_and_resolves_to_its_defaults() {
         let model = builtin_model("cristallo-msd3").unwrap();
-        for kind in StudyKind::ALL {
+        // Kinds that take a measurement (ema, crossval) need one to plan; their own tests
+        // plan them from `{}` with it.
+        for kind in StudyKind::ALL.into_iter().filter(|k| inputs(*k).is_empty()) {
             let from_empty = plan(
                 kind,
                 &model,
