@@ -743,7 +743,31 @@ mod tests {
         );
     }
 
-    /// A 3-floor chain damped about 2–4 %, so a few seconds of record resolve its modes.
+    #[test]
+    fn ema_and_crossval_plan_from_an_empty_submission_to_params_that_plan_to_themselves() {
+        let model = builtin_model("southampton").unwrap();
+        let inputs = southampton_frf();
+        for kind in [StudyKind::Ema, StudyKind::Crossval] {
+            let budget = Budget::default();
+            let first = crate::plan(kind, &model, &json!({}), &inputs, &budget).unwrap();
+            let again = crate::plan(kind, &model, &first.params, &inputs, &budget).unwrap();
+            assert_eq!(first, again, "{kind}");
+            assert_eq!(first.chunks, 1);
+        }
+        // One method alone: its modes are the summary's, the other is not run.
+        let out = run_study(
+            StudyKind::Ema,
+            &model,
+            &json!({ "method": "circle" }),
+            &inputs,
+        )
+        .unwrap();
+        assert_eq!(out.summary["modes_from"], json!("circle"));
+        assert_eq!(out.summary["modes"], out.summary["circle"]["modes"]);
+        assert!(out.summary.get("rfp").is_none());
+    }
+
+    /// A 3-floor chain damped about 1.5 %, so a short record resolves its modes.
     fn damped_chain() -> ModelSpec {
         ModelSpec {
             description: "test chain".into(),
