@@ -451,8 +451,12 @@ pub fn run_chunk(
     };
     let result = update_storey_stiffness(&model.structure, &update).map_err(|e| match e {
         CalibrateError::NotConverged { iterations, reason } => StudyError::Numerics(format!(
-            "the update did not converge within params.max_iterations = {} (ran {iterations}): {reason}; check that the targets are this rig's modes, or set params.regularisation",
-            params.max_iterations
+            "the update did not converge within params.max_iterations = {} (ran {iterations}): {}; check that the targets are this rig's modes",
+            params.max_iterations,
+            // dtop-calibrate names its own parameters; say which of ours they are.
+            reason
+                .replace("prior_relative_std", "params.regularisation")
+                .replace("raise max_iterations", "raise params.max_iterations")
         )),
         CalibrateError::NotIdentifiable(reason) => StudyError::Numerics(format!(
             "the targets cannot determine the storeys: {reason}"
@@ -659,8 +663,7 @@ mod tests {
 
     #[test]
     fn an_empty_submission_targets_the_models_own_modes_and_proposes_it_unchanged() {
-        for name in ["southampton", "cristallo-design"] {
-            let model = builtin_model(name).unwrap();
+        for (name, model) in crate::model::builtin_models() {
             let out = run(&model, json!({})).unwrap();
             let proposed = out.proposed_model.unwrap();
             assert_eq!(proposed.name, "updated");
@@ -781,6 +784,21 @@ mod tests {
         assert!(m.contains("max_relative_change"), "{m}");
         // The same targets under the default ±50 % are proposed.
         assert!(run(&model, json!({ "targets": targets })).is_ok());
+        // A storey at 5 % of its stiffness lies beyond the fit's floor of 0.1×: the fit
+        // either stalls against the bound or stops on it, and both are refused, even under
+        // the widest change allowed.
+        let mut gone = model.structure.clone();
+        gone.storey_stiffness_n_per_m[1] *= 0.05;
+        let Err(StudyError::Numerics(m)) = run(
+            &model,
+            json!({ "targets": modes_of(gone, false), "max_relative_change": 0.9 }),
+        ) else {
+            panic!("a storey on the fit's bound must be refused");
+        };
+        assert!(
+            m.contains("ended on the fit's bounds") || m.contains("did not converge"),
+            "{m}"
+        );
     }
 
     #[test]
