@@ -449,6 +449,34 @@ mod tests {
     }
 
     #[test]
+    fn a_model_against_its_own_shaker_test_scores_high_frac_and_mac_from_h1() {
+        use crate::kinds::ema::tests::{damped_chain, shaker_test};
+        let model = damped_chain();
+        let inputs = Inputs::new(vec![shaker_test(&model, 160.0, 200.0)]).unwrap();
+        let out = run_study(
+            StudyKind::Crossval,
+            &model,
+            &json!({ "segment_s": 16.0 }),
+            &inputs,
+        )
+        .unwrap();
+        assert_eq!(out.summary["source"], json!("acceleration"));
+        // H1 of 1 %-noisy responses through a Hann window: the FRF is the model's up to the
+        // window's smoothing of the peaks (a few per cent of their height, see the ema test),
+        // so FRAC and MAC stay above 0.95 and the frequencies within half a line (0.5 %).
+        for f in out.summary["frac"].as_array().unwrap() {
+            assert!(f["frac"].as_f64().unwrap() > 0.95, "{f}");
+        }
+        assert!(out.summary["min_pair_mac"].as_f64().unwrap() > 0.95);
+        assert!(
+            out.summary["max_abs_frequency_error_percent"]
+                .as_f64()
+                .unwrap()
+                < 0.5
+        );
+    }
+
+    #[test]
     fn crossval_refuses_no_measurement_and_floors_or_modes_the_model_lacks() {
         let model = builtin_model("southampton").unwrap();
         let Err(StudyError::Invalid(p)) =

@@ -622,7 +622,7 @@ pub fn reduce(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
+pub(crate) mod tests {
     use dtop_calibrate::crossval::model_accelerance;
     use dtop_calibrate::{AccelerationUnit, parse_complex_accelerance, parse_db_accelerance};
     use dtop_dynamics::{Damping as ModelDamping, ShearBuildingConfig};
@@ -768,7 +768,7 @@ mod tests {
     }
 
     /// A 3-floor chain damped about 1.5 %, so a short record resolves its modes.
-    fn damped_chain() -> ModelSpec {
+    pub(crate) fn damped_chain() -> ModelSpec {
         ModelSpec {
             description: "test chain".into(),
             structure: ShearBuildingConfig {
@@ -791,7 +791,7 @@ mod tests {
     /// random phases), every floor's acceleration by the model's accelerance
     /// (`dtop_calibrate::crossval::model_accelerance`, a direct solve) line by line, which is
     /// exact for a periodic record, plus 1 % white noise on each accelerometer.
-    fn shaker_test(model: &ModelSpec, seconds: f64, rate_hz: f64) -> NamedArray {
+    pub(crate) fn shaker_test(model: &ModelSpec, seconds: f64, rate_hz: f64) -> NamedArray {
         let n = (seconds * rate_hz).round() as usize;
         let building = model.building().unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
