@@ -16,6 +16,8 @@
 //! - [`output`]: [`StudyOutput`] (a JSON summary and named column arrays) and CSV.
 //! - [`signal`]: spectral estimation shared by kinds: Hann window, Welch and periodogram
 //!   densities, H1 and coherence, percentiles.
+//! - [`measured`]: measured inputs as `dtop-calibrate` data: the `frf` table to and from a
+//!   `MeasuredFrf`, a shaker test's `acceleration` table to its H1 FRF and coherence.
 //! - [`kinds`]: one module per [`StudyKind`], each with its `Params`, validation, chunk and
 //!   reduce functions; [`plan`] (which resolves the parameters: defaults for the model, chunk
 //!   size from the budget), [`run_chunk`], [`reduce`] and [`defaults`] dispatch to them.
@@ -23,6 +25,7 @@
 pub mod chain;
 pub mod inputs;
 pub mod kinds;
+pub mod measured;
 pub mod model;
 pub mod output;
 pub mod problems;
@@ -66,11 +69,18 @@ pub enum StudyKind {
     /// Natural modes of the rig as a 3D frame (built-in beams or CalculiX), their
     /// stabilisation against mesh refinement, and the frame condensed to a shear chain.
     Fea,
+    /// Experimental modal analysis of a measured FRF or a shaker test: rational-fraction and
+    /// circle fits.
+    Ema,
+    /// A model against a measured FRF, in numbers: frequency errors, MAC, FRAC.
+    Crossval,
+    /// Storey stiffnesses (and damping) fitted to target modes; proposes the updated model.
+    Update,
 }
 
 impl StudyKind {
     /// Every kind, in documentation order.
-    pub const ALL: [StudyKind; 9] = [
+    pub const ALL: [StudyKind; 12] = [
         StudyKind::Modal,
         StudyKind::Frf,
         StudyKind::Control,
@@ -80,6 +90,9 @@ impl StudyKind {
         StudyKind::Oma,
         StudyKind::Cbc,
         StudyKind::Fea,
+        StudyKind::Ema,
+        StudyKind::Crossval,
+        StudyKind::Update,
     ];
 
     /// The kind's name in URLs, JSON and the CLI.
@@ -94,6 +107,9 @@ impl StudyKind {
             StudyKind::Oma => "oma",
             StudyKind::Cbc => "cbc",
             StudyKind::Fea => "fea",
+            StudyKind::Ema => "ema",
+            StudyKind::Crossval => "crossval",
+            StudyKind::Update => "update",
         }
     }
 }

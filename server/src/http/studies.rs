@@ -44,6 +44,15 @@ pub fn describe(kind: StudyKind) -> &'static str {
         StudyKind::Oma => {
             "Operational modal analysis of a measured acceleration record: SSI-cov, stabilisation diagram, FDD cross-check."
         }
+        StudyKind::Ema => {
+            "Experimental modal analysis of a measured FRF or a shaker test: rational-fraction and circle fits."
+        }
+        StudyKind::Crossval => {
+            "A model against a measured FRF, in numbers: frequency errors, MAC of mode shapes, FRAC per channel."
+        }
+        StudyKind::Update => {
+            "Storey stiffnesses (and damping) fitted to identified modes; proposes the updated model for review."
+        }
         StudyKind::Cbc => {
             "Control-based continuation on a model with cubic springs: response curve with folds, simulated CBC, steady-state sweeps."
         }

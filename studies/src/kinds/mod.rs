@@ -7,13 +7,16 @@
 
 pub mod cbc;
 pub mod control;
+pub mod crossval;
 pub mod design;
 pub mod fea;
+pub mod ema;
 pub mod frf;
 pub mod modal;
 pub mod oma;
 pub mod simulate;
 pub mod uncertainty;
+pub mod update;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -61,6 +64,18 @@ macro_rules! dispatch {
             }
             StudyKind::Fea => {
                 use fea as $m;
+                $body
+            }
+            StudyKind::Ema => {
+                use ema as $m;
+                $body
+            }
+            StudyKind::Crossval => {
+                use crossval as $m;
+                $body
+            }
+            StudyKind::Update => {
+                use update as $m;
                 $body
             }
         }
@@ -150,6 +165,9 @@ impl Chunking for control::Params {}
 impl Chunking for oma::Params {}
 impl Chunking for cbc::Params {}
 impl Chunking for fea::Params {}
+impl Chunking for ema::Params {}
+impl Chunking for crossval::Params {}
+impl Chunking for update::Params {}
 
 impl Chunking for simulate::Params {
     fn fix_chunking(&mut self, model: &ModelSpec, budget: &Budget) {
@@ -325,6 +343,23 @@ fn remove_path(
         (Some(Segment::Map { key }), serde_json::Value::Object(m)) => m.remove(key).is_some(),
         _ => false,
     }
+}
+
+/// Runs a study the way the engine does (plan, every chunk, reduce), for the kinds' tests.
+#[cfg(test)]
+pub(crate) fn run_study(
+    kind: StudyKind,
+    model: &ModelSpec,
+    submitted: &serde_json::Value,
+    inputs: &Inputs,
+) -> Result<StudyOutput, StudyError> {
+    let resolved = plan(kind, model, submitted, inputs, &Budget::default())?;
+    let flag = std::sync::atomic::AtomicBool::new(false);
+    let ctx = ChunkCtx::new(&flag);
+    let chunks = (0..resolved.chunks)
+        .map(|c| run_chunk(kind, model, &resolved.params, 5, c, &ctx, inputs))
+        .collect::<Result<Vec<_>, _>>()?;
+    reduce(kind, model, &resolved.params, 5, &chunks, inputs)
 }
 
 #[cfg(test)]
