@@ -37,9 +37,9 @@ pub fn read_input(arg: &str) -> Result<NamedArray, Vec<String>> {
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
     let columns = match extension.as_deref() {
-        Some("csv") => csv_columns(&text),
         Some("json") => json_columns(&text),
-        _ => frf_columns(&text),
+        _ if is_cristallo_frf(&text) => frf_columns(&text),
+        _ => csv_columns(&text),
     };
     match columns {
         Ok(columns) if problems.is_empty() => Ok(NamedArray {
@@ -136,12 +136,35 @@ fn json_columns(text: &str) -> Result<Vec<Column>, Vec<String>> {
     }
 }
 
-/// A measured FRF in one of Cristallo's text formats.
+/// Whether `text` is one of Cristallo's FRF files rather than a table: they have no header
+/// (the first cell is a number, or a complex number like `0.03125+0j`).
+fn is_cristallo_frf(text: &str) -> bool {
+    let first_cell = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| l.split([',', ';']).next())
+        .unwrap_or_default()
+        .trim();
+    first_cell.parse::<f64>().is_ok() || (first_cell.ends_with('j') && first_cell.contains('+'))
+}
+
+/// A measured FRF in one of Cristallo's text formats: complex accelerance separated by `;`
+/// (`Experimental.csv`, `test_*.csv`) or dB magnitudes separated by `,` (`ExpData*.csv`), read
+/// as (m/s²)/N (what the Southampton files hold: `dtop_calibrate::AccelerationUnit`), sent as
+/// the `frf` table.
 fn frf_columns(text: &str) -> Result<Vec<Column>, Vec<String>> {
-    let _ = text;
-    Err(vec![
-        "not a .csv or .json table, and measured FRF files are not read yet".into(),
-    ])
+    use dtop_calibrate::measured::{
+        AccelerationUnit, parse_complex_accelerance, parse_db_accelerance,
+    };
+    let unit = AccelerationUnit::MetrePerSecondSquared;
+    let parsed = if text.contains(';') {
+        parse_complex_accelerance(text, unit)
+    } else {
+        parse_db_accelerance(text, unit)
+    };
+    parsed
+        .map(|frf| dtop_studies::measured::frf_table(&frf).columns)
+        .map_err(|e| vec![format!("a Cristallo FRF file that does not parse: {e}")])
 }
 
 /// Parses `RIG:FROM_MS:TO_MS` into the API's `record` object.
@@ -185,6 +208,25 @@ mod tests {
         let b = json_columns(r#"{"f_hz":[1,2]}"#).unwrap();
         assert_eq!(b[0].name, "f_hz");
         assert!(json_columns("[1]").is_err());
+    }
+
+    #[test]
+    fn cristallo_frf_files_are_told_from_tables_and_read_as_frf_tables() {
+        assert!(is_cristallo_frf("0.03125+0j;-0.05+0.05j;1+0j;2+0j\n"));
+        assert!(is_cristallo_frf("0,-35.9,-26.1,-38.3\n"));
+        assert!(!is_cristallo_frf("time_s,floor1_accel\n0,1\n"));
+        let rows: String = (1..=10)
+            .map(|i| format!("{},-30.0,-20.0,-10.0\n", f64::from(i) * 0.5))
+            .collect();
+        let cols = frf_columns(&rows).unwrap();
+        assert_eq!(cols[0].name, "frequency_hz");
+        assert_eq!(
+            cols.len(),
+            4,
+            "{:?}",
+            cols.iter().map(|c| &c.name).collect::<Vec<_>>()
+        );
+        assert!(frf_columns("1,x\n").is_err());
     }
 
     #[test]

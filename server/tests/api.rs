@@ -544,3 +544,153 @@ async fn a_database_away_gives_503_with_retry_after() {
     assert!(retry.is_some());
     server.stop().await;
 }
+
+/// Polls a study until it is final; its record.
+async fn wait_final(server: &Server, token: &str, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let r = call(
+            server,
+            Method::GET,
+            &format!("/api/v1/studies/{id}"),
+            None,
+            Some(token),
+        )
+        .await;
+        let record: Value = r.json().await.unwrap();
+        if matches!(
+            record["state"].as_str(),
+            Some("succeeded" | "failed" | "cancelled")
+        ) {
+            return record;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{record}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposed_model_is_filed_for_review_and_only_an_operator_approves_it_once() {
+    let server = Server::start(Options {
+        workers: 1,
+        ..Options::default()
+    })
+    .await;
+    let ada = server.login("ada").await;
+    let op = server.login("op").await;
+    // `update` with its default targets (the model's own modes) proposes the model back.
+    let study = submit(
+        &server,
+        &ada,
+        &json!({"kind": "update", "model": "southampton", "params": {}}),
+    )
+    .await;
+    let id = study["id"].as_str().unwrap();
+    let done = wait_final(&server, &ada, id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let result: Value = call(
+        &server,
+        Method::GET,
+        &format!("/api/v1/studies/{id}/result"),
+        None,
+        Some(&ada),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(result["proposed_model"], "southampton@2", "{result}");
+    let get = |path: String, token: String| {
+        let server = &server;
+        async move {
+            let r = call(server, Method::GET, &path, None, Some(&token)).await;
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (_, proposed) = get("/api/v1/models/southampton/2".into(), ada.clone()).await;
+    assert_eq!(proposed["status"], "proposed");
+    assert_eq!(proposed["provenance"]["study_id"], id);
+    assert_eq!(proposed["created_by"], "ada");
+    // Nothing runs on a proposal by accident: `latest` is still the built-in.
+    let (_, latest) = get("/api/v1/models/southampton/latest".into(), ada.clone()).await;
+    assert_eq!(latest["version"], 1);
+
+    let review = |token: String, body: Value| {
+        let server = &server;
+        async move {
+            call(
+                server,
+                Method::POST,
+                "/api/v1/models/southampton/2/review",
+                Some(&body),
+                Some(&token),
+            )
+            .await
+        }
+    };
+    let r = review(ada.clone(), json!({"decision": "approve"})).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "researchers do not approve"
+    );
+    let r = review(op.clone(), json!({"decision": "maybe"})).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = review(
+        op.clone(),
+        json!({"decision": "approve", "note": "identified after the storey-2 repair"}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let approved: Value = r.json().await.unwrap();
+    assert_eq!(approved["status"], "approved");
+    assert_eq!(approved["review"]["by"], "op");
+    assert_eq!(
+        approved["review"]["note"],
+        "identified after the storey-2 repair"
+    );
+    let r = review(op.clone(), json!({"decision": "reject"})).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT, "reviewed once");
+    let (_, latest) = get("/api/v1/models/southampton/latest".into(), ada.clone()).await;
+    assert_eq!(latest["version"], 2);
+
+    // Inputs: a kind that takes none refuses one; a required one missing is named; a bad
+    // table is reported cell by cell, all at once.
+    let bad = |body: Value| {
+        let server = &server;
+        let ada = ada.clone();
+        async move {
+            let r = call(
+                server,
+                Method::POST,
+                "/api/v1/studies",
+                Some(&body),
+                Some(&ada),
+            )
+            .await;
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+            let body: Value = r.json().await.unwrap();
+            body["problems"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["field"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let table = json!({"name": "frf", "columns": [{"name": "frequency_hz", "values": [1.0, 2.0]}]});
+    let fields = bad(json!({"kind": "modal", "model": "southampton", "inputs": [table]})).await;
+    assert_eq!(fields, ["inputs.frf"]);
+    let fields = bad(json!({"kind": "oma", "model": "southampton"})).await;
+    assert_eq!(fields, ["inputs.acceleration"]);
+    let ragged = json!({"name": "acceleration", "columns": [
+        {"name": "time_s", "values": [0.0, 0.001]},
+        {"name": "floor1_accel", "values": [1.0]},
+    ]});
+    let fields = bad(json!({"kind": "oma", "model": "southampton", "inputs": [ragged]})).await;
+    assert!(
+        fields.contains(&"inputs.acceleration.floor1_accel".to_owned()),
+        "{fields:?}"
+    );
+    server.stop().await;
+}
