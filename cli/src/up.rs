@@ -302,7 +302,19 @@ fn studies_server_config(args: &UpArgs) -> dtop_server::ServerConfig {
         .influx_v1_url
         .as_ref()
         .map(|url| dtop_server::config::HistoryConfig::influx_v1(url, &args.influx_db));
+    // `fea` studies with `solver = calculix` run CalculiX when it is installed.
+    config.engine.solvers.calculix = on_path("ccx").map(|_| "ccx".into());
     config
+}
+
+/// The first `PATH` entry holding an executable file `program`.
+fn on_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// Most shaker force an operator may ask of the simulated rig, N (the default excitation is

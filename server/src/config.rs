@@ -505,6 +505,7 @@ impl ServerConfig {
                 .fetch
                 .problems("engine.fetch.")
                 .into_iter()
+                .chain(self.engine.solvers.problems("engine.solvers."))
                 .map(|p| ConfigProblem::new(p.field, p.message)),
         );
         if let Some(mqtt) = &self.mqtt {

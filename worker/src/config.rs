@@ -53,6 +53,10 @@ pub struct EngineSection {
     /// How often this worker looks for chunks (`[engine.fetch]`).
     #[serde(default)]
     pub fetch: FetchConfig,
+    /// Third-party solvers this worker runs for chunks that ask (`[engine.solvers]`:
+    /// `calculix = "ccx"` for `fea` studies with `solver = calculix`).
+    #[serde(default)]
+    pub solvers: dtop_engine::SolversConfig,
 }
 
 /// `[worker]`.
@@ -149,7 +153,7 @@ impl WorkerConfig {
             max_attempts: e.max_attempts,
             rescue_after_s: e.rescue_after_s,
             fetch: e.fetch,
-            solvers: Default::default(),
+            solvers: e.solvers.clone(),
         }
     }
 
