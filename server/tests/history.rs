@@ -17,6 +17,65 @@ use common::pipeline::{Pipeline, RIG, start_broker};
 use common::{Options, Server, WAIT};
 use serde_json::Value;
 
+/// A study on a stored range: the server reads the raw samples as the study's `acceleration`
+/// input, and the input the study keeps equals the store's raw samples, row by row. (The `oma`
+/// parameters keep the identification light: what is checked here is the record.)
+async fn assert_record_equals(server: &Server, token: &str, raw: &Raw, from_ms: i64, to_ms: i64) {
+    let body = serde_json::json!({
+        "kind": "oma",
+        "model": "southampton",
+        "params": {"segments": 0, "fdd": false, "block_rows": 20, "max_order": 12},
+        "record": {"rig": RIG, "from_ms": from_ms, "to_ms": to_ms},
+    });
+    let r = server
+        .client
+        .post(server.url("/api/v1/studies"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let study: Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "{study}");
+    let id = study["id"].as_str().unwrap();
+    assert_eq!(study["inputs"][0]["name"], "acceleration", "{study}");
+    let (status, text) = get(
+        server,
+        token,
+        &format!("/api/v1/studies/{id}/inputs/acceleration"),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let table: Value = serde_json::from_str(&text).unwrap();
+    let columns = table["columns"].as_array().unwrap();
+    assert_eq!(columns[0]["name"], "time_s");
+    let times: Vec<f64> = serde_json::from_value(columns[0]["values"].clone()).unwrap();
+    let mut checked = 0;
+    for column in &columns[1..] {
+        let name = column["name"].as_str().unwrap();
+        let values: Vec<f64> = serde_json::from_value(column["values"].clone()).unwrap();
+        let Some(stored) = raw.get(name) else {
+            panic!("channel {name} of the record is not in the store");
+        };
+        assert_eq!(values.len(), stored.len(), "{name}: rows");
+        for (k, ((t_ns, v), (t_s, got))) in stored.iter().zip(times.iter().zip(&values)).enumerate()
+        {
+            let t_from_start_s = (t_ns - from_ms * 1_000_000) as f64 * 1e-9;
+            assert!(
+                (t_s - t_from_start_s).abs() < 1e-6,
+                "{name} row {k}: {t_s} s vs {t_from_start_s} s"
+            );
+            assert_eq!(got, v, "{name} row {k}");
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "the record holds every floor's channel: {checked}"
+    );
+}
+
 async fn get(server: &Server, token: &str, path: &str) -> (u16, String) {
     let r = server
         .client
@@ -145,6 +204,14 @@ async fn history_buckets_equal_the_raw_influx_samples_and_bad_ranges_or_a_silent
     )
     .await;
     assert_no_data_is_all_gaps(&server, &token, first_ms).await;
+    assert_record_equals(
+        &server,
+        &token,
+        &influx.raw(RIG, first_ms, first_ms + 4_500).await,
+        first_ms,
+        first_ms + 4_500,
+    )
+    .await;
 
     // Bad ranges, each refused naming its field.
     for (path, fields) in [
@@ -279,6 +346,14 @@ async fn history_from_victoria_metrics_equals_its_raw_samples_bucket_by_bucket()
     )
     .await;
     assert_no_data_is_all_gaps(&server, &token, first_ms).await;
+    assert_record_equals(
+        &server,
+        &token,
+        &vm.raw(RIG, first_ms, first_ms + 4_500).await,
+        first_ms,
+        first_ms + 4_500,
+    )
+    .await;
 
     pipeline.stop().await;
     server.stop().await;

@@ -253,7 +253,12 @@ fn select_channels(
         None => {
             for (column, c) in table.columns.iter().enumerate() {
                 if let Some(floor) = floor_of(&c.name) {
-                    if floor == 0 || floor > model_floors {
+                    if floor == 0 {
+                        // A base accelerometer measures the ground's motion (the input under
+                        // base excitation), not a floor's: it is left out unless named.
+                        continue;
+                    }
+                    if floor > model_floors {
                         problems.push(FieldProblem::new(
                             format!("{field}.{}", c.name),
                             floor_problem(floor),
