@@ -59,6 +59,8 @@ impl Modify for BearerScheme {
         crate::http::rigs::limits,
         crate::http::rigs::history_json,
         crate::http::rigs::history_csv,
+        crate::http::rigs::parameters_json,
+        crate::http::rigs::parameters_csv,
         openapi_json,
         crate::http::healthz,
         crate::http::metrics_doc,
@@ -69,6 +71,8 @@ impl Modify for BearerScheme {
         ModelVersionDoc, ReviewDoc, InputInfo, crate::http::models::ReviewBody,
         crate::live::record::RecordSource, crate::http::rigs::CommandRequestDoc, crate::http::rigs::Accepted,
         crate::live::GainLimit, crate::live::history::HistoryAnswer, crate::live::history::Envelope,
+        crate::live::parameters::ParametersAnswer, crate::live::parameters::ParameterRow,
+        crate::live::parameters::Record,
     )),
     modifiers(&BearerScheme),
 )]

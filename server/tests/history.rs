@@ -359,3 +359,105 @@ async fn history_from_victoria_metrics_equals_its_raw_samples_bucket_by_bucket()
     server.stop().await;
     drop(broker);
 }
+
+/// The twin's parameter history, as its tracking stores it (ARCHITECTURE § Storage schema):
+/// two windows and an alarm, for a rig of this test's own.
+fn parameter_lines(rig: &str, t0_ms: i64) -> String {
+    format!(
+        "dtop_twin_modes,rig={rig},mode=1 start_s=0,end_s=120,identified=true,frequency_hz=7.11,damping_ratio=0.002,mac=0.9999,reference_hz=7.114,in_band=true,alarm=false {t0}\n\
+         dtop_twin_modes,rig={rig},mode=none start_s=120,end_s=240,identified=false,reason=\"too quiet, no stable mode\" {t1}\n\
+         dtop_twin_modes,rig={rig},mode=1 start_s=240,end_s=360,identified=true,frequency_hz=6.98,damping_ratio=0.002,mac=0.9998,reference_hz=7.114,in_band=false,alarm=true {t2}\n\
+         dtop_twin_drift,rig={rig},mode=1 raised=true,frequency_hz=6.98,reference_hz=7.114,band_low_hz=7.043,band_high_hz=7.185,since_s=360 {t2}\n",
+        t0 = t0_ms,
+        t1 = t0_ms + 120_000,
+        t2 = t0_ms + 240_000,
+    )
+}
+
+/// Polls `path` until its JSON has `rows` rows (VictoriaMetrics makes writes searchable within
+/// a second or so); the answer.
+async fn parameters_with(server: &Server, token: &str, path: &str, rows: usize) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = get(server, token, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        if answer["rows"].as_array().map(Vec::len) == Some(rows) {
+            return answer;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{path}: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rigs_parameter_history_reads_back_from_influx_and_victoria_as_json_and_csv() {
+    let (Some(influx), Some(vm)) = (Influx::create("parameters").await, Victoria::shared()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path()).await;
+    let t0_ms = 1_765_000_000_000;
+    let rig = format!("params-{}", std::process::id());
+    influx.write_lines(&parameter_lines(&rig, t0_ms)).await;
+    vm.write_lines(&parameter_lines(&rig, t0_ms)).await;
+    let range = |record: &str, ext: &str| {
+        format!(
+            "/api/v1/rigs/{rig}/parameters{ext}?from_ms={}&to_ms={}&record={record}",
+            t0_ms - 1,
+            t0_ms + 3_600_000
+        )
+    };
+    for history in [influx.history_config(), vm.history_config()] {
+        let server = Server::start(Options {
+            mqtt: Some(broker.mqtt_addr()),
+            history: Some(history),
+            ..Options::default()
+        })
+        .await;
+        let token = server.login("ada").await;
+        let modes = parameters_with(&server, &token, &range("modes", ""), 3).await;
+        let rows = modes["rows"].as_array().unwrap();
+        assert_eq!(rows[0]["time_ms"], t0_ms);
+        assert_eq!(rows[0]["mode"], "1");
+        assert_eq!(rows[0]["fields"]["frequency_hz"], 7.11);
+        assert_eq!(rows[1]["mode"], "none");
+        assert_eq!(rows[2]["fields"]["frequency_hz"], 6.98);
+        let drift = parameters_with(&server, &token, &range("drift", ""), 1).await;
+        assert_eq!(drift["rows"][0]["fields"]["frequency_hz"], 6.98);
+        let (status, csv) = get(&server, &token, &range("modes", ".csv")).await;
+        assert_eq!(status, 200);
+        let header = csv.lines().next().unwrap();
+        assert!(
+            header.starts_with("time_ms,mode,") && header.contains("frequency_hz"),
+            "{header}"
+        );
+        assert_eq!(csv.lines().count(), 4, "{csv}");
+        // A bad range names its field.
+        let (status, body) = get(
+            &server,
+            &token,
+            &format!("/api/v1/rigs/{rig}/parameters?from_ms=10&to_ms=5"),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(problem_fields(&body), ["to_ms"]);
+        server.stop().await;
+    }
+    // InfluxDB keeps the failed window's reason; VictoriaMetrics keeps no strings.
+    let server = Server::start(Options {
+        mqtt: Some(broker.mqtt_addr()),
+        history: Some(influx.history_config()),
+        ..Options::default()
+    })
+    .await;
+    let token = server.login("ada").await;
+    let modes = parameters_with(&server, &token, &range("modes", ""), 3).await;
+    assert_eq!(
+        modes["rows"][1]["fields"]["reason"],
+        "too quiet, no stable mode"
+    );
+    server.stop().await;
+    influx.drop_database().await;
+    drop(broker);
+}

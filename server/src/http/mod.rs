@@ -49,6 +49,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/rigs/{rig}/limits"),
     ("GET", "/api/v1/rigs/{rig}/history"),
     ("GET", "/api/v1/rigs/{rig}/history.csv"),
+    ("GET", "/api/v1/rigs/{rig}/parameters"),
+    ("GET", "/api/v1/rigs/{rig}/parameters.csv"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/healthz"),
     ("GET", "/metrics"),
@@ -95,6 +97,11 @@ pub fn router(
         .route("/api/v1/rigs/{rig}/limits", get(rigs::limits))
         .route("/api/v1/rigs/{rig}/history", get(rigs::history_json))
         .route("/api/v1/rigs/{rig}/history.csv", get(rigs::history_csv))
+        .route("/api/v1/rigs/{rig}/parameters", get(rigs::parameters_json))
+        .route(
+            "/api/v1/rigs/{rig}/parameters.csv",
+            get(rigs::parameters_csv),
+        )
         .route("/ws/rigs", get(crate::live::ws::overview_feed))
         .route("/ws/rigs/{rig}", get(crate::live::ws::rig_feed))
         .merge(documents)

@@ -23,6 +23,7 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, AuthUser, Shared, live, rig_id};
 use crate::live::history::{HistoryAnswer, HistoryError, Range, to_csv};
+use crate::live::parameters::{self, ParametersAnswer, ParametersQuery};
 use crate::live::record::RecordSource;
 use crate::live::rig::LimitUnknown;
 use crate::live::{GainLimit, Live, rights};
@@ -320,6 +321,92 @@ pub async fn record_input(
                 ApiError::StoreUnavailable(format!("The history store did not answer: {other}"))
             }
         })
+}
+
+async fn parameters_answer(
+    state: &Shared,
+    user: &AuthUser,
+    rig: &str,
+    query: ParametersQuery,
+) -> Result<ParametersAnswer, ApiError> {
+    let live = live(state)?;
+    let rig = rig_id(rig)?;
+    if !rights(&live.acl, &user.0, &rig).samples {
+        return Err(ApiError::ForbiddenBecause(format!(
+            "{} may not see rig {rig}.",
+            user.0.username
+        )));
+    }
+    let problems = query.problems();
+    if !problems.is_empty() {
+        return Err(ApiError::Invalid(problems));
+    }
+    let history = live.history.as_ref().ok_or_else(|| {
+        ApiError::NotConfigured(
+            "The parameter history is read from the InfluxDB or VictoriaMetrics the twin stores \
+             to: this server has no [live.history]."
+                .into(),
+        )
+    })?;
+    history
+        .parameters(rig.as_str(), query.record, query.from_ms, query.to_ms)
+        .await
+        .map_err(|why| match why {
+            HistoryError::Record(reason) => ApiError::invalid("to_ms", reason),
+            other => {
+                ApiError::StoreUnavailable(format!("The history store did not answer: {other}"))
+            }
+        })
+}
+
+/// A rig's parameter history over a range: each window's modes the twin's drift tracking
+/// identified (`record=modes`) or its drift alarms (`record=drift`).
+#[utoipa::path(get, path = "/api/v1/rigs/{rig}/parameters", tag = "rigs",
+    params(("rig" = String, Path, description = "Rig id"), ParametersQuery),
+    responses((status = 200, body = ParametersAnswer), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "No history store configured, or it did not answer in time")),
+    security(("bearer" = [])))]
+pub async fn parameters_json(
+    State(state): State<Shared>,
+    user: AuthUser,
+    Path(rig): Path<String>,
+    ApiQuery(query): ApiQuery<ParametersQuery>,
+) -> Result<Json<ParametersAnswer>, ApiError> {
+    parameters_answer(&state, &user, &rig, query)
+        .await
+        .map(Json)
+}
+
+/// The same as `parameters`, as CSV (`time_ms`, `mode`, then every field).
+#[utoipa::path(get, path = "/api/v1/rigs/{rig}/parameters.csv", tag = "rigs",
+    params(("rig" = String, Path, description = "Rig id"), ParametersQuery),
+    responses((status = 200, content_type = "text/csv", description = "The rows as CSV"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn parameters_csv(
+    State(state): State<Shared>,
+    user: AuthUser,
+    Path(rig): Path<String>,
+    ApiQuery(query): ApiQuery<ParametersQuery>,
+) -> Result<Response, ApiError> {
+    let a = parameters_answer(&state, &user, &rig, query).await?;
+    let name = format!(
+        "attachment; filename=\"{}-{}-{}-{}.csv\"",
+        a.rig,
+        query.record.measurement(),
+        query.from_ms,
+        query.to_ms
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, name),
+        ],
+        parameters::to_csv(&a),
+    )
+        .into_response())
 }
 
 /// Min and max per pixel bucket of every stream-0 channel over a range, from InfluxDB.

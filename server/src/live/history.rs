@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::parameters;
 pub use super::range::{HistoryError, MAX_PX, Range};
 use super::record;
 use super::victoria::{self, Stat};
@@ -311,6 +312,39 @@ impl History {
         })
         .await
         .map_err(|e| HistoryError::Unreadable(format!("aligning the record: {e}")))?
+    }
+
+    /// `rig`'s parameter history (`record`) in `[from_ms, to_ms)` (see [`super::parameters`]).
+    ///
+    /// # Errors
+    /// The store unreachable, slower than the timeout, answering an error, or holding more
+    /// rows than one answer may.
+    pub async fn parameters(
+        &self,
+        rig: &str,
+        record: parameters::Record,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<parameters::ParametersAnswer, HistoryError> {
+        let rows = match self.config.backend {
+            HistoryBackend::InfluxV1 => {
+                let params = [
+                    ("db", self.config.database.clone().unwrap_or_default()),
+                    ("epoch", "ms".to_owned()),
+                    ("q", parameters::influxql(rig, record, from_ms, to_ms)),
+                ];
+                parameters::parse_influx(&self.get("query", &params).await?)?
+            }
+            HistoryBackend::VictoriaMetrics => {
+                let params = parameters::victoria_params(rig, record, from_ms, to_ms);
+                parameters::parse_victoria(record, &self.get("api/v1/export", &params).await?)?
+            }
+        };
+        Ok(parameters::ParametersAnswer {
+            rig: rig.to_owned(),
+            record,
+            rows,
+        })
     }
 
     /// Runs the query of `channels` of `rig` over `range` on the configured store.

@@ -13,10 +13,12 @@
 //! - [`range`]: a history request's range, its bucket grid, and a store's errors (pure).
 //! - [`victoria`]: the same buckets read from VictoriaMetrics with MetricsQL (pure).
 //! - [`record`]: a stored range's raw samples as a study input (`oma` on a rig's data).
+//! - [`parameters`]: a rig's parameter history (tracked modes, drift alarms) from the store.
 
 pub mod frame;
 pub mod history;
 pub mod hub;
+pub mod parameters;
 pub mod range;
 pub mod record;
 pub mod rig;

@@ -63,6 +63,18 @@ impl Victoria {
         dtop_server::config::HistoryConfig::victoria_metrics(&self.url)
     }
 
+    /// Writes line protocol (ms timestamps) through its InfluxDB write API.
+    pub async fn write_lines(&self, lines: &str) {
+        let r = self
+            .client
+            .post(format!("{}/write?precision=ms", self.url))
+            .body(lines.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "write: {}", r.status());
+    }
+
     /// Every raw stream-0 sample of `rig` in `[from_ms, to_ms)`, from `/api/v1/export` (several
     /// series of one channel are merged).
     pub async fn raw(&self, rig: &str, from_ms: i64, to_ms: i64) -> Raw {
@@ -184,6 +196,21 @@ impl Influx {
     /// The server's `[live.history]` for this database.
     pub fn history_config(&self) -> dtop_server::config::HistoryConfig {
         dtop_server::config::HistoryConfig::influx_v1(&self.url, &self.database)
+    }
+
+    /// Writes line protocol (ms timestamps) into this database.
+    pub async fn write_lines(&self, lines: &str) {
+        let r = self
+            .client
+            .post(format!(
+                "{}/write?db={}&precision=ms",
+                self.url, self.database
+            ))
+            .body(lines.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "write: {}", r.status());
     }
 
     /// The answer to an InfluxQL read, times in ns; panics on any error or a partial answer.
