@@ -28,6 +28,11 @@
 //!     ground; nis = mean normalised innovation squared per measured channel over about the
 //!     last second (≈ 1 when the filter is consistent; absent before any measurement);
 //!     t = time of the sample the estimate refers to. Non-finite values are left out.
+//!
+//! dtop_twin_model,rig=<rig>,run=<run> name="<name>",version=<i>i,first_sample_index=<i>i,carried="kept|restarted",building="<JSON>" <t>
+//!     a switch of the rig's running estimator to a catalogue model version, at the time of the
+//!     first block estimated on it (`crate::adopt::ModelRecord`; the replay records are in
+//!     `crate::replay::record`).
 //! ```
 //!
 //! Floats are written without the `i` suffix, so `1` is the float 1.0 to InfluxDB; integers carry
