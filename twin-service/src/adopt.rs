@@ -794,13 +794,30 @@ mod tests {
     }
 
     fn set_dvf(s: &mut RigState, id: &str, gain_n_s_per_m: f64) -> Status {
+        set_control(s, id, WireLaw::Dvf, gain_n_s_per_m, false)
+    }
+
+    fn set_control(
+        s: &mut RigState,
+        id: &str,
+        law: WireLaw,
+        gain_n_s_per_m: f64,
+        at_edge: bool,
+    ) -> Status {
+        use dtop_proto::v1::set_control::Placement;
+        let placement = if at_edge {
+            Placement::Edge
+        } else {
+            Placement::Twin
+        };
         let command = Command {
             id: id.into(),
             target_rig: "r1".into(),
             issued_by: "test".into(),
             kind: Some(Kind::SetControl(SetControl {
-                law: WireLaw::Dvf as i32,
+                law: law as i32,
                 gain_n_s_per_m,
+                placement: placement as i32,
                 ..SetControl::default()
             })),
             ..Command::default()
@@ -948,6 +965,76 @@ mod tests {
         assert_eq!(stats.adoption.controller_stopped, None);
         let limit = stats.dvf_limit.unwrap();
         assert!((limit.max_gain_n_s_per_m - 0.8 * new_crit).abs() < 1e-9 * new_crit);
+    }
+
+    #[test]
+    fn twin_hosted_lqg_is_redesigned_on_the_new_model_and_keeps_driving() {
+        let blocks = simulate(3);
+        let mut s = following_rig();
+        s.handle(&samples(&blocks[0]), Instant::now());
+        assert_eq!(
+            set_control(&mut s, "q", WireLaw::Lqg, 0.0, false),
+            Status::Applied
+        );
+        let version = s.controller().version();
+        let Some(crate::control::DriveLaw::Lqr {
+            feedback_row_n: old_row,
+        }) = s.controller().drive_law()
+        else {
+            panic!("LQR expected");
+        };
+        s.handle(
+            &Event::Model(model("lab", 2, stiffened(NEW_STIFFNESS_FACTOR))),
+            Instant::now(),
+        );
+        s.handle(&samples(&blocks[1]), Instant::now());
+        assert_eq!(s.controller().law(), Law::Lqg);
+        assert!(
+            s.controller().version() > version,
+            "a new design, a new version"
+        );
+        let Some(crate::control::DriveLaw::Lqr {
+            feedback_row_n: new_row,
+        }) = s.controller().drive_law()
+        else {
+            panic!("LQR expected");
+        };
+        assert_eq!(new_row.len(), old_row.len());
+        assert_ne!(new_row, old_row, "designed on the new model");
+        assert_eq!(s.stats(Instant::now()).adoption.controller_stopped, None);
+        let drives: Vec<_> = s.take_drives().collect();
+        assert_eq!(drives.len(), 1);
+        assert!(drives[0].force_n.is_finite() && drives[0].force_n != 0.0);
+    }
+
+    #[test]
+    fn an_edge_hosted_dvf_gain_above_the_new_limit_switches_the_edge_loop_off() {
+        let old_crit = critical_n_s_per_m(&ShearBuildingConfig::southampton());
+        let new = stiffened(NEW_STIFFNESS_FACTOR);
+        let g = 0.5 * (0.8 * old_crit + 0.8 * critical_n_s_per_m(&new));
+        let blocks = simulate(2);
+        let mut s = following_rig();
+        s.handle(&samples(&blocks[0]), Instant::now());
+        assert_eq!(
+            set_control(&mut s, "e", WireLaw::Dvf, g, true),
+            Status::Applied
+        );
+        let pushed: Vec<_> = s.take_params().collect();
+        let running = pushed.last().unwrap();
+        assert!(running.enabled);
+        s.handle(&Event::Model(model("lab", 2, new)), Instant::now());
+        s.handle(&samples(&blocks[1]), Instant::now());
+        assert_eq!(s.controller().law(), Law::Off);
+        let params: Vec<_> = s.take_params().collect();
+        assert_eq!(params.len(), 1, "{params:?}");
+        assert!(!params[0].enabled && params[0].version > running.version);
+        assert_eq!(
+            s.take_drives().count(),
+            0,
+            "the edge ran the law, not the twin"
+        );
+        let stopped = s.stats(Instant::now()).adoption.controller_stopped.unwrap();
+        assert!(stopped.reason.contains("at edge"), "{}", stopped.reason);
     }
 
     #[test]
