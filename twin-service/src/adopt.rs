@@ -818,7 +818,6 @@ mod tests {
                 law: law as i32,
                 gain_n_s_per_m,
                 placement: placement as i32,
-                ..SetControl::default()
             })),
             ..Command::default()
         };
