@@ -357,6 +357,13 @@ impl Adoption {
         self.in_use = Some(model);
     }
 
+    /// A new estimator run starts on the version in use (if any): from its start.
+    pub fn new_run(&mut self) {
+        if let ModelInUse::Catalogue { since_sample, .. } = &mut self.stats.model {
+            *since_sample = None;
+        }
+    }
+
     /// Records a controller the switch stopped.
     pub fn controller_stopped(&mut self, stopped: ControllerStopped) {
         self.stats.controllers_stopped_total += 1;
@@ -1325,6 +1332,13 @@ mod tests {
             fitted.storey_stiffness_n_per_m,
             new.storey_stiffness_n_per_m
         );
+        // The run's stored design names the version (no dtop_twin_model: nothing switched).
+        let chunks = s.handle(&samples(&simulate(1)[0]), Instant::now());
+        let recs = records(&chunks[0].lines);
+        assert!(!recs.contains_key(MODEL_MEASUREMENT));
+        let birth_record = BirthRecord::from_row(&recs[BIRTH_MEASUREMENT][0]).unwrap();
+        assert_eq!(birth_record.design.model.as_deref(), Some("lab@4"));
+        assert_eq!(birth_record.design.building, new);
         assert_eq!(
             s.stats(Instant::now()).adoption.model,
             ModelInUse::Catalogue {

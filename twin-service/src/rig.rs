@@ -454,6 +454,7 @@ impl RigState {
                     building: building.clone(),
                     noise: model.noise.clone(),
                     state_publish_hz: model.state_publish_hz,
+                    model: self.adoption.in_use().map(|m| m.label()),
                 };
                 let every_samples =
                     (model.checkpoint_interval_s / estimator.loop_io().dt_s).round() as u64;
@@ -897,9 +898,10 @@ impl RigState {
                 info!(rig = %self.rig, model = %model.label(), session = birth.session, "The rig's estimator is built on the adopted model version.");
                 self.adoption.switched(model, None);
             }
-            Ok(None) => {}
+            Ok(None) => self.adoption.new_run(),
             Err(refusal) => {
                 warn!(rig = %self.rig, reason = refusal.reason.as_str(), problem = %refusal, "Refused a model version for this rig.");
+                self.adoption.new_run();
             }
         }
     }
