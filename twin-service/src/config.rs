@@ -548,6 +548,14 @@ pub struct ModelConfig {
     /// Noise the estimator assumes.
     #[serde(default)]
     pub noise: NoiseConfig,
+    /// A catalogue model every rig follows (`crate::adopt`): each usable version published
+    /// on `dtop/v1/models/<name>/latest` replaces the rig's building at the next block
+    /// boundary. Until one arrives a rig runs on its configured building. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<String>,
+    /// Per-rig catalogue models to follow, by rig id, replacing `follow` for that rig.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub follow_rigs: BTreeMap<String, String>,
 }
 
 impl Default for ModelConfig {
@@ -558,6 +566,8 @@ impl Default for ModelConfig {
             building: ShearBuildingConfig::default(),
             rigs: BTreeMap::new(),
             noise: NoiseConfig::default(),
+            follow: None,
+            follow_rigs: BTreeMap::new(),
         }
     }
 }
@@ -566,6 +576,19 @@ impl ModelConfig {
     /// The building of `rig`.
     pub fn building_for(&self, rig: &RigId) -> &ShearBuildingConfig {
         self.rigs.get(rig.as_str()).unwrap_or(&self.building)
+    }
+
+    /// The catalogue model `rig` follows, if any (`follow_rigs.<rig>`, else `follow`).
+    pub fn follows(&self, rig: &RigId) -> Option<&str> {
+        self.follow_rigs
+            .get(rig.as_str())
+            .or(self.follow.as_ref())
+            .map(String::as_str)
+    }
+
+    /// Whether any rig follows a catalogue model (the twin then subscribes to them).
+    pub fn follows_any(&self) -> bool {
+        self.follow.is_some() || !self.follow_rigs.is_empty()
     }
 }
 
@@ -972,6 +995,20 @@ fn validate_model(p: &mut ConfigProblems, m: &ModelConfig) {
             p.push(&field, format!("is not a valid rig id: {e}"));
         }
         for problem in building.problems() {
+            p.push(&field, problem);
+        }
+    }
+    if let Some(name) = &m.follow
+        && let Some(problem) = crate::adopt::name_problem(name)
+    {
+        p.push("model.follow", problem);
+    }
+    for (rig, name) in &m.follow_rigs {
+        let field = format!("model.follow_rigs.{rig}");
+        if let Err(e) = RigId::new(rig.as_str()) {
+            p.push(&field, format!("is not a valid rig id: {e}"));
+        }
+        if let Some(problem) = crate::adopt::name_problem(name) {
             p.push(&field, problem);
         }
     }

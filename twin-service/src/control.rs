@@ -155,6 +155,18 @@ pub struct Decision {
     pub duplicate: bool,
 }
 
+/// What re-checking the running controller on a new model did, for the caller to publish
+/// (see [`RigController::on_model_switch`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelRecheck {
+    /// Why the controller was stopped; `None`: it runs on (perhaps redesigned).
+    pub stopped: Option<String>,
+    /// The zero drive that stops a twin-hosted loop at once.
+    pub drive: Option<ActuatorDrive>,
+    /// New params for the edge's inner loop (redesigned, or off).
+    pub params: Option<ControllerParams>,
+}
+
 /// Where the rig's estimator stands when a command arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoopPosition {
@@ -655,6 +667,77 @@ impl RigController {
         }
         Ok(())
     }
+
+    // ---- Model adoption (crate::adopt): the running controller re-checked on a new model ----
+
+    /// The rig's estimator now runs on another building: takes its plant (critical gain,
+    /// hence the DVF limit) and loop, and re-checks the running law against them. Twin-hosted
+    /// DVF is kept while its gain stays within the new limit; LQG and edge-hosted loops are
+    /// redesigned on the new model and kept if the sampled loop is stable. Otherwise the
+    /// controller is stopped exactly as an OFF command stops it (zero drive or edge params
+    /// off, new version) and the reason is returned for the operator.
+    pub fn on_model_switch(
+        &mut self,
+        rig: &RigId,
+        plant: Result<ActuatorPlant, String>,
+        io: LoopIo,
+        now_unix_ns: u64,
+        position: LoopPosition,
+    ) -> ModelRecheck {
+        self.plant = plant;
+        self.io = Some(io);
+        let mut recheck = ModelRecheck::default();
+        if self.law == Law::Off || !self.config.enabled {
+            return recheck;
+        }
+        let verdict = match self.law {
+            Law::Dvf { gain_a_per_m_s } => self.check_dvf(gain_a_per_m_s, false),
+            Law::Lqg | Law::Off => Ok(()),
+        };
+        let needs_design =
+            !(self.placement == Placement::Twin && matches!(self.law, Law::Dvf { .. }));
+        let verdict = verdict.and_then(|()| {
+            if needs_design {
+                self.design(self.law).map(|(d, io)| Some((d, io.clone())))
+            } else {
+                Ok(None)
+            }
+        });
+        match verdict {
+            Ok(None) => {}
+            Ok(Some((design, io))) => {
+                self.version += 1;
+                if self.placement == Placement::Edge {
+                    let description = self.describe();
+                    recheck.params =
+                        Some(self.edge_params(rig, now_unix_ns, Some((&design, &io)), description));
+                } else {
+                    self.lqr_row = Some(design.feedback_row.clone());
+                }
+            }
+            Err(why) => {
+                let was_edge = self.placement == Placement::Edge;
+                self.law = Law::Off;
+                self.version += 1;
+                self.lqr_row = None;
+                if was_edge {
+                    recheck.params = Some(self.edge_off_params(rig, now_unix_ns));
+                } else {
+                    recheck.drive = Some(ActuatorDrive {
+                        rig_id: rig.as_str().to_owned(),
+                        sample_index: position.next_sample_index.saturating_sub(1),
+                        force_n: 0.0,
+                        controller_version: self.version,
+                    });
+                }
+                self.placement = Placement::Twin;
+                recheck.stopped = Some(why);
+            }
+        }
+        recheck
+    }
+
+    // ---- end of model adoption ----
 
     fn set_law(&mut self, law: Law) {
         if law != self.law {

@@ -51,6 +51,10 @@ pub struct EstimatorDesign {
     pub building: ShearBuildingConfig,
     pub noise: NoiseConfig,
     pub state_publish_hz: f64,
+    /// The catalogue model version `building` is (`name@version`, `crate::adopt`); absent
+    /// when it is the configured building.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// What a [`RigEstimator`] carries from one block to the next, exactly: restored into an

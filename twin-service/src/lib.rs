@@ -11,6 +11,8 @@
 //!
 //! # Layout
 //! Following the data path:
+//! - [`adopt`]: following a catalogue model: reading its versions, switching a rig's estimator
+//!   at a block boundary, re-checking its controller, recording the switch for replay.
 //! - [`config`]: the TOML configuration, its defaults and whole-config validation.
 //! - [`service`]: wiring: MQTT connection, router, rig actors, storage writer, shutdown, stats.
 //! - [`ingest`]: pure decoding and validation of birth, sample and death frames.
@@ -30,6 +32,7 @@
 //! - [`tracking`]: pure tracking of each rig's modes: sliding windows in sample time, OMA of
 //!   each window, matching to the model's modes, drift alarms with hysteresis.
 
+pub mod adopt;
 pub mod config;
 pub mod control;
 pub mod estimate;

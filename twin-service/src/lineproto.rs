@@ -40,6 +40,11 @@
 //! dtop_twin_drift,rig=<rig>,mode=<n> raised=<bool>,frequency_hz=<float>,reference_hz=<float>,band_low_hz=<float>,band_high_hz=<float>,since_s=<float> <t>
 //!     one point per drift alarm raised (raised=true) or cleared (`crate::tracking::encode_drift`);
 //!     since_s = sample time it was raised at; t = the deciding window's end.
+//!
+//! dtop_twin_model,rig=<rig>,run=<run> name="<name>",version=<i>i,first_sample_index=<i>i,carried="kept|restarted",building="<JSON>" <t>
+//!     a switch of the rig's running estimator to a catalogue model version, at the time of the
+//!     first block estimated on it (`crate::adopt::ModelRecord`; the replay records are in
+//!     `crate::replay::record`).
 //! ```
 //!
 //! Floats are written without the `i` suffix, so `1` is the float 1.0 to InfluxDB; integers carry

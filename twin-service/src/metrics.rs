@@ -122,7 +122,7 @@ pub fn render(stats: &TwinStats) -> String {
     }
 
     type RigValue = fn(&crate::stats::RigStats) -> f64;
-    let per_rig: [(&str, &str, &str, RigValue); 7] = [
+    let per_rig: [(&str, &str, &str, RigValue); 9] = [
         (
             "dtop_twin_rig_online",
             "gauge",
@@ -164,6 +164,18 @@ pub fn render(stats: &TwinStats) -> String {
             "counter",
             "Estimated states the publisher had no room for.",
             |r| r.twin_states_dropped as f64,
+        ),
+        (
+            "dtop_twin_rig_model_switches_total",
+            "counter",
+            "Catalogue model versions the rig's estimator switched to (crate::adopt).",
+            |r| r.adoption.switches_total as f64,
+        ),
+        (
+            "dtop_twin_rig_controllers_stopped_by_model_total",
+            "counter",
+            "Running controllers stopped because a new model version does not allow them.",
+            |r| r.adoption.controllers_stopped_total as f64,
         ),
     ];
     for (name, kind, help, value) in per_rig {
@@ -218,6 +230,26 @@ pub fn render(stats: &TwinStats) -> String {
             if let Some(t) = &r.tracking {
                 f.sample(name, &[("rig", rig.as_str())], value(t));
             }
+        }
+    }
+    // Model adoption (crate::adopt): refusals before any rig, and by a rig.
+    let name = "dtop_twin_model_messages_refused_total";
+    let mut f = family(
+        &mut out,
+        name,
+        "counter",
+        "Catalogue model versions refused, never applied, by reason (rig \"\" before any rig).",
+    );
+    for (reason, n) in &stats.model_messages_refused_total {
+        f.sample(name, &[("rig", ""), ("reason", reason.as_str())], *n as f64);
+    }
+    for (rig, r) in &stats.rigs {
+        for (reason, n) in &r.adoption.refused {
+            f.sample(
+                name,
+                &[("rig", rig.as_str()), ("reason", reason.as_str())],
+                *n as f64,
+            );
         }
     }
     type RigByReason = fn(&crate::stats::RigStats) -> &std::collections::BTreeMap<String, u64>;

@@ -30,9 +30,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
+use crate::adopt::{self, Adoption, CatalogueModel, ControllerStopped, ModelRecord, RefusalReason};
 use crate::config::{ControlConfig, ModelConfig, TrackingConfig};
 use crate::control::{ActuatorPlant, LoopPosition, RigController};
-use crate::estimate::{Estimate, EstimatorDesign, Fed, RigEstimator};
+use crate::estimate::{ESTIMATED_STREAM, Estimate, EstimatorDesign, Fed, RigEstimator};
 use crate::ingest::{self, Frame, Manifest, RejectReason, Rejection};
 use crate::lineproto::{self, BlockHeader, EncodeError, Precision};
 use crate::overlap::{self, BlockTimes, Placement, StoredTimes, Timeline};
@@ -64,6 +65,8 @@ pub enum Event {
         first_seq: u64,
         last_seq: u64,
     },
+    /// A usable, physical version of the catalogue model this rig follows (`crate::adopt`).
+    Model(Arc<CatalogueModel>),
 }
 
 /// What a rig actor hands to the MQTT publisher.
@@ -102,13 +105,15 @@ impl Event {
             Event::Death(_) => RigTopic::Death,
             Event::Command(_) => RigTopic::Cmd,
             Event::DeclaredLoss { .. } => RigTopic::Loss,
+            // Never decoded as a rig frame: `handle` returns before.
+            Event::Model(_) => RigTopic::Status,
         }
     }
 
     fn payload(&self) -> &[u8] {
         match self {
             Event::Birth(p) | Event::Samples(p) | Event::Death(p) | Event::Command(p) => p,
-            Event::DeclaredLoss { .. } => &[],
+            Event::DeclaredLoss { .. } | Event::Model(_) => &[],
         }
     }
 }
@@ -192,6 +197,8 @@ pub struct RigState {
     tracking_line_count: usize,
     /// History records and drift alarms waiting for the publisher.
     tracking_outbound: Vec<Outbound>,
+    /// The catalogue model this rig follows, the version in use and the one waiting.
+    adoption: Adoption,
 }
 
 impl RigState {
@@ -234,6 +241,7 @@ impl RigState {
             tracking_lines: String::new(),
             tracking_line_count: 0,
             tracking_outbound: Vec::new(),
+            adoption: Adoption::default(),
         }
     }
 
@@ -300,6 +308,44 @@ impl RigState {
     /// History records and drift alarms made since the last call, for publication.
     pub fn take_tracking_outbound(&mut self) -> std::vec::Drain<'_, Outbound> {
         self.tracking_outbound.drain(..)
+    }
+
+    /// The rig switched to `building`: tracking takes its modes as the reference, and every
+    /// raised drift alarm clears (stored with the next chunk, published, retained).
+    fn rebase_tracking(
+        &mut self,
+        building: &dtop_dynamics::ShearBuildingConfig,
+        block: &SampleBlock,
+    ) {
+        let Some(tracking) = &mut self.tracking else {
+            return;
+        };
+        let floors: Vec<usize> = (1..=building.floors()).collect();
+        let reference = match dtop_dynamics::ShearBuilding::new(building.clone()) {
+            Ok(b) => ReferenceModes::from_building(&b, &floors),
+            Err(e) => {
+                warn!(rig = %self.rig, error = %e, "Could not build the adopted model's modes; tracking keeps the old reference.");
+                return;
+            }
+        };
+        let at_s = block.first_sample_index as f64 / tracking.sample_rate_hz();
+        let (lines, count, drift_json) = tracking.rebase(
+            self.rig.as_str(),
+            reference,
+            at_s,
+            block.first_timestamp_ns,
+            self.precision,
+        );
+        if !drift_json.is_empty() {
+            info!(rig = %self.rig, cleared = drift_json.len(), "Drift alarms cleared: the rig now runs on the adopted model, the reference of its tracking.");
+        }
+        self.tracking_lines.push_str(&lines);
+        self.tracking_line_count += count;
+        self.tracking_outbound
+            .extend(drift_json.into_iter().map(|json| Outbound::Drift {
+                rig: self.rig.clone(),
+                json,
+            }));
     }
 
     /// Builds the rig's tracking for a birth the estimator fits: the floor accelerometers
@@ -504,6 +550,10 @@ impl RigState {
                 self.seq.declare_lost(*first_seq, *last_seq);
                 return Vec::new();
             }
+            Event::Model(model) => {
+                self.on_model(Arc::clone(model));
+                return Vec::new();
+            }
             _ => {}
         }
         let frame = match ingest::decode_frame(&self.rig, event.kind(), event.payload()) {
@@ -583,8 +633,11 @@ impl RigState {
     }
 
     fn build_estimator(&mut self, birth: &RigBirth) {
+        if self.model.is_some() {
+            self.adopt_at_birth(birth);
+        }
         let Some(model) = &self.model else { return };
-        let building = model.building_for(&self.rig);
+        let building = self.adoption.building(model.building_for(&self.rig));
         self.estimator = match RigEstimator::from_birth(
             birth,
             building,
@@ -597,6 +650,7 @@ impl RigState {
                     building: building.clone(),
                     noise: model.noise.clone(),
                     state_publish_hz: model.state_publish_hz,
+                    model: self.adoption.in_use().map(|m| m.label()),
                 };
                 let every_samples =
                     (model.checkpoint_interval_s / estimator.loop_io().dt_s).round() as u64;
@@ -866,15 +920,16 @@ impl RigState {
             return 0;
         }
         self.live.record(now, columns, block.sample_period_ns);
+        // Between two blocks: a waiting catalogue version is switched to here.
+        let mut appended = self.switch_model_before(block, lines);
         self.track(block, columns);
         let Some(estimator) = &mut self.estimator else {
-            return 0;
+            return appended;
         };
         let checkpoint = self
             .recorder
             .as_ref()
             .and_then(|r| r.checkpoint_due(estimator, block.first_sample_index));
-        let mut appended = 0;
         match estimator.feed(block, columns, &mut self.due) {
             Fed::PeriodMismatch { block_period_ns } if !self.period_mismatch_warned => {
                 warn!(rig = %self.rig, block_period_ns, "A block's sample period differs from the birth's sample rate; such blocks are stored but not estimated.");
@@ -1003,9 +1058,164 @@ impl RigState {
             blocks_stored_apart: self.blocks_stored_apart.clone(),
             samples_stored_apart: self.samples_stored_apart.clone(),
             tracking: self.tracking.as_ref().map(RigTracking::counters),
+            adoption: self.adoption.stats().clone(),
         }
     }
 }
+
+// ---- Model adoption (crate::adopt): following a catalogue model, switching at a block
+// boundary, re-checking the controller, recording the switch for replay ----
+impl RigState {
+    /// Follows catalogue model `name` (`None`: the configured building only).
+    pub fn with_follow(mut self, name: Option<String>) -> Self {
+        self.adoption = Adoption::new(name);
+        self
+    }
+
+    /// The rig's model adoption, for inspection.
+    pub fn adoption(&self) -> &Adoption {
+        &self.adoption
+    }
+
+    /// A version of the catalogue model this rig follows (parsed, usable and physical: the
+    /// router checked). It waits for the next block boundary; with no estimator running but
+    /// a birth known (the configured building did not fit it), the rig is rebuilt on it now.
+    pub fn on_model(&mut self, model: Arc<CatalogueModel>) {
+        let label = model.label();
+        if !self.adoption.offer(model) {
+            debug!(rig = %self.rig, model = %label, "Ignored a model version already in use or waiting, or not followed.");
+            return;
+        }
+        info!(rig = %self.rig, model = %label, in_use = %self.adoption.describe_in_use(), "A new model version will be adopted at the next block boundary.");
+        if self.estimator.is_none()
+            && self.model.is_some()
+            && let Some(birth) = self.adoption.birth().cloned()
+        {
+            self.build_estimator(&birth);
+        }
+    }
+
+    /// At a birth: remembers it, and adopts a waiting version whose floors fit it.
+    fn adopt_at_birth(&mut self, birth: &RigBirth) {
+        self.adoption.set_birth(birth);
+        let floors = usize::try_from(birth.floors).unwrap_or(usize::MAX);
+        match self.adoption.take_pending(floors) {
+            Ok(Some(model)) => {
+                info!(rig = %self.rig, model = %model.label(), session = birth.session, "The rig's estimator is built on the adopted model version.");
+                self.adoption.switched(model, None);
+            }
+            Ok(None) => self.adoption.new_run(),
+            Err(refusal) => {
+                warn!(rig = %self.rig, reason = refusal.reason.as_str(), problem = %refusal, "Refused a model version for this rig.");
+                self.adoption.new_run();
+            }
+        }
+    }
+
+    /// Before `block` is folded in: switches the running estimator to a waiting version
+    /// (never inside a block), re-checks the controller on it, and appends the switch's
+    /// `dtop_twin_model` record to `lines`. Returns the lines appended.
+    fn switch_model_before(&mut self, block: &SampleBlock, lines: &mut String) -> usize {
+        let (Some(estimator), Some(config)) = (&self.estimator, &self.model) else {
+            return 0;
+        };
+        let fed_next = block.stream_id == ESTIMATED_STREAM
+            && block.session == estimator.session()
+            && estimator
+                .next_sample_index()
+                .is_none_or(|next| block.first_sample_index >= next);
+        if self.adoption.pending().is_none() || !fed_next {
+            return 0;
+        }
+        let Some(birth) = self.adoption.birth().cloned() else {
+            return 0;
+        };
+        let model = match self.adoption.take_pending(estimator.floors()) {
+            Ok(Some(model)) => model,
+            Ok(None) => return 0,
+            Err(refusal) => {
+                warn!(rig = %self.rig, reason = refusal.reason.as_str(), problem = %refusal, "Refused a model version for this rig.");
+                return 0;
+            }
+        };
+        let rebuilt = adopt::rebuild_estimator(
+            estimator,
+            &birth,
+            &model.building,
+            &config.noise,
+            config.state_publish_hz,
+        );
+        let (new, carried) = match rebuilt {
+            Ok(rebuilt) => rebuilt,
+            Err(misfit) => {
+                self.adoption.count_refusal(RefusalReason::NotEstimable);
+                warn!(rig = %self.rig, model = %model.label(), problems = %misfit, in_use = %self.adoption.describe_in_use(), "Refused a model version: no estimator can be built on it for this rig; it stays on the model in use.");
+                return 0;
+            }
+        };
+        let first = block.first_sample_index;
+        let host_floor =
+            usize::try_from(birth.actuator.as_ref().map_or(0, |a| a.floor)).unwrap_or(0);
+        let plant = if self.controller.is_enabled() {
+            ActuatorPlant::design(&model.building, host_floor)
+        } else {
+            Err("twin-hosted control is disabled (control.enabled = false)".to_owned())
+        };
+        let position = LoopPosition {
+            estimating: true,
+            next_sample_index: new.next_sample_index().unwrap_or(first),
+        };
+        let before = self.controller.describe();
+        let recheck = self.controller.on_model_switch(
+            &self.rig,
+            plant,
+            new.loop_io().clone(),
+            unix_now_ns(),
+            position,
+        );
+        let from = self.adoption.describe_in_use();
+        self.rebase_tracking(&model.building, block);
+        self.estimator = Some(new);
+        self.adoption.switched(Arc::clone(&model), Some(first));
+        info!(rig = %self.rig, model = %model.label(), from = %from, since_sample = first, state = carried.as_str(), dvf_limit = ?self.controller.dvf_limit().ok(), "Switched the rig's estimator to a new model version at a block boundary (state estimate {}).", carried.as_str());
+        if let Some(why) = recheck.stopped {
+            let reason = format!(
+                "the controller ({before}) was stopped when the rig switched to model {}: {why}",
+                model.label()
+            );
+            error!(rig = %self.rig, model = %model.label(), at_sample = first, reason = %reason, "Stopped the running controller: it is not allowed on the new model. Command it again within the new limit.");
+            self.adoption.controller_stopped(ControllerStopped {
+                reason,
+                model: model.label(),
+                at_sample_index: first,
+            });
+        }
+        self.drives.extend(recheck.drive);
+        self.params.extend(recheck.params);
+        let Some(recorder) = &self.recorder else {
+            return 0;
+        };
+        let record = ModelRecord {
+            run: recorder.run(),
+            name: model.name.clone(),
+            version: model.version,
+            first_sample_index: first,
+            carried,
+            building: model.building.clone(),
+            time_ns: 0,
+        };
+        // The block's own timestamps already passed the same range check.
+        record
+            .encode(
+                lines,
+                self.rig.as_str(),
+                block.first_timestamp_ns,
+                self.precision,
+            )
+            .unwrap_or(0)
+    }
+}
+// ---- end of model adoption ----
 
 /// The task owning one [`RigState`].
 #[derive(Debug)]

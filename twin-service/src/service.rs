@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::adopt::{self, CatalogueModel, RefusalReason};
 use crate::config::{ConfigProblems, ModelConfig, MqttConfig, Secret, SecretError, TwinConfig};
 use crate::control;
 use crate::ingest::{RejectReason, Rejection};
@@ -195,7 +196,10 @@ pub async fn run(
         client,
         eventloop,
         config.mqtt.clone(),
-        config.control.enabled,
+        Optional {
+            commands: config.control.enabled,
+            models: config.model.follows_any(),
+        },
         mqtt_tx,
         connected_tx,
         mqtt_stop.clone(),
@@ -217,6 +221,8 @@ pub async fn run(
         mqtt_connected: false,
         mqtt_connection_errors_total: 0,
         watermarks: rig_watermarks,
+        models: BTreeMap::new(),
+        models_refused: BTreeMap::new(),
     };
     router.run(mqtt_rx, &shutdown).await;
 
@@ -293,6 +299,15 @@ enum MqttEvent {
     Publish(Publish),
 }
 
+/// The subscriptions the twin makes beyond the rig topics.
+#[derive(Debug, Clone, Copy)]
+struct Optional {
+    /// `rig/+/cmd`: only a twin hosting control answers commands.
+    commands: bool,
+    /// `models/+/latest`: only when a rig follows a catalogue model (`crate::adopt`).
+    models: bool,
+}
+
 /// Owns the rumqttc event loop: polls it, subscribes on every CONNACK, backs off between
 /// reconnects (rumqttc itself retries immediately), and disconnects cleanly when stopped.
 ///
@@ -302,7 +317,7 @@ async fn run_mqtt(
     client: AsyncClient,
     mut eventloop: EventLoop,
     config: MqttConfig,
-    subscribe_commands: bool,
+    optional: Optional,
     mqtt_tx: mpsc::Sender<MqttEvent>,
     connected_tx: watch::Sender<bool>,
     stop: CancellationToken,
@@ -339,11 +354,17 @@ async fn run_mqtt(
                 }
                 // Only a twin hosting control answers commands; a separate SUBSCRIBE keeps the
                 // rig-topic subscription exactly as it is without control.
-                if subscribe_commands
+                if optional.commands
                     && let Err(e) =
                         client.try_subscribe(topic::all_rigs(RigTopic::Cmd), QoS::AtLeastOnce)
                 {
                     error!(error = %e, "Could not queue the MQTT command subscription.");
+                }
+                // Catalogue models (crate::adopt), only when a rig follows one.
+                if optional.models
+                    && let Err(e) = client.try_subscribe(adopt::MODELS_FILTER, QoS::AtLeastOnce)
+                {
+                    error!(error = %e, "Could not queue the MQTT catalogue model subscription.");
                 }
                 info!(host = %config.host, port = config.port, "Connected to the MQTT broker.");
                 connected_tx.send_replace(true);
@@ -721,6 +742,11 @@ struct Router<'a> {
     storage: String,
     mqtt_connected: bool,
     mqtt_connection_errors_total: u64,
+    /// The latest accepted version of each followed catalogue model, handed to every rig
+    /// actor that follows it, including those spawned later.
+    models: BTreeMap<String, Arc<CatalogueModel>>,
+    /// Catalogue model messages refused before reaching a rig, by reason.
+    models_refused: BTreeMap<RefusalReason, u64>,
 }
 
 impl Router<'_> {
@@ -756,6 +782,10 @@ impl Router<'_> {
 
     /// Hands a publish to its rig's actor; `false` when shutdown interrupted the hand-over.
     async fn route(&mut self, publish: Publish, shutdown: &CancellationToken) -> bool {
+        if let Some(name) = adopt::model_name_of_topic(&publish.topic) {
+            let name = name.to_owned();
+            return self.note_model(&name, &publish.payload, shutdown).await;
+        }
         match Topic::parse(&publish.topic) {
             Ok(Topic::Rig(rig, RigTopic::Persisted)) => {
                 self.note_published_watermark(rig, &publish.payload);
@@ -920,7 +950,14 @@ impl Router<'_> {
         )
         .with_model(Arc::clone(&self.model))
         .with_control(self.config.control.clone())
-        .with_tracking(Arc::new(self.config.tracking.clone()));
+        .with_tracking(Arc::new(self.config.tracking.clone()))
+        .with_follow(self.model.follows(&rig).map(str::to_owned));
+        // The followed model's latest version goes first into the new actor's queue.
+        let adopted = self
+            .model
+            .follows(&rig)
+            .and_then(|name| self.models.get(name))
+            .map(|m| Event::Model(Arc::clone(m)));
         let (stats_tx, stats_rx) = watch::channel(state.stats(Instant::now()));
         let mut actor = RigActor::new(state, events_rx, chunk_tx, stats_tx)
             .with_watermarks(self.watermarks.clone());
@@ -929,6 +966,11 @@ impl Router<'_> {
         }
         if let Some(state_tx) = &self.state_tx {
             actor = actor.with_states(state_tx.clone());
+        }
+        if let Some(event) = adopted
+            && events_tx.try_send(event).is_err()
+        {
+            warn!(rig = %rig, "Could not queue the followed model version for a new rig actor.");
         }
         self.actors.spawn(actor.run());
         self.rigs.insert(
@@ -956,6 +998,70 @@ impl Router<'_> {
             debug!(rig = %rig, "The state publisher is behind; dropped a command ack.");
         }
     }
+
+    // ---- Model adoption (crate::adopt) ----
+
+    /// A message on `dtop/v1/models/{name}/latest`: refused (logged and counted, never
+    /// applied) unless it is a usable, physical version; then handed to every rig following
+    /// `name` (each checks its floors and switches at its next block boundary). `false` when
+    /// shutdown interrupted the hand-over.
+    async fn note_model(
+        &mut self,
+        name: &str,
+        payload: &[u8],
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let followed = self.model.follow.as_deref() == Some(name)
+            || self.model.follow_rigs.values().any(|n| n == name);
+        if !followed {
+            debug!(model = name, "Ignored a catalogue model no rig follows.");
+            return true;
+        }
+        let model = match adopt::parse_model_message(name, payload) {
+            Ok(Some(model)) => Arc::new(model),
+            Ok(None) => {
+                debug!(
+                    model = name,
+                    "Ignored an empty model message (a cleared retained message)."
+                );
+                return true;
+            }
+            Err(refusal) => {
+                *self.models_refused.entry(refusal.reason).or_default() += 1;
+                warn!(model = name, reason = refusal.reason.as_str(), problem = %refusal, "Refused a catalogue model message; rigs following it stay on the model they run.");
+                return true;
+            }
+        };
+        if self
+            .models
+            .get(name)
+            .is_some_and(|m| m.version == model.version && m.building == model.building)
+        {
+            debug!(model = %model.label(), "The catalogue model version in use arrived again.");
+            return true;
+        }
+        info!(model = %model.label(), "A catalogue model version arrived for rigs that follow it.");
+        self.models.insert(name.to_owned(), Arc::clone(&model));
+        let followers: Vec<_> = self
+            .rigs
+            .iter()
+            .filter(|(rig, _)| self.model.follows(rig) == Some(name))
+            .map(|(rig, h)| (rig.clone(), h.events_tx.clone()))
+            .collect();
+        for (rig, events_tx) in followers {
+            tokio::select! {
+                sent = events_tx.send(Event::Model(Arc::clone(&model))) => {
+                    if sent.is_err() {
+                        warn!(rig = %rig, "A rig actor stopped before it could take a model version.");
+                    }
+                }
+                _ = shutdown.cancelled() => return false,
+            }
+        }
+        true
+    }
+
+    // ---- end of model adoption ----
 
     fn reject(&mut self, rig: Option<&RigId>, rejection: Rejection) {
         *self.rejected.entry(rejection.reason).or_default() += 1;
@@ -995,6 +1101,7 @@ impl Router<'_> {
             rigs,
             frames_rejected_total,
             store,
+            model_messages_refused_total: self.models_refused.clone(),
         }
     }
 

@@ -37,6 +37,9 @@ pub struct TwinStats {
     /// Refused frames by reason, all rigs together (`frames_rejected_total{reason}`).
     pub frames_rejected_total: BTreeMap<RejectReason, u64>,
     pub store: StoreStats,
+    /// Catalogue model messages refused before reaching any rig (unparsable, not usable, not
+    /// physical), by reason (`crate::adopt`).
+    pub model_messages_refused_total: BTreeMap<crate::adopt::RefusalReason, u64>,
 }
 
 impl TwinStats {
@@ -77,6 +80,14 @@ pub struct RigStatus<'a> {
     /// null with `dvf_limit_unavailable` saying why.
     pub dvf_limit: Option<crate::control::DvfLimit>,
     pub dvf_limit_unavailable: Option<&'a str>,
+    /// The model the rig's estimator runs on: `{"source": "config"}` or `{"source":
+    /// "catalogue", "name", "version", "since_sample"}` (`crate::adopt`).
+    pub model: &'a crate::adopt::ModelInUse,
+    /// The catalogue model the rig follows, and a version waiting for the next block boundary.
+    pub model_follows: Option<&'a str>,
+    pub model_pending: Option<&'a str>,
+    /// The latest controller a model switch stopped, and why; null if none was.
+    pub controller_stopped: Option<&'a crate::adopt::ControllerStopped>,
 }
 
 impl TwinStats {
@@ -101,6 +112,10 @@ impl TwinStats {
             stored: self.store.rigs.get(rig),
             dvf_limit: r.dvf_limit,
             dvf_limit_unavailable: r.dvf_limit_unavailable.as_deref(),
+            model: &r.adoption.model,
+            model_follows: r.adoption.follows.as_deref(),
+            model_pending: r.adoption.pending.as_deref(),
+            controller_stopped: r.adoption.controller_stopped.as_ref(),
         })
     }
 }
@@ -160,6 +175,9 @@ pub struct RigStats {
     pub samples_stored_apart: BTreeMap<String, u64>,
     /// Mode tracking's counts (`[tracking]`); `None` while the rig's modes are not tracked.
     pub tracking: Option<crate::tracking::TrackingCounters>,
+    /// The catalogue model this rig follows and runs on, its switches and refusals, and the
+    /// controllers a switch stopped (`crate::adopt`).
+    pub adoption: crate::adopt::AdoptionStats,
 }
 
 /// One channel's live view.

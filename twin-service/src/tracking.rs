@@ -342,6 +342,43 @@ impl DriftTracker {
         }
     }
 
+    /// Takes `model` as the new reference (the rig switched to an adopted model version, which
+    /// is what its structure is now): every raised alarm clears, as of `at_s` (sample time),
+    /// and the bands start again from the new model's modes (or, with a `first_window`
+    /// reference, from the next identification).
+    pub fn rebase(
+        &mut self,
+        config: &TrackingConfig,
+        model: ReferenceModes,
+        at_s: f64,
+    ) -> Vec<DriftEvent> {
+        let band = self.band_percent / 100.0;
+        let events = (1..)
+            .zip(&self.modes)
+            .filter_map(|(mode, alarm)| {
+                let since_s = alarm.raised_since_s?;
+                let reference_hz = alarm.reference_hz.unwrap_or_default();
+                let frequency_hz = model
+                    .frequencies_hz
+                    .get(mode - 1)
+                    .copied()
+                    .unwrap_or(reference_hz);
+                Some(DriftEvent {
+                    state: AlarmState::Cleared,
+                    mode,
+                    frequency_hz,
+                    reference_hz,
+                    band_low_hz: reference_hz * (1.0 - band),
+                    band_high_hz: reference_hz * (1.0 + band),
+                    since_s,
+                    at_s,
+                })
+            })
+            .collect();
+        *self = Self::new(config, model);
+        events
+    }
+
     /// Model modes whose drift alarm is raised now, 1-based.
     pub fn raised(&self) -> Vec<usize> {
         (1..)
@@ -762,6 +799,34 @@ impl RigTracking {
             modes_json: modes_json(rig, &record).to_string().into_bytes(),
             drift_json,
         }
+    }
+}
+
+impl RigTracking {
+    /// The rig now runs on an adopted model: its modes become the reference, every raised
+    /// alarm clears (stored at `t_ns` and published like any other change), and the window
+    /// keeps filling. The lines, their count and the drift messages.
+    pub fn rebase(
+        &mut self,
+        rig: &str,
+        reference: ReferenceModes,
+        at_s: f64,
+        t_ns: u64,
+        precision: crate::lineproto::Precision,
+    ) -> (String, usize, Vec<Vec<u8>>) {
+        let events = self.drift.rebase(&self.config, reference, at_s);
+        let mut lines = String::new();
+        if let Some(t) = precision.from_ns(t_ns) {
+            for event in &events {
+                encode_drift(&mut lines, rig, event, t);
+            }
+        }
+        let json = events
+            .iter()
+            .map(|e| drift_json_bytes(rig, e, &[]))
+            .collect();
+        let count = lines.lines().count();
+        (lines, count, json)
     }
 }
 

@@ -631,3 +631,93 @@ async fn answers_a_set_control_command_and_publishes_drives() {
         .unwrap()
         .unwrap();
 }
+
+/// Issue 14 item 5: a rig following a catalogue model adopts its latest usable version from
+/// the retained `dtop/v1/models/{name}/latest`, refuses a proposed one, and its status says
+/// which version it runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rig_following_a_catalogue_model_adopts_its_usable_version_and_says_so() {
+    use dtop_dynamics::ShearBuildingConfig;
+    use dtop_twin::adopt::{ModelInUse, RefusalReason};
+    let Some(broker) = Mosquitto::start_if_installed().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let storage = StorageConfig::File(FileStorageConfig {
+        dir: dir.path().join("lines"),
+        precision: Precision::Us,
+    });
+    let mut config = config(broker.port, storage);
+    config.model.follow = Some("lab".into());
+    let shutdown = CancellationToken::new();
+    let (mut handle, twin) = dtop_twin::spawn(config, shutdown.clone());
+    wait(&mut handle, "the MQTT connection", |s| s.mqtt_connected).await;
+
+    // The API server's side: the latest usable version, retained (here a stiffer building).
+    let mut options = MqttOptions::new("test-api-server", "127.0.0.1", broker.port);
+    options.set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
+    let (server, mut server_events) = AsyncClient::new(options, 16);
+    let server_task = tokio::spawn(async move { while server_events.poll().await.is_ok() {} });
+    let mut building = ShearBuildingConfig::southampton();
+    building.storey_stiffness_n_per_m[1] *= 0.9;
+    let version = |version: u32, status: &str| {
+        serde_json::to_vec(&json!({
+            "name": "lab",
+            "version": version,
+            "spec": {"description": "updated", "structure": building, "sensors": []},
+            "provenance": {"kind": "study"},
+            "created_by": "test",
+            "created_at": "2026-12-06T21:00:00Z",
+            "status": status,
+        }))
+        .unwrap()
+    };
+    let model_topic = "dtop/v1/models/lab/latest";
+    server
+        .publish(model_topic, QoS::AtLeastOnce, true, version(3, "proposed"))
+        .await
+        .unwrap();
+    wait(&mut handle, "the proposed version refused", |s| {
+        s.model_messages_refused_total
+            .get(&RefusalReason::NotUsable)
+            == Some(&1)
+    })
+    .await;
+    server
+        .publish(model_topic, QoS::AtLeastOnce, true, version(2, "approved"))
+        .await
+        .unwrap();
+
+    let edge = Edge::connect(broker.port).await;
+    edge.publish(RigTopic::Birth, birth(1)).await;
+    for seq in 0..3 {
+        edge.publish(RigTopic::Samples, block(1, seq)).await;
+    }
+    let stats = wait(&mut handle, "the rig on lab@2", |s| {
+        matches!(
+            &rig_stats(s).adoption.model,
+            ModelInUse::Catalogue { name, version: 2, .. } if name == "lab"
+        )
+    })
+    .await;
+    assert_eq!(rig_stats(&stats).adoption.follows.as_deref(), Some("lab"));
+    let status = retained_json(broker.port, &topic::twin(&rig(), TwinTopic::Status), |v| {
+        v["model"]["version"] == 2
+    })
+    .await;
+    assert_eq!(status["model"]["source"], "catalogue");
+    assert_eq!(status["model_follows"], "lab");
+
+    // Clear the retained model so later tests on this broker start clean.
+    server
+        .publish(model_topic, QoS::AtLeastOnce, true, Vec::new())
+        .await
+        .unwrap();
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, twin)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    server_task.abort();
+}

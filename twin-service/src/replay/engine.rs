@@ -2,11 +2,12 @@
 //! from a checkpoint), fed blocks rebuilt from stored values through the same code the live
 //! twin uses, making the same estimates and drives. No I/O: the caller reads storage.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use dtop_proto::v1::{ChannelSamples, SampleBlock};
 
 use super::record::{BirthRecord, ControllerRecord, FeedRecord, RunId};
+use crate::adopt::{self, ModelRecord};
 use crate::control::DriveLaw;
 use crate::estimate::{ESTIMATED_STREAM, Estimate, EstimatorCheckpoint, Fed, RigEstimator};
 use crate::ingest::Manifest;
@@ -44,6 +45,10 @@ pub struct Replayer {
     /// Law by controller version; `None`: no drive under that version.
     laws: BTreeMap<u64, Option<DriveLaw>>,
     due: Vec<Estimate>,
+    /// The run's birth record, to rebuild the estimator at a model switch.
+    record: BirthRecord,
+    /// Model switches not applied yet, by first sample index (`crate::adopt`).
+    switches: VecDeque<ModelRecord>,
 }
 
 impl Replayer {
@@ -52,13 +57,34 @@ impl Replayer {
         record: &BirthRecord,
         checkpoint: Option<&EstimatorCheckpoint>,
     ) -> Result<Self, EngineError> {
+        Self::with_model_switches(record, checkpoint.map(|c| (c, i64::MIN)), Vec::new())
+    }
+
+    /// The estimator of `record`'s run at its start, or at `checkpoint` (stored at `time_ns`),
+    /// switching buildings where the live twin did: the switches stored at or before the
+    /// checkpoint's time were made before it (so the checkpoint is of their building), the
+    /// others are made before the first block at or after their first sample index.
+    pub fn with_model_switches(
+        record: &BirthRecord,
+        checkpoint: Option<(&EstimatorCheckpoint, i64)>,
+        mut switches: Vec<ModelRecord>,
+    ) -> Result<Self, EngineError> {
         let run = record.run;
         let birth_error = |why: String| EngineError::Birth { run, why };
         let manifest = Manifest::from_birth(&record.birth).map_err(|r| birth_error(r.detail))?;
         let design = &record.design;
+        switches.retain(|s| s.run == run);
+        switches.sort_by_key(|s| (s.time_ns, s.first_sample_index));
+        let made_before = checkpoint.map_or(0, |(_, time_ns)| {
+            switches.iter().filter(|s| s.time_ns <= time_ns).count()
+        });
+        let building = switches[..made_before]
+            .last()
+            .map_or(&design.building, |s| &s.building);
+        let checkpoint = checkpoint.map(|(c, _)| c);
         let mut estimator = RigEstimator::from_birth(
             &record.birth,
-            &design.building,
+            building,
             &design.noise,
             design.state_publish_hz,
         )
@@ -77,6 +103,8 @@ impl Replayer {
             estimator,
             laws: BTreeMap::new(),
             due: Vec::new(),
+            record: record.clone(),
+            switches: switches.into_iter().skip(made_before).collect(),
         })
     }
 
@@ -197,6 +225,37 @@ impl Replayer {
             .manifest
             .columns(block)
             .map_err(|r| problem(r.detail))?;
+        while let Some(switch) = self
+            .switches
+            .front()
+            .filter(|s| s.first_sample_index <= block.first_sample_index)
+        {
+            let design = &self.record.design;
+            let (estimator, carried) = adopt::rebuild_estimator(
+                &self.estimator,
+                &self.record.birth,
+                &switch.building,
+                &design.noise,
+                design.state_publish_hz,
+            )
+            .map_err(|m| {
+                problem(format!(
+                    "the switch to model {}@{} cannot be made: {m}",
+                    switch.name, switch.version
+                ))
+            })?;
+            if carried != switch.carried {
+                return Err(problem(format!(
+                    "at the switch to model {}@{} the live twin's estimate was {}, the replay's {}",
+                    switch.name,
+                    switch.version,
+                    switch.carried.as_str(),
+                    carried.as_str()
+                )));
+            }
+            self.estimator = estimator;
+            self.switches.pop_front();
+        }
         self.due.clear();
         match self.estimator.feed(block, &columns, &mut self.due) {
             Fed::Samples(n) if n as u64 == feed.samples => {}

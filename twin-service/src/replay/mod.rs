@@ -5,7 +5,8 @@
 //! The live twin stores, next to the samples, what replay needs and cannot recompute: which
 //! blocks its estimator folded in (late, duplicate and backfilled blocks are not), the birth
 //! and model design of every estimator run, a checkpoint of the estimator every
-//! `model.checkpoint_interval_s`, and each controller version's law ([`record`]). Replay starts
+//! `model.checkpoint_interval_s`, each controller version's law ([`record`]), and each switch of
+//! the estimator to a catalogue model version (`crate::adopt::ModelRecord`). Replay starts
 //! at the last checkpoint before the range (or the run's start), rebuilds each block's raw
 //! counts from the stored values, and feeds them through the same code ([`engine`]);
 //! [`source`] reads it all from InfluxDB 1.x and compares.

@@ -255,7 +255,7 @@ fn write_rig_tag(out: &mut String, rig: &str) {
 }
 
 /// A string field value: quoted, with `"` and `\` escaped (InfluxDB line protocol).
-fn write_string(out: &mut String, value: &str) {
+pub(crate) fn write_string(out: &mut String, value: &str) {
     out.push('"');
     for c in value.chars() {
         if c == '"' || c == '\\' {
@@ -267,21 +267,21 @@ fn write_string(out: &mut String, value: &str) {
 }
 
 /// Reads one record's columns, naming the record in every error.
-struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     row: &'a Row,
     measurement: &'static str,
 }
 
 impl<'a> Fields<'a> {
-    fn new(row: &'a Row, measurement: &'static str) -> Self {
+    pub(crate) fn new(row: &'a Row, measurement: &'static str) -> Self {
         Self { row, measurement }
     }
 
-    fn time_ns(&self) -> i64 {
+    pub(crate) fn time_ns(&self) -> i64 {
         self.row.time_ns().unwrap_or(i64::MIN)
     }
 
-    fn error(&self, problem: String) -> RecordError {
+    pub(crate) fn error(&self, problem: String) -> RecordError {
         RecordError {
             measurement: self.measurement,
             time_ns: self.time_ns(),
@@ -289,13 +289,13 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn value(&self, name: &str) -> Result<&'a Value, RecordError> {
+    pub(crate) fn value(&self, name: &str) -> Result<&'a Value, RecordError> {
         self.row
             .get(name)
             .ok_or_else(|| self.error(format!("no {name}")))
     }
 
-    fn u64(&self, name: &str) -> Result<u64, RecordError> {
+    pub(crate) fn u64(&self, name: &str) -> Result<u64, RecordError> {
         let v = self.value(name)?;
         // Tags come back as strings, integer fields as numbers.
         v.as_u64()
@@ -303,13 +303,16 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| self.error(format!("{name} = {v} is not an unsigned integer")))
     }
 
-    fn str(&self, name: &str) -> Result<&'a str, RecordError> {
+    pub(crate) fn str(&self, name: &str) -> Result<&'a str, RecordError> {
         let v = self.value(name)?;
         v.as_str()
             .ok_or_else(|| self.error(format!("{name} = {v} is not a string")))
     }
 
-    fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, RecordError> {
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<T, RecordError> {
         serde_json::from_str(self.str(name)?).map_err(|e| self.error(format!("{name}: {e}")))
     }
 }

@@ -14,6 +14,7 @@ use super::record::{
     BIRTH_MEASUREMENT, BirthRecord, CHECKPOINT_MEASUREMENT, CONTROLLER_MEASUREMENT,
     CheckpointRecord, ControllerRecord, FEED_MEASUREMENT, FeedRecord, RecordError, RunId,
 };
+use crate::adopt::{MODEL_MEASUREMENT, ModelRecord};
 use crate::estimate::{ESTIMATED_STREAM, Estimate, EstimatorCheckpoint};
 use crate::lineproto::{Precision, SAMPLES_MEASUREMENT, TWIN_STATE_MEASUREMENT};
 use crate::store::query::{InfluxQuery, QueryError, Row, quote};
@@ -203,7 +204,12 @@ pub async fn replay(
         drives: 0,
         verification: verify.then(Verification::default),
     };
-    let mut replayer = reader.replayer(start.run(), checkpoint.as_ref()).await?;
+    let mut replayer = reader
+        .replayer(
+            start.run(),
+            checkpoint.as_ref().map(|c| (c, start.time_ns())),
+        )
+        .await?;
     report.runs.push(replayer.run().0);
 
     let mut cursor_ns = start.time_ns();
@@ -454,14 +460,20 @@ impl Reader<'_> {
         Ok(BirthRecord::from_row(row)?)
     }
 
-    /// The replayer of `run`, with every controller law the run recorded.
+    /// The replayer of `run`, with every controller law and model switch the run recorded.
     async fn replayer(
         &self,
         run: RunId,
-        checkpoint: Option<&EstimatorCheckpoint>,
+        checkpoint: Option<(&EstimatorCheckpoint, i64)>,
     ) -> Result<Replayer, ReplayError> {
         let birth = self.birth(run).await?;
-        let mut replayer = Replayer::new(&birth, checkpoint)?;
+        let switches = self
+            .of_run(MODEL_MEASUREMENT, run)
+            .await?
+            .iter()
+            .map(ModelRecord::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut replayer = Replayer::with_model_switches(&birth, checkpoint, switches)?;
         for row in &self.of_run(CONTROLLER_MEASUREMENT, run).await? {
             replayer.add_controller(ControllerRecord::from_row(row)?);
         }

@@ -421,3 +421,33 @@ fn history_and_drift_lines_follow_the_storage_schema() {
          band_low_hz=6.958,band_high_hz=7.242,since_s=420 7\n"
     );
 }
+
+#[test]
+fn adopting_the_damaged_model_clears_the_alarm_and_its_modes_become_the_reference() {
+    let reference = southampton_reference();
+    let f = reference.frequencies_hz.clone();
+    let cfg = config(10.0, 10.0);
+    let mut tracker = DriftTracker::new(&cfg, reference.clone());
+    let damaged = [f[0] * 0.97, f[1], f[2] * 0.98];
+    let (_, events) = tracker.decide(0.0, 10.0, &found(&damaged, &reference));
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(tracker.raised(), vec![1, 3]);
+    // The adopted model is the damaged structure: its modes are the new reference.
+    let adopted = ReferenceModes {
+        frequencies_hz: damaged.to_vec(),
+        ..reference.clone()
+    };
+    let cleared = tracker.rebase(&cfg, adopted.clone(), 12.0);
+    assert_eq!(
+        cleared.iter().map(|e| (e.mode, e.state)).collect::<Vec<_>>(),
+        vec![(1, AlarmState::Cleared), (3, AlarmState::Cleared)]
+    );
+    assert!(cleared.iter().all(|e| e.since_s == 10.0 && e.at_s == 12.0));
+    assert!(tracker.raised().is_empty());
+    // The damaged structure is now in band; the undamaged one would raise again.
+    let (record, events) = tracker.decide(10.0, 20.0, &found(&damaged, &adopted));
+    assert!(events.is_empty(), "{events:?}");
+    assert!(record.modes.iter().all(|m| m.in_band == Some(true)), "{record:?}");
+    let (_, events) = tracker.decide(20.0, 30.0, &found(&f, &adopted));
+    assert_eq!(events.len(), 2, "{events:?}");
+}
