@@ -85,6 +85,11 @@ pub struct UpArgs {
     /// With --track: how often a window is identified, s of sample time.
     #[arg(long, default_value_t = 60.0)]
     pub track_interval_s: f64,
+    /// The catalogue model the twin follows: when an operator approves a new version of it
+    /// (`dtop model approve NAME@N`), the twin switches the rig's estimator and controller to
+    /// it. Empty: the twin keeps its built-in model.
+    #[arg(long, default_value = "southampton")]
+    pub follow_model: String,
 }
 
 /// Everything `dtop up` will run, validated before anything is started.
@@ -201,8 +206,13 @@ pub fn plan(args: &UpArgs) -> Result<UpPlan, Vec<String>> {
     } else {
         String::new()
     };
+    let follow = if args.follow_model.is_empty() {
+        String::new()
+    } else {
+        format!("[model]\nfollow = {:?}\n\n", args.follow_model)
+    };
     let twin_toml = format!(
-        "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n\n[control]\nenabled = true\n\n{tracking}{storage}",
+        "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n\n[control]\nenabled = true\n\n{tracking}{follow}{storage}",
         args.mqtt_port
     );
     let twin = match TwinConfig::from_toml_str(&twin_toml) {
@@ -550,6 +560,7 @@ mod tests {
         assert_eq!(planned.sim.damage[0].at_s, 300.0);
         assert_eq!(planned.sim.damage[1].ramp_s, 20.0);
         assert!(planned.twin.tracking.enabled);
+        assert_eq!(planned.twin.model.follow.as_deref(), Some("southampton"));
         assert_eq!(planned.twin.tracking.window_s, 120.0);
         let problems = plan(&args(&["--damage", "2-0.9", "--damage", "9:0.9@1"])).unwrap_err();
         assert!(
