@@ -439,7 +439,10 @@ fn adopting_the_damaged_model_clears_the_alarm_and_its_modes_become_the_referenc
     };
     let cleared = tracker.rebase(&cfg, adopted.clone(), 12.0);
     assert_eq!(
-        cleared.iter().map(|e| (e.mode, e.state)).collect::<Vec<_>>(),
+        cleared
+            .iter()
+            .map(|e| (e.mode, e.state))
+            .collect::<Vec<_>>(),
         vec![(1, AlarmState::Cleared), (3, AlarmState::Cleared)]
     );
     assert!(cleared.iter().all(|e| e.since_s == 10.0 && e.at_s == 12.0));
@@ -447,7 +450,10 @@ fn adopting_the_damaged_model_clears_the_alarm_and_its_modes_become_the_referenc
     // The damaged structure is now in band; the undamaged one would raise again.
     let (record, events) = tracker.decide(10.0, 20.0, &found(&damaged, &adopted));
     assert!(events.is_empty(), "{events:?}");
-    assert!(record.modes.iter().all(|m| m.in_band == Some(true)), "{record:?}");
+    assert!(
+        record.modes.iter().all(|m| m.in_band == Some(true)),
+        "{record:?}"
+    );
     let (_, events) = tracker.decide(20.0, 30.0, &found(&f, &adopted));
     assert_eq!(events.len(), 2, "{events:?}");
 }
