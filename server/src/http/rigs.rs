@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, AuthUser, Shared, live, rig_id};
-use crate::live::history::{HistoryAnswer, HistoryError, Range, to_csv};
+use crate::live::history::{History, HistoryAnswer, HistoryError, Range, to_csv};
 use crate::live::parameters::{self, ParametersAnswer, ParametersQuery};
 use crate::live::record::RecordSource;
 use crate::live::rig::LimitUnknown;
@@ -177,13 +177,37 @@ pub async fn limits(
 ) -> Result<Json<GainLimit>, ApiError> {
     let live = live(&state)?;
     let rig = rig_id(&rig)?;
-    if !rights(&live.acl, &user.0, &rig).samples {
-        return Err(ApiError::ForbiddenBecause(format!(
-            "{} may not see rig {rig}.",
-            user.0.username
-        )));
-    }
+    may_see_samples(live, &user.0, &rig)?;
     twin_limit(live, &rig).await.map(Json)
+}
+
+/// Refuses `who` unless their rules let them see `rig`'s samples (history, records and
+/// parameters are the rig's data as much as its live feed).
+fn may_see_samples(live: &Live, who: &dtop_auth::Identity, rig: &RigId) -> Result<(), ApiError> {
+    if rights(&live.acl, who, rig).samples {
+        Ok(())
+    } else {
+        Err(ApiError::ForbiddenBecause(format!(
+            "{} may not see rig {rig}.",
+            who.username
+        )))
+    }
+}
+
+/// The store the twin writes, as this server reads it.
+fn history_store(live: &Live) -> Result<&History, ApiError> {
+    live.history.as_ref().ok_or_else(|| {
+        ApiError::NotConfigured(
+            "History, records and parameters are read from the InfluxDB or VictoriaMetrics the \
+             twin stores to: this server has no [live.history] (the twin may be storing to \
+             files, as `dtop up` does by default)."
+                .into(),
+        )
+    })
+}
+
+fn store_error(why: HistoryError) -> ApiError {
+    ApiError::StoreUnavailable(format!("The history store did not answer: {why}"))
 }
 
 async fn answer(
@@ -194,19 +218,8 @@ async fn answer(
 ) -> Result<HistoryAnswer, ApiError> {
     let live = live(state)?;
     let rig = rig_id(rig)?;
-    if !rights(&live.acl, &user.0, &rig).samples {
-        return Err(ApiError::ForbiddenBecause(format!(
-            "{} may not see rig {rig}.",
-            user.0.username
-        )));
-    }
-    let history = live.history.as_ref().ok_or_else(|| {
-        ApiError::NotConfigured(
-            "History needs the InfluxDB or VictoriaMetrics the twin stores to: this server has \
-             no [live.history] (the twin may be storing to files, as `dtop up` does by default)."
-                .into(),
-        )
-    })?;
+    may_see_samples(live, &user.0, &rig)?;
+    let history = history_store(live)?;
     let problems = range.problems(history.max_range_ms());
     if !problems.is_empty() {
         return Err(ApiError::Invalid(problems));
@@ -225,9 +238,7 @@ async fn answer(
     history
         .query(rig.as_str(), &channels, &range)
         .await
-        .map_err(|why| {
-            ApiError::StoreUnavailable(format!("The history store did not answer: {why}"))
-        })
+        .map_err(store_error)
 }
 
 /// The raw samples of a rig's stored range, as a study input: the user must be allowed to see
@@ -256,19 +267,8 @@ pub async fn record_input(
         return Err(ApiError::Invalid(problems));
     };
     let live = live(state)?;
-    if !rights(&live.acl, who, &rig).samples {
-        return Err(ApiError::ForbiddenBecause(format!(
-            "{} may not see rig {rig}.",
-            who.username
-        )));
-    }
-    let history = live.history.as_ref().ok_or_else(|| {
-        ApiError::NotConfigured(
-            "Reading a rig's record needs the InfluxDB or VictoriaMetrics the twin stores to: \
-             this server has no [live.history]."
-                .into(),
-        )
-    })?;
+    may_see_samples(live, who, &rig)?;
+    let history = history_store(live)?;
     let announced: Vec<String> = match live.hub.birth(rig.clone()).await {
         Some(birth) => birth
             .channels
@@ -317,9 +317,7 @@ pub async fn record_input(
         .await
         .map_err(|why| match why {
             HistoryError::Record(reason) => ApiError::invalid("record", reason),
-            other => {
-                ApiError::StoreUnavailable(format!("The history store did not answer: {other}"))
-            }
+            other => store_error(other),
         })
 }
 
@@ -331,31 +329,18 @@ async fn parameters_answer(
 ) -> Result<ParametersAnswer, ApiError> {
     let live = live(state)?;
     let rig = rig_id(rig)?;
-    if !rights(&live.acl, &user.0, &rig).samples {
-        return Err(ApiError::ForbiddenBecause(format!(
-            "{} may not see rig {rig}.",
-            user.0.username
-        )));
-    }
+    may_see_samples(live, &user.0, &rig)?;
     let problems = query.problems();
     if !problems.is_empty() {
         return Err(ApiError::Invalid(problems));
     }
-    let history = live.history.as_ref().ok_or_else(|| {
-        ApiError::NotConfigured(
-            "The parameter history is read from the InfluxDB or VictoriaMetrics the twin stores \
-             to: this server has no [live.history]."
-                .into(),
-        )
-    })?;
+    let history = history_store(live)?;
     history
         .parameters(rig.as_str(), query.record, query.from_ms, query.to_ms)
         .await
         .map_err(|why| match why {
             HistoryError::Record(reason) => ApiError::invalid("to_ms", reason),
-            other => {
-                ApiError::StoreUnavailable(format!("The history store did not answer: {other}"))
-            }
+            other => store_error(other),
         })
 }
 

@@ -379,14 +379,7 @@ pub fn reduce(
     chunks: &[serde_json::Value],
     _inputs: &Inputs,
 ) -> Result<StudyOutput, StudyError> {
-    match chunks {
-        [one] => serde_json::from_value(one.clone())
-            .map_err(|e| StudyError::BadChunk(format!("control chunk: {e}"))),
-        _ => Err(StudyError::BadChunk(format!(
-            "control has 1 chunk, got {}",
-            chunks.len()
-        ))),
-    }
+    super::single_output(crate::StudyKind::Control, chunks)
 }
 
 #[cfg(test)]

@@ -127,6 +127,24 @@ pub fn plan(
     })
 }
 
+/// The result of a one-chunk kind whose chunk computes the whole [`StudyOutput`].
+///
+/// # Errors
+/// [`StudyError::BadChunk`] unless there is exactly one chunk holding a [`StudyOutput`].
+pub(crate) fn single_output(
+    kind: StudyKind,
+    chunks: &[serde_json::Value],
+) -> Result<StudyOutput, StudyError> {
+    match chunks {
+        [one] => serde_json::from_value(one.clone())
+            .map_err(|e| StudyError::BadChunk(format!("{kind} chunk: {e}"))),
+        _ => Err(StudyError::BadChunk(format!(
+            "{kind} has 1 chunk, got {}",
+            chunks.len()
+        ))),
+    }
+}
+
 /// `given` over `defaults`: every top-level field of `defaults` that `given` does not name,
 /// then every field of `given` as given (so unknown fields still reach the parser and are
 /// refused). `null` or an absent object stands for `{}`; anything else that is not an object
