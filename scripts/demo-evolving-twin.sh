@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Issue 14's "done when", end to end on `dtop up`, as an operator would do it:
+#   the simulated rig's storey 2 loses 10 % of its stiffness five minutes in; the twin's drift
+#   tracking raises the alarm; an `oma` study on the stored record after the damage identifies
+#   the modes; an `update` study proposes the damaged model; the admin approves it; the twin
+#   switches its estimator and controller to it (its status names the new version) and its
+#   drift alarm clears.
+# Prerequisites: the release binaries (`cargo build --release --workspace --bins`), InfluxDB 1.x
+# (`influxd`, Debian `influxdb`), `mosquitto_sub` (Debian `mosquitto-clients`), curl, python3.
+# Everything runs on loopback under a temp dir and is stopped by PID. SPEED (default 10) is the
+# simulated rig's speed; the demo takes about 9 minutes of simulated time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${DTOP_BIN_DIR:-$PWD/target/release}
+SPEED=${SPEED:-10}
+RIG=southampton-3s
+work=$(mktemp -d -t dtop-demo.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+say() { printf '[%6.1f s] %s\n' "$(echo "$(date +%s.%N) - $t0" | bc)" "$*"; }
+t0=$(date +%s.%N)
+
+# InfluxDB 1.x, private, for the twin's storage (history, records, parameter history).
+influx_port=$(free_port); influx_rpc=$(free_port)
+mkdir -p "$work/influx"
+cat > "$work/influx/influxdb.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$influx_rpc"
+[meta]
+  dir = "$work/influx/meta"
+[data]
+  dir = "$work/influx/data"
+  wal-dir = "$work/influx/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:$influx_port"
+  log-enabled = false
+  max-body-size = 0
+[monitor]
+  store-enabled = false
+CONF
+influxd -config "$work/influx/influxdb.conf" >"$work/influxd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$influx_port/ping" 2>/dev/null && break; sleep 0.1; done
+curl -fsS -o /dev/null -XPOST "http://127.0.0.1:$influx_port/query" --data-urlencode "q=CREATE DATABASE dtop"
+
+mqtt_port=$(free_port); http_port=$(free_port)
+"$BIN/dtop" up --data-dir "$work/up" --mqtt-port "$mqtt_port" --http "127.0.0.1:$http_port" \
+  --speed "$SPEED" --damage 2:0.9@300 --track --track-window-s 120 --track-interval-s 60 \
+  --influx-v1-url "http://127.0.0.1:$influx_port" --influx-db dtop --duration-s 900 \
+  >"$work/up.log" 2>&1 &
+pids+=($!)
+export DTOP_SERVER="http://127.0.0.1:$http_port" DTOP_USER=admin
+for _ in $(seq 1 300); do [ -s "$work/up/admin-password" ] && curl -fsS -o /dev/null "$DTOP_SERVER/healthz" 2>/dev/null && break; sleep 0.1; done
+PW=(--password-file "$work/up/admin-password")
+say "dtop up is running (speed ${SPEED}x, storey 2 loses 10 % at 300 s of simulated time)"
+
+# The drift alarm, raised and retained on MQTT.
+alarm=$(timeout $((900 / SPEED + 60)) mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -C 1 \
+  -t "dtop/v1/twin/$RIG/alarm/drift")
+say "drift alarm: $alarm"
+
+# The stored record after the damage: the last 5 simulated minutes, in the store's own times.
+token=$(curl -fsS "$DTOP_SERVER/api/v1/login" -H 'content-type: application/json' \
+  -d "{\"username\":\"admin\",\"password\":\"$(head -1 "$work/up/admin-password")\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+last_ns=$(curl -fsS "http://127.0.0.1:$influx_port/query" --data-urlencode db=dtop --data-urlencode epoch=ns \
+  --data-urlencode "q=SELECT last(floor1_accel) FROM dtop_samples WHERE rig='$RIG'" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["results"][0]["series"][0]["values"][0][0])')
+to_ms=$((last_ns / 1000000)); from_ms=$((to_ms - 300000))
+say "oma on the stored record $from_ms..$to_ms ms"
+oma=$("$BIN/dtop" study submit oma --model southampton "${PW[@]}" --record "$RIG:$from_ms:$to_ms" --watch --quiet | head -1)
+"$BIN/dtop" study result "$oma" "${PW[@]}" --format json | python3 -c '
+import json,sys
+r=json.load(sys.stdin)["summary"]
+for m in r["modes"]: print("  mode %.4f Hz, model %.4f Hz (%+.2f %%)" % (m["frequency_hz"], m["model_frequency_hz"], m["frequency_error_percent"]))'
+update=$("$BIN/dtop" study submit update --model southampton "${PW[@]}" --targets-from "$oma" --watch --quiet | head -1)
+proposed=$("$BIN/dtop" study result "$update" "${PW[@]}" --format json | python3 -c '
+import json,sys; r=json.load(sys.stdin); print(r["proposed_model"])')
+"$BIN/dtop" model show "$proposed" "${PW[@]}" | python3 -c '
+import json,sys
+m=json.load(sys.stdin); k=m["spec"]["structure"]["storey_stiffness_n_per_m"]
+print("  proposed %s@%s (%s): storeys %s N/m" % (m["name"], m["version"], m["status"], ", ".join("%.0f" % x for x in k)))'
+"$BIN/dtop" model approve "$proposed" --note "storey 2 after the demo's damage" "${PW[@]}" >/dev/null
+say "approved $proposed"
+
+# The twin switches at a block boundary: its retained status names the version it runs on.
+version=${proposed#*@}
+for _ in $(seq 1 300); do
+  status=$(timeout 5 mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -C 1 -t "dtop/v1/twin/$RIG/status" || true)
+  running=$(printf '%s' "$status" | python3 -c 'import json,sys
+try: print(json.load(sys.stdin)["model"].get("version",""))
+except Exception: print("")')
+  [ "$running" = "$version" ] && break
+  sleep 0.2
+done
+[ "$running" = "$version" ] || { echo "the twin did not switch to $proposed"; tail -50 "$work/up.log"; exit 1; }
+say "the twin runs on $proposed: $(printf '%s' "$status" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({k: s.get(k) for k in ("model", "dvf_limit", "controller_stopped")}))')"
+cleared=$(timeout 5 mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -C 1 -t "dtop/v1/twin/$RIG/alarm/drift")
+say "drift alarm now: $cleared"
