@@ -244,15 +244,38 @@ async fn bad_input_is_refused_with_every_problem_and_where() {
             .body(body)
             .send()
     };
-    // Over the body limit.
-    let big = format!(
-        "{{\"kind\":\"modal\",\"model\":\"southampton\",\"params\":{{\"x\":\"{}\"}}}}",
-        "a".repeat(100 * 1024)
-    );
-    let r = post(big).await.unwrap();
+    // Over the body limit: the study route's own (studies may carry measured tables), and
+    // every other route's general one.
+    let body_of = |bytes: usize| {
+        format!(
+            "{{\"kind\":\"modal\",\"model\":\"southampton\",\"params\":{{\"x\":\"{}\"}}}}",
+            "a".repeat(bytes)
+        )
+    };
+    let r = post(body_of(300 * 1024)).await.unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "payload_too_large");
+    let r = post(body_of(100 * 1024)).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "under the study limit: read, and refused for params.x"
+    );
+    let r = server
+        .client
+        .post(server.url("/api/v1/models"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(body_of(100 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "the general limit"
+    );
     // Malformed JSON says where.
     let r = post("{\"kind\": \"modal\",\n \"model\": }".into())
         .await

@@ -91,6 +91,8 @@ pub struct Options {
     pub workers: u32,
     pub token_lifetime_s: u64,
     pub body_limit_bytes: usize,
+    /// The study route's own limit (studies may carry measured tables).
+    pub study_body_limit_bytes: usize,
     pub max_work_units: Option<u64>,
     pub mqtt: Option<SocketAddr>,
     pub postgres_url: Option<String>,
@@ -108,6 +110,7 @@ impl Default for Options {
             workers: 0,
             token_lifetime_s: 3600,
             body_limit_bytes: 64 * 1024,
+            study_body_limit_bytes: 256 * 1024,
             max_work_units: None,
             mqtt: None,
             postgres_url: None,
@@ -175,6 +178,7 @@ impl Server {
             http: HttpConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 body_limit_bytes: options.body_limit_bytes,
+                study_body_limit_bytes: options.study_body_limit_bytes,
                 token_lifetime_s: options.token_lifetime_s,
                 poll_interval_ms: 50,
                 tls: options.tls.clone(),
