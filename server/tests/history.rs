@@ -397,7 +397,14 @@ async fn a_rigs_parameter_history_reads_back_from_influx_and_victoria_as_json_an
     };
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path()).await;
-    let t0_ms = 1_765_000_000_000;
+    // Recent times: VictoriaMetrics drops samples older than its retention (a month by default).
+    let t0_ms = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        / 1000
+        - 600)
+        * 1000;
     let rig = format!("params-{}", std::process::id());
     influx.write_lines(&parameter_lines(&rig, t0_ms)).await;
     vm.write_lines(&parameter_lines(&rig, t0_ms)).await;
