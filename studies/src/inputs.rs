@@ -80,10 +80,9 @@ impl Inputs {
         }
     }
 
-    /// Every way these inputs do not fit `kind`: a required input missing, an input the kind
-    /// does not take.
-    pub fn problems_for(&self, kind: StudyKind) -> Vec<FieldProblem> {
-        let specs = crate::kinds::inputs(kind);
+    /// Every way these inputs do not fit `kind`, which takes `specs`: a required input
+    /// missing, an input the kind does not take.
+    pub fn problems_for(&self, kind: StudyKind, specs: &[InputSpec]) -> Vec<FieldProblem> {
         let mut problems = Vec::new();
         for spec in specs {
             if spec.required && self.get(spec.name).is_none() {
@@ -200,10 +199,14 @@ mod tests {
     #[test]
     fn a_kind_without_inputs_refuses_one_and_a_missing_required_one_is_named() {
         let given = Inputs::new(vec![table("frf", &[("x", vec![1.0])])]).unwrap();
-        let p = given.problems_for(StudyKind::Modal);
+        let p = given.problems_for(StudyKind::Modal, &[]);
         assert_eq!(p.len(), 1);
         assert!(p[0].message.contains("takes no inputs"), "{p:?}");
-        assert!(Inputs::none().problems_for(StudyKind::Modal).is_empty());
+        assert!(
+            Inputs::none()
+                .problems_for(StudyKind::Modal, &[])
+                .is_empty()
+        );
         assert!(Inputs::none().require("frf").is_err());
         assert_eq!(given.require("frf").unwrap().rows(), 1);
     }

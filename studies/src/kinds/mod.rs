@@ -101,7 +101,7 @@ pub fn plan(
     budget: &Budget,
 ) -> Result<Resolved, StudyError> {
     let mut other_problems = model.problems();
-    other_problems.extend(inputs.problems_for(kind));
+    other_problems.extend(inputs.problems_for(kind, self::inputs(kind)));
     let merged = with_defaults(params, &defaults(kind, model));
     dispatch!(kind, k => {
         let params = parse_params::<k::Params>(&merged);
