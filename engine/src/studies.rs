@@ -374,6 +374,15 @@ impl Engine {
         })
     }
 
+    /// The table with this hash, from the result store (off the async threads).
+    pub(crate) async fn stored(&self, sha256_hex: &str) -> Result<NamedArray, EngineError> {
+        let dir = self.inner.config.result_dir.clone();
+        let hash = sha256_hex.to_owned();
+        tokio::task::spawn_blocking(move || crate::store::get(&dir, &hash))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?
+    }
+
     /// One of the measured tables a study was given, from the result store.
     ///
     /// # Errors
@@ -386,11 +395,7 @@ impl Engine {
                 id.0
             )));
         };
-        let dir = self.inner.config.result_dir.clone();
-        let hash = r.sha256_hex.clone();
-        tokio::task::spawn_blocking(move || crate::store::get(&dir, &hash))
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?
+        self.stored(&r.sha256_hex).await
     }
 
     /// One array of a study's result, from the result store.
@@ -405,11 +410,7 @@ impl Engine {
                 id.0
             )));
         };
-        let dir = self.inner.config.result_dir.clone();
-        let hash = r.sha256_hex.clone();
-        tokio::task::spawn_blocking(move || crate::store::get(&dir, &hash))
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?
+        self.stored(&r.sha256_hex).await
     }
 
     /// Studies whose revision changed after `after_revision` (any study), oldest change first,

@@ -232,6 +232,20 @@ pub struct H1Settings {
     pub f_max_hz: f64,
 }
 
+impl H1Settings {
+    /// Welch settings that always hold (20 s segments, half overlap, every line): what a kind
+    /// reads its measurement with when its own settings are wrong, so the input's problems are
+    /// still reported beside the parameters' and not drowned by them.
+    pub fn lenient() -> Self {
+        Self {
+            segment_s: 20.0,
+            overlap: 0.5,
+            f_min_hz: 0.0,
+            f_max_hz: f64::INFINITY,
+        }
+    }
+}
+
 /// Fewest Welch segments an H1 estimate may average: with one segment the coherence is 1 at
 /// every line whatever the noise, so it says nothing.
 pub const MIN_H1_SEGMENTS: usize = 4;

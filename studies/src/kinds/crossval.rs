@@ -118,12 +118,7 @@ fn validate(
     let settings = if problems.is_empty() {
         params.h1()
     } else {
-        H1Settings {
-            segment_s: DEFAULT_SEGMENT_S,
-            overlap: DEFAULT_OVERLAP,
-            f_min_hz: 0.0,
-            f_max_hz: f64::INFINITY,
-        }
+        H1Settings::lenient()
     };
     match measured::measurement(inputs, &settings, params.input_floor) {
         Ok((frf, source)) => {

@@ -202,21 +202,13 @@ fn validate(
             format!("{} must lie in [0, 1)", params.min_coherence),
         ));
     }
-    let measured = if problems.is_empty() {
-        measured::measurement(inputs, &params.h1(), params.input_floor)
+    // Welch settings that are wrong would only add noise to the input's problems.
+    let settings = if problems.is_empty() {
+        params.h1()
     } else {
-        // Welch settings that are wrong would only add noise to the input's problems.
-        measured::measurement(
-            inputs,
-            &H1Settings {
-                segment_s: DEFAULT_SEGMENT_S,
-                overlap: DEFAULT_OVERLAP,
-                f_min_hz: 0.0,
-                f_max_hz: f64::INFINITY,
-            },
-            params.input_floor,
-        )
+        H1Settings::lenient()
     };
+    let measured = measured::measurement(inputs, &settings, params.input_floor);
     match measured {
         Ok((frf, source)) => {
             problems.extend(measured::floor_problems(&frf, source, floors));
