@@ -37,9 +37,17 @@
 //!     alarm after this window), or one point with the reason when nothing was identified;
 //!     t = the window's end.
 //!
+//! dtop_twin_stiffness,rig=<rig>,storey=<n> start_s=<float>,end_s=<float>,stiffness_n_per_m=<float>,stiffness_std_n_per_m=<float>[,reference_n_per_m=<float>],model_stiffness_n_per_m=<float>,in_band=<bool>,alarm=<bool> <t>
+//!     the storey stiffnesses fitted to each identified window's modes
+//!     (`crate::tracking::stiffness::encode_stiffness`; none when they could not be fitted):
+//!     reference = its band's centre, model = the running model's; t = the window's end.
+//!
 //! dtop_twin_drift,rig=<rig>,mode=<n> raised=<bool>,frequency_hz=<float>,reference_hz=<float>,band_low_hz=<float>,band_high_hz=<float>,since_s=<float> <t>
-//!     one point per drift alarm raised (raised=true) or cleared (`crate::tracking::encode_drift`);
-//!     since_s = sample time it was raised at; t = the deciding window's end.
+//! dtop_twin_drift,rig=<rig>,storey=<n> raised=<bool>,stiffness_n_per_m=<float>,reference_n_per_m=<float>,band_low_n_per_m=<float>,band_high_n_per_m=<float>,since_s=<float> <t>
+//!     one point per drift alarm raised (raised=true) or cleared, of a mode's frequency
+//!     (`crate::tracking::encode_drift`) or a storey's stiffness
+//!     (`crate::tracking::stiffness::encode_stiffness_drift`); since_s = sample time it was
+//!     raised at; t = the deciding window's end.
 //!
 //! dtop_twin_model,rig=<rig>,run=<run> name="<name>",version=<i>i,first_sample_index=<i>i,carried="kept|restarted",building="<JSON>" <t>
 //!     a switch of the rig's running estimator to a catalogue model version, at the time of the

@@ -332,6 +332,7 @@ impl RigState {
         let (lines, count, drift_json) = tracking.rebase(
             self.rig.as_str(),
             reference,
+            building.clone(),
             at_s,
             block.first_timestamp_ns,
             self.precision,
@@ -378,8 +379,10 @@ impl RigState {
         self.tracking = Some(RigTracking::new(
             config,
             channels,
+            floors,
             sample_rate_hz,
             reference,
+            io.building.clone(),
         ));
     }
 

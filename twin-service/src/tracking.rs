@@ -1,19 +1,27 @@
 //! Owns the tracking of one rig's modes over its life (issue 14, item 4): the sliding window of
 //! floor accelerations in sample time, when a window falls due, its identification with
 //! dtop-oma, the matching of identified modes to the model's, and the drift alarms with their
-//! hysteresis. Pure: no I/O, no clocks (time is sample index / sample rate), no logging. The
+//! hysteresis (on each mode's frequency here; on each storey's fitted stiffness in
+//! [`stiffness`]). Pure: no I/O, no clocks (time is sample index / sample rate), no logging. The
 //! shell (`crate::service`) runs [`identify_window`] off the ingest path and publishes,
 //! stores and counts what [`DriftTracker::decide`] returns.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
-use dtop_dynamics::ShearBuilding;
+use dtop_dynamics::{ShearBuilding, ShearBuildingConfig};
 use dtop_oma::{ModePicking, OmaParams, SsiParams};
 use serde::Serialize;
 
 use crate::config::{TrackingConfig, TrackingReference};
 use crate::lineproto::{escape_key, write_float};
+
+pub mod stiffness;
+
+use stiffness::{
+    StiffnessRecord, StiffnessTracker, encode_stiffness, encode_stiffness_drift,
+    stiffness_drift_json,
+};
 
 /// Measurement holding one point per identified mode of each identification, or one point
 /// per failed identification.
@@ -254,6 +262,10 @@ pub struct TrackedMode {
     pub in_band: Option<bool>,
     /// Whether this mode's drift alarm is raised after this record.
     pub alarm: bool,
+    /// The identified shape, one value per tracked channel, unit peak (absent when not
+    /// found).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shape: Option<Vec<f64>>,
 }
 
 /// One record of the parameter history: one identification of one window.
@@ -272,6 +284,10 @@ pub struct HistoryRecord {
     pub modes: Vec<TrackedMode>,
     /// Identified modes no model mode matched.
     pub unmatched: Vec<FoundMode>,
+    /// The storey stiffnesses fitted to the matched modes (absent when stiffness tracking is
+    /// off: `tracking.stiffness_band_percent = 0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stiffness: Option<StiffnessRecord>,
 }
 
 /// Whether a drift alarm went up or down.
@@ -454,6 +470,7 @@ impl DriftTracker {
                 mac: hit.map(|(_, mac)| mac),
                 in_band,
                 alarm: alarm.raised_since_s.is_some(),
+                shape: hit.map(|(m, _)| m.shape.clone()),
             });
         }
         let unmatched = found
@@ -472,6 +489,7 @@ impl DriftTracker {
             },
             modes: tracked,
             unmatched,
+            stiffness: None,
         };
         (record, events)
     }
@@ -524,10 +542,16 @@ pub fn modes_json(rig: &str, record: &HistoryRecord) -> serde_json::Value {
     value
 }
 
-/// The JSON published, retained, on `dtop/v1/twin/<rig>/alarm/drift` for one alarm raised or
-/// cleared: the event, plus every mode whose alarm is raised after it (`raised_modes`), so
-/// the retained message alone tells a new subscriber the rig's whole drift state.
-pub fn drift_json(rig: &str, event: &DriftEvent, raised_modes: &[usize]) -> serde_json::Value {
+/// The JSON published, retained, on `dtop/v1/twin/<rig>/alarm/drift` for one frequency alarm
+/// raised or cleared: the event, plus every mode and storey whose alarm is raised after it
+/// (`raised_modes`, `raised_storeys`), so the retained message alone tells a new subscriber
+/// the rig's whole drift state.
+pub fn drift_json(
+    rig: &str,
+    event: &DriftEvent,
+    raised_modes: &[usize],
+    raised_storeys: &[usize],
+) -> serde_json::Value {
     serde_json::json!({
         "rig": rig,
         "state": event.state,
@@ -538,6 +562,7 @@ pub fn drift_json(rig: &str, event: &DriftEvent, raised_modes: &[usize]) -> serd
         "since_s": event.since_s,
         "at_s": event.at_s,
         "raised_modes": raised_modes,
+        "raised_storeys": raised_storeys,
     })
 }
 
@@ -676,27 +701,47 @@ pub struct RigTracking {
     config: TrackingConfig,
     /// Manifest names of the tracked channels (`floor{k}_accel`), in window channel order.
     channels: Vec<String>,
+    /// The tracked channels' floors (1-based, window order).
+    floors: Vec<usize>,
     window: TrackingWindow,
     drift: DriftTracker,
+    /// `None` when stiffness tracking is off.
+    stiffness: Option<StiffnessTracker>,
     counters: TrackingCounters,
 }
 
 impl RigTracking {
-    /// Tracking of the channels named `channels` sampled at `sample_rate_hz` against
-    /// `reference`.
+    /// Tracking of the channels named `channels` (the accelerometers of `floors`, 1-based,
+    /// same order) sampled at `sample_rate_hz` against `reference`, the modes of `building`,
+    /// whose storeys are fitted to each window.
     pub fn new(
         config: &TrackingConfig,
         channels: Vec<String>,
+        floors: Vec<usize>,
         sample_rate_hz: f64,
         reference: ReferenceModes,
+        building: ShearBuildingConfig,
     ) -> Self {
         Self {
             window: TrackingWindow::new(config, sample_rate_hz, channels.len()),
             drift: DriftTracker::new(config, reference),
+            stiffness: StiffnessTracker::new(config, building, &floors),
             config: config.clone(),
             channels,
+            floors,
             counters: TrackingCounters::default(),
         }
+    }
+
+    /// Modes and storeys whose drift alarm is raised now, 1-based.
+    fn raised(&self) -> (Vec<usize>, Vec<usize>) {
+        (
+            self.drift.raised(),
+            self.stiffness
+                .as_ref()
+                .map(StiffnessTracker::raised)
+                .unwrap_or_default(),
+        )
     }
 
     /// The tracked channels' manifest names, in window order.
@@ -723,7 +768,9 @@ impl RigTracking {
     pub fn counters(&self) -> TrackingCounters {
         TrackingCounters {
             window_restarts_total: self.window.restarts(),
-            drift_alarms_active: self.drift.raised().len() as u64,
+            drift_alarms_active: (self.drift.raised().len()
+                + self.stiffness.as_ref().map_or(0, |s| s.raised().len()))
+                as u64,
             ..self.counters
         }
     }
@@ -769,69 +816,107 @@ impl RigTracking {
         identification: &Identification,
         precision: crate::lineproto::Precision,
     ) -> TrackingOutput {
-        let (record, events) =
+        let (mut record, events) =
             self.drift
                 .decide(job.job.start_s(), job.job.end_s(), identification);
+        let stiffness_events = match &mut self.stiffness {
+            Some(stiffness) => {
+                let (stiffness_record, events) = stiffness.decide(&record);
+                record.stiffness = Some(stiffness_record);
+                events
+            }
+            None => Vec::new(),
+        };
         if record.identified {
             self.counters.windows_identified_total += 1;
         } else {
             self.counters.windows_failed_total += 1;
         }
-        let raised = self.drift.raised();
+        let (raised_modes, raised_storeys) = self.raised();
         let mut lines = String::new();
         // A time beyond InfluxDB's range cannot be stored; the messages still go out.
         if let Some(t) = precision.from_ns(job.end_timestamp_ns) {
             encode_history(&mut lines, rig, &record, t);
+            if let Some(stiffness) = &record.stiffness {
+                encode_stiffness(&mut lines, rig, record.start_s, record.end_s, stiffness, t);
+            }
             for event in &events {
                 encode_drift(&mut lines, rig, event, t);
             }
+            for event in &stiffness_events {
+                encode_stiffness_drift(&mut lines, rig, event, t);
+            }
         }
-        let mut drift_json = Vec::with_capacity(events.len());
+        let mut drift_messages = Vec::with_capacity(events.len() + stiffness_events.len());
         for event in &events {
             if event.state == AlarmState::Raised {
                 self.counters.drift_alarms_raised_total += 1;
             }
-            drift_json.push(drift_json_bytes(rig, event, &raised));
+            drift_messages.push(
+                drift_json(rig, event, &raised_modes, &raised_storeys)
+                    .to_string()
+                    .into_bytes(),
+            );
+        }
+        for event in &stiffness_events {
+            if event.state == AlarmState::Raised {
+                self.counters.drift_alarms_raised_total += 1;
+            }
+            drift_messages.push(
+                stiffness_drift_json(rig, event, &raised_modes, &raised_storeys)
+                    .to_string()
+                    .into_bytes(),
+            );
         }
         TrackingOutput {
             line_count: lines.lines().count(),
             lines,
             modes_json: modes_json(rig, &record).to_string().into_bytes(),
-            drift_json,
+            drift_json: drift_messages,
         }
     }
 }
 
 impl RigTracking {
-    /// The rig now runs on an adopted model: its modes become the reference, every raised
-    /// alarm clears (stored at `t_ns` and published like any other change), and the window
-    /// keeps filling. The lines, their count and the drift messages.
+    /// The rig now runs on an adopted model, `building`, whose modes are `reference`: they
+    /// become the reference, every raised alarm clears (stored at `t_ns` and published like
+    /// any other change), and the window keeps filling. The lines, their count and the drift
+    /// messages.
     pub fn rebase(
         &mut self,
         rig: &str,
         reference: ReferenceModes,
+        building: ShearBuildingConfig,
         at_s: f64,
         t_ns: u64,
         precision: crate::lineproto::Precision,
     ) -> (String, usize, Vec<Vec<u8>>) {
         let events = self.drift.rebase(&self.config, reference, at_s);
+        let stiffness_events = match &mut self.stiffness {
+            Some(s) => s.rebase(&self.config, building, &self.floors, at_s),
+            None => Vec::new(),
+        };
         let mut lines = String::new();
         if let Some(t) = precision.from_ns(t_ns) {
             for event in &events {
                 encode_drift(&mut lines, rig, event, t);
             }
+            for event in &stiffness_events {
+                encode_stiffness_drift(&mut lines, rig, event, t);
+            }
         }
         let json = events
             .iter()
-            .map(|e| drift_json_bytes(rig, e, &[]))
+            .map(|e| drift_json(rig, e, &[], &[]).to_string().into_bytes())
+            .chain(stiffness_events.iter().map(|e| {
+                stiffness_drift_json(rig, e, &[], &[])
+                    .to_string()
+                    .into_bytes()
+            }))
             .collect();
         let count = lines.lines().count();
         (lines, count, json)
     }
-}
-
-fn drift_json_bytes(rig: &str, event: &DriftEvent, raised: &[usize]) -> Vec<u8> {
-    drift_json(rig, event, raised).to_string().into_bytes()
 }
 
 #[cfg(test)]

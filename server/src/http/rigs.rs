@@ -345,7 +345,8 @@ async fn parameters_answer(
 }
 
 /// A rig's parameter history over a range: each window's modes the twin's drift tracking
-/// identified (`record=modes`) or its drift alarms (`record=drift`).
+/// identified (`record=modes`), the storey stiffnesses fitted to them (`record=stiffness`) or
+/// its drift alarms (`record=drift`).
 #[utoipa::path(get, path = "/api/v1/rigs/{rig}/parameters", tag = "rigs",
     params(("rig" = String, Path, description = "Rig id"), ParametersQuery),
     responses((status = 200, body = ParametersAnswer), (status = 400, body = ErrorBody),

@@ -1,6 +1,7 @@
 //! Owns reading a rig's parameter history from the store the twin writes: the modes its drift
-//! tracking identified each window (`dtop_twin_modes`) and its drift alarms (`dtop_twin_drift`),
-//! ARCHITECTURE § Storage schema. InfluxDB 1.x answers one InfluxQL `SELECT *`;
+//! tracking identified each window (`dtop_twin_modes`), the storey stiffnesses fitted to them
+//! (`dtop_twin_stiffness`) and its drift alarms (`dtop_twin_drift`), ARCHITECTURE § Storage
+//! schema. A storey's rows carry its number as the field `storey`. InfluxDB 1.x answers one InfluxQL `SELECT *`;
 //! VictoriaMetrics its `/api/v1/export` of the measurement's series (one per field and mode,
 //! string fields not kept there). Both become the same rows: time, mode, then the fields. The
 //! query builders and parsers are pure; only [`super::history::History::parameters`] does I/O.
@@ -21,8 +22,11 @@ pub enum Record {
     /// Each window's identified modes (or why none were): `dtop_twin_modes`.
     #[default]
     Modes,
-    /// Drift alarms raised and cleared: `dtop_twin_drift`.
+    /// Drift alarms raised and cleared: `dtop_twin_drift` (a frequency's by `mode`, a storey
+    /// stiffness's by the field `storey`).
     Drift,
+    /// Each window's fitted storey stiffnesses: `dtop_twin_stiffness`.
+    Stiffness,
 }
 
 impl Record {
@@ -31,6 +35,7 @@ impl Record {
         match self {
             Record::Modes => "dtop_twin_modes",
             Record::Drift => "dtop_twin_drift",
+            Record::Stiffness => "dtop_twin_stiffness",
         }
     }
 }
@@ -44,7 +49,7 @@ pub struct ParametersQuery {
     pub from_ms: i64,
     /// End, ms since the Unix epoch (exclusive).
     pub to_ms: i64,
-    /// `modes` (default) or `drift`.
+    /// `modes` (default), `stiffness` or `drift`.
     #[serde(default)]
     pub record: Record,
 }
@@ -227,7 +232,9 @@ struct ExportLine {
 /// An answer of another shape.
 pub fn parse_victoria(record: Record, body: &[u8]) -> Result<Vec<ParameterRow>, HistoryError> {
     let prefix = format!("{}_", record.measurement());
-    let mut rows: BTreeMap<(i64, String), BTreeMap<String, serde_json::Value>> = BTreeMap::new();
+    // Keyed by (time, mode, storey): a storey's series carry no mode.
+    type Key = (i64, String, String);
+    let mut rows: BTreeMap<Key, BTreeMap<String, serde_json::Value>> = BTreeMap::new();
     for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let series: ExportLine = serde_json::from_slice(line)
             .map_err(|e| HistoryError::Unreadable(format!("VictoriaMetrics' export: {e}")))?;
@@ -239,11 +246,17 @@ pub fn parse_victoria(record: Record, body: &[u8]) -> Result<Vec<ParameterRow>, 
             continue;
         };
         let mode = series.metric.get("mode").cloned().unwrap_or_default();
+        let storey = series.metric.get("storey").cloned().unwrap_or_default();
         for (t_ms, v) in series.timestamps.iter().zip(series.values) {
             if let Some(v) = v {
-                rows.entry((*t_ms, mode.clone()))
-                    .or_default()
-                    .insert(field.to_owned(), serde_json::json!(v));
+                let fields = rows
+                    .entry((*t_ms, mode.clone(), storey.clone()))
+                    .or_default();
+                fields.insert(field.to_owned(), serde_json::json!(v));
+                if !storey.is_empty() {
+                    // As InfluxDB's `SELECT *` gives the tag: a string column.
+                    fields.insert("storey".to_owned(), serde_json::json!(storey));
+                }
             }
         }
         if rows.len() > MAX_ROWS {
@@ -252,7 +265,7 @@ pub fn parse_victoria(record: Record, body: &[u8]) -> Result<Vec<ParameterRow>, 
     }
     sorted(
         rows.into_iter()
-            .map(|((time_ms, mode), fields)| ParameterRow {
+            .map(|((time_ms, mode, _), fields)| ParameterRow {
                 time_ms,
                 mode,
                 fields,
@@ -331,6 +344,18 @@ mod tests {
         assert_eq!(rows[0].time_ms, 1000);
         assert_eq!(rows[0].fields["frequency_hz"], 7.0);
         assert_eq!(rows[1].fields["in_band"], 1.0);
+    }
+
+    #[test]
+    fn a_victoria_export_keeps_storeys_apart_and_names_them_as_influxdb_does() {
+        let body = br#"{"metric":{"__name__":"dtop_twin_stiffness_stiffness_n_per_m","rig":"r","storey":"1"},"values":[1000.0],"timestamps":[2000]}
+{"metric":{"__name__":"dtop_twin_stiffness_stiffness_n_per_m","rig":"r","storey":"2"},"values":[900.0],"timestamps":[2000]}
+"#;
+        let rows = parse_victoria(Record::Stiffness, body).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].fields["storey"], "1");
+        assert_eq!(rows[1].fields["storey"], "2");
+        assert_eq!(rows[1].fields["stiffness_n_per_m"], 900.0);
     }
 
     #[test]
