@@ -71,14 +71,16 @@ async fn wait_final(engine: &Engine, id: &StudyId, within: Duration) -> StudyRec
 
 async fn modal_study_runs_to_its_result(config: EngineConfig) {
     let engine = Engine::connect(&config).await.unwrap();
-    let (stop, worker) = spawn_worker(&engine);
     let record = engine
         .submit(modal_request(ModelChoice::Catalogue(
             "southampton".parse().unwrap(),
         )))
         .await
         .unwrap();
+    // `submit` answers with the study as it is now: queued, as no worker runs yet (with one
+    // running it may already be claimed).
     assert_eq!(record.state, StudyState::Queued);
+    let (stop, worker) = spawn_worker(&engine);
     assert_eq!(record.model_ref.as_deref(), Some("southampton@1"));
     assert!(record.id.0.starts_with("st_"));
     let done = wait_final(&engine, &record.id, Duration::from_secs(60)).await;
