@@ -36,6 +36,7 @@ fn run(config: &FrameConfig, modes: usize) -> CalculixRun {
         &DeckOptions {
             element: BeamElementType::B31,
             modes,
+            ..DeckOptions::default()
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -188,6 +189,7 @@ fn the_b32_deck_finds_the_same_modes_a_little_stiffer() {
         &DeckOptions {
             element: BeamElementType::B32,
             modes: 6,
+            ..DeckOptions::default()
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -308,6 +310,7 @@ fn a_run_cancelled_from_another_thread_stops_within_moments() {
         &DeckOptions {
             element: BeamElementType::B31,
             modes: 30,
+            ..DeckOptions::default()
         },
     )
     .unwrap_or_else(|e| panic!("{e}"));

@@ -47,6 +47,28 @@ pub enum BeamElementType {
     B32,
 }
 
+/// How the deck meshes each leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LegMesh {
+    /// The frame's own mesh (`elements_per_leg` equal elements): every node of the built-in
+    /// solver's mesh is a node of the deck, so the two compare node by node.
+    #[default]
+    Shared,
+    /// `elements_per_leg` elements between the leg's two end nodes (which stay the shared
+    /// mesh's), node i at the fraction (i/n + (1 − cos(π·i/n))/2)/2 of the leg: half equal,
+    /// half cosine spacing, so elements are up to twice as dense towards both joints, where
+    /// ccx's rigid joint holds the expanded section's shape and the strain varies fastest.
+    /// Measured in ccx 2.20 on one leg between two rigid joints, against beam theory: 96
+    /// graded B31 +0.967 %, 96 equal +1.033 %, 192 equal +0.941 %. Pure cosine spacing
+    /// (elements down to 41 µm on a 25 × 3 mm section) gave three spurious 282.8 Hz modes on
+    /// the rig; this spacing gives none. The shared mesh's inner nodes are left out.
+    Graded {
+        /// B31 (or B32) elements per leg, at least 1.
+        elements_per_leg: usize,
+    },
+}
+
 /// What to ask ccx for, beyond the geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +77,9 @@ pub struct DeckOptions {
     pub element: BeamElementType,
     /// Number of lowest eigenvalues to compute.
     pub modes: usize,
+    /// The legs' mesh in the deck.
+    #[serde(default)]
+    pub leg_mesh: LegMesh,
 }
 
 impl Default for DeckOptions {
@@ -62,6 +87,7 @@ impl Default for DeckOptions {
         Self {
             element: BeamElementType::B31,
             modes: 10,
+            leg_mesh: LegMesh::Shared,
         }
     }
 }
@@ -75,6 +101,14 @@ pub fn write_deck(config: &FrameConfig, options: &DeckOptions) -> Result<String,
     let mut problems = config.problems();
     if options.modes == 0 {
         problems.push("modes = 0: ask CalculiX for at least one eigenvalue".to_owned());
+    }
+    if options.leg_mesh
+        == (LegMesh::Graded {
+            elements_per_leg: 0,
+        })
+    {
+        problems
+            .push("leg_mesh.elements_per_leg = 0: each leg needs at least one element".to_owned());
     }
     if !problems.is_empty() {
         return Err(CalculixError::Invalid(problems));
@@ -94,29 +128,35 @@ pub fn write_deck(config: &FrameConfig, options: &DeckOptions) -> Result<String,
         "** DTOP frame written by dtop-fe: SI units (m, kg, s, N, Pa)."
     );
     let _ = writeln!(out, "*HEADING");
+    let (per_leg, spacing) = match options.leg_mesh {
+        LegMesh::Shared => (config.elements_per_leg, "equal"),
+        LegMesh::Graded { elements_per_leg } => (elements_per_leg, "cosine-graded"),
+    };
     let _ = writeln!(
         out,
-        "DTOP frame, {} storeys, {} {:?} elements per leg",
+        "DTOP frame, {} storeys, {per_leg} {spacing} {:?} elements per leg",
         config.storeys(),
-        config.elements_per_leg,
         options.element
     );
 
-    // Node ids: mesh nodes 1..=n, then mid-side nodes (B32), floor centroids, point masses.
+    // Node ids: mesh nodes 1..=n, then graded legs' inner nodes, mid-side nodes (B32), floor
+    // centroids, point masses.
     let mut nodes: Vec<[f64; 3]> = mesh.nodes.iter().map(|n| n.position_m).collect();
     let mut leg_elements: Vec<Vec<usize>> = Vec::new();
-    for element in &mesh.elements {
-        let a = mesh.nodes[element.lower].position_m;
-        let b = mesh.nodes[element.upper].position_m;
-        match options.element {
-            BeamElementType::B31 => leg_elements.push(vec![element.lower + 1, element.upper + 1]),
-            BeamElementType::B32 => {
-                nodes.push([
-                    (a[0] + b[0]) / 2.0,
-                    (a[1] + b[1]) / 2.0,
-                    (a[2] + b[2]) / 2.0,
-                ]);
-                leg_elements.push(vec![element.lower + 1, nodes.len(), element.upper + 1]);
+    for chain in leg_chains(&mesh, options.leg_mesh, &mut nodes) {
+        for pair in chain.windows(2) {
+            let (lower, upper) = (pair[0], pair[1]);
+            match options.element {
+                BeamElementType::B31 => leg_elements.push(vec![lower, upper]),
+                BeamElementType::B32 => {
+                    let (a, b) = (nodes[lower - 1], nodes[upper - 1]);
+                    nodes.push([
+                        (a[0] + b[0]) / 2.0,
+                        (a[1] + b[1]) / 2.0,
+                        (a[2] + b[2]) / 2.0,
+                    ]);
+                    leg_elements.push(vec![lower, nodes.len(), upper]);
+                }
             }
         }
     }
@@ -148,8 +188,17 @@ pub fn write_deck(config: &FrameConfig, options: &DeckOptions) -> Result<String,
         }
     }
 
+    // Only nodes an element uses: a graded deck leaves the shared mesh's inner nodes out.
+    let mut used = vec![false; nodes.len()];
+    for id in leg_elements
+        .iter()
+        .flatten()
+        .chain(spokes.iter().flat_map(|(a, b)| [a, b]))
+    {
+        used[id - 1] = true;
+    }
     let _ = writeln!(out, "*NODE, NSET=NALL");
-    for (i, p) in nodes.iter().enumerate() {
+    for (i, p) in nodes.iter().enumerate().filter(|(i, _)| used[*i]) {
         let _ = writeln!(
             out,
             "{}, {:.12e}, {:.12e}, {:.12e}",
@@ -250,6 +299,45 @@ fn across(direction: &Vector3<f64>) -> Vector3<f64> {
     }
 }
 
+/// Each leg's node ids (1-based), bottom to top: the shared mesh's own nodes, or its two end
+/// nodes with `elements_per_leg − 1` new inner nodes (pushed onto `nodes`) at the graded
+/// spacing of [`LegMesh::Graded`].
+fn leg_chains(mesh: &FrameMesh, leg_mesh: LegMesh, nodes: &mut Vec<[f64; 3]>) -> Vec<Vec<usize>> {
+    let mut chains: Vec<Vec<usize>> = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for element in &mesh.elements {
+        let key = (element.storey, element.leg);
+        match chains.last_mut() {
+            Some(chain) if current == Some(key) => chain.push(element.upper + 1),
+            _ => chains.push(vec![element.lower + 1, element.upper + 1]),
+        }
+        current = Some(key);
+    }
+    let LegMesh::Graded { elements_per_leg } = leg_mesh else {
+        return chains;
+    };
+    chains
+        .into_iter()
+        .map(|chain| {
+            let (first, last) = (chain[0], chain[chain.len() - 1]);
+            let (a, b) = (
+                Vector3::from(nodes[first - 1]),
+                Vector3::from(nodes[last - 1]),
+            );
+            let mut graded = vec![first];
+            for i in 1..elements_per_leg {
+                let fraction = i as f64 / elements_per_leg as f64;
+                let cosine = (1.0 - (std::f64::consts::PI * fraction).cos()) / 2.0;
+                let p = a + (b - a) * ((fraction + cosine) / 2.0);
+                nodes.push([p.x, p.y, p.z]);
+                graded.push(nodes.len());
+            }
+            graded.push(last);
+            graded
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +379,7 @@ mod tests {
         let options = DeckOptions {
             element: BeamElementType::B32,
             modes: 6,
+            ..DeckOptions::default()
         };
         let deck = write_deck(&config, &options).unwrap_or_default();
         let elements = 3 * 4 * config.elements_per_leg;
@@ -309,6 +398,7 @@ mod tests {
         let options = DeckOptions {
             element: BeamElementType::B31,
             modes: 0,
+            ..DeckOptions::default()
         };
         match write_deck(&config, &options) {
             Err(CalculixError::Invalid(problems)) => assert_eq!(problems.len(), 3, "{problems:?}"),

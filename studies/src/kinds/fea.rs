@@ -359,6 +359,7 @@ pub fn run_chunk(
                 &DeckOptions {
                     element: BeamElementType::B31,
                     modes: params.modes,
+                    ..DeckOptions::default()
                 },
             )
             .map_err(numerics)?;
