@@ -51,7 +51,7 @@ pub fn write_script(config: &FrameConfig, modes: usize) -> Result<String, FeErro
         config.shear_modulus_pa(),
         leg.density_kg_m3,
     )
-    .with_rectangle_shear(leg.poisson_ratio);
+    .with_shear_coefficient(config.leg_shear_coefficient());
     let shear_area_m2 = section.shear_area_m2.unwrap_or(section.area_m2);
 
     let mut out = String::new();

@@ -390,6 +390,51 @@ mod tests {
         assert!(deck.contains("*ELEMENT, TYPE=B32, ELSET=LEGS"));
     }
 
+    /// A graded deck keeps each leg's two end nodes (the plates' joints and the feet, where
+    /// the shared mesh and the built-in solver meet it) and puts its own inner nodes between
+    /// them, shortest at both ends and never shorter than half an equal element.
+    #[test]
+    fn graded_legs_keep_their_ends_and_crowd_towards_them() {
+        let config = FrameConfig::southampton();
+        let n = 40;
+        let options = DeckOptions {
+            leg_mesh: LegMesh::Graded {
+                elements_per_leg: n,
+            },
+            ..DeckOptions::default()
+        };
+        let deck = write_deck(&config, &options).unwrap_or_default();
+        assert_eq!(count(&deck, "TYPE=B31, ELSET=LEGS"), 3 * 4 * n);
+        // Leg ends of the shared mesh, the graded inner nodes, then centroids and masses.
+        assert_eq!(
+            count(&deck, "*NODE, NSET=NALL"),
+            3 * 4 * 2 + 3 * 4 * (n - 1) + 3 * 9
+        );
+        let mesh = FrameMesh::new(&config).unwrap_or_else(|e| panic!("{e}"));
+        let mut nodes = mesh.nodes.iter().map(|n| n.position_m).collect();
+        let chains = leg_chains(&mesh, options.leg_mesh, &mut nodes);
+        assert_eq!(chains.len(), 12);
+        let l = config.storey_leg_lengths_m[0];
+        for chain in &chains {
+            assert_eq!(chain.len(), n + 1);
+            let z: Vec<f64> = chain.iter().map(|&id| nodes[id - 1][2]).collect();
+            let lengths: Vec<f64> = z.windows(2).map(|w| w[1] - w[0]).collect();
+            assert!((z[n] - z[0] - l).abs() < 1e-12);
+            assert!(lengths.iter().all(|&h| h >= l / n as f64 / 2.0 - 1e-12));
+            assert!(lengths[0] < lengths[n / 2] && lengths[n - 1] < lengths[n / 2]);
+        }
+        let zero = DeckOptions {
+            leg_mesh: LegMesh::Graded {
+                elements_per_leg: 0,
+            },
+            ..DeckOptions::default()
+        };
+        assert!(matches!(
+            write_deck(&config, &zero),
+            Err(CalculixError::Invalid(p)) if p.len() == 1
+        ));
+    }
+
     #[test]
     fn deck_reports_every_parameter_problem_at_once() {
         let mut config = FrameConfig::southampton();
