@@ -1,5 +1,6 @@
 //! Owns the writing of a frame as a CalculiX input deck (`.inp`): the legs as beam elements
-//! (B31, or B32 with mid-side nodes), each rigid floor as a star of very stiff massless beams
+//! (B31, or B32 with mid-side nodes) on the shared mesh or a graded one of their own
+//! ([`LegMesh`]), each rigid floor as a star of very stiff massless beams
 //! ("spokes") from its centroid to the leg ends in the plate and to eight point masses that
 //! carry the plate's mass and rotary inertia, clamped feet, and a `*FREQUENCY` step. Pure:
 //! returns the text.
@@ -10,6 +11,12 @@
 //! its rotation. The spokes are `SPOKE_STIFFNESS_FACTOR` times stiffer than the legs' material
 //! and as deep as the plate, which leaves them far stiffer than any leg (the rig's storeys are
 //! ~5e4 N/m against ~1e10 N/m for a spoke), so the plate is rigid to ~1e-5 in the sway modes.
+//! What the joint costs: a node where beams meet at an angle is a ccx "knot", a rigid body
+//! over the expanded section, so the leg's end section cannot take its Poisson strain there
+//! (+0.45 % per joint in weak bending, measured; a real clamp does the same, beam theory
+//! does not). ccx 2.20 offers nothing better: equations on a beam node's rotations are
+//! ignored, a rotation `*BOUNDARY` (a mean rotation) cannot follow a moving plate, and its
+//! unexpanded beam U1 refuses frequency steps.
 //!
 //! Why eight point masses: ccx 2.20 has no rotary-inertia element. m/8 at the corners of a
 //! box of half-sides l_x/√12, l_y/√12, t/√12 about the centroid has exactly the plate's mass
