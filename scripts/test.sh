@@ -13,7 +13,8 @@
 #                             `postgres` user (it refuses root), trust auth on 127.0.0.1 only;
 #                             each test creates its own database on it
 #   DTOP_TEST_PYTHON          a Python with the third-party peers from PyPI: pymodbus (Modbus
-#                             TCP/RTU servers) and paho-mqtt (MQTT client), pinned below
+#                             TCP/RTU servers), paho-mqtt (MQTT client) and openseespy
+#                             (OpenSees, dtop-fe's second FE peer), pinned below
 # Tests that need one of these FAIL (never skip) when DTOP_REQUIRE_SERVICES=1, which this script
 # sets; run under plain `cargo test`, they start private instances of their own when they can.
 set -euo pipefail
@@ -50,9 +51,10 @@ fi
 MOSQUITTO_BIN=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
 # Third-party protocol peers from PyPI, in a venv kept under target/ so reruns reuse it.
-PY_PEERS=("pymodbus[serial]==3.8.6" "paho-mqtt==2.1.0")
+# openseespy 3.7.1.2: its 3.8 wheels need Python >= 3.12.
+PY_PEERS=("pymodbus[serial]==3.8.6" "paho-mqtt==2.1.0" "openseespy==3.7.1.2")
 venv="$PWD/target/py-peers"
-if ! "$venv/bin/python" -c 'import pymodbus, paho.mqtt, serial' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import pymodbus, paho.mqtt, serial, openseespy.opensees' 2>/dev/null; then
   echo "test.sh: installing ${PY_PEERS[*]} into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "${PY_PEERS[@]}"

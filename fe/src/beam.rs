@@ -74,10 +74,9 @@ impl BeamProperties {
         }
     }
 
-    /// The same beam with Timoshenko shear deformation, shear coefficient κ of a rectangle
-    /// from Cowper (J. Appl. Mech. 33, 1966, Table 1): κ = 10(1 + ν)/(12 + 11ν).
-    pub(crate) fn with_rectangle_shear(self, poisson_ratio: f64) -> Self {
-        let kappa = 10.0 * (1.0 + poisson_ratio) / (12.0 + 11.0 * poisson_ratio);
+    /// The same beam with Timoshenko shear deformation, shear area κ·A in both bending
+    /// planes.
+    pub(crate) fn with_shear_coefficient(self, kappa: f64) -> Self {
         Self {
             shear_area_m2: Some(kappa * self.area_m2),
             ..self
@@ -239,7 +238,7 @@ mod tests {
     }
 
     fn timoshenko() -> BeamProperties {
-        props().with_rectangle_shear(0.33)
+        props().with_shear_coefficient(crate::config::cowper_rectangle_shear_coefficient(0.33))
     }
 
     /// A rigid-body motion strains nothing: K times any of the six rigid modes is zero.

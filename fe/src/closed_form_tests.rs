@@ -222,8 +222,8 @@ fn condensed_leg_stiffness_is_exact_for_guided_and_free_tops() {
 /// a clamped–free one 1/(l³/(3·E·I) + l/(κ·G·A)). Shear matters in the stiff direction only.
 #[test]
 fn timoshenko_legs_have_the_closed_form_shear_flexible_stiffness() {
-    let beam = leg().with_rectangle_shear(NU);
     let kappa = 10.0 * (1.0 + NU) / (12.0 + 11.0 * NU);
+    let beam = leg().with_shear_coefficient(kappa);
     let shear_stiffness = kappa * g_pa() * B_M * T_M;
     for n in [1, 4, 9] {
         let mesh = cantilever(n);

@@ -29,7 +29,8 @@ pub enum PlanAxis {
 pub enum BeamTheory {
     /// Plane sections stay normal to the axis: no shear deformation.
     EulerBernoulli,
-    /// Shear deformation included (shear coefficient of a rectangle, Cowper 1966). The
+    /// Shear deformation included (shear coefficient κ of a rectangle by Cowper 1966, or
+    /// `FrameConfig::shear_coefficient`). The
     /// default: the rig's legs are only ~6 section depths long in their stiff direction,
     /// where shear takes ~4 % off the storey stiffness.
     #[default]
@@ -131,6 +132,20 @@ pub struct FrameConfig {
     /// include shear deformation on their own).
     #[serde(default)]
     pub beam_theory: BeamTheory,
+    /// Timoshenko shear coefficient κ of the legs' section (shear area κ·A), within (0, 1].
+    /// Absent (the default): Cowper's value for a rectangle, the one 3D elasticity gives
+    /// (see [`cowper_rectangle_shear_coefficient`]). Set it to reproduce an element with
+    /// another: CalculiX's B31, expanded to one brick across the section, carries a
+    /// constant shear strain over the depth, κ = 1 (measured, ARCHITECTURE.md "Finite
+    /// elements").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shear_coefficient: Option<f64>,
+}
+
+/// Cowper's shear coefficient of a solid rectangle, κ = 10(1 + ν)/(12 + 11ν) (J. Appl. Mech.
+/// 33, 1966, Table 1): 0.850 for aluminium's ν = 0.33.
+pub fn cowper_rectangle_shear_coefficient(poisson_ratio: f64) -> f64 {
+    10.0 * (1.0 + poisson_ratio) / (12.0 + 11.0 * poisson_ratio)
 }
 
 /// Beam elements per leg in the built-in rigs: the first leg-bending frequency of a cantilever
@@ -216,6 +231,7 @@ impl FrameConfig {
             feet: Feet::Fixed,
             elements_per_leg: default_elements_per_leg(),
             beam_theory: BeamTheory::Timoshenko,
+            shear_coefficient: None,
         }
     }
 
@@ -261,6 +277,7 @@ impl FrameConfig {
             feet: Feet::Fixed,
             elements_per_leg: CRISTALLO_ELEMENTS_PER_LEG,
             beam_theory: BeamTheory::Timoshenko,
+            shear_coefficient: None,
         }
     }
 
@@ -272,6 +289,13 @@ impl FrameConfig {
     /// Shear modulus G = E / (2(1 + ν)) of the legs, in Pa.
     pub fn shear_modulus_pa(&self) -> f64 {
         self.leg.youngs_modulus_pa / (2.0 * (1.0 + self.leg.poisson_ratio))
+    }
+
+    /// The legs' Timoshenko shear coefficient κ: `shear_coefficient` if set, else Cowper's
+    /// for a rectangle of the legs' Poisson's ratio.
+    pub fn leg_shear_coefficient(&self) -> f64 {
+        self.shear_coefficient
+            .unwrap_or_else(|| cowper_rectangle_shear_coefficient(self.leg.poisson_ratio))
     }
 
     /// Every rule this config breaks, as sentences; empty when it is valid.
@@ -315,6 +339,15 @@ impl FrameConfig {
             ("floor.density_kg_m3", floor.density_kg_m3),
         ] {
             positive(&mut problems, name, value);
+        }
+        if let Some(kappa) = self.shear_coefficient {
+            // Rejects NaN too.
+            if !(kappa > 0.0 && kappa <= 1.0) {
+                problems.push(format!(
+                    "shear_coefficient = {kappa} must be within (0, 1] (a solid rectangle's is \
+                     0.85; leave it out for Cowper's value)"
+                ));
+            }
         }
         if let Some(mass_kg) = floor.mass_kg {
             positive(&mut problems, "floor.mass_kg", mass_kg);

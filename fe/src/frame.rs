@@ -169,7 +169,9 @@ impl FrameModel {
         );
         let beam = match config.beam_theory {
             BeamTheory::EulerBernoulli => euler_bernoulli,
-            BeamTheory::Timoshenko => euler_bernoulli.with_rectangle_shear(leg.poisson_ratio),
+            BeamTheory::Timoshenko => {
+                euler_bernoulli.with_shear_coefficient(config.leg_shear_coefficient())
+            }
         };
         let inertia = RigidFloorInertia {
             mass_kg: config.floor.mass(),

@@ -35,6 +35,8 @@
 //! - [`condense`] — static condensation to the floors' lateral DOFs and the shear chain's
 //!   storey stiffnesses.
 //! - [`calculix`] — the `.inp` deck writer and `.dat` parser (pure), and the `ccx` runner.
+//! - [`opensees`] — the same frame as an OpenSeesPy script (pure), the second peer, and a
+//!   reader of the frequencies it prints.
 //! - [`error`] — `FeError` (CalculiX errors live in `calculix`).
 //!
 //! # Where DTOP differs from Cristallo
@@ -51,6 +53,7 @@ pub mod config;
 pub mod error;
 pub mod frame;
 pub mod mesh;
+pub mod opensees;
 pub mod units;
 
 #[cfg(test)]

@@ -85,33 +85,63 @@ fn condensed_southampton_storeys_have_four_times_12_ej_over_l_cubed() {
     }
 }
 
-/// With shear deformation each leg gives 12·E·J/(l³(1 + Φ)), Φ = 12·E·J/(κ·G·A·l²), κ from
-/// Cowper: 0.12 % below Euler–Bernoulli in x, 7 % in y.
+/// With shear deformation each leg gives 12·E·J/(l³(1 + Φ)), Φ = 12·E·J/(κ·G·A·l²): with κ
+/// from Cowper 0.12 % below Euler–Bernoulli in x, 7 % in y; with a given κ = 1 (CalculiX's
+/// expanded B31) that κ's own Φ.
 #[test]
 fn timoshenko_storeys_lose_exactly_the_shear_flexibility() {
-    let config = FrameConfig::southampton();
-    let (weak, strong) = second_moments_m4(&config);
-    let l = config.storey_leg_lengths_m[0];
-    let e = config.leg.youngs_modulus_pa;
-    let nu = config.leg.poisson_ratio;
-    let kappa_ga = 10.0 * (1.0 + nu) / (12.0 + 11.0 * nu)
-        * config.shear_modulus_pa()
-        * config.leg.width_m
-        * config.leg.thickness_m;
-    let frame = model(config);
-    for (axis, j_m4) in [(PlanAxis::X, weak), (PlanAxis::Y, strong)] {
-        let chain = frame
-            .condense_to_shear_chain(axis, FloorMotion::TranslationOnly)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let phi = 12.0 * e * j_m4 / (kappa_ga * l * l);
-        let expected = 4.0 * 12.0 * e * j_m4 / (l.powi(3) * (1.0 + phi));
-        for k in &chain.storey_stiffness_n_per_m {
-            assert!(
-                (k / expected - 1.0).abs() < 1e-9,
-                "{axis:?}: {k} against {expected}"
-            );
+    let nu = FrameConfig::southampton().leg.poisson_ratio;
+    for (shear_coefficient, kappa) in [
+        (None, 10.0 * (1.0 + nu) / (12.0 + 11.0 * nu)),
+        (Some(1.0), 1.0),
+    ] {
+        let config = FrameConfig {
+            shear_coefficient,
+            ..FrameConfig::southampton()
+        };
+        let (weak, strong) = second_moments_m4(&config);
+        let l = config.storey_leg_lengths_m[0];
+        let e = config.leg.youngs_modulus_pa;
+        let kappa_ga =
+            kappa * config.shear_modulus_pa() * config.leg.width_m * config.leg.thickness_m;
+        let frame = model(config);
+        for (axis, j_m4) in [(PlanAxis::X, weak), (PlanAxis::Y, strong)] {
+            let chain = frame
+                .condense_to_shear_chain(axis, FloorMotion::TranslationOnly)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let phi = 12.0 * e * j_m4 / (kappa_ga * l * l);
+            let expected = 4.0 * 12.0 * e * j_m4 / (l.powi(3) * (1.0 + phi));
+            for k in &chain.storey_stiffness_n_per_m {
+                assert!(
+                    (k / expected - 1.0).abs() < 1e-9,
+                    "κ = {kappa}, {axis:?}: {k} against {expected}"
+                );
+            }
         }
     }
+}
+
+#[test]
+fn a_shear_coefficient_outside_zero_to_one_is_refused_with_the_usual_value() {
+    for (kappa, valid) in [(0.0, false), (1e-3, true), (1.0, true), (1.01, false)] {
+        let config = FrameConfig {
+            shear_coefficient: Some(kappa),
+            ..FrameConfig::southampton()
+        };
+        match config.validate() {
+            Ok(()) => assert!(valid, "κ = {kappa}"),
+            Err(FeError::Invalid(problems)) => {
+                assert!(!valid, "κ = {kappa}");
+                assert!(problems[0].contains("0.85"), "{problems:?}");
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    let nan = FrameConfig {
+        shear_coefficient: Some(f64::NAN),
+        ..FrameConfig::southampton()
+    };
+    assert!(nan.validate().is_err());
 }
 
 /// The rig as a plane frame, derived by hand: per floor a lateral translation v and a rotation

@@ -4,3 +4,4 @@
 
 mod calculix;
 mod frame;
+mod opensees;

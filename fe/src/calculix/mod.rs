@@ -15,7 +15,7 @@ pub mod frd;
 pub mod runner;
 
 pub use dat::{CalculixMode, parse_eigenvalues};
-pub use deck::{BeamElementType, DeckOptions, write_deck};
+pub use deck::{BeamElementType, DeckOptions, LegMesh, write_deck};
 pub use error::CalculixError;
 pub use frd::{FrdModeShape, FrdResults, parse_frd};
 pub use runner::{CalculixRun, RunOptions, run_ccx};

@@ -359,6 +359,7 @@ pub fn run_chunk(
                 &DeckOptions {
                     element: BeamElementType::B31,
                     modes: params.modes,
+                    ..DeckOptions::default()
                 },
             )
             .map_err(numerics)?;
@@ -415,14 +416,13 @@ fn class_name(class: Option<ModeClass>) -> serde_json::Value {
 
 /// The shear chain's storey stiffness by beam theory: four legs clamped–guided over their
 /// free length l, each 12·E·J/(l³·(1 + Φ)) in the weak direction (J = b·t³/12), with
-/// Φ = 12·E·J/(κ·G·A·l²) for Timoshenko legs (κ of a rectangle, Cowper) and 0 for
+/// Φ = 12·E·J/(κ·G·A·l²) for Timoshenko legs (κ the config's, Cowper's by default) and 0 for
 /// Euler–Bernoulli ones.
 pub fn storey_stiffness_closed_form_n_per_m(config: &FrameConfig) -> Vec<f64> {
     let leg = &config.leg;
     let (b, t, e) = (leg.width_m, leg.thickness_m, leg.youngs_modulus_pa);
     let j = b * t.powi(3) / 12.0;
-    let nu = leg.poisson_ratio;
-    let kappa_ga = 10.0 * (1.0 + nu) / (12.0 + 11.0 * nu) * config.shear_modulus_pa() * b * t;
+    let kappa_ga = config.leg_shear_coefficient() * config.shear_modulus_pa() * b * t;
     config
         .storey_leg_lengths_m
         .iter()
