@@ -449,8 +449,12 @@ fn result_text(api: &ApiClient, args: &ResultArgs) -> Result<String, ClientError
                     &[("format", "json".to_owned())],
                 )?);
             }
-            let out =
+            let mut out =
                 json!({"study": result["study"], "summary": result["summary"], "arrays": arrays});
+            // The model version the study proposed (`update`, `fea`), for `dtop model approve`.
+            if let Some(proposed) = result["proposed_model"].as_str() {
+                out["proposed_model"] = json!(proposed);
+            }
             Ok(format!(
                 "{}\n",
                 serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string())

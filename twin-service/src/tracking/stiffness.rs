@@ -277,15 +277,20 @@ impl StiffnessTracker {
             })
             .collect();
         let storeys = self.building.storey_stiffness_n_per_m.len();
-        if targets.len() < storeys {
+        // Shapes join the fit only when every target has one (dtop-calibrate's rule). With
+        // shapes, two modes give 2·(1 + N) data for N storeys (on `dtop up`'s rig the pair of
+        // mode 1 and the proof mass is often lost in a window while modes 3 and 4 are not);
+        // without, each storey needs a frequency of its own.
+        let with_shapes = targets.iter().all(|t| t.shape.is_some());
+        let needed = if with_shapes { 2.min(storeys) } else { storeys };
+        if targets.len() < needed {
             return Err(format!(
-                "{} of the model's modes identified; fitting {storeys} storeys needs {storeys}: \
+                "{} of the model's modes identified; fitting {storeys} storeys needs {needed}: \
                  lengthen tracking.window_s or excite the rig more broadly",
                 targets.len()
             ));
         }
-        // Shapes join the fit only when every target has one (dtop-calibrate's rule).
-        let targets = if targets.iter().all(|t| t.shape.is_some()) {
+        let targets = if with_shapes {
             targets
         } else {
             targets

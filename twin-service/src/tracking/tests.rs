@@ -554,15 +554,38 @@ fn too_few_modes_for_the_storeys_fit_nothing_and_say_why() {
     let mut drift = DriftTracker::new(&cfg, reference.clone());
     let mut stiffness =
         StiffnessTracker::new(&cfg, ShearBuildingConfig::southampton(), &[1, 2, 3]).unwrap();
-    let two = found(&reference.frequencies_hz[..2], &reference);
-    let (record, _) = drift.decide(0.0, 10.0, &two);
+    // With shapes two modes determine three storeys; one does not.
+    let one = found(&reference.frequencies_hz[..1], &reference);
+    let (record, _) = drift.decide(0.0, 10.0, &one);
     let (fit, events) = stiffness.decide(&record);
     assert!(!fit.fitted && fit.storeys.is_empty() && events.is_empty());
     let reason = fit.reason.unwrap();
     assert!(
-        reason.contains("2 of the model's modes") && reason.contains("window_s"),
+        reason.contains("1 of the model's modes")
+            && reason.contains("needs 2")
+            && reason.contains("window_s"),
         "{reason}"
     );
+    // Modes 2 and 3 alone (as on `dtop up`'s rig when the pair of mode 1 is lost).
+    let two = Identification::Modes(
+        (1..3)
+            .map(|m| FoundMode {
+                frequency_hz: reference.frequencies_hz[m],
+                damping_ratio: 0.002,
+                shape: reference.shapes[m].clone(),
+            })
+            .collect(),
+    );
+    let (record, _) = drift.decide(10.0, 20.0, &two);
+    let (fit, _) = stiffness.decide(&record);
+    assert!(fit.fitted, "{:?}", fit.reason);
+    for (s, k) in fit
+        .storeys
+        .iter()
+        .zip(&ShearBuildingConfig::southampton().storey_stiffness_n_per_m)
+    {
+        assert!((s.stiffness_n_per_m / k - 1.0).abs() < 1e-6, "{s:?}");
+    }
     // A band of 0 switches the fit off.
     let off = TrackingConfig {
         stiffness_band_percent: 0.0,
