@@ -4,16 +4,29 @@
 //! and an admin watching everything sees no forbidden message arrive), and nothing allowed is
 //! refused. The expectations are written out from the role descriptions in issue 4, not
 //! computed by the ACL engine under test.
+//!
+//! The same users, cases and expectations run against a three-node NATS cluster (issue 16)
+//! through its MQTT 3.1.1 gateway, with the users and permissions `dtop_auth::nats` generates
+//! from the same credentials file and rules. NATS differs in how a refusal shows: a refused
+//! SUBSCRIBE gets 0x80 in its SUBACK, but a refused QoS 1 PUBLISH is still acknowledged (MQTT
+//! 3.1.1's PUBACK has no reason code) and silently dropped, and the connection stays open. So
+//! there a publish is judged by its real effect only: the admin watching everything from
+//! another node sees exactly the allowed publishes.
 
 // Helpers outside #[test] fns fail the test by panicking, like the assertions they serve.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::common;
 
+use std::collections::BTreeMap;
+
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{start_auth_broker, v5_client, v5_collect, v5_poll_until};
+use common::{
+    TestUser, client_as, poll_until, start_auth_broker, v5_client, v5_collect, v5_poll_until,
+    write_credentials,
+};
 use dtop_broker::Role;
 use dtop_proto::ids::RigId;
 use dtop_proto::topic::{self, RigTopic, SimTopic, Topic, TwinTopic};
@@ -121,23 +134,51 @@ fn expected(role: Role, op: Op, family: Family, own: bool) -> bool {
     }
 }
 
+/// One user per role; `op` is scoped to `r1`, the rig `r1` to itself.
+const USERS: [TestUser<'static>; 7] = [
+    ("r1", Role::Rig, "-", PASSWORD),
+    ("twin", Role::Twin, "*", PASSWORD),
+    ("op", Role::Operator, "r1", PASSWORD),
+    ("dash", Role::Dashboard, "*", PASSWORD),
+    ("ada", Role::Researcher, "*", PASSWORD),
+    ("api", Role::Server, "-", PASSWORD),
+    ("root", Role::Admin, "*", PASSWORD),
+];
+
+/// One cell pair of the matrix: a topic and whether the role may subscribe and publish there.
+#[derive(Debug, Clone)]
+struct Case {
+    topic: String,
+    may_subscribe: bool,
+    may_publish: bool,
+}
+
+/// Every topic family on the user's own rig `r1` and on the foreign rig `r2`, with `role`'s
+/// expectations: the matrix both brokers are held to.
+fn cases(role: Role) -> Vec<Case> {
+    let own = RigId::new("r1").unwrap();
+    let foreign = RigId::new("r2").unwrap();
+    let mut cases = Vec::new();
+    for (rig, is_own) in [(&own, true), (&foreign, false)] {
+        for family in FAMILIES {
+            // Sim topics are not rig-scoped; count them as "own" for every scope.
+            let own_scope = is_own || matches!(family, Family::Sim(_));
+            cases.push(Case {
+                topic: topic_of(family, rig),
+                may_subscribe: expected(role, Op::Subscribe, family, own_scope),
+                may_publish: expected(role, Op::Publish, family, own_scope),
+            });
+        }
+    }
+    cases
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_gets_exactly_its_allowed_publishes_and_subscriptions() {
-    let users = [
-        ("r1", Role::Rig, "-", PASSWORD),
-        ("twin", Role::Twin, "*", PASSWORD),
-        ("op", Role::Operator, "r1", PASSWORD),
-        ("dash", Role::Dashboard, "*", PASSWORD),
-        ("ada", Role::Researcher, "*", PASSWORD),
-        ("api", Role::Server, "-", PASSWORD),
-        ("root", Role::Admin, "*", PASSWORD),
-    ];
-    let (broker, _dir) = tokio::task::spawn_blocking(move || start_auth_broker(&users))
+    let (broker, _dir) = tokio::task::spawn_blocking(move || start_auth_broker(&USERS))
         .await
         .unwrap();
     let addr = broker.mqtt_addr();
-    let own = RigId::new("r1").unwrap();
-    let foreign = RigId::new("r2").unwrap();
 
     // The admin watches everything, to prove forbidden publishes never reach anyone.
     let (watcher, mut watch_loop) = v5_client("watcher", addr, Some(("root", PASSWORD)));
@@ -151,65 +192,62 @@ async fn every_role_gets_exactly_its_allowed_publishes_and_subscriptions() {
 
     let mut mismatches = Vec::new();
     let mut expected_deliveries = Vec::new();
-    for (user, role, _, _) in users {
+    for (user, role, _, _) in USERS {
         let (client, mut eventloop) =
             v5_client(&format!("matrix-{user}"), addr, Some((user, PASSWORD)));
-        for (rig, is_own) in [(&own, true), (&foreign, false)] {
-            for family in FAMILIES {
-                let topic = topic_of(family, rig);
-                // Sim topics are not rig-scoped; count them as "own" for every scope.
-                let own_scope = is_own || matches!(family, Family::Sim(_));
+        for Case {
+            topic,
+            may_subscribe,
+            may_publish,
+        } in cases(role)
+        {
+            client
+                .subscribe(topic.clone(), QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            let code = v5_poll_until(&mut eventloop, "SUBACK", |p| match p {
+                Packet::SubAck(ack) => Some(ack.return_codes[0]),
+                _ => None,
+            })
+            .await;
+            let want_code = if may_subscribe {
+                SubscribeReasonCode::Success(QoS::AtLeastOnce)
+            } else {
+                SubscribeReasonCode::NotAuthorized
+            };
+            if code != want_code {
+                mismatches.push(format!(
+                    "{user} subscribe {topic}: got {code:?}, want {want_code:?}"
+                ));
+            }
 
-                client
-                    .subscribe(topic.clone(), QoS::AtLeastOnce)
-                    .await
-                    .unwrap();
-                let code = v5_poll_until(&mut eventloop, "SUBACK", |p| match p {
-                    Packet::SubAck(ack) => Some(ack.return_codes[0]),
-                    _ => None,
-                })
-                .await;
-                let want = expected(role, Op::Subscribe, family, own_scope);
-                let want_code = if want {
-                    SubscribeReasonCode::Success(QoS::AtLeastOnce)
-                } else {
-                    SubscribeReasonCode::NotAuthorized
-                };
-                if code != want_code {
-                    mismatches.push(format!(
-                        "{user} subscribe {topic}: got {code:?}, want {want_code:?}"
-                    ));
-                }
-
-                let payload = format!("{user}|{topic}");
-                client
-                    .publish(
-                        topic.clone(),
-                        QoS::AtLeastOnce,
-                        false,
-                        Bytes::from(payload.clone()),
-                    )
-                    .await
-                    .unwrap();
-                let reason = v5_poll_until(&mut eventloop, "PUBACK", |p| match p {
-                    Packet::PubAck(ack) => Some(ack.reason),
-                    _ => None,
-                })
-                .await;
-                let want = expected(role, Op::Publish, family, own_scope);
-                let want_reason = if want {
-                    PubAckReason::Success
-                } else {
-                    PubAckReason::NotAuthorized
-                };
-                if reason != want_reason {
-                    mismatches.push(format!(
-                        "{user} publish {topic}: got {reason:?}, want {want_reason:?}"
-                    ));
-                }
-                if want {
-                    expected_deliveries.push(payload);
-                }
+            let payload = format!("{user}|{topic}");
+            client
+                .publish(
+                    topic.clone(),
+                    QoS::AtLeastOnce,
+                    false,
+                    Bytes::from(payload.clone()),
+                )
+                .await
+                .unwrap();
+            let reason = v5_poll_until(&mut eventloop, "PUBACK", |p| match p {
+                Packet::PubAck(ack) => Some(ack.reason),
+                _ => None,
+            })
+            .await;
+            let want_reason = if may_publish {
+                PubAckReason::Success
+            } else {
+                PubAckReason::NotAuthorized
+            };
+            if reason != want_reason {
+                mismatches.push(format!(
+                    "{user} publish {topic}: got {reason:?}, want {want_reason:?}"
+                ));
+            }
+            if may_publish {
+                expected_deliveries.push(payload);
             }
         }
         client.disconnect().await.unwrap();
@@ -235,4 +273,176 @@ async fn every_role_gets_exactly_its_allowed_publishes_and_subscriptions() {
         .metrics()
         .refusals(dtop_broker::Refusal::PublishNotAuthorized);
     assert!(refused > 0, "publish refusals are counted");
+}
+
+/// A rumqttc MQTT 3.1.1 event loop's next incoming packet, publishes set aside in `seen`.
+async fn next_ack(
+    eventloop: &mut rumqttc::EventLoop,
+    what: &str,
+    seen: &mut Vec<String>,
+    mut pick: impl FnMut(&rumqttc::Packet) -> bool,
+) {
+    poll_until(eventloop, what, |p| match p {
+        rumqttc::Packet::Publish(publish) => {
+            seen.push(String::from_utf8_lossy(&publish.payload).into_owned());
+            None
+        }
+        other => pick(other).then_some(()),
+    })
+    .await;
+}
+
+/// Collects MQTT 3.1.1 PUBLISH payloads until `quiet` passes without one.
+async fn collect_v4(eventloop: &mut rumqttc::EventLoop, quiet: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    // Bounded: at most 10 000 events, each wait at most `quiet`.
+    for _ in 0..10_000 {
+        match tokio::time::timeout(quiet, eventloop.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => {
+                got.push(String::from_utf8_lossy(&p.payload).into_owned());
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("connection error while collecting: {e}"),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_matrix_holds_on_a_nats_cluster_with_permissions_generated_from_the_credentials() {
+    let Some(nats_server) = dtop_e2e::nats::server_binary().unwrap() else {
+        return;
+    };
+    // The users as `dtop-broker passwd add` writes them (argon2id and bcrypt), and the NATS
+    // block generated from that file and DTOP's built-in rules, as `dtop nats-config` does.
+    let (cluster, _dir) = tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = write_credentials(dir.path(), &USERS);
+        let credentials = dtop_auth::Credentials::load(&credentials).unwrap();
+        let generated =
+            dtop_auth::nats::authorization(&credentials, &dtop_broker::RolesConfig::default())
+                .unwrap();
+        let block = dir.path().join("users.conf");
+        std::fs::write(&block, generated.render()).unwrap();
+        let cluster = dtop_e2e::nats::NatsCluster::start(&nats_server, Some(&block)).unwrap();
+        (cluster, dir)
+    })
+    .await
+    .unwrap();
+
+    // The admin watches everything from node 2 while every user works on node 1, so each
+    // allowed publish also crosses the cluster's routes.
+    let (watcher, mut watch_loop) =
+        client_as("nats-watcher", cluster.mqtt_addr(1), "root", PASSWORD);
+    watcher.subscribe("dtop/#", QoS::AtLeastOnce).await.unwrap();
+    let granted = poll_until(&mut watch_loop, "watcher SUBACK", |p| match p {
+        rumqttc::Packet::SubAck(ack) => Some(ack.return_codes.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        granted,
+        [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+        "logs:\n{}",
+        cluster.logs()
+    );
+
+    let mut mismatches = Vec::new();
+    let mut expected_deliveries = Vec::new();
+    // Per user: what its own QoS 1 subscriptions delivered back to it (NATS's MQTT gateway
+    // echoes a client's publishes to its own matching subscriptions).
+    let mut echoes: BTreeMap<&str, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for (user, role, _, _) in USERS {
+        let (client, mut eventloop) = client_as(
+            &format!("nats-matrix-{user}"),
+            cluster.mqtt_addr(0),
+            user,
+            PASSWORD,
+        );
+        let mut seen = Vec::new();
+        let mut want_echo = Vec::new();
+        for Case {
+            topic,
+            may_subscribe,
+            may_publish,
+        } in cases(role)
+        {
+            client
+                .subscribe(topic.clone(), QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            let mut code = None;
+            poll_until(&mut eventloop, "SUBACK", |p| match p {
+                rumqttc::Packet::SubAck(ack) => {
+                    code = Some(ack.return_codes[0]);
+                    Some(())
+                }
+                rumqttc::Packet::Publish(publish) => {
+                    seen.push(String::from_utf8_lossy(&publish.payload).into_owned());
+                    None
+                }
+                _ => None,
+            })
+            .await;
+            let want_code = if may_subscribe {
+                rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)
+            } else {
+                rumqttc::SubscribeReasonCode::Failure
+            };
+            if code != Some(want_code) {
+                mismatches.push(format!(
+                    "{user} subscribe {topic}: got {code:?}, want {want_code:?}"
+                ));
+            }
+
+            let payload = format!("{user}|{topic}");
+            client
+                .publish(
+                    topic.clone(),
+                    QoS::AtLeastOnce,
+                    false,
+                    Bytes::from(payload.clone()),
+                )
+                .await
+                .unwrap();
+            // Acknowledged whether or not it was allowed (see the header).
+            next_ack(&mut eventloop, "PUBACK", &mut seen, |p| {
+                matches!(p, rumqttc::Packet::PubAck(_))
+            })
+            .await;
+            if may_publish {
+                expected_deliveries.push(payload.clone());
+                if may_subscribe {
+                    want_echo.push(payload);
+                }
+            }
+        }
+        seen.extend(collect_v4(&mut eventloop, Duration::from_millis(300)).await);
+        client.disconnect().await.unwrap();
+        seen.sort();
+        want_echo.sort();
+        echoes.insert(user, (seen, want_echo));
+    }
+    assert!(
+        mismatches.is_empty(),
+        "ACL mismatches on NATS:\n{}",
+        mismatches.join("\n")
+    );
+    for (user, (seen, want)) in &echoes {
+        assert_eq!(
+            seen, want,
+            "{user} received through its own QoS 1 subscriptions exactly what it may both \
+             publish and read"
+        );
+    }
+
+    let mut delivered = collect_v4(&mut watch_loop, Duration::from_millis(1000)).await;
+    delivered.sort();
+    expected_deliveries.sort();
+    assert_eq!(
+        delivered, expected_deliveries,
+        "the watcher on another node saw exactly the allowed publishes"
+    );
+    drop(cluster);
 }
