@@ -335,7 +335,10 @@ async fn the_same_matrix_holds_on_a_nats_cluster_with_permissions_generated_from
     // allowed publish also crosses the cluster's routes.
     let (watcher, mut watch_loop) =
         client_as("nats-watcher", cluster.mqtt_addr(1), "root", PASSWORD);
-    watcher.subscribe("dtop/#", QoS::AtLeastOnce).await.unwrap();
+    watcher
+        .subscribe("dtop/#", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
     let granted = poll_until(&mut watch_loop, "watcher SUBACK", |p| match p {
         rumqttc::Packet::SubAck(ack) => Some(ack.return_codes.clone()),
         _ => None,
@@ -343,7 +346,9 @@ async fn the_same_matrix_holds_on_a_nats_cluster_with_permissions_generated_from
     .await;
     assert_eq!(
         granted,
-        [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+        [rumqttc::SubscribeReasonCode::Success(
+            rumqttc::QoS::AtLeastOnce
+        )],
         "logs:\n{}",
         cluster.logs()
     );
@@ -369,7 +374,7 @@ async fn the_same_matrix_holds_on_a_nats_cluster_with_permissions_generated_from
         } in cases(role)
         {
             client
-                .subscribe(topic.clone(), QoS::AtLeastOnce)
+                .subscribe(topic.clone(), rumqttc::QoS::AtLeastOnce)
                 .await
                 .unwrap();
             let mut code = None;
@@ -386,7 +391,7 @@ async fn the_same_matrix_holds_on_a_nats_cluster_with_permissions_generated_from
             })
             .await;
             let want_code = if may_subscribe {
-                rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)
+                rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)
             } else {
                 rumqttc::SubscribeReasonCode::Failure
             };
@@ -400,7 +405,7 @@ async fn the_same_matrix_holds_on_a_nats_cluster_with_permissions_generated_from
             client
                 .publish(
                     topic.clone(),
-                    QoS::AtLeastOnce,
+                    rumqttc::QoS::AtLeastOnce,
                     false,
                     Bytes::from(payload.clone()),
                 )

@@ -93,12 +93,16 @@ fn distinct_free_ports(n: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
-/// One node's configuration file. `authorization` is included verbatim when given.
+/// The name the `authorization` block is copied to beside the node configs: NATS resolves an
+/// `include` relative to the including file and refuses absolute paths.
+const AUTHORIZATION_FILE: &str = "authorization.conf";
+
+/// One node's configuration file, including [`AUTHORIZATION_FILE`] when `authorized`.
 pub fn node_config(
     index: usize,
     ports: &[NodePorts],
     store_dir: &Path,
-    authorization: Option<&Path>,
+    authorized: bool,
 ) -> String {
     let me = ports[index];
     let routes: Vec<String> = ports
@@ -120,8 +124,8 @@ pub fn node_config(
         store = store_dir.display(),
         mqtt = me.mqtt,
     );
-    if let Some(path) = authorization {
-        text.push_str(&format!("include \"{}\"\n", path.display()));
+    if authorized {
+        text.push_str(&format!("include \"{AUTHORIZATION_FILE}\"\n"));
     }
     text
 }
@@ -142,12 +146,20 @@ impl NatsCluster {
                 mqtt: p[3],
             })
             .collect();
+        if let Some(path) = authorization {
+            let copy = dir.path().join(AUTHORIZATION_FILE);
+            std::fs::copy(path, &copy)
+                .with_context(|| format!("copying {} to {}", path.display(), copy.display()))?;
+        }
         let mut procs = Vec::with_capacity(NODES);
         for index in 0..NODES {
             let store = dir.path().join(format!("n{}-js", index + 1));
             let conf = dir.path().join(format!("n{}.conf", index + 1));
-            std::fs::write(&conf, node_config(index, &ports, &store, authorization))
-                .with_context(|| format!("writing {}", conf.display()))?;
+            std::fs::write(
+                &conf,
+                node_config(index, &ports, &store, authorization.is_some()),
+            )
+            .with_context(|| format!("writing {}", conf.display()))?;
             let conf = conf.to_string_lossy().into_owned();
             procs.push(Proc::spawn(
                 &format!("nats-n{}", index + 1),
@@ -164,12 +176,17 @@ impl NatsCluster {
     fn wait_formed(&mut self) -> Result<()> {
         let client = http::blocking_client()?;
         let monitors: Vec<u16> = self.ports.iter().map(|p| p.monitor).collect();
+        let mut exited = None;
         let outcome = wait_for(
             "the NATS cluster's JetStream meta leader",
             FORM_WITHIN,
             || {
                 for proc in &mut self.procs {
-                    proc.ensure_running()?;
+                    if let Err(e) = proc.ensure_running() {
+                        // A node that exited (a bad config) will not come back: stop waiting.
+                        exited = Some(e);
+                        return Ok(Some(()));
+                    }
                 }
                 let mut leaders = Vec::new();
                 for port in &monitors {
@@ -194,6 +211,9 @@ impl NatsCluster {
                 Ok((leaders.len() == 1).then_some(()))
             },
         );
+        if let Some(e) = exited {
+            bail!("a NATS node exited while the cluster formed: {e:#}");
+        }
         if let Err(e) = outcome {
             bail!("{e:#}\nnode logs:\n{}", self.logs());
         }
