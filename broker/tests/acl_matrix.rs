@@ -18,8 +18,6 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
-
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -353,96 +351,33 @@ async fn the_same_matrix_holds_on_a_nats_cluster_with_permissions_generated_from
         cluster.logs()
     );
 
+    // The users work concurrently (NATS's JetStream round trips, not CPU, bound each one); a
+    // user's own publishes are told apart from others' by the `user|` payload prefix.
+    let node1 = cluster.mqtt_addr(0);
+    let runs: Vec<_> = USERS
+        .into_iter()
+        .map(|(user, role, _, _)| tokio::spawn(nats_user_run(user, role, node1)))
+        .collect();
     let mut mismatches = Vec::new();
     let mut expected_deliveries = Vec::new();
-    // Per user: what its own QoS 1 subscriptions delivered back to it (NATS's MQTT gateway
-    // echoes a client's publishes to its own matching subscriptions).
-    let mut echoes: BTreeMap<&str, (Vec<String>, Vec<String>)> = BTreeMap::new();
-    for (user, role, _, _) in USERS {
-        let (client, mut eventloop) = client_as(
-            &format!("nats-matrix-{user}"),
-            cluster.mqtt_addr(0),
-            user,
-            PASSWORD,
+    for run in runs {
+        let run = run.await.unwrap();
+        mismatches.extend(run.mismatches);
+        expected_deliveries.extend(run.published);
+        assert_eq!(
+            run.echoed, run.want_echo,
+            "{} received through its own QoS 1 subscriptions exactly what it may both \
+             publish and read",
+            run.user
         );
-        let mut seen = Vec::new();
-        let mut want_echo = Vec::new();
-        for Case {
-            topic,
-            may_subscribe,
-            may_publish,
-        } in cases(role)
-        {
-            client
-                .subscribe(topic.clone(), rumqttc::QoS::AtLeastOnce)
-                .await
-                .unwrap();
-            let mut code = None;
-            poll_until(&mut eventloop, "SUBACK", |p| match p {
-                rumqttc::Packet::SubAck(ack) => {
-                    code = Some(ack.return_codes[0]);
-                    Some(())
-                }
-                rumqttc::Packet::Publish(publish) => {
-                    seen.push(String::from_utf8_lossy(&publish.payload).into_owned());
-                    None
-                }
-                _ => None,
-            })
-            .await;
-            let want_code = if may_subscribe {
-                rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)
-            } else {
-                rumqttc::SubscribeReasonCode::Failure
-            };
-            if code != Some(want_code) {
-                mismatches.push(format!(
-                    "{user} subscribe {topic}: got {code:?}, want {want_code:?}"
-                ));
-            }
-
-            let payload = format!("{user}|{topic}");
-            client
-                .publish(
-                    topic.clone(),
-                    rumqttc::QoS::AtLeastOnce,
-                    false,
-                    Bytes::from(payload.clone()),
-                )
-                .await
-                .unwrap();
-            // Acknowledged whether or not it was allowed (see the header).
-            next_ack(&mut eventloop, "PUBACK", &mut seen, |p| {
-                matches!(p, rumqttc::Packet::PubAck(_))
-            })
-            .await;
-            if may_publish {
-                expected_deliveries.push(payload.clone());
-                if may_subscribe {
-                    want_echo.push(payload);
-                }
-            }
-        }
-        seen.extend(collect_v4(&mut eventloop, Duration::from_millis(300)).await);
-        client.disconnect().await.unwrap();
-        seen.sort();
-        want_echo.sort();
-        echoes.insert(user, (seen, want_echo));
     }
     assert!(
         mismatches.is_empty(),
         "ACL mismatches on NATS:\n{}",
         mismatches.join("\n")
     );
-    for (user, (seen, want)) in &echoes {
-        assert_eq!(
-            seen, want,
-            "{user} received through its own QoS 1 subscriptions exactly what it may both \
-             publish and read"
-        );
-    }
 
-    let mut delivered = collect_v4(&mut watch_loop, Duration::from_millis(1000)).await;
+    let mut delivered = collect_v4(&mut watch_loop, Duration::from_millis(500)).await;
     delivered.sort();
     expected_deliveries.sort();
     assert_eq!(
@@ -450,4 +385,91 @@ async fn the_same_matrix_holds_on_a_nats_cluster_with_permissions_generated_from
         "the watcher on another node saw exactly the allowed publishes"
     );
     drop(cluster);
+}
+
+/// What one user's pass through the matrix on NATS found.
+#[derive(Debug)]
+struct NatsUserRun {
+    user: &'static str,
+    /// Subscribe outcomes that differ from the expectation.
+    mismatches: Vec<String>,
+    /// Payloads of the publishes the user may make (the watcher must see exactly these).
+    published: Vec<String>,
+    /// The user's own payloads its subscriptions delivered back, sorted.
+    echoed: Vec<String>,
+    /// Its own payloads on topics it may both publish and read, sorted.
+    want_echo: Vec<String>,
+}
+
+/// One user's row of the matrix through the NATS MQTT gateway at `addr`: subscribe and publish
+/// on every case, in order, one at a time.
+async fn nats_user_run(user: &'static str, role: Role, addr: std::net::SocketAddr) -> NatsUserRun {
+    let (client, mut eventloop) = client_as(&format!("nats-matrix-{user}"), addr, user, PASSWORD);
+    let mut seen = Vec::new();
+    let mut run = NatsUserRun {
+        user,
+        mismatches: Vec::new(),
+        published: Vec::new(),
+        echoed: Vec::new(),
+        want_echo: Vec::new(),
+    };
+    for Case {
+        topic,
+        may_subscribe,
+        may_publish,
+    } in cases(role)
+    {
+        client
+            .subscribe(topic.clone(), rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let mut code = None;
+        next_ack(&mut eventloop, "SUBACK", &mut seen, |p| match p {
+            rumqttc::Packet::SubAck(ack) => {
+                code = Some(ack.return_codes[0]);
+                true
+            }
+            _ => false,
+        })
+        .await;
+        let want_code = if may_subscribe {
+            rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)
+        } else {
+            rumqttc::SubscribeReasonCode::Failure
+        };
+        if code != Some(want_code) {
+            run.mismatches.push(format!(
+                "{user} subscribe {topic}: got {code:?}, want {want_code:?}"
+            ));
+        }
+
+        let payload = format!("{user}|{topic}");
+        client
+            .publish(
+                topic.clone(),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                Bytes::from(payload.clone()),
+            )
+            .await
+            .unwrap();
+        // Acknowledged whether or not it was allowed (see the header).
+        next_ack(&mut eventloop, "PUBACK", &mut seen, |p| {
+            matches!(p, rumqttc::Packet::PubAck(_))
+        })
+        .await;
+        if may_publish {
+            run.published.push(payload.clone());
+            if may_subscribe {
+                run.want_echo.push(payload);
+            }
+        }
+    }
+    seen.extend(collect_v4(&mut eventloop, Duration::from_millis(300)).await);
+    client.disconnect().await.unwrap();
+    let own = format!("{user}|");
+    run.echoed = seen.into_iter().filter(|p| p.starts_with(&own)).collect();
+    run.echoed.sort();
+    run.want_echo.sort();
+    run
 }
