@@ -273,6 +273,20 @@ async fn every_role_gets_exactly_its_allowed_publishes_and_subscriptions() {
     assert!(refused > 0, "publish refusals are counted");
 }
 
+/// An MQTT 3.1.1 client of the NATS gateway. Its CONNECT may wait longer than a broker's: the
+/// cluster's first MQTT CONNECT creates the gateway's JetStream streams, three replicas each.
+fn nats_client(
+    id: &str,
+    addr: std::net::SocketAddr,
+    user: &str,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let (client, mut eventloop) = client_as(id, addr, user, PASSWORD);
+    let mut network = eventloop.network_options();
+    network.set_connection_timeout(common::WAIT.as_secs());
+    eventloop.set_network_options(network);
+    (client, eventloop)
+}
+
 /// A rumqttc MQTT 3.1.1 event loop's next incoming packet, publishes set aside in `seen`.
 async fn next_ack(
     eventloop: &mut rumqttc::EventLoop,
@@ -290,12 +304,26 @@ async fn next_ack(
     .await;
 }
 
-/// Collects MQTT 3.1.1 PUBLISH payloads until `quiet` passes without one.
-async fn collect_v4(eventloop: &mut rumqttc::EventLoop, quiet: Duration) -> Vec<String> {
-    let mut got = Vec::new();
-    // Bounded: at most 10 000 events, each wait at most `quiet`.
+/// Adds MQTT 3.1.1 PUBLISH payloads to `got` until every payload `want`s has arrived (or
+/// [`common::WAIT`] has passed), then until `quiet` passes without one, so that anything
+/// unexpected that follows is caught too. Waits on deliveries, not on a fixed sleep: on a
+/// loaded machine a cluster's QoS 1 delivery can take longer than any fixed window.
+async fn collect_v4(
+    eventloop: &mut rumqttc::EventLoop,
+    got: &mut Vec<String>,
+    want: &[String],
+    quiet: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    // Bounded: at most 10 000 events, each wait at most `quiet` once `want` is complete.
     for _ in 0..10_000 {
-        match tokio::time::timeout(quiet, eventloop.poll()).await {
+        let complete = want.iter().all(|w| got.contains(w));
+        let wait = if complete {
+            quiet
+        } else {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        };
+        match tokio::time::timeout(wait, eventloop.poll()).await {
             Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => {
                 got.push(String::from_utf8_lossy(&p.payload).into_owned());
             }
@@ -304,7 +332,6 @@ async fn collect_v4(eventloop: &mut rumqttc::EventLoop, quiet: Duration) -> Vec<
             Err(_) => break,
         }
     }
-    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,8 +358,7 @@ async fn the_same_matrix_holds_on_a_nats_cluster_with_permissions_generated_from
 
     // The admin watches everything from node 2 while every user works on node 1, so each
     // allowed publish also crosses the cluster's routes.
-    let (watcher, mut watch_loop) =
-        client_as("nats-watcher", cluster.mqtt_addr(1), "root", PASSWORD);
+    let (watcher, mut watch_loop) = nats_client("nats-watcher", cluster.mqtt_addr(1), "root");
     watcher
         .subscribe("dtop/#", rumqttc::QoS::AtLeastOnce)
         .await
@@ -365,21 +391,31 @@ async fn the_same_matrix_holds_on_a_nats_cluster_with_permissions_generated_from
         mismatches.extend(run.mismatches);
         expected_deliveries.extend(run.published);
         assert_eq!(
-            run.echoed, run.want_echo,
+            run.echoed,
+            run.want_echo,
             "{} received through its own QoS 1 subscriptions exactly what it may both \
-             publish and read",
-            run.user
+             publish and read; NATS warnings:\n{}",
+            run.user,
+            cluster.warnings()
         );
     }
     assert!(
         mismatches.is_empty(),
-        "ACL mismatches on NATS:\n{}",
-        mismatches.join("\n")
+        "ACL mismatches on NATS:\n{}\nNATS warnings:\n{}",
+        mismatches.join("\n"),
+        cluster.warnings()
     );
 
-    let mut delivered = collect_v4(&mut watch_loop, Duration::from_millis(500)).await;
-    delivered.sort();
     expected_deliveries.sort();
+    let mut delivered = Vec::new();
+    collect_v4(
+        &mut watch_loop,
+        &mut delivered,
+        &expected_deliveries,
+        Duration::from_millis(300),
+    )
+    .await;
+    delivered.sort();
     assert_eq!(
         delivered, expected_deliveries,
         "the watcher on another node saw exactly the allowed publishes"
@@ -404,7 +440,7 @@ struct NatsUserRun {
 /// One user's row of the matrix through the NATS MQTT gateway at `addr`: subscribe and publish
 /// on every case, in order, one at a time.
 async fn nats_user_run(user: &'static str, role: Role, addr: std::net::SocketAddr) -> NatsUserRun {
-    let (client, mut eventloop) = client_as(&format!("nats-matrix-{user}"), addr, user, PASSWORD);
+    let (client, mut eventloop) = nats_client(&format!("nats-matrix-{user}"), addr, user);
     let mut seen = Vec::new();
     let mut run = NatsUserRun {
         user,
@@ -465,7 +501,13 @@ async fn nats_user_run(user: &'static str, role: Role, addr: std::net::SocketAdd
             }
         }
     }
-    seen.extend(collect_v4(&mut eventloop, Duration::from_millis(300)).await);
+    collect_v4(
+        &mut eventloop,
+        &mut seen,
+        &run.want_echo,
+        Duration::from_millis(200),
+    )
+    .await;
     client.disconnect().await.unwrap();
     let own = format!("{user}|");
     run.echoed = seen.into_iter().filter(|p| p.starts_with(&own)).collect();
