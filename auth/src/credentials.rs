@@ -348,8 +348,8 @@ pub fn hash_password(password: &Secret<String>) -> Result<Secret<String>, Creden
         .map_err(|e| CredentialsError::Hash(e.to_string()))
 }
 
-/// bcrypt's cost for the NATS hash: 2^11 rounds, the cost NATS's own tooling uses; about
-/// 0.1 s per hash or login check on one core of this machine.
+/// bcrypt's cost for the NATS hash: 2^11 rounds, the cost NATS's own password tool uses. NATS
+/// pays it at every password login.
 pub const NATS_BCRYPT_COST: u32 = 11;
 
 /// Hashes `password` with bcrypt (a fresh random salt), the form NATS verifies.
