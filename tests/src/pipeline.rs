@@ -19,9 +19,6 @@ pub enum BrokerKind {
     Dtop,
     /// A real Mosquitto, proving edge and twin speak standard MQTT.
     Mosquitto,
-    /// A three-node NATS cluster through its MQTT gateway (issue 16), anonymous: the edge on
-    /// node 1, the twin (and the birth reader) on node 2, so every block crosses a route.
-    Nats,
 }
 
 /// Where the twin stores.
@@ -75,8 +72,6 @@ pub struct Pipeline {
     pub spec: PipelineSpec,
     pub mqtt_port: u16,
     pub broker: Option<Proc>,
-    /// The NATS cluster of a [`BrokerKind::Nats`] run.
-    pub nats: Option<crate::nats::NatsCluster>,
     pub twin: Proc,
     pub sim: Proc,
     pub edge: Proc,
@@ -103,17 +98,8 @@ impl Pipeline {
     pub fn start(spec: PipelineSpec, services: &mut Services) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let started_ns = now_ns();
-        let mut nats = None;
         let (mqtt_port, broker) = match spec.broker {
             BrokerKind::Mosquitto => (services.mosquitto_port()?, None),
-            BrokerKind::Nats => {
-                let binary = crate::nats::server_binary()?
-                    .context("a NATS pipeline needs nats-server (scripts/test.sh installs it)")?;
-                let cluster = crate::nats::NatsCluster::start(&binary, None)?;
-                let port = cluster.mqtt_addr(1).port();
-                nats = Some(cluster);
-                (port, None)
-            }
             BrokerKind::Dtop => {
                 let port = match spec.edge.broker_port {
                     Some(p) => p,
@@ -201,10 +187,7 @@ impl Pipeline {
                 state = state.display(),
                 pty = pty.display(),
                 block = spec.block_samples,
-                edge_port = spec.edge.mqtt_port.unwrap_or_else(|| match &nats {
-                    Some(cluster) => cluster.mqtt_addr(0).port(),
-                    None => mqtt_port,
-                }),
+                edge_port = spec.edge.mqtt_port.unwrap_or(mqtt_port),
                 extra = spec.edge.toml,
             ),
         )?;
@@ -220,7 +203,6 @@ impl Pipeline {
             spec,
             mqtt_port,
             broker,
-            nats,
             twin,
             sim,
             edge,

@@ -5,8 +5,6 @@
 //! 1. rig-sim → pty → edge → dtop-broker → twin → InfluxDB 1.x (v1 API)
 //! 2. the same into VictoriaMetrics through the InfluxDB v2 write API
 //! 3. the same through a real Mosquitto instead of dtop-broker
-//! 4. the same through a three-node NATS cluster's MQTT gateway (edge and twin on different
-//!    nodes; issue 16)
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -191,14 +189,6 @@ fn every_sample_reaches_influxdb_v1_exactly_once_through_dtop_broker() -> Result
 #[test]
 fn edge_and_twin_speak_standard_mqtt_through_mosquitto() -> Result<()> {
     influx_pipeline("e2e-mosquitto", BrokerKind::Mosquitto, 13)
-}
-
-#[test]
-fn edge_and_twin_on_different_nodes_of_a_nats_cluster_lose_nothing() -> Result<()> {
-    if dtop_e2e::nats::server_binary()?.is_none() {
-        return Ok(());
-    }
-    influx_pipeline("e2e-nats", BrokerKind::Nats, 14)
 }
 
 #[test]
