@@ -437,6 +437,7 @@ pub fn remove_user(path: &Path, username: &str) -> Result<bool, CredentialsError
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -329,6 +329,7 @@ impl NatsAuthorization {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::acl::Role;

@@ -120,6 +120,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use dtop_auth::{RigSpec, Role, Secret, credentials::add_user};
