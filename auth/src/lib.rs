@@ -8,11 +8,14 @@
 //! # Layout
 //! - [`acl`]: roles, topic patterns with `{rig}`/`{username}`, the pure authorization engine,
 //!   and [`allowed`], the same roles' HTTP API permissions.
-//! - [`credentials`]: the credentials file (argon2id) and its edits (`dtop-broker passwd`).
+//! - [`credentials`]: the credentials file (argon2id, and bcrypt for NATS) and its edits
+//!   (`dtop-broker passwd`).
+//! - [`nats`]: the same users and rules as a NATS server's `authorization` block (pure).
 //! - [`secret`]: the redacted-`Debug` [`Secret`] newtype for passwords and tokens.
 
 pub mod acl;
 pub mod credentials;
+pub mod nats;
 pub mod secret;
 
 pub use acl::{Acl, Action, Identity, RigScope, Role, RoleRules, RolesConfig, allowed};

@@ -11,6 +11,8 @@
 //! - [`study`], [`model`]: `dtop study ...` and `dtop model ...`, clients of the API server.
 //! - [`client`]: the connection options, login and HTTP error mapping they share, with
 //!   [`sse`], the pure server-sent-event parser behind `dtop study watch`.
+//! - [`nats_config`]: `dtop nats-config`, the NATS users and permissions generated from the
+//!   credentials file and role rules.
 //! - [`model_source`]: `--model` on the computations: built-in, file or catalogue.
 //! - [`params`]: `--param`/`--params`/`--model` turned into request JSON (pure).
 
@@ -21,6 +23,7 @@ pub mod first_run;
 pub mod inputs;
 pub mod model;
 pub mod model_source;
+pub mod nats_config;
 pub mod params;
 pub mod sse;
 pub mod status;

@@ -12,6 +12,7 @@ use dtop_cli::compute::{
 };
 use dtop_cli::model::{self, ModelArgs};
 use dtop_cli::model_source::{self, ModelOption};
+use dtop_cli::nats_config::{self, NatsConfigArgs, NatsConfigError};
 use dtop_cli::study::{self, StudyArgs};
 use dtop_cli::up::{self, UpArgs};
 
@@ -71,6 +72,11 @@ enum Command {
     Study(StudyArgs),
     /// The model catalogue on the API server: list, show, add, import. Exit codes as `study`.
     Model(ModelArgs),
+    /// Write a NATS `authorization` block (users with bcrypt hashes and permissions) generated
+    /// from DTOP's credentials file and role rules, to `include` in each NATS node's config.
+    /// Exit 0 written, 64 bad options, credentials or rules (every problem listed), 1 write
+    /// failed.
+    NatsConfig(NatsConfigArgs),
 }
 
 /// Exit status for bad command-line input (sysexits EX_USAGE).
@@ -106,6 +112,7 @@ fn main() -> ExitCode {
         Command::Cmd(args) => return run_cmd(&args),
         Command::Study(args) => return client_exit(study::run(&args)),
         Command::Model(args) => return client_exit(model::run(&args)),
+        Command::NatsConfig(args) => return run_nats_config(&args),
         Command::Modal { args, model } => (Computation::Modal(args), model),
         Command::Frf { args, model } => (Computation::Frf(args), model),
         Command::Control { args, model } => (Computation::Control(args), model),
@@ -145,6 +152,35 @@ fn client_exit(outcome: Result<u8, dtop_cli::client::ClientError>) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `dtop nats-config`: generate and write the block; say what was left out.
+fn run_nats_config(args: &NatsConfigArgs) -> ExitCode {
+    match nats_config::run(args) {
+        Ok(written) => {
+            eprintln!(
+                "wrote {} NATS user(s) to {}",
+                written.users,
+                args.out.display()
+            );
+            if !written.certificate_only.is_empty() {
+                eprintln!(
+                    "left out certificate-only user(s) {}: NATS cannot check them without a \
+                     password (map their certificates in the NATS TLS config)",
+                    written.certificate_only.join(", ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ NatsConfigError::Invalid(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

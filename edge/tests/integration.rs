@@ -11,6 +11,7 @@ mod modbus_support;
 mod actuator;
 mod commands;
 mod config_errors;
+mod live_cbc;
 mod modbus_actuator;
 mod modbus_edge;
 mod modbus_rtu;

@@ -466,6 +466,84 @@ fn target_at(target: &Phasors, omega: f64, row: &[Complex<f64>]) -> (f64, f64) {
         })
 }
 
+/// Quasi-Newton factors C_k·R_k for harmonics 0..=`harmonics` at fundamental `omega_rad_s`:
+/// the controller's phasor `controller(kω)` (force per metre of displacement error) times
+/// the linear chain's driving-point receptance R_k at the forced DOF. Shared by the model's
+/// and the live rig's iteration.
+///
+/// # Errors
+/// [`NonlinearError::Numerical`] if the linear chain is singular at a harmonic.
+pub(crate) fn newton_factors(
+    chain: &NonlinearChain,
+    omega_rad_s: f64,
+    harmonics: usize,
+    controller: impl Fn(f64) -> Complex<f64>,
+) -> Result<Vec<Complex<f64>>, NonlinearError> {
+    let forced = chain.forced_dof();
+    let mut unit = DVector::zeros(chain.dofs());
+    unit[forced] = 1.0;
+    (0..=harmonics)
+        .map(|k| {
+            let kw = k as f64 * omega_rad_s;
+            let receptance = dtop_dynamics::frf::second_order_response(
+                chain.mass(),
+                chain.damping(),
+                chain.stiffness(),
+                &unit,
+                kw,
+            )
+            .map_err(|_| {
+                NonlinearError::Numerical("the linear chain is singular at a target harmonic")
+            })?[forced];
+            Ok(controller(kw) * receptance)
+        })
+        .collect()
+}
+
+/// Largest harmonic of the control force other than the first, over the first (infinite
+/// when the first is zero): 0 for a non-invasive controller.
+pub(crate) fn invasiveness(force: &[Complex<f64>]) -> f64 {
+    let first = force.get(1).map_or(0.0, |c| c.norm());
+    let higher = force
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| *k != 1)
+        .fold(0.0_f64, |m, (_, c)| m.max(c.norm()));
+    if first > 0.0 {
+        higher / first
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// Largest relative change of the control force's and the forced floor's first harmonics
+/// `(u1, x1)` since the previous iteration's; infinite without one. The settling check.
+pub(crate) fn first_harmonic_change(
+    previous: Option<(Complex<f64>, Complex<f64>)>,
+    u1: Complex<f64>,
+    x1: Complex<f64>,
+) -> f64 {
+    previous.map_or(f64::INFINITY, |(u0, x0)| {
+        ((u1 - u0).norm() / u1.norm()).max((x1 - x0).norm() / x1.norm())
+    })
+}
+
+/// The quasi-Newton step on the target's harmonics other than the first, from
+/// `lowest` up (0 with the mean, 2 without): X* ← X + (X − X*)·C_k·R_k, which makes the
+/// control harmonic vanish for the linear part in one step.
+pub(crate) fn update_target(
+    target: &mut [Complex<f64>],
+    response: &[Complex<f64>],
+    newton: &[Complex<f64>],
+    lowest: usize,
+) {
+    for (k, ((t, x), n)) in target.iter_mut().zip(response).zip(newton).enumerate() {
+        if k >= lowest && k != 1 {
+            *t = x + (x - *t) * n;
+        }
+    }
+}
+
 /// Runs control-based continuation on the simulated experiment: for each target amplitude
 /// A* (in order), iterates the target's other harmonics until the control force is
 /// non-invasive, and records the equivalent forcing and the measured response.
@@ -499,28 +577,12 @@ pub fn run_cbc(chain: &NonlinearChain, config: &CbcConfig) -> Result<CbcRun, Non
     }
     let h = config.harmonics;
     let omega = config.omega_rad_s;
-    // Quasi-Newton factors C_k/D_k from the linear chain's driving-point receptance.
-    let mut unit = DVector::zeros(n);
-    unit[forced] = 1.0;
-    let mut newton = Vec::with_capacity(h + 1);
-    for k in 0..=h {
-        let kw = k as f64 * omega;
-        let receptance = dtop_dynamics::frf::second_order_response(
-            chain.mass(),
-            chain.damping(),
-            chain.stiffness(),
-            &unit,
-            kw,
-        )
-        .map_err(|_| {
-            NonlinearError::Numerical("the linear chain is singular at a target harmonic")
-        })?[forced];
-        let controller = Complex::new(
+    let newton = newton_factors(chain, omega, h, |kw| {
+        Complex::new(
             config.proportional_gain_n_per_m,
             kw * config.derivative_gain_n_s_per_m,
-        );
-        newton.push(controller * receptance);
-    }
+        )
+    })?;
     let mut experiment = Experiment {
         config,
         n,
@@ -563,21 +625,9 @@ pub fn run_cbc(chain: &NonlinearChain, config: &CbcConfig) -> Result<CbcRun, Non
                 }
             };
             let first = measured.force[1].norm();
-            let higher = measured
-                .force
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| *k != 1)
-                .fold(0.0_f64, |m, (_, c)| m.max(c.norm()));
-            let invasiveness = if first > 0.0 {
-                higher / first
-            } else {
-                f64::INFINITY
-            };
+            let invasiveness = invasiveness(&measured.force);
             let (u1, x1) = (measured.force[1], measured.response[forced][1]);
-            let change = previous.map_or(f64::INFINITY, |(u0, x0)| {
-                ((u1 - u0).norm() / u1.norm()).max((x1 - x0).norm() / x1.norm())
-            });
+            let change = first_harmonic_change(previous, u1, x1);
             previous = Some((u1, x1));
             let converged = invasiveness <= config.invasiveness_tolerance
                 && change <= config.invasiveness_tolerance;
@@ -595,11 +645,7 @@ pub fn run_cbc(chain: &NonlinearChain, config: &CbcConfig) -> Result<CbcRun, Non
                 last = Some(point);
                 break;
             }
-            let response = &measured.response[forced];
-            for k in (0..=h).filter(|k| *k != 1) {
-                let x = response[k];
-                target[k] = x + (x - target[k]) * newton[k];
-            }
+            update_target(&mut target, &measured.response[forced], &newton, 0);
             last = Some(point);
         }
         let Some(point) = last else {

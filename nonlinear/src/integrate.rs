@@ -1,6 +1,7 @@
 //! Owns the time integration of the nonlinear chain: a classic fourth-order Runge–Kutta
 //! step of M·ẍ + C·ẋ + K·x + f_nl(x) = e_j·f(t) with a scalar force f on the forced DOF,
-//! allocation-free. Knows nothing of controllers, sweeps or Fourier analysis.
+//! allocation-free, and the response to a sampled (held) force. Knows nothing of
+//! controllers, sweeps or Fourier analysis.
 
 use nalgebra::DMatrix;
 
@@ -94,6 +95,14 @@ impl<'a> Stepper<'a> {
         }
     }
 
+    /// ẍ at the current state under force `f` on the forced DOF.
+    pub fn acceleration(&mut self, f: f64) -> &[f64] {
+        self.xs.copy_from_slice(&self.x);
+        self.vs.copy_from_slice(&self.v);
+        self.rates(f, 0);
+        &self.kv[0]
+    }
+
     /// False once the state has left the finite numbers.
     pub fn is_finite(&self) -> bool {
         self.x.iter().chain(&self.v).all(|v| v.is_finite())
@@ -120,4 +129,64 @@ pub(crate) fn fastest_rate_rad_s(
             .fold(0.0_f64, f64::max)
     };
     Some(row_sum(&m_inv * k).sqrt() + row_sum(&m_inv * c))
+}
+
+/// The chain's state at the start of one sample, relative to the ground.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainSample {
+    /// Displacement of each DOF, in m.
+    pub displacement_m: Vec<f64>,
+    /// Velocity of each DOF, in m/s.
+    pub velocity_m_s: Vec<f64>,
+    /// Acceleration of each DOF under the sample's force, in m/s².
+    pub acceleration_m_s2: Vec<f64>,
+}
+
+/// The response from rest of `chain` to a force on its forced DOF held constant over each
+/// sample of `sample_period_s` (a DAC's zero-order hold): `force_n[s]` acts from s·T to
+/// (s+1)·T. Integrated by RK4 with `steps_per_sample` steps per sample; one
+/// [`ChainSample`] per force sample, at the sample's start. What a sampled rig of this
+/// chain measures, for checking a simulator against an independent integrator.
+///
+/// # Errors
+/// [`NonlinearError::Invalid`] for a non-positive period or zero steps,
+/// [`NonlinearError::Numerical`] if the mass matrix is singular or the state diverges.
+pub fn held_force_response(
+    chain: &NonlinearChain,
+    sample_period_s: f64,
+    steps_per_sample: usize,
+    force_n: &[f64],
+) -> Result<Vec<ChainSample>, NonlinearError> {
+    let mut problems = Vec::new();
+    if !(sample_period_s.is_finite() && sample_period_s > 0.0) {
+        problems.push(format!(
+            "sample_period_s = {sample_period_s} must be positive and finite"
+        ));
+    }
+    if steps_per_sample == 0 {
+        problems.push("steps_per_sample must be at least 1".into());
+    }
+    if !problems.is_empty() {
+        return Err(NonlinearError::Invalid(problems));
+    }
+    let mut stepper = Stepper::new(chain)?;
+    let dt = sample_period_s / steps_per_sample as f64;
+    let mut samples = Vec::with_capacity(force_n.len());
+    for &f in force_n {
+        let acceleration_m_s2 = stepper.acceleration(f).to_vec();
+        samples.push(ChainSample {
+            displacement_m: stepper.x.clone(),
+            velocity_m_s: stepper.v.clone(),
+            acceleration_m_s2,
+        });
+        for _ in 0..steps_per_sample {
+            stepper.step(0.0, dt, |_| f);
+        }
+        if !stepper.is_finite() {
+            return Err(NonlinearError::Numerical(
+                "the chain's response diverged under the held force",
+            ));
+        }
+    }
+    Ok(samples)
 }

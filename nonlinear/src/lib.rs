@@ -47,9 +47,14 @@
 //! - [`cbc`] — control-based continuation on the model: the simulated experiment (RK4,
 //!   noisy sensors, sampled PD control following a Fourier target), the quasi-Newton
 //!   iteration to a non-invasive control force, the stepping of the target amplitude.
+//! - [`live`] — control-based continuation on a live rig, the twin's pure core: Fourier
+//!   coefficients from blocks of measured acceleration and control force, the shared
+//!   quasi-Newton update, convergence, stepping through a frequency range, and the edge's
+//!   PD-on-integrated-acceleration law it sends targets to.
 //! - [`sweep`] — open-loop stepped-sine sweeps up and down, each point run to steady state
 //!   by a documented settling criterion: they jump at the folds.
-//! - `integrate` (private) — the allocation-free RK4 step of the chain shared by both.
+//! - `integrate` (private) — the allocation-free RK4 step of the chain shared by both, and
+//!   `held_force_response` (re-exported): the chain under a sampled, held force.
 //! - [`error`] — `NonlinearError`.
 
 pub mod cbc;
@@ -58,6 +63,7 @@ pub mod error;
 pub mod floquet;
 pub mod harmonic;
 mod integrate;
+pub mod live;
 pub mod model;
 pub mod sweep;
 
@@ -69,5 +75,7 @@ pub use continuation::{
 pub use error::NonlinearError;
 pub use floquet::{floquet_multipliers, monodromy};
 pub use harmonic::DofHarmonics;
+pub use integrate::{ChainSample, held_force_response};
+pub use live::{LiveCbc, LiveCbcConfig, LiveNext, LiveTarget};
 pub use model::{NonlinearChain, NonlinearChainConfig, PolynomialSpring, SpringLink};
 pub use sweep::{OpenLoopSweep, OpenLoopSweepConfig, SweepPoint, open_loop_sweep};

@@ -8,6 +8,7 @@
 //! - [`bin`]: where the DTOP binaries under test are.
 //! - [`truth`]: the rig simulator's ground-truth log.
 //! - [`control`]: operator commands for closed-loop runs, and the simulator's loop latency log.
+//! - [`nats`]: a three-node NATS cluster (JetStream, MQTT gateway) as processes.
 //! - [`pipeline`]: the whole rig → edge → broker → twin → storage chain as processes.
 //! - [`query`]: reading back what storage holds.
 //! - [`http`]: a small blocking HTTP client for test code.
@@ -17,6 +18,7 @@
 
 pub mod audit;
 pub mod control;
+pub mod nats;
 pub mod pipeline;
 pub mod proxy;
 pub mod query;

@@ -43,21 +43,40 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use dtop_dynamics::control::{Compensator, LqgWeights, SampledDesign, SampledLaw, design_sampled};
+use dtop_dynamics::control::{
+    Compensator, LqgWeights, SampledController, SampledDesign, SampledLaw, design_sampled,
+};
 use dtop_dynamics::{
     ActuatorElectrics, ControlStudy, InertialActuator, ShearBuilding, ShearBuildingConfig,
     StructuralEstimator,
 };
+use dtop_nonlinear::{LiveCbcConfig, LiveTarget};
 use dtop_proto::RigId;
 use dtop_proto::v1::command::Kind;
 use dtop_proto::v1::command_ack::Status;
 use dtop_proto::v1::set_control::{Law as WireLaw, Placement as WirePlacement};
-use dtop_proto::v1::{ActuatorDrive, Command, CommandAck, ControllerParams, SetControl};
+use dtop_proto::v1::{
+    ActuatorDrive, Command, CommandAck, ControllerParams, HarmonicTarget, SetControl,
+};
 use nalgebra::RowDVector;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ControlConfig, ControlLawName};
 use crate::estimate::LoopIo;
+
+/// Writes the sampled law `k` on the measured channels `inputs` into `params` (matrices
+/// row-major, as control.proto says).
+fn set_law(params: &mut ControllerParams, k: &SampledController, inputs: Vec<u32>) {
+    let row_major = |m: &nalgebra::DMatrix<f64>| m.transpose().as_slice().to_vec();
+    params.sample_period_s = k.dt_s;
+    params.input_channel_ids = inputs;
+    params.state_count = u32::try_from(k.n_states()).unwrap_or(u32::MAX);
+    params.a = row_major(&k.a);
+    params.b = row_major(&k.b);
+    params.e = k.e.as_slice().to_vec();
+    params.c = k.c.iter().copied().collect();
+    params.d = k.d.iter().copied().collect();
+}
 
 /// What `TwinState::controller` says while no controller exists.
 pub const CONTROLLER_OFF: &str = "off";
@@ -320,17 +339,40 @@ impl RigController {
             ..ControllerParams::default()
         };
         if let Some((design, io)) = design {
-            let k = &design.controller;
-            let row_major = |m: &nalgebra::DMatrix<f64>| m.transpose().as_slice().to_vec();
-            params.sample_period_s = k.dt_s;
-            params.input_channel_ids = io.input_channel_ids.clone();
-            params.state_count = k.n_states() as u32;
-            params.a = row_major(&k.a);
-            params.b = row_major(&k.b);
-            params.e = k.e.as_slice().to_vec();
-            params.c = k.c.iter().copied().collect();
-            params.d = k.d.iter().copied().collect();
+            set_law(
+                &mut params,
+                &design.controller,
+                io.input_channel_ids.clone(),
+            );
         }
+        params
+    }
+
+    /// Params that run one target of a live control-based continuation on the edge (issue
+    /// 15): `config`'s law (a PD on the doubly integrated acceleration error) on the
+    /// controlled floor's accelerometer `channel_id`, following `target`. Versioned like every
+    /// other params, so each new target is a new version.
+    pub fn edge_cbc_params(
+        &mut self,
+        rig: &RigId,
+        now_unix_ns: u64,
+        config: &LiveCbcConfig,
+        target: &LiveTarget,
+        channel_id: u32,
+    ) -> ControllerParams {
+        let description = format!(
+            "cbc {:.4} Hz kp={} N/m kd={} N·s/m",
+            target.frequency_hz, config.proportional_gain_n_per_m, config.derivative_gain_n_s_per_m
+        );
+        let mut params = self.edge_params(rig, now_unix_ns, None, description);
+        params.enabled = true;
+        set_law(&mut params, &config.controller(), vec![channel_id]);
+        params.harmonic_target = Some(HarmonicTarget {
+            frequency_hz: target.frequency_hz,
+            channel_id,
+            cos_m: target.cos_m.clone(),
+            sin_m: target.sin_m.clone(),
+        });
         params
     }
 
@@ -858,5 +900,40 @@ mod tests {
         assert!(controller.on_birth(Ok(plant)).is_err());
         assert!(!controller.is_active());
         assert_eq!(controller.describe(), "off");
+    }
+
+    /// Each live CBC target goes out as a new version of the edge's params: the run's law
+    /// (its matrices row-major) on the accelerometer, and the target's coefficients.
+    #[test]
+    fn cbc_params_carry_the_runs_law_and_target_under_rising_versions() {
+        let mut controller = RigController::new(ControlConfig::default());
+        let rig = RigId::new("r1").unwrap();
+        let config = LiveCbcConfig::new(1000.0, 6.8, 7.4, 3, 2e-4, 20.0);
+        let target = LiveTarget {
+            frequency_hz: 6.8,
+            cos_m: vec![2e-4, 0.0, 1e-6],
+            sin_m: vec![0.0, 0.0, -2e-6],
+        };
+        let first = controller.edge_cbc_params(&rig, 5_000_000, &config, &target, 0);
+        let second = controller.edge_cbc_params(&rig, 5_000_000, &config, &target, 0);
+        assert!(second.version > first.version && first.version >= 5);
+        assert!(first.enabled);
+        assert_eq!(first.input_channel_ids, vec![0]);
+        let k = config.controller();
+        assert_eq!(first.state_count, 2);
+        // Row-major: a = [[λ, 0], [T, λ]].
+        assert_eq!(
+            first.a,
+            vec![k.a[(0, 0)], k.a[(0, 1)], k.a[(1, 0)], k.a[(1, 1)]]
+        );
+        assert_eq!(first.a[2], 1e-3);
+        assert_eq!(first.b, vec![1e-3, 0.0]);
+        assert_eq!(first.c, vec![50.0, 5000.0]);
+        assert_eq!(first.sample_period_s, 1e-3);
+        let sent = first.harmonic_target.expect("a target");
+        assert_eq!(
+            (sent.frequency_hz, sent.channel_id, sent.cos_m, sent.sin_m),
+            (6.8, 0, target.cos_m.clone(), target.sin_m.clone())
+        );
     }
 }

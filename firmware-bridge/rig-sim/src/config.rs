@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use dtop_nonlinear::{PolynomialSpring, SpringLink};
 use serde::{Deserialize, Serialize};
 
 /// Storeys of the simulated (Southampton) rig; the channel table and the Modbus map assume
@@ -65,6 +66,9 @@ pub struct SimConfig {
     /// Floor carrying the inertial actuator (1..=3), or 0 for a rig without one.
     #[serde(default = "default_actuator_floor")]
     pub actuator_floor: u8,
+    /// How the actuator pushes its floor.
+    #[serde(default)]
+    pub actuator_kind: ActuatorKind,
     /// Largest actuator force the firmware applies, N; commands are clamped to ± this.
     #[serde(default = "default_actuator_max_force_n")]
     pub actuator_max_force_n: f32,
@@ -95,6 +99,14 @@ pub struct SimConfig {
     /// and model updating (issue 14). Empty: the structure never changes.
     #[serde(default)]
     pub damage: Vec<DamageConfig>,
+    /// Polynomial springs added to the linear storeys (issue 15): the nonlinear rig that
+    /// control-based continuation traces. Same meaning and units as dtop-nonlinear's
+    /// `PolynomialSpring` (a restoring force f(δ) = k₂δ² + k₃δ³ + k₅δ⁵ on a storey's drift
+    /// or a floor's displacement, positive k₃ hardening), so
+    /// [`crate::rig::Rig::nonlinear_chain`] gives numerical continuation the same chain.
+    /// Empty: the rig is linear.
+    #[serde(default)]
+    pub springs: Vec<PolynomialSpring>,
 }
 
 /// A storey's stiffness and/or damper changed during the run: from `at_s` of simulated time
@@ -211,6 +223,24 @@ pub enum ExcitationConfig {
     },
 }
 
+/// How the actuator at `actuator_floor` acts on the structure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActuatorKind {
+    /// An inertial (proof-mass) actuator bolted to the floor (dtop-dynamics'
+    /// `InertialActuator` defaults): the commanded force pushes the proof mass one way and
+    /// the floor the other, and the proof mass is one more DOF of the structure.
+    #[default]
+    Inertial,
+    /// A shaker on a stinger from a fixed frame, as in control-based continuation
+    /// experiments: the commanded force acts on the floor itself (positive along the floor's
+    /// displacement), and the structure is the bare building. With the excitation on floor 1
+    /// the force gauge (channel 3) sits on the shaker's stinger and reads the shaker's
+    /// force, so the twin sees the control force; with ground excitation it stays the base
+    /// accelerometer.
+    Shaker,
+}
+
 /// Where the excitation enters the structure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -302,6 +332,7 @@ impl Default for SimConfig {
             control_socket: None,
             firmware_version: default_firmware_version(),
             actuator_floor: default_actuator_floor(),
+            actuator_kind: ActuatorKind::default(),
             actuator_max_force_n: default_actuator_max_force_n(),
             excitation: ExcitationConfig::default(),
             excitation_target: ExcitationTarget::default(),
@@ -311,6 +342,7 @@ impl Default for SimConfig {
             heartbeat_period_ms: default_heartbeat_period_ms(),
             write_stall_timeout_ms: default_write_stall_timeout_ms(),
             damage: Vec::new(),
+            springs: Vec::new(),
         }
     }
 }
@@ -390,6 +422,9 @@ impl SimConfig {
         for (i, d) in self.damage.iter().enumerate() {
             problems.extend(d.problems(&format!("damage[{i}]")));
         }
+        for (i, spring) in self.springs.iter().enumerate() {
+            problems.extend(spring_problems(spring, &format!("springs[{i}]")));
+        }
         if self.watchdog_timeout_ms == 0 {
             problems.push("watchdog_timeout_ms must be >= 1".to_owned());
         }
@@ -427,6 +462,11 @@ impl SimConfig {
         } else {
             Err(ConfigError(problems))
         }
+    }
+
+    /// Whether any spring adds a nonlinear term (all-zero springs add none).
+    pub fn is_nonlinear(&self) -> bool {
+        self.springs.iter().any(|s| s.degree() > 1)
     }
 
     fn validate_excitation(&self, problems: &mut Vec<String>, nyquist_hz: f64) {
@@ -511,6 +551,32 @@ fn check_below_nyquist(problems: &mut Vec<String>, name: &str, value_hz: f64, ny
             "{name} = {value_hz} must be in [0, {nyquist_hz}) (below the Nyquist frequency)"
         ));
     }
+}
+
+/// Every problem with one polynomial spring of the rig, each naming `field`.
+fn spring_problems(spring: &PolynomialSpring, field: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let (name, index) = match spring.link {
+        SpringLink::Storey { storey } => ("storey", storey),
+        SpringLink::FloorToGround { floor } => ("floor", floor),
+    };
+    if !(1..=FLOORS).contains(&index) {
+        problems.push(format!(
+            "{field}.link.{name} = {index} must be within 1..={FLOORS} (the rig has {FLOORS} floors)"
+        ));
+    }
+    for (name, value) in [
+        ("quadratic_n_per_m2", spring.quadratic_n_per_m2),
+        ("cubic_n_per_m3", spring.cubic_n_per_m3),
+        ("quintic_n_per_m5", spring.quintic_n_per_m5),
+    ] {
+        if !value.is_finite() {
+            problems.push(format!(
+                "{field}.{name} = {value} must be finite (0 for none)"
+            ));
+        }
+    }
+    problems
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! deterministic; knows nothing about frames or wall-clock time.
 
 use dtop_dynamics::{Damping, DiscreteStateSpace, ShearBuilding, ShearBuildingConfig};
+use dtop_nonlinear::{NonlinearChainConfig, PolynomialSpring, SpringLink};
 use nalgebra::{DMatrix, DVector};
 
-use crate::config::{DamageConfig, ExcitationConfig, ExcitationTarget, SimConfig};
+use crate::config::{ActuatorKind, DamageConfig, ExcitationConfig, ExcitationTarget, SimConfig};
 use crate::error::SimError;
 use crate::excitation::Excitation;
 use crate::sensor::{CHANNEL_COUNT, SensorBank};
@@ -16,6 +17,14 @@ pub use crate::config::FLOORS;
 /// by this much (relative) since the last time, and at the ramp's end: a ramp is followed in
 /// steps of 0.1 % of the stiffness, not re-discretised every sample.
 pub const DAMAGE_STEP_REL: f64 = 1e-3;
+
+/// Plant steps per sample when the rig has polynomial springs. The springs' forces enter
+/// the exactly discretised linear plant as held floor forces, each evaluated at the
+/// displacement predicted for the middle of its step (x + v·h/2), which makes the scheme
+/// second-order in h = sample period / this. At 1 kHz on the Southampton rig (modes at 7,
+/// 20 and 29 Hz) with a cubic storey stiffened by 10 %, the rig's accelerations stay within
+/// 7e-5 of their peak of dtop-nonlinear's RK4 (measured by the tests).
+pub const NONLINEAR_SUBSTEPS: usize = 8;
 
 /// One sample as the ADC saw it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,6 +48,8 @@ pub struct Rig {
     input_ground: usize,
     input_floor1: usize,
     input_actuator: Option<usize>,
+    /// The actuator is a shaker, whose stinger carries the force gauge.
+    shaker: bool,
     output_accel: [usize; FLOORS],
     target: ExcitationTarget,
     excitation: Excitation,
@@ -56,23 +67,93 @@ pub struct Rig {
     structure: ShearBuildingConfig,
     /// Samples taken so far: simulated time is this / `sample_rate_hz`.
     samples: u64,
+    /// The polynomial springs as configured (for [`Rig::nonlinear_chain`]).
+    springs: Vec<PolynomialSpring>,
+    /// The nonlinear springs on floor indices; empty for a linear rig.
+    elements: Vec<SpringElement>,
+    /// Plant steps per sample: 1 for a linear rig, [`NONLINEAR_SUBSTEPS`] otherwise.
+    substeps: usize,
+    /// Degrees of freedom of the plant (floors, then the proof mass): the velocity states
+    /// start here.
+    dofs: usize,
+    /// Input of each floor's external force, where the springs' forces go.
+    input_floor: [usize; FLOORS],
+    /// The sample's inputs without the springs' forces (nonlinear rig only).
+    u_held: DVector<f64>,
+    /// Outputs of the sub-steps, discarded (nonlinear rig only).
+    y_substep: DVector<f64>,
+}
+
+/// A polynomial spring resolved to floor indices.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SpringElement {
+    /// 0-based floor whose displacement extends the spring.
+    upper: usize,
+    /// 0-based floor below it, `None` for the ground.
+    lower: Option<usize>,
+    spring: PolynomialSpring,
+}
+
+impl SpringElement {
+    /// The rig's springs with a nonlinear term, on floor indices; links outside the rig are
+    /// refused by `SimConfig::validate` and skipped here.
+    fn resolve(springs: &[PolynomialSpring]) -> Vec<Self> {
+        springs
+            .iter()
+            .filter(|s| s.degree() > 1)
+            .filter_map(|s| {
+                let (upper, lower) = match s.link {
+                    SpringLink::Storey { storey } => {
+                        (storey.checked_sub(1)?, storey.checked_sub(2))
+                    }
+                    SpringLink::FloorToGround { floor } => (floor.checked_sub(1)?, None),
+                };
+                (upper < FLOORS).then_some(Self {
+                    upper,
+                    lower,
+                    spring: *s,
+                })
+            })
+            .collect()
+    }
 }
 
 impl Rig {
     /// Builds the Southampton three-storey model (with the actuator at
     /// `config.actuator_floor`, if any), discretised with ZOH at the sample period.
     pub fn new(config: &SimConfig) -> Result<Self, SimError> {
-        let building = match config.actuator_floor {
-            0 => ShearBuilding::southampton(),
-            floor => ShearBuilding::southampton_with_actuator(usize::from(floor))?,
+        let building = match (config.actuator_floor, config.actuator_kind) {
+            (0, _) | (_, ActuatorKind::Shaker) => ShearBuilding::southampton(),
+            (floor, ActuatorKind::Inertial) => {
+                ShearBuilding::southampton_with_actuator(usize::from(floor))?
+            }
         };
         let continuous = building.state_space();
         let input_ground = continuous.input_ground_accel();
         let input_floor1 = continuous.input_floor_force(1);
-        let input_actuator = continuous.input_actuator();
+        let input_actuator = match (config.actuator_floor, config.actuator_kind) {
+            (0, _) => None,
+            (floor, ActuatorKind::Shaker) => Some(continuous.input_floor_force(usize::from(floor))),
+            (_, ActuatorKind::Inertial) => continuous.input_actuator(),
+        };
         let output_accel = [1, 2, 3].map(|floor| continuous.output_floor_accel(floor));
-        let plant = continuous.discretize_zoh(1.0 / config.sample_rate_hz)?;
+        let input_floor = [1, 2, 3].map(|floor| continuous.input_floor_force(floor));
+        let elements = SpringElement::resolve(&config.springs);
+        let substeps = if elements.is_empty() {
+            1
+        } else {
+            NONLINEAR_SUBSTEPS
+        };
+        let plant = continuous.discretize_zoh(1.0 / config.sample_rate_hz / substeps as f64)?;
         Ok(Self {
+            springs: config.springs.clone(),
+            shaker: config.actuator_floor != 0 && config.actuator_kind == ActuatorKind::Shaker,
+            elements,
+            substeps,
+            dofs: building.dofs(),
+            input_floor,
+            u_held: DVector::zeros(plant.n_inputs()),
+            y_substep: DVector::zeros(plant.n_outputs()),
             x: DVector::zeros(plant.n_states()),
             u: DVector::zeros(plant.n_inputs()),
             y: DVector::zeros(plant.n_outputs()),
@@ -178,7 +259,7 @@ impl Rig {
         let built = damaged_structure(&self.intact, &wanted, &wanted_damping).and_then(|s| {
             let plant = ShearBuilding::new(s.clone())?
                 .state_space()
-                .discretize_zoh(1.0 / self.sample_rate_hz)?;
+                .discretize_zoh(1.0 / self.sample_rate_hz / self.substeps as f64)?;
             Ok((s, plant))
         });
         if let Ok((structure, plant)) = built {
@@ -213,21 +294,76 @@ impl Rig {
             ExcitationTarget::GroundAccel => self.u[self.input_ground] = excitation,
         }
         if let Some(i) = self.input_actuator {
-            self.u[i] = actuator_force_n;
+            // Added: a shaker shares floor 1's force input with the excitation.
+            self.u[i] += actuator_force_n;
         }
-        self.plant.step(&mut self.x, &self.u, &mut self.y);
+        if self.elements.is_empty() {
+            self.plant.step(&mut self.x, &self.u, &mut self.y);
+        } else {
+            self.step_nonlinear();
+        }
         let physical = [
             self.y[self.output_accel[0]],
             self.y[self.output_accel[1]],
             self.y[self.output_accel[2]],
-            // The force gauge measures the applied force; the base accelerometer measures the
-            // ground acceleration, which is absolute by definition.
-            excitation,
+            // The force gauge measures the applied force (a shaker's, on its stinger, when
+            // one is fitted); the base accelerometer measures the ground acceleration, which
+            // is absolute by definition.
+            match (self.target, self.shaker) {
+                (ExcitationTarget::Floor1Force, true) => actuator_force_n,
+                _ => excitation,
+            },
         ];
         let raw = self.sensors.measure(&physical);
         let channels = self.sensors.channels();
         let value_si = std::array::from_fn(|c| f64::from(raw[c]) * channels[c].scale());
         Measurement { raw, value_si }
+    }
+}
+
+impl Rig {
+    /// The chain numerical continuation should trace to predict this rig: the structure
+    /// the plant runs on now (actuator included, whose proof mass is the last DOF) with the
+    /// configured polynomial springs, forced on `forced_floor`.
+    pub fn nonlinear_chain(&self, forced_floor: usize) -> NonlinearChainConfig {
+        NonlinearChainConfig {
+            building: self.structure.clone(),
+            springs: self.springs.clone(),
+            forced_floor,
+        }
+    }
+
+    /// Advances the nonlinear rig by one sample: the outputs at the sample's start with the
+    /// springs' forces there, then [`NONLINEAR_SUBSTEPS`] plant steps with the springs'
+    /// forces held at each step's predicted midpoint. `self.u` holds the sample's inputs.
+    fn step_nonlinear(&mut self) {
+        self.u_held.copy_from(&self.u);
+        self.add_spring_inputs(0.0);
+        self.y.gemv(1.0, &self.plant.c, &self.x, 0.0);
+        self.y.gemv(1.0, &self.plant.d, &self.u, 1.0);
+        let half_step_s = 0.5 / self.sample_rate_hz / self.substeps as f64;
+        for _ in 0..self.substeps {
+            self.u.copy_from(&self.u_held);
+            self.add_spring_inputs(half_step_s);
+            self.plant.step(&mut self.x, &self.u, &mut self.y_substep);
+        }
+    }
+
+    /// Adds the springs' forces to the floor-force inputs, evaluated at the displacements
+    /// `ahead_s` from now on the current velocities. A spring's restoring force f pushes
+    /// its upper floor by −f and its lower floor by +f (dtop-nonlinear's convention).
+    fn add_spring_inputs(&mut self, ahead_s: f64) {
+        let dofs = self.dofs;
+        let x = &self.x;
+        let at = |floor: usize| x[floor] + ahead_s * x[dofs + floor];
+        for e in &self.elements {
+            let extension_m = at(e.upper) - e.lower.map_or(0.0, at);
+            let f = e.spring.force_n(extension_m);
+            self.u[self.input_floor[e.upper]] -= f;
+            if let Some(lower) = e.lower {
+                self.u[self.input_floor[lower]] += f;
+            }
+        }
     }
 }
 
@@ -719,5 +855,170 @@ mod tests {
         // A refused change changes nothing.
         rig.step(0.0);
         assert_eq!(rig.storey_stiffness_n_per_m(), now);
+    }
+
+    /// A hardening cubic spring on storey 1 strong enough to matter at the test's motion.
+    fn cubic_storey_1(cubic_n_per_m3: f64) -> PolynomialSpring {
+        PolynomialSpring {
+            link: SpringLink::Storey { storey: 1 },
+            quadratic_n_per_m2: 0.0,
+            cubic_n_per_m3,
+            quintic_n_per_m5: 0.0,
+        }
+    }
+
+    /// Issue 15's nonlinear rig: the simulator with a cubic storey (and its actuator's proof
+    /// mass) moves as dtop-nonlinear's RK4 integrates the chain `Rig::nonlinear_chain`
+    /// describes, under the same held sine force on floor 1. Independent schemes: the rig
+    /// holds the spring force over 1/8-sample steps of the exact linear plant; the reference
+    /// takes 32 RK4 steps per sample, whose error is far below the rig's. Tolerance: half a
+    /// count of quantisation plus 1e-3 of the peak, a bound on the rig's second-order error
+    /// at 8 sub-steps (measured: 7.9e-5 m/s² at a peak of 1.14 m/s²). The linear rig differs
+    /// by far more, so the check sees the spring.
+    #[test]
+    fn a_cubic_storey_rig_moves_as_dtop_nonlinear_integrates_the_same_chain() {
+        let fs = 1000.0;
+        let (amplitude_n, frequency_hz, cubic_n_per_m3) = (5.0, 7.2, 1e11);
+        let config = quiet(SimConfig {
+            excitation: ExcitationConfig::Sine {
+                amplitude: amplitude_n,
+                frequency_hz,
+            },
+            springs: vec![cubic_storey_1(cubic_n_per_m3)],
+            ..SimConfig::default()
+        });
+        config.validate().unwrap();
+        let mut rig = Rig::new(&config).unwrap();
+        let mut linear = Rig::new(&SimConfig {
+            springs: vec![],
+            ..config.clone()
+        })
+        .unwrap();
+        let chain = dtop_nonlinear::NonlinearChain::new(rig.nonlinear_chain(1)).unwrap();
+        let samples = 4000u64;
+        let force: Vec<f64> = (0..samples)
+            .map(|n| crate::excitation::sine_value(amplitude_n, frequency_hz, fs, n))
+            .collect();
+        let reference = dtop_nonlinear::held_force_response(&chain, 1.0 / fs, 32, &force).unwrap();
+        let scales: Vec<f64> = rig.sensors().channels().iter().map(|c| c.scale()).collect();
+        let peak = reference
+            .iter()
+            .flat_map(|s| s.acceleration_m_s2[..FLOORS].iter())
+            .fold(0.0f64, |m, a| m.max(a.abs()));
+        let (mut worst, mut linear_worst, mut drift_peak) = (0.0f64, 0.0f64, 0.0f64);
+        for (n, truth) in reference.iter().enumerate() {
+            let m = rig.step(0.0);
+            let l = linear.step(0.0);
+            drift_peak = drift_peak.max(truth.displacement_m[0].abs());
+            for (floor, &expected) in truth.acceleration_m_s2.iter().enumerate().take(FLOORS) {
+                let error = (m.value_si[floor] - expected).abs();
+                worst = worst.max(error);
+                linear_worst = linear_worst.max((l.value_si[floor] - expected).abs());
+                assert!(
+                    error <= 0.5 * scales[floor] + 1e-3 * peak,
+                    "floor {} at sample {n}: {} against {expected} (peak {peak})",
+                    floor + 1,
+                    m.value_si[floor]
+                );
+            }
+        }
+        println!(
+            "peak {peak:.4} m/s², storey-1 drift {drift_peak:.3e} m, worst error {worst:.2e} m/s², \
+             linear rig's {linear_worst:.3}"
+        );
+        // The spring's force is a good part of the linear one at this drift, and the linear
+        // rig is far outside the tolerance.
+        let k = dtop_dynamics::config::SOUTHAMPTON_STOREY_STIFFNESS_N_PER_M;
+        assert!(
+            cubic_n_per_m3 * drift_peak * drift_peak > 0.1 * k,
+            "{drift_peak}"
+        );
+        assert!(linear_worst > 20.0 * (0.5 * scales[0] + 1e-3 * peak));
+    }
+
+    #[test]
+    fn springs_outside_the_rig_or_with_bad_coefficients_are_all_refused() {
+        let config = SimConfig {
+            springs: vec![
+                PolynomialSpring {
+                    link: SpringLink::Storey { storey: 4 },
+                    quadratic_n_per_m2: f64::NAN,
+                    cubic_n_per_m3: 1.0,
+                    quintic_n_per_m5: 0.0,
+                },
+                PolynomialSpring {
+                    link: SpringLink::FloorToGround { floor: 0 },
+                    quadratic_n_per_m2: 0.0,
+                    cubic_n_per_m3: f64::INFINITY,
+                    quintic_n_per_m5: 0.0,
+                },
+            ],
+            ..SimConfig::default()
+        };
+        let problems = config.validate().unwrap_err().0;
+        for needle in [
+            "springs[0].link.storey = 4",
+            "springs[0].quadratic_n_per_m2",
+            "springs[1].link.floor = 0",
+            "springs[1].cubic_n_per_m3",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{needle:?} missing from {problems:?}"
+            );
+        }
+        assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn springs_parse_from_toml_in_dtop_nonlinears_shape() {
+        let config = SimConfig::from_toml(
+            r#"
+            [[springs]]
+            link = { kind = "storey", storey = 2 }
+            cubic_n_per_m3 = 1e6
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.springs,
+            vec![PolynomialSpring {
+                link: SpringLink::Storey { storey: 2 },
+                ..cubic_storey_1(1e6)
+            }]
+        );
+        assert!(config.is_nonlinear());
+    }
+
+    /// A shaker on floor 1 is a force on floor 1: commanding the excitation's values moves
+    /// the floors exactly as the excitation does (the same input of the same plant).
+    #[test]
+    fn a_shaker_pushes_its_floor_as_a_floor_force_does() {
+        let excited = quiet(SimConfig {
+            excitation: ExcitationConfig::Sine {
+                amplitude: 3.0,
+                frequency_hz: 5.0,
+            },
+            actuator_floor: 0,
+            ..SimConfig::default()
+        });
+        let shaken = quiet(SimConfig {
+            excitation: ExcitationConfig::None,
+            actuator_floor: 1,
+            actuator_kind: ActuatorKind::Shaker,
+            ..SimConfig::default()
+        });
+        let (mut a, mut b) = (Rig::new(&excited).unwrap(), Rig::new(&shaken).unwrap());
+        let mut moved = false;
+        for n in 0..2000 {
+            let force_n = crate::excitation::sine_value(3.0, 5.0, 1000.0, n);
+            let (ma, mb) = (a.step(0.0), b.step(force_n));
+            assert_eq!(ma.raw[..FLOORS], mb.raw[..FLOORS], "sample {n}");
+            // The gauge on the stinger reads the shaker's force.
+            assert_eq!(ma.raw[FLOORS], mb.raw[FLOORS], "sample {n}");
+            moved |= mb.raw[0] != 0;
+        }
+        assert!(moved);
+        assert_eq!(b.nonlinear_chain(1).building.actuator, None);
     }
 }

