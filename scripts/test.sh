@@ -61,7 +61,7 @@ venv="$PWD/target/py-peers"
 if ! "$venv/bin/python" -c 'import pymodbus, paho.mqtt, serial, openseespy.opensees' 2>/dev/null \
   || [ "$("$venv/bin/nats-server" --version 2>/dev/null)" != "nats-server: v$NATS_VERSION" ]; then
   echo "test.sh: installing ${PY_PEERS[*]} into $venv"
-  python3 -m venv "$venv"
+  python3 -m venv --clear "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "${PY_PEERS[@]}"
 fi
 export DTOP_TEST_PYTHON="$venv/bin/python"
