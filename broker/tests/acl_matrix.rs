@@ -339,6 +339,7 @@ async fn the_same_matrix_holds_on_a_nats_cluster_with_permissions_generated_from
     let Some(nats_server) = dtop_e2e::nats::server_binary().unwrap() else {
         return;
     };
+    let _heavy = common::HEAVY.lock().await;
     // The users as `dtop-broker passwd add` writes them (argon2id and bcrypt), and the NATS
     // block generated from that file and DTOP's built-in rules, as `dtop nats-config` does.
     let (cluster, _dir) = tokio::task::spawn_blocking(move || {

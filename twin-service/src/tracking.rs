@@ -321,11 +321,57 @@ pub struct DriftEvent {
     pub at_s: f64,
 }
 
+/// One band alarm and its hysteresis: raised when its value leaves the band, cleared after
+/// `clear_windows` consecutive decisions back in band. The frequency alarms here and the
+/// stiffness alarms in [`stiffness`] both run on it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BandAlarm {
+    raised_since_s: Option<f64>,
+    in_band_streak: u32,
+}
+
+impl BandAlarm {
+    /// Sample time it was raised at, while it is raised.
+    pub(crate) fn raised_since_s(&self) -> Option<f64> {
+        self.raised_since_s
+    }
+
+    /// Moves the alarm on one decision at sample time `at_s`: the change, if any, with the
+    /// time the alarm was raised at.
+    pub(crate) fn decide(
+        &mut self,
+        inside: bool,
+        at_s: f64,
+        clear_windows: u32,
+    ) -> Option<(AlarmState, f64)> {
+        match (inside, self.raised_since_s) {
+            (false, None) => {
+                *self = Self {
+                    raised_since_s: Some(at_s),
+                    in_band_streak: 0,
+                };
+                Some((AlarmState::Raised, at_s))
+            }
+            (false, Some(_)) => {
+                self.in_band_streak = 0;
+                None
+            }
+            (true, Some(since_s)) => {
+                self.in_band_streak += 1;
+                (self.in_band_streak >= clear_windows).then(|| {
+                    *self = Self::default();
+                    (AlarmState::Cleared, since_s)
+                })
+            }
+            (true, None) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct ModeAlarm {
     reference_hz: Option<f64>,
-    raised_since_s: Option<f64>,
-    in_band_streak: u32,
+    band: BandAlarm,
 }
 
 /// One rig's drift decisions: references, raised alarms and their hysteresis.
@@ -372,7 +418,7 @@ impl DriftTracker {
         let events = (1..)
             .zip(&self.modes)
             .filter_map(|(mode, alarm)| {
-                let since_s = alarm.raised_since_s?;
+                let since_s = alarm.band.raised_since_s()?;
                 let reference_hz = alarm.reference_hz.unwrap_or_default();
                 let frequency_hz = model
                     .frequencies_hz
@@ -399,7 +445,7 @@ impl DriftTracker {
     pub fn raised(&self) -> Vec<usize> {
         (1..)
             .zip(&self.modes)
-            .filter(|(_, m)| m.raised_since_s.is_some())
+            .filter(|(_, m)| m.band.raised_since_s().is_some())
             .map(|(n, _)| n)
             .collect()
     }
@@ -443,22 +489,9 @@ impl DriftTracker {
                     since_s,
                     at_s: end_s,
                 };
-                match (inside, alarm.raised_since_s) {
-                    (false, None) => {
-                        alarm.raised_since_s = Some(end_s);
-                        alarm.in_band_streak = 0;
-                        events.push(event(AlarmState::Raised, end_s));
-                    }
-                    (false, Some(_)) => alarm.in_band_streak = 0,
-                    (true, Some(since_s)) => {
-                        alarm.in_band_streak += 1;
-                        if alarm.in_band_streak >= self.clear_windows {
-                            alarm.raised_since_s = None;
-                            alarm.in_band_streak = 0;
-                            events.push(event(AlarmState::Cleared, since_s));
-                        }
-                    }
-                    (true, None) => {}
+                if let Some((state, since_s)) = alarm.band.decide(inside, end_s, self.clear_windows)
+                {
+                    events.push(event(state, since_s));
                 }
             }
             tracked.push(TrackedMode {
@@ -469,7 +502,7 @@ impl DriftTracker {
                 damping_ratio: hit.map(|(m, _)| m.damping_ratio),
                 mac: hit.map(|(_, mac)| mac),
                 in_band,
-                alarm: alarm.raised_since_s.is_some(),
+                alarm: alarm.band.raised_since_s().is_some(),
                 shape: hit.map(|(m, _)| m.shape.clone()),
             });
         }

@@ -14,7 +14,7 @@ use dtop_calibrate::{TargetMode, UpdateParams, update_storey_stiffness};
 use dtop_dynamics::ShearBuildingConfig;
 use serde::Serialize;
 
-use super::{AlarmState, HistoryRecord};
+use super::{AlarmState, BandAlarm, HistoryRecord};
 use crate::config::{TrackingConfig, TrackingReference};
 use crate::lineproto::{escape_key, write_float};
 
@@ -82,8 +82,7 @@ pub struct StiffnessEvent {
 #[derive(Debug, Clone, Default)]
 struct StoreyAlarm {
     reference_n_per_m: Option<f64>,
-    raised_since_s: Option<f64>,
-    in_band_streak: u32,
+    band: BandAlarm,
 }
 
 /// One rig's stiffness decisions: the reference building, the bands and the raised alarms.
@@ -137,7 +136,7 @@ impl StiffnessTracker {
     pub fn raised(&self) -> Vec<usize> {
         (1..)
             .zip(&self.storeys)
-            .filter(|(_, s)| s.raised_since_s.is_some())
+            .filter(|(_, s)| s.band.raised_since_s().is_some())
             .map(|(n, _)| n)
             .collect()
     }
@@ -180,22 +179,8 @@ impl StiffnessTracker {
                 since_s,
                 at_s: end_s,
             };
-            match (inside, alarm.raised_since_s) {
-                (false, None) => {
-                    alarm.raised_since_s = Some(end_s);
-                    alarm.in_band_streak = 0;
-                    events.push(event(AlarmState::Raised, end_s));
-                }
-                (false, Some(_)) => alarm.in_band_streak = 0,
-                (true, Some(since_s)) => {
-                    alarm.in_band_streak += 1;
-                    if alarm.in_band_streak >= self.clear_windows {
-                        alarm.raised_since_s = None;
-                        alarm.in_band_streak = 0;
-                        events.push(event(AlarmState::Cleared, since_s));
-                    }
-                }
-                (true, None) => {}
+            if let Some((state, since_s)) = alarm.band.decide(inside, end_s, self.clear_windows) {
+                events.push(event(state, since_s));
             }
             storeys.push(TrackedStorey {
                 storey: i + 1,
@@ -209,7 +194,7 @@ impl StiffnessTracker {
                 stiffness_n_per_m: k,
                 stiffness_std_n_per_m: std.get(i).copied().unwrap_or(f64::NAN),
                 in_band: inside,
-                alarm: alarm.raised_since_s.is_some(),
+                alarm: alarm.band.raised_since_s().is_some(),
             });
         }
         let record = StiffnessRecord {
@@ -234,7 +219,7 @@ impl StiffnessTracker {
         let events = (1..)
             .zip(&self.storeys)
             .filter_map(|(storey, alarm)| {
-                let since_s = alarm.raised_since_s?;
+                let since_s = alarm.band.raised_since_s()?;
                 let reference = alarm.reference_n_per_m.unwrap_or_default();
                 let k = building
                     .storey_stiffness_n_per_m
