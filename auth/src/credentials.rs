@@ -380,11 +380,19 @@ fn load_or_empty(path: &Path) -> Result<Credentials, CredentialsError> {
 
 /// Writes `credentials` to `path` atomically (temp file + rename), readable by the owner only.
 fn store(path: &Path, credentials: &Credentials) -> Result<(), CredentialsError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let io_err = |source| CredentialsError::Io {
+    write_private(path, &credentials.render()).map_err(|source| CredentialsError::Io {
         path: path.to_owned(),
         source,
-    };
+    })
+}
+
+/// Writes `text` to `path` through a synced temp file and a rename, readable by the owner
+/// only: for files holding password hashes (the credentials file, NATS's generated users).
+///
+/// # Errors
+/// Creating, writing, syncing or renaming the temp file.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -393,12 +401,10 @@ fn store(path: &Path, credentials: &Credentials) -> Result<(), CredentialsError>
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err)?;
-    file.write_all(credentials.render().as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io_err)?;
-    std::fs::rename(&tmp, path).map_err(io_err)
+        .open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// `dtop-broker passwd add`: adds or replaces `username` in the file at `path`.

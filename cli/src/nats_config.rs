@@ -2,8 +2,7 @@
 //! file and role rules (`dtop_auth::nats`), so a NATS cluster enforces the rules `dtop-broker`
 //! does. Owns only the file handling; the translation is dtop-auth's.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use dtop_auth::{Credentials, RolesConfig, nats};
 
@@ -91,32 +90,16 @@ pub fn run(args: &NatsConfigArgs) -> Result<Written, NatsConfigError> {
     let (credentials, roles) = sources(args).map_err(NatsConfigError::Invalid)?;
     let authorization =
         nats::authorization(&credentials, &roles).map_err(NatsConfigError::Invalid)?;
-    write_private(&args.out, &authorization.render()).map_err(|source| NatsConfigError::Write {
-        path: args.out.clone(),
-        source,
-    })?;
+    dtop_auth::credentials::write_private(&args.out, &authorization.render()).map_err(
+        |source| NatsConfigError::Write {
+            path: args.out.clone(),
+            source,
+        },
+    )?;
     Ok(Written {
         users: authorization.users.len(),
         certificate_only: authorization.certificate_only,
     })
-}
-
-/// Writes `text` to `path` through a temp file and a rename, readable by the owner only (it
-/// holds password hashes).
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
@@ -124,6 +107,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use dtop_auth::{RigSpec, Role, Secret, credentials::add_user};
+    use std::path::Path;
 
     fn args(dir: &Path) -> NatsConfigArgs {
         NatsConfigArgs {

@@ -663,22 +663,41 @@ pub fn encode_history(out: &mut String, rig: &str, record: &HistoryRecord, t_ns:
 
 /// Appends the `dtop_twin_drift` line of one alarm raised or cleared, at Unix time `t_ns`.
 pub fn encode_drift(out: &mut String, rig: &str, event: &DriftEvent, t_ns: i64) {
+    encode_drift_line(
+        out,
+        rig,
+        ("mode", event.mode),
+        event.state,
+        &[
+            ("frequency_hz", event.frequency_hz),
+            ("reference_hz", event.reference_hz),
+            ("band_low_hz", event.band_low_hz),
+            ("band_high_hz", event.band_high_hz),
+            ("since_s", event.since_s),
+        ],
+        t_ns,
+    );
+}
+
+/// Appends one `dtop_twin_drift` line: the alarm's subject as a tag (`mode=<n>` or
+/// `storey=<n>`), `raised`, then each finite field, at Unix time `t_ns`.
+pub(crate) fn encode_drift_line(
+    out: &mut String,
+    rig: &str,
+    (tag, number): (&str, usize),
+    state: AlarmState,
+    fields: &[(&str, f64)],
+    t_ns: i64,
+) {
     out.push_str(DRIFT_MEASUREMENT);
     out.push_str(",rig=");
     escape_key(out, rig);
     let _ = write!(
         out,
-        ",mode={} raised={}",
-        event.mode,
-        event.state == AlarmState::Raised
+        ",{tag}={number} raised={}",
+        state == AlarmState::Raised
     );
-    for (name, v) in [
-        ("frequency_hz", event.frequency_hz),
-        ("reference_hz", event.reference_hz),
-        ("band_low_hz", event.band_low_hz),
-        ("band_high_hz", event.band_high_hz),
-        ("since_s", event.since_s),
-    ] {
+    for &(name, v) in fields {
         if v.is_finite() {
             let _ = write!(out, ",{name}=");
             write_float(out, v);

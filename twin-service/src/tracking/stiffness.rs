@@ -340,28 +340,20 @@ pub fn encode_stiffness(
 /// Appends the `dtop_twin_drift` line of one stiffness alarm raised or cleared (tagged
 /// `storey=<n>`, where a frequency alarm is tagged `mode=<n>`), at Unix time `t_ns`.
 pub fn encode_stiffness_drift(out: &mut String, rig: &str, event: &StiffnessEvent, t_ns: i64) {
-    out.push_str(super::DRIFT_MEASUREMENT);
-    out.push_str(",rig=");
-    escape_key(out, rig);
-    let _ = write!(
+    super::encode_drift_line(
         out,
-        ",storey={} raised={}",
-        event.storey,
-        event.state == AlarmState::Raised
+        rig,
+        ("storey", event.storey),
+        event.state,
+        &[
+            ("stiffness_n_per_m", event.stiffness_n_per_m),
+            ("reference_n_per_m", event.reference_n_per_m),
+            ("band_low_n_per_m", event.band_low_n_per_m),
+            ("band_high_n_per_m", event.band_high_n_per_m),
+            ("since_s", event.since_s),
+        ],
+        t_ns,
     );
-    for (name, v) in [
-        ("stiffness_n_per_m", event.stiffness_n_per_m),
-        ("reference_n_per_m", event.reference_n_per_m),
-        ("band_low_n_per_m", event.band_low_n_per_m),
-        ("band_high_n_per_m", event.band_high_n_per_m),
-        ("since_s", event.since_s),
-    ] {
-        if v.is_finite() {
-            let _ = write!(out, ",{name}=");
-            write_float(out, v);
-        }
-    }
-    let _ = writeln!(out, " {t_ns}");
 }
 
 /// The JSON published, retained, on `dtop/v1/twin/<rig>/alarm/drift` for one stiffness alarm
