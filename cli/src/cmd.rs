@@ -1,7 +1,9 @@
 //! `dtop cmd`: the operator's command line. Builds a `Command` (pure, validated: every problem
 //! at once, exit 64), publishes it on the rig's cmd topic at QoS 1 and prints the answers on
-//! cmd/ack as JSON: the edge's or the twin's, and for an edge-hosted control law also the
-//! edge's `controller/{version}` acknowledgement. Knows nothing of what the rig does with it.
+//! cmd/ack as JSON: the edge's or the twin's, and for an edge-hosted control law or a live CBC
+//! run also the edge's `controller/{version}` acknowledgement. `run-cbc --wait` then follows
+//! the run's retained status on `dtop/v1/twin/{rig}/cbc` until it ends. Knows nothing of what
+//! the rig does with it.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use dtop_proto::command::{
-    self, CommandEnvelope, CommandRequest, LawName, PlacementName, WaveformName,
+    self, CbcRequest, CommandEnvelope, CommandRequest, LawName, PlacementName, WaveformName,
 };
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::command::Kind;
@@ -82,6 +84,57 @@ pub enum KindArgs {
         #[arg(long)]
         block_samples: u32,
     },
+    /// Trace the actuator floor's response curve by live control-based continuation: the
+    /// twin iterates a harmonic target the edge follows until the control force has no higher
+    /// harmonics, at each frequency (twin answers; needs `[control] enabled = true`).
+    RunCbc {
+        /// First forcing frequency, Hz.
+        #[arg(long)]
+        frequency_start_hz: f64,
+        /// Last forcing frequency, Hz (default: the first).
+        #[arg(long)]
+        frequency_end_hz: Option<f64>,
+        /// Evenly spaced frequencies, first and last included.
+        #[arg(long, default_value_t = 1)]
+        frequency_steps: u32,
+        /// First-harmonic amplitude of the floor's displacement target, m.
+        #[arg(long)]
+        target_amplitude_m: f64,
+        /// Target harmonics (default 5).
+        #[arg(long)]
+        harmonics: Option<u32>,
+        /// Proportional gain, N/m (default 5000).
+        #[arg(long)]
+        proportional_gain_n_per_m: Option<f64>,
+        /// Derivative gain, N·s/m (default 50).
+        #[arg(long)]
+        derivative_gain_n_s_per_m: Option<f64>,
+        /// Corner of the edge's leaky integrators, Hz (default 0.5).
+        #[arg(long)]
+        integrator_corner_hz: Option<f64>,
+        /// Time discarded after each new target, s (default 2).
+        #[arg(long)]
+        settle_s: Option<f64>,
+        /// Forcing periods analysed per iteration (default 30).
+        #[arg(long)]
+        measure_periods: Option<u32>,
+        /// Iterations allowed per point (default 12).
+        #[arg(long)]
+        max_iterations: Option<u32>,
+        /// Converged when no higher harmonic of the force exceeds this fraction of the first
+        /// (default 5e-3).
+        #[arg(long)]
+        invasiveness_tolerance: Option<f64>,
+        /// ... and the first harmonics changed by at most this fraction (default 5e-3).
+        #[arg(long)]
+        change_tolerance: Option<f64>,
+        /// After the acknowledgements, follow the run until it ends (within --timeout-s,
+        /// which then covers the whole run) and print `{"acks": [...], "run": {...}}`.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop the running live CBC run, keeping its points, and switch the edge's loop off.
+    StopCbc,
     /// Start or stop the rig's shaker.
     Excitation {
         #[arg(long, value_enum)]
@@ -138,6 +191,37 @@ pub fn request(args: &CmdArgs) -> CommandRequest {
         KindArgs::ActuatorEnable => CommandRequest::ActuatorEnable {},
         KindArgs::ActuatorDisable => CommandRequest::ActuatorDisable {},
         KindArgs::SetDrive { force_n } => CommandRequest::SetDrive { force_n: *force_n },
+        KindArgs::RunCbc {
+            frequency_start_hz,
+            frequency_end_hz,
+            frequency_steps,
+            target_amplitude_m,
+            harmonics,
+            proportional_gain_n_per_m,
+            derivative_gain_n_s_per_m,
+            integrator_corner_hz,
+            settle_s,
+            measure_periods,
+            max_iterations,
+            invasiveness_tolerance,
+            change_tolerance,
+            wait: _,
+        } => CommandRequest::RunCbc(CbcRequest {
+            frequency_start_hz: *frequency_start_hz,
+            frequency_end_hz: frequency_end_hz.unwrap_or(*frequency_start_hz),
+            frequency_steps: *frequency_steps,
+            target_amplitude_m: *target_amplitude_m,
+            harmonics: *harmonics,
+            proportional_gain_n_per_m: *proportional_gain_n_per_m,
+            derivative_gain_n_s_per_m: *derivative_gain_n_s_per_m,
+            integrator_corner_hz: *integrator_corner_hz,
+            settle_s: *settle_s,
+            measure_periods: *measure_periods,
+            max_iterations: *max_iterations,
+            invasiveness_tolerance: *invasiveness_tolerance,
+            change_tolerance: *change_tolerance,
+        }),
+        KindArgs::StopCbc => CommandRequest::StopCbc {},
         KindArgs::SafetyStop => CommandRequest::SafetyStop {},
         KindArgs::SafetyReset => CommandRequest::SafetyReset {},
         KindArgs::Rebirth => CommandRequest::Rebirth {},
@@ -253,10 +337,11 @@ pub async fn send(
     }
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     eventloop.network_options.set_tcp_nodelay(true);
+    // The twin's answer, then the edge's to the params it pushed.
     let edge_law = matches!(
         &command.kind,
         Some(Kind::SetControl(s)) if s.placement == Placement::Edge as i32 && s.law != Law::Off as i32
-    );
+    ) || matches!(&command.kind, Some(Kind::RunCbc(r)) if !r.stop);
     let work = async {
         let mut acks = Vec::new();
         let mut published = false;
@@ -313,6 +398,76 @@ pub async fn send(
     }
 }
 
+/// Whether `args` asks to follow a live CBC run after its acknowledgements.
+pub fn waits_for_cbc(args: &CmdArgs) -> bool {
+    matches!(args.kind, KindArgs::RunCbc { wait: true, .. })
+}
+
+/// Follows the live CBC run started by command `command_id` on its retained status topic,
+/// printing each new point to stderr, until it ends; returns its last status.
+///
+/// # Errors
+/// No connection, or the run did not end within `timeout`.
+pub async fn wait_cbc(
+    args: &CmdArgs,
+    command_id: &str,
+    timeout: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let rig = RigId::new(args.rig.as_str())?;
+    let mut options = MqttOptions::new(
+        format!("dtop-cli-cbc-{}", std::process::id()),
+        args.host.as_str(),
+        args.port,
+    );
+    options.set_keep_alive(Duration::from_secs(5));
+    if let (Some(user), Some(path)) = (&args.username, &args.password_file) {
+        let password =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let password = password.lines().next().unwrap_or("").to_owned();
+        options.set_credentials(user.clone(), password);
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let status_topic = topic::twin_cbc(&rig);
+    let work = async {
+        let mut shown = 0;
+        loop {
+            match eventloop.poll().await.context("MQTT connection")? {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    client.subscribe(&status_topic, QoS::AtLeastOnce).await?;
+                }
+                Event::Incoming(Packet::Publish(p)) if p.topic == status_topic => {
+                    let Ok(status) = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                    else {
+                        continue;
+                    };
+                    if status["command_id"] != command_id {
+                        continue;
+                    }
+                    let points = status["points"].as_array().map_or(&[][..], Vec::as_slice);
+                    for point in points.iter().skip(shown) {
+                        eprintln!("point: {point}");
+                    }
+                    shown = shown.max(points.len());
+                    if status["state"] != "running" {
+                        return anyhow::Ok(status);
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    let result = tokio::time::timeout(timeout, work).await;
+    let _ = client.disconnect().await;
+    match result {
+        Ok(status) => status,
+        Err(_) => bail!(
+            "live CBC run of command {command_id} did not end within {timeout:?}; it goes on \
+             (stop it with: dtop cmd --rig {} stop-cbc)",
+            args.rig
+        ),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -357,6 +512,52 @@ mod tests {
             (s.law(), s.gain_n_s_per_m, s.placement()),
             (Law::Dvf, 8.0, Placement::Edge)
         );
+    }
+
+    #[test]
+    fn builds_a_live_cbc_run_and_its_stop() {
+        let args = parse(&[
+            "--rig",
+            "lab-1",
+            "run-cbc",
+            "--frequency-start-hz",
+            "6.8",
+            "--frequency-end-hz",
+            "7.4",
+            "--frequency-steps",
+            "3",
+            "--target-amplitude-m",
+            "2e-4",
+            "--settle-s",
+            "1.5",
+            "--wait",
+        ]);
+        assert!(waits_for_cbc(&args));
+        let Some(Kind::RunCbc(r)) = build(&args, 0).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(
+            (r.stop, r.frequency_end_hz, r.frequency_steps, r.settle_s),
+            (false, 7.4, 3, Some(1.5))
+        );
+        let args = parse(&["--rig", "lab-1", "stop-cbc"]);
+        let Some(Kind::RunCbc(r)) = build(&args, 0).unwrap().kind else {
+            panic!()
+        };
+        assert!(r.stop && !waits_for_cbc(&args));
+        let args = parse(&[
+            "--rig",
+            "lab-1",
+            "run-cbc",
+            "--frequency-start-hz",
+            "7",
+            "--frequency-end-hz",
+            "6",
+            "--target-amplitude-m",
+            "0",
+        ]);
+        let problems = build(&args, 0).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]

@@ -210,8 +210,25 @@ fn run_cmd(args: &CmdArgs) -> ExitCode {
     let timeout = std::time::Duration::from_secs_f64(args.timeout_s);
     match runtime.block_on(cmd::send(args, &command, timeout)) {
         Ok(acks) => {
-            let ok = acks.iter().all(cmd::succeeded);
+            let mut ok = acks.iter().all(cmd::succeeded);
             let json: Vec<_> = acks.iter().map(cmd::ack_json).collect();
+            if ok && cmd::waits_for_cbc(args) {
+                let run = match runtime.block_on(cmd::wait_cbc(args, &command.id, timeout)) {
+                    Ok(run) => run,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return ExitCode::from(2);
+                    }
+                };
+                ok = run["state"] == "completed";
+                let out = serde_json::json!({ "acks": json, "run": run });
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                return if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                };
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&json).unwrap_or_default()

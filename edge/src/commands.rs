@@ -60,7 +60,7 @@ pub enum Verdict {
     /// Answer with `ack` now. `fresh` is false for a command already decided (the journalled
     /// ack again); a fresh answer is journalled first.
     Answer { ack: CommandAck, fresh: bool },
-    /// Not the edge's to answer (`SetControl` is the twin's).
+    /// Not the edge's to answer (`SetControl` and `RunCbc` are the twin's).
     NotMine,
     /// Journal it as pending, then apply it.
     Apply { id: String, action: Action },
@@ -130,7 +130,10 @@ impl Ledger {
 
     /// Decides what `command`, received on `rig`'s cmd topic at `now_unix_ns`, asks for.
     pub fn admit(&self, rig: &RigId, command: &Command, now_unix_ns: u64) -> Verdict {
-        if matches!(command.kind, Some(Kind::SetControl(_))) {
+        if matches!(
+            command.kind,
+            Some(Kind::SetControl(_) | Kind::RunCbc(_))
+        ) {
             return Verdict::NotMine;
         }
         if let Some(ack) = self.decided.get(&command.id) {
@@ -175,7 +178,7 @@ impl Ledger {
         }
         let action = match &command.kind {
             None => return refuse("the command has no kind".into()),
-            Some(Kind::SetControl(_)) => return Verdict::NotMine,
+            Some(Kind::SetControl(_) | Kind::RunCbc(_)) => return Verdict::NotMine,
             Some(Kind::ActuatorEnable(e)) => Action::ActuatorEnable(e.enabled),
             Some(Kind::SetDrive(d)) if !d.force_n.is_finite() => {
                 return refuse(format!("force {} N is not finite", d.force_n));
@@ -360,7 +363,7 @@ fn read_entries(reader: impl BufRead, path: &Path) -> io::Result<Vec<JournalEntr
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use dtop_proto::v1::{SafetyStop, SetControl, SetDrive};
+    use dtop_proto::v1::{RunCbc, SafetyStop, SetControl, SetDrive};
 
     fn rig() -> RigId {
         RigId::new("r1").unwrap()
@@ -425,6 +428,8 @@ mod tests {
         );
         let control = command("s", Kind::SetControl(SetControl::default()), 0);
         assert_eq!(ledger.admit(&rig(), &control, 0), Verdict::NotMine);
+        let cbc = command("c", Kind::RunCbc(RunCbc::default()), 0);
+        assert_eq!(ledger.admit(&rig(), &cbc, 0), Verdict::NotMine);
     }
 
     #[test]

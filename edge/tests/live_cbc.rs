@@ -10,8 +10,8 @@ use dtop_edge::safety::{DriveRequest, DriveSource, EnvelopeLimits, SafetyEnvelop
 use dtop_firmware::Manifest;
 use dtop_nonlinear::cbc::CbcStop;
 use dtop_nonlinear::{
-    Branch, ContinuationConfig, LiveCbc, LiveCbcConfig, LiveNext, LiveTarget, NonlinearChain,
-    PolynomialSpring, SpringLink, Sweep, continue_branch,
+    LiveCbc, LiveCbcConfig, LiveNext, LiveTarget, NonlinearChain, PolynomialSpring, SpringLink,
+    forcing_for_amplitude,
 };
 use dtop_proto::v1::{ControllerParams, HarmonicTarget};
 use dtop_rig_sim::config::ActuatorKind;
@@ -62,29 +62,6 @@ fn params(version: u64, config: &LiveCbcConfig, target: &LiveTarget) -> Controll
             sin_m: target.sin_m.clone(),
         }),
     }
-}
-
-/// F at floor-1 amplitude `a` along the balance continued in F at `omega` (linear between
-/// fine steps, far below the tolerance).
-fn forcing_at(chain: &NonlinearChain, omega: f64, a: f64, end_n: f64) -> f64 {
-    let mut config = ContinuationConfig::new(
-        Sweep::Amplitude {
-            start_n: 0.0,
-            end_n,
-            omega_rad_s: omega,
-        },
-        7,
-    );
-    config.initial_step = 0.005;
-    config.max_step = 0.005;
-    config.stability = false;
-    let branch: Branch = continue_branch(chain, &config).unwrap();
-    let p = &branch.points;
-    let i = (0..p.len() - 1)
-        .find(|&i| (p[i].amplitude_m[0] - a) * (p[i + 1].amplitude_m[0] - a) <= 0.0)
-        .expect("the amplitude lies on the branch");
-    let (a0, a1) = (p[i].amplitude_m[0], p[i + 1].amplitude_m[0]);
-    p[i].forcing_n + (p[i + 1].forcing_n - p[i].forcing_n) * (a - a0) / (a1 - a0)
 }
 
 /// Each sample: the rig measures with the force the firmware holds, the edge computes the
@@ -163,7 +140,10 @@ fn live_cbc_through_the_edges_loop_traces_the_simulated_rig_within_2_percent() {
     assert_eq!(stop, CbcStop::Completed, "{:#?}", cbc.points());
     assert_eq!(cbc.points().len(), 3);
     for p in cbc.points() {
-        let want = forcing_at(&chain, p.omega_rad_s, p.amplitude_m[0], 2.0 * p.forcing_n);
+        let want =
+            forcing_for_amplitude(&chain, p.omega_rad_s, p.amplitude_m[0], 2.0 * p.forcing_n, 7)
+                .unwrap()
+                .expect("the amplitude lies on the branch");
         let error = (p.forcing_n - want).abs() / want;
         println!(
             "{:.3} Hz: A = {:.4e} m, F = {:.4} N, continuation {want:.4} N, error {error:.2e}, \

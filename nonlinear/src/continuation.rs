@@ -698,6 +698,44 @@ pub fn trace_branch(
     continue_branch(&NonlinearChain::new(chain_config.clone())?, config)
 }
 
+/// The forcing amplitude F, N, at which the forced DOF's first harmonic reaches
+/// `amplitude_m` at frequency `omega_rad_s`: the first crossing along the branch continued in
+/// forcing from 0 to `max_forcing_n` with `harmonics` harmonics, interpolated linearly between
+/// points a short step apart (0.005 of scaled arclength). This is what a control-based
+/// continuation point measured at that response claims, and what it is checked against.
+/// `None` when the branch does not reach the amplitude below `max_forcing_n`.
+///
+/// # Errors
+/// As [`continue_branch`].
+pub fn forcing_for_amplitude(
+    chain: &NonlinearChain,
+    omega_rad_s: f64,
+    amplitude_m: f64,
+    max_forcing_n: f64,
+    harmonics: usize,
+) -> Result<Option<f64>, NonlinearError> {
+    let mut config = ContinuationConfig::new(
+        Sweep::Amplitude {
+            start_n: 0.0,
+            end_n: max_forcing_n,
+            omega_rad_s,
+        },
+        harmonics,
+    );
+    config.initial_step = 0.005;
+    config.max_step = 0.005;
+    config.stability = false;
+    let branch = continue_branch(chain, &config)?;
+    let dof = chain.forced_dof();
+    let p = &branch.points;
+    Ok(p.windows(2).find_map(|w| {
+        let (a0, a1) = (w[0].amplitude_m[dof], w[1].amplitude_m[dof]);
+        ((a0 - amplitude_m) * (a1 - amplitude_m) <= 0.0 && a0 != a1).then(|| {
+            w[0].forcing_n + (w[1].forcing_n - w[0].forcing_n) * (amplitude_m - a0) / (a1 - a0)
+        })
+    }))
+}
+
 /// Traces the branch of periodic responses of `chain` from the start of `config.sweep`.
 ///
 /// The branch is followed through folds (the parameter may decrease along it) until the

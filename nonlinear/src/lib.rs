@@ -70,7 +70,7 @@ pub mod sweep;
 pub use cbc::{CbcConfig, CbcPoint, CbcRun, CbcStop, run_cbc};
 pub use continuation::{
     Branch, ContinuationConfig, Fold, PeriodicResponse, StopReason, Sweep, continue_branch,
-    periodic_response, periodic_response_near, trace_branch,
+    forcing_for_amplitude, periodic_response, periodic_response_near, trace_branch,
 };
 pub use error::NonlinearError;
 pub use floquet::{floquet_multipliers, monodromy};

@@ -11,7 +11,7 @@ use crate::v1::command_ack::Status;
 use crate::v1::excitation::Waveform;
 use crate::v1::set_control::{Law, Placement};
 use crate::v1::{
-    ActuatorEnable, Command, CommandAck, Excitation, Rebirth, SafetyReset, SafetyStop,
+    ActuatorEnable, Command, CommandAck, Excitation, Rebirth, RunCbc, SafetyReset, SafetyStop,
     SetAcquisition, SetControl, SetDrive,
 };
 
@@ -64,6 +64,134 @@ pub enum CommandRequest {
         #[serde(default)]
         frequency_end_hz: f64,
     },
+    /// Trace the actuator floor's response curve by live control-based continuation (the twin
+    /// answers and runs it; issue 15).
+    RunCbc(CbcRequest),
+    /// Stop the running live continuation, keeping its points, and switch the edge's loop off.
+    StopCbc {},
+}
+
+/// A live control-based continuation: the frequencies and the target amplitude, and any of the
+/// twin's defaults to override (`dtop_nonlinear::LiveCbcConfig`; unset fields keep them). Only
+/// the shape is checked here; the twin checks the run against the rig (sample rate, force
+/// limit, channels) and refuses with every problem at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CbcRequest {
+    /// First forcing frequency, Hz.
+    pub frequency_start_hz: f64,
+    /// Last forcing frequency, Hz.
+    pub frequency_end_hz: f64,
+    /// Evenly spaced frequencies from the first to the last, inclusive (≥ 1).
+    pub frequency_steps: u32,
+    /// First-harmonic amplitude of the floor's displacement target, m.
+    pub target_amplitude_m: f64,
+    /// Harmonics of the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harmonics: Option<u32>,
+    /// Proportional gain, N/m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proportional_gain_n_per_m: Option<f64>,
+    /// Derivative gain, N·s/m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivative_gain_n_s_per_m: Option<f64>,
+    /// Corner of the edge's leaky integrators, Hz.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrator_corner_hz: Option<f64>,
+    /// Time discarded after each new target, s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_s: Option<f64>,
+    /// Forcing periods analysed per iteration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measure_periods: Option<u32>,
+    /// Iterations allowed per point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_iterations: Option<u32>,
+    /// Largest higher harmonic of the control force over its first, at convergence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invasiveness_tolerance: Option<f64>,
+    /// Largest relative change of the first harmonics between iterations, at convergence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_tolerance: Option<f64>,
+}
+
+impl CbcRequest {
+    /// Every problem with the request's shape (non-finite or non-positive values, a count of
+    /// zero), each naming its field.
+    fn problems(&self) -> Vec<CommandProblem> {
+        let mut problems = Vec::new();
+        let positive = [
+            ("frequency_start_hz", Some(self.frequency_start_hz)),
+            ("frequency_end_hz", Some(self.frequency_end_hz)),
+            ("target_amplitude_m", Some(self.target_amplitude_m)),
+            ("integrator_corner_hz", self.integrator_corner_hz),
+            ("settle_s", self.settle_s),
+            ("invasiveness_tolerance", self.invasiveness_tolerance),
+            ("change_tolerance", self.change_tolerance),
+        ];
+        for (field, value) in positive {
+            if let Some(v) = value
+                && !(v.is_finite() && v > 0.0)
+            {
+                problems.push(CommandProblem::new(
+                    field,
+                    format!("{v} must be finite and > 0"),
+                ));
+            }
+        }
+        for (field, value) in [
+            ("proportional_gain_n_per_m", self.proportional_gain_n_per_m),
+            ("derivative_gain_n_s_per_m", self.derivative_gain_n_s_per_m),
+        ] {
+            if let Some(v) = value
+                && !(v.is_finite() && v >= 0.0)
+            {
+                problems.push(CommandProblem::new(
+                    field,
+                    format!("{v} must be finite and >= 0"),
+                ));
+            }
+        }
+        for (field, value) in [
+            ("frequency_steps", Some(self.frequency_steps)),
+            ("harmonics", self.harmonics),
+            ("measure_periods", self.measure_periods),
+            ("max_iterations", self.max_iterations),
+        ] {
+            if value == Some(0) {
+                problems.push(CommandProblem::new(field, "must be at least 1"));
+            }
+        }
+        if self.frequency_end_hz < self.frequency_start_hz {
+            problems.push(CommandProblem::new(
+                "frequency_end_hz",
+                format!(
+                    "{} Hz is below frequency_start_hz {} Hz",
+                    self.frequency_end_hz, self.frequency_start_hz
+                ),
+            ));
+        }
+        problems
+    }
+
+    fn to_wire(&self) -> RunCbc {
+        RunCbc {
+            stop: false,
+            frequency_start_hz: self.frequency_start_hz,
+            frequency_end_hz: self.frequency_end_hz,
+            frequency_steps: self.frequency_steps,
+            target_amplitude_m: self.target_amplitude_m,
+            harmonics: self.harmonics,
+            proportional_gain_n_per_m: self.proportional_gain_n_per_m,
+            derivative_gain_n_s_per_m: self.derivative_gain_n_s_per_m,
+            integrator_corner_hz: self.integrator_corner_hz,
+            settle_s: self.settle_s,
+            measure_periods: self.measure_periods,
+            max_iterations: self.max_iterations,
+            invasiveness_tolerance: self.invasiveness_tolerance,
+            change_tolerance: self.change_tolerance,
+        }
+    }
 }
 
 /// A control law by name.
@@ -141,13 +269,14 @@ impl CommandRequest {
     pub fn moves_the_structure(&self) -> bool {
         match self {
             Self::SetControl { law, .. } => *law != LawName::Off,
-            Self::ActuatorEnable {} | Self::SafetyReset {} => true,
+            Self::ActuatorEnable {} | Self::SafetyReset {} | Self::RunCbc(_) => true,
             Self::SetDrive { force_n } => *force_n != 0.0,
             Self::Excitation { waveform, .. } => *waveform != WaveformName::Off,
             Self::ActuatorDisable {}
             | Self::SafetyStop {}
             | Self::Rebirth {}
-            | Self::SetAcquisition { .. } => false,
+            | Self::SetAcquisition { .. }
+            | Self::StopCbc {} => false,
         }
     }
 
@@ -279,6 +408,14 @@ pub fn build(
                 frequency_end_hz: *frequency_end_hz,
             })
         }
+        CommandRequest::RunCbc(run) => {
+            problems.extend(run.problems());
+            Kind::RunCbc(run.to_wire())
+        }
+        CommandRequest::StopCbc {} => Kind::RunCbc(RunCbc {
+            stop: true,
+            ..RunCbc::default()
+        }),
     };
     if !problems.is_empty() {
         return Err(problems);
@@ -390,10 +527,53 @@ mod tests {
             );
         }
         let stop: CommandRequest = serde_json::from_str(r#"{"kind":"safety_stop"}"#).unwrap();
+        assert!(serde_json::from_str::<CommandRequest>(r#"{"kind":"stop_cbc","x":1}"#).is_err());
         assert!(!stop.moves_the_structure());
         assert_eq!(
             serde_json::to_string(&stop).unwrap(),
             r#"{"kind":"safety_stop"}"#
         );
+    }
+
+    #[test]
+    fn builds_a_live_cbc_from_json_with_its_overrides_and_checks_every_field() {
+        let request: CommandRequest = serde_json::from_str(
+            r#"{"kind":"run_cbc","frequency_start_hz":6.8,"frequency_end_hz":7.4,
+                "frequency_steps":3,"target_amplitude_m":2e-4,"settle_s":1.5}"#,
+        )
+        .unwrap();
+        assert!(request.moves_the_structure());
+        let Some(Kind::RunCbc(run)) = build(&request, &envelope()).unwrap().kind else {
+            panic!()
+        };
+        assert_eq!(
+            (run.stop, run.frequency_steps, run.settle_s, run.harmonics),
+            (false, 3, Some(1.5), None)
+        );
+        let bad: CommandRequest = serde_json::from_str(
+            r#"{"kind":"run_cbc","frequency_start_hz":7,"frequency_end_hz":6,
+                "frequency_steps":0,"target_amplitude_m":-1,"proportional_gain_n_per_m":-5}"#,
+        )
+        .unwrap();
+        let fields: Vec<_> = build(&bad, &envelope())
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "target_amplitude_m",
+                "proportional_gain_n_per_m",
+                "frequency_steps",
+                "frequency_end_hz"
+            ]
+        );
+        let stop: CommandRequest = serde_json::from_str(r#"{"kind":"stop_cbc"}"#).unwrap();
+        assert!(!stop.moves_the_structure());
+        let Some(Kind::RunCbc(run)) = build(&stop, &envelope()).unwrap().kind else {
+            panic!()
+        };
+        assert!(run.stop);
     }
 }

@@ -210,6 +210,12 @@ pub fn twin_drift_alarm(rig: &RigId) -> String {
     format!("{ROOT}/twin/{rig}/alarm/drift")
 }
 
+/// `dtop/v1/twin/{rig}/cbc`: the rig's latest live control-based continuation run, its
+/// configuration, state and converged points (JSON, retained; issue 15). As [`twin_modes`].
+pub fn twin_cbc(rig: &RigId) -> String {
+    format!("{ROOT}/twin/{rig}/cbc")
+}
+
 /// Subscription filter for one kind of rig topic across all rigs: `dtop/v1/rig/+/{kind}`.
 pub fn all_rigs(kind: RigTopic) -> String {
     format!("{ROOT}/rig/+/{}", kind.suffix())

@@ -788,7 +788,13 @@ impl RigController {
         }
     }
 
-    fn remember(&mut self, ack: CommandAck) {
+    /// The answer already given to command `id`, if it is still remembered.
+    pub(crate) fn answered(&self, id: &str) -> Option<CommandAck> {
+        self.acks.get(id).cloned()
+    }
+
+    /// Remembers the answer to a command, so a repeat of its id gets it again.
+    pub(crate) fn remember(&mut self, ack: CommandAck) {
         if self.remembered.len() == REMEMBERED_COMMAND_IDS
             && let Some(oldest) = self.remembered.pop_front()
         {
@@ -799,10 +805,21 @@ impl RigController {
     }
 }
 
-/// The answer to a `SetControl` for a rig the twin has never seen born; `None` for other
-/// kinds, which are the edge's.
+/// A refusal of command `id` on `rig`, for `why`.
+pub(crate) fn refusal(rig: &RigId, id: &str, why: String) -> CommandAck {
+    CommandAck {
+        command_id: id.to_owned(),
+        rig_id: rig.as_str().to_owned(),
+        status: Status::Refused as i32,
+        applied_at_sample_index: 0,
+        reason: why,
+    }
+}
+
+/// The answer to a `SetControl` or `RunCbc` for a rig the twin has never seen born; `None`
+/// for other kinds, which are the edge's.
 pub fn refusal_for_unknown_rig(rig: &RigId, command: &Command) -> Option<CommandAck> {
-    let Some(Kind::SetControl(_)) = &command.kind else {
+    let Some(Kind::SetControl(_) | Kind::RunCbc(_)) = &command.kind else {
         return None;
     };
     Some(CommandAck {

@@ -20,6 +20,8 @@
 //! - [`estimate`]: one rig's Kalman filter: fitting the model to a manifest, feeding samples.
 //! - [`control`]: one rig's twin-hosted DVF controller (off by default): command decisions,
 //!   gain limits from the critical gain, one drive per estimated block.
+//! - [`live_cbc`]: one rig's live control-based continuation run (`RunCbc`): admission, the
+//!   hand-shake with the edge's inner loop, the iteration on live samples, its records.
 //! - [`seq`]: pure per-rig block sequence tracking (new, duplicate, gap, late fill).
 //! - [`overlap`]: the sample times each rig has stored, per edge clock; a block that would
 //!   replace stored samples is stored apart.
@@ -38,6 +40,7 @@ pub mod control;
 pub mod estimate;
 pub mod ingest;
 pub mod lineproto;
+pub mod live_cbc;
 pub mod metrics;
 pub mod overlap;
 pub mod replay;

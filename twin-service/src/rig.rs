@@ -22,9 +22,12 @@ use bytes::Bytes;
 use dtop_proto::Message;
 use dtop_proto::RigId;
 use dtop_proto::topic::RigTopic;
+use dtop_proto::v1::command::Kind;
+use dtop_proto::v1::command_ack::Status as AckStatus;
+use dtop_proto::v1::set_control::Law as WireLaw;
 use dtop_proto::v1::{
-    ActuatorDrive, Command, CommandAck, ControllerParams, FloorState, RigBirth, RigDeath,
-    SampleBlock, SampleLossReason, TwinState,
+    ActuatorDrive, ActuatorLimits, Command, CommandAck, ControllerParams, FloorState, RigBirth,
+    RigDeath, RunCbc, SampleBlock, SampleLossReason, TwinState,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -32,7 +35,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::adopt::{self, Adoption, CatalogueModel, ControllerStopped, ModelRecord, RefusalReason};
 use crate::config::{ControlConfig, ModelConfig, TrackingConfig};
-use crate::control::{ActuatorPlant, LoopPosition, RigController};
+use crate::control::{ActuatorPlant, Law, LoopPosition, RigController, refusal};
+use crate::live_cbc::{self, LiveRun, RunNext, RunOrigin};
 use crate::estimate::{ESTIMATED_STREAM, Estimate, EstimatorDesign, Fed, RigEstimator};
 use crate::ingest::{self, Frame, Manifest, RejectReason, Rejection};
 use crate::lineproto::{self, BlockHeader, EncodeError, Precision};
@@ -60,6 +64,9 @@ pub enum Event {
     Death(Bytes),
     /// An operator command (only routed while twin-hosted control is enabled).
     Command(Bytes),
+    /// An acknowledgement on the rig's cmd/ack (routed with commands): the edge's answers to
+    /// the params of a live CBC run.
+    CommandAck(Bytes),
     /// Seqs the edge declared lost for good (already checked by the router).
     DeclaredLoss {
         first_seq: u64,
@@ -80,6 +87,8 @@ pub enum Outbound {
     Ack(CommandAck),
     /// On `rig/<rig>/controller`, QoS 1.
     Params(ControllerParams),
+    /// A live CBC run's status (JSON) on `twin/<rig>/cbc`, QoS 1, retained.
+    Cbc { rig: RigId, json: Vec<u8> },
     /// A tracking history record (JSON) on `twin/<rig>/modes`, QoS 0.
     Modes { rig: RigId, json: Vec<u8> },
     /// A drift alarm raised or cleared (JSON) on `twin/<rig>/alarm/drift`, QoS 1, retained.
@@ -94,6 +103,7 @@ impl Event {
             RigTopic::Samples => Some(Event::Samples(payload)),
             RigTopic::Death => Some(Event::Death(payload)),
             RigTopic::Cmd => Some(Event::Command(payload)),
+            RigTopic::CmdAck => Some(Event::CommandAck(payload)),
             _ => None,
         }
     }
@@ -104,6 +114,7 @@ impl Event {
             Event::Samples(_) => RigTopic::Samples,
             Event::Death(_) => RigTopic::Death,
             Event::Command(_) => RigTopic::Cmd,
+            Event::CommandAck(_) => RigTopic::CmdAck,
             Event::DeclaredLoss { .. } => RigTopic::Loss,
             // Never decoded as a rig frame: `handle` returns before.
             Event::Model(_) => RigTopic::Status,
@@ -112,7 +123,11 @@ impl Event {
 
     fn payload(&self) -> &[u8] {
         match self {
-            Event::Birth(p) | Event::Samples(p) | Event::Death(p) | Event::Command(p) => p,
+            Event::Birth(p)
+            | Event::Samples(p)
+            | Event::Death(p)
+            | Event::Command(p)
+            | Event::CommandAck(p) => p,
             Event::DeclaredLoss { .. } | Event::Model(_) => &[],
         }
     }
@@ -191,12 +206,16 @@ pub struct RigState {
     tracking: Option<RigTracking>,
     /// Windows due, waiting for the actor to identify them.
     tracking_jobs: Vec<TrackingJob>,
-    /// History and drift lines waiting for the next chunk (stored with the next block, so as
-    /// durably as it).
-    tracking_lines: String,
-    tracking_line_count: usize,
-    /// History records and drift alarms waiting for the publisher.
-    tracking_outbound: Vec<Outbound>,
+    /// Tracking history, drift and live CBC lines waiting for the next chunk (stored with the
+    /// next block, so as durably as it).
+    pending_lines: String,
+    pending_line_count: usize,
+    /// History records, drift alarms and live CBC status waiting for the publisher.
+    pending_outbound: Vec<Outbound>,
+    /// The latest live control-based continuation run (`crate::live_cbc`), running or ended.
+    cbc: Option<LiveRun>,
+    /// The latest birth's actuator: its floor (0 = none) and force limit, N.
+    actuator: Option<ActuatorLimits>,
     /// The catalogue model this rig follows, the version in use and the one waiting.
     adoption: Adoption,
 }
@@ -238,9 +257,11 @@ impl RigState {
             tracking_config: None,
             tracking: None,
             tracking_jobs: Vec::new(),
-            tracking_lines: String::new(),
-            tracking_line_count: 0,
-            tracking_outbound: Vec::new(),
+            pending_lines: String::new(),
+            pending_line_count: 0,
+            pending_outbound: Vec::new(),
+            cbc: None,
+            actuator: None,
             adoption: Adoption::default(),
         }
     }
@@ -292,13 +313,13 @@ impl RigState {
         if !drift_json.is_empty() {
             warn!(rig = %self.rig, changes = drift_json.len(), raised = ?tracking.counters().drift_alarms_active, "A drift alarm changed.");
         }
-        self.tracking_lines.push_str(&lines);
-        self.tracking_line_count += line_count;
-        self.tracking_outbound.push(Outbound::Modes {
+        self.pending_lines.push_str(&lines);
+        self.pending_line_count += line_count;
+        self.pending_outbound.push(Outbound::Modes {
             rig: self.rig.clone(),
             json: modes_json,
         });
-        self.tracking_outbound
+        self.pending_outbound
             .extend(drift_json.into_iter().map(|json| Outbound::Drift {
                 rig: self.rig.clone(),
                 json,
@@ -306,8 +327,8 @@ impl RigState {
     }
 
     /// History records and drift alarms made since the last call, for publication.
-    pub fn take_tracking_outbound(&mut self) -> std::vec::Drain<'_, Outbound> {
-        self.tracking_outbound.drain(..)
+    pub fn take_pending_outbound(&mut self) -> std::vec::Drain<'_, Outbound> {
+        self.pending_outbound.drain(..)
     }
 
     /// The rig switched to `building`: tracking takes its modes as the reference, and every
@@ -340,9 +361,9 @@ impl RigState {
         if !drift_json.is_empty() {
             info!(rig = %self.rig, cleared = drift_json.len(), "Drift alarms cleared: the rig now runs on the adopted model, the reference of its tracking.");
         }
-        self.tracking_lines.push_str(&lines);
-        self.tracking_line_count += count;
-        self.tracking_outbound
+        self.pending_lines.push_str(&lines);
+        self.pending_line_count += count;
+        self.pending_outbound
             .extend(drift_json.into_iter().map(|json| Outbound::Drift {
                 rig: self.rig.clone(),
                 json,
@@ -480,14 +501,39 @@ impl RigState {
                 return;
             }
         };
-        let position = LoopPosition {
-            estimating: self.estimator.is_some(),
-            next_sample_index: self
-                .estimator
-                .as_ref()
-                .and_then(RigEstimator::next_sample_index)
-                .unwrap_or(0),
-        };
+        match &command.kind {
+            Some(Kind::RunCbc(run)) => {
+                self.on_run_cbc(&command, run, now_unix_ns);
+                return;
+            }
+            Some(Kind::SetControl(set)) if self.cbc.as_ref().is_some_and(LiveRun::is_running) => {
+                if set.law() != WireLaw::Off {
+                    if let Some(ack) = self.controller.answered(&command.id) {
+                        self.acks.push(ack);
+                        return;
+                    }
+                    let run = self.cbc.as_ref().map_or(0, |r| r.origin().run);
+                    let ack = refusal(
+                        &self.rig,
+                        &command.id,
+                        format!(
+                            "a live CBC run (run {run}) is driving the actuator; stop it first \
+                             (dtop cmd stop-cbc) or switch control off"
+                        ),
+                    );
+                    self.controller.remember(ack.clone());
+                    self.acks.push(ack);
+                    return;
+                }
+                let why = format!(
+                    "control switched off by command {} from {}",
+                    command.id, command.issued_by
+                );
+                self.end_cbc(why, now_unix_ns, false);
+            }
+            _ => {}
+        }
+        let position = self.loop_position();
         let Some(decision) = self
             .controller
             .decide(&self.rig, &command, now_unix_ns, position)
@@ -511,6 +557,250 @@ impl RigState {
         self.acks.push(decision.ack);
         self.drives.extend(decision.drive);
         self.params.extend(decision.params);
+    }
+
+    fn loop_position(&self) -> LoopPosition {
+        LoopPosition {
+            estimating: self.estimator.is_some(),
+            next_sample_index: self
+                .estimator
+                .as_ref()
+                .and_then(RigEstimator::next_sample_index)
+                .unwrap_or(0),
+        }
+    }
+
+    /// Decides a `RunCbc` (`crate::live_cbc`): stops the running run, or starts one when the
+    /// rig can carry it, sending its first target to the edge. Answered once per command id.
+    fn on_run_cbc(&mut self, command: &Command, run: &RunCbc, now_unix_ns: u64) {
+        if let Some(ack) = self.controller.answered(&command.id) {
+            self.acks.push(ack);
+            return;
+        }
+        let position = self.loop_position();
+        let outcome = if run.stop {
+            match self.cbc.as_ref().filter(|r| r.is_running()) {
+                Some(r) => {
+                    let id = r.origin().run;
+                    let why = format!(
+                        "stopped by command {} from {}",
+                        command.id, command.issued_by
+                    );
+                    self.end_cbc(why, now_unix_ns, true);
+                    Ok(format!("run {id} stopped; the edge's loop is switched off"))
+                }
+                None => Ok("no live CBC run was running".to_owned()),
+            }
+        } else {
+            self.start_cbc(command, run, now_unix_ns)
+        };
+        let ack = match outcome {
+            Ok(reason) => CommandAck {
+                command_id: command.id.clone(),
+                rig_id: self.rig.as_str().to_owned(),
+                status: AckStatus::Applied as i32,
+                applied_at_sample_index: position.next_sample_index,
+                reason,
+            },
+            Err(why) => refusal(&self.rig, &command.id, why),
+        };
+        info!(
+            rig = %self.rig,
+            command_id = %command.id,
+            issued_by = %command.issued_by,
+            status = ack.status().as_str_name(),
+            reason = %ack.reason,
+            "Decided a live CBC command."
+        );
+        if !command.id.is_empty() {
+            self.controller.remember(ack.clone());
+        }
+        self.acks.push(ack);
+        self.offer_cbc();
+    }
+
+    /// Starts a run, or says why not (every problem of its configuration at once).
+    fn start_cbc(
+        &mut self,
+        command: &Command,
+        run: &RunCbc,
+        now_unix_ns: u64,
+    ) -> Result<String, String> {
+        if command.id.is_empty() {
+            return Err("the command has no id".into());
+        }
+        if command.target_rig != self.rig.as_str() {
+            return Err(format!(
+                "target_rig {:?} does not match the topic's rig {:?}",
+                command.target_rig,
+                self.rig.as_str()
+            ));
+        }
+        if command.deadline_ns != 0 && now_unix_ns > command.deadline_ns {
+            return Err(format!(
+                "the deadline passed {} ms before the twin received the command",
+                (now_unix_ns - command.deadline_ns) / 1_000_000
+            ));
+        }
+        if let Some(r) = self.cbc.as_ref().filter(|r| r.is_running()) {
+            return Err(format!(
+                "live CBC run {} (command {}) is running; stop it first",
+                r.origin().run,
+                r.origin().command_id
+            ));
+        }
+        if self.controller.law() != Law::Off {
+            return Err(format!(
+                "control is on ({}); switch it off first",
+                self.controller.describe()
+            ));
+        }
+        let (Some(estimator), Some(model)) = (&self.estimator, &self.model) else {
+            return Err("the twin is not estimating this rig's state (no birth yet, or its \
+                        manifest does not fit the model), so it has no model to continue on"
+                .into());
+        };
+        let next_sample = estimator.next_sample_index().unwrap_or(0);
+        let sample_rate_hz = 1.0 / estimator.loop_io().dt_s;
+        let actuator = self
+            .actuator
+            .filter(|a| a.floor != 0)
+            .ok_or("the rig's birth declares no actuator, so nothing can follow a target")?;
+        let manifest = self
+            .latest_session()
+            .and_then(|s| self.manifests.get(&s))
+            .ok_or("the rig has no manifest")?;
+        let channels = live_cbc::channels(manifest, actuator.floor)?;
+        let config = live_cbc::config_for(run, sample_rate_hz, actuator.max_force_n);
+        let chain = live_cbc::chain_for(
+            self.adoption.building(model.building_for(&self.rig)),
+            actuator.floor,
+        )?;
+        self.last_run = (self.last_run + 1).max(now_unix_ns);
+        let origin = RunOrigin {
+            run: self.last_run,
+            command_id: command.id.clone(),
+            issued_by: command.issued_by.clone(),
+        };
+        let (mut live, first) =
+            LiveRun::start(self.rig.as_str(), origin, channels, &chain, config)?;
+        let params = self.controller.edge_cbc_params(
+            &self.rig,
+            now_unix_ns,
+            live.status().config,
+            &first,
+            channels.accel_channel_id,
+        );
+        live.sent(&first, params.version, next_sample);
+        let reason = format!(
+            "run {}: {:.4} Hz first, on floor {} (accelerometer channel {}, force channel {}); \
+             sent to the edge as controller/{}",
+            live.origin().run,
+            first.frequency_hz,
+            channels.floor,
+            channels.accel_channel_id,
+            channels.force_channel_id,
+            params.version
+        );
+        info!(rig = %self.rig, run = live.origin().run, controller_version = params.version, "Live CBC run started.");
+        self.params.push(params);
+        self.cbc = Some(live);
+        Ok(reason)
+    }
+
+    /// Ends the running run for `why`; `switch_off` sends the edge params that stop its loop
+    /// (a birth already did, and a `SetControl` off is about to).
+    fn end_cbc(&mut self, why: String, now_unix_ns: u64, switch_off: bool) {
+        let Some(run) = self.cbc.as_mut() else { return };
+        if run.abort(why.clone(), now_unix_ns, self.precision) == RunNext::Ended {
+            info!(rig = %self.rig, run = run.origin().run, reason = %why, "Live CBC run ended.");
+            if switch_off {
+                let off = self.controller.edge_off_params(&self.rig, now_unix_ns);
+                self.params.push(off);
+            }
+        }
+        self.offer_cbc();
+    }
+
+    /// Moves the run's new lines to the next chunk and its changed status to the publisher.
+    fn offer_cbc(&mut self) {
+        let Some(run) = self.cbc.as_mut() else { return };
+        if let Some((lines, count)) = run.take_lines() {
+            self.pending_lines.push_str(&lines);
+            self.pending_line_count += count;
+        }
+        if let Some(json) = run.take_status_json() {
+            self.pending_outbound.push(Outbound::Cbc {
+                rig: self.rig.clone(),
+                json,
+            });
+        }
+    }
+
+    /// An acknowledgement on the rig's cmd/ack, received at wall time `now_unix_ns`: the
+    /// edge's answer to a live CBC run's params.
+    pub fn on_command_ack(&mut self, payload: &[u8], now_unix_ns: u64) {
+        let Some(run) = self.cbc.as_mut().filter(|r| r.is_running()) else {
+            return;
+        };
+        let Ok(ack) = CommandAck::decode(payload) else {
+            return;
+        };
+        if run.on_ack(&ack, now_unix_ns, self.precision) == RunNext::Ended {
+            info!(rig = %self.rig, run = run.origin().run, reason = %ack.reason, "Live CBC run ended: the edge refused its params.");
+            let off = self.controller.edge_off_params(&self.rig, now_unix_ns);
+            self.params.push(off);
+        }
+        self.offer_cbc();
+    }
+
+    /// Feeds the running run a live stream-0 block.
+    fn feed_cbc(
+        &mut self,
+        block: &SampleBlock,
+        columns: &[(lineproto::Column<'_>, &ingest::ChannelInfo)],
+    ) {
+        let Some(run) = self.cbc.as_mut().filter(|r| r.is_running()) else {
+            return;
+        };
+        if block.stream_id != ESTIMATED_STREAM {
+            return;
+        }
+        let channels = run.channels();
+        let column = |id: u32| columns.iter().find(|(_, info)| info.id == id).map(|(c, _)| c);
+        let (Some(accel), Some(force)) =
+            (column(channels.accel_channel_id), column(channels.force_channel_id))
+        else {
+            return;
+        };
+        let n = accel.raw.len().min(force.raw.len());
+        let a: Vec<_> = (0..n).map(|k| accel.value(k)).collect();
+        let f: Vec<_> = (0..n).map(|k| force.value(k)).collect();
+        let end_ns = block.first_timestamp_ns
+            + block.sample_period_ns * (n.saturating_sub(1) as u64);
+        let now_ns = unix_now_ns();
+        match run.on_samples(block.first_sample_index, &a, &f, end_ns, self.precision) {
+            RunNext::Continue => {}
+            RunNext::Send(target) => {
+                let accel_id = channels.accel_channel_id;
+                let config = run.status().config.clone();
+                let params =
+                    self.controller
+                        .edge_cbc_params(&self.rig, now_ns, &config, &target, accel_id);
+                let next = block.first_sample_index + n as u64;
+                if let Some(run) = self.cbc.as_mut() {
+                    run.sent(&target, params.version, next);
+                }
+                self.params.push(params);
+            }
+            RunNext::Ended => {
+                let status = run.status();
+                info!(rig = %self.rig, run = status.origin.run, state = ?status.state, reason = status.reason.unwrap_or(""), points = status.points.len(), "Live CBC run ended.");
+                let off = self.controller.edge_off_params(&self.rig, now_ns);
+                self.params.push(off);
+            }
+        }
+        self.offer_cbc();
     }
 
     /// Estimates each rig's state on `model` (from the next birth on).
@@ -541,9 +831,10 @@ impl RigState {
     /// Handles one event; returns the chunks to store, in order.
     pub fn handle(&mut self, event: &Event, now: Instant) -> Vec<Chunk> {
         match event {
-            Event::Command(_) => {
-                // Commands need wall time for their deadline: the actor calls `on_command`.
-                debug!(rig = %self.rig, "Ignored a command passed to handle().");
+            Event::Command(_) | Event::CommandAck(_) => {
+                // Commands need wall time for their deadline: the actor calls `on_command`
+                // and `on_command_ack`.
+                debug!(rig = %self.rig, "Ignored a command or ack passed to handle().");
                 return Vec::new();
             }
             Event::DeclaredLoss {
@@ -615,6 +906,13 @@ impl RigState {
         );
         self.live.reset(&manifest);
         self.start_hint = birth.oldest_unconfirmed_seq;
+        self.actuator = birth.actuator;
+        // The birth switches the edge's loop off (`build_estimator`).
+        self.end_cbc(
+            format!("the rig was born again (session {})", birth.session),
+            unix_now_ns(),
+            false,
+        );
         self.build_estimator(birth);
         self.manifests.insert(birth.session, Arc::new(manifest));
         while self.manifests.len() > MAX_MANIFESTS {
@@ -715,6 +1013,11 @@ impl RigState {
         } else {
             death.reason.as_str()
         };
+        self.end_cbc(
+            format!("the rig went offline ({reason})"),
+            unix_now_ns(),
+            true,
+        );
         info!(rig = %self.rig, session = death.session, reason, "Rig died.");
     }
 
@@ -893,11 +1196,11 @@ impl RigState {
                 self.blocks_accepted += 1;
             }
         }
-        if !self.tracking_lines.is_empty() {
-            lines.push_str(&self.tracking_lines);
-            line_count += self.tracking_line_count;
-            self.tracking_lines.clear();
-            self.tracking_line_count = 0;
+        if !self.pending_lines.is_empty() {
+            lines.push_str(&self.pending_lines);
+            line_count += self.pending_line_count;
+            self.pending_lines.clear();
+            self.pending_line_count = 0;
         }
         Some(Chunk {
             rig: self.rig.clone(),
@@ -926,6 +1229,7 @@ impl RigState {
         // Between two blocks: a waiting catalogue version is switched to here.
         let mut appended = self.switch_model_before(block, lines);
         self.track(block, columns);
+        self.feed_cbc(block, columns);
         let Some(estimator) = &mut self.estimator else {
             return appended;
         };
@@ -1372,7 +1676,7 @@ impl RigActor {
         outbound.extend(self.state.take_drives().map(Outbound::Drive));
         outbound.extend(self.state.take_params().map(Outbound::Params));
         outbound.extend(self.state.take_states().map(Outbound::State));
-        outbound.extend(self.state.take_tracking_outbound());
+        outbound.extend(self.state.take_pending_outbound());
         let mut dropped = 0;
         for item in outbound {
             let Some(tx) = &self.state_tx else { continue };
@@ -1405,6 +1709,10 @@ impl RigActor {
                     let chunks = match &event {
                         Event::Command(payload) => {
                             self.state.on_command(payload, unix_now_ns());
+                            Vec::new()
+                        }
+                        Event::CommandAck(payload) => {
+                            self.state.on_command_ack(payload, unix_now_ns());
                             Vec::new()
                         }
                         _ => self.state.handle(&event, Instant::now()),
@@ -1930,7 +2238,7 @@ mod tests {
         );
         let identification = identify_window(&jobs[0].job, &tracking);
         s.on_identified(&jobs[0], &identification);
-        let outbound: Vec<Outbound> = s.take_tracking_outbound().collect();
+        let outbound: Vec<Outbound> = s.take_pending_outbound().collect();
         assert!(matches!(&outbound[0], Outbound::Modes { rig, .. } if rig.as_str() == "r1"));
         let chunks = s.handle(&events[40], now);
         assert_eq!(chunks.len(), 1);
@@ -2088,7 +2396,9 @@ mod tests {
 
     use crate::control::Law;
     use dtop_proto::v1::command_ack::Status;
-    use dtop_proto::v1::{Command, SetControl, command::Kind, set_control::Law as WireLaw};
+    use dtop_proto::v1::{
+        ActuatorLimits, Command, RunCbc, SetControl, command::Kind, set_control::Law as WireLaw,
+    };
 
     /// Far in the future of any test's wall clock.
     const NOW_NS: u64 = 1_800_000_000_000_000_000;
@@ -2405,5 +2715,173 @@ mod tests {
         s.on_command(&set_control("c2", WireLaw::Off, 0.0, 0), NOW_NS);
         assert_eq!(only_ack(&mut s).status(), Status::Applied);
         assert_eq!(s.take_drives().count(), 0);
+    }
+
+    fn run_cbc(id: &str, stop: bool, target_amplitude_m: f64) -> Vec<u8> {
+        Command {
+            id: id.into(),
+            target_rig: "r1".into(),
+            issued_by: "alice".into(),
+            kind: Some(Kind::RunCbc(RunCbc {
+                stop,
+                frequency_start_hz: 6.8,
+                frequency_end_hz: 7.4,
+                frequency_steps: 3,
+                target_amplitude_m,
+                ..RunCbc::default()
+            })),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    /// A controlled rig whose birth declares a 20 N actuator on floor 1 (a shaker there).
+    fn shaker_rig() -> RigState {
+        let (events, _) = simulate(2);
+        let mut s = modelled(10.0).with_control(ControlConfig {
+            enabled: true,
+            ..ControlConfig::default()
+        });
+        let Event::Birth(bytes) = southampton_birth_with_actuator(3, true, 1) else {
+            unreachable!()
+        };
+        let mut birth = RigBirth::decode(bytes).unwrap();
+        birth.actuator = Some(ActuatorLimits {
+            floor: 1,
+            max_force_n: 20.0,
+            ..Default::default()
+        });
+        s.handle(&Event::Birth(birth.encode_to_vec().into()), Instant::now());
+        for e in &events {
+            s.handle(e, Instant::now());
+        }
+        assert!(s.estimator().is_some());
+        let _ = s.take_params().count();
+        s
+    }
+
+    fn cbc_status(s: &mut RigState) -> serde_json::Value {
+        let json = s
+            .take_pending_outbound()
+            .filter_map(|o| match o {
+                Outbound::Cbc { json, .. } => Some(json),
+                _ => None,
+            })
+            .last()
+            .expect("a live CBC status");
+        serde_json::from_slice(&json).unwrap()
+    }
+
+    #[test]
+    fn a_live_cbc_run_sends_its_target_waits_for_the_edge_and_holds_the_actuator_until_stopped() {
+        let mut s = shaker_rig();
+        s.on_command(&run_cbc("cbc1", false, 2e-4), NOW_NS);
+        let ack = only_ack(&mut s);
+        assert_eq!(ack.status(), Status::Applied, "{}", ack.reason);
+        let params: Vec<_> = s.take_params().collect();
+        assert_eq!(params.len(), 1);
+        let target = params[0].harmonic_target.as_ref().expect("a target");
+        // Floor 1's accelerometer is channel 1 (the force gauge is channel 10).
+        assert_eq!((target.channel_id, params[0].input_channel_ids.clone()), (1, vec![1]));
+        assert!((target.frequency_hz - 6.8).abs() < 1e-12 && (target.cos_m[0] - 2e-4).abs() < 1e-15);
+        assert!(ack.reason.contains(&format!("controller/{}", params[0].version)), "{}", ack.reason);
+        let status = cbc_status(&mut s);
+        assert_eq!(status["state"], "running");
+        assert_eq!(status["channels"]["force_channel_id"], 10);
+        assert_eq!(status["command_id"], "cbc1");
+
+        // The same id again: the same answer, nothing sent.
+        s.on_command(&run_cbc("cbc1", false, 2e-4), NOW_NS);
+        assert_eq!(only_ack(&mut s), ack);
+        assert_eq!(s.take_params().count(), 0);
+        // A second run, or a control law, is refused while this one runs.
+        s.on_command(&run_cbc("cbc2", false, 2e-4), NOW_NS);
+        assert!(only_ack(&mut s).reason.contains("is running"));
+        s.on_command(&set_control("dvf", WireLaw::Dvf, 5.0, 0), NOW_NS);
+        let refused = only_ack(&mut s);
+        assert_eq!(refused.status(), Status::Refused);
+        assert!(refused.reason.contains("live CBC run"), "{}", refused.reason);
+
+        // The edge runs the target from sample 5000.
+        let edge_ack = CommandAck {
+            command_id: format!("controller/{}", params[0].version),
+            rig_id: "r1".into(),
+            status: Status::Applied as i32,
+            applied_at_sample_index: 5000,
+            reason: String::new(),
+        };
+        s.on_command_ack(&edge_ack.encode_to_vec(), NOW_NS);
+        assert_eq!(cbc_status(&mut s)["controller_version"], params[0].version);
+
+        // Stopped: the edge's loop goes off, the run's end is stored with the next block.
+        s.on_command(&run_cbc("stop", true, 0.0), NOW_NS);
+        assert_eq!(only_ack(&mut s).status(), Status::Applied);
+        let off: Vec<_> = s.take_params().collect();
+        assert!(off.len() == 1 && !off[0].enabled && off[0].version > params[0].version);
+        let status = cbc_status(&mut s);
+        assert_eq!(status["state"], "stopped");
+        assert!(status["reason"].as_str().unwrap().contains("stop from alice"), "{status}");
+        assert!(s.pending_lines.starts_with("dtop_twin_cbc_run,rig=r1,run="), "{}", s.pending_lines);
+        assert!(s.pending_lines.contains("state=\"stopped\",points=0i,targets_sent=1i"), "{}", s.pending_lines);
+        // And control may be switched on again.
+        s.on_command(&set_control("dvf2", WireLaw::Dvf, 5.0, 0), NOW_NS);
+        assert_eq!(only_ack(&mut s).status(), Status::Applied);
+    }
+
+    #[test]
+    fn a_live_cbc_run_ends_when_the_edge_refuses_its_params_or_the_rig_is_born_again() {
+        let mut s = shaker_rig();
+        s.on_command(&run_cbc("a", false, 2e-4), NOW_NS);
+        let version = s.take_params().next().unwrap().version;
+        let _ = s.take_acks().count();
+        let refused = CommandAck {
+            command_id: format!("controller/{version}"),
+            rig_id: "r1".into(),
+            status: Status::Refused as i32,
+            applied_at_sample_index: 0,
+            reason: "safety stop latched".into(),
+        };
+        s.on_command_ack(&refused.encode_to_vec(), NOW_NS);
+        assert!(s.take_params().next().is_some_and(|p| !p.enabled));
+        let status = cbc_status(&mut s);
+        assert_eq!(status["state"], "stopped");
+        assert!(status["reason"].as_str().unwrap().contains("safety stop latched"), "{status}");
+
+        s.on_command(&run_cbc("b", false, 2e-4), NOW_NS);
+        assert_eq!(only_ack(&mut s).status(), Status::Applied);
+        let Event::Birth(bytes) = southampton_birth_with_actuator(3, true, 1) else {
+            unreachable!()
+        };
+        let mut birth = RigBirth::decode(bytes).unwrap();
+        birth.session = 2;
+        s.handle(&Event::Birth(birth.encode_to_vec().into()), Instant::now());
+        let status = cbc_status(&mut s);
+        assert!(status["reason"].as_str().unwrap().contains("born again"), "{status}");
+    }
+
+    #[test]
+    fn a_live_cbc_run_is_refused_with_every_problem_or_without_an_actuator_or_while_control_is_on() {
+        let mut s = shaker_rig();
+        // A target no accelerometer could resolve, and a harmonic count the edge refuses.
+        let mut bad = Command::decode(&run_cbc("bad", false, 0.0)[..]).unwrap();
+        if let Some(Kind::RunCbc(r)) = bad.kind.as_mut() {
+            r.harmonics = Some(100);
+        }
+        s.on_command(&bad.encode_to_vec(), NOW_NS);
+        let ack = only_ack(&mut s);
+        assert_eq!(ack.status(), Status::Refused);
+        assert!(ack.reason.contains("target_amplitude_m") && ack.reason.contains("harmonics"), "{}", ack.reason);
+        assert_eq!(s.take_params().count(), 0);
+
+        s.on_command(&set_control("dvf", WireLaw::Dvf, 5.0, 0), NOW_NS);
+        assert_eq!(only_ack(&mut s).status(), Status::Applied);
+        s.on_command(&run_cbc("c", false, 2e-4), NOW_NS);
+        assert!(only_ack(&mut s).reason.contains("switch it off first"));
+
+        // The Southampton rig's inertial actuator declares no force limit here: refused.
+        let (mut s, _) = controlled(1);
+        s.on_command(&run_cbc("d", false, 2e-4), NOW_NS);
+        let ack = only_ack(&mut s);
+        assert_eq!(ack.status(), Status::Refused, "{}", ack.reason);
     }
 }

@@ -354,11 +354,15 @@ async fn run_mqtt(
                 }
                 // Only a twin hosting control answers commands; a separate SUBSCRIBE keeps the
                 // rig-topic subscription exactly as it is without control.
+                // Acks too: the edge answers a live CBC run's params there.
                 if optional.commands
-                    && let Err(e) =
-                        client.try_subscribe(topic::all_rigs(RigTopic::Cmd), QoS::AtLeastOnce)
+                    && let Err(e) = client.try_subscribe_many(
+                        [RigTopic::Cmd, RigTopic::CmdAck].map(|kind| {
+                            SubscribeFilter::new(topic::all_rigs(kind), QoS::AtLeastOnce)
+                        }),
+                    )
                 {
-                    error!(error = %e, "Could not queue the MQTT command subscription.");
+                    error!(error = %e, "Could not queue the MQTT command subscriptions.");
                 }
                 // Catalogue models (crate::adopt), only when a rig follows one.
                 if optional.models
@@ -488,6 +492,16 @@ async fn publish_states(
                     .is_err()
                 {
                     warn!(rig = %rig, "The MQTT request queue is full; dropped a tracking record (it is stored).");
+                    counts.dropped_total += 1;
+                }
+                continue;
+            }
+            Outbound::Cbc { rig, json } => {
+                if client
+                    .try_publish(topic::twin_cbc(&rig), QoS::AtLeastOnce, true, json)
+                    .is_err()
+                {
+                    warn!(rig = %rig, "The MQTT request queue is full; dropped a live CBC status message (its points are stored).");
                     counts.dropped_total += 1;
                 }
                 continue;
@@ -830,6 +844,10 @@ impl Router<'_> {
             && !self.rigs.contains_key(&rig)
         {
             self.refuse_command_for_unknown_rig(&rig, payload);
+            return true;
+        }
+        // Acks (the twin's own among them) only matter to a rig running a live CBC.
+        if matches!(event, Event::CommandAck(_)) && !self.rigs.contains_key(&rig) {
             return true;
         }
         if !self.rigs.contains_key(&rig) {

@@ -54,7 +54,7 @@ fn new_command_id() -> Result<String, ApiError> {
 #[schema(as = CommandRequest)]
 pub struct CommandRequestDoc {
     /// `set_control`, `actuator_enable`, `actuator_disable`, `set_drive`, `safety_stop`,
-    /// `safety_reset`, `rebirth`, `set_acquisition` or `excitation`.
+    /// `safety_reset`, `rebirth`, `set_acquisition`, `excitation`, `run_cbc` or `stop_cbc`.
     pub kind: String,
     /// set_control: `off`, `dvf` or `lqg`.
     pub law: Option<String>,
@@ -72,8 +72,18 @@ pub struct CommandRequestDoc {
     pub amplitude_n: Option<f64>,
     /// excitation: Hz.
     pub frequency_hz: Option<f64>,
-    /// excitation: Hz.
+    /// excitation: Hz. run_cbc: the last forcing frequency, Hz.
     pub frequency_end_hz: Option<f64>,
+    /// run_cbc: the first forcing frequency, Hz.
+    pub frequency_start_hz: Option<f64>,
+    /// run_cbc: evenly spaced frequencies, first and last included.
+    pub frequency_steps: Option<u32>,
+    /// run_cbc: first-harmonic amplitude of the actuator floor's displacement target, m.
+    /// Optional overrides of the twin's defaults: `harmonics`, `proportional_gain_n_per_m`,
+    /// `derivative_gain_n_s_per_m`, `integrator_corner_hz`, `settle_s`, `measure_periods`,
+    /// `max_iterations`, `invasiveness_tolerance`, `change_tolerance`. The run's status and
+    /// points are on `dtop/v1/twin/{rig}/cbc` and in `dtop_twin_cbc`.
+    pub target_amplitude_m: Option<f64>,
 }
 
 /// The DVF gain limit the rig's twin published, or 409 saying why there is none to apply
