@@ -284,6 +284,7 @@ pub fn default_server_rules() -> RoleRules {
             "dtop/v1/rig/+/cmd/ack",
             "dtop/v1/twin/+/state",
             "dtop/v1/twin/+/status",
+            "dtop/v1/twin/+/cbc",
         ]),
     }
 }
@@ -762,6 +763,7 @@ mod tests {
             "dtop/v1/rig/+/cmd/ack",
             "dtop/v1/twin/+/state",
             "dtop/v1/twin/+/status",
+            "dtop/v1/twin/+/cbc",
         ] {
             assert!(acl.may_subscribe(&server, filter), "{filter}");
         }

@@ -43,7 +43,7 @@ enum Family {
     Studies,
 }
 
-const FAMILIES: [Family; 16] = [
+const FAMILIES: [Family; 17] = [
     Family::Rig(RigTopic::Birth),
     Family::Rig(RigTopic::Death),
     Family::Rig(RigTopic::Samples),
@@ -57,6 +57,7 @@ const FAMILIES: [Family; 16] = [
     Family::Twin(TwinTopic::State),
     Family::Twin(TwinTopic::StateJson),
     Family::Twin(TwinTopic::Status),
+    Family::Twin(TwinTopic::Cbc),
     Family::Sim(SimTopic::Request),
     Family::Sim(SimTopic::Result),
     Family::Studies,
@@ -122,12 +123,13 @@ fn expected(role: Role, op: Op, family: Family, own: bool) -> bool {
         ),
         // The API and web server's MQTT user publishes study topics, and rig commands on behalf
         // of web users it has checked against their own rules (issue 13); it reads what the
-        // live pages show: rig telemetry, command acks, the twin's state and status.
+        // live pages show: rig telemetry, command acks, the twin's state and status, and its
+        // live CBC runs (issue 15).
         (Role::Server, Op::Publish) => family == Studies || family == Rig(R::Cmd),
         (Role::Server, Op::Subscribe) => matches!(
             family,
             Rig(R::Birth | R::Death | R::Samples | R::Status | R::CmdAck)
-                | Twin(TwinTopic::State | TwinTopic::Status)
+                | Twin(TwinTopic::State | TwinTopic::Status | TwinTopic::Cbc)
         ),
     }
 }

@@ -436,8 +436,7 @@ pub async fn wait_cbc(
                     client.subscribe(&status_topic, QoS::AtLeastOnce).await?;
                 }
                 Event::Incoming(Packet::Publish(p)) if p.topic == status_topic => {
-                    let Ok(status) = serde_json::from_slice::<serde_json::Value>(&p.payload)
-                    else {
+                    let Ok(status) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {
                         continue;
                     };
                     if status["command_id"] != command_id {

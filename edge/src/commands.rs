@@ -130,10 +130,7 @@ impl Ledger {
 
     /// Decides what `command`, received on `rig`'s cmd topic at `now_unix_ns`, asks for.
     pub fn admit(&self, rig: &RigId, command: &Command, now_unix_ns: u64) -> Verdict {
-        if matches!(
-            command.kind,
-            Some(Kind::SetControl(_) | Kind::RunCbc(_))
-        ) {
+        if matches!(command.kind, Some(Kind::SetControl(_) | Kind::RunCbc(_))) {
             return Verdict::NotMine;
         }
         if let Some(ack) = self.decided.get(&command.id) {

@@ -140,10 +140,15 @@ fn live_cbc_through_the_edges_loop_traces_the_simulated_rig_within_2_percent() {
     assert_eq!(stop, CbcStop::Completed, "{:#?}", cbc.points());
     assert_eq!(cbc.points().len(), 3);
     for p in cbc.points() {
-        let want =
-            forcing_for_amplitude(&chain, p.omega_rad_s, p.amplitude_m[0], 2.0 * p.forcing_n, 7)
-                .unwrap()
-                .expect("the amplitude lies on the branch");
+        let want = forcing_for_amplitude(
+            &chain,
+            p.omega_rad_s,
+            p.amplitude_m[0],
+            2.0 * p.forcing_n,
+            7,
+        )
+        .unwrap()
+        .expect("the amplitude lies on the branch");
         let error = (p.forcing_n - want).abs() / want;
         println!(
             "{:.3} Hz: A = {:.4e} m, F = {:.4} N, continuation {want:.4} N, error {error:.2e}, \

@@ -85,16 +85,24 @@ pub enum TwinTopic {
     StateJson,
     /// The twin's storage and loss accounting for the rig, JSON, retained, every second.
     Status,
+    /// The rig's latest live control-based continuation run, JSON, retained (issue 15).
+    Cbc,
 }
 
 impl TwinTopic {
-    pub const ALL: [TwinTopic; 3] = [TwinTopic::State, TwinTopic::StateJson, TwinTopic::Status];
+    pub const ALL: [TwinTopic; 4] = [
+        TwinTopic::State,
+        TwinTopic::StateJson,
+        TwinTopic::Status,
+        TwinTopic::Cbc,
+    ];
 
     pub const fn suffix(self) -> &'static str {
         match self {
             TwinTopic::State => "state",
             TwinTopic::StateJson => "state/json",
             TwinTopic::Status => "status",
+            TwinTopic::Cbc => "cbc",
         }
     }
 
@@ -211,9 +219,9 @@ pub fn twin_drift_alarm(rig: &RigId) -> String {
 }
 
 /// `dtop/v1/twin/{rig}/cbc`: the rig's latest live control-based continuation run, its
-/// configuration, state and converged points (JSON, retained; issue 15). As [`twin_modes`].
+/// configuration, state and converged points (JSON, retained; issue 15).
 pub fn twin_cbc(rig: &RigId) -> String {
-    format!("{ROOT}/twin/{rig}/cbc")
+    twin(rig, TwinTopic::Cbc)
 }
 
 /// Subscription filter for one kind of rig topic across all rigs: `dtop/v1/rig/+/{kind}`.

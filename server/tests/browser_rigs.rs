@@ -1,7 +1,8 @@
 //! The rig pages in a real headless Chromium driven over WebDriver (fantoccini), against the
 //! real server and the real live pipeline in one process (dtop-broker with logins, the rig
 //! simulator, dtop-edge, dtop-twin): an operator sees the overview and a live trace update,
-//! sends a safety stop and sees its acknowledgement; a dashboard user gets no command panel
+//! sends a safety stop and sees its acknowledgement, and sees a live CBC run's points and
+//! response curve as the twin publishes them; a dashboard user gets no command panel
 //! and the API refuses their command; an operator of another rig gets the 403 page. With the
 //! twin storing to InfluxDB (`DTOP_TEST_INFLUX_V1_URL`), the operator also switches to history
 //! for a past range through the page's form, sees it plotted, and the CSV the page offers for
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use common::browser::{browser, click, eval, href, log_in, snap, start_driver, until};
 use common::influx::{Influx, assert_csv_equals, bucket};
-use common::pipeline::{Pipeline, RIG, start_broker};
+use common::pipeline::{Pipeline, RIG, publish_retained_as_admin, start_broker};
 use common::{Options, Server, password};
 use dtop_auth::credentials::add_user;
 use dtop_auth::{RigSpec, Role, Secret};
@@ -164,6 +165,41 @@ async fn operators_watch_a_rig_live_and_stop_it_while_other_roles_are_refused_in
     assert!(ack.contains("at sample"), "{ack}");
     until(&c, "document.querySelector('#summary [data-field=\"safety_state\"]').textContent === 'latched'", "the latched envelope").await;
     snap(&c, "rigs-03-safety-stop-ack").await;
+
+    // A live CBC run as the twin publishes it (retained on twin/{rig}/cbc): the panel shows
+    // its state, its points and the response curve they trace.
+    let point = |f: f64, force: f64| {
+        json!({"frequency_hz": f, "target_amplitude_m": 2e-4, "forcing_n": force,
+            "response_amplitude_m": 2.001e-4, "invasiveness": 3e-3, "change": 1e-3,
+            "iterations": 4, "converged": true})
+    };
+    let run = json!({"rig": RIG, "run": 7, "command_id": "web-1", "issued_by": "op",
+        "state": "completed", "stop": {"kind": "completed"}, "reason": "every frequency converged",
+        "channels": {"floor": 1, "accel_channel_id": 0, "force_channel_id": 3},
+        "frequency_hz": 7.4, "targets_sent": 12, "controller_version": 42,
+        "config": {"frequency_start_hz": 6.8, "frequency_end_hz": 7.4, "frequency_steps": 3,
+            "target_amplitude_m": 2e-4},
+        "points": [point(6.8, 2.1), point(7.1, 1.2), point(7.4, 0.9)]});
+    publish_retained_as_admin(
+        broker.mqtt_addr().port(),
+        &format!("dtop/v1/twin/{RIG}/cbc"),
+        serde_json::to_vec(&run).unwrap(),
+    )
+    .await;
+    until(
+        &c,
+        "document.querySelectorAll('#cbc-points tbody tr').length === 3 && document.querySelector('#cbc canvas') !== null",
+        "the live CBC panel with its points and plot",
+    )
+    .await;
+    let state = eval(&c, "document.querySelector('#cbc-state').textContent").await;
+    assert!(
+        state
+            .as_str()
+            .is_some_and(|s| s.contains("Run 7 by op") && s.contains("completed")),
+        "{state}"
+    );
+    snap(&c, "rigs-03b-live-cbc").await;
 
     // A dashboard watches without a command panel, and the API refuses its command.
     log_in(&c, &server, "wall", &format!("/rigs/{RIG}")).await;

@@ -41,8 +41,7 @@ cubic_n_per_m3 = 1e11
 const SAMPLES: u64 = 600_000;
 
 #[test]
-fn live_cbc_through_broker_edge_and_twin_traces_the_simulated_rig_within_2_percent() -> Result<()>
-{
+fn live_cbc_through_broker_edge_and_twin_traces_the_simulated_rig_within_2_percent() -> Result<()> {
     let sim = SimConfig::from_toml(SIM_TOML).map_err(|e| anyhow::anyhow!("{e}"))?;
     let chain = NonlinearChain::new(Rig::new(&sim)?.nonlinear_chain(1))?;
     let conf_dir = tempfile::tempdir()?;
@@ -75,6 +74,7 @@ fn live_cbc_through_broker_edge_and_twin_traces_the_simulated_rig_within_2_perce
     )
     .with_context(|| pipeline.logs())?;
 
+    let started = std::time::Instant::now();
     let out = std::process::Command::new(dtop_e2e::bin("dtop")?)
         .args(["cmd", "--rig", rig, "--port"])
         .arg(pipeline.mqtt_port.to_string())
@@ -116,10 +116,25 @@ fn live_cbc_through_broker_edge_and_twin_traces_the_simulated_rig_within_2_perce
     ensure!(run["state"] == "completed", "{run:#}");
     let points = run["points"].as_array().context("points")?;
     ensure!(points.len() == 3, "{run:#}");
+    // For BENCHMARKS.md: the run's wall time against its iterations (each waits settle_s and
+    // measure_periods of sample time, at real time here).
+    let iterations: u64 = points.iter().filter_map(|p| p["iterations"].as_u64()).sum();
+    println!(
+        "live CBC run: {} points, {iterations} iterations, {} targets sent, {:.1} s from command \
+         to completion ({:.1} s a point, {:.2} s an iteration)",
+        points.len(),
+        run["targets_sent"],
+        started.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64() / points.len() as f64,
+        started.elapsed().as_secs_f64() / iterations.max(1) as f64
+    );
     for p in points {
         let f = |k: &str| p[k].as_f64().with_context(|| format!("{k} in {p}"));
-        let (frequency_hz, forcing_n, amplitude_m) =
-            (f("frequency_hz")?, f("forcing_n")?, f("response_amplitude_m")?);
+        let (frequency_hz, forcing_n, amplitude_m) = (
+            f("frequency_hz")?,
+            f("forcing_n")?,
+            f("response_amplitude_m")?,
+        );
         ensure!(p["converged"] == true, "{p}");
         let want = forcing_for_amplitude(
             &chain,
@@ -133,7 +148,8 @@ fn live_cbc_through_broker_edge_and_twin_traces_the_simulated_rig_within_2_perce
         println!(
             "{frequency_hz:.3} Hz: A = {amplitude_m:.4e} m, F = {forcing_n:.4} N, continuation \
              {want:.4} N, error {error:.2e}, {} iterations, invasiveness {:.1e}",
-            p["iterations"], p["invasiveness"]
+            p["iterations"],
+            f("invasiveness")?
         );
         ensure!(error < 0.02, "{p}: continuation says {want} N");
         ensure!(forcing_n < MAX_FORCE_N, "{p}");

@@ -21,7 +21,9 @@ use std::fmt::Write as _;
 
 use dtop_dynamics::ShearBuildingConfig;
 use dtop_nonlinear::cbc::{CbcPoint, CbcStop};
-use dtop_nonlinear::{LiveCbc, LiveCbcConfig, LiveNext, LiveTarget, NonlinearChain, NonlinearChainConfig};
+use dtop_nonlinear::{
+    LiveCbc, LiveCbcConfig, LiveNext, LiveTarget, NonlinearChain, NonlinearChainConfig,
+};
 use dtop_proto::v1::command_ack::Status;
 use dtop_proto::v1::{ChannelKind, CommandAck, RunCbc};
 use serde::Serialize;
@@ -45,14 +47,14 @@ pub struct CbcChannels {
     pub floor: u32,
     /// Its accelerometer.
     pub accel_channel_id: u32,
-    /// The force gauge: on that floor if one is there, else the rig's only one.
+    /// The force gauge on that floor.
     pub force_channel_id: u32,
 }
 
 /// The channels of `manifest` a run on `floor` reads, or why there are none.
 ///
 /// # Errors
-/// A sentence for the operator: no accelerometer on the floor, or no single force gauge.
+/// A sentence for the operator: no accelerometer or no force gauge on the floor.
 pub fn channels(manifest: &Manifest, floor: u32) -> Result<CbcChannels, String> {
     let on_stream_0 = |kind: ChannelKind| {
         manifest
@@ -62,26 +64,17 @@ pub fn channels(manifest: &Manifest, floor: u32) -> Result<CbcChannels, String> 
     };
     let accel = on_stream_0(ChannelKind::Acceleration)
         .find(|c| c.floor == floor)
-        .ok_or_else(|| format!("the rig has no stream-0 accelerometer on floor {floor}, the actuator's"))?;
-    let forces: Vec<_> = on_stream_0(ChannelKind::Force).collect();
-    let force = forces
-        .iter()
-        .find(|c| c.floor == floor)
-        .or(match forces.as_slice() {
-            [only] => Some(only),
-            _ => None,
-        })
         .ok_or_else(|| {
-            if forces.is_empty() {
-                "the rig has no stream-0 force gauge: a live run judges the force the floor \
-                 receives, so it needs one (a shaker's stinger gauge)"
-                    .to_owned()
-            } else {
-                format!(
-                    "the rig has {} force gauges and none on floor {floor}, the actuator's",
-                    forces.len()
-                )
-            }
+            format!("the rig has no stream-0 accelerometer on floor {floor}, the actuator's")
+        })?;
+    let force = on_stream_0(ChannelKind::Force)
+        .find(|c| c.floor == floor)
+        .ok_or_else(|| {
+            format!(
+                "the rig has no stream-0 force gauge on floor {floor}, the actuator's: a live run \
+                 judges the force that floor receives (a shaker's stinger gauge), and a gauge \
+                 elsewhere measures another force"
+            )
         })?;
     Ok(CbcChannels {
         floor,
@@ -410,7 +403,9 @@ impl LiveRun {
                 i += 1;
             }
             if !a.is_empty() {
-                next = self.cbc.on_samples(first_sample_index + start as u64, &a, &f);
+                next = self
+                    .cbc
+                    .on_samples(first_sample_index + start as u64, &a, &f);
                 if next != LiveNext::Continue {
                     break;
                 }
@@ -580,9 +575,7 @@ impl LiveRun {
 fn describe(stop: &CbcStop) -> String {
     match stop {
         CbcStop::Completed => "every frequency converged".to_owned(),
-        CbcStop::NotConverged {
-            invasiveness, ..
-        } => format!(
+        CbcStop::NotConverged { invasiveness, .. } => format!(
             "a point did not converge within the iteration budget (invasiveness {invasiveness:.2e})"
         ),
         CbcStop::ForceLimit { force_n, .. } => format!(

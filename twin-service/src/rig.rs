@@ -36,10 +36,10 @@ use tracing::{debug, error, info, warn};
 use crate::adopt::{self, Adoption, CatalogueModel, ControllerStopped, ModelRecord, RefusalReason};
 use crate::config::{ControlConfig, ModelConfig, TrackingConfig};
 use crate::control::{ActuatorPlant, Law, LoopPosition, RigController, refusal};
-use crate::live_cbc::{self, LiveRun, RunNext, RunOrigin};
 use crate::estimate::{ESTIMATED_STREAM, Estimate, EstimatorDesign, Fed, RigEstimator};
 use crate::ingest::{self, Frame, Manifest, RejectReason, Rejection};
 use crate::lineproto::{self, BlockHeader, EncodeError, Precision};
+use crate::live_cbc::{self, LiveRun, RunNext, RunOrigin};
 use crate::overlap::{self, BlockTimes, Placement, StoredTimes, Timeline};
 use crate::replay::record::FeedRecord;
 use crate::replay::{RunId, RunRecorder};
@@ -656,26 +656,47 @@ impl RigState {
             ));
         }
         let (Some(estimator), Some(model)) = (&self.estimator, &self.model) else {
-            return Err("the twin is not estimating this rig's state (no birth yet, or its \
+            return Err(
+                "the twin is not estimating this rig's state (no birth yet, or its \
                         manifest does not fit the model), so it has no model to continue on"
-                .into());
+                    .into(),
+            );
         };
         let next_sample = estimator.next_sample_index().unwrap_or(0);
         let sample_rate_hz = 1.0 / estimator.loop_io().dt_s;
-        let actuator = self
-            .actuator
-            .filter(|a| a.floor != 0)
-            .ok_or("the rig's birth declares no actuator, so nothing can follow a target")?;
-        let manifest = self
-            .latest_session()
-            .and_then(|s| self.manifests.get(&s))
-            .ok_or("the rig has no manifest")?;
-        let channels = live_cbc::channels(manifest, actuator.floor)?;
-        let config = live_cbc::config_for(run, sample_rate_hz, actuator.max_force_n);
+        // Every problem at once: the actuator, the channels, the run's own configuration.
+        let mut problems = Vec::new();
+        let actuator = self.actuator.filter(|a| a.floor != 0);
+        if actuator.is_none() {
+            problems.push(
+                "the rig's birth declares no actuator, so nothing can follow a target".to_owned(),
+            );
+        }
+        let floor = actuator.map_or(0, |a| a.floor);
+        let channels = match self.latest_session().and_then(|s| self.manifests.get(&s)) {
+            Some(manifest) if floor != 0 => live_cbc::channels(manifest, floor)
+                .map_err(|why| problems.push(why))
+                .ok(),
+            Some(_) => None,
+            None => {
+                problems.push("the rig has no manifest".to_owned());
+                None
+            }
+        };
+        let max_force_n = actuator.map_or(f64::NAN, |a| a.max_force_n);
+        let config = live_cbc::config_for(run, sample_rate_hz, max_force_n);
+        if actuator.is_some() {
+            problems.extend(config.problems());
+        }
         let chain = live_cbc::chain_for(
             self.adoption.building(model.building_for(&self.rig)),
-            actuator.floor,
-        )?;
+            floor.max(1),
+        )
+        .map_err(|why| problems.push(why))
+        .ok();
+        let (Some(channels), Some(chain), true) = (channels, chain, problems.is_empty()) else {
+            return Err(problems.join("; "));
+        };
         self.last_run = (self.last_run + 1).max(now_unix_ns);
         let origin = RunOrigin {
             run: self.last_run,
@@ -767,26 +788,32 @@ impl RigState {
             return;
         }
         let channels = run.channels();
-        let column = |id: u32| columns.iter().find(|(_, info)| info.id == id).map(|(c, _)| c);
-        let (Some(accel), Some(force)) =
-            (column(channels.accel_channel_id), column(channels.force_channel_id))
-        else {
+        let column = |id: u32| {
+            columns
+                .iter()
+                .find(|(_, info)| info.id == id)
+                .map(|(c, _)| c)
+        };
+        let (Some(accel), Some(force)) = (
+            column(channels.accel_channel_id),
+            column(channels.force_channel_id),
+        ) else {
             return;
         };
         let n = accel.raw.len().min(force.raw.len());
         let a: Vec<_> = (0..n).map(|k| accel.value(k)).collect();
         let f: Vec<_> = (0..n).map(|k| force.value(k)).collect();
-        let end_ns = block.first_timestamp_ns
-            + block.sample_period_ns * (n.saturating_sub(1) as u64);
+        let end_ns =
+            block.first_timestamp_ns + block.sample_period_ns * (n.saturating_sub(1) as u64);
         let now_ns = unix_now_ns();
         match run.on_samples(block.first_sample_index, &a, &f, end_ns, self.precision) {
             RunNext::Continue => {}
             RunNext::Send(target) => {
                 let accel_id = channels.accel_channel_id;
                 let config = run.status().config.clone();
-                let params =
-                    self.controller
-                        .edge_cbc_params(&self.rig, now_ns, &config, &target, accel_id);
+                let params = self
+                    .controller
+                    .edge_cbc_params(&self.rig, now_ns, &config, &target, accel_id);
                 let next = block.first_sample_index + n as u64;
                 if let Some(run) = self.cbc.as_mut() {
                     run.sent(&target, params.version, next);
@@ -2782,9 +2809,19 @@ mod tests {
         assert_eq!(params.len(), 1);
         let target = params[0].harmonic_target.as_ref().expect("a target");
         // Floor 1's accelerometer is channel 1 (the force gauge is channel 10).
-        assert_eq!((target.channel_id, params[0].input_channel_ids.clone()), (1, vec![1]));
-        assert!((target.frequency_hz - 6.8).abs() < 1e-12 && (target.cos_m[0] - 2e-4).abs() < 1e-15);
-        assert!(ack.reason.contains(&format!("controller/{}", params[0].version)), "{}", ack.reason);
+        assert_eq!(
+            (target.channel_id, params[0].input_channel_ids.clone()),
+            (1, vec![1])
+        );
+        assert!(
+            (target.frequency_hz - 6.8).abs() < 1e-12 && (target.cos_m[0] - 2e-4).abs() < 1e-15
+        );
+        assert!(
+            ack.reason
+                .contains(&format!("controller/{}", params[0].version)),
+            "{}",
+            ack.reason
+        );
         let status = cbc_status(&mut s);
         assert_eq!(status["state"], "running");
         assert_eq!(status["channels"]["force_channel_id"], 10);
@@ -2800,7 +2837,11 @@ mod tests {
         s.on_command(&set_control("dvf", WireLaw::Dvf, 5.0, 0), NOW_NS);
         let refused = only_ack(&mut s);
         assert_eq!(refused.status(), Status::Refused);
-        assert!(refused.reason.contains("live CBC run"), "{}", refused.reason);
+        assert!(
+            refused.reason.contains("live CBC run"),
+            "{}",
+            refused.reason
+        );
 
         // The edge runs the target from sample 5000.
         let edge_ack = CommandAck {
@@ -2820,9 +2861,24 @@ mod tests {
         assert!(off.len() == 1 && !off[0].enabled && off[0].version > params[0].version);
         let status = cbc_status(&mut s);
         assert_eq!(status["state"], "stopped");
-        assert!(status["reason"].as_str().unwrap().contains("stop from alice"), "{status}");
-        assert!(s.pending_lines.starts_with("dtop_twin_cbc_run,rig=r1,run="), "{}", s.pending_lines);
-        assert!(s.pending_lines.contains("state=\"stopped\",points=0i,targets_sent=1i"), "{}", s.pending_lines);
+        assert!(
+            status["reason"]
+                .as_str()
+                .unwrap()
+                .contains("stop from alice"),
+            "{status}"
+        );
+        assert!(
+            s.pending_lines.starts_with("dtop_twin_cbc_run,rig=r1,run="),
+            "{}",
+            s.pending_lines
+        );
+        assert!(
+            s.pending_lines
+                .contains("state=\"stopped\",points=0i,targets_sent=1i"),
+            "{}",
+            s.pending_lines
+        );
         // And control may be switched on again.
         s.on_command(&set_control("dvf2", WireLaw::Dvf, 5.0, 0), NOW_NS);
         assert_eq!(only_ack(&mut s).status(), Status::Applied);
@@ -2845,7 +2901,13 @@ mod tests {
         assert!(s.take_params().next().is_some_and(|p| !p.enabled));
         let status = cbc_status(&mut s);
         assert_eq!(status["state"], "stopped");
-        assert!(status["reason"].as_str().unwrap().contains("safety stop latched"), "{status}");
+        assert!(
+            status["reason"]
+                .as_str()
+                .unwrap()
+                .contains("safety stop latched"),
+            "{status}"
+        );
 
         s.on_command(&run_cbc("b", false, 2e-4), NOW_NS);
         assert_eq!(only_ack(&mut s).status(), Status::Applied);
@@ -2856,11 +2918,15 @@ mod tests {
         birth.session = 2;
         s.handle(&Event::Birth(birth.encode_to_vec().into()), Instant::now());
         let status = cbc_status(&mut s);
-        assert!(status["reason"].as_str().unwrap().contains("born again"), "{status}");
+        assert!(
+            status["reason"].as_str().unwrap().contains("born again"),
+            "{status}"
+        );
     }
 
     #[test]
-    fn a_live_cbc_run_is_refused_with_every_problem_or_without_an_actuator_or_while_control_is_on() {
+    fn a_live_cbc_run_is_refused_with_every_problem_or_without_an_actuator_or_while_control_is_on()
+    {
         let mut s = shaker_rig();
         // A target no accelerometer could resolve, and a harmonic count the edge refuses.
         let mut bad = Command::decode(&run_cbc("bad", false, 0.0)[..]).unwrap();
@@ -2870,7 +2936,11 @@ mod tests {
         s.on_command(&bad.encode_to_vec(), NOW_NS);
         let ack = only_ack(&mut s);
         assert_eq!(ack.status(), Status::Refused);
-        assert!(ack.reason.contains("target_amplitude_m") && ack.reason.contains("harmonics"), "{}", ack.reason);
+        assert!(
+            ack.reason.contains("target_amplitude_m") && ack.reason.contains("harmonics"),
+            "{}",
+            ack.reason
+        );
         assert_eq!(s.take_params().count(), 0);
 
         s.on_command(&set_control("dvf", WireLaw::Dvf, 5.0, 0), NOW_NS);

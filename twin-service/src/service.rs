@@ -356,11 +356,10 @@ async fn run_mqtt(
                 // rig-topic subscription exactly as it is without control.
                 // Acks too: the edge answers a live CBC run's params there.
                 if optional.commands
-                    && let Err(e) = client.try_subscribe_many(
-                        [RigTopic::Cmd, RigTopic::CmdAck].map(|kind| {
+                    && let Err(e) =
+                        client.try_subscribe_many([RigTopic::Cmd, RigTopic::CmdAck].map(|kind| {
                             SubscribeFilter::new(topic::all_rigs(kind), QoS::AtLeastOnce)
-                        }),
-                    )
+                        }))
                 {
                     error!(error = %e, "Could not queue the MQTT command subscriptions.");
                 }

@@ -37,6 +37,7 @@ pub fn subscriptions() -> Vec<(String, QoS)> {
         (topic::all_rigs(RigTopic::CmdAck), QoS::AtLeastOnce),
         (topic::all_twins(TwinTopic::State), QoS::AtMostOnce),
         (topic::all_twins(TwinTopic::Status), QoS::AtMostOnce),
+        (topic::all_twins(TwinTopic::Cbc), QoS::AtLeastOnce),
     ]
 }
 
@@ -271,6 +272,12 @@ impl Task {
                     TwinTopic::Status => {
                         if let Ok(v) = serde_json::from_slice(payload) {
                             entry.live.on_twin_status(v);
+                        }
+                    }
+                    TwinTopic::Cbc => {
+                        if let Ok(v) = serde_json::from_slice(payload) {
+                            let out = entry.live.on_twin_cbc(v);
+                            Self::send(entry, out);
                         }
                     }
                     TwinTopic::StateJson => {}

@@ -41,6 +41,8 @@ pub struct Rights {
     pub samples: bool,
     /// The twin's estimates (`twin/{rig}/state`).
     pub estimates: bool,
+    /// The twin's live CBC runs (`twin/{rig}/cbc`).
+    pub cbc: bool,
     /// Command answers (`rig/{rig}/cmd/ack`).
     pub acks: bool,
     /// Send commands (`rig/{rig}/cmd`).
@@ -53,6 +55,7 @@ pub fn rights(acl: &Acl, who: &Identity, rig: &RigId) -> Rights {
     Rights {
         samples: acl.may_subscribe(who, &topic::rig(rig, RigTopic::Samples)),
         estimates: acl.may_subscribe(who, &topic::twin(rig, TwinTopic::State)),
+        cbc: acl.may_subscribe(who, &topic::twin(rig, TwinTopic::Cbc)),
         acks: acl.may_subscribe(who, &topic::rig(rig, RigTopic::CmdAck)),
         command: acl.may_publish(who, &topic::rig(rig, RigTopic::Cmd)),
     }
@@ -125,6 +128,7 @@ mod tests {
             Rights {
                 samples: true,
                 estimates: true,
+                cbc: true,
                 acks: true,
                 command: true
             }
@@ -136,6 +140,7 @@ mod tests {
             Rights {
                 samples: true,
                 estimates: true,
+                cbc: true,
                 acks: false,
                 command: false
             }

@@ -27,6 +27,8 @@ pub enum Out {
     Meta(Arc<str>),
     /// A command acknowledgement (JSON `{"type":"ack",...}`).
     Ack(Arc<str>),
+    /// The rig's latest live CBC run (JSON `{"type":"cbc","run":{...}}`, the twin's status).
+    Cbc(Arc<str>),
 }
 
 /// Why a rig has no DVF gain limit to apply.
@@ -49,6 +51,8 @@ pub struct RigLive {
     edge_status: Option<Value>,
     twin_status: Option<Value>,
     twin_state: Option<TwinState>,
+    /// The twin's latest live CBC run, as sent to browsers.
+    cbc: Option<Arc<str>>,
     /// Time of the newest measured sample, ns since the Unix epoch.
     last_sample_ns: Option<u64>,
     /// Server wall clock when the newest live block arrived, ns.
@@ -89,6 +93,7 @@ impl RigLive {
             edge_status: None,
             twin_status: None,
             twin_state: None,
+            cbc: None,
             last_sample_ns: None,
             last_arrival_ns: None,
             stale_since_ns: None,
@@ -170,6 +175,13 @@ impl RigLive {
         self.twin_status = Some(status);
     }
 
+    /// The twin's latest live CBC run of this rig: kept for new watchers and forwarded.
+    pub fn on_twin_cbc(&mut self, run: Value) -> Vec<Out> {
+        let out = text(&json!({ "type": "cbc", "rig": self.rig, "run": run }));
+        self.cbc = Some(Arc::clone(&out));
+        vec![Out::Cbc(out)]
+    }
+
     /// The DVF gain limit the twin published in its latest status of this rig.
     ///
     /// # Errors
@@ -222,6 +234,7 @@ impl RigLive {
             Out::Meta(text(&self.meta())),
             Out::Status(text(&self.summary(now_ns))),
         ];
+        out.extend(self.cbc.iter().cloned().map(Out::Cbc));
         out.extend(self.samples.frames().cloned().map(Out::Samples));
         out.extend(self.estimates.frames().cloned().map(Out::Estimate));
         out
@@ -474,5 +487,31 @@ mod tests {
             2
         );
         assert_eq!(s["blocks_before_birth"], 1);
+    }
+
+    #[test]
+    fn the_latest_live_cbc_run_is_forwarded_and_given_to_new_watchers() {
+        let mut r = RigLive::new("lab-1", 10_000_000_000, 5_000_000_000);
+        assert!(!r.snapshot(0).iter().any(|o| matches!(o, Out::Cbc(_))));
+        r.on_twin_cbc(json!({"run": 1, "state": "running", "points": []}));
+        let out =
+            r.on_twin_cbc(json!({"run": 1, "state": "completed", "points": [{"forcing_n": 1.5}]}));
+        let [Out::Cbc(t)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        let v: Value = serde_json::from_str(t).unwrap();
+        assert_eq!(
+            (&v["type"], &v["rig"], &v["run"]["state"]),
+            (&json!("cbc"), &json!("lab-1"), &json!("completed"))
+        );
+        let cbc: Vec<_> = r
+            .snapshot(0)
+            .into_iter()
+            .filter_map(|o| match o {
+                Out::Cbc(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cbc, vec![Arc::clone(t)], "only the latest");
     }
 }

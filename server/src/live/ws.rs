@@ -104,6 +104,7 @@ fn out_message(out: Out, r: Rights) -> Option<Message> {
         Out::Estimate(b) => r.estimates.then_some(Message::Binary(b)),
         Out::Status(t) | Out::Meta(t) => Some(Message::Text(Utf8Bytes::from(&*t))),
         Out::Ack(t) => r.acks.then(|| Message::Text(Utf8Bytes::from(&*t))),
+        Out::Cbc(t) => r.cbc.then(|| Message::Text(Utf8Bytes::from(&*t))),
     }
 }
 

@@ -108,6 +108,28 @@ impl Pipeline {
     }
 }
 
+/// Publishes `payload` retained at QoS 1 on `topic` as the admin `root`, and returns once the
+/// broker has acknowledged it.
+pub async fn publish_retained_as_admin(mqtt_port: u16, topic: &str, payload: Vec<u8>) {
+    let mut options = MqttOptions::new("test-admin-publisher", "127.0.0.1", mqtt_port);
+    options.set_credentials("root", password("root"));
+    let (client, mut eventloop) = AsyncClient::new(options, 8);
+    client
+        .publish(topic, QoS::AtLeastOnce, true, payload)
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the broker acknowledges the publish");
+    let _ = client.disconnect().await;
+}
+
 /// Every birth and sample block of the rig, as an admin subscriber on MQTT sees them.
 pub async fn mqtt_tap(mqtt_port: u16) -> tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)> {
     let mut options = MqttOptions::new("live-test-tap", "127.0.0.1", mqtt_port);

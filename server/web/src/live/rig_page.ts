@@ -7,6 +7,7 @@
 
 import uPlot from "uplot";
 import { decodeFrame, DISPLACEMENT_ID, KIND_ESTIMATE, KIND_SAMPLES, VELOCITY_ID } from "./frame";
+import { showCbc } from "./cbc_panel";
 import { SampleRing } from "./ring";
 import { csrfHeaders, downloadBlob, hhmmss, text } from "./util";
 
@@ -290,6 +291,11 @@ export function startRigPage(root: HTMLElement): void {
         }
         case "status": showSummary(m); break;
         case "ack": showAck(m); break;
+        case "cbc": {
+          const panel = root.querySelector<HTMLElement>("#cbc");
+          if (panel) showCbc(panel, m.run as Parameters<typeof showCbc>[1]);
+          break;
+        }
         case "dropped": droppedTotal = Number(m.total); break;
         default: break;
       }
