@@ -63,7 +63,12 @@ pub struct EdgeOptions {
     pub broker_port: Option<u16>,
     /// The port the edge connects to instead of the broker's (a [`crate::proxy`]).
     pub mqtt_port: Option<u16>,
+    /// The edge's `[actuator]` table instead of the default (20 N, 2000 N/s).
+    pub actuator_toml: Option<String>,
 }
+
+/// The edge's `[actuator]` table unless a test gives its own.
+const DEFAULT_ACTUATOR_TOML: &str = "[actuator]\nmax_force_n = 20.0\nmax_slew_n_per_s = 2000.0\n";
 
 /// A running pipeline. Processes are killed by PID when this is dropped.
 #[derive(Debug)]
@@ -181,13 +186,17 @@ impl Pipeline {
             format!(
                 "rig_id = \"{rig}\"\nstate_dir = \"{state}\"\n\n[serial]\npath = \"{pty}\"\n\n\
                  [acquisition]\nblock_samples = {block}\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {edge_port}\n\
-                 reconnect_backoff_max_ms = 1000\n\n\
-                 [actuator]\nmax_force_n = 20.0\nmax_slew_n_per_s = 2000.0\n\n{extra}\n",
+                 reconnect_backoff_max_ms = 1000\n\n{actuator}\n{extra}\n",
                 rig = spec.rig,
                 state = state.display(),
                 pty = pty.display(),
                 block = spec.block_samples,
                 edge_port = spec.edge.mqtt_port.unwrap_or(mqtt_port),
+                actuator = spec
+                    .edge
+                    .actuator_toml
+                    .as_deref()
+                    .unwrap_or(DEFAULT_ACTUATOR_TOML),
                 extra = spec.edge.toml,
             ),
         )?;

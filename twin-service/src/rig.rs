@@ -67,6 +67,9 @@ pub enum Event {
     /// An acknowledgement on the rig's cmd/ack (routed with commands): the edge's answers to
     /// the params of a live CBC run.
     CommandAck(Bytes),
+    /// The edge's status JSON (routed with commands): its safety envelope's state, which a
+    /// live CBC run cannot go on without.
+    EdgeStatus(Bytes),
     /// Seqs the edge declared lost for good (already checked by the router).
     DeclaredLoss {
         first_seq: u64,
@@ -104,6 +107,7 @@ impl Event {
             RigTopic::Death => Some(Event::Death(payload)),
             RigTopic::Cmd => Some(Event::Command(payload)),
             RigTopic::CmdAck => Some(Event::CommandAck(payload)),
+            RigTopic::Status => Some(Event::EdgeStatus(payload)),
             _ => None,
         }
     }
@@ -115,6 +119,7 @@ impl Event {
             Event::Death(_) => RigTopic::Death,
             Event::Command(_) => RigTopic::Cmd,
             Event::CommandAck(_) => RigTopic::CmdAck,
+            Event::EdgeStatus(_) => RigTopic::Status,
             Event::DeclaredLoss { .. } => RigTopic::Loss,
             // Never decoded as a rig frame: `handle` returns before.
             Event::Model(_) => RigTopic::Status,
@@ -127,7 +132,8 @@ impl Event {
             | Event::Samples(p)
             | Event::Death(p)
             | Event::Command(p)
-            | Event::CommandAck(p) => p,
+            | Event::CommandAck(p)
+            | Event::EdgeStatus(p) => p,
             Event::DeclaredLoss { .. } | Event::Model(_) => &[],
         }
     }
@@ -216,6 +222,8 @@ pub struct RigState {
     cbc: Option<LiveRun>,
     /// The latest birth's actuator: its floor (0 = none) and force limit, N.
     actuator: Option<ActuatorLimits>,
+    /// The edge's safety envelope state from its latest status (`latched`, `disabled`, ...).
+    edge_safety_state: Option<String>,
     /// The catalogue model this rig follows, the version in use and the one waiting.
     adoption: Adoption,
 }
@@ -262,6 +270,7 @@ impl RigState {
             pending_outbound: Vec::new(),
             cbc: None,
             actuator: None,
+            edge_safety_state: None,
             adoption: Adoption::default(),
         }
     }
@@ -655,6 +664,15 @@ impl RigState {
                 self.controller.describe()
             ));
         }
+        if let Some(state) = self
+            .edge_safety_state
+            .as_deref()
+            .filter(|s| actuator_off(s))
+        {
+            return Err(format!(
+                "the edge's safety envelope is {state}: reset or enable the actuator first"
+            ));
+        }
         let (Some(estimator), Some(model)) = (&self.estimator, &self.model) else {
             return Err(
                 "the twin is not estimating this rig's state (no birth yet, or its \
@@ -775,6 +793,30 @@ impl RigState {
         self.offer_cbc();
     }
 
+    /// The edge's status JSON, received at wall time `now_unix_ns`: a safety envelope that
+    /// latched or was disabled has switched the actuator off, so a running run ends at once
+    /// (it would only iterate on an unmoving floor), and no run starts until it is reset.
+    pub fn on_edge_status(&mut self, payload: &[u8], now_unix_ns: u64) {
+        #[derive(serde::Deserialize)]
+        struct EdgeStatus {
+            safety_state: Option<String>,
+        }
+        let Ok(EdgeStatus {
+            safety_state: Some(state),
+        }) = serde_json::from_slice(payload)
+        else {
+            return;
+        };
+        if actuator_off(&state) && self.cbc.as_ref().is_some_and(LiveRun::is_running) {
+            self.end_cbc(
+                format!("the edge's safety envelope is {state}: the actuator is off"),
+                now_unix_ns,
+                true,
+            );
+        }
+        self.edge_safety_state = Some(state);
+    }
+
     /// Feeds the running run a live stream-0 block.
     fn feed_cbc(
         &mut self,
@@ -858,7 +900,7 @@ impl RigState {
     /// Handles one event; returns the chunks to store, in order.
     pub fn handle(&mut self, event: &Event, now: Instant) -> Vec<Chunk> {
         match event {
-            Event::Command(_) | Event::CommandAck(_) => {
+            Event::Command(_) | Event::CommandAck(_) | Event::EdgeStatus(_) => {
                 // Commands need wall time for their deadline: the actor calls `on_command`
                 // and `on_command_ack`.
                 debug!(rig = %self.rig, "Ignored a command or ack passed to handle().");
@@ -1742,6 +1784,10 @@ impl RigActor {
                             self.state.on_command_ack(payload, unix_now_ns());
                             Vec::new()
                         }
+                        Event::EdgeStatus(payload) => {
+                            self.state.on_edge_status(payload, unix_now_ns());
+                            Vec::new()
+                        }
                         _ => self.state.handle(&event, Instant::now()),
                     };
                     self.dispatch_tracking();
@@ -1779,6 +1825,12 @@ impl RigActor {
     fn publish(&self) {
         self.stats_tx.send_replace(self.state.stats(Instant::now()));
     }
+}
+
+/// Whether an edge safety state (`dtop_edge::safety::SafetyState::as_str`) means the actuator
+/// stays off until an operator acts.
+fn actuator_off(safety_state: &str) -> bool {
+    matches!(safety_state, "latched" | "disabled")
 }
 
 /// Wall time, ns since the Unix epoch: command deadlines are wall-clock instants, which
@@ -2885,7 +2937,8 @@ mod tests {
     }
 
     #[test]
-    fn a_live_cbc_run_ends_when_the_edge_refuses_its_params_or_the_rig_is_born_again() {
+    fn a_live_cbc_run_ends_when_the_edge_refuses_its_params_the_rig_is_born_again_or_the_envelope_latches()
+     {
         let mut s = shaker_rig();
         s.on_command(&run_cbc("a", false, 2e-4), NOW_NS);
         let version = s.take_params().next().unwrap().version;
@@ -2916,12 +2969,44 @@ mod tests {
         };
         let mut birth = RigBirth::decode(bytes).unwrap();
         birth.session = 2;
+        birth.actuator = Some(ActuatorLimits {
+            floor: 1,
+            max_force_n: 20.0,
+            ..Default::default()
+        });
         s.handle(&Event::Birth(birth.encode_to_vec().into()), Instant::now());
         let status = cbc_status(&mut s);
         assert!(
             status["reason"].as_str().unwrap().contains("born again"),
             "{status}"
         );
+
+        // The edge's envelope latches (a sample stall, a safety stop): the run ends at once,
+        // and none starts until it is reset.
+        s.on_command(&run_cbc("c", false, 2e-4), NOW_NS);
+        assert_eq!(only_ack(&mut s).status(), Status::Applied);
+        let _ = s.take_params().count();
+        s.on_edge_status(br#"{"safety_state":"driving","next_seq":7}"#, NOW_NS);
+        assert_eq!(cbc_status(&mut s)["state"], "running");
+        s.on_edge_status(br#"{"safety_state":"latched","next_seq":9}"#, NOW_NS);
+        assert!(s.take_params().next().is_some_and(|p| !p.enabled));
+        let status = cbc_status(&mut s);
+        assert!(
+            status["reason"]
+                .as_str()
+                .unwrap()
+                .contains("envelope is latched"),
+            "{status}"
+        );
+        s.on_command(&run_cbc("d", false, 2e-4), NOW_NS);
+        assert!(
+            only_ack(&mut s)
+                .reason
+                .contains("reset or enable the actuator")
+        );
+        s.on_edge_status(br#"{"safety_state":"idle"}"#, NOW_NS);
+        s.on_command(&run_cbc("e", false, 2e-4), NOW_NS);
+        assert_eq!(only_ack(&mut s).status(), Status::Applied);
     }
 
     #[test]

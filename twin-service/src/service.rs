@@ -354,12 +354,15 @@ async fn run_mqtt(
                 }
                 // Only a twin hosting control answers commands; a separate SUBSCRIBE keeps the
                 // rig-topic subscription exactly as it is without control.
-                // Acks too: the edge answers a live CBC run's params there.
+                // Acks and the edge's status too: the edge answers a live CBC run's params on
+                // cmd/ack, and its status says when its safety envelope switched the actuator
+                // off.
                 if optional.commands
-                    && let Err(e) =
-                        client.try_subscribe_many([RigTopic::Cmd, RigTopic::CmdAck].map(|kind| {
+                    && let Err(e) = client.try_subscribe_many(
+                        [RigTopic::Cmd, RigTopic::CmdAck, RigTopic::Status].map(|kind| {
                             SubscribeFilter::new(topic::all_rigs(kind), QoS::AtLeastOnce)
-                        }))
+                        }),
+                    )
                 {
                     error!(error = %e, "Could not queue the MQTT command subscriptions.");
                 }
@@ -845,8 +848,10 @@ impl Router<'_> {
             self.refuse_command_for_unknown_rig(&rig, payload);
             return true;
         }
-        // Acks (the twin's own among them) only matter to a rig running a live CBC.
-        if matches!(event, Event::CommandAck(_)) && !self.rigs.contains_key(&rig) {
+        // Acks (the twin's own among them) and edge status only matter to a rig the twin has.
+        if matches!(event, Event::CommandAck(_) | Event::EdgeStatus(_))
+            && !self.rigs.contains_key(&rig)
+        {
             return true;
         }
         if !self.rigs.contains_key(&rig) {
