@@ -77,6 +77,22 @@ function axis(label: string): uPlot.Axis {
 }
 
 /** Draws `spec` into a new card appended to `parent`; returns the card. */
+/** A scatter series' paths in uPlot's mode 2: a dot of radius 3 CSS px at every (x, y). */
+function dots(u: uPlot, seriesIdx: number): uPlot.Series.Paths | null {
+  const [xs, ys] = u.data[seriesIdx] as unknown as [number[], (number | null)[]];
+  const path = new Path2D();
+  const r = 3 * devicePixelRatio;
+  xs.forEach((x, k) => {
+    const y = ys[k];
+    if (y == null || !Number.isFinite(x) || !Number.isFinite(y)) return;
+    const cx = u.valToPos(x, "x", true);
+    const cy = u.valToPos(y, "y", true);
+    path.moveTo(cx + r, cy);
+    path.arc(cx, cy, r, 0, 2 * Math.PI);
+  });
+  return { stroke: path, fill: path };
+}
+
 export function drawPlot(parent: HTMLElement, spec: PlotSpec): HTMLElement {
   const card = document.createElement("section");
   card.className = "plot";
@@ -104,10 +120,11 @@ export function drawPlot(parent: HTMLElement, spec: PlotSpec): HTMLElement {
         ...spec.xy.map((c, i) => ({
           label: c.label,
           stroke: PALETTE[i % PALETTE.length],
-          paths: spec.scatter ? () => null : uPlot.paths.linear!(),
-          points: spec.scatter
-            ? { show: true, size: 5, width: 1, fill: PALETTE[i % PALETTE.length] }
-            : { show: false },
+          // uPlot draws no `points` in mode 2 (its point loop runs over the x series' window,
+          // which mode 2 has not), so a scatter's dots are its paths.
+          paths: spec.scatter ? dots : uPlot.paths.linear!(),
+          fill: spec.scatter ? PALETTE[i % PALETTE.length] : undefined,
+          points: { show: false },
         })),
       ],
     };
