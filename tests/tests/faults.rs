@@ -145,6 +145,7 @@ fn start(setup: Setup, influx_url: &str, services: &mut Services) -> Result<Run>
             ),
             broker_port,
             mqtt_port: edge_mqtt_port,
+            ..EdgeOptions::default()
         },
     };
     let pipeline = Pipeline::start(spec, services)?;

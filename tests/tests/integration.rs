@@ -5,6 +5,7 @@
 
 mod closed_loop;
 mod faults;
+mod nats_failover;
 mod pipeline;
 mod replay;
 mod systemd_units;

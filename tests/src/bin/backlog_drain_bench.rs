@@ -56,6 +56,7 @@ fn main() -> Result<()> {
             ),
             broker_port: Some(broker_port),
             mqtt_port: Some(proxy.port),
+            ..EdgeOptions::default()
         },
     };
     let mut pipeline = Pipeline::start(spec, &mut services)?;
