@@ -30,6 +30,6 @@ pub mod testing;
 pub mod tls;
 
 pub use backoff::Backoff;
-pub use failover::{BrokerAddr, BrokerKeys, BrokerList, Failover, Retry};
 pub use config::{ConfigProblem, ConfigProblems, EXIT_CONFIG, LoadError, load, parse};
+pub use failover::{BrokerAddr, BrokerKeys, BrokerList, Failover, Retry};
 pub use signals::{Ending, Signals, run_until_signal};

@@ -193,11 +193,7 @@ pub fn mqtt_options(
     broker: &BrokerAddr,
     will_session: u64,
 ) -> MqttOptions {
-    let mut options = MqttOptions::new(
-        config.client_id.clone(),
-        broker.host(),
-        broker.port(),
-    );
+    let mut options = MqttOptions::new(config.client_id.clone(), broker.host(), broker.port());
     options
         .set_keep_alive(config.mqtt.keepalive())
         .set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES)

@@ -266,17 +266,13 @@ impl NatsCluster {
         let client = http::blocking_client()?;
         let monitor = self.ports[index].monitor;
         let proc = &mut self.procs[index];
-        wait_for(
-            "the restarted NATS node to catch up",
-            FORM_WITHIN,
-            || {
-                proc.ensure_running()?;
-                let health = client
-                    .get(&format!("http://127.0.0.1:{monitor}/healthz"))
-                    .send()?;
-                Ok(health.status().is_success().then_some(()))
-            },
-        )
+        wait_for("the restarted NATS node to catch up", FORM_WITHIN, || {
+            proc.ensure_running()?;
+            let health = client
+                .get(&format!("http://127.0.0.1:{monitor}/healthz"))
+                .send()?;
+            Ok(health.status().is_success().then_some(()))
+        })
         .with_context(|| format!("node logs:\n{}", self.logs()))?;
         wait_tcp(self.mqtt_addr(index), Duration::from_secs(10))
     }

@@ -216,10 +216,8 @@ impl Pipeline {
                 state = state.display(),
                 pty = pty.display(),
                 block = spec.block_samples,
-                edge_broker = broker_keys(
-                    &spec.edge.brokers,
-                    spec.edge.mqtt_port.unwrap_or(mqtt_port)
-                ),
+                edge_broker =
+                    broker_keys(&spec.edge.brokers, spec.edge.mqtt_port.unwrap_or(mqtt_port)),
                 extra = spec.edge.toml,
             ),
         )?;

@@ -8,9 +8,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dtop_daemon::{BrokerAddr, BrokerKeys, BrokerList};
 use dtop_dynamics::ShearBuildingConfig;
 use dtop_dynamics::kalman::structural;
-use dtop_daemon::{BrokerAddr, BrokerKeys, BrokerList};
 use dtop_proto::RigId;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};

@@ -290,10 +290,7 @@ fn mqtt_options(m: &MqttConfig, broker: &BrokerAddr, password: Option<&Secret>) 
         .set_clean_session(true)
         .set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
     if let Some(username) = &m.username {
-        options.set_credentials(
-            username.clone(),
-            password.map_or("", Secret::expose),
-        );
+        options.set_credentials(username.clone(), password.map_or("", Secret::expose));
     }
     options
 }
