@@ -330,8 +330,9 @@ fn studies_server_config(args: &UpArgs) -> dtop_server::ServerConfig {
     config.engine.result_dir = args.data_dir.join("results");
     config.workers.count = args.workers.unwrap_or(cores);
     config.mqtt = Some(dtop_server::config::MqttConfig {
-        host: "127.0.0.1".into(),
-        port: args.mqtt_port,
+        host: Some("127.0.0.1".into()),
+        port: Some(args.mqtt_port),
+        brokers: Vec::new(),
         client_id: "dtop-up-studies".into(),
         username: None,
         password_file: None,

@@ -11,6 +11,8 @@
 //! - [`notify`]: systemd `Type=notify` READY/STOPPING and the watchdog.
 //! - [`metrics`]: the Prometheus `GET /metrics` endpoint over a daemon-supplied renderer.
 //! - [`backoff`]: jittered exponential backoff as a pure calculator.
+//! - [`failover`]: broker failover lists (`[mqtt] brokers = ["host:port", ...]`), their check,
+//!   and the round-robin choice of the next broker, pure.
 //! - [`entry`]: the common flags, logging, config loading with `--check`, and the runtime with
 //!   the drain, so each daemon's `main` is a few lines.
 //! - [`tls`]: PEM files to a rustls acceptor (broker MQTT/TLS, server HTTPS).
@@ -20,6 +22,7 @@
 pub mod backoff;
 pub mod config;
 pub mod entry;
+pub mod failover;
 pub mod metrics;
 pub mod notify;
 pub mod signals;
@@ -28,4 +31,5 @@ pub mod tls;
 
 pub use backoff::Backoff;
 pub use config::{ConfigProblem, ConfigProblems, EXIT_CONFIG, LoadError, load, parse};
+pub use failover::{BrokerAddr, BrokerKeys, BrokerList, Failover, Retry};
 pub use signals::{Ending, Signals, run_until_signal};

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dtop_daemon::{BrokerAddr, BrokerKeys, BrokerList};
 use dtop_proto::RigId;
 use serde::{Deserialize, Serialize};
 
@@ -201,11 +202,17 @@ pub struct AcquisitionConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// Broker host name or address.
-    pub host: String,
-    /// Broker TCP port.
-    #[serde(default = "default_mqtt_port")]
-    pub port: u16,
+    /// Broker host name or address (one broker). Either this or `brokers`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Broker TCP port, with `host` only; 1883 when absent.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// A failover list instead of `host`/`port`: `["host:port", ...]`, tried in this order.
+    /// A lost or refused connection moves to the next; a round in which every one failed
+    /// ends in the reconnect backoff.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<BrokerAddr>,
     /// MQTT client id; defaults to `dtop-edge-{rig_id}`. Two clients with one id evict each other.
     #[serde(default)]
     pub client_id: Option<String>,
@@ -283,9 +290,6 @@ const fn default_block_samples() -> u32 {
 /// keeps the actuator driven with slack for one late drive.
 const fn default_drive_timeout_periods() -> u32 {
     250
-}
-const fn default_mqtt_port() -> u16 {
-    1883
 }
 const fn default_keepalive_s() -> u64 {
     10
@@ -447,11 +451,8 @@ impl EdgeConfig {
         }
 
         let m = &self.mqtt;
-        if m.host.trim().is_empty() {
-            bad("mqtt.host", "must not be empty".into());
-        }
-        if m.port == 0 {
-            bad("mqtt.port", "must not be 0".into());
+        for p in m.broker_keys().problems() {
+            bad(p.field, p.problem);
         }
         if let Some(id) = &m.client_id {
             if id.is_empty() {
@@ -593,6 +594,20 @@ impl SerialConfig {
 }
 
 impl MqttConfig {
+    fn broker_keys(&self) -> BrokerKeys<'_> {
+        BrokerKeys {
+            host: self.host.as_deref(),
+            port: self.port,
+            brokers: &self.brokers,
+            default_host: None,
+        }
+    }
+
+    /// The brokers to connect to, in order: `brokers`, or the one `host`/`port`.
+    pub fn broker_list(&self) -> BrokerList {
+        self.broker_keys().list()
+    }
+
     /// Reads the password file, if one is configured.
     pub fn read_password(&self) -> Result<Option<Secret>, SecretError> {
         let Some(path) = &self.password_file else {
@@ -664,7 +679,7 @@ mod tests {
         assert_eq!(config.state_dir, PathBuf::from("/var/lib/dtop-edge"));
         assert_eq!(config.serial.baud, 921_600);
         assert_eq!(config.acquisition.block_samples, 100);
-        assert_eq!(config.mqtt.port, 1883);
+        assert_eq!(config.mqtt.broker_list().to_string(), "broker:1883");
         assert_eq!(config.mqtt_client_id(), "dtop-edge-r1");
         assert_eq!(config.actuator.drive_timeout_periods, 250);
         assert_eq!(
@@ -723,6 +738,37 @@ mod tests {
                 "spool.replay_blocks_per_s"
             ]
         );
+    }
+
+    #[test]
+    fn takes_a_failover_list_of_brokers_instead_of_one_host() {
+        let text = |mqtt: &str| {
+            format!(
+                "rig_id = \"r1\"\n[serial]\npath = \"/dev/ttyACM0\"\n[mqtt]\n{mqtt}\n\
+                 [actuator]\nmax_force_n = 10.0\nmax_slew_n_per_s = 1000.0\n"
+            )
+        };
+        let config = EdgeConfig::from_toml(&text(
+            "brokers = [\"127.0.0.1:4223\", \"127.0.0.1:4224\", \"[::1]:4225\"]",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(
+            config.mqtt.broker_list().to_string(),
+            "127.0.0.1:4223,127.0.0.1:4224,[::1]:4225"
+        );
+        let config = EdgeConfig::from_toml(&text(
+            "host = \"b\"\nport = 1\nbrokers = [\"a:1\", \"a:1\"]",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let errors = config.validate().err().map(|e| e.0).unwrap_or_default();
+        let fields: Vec<&str> = errors.iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["mqtt.brokers", "mqtt.brokers"]);
+        let config = EdgeConfig::from_toml(&text("")).unwrap_or_else(|e| panic!("{e}"));
+        let errors = config.validate().err().map(|e| e.0).unwrap_or_default();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "mqtt.host");
+        assert!(EdgeConfig::from_toml(&text("brokers = [\"a\"]")).is_err());
     }
 
     #[test]

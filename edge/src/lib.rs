@@ -182,7 +182,7 @@ pub async fn run_with_stats(
     info!(
         rig = %config.rig_id,
         serial = %config.serial.path.display(),
-        broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
+        brokers = %config.mqtt.broker_list(),
         next_seq,
         reserved_until,
         spool_last_seq,

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dtop_daemon::Backoff;
+use dtop_daemon::{Backoff, BrokerAddr, Failover, Retry};
 use dtop_firmware::Manifest;
 use dtop_proto::limits::{MAX_CONTROL_BYTES, MAX_MQTT_PACKET_BYTES, MAX_SAMPLE_BLOCK_BYTES};
 use dtop_proto::topic::{self, RigTopic};
@@ -179,18 +179,21 @@ pub struct Publisher {
     session: u64,
     connected: bool,
     connected_once: bool,
+    /// Which broker of `[mqtt] brokers` (or the one `host`) to connect to next.
+    failover: Failover,
     backoff: Backoff,
     rng: StdRng,
     stats: StatsHandle,
 }
 
-/// rumqttc options for this edge; the last will announces `will_session`.
-pub fn mqtt_options(config: &PublisherConfig, will_session: u64) -> MqttOptions {
-    let mut options = MqttOptions::new(
-        config.client_id.clone(),
-        config.mqtt.host.clone(),
-        config.mqtt.port,
-    );
+/// rumqttc options for this edge to connect to `broker`; the last will announces
+/// `will_session`.
+pub fn mqtt_options(
+    config: &PublisherConfig,
+    broker: &BrokerAddr,
+    will_session: u64,
+) -> MqttOptions {
+    let mut options = MqttOptions::new(config.client_id.clone(), broker.host(), broker.port());
     options
         .set_keep_alive(config.mqtt.keepalive())
         .set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES)
@@ -233,7 +236,8 @@ impl Publisher {
         stats: StatsHandle,
     ) -> (Self, EventLoop) {
         let (journal, ledger) = commands;
-        let options = mqtt_options(&config, config.last_session + 1);
+        let failover = Failover::new(config.mqtt.broker_list());
+        let options = mqtt_options(&config, failover.current(), config.last_session + 1);
         let (client, mut eventloop) = AsyncClient::new(options, WINDOW_BLOCKS + 8);
         eventloop
             .network_options
@@ -273,6 +277,7 @@ impl Publisher {
             manifest: None,
             connected: false,
             connected_once: false,
+            failover,
             backoff,
             rng: StdRng::from_os_rng(),
             stats,
@@ -364,7 +369,9 @@ impl Publisher {
             match polled {
                 None => break,
                 Some(Ok(event)) => self.on_mqtt_event(event, &mut eventloop).await,
-                Some(Err(e)) => retry_at = Some(Instant::now() + self.on_connection_error(&e)),
+                Some(Err(e)) => {
+                    retry_at = Some(Instant::now() + self.on_connection_error(&e, &mut eventloop));
+                }
             }
         }
         self.goodbye(&mut eventloop).await;
@@ -1208,6 +1215,7 @@ impl Publisher {
         }
         self.connected = true;
         self.connected_once = true;
+        self.failover.connected(Instant::now().into_std());
         self.backoff.reset();
         self.stats.update(|s| {
             s.mqtt_connected = true;
@@ -1230,8 +1238,7 @@ impl Publisher {
         }
         info!(
             session,
-            host = %self.config.mqtt.host,
-            port = self.config.mqtt.port,
+            broker = %self.failover.current(),
             queued_blocks = self.outbox.queued(),
             "Connected to the MQTT broker and published the birth."
         );
@@ -1346,9 +1353,12 @@ impl Publisher {
         }
     }
 
-    /// Returns how long to wait before the next connect attempt.
-    fn on_connection_error(&mut self, e: &ConnectionError) -> Duration {
+    /// Points the client at the next broker of the failover list and returns how long to wait
+    /// before connecting to it: nothing while the round has brokers left, the backoff after a
+    /// round in which every one failed.
+    fn on_connection_error(&mut self, e: &ConnectionError, eventloop: &mut EventLoop) -> Duration {
         let was_connected = self.connected;
+        let failed = self.failover.current().clone();
         self.connected = false;
         if self.backlog.is_some() {
             // The spool has every one of them; the reconnect replays them.
@@ -1360,7 +1370,16 @@ impl Publisher {
             }
             self.account_drops(dropped, "queue_full");
         }
-        let delay = self.backoff.next_delay(&mut self.rng);
+        let delay = match self.failover.failed(Instant::now().into_std()) {
+            Retry::Now => Duration::ZERO,
+            Retry::AfterBackoff => self.backoff.next_delay(&mut self.rng),
+        };
+        let next = self.failover.current().clone();
+        if next != failed {
+            // Only the address changes: the pending queue, the state and the next session's
+            // last will stay in the event loop.
+            eventloop.mqtt_options = mqtt_options(&self.config, &next, self.session + 1);
+        }
         self.stats.update(|s| {
             s.mqtt_connected = false;
             s.drive_subscribed = false;
@@ -1369,6 +1388,8 @@ impl Publisher {
         if was_connected {
             warn!(
                 error = %e,
+                broker = %failed,
+                next_broker = %next,
                 session = self.session,
                 queued_blocks = self.outbox.queued(),
                 retry_in_ms = delay.as_millis() as u64,
@@ -1377,8 +1398,8 @@ impl Publisher {
         } else {
             warn!(
                 error = %e,
-                host = %self.config.mqtt.host,
-                port = self.config.mqtt.port,
+                broker = %failed,
+                next_broker = %next,
                 retry_in_ms = delay.as_millis() as u64,
                 "Could not connect to the MQTT broker."
             );

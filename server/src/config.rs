@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dtop_daemon::ConfigProblem;
+use dtop_daemon::{BrokerAddr, BrokerKeys, BrokerList, ConfigProblem};
 use dtop_engine::EngineConfig;
 use serde::{Deserialize, Serialize};
 
@@ -374,11 +374,17 @@ impl HttpConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    #[serde(default = "default_mqtt_port")]
-    pub port: u16,
+    /// Broker host (one broker). Either this or `brokers`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Broker port, with `host` only; 1883 when absent.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// A failover list instead of `host`/`port`: `["host:port", ...]`, tried in this order.
+    /// A lost or refused connection moves to the next; a round in which every one failed
+    /// ends in the reconnect backoff.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<BrokerAddr>,
     /// Client id.
     #[serde(default = "default_client_id")]
     pub client_id: String,
@@ -390,9 +396,22 @@ pub struct MqttConfig {
     pub password_file: Option<PathBuf>,
 }
 
-const fn default_mqtt_port() -> u16 {
-    1883
+impl MqttConfig {
+    fn broker_keys(&self) -> BrokerKeys<'_> {
+        BrokerKeys {
+            host: self.host.as_deref(),
+            port: self.port,
+            brokers: &self.brokers,
+            default_host: None,
+        }
+    }
+
+    /// The brokers to connect to, in order: `brokers`, or the one `host`/`port`.
+    pub fn broker_list(&self) -> BrokerList {
+        self.broker_keys().list()
+    }
 }
+
 fn default_client_id() -> String {
     "dtop-server".to_owned()
 }
@@ -509,9 +528,12 @@ impl ServerConfig {
                 .map(|p| ConfigProblem::new(p.field, p.message)),
         );
         if let Some(mqtt) = &self.mqtt {
-            if mqtt.host.is_empty() {
-                problems.push(ConfigProblem::new("mqtt.host", "must not be empty"));
-            }
+            problems.extend(
+                mqtt.broker_keys()
+                    .problems()
+                    .into_iter()
+                    .map(|p| ConfigProblem::new(p.field, p.problem)),
+            );
             if mqtt.client_id.is_empty() {
                 problems.push(ConfigProblem::new("mqtt.client_id", "must not be empty"));
             }

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use dtop_auth::Secret;
-use dtop_daemon::Backoff;
+use dtop_daemon::{Backoff, BrokerAddr, Failover, Retry};
 use std::collections::BTreeMap;
 
 use dtop_engine::{Engine, ModelVersion, StudyRecord};
@@ -108,16 +108,20 @@ pub async fn run_publisher(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
-    options.set_keep_alive(Duration::from_secs(30));
-    if let Some(user) = &config.username {
-        let pw = password
-            .as_ref()
-            .map(|p| p.expose().clone())
-            .unwrap_or_default();
-        options.set_credentials(user.clone(), pw);
-    }
-    let (client, mut eventloop) = AsyncClient::new(options, 256);
+    let mut failover = Failover::new(config.broker_list());
+    let options = move |broker: &BrokerAddr| {
+        let mut options = MqttOptions::new(&config.client_id, broker.host(), broker.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        if let Some(user) = &config.username {
+            let pw = password
+                .as_ref()
+                .map(|p| p.expose().clone())
+                .unwrap_or_default();
+            options.set_credentials(user.clone(), pw);
+        }
+        options
+    };
+    let (client, mut eventloop) = AsyncClient::new(options(failover.current()), 256);
     let mut rx = changes.subscribe();
     let connection = {
         let shutdown = shutdown.clone();
@@ -130,13 +134,22 @@ pub async fn run_publisher(
                 };
                 match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        info!("Connected to the MQTT broker.");
+                        info!(broker = %failover.current(), "Connected to the MQTT broker.");
+                        failover.connected(tokio::time::Instant::now().into_std());
                         backoff.reset();
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let delay = backoff.next_delay(&mut rand::rng());
-                        warn!(error = %e, delay_ms = delay.as_millis() as u64, "MQTT connection failed; reconnecting.");
+                        let failed = failover.current().clone();
+                        let delay = match failover.failed(tokio::time::Instant::now().into_std()) {
+                            Retry::Now => Duration::ZERO,
+                            Retry::AfterBackoff => backoff.next_delay(&mut rand::rng()),
+                        };
+                        if *failover.current() != failed {
+                            // Only the address changes; the event loop keeps its queue.
+                            eventloop.mqtt_options = options(failover.current());
+                        }
+                        warn!(error = %e, broker = %failed, next_broker = %failover.current(), delay_ms = delay.as_millis() as u64, "MQTT connection failed; reconnecting.");
                         tokio::select! {
                             () = shutdown.cancelled() => return,
                             () = tokio::time::sleep(delay) => {}

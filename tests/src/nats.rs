@@ -82,6 +82,10 @@ pub struct NodePorts {
 pub struct NatsCluster {
     ports: Vec<NodePorts>,
     procs: Vec<Proc>,
+    /// Restarts so far, to give each process of a node its own log.
+    restarts: usize,
+    /// The `nats-server` the nodes run, for restarts.
+    binary: PathBuf,
     /// Configs, JetStream stores and logs; removed after the nodes are gone (field order).
     dir: tempfile::TempDir,
 }
@@ -175,7 +179,13 @@ impl NatsCluster {
                 dir.path(),
             )?);
         }
-        let mut cluster = Self { ports, procs, dir };
+        let mut cluster = Self {
+            ports,
+            procs,
+            restarts: 0,
+            binary: binary.to_path_buf(),
+            dir,
+        };
         cluster.wait_formed()?;
         Ok(cluster)
     }
@@ -231,6 +241,40 @@ impl NatsCluster {
             )?;
         }
         Ok(())
+    }
+
+    /// SIGKILLs node `index` (0-based) by its PID: its clients' connections drop at once and
+    /// its JetStream replicas stop answering. [`NatsCluster::restart_node`] brings it back.
+    pub fn kill_node(&mut self, index: usize) -> Result<()> {
+        self.procs[index].kill()
+    }
+
+    /// Starts node `index` again with its configuration and JetStream store, and waits until
+    /// it reports healthy with its streams and consumers caught up (`/healthz` without
+    /// `js-enabled-only`), so the cluster can lose another node without losing a quorum.
+    pub fn restart_node(&mut self, index: usize) -> Result<()> {
+        self.restarts += 1;
+        let conf = self.dir.path().join(format!("n{}.conf", index + 1));
+        let conf = conf.to_string_lossy().into_owned();
+        let binary = self.binary.clone();
+        self.procs[index] = Proc::spawn(
+            &format!("nats-n{}-{}", index + 1, self.restarts),
+            &binary,
+            &["-c", &conf],
+            self.dir.path(),
+        )?;
+        let client = http::blocking_client()?;
+        let monitor = self.ports[index].monitor;
+        let proc = &mut self.procs[index];
+        wait_for("the restarted NATS node to catch up", FORM_WITHIN, || {
+            proc.ensure_running()?;
+            let health = client
+                .get(&format!("http://127.0.0.1:{monitor}/healthz"))
+                .send()?;
+            Ok(health.status().is_success().then_some(()))
+        })
+        .with_context(|| format!("node logs:\n{}", self.logs()))?;
+        wait_tcp(self.mqtt_addr(index), Duration::from_secs(10))
     }
 
     /// Every node's ports, node 1 first.

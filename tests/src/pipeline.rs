@@ -1,6 +1,7 @@
 //! Runs the real pipeline as processes — `dtop-rig-sim` → pty → `dtop-edge` → MQTT broker →
 //! `dtop-twin` → storage — and checks storage against the simulator's ground truth.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +20,9 @@ pub enum BrokerKind {
     Dtop,
     /// A real Mosquitto, proving edge and twin speak standard MQTT.
     Mosquitto,
+    /// Brokers the caller runs (a [`crate::nats::NatsCluster`]): the edge and the twin connect
+    /// to their failover lists, [`EdgeOptions::brokers`] and [`EdgeOptions::twin_brokers`].
+    External,
 }
 
 /// Where the twin stores.
@@ -65,6 +69,21 @@ pub struct EdgeOptions {
     pub mqtt_port: Option<u16>,
     /// The edge's `[actuator]` table instead of the default (20 N, 2000 N/s).
     pub actuator_toml: Option<String>,
+    /// With [`BrokerKind::External`]: the edge's `[mqtt] brokers`, tried in this order.
+    pub brokers: Vec<SocketAddr>,
+    /// With [`BrokerKind::External`]: the twin's `[mqtt] brokers`; the first one is also
+    /// where [`Pipeline::read_birth`] reads.
+    pub twin_brokers: Vec<SocketAddr>,
+}
+
+/// The `[mqtt]` keys that say where to connect: `brokers = [...]` for a list, else one
+/// `host`/`port`.
+fn broker_keys(brokers: &[SocketAddr], port: u16) -> String {
+    if brokers.is_empty() {
+        return format!("host = \"127.0.0.1\"\nport = {port}\n");
+    }
+    let list: Vec<String> = brokers.iter().map(|b| format!("\"{b}\"")).collect();
+    format!("brokers = [{}]\n", list.join(", "))
 }
 
 /// The edge's `[actuator]` table unless a test gives its own.
@@ -105,6 +124,14 @@ impl Pipeline {
         let started_ns = now_ns();
         let (mqtt_port, broker) = match spec.broker {
             BrokerKind::Mosquitto => (services.mosquitto_port()?, None),
+            BrokerKind::External => (
+                spec.edge
+                    .twin_brokers
+                    .first()
+                    .context("BrokerKind::External needs edge.twin_brokers")?
+                    .port(),
+                None,
+            ),
             BrokerKind::Dtop => {
                 let port = match spec.edge.broker_port {
                     Some(p) => p,
@@ -140,8 +167,10 @@ impl Pipeline {
         std::fs::write(
             &twin_conf,
             format!(
-                "[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nclient_id = \"dtop-twin-{}\"\n\n{storage}\n{}",
-                spec.rig, spec.twin_toml
+                "[mqtt]\n{}client_id = \"dtop-twin-{}\"\n\n{storage}\n{}",
+                broker_keys(&spec.edge.twin_brokers, mqtt_port),
+                spec.rig,
+                spec.twin_toml
             ),
         )?;
         let twin = spawn_twin(dir.path(), "twin")?;
@@ -185,13 +214,14 @@ impl Pipeline {
             &edge_conf,
             format!(
                 "rig_id = \"{rig}\"\nstate_dir = \"{state}\"\n\n[serial]\npath = \"{pty}\"\n\n\
-                 [acquisition]\nblock_samples = {block}\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {edge_port}\n\
+                 [acquisition]\nblock_samples = {block}\n\n[mqtt]\n{edge_broker}\
                  reconnect_backoff_max_ms = 1000\n\n{actuator}\n{extra}\n",
                 rig = spec.rig,
                 state = state.display(),
                 pty = pty.display(),
                 block = spec.block_samples,
-                edge_port = spec.edge.mqtt_port.unwrap_or(mqtt_port),
+                edge_broker =
+                    broker_keys(&spec.edge.brokers, spec.edge.mqtt_port.unwrap_or(mqtt_port)),
                 actuator = spec
                     .edge
                     .actuator_toml

@@ -6,6 +6,7 @@
 mod closed_loop;
 mod faults;
 mod live_cbc;
+mod nats_failover;
 mod pipeline;
 mod replay;
 mod systemd_units;

@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dtop_daemon::{BrokerAddr, BrokerKeys, BrokerList};
 use dtop_dynamics::ShearBuildingConfig;
 use dtop_dynamics::kalman::structural;
 use dtop_proto::RigId;
@@ -230,12 +231,18 @@ impl Default for ControlConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// Broker host name or IP address.
-    #[serde(default = "default_mqtt_host")]
-    pub host: String,
-    /// Broker TCP port.
-    #[serde(default = "default_mqtt_port")]
-    pub port: u16,
+    /// Broker host name or IP address (one broker); 127.0.0.1 when neither this nor
+    /// `brokers` is given.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Broker TCP port, with `host` only; 1883 when absent.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// A failover list instead of `host`/`port`: `["host:port", ...]`, tried in this order.
+    /// A lost or refused connection moves to the next; a round in which every one failed
+    /// ends in the reconnect backoff.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brokers: Vec<BrokerAddr>,
     /// MQTT client id; must be unique on the broker, or the broker disconnects the older client.
     #[serde(default = "default_client_id")]
     pub client_id: String,
@@ -645,8 +652,9 @@ impl Default for NoiseConfig {
 impl Default for MqttConfig {
     fn default() -> Self {
         Self {
-            host: default_mqtt_host(),
-            port: default_mqtt_port(),
+            host: None,
+            port: None,
+            brokers: Vec::new(),
             client_id: default_client_id(),
             username: None,
             password_file: None,
@@ -657,12 +665,25 @@ impl Default for MqttConfig {
     }
 }
 
-fn default_mqtt_host() -> String {
-    "127.0.0.1".to_owned()
+/// The broker when a config names none.
+pub const DEFAULT_MQTT_HOST: &str = "127.0.0.1";
+
+impl MqttConfig {
+    fn broker_keys(&self) -> BrokerKeys<'_> {
+        BrokerKeys {
+            host: self.host.as_deref(),
+            port: self.port,
+            brokers: &self.brokers,
+            default_host: Some(DEFAULT_MQTT_HOST),
+        }
+    }
+
+    /// The brokers to connect to, in order: `brokers`, or the one `host`/`port`.
+    pub fn broker_list(&self) -> BrokerList {
+        self.broker_keys().list()
+    }
 }
-const fn default_mqtt_port() -> u16 {
-    1883
-}
+
 fn default_client_id() -> String {
     "dtop-twin".to_owned()
 }
@@ -872,11 +893,8 @@ impl TwinConfig {
     pub fn validate(&self) -> Result<(), ConfigProblems> {
         let mut p = ConfigProblems::default();
         let m = &self.mqtt;
-        if m.host.trim().is_empty() {
-            p.push("mqtt.host", "is empty");
-        }
-        if m.port == 0 {
-            p.push("mqtt.port", "must not be 0");
+        for problem in m.broker_keys().problems() {
+            p.push(problem.field, problem.problem);
         }
         if m.client_id.is_empty() {
             p.push("mqtt.client_id", "is empty");
@@ -1230,7 +1248,7 @@ mod tests {
                 precision: Precision::Us
             })
         );
-        assert_eq!(config.mqtt.port, 1883);
+        assert_eq!(config.mqtt.broker_list().to_string(), "127.0.0.1:1883");
         let described = config.storage.describe();
         assert!(
             described.starts_with("line-protocol files in ./dtop-data/lines (no InfluxDB"),

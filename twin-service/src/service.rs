@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dtop_daemon::{BrokerAddr, Failover, Retry};
 use dtop_proto::Message;
 use dtop_proto::RigId;
 use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
@@ -165,8 +166,11 @@ pub async fn run(
             .run(),
     );
 
-    let (client, eventloop) =
-        AsyncClient::new(mqtt_options(&config, password), MQTT_REQUEST_CAPACITY);
+    let failover = Failover::new(config.mqtt.broker_list());
+    let (client, eventloop) = AsyncClient::new(
+        mqtt_options(&config.mqtt, failover.current(), password.as_ref()),
+        MQTT_REQUEST_CAPACITY,
+    );
     let (mqtt_tx, mqtt_rx) = mpsc::channel(MQTT_QUEUE_EVENTS);
     let mqtt_stop = CancellationToken::new();
     // If this future is dropped instead of finishing, the connection task still ends.
@@ -195,7 +199,11 @@ pub async fn run(
     let mqtt = tokio::spawn(run_mqtt(
         client,
         eventloop,
-        config.mqtt.clone(),
+        Connection {
+            config: config.mqtt.clone(),
+            password,
+            failover,
+        },
         Optional {
             commands: config.control.enabled,
             models: config.model.follows_any(),
@@ -275,18 +283,14 @@ pub async fn run(
     Ok(())
 }
 
-fn mqtt_options(config: &TwinConfig, password: Option<Secret>) -> MqttOptions {
-    let m = &config.mqtt;
-    let mut options = MqttOptions::new(m.client_id.clone(), m.host.clone(), m.port);
+fn mqtt_options(m: &MqttConfig, broker: &BrokerAddr, password: Option<&Secret>) -> MqttOptions {
+    let mut options = MqttOptions::new(m.client_id.clone(), broker.host(), broker.port());
     options
         .set_keep_alive(Duration::from_secs(m.keepalive_s))
         .set_clean_session(true)
         .set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
     if let Some(username) = &m.username {
-        options.set_credentials(
-            username.clone(),
-            password.as_ref().map_or("", Secret::expose),
-        );
+        options.set_credentials(username.clone(), password.map_or("", Secret::expose));
     }
     options
 }
@@ -308,20 +312,35 @@ struct Optional {
     models: bool,
 }
 
-/// Owns the rumqttc event loop: polls it, subscribes on every CONNACK, backs off between
-/// reconnects (rumqttc itself retries immediately), and disconnects cleanly when stopped.
+/// What the connection task needs to (re)connect: the section, the password, and where in the
+/// failover list it is.
+struct Connection {
+    config: MqttConfig,
+    password: Option<Secret>,
+    failover: Failover,
+}
+
+/// Owns the rumqttc event loop: polls it, subscribes on every CONNACK, moves to the next
+/// broker of the failover list on a lost or refused connection, backs off after a round in
+/// which every broker failed (rumqttc itself retries immediately), and disconnects cleanly
+/// when stopped.
 ///
 /// `poll` is only ever cancelled by `stop`, never by a timer, because a cancelled connect
 /// attempt starts over from scratch.
 async fn run_mqtt(
     client: AsyncClient,
     mut eventloop: EventLoop,
-    config: MqttConfig,
+    connection: Connection,
     optional: Optional,
     mqtt_tx: mpsc::Sender<MqttEvent>,
     connected_tx: watch::Sender<bool>,
     stop: CancellationToken,
 ) {
+    let Connection {
+        config,
+        password,
+        mut failover,
+    } = connection;
     let mut network = eventloop.network_options();
     network.set_connection_timeout(config.connect_timeout_s);
     // Drives and acks are small packets in a control loop: no Nagle delay.
@@ -341,6 +360,7 @@ async fn run_mqtt(
         let event = match polled {
             Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
+                failover.connected(Instant::now().into_std());
                 let filters = [
                     RigTopic::Birth,
                     RigTopic::Samples,
@@ -372,7 +392,7 @@ async fn run_mqtt(
                 {
                     error!(error = %e, "Could not queue the MQTT catalogue model subscription.");
                 }
-                info!(host = %config.host, port = config.port, "Connected to the MQTT broker.");
+                info!(broker = %failover.current(), "Connected to the MQTT broker.");
                 connected_tx.send_replace(true);
                 Some(MqttEvent::Connected)
             }
@@ -395,11 +415,22 @@ async fn run_mqtt(
             Ok(_) => None,
             Err(e) => {
                 connected_tx.send_replace(false);
-                let delay = backoff.next_delay(&mut rng);
+                let failed = failover.current().clone();
+                let delay = match failover.failed(Instant::now().into_std()) {
+                    Retry::Now => Duration::ZERO,
+                    Retry::AfterBackoff => backoff.next_delay(&mut rng),
+                };
+                let next = failover.current();
+                if *next != failed {
+                    // Only the address changes; the event loop keeps its queue and state.
+                    eventloop.mqtt_options = mqtt_options(&config, next, password.as_ref());
+                }
                 warn!(
                     error = %e,
+                    broker = %failed,
+                    next_broker = %next,
                     retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                    "MQTT connection failed; reconnecting after a backoff."
+                    "MQTT connection failed; reconnecting."
                 );
                 if router_open && mqtt_tx.send(MqttEvent::Disconnected).await.is_err() {
                     router_open = false;

@@ -74,7 +74,7 @@ impl Drop for Edge {
 fn config(mqtt_port: u16, storage: StorageConfig) -> TwinConfig {
     TwinConfig {
         mqtt: MqttConfig {
-            port: mqtt_port,
+            port: Some(mqtt_port),
             client_id: "dtop-twin-test".into(),
             ..MqttConfig::default()
         },
@@ -357,7 +357,7 @@ async fn shuts_down_promptly_while_the_broker_is_unreachable() {
 async fn run_refuses_an_invalid_config_before_connecting() {
     let mut cfg = TwinConfig::default();
     cfg.batch.max_lines = 0;
-    cfg.mqtt.host = String::new();
+    cfg.mqtt.host = Some(String::new());
     let (stats_tx, _handle) = dtop_twin::stats_channel();
     match dtop_twin::run(cfg, CancellationToken::new(), stats_tx).await {
         Err(dtop_twin::TwinError::InvalidConfig(problems)) => {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dtop_auth::Secret;
-use dtop_daemon::Backoff;
+use dtop_daemon::{Backoff, BrokerAddr, Failover, Retry};
 use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
 use dtop_proto::topic::{self, RigTopic, Topic, TwinTopic};
 use dtop_proto::v1::{Command, CommandAck, RigBirth, RigDeath, SampleBlock, TwinState};
@@ -105,15 +105,22 @@ impl LiveHub {
         tracker: &tokio_util::task::TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let mut options =
-            MqttOptions::new(format!("{}-live", mqtt.client_id), &mqtt.host, mqtt.port);
-        options.set_keep_alive(Duration::from_secs(10));
-        options.set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
-        if let Some(user) = &mqtt.username {
+        let client_id = format!("{}-live", mqtt.client_id);
+        let login = mqtt.username.clone().map(|user| {
             let pw = password.map(|p| p.expose().clone()).unwrap_or_default();
-            options.set_credentials(user.clone(), pw);
-        }
-        let (client, eventloop) = AsyncClient::new(options, 256);
+            (user, pw)
+        });
+        let options = move |broker: &BrokerAddr| {
+            let mut options = MqttOptions::new(&client_id, broker.host(), broker.port());
+            options.set_keep_alive(Duration::from_secs(10));
+            options.set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
+            if let Some((user, pw)) = &login {
+                options.set_credentials(user.clone(), pw.clone());
+            }
+            options
+        };
+        let failover = Failover::new(mqtt.broker_list());
+        let (client, eventloop) = AsyncClient::new(options(failover.current()), 256);
         let (tx, rx) = mpsc::channel(64);
         let (connected_tx, connected) = watch::channel(false);
         let (overview_tx, _) = broadcast::channel(64);
@@ -124,7 +131,12 @@ impl LiveHub {
             queue_frames: config.queue_frames,
             overview_tx,
         };
-        tracker.spawn(task.run(client.clone(), eventloop, rx, connected_tx, shutdown));
+        let connection = Connection {
+            eventloop,
+            failover,
+            options: Box::new(options),
+        };
+        tracker.spawn(task.run(client.clone(), connection, rx, connected_tx, shutdown));
         Self {
             tx,
             client,
@@ -178,6 +190,14 @@ impl LiveHub {
             )
             .map_err(|e| PublishError::Queue(e.to_string()))
     }
+}
+
+/// The hub's MQTT connection: the event loop, where in the failover list it is, and how to
+/// point it at another broker.
+struct Connection {
+    eventloop: rumqttc::EventLoop,
+    failover: Failover,
+    options: Box<dyn Fn(&BrokerAddr) -> MqttOptions + Send>,
 }
 
 struct Entry {
@@ -338,11 +358,16 @@ impl Task {
     async fn run(
         mut self,
         client: AsyncClient,
-        mut eventloop: rumqttc::EventLoop,
+        connection: Connection,
         mut rx: mpsc::Receiver<Request>,
         connected_tx: watch::Sender<bool>,
         shutdown: CancellationToken,
     ) {
+        let Connection {
+            mut eventloop,
+            mut failover,
+            options,
+        } = connection;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let mut retry_at: Option<Instant> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -361,7 +386,8 @@ impl Task {
                 }, if retry.is_some() => retry_at = None,
                 event = eventloop.poll(), if retry.is_none() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        info!("Live hub connected to the MQTT broker.");
+                        info!(broker = %failover.current(), "Live hub connected to the MQTT broker.");
+                        failover.connected(Instant::now().into_std());
                         backoff.reset();
                         let _ = connected_tx.send(true);
                         for (filter, qos) in subscriptions() {
@@ -379,8 +405,16 @@ impl Task {
                     Ok(_) => {}
                     Err(e) => {
                         let _ = connected_tx.send(false);
-                        let delay = backoff.next_delay(&mut rand::rng());
-                        warn!(error = %e, delay_ms = delay.as_millis() as u64, "Live hub lost the MQTT broker; reconnecting.");
+                        let failed = failover.current().clone();
+                        let delay = match failover.failed(Instant::now().into_std()) {
+                            Retry::Now => Duration::ZERO,
+                            Retry::AfterBackoff => backoff.next_delay(&mut rand::rng()),
+                        };
+                        if *failover.current() != failed {
+                            // Only the address changes; the event loop keeps its queue.
+                            eventloop.mqtt_options = options(failover.current());
+                        }
+                        warn!(error = %e, broker = %failed, next_broker = %failover.current(), delay_ms = delay.as_millis() as u64, "Live hub lost the MQTT broker; reconnecting.");
                         retry_at = Some(Instant::now() + delay);
                     }
                 },

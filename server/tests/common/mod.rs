@@ -190,8 +190,9 @@ impl Server {
                 let pw_file = dir.path().join("mqtt-password");
                 std::fs::write(&pw_file, format!("{}\n", password("api"))).unwrap();
                 MqttConfig {
-                    host: addr.ip().to_string(),
-                    port: addr.port(),
+                    host: Some(addr.ip().to_string()),
+                    port: Some(addr.port()),
+                    brokers: Vec::new(),
                     client_id: format!("dtop-server-test-{}", addr.port()),
                     username: Some("api".to_owned()),
                     password_file: Some(pw_file),

@@ -528,7 +528,7 @@ pub fn influx_twin_config(
     use dtop_twin::lineproto::Precision;
     TwinConfig {
         mqtt: MqttConfig {
-            port: mqtt_port,
+            port: Some(mqtt_port),
             client_id: client_id.into(),
             ..MqttConfig::default()
         },
