@@ -312,6 +312,24 @@ pub fn succeeded(ack: &CommandAck) -> bool {
     command::ack_succeeded(ack)
 }
 
+/// The connection `args` describe, as client `{prefix}-{pid}`, logged in when they name a user
+/// and a password file (its first line).
+fn mqtt_options(args: &CmdArgs, prefix: &str) -> anyhow::Result<MqttOptions> {
+    let mut options = MqttOptions::new(
+        format!("{prefix}-{}", std::process::id()),
+        args.host.as_str(),
+        args.port,
+    );
+    options.set_keep_alive(Duration::from_secs(5));
+    if let (Some(user), Some(path)) = (&args.username, &args.password_file) {
+        let password =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let password = password.lines().next().unwrap_or("").to_owned();
+        options.set_credentials(user.clone(), password);
+    }
+    Ok(options)
+}
+
 /// Publishes `command` and returns the acknowledgements: the first answer to its id, and for
 /// an edge-hosted control law that was applied, the edge's `controller/{version}` answer too.
 ///
@@ -323,18 +341,7 @@ pub async fn send(
     timeout: Duration,
 ) -> anyhow::Result<Vec<CommandAck>> {
     let rig = RigId::new(args.rig.as_str())?;
-    let mut options = MqttOptions::new(
-        format!("dtop-cli-{}", std::process::id()),
-        args.host.as_str(),
-        args.port,
-    );
-    options.set_keep_alive(Duration::from_secs(5));
-    if let (Some(user), Some(path)) = (&args.username, &args.password_file) {
-        let password =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let password = password.lines().next().unwrap_or("").to_owned();
-        options.set_credentials(user.clone(), password);
-    }
+    let options = mqtt_options(args, "dtop-cli")?;
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     eventloop.network_options.set_tcp_nodelay(true);
     // The twin's answer, then the edge's to the params it pushed.
@@ -414,18 +421,7 @@ pub async fn wait_cbc(
     timeout: Duration,
 ) -> anyhow::Result<serde_json::Value> {
     let rig = RigId::new(args.rig.as_str())?;
-    let mut options = MqttOptions::new(
-        format!("dtop-cli-cbc-{}", std::process::id()),
-        args.host.as_str(),
-        args.port,
-    );
-    options.set_keep_alive(Duration::from_secs(5));
-    if let (Some(user), Some(path)) = (&args.username, &args.password_file) {
-        let password =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let password = password.lines().next().unwrap_or("").to_owned();
-        options.set_credentials(user.clone(), password);
-    }
+    let options = mqtt_options(args, "dtop-cli-cbc")?;
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     let status_topic = topic::twin_cbc(&rig);
     let work = async {

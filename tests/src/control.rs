@@ -13,6 +13,12 @@ use dtop_proto::v1::set_control::{Law, Placement};
 use dtop_proto::v1::{Command, CommandAck, SetControl};
 use dtop_proto::{Message, RigId};
 
+/// Waits until `rig`'s twin estimates its state (it refuses control, and live CBC, before):
+/// sends a law that changes nothing, `SetControl` off, until the twin applies it.
+pub fn wait_until_estimating(port: u16, rig: &str, within: Duration) -> Result<()> {
+    set_control(port, rig, Law::Off, 0.0, Placement::Twin, within).map(|_| ())
+}
+
 /// Sends `SetControl { law, gain, placement }` to `rig` until the twin applies it (it refuses
 /// while its estimator is not yet running), then, for an edge-hosted law, waits for the edge's
 /// acknowledgement. Returns the acks seen, twin's first.

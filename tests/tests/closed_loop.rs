@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use dtop_e2e::Services;
-use dtop_e2e::control::{read_latency_log, set_control, summarize};
+use dtop_e2e::control::{read_latency_log, summarize, wait_until_estimating};
 use dtop_e2e::pipeline::{BrokerKind, Pipeline, PipelineSpec, StoreKind};
-use dtop_proto::v1::set_control::{Law, Placement};
 
 /// Samples the simulator streams: enough for the twin to start estimating, the command and a
 /// few seconds of closed loop, at real time.
@@ -63,15 +62,8 @@ fn edge_hosted_dvf_runs_on_every_sample_after_the_edge_acknowledges_it() -> Resu
     let mut pipeline = Pipeline::start(spec, &mut services)?;
     // The twin refuses control until its estimator runs; wait for that through the library
     // helper with a law that changes nothing, then command the real one with the CLI.
-    set_control(
-        pipeline.mqtt_port,
-        rig,
-        Law::Off,
-        0.0,
-        Placement::Twin,
-        Duration::from_secs(30),
-    )
-    .with_context(|| pipeline.logs())?;
+    wait_until_estimating(pipeline.mqtt_port, rig, Duration::from_secs(30))
+        .with_context(|| pipeline.logs())?;
     let acks = dtop_cmd(
         pipeline.mqtt_port,
         rig,

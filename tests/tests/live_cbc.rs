@@ -9,11 +9,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use dtop_e2e::control::set_control;
+use dtop_e2e::control::wait_until_estimating;
 use dtop_e2e::pipeline::{BrokerKind, EdgeOptions, Pipeline, PipelineSpec, StoreKind};
 use dtop_e2e::{Services, wait_for};
 use dtop_nonlinear::{NonlinearChain, forcing_for_amplitude};
-use dtop_proto::v1::set_control::{Law, Placement};
 use dtop_rig_sim::SimConfig;
 use dtop_rig_sim::rig::Rig;
 
@@ -78,15 +77,8 @@ fn live_cbc_through_broker_edge_and_twin_traces_the_simulated_rig_within_2_perce
     };
     let mut pipeline = Pipeline::start(spec, &mut services)?;
     // The twin refuses a run until its estimator runs; a law that changes nothing waits for it.
-    set_control(
-        pipeline.mqtt_port,
-        rig,
-        Law::Off,
-        0.0,
-        Placement::Twin,
-        Duration::from_secs(30),
-    )
-    .with_context(|| pipeline.logs())?;
+    wait_until_estimating(pipeline.mqtt_port, rig, Duration::from_secs(30))
+        .with_context(|| pipeline.logs())?;
 
     let started = std::time::Instant::now();
     let out = std::process::Command::new(dtop_e2e::bin("dtop")?)

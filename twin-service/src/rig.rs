@@ -2814,6 +2814,22 @@ mod tests {
         .encode_to_vec()
     }
 
+    /// Session `session`'s birth of the Southampton rig with a 20 N actuator on floor 1 (a
+    /// shaker there, beside the force gauge).
+    fn shaker_birth(session: u64) -> Event {
+        let Event::Birth(bytes) = southampton_birth_with_actuator(3, true, 1) else {
+            unreachable!()
+        };
+        let mut birth = RigBirth::decode(bytes).unwrap();
+        birth.session = session;
+        birth.actuator = Some(ActuatorLimits {
+            floor: 1,
+            max_force_n: 20.0,
+            ..Default::default()
+        });
+        Event::Birth(birth.encode_to_vec().into())
+    }
+
     /// A controlled rig whose birth declares a 20 N actuator on floor 1 (a shaker there).
     fn shaker_rig() -> RigState {
         let (events, _) = simulate(2);
@@ -2821,16 +2837,7 @@ mod tests {
             enabled: true,
             ..ControlConfig::default()
         });
-        let Event::Birth(bytes) = southampton_birth_with_actuator(3, true, 1) else {
-            unreachable!()
-        };
-        let mut birth = RigBirth::decode(bytes).unwrap();
-        birth.actuator = Some(ActuatorLimits {
-            floor: 1,
-            max_force_n: 20.0,
-            ..Default::default()
-        });
-        s.handle(&Event::Birth(birth.encode_to_vec().into()), Instant::now());
+        s.handle(&shaker_birth(1), Instant::now());
         for e in &events {
             s.handle(e, Instant::now());
         }
@@ -2846,7 +2853,7 @@ mod tests {
                 Outbound::Cbc { json, .. } => Some(json),
                 _ => None,
             })
-            .last()
+            .next_back()
             .expect("a live CBC status");
         serde_json::from_slice(&json).unwrap()
     }
@@ -2964,17 +2971,7 @@ mod tests {
 
         s.on_command(&run_cbc("b", false, 2e-4), NOW_NS);
         assert_eq!(only_ack(&mut s).status(), Status::Applied);
-        let Event::Birth(bytes) = southampton_birth_with_actuator(3, true, 1) else {
-            unreachable!()
-        };
-        let mut birth = RigBirth::decode(bytes).unwrap();
-        birth.session = 2;
-        birth.actuator = Some(ActuatorLimits {
-            floor: 1,
-            max_force_n: 20.0,
-            ..Default::default()
-        });
-        s.handle(&Event::Birth(birth.encode_to_vec().into()), Instant::now());
+        s.handle(&shaker_birth(2), Instant::now());
         let status = cbc_status(&mut s);
         assert!(
             status["reason"].as_str().unwrap().contains("born again"),

@@ -132,13 +132,13 @@ impl WorkerConfig {
                 "must be a number of seconds, at least 0",
             ));
         }
-        if let Some(m) = &self.metrics {
-            if m.listen.parse::<SocketAddr>().is_err() {
-                out.push(ConfigProblem::new(
-                    "metrics.listen",
-                    format!("{:?} is not an address like 127.0.0.1:9464", m.listen),
-                ));
-            }
+        if let Some(m) = &self.metrics
+            && m.listen.parse::<SocketAddr>().is_err()
+        {
+            out.push(ConfigProblem::new(
+                "metrics.listen",
+                format!("{:?} is not an address like 127.0.0.1:9464", m.listen),
+            ));
         }
         out
     }
