@@ -539,11 +539,8 @@ impl RigController {
         let mut drive = None;
         let mut params = None;
         let mut edge_note = String::new();
-        let outcome = if command.id.is_empty() {
-            Err((Status::Refused, "the command has no id".to_owned()))
-        } else {
-            self.judge(rig, command, set, now_unix_ns, position)
-        };
+        let outcome =
+            check_delivery(rig, command, now_unix_ns).and_then(|()| self.judge(set, position));
         let ack = match outcome {
             Ok((law, placement, design)) => {
                 let was_edge = self.placement == Placement::Edge && self.law != Law::Off;
@@ -604,31 +601,8 @@ impl RigController {
         })
     }
 
-    fn judge(
-        &self,
-        rig: &RigId,
-        command: &Command,
-        set: &SetControl,
-        now_unix_ns: u64,
-        position: LoopPosition,
-    ) -> Result<Judged, (Status, String)> {
+    fn judge(&self, set: &SetControl, position: LoopPosition) -> Result<Judged, (Status, String)> {
         let refuse = |why: String| Err((Status::Refused, why));
-        if command.target_rig != rig.as_str() {
-            return refuse(format!(
-                "target_rig {:?} does not match the topic's rig {:?}",
-                command.target_rig,
-                rig.as_str()
-            ));
-        }
-        if command.deadline_ns != 0 && now_unix_ns > command.deadline_ns {
-            return Err((
-                Status::Expired,
-                format!(
-                    "the deadline passed {} ms before the twin received the command",
-                    (now_unix_ns - command.deadline_ns) / 1_000_000
-                ),
-            ));
-        }
         let placement = match WirePlacement::try_from(set.placement) {
             Ok(WirePlacement::Twin) => Placement::Twin,
             Ok(WirePlacement::Edge) => Placement::Edge,
@@ -805,12 +779,47 @@ impl RigController {
     }
 }
 
-/// A refusal of command `id` on `rig`, for `why`.
-pub(crate) fn refusal(rig: &RigId, id: &str, why: String) -> CommandAck {
+/// What every command the twin answers must be, whatever its kind: one with an id, addressed
+/// to the topic's rig, received within its deadline (at wall time `now_unix_ns`).
+///
+/// # Errors
+/// The answer's status (`Refused`, or `Expired`) and why.
+pub(crate) fn check_delivery(
+    rig: &RigId,
+    command: &Command,
+    now_unix_ns: u64,
+) -> Result<(), (Status, String)> {
+    if command.id.is_empty() {
+        return Err((Status::Refused, "the command has no id".to_owned()));
+    }
+    if command.target_rig != rig.as_str() {
+        return Err((
+            Status::Refused,
+            format!(
+                "target_rig {:?} does not match the topic's rig {:?}",
+                command.target_rig,
+                rig.as_str()
+            ),
+        ));
+    }
+    if command.deadline_ns != 0 && now_unix_ns > command.deadline_ns {
+        return Err((
+            Status::Expired,
+            format!(
+                "the deadline passed {} ms before the twin received the command",
+                (now_unix_ns - command.deadline_ns) / 1_000_000
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The answer `status` (a failure) to command `id` on `rig`, for `why`.
+pub(crate) fn failed(rig: &RigId, id: &str, status: Status, why: String) -> CommandAck {
     CommandAck {
         command_id: id.to_owned(),
         rig_id: rig.as_str().to_owned(),
-        status: Status::Refused as i32,
+        status: status as i32,
         applied_at_sample_index: 0,
         reason: why,
     }
@@ -822,13 +831,12 @@ pub fn refusal_for_unknown_rig(rig: &RigId, command: &Command) -> Option<Command
     let Some(Kind::SetControl(_) | Kind::RunCbc(_)) = &command.kind else {
         return None;
     };
-    Some(CommandAck {
-        command_id: command.id.clone(),
-        rig_id: rig.as_str().to_owned(),
-        status: Status::Refused as i32,
-        applied_at_sample_index: 0,
-        reason: "the twin has not seen this rig's birth, so it cannot control it".into(),
-    })
+    Some(failed(
+        rig,
+        &command.id,
+        Status::Refused,
+        "the twin has not seen this rig's birth, so it cannot control it".into(),
+    ))
 }
 
 #[cfg(test)]

@@ -305,6 +305,10 @@ impl LiveRun {
         &self.origin
     }
 
+    pub fn config(&self) -> &LiveCbcConfig {
+        self.cbc.config()
+    }
+
     pub fn channels(&self) -> CbcChannels {
         self.channels
     }

@@ -35,7 +35,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::adopt::{self, Adoption, CatalogueModel, ControllerStopped, ModelRecord, RefusalReason};
 use crate::config::{ControlConfig, ModelConfig, TrackingConfig};
-use crate::control::{ActuatorPlant, Law, LoopPosition, RigController, refusal};
+use crate::control::{ActuatorPlant, Law, LoopPosition, RigController, check_delivery, failed};
 use crate::estimate::{ESTIMATED_STREAM, Estimate, EstimatorDesign, Fed, RigEstimator};
 use crate::ingest::{self, Frame, Manifest, RejectReason, Rejection};
 use crate::lineproto::{self, BlockHeader, EncodeError, Precision};
@@ -48,6 +48,7 @@ use crate::stats::{LiveWindow, RigStats};
 use crate::tracking::{
     Identification, ReferenceModes, RigTracking, TrackingJob, TrackingOutput, identify_window,
 };
+use dtop_nonlinear::LiveTarget;
 
 /// Manifests kept per rig, by session, so late backfill of recent sessions is scaled with the
 /// manifest it was recorded under.
@@ -522,9 +523,10 @@ impl RigState {
                         return;
                     }
                     let run = self.cbc.as_ref().map_or(0, |r| r.origin().run);
-                    let ack = refusal(
+                    let ack = failed(
                         &self.rig,
                         &command.id,
+                        AckStatus::Refused,
                         format!(
                             "a live CBC run (run {run}) is driving the actuator; stop it first \
                              (dtop cmd stop-cbc) or switch control off"
@@ -587,7 +589,9 @@ impl RigState {
             return;
         }
         let position = self.loop_position();
-        let outcome = if run.stop {
+        let outcome = if let Err(failure) = check_delivery(&self.rig, command, now_unix_ns) {
+            Err(failure)
+        } else if run.stop {
             match self.cbc.as_ref().filter(|r| r.is_running()) {
                 Some(r) => {
                     let id = r.origin().run;
@@ -602,6 +606,7 @@ impl RigState {
             }
         } else {
             self.start_cbc(command, run, now_unix_ns)
+                .map_err(|why| (AckStatus::Refused, why))
         };
         let ack = match outcome {
             Ok(reason) => CommandAck {
@@ -611,7 +616,7 @@ impl RigState {
                 applied_at_sample_index: position.next_sample_index,
                 reason,
             },
-            Err(why) => refusal(&self.rig, &command.id, why),
+            Err((status, why)) => failed(&self.rig, &command.id, status, why),
         };
         info!(
             rig = %self.rig,
@@ -625,7 +630,6 @@ impl RigState {
             self.controller.remember(ack.clone());
         }
         self.acks.push(ack);
-        self.offer_cbc();
     }
 
     /// Starts a run, or says why not (every problem of its configuration at once).
@@ -635,22 +639,6 @@ impl RigState {
         run: &RunCbc,
         now_unix_ns: u64,
     ) -> Result<String, String> {
-        if command.id.is_empty() {
-            return Err("the command has no id".into());
-        }
-        if command.target_rig != self.rig.as_str() {
-            return Err(format!(
-                "target_rig {:?} does not match the topic's rig {:?}",
-                command.target_rig,
-                self.rig.as_str()
-            ));
-        }
-        if command.deadline_ns != 0 && now_unix_ns > command.deadline_ns {
-            return Err(format!(
-                "the deadline passed {} ms before the twin received the command",
-                (now_unix_ns - command.deadline_ns) / 1_000_000
-            ));
-        }
         if let Some(r) = self.cbc.as_ref().filter(|r| r.is_running()) {
             return Err(format!(
                 "live CBC run {} (command {}) is running; stop it first",
@@ -721,29 +709,22 @@ impl RigState {
             command_id: command.id.clone(),
             issued_by: command.issued_by.clone(),
         };
-        let (mut live, first) =
-            LiveRun::start(self.rig.as_str(), origin, channels, &chain, config)?;
-        let params = self.controller.edge_cbc_params(
-            &self.rig,
-            now_unix_ns,
-            live.status().config,
-            &first,
-            channels.accel_channel_id,
-        );
-        live.sent(&first, params.version, next_sample);
+        let (live, first) = LiveRun::start(self.rig.as_str(), origin, channels, &chain, config)?;
+        let run_id = live.origin().run;
+        self.cbc = Some(live);
+        let version = self.send_cbc_target(&first, next_sample, now_unix_ns);
         let reason = format!(
             "run {}: {:.4} Hz first, on floor {} (accelerometer channel {}, force channel {}); \
              sent to the edge as controller/{}",
-            live.origin().run,
+            run_id,
             first.frequency_hz,
             channels.floor,
             channels.accel_channel_id,
             channels.force_channel_id,
-            params.version
+            version
         );
-        info!(rig = %self.rig, run = live.origin().run, controller_version = params.version, "Live CBC run started.");
-        self.params.push(params);
-        self.cbc = Some(live);
+        info!(rig = %self.rig, run = run_id, controller_version = version, "Live CBC run started.");
+        self.offer_cbc();
         Ok(reason)
     }
 
@@ -751,14 +732,50 @@ impl RigState {
     /// (a birth already did, and a `SetControl` off is about to).
     fn end_cbc(&mut self, why: String, now_unix_ns: u64, switch_off: bool) {
         let Some(run) = self.cbc.as_mut() else { return };
-        if run.abort(why.clone(), now_unix_ns, self.precision) == RunNext::Ended {
-            info!(rig = %self.rig, run = run.origin().run, reason = %why, "Live CBC run ended.");
-            if switch_off {
-                let off = self.controller.edge_off_params(&self.rig, now_unix_ns);
-                self.params.push(off);
+        let next = run.abort(why, now_unix_ns, self.precision);
+        self.follow_cbc(next, 0, now_unix_ns, switch_off);
+    }
+
+    /// Does what the run asks after being fed (`next_sample` is the rig's next stream-0
+    /// sample, `now_unix_ns` the wall clock): sends its next target, or logs its end and, if
+    /// `switch_off`, switches the edge's loop off. Then offers its lines and status.
+    fn follow_cbc(&mut self, next: RunNext, next_sample: u64, now_unix_ns: u64, switch_off: bool) {
+        match next {
+            RunNext::Continue => {}
+            RunNext::Send(target) => {
+                self.send_cbc_target(&target, next_sample, now_unix_ns);
+            }
+            RunNext::Ended => {
+                if let Some(run) = &self.cbc {
+                    let status = run.status();
+                    info!(rig = %self.rig, run = status.origin.run, state = ?status.state, reason = status.reason.unwrap_or(""), points = status.points.len(), "Live CBC run ended.");
+                }
+                if switch_off {
+                    let off = self.controller.edge_off_params(&self.rig, now_unix_ns);
+                    self.params.push(off);
+                }
             }
         }
         self.offer_cbc();
+    }
+
+    /// Sends the run's `target` to the edge as the next params version, from the rig's next
+    /// stream-0 sample `next_sample`; returns the version.
+    fn send_cbc_target(&mut self, target: &LiveTarget, next_sample: u64, now_unix_ns: u64) -> u64 {
+        let Some(run) = self.cbc.as_mut() else {
+            return 0;
+        };
+        let params = self.controller.edge_cbc_params(
+            &self.rig,
+            now_unix_ns,
+            run.config(),
+            target,
+            run.channels().accel_channel_id,
+        );
+        run.sent(target, params.version, next_sample);
+        let version = params.version;
+        self.params.push(params);
+        version
     }
 
     /// Moves the run's new lines to the next chunk and its changed status to the publisher.
@@ -785,12 +802,8 @@ impl RigState {
         let Ok(ack) = CommandAck::decode(payload) else {
             return;
         };
-        if run.on_ack(&ack, now_unix_ns, self.precision) == RunNext::Ended {
-            info!(rig = %self.rig, run = run.origin().run, reason = %ack.reason, "Live CBC run ended: the edge refused its params.");
-            let off = self.controller.edge_off_params(&self.rig, now_unix_ns);
-            self.params.push(off);
-        }
-        self.offer_cbc();
+        let next = run.on_ack(&ack, now_unix_ns, self.precision);
+        self.follow_cbc(next, 0, now_unix_ns, true);
     }
 
     /// The edge's status JSON, received at wall time `now_unix_ns`: a safety envelope that
@@ -847,29 +860,13 @@ impl RigState {
         let f: Vec<_> = (0..n).map(|k| force.value(k)).collect();
         let end_ns =
             block.first_timestamp_ns + block.sample_period_ns * (n.saturating_sub(1) as u64);
-        let now_ns = unix_now_ns();
-        match run.on_samples(block.first_sample_index, &a, &f, end_ns, self.precision) {
-            RunNext::Continue => {}
-            RunNext::Send(target) => {
-                let accel_id = channels.accel_channel_id;
-                let config = run.status().config.clone();
-                let params = self
-                    .controller
-                    .edge_cbc_params(&self.rig, now_ns, &config, &target, accel_id);
-                let next = block.first_sample_index + n as u64;
-                if let Some(run) = self.cbc.as_mut() {
-                    run.sent(&target, params.version, next);
-                }
-                self.params.push(params);
-            }
-            RunNext::Ended => {
-                let status = run.status();
-                info!(rig = %self.rig, run = status.origin.run, state = ?status.state, reason = status.reason.unwrap_or(""), points = status.points.len(), "Live CBC run ended.");
-                let off = self.controller.edge_off_params(&self.rig, now_ns);
-                self.params.push(off);
-            }
-        }
-        self.offer_cbc();
+        let next = run.on_samples(block.first_sample_index, &a, &f, end_ns, self.precision);
+        self.follow_cbc(
+            next,
+            block.first_sample_index + n as u64,
+            unix_now_ns(),
+            true,
+        );
     }
 
     /// Estimates each rig's state on `model` (from the next birth on).
