@@ -677,11 +677,18 @@ impl Publisher {
         }
         match backlog.check_stall(Instant::now()) {
             Ok(false) => {}
-            Ok(true) => info!(
-                persisted_seq = ?backlog.watermark(),
-                unacked_blocks = backlog.blocks(),
-                "The twin's watermark stalled below blocks sent a while ago; sending them again as backfill."
-            ),
+            Ok(true) => {
+                info!(
+                    persisted_seq = ?backlog.watermark(),
+                    unacked_blocks = backlog.blocks(),
+                    "The twin's watermark stalled below blocks sent a while ago; sending them again as backfill, after the birth."
+                );
+                // A twin holds a session's blocks until it sees the session's birth. A broker
+                // node that dies between taking the birth and storing it as retained (a NATS
+                // JetStream re-election) leaves the twin waiting for ever; the birth again
+                // is harmless to a twin that has it (same session, same manifest).
+                self.publish_birth();
+            }
             Err(gap) => {
                 match backlog.release_past_gap(Instant::now()) {
                     Ok(r) if r.blocks > 0 => {

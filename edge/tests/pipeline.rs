@@ -271,6 +271,18 @@ struct EdgeRun {
 }
 
 fn start_edge(socat: &Path, dir: &Path, rig: &str, tag: &str, mqtt_port: u16) -> EdgeRun {
+    start_edge_with(socat, dir, rig, tag, mqtt_port, |_| {})
+}
+
+/// [`start_edge`], with the test's changes to the config.
+fn start_edge_with(
+    socat: &Path,
+    dir: &Path,
+    rig: &str,
+    tag: &str,
+    mqtt_port: u16,
+    change: impl FnOnce(&mut EdgeConfig),
+) -> EdgeRun {
     let pty = PtyPair::new(socat, dir, tag);
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (samples_tx, samples_rx) = mpsc::unbounded_channel();
@@ -280,7 +292,9 @@ fn start_edge(socat: &Path, dir: &Path, rig: &str, tag: &str, mqtt_port: u16) ->
         samples_rx,
         commands_tx,
     ));
-    let config = edge_config(rig, dir, &pty.a, mqtt_port);
+    let mut config = edge_config(rig, dir, &pty.a, mqtt_port);
+    change(&mut config);
+    config.validate().unwrap_or_else(|e| panic!("{e}"));
     let (stats_tx, stats) = watch::channel(EdgeStats::default());
     let shutdown = CancellationToken::new();
     let edge = tokio::spawn(dtop_edge::run_with_stats(
@@ -527,6 +541,39 @@ async fn queues_blocks_through_a_network_outage_and_resends_them_as_backfill() {
     assert_eq!(stats.blocks_published_total, 7);
     assert_eq!(stats.samples_dropped_total, 0);
     assert_eq!(stats.blocks_replayed_total, 4);
+}
+
+/// A twin holds a session's blocks until it has the session's birth. A NATS node that died
+/// while storing the retained birth once left a twin holding them for ever (CI, session 12):
+/// a stalled watermark now sends the birth again ahead of the backfill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_watermark_sends_the_birth_again_ahead_of_the_backfill() {
+    let Some((socat, mosquitto)) = tools() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let broker = Broker::start(&mosquitto, dir.path());
+    let rig = rig_name("stall-birth");
+    let (_subscriber, mut seen) = subscribe(broker.port, &rig).await;
+
+    let run = start_edge_with(&socat, dir.path(), &rig, "stall-birth", broker.port, |c| {
+        c.spool.stall_s = 1.0;
+    });
+    run.send(frames(0, 200));
+    let birth = next_birth(&mut seen).await;
+    assert_eq!(birth.session, 1);
+    assert_eq!(next_block(&mut seen).await.seq, 0);
+    assert_eq!(next_block(&mut seen).await.seq, 1);
+    // No twin, so no watermark: after stall_s the same birth, then both blocks again.
+    let again = next_birth(&mut seen).await;
+    assert_eq!(again.session, 1);
+    assert_eq!(again.channels, birth.channels);
+    assert_eq!(again.oldest_unconfirmed_seq, Some(0));
+    for seq in [0, 1] {
+        let b = next_block(&mut seen).await;
+        assert_eq!((b.seq, b.session, b.backfill), (seq, 1, true));
+    }
+    run.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
