@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{in_tx, on_db, sqlx_error};
+use crate::slots::{CoreSlots, Slot};
 use crate::{ArrayRef, Engine, EngineError, StudyState, WorkerOptions};
 
 /// How often a running chunk looks at its study's state, so a cancel reaches it even where
@@ -82,6 +83,9 @@ pub struct WorkerStats {
     pub chunk_micros_total: AtomicU64,
     /// Reduce steps completed.
     pub reduces_total: AtomicU64,
+    /// Chunks and reduce steps that found no free core within `prefetch_wait_ms` and ran
+    /// beside the others.
+    pub jobs_beside_total: AtomicU64,
 }
 
 impl WorkerStats {
@@ -94,13 +98,15 @@ impl WorkerStats {
              # TYPE dtop_worker_chunks_cancelled_total counter\ndtop_worker_chunks_cancelled_total {}\n\
              # TYPE dtop_worker_chunks_duplicate_total counter\ndtop_worker_chunks_duplicate_total {}\n\
              # TYPE dtop_worker_chunk_seconds_total counter\ndtop_worker_chunk_seconds_total {}\n\
-             # TYPE dtop_worker_reduces_total counter\ndtop_worker_reduces_total {}\n",
+             # TYPE dtop_worker_reduces_total counter\ndtop_worker_reduces_total {}\n\
+             # TYPE dtop_worker_jobs_beside_total counter\ndtop_worker_jobs_beside_total {}\n",
             g(&self.chunks_run_total),
             g(&self.chunks_failed_total),
             g(&self.chunks_cancelled_total),
             g(&self.chunks_duplicate_total),
             g(&self.chunk_micros_total) as f64 / 1e6,
             g(&self.reduces_total),
+            g(&self.jobs_beside_total),
         )
     }
 }
@@ -305,7 +311,11 @@ impl Engine {
         &self,
         ctx: WorkContext,
         job: Job<ChunkJob>,
+        slots: &CoreSlots,
     ) -> Result<WorkOutcome, BoxError> {
+        // River's job timeout runs from the claim, which a claimed-ahead chunk makes earlier
+        // than its computation by up to `prefetch_wait_ms`.
+        let claimed = Instant::now();
         let study = job.args.study.clone();
         let index = job.args.index;
         let Some(study_row) = self.job_study(&study).await? else {
@@ -325,9 +335,10 @@ impl Engine {
             cancelled.clone(),
             done.clone(),
         );
+        let tables = self.load_inputs(&study, &study_row.input_refs).await?;
+        let slot = self.take_slot(slots).await;
         let started = Instant::now();
         let flag = cancelled.clone();
-        let tables = self.load_inputs(&study, &study_row.input_refs).await?;
         let engine = self.clone();
         let computed = tokio::task::spawn_blocking(move || {
             let ctx = ChunkCtx::new(&flag).with_solvers(&engine.inner.solvers);
@@ -342,6 +353,7 @@ impl Engine {
             )
         })
         .await;
+        drop(slot);
         done.cancel();
         let stats = &self.inner.stats;
         let ending = match computed {
@@ -359,7 +371,7 @@ impl Engine {
                         self.study_state(&study).await,
                         Ok(Some(s)) if !s.is_final()
                     );
-                    if still_wanted && started.elapsed() + TIMEOUT_SLACK >= self.rescue_after() {
+                    if still_wanted && claimed.elapsed() + TIMEOUT_SLACK >= self.rescue_after() {
                         // River's job timeout (= rescue_after_s): a failed attempt, retried
                         // until max_attempts, then the study fails with this reason.
                         Ending::Retry(format!(
@@ -387,6 +399,18 @@ impl Engine {
             ending,
         )
         .await
+    }
+
+    /// A core for a job's computation (see [`CoreSlots`]), counting the ones that ran beside.
+    async fn take_slot(&self, slots: &CoreSlots) -> Slot {
+        let slot = slots.take().await;
+        if matches!(slot, Slot::Beside) {
+            self.inner
+                .stats
+                .jobs_beside_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        slot
     }
 
     /// Tells River how a failed attempt ended, failing the study when it will not be retried.
@@ -589,6 +613,7 @@ impl Engine {
         &self,
         ctx: WorkContext,
         job: Job<ReduceJob>,
+        slots: &CoreSlots,
     ) -> Result<WorkOutcome, BoxError> {
         let study = job.args.study.clone();
         let Some(study_row) = self.job_study(&study).await? else {
@@ -619,6 +644,7 @@ impl Engine {
             submitted_by,
             ..
         } = study_row;
+        let slot = self.take_slot(slots).await;
         let reduced = tokio::task::spawn_blocking(move || {
             let out = dtop_studies::reduce(kind, &model, &params, seed, &chunks, &tables)?;
             let refs = out
@@ -634,6 +660,7 @@ impl Engine {
             Ok::<_, StudyError>((out.summary, refs, proposed))
         })
         .await;
+        drop(slot);
         let (summary, refs, proposed) = match reduced {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
@@ -752,19 +779,23 @@ impl Engine {
                 "must be at least 1",
             )]));
         }
+        let fetch = self.inner.config.fetch;
+        // River claims up to `concurrency + prefetch` jobs; `slots` lets `concurrency` of them
+        // compute at once.
+        let slots = CoreSlots::new(options.concurrency, fetch.prefetch_wait());
         let mut workers = Workers::new();
-        let e = self.clone();
+        let (e, s) = (self.clone(), slots.clone());
         workers
             .add_fn(move |ctx: WorkContext, job: Job<ChunkJob>| {
-                let e = e.clone();
-                async move { snooze_if_unavailable(e.work_chunk(ctx, job).await) }
+                let (e, s) = (e.clone(), s.clone());
+                async move { snooze_if_unavailable(e.work_chunk(ctx, job, &s).await) }
             })
             .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let e = self.clone();
+        let (e, s) = (self.clone(), slots);
         workers
             .add_fn(move |ctx: WorkContext, job: Job<ReduceJob>| {
-                let e = e.clone();
-                async move { snooze_if_unavailable(e.work_reduce(ctx, job).await) }
+                let (e, s) = (e.clone(), s.clone());
+                async move { snooze_if_unavailable(e.work_reduce(ctx, job, &s).await) }
             })
             .map_err(|e| EngineError::Internal(e.to_string()))?;
         let rescue_after = self.rescue_after();
@@ -778,7 +809,6 @@ impl Engine {
             .with_scheduler_interval(chores)
             .with_elect_interval(chores.max(Duration::from_secs(1)));
         let client_id = river_client_id(&options.name);
-        let fetch = self.inner.config.fetch;
         let client = on_db!(&self.inner.db, pool => {
             riverqueue::Client::builder(pool.clone())
                 .id(client_id.clone())
@@ -788,7 +818,7 @@ impl Engine {
                 .fetch_cooldown(fetch.cooldown())
                 .queue(
                     "default",
-                    QueueConfig::new(options.concurrency as usize)
+                    QueueConfig::new((options.concurrency + fetch.prefetch) as usize)
                         .with_fetch_poll_interval(fetch.poll_interval()),
                 )
                 // River's rescuer skips running jobs without a timeout (they "may run
@@ -815,7 +845,7 @@ impl Engine {
                 }
             }
         };
-        tracing::info!(worker = %options.name, river_client = %client_id, concurrency = options.concurrency, rescue_after_s = rescue_after.as_secs_f64(), fetch_cooldown_ms = fetch.cooldown_ms, "Worker running.");
+        tracing::info!(worker = %options.name, river_client = %client_id, concurrency = options.concurrency, prefetch = fetch.prefetch, rescue_after_s = rescue_after.as_secs_f64(), fetch_cooldown_ms = fetch.cooldown_ms, "Worker running.");
         tokio::select! {
             () = shutdown.cancelled() => {}
             res = run.wait() => {

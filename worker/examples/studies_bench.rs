@@ -12,7 +12,9 @@
 //! ```
 //!
 //! Every command takes `--cooldown-ms C` (River's fetch cooldown for the engine and its workers;
-//! default the engine's, `dtop_engine::default_fetch_cooldown_ms`; River's own is 100).
+//! default the engine's, `dtop_engine::default_fetch_cooldown_ms`; River's own is 100) and
+//! `--prefetch P` (chunks a worker claims ahead, `[engine.fetch] prefetch`; default the
+//! engine's, 0 turns it off).
 //! `study` prints each chunk's start and end, per worker, from River's job table.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -48,6 +50,7 @@ struct Args {
     workers: u32,
     slots: usize,
     cooldown_ms: u64,
+    prefetch: u32,
     samples_per_chunk: Option<u64>,
     frequencies_per_bounds_chunk: Option<u64>,
 }
@@ -68,6 +71,7 @@ fn parse_args() -> Result<Args> {
         workers: 1,
         slots: 8,
         cooldown_ms: dtop_engine::default_fetch_cooldown_ms(),
+        prefetch: dtop_engine::default_fetch_prefetch(),
         samples_per_chunk: None,
         frequencies_per_bounds_chunk: None,
     };
@@ -84,6 +88,7 @@ fn parse_args() -> Result<Args> {
             "--workers" => a.workers = value()?.parse()?,
             "--slots" => a.slots = value()?.parse()?,
             "--cooldown-ms" => a.cooldown_ms = value()?.parse()?,
+            "--prefetch" => a.prefetch = value()?.parse()?,
             "--samples-per-chunk" => a.samples_per_chunk = Some(value()?.parse()?),
             "--frequencies-per-bounds-chunk" => {
                 a.frequencies_per_bounds_chunk = Some(value()?.parse()?)
@@ -119,6 +124,8 @@ fn engine_config(database_url: String, dir: &Path, rescue_after_s: f64, a: &Args
     let fetch = dtop_engine::FetchConfig {
         cooldown_ms: a.cooldown_ms,
         poll_interval_ms: dtop_engine::default_fetch_poll_interval_ms().max(a.cooldown_ms),
+        prefetch: a.prefetch,
+        ..Default::default()
     };
     EngineConfig {
         database_url,
@@ -199,7 +206,7 @@ impl WorkerProcess {
             &path,
             format!(
                 "[engine]\ndatabase_url = {:?}\nresult_dir = {:?}\nchunks_in_flight_per_study = {}\n\
-                 rescue_after_s = {}\n\n[engine.fetch]\ncooldown_ms = {}\npoll_interval_ms = {}\n\n\
+                 rescue_after_s = {}\n\n[engine.fetch]\ncooldown_ms = {}\npoll_interval_ms = {}\nprefetch = {}\n\n\
                  [worker]\nname = {name:?}\nconcurrency = 1\ngrace_s = 5.0\n",
                 config.database_url,
                 config.result_dir.display().to_string(),
@@ -207,6 +214,7 @@ impl WorkerProcess {
                 config.rescue_after_s,
                 config.fetch.cooldown_ms,
                 config.fetch.poll_interval_ms,
+                config.fetch.prefetch,
             ),
         )?;
         let child = Command::new(worker_binary()?)
@@ -692,8 +700,8 @@ async fn study(a: &Args) -> Result<()> {
     }
     let s = engine.study(&r.id).await?;
     println!(
-        "kind={} workers={} chunks={} cooldown_ms={} submit_to_succeeded_s={t:.3}",
-        a.kind, a.workers, s.chunks_total, a.cooldown_ms
+        "kind={} workers={} chunks={} cooldown_ms={} prefetch={} submit_to_succeeded_s={t:.3}",
+        a.kind, a.workers, s.chunks_total, a.cooldown_ms, a.prefetch
     );
     timeline(&pool, &r.id).await?;
     for mut p in procs {
