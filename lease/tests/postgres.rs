@@ -582,9 +582,10 @@ async fn an_unreachable_database_makes_the_holder_give_up_before_the_lease_lapse
         rec.apply(event);
     }
     let gave_up = cut_at.elapsed();
-    // No later than TTL − margin after the last renewal, which was before the cut.
+    // No later than TTL − margin after the last renewal, which was before the cut; the timer may
+    // fire late on a loaded machine, by less than the margin (the check above is the safety one).
     assert!(
-        gave_up <= CONFIG.hold_for() + Duration::from_millis(100),
+        gave_up <= CONFIG.hold_for() + CONFIG.safety_margin(),
         "gave up {gave_up:?} after the cut"
     );
     assert_eq!(rec.lost.len(), rs.len());
