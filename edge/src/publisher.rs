@@ -1202,11 +1202,24 @@ impl Publisher {
                         let previous = self.fence.current();
                         self.fence.adopt(epoch);
                         self.stats.update(|s| s.owner_epoch = epoch);
+                        // The new owner holds none of what the previous one received and had
+                        // not yet persisted: everything the watermark has not covered goes
+                        // again, oldest first, as after a reconnect, instead of waiting for
+                        // the stall replay.
+                        let replayed = match &mut self.backlog {
+                            Some(backlog) => {
+                                backlog.replay_all();
+                                self.replay_credit = self.replay_credit.max(1.0);
+                                backlog.blocks()
+                            }
+                            None => 0,
+                        };
                         info!(
                             owner_epoch = epoch,
                             previous,
                             via = kind.as_str(),
-                            "A new owner of the rig: adopted its owner epoch; older owners are fenced off."
+                            unconfirmed_blocks = replayed,
+                            "A new owner of the rig: adopted its owner epoch; older owners are fenced off, and what it has not confirmed is replayed to it."
                         );
                         return Ok(());
                     }
