@@ -569,6 +569,11 @@ impl EdgeConfig {
         self.state_dir.join("session")
     }
 
+    /// Path of the highest owner epoch seen (`crate::fence`).
+    pub fn owner_epoch_path(&self) -> PathBuf {
+        self.state_dir.join(crate::fence::OWNER_EPOCH_FILE_NAME)
+    }
+
     /// Path of the persisted next block sequence number.
     pub fn next_seq_path(&self) -> PathBuf {
         self.state_dir.join("next_seq")

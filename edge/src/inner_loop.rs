@@ -394,6 +394,7 @@ mod tests {
             c: vec![1.0],
             d: vec![2.0, 1.0],
             harmonic_target: None,
+            owner_epoch: 0,
         }
     }
 

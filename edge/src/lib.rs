@@ -25,6 +25,8 @@
 //! - [`seq_reservation`]: pure: the block-seq reservation (hi/lo allocator): when to renew
 //!   the bound, where a restart starts.
 //! - [`birth`]: pure: `RigBirth` from the firmware manifest and the config.
+//! - [`fence`]: pure: fencing by owner epoch, whether a twin's params, drive or watermark
+//!   may act on the rig (the highest epoch seen is kept in `{state_dir}/owner_epoch`).
 //! - [`commands`]: operator commands: what each asks for, the ledger that answers a repeated
 //!   id without applying it twice, and its fsynced journal across restarts.
 //! - [`modbus`]: Modbus TCP/RTU devices from a register map: bus tasks that poll them into
@@ -51,6 +53,7 @@ pub mod batcher;
 pub mod birth;
 pub mod commands;
 pub mod config;
+pub mod fence;
 pub mod inner_loop;
 pub mod losses;
 pub mod metrics;
@@ -178,6 +181,10 @@ pub async fn run_with_stats(
         .map_err(|_| EdgeError::TaskFailed("state reader"))?
     };
     let last_session = read(session_path.clone()).await?.unwrap_or(0);
+    // A corrupt epoch file stops the start like the other counters: guessing it would either
+    // let a fenced twin drive or lock the current owner out.
+    let owner_epoch_path = config.owner_epoch_path();
+    let owner_epoch = read(owner_epoch_path.clone()).await?;
     let port = serial::open_port(&config.serial)?;
     info!(
         rig = %config.rig_id,
@@ -187,6 +194,7 @@ pub async fn run_with_stats(
         reserved_until,
         spool_last_seq,
         last_session,
+        owner_epoch,
         "Edge starting."
     );
 
@@ -290,6 +298,8 @@ pub async fn run_with_stats(
             actuator: config.actuator.clone(),
             session_path,
             last_session,
+            owner_epoch_path,
+            owner_epoch,
             polled_channels: modbus::birth_channels(&config.modbus),
             shaker: config.modbus.shaker.as_ref().and_then(|sh| {
                 let device = config.modbus.devices.iter().find(|d| d.name == sh.device)?;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use dtop_daemon::metrics::escape_label as escape;
 
+use crate::fence::Fenced;
 use crate::safety::SafetyState;
 use crate::stats::EdgeStats;
 
@@ -248,6 +249,22 @@ pub fn render(rig: &str, stats: &EdgeStats) -> String {
         )],
     );
     metric(
+        "dtop_edge_owner_epoch",
+        "gauge",
+        "The highest owner epoch seen for this rig (0: no lease coordinator yet).",
+        &[(String::new(), s.owner_epoch as f64)],
+    );
+    // Every kind always, so a rate over it exists before the first fenced message.
+    metric(
+        "dtop_edge_fenced_total",
+        "counter",
+        "Twin messages refused for an older owner epoch (or none after a coordinator's), by kind.",
+        &[Fenced::Params, Fenced::Drive, Fenced::Watermark].map(|kind| {
+            let n = s.fenced_by_kind.get(kind.as_str()).copied().unwrap_or(0);
+            (format!(",kind=\"{}\"", kind.as_str()), n as f64)
+        }),
+    );
+    metric(
         "dtop_edge_drives_total",
         "counter",
         "Actuator drives by outcome.",
@@ -488,6 +505,24 @@ mod tests {
             "dtop_edge_backlog_seconds{rig=\"r\"} 0.2\n",
             "dtop_edge_persisted_seq{rig=\"r\"} 6\n",
             "dtop_edge_lost_ranges_uncovered{rig=\"r\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn renders_the_owner_epoch_and_fenced_messages_of_every_kind() {
+        let mut stats = EdgeStats {
+            owner_epoch: 7,
+            ..EdgeStats::default()
+        };
+        stats.fenced_by_kind.insert("watermark", 3);
+        let text = render("r", &stats);
+        for line in [
+            "dtop_edge_owner_epoch{rig=\"r\"} 7\n",
+            "dtop_edge_fenced_total{rig=\"r\",kind=\"watermark\"} 3\n",
+            "dtop_edge_fenced_total{rig=\"r\",kind=\"params\"} 0\n",
+            "dtop_edge_fenced_total{rig=\"r\",kind=\"drive\"} 0\n",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -5,8 +5,8 @@
 //! (death + DISCONNECT). Every block goes to the on-disk spool ([`Backlog`]) before MQTT and
 //! leaves it only when the twin's persisted watermark covers it; replays are rate-limited and
 //! come after live blocks. Blocks lost for good are declared to the twin on `rig/{rig}/loss`
-//! ([`LossLedger`]) until its watermark passes them. Knows nothing of the serial port; blocks
-//! arrive ready-made.
+//! ([`LossLedger`]) until its watermark passes them. Params, drives and watermarks pass the
+//! owner-epoch [`Fence`] first. Knows nothing of the serial port; blocks arrive ready-made.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,6 +37,7 @@ use crate::batcher::{block_sample_count, max_encoded_block_bytes};
 use crate::birth::{BirthContext, build_birth_with_polled};
 use crate::commands::{Action, Journal, JournalEntry, Ledger, Verdict, refused};
 use crate::config::{ActuatorConfig, MqttConfig, Secret, SpoolSection};
+use crate::fence::{Admission, Fence, Fenced};
 use crate::losses::{LEDGER_FILE_NAME, LedgerError, LossLedger, LostRange};
 use crate::outbox::{Acked, Control, Outbox};
 use crate::safety::{DriveRequest, DriveSource};
@@ -114,6 +115,10 @@ pub struct PublisherConfig {
     pub session_path: PathBuf,
     /// Session of the last successful connect (0 if none ever).
     pub last_session: u64,
+    /// Where the highest owner epoch seen is kept (`crate::fence`).
+    pub owner_epoch_path: PathBuf,
+    /// The owner epoch a previous run persisted (`None`: never one).
+    pub owner_epoch: Option<u64>,
     /// The polled Modbus channels, announced in the birth after the firmware's.
     pub polled_channels: Vec<dtop_proto::v1::Channel>,
     /// The Modbus shaker amplifier and its device, for `Excitation` commands.
@@ -167,6 +172,8 @@ pub struct Publisher {
     skipped_unbounded: bool,
     /// The last watermark seen, also before the spool is open (it may arrive first).
     last_watermark: Option<u64>,
+    /// The highest owner epoch seen: what a twin's params, drives and watermarks must carry.
+    fence: Fence,
     /// Every command decision, by id; answers redeliveries.
     ledger: Ledger,
     /// Where decisions become durable before they are acknowledged.
@@ -267,6 +274,7 @@ impl Publisher {
             blocked_gap: None,
             skipped_unbounded: false,
             last_watermark: None,
+            fence: Fence::new(config.owner_epoch),
             ledger,
             journal,
             requests_tx,
@@ -282,10 +290,11 @@ impl Publisher {
             rng: StdRng::from_os_rng(),
             stats,
         };
-        let uncovered = publisher.losses.len();
-        publisher
-            .stats
-            .update(|s| s.lost_ranges_uncovered = uncovered);
+        let (uncovered, owner_epoch) = (publisher.losses.len(), publisher.fence.current());
+        publisher.stats.update(|s| {
+            s.lost_ranges_uncovered = uncovered;
+            s.owner_epoch = owner_epoch;
+        });
         (publisher, eventloop)
     }
 
@@ -733,8 +742,8 @@ impl Publisher {
         self.replay_credit = (self.replay_credit + per_tick).min((rate / 10.0).max(1.0));
     }
 
-    /// A watermark on the persisted topic: releases what it covers.
-    fn on_persisted(&mut self, payload: &[u8]) {
+    /// A watermark on the persisted topic: releases what it covers, unless it is fenced off.
+    async fn on_persisted(&mut self, payload: &[u8]) {
         let w = match PersistedWatermark::decode(payload) {
             Ok(w) if w.rig_id == self.config.rig_id.as_str() => w,
             Ok(w) => {
@@ -746,6 +755,13 @@ impl Publisher {
                 return;
             }
         };
+        if self
+            .pass_fence(Fenced::Watermark, w.owner_epoch)
+            .await
+            .is_err()
+        {
+            return;
+        }
         if self.losses.covered_by(w.seq) > 0 {
             self.save_ledger();
         }
@@ -849,16 +865,16 @@ impl Publisher {
             Event::Outgoing(Outgoing::Publish(pkid)) => self.outbox.on_outgoing_publish(pkid),
             Event::Incoming(Packet::SubAck(ack)) => self.on_suback(&ack),
             Event::Incoming(Packet::Publish(p)) if p.topic == self.topic_drive => {
-                self.on_drive(&p.payload)
+                self.on_drive(&p.payload).await
             }
             Event::Incoming(Packet::Publish(p)) if p.topic == self.topic_controller => {
-                self.on_controller(&p.payload)
+                self.on_controller(&p.payload).await
             }
             Event::Incoming(Packet::Publish(p)) if p.topic == self.topic_cmd => {
                 self.on_command(&p.payload).await
             }
             Event::Incoming(Packet::Publish(p)) if p.topic == self.topic_persisted => {
-                self.on_persisted(&p.payload)
+                self.on_persisted(&p.payload).await
             }
             Event::Incoming(Packet::Publish(p)) => {
                 debug!(topic = %p.topic, "Ignored a publish on a topic the edge did not ask for.")
@@ -908,7 +924,7 @@ impl Publisher {
 
     /// One message from the drive topic: decoded, checked, handed to the serial task without
     /// waiting. Nothing a publisher sends here can stop the edge; bad input is counted and logged.
-    fn on_drive(&mut self, payload: &[u8]) {
+    async fn on_drive(&mut self, payload: &[u8]) {
         self.stats.update(|s| s.drives_received_total += 1);
         let decoded = if payload.len() > MAX_CONTROL_BYTES {
             Err(DriveProblem::Oversized)
@@ -940,6 +956,15 @@ impl Publisher {
                 return;
             }
         };
+        // A fenced drive is counted and logged, never acknowledged: drives never are, and
+        // without fresh ones the envelope ramps the actuator down on its own.
+        if self
+            .pass_fence(Fenced::Drive, drive.owner_epoch)
+            .await
+            .is_err()
+        {
+            return;
+        }
         let request = ActuatorRequest::Drive(DriveRequest {
             force_n: drive.force_n,
             sample_index: drive.sample_index,
@@ -1124,7 +1149,7 @@ impl Publisher {
 
     /// Controller params from the twin: decoded and handed to the serial task, which checks
     /// them against the manifest and acknowledges. What cannot even get there is refused here.
-    fn on_controller(&mut self, payload: &[u8]) {
+    async fn on_controller(&mut self, payload: &[u8]) {
         let params = match ControllerParams::decode(payload) {
             Ok(p) if p.rig_id == self.config.rig_id.as_str() => p,
             Ok(p) => {
@@ -1137,6 +1162,14 @@ impl Publisher {
             }
         };
         let version = params.version;
+        if let Err(reason) = self.pass_fence(Fenced::Params, params.owner_epoch).await {
+            let ack = ControllerAck {
+                version,
+                result: Err(reason),
+            };
+            self.publish_ack(&ack.to_command_ack(&self.config.rig_id));
+            return;
+        }
         let reason = match self
             .requests_tx
             .try_send(ActuatorRequest::Controller(Box::new(params)))
@@ -1150,6 +1183,60 @@ impl Publisher {
             result: Err(reason.to_owned()),
         };
         self.publish_ack(&ack.to_command_ack(&self.config.rig_id));
+    }
+
+    /// Whether a twin's `kind` of message stamped `epoch` may act on the rig (`crate::fence`):
+    /// a newer epoch is made durable before it is adopted (an epoch that cannot be persisted
+    /// is refused, since a restart would forget it and let the old owner back in); a fenced
+    /// message is counted and logged at a power-of-two cadence. `Err` holds the reason.
+    async fn pass_fence(&mut self, kind: Fenced, epoch: u64) -> Result<(), String> {
+        match self.fence.admit(epoch) {
+            Admission::Accept => Ok(()),
+            Admission::Adopt { epoch } => {
+                let path = self.config.owner_epoch_path.clone();
+                let written =
+                    tokio::task::spawn_blocking(move || state_file::write_counter(&path, epoch))
+                        .await;
+                let why = match written {
+                    Ok(Ok(())) => {
+                        let previous = self.fence.current();
+                        self.fence.adopt(epoch);
+                        self.stats.update(|s| s.owner_epoch = epoch);
+                        info!(
+                            owner_epoch = epoch,
+                            previous,
+                            via = kind.as_str(),
+                            "A new owner of the rig: adopted its owner epoch; older owners are fenced off."
+                        );
+                        return Ok(());
+                    }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => format!("the writer task failed: {e}"),
+                };
+                error!(owner_epoch = epoch, via = kind.as_str(), error = %why, "Could not persist a new owner epoch; refused the message that carried it.");
+                Err(format!(
+                    "the edge could not persist owner epoch {epoch}: {why}"
+                ))
+            }
+            Admission::Refuse(refusal) => {
+                let mut total = 0;
+                self.stats.update(|s| {
+                    let n = s.fenced_by_kind.entry(kind.as_str()).or_default();
+                    *n += 1;
+                    total = *n;
+                });
+                if total.is_power_of_two() {
+                    warn!(
+                        kind = kind.as_str(),
+                        owner_epoch = epoch,
+                        current_owner_epoch = self.fence.current(),
+                        fenced_total = total,
+                        "Fenced off a message from a twin that no longer owns this rig."
+                    );
+                }
+                Err(refusal.to_string())
+            }
+        }
     }
 
     /// Publishes a `CommandAck` at QoS 1; while offline it is dropped (the sender's deadline
@@ -1307,6 +1394,10 @@ impl Publisher {
                 "refused_total": s.drives_refused_total,
                 "ignored_total": s.drives_ignored_total,
                 "timeouts_total": s.drive_timeouts_total,
+            },
+            "fencing": {
+                "owner_epoch": s.owner_epoch,
+                "fenced_by_kind": s.fenced_by_kind,
             },
             "commands": {
                 "applied_total": s.commands_applied_total,

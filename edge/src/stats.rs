@@ -75,6 +75,12 @@ pub struct EdgeStats {
     pub inner_loop_params_refused_total: u64,
     /// Twin drives ignored because the edge-hosted loop owns the actuator.
     pub drives_ignored_total: u64,
+    /// The highest owner epoch seen for this rig, 0 while no coordinator has been (publisher
+    /// task; `crate::fence`).
+    pub owner_epoch: u64,
+    /// Twin messages refused for an older owner epoch (or epoch 0 after a coordinator's), by
+    /// kind: `params`, `drive`, `watermark` (publisher task).
+    pub fenced_by_kind: std::collections::BTreeMap<&'static str, u64>,
     /// Operator commands applied (or latched), refused and expired (publisher).
     pub commands_applied_total: u64,
     pub commands_refused_total: u64,

@@ -152,6 +152,7 @@ impl Bench {
             sample_index: self.next_index,
             force_n,
             controller_version: 1,
+            owner_epoch: 0,
         };
         self.publish_raw(drive.encode_to_vec()).await;
     }
@@ -271,6 +272,7 @@ async fn drives_reach_the_firmware_clamped_and_slew_limited_and_time_out_to_the_
         sample_index: 0,
         force_n: 1.0,
         controller_version: 1,
+        owner_epoch: 0,
     };
     bench.publish_raw(foreign.encode_to_vec()).await;
     bench

@@ -11,6 +11,7 @@ mod modbus_support;
 mod actuator;
 mod commands;
 mod config_errors;
+mod fencing;
 mod live_cbc;
 mod modbus_actuator;
 mod modbus_edge;

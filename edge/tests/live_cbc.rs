@@ -61,6 +61,7 @@ fn params(version: u64, config: &LiveCbcConfig, target: &LiveTarget) -> Controll
             cos_m: target.cos_m.clone(),
             sin_m: target.sin_m.clone(),
         }),
+        owner_epoch: 0,
     }
 }
 

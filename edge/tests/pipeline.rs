@@ -607,6 +607,7 @@ async fn keeps_blocks_until_the_persisted_watermark_covers_them_and_resends_the_
         rig_id: rig.clone(),
         seq: 1,
         timestamp_ns: 0,
+        owner_epoch: 0,
     };
     client
         .publish(

@@ -232,6 +232,7 @@ async fn with_an_empty_spool_the_twins_watermark_bounds_the_skipped_seqs() {
         rig_id: rig.to_string(),
         seq: 40,
         timestamp_ns: 0,
+        owner_epoch: 0,
     };
     client
         .publish(

@@ -28,3 +28,45 @@ pub use ids::{RigId, RigIdError};
 /// scale. Never a measurement: receivers store it as missing, not as `raw × scale + offset`.
 pub const RAW_NO_VALUE: i32 = i32::MIN;
 pub use prost::Message;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::Message;
+    use super::v1::{ActuatorDrive, ControllerParams, PersistedWatermark};
+
+    /// `owner_epoch` (issue 16) is a new field: a message without it is a message at epoch 0,
+    /// and a message at epoch 0 is byte for byte what a sender older than the field sends.
+    #[test]
+    fn owner_epoch_zero_is_the_wire_form_of_senders_without_the_field() {
+        let old = PersistedWatermark {
+            rig_id: "r1".into(),
+            seq: 7,
+            timestamp_ns: 1,
+            owner_epoch: 0,
+        };
+        let bytes = old.encode_to_vec();
+        // rig_id (field 1), seq (2), timestamp_ns (3): nothing for field 4.
+        assert_eq!(bytes, [0x0a, 2, b'r', b'1', 0x10, 7, 0x18, 1]);
+        let newer = PersistedWatermark {
+            owner_epoch: 3,
+            ..old.clone()
+        };
+        let decoded = PersistedWatermark::decode(newer.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded.owner_epoch, 3);
+        for payload in [
+            ActuatorDrive {
+                owner_epoch: 5,
+                ..ActuatorDrive::default()
+            }
+            .encode_to_vec(),
+            ControllerParams {
+                owner_epoch: 5,
+                ..ControllerParams::default()
+            }
+            .encode_to_vec(),
+        ] {
+            assert!(!payload.is_empty(), "a non-zero epoch is on the wire");
+        }
+    }
+}

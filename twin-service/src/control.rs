@@ -437,6 +437,15 @@ impl RigController {
         self.set_law(Law::Off);
     }
 
+    /// This twin lost the rig to another (`crate::owner`): the law goes off without a drive or
+    /// params (the edge takes nothing from this twin any more), so nothing resumes if the rig
+    /// is owned again.
+    pub fn on_ownership_lost(&mut self) {
+        self.placement = Placement::Twin;
+        self.lqr_row = None;
+        self.set_law(Law::Off);
+    }
+
     /// Whether the configuration lets this controller run at all.
     pub fn is_enabled(&self) -> bool {
         self.config.enabled
@@ -513,6 +522,8 @@ impl RigController {
             sample_index,
             force_n,
             controller_version: self.version,
+            // Stamped when the rig's state hands it on (`RigState::take_drives`).
+            owner_epoch: 0,
         })
     }
 
@@ -572,6 +583,7 @@ impl RigController {
                         sample_index: position.next_sample_index.saturating_sub(1),
                         force_n: 0.0,
                         controller_version: self.version,
+                        owner_epoch: 0,
                     });
                 }
                 CommandAck {
@@ -744,6 +756,7 @@ impl RigController {
                         sample_index: position.next_sample_index.saturating_sub(1),
                         force_n: 0.0,
                         controller_version: self.version,
+                        owner_epoch: 0,
                     });
                 }
                 self.placement = Placement::Twin;

@@ -22,6 +22,8 @@
 //!   gain limits from the critical gain, one drive per estimated block.
 //! - [`live_cbc`]: one rig's live control-based continuation run (`RunCbc`): admission, the
 //!   hand-shake with the edge's inner loop, the iteration on live samples, its records.
+//! - [`owner`]: which rigs this twin owns under a lease coordinator, at which owner epoch, and
+//!   the handle through which the coordinator says so (no coordinator: every rig, epoch 0).
 //! - [`seq`]: pure per-rig block sequence tracking (new, duplicate, gap, late fill).
 //! - [`overlap`]: the sample times each rig has stored, per edge clock; a block that would
 //!   replace stored samples is stored apart.
@@ -43,6 +45,7 @@ pub mod lineproto;
 pub mod live_cbc;
 pub mod metrics;
 pub mod overlap;
+pub mod owner;
 pub mod replay;
 pub mod rig;
 pub mod seq;
@@ -52,7 +55,8 @@ pub mod store;
 pub mod tracking;
 
 pub use config::TwinConfig;
-pub use service::{TwinError, TwinHandle, run, spawn, stats_channel};
+pub use owner::{OwnersHandle, Ownership, owners_channel};
+pub use service::{TwinError, TwinHandle, run, run_with_owners, spawn, stats_channel};
 pub use stats::{RigStats, StoreStats, TwinStats};
 
 /// The example configuration shipped next to the crate; it equals the defaults.

@@ -12,6 +12,10 @@
 //! When twin-hosted control is enabled it also owns the rig's [`RigController`]: commands on
 //! the rig's `cmd` topic are decided here, and each estimated live block yields at most one
 //! [`ActuatorDrive`] (see [`crate::control`] for the law, its signs and its limits).
+//!
+//! Under a lease coordinator it follows the rig's [`Ownership`] (`crate::owner`): every drive
+//! and params it hands on carries the owner epoch, and once the rig is lost it hands on
+//! nothing at all.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -41,6 +45,7 @@ use crate::ingest::{self, Frame, Manifest, RejectReason, Rejection};
 use crate::lineproto::{self, BlockHeader, EncodeError, Precision};
 use crate::live_cbc::{self, LiveRun, RunNext, RunOrigin};
 use crate::overlap::{self, BlockTimes, Placement, StoredTimes, Timeline};
+use crate::owner::{NO_COORDINATOR, Owners, Ownership, ownership_of};
 use crate::replay::record::FeedRecord;
 use crate::replay::{RunId, RunRecorder};
 use crate::seq::{Observation, SeqTracker};
@@ -227,6 +232,8 @@ pub struct RigState {
     edge_safety_state: Option<String>,
     /// The catalogue model this rig follows, the version in use and the one waiting.
     adoption: Adoption,
+    /// Whether this twin owns the rig, at which owner epoch (`crate::owner`).
+    ownership: Ownership,
 }
 
 impl RigState {
@@ -273,6 +280,7 @@ impl RigState {
             actuator: None,
             edge_safety_state: None,
             adoption: Adoption::default(),
+            ownership: Ownership::default(),
         }
     }
 
@@ -336,9 +344,11 @@ impl RigState {
             }));
     }
 
-    /// History records and drift alarms made since the last call, for publication.
-    pub fn take_pending_outbound(&mut self) -> std::vec::Drain<'_, Outbound> {
-        self.pending_outbound.drain(..)
+    /// History records, drift alarms and live CBC status made since the last call, for
+    /// publication; none while the rig is lost.
+    pub fn take_pending_outbound(&mut self) -> impl DoubleEndedIterator<Item = Outbound> + '_ {
+        let owned = self.ownership.is_owned();
+        self.pending_outbound.drain(..).filter(move |_| owned)
     }
 
     /// The rig switched to `building`: tracking takes its modes as the reference, and every
@@ -479,9 +489,77 @@ impl RigState {
         &self.controller
     }
 
-    /// The drives made since the last call, oldest first, for publication.
-    pub fn take_drives(&mut self) -> std::vec::Drain<'_, ActuatorDrive> {
-        self.drives.drain(..)
+    /// The drives made since the last call, oldest first, for publication: stamped with the
+    /// owner epoch, and none while the rig is lost.
+    pub fn take_drives(&mut self) -> impl DoubleEndedIterator<Item = ActuatorDrive> + '_ {
+        let (owned, epoch) = (self.ownership.is_owned(), self.ownership.epoch());
+        self.drives
+            .drain(..)
+            .filter(move |_| owned)
+            .map(move |mut d| {
+                d.owner_epoch = epoch;
+                d
+            })
+    }
+
+    /// Whether this twin owns the rig, at which owner epoch.
+    pub fn ownership(&self) -> Ownership {
+        self.ownership
+    }
+
+    /// A coordinator's word on this rig (`crate::owner`, transitions already checked there),
+    /// at wall time `now_unix_ns`.
+    ///
+    /// Lost: nothing more is published for the rig (what is waiting is dropped), commands go
+    /// unanswered (the owner answers them), and a control law or live CBC run ends without a
+    /// last drive or params: the edge would fence them off, and the new owner decides.
+    ///
+    /// Owned after another owner may have held the rig (it was lost, or the epoch moved on
+    /// from a coordinator's): params switching the edge's loop off go out at the new epoch, so
+    /// no loop the previous owner left runs on, and the edge fences that owner off at once.
+    /// From epoch 0 (no coordinator yet) to a coordinator's first epoch this twin simply
+    /// keeps the rig: its control runs on, stamped with the new epoch.
+    pub fn set_ownership(&mut self, next: Ownership, now_unix_ns: u64) {
+        let previous = std::mem::replace(&mut self.ownership, next);
+        if previous == next {
+            return;
+        }
+        match next {
+            Ownership::Lost { epoch } => {
+                warn!(rig = %self.rig, owner_epoch = epoch, "This twin lost the rig: it publishes nothing more for it; its control and live CBC run end without driving.");
+                self.stop_quietly(
+                    format!("this twin lost the rig (owner epoch {epoch})"),
+                    now_unix_ns,
+                );
+            }
+            Ownership::Owned { epoch } => {
+                let took_over = !previous.is_owned() || previous.epoch() != NO_COORDINATOR;
+                info!(rig = %self.rig, owner_epoch = epoch, previous_epoch = previous.epoch(), took_over, "This twin owns the rig.");
+                if !took_over {
+                    return;
+                }
+                self.stop_quietly(
+                    format!("another twin owned the rig before owner epoch {epoch}"),
+                    now_unix_ns,
+                );
+                if self.controller.is_enabled() && self.actuator.is_some_and(|a| a.floor != 0) {
+                    let off = self.controller.edge_off_params(&self.rig, now_unix_ns);
+                    self.params.push(off);
+                }
+            }
+        }
+    }
+
+    /// Ends a live CBC run and the control law without sending anything, and drops what waits
+    /// for publication.
+    fn stop_quietly(&mut self, why: String, now_unix_ns: u64) {
+        self.end_cbc(why, now_unix_ns, false);
+        self.controller.on_ownership_lost();
+        self.drives.clear();
+        self.params.clear();
+        self.acks.clear();
+        self.states.clear();
+        self.pending_outbound.clear();
     }
 
     /// Storage's persisted watermark for this rig: re-sent blocks above it are stored again.
@@ -489,20 +567,34 @@ impl RigState {
         self.persisted_seq = seq;
     }
 
-    /// The controller params made since the last call, oldest first, for publication.
-    pub fn take_params(&mut self) -> std::vec::Drain<'_, ControllerParams> {
-        self.params.drain(..)
+    /// The controller params made since the last call, oldest first, for publication:
+    /// stamped with the owner epoch, and none while the rig is lost.
+    pub fn take_params(&mut self) -> impl DoubleEndedIterator<Item = ControllerParams> + '_ {
+        let (owned, epoch) = (self.ownership.is_owned(), self.ownership.epoch());
+        self.params
+            .drain(..)
+            .filter(move |_| owned)
+            .map(move |mut p| {
+                p.owner_epoch = epoch;
+                p
+            })
     }
 
-    /// The command acks made since the last call, oldest first, for publication.
-    pub fn take_acks(&mut self) -> std::vec::Drain<'_, CommandAck> {
-        self.acks.drain(..)
+    /// The command acks made since the last call, oldest first, for publication; none while
+    /// the rig is lost.
+    pub fn take_acks(&mut self) -> impl DoubleEndedIterator<Item = CommandAck> + '_ {
+        let owned = self.ownership.is_owned();
+        self.acks.drain(..).filter(move |_| owned)
     }
 
     /// Decides an operator command received at wall time `now_unix_ns` (ns since the Unix
     /// epoch, for the command's deadline). Only `SetControl` is the twin's; every other kind
     /// belongs to the edge and is ignored without an answer.
     pub fn on_command(&mut self, payload: &[u8], now_unix_ns: u64) {
+        if !self.ownership.is_owned() {
+            debug!(rig = %self.rig, "Left a command to the rig's owner: this twin lost the rig.");
+            return;
+        }
         let command = match Command::decode(payload) {
             Ok(c) => c,
             Err(e) => {
@@ -875,9 +967,11 @@ impl RigState {
         self
     }
 
-    /// The states made since the last call, oldest first, for publication.
-    pub fn take_states(&mut self) -> std::vec::Drain<'_, TwinState> {
-        self.states.drain(..)
+    /// The states made since the last call, oldest first, for publication; none while the
+    /// rig is lost.
+    pub fn take_states(&mut self) -> impl DoubleEndedIterator<Item = TwinState> + '_ {
+        let owned = self.ownership.is_owned();
+        self.states.drain(..).filter(move |_| owned)
     }
 
     /// Counts a state the publisher had no room for.
@@ -1614,6 +1708,9 @@ pub struct RigActor {
     identifying: bool,
     /// Windows due while one was running, oldest first (at most [`TRACKING_QUEUE`]).
     tracking_queue: VecDeque<TrackingJob>,
+    /// The coordinator's word on which rigs this twin owns (`crate::owner`); `None` without
+    /// one, or once its handle is gone (the last word stands).
+    owners: Option<watch::Receiver<Owners>>,
 }
 
 /// Due tracking windows a rig actor holds while an identification runs; more are skipped
@@ -1643,6 +1740,27 @@ impl RigActor {
             identified_rx,
             identifying: false,
             tracking_queue: VecDeque::new(),
+            owners: None,
+        }
+    }
+
+    /// Follows a coordinator's word on which rigs this twin owns (`crate::owner`), starting
+    /// with what it says now.
+    pub fn with_owners(mut self, owners: watch::Receiver<Owners>) -> Self {
+        self.owners = Some(owners);
+        self.follow_owners();
+        self
+    }
+
+    /// Applies the rig's ownership as the coordinator last said it, if it changed.
+    fn follow_owners(&mut self) {
+        let Some(rx) = self.owners.as_mut() else {
+            return;
+        };
+        let ownership = ownership_of(&rx.borrow_and_update(), self.state.rig());
+        if ownership != self.state.ownership() {
+            self.state.set_ownership(ownership, unix_now_ns());
+            self.offer_states();
         }
     }
 
@@ -1764,8 +1882,24 @@ impl RigActor {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                changed = owners_changed(&mut self.owners) => {
+                    if changed {
+                        self.follow_owners();
+                        self.publish();
+                    } else {
+                        self.owners = None;
+                    }
+                }
                 event = self.events_rx.recv() => {
                     let Some(event) = event else { break };
+                    // A loss takes effect before anything this event would publish.
+                    if self
+                        .owners
+                        .as_ref()
+                        .is_some_and(|rx| rx.has_changed().unwrap_or(false))
+                    {
+                        self.follow_owners();
+                    }
                     if let Some(rx) = self.watermarks.as_mut()
                         && rx.has_changed().unwrap_or(false)
                     {
@@ -1821,6 +1955,15 @@ impl RigActor {
 
     fn publish(&self) {
         self.stats_tx.send_replace(self.state.stats(Instant::now()));
+    }
+}
+
+/// Resolves when the coordinator's word changes (`true`) or its handle is gone (`false`);
+/// never without a coordinator.
+async fn owners_changed(owners: &mut Option<watch::Receiver<Owners>>) -> bool {
+    match owners {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 
@@ -3032,5 +3175,70 @@ mod tests {
         s.on_command(&run_cbc("d", false, 2e-4), NOW_NS);
         let ack = only_ack(&mut s);
         assert_eq!(ack.status(), Status::Refused, "{}", ack.reason);
+    }
+
+    // ---- Owner epochs (crate::owner) ----
+
+    #[test]
+    fn drives_and_params_carry_the_owner_epoch_and_a_lost_rig_gets_nothing_sent() {
+        let (mut s, rest) = controlled(2);
+        assert_eq!(s.take_params().next_back().map(|p| p.owner_epoch), Some(0));
+        // A coordinator's first epoch: this twin keeps the rig, nothing is switched off.
+        s.set_ownership(Ownership::Owned { epoch: 3 }, NOW_NS);
+        assert_eq!(s.take_params().count(), 0);
+        s.on_command(&set_control("c1", WireLaw::Dvf, 14.0, 0), NOW_NS);
+        assert_eq!(only_ack(&mut s).status(), Status::Applied);
+        s.handle(&rest[0], Instant::now());
+        let drives: Vec<_> = s.take_drives().collect();
+        assert!(!drives.is_empty());
+        assert!(drives.iter().all(|d| d.owner_epoch == 3), "{drives:?}");
+        s.on_command(&set_control_at("e1", WireLaw::Lqg, 0.0, true), NOW_NS);
+        assert_eq!(only_ack(&mut s).status(), Status::Applied);
+        let params: Vec<_> = s.take_params().collect();
+        assert_eq!(params.len(), 1);
+        assert!(params[0].enabled && params[0].owner_epoch == 3);
+
+        // What waits when the loss comes is dropped; after it nothing is made or answered.
+        s.handle(&rest[1], Instant::now());
+        s.set_ownership(Ownership::Lost { epoch: 3 }, NOW_NS);
+        assert_eq!(s.controller().law(), Law::Off);
+        s.handle(&rest[2], Instant::now());
+        s.on_command(&set_control("c2", WireLaw::Dvf, 14.0, 0), NOW_NS);
+        assert_eq!(s.take_drives().count(), 0);
+        assert_eq!(
+            s.take_params().count(),
+            0,
+            "no switch-off: the edge fences us"
+        );
+        assert_eq!(s.take_states().count(), 0);
+        assert_eq!(s.take_acks().count(), 0, "the owner answers commands");
+        assert_eq!(s.controller().law(), Law::Off);
+        // Samples are still stored.
+        assert_eq!(s.blocks_accepted, 5);
+    }
+
+    #[test]
+    fn a_lost_rig_ends_its_live_cbc_run_silently_and_a_new_epoch_switches_the_edge_loop_off() {
+        let mut s = shaker_rig();
+        s.set_ownership(Ownership::Owned { epoch: 1 }, NOW_NS);
+        s.on_command(&run_cbc("cbc1", false, 2e-4), NOW_NS);
+        assert_eq!(only_ack(&mut s).status(), Status::Applied);
+        let params: Vec<_> = s.take_params().collect();
+        assert_eq!(params.len(), 1);
+        assert_eq!(params[0].owner_epoch, 1);
+        assert_eq!(cbc_status(&mut s)["state"], "running");
+
+        s.set_ownership(Ownership::Lost { epoch: 1 }, NOW_NS);
+        assert!(s.cbc.as_ref().is_some_and(|r| !r.is_running()));
+        assert_eq!(s.take_params().count(), 0);
+        assert_eq!(s.take_pending_outbound().count(), 0, "no CBC status either");
+
+        // Owned again, after another twin: whatever loop it left on the edge goes off, under
+        // the new epoch.
+        s.set_ownership(Ownership::Owned { epoch: 4 }, NOW_NS);
+        let params: Vec<_> = s.take_params().collect();
+        assert_eq!(params.len(), 1);
+        assert!(!params[0].enabled);
+        assert_eq!(params[0].owner_epoch, 4);
     }
 }

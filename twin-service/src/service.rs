@@ -33,6 +33,7 @@ use crate::adopt::{self, CatalogueModel, RefusalReason};
 use crate::config::{ConfigProblems, ModelConfig, MqttConfig, Secret, SecretError, TwinConfig};
 use crate::control;
 use crate::ingest::{RejectReason, Rejection};
+use crate::owner::{Owners, Ownership, owners_channel, ownership_of};
 use crate::rig::{Chunk, Event, Outbound, RigActor, RigState, STATS_INTERVAL};
 use crate::stats::{RigStats, StoreStats, TwinStats};
 use crate::store::persisted::{self, DeclaredLoss, LossProblem};
@@ -122,11 +123,26 @@ pub fn spawn(
 
 /// Runs the twin until `shutdown` is cancelled, then drains: stop ingest, flush storage,
 /// disconnect. Returns once everything has stopped (storage waits at most
-/// `batch.drain_timeout_ms` after shutdown, plus one HTTP timeout).
+/// `batch.drain_timeout_ms` after shutdown, plus one HTTP timeout). Without a lease
+/// coordinator: every rig is owned at owner epoch 0.
 pub async fn run(
     config: TwinConfig,
     shutdown: CancellationToken,
     stats_tx: watch::Sender<TwinStats>,
+) -> Result<(), TwinError> {
+    let (owners, owners_rx) = owners_channel();
+    let result = run_with_owners(config, shutdown, stats_tx, owners_rx).await;
+    drop(owners);
+    result
+}
+
+/// [`run`], owning the rigs a lease coordinator says through the
+/// [`crate::owner::OwnersHandle`] that `owners_rx` came from (`crate::owner::owners_channel`).
+pub async fn run_with_owners(
+    config: TwinConfig,
+    shutdown: CancellationToken,
+    stats_tx: watch::Sender<TwinStats>,
+    owners_rx: watch::Receiver<Owners>,
 ) -> Result<(), TwinError> {
     config.validate().map_err(TwinError::InvalidConfig)?;
     let password = config
@@ -181,12 +197,14 @@ pub async fn run(
     let watermarks = tokio::spawn(publish_watermarks(
         client.clone(),
         watermark_rx,
+        owners_rx.clone(),
         connected_rx.clone(),
         mqtt_stop.clone(),
     ));
     let status = tokio::spawn(publish_status(
         client.clone(),
         stats_tx.subscribe(),
+        owners_rx.clone(),
         connected_rx.clone(),
         mqtt_stop.clone(),
     ));
@@ -231,6 +249,7 @@ pub async fn run(
         watermarks: rig_watermarks,
         models: BTreeMap::new(),
         models_refused: BTreeMap::new(),
+        owners: owners_rx,
     };
     router.run(mqtt_rx, &shutdown).await;
 
@@ -588,11 +607,13 @@ async fn publish_states(
 const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Publishes each known rig's [`crate::stats::RigStatus`] on `twin/<rig>/status`, retained,
-/// QoS 0, every [`STATUS_INTERVAL`] while connected. Never waits on the connection: a status
-/// that cannot be queued is superseded by the next one.
+/// QoS 0, every [`STATUS_INTERVAL`] while connected; not for a rig this twin lost (its owner
+/// publishes it). Never waits on the connection: a status that cannot be queued is superseded
+/// by the next one.
 async fn publish_status(
     client: AsyncClient,
     stats_rx: watch::Receiver<TwinStats>,
+    owners_rx: watch::Receiver<Owners>,
     connected_rx: watch::Receiver<bool>,
     stop: CancellationToken,
 ) {
@@ -611,7 +632,11 @@ async fn publish_status(
         let now_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let owners = owners_rx.borrow().clone();
         for rig in stats.rigs.keys() {
+            if !ownership_of(&owners, rig).is_owned() {
+                continue;
+            }
             let Some(status) = stats.rig_status(rig, now_ns) else {
                 continue;
             };
@@ -637,15 +662,20 @@ const WATERMARK_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 /// Publishes each rig's [`PersistedWatermark`] on `rig/<rig>/persisted`, retained, QoS 1,
 /// whenever the writer moves it (at most every [`WATERMARK_PUBLISH_INTERVAL`]) and all of them
 /// again after every reconnect, since a restarted broker may have lost retained messages.
-/// Never waits on the connection: a publish that cannot be queued is retried on the next
-/// tick. Stops once the writer has stopped and its last watermarks are queued, or at `stop`.
+/// Each carries the rig's owner epoch (`crate::owner`), and is published again when that
+/// changes; a rig this twin lost gets none. Never waits on the connection: a publish that
+/// cannot be queued is retried on the next tick. Stops once the writer has stopped and its
+/// last watermarks are queued, or at `stop`.
 async fn publish_watermarks(
     client: AsyncClient,
     mut watermark_rx: watch::Receiver<Watermarks>,
+    mut owners_rx: watch::Receiver<Owners>,
     mut connected_rx: watch::Receiver<bool>,
     stop: CancellationToken,
 ) {
-    let mut published = Watermarks::new();
+    // What was published per rig: seq and owner epoch.
+    let mut published: BTreeMap<RigId, (u64, u64)> = BTreeMap::new();
+    let mut owners_open = true;
     let mut tick = tokio::time::interval(WATERMARK_PUBLISH_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut writer_done = false;
@@ -673,6 +703,11 @@ async fn publish_watermarks(
                 }
                 writer_done
             }
+            // A new epoch goes out at once: it is what fences the previous owner off.
+            changed = owners_rx.changed(), if owners_open => {
+                owners_open = changed.is_ok();
+                owners_open
+            }
             _ = tick.tick() => true,
         };
         if publish_now && *connected_rx.borrow() {
@@ -680,14 +715,20 @@ async fn publish_watermarks(
             let now_ns = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            let owners = owners_rx.borrow_and_update().clone();
             for (rig, seq) in current {
-                if published.get(&rig) == Some(&seq) {
+                let owner_epoch = match ownership_of(&owners, &rig) {
+                    Ownership::Owned { epoch } => epoch,
+                    Ownership::Lost { .. } => continue,
+                };
+                if published.get(&rig) == Some(&(seq, owner_epoch)) {
                     continue;
                 }
                 let message = PersistedWatermark {
                     rig_id: rig.as_str().to_owned(),
                     seq,
                     timestamp_ns: now_ns,
+                    owner_epoch,
                 };
                 match client.try_publish(
                     topic::rig(&rig, RigTopic::Persisted),
@@ -696,8 +737,8 @@ async fn publish_watermarks(
                     message.encode_to_vec(),
                 ) {
                     Ok(()) => {
-                        debug!(rig = %rig, seq, "Published a persisted watermark.");
-                        published.insert(rig, seq);
+                        debug!(rig = %rig, seq, owner_epoch, "Published a persisted watermark.");
+                        published.insert(rig, (seq, owner_epoch));
                     }
                     Err(e) => {
                         debug!(rig = %rig, error = %e, "Could not queue a watermark; retrying on the next tick.");
@@ -705,7 +746,7 @@ async fn publish_watermarks(
                 }
             }
         }
-        if writer_done && published == *watermark_rx.borrow() {
+        if writer_done && all_published(&published, &watermark_rx.borrow(), &owners_rx.borrow()) {
             break;
         }
         if writer_done
@@ -714,6 +755,18 @@ async fn publish_watermarks(
             break;
         }
     }
+}
+
+/// Whether every watermark of a rig this twin owns went out as `watermarks` has it.
+fn all_published(
+    published: &BTreeMap<RigId, (u64, u64)>,
+    watermarks: &Watermarks,
+    owners: &Owners,
+) -> bool {
+    watermarks.iter().all(|(rig, seq)| {
+        !ownership_of(owners, rig).is_owned()
+            || published.get(rig).is_some_and(|(sent, _)| sent == seq)
+    })
 }
 
 /// One drive or ack on its rig's topic, without waiting; counted like a state.
@@ -794,6 +847,8 @@ struct Router<'a> {
     models: BTreeMap<String, Arc<CatalogueModel>>,
     /// Catalogue model messages refused before reaching a rig, by reason.
     models_refused: BTreeMap<RefusalReason, u64>,
+    /// Which rigs this twin owns (`crate::owner`), for each new rig actor to follow.
+    owners: watch::Receiver<Owners>,
 }
 
 impl Router<'_> {
@@ -1013,7 +1068,8 @@ impl Router<'_> {
             .map(|m| Event::Model(Arc::clone(m)));
         let (stats_tx, stats_rx) = watch::channel(state.stats(Instant::now()));
         let mut actor = RigActor::new(state, events_rx, chunk_tx, stats_tx)
-            .with_watermarks(self.watermarks.clone());
+            .with_watermarks(self.watermarks.clone())
+            .with_owners(self.owners.clone());
         if let Some(dir) = &self.config.spool.dir {
             actor = actor.with_stored_times(dir.clone());
         }
@@ -1038,6 +1094,9 @@ impl Router<'_> {
     /// A command for a rig the twin has no actor for: it has never seen its birth, so no
     /// control can run there. Only `SetControl` is answered; the rest is the edge's.
     fn refuse_command_for_unknown_rig(&mut self, rig: &RigId, payload: &[u8]) {
+        if !ownership_of(&self.owners.borrow(), rig).is_owned() {
+            return;
+        }
         let Ok(command) = Command::decode(payload) else {
             return;
         };

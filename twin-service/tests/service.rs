@@ -721,3 +721,95 @@ async fn a_rig_following_a_catalogue_model_adopts_its_usable_version_and_says_so
         .unwrap();
     server_task.abort();
 }
+
+async fn next_watermark(
+    watermarks: &mut tokio::sync::mpsc::UnboundedReceiver<dtop_proto::v1::PersistedWatermark>,
+    what: &str,
+) -> dtop_proto::v1::PersistedWatermark {
+    tokio::time::timeout(WAIT, watermarks.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no watermark: {what}"))
+        .unwrap()
+}
+
+/// Under a lease coordinator (issue 16): the twin stamps its owner epoch on the rig's
+/// watermark, publishes it again at once when the epoch changes, and publishes none for a rig
+/// it lost, while it still stores the rig's blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermarks_carry_the_owner_epoch_and_stop_while_the_rig_is_lost() {
+    use dtop_proto::v1::PersistedWatermark;
+    let Some(broker) = Mosquitto::start_if_installed().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let storage = StorageConfig::File(FileStorageConfig {
+        dir: dir.path().join("lines"),
+        precision: Precision::Us,
+    });
+    // Every watermark the twin publishes, in order.
+    let mut options = MqttOptions::new("test-watermark-reader", "127.0.0.1", broker.port);
+    options.set_max_packet_size(MAX_MQTT_PACKET_BYTES, MAX_MQTT_PACKET_BYTES);
+    let (reader, mut reader_events) = AsyncClient::new(options, 16);
+    reader
+        .subscribe(topic::rig(&rig(), RigTopic::Persisted), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (watermarks_tx, mut watermarks) = tokio::sync::mpsc::unbounded_channel();
+    let reader_task = tokio::spawn(async move {
+        while let Ok(event) = reader_events.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = event {
+                let _ = watermarks_tx.send(PersistedWatermark::decode(p.payload).unwrap());
+            }
+        }
+    });
+
+    let (owners, owners_rx) = dtop_twin::owners_channel();
+    owners.own(rig(), 3).unwrap();
+    let shutdown = CancellationToken::new();
+    let (stats_tx, mut handle) = dtop_twin::stats_channel();
+    let twin = tokio::spawn(dtop_twin::run_with_owners(
+        config(broker.port, storage),
+        shutdown.clone(),
+        stats_tx,
+        owners_rx,
+    ));
+    wait(&mut handle, "the MQTT connection", |s| s.mqtt_connected).await;
+    let edge = Edge::connect(broker.port).await;
+    edge.publish(RigTopic::Birth, birth(1)).await;
+    for seq in 0..3 {
+        edge.publish(RigTopic::Samples, block(1, seq)).await;
+    }
+    let w = loop {
+        let w = next_watermark(&mut watermarks, "epoch 3's").await;
+        if w.seq == 2 {
+            break w;
+        }
+    };
+    assert_eq!(w.owner_epoch, 3);
+
+    // Lost: blocks are still stored, but no watermark goes out.
+    owners.lose(rig());
+    for seq in 3..6 {
+        edge.publish(RigTopic::Samples, block(1, seq)).await;
+    }
+    wait(&mut handle, "storage to acknowledge seq 5", |s| {
+        s.store.rigs.get(&rig()).and_then(|r| r.persisted_seq) == Some(5)
+    })
+    .await;
+    // Several publish intervals (100 ms) for a watermark that must not come.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(watermarks.try_recv().is_err(), "a lost rig got a watermark");
+
+    // Owned again at a newer epoch: the watermark goes out at once, stamped with it.
+    owners.own(rig(), 5).unwrap();
+    let w = next_watermark(&mut watermarks, "epoch 5's").await;
+    assert_eq!((w.seq, w.owner_epoch), (5, 5));
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, twin)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    reader_task.abort();
+}
