@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use dtop_e2e::nats::{self, NatsCluster};
-use dtop_e2e::{Proc, bin, free_port, wait_tcp};
+use dtop_e2e::pipeline::spawn_broker;
+use dtop_e2e::{Proc, free_port, wait_tcp};
 use dtop_proto::Message;
 use dtop_proto::v1::{ChannelSamples, SampleBlock};
 use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
@@ -227,15 +228,7 @@ fn start_dtop_broker(dir: &Path) -> Result<(Proc, u16)> {
             200_000
         ),
     )?;
-    let conf = conf.to_string_lossy().into_owned();
-    let proc = Proc::spawn(
-        "dtop-broker",
-        &bin("dtop-broker")?,
-        &["--config", &conf],
-        dir,
-    )?;
-    wait_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(15))?;
-    Ok((proc, port))
+    Ok((spawn_broker(dir, "dtop-broker", port)?, port))
 }
 
 fn start_mosquitto(dir: &Path) -> Result<(Proc, u16)> {

@@ -16,7 +16,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dtop_e2e::{Proc, bin, free_port, wait_for, wait_tcp};
+use dtop_e2e::free_port;
+use dtop_e2e::pipeline::{spawn_broker, spawn_twin};
 use dtop_proto::Message;
 use dtop_proto::v1::{
     Channel, ChannelKind, ChannelSamples, PersistedWatermark, RigBirth, SampleBlock,
@@ -155,14 +156,7 @@ async fn run(rigs: usize, seconds: u64, dir: &Path, ticks: f64) -> Result<Outcom
         &broker_conf,
         format!("[mqtt]\nlisten = \"127.0.0.1:{port}\"\n[limits]\nmax_queued_messages = 100000\n"),
     )?;
-    let broker_conf = broker_conf.to_string_lossy().into_owned();
-    let mut broker = Proc::spawn(
-        "broker",
-        &bin("dtop-broker")?,
-        &["--config", &broker_conf],
-        dir,
-    )?;
-    wait_tcp(([127, 0, 0, 1], port).into(), Duration::from_secs(15))?;
+    let mut broker = spawn_broker(dir, "broker", port)?;
     let twin_conf = dir.join("twin.toml");
     std::fs::write(
         &twin_conf,
@@ -172,15 +166,7 @@ async fn run(rigs: usize, seconds: u64, dir: &Path, ticks: f64) -> Result<Outcom
             dir.join("lines").display()
         ),
     )?;
-    let twin_conf = twin_conf.to_string_lossy().into_owned();
-    let mut twin = Proc::spawn("twin", &bin("dtop-twin")?, &["--config", &twin_conf], dir)?;
-    wait_for("the twin to subscribe", Duration::from_secs(20), || {
-        twin.ensure_running()?;
-        Ok(twin
-            .log()
-            .contains("Subscribed to rig topics.")
-            .then_some(()))
-    })?;
+    let mut twin = spawn_twin(dir, "twin")?;
 
     let mut opts = MqttOptions::new(
         format!("bench-rigs-{}", std::process::id()),
