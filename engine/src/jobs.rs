@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{in_tx, on_db, sqlx_error};
-use crate::slots::{CoreSlots, Slot};
+use crate::slots::{Core, CoreSlots};
 use crate::{ArrayRef, Engine, EngineError, StudyState, WorkerOptions};
 
 /// How often a running chunk looks at its study's state, so a cancel reaches it even where
@@ -83,9 +83,9 @@ pub struct WorkerStats {
     pub chunk_micros_total: AtomicU64,
     /// Reduce steps completed.
     pub reduces_total: AtomicU64,
-    /// Chunks and reduce steps that found no free core within `prefetch_wait_ms` and ran
-    /// beside the others.
-    pub jobs_beside_total: AtomicU64,
+    /// Chunks and reduce steps claimed ahead that found no free core within
+    /// `prefetch_wait_ms` and went back to the queue.
+    pub jobs_given_back_total: AtomicU64,
 }
 
 impl WorkerStats {
@@ -99,14 +99,14 @@ impl WorkerStats {
              # TYPE dtop_worker_chunks_duplicate_total counter\ndtop_worker_chunks_duplicate_total {}\n\
              # TYPE dtop_worker_chunk_seconds_total counter\ndtop_worker_chunk_seconds_total {}\n\
              # TYPE dtop_worker_reduces_total counter\ndtop_worker_reduces_total {}\n\
-             # TYPE dtop_worker_jobs_beside_total counter\ndtop_worker_jobs_beside_total {}\n",
+             # TYPE dtop_worker_jobs_given_back_total counter\ndtop_worker_jobs_given_back_total {}\n",
             g(&self.chunks_run_total),
             g(&self.chunks_failed_total),
             g(&self.chunks_cancelled_total),
             g(&self.chunks_duplicate_total),
             g(&self.chunk_micros_total) as f64 / 1e6,
             g(&self.reduces_total),
-            g(&self.jobs_beside_total),
+            g(&self.jobs_given_back_total),
         )
     }
 }
@@ -336,7 +336,10 @@ impl Engine {
             done.clone(),
         );
         let tables = self.load_inputs(&study, &study_row.input_refs).await?;
-        let slot = self.take_slot(slots).await;
+        let Some(core) = self.take_core(&ctx, slots).await else {
+            done.cancel();
+            return Ok(WorkOutcome::Snooze(Duration::ZERO));
+        };
         let started = Instant::now();
         let flag = cancelled.clone();
         let engine = self.clone();
@@ -353,7 +356,7 @@ impl Engine {
             )
         })
         .await;
-        drop(slot);
+        self.computed(&ctx, slots, core, started.elapsed());
         done.cancel();
         let stats = &self.inner.stats;
         let ending = match computed {
@@ -401,16 +404,26 @@ impl Engine {
         .await
     }
 
-    /// A core for a job's computation (see [`CoreSlots`]), counting the ones that ran beside.
-    async fn take_slot(&self, slots: &CoreSlots) -> Slot {
-        let slot = slots.take().await;
-        if matches!(slot, Slot::Beside) {
+    /// A core for a job's computation (see [`CoreSlots`]), or `None` when the job was claimed
+    /// ahead of a long computation: the caller gives it back (a snooze, which uses no
+    /// attempt) and this worker stops claiming ahead, so the job goes to an idle worker.
+    async fn take_core(&self, ctx: &WorkContext, slots: &CoreSlots) -> Option<Core> {
+        let core = slots.take().await;
+        if core.is_none() {
             self.inner
                 .stats
-                .jobs_beside_total
+                .jobs_given_back_total
                 .fetch_add(1, Ordering::Relaxed);
+            set_river_slots(ctx, slots.after_give_back());
         }
-        slot
+        core
+    }
+
+    /// Frees the core of a computation that took `took`; short ones let the worker claim
+    /// ahead.
+    fn computed(&self, ctx: &WorkContext, slots: &CoreSlots, core: Core, took: Duration) {
+        drop(core);
+        set_river_slots(ctx, slots.after_compute(took));
     }
 
     /// Tells River how a failed attempt ended, failing the study when it will not be retried.
@@ -644,7 +657,10 @@ impl Engine {
             submitted_by,
             ..
         } = study_row;
-        let slot = self.take_slot(slots).await;
+        let Some(core) = self.take_core(&ctx, slots).await else {
+            return Ok(WorkOutcome::Snooze(Duration::ZERO));
+        };
+        let started = Instant::now();
         let reduced = tokio::task::spawn_blocking(move || {
             let out = dtop_studies::reduce(kind, &model, &params, seed, &chunks, &tables)?;
             let refs = out
@@ -660,7 +676,7 @@ impl Engine {
             Ok::<_, StudyError>((out.summary, refs, proposed))
         })
         .await;
-        drop(slot);
+        self.computed(&ctx, slots, core, started.elapsed());
         let (summary, refs, proposed) = match reduced {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
@@ -780,9 +796,9 @@ impl Engine {
             )]));
         }
         let fetch = self.inner.config.fetch;
-        // River claims up to `concurrency + prefetch` jobs; `slots` lets `concurrency` of them
-        // compute at once.
-        let slots = CoreSlots::new(options.concurrency, fetch.prefetch_wait());
+        // River claims up to `concurrency` jobs, `concurrency + prefetch` while chunks are
+        // short (`set_river_slots`); `slots` lets `concurrency` of them compute at once.
+        let slots = CoreSlots::new(options.concurrency, fetch.prefetch, fetch.prefetch_wait());
         let mut workers = Workers::new();
         let (e, s) = (self.clone(), slots.clone());
         workers
@@ -791,7 +807,7 @@ impl Engine {
                 async move { snooze_if_unavailable(e.work_chunk(ctx, job, &s).await) }
             })
             .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let (e, s) = (self.clone(), slots);
+        let (e, s) = (self.clone(), slots.clone());
         workers
             .add_fn(move |ctx: WorkContext, job: Job<ReduceJob>| {
                 let (e, s) = (e.clone(), s.clone());
@@ -818,7 +834,7 @@ impl Engine {
                 .fetch_cooldown(fetch.cooldown())
                 .queue(
                     "default",
-                    QueueConfig::new((options.concurrency + fetch.prefetch) as usize)
+                    QueueConfig::new(slots.initial_slots())
                         .with_fetch_poll_interval(fetch.poll_interval()),
                 )
                 // River's rescuer skips running jobs without a timeout (they "may run
@@ -856,6 +872,24 @@ impl Engine {
         run.stop()
             .await
             .map_err(|e| EngineError::Internal(format!("worker stop: {e}")))
+    }
+}
+
+/// Sets the worker's River job slots (the default queue's `max_workers`) when `slots` says
+/// they change. River applies it while running; lowering never cancels a job.
+fn set_river_slots(ctx: &WorkContext, slots: Option<usize>) {
+    let (Some(n), Some(client)) = (slots, ctx.client()) else {
+        return;
+    };
+    let queues = client.local_queues();
+    let Some(config) = queues.configs().remove("default") else {
+        return;
+    };
+    match queues.update("default", config.with_max_workers(n)) {
+        Ok(()) => tracing::debug!(river_slots = n, "Claiming ahead changed."),
+        Err(e) => {
+            tracing::warn!(error = %e, river_slots = n, "Could not change the worker's job slots.")
+        }
     }
 }
 

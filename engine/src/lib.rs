@@ -84,14 +84,14 @@ pub struct FetchConfig {
     /// `cooldown_ms` to 60 000 ms.
     #[serde(default = "default_fetch_poll_interval_ms")]
     pub poll_interval_ms: u64,
-    /// Chunks a worker claims beyond its `concurrency`, so the next chunk is claimed and its
-    /// inputs read while the current one computes: the claim's round trips no longer sit
-    /// between two chunks. 0 to 4.
+    /// Chunks a worker claims beyond its `concurrency` while its chunks are short, so the
+    /// next chunk is claimed and its inputs read while the current one computes: the claim's
+    /// round trips no longer sit between two chunks. 0 to 4.
     #[serde(default = "default_fetch_prefetch")]
     pub prefetch: u32,
-    /// How long a claimed-ahead chunk waits for a core before it runs anyway, beside the
-    /// others (so a long chunk never holds a claimed one back from an idle core for long).
-    /// 1 to 10 000 ms.
+    /// Claiming ahead starts after a computation shorter than this; a chunk claimed ahead
+    /// that waits this long for a core goes back to the queue (for an idle worker) and
+    /// claiming ahead stops. 1 to 10 000 ms.
     #[serde(default = "default_fetch_prefetch_wait_ms")]
     pub prefetch_wait_ms: u64,
 }

@@ -408,7 +408,8 @@ impl Pipeline {
     }
 }
 
-fn spawn_broker(dir: &Path, name: &str, port: u16) -> Result<Proc> {
+/// `dtop-broker` on `dir`/broker.toml, once it listens on `port`.
+pub fn spawn_broker(dir: &Path, name: &str, port: u16) -> Result<Proc> {
     let conf = dir.join("broker.toml");
     let proc = Proc::spawn(
         name,
@@ -421,7 +422,8 @@ fn spawn_broker(dir: &Path, name: &str, port: u16) -> Result<Proc> {
     Ok(proc)
 }
 
-fn spawn_twin(dir: &Path, name: &str) -> Result<Proc> {
+/// `dtop-twin` on `dir`/twin.toml, once it has subscribed to the rig topics.
+pub fn spawn_twin(dir: &Path, name: &str) -> Result<Proc> {
     let conf = dir.join("twin.toml");
     let mut twin = Proc::spawn(
         name,
