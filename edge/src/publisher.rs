@@ -1439,11 +1439,23 @@ impl Publisher {
         };
         let mut birth = build_birth_with_polled(manifest, ctx, &self.config.polled_channels);
         birth.safety_state = self.stats.snapshot().safety_state.as_str().to_owned();
-        birth.oldest_unconfirmed_seq = self
-            .backlog
-            .as_ref()
-            .and_then(|b| b.spool().unacked_range())
-            .map(|(first, _)| first);
+        // Where the rig's data starts for a twin with no watermark: the oldest block still
+        // held, or with nothing held the next seq this edge numbers. Without the latter a
+        // twin that could not store the first blocks (not yet owning the rig under a lease
+        // coordinator) would start its watermark at the first block it stored, and the
+        // blocks below it would be released unstored.
+        birth.oldest_unconfirmed_seq = self.backlog.as_ref().map(|b| {
+            b.spool().unacked_range().map_or_else(
+                || {
+                    b.spool()
+                        .last_seq()
+                        .map_or(self.config.next_seq_at_start, |last| {
+                            (last + 1).max(self.config.next_seq_at_start)
+                        })
+                },
+                |(first, _)| first,
+            )
+        });
         let payload = birth.encode_to_vec();
         if payload.len() > MAX_CONTROL_BYTES {
             error!(

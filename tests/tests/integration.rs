@@ -10,3 +10,4 @@ mod nats_failover;
 mod pipeline;
 mod replay;
 mod systemd_units;
+mod twin_leases;
