@@ -9,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use dtop_edge::{EdgeConfig, EdgeStats};
 use dtop_firmware::{ActuatorCommand, Samples};
 use dtop_proto::topic::{self, RigTopic};
 use dtop_proto::v1::command::Kind;
@@ -17,12 +16,13 @@ use dtop_proto::v1::command_ack::Status;
 use dtop_proto::v1::{Command, CommandAck, SafetyReset, SafetyStop, SetAcquisition, SetDrive};
 use dtop_proto::{Message, RigId};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
 
 use crate::common;
-use common::{Broker, PtyPair, actuator_edge_config, fake_firmware, slow_actuator_manifest, tools};
+use common::{
+    Broker, Edge, PtyPair, actuator_edge_config, fake_firmware, slow_actuator_manifest, tools,
+};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -104,49 +104,6 @@ impl Operator {
                 return ack;
             }
         }
-    }
-}
-
-struct Edge {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), dtop_edge::EdgeError>>,
-    stats: watch::Receiver<EdgeStats>,
-}
-
-impl Edge {
-    fn start(config: EdgeConfig) -> Self {
-        let (stats_tx, stats) = watch::channel(EdgeStats::default());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(dtop_edge::run_with_stats(
-            config,
-            shutdown.clone(),
-            stats_tx,
-        ));
-        Self {
-            shutdown,
-            task,
-            stats,
-        }
-    }
-
-    async fn wait(&self, what: &str, ready: impl FnMut(&EdgeStats) -> bool) -> EdgeStats {
-        let mut stats = self.stats.clone();
-        match timeout(WAIT, stats.wait_for(ready)).await {
-            Ok(Ok(s)) => s.clone(),
-            _ => panic!(
-                "timed out waiting for {what}; stats: {:?}",
-                *self.stats.borrow()
-            ),
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        timeout(WAIT, self.task)
-            .await
-            .unwrap_or_else(|_| panic!("edge did not stop"))
-            .unwrap_or_else(|e| panic!("edge panicked: {e}"))
-            .unwrap_or_else(|e| panic!("edge failed: {e}"));
     }
 }
 

@@ -503,14 +503,9 @@ impl RigState {
     /// The drives made since the last call, oldest first, for publication: stamped with the
     /// owner epoch, and none while the rig is lost.
     pub fn take_drives(&mut self) -> impl DoubleEndedIterator<Item = ActuatorDrive> + '_ {
-        let (owned, epoch) = (self.ownership.is_owned(), self.ownership.epoch());
-        self.drives
-            .drain(..)
-            .filter(move |_| owned)
-            .map(move |mut d| {
-                d.owner_epoch = epoch;
-                d
-            })
+        take_owned(&mut self.drives, self.ownership, |d, epoch| {
+            d.owner_epoch = epoch;
+        })
     }
 
     /// Whether this twin owns the rig, at which owner epoch.
@@ -593,14 +588,9 @@ impl RigState {
     /// The controller params made since the last call, oldest first, for publication:
     /// stamped with the owner epoch, and none while the rig is lost.
     pub fn take_params(&mut self) -> impl DoubleEndedIterator<Item = ControllerParams> + '_ {
-        let (owned, epoch) = (self.ownership.is_owned(), self.ownership.epoch());
-        self.params
-            .drain(..)
-            .filter(move |_| owned)
-            .map(move |mut p| {
-                p.owner_epoch = epoch;
-                p
-            })
+        take_owned(&mut self.params, self.ownership, |p, epoch| {
+            p.owner_epoch = epoch;
+        })
     }
 
     /// The command acks made since the last call, oldest first, for publication; none while
@@ -2001,6 +1991,20 @@ async fn owners_changed(owners: &mut Option<watch::Receiver<Owners>>) -> bool {
 
 /// Whether an edge safety state (`dtop_edge::safety::SafetyState::as_str`) means the actuator
 /// stays off until an operator acts.
+/// Drains `queue` for publication, each item stamped with the owner epoch by `stamp`; nothing
+/// while the rig is lost.
+fn take_owned<'a, T>(
+    queue: &'a mut Vec<T>,
+    ownership: Ownership,
+    stamp: impl Fn(&mut T, u64) + 'a,
+) -> impl DoubleEndedIterator<Item = T> + 'a {
+    let (owned, epoch) = (ownership.is_owned(), ownership.epoch());
+    queue.drain(..).filter(move |_| owned).map(move |mut item| {
+        stamp(&mut item, epoch);
+        item
+    })
+}
+
 fn actuator_off(safety_state: &str) -> bool {
     matches!(safety_state, "latched" | "disabled")
 }

@@ -316,3 +316,62 @@ pub async fn next_decoded<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) ->
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
         .unwrap_or_else(|| panic!("subscriber ended while waiting for {what}"))
 }
+
+/// How long [`Edge`] waits for a stats condition or for the edge to stop.
+pub const EDGE_WAIT: Duration = Duration::from_secs(15);
+
+/// One in-process edge run (`dtop_edge::run_with_stats`) and its stats.
+pub struct Edge {
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), dtop_edge::EdgeError>>,
+    stats: tokio::sync::watch::Receiver<dtop_edge::EdgeStats>,
+}
+
+impl Edge {
+    pub fn start(config: dtop_edge::EdgeConfig) -> Self {
+        let (stats_tx, stats) = tokio::sync::watch::channel(dtop_edge::EdgeStats::default());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(dtop_edge::run_with_stats(
+            config,
+            shutdown.clone(),
+            stats_tx,
+        ));
+        Self {
+            shutdown,
+            task,
+            stats,
+        }
+    }
+
+    /// The stats now.
+    pub fn stats(&self) -> dtop_edge::EdgeStats {
+        self.stats.borrow().clone()
+    }
+
+    /// The stats once `ready` holds, within [`EDGE_WAIT`].
+    pub async fn wait(
+        &self,
+        what: &str,
+        ready: impl FnMut(&dtop_edge::EdgeStats) -> bool,
+    ) -> dtop_edge::EdgeStats {
+        let mut stats = self.stats.clone();
+        match tokio::time::timeout(EDGE_WAIT, stats.wait_for(ready)).await {
+            Ok(Ok(s)) => s.clone(),
+            Ok(Err(e)) => panic!("waiting for {what}: {e}"),
+            Err(_) => panic!(
+                "timed out waiting for {what}; stats: {:?}",
+                *self.stats.borrow()
+            ),
+        }
+    }
+
+    /// Cancels and waits for a clean exit.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(EDGE_WAIT, self.task)
+            .await
+            .unwrap_or_else(|_| panic!("edge did not stop"))
+            .unwrap_or_else(|e| panic!("edge panicked: {e}"))
+            .unwrap_or_else(|e| panic!("edge failed: {e}"));
+    }
+}
