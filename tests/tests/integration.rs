@@ -5,6 +5,7 @@
 
 mod closed_loop;
 mod faults;
+mod fleet_faults;
 mod live_cbc;
 mod nats_failover;
 mod pipeline;
