@@ -290,7 +290,11 @@ fn main() -> Result<()> {
             edge_s.extend(s.edge.map(|d| d.as_secs_f64()));
             stored_s.extend(s.stored.map(|d| d.as_secs_f64()));
         }
-        println!("round {round}: killed {}, its {} rigs: {stages:?}", twins[victim].id, moved.len());
+        println!(
+            "round {round}: killed {}, its {} rigs: {stages:?}",
+            twins[victim].id,
+            moved.len()
+        );
         // Back: the dead twin starts again and takes back what it wins.
         let after = fleet::leases(&rt, &store)?;
         let restarted = Instant::now();
@@ -401,7 +405,8 @@ fn peer_run(
         wait_for("the peer's rigs stored again", WAIT, || {
             for (k, w) in watermarks(&rigs)? {
                 if w > at_kill[&k] {
-                    done.entry(k).or_insert_with(|| killed.elapsed().as_secs_f64());
+                    done.entry(k)
+                        .or_insert_with(|| killed.elapsed().as_secs_f64());
                 }
             }
             Ok((done.len() == rigs.len()).then_some(()))
