@@ -923,7 +923,7 @@ impl CpuSample {
                 let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
                     .unwrap_or_default()
                     .replace('\0', " ");
-                if ns > &was {
+                if *ns > was {
                     println!(
                         "  postgres pid={pid} cpu_s={:.3} {}",
                         s(*ns, was),
