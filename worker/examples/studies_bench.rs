@@ -15,7 +15,11 @@
 //! default the engine's, `dtop_engine::default_fetch_cooldown_ms`; River's own is 100) and
 //! `--prefetch P` (chunks a worker claims ahead, `[engine.fetch] prefetch`; default the
 //! engine's, 0 turns it off).
-//! `study` prints each chunk's start and end, per worker, from River's job table.
+//! `study` prints each chunk's start and end, per worker, from River's job table, and the CPU
+//! time the workers, this process and the PostgreSQL server (when it runs on this machine)
+//! used over the study (`cpu_s`) and over 1 s idle before it; `BENCH_PG_DETAIL=1` splits the
+//! server's by process, and `RUST_LOG=warn,dtop_engine::jobs=debug` (inherited by the workers)
+//! adds the workers' own timings of each chunk and of the reduce.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
