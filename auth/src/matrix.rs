@@ -12,7 +12,7 @@
 use dtop_proto::ids::RigId;
 use dtop_proto::topic::{self, RigTopic, SimTopic, Topic, TwinTopic};
 
-use crate::Role;
+use crate::acl::Role;
 
 /// Every matrix user's password.
 pub const PASSWORD: &str = "correct horse";
@@ -211,7 +211,8 @@ pub fn cases(role: Role) -> Vec<Case> {
 #[allow(clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::{Acl, Credentials, RolesConfig};
+    use crate::acl::{Acl, RolesConfig};
+    use crate::credentials::Credentials;
 
     /// The pure engine with the default rules agrees with every cell of the matrix, for the
     /// identities the credentials file gives the matrix users.

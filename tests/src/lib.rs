@@ -256,6 +256,12 @@ impl Services {
         self.nats.as_ref().context("the cluster was just started")
     }
 
+    /// The warning and error lines of the NATS cluster's nodes, if this started one: what a
+    /// failing pipeline test adds to its processes' logs.
+    pub fn nats_warnings(&self) -> Option<String> {
+        self.nats.as_ref().map(nats::NatsCluster::warnings)
+    }
+
     fn program(&self, name: &str, package: &str) -> Result<PathBuf> {
         find_program(name).with_context(|| {
             format!("`{name}` is not installed (Debian package `{package}`); scripts/test.sh installs it")

@@ -189,7 +189,10 @@ fn influx_pipeline(
         };
         check_blocks(&get("seq")?, &get("first_sample_index")?, &get("samples")?)
     })();
-    result.with_context(|| pipeline.logs())
+    result.with_context(|| {
+        let nats = services.nats_warnings().unwrap_or_default();
+        format!("{}{nats}", pipeline.logs())
+    })
 }
 
 /// One run into VictoriaMetrics through the InfluxDB v2 write API and `broker`, checked
@@ -248,7 +251,10 @@ fn victoria_pipeline(
         };
         check_blocks(&get("seq")?, &get("first_sample_index")?, &get("samples")?)
     })();
-    result.with_context(|| pipeline.logs())
+    result.with_context(|| {
+        let nats = services.nats_warnings().unwrap_or_default();
+        format!("{}{nats}", pipeline.logs())
+    })
 }
 
 #[test]
