@@ -1202,11 +1202,24 @@ impl Publisher {
                         let previous = self.fence.current();
                         self.fence.adopt(epoch);
                         self.stats.update(|s| s.owner_epoch = epoch);
+                        // The new owner holds none of what the previous one received and had
+                        // not yet persisted: everything the watermark has not covered goes
+                        // again, oldest first, as after a reconnect, instead of waiting for
+                        // the stall replay.
+                        let replayed = match &mut self.backlog {
+                            Some(backlog) => {
+                                backlog.replay_all();
+                                self.replay_credit = self.replay_credit.max(1.0);
+                                backlog.blocks()
+                            }
+                            None => 0,
+                        };
                         info!(
                             owner_epoch = epoch,
                             previous,
                             via = kind.as_str(),
-                            "A new owner of the rig: adopted its owner epoch; older owners are fenced off."
+                            unconfirmed_blocks = replayed,
+                            "A new owner of the rig: adopted its owner epoch; older owners are fenced off, and what it has not confirmed is replayed to it."
                         );
                         return Ok(());
                     }
@@ -1426,11 +1439,23 @@ impl Publisher {
         };
         let mut birth = build_birth_with_polled(manifest, ctx, &self.config.polled_channels);
         birth.safety_state = self.stats.snapshot().safety_state.as_str().to_owned();
-        birth.oldest_unconfirmed_seq = self
-            .backlog
-            .as_ref()
-            .and_then(|b| b.spool().unacked_range())
-            .map(|(first, _)| first);
+        // Where the rig's data starts for a twin with no watermark: the oldest block still
+        // held, or with nothing held the next seq this edge numbers. Without the latter a
+        // twin that could not store the first blocks (not yet owning the rig under a lease
+        // coordinator) would start its watermark at the first block it stored, and the
+        // blocks below it would be released unstored.
+        birth.oldest_unconfirmed_seq = self.backlog.as_ref().map(|b| {
+            b.spool().unacked_range().map_or_else(
+                || {
+                    b.spool()
+                        .last_seq()
+                        .map_or(self.config.next_seq_at_start, |last| {
+                            (last + 1).max(self.config.next_seq_at_start)
+                        })
+                },
+                |(first, _)| first,
+            )
+        });
         let payload = birth.encode_to_vec();
         if payload.len() > MAX_CONTROL_BYTES {
             error!(

@@ -2,8 +2,9 @@
 //! fencing"): controller params, drives and persisted watermarks published on a real Mosquitto
 //! with owner epochs, `dtop_edge::run` on one end of a socat pty pair, a fake firmware on the
 //! other. Checks that an older owner's params are refused with the reason while the current
-//! owner's loop runs on, that an older owner's watermark releases no spooled block, and that
-//! the epoch survives an edge restart.
+//! owner's loop runs on, that an older owner's watermark releases no spooled block, that a new
+//! owner gets every block not yet confirmed replayed at once, and that the epoch survives an
+//! edge restart.
 //!
 //! Needs `socat` and `mosquitto`. Without them the test says so and passes, unless `CI` or
 //! `DTOP_REQUIRE_SERVICES=1` is set, in which case it fails.
@@ -244,19 +245,39 @@ async fn an_older_owner_is_fenced_off_and_the_epoch_survives_a_restart() {
         .await;
     assert_eq!(s.backlog_blocks, spooled - 2);
     assert_eq!(s.samples_stored_total, 2 * u64::from(BLOCK_SAMPLES));
+    // Adopting epoch 2 (with the first params) replayed what was spooled then; count from here.
+    let replayed_before = s.blocks_replayed_total;
+
+    // A new owner (epoch 3, the previous one died holding what it had not persisted): every
+    // block its watermark does not cover is replayed to it at once, long before the stall
+    // replay (10 s after the last progress).
+    let unconfirmed = s.backlog_blocks as u64;
+    twins.watermark(1, 3).await;
+    let asked = std::time::Instant::now();
+    let s = edge
+        .wait("epoch 3 and the replay of every unconfirmed block", |s| {
+            s.owner_epoch == 3 && s.blocks_replayed_total >= replayed_before + unconfirmed
+        })
+        .await;
+    assert_eq!(s.blocks_replayed_total - replayed_before, unconfirmed);
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "the replay took {:?}, as long as the stall replay",
+        asked.elapsed()
+    );
     edge.stop().await;
 
-    // A restarted edge still fences epoch 1 off.
+    // A restarted edge still fences the older owners off.
     let edge = Edge::start(config);
     edge.wait("the subscriptions again", |s| s.drive_subscribed)
         .await;
-    assert_eq!(edge.stats().owner_epoch, 2);
-    twins.params(13, 1).await;
+    assert_eq!(edge.stats().owner_epoch, 3);
+    twins.params(13, 2).await;
     let ack = twins.ack_of(13, &mut firmware).await;
     assert_eq!(ack.status(), Status::Refused);
-    assert!(ack.reason.contains("owner epoch 2"), "{}", ack.reason);
+    assert!(ack.reason.contains("owner epoch 3"), "{}", ack.reason);
     // The current owner still gets through.
-    twins.params(14, 2).await;
+    twins.params(14, 3).await;
     let ack = twins.ack_of(14, &mut firmware).await;
     assert_eq!(ack.status(), Status::Applied, "{}", ack.reason);
     edge.stop().await;

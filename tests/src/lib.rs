@@ -9,6 +9,7 @@
 //! - [`truth`]: the rig simulator's ground-truth log.
 //! - [`control`]: operator commands for closed-loop runs, and the simulator's loop latency log.
 //! - [`nats`]: a three-node NATS cluster (JetStream, MQTT gateway) as processes.
+//! - [`fleet`]: rigs and twins sharing them through rig leases, as processes.
 //! - [`pipeline`]: the whole rig → edge → broker → twin → storage chain as processes.
 //! - [`query`]: reading back what storage holds.
 //! - [`http`]: a small blocking HTTP client for test code.
@@ -18,6 +19,7 @@
 
 pub mod audit;
 pub mod control;
+pub mod fleet;
 pub mod nats;
 pub mod pipeline;
 pub mod proxy;

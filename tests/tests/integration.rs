@@ -5,8 +5,10 @@
 
 mod closed_loop;
 mod faults;
+mod fleet_faults;
 mod live_cbc;
 mod nats_failover;
 mod pipeline;
 mod replay;
 mod systemd_units;
+mod twin_leases;

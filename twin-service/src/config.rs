@@ -60,6 +60,113 @@ pub struct TwinConfig {
     /// (`crate::tracking`). Off by default.
     #[serde(default)]
     pub tracking: TrackingConfig,
+    /// Several twins sharing the rigs through rig leases on PostgreSQL (`dtop-lease`,
+    /// ARCHITECTURE.md "Twins sharing the rigs"). Absent: this twin owns every rig it sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<CoordinatorConfig>,
+}
+
+/// `[coordinator]`: this twin is one of several that divide the rigs among themselves. Each
+/// rig is owned by one of them at a time; the others neither store nor publish anything for
+/// it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// This twin's id in the lease tables (`[A-Za-z0-9_.-]`, at most 64 bytes). Required, with
+    /// no default: it must differ between the twins sharing the rigs (two twins under one id
+    /// would both own the same rigs, since a lease held under an id is its holder's own) and stay
+    /// the same across this twin's restarts (so a restarted twin takes its rigs back at once
+    /// instead of waiting out its previous process's leases). The host name is a good choice
+    /// when there is one twin per host.
+    pub twin_id: String,
+    /// `postgres://user@host:port/db` of the lease database. Prefer `database_url_file` when
+    /// the URL holds a password; a password given here is never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<DatabaseUrl>,
+    /// A file holding the lease database URL (a trailing newline is ignored), e.g. a systemd
+    /// credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url_file: Option<PathBuf>,
+    /// Lease timing, the same for every twin sharing the rigs (`[coordinator.lease]`:
+    /// `ttl_ms`, `renew_interval_ms`, `safety_margin_ms`).
+    #[serde(default)]
+    pub lease: dtop_lease::LeaseConfig,
+}
+
+impl CoordinatorConfig {
+    /// This twin's id.
+    ///
+    /// # Errors
+    /// When `twin_id` is not a valid id (validation reports it first).
+    pub fn twin_id(&self) -> Result<dtop_lease::TwinId, dtop_lease::TwinIdError> {
+        dtop_lease::TwinId::new(self.twin_id.clone())
+    }
+
+    /// The lease database URL: `database_url`, or read from `database_url_file`.
+    ///
+    /// # Errors
+    /// When the file cannot be read or is empty (the message names the file, never its text).
+    pub fn database_url(&self) -> Result<DatabaseUrl, SecretError> {
+        match (&self.database_url, &self.database_url_file) {
+            (Some(url), _) => Ok(url.clone()),
+            (None, Some(path)) => {
+                Secret::read_file(path).map(|s| DatabaseUrl(s.expose().trim().to_owned()))
+            }
+            (None, None) => Err(SecretError::Empty {
+                path: PathBuf::from("(no coordinator.database_url)"),
+            }),
+        }
+    }
+}
+
+/// A PostgreSQL URL that may hold a password: printed (`Debug`, `Display`) with the password
+/// replaced by `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL itself, for the one place that connects.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_password(&self.0)
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// `scheme://user:password@host/...` → `scheme://user:***@host/...`; anything else unchanged.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 /// What a tracked mode's frequency is compared with.
@@ -1055,6 +1162,9 @@ impl TwinConfig {
         validate_model(&mut p, &self.model);
         validate_control(&mut p, &self.control);
         validate_tracking(&mut p, &self.tracking);
+        if let Some(c) = &self.coordinator {
+            validate_coordinator(&mut p, c);
+        }
         if p.is_empty() { Ok(()) } else { Err(p) }
     }
 }
@@ -1210,6 +1320,48 @@ fn validate_storage_kind(p: &mut ConfigProblems, prefix: &str, storage: &Storage
             p.push(&format!("{prefix}.nodes"), "cannot be nested");
         }
     }
+}
+
+fn validate_coordinator(p: &mut ConfigProblems, c: &CoordinatorConfig) {
+    if let Err(e) = c.twin_id() {
+        p.push("coordinator.twin_id", e);
+    }
+    let field = match (&c.database_url, &c.database_url_file) {
+        (Some(_), Some(_)) => {
+            p.push(
+                "coordinator.database_url_file",
+                "give database_url or database_url_file, not both",
+            );
+            None
+        }
+        (None, None) => {
+            p.push(
+                "coordinator.database_url",
+                "give database_url or database_url_file",
+            );
+            None
+        }
+        (Some(_), None) => Some("coordinator.database_url"),
+        (None, Some(_)) => Some("coordinator.database_url_file"),
+    };
+    if let Some(field) = field {
+        match c.database_url() {
+            // The URL itself is not repeated: it may hold a password.
+            Ok(url) if !is_postgres_url(url.expose()) => p.push(
+                field,
+                "must be a PostgreSQL URL (postgres://… or postgresql://…)",
+            ),
+            Ok(_) => {}
+            Err(e) => p.push(field, e),
+        }
+    }
+    for problem in c.lease.problems("coordinator.lease.") {
+        p.push(&problem.path, problem.message);
+    }
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// Highest accepted `model.state_publish_hz`: far above what a dashboard can show, and low
@@ -1712,6 +1864,104 @@ influx_v1 = { url = "ftp://x", database = " " }
         )
         .unwrap();
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_coordinator_section_is_optional_and_every_problem_in_it_is_reported() {
+        let config = TwinConfig::from_toml_str("").unwrap();
+        assert_eq!(config.coordinator, None);
+        let dir = tempfile::tempdir().unwrap();
+        let url_file = dir.path().join("lease-db");
+        std::fs::write(&url_file, "postgres://dtop:pw@db.lab:5432/dtop\n").unwrap();
+        let text = format!(
+            "[coordinator]\ntwin_id = \"twin-a\"\ndatabase_url_file = \"{}\"\n\
+             [coordinator.lease]\nttl_ms = 2000\nrenew_interval_ms = 400\nsafety_margin_ms = 500\n",
+            url_file.display()
+        );
+        let config = TwinConfig::from_toml_str(&text).unwrap();
+        config.validate().unwrap();
+        let c = config.coordinator.as_ref().unwrap();
+        assert_eq!(c.twin_id().unwrap().as_str(), "twin-a");
+        assert_eq!(c.lease.renew_interval_ms, 400);
+        let url = c.database_url().unwrap();
+        assert_eq!(url.expose(), "postgres://dtop:pw@db.lab:5432/dtop");
+        assert_eq!(url.to_string(), "postgres://dtop:***@db.lab:5432/dtop");
+        let inline = TwinConfig::from_toml_str(
+            "[coordinator]\ntwin_id = \"twin-a\"\ndatabase_url = \"postgres://dtop:pw@db.lab/dtop\"\n",
+        )
+        .unwrap();
+        inline.validate().unwrap();
+        let printed = format!("{inline:?}");
+        assert!(
+            printed.contains("postgres://dtop:***@db.lab/dtop") && !printed.contains("pw@"),
+            "{printed}"
+        );
+
+        // Every problem at once, with the twin's other problems.
+        let text = "[http]\ntimeout_ms = 0\n\n[coordinator]\ntwin_id = \"twin a\"\n\
+                    database_url = \"mysql://u:secret@h/d\"\ndatabase_url_file = \"/x\"\n\
+                    [coordinator.lease]\nttl_ms = 500\nrenew_interval_ms = 400\n";
+        let problems = TwinConfig::from_toml_str(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        let all = problems.to_string();
+        for field in [
+            "http.timeout_ms",
+            "coordinator.twin_id: twin id \"twin a\" contains ' '",
+            "coordinator.database_url_file: give database_url or database_url_file, not both",
+            "coordinator.lease.ttl_ms: must be more than",
+        ] {
+            assert!(all.contains(field), "missing {field:?} in:\n{all}");
+        }
+        assert_eq!(problems.0.len(), 4, "{all}");
+        let text = "[coordinator]\ntwin_id = \"t\"\ndatabase_url = \"mysql://u:secret@h/d\"\n";
+        let problems = TwinConfig::from_toml_str(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            problems.0,
+            ["coordinator.database_url: must be a PostgreSQL URL (postgres://… or postgresql://…)"]
+        );
+        let problems = TwinConfig::from_toml_str("[coordinator]\ntwin_id = \"t\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            problems.0,
+            ["coordinator.database_url: give database_url or database_url_file"]
+        );
+        // The id is required, and unknown keys are refused, in the lease table too.
+        assert!(
+            TwinConfig::from_toml_str("[coordinator]\ndatabase_url = \"postgres://h/d\"\n")
+                .is_err()
+        );
+        assert!(
+            TwinConfig::from_toml_str(
+                "[coordinator]\ntwin_id = \"t\"\n[coordinator.lease]\nttl_s = 5\n"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_database_url_prints_without_its_password() {
+        for (url, shown) in [
+            ("postgres://u:p@h:5432/d", "postgres://u:***@h:5432/d"),
+            ("postgres://u@h/d", "postgres://u@h/d"),
+            (
+                "postgresql://u:p:q@h?sslmode=require",
+                "postgresql://u:***@h?sslmode=require",
+            ),
+            ("postgres://h/d", "postgres://h/d"),
+        ] {
+            assert_eq!(DatabaseUrl::new(url).to_string(), shown);
+            assert_eq!(
+                format!("{:?}", DatabaseUrl::new(url)),
+                format!("DatabaseUrl({shown})")
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //!   hand-shake with the edge's inner loop, the iteration on live samples, its records.
 //! - [`owner`]: which rigs this twin owns under a lease coordinator, at which owner epoch, and
 //!   the handle through which the coordinator says so (no coordinator: every rig, epoch 0).
+//! - [`leases`]: with `[coordinator]`, the lease database, the `dtop-lease` coordinator whose
+//!   `Owned`/`Lost` feed [`owner`], and the registration of every rig seen born.
 //! - [`seq`]: pure per-rig block sequence tracking (new, duplicate, gap, late fill).
 //! - [`overlap`]: the sample times each rig has stored, per edge clock; a block that would
 //!   replace stored samples is stored apart.
@@ -41,6 +43,7 @@ pub mod config;
 pub mod control;
 pub mod estimate;
 pub mod ingest;
+pub mod leases;
 pub mod lineproto;
 pub mod live_cbc;
 pub mod metrics;
@@ -55,7 +58,7 @@ pub mod store;
 pub mod tracking;
 
 pub use config::TwinConfig;
-pub use owner::{OwnersHandle, Ownership, owners_channel};
+pub use owner::{OwnerMode, OwnersHandle, Ownership, owners_channel, owners_channel_for};
 pub use service::{TwinError, TwinHandle, run, run_with_owners, spawn, stats_channel};
 pub use stats::{RigStats, StoreStats, TwinStats};
 

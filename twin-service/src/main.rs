@@ -50,7 +50,19 @@ const DAEMON: Daemon<TwinConfig> = Daemon {
     example_config: || dtop_twin::EXAMPLE_CONFIG.to_owned(),
     config_required: false,
     load: |path| load_config(path).map_err(|e| e.to_string()),
-    describe: |config| format!("configuration OK; storage: {}", config.storage.describe()),
+    describe: |config| {
+        let coordinator = match &config.coordinator {
+            None => "none (this twin owns every rig)".to_owned(),
+            Some(c) => match c.database_url() {
+                Ok(url) => format!("twin {} on {url}", c.twin_id),
+                Err(e) => format!("twin {} ({e})", c.twin_id),
+            },
+        };
+        format!(
+            "configuration OK; storage: {}; coordinator: {coordinator}",
+            config.storage.describe()
+        )
+    },
 };
 
 /// The off-line tools; both read the storage the config's `[storage]` writes to.
@@ -221,6 +233,9 @@ fn log_summary(stats: &dtop_twin::TwinStats) {
             blocks_stored = r.blocks_stored,
             blocks_missing = r.blocks_missing,
             blocks_duplicate = r.blocks_duplicate,
+            owned = r.owned,
+            owner_epoch = r.owner_epoch,
+            blocks_not_owned = r.blocks_not_owned,
             "Rig summary."
         );
     }

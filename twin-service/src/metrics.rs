@@ -122,7 +122,7 @@ pub fn render(stats: &TwinStats) -> String {
     }
 
     type RigValue = fn(&crate::stats::RigStats) -> f64;
-    let per_rig: [(&str, &str, &str, RigValue); 9] = [
+    let per_rig: [(&str, &str, &str, RigValue); 12] = [
         (
             "dtop_twin_rig_online",
             "gauge",
@@ -152,6 +152,24 @@ pub fn render(stats: &TwinStats) -> String {
             "counter",
             "Blocks received more than once.",
             |r| r.blocks_duplicate as f64,
+        ),
+        (
+            "dtop_twin_rig_blocks_not_owned_total",
+            "counter",
+            "Sample blocks dropped because another twin (or nobody yet) owned the rig.",
+            |r| r.blocks_not_owned as f64,
+        ),
+        (
+            "dtop_twin_rig_owned",
+            "gauge",
+            "1 while this twin owns the rig (always without a lease coordinator).",
+            |r| f64::from(u8::from(r.owned)),
+        ),
+        (
+            "dtop_twin_rig_owner_epoch",
+            "gauge",
+            "The owner epoch this twin owns the rig at, or lost it at (0: no coordinator).",
+            |r| r.owner_epoch as f64,
         ),
         (
             "dtop_twin_rig_estimating",
@@ -521,6 +539,9 @@ mod tests {
         let mut rig_stats = RigStats {
             online: true,
             blocks_received: 12,
+            owned: true,
+            owner_epoch: 4,
+            blocks_not_owned: 7,
             samples_unread_at_edge: [("edge_down".to_owned(), 300)].into(),
             tracking: Some(crate::tracking::TrackingCounters {
                 windows_identified_total: 5,
@@ -551,6 +572,9 @@ mod tests {
             "dtop_twin_mqtt_connected 1",
             "dtop_twin_rig_online{rig=\"so-3s\"} 1",
             "dtop_twin_rig_blocks_received_total{rig=\"so-3s\"} 12",
+            "dtop_twin_rig_blocks_not_owned_total{rig=\"so-3s\"} 7",
+            "dtop_twin_rig_owned{rig=\"so-3s\"} 1",
+            "dtop_twin_rig_owner_epoch{rig=\"so-3s\"} 4",
             "dtop_twin_rig_samples_unread_at_edge_total{rig=\"so-3s\",reason=\"edge_down\"} 300",
             "dtop_twin_rig_samples_stored_total{rig=\"so-3s\"} 1000",
             "dtop_twin_rig_backlog_seconds{rig=\"so-3s\"} 0.5",

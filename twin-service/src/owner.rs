@@ -4,8 +4,10 @@
 //! watermark publisher does the same (ARCHITECTURE.md, "Owner epochs and fencing"). Knows
 //! nothing of leases, elections or MQTT.
 //!
-//! Without a coordinator nobody calls [`OwnersHandle`], every rig is owned at epoch 0, and the
-//! twin behaves exactly as a single twin always has.
+//! Without a coordinator ([`OwnerMode::Single`]) nobody calls [`OwnersHandle`], every rig is
+//! owned at epoch 0, and the twin behaves exactly as a single twin always has. Under one
+//! ([`OwnerMode::Coordinated`]) a rig the coordinator has not given this twin is not owned: its
+//! samples are left to the owner.
 
 use std::collections::BTreeMap;
 
@@ -27,10 +29,35 @@ pub enum Ownership {
 }
 
 impl Default for Ownership {
-    /// A rig no coordinator has mentioned: owned, as by a single twin.
+    /// A rig of a twin without a coordinator: owned, as by a single twin.
     fn default() -> Self {
         Ownership::Owned {
             epoch: NO_COORDINATOR,
+        }
+    }
+}
+
+/// Who decides which rigs this twin owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerMode {
+    /// No coordinator: every rig is owned at [`NO_COORDINATOR`] (one twin for all rigs).
+    Single,
+    /// A lease coordinator: a rig it has not given this twin is not owned (another twin, or
+    /// nobody yet, holds it), so this twin neither stores nor publishes anything for it.
+    Coordinated,
+}
+
+impl OwnerMode {
+    /// The ownership of a rig the coordinator has not mentioned.
+    pub const fn unmentioned(self) -> Ownership {
+        match self {
+            OwnerMode::Single => Ownership::Owned {
+                epoch: NO_COORDINATOR,
+            },
+            // Lost at 0: any coordinator's epoch (they start at 1) may own it.
+            OwnerMode::Coordinated => Ownership::Lost {
+                epoch: NO_COORDINATOR,
+            },
         }
     }
 }
@@ -49,12 +76,48 @@ impl Ownership {
     }
 }
 
-/// Every rig a coordinator has spoken about; a rig not in it is [`Ownership::default`].
-pub type Owners = BTreeMap<RigId, Ownership>;
+/// Every rig a coordinator has spoken about, and what the others are ([`OwnerMode`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owners {
+    mode: OwnerMode,
+    rigs: BTreeMap<RigId, Ownership>,
+}
+
+impl Owners {
+    /// Nothing said yet.
+    pub const fn new(mode: OwnerMode) -> Self {
+        Self {
+            mode,
+            rigs: BTreeMap::new(),
+        }
+    }
+
+    pub const fn mode(&self) -> OwnerMode {
+        self.mode
+    }
+
+    /// The ownership of `rig`: as the coordinator last said, else the mode's default.
+    pub fn of(&self, rig: &RigId) -> Ownership {
+        self.rigs
+            .get(rig)
+            .copied()
+            .unwrap_or(self.mode.unmentioned())
+    }
+
+    /// The rigs the coordinator has spoken about.
+    pub fn mentioned(&self) -> &BTreeMap<RigId, Ownership> {
+        &self.rigs
+    }
+
+    /// Whether the coordinator has spoken about no rig yet.
+    pub fn is_empty(&self) -> bool {
+        self.rigs.is_empty()
+    }
+}
 
 /// The ownership of `rig` in `owners`.
 pub fn ownership_of(owners: &Owners, rig: &RigId) -> Ownership {
-    owners.get(rig).copied().unwrap_or_default()
+    owners.of(rig)
 }
 
 /// Why a coordinator's word was not taken.
@@ -108,9 +171,16 @@ pub struct OwnersHandle {
     owners_tx: watch::Sender<Owners>,
 }
 
-/// The handle a coordinator keeps, and the receiver to pass to `service::run_with_owners`.
+/// The handle a coordinator keeps, and the receiver to pass to `service::run_with_owners`:
+/// every rig not mentioned through the handle is owned at epoch 0 ([`OwnerMode::Single`]).
 pub fn owners_channel() -> (OwnersHandle, watch::Receiver<Owners>) {
-    let (owners_tx, owners_rx) = watch::channel(Owners::new());
+    owners_channel_for(OwnerMode::Single)
+}
+
+/// [`owners_channel`] in `mode`: under [`OwnerMode::Coordinated`] only the rigs owned through
+/// the handle are owned.
+pub fn owners_channel_for(mode: OwnerMode) -> (OwnersHandle, watch::Receiver<Owners>) {
+    let (owners_tx, owners_rx) = watch::channel(Owners::new(mode));
     (OwnersHandle { owners_tx }, owners_rx)
 }
 
@@ -142,7 +212,7 @@ impl OwnersHandle {
         self.owners_tx.send_if_modified(|owners| {
             match transition(&rig, ownership_of(owners, &rig), next) {
                 Ok(Some(o)) => {
-                    owners.insert(rig.clone(), o);
+                    owners.rigs.insert(rig.clone(), o);
                     true
                 }
                 Ok(None) => false,
@@ -173,6 +243,26 @@ mod tests {
             Ownership::Owned { epoch: 0 }
         );
         assert!(handle.owners().is_empty());
+    }
+
+    #[test]
+    fn under_a_coordinator_an_unmentioned_rig_is_not_owned_until_it_is_given() {
+        let (handle, rx) = owners_channel_for(OwnerMode::Coordinated);
+        assert_eq!(
+            ownership_of(&rx.borrow(), &rig()),
+            Ownership::Lost { epoch: 0 }
+        );
+        assert!(!ownership_of(&rx.borrow(), &rig()).is_owned());
+        // A coordinator's first epoch is 1; 0 is never a coordinator's.
+        assert!(handle.own(rig(), 0).is_err());
+        handle.own(rig(), 1).unwrap();
+        assert_eq!(
+            ownership_of(&rx.borrow(), &rig()),
+            Ownership::Owned { epoch: 1 }
+        );
+        let other = RigId::new("r2").unwrap();
+        assert!(!ownership_of(&rx.borrow(), &other).is_owned());
+        assert_eq!(rx.borrow().mode(), OwnerMode::Coordinated);
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //! [`ActuatorDrive`] (see [`crate::control`] for the law, its signs and its limits).
 //!
 //! Under a lease coordinator it follows the rig's [`Ownership`] (`crate::owner`): every drive
-//! and params it hands on carries the owner epoch, and once the rig is lost it hands on
-//! nothing at all.
+//! and params it hands on carries the owner epoch, and while the rig is not owned it hands on
+//! nothing at all and leaves the rig's samples to the owner (births are still followed, so a
+//! takeover starts from the rig's latest birth, as a restarted twin does).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -234,6 +235,8 @@ pub struct RigState {
     adoption: Adoption,
     /// Whether this twin owns the rig, at which owner epoch (`crate::owner`).
     ownership: Ownership,
+    /// Sample blocks dropped undecoded because another twin (or nobody yet) owned the rig.
+    blocks_not_owned: u64,
 }
 
 impl RigState {
@@ -281,7 +284,15 @@ impl RigState {
             edge_safety_state: None,
             adoption: Adoption::default(),
             ownership: Ownership::default(),
+            blocks_not_owned: 0,
         }
+    }
+
+    /// Starts with `ownership` (what the coordinator says when the rig is first seen), without
+    /// the hand-over [`RigState::set_ownership`] makes: nothing ran here before.
+    pub fn with_ownership(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
     }
 
     /// Tracks each rig's modes as `tracking` says (from the next birth that fits the model).
@@ -510,10 +521,13 @@ impl RigState {
     /// last drive or params: the edge would fence them off, and the new owner decides.
     ///
     /// Owned after another owner may have held the rig (it was lost, or the epoch moved on
-    /// from a coordinator's): params switching the edge's loop off go out at the new epoch, so
-    /// no loop the previous owner left runs on, and the edge fences that owner off at once.
-    /// From epoch 0 (no coordinator yet) to a coordinator's first epoch this twin simply
-    /// keeps the rig: its control runs on, stamped with the new epoch.
+    /// from a coordinator's): the estimator starts a new run from the rig's latest birth,
+    /// exactly as a restarted twin's does at the retained birth (what the previous owner
+    /// stored is its own run's; the edge replays the blocks above the persisted watermark,
+    /// which are stored, not estimated), and params switching the edge's loop off go out at
+    /// the new epoch, so no loop the previous owner left runs on, and the edge fences that
+    /// owner off at once. From epoch 0 (no coordinator yet) to a coordinator's first epoch
+    /// this twin simply keeps the rig: its control runs on, stamped with the new epoch.
     pub fn set_ownership(&mut self, next: Ownership, now_unix_ns: u64) {
         let previous = std::mem::replace(&mut self.ownership, next);
         if previous == next {
@@ -537,7 +551,16 @@ impl RigState {
                     format!("another twin owned the rig before owner epoch {epoch}"),
                     now_unix_ns,
                 );
-                if self.controller.is_enabled() && self.actuator.is_some_and(|a| a.floor != 0) {
+                // The birth is known only when a model is configured (no estimator otherwise).
+                if let Some(birth) = self.adoption.birth().cloned() {
+                    info!(rig = %self.rig, owner_epoch = epoch, session = birth.session, "Starting the rig's estimator from its latest birth, as after a restart.");
+                    self.build_estimator(&birth);
+                }
+                // Rebuilding the estimator queued the switch-off already when it fits.
+                if self.params.is_empty()
+                    && self.controller.is_enabled()
+                    && self.actuator.is_some_and(|a| a.floor != 0)
+                {
                     let off = self.controller.edge_off_params(&self.rig, now_unix_ns);
                     self.params.push(off);
                 }
@@ -996,6 +1019,12 @@ impl RigState {
             }
             Event::Model(model) => {
                 self.on_model(Arc::clone(model));
+                return Vec::new();
+            }
+            // The owner stores them; the edge replays what it has not persisted to whoever
+            // owns the rig next. Dropped undecoded: every twin receives every rig's blocks.
+            Event::Samples(_) if !self.ownership.is_owned() => {
+                self.blocks_not_owned += 1;
                 return Vec::new();
             }
             _ => {}
@@ -1516,6 +1545,9 @@ impl RigState {
             samples_stored_apart: self.samples_stored_apart.clone(),
             tracking: self.tracking.as_ref().map(RigTracking::counters),
             adoption: self.adoption.stats().clone(),
+            owned: self.ownership.is_owned(),
+            owner_epoch: self.ownership.epoch(),
+            blocks_not_owned: self.blocks_not_owned,
         }
     }
 }
@@ -3217,8 +3249,68 @@ mod tests {
         assert_eq!(s.take_states().count(), 0);
         assert_eq!(s.take_acks().count(), 0, "the owner answers commands");
         assert_eq!(s.controller().law(), Law::Off);
-        // Samples are still stored.
-        assert_eq!(s.blocks_accepted, 5);
+        // Samples are left to the owner: dropped undecoded, and counted.
+        assert_eq!(s.blocks_accepted, 4);
+        assert_eq!(s.stats(Instant::now()).blocks_not_owned, 1);
+    }
+
+    #[test]
+    fn a_rig_not_owned_drops_its_samples_and_a_takeover_starts_a_new_run_from_its_birth() {
+        let (mut s, rest) = controlled(1);
+        s.take_params().count();
+        let run_before = s.last_run;
+        s.set_ownership(Ownership::Lost { epoch: 2 }, NOW_NS);
+        assert!(s.handle(&rest[0], Instant::now()).is_empty());
+        let stats = s.stats(Instant::now());
+        assert_eq!((stats.blocks_not_owned, stats.owned), (1, false));
+        assert_eq!(stats.blocks_received, 1, "the block before the loss only");
+
+        s.set_ownership(Ownership::Owned { epoch: 3 }, NOW_NS);
+        assert!(
+            s.last_run > run_before,
+            "a new run, as a restarted twin starts"
+        );
+        assert_eq!(
+            s.estimator().and_then(RigEstimator::next_sample_index),
+            None,
+            "the new run starts at its first block"
+        );
+        let params: Vec<_> = s.take_params().collect();
+        assert_eq!(params.len(), 1, "{params:?}");
+        assert!(!params[0].enabled);
+        assert_eq!(params[0].owner_epoch, 3);
+        // The next block is stored and estimated in the new run, its birth record first.
+        let chunks = s.handle(&rest[1], Instant::now());
+        assert_eq!(chunks.len(), 1);
+        let birth_record = format!(
+            "{},rig=r1,run={} ",
+            crate::replay::record::BIRTH_MEASUREMENT,
+            s.last_run
+        );
+        assert!(
+            chunks[0].lines.contains(&birth_record),
+            "{}",
+            chunks[0].lines
+        );
+        let stats = s.stats(Instant::now());
+        assert_eq!((stats.owned, stats.owner_epoch), (true, 3));
+    }
+
+    #[test]
+    fn a_rig_first_seen_under_a_coordinator_that_has_not_given_it_stores_nothing() {
+        let (events, _) = simulate(2);
+        let mut s =
+            modelled(10.0).with_ownership(crate::owner::OwnerMode::Coordinated.unmentioned());
+        let now = Instant::now();
+        assert!(s.handle(&southampton_birth(3, true), now).is_empty());
+        let chunks: Vec<Chunk> = events.iter().flat_map(|e| s.handle(e, now)).collect();
+        assert!(chunks.is_empty());
+        assert_eq!(s.stats(now).blocks_not_owned, 2);
+        assert!(
+            s.estimator().is_some(),
+            "the birth is followed for a takeover"
+        );
+        assert_eq!(s.take_params().count(), 0);
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //!
 //! Shutdown flows downstream: stop ingest (the router stops reading MQTT and drops the rig
 //! queues) → rig actors finish their queued events → the writer flushes and closes storage →
-//! MQTT disconnects. Holds no twin state itself beyond the rig directory.
+//! MQTT disconnects → with `[coordinator]`, the rig leases are handed over (so the next owner
+//! starts from the last watermarks published). Holds no twin state itself beyond the rig
+//! directory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +35,10 @@ use crate::adopt::{self, CatalogueModel, RefusalReason};
 use crate::config::{ConfigProblems, ModelConfig, MqttConfig, Secret, SecretError, TwinConfig};
 use crate::control;
 use crate::ingest::{RejectReason, Rejection};
-use crate::owner::{Owners, Ownership, owners_channel, ownership_of};
+use crate::leases::{self, LeaseSettings};
+use crate::owner::{
+    OwnerMode, Owners, Ownership, owners_channel, owners_channel_for, ownership_of,
+};
 use crate::rig::{Chunk, Event, Outbound, RigActor, RigState, STATS_INTERVAL};
 use crate::stats::{RigStats, StoreStats, TwinStats};
 use crate::store::persisted::{self, DeclaredLoss, LossProblem};
@@ -68,6 +73,8 @@ pub enum TwinError {
     InvalidConfig(ConfigProblems),
     #[error("MQTT credentials: {0}")]
     MqttSecret(#[source] SecretError),
+    #[error("lease database URL: {0}")]
+    LeaseDatabaseUrl(#[source] SecretError),
     #[error("cannot set up storage: {0}")]
     Storage(#[from] StoreError),
     #[error("cannot open the storage spool: {0}")]
@@ -126,26 +133,68 @@ pub fn spawn(
 
 /// Runs the twin until `shutdown` is cancelled, then drains: stop ingest, flush storage,
 /// disconnect. Returns once everything has stopped (storage waits at most
-/// `batch.drain_timeout_ms` after shutdown, plus one HTTP timeout). Without a lease
-/// coordinator: every rig is owned at owner epoch 0.
+/// `batch.drain_timeout_ms` after shutdown, plus one HTTP timeout). Without `[coordinator]`
+/// every rig is owned at owner epoch 0; with it, this twin owns the rigs its lease coordinator
+/// holds (`crate::leases`), and hands them over once it has drained.
 pub async fn run(
     config: TwinConfig,
     shutdown: CancellationToken,
     stats_tx: watch::Sender<TwinStats>,
 ) -> Result<(), TwinError> {
-    let (owners, owners_rx) = owners_channel();
-    let result = run_with_owners(config, shutdown, stats_tx, owners_rx).await;
-    drop(owners);
+    let Some(coordinator) = config.coordinator.clone() else {
+        let (owners, owners_rx) = owners_channel();
+        let result = run_with_owners(config, shutdown, stats_tx, owners_rx).await;
+        drop(owners);
+        return result;
+    };
+    config.validate().map_err(TwinError::InvalidConfig)?;
+    let settings = LeaseSettings {
+        me: coordinator.twin_id().map_err(|e| {
+            TwinError::InvalidConfig(ConfigProblems(vec![format!("coordinator.twin_id: {e}")]))
+        })?,
+        database_url: coordinator
+            .database_url()
+            .map_err(TwinError::LeaseDatabaseUrl)?,
+        lease: coordinator.lease,
+    };
+    let (owners, owners_rx) = owners_channel_for(OwnerMode::Coordinated);
+    // Each rig is announced once, and the router tracks at most `max_rigs`: never full.
+    let (births_tx, births_rx) = mpsc::channel(config.ingest.max_rigs);
+    let lease_stop = CancellationToken::new();
+    // If this future is dropped instead of finishing, the coordinator still hands over.
+    let lease_stop_guard = lease_stop.clone().drop_guard();
+    let lease_task = tokio::spawn(leases::run(settings, owners, births_rx, lease_stop.clone()));
+    let result = serve(config, shutdown, stats_tx, owners_rx, Some(births_tx)).await;
+    // Only now: storage has drained and the last watermarks are out, so the next owner starts
+    // from them instead of having the edge replay what this twin stored.
+    info!("Handing the rig leases over.");
+    drop(lease_stop_guard);
+    if let Err(e) = lease_task.await {
+        warn!(error = %e, "The lease task failed; the leases lapse after their TTL.");
+    }
     result
 }
 
 /// [`run`], owning the rigs a lease coordinator says through the
-/// [`crate::owner::OwnersHandle`] that `owners_rx` came from (`crate::owner::owners_channel`).
+/// [`crate::owner::OwnersHandle`] that `owners_rx` came from (`crate::owner::owners_channel`,
+/// or `owners_channel_for`). `[coordinator]` is not acted on here: the caller is the
+/// coordinator.
 pub async fn run_with_owners(
     config: TwinConfig,
     shutdown: CancellationToken,
     stats_tx: watch::Sender<TwinStats>,
     owners_rx: watch::Receiver<Owners>,
+) -> Result<(), TwinError> {
+    serve(config, shutdown, stats_tx, owners_rx, None).await
+}
+
+/// The twin itself; each rig seen born is announced on `births_tx` (for lease registration).
+async fn serve(
+    config: TwinConfig,
+    shutdown: CancellationToken,
+    stats_tx: watch::Sender<TwinStats>,
+    owners_rx: watch::Receiver<Owners>,
+    births_tx: Option<mpsc::Sender<RigId>>,
 ) -> Result<(), TwinError> {
     config.validate().map_err(TwinError::InvalidConfig)?;
     let password = config
@@ -265,6 +314,8 @@ pub async fn run_with_owners(
         models: BTreeMap::new(),
         models_refused: BTreeMap::new(),
         owners: owners_rx,
+        births_tx,
+        announced: HashSet::new(),
     };
     router.run(mqtt_rx, &shutdown).await;
 
@@ -864,6 +915,11 @@ struct Router<'a> {
     models_refused: BTreeMap<RefusalReason, u64>,
     /// Which rigs this twin owns (`crate::owner`), for each new rig actor to follow.
     owners: watch::Receiver<Owners>,
+    /// Where each rig seen born is announced once, for registration with the lease
+    /// coordinator (`crate::leases`); `None` without one.
+    births_tx: Option<mpsc::Sender<RigId>>,
+    /// The rigs announced on `births_tx`.
+    announced: HashSet<RigId>,
 }
 
 impl Router<'_> {
@@ -969,6 +1025,11 @@ impl Router<'_> {
             }
             self.spawn_rig(rig.clone());
         }
+        if let Event::Birth(payload) = &event
+            && !payload.is_empty()
+        {
+            self.announce_birth(&rig);
+        }
         let Some(handle) = self.rigs.get(&rig) else {
             return true;
         };
@@ -1060,17 +1121,38 @@ impl Router<'_> {
         }
     }
 
+    /// A rig's first (non-empty) birth: the lease coordinator registers it, so one of the
+    /// twins comes to own it. Never waited for; a rig not announced now is announced at its
+    /// next birth (the edge publishes one at every connect).
+    fn announce_birth(&mut self, rig: &RigId) {
+        let Some(tx) = &self.births_tx else { return };
+        if self.announced.contains(rig) {
+            return;
+        }
+        match tx.try_send(rig.clone()) {
+            Ok(()) => {
+                self.announced.insert(rig.clone());
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(rig = %rig, "The lease registrations are behind; the rig is registered at its next birth.");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.births_tx = None,
+        }
+    }
+
     fn spawn_rig(&mut self, rig: RigId) {
         let Some(chunk_tx) = self.chunk_tx.clone() else {
             return;
         };
         info!(rig = %rig, "Tracking a new rig.");
         let (events_tx, events_rx) = mpsc::channel(RIG_QUEUE_EVENTS);
+        let ownership = ownership_of(&self.owners.borrow(), &rig);
         let state = RigState::new(
             rig.clone(),
             self.config.storage.precision(),
             self.config.ingest.pre_birth_queue_blocks,
         )
+        .with_ownership(ownership)
         .with_model(Arc::clone(&self.model))
         .with_control(self.config.control.clone())
         .with_tracking(Arc::new(self.config.tracking.clone()))

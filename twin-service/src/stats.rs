@@ -67,6 +67,10 @@ pub struct RigStatus<'a> {
     /// Blocks the edge declared lost for good (see `stored` for them by reason).
     pub blocks_declared_lost: u64,
     pub blocks_duplicate: u64,
+    /// Sample blocks this twin dropped while it did not own the rig (see
+    /// [`RigStats::blocks_not_owned`]), and the owner epoch it owns the rig at.
+    pub blocks_not_owned: u64,
+    pub owner_epoch: u64,
     /// Blocks and samples stored apart because their times were stored already from another
     /// edge clock, by reason (see [`RigStats::blocks_stored_apart`]).
     pub blocks_stored_apart: &'a BTreeMap<String, u64>,
@@ -110,6 +114,8 @@ impl TwinStats {
             blocks_missing: r.blocks_missing,
             blocks_declared_lost: r.blocks_declared_lost,
             blocks_duplicate: r.blocks_duplicate,
+            blocks_not_owned: r.blocks_not_owned,
+            owner_epoch: r.owner_epoch,
             blocks_stored_apart: &r.blocks_stored_apart,
             samples_stored_apart: &r.samples_stored_apart,
             storage: &self.storage,
@@ -206,6 +212,13 @@ pub struct RigStats {
     /// The catalogue model this rig follows and runs on, its switches and refusals, and the
     /// controllers a switch stopped (`crate::adopt`).
     pub adoption: crate::adopt::AdoptionStats,
+    /// Whether this twin owns the rig (`crate::owner`; always without a lease coordinator).
+    pub owned: bool,
+    /// The owner epoch it owns the rig at, or lost it at (0: no coordinator).
+    pub owner_epoch: u64,
+    /// Sample blocks dropped because another twin (or nobody yet) owned the rig: its owner
+    /// stores them, and the edge replays what was not persisted to the next owner.
+    pub blocks_not_owned: u64,
 }
 
 /// One channel's live view.

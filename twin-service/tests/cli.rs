@@ -71,6 +71,55 @@ fn a_bad_config_exits_64_and_lists_every_problem() {
 }
 
 #[test]
+fn a_bad_coordinator_exits_64_with_every_problem_and_a_good_one_is_named_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &path,
+        "[batch]\nmax_lines = 0\n[coordinator]\ntwin_id = \"a b\"\n\
+         database_url_file = \"/nonexistent/lease-db-url\"\n[coordinator.lease]\nttl_ms = 100\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for field in [
+        "batch.max_lines",
+        "coordinator.twin_id",
+        "coordinator.database_url_file",
+        "coordinator.lease.ttl_ms",
+    ] {
+        assert!(stderr.contains(field), "{field} missing from:\n{stderr}");
+    }
+
+    std::fs::write(
+        &path,
+        "[coordinator]\ntwin_id = \"twin-a\"\ndatabase_url = \"postgres://dtop:s3cret@127.0.0.1:1/dtop\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("coordinator: twin twin-a on postgres://dtop:***@127.0.0.1:1/dtop"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("s3cret") && !stderr.contains("s3cret"));
+}
+
+#[test]
 fn unknown_fields_and_missing_files_exit_64() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("typo.toml");

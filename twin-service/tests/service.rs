@@ -734,7 +734,8 @@ async fn next_watermark(
 
 /// Under a lease coordinator (issue 16): the twin stamps its owner epoch on the rig's
 /// watermark, publishes it again at once when the epoch changes, and publishes none for a rig
-/// it lost, while it still stores the rig's blocks.
+/// it lost, whose blocks it leaves to the owner (dropped and counted); owning it again, it
+/// stores what the edge replays above its watermark.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watermarks_carry_the_owner_epoch_and_stop_while_the_rig_is_lost() {
     use dtop_proto::v1::PersistedWatermark;
@@ -787,23 +788,48 @@ async fn watermarks_carry_the_owner_epoch_and_stop_while_the_rig_is_lost() {
     };
     assert_eq!(w.owner_epoch, 3);
 
-    // Lost: blocks are still stored, but no watermark goes out.
+    // Lost: the blocks are left to the owner, counted, and no watermark goes out.
     owners.lose(rig());
     for seq in 3..6 {
         edge.publish(RigTopic::Samples, block(1, seq)).await;
     }
-    wait(&mut handle, "storage to acknowledge seq 5", |s| {
-        s.store.rigs.get(&rig()).and_then(|r| r.persisted_seq) == Some(5)
+    let s = wait(&mut handle, "the lost rig's blocks to be dropped", |s| {
+        s.rigs
+            .get(&rig())
+            .is_some_and(|r| r.blocks_not_owned == 3 && !r.owned)
     })
     .await;
+    assert_eq!(s.rigs[&rig()].owner_epoch, 3);
     // Several publish intervals (100 ms) for a watermark that must not come.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(watermarks.try_recv().is_err(), "a lost rig got a watermark");
+    assert_eq!(
+        handle
+            .stats()
+            .store
+            .rigs
+            .get(&rig())
+            .and_then(|r| r.persisted_seq),
+        Some(2),
+        "nothing of the lost rig was stored"
+    );
 
-    // Owned again at a newer epoch: the watermark goes out at once, stamped with it.
+    // Owned again at a newer epoch: the watermark goes out at once, stamped with it; the
+    // edge (adopting the epoch) replays the blocks above it, which are stored now.
     owners.own(rig(), 5).unwrap();
     let w = next_watermark(&mut watermarks, "epoch 5's").await;
-    assert_eq!((w.seq, w.owner_epoch), (5, 5));
+    assert_eq!((w.seq, w.owner_epoch), (2, 5));
+    for seq in 3..6 {
+        edge.publish(RigTopic::Samples, frames::block(RIG, 1, seq, true))
+            .await;
+    }
+    let w = loop {
+        let w = next_watermark(&mut watermarks, "epoch 5's after the replay").await;
+        if w.seq == 5 {
+            break w;
+        }
+    };
+    assert_eq!(w.owner_epoch, 5);
 
     shutdown.cancel();
     tokio::time::timeout(WAIT, twin)
