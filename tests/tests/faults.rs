@@ -434,10 +434,14 @@ fn a_storage_node_stopped_for_20_s_is_filled_from_the_spool_and_the_watermark_wa
             .unwrap_or(0.0))
     };
     // Both nodes take writes before the fault.
-    wait_for("both nodes to store blocks", Duration::from_secs(30), || {
-        run.pipeline.ensure_running()?;
-        Ok((twin("dtop_twin_node_rig_persisted_seq{node=\"b\"}")? > 10.0).then_some(()))
-    })?;
+    wait_for(
+        "both nodes to store blocks",
+        Duration::from_secs(30),
+        || {
+            run.pipeline.ensure_running()?;
+            Ok((twin("dtop_twin_node_rig_persisted_seq{node=\"b\"}")? > 10.0).then_some(()))
+        },
+    )?;
     run.run_for(Duration::from_secs(3))?;
     node_b.stop()?;
     let outage = Instant::now();
@@ -488,11 +492,15 @@ fn a_storage_node_stopped_for_20_s_is_filled_from_the_spool_and_the_watermark_wa
     let a = run.finish(Duration::from_secs(120), Some(SAMPLES))?;
     ensure_nothing_lost(&a, SAMPLES)?;
     // Node b too: every seq, every sample exactly once.
-    let b = wait_for("node b to hold every block", Duration::from_secs(60), || {
-        let stored = audit::stored(&node_b.url, &run.db, &run.pipeline.spec.rig)?;
-        let holes = audit::holes(a.next_seq.saturating_sub(1), &stored.blocks);
-        Ok((holes.is_empty() && stored.sample_points == SAMPLES).then_some(stored))
-    })?;
+    let b = wait_for(
+        "node b to hold every block",
+        Duration::from_secs(60),
+        || {
+            let stored = audit::stored(&node_b.url, &run.db, &run.pipeline.spec.rig)?;
+            let holes = audit::holes(a.next_seq.saturating_sub(1), &stored.blocks);
+            Ok((holes.is_empty() && stored.sample_points == SAMPLES).then_some(stored))
+        },
+    )?;
     ensure!(b.block_samples() == SAMPLES && b.blocks == a.stored.blocks);
     let m = audit::edge_metrics(twin_metrics)?;
     let dropped: f64 = m
@@ -502,7 +510,8 @@ fn a_storage_node_stopped_for_20_s_is_filled_from_the_spool_and_the_watermark_wa
         .sum();
     ensure!(dropped == 0.0, "the twin dropped lines or blocks: {m:?}");
     ensure!(
-        m.get("dtop_twin_node_rig_persisted_seq{node=\"b\"}") == m.get("dtop_twin_rig_persisted_seq"),
+        m.get("dtop_twin_node_rig_persisted_seq{node=\"b\"}")
+            == m.get("dtop_twin_rig_persisted_seq"),
         "node b's watermark is not the published one at the end: {m:?}"
     );
     Ok(())

@@ -1706,6 +1706,9 @@ max_ms = 5
 
     #[test]
     fn a_list_of_storage_nodes_parses_and_a_single_kind_is_one_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("vm-token");
+        std::fs::write(&token, "unused-by-victoria-metrics\n").unwrap();
         let text = r#"
 [[storage.nodes]]
 name = "influx-a"
@@ -1717,9 +1720,10 @@ name = "vm_b"
 url = "http://10.0.0.6:8428"
 org = "dtop"
 bucket = "dtop"
-token_file = "/dev/null"
-"#;
-        let config = TwinConfig::from_toml_str(text).unwrap();
+token_file = "TOKEN"
+"#
+        .replace("TOKEN", &token.display().to_string());
+        let config = TwinConfig::from_toml_str(&text).unwrap();
         config.validate().unwrap();
         let nodes = config.storage.nodes();
         assert_eq!(nodes.len(), 2);
@@ -1802,8 +1806,7 @@ influx_v1 = { url = "ftp://x", database = " " }
             .is_err()
         );
         assert!(
-            TwinConfig::from_toml_str("[[storage.nodes]]\nname = \"a\"\nurl = \"x\"\n")
-                .is_err()
+            TwinConfig::from_toml_str("[[storage.nodes]]\nname = \"a\"\nurl = \"x\"\n").is_err()
         );
     }
 

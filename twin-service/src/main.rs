@@ -94,7 +94,8 @@ struct ReplayArgs {
     /// Where the replayed estimates and drives go, one JSON object per line (`-`: stdout, the
     /// report then goes to stderr). Without it they are only counted.
     #[arg(long, value_name = "PATH")]
-    out: Option<PathBuf>,    /// With `[[storage.nodes]]`: read this node only (default: the first node that answers).
+    out: Option<PathBuf>,
+    /// With `[[storage.nodes]]`: read this node only (default: the first node that answers).
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
 }
@@ -109,7 +110,8 @@ struct AuditArgs {
     from_seq: Option<u64>,
     /// Last seq expected; default the highest stored.
     #[arg(long)]
-    to_seq: Option<u64>,    /// With `[[storage.nodes]]`: read this node only (default: the first node that answers).
+    to_seq: Option<u64>,
+    /// With `[[storage.nodes]]`: read this node only (default: the first node that answers).
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
 }

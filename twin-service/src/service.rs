@@ -41,8 +41,8 @@ use crate::owner::{
 };
 use crate::rig::{Chunk, Event, Outbound, RigActor, RigState, STATS_INTERVAL};
 use crate::stats::{RigStats, StoreStats, TwinStats};
-use crate::store::persisted::{self, DeclaredLoss, LossProblem};
 use crate::store::nodes::{NodeSet, NodesError};
+use crate::store::persisted::{self, DeclaredLoss, LossProblem};
 use crate::store::{Sink, StoreError, Watermarks, Writer, WriterConfig};
 
 /// Events queued per rig actor before the router waits (backpressure).

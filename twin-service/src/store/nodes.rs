@@ -189,7 +189,10 @@ pub struct NodeSet {
 impl NodeSet {
     /// One writer per node of `config.storage`, each with its own sink and, with a
     /// `[spool] dir`, its own spool in `{dir}/nodes/{name}` (which also keeps its watermarks).
-    pub async fn build(config: &TwinConfig, shutdown: &CancellationToken) -> Result<Self, NodesError> {
+    pub async fn build(
+        config: &TwinConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, NodesError> {
         let precision = config.storage.precision();
         let mut nodes = Vec::new();
         for node in config.storage.nodes() {
@@ -372,7 +375,9 @@ async fn combine(
                 changed.push(Box::pin(async move { (2 * i, w.changed().await.is_ok()) }));
             }
             if open[i].1 {
-                changed.push(Box::pin(async move { (2 * i + 1, s.changed().await.is_ok()) }));
+                changed.push(Box::pin(
+                    async move { (2 * i + 1, s.changed().await.is_ok()) },
+                ));
             }
         }
         if changed.is_empty() {
@@ -409,19 +414,16 @@ mod tests {
         let a = wm(&[("r1", 100), ("r2", 7), ("r3", 5)]);
         let b = wm(&[("r1", 40), ("r2", 9)]);
         // r3: node b has stored nothing of it yet, so no node-wide watermark exists.
-        assert_eq!(
-            min_over_nodes([&a, &b]),
-            wm(&[("r1", 40), ("r2", 7)])
-        );
+        assert_eq!(min_over_nodes([&a, &b]), wm(&[("r1", 40), ("r2", 7)]));
         assert_eq!(min_over_nodes([&b, &a]), min_over_nodes([&a, &b]));
         assert_eq!(min_over_nodes([&a]), a);
-        assert_eq!(min_over_nodes(std::iter::empty::<&Watermarks>()), Watermarks::new());
+        assert_eq!(
+            min_over_nodes(std::iter::empty::<&Watermarks>()),
+            Watermarks::new()
+        );
         // A node that is down holds the minimum however far the other gets.
         let a_later = wm(&[("r1", 10_000), ("r2", 10_000), ("r3", 10_000)]);
-        assert_eq!(
-            min_over_nodes([&a_later, &b]),
-            wm(&[("r1", 40), ("r2", 9)])
-        );
+        assert_eq!(min_over_nodes([&a_later, &b]), wm(&[("r1", 40), ("r2", 9)]));
     }
 
     fn node_stats(persisted: Option<u64>, stored: u64, failing: bool) -> StoreStats {
@@ -466,15 +468,14 @@ mod tests {
         assert_eq!(r.loss_declarations_total, 1);
         assert_eq!(c.nodes, nodes);
         // A rig only one node has seen has no node-wide watermark.
-        nodes
-            .get_mut("a")
-            .unwrap()
-            .rigs
-            .insert(rig("r2"), RigStoreStats {
+        nodes.get_mut("a").unwrap().rigs.insert(
+            rig("r2"),
+            RigStoreStats {
                 persisted_seq: Some(9),
                 blocks_stored: 9,
                 ..RigStoreStats::default()
-            });
+            },
+        );
         let c = combine_stats(&nodes);
         assert_eq!(c.rigs[&rig("r2")].persisted_seq, None);
         assert_eq!(c.rigs[&rig("r2")].blocks_stored, 0);
@@ -486,7 +487,10 @@ mod tests {
         let s = node_stats(Some(7), 7, true);
         nodes.insert("influx_v1".to_owned(), s.clone());
         let mut c = combine_stats(&nodes);
-        assert_eq!(c.last_error.as_deref(), Some("node influx_v1: connection refused"));
+        assert_eq!(
+            c.last_error.as_deref(),
+            Some("node influx_v1: connection refused")
+        );
         c.last_error = s.last_error.clone();
         c.nodes.clear();
         assert_eq!(c, s);

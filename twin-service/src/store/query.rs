@@ -130,7 +130,11 @@ impl InfluxQuery {
 }
 
 impl Endpoint {
-    fn influx_v1(node: &str, config: &InfluxV1Config, timeout: Duration) -> Result<Self, QueryError> {
+    fn influx_v1(
+        node: &str,
+        config: &InfluxV1Config,
+        timeout: Duration,
+    ) -> Result<Self, QueryError> {
         let base = parse_base_url(&config.url).map_err(|why| QueryError::BadUrl {
             url: config.url.clone(),
             why,
@@ -154,7 +158,6 @@ impl Endpoint {
                 .transpose()?,
         })
     }
-
 }
 
 impl InfluxQuery {
