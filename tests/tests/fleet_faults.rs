@@ -11,9 +11,9 @@
 //! - every edge that was on the killed node is back (a new MQTT session, blocks published over
 //!   it) within [`EDGE_BACK_WITHIN`];
 //! - every rig of the killed twin, and every rig the joining twin wins, is owned again at a
-//!   higher epoch within [`RE_OWNED_WITHIN`]; every other rig keeps its owner and epoch; each
-//!   rig is owned by exactly one twin (lease table and both twins' metrics), and each edge
-//!   fences with its lease's epoch;
+//!   higher epoch within [`RE_OWNED_WITHIN`] (lease table and the twins' metrics: exactly one
+//!   owner); every other rig keeps its owner and epoch; each edge fences with its lease's
+//!   epoch within [`EDGE_EPOCH_WITHIN`] of that;
 //! - no drive or controller params from an older epoch reached any actuator: each edge's fence
 //!   refused them (counted), and every edge ends at its lease's epoch;
 //! - once the simulators stop: every block seq each edge numbered is in InfluxDB exactly once
@@ -61,6 +61,9 @@ const EDGE_BACK_WITHIN: Duration = Duration::from_secs(30);
 const STORED_AGAIN_WITHIN: Duration = Duration::from_secs(60);
 /// Issue 16: every rig re-owned within 10 s.
 const RE_OWNED_WITHIN: Duration = Duration::from_secs(10);
+/// From the lease to every edge at its epoch: the edge's stall replay (`stall_s = 3`,
+/// doubling while fruitless) and room for the load.
+const EDGE_EPOCH_WITHIN: Duration = Duration::from_secs(30);
 /// The MQTT gateway's session store.
 const SESSION_STREAM: &str = "$MQTT_sess";
 
@@ -124,6 +127,11 @@ impl Fleet {
     /// assignment names, with a live lease, that twin's metrics agreeing and no other twin's,
     /// and the edge at the lease's epoch.
     fn settled(&self) -> Result<Option<Snapshot>> {
+        self.settled_as(true)
+    }
+
+    /// [`Fleet::settled`], the edges' epochs checked only when `edges`.
+    fn settled_as(&self, edges: bool) -> Result<Option<Snapshot>> {
         let live = self.live_ids();
         let s = self.snapshot()?;
         for (k, rig) in self.rigs.iter().enumerate() {
@@ -141,7 +149,8 @@ impl Fleet {
             if owners != [lease.owner.as_ref().context("a live lease has an owner")?] {
                 return Ok(None);
             }
-            if s.edges[k].get("dtop_edge_owner_epoch") != Some(&(lease.epoch.get() as f64)) {
+            if edges && s.edges[k].get("dtop_edge_owner_epoch") != Some(&(lease.epoch.get() as f64))
+            {
                 return Ok(None);
             }
         }
@@ -162,9 +171,23 @@ impl Fleet {
 /// a new, higher epoch.
 fn wait_re_owned(fleet: &Fleet, before: &Snapshot, what: &str) -> Result<(Snapshot, Duration)> {
     let since = Instant::now();
-    let after =
-        wait_for(what, RE_OWNED_WITHIN, || fleet.settled()).with_context(|| fleet.logs())?;
+    // Owned: the lease table and the twins' metrics.
+    wait_for(what, RE_OWNED_WITHIN, || fleet.settled_as(false)).with_context(|| fleet.logs())?;
     let took = since.elapsed();
+    // The edges learn the new epoch from the new owner's first message: params, or its
+    // watermark; a new owner with no control to switch off has sometimes reached the edge only
+    // with the edge's stall replay (BENCHMARKS.md § Twin takeover), hence the longer bound.
+    let after = wait_for(
+        &format!("{what}: every edge at its lease's epoch"),
+        EDGE_EPOCH_WITHIN,
+        || fleet.settled(),
+    )
+    .with_context(|| fleet.logs())?;
+    eprintln!(
+        "{what}: owned after {:.1} s, every edge at the new epochs after {:.1} s",
+        took.as_secs_f64(),
+        since.elapsed().as_secs_f64()
+    );
     for rig in &fleet.rigs {
         let (old, new) = (&before.leases[&rig.id], &after.leases[&rig.id]);
         if old.owner == new.owner {
