@@ -292,3 +292,32 @@ pub fn fleet_procs<'a>(
             ]
         }))
 }
+
+/// Waits until InfluxDB holds every block seq below `next_seq` of `rig` (no hole) and at least
+/// `samples` sample points; returns what it holds. The error says what was missing last.
+pub fn wait_stored(
+    influx: &str,
+    database: &str,
+    rig: &RigId,
+    next_seq: u64,
+    samples: u64,
+    within: Duration,
+) -> Result<crate::audit::Stored> {
+    let mut last = String::new();
+    wait_for(
+        &format!("InfluxDB to hold every block of {rig}"),
+        within,
+        || {
+            let stored = crate::audit::stored(influx, database, rig.as_str())?;
+            let holes = crate::audit::holes(next_seq.saturating_sub(1), &stored.blocks);
+            last = format!(
+                "next_seq {next_seq}, {} blocks stored, holes {:?}, {} sample points",
+                stored.blocks.len(),
+                &holes[..holes.len().min(8)],
+                stored.sample_points
+            );
+            Ok((holes.is_empty() && stored.sample_points >= samples).then_some(stored))
+        },
+    )
+    .with_context(|| last.clone())
+}

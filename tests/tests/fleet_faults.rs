@@ -31,7 +31,7 @@ use anyhow::{Context, Result, ensure};
 use dtop_e2e::fleet::{self, FleetRig, FleetTwin, LeaseTimings, RigSpec, TwinSpec};
 use dtop_e2e::nats::{self, NatsCluster};
 use dtop_e2e::query::{influx_create_db, influx_query};
-use dtop_e2e::{Services, audit, bin, wait_for};
+use dtop_e2e::{Services, bin, wait_for};
 use dtop_lease::{LeaseRow, PgLeaseStore, TwinId};
 use dtop_proto::RigId;
 use dtop_proto::v1::set_control::{Law, Placement};
@@ -480,23 +480,15 @@ fn twelve_rigs_survive_a_nats_node_a_twin_and_a_rebalance_and_every_sample_is_st
             .get("dtop_edge_next_seq")
             .copied()
             .context("the edge exports no dtop_edge_next_seq")? as u64;
-        let mut last = String::new();
-        let stored = wait_for(
-            &format!("InfluxDB to hold every block of {}", rig.id),
+        let stored = fleet::wait_stored(
+            &influx,
+            &db,
+            &rig.id,
+            next_seq,
+            SAMPLES,
             Duration::from_secs(60),
-            || {
-                let stored = audit::stored(&influx, &db, rig.id.as_str())?;
-                let holes = audit::holes(next_seq.saturating_sub(1), &stored.blocks);
-                last = format!(
-                    "next_seq {next_seq}, {} blocks stored, holes {:?}, {} sample points",
-                    stored.blocks.len(),
-                    &holes[..holes.len().min(8)],
-                    stored.sample_points
-                );
-                Ok((holes.is_empty() && stored.sample_points >= SAMPLES).then_some(stored))
-            },
         )
-        .with_context(|| format!("{last}\n{}", fleet.logs()))?;
+        .with_context(|| fleet.logs())?;
         ensure!(
             stored.blocks.len() as u64 == next_seq
                 && stored.block_samples() == SAMPLES

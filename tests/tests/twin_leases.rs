@@ -261,23 +261,15 @@ fn a_killed_twins_rigs_are_taken_over_and_every_sample_is_stored_once() -> Resul
             .get("dtop_edge_next_seq")
             .copied()
             .context("the edge exports no dtop_edge_next_seq")? as u64;
-        let mut last = String::new();
-        let stored = wait_for(
-            &format!("InfluxDB to hold every block of {}", rig.id),
+        let stored = fleet::wait_stored(
+            &influx,
+            &db,
+            &rig.id,
+            next_seq,
+            SAMPLES,
             Duration::from_secs(30),
-            || {
-                let stored = audit::stored(&influx, &db, rig.id.as_str())?;
-                let holes = audit::holes(next_seq.saturating_sub(1), &stored.blocks);
-                last = format!(
-                    "next_seq {next_seq}, {} blocks stored, holes {:?}, {} sample points",
-                    stored.blocks.len(),
-                    &holes[..holes.len().min(8)],
-                    stored.sample_points
-                );
-                Ok((holes.is_empty() && stored.sample_points >= SAMPLES).then_some(stored))
-            },
         )
-        .with_context(|| format!("{last}\n{}", logs(&twins, &rigs, &broker)))?;
+        .with_context(|| logs(&twins, &rigs, &broker))?;
         ensure!(
             stored.blocks.len() as u64 == next_seq,
             "{}: {} seqs stored, the edge numbered {next_seq}",
