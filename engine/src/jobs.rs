@@ -1,6 +1,7 @@
 //! Owns the work: River's `dtop_chunk` and `dtop_reduce` jobs, the fan-out (a finishing chunk
-//! records its output and queues the next chunk in one transaction), and the worker runtime.
-//! The computations themselves are `dtop_studies`' pure functions, run on blocking threads.
+//! records its output and queues the next chunk in one transaction; the last chunk's job then
+//! runs the reduce itself), and the worker runtime. The computations themselves are
+//! `dtop_studies`' pure functions, run on blocking threads.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,7 +38,9 @@ pub(crate) struct ChunkJob {
     pub index: u32,
 }
 
-/// The reduce step of one study, queued by the chunk that completes the set.
+/// The reduce step of one study as a job of its own. Workers reduce in the job of the study's
+/// last chunk instead; this job is queued only when a chunk is recorded without a job
+/// ([`Engine::record_chunk_output`]), and was queued by engines before that change.
 #[derive(Debug, Clone, Serialize, Deserialize, JobArgs)]
 #[river(kind = "dtop_reduce")]
 pub(crate) struct ReduceJob {
@@ -122,6 +125,15 @@ pub enum ChunkRecorded {
     NotWanted,
     /// No such study.
     NoStudy,
+}
+
+/// What a worker does after recording its chunk.
+enum Recorded {
+    /// The job is done (completed in the recording transaction, unless the outcome says
+    /// otherwise).
+    Completed(WorkOutcome),
+    /// The chunk was the study's last: the job stays running and reduces the study.
+    ReduceHere,
 }
 
 /// Why recording a chunk failed: the engine's errors, or River's / serde's boxed.
@@ -324,6 +336,15 @@ impl Engine {
         if study_row.state.is_final() {
             return Ok(WorkOutcome::Cancel);
         }
+        let study_row = Arc::new(study_row);
+        if study_row.state == StudyState::Reducing {
+            // Every chunk is recorded and this job recorded the last one: an earlier attempt
+            // of it died or failed before the result was filed (see `record_chunk`).
+            let tables = Arc::new(self.load_inputs(&study, &study_row.input_refs).await?);
+            return self
+                .reduce_study(&ctx, &job.row, slots, &study, study_row, tables, claimed)
+                .await;
+        }
         if study_row.state == StudyState::Queued {
             self.mark_running(&study).await?;
         }
@@ -335,7 +356,7 @@ impl Engine {
             cancelled.clone(),
             done.clone(),
         );
-        let tables = self.load_inputs(&study, &study_row.input_refs).await?;
+        let tables = Arc::new(self.load_inputs(&study, &study_row.input_refs).await?);
         let Some(core) = self.take_core(&ctx, slots).await else {
             done.cancel();
             return Ok(WorkOutcome::Snooze(Duration::ZERO));
@@ -343,7 +364,9 @@ impl Engine {
         let started = Instant::now();
         let flag = cancelled.clone();
         let engine = self.clone();
+        let (study_row_c, tables_c) = (study_row.clone(), tables.clone());
         let computed = tokio::task::spawn_blocking(move || {
+            let (study_row, tables) = (study_row_c, tables_c);
             let ctx = ChunkCtx::new(&flag).with_solvers(&engine.inner.solvers);
             dtop_studies::run_chunk(
                 study_row.kind,
@@ -366,7 +389,7 @@ impl Engine {
                     (computed_at - started).as_micros() as u64,
                     Ordering::Relaxed,
                 );
-                let outcome = self.record_chunk(&ctx, &job, output).await;
+                let recorded = self.record_chunk(&ctx, &job, output).await;
                 tracing::debug!(
                     study,
                     chunk = index,
@@ -375,7 +398,21 @@ impl Engine {
                     record_ms = computed_at.elapsed().as_secs_f64() * 1e3,
                     "Chunk done."
                 );
-                return outcome;
+                return match recorded? {
+                    Recorded::Completed(outcome) => Ok(outcome),
+                    Recorded::ReduceHere => {
+                        self.reduce_study(
+                            &ctx,
+                            &job.row,
+                            slots,
+                            &study,
+                            study_row,
+                            tables,
+                            Instant::now(),
+                        )
+                        .await
+                    }
+                };
             }
             Ok(Err(StudyError::Cancelled)) => {
                 stats.chunks_cancelled_total.fetch_add(1, Ordering::Relaxed);
@@ -494,14 +531,14 @@ impl Engine {
         ctx: &WorkContext,
         job: &Job<ChunkJob>,
         output: serde_json::Value,
-    ) -> Result<WorkOutcome, BoxError> {
+    ) -> Result<Recorded, BoxError> {
         let study = job.args.study.as_str();
         let index = job.args.index;
-        let recorded = self
+        let (recorded, reduce_here) = self
             .record_chunk_with(Some(ctx), study, index, job.row.attempt, &output)
             .await?;
         match recorded {
-            ChunkRecorded::NoStudy => return Ok(WorkOutcome::Discard),
+            ChunkRecorded::NoStudy => return Ok(Recorded::Completed(WorkOutcome::Discard)),
             ChunkRecorded::First => {
                 self.inner
                     .stats
@@ -520,7 +557,11 @@ impl Engine {
                 );
             }
         }
-        Ok(WorkOutcome::Complete)
+        Ok(if reduce_here {
+            Recorded::ReduceHere
+        } else {
+            Recorded::Completed(WorkOutcome::Complete)
+        })
     }
 
     /// Records chunk `index` of `study` as attempt `attempt` produced it, exactly as a worker
@@ -540,13 +581,16 @@ impl Engine {
     ) -> Result<ChunkRecorded, EngineError> {
         self.record_chunk_with(None, &study.0, index, attempt, output)
             .await
+            .map(|(recorded, _)| recorded)
             .map_err(|e| match e {
                 RecordError::Engine(e) => e,
                 RecordError::Other(e) => EngineError::Internal(e.to_string()),
             })
     }
 
-    /// The transaction of [`Self::record_chunk`]; completes the River job of `ctx` if given.
+    /// The transaction of [`Self::record_chunk`]. With a job (`ctx`), it completes the job,
+    /// except after the study's last chunk: then the job stays running and the caller runs the
+    /// reduce in it (`true`). Without one (tests), the last chunk queues a reduce job.
     async fn record_chunk_with(
         &self,
         ctx: Option<&WorkContext>,
@@ -554,11 +598,12 @@ impl Engine {
         index: u32,
         attempt: i32,
         output: &serde_json::Value,
-    ) -> Result<ChunkRecorded, RecordError> {
+    ) -> Result<(ChunkRecorded, bool), RecordError> {
         let output = serde_json::to_string(output).map_err(|e| RecordError::Other(e.into()))?;
         let river = &self.inner.river;
         let max_attempts = i32::from(self.inner.config.max_attempts);
         let recorded;
+        let mut reduce_here = false;
         in_tx!(&self.inner.db, tx => {
             // Lock the study row first (PostgreSQL), so concurrent chunks and a cancel serialize.
             let row: Option<(String, i64, i64, i64)> = sqlx::query_as(
@@ -570,7 +615,7 @@ impl Engine {
             .await
             .map_err(sqlx_error)?;
             let Some((state, done_before, queued, total)) = row else {
-                return Ok(ChunkRecorded::NoStudy);
+                return Ok((ChunkRecorded::NoStudy, false));
             };
             if !matches!(state.as_str(), "queued" | "running") {
                 // Cancelled or failed meanwhile: the output is not wanted.
@@ -601,12 +646,16 @@ impl Engine {
                         insert_chunk!(river, tx, study, queued as u32, max_attempts);
                     }
                     let next_state = if done >= total {
-                        river
-                            .insert(ReduceJob { study: study.to_owned() })
-                            .opts(riverqueue::InsertOpts::default().with_max_attempts(max_attempts))
-                            .tx(&mut tx)
-                            .await
-                            .map_err(crate::db::river_error)?;
+                        if ctx.is_some() {
+                            reduce_here = true;
+                        } else {
+                            river
+                                .insert(ReduceJob { study: study.to_owned() })
+                                .opts(riverqueue::InsertOpts::default().with_max_attempts(max_attempts))
+                                .tx(&mut tx)
+                                .await
+                                .map_err(crate::db::river_error)?;
+                        }
                         StudyState::Reducing
                     } else {
                         StudyState::Running
@@ -626,11 +675,13 @@ impl Engine {
                     .map_err(sqlx_error)?;
                 }
             }
-            if let Some(ctx) = ctx {
+            if let Some(ctx) = ctx
+                && !reduce_here
+            {
                 ctx.job_complete_tx(&mut tx).await.map_err(crate::db::river_error)?;
             }
         });
-        Ok(recorded)
+        Ok((recorded, reduce_here))
     }
 
     async fn work_reduce(
@@ -647,6 +698,34 @@ impl Engine {
         if study_row.state != StudyState::Reducing {
             return Ok(WorkOutcome::Cancel);
         }
+        let tables = Arc::new(self.load_inputs(&study, &study_row.input_refs).await?);
+        self.reduce_study(
+            &ctx,
+            &job.row,
+            slots,
+            &study,
+            Arc::new(study_row),
+            tables,
+            claimed,
+        )
+        .await
+    }
+
+    /// Combines the recorded chunk outputs of `study` (state `reducing`) into its result and
+    /// files it, completing the job of `ctx` in the same transaction: the last chunk's job
+    /// (`work_chunk`), or a reduce job queued by an older engine or by a test.
+    #[allow(clippy::too_many_arguments)]
+    async fn reduce_study(
+        &self,
+        ctx: &WorkContext,
+        job: &riverqueue::JobRow,
+        slots: &CoreSlots,
+        study: &str,
+        study_row: Arc<JobStudy>,
+        tables: Arc<dtop_studies::Inputs>,
+        claimed: Instant,
+    ) -> Result<WorkOutcome, BoxError> {
+        let study = study.to_owned();
         let outputs: Vec<String> = on_db!(&self.inner.db, pool => {
             sqlx::query_scalar("SELECT output FROM dtop_chunks WHERE study_id = $1 ORDER BY chunk_index")
                 .bind(&study)
@@ -661,22 +740,14 @@ impl Engine {
             .collect::<Result<Vec<_>, _>>()?;
         let parsed = Instant::now();
         let dir = self.inner.config.result_dir.clone();
-        let tables = self.load_inputs(&study, &study_row.input_refs).await?;
-        let JobStudy {
-            kind,
-            model,
-            params,
-            seed,
-            model_name,
-            submitted_by,
-            ..
-        } = study_row;
-        let Some(core) = self.take_core(&ctx, slots).await else {
+        let Some(core) = self.take_core(ctx, slots).await else {
             return Ok(WorkOutcome::Snooze(Duration::ZERO));
         };
         let started = Instant::now();
+        let row = study_row.clone();
         let reduced = tokio::task::spawn_blocking(move || {
-            let out = dtop_studies::reduce(kind, &model, &params, seed, &chunks, &tables)?;
+            let out =
+                dtop_studies::reduce(row.kind, &row.model, &row.params, row.seed, &chunks, &tables)?;
             let refs = out
                 .arrays
                 .iter()
@@ -685,37 +756,25 @@ impl Engine {
                 .map_err(|e| StudyError::Numerics(format!("storing arrays: {e}")))?;
             let proposed = out
                 .proposed_model
-                .map(|p| proposal(p, model_name.as_deref()))
+                .map(|p| proposal(p, row.model_name.as_deref()))
                 .transpose()?;
             Ok::<_, StudyError>((out.summary, refs, proposed))
         })
         .await;
         let reduced_at = Instant::now();
-        self.computed(&ctx, slots, core, reduced_at - started);
+        self.computed(ctx, slots, core, reduced_at - started);
         let (summary, refs, proposed) = match reduced {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 let ending = Ending::Deterministic(format!("reduce: {e}"));
                 return self
-                    .end_attempt(
-                        &study,
-                        job.row.id,
-                        job.row.attempt,
-                        job.row.max_attempts,
-                        ending,
-                    )
+                    .end_attempt(&study, job.id, job.attempt, job.max_attempts, ending)
                     .await;
             }
             Err(join) => {
                 let ending = Ending::Retry(format!("reduce panicked: {join}"));
                 return self
-                    .end_attempt(
-                        &study,
-                        job.row.id,
-                        job.row.attempt,
-                        job.row.max_attempts,
-                        ending,
-                    )
+                    .end_attempt(&study, job.id, job.attempt, job.max_attempts, ending)
                     .await;
             }
         };
@@ -758,7 +817,7 @@ impl Engine {
                     .bind(version)
                     .bind(&p.spec_json)
                     .bind(&provenance)
-                    .bind(&submitted_by)
+                    .bind(&study_row.submitted_by)
                     .bind(crate::now_rfc3339())
                     .execute(&mut *tx)
                     .await

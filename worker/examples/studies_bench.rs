@@ -8,7 +8,7 @@
 //! studies_bench kill   --pg URL [--runs R] [--rescue-after-s S]
 //! studies_bench cancel --pg URL [--runs R]
 //! studies_bench study  --pg URL --kind design|uncertainty --workers W [--samples-per-chunk N]
-//!                      [--frequencies-per-bounds-chunk F]
+//!                      [--frequencies-per-bounds-chunk F] [--repeat R]
 //! ```
 //!
 //! Every command takes `--cooldown-ms C` (River's fetch cooldown for the engine and its workers;
@@ -57,6 +57,8 @@ struct Args {
     prefetch: u32,
     samples_per_chunk: Option<u64>,
     frequencies_per_bounds_chunk: Option<u64>,
+    /// `study`: studies measured one after the other on the same workers.
+    repeat: u32,
 }
 
 fn parse_args() -> Result<Args> {
@@ -78,6 +80,7 @@ fn parse_args() -> Result<Args> {
         prefetch: dtop_engine::default_fetch_prefetch(),
         samples_per_chunk: None,
         frequencies_per_bounds_chunk: None,
+        repeat: 1,
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -93,6 +96,7 @@ fn parse_args() -> Result<Args> {
             "--slots" => a.slots = value()?.parse()?,
             "--cooldown-ms" => a.cooldown_ms = value()?.parse()?,
             "--prefetch" => a.prefetch = value()?.parse()?,
+            "--repeat" => a.repeat = value()?.parse()?,
             "--samples-per-chunk" => a.samples_per_chunk = Some(value()?.parse()?),
             "--frequencies-per-bounds-chunk" => {
                 a.frequencies_per_bounds_chunk = Some(value()?.parse()?)
@@ -734,50 +738,57 @@ async fn study(a: &Args) -> Result<()> {
     let warm = engine.submit(design(16_384, Some(16_384), 1)).await?;
     wait_final(&engine, &warm.id, Duration::from_secs(60)).await?;
     let postmaster = postmaster_pid(&pool).await;
-    // The background CPU of idle workers and an idle server (fetch polls, leader chores),
-    // the peer of the study's own CPU below.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_before = CpuSample::take(&procs, postmaster);
-    let idle_t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    print!("idle ");
-    CpuSample::take(&procs, postmaster).print_since(&idle_before, idle_t0.elapsed().as_secs_f64());
-    let request = match a.kind.as_str() {
-        "design" => design(1_000_000, a.samples_per_chunk, 7),
-        "uncertainty" => uncertainty(a.samples_per_chunk, a.frequencies_per_bounds_chunk, 7),
-        other => bail!("unknown kind {other}"),
-    };
     notify_final_states(&pool).await?;
     let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
     listener.listen("bench_study_final").await?;
-    let cpu_before = CpuSample::take(&procs, postmaster);
-    let t0 = Instant::now();
-    let r = engine.submit(request).await?;
-    let state =
-        wait_final_notified(&engine, &mut listener, &r.id, Duration::from_secs(1800)).await?;
-    let t = t0.elapsed().as_secs_f64();
-    let cpu_after = CpuSample::take(&procs, postmaster);
-    let (connections, opened): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE backend_start > now() - make_interval(secs => $1)) \
-         FROM pg_stat_activity WHERE datname = current_database()",
-    )
-    .bind(t0.elapsed().as_secs_f64())
-    .fetch_one(&pool)
-    .await?;
-    println!("connections={connections} opened_during_study={opened}");
-    if state != StudyState::Succeeded {
-        bail!(
-            "study ended {state:?}: {:?}",
-            engine.study(&r.id).await?.error
+    let mut ids = Vec::new();
+    for run in 0..a.repeat.max(1) {
+        if a.repeat > 1 {
+            println!("run={run}");
+        }
+        // The background CPU of idle workers and an idle server (fetch polls, leader chores),
+        // the peer of the study's own CPU below.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle_before = CpuSample::take(&procs, postmaster);
+        let idle_t0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        print!("idle ");
+        CpuSample::take(&procs, postmaster).print_since(&idle_before, idle_t0.elapsed().as_secs_f64());
+        let request = match a.kind.as_str() {
+            "design" => design(1_000_000, a.samples_per_chunk, 7),
+            "uncertainty" => uncertainty(a.samples_per_chunk, a.frequencies_per_bounds_chunk, 7),
+            other => bail!("unknown kind {other}"),
+        };
+        let cpu_before = CpuSample::take(&procs, postmaster);
+        let t0 = Instant::now();
+        let r = engine.submit(request).await?;
+        let state =
+            wait_final_notified(&engine, &mut listener, &r.id, Duration::from_secs(1800)).await?;
+        let t = t0.elapsed().as_secs_f64();
+        let cpu_after = CpuSample::take(&procs, postmaster);
+        let (connections, opened): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE backend_start > now() - make_interval(secs => $1)) \
+             FROM pg_stat_activity WHERE datname = current_database()",
+        )
+        .bind(t0.elapsed().as_secs_f64())
+        .fetch_one(&pool)
+        .await?;
+        println!("connections={connections} opened_during_study={opened}");
+        if state != StudyState::Succeeded {
+            bail!(
+                "study ended {state:?}: {:?}",
+                engine.study(&r.id).await?.error
+            );
+        }
+        let s = engine.study(&r.id).await?;
+        println!(
+            "kind={} workers={} chunks={} cooldown_ms={} prefetch={} submit_to_succeeded_s={t:.3}",
+            a.kind, a.workers, s.chunks_total, a.cooldown_ms, a.prefetch
         );
+        cpu_after.print_since(&cpu_before, t);
+        timeline(&pool, &r.id).await?;
+        ids.push(r.id);
     }
-    let s = engine.study(&r.id).await?;
-    println!(
-        "kind={} workers={} chunks={} cooldown_ms={} prefetch={} submit_to_succeeded_s={t:.3}",
-        a.kind, a.workers, s.chunks_total, a.cooldown_ms, a.prefetch
-    );
-    cpu_after.print_since(&cpu_before, t);
-    timeline(&pool, &r.id).await?;
     for mut p in procs {
         p.signal(nix::sys::signal::Signal::SIGTERM);
         let until = Instant::now() + Duration::from_secs(10);
@@ -791,7 +802,7 @@ async fn study(a: &Args) -> Result<()> {
         let log = std::fs::read_to_string(dir.path().join(format!("w{i}.log"))).unwrap_or_default();
         for line in log
             .lines()
-            .filter(|l| l.contains(&r.id.0) && l.contains("done."))
+            .filter(|l| ids.iter().any(|id| l.contains(&id.0)) && l.contains("done."))
         {
             println!("w{i}: {line}");
         }
