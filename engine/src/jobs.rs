@@ -48,11 +48,11 @@ pub(crate) struct ReduceJob {
     pub study: String,
 }
 
-/// Inserts chunk `$index` of `$study` in transaction `$tx` and remembers its job id (for
-/// cancel).
+/// Inserts chunk `$index` of `$study` in transaction `$tx`. A cancel finds it by its `study`
+/// argument (`Engine::cancel_jobs`).
 macro_rules! insert_chunk {
     ($river:expr, $tx:ident, $study:expr, $index:expr, $max_attempts:expr) => {{
-        let inserted = $river
+        $river
             .insert($crate::jobs::ChunkJob {
                 study: ($study).to_owned(),
                 index: $index,
@@ -61,12 +61,6 @@ macro_rules! insert_chunk {
             .tx(&mut $tx)
             .await
             .map_err($crate::db::river_error)?;
-        riverqueue::sqlx::query("INSERT INTO dtop_study_jobs (job_id, study_id) VALUES ($1, $2)")
-            .bind(inserted.id())
-            .bind($study)
-            .execute(&mut *$tx)
-            .await
-            .map_err($crate::db::sqlx_error)?;
     }};
 }
 pub(crate) use insert_chunk;

@@ -321,22 +321,49 @@ impl Engine {
     }
 
     /// Cancels the study's River jobs that are not final (except `except`, the caller's own
-    /// job). Best effort: a job that cannot be cancelled now still sees the study's final
-    /// state when it starts or polls, and stops.
+    /// job). They are found in River's table by their `study` argument among the jobs not
+    /// final, which are few (at most `chunks_in_flight_per_study` per running study). Best
+    /// effort: a job that cannot be cancelled now still sees the study's final state when it
+    /// starts or polls, and stops.
     pub(crate) async fn cancel_jobs(&self, study: &str, except: Option<i64>) {
-        let ids: Result<Vec<i64>, _> = on_db!(&self.inner.db, pool => {
-            sqlx::query_scalar("SELECT job_id FROM dtop_study_jobs WHERE study_id = $1")
-                .bind(study)
-                .fetch_all(pool)
-                .await
-        });
-        let ids = match ids {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::warn!(study, error = %e, "Could not list the study's jobs to cancel them; they stop when they see the study's state.");
-                return;
+        /// The argument every job of a study has.
+        #[derive(serde::Deserialize)]
+        struct StudyArg {
+            study: String,
+        }
+        use riverqueue::{JobListParams, JobState};
+        let params = JobListParams::default()
+            .kinds(["dtop_chunk", "dtop_reduce"])
+            .states([
+                JobState::Available,
+                JobState::Pending,
+                JobState::Retryable,
+                JobState::Running,
+                JobState::Scheduled,
+            ])
+            .limit(1000);
+        let mut ids = Vec::new();
+        let mut page = params.clone();
+        loop {
+            let listed = match self.inner.river.jobs().list(page).await {
+                Ok(listed) => listed,
+                Err(e) => {
+                    tracing::warn!(study, error = %e, "Could not list the study's jobs to cancel them; they stop when they see the study's state.");
+                    break;
+                }
+            };
+            ids.extend(
+                listed
+                    .jobs
+                    .iter()
+                    .filter(|j| j.decode_args::<StudyArg>().is_ok_and(|a| a.study == study))
+                    .map(|j| j.id),
+            );
+            match listed.last_cursor {
+                Some(cursor) => page = params.clone().after(cursor),
+                None => break,
             }
-        };
+        }
         for job in ids.into_iter().filter(|j| Some(*j) != except) {
             if let Err(e) = self.inner.river.jobs().cancel(job).await {
                 tracing::warn!(study, job, error = %e, "Could not cancel a job; it stops when it sees the study's state.");

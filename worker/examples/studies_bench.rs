@@ -335,8 +335,7 @@ async fn wait_final_notified(
 async fn running_chunks(pool: &PgPool, id: &StudyId) -> Result<Vec<(i64, String)>> {
     Ok(sqlx::query_as(
         "SELECT j.id, j.attempted_by[array_length(j.attempted_by, 1)] FROM river_job j \
-         JOIN dtop_study_jobs s ON s.job_id = j.id \
-         WHERE s.study_id = $1 AND j.kind = 'dtop_chunk' AND j.state = 'running'",
+         WHERE j.args->>'study' = $1 AND j.kind = 'dtop_chunk' AND j.state = 'running'",
     )
     .bind(&id.0)
     .fetch_all(pool)
@@ -699,8 +698,7 @@ async fn cancel(a: &Args) -> Result<()> {
         let t = t0.elapsed().as_secs_f64();
         let chunk_s: Vec<f64> = sqlx::query_scalar(
             "SELECT EXTRACT(EPOCH FROM (j.finalized_at - j.attempted_at))::float8 FROM river_job j \
-             JOIN dtop_study_jobs s ON s.job_id = j.id \
-             WHERE s.study_id = $1 AND j.kind = 'dtop_chunk' AND j.state = 'completed'",
+             WHERE j.args->>'study' = $1 AND j.kind = 'dtop_chunk' AND j.state = 'completed'",
         )
         .bind(&r.id.0)
         .fetch_all(&pool)

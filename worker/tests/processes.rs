@@ -240,8 +240,7 @@ async fn wait_final(
 async fn chunk_jobs(pool: &PgPool, id: &StudyId) -> Vec<(i64, i64, String, Option<String>)> {
     sqlx::query_as(
         "SELECT j.id, (j.args->>'index')::bigint, j.state::text, j.attempted_by[array_length(j.attempted_by, 1)] \
-         FROM river_job j JOIN dtop_study_jobs s ON s.job_id = j.id \
-         WHERE s.study_id = $1 AND j.kind = 'dtop_chunk' ORDER BY j.id",
+         FROM river_job j WHERE j.args->>'study' = $1 AND j.kind = 'dtop_chunk' ORDER BY j.id",
     )
     .bind(&id.0)
     .fetch_all(pool)
