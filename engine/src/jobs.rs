@@ -740,8 +740,14 @@ impl Engine {
         let started = Instant::now();
         let row = study_row.clone();
         let reduced = tokio::task::spawn_blocking(move || {
-            let out =
-                dtop_studies::reduce(row.kind, &row.model, &row.params, row.seed, &chunks, &tables)?;
+            let out = dtop_studies::reduce(
+                row.kind,
+                &row.model,
+                &row.params,
+                row.seed,
+                &chunks,
+                &tables,
+            )?;
             let refs = out
                 .arrays
                 .iter()

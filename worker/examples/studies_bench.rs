@@ -751,7 +751,8 @@ async fn study(a: &Args) -> Result<()> {
         let idle_t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(1)).await;
         print!("idle ");
-        CpuSample::take(&procs, postmaster).print_since(&idle_before, idle_t0.elapsed().as_secs_f64());
+        CpuSample::take(&procs, postmaster)
+            .print_since(&idle_before, idle_t0.elapsed().as_secs_f64());
         let request = match a.kind.as_str() {
             "design" => design(1_000_000, a.samples_per_chunk, 7),
             "uncertainty" => uncertainty(a.samples_per_chunk, a.frequencies_per_bounds_chunk, 7),
