@@ -54,8 +54,9 @@ const LEASE: LeaseTimings = LeaseTimings {
 /// CONNACK only once JetStream has re-elected the session store's leader; each CONNACK that
 /// does not come within the edge's `connect_timeout_s` (5 s) moves it on to the next node. On
 /// a quiet machine the edge was back in 5.2–11.9 s (BENCHMARKS.md § Broker failover), under
-/// CI's load in up to 17.3 s; the bound holds the latter with room, and the test prints each.
-const EDGE_BACK_WITHIN: Duration = Duration::from_secs(30);
+/// CI's load in up to 28.3 s (session 15; 31.9 s in `nats_failover`); the bound holds that
+/// with room, and the test prints each.
+const EDGE_BACK_WITHIN: Duration = Duration::from_secs(40);
 /// How long the fleet may take to store every rig again after the NATS kill: the twin on the
 /// killed node took 15–30 s to receive again (BENCHMARKS.md § Broker failover).
 const STORED_AGAIN_WITHIN: Duration = Duration::from_secs(60);
