@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use dtop_e2e::WithLogs;
 use dtop_e2e::audit;
 use dtop_e2e::fleet::{self, FleetRig, FleetTwin, LeaseTimings, RigSpec, TwinSpec};
 use dtop_e2e::query::influx_create_db;
@@ -161,7 +162,7 @@ fn a_killed_twins_rigs_are_taken_over_and_every_sample_is_stored_once() -> Resul
             Ok(Some(leases))
         },
     )
-    .with_context(|| logs(&twins, &rigs, &broker))?;
+    .or_logs(|| logs(&twins, &rigs, &broker))?;
     let owned_by = |twin: &TwinId| -> Vec<RigId> {
         settled
             .values()
@@ -197,7 +198,7 @@ fn a_killed_twins_rigs_are_taken_over_and_every_sample_is_stored_once() -> Resul
         });
         Ok(all.then_some(leases))
     })
-    .with_context(|| logs(&twins, &rigs, &broker))?;
+    .or_logs(|| logs(&twins, &rigs, &broker))?;
     let takeover = killed_at.elapsed();
     eprintln!(
         "taken over {:.2} s after the kill (bound {:.1} s): {:?}",
@@ -250,7 +251,7 @@ fn a_killed_twins_rigs_are_taken_over_and_every_sample_is_stored_once() -> Resul
                 Ok(rig.sim.log().contains("Reached max_samples").then_some(()))
             },
         )
-        .with_context(|| logs(&twins, &[], &broker))?;
+        .or_logs(|| logs(&twins, &[], &broker))?;
     }
     // The edges batch what they have read before their counters are final.
     std::thread::sleep(Duration::from_secs(1));
@@ -269,7 +270,7 @@ fn a_killed_twins_rigs_are_taken_over_and_every_sample_is_stored_once() -> Resul
             SAMPLES,
             Duration::from_secs(30),
         )
-        .with_context(|| logs(&twins, &rigs, &broker))?;
+        .or_logs(|| logs(&twins, &rigs, &broker))?;
         ensure!(
             stored.blocks.len() as u64 == next_seq,
             "{}: {} seqs stored, the edge numbered {next_seq}",

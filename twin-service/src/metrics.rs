@@ -122,7 +122,7 @@ pub fn render(stats: &TwinStats) -> String {
     }
 
     type RigValue = fn(&crate::stats::RigStats) -> f64;
-    let per_rig: [(&str, &str, &str, RigValue); 12] = [
+    let per_rig: [(&str, &str, &str, RigValue); 13] = [
         (
             "dtop_twin_rig_online",
             "gauge",
@@ -152,6 +152,12 @@ pub fn render(stats: &TwinStats) -> String {
             "counter",
             "Blocks received more than once.",
             |r| r.blocks_duplicate as f64,
+        ),
+        (
+            "dtop_twin_rig_blocks_waiting_for_birth",
+            "gauge",
+            "Sample blocks held until the birth of their session arrives.",
+            |r| r.blocks_waiting_for_birth as f64,
         ),
         (
             "dtop_twin_rig_blocks_not_owned_total",
