@@ -150,6 +150,25 @@ impl RunRecorder {
         }
     }
 
+    /// The recorder of a run another twin started and this one continues after a takeover
+    /// (`super::restore`): its birth is stored already, its checkpoint schedule goes on from
+    /// the block at `last_checkpoint_index`, and the laws of `versions_written` are stored.
+    pub fn continuing(
+        run: RunId,
+        birth: &RigBirth,
+        design: &EstimatorDesign,
+        checkpoint_every_samples: u64,
+        last_checkpoint_index: u64,
+        versions_written: impl IntoIterator<Item = u64>,
+    ) -> Self {
+        Self {
+            birth_written: true,
+            last_checkpoint_index: Some(last_checkpoint_index),
+            versions_written: versions_written.into_iter().collect(),
+            ..Self::new(run, birth, design, checkpoint_every_samples)
+        }
+    }
+
     pub fn run(&self) -> RunId {
         self.run
     }
