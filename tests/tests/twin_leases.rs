@@ -4,10 +4,13 @@
 //! by exactly one twin (the lease table, both twins' metrics and the edges agree); the twin
 //! owning two of them is SIGKILLed; the survivor owns them again within the TTL plus two renew
 //! intervals, each at a higher epoch, and the edges follow. Once the simulators stop, every
-//! block seq of every rig is in InfluxDB once and every sample once, with nothing lost.
+//! block seq of every rig is in InfluxDB once and every sample once, with nothing lost; and
+//! the survivor continued each moved rig's estimator run (restored at the persisted watermark,
+//! the edge's replay folded in): `dtop-twin replay --verify` over each rig's whole stored range
+//! replays one run and finds every stored estimate identical, as for a twin that never failed.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -67,6 +70,7 @@ struct Twin {
     id: TwinId,
     proc: Proc,
     metrics_port: u16,
+    conf: PathBuf,
 }
 
 impl Twin {
@@ -117,6 +121,7 @@ fn spawn_twin(
             "[mqtt]\nhost = \"127.0.0.1\"\nport = {mqtt_port}\nclient_id = \"dtop-{id}\"\n\n\
              [storage.influx_v1]\nurl = \"{influx}\"\ndatabase = \"{db}\"\nprecision = \"us\"\n\n\
              [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n\
+             [model]\ncheckpoint_interval_s = 1.0\n\n\
              [coordinator]\ntwin_id = \"{id}\"\ndatabase_url = \"{database_url}\"\n\n\
              [coordinator.lease]\nttl_ms = {TTL_MS}\nrenew_interval_ms = {RENEW_INTERVAL_MS}\n\
              safety_margin_ms = {SAFETY_MARGIN_MS}\n"
@@ -138,6 +143,7 @@ fn spawn_twin(
         id: TwinId::new(id)?,
         proc,
         metrics_port,
+        conf,
     })
 }
 
@@ -453,6 +459,57 @@ fn a_killed_twins_rigs_are_taken_over_and_every_sample_is_stored_once() -> Resul
             edge.get("dtop_edge_blocks_replayed_total")
                 .copied()
                 .unwrap_or(0.0)
+        );
+    }
+    // The survivor continued each moved rig's run rather than starting a new one...
+    let survivor_metrics = audit::edge_metrics(twins[survivor].metrics_port)?;
+    for rig in &moved {
+        let continued =
+            format!("dtop_twin_rig_takeovers_total{{rig=\"{rig}\",reason=\"continued\"}}");
+        ensure!(
+            survivor_metrics.get(&continued) == Some(&1.0),
+            "{survivor_id} did not continue {rig}'s run: {:?}\n{}",
+            survivor_metrics
+                .iter()
+                .filter(|(k, _)| k.contains("takeover"))
+                .collect::<Vec<_>>(),
+            logs(&twins, &[], &broker)
+        );
+    }
+    // ...so every rig's whole stored range replays as one run, every estimate identical.
+    let to_ns = i64::try_from(pipeline_stamp() * 1_000_000)? + 3_600_000_000_000;
+    for rig in &rigs {
+        let out = dir.path().join(format!("replay-{}.jsonl", rig.id));
+        let output = std::process::Command::new(bin("dtop-twin")?)
+            .args(["replay", "--config"])
+            .arg(&twins[survivor].conf)
+            .args(["--rig", rig.id.as_str(), "--verify", "--out"])
+            .arg(&out)
+            .args(["--from", "0", "--to", &to_ns.to_string()])
+            .output()?;
+        let code = output.status.code().unwrap_or(-1);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let report: serde_json::Value = serde_json::from_str(&stdout).with_context(|| {
+            format!(
+                "replay of {} exited {code}: {stdout}\n{}",
+                rig.id,
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })?;
+        let v = &report["verification"];
+        let compared = v["estimates_compared"].as_u64().unwrap_or(0);
+        ensure!(
+            code == 0
+                && compared > 0
+                && v["estimates_identical"].as_u64() == Some(compared)
+                && v["mismatches"].as_u64() == Some(0)
+                && report["runs"].as_array().map(Vec::len) == Some(1),
+            "{}: replay exited {code}: {report:#}",
+            rig.id
+        );
+        eprintln!(
+            "{}: one run, {compared} estimates replayed identical from {:?}",
+            rig.id, report["start"]
         );
     }
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());

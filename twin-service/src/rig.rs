@@ -85,7 +85,11 @@ enum RestorePhase {
     Idle,
     /// The previous owner's run is being read back for owner epoch `epoch`: every sample
     /// payload waits here undecoded, in arrival order.
-    Restoring { epoch: u64, held: VecDeque<Bytes> },
+    Restoring {
+        epoch: u64,
+        watermark_seq: u64,
+        held: VecDeque<Bytes>,
+    },
     /// The run continues after the block at the watermark: blocks from `next_seq` on are
     /// processed in seq order (a replayed, backfilled one folded in as it would have been
     /// live); those above a missing seq wait in `held`. Ends at the first live block with
@@ -110,7 +114,8 @@ pub struct RestoreRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreFailure {
     /// `storage` (a query failed or timed out), `records` (missing or unreadable records),
-    /// `replay` (the records do not replay).
+    /// `replay` (the records do not replay), `no_run` (nothing at or below the watermark was
+    /// estimated: no run to continue), `held_full` (too many blocks waited).
     pub reason: &'static str,
     pub detail: String,
 }
@@ -656,6 +661,7 @@ impl RigState {
                             info!(rig = %self.rig, owner_epoch = epoch, watermark_seq, "Restoring the previous owner's run of the rig at its persisted watermark; the rig's blocks wait.");
                             self.restore = RestorePhase::Restoring {
                                 epoch,
+                                watermark_seq,
                                 held: VecDeque::new(),
                             };
                             self.restore_requests.push(RestoreRequest {
@@ -693,7 +699,7 @@ impl RigState {
     fn new_run_at_takeover(&mut self, birth: &RigBirth, reason: &'static str, detail: String) {
         *self.takeovers.entry(reason.to_owned()).or_default() += 1;
         match reason {
-            "storage_not_readable" | "not_estimating" | "no_watermark" => {
+            "storage_not_readable" | "not_estimating" | "no_watermark" | "no_run" => {
                 info!(rig = %self.rig, session = birth.session, reason, "Starting the rig's estimator from its latest birth, as after a restart (a new run): the previous owner's run cannot be restored.");
             }
             _ => {
@@ -731,13 +737,18 @@ impl RigState {
             debug!(rig = %self.rig, owner_epoch = epoch, "Ignored a restore for an ownership that has ended.");
             return Vec::new();
         }
-        let RestorePhase::Restoring { held, .. } = std::mem::take(&mut self.restore) else {
+        let RestorePhase::Restoring {
+            held,
+            watermark_seq,
+            ..
+        } = std::mem::take(&mut self.restore)
+        else {
             return Vec::new();
         };
         if let Some(birth) = self.adoption.birth().cloned() {
             match result {
                 Ok(run) if run.birth.birth.session == birth.session => {
-                    self.continue_run(&birth, run, now);
+                    self.continue_run(&birth, run, watermark_seq, now);
                 }
                 Ok(run) => self.new_run_at_takeover(
                     &birth,
@@ -757,9 +768,18 @@ impl RigState {
         chunks
     }
 
-    /// Continues `run` (restored at the watermark) as this rig's estimator run.
-    fn continue_run(&mut self, birth: &RigBirth, run: RestoredRun, now: Instant) {
-        let next_seq = run.last_fed.seq + 1;
+    /// Continues `run` (restored at the watermark) as this rig's estimator run. The blocks
+    /// between its last one and the watermark were not folded in by the previous owner (other
+    /// streams, late fills), and the edge does not send them again: the catch-up starts above
+    /// the watermark.
+    fn continue_run(
+        &mut self,
+        birth: &RigBirth,
+        run: RestoredRun,
+        watermark_seq: u64,
+        now: Instant,
+    ) {
+        let next_seq = run.last_fed.seq.max(watermark_seq) + 1;
         info!(
             rig = %self.rig,
             run = %run.run(),
@@ -1319,7 +1339,7 @@ impl RigState {
             }
             // The run they continue is being restored: they wait, undecoded, in order.
             Event::Samples(payload) if self.is_restoring() => {
-                let RestorePhase::Restoring { epoch, held } = &mut self.restore else {
+                let RestorePhase::Restoring { epoch, held, .. } = &mut self.restore else {
                     return Vec::new();
                 };
                 held.push_back(payload.clone());
@@ -2197,7 +2217,14 @@ impl RigActor {
                 )
                 .await
                 {
-                    Ok(Ok(run)) => Ok(run),
+                    Ok(Ok(Some(run))) => Ok(run),
+                    Ok(Ok(None)) => Err(RestoreFailure {
+                        reason: "no_run",
+                        detail: format!(
+                            "no estimated block at or below the watermark (seq {}) is stored",
+                            request.watermark_seq
+                        ),
+                    }),
                     Ok(Err(e)) => Err(RestoreFailure::of(&e)),
                     Err(_) => Err(RestoreFailure::timed_out()),
                 };

@@ -210,13 +210,14 @@ impl Restorer {
 /// Reads from InfluxDB 1.x the run in force at `watermark_seq` (the run of the latest block
 /// folded in with a seq at or below it), its latest checkpoint at or before that block, and
 /// the feed records and stream-0 samples from there to that block, and replays them: the
-/// estimator as the previous owner had it after its last persisted block.
+/// estimator as the previous owner had it after its last persisted block. `None`: no block at
+/// or below the watermark was ever estimated (no run to continue, e.g. the rig's first owner).
 pub async fn read(
     query: &InfluxQuery,
     rig: &RigId,
     precision: Precision,
     watermark_seq: u64,
-) -> Result<RestoredRun, ReplayError> {
+) -> Result<Option<RestoredRun>, ReplayError> {
     let reader = Reader { query, rig };
     let tag = reader.rig();
     let rows = query
@@ -225,12 +226,9 @@ pub async fn read(
              ORDER BY time DESC LIMIT 1"
         ))
         .await?;
-    let row = rows.first().ok_or_else(|| {
-        ReplayError::Missing(format!(
-            "rig {rig}: no estimated block at or below the watermark (seq {watermark_seq}) is \
-             stored"
-        ))
-    })?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
     let target_ns = row.time_ns().unwrap_or(i64::MIN);
     let target = FeedRecord::from_row(row)?;
     let run = target.run;
@@ -294,7 +292,7 @@ pub async fn read(
         }
         cursor_ns = last_ns + 1;
     }
-    restorer.finish()
+    restorer.finish().map(Some)
 }
 
 #[cfg(test)]
@@ -386,8 +384,9 @@ mod tests {
             }
             after.insert(b.seq, live.estimator().unwrap().checkpoint());
         }
-        // After a checkpoint (blocks 50 and 100 have one), and before the first.
-        for target in [120, 100, 77, 30] {
+        // At a checkpoint (every 500 samples: blocks 5, 10, ... have one), after one, and
+        // before the first.
+        for target in [120, 77, 31, 3] {
             let restored = restore_from(&lines, target).unwrap();
             assert_eq!(restored.last_fed.seq, target);
             assert_eq!(
@@ -395,7 +394,7 @@ mod tests {
                 after[&target],
                 "the estimator after block {target}"
             );
-            let expected_checkpoint = (target / 50) * 5_000;
+            let expected_checkpoint = (target / 5) * 500;
             assert_eq!(restored.last_checkpoint_index, expected_checkpoint);
             assert_eq!(
                 restored.blocks_replayed,
@@ -557,7 +556,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_sample_missing_or_altered_fails_the_restore() {
+    fn a_stored_sample_missing_fails_the_restore() {
         let blocks = simulate(60);
         let mut live = live_rig();
         let mut lines = String::new();
@@ -566,14 +565,16 @@ mod tests {
                 lines.push_str(&chunk.lines);
             }
         }
-        // One sample of block 52 gone: the block cannot be rebuilt.
-        let t_us = (crate::adopt::tests::T0_NS + 5_200 * 1_000_000) / 1_000;
+        assert!(restore_from(&lines, 58).is_ok());
+        // One sample of block 57 (after the checkpoint at block 55) gone: the block cannot be
+        // rebuilt.
+        let t_us = (crate::adopt::tests::T0_NS + 5_703 * 1_000_000) / 1_000;
         let holed: String = lines
             .lines()
             .filter(|l| !(l.starts_with("dtop_samples,") && l.ends_with(&format!(" {t_us}"))))
             .map(|l| format!("{l}\n"))
             .collect();
-        let e = restore_from(&holed, 56).unwrap_err().to_string();
-        assert!(e.contains("seq 52"), "{e}");
+        let e = restore_from(&holed, 58).unwrap_err().to_string();
+        assert!(e.contains("seq 57"), "{e}");
     }
 }
