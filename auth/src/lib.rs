@@ -11,10 +11,13 @@
 //! - [`credentials`]: the credentials file (argon2id, and bcrypt for NATS) and its edits
 //!   (`dtop-broker passwd`).
 //! - [`nats`]: the same users and rules as a NATS server's `authorization` block (pure).
+//! - [`matrix`]: the ACL matrix every enforcer (this engine, `dtop-broker`, a NATS cluster) is
+//!   tested against, written out from the role descriptions rather than computed.
 //! - [`secret`]: the redacted-`Debug` [`Secret`] newtype for passwords and tokens.
 
 pub mod acl;
 pub mod credentials;
+pub mod matrix;
 pub mod nats;
 pub mod secret;
 

@@ -248,7 +248,6 @@ async fn dtop_broker_passes_every_paho_suite_case_that_mosquitto_passes() {
     let Some(python) = require_python() else {
         return;
     };
-    let _heavy = common::HEAVY.lock().await;
     let Some(mosquitto) = Mosquitto::require().await else {
         return;
     };

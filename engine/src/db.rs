@@ -22,6 +22,7 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_studies.sql"),
     include_str!("../migrations/postgres/0002_inputs_and_review.sql"),
+    include_str!("../migrations/postgres/0003_chunk_output_storage.sql"),
 ];
 const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_studies.sql"),

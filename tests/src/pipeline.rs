@@ -20,9 +20,39 @@ pub enum BrokerKind {
     Dtop,
     /// A real Mosquitto, proving edge and twin speak standard MQTT.
     Mosquitto,
+    /// A three-node NATS cluster (JetStream, MQTT 3.1.1 gateway, no authentication), the
+    /// test's [`Services::nats_cluster`]: the edge lists the nodes' MQTT gateways from node 1,
+    /// the twin from node 2 (unless [`EdgeOptions::brokers`] / [`EdgeOptions::twin_brokers`]
+    /// say otherwise), so every block crosses the cluster's routes; [`Pipeline::mqtt_port`] is
+    /// the twin's first node. NATS speaks MQTT 3.1.1 only, QoS 0 and 1, without shared
+    /// subscriptions.
+    Nats,
     /// Brokers the caller runs (a [`crate::nats::NatsCluster`]): the edge and the twin connect
     /// to their failover lists, [`EdgeOptions::brokers`] and [`EdgeOptions::twin_brokers`].
     External,
+}
+
+impl BrokerKind {
+    /// Whether this broker can run here: `Ok(false)`, after saying the test is skipped, only
+    /// for [`BrokerKind::Nats`] without a `nats-server` when services are optional (see
+    /// [`crate::nats::server_binary`]); under `CI` or `DTOP_REQUIRE_SERVICES=1` an error.
+    pub fn available(self) -> Result<bool> {
+        match self {
+            BrokerKind::Nats => Ok(crate::nats::server_binary()?.is_some()),
+            BrokerKind::Dtop | BrokerKind::Mosquitto | BrokerKind::External => Ok(true),
+        }
+    }
+}
+
+/// `nodes` rotated to start at `first`: one node's failover list.
+fn from_node(nodes: &[SocketAddr], first: usize) -> Vec<SocketAddr> {
+    nodes
+        .iter()
+        .cycle()
+        .skip(first)
+        .take(nodes.len())
+        .copied()
+        .collect()
 }
 
 /// Where the twin stores.
@@ -69,10 +99,12 @@ pub struct EdgeOptions {
     pub mqtt_port: Option<u16>,
     /// The edge's `[actuator]` table instead of the default (20 N, 2000 N/s).
     pub actuator_toml: Option<String>,
-    /// With [`BrokerKind::External`]: the edge's `[mqtt] brokers`, tried in this order.
+    /// With [`BrokerKind::External`] (or to override [`BrokerKind::Nats`]'s): the edge's
+    /// `[mqtt] brokers`, tried in this order.
     pub brokers: Vec<SocketAddr>,
-    /// With [`BrokerKind::External`]: the twin's `[mqtt] brokers`; the first one is also
-    /// where [`Pipeline::read_birth`] reads.
+    /// With [`BrokerKind::External`] (or to override [`BrokerKind::Nats`]'s): the twin's
+    /// `[mqtt] brokers`; the first one is also [`Pipeline::mqtt_port`], where
+    /// [`Pipeline::read_birth`] reads.
     pub twin_brokers: Vec<SocketAddr>,
 }
 
@@ -117,14 +149,27 @@ fn path_str(p: &Path) -> String {
 }
 
 impl Pipeline {
-    /// Starts broker (unless Mosquitto), twin, simulator and edge, in that order, each only once
-    /// the previous one is ready.
-    pub fn start(spec: PipelineSpec, services: &mut Services) -> Result<Self> {
+    /// Starts the broker (a dtop-broker process, or the test's NATS cluster unless it runs
+    /// already; Mosquitto is the shared one), twin, simulator and edge, in that order, each
+    /// only once the previous one is ready.
+    pub fn start(mut spec: PipelineSpec, services: &mut Services) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let started_ns = now_ns();
+        if spec.broker == BrokerKind::Nats {
+            let cluster = services.nats_cluster()?;
+            let nodes: Vec<SocketAddr> = (0..crate::nats::NODES)
+                .map(|i| cluster.mqtt_addr(i))
+                .collect();
+            if spec.edge.brokers.is_empty() {
+                spec.edge.brokers = from_node(&nodes, 0);
+            }
+            if spec.edge.twin_brokers.is_empty() {
+                spec.edge.twin_brokers = from_node(&nodes, 1);
+            }
+        }
         let (mqtt_port, broker) = match spec.broker {
             BrokerKind::Mosquitto => (services.mosquitto_port()?, None),
-            BrokerKind::External => (
+            BrokerKind::Nats | BrokerKind::External => (
                 spec.edge
                     .twin_brokers
                     .first()

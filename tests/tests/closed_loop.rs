@@ -1,7 +1,10 @@
 //! End-to-end closed loop: an operator switches on edge-hosted DVF over MQTT; the twin designs
 //! the sampled controller and pushes it; the edge acknowledges the version and runs it on every
 //! sample; the rig simulator applies a drive computed from (nearly) every sample, each naming
-//! its origin sample. All real processes: dtop-broker, dtop-twin, dtop-rig-sim, dtop-edge.
+//! its origin sample. All real processes: dtop-twin, dtop-rig-sim, dtop-edge, and dtop-broker
+//! or, with the same checks, a three-node NATS cluster (issue 16): the edge's broker list
+//! starts at node 1, the twin's at node 2 and the operator connects to node 3, so the command,
+//! the controller and both acknowledgements cross the cluster's routes.
 
 use std::time::Duration;
 
@@ -38,17 +41,19 @@ fn dtop_cmd(port: u16, rig: &str, args: &[&str]) -> Result<Vec<serde_json::Value
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-#[test]
-fn edge_hosted_dvf_runs_on_every_sample_after_the_edge_acknowledges_it() -> Result<()> {
+/// One closed-loop run through `broker`.
+fn closed_loop(rig: &str, broker: BrokerKind, seed: u64) -> Result<()> {
+    if !broker.available()? {
+        return Ok(());
+    }
     let mut services = Services::new()?;
-    let rig = "closed-loop";
     let spec = PipelineSpec {
         rig: rig.to_owned(),
-        broker: BrokerKind::Dtop,
+        broker,
         store: StoreKind::Files,
         samples: SAMPLES,
         speed: 1.0,
-        seed: 3,
+        seed,
         block_samples: 10,
         sim_args: vec![
             "--samples-per-frame".into(),
@@ -60,12 +65,16 @@ fn edge_hosted_dvf_runs_on_every_sample_after_the_edge_acknowledges_it() -> Resu
         edge: Default::default(),
     };
     let mut pipeline = Pipeline::start(spec, &mut services)?;
+    let operator_port = match broker {
+        BrokerKind::Nats => services.nats_cluster()?.mqtt_addr(2).port(),
+        _ => pipeline.mqtt_port,
+    };
     // The twin refuses control until its estimator runs; wait for that through the library
     // helper with a law that changes nothing, then command the real one with the CLI.
-    wait_until_estimating(pipeline.mqtt_port, rig, Duration::from_secs(30))
+    wait_until_estimating(operator_port, rig, Duration::from_secs(30))
         .with_context(|| pipeline.logs())?;
     let acks = dtop_cmd(
-        pipeline.mqtt_port,
+        operator_port,
         rig,
         &[
             "set-control",
@@ -115,4 +124,14 @@ fn edge_hosted_dvf_runs_on_every_sample_after_the_edge_acknowledges_it() -> Resu
     );
     println!("edge-hosted DVF over {expected} samples: {summary:?}");
     Ok(())
+}
+
+#[test]
+fn edge_hosted_dvf_runs_on_every_sample_after_the_edge_acknowledges_it() -> Result<()> {
+    closed_loop("closed-loop", BrokerKind::Dtop, 3)
+}
+
+#[test]
+fn edge_hosted_dvf_runs_on_every_sample_through_a_nats_cluster() -> Result<()> {
+    closed_loop("closed-loop-nats", BrokerKind::Nats, 4)
 }

@@ -5,7 +5,9 @@
 
 mod closed_loop;
 mod faults;
+mod fleet_faults;
 mod live_cbc;
+mod nats_acl_matrix;
 mod nats_failover;
 mod pipeline;
 mod replay;

@@ -173,19 +173,6 @@ async fn observe(
     let _ = client.try_disconnect();
 }
 
-/// The port in `broker=127.0.0.1:PORT` of the last "Connected to the MQTT broker" line.
-fn connected_port(log: &str) -> Option<u16> {
-    log.lines()
-        .filter(|l| l.contains("Connected to the MQTT broker"))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("broker="))
-                .and_then(|a| a.rsplit_once(':'))
-                .and_then(|(_, p)| p.parse().ok())
-        })
-        .next_back()
-}
-
 /// One stored block: `(first_sample_index, samples)`.
 type BlockSpan = (u64, u64);
 
@@ -312,7 +299,7 @@ fn failover_run(binary: &Path, seed: u64, victim: Victim) -> Result<Duration> {
     };
     let mut services = Services::new()?;
     let mut pipeline = Pipeline::start(spec, &mut services)?;
-    let on = |log: &str| connected_port(log);
+    let on = |log: &str| nats::connected_port(log);
     // Each lists a different node first, but a CONNACK slower than `connect_timeout_s` on the
     // freshly formed cluster moves it on: kill the node each is really on.
     let node_of = |log: &str| on(log).and_then(|port| addrs.iter().position(|a| a.port() == port));

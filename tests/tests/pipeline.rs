@@ -1,10 +1,16 @@
 //! End-to-end: the simulated rig's samples pass through the real serial path, the edge, an MQTT
 //! broker and the twin into real storage, and every sample of every channel arrives exactly
-//! once, with the right value and timestamp.
+//! once, with the right value and timestamp. The same checks run on each broker:
 //!
 //! 1. rig-sim → pty → edge → dtop-broker → twin → InfluxDB 1.x (v1 API)
 //! 2. the same into VictoriaMetrics through the InfluxDB v2 write API
-//! 3. the same through a real Mosquitto instead of dtop-broker
+//! 3. both through a real Mosquitto instead of dtop-broker
+//! 4. both through a three-node NATS cluster (JetStream, MQTT gateway; issue 16), one cluster
+//!    for the two runs, the edge and the twin each given the three nodes as their
+//!    `[mqtt] brokers` list, starting on different nodes so every block crosses the cluster's
+//!    routes. Nothing changes for NATS: it speaks MQTT 3.1.1 only, QoS 0 and 1, without
+//!    shared subscriptions, and the edge (QoS 1 blocks, retained birth) and the twin (plain
+//!    QoS 1 subscriptions) need no more. Killing a node is `nats_failover`'s.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -126,15 +132,20 @@ fn check_blocks(seqs: &[f64], first_indices: &[f64], counts: &[f64]) -> Result<(
     Ok(())
 }
 
-fn influx_pipeline(rig: &str, broker: BrokerKind, seed: u64) -> Result<()> {
-    let mut services = Services::new()?;
+/// One run into InfluxDB 1.x through `broker`, checked sample by sample and block by block.
+fn influx_pipeline(
+    services: &mut Services,
+    rig: &str,
+    broker: BrokerKind,
+    seed: u64,
+) -> Result<()> {
     let url = services.influx_v1()?;
     let database = format!("e2e_{}", rig.replace('-', "_"));
     let store = StoreKind::InfluxV1 {
         url: url.clone(),
         database: database.clone(),
     };
-    let mut pipeline = Pipeline::start(spec(rig, broker, store, seed), &mut services)?;
+    let mut pipeline = Pipeline::start(spec(rig, broker, store, seed), services)?;
     let result = (|| {
         let truth = run_to_completion(&mut pipeline)?;
         let birth = pipeline.read_birth()?;
@@ -178,32 +189,24 @@ fn influx_pipeline(rig: &str, broker: BrokerKind, seed: u64) -> Result<()> {
         };
         check_blocks(&get("seq")?, &get("first_sample_index")?, &get("samples")?)
     })();
-    result.with_context(|| pipeline.logs())
+    result.with_context(|| {
+        let nats = services.nats_warnings().unwrap_or_default();
+        format!("{}{nats}", pipeline.logs())
+    })
 }
 
-#[test]
-fn every_sample_reaches_influxdb_v1_exactly_once_through_dtop_broker() -> Result<()> {
-    influx_pipeline("e2e-influx-v1", BrokerKind::Dtop, 11)
-}
-
-#[test]
-fn edge_and_twin_speak_standard_mqtt_through_mosquitto() -> Result<()> {
-    influx_pipeline("e2e-mosquitto", BrokerKind::Mosquitto, 13)
-}
-
-#[test]
-fn every_sample_reaches_victoria_metrics_through_the_v2_write_api() -> Result<()> {
-    let mut services = Services::new()?;
+/// One run into VictoriaMetrics through the InfluxDB v2 write API and `broker`, checked
+/// sample by sample (to VictoriaMetrics' precision) and block by block.
+fn victoria_pipeline(
+    services: &mut Services,
+    rig: &str,
+    broker: BrokerKind,
+    seed: u64,
+) -> Result<()> {
     let url = services.victoria_metrics()?;
-    let rig = "e2e-victoria";
     let mut pipeline = Pipeline::start(
-        spec(
-            rig,
-            BrokerKind::Dtop,
-            StoreKind::InfluxV2 { url: url.clone() },
-            12,
-        ),
-        &mut services,
+        spec(rig, broker, StoreKind::InfluxV2 { url: url.clone() }, seed),
+        services,
     )?;
     let result = (|| {
         let truth = run_to_completion(&mut pipeline)?;
@@ -248,5 +251,36 @@ fn every_sample_reaches_victoria_metrics_through_the_v2_write_api() -> Result<()
         };
         check_blocks(&get("seq")?, &get("first_sample_index")?, &get("samples")?)
     })();
-    result.with_context(|| pipeline.logs())
+    result.with_context(|| {
+        let nats = services.nats_warnings().unwrap_or_default();
+        format!("{}{nats}", pipeline.logs())
+    })
+}
+
+#[test]
+fn every_sample_reaches_influxdb_v1_exactly_once_through_dtop_broker() -> Result<()> {
+    influx_pipeline(&mut Services::new()?, "e2e-influx-v1", BrokerKind::Dtop, 11)
+}
+
+#[test]
+fn every_sample_reaches_victoria_metrics_through_the_v2_write_api() -> Result<()> {
+    victoria_pipeline(&mut Services::new()?, "e2e-victoria", BrokerKind::Dtop, 12)
+}
+
+#[test]
+fn edge_and_twin_speak_standard_mqtt_through_mosquitto() -> Result<()> {
+    let mut services = Services::new()?;
+    influx_pipeline(&mut services, "e2e-mosquitto", BrokerKind::Mosquitto, 13)?;
+    victoria_pipeline(&mut services, "e2e-mosquitto-vm", BrokerKind::Mosquitto, 14)
+}
+
+#[test]
+fn every_sample_reaches_storage_exactly_once_through_a_nats_cluster() -> Result<()> {
+    if !BrokerKind::Nats.available()? {
+        return Ok(());
+    }
+    // One cluster (the Services' own) for both runs.
+    let mut services = Services::new()?;
+    influx_pipeline(&mut services, "e2e-nats", BrokerKind::Nats, 15)?;
+    victoria_pipeline(&mut services, "e2e-nats-vm", BrokerKind::Nats, 16)
 }

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, ensure};
 use dtop_e2e::audit;
 use dtop_e2e::http::blocking_client;
 use dtop_e2e::query::influx_create_db;
-use dtop_e2e::{Proc, Services, bin, free_port, wait_for, wait_tcp};
+use dtop_e2e::{Proc, Services, bin, free_port, wait_for};
 use dtop_lease::{LeaseRow, PgLeaseStore, TwinId, owner_of};
 use dtop_proto::RigId;
 

@@ -15,7 +15,11 @@
 //! default the engine's, `dtop_engine::default_fetch_cooldown_ms`; River's own is 100) and
 //! `--prefetch P` (chunks a worker claims ahead, `[engine.fetch] prefetch`; default the
 //! engine's, 0 turns it off).
-//! `study` prints each chunk's start and end, per worker, from River's job table.
+//! `study` prints each chunk's start and end, per worker, from River's job table, and the CPU
+//! time the workers, this process and the PostgreSQL server (when it runs on this machine)
+//! used over the study (`cpu_s`) and over 1 s idle before it; `BENCH_PG_DETAIL=1` splits the
+//! server's by process, and `RUST_LOG=warn,dtop_engine::jobs=debug` (inherited by the workers)
+//! adds the workers' own timings of each chunk and of the reduce.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -273,6 +277,53 @@ async fn wait_final(engine: &Engine, id: &StudyId, within: Duration) -> Result<S
             bail!("study still {:?} after {within:?}", s.state);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Makes the bench's database notify channel `bench_study_final` with a study's id when the
+/// study reaches a final state (a trigger in this database only; the engine is unchanged), so
+/// the bench can wait for the end without querying every few ms: the polls' own CPU (this
+/// process and its PostgreSQL backend) would be taken from the workers on a 2-core machine.
+async fn notify_final_states(pool: &PgPool) -> Result<()> {
+    sqlx::query(
+        "CREATE FUNCTION bench_study_final() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF NEW.state IN ('succeeded', 'failed', 'cancelled') AND NEW.state IS DISTINCT FROM OLD.state \
+         THEN PERFORM pg_notify('bench_study_final', NEW.id); END IF; RETURN NEW; END $$",
+    )
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "CREATE TRIGGER bench_study_final AFTER UPDATE OF state ON dtop_studies \
+         FOR EACH ROW EXECUTE FUNCTION bench_study_final()",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Waits (bounded) until the study is final: on `listener`'s notification for it (see
+/// [`notify_final_states`]), with a look at the study every second in case one is missed.
+async fn wait_final_notified(
+    engine: &Engine,
+    listener: &mut sqlx::postgres::PgListener,
+    id: &StudyId,
+    within: Duration,
+) -> Result<StudyState> {
+    let until = Instant::now() + within;
+    loop {
+        let s = engine.study(id).await?;
+        if s.state.is_final() {
+            return Ok(s.state);
+        }
+        if Instant::now() > until {
+            bail!("study still {:?} after {within:?}", s.state);
+        }
+        let next = (Instant::now() + Duration::from_secs(1)).min(until);
+        while let Ok(n) = tokio::time::timeout_at(next.into(), listener.recv()).await {
+            if n?.payload() == id.0 {
+                break;
+            }
+        }
     }
 }
 
@@ -682,16 +733,38 @@ async fn study(a: &Args) -> Result<()> {
     // Workers up and fetching before the clock starts: a one-block study runs first.
     let warm = engine.submit(design(16_384, Some(16_384), 1)).await?;
     wait_final(&engine, &warm.id, Duration::from_secs(60)).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let postmaster = postmaster_pid(&pool).await;
+    // The background CPU of idle workers and an idle server (fetch polls, leader chores),
+    // the peer of the study's own CPU below.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_before = CpuSample::take(&procs, postmaster);
+    let idle_t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    print!("idle ");
+    CpuSample::take(&procs, postmaster).print_since(&idle_before, idle_t0.elapsed().as_secs_f64());
     let request = match a.kind.as_str() {
         "design" => design(1_000_000, a.samples_per_chunk, 7),
         "uncertainty" => uncertainty(a.samples_per_chunk, a.frequencies_per_bounds_chunk, 7),
         other => bail!("unknown kind {other}"),
     };
+    notify_final_states(&pool).await?;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+    listener.listen("bench_study_final").await?;
+    let cpu_before = CpuSample::take(&procs, postmaster);
     let t0 = Instant::now();
     let r = engine.submit(request).await?;
-    let state = wait_final(&engine, &r.id, Duration::from_secs(1800)).await?;
+    let state =
+        wait_final_notified(&engine, &mut listener, &r.id, Duration::from_secs(1800)).await?;
     let t = t0.elapsed().as_secs_f64();
+    let cpu_after = CpuSample::take(&procs, postmaster);
+    let (connections, opened): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE backend_start > now() - make_interval(secs => $1)) \
+         FROM pg_stat_activity WHERE datname = current_database()",
+    )
+    .bind(t0.elapsed().as_secs_f64())
+    .fetch_one(&pool)
+    .await?;
+    println!("connections={connections} opened_during_study={opened}");
     if state != StudyState::Succeeded {
         bail!(
             "study ended {state:?}: {:?}",
@@ -703,6 +776,7 @@ async fn study(a: &Args) -> Result<()> {
         "kind={} workers={} chunks={} cooldown_ms={} prefetch={} submit_to_succeeded_s={t:.3}",
         a.kind, a.workers, s.chunks_total, a.cooldown_ms, a.prefetch
     );
+    cpu_after.print_since(&cpu_before, t);
     timeline(&pool, &r.id).await?;
     for mut p in procs {
         p.signal(nix::sys::signal::Signal::SIGTERM);
@@ -711,7 +785,158 @@ async fn study(a: &Args) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    // The workers' own per-job timings, when their log level shows them
+    // (`RUST_LOG=warn,dtop_engine::jobs=debug`, inherited by the workers).
+    for i in 0..a.workers {
+        let log = std::fs::read_to_string(dir.path().join(format!("w{i}.log"))).unwrap_or_default();
+        for line in log
+            .lines()
+            .filter(|l| l.contains(&r.id.0) && l.contains("done."))
+        {
+            println!("w{i}: {line}");
+        }
+    }
     Ok(())
+}
+
+/// CPU time of a process's threads, ns (Linux `/proc/PID/task/*/schedstat`, first field);
+/// threads that ended before the read are not counted. 0 when the process is gone.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The PostgreSQL server's postmaster, from its `postmaster.pid` (the bench runs beside the
+/// server, as root or its owner); `None` when that file cannot be read.
+async fn postmaster_pid(pool: &PgPool) -> Option<u32> {
+    let dir: String = sqlx::query_scalar("SHOW data_directory")
+        .fetch_one(pool)
+        .await
+        .ok()?;
+    std::fs::read_to_string(Path::new(&dir).join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The postmaster and its children (the backends and background processes).
+fn postgres_pids(postmaster: u32) -> Vec<u32> {
+    let mut pids = vec![postmaster];
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Field 4 (PPID) follows the command in parentheses, which may hold spaces.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// The whole machine's busy and total jiffies (`/proc/stat`, first line).
+fn machine_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    // idle and iowait
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// CPU used so far by each worker, this process, and the PostgreSQL server, and the machine's.
+struct CpuSample {
+    workers_ns: Vec<u64>,
+    bench_ns: u64,
+    postgres_ns: u64,
+    /// Each PostgreSQL process's CPU, ns, by PID.
+    postgres_by_pid: Vec<(u32, u64)>,
+    machine_busy_jiffies: u64,
+    machine_total_jiffies: u64,
+}
+
+impl CpuSample {
+    fn take(procs: &[WorkerProcess], postmaster: Option<u32>) -> CpuSample {
+        let (busy, total) = machine_jiffies();
+        let postgres_by_pid: Vec<(u32, u64)> = postmaster
+            .map(postgres_pids)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p, cpu_ns(p)))
+            .collect();
+        CpuSample {
+            postgres_by_pid,
+            workers_ns: procs.iter().map(|p| cpu_ns(p.child.id())).collect(),
+            bench_ns: cpu_ns(std::process::id()),
+            postgres_ns: postmaster.map_or(0, |pm| postgres_pids(pm).into_iter().map(cpu_ns).sum()),
+            machine_busy_jiffies: busy,
+            machine_total_jiffies: total,
+        }
+    }
+
+    /// Prints CPU seconds used since `before` over a wall time of `wall_s`.
+    fn print_since(&self, before: &CpuSample, wall_s: f64) {
+        let s = |a: u64, b: u64| a.saturating_sub(b) as f64 / 1e9;
+        let workers: Vec<String> = self
+            .workers_ns
+            .iter()
+            .zip(&before.workers_ns)
+            .map(|(a, b)| format!("{:.3}", s(*a, *b)))
+            .collect();
+        let machine_busy_s =
+            (self.machine_busy_jiffies - before.machine_busy_jiffies) as f64 / 100.0;
+        let machine_total_s =
+            (self.machine_total_jiffies - before.machine_total_jiffies) as f64 / 100.0;
+        println!(
+            "cpu_s workers=[{}] bench={:.3} postgres={:.3} machine_busy={machine_busy_s:.2} of {machine_total_s:.2} (wall {wall_s:.3} s)",
+            workers.join(","),
+            s(self.bench_ns, before.bench_ns),
+            s(self.postgres_ns, before.postgres_ns),
+        );
+        if std::env::var_os("BENCH_PG_DETAIL").is_some() {
+            for (pid, ns) in &self.postgres_by_pid {
+                let was = before
+                    .postgres_by_pid
+                    .iter()
+                    .find(|(p, _)| p == pid)
+                    .map_or(0, |(_, n)| *n);
+                let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " ");
+                if *ns > was {
+                    println!(
+                        "  postgres pid={pid} cpu_s={:.3} {}",
+                        s(*ns, was),
+                        title.trim()
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Where the time of a study went, from River's job table: each job's queueing, start and end

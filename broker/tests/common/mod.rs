@@ -17,12 +17,6 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet};
 /// Upper bound on every network wait in these tests; generous for a loaded CI machine.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Held by the tests that load the machine for a minute or more with timing-sensitive peers
-/// (the Paho suites against two brokers, the matrix on a 3-node NATS cluster), so they run one
-/// after the other: run together on 2 cores, Paho's flow-control and request-response cases
-/// timed out against dtop-broker while the NATS cluster ran (full suite, 2026-12-07).
-pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// A loopback listener on a port the OS picks.
 pub fn loopback_any() -> ListenerConfig {
     ListenerConfig {

@@ -18,8 +18,8 @@ pub mod simulate;
 pub mod uncertainty;
 pub mod update;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::inputs::{InputSpec, Inputs};
 use crate::model::ModelSpec;
@@ -136,7 +136,7 @@ pub(crate) fn single_output(
     chunks: &[serde_json::Value],
 ) -> Result<StudyOutput, StudyError> {
     match chunks {
-        [one] => serde_json::from_value(one.clone())
+        [one] => StudyOutput::deserialize(one)
             .map_err(|e| StudyError::BadChunk(format!("{kind} chunk: {e}"))),
         _ => Err(StudyError::BadChunk(format!(
             "{kind} has 1 chunk, got {}",
@@ -200,6 +200,25 @@ impl Chunking for simulate::Params {
     }
 }
 
+/// Samples per chunk for `samples` samples in blocks of `block` at about `per_chunk` samples
+/// a chunk (a multiple of `block`): the fewest whole blocks at least `per_chunk` (and at
+/// most twice it) that cut the samples into an EVEN number of chunks, so two workers (or four,
+/// when the count allows) get equal shares and neither waits out the other's last chunk;
+/// `per_chunk` itself when that makes one chunk or no such size exists. Fewer, larger chunks
+/// also cost fewer jobs (each about 5 ms of worker and server CPU; BENCHMARKS.md, "Session
+/// 14").
+pub fn even_chunking(samples: u64, block: u64, per_chunk: u64) -> u64 {
+    let block = block.max(1);
+    let blocks = samples.div_ceil(block);
+    let target = per_chunk.div_ceil(block).max(1);
+    if blocks.div_ceil(target) <= 1 {
+        return per_chunk;
+    }
+    (target..=target.saturating_mul(2))
+        .find(|b| blocks.div_ceil(*b) % 2 == 0)
+        .map_or(per_chunk, |b| b * block)
+}
+
 impl Chunking for uncertainty::Params {
     fn fix_chunking(&mut self, model: &ModelSpec, budget: &Budget) {
         let per_chunk = uncertainty::samples_per_chunk_within(
@@ -207,6 +226,7 @@ impl Chunking for uncertainty::Params {
             model.floors(),
             budget.chunk_work_units,
         );
+        let per_chunk = even_chunking(self.samples, uncertainty::BLOCK_SAMPLES, per_chunk);
         self.samples_per_chunk.get_or_insert(per_chunk);
         if self.frequencies_per_bounds_chunk.is_none() {
             // Invalid params keep it open; `check` reports their problems.
@@ -229,6 +249,7 @@ impl Chunking for design::Params {
             .max(1)
             .div_ceil(design::BLOCK_SAMPLES)
             .saturating_mul(design::BLOCK_SAMPLES);
+        let per_chunk = even_chunking(self.samples, design::BLOCK_SAMPLES, per_chunk);
         self.samples_per_chunk.get_or_insert(per_chunk);
     }
 }
@@ -388,6 +409,34 @@ mod tests {
     use super::*;
     use crate::model::builtin_model;
 
+    #[test]
+    fn even_chunking_gives_an_even_number_of_chunks_of_whole_blocks() {
+        // design, 10^6 samples in 62 blocks of 16 384: 3 blocks a chunk would be 21 chunks.
+        assert_eq!(even_chunking(1_000_000, 16_384, 3 * 16_384), 4 * 16_384);
+        assert_eq!(1_000_000_u64.div_ceil(4 * 16_384), 16);
+        // uncertainty, 10^5 samples in blocks of 64: 105 blocks a chunk would be 15 chunks.
+        assert_eq!(even_chunking(100_000, 64, 105 * 64), 112 * 64);
+        assert_eq!(100_000_u64.div_ceil(112 * 64), 14);
+        // Already even, one chunk, or no even count within twice the size: unchanged.
+        assert_eq!(even_chunking(64 * 10, 64, 5 * 64), 5 * 64);
+        assert_eq!(even_chunking(100, 64, 6400), 6400);
+        assert_eq!(even_chunking(3 * 64, 64, 64), 2 * 64);
+        assert_eq!(even_chunking(3 * 64, 64, 3 * 64), 3 * 64);
+        // Every size it picks is whole blocks, at least the target, and the count is even.
+        for samples in [1_u64, 63, 64, 65, 1_000, 99_999, 1_000_000] {
+            for target in [1_u64, 2, 3, 7, 100] {
+                let per = even_chunking(samples, 64, target * 64);
+                assert_eq!(per % 64, 0);
+                assert!(per >= target * 64 && per <= 2 * target * 64);
+                let n = samples.div_ceil(per);
+                assert!(
+                    n <= 1 || n % 2 == 0 || per == target * 64,
+                    "{samples} {target}"
+                );
+            }
+        }
+    }
+
     fn run_all(
         kind: StudyKind,
         model: &ModelSpec,
@@ -532,7 +581,8 @@ mod tests {
         let (a, ra) = run_all(StudyKind::Design, &model, &submitted, &Budget::default());
         let (b, rb) = run_all(StudyKind::Design, &model, &submitted, &small);
         assert_eq!(ra.chunks, 1);
-        assert_eq!(rb.chunks, 3);
+        // One block a chunk would be 3 chunks; `even_chunking` makes it 2 of 2 blocks.
+        assert_eq!(rb.chunks, 2);
         assert_eq!(a, b);
     }
 

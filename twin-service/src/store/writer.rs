@@ -340,10 +340,17 @@ impl Writer {
     }
 
     fn on_published(&mut self, rig: RigId, seq: u64) {
-        if !self.trackers.entry(rig.clone()).or_default().raise_to(seq) {
+        let tracker = self.trackers.entry(rig.clone()).or_default();
+        let first = tracker.watermark().is_none();
+        if !tracker.raise_to(seq) {
             return;
         }
-        info!(rig = %rig, seq, "Continuing from the watermark published before this start.");
+        if first {
+            info!(rig = %rig, seq, "Continuing from the watermark published before this start.");
+        } else {
+            // Under a lease coordinator this is the rig's owner storing it, every few blocks.
+            debug!(rig = %rig, seq, "Raised to a watermark another twin published.");
+        }
         self.save_and_send_watermarks();
     }
 

@@ -425,8 +425,9 @@ pub fn reduce(
     let pilot = pilot::pilot(model.floors(), params)?;
     let mut parts = Vec::with_capacity(chunks.len());
     for c in chunks {
-        let part: sample::ChunkSums =
-            serde_json::from_value(c.clone()).map_err(|e| StudyError::BadChunk(e.to_string()))?;
+        // Read in place: `from_value` would first copy the whole JSON tree.
+        let part =
+            sample::ChunkSums::deserialize(c).map_err(|e| StudyError::BadChunk(e.to_string()))?;
         parts.push(part);
     }
     stats::reduce(params, &pilot, &parts)

@@ -645,7 +645,7 @@ pub fn reduce(
     let bad = |e: serde_json::Error| StudyError::BadChunk(e.to_string());
     let mut parts = chunks[..b]
         .iter()
-        .map(|c| serde_json::from_value::<BoundsChunk>(c.clone()).map_err(bad));
+        .map(|c| BoundsChunk::deserialize(c).map_err(bad));
     let mut bounds = parts
         .next()
         .ok_or_else(|| StudyError::BadChunk("no bounds chunk".into()))??;
@@ -660,7 +660,7 @@ pub fn reduce(
     }
     let mut acc = mc::McChunk::empty(cells);
     for c in &chunks[b..] {
-        let part: mc::McChunk = serde_json::from_value(c.clone()).map_err(bad)?;
+        let part = mc::McChunk::deserialize(c).map_err(bad)?;
         acc.merge(&part).map_err(StudyError::BadChunk)?;
     }
     Ok(assemble(&setup, &bounds, &acc))
