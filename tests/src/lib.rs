@@ -178,6 +178,16 @@ impl Proc {
         Ok(())
     }
 
+    /// SIGSTOP: the process is frozen (sockets open, nothing runs) until [`Proc::resume`].
+    pub fn suspend(&self) -> Result<()> {
+        signal(self.child.id(), "STOP")
+    }
+
+    /// SIGCONT after [`Proc::suspend`].
+    pub fn resume(&self) -> Result<()> {
+        signal(self.child.id(), "CONT")
+    }
+
     pub fn terminate(&mut self, grace: Duration) -> Result<Option<i32>> {
         signal(self.child.id(), "TERM")?;
         let deadline = Instant::now() + grace;

@@ -62,6 +62,12 @@ pub enum StoreKind {
     InfluxV1 { url: String, database: String },
     /// An InfluxDB v2 write API (VictoriaMetrics here).
     InfluxV2 { url: String },
+    /// Several InfluxDB 1.x servers as `[[storage.nodes]]` (`(name, url)`), each into
+    /// `database`.
+    InfluxV1Nodes {
+        nodes: Vec<(String, String)>,
+        database: String,
+    },
     /// Line-protocol files in the run's directory (benchmarks that do not look at storage).
     Files,
 }
@@ -194,6 +200,16 @@ impl Pipeline {
                 format!(
                     "[storage.influx_v1]\nurl = \"{url}\"\ndatabase = \"{database}\"\nprecision = \"us\"\n"
                 )
+            }
+            StoreKind::InfluxV1Nodes { nodes, database } => {
+                let mut out = String::new();
+                for (name, url) in nodes {
+                    crate::query::influx_create_db(url, database)?;
+                    out.push_str(&format!(
+                        "[[storage.nodes]]\nname = \"{name}\"\ninflux_v1 = {{ url = \"{url}\", database = \"{database}\", precision = \"us\" }}\n\n"
+                    ));
+                }
+                out
             }
             StoreKind::Files => format!(
                 "[storage.file]\ndir = \"{}\"\n",

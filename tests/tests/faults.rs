@@ -68,6 +68,9 @@ struct Setup {
     /// The dtop-broker port and the port the edge connects to instead (a cuttable proxy).
     broker_port: Option<u16>,
     edge_mqtt_port: Option<u16>,
+    /// More InfluxDB servers: with any, the twin writes `[[storage.nodes]]` "a" (the run's
+    /// server) and "b", "c", ... (these), each into the run's database.
+    more_nodes: Vec<String>,
 }
 
 impl Setup {
@@ -82,6 +85,7 @@ impl Setup {
             twin_toml: String::new(),
             broker_port: None,
             edge_mqtt_port: None,
+            more_nodes: Vec::new(),
         }
     }
 
@@ -113,6 +117,7 @@ fn start(setup: Setup, influx_url: &str, services: &mut Services) -> Result<Run>
         twin_toml,
         broker_port,
         edge_mqtt_port,
+        more_nodes,
     } = setup;
     let metrics_port = free_port()?;
     let stall = if spool_toml.contains("stall_s") {
@@ -129,9 +134,17 @@ fn start(setup: Setup, influx_url: &str, services: &mut Services) -> Result<Run>
     let spec = PipelineSpec {
         rig: rig.to_owned(),
         broker: BrokerKind::Dtop,
-        store: StoreKind::InfluxV1 {
-            url: influx_url.to_owned(),
-            database: db.clone(),
+        store: if more_nodes.is_empty() {
+            StoreKind::InfluxV1 {
+                url: influx_url.to_owned(),
+                database: db.clone(),
+            }
+        } else {
+            let urls = std::iter::once(influx_url.to_owned()).chain(more_nodes);
+            StoreKind::InfluxV1Nodes {
+                nodes: ('a'..='z').map(String::from).zip(urls).collect(),
+                database: db.clone(),
+            }
         },
         samples,
         speed,
@@ -380,6 +393,127 @@ fn a_60_s_influxdb_outage_then_restart_loses_no_sample() -> Result<()> {
     influx.start()?;
     let a = run.finish(Duration::from_secs(150), Some(SAMPLES))?;
     ensure_nothing_lost(&a, SAMPLES)?;
+    Ok(())
+}
+
+/// Issue 16 item 3: two InfluxDB nodes, node "b" SIGKILLed for 20 s and started again on
+/// its data directory and port. While it is down the published watermark stays where "b" is
+/// (node "a" runs far ahead) and "b"'s batches wait in its own twin spool; with the twin
+/// frozen (SIGSTOP) just after "b" is back, "b" already holds every block up to the highest
+/// watermark ever published; once resumed, the twin fills "b"'s gap from its spool. In the
+/// end both nodes hold every sample exactly once and no node dropped anything.
+#[test]
+fn a_storage_node_stopped_for_20_s_is_filled_from_the_spool_and_the_watermark_waits_for_it()
+-> Result<()> {
+    const SAMPLES: u64 = 300_000;
+    let mut services = Services::new()?;
+    let node_a = services.private_influx_v1()?;
+    let mut node_b = services.private_influx_v1()?;
+    let twin_spool = tempfile::tempdir()?;
+    let twin_metrics = free_port()?;
+    let setup = Setup {
+        samples: SAMPLES,
+        // A stalled watermark here is the twin waiting on node b: re-send rarely.
+        spool_toml: "stall_s = 30.0\n",
+        more_nodes: vec![node_b.url.clone()],
+        ..Setup::new("fault-node")
+    }
+    .twin_spool(twin_spool.path());
+    let setup = Setup {
+        twin_toml: format!(
+            "{}\n[metrics]\nlisten = \"127.0.0.1:{twin_metrics}\"\n",
+            setup.twin_toml
+        ),
+        ..setup
+    };
+    let mut run = start(setup, &node_a.url, &mut services)?;
+    let twin = |name: &str| -> Result<f64> {
+        Ok(audit::edge_metrics(twin_metrics)?
+            .get(name)
+            .copied()
+            .unwrap_or(0.0))
+    };
+    // Both nodes take writes before the fault.
+    wait_for(
+        "both nodes to store blocks",
+        Duration::from_secs(30),
+        || {
+            run.pipeline.ensure_running()?;
+            Ok((twin("dtop_twin_node_rig_persisted_seq{node=\"b\"}")? > 10.0).then_some(()))
+        },
+    )?;
+    run.run_for(Duration::from_secs(3))?;
+    node_b.stop()?;
+    let outage = Instant::now();
+    // What the twin published (its metrics) and what the edge received, highest seen.
+    let mut published_max = 0.0_f64;
+    let mut a_max = 0.0_f64;
+    let mut b_spooled_max = 0.0_f64;
+    while outage.elapsed() < Duration::from_secs(20) {
+        run.pipeline.ensure_running()?;
+        let m = audit::edge_metrics(twin_metrics)?;
+        let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+        published_max = published_max.max(get("dtop_twin_rig_persisted_seq"));
+        a_max = a_max.max(get("dtop_twin_node_rig_persisted_seq{node=\"a\"}"));
+        b_spooled_max = b_spooled_max.max(get("dtop_twin_node_batches_spooled{node=\"b\"}"));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Freeze the twin, then read what the edge last received: nothing newer can be published.
+    run.pipeline.twin.suspend()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let edge_watermark = audit::edge_metrics(run.metrics_port)?
+        .get("dtop_edge_persisted_seq")
+        .copied()
+        .unwrap_or(0.0);
+    published_max = published_max.max(edge_watermark);
+    let frozen_check = (|| -> Result<()> {
+        node_b.start()?;
+        let b_held = audit::stored(&node_b.url, &run.db, &run.pipeline.spec.rig)?;
+        let lacking = audit::holes(published_max as u64, &b_held.blocks);
+        ensure!(
+            lacking.is_empty(),
+            "the watermark reached {published_max} while node b lacked {lacking:?}"
+        );
+        Ok(())
+    })();
+    run.pipeline.twin.resume()?;
+    frozen_check?;
+    eprintln!(
+        "node outage: published watermark at most {published_max}, node a reached {a_max}, node b spooled up to {b_spooled_max} batches"
+    );
+    ensure!(
+        a_max > published_max + 200.0,
+        "node a ({a_max}) should have run far ahead of the published watermark ({published_max}) while b was down"
+    );
+    ensure!(
+        b_spooled_max > 0.0,
+        "node b's batches never went to its twin spool"
+    );
+    let a = run.finish(Duration::from_secs(120), Some(SAMPLES))?;
+    ensure_nothing_lost(&a, SAMPLES)?;
+    // Node b too: every seq, every sample exactly once.
+    let b = wait_for(
+        "node b to hold every block",
+        Duration::from_secs(60),
+        || {
+            let stored = audit::stored(&node_b.url, &run.db, &run.pipeline.spec.rig)?;
+            let holes = audit::holes(a.next_seq.saturating_sub(1), &stored.blocks);
+            Ok((holes.is_empty() && stored.sample_points == SAMPLES).then_some(stored))
+        },
+    )?;
+    ensure!(b.block_samples() == SAMPLES && b.blocks == a.stored.blocks);
+    let m = audit::edge_metrics(twin_metrics)?;
+    let dropped: f64 = m
+        .iter()
+        .filter(|(k, _)| k.contains("dropped_total"))
+        .map(|(_, v)| v)
+        .sum();
+    ensure!(dropped == 0.0, "the twin dropped lines or blocks: {m:?}");
+    ensure!(
+        m.get("dtop_twin_node_rig_persisted_seq{node=\"b\"}")
+            == m.get("dtop_twin_rig_persisted_seq"),
+        "node b's watermark is not the published one at the end: {m:?}"
+    );
     Ok(())
 }
 

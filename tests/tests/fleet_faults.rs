@@ -11,9 +11,9 @@
 //! - every edge that was on the killed node is back (a new MQTT session, blocks published over
 //!   it) within [`EDGE_BACK_WITHIN`];
 //! - every rig of the killed twin, and every rig the joining twin wins, is owned again at a
-//!   higher epoch within [`RE_OWNED_WITHIN`]; every other rig keeps its owner and epoch; each
-//!   rig is owned by exactly one twin (lease table and both twins' metrics), and each edge
-//!   fences with its lease's epoch;
+//!   higher epoch within [`RE_OWNED_WITHIN`] (lease table and the twins' metrics: exactly one
+//!   owner); every other rig keeps its owner and epoch; each edge fences with its lease's
+//!   epoch within [`EDGE_EPOCH_WITHIN`] of that;
 //! - no drive or controller params from an older epoch reached any actuator: each edge's fence
 //!   refused them (counted), and every edge ends at its lease's epoch;
 //! - once the simulators stop: every block seq each edge numbered is in InfluxDB exactly once
@@ -30,12 +30,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use dtop_e2e::fleet::{self, FleetRig, FleetTwin, LeaseTimings, RigSpec, TwinSpec};
 use dtop_e2e::nats::{self, NatsCluster};
-use dtop_e2e::query::{influx_create_db, influx_query};
-use dtop_e2e::{Services, audit, bin, wait_for};
+use dtop_e2e::query::influx_create_db;
+use dtop_e2e::{Services, wait_for};
 use dtop_lease::{LeaseRow, PgLeaseStore, TwinId};
 use dtop_proto::RigId;
 use dtop_proto::v1::set_control::{Law, Placement};
-use serde_json::Value;
 
 #[path = "../../engine/tests/support/postgres.rs"]
 mod postgres;
@@ -61,6 +60,9 @@ const EDGE_BACK_WITHIN: Duration = Duration::from_secs(30);
 const STORED_AGAIN_WITHIN: Duration = Duration::from_secs(60);
 /// Issue 16: every rig re-owned within 10 s.
 const RE_OWNED_WITHIN: Duration = Duration::from_secs(10);
+/// From the lease to every edge at its epoch: the edge's stall replay (`stall_s = 3`,
+/// doubling while fruitless) and room for the load.
+const EDGE_EPOCH_WITHIN: Duration = Duration::from_secs(30);
 /// The MQTT gateway's session store.
 const SESSION_STREAM: &str = "$MQTT_sess";
 
@@ -124,6 +126,11 @@ impl Fleet {
     /// assignment names, with a live lease, that twin's metrics agreeing and no other twin's,
     /// and the edge at the lease's epoch.
     fn settled(&self) -> Result<Option<Snapshot>> {
+        self.settled_as(true)
+    }
+
+    /// [`Fleet::settled`], the edges' epochs checked only when `edges`.
+    fn settled_as(&self, edges: bool) -> Result<Option<Snapshot>> {
         let live = self.live_ids();
         let s = self.snapshot()?;
         for (k, rig) in self.rigs.iter().enumerate() {
@@ -141,7 +148,8 @@ impl Fleet {
             if owners != [lease.owner.as_ref().context("a live lease has an owner")?] {
                 return Ok(None);
             }
-            if s.edges[k].get("dtop_edge_owner_epoch") != Some(&(lease.epoch.get() as f64)) {
+            if edges && s.edges[k].get("dtop_edge_owner_epoch") != Some(&(lease.epoch.get() as f64))
+            {
                 return Ok(None);
             }
         }
@@ -162,9 +170,23 @@ impl Fleet {
 /// a new, higher epoch.
 fn wait_re_owned(fleet: &Fleet, before: &Snapshot, what: &str) -> Result<(Snapshot, Duration)> {
     let since = Instant::now();
-    let after =
-        wait_for(what, RE_OWNED_WITHIN, || fleet.settled()).with_context(|| fleet.logs())?;
+    // Owned: the lease table and the twins' metrics.
+    wait_for(what, RE_OWNED_WITHIN, || fleet.settled_as(false)).with_context(|| fleet.logs())?;
     let took = since.elapsed();
+    // The edges learn the new epoch from the new owner's first message: params, or its
+    // watermark; a new owner with no control to switch off has sometimes reached the edge only
+    // with the edge's stall replay (BENCHMARKS.md § Twin takeover), hence the longer bound.
+    let after = wait_for(
+        &format!("{what}: every edge at its lease's epoch"),
+        EDGE_EPOCH_WITHIN,
+        || fleet.settled(),
+    )
+    .with_context(|| fleet.logs())?;
+    eprintln!(
+        "{what}: owned after {:.1} s, every edge at the new epochs after {:.1} s",
+        took.as_secs_f64(),
+        since.elapsed().as_secs_f64()
+    );
     for rig in &fleet.rigs {
         let (old, new) = (&before.leases[&rig.id], &after.leases[&rig.id]);
         if old.owner == new.owner {
@@ -457,23 +479,15 @@ fn twelve_rigs_survive_a_nats_node_a_twin_and_a_rebalance_and_every_sample_is_st
             .get("dtop_edge_next_seq")
             .copied()
             .context("the edge exports no dtop_edge_next_seq")? as u64;
-        let mut last = String::new();
-        let stored = wait_for(
-            &format!("InfluxDB to hold every block of {}", rig.id),
+        let stored = fleet::wait_stored(
+            &influx,
+            &db,
+            &rig.id,
+            next_seq,
+            SAMPLES,
             Duration::from_secs(60),
-            || {
-                let stored = audit::stored(&influx, &db, rig.id.as_str())?;
-                let holes = audit::holes(next_seq.saturating_sub(1), &stored.blocks);
-                last = format!(
-                    "next_seq {next_seq}, {} blocks stored, holes {:?}, {} sample points",
-                    stored.blocks.len(),
-                    &holes[..holes.len().min(8)],
-                    stored.sample_points
-                );
-                Ok((holes.is_empty() && stored.sample_points >= SAMPLES).then_some(stored))
-            },
         )
-        .with_context(|| format!("{last}\n{}", fleet.logs()))?;
+        .with_context(|| fleet.logs())?;
         ensure!(
             stored.blocks.len() as u64 == next_seq
                 && stored.block_samples() == SAMPLES
@@ -519,67 +533,12 @@ fn twelve_rigs_survive_a_nats_node_a_twin_and_a_rebalance_and_every_sample_is_st
     // The stored twin state equals the replay of the stored samples, across every fault.
     let config = dir.path().join("twin-c.toml");
     for rig in &fleet.rigs {
-        let first = first_time(&influx, &db, "dtop_twin_birth", rig.id.as_str())?;
-        let last = last_time(&influx, &db, "dtop_twin_feed", rig.id.as_str())?;
-        let out = dir.path().join(format!("{}.replay.jsonl", rig.id));
-        let output = std::process::Command::new(bin("dtop-twin")?)
-            .args(["replay", "--config"])
-            .arg(&config)
-            .args(["--rig", rig.id.as_str(), "--verify", "--out"])
-            .arg(&out)
-            .args([
-                "--from",
-                &first.to_string(),
-                "--to",
-                &(last + 1_000_000_000).to_string(),
-            ])
-            .output()?;
-        let code = output.status.code().unwrap_or(-1);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let report: Value = serde_json::from_str(&stdout).with_context(|| {
-            format!(
-                "{}: replay exited {code}: {stdout}{}",
-                rig.id,
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })?;
-        let v = &report["verification"];
-        let compared = v["estimates_compared"].as_u64().unwrap_or(0);
-        ensure!(
-            code == 0
-                && compared > 0
-                && v["estimates_identical"].as_u64() == Some(compared)
-                && v["mismatches"].as_u64() == Some(0),
-            "{}: exit {code}: {report:#}",
-            rig.id
-        );
+        let r = fleet::replay_verify(&config, &influx, &db, &rig.id, dir.path())?;
         eprintln!(
-            "{}: replay identical, {compared} estimates in {} runs",
-            rig.id,
-            report["runs"].as_array().map_or(0, Vec::len)
+            "{}: replay identical, {} estimates in {} runs",
+            rig.id, r.estimates, r.runs
         );
     }
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
-}
-
-/// The time (ns) of the oldest point of `measurement` for `rig`.
-fn first_time(url: &str, db: &str, measurement: &str, rig: &str) -> Result<i64> {
-    one_time(url, db, measurement, rig, "ASC")
-}
-
-/// The time (ns) of the newest point of `measurement` for `rig`.
-fn last_time(url: &str, db: &str, measurement: &str, rig: &str) -> Result<i64> {
-    one_time(url, db, measurement, rig, "DESC")
-}
-
-fn one_time(url: &str, db: &str, measurement: &str, rig: &str, order: &str) -> Result<i64> {
-    let json = influx_query(
-        url,
-        db,
-        &format!("SELECT * FROM {measurement} WHERE rig = '{rig}' ORDER BY time {order} LIMIT 1"),
-    )?;
-    json.pointer("/results/0/series/0/values/0/0")
-        .and_then(Value::as_i64)
-        .with_context(|| format!("no {measurement} point of {rig}: {json}"))
 }

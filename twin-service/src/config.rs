@@ -371,7 +371,8 @@ pub struct MqttConfig {
     pub reconnect: BackoffConfig,
 }
 
-/// Where sample blocks are stored. Exactly one kind is configured.
+/// Where sample blocks are stored: exactly one kind, or a list of storage nodes
+/// (`[[storage.nodes]]`) that each get every line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum StorageConfig {
@@ -381,6 +382,54 @@ pub enum StorageConfig {
     InfluxV1(InfluxV1Config),
     /// InfluxDB 2.x (`/api/v2/write`), or anything speaking its API (e.g. VictoriaMetrics).
     InfluxV2(InfluxV2Config),
+    /// Several storage nodes, each written every line through its own writer (own spool,
+    /// own retries); data counts as persisted once every node acknowledged it.
+    Nodes(Vec<StorageNodeConfig>),
+}
+
+/// Most storage nodes one twin writes to.
+pub const MAX_STORAGE_NODES: usize = 8;
+/// Longest storage node name (it names a spool directory and a metric label).
+pub const MAX_NODE_NAME_BYTES: usize = 32;
+
+/// One entry of `[[storage.nodes]]`: a name and exactly one storage kind.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageNodeConfig {
+    /// Unique, `[A-Za-z0-9_-]`, at most [`MAX_NODE_NAME_BYTES`]: the `node` label of the
+    /// metrics and status, and the node's spool subdirectory (`{spool.dir}/nodes/{name}`).
+    pub name: String,
+    #[serde(default)]
+    pub file: Option<FileStorageConfig>,
+    #[serde(default)]
+    pub influx_v1: Option<InfluxV1Config>,
+    #[serde(default)]
+    pub influx_v2: Option<InfluxV2Config>,
+}
+
+impl StorageNodeConfig {
+    /// The kinds this entry names (a valid entry names one).
+    pub fn kinds(&self) -> Vec<StorageConfig> {
+        let mut out = Vec::new();
+        if let Some(c) = &self.file {
+            out.push(StorageConfig::File(c.clone()));
+        }
+        if let Some(c) = &self.influx_v1 {
+            out.push(StorageConfig::InfluxV1(c.clone()));
+        }
+        if let Some(c) = &self.influx_v2 {
+            out.push(StorageConfig::InfluxV2(c.clone()));
+        }
+        out
+    }
+}
+
+/// One storage node the writer side runs: its name and single storage kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageNode {
+    pub name: String,
+    /// Never [`StorageConfig::Nodes`].
+    pub storage: StorageConfig,
 }
 
 impl Default for StorageConfig {
@@ -412,15 +461,63 @@ impl StorageConfig {
                 c.bucket,
                 c.precision.as_str()
             ),
+            StorageConfig::Nodes(_) => {
+                let nodes = self.nodes();
+                let each: Vec<String> = nodes
+                    .iter()
+                    .map(|n| format!("node {}: {}", n.name, n.storage.describe()))
+                    .collect();
+                format!("{} storage nodes; {}", nodes.len(), each.join("; "))
+            }
         }
     }
 
-    /// Timestamp precision of the lines written to this storage.
+    /// Timestamp precision of the lines written to this storage (of every node: validation
+    /// requires they agree, because every node gets the same lines).
     pub fn precision(&self) -> Precision {
         match self {
             StorageConfig::File(c) => c.precision,
             StorageConfig::InfluxV1(c) => c.precision,
             StorageConfig::InfluxV2(c) => c.precision,
+            StorageConfig::Nodes(_) => self
+                .nodes()
+                .first()
+                .map_or_else(default_precision, |n| n.storage.precision()),
+        }
+    }
+
+    /// The config key of a single kind (`file`, `influx_v1`, `influx_v2`, `nodes`).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            StorageConfig::File(_) => "file",
+            StorageConfig::InfluxV1(_) => "influx_v1",
+            StorageConfig::InfluxV2(_) => "influx_v2",
+            StorageConfig::Nodes(_) => "nodes",
+        }
+    }
+
+    /// Whether this is a list of nodes (`[[storage.nodes]]`) rather than one storage.
+    pub fn is_node_list(&self) -> bool {
+        matches!(self, StorageConfig::Nodes(_))
+    }
+
+    /// The storage nodes to write to: a single kind is one node named after it (`influx_v1`);
+    /// a list gives each entry with its first kind (validation makes it the only one).
+    pub fn nodes(&self) -> Vec<StorageNode> {
+        match self {
+            StorageConfig::Nodes(list) => list
+                .iter()
+                .filter_map(|n| {
+                    n.kinds().into_iter().next().map(|storage| StorageNode {
+                        name: n.name.clone(),
+                        storage,
+                    })
+                })
+                .collect(),
+            single => vec![StorageNode {
+                name: single.kind_name().to_owned(),
+                storage: single.clone(),
+            }],
         }
     }
 }
@@ -1027,38 +1124,7 @@ impl TwinConfig {
         }
         validate_backoff(&mut p, "mqtt.reconnect", &m.reconnect);
 
-        match &self.storage {
-            StorageConfig::File(f) => {
-                if f.dir.as_os_str().is_empty() {
-                    p.push("storage.file.dir", "is empty");
-                }
-            }
-            StorageConfig::InfluxV1(c) => {
-                check_url(&mut p, "storage.influx_v1.url", &c.url);
-                if c.database.trim().is_empty() {
-                    p.push("storage.influx_v1.database", "is empty");
-                }
-                if c.password_file.is_some() && c.username.is_none() {
-                    p.push(
-                        "storage.influx_v1.password_file",
-                        "is set but storage.influx_v1.username is not",
-                    );
-                }
-                if let Some(path) = &c.password_file {
-                    check_secret(&mut p, "storage.influx_v1.password_file", path);
-                }
-            }
-            StorageConfig::InfluxV2(c) => {
-                check_url(&mut p, "storage.influx_v2.url", &c.url);
-                if c.org.trim().is_empty() {
-                    p.push("storage.influx_v2.org", "is empty");
-                }
-                if c.bucket.trim().is_empty() {
-                    p.push("storage.influx_v2.bucket", "is empty");
-                }
-                check_secret(&mut p, "storage.influx_v2.token_file", &c.token_file);
-            }
-        }
+        validate_storage(&mut p, &self.storage);
 
         let b = &self.batch;
         if b.max_lines == 0 {
@@ -1100,6 +1166,159 @@ impl TwinConfig {
             validate_coordinator(&mut p, c);
         }
         if p.is_empty() { Ok(()) } else { Err(p) }
+    }
+}
+
+/// Checks `[storage.*]`, or every `[[storage.nodes]]` entry and the list as a whole.
+fn validate_storage(p: &mut ConfigProblems, storage: &StorageConfig) {
+    let StorageConfig::Nodes(list) = storage else {
+        validate_storage_kind(p, "storage", storage);
+        return;
+    };
+    if list.is_empty() {
+        p.push("storage.nodes", "is empty; give at least one node");
+    }
+    if list.len() > MAX_STORAGE_NODES {
+        p.push(
+            "storage.nodes",
+            format!("has {} nodes; at most {MAX_STORAGE_NODES}", list.len()),
+        );
+    }
+    // (name, where the node writes, precision) of the entries seen so far.
+    let mut seen: Vec<(usize, &str, String, Precision)> = Vec::new();
+    for (i, node) in list.iter().enumerate() {
+        let at = format!("storage.nodes[{i}]");
+        if let Err(why) = check_node_name(&node.name) {
+            p.push(&format!("{at}.name"), why);
+        } else if let Some((j, ..)) = seen.iter().find(|(_, n, ..)| *n == node.name) {
+            p.push(
+                &format!("{at}.name"),
+                format!("{:?} is also the name of storage.nodes[{j}]", node.name),
+            );
+        }
+        let kinds = node.kinds();
+        let storage = match kinds.as_slice() {
+            [] => {
+                p.push(
+                    &at,
+                    "names no storage; give one of file, influx_v1, influx_v2",
+                );
+                continue;
+            }
+            [one] => one,
+            several => {
+                let names: Vec<&str> = several.iter().map(StorageConfig::kind_name).collect();
+                p.push(
+                    &at,
+                    format!(
+                        "names {} storages ({}); give exactly one per node",
+                        several.len(),
+                        names.join(", ")
+                    ),
+                );
+                continue;
+            }
+        };
+        validate_storage_kind(p, &at, storage);
+        let target = storage_target(storage);
+        if let Some((j, ..)) = seen.iter().find(|(_, _, t, _)| *t == target) {
+            p.push(
+                &at,
+                format!("writes to the same place as storage.nodes[{j}] ({target})"),
+            );
+        }
+        if let Some((j, _, _, first)) = seen.first()
+            && *first != storage.precision()
+        {
+            p.push(
+                &format!("{at}.{}.precision", storage.kind_name()),
+                format!(
+                    "is {:?} but storage.nodes[{j}] writes {:?}; every node gets the same lines",
+                    storage.precision().as_str(),
+                    first.as_str()
+                ),
+            );
+        }
+        seen.push((i, &node.name, target, storage.precision()));
+    }
+}
+
+/// Where a single storage kind writes, to find two nodes naming the same place.
+fn storage_target(storage: &StorageConfig) -> String {
+    match storage {
+        StorageConfig::File(c) => format!("file {}", c.dir.display()),
+        StorageConfig::InfluxV1(c) => format!(
+            "{} database {}",
+            c.url.trim_end_matches('/'),
+            c.database.trim()
+        ),
+        StorageConfig::InfluxV2(c) => format!(
+            "{} org {} bucket {}",
+            c.url.trim_end_matches('/'),
+            c.org.trim(),
+            c.bucket.trim()
+        ),
+        StorageConfig::Nodes(_) => String::new(),
+    }
+}
+
+/// A node name: 1 to [`MAX_NODE_NAME_BYTES`] of `[A-Za-z0-9_-]` (a directory name and a
+/// metric label value as it is).
+fn check_node_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name.len() > MAX_NODE_NAME_BYTES {
+        return Err(format!(
+            "is {} bytes long; at most {MAX_NODE_NAME_BYTES}",
+            name.len()
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!("{name:?} may hold only A-Z, a-z, 0-9, _ and -"));
+    }
+    Ok(())
+}
+
+/// Checks one storage kind whose keys are under `prefix` (`storage`, `storage.nodes[1]`).
+fn validate_storage_kind(p: &mut ConfigProblems, prefix: &str, storage: &StorageConfig) {
+    match storage {
+        StorageConfig::File(f) => {
+            if f.dir.as_os_str().is_empty() {
+                p.push(&format!("{prefix}.file.dir"), "is empty");
+            }
+        }
+        StorageConfig::InfluxV1(c) => {
+            check_url(p, &format!("{prefix}.influx_v1.url"), &c.url);
+            if c.database.trim().is_empty() {
+                p.push(&format!("{prefix}.influx_v1.database"), "is empty");
+            }
+            if c.password_file.is_some() && c.username.is_none() {
+                p.push(
+                    &format!("{prefix}.influx_v1.password_file"),
+                    format!("is set but {prefix}.influx_v1.username is not"),
+                );
+            }
+            if let Some(path) = &c.password_file {
+                check_secret(p, &format!("{prefix}.influx_v1.password_file"), path);
+            }
+        }
+        StorageConfig::InfluxV2(c) => {
+            check_url(p, &format!("{prefix}.influx_v2.url"), &c.url);
+            if c.org.trim().is_empty() {
+                p.push(&format!("{prefix}.influx_v2.org"), "is empty");
+            }
+            if c.bucket.trim().is_empty() {
+                p.push(&format!("{prefix}.influx_v2.bucket"), "is empty");
+            }
+            check_secret(p, &format!("{prefix}.influx_v2.token_file"), &c.token_file);
+        }
+        StorageConfig::Nodes(_) => {
+            p.push(&format!("{prefix}.nodes"), "cannot be nested");
+        }
     }
 }
 
@@ -1483,6 +1702,112 @@ max_ms = 5
             assert!(all.contains(field), "missing {field:?} in:\n{all}");
         }
         assert_eq!(problems.0.len(), 10, "{all}");
+    }
+
+    #[test]
+    fn a_list_of_storage_nodes_parses_and_a_single_kind_is_one_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("vm-token");
+        std::fs::write(&token, "unused-by-victoria-metrics\n").unwrap();
+        let text = r#"
+[[storage.nodes]]
+name = "influx-a"
+influx_v1 = { url = "http://10.0.0.5:8086", database = "dtop" }
+
+[[storage.nodes]]
+name = "vm_b"
+[storage.nodes.influx_v2]
+url = "http://10.0.0.6:8428"
+org = "dtop"
+bucket = "dtop"
+token_file = "TOKEN"
+"#
+        .replace("TOKEN", &token.display().to_string());
+        let config = TwinConfig::from_toml_str(&text).unwrap();
+        config.validate().unwrap();
+        let nodes = config.storage.nodes();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0].name, "influx-a");
+        assert!(matches!(&nodes[0].storage, StorageConfig::InfluxV1(c) if c.database == "dtop"));
+        assert_eq!(nodes[1].name, "vm_b");
+        assert!(matches!(&nodes[1].storage, StorageConfig::InfluxV2(c) if c.bucket == "dtop"));
+        assert_eq!(config.storage.precision(), Precision::Us);
+        assert!(config.storage.is_node_list());
+        let described = config.storage.describe();
+        assert!(described.starts_with("2 storage nodes"), "{described}");
+        assert!(described.contains("node vm_b: InfluxDB 2.x"), "{described}");
+
+        let single = TwinConfig::from_toml_str(
+            "[storage.influx_v1]\nurl = \"http://127.0.0.1:8086\"\ndatabase = \"dtop\"\n",
+        )
+        .unwrap();
+        let nodes = single.storage.nodes();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].name, "influx_v1");
+        assert_eq!(nodes[0].storage, single.storage);
+        assert!(!single.storage.is_node_list());
+    }
+
+    #[test]
+    fn every_storage_node_problem_is_reported_at_once() {
+        let text = r#"
+[[storage.nodes]]
+name = "a"
+influx_v1 = { url = "http://10.0.0.5:8086", database = "dtop" }
+
+[[storage.nodes]]
+name = "a"
+influx_v1 = { url = "http://10.0.0.5:8086/", database = "dtop", precision = "ns" }
+
+[[storage.nodes]]
+name = "no kind"
+
+[[storage.nodes]]
+name = ""
+file = { dir = "x" }
+influx_v1 = { url = "http://10.0.0.7:8086", database = "dtop" }
+
+[[storage.nodes]]
+name = "this-name-is-far-too-long-for-a-label-0123456789"
+influx_v1 = { url = "ftp://x", database = " " }
+"#;
+        let problems = TwinConfig::from_toml_str(text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        let all = problems.to_string();
+        for expected in [
+            "storage.nodes[1].name: \"a\" is also the name of storage.nodes[0]",
+            "storage.nodes[1]: writes to the same place as storage.nodes[0]",
+            "storage.nodes[1].influx_v1.precision: is \"ns\" but storage.nodes[0] writes \"us\"",
+            "storage.nodes[2].name: \"no kind\" may hold only",
+            "storage.nodes[2]: names no storage",
+            "storage.nodes[3].name: is empty",
+            "storage.nodes[3]: names 2 storages (file, influx_v1)",
+            "storage.nodes[4].name: is 48 bytes long",
+            "storage.nodes[4].influx_v1.url",
+            "storage.nodes[4].influx_v1.database: is empty",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+        assert_eq!(problems.0.len(), 10, "{all}");
+
+        let empty = TwinConfig::from_toml_str("storage = { nodes = [] }\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(empty.contains("storage.nodes: is empty"), "{empty}");
+        // A kind beside the list is a shape error, as two kinds always were.
+        assert!(
+            TwinConfig::from_toml_str(
+                "[storage.file]\ndir = \"x\"\n[[storage.nodes]]\nname = \"a\"\n"
+            )
+            .is_err()
+        );
+        assert!(
+            TwinConfig::from_toml_str("[[storage.nodes]]\nname = \"a\"\nurl = \"x\"\n").is_err()
+        );
     }
 
     #[test]

@@ -95,6 +95,9 @@ struct ReplayArgs {
     /// report then goes to stderr). Without it they are only counted.
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
+    /// With `[[storage.nodes]]`: read this node only (default: the first node that answers).
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -108,6 +111,9 @@ struct AuditArgs {
     /// Last seq expected; default the highest stored.
     #[arg(long)]
     to_seq: Option<u64>,
+    /// With `[[storage.nodes]]`: read this node only (default: the first node that answers).
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -246,9 +252,9 @@ fn log_summary(stats: &dtop_twin::TwinStats) {
 }
 
 fn run_tool(tool: &Tool, config: &TwinConfig) -> ExitCode {
-    let rig = match tool {
-        Tool::Replay(a) => &a.rig,
-        Tool::Audit(a) => &a.rig,
+    let (rig, node) = match tool {
+        Tool::Replay(a) => (&a.rig, a.node.as_deref()),
+        Tool::Audit(a) => (&a.rig, a.node.as_deref()),
     };
     let mut problems = Vec::new();
     let rig = RigId::new(rig.as_str())
@@ -269,7 +275,7 @@ fn run_tool(tool: &Tool, config: &TwinConfig) -> ExitCode {
         }
         Tool::Audit(_) => None,
     };
-    let query = InfluxQuery::from_storage(&config.storage, QUERY_TIMEOUT)
+    let query = InfluxQuery::from_storage_nodes(&config.storage, node, QUERY_TIMEOUT)
         .map_err(|e| problems.push(e.to_string()))
         .ok();
     let (Some(rig), Some(query), true) = (rig, query, problems.is_empty()) else {

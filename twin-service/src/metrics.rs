@@ -402,7 +402,130 @@ pub fn render(stats: &TwinStats) -> String {
             }
         }
     }
+    if !store.nodes.is_empty() {
+        render_nodes(&mut out, store);
+    }
     out
+}
+
+/// With `[[storage.nodes]]`: each node's writes, spool and per-rig loss accounting, with a
+/// `node` label (the unlabelled families above combine the nodes).
+fn render_nodes(out: &mut String, store: &crate::stats::StoreStats) {
+    type NodeValue = fn(&crate::stats::StoreStats) -> f64;
+    let per_node: [(&str, &str, &str, NodeValue); 7] = [
+        (
+            "dtop_twin_node_storage_failing",
+            "gauge",
+            "1 while the node's last storage write failed.",
+            |s| f64::from(u8::from(s.storage_failing)),
+        ),
+        (
+            "dtop_twin_node_lines_written_total",
+            "counter",
+            "Lines the node acknowledged.",
+            |s| s.lines_written_total as f64,
+        ),
+        (
+            "dtop_twin_node_write_errors_total",
+            "counter",
+            "Failed writes to the node (each retried or counted as rejected).",
+            |s| s.write_errors_total as f64,
+        ),
+        (
+            "dtop_twin_node_lines_dropped_total",
+            "counter",
+            "Lines given up before the node stored them; never stored there.",
+            |s| s.lines_dropped_total as f64,
+        ),
+        (
+            "dtop_twin_node_lines_pending",
+            "gauge",
+            "Lines waiting for the node (batch, memory and its disk spool).",
+            |s| s.lines_pending as f64,
+        ),
+        (
+            "dtop_twin_node_batches_spooled",
+            "gauge",
+            "Batches waiting in the node's disk spool.",
+            |s| s.batches_spooled as f64,
+        ),
+        (
+            "dtop_twin_node_spool_bytes",
+            "gauge",
+            "Bytes in the node's disk spool.",
+            |s| s.spool_bytes as f64,
+        ),
+    ];
+    for (name, kind, help, value) in per_node {
+        let mut f = family(out, name, kind, help);
+        for (node, s) in &store.nodes {
+            f.sample(name, &[("node", node)], value(s));
+        }
+    }
+    type StoreValue = fn(&crate::stats::RigStoreStats) -> Option<f64>;
+    let per_node_rig: [(&str, &str, &str, StoreValue); 4] = [
+        (
+            "dtop_twin_node_rig_blocks_stored_total",
+            "counter",
+            "Blocks the node acknowledged, replays included.",
+            |r| Some(r.blocks_stored as f64),
+        ),
+        (
+            "dtop_twin_node_rig_samples_stored_total",
+            "counter",
+            "Sample instants the node acknowledged.",
+            |r| Some(r.samples_stored as f64),
+        ),
+        (
+            "dtop_twin_node_rig_backlog_seconds",
+            "gauge",
+            "Rig time waiting for the node.",
+            |r| Some(r.backlog_s),
+        ),
+        (
+            "dtop_twin_node_rig_persisted_seq",
+            "gauge",
+            "The node's watermark: every seq up to it is stored on the node or declared lost (the published one is the lowest over the nodes).",
+            |r| r.persisted_seq.map(|s| s as f64),
+        ),
+    ];
+    for (name, kind, help, value) in per_node_rig {
+        let mut f = family(out, name, kind, help);
+        for (node, s) in &store.nodes {
+            for (rig, r) in &s.rigs {
+                if let Some(v) = value(r) {
+                    f.sample(name, &[("node", node), ("rig", rig.as_str())], v);
+                }
+            }
+        }
+    }
+    type ByReason = fn(&crate::stats::RigStoreStats) -> &std::collections::BTreeMap<String, u64>;
+    let per_node_reason: [(&str, &str, ByReason); 2] = [
+        (
+            "dtop_twin_node_rig_blocks_dropped_total",
+            "Blocks the twin will never store on the node, by reason.",
+            |r| &r.blocks_dropped,
+        ),
+        (
+            "dtop_twin_node_rig_samples_dropped_total",
+            "Sample instants the twin will never store on the node, by reason.",
+            |r| &r.samples_dropped,
+        ),
+    ];
+    for (name, help, pick) in per_node_reason {
+        let mut f = family(out, name, "counter", help);
+        for (node, s) in &store.nodes {
+            for (rig, r) in &s.rigs {
+                for (reason, n) in pick(r) {
+                    f.sample(
+                        name,
+                        &[("node", node), ("rig", rig.as_str()), ("reason", reason)],
+                        *n as f64,
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// What `dtop_daemon::metrics::serve` renders for the twin: a fresh snapshot per scrape.

@@ -41,6 +41,7 @@ use crate::owner::{
 };
 use crate::rig::{Chunk, Event, Outbound, RigActor, RigState, STATS_INTERVAL};
 use crate::stats::{RigStats, StoreStats, TwinStats};
+use crate::store::nodes::{NodeSet, NodesError};
 use crate::store::persisted::{self, DeclaredLoss, LossProblem};
 use crate::store::query::InfluxQuery;
 use crate::store::{Sink, StoreError, Watermarks, Writer, WriterConfig};
@@ -82,6 +83,8 @@ pub enum TwinError {
     Storage(#[from] StoreError),
     #[error("cannot open the storage spool: {0}")]
     Spool(#[from] dtop_spool::SpoolError),
+    #[error("cannot set up the storage nodes: {0}")]
+    Nodes(#[from] NodesError),
     #[error("a twin task failed: {0}")]
     TaskFailed(String),
 }
@@ -205,35 +208,47 @@ async fn serve(
         .map(Secret::read_file)
         .transpose()
         .map_err(TwinError::MqttSecret)?;
-    let sink = Sink::from_config(&config).await?;
     let storage = config.storage.describe();
-    info!(storage = %storage, "Storage ready.");
-
     let (chunk_tx, chunk_rx) = mpsc::channel(STORE_QUEUE_CHUNKS);
     let (store_stats_tx, store_stats_rx) = watch::channel(StoreStats::default());
     let (watermark_tx, watermark_rx) = watch::channel(Watermarks::new());
-    let mut writer = Writer::new(
-        sink,
-        chunk_rx,
-        WriterConfig::from(&config),
-        shutdown.clone(),
-        store_stats_tx,
-    )
-    .with_loss_records(config.storage.precision());
-    if let Some(spool_config) = crate::store::spool_config(&config.spool) {
-        let spool = dtop_spool::Spool::open(spool_config)?;
-        writer = writer.with_spool(spool)?;
-    }
     // Watermarks this twin published before a restart come back as retained messages.
     let (published_tx, published_rx) = mpsc::channel(PUBLISHED_WATERMARK_QUEUE);
     let (loss_tx, loss_rx) = mpsc::channel(LOSS_QUEUE);
-    let writer = tokio::spawn(
-        writer
-            .with_watermarks(watermark_tx)
-            .with_published_watermarks(published_rx)
-            .with_declared_losses(loss_rx)
-            .run(),
-    );
+    let writer = if config.storage.is_node_list() {
+        // One writer per node; the published watermark is the lowest of theirs.
+        let nodes = NodeSet::build(&config, &shutdown).await?;
+        info!(storage = %storage, "Storage ready.");
+        tokio::spawn(nodes.run(
+            chunk_rx,
+            published_rx,
+            loss_rx,
+            watermark_tx,
+            store_stats_tx,
+        ))
+    } else {
+        let sink = Sink::from_config(&config).await?;
+        info!(storage = %storage, "Storage ready.");
+        let mut writer = Writer::new(
+            sink,
+            chunk_rx,
+            WriterConfig::from(&config),
+            shutdown.clone(),
+            store_stats_tx,
+        )
+        .with_loss_records(config.storage.precision());
+        if let Some(spool_config) = crate::store::spool_config(&config.spool) {
+            let spool = dtop_spool::Spool::open(spool_config)?;
+            writer = writer.with_spool(spool)?;
+        }
+        tokio::spawn(
+            writer
+                .with_watermarks(watermark_tx)
+                .with_published_watermarks(published_rx)
+                .with_declared_losses(loss_rx)
+                .run(),
+        )
+    };
 
     let failover = Failover::new(config.mqtt.broker_list());
     let (client, eventloop) = AsyncClient::new(

@@ -79,7 +79,12 @@ pub struct RigStatus<'a> {
     pub storage: &'a str,
     pub storage_failing: bool,
     /// Stored, dropped, declared lost, backlog and watermark; absent before the first block.
+    /// With several storage nodes, combined over them (`store::nodes::combine_stats`).
     pub stored: Option<&'a RigStoreStats>,
+    /// With `[[storage.nodes]]`: each node's state and this rig's accounting on it, in name
+    /// order; absent with a single storage.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub storage_nodes: Vec<NodeRigStatus<'a>>,
     /// The DVF gain limit the twin enforces (critical gain, fraction, highest gain, N·s/m);
     /// null with `dvf_limit_unavailable` saying why.
     pub dvf_limit: Option<crate::control::DvfLimit>,
@@ -116,6 +121,17 @@ impl TwinStats {
             storage: &self.storage,
             storage_failing: self.store.storage_failing,
             stored: self.store.rigs.get(rig),
+            storage_nodes: self
+                .store
+                .nodes
+                .iter()
+                .map(|(node, s)| NodeRigStatus {
+                    node,
+                    storage_failing: s.storage_failing,
+                    last_error: s.last_error.as_deref(),
+                    stored: s.rigs.get(rig),
+                })
+                .collect(),
             dvf_limit: r.dvf_limit,
             dvf_limit_unavailable: r.dvf_limit_unavailable.as_deref(),
             model: &r.adoption.model,
@@ -124,6 +140,18 @@ impl TwinStats {
             controller_stopped: r.adoption.controller_stopped.as_ref(),
         })
     }
+}
+
+/// One storage node's part of a rig's status (`RigStatus::storage_nodes`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeRigStatus<'a> {
+    /// The node's name (`[[storage.nodes]] name`).
+    pub node: &'a str,
+    /// Whether the node's last write failed (its batches then wait in its own spool).
+    pub storage_failing: bool,
+    pub last_error: Option<&'a str>,
+    /// The rig's stored, dropped (by reason), backlog and watermark on this node.
+    pub stored: Option<&'a RigStoreStats>,
 }
 
 /// One rig, as seen by its actor and the storage writer.
@@ -236,8 +264,13 @@ pub struct StoreStats {
     pub storage_failing: bool,
     /// Per rig: what storage acknowledged, what was lost and why, what is waiting.
     pub rigs: BTreeMap<RigId, RigStoreStats>,
-    /// The latest write failure, for operators.
+    /// The latest write failure, for operators (with several nodes: the failing node's,
+    /// named).
     pub last_error: Option<String>,
+    /// With `[[storage.nodes]]`: each node's own stats, by node name (the fields above then
+    /// combine them, `store::nodes::combine_stats`). Empty with a single storage.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<String, StoreStats>,
 }
 
 /// Per-rig storage counters: the loss accounting an operator audits.

@@ -9,7 +9,9 @@
 //! - [`outbox`]: sealed batches waiting for storage, in memory then in the disk spool.
 //! - [`persisted`]: per-rig persisted watermarks (pure) and their state file.
 //! - [`writer`]: the task that flushes batches, spools and replays them, retries failed
-//!   writes, and advances the watermarks.
+//!   writes, and advances the watermarks (one per storage node).
+//! - [`nodes`]: several storage nodes: one writer per node, the chunks and declarations fanned
+//!   out to each, and the published watermark as the minimum over the nodes'.
 //! - [`audit`]: which block seqs InfluxDB holds, against the range expected (holes).
 //! - [`query`]: reading back from InfluxDB 1.x (`/query`), for the audit and replay.
 
@@ -17,6 +19,7 @@ pub mod audit;
 pub mod batch;
 pub mod file;
 pub mod http;
+pub mod nodes;
 pub mod outbox;
 pub mod persisted;
 pub mod query;
@@ -26,7 +29,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::config::{SecretError, SpoolFsync, StorageConfig, StorageSpoolConfig, TwinConfig};
+use crate::config::{
+    HttpConfig, SecretError, SpoolFsync, StorageConfig, StorageSpoolConfig, TwinConfig,
+};
 pub use file::FileSink;
 pub use http::HttpSink;
 pub use writer::{Watermarks, Writer, WriterConfig};
@@ -67,6 +72,8 @@ pub enum StoreError {
     BadUrl(String),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    #[error("a storage node list cannot hold another list")]
+    NestedNodes,
     #[error("cannot create the storage directory {}: {source}", path.display())]
     CreateDir {
         path: std::path::PathBuf,
@@ -79,7 +86,26 @@ pub enum StoreError {
 /// refuses (the writer then gives up the batch and counts it) rather than deleting older
 /// batches.
 pub fn spool_config(c: &StorageSpoolConfig) -> Option<dtop_spool::SpoolConfig> {
-    let dir = c.dir.clone()?;
+    spool_config_in(c, c.dir.clone()?)
+}
+
+/// Spool subdirectory of storage node `node` under `[spool] dir`: each node of a list has its
+/// own spool and watermark file, `capacity_mib` each.
+pub fn node_spool_dir(spool_dir: &std::path::Path, node: &str) -> std::path::PathBuf {
+    spool_dir.join("nodes").join(node)
+}
+
+/// The spool of storage node `node` of a list (see [`node_spool_dir`]); `None` without a
+/// `spool.dir`.
+pub fn node_spool_config(c: &StorageSpoolConfig, node: &str) -> Option<dtop_spool::SpoolConfig> {
+    let dir = node_spool_dir(c.dir.as_deref()?, node);
+    spool_config_in(c, dir)
+}
+
+fn spool_config_in(
+    c: &StorageSpoolConfig,
+    dir: std::path::PathBuf,
+) -> Option<dtop_spool::SpoolConfig> {
     let fsync = match c.fsync {
         SpoolFsync::Always => dtop_spool::FsyncPolicy::Always,
         SpoolFsync::Interval => dtop_spool::FsyncPolicy::IntervalMs(c.fsync_interval_ms),
@@ -94,12 +120,22 @@ pub fn spool_config(c: &StorageSpoolConfig) -> Option<dtop_spool::SpoolConfig> {
 
 impl Sink {
     /// Builds the configured sink: reads its secrets, builds the HTTP client or creates the
-    /// directory. Sends nothing yet.
+    /// directory. Sends nothing yet. A list of nodes has one sink per node
+    /// ([`Sink::from_storage`] on each of [`StorageConfig::nodes`]).
     pub async fn from_config(config: &TwinConfig) -> Result<Self, StoreError> {
-        match &config.storage {
+        Self::from_storage(&config.storage, &config.http).await
+    }
+
+    /// The sink of one storage kind (not a node list).
+    pub async fn from_storage(
+        storage: &StorageConfig,
+        http: &HttpConfig,
+    ) -> Result<Self, StoreError> {
+        match storage {
             StorageConfig::File(c) => Ok(Sink::File(FileSink::create(c).await?)),
-            StorageConfig::InfluxV1(c) => Ok(Sink::Http(HttpSink::influx_v1(c, &config.http)?)),
-            StorageConfig::InfluxV2(c) => Ok(Sink::Http(HttpSink::influx_v2(c, &config.http)?)),
+            StorageConfig::InfluxV1(c) => Ok(Sink::Http(HttpSink::influx_v1(c, http)?)),
+            StorageConfig::InfluxV2(c) => Ok(Sink::Http(HttpSink::influx_v2(c, http)?)),
+            StorageConfig::Nodes(_) => Err(StoreError::NestedNodes),
         }
     }
 

@@ -1,9 +1,10 @@
 //! Reading back from InfluxDB 1.x: one InfluxQL `GET /query` over reqwest, its JSON reply
-//! turned into rows. Used by the audit and by replay; owns its HTTP client and knows nothing
-//! about what the rows mean.
+//! turned into rows. Used by the audit and by replay; owns its HTTP clients (one per storage
+//! node, read from the first that answers) and knows nothing about what the rows mean.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::Url;
@@ -61,9 +62,21 @@ impl Row {
     }
 }
 
-/// An InfluxDB 1.x database to read from.
+/// An InfluxDB 1.x database to read from; with several storage nodes, each node's, read from
+/// the first that answers.
 #[derive(Debug, Clone)]
 pub struct InfluxQuery {
+    /// At least one.
+    endpoints: Vec<Endpoint>,
+    /// The endpoint that answered last: tried first next time.
+    preferred: Arc<AtomicUsize>,
+}
+
+/// One node's `/query`.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    /// The node's name, for messages.
+    node: String,
     client: reqwest::Client,
     query_url: Url,
     database: String,
@@ -74,6 +87,54 @@ pub struct InfluxQuery {
 impl InfluxQuery {
     /// The database `config` writes to, with its credentials.
     pub fn influx_v1(config: &InfluxV1Config, timeout: Duration) -> Result<Self, QueryError> {
+        Ok(Self {
+            endpoints: vec![Endpoint::influx_v1("influx_v1", config, timeout)?],
+            preferred: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// The storage nodes' databases (their InfluxDB 1.x ones; the others cannot be read
+    /// back), or only node `only`'s.
+    pub fn from_storage_nodes(
+        storage: &StorageConfig,
+        only: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, QueryError> {
+        let nodes = storage.nodes();
+        if let Some(name) = only
+            && !nodes.iter().any(|n| n.name == name)
+        {
+            let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+            return Err(QueryError::Unsupported(format!(
+                "no storage node is named {name:?}; the nodes are {}",
+                names.join(", ")
+            )));
+        }
+        let mut endpoints = Vec::new();
+        for n in nodes.iter().filter(|n| only.is_none_or(|o| o == n.name)) {
+            if let StorageConfig::InfluxV1(c) = &n.storage {
+                endpoints.push(Endpoint::influx_v1(&n.name, c, timeout)?);
+            }
+        }
+        if endpoints.is_empty() {
+            return Err(QueryError::Unsupported(format!(
+                "reading stored data back needs InfluxDB 1.x's /query API; this twin stores to {}",
+                storage.describe()
+            )));
+        }
+        Ok(Self {
+            endpoints,
+            preferred: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+}
+
+impl Endpoint {
+    fn influx_v1(
+        node: &str,
+        config: &InfluxV1Config,
+        timeout: Duration,
+    ) -> Result<Self, QueryError> {
         let base = parse_base_url(&config.url).map_err(|why| QueryError::BadUrl {
             url: config.url.clone(),
             why,
@@ -85,6 +146,7 @@ impl InfluxQuery {
             .connect_timeout(timeout)
             .build()?;
         Ok(Self {
+            node: node.to_owned(),
             client,
             query_url,
             database: config.database.clone(),
@@ -96,20 +158,44 @@ impl InfluxQuery {
                 .transpose()?,
         })
     }
+}
 
-    /// The database of a twin's storage configuration; only InfluxDB 1.x can be read back.
+impl InfluxQuery {
+    /// The database of a twin's storage configuration (every node's, with a node list); only
+    /// InfluxDB 1.x can be read back.
     pub fn from_storage(storage: &StorageConfig, timeout: Duration) -> Result<Self, QueryError> {
-        match storage {
-            StorageConfig::InfluxV1(c) => Self::influx_v1(c, timeout),
-            other => Err(QueryError::Unsupported(format!(
-                "reading stored data back needs InfluxDB 1.x's /query API; this twin stores to {}",
-                other.describe()
-            ))),
-        }
+        Self::from_storage_nodes(storage, None, timeout)
     }
 
     /// Runs one InfluxQL statement and returns every row of every series, in reply order.
+    /// With several nodes: on the node that answered last, else the next one that answers
+    /// (no answer, or a 5xx, moves on; any other reply is the answer).
     pub async fn rows(&self, statement: &str) -> Result<Vec<Row>, QueryError> {
+        let n = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let mut last_error = None;
+        for k in 0..n {
+            let i = (first + k) % n;
+            let endpoint = &self.endpoints[i];
+            match endpoint.rows(statement).await {
+                Err(e @ (QueryError::Http(_) | QueryError::Status { status: 500.., .. })) => {
+                    if n > 1 {
+                        tracing::warn!(node = %endpoint.node, error = %e, "A storage node did not answer a query; trying the next.");
+                    }
+                    last_error = Some(e);
+                }
+                other => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return other;
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| QueryError::Reply("no storage node to query".into())))
+    }
+}
+
+impl Endpoint {
+    async fn rows(&self, statement: &str) -> Result<Vec<Row>, QueryError> {
         let mut url = self.query_url.clone();
         url.query_pairs_mut()
             .append_pair("db", &self.database)
