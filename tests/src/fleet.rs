@@ -122,6 +122,33 @@ impl FleetTwin {
         })
     }
 
+    /// (rig id, outcome) → this twin's takeovers of the rig with that outcome
+    /// (`dtop_twin_rig_takeovers_total`: `continued`, or why a new run started).
+    pub fn takeovers(&self) -> Result<BTreeMap<(String, String), u64>> {
+        let text = blocking_client()?
+            .get(&format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .send()?
+            .text()
+            .to_owned();
+        let mut out = BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("dtop_twin_rig_takeovers_total{rig=\"") else {
+                continue;
+            };
+            let parsed = rest.split_once("\",reason=\"").and_then(|(rig, rest)| {
+                let (reason, value) = rest.split_once("\"} ")?;
+                Some((
+                    (rig.to_owned(), reason.to_owned()),
+                    value.trim().parse::<f64>().ok()?,
+                ))
+            });
+            if let Some((key, n)) = parsed {
+                out.insert(key, n as u64);
+            }
+        }
+        Ok(out)
+    }
+
     /// Rig id → what this twin says of it.
     pub fn views(&self) -> Result<BTreeMap<String, TwinView>> {
         let text = blocking_client()?

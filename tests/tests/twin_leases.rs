@@ -311,16 +311,11 @@ fn a_killed_twins_rigs_are_taken_over_and_every_sample_is_stored_once() -> Resul
         );
     }
     // The survivor continued each moved rig's run rather than starting a new one...
-    let survivor_metrics = audit::edge_metrics(twins[survivor].metrics_port)?;
-    let takeovers: Vec<_> = survivor_metrics
-        .iter()
-        .filter(|(k, _)| k.starts_with("dtop_twin_rig_takeovers_total"))
-        .collect();
+    let takeovers = twins[survivor].takeovers()?;
     for rig in &moved {
-        let continued =
-            format!("dtop_twin_rig_takeovers_total{{rig=\"{rig}\",reason=\"continued\"}}");
+        let continued = (rig.to_string(), "continued".to_owned());
         ensure!(
-            survivor_metrics.get(&continued) == Some(&1.0),
+            takeovers.get(&continued) == Some(&1),
             "{survivor_id} did not continue {rig}'s run: {takeovers:?}\n{}",
             logs(&twins, &[], &broker)
         );
