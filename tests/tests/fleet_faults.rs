@@ -531,6 +531,16 @@ fn twelve_rigs_survive_a_nats_node_a_twin_and_a_rebalance_and_every_sample_is_st
     }
 
     // The stored twin state equals the replay of the stored samples, across every fault.
+    for (_, twin) in fleet.live_twins() {
+        eprintln!("{} takeovers: {:?}", twin.id, twin.takeovers()?);
+    }
+    for twin in &fleet.twins {
+        for line in twin.proc.log().lines().filter(|l| {
+            l.contains("Restoring") || l.contains("owns the rig") || l.contains("Rig born") || l.contains("Estimating the rig") || l.contains("Continuing the previous") || l.contains("Starting the rig's estimator") || l.contains("Could not restore") || l.contains("gap")
+        }) {
+            eprintln!("{}: {line}", twin.id);
+        }
+    }
     let config = dir.path().join("twin-c.toml");
     for rig in &fleet.rigs {
         let r = fleet::replay_verify(&config, &influx, &db, &rig.id, dir.path())?;

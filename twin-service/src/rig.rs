@@ -89,6 +89,9 @@ enum RestorePhase {
         epoch: u64,
         watermark_seq: u64,
         held: VecDeque<Bytes>,
+        /// Blocks that had arrived before the birth that started the restore (a rig first
+        /// seen owned): decoded already, and older than anything in `held`.
+        early: VecDeque<SampleBlock>,
     },
     /// The run continues after the block at the watermark: blocks from `next_seq` on are
     /// processed in seq order (a replayed, backfilled one folded in as it would have been
@@ -319,6 +322,9 @@ pub struct RigState {
     /// Whether a takeover may restore the previous owner's run from storage (InfluxDB 1.x).
     restore_from_storage: bool,
     restore: RestorePhase,
+    /// Owned at this epoch after another owner may have held the rig, with no birth known
+    /// yet: the takeover (restore or new run) happens at the first birth.
+    takeover_at_birth: Option<u64>,
     /// Restores for the actor to start.
     restore_requests: Vec<RestoreRequest>,
     /// Takeovers by outcome (`continued`, or why a new run started).
@@ -374,6 +380,7 @@ impl RigState {
             blocks_not_owned: 0,
             restore_from_storage: false,
             restore: RestorePhase::Idle,
+            takeover_at_birth: None,
             restore_requests: Vec::new(),
             takeovers: BTreeMap::new(),
             takeover_gaps_skipped: 0,
@@ -389,9 +396,22 @@ impl RigState {
 
     /// Starts with `ownership` (what the coordinator says when the rig is first seen), without
     /// the hand-over [`RigState::set_ownership`] makes: nothing ran here before.
+    ///
+    /// Owned at a coordinator's epoch, the rig may have had an owner before this twin saw it
+    /// (a twin joining the fleet, or a rig first heard of after its lease moved here): the
+    /// first birth then starts the takeover, as [`RigState::set_ownership`] would.
     pub fn with_ownership(mut self, ownership: Ownership) -> Self {
         self.ownership = ownership;
+        self.takeover_at_birth = match ownership {
+            Ownership::Owned { epoch } if epoch != NO_COORDINATOR => Some(epoch),
+            _ => None,
+        };
         self
+    }
+
+    /// Whether the next birth starts a takeover (its restore wants the latest watermark).
+    pub fn takeover_at_birth(&self) -> bool {
+        self.takeover_at_birth.is_some()
     }
 
     /// Tracks each rig's modes as `tracking` says (from the next birth that fits the model).
@@ -638,6 +658,7 @@ impl RigState {
                 warn!(rig = %self.rig, owner_epoch = epoch, "This twin lost the rig: it publishes nothing more for it; its control and live CBC run end without driving.");
                 // What waits is the next owner's to store (the edge replays it).
                 self.restore = RestorePhase::Idle;
+                self.takeover_at_birth = None;
                 self.stop_quietly(
                     format!("this twin lost the rig (owner epoch {epoch})"),
                     now_unix_ns,
@@ -654,23 +675,12 @@ impl RigState {
                     now_unix_ns,
                 );
                 self.restore = RestorePhase::Idle;
-                // The birth is known only when a model is configured (no estimator otherwise).
-                if let Some(birth) = self.adoption.birth().cloned() {
-                    match self.restore_plan() {
-                        Ok(watermark_seq) => {
-                            info!(rig = %self.rig, owner_epoch = epoch, watermark_seq, "Restoring the previous owner's run of the rig at its persisted watermark; the rig's blocks wait.");
-                            self.restore = RestorePhase::Restoring {
-                                epoch,
-                                watermark_seq,
-                                held: VecDeque::new(),
-                            };
-                            self.restore_requests.push(RestoreRequest {
-                                epoch,
-                                watermark_seq,
-                            });
-                        }
-                        Err(reason) => self.new_run_at_takeover(&birth, reason, String::new()),
-                    }
+                self.takeover_at_birth = None;
+                // The birth is known only when a model is configured (no estimator otherwise);
+                // a rig whose birth has not arrived yet is taken over at its birth.
+                match self.adoption.birth().cloned() {
+                    Some(birth) => self.begin_takeover(epoch, &birth),
+                    None => self.takeover_at_birth = Some(epoch),
                 }
                 // Rebuilding the estimator queued the switch-off already when it fits.
                 if self.params.is_empty()
@@ -681,6 +691,27 @@ impl RigState {
                     self.params.push(off);
                 }
             }
+        }
+    }
+
+    /// Takes the rig over at owner epoch `epoch` from its `birth`: restores the previous owner's
+    /// run at the persisted watermark (the rig's blocks wait), or starts a new run, saying why.
+    fn begin_takeover(&mut self, epoch: u64, birth: &RigBirth) {
+        match self.restore_plan() {
+            Ok(watermark_seq) => {
+                info!(rig = %self.rig, owner_epoch = epoch, watermark_seq, "Restoring the previous owner's run of the rig at its persisted watermark; the rig's blocks wait.");
+                self.restore = RestorePhase::Restoring {
+                    epoch,
+                    watermark_seq,
+                    held: VecDeque::new(),
+                    early: VecDeque::new(),
+                };
+                self.restore_requests.push(RestoreRequest {
+                    epoch,
+                    watermark_seq,
+                });
+            }
+            Err(reason) => self.new_run_at_takeover(birth, reason, String::new()),
         }
     }
 
@@ -739,6 +770,7 @@ impl RigState {
         }
         let RestorePhase::Restoring {
             held,
+            early,
             watermark_seq,
             ..
         } = std::mem::take(&mut self.restore)
@@ -762,6 +794,9 @@ impl RigState {
             }
         }
         let mut chunks = Vec::new();
+        for block in early {
+            chunks.extend(self.on_samples(block, now));
+        }
         for payload in held {
             chunks.extend(self.handle(&Event::Samples(payload), now));
         }
@@ -1416,13 +1451,13 @@ impl RigState {
         );
         // A new birth starts a new run: no restore or catch-up goes on across it.
         let mut chunks = self.end_catch_up(now);
-        let abandoned = match std::mem::take(&mut self.restore) {
-            RestorePhase::Restoring { held, .. } => {
+        let (abandoned_early, abandoned) = match std::mem::take(&mut self.restore) {
+            RestorePhase::Restoring { held, early, .. } => {
                 *self.takeovers.entry("born_again".to_owned()).or_default() += 1;
                 info!(rig = %self.rig, session = birth.session, "The rig was born again while its run was being restored; a new run starts.");
-                held
+                (early, held)
             }
-            _ => VecDeque::new(),
+            _ => (VecDeque::new(), VecDeque::new()),
         };
         self.live.reset(&manifest);
         self.start_hint = birth.oldest_unconfirmed_seq;
@@ -1444,14 +1479,28 @@ impl RigState {
             .drain(..)
             .partition(|b| b.session <= birth.session);
         self.waiting = still_waiting;
-        if !ready.is_empty() {
-            debug!(rig = %self.rig, blocks = ready.len(), "Releasing blocks that arrived before the birth.");
+        // A rig first seen owned after another owner: the takeover starts at its birth, and
+        // the blocks that came before it wait for the restore with the others.
+        if let Some(epoch) = self.takeover_at_birth.take()
+            && self.ownership == (Ownership::Owned { epoch })
+        {
+            self.begin_takeover(epoch, birth);
         }
-        chunks.extend(
-            ready
-                .into_iter()
-                .filter_map(|b| self.process(b, now, false)),
-        );
+        if let RestorePhase::Restoring { early, .. } = &mut self.restore {
+            early.extend(ready);
+        } else {
+            if !ready.is_empty() {
+                debug!(rig = %self.rig, blocks = ready.len(), "Releasing blocks that arrived before the birth.");
+            }
+            chunks.extend(
+                ready
+                    .into_iter()
+                    .filter_map(|b| self.process(b, now, false)),
+            );
+        }
+        for block in abandoned_early {
+            chunks.extend(self.on_samples(block, now));
+        }
         for payload in abandoned {
             chunks.extend(self.handle(&Event::Samples(payload), now));
         }
@@ -2410,8 +2459,9 @@ impl RigActor {
                     {
                         self.follow_owners();
                     }
+                    // A takeover starting at this event (a birth) restores at the latest.
                     if let Some(rx) = self.watermarks.as_mut()
-                        && rx.has_changed().unwrap_or(false)
+                        && (rx.has_changed().unwrap_or(false) || self.state.takeover_at_birth())
                     {
                         let persisted = rx.borrow_and_update().get(self.state.rig()).copied();
                         self.state.set_persisted_seq(persisted);
@@ -2431,6 +2481,7 @@ impl RigActor {
                         }
                         _ => self.state.handle(&event, Instant::now()),
                     };
+                    self.dispatch_restores();
                     self.dispatch_tracking();
                     self.offer_states();
                     // Before storage can have them: see `with_stored_times`.
