@@ -536,7 +536,14 @@ fn twelve_rigs_survive_a_nats_node_a_twin_and_a_rebalance_and_every_sample_is_st
     }
     for twin in &fleet.twins {
         for line in twin.proc.log().lines().filter(|l| {
-            l.contains("Restoring") || l.contains("owns the rig") || l.contains("Rig born") || l.contains("Estimating the rig") || l.contains("Continuing the previous") || l.contains("Starting the rig's estimator") || l.contains("Could not restore") || l.contains("gap")
+            l.contains("Restoring")
+                || l.contains("owns the rig")
+                || l.contains("Rig born")
+                || l.contains("Estimating the rig")
+                || l.contains("Continuing the previous")
+                || l.contains("Starting the rig's estimator")
+                || l.contains("Could not restore")
+                || l.contains("gap")
         }) {
             eprintln!("{}: {line}", twin.id);
         }

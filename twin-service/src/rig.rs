@@ -322,9 +322,10 @@ pub struct RigState {
     /// Whether a takeover may restore the previous owner's run from storage (InfluxDB 1.x).
     restore_from_storage: bool,
     restore: RestorePhase,
-    /// Owned at this epoch after another owner may have held the rig, with no birth known
-    /// yet: the takeover (restore or new run) happens at the first birth.
-    takeover_at_birth: Option<u64>,
+    /// Owned at this epoch from the start (the rig first seen already owned, by a twin
+    /// joining the fleet or after its lease moved here): another owner may have held it, so
+    /// the actor starts a takeover before its first event ([`RigState::start_pending_takeover`]).
+    takeover_pending: Option<u64>,
     /// Restores for the actor to start.
     restore_requests: Vec<RestoreRequest>,
     /// Takeovers by outcome (`continued`, or why a new run started).
@@ -380,7 +381,7 @@ impl RigState {
             blocks_not_owned: 0,
             restore_from_storage: false,
             restore: RestorePhase::Idle,
-            takeover_at_birth: None,
+            takeover_pending: None,
             restore_requests: Vec::new(),
             takeovers: BTreeMap::new(),
             takeover_gaps_skipped: 0,
@@ -398,20 +399,30 @@ impl RigState {
     /// the hand-over [`RigState::set_ownership`] makes: nothing ran here before.
     ///
     /// Owned at a coordinator's epoch, the rig may have had an owner before this twin saw it
-    /// (a twin joining the fleet, or a rig first heard of after its lease moved here): the
-    /// first birth then starts the takeover, as [`RigState::set_ownership`] would.
+    /// (a twin joining the fleet, or a rig first heard of after its lease moved here): a
+    /// takeover is then pending, started by [`RigState::start_pending_takeover`].
     pub fn with_ownership(mut self, ownership: Ownership) -> Self {
         self.ownership = ownership;
-        self.takeover_at_birth = match ownership {
+        self.takeover_pending = match ownership {
             Ownership::Owned { epoch } if epoch != NO_COORDINATOR => Some(epoch),
             _ => None,
         };
         self
     }
 
-    /// Whether the next birth starts a takeover (its restore wants the latest watermark).
-    pub fn takeover_at_birth(&self) -> bool {
-        self.takeover_at_birth.is_some()
+    /// Whether a takeover waits to start (its restore wants the latest watermark first).
+    pub fn takeover_pending(&self) -> bool {
+        self.takeover_pending.is_some()
+    }
+
+    /// Starts the takeover [`RigState::with_ownership`] left pending, if the rig is still
+    /// owned at its epoch.
+    pub fn start_pending_takeover(&mut self) {
+        if let Some(epoch) = self.takeover_pending.take()
+            && self.ownership == (Ownership::Owned { epoch })
+        {
+            self.begin_takeover(epoch);
+        }
     }
 
     /// Tracks each rig's modes as `tracking` says (from the next birth that fits the model).
@@ -658,7 +669,7 @@ impl RigState {
                 warn!(rig = %self.rig, owner_epoch = epoch, "This twin lost the rig: it publishes nothing more for it; its control and live CBC run end without driving.");
                 // What waits is the next owner's to store (the edge replays it).
                 self.restore = RestorePhase::Idle;
-                self.takeover_at_birth = None;
+                self.takeover_pending = None;
                 self.stop_quietly(
                     format!("this twin lost the rig (owner epoch {epoch})"),
                     now_unix_ns,
@@ -675,13 +686,8 @@ impl RigState {
                     now_unix_ns,
                 );
                 self.restore = RestorePhase::Idle;
-                self.takeover_at_birth = None;
-                // The birth is known only when a model is configured (no estimator otherwise);
-                // a rig whose birth has not arrived yet is taken over at its birth.
-                match self.adoption.birth().cloned() {
-                    Some(birth) => self.begin_takeover(epoch, &birth),
-                    None => self.takeover_at_birth = Some(epoch),
-                }
+                self.takeover_pending = None;
+                self.begin_takeover(epoch);
                 // Rebuilding the estimator queued the switch-off already when it fits.
                 if self.params.is_empty()
                     && self.controller.is_enabled()
@@ -694,9 +700,11 @@ impl RigState {
         }
     }
 
-    /// Takes the rig over at owner epoch `epoch` from its `birth`: restores the previous owner's
-    /// run at the persisted watermark (the rig's blocks wait), or starts a new run, saying why.
-    fn begin_takeover(&mut self, epoch: u64, birth: &RigBirth) {
+    /// Takes the rig over at owner epoch `epoch`: restores the previous owner's run at the
+    /// persisted watermark (the rig's blocks wait; its birth need not have arrived: the run's
+    /// stored birth serves), or starts a new run from the latest birth, saying why (at the
+    /// first birth when none has arrived yet).
+    fn begin_takeover(&mut self, epoch: u64) {
         match self.restore_plan() {
             Ok(watermark_seq) => {
                 info!(rig = %self.rig, owner_epoch = epoch, watermark_seq, "Restoring the previous owner's run of the rig at its persisted watermark; the rig's blocks wait.");
@@ -711,8 +719,18 @@ impl RigState {
                     watermark_seq,
                 });
             }
-            Err(reason) => self.new_run_at_takeover(birth, reason, String::new()),
+            Err(reason) => match self.adoption.birth().cloned() {
+                Some(birth) => self.new_run_at_takeover(&birth, reason, String::new()),
+                None => self.new_run_at_first_birth(reason, String::new()),
+            },
         }
+    }
+
+    /// A takeover that does not continue the previous owner's run, with no birth known yet:
+    /// counted now; the first birth starts the new run as usual.
+    fn new_run_at_first_birth(&mut self, reason: &'static str, detail: String) {
+        *self.takeovers.entry(reason.to_owned()).or_default() += 1;
+        info!(rig = %self.rig, reason, detail = %detail, "The previous owner's run of the rig cannot be restored; its estimator starts a new run at the rig's first birth.");
     }
 
     /// The persisted watermark a takeover's restore starts at, or why it cannot restore.
@@ -720,7 +738,8 @@ impl RigState {
         if !self.restore_from_storage {
             return Err("storage_not_readable");
         }
-        if self.estimator.is_none() {
+        // Without a model nothing is estimated; with a birth that did not fit it, neither.
+        if self.model.is_none() || (self.adoption.birth().is_some() && self.estimator.is_none()) {
             return Err("not_estimating");
         }
         self.persisted_seq.ok_or("no_watermark")
@@ -777,7 +796,8 @@ impl RigState {
         else {
             return Vec::new();
         };
-        if let Some(birth) = self.adoption.birth().cloned() {
+        let known = self.adoption.birth().cloned();
+        if let Some(birth) = known {
             match result {
                 Ok(run) if run.birth.birth.session == birth.session => {
                     self.continue_run(&birth, run, watermark_seq, now);
@@ -791,6 +811,24 @@ impl RigState {
                     ),
                 ),
                 Err(failure) => self.new_run_at_takeover(&birth, failure.reason, failure.detail),
+            }
+        } else {
+            // No birth has arrived: the run's own stored birth is the rig's, until a newer one.
+            match result {
+                Ok(run) => {
+                    let birth = run.birth.birth.clone();
+                    match Manifest::from_birth(&birth) {
+                        Ok(manifest) => {
+                            self.note_birth(&birth, manifest);
+                            self.continue_run(&birth, run, watermark_seq, now);
+                        }
+                        Err(rejection) => self.new_run_at_first_birth(
+                            "records",
+                            format!("the run's stored birth does not fit: {rejection:?}"),
+                        ),
+                    }
+                }
+                Err(failure) => self.new_run_at_first_birth(failure.reason, failure.detail),
             }
         }
         let mut chunks = Vec::new();
@@ -1416,6 +1454,22 @@ impl RigState {
         }
     }
 
+    /// Takes `birth` as the rig's current one without starting a run: its manifest, the
+    /// live-rate window, the actuator, the birth the estimator is built from.
+    fn note_birth(&mut self, birth: &RigBirth, manifest: Manifest) {
+        self.live.reset(&manifest);
+        self.start_hint = birth.oldest_unconfirmed_seq;
+        self.actuator = birth.actuator;
+        if self.model.is_some() {
+            self.adoption.set_birth(birth);
+        }
+        self.manifests.insert(birth.session, Arc::new(manifest));
+        while self.manifests.len() > MAX_MANIFESTS {
+            self.manifests.pop_first();
+        }
+        self.online = true;
+    }
+
     fn latest_session(&self) -> Option<u64> {
         self.manifests.last_key_value().map(|(&s, _)| s)
     }
@@ -1449,6 +1503,15 @@ impl RigState {
             edge_version = %birth.edge_version,
             "Rig born."
         );
+        // The rig's first birth here, while a takeover restores its run: the run goes on.
+        if self.is_restoring() && self.latest_session().is_none() {
+            self.note_birth(birth, manifest);
+            let ready: Vec<SampleBlock> = self.waiting.drain(..).collect();
+            if let RestorePhase::Restoring { early, .. } = &mut self.restore {
+                early.extend(ready);
+            }
+            return Vec::new();
+        }
         // A new birth starts a new run: no restore or catch-up goes on across it.
         let mut chunks = self.end_catch_up(now);
         let (abandoned_early, abandoned) = match std::mem::take(&mut self.restore) {
@@ -1479,25 +1542,14 @@ impl RigState {
             .drain(..)
             .partition(|b| b.session <= birth.session);
         self.waiting = still_waiting;
-        // A rig first seen owned after another owner: the takeover starts at its birth, and
-        // the blocks that came before it wait for the restore with the others.
-        if let Some(epoch) = self.takeover_at_birth.take()
-            && self.ownership == (Ownership::Owned { epoch })
-        {
-            self.begin_takeover(epoch, birth);
+        if !ready.is_empty() {
+            debug!(rig = %self.rig, blocks = ready.len(), "Releasing blocks that arrived before the birth.");
         }
-        if let RestorePhase::Restoring { early, .. } = &mut self.restore {
-            early.extend(ready);
-        } else {
-            if !ready.is_empty() {
-                debug!(rig = %self.rig, blocks = ready.len(), "Releasing blocks that arrived before the birth.");
-            }
-            chunks.extend(
-                ready
-                    .into_iter()
-                    .filter_map(|b| self.process(b, now, false)),
-            );
-        }
+        chunks.extend(
+            ready
+                .into_iter()
+                .filter_map(|b| self.process(b, now, false)),
+        );
         for block in abandoned_early {
             chunks.extend(self.on_samples(block, now));
         }
@@ -2459,12 +2511,16 @@ impl RigActor {
                     {
                         self.follow_owners();
                     }
-                    // A takeover starting at this event (a birth) restores at the latest.
+                    // A takeover pending from the start restores at the latest watermark.
                     if let Some(rx) = self.watermarks.as_mut()
-                        && (rx.has_changed().unwrap_or(false) || self.state.takeover_at_birth())
+                        && (rx.has_changed().unwrap_or(false) || self.state.takeover_pending())
                     {
                         let persisted = rx.borrow_and_update().get(self.state.rig()).copied();
                         self.state.set_persisted_seq(persisted);
+                    }
+                    if self.state.takeover_pending() {
+                        self.state.start_pending_takeover();
+                        self.dispatch_restores();
                     }
                     let chunks = match &event {
                         Event::Command(payload) => {

@@ -520,11 +520,12 @@ mod tests {
     }
 
     /// A twin that first hears of the rig already owning it (it joined the fleet and the
-    /// rebalance gave it the rig before the retained birth arrived) takes it over at the birth:
-    /// the blocks that came before the birth wait for the restore with the others, and the run
-    /// continues exactly as the previous owner's would have.
+    /// rebalance gave it the rig, maybe before the retained birth arrived) takes it over at
+    /// once: its blocks wait for the restore, and the run continues exactly as the previous
+    /// owner's would have, whether the birth arrives during the restore, after it (the run's
+    /// stored birth serves meanwhile), or never.
     #[test]
-    fn a_rig_first_seen_owned_is_taken_over_at_its_birth_and_its_run_continues() {
+    fn a_rig_first_seen_owned_is_taken_over_and_its_run_continues_whenever_its_birth_arrives() {
         let blocks = simulate(140);
         let now = Instant::now();
         let mut reference = live_rig();
@@ -541,62 +542,76 @@ mod tests {
                 old_lines.push_str(&c.lines);
             }
         }
-        let model = ModelConfig {
-            state_publish_hz: 100.0,
-            checkpoint_interval_s: 0.5,
-            ..ModelConfig::default()
-        };
-        let mut new = RigState::new(RigId::new("r1").unwrap(), Precision::Us, 8)
-            .with_model(Arc::new(model))
-            .with_ownership(Ownership::Owned { epoch: 2 })
-            .with_restore_from_storage();
-        assert!(new.takeover_at_birth());
-        new.set_persisted_seq(Some(80));
-        // Two live blocks before the birth: they wait for it.
-        for b in &blocks[100..=101] {
-            assert!(new.handle(&with_backfill(b, false), now).is_empty());
-        }
-        assert!(
-            new.handle(&Event::Birth(birth().encode_to_vec().into()), now)
-                .is_empty()
-        );
-        assert!(!new.takeover_at_birth());
-        let requests: Vec<_> = new.take_restore_requests().collect();
-        assert_eq!(
-            requests,
-            [crate::rig::RestoreRequest {
-                epoch: 2,
-                watermark_seq: 80
-            }]
-        );
-        // One more live block while the run is read back.
-        assert!(new.handle(&with_backfill(&blocks[102], false), now).is_empty());
-        let mut new_lines = String::new();
-        let restored = restore_from(&old_lines, 80).unwrap();
-        for c in new.on_restored(2, Ok(restored), now) {
-            new_lines.push_str(&c.lines);
-        }
-        assert!(new_lines.is_empty(), "blocks 100 to 102 wait for 81..=99");
-        let arrivals = blocks[81..=99]
-            .iter()
-            .map(|b| with_backfill(b, true))
-            .chain(blocks[103..].iter().map(|b| with_backfill(b, false)));
-        for e in arrivals {
-            for c in new.handle(&e, now) {
-                new_lines.push_str(&c.lines);
-            }
-        }
-        assert!(!new_lines.contains(super::super::record::BIRTH_MEASUREMENT));
         let run = run_of(&old_lines);
         let t81 = blocks[81].first_timestamp_ns;
         let expected = twin_lines(&reference_lines, run_of(&reference_lines), t81);
-        let got = twin_lines(&new_lines, run, t81);
-        assert_eq!(got.len(), expected.len());
-        assert_eq!(got, expected);
-        assert_eq!(
-            new.stats(now).takeovers,
-            BTreeMap::from([("continued".to_owned(), 1)])
-        );
+        let birth_event = || Event::Birth(birth().encode_to_vec().into());
+        for birth_arrives in ["during the restore", "after the restore", "never"] {
+            let model = ModelConfig {
+                state_publish_hz: 100.0,
+                checkpoint_interval_s: 0.5,
+                ..ModelConfig::default()
+            };
+            let mut new = RigState::new(RigId::new("r1").unwrap(), Precision::Us, 8)
+                .with_model(Arc::new(model))
+                .with_ownership(Ownership::Owned { epoch: 2 })
+                .with_restore_from_storage();
+            assert!(new.takeover_pending());
+            new.set_persisted_seq(Some(80));
+            new.start_pending_takeover();
+            assert!(!new.takeover_pending());
+            let requests: Vec<_> = new.take_restore_requests().collect();
+            assert_eq!(
+                requests,
+                [crate::rig::RestoreRequest {
+                    epoch: 2,
+                    watermark_seq: 80
+                }]
+            );
+            // Live blocks while the run is read back: they wait.
+            for b in &blocks[100..=102] {
+                assert!(new.handle(&with_backfill(b, false), now).is_empty());
+            }
+            if birth_arrives == "during the restore" {
+                assert!(new.handle(&birth_event(), now).is_empty());
+                assert!(new.is_restoring());
+            }
+            let mut new_lines = String::new();
+            let restored = restore_from(&old_lines, 80).unwrap();
+            for c in new.on_restored(2, Ok(restored), now) {
+                new_lines.push_str(&c.lines);
+            }
+            assert!(
+                new_lines.is_empty(),
+                "{birth_arrives}: 100 to 102 wait for 81..=99"
+            );
+            let mut arrivals: Vec<Event> = blocks[81..=99]
+                .iter()
+                .map(|b| with_backfill(b, true))
+                .collect();
+            if birth_arrives == "after the restore" {
+                // The retained birth, late: the run's own, so nothing changes.
+                arrivals.insert(5, birth_event());
+            }
+            arrivals.extend(blocks[103..].iter().map(|b| with_backfill(b, false)));
+            for e in &arrivals {
+                for c in new.handle(e, now) {
+                    new_lines.push_str(&c.lines);
+                }
+            }
+            assert!(
+                !new_lines.contains(super::super::record::BIRTH_MEASUREMENT),
+                "{birth_arrives}"
+            );
+            let got = twin_lines(&new_lines, run, t81);
+            assert_eq!(got.len(), expected.len(), "{birth_arrives}");
+            assert_eq!(got, expected, "{birth_arrives}");
+            assert_eq!(
+                new.stats(now).takeovers,
+                BTreeMap::from([("continued".to_owned(), 1)]),
+                "{birth_arrives}"
+            );
+        }
     }
 
     /// A rig first seen owned with no watermark anywhere (its first owner ever) starts a new
@@ -609,10 +624,14 @@ mod tests {
             .with_model(Arc::new(ModelConfig::default()))
             .with_ownership(Ownership::Owned { epoch: 1 })
             .with_restore_from_storage();
-        assert!(new.handle(&with_backfill(&blocks[0], false), now).is_empty());
+        new.start_pending_takeover();
+        assert_eq!(new.take_restore_requests().count(), 0);
+        assert!(
+            new.handle(&with_backfill(&blocks[0], false), now)
+                .is_empty()
+        );
         let chunks = new.handle(&Event::Birth(birth().encode_to_vec().into()), now);
         assert_eq!(chunks.iter().map(|c| c.seq).collect::<Vec<_>>(), [0]);
-        assert_eq!(new.take_restore_requests().count(), 0);
         assert_eq!(
             new.stats(now).takeovers,
             BTreeMap::from([("no_watermark".to_owned(), 1)])
