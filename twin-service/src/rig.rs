@@ -52,7 +52,7 @@ use crate::ingest::{self, Frame, Manifest, RejectReason, Rejection};
 use crate::lineproto::{self, BlockHeader, EncodeError, Precision};
 use crate::live_cbc::{self, LiveRun, RunNext, RunOrigin};
 use crate::overlap::{self, BlockTimes, Placement, StoredTimes, Timeline};
-use crate::owner::{NO_COORDINATOR, Owners, Ownership, ownership_of};
+use crate::owner::{FIRST_EPOCH, NO_COORDINATOR, Owners, Ownership, ownership_of};
 use crate::replay::record::FeedRecord;
 use crate::replay::restore::RestoredRun;
 use crate::replay::{ReplayError, RunId, RunRecorder};
@@ -77,6 +77,23 @@ pub const MAX_HELD_BLOCKS: usize = 4096;
 pub const CATCH_UP_STALL: Duration = Duration::from_secs(5);
 /// How long one takeover's restore may take (every query included) before a new run starts.
 pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a takeover waits for the rig's persisted watermark when none is known yet (a twin
+/// that has just subscribed: brokers deliver retained messages late, NATS by seconds).
+pub const WATERMARK_WAIT: Duration = Duration::from_secs(10);
+
+/// The rig's persisted watermark once `watermarks` has one, within `within`; `None` without.
+async fn await_watermark(
+    watermarks: Option<watch::Receiver<crate::store::Watermarks>>,
+    rig: &RigId,
+    within: Duration,
+) -> Option<u64> {
+    let mut rx = watermarks?;
+    let found = tokio::time::timeout(within, rx.wait_for(|w| w.contains_key(rig))).await;
+    match found {
+        Ok(Ok(w)) => w.get(rig).copied(),
+        _ => None,
+    }
+}
 
 /// What a takeover's restore is doing (ARCHITECTURE.md "Twins sharing the rigs").
 #[derive(Debug, Default)]
@@ -87,7 +104,6 @@ enum RestorePhase {
     /// payload waits here undecoded, in arrival order.
     Restoring {
         epoch: u64,
-        watermark_seq: u64,
         held: VecDeque<Bytes>,
         /// Blocks that had arrived before the birth that started the restore (a rig first
         /// seen owned): decoded already, and older than anything in `held`.
@@ -110,7 +126,9 @@ enum RestorePhase {
 pub struct RestoreRequest {
     /// The owner epoch it is for: a result for another is ignored.
     pub epoch: u64,
-    pub watermark_seq: u64,
+    /// The persisted watermark to restore at; `None`: none is known yet (a twin that has just
+    /// subscribed: the retained one may still be on its way), so the restore waits for one.
+    pub watermark_seq: Option<u64>,
 }
 
 /// Why a restore failed, for the counter and the log.
@@ -705,12 +723,11 @@ impl RigState {
     /// stored birth serves), or starts a new run from the latest birth, saying why (at the
     /// first birth when none has arrived yet).
     fn begin_takeover(&mut self, epoch: u64) {
-        match self.restore_plan() {
+        match self.restore_plan(epoch) {
             Ok(watermark_seq) => {
-                info!(rig = %self.rig, owner_epoch = epoch, watermark_seq, "Restoring the previous owner's run of the rig at its persisted watermark; the rig's blocks wait.");
+                info!(rig = %self.rig, owner_epoch = epoch, watermark_seq = ?watermark_seq, "Restoring the previous owner's run of the rig at its persisted watermark; the rig's blocks wait.");
                 self.restore = RestorePhase::Restoring {
                     epoch,
-                    watermark_seq,
                     held: VecDeque::new(),
                     early: VecDeque::new(),
                 };
@@ -733,8 +750,9 @@ impl RigState {
         info!(rig = %self.rig, reason, detail = %detail, "The previous owner's run of the rig cannot be restored; its estimator starts a new run at the rig's first birth.");
     }
 
-    /// The persisted watermark a takeover's restore starts at, or why it cannot restore.
-    fn restore_plan(&self) -> Result<u64, &'static str> {
+    /// The persisted watermark a takeover's restore at owner epoch `epoch` starts at (`None`:
+    /// not known yet, the restore waits for it), or why it cannot restore.
+    fn restore_plan(&self, epoch: u64) -> Result<Option<u64>, &'static str> {
         if !self.restore_from_storage {
             return Err("storage_not_readable");
         }
@@ -742,7 +760,12 @@ impl RigState {
         if self.model.is_none() || (self.adoption.birth().is_some() && self.estimator.is_none()) {
             return Err("not_estimating");
         }
-        self.persisted_seq.ok_or("no_watermark")
+        match self.persisted_seq {
+            Some(seq) => Ok(Some(seq)),
+            // The first epoch is the rig's first owner ever: nobody stored anything before.
+            None if epoch <= FIRST_EPOCH => Err("no_watermark"),
+            None => Ok(None),
+        }
     }
 
     /// A takeover that does not continue the previous owner's run: a new run at `birth`.
@@ -787,20 +810,14 @@ impl RigState {
             debug!(rig = %self.rig, owner_epoch = epoch, "Ignored a restore for an ownership that has ended.");
             return Vec::new();
         }
-        let RestorePhase::Restoring {
-            held,
-            early,
-            watermark_seq,
-            ..
-        } = std::mem::take(&mut self.restore)
-        else {
+        let RestorePhase::Restoring { held, early, .. } = std::mem::take(&mut self.restore) else {
             return Vec::new();
         };
         let known = self.adoption.birth().cloned();
         if let Some(birth) = known {
             match result {
                 Ok(run) if run.birth.birth.session == birth.session => {
-                    self.continue_run(&birth, run, watermark_seq, now);
+                    self.continue_run(&birth, run, now);
                 }
                 Ok(run) => self.new_run_at_takeover(
                     &birth,
@@ -820,7 +837,7 @@ impl RigState {
                     match Manifest::from_birth(&birth) {
                         Ok(manifest) => {
                             self.note_birth(&birth, manifest);
-                            self.continue_run(&birth, run, watermark_seq, now);
+                            self.continue_run(&birth, run, now);
                         }
                         Err(rejection) => self.new_run_at_first_birth(
                             "records",
@@ -845,14 +862,8 @@ impl RigState {
     /// between its last one and the watermark were not folded in by the previous owner (other
     /// streams, late fills), and the edge does not send them again: the catch-up starts above
     /// the watermark.
-    fn continue_run(
-        &mut self,
-        birth: &RigBirth,
-        run: RestoredRun,
-        watermark_seq: u64,
-        now: Instant,
-    ) {
-        let next_seq = run.last_fed.seq.max(watermark_seq) + 1;
+    fn continue_run(&mut self, birth: &RigBirth, run: RestoredRun, now: Instant) {
+        let next_seq = run.last_fed.seq.max(run.watermark_seq) + 1;
         info!(
             rig = %self.rig,
             run = %run.run(),
@@ -2311,10 +2322,26 @@ impl RigActor {
             };
             let rig = self.state.rig().clone();
             let precision = self.state.precision;
+            let watermarks = self.watermarks.clone();
             tokio::spawn(async move {
+                let watermark_seq = match request.watermark_seq {
+                    Some(seq) => Some(seq),
+                    None => await_watermark(watermarks, &rig, WATERMARK_WAIT).await,
+                };
+                let Some(watermark_seq) = watermark_seq else {
+                    let failure = RestoreFailure {
+                        reason: "no_watermark",
+                        detail: format!(
+                            "no persisted watermark arrived within {} s",
+                            WATERMARK_WAIT.as_secs()
+                        ),
+                    };
+                    let _ = tx.send((request.epoch, Err(failure))).await;
+                    return;
+                };
                 let result = match tokio::time::timeout(
                     RESTORE_TIMEOUT,
-                    crate::replay::restore::read(&query, &rig, precision, request.watermark_seq),
+                    crate::replay::restore::read(&query, &rig, precision, watermark_seq),
                 )
                 .await
                 {
@@ -2322,8 +2349,7 @@ impl RigActor {
                     Ok(Ok(None)) => Err(RestoreFailure {
                         reason: "no_run",
                         detail: format!(
-                            "no estimated block at or below the watermark (seq {}) is stored",
-                            request.watermark_seq
+                            "no estimated block at or below the watermark (seq {watermark_seq}) is stored"
                         ),
                     }),
                     Ok(Err(e)) => Err(RestoreFailure::of(&e)),

@@ -46,6 +46,9 @@ pub struct RestoredRun {
     pub blocks_replayed: u64,
     /// Model switches the run recorded after `last_fed` (the new owner does not make them).
     pub switches_ahead: usize,
+    /// The persisted watermark it was restored at (`last_fed.seq` or above): the continued
+    /// run folds in the blocks above it.
+    pub watermark_seq: u64,
 }
 
 impl RestoredRun {
@@ -203,6 +206,7 @@ impl Restorer {
             last_fed,
             blocks_replayed: self.blocks,
             switches_ahead,
+            watermark_seq: last_fed.seq,
         })
     }
 }
@@ -292,7 +296,9 @@ pub async fn read(
         }
         cursor_ns = last_ns + 1;
     }
-    restorer.finish().map(Some)
+    let mut run = restorer.finish()?;
+    run.watermark_seq = run.watermark_seq.max(watermark_seq);
+    Ok(Some(run))
 }
 
 #[cfg(test)]
@@ -473,7 +479,7 @@ mod tests {
             requests,
             [crate::rig::RestoreRequest {
                 epoch: 2,
-                watermark_seq: 80
+                watermark_seq: Some(80)
             }]
         );
         let mut new_lines = String::new();
@@ -565,7 +571,7 @@ mod tests {
                 requests,
                 [crate::rig::RestoreRequest {
                     epoch: 2,
-                    watermark_seq: 80
+                    watermark_seq: Some(80)
                 }]
             );
             // Live blocks while the run is read back: they wait.
@@ -632,6 +638,42 @@ mod tests {
         );
         let chunks = new.handle(&Event::Birth(birth().encode_to_vec().into()), now);
         assert_eq!(chunks.iter().map(|c| c.seq).collect::<Vec<_>>(), [0]);
+        assert_eq!(
+            new.stats(now).takeovers,
+            BTreeMap::from([("no_watermark".to_owned(), 1)])
+        );
+    }
+
+    /// Owned at a later epoch with no watermark known yet (a twin that has just subscribed):
+    /// the restore waits for one (the request carries none); if none comes, a new run starts
+    /// at the birth, counted as `no_watermark`.
+    #[test]
+    fn a_later_owner_without_a_watermark_yet_waits_for_one() {
+        let blocks = simulate(3);
+        let now = Instant::now();
+        let mut new = RigState::new(RigId::new("r1").unwrap(), Precision::Us, 8)
+            .with_model(Arc::new(ModelConfig::default()))
+            .with_ownership(Ownership::Owned { epoch: 3 })
+            .with_restore_from_storage();
+        new.start_pending_takeover();
+        let requests: Vec<_> = new.take_restore_requests().collect();
+        assert_eq!(
+            requests,
+            [crate::rig::RestoreRequest {
+                epoch: 3,
+                watermark_seq: None
+            }]
+        );
+        for b in &blocks {
+            assert!(new.handle(&with_backfill(b, false), now).is_empty());
+        }
+        let failure = crate::rig::RestoreFailure {
+            reason: "no_watermark",
+            detail: "none arrived".into(),
+        };
+        assert!(new.on_restored(3, Err(failure), now).is_empty());
+        let chunks = new.handle(&Event::Birth(birth().encode_to_vec().into()), now);
+        assert_eq!(chunks.iter().map(|c| c.seq).collect::<Vec<_>>(), [0, 1, 2]);
         assert_eq!(
             new.stats(now).takeovers,
             BTreeMap::from([("no_watermark".to_owned(), 1)])
