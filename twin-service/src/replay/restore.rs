@@ -19,7 +19,7 @@ use super::source::{Reader, ReplayError, stored_ns};
 use crate::adopt::{MODEL_MEASUREMENT, ModelRecord};
 use crate::control::DriveLaw;
 use crate::estimate::RigEstimator;
-use crate::lineproto::Precision;
+use crate::lineproto::{BLOCKS_MEASUREMENT, BLOCKS_OVERLAP_MEASUREMENT, Precision};
 use crate::store::query::{InfluxQuery, Row};
 
 /// Samples read per query, at most (a window ends at a block boundary below this).
@@ -224,9 +224,27 @@ pub async fn read(
 ) -> Result<Option<RestoredRun>, ReplayError> {
     let reader = Reader { query, rig };
     let tag = reader.rig();
+    // The watermark this twin heard may be behind the one the edge holds (a retained message
+    // delivered late, the old owner's last ones lost with it): storage has every block up to
+    // it, and often the previous owner's blocks above it without a hole. Restore to the end of
+    // that stretch, so no block the edge will not send again is missing from the run.
+    let above = query
+        .rows(&format!(
+            "SELECT seq FROM {BLOCKS_MEASUREMENT}, {BLOCKS_OVERLAP_MEASUREMENT} \
+             WHERE rig = {tag} AND seq > {watermark_seq} AND seq <= {}",
+            watermark_seq.saturating_add(MAX_STRETCH_BLOCKS)
+        ))
+        .await?
+        .iter()
+        .filter_map(|row| {
+            let v = row.get("seq")?;
+            v.as_u64().or_else(|| v.as_f64().map(|f| f as u64))
+        })
+        .collect::<Vec<u64>>();
+    let stored_to = contiguous_end(watermark_seq, above);
     let rows = query
         .rows(&format!(
-            "SELECT * FROM {FEED_MEASUREMENT} WHERE rig = {tag} AND seq <= {watermark_seq} \
+            "SELECT * FROM {FEED_MEASUREMENT} WHERE rig = {tag} AND seq <= {stored_to} \
              ORDER BY time DESC LIMIT 1"
         ))
         .await?;
@@ -297,8 +315,27 @@ pub async fn read(
         cursor_ns = last_ns + 1;
     }
     let mut run = restorer.finish()?;
-    run.watermark_seq = run.watermark_seq.max(watermark_seq);
+    run.watermark_seq = run.watermark_seq.max(stored_to);
     Ok(Some(run))
+}
+
+/// Blocks above the watermark a restore looks at for a stretch stored without a hole.
+const MAX_STRETCH_BLOCKS: u64 = 100_000;
+
+/// The last seq of the stretch `watermark_seq`, `watermark_seq + 1`, ... that `stored` (seqs
+/// above the watermark, in any order, repeats allowed) continues without a hole.
+pub fn contiguous_end(watermark_seq: u64, mut stored: Vec<u64>) -> u64 {
+    stored.sort_unstable();
+    stored.dedup();
+    let mut end = watermark_seq;
+    for seq in stored {
+        if seq == end + 1 {
+            end = seq;
+        } else if seq > end + 1 {
+            break;
+        }
+    }
+    end
 }
 
 #[cfg(test)]
@@ -311,6 +348,14 @@ mod tests {
     use crate::rig::{Event, RigState};
     use dtop_proto::Message as _;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn the_stored_stretch_above_the_watermark_ends_at_the_first_hole() {
+        assert_eq!(contiguous_end(80, vec![]), 80);
+        assert_eq!(contiguous_end(80, vec![83, 81, 82, 82, 85]), 83);
+        assert_eq!(contiguous_end(80, vec![82, 83]), 80);
+        assert_eq!(contiguous_end(0, vec![1, 2, 3]), 3);
+    }
     use std::sync::Arc;
     use tokio::time::Instant;
 
