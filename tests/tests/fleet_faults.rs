@@ -18,6 +18,11 @@
 //!   refused them (counted), and every edge ends at its lease's epoch;
 //! - once the simulators stop: every block seq each edge numbered is in InfluxDB exactly once
 //!   (counted per seq), every sample once, no loss on any edge;
+//! - each takeover is counted once by the rig's new owner, as the previous owner's estimator
+//!   run continued (restored from storage at the persisted watermark, the edge's replay folded
+//!   in) or as a new run for a stated reason that is not a failure (`other_session`: the
+//!   data at the watermark is of an older edge session than the rig's latest birth, which a
+//!   NATS node's death can leave behind; `no_watermark`: none arrived in 30 s);
 //! - `dtop-twin replay --verify` over each rig's whole stored range: every estimate the twins
 //!   stored (before, across and after each fault) equals the deterministic replay of the
 //!   stored samples, which are exactly the simulator's, i.e. the twin state of a run without
@@ -163,6 +168,22 @@ impl Fleet {
             self.cluster.warnings()
         )
     }
+}
+
+/// The rigs whose owner differs between `before` and `after`, each with its new owner.
+fn moved_rigs(fleet: &Fleet, before: &Snapshot, after: &Snapshot) -> Result<Vec<(RigId, TwinId)>> {
+    fleet
+        .rigs
+        .iter()
+        .filter(|r| before.leases[&r.id].owner != after.leases[&r.id].owner)
+        .map(|r| {
+            let owner = after.leases[&r.id]
+                .owner
+                .clone()
+                .context("a moved rig has an owner")?;
+            Ok((r.id.clone(), owner))
+        })
+        .collect()
 }
 
 /// Waits until the fleet has settled after a change of twins: returns the snapshot and how
@@ -428,11 +449,8 @@ fn twelve_rigs_survive_a_nats_node_a_twin_and_a_rebalance_and_every_sample_is_st
     fleet.twins[victim].proc.kill()?;
     fleet.dead.push(victim);
     let (after_twin, took) = wait_re_owned(&fleet, &after_nats, "the dead twin's rigs re-owned")?;
-    let moved = fleet
-        .rigs
-        .iter()
-        .filter(|r| after_nats.leases[&r.id].owner != after_twin.leases[&r.id].owner)
-        .count();
+    let mut taken_over: Vec<(RigId, TwinId)> = moved_rigs(&fleet, &after_nats, &after_twin)?;
+    let moved = taken_over.len();
     ensure!(moved > 0, "the killed twin owned no rig");
     eprintln!(
         "{} killed: {moved} rigs re-owned after {:.1} s",
@@ -445,11 +463,8 @@ fn twelve_rigs_survive_a_nats_node_a_twin_and_a_rebalance_and_every_sample_is_st
     let third = spawn_twin("twin-c", 0)?;
     fleet.twins.push(third);
     let (after_join, took) = wait_re_owned(&fleet, &after_twin, "the rebalance to the third twin")?;
-    let moved = fleet
-        .rigs
-        .iter()
-        .filter(|r| after_twin.leases[&r.id].owner != after_join.leases[&r.id].owner)
-        .count();
+    let joined = moved_rigs(&fleet, &after_twin, &after_join)?;
+    let moved = joined.len();
     ensure!(moved > 0, "the third twin won no rig");
     eprintln!(
         "twin-c joined: {moved} rigs moved to it {:.1} s after it started ({:.1} s after its spawn)",
@@ -531,23 +546,50 @@ fn twelve_rigs_survive_a_nats_node_a_twin_and_a_rebalance_and_every_sample_is_st
     }
 
     // The stored twin state equals the replay of the stored samples, across every fault.
+    // Each takeover (the dead twin's rigs, then those the third twin won) is counted once by
+    // its new owner: the previous owner's run continued, or a new run for a stated reason
+    // that says the data could not be trusted (never a failed query or replay).
     for (_, twin) in fleet.live_twins() {
         eprintln!("{} takeovers: {:?}", twin.id, twin.takeovers()?);
     }
-    for twin in &fleet.twins {
-        for line in twin.proc.log().lines().filter(|l| {
-            l.contains("Restoring")
-                || l.contains("owns the rig")
-                || l.contains("Rig born")
-                || l.contains("Estimating the rig")
-                || l.contains("Continuing the previous")
-                || l.contains("Starting the rig's estimator")
-                || l.contains("Could not restore")
-                || l.contains("gap")
-        }) {
-            eprintln!("{}: {line}", twin.id);
+    let last_owner: BTreeMap<&RigId, &TwinId> = joined.iter().map(|(r, t)| (r, t)).collect();
+    taken_over.retain(|(rig, _)| !last_owner.contains_key(rig));
+    taken_over.extend(joined.iter().cloned());
+    let (mut continued, mut fallbacks) = (0, BTreeMap::<String, u32>::new());
+    for (rig, owner) in &taken_over {
+        let twin = fleet
+            .twins
+            .iter()
+            .find(|t| &t.id == owner)
+            .context("the new owner is one of the fleet's twins")?;
+        let outcomes: Vec<(String, u64)> = twin
+            .takeovers()?
+            .into_iter()
+            .filter(|((r, _), _)| r == rig.as_str())
+            .map(|((_, reason), n)| (reason, n))
+            .collect();
+        let counted: u64 = outcomes.iter().map(|(_, n)| n).sum();
+        ensure!(
+            counted == 1,
+            "{owner} counted {counted} takeovers of {rig}, one expected: {outcomes:?}"
+        );
+        for (reason, _) in &outcomes {
+            ensure!(
+                ["continued", "other_session", "no_watermark"].contains(&reason.as_str()),
+                "{owner}'s takeover of {rig} ended {reason}\n{}",
+                fleet.logs()
+            );
+            if reason == "continued" {
+                continued += 1;
+            } else {
+                *fallbacks.entry(reason.clone()).or_default() += 1;
+            }
         }
     }
+    eprintln!(
+        "takeovers: {continued} of {} continued the previous owner's run; new runs: {fallbacks:?}",
+        taken_over.len()
+    );
     let config = dir.path().join("twin-c.toml");
     for rig in &fleet.rigs {
         let r = fleet::replay_verify(&config, &influx, &db, &rig.id, dir.path())?;

@@ -73,13 +73,15 @@ pub const STATS_INTERVAL: Duration = Duration::from_millis(250);
 /// seq while the continued run catches up; beyond it the restore gives up (a new run) or the
 /// catch-up skips the missing seq.
 pub const MAX_HELD_BLOCKS: usize = 4096;
-/// How long a continued run waits for a missing seq before it skips it.
-pub const CATCH_UP_STALL: Duration = Duration::from_secs(5);
+/// How long a continued run waits for a missing seq before it skips it: longer than the
+/// edge takes to replay what the new owner has not confirmed (it starts when the edge adopts
+/// the new epoch, or at its stall replay), which a loaded broker cluster stretches to seconds.
+pub const CATCH_UP_STALL: Duration = Duration::from_secs(30);
 /// How long one takeover's restore may take (every query included) before a new run starts.
 pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a takeover waits for the rig's persisted watermark when none is known yet (a twin
 /// that has just subscribed: brokers deliver retained messages late, NATS by seconds).
-pub const WATERMARK_WAIT: Duration = Duration::from_secs(10);
+pub const WATERMARK_WAIT: Duration = Duration::from_secs(30);
 
 /// The rig's persisted watermark once `watermarks` has one, within `within`; `None` without.
 async fn await_watermark(
@@ -344,6 +346,8 @@ pub struct RigState {
     /// joining the fleet or after its lease moved here): another owner may have held it, so
     /// the actor starts a takeover before its first event ([`RigState::start_pending_takeover`]).
     takeover_pending: Option<u64>,
+    /// The blocks held during a restore are being handed to the catch-up: it does not end yet.
+    draining_held: bool,
     /// Restores for the actor to start.
     restore_requests: Vec<RestoreRequest>,
     /// Takeovers by outcome (`continued`, or why a new run started).
@@ -400,6 +404,7 @@ impl RigState {
             restore_from_storage: false,
             restore: RestorePhase::Idle,
             takeover_pending: None,
+            draining_held: false,
             restore_requests: Vec::new(),
             takeovers: BTreeMap::new(),
             takeover_gaps_skipped: 0,
@@ -848,6 +853,9 @@ impl RigState {
                 Err(failure) => self.new_run_at_first_birth(failure.reason, failure.detail),
             }
         }
+        // Everything that waited goes into the catch-up before it may end: "nothing waiting
+        // behind" a live block includes the payloads not yet decoded.
+        self.draining_held = true;
         let mut chunks = Vec::new();
         for block in early {
             chunks.extend(self.on_samples(block, now));
@@ -855,6 +863,8 @@ impl RigState {
         for payload in held {
             chunks.extend(self.handle(&Event::Samples(payload), now));
         }
+        self.draining_held = false;
+        chunks.extend(self.release_caught_up(now));
         chunks
     }
 
@@ -930,7 +940,7 @@ impl RigState {
             };
             *next_seq += 1;
             *progress_at = now;
-            let caught_up = !block.backfill && held.is_empty();
+            let caught_up = !block.backfill && held.is_empty() && !self.draining_held;
             chunks.extend(self.process(block, now, true));
             if caught_up {
                 info!(rig = %self.rig, "The continued run has caught up with the rig's live blocks.");
