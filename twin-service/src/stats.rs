@@ -219,6 +219,13 @@ pub struct RigStats {
     /// Sample blocks dropped because another twin (or nobody yet) owned the rig: its owner
     /// stores them, and the edge replays what was not persisted to the next owner.
     pub blocks_not_owned: u64,
+    /// Takeovers of the rig by this twin, by outcome: `continued` (the previous owner's run
+    /// restored from storage and continued) or why a new run started instead
+    /// (`crate::rig`, ARCHITECTURE.md "Twins sharing the rigs").
+    pub takeovers: BTreeMap<String, u64>,
+    /// Seqs a continued run skipped while folding the edge's replay in order, because they
+    /// did not arrive in time (the estimator bridged the gap, as live).
+    pub takeover_gaps_skipped: u64,
 }
 
 /// One channel's live view.
