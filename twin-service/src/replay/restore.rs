@@ -359,6 +359,15 @@ mod tests {
     use std::sync::Arc;
     use tokio::time::Instant;
 
+    /// A rig of a twin whose storage can be read back, as `ownership` says, holding at most
+    /// `max_waiting` blocks before their birth.
+    fn restoring_rig(max_waiting: usize, model: ModelConfig, ownership: Ownership) -> RigState {
+        RigState::new(RigId::new("r1").unwrap(), Precision::Us, max_waiting)
+            .with_model(Arc::new(model))
+            .with_ownership(ownership)
+            .with_restore_from_storage()
+    }
+
     /// A rig estimating at 100 Hz with a checkpoint every 0.5 s (50 blocks of 100 samples).
     fn live_rig() -> RigState {
         let model = ModelConfig {
@@ -509,10 +518,7 @@ mod tests {
             checkpoint_interval_s: 0.5,
             ..ModelConfig::default()
         };
-        let mut new = RigState::new(RigId::new("r1").unwrap(), Precision::Us, 4)
-            .with_model(Arc::new(model))
-            .with_ownership(Ownership::Lost { epoch: 1 })
-            .with_restore_from_storage();
+        let mut new = restoring_rig(4, model, Ownership::Lost { epoch: 1 });
         new.handle(&Event::Birth(birth().encode_to_vec().into()), now);
         for b in &blocks[..=95] {
             assert!(new.handle(&with_backfill(b, false), now).is_empty());
@@ -603,10 +609,7 @@ mod tests {
                 checkpoint_interval_s: 0.5,
                 ..ModelConfig::default()
             };
-            let mut new = RigState::new(RigId::new("r1").unwrap(), Precision::Us, 8)
-                .with_model(Arc::new(model))
-                .with_ownership(Ownership::Owned { epoch: 2 })
-                .with_restore_from_storage();
+            let mut new = restoring_rig(8, model, Ownership::Owned { epoch: 2 });
             assert!(new.takeover_pending());
             new.set_persisted_seq(Some(80));
             new.start_pending_takeover();
@@ -671,10 +674,7 @@ mod tests {
     fn a_rig_first_seen_owned_without_a_watermark_starts_a_new_run_at_its_birth() {
         let blocks = simulate(3);
         let now = Instant::now();
-        let mut new = RigState::new(RigId::new("r1").unwrap(), Precision::Us, 8)
-            .with_model(Arc::new(ModelConfig::default()))
-            .with_ownership(Ownership::Owned { epoch: 1 })
-            .with_restore_from_storage();
+        let mut new = restoring_rig(8, ModelConfig::default(), Ownership::Owned { epoch: 1 });
         new.start_pending_takeover();
         assert_eq!(new.take_restore_requests().count(), 0);
         assert!(
@@ -696,10 +696,7 @@ mod tests {
     fn a_later_owner_without_a_watermark_yet_waits_for_one() {
         let blocks = simulate(3);
         let now = Instant::now();
-        let mut new = RigState::new(RigId::new("r1").unwrap(), Precision::Us, 8)
-            .with_model(Arc::new(ModelConfig::default()))
-            .with_ownership(Ownership::Owned { epoch: 3 })
-            .with_restore_from_storage();
+        let mut new = restoring_rig(8, ModelConfig::default(), Ownership::Owned { epoch: 3 });
         new.start_pending_takeover();
         let requests: Vec<_> = new.take_restore_requests().collect();
         assert_eq!(
@@ -731,10 +728,7 @@ mod tests {
     fn a_failed_restore_starts_a_new_run_and_stores_the_blocks_that_waited() {
         let blocks = simulate(5);
         let now = Instant::now();
-        let mut new = RigState::new(RigId::new("r1").unwrap(), Precision::Us, 4)
-            .with_model(Arc::new(ModelConfig::default()))
-            .with_ownership(Ownership::Lost { epoch: 1 })
-            .with_restore_from_storage();
+        let mut new = restoring_rig(4, ModelConfig::default(), Ownership::Lost { epoch: 1 });
         new.handle(&Event::Birth(birth().encode_to_vec().into()), now);
         new.set_persisted_seq(Some(1));
         new.set_ownership(Ownership::Owned { epoch: 2 }, 0);
