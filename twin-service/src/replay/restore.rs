@@ -370,13 +370,8 @@ mod tests {
 
     /// A rig estimating at 100 Hz with a checkpoint every 0.5 s (50 blocks of 100 samples).
     fn live_rig() -> RigState {
-        let model = ModelConfig {
-            state_publish_hz: 100.0,
-            checkpoint_interval_s: 0.5,
-            ..ModelConfig::default()
-        };
-        let mut s =
-            RigState::new(RigId::new("r1").unwrap(), Precision::Us, 4).with_model(Arc::new(model));
+        let mut s = RigState::new(RigId::new("r1").unwrap(), Precision::Us, 4)
+            .with_model(Arc::new(live_model()));
         s.handle(
             &Event::Birth(birth().encode_to_vec().into()),
             Instant::now(),
@@ -478,6 +473,27 @@ mod tests {
             .collect()
     }
 
+    /// States at 100 Hz, a checkpoint every 0.5 s (50 blocks of 100 samples).
+    fn live_model() -> ModelConfig {
+        ModelConfig {
+            state_publish_hz: 100.0,
+            checkpoint_interval_s: 0.5,
+            ..ModelConfig::default()
+        }
+    }
+
+    /// What a twin that never failed stores for `blocks`, all live, in one run.
+    fn live_lines(blocks: &[dtop_proto::v1::SampleBlock], now: Instant) -> String {
+        let mut rig = live_rig();
+        let mut lines = String::new();
+        for b in blocks {
+            for c in rig.handle(&with_backfill(b, false), now) {
+                lines.push_str(&c.lines);
+            }
+        }
+        lines
+    }
+
     fn run_of(lines: &str) -> RunId {
         BirthRecord::from_row(&records(lines)[super::super::record::BIRTH_MEASUREMENT][0])
             .unwrap()
@@ -499,26 +515,9 @@ mod tests {
     fn a_takeover_continues_the_run_and_stores_what_a_run_without_the_fault_stores() {
         let blocks = simulate(140);
         let now = Instant::now();
-        let mut reference = live_rig();
-        let mut reference_lines = String::new();
-        for b in &blocks {
-            for c in reference.handle(&with_backfill(b, false), now) {
-                reference_lines.push_str(&c.lines);
-            }
-        }
-        let mut old = live_rig();
-        let mut old_lines = String::new();
-        for b in &blocks[..=95] {
-            for c in old.handle(&with_backfill(b, false), now) {
-                old_lines.push_str(&c.lines);
-            }
-        }
-        let model = ModelConfig {
-            state_publish_hz: 100.0,
-            checkpoint_interval_s: 0.5,
-            ..ModelConfig::default()
-        };
-        let mut new = restoring_rig(4, model, Ownership::Lost { epoch: 1 });
+        let reference_lines = live_lines(&blocks, now);
+        let old_lines = live_lines(&blocks[..=95], now);
+        let mut new = restoring_rig(4, live_model(), Ownership::Lost { epoch: 1 });
         new.handle(&Event::Birth(birth().encode_to_vec().into()), now);
         for b in &blocks[..=95] {
             assert!(new.handle(&with_backfill(b, false), now).is_empty());
@@ -585,31 +584,14 @@ mod tests {
     fn a_rig_first_seen_owned_is_taken_over_and_its_run_continues_whenever_its_birth_arrives() {
         let blocks = simulate(140);
         let now = Instant::now();
-        let mut reference = live_rig();
-        let mut reference_lines = String::new();
-        for b in &blocks {
-            for c in reference.handle(&with_backfill(b, false), now) {
-                reference_lines.push_str(&c.lines);
-            }
-        }
-        let mut old = live_rig();
-        let mut old_lines = String::new();
-        for b in &blocks[..=95] {
-            for c in old.handle(&with_backfill(b, false), now) {
-                old_lines.push_str(&c.lines);
-            }
-        }
+        let reference_lines = live_lines(&blocks, now);
+        let old_lines = live_lines(&blocks[..=95], now);
         let run = run_of(&old_lines);
         let t81 = blocks[81].first_timestamp_ns;
         let expected = twin_lines(&reference_lines, run_of(&reference_lines), t81);
         let birth_event = || Event::Birth(birth().encode_to_vec().into());
         for birth_arrives in ["during the restore", "after the restore", "never"] {
-            let model = ModelConfig {
-                state_publish_hz: 100.0,
-                checkpoint_interval_s: 0.5,
-                ..ModelConfig::default()
-            };
-            let mut new = restoring_rig(8, model, Ownership::Owned { epoch: 2 });
+            let mut new = restoring_rig(8, live_model(), Ownership::Owned { epoch: 2 });
             assert!(new.takeover_pending());
             new.set_persisted_seq(Some(80));
             new.start_pending_takeover();
