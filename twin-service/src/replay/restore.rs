@@ -251,8 +251,54 @@ pub async fn read(
     let Some(row) = rows.first() else {
         return Ok(None);
     };
-    let target_ns = row.time_ns().unwrap_or(i64::MIN);
-    let target = FeedRecord::from_row(row)?;
+    let at_stretch = (
+        row.time_ns().unwrap_or(i64::MIN),
+        FeedRecord::from_row(row)?,
+    );
+    // The run goes on from the last block its owner folded in, not from the end of the
+    // gap-free stretch: that owner may have bridged a block that was missing then (it
+    // arrives later as backfill, stored but not folded), and folding it here would make a
+    // second history of the same run id whose records mix with the first in storage.
+    let run = at_stretch.1.run;
+    let rows = query
+        .rows(&format!(
+            "SELECT * FROM {FEED_MEASUREMENT} WHERE rig = {tag} AND run = {run} \
+             ORDER BY time DESC LIMIT 1"
+        ))
+        .await?;
+    let last_folded = match rows.first() {
+        Some(row) => Some((
+            row.time_ns().unwrap_or(i64::MIN),
+            FeedRecord::from_row(row)?,
+        )),
+        None => None,
+    };
+    let mut restored = match last_folded {
+        Some(last) if last.1.seq > at_stretch.1.seq => {
+            match restore_to(&reader, precision, last).await {
+                Ok(run) => run,
+                // Its records not all stored yet (the owner died mid-write): the stretch.
+                Err(e) => {
+                    tracing::debug!(rig = %rig, error = %e, "The run's last folded block does not replay; restoring at the end of the stored stretch.");
+                    restore_to(&reader, precision, at_stretch).await?
+                }
+            }
+        }
+        _ => restore_to(&reader, precision, at_stretch).await?,
+    };
+    restored.watermark_seq = restored.watermark_seq.max(stored_to);
+    Ok(Some(restored))
+}
+
+/// Replays the run of `target` (a feed record and its time) from its latest checkpoint at or
+/// before it to it.
+async fn restore_to(
+    reader: &Reader<'_>,
+    precision: Precision,
+    (target_ns, target): (i64, FeedRecord),
+) -> Result<RestoredRun, ReplayError> {
+    let query = reader.query;
+    let tag = reader.rig();
     let run = target.run;
     let checkpoint = query
         .rows(&format!(
@@ -314,9 +360,7 @@ pub async fn read(
         }
         cursor_ns = last_ns + 1;
     }
-    let mut run = restorer.finish()?;
-    run.watermark_seq = run.watermark_seq.max(stored_to);
-    Ok(Some(run))
+    restorer.finish()
 }
 
 /// Blocks above the watermark a restore looks at for a stretch stored without a hole.
