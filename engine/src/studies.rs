@@ -331,9 +331,9 @@ impl Engine {
         struct StudyArg {
             study: String,
         }
-        use riverqueue::{JobListParams, JobState};
+        use riverqueue::{JobArgs as _, JobListParams, JobState};
         let params = JobListParams::default()
-            .kinds(["dtop_chunk", "dtop_reduce"])
+            .kinds([crate::jobs::ChunkJob::KIND, crate::jobs::ReduceJob::KIND])
             .states([
                 JobState::Available,
                 JobState::Pending,

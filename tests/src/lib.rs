@@ -116,6 +116,19 @@ pub fn wait_for<T>(
     }
 }
 
+/// Failing with the processes' logs attached *after* the failure, so a truncated CI report
+/// still shows what failed (`with_context` would put kilobytes of logs first).
+pub trait WithLogs<T> {
+    /// On error: the error's chain, then `logs()`.
+    fn or_logs(self, logs: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> WithLogs<T> for Result<T> {
+    fn or_logs(self, logs: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| anyhow::anyhow!("{e:#}\n{}", logs()))
+    }
+}
+
 /// A child process this test started. Its stdout and stderr go to `<dir>/<name>.log`; it is
 /// killed by PID (never by name) when dropped.
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 //! when dropped. Knows nothing about DTOP's users: the caller passes the `authorization`
 //! block (`dtop nats-config` writes one) or runs the cluster without authentication.
 
+use crate::WithLogs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -273,7 +274,7 @@ impl NatsCluster {
                 .send()?;
             Ok(health.status().is_success().then_some(()))
         })
-        .with_context(|| format!("node logs:\n{}", self.logs()))?;
+        .or_logs(|| format!("node logs:\n{}", self.logs()))?;
         wait_tcp(self.mqtt_addr(index), Duration::from_secs(10))
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use dtop_e2e::Services;
+use dtop_e2e::WithLogs;
 use dtop_e2e::control::{read_latency_log, summarize, wait_until_estimating};
 use dtop_e2e::pipeline::{BrokerKind, Pipeline, PipelineSpec, StoreKind};
 
@@ -72,7 +73,7 @@ fn closed_loop(rig: &str, broker: BrokerKind, seed: u64) -> Result<()> {
     // The twin refuses control until its estimator runs; wait for that through the library
     // helper with a law that changes nothing, then command the real one with the CLI.
     wait_until_estimating(operator_port, rig, Duration::from_secs(30))
-        .with_context(|| pipeline.logs())?;
+        .or_logs(|| pipeline.logs())?;
     let acks = dtop_cmd(
         operator_port,
         rig,
@@ -86,7 +87,7 @@ fn closed_loop(rig: &str, broker: BrokerKind, seed: u64) -> Result<()> {
             "edge",
         ],
     )
-    .with_context(|| pipeline.logs())?;
+    .or_logs(|| pipeline.logs())?;
     ensure!(acks.len() == 2, "twin's and edge's acks expected: {acks:?}");
     let (twin_ack, edge_ack) = (&acks[0], &acks[1]);
     ensure!(

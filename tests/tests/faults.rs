@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use dtop_e2e::WithLogs;
 use dtop_e2e::audit::{self, Stored};
 use dtop_e2e::pipeline::{BrokerKind, EdgeOptions, Pipeline, PipelineSpec, StoreKind};
 use dtop_e2e::proxy::CuttableProxy;
@@ -232,8 +233,8 @@ impl Run {
             ));
             Ok(done.then_some(a))
         });
-        let a = result
-            .with_context(|| format!("{}\n{}", last.unwrap_or_default(), self.pipeline.logs()))?;
+        let a =
+            result.or_logs(|| format!("{}\n{}", last.unwrap_or_default(), self.pipeline.logs()))?;
         eprintln!(
             "{}: {} seqs numbered, {} blocks and {} sample points in InfluxDB, holes {:?}, {} blocks replayed, edge loss {:?}",
             self.pipeline.spec.rig,
@@ -352,7 +353,7 @@ fn an_edge_killed_and_restarted_loses_only_what_it_reports() -> Result<()> {
             Ok((w >= last_seq as f64).then_some(()))
         },
     )
-    .with_context(|| run.pipeline.logs())?;
+    .or_logs(|| run.pipeline.logs())?;
     ensure!(a.next_seq > 0 && !a.stored.blocks.is_empty());
     // The restarted edge continues the first one's sample clock: no sample shares a timestamp
     // (an InfluxDB point) with another, even at speed 10, where timestamps run ahead of the
@@ -667,7 +668,7 @@ fn a_spool_too_small_under_drop_oldest_declares_its_losses_and_the_watermark_pas
             Ok((w >= last_seq as f64 && backlog == 0.0 && uncovered == 0.0).then_some(m))
         },
     )
-    .with_context(|| run.pipeline.logs())?;
+    .or_logs(|| run.pipeline.logs())?;
     let spool_full = a.metric("dtop_edge_blocks_lost_total{reason=\"spool_full\"}") as u64;
     ensure!(spool_full > 0, "the spool never filled: {:?}", a.metrics);
     ensure!(
@@ -781,7 +782,7 @@ fn an_edge_killed_twice_with_stale_frames_queued_stores_each_sample_once_or_decl
             .contains("Reached max_samples")
             .then_some(()))
     })
-    .with_context(|| run.pipeline.logs())?;
+    .or_logs(|| run.pipeline.logs())?;
     // Let the edge read the last frames, then stop it cleanly so its partial block is sent.
     std::thread::sleep(Duration::from_secs(1));
     run.pipeline.stop_edge()?;
@@ -799,7 +800,7 @@ fn an_edge_killed_twice_with_stale_frames_queued_stores_each_sample_once_or_decl
             Ok((stored + declared >= SAMPLES).then_some((blocks, declared)))
         },
     )
-    .with_context(|| format!("{last}\n{}", run.pipeline.logs()))?;
+    .or_logs(|| format!("{last}\n{}", run.pipeline.logs()))?;
     let stored: u64 = blocks.iter().map(|b| b.samples).sum();
     eprintln!(
         "fault-stale: {} blocks, {stored} samples stored, {declared} declared unread, {SAMPLES} produced",

@@ -33,6 +33,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use dtop_e2e::WithLogs;
 use dtop_e2e::fleet::{self, FleetRig, FleetTwin, LeaseTimings, RigSpec, TwinSpec};
 use dtop_e2e::nats::{self, NatsCluster};
 use dtop_e2e::query::influx_create_db;
@@ -193,7 +194,7 @@ fn moved_rigs(fleet: &Fleet, before: &Snapshot, after: &Snapshot) -> Result<Vec<
 fn wait_re_owned(fleet: &Fleet, before: &Snapshot, what: &str) -> Result<(Snapshot, Duration)> {
     let since = Instant::now();
     // Owned: the lease table and the twins' metrics.
-    wait_for(what, RE_OWNED_WITHIN, || fleet.settled_as(false)).with_context(|| fleet.logs())?;
+    wait_for(what, RE_OWNED_WITHIN, || fleet.settled_as(false)).or_logs(|| fleet.logs())?;
     let took = since.elapsed();
     // The edges learn the new epoch from the new owner's first message: params, or its
     // watermark; a new owner with no control to switch off has sometimes reached the edge only
@@ -203,7 +204,7 @@ fn wait_re_owned(fleet: &Fleet, before: &Snapshot, what: &str) -> Result<(Snapsh
         EDGE_EPOCH_WITHIN,
         || fleet.settled(),
     )
-    .with_context(|| fleet.logs())?;
+    .or_logs(|| fleet.logs())?;
     eprintln!(
         "{what}: owned after {:.1} s, every edge at the new epochs after {:.1} s",
         took.as_secs_f64(),
@@ -316,7 +317,7 @@ fn twelve_rigs_survive_a_nats_node_a_twin_and_a_rebalance_and_every_sample_is_st
         Duration::from_secs(60),
         || fleet.settled(),
     )
-    .with_context(|| fleet.logs())?;
+    .or_logs(|| fleet.logs())?;
     eprintln!(
         "settled after {:.1} s: {:?}",
         started.elapsed().as_secs_f64(),
@@ -341,7 +342,8 @@ fn twelve_rigs_survive_a_nats_node_a_twin_and_a_rebalance_and_every_sample_is_st
             Placement::Edge,
             Duration::from_secs(40),
         )
-        .with_context(|| format!("edge-hosted DVF on {}\n{}", rig.id, fleet.logs()))?;
+        .with_context(|| format!("edge-hosted DVF on {}", rig.id))
+        .or_logs(|| fleet.logs())?;
     }
     let with_loops = fleet.snapshot()?;
     for (rig, edge) in fleet.rigs.iter().zip(&with_loops.edges) {
@@ -399,7 +401,7 @@ fn twelve_rigs_survive_a_nats_node_a_twin_and_a_rebalance_and_every_sample_is_st
             Ok((back_after.len() == on_leader.len()).then_some(()))
         },
     )
-    .with_context(|| fleet.logs())?;
+    .or_logs(|| fleet.logs())?;
     eprintln!(
         "node n{} (session store leader) killed; its {} edges back after {:?} s",
         leader + 1,
@@ -427,7 +429,7 @@ fn twelve_rigs_survive_a_nats_node_a_twin_and_a_rebalance_and_every_sample_is_st
             Ok(Some(killed_at.elapsed()))
         },
     )
-    .with_context(|| fleet.logs())?;
+    .or_logs(|| fleet.logs())?;
     eprintln!(
         "every rig stored again {:.1} s after the NATS kill",
         stored_again.as_secs_f64()
@@ -503,7 +505,7 @@ fn twelve_rigs_survive_a_nats_node_a_twin_and_a_rebalance_and_every_sample_is_st
             SAMPLES,
             Duration::from_secs(60),
         )
-        .with_context(|| fleet.logs())?;
+        .or_logs(|| fleet.logs())?;
         ensure!(
             stored.blocks.len() as u64 == next_seq
                 && stored.block_samples() == SAMPLES

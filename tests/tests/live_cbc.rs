@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use dtop_e2e::WithLogs;
 use dtop_e2e::control::wait_until_estimating;
 use dtop_e2e::pipeline::{BrokerKind, EdgeOptions, Pipeline, PipelineSpec, StoreKind};
 use dtop_e2e::{Services, wait_for};
@@ -78,7 +79,7 @@ fn live_cbc_through_broker_edge_and_twin_traces_the_simulated_rig_within_2_perce
     let mut pipeline = Pipeline::start(spec, &mut services)?;
     // The twin refuses a run until its estimator runs; a law that changes nothing waits for it.
     wait_until_estimating(pipeline.mqtt_port, rig, Duration::from_secs(30))
-        .with_context(|| pipeline.logs())?;
+        .or_logs(|| pipeline.logs())?;
 
     let started = std::time::Instant::now();
     let out = std::process::Command::new(dtop_e2e::bin("dtop")?)
@@ -185,7 +186,7 @@ fn live_cbc_through_broker_edge_and_twin_traces_the_simulated_rig_within_2_perce
             Ok((points.len() == 3 && runs.len() == 1).then_some((points, runs)))
         },
     )
-    .with_context(|| pipeline.logs())?;
+    .or_logs(|| pipeline.logs())?;
     ensure!(
         run_lines[0].contains("state=\"completed\",points=3i"),
         "{run_lines:?}"

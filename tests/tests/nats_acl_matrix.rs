@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use dtop_auth::matrix::{self, Case, PASSWORD, WATCHER};
 use dtop_auth::{Credentials, RigSpec, Role, RolesConfig, Secret};
+use dtop_e2e::WithLogs;
 use dtop_e2e::nats::{self, NatsCluster};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode};
 
@@ -216,7 +217,7 @@ async fn the_acl_matrix_holds_on_a_nats_cluster_with_permissions_generated_from_
         _ => None,
     })
     .await
-    .with_context(|| cluster.logs())?;
+    .or_logs(|| cluster.logs())?;
     ensure!(
         granted == [SubscribeReasonCode::Success(QoS::AtLeastOnce)] && early.is_empty(),
         "watcher SUBACK {granted:?}, early deliveries {early:?}; logs:\n{}",

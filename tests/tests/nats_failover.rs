@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use dtop_e2e::WithLogs;
 use dtop_e2e::nats::{self, NatsCluster};
 use dtop_e2e::pipeline::{BrokerKind, EdgeOptions, Pipeline, PipelineSpec, StoreKind, now_ns};
 use dtop_e2e::{Services, wait_for};
@@ -356,7 +357,7 @@ fn failover_run(binary: &Path, seed: u64, victim: Victim) -> Result<Duration> {
             "the twin's first state about a sample taken after the kill",
         ),
     }
-    .with_context(|| format!("{}\n{}", pipeline.logs(), cluster.warnings()))?;
+    .or_logs(|| format!("{}\n{}", pipeline.logs(), cluster.warnings()))?;
     let log = match victim {
         Victim::Edge => pipeline.edge.log(),
         Victim::Twin => pipeline.twin.log(),
@@ -383,7 +384,7 @@ fn failover_run(binary: &Path, seed: u64, victim: Victim) -> Result<Duration> {
             Ok((covered.range(..whole_blocks).count() as u64 == whole_blocks).then_some(()))
         },
     )
-    .with_context(|| pipeline.logs())?;
+    .or_logs(|| pipeline.logs())?;
     pipeline.stop_edge()?;
     let expected = truth.len() as u64;
     let stored = wait_for(
@@ -395,7 +396,7 @@ fn failover_run(binary: &Path, seed: u64, victim: Victim) -> Result<Duration> {
             Ok((covered.len() as u64 >= expected).then_some(stored))
         },
     )
-    .with_context(|| pipeline.logs())?;
+    .or_logs(|| pipeline.logs())?;
     let (covered, twice) = coverage(&stored);
     ensure!(
         stored.conflicts.is_empty(),

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use dtop_e2e::WithLogs;
 use dtop_e2e::control::set_control;
 use dtop_e2e::http::blocking_client;
 use dtop_e2e::pipeline::{BrokerKind, Pipeline, PipelineSpec, StoreKind};
@@ -275,5 +276,5 @@ fn stored_ranges_replay_bit_for_bit_across_a_twin_restart() -> Result<()> {
         );
         Ok(())
     })();
-    result.with_context(|| pipeline.logs())
+    result.or_logs(|| pipeline.logs())
 }

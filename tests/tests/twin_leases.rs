@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use dtop_e2e::WithLogs;
 use dtop_e2e::audit;
 use dtop_e2e::fleet::{self, FleetRig, FleetTwin, LeaseTimings, RigSpec, TwinSpec};
 use dtop_e2e::query::influx_create_db;
@@ -164,7 +165,7 @@ fn a_killed_twins_rigs_are_taken_over_and_every_sample_is_stored_once() -> Resul
             Ok(Some(leases))
         },
     )
-    .with_context(|| logs(&twins, &rigs, &broker))?;
+    .or_logs(|| logs(&twins, &rigs, &broker))?;
     let owned_by = |twin: &TwinId| -> Vec<RigId> {
         settled
             .values()
@@ -200,7 +201,7 @@ fn a_killed_twins_rigs_are_taken_over_and_every_sample_is_stored_once() -> Resul
         });
         Ok(all.then_some(leases))
     })
-    .with_context(|| logs(&twins, &rigs, &broker))?;
+    .or_logs(|| logs(&twins, &rigs, &broker))?;
     let takeover = killed_at.elapsed();
     eprintln!(
         "taken over {:.2} s after the kill (bound {:.1} s): {:?}",
@@ -253,7 +254,7 @@ fn a_killed_twins_rigs_are_taken_over_and_every_sample_is_stored_once() -> Resul
                 Ok(rig.sim.log().contains("Reached max_samples").then_some(()))
             },
         )
-        .with_context(|| logs(&twins, &[], &broker))?;
+        .or_logs(|| logs(&twins, &[], &broker))?;
     }
     // The edges batch what they have read before their counters are final.
     std::thread::sleep(Duration::from_secs(1));
@@ -272,7 +273,7 @@ fn a_killed_twins_rigs_are_taken_over_and_every_sample_is_stored_once() -> Resul
             SAMPLES,
             Duration::from_secs(30),
         )
-        .with_context(|| logs(&twins, &rigs, &broker))?;
+        .or_logs(|| logs(&twins, &rigs, &broker))?;
         ensure!(
             stored.blocks.len() as u64 == next_seq,
             "{}: {} seqs stored, the edge numbered {next_seq}",

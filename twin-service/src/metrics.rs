@@ -154,6 +154,12 @@ pub fn render(stats: &TwinStats) -> String {
             |r| r.blocks_duplicate as f64,
         ),
         (
+            "dtop_twin_rig_blocks_waiting_for_birth",
+            "gauge",
+            "Sample blocks held until the birth of their session arrives.",
+            |r| r.blocks_waiting_for_birth as f64,
+        ),
+        (
             "dtop_twin_rig_blocks_not_owned_total",
             "counter",
             "Sample blocks dropped because another twin (or nobody yet) owned the rig.",

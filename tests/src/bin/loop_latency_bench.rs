@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use dtop_e2e::Services;
+use dtop_e2e::WithLogs;
 use dtop_e2e::control::{LoopSummary, read_latency_log, set_control, summarize};
 use dtop_e2e::pipeline::{BrokerKind, Pipeline, PipelineSpec, StoreKind};
 use dtop_proto::v1::set_control::{Law, Placement};
@@ -78,7 +79,7 @@ fn run(
         placement,
         Duration::from_secs(30),
     )
-    .with_context(|| pipeline.logs())?;
+    .or_logs(|| pipeline.logs())?;
     let started_at_index = acks.last().map_or(0, |a| a.applied_at_sample_index);
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -28,6 +28,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use dtop_e2e::WithLogs;
 use dtop_e2e::fleet::{self, FleetRig, FleetTwin, LeaseTimings, RigSpec, TwinSpec};
 use dtop_e2e::pipeline::spawn_broker;
 use dtop_e2e::query::influx_create_db;
@@ -259,7 +260,7 @@ fn main() -> Result<()> {
             });
             Ok(ok.then_some(leases))
         })
-        .with_context(|| fleet::logs(fleet::fleet_procs(twins, &rigs), 20))
+        .or_logs(|| fleet::logs(fleet::fleet_procs(twins, &rigs), 20))
     };
     let mut leases = settle(&twins)?;
     let (mut lease_s, mut edge_s, mut stored_s, mut back_s) =
@@ -284,7 +285,7 @@ fn main() -> Result<()> {
         let stages = time_takeover(
             &rt, &store, &rigs, &moved, &survivor, &leases, &at_kill, killed,
         )
-        .with_context(|| fleet::logs(fleet::fleet_procs(&twins, &rigs), 20))?;
+        .or_logs(|| fleet::logs(fleet::fleet_procs(&twins, &rigs), 20))?;
         for s in &stages {
             lease_s.extend(s.lease.map(|d| d.as_secs_f64()));
             edge_s.extend(s.edge.map(|d| d.as_secs_f64()));
