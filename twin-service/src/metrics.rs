@@ -122,7 +122,7 @@ pub fn render(stats: &TwinStats) -> String {
     }
 
     type RigValue = fn(&crate::stats::RigStats) -> f64;
-    let per_rig: [(&str, &str, &str, RigValue); 13] = [
+    let per_rig: [(&str, &str, &str, RigValue); 14] = [
         (
             "dtop_twin_rig_online",
             "gauge",
@@ -333,7 +333,7 @@ pub fn render(stats: &TwinStats) -> String {
     }
 
     type StoreValue = fn(&crate::stats::RigStoreStats) -> Option<f64>;
-    let per_rig_store: [(&str, &str, &str, StoreValue); 6] = [
+    let per_rig_store: [(&str, &str, &str, StoreValue); 7] = [
         (
             "dtop_twin_rig_blocks_stored_total",
             "counter",
@@ -351,6 +351,12 @@ pub fn render(stats: &TwinStats) -> String {
             "counter",
             "Blocks storage acknowledged again (idempotent re-writes).",
             |r| Some(r.blocks_duplicate_stored as f64),
+        ),
+        (
+            "dtop_twin_rig_blocks_fenced_total",
+            "counter",
+            "Blocks dropped before storage because this twin lost the rig first; its next owner stores them.",
+            |r| Some(r.blocks_fenced as f64),
         ),
         (
             "dtop_twin_rig_seqs_skipped_at_edge_total",

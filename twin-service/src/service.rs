@@ -217,7 +217,7 @@ async fn serve(
     let (loss_tx, loss_rx) = mpsc::channel(LOSS_QUEUE);
     let writer = if config.storage.is_node_list() {
         // One writer per node; the published watermark is the lowest of theirs.
-        let nodes = NodeSet::build(&config, &shutdown).await?;
+        let nodes = NodeSet::build(&config, &shutdown, &owners_rx).await?;
         info!(storage = %storage, "Storage ready.");
         tokio::spawn(nodes.run(
             chunk_rx,
@@ -246,6 +246,7 @@ async fn serve(
                 .with_watermarks(watermark_tx)
                 .with_published_watermarks(published_rx)
                 .with_declared_losses(loss_rx)
+                .with_owners(owners_rx.clone())
                 .run(),
         )
     };

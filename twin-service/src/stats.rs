@@ -283,6 +283,9 @@ pub struct RigStoreStats {
     pub samples_stored: u64,
     /// Blocks storage acknowledged again (a replay of a seq at or below the watermark).
     pub blocks_duplicate_stored: u64,
+    /// Blocks made while this twin owned the rig but dropped before storage because it lost
+    /// the rig first (`store::writer`); the next owner stores them from the edge's replay.
+    pub blocks_fenced: u64,
     /// Blocks that will never be stored by this twin, by reason (`queue_full`, `spool_full`,
     /// `rejected`, `shutdown_drain`, `spool_error`).
     pub blocks_dropped: BTreeMap<String, u64>,
