@@ -7,12 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use dtop_lease::{LeaseRow, PgLeaseStore, TwinId};
 use dtop_proto::RigId;
+use serde_json::Value;
 
 use crate::http::blocking_client;
 use crate::{Proc, bin, free_port, wait_for};
@@ -56,6 +57,8 @@ pub struct FleetTwin {
     pub id: TwinId,
     pub proc: Proc,
     pub metrics_port: u16,
+    /// Its config file (also what `dtop-twin replay --config` reads storage from).
+    pub conf: PathBuf,
 }
 
 /// What one twin says of one rig, from its `/metrics`.
@@ -115,7 +118,35 @@ impl FleetTwin {
             id: TwinId::new(spec.id)?,
             proc,
             metrics_port,
+            conf,
         })
+    }
+
+    /// (rig id, outcome) → this twin's takeovers of the rig with that outcome
+    /// (`dtop_twin_rig_takeovers_total`: `continued`, or why a new run started).
+    pub fn takeovers(&self) -> Result<BTreeMap<(String, String), u64>> {
+        let text = blocking_client()?
+            .get(&format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .send()?
+            .text()
+            .to_owned();
+        let mut out = BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("dtop_twin_rig_takeovers_total{rig=\"") else {
+                continue;
+            };
+            let parsed = rest.split_once("\",reason=\"").and_then(|(rig, rest)| {
+                let (reason, value) = rest.split_once("\"} ")?;
+                Some((
+                    (rig.to_owned(), reason.to_owned()),
+                    value.trim().parse::<f64>().ok()?,
+                ))
+            });
+            if let Some((key, n)) = parsed {
+                out.insert(key, n as u64);
+            }
+        }
+        Ok(out)
     }
 
     /// Rig id → what this twin says of it.
@@ -320,4 +351,82 @@ pub fn wait_stored(
         },
     )
     .with_context(|| last.clone())
+}
+
+/// What `dtop-twin replay --verify` found over one rig's whole stored range.
+#[derive(Debug, Clone)]
+pub struct ReplayVerified {
+    /// Estimator runs replayed (one per birth, restart or new-run takeover).
+    pub runs: usize,
+    /// Stored estimates compared with the replay, every one identical.
+    pub estimates: u64,
+    /// The report as the CLI printed it.
+    pub report: Value,
+}
+
+/// Replays `rig`'s whole stored range (its first birth to a second past its last feed record)
+/// with `dtop-twin replay --verify`, storage read through the twin config `conf`, and fails
+/// unless the CLI exits 0 and every stored estimate equals the replay's.
+pub fn replay_verify(
+    conf: &Path,
+    influx: &str,
+    database: &str,
+    rig: &RigId,
+    out_dir: &Path,
+) -> Result<ReplayVerified> {
+    let first = stored_time(influx, database, "dtop_twin_birth", rig, "ASC")?;
+    let last = stored_time(influx, database, "dtop_twin_feed", rig, "DESC")?;
+    let out = out_dir.join(format!("{rig}.replay.jsonl"));
+    let output = std::process::Command::new(bin("dtop-twin")?)
+        .args(["replay", "--config"])
+        .arg(conf)
+        .args(["--rig", rig.as_str(), "--verify", "--out"])
+        .arg(&out)
+        .args([
+            "--from",
+            &first.to_string(),
+            "--to",
+            &(last + 1_000_000_000).to_string(),
+        ])
+        .output()?;
+    let code = output.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(&stdout).with_context(|| {
+        format!(
+            "{rig}: replay exited {code}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    let v = &report["verification"];
+    let estimates = v["estimates_compared"].as_u64().unwrap_or(0);
+    ensure!(
+        code == 0
+            && estimates > 0
+            && v["estimates_identical"].as_u64() == Some(estimates)
+            && v["mismatches"].as_u64() == Some(0),
+        "{rig}: replay exited {code}: {report:#}"
+    );
+    Ok(ReplayVerified {
+        runs: report["runs"].as_array().map_or(0, Vec::len),
+        estimates,
+        report,
+    })
+}
+
+/// The time (ns) of `rig`'s oldest (`ASC`) or newest (`DESC`) point of `measurement`.
+fn stored_time(
+    influx: &str,
+    database: &str,
+    measurement: &str,
+    rig: &RigId,
+    order: &str,
+) -> Result<i64> {
+    let json = crate::query::influx_query(
+        influx,
+        database,
+        &format!("SELECT * FROM {measurement} WHERE rig = '{rig}' ORDER BY time {order} LIMIT 1"),
+    )?;
+    json.pointer("/results/0/series/0/values/0/0")
+        .and_then(Value::as_i64)
+        .with_context(|| format!("no {measurement} point of {rig}: {json}"))
 }

@@ -4,7 +4,10 @@
 //! by exactly one twin (the lease table, both twins' metrics and the edges agree); the twin
 //! owning two of them is SIGKILLed; the survivor owns them again within the TTL plus two renew
 //! intervals, each at a higher epoch, and the edges follow. Once the simulators stop, every
-//! block seq of every rig is in InfluxDB once and every sample once, with nothing lost.
+//! block seq of every rig is in InfluxDB once and every sample once, with nothing lost; and
+//! the survivor continued each moved rig's estimator run (restored at the persisted watermark,
+//! the edge's replay folded in): `dtop-twin replay --verify` over each rig's whole stored range
+//! replays one run and finds every stored estimate identical, as for a twin that never failed.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -102,7 +105,7 @@ fn a_killed_twins_rigs_are_taken_over_and_every_sample_is_stored_once() -> Resul
                     database: &db,
                     database_url: &database_url,
                     lease: LEASE,
-                    extra_toml: "",
+                    extra_toml: "[model]\ncheckpoint_interval_s = 1.0\n",
                 },
             )
         })
@@ -306,6 +309,31 @@ fn a_killed_twins_rigs_are_taken_over_and_every_sample_is_stored_once() -> Resul
             edge.get("dtop_edge_blocks_replayed_total")
                 .copied()
                 .unwrap_or(0.0)
+        );
+    }
+    // The survivor continued each moved rig's run rather than starting a new one...
+    let takeovers = twins[survivor].takeovers()?;
+    for rig in &moved {
+        let continued = (rig.to_string(), "continued".to_owned());
+        ensure!(
+            takeovers.get(&continued) == Some(&1),
+            "{survivor_id} did not continue {rig}'s run: {takeovers:?}\n{}",
+            logs(&twins, &[], &broker)
+        );
+    }
+    // ...so every rig's whole stored range replays as one run, every estimate identical.
+    for rig in &rigs {
+        let r = fleet::replay_verify(&twins[survivor].conf, &influx, &db, &rig.id, dir.path())?;
+        ensure!(
+            r.runs == 1,
+            "{}: {} runs replayed, one expected: {:#}",
+            rig.id,
+            r.runs,
+            r.report
+        );
+        eprintln!(
+            "{}: one run, {} estimates replayed identical",
+            rig.id, r.estimates
         );
     }
     eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());

@@ -506,7 +506,7 @@ impl ModelRecord {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{ControlConfig, ModelConfig};
     use crate::control::{ActuatorPlant, Law};
@@ -679,7 +679,7 @@ mod tests {
     const ACCEL_SCALE: f64 = 1e-4;
     const FORCE_SCALE: f64 = 1e-3;
     const BLOCK: usize = 100;
-    const T0_NS: u64 = 1_700_000_000_000_000_000;
+    pub(crate) const T0_NS: u64 = 1_700_000_000_000_000_000;
     /// Storey stiffness of the adopted version, relative to the Southampton building's.
     const NEW_STIFFNESS_FACTOR: f64 = 0.7;
 
@@ -687,7 +687,7 @@ mod tests {
         RigId::new("r1").unwrap()
     }
 
-    fn birth() -> dtop_proto::v1::RigBirth {
+    pub(crate) fn birth() -> dtop_proto::v1::RigBirth {
         let mut channels: Vec<Channel> = (1..=3)
             .map(|floor| Channel {
                 id: floor,
@@ -725,7 +725,7 @@ mod tests {
 
     /// `blocks` blocks of the Southampton building shaken on floor 1 by a pseudo-random
     /// force (a fixed linear congruential sequence, so every run is the same), quantised.
-    fn simulate(blocks: usize) -> Vec<SampleBlock> {
+    pub(crate) fn simulate(blocks: usize) -> Vec<SampleBlock> {
         let model = ShearBuilding::southampton()
             .state_space()
             .discretize_zoh(1e-3)
@@ -1064,7 +1064,7 @@ mod tests {
     }
 
     /// Parses one line this twin wrote (at µs precision) into the row a query returns.
-    fn parse_line(line: &str) -> (String, Row) {
+    pub(crate) fn parse_line(line: &str) -> (String, Row) {
         // Split on spaces and commas outside quotes, keeping escapes for the next step.
         let split = |text: &str, at: char| {
             let (mut parts, mut cur, mut quoted, mut escaped) =
@@ -1134,7 +1134,7 @@ mod tests {
     }
 
     /// The replay records among `lines`, by measurement.
-    fn records(lines: &str) -> BTreeMap<String, Vec<Row>> {
+    pub(crate) fn records(lines: &str) -> BTreeMap<String, Vec<Row>> {
         let mut out: BTreeMap<String, Vec<Row>> = BTreeMap::new();
         for line in lines.lines().filter(|l| l.starts_with("dtop_twin_")) {
             let (measurement, row) = parse_line(line);

@@ -446,6 +446,25 @@ impl RigController {
         self.set_law(Law::Off);
     }
 
+    /// Continues the controller versions of a run another twin recorded (a takeover,
+    /// `crate::replay::restore`): the run's last block was folded in under `last_version`
+    /// with `last_law`, and it recorded versions up to `highest_version`. If the law this
+    /// controller runs now makes the same drives, its version is `last_version` (so blocks
+    /// the previous owner stored above the watermark are recorded again with the same
+    /// values); otherwise a version above every recorded one.
+    pub fn continue_versions(
+        &mut self,
+        last_version: u64,
+        last_law: Option<&DriveLaw>,
+        highest_version: u64,
+    ) {
+        self.version = if self.drive_law().as_ref() == last_law {
+            last_version
+        } else {
+            highest_version.max(last_version) + 1
+        };
+    }
+
     /// Whether the configuration lets this controller run at all.
     pub fn is_enabled(&self) -> bool {
         self.config.enabled

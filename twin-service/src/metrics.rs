@@ -122,7 +122,7 @@ pub fn render(stats: &TwinStats) -> String {
     }
 
     type RigValue = fn(&crate::stats::RigStats) -> f64;
-    let per_rig: [(&str, &str, &str, RigValue); 13] = [
+    let per_rig: [(&str, &str, &str, RigValue); 14] = [
         (
             "dtop_twin_rig_online",
             "gauge",
@@ -164,6 +164,12 @@ pub fn render(stats: &TwinStats) -> String {
             "counter",
             "Sample blocks dropped because another twin (or nobody yet) owned the rig.",
             |r| r.blocks_not_owned as f64,
+        ),
+        (
+            "dtop_twin_rig_takeover_gaps_skipped_total",
+            "counter",
+            "Seqs a run continued after a takeover skipped because they did not arrive in time.",
+            |r| r.takeover_gaps_skipped as f64,
         ),
         (
             "dtop_twin_rig_owned",
@@ -277,7 +283,12 @@ pub fn render(stats: &TwinStats) -> String {
         }
     }
     type RigByReason = fn(&crate::stats::RigStats) -> &std::collections::BTreeMap<String, u64>;
-    let per_rig_reason: [(&str, &str, RigByReason); 2] = [
+    let per_rig_reason: [(&str, &str, RigByReason); 3] = [
+        (
+            "dtop_twin_rig_takeovers_total",
+            "Takeovers of the rig by this twin, by outcome: continued (the previous owner's run restored from storage) or why a new run started instead.",
+            |r| &r.takeovers,
+        ),
         (
             "dtop_twin_rig_blocks_stored_apart_total",
             "Blocks stored apart (dtop_samples_overlap) because their times were already stored from another edge clock, by reason.",
@@ -322,7 +333,7 @@ pub fn render(stats: &TwinStats) -> String {
     }
 
     type StoreValue = fn(&crate::stats::RigStoreStats) -> Option<f64>;
-    let per_rig_store: [(&str, &str, &str, StoreValue); 6] = [
+    let per_rig_store: [(&str, &str, &str, StoreValue); 7] = [
         (
             "dtop_twin_rig_blocks_stored_total",
             "counter",
@@ -340,6 +351,12 @@ pub fn render(stats: &TwinStats) -> String {
             "counter",
             "Blocks storage acknowledged again (idempotent re-writes).",
             |r| Some(r.blocks_duplicate_stored as f64),
+        ),
+        (
+            "dtop_twin_rig_blocks_fenced_total",
+            "counter",
+            "Blocks dropped before storage because this twin lost the rig first; its next owner stores them.",
+            |r| Some(r.blocks_fenced as f64),
         ),
         (
             "dtop_twin_rig_seqs_skipped_at_edge_total",

@@ -18,6 +18,10 @@ use tokio::sync::watch;
 /// coordinator's epoch.
 pub const NO_COORDINATOR: u64 = 0;
 
+/// The epoch a coordinator gives a rig's first owner ever (`dtop_lease`'s `Epoch(1)`): no
+/// other twin stored anything for the rig before it.
+pub const FIRST_EPOCH: u64 = 1;
+
 /// What this twin may do with one rig.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ownership {

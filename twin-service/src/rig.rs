@@ -15,8 +15,14 @@
 //!
 //! Under a lease coordinator it follows the rig's [`Ownership`] (`crate::owner`): every drive
 //! and params it hands on carries the owner epoch, and while the rig is not owned it hands on
-//! nothing at all and leaves the rig's samples to the owner (births are still followed, so a
-//! takeover starts from the rig's latest birth, as a restarted twin does).
+//! nothing at all and leaves the rig's samples to the owner (births are still followed).
+//!
+//! A takeover (owned after another twin held the rig) continues the previous owner's
+//! estimator run when storage can be read back: the actor restores the run at the persisted
+//! watermark off its hot path (`crate::replay::restore`) while the rig's blocks wait, then the
+//! run folds in the blocks above the watermark in seq order, the edge's replay included
+//! ([`RestorePhase`]). Otherwise, or when the restore fails, a new run starts at the rig's
+//! latest birth, as a restarted twin's does.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -46,11 +52,13 @@ use crate::ingest::{self, Frame, Manifest, RejectReason, Rejection};
 use crate::lineproto::{self, BlockHeader, EncodeError, Precision};
 use crate::live_cbc::{self, LiveRun, RunNext, RunOrigin};
 use crate::overlap::{self, BlockTimes, Placement, StoredTimes, Timeline};
-use crate::owner::{NO_COORDINATOR, Owners, Ownership, ownership_of};
+use crate::owner::{FIRST_EPOCH, NO_COORDINATOR, Owners, Ownership, ownership_of};
 use crate::replay::record::FeedRecord;
-use crate::replay::{RunId, RunRecorder};
+use crate::replay::restore::RestoredRun;
+use crate::replay::{ReplayError, RunId, RunRecorder};
 use crate::seq::{Observation, SeqTracker};
 use crate::stats::{LiveWindow, RigStats};
+use crate::store::query::InfluxQuery;
 use crate::tracking::{
     Identification, ReferenceModes, RigTracking, TrackingJob, TrackingOutput, identify_window,
 };
@@ -61,6 +69,100 @@ use dtop_nonlinear::LiveTarget;
 pub const MAX_MANIFESTS: usize = 8;
 /// How often an actor republishes its stats while idle (rates decay without new blocks).
 pub const STATS_INTERVAL: Duration = Duration::from_millis(250);
+/// Sample blocks a rig holds while its run is restored after a takeover, and above a missing
+/// seq while the continued run catches up; beyond it the restore gives up (a new run) or the
+/// catch-up skips the missing seq.
+pub const MAX_HELD_BLOCKS: usize = 4096;
+/// How long a continued run waits for a missing seq before it skips it: longer than the
+/// edge takes to replay what the new owner has not confirmed (it starts when the edge adopts
+/// the new epoch, or at its stall replay), which a loaded broker cluster stretches to seconds.
+pub const CATCH_UP_STALL: Duration = Duration::from_secs(30);
+/// How long one takeover's restore may take (every query included) before a new run starts.
+pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a takeover waits for the rig's persisted watermark when none is known yet (a twin
+/// that has just subscribed: brokers deliver retained messages late, NATS by seconds).
+pub const WATERMARK_WAIT: Duration = Duration::from_secs(30);
+
+/// The rig's persisted watermark once `watermarks` has one, within `within`; `None` without.
+async fn await_watermark(
+    watermarks: Option<watch::Receiver<crate::store::Watermarks>>,
+    rig: &RigId,
+    within: Duration,
+) -> Option<u64> {
+    let mut rx = watermarks?;
+    let found = tokio::time::timeout(within, rx.wait_for(|w| w.contains_key(rig))).await;
+    match found {
+        Ok(Ok(w)) => w.get(rig).copied(),
+        _ => None,
+    }
+}
+
+/// What a takeover's restore is doing (ARCHITECTURE.md "Twins sharing the rigs").
+#[derive(Debug, Default)]
+enum RestorePhase {
+    #[default]
+    Idle,
+    /// The previous owner's run is being read back for owner epoch `epoch`: every sample
+    /// payload waits here undecoded, in arrival order.
+    Restoring {
+        epoch: u64,
+        held: VecDeque<Bytes>,
+        /// Blocks that had arrived before the birth that started the restore (a rig first
+        /// seen owned): decoded already, and older than anything in `held`.
+        early: VecDeque<SampleBlock>,
+    },
+    /// The run continues after the block at the watermark: blocks from `next_seq` on are
+    /// processed in seq order (a replayed, backfilled one folded in as it would have been
+    /// live); those above a missing seq wait in `held`. Ends at the first live block with
+    /// nothing waiting behind it.
+    CatchingUp {
+        next_seq: u64,
+        held: BTreeMap<u64, SampleBlock>,
+        /// When a block was last released (or the catch-up began).
+        progress_at: Instant,
+    },
+}
+
+/// A restore the actor is to run: the previous owner's run at the persisted watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreRequest {
+    /// The owner epoch it is for: a result for another is ignored.
+    pub epoch: u64,
+    /// The persisted watermark to restore at; `None`: none is known yet (a twin that has just
+    /// subscribed: the retained one may still be on its way), so the restore waits for one.
+    pub watermark_seq: Option<u64>,
+}
+
+/// Why a restore failed, for the counter and the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreFailure {
+    /// `storage` (a query failed or timed out), `records` (missing or unreadable records),
+    /// `replay` (the records do not replay), `no_run` (nothing at or below the watermark was
+    /// estimated: no run to continue), `held_full` (too many blocks waited).
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+impl RestoreFailure {
+    pub fn of(error: &ReplayError) -> Self {
+        let reason = match error {
+            ReplayError::Query(_) => "storage",
+            ReplayError::Record(_) | ReplayError::Missing(_) => "records",
+            ReplayError::Engine(_) => "replay",
+        };
+        Self {
+            reason,
+            detail: error.to_string(),
+        }
+    }
+
+    pub fn timed_out() -> Self {
+        Self {
+            reason: "storage",
+            detail: format!("no answer within {} s", RESTORE_TIMEOUT.as_secs()),
+        }
+    }
+}
 
 /// An input of a rig actor: a raw payload from one of the rig's topics. Decoding happens in the
 /// actor, so a burst of big blocks for one rig does not stall the MQTT loop.
@@ -237,6 +339,20 @@ pub struct RigState {
     ownership: Ownership,
     /// Sample blocks dropped undecoded because another twin (or nobody yet) owned the rig.
     blocks_not_owned: u64,
+    /// Whether a takeover may restore the previous owner's run from storage (InfluxDB 1.x).
+    restore_from_storage: bool,
+    restore: RestorePhase,
+    /// Owned at this epoch from the start (the rig first seen already owned, by a twin
+    /// joining the fleet or after its lease moved here): another owner may have held it, so
+    /// the actor starts a takeover before its first event ([`RigState::start_pending_takeover`]).
+    takeover_pending: Option<u64>,
+    /// The blocks held during a restore are being handed to the catch-up: it does not end yet.
+    draining_held: bool,
+    /// Restores for the actor to start.
+    restore_requests: Vec<RestoreRequest>,
+    /// Takeovers by outcome (`continued`, or why a new run started).
+    takeovers: BTreeMap<String, u64>,
+    takeover_gaps_skipped: u64,
 }
 
 impl RigState {
@@ -285,14 +401,51 @@ impl RigState {
             adoption: Adoption::default(),
             ownership: Ownership::default(),
             blocks_not_owned: 0,
+            restore_from_storage: false,
+            restore: RestorePhase::Idle,
+            takeover_pending: None,
+            draining_held: false,
+            restore_requests: Vec::new(),
+            takeovers: BTreeMap::new(),
+            takeover_gaps_skipped: 0,
         }
+    }
+
+    /// Lets a takeover restore and continue the previous owner's run: storage can be read
+    /// back (InfluxDB 1.x) and the actor runs the [`RestoreRequest`]s.
+    pub fn with_restore_from_storage(mut self) -> Self {
+        self.restore_from_storage = true;
+        self
     }
 
     /// Starts with `ownership` (what the coordinator says when the rig is first seen), without
     /// the hand-over [`RigState::set_ownership`] makes: nothing ran here before.
+    ///
+    /// Owned at a coordinator's epoch, the rig may have had an owner before this twin saw it
+    /// (a twin joining the fleet, or a rig first heard of after its lease moved here): a
+    /// takeover is then pending, started by [`RigState::start_pending_takeover`].
     pub fn with_ownership(mut self, ownership: Ownership) -> Self {
         self.ownership = ownership;
+        self.takeover_pending = match ownership {
+            Ownership::Owned { epoch } if epoch != NO_COORDINATOR => Some(epoch),
+            _ => None,
+        };
         self
+    }
+
+    /// Whether a takeover waits to start (its restore wants the latest watermark first).
+    pub fn takeover_pending(&self) -> bool {
+        self.takeover_pending.is_some()
+    }
+
+    /// Starts the takeover [`RigState::with_ownership`] left pending, if the rig is still
+    /// owned at its epoch.
+    pub fn start_pending_takeover(&mut self) {
+        if let Some(epoch) = self.takeover_pending.take()
+            && self.ownership == (Ownership::Owned { epoch })
+        {
+            self.begin_takeover(epoch);
+        }
     }
 
     /// Tracks each rig's modes as `tracking` says (from the next birth that fits the model).
@@ -521,13 +674,14 @@ impl RigState {
     /// last drive or params: the edge would fence them off, and the new owner decides.
     ///
     /// Owned after another owner may have held the rig (it was lost, or the epoch moved on
-    /// from a coordinator's): the estimator starts a new run from the rig's latest birth,
-    /// exactly as a restarted twin's does at the retained birth (what the previous owner
-    /// stored is its own run's; the edge replays the blocks above the persisted watermark,
-    /// which are stored, not estimated), and params switching the edge's loop off go out at
-    /// the new epoch, so no loop the previous owner left runs on, and the edge fences that
-    /// owner off at once. From epoch 0 (no coordinator yet) to a coordinator's first epoch
-    /// this twin simply keeps the rig: its control runs on, stamped with the new epoch.
+    /// from a coordinator's): with storage that can be read back, the previous owner's run is
+    /// restored at the persisted watermark (a [`RestoreRequest`] for the actor; the rig's
+    /// blocks wait) and continued ([`RigState::on_restored`]); otherwise the estimator starts
+    /// a new run from the rig's latest birth, exactly as a restarted twin's does at the
+    /// retained birth. Either way params switching the edge's loop off go out at the new
+    /// epoch, so no loop the previous owner left runs on, and the edge fences that owner off
+    /// at once. From epoch 0 (no coordinator yet) to a coordinator's first epoch this twin
+    /// simply keeps the rig: its control runs on, stamped with the new epoch.
     pub fn set_ownership(&mut self, next: Ownership, now_unix_ns: u64) {
         let previous = std::mem::replace(&mut self.ownership, next);
         if previous == next {
@@ -536,6 +690,9 @@ impl RigState {
         match next {
             Ownership::Lost { epoch } => {
                 warn!(rig = %self.rig, owner_epoch = epoch, "This twin lost the rig: it publishes nothing more for it; its control and live CBC run end without driving.");
+                // What waits is the next owner's to store (the edge replays it).
+                self.restore = RestorePhase::Idle;
+                self.takeover_pending = None;
                 self.stop_quietly(
                     format!("this twin lost the rig (owner epoch {epoch})"),
                     now_unix_ns,
@@ -551,11 +708,9 @@ impl RigState {
                     format!("another twin owned the rig before owner epoch {epoch}"),
                     now_unix_ns,
                 );
-                // The birth is known only when a model is configured (no estimator otherwise).
-                if let Some(birth) = self.adoption.birth().cloned() {
-                    info!(rig = %self.rig, owner_epoch = epoch, session = birth.session, "Starting the rig's estimator from its latest birth, as after a restart.");
-                    self.build_estimator(&birth);
-                }
+                self.restore = RestorePhase::Idle;
+                self.takeover_pending = None;
+                self.begin_takeover(epoch);
                 // Rebuilding the estimator queued the switch-off already when it fits.
                 if self.params.is_empty()
                     && self.controller.is_enabled()
@@ -566,6 +721,248 @@ impl RigState {
                 }
             }
         }
+    }
+
+    /// Takes the rig over at owner epoch `epoch`: restores the previous owner's run at the
+    /// persisted watermark (the rig's blocks wait; its birth need not have arrived: the run's
+    /// stored birth serves), or starts a new run from the latest birth, saying why (at the
+    /// first birth when none has arrived yet).
+    fn begin_takeover(&mut self, epoch: u64) {
+        match self.restore_plan(epoch) {
+            Ok(watermark_seq) => {
+                info!(rig = %self.rig, owner_epoch = epoch, watermark_seq = ?watermark_seq, "Restoring the previous owner's run of the rig at its persisted watermark; the rig's blocks wait.");
+                self.restore = RestorePhase::Restoring {
+                    epoch,
+                    held: VecDeque::new(),
+                    early: VecDeque::new(),
+                };
+                self.restore_requests.push(RestoreRequest {
+                    epoch,
+                    watermark_seq,
+                });
+            }
+            Err(reason) => match self.adoption.birth().cloned() {
+                Some(birth) => self.new_run_at_takeover(&birth, reason, String::new()),
+                None => self.new_run_at_first_birth(reason, String::new()),
+            },
+        }
+    }
+
+    /// A takeover that does not continue the previous owner's run, with no birth known yet:
+    /// counted now; the first birth starts the new run as usual.
+    fn new_run_at_first_birth(&mut self, reason: &'static str, detail: String) {
+        *self.takeovers.entry(reason.to_owned()).or_default() += 1;
+        info!(rig = %self.rig, reason, detail = %detail, "The previous owner's run of the rig cannot be restored; its estimator starts a new run at the rig's first birth.");
+    }
+
+    /// The persisted watermark a takeover's restore at owner epoch `epoch` starts at (`None`:
+    /// not known yet, the restore waits for it), or why it cannot restore.
+    fn restore_plan(&self, epoch: u64) -> Result<Option<u64>, &'static str> {
+        if !self.restore_from_storage {
+            return Err("storage_not_readable");
+        }
+        // Without a model nothing is estimated; with a birth that did not fit it, neither.
+        if self.model.is_none() || (self.adoption.birth().is_some() && self.estimator.is_none()) {
+            return Err("not_estimating");
+        }
+        match self.persisted_seq {
+            Some(seq) => Ok(Some(seq)),
+            // The first epoch is the rig's first owner ever: nobody stored anything before.
+            None if epoch <= FIRST_EPOCH => Err("no_watermark"),
+            None => Ok(None),
+        }
+    }
+
+    /// A takeover that does not continue the previous owner's run: a new run at `birth`.
+    fn new_run_at_takeover(&mut self, birth: &RigBirth, reason: &'static str, detail: String) {
+        *self.takeovers.entry(reason.to_owned()).or_default() += 1;
+        match reason {
+            "storage_not_readable" | "not_estimating" | "no_watermark" | "no_run" => {
+                info!(rig = %self.rig, session = birth.session, reason, "Starting the rig's estimator from its latest birth, as after a restart (a new run): the previous owner's run cannot be restored.");
+            }
+            _ => {
+                warn!(rig = %self.rig, session = birth.session, reason, detail = %detail, "Could not restore the previous owner's run of the rig; starting a new run from its latest birth.");
+            }
+        }
+        self.build_estimator(birth);
+    }
+
+    /// Restores the actor is to start, oldest first.
+    pub fn take_restore_requests(&mut self) -> std::vec::Drain<'_, RestoreRequest> {
+        self.restore_requests.drain(..)
+    }
+
+    /// Whether sample blocks wait for a restore.
+    pub fn is_restoring(&self) -> bool {
+        matches!(self.restore, RestorePhase::Restoring { .. })
+    }
+
+    /// The outcome of the restore for owner epoch `epoch` (one for another epoch, or after
+    /// the rig was lost or born again, is ignored). Restored: the run continues from the block
+    /// at the watermark, on its own birth record and design, with its run id, checkpoint
+    /// schedule and controller versions, and folds in the blocks above it in seq order.
+    /// Failed: a new run at the latest birth. Either way the blocks that waited are handled
+    /// now, in arrival order; returns their chunks.
+    pub fn on_restored(
+        &mut self,
+        epoch: u64,
+        result: Result<RestoredRun, RestoreFailure>,
+        now: Instant,
+    ) -> Vec<Chunk> {
+        if !matches!(self.restore, RestorePhase::Restoring { epoch: e, .. } if e == epoch)
+            || self.ownership != (Ownership::Owned { epoch })
+        {
+            debug!(rig = %self.rig, owner_epoch = epoch, "Ignored a restore for an ownership that has ended.");
+            return Vec::new();
+        }
+        let RestorePhase::Restoring { held, early, .. } = std::mem::take(&mut self.restore) else {
+            return Vec::new();
+        };
+        let known = self.adoption.birth().cloned();
+        if let Some(birth) = known {
+            match result {
+                Ok(run) if run.birth.birth.session == birth.session => {
+                    self.continue_run(&birth, run, now);
+                }
+                Ok(run) => self.new_run_at_takeover(
+                    &birth,
+                    "other_session",
+                    format!(
+                        "the run at the watermark is of session {}, the rig's latest birth of session {}",
+                        run.birth.birth.session, birth.session
+                    ),
+                ),
+                Err(failure) => self.new_run_at_takeover(&birth, failure.reason, failure.detail),
+            }
+        } else {
+            // No birth has arrived: the run's own stored birth is the rig's, until a newer one.
+            match result {
+                Ok(run) => {
+                    let birth = run.birth.birth.clone();
+                    match Manifest::from_birth(&birth) {
+                        Ok(manifest) => {
+                            self.note_birth(&birth, manifest);
+                            self.continue_run(&birth, run, now);
+                        }
+                        Err(rejection) => self.new_run_at_first_birth(
+                            "records",
+                            format!("the run's stored birth does not fit: {rejection:?}"),
+                        ),
+                    }
+                }
+                Err(failure) => self.new_run_at_first_birth(failure.reason, failure.detail),
+            }
+        }
+        // Everything that waited goes into the catch-up before it may end: "nothing waiting
+        // behind" a live block includes the payloads not yet decoded.
+        self.draining_held = true;
+        let mut chunks = Vec::new();
+        for block in early {
+            chunks.extend(self.on_samples(block, now));
+        }
+        for payload in held {
+            chunks.extend(self.handle(&Event::Samples(payload), now));
+        }
+        self.draining_held = false;
+        chunks.extend(self.release_caught_up(now));
+        chunks
+    }
+
+    /// Continues `run` (restored at the watermark) as this rig's estimator run. The blocks
+    /// between its last one and the watermark were not folded in by the previous owner (other
+    /// streams, late fills), and the edge does not send them again: the catch-up starts above
+    /// the watermark.
+    fn continue_run(&mut self, birth: &RigBirth, run: RestoredRun, now: Instant) {
+        let next_seq = run.last_fed.seq.max(run.watermark_seq) + 1;
+        info!(
+            rig = %self.rig,
+            run = %run.run(),
+            last_seq = run.last_fed.seq,
+            blocks_replayed = run.blocks_replayed,
+            "Continuing the previous owner's run of the rig from its last persisted block; the blocks above it are folded in, in seq order."
+        );
+        if run.switches_ahead > 0 {
+            warn!(rig = %self.rig, run = %run.run(), switches = run.switches_ahead, "The previous owner switched models after the watermark; the continued run stays on the model in force at the watermark.");
+        }
+        self.build_estimator_continuing(birth, Some(run));
+        if self.estimator.is_some() {
+            *self.takeovers.entry("continued".to_owned()).or_default() += 1;
+            self.restore = RestorePhase::CatchingUp {
+                next_seq,
+                held: BTreeMap::new(),
+                progress_at: now,
+            };
+        } else {
+            *self
+                .takeovers
+                .entry("not_estimating".to_owned())
+                .or_default() += 1;
+        }
+    }
+
+    /// Skips the seq a continued run's catch-up has waited for too long (or with too many
+    /// blocks behind it); returns the chunks of the blocks that then go through.
+    pub fn check_catch_up(&mut self, now: Instant) -> Vec<Chunk> {
+        let RestorePhase::CatchingUp {
+            next_seq,
+            held,
+            progress_at,
+        } = &mut self.restore
+        else {
+            return Vec::new();
+        };
+        let Some(&first) = held.keys().next() else {
+            return Vec::new();
+        };
+        if now.duration_since(*progress_at) < CATCH_UP_STALL && held.len() <= MAX_HELD_BLOCKS {
+            return Vec::new();
+        }
+        warn!(rig = %self.rig, from_seq = *next_seq, to_seq = first - 1, waiting = held.len(), "Seqs above the watermark did not arrive; the continued run skips them (the estimator bridges the gap, as live).");
+        self.takeover_gaps_skipped += first - *next_seq;
+        *next_seq = first;
+        self.release_caught_up(now)
+    }
+
+    /// Processes the blocks of a catch-up that are next in seq order.
+    fn release_caught_up(&mut self, now: Instant) -> Vec<Chunk> {
+        let mut chunks = Vec::new();
+        loop {
+            let RestorePhase::CatchingUp {
+                next_seq,
+                held,
+                progress_at,
+            } = &mut self.restore
+            else {
+                break;
+            };
+            let Some(block) = held.remove(next_seq) else {
+                break;
+            };
+            *next_seq += 1;
+            *progress_at = now;
+            let caught_up = !block.backfill && held.is_empty() && !self.draining_held;
+            chunks.extend(self.process(block, now, true));
+            if caught_up {
+                info!(rig = %self.rig, "The continued run has caught up with the rig's live blocks.");
+                self.restore = RestorePhase::Idle;
+                break;
+            }
+        }
+        if matches!(&self.restore, RestorePhase::CatchingUp { held, .. } if held.len() > MAX_HELD_BLOCKS)
+        {
+            chunks.extend(self.check_catch_up(now));
+        }
+        chunks
+    }
+
+    /// Ends a catch-up (a new birth starts a new run): what waits is processed as usual.
+    fn end_catch_up(&mut self, now: Instant) -> Vec<Chunk> {
+        let RestorePhase::CatchingUp { held, .. } = std::mem::take(&mut self.restore) else {
+            return Vec::new();
+        };
+        held.into_values()
+            .filter_map(|b| self.process(b, now, false))
+            .collect()
     }
 
     /// Ends a live CBC run and the control law without sending anything, and drops what waits
@@ -1015,6 +1412,13 @@ impl RigState {
                 last_seq,
             } => {
                 self.seq.declare_lost(*first_seq, *last_seq);
+                // A continued run waits for no seq the edge declared lost.
+                if let RestorePhase::CatchingUp { next_seq, .. } = &mut self.restore
+                    && (*first_seq..=*last_seq).contains(next_seq)
+                {
+                    *next_seq = last_seq.saturating_add(1);
+                    return self.release_caught_up(now);
+                }
                 return Vec::new();
             }
             Event::Model(model) => {
@@ -1026,6 +1430,27 @@ impl RigState {
             Event::Samples(_) if !self.ownership.is_owned() => {
                 self.blocks_not_owned += 1;
                 return Vec::new();
+            }
+            // The run they continue is being restored: they wait, undecoded, in order.
+            Event::Samples(payload) if self.is_restoring() => {
+                let RestorePhase::Restoring { epoch, held, .. } = &mut self.restore else {
+                    return Vec::new();
+                };
+                held.push_back(payload.clone());
+                if held.len() <= MAX_HELD_BLOCKS {
+                    return Vec::new();
+                }
+                let epoch = *epoch;
+                return self.on_restored(
+                    epoch,
+                    Err(RestoreFailure {
+                        reason: "held_full",
+                        detail: format!(
+                            "more than {MAX_HELD_BLOCKS} blocks waited for the restore"
+                        ),
+                    }),
+                    now,
+                );
             }
             _ => {}
         }
@@ -1042,12 +1467,28 @@ impl RigState {
         };
         match frame {
             Frame::Birth(birth) => self.on_birth(&birth, now),
-            Frame::Samples(block) => self.on_samples(block, now).into_iter().collect(),
+            Frame::Samples(block) => self.on_samples(block, now),
             Frame::Death(death) => {
                 self.on_death(&death);
                 Vec::new()
             }
         }
+    }
+
+    /// Takes `birth` as the rig's current one without starting a run: its manifest, the
+    /// live-rate window, the actuator, the birth the estimator is built from.
+    fn note_birth(&mut self, birth: &RigBirth, manifest: Manifest) {
+        self.live.reset(&manifest);
+        self.start_hint = birth.oldest_unconfirmed_seq;
+        self.actuator = birth.actuator;
+        if self.model.is_some() {
+            self.adoption.set_birth(birth);
+        }
+        self.manifests.insert(birth.session, Arc::new(manifest));
+        while self.manifests.len() > MAX_MANIFESTS {
+            self.manifests.pop_first();
+        }
+        self.online = true;
     }
 
     fn latest_session(&self) -> Option<u64> {
@@ -1083,6 +1524,25 @@ impl RigState {
             edge_version = %birth.edge_version,
             "Rig born."
         );
+        // The rig's first birth here, while a takeover restores its run: the run goes on.
+        if self.is_restoring() && self.latest_session().is_none() {
+            self.note_birth(birth, manifest);
+            let ready: Vec<SampleBlock> = self.waiting.drain(..).collect();
+            if let RestorePhase::Restoring { early, .. } = &mut self.restore {
+                early.extend(ready);
+            }
+            return Vec::new();
+        }
+        // A new birth starts a new run: no restore or catch-up goes on across it.
+        let mut chunks = self.end_catch_up(now);
+        let (abandoned_early, abandoned) = match std::mem::take(&mut self.restore) {
+            RestorePhase::Restoring { held, early, .. } => {
+                *self.takeovers.entry("born_again".to_owned()).or_default() += 1;
+                info!(rig = %self.rig, session = birth.session, "The rig was born again while its run was being restored; a new run starts.");
+                (early, held)
+            }
+            _ => (VecDeque::new(), VecDeque::new()),
+        };
         self.live.reset(&manifest);
         self.start_hint = birth.oldest_unconfirmed_seq;
         self.actuator = birth.actuator;
@@ -1106,13 +1566,28 @@ impl RigState {
         if !ready.is_empty() {
             debug!(rig = %self.rig, blocks = ready.len(), "Releasing blocks that arrived before the birth.");
         }
-        ready
-            .into_iter()
-            .filter_map(|b| self.process(b, now))
-            .collect()
+        chunks.extend(
+            ready
+                .into_iter()
+                .filter_map(|b| self.process(b, now, false)),
+        );
+        for block in abandoned_early {
+            chunks.extend(self.on_samples(block, now));
+        }
+        for payload in abandoned {
+            chunks.extend(self.handle(&Event::Samples(payload), now));
+        }
+        chunks
     }
 
     fn build_estimator(&mut self, birth: &RigBirth) {
+        self.build_estimator_continuing(birth, None);
+    }
+
+    /// Builds the estimator of a new run at `birth`, or, with `continuing`, continues that
+    /// run (a takeover): its restored estimator, run id, checkpoint schedule and controller
+    /// versions; controller, tracking and the edge's switch-off as at any birth.
+    fn build_estimator_continuing(&mut self, birth: &RigBirth, continuing: Option<RestoredRun>) {
         if self.model.is_some() {
             self.adopt_at_birth(birth);
         }
@@ -1125,22 +1600,42 @@ impl RigState {
             model.state_publish_hz,
         ) {
             Ok(estimator) => {
-                self.last_run = (self.last_run + 1).max(unix_now_ns());
-                let design = EstimatorDesign {
-                    building: building.clone(),
-                    noise: model.noise.clone(),
-                    state_publish_hz: model.state_publish_hz,
-                    model: self.adoption.in_use().map(|m| m.label()),
-                };
                 let every_samples =
                     (model.checkpoint_interval_s / estimator.loop_io().dt_s).round() as u64;
-                self.recorder = Some(RunRecorder::new(
-                    RunId(self.last_run),
-                    birth,
-                    &design,
-                    every_samples,
-                ));
-                info!(rig = %self.rig, session = birth.session, floors = estimator.floors(), run = self.last_run, "Estimating the rig's state.");
+                let (estimator, versions) = match continuing {
+                    Some(run) => {
+                        self.last_run = self.last_run.max(run.run().0);
+                        self.recorder = Some(RunRecorder::continuing(
+                            run.run(),
+                            &run.birth.birth,
+                            &run.birth.design,
+                            every_samples,
+                            run.last_checkpoint_index,
+                            run.laws.keys().copied(),
+                        ));
+                        let (last_version, last_law) = run.last_law();
+                        let highest = run.laws.keys().next_back().copied().unwrap_or(0);
+                        let versions = (last_version, last_law.cloned(), highest);
+                        (run.estimator, Some(versions))
+                    }
+                    None => {
+                        self.last_run = (self.last_run + 1).max(unix_now_ns());
+                        let design = EstimatorDesign {
+                            building: building.clone(),
+                            noise: model.noise.clone(),
+                            state_publish_hz: model.state_publish_hz,
+                            model: self.adoption.in_use().map(|m| m.label()),
+                        };
+                        self.recorder = Some(RunRecorder::new(
+                            RunId(self.last_run),
+                            birth,
+                            &design,
+                            every_samples,
+                        ));
+                        (estimator, None)
+                    }
+                };
+                info!(rig = %self.rig, session = birth.session, floors = estimator.floors(), run = self.last_run, continued = versions.is_some(), "Estimating the rig's state.");
                 self.misfit_warned = None;
                 let host_floor = birth.actuator.as_ref().map_or(0, |a| a.floor);
                 let plant = if self.controller.is_enabled() {
@@ -1158,6 +1653,10 @@ impl RigState {
                     warn!(rig = %self.rig, session = birth.session, problem = %why, "The configured control law is not allowed on this rig; control stays off.");
                 } else if self.controller.is_active() {
                     info!(rig = %self.rig, controller = %self.controller.describe(), "Twin-hosted control is on.");
+                }
+                if let Some((last_version, last_law, highest)) = versions {
+                    self.controller
+                        .continue_versions(last_version, last_law.as_ref(), highest);
                 }
                 self.build_tracking(&estimator);
                 Some(estimator)
@@ -1200,10 +1699,10 @@ impl RigState {
         info!(rig = %self.rig, session = death.session, reason, "Rig died.");
     }
 
-    fn on_samples(&mut self, block: SampleBlock, now: Instant) -> Option<Chunk> {
+    fn on_samples(&mut self, block: SampleBlock, now: Instant) -> Vec<Chunk> {
         if let Err(rejection) = ingest::check_block_shape(&block, self.precision) {
             self.reject(rejection);
-            return None;
+            return Vec::new();
         }
         if self
             .latest_session()
@@ -1222,9 +1721,16 @@ impl RigState {
                     ),
                 ));
             }
-            return None;
+            return Vec::new();
         }
-        self.process(block, now)
+        // A continued run folds the blocks above the watermark in seq order.
+        if let RestorePhase::CatchingUp { next_seq, held, .. } = &mut self.restore
+            && block.seq >= *next_seq
+        {
+            held.entry(block.seq).or_insert(block);
+            return self.release_caught_up(now);
+        }
+        self.process(block, now, false).into_iter().collect()
     }
 
     /// The manifest a block was recorded under: the newest one not newer than its session,
@@ -1237,7 +1743,9 @@ impl RigState {
             .map(|(_, m)| Arc::clone(m))
     }
 
-    fn process(&mut self, block: SampleBlock, now: Instant) -> Option<Chunk> {
+    /// Stores a block (and estimates it if it is live); with `fold_backfill`, a backfilled
+    /// block is folded in too (the catch-up of a continued run, in seq order).
+    fn process(&mut self, block: SampleBlock, now: Instant, fold_backfill: bool) -> Option<Chunk> {
         let manifest = self.manifest_for(block.session)?;
         let columns = match manifest.columns(&block) {
             Ok(c) => c,
@@ -1337,7 +1845,8 @@ impl RigState {
         match placement {
             Placement::Main => {
                 self.stored_times.record(&times);
-                line_count += self.accept(&block, &columns, now, &mut lines);
+                let late = fold_backfill && block.backfill;
+                line_count += self.accept(&block, &columns, now, &mut lines, late);
             }
             Placement::Apart {
                 reason,
@@ -1393,18 +1902,34 @@ impl RigState {
     /// A block that passed every check and is on its way to storage: live blocks go to the
     /// live window and the estimator; the estimates that fall due become `dtop_twin_state`
     /// lines appended to `lines` and states in the outbox. Returns the lines appended.
+    /// `late`: a replayed block a continued run folds in (not live now: no live window, no
+    /// drive sent to the rig; its drive is still recorded, as the live twin's was).
     fn accept(
         &mut self,
         block: &SampleBlock,
         columns: &[(lineproto::Column<'_>, &ingest::ChannelInfo)],
         now: Instant,
         lines: &mut String,
+        late: bool,
     ) -> usize {
         self.blocks_accepted += 1;
+        // Stored as the edge flagged it; folded in as the live block it was.
+        let unflagged;
+        let block = if late {
+            unflagged = SampleBlock {
+                backfill: false,
+                ..block.clone()
+            };
+            &unflagged
+        } else {
+            block
+        };
         if block.backfill {
             return 0;
         }
-        self.live.record(now, columns, block.sample_period_ns);
+        if !late {
+            self.live.record(now, columns, block.sample_period_ns);
+        }
         // Between two blocks: a waiting catalogue version is switched to here.
         let mut appended = self.switch_model_before(block, lines);
         self.track(block, columns);
@@ -1429,7 +1954,9 @@ impl RigState {
                     self.controller
                         .drive(&self.rig, last, law.as_ref(), estimator.estimator());
                 let drive_n = drive.as_ref().map(|d| d.force_n);
-                self.drives.extend(drive);
+                if !late {
+                    self.drives.extend(drive);
+                }
                 if let Some(recorder) = &mut self.recorder {
                     let feed = FeedRecord {
                         run: recorder.run(),
@@ -1548,6 +2075,8 @@ impl RigState {
             owned: self.ownership.is_owned(),
             owner_epoch: self.ownership.epoch(),
             blocks_not_owned: self.blocks_not_owned,
+            takeovers: self.takeovers.clone(),
+            takeover_gaps_skipped: self.takeover_gaps_skipped,
         }
     }
 }
@@ -1733,6 +2262,11 @@ pub struct RigActor {
     /// The coordinator's word on which rigs this twin owns (`crate::owner`); `None` without
     /// one, or once its handle is gone (the last word stands).
     owners: Option<watch::Receiver<Owners>>,
+    /// Where a takeover's restore reads the previous owner's run (InfluxDB 1.x).
+    restore_query: Option<InfluxQuery>,
+    /// Restores come back here from their tasks, with the owner epoch they are for.
+    restored_tx: mpsc::Sender<(u64, Result<RestoredRun, RestoreFailure>)>,
+    restored_rx: mpsc::Receiver<(u64, Result<RestoredRun, RestoreFailure>)>,
 }
 
 /// Due tracking windows a rig actor holds while an identification runs; more are skipped
@@ -1748,6 +2282,7 @@ impl RigActor {
         stats_tx: watch::Sender<RigStats>,
     ) -> Self {
         let (identified_tx, identified_rx) = mpsc::channel(1);
+        let (restored_tx, restored_rx) = mpsc::channel(1);
         Self {
             state,
             events_rx,
@@ -1763,7 +2298,91 @@ impl RigActor {
             identifying: false,
             tracking_queue: VecDeque::new(),
             owners: None,
+            restore_query: None,
+            restored_tx,
+            restored_rx,
         }
+    }
+
+    /// Restores and continues the previous owner's run at a takeover, reading it from `query`
+    /// (the twin's InfluxDB 1.x storage).
+    pub fn with_restore(mut self, query: InfluxQuery) -> Self {
+        self.restore_query = Some(query);
+        self.state.restore_from_storage = true;
+        self
+    }
+
+    /// Starts the restores the state asked for, each in its own task (bounded by
+    /// [`RESTORE_TIMEOUT`]), so ingest of other rigs and this actor's stats go on; the rig's
+    /// blocks wait in the state meanwhile.
+    fn dispatch_restores(&mut self) {
+        let requests: Vec<RestoreRequest> = self.state.take_restore_requests().collect();
+        for request in requests {
+            let tx = self.restored_tx.clone();
+            let Some(query) = self.restore_query.clone() else {
+                // Without a query the state never asks (`with_restore`).
+                let _ = tx.try_send((
+                    request.epoch,
+                    Err(RestoreFailure {
+                        reason: "storage_not_readable",
+                        detail: String::new(),
+                    }),
+                ));
+                continue;
+            };
+            let rig = self.state.rig().clone();
+            let precision = self.state.precision;
+            let watermarks = self.watermarks.clone();
+            tokio::spawn(async move {
+                let watermark_seq = match request.watermark_seq {
+                    Some(seq) => Some(seq),
+                    None => await_watermark(watermarks, &rig, WATERMARK_WAIT).await,
+                };
+                let Some(watermark_seq) = watermark_seq else {
+                    let failure = RestoreFailure {
+                        reason: "no_watermark",
+                        detail: format!(
+                            "no persisted watermark arrived within {} s",
+                            WATERMARK_WAIT.as_secs()
+                        ),
+                    };
+                    let _ = tx.send((request.epoch, Err(failure))).await;
+                    return;
+                };
+                let result = match tokio::time::timeout(
+                    RESTORE_TIMEOUT,
+                    crate::replay::restore::read(&query, &rig, precision, watermark_seq),
+                )
+                .await
+                {
+                    Ok(Ok(Some(run))) => Ok(run),
+                    Ok(Ok(None)) => Err(RestoreFailure {
+                        reason: "no_run",
+                        detail: format!(
+                            "no estimated block at or below the watermark (seq {watermark_seq}) is stored"
+                        ),
+                    }),
+                    Ok(Err(e)) => Err(RestoreFailure::of(&e)),
+                    Err(_) => Err(RestoreFailure::timed_out()),
+                };
+                // The actor is gone only at shutdown; the result is not needed then.
+                let _ = tx.send((request.epoch, result)).await;
+            });
+        }
+    }
+
+    /// Hands `chunks` to storage, in order; `false` when the writer is gone.
+    async fn store(&mut self, chunks: Vec<Chunk>) -> bool {
+        self.save_times(false);
+        for chunk in chunks {
+            // Waiting here is the backpressure from storage to ingest.
+            if self.chunk_tx.send(chunk).await.is_err() {
+                warn!(rig = %self.state.rig(), "Storage writer is gone; stopping this rig.");
+                self.publish();
+                return false;
+            }
+        }
+        true
     }
 
     /// Follows a coordinator's word on which rigs this twin owns (`crate::owner`), starting
@@ -1781,8 +2400,14 @@ impl RigActor {
         };
         let ownership = ownership_of(&rx.borrow_and_update(), self.state.rig());
         if ownership != self.state.ownership() {
+            // A takeover restores at the latest persisted watermark.
+            if let Some(rx) = self.watermarks.as_mut() {
+                let persisted = rx.borrow_and_update().get(self.state.rig()).copied();
+                self.state.set_persisted_seq(persisted);
+            }
             self.state.set_ownership(ownership, unix_now_ns());
             self.offer_states();
+            self.dispatch_restores();
         }
     }
 
@@ -1922,11 +2547,16 @@ impl RigActor {
                     {
                         self.follow_owners();
                     }
+                    // A takeover pending from the start restores at the latest watermark.
                     if let Some(rx) = self.watermarks.as_mut()
-                        && rx.has_changed().unwrap_or(false)
+                        && (rx.has_changed().unwrap_or(false) || self.state.takeover_pending())
                     {
                         let persisted = rx.borrow_and_update().get(self.state.rig()).copied();
                         self.state.set_persisted_seq(persisted);
+                    }
+                    if self.state.takeover_pending() {
+                        self.state.start_pending_takeover();
+                        self.dispatch_restores();
                     }
                     let chunks = match &event {
                         Event::Command(payload) => {
@@ -1943,17 +2573,21 @@ impl RigActor {
                         }
                         _ => self.state.handle(&event, Instant::now()),
                     };
+                    self.dispatch_restores();
                     self.dispatch_tracking();
                     self.offer_states();
                     // Before storage can have them: see `with_stored_times`.
-                    self.save_times(false);
-                    for chunk in chunks {
-                        // Waiting here is the backpressure from storage to ingest.
-                        if self.chunk_tx.send(chunk).await.is_err() {
-                            warn!(rig = %self.state.rig(), "Storage writer is gone; stopping this rig.");
-                            self.publish();
-                            return;
-                        }
+                    if !self.store(chunks).await {
+                        return;
+                    }
+                    self.publish();
+                }
+                Some((epoch, result)) = self.restored_rx.recv() => {
+                    let chunks = self.state.on_restored(epoch, result, Instant::now());
+                    self.dispatch_tracking();
+                    self.offer_states();
+                    if !self.store(chunks).await {
+                        return;
                     }
                     self.publish();
                 }
@@ -1965,6 +2599,13 @@ impl RigActor {
                     self.publish();
                 }
                 _ = tick.tick() => {
+                    let chunks = self.state.check_catch_up(Instant::now());
+                    if !chunks.is_empty() {
+                        self.offer_states();
+                        if !self.store(chunks).await {
+                            return;
+                        }
+                    }
                     self.save_times(true);
                     self.publish();
                 }

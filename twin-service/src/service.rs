@@ -43,10 +43,14 @@ use crate::rig::{Chunk, Event, Outbound, RigActor, RigState, STATS_INTERVAL};
 use crate::stats::{RigStats, StoreStats, TwinStats};
 use crate::store::nodes::{NodeSet, NodesError};
 use crate::store::persisted::{self, DeclaredLoss, LossProblem};
+use crate::store::query::InfluxQuery;
 use crate::store::{Sink, StoreError, Watermarks, Writer, WriterConfig};
 
 /// Events queued per rig actor before the router waits (backpressure).
 pub const RIG_QUEUE_EVENTS: usize = 64;
+/// How long one query of a takeover's restore may take (the whole restore is bounded by
+/// `crate::rig::RESTORE_TIMEOUT`).
+const RESTORE_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Chunks (blocks) queued for the storage writer before rig actors wait.
 pub const STORE_QUEUE_CHUNKS: usize = 256;
 /// Watermarks seen on the broker queued for the storage writer; beyond it they are dropped
@@ -213,7 +217,7 @@ async fn serve(
     let (loss_tx, loss_rx) = mpsc::channel(LOSS_QUEUE);
     let writer = if config.storage.is_node_list() {
         // One writer per node; the published watermark is the lowest of theirs.
-        let nodes = NodeSet::build(&config, &shutdown).await?;
+        let nodes = NodeSet::build(&config, &shutdown, &owners_rx).await?;
         info!(storage = %storage, "Storage ready.");
         tokio::spawn(nodes.run(
             chunk_rx,
@@ -242,6 +246,7 @@ async fn serve(
                 .with_watermarks(watermark_tx)
                 .with_published_watermarks(published_rx)
                 .with_declared_losses(loss_rx)
+                .with_owners(owners_rx.clone())
                 .run(),
         )
     };
@@ -295,7 +300,21 @@ async fn serve(
         mqtt_stop.clone(),
     ));
 
+    // A rig taken over from another twin continues that twin's run, read back from storage;
+    // only InfluxDB 1.x can be read back (otherwise a takeover starts a new run).
+    let restore_query = match (
+        &config.coordinator,
+        InfluxQuery::from_storage(&config.storage, RESTORE_QUERY_TIMEOUT),
+    ) {
+        (None, _) => None,
+        (Some(_), Ok(query)) => Some(query),
+        (Some(_), Err(e)) => {
+            info!(reason = %e, "A rig taken over from another twin starts a new estimator run: its previous owner's run cannot be restored from this storage.");
+            None
+        }
+    };
     let mut router = Router {
+        restore_query,
         config: &config,
         rigs: HashMap::new(),
         actors: TaskTracker::new(),
@@ -887,6 +906,8 @@ struct RigHandle {
 /// Routes publishes to rig actors and assembles [`TwinStats`]. Owns the rig directory.
 struct Router<'a> {
     config: &'a TwinConfig,
+    /// Where a takeover reads the previous owner's run back (`crate::replay::restore`).
+    restore_query: Option<InfluxQuery>,
     rigs: HashMap<RigId, RigHandle>,
     actors: TaskTracker,
     /// `None` once ingest has stopped, so the writer can finish.
@@ -1169,6 +1190,9 @@ impl Router<'_> {
             .with_owners(self.owners.clone());
         if let Some(dir) = &self.config.spool.dir {
             actor = actor.with_stored_times(dir.clone());
+        }
+        if let Some(query) = &self.restore_query {
+            actor = actor.with_restore(query.clone());
         }
         if let Some(state_tx) = &self.state_tx {
             actor = actor.with_states(state_tx.clone());

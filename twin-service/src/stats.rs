@@ -219,6 +219,13 @@ pub struct RigStats {
     /// Sample blocks dropped because another twin (or nobody yet) owned the rig: its owner
     /// stores them, and the edge replays what was not persisted to the next owner.
     pub blocks_not_owned: u64,
+    /// Takeovers of the rig by this twin, by outcome: `continued` (the previous owner's run
+    /// restored from storage and continued) or why a new run started instead
+    /// (`crate::rig`, ARCHITECTURE.md "Twins sharing the rigs").
+    pub takeovers: BTreeMap<String, u64>,
+    /// Seqs a continued run skipped while folding the edge's replay in order, because they
+    /// did not arrive in time (the estimator bridged the gap, as live).
+    pub takeover_gaps_skipped: u64,
 }
 
 /// One channel's live view.
@@ -276,6 +283,9 @@ pub struct RigStoreStats {
     pub samples_stored: u64,
     /// Blocks storage acknowledged again (a replay of a seq at or below the watermark).
     pub blocks_duplicate_stored: u64,
+    /// Blocks made while this twin owned the rig but dropped before storage because it lost
+    /// the rig first (`store::writer`); the next owner stores them from the edge's replay.
+    pub blocks_fenced: u64,
     /// Blocks that will never be stored by this twin, by reason (`queue_full`, `spool_full`,
     /// `rejected`, `shutdown_drain`, `spool_error`).
     pub blocks_dropped: BTreeMap<String, u64>,

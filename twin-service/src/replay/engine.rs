@@ -117,6 +117,17 @@ impl Replayer {
         &self.estimator
     }
 
+    /// The estimator, as the replayed blocks left it (a takeover continues the run with it,
+    /// `super::restore`).
+    pub fn into_estimator(self) -> RigEstimator {
+        self.estimator
+    }
+
+    /// Model switches recorded for the run that no replayed block has reached yet.
+    pub fn switches_ahead(&self) -> usize {
+        self.switches.len()
+    }
+
     /// Learns the law of one controller version of this run.
     pub fn add_controller(&mut self, record: ControllerRecord) {
         if record.run == self.run {

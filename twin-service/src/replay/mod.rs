@@ -14,9 +14,12 @@
 //! - [`record`]: the records, their line protocol and parsing, and the live [`RunRecorder`].
 //! - [`engine`]: the pure replayer of one run.
 //! - [`source`]: reading a range from InfluxDB 1.x, replaying it, verifying it.
+//! - [`restore`]: a takeover's restore of the previous owner's run at the persisted
+//!   watermark, so the new owner continues it.
 
 pub mod engine;
 pub mod record;
+pub mod restore;
 pub mod source;
 
 pub use engine::{EngineError, Replayed, Replayer};

@@ -7,7 +7,8 @@
 //! ```text
 //! dtop_twin_birth,rig=<rig>,run=<run> session=<i>i,birth="<base64 RigBirth>",design="<JSON EstimatorDesign>" <t>
 //!     one per estimator run, at the first sample of the first block the run folded in. A run
-//!     starts whenever the twin builds an estimator: at a birth, and when the twin restarts.
+//!     starts whenever the twin builds an estimator: at a birth, and when the twin restarts; a
+//!     twin taking the rig over continues the previous owner's run (`super::restore`).
 //! dtop_twin_feed,rig=<rig> run=<i>i,session=<i>i,seq=<i>i,first_sample_index=<i>i,samples=<i>i,first_timestamp_ns=<i>i,sample_period_ns=<i>i,controller_version=<i>i[,drive_n=<float>] <t_0>
 //!     one per block the estimator folded in, at the block's first sample; drive_n is the
 //!     twin-hosted drive made from it (absent when none was).
@@ -147,6 +148,25 @@ impl RunRecorder {
             checkpoint_every_samples,
             last_checkpoint_index: None,
             versions_written: BTreeSet::new(),
+        }
+    }
+
+    /// The recorder of a run another twin started and this one continues after a takeover
+    /// (`super::restore`): its birth is stored already, its checkpoint schedule goes on from
+    /// the block at `last_checkpoint_index`, and the laws of `versions_written` are stored.
+    pub fn continuing(
+        run: RunId,
+        birth: &RigBirth,
+        design: &EstimatorDesign,
+        checkpoint_every_samples: u64,
+        last_checkpoint_index: u64,
+        versions_written: impl IntoIterator<Item = u64>,
+    ) -> Self {
+        Self {
+            birth_written: true,
+            last_checkpoint_index: Some(last_checkpoint_index),
+            versions_written: versions_written.into_iter().collect(),
+            ..Self::new(run, birth, design, checkpoint_every_samples)
         }
     }
 

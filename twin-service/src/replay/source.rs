@@ -310,7 +310,7 @@ pub async fn replay(
 }
 
 /// The time InfluxDB stores for `ts_ns` written at `precision`.
-fn stored_ns(precision: Precision, ts_ns: u64) -> i64 {
+pub(super) fn stored_ns(precision: Precision, ts_ns: u64) -> i64 {
     precision
         .from_ns(ts_ns)
         .map_or(i64::MAX, |t| t.saturating_mul(precision.unit_ns() as i64))
@@ -366,13 +366,13 @@ fn compare_estimate(v: &mut Verification, estimate: &Estimate, row: &Row) {
 }
 
 /// The queries of one replay.
-struct Reader<'a> {
-    query: &'a InfluxQuery,
-    rig: &'a RigId,
+pub(super) struct Reader<'a> {
+    pub(super) query: &'a InfluxQuery,
+    pub(super) rig: &'a RigId,
 }
 
 impl Reader<'_> {
-    fn rig(&self) -> String {
+    pub(super) fn rig(&self) -> String {
         quote(self.rig.as_str())
     }
 
@@ -440,7 +440,11 @@ impl Reader<'_> {
     }
 
     /// Every point of a measurement tagged with `run`.
-    async fn of_run(&self, measurement: &str, run: RunId) -> Result<Vec<Row>, ReplayError> {
+    pub(super) async fn of_run(
+        &self,
+        measurement: &str,
+        run: RunId,
+    ) -> Result<Vec<Row>, ReplayError> {
         let statement = format!(
             "SELECT * FROM {measurement} WHERE rig = {} AND run = {}",
             self.rig(),
@@ -449,7 +453,7 @@ impl Reader<'_> {
         Ok(self.query.rows(&statement).await?)
     }
 
-    async fn birth(&self, run: RunId) -> Result<BirthRecord, ReplayError> {
+    pub(super) async fn birth(&self, run: RunId) -> Result<BirthRecord, ReplayError> {
         let rows = self.of_run(BIRTH_MEASUREMENT, run).await?;
         let row = rows.first().ok_or_else(|| {
             ReplayError::Missing(format!(
@@ -481,7 +485,11 @@ impl Reader<'_> {
     }
 
     /// Up to [`FEED_RECORDS_PER_QUERY`] feed records from `from_ns` to `to_ns`, oldest first.
-    async fn feeds(&self, from_ns: i64, to_ns: i64) -> Result<Vec<(i64, FeedRecord)>, ReplayError> {
+    pub(super) async fn feeds(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<Vec<(i64, FeedRecord)>, ReplayError> {
         let rows = self
             .query
             .rows(&format!(
@@ -499,7 +507,11 @@ impl Reader<'_> {
     }
 
     /// Stream-0 sample rows from `from_ns` to `to_ns`, by stored time.
-    async fn samples(&self, from_ns: i64, to_ns: i64) -> Result<HashMap<i64, Row>, ReplayError> {
+    pub(super) async fn samples(
+        &self,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<HashMap<i64, Row>, ReplayError> {
         let stream = format!("AND stream = '{ESTIMATED_STREAM}'");
         self.by_time(SAMPLES_MEASUREMENT, &stream, from_ns, to_ns)
             .await

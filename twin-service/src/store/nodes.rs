@@ -31,6 +31,7 @@ use super::persisted::DeclaredLoss;
 use super::writer::{Watermarks, Writer, WriterConfig};
 use super::{Sink, StoreError};
 use crate::config::TwinConfig;
+use crate::owner::Owners;
 use crate::rig::Chunk;
 use crate::stats::{RigStoreStats, StoreStats};
 
@@ -142,6 +143,7 @@ pub fn combine_stats(nodes: &BTreeMap<String, StoreStats>) -> StoreStats {
         };
         for r in &per_node {
             c.blocks_duplicate_stored += r.blocks_duplicate_stored;
+            c.blocks_fenced += r.blocks_fenced;
             c.backlog_s = c.backlog_s.max(r.backlog_s);
             add_by_reason(&mut c.blocks_dropped, &r.blocks_dropped);
             add_by_reason(&mut c.samples_dropped, &r.samples_dropped);
@@ -192,6 +194,7 @@ impl NodeSet {
     pub async fn build(
         config: &TwinConfig,
         shutdown: &CancellationToken,
+        owners: &watch::Receiver<Owners>,
     ) -> Result<Self, NodesError> {
         let precision = config.storage.precision();
         let mut nodes = Vec::new();
@@ -214,7 +217,8 @@ impl NodeSet {
                 shutdown.clone(),
                 stats_tx,
             )
-            .with_loss_records(precision);
+            .with_loss_records(precision)
+            .with_owners(owners.clone());
             if let Some(spool_config) = super::node_spool_config(&config.spool, &node.name) {
                 let spool_err = |source| NodesError::Spool {
                     node: node.name.clone(),

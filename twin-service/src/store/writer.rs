@@ -15,6 +15,12 @@
 //! lost for good (`SeqLoss`, validated by the router) are accounted the same way: the watermark
 //! passes them once everything below is durable.
 //!
+//! Under a lease coordinator it is fenced too ([`Writer::with_owners`]): a chunk of a rig this
+//! twin no longer owns is dropped on arrival, not stored. The rig's next owner stores those
+//! blocks from the edge's replay, so two twins never write one rig's records at once (the
+//! next owner may continue the same estimator run, `crate::replay::restore`, and InfluxDB
+//! would merge two writers' points of one run and time into one).
+//!
 //! It stops when every chunk sender is gone and everything pending is written, or the drain
 //! timeout after shutdown has passed: then what is left waits in the spool for the next start,
 //! or, without a spool, is dropped and counted.
@@ -40,6 +46,7 @@ use super::persisted::{self, Acked, DeclaredLoss, PersistTracker};
 use super::{Sink, WriteError};
 use crate::config::{BackoffConfig, SpoolFsync, TwinConfig};
 use crate::lineproto::{self, Precision, SeqLossRecord};
+use crate::owner::{Owners, ownership_of};
 use crate::rig::Chunk;
 use crate::stats::StoreStats;
 use dtop_daemon::Backoff;
@@ -132,6 +139,8 @@ pub struct Writer {
     stats: StoreStats,
     stats_tx: watch::Sender<StoreStats>,
     rng: StdRng,
+    /// Which rigs this twin owns (`crate::owner`); `None`: every rig (no coordinator).
+    owners: Option<watch::Receiver<Owners>>,
 }
 
 impl Writer {
@@ -166,7 +175,22 @@ impl Writer {
             stats: StoreStats::default(),
             stats_tx,
             rng: StdRng::from_os_rng(),
+            owners: None,
         }
+    }
+
+    /// Drops, on arrival, each chunk of a rig `owners` says this twin does not own (see the
+    /// module docs), counting its blocks in the rig's `blocks_fenced`.
+    pub fn with_owners(mut self, owners: watch::Receiver<Owners>) -> Self {
+        self.owners = Some(owners);
+        self
+    }
+
+    /// Whether `rig`'s chunks are to be dropped: this twin does not own it (any more).
+    fn fenced(&self, rig: &RigId) -> bool {
+        self.owners
+            .as_ref()
+            .is_some_and(|o| !ownership_of(&o.borrow(), rig).is_owned())
     }
 
     /// Spools unsent batches in `spool` (its directory also keeps the watermarks), and picks
@@ -443,6 +467,11 @@ impl Writer {
     }
 
     fn add_chunk(&mut self, chunk: Chunk) {
+        if self.fenced(&chunk.rig) {
+            debug!(rig = %chunk.rig, seq = chunk.seq, "Dropped a chunk of a rig this twin no longer owns; its next owner stores it from the edge's replay.");
+            self.stats.rigs.entry(chunk.rig).or_default().blocks_fenced += 1;
+            return;
+        }
         if let Some(first) = chunk.rig_start_seq {
             self.trackers
                 .entry(chunk.rig.clone())
@@ -804,6 +833,53 @@ mod tests {
             precision: Precision::Us,
         };
         Sink::File(FileSink::create(&c).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn chunks_of_a_rig_this_twin_lost_are_dropped_on_arrival_and_counted() {
+        use crate::owner::{OwnerMode, owners_channel_for};
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let (stats_tx, mut stats_rx) = watch::channel(StoreStats::default());
+        let (owners, owners_rx) = owners_channel_for(OwnerMode::Coordinated);
+        let rig = RigId::new("r1").unwrap();
+        owners.own(rig.clone(), 3).unwrap();
+        // One chunk a batch, so each arrival is decided on its own.
+        let writer = Writer::new(
+            file_sink(dir.path()).await,
+            rx,
+            config(2, 3_600_000),
+            CancellationToken::new(),
+            stats_tx,
+        )
+        .with_owners(owners_rx);
+        let task = tokio::spawn(writer.run());
+        tx.send(chunk(1)).await.unwrap();
+        let wait = |n: u64| {
+            let rig = rig.clone();
+            move |s: &StoreStats| {
+                s.rigs
+                    .get(&rig)
+                    .is_some_and(|r| r.blocks_stored + r.blocks_fenced == n)
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), stats_rx.wait_for(wait(1)))
+            .await
+            .unwrap()
+            .unwrap();
+        // Lost: made while owned, but arriving after the loss, so never stored.
+        owners.lose(rig.clone());
+        tx.send(chunk(2)).await.unwrap();
+        tx.send(chunk(3)).await.unwrap();
+        drop(tx);
+        let stats = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let r = &stats.rigs[&rig];
+        assert_eq!((r.blocks_stored, r.blocks_fenced), (1, 2));
+        assert_eq!(stats.lines_written_total, 2);
+        assert_eq!(r.persisted_seq, Some(1));
     }
 
     #[tokio::test]
