@@ -926,15 +926,12 @@ impl RigState {
     /// Processes the blocks of a catch-up that are next in seq order.
     fn release_caught_up(&mut self, now: Instant) -> Vec<Chunk> {
         let mut chunks = Vec::new();
-        loop {
-            let RestorePhase::CatchingUp {
-                next_seq,
-                held,
-                progress_at,
-            } = &mut self.restore
-            else {
-                break;
-            };
+        while let RestorePhase::CatchingUp {
+            next_seq,
+            held,
+            progress_at,
+        } = &mut self.restore
+        {
             let Some(block) = held.remove(next_seq) else {
                 break;
             };

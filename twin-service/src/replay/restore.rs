@@ -450,8 +450,7 @@ mod tests {
             .map(CheckpointRecord::from_row)
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
-            .filter(|c| c.time_ns <= target.0)
-            .next_back();
+            .rfind(|c| c.time_ns <= target.0);
         let controllers = of(CONTROLLER_MEASUREMENT)
             .iter()
             .map(ControllerRecord::from_row)
@@ -555,6 +554,48 @@ mod tests {
     /// continues the old run at block 80, folds in the edge's replay of 81..=99 (backfill) and
     /// the held live blocks in seq order, and stores exactly the records and estimates of a
     /// twin that never failed (under the old run's id, with no second birth record).
+    fn birth_event() -> Event {
+        Event::Birth(birth().encode_to_vec().into())
+    }
+
+    /// Asserts the takeover asked for exactly one restore, at `epoch` with `watermark_seq`.
+    fn assert_one_request(rig: &mut RigState, epoch: u64, watermark_seq: Option<u64>) {
+        let requests: Vec<_> = rig.take_restore_requests().collect();
+        assert_eq!(
+            requests,
+            [crate::rig::RestoreRequest {
+                epoch,
+                watermark_seq
+            }]
+        );
+    }
+
+    /// Asserts the one takeover outcome counted so far.
+    fn assert_takeover(rig: &RigState, outcome: &str, context: &str) {
+        assert_eq!(
+            rig.stats(Instant::now()).takeovers,
+            BTreeMap::from([(outcome.to_owned(), 1)]),
+            "{context}"
+        );
+    }
+
+    /// Hands `events` to `rig`, appending the lines of the chunks they make to `lines`.
+    fn feed(rig: &mut RigState, events: &[Event], now: Instant, lines: &mut String) {
+        for e in events {
+            for c in rig.handle(e, now) {
+                lines.push_str(&c.lines);
+            }
+        }
+    }
+
+    /// The edge's replay of the blocks above watermark 80, up to the live ones.
+    fn replay_above_80(blocks: &[dtop_proto::v1::SampleBlock]) -> Vec<Event> {
+        blocks[81..=99]
+            .iter()
+            .map(|b| with_backfill(b, true))
+            .collect()
+    }
+
     #[test]
     fn a_takeover_continues_the_run_and_stores_what_a_run_without_the_fault_stores() {
         let blocks = simulate(140);
@@ -562,20 +603,13 @@ mod tests {
         let reference_lines = live_lines(&blocks, now);
         let old_lines = live_lines(&blocks[..=95], now);
         let mut new = restoring_rig(4, live_model(), Ownership::Lost { epoch: 1 });
-        new.handle(&Event::Birth(birth().encode_to_vec().into()), now);
+        new.handle(&birth_event(), now);
         for b in &blocks[..=95] {
             assert!(new.handle(&with_backfill(b, false), now).is_empty());
         }
         new.set_persisted_seq(Some(80));
         new.set_ownership(Ownership::Owned { epoch: 2 }, 0);
-        let requests: Vec<_> = new.take_restore_requests().collect();
-        assert_eq!(
-            requests,
-            [crate::rig::RestoreRequest {
-                epoch: 2,
-                watermark_seq: Some(80)
-            }]
-        );
+        assert_one_request(&mut new, 2, Some(80));
         let mut new_lines = String::new();
         // Live blocks arrive while the run is read back: they wait.
         for b in &blocks[100..=101] {
@@ -587,17 +621,10 @@ mod tests {
         }
         assert!(new_lines.is_empty(), "blocks 100 and 101 wait for 81..=99");
         // The edge replays everything above the watermark; live blocks go on meanwhile.
-        let mut arrivals: Vec<Event> = blocks[81..=99]
-            .iter()
-            .map(|b| with_backfill(b, true))
-            .collect();
+        let mut arrivals = replay_above_80(&blocks);
         arrivals.insert(10, with_backfill(&blocks[102], false));
         arrivals.extend(blocks[103..].iter().map(|b| with_backfill(b, false)));
-        for e in &arrivals {
-            for c in new.handle(e, now) {
-                new_lines.push_str(&c.lines);
-            }
-        }
+        feed(&mut new, &arrivals, now, &mut new_lines);
         assert!(!new_lines.contains(super::super::record::BIRTH_MEASUREMENT));
         let run = run_of(&old_lines);
         let t81 = blocks[81].first_timestamp_ns;
@@ -613,10 +640,7 @@ mod tests {
         // What the old owner stored above the watermark is stored again with the same values.
         let old_above = twin_lines(&old_lines, run, t81);
         assert!(!old_above.is_empty() && old_above.is_subset(&got));
-        assert_eq!(
-            new.stats(now).takeovers,
-            BTreeMap::from([("continued".to_owned(), 1)])
-        );
+        assert_takeover(&new, "continued", "");
     }
 
     /// A twin that first hears of the rig already owning it (it joined the fleet and the
@@ -633,21 +657,13 @@ mod tests {
         let run = run_of(&old_lines);
         let t81 = blocks[81].first_timestamp_ns;
         let expected = twin_lines(&reference_lines, run_of(&reference_lines), t81);
-        let birth_event = || Event::Birth(birth().encode_to_vec().into());
         for birth_arrives in ["during the restore", "after the restore", "never"] {
             let mut new = restoring_rig(8, live_model(), Ownership::Owned { epoch: 2 });
             assert!(new.takeover_pending());
             new.set_persisted_seq(Some(80));
             new.start_pending_takeover();
             assert!(!new.takeover_pending());
-            let requests: Vec<_> = new.take_restore_requests().collect();
-            assert_eq!(
-                requests,
-                [crate::rig::RestoreRequest {
-                    epoch: 2,
-                    watermark_seq: Some(80)
-                }]
-            );
+            assert_one_request(&mut new, 2, Some(80));
             // Live blocks while the run is read back: they wait.
             for b in &blocks[100..=102] {
                 assert!(new.handle(&with_backfill(b, false), now).is_empty());
@@ -665,20 +681,13 @@ mod tests {
                 new_lines.is_empty(),
                 "{birth_arrives}: 100 to 102 wait for 81..=99"
             );
-            let mut arrivals: Vec<Event> = blocks[81..=99]
-                .iter()
-                .map(|b| with_backfill(b, true))
-                .collect();
+            let mut arrivals = replay_above_80(&blocks);
             if birth_arrives == "after the restore" {
                 // The retained birth, late: the run's own, so nothing changes.
                 arrivals.insert(5, birth_event());
             }
             arrivals.extend(blocks[103..].iter().map(|b| with_backfill(b, false)));
-            for e in &arrivals {
-                for c in new.handle(e, now) {
-                    new_lines.push_str(&c.lines);
-                }
-            }
+            feed(&mut new, &arrivals, now, &mut new_lines);
             assert!(
                 !new_lines.contains(super::super::record::BIRTH_MEASUREMENT),
                 "{birth_arrives}"
@@ -686,11 +695,7 @@ mod tests {
             let got = twin_lines(&new_lines, run, t81);
             assert_eq!(got.len(), expected.len(), "{birth_arrives}");
             assert_eq!(got, expected, "{birth_arrives}");
-            assert_eq!(
-                new.stats(now).takeovers,
-                BTreeMap::from([("continued".to_owned(), 1)]),
-                "{birth_arrives}"
-            );
+            assert_takeover(&new, "continued", birth_arrives);
         }
     }
 
@@ -707,12 +712,9 @@ mod tests {
             new.handle(&with_backfill(&blocks[0], false), now)
                 .is_empty()
         );
-        let chunks = new.handle(&Event::Birth(birth().encode_to_vec().into()), now);
+        let chunks = new.handle(&birth_event(), now);
         assert_eq!(chunks.iter().map(|c| c.seq).collect::<Vec<_>>(), [0]);
-        assert_eq!(
-            new.stats(now).takeovers,
-            BTreeMap::from([("no_watermark".to_owned(), 1)])
-        );
+        assert_takeover(&new, "no_watermark", "");
     }
 
     /// Owned at a later epoch with no watermark known yet (a twin that has just subscribed):
@@ -724,14 +726,7 @@ mod tests {
         let now = Instant::now();
         let mut new = restoring_rig(8, ModelConfig::default(), Ownership::Owned { epoch: 3 });
         new.start_pending_takeover();
-        let requests: Vec<_> = new.take_restore_requests().collect();
-        assert_eq!(
-            requests,
-            [crate::rig::RestoreRequest {
-                epoch: 3,
-                watermark_seq: None
-            }]
-        );
+        assert_one_request(&mut new, 3, None);
         for b in &blocks {
             assert!(new.handle(&with_backfill(b, false), now).is_empty());
         }
@@ -740,12 +735,9 @@ mod tests {
             detail: "none arrived".into(),
         };
         assert!(new.on_restored(3, Err(failure), now).is_empty());
-        let chunks = new.handle(&Event::Birth(birth().encode_to_vec().into()), now);
+        let chunks = new.handle(&birth_event(), now);
         assert_eq!(chunks.iter().map(|c| c.seq).collect::<Vec<_>>(), [0, 1, 2]);
-        assert_eq!(
-            new.stats(now).takeovers,
-            BTreeMap::from([("no_watermark".to_owned(), 1)])
-        );
+        assert_takeover(&new, "no_watermark", "");
     }
 
     /// A failed restore (storage away) starts a new run, counted, and the blocks that waited
@@ -755,7 +747,7 @@ mod tests {
         let blocks = simulate(5);
         let now = Instant::now();
         let mut new = restoring_rig(4, ModelConfig::default(), Ownership::Lost { epoch: 1 });
-        new.handle(&Event::Birth(birth().encode_to_vec().into()), now);
+        new.handle(&birth_event(), now);
         new.set_persisted_seq(Some(1));
         new.set_ownership(Ownership::Owned { epoch: 2 }, 0);
         assert_eq!(new.take_restore_requests().count(), 1);
@@ -775,10 +767,7 @@ mod tests {
                 .lines
                 .contains(super::super::record::BIRTH_MEASUREMENT)
         );
-        assert_eq!(
-            new.stats(now).takeovers,
-            BTreeMap::from([("storage".to_owned(), 1)])
-        );
+        assert_takeover(&new, "storage", "");
     }
 
     #[test]
