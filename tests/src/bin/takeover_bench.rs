@@ -292,9 +292,10 @@ fn main() -> Result<()> {
             stored_s.extend(s.stored.map(|d| d.as_secs_f64()));
         }
         println!(
-            "round {round}: killed {}, its {} rigs: {stages:?}",
+            "round {round}: killed {}, its {} rigs: {stages:?}; their edges' persisted seqs at the kill: {:?} (-1: none yet)",
             twins[victim].id,
-            moved.len()
+            moved.len(),
+            moved.iter().map(|k| at_kill[k]).collect::<Vec<_>>()
         );
         // Back: the dead twin starts again and takes back what it wins.
         let after = fleet::leases(&rt, &store)?;
