@@ -392,6 +392,8 @@ mod tests {
     use crate::rig::{Event, RigState};
     use dtop_proto::Message as _;
     use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use tokio::time::Instant;
 
     #[test]
     fn the_stored_stretch_above_the_watermark_ends_at_the_first_hole() {
@@ -400,8 +402,6 @@ mod tests {
         assert_eq!(contiguous_end(80, vec![82, 83]), 80);
         assert_eq!(contiguous_end(0, vec![1, 2, 3]), 3);
     }
-    use std::sync::Arc;
-    use tokio::time::Instant;
 
     /// A rig of a twin whose storage can be read back, as `ownership` says, holding at most
     /// `max_waiting` blocks before their birth.
