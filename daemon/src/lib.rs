@@ -13,6 +13,8 @@
 //! - [`backoff`]: jittered exponential backoff as a pure calculator.
 //! - [`failover`]: broker failover lists (`[mqtt] brokers = ["host:port", ...]`), their check,
 //!   and the round-robin choice of the next broker, pure.
+//! - [`subscriptions`]: which SUBSCRIBE each SUBACK answers and when to ask again for the
+//!   filters a broker refused, pure.
 //! - [`entry`]: the common flags, logging, config loading with `--check`, and the runtime with
 //!   the drain, so each daemon's `main` is a few lines.
 //! - [`tls`]: PEM files to a rustls acceptor (broker MQTT/TLS, server HTTPS).
@@ -26,6 +28,7 @@ pub mod failover;
 pub mod metrics;
 pub mod notify;
 pub mod signals;
+pub mod subscriptions;
 pub mod testing;
 pub mod tls;
 
@@ -33,3 +36,4 @@ pub use backoff::Backoff;
 pub use config::{ConfigProblem, ConfigProblems, EXIT_CONFIG, LoadError, load, parse};
 pub use failover::{BrokerAddr, BrokerKeys, BrokerList, Failover, Retry};
 pub use signals::{Ending, Signals, run_until_signal};
+pub use subscriptions::Subscriptions;

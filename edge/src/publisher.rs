@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dtop_daemon::{Backoff, BrokerAddr, Failover, Retry};
+use dtop_daemon::{Backoff, BrokerAddr, Failover, Retry, Subscriptions};
 use dtop_firmware::Manifest;
 use dtop_proto::limits::{MAX_CONTROL_BYTES, MAX_MQTT_PACKET_BYTES, MAX_SAMPLE_BLOCK_BYTES};
 use dtop_proto::topic::{self, RigTopic};
@@ -50,6 +50,11 @@ use crate::stats::{MAX_LOST_RANGES, StatsHandle};
 pub const WINDOW_BLOCKS: usize = 16;
 /// How often the retained status is refreshed.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// The first wait before asking again for a subscription the broker refused; it doubles with
+/// each refusal on the same connection, up to [`RESUBSCRIBE_MAX`]. Checked on the status
+/// tick, so the real wait is rounded up to it.
+pub const RESUBSCRIBE_MIN: Duration = Duration::from_secs(1);
+pub const RESUBSCRIBE_MAX: Duration = Duration::from_secs(30);
 /// Longest the publisher waits for room in the serial task's queue for an operator command.
 pub const COMMAND_HANDOVER_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long the goodbye waits for the death's PUBACK and for the DISCONNECT to be written.
@@ -189,6 +194,8 @@ pub struct Publisher {
     /// Which broker of `[mqtt] brokers` (or the one `host`) to connect to next.
     failover: Failover,
     backoff: Backoff,
+    /// This connection's SUBSCRIBEs, and the filters a SUBACK refused, asked again later.
+    subscriptions: Subscriptions<SubscribeFilter>,
     rng: StdRng,
     stats: StatsHandle,
 }
@@ -287,6 +294,7 @@ impl Publisher {
             connected_once: false,
             failover,
             backoff,
+            subscriptions: Subscriptions::new(RESUBSCRIBE_MIN, RESUBSCRIBE_MAX),
             rng: StdRng::from_os_rng(),
             stats,
         };
@@ -365,6 +373,7 @@ impl Publisher {
                         }
                         () = sleep_until(deadline), if flush_deadline.is_some() => break None,
                         _ = status_tick.tick() => {
+                            self.resubscribe_due();
                             self.check_backlog();
                             self.publish_status();
                         }
@@ -863,6 +872,9 @@ impl Publisher {
             Event::Incoming(Packet::ConnAck(_)) => self.on_connected(eventloop).await,
             Event::Incoming(Packet::PubAck(ack)) => self.on_puback(ack.pkid),
             Event::Outgoing(Outgoing::Publish(pkid)) => self.outbox.on_outgoing_publish(pkid),
+            Event::Outgoing(Outgoing::Subscribe(pkid)) if !self.subscriptions.went_out(pkid) => {
+                debug!(pkid, "A SUBSCRIBE from before this connection went out.");
+            }
             Event::Incoming(Packet::SubAck(ack)) => self.on_suback(&ack),
             Event::Incoming(Packet::Publish(p)) if p.topic == self.topic_drive => {
                 self.on_drive(&p.payload).await
@@ -883,43 +895,84 @@ impl Publisher {
         }
     }
 
-    /// The drive and controller subscriptions go in one SUBSCRIBE, so every SUBACK answers
-    /// both, in that order.
+    /// Matches the SUBACK to its SUBSCRIBE; each refused filter is logged and asked for again
+    /// after a backoff ([`Subscriptions`]), so a passing refusal (NATS under a leader
+    /// election) does not leave the edge deaf to it for the rest of the connection.
     fn on_suback(&mut self, ack: &SubAck) {
-        let ok = |i: usize| {
-            matches!(
-                ack.return_codes.get(i),
-                Some(SubscribeReasonCode::Success(_))
-            )
+        let granted: Vec<bool> = ack
+            .return_codes
+            .iter()
+            .map(|c| matches!(c, SubscribeReasonCode::Success(_)))
+            .collect();
+        let answer = match self.subscriptions.answered(
+            ack.pkid,
+            &granted,
+            std::time::Instant::now(),
+            &mut self.rng,
+        ) {
+            Ok(answer) => answer,
+            Err(e) => {
+                debug!(error = %e, "Ignored a SUBACK from before this connection.");
+                return;
+            }
         };
-        let granted = ok(0);
-        if granted {
-            debug!(topic = %self.topic_drive, "Subscribed to actuator drives.");
-        } else {
+        let retry_in_ms = answer
+            .retry_in
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        for filter in &answer.refused {
+            let topic = filter.path.as_str();
+            let lost = if topic == self.topic_drive {
+                "the actuator is not driven"
+            } else if topic == self.topic_controller {
+                "the inner loop cannot be changed"
+            } else if topic == self.topic_cmd {
+                "operators cannot command this rig"
+            } else {
+                "spooled blocks cannot be released"
+            };
             error!(
-                topic = %self.topic_drive,
-                "The broker refused the drive subscription; the actuator will not be driven this session."
+                topic,
+                retry_in_ms,
+                "The broker refused a subscription; {lost} until it is granted. Asking again."
             );
         }
-        if !ok(1) {
-            error!(
-                topic = %self.topic_controller,
-                "The broker refused the controller subscription; the inner loop cannot be changed this session."
-            );
+        for filter in &answer.granted {
+            if filter.path == self.topic_drive {
+                debug!(topic = %self.topic_drive, "Subscribed to actuator drives.");
+            }
         }
-        if !ok(2) {
-            error!(
-                topic = %self.topic_cmd,
-                "The broker refused the command subscription; operators cannot command this rig this session."
-            );
+        if let Some(drive) = [(&answer.granted, true), (&answer.refused, false)]
+            .into_iter()
+            .find_map(|(list, ok)| {
+                list.iter()
+                    .any(|f| f.path == self.topic_drive)
+                    .then_some(ok)
+            })
+        {
+            self.stats.update(|s| s.drive_subscribed = drive);
         }
-        if !ok(3) {
-            error!(
-                topic = %self.topic_persisted,
-                "The broker refused the persisted-watermark subscription; spooled blocks cannot be released this session."
-            );
+    }
+
+    /// Asks again for the filters whose retry is due; on the status tick, while connected.
+    fn resubscribe_due(&mut self) {
+        if !self.connected {
+            return;
         }
-        self.stats.update(|s| s.drive_subscribed = granted);
+        let Some(filters) = self.subscriptions.due(std::time::Instant::now()) else {
+            return;
+        };
+        match self.client.try_subscribe_many(filters.clone()) {
+            Ok(()) => {
+                info!(
+                    topics = ?filters.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+                    "Asking the broker again for the subscriptions it refused."
+                );
+                self.subscriptions.asked(filters);
+            }
+            Err(e) => {
+                error!(error = %e, "Could not ask for the refused subscriptions again; the next connection will.")
+            }
+        }
     }
 
     /// One message from the drive topic: decoded, checked, handed to the serial task without
@@ -1307,18 +1360,25 @@ impl Publisher {
         eventloop
             .mqtt_options
             .set_last_will(will(&self.config.rig_id, session + 1));
-        // A clean session forgets subscriptions, so every CONNACK asks again. QoS 0: a drive
-        // redelivered late would be worse than one lost.
-        // Controller params at QoS 1: each is acknowledged, so a lost one would leave the twin
-        // waiting.
-        if let Err(e) = self.client.try_subscribe_many([
+        // A clean session forgets subscriptions, so every CONNACK asks again. All at QoS 0: a
+        // drive redelivered late would be worse than one lost; a clean session kept nothing of
+        // QoS 1 across a reconnect anyway, and the rest has end-to-end answers (a watermark is
+        // superseded by the next; commands and controller params are answered on cmd/ack, so
+        // a lost one shows as a missing answer). On NATS a QoS 1 subscription is a JetStream consumer,
+        // which after a node's death stalled the reconnect for seconds (ARCHITECTURE.md).
+        let filters = vec![
             SubscribeFilter::new(self.topic_drive.clone(), QoS::AtMostOnce),
-            SubscribeFilter::new(self.topic_controller.clone(), QoS::AtLeastOnce),
-            SubscribeFilter::new(self.topic_cmd.clone(), QoS::AtLeastOnce),
+            SubscribeFilter::new(self.topic_controller.clone(), QoS::AtMostOnce),
+            SubscribeFilter::new(self.topic_cmd.clone(), QoS::AtMostOnce),
             // Retained: the current watermark arrives with the SUBACK.
-            SubscribeFilter::new(self.topic_persisted.clone(), QoS::AtLeastOnce),
-        ]) {
-            error!(error = %e, "Could not ask for the drive subscription; the actuator will not be driven this session.");
+            SubscribeFilter::new(self.topic_persisted.clone(), QoS::AtMostOnce),
+        ];
+        self.subscriptions.connected();
+        match self.client.try_subscribe_many(filters.clone()) {
+            Ok(()) => self.subscriptions.asked(filters),
+            Err(e) => {
+                error!(error = %e, "Could not ask for the drive subscription; the actuator will not be driven this session.")
+            }
         }
         self.connected = true;
         self.connected_once = true;

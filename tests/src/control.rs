@@ -43,14 +43,25 @@ pub fn set_control(
     );
     opts.set_keep_alive(Duration::from_secs(5));
     let (client, mut connection) = Client::new(opts, 16);
-    client.subscribe(topic::rig(&rig_id, RigTopic::CmdAck), QoS::AtLeastOnce)?;
+    // QoS 0: on NATS a QoS 1 subscription is a JetStream consumer, which a loaded cluster may
+    // refuse (0x80) past its `js_api_timeout`; an ack lost at QoS 0 is a command sent again
+    // ([`ACK_LOST_AFTER`]).
+    client.subscribe(topic::rig(&rig_id, RigTopic::CmdAck), QoS::AtMostOnce)?;
     let deadline = Instant::now() + within;
     let mut attempt = 0;
     let mut acks = Vec::new();
     let mut waiting_for: Option<String> = None;
     let mut send_at = Instant::now();
+    let mut sent_at = Instant::now();
     while Instant::now() < deadline {
+        // An ack lost at QoS 0: the command goes again under a new id.
+        if waiting_for.as_deref().is_some_and(|w| w != "controller/")
+            && sent_at.elapsed() > ACK_LOST_AFTER
+        {
+            waiting_for = None;
+        }
         if waiting_for.is_none() && Instant::now() >= send_at {
+            sent_at = Instant::now();
             attempt += 1;
             let command = Command {
                 id: format!("bench-{}-{attempt}", std::process::id()),
@@ -105,6 +116,10 @@ pub fn set_control(
     }
     bail!("no applied acknowledgement within {within:?} (acks so far: {acks:?})")
 }
+
+/// How long [`set_control`] waits for a command's ack before it counts it lost and sends the
+/// command again.
+const ACK_LOST_AFTER: Duration = Duration::from_secs(5);
 
 /// One line of the rig simulator's `--latency-log`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,11 +24,20 @@ pub const NODES: usize = 3;
 /// machine (about 2 s when idle).
 const FORM_WITHIN: Duration = Duration::from_secs(30);
 
-/// How long the MQTT gateway waits for each JetStream API call it makes for a client (a QoS 1
-/// subscription's consumer, the session record). With NATS's default (4 s) the ACL matrix saw
-/// allowed SUBSCRIBEs refused (0x80) in 3 of 4 runs on this 2-core machine under a load of
-/// about 8, presumably R3 consumer creation waiting on Raft past it. Not in Debian's 2.9.
-pub const MQTT_JS_API_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the MQTT gateway waits for each JetStream API call it makes for a client (the
+/// session record at CONNECT, a QoS 1 subscription's consumer, a QoS 1 publish), as DTOP's
+/// deployment notes recommend (README "DTOP on a NATS cluster"; NATS's own default is 5 s).
+/// It bounds how long a client hangs on a call JetStream lost while it re-elects the leaders
+/// of a dead node: a CONNECT then holds the client id for this long on every node, so the
+/// edges of a killed node come back after a multiple of it (BENCHMARKS.md § Broker failover:
+/// 10.3–21.4 s with 10 s, 4.2–12.5 s with 4 s). A SUBSCRIBE whose consumer takes longer under
+/// load is refused (0x80), and DTOP's daemons ask again (`dtop_daemon::subscriptions`).
+pub const MQTT_JS_API_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// [`MQTT_JS_API_TIMEOUT`] for a cluster whose test clients SUBSCRIBE once and judge the
+/// SUBACK (the ACL matrix): with 4 s, allowed QoS 1 SUBSCRIBEs were refused in 3 of 4 runs on
+/// this 2-core machine under a load of about 8, R3 consumer creation waiting on Raft past it.
+pub const SINGLE_SHOT_JS_API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `nats-server` binary: `DTOP_TEST_NATS_SERVER` (set by `scripts/test.sh`), else the
 /// one `scripts/test.sh` installs in the workspace's `target/py-peers`. `Ok(None)` when there
@@ -114,6 +123,7 @@ pub fn node_config(
     ports: &[NodePorts],
     store_dir: &Path,
     authorized: bool,
+    js_api_timeout: Duration,
 ) -> String {
     let me = ports[index];
     let routes: Vec<String> = ports
@@ -126,7 +136,7 @@ pub fn node_config(
          http: \"127.0.0.1:{monitor}\"\n\
          cluster {{\n  name: dtop\n  listen: \"127.0.0.1:{cluster}\"\n  routes: [{routes}]\n}}\n\
          jetstream {{\n  store_dir: \"{store}\"\n}}\n\
-         mqtt {{\n  listen: \"127.0.0.1:{mqtt}\"\n  js_api_timeout: \"{js_api_timeout_s}s\"\n}}\n",
+         mqtt {{\n  listen: \"127.0.0.1:{mqtt}\"\n  js_api_timeout: \"{js_api_timeout_ms}ms\"\n}}\n",
         n = index + 1,
         client = me.client,
         monitor = me.monitor,
@@ -134,7 +144,7 @@ pub fn node_config(
         routes = routes.join(", "),
         store = store_dir.display(),
         mqtt = me.mqtt,
-        js_api_timeout_s = MQTT_JS_API_TIMEOUT.as_secs(),
+        js_api_timeout_ms = js_api_timeout.as_millis(),
     );
     if authorized {
         text.push_str(&format!("include \"{AUTHORIZATION_FILE}\"\n"));
@@ -147,6 +157,15 @@ impl NatsCluster {
     /// `authorization { ... }` block) when given, and waits until every node reports JetStream
     /// healthy and they agree on a meta leader.
     pub fn start(binary: &Path, authorization: Option<&Path>) -> Result<Self> {
+        Self::start_with(binary, authorization, MQTT_JS_API_TIMEOUT)
+    }
+
+    /// [`NatsCluster::start`] with the MQTT gateway's `js_api_timeout` given.
+    pub fn start_with(
+        binary: &Path,
+        authorization: Option<&Path>,
+        js_api_timeout: Duration,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let free = distinct_free_ports(4 * NODES)?;
         let ports: Vec<NodePorts> = free
@@ -169,7 +188,13 @@ impl NatsCluster {
             let conf = dir.path().join(format!("n{}.conf", index + 1));
             std::fs::write(
                 &conf,
-                node_config(index, &ports, &store, authorization.is_some()),
+                node_config(
+                    index,
+                    &ports,
+                    &store,
+                    authorization.is_some(),
+                    js_api_timeout,
+                ),
             )
             .with_context(|| format!("writing {}", conf.display()))?;
             let conf = conf.to_string_lossy().into_owned();

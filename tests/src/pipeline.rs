@@ -515,8 +515,10 @@ async fn read_retained_birth(port: u16, rig: &str) -> Result<RigBirth> {
         dtop_proto::limits::MAX_MQTT_PACKET_BYTES,
     );
     let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    // QoS 0: the retained birth comes with the SUBACK either way, and on NATS a QoS 1
+    // subscription is a JetStream consumer a loaded cluster may refuse.
     client
-        .subscribe(topic::rig(&rig_id, RigTopic::Birth), QoS::AtLeastOnce)
+        .subscribe(topic::rig(&rig_id, RigTopic::Birth), QoS::AtMostOnce)
         .await?;
     let birth = tokio::time::timeout(Duration::from_secs(10), async {
         loop {

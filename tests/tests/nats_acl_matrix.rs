@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail, ensure};
 use dtop_auth::matrix::{self, Case, PASSWORD, WATCHER};
 use dtop_auth::{Credentials, RigSpec, Role, RolesConfig, Secret};
 use dtop_e2e::WithLogs;
-use dtop_e2e::nats::{self, NatsCluster};
+use dtop_e2e::nats::{self, NatsCluster, SINGLE_SHOT_JS_API_TIMEOUT};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode};
 
 /// Upper bound on each wait for an acknowledgement or a delivery, generous for a loaded
@@ -195,7 +195,7 @@ fn start_cluster(binary: &std::path::Path) -> Result<(NatsCluster, tempfile::Tem
         .map_err(|problems| anyhow::anyhow!("nats authorization: {problems:?}"))?;
     let block = dir.path().join("users.conf");
     std::fs::write(&block, generated.render())?;
-    let cluster = NatsCluster::start(binary, Some(&block))?;
+    let cluster = NatsCluster::start_with(binary, Some(&block), SINGLE_SHOT_JS_API_TIMEOUT)?;
     Ok((cluster, dir))
 }
 

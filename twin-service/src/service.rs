@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dtop_daemon::{BrokerAddr, Failover, Retry};
+use dtop_daemon::{BrokerAddr, Failover, Retry, Subscriptions};
 use dtop_proto::Message;
 use dtop_proto::RigId;
 use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
@@ -452,66 +452,126 @@ async fn run_mqtt(
     eventloop.set_network_options(network);
     let mut backoff = config.reconnect.backoff();
     let mut rng = StdRng::from_os_rng();
+    // Filters a SUBACK refused are asked again (NATS refuses QoS 1 filters while JetStream
+    // re-elects leaders); see `dtop_daemon::subscriptions`.
+    let mut subscriptions: Subscriptions<SubscribeFilter> =
+        Subscriptions::new(RESUBSCRIBE_MIN, RESUBSCRIBE_MAX);
+    let subscribe = |subscriptions: &mut Subscriptions<SubscribeFilter>,
+                     filters: Vec<SubscribeFilter>,
+                     what: &str| {
+        match client.try_subscribe_many(filters.clone()) {
+            Ok(()) => subscriptions.asked(filters),
+            Err(e) => error!(error = %e, "Could not queue the MQTT {what}."),
+        }
+    };
     // Once the router stops reading, publishes are discarded while the connection stays up
     // until storage has drained.
     let mut router_open = true;
     loop {
-        let polled = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            polled = eventloop.poll() => polled,
+        // The poll future lives until it completes (or shutdown): rumqttc's poll is not safe to
+        // cancel mid-write, so a due resubscription is queued beside it, not instead of it.
+        let polled = {
+            let poll = eventloop.poll();
+            tokio::pin!(poll);
+            loop {
+                let retry_at = subscriptions.retry_at().map(Instant::from_std);
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break None,
+                    polled = &mut poll => break Some(polled),
+                    () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                        if let Some(filters) = subscriptions.due(std::time::Instant::now()) {
+                            info!(
+                                filters = ?filters.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+                                "Asking the broker again for the subscriptions it refused."
+                            );
+                            subscribe(&mut subscriptions, filters, "subscriptions refused before");
+                        }
+                    }
+                }
+            }
         };
+        let Some(polled) = polled else { break };
         let event = match polled {
             Ok(rumqttc::Event::Incoming(Packet::ConnAck(_))) => {
                 backoff.reset();
                 failover.connected(Instant::now().into_std());
-                let filters = [
+                subscriptions.connected();
+                let mut filters: Vec<SubscribeFilter> = [
                     RigTopic::Birth,
                     RigTopic::Samples,
                     RigTopic::Death,
-                    RigTopic::Persisted,
                     RigTopic::Loss,
                 ]
-                .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), QoS::AtLeastOnce));
-                if let Err(e) = client.try_subscribe_many(filters) {
-                    error!(error = %e, "Could not queue the MQTT subscriptions.");
-                }
+                .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), QoS::AtLeastOnce))
+                .to_vec();
+                // Watermarks at QoS 0: each is retained and supersedes the last, and the owner
+                // publishes a fresh one at every flush, so a lost one costs nothing; on NATS a
+                // QoS 0 subscription needs no JetStream consumer, so after a node's death this
+                // twin hears the other owners' watermarks as soon as it is connected again
+                // (a stale one made a takeover start a new run, `other_session`).
+                filters.push(SubscribeFilter::new(
+                    topic::all_rigs(RigTopic::Persisted),
+                    QoS::AtMostOnce,
+                ));
+                subscribe(&mut subscriptions, filters, "subscriptions");
                 // Only a twin hosting control answers commands; a separate SUBSCRIBE keeps the
                 // rig-topic subscription exactly as it is without control.
                 // Acks and the edge's status too: the edge answers a live CBC run's params on
                 // cmd/ack, and its status says when its safety envelope switched the actuator
                 // off.
-                if optional.commands
-                    && let Err(e) = client.try_subscribe_many(
-                        [RigTopic::Cmd, RigTopic::CmdAck, RigTopic::Status].map(|kind| {
-                            SubscribeFilter::new(topic::all_rigs(kind), QoS::AtLeastOnce)
-                        }),
-                    )
-                {
-                    error!(error = %e, "Could not queue the MQTT command subscriptions.");
+                if optional.commands {
+                    let filters = [RigTopic::Cmd, RigTopic::CmdAck, RigTopic::Status]
+                        .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), QoS::AtLeastOnce));
+                    subscribe(
+                        &mut subscriptions,
+                        filters.to_vec(),
+                        "command subscriptions",
+                    );
                 }
                 // Catalogue models (crate::adopt), only when a rig follows one.
-                if optional.models
-                    && let Err(e) = client.try_subscribe(adopt::MODELS_FILTER, QoS::AtLeastOnce)
-                {
-                    error!(error = %e, "Could not queue the MQTT catalogue model subscription.");
+                if optional.models {
+                    let filter =
+                        SubscribeFilter::new(adopt::MODELS_FILTER.into(), QoS::AtLeastOnce);
+                    subscribe(
+                        &mut subscriptions,
+                        vec![filter],
+                        "catalogue model subscription",
+                    );
                 }
                 info!(broker = %failover.current(), "Connected to the MQTT broker.");
                 connected_tx.send_replace(true);
                 Some(MqttEvent::Connected)
             }
+            Ok(rumqttc::Event::Outgoing(Outgoing::Subscribe(pkid))) => {
+                if !subscriptions.went_out(pkid) {
+                    debug!(pkid, "A SUBSCRIBE from before this connection went out.");
+                }
+                None
+            }
             Ok(rumqttc::Event::Incoming(Packet::SubAck(ack))) => {
-                if ack
+                let granted: Vec<bool> = ack
                     .return_codes
                     .iter()
-                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                {
-                    error!(codes = ?ack.return_codes, "The broker refused a subscription; no data will arrive for it.");
-                } else {
-                    info!(
-                        filters = ack.return_codes.len(),
-                        "Subscribed to rig topics."
-                    );
+                    .map(|c| matches!(c, SubscribeReasonCode::Success(_)))
+                    .collect();
+                match subscriptions.answered(
+                    ack.pkid,
+                    &granted,
+                    std::time::Instant::now(),
+                    &mut rng,
+                ) {
+                    Ok(answer) if answer.refused.is_empty() => {
+                        info!(filters = answer.granted.len(), "Subscribed to rig topics.");
+                    }
+                    Ok(answer) => {
+                        error!(
+                            refused = ?answer.refused.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+                            retry_in_ms = answer.retry_in.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                            "The broker refused subscriptions; nothing arrives on them until they are granted. Asking again."
+                        );
+                    }
+                    Err(e) => debug!(error = %e, "Ignored a SUBACK from before this connection."),
                 }
                 None
             }
@@ -553,6 +613,11 @@ async fn run_mqtt(
     }
     disconnect(&client, &mut eventloop).await;
 }
+
+/// The first wait before asking again for a subscription the broker refused, doubling with
+/// each refusal on the same connection up to [`RESUBSCRIBE_MAX`].
+const RESUBSCRIBE_MIN: Duration = Duration::from_secs(1);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(30);
 
 /// What the state publisher did.
 #[derive(Debug, Clone, Copy, Default)]
