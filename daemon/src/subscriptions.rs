@@ -9,7 +9,7 @@
 //! daemon that only logged the refusal stayed deaf to that topic for the whole connection (an
 //! edge that never hears its watermark again keeps every block spooled). Asking again, with a
 //! backoff, heals it; a refusal that lasts (a rule forbids the filter) is logged at every
-//! attempt, at most one per `max`.
+//! attempt, at most one per `max` ([`RETRY_MAX`] by default) and the broker's own time.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -17,6 +17,15 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use crate::backoff::Backoff;
+
+/// The first wait before a refused filter is asked for again, for daemons without a reason to
+/// choose another. Short, because a refusal already took the broker's time: NATS answers a
+/// consumer it could not create only after its `js_api_timeout` (4 s in DTOP's deployments).
+pub const RETRY_MIN: Duration = Duration::from_millis(250);
+/// The longest wait between two attempts: about one `js_api_timeout`, so a filter refused
+/// under load is asked again at most every ~8 s (the wait and the broker's answer), while the
+/// consumer the broker may have gone on creating can be found by the next attempt.
+pub const RETRY_MAX: Duration = Duration::from_secs(4);
 
 /// What a SUBACK said about the filters of the SUBSCRIBE it answers.
 #[derive(Debug, Clone, PartialEq, Eq)]

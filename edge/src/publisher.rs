@@ -11,7 +11,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dtop_daemon::{Backoff, BrokerAddr, Failover, Retry, Subscriptions};
+use dtop_daemon::subscriptions::{self, Subscriptions};
+use dtop_daemon::{Backoff, BrokerAddr, Failover, Retry};
 use dtop_firmware::Manifest;
 use dtop_proto::limits::{MAX_CONTROL_BYTES, MAX_MQTT_PACKET_BYTES, MAX_SAMPLE_BLOCK_BYTES};
 use dtop_proto::topic::{self, RigTopic};
@@ -50,11 +51,7 @@ use crate::stats::{MAX_LOST_RANGES, StatsHandle};
 pub const WINDOW_BLOCKS: usize = 16;
 /// How often the retained status is refreshed.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
-/// The first wait before asking again for a subscription the broker refused; it doubles with
-/// each refusal on the same connection, up to [`RESUBSCRIBE_MAX`]. Checked on the status
-/// tick, so the real wait is rounded up to it.
-pub const RESUBSCRIBE_MIN: Duration = Duration::from_secs(1);
-pub const RESUBSCRIBE_MAX: Duration = Duration::from_secs(30);
+
 /// Longest the publisher waits for room in the serial task's queue for an operator command.
 pub const COMMAND_HANDOVER_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long the goodbye waits for the death's PUBACK and for the DISCONNECT to be written.
@@ -294,7 +291,8 @@ impl Publisher {
             connected_once: false,
             failover,
             backoff,
-            subscriptions: Subscriptions::new(RESUBSCRIBE_MIN, RESUBSCRIBE_MAX),
+            // Checked on the status tick, so the shortest wait is rounded up to it.
+            subscriptions: Subscriptions::new(subscriptions::RETRY_MIN, subscriptions::RETRY_MAX),
             rng: StdRng::from_os_rng(),
             stats,
         };

@@ -103,9 +103,11 @@ impl FleetTwin {
             &["--config", &path_str(&conf)],
             dir,
         )?;
+        // Under a full test suite on 2 cores a NATS gateway may refuse a QoS 1 filter a few
+        // times (its consumer not created within `js_api_timeout`); the twin asks again.
         wait_for(
             &format!("{} to subscribe and reach the lease database", spec.id),
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || {
                 proc.ensure_running()?;
                 let log = proc.log();
@@ -113,7 +115,8 @@ impl FleetTwin {
                     && log.contains("Connected to the lease database."))
                 .then_some(()))
             },
-        )?;
+        )
+        .with_context(|| format!("{} log:\n{}", spec.id, proc.log()))?;
         Ok(Self {
             id: TwinId::new(spec.id)?,
             proc,

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dtop_daemon::{BrokerAddr, Failover, Retry, Subscriptions};
+use dtop_daemon::subscriptions::{self, Subscriptions};
+use dtop_daemon::{BrokerAddr, Failover, Retry};
 use dtop_proto::Message;
 use dtop_proto::RigId;
 use dtop_proto::limits::MAX_MQTT_PACKET_BYTES;
@@ -455,7 +456,7 @@ async fn run_mqtt(
     // Filters a SUBACK refused are asked again (NATS refuses QoS 1 filters while JetStream
     // re-elects leaders); see `dtop_daemon::subscriptions`.
     let mut subscriptions: Subscriptions<SubscribeFilter> =
-        Subscriptions::new(RESUBSCRIBE_MIN, RESUBSCRIBE_MAX);
+        Subscriptions::new(subscriptions::RETRY_MIN, subscriptions::RETRY_MAX);
     let subscribe = |subscriptions: &mut Subscriptions<SubscribeFilter>,
                      filters: Vec<SubscribeFilter>,
                      what: &str| {
@@ -613,11 +614,6 @@ async fn run_mqtt(
     }
     disconnect(&client, &mut eventloop).await;
 }
-
-/// The first wait before asking again for a subscription the broker refused, doubling with
-/// each refusal on the same connection up to [`RESUBSCRIBE_MAX`].
-const RESUBSCRIBE_MIN: Duration = Duration::from_secs(1);
-const RESUBSCRIBE_MAX: Duration = Duration::from_secs(30);
 
 /// What the state publisher did.
 #[derive(Debug, Clone, Copy, Default)]
