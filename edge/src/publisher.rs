@@ -51,7 +51,6 @@ use crate::stats::{MAX_LOST_RANGES, StatsHandle};
 pub const WINDOW_BLOCKS: usize = 16;
 /// How often the retained status is refreshed.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
-
 /// Longest the publisher waits for room in the serial task's queue for an operator command.
 pub const COMMAND_HANDOVER_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long the goodbye waits for the death's PUBACK and for the DISCONNECT to be written.
@@ -934,20 +933,12 @@ impl Publisher {
                 "The broker refused a subscription; {lost} until it is granted. Asking again."
             );
         }
-        for filter in &answer.granted {
-            if filter.path == self.topic_drive {
-                debug!(topic = %self.topic_drive, "Subscribed to actuator drives.");
-            }
-        }
-        if let Some(drive) = [(&answer.granted, true), (&answer.refused, false)]
-            .into_iter()
-            .find_map(|(list, ok)| {
-                list.iter()
-                    .any(|f| f.path == self.topic_drive)
-                    .then_some(ok)
-            })
-        {
-            self.stats.update(|s| s.drive_subscribed = drive);
+        let is_drive = |f: &SubscribeFilter| f.path == self.topic_drive;
+        if answer.granted.iter().any(is_drive) {
+            debug!(topic = %self.topic_drive, "Subscribed to actuator drives.");
+            self.stats.update(|s| s.drive_subscribed = true);
+        } else if answer.refused.iter().any(is_drive) {
+            self.stats.update(|s| s.drive_subscribed = false);
         }
     }
 
@@ -1362,8 +1353,9 @@ impl Publisher {
         // drive redelivered late would be worse than one lost; a clean session kept nothing of
         // QoS 1 across a reconnect anyway, and the rest has end-to-end answers (a watermark is
         // superseded by the next; commands and controller params are answered on cmd/ack, so
-        // a lost one shows as a missing answer). On NATS a QoS 1 subscription is a JetStream consumer,
-        // which after a node's death stalled the reconnect for seconds (ARCHITECTURE.md).
+        // a lost one shows as a missing answer). On NATS a QoS 1 subscription is a JetStream
+        // consumer, which after a node's death stalled the reconnect for seconds
+        // (ARCHITECTURE.md).
         let filters = vec![
             SubscribeFilter::new(self.topic_drive.clone(), QoS::AtMostOnce),
             SubscribeFilter::new(self.topic_controller.clone(), QoS::AtMostOnce),
