@@ -498,23 +498,25 @@ async fn run_mqtt(
                 backoff.reset();
                 failover.connected(Instant::now().into_std());
                 subscriptions.connected();
-                let mut filters: Vec<SubscribeFilter> = [
+                // Every subscription at QoS 0. The session is clean, so QoS 1 kept nothing across
+                // a reconnect that QoS 0 loses, and each of these has its end-to-end answer: the
+                // edge spools a block until this twin's watermark covers it and sends it again
+                // when the watermark stalls; a loss declaration is repeated until the watermark
+                // passes it; births, watermarks, statuses and models are retained or superseded;
+                // commands are answered on cmd/ack. On NATS a QoS 1 subscription is a replicated
+                // JetStream consumer, which a reconnect after a node's death must delete and
+                // create again while JetStream re-elects its leaders: a loaded CI run refused
+                // the twin's `samples` for over 40 s, so the twin heard nothing. A QoS 0
+                // subscription is a plain NATS one, granted as soon as the twin is connected.
+                let filters: Vec<SubscribeFilter> = [
                     RigTopic::Birth,
                     RigTopic::Samples,
                     RigTopic::Death,
                     RigTopic::Loss,
+                    RigTopic::Persisted,
                 ]
-                .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), QoS::AtLeastOnce))
+                .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), QoS::AtMostOnce))
                 .to_vec();
-                // Watermarks at QoS 0: each is retained and supersedes the last, and the owner
-                // publishes a fresh one at every flush, so a lost one costs nothing; on NATS a
-                // QoS 0 subscription needs no JetStream consumer, so after a node's death this
-                // twin hears the other owners' watermarks as soon as it is connected again
-                // (a stale one made a takeover start a new run, `other_session`).
-                filters.push(SubscribeFilter::new(
-                    topic::all_rigs(RigTopic::Persisted),
-                    QoS::AtMostOnce,
-                ));
                 subscribe(&mut subscriptions, filters, "subscriptions");
                 // Only a twin hosting control answers commands; a separate SUBSCRIBE keeps the
                 // rig-topic subscription exactly as it is without control.
@@ -523,7 +525,7 @@ async fn run_mqtt(
                 // off.
                 if optional.commands {
                     let filters = [RigTopic::Cmd, RigTopic::CmdAck, RigTopic::Status]
-                        .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), QoS::AtLeastOnce));
+                        .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), QoS::AtMostOnce));
                     subscribe(
                         &mut subscriptions,
                         filters.to_vec(),
@@ -532,8 +534,7 @@ async fn run_mqtt(
                 }
                 // Catalogue models (crate::adopt), only when a rig follows one.
                 if optional.models {
-                    let filter =
-                        SubscribeFilter::new(adopt::MODELS_FILTER.into(), QoS::AtLeastOnce);
+                    let filter = SubscribeFilter::new(adopt::MODELS_FILTER.into(), QoS::AtMostOnce);
                     subscribe(
                         &mut subscriptions,
                         vec![filter],

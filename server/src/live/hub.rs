@@ -27,18 +27,25 @@ use crate::config::{LiveConfig, MqttConfig};
 /// At most this many rigs are tracked (rig ids come from the broker and from browsers).
 const MAX_RIGS: usize = 1024;
 
-/// The topics the hub subscribes to, with their QoS.
+/// The topics the hub subscribes to, with their QoS: all 0. The hub shows the latest of each
+/// rig and keeps nothing a browser would miss (births and CBC runs are retained, the rest is
+/// superseded a moment later), and on NATS a QoS 0 subscription is a plain NATS one, granted at
+/// once even while JetStream re-elects leaders after a node's death; a QoS 1 one is a consumer
+/// the gateway may refuse then (ARCHITECTURE.md § NATS), leaving the view blank.
 pub fn subscriptions() -> Vec<(String, QoS)> {
-    vec![
-        (topic::all_rigs(RigTopic::Birth), QoS::AtLeastOnce),
-        (topic::all_rigs(RigTopic::Death), QoS::AtLeastOnce),
-        (topic::all_rigs(RigTopic::Samples), QoS::AtLeastOnce),
-        (topic::all_rigs(RigTopic::Status), QoS::AtMostOnce),
-        (topic::all_rigs(RigTopic::CmdAck), QoS::AtLeastOnce),
-        (topic::all_twins(TwinTopic::State), QoS::AtMostOnce),
-        (topic::all_twins(TwinTopic::Status), QoS::AtMostOnce),
-        (topic::all_twins(TwinTopic::Cbc), QoS::AtLeastOnce),
+    [
+        topic::all_rigs(RigTopic::Birth),
+        topic::all_rigs(RigTopic::Death),
+        topic::all_rigs(RigTopic::Samples),
+        topic::all_rigs(RigTopic::Status),
+        topic::all_rigs(RigTopic::CmdAck),
+        topic::all_twins(TwinTopic::State),
+        topic::all_twins(TwinTopic::Status),
+        topic::all_twins(TwinTopic::Cbc),
     ]
+    .into_iter()
+    .map(|filter| (filter, QoS::AtMostOnce))
+    .collect()
 }
 
 /// What a browser connection gets when it starts watching a rig.
