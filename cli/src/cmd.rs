@@ -18,7 +18,7 @@ use dtop_proto::v1::command::Kind;
 use dtop_proto::v1::set_control::{Law, Placement};
 use dtop_proto::v1::{Command, CommandAck};
 use dtop_proto::{Message, RigId};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
 
 /// `dtop cmd [OPTIONS] <KIND>`.
 #[derive(Debug, Args)]
@@ -355,9 +355,24 @@ pub async fn send(
         loop {
             match eventloop.poll().await.context("MQTT connection")? {
                 Event::Incoming(Packet::ConnAck(_)) => {
+                    // QoS 0: an answer is live (it follows the command), and on NATS a QoS 1
+                    // subscription is a JetStream consumer the gateway may refuse while a
+                    // node's leaders are re-elected.
                     client
-                        .subscribe(topic::rig(&rig, RigTopic::CmdAck), QoS::AtLeastOnce)
+                        .subscribe(topic::rig(&rig, RigTopic::CmdAck), QoS::AtMostOnce)
                         .await?;
+                }
+                Event::Incoming(Packet::SubAck(ack))
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, SubscribeReasonCode::Failure)) =>
+                {
+                    bail!(
+                        "the broker refused the subscription to {}: this user's role may not \
+                         read it, so no answer could be heard; the command was not sent",
+                        topic::rig(&rig, RigTopic::CmdAck)
+                    );
                 }
                 // Publish only once the subscription is in place, so no answer is missed.
                 Event::Incoming(Packet::SubAck(_)) if !published => {
@@ -429,7 +444,8 @@ pub async fn wait_cbc(
         loop {
             match eventloop.poll().await.context("MQTT connection")? {
                 Event::Incoming(Packet::ConnAck(_)) => {
-                    client.subscribe(&status_topic, QoS::AtLeastOnce).await?;
+                    // Retained and superseded at every point: QoS 0 (see above).
+                    client.subscribe(&status_topic, QoS::AtMostOnce).await?;
                 }
                 Event::Incoming(Packet::Publish(p)) if p.topic == status_topic => {
                     let Ok(status) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {

@@ -1,14 +1,18 @@
 //! Owns one twin process's leases: the task that heartbeats, follows the assignment (acquires the
 //! rigs it wins, releases those another twin wins, renews the rest) and tells its consumer by
 //! [`LeaseEvent`]s. `Lost` is always sent before the lease could lapse or be released, so the
-//! consumer never acts on a rig another twin may hold. Knows nothing about what owning a rig means.
+//! consumer never acts on a rig another twin may hold. A rig handed over to another twin is
+//! released only once the consumer reports its tenure [`Settled`] (nothing it did under it is
+//! still on its way, e.g. storage writes), or after one TTL. Knows nothing about what owning a
+//! rig means.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dtop_daemon::ConfigProblems;
 use dtop_proto::RigId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -44,6 +48,12 @@ pub enum LostReason {
     Shutdown,
 }
 
+/// What a consumer reports back about the rigs it was told it lost (see
+/// [`Coordinator::with_settled`]): for each rig, the newest epoch of which nothing the consumer
+/// did under it is still on its way. For a twin: every line it accepted for the rig under that
+/// tenure is acknowledged by storage or given up. Only ever raised.
+pub type Settled = BTreeMap<RigId, u64>;
+
 /// One twin's coordinator. Build it with [`Coordinator::new`], then run [`Coordinator::run`] as a
 /// task until its token is cancelled.
 #[derive(Debug)]
@@ -57,6 +67,11 @@ pub struct Coordinator {
     held: BTreeMap<RigId, Holding>,
     /// The consumer dropped its receiver: nothing acts on the rigs any more, so stop.
     consumer_gone: bool,
+    /// Where the consumer reports settled tenures; a handed-over rig is released once every
+    /// one of them has settled it (none: at once).
+    settled: Vec<watch::Receiver<Settled>>,
+    /// Releases of handed-over rigs waiting for them to settle, one task per rig.
+    releases: JoinSet<()>,
 }
 
 impl Coordinator {
@@ -81,7 +96,20 @@ impl Coordinator {
             events_tx,
             held: BTreeMap::new(),
             consumer_gone: false,
+            settled: Vec::new(),
+            releases: JoinSet::new(),
         })
+    }
+
+    /// Releases a rig handed over to another twin ([`LostReason::Rebalanced`]) only once every
+    /// reporter's [`Settled`] has reached the lost tenure's epoch, waiting at most one TTL (the
+    /// time the lease would have taken to lapse); a reporter whose sender is gone counts as
+    /// settled. Without this, the next owner could read the rig's state from storage before
+    /// this twin's last writes of it land. A rig lost any other way cannot wait: another twin
+    /// may already hold it.
+    pub fn with_settled(mut self, reporters: Vec<watch::Receiver<Settled>>) -> Self {
+        self.settled = reporters;
+        self
     }
 
     /// Runs until `cancel` is cancelled or the event receiver is dropped, then hands every held
@@ -147,17 +175,16 @@ impl Coordinator {
         let rigs = self.store.rigs().await?;
         let plan = plan(&self.me, &members, &rigs, &self.held);
 
+        // Releases that finished since the last tick.
+        while self.releases.try_join_next().is_some() {}
         for (rig, epoch) in plan.release {
-            // The consumer stops first; only then may the next owner take the rig.
+            // The consumer stops first; only then may the next owner take the rig, once what
+            // the consumer did under this tenure has landed (`with_settled`).
             self.lose(&rig, epoch, LostReason::Rebalanced).await;
             if self.consumer_gone {
                 return Ok(());
             }
-            if let Err(e) = self.store.release(&rig, &self.me, epoch).await {
-                // The lease lapses after its TTL instead; the new owner waits for that.
-                warn!(twin = %self.me, rig = %rig, epoch = %epoch, error = %e,
-                      "Could not release a rebalanced rig's lease.");
-            }
+            self.release_once_settled(rig, epoch);
         }
 
         if !plan.renew.is_empty() {
@@ -194,6 +221,32 @@ impl Coordinator {
             }
         }
         Ok(())
+    }
+
+    /// Releases `rig` (tenure `epoch`, already reported lost) once every reporter has settled
+    /// it, or after one TTL, in a task of its own so the ticks (and the renewals of the other
+    /// rigs) go on meanwhile. The release is conditional on the epoch, so it never ends a later
+    /// tenure of this twin.
+    fn release_once_settled(&mut self, rig: RigId, epoch: Epoch) {
+        let store = self.store.clone();
+        let me = self.me.clone();
+        let reporters = self.settled.clone();
+        let wait = self.config.ttl();
+        self.releases.spawn(async move {
+            let started = Instant::now();
+            match timeout(wait, all_settled(reporters, &rig, epoch)).await {
+                Ok(()) => debug!(twin = %me, rig = %rig, epoch = %epoch,
+                                 settled_ms = duration_ms(started.elapsed()),
+                                 "The rig's tenure settled; releasing it."),
+                Err(_) => warn!(twin = %me, rig = %rig, epoch = %epoch, waited_ms = duration_ms(wait),
+                                "The rig's tenure did not settle within the lease TTL (storage slow or away); releasing it anyway, so its next owner may read storage before this twin's last writes land."),
+            }
+            if let Err(e) = store.release(&rig, &me, epoch).await {
+                // The lease lapses after its TTL instead; the new owner waits for that.
+                warn!(twin = %me, rig = %rig, epoch = %epoch, error = %e,
+                      "Could not release a rebalanced rig's lease.");
+            }
+        });
     }
 
     /// Gives up every held rig whose deadline has come.
@@ -234,6 +287,15 @@ impl Coordinator {
     /// leases are left to lapse instead of being released under a consumer still acting.
     async fn shutdown(mut self) {
         let interval = self.config.renew_interval();
+        // Handovers still waiting to settle get one interval; the rest lapse after their TTL.
+        let releases = std::mem::take(&mut self.releases);
+        if !releases.is_empty() {
+            let pending = releases.len();
+            let joined = timeout(interval, releases.join_all()).await;
+            if joined.is_err() {
+                warn!(twin = %self.me, pending, "Handovers still waiting to settle at shutdown; those leases lapse after their TTL.");
+            }
+        }
         let held: Vec<(RigId, Epoch)> = self
             .held
             .iter()
@@ -269,6 +331,17 @@ impl Coordinator {
                                     timeout_ms = duration_ms(interval),
                                     "Releasing the leases timed out; the rest lapse after their TTL."),
         }
+    }
+}
+
+/// Waits until every reporter has settled `rig` at `epoch` or later, or dropped its sender.
+async fn all_settled(mut reporters: Vec<watch::Receiver<Settled>>, rig: &RigId, epoch: Epoch) {
+    for reporter in &mut reporters {
+        // An error means the sender is gone: the consumer has stopped and nothing more of it
+        // is on its way.
+        let _ = reporter
+            .wait_for(|settled| settled.get(rig).is_some_and(|e| *e >= epoch.get()))
+            .await;
     }
 }
 

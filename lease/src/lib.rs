@@ -26,6 +26,6 @@ pub mod plan;
 
 pub use assign::{assign, owner_of, weight};
 pub use config::LeaseConfig;
-pub use coordinator::{Coordinator, LeaseEvent, LostReason};
+pub use coordinator::{Coordinator, LeaseEvent, LostReason, Settled};
 pub use ids::{Epoch, TwinId, TwinIdError};
 pub use pg::{LeaseError, LeaseRow, PgLeaseStore};

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dtop_lease::{
-    Coordinator, Epoch, LeaseConfig, LeaseEvent, LostReason, PgLeaseStore, TwinId, assign,
+    Coordinator, Epoch, LeaseConfig, LeaseEvent, LostReason, PgLeaseStore, Settled, TwinId, assign,
 };
 use dtop_proto::RigId;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -451,6 +451,123 @@ async fn a_joining_coordinator_takes_its_third_without_two_owners_at_any_instant
         handover < CONFIG.ttl(),
         "handover took {handover:?}, as long as a lapse"
     );
+    cancel.cancel();
+}
+
+/// The twin's storage race (issue 16): a rig handed over to a joining twin stays leased to its
+/// old holder until the holder reports the tenure settled (its last writes landed), so the next
+/// owner never reads storage before them; a tenure that never settles is released after one
+/// TTL, as a lapse would have been.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_rig_is_released_once_its_tenure_settles_or_after_one_ttl() {
+    let (_pg, _url, store) = fresh_store().await;
+    let rs = registered(&store, 12).await;
+    let (events_tx, events_rx) = mpsc::channel(256);
+    let mut rec = Recorder::new(events_rx);
+    let cancel = CancellationToken::new();
+    let (settled_tx, settled_rx) = watch::channel(Settled::new());
+    let a = Coordinator::new(store.clone(), twin("a"), CONFIG, events_tx.clone())
+        .unwrap()
+        .with_settled(vec![settled_rx]);
+    let _a = tokio::spawn(a.run(cancel.clone()));
+    let alone = [twin("a")];
+    rec.until(
+        &store,
+        Duration::from_secs(5),
+        "held by a",
+        settled_on(&alone, &rs),
+    )
+    .await;
+    let held = owners(&store.leases().await.unwrap());
+
+    let _b = start(&store, "b", &events_tx, &cancel);
+    let both = [twin("a"), twin("b")];
+    let to_b: Vec<RigId> = assign(&both, &rs)
+        .into_iter()
+        .filter(|(_, t)| *t == both[1])
+        .map(|(r, _)| r)
+        .collect();
+    assert!(to_b.len() >= 2, "b wins {} of 12", to_b.len());
+    // a tells its consumer first, then waits for the settle.
+    rec.until(
+        &store,
+        Duration::from_secs(5),
+        "handed over by a",
+        |rec, _| to_b.iter().all(|r| !rec.open.contains_key(r)),
+    )
+    .await;
+    let lost_at = Instant::now();
+    let (settle, never) = to_b.split_at(to_b.len() / 2);
+
+    // Not settled: still a's in the table, and b holds none of them. (a's last renewal was at
+    // most one interval before the loss, so the lease is live for 1.2 s more at least.)
+    rec.watch(CONFIG.ttl() / 3).await;
+    let rows = owners(&store.leases().await.unwrap());
+    let live: BTreeMap<RigId, bool> = store
+        .leases()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.rig, r.live))
+        .collect();
+    for rig in &to_b {
+        assert_eq!(
+            rows[rig], held[rig],
+            "{rig:?} changed hands before it settled"
+        );
+        assert!(live[rig], "{rig:?} released before it settled");
+        assert!(!rec.open.contains_key(rig), "{rig:?}");
+    }
+
+    // Settled (at the tenure's epoch): b has them within a tick or two.
+    settled_tx.send_modify(|s| {
+        for rig in settle {
+            s.insert(rig.clone(), held[rig].1.get());
+        }
+    });
+    let settled_at = Instant::now();
+    rec.until(
+        &store,
+        CONFIG.renew_interval() * 3 + SLACK,
+        "settled rigs taken by b",
+        |rec, rows| {
+            let rows = owners(rows);
+            settle
+                .iter()
+                .all(|r| rows[r].0 == both[1] && rec.open.contains_key(r))
+        },
+    )
+    .await;
+    let took = settled_at.elapsed();
+
+    // Never settled: free once the lease lapses or a stops waiting, one TTL after its last
+    // renewal (at most one interval before the loss), no sooner.
+    rec.until(
+        &store,
+        CONFIG.ttl() + SLACK * 2,
+        "unsettled rigs taken by b",
+        |rec, rows| {
+            let rows = owners(rows);
+            never
+                .iter()
+                .all(|r| rows[r].0 == both[1] && rec.open.contains_key(r))
+        },
+    )
+    .await;
+    let waited = lost_at.elapsed();
+    let lapse = CONFIG.ttl() - CONFIG.renew_interval() - Duration::from_millis(100);
+    assert!(
+        waited >= lapse,
+        "unsettled rigs moved {waited:?} after the loss, before the lease could lapse"
+    );
+    assert!(
+        took < CONFIG.ttl(),
+        "settled rigs moved {took:?} after the settle"
+    );
+    for rig in &to_b {
+        let epoch = owners(&store.leases().await.unwrap())[rig].1;
+        assert_eq!(epoch.get(), held[rig].1.get() + 1, "{rig:?}");
+    }
     cancel.cancel();
 }
 

@@ -6,11 +6,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use dtop_lease::{Coordinator, LeaseConfig, LeaseEvent, LostReason, PgLeaseStore, TwinId};
+use dtop_lease::{Coordinator, LeaseConfig, LeaseEvent, LostReason, PgLeaseStore, Settled, TwinId};
 use dtop_proto::RigId;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{MissedTickBehavior, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -63,12 +63,14 @@ pub fn apply(owners: &OwnersHandle, event: &LeaseEvent) {
 
 /// Runs this twin's leases until `stop`: connects (retrying with backoff while the database is
 /// away), then runs the coordinator, applies its events to `owners`, and registers each rig
-/// that arrives on `births_rx`. At `stop` the coordinator hands every rig over (`Lost`,
-/// release) and leaves the members.
+/// that arrives on `births_rx`. A rig handed to another twin is released once every storage
+/// writer reports it on `settled` (or after one TTL). At `stop` the coordinator hands every rig
+/// over (`Lost`, release) and leaves the members.
 pub async fn run(
     settings: LeaseSettings,
     owners: OwnersHandle,
     births_rx: mpsc::Receiver<RigId>,
+    settled: Vec<watch::Receiver<Settled>>,
     stop: CancellationToken,
 ) {
     let Some(store) = connect(&settings, &stop).await else {
@@ -81,7 +83,7 @@ pub async fn run(
         settings.lease,
         events_tx,
     ) {
-        Ok(c) => c,
+        Ok(c) => c.with_settled(settled),
         Err(problems) => {
             // Unreachable: the twin's config validation checks the same ranges.
             error!(problems = %problems, "The lease timing is not usable; this twin owns no rig.");

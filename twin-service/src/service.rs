@@ -45,7 +45,7 @@ use crate::stats::{RigStats, StoreStats, TwinStats};
 use crate::store::nodes::{NodeSet, NodesError};
 use crate::store::persisted::{self, DeclaredLoss, LossProblem};
 use crate::store::query::InfluxQuery;
-use crate::store::{Sink, StoreError, Watermarks, Writer, WriterConfig};
+use crate::store::{Settled, Sink, StoreError, Watermarks, Writer, WriterConfig};
 
 /// Events queued per rig actor before the router waits (backpressure).
 pub const RIG_QUEUE_EVENTS: usize = 64;
@@ -165,11 +165,33 @@ pub async fn run(
     let (owners, owners_rx) = owners_channel_for(OwnerMode::Coordinated);
     // Each rig is announced once, and the router tracks at most `max_rigs`: never full.
     let (births_tx, births_rx) = mpsc::channel(config.ingest.max_rigs);
+    // Each storage writer reports the lost rigs it has settled; a handed-over rig's lease is
+    // released once all have (`dtop_lease::Coordinator::with_settled`).
+    let (settled_txs, settled_rxs): (Vec<_>, Vec<_>) = config
+        .storage
+        .nodes()
+        .iter()
+        .map(|_| watch::channel(Settled::new()))
+        .unzip();
     let lease_stop = CancellationToken::new();
     // If this future is dropped instead of finishing, the coordinator still hands over.
     let lease_stop_guard = lease_stop.clone().drop_guard();
-    let lease_task = tokio::spawn(leases::run(settings, owners, births_rx, lease_stop.clone()));
-    let result = serve(config, shutdown, stats_tx, owners_rx, Some(births_tx)).await;
+    let lease_task = tokio::spawn(leases::run(
+        settings,
+        owners,
+        births_rx,
+        settled_rxs,
+        lease_stop.clone(),
+    ));
+    let result = serve(
+        config,
+        shutdown,
+        stats_tx,
+        owners_rx,
+        Some(births_tx),
+        settled_txs,
+    )
+    .await;
     // Only now: storage has drained and the last watermarks are out, so the next owner starts
     // from them instead of having the edge replay what this twin stored.
     info!("Handing the rig leases over.");
@@ -190,16 +212,19 @@ pub async fn run_with_owners(
     stats_tx: watch::Sender<TwinStats>,
     owners_rx: watch::Receiver<Owners>,
 ) -> Result<(), TwinError> {
-    serve(config, shutdown, stats_tx, owners_rx, None).await
+    serve(config, shutdown, stats_tx, owners_rx, None, Vec::new()).await
 }
 
-/// The twin itself; each rig seen born is announced on `births_tx` (for lease registration).
+/// The twin itself; each rig seen born is announced on `births_tx` (for lease registration),
+/// and the storage writers (one per node, in node order) report on `settled_txs` the lost rigs
+/// of which storage has everything they accepted.
 async fn serve(
     config: TwinConfig,
     shutdown: CancellationToken,
     stats_tx: watch::Sender<TwinStats>,
     owners_rx: watch::Receiver<Owners>,
     births_tx: Option<mpsc::Sender<RigId>>,
+    settled_txs: Vec<watch::Sender<Settled>>,
 ) -> Result<(), TwinError> {
     config.validate().map_err(TwinError::InvalidConfig)?;
     let password = config
@@ -218,7 +243,7 @@ async fn serve(
     let (loss_tx, loss_rx) = mpsc::channel(LOSS_QUEUE);
     let writer = if config.storage.is_node_list() {
         // One writer per node; the published watermark is the lowest of theirs.
-        let nodes = NodeSet::build(&config, &shutdown, &owners_rx).await?;
+        let nodes = NodeSet::build(&config, &shutdown, &owners_rx, settled_txs).await?;
         info!(storage = %storage, "Storage ready.");
         tokio::spawn(nodes.run(
             chunk_rx,
@@ -241,6 +266,9 @@ async fn serve(
         if let Some(spool_config) = crate::store::spool_config(&config.spool) {
             let spool = dtop_spool::Spool::open(spool_config)?;
             writer = writer.with_spool(spool)?;
+        }
+        if let Some(settled_tx) = settled_txs.into_iter().next() {
+            writer = writer.with_settled(settled_tx);
         }
         tokio::spawn(
             writer

@@ -34,7 +34,7 @@ use crate::config::{
 };
 pub use file::FileSink;
 pub use http::HttpSink;
-pub use writer::{Watermarks, Writer, WriterConfig};
+pub use writer::{Settled, Watermarks, Writer, WriterConfig};
 
 /// Where batches go.
 #[derive(Debug)]

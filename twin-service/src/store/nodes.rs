@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::persisted::DeclaredLoss;
-use super::writer::{Watermarks, Writer, WriterConfig};
+use super::writer::{Settled, Watermarks, Writer, WriterConfig};
 use super::{Sink, StoreError};
 use crate::config::TwinConfig;
 use crate::owner::Owners;
@@ -195,9 +195,12 @@ impl NodeSet {
         config: &TwinConfig,
         shutdown: &CancellationToken,
         owners: &watch::Receiver<Owners>,
+        settled_txs: Vec<watch::Sender<Settled>>,
     ) -> Result<Self, NodesError> {
         let precision = config.storage.precision();
         let mut nodes = Vec::new();
+        // One reporter per node, in node order: a rig settles once every node has it.
+        let mut settled_txs = settled_txs.into_iter();
         for node in config.storage.nodes() {
             let sink = Sink::from_storage(&node.storage, &config.http)
                 .await
@@ -219,6 +222,9 @@ impl NodeSet {
             )
             .with_loss_records(precision)
             .with_owners(owners.clone());
+            if let Some(settled_tx) = settled_txs.next() {
+                writer = writer.with_settled(settled_tx);
+            }
             if let Some(spool_config) = super::node_spool_config(&config.spool, &node.name) {
                 let spool_err = |source| NodesError::Spool {
                     node: node.name.clone(),

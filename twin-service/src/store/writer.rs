@@ -21,6 +21,12 @@
 //! next owner may continue the same estimator run, `crate::replay::restore`, and InfluxDB
 //! would merge two writers' points of one run and time into one).
 //!
+//! It also reports each lost rig *settled* ([`Writer::with_settled`]) once no block it accepted
+//! for the rig is still waiting for storage (acknowledged, or given up and counted), so the
+//! lease coordinator hands the rig to its next owner only then: that owner restores the rig
+//! from storage, and a batch of this twin's landing after its read would leave two estimator
+//! runs over the same samples. Blocks in a spool that outlives the writer are not waited for.
+//!
 //! It stops when every chunk sender is gone and everything pending is written, or the drain
 //! timeout after shutdown has passed: then what is left waits in the spool for the next start,
 //! or, without a spool, is dropped and counted.
@@ -46,7 +52,7 @@ use super::persisted::{self, Acked, DeclaredLoss, PersistTracker};
 use super::{Sink, WriteError};
 use crate::config::{BackoffConfig, SpoolFsync, TwinConfig};
 use crate::lineproto::{self, Precision, SeqLossRecord};
-use crate::owner::{Owners, ownership_of};
+use crate::owner::{Owners, Ownership, ownership_of};
 use crate::rig::Chunk;
 use crate::stats::StoreStats;
 use dtop_daemon::Backoff;
@@ -141,7 +147,19 @@ pub struct Writer {
     rng: StdRng,
     /// Which rigs this twin owns (`crate::owner`); `None`: every rig (no coordinator).
     owners: Option<watch::Receiver<Owners>>,
+    /// The same, read for its changes: a rig newly lost waits in `unsettled`.
+    owner_changes: Option<watch::Receiver<Owners>>,
+    /// Blocks accepted and not yet acknowledged or given up, by rig (open batch, memory, spool,
+    /// in flight).
+    pending_blocks: BTreeMap<RigId, u64>,
+    /// Rigs lost at an epoch whose blocks are still pending.
+    unsettled: BTreeMap<RigId, u64>,
+    /// Where settled tenures are reported (`dtop_lease::Settled`).
+    settled_tx: Option<watch::Sender<Settled>>,
 }
+
+/// Per rig, the newest owner epoch lost of which no accepted block still waits for storage.
+pub type Settled = dtop_lease::Settled;
 
 impl Writer {
     /// A writer that keeps unsent batches in memory only.
@@ -176,14 +194,79 @@ impl Writer {
             stats_tx,
             rng: StdRng::from_os_rng(),
             owners: None,
+            owner_changes: None,
+            pending_blocks: BTreeMap::new(),
+            unsettled: BTreeMap::new(),
+            settled_tx: None,
         }
     }
 
     /// Drops, on arrival, each chunk of a rig `owners` says this twin does not own (see the
     /// module docs), counting its blocks in the rig's `blocks_fenced`.
     pub fn with_owners(mut self, owners: watch::Receiver<Owners>) -> Self {
+        let mut changes = owners.clone();
+        // Read what is already lost at the first turn of the loop.
+        changes.mark_changed();
+        self.owner_changes = Some(changes);
         self.owners = Some(owners);
         self
+    }
+
+    /// Reports on `settled_tx` each rig `with_owners` says was lost, at the epoch it was lost
+    /// at, once none of its accepted blocks waits for storage (see the module docs).
+    pub fn with_settled(mut self, settled_tx: watch::Sender<Settled>) -> Self {
+        self.settled_tx = Some(settled_tx);
+        self
+    }
+
+    /// Notes every rig lost at an epoch not yet settled; settles those with nothing pending.
+    fn on_owners_changed(&mut self) {
+        let (Some(changes), Some(settled_tx)) = (&mut self.owner_changes, &self.settled_tx) else {
+            return;
+        };
+        let owners = changes.borrow_and_update();
+        let settled = settled_tx.borrow();
+        for (rig, ownership) in owners.mentioned() {
+            match *ownership {
+                Ownership::Lost { epoch } if epoch > 0 => {
+                    if settled.get(rig).is_none_or(|e| *e < epoch) {
+                        self.unsettled.insert(rig.clone(), epoch);
+                    }
+                }
+                // Owned again: nothing of the old tenure is waited for any more.
+                Ownership::Owned { .. } => {
+                    self.unsettled.remove(rig);
+                }
+                Ownership::Lost { .. } => {}
+            }
+        }
+        drop((owners, settled));
+        self.settle();
+    }
+
+    /// Reports the unsettled rigs that have no pending block any more.
+    fn settle(&mut self) {
+        let Some(settled_tx) = &self.settled_tx else {
+            return;
+        };
+        let pending = &self.pending_blocks;
+        let (done, waiting): (BTreeMap<RigId, u64>, BTreeMap<RigId, u64>) =
+            std::mem::take(&mut self.unsettled)
+                .into_iter()
+                .partition(|(rig, _)| !pending.contains_key(rig));
+        self.unsettled = waiting;
+        if done.is_empty() {
+            return;
+        }
+        for (rig, epoch) in &done {
+            debug!(rig = %rig, owner_epoch = epoch, "Storage has every block of the lost rig this twin accepted; its lease may go.");
+        }
+        settled_tx.send_modify(|settled| {
+            for (rig, epoch) in done {
+                let e = settled.entry(rig).or_default();
+                *e = (*e).max(epoch);
+            }
+        });
     }
 
     /// Whether `rig`'s chunks are to be dropped: this twin does not own it (any more).
@@ -403,6 +486,9 @@ impl Writer {
             }
             self.pump();
             self.publish();
+            if !self.unsettled.is_empty() {
+                self.settle();
+            }
             if closed
                 && self.batch.is_empty()
                 && self.in_flight.is_none()
@@ -445,6 +531,13 @@ impl Writer {
                     Some((rig, loss)) => self.on_declared_loss(rig, loss),
                     None => self.loss_rx = None,
                 },
+                changed = owners_changed(&mut self.owner_changes), if self.settled_tx.is_some() && self.owner_changes.is_some() => {
+                    if changed {
+                        self.on_owners_changed();
+                    } else {
+                        self.owner_changes = None;
+                    }
+                }
                 _ = wait_for_drain_expiry(&self.shutdown, &mut self.drain_started, self.config.drain_timeout), if drain_pending => {
                     drain_expired = true;
                 }
@@ -481,6 +574,7 @@ impl Writer {
         self.batch.push(chunk, Instant::now());
         if let Some(b) = self.batch.blocks().last() {
             *self.backlog_ns.entry(b.rig.clone()).or_default() += b.span_ns;
+            *self.pending_blocks.entry(b.rig.clone()).or_default() += 1;
             self.stats.lines_pending += b.lines;
         }
     }
@@ -676,6 +770,7 @@ impl Writer {
         self.stats.lines_pending += meta.lines;
         for b in &meta.blocks {
             *self.backlog_ns.entry(b.rig.clone()).or_default() += b.span_ns;
+            *self.pending_blocks.entry(b.rig.clone()).or_default() += 1;
         }
     }
 
@@ -684,6 +779,12 @@ impl Writer {
         for b in &meta.blocks {
             if let Some(ns) = self.backlog_ns.get_mut(&b.rig) {
                 *ns = ns.saturating_sub(b.span_ns);
+            }
+            if let Some(n) = self.pending_blocks.get_mut(&b.rig) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.pending_blocks.remove(&b.rig);
+                }
             }
         }
     }
@@ -765,6 +866,14 @@ fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Whether the owners changed (`false`: their sender is gone); pending without a receiver.
+async fn owners_changed(changes: &mut Option<watch::Receiver<Owners>>) -> bool {
+    match changes {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 async fn poll_in_flight(in_flight: &mut Option<InFlight>) -> (Sink, Result<(), WriteError>) {
@@ -873,6 +982,84 @@ mod tests {
         assert_eq!((r.blocks_stored, r.blocks_fenced), (1, 2));
         assert_eq!(stats.lines_written_total, 2);
         assert_eq!(r.persisted_seq, Some(1));
+    }
+
+    /// The storage race of a handover: a lost rig is reported settled only once the blocks of
+    /// it this writer accepted before the loss are stored, at the epoch it was lost at.
+    #[tokio::test]
+    async fn a_lost_rig_is_settled_only_once_its_accepted_blocks_are_stored() {
+        use crate::owner::{OwnerMode, owners_channel_for};
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let (stats_tx, mut stats_rx) = watch::channel(StoreStats::default());
+        let (settled_tx, mut settled_rx) = watch::channel(Settled::new());
+        let (owners, owners_rx) = owners_channel_for(OwnerMode::Coordinated);
+        let (r1, r2) = (RigId::new("r1").unwrap(), RigId::new("r2").unwrap());
+        owners.own(r1.clone(), 3).unwrap();
+        owners.own(r2.clone(), 5).unwrap();
+        // Sealed at 4 lines only: a lone 2-line chunk stays in the open batch.
+        let writer = Writer::new(
+            file_sink(dir.path()).await,
+            rx,
+            config(4, 3_600_000),
+            CancellationToken::new(),
+            stats_tx,
+        )
+        .with_owners(owners_rx)
+        .with_settled(settled_tx);
+        let task = tokio::spawn(writer.run());
+        tx.send(chunk(1)).await.unwrap();
+        // Accepted (pending in the batch), then lost.
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            stats_rx.wait_for(|s| s.lines_pending == 2),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        owners.lose(r1.clone());
+        let early = tokio::time::timeout(
+            Duration::from_millis(300),
+            settled_rx.wait_for(|s| s.contains_key(&r1)),
+        )
+        .await
+        .is_ok();
+        assert!(!early, "settled while its block waited in the batch");
+        // Another rig's block fills the batch: it is written, and r1 settles at epoch 3.
+        tx.send(Chunk {
+            rig: r2.clone(),
+            lines: chunk(1).lines.replace("rig=r1", "rig=r2"),
+            ..chunk(1)
+        })
+        .await
+        .unwrap();
+        let settled = tokio::time::timeout(
+            Duration::from_secs(10),
+            settled_rx.wait_for(|s| s.contains_key(&r1)),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
+        assert_eq!(settled, Settled::from([(r1.clone(), 3)]));
+        let stats = stats_rx.borrow().clone();
+        assert_eq!(stats.rigs[&r1].blocks_stored, 1);
+        // A rig lost with nothing pending settles at once; an owned one never.
+        owners.lose(r2.clone());
+        let settled = tokio::time::timeout(
+            Duration::from_secs(10),
+            settled_rx.wait_for(|s| s.contains_key(&r2)),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
+        assert_eq!(settled, Settled::from([(r1, 3), (r2, 5)]));
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]
