@@ -30,8 +30,10 @@
 //! - A repeated SUBSCRIBE re-sends retained messages (read through a one-shot router link), and
 //!   an empty non-retained PUBLISH no longer clears the topic's retained message (rumqttd treats
 //!   every empty payload as a retained delete; it crosses the router as a placeholder).
-//! - QoS 0 under overload: a subscriber more than the router's per-filter backlog behind is
-//!   skipped ahead by rumqttd (QoS 0 messages lost, as the specification allows).
+//! - Under overload, a subscriber more than the router's per-filter log (`SEGMENTS_PER_FILTER`,
+//!   about 68 MiB) behind is skipped ahead by rumqttd, at QoS 0 or 1: every front link reads the
+//!   router at QoS 0, so the log's depth, not the session's queue, bounds how far a session may
+//!   fall behind a blast before messages are lost.
 //! - The broker has no shutdown: rumqttd's router cannot be stopped, so everything lives until
 //!   the process exits.
 

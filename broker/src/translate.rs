@@ -11,10 +11,16 @@ use crate::config::BrokerConfig;
 pub const PACKETS_PER_SEGMENT: usize = 4;
 
 /// Segments kept in memory per subscription filter (rumqttd keeps one log per filter, e.g. one
-/// for `dtop/+/samples` shared by every rig). With the default payload limit that is about
-/// 8.5 MiB: 32 worst-case sample blocks, or a few hundred typical 1 s blocks, that a stalled
-/// subscriber can fall behind before rumqttd skips it ahead (dropping the oldest data).
-pub const SEGMENTS_PER_FILTER: usize = 8;
+/// for `dtop/v1/rig/+/samples` shared by every rig), filled as traffic arrives. With the default
+/// payload limit that is at most about 68 MiB per filter: 256 worst-case sample blocks, or about
+/// 58 000 typical 1.2 KB 100-sample blocks, that a subscriber's session can fall behind before
+/// rumqttd skips it ahead, dropping the oldest data whatever the subscription's QoS (every front
+/// link subscribes at QoS 0). It was 8 (8.5 MiB, about 7 000 blocks): 10 publishers blasting
+/// 60 000 blocks/s on 2 cores then lost 37–44 % of the QoS 1 deliveries to one subscriber,
+/// whose session could not drain the log within the ~120 ms it held (BENCHMARKS.md, "Brokers:
+/// a 3-node NATS cluster against dtop-broker and Mosquitto"); with 64, 10 to 300 publishers
+/// lost none.
+pub const SEGMENTS_PER_FILTER: usize = 64;
 
 /// Router links per allowed connection: one for each connected client plus room for as many
 /// persistent sessions whose clients are away.

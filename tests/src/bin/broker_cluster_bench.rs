@@ -4,18 +4,20 @@
 //!
 //! Run: `cargo build --release --workspace --bins` (dtop-broker), then
 //! `DTOP_TEST_NATS_SERVER=target/py-peers/bin/nats-server cargo run --release -p dtop-e2e --bin
-//! broker_cluster_bench -- [--blocks N] [--rounds R] [--inflight K] [--qos 0|1]` (the pinned nats-server
-//! from `scripts/test.sh`'s venv). Each broker is started here as a process on loopback and
+//! broker_cluster_bench -- [--blocks N] [--rounds R] [--inflight K] [--qos 0|1] [--publishers P]`
+//! (the pinned nats-server from `scripts/test.sh`'s venv). Each broker is started here as a process on loopback and
 //! stopped by PID; Mosquitto is Debian's `/usr/sbin/mosquitto`.
 //!
-//! What one phase is: one publisher and one subscriber (rumqttc), QoS 1 both ways (or 0 with
-//! `--qos 0`: no acknowledgement, and on NATS no JetStream on the path), a real
-//! encoded `SampleBlock` of 4 channels × 100 samples as the payload (what an edge sends 10 of a
-//! second at 1 kHz), N blocks published as fast as K in-flight PUBACKs allow. On NATS the
-//! publisher talks to node 1 and the subscriber to node 2, so every block crosses a cluster
-//! route and JetStream (QoS 1 deliveries are JetStream-backed, replicated on the three nodes).
-//! The time runs from the first publish to the last block received. Bounded: each phase gives
-//! up after 120 s, or 3 s without a block, and reports what arrived.
+//! What one phase is: P publishers (1 by default, each its own connection and topic, as P edges)
+//! and one subscriber to all their topics (as one twin; rumqttc), QoS 1 both ways (or 0 with
+//! `--qos 0`: no acknowledgement, and on NATS no JetStream on the path), a real encoded
+//! `SampleBlock` of 4 channels × 100 samples as the payload (what an edge sends 10 of a second at
+//! 1 kHz), N blocks in all, split evenly, each publisher as fast as its K in-flight PUBACKs
+//! allow. On NATS publisher k talks to node k mod 3 + 1 and the subscriber to node 2, so most
+//! blocks cross a cluster route, and every QoS 1 block goes through JetStream (stored in the
+//! replicated `$MQTT_msgs` stream, delivered by a durable consumer). The time runs from the
+//! first publish to the last block received. Bounded: each phase gives up after 120 s, or 3 s
+//! without a block, and reports what arrived.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -44,7 +46,11 @@ struct Args {
     rounds: u32,
     inflight: u16,
     qos: QoS,
+    publishers: u64,
 }
+
+/// Most publishers one phase may start (two threads each).
+const MAX_PUBLISHERS: u64 = 500;
 
 fn parse_args() -> Result<Args> {
     let mut a = Args {
@@ -52,6 +58,7 @@ fn parse_args() -> Result<Args> {
         rounds: 3,
         inflight: 100,
         qos: QoS::AtLeastOnce,
+        publishers: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,11 +74,24 @@ fn parse_args() -> Result<Args> {
                     other => bail!("--qos {other}: 0 or 1 (NATS has no QoS 2)"),
                 }
             }
-            other => bail!("unknown flag {other} (--blocks N --rounds R --inflight K --qos 0|1)"),
+            "--publishers" => a.publishers = value()?.parse()?,
+            other => bail!(
+                "unknown flag {other} (--blocks N --rounds R --inflight K --qos 0|1 --publishers P)"
+            ),
         }
     }
+    let mut problems = Vec::new();
     if a.blocks == 0 || a.rounds == 0 || a.inflight == 0 {
-        bail!("--blocks, --rounds and --inflight must be at least 1");
+        problems.push("--blocks, --rounds and --inflight must be at least 1".to_owned());
+    }
+    if !(1..=MAX_PUBLISHERS).contains(&a.publishers) {
+        problems.push(format!("--publishers must be 1 to {MAX_PUBLISHERS}"));
+    }
+    if a.publishers > a.blocks {
+        problems.push("--publishers must not exceed --blocks".to_owned());
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
     }
     Ok(a)
 }
@@ -125,12 +145,19 @@ fn options(id: &str, port: u16, inflight: u16) -> MqttOptions {
     o
 }
 
-/// One phase: a subscriber on `sub_port`, then a publisher on `pub_port`.
-fn phase(tag: &str, pub_port: u16, sub_port: u16, args: &Args, payload: &[u8]) -> Result<Phase> {
-    let topic = format!("dtop/v1/rig/bench-{tag}/samples");
+/// One phase: a subscriber on `sub_port` to every publisher's topic, then `args.publishers`
+/// publishers, publisher k on `pub_ports[k % len]`.
+fn phase(
+    tag: &str,
+    pub_ports: &[u16],
+    sub_port: u16,
+    args: &Args,
+    payload: &[u8],
+) -> Result<Phase> {
+    let filter = format!("dtop/v1/rig/bench-{tag}/samples/+");
     let id = std::process::id();
     let (sub, mut sub_conn) = Client::new(options(&format!("sub-{tag}-{id}"), sub_port, 100), 64);
-    sub.subscribe(&topic, args.qos)?;
+    sub.subscribe(&filter, args.qos)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     // The SUBACK first, so no block is published before the subscription exists.
     for event in sub_conn.iter() {
@@ -168,25 +195,70 @@ fn phase(tag: &str, pub_port: u16, sub_port: u16, args: &Args, payload: &[u8]) -
         Ok((received, last))
     });
 
-    let (publisher, mut pub_conn) = Client::new(
-        options(&format!("pub-{tag}-{id}"), pub_port, args.inflight),
-        1024,
-    );
-    let sender = {
-        let payload = payload.to_vec();
-        let topic = topic.clone();
-        thread::spawn(move || -> Result<()> {
-            for _ in 0..n {
-                publisher.publish(&topic, qos, false, payload.clone())?;
-            }
-            Ok(())
-        })
-    };
+    let p = args.publishers;
+    let mut publishers = Vec::new();
+    for k in 0..p {
+        // N split evenly; the first N mod P publishers send one more.
+        let blocks = n / p + u64::from(k < n % p);
+        let port = pub_ports[(k as usize) % pub_ports.len()];
+        let topic = format!("dtop/v1/rig/bench-{tag}/samples/{k}");
+        let (publisher, pub_conn) = Client::new(
+            options(&format!("pub-{tag}-{k}-{id}"), port, args.inflight),
+            1024,
+        );
+        let sender = {
+            let payload = payload.to_vec();
+            thread::spawn(move || -> Result<()> {
+                for _ in 0..blocks {
+                    publisher.publish(&topic, qos, false, payload.clone())?;
+                }
+                Ok(())
+            })
+        };
+        let first_tx = first_tx.clone();
+        let tag = tag.to_owned();
+        let acks = thread::spawn(move || -> Result<Option<Instant>> {
+            acknowledged(&tag, k, pub_conn, blocks, qos, &first_tx)
+        });
+        publishers.push((sender, acks));
+    }
+    drop(first_tx);
+    let mut started: Option<Instant> = None;
+    for (sender, acks) in publishers {
+        // The connection's error first: a sender fails only because its connection ended.
+        let first = acks
+            .join()
+            .map_err(|_| anyhow::anyhow!("publisher connection thread panicked"))??;
+        sender
+            .join()
+            .map_err(|_| anyhow::anyhow!("publisher thread panicked"))??;
+        started = match (started, first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let (received, last) = receiver
+        .join()
+        .map_err(|_| anyhow::anyhow!("subscriber thread panicked"))??;
+    let started = started.context("nothing was published")?;
+    let elapsed = last.context("no block arrived")? - started;
+    Ok(Phase { received, elapsed })
+}
+
+/// Drives publisher `k`'s connection until its `blocks` are sent (QoS 0) or acknowledged
+/// (QoS 1), or the phase limit; tells `first_tx` when its first block went out and returns it.
+fn acknowledged(
+    tag: &str,
+    k: u64,
+    mut conn: rumqttc::Connection,
+    blocks: u64,
+    qos: QoS,
+    first_tx: &mpsc::Sender<Instant>,
+) -> Result<Option<Instant>> {
     let mut started = None;
-    // Sent at QoS 0, acknowledged at QoS 1.
     let mut done = 0;
     let until = Instant::now() + PHASE_LIMIT;
-    for event in pub_conn.iter() {
+    for event in conn.iter() {
         match event {
             Ok(Event::Outgoing(Outgoing::Publish(_))) => {
                 if started.is_none() {
@@ -200,21 +272,13 @@ fn phase(tag: &str, pub_port: u16, sub_port: u16, args: &Args, payload: &[u8]) -
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => done += 1,
             Ok(_) => {}
-            Err(e) => bail!("{tag}: publisher: {e}"),
+            Err(e) => bail!("{tag}: publisher {k}: {e}"),
         }
-        if done == n || Instant::now() > until {
+        if done == blocks || Instant::now() > until {
             break;
         }
     }
-    sender
-        .join()
-        .map_err(|_| anyhow::anyhow!("publisher thread panicked"))??;
-    let (received, last) = receiver
-        .join()
-        .map_err(|_| anyhow::anyhow!("subscriber thread panicked"))??;
-    let started = started.context("nothing was published")?;
-    let elapsed = last.context("no block arrived")? - started;
-    Ok(Phase { received, elapsed })
+    Ok(started)
 }
 
 fn start_dtop_broker(dir: &Path) -> Result<(Proc, u16)> {
@@ -259,28 +323,36 @@ fn main() -> Result<()> {
     let payload = sample_block();
     let dir = tempfile::tempdir()?;
     println!(
-        "payload: SampleBlock of {CHANNELS} channels x {BLOCK_SAMPLES} samples, {} B; {} blocks per phase, QoS {}, {} in flight",
+        "payload: SampleBlock of {CHANNELS} channels x {BLOCK_SAMPLES} samples, {} B; {} blocks per phase from {} publisher(s), QoS {}, {} in flight each",
         payload.len(),
         args.blocks,
+        args.publishers,
         args.qos as u8,
         args.inflight
     );
     let (mut dtop, dtop_port) = start_dtop_broker(dir.path())?;
     let (mut mosquitto, mosquitto_port) = start_mosquitto(dir.path())?;
     let cluster = NatsCluster::start(&nats_binary, None)?;
-    let (nats_pub, nats_sub) = (cluster.mqtt_addr(0).port(), cluster.mqtt_addr(1).port());
+    // One publisher: on node 1 (its blocks cross a route to the subscriber on node 2). More:
+    // spread over the three nodes, as edges are.
+    let nats_pub: Vec<u16> = if args.publishers == 1 {
+        vec![cluster.mqtt_addr(0).port()]
+    } else {
+        (0..3).map(|i| cluster.mqtt_addr(i).port()).collect()
+    };
+    let nats_sub = cluster.mqtt_addr(1).port();
     let mut rates: [Vec<f64>; 3] = Default::default();
     for round in 1..=args.rounds {
         for (i, (name, p, s)) in [
-            ("nats-3-node", nats_pub, nats_sub),
-            ("dtop-broker", dtop_port, dtop_port),
-            ("mosquitto", mosquitto_port, mosquitto_port),
+            ("nats-3-node", nats_pub.clone(), nats_sub),
+            ("dtop-broker", vec![dtop_port], dtop_port),
+            ("mosquitto", vec![mosquitto_port], mosquitto_port),
         ]
         .into_iter()
         .enumerate()
         {
             let tag = format!("{name}-{round}");
-            let r = phase(&tag, p, s, &args, &payload)?;
+            let r = phase(&tag, &p, s, &args, &payload)?;
             let rate = r.blocks_per_s();
             println!(
                 "round={round} broker={name} received={} of {} elapsed_s={:.3} blocks_per_s={rate:.0} \
