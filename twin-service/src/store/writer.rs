@@ -936,6 +936,15 @@ mod tests {
         }
     }
 
+    /// The value of `rx` once `done` holds, waiting at most 10 s.
+    async fn when<T: Clone>(rx: &mut watch::Receiver<T>, done: impl FnMut(&T) -> bool) -> T {
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(done))
+            .await
+            .expect("not within 10 s")
+            .expect("the sender is gone")
+            .clone()
+    }
+
     async fn file_sink(dir: &std::path::Path) -> Sink {
         let c = FileStorageConfig {
             dir: dir.to_owned(),
@@ -965,10 +974,7 @@ mod tests {
         let task = tokio::spawn(writer.run());
         tx.send(chunk(1)).await.unwrap();
         let stored = |s: &StoreStats| s.rigs.get(&rig).is_some_and(|r| r.blocks_stored == 1);
-        tokio::time::timeout(Duration::from_secs(10), stats_rx.wait_for(stored))
-            .await
-            .unwrap()
-            .unwrap();
+        when(&mut stats_rx, stored).await;
         // Lost: made while owned, but arriving after the loss, so never stored.
         owners.lose(rig.clone());
         tx.send(chunk(2)).await.unwrap();
@@ -1010,13 +1016,7 @@ mod tests {
         let task = tokio::spawn(writer.run());
         tx.send(chunk(1)).await.unwrap();
         // Accepted (pending in the batch), then lost.
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            stats_rx.wait_for(|s| s.lines_pending == 2),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        when(&mut stats_rx, |s| s.lines_pending == 2).await;
         owners.lose(r1.clone());
         let early = tokio::time::timeout(
             Duration::from_millis(300),
@@ -1033,27 +1033,13 @@ mod tests {
         })
         .await
         .unwrap();
-        let settled = tokio::time::timeout(
-            Duration::from_secs(10),
-            settled_rx.wait_for(|s| s.contains_key(&r1)),
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .clone();
+        let settled = when(&mut settled_rx, |s| s.contains_key(&r1)).await;
         assert_eq!(settled, Settled::from([(r1.clone(), 3)]));
         let stats = stats_rx.borrow().clone();
         assert_eq!(stats.rigs[&r1].blocks_stored, 1);
         // A rig lost with nothing pending settles at once; an owned one never.
         owners.lose(r2.clone());
-        let settled = tokio::time::timeout(
-            Duration::from_secs(10),
-            settled_rx.wait_for(|s| s.contains_key(&r2)),
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .clone();
+        let settled = when(&mut settled_rx, |s| s.contains_key(&r2)).await;
         assert_eq!(settled, Settled::from([(r1, 3), (r2, 5)]));
         drop(tx);
         tokio::time::timeout(Duration::from_secs(10), task)
@@ -1080,14 +1066,7 @@ mod tests {
         let task = tokio::spawn(writer.run());
         tx.send(chunk(1)).await.unwrap();
         tx.send(chunk(2)).await.unwrap();
-        let stats = tokio::time::timeout(
-            Duration::from_secs(10),
-            stats_rx.wait_for(|s| s.batches_written_total == 1),
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .clone();
+        let stats = when(&mut stats_rx, |s| s.batches_written_total == 1).await;
         assert_eq!(stats.lines_written_total, 4);
         let r = &stats.rigs[&RigId::new("r1").unwrap()];
         assert_eq!(
@@ -1120,13 +1099,7 @@ mod tests {
         );
         let task = tokio::spawn(writer.run());
         tx.send(chunk(1)).await.unwrap();
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            stats_rx.wait_for(|s| s.lines_written_total == 2),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        when(&mut stats_rx, |s| s.lines_written_total == 2).await;
         drop(tx);
         tokio::time::timeout(Duration::from_secs(10), task)
             .await
@@ -1159,13 +1132,7 @@ mod tests {
             let rig = rig.clone();
             let mut wm_rx = wm_rx.clone();
             async move {
-                tokio::time::timeout(
-                    Duration::from_secs(10),
-                    wm_rx.wait_for(|w| w.get(&rig) == Some(&seq)),
-                )
-                .await
-                .unwrap()
-                .unwrap();
+                when(&mut wm_rx, |w| w.get(&rig) == Some(&seq)).await;
             }
         };
         at(&mut wm_rx, 1).await;
@@ -1183,18 +1150,12 @@ mod tests {
         loss_tx.send((rig.clone(), skipped)).await.unwrap();
         tx.send(chunk(6)).await.unwrap();
         at(&mut wm_rx, 6).await;
-        let stats = tokio::time::timeout(
-            Duration::from_secs(10),
-            stats_rx.wait_for(|s| {
-                s.rigs
-                    .get(&rig)
-                    .is_some_and(|r| r.loss_declarations_total == 2)
-            }),
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .clone();
+        let stats = when(&mut stats_rx, |s| {
+            s.rigs
+                .get(&rig)
+                .is_some_and(|r| r.loss_declarations_total == 2)
+        })
+        .await;
         let r = &stats.rigs[&rig];
         assert_eq!(r.seqs_skipped_at_edge, 4);
         assert!(
