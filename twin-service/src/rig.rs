@@ -2333,7 +2333,27 @@ impl RigActor {
             tokio::spawn(async move {
                 let watermark_seq = match request.watermark_seq {
                     Some(seq) => Some(seq),
-                    None => await_watermark(watermarks, &rig, WATERMARK_WAIT).await,
+                    None => {
+                        // The wait is for a retained watermark arriving late, which matters
+                        // only if the previous owner stored a run: one that died before
+                        // storing any estimate (before its first watermark, too) leaves
+                        // nothing to continue, so the new run starts now, not 30 s later.
+                        // Storage not answering: wait, as before.
+                        let stored = tokio::time::timeout(
+                            RESTORE_TIMEOUT,
+                            crate::replay::restore::any_run(&query, &rig),
+                        )
+                        .await;
+                        if let Ok(Ok(false)) = stored {
+                            let failure = RestoreFailure {
+                                reason: "no_run",
+                                detail: "no estimate of the rig is stored, so no run waits to be continued".into(),
+                            };
+                            let _ = tx.send((request.epoch, Err(failure))).await;
+                            return;
+                        }
+                        await_watermark(watermarks, &rig, WATERMARK_WAIT).await
+                    }
                 };
                 let Some(watermark_seq) = watermark_seq else {
                     let failure = RestoreFailure {

@@ -89,6 +89,48 @@ fn expected_value(column: &Column<'_>, k: usize) -> f64 {
     column.value(k).unwrap()
 }
 
+/// A takeover without a watermark waits for a late one only when the previous owner stored a
+/// run to continue (`replay::restore::any_run`, `dtop_twin::rig`): a rig with samples but no
+/// estimate has none, a rig with one feed record has one, and another rig's records count
+/// for that rig alone.
+#[tokio::test]
+async fn any_run_sees_a_rigs_stored_estimates_and_only_its_own() {
+    use dtop_twin::replay::record::FEED_MEASUREMENT;
+    use dtop_twin::replay::restore::any_run;
+    use dtop_twin::store::query::InfluxQuery;
+
+    let Some(influx) = InfluxD::start_if_installed().await else {
+        return;
+    };
+    influx.create_database("dtop").await;
+    let config = v1_config(&influx, "dtop", Precision::Us);
+    let StorageConfig::InfluxV1(v1) = &config.storage else {
+        unreachable!("v1_config is InfluxDB 1.x");
+    };
+    let query = InfluxQuery::influx_v1(v1, Duration::from_secs(10)).unwrap();
+    let (a, b) = (RigId::new("lab-3s").unwrap(), RigId::new("lab-b").unwrap());
+    assert!(!any_run(&query, &a).await.unwrap(), "an empty database");
+
+    // Rig a: samples and its block's audit line, as a twin that is not estimating stores.
+    let mut sink = Sink::from_config(&config).await.unwrap();
+    let (body, _) = encode(1_700_000_000_000_000_000, 1_000_000, Precision::Us);
+    sink.write(&body).await.unwrap();
+    assert!(
+        !any_run(&query, &a).await.unwrap(),
+        "samples without estimates"
+    );
+
+    // Rig b: one feed record, in the recorder's layout.
+    let feed = format!(
+        "{FEED_MEASUREMENT},rig=lab-b run=7i,session=1i,seq=0i,first_sample_index=0i,\
+         samples=100i,first_timestamp_ns=1700000000000000000i,sample_period_ns=1000000i,\
+         controller_version=0i 1700000000000000\n"
+    );
+    sink.write(&Bytes::from(feed)).await.unwrap();
+    assert!(any_run(&query, &b).await.unwrap(), "a stored feed record");
+    assert!(!any_run(&query, &a).await.unwrap(), "another rig's record");
+}
+
 async fn check_v1_round_trip(
     precision: Precision,
     first_ns: u64,

@@ -211,6 +211,19 @@ impl Restorer {
     }
 }
 
+/// Whether any block of `rig` was ever estimated and stored: a run a takeover could continue.
+/// Without one, no watermark that may still arrive would give the new owner anything to
+/// restore, so it need not wait for one (`crate::rig`).
+pub async fn any_run(query: &InfluxQuery, rig: &RigId) -> Result<bool, ReplayError> {
+    let tag = Reader { query, rig }.rig();
+    let rows = query
+        .rows(&format!(
+            "SELECT * FROM {FEED_MEASUREMENT} WHERE rig = {tag} ORDER BY time DESC LIMIT 1"
+        ))
+        .await?;
+    Ok(!rows.is_empty())
+}
+
 /// Reads from InfluxDB 1.x the run in force at `watermark_seq` (the run of the latest block
 /// folded in with a seq at or below it), its latest checkpoint at or before that block, and
 /// the feed records and stream-0 samples from there to that block, and replays them: the
