@@ -47,6 +47,17 @@ use crate::store::persisted::{self, DeclaredLoss, LossProblem};
 use crate::store::query::InfluxQuery;
 use crate::store::{Settled, Sink, StoreError, Watermarks, Writer, WriterConfig};
 
+/// The QoS of every subscription of the twin: 0. The session is clean, so QoS 1 kept nothing
+/// across a reconnect that QoS 0 loses, and each topic has its end-to-end answer: the edge spools
+/// a block until this twin's watermark covers it and sends it again when the watermark stalls;
+/// a loss declaration is repeated until the watermark passes it; births, watermarks, statuses
+/// and models are retained or superseded; commands are answered on cmd/ack. On NATS a QoS 1
+/// subscription is a replicated JetStream consumer, which a reconnect after a node's death must
+/// delete and create again while JetStream re-elects its leaders: a loaded CI run refused the
+/// twin's `samples` for over 40 s, so the twin heard nothing. A QoS 0 subscription is a plain
+/// NATS one, granted as soon as the twin is connected.
+const SUBSCRIPTION_QOS: QoS = QoS::AtMostOnce;
+
 /// Events queued per rig actor before the router waits (backpressure).
 pub const RIG_QUEUE_EVENTS: usize = 64;
 /// How long one query of a takeover's restore may take (the whole restore is bounded by
@@ -526,16 +537,6 @@ async fn run_mqtt(
                 backoff.reset();
                 failover.connected(Instant::now().into_std());
                 subscriptions.connected();
-                // Every subscription at QoS 0. The session is clean, so QoS 1 kept nothing across
-                // a reconnect that QoS 0 loses, and each of these has its end-to-end answer: the
-                // edge spools a block until this twin's watermark covers it and sends it again
-                // when the watermark stalls; a loss declaration is repeated until the watermark
-                // passes it; births, watermarks, statuses and models are retained or superseded;
-                // commands are answered on cmd/ack. On NATS a QoS 1 subscription is a replicated
-                // JetStream consumer, which a reconnect after a node's death must delete and
-                // create again while JetStream re-elects its leaders: a loaded CI run refused
-                // the twin's `samples` for over 40 s, so the twin heard nothing. A QoS 0
-                // subscription is a plain NATS one, granted as soon as the twin is connected.
                 let filters: Vec<SubscribeFilter> = [
                     RigTopic::Birth,
                     RigTopic::Samples,
@@ -543,7 +544,7 @@ async fn run_mqtt(
                     RigTopic::Loss,
                     RigTopic::Persisted,
                 ]
-                .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), QoS::AtMostOnce))
+                .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), SUBSCRIPTION_QOS))
                 .to_vec();
                 subscribe(&mut subscriptions, filters, "subscriptions");
                 // Only a twin hosting control answers commands; a separate SUBSCRIBE keeps the
@@ -553,7 +554,7 @@ async fn run_mqtt(
                 // off.
                 if optional.commands {
                     let filters = [RigTopic::Cmd, RigTopic::CmdAck, RigTopic::Status]
-                        .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), QoS::AtMostOnce));
+                        .map(|kind| SubscribeFilter::new(topic::all_rigs(kind), SUBSCRIPTION_QOS));
                     subscribe(
                         &mut subscriptions,
                         filters.to_vec(),
@@ -562,7 +563,8 @@ async fn run_mqtt(
                 }
                 // Catalogue models (crate::adopt), only when a rig follows one.
                 if optional.models {
-                    let filter = SubscribeFilter::new(adopt::MODELS_FILTER.into(), QoS::AtMostOnce);
+                    let filter =
+                        SubscribeFilter::new(adopt::MODELS_FILTER.into(), SUBSCRIPTION_QOS);
                     subscribe(
                         &mut subscriptions,
                         vec![filter],
